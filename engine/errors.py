@@ -1,0 +1,32 @@
+"""The exception tree of sigmatch.
+
+    SigmatchError                 every error sigmatch raises on purpose
+    ├── ConfigError               a configuration file (or a `where`) is invalid; names file and key
+    ├── LoadError                 a profile, list, area or trace file cannot be read; names the file
+    └── StreamError               the event stream is not valid msgpack; carries the byte offset
+
+Bad *events* are not exceptions: they are counted and written to dead letters (SPEC §1.4).
+"""
+
+__all__ = ["SigmatchError", "ConfigError", "LoadError", "StreamError"]
+
+
+class SigmatchError(Exception):
+    """Base class of every error sigmatch raises on purpose."""
+
+
+class ConfigError(SigmatchError):
+    """A configuration is invalid. The message names the file and the key."""
+
+
+class LoadError(SigmatchError):
+    """An input file (profiles, list, area, trace) cannot be loaded. The message names the file."""
+
+
+class StreamError(SigmatchError):
+    """The event stream is structurally corrupt at `offset` (counted from the first byte of the run)."""
+
+    def __init__(self, offset: int, reason: str):
+        self.offset = offset
+        self.reason = reason
+        super().__init__(f"corrupt event stream at byte offset {offset}: {reason}")

@@ -1,0 +1,66 @@
+"""Record layouts shared by the core, the sinks and the reference model.
+
+The core fills C structs with exactly these layouts; Python views them as NumPy structured
+arrays without copying field by field. Keep the two in step (`_core.pxd`).
+"""
+import numpy as np
+
+__all__ = [
+    "ACTION_DTYPE", "CONVERSION_DTYPE", "DEAD_LETTER_DTYPE", "DEAD_LETTER_BYTES",
+    "KIND_SEND", "KIND_CONTROL", "KINDS", "BAD_REASONS", "FUNNEL", "ACTION_COLUMNS",
+    "CONVERSION_COLUMNS", "DEAD_LETTER_COLUMNS",
+]
+
+KIND_SEND = 0
+KIND_CONTROL = 1
+KINDS = ("send", "control")
+
+# Dead-letter reasons, by code (SPEC §1.4). The first failing field in the order
+# ts, type, msisdn, peer, cell, dur, flags, arg decides the reason; `duplicate_key` comes first.
+BAD_REASONS = (
+    "not_an_event",     # the value is neither an array nor a map
+    "missing_field",    # ts, type or msisdn absent or nil
+    "wrong_type",       # a known field holds the wrong msgpack type
+    "out_of_range",     # negative, msisdn 0 or >= 10**15, cell >= 2**32, ts >= 2**53
+    "bad_number",       # msisdn/peer string that is not 1..15 ASCII digits without a leading 0
+    "unknown_type",     # type code or name not configured
+    "duplicate_key",    # a map names a known key twice
+)
+
+# Per-campaign funnel counters, in stats.json order.
+FUNNEL = (
+    "matched",                  # step 6 matched
+    "scheduled",                # ... and was put on a timer (delay > 0)
+    "overflow",                 # ... but max_pending was reached: dropped
+    "recheck_failed",           # a delayed action whose recheck failed at emission
+    "suppressed_blacklist",
+    "suppressed_quiet_hours",
+    "suppressed_min_gap",
+    "suppressed_max_per_day",
+    "suppressed_cooldown",
+    "control",                  # contacts kept as hold-out control
+    "sent",                     # contacts sent
+    "converted_send",
+    "converted_control",
+)
+
+ACTION_DTYPE = np.dtype([
+    ("seq", "<u8"), ("ts", "<i8"), ("trigger_ts", "<i8"), ("msisdn", "<u8"),
+    ("cell", "<u4"), ("campaign", "<u2"), ("kind", "u1"), ("_pad", "u1"),
+])
+CONVERSION_DTYPE = np.dtype([
+    ("seq", "<u8"), ("ts", "<i8"), ("msisdn", "<u8"), ("contact_seq", "<u8"),
+    ("campaign", "<u2"), ("kind", "u1"), ("_pad", "u1", (5,)),
+])
+DEAD_LETTER_BYTES = 64
+DEAD_LETTER_DTYPE = np.dtype([
+    ("offset", "<u8"), ("reason", "<u2"), ("nbytes", "<u2"), ("_pad", "u1", (4,)),
+    ("bytes", "u1", (DEAD_LETTER_BYTES,)),
+])
+assert ACTION_DTYPE.itemsize == 40 and CONVERSION_DTYPE.itemsize == 40
+assert DEAD_LETTER_DTYPE.itemsize == 80
+
+# Output columns (SPEC §4), in file order.
+ACTION_COLUMNS = ("seq", "ts", "campaign", "msisdn", "channel", "template", "kind", "trigger_ts", "cell")
+CONVERSION_COLUMNS = ("seq", "ts", "campaign", "msisdn", "contact_seq", "kind")
+DEAD_LETTER_COLUMNS = ("offset", "reason", "bytes_hex")

@@ -1,0 +1,1 @@
+"""Everything that reads the outside world: profiles, lists, areas and traces."""
