@@ -1,0 +1,111 @@
+# C structs of the core. The record structs (ActionC, ConversionC, DeadLetterC) have exactly
+# the layouts of engine/records.py's NumPy dtypes: Python views the buffers without copying
+# field by field.
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
+
+ctypedef struct EventC:
+    int64_t ts
+    uint64_t msisdn
+    uint64_t peer
+    uint64_t dur
+    uint64_t flags
+    uint64_t arg
+    uint32_t cell
+    int32_t type
+
+ctypedef struct ActionC:
+    uint64_t seq
+    int64_t ts
+    int64_t trigger_ts
+    uint64_t msisdn
+    uint32_t cell
+    uint16_t campaign
+    uint8_t kind
+    uint8_t pad
+
+ctypedef struct ConversionC:
+    uint64_t seq
+    int64_t ts
+    uint64_t msisdn
+    uint64_t contact_seq
+    uint16_t campaign
+    uint8_t kind
+    uint8_t pad[5]
+
+ctypedef struct DeadLetterC:
+    uint64_t offset
+    uint16_t reason
+    uint16_t nbytes
+    uint8_t pad[4]
+    uint8_t bytes[64]
+
+# A delayed action waiting for its due time; the heap orders by (due, created).
+ctypedef struct TimerC:
+    int64_t due
+    uint64_t created
+    int64_t trigger_ts
+    uint32_t subscriber
+    uint32_t cell
+    uint32_t campaign
+    uint32_t pad
+
+# Sparse per-(subscriber, campaign) contact state; only pairs that were ever scheduled or
+# contacted have one, so memory follows contacts, not subscribers x campaigns.
+ctypedef struct ContactC:
+    uint64_t key            # subscriber << 16 | campaign, with bit 63 set when the slot is used
+    int64_t last_ts         # last contact (send or control)
+    uint64_t last_seq       # its action seq, for conversion records
+    uint32_t streak         # contacts without a response
+    uint32_t flags          # CONTACT_* bits
+
+# The fixed head of a subscriber's state row. The row continues with the eligibility words
+# (uint64 x nr_elig_words), the counter values (uint32 x nr_counters) and the window starts of
+# windowed counters (int64 x nr_windows), so that one or two cache lines hold everything the
+# matcher reads for one event.
+ctypedef struct SubHeadC:
+    int64_t last_any_p1     # last contact of any campaign + 1; 0 = never (zeroed memory means "never")
+    int32_t day             # local day of day_count
+    uint32_t day_count      # contacts on that local day
+    uint32_t cell           # current cell, 0 = unknown
+    uint8_t flags           # SUB_* bits
+    uint8_t pad[3]
+
+ctypedef struct CounterC:
+    uint64_t types          # bit per event type code
+    uint64_t flags          # event flag bits that must all be set
+    int32_t add             # ADD_* mode
+    int32_t window_slot     # index of its window start in the row, -1 without a window
+    int64_t window          # ms
+
+ctypedef struct CampaignC:
+    uint64_t convert_types
+    uint64_t convert_arg
+    uint64_t elig_mask      # static eligibility: audience, exclude, blacklist, where
+    uint64_t recheck_mask   # audience and exclude, for recheck "audience"
+    uint64_t area_mask
+    int64_t cooldown
+    int64_t delay
+    int64_t convert_within  # -1: no limit
+    int32_t elig_word
+    int32_t recheck_word
+    int32_t area_word       # -1: no area
+    int32_t peer_set        # -1: no peer_in
+    int32_t hours_start     # minute of the local day, -1: no hours
+    int32_t hours_end
+    int32_t counter         # -1: no counter condition
+    uint32_t at_least
+    uint32_t stop_after     # 0xFFFFFFFF: never stop
+    uint32_t holdout        # control when crc % 10000 < holdout
+    uint32_t recheck        # RECHECK_* bits
+    uint32_t exempt         # EXEMPT_* bits
+    uint8_t days            # weekday bits, mon = bit 0
+    uint8_t enter
+    uint8_t once
+    uint8_t has_convert_arg
+    uint32_t id_len
+    const char* id          # campaign id bytes (owned by the Core), for the holdout hash
+
+# A set of 64-bit MSISDNs (peer lists hold off-net numbers), open addressing, 0 = empty slot.
+ctypedef struct PeerSetC:
+    uint64_t* slots
+    uint64_t mask

@@ -1,0 +1,1722 @@
+# cython: language_level=3
+"""The core: msgpack decoding, the subscriber index, state, compiled campaigns and matching.
+
+Python compiles configuration, profiles and lists into flat tables (engine/compile.py) and
+hands them to a `Core`; from then on every event is decoded and matched here, without the GIL
+and without touching a Python object. Results go into growable C buffers (actions,
+conversions, dead letters) that Python takes once per fed chunk.
+
+Decoder transitions (one top-level msgpack value = one event):
+
+    start of value --array n--> up to 8 positional fields, the rest skipped unread
+                   --map n----> n (key, value) pairs; known str keys read, others skipped
+                   --other----> skipped whole; dead letter "not_an_event"
+    any byte 0xc1             -> DEC_CORRUPT  (stream error)
+    a byte needed past the end of the fed data -> DEC_NEED_MORE (resume when more arrives)
+    a byte needed past start + max_event_bytes -> DEC_TOO_LARGE (stream error)
+
+TOO_LARGE is checked before NEED_MORE so that the outcome depends only on the bytes of the
+stream, never on where it was split into chunks.
+"""
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t, int32_t, int64_t
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memcpy, memset, memcmp
+
+import numpy as np
+
+from engine.records import ACTION_DTYPE, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, BAD_REASONS
+
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include <string.h>
+    #include <sys/mman.h>
+
+    /* Big state arrays come from mmap: zeroed lazily by the kernel, page aligned, and
+       eligible for transparent huge pages, which halve the TLB misses of random
+       per-subscriber access. Small blocks come from calloc. */
+    #define SM_BIG (1u << 20)
+    static void *sm_zalloc(size_t n) {
+        if (n == 0) n = 1;
+        if (n < SM_BIG) return calloc(1, n);
+        void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return NULL;
+    #ifdef MADV_HUGEPAGE
+        madvise(p, n, MADV_HUGEPAGE);
+    #endif
+        return p;
+    }
+    static void sm_free(void *p, size_t n) {
+        if (p == NULL) return;
+        if (n == 0) n = 1;
+        if (n < SM_BIG) free(p); else munmap(p, n);
+    }
+
+    static uint32_t sm_crc_table[256];
+    static void sm_crc_init(void) {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            sm_crc_table[i] = c;
+        }
+    }
+    /* zlib.crc32, resumable: pass the previous result as crc. */
+    static uint32_t sm_crc32(uint32_t crc, const uint8_t *p, size_t n) {
+        crc = ~crc;
+        while (n--) crc = sm_crc_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+        return ~crc;
+    }
+    static inline uint64_t sm_mix64(uint64_t x) {
+        x ^= x >> 33; x *= 0xff51afd7ed558ccdULL;
+        x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL;
+        x ^= x >> 33;
+        return x;
+    }
+    """
+    void* sm_zalloc(size_t n) nogil
+    void sm_free(void* p, size_t n) nogil
+    void sm_crc_init()
+    uint32_t sm_crc32(uint32_t crc, const uint8_t* p, size_t n) nogil
+    uint64_t sm_mix64(uint64_t x) nogil
+
+sm_crc_init()
+
+# Decoder return codes
+cdef enum:
+    DEC_OK = 0
+    DEC_BAD = 1
+    DEC_NEED_MORE = 2
+    DEC_CORRUPT = 3
+    DEC_TOO_LARGE = 4
+
+# Kinds of a decoded field value
+cdef enum:
+    F_MISSING = 0
+    F_NIL = 1
+    F_UINT = 2
+    F_NEG = 3
+    F_STR = 4
+    F_OTHER = 5
+
+# Dead-letter reasons: indexes into engine.records.BAD_REASONS
+cdef enum:
+    R_NOT_AN_EVENT = 0
+    R_MISSING_FIELD = 1
+    R_WRONG_TYPE = 2
+    R_OUT_OF_RANGE = 3
+    R_BAD_NUMBER = 4
+    R_UNKNOWN_TYPE = 5
+    R_DUPLICATE_KEY = 6
+    NR_REASONS = 7
+
+# Funnel slots: indexes into engine.records.FUNNEL
+cdef enum:
+    FN_MATCHED = 0
+    FN_SCHEDULED = 1
+    FN_OVERFLOW = 2
+    FN_RECHECK_FAILED = 3
+    FN_BLACKLIST = 4
+    FN_QUIET_HOURS = 5
+    FN_MIN_GAP = 6
+    FN_MAX_PER_DAY = 7
+    FN_COOLDOWN = 8
+    FN_CONTROL = 9
+    FN_SENT = 10
+    FN_CONVERTED_SEND = 11
+    FN_CONVERTED_CONTROL = 12
+    NR_FUNNEL = 13
+
+cdef enum:
+    SUB_POWERED_OFF = 1
+    SUB_INACTIVE = 2
+
+cdef enum:
+    CONTACT_CONTACTED = 1
+    CONTACT_CONVERTED = 2
+    CONTACT_CONTROL = 4
+    CONTACT_PENDING = 8
+
+cdef enum:
+    ADD_COUNT = 0
+    ADD_DUR = 1
+    ADD_DUR_MINUTES = 2
+
+cdef enum:
+    RECHECK_AREA = 1
+    RECHECK_POWERED_ON = 2
+    RECHECK_AUDIENCE = 4
+    RECHECK_HOURS = 8
+
+cdef enum:
+    EXEMPT_MIN_GAP = 1
+    EXEMPT_MAX_PER_DAY = 2
+    EXEMPT_QUIET_HOURS = 4
+
+# Core status codes returned to Python
+cdef enum:
+    ST_OK = 0
+    ST_CORRUPT = 1
+    ST_TOO_LARGE = 2
+    ST_TRUNCATED = 3
+    ST_NOMEM = 4
+
+cdef enum:
+    BATCH = 4096                # events decoded before they are matched
+    NR_FIELDS = 8
+    MAX_TYPE_NAMES = 64
+    MAX_TYPE_NAME_LEN = 32
+    DEAD_BYTES = 64             # bytes of a bad event kept in its dead letter
+    POWER_OFF_TYPE = 8
+
+cdef uint64_t MSISDN_LIMIT = 1000000000000000ULL   # 10**15: at most 15 digits
+cdef uint64_t TS_LIMIT = 1ULL << 53
+cdef int64_t DAY_MS = 86400000
+cdef uint64_t OCCUPIED = 1ULL << 63
+cdef uint32_t NO_INDEX = 0xFFFFFFFFu
+
+
+ctypedef struct FieldC:
+    int kind
+    uint64_t u
+    size_t str_pos          # offset of the string bytes, relative to the buffer
+    uint32_t str_len
+
+
+# ---------------------------------------------------------------------------------------
+# Decoder: free functions over (buffer, cursor); no allocation, no Python.
+
+cdef inline int need(size_t pos, size_t n, size_t end, size_t limit) noexcept nogil:
+    if pos + n > limit:
+        return DEC_TOO_LARGE
+    if pos + n > end:
+        return DEC_NEED_MORE
+    return DEC_OK
+
+
+cdef inline uint64_t be16(const uint8_t* p) noexcept nogil:
+    return (<uint64_t>p[0] << 8) | p[1]
+
+
+cdef inline uint64_t be32(const uint8_t* p) noexcept nogil:
+    return (<uint64_t>p[0] << 24) | (<uint64_t>p[1] << 16) | (<uint64_t>p[2] << 8) | p[3]
+
+
+cdef inline uint64_t be64(const uint8_t* p) noexcept nogil:
+    return (be32(p) << 32) | be32(p + 4)
+
+
+cdef int skip_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
+                     uint64_t count) noexcept nogil:
+    """Skip `count` complete msgpack values. Iterative: a container adds its elements to the
+    count, so arbitrarily deep nesting needs no stack, and the byte limit bounds the work."""
+    cdef size_t pos = ppos[0]
+    cdef uint64_t remaining = count, n
+    cdef uint8_t b
+    cdef int rc
+    while remaining:
+        remaining -= 1
+        rc = need(pos, 1, end, limit)
+        if rc:
+            return rc
+        b = buf[pos]
+        if b <= 0x7f or b >= 0xe0 or b == 0xc0 or b == 0xc2 or b == 0xc3:
+            pos += 1
+        elif b <= 0x8f:
+            remaining += 2 * <uint64_t>(b & 0x0f)
+            pos += 1
+        elif b <= 0x9f:
+            remaining += b & 0x0f
+            pos += 1
+        elif b <= 0xbf:
+            n = 1 + (b & 0x1f)
+            rc = need(pos, n, end, limit)
+            if rc:
+                return rc
+            pos += n
+        elif b == 0xc1:
+            return DEC_CORRUPT
+        elif b == 0xc4 or b == 0xd9:        # bin8, str8
+            rc = need(pos, 2, end, limit)
+            if rc:
+                return rc
+            n = 2 + buf[pos + 1]
+            rc = need(pos, n, end, limit)
+            if rc:
+                return rc
+            pos += n
+        elif b == 0xc5 or b == 0xda:        # bin16, str16
+            rc = need(pos, 3, end, limit)
+            if rc:
+                return rc
+            n = 3 + be16(buf + pos + 1)
+            rc = need(pos, n, end, limit)
+            if rc:
+                return rc
+            pos += n
+        elif b == 0xc6 or b == 0xdb:        # bin32, str32
+            rc = need(pos, 5, end, limit)
+            if rc:
+                return rc
+            n = 5 + be32(buf + pos + 1)
+            rc = need(pos, n, end, limit)
+            if rc:
+                return rc
+            pos += n
+        elif b == 0xc7:                     # ext8
+            rc = need(pos, 2, end, limit)
+            if rc:
+                return rc
+            n = 3 + buf[pos + 1]
+            rc = need(pos, n, end, limit)
+            if rc:
+                return rc
+            pos += n
+        elif b == 0xc8:                     # ext16
+            rc = need(pos, 3, end, limit)
+            if rc:
+                return rc
+            n = 4 + be16(buf + pos + 1)
+            rc = need(pos, n, end, limit)
+            if rc:
+                return rc
+            pos += n
+        elif b == 0xc9:                     # ext32
+            rc = need(pos, 5, end, limit)
+            if rc:
+                return rc
+            n = 6 + be32(buf + pos + 1)
+            rc = need(pos, n, end, limit)
+            if rc:
+                return rc
+            pos += n
+        elif b == 0xdc or b == 0xde:        # array16, map16
+            rc = need(pos, 3, end, limit)
+            if rc:
+                return rc
+            n = be16(buf + pos + 1)
+            remaining += n if b == 0xdc else 2 * n
+            pos += 3
+        elif b == 0xdd or b == 0xdf:        # array32, map32
+            rc = need(pos, 5, end, limit)
+            if rc:
+                return rc
+            n = be32(buf + pos + 1)
+            remaining += n if b == 0xdd else 2 * n
+            pos += 5
+        else:
+            # fixed-size scalars: float32/64, (u)int8..64, fixext1..16
+            if b == 0xca:
+                n = 5
+            elif b == 0xcb:
+                n = 9
+            elif b == 0xcc or b == 0xd0:
+                n = 2
+            elif b == 0xcd or b == 0xd1:
+                n = 3
+            elif b == 0xce or b == 0xd2:
+                n = 5
+            elif b == 0xcf or b == 0xd3:
+                n = 9
+            elif b == 0xd4:
+                n = 3
+            elif b == 0xd5:
+                n = 4
+            elif b == 0xd6:
+                n = 6
+            elif b == 0xd7:
+                n = 10
+            else:                           # 0xd8 fixext16
+                n = 18
+            rc = need(pos, n, end, limit)
+            if rc:
+                return rc
+            pos += n
+    ppos[0] = pos
+    return DEC_OK
+
+
+cdef int read_str_header(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
+                         uint32_t* length) noexcept nogil:
+    """At a str value: consume its header, give its length, leave the cursor on its bytes and
+    check that they are all there. Returns DEC_BAD (cursor untouched) if it is not a str."""
+    cdef size_t pos = ppos[0]
+    cdef uint8_t b = buf[pos]
+    cdef size_t h
+    cdef uint64_t n
+    cdef int rc
+    if 0xa0 <= b <= 0xbf:
+        h = 1
+        n = b & 0x1f
+    elif b == 0xd9:
+        h = 2
+        rc = need(pos, 2, end, limit)
+        if rc:
+            return rc
+        n = buf[pos + 1]
+    elif b == 0xda:
+        h = 3
+        rc = need(pos, 3, end, limit)
+        if rc:
+            return rc
+        n = be16(buf + pos + 1)
+    elif b == 0xdb:
+        h = 5
+        rc = need(pos, 5, end, limit)
+        if rc:
+            return rc
+        n = be32(buf + pos + 1)
+    else:
+        return DEC_BAD
+    rc = need(pos, h + n, end, limit)
+    if rc:
+        return rc
+    ppos[0] = pos + h
+    length[0] = <uint32_t>n
+    return DEC_OK
+
+
+cdef int read_field(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
+                    FieldC* f) noexcept nogil:
+    """Read one known field's value: an integer, nil or str is classified; anything else is
+    skipped whole and classified F_OTHER."""
+    cdef size_t pos = ppos[0]
+    cdef uint8_t b
+    cdef int rc
+    cdef uint32_t slen
+    cdef int64_t sv
+    cdef size_t n
+    rc = need(pos, 1, end, limit)
+    if rc:
+        return rc
+    b = buf[pos]
+    if b <= 0x7f:
+        f.kind = F_UINT
+        f.u = b
+        ppos[0] = pos + 1
+        return DEC_OK
+    if b >= 0xe0:
+        f.kind = F_NEG
+        ppos[0] = pos + 1
+        return DEC_OK
+    if b == 0xc0:
+        f.kind = F_NIL
+        ppos[0] = pos + 1
+        return DEC_OK
+    if b == 0xcc or b == 0xcd or b == 0xce or b == 0xcf:
+        n = 2 if b == 0xcc else 3 if b == 0xcd else 5 if b == 0xce else 9
+        rc = need(pos, n, end, limit)
+        if rc:
+            return rc
+        f.kind = F_UINT
+        if b == 0xcc:
+            f.u = buf[pos + 1]
+        elif b == 0xcd:
+            f.u = be16(buf + pos + 1)
+        elif b == 0xce:
+            f.u = be32(buf + pos + 1)
+        else:
+            f.u = be64(buf + pos + 1)
+        ppos[0] = pos + n
+        return DEC_OK
+    if b == 0xd0 or b == 0xd1 or b == 0xd2 or b == 0xd3:
+        n = 2 if b == 0xd0 else 3 if b == 0xd1 else 5 if b == 0xd2 else 9
+        rc = need(pos, n, end, limit)
+        if rc:
+            return rc
+        if b == 0xd0:
+            sv = <int8_t>buf[pos + 1]
+        elif b == 0xd1:
+            sv = <int16_t>be16(buf + pos + 1)
+        elif b == 0xd2:
+            sv = <int32_t>be32(buf + pos + 1)
+        else:
+            sv = <int64_t>be64(buf + pos + 1)
+        if sv < 0:
+            f.kind = F_NEG
+        else:
+            f.kind = F_UINT
+            f.u = <uint64_t>sv
+        ppos[0] = pos + n
+        return DEC_OK
+    rc = read_str_header(buf, &pos, end, limit, &slen)
+    if rc == DEC_OK:
+        f.kind = F_STR
+        f.str_pos = pos
+        f.str_len = slen
+        ppos[0] = pos + slen
+        return DEC_OK
+    if rc != DEC_BAD:
+        return rc
+    f.kind = F_OTHER
+    return skip_values(buf, ppos, end, limit, 1)
+
+
+cdef inline int parse_digits(const uint8_t* p, uint32_t n, uint64_t* out) noexcept nogil:
+    """A digit-string MSISDN: 1..15 ASCII digits, not starting with '0'."""
+    cdef uint64_t v = 0
+    cdef uint32_t i
+    if n == 0 or n > 15 or p[0] == 0x30:
+        return 0
+    for i in range(n):
+        if p[i] < 0x30 or p[i] > 0x39:
+            return 0
+        v = v * 10 + (p[i] - 0x30)
+    out[0] = v
+    return 1
+
+
+ctypedef struct TypeNamesC:
+    int nr
+    int32_t codes[MAX_TYPE_NAMES]
+    uint32_t lens[MAX_TYPE_NAMES]
+    uint8_t names[MAX_TYPE_NAMES][MAX_TYPE_NAME_LEN]
+    uint64_t valid_codes        # bit per configured code (codes are < 64)
+
+
+cdef int validate(const uint8_t* buf, FieldC* f, TypeNamesC* types, EventC* ev) noexcept nogil:
+    """Fields in order ts, type, msisdn, peer, cell, dur, flags, arg; the first failure names
+    the reason. Returns -1 for a good event."""
+    cdef int i, k
+    cdef uint64_t v
+    # ts
+    if f[0].kind <= F_NIL:
+        return R_MISSING_FIELD
+    if f[0].kind != F_UINT and f[0].kind != F_NEG:
+        return R_WRONG_TYPE
+    if f[0].kind == F_NEG or f[0].u >= TS_LIMIT:
+        return R_OUT_OF_RANGE
+    ev.ts = <int64_t>f[0].u
+    # type
+    if f[1].kind <= F_NIL:
+        return R_MISSING_FIELD
+    if f[1].kind == F_OTHER:
+        return R_WRONG_TYPE
+    if f[1].kind == F_NEG:
+        return R_OUT_OF_RANGE
+    if f[1].kind == F_UINT:
+        if f[1].u >= 64 or not (types.valid_codes >> f[1].u) & 1:
+            return R_UNKNOWN_TYPE
+        ev.type = <int32_t>f[1].u
+    else:
+        k = -1
+        for i in range(types.nr):
+            if types.lens[i] == f[1].str_len and memcmp(types.names[i], buf + f[1].str_pos, f[1].str_len) == 0:
+                k = i
+                break
+        if k < 0:
+            return R_UNKNOWN_TYPE
+        ev.type = types.codes[k]
+    # msisdn
+    if f[2].kind <= F_NIL:
+        return R_MISSING_FIELD
+    if f[2].kind == F_OTHER:
+        return R_WRONG_TYPE
+    if f[2].kind == F_NEG:
+        return R_OUT_OF_RANGE
+    if f[2].kind == F_UINT:
+        if f[2].u == 0 or f[2].u >= MSISDN_LIMIT:
+            return R_OUT_OF_RANGE
+        ev.msisdn = f[2].u
+    elif not parse_digits(buf + f[2].str_pos, f[2].str_len, &ev.msisdn):
+        return R_BAD_NUMBER
+    # peer
+    ev.peer = 0
+    if f[3].kind == F_OTHER:
+        return R_WRONG_TYPE
+    if f[3].kind == F_NEG:
+        return R_OUT_OF_RANGE
+    if f[3].kind == F_UINT:
+        if f[3].u >= MSISDN_LIMIT:
+            return R_OUT_OF_RANGE
+        ev.peer = f[3].u
+    elif f[3].kind == F_STR and not parse_digits(buf + f[3].str_pos, f[3].str_len, &ev.peer):
+        return R_BAD_NUMBER
+    # cell, dur, flags, arg: optional unsigned integers
+    for i in range(4, 8):
+        if f[i].kind == F_OTHER or f[i].kind == F_STR:
+            return R_WRONG_TYPE
+        if f[i].kind == F_NEG:
+            return R_OUT_OF_RANGE
+        if f[i].kind == F_UINT and i == 4 and f[i].u > 0xFFFFFFFFu:
+            return R_OUT_OF_RANGE
+    ev.cell = <uint32_t>f[4].u if f[4].kind == F_UINT else 0
+    ev.dur = f[5].u if f[5].kind == F_UINT else 0
+    ev.flags = f[6].u if f[6].kind == F_UINT else 0
+    ev.arg = f[7].u if f[7].kind == F_UINT else 0
+    return -1
+
+
+cdef inline int known_key_c(const uint8_t* p, uint32_t n) noexcept nogil:
+    # Keys are at most 6 bytes: dispatch on length, then compare.
+    if n == 2:
+        if p[0] == b't' and p[1] == b's':
+            return 0
+    elif n == 3:
+        if memcmp(p, b"arg", 3) == 0:
+            return 7
+        if memcmp(p, b"dur", 3) == 0:
+            return 5
+    elif n == 4:
+        if memcmp(p, b"type", 4) == 0:
+            return 1
+        if memcmp(p, b"peer", 4) == 0:
+            return 3
+        if memcmp(p, b"cell", 4) == 0:
+            return 4
+    elif n == 5:
+        if memcmp(p, b"flags", 5) == 0:
+            return 6
+    elif n == 6:
+        if memcmp(p, b"msisdn", 6) == 0:
+            return 2
+    return -1
+
+
+cdef int decode_one(const uint8_t* buf, size_t start, size_t end, size_t max_bytes,
+                    TypeNamesC* types, EventC* ev, size_t* pend, int* reason) noexcept nogil:
+    """Decode the value at buf[start:]; on DEC_OK / DEC_BAD *pend is the end of the value."""
+    cdef size_t pos = start, limit = start + max_bytes
+    cdef uint8_t b
+    cdef uint64_t n, i, nf
+    cdef int rc, k, dup = 0
+    cdef uint32_t klen
+    cdef FieldC f[8]
+    cdef FieldC scratch
+    for k in range(NR_FIELDS):
+        f[k].kind = F_MISSING
+        f[k].u = 0
+    rc = need(pos, 1, end, limit)
+    if rc:
+        return rc
+    b = buf[pos]
+    if 0x90 <= b <= 0x9f or b == 0xdc or b == 0xdd:
+        if b <= 0x9f:
+            n = b & 0x0f
+            pos += 1
+        elif b == 0xdc:
+            rc = need(pos, 3, end, limit)
+            if rc:
+                return rc
+            n = be16(buf + pos + 1)
+            pos += 3
+        else:
+            rc = need(pos, 5, end, limit)
+            if rc:
+                return rc
+            n = be32(buf + pos + 1)
+            pos += 5
+        nf = n if n < NR_FIELDS else NR_FIELDS
+        for i in range(nf):
+            rc = read_field(buf, &pos, end, limit, &f[i])
+            if rc:
+                return rc
+        if n > nf:
+            rc = skip_values(buf, &pos, end, limit, n - nf)
+            if rc:
+                return rc
+    elif 0x80 <= b <= 0x8f or b == 0xde or b == 0xdf:
+        if b <= 0x8f:
+            n = b & 0x0f
+            pos += 1
+        elif b == 0xde:
+            rc = need(pos, 3, end, limit)
+            if rc:
+                return rc
+            n = be16(buf + pos + 1)
+            pos += 3
+        else:
+            rc = need(pos, 5, end, limit)
+            if rc:
+                return rc
+            n = be32(buf + pos + 1)
+            pos += 5
+        for i in range(n):
+            rc = need(pos, 1, end, limit)
+            if rc:
+                return rc
+            rc = read_str_header(buf, &pos, end, limit, &klen)
+            if rc == DEC_BAD:
+                # not a str key: an unknown key, skipped with its value
+                rc = skip_values(buf, &pos, end, limit, 2)
+                if rc:
+                    return rc
+                continue
+            if rc:
+                return rc
+            k = known_key_c(buf + pos, klen)
+            pos += klen
+            if k < 0:
+                rc = skip_values(buf, &pos, end, limit, 1)
+            elif f[k].kind != F_MISSING:
+                dup = 1
+                rc = read_field(buf, &pos, end, limit, &scratch)
+            else:
+                rc = read_field(buf, &pos, end, limit, &f[k])
+            if rc:
+                return rc
+    else:
+        rc = skip_values(buf, &pos, end, limit, 1)
+        if rc:
+            return rc
+        pend[0] = pos
+        reason[0] = R_NOT_AN_EVENT
+        return DEC_BAD
+    pend[0] = pos
+    if dup:
+        reason[0] = R_DUPLICATE_KEY
+        return DEC_BAD
+    k = validate(buf, f, types, ev)
+    if k >= 0:
+        reason[0] = k
+        return DEC_BAD
+    return DEC_OK
+
+
+# ---------------------------------------------------------------------------------------
+# Engine state: one struct of plain pointers so that nogil functions can take it whole.
+
+ctypedef struct EngineC:
+    # subscriber index: msisdn -> dense index, open addressing over uint32 (index + 1, 0 = empty)
+    uint64_t* msisdn            # by subscriber index
+    uint32_t* index_slots
+    uint64_t index_mask
+    uint32_t nr_subscribers
+    uint32_t cap_subscribers
+    # state rows
+    uint8_t* rows
+    size_t stride
+    size_t elig_off
+    size_t counter_off
+    size_t window_off
+    int32_t nr_elig_words
+    int32_t nr_counters
+    int32_t nr_windows
+    # lists and areas
+    PeerSetC* peer_sets
+    int32_t nr_peer_sets
+    uint32_t* area_cells        # cell -> slot, open addressing, 0 = empty
+    uint64_t* area_masks        # [slot * nr_area_words]
+    uint64_t area_slot_mask
+    int32_t nr_area_words
+    # configuration
+    CounterC* counters
+    CampaignC* campaigns
+    int32_t nr_campaigns
+    uint32_t* by_type_off       # [65] offsets into by_type_list, per event type code
+    uint16_t* trig_list
+    uint32_t* counter_type_off
+    uint16_t* counter_list
+    uint32_t* convert_type_off
+    uint16_t* convert_list
+    int64_t utc_offset
+    int32_t quiet_start         # -1: no quiet hours
+    int32_t quiet_end
+    int64_t min_gap
+    uint32_t max_per_day        # 0xFFFFFFFF: no cap
+    int32_t unblocked_word      # eligibility bit of "in no policy blacklist"
+    uint64_t unblocked_mask
+    uint64_t max_pending
+    # contacts
+    ContactC* contacts
+    uint64_t contacts_mask
+    uint64_t nr_contacts
+    # timers
+    TimerC* heap
+    uint64_t heap_n
+    uint64_t heap_cap
+    uint64_t timers_created
+    # clock and sequences
+    int64_t clock
+    int has_clock
+    uint64_t seq
+    uint64_t conversion_seq
+    # output buffers
+    ActionC* actions
+    uint64_t nr_actions
+    uint64_t cap_actions
+    ConversionC* conversions
+    uint64_t nr_conversions
+    uint64_t cap_conversions
+    DeadLetterC* dead
+    uint64_t nr_dead
+    uint64_t cap_dead
+    # statistics
+    uint64_t* funnel            # [campaign * NR_FUNNEL]
+    uint64_t bad[NR_REASONS]
+    uint64_t events
+    uint64_t unknown
+    uint64_t by_type[64]
+    int oom
+
+
+cdef inline uint32_t lookup_subscriber(EngineC* E, uint64_t msisdn) noexcept nogil:
+    cdef uint64_t h = sm_mix64(msisdn) & E.index_mask
+    cdef uint32_t slot
+    if E.index_slots == NULL:
+        return NO_INDEX
+    while True:
+        slot = E.index_slots[h]
+        if slot == 0:
+            return NO_INDEX
+        if E.msisdn[slot - 1] == msisdn:
+            return slot - 1
+        h = (h + 1) & E.index_mask
+
+
+cdef inline bint peer_contains(PeerSetC* s, uint64_t msisdn) noexcept nogil:
+    cdef uint64_t h = sm_mix64(msisdn) & s.mask
+    cdef uint64_t v
+    while True:
+        v = s.slots[h]
+        if v == msisdn:
+            return True
+        if v == 0:
+            return False
+        h = (h + 1) & s.mask
+
+
+cdef inline uint64_t* area_word_of(EngineC* E, uint32_t cell) noexcept nogil:
+    """The area-membership words of a cell, or NULL when the cell is in no area."""
+    cdef uint64_t h
+    cdef uint32_t v
+    if cell == 0 or E.area_cells == NULL:
+        return NULL
+    h = sm_mix64(cell) & E.area_slot_mask
+    while True:
+        v = E.area_cells[h]
+        if v == cell:
+            return E.area_masks + h * E.nr_area_words
+        if v == 0:
+            return NULL
+        h = (h + 1) & E.area_slot_mask
+
+
+cdef inline bint in_area(EngineC* E, uint32_t cell, CampaignC* c) noexcept nogil:
+    cdef uint64_t* w = area_word_of(E, cell)
+    return w != NULL and (w[c.area_word] & c.area_mask) != 0
+
+
+cdef inline uint8_t* row_of(EngineC* E, uint32_t sub) noexcept nogil:
+    return E.rows + <size_t>sub * E.stride
+
+
+cdef inline bint elig_bit(EngineC* E, uint8_t* row, int32_t word, uint64_t mask) noexcept nogil:
+    return ((<uint64_t*>(row + E.elig_off))[word] & mask) != 0
+
+
+cdef inline int64_t floor_div(int64_t a, int64_t b) noexcept nogil:
+    cdef int64_t q = a / b
+    if (a % b != 0) and ((a < 0) != (b < 0)):
+        q -= 1
+    return q
+
+
+cdef inline bint in_window(int32_t minute, int32_t start, int32_t end) noexcept nogil:
+    if start < end:
+        return start <= minute < end
+    return minute >= start or minute < end
+
+
+cdef inline bint in_hours(EngineC* E, CampaignC* c, int64_t t) noexcept nogil:
+    cdef int64_t local = t + E.utc_offset
+    cdef int64_t day = floor_div(local, DAY_MS)
+    cdef int32_t minute = <int32_t>((local - day * DAY_MS) / 60000)
+    cdef int32_t weekday = <int32_t>((day + 3) % 7)
+    if weekday < 0:
+        weekday += 7
+    if c.hours_start >= 0 and not in_window(minute, c.hours_start, c.hours_end):
+        return False
+    return (c.days >> weekday) & 1
+
+
+cdef inline uint32_t counter_read(EngineC* E, uint8_t* row, int32_t k, int64_t ts) noexcept nogil:
+    cdef uint32_t v = (<uint32_t*>(row + E.counter_off))[k]
+    cdef CounterC* cnt = &E.counters[k]
+    if v != 0 and cnt.window_slot >= 0 and ts >= (<int64_t*>(row + E.window_off))[cnt.window_slot] + cnt.window:
+        return 0
+    return v
+
+
+cdef ContactC* find_contact(EngineC* E, uint32_t sub, uint32_t ci, bint create) noexcept nogil:
+    """The contact state of (subscriber, campaign); with `create`, made when absent. Creating
+    may grow the table: pointers from earlier calls are then stale."""
+    cdef uint64_t key = (<uint64_t>sub << 16) | ci | OCCUPIED
+    cdef uint64_t h, i, newcap, newmask
+    cdef ContactC* table
+    cdef ContactC* c
+    if E.contacts != NULL:
+        h = sm_mix64(key) & E.contacts_mask
+        while True:
+            c = &E.contacts[h]
+            if c.key == key:
+                return c
+            if c.key == 0:
+                break
+            h = (h + 1) & E.contacts_mask
+    if not create:
+        return NULL
+    if E.contacts == NULL or (E.nr_contacts + 1) * 2 > E.contacts_mask + 1:
+        newcap = 1024 if E.contacts == NULL else (E.contacts_mask + 1) * 2
+        table = <ContactC*>sm_zalloc(newcap * sizeof(ContactC))
+        if table == NULL:
+            E.oom = 1
+            return NULL
+        newmask = newcap - 1
+        if E.contacts != NULL:
+            for i in range(E.contacts_mask + 1):
+                if E.contacts[i].key:
+                    h = sm_mix64(E.contacts[i].key) & newmask
+                    while table[h].key:
+                        h = (h + 1) & newmask
+                    table[h] = E.contacts[i]
+            sm_free(E.contacts, (E.contacts_mask + 1) * sizeof(ContactC))
+        E.contacts = table
+        E.contacts_mask = newmask
+    h = sm_mix64(key) & E.contacts_mask
+    while E.contacts[h].key:
+        h = (h + 1) & E.contacts_mask
+    c = &E.contacts[h]
+    c.key = key
+    E.nr_contacts += 1
+    return c
+
+
+# Timers: a binary min-heap ordered by (due, created).
+
+cdef inline bint timer_before(TimerC* a, TimerC* b) noexcept nogil:
+    return a.due < b.due or (a.due == b.due and a.created < b.created)
+
+
+cdef int heap_push(EngineC* E, TimerC* t) noexcept nogil:
+    cdef uint64_t i, parent, newcap
+    cdef TimerC* grown
+    if E.heap_n == E.heap_cap:
+        newcap = 1024 if E.heap_cap == 0 else E.heap_cap * 2
+        grown = <TimerC*>realloc(E.heap, newcap * sizeof(TimerC))
+        if grown == NULL:
+            E.oom = 1
+            return -1
+        E.heap = grown
+        E.heap_cap = newcap
+    i = E.heap_n
+    E.heap_n += 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not timer_before(t, &E.heap[parent]):
+            break
+        E.heap[i] = E.heap[parent]
+        i = parent
+    E.heap[i] = t[0]
+    return 0
+
+
+cdef void heap_pop(EngineC* E, TimerC* out) noexcept nogil:
+    cdef uint64_t i = 0, child, n
+    cdef TimerC last
+    out[0] = E.heap[0]
+    E.heap_n -= 1
+    n = E.heap_n
+    if n == 0:
+        return
+    last = E.heap[n]
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and timer_before(&E.heap[child + 1], &E.heap[child]):
+            child += 1
+        if not timer_before(&E.heap[child], &last):
+            break
+        E.heap[i] = E.heap[child]
+        i = child
+    E.heap[i] = last
+
+
+cdef void* grow(void* p, uint64_t* cap, size_t item, int* oom) noexcept nogil:
+    cdef uint64_t newcap = 4096 if cap[0] == 0 else cap[0] * 2
+    cdef void* q = realloc(p, newcap * item)
+    if q == NULL:
+        oom[0] = 1
+        return p
+    cap[0] = newcap
+    return q
+
+
+cdef inline uint32_t holdout_hash(uint64_t msisdn, CampaignC* c) noexcept nogil:
+    cdef uint8_t digits[24]
+    cdef int n = 0, i
+    cdef uint8_t tmp
+    cdef uint32_t crc
+    while True:
+        digits[n] = <uint8_t>(0x30 + msisdn % 10)
+        n += 1
+        msisdn //= 10
+        if msisdn == 0:
+            break
+    for i in range(n // 2):
+        tmp = digits[i]
+        digits[i] = digits[n - 1 - i]
+        digits[n - 1 - i] = tmp
+    digits[n] = 0x3a    # ':'
+    crc = sm_crc32(0, digits, n + 1)
+    return sm_crc32(crc, <const uint8_t*>c.id, c.id_len)
+
+
+cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger_ts,
+               uint32_t cell, bint delayed) noexcept nogil:
+    """SPEC §3 step 7: rechecks (delayed actions), policy, then the contact."""
+    cdef CampaignC* c = &E.campaigns[ci]
+    cdef uint8_t* row = row_of(E, sub)
+    cdef SubHeadC* h = <SubHeadC*>row
+    cdef uint64_t* fun = E.funnel + <size_t>ci * NR_FUNNEL
+    cdef ContactC* contact
+    cdef int64_t local, day
+    cdef int32_t minute
+    cdef uint32_t today
+    cdef uint8_t kind
+    cdef ActionC* a
+    if delayed and c.recheck:
+        if ((c.recheck & RECHECK_AREA and not in_area(E, h.cell, c))
+                or (c.recheck & RECHECK_POWERED_ON and h.flags & SUB_POWERED_OFF)
+                or (c.recheck & RECHECK_AUDIENCE and not elig_bit(E, row, c.recheck_word, c.recheck_mask))
+                or (c.recheck & RECHECK_HOURS and not in_hours(E, c, t))):
+            fun[FN_RECHECK_FAILED] += 1
+            return
+    if not elig_bit(E, row, E.unblocked_word, E.unblocked_mask):
+        fun[FN_BLACKLIST] += 1
+        return
+    local = t + E.utc_offset
+    day = floor_div(local, DAY_MS)
+    if E.quiet_start >= 0 and not (c.exempt & EXEMPT_QUIET_HOURS):
+        minute = <int32_t>((local - day * DAY_MS) / 60000)
+        if in_window(minute, E.quiet_start, E.quiet_end):
+            fun[FN_QUIET_HOURS] += 1
+            return
+    if not (c.exempt & EXEMPT_MIN_GAP) and h.last_any_p1 != 0 and t < h.last_any_p1 - 1 + E.min_gap:
+        fun[FN_MIN_GAP] += 1
+        return
+    today = h.day_count if h.day == day else 0
+    if not (c.exempt & EXEMPT_MAX_PER_DAY) and today >= E.max_per_day:
+        fun[FN_MAX_PER_DAY] += 1
+        return
+    contact = find_contact(E, sub, ci, True)
+    if contact == NULL:
+        return
+    if contact.flags & CONTACT_CONTACTED and t < contact.last_ts + c.cooldown:
+        fun[FN_COOLDOWN] += 1
+        return
+    if E.nr_actions == E.cap_actions:
+        E.actions = <ActionC*>grow(E.actions, &E.cap_actions, sizeof(ActionC), &E.oom)
+        if E.oom:
+            return
+    kind = 1 if (c.holdout and holdout_hash(E.msisdn[sub], c) % 10000 < c.holdout) else 0
+    E.seq += 1
+    contact.last_ts = t
+    contact.last_seq = E.seq
+    contact.streak += 1
+    contact.flags = (contact.flags & CONTACT_PENDING) | CONTACT_CONTACTED | (CONTACT_CONTROL if kind else 0)
+    h.last_any_p1 = t + 1
+    h.day = <int32_t>day
+    h.day_count = today + 1
+    fun[FN_CONTROL if kind else FN_SENT] += 1
+    a = &E.actions[E.nr_actions]
+    E.nr_actions += 1
+    a.seq = E.seq
+    a.ts = t
+    a.trigger_ts = trigger_ts
+    a.msisdn = E.msisdn[sub]
+    a.cell = cell
+    a.campaign = <uint16_t>ci
+    a.kind = kind
+    a.pad = 0
+
+
+cdef void fire_timer(EngineC* E) noexcept nogil:
+    cdef TimerC t
+    cdef ContactC* contact
+    heap_pop(E, &t)
+    contact = find_contact(E, t.subscriber, t.campaign, False)
+    if contact != NULL:
+        contact.flags &= ~CONTACT_PENDING
+    emit(E, t.campaign, t.subscriber, t.due, t.trigger_ts, t.cell, True)
+
+
+cdef void process_event(EngineC* E, EventC* ev) noexcept nogil:
+    cdef int64_t ts
+    cdef uint32_t sub, prev, i, j, add, v, ci
+    cdef uint8_t* row
+    cdef SubHeadC* h
+    cdef CounterC* cnt
+    cdef CampaignC* c
+    cdef ContactC* contact
+    cdef ConversionC* conv
+    cdef uint64_t amount
+    cdef int64_t* start
+    cdef uint32_t* values
+    cdef uint64_t* cur_areas
+    cdef uint64_t* prev_areas
+    cdef TimerC timer
+    # Event time: the clock only moves forward; a late event takes the clock.
+    if not E.has_clock or ev.ts > E.clock:
+        E.clock = ev.ts
+        E.has_clock = 1
+    ts = E.clock
+    E.events += 1
+    E.by_type[ev.type] += 1
+    # 1. timers due by now
+    while E.heap_n and E.heap[0].due <= ts:
+        fire_timer(E)
+    # 2. subscriber
+    sub = lookup_subscriber(E, ev.msisdn)
+    if sub == NO_INDEX:
+        E.unknown += 1
+        return
+    row = row_of(E, sub)
+    h = <SubHeadC*>row
+    if h.flags & SUB_INACTIVE:
+        E.unknown += 1
+        return
+    # 3. cell and power
+    prev = h.cell
+    if ev.cell != 0:
+        h.cell = ev.cell
+    if ev.type == POWER_OFF_TYPE:
+        h.flags |= SUB_POWERED_OFF
+    else:
+        h.flags &= ~SUB_POWERED_OFF
+    # 4. counters
+    values = <uint32_t*>(row + E.counter_off)
+    for i in range(E.counter_type_off[ev.type], E.counter_type_off[ev.type + 1]):
+        j = E.counter_list[i]
+        cnt = &E.counters[j]
+        if (ev.flags & cnt.flags) != cnt.flags:
+            continue
+        if cnt.add == ADD_COUNT:
+            amount = 1
+        elif cnt.add == ADD_DUR:
+            amount = ev.dur
+        else:
+            amount = ev.dur / 60 + (1 if ev.dur % 60 else 0)
+        v = values[j]
+        if cnt.window_slot >= 0:
+            start = (<int64_t*>(row + E.window_off)) + cnt.window_slot
+            if v != 0 and ts >= start[0] + cnt.window:
+                v = 0
+            if v == 0:
+                start[0] = ts
+        values[j] = 0xFFFFFFFFu if amount >= <uint64_t>(0xFFFFFFFFu - v) else v + <uint32_t>amount
+    # 5. conversions
+    for i in range(E.convert_type_off[ev.type], E.convert_type_off[ev.type + 1]):
+        ci = E.convert_list[i]
+        c = &E.campaigns[ci]
+        if c.has_convert_arg and ev.arg != c.convert_arg:
+            continue
+        contact = find_contact(E, sub, ci, False)
+        if (contact == NULL or not (contact.flags & CONTACT_CONTACTED)
+                or contact.flags & CONTACT_CONVERTED
+                or (c.convert_within >= 0 and ts - contact.last_ts >= c.convert_within)):
+            continue
+        contact.flags |= CONTACT_CONVERTED
+        contact.streak = 0
+        if E.nr_conversions == E.cap_conversions:
+            E.conversions = <ConversionC*>grow(E.conversions, &E.cap_conversions, sizeof(ConversionC), &E.oom)
+            if E.oom:
+                return
+        E.conversion_seq += 1
+        conv = &E.conversions[E.nr_conversions]
+        E.nr_conversions += 1
+        conv.seq = E.conversion_seq
+        conv.ts = ts
+        conv.msisdn = ev.msisdn
+        conv.contact_seq = contact.last_seq
+        conv.campaign = <uint16_t>ci
+        conv.kind = 1 if contact.flags & CONTACT_CONTROL else 0
+        memset(conv.pad, 0, 5)
+        E.funnel[<size_t>ci * NR_FUNNEL + (FN_CONVERTED_CONTROL if conv.kind else FN_CONVERTED_SEND)] += 1
+    # 6. matching, in priority order
+    cur_areas = NULL
+    prev_areas = NULL
+    if E.by_type_off[ev.type] != E.by_type_off[ev.type + 1] and E.nr_area_words:
+        cur_areas = area_word_of(E, ev.cell)
+        prev_areas = area_word_of(E, prev)
+    for i in range(E.by_type_off[ev.type], E.by_type_off[ev.type + 1]):
+        ci = E.trig_list[i]
+        c = &E.campaigns[ci]
+        if not elig_bit(E, row, c.elig_word, c.elig_mask):
+            continue
+        if c.peer_set >= 0 and (ev.peer == 0 or not peer_contains(&E.peer_sets[c.peer_set], ev.peer)):
+            continue
+        if c.area_word >= 0:
+            if cur_areas == NULL or not (cur_areas[c.area_word] & c.area_mask):
+                continue
+            if c.enter and prev_areas != NULL and prev_areas[c.area_word] & c.area_mask:
+                continue
+        if (c.hours_start >= 0 or c.days != 0x7F) and not in_hours(E, c, ts):
+            continue
+        if c.counter >= 0 and counter_read(E, row, c.counter, ts) < c.at_least:
+            continue
+        contact = find_contact(E, sub, ci, False)
+        if contact != NULL:
+            if (contact.streak >= c.stop_after
+                    or contact.flags & CONTACT_PENDING
+                    or (contact.flags & CONTACT_CONTACTED
+                        and (c.once or ts < contact.last_ts + c.cooldown))):
+                continue
+        E.funnel[<size_t>ci * NR_FUNNEL + FN_MATCHED] += 1
+        if c.delay == 0:
+            emit(E, ci, sub, ts, ts, ev.cell, False)
+            continue
+        if E.heap_n >= E.max_pending:
+            E.funnel[<size_t>ci * NR_FUNNEL + FN_OVERFLOW] += 1
+            continue
+        contact = find_contact(E, sub, ci, True)
+        if contact == NULL:
+            return
+        contact.flags |= CONTACT_PENDING
+        E.timers_created += 1
+        timer.due = ts + c.delay
+        timer.created = E.timers_created
+        timer.trigger_ts = ts
+        timer.subscriber = sub
+        timer.cell = ev.cell
+        timer.campaign = ci
+        timer.pad = 0
+        if heap_push(E, &timer):
+            return
+        E.funnel[<size_t>ci * NR_FUNNEL + FN_SCHEDULED] += 1
+
+
+cdef void add_dead_letter(EngineC* E, const uint8_t* buf, size_t start, size_t end,
+                          uint64_t offset, int reason) noexcept nogil:
+    cdef DeadLetterC* d
+    cdef size_t n = end - start
+    if E.nr_dead == E.cap_dead:
+        E.dead = <DeadLetterC*>grow(E.dead, &E.cap_dead, sizeof(DeadLetterC), &E.oom)
+        if E.oom:
+            return
+    d = &E.dead[E.nr_dead]
+    E.nr_dead += 1
+    E.bad[reason] += 1
+    if n > DEAD_BYTES:
+        n = DEAD_BYTES
+    memset(d, 0, sizeof(DeadLetterC))
+    d.offset = offset
+    d.reason = <uint16_t>reason
+    d.nbytes = <uint16_t>n
+    memcpy(d.bytes, buf + start, n)
+
+
+cdef int status_of(int rc) noexcept nogil:
+    return ST_CORRUPT if rc == DEC_CORRUPT else ST_TOO_LARGE
+
+
+cdef class Core:
+    """Owns every block of engine state. Set-up order: set_layout, set_subscribers,
+    set_eligibility, set_areas, add_peer_set, set_event_types, set_counters, set_policy,
+    set_campaigns; then feed / end_stream / drain, and take_* after each call."""
+
+    cdef EngineC E
+    cdef TypeNamesC types
+    cdef size_t max_event_bytes
+    cdef uint8_t* carry            # the bytes of an event that began in an earlier chunk
+    cdef size_t carry_len
+    cdef uint64_t carry_offset
+    cdef uint64_t stream_offset    # offset of the next byte to be fed
+    cdef EventC* batch
+    cdef bytes campaign_ids        # backing store of CampaignC.id
+    cdef size_t rows_bytes
+    cdef size_t index_bytes
+    cdef size_t msisdn_bytes
+    cdef public uint64_t error_offset
+    cdef readonly int nr_campaigns
+
+    def __cinit__(self, size_t max_event_bytes=65536):
+        memset(&self.E, 0, sizeof(EngineC))
+        memset(&self.types, 0, sizeof(TypeNamesC))
+        if max_event_bytes < 16 or max_event_bytes > (1 << 30):
+            raise ValueError("max_event_bytes must be between 16 and 2**30")
+        self.max_event_bytes = max_event_bytes
+        self.carry = <uint8_t*>malloc(max_event_bytes + 1)
+        self.batch = <EventC*>malloc(BATCH * sizeof(EventC))
+        self.E.by_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
+        self.E.counter_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
+        self.E.convert_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
+        if (self.carry == NULL or self.batch == NULL or self.E.by_type_off == NULL
+                or self.E.counter_type_off == NULL or self.E.convert_type_off == NULL):
+            raise MemoryError()
+        self.E.quiet_start = -1
+        self.E.max_per_day = 0xFFFFFFFFu
+        self.E.max_pending = 10_000_000
+        self.E.nr_elig_words = 1
+        self.E.unblocked_word = 0
+        self.E.unblocked_mask = 0
+
+    def __dealloc__(self):
+        cdef int i
+        free(self.carry)
+        free(self.batch)
+        sm_free(self.E.msisdn, self.msisdn_bytes)
+        sm_free(self.E.index_slots, self.index_bytes)
+        sm_free(self.E.rows, self.rows_bytes)
+        if self.E.peer_sets != NULL:
+            for i in range(self.E.nr_peer_sets):
+                sm_free(self.E.peer_sets[i].slots, (self.E.peer_sets[i].mask + 1) * sizeof(uint64_t))
+            free(self.E.peer_sets)
+        if self.E.area_cells != NULL:
+            sm_free(self.E.area_cells, (self.E.area_slot_mask + 1) * sizeof(uint32_t))
+            sm_free(self.E.area_masks, (self.E.area_slot_mask + 1) * self.E.nr_area_words * sizeof(uint64_t))
+        free(self.E.counters)
+        free(self.E.campaigns)
+        free(self.E.by_type_off)
+        free(self.E.trig_list)
+        free(self.E.counter_type_off)
+        free(self.E.counter_list)
+        free(self.E.convert_type_off)
+        free(self.E.convert_list)
+        if self.E.contacts != NULL:
+            sm_free(self.E.contacts, (self.E.contacts_mask + 1) * sizeof(ContactC))
+        free(self.E.heap)
+        free(self.E.actions)
+        free(self.E.conversions)
+        free(self.E.dead)
+        free(self.E.funnel)
+
+    # ---- set-up ------------------------------------------------------------------------
+
+    def set_layout(self, int nr_elig_words, int nr_counters, int nr_windows):
+        """Fix the shape of a subscriber's state row. Must come before set_subscribers."""
+        if self.E.rows != NULL:
+            raise RuntimeError("layout is fixed once subscribers are loaded")
+        if nr_elig_words < 1 or nr_counters < 0 or nr_windows < 0 or nr_windows > nr_counters:
+            raise ValueError("bad layout")
+        self.E.nr_elig_words = nr_elig_words
+        self.E.nr_counters = nr_counters
+        self.E.nr_windows = nr_windows
+        self.E.elig_off = sizeof(SubHeadC)
+        self.E.counter_off = self.E.elig_off + 8 * nr_elig_words
+        self.E.window_off = (self.E.counter_off + 4 * nr_counters + 7) & ~(<size_t>7)
+        self.E.stride = self.E.window_off + 8 * nr_windows
+
+    @property
+    def bytes_per_subscriber(self):
+        """State bytes per subscriber: the row, the MSISDN and the index slots."""
+        if self.E.nr_subscribers == 0:
+            return self.E.stride + 8
+        return (self.rows_bytes + self.msisdn_bytes + self.index_bytes) / self.E.nr_subscribers
+
+    @property
+    def nr_subscribers(self):
+        return self.E.nr_subscribers
+
+    def set_subscribers(self, const uint64_t[::1] msisdn):
+        """Give every MSISDN its dense index (its position here). Numbers must be unique."""
+        cdef uint64_t n = msisdn.shape[0], cap = 16, i, h
+        if self.E.rows != NULL:
+            raise RuntimeError("subscribers are already loaded")
+        if self.E.stride == 0:
+            self.set_layout(1, 0, 0)
+        if n >= NO_INDEX:
+            raise ValueError("too many subscribers")
+        while cap < 2 * n:
+            cap *= 2
+        self.msisdn_bytes = max(n, 1) * sizeof(uint64_t)
+        self.index_bytes = cap * sizeof(uint32_t)
+        self.rows_bytes = max(n, 1) * self.E.stride
+        self.E.msisdn = <uint64_t*>sm_zalloc(self.msisdn_bytes)
+        self.E.index_slots = <uint32_t*>sm_zalloc(self.index_bytes)
+        self.E.rows = <uint8_t*>sm_zalloc(self.rows_bytes)
+        if self.E.msisdn == NULL or self.E.index_slots == NULL or self.E.rows == NULL:
+            raise MemoryError()
+        self.E.index_mask = cap - 1
+        with nogil:
+            for i in range(n):
+                self.E.msisdn[i] = msisdn[i]
+                h = sm_mix64(msisdn[i]) & self.E.index_mask
+                while self.E.index_slots[h]:
+                    h = (h + 1) & self.E.index_mask
+                self.E.index_slots[h] = <uint32_t>(i + 1)
+        self.E.nr_subscribers = <uint32_t>n
+        self.E.cap_subscribers = <uint32_t>n
+
+    def subscriber_index(self, uint64_t msisdn):
+        """Dense index of an MSISDN, or -1."""
+        cdef uint32_t i = lookup_subscriber(&self.E, msisdn)
+        return -1 if i == NO_INDEX else i
+
+    def set_eligibility(self, const uint64_t[:, ::1] words):
+        """Per-subscriber eligibility words [nr_subscribers, nr_elig_words]."""
+        cdef uint64_t i
+        cdef int w
+        if words.shape[0] != self.E.nr_subscribers or words.shape[1] != self.E.nr_elig_words:
+            raise ValueError("eligibility shape does not match subscribers x words")
+        with nogil:
+            for i in range(self.E.nr_subscribers):
+                for w in range(self.E.nr_elig_words):
+                    (<uint64_t*>(row_of(&self.E, <uint32_t>i) + self.E.elig_off))[w] = words[i, w]
+
+    def set_inactive(self, const uint8_t[::1] inactive):
+        """Subscribers that match nothing (gone from the latest profile snapshot)."""
+        cdef uint64_t i
+        cdef SubHeadC* h
+        if inactive.shape[0] != self.E.nr_subscribers:
+            raise ValueError("inactive mask does not match subscribers")
+        for i in range(self.E.nr_subscribers):
+            h = <SubHeadC*>row_of(&self.E, <uint32_t>i)
+            if inactive[i]:
+                h.flags |= SUB_INACTIVE
+            else:
+                h.flags &= ~SUB_INACTIVE
+
+    def add_peer_set(self, const uint64_t[::1] msisdn):
+        """A set of MSISDNs (0 is never a member); returns its id for set_campaigns."""
+        cdef uint64_t n = msisdn.shape[0], cap = 16, i, h, v
+        cdef PeerSetC* grown
+        cdef PeerSetC* s
+        while cap < 2 * n:
+            cap *= 2
+        grown = <PeerSetC*>realloc(self.E.peer_sets, (self.E.nr_peer_sets + 1) * sizeof(PeerSetC))
+        if grown == NULL:
+            raise MemoryError()
+        self.E.peer_sets = grown
+        s = &self.E.peer_sets[self.E.nr_peer_sets]
+        s.slots = <uint64_t*>sm_zalloc(cap * sizeof(uint64_t))
+        if s.slots == NULL:
+            raise MemoryError()
+        s.mask = cap - 1
+        self.E.nr_peer_sets += 1
+        with nogil:
+            for i in range(n):
+                v = msisdn[i]
+                if v == 0:
+                    continue
+                h = sm_mix64(v) & s.mask
+                while s.slots[h] != 0 and s.slots[h] != v:
+                    h = (h + 1) & s.mask
+                s.slots[h] = v
+        return self.E.nr_peer_sets - 1
+
+    def set_areas(self, const uint32_t[::1] cells, const uint64_t[:, ::1] masks):
+        """Cell -> area-membership words; cells unique and non-zero."""
+        cdef uint64_t n = cells.shape[0], cap = 16, i, h
+        cdef int w, nw = masks.shape[1]
+        if masks.shape[0] != n:
+            raise ValueError("one mask row per cell")
+        if n == 0:
+            return
+        if self.E.area_cells != NULL:
+            raise RuntimeError("areas are already set")
+        while cap < 2 * n:
+            cap *= 2
+        self.E.area_cells = <uint32_t*>sm_zalloc(cap * sizeof(uint32_t))
+        self.E.area_masks = <uint64_t*>sm_zalloc(cap * nw * sizeof(uint64_t))
+        if self.E.area_cells == NULL or self.E.area_masks == NULL:
+            raise MemoryError()
+        self.E.area_slot_mask = cap - 1
+        self.E.nr_area_words = nw
+        for i in range(n):
+            if cells[i] == 0:
+                raise ValueError("cell 0 is in no area")
+            h = sm_mix64(cells[i]) & self.E.area_slot_mask
+            while self.E.area_cells[h] != 0:
+                h = (h + 1) & self.E.area_slot_mask
+            self.E.area_cells[h] = cells[i]
+            for w in range(nw):
+                self.E.area_masks[h * nw + w] = masks[i, w]
+
+    def set_event_types(self, dict names):
+        """name (str) -> code (1..63): the types the decoder accepts, by code or by name."""
+        cdef int i = 0
+        if len(names) > MAX_TYPE_NAMES:
+            raise ValueError("too many event types")
+        self.types.valid_codes = 0
+        for name, code in names.items():
+            raw = name.encode("ascii")
+            if not 0 < code < 64 or len(raw) > MAX_TYPE_NAME_LEN:
+                raise ValueError(f"bad event type {name}={code}")
+            memcpy(self.types.names[i], <const char*>raw, len(raw))
+            self.types.lens[i] = len(raw)
+            self.types.codes[i] = code
+            self.types.valid_codes |= 1ULL << code
+            i += 1
+        self.types.nr = i
+
+    def set_counters(self, list counters):
+        """counters: [(types_mask, flags_mask, add, window_ms or 0)] in row order; windowed ones
+        take window slots in order."""
+        cdef int k, slot = 0
+        if len(counters) != self.E.nr_counters:
+            raise ValueError("counter count does not match the layout")
+        free(self.E.counters)
+        self.E.counters = <CounterC*>calloc(max(len(counters), 1), sizeof(CounterC))
+        if self.E.counters == NULL:
+            raise MemoryError()
+        for k, (types, flags, add, window) in enumerate(counters):
+            self.E.counters[k].types = types
+            self.E.counters[k].flags = flags
+            self.E.counters[k].add = add
+            self.E.counters[k].window = window
+            if window:
+                self.E.counters[k].window_slot = slot
+                slot += 1
+            else:
+                self.E.counters[k].window_slot = -1
+        if slot != self.E.nr_windows:
+            raise ValueError("window count does not match the layout")
+        self._build_type_lists(
+            [[k for k, c in enumerate(counters) if (c[0] >> t) & 1] for t in range(64)],
+            &self.E.counter_type_off, &self.E.counter_list)
+
+    cdef _build_type_lists(self, list per_type, uint32_t** off, uint16_t** lst):
+        cdef int t, total = sum(len(x) for x in per_type), j = 0
+        free(lst[0])
+        lst[0] = <uint16_t*>calloc(max(total, 1), sizeof(uint16_t))
+        if lst[0] == NULL:
+            raise MemoryError()
+        for t in range(64):
+            off[0][t] = j
+            for k in per_type[t]:
+                lst[0][j] = k
+                j += 1
+        off[0][64] = j
+
+    def set_policy(self, int64_t utc_offset_ms, int quiet_start, int quiet_end, int64_t min_gap_ms,
+                   uint32_t max_per_day, int unblocked_word, uint64_t unblocked_mask,
+                   uint64_t max_pending):
+        self.E.utc_offset = utc_offset_ms
+        self.E.quiet_start = quiet_start
+        self.E.quiet_end = quiet_end
+        self.E.min_gap = min_gap_ms
+        self.E.max_per_day = max_per_day
+        self.E.unblocked_word = unblocked_word
+        self.E.unblocked_mask = unblocked_mask
+        self.E.max_pending = max_pending
+
+    def set_campaigns(self, list campaigns):
+        """campaigns: dicts with the CampaignC fields, already in priority order."""
+        cdef int n = len(campaigns), ci
+        cdef CampaignC* c
+        cdef const char* base
+        cdef size_t offset = 0
+        if n >= 65536:
+            raise ValueError("at most 65535 campaigns")
+        free(self.E.campaigns)
+        free(self.E.funnel)
+        self.E.campaigns = <CampaignC*>calloc(max(n, 1), sizeof(CampaignC))
+        self.E.funnel = <uint64_t*>calloc(max(n, 1) * NR_FUNNEL, sizeof(uint64_t))
+        if self.E.campaigns == NULL or self.E.funnel == NULL:
+            raise MemoryError()
+        self.campaign_ids = b"".join(d["id"].encode() for d in campaigns)
+        base = self.campaign_ids
+        for ci, d in enumerate(campaigns):
+            c = &self.E.campaigns[ci]
+            c.convert_types = d["convert_types"]
+            c.convert_arg = d["convert_arg"] if d["convert_arg"] is not None else 0
+            c.has_convert_arg = d["convert_arg"] is not None
+            c.elig_word, c.elig_mask = d["elig"]
+            c.recheck_word, c.recheck_mask = d["recheck_elig"]
+            c.area_word, c.area_mask = d["area"] if d["area"] is not None else (-1, 0)
+            c.peer_set = d["peer_set"]
+            c.cooldown = d["cooldown_ms"]
+            c.delay = d["delay_ms"]
+            c.convert_within = d["convert_within_ms"] if d["convert_within_ms"] is not None else -1
+            c.hours_start, c.hours_end = d["hours"] if d["hours"] is not None else (-1, -1)
+            c.days = d["days"]
+            c.counter = d["counter"]
+            c.at_least = d["at_least"]
+            c.stop_after = d["stop_after"] if d["stop_after"] is not None else 0xFFFFFFFFu
+            c.holdout = d["holdout"]
+            c.recheck = d["recheck"]
+            c.exempt = d["exempt"]
+            c.enter = d["enter"]
+            c.once = d["once"]
+            raw = d["id"].encode()
+            c.id = base + offset
+            c.id_len = len(raw)
+            offset += len(raw)
+        self.E.nr_campaigns = n
+        self.nr_campaigns = n
+        self._build_type_lists(
+            [[ci for ci, d in enumerate(campaigns) if (d["types"] >> t) & 1] for t in range(64)],
+            &self.E.by_type_off, &self.E.trig_list)
+        self._build_type_lists(
+            [[ci for ci, d in enumerate(campaigns) if (d["convert_types"] >> t) & 1] for t in range(64)],
+            &self.E.convert_type_off, &self.E.convert_list)
+
+    # ---- the stream ---------------------------------------------------------------------
+
+    def begin_stream(self):
+        """A new stream: offsets count from 0 and nothing is carried over."""
+        self.carry_len = 0
+        self.stream_offset = 0
+        self.error_offset = 0
+
+    cdef int _process_batch(self, int nb) noexcept nogil:
+        cdef int i
+        for i in range(nb):
+            process_event(&self.E, &self.batch[i])
+            if self.E.oom:
+                return ST_NOMEM
+        return ST_OK
+
+    cdef int _feed(self, const uint8_t* data, size_t n) noexcept nogil:
+        cdef size_t pos = 0, end_pos, take
+        cdef int rc, reason, nb = 0, st
+        cdef uint64_t base = self.stream_offset
+        self.stream_offset += n
+        if self.carry_len:
+            # Finish the event that began in an earlier chunk; it needs at most max_event_bytes.
+            take = self.max_event_bytes + 1 - self.carry_len
+            if take > n:
+                take = n
+            memcpy(self.carry + self.carry_len, data, take)
+            rc = decode_one(self.carry, 0, self.carry_len + take, self.max_event_bytes,
+                            &self.types, &self.batch[0], &end_pos, &reason)
+            if rc == DEC_NEED_MORE:
+                self.carry_len += take
+                return ST_OK
+            if rc == DEC_CORRUPT or rc == DEC_TOO_LARGE:
+                self.error_offset = self.carry_offset
+                return status_of(rc)
+            if rc == DEC_BAD:
+                add_dead_letter(&self.E, self.carry, 0, end_pos, self.carry_offset, reason)
+            else:
+                process_event(&self.E, &self.batch[0])
+            if self.E.oom:
+                return ST_NOMEM
+            pos = end_pos - self.carry_len
+            self.carry_len = 0
+        while True:
+            nb = 0
+            rc = DEC_OK
+            while nb < BATCH and pos < n:
+                rc = decode_one(data, pos, n, self.max_event_bytes, &self.types,
+                                &self.batch[nb], &end_pos, &reason)
+                if rc == DEC_OK:
+                    nb += 1
+                elif rc == DEC_BAD:
+                    add_dead_letter(&self.E, data, pos, end_pos, base + pos, reason)
+                else:
+                    break
+                pos = end_pos
+            st = self._process_batch(nb)
+            if st:
+                return st
+            if rc == DEC_NEED_MORE:
+                memcpy(self.carry, data + pos, n - pos)
+                self.carry_len = n - pos
+                self.carry_offset = base + pos
+                return ST_OK
+            if rc == DEC_CORRUPT or rc == DEC_TOO_LARGE:
+                self.error_offset = base + pos
+                return status_of(rc)
+            if pos >= n:
+                return ST_OK
+
+    def feed(self, data):
+        """Decode and process the next bytes of the stream. Returns a status code:
+        0 ok, 1 corrupt, 2 too large, 4 out of memory (error_offset names the event)."""
+        cdef const uint8_t[::1] view = data
+        cdef size_t n = view.shape[0]
+        cdef int st
+        if n == 0:
+            return ST_OK
+        with nogil:
+            st = self._feed(&view[0], n)
+        return st
+
+    def end_stream(self):
+        """The stream is complete: a partly received event is an error (3 = truncated)."""
+        if self.carry_len:
+            self.error_offset = self.carry_offset
+            self.carry_len = 0
+            return ST_TRUNCATED
+        return ST_OK
+
+    def drain(self):
+        """Emit every pending action at its due time, as if the clock had moved on."""
+        with nogil:
+            while self.E.heap_n:
+                if self.E.heap[0].due > self.E.clock:
+                    self.E.clock = self.E.heap[0].due
+                fire_timer(&self.E)
+                if self.E.oom:
+                    break
+        if self.E.oom:
+            self.E.oom = 0
+            raise MemoryError("out of memory while draining")
+
+    def clear_oom(self):
+        self.E.oom = 0
+
+    # ---- results ------------------------------------------------------------------------
+
+    def take_actions(self):
+        out = np.empty(self.E.nr_actions, dtype=ACTION_DTYPE)
+        cdef uint8_t[::1] dst
+        if self.E.nr_actions:
+            dst = out.view(np.uint8)
+            memcpy(&dst[0], self.E.actions, self.E.nr_actions * sizeof(ActionC))
+        self.E.nr_actions = 0
+        return out
+
+    def take_conversions(self):
+        out = np.empty(self.E.nr_conversions, dtype=CONVERSION_DTYPE)
+        cdef uint8_t[::1] dst
+        if self.E.nr_conversions:
+            dst = out.view(np.uint8)
+            memcpy(&dst[0], self.E.conversions, self.E.nr_conversions * sizeof(ConversionC))
+        self.E.nr_conversions = 0
+        return out
+
+    def take_dead_letters(self):
+        out = np.empty(self.E.nr_dead, dtype=DEAD_LETTER_DTYPE)
+        cdef uint8_t[::1] dst
+        if self.E.nr_dead:
+            dst = out.view(np.uint8)
+            memcpy(&dst[0], self.E.dead, self.E.nr_dead * sizeof(DeadLetterC))
+        self.E.nr_dead = 0
+        return out
+
+    @property
+    def clock(self):
+        return self.E.clock if self.E.has_clock else None
+
+    @property
+    def pending(self):
+        return self.E.heap_n
+
+    @property
+    def seq(self):
+        return self.E.seq
+
+    @property
+    def nr_contacts(self):
+        return self.E.nr_contacts
+
+    def funnel(self):
+        """[nr_campaigns, len(FUNNEL)] uint64 copy."""
+        out = np.zeros((self.E.nr_campaigns, NR_FUNNEL), dtype=np.uint64)
+        cdef uint64_t[:, ::1] dst = out
+        cdef int ci, k
+        for ci in range(self.E.nr_campaigns):
+            for k in range(NR_FUNNEL):
+                dst[ci, k] = self.E.funnel[ci * NR_FUNNEL + k]
+        return out
+
+    def counts(self):
+        """Run figures: good events, unknown subscribers, bad events by reason, events by type."""
+        return {
+            "events": self.E.events,
+            "unknown_subscribers": self.E.unknown,
+            "bad_events": {BAD_REASONS[r]: self.E.bad[r] for r in range(NR_REASONS)},
+            "events_by_type": {t: self.E.by_type[t] for t in range(64) if self.E.by_type[t]},
+        }
+
+    def counter_value(self, uint32_t sub, int k, int64_t ts):
+        """A subscriber's counter as the matcher would read it at ts."""
+        if sub >= self.E.nr_subscribers or not 0 <= k < self.E.nr_counters:
+            raise IndexError("no such subscriber or counter")
+        return counter_read(&self.E, row_of(&self.E, sub), k, ts)
+
+
+assert len(FUNNEL) == NR_FUNNEL and len(BAD_REASONS) == NR_REASONS

@@ -1,0 +1,273 @@
+"""The Python API: `Engine` keeps the compiled core and its state; each `replay` is one run.
+
+    engine = Engine.from_config("campaigns.toml")
+    run = engine.replay(["day1.msgpack", "day2.msgpack"], out="out/")
+    run.actions_table()          # pyarrow.Table in the columns of SPEC §4
+    engine.replay(more_bytes)    # state carries over; pending actions stay pending
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from engine.compile import World, compile_core, load_world
+from engine.config import CampaignSpec, Config, load_config
+from engine.errors import StreamError
+from engine.records import (
+    ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, KINDS,
+)
+from engine.sinks import SinkSet
+from loaders.traces import Source, iter_chunks, source_size
+
+__all__ = ["Engine", "Run"]
+
+_STREAM_ERRORS = {
+    1: "a byte that is not msgpack (0xc1)",
+    2: "an event longer than max_event_bytes",
+    3: "the stream ends inside an event",
+    4: "out of memory",
+}
+
+
+def _funnel_dict(funnel_row: np.ndarray) -> dict:
+    d = {name: int(v) for name, v in zip(FUNNEL, funnel_row)}
+    sent, control = d["sent"], d["control"]
+    rate_send = d["converted_send"] / sent if sent else None
+    rate_control = d["converted_control"] / control if control else None
+    d["conversion_rate_send"] = rate_send
+    d["conversion_rate_control"] = rate_control
+    d["uplift"] = rate_send - rate_control if rate_send is not None and rate_control is not None else None
+    return d
+
+
+@dataclass
+class Run:
+    """What one replay produced: records as NumPy structured arrays, stats, finished files."""
+    campaigns: Sequence[CampaignSpec]
+    actions: np.ndarray = field(default_factory=lambda: np.zeros(0, ACTION_DTYPE))
+    conversions: np.ndarray = field(default_factory=lambda: np.zeros(0, CONVERSION_DTYPE))
+    dead_letters: np.ndarray = field(default_factory=lambda: np.zeros(0, DEAD_LETTER_DTYPE))
+    stats: dict = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+
+    def action_columns(self) -> dict[str, np.ndarray]:
+        """The actions as NumPy arrays, one per SPEC §4 column."""
+        ids = np.array([c.id for c in self.campaigns] or [""], dtype=object)
+        channels = np.array([c.channel for c in self.campaigns] or [""], dtype=object)
+        templates = np.array([c.template for c in self.campaigns] or [""], dtype=object)
+        a = self.actions
+        return {
+            "seq": a["seq"].copy(),
+            "ts": a["ts"].copy(),
+            "campaign": ids[a["campaign"]],
+            "msisdn": a["msisdn"].copy(),
+            "channel": channels[a["campaign"]],
+            "template": templates[a["campaign"]],
+            "kind": np.array(KINDS, dtype=object)[a["kind"]],
+            "trigger_ts": a["trigger_ts"].copy(),
+            "cell": a["cell"].copy(),
+        }
+
+    def conversion_columns(self) -> dict[str, np.ndarray]:
+        ids = np.array([c.id for c in self.campaigns] or [""], dtype=object)
+        c = self.conversions
+        return {
+            "seq": c["seq"].copy(),
+            "ts": c["ts"].copy(),
+            "campaign": ids[c["campaign"]],
+            "msisdn": c["msisdn"].copy(),
+            "contact_seq": c["contact_seq"].copy(),
+            "kind": np.array(KINDS, dtype=object)[c["kind"]],
+        }
+
+    def actions_table(self):
+        import pyarrow as pa
+        return pa.table(self.action_columns())
+
+    def conversions_table(self):
+        import pyarrow as pa
+        return pa.table(self.conversion_columns())
+
+    def actions_frame(self):
+        """The actions as a pandas DataFrame (needs pandas: pip install sigmatch[pandas])."""
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise ImportError("actions_frame() needs pandas; use actions_table() for Arrow") from None
+        return self.actions_table().to_pandas()
+
+    def conversions_frame(self):
+        return self.conversions_table().to_pandas()
+
+
+class Engine:
+    """A compiled configuration with its state. Not thread-safe: one replay at a time."""
+
+    def __init__(self, config: Config, world: Optional[World] = None, *, max_event_bytes: int = 65536):
+        self.config = config
+        self.world = world if world is not None else load_world(config)
+        self._core = compile_core(config, self.world, max_event_bytes=max_event_bytes).core
+        self._totals = {"runs": 0, "bytes": 0, "actions": 0, "conversions": 0, "dead_letters": 0}
+
+    @classmethod
+    def from_config(cls, path, **kwargs) -> "Engine":
+        return cls(load_config(Path(path)), **kwargs)
+
+    @property
+    def campaigns(self) -> tuple[CampaignSpec, ...]:
+        return self.config.campaigns
+
+    @property
+    def pending(self) -> int:
+        """Delayed actions waiting for their due time."""
+        return self._core.pending
+
+    @property
+    def clock(self) -> Optional[int]:
+        """Event time: the largest ts of any good event so far (ms), None before the first."""
+        return self._core.clock
+
+    @property
+    def bytes_per_subscriber(self) -> float:
+        return self._core.bytes_per_subscriber
+
+    @property
+    def stats(self) -> dict:
+        """Figures since the engine was built: totals, and the funnel of every campaign."""
+        counts = self._core.counts()
+        totals = dict(self._totals)
+        totals.update(
+            events=counts["events"],
+            unknown_subscribers=counts["unknown_subscribers"],
+            bad_events=counts["bad_events"],
+            pending=self._core.pending,
+            contacts=self._core.seq,
+        )
+        funnel = self._core.funnel()
+        return {
+            "totals": totals,
+            "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(self.config.campaigns)},
+        }
+
+    def drain(self, out=None, *, format: Optional[str] = None) -> Run:
+        """Emit every pending action at its due time (as `sigmatch replay` does at the end)."""
+        return self.replay(b"", out=out, drain=True, format=format)
+
+    def replay(self, source: Source, out=None, *, drain: bool = False, format: Optional[str] = None,
+               progress: Optional[bool] = None, keep: bool = True) -> Run:
+        """Run the engine over one stream (a path, a list of paths, bytes, or an iterable of
+        byte chunks). Files go to `out` when given; with `keep` the records also come back
+        in the Run. Raises StreamError (after keeping every emitted action in complete
+        files) when the stream is not valid msgpack."""
+        core = self._core
+        output = self.config.output
+        sinks = None
+        if out is not None:
+            sinks = SinkSet(Path(out), campaigns=self.config.campaigns,
+                            format=format or output.format,
+                            max_records=output.max_records, max_age_ms=output.max_age_ms)
+        before = core.counts()
+        kept: dict[str, list[np.ndarray]] = {"actions": [], "conversions": [], "dead_letters": []}
+        produced = {"actions": 0, "conversions": 0, "dead_letters": 0}
+        nbytes = 0
+        bar = None
+        if progress is None:
+            progress = sys.stderr.isatty()
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=source_size(source), unit="B", unit_scale=True, desc="replay",
+                       file=sys.stderr, leave=False)
+
+        def collect():
+            for name, take in (("actions", core.take_actions), ("conversions", core.take_conversions),
+                               ("dead_letters", core.take_dead_letters)):
+                records = take()
+                if not len(records):
+                    continue
+                produced[name] += len(records)
+                if sinks is not None:
+                    getattr(sinks, "write_" + name)(records)
+                if keep:
+                    kept[name].append(records)
+
+        started = time.perf_counter()
+        error: Optional[StreamError] = None
+        core.begin_stream()
+        try:
+            for chunk in iter_chunks(source):
+                status = core.feed(chunk)
+                nbytes += len(chunk)
+                collect()
+                if bar is not None:
+                    bar.update(len(chunk))
+                if status:
+                    error = self._stream_error(status)
+                    break
+            if error is None:
+                status = core.end_stream()
+                if status:
+                    error = self._stream_error(status)
+            if error is None and drain:
+                core.drain()
+                collect()
+        finally:
+            if bar is not None:
+                bar.close()
+            elapsed = time.perf_counter() - started
+            run = self._finish_run(kept, produced, before, nbytes, elapsed)
+            if sinks is not None:
+                sinks.write_stats(run.stats)
+                sinks.close()
+                run.files = list(sinks.files)
+        if error is not None:
+            error.run = run
+            raise error
+        return run
+
+    def _stream_error(self, status: int) -> Exception:
+        if status == 4:
+            self._core.clear_oom()
+            return MemoryError("out of memory in the core")
+        return StreamError(self._core.error_offset, _STREAM_ERRORS.get(status, "corrupt stream"))
+
+    def _finish_run(self, kept, produced, before, nbytes, elapsed) -> Run:
+        after = self._core.counts()
+        self._totals["runs"] += 1
+        self._totals["bytes"] += nbytes
+        for name, n in produced.items():
+            self._totals[name] += n
+        events = after["events"] - before["events"]
+        run_figures = {
+            "events": events,
+            "bad_events": {r: after["bad_events"][r] - before["bad_events"][r] for r in BAD_REASONS},
+            "unknown_subscribers": after["unknown_subscribers"] - before["unknown_subscribers"],
+            "bytes": nbytes,
+            "actions": produced["actions"],
+            "conversions": produced["conversions"],
+            "dead_letters": produced["dead_letters"],
+            "pending": self._core.pending,
+            "elapsed_s": round(elapsed, 6),
+            "events_per_s": round(events / elapsed) if elapsed > 0 else None,
+        }
+        funnel = self._core.funnel()
+        stats = {
+            "run": run_figures,
+            "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(self.config.campaigns)},
+        }
+
+        def joined(name, dtype):
+            parts = kept[name]
+            return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+        return Run(
+            campaigns=self.config.campaigns,
+            actions=joined("actions", ACTION_DTYPE),
+            conversions=joined("conversions", CONVERSION_DTYPE),
+            dead_letters=joined("dead_letters", DEAD_LETTER_DTYPE),
+            stats=stats,
+        )

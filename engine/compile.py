@@ -1,0 +1,200 @@
+"""Compile a configuration and its world (profiles, lists, areas) into the core's flat tables.
+
+Everything static about a subscriber — audience, exclude lists, the policy blacklist and
+`where` — is folded into eligibility bits, one bit per distinct combination, so the matcher
+answers "may this campaign consider this subscriber?" with one memory read. Campaigns that
+share a combination share its bit, which keeps the row narrow when there are many campaigns.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+import numpy as np
+
+from engine._core import Core
+from engine.config import Config
+from engine.errors import ConfigError
+from loaders.areas import load_area
+from loaders.lists import load_list
+from loaders.profiles import Profiles, load_profiles
+
+__all__ = ["World", "load_world", "compile_core", "Compiled"]
+
+log = logging.getLogger("sigmatch.compile")
+
+_ADD_MODES = {"count": 0, "dur": 1, "dur_minutes": 2}
+_RECHECK_BITS = {"area": 1, "powered_on": 2, "audience": 4, "hours": 8}
+_EXEMPT_BITS = {"min_gap": 1, "max_per_day": 2, "quiet_hours": 4}
+
+
+@dataclass
+class World:
+    """What a configuration refers to, loaded: profiles, lists by name, areas by name."""
+    profiles: Profiles
+    lists: dict[str, np.ndarray] = field(default_factory=dict)
+    areas: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def load_world(config: Config) -> World:
+    if config.profiles is None:
+        raise ConfigError(f"{config.path}: engine.profiles: a profile snapshot is required")
+    profiles = load_profiles(config.profiles)
+    lists = {name: load_list(path) for name, path in config.lists.items()}
+    areas = {name: load_area(path) for name, path in config.areas.items()}
+    return World(profiles, lists, areas)
+
+
+@dataclass
+class Compiled:
+    core: Core
+    nr_elig_bits: int
+
+
+def _types_mask(codes) -> int:
+    mask = 0
+    for code in codes:
+        mask |= 1 << code
+    return mask
+
+
+def _members(msisdn: np.ndarray, sorted_list: np.ndarray) -> np.ndarray:
+    """Which subscribers are in a list (sorted, unique uint64)."""
+    if len(sorted_list) == 0:
+        return np.zeros(len(msisdn), dtype=bool)
+    pos = np.searchsorted(sorted_list, msisdn)
+    pos[pos == len(sorted_list)] = 0
+    return sorted_list[pos] == msisdn
+
+
+def _where_masks(config: Config, profiles: Profiles) -> dict[str, np.ndarray]:
+    from engine import where as where_lang
+    masks = {}
+    for i, c in enumerate(config.campaigns):
+        if c.where is None or c.where in masks:
+            continue
+        key = f"campaign[{i}] (id \"{c.id}\").where"
+        try:
+            expr = where_lang.parse(c.where)
+            where_lang.check(expr, profiles)
+        except ConfigError as e:
+            raise ConfigError(f"{config.path}: {key}: {e}") from None
+        masks[c.where] = np.asarray(where_lang.evaluate(expr, profiles), dtype=bool)
+    return masks
+
+
+def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536) -> Compiled:
+    profiles = world.profiles
+    n = len(profiles.msisdn)
+    membership: dict[str, np.ndarray] = {}
+
+    def member(name: str) -> np.ndarray:
+        if name not in membership:
+            membership[name] = _members(profiles.msisdn, world.lists[name])
+        return membership[name]
+
+    blocked = np.zeros(n, dtype=bool)
+    for name in config.policy.blacklist:
+        blocked |= member(name)
+    where_masks = _where_masks(config, profiles)
+
+    # Distinct eligibility classes -> bit numbers.
+    classes: dict[tuple, int] = {}
+    class_masks: list[np.ndarray] = []
+
+    def class_bit(key: tuple, build) -> tuple[int, int]:
+        if key not in classes:
+            classes[key] = len(class_masks)
+            class_masks.append(build())
+        bit = classes[key]
+        return bit // 64, 1 << (bit % 64)
+
+    unblocked = class_bit(("unblocked",), lambda: ~blocked)
+
+    def audience_mask(c) -> np.ndarray:
+        mask = member(c.audience).copy() if c.audience else np.ones(n, dtype=bool)
+        for name in c.exclude:
+            mask &= ~member(name)
+        return mask
+
+    # Areas: one bit per area name, words per cell.
+    area_names = sorted(world.areas)
+    area_bit = {name: i for i, name in enumerate(area_names)}
+    nr_area_words = (len(area_names) + 63) // 64
+    all_cells = np.unique(np.concatenate([world.areas[a] for a in area_names])).astype(np.uint32) \
+        if area_names else np.zeros(0, dtype=np.uint32)
+    cell_masks = np.zeros((len(all_cells), max(nr_area_words, 1)), dtype=np.uint64)
+    for name in area_names:
+        rows = np.searchsorted(all_cells, world.areas[name])
+        b = area_bit[name]
+        cell_masks[rows, b // 64] |= np.uint64(1 << (b % 64))
+
+    peer_sets: dict[str, int] = {}
+    counter_index = {c.name: k for k, c in enumerate(config.counters)}
+    campaigns = []
+    core = Core(max_event_bytes)
+    for c in config.campaigns:
+        elig = class_bit(
+            ("match", c.audience, tuple(sorted(c.exclude)), c.where),
+            lambda c=c: audience_mask(c) & ~blocked & (where_masks[c.where] if c.where else True))
+        recheck_elig = (class_bit(("audience", c.audience, tuple(sorted(c.exclude))),
+                                  lambda c=c: audience_mask(c))
+                        if "audience" in c.recheck else unblocked)
+        if c.peer_in is not None:
+            peer_sets[c.peer_in] = -1      # ids come once the core has its layout
+        campaigns.append(dict(
+            id=c.id,
+            types=_types_mask(c.on),
+            convert_types=_types_mask(c.convert_on),
+            convert_arg=c.convert_arg,
+            convert_within_ms=c.convert_within_ms,
+            elig=elig,
+            recheck_elig=recheck_elig,
+            area=(area_bit[c.area] // 64, 1 << (area_bit[c.area] % 64)) if c.area else None,
+            peer_in=c.peer_in,
+            cooldown_ms=c.cooldown_ms,
+            delay_ms=c.delay_ms,
+            hours=c.hours,
+            days=c.days,
+            counter=counter_index[c.counter] if c.counter else -1,
+            at_least=min(c.at_least, 0xFFFFFFFF),
+            stop_after=c.stop_after,
+            holdout=c.holdout_threshold,
+            recheck=sum(_RECHECK_BITS[r] for r in c.recheck),
+            exempt=sum(_EXEMPT_BITS[r] for r in c.exempt),
+            enter=bool(c.enter),
+            once=bool(c.once),
+        ))
+
+    nr_bits = len(class_masks)
+    nr_words = max(1, (nr_bits + 63) // 64)
+    words = np.zeros((n, nr_words), dtype=np.uint64)
+    for bit, mask in enumerate(class_masks):
+        words[:, bit // 64] |= mask.astype(np.uint64) << np.uint64(bit % 64)
+    class_masks.clear()
+
+    windowed = [c for c in config.counters if c.window_ms]
+    core.set_layout(nr_words, len(config.counters), len(windowed))
+    core.set_subscribers(np.ascontiguousarray(profiles.msisdn, dtype=np.uint64))
+    core.set_eligibility(words)
+    del words
+    if len(all_cells):
+        core.set_areas(all_cells, np.ascontiguousarray(cell_masks))
+    for name in peer_sets:
+        peer_sets[name] = core.add_peer_set(np.ascontiguousarray(world.lists[name], dtype=np.uint64))
+    for d in campaigns:
+        name = d.pop("peer_in")
+        d["peer_set"] = peer_sets[name] if name is not None else -1
+    core.set_event_types(dict(config.event_types))
+    core.set_counters([
+        (_types_mask(c.on), c.flags, _ADD_MODES[c.add], c.window_ms or 0) for c in config.counters
+    ])
+    quiet = config.policy.quiet_hours or (-1, -1)
+    core.set_policy(
+        config.utc_offset_ms, quiet[0], quiet[1], config.policy.min_gap_ms,
+        config.policy.max_per_day if config.policy.max_per_day is not None else 0xFFFFFFFF,
+        unblocked[0], unblocked[1], config.max_pending,
+    )
+    core.set_campaigns(campaigns)
+    log.info("compiled %d campaigns over %d subscribers: %d eligibility classes, %d areas, %d peer sets",
+             len(campaigns), n, nr_bits, len(area_names), len(peer_sets))
+    return Compiled(core, nr_bits)
