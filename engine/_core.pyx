@@ -24,7 +24,7 @@ from libc.string cimport memcpy, memset, memcmp
 
 import numpy as np
 
-from engine.records import ACTION_DTYPE, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, BAD_REASONS
+from engine.records import EVENT_DTYPE, ACTION_DTYPE, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, BAD_REASONS
 
 cdef extern from *:
     """
@@ -293,16 +293,21 @@ cdef int skip_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
             rc = need(pos, 3, end, limit)
             if rc:
                 return rc
-            n = be16(buf + pos + 1)
-            remaining += n if b == 0xdc else 2 * n
+            n = be16(buf + pos + 1) * (1 if b == 0xdc else 2)
             pos += 3
+            # every element takes at least a byte: a count that cannot fit is too large now
+            if pos + remaining + n > limit:
+                return DEC_TOO_LARGE
+            remaining += n
         elif b == 0xdd or b == 0xdf:        # array32, map32
             rc = need(pos, 5, end, limit)
             if rc:
                 return rc
-            n = be32(buf + pos + 1)
-            remaining += n if b == 0xdd else 2 * n
+            n = be32(buf + pos + 1) * (1 if b == 0xdd else 2)
             pos += 5
+            if pos + remaining + n > limit:
+                return DEC_TOO_LARGE
+            remaining += n
         else:
             # fixed-size scalars: float32/64, (u)int8..64, fixext1..16
             if b == 0xca:
@@ -605,6 +610,8 @@ cdef int decode_one(const uint8_t* buf, size_t start, size_t end, size_t max_byt
                 return rc
             n = be32(buf + pos + 1)
             pos += 5
+        if pos + n > limit:
+            return DEC_TOO_LARGE
         nf = n if n < NR_FIELDS else NR_FIELDS
         for i in range(nf):
             rc = read_field(buf, &pos, end, limit, &f[i])
@@ -630,6 +637,8 @@ cdef int decode_one(const uint8_t* buf, size_t start, size_t end, size_t max_byt
                 return rc
             n = be32(buf + pos + 1)
             pos += 5
+        if pos + 2 * n > limit:
+            return DEC_TOO_LARGE
         for i in range(n):
             rc = need(pos, 1, end, limit)
             if rc:
@@ -1623,6 +1632,50 @@ cdef class Core:
         with nogil:
             st = self._feed(&view[0], n)
         return st
+
+    def decode(self, data, bint keep=True):
+        """Decode a complete stream without matching (tests, the decoder benchmark).
+        Returns (events, status, error_offset); bad events go to the dead letters as usual."""
+        cdef const uint8_t[::1] view = data
+        cdef size_t n = view.shape[0], pos = 0, end_pos
+        cdef int rc = DEC_OK, reason
+        cdef uint64_t nr = 0, cap = 0
+        cdef EventC ev
+        cdef EventC* kept = NULL
+        cdef EventC* grown
+        cdef uint8_t[::1] dst
+        with nogil:
+            while pos < n:
+                rc = decode_one(&view[0], pos, n, self.max_event_bytes, &self.types, &ev, &end_pos, &reason)
+                if rc == DEC_OK:
+                    if keep:
+                        if nr == cap:
+                            cap = 1024 if cap == 0 else cap * 2
+                            grown = <EventC*>realloc(kept, cap * sizeof(EventC))
+                            if grown == NULL:
+                                break
+                            kept = grown
+                        kept[nr] = ev
+                    nr += 1
+                elif rc == DEC_BAD:
+                    add_dead_letter(&self.E, &view[0], pos, end_pos, pos, reason)
+                else:
+                    break
+                pos = end_pos
+        try:
+            if keep and pos < n and rc == DEC_OK:
+                raise MemoryError()
+            out = np.empty(nr if keep else 0, dtype=EVENT_DTYPE)
+            if keep and nr:
+                dst = out.view(np.uint8)
+                memcpy(&dst[0], kept, nr * sizeof(EventC))
+        finally:
+            free(kept)
+        if rc == DEC_NEED_MORE:
+            return out, ST_TRUNCATED, pos
+        if rc == DEC_CORRUPT or rc == DEC_TOO_LARGE:
+            return out, status_of(rc), pos
+        return (out if keep else nr), ST_OK, None
 
     def end_stream(self):
         """The stream is complete: a partly received event is an error (3 = truncated)."""

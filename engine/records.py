@@ -6,7 +6,7 @@ arrays without copying field by field. Keep the two in step (`_core.pxd`).
 import numpy as np
 
 __all__ = [
-    "ACTION_DTYPE", "CONVERSION_DTYPE", "DEAD_LETTER_DTYPE", "DEAD_LETTER_BYTES",
+    "EVENT_DTYPE", "ACTION_DTYPE", "CONVERSION_DTYPE", "DEAD_LETTER_DTYPE", "DEAD_LETTER_BYTES",
     "KIND_SEND", "KIND_CONTROL", "KINDS", "BAD_REASONS", "FUNNEL", "ACTION_COLUMNS",
     "CONVERSION_COLUMNS", "DEAD_LETTER_COLUMNS",
 ]
@@ -52,11 +52,16 @@ CONVERSION_DTYPE = np.dtype([
     ("seq", "<u8"), ("ts", "<i8"), ("msisdn", "<u8"), ("contact_seq", "<u8"),
     ("campaign", "<u2"), ("kind", "u1"), ("_pad", "u1", (5,)),
 ])
+EVENT_DTYPE = np.dtype([
+    ("ts", "<i8"), ("msisdn", "<u8"), ("peer", "<u8"), ("dur", "<u8"), ("flags", "<u8"),
+    ("arg", "<u8"), ("cell", "<u4"), ("type", "<i4"),
+])
 DEAD_LETTER_BYTES = 64
 DEAD_LETTER_DTYPE = np.dtype([
     ("offset", "<u8"), ("reason", "<u2"), ("nbytes", "<u2"), ("_pad", "u1", (4,)),
     ("bytes", "u1", (DEAD_LETTER_BYTES,)),
 ])
+assert EVENT_DTYPE.itemsize == 56
 assert ACTION_DTYPE.itemsize == 40 and CONVERSION_DTYPE.itemsize == 40
 assert DEAD_LETTER_DTYPE.itemsize == 80
 

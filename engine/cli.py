@@ -1,0 +1,145 @@
+"""The `sigmatch` command. Every error ends in one line on stderr and a non-zero exit."""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from engine.errors import SigmatchError
+
+__all__ = ["main"]
+
+log = logging.getLogger("sigmatch")
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"sigmatch: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _one_line_errors(fn):
+    """Turn the errors an operator can act on into one line and exit 1."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except SigmatchError as e:
+            _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except (OSError, MemoryError) as e:
+            _fail(f"{type(e).__name__}: {e}")
+    return wrapper
+
+
+def format_funnel(stats: dict) -> str:
+    """The per-campaign funnel as a fixed-width table."""
+    columns = [("campaign", None), ("matched", "matched"), ("sched", "scheduled"),
+               ("recheck", "recheck_failed"), ("suppr", None), ("sent", "sent"),
+               ("control", "control"), ("conv", None), ("uplift", "uplift")]
+    rows = []
+    for cid, f in stats["campaigns"].items():
+        suppressed = sum(v for k, v in f.items() if k.startswith("suppressed_")) + f["overflow"]
+        converted = f["converted_send"] + f["converted_control"]
+        uplift = "" if f["uplift"] is None else f"{f['uplift'] * 100:+.1f}pp"
+        rows.append([cid, f["matched"], f["scheduled"], f["recheck_failed"], suppressed,
+                     f["sent"], f["control"], converted, uplift])
+    header = [name for name, _ in columns]
+    table = [header] + [[str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = []
+    for r in table:
+        cells = [r[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(r[1:], widths[1:])]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def format_run(stats: dict) -> str:
+    run = stats["run"]
+    bad = sum(run["bad_events"].values())
+    eps = run["events_per_s"]
+    speed = f", {eps / 1e6:.2f}M events/s" if eps else ""
+    return (f"{run['events']:,} events ({bad:,} bad, {run['unknown_subscribers']:,} unknown subscribers), "
+            f"{run['actions']:,} actions, {run['conversions']:,} conversions in {run['elapsed_s']:.2f} s{speed}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log progress at INFO level.")
+@click.version_option(package_name="sigmatch")
+def main(verbose: bool):
+    """sigmatch: signalling-triggered precision marketing."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory for the action, conversion and dead-letter files.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
+              help="Output format (default: the configuration's [output] format, csv).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@_one_line_errors
+def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress):
+    """Replay TRACES (one stream, in order) through CONFIG's campaigns, then drain."""
+    from engine.api import Engine
+    engine = Engine.from_config(config)
+    run = engine.replay(list(traces), out=out, drain=True, format=fmt, progress=progress, keep=False)
+    click.echo(format_run(run.stats))
+    click.echo(format_funnel(run.stats))
+    click.echo(f"output: {out}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@_one_line_errors
+def check(config: Path):
+    """Validate CONFIG and everything it names (profiles, lists, areas, where)."""
+    from engine.api import Engine
+    from engine.config import load_config
+    cfg = load_config(config)
+    engine = Engine(cfg)
+    world = engine.world
+    click.echo(f"{config}: ok")
+    click.echo(f"  subscribers: {len(world.profiles.msisdn):,} ({world.profiles.bad_rows:,} bad rows skipped)")
+    for name, members in world.lists.items():
+        click.echo(f"  list {name}: {len(members):,} numbers")
+    for name, cells in world.areas.items():
+        click.echo(f"  area {name}: {len(cells):,} cells")
+    click.echo(f"  counters: {', '.join(c.name for c in cfg.counters) or '-'}")
+    click.echo(f"  campaigns (priority order): {', '.join(c.id for c in cfg.campaigns) or '-'}")
+    click.echo(f"  engine state: {engine.bytes_per_subscriber:.0f} bytes per subscriber")
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to build the demo world (default: a new temporary directory).")
+@click.option("--subscribers", default=20_000, show_default=True)
+@click.option("--events", default=300_000, show_default=True)
+@_one_line_errors
+def demo(directory, subscribers: int, events: int):
+    """Build a small world, replay it, print the funnel and where the files are."""
+    from engine.api import Engine
+    from engine.demo import build_demo_world
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="sigmatch-demo-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path, traces = build_demo_world(directory, subscribers=subscribers, events=events)
+    click.echo(f"demo world: {subscribers:,} subscribers, {events:,} events in {directory}")
+    engine = Engine.from_config(config_path)
+    out = directory / "out"
+    run = engine.replay(traces, out=out, drain=True, keep=False)
+    click.echo(format_run(run.stats))
+    click.echo(format_funnel(run.stats))
+    click.echo(f"configuration: {config_path}")
+    click.echo(f"output:        {out}")
+    for sub in sorted(p for p in out.iterdir() if p.is_dir()):
+        files = sorted(sub.iterdir())
+        click.echo(f"  {sub.name}/: {len(files)} file(s)")
+
+
+if __name__ == "__main__":
+    main()
