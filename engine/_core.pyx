@@ -79,6 +79,12 @@ cdef extern from *:
     uint32_t sm_crc32(uint32_t crc, const uint8_t* p, size_t n) nogil
     uint64_t sm_mix64(uint64_t x) nogil
 
+cdef extern from *:
+    """
+    #define sm_prefetch(p) __builtin_prefetch((const void *)(p), 1, 3)
+    """
+    void sm_prefetch(const void* p) nogil
+
 sm_crc_init()
 
 # Decoder return codes
@@ -167,6 +173,8 @@ cdef enum:
     MAX_TYPE_NAME_LEN = 32
     DEAD_BYTES = 64             # bytes of a bad event kept in its dead letter
     POWER_OFF_TYPE = 8
+    PREFETCH_FAR = 16
+    PREFETCH_NEAR = 8
 
 cdef uint64_t MSISDN_LIMIT = 1000000000000000ULL   # 10**15: at most 15 digits
 cdef uint64_t TS_LIMIT = 1ULL << 53
@@ -1560,10 +1568,28 @@ cdef class Core:
         self.error_offset = 0
 
     cdef int _process_batch(self, int nb) noexcept nogil:
+        """Match a decoded batch. The subscribers of later events are fetched into cache while
+        earlier ones are processed: index slots PREFETCH_FAR events ahead, then state rows
+        PREFETCH_NEAR ahead, so that random access to millions of rows overlaps instead of
+        stalling once per event. Prefetching only reads; the outcome is unchanged."""
         cdef int i
+        cdef EngineC* E = &self.E
+        cdef uint32_t sub
+        if E.index_slots == NULL:
+            for i in range(nb):
+                process_event(E, &self.batch[i])
+            return ST_NOMEM if E.oom else ST_OK
         for i in range(nb):
-            process_event(&self.E, &self.batch[i])
-            if self.E.oom:
+            if i + PREFETCH_FAR < nb:
+                sm_prefetch(&E.index_slots[sm_mix64(self.batch[i + PREFETCH_FAR].msisdn) & E.index_mask])
+            if i + PREFETCH_NEAR < nb:
+                sub = E.index_slots[sm_mix64(self.batch[i + PREFETCH_NEAR].msisdn) & E.index_mask]
+                if sub:
+                    sm_prefetch(&E.msisdn[sub - 1])
+                    sm_prefetch(E.rows + <size_t>(sub - 1) * E.stride)
+                    sm_prefetch(E.rows + <size_t>sub * E.stride - 1)
+            process_event(E, &self.batch[i])
+            if E.oom:
                 return ST_NOMEM
         return ST_OK
 
