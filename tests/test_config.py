@@ -1,0 +1,548 @@
+"""The configuration file of SPEC §2: what parses to what, and how every mistake is reported."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import (
+    ALL_DAYS, EVENT_TYPES, CampaignSpec, Config, CounterSpec, OutputSpec, PolicySpec,
+    load_config, parse_config, parse_days, parse_duration, parse_hours, parse_utc_offset,
+)
+from engine.errors import ConfigError
+
+SPEC_EXAMPLE = '''
+[engine]
+utc_offset  = "+08:00"         # local time for hours, days, quiet hours and daily caps
+profiles    = "data/profiles.parquet"
+max_pending = 10_000_000       # bound on delayed actions waiting; overflow is counted
+
+[lists]                        # name = file
+dnd          = "lists/dnd.txt"
+crbt_targets = "lists/crbt_targets.roar"
+crbt_peers   = "lists/crbt_peers.roar"
+
+[areas]                        # name = file
+schools = "areas/school_cells.txt"
+airport = "areas/airport_cells.txt"
+
+[policy]                       # contact policy, applied to every campaign
+blacklist   = ["dnd"]          # never contacted
+quiet_hours = "22:00-08:00"    # actions due inside are dropped (counted)
+min_gap     = "7d"             # between any two contacts of one subscriber
+max_per_day = 2                # contacts per subscriber per local day
+
+[counters]                     # per-subscriber usage counters
+sms      = { on = ["SMS_MO"] }
+ld_calls = { on = ["CALL_MO_END"], flags = ["long_distance"] }
+roam_min = { on = ["CALL_MO_END", "CALL_MT_END"], flags = ["roaming"], add = "dur_minutes", window = "90d" }
+
+[[campaign]]
+id        = "crbt_school"
+priority  = 10                 # higher wins when several match
+on        = ["CALL_MO_END"]    # trigger event types
+audience  = "crbt_targets"     # white list of the subscriber; absent = everyone
+peer_in   = "crbt_peers"       # the event's peer must be in this list
+exclude   = []                 # campaign black lists
+where     = "arpu >= 50 and brand != 'prepaid' and 'student' in tags"
+area      = "schools"          # the event's cell must be in this area
+enter     = false              # true: only when the subscriber moves INTO the area
+hours     = "09:00-18:00"
+days      = "mon-fri"
+counter   = { name = "sms", at_least = 10 }
+delay     = "5m"               # act this long after the trigger ...
+recheck   = ["area", "powered_on"]   # ... if these still hold then
+cooldown  = "30d"              # no contact of this campaign within
+once      = false              # true: at most one contact per subscriber, ever
+exempt    = []                 # policy rules this campaign ignores: "min_gap", "max_per_day", "quiet_hours" (service notices such as a rebate)
+channel   = "sms"              # sms | boss | outbound | popup | any name
+template  = "CRBT_OFFER_1"
+holdout   = 0.05               # fraction kept as control group
+convert_on     = ["ORDER"]     # what counts as a response ...
+convert_arg    = 3001          # ... optionally only this offer code
+convert_within = "7d"
+stop_after     = 3             # contacts without a response before we give up
+'''
+
+DAY = 86_400_000
+
+
+def write(tmp_path: Path, text: str, name: str = "campaigns.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_spec_example(tmp_path):
+    path = write(tmp_path, SPEC_EXAMPLE)
+    config = load_config(path)
+    assert config == Config(
+        path=path,
+        utc_offset_ms=8 * 3_600_000,
+        profiles=tmp_path / "data" / "profiles.parquet",
+        max_pending=10_000_000,
+        lists={"dnd": tmp_path / "lists" / "dnd.txt",
+               "crbt_targets": tmp_path / "lists" / "crbt_targets.roar",
+               "crbt_peers": tmp_path / "lists" / "crbt_peers.roar"},
+        areas={"schools": tmp_path / "areas" / "school_cells.txt",
+               "airport": tmp_path / "areas" / "airport_cells.txt"},
+        policy=PolicySpec(blacklist=("dnd",), quiet_hours=(22 * 60, 8 * 60), min_gap_ms=7 * DAY,
+                          max_per_day=2),
+        counters=(
+            CounterSpec("sms", on=(3,), flags=0, add="count", window_ms=None),
+            CounterSpec("ld_calls", on=(1,), flags=1, add="count", window_ms=None),
+            CounterSpec("roam_min", on=(1, 2), flags=2, add="dur_minutes", window_ms=90 * DAY),
+        ),
+        campaigns=(CampaignSpec(
+            id="crbt_school", on=(1,), channel="sms", priority=10, audience="crbt_targets",
+            peer_in="crbt_peers", exclude=(),
+            where="arpu >= 50 and brand != 'prepaid' and 'student' in tags",
+            area="schools", enter=False, hours=(9 * 60, 18 * 60), days=0b0011111,
+            counter="sms", at_least=10, delay_ms=5 * 60_000,
+            recheck=frozenset({"area", "powered_on"}), cooldown_ms=30 * DAY, once=False,
+            exempt=frozenset(), template="CRBT_OFFER_1", holdout=0.05, convert_on=(11,),
+            convert_arg=3001, convert_within_ms=7 * DAY, stop_after=3,
+        ),),
+        event_types=dict(EVENT_TYPES),
+        output=OutputSpec(),
+    )
+    assert config.campaigns[0].holdout_threshold == 500
+    assert all(p.is_absolute() for p in [config.profiles, *config.lists.values(), *config.areas.values()])
+
+
+def test_load_config_with_a_relative_path_anchors_files_at_the_config_folder(tmp_path, monkeypatch):
+    (tmp_path / "conf").mkdir()
+    write(tmp_path / "conf", SPEC_EXAMPLE)
+    monkeypatch.chdir(tmp_path)
+    config = load_config("conf/campaigns.toml")
+    assert config.path == tmp_path / "conf" / "campaigns.toml"
+    assert config.lists["dnd"] == tmp_path / "conf" / "lists" / "dnd.txt"
+    assert config.profiles == tmp_path / "conf" / "data" / "profiles.parquet"
+
+
+def test_absolute_and_dotted_paths(tmp_path):
+    config = parse_config(f'[lists]\na = "{tmp_path}/x/a.txt"\nb = "../lists/./b.txt"\n',
+                          tmp_path / "etc" / "c.toml")
+    assert config.lists == {"a": tmp_path / "x" / "a.txt", "b": tmp_path / "lists" / "b.txt"}
+
+
+def test_defaults_of_an_empty_configuration(tmp_path):
+    config = parse_config("", tmp_path / "c.toml")
+    assert config.utc_offset_ms == 0
+    assert config.profiles is None
+    assert config.max_pending == 10_000_000
+    assert config.lists == {} and config.areas == {}
+    assert config.policy == PolicySpec(blacklist=(), quiet_hours=None, min_gap_ms=0, max_per_day=None)
+    assert config.counters == () and config.campaigns == ()
+    assert config.event_types == EVENT_TYPES
+    assert config.output == OutputSpec(format="csv", max_records=100_000, max_age_ms=3_600_000)
+
+
+def test_defaults_of_a_minimal_campaign(tmp_path):
+    config = parse_config('[[campaign]]\nid = "c"\non = ["SMS_MO"]\nchannel = "sms"\n', tmp_path / "c.toml")
+    assert config.campaigns == (CampaignSpec(id="c", on=(3,), channel="sms"),)
+    c = config.campaigns[0]
+    assert (c.priority, c.template, c.holdout, c.delay_ms, c.days, c.hours) == (0, "", 0.0, 0, ALL_DAYS, None)
+    assert (c.audience, c.peer_in, c.exclude, c.where, c.area, c.counter) == (None, None, (), None, None, None)
+    assert (c.cooldown_ms, c.once, c.enter, c.recheck, c.exempt) == (0, False, False, frozenset(), frozenset())
+    assert (c.convert_on, c.convert_arg, c.convert_within_ms, c.stop_after) == ((), None, None, None)
+
+
+def test_campaigns_sort_by_priority_then_id_and_counters_keep_file_order(tmp_path):
+    campaigns = [("b", 5), ("a", 5), ("z", 10), ("m", 0), ("low", -3), ("c", 5)]
+    text = '[counters]\nzz = { on = ["SMS_MO"] }\naa = { on = ["SMS_MT"] }\nmm = { on = ["ORDER"] }\n'
+    for cid, priority in campaigns:
+        text += f'[[campaign]]\nid = "{cid}"\npriority = {priority}\non = ["SMS_MO"]\nchannel = "sms"\n'
+    config = parse_config(text, tmp_path / "c.toml")
+    assert [c.id for c in config.campaigns] == ["z", "a", "b", "c", "m", "low"]
+    assert [c.name for c in config.counters] == ["zz", "aa", "mm"]
+
+
+def test_event_types_are_builtin_plus_custom(tmp_path):
+    config = parse_config('''
+[counters]
+topups = { on = ["TOP_UP", "RECHARGE"] }
+[[campaign]]
+id = "c"
+on = ["APP_OPEN"]
+convert_on = ["TOP_UP"]
+channel = "popup"
+[event_types]
+TOP_UP = 32
+APP_OPEN = 63
+''', tmp_path / "c.toml")
+    assert config.event_types == {**EVENT_TYPES, "TOP_UP": 32, "APP_OPEN": 63}
+    assert config.counters[0].on == (32, 12)
+    assert config.campaigns[0].on == (63,)
+    assert config.campaigns[0].convert_on == (32,)
+
+
+def test_repeated_event_types_collapse(tmp_path):
+    config = parse_config('[[campaign]]\nid = "c"\non = ["SMS_MO", "SMS_MT", "SMS_MO"]\nchannel = "x"\n',
+                          tmp_path / "c.toml")
+    assert config.campaigns[0].on == (3, 4)
+
+
+def test_counter_add_forms(tmp_path):
+    text = "[counters]\n" + "\n".join([
+        'a = { on = ["SMS_MO"] }', 'b = { on = ["SMS_MO"], add = 1 }', 'c = { on = ["SMS_MO"], add = "dur" }',
+        'd = { on = ["SMS_MO"], add = "dur_minutes" }', 'e = { on = ["SMS_MO"], add = "count" }',
+        'f = { on = ["SMS_MO"], flags = ["long_distance", "roaming", "international"] }',
+        '[counters.g]\non = ["DATA_SESSION"]\nwindow = "60d"'])
+    counters = parse_config(text, tmp_path / "c.toml").counters
+    assert [c.add for c in counters] == ["count", "count", "dur", "dur_minutes", "count", "count", "count"]
+    assert counters[5].flags == 7
+    assert counters[6].window_ms == 60 * DAY and counters[0].window_ms is None
+
+
+def test_output_section(tmp_path):
+    def output(body: str) -> OutputSpec:
+        return parse_config("[output]\n" + body, tmp_path / "c.toml").output
+    assert output('format = "parquet"\nmax_records = 5\nmax_age = "10m"') == OutputSpec("parquet", 5, 600_000)
+    assert output('format = "jsonl"') == OutputSpec("jsonl", 100_000, 3_600_000)
+    assert output('max_age = "0"').max_age_ms is None
+    assert output('max_age = "0s"').max_age_ms is None
+    assert output('max_age = "2h"').max_age_ms == 7_200_000
+
+
+def test_exempt_recheck_and_other_campaign_keys(tmp_path):
+    config = parse_config('''
+[lists]
+vip = "vip.txt"
+[areas]
+airport = "airport.txt"
+[[campaign]]
+id = "rebate.v2-final"
+on = ["ORDER"]
+channel = "boss"
+exempt = ["min_gap", "max_per_day", "quiet_hours"]
+audience = "vip"
+area = "airport"
+enter = true
+delay = "20m"
+recheck = ["area", "powered_on", "audience", "hours"]
+days = "sat,sun"
+once = true
+holdout = 1
+convert_on = ["RECHARGE"]
+convert_within = "60d"
+''', tmp_path / "c.toml")
+    c = config.campaigns[0]
+    assert c.exempt == {"min_gap", "max_per_day", "quiet_hours"}
+    assert c.recheck == {"area", "powered_on", "audience", "hours"}
+    assert (c.enter, c.once, c.days, c.holdout, c.holdout_threshold) == (True, True, 0b1100000, 1.0, 10_000)
+    assert c.convert_arg is None and c.convert_within_ms == 60 * DAY
+
+
+@pytest.mark.parametrize("text, ms", [
+    ("0s", 0), ("1s", 1_000), ("5m", 300_000), ("2h", 7_200_000), ("7d", 7 * DAY), ("007m", 420_000),
+    ("36500d", 36_500 * DAY), ("876000h", 876_000 * 3_600_000),
+])
+def test_durations(text, ms):
+    assert parse_duration(text) == ms
+
+
+@pytest.mark.parametrize("text", [
+    "5", "0", "-5m", "5.5m", "5 m", " 5m", "5M", "5x", "m", "", "5ms", "1w", "5mm", "+5m",
+    "36501d", "999999999999999999999d", "٥m", 5, 5.0, True, None,
+])
+def test_bad_durations(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text, hours", [
+    ("09:00-18:00", (540, 1080)), ("22:00-08:00", (1320, 480)), ("00:00-23:59", (0, 1439)),
+    ("23:59-00:00", (1439, 0)), ("9:30-17:05", (570, 1025)), ("08:00 - 09:00", (480, 540)),
+])
+def test_hours(text, hours):
+    assert parse_hours(text) == hours
+
+
+@pytest.mark.parametrize("text", [
+    "09:00-09:00", "24:00-08:00", "08:00-24:00", "08:60-09:00", "0800-0900", "08:00", "08:00-",
+    "8-9", "08:00-09:00-10:00", "", "8:0-9:00", "-1:00-08:00", 900, None,
+])
+def test_bad_hours(text):
+    with pytest.raises(ValueError):
+        parse_hours(text)
+
+
+@pytest.mark.parametrize("text, days", [
+    ("mon", ["mon"]), ("mon-fri", ["mon", "tue", "wed", "thu", "fri"]), ("sat,sun", ["sat", "sun"]),
+    ("mon,wed-fri", ["mon", "wed", "thu", "fri"]), ("fri-mon", ["fri", "sat", "sun", "mon"]),
+    ("sun-tue", ["sun", "mon", "tue"]), ("mon-sun", ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]),
+    ("sat-fri", ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]), ("wed-wed", ["wed"]),
+    ("Mon, Sat - Sun", ["mon", "sat", "sun"]), ("mon,mon", ["mon"]),
+])
+def test_days(text, days):
+    names = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    assert parse_days(text) == sum(1 << names.index(d) for d in days)
+
+
+@pytest.mark.parametrize("text", ["", "  ", "monday", "mon-", "-fri", "mon--fri", "mon-wed-fri",
+                                  "mon,,fri", "mon,", "xyz", "1-5", 3, None])
+def test_bad_days(text):
+    with pytest.raises(ValueError):
+        parse_days(text)
+
+
+@pytest.mark.parametrize("text, ms", [
+    ("+00:00", 0), ("+08:00", 28_800_000), ("-05:30", -19_800_000), ("+05:45", 20_700_000),
+    ("+14:00", 50_400_000), ("-12:00", -43_200_000),
+])
+def test_utc_offsets(text, ms):
+    assert parse_utc_offset(text) == ms
+
+
+@pytest.mark.parametrize("text", ["08:00", "+8:00", "+0800", "+08", "Z", "UTC+8", "+14:30", "+08:60",
+                                  "-15:00", "", 8])
+def test_bad_utc_offsets(text):
+    with pytest.raises(ValueError):
+        parse_utc_offset(text)
+
+
+@pytest.mark.parametrize("holdout, threshold", [
+    (0, 0), (0.0, 0), (1, 10_000), (0.05, 500), (0.0001, 1), (0.0003, 3), (0.1234, 1234), (0.9999, 9999),
+    (0.07, 700), (0.3, 3000),
+])
+def test_holdout_multiples_of_a_ten_thousandth(tmp_path, holdout, threshold):
+    config = parse_config(f'[[campaign]]\nid = "c"\non = ["SMS_MO"]\nchannel = "sms"\nholdout = {holdout}\n',
+                          tmp_path / "c.toml")
+    assert config.campaigns[0].holdout_threshold == threshold
+
+
+# --------------------------------------------------------------------------- errors
+
+BASE = '''
+[lists]
+dnd = "dnd.txt"
+vip = "vip.txt"
+[areas]
+airport = "airport.txt"
+[counters]
+sms = { on = ["SMS_MO"] }
+'''
+CAMPAIGN = {"id": '"c1"', "on": '["SMS_MO"]', "channel": '"sms"'}
+C1 = 'campaign[0] (id "c1")'
+
+
+def campaign_text(**keys) -> str:
+    fields = {**CAMPAIGN, **keys}
+    return "[[campaign]]\n" + "".join(f"{k} = {v}\n" for k, v in fields.items() if v is not None)
+
+
+CAMPAIGN_ERRORS = [
+    # (campaign keys, key named in the message, fragment of the message)
+    (dict(delay='"5x"'), f"{C1}.delay", '"5x" is not a duration like "5m"'),
+    (dict(delay='"5"'), f"{C1}.delay", "is not a duration"),
+    (dict(delay='"-5m"'), f"{C1}.delay", "is not a duration"),
+    (dict(delay='"1.5h"'), f"{C1}.delay", "is not a duration"),
+    (dict(delay="300"), f"{C1}.delay", "is not a duration"),
+    (dict(delay='"40000d"'), f"{C1}.delay", "longer than 100 years"),
+    (dict(cooldown='"30 d"'), f"{C1}.cooldown", "is not a duration"),
+    (dict(convert_on='["ORDER"]', convert_within='"0d"'), f"{C1}.convert_within", "longer than zero"),
+    (dict(convert_on='["ORDER"]', convert_within="7"), f"{C1}.convert_within", "is not a duration"),
+    (dict(hours='"09:00-09:00"'), f"{C1}.hours", "starts where it ends"),
+    (dict(hours='"24:00-08:00"'), f"{C1}.hours", "is not a time of day"),
+    (dict(hours='"9-18"'), f"{C1}.hours", 'is not hours like "09:00-18:00"'),
+    (dict(hours="09:00:00"), f"{C1}.hours", "is not hours"),
+    (dict(days='"mon-fry"'), f"{C1}.days", '"mon-fry" is not a day'),
+    (dict(days='["mon"]'), f"{C1}.days", "is not days"),
+    (dict(id=None), "campaign[0].id", "missing"),
+    (dict(id='""'), "campaign[0].id", "must not be empty"),
+    (dict(id="7"), "campaign[0].id", "expected a string, got an integer (7)"),
+    (dict(id='"crbt school"'), "campaign[0].id", "not a valid campaign id"),
+    (dict(id='"a/b"'), "campaign[0].id", "not a valid campaign id"),
+    (dict(on=None), f"{C1}.on", "missing"),
+    (dict(on="[]"), f"{C1}.on", "at least one event type"),
+    (dict(on='"SMS_MO"'), f"{C1}.on", "expected an array of strings, got a string"),
+    (dict(on='["SMS_MO", "SMS_M0"]'), f"{C1}.on[1]", 'unknown event type "SMS_M0"; did you mean'),
+    (dict(on="[3]"), f"{C1}.on[0]", "expected a string, got an integer"),
+    (dict(on='["sms_mo"]'), f"{C1}.on[0]", "unknown event type"),
+    (dict(channel=None), f"{C1}.channel", "missing"),
+    (dict(channel='""'), f"{C1}.channel", "must not be empty"),
+    (dict(channel='"sms/out"'), f"{C1}.channel", "not a channel name"),
+    (dict(channel='".."'), f"{C1}.channel", "not a channel name"),
+    (dict(channel='"conversions"'), f"{C1}.channel", "reserved"),
+    (dict(channel='"dead_letters"'), f"{C1}.channel", "reserved"),
+    (dict(channel='"Conversions"'), f"{C1}.channel", "reserved"),
+    (dict(channel="1"), f"{C1}.channel", "expected a string"),
+    (dict(priority='"high"'), f"{C1}.priority", 'expected an integer, got a string ("high")'),
+    (dict(priority="true"), f"{C1}.priority", "expected an integer, got a boolean (true)"),
+    (dict(priority="1.5"), f"{C1}.priority", "expected an integer, got a float"),
+    (dict(priority="3_000_000_000"), f"{C1}.priority", "out of range"),
+    (dict(audience='"vips"'), f"{C1}.audience", 'unknown list "vips"'),
+    (dict(audience='["vip"]'), f"{C1}.audience", "expected a string, got an array"),
+    (dict(peer_in='"airport"'), f"{C1}.peer_in", 'unknown list "airport"'),
+    (dict(exclude='["dnd", "nope"]'), f"{C1}.exclude[1]", 'unknown list "nope"'),
+    (dict(exclude='"dnd"'), f"{C1}.exclude", "expected an array of strings"),
+    (dict(area='"school"'), f"{C1}.area", 'unknown area "school"'),
+    (dict(area='"vip"'), f"{C1}.area", 'unknown area "vip"'),
+    (dict(enter="1"), f"{C1}.enter", "expected true or false, got an integer"),
+    (dict(enter='"yes"'), f"{C1}.enter", "expected true or false"),
+    (dict(enter="true"), f"{C1}.enter", "needs an area"),
+    (dict(once="0"), f"{C1}.once", "expected true or false"),
+    (dict(counter='"sms"'), f"{C1}.counter", "expected a table"),
+    (dict(counter='{ name = "sms" }'), f"{C1}.counter.at_least", "missing"),
+    (dict(counter="{ at_least = 3 }"), f"{C1}.counter.name", "missing"),
+    (dict(counter='{ name = "calls", at_least = 3 }'), f"{C1}.counter.name", 'unknown counter "calls"'),
+    (dict(counter='{ name = "sms", at_least = -1 }'), f"{C1}.counter.at_least", "out of range"),
+    (dict(counter='{ name = "sms", at_least = "3" }'), f"{C1}.counter.at_least", "expected an integer"),
+    (dict(counter='{ name = "sms", at_least = 3, window = "1d" }'), f"{C1}.counter.window", "unknown key"),
+    (dict(recheck='["area"]'), f"{C1}.recheck", '"area" needs an area'),
+    (dict(recheck='["audience"]'), f"{C1}.recheck", '"audience" needs an audience'),
+    (dict(recheck='["hours"]'), f"{C1}.recheck", '"hours" needs hours or days'),
+    (dict(recheck='["powered_off"]'), f"{C1}.recheck[0]", 'unknown rule "powered_off"'),
+    (dict(recheck='"area"'), f"{C1}.recheck", "expected an array"),
+    (dict(exempt='["blacklist"]'), f"{C1}.exempt[0]", 'unknown rule "blacklist"'),
+    (dict(exempt='["cooldown"]'), f"{C1}.exempt[0]", "unknown rule"),
+    (dict(holdout="0.00005"), f"{C1}.holdout", "not a multiple of 0.0001"),
+    (dict(holdout="0.12345"), f"{C1}.holdout", "not a multiple of 0.0001"),
+    (dict(holdout="1.5"), f"{C1}.holdout", "not between 0 and 1"),
+    (dict(holdout="-0.1"), f"{C1}.holdout", "not between 0 and 1"),
+    (dict(holdout='"5%"'), f"{C1}.holdout", "expected a number between 0 and 1"),
+    (dict(holdout="true"), f"{C1}.holdout", "expected a number"),
+    (dict(holdout="nan"), f"{C1}.holdout", "not between 0 and 1"),
+    (dict(convert_on='["ORDERS"]'), f"{C1}.convert_on[0]", "unknown event type"),
+    (dict(convert_arg="3001"), f"{C1}.convert_arg", "needs convert_on"),
+    (dict(convert_within='"7d"'), f"{C1}.convert_within", "needs convert_on"),
+    (dict(convert_on='["ORDER"]', convert_arg="-1"), f"{C1}.convert_arg", "out of range"),
+    (dict(convert_on='["ORDER"]', convert_arg='"3001"'), f"{C1}.convert_arg", "expected an integer"),
+    (dict(stop_after="0"), f"{C1}.stop_after", "out of range"),
+    (dict(stop_after="2.0"), f"{C1}.stop_after", "expected an integer"),
+    (dict(template="5"), f"{C1}.template", "expected a string"),
+    (dict(where="5"), f"{C1}.where", "expected a string"),
+    (dict(where='""'), f"{C1}.where", "must not be empty"),
+    (dict(where='"arpu >= 50 and"'), f"{C1}.where", 'expected a number, string, attribute or'),
+    (dict(where='"arpu >= 50 and brand = \'x\'"'), f"{C1}.where", "at column 22"),
+    (dict(where='"arpu"'), f"{C1}.where", "where must be a condition"),
+    (dict(where='"__import__(\'os\')"'), f"{C1}.where", "function calls are not allowed"),
+    (dict(where='"os.system(\'ls\') == 0"'), f"{C1}.where", "unexpected character '.' at column 3"),
+    (dict(delya='"5m"'), f"{C1}.delya", "unknown key (did you mean 'delay'?)"),
+    (dict(colour='"red"'), f"{C1}.colour", "unknown key"),
+]
+
+
+@pytest.mark.parametrize("keys, key, fragment", CAMPAIGN_ERRORS)
+def test_campaign_errors_name_the_file_and_the_key(tmp_path, keys, key, fragment):
+    path = write(tmp_path, BASE + campaign_text(**keys))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert fragment in message, message
+
+
+SECTION_ERRORS = [
+    # (a whole file, key named in the message, fragment)
+    ('[engin]\nutc_offset = "+08:00"', "engin", "unknown key (did you mean 'engine'?)"),
+    ('[campaigns]\nx = 1', "campaigns", "did you mean 'campaign'?"),
+    ("verbose = true", "verbose", "unknown key"),
+    ('[engine]\nutc_offset = "+8"', "engine.utc_offset", 'is not a UTC offset like "+08:00"'),
+    ('[engine]\nutc_offset = 8', "engine.utc_offset", "is not a UTC offset"),
+    ('[engine]\nutc_offset = "+15:00"', "engine.utc_offset", "between -14:00 and +14:00"),
+    ("[engine]\nmax_pending = 0", "engine.max_pending", "out of range"),
+    ("[engine]\nmax_pending = -5", "engine.max_pending", "out of range"),
+    ('[engine]\nmax_pending = "10"', "engine.max_pending", "expected an integer"),
+    ("[engine]\nmax_pending = 1e6", "engine.max_pending", "expected an integer, got a float"),
+    ("[engine]\nprofiles = 3", "engine.profiles", "expected a string"),
+    ('[engine]\nprofiles = ""', "engine.profiles", "must not be empty"),
+    ('[engine]\nthreads = 4', "engine.threads", "unknown key"),
+    ("engine = 5", "engine", "expected a table"),
+    ('[lists.more]\nx = "x.txt"', "lists.more", "expected a string, got a table"),
+    ("[lists]\nnone = 5", "lists.none", "expected a string"),
+    ('[lists]\n"bad name" = "x.txt"', "lists.bad name", "not a valid list name"),
+    ('[areas]\nzone = ["a.txt"]', "areas.zone", "expected a string, got an array"),
+    ('[lists]\ndnd = "d.txt"\n[policy]\nblacklist = ["dnd", "dnc"]', "policy.blacklist[1]", 'unknown list "dnc"'),
+    ('[policy]\nblacklist = "dnd"', "policy.blacklist", "expected an array of strings"),
+    ('[policy]\nquiet_hours = "22:00-22:00"', "policy.quiet_hours", "starts where it ends"),
+    ('[policy]\nquiet_hours = "22-8"', "policy.quiet_hours", "is not hours"),
+    ('[policy]\nmin_gap = "7"', "policy.min_gap", "is not a duration"),
+    ("[policy]\nmax_per_day = 0", "policy.max_per_day", "out of range"),
+    ('[policy]\nmax_per_day = "2"', "policy.max_per_day", "expected an integer"),
+    ("[policy]\nmax_per_day = true", "policy.max_per_day", "expected an integer, got a boolean"),
+    ('[policy]\ncooldown = "1d"', "policy.cooldown", "unknown key"),
+    ('[counters]\ncalls = { flags = ["roaming"] }', "counters.calls.on", "missing"),
+    ('[counters]\ncalls = { on = [] }', "counters.calls.on", "at least one event type"),
+    ('[counters]\ncalls = { on = ["CALL"] }', "counters.calls.on[0]", "unknown event type"),
+    ('[counters]\ncalls = { on = ["SMS_MO"], flags = ["roam"] }', "counters.calls.flags[0]", 'unknown flag "roam"'),
+    ('[counters]\ncalls = { on = ["SMS_MO"], add = 2 }', "counters.calls.add", 'is not 1, "dur" or "dur_minutes"'),
+    ('[counters]\ncalls = { on = ["SMS_MO"], add = true }', "counters.calls.add", "is not 1"),
+    ('[counters]\ncalls = { on = ["SMS_MO"], add = "minutes" }', "counters.calls.add", "is not 1"),
+    ('[counters]\ncalls = { on = ["SMS_MO"], window = "0d" }', "counters.calls.window", "longer than zero"),
+    ('[counters]\ncalls = { on = ["SMS_MO"], window = 90 }', "counters.calls.window", "is not a duration"),
+    ('[counters]\ncalls = { on = ["SMS_MO"], reset = "1d" }', "counters.calls.reset", "unknown key"),
+    ('[counters]\ncalls = "SMS_MO"', "counters.calls", "expected a table"),
+    ("[event_types]\nTOP_UP = 31", "event_types.TOP_UP", "out of range (32 to 63)"),
+    ("[event_types]\nTOP_UP = 64", "event_types.TOP_UP", "out of range (32 to 63)"),
+    ('[event_types]\nTOP_UP = "32"', "event_types.TOP_UP", "expected an integer"),
+    ("[event_types]\ntop_up = 32", "event_types.top_up", "upper-case name"),
+    ('[event_types]\n"TOP UP" = 32', "event_types.TOP UP", "upper-case name"),
+    ("[event_types]\nORDER = 40", "event_types.ORDER", "builtin event type (code 11)"),
+    ("[event_types]\nA = 40\nB = 40", "event_types.B", "code 40 is already A"),
+    ('[output]\nformat = "xml"', "output.format", '"xml" is not one of csv, jsonl, parquet'),
+    ("[output]\nmax_records = 0", "output.max_records", "out of range"),
+    ('[output]\nmax_age = "1"', "output.max_age", "is not a duration"),
+    ('[output]\nmax_age = "-1h"', "output.max_age", "is not a duration"),
+    ('[output]\ncompress = true', "output.compress", "unknown key"),
+    ('[campaign]\nid = "c"', "campaign", "expected [[campaign]] tables"),
+    ("campaign = [1]", "campaign[0]", "expected a table, got an integer"),
+    (BASE + campaign_text() + campaign_text(), 'campaign[1] (id "c1").id', "duplicate campaign id (also campaign[0])"),
+]
+
+
+@pytest.mark.parametrize("text, key, fragment", SECTION_ERRORS)
+def test_section_errors_name_the_file_and_the_key(tmp_path, text, key, fragment):
+    path = write(tmp_path, text + "\n", name="sigmatch.toml")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert fragment in message, message
+
+
+def test_campaign_index_counts_in_file_order(tmp_path):
+    text = BASE + campaign_text() + campaign_text(id='"c2"') + campaign_text(id='"crbt_school"', delay='"5x"')
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, Path("campaigns.toml"))
+    assert str(info.value) == ('campaigns.toml: campaign[2] (id "crbt_school").delay: '
+                               '"5x" is not a duration like "5m" (a whole number with s, m, h or d)')
+
+
+@pytest.mark.parametrize("text, line", [
+    ('[engine]\nutc_offset = "+08:00"\nmax_pending = \n', 3),
+    ('[engine]\nutc_offset = "+08:00\n', 2),
+    ("[lists]\ndnd = 'a'\ndnd = 'b'\n", 3),
+    ("\n\n\n[[campaign]\n", 4),
+    ('[policy]\nmin_gap = 7d\n', 2),
+])
+def test_toml_syntax_errors_name_the_file_and_the_line(tmp_path, text, line):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: TOML syntax error: ")
+    assert f"line {line}" in message
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path)
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b'[[campaign]]\nid = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(bad)
+
+
+def test_list_and_area_files_need_not_exist_yet(tmp_path):
+    config = parse_config('[lists]\ndnd = "nowhere/dnd.txt"\n[areas]\nx = "nowhere/x.txt"\n', tmp_path / "c.toml")
+    assert not config.lists["dnd"].exists()
+
+
+def test_the_config_is_frozen(tmp_path):
+    config = load_config(write(tmp_path, SPEC_EXAMPLE))
+    with pytest.raises(AttributeError):
+        config.campaigns[0].priority = 5
