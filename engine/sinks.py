@@ -1,0 +1,648 @@
+"""File sinks: action, conversion and dead-letter files and stats.json (SPEC §4).
+
+    OUT/<channel>/actions-00000001.csv          ACTION_COLUMNS, one directory per channel
+    OUT/conversions/conversions-00000001.csv    CONVERSION_COLUMNS
+    OUT/dead_letters/dead_letters-00000001.csv  DEAD_LETTER_COLUMNS
+    OUT/stats.json
+
+Records arrive as NumPy structured arrays (`engine.records`) in batches of any size. The
+bytes written depend only on the sequence of records, never on how it was split into batches:
+rotation is decided per record, text rows are rendered independently of each other, and
+Parquet row groups are cut at fixed record counts rather than at batch boundaries.
+
+A file is written as `.<name>.tmp` beside its final name and renamed when complete, so the
+SMS gateway or BOSS never sees a partial file. It is complete after `max_records` records;
+before a record whose `ts` is >= the file's first `ts` + `max_age_ms` (event time; dead
+letters rotate by count only); or at `close()`. Empty files are never created.
+
+Formatting is vectorised with pyarrow.compute: integer columns are cast to strings, text
+columns are lookups (campaign, channel, template, kind, reason) whose few distinct values
+are escaped once and then gathered with `take`, and a row is the element-wise join of its
+columns. pyarrow's own CSV writer is not used because its "needed" quoting style quotes
+every string, where RFC 4180 quotes only values that contain a separator, quote or newline.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from engine.config import OUTPUT_FORMATS, CampaignSpec
+from engine.records import (
+    ACTION_COLUMNS, ACTION_DTYPE, BAD_REASONS, CONVERSION_COLUMNS, CONVERSION_DTYPE,
+    DEAD_LETTER_BYTES, DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KINDS,
+)
+
+__all__ = ["SinkSet"]
+
+# Output holds personal data (MSISDNs): owner and group only, whatever the umask.
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+# Records rendered per pyarrow call: bounds the temporary memory of a huge batch and keeps
+# a chunk's text well inside the 2 GiB that 32-bit string offsets can address.
+CHUNK_RECORDS = 1 << 16
+
+# Rows per Parquet row group. Row groups are cut at multiples of this within a file, so the
+# file's bytes do not depend on the batches its records arrived in.
+PARQUET_ROW_GROUP = 1 << 17
+
+_NUMBERED_FILE = re.compile(r"\.?(?:actions|conversions|dead_letters)-(\d+)\.[^.]+(?:\.tmp)?")
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+# --------------------------------------------------------------------------- columns
+
+@dataclass(frozen=True)
+class _IntColumn:
+    """An integer field, written as plain decimal."""
+    name: str
+    field: str
+    type: pa.DataType
+
+    def arrow(self, records: np.ndarray) -> pa.Array:
+        return pa.array(np.ascontiguousarray(records[self.field]), type=self.type)
+
+
+@dataclass(frozen=True)
+class _LookupColumn:
+    """A string chosen by an integer field: `values[records[field]]` (indices validated by the caller)."""
+    name: str
+    field: str
+    values: tuple[str, ...]
+
+    @cached_property
+    def _table(self) -> pa.Array:
+        return pa.array(self.values, pa.string())
+
+    def take(self, table: pa.Array, records: np.ndarray) -> pa.Array:
+        """`table[records[field]]`: `table` holds one (rendered) string per value."""
+        return table.take(pa.array(records[self.field].astype(np.int32)))
+
+    def arrow(self, records: np.ndarray) -> pa.Array:
+        return self.take(self._table, records)
+
+
+# Two ASCII hex digits per byte value, lower case as bytes.hex() writes them.
+_HEX_DIGITS = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), np.uint8).reshape(256, 2)
+
+
+@dataclass(frozen=True)
+class _HexColumn:
+    """The first `records[length_field]` bytes of a fixed-size byte field, in hex."""
+    name: str
+    field: str
+    length_field: str
+
+    def arrow(self, records: np.ndarray) -> pa.Array:
+        data = records[self.field]
+        nr_records, width = data.shape
+        digits = _HEX_DIGITS[data].reshape(nr_records, 2 * width)
+        lengths = 2 * records[self.length_field].astype(np.int64)
+        # Row-major boolean selection keeps each row's leading digits, rows in order: exactly
+        # the values buffer of a string array.
+        chars = digits[np.arange(2 * width) < lengths[:, None]]
+        offsets = np.zeros(nr_records + 1, np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        return pa.StringArray.from_buffers(nr_records, pa.py_buffer(offsets), pa.py_buffer(chars))
+
+
+def _arrow_type(column) -> pa.DataType:
+    return column.type if isinstance(column, _IntColumn) else pa.string()
+
+
+# --------------------------------------------------------------------------- formats
+
+def _csv_field(value: str) -> str:
+    """RFC 4180: quote only a value holding a separator, a quote or a line break."""
+    if any(c in value for c in ',"\r\n'):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _json_string(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _escape_strings(array: pa.Array, special: str, escape: Callable[[str], str],
+                    plain: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    """Escape a string array of arbitrary values: vectorised when none is special (the usual case)."""
+    if pc.any(pc.match_substring_regex(array, special)).as_py():
+        return pa.array([escape(v) for v in array.to_pylist()], pa.string())
+    return plain(array)
+
+
+def _values_buffer(array: pa.Array) -> pa.Buffer:
+    """The concatenated values of a string array without copying: the rendered text."""
+    offsets = np.frombuffer(array.buffers()[1], np.int32)
+    start, end = int(offsets[array.offset]), int(offsets[array.offset + len(array)])
+    return array.buffers()[2].slice(start, end - start)
+
+
+class _TextFormat:
+    """Rows of text rendered column by column; a subclass says how a column is spelled."""
+    ext: str
+
+    def __init__(self, columns: Sequence):
+        self.columns = tuple(columns)
+        self.header = b""
+        self._render_column = [self._renderer(column) for column in self.columns]
+
+    def _renderer(self, column) -> Callable[[np.ndarray], pa.Array]:
+        if isinstance(column, _IntColumn):
+            return lambda records: pc.cast(column.arrow(records), pa.string())
+        if isinstance(column, _LookupColumn):
+            # A handful of distinct values: escape them once, then gather per record.
+            table = pa.array([self._escape(v) for v in column.values], pa.string())
+            return lambda records: column.take(table, records)
+        return lambda records: self._escape_array(column.arrow(records))
+
+    def render(self, records: np.ndarray) -> pa.Buffer:
+        return _values_buffer(self._join([render(records) for render in self._render_column]))
+
+    def open(self, raw) -> "_TextWriter":
+        raw.write(self.header)
+        return _TextWriter(raw, self)
+
+
+class _CsvFormat(_TextFormat):
+    ext = "csv"
+
+    def __init__(self, columns: Sequence):
+        super().__init__(columns)
+        self.header = (",".join(_csv_field(c.name) for c in self.columns) + "\n").encode()
+
+    _escape = staticmethod(_csv_field)
+
+    @staticmethod
+    def _escape_array(array: pa.Array) -> pa.Array:
+        return _escape_strings(array, '[,"\r\n]', _csv_field, lambda a: a)
+
+    @staticmethod
+    def _join(parts: list[pa.Array]) -> pa.Array:
+        # Joining with a separator and then appending the newline is about twice as fast as
+        # one join that interleaves literal separators.
+        return pc.binary_join_element_wise(pc.binary_join_element_wise(*parts, ","), "\n", "")
+
+
+class _JsonLinesFormat(_TextFormat):
+    ext = "jsonl"
+
+    def __init__(self, columns: Sequence):
+        super().__init__(columns)
+        keys = [_json_string(c.name) + ":" for c in self.columns]
+        self._prefixes = ["{" + keys[0]] + ["," + key for key in keys[1:]]
+
+    _escape = staticmethod(_json_string)
+
+    @staticmethod
+    def _escape_array(array: pa.Array) -> pa.Array:
+        # json.dumps escapes only '"', '\' and control characters when ensure_ascii is off.
+        return _escape_strings(array, '["\\\\\x00-\x1f]', _json_string,
+                               lambda a: pc.binary_join_element_wise('"', a, '"', ""))
+
+    def _join(self, parts: list[pa.Array]) -> pa.Array:
+        pieces = []
+        for prefix, part in zip(self._prefixes, parts):
+            pieces += [prefix, part]
+        return pc.binary_join_element_wise(*pieces, "}\n", "")
+
+
+class _TextWriter:
+    def __init__(self, raw, text_format: _TextFormat):
+        self._raw = raw
+        self._format = text_format
+
+    def write(self, records: np.ndarray) -> None:
+        for start in range(0, len(records), CHUNK_RECORDS):
+            self._raw.write(self._format.render(records[start:start + CHUNK_RECORDS]))
+
+    def close(self) -> None:
+        pass
+
+
+class _ParquetFormat:
+    ext = "parquet"
+
+    def __init__(self, columns: Sequence):
+        self.columns = tuple(columns)
+        self.schema = pa.schema([(c.name, _arrow_type(c)) for c in self.columns])
+
+    def table(self, records: np.ndarray) -> pa.Table:
+        return pa.Table.from_arrays([c.arrow(records) for c in self.columns], schema=self.schema)
+
+    def open(self, raw) -> "_ParquetFileWriter":
+        return _ParquetFileWriter(raw, self)
+
+
+class _ParquetFileWriter:
+    """Holds records back until a full row group is there, so row groups never follow batches."""
+
+    def __init__(self, raw, parquet_format: _ParquetFormat):
+        self._format = parquet_format
+        self._writer = pq.ParquetWriter(raw, parquet_format.schema)
+        self._pending: list[np.ndarray] = []
+        self._nr_pending = 0
+
+    def write(self, records: np.ndarray) -> None:
+        self._pending.append(records.copy())  # the caller may reuse its buffer
+        self._nr_pending += len(records)
+        if self._nr_pending >= PARQUET_ROW_GROUP:
+            pending = np.concatenate(self._pending)
+            nr_full = len(pending) - len(pending) % PARQUET_ROW_GROUP
+            for start in range(0, nr_full, PARQUET_ROW_GROUP):
+                self._write_row_group(pending[start:start + PARQUET_ROW_GROUP])
+            self._pending = [pending[nr_full:]]
+            self._nr_pending = len(pending) - nr_full
+
+    def _write_row_group(self, records: np.ndarray) -> None:
+        self._writer.write_table(self._format.table(records), row_group_size=PARQUET_ROW_GROUP)
+
+    def close(self) -> None:
+        if self._nr_pending:
+            self._write_row_group(np.concatenate(self._pending))
+        self._pending, self._nr_pending = [], 0
+        self._writer.close()
+
+
+_FORMATS = {"csv": _CsvFormat, "jsonl": _JsonLinesFormat, "parquet": _ParquetFormat}
+assert tuple(_FORMATS) == OUTPUT_FORMATS
+
+
+# --------------------------------------------------------------------------- files
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_directories(directory: Path) -> None:
+    """Create `directory` and missing parents with DIR_MODE (mkdir alone would apply the umask)."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(path, DIR_MODE)
+
+
+def _create_private(path: Path):
+    """A new file opened for binary writing, mode FILE_MODE whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _write_atomically(path: Path, data: bytes, durable: bool) -> None:
+    temp = _temp_path(path)
+    temp.unlink(missing_ok=True)  # a leftover of a crashed run: ours, and never a finished file
+    with _create_private(temp) as raw:
+        raw.write(data)
+        raw.flush()
+        if durable:
+            os.fsync(raw.fileno())
+    os.replace(temp, path)
+    if durable:
+        _fsync_directory(path.parent)
+
+
+class _SinkFile:
+    """One output file while it is being written: its temp file, writer and rotation state."""
+
+    def __init__(self, path: Path, file_format, first_ts: Optional[int]):
+        self.path = path
+        self.temp = _temp_path(path)
+        self.first_ts = first_ts
+        self.count = 0
+        self._raw = _create_private(self.temp)
+        try:
+            self._writer = file_format.open(self._raw)
+        except BaseException:
+            self._raw.close()
+            self.temp.unlink(missing_ok=True)
+            raise
+
+    def write(self, records: np.ndarray) -> None:
+        if len(records):
+            self._writer.write(records)
+            self.count += len(records)
+
+    def finish(self, durable: bool) -> Path:
+        self._writer.close()
+        self._raw.flush()
+        if durable:
+            os.fsync(self._raw.fileno())
+        self._raw.close()
+        os.replace(self.temp, self.path)
+        if durable:
+            _fsync_directory(self.path.parent)
+        return self.path
+
+    def discard(self) -> None:
+        try:
+            self._writer.close()
+            self._raw.close()
+        finally:
+            self.temp.unlink(missing_ok=True)
+
+
+def _first_at_least(values: np.ndarray, start: int, stop: int, limit: int) -> int:
+    """The first index in [start, stop) whose value is >= limit, else stop.
+
+    Scans in doubling windows so that finding a cut after k records costs O(k), not
+    O(stop - start): many short files in one big batch stay linear overall.
+    """
+    window = 1024
+    while start < stop:
+        end = min(stop, start + window)
+        hits = values[start:end] >= limit
+        first = int(hits.argmax())
+        if hits[first]:
+            return start + first
+        start, window = end, window * 2
+    return stop
+
+
+class _Stream:
+    """The numbered sequence of files of one record kind in one directory."""
+
+    def __init__(self, sinks: "SinkSet", directory: Path, prefix: str, file_format,
+                 ts_field: Optional[str]):
+        self._sinks = sinks
+        self.directory = directory
+        self._prefix = prefix
+        self._format = file_format
+        self._ts_field = ts_field if sinks.max_age_ms is not None else None
+        self.file: Optional[_SinkFile] = None
+
+    def write(self, records: np.ndarray, completed: list, positions: Optional[np.ndarray] = None) -> None:
+        """Write `records`; append the files this completes to `completed` as (sort key, file).
+
+        The key orders completions of several streams fed from one batch: a file completed by
+        count after the record at position p sorts as (p, 1), one rotated by age before the
+        record at p as (p, 0). `positions` maps record indices to batch positions.
+        """
+        def position(index):
+            return int(positions[index]) if positions is not None else index
+
+        max_records = self._sinks.max_records
+        ts = records[self._ts_field] if self._ts_field else None
+        index, nr_records = 0, len(records)
+        while index < nr_records:
+            if self.file is None:
+                self.file = self._open(None if ts is None else int(ts[index]))
+            file = self.file
+            stop = min(nr_records, index + max_records - file.count)
+            cut = stop
+            if ts is not None:
+                limit = file.first_ts + self._sinks.max_age_ms
+                if limit <= _INT64_MAX:
+                    # A file's first record never rotates it, even with max_age_ms = 0.
+                    first_candidate = index + 1 if file.count == 0 else index
+                    cut = _first_at_least(ts, first_candidate, stop, limit)
+            file.write(records[index:cut])
+            index = cut
+            if cut < stop:
+                completed.append(((position(cut), 0), file))
+                self.file = None
+            elif file.count == max_records:
+                completed.append(((position(cut - 1), 1), file))
+                self.file = None
+
+    def _open(self, first_ts: Optional[int]) -> _SinkFile:
+        number = self._sinks._allocate_number(self.directory)
+        path = self.directory / f"{self._prefix}-{number:08d}.{self._format.ext}"
+        return _SinkFile(path, self._format, first_ts)
+
+    def take_open_file(self) -> Optional[_SinkFile]:
+        file, self.file = self.file, None
+        return file
+
+
+# --------------------------------------------------------------------------- the sink set
+
+def _check_channel(channel: str) -> None:
+    # A channel names a directory under OUT: it must stay one path component inside OUT.
+    if channel in ("", ".", "..") or any(c in channel for c in "/\\\0"):
+        raise ValueError(f"channel {channel!r} cannot name an output directory")
+
+
+class SinkSet:
+    """The output files of one run in `out` (SPEC §4); see the module docstring.
+
+    Leaving a `with` block finishes every file, also when an exception is propagating: the
+    records written are complete, and SPEC §1.4 keeps every action already emitted. Call
+    `abort()` to throw open files away instead.
+    """
+
+    def __init__(self, out: Path, *, campaigns: Sequence[CampaignSpec], format: str = "csv",
+                 max_records: int = 100_000, max_age_ms: Optional[int] = 3_600_000,
+                 durable: bool = False):
+        if format not in _FORMATS:
+            raise ValueError(f"unknown output format {format!r}: expected one of {', '.join(_FORMATS)}")
+        if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
+            raise ValueError(f"max_records must be a positive integer, not {max_records!r}")
+        if max_age_ms is not None and (isinstance(max_age_ms, bool) or not isinstance(max_age_ms, int)
+                                       or max_age_ms < 0):
+            raise ValueError(f"max_age_ms must be None or a non-negative integer, not {max_age_ms!r}")
+        for campaign in campaigns:
+            _check_channel(campaign.channel)
+
+        self.out = Path(out)
+        self.format = format
+        self.max_records = max_records
+        self.max_age_ms = max_age_ms
+        self.durable = durable
+        self.files: list[Path] = []     # finished files, in order of completion
+        self._closed = False
+        self._next_number: dict[Path, int] = {}
+
+        self._nr_campaigns = len(campaigns)
+        channels = list(dict.fromkeys(c.channel for c in campaigns))
+        self._channels = channels
+        self._channel_of_campaign = np.array([channels.index(c.channel) for c in campaigns], np.intp)
+        ids = tuple(c.id for c in campaigns)
+        campaign = _LookupColumn("campaign", "campaign", ids)
+        file_format = _FORMATS[format]
+        self._action_format = file_format((
+            _IntColumn("seq", "seq", pa.uint64()),
+            _IntColumn("ts", "ts", pa.int64()),
+            campaign,
+            _IntColumn("msisdn", "msisdn", pa.uint64()),
+            _LookupColumn("channel", "campaign", tuple(c.channel for c in campaigns)),
+            _LookupColumn("template", "campaign", tuple(c.template for c in campaigns)),
+            _LookupColumn("kind", "kind", KINDS),
+            _IntColumn("trigger_ts", "trigger_ts", pa.int64()),
+            _IntColumn("cell", "cell", pa.uint32()),
+        ))
+        conversion_format = file_format((
+            _IntColumn("seq", "seq", pa.uint64()),
+            _IntColumn("ts", "ts", pa.int64()),
+            campaign,
+            _IntColumn("msisdn", "msisdn", pa.uint64()),
+            _IntColumn("contact_seq", "contact_seq", pa.uint64()),
+            _LookupColumn("kind", "kind", KINDS),
+        ))
+        dead_letter_format = file_format((
+            _IntColumn("offset", "offset", pa.uint64()),
+            _LookupColumn("reason", "reason", BAD_REASONS),
+            _HexColumn("bytes_hex", "bytes", "nbytes"),
+        ))
+        assert tuple(c.name for c in self._action_format.columns) == ACTION_COLUMNS
+        assert tuple(c.name for c in conversion_format.columns) == CONVERSION_COLUMNS
+        assert tuple(c.name for c in dead_letter_format.columns) == DEAD_LETTER_COLUMNS
+
+        self._action_streams: dict[int, _Stream] = {}   # channel index -> stream, by first use
+        self._conversions = _Stream(self, self.out / "conversions", "conversions", conversion_format, "ts")
+        self._dead_letters = _Stream(self, self.out / "dead_letters", "dead_letters", dead_letter_format, None)
+
+    # -- writing
+
+    def write_actions(self, records: np.ndarray) -> None:
+        records = self._checked(records, ACTION_DTYPE)
+        if not len(records):
+            return
+        self._check_index(records["campaign"], self._nr_campaigns, "campaign")
+        self._check_index(records["kind"], len(KINDS), "kind")
+        channel = self._channel_of_campaign[records["campaign"]]
+        completed = []
+        try:
+            if (channel == channel[0]).all():
+                self._action_stream(int(channel[0])).write(records, completed)
+                return
+            distinct, first_seen = np.unique(channel, return_index=True)
+            # Channels in order of first appearance, so that streams (and close()) follow record order.
+            for index in distinct[np.argsort(first_seen)]:
+                positions = np.flatnonzero(channel == index)
+                self._action_stream(int(index)).write(records[positions], completed, positions)
+        finally:
+            self._finish(completed)
+
+    def write_conversions(self, records: np.ndarray) -> None:
+        records = self._checked(records, CONVERSION_DTYPE)
+        if len(records):
+            self._check_index(records["campaign"], self._nr_campaigns, "campaign")
+            self._check_index(records["kind"], len(KINDS), "kind")
+            self._write_stream(self._conversions, records)
+
+    def write_dead_letters(self, records: np.ndarray) -> None:
+        records = self._checked(records, DEAD_LETTER_DTYPE)
+        if len(records):
+            self._check_index(records["reason"], len(BAD_REASONS), "reason")
+            self._check_index(records["nbytes"], DEAD_LETTER_BYTES + 1, "nbytes")
+            self._write_stream(self._dead_letters, records)
+
+    def write_stats(self, stats: dict) -> None:
+        """OUT/stats.json, pretty-printed, replaced atomically."""
+        text = json.dumps(stats, indent=2, sort_keys=False, ensure_ascii=False, default=_json_default)
+        _make_directories(self.out)
+        _write_atomically(self.out / "stats.json", (text + "\n").encode(), self.durable)
+
+    # -- finishing
+
+    def close(self) -> None:
+        """Finish (rename) every open file. Further writes raise ValueError; closing again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        for stream in self._streams():
+            file = stream.take_open_file()
+            if file is not None:
+                self.files.append(file.finish(self.durable))
+
+    def abort(self) -> None:
+        """Delete every open file's temp file without finishing it; finished files stay."""
+        self._closed = True
+        for stream in self._streams():
+            file = stream.take_open_file()
+            if file is not None:
+                file.discard()
+
+    def __enter__(self) -> "SinkSet":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- internals
+
+    def _streams(self) -> list[_Stream]:
+        return [*self._action_streams.values(), self._conversions, self._dead_letters]
+
+    def _action_stream(self, channel: int) -> _Stream:
+        stream = self._action_streams.get(channel)
+        if stream is None:
+            directory = self.out / self._channels[channel]
+            stream = _Stream(self, directory, "actions", self._action_format, "ts")
+            self._action_streams[channel] = stream
+        return stream
+
+    def _write_stream(self, stream: _Stream, records: np.ndarray) -> None:
+        completed = []
+        try:
+            stream.write(records, completed)
+        finally:
+            self._finish(completed)
+
+    def _finish(self, completed: list) -> None:
+        """Finish the files a batch completed, in record order. Writers call this in `finally`:
+        those files are whole even when a later part of the batch failed."""
+        completed.sort(key=lambda entry: entry[0])
+        for _, file in completed:
+            self.files.append(file.finish(self.durable))
+
+    def _allocate_number(self, directory: Path) -> int:
+        number = self._next_number.get(directory)
+        if number is None:
+            _make_directories(directory)
+            # Continue after every numbered file already there, leftover temp files included,
+            # so that a second run into the same OUT never overwrites the first.
+            existing = (_NUMBERED_FILE.fullmatch(name) for name in os.listdir(directory))
+            number = max((int(m[1]) for m in existing if m), default=0) + 1
+        self._next_number[directory] = number + 1
+        return number
+
+    def _checked(self, records: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        if self._closed:
+            raise ValueError("write to a closed SinkSet")
+        if not isinstance(records, np.ndarray) or records.dtype != dtype:
+            got = getattr(records, "dtype", type(records).__name__)
+            raise TypeError(f"expected a NumPy array of {dtype}, got {got}")
+        return records.reshape(-1)
+
+    @staticmethod
+    def _check_index(values: np.ndarray, bound: int, name: str) -> None:
+        if int(values.max()) >= bound:
+            raise ValueError(f"record {name} {int(values.max())} out of range (must be < {bound})")
+
+
+def _json_default(value):
+    # Counters often arrive as NumPy scalars straight from the core's arrays.
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
