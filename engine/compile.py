@@ -69,10 +69,10 @@ def _members(msisdn: np.ndarray, sorted_list: np.ndarray) -> np.ndarray:
 def _where_masks(config: Config, profiles: Profiles) -> dict[str, np.ndarray]:
     from engine import where as where_lang
     masks = {}
-    for i, c in enumerate(config.campaigns):
+    for c in config.campaigns:
         if c.where is None or c.where in masks:
             continue
-        key = f"campaign[{i}] (id \"{c.id}\").where"
+        key = f"campaign (id \"{c.id}\").where"
         try:
             expr = where_lang.parse(c.where)
             where_lang.check(expr, profiles)

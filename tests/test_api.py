@@ -1,0 +1,160 @@
+"""The Python API end to end: sources, files, determinism, stream errors, stats."""
+import json
+import os
+import stat
+
+import msgpack
+import numpy as np
+import pytest
+
+from bench.workloads import build_world
+from engine import Engine, StreamError
+from engine.records import ACTION_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("world")
+    config, trace = build_world(directory, subscribers=3_000, events=60_000, campaigns=8, seed=3)
+    return config, trace
+
+
+def files_bytes(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "stats.json"}
+
+
+def test_replay_writes_channel_files_and_stats(world, tmp_path):
+    config, trace = world
+    engine = Engine.from_config(config)
+    run = engine.replay(trace, out=tmp_path / "out", drain=True)
+    assert len(run.actions) > 0
+    out = tmp_path / "out"
+    csvs = sorted((out / "sms").glob("actions-*.csv"))
+    assert csvs and not list(out.rglob(".*.tmp"))
+    header = csvs[0].read_text().splitlines()[0]
+    assert header == ",".join(ACTION_COLUMNS)
+    rows = sum(len(p.read_text().splitlines()) - 1 for p in csvs)
+    assert rows == len(run.actions)
+    seqs = [int(line.split(",")[0]) for p in csvs for line in p.read_text().splitlines()[1:]]
+    assert seqs == list(range(1, len(seqs) + 1))
+    for p in out.rglob("*"):
+        if p.is_file():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o640
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["run"]["events"] == 60_000
+    assert set(stats["campaigns"]) == {c.id for c in engine.campaigns}
+    assert sum(f["sent"] + f["control"] for f in stats["campaigns"].values()) == len(run.actions)
+
+
+def test_same_bytes_whatever_the_chunking(world, tmp_path):
+    config, trace = world
+    data = trace.read_bytes()
+    outputs = []
+    for i, chunk in enumerate([1 << 22, 4093, 77]):
+        out = tmp_path / f"out{i}"
+        chunks = (data[j:j + chunk] for j in range(0, len(data), chunk))
+        Engine.from_config(config).replay(chunks, out=out, drain=True)
+        outputs.append(files_bytes(out))
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert any(name.startswith("sms/") for name in outputs[0])
+
+
+def test_sources_paths_bytes_and_split_files(world, tmp_path):
+    config, trace = world
+    data = trace.read_bytes()
+    cut = len(data) // 2 + 7          # an event straddles the two files
+    a, b = tmp_path / "a.msgpack", tmp_path / "b.msgpack"
+    a.write_bytes(data[:cut])
+    b.write_bytes(data[cut:])
+    whole = Engine.from_config(config).replay(trace, drain=True).actions
+    two = Engine.from_config(config).replay([a, b], drain=True).actions
+    raw = Engine.from_config(config).replay(data, drain=True).actions
+    assert np.array_equal(whole, two) and np.array_equal(whole, raw)
+
+
+def test_tables_and_arrays(world):
+    config, trace = world
+    run = Engine.from_config(config).replay(trace, drain=True)
+    table = run.actions_table()
+    assert table.column_names == list(ACTION_COLUMNS)
+    assert table.num_rows == len(run.actions)
+    frame = run.actions_frame()
+    assert list(frame.columns) == list(ACTION_COLUMNS)
+    cols = run.action_columns()
+    assert set(cols["kind"]) <= {"send", "control"}
+
+
+def test_pending_actions_wait_for_the_next_replay(world):
+    config, trace = world
+    engine = Engine.from_config(config)
+    first = engine.replay(trace)
+    assert engine.pending > 0
+    pending = engine.pending
+    drained = engine.drain()
+    assert engine.pending == 0
+    assert len(drained.actions) <= pending
+    assert drained.actions["seq"][0] == first.actions["seq"][-1] + 1 if len(drained.actions) else True
+
+
+def test_corrupt_stream_keeps_what_was_emitted(world, tmp_path):
+    config, trace = world
+    data = trace.read_bytes()
+    cut = (len(data) // 45 // 2) * 45     # an event boundary of the fixed-width trace
+    broken = data[:cut] + b"\xc1" + data[cut:]
+    engine = Engine.from_config(config)
+    with pytest.raises(StreamError) as info:
+        engine.replay(broken, out=tmp_path / "out")
+    assert info.value.offset == cut
+    assert str(cut) in str(info.value)
+    emitted = info.value.run.actions
+    rows = sum(len(p.read_text().splitlines()) - 1 for p in (tmp_path / "out").rglob("actions-*.csv"))
+    assert rows == len(emitted) > 0
+    assert not list((tmp_path / "out").rglob(".*.tmp"))
+
+
+def test_truncated_stream_is_an_error(world):
+    config, trace = world
+    data = trace.read_bytes()
+    with pytest.raises(StreamError) as info:
+        Engine.from_config(config).replay(data[:-3])
+    assert info.value.offset == len(data) - 45
+
+
+def test_bad_events_go_to_dead_letters(world, tmp_path):
+    config, trace = world
+    bad = msgpack.packb([1, 99, 13800000000]) + msgpack.packb("nope")
+    data = bad + trace.read_bytes()
+    run = Engine.from_config(config).replay(data, out=tmp_path / "out")
+    assert [int(o) for o in run.dead_letters["offset"]] == [0, len(msgpack.packb([1, 99, 13800000000]))]
+    text = next((tmp_path / "out" / "dead_letters").glob("*.csv")).read_text().splitlines()
+    assert text[0] == "offset,reason,bytes_hex"
+    assert text[1] == f"0,unknown_type,{msgpack.packb([1, 99, 13800000000]).hex()}"
+    assert run.stats["run"]["bad_events"]["unknown_type"] == 1
+    assert run.stats["run"]["bad_events"]["not_an_event"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_other_formats(world, tmp_path, fmt):
+    config, trace = world
+    run = Engine.from_config(config).replay(trace, out=tmp_path / "out", drain=True, format=fmt)
+    files = list((tmp_path / "out" / "sms").glob(f"actions-*.{fmt}"))
+    assert files
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+        n = sum(pq.read_table(f).num_rows for f in files)
+    else:
+        n = sum(len(f.read_text().splitlines()) for f in files)
+    assert n == len(run.actions)
+
+
+def test_umask_does_not_widen_or_narrow_modes(world, tmp_path):
+    config, trace = world
+    old = os.umask(0o077)
+    try:
+        Engine.from_config(config).replay(trace, out=tmp_path / "out", drain=True)
+    finally:
+        os.umask(old)
+    for p in (tmp_path / "out").rglob("*"):
+        if p.is_file():
+            assert stat.S_IMODE(p.stat().st_mode) == 0o640
