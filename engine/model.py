@@ -1,0 +1,446 @@
+"""The reference model: SPEC §1.4 (events on the wire) and §3 (what each event does), in plain
+Python. It is the oracle that the Cython core must match action for action (STYLE.md item 5),
+so it is written to be read against the SPEC, never for speed: sets and dicts, one block per
+step, in the SPEC's order.
+
+Framing is our own short scanner rather than `msgpack.Unpacker`, because the Unpacker rejects
+some valid streams (nesting deeper than 1024 levels, an ext of type -1 that is not a
+timestamp) and its tell() moves on inside a partial value, so it cannot say where that
+value started. Field values are still decoded by
+msgpack-python itself, so the model does not share the core's integer and string readers.
+
+Stream errors (`StreamError.reason`): "corrupt" (a 0xc1 byte where a value starts),
+"too_large" (the bytes seen prove the event longer than max_event_bytes; decided before
+"need more bytes", so the outcome never depends on how the stream was split) and
+"truncated" (`finish()` with part of an event left over). The offset is the event's start.
+"""
+from __future__ import annotations
+
+import heapq
+import re
+import zlib
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import msgpack
+import numpy as np
+
+from engine.config import POWER_OFF
+from engine.errors import StreamError
+from engine.records import BAD_REASONS, FUNNEL, KIND_CONTROL, KIND_SEND, KINDS
+
+__all__ = ["ReferenceModel"]
+
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+COUNTER_MAX = 2**32 - 1
+FIELDS = ("ts", "type", "msisdn", "peer", "cell", "dur", "flags", "arg")
+REQUIRED = FIELDS[:3]
+# Accepted integers per field, [lo, hi) (docs/design.md, "Dead-letter reasons and limits").
+RANGES = {"ts": (0, 2**53), "type": (0, 2**64), "msisdn": (1, 10**15), "peer": (0, 10**15),
+          "cell": (0, 2**32), "dur": (0, 2**64), "flags": (0, 2**64), "arg": (0, 2**64)}
+DIGITS = re.compile(r"[1-9][0-9]{0,14}")       # [0-9] is ASCII only, unlike str.isdigit
+
+# ---------------------------------------------------------------------------- framing
+# First bytes whose value has a fixed size after that byte: float, (u)int 8..64, fixext 1..16.
+_FIXED = {0xca: 4, 0xcb: 8, 0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8, 0xd0: 1, 0xd1: 2, 0xd2: 4,
+          0xd3: 8, 0xd4: 2, 0xd5: 3, 0xd6: 5, 0xd7: 9, 0xd8: 17}
+# First byte -> (width of the big-endian length or count, bytes between it and the payload,
+# child values per count; 0 for bin/str/ext, whose length counts payload bytes).
+_SIZED = {0xc4: (1, 0, 0), 0xc5: (2, 0, 0), 0xc6: (4, 0, 0),            # bin
+          0xc7: (1, 1, 0), 0xc8: (2, 1, 0), 0xc9: (4, 1, 0),            # ext: type byte after length
+          0xd9: (1, 0, 0), 0xda: (2, 0, 0), 0xdb: (4, 0, 0),            # str
+          0xdc: (2, 0, 1), 0xdd: (4, 0, 1), 0xde: (2, 0, 2), 0xdf: (4, 0, 2)}   # array, map
+_ARRAYS = {*range(0x90, 0xa0), 0xdc, 0xdd}
+_MAPS = {*range(0x80, 0x90), 0xde, 0xdf}
+_OPAQUE = _ARRAYS | _MAPS | {0xc7, 0xc8, 0xc9, *range(0xd4, 0xd9)}   # never decoded: wrong_type
+_ABSENT = object()      # a field the event does not give (nil is None)
+_OTHER = object()       # an array, map or ext in a known field
+
+
+class _NeedMore(Exception):
+    """The value goes on past the bytes fed so far."""
+
+
+class _Broken(Exception):
+    """Not a msgpack stream we accept; args[0] is StreamError's reason."""
+
+
+def _need(buf, end: int, limit: int) -> None:
+    if end > limit:
+        raise _Broken("too_large")
+    if end > len(buf):
+        raise _NeedMore
+
+
+def _head(buf, pos: int, limit: int) -> tuple[int, int, int]:
+    """(header size, payload size, number of child values) of the msgpack value at pos."""
+    _need(buf, pos + 1, limit)
+    b = buf[pos]
+    if b <= 0x7f or b >= 0xe0 or b in (0xc0, 0xc2, 0xc3):
+        return 1, 0, 0
+    if b <= 0x8f:
+        return 1, 0, 2 * (b & 0x0f)
+    if b <= 0x9f:
+        return 1, 0, b & 0x0f
+    if b <= 0xbf:
+        return 1, b & 0x1f, 0
+    if b == 0xc1:
+        raise _Broken("corrupt")        # the one byte msgpack never uses
+    if b in _FIXED:
+        return 1, _FIXED[b], 0
+    width, gap, per = _SIZED[b]
+    _need(buf, pos + 1 + width, limit)
+    n = int.from_bytes(buf[pos + 1:pos + 1 + width], "big")
+    return (1 + width, 0, per * n) if per else (1 + width + gap, n, 0)
+
+
+def _value_end(buf, pos: int, limit: int) -> int:
+    """End of the value at pos. A count of values still to read instead of recursion, so any
+    nesting depth is fine, as msgpack allows."""
+    todo = 1
+    while todo:
+        header, payload, children = _head(buf, pos, limit)
+        pos += header + payload
+        todo += children - 1
+        if pos + todo > limit:          # each value still to read takes a byte at least
+            raise _Broken("too_large")
+        _need(buf, pos, limit)
+    return pos
+
+
+def _read(buf, start: int, end: int):
+    """A known key or field as msgpack-python decodes it. Invalid UTF-8 becomes surrogates,
+    which equal no name and are no digits, so it is a bad event only where it is read."""
+    if buf[start] in _OPAQUE:
+        return _OTHER
+    return msgpack.unpackb(bytes(buf[start:end]), raw=False, unicode_errors="surrogateescape")
+
+
+def _fields(buf, start: int, end: int):
+    """The eight field values (or _ABSENT) of the complete value buf[start:end], or a reason.
+    Elements past the eighth and values of unknown keys are framed but never decoded."""
+    header, _, count = _head(buf, start, end)
+    spans, pos = [], start + header
+    for _ in range(count):
+        spans.append((pos, _value_end(buf, pos, end)))
+        pos = spans[-1][1]
+    if buf[start] in _ARRAYS:
+        values = [_read(buf, *span) for span in spans[:8]]
+        return values + [_ABSENT] * (8 - len(values)), None
+    if buf[start] in _MAPS:
+        given = {}
+        for key, value in zip(spans[::2], spans[1::2]):
+            name = _read(buf, *key)
+            if type(name) is str and name in FIELDS:
+                if name in given:
+                    return None, "duplicate_key"
+                given[name] = _read(buf, *value)
+        return [given.get(name, _ABSENT) for name in FIELDS], None
+    return None, "not_an_event"
+
+
+class Event(NamedTuple):
+    ts: int
+    type: int
+    msisdn: int
+    peer: int
+    cell: int
+    dur: int
+    flags: int
+    arg: int
+
+
+def _validate(values, type_codes: dict[str, int]):
+    """(Event, None) or (None, reason): the first failing field, in FIELDS order, decides."""
+    out = []
+    for name, v in zip(FIELDS, values):
+        if v is _ABSENT or v is None:
+            if name in REQUIRED:
+                return None, "missing_field"
+            v = 0
+        elif type(v) is str and name == "type":
+            if v not in type_codes:
+                return None, "unknown_type"
+            v = type_codes[v]
+        elif type(v) is str and name in ("msisdn", "peer"):
+            if not DIGITS.fullmatch(v):
+                return None, "bad_number"
+            v = int(v)
+        elif type(v) is not int:        # bool (an int subclass), float, bin, ext, array, map, str
+            return None, "wrong_type"
+        elif not RANGES[name][0] <= v < RANGES[name][1]:
+            return None, "out_of_range"
+        elif name == "type" and v not in type_codes.values():
+            return None, "unknown_type"
+        out.append(v)
+    return Event(*out), None
+
+
+# ---------------------------------------------------------------------------- semantics
+@dataclass
+class _Contact:
+    ts: int             # emission time t
+    seq: int
+    kind: int           # KIND_SEND | KIND_CONTROL
+    converted: bool = False
+
+
+def _in_window(minute: int, window: tuple[int, int]) -> bool:
+    start, end = window
+    return start <= minute < end if start < end else minute >= start or minute < end
+
+
+class ReferenceModel:
+    """Feed it the stream; read actions, conversions, dead_letters, funnel, bad_events and
+    unknown_subscribers. State carries over from one feed() to the next."""
+
+    def __init__(self, config, profiles, lists, areas, *, max_event_bytes: int = 65536):
+        self.config = config
+        self.max_event_bytes = max_event_bytes
+        self.campaigns = config.campaigns           # already in priority desc, id asc order
+        self.counters = {k.name: k for k in config.counters}
+        self.msisdns = [int(m) for m in profiles.msisdn]
+        self.subscriber = {m: i for i, m in enumerate(self.msisdns)}
+        self.lists = {name: {int(m) for m in v} for name, v in lists.items()}
+        self.areas = {name: {int(c) for c in v} - {0} for name, v in areas.items()}
+        self.where = {}
+        if any(c.where for c in self.campaigns):
+            from engine import where     # only worlds with a `where` need the expression language
+            for c in self.campaigns:
+                if c.where:
+                    self.where[c.id] = np.asarray(where.evaluate(where.parse(c.where), profiles), dtype=bool)
+
+        self.actions: list[tuple] = []
+        self.conversions: list[tuple] = []
+        self.dead_letters: list[tuple] = []
+        self.funnel = {c.id: dict.fromkeys(FUNNEL, 0) for c in self.campaigns}
+        self.unknown_subscribers = 0
+        self.bad_events = dict.fromkeys(BAD_REASONS, 0)
+
+        self._buffer = bytearray()      # bytes fed but not yet framed into events
+        self._offset = 0                # stream offset of _buffer[0]
+        self._error = None              # the StreamError once the stream broke: nothing goes on
+        self.clock = 0                  # ts is never negative, so 0 is "no event yet"
+        self._cell = {}                 # subscriber -> current cell (absent: 0, unknown)
+        self._powered_off = set()
+        self._counter = {}              # (subscriber, counter name) -> (value, window start)
+        self._contact = {}              # (subscriber, campaign id) -> last _Contact
+        self._last_contact = {}         # subscriber -> t of the last contact of any campaign
+        self._day_count = {}            # (subscriber, local day) -> contacts
+        self._streak = {}               # (subscriber, campaign id) -> contacts without response
+        self._pending = set()           # (subscriber, campaign id) with an action waiting
+        self._timers = []               # heap of (due, creation, campaign index, subscriber, trigger ts, cell)
+        self._created = 0
+        self._seq = 0
+        self._conversion_seq = 0
+
+    # -- the stream
+    def feed(self, data) -> None:
+        """The next bytes of the stream; an event may begin in one call and end in the next."""
+        if self._error:
+            raise self._error
+        self._buffer += data
+        pos = 0
+        while pos < len(self._buffer):
+            try:
+                end = _value_end(self._buffer, pos, pos + self.max_event_bytes)
+            except _NeedMore:
+                break
+            except _Broken as e:
+                self._error = StreamError(self._offset + pos, e.args[0])
+                raise self._error from None
+            self._decoded(self._offset + pos, *_fields(self._buffer, pos, end))
+            pos = end
+        del self._buffer[:pos]
+        self._offset += pos
+
+    def finish(self) -> None:
+        """End of the stream: part of an event left over is a StreamError."""
+        if self._error:
+            raise self._error
+        if self._buffer:
+            self._error = StreamError(self._offset, "truncated")
+            raise self._error
+
+    def drain(self) -> None:
+        """Emit every pending action at its due time, as if the clock had moved on."""
+        while self._timers:
+            timer = heapq.heappop(self._timers)
+            self.clock = max(self.clock, timer[0])
+            self._fire(timer)
+
+    def _decoded(self, offset: int, values, reason) -> None:
+        event = None
+        if reason is None:
+            event, reason = _validate(values, self.config.event_types)
+        if reason is not None:
+            self.dead_letters.append((offset, reason))
+            self.bad_events[reason] += 1
+        else:
+            self._event(event)
+
+    # -- local time
+    def _minute(self, t: int) -> int:
+        return (t + self.config.utc_offset_ms) // MINUTE_MS % 1440
+
+    def _day(self, t: int) -> int:
+        return (t + self.config.utc_offset_ms) // DAY_MS
+
+    def _in_hours(self, c, t: int) -> bool:
+        weekday = (self._day(t) + 3) % 7            # 1970-01-01 was a Thursday; mon = 0
+        return (c.hours is None or _in_window(self._minute(t), c.hours)) and bool(c.days >> weekday & 1)
+
+    def _in_area(self, cell: int, area: str) -> bool:
+        return cell in self.areas[area]             # 0 was taken out: in no area
+
+    def _in_audience(self, c, msisdn: int) -> bool:
+        return ((c.audience is None or msisdn in self.lists[c.audience])
+                and not any(msisdn in self.lists[name] for name in c.exclude))
+
+    def _counter_value(self, i: int, name: str, ts: int) -> int:
+        value, start = self._counter.get((i, name), (0, 0))
+        window = self.counters[name].window_ms
+        return 0 if window is not None and ts >= start + window else value
+
+    # -- SPEC §3, one good event
+    def _event(self, e: Event) -> None:
+        ts = max(e.ts, self.clock)                  # time never goes backwards
+        self.clock = ts
+        # 1. timers
+        while self._timers and self._timers[0][0] <= ts:
+            self._fire(heapq.heappop(self._timers))
+        # 2. subscriber
+        i = self.subscriber.get(e.msisdn)
+        if i is None:
+            self.unknown_subscribers += 1
+            return
+        # 3. state
+        previous_cell = self._cell.get(i, 0)
+        if e.cell != 0:
+            self._cell[i] = e.cell
+        if e.type == POWER_OFF:
+            self._powered_off.add(i)
+        else:
+            self._powered_off.discard(i)
+        # 4. counters
+        for k in self.config.counters:
+            if e.type in k.on and (e.flags & k.flags) == k.flags:
+                value, start = self._counter.get((i, k.name), (0, 0))
+                if k.window_ms is not None and value != 0 and ts >= start + k.window_ms:
+                    value = 0
+                if value == 0:
+                    start = ts
+                add = {"count": 1, "dur": e.dur, "dur_minutes": -(-e.dur // 60)}[k.add]
+                self._counter[(i, k.name)] = (min(value + add, COUNTER_MAX), start)
+        # 5. conversions
+        for c in self.campaigns:
+            if e.type in c.convert_on and (c.convert_arg is None or c.convert_arg == e.arg):
+                contact = self._contact.get((i, c.id))
+                if (contact is not None and not contact.converted
+                        and (c.convert_within_ms is None or ts - contact.ts < c.convert_within_ms)):
+                    contact.converted = True
+                    self._streak[(i, c.id)] = 0
+                    self._conversion_seq += 1
+                    self.conversions.append((self._conversion_seq, ts, c.id, e.msisdn, contact.seq,
+                                             KINDS[contact.kind]))
+                    self.funnel[c.id]["converted_" + KINDS[contact.kind]] += 1
+        # 6. matching
+        for index, c in enumerate(self.campaigns):
+            if e.type not in c.on or not self._matches(c, i, e, ts, previous_cell):
+                continue
+            self.funnel[c.id]["matched"] += 1
+            if c.delay_ms == 0:
+                self._emit(c, i, ts, ts, e.cell, delayed=False)
+            elif len(self._pending) >= self.config.max_pending:
+                self.funnel[c.id]["overflow"] += 1
+            else:
+                self.funnel[c.id]["scheduled"] += 1
+                self._pending.add((i, c.id))
+                self._created += 1
+                heapq.heappush(self._timers, (ts + c.delay_ms, self._created, index, i, ts, e.cell))
+
+    def _matches(self, c, i: int, e: Event, ts: int, previous_cell: int) -> bool:
+        msisdn = e.msisdn
+        contact = self._contact.get((i, c.id))
+        if not self._in_audience(c, msisdn):
+            return False
+        if any(msisdn in self.lists[name] for name in self.config.policy.blacklist):
+            return False
+        if c.id in self.where and not self.where[c.id][i]:
+            return False
+        if c.peer_in is not None and (e.peer == 0 or e.peer not in self.lists[c.peer_in]):
+            return False
+        if c.area is not None:
+            if not self._in_area(e.cell, c.area):
+                return False
+            if c.enter and self._in_area(previous_cell, c.area):
+                return False
+        if not self._in_hours(c, ts):
+            return False
+        if c.counter is not None and self._counter_value(i, c.counter, ts) < c.at_least:
+            return False
+        if c.stop_after is not None and self._streak.get((i, c.id), 0) >= c.stop_after:
+            return False
+        if c.once and contact is not None:
+            return False
+        if contact is not None and ts < contact.ts + c.cooldown_ms:
+            return False
+        return (i, c.id) not in self._pending
+
+    # 7. emission
+    def _fire(self, timer) -> None:
+        due, _, index, i, trigger_ts, cell = timer
+        c = self.campaigns[index]
+        self._pending.discard((i, c.id))
+        self._emit(c, i, due, trigger_ts, cell, delayed=True)
+
+    def _recheck(self, rule: str, c, i: int, t: int) -> bool:
+        if rule == "area":
+            return self._in_area(self._cell.get(i, 0), c.area)
+        if rule == "powered_on":
+            return i not in self._powered_off
+        if rule == "audience":
+            return self._in_audience(c, self.msisdns[i])
+        return self._in_hours(c, t)                 # "hours"
+
+    def _policy(self, c, i: int, t: int):
+        """The first rule, in SPEC order, that forbids the contact; None when all allow it."""
+        policy = self.config.policy
+        if any(self.msisdns[i] in self.lists[name] for name in policy.blacklist):
+            return "suppressed_blacklist"
+        if (policy.quiet_hours is not None and "quiet_hours" not in c.exempt
+                and _in_window(self._minute(t), policy.quiet_hours)):
+            return "suppressed_quiet_hours"
+        last = self._last_contact.get(i)
+        if "min_gap" not in c.exempt and last is not None and t < last + policy.min_gap_ms:
+            return "suppressed_min_gap"
+        if (policy.max_per_day is not None and "max_per_day" not in c.exempt
+                and self._day_count.get((i, self._day(t)), 0) >= policy.max_per_day):
+            return "suppressed_max_per_day"
+        contact = self._contact.get((i, c.id))
+        if contact is not None and t < contact.ts + c.cooldown_ms:
+            return "suppressed_cooldown"
+        return None
+
+    def _emit(self, c, i: int, t: int, trigger_ts: int, cell: int, *, delayed: bool) -> None:
+        funnel = self.funnel[c.id]
+        if delayed and not all(self._recheck(rule, c, i, t) for rule in sorted(c.recheck)):
+            funnel["recheck_failed"] += 1
+            return
+        reason = self._policy(c, i, t)
+        if reason is not None:
+            funnel[reason] += 1
+            return
+        msisdn = self.msisdns[i]
+        control = zlib.crc32(f"{msisdn}:{c.id}".encode()) % 10000 < c.holdout_threshold
+        kind = KIND_CONTROL if control else KIND_SEND
+        self._seq += 1
+        self._contact[(i, c.id)] = _Contact(t, self._seq, kind)
+        self._last_contact[i] = t
+        day = (i, self._day(t))
+        self._day_count[day] = self._day_count.get(day, 0) + 1
+        self._streak[(i, c.id)] = self._streak.get((i, c.id), 0) + 1
+        funnel["control" if control else "sent"] += 1
+        self.actions.append((self._seq, t, c.id, msisdn, c.channel, c.template, KINDS[kind],
+                             trigger_ts, cell))
