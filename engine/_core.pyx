@@ -216,89 +216,91 @@ cdef inline uint64_t be64(const uint8_t* p) noexcept nogil:
 cdef int skip_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
                      uint64_t count) noexcept nogil:
     """Skip `count` complete msgpack values. Iterative: a container adds its elements to the
-    count, so arbitrarily deep nesting needs no stack, and the byte limit bounds the work."""
+    count, so arbitrarily deep nesting needs no stack, and the byte limit bounds the work.
+    Every value still to be skipped takes at least one byte, so each check leaves room for
+    them: an event is too large as soon as its bytes so far prove it cannot fit."""
     cdef size_t pos = ppos[0]
     cdef uint64_t remaining = count, n
     cdef uint8_t b
     cdef int rc
     while remaining:
         remaining -= 1
-        rc = need(pos, 1, end, limit)
+        rc = need(pos, 1, end, limit - remaining)
         if rc:
             return rc
         b = buf[pos]
         if b <= 0x7f or b >= 0xe0 or b == 0xc0 or b == 0xc2 or b == 0xc3:
             pos += 1
-        elif b <= 0x8f:
-            remaining += 2 * <uint64_t>(b & 0x0f)
+        elif b <= 0x9f:                     # fixmap, fixarray
+            n = 2 * <uint64_t>(b & 0x0f) if b <= 0x8f else b & 0x0f
             pos += 1
-        elif b <= 0x9f:
-            remaining += b & 0x0f
-            pos += 1
+            if pos + remaining + n > limit:
+                return DEC_TOO_LARGE
+            remaining += n
         elif b <= 0xbf:
             n = 1 + (b & 0x1f)
-            rc = need(pos, n, end, limit)
+            rc = need(pos, n, end, limit - remaining)
             if rc:
                 return rc
             pos += n
         elif b == 0xc1:
             return DEC_CORRUPT
         elif b == 0xc4 or b == 0xd9:        # bin8, str8
-            rc = need(pos, 2, end, limit)
+            rc = need(pos, 2, end, limit - remaining)
             if rc:
                 return rc
             n = 2 + buf[pos + 1]
-            rc = need(pos, n, end, limit)
+            rc = need(pos, n, end, limit - remaining)
             if rc:
                 return rc
             pos += n
         elif b == 0xc5 or b == 0xda:        # bin16, str16
-            rc = need(pos, 3, end, limit)
+            rc = need(pos, 3, end, limit - remaining)
             if rc:
                 return rc
             n = 3 + be16(buf + pos + 1)
-            rc = need(pos, n, end, limit)
+            rc = need(pos, n, end, limit - remaining)
             if rc:
                 return rc
             pos += n
         elif b == 0xc6 or b == 0xdb:        # bin32, str32
-            rc = need(pos, 5, end, limit)
+            rc = need(pos, 5, end, limit - remaining)
             if rc:
                 return rc
             n = 5 + be32(buf + pos + 1)
-            rc = need(pos, n, end, limit)
+            rc = need(pos, n, end, limit - remaining)
             if rc:
                 return rc
             pos += n
         elif b == 0xc7:                     # ext8
-            rc = need(pos, 2, end, limit)
+            rc = need(pos, 2, end, limit - remaining)
             if rc:
                 return rc
             n = 3 + buf[pos + 1]
-            rc = need(pos, n, end, limit)
+            rc = need(pos, n, end, limit - remaining)
             if rc:
                 return rc
             pos += n
         elif b == 0xc8:                     # ext16
-            rc = need(pos, 3, end, limit)
+            rc = need(pos, 3, end, limit - remaining)
             if rc:
                 return rc
             n = 4 + be16(buf + pos + 1)
-            rc = need(pos, n, end, limit)
+            rc = need(pos, n, end, limit - remaining)
             if rc:
                 return rc
             pos += n
         elif b == 0xc9:                     # ext32
-            rc = need(pos, 5, end, limit)
+            rc = need(pos, 5, end, limit - remaining)
             if rc:
                 return rc
             n = 6 + be32(buf + pos + 1)
-            rc = need(pos, n, end, limit)
+            rc = need(pos, n, end, limit - remaining)
             if rc:
                 return rc
             pos += n
         elif b == 0xdc or b == 0xde:        # array16, map16
-            rc = need(pos, 3, end, limit)
+            rc = need(pos, 3, end, limit - remaining)
             if rc:
                 return rc
             n = be16(buf + pos + 1) * (1 if b == 0xdc else 2)
@@ -308,7 +310,7 @@ cdef int skip_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
                 return DEC_TOO_LARGE
             remaining += n
         elif b == 0xdd or b == 0xdf:        # array32, map32
-            rc = need(pos, 5, end, limit)
+            rc = need(pos, 5, end, limit - remaining)
             if rc:
                 return rc
             n = be32(buf + pos + 1) * (1 if b == 0xdd else 2)
@@ -340,7 +342,7 @@ cdef int skip_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
                 n = 10
             else:                           # 0xd8 fixext16
                 n = 18
-            rc = need(pos, n, end, limit)
+            rc = need(pos, n, end, limit - remaining)
             if rc:
                 return rc
             pos += n
@@ -590,7 +592,7 @@ cdef int decode_one(const uint8_t* buf, size_t start, size_t end, size_t max_byt
     """Decode the value at buf[start:]; on DEC_OK / DEC_BAD *pend is the end of the value."""
     cdef size_t pos = start, limit = start + max_bytes
     cdef uint8_t b
-    cdef uint64_t n, i, nf
+    cdef uint64_t n, i, nf, after
     cdef int rc, k, dup = 0
     cdef uint32_t klen
     cdef FieldC f[8]
@@ -622,7 +624,7 @@ cdef int decode_one(const uint8_t* buf, size_t start, size_t end, size_t max_byt
             return DEC_TOO_LARGE
         nf = n if n < NR_FIELDS else NR_FIELDS
         for i in range(nf):
-            rc = read_field(buf, &pos, end, limit, &f[i])
+            rc = read_field(buf, &pos, end, limit - (n - i - 1), &f[i])
             if rc:
                 return rc
         if n > nf:
@@ -648,13 +650,15 @@ cdef int decode_one(const uint8_t* buf, size_t start, size_t end, size_t max_byt
         if pos + 2 * n > limit:
             return DEC_TOO_LARGE
         for i in range(n):
-            rc = need(pos, 1, end, limit)
+            # room for the values after this key: its own value and the later pairs
+            after = 2 * (n - i - 1)
+            rc = need(pos, 1, end, limit - after - 1)
             if rc:
                 return rc
-            rc = read_str_header(buf, &pos, end, limit, &klen)
+            rc = read_str_header(buf, &pos, end, limit - after - 1, &klen)
             if rc == DEC_BAD:
                 # not a str key: an unknown key, skipped with its value
-                rc = skip_values(buf, &pos, end, limit, 2)
+                rc = skip_values(buf, &pos, end, limit - after, 2)
                 if rc:
                     return rc
                 continue
@@ -663,12 +667,12 @@ cdef int decode_one(const uint8_t* buf, size_t start, size_t end, size_t max_byt
             k = known_key_c(buf + pos, klen)
             pos += klen
             if k < 0:
-                rc = skip_values(buf, &pos, end, limit, 1)
+                rc = skip_values(buf, &pos, end, limit - after, 1)
             elif f[k].kind != F_MISSING:
                 dup = 1
-                rc = read_field(buf, &pos, end, limit, &scratch)
+                rc = read_field(buf, &pos, end, limit - after, &scratch)
             else:
-                rc = read_field(buf, &pos, end, limit, &f[k])
+                rc = read_field(buf, &pos, end, limit - after, &f[k])
             if rc:
                 return rc
     else:

@@ -26,11 +26,11 @@ from loaders.traces import Source, iter_chunks, source_size
 
 __all__ = ["Engine", "Run"]
 
+# Core status -> (StreamError.reason, what an operator reads)
 _STREAM_ERRORS = {
-    1: "a byte that is not msgpack (0xc1)",
-    2: "an event longer than max_event_bytes",
-    3: "the stream ends inside an event",
-    4: "out of memory",
+    1: ("corrupt", "not msgpack (a 0xc1 byte)"),
+    2: ("too_large", "an event longer than max_event_bytes"),
+    3: ("truncated", "the stream ends inside an event"),
 }
 
 
@@ -233,7 +233,8 @@ class Engine:
         if status == 4:
             self._core.clear_oom()
             return MemoryError("out of memory in the core")
-        return StreamError(self._core.error_offset, _STREAM_ERRORS.get(status, "corrupt stream"))
+        reason, detail = _STREAM_ERRORS[status]
+        return StreamError(self._core.error_offset, reason, detail)
 
     def _finish_run(self, kept, produced, before, nbytes, elapsed) -> Run:
         after = self._core.counts()

@@ -8,6 +8,8 @@
 Bad *events* are not exceptions: they are counted and written to dead letters (SPEC §1.4).
 """
 
+from __future__ import annotations
+
 __all__ = ["SigmatchError", "ConfigError", "LoadError", "StreamError"]
 
 
@@ -26,7 +28,7 @@ class LoadError(SigmatchError):
 class StreamError(SigmatchError):
     """The event stream is structurally corrupt at `offset` (counted from the first byte of the run)."""
 
-    def __init__(self, offset: int, reason: str):
+    def __init__(self, offset: int, reason: str, detail: str | None = None):
         self.offset = offset
-        self.reason = reason
-        super().__init__(f"corrupt event stream at byte offset {offset}: {reason}")
+        self.reason = reason        # "corrupt", "too_large" or "truncated"
+        super().__init__(f"event stream broken at byte offset {offset}: {detail or reason}")

@@ -100,7 +100,8 @@ def _value_end(buf, pos: int, limit: int) -> int:
     nesting depth is fine, as msgpack allows."""
     todo = 1
     while todo:
-        header, payload, children = _head(buf, pos, limit)
+        # the other values still to read take a byte each: leave room for them
+        header, payload, children = _head(buf, pos, limit - (todo - 1))
         pos += header + payload
         todo += children - 1
         if pos + todo > limit:          # each value still to read takes a byte at least
