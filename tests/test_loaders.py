@@ -1,0 +1,383 @@
+"""Profiles, lists and areas: what the loaders make of operators' files (SPEC §1.1-§1.3)."""
+import datetime
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine.errors import LoadError
+from loaders.areas import load_area
+from loaders.lists import MAX_WARNINGS, load_list
+from loaders.profiles import Profiles, load_profiles
+
+
+@pytest.fixture
+def warnings(caplog):
+    caplog.set_level(logging.WARNING, logger="sigmatch.loaders")
+    return caplog
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --- profiles ---------------------------------------------------------------------------------
+
+PROFILES_CSV = """\
+msisdn,arpu,age,code,plan,since,mixed,sparse,tags
+8613800138000,88.5,34,007,gold,2024-01-05,12,,crbt| vip
+8613800138001,120,41,abc,silver,2023-11-30,2024-02-01,7, news |  | sport |
+8613800138002,  ,29,12,,2022-07-15,x,, 
+"""
+
+
+def test_csv_types_are_inferred_over_each_column(tmp_path):
+    profiles = load_profiles(write(tmp_path / "p.csv", PROFILES_CSV))
+    assert isinstance(profiles, Profiles) and profiles.path == tmp_path / "p.csv"
+    assert profiles.msisdn.dtype == np.uint64
+    assert profiles.msisdn.tolist() == [8613800138000, 8613800138001, 8613800138002]
+    columns = profiles.columns
+    assert list(columns) == ["arpu", "age", "code", "plan", "since", "mixed", "sparse"]
+    assert columns["arpu"].type == pa.float64()
+    assert columns["arpu"].to_pylist() == [88.5, 120.0, None]
+    assert columns["age"].type == pa.int64() and columns["age"].to_pylist() == [34, 41, 29]
+    # '007' is a string because its column is not all integers
+    assert columns["code"].type == pa.string()
+    assert columns["code"].to_pylist() == ["007", "abc", "12"]
+    assert columns["plan"].to_pylist() == ["gold", "silver", None]
+    assert columns["since"].type == pa.string()
+    assert columns["since"].to_pylist() == ["2024-01-05", "2023-11-30", "2022-07-15"]
+    assert columns["mixed"].type == pa.string()
+    assert columns["mixed"].to_pylist() == ["12", "2024-02-01", "x"]
+    assert columns["sparse"].type == pa.int64() and columns["sparse"].to_pylist() == [None, 7, None]
+    assert profiles.bad_rows == 0
+
+
+def test_csv_leading_zeros_in_an_all_integer_column_are_integers(tmp_path):
+    text = "msisdn,n,x\n1,007,1.5e3\n2,+5,-2\n3,-0,.5\n"
+    profiles = load_profiles(write(tmp_path / "p.csv", text))
+    assert profiles.columns["n"].type == pa.int64()
+    assert profiles.columns["n"].to_pylist() == [7, 5, 0]
+    assert profiles.columns["x"].type == pa.float64()
+    assert profiles.columns["x"].to_pylist() == [1500.0, -2.0, 0.5]
+
+
+def test_csv_integers_beyond_int64_are_floats(tmp_path):
+    profiles = load_profiles(write(tmp_path / "p.csv", "msisdn,big\n1,99999999999999999999\n2,1\n"))
+    assert profiles.columns["big"].type == pa.float64()
+
+
+def test_csv_all_empty_column_is_all_null(tmp_path):
+    profiles = load_profiles(write(tmp_path / "p.csv", "msisdn,nothing\n1,\n2,\n"))
+    assert profiles.columns["nothing"].null_count == 2
+
+
+def test_tags_are_split_trimmed_and_never_null(tmp_path):
+    profiles = load_profiles(write(tmp_path / "p.csv", PROFILES_CSV))
+    assert "tags" not in profiles.columns
+    assert isinstance(profiles.tags, pa.ListArray)
+    assert profiles.tags.to_pylist() == [["crbt", "vip"], ["news", "sport"], []]
+    assert profiles.tags.null_count == 0
+
+
+def test_no_tags_column_means_no_tags(tmp_path):
+    assert load_profiles(write(tmp_path / "p.csv", "msisdn,a\n1,2\n")).tags is None
+
+
+def test_duplicate_msisdn_last_row_wins_first_position_kept(tmp_path):
+    text = ("msisdn,plan,tags\n"
+            "13800138000,basic,a\n"
+            "13900139000,gold,b\n"
+            "13800138000,silver,\n"
+            "13700137000,gold,c\n"
+            "13800138000,platinum,d|e\n"
+            "13900139000,basic,f\n")
+    profiles = load_profiles(write(tmp_path / "p.csv", text))
+    assert profiles.msisdn.tolist() == [13800138000, 13900139000, 13700137000]
+    assert profiles.columns["plan"].to_pylist() == ["platinum", "basic", "gold"]
+    assert profiles.tags.to_pylist() == [["d", "e"], ["f"], ["c"]]
+    assert profiles.bad_rows == 0
+
+
+def test_duplicates_decide_types_by_the_rows_kept(tmp_path):
+    profiles = load_profiles(write(tmp_path / "p.csv", "msisdn,a\n1,x\n2,5\n1,6\n"))
+    assert profiles.columns["a"].type == pa.int64() and profiles.columns["a"].to_pylist() == [6, 5]
+
+
+def test_bad_msisdn_rows_are_skipped_counted_and_masked(tmp_path, warnings):
+    text = ("msisdn,a\n"
+            "8613800138000,1\n"
+            "08613800138001,2\n"        # row 2: leading 0
+            "1234567890123456,3\n"      # row 3: 16 digits
+            ",4\n"                      # row 4: empty
+            "+8613800138005,5\n"
+            " 8613800138006 ,6\n"
+            "86138x0138007,7\n"         # row 7: not digits
+            "++8613800138008,8\n"       # row 8: two '+'
+            "0,9\n")                    # row 9: zero
+    path = write(tmp_path / "p.csv", text)
+    profiles = load_profiles(path)
+    assert profiles.msisdn.tolist() == [8613800138000, 8613800138005, 8613800138006]
+    assert profiles.columns["a"].to_pylist() == [1, 5, 6]
+    assert profiles.bad_rows == 6
+    messages = [record.getMessage() for record in warnings.records]
+    assert len(messages) == 6
+    for row, message in zip([2, 3, 4, 7, 8, 9], messages):
+        assert message.startswith(f"{path}: row {row}: ")
+    for number in ("08613800138001", "1234567890123456", "86138x0138007", "8613800138008"):
+        assert number not in warnings.text
+        assert number[3:-4] not in warnings.text  # not even the middle digits
+
+
+def test_bad_rows_do_not_decide_types(tmp_path):
+    profiles = load_profiles(write(tmp_path / "p.csv", "msisdn,a\n1,5\nbad,oops\n2,6\n"))
+    assert profiles.bad_rows == 1
+    assert profiles.columns["a"].type == pa.int64() and profiles.columns["a"].to_pylist() == [5, 6]
+
+
+def test_a_flood_of_bad_rows_is_summarised(tmp_path, warnings):
+    rows = "".join(f"x{i},1\n" for i in range(MAX_WARNINGS + 50))
+    profiles = load_profiles(write(tmp_path / "p.csv", "msisdn,a\n1,1\n" + rows))
+    assert profiles.bad_rows == MAX_WARNINGS + 50
+    assert len(warnings.records) == MAX_WARNINGS + 1
+    assert "50 more bad MSISDNs" in warnings.records[-1].getMessage()
+
+
+def _parquet_twin(path: Path) -> Path:
+    """PROFILES_CSV as a warehouse would write it to Parquet, with native types."""
+    table = pa.table({
+        "msisdn": pa.array([8613800138000, 8613800138001, 8613800138002], pa.int64()),
+        "arpu": pa.array([88.5, 120.0, None], pa.float32()),
+        "age": pa.array([34, 41, 29], pa.int16()),
+        "code": pa.array(["007", "abc", "12"]),
+        "plan": pa.array(["gold", "silver", ""]),
+        "since": pa.array([datetime.date(2024, 1, 5), datetime.date(2023, 11, 30),
+                           datetime.date(2022, 7, 15)]),
+        "mixed": pa.array(["12", "2024-02-01", "x"]),
+        "sparse": pa.array([None, 7, None], pa.int32()),
+        "tags": pa.array([["crbt", " vip"], [" news ", "", " sport"], None], pa.list_(pa.string())),
+    })
+    pq.write_table(table, path)
+    return path
+
+
+def test_parquet_with_the_same_data_gives_the_same_profiles(tmp_path):
+    from_csv = load_profiles(write(tmp_path / "p.csv", PROFILES_CSV))
+    from_parquet = load_profiles(_parquet_twin(tmp_path / "p.parquet"))
+    assert np.array_equal(from_parquet.msisdn, from_csv.msisdn)
+    assert from_parquet.msisdn.dtype == np.uint64
+    assert list(from_parquet.columns) == list(from_csv.columns)
+    for name, column in from_csv.columns.items():
+        assert from_parquet.columns[name].equals(column), name
+    assert from_parquet.tags.equals(from_csv.tags)
+    assert from_parquet.bad_rows == from_csv.bad_rows == 0
+
+
+def test_parquet_types(tmp_path):
+    table = pa.table({
+        "msisdn": pa.array(["13800138000", "+13800138001", "013800138002", None]),
+        "vip": pa.array([True, False, None, True]),
+        "seen": pa.array([datetime.datetime(2024, 3, 1, 23, 59)] * 4, pa.timestamp("ms")),
+        "arpu": pa.array(["1.25", "2.50", "0", "1"], pa.string()).cast(pa.decimal128(10, 2)),
+        "plan": pa.array(["gold", "gold", "silver", "gold"]).dictionary_encode(),
+        "tags": pa.array(["a|b", None, "c", "d"]),
+    })
+    pq.write_table(table, tmp_path / "p.parquet")
+    profiles = load_profiles(tmp_path / "p.parquet")
+    assert profiles.msisdn.tolist() == [13800138000, 13800138001]
+    assert profiles.bad_rows == 2
+    assert profiles.columns["vip"].type == pa.int64()
+    assert profiles.columns["vip"].to_pylist() == [1, 0]
+    assert profiles.columns["seen"].to_pylist() == ["2024-03-01", "2024-03-01"]
+    assert profiles.columns["arpu"].type == pa.float64()
+    assert profiles.columns["arpu"].to_pylist() == [1.25, 2.5]
+    assert profiles.columns["plan"].type == pa.string()
+    assert profiles.tags.to_pylist() == [["a", "b"], []]
+
+
+def test_parquet_integer_msisdn_range(tmp_path):
+    numbers = [1, 0, 10**15 - 1, 10**15, 2**64 - 1]
+    pq.write_table(pa.table({"msisdn": pa.array(numbers, pa.uint64())}), tmp_path / "p.parquet")
+    profiles = load_profiles(tmp_path / "p.parquet")
+    assert profiles.msisdn.tolist() == [1, 10**15 - 1]
+    assert profiles.bad_rows == 3
+
+
+@pytest.mark.parametrize("column", [
+    pa.array([b"\x00", b"\x01"], pa.binary()),
+    pa.array([datetime.time(1, 2), datetime.time(3, 4)]),
+    pa.array([{"x": 1}, {"x": 2}]),
+])
+def test_parquet_unsupported_type_is_a_load_error(tmp_path, column):
+    pq.write_table(pa.table({"msisdn": [1, 2], "odd": column}), tmp_path / "p.parquet")
+    with pytest.raises(LoadError, match=r"p\.parquet.*'odd'"):
+        load_profiles(tmp_path / "p.parquet")
+
+
+def test_missing_msisdn_column_is_a_load_error(tmp_path):
+    with pytest.raises(LoadError, match=r"p\.csv.*msisdn"):
+        load_profiles(write(tmp_path / "p.csv", "number,a\n1,2\n"))
+    pq.write_table(pa.table({"number": [1]}), tmp_path / "p.parquet")
+    with pytest.raises(LoadError, match=r"p\.parquet.*msisdn"):
+        load_profiles(tmp_path / "p.parquet")
+
+
+@pytest.mark.parametrize("name, content", [
+    ("missing.csv", None),
+    ("p.json", "{}"),
+    ("empty.csv", ""),
+    ("ragged.csv", "msisdn,a\n1,2,3\n"),
+    ("dup.csv", "msisdn,a,a\n1,2,3\n"),
+    ("junk.parquet", "not parquet"),
+])
+def test_unreadable_profiles_are_load_errors_naming_the_file(tmp_path, name, content):
+    if content is not None:
+        write(tmp_path / name, content)
+    with pytest.raises(LoadError, match=name.replace(".", r"\.")):
+        load_profiles(tmp_path / name)
+
+
+NUMBERS = st.sampled_from(
+    ["13800138000", "13800138001", "8613900139000", "+13800138001", "0138", "x"])
+
+
+@given(st.lists(st.tuples(NUMBERS, st.integers(0, 99)), max_size=40))
+def test_profiles_match_a_dictionary_of_rows(rows):
+    """Reference semantics: a dict keeps first insertion order and takes the last assignment."""
+    expected, bad = {}, 0
+    for number, value in rows:
+        digits = number.removeprefix("+")
+        if digits.isdigit() and not digits.startswith("0"):
+            expected[int(digits)] = value
+        else:
+            bad += 1
+    with tempfile.TemporaryDirectory() as directory:
+        path = write(Path(directory) / "p.csv",
+                     "msisdn,v\n" + "".join(f"{number},{value}\n" for number, value in rows))
+        profiles = load_profiles(path)
+    assert profiles.msisdn.tolist() == list(expected)
+    assert profiles.columns["v"].to_pylist() == list(expected.values())
+    assert profiles.bad_rows == bad
+
+
+# --- lists ------------------------------------------------------------------------------------
+
+def test_txt_list(tmp_path, warnings):
+    text = ("# crbt targets, exported 2024-05-01\n"
+            "13800138000\n"
+            "\n"
+            "   \n"
+            "  # indented comment\n"
+            "+8613900139000\n"
+            "  13700137000  \r\n"
+            "013800138000\n"            # line 8: leading 0
+            "13800138000\n"
+            "1380013800O\n"             # line 10: letter O
+            "1234567890123456\n"        # line 11: 16 digits
+            "999999999999999")
+    path = write(tmp_path / "targets.txt", text)
+    values = load_list(path)
+    assert values.dtype == np.uint64
+    assert values.tolist() == [13700137000, 13800138000, 8613900139000, 999999999999999]
+    messages = [record.getMessage() for record in warnings.records]
+    assert [m.split(":")[1] for m in messages] == [" line 8", " line 10", " line 11"]
+    assert all(m.startswith(str(path)) for m in messages)
+    for number in ("013800138000", "1380013800O", "1234567890123456"):
+        assert number not in warnings.text
+
+
+def test_csv_list(tmp_path, warnings):
+    text = ("name,msisdn\nann,13800138000\nbob,\ncy,+13900139000\n"
+            "dee,013900139000\neve,13800138000\n")
+    values = load_list(write(tmp_path / "peers.csv", text))
+    assert values.tolist() == [13800138000, 13900139000]
+    messages = [record.getMessage() for record in warnings.records]
+    assert len(messages) == 2
+    assert ": row 2: " in messages[0] and ": row 4: " in messages[1]
+    assert "013900139000" not in warnings.text
+
+
+def test_empty_lists(tmp_path):
+    assert load_list(write(tmp_path / "a.txt", "")).tolist() == []
+    assert load_list(write(tmp_path / "b.txt", "# nothing yet\n\n")).tolist() == []
+    empty = load_list(write(tmp_path / "c.csv", "msisdn\n"))
+    assert empty.dtype == np.uint64 and empty.tolist() == []
+
+
+def test_large_txt_list_matches_numpy(tmp_path):
+    rng = np.random.default_rng(3)
+    numbers = rng.integers(10**10, 10**13, 200_000)
+    write(tmp_path / "big.txt", "\n".join(map(str, numbers)) + "\n")
+    assert np.array_equal(load_list(tmp_path / "big.txt"), np.unique(numbers).astype(np.uint64))
+
+
+@pytest.mark.parametrize("name, content", [
+    ("missing.txt", None),
+    ("missing.csv", None),
+    ("missing.roar", None),
+    ("list.json", "[]"),
+    ("list", "13800138000\n"),
+    ("no_column.csv", "number\n13800138000\n"),
+])
+def test_unreadable_lists_are_load_errors_naming_the_file(tmp_path, name, content):
+    if content is not None:
+        write(tmp_path / name, content)
+    with pytest.raises(LoadError, match=name.replace(".", r"\.")):
+        load_list(tmp_path / name)
+
+
+# --- areas ------------------------------------------------------------------------------------
+
+def test_txt_area(tmp_path):
+    text = "# airport cells\n\n4294967295\n  10021 \n10020\n# terminal 2\n10021\n1\n"
+    cells = load_area(write(tmp_path / "airport.txt", text))
+    assert cells.dtype == np.uint32
+    assert cells.tolist() == [1, 10020, 10021, 4294967295]
+
+
+def test_csv_area(tmp_path):
+    text = "name,cell\nno. 1 middle,460001\nno. 4,460000\n"
+    cells = load_area(write(tmp_path / "schools.csv", text))
+    assert cells.dtype == np.uint32 and cells.tolist() == [460000, 460001]
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("0", "unknown cell"),
+    ("4294967296", "out of range"),
+    ("-3", "out of range"),
+    ("12.5", "not an integer"),
+    ("0x2710", "not an integer"),
+    ("ten", "not an integer"),
+    ("1 2", "not an integer"),
+])
+def test_bad_txt_area_entry_is_a_load_error_naming_file_and_line(tmp_path, bad, reason):
+    path = write(tmp_path / "area.txt", f"# cells\n10020\n\n{bad}\n10021\n")
+    with pytest.raises(LoadError, match=rf"area\.txt: line 4: .*{reason}"):
+        load_area(path)
+
+
+@pytest.mark.parametrize("bad, reason", [("0", "unknown cell"), ("", "not an integer"),
+                                         ("4294967296", "out of range"), ("x", "not an integer")])
+def test_bad_csv_area_entry_is_a_load_error_naming_file_and_row(tmp_path, bad, reason):
+    path = write(tmp_path / "area.csv", f"cell,name\n10020,a\n{bad},b\n")
+    with pytest.raises(LoadError, match=rf"area\.csv: row 2: .*{reason}"):
+        load_area(path)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("missing.txt", None),
+    ("area.roar", "x"),
+    ("no_column.csv", "cells\n1\n"),
+])
+def test_unreadable_areas_are_load_errors_naming_the_file(tmp_path, name, content):
+    if content is not None:
+        write(tmp_path / name, content)
+    with pytest.raises(LoadError, match=name.replace(".", r"\.")):
+        load_area(tmp_path / name)
