@@ -9,6 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q 'cython>=3.0' 'setuptools>=68' wheel
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
