@@ -32,6 +32,7 @@ extensions = [
     Extension(
         "engine._core",
         ["engine/_core.pyx"],
+        depends=["engine/_core.pxd", "engine/_decode.pxi"],
         extra_compile_args=cflags + ["-Wno-unused-function"],
         define_macros=macros,
     )
