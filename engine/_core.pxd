@@ -61,8 +61,10 @@ ctypedef struct ContactC:
 # The fixed head of a subscriber's state row. The row continues with the eligibility words
 # (uint64 x nr_elig_words), the counter values (uint32 x nr_counters) and the window starts of
 # windowed counters (int64 x nr_windows), so that one or two cache lines hold everything the
-# matcher reads for one event.
+# matcher reads for one event. A row that fits in 64 bytes is padded to exactly one line.
 ctypedef struct SubHeadC:
+    uint64_t msisdn         # here rather than in an array of its own: verifying an index hit
+                            # then reads the cache line the event needs anyway
     int64_t last_any_p1     # last contact of any campaign + 1; 0 = never (zeroed memory means "never")
     int32_t day             # local day of day_count
     uint32_t day_count      # contacts on that local day

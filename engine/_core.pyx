@@ -197,8 +197,8 @@ include "_decode.pxi"
 # Engine state: one struct of plain pointers so that nogil functions can take it whole.
 
 ctypedef struct EngineC:
-    # subscriber index: msisdn -> dense index, open addressing over uint32 (index + 1, 0 = empty)
-    uint64_t* msisdn            # by subscriber index
+    # subscriber index: msisdn -> dense index, open addressing over uint32 (index + 1, 0 = empty);
+    # the MSISDN itself is in the subscriber's row
     uint32_t* index_slots
     uint64_t index_mask
     uint32_t nr_subscribers
@@ -279,7 +279,7 @@ cdef inline uint32_t lookup_subscriber(EngineC* E, uint64_t msisdn) noexcept nog
         slot = E.index_slots[h]
         if slot == 0:
             return NO_INDEX
-        if E.msisdn[slot - 1] == msisdn:
+        if (<SubHeadC*>(E.rows + <size_t>(slot - 1) * E.stride)).msisdn == msisdn:
             return slot - 1
         h = (h + 1) & E.index_mask
 
@@ -530,7 +530,7 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
         E.actions = <ActionC*>grow(E.actions, &E.cap_actions, sizeof(ActionC), &E.oom)
         if E.oom:
             return
-    kind = 1 if (c.holdout and holdout_hash(E.msisdn[sub], c) % 10000 < c.holdout) else 0
+    kind = 1 if (c.holdout and holdout_hash(h.msisdn, c) % 10000 < c.holdout) else 0
     E.seq += 1
     contact.last_ts = t
     contact.last_seq = E.seq
@@ -545,7 +545,7 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
     a.seq = E.seq
     a.ts = t
     a.trigger_ts = trigger_ts
-    a.msisdn = E.msisdn[sub]
+    a.msisdn = h.msisdn
     a.cell = cell
     a.campaign = <uint16_t>ci
     a.kind = kind
@@ -747,7 +747,6 @@ cdef class Core:
     cdef bytes campaign_ids        # backing store of CampaignC.id
     cdef size_t rows_bytes
     cdef size_t index_bytes
-    cdef size_t msisdn_bytes
     cdef public uint64_t error_offset
     cdef readonly int nr_campaigns
 
@@ -776,7 +775,6 @@ cdef class Core:
         cdef int i
         free(self.carry)
         free(self.batch)
-        sm_free(self.E.msisdn, self.msisdn_bytes)
         sm_free(self.E.index_slots, self.index_bytes)
         sm_free(self.E.rows, self.rows_bytes)
         if self.E.peer_sets != NULL:
@@ -817,13 +815,15 @@ cdef class Core:
         self.E.counter_off = self.E.elig_off + 8 * nr_elig_words
         self.E.window_off = (self.E.counter_off + 4 * nr_counters + 7) & ~(<size_t>7)
         self.E.stride = self.E.window_off + 8 * nr_windows
+        if self.E.stride <= 64:
+            self.E.stride = 64
 
     @property
     def bytes_per_subscriber(self):
-        """State bytes per subscriber: the row, the MSISDN and the index slots."""
+        """State bytes per subscriber: the row (with the MSISDN) and the index slots."""
         if self.E.nr_subscribers == 0:
             return self.E.stride + 8
-        return (self.rows_bytes + self.msisdn_bytes + self.index_bytes) / self.E.nr_subscribers
+        return (self.rows_bytes + self.index_bytes) / self.E.nr_subscribers
 
     @property
     def nr_subscribers(self):
@@ -840,18 +840,16 @@ cdef class Core:
             raise ValueError("too many subscribers")
         while cap < 2 * n:
             cap *= 2
-        self.msisdn_bytes = max(n, 1) * sizeof(uint64_t)
         self.index_bytes = cap * sizeof(uint32_t)
         self.rows_bytes = max(n, 1) * self.E.stride
-        self.E.msisdn = <uint64_t*>sm_zalloc(self.msisdn_bytes)
         self.E.index_slots = <uint32_t*>sm_zalloc(self.index_bytes)
         self.E.rows = <uint8_t*>sm_zalloc(self.rows_bytes)
-        if self.E.msisdn == NULL or self.E.index_slots == NULL or self.E.rows == NULL:
+        if self.E.index_slots == NULL or self.E.rows == NULL:
             raise MemoryError()
         self.E.index_mask = cap - 1
         with nogil:
             for i in range(n):
-                self.E.msisdn[i] = msisdn[i]
+                (<SubHeadC*>row_of(&self.E, <uint32_t>i)).msisdn = msisdn[i]
                 h = sm_mix64(msisdn[i]) & self.E.index_mask
                 while self.E.index_slots[h]:
                     h = (h + 1) & self.E.index_mask
@@ -1089,7 +1087,6 @@ cdef class Core:
             if i + PREFETCH_NEAR < nb:
                 sub = E.index_slots[sm_mix64(self.batch[i + PREFETCH_NEAR].msisdn) & E.index_mask]
                 if sub:
-                    sm_prefetch(&E.msisdn[sub - 1])
                     sm_prefetch(E.rows + <size_t>(sub - 1) * E.stride)
                     sm_prefetch(E.rows + <size_t>sub * E.stride - 1)
             process_event(E, &self.batch[i])

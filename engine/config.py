@@ -465,9 +465,9 @@ class _Reader:
             blacklist=self.list_refs("policy.blacklist", policy.get("blacklist", [])),
             quiet_hours=None if quiet is None else self.parsed("policy.quiet_hours", quiet, parse_hours),
             min_gap_ms=self.duration("policy.min_gap", policy["min_gap"]) if "min_gap" in policy else 0,
-            # UINT32_MAX itself is the core's "no cap", so a cap stays below it.
+            # UINT32_MAX itself is the core's "no cap", so a cap stays below it; 0 pauses contacts.
             max_per_day=None if per_day is None else self.integer("policy.max_per_day", per_day,
-                                                                  lo=1, hi=UINT32_MAX - 1),
+                                                                  lo=0, hi=UINT32_MAX - 1),
         )
 
     def read_output(self, value) -> OutputSpec:
@@ -603,8 +603,6 @@ class _Reader:
             self.fail(f"{key}.recheck", '"area" needs an area')
         if "audience" in c.recheck and c.audience is None:
             self.fail(f"{key}.recheck", '"audience" needs an audience')
-        if "hours" in c.recheck and c.hours is None and c.days == ALL_DAYS:
-            self.fail(f"{key}.recheck", '"hours" needs hours or days')
         if not c.convert_on:
             for name, value in (("convert_arg", c.convert_arg), ("convert_within", c.convert_within_ms)):
                 if value is not None:

@@ -669,7 +669,9 @@ class _Evaluator:
             operand, value_set = pc.cast(operand, pa.int64()), pa.array(expr.values, pa.int64())
         else:
             # A float on either side: compare as float64, so that 2 in [2.0] holds as it reads.
-            operand, value_set = _float(operand), pa.array([float(v) for v in expr.values], pa.float64())
+            # + 0.0 turns -0.0 into 0.0: is_in compares floats bit by bit, and -0.0 == 0 holds.
+            operand = pc.add(_float(operand), 0.0)
+            value_set = pa.array([float(v) + 0.0 for v in expr.values], pa.float64())
         found = pc.is_in(operand, value_set=value_set, skip_nulls=True)
         if expr.negated:
             found = pc.invert(found)

@@ -40,6 +40,8 @@ def load_profiles(path) -> Profiles:
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if not path.is_file():
+        raise LoadError(f"{path}: no such profile file")
     try:
         if suffix == ".csv":
             table, attribute = read_csv_strings(path, "msisdn"), _csv_attribute
