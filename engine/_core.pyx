@@ -727,6 +727,16 @@ cdef void add_dead_letter(EngineC* E, const uint8_t* buf, size_t start, size_t e
     memcpy(d.bytes, buf + start, n)
 
 
+cdef object _records(const void* src, uint64_t n, object dtype):
+    """A NumPy copy of n C records whose layout is `dtype`."""
+    out = np.empty(n, dtype=dtype)
+    cdef uint8_t[::1] dst
+    if n:
+        dst = out.view(np.uint8)
+        memcpy(&dst[0], src, n * dtype.itemsize)
+    return out
+
+
 cdef int status_of(int rc) noexcept nogil:
     return ST_CORRUPT if rc == DEC_CORRUPT else ST_TOO_LARGE
 
@@ -1170,7 +1180,6 @@ cdef class Core:
         cdef EventC ev
         cdef EventC* kept = NULL
         cdef EventC* grown
-        cdef uint8_t[::1] dst
         with nogil:
             while pos < n:
                 rc = decode_one(&view[0], pos, n, self.max_event_bytes, &self.types, &ev, &end_pos, &reason)
@@ -1192,10 +1201,7 @@ cdef class Core:
         try:
             if keep and pos < n and rc == DEC_OK:
                 raise MemoryError()
-            out = np.empty(nr if keep else 0, dtype=EVENT_DTYPE)
-            if keep and nr:
-                dst = out.view(np.uint8)
-                memcpy(&dst[0], kept, nr * sizeof(EventC))
+            out = _records(kept, nr if keep else 0, EVENT_DTYPE)
         finally:
             free(kept)
         if rc == DEC_NEED_MORE:
@@ -1231,29 +1237,17 @@ cdef class Core:
     # ---- results ------------------------------------------------------------------------
 
     def take_actions(self):
-        out = np.empty(self.E.nr_actions, dtype=ACTION_DTYPE)
-        cdef uint8_t[::1] dst
-        if self.E.nr_actions:
-            dst = out.view(np.uint8)
-            memcpy(&dst[0], self.E.actions, self.E.nr_actions * sizeof(ActionC))
+        out = _records(self.E.actions, self.E.nr_actions, ACTION_DTYPE)
         self.E.nr_actions = 0
         return out
 
     def take_conversions(self):
-        out = np.empty(self.E.nr_conversions, dtype=CONVERSION_DTYPE)
-        cdef uint8_t[::1] dst
-        if self.E.nr_conversions:
-            dst = out.view(np.uint8)
-            memcpy(&dst[0], self.E.conversions, self.E.nr_conversions * sizeof(ConversionC))
+        out = _records(self.E.conversions, self.E.nr_conversions, CONVERSION_DTYPE)
         self.E.nr_conversions = 0
         return out
 
     def take_dead_letters(self):
-        out = np.empty(self.E.nr_dead, dtype=DEAD_LETTER_DTYPE)
-        cdef uint8_t[::1] dst
-        if self.E.nr_dead:
-            dst = out.view(np.uint8)
-            memcpy(&dst[0], self.E.dead, self.E.nr_dead * sizeof(DeadLetterC))
+        out = _records(self.E.dead, self.E.nr_dead, DEAD_LETTER_DTYPE)
         self.E.nr_dead = 0
         return out
 

@@ -239,7 +239,8 @@ convert_within = "60d"
     ("36500d", 36_500 * DAY), ("876000h", 876_000 * 3_600_000),
 ])
 def test_durations(text, ms):
-    assert parse_duration(text) == ms
+    parsed = parse_duration(text)
+    assert parsed == ms
 
 
 @pytest.mark.parametrize("text", [
