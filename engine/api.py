@@ -113,6 +113,7 @@ class Engine:
         self.world = world if world is not None else load_world(config)
         self._core = compile_core(config, self.world, max_event_bytes=max_event_bytes).core
         self._totals = {"runs": 0, "bytes": 0, "actions": 0, "conversions": 0, "dead_letters": 0}
+        self._last_run: Optional[dict] = None
 
     @classmethod
     def from_config(cls, path, **kwargs) -> "Engine":
@@ -138,7 +139,8 @@ class Engine:
 
     @property
     def stats(self) -> dict:
-        """Figures since the engine was built: totals, and the funnel of every campaign."""
+        """Figures since the engine was built (totals, the funnel of every campaign) and those of
+        the last replay (run)."""
         counts = self._core.counts()
         totals = dict(self._totals)
         totals.update(
@@ -151,6 +153,7 @@ class Engine:
         funnel = self._core.funnel()
         return {
             "totals": totals,
+            "run": self._last_run,
             "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(self.config.campaigns)},
         }
 
@@ -255,6 +258,7 @@ class Engine:
             "elapsed_s": round(elapsed, 6),
             "events_per_s": round(events / elapsed) if elapsed > 0 else None,
         }
+        self._last_run = run_figures
         funnel = self._core.funnel()
         stats = {
             "run": run_figures,

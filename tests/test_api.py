@@ -158,3 +158,15 @@ def test_umask_does_not_widen_or_narrow_modes(world, tmp_path):
     for p in (tmp_path / "out").rglob("*"):
         if p.is_file():
             assert stat.S_IMODE(p.stat().st_mode) == 0o640
+
+
+def test_engine_stats_keep_totals_and_the_last_run(world):
+    config, trace = world
+    engine = Engine.from_config(config)
+    assert engine.stats["run"] is None
+    engine.replay(trace)
+    engine.replay(trace.read_bytes()[:450])
+    stats = engine.stats
+    assert stats["run"]["events"] == 10
+    assert stats["totals"]["events"] == 60_010 and stats["totals"]["runs"] == 2
+    assert set(stats["campaigns"]) == {c.id for c in engine.campaigns}
