@@ -47,6 +47,7 @@ PLANS = ["basic_38", "silver_128", "gold_188", "family_268", "premium_388"]
 TAG_SETS = ["", "", "", "parent", "parent", "student", "teacher", "vip", "churn_risk",
             "parent|churn_risk", "business|frequent_flyer", "frequent_flyer", "vip|business"]
 
+# `habits` is HABIT_STEPS, written out by _habit_step below.
 CONFIG = """\
 # The demo world of `sigmatch demo`: the three programmes of examples/ and two retention
 # campaigns over {subscribers:,} subscribers and two working days of signalling.
@@ -119,61 +120,7 @@ convert_arg    = 6001
 convert_within = "3d"
 
 # -- usage habits of new subscribers (examples/newuser_habits), X = 3 -------------------
-[[campaign]]
-id       = "sms_intro"
-priority = 10
-on       = ["SMS_MO"]
-where    = "join_date >= '2026-10-01'"
-counter  = {{ name = "sms", at_least = 1 }}
-once     = true
-channel  = "sms"
-template = "SMS_BUNDLE_INTRO"
-
-[[campaign]]
-id       = "ld_intro"
-priority = 10
-on       = ["CALL_MO_END"]
-where    = "join_date >= '2026-10-01'"
-counter  = {{ name = "ld_calls", at_least = 1 }}
-once     = true
-channel  = "sms"
-template = "LD_INTRO"
-
-[[campaign]]
-id       = "ld_target"
-priority = 20
-on       = ["CALL_MO_END"]
-where    = "join_date >= '2026-10-01'"
-counter  = {{ name = "ld_calls", at_least = 3 }}
-once     = true
-channel  = "sms"
-template = "LD_PACKAGE_TARGET"
-convert_on     = ["ORDER"]
-convert_arg    = 5005
-convert_within = "30d"
-
-[[campaign]]
-id       = "ld_rebate"
-priority = 15
-on       = ["CALL_MO_END"]
-where    = "join_date >= '2026-10-01'"
-counter  = {{ name = "ld_calls_60d", at_least = 3 }}
-once     = true
-exempt   = ["min_gap"]
-channel  = "boss"
-template = "LD_REBATE_10"
-
-[[campaign]]
-id       = "roam_rebate"
-priority = 15
-on       = ["CALL_MO_END", "CALL_MT_END"]
-where    = "join_date >= '2026-10-01'"
-counter  = {{ name = "roam_min", at_least = 30 }}
-once     = true
-exempt   = ["min_gap"]
-channel  = "boss"
-template = "ROAM_REBATE_30MIN"
-
+{habits}
 # -- retention ------------------------------------------------------------------------
 [[campaign]]
 id       = "retention_churn"
@@ -203,6 +150,42 @@ convert_arg    = 7002
 convert_within = "7d"
 """
 
+# The new subscribers' journey (examples/newuser_habits), X = 3: every step is for those who
+# joined since 2026-10-01 and fires once per subscriber, when its usage counter reaches a
+# threshold. (id, priority, on, counter, at_least, channel, template, options)
+HABIT_STEPS = [
+    ("sms_intro", 10, ["SMS_MO"], "sms", 1, "sms", "SMS_BUNDLE_INTRO", {}),
+    ("ld_intro", 10, ["CALL_MO_END"], "ld_calls", 1, "sms", "LD_INTRO", {}),
+    ("ld_target", 20, ["CALL_MO_END"], "ld_calls", 3, "sms", "LD_PACKAGE_TARGET",
+     dict(convert=("ORDER", 5005, "30d"))),
+    ("ld_rebate", 15, ["CALL_MO_END"], "ld_calls_60d", 3, "boss", "LD_REBATE_10", dict(exempt=["min_gap"])),
+    ("roam_rebate", 15, ["CALL_MO_END", "CALL_MT_END"], "roam_min", 30, "boss", "ROAM_REBATE_30MIN",
+     dict(exempt=["min_gap"])),
+]
+
+
+def _habit_step(id_: str, priority: int, on: list[str], counter: str, at_least: int, channel: str,
+                template: str, *, exempt: list[str] | None = None, convert: tuple | None = None) -> str:
+    """One HABIT_STEPS entry as a [[campaign]] table of CONFIG; `convert` is (on, arg, within)."""
+    def names(items) -> str:
+        return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+    lines = [
+        "[[campaign]]",
+        f'id       = "{id_}"',
+        f"priority = {priority}",
+        f"on       = {names(on)}",
+        "where    = \"join_date >= '2026-10-01'\"",
+        f'counter  = {{ name = "{counter}", at_least = {at_least} }}',
+        "once     = true",
+    ]
+    if exempt:
+        lines.append(f"exempt   = {names(exempt)}")
+    lines += [f'channel  = "{channel}"', f'template = "{template}"']
+    if convert:
+        on_event, arg, within = convert
+        lines += [f"convert_on     = {names([on_event])}", f"convert_arg    = {arg}", f'convert_within = "{within}"']
+    return "\n".join(lines) + "\n"
+
 
 def build_demo_world(directory: Path, *, subscribers: int = 20_000, events: int = 300_000,
                      seed: int = 7) -> tuple[Path, list[Path]]:
@@ -222,7 +205,8 @@ def build_demo_world(directory: Path, *, subscribers: int = 20_000, events: int 
     (directory / "areas" / "airport.txt").write_text(
         "# Cells covering the airport.\n" + "".join(f"{c}\n" for c in cells["airport"]))
     config = directory / "campaigns.toml"
-    config.write_text(CONFIG.format(subscribers=subscribers))
+    habits = "\n".join(_habit_step(*step, **options) for *step, options in HABIT_STEPS)
+    config.write_text(CONFIG.format(subscribers=subscribers, habits=habits))
 
     packed = _encode(_trace(rng, people, cells, events))
     # Two files cut inside the middle event, as a probe rotating its files mid-event would:

@@ -2,21 +2,9 @@
 
 Expected times are worked out here from the story, not taken from a previous run.
 """
-import csv
-import importlib.util
 import json
-from pathlib import Path
-
-import pytest
 
 from engine.api import Engine
-from engine.compile import load_world
-from engine.config import load_config
-from engine.model import ReferenceModel
-
-HERE = Path(__file__).resolve().parent
-CONFIG = HERE / "campaigns.toml"
-TRACE = HERE / "trace.msgpack"
 
 MINUTE = 60_000
 DAY = 86_400_000
@@ -47,22 +35,7 @@ TRIGGERS = {
 }
 
 
-def rows(columns: dict) -> list[tuple]:
-    """Columns of NumPy arrays -> rows of plain Python values."""
-    names = list(columns)
-    return [tuple(v.item() if hasattr(v, "item") else v for v in row)
-            for row in zip(*(columns[n] for n in names))]
-
-
-@pytest.fixture(scope="module")
-def replayed(tmp_path_factory):
-    out = tmp_path_factory.mktemp("crbt_school") / "out"
-    engine = Engine.from_config(CONFIG)
-    run = engine.replay(TRACE, out=out, drain=True)
-    return engine, run, out
-
-
-def test_actions_are_the_story(replayed):
+def test_actions_are_the_story(replayed, rows):
     _, run, _ = replayed
     actions = rows(run.action_columns())
     got = {(a[3], a[2], a[6], a[1]) for a in actions}
@@ -89,55 +62,37 @@ def test_every_rule_shows_in_the_funnel(replayed):
     assert sum(run.stats["run"]["bad_events"].values()) == 0
 
 
-def test_conversion_of_ann(replayed):
+def test_conversion_of_ann(replayed, rows):
     _, run, _ = replayed
     actions = rows(run.action_columns())
     ann_offer = next(a[0] for a in actions if a[3] == ANN)
     assert rows(run.conversion_columns()) == [(1, at(0, 12, 0), "crbt_school", ANN, ann_offer, "send")]
 
 
-def test_files_in_the_sms_channel(replayed):
+def test_files_in_the_sms_channel(replayed, rows, written):
     _, run, out = replayed
     assert sorted(p.name for p in out.iterdir()) == ["conversions", "sms", "stats.json"]
-    written = []
-    for path in sorted((out / "sms").glob("actions-*.csv")):
-        with open(path, newline="") as f:
-            written += [(int(r["seq"]), int(r["ts"]), r["campaign"], int(r["msisdn"]), r["template"], r["kind"])
-                        for r in csv.DictReader(f)]
-    expected = [(a[0], a[1], a[2], a[3], a[5], a[6]) for a in rows(run.action_columns())]
-    assert written == expected
+    fields = ("seq", "ts", "campaign", "msisdn", "template", "kind")
+    assert written(out / "sms", "actions-*.csv", fields) == rows(run.action_columns(), fields)
     assert not list(out.rglob(".*.tmp"))
     stats = json.loads((out / "stats.json").read_text())
     assert stats["campaigns"]["crbt_school"]["sent"] == 4
 
 
-def test_pending_offer_waits_for_drain():
+def test_pending_offer_waits_for_drain(example):
     """Hu's second offer (due day 30, 11:15) comes after the last event: only a drain emits it."""
-    engine = Engine.from_config(CONFIG)
-    run = engine.replay(TRACE)
+    engine = Engine.from_config(example.config)
+    run = engine.replay(example.trace)
     assert engine.pending == 1
     assert (HU, at(30, 11, 15)) not in {(int(a["msisdn"]), int(a["ts"])) for a in run.actions}
     drained = engine.drain()
     assert [(int(a["msisdn"]), int(a["ts"])) for a in drained.actions] == [(HU, at(30, 11, 15))]
 
 
-def test_reference_model_agrees(replayed):
+def test_reference_model_agrees(replayed, assert_reference_model_agrees):
     _, run, _ = replayed
-    config = load_config(CONFIG)
-    world = load_world(config)
-    model = ReferenceModel(config, world.profiles, world.lists, world.areas)
-    model.feed(TRACE.read_bytes())
-    model.finish()
-    model.drain()
-    assert list(model.actions) == rows(run.action_columns())
-    assert list(model.conversions) == rows(run.conversion_columns())
+    assert_reference_model_agrees(run)
 
 
-def test_committed_files_come_from_make_trace(tmp_path):
-    spec = importlib.util.spec_from_file_location("crbt_school_make_trace", HERE / "make_trace.py")
-    make_trace = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_trace)
-    make_trace.write(tmp_path)
-    for name in ("trace.msgpack", "lists/crbt_peers.roar"):
-        assert (tmp_path / name).read_bytes() == (HERE / name).read_bytes(), name
-    assert TRACE.stat().st_size < 200_000
+def test_committed_files_come_from_make_trace(assert_make_trace_reproduces):
+    assert_make_trace_reproduces("lists/crbt_peers.roar")

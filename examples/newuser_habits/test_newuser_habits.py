@@ -2,22 +2,11 @@
 
 Expected times are worked out here from the story, not taken from a previous run.
 """
-import csv
 import dataclasses
-import importlib.util
 import json
-from pathlib import Path
-
-import pytest
 
 from engine.api import Engine
-from engine.compile import load_world
 from engine.config import load_config
-from engine.model import ReferenceModel
-
-HERE = Path(__file__).resolve().parent
-CONFIG = HERE / "campaigns.toml"
-TRACE = HERE / "trace.msgpack"
 
 MINUTE = 60_000
 DAY = 86_400_000
@@ -45,21 +34,7 @@ EXPECTED = [      # (msisdn, campaign, kind, ts) in emission order
 CHANNELS = {"ld_intro": "sms", "sms_intro": "sms", "ld_target": "sms", "ld_rebate": "boss", "roam_rebate": "boss"}
 
 
-def rows(columns: dict) -> list[tuple]:
-    names = list(columns)
-    return [tuple(v.item() if hasattr(v, "item") else v for v in row)
-            for row in zip(*(columns[n] for n in names))]
-
-
-@pytest.fixture(scope="module")
-def replayed(tmp_path_factory):
-    out = tmp_path_factory.mktemp("newuser_habits") / "out"
-    engine = Engine.from_config(CONFIG)
-    run = engine.replay(TRACE, out=out, drain=True)
-    return engine, run, out
-
-
-def test_actions_are_the_story(replayed):
+def test_actions_are_the_story(replayed, rows):
     _, run, _ = replayed
     actions = rows(run.action_columns())
     assert [(a[3], a[2], a[6], a[1]) for a in actions] == EXPECTED
@@ -82,7 +57,7 @@ def test_funnel(replayed):
     assert run.stats["run"]["unknown_subscribers"] == 1   # the off-net caller
 
 
-def test_order_converts_the_promotion(replayed):
+def test_order_converts_the_promotion(replayed, rows):
     _, run, _ = replayed
     actions = rows(run.action_columns())
     promotion = next(a[0] for a in actions if (a[3], a[2]) == (NAN, "ld_target"))
@@ -91,52 +66,35 @@ def test_order_converts_the_promotion(replayed):
     assert rows(run.conversion_columns()) == [(1, at(40, 12, 0), "ld_target", NAN, promotion, "send")]
 
 
-def test_files_per_channel(replayed):
+def test_files_per_channel(replayed, rows, written):
     _, run, out = replayed
     assert sorted(p.name for p in out.iterdir()) == ["boss", "conversions", "sms", "stats.json"]
     actions = rows(run.action_columns())
     for channel in ("sms", "boss"):
-        written = []
-        for path in sorted((out / channel).glob("actions-*.csv")):
-            with open(path, newline="") as f:
-                written += [(int(r["seq"]), r["campaign"], int(r["msisdn"]), r["template"]) for r in csv.DictReader(f)]
-        assert written == [(a[0], a[2], a[3], a[5]) for a in actions if a[4] == channel]
+        assert (written(out / channel, "actions-*.csv", ("seq", "campaign", "msisdn", "template"))
+                == [(a[0], a[2], a[3], a[5]) for a in actions if a[4] == channel])
     rebates = [a for a in actions if a[4] == "boss"]
     assert {(a[3], a[5]) for a in rebates} == {(NAN, "LD_REBATE_10"), (OLE, "LD_REBATE_10"), (RUI, "ROAM_REBATE_60MIN")}
-    with open(next((out / "conversions").glob("conversions-*.csv")), newline="") as f:
-        assert [r["campaign"] for r in csv.DictReader(f)] == ["ld_target"]
+    assert written(out / "conversions", "conversions-*.csv", ("campaign",)) == [("ld_target",)]
     assert json.loads((out / "stats.json").read_text())["run"]["actions"] == len(EXPECTED)
 
 
-def test_without_once_the_rebate_would_be_paid_again():
+def test_without_once_the_rebate_would_be_paid_again(example):
     """`once` is what keeps the rebate single: without it Nan's 6th call (day 30, still 6 in
     the window) and the refilled window (days 70-74) would pay again."""
-    config = load_config(CONFIG)
+    config = load_config(example.config)
     campaigns = tuple(dataclasses.replace(c, once=False) if c.id == "ld_rebate" else c for c in config.campaigns)
-    run = Engine(dataclasses.replace(config, campaigns=campaigns)).replay(TRACE, drain=True)
+    run = Engine(dataclasses.replace(config, campaigns=campaigns)).replay(example.trace, drain=True)
     cols = run.action_columns()
     nan_rebates = [int(ts) for ts, c, m in zip(cols["ts"], cols["campaign"], cols["msisdn"])
                    if c == "ld_rebate" and m == NAN]
     assert nan_rebates == [at(25, 10, 0), at(30, 10, 0), at(74, 10, 0)]
 
 
-def test_reference_model_agrees(replayed):
+def test_reference_model_agrees(replayed, assert_reference_model_agrees):
     _, run, _ = replayed
-    config = load_config(CONFIG)
-    world = load_world(config)
-    model = ReferenceModel(config, world.profiles, world.lists, world.areas)
-    model.feed(TRACE.read_bytes())
-    model.finish()
-    model.drain()
-    assert list(model.actions) == rows(run.action_columns())
-    assert list(model.conversions) == rows(run.conversion_columns())
+    assert_reference_model_agrees(run)
 
 
-def test_committed_files_come_from_make_trace(tmp_path):
-    spec = importlib.util.spec_from_file_location("newuser_habits_make_trace", HERE / "make_trace.py")
-    make_trace = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_trace)
-    make_trace.write(tmp_path)
-    for name in ("trace.msgpack", "lists/dnd.roar"):
-        assert (tmp_path / name).read_bytes() == (HERE / name).read_bytes(), name
-    assert TRACE.stat().st_size < 200_000
+def test_committed_files_come_from_make_trace(assert_make_trace_reproduces):
+    assert_make_trace_reproduces("lists/dnd.roar")
