@@ -135,6 +135,7 @@ cdef enum:
 cdef enum:
     SUB_POWERED_OFF = 1
     SUB_INACTIVE = 2
+    SUB_HAS_CONTACT = 4         # some (subscriber, campaign) contact state exists: worth a lookup
 
 cdef enum:
     CONTACT_CONTACTED = 1
@@ -175,6 +176,7 @@ cdef enum:
     POWER_OFF_TYPE = 8
     PREFETCH_FAR = 16
     PREFETCH_NEAR = 8
+    PREFETCH_CONTACT = 4
 
 cdef uint64_t MSISDN_LIMIT = 1000000000000000ULL   # 10**15: at most 15 digits
 cdef uint64_t TS_LIMIT = 1ULL << 53
@@ -197,9 +199,10 @@ include "_decode.pxi"
 # Engine state: one struct of plain pointers so that nogil functions can take it whole.
 
 ctypedef struct EngineC:
-    # subscriber index: msisdn -> dense index, open addressing over uint32 (index + 1, 0 = empty);
-    # the MSISDN itself is in the subscriber's row
-    uint32_t* index_slots
+    # subscriber index: msisdn -> dense index, open addressing with linear probing. A slot
+    # carries 32 bits of the hash as a fingerprint, so that a probe touches only the row of
+    # the right subscriber (whose MSISDN, in the row, confirms the hit)
+    uint64_t* index_slots       # fingerprint << 32 | (row + 1); 0 = empty
     uint64_t index_mask
     uint32_t nr_subscribers
     uint32_t cap_subscribers
@@ -219,6 +222,7 @@ ctypedef struct EngineC:
     uint64_t* area_masks        # [slot * nr_area_words]
     uint64_t area_slot_mask
     int32_t nr_area_words
+    int32_t peer_prefetch[64]   # per event type: a peer set its campaigns test, -1 none
     # configuration
     CounterC* counters
     CampaignC* campaigns
@@ -270,17 +274,33 @@ ctypedef struct EngineC:
     int oom
 
 
+cdef inline uint32_t candidate_subscriber(EngineC* E, uint64_t msisdn) noexcept nogil:
+    """The first row whose fingerprint matches, unconfirmed (reads only the index)."""
+    cdef uint64_t x = sm_mix64(msisdn), h = x & E.index_mask, slot
+    cdef uint64_t fp = x >> 32
+    while True:
+        slot = E.index_slots[h]
+        if slot == 0:
+            return NO_INDEX
+        if slot >> 32 == fp:
+            return <uint32_t>(slot & 0xFFFFFFFFu) - 1
+        h = (h + 1) & E.index_mask
+
+
 cdef inline uint32_t lookup_subscriber(EngineC* E, uint64_t msisdn) noexcept nogil:
-    cdef uint64_t h = sm_mix64(msisdn) & E.index_mask
-    cdef uint32_t slot
+    cdef uint64_t x = sm_mix64(msisdn), h = x & E.index_mask, slot
+    cdef uint64_t fp = x >> 32
+    cdef uint32_t sub
     if E.index_slots == NULL:
         return NO_INDEX
     while True:
         slot = E.index_slots[h]
         if slot == 0:
             return NO_INDEX
-        if (<SubHeadC*>(E.rows + <size_t>(slot - 1) * E.stride)).msisdn == msisdn:
-            return slot - 1
+        if slot >> 32 == fp:
+            sub = <uint32_t>(slot & 0xFFFFFFFFu) - 1
+            if (<SubHeadC*>(E.rows + <size_t>sub * E.stride)).msisdn == msisdn:
+                return sub
         h = (h + 1) & E.index_mask
 
 
@@ -399,6 +419,7 @@ cdef ContactC* find_contact(EngineC* E, uint32_t sub, uint32_t ci, bint create) 
     c = &E.contacts[h]
     c.key = key
     E.nr_contacts += 1
+    (<SubHeadC*>row_of(E, sub)).flags |= SUB_HAS_CONTACT
     return c
 
 
@@ -562,9 +583,10 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
     emit(E, t.campaign, t.subscriber, t.due, t.trigger_ts, t.cell, True)
 
 
-cdef void process_event(EngineC* E, EventC* ev) noexcept nogil:
+cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
+    """SPEC §3 for one good event; `sub` is its subscriber (NO_INDEX when unknown)."""
     cdef int64_t ts
-    cdef uint32_t sub, prev, i, j, add, v, ci
+    cdef uint32_t prev, i, j, add, v, ci
     cdef uint8_t* row
     cdef SubHeadC* h
     cdef CounterC* cnt
@@ -588,7 +610,6 @@ cdef void process_event(EngineC* E, EventC* ev) noexcept nogil:
     while E.heap_n and E.heap[0].due <= ts:
         fire_timer(E)
     # 2. subscriber
-    sub = lookup_subscriber(E, ev.msisdn)
     if sub == NO_INDEX:
         E.unknown += 1
         return
@@ -626,8 +647,9 @@ cdef void process_event(EngineC* E, EventC* ev) noexcept nogil:
             if v == 0:
                 start[0] = ts
         values[j] = 0xFFFFFFFFu if amount >= <uint64_t>(0xFFFFFFFFu - v) else v + <uint32_t>amount
-    # 5. conversions
-    for i in range(E.convert_type_off[ev.type], E.convert_type_off[ev.type + 1]):
+    # 5. conversions (only a subscriber with contact state can convert)
+    for i in range(E.convert_type_off[ev.type],
+                   E.convert_type_off[ev.type + 1] if h.flags & SUB_HAS_CONTACT else 0):
         ci = E.convert_list[i]
         c = &E.campaigns[ci]
         if c.has_convert_arg and ev.arg != c.convert_arg:
@@ -676,7 +698,7 @@ cdef void process_event(EngineC* E, EventC* ev) noexcept nogil:
             continue
         if c.counter >= 0 and counter_read(E, row, c.counter, ts) < c.at_least:
             continue
-        contact = find_contact(E, sub, ci, False)
+        contact = find_contact(E, sub, ci, False) if h.flags & SUB_HAS_CONTACT else NULL
         if contact != NULL:
             if (contact.streak >= c.stop_after
                     or contact.flags & CONTACT_PENDING
@@ -754,6 +776,7 @@ cdef class Core:
     cdef uint64_t carry_offset
     cdef uint64_t stream_offset    # offset of the next byte to be fed
     cdef EventC* batch
+    cdef uint32_t* subs            # the subscriber of each batch event, resolved ahead
     cdef bytes campaign_ids        # backing store of CampaignC.id
     cdef size_t rows_bytes
     cdef size_t index_bytes
@@ -768,16 +791,18 @@ cdef class Core:
         self.max_event_bytes = max_event_bytes
         self.carry = <uint8_t*>malloc(max_event_bytes + 1)
         self.batch = <EventC*>malloc(BATCH * sizeof(EventC))
+        self.subs = <uint32_t*>malloc(BATCH * sizeof(uint32_t))
         self.E.by_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
         self.E.counter_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
         self.E.convert_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
-        if (self.carry == NULL or self.batch == NULL or self.E.by_type_off == NULL
+        if (self.carry == NULL or self.batch == NULL or self.subs == NULL or self.E.by_type_off == NULL
                 or self.E.counter_type_off == NULL or self.E.convert_type_off == NULL):
             raise MemoryError()
         self.E.quiet_start = -1
         self.E.max_per_day = 0xFFFFFFFFu
         self.E.max_pending = 10_000_000
         self.E.nr_elig_words = 1
+        memset(self.E.peer_prefetch, 0xFF, sizeof(self.E.peer_prefetch))
         self.E.unblocked_word = 0
         self.E.unblocked_mask = 0
 
@@ -785,6 +810,7 @@ cdef class Core:
         cdef int i
         free(self.carry)
         free(self.batch)
+        free(self.subs)
         sm_free(self.E.index_slots, self.index_bytes)
         sm_free(self.E.rows, self.rows_bytes)
         if self.E.peer_sets != NULL:
@@ -841,7 +867,7 @@ cdef class Core:
 
     def set_subscribers(self, const uint64_t[::1] msisdn):
         """Give every MSISDN its dense index (its position here). Numbers must be unique."""
-        cdef uint64_t n = msisdn.shape[0], cap = 16, i, h
+        cdef uint64_t n = msisdn.shape[0], cap = 16, i, h, x
         if self.E.rows != NULL:
             raise RuntimeError("subscribers are already loaded")
         if self.E.stride == 0:
@@ -850,9 +876,9 @@ cdef class Core:
             raise ValueError("too many subscribers")
         while cap < 2 * n:
             cap *= 2
-        self.index_bytes = cap * sizeof(uint32_t)
+        self.index_bytes = cap * sizeof(uint64_t)
         self.rows_bytes = max(n, 1) * self.E.stride
-        self.E.index_slots = <uint32_t*>sm_zalloc(self.index_bytes)
+        self.E.index_slots = <uint64_t*>sm_zalloc(self.index_bytes)
         self.E.rows = <uint8_t*>sm_zalloc(self.rows_bytes)
         if self.E.index_slots == NULL or self.E.rows == NULL:
             raise MemoryError()
@@ -860,10 +886,11 @@ cdef class Core:
         with nogil:
             for i in range(n):
                 (<SubHeadC*>row_of(&self.E, <uint32_t>i)).msisdn = msisdn[i]
-                h = sm_mix64(msisdn[i]) & self.E.index_mask
+                x = sm_mix64(msisdn[i])
+                h = x & self.E.index_mask
                 while self.E.index_slots[h]:
                     h = (h + 1) & self.E.index_mask
-                self.E.index_slots[h] = <uint32_t>(i + 1)
+                self.E.index_slots[h] = ((x >> 32) << 32) | (i + 1)
         self.E.nr_subscribers = <uint32_t>n
         self.E.cap_subscribers = <uint32_t>n
 
@@ -1067,6 +1094,9 @@ cdef class Core:
         self._build_type_lists(
             [[ci for ci, d in enumerate(campaigns) if (d["types"] >> t) & 1] for t in range(64)],
             &self.E.by_type_off, &self.E.trig_list)
+        for t in range(64):
+            self.E.peer_prefetch[t] = next(
+                (d["peer_set"] for d in campaigns if (d["types"] >> t) & 1 and d["peer_set"] >= 0), -1)
         self._build_type_lists(
             [[ci for ci, d in enumerate(campaigns) if (d["convert_types"] >> t) & 1] for t in range(64)],
             &self.E.convert_type_off, &self.E.convert_list)
@@ -1080,26 +1110,55 @@ cdef class Core:
         self.error_offset = 0
 
     cdef int _process_batch(self, int nb) noexcept nogil:
-        """Match a decoded batch. The subscribers of later events are fetched into cache while
-        earlier ones are processed: index slots PREFETCH_FAR events ahead, then state rows
-        PREFETCH_NEAR ahead, so that random access to millions of rows overlaps instead of
-        stalling once per event. Prefetching only reads; the outcome is unchanged."""
-        cdef int i
+        """Match a decoded batch. Random access to millions of rows would stall once per event;
+        instead the subscribers of later events are brought into cache while earlier ones are
+        processed, in three stages: the index slot PREFETCH_FAR events ahead; the row (and the
+        peer-set slot) PREFETCH_NEAR ahead, found by fingerprint; then, PREFETCH_CONTACT
+        ahead, the row is in cache: the hit is confirmed and, for a subscriber with contact
+        state, the contact slots of the campaigns its event triggers are fetched. Prefetching
+        only reads; the outcome is unchanged."""
+        cdef int i, k
         cdef EngineC* E = &self.E
-        cdef uint32_t sub
+        cdef EventC* ev
+        cdef uint32_t sub, j
+        cdef int32_t ps
+        cdef uint64_t key
         if E.index_slots == NULL:
             for i in range(nb):
-                process_event(E, &self.batch[i])
+                process_event(E, &self.batch[i], NO_INDEX)
             return ST_NOMEM if E.oom else ST_OK
+        for i in range(min(nb, PREFETCH_NEAR)):
+            self.subs[i] = lookup_subscriber(E, self.batch[i].msisdn)
+        for i in range(PREFETCH_NEAR, min(nb, PREFETCH_FAR)):
+            self.subs[i] = candidate_subscriber(E, self.batch[i].msisdn)
         for i in range(nb):
-            if i + PREFETCH_FAR < nb:
-                sm_prefetch(&E.index_slots[sm_mix64(self.batch[i + PREFETCH_FAR].msisdn) & E.index_mask])
-            if i + PREFETCH_NEAR < nb:
-                sub = E.index_slots[sm_mix64(self.batch[i + PREFETCH_NEAR].msisdn) & E.index_mask]
-                if sub:
-                    sm_prefetch(E.rows + <size_t>(sub - 1) * E.stride)
-                    sm_prefetch(E.rows + <size_t>sub * E.stride - 1)
-            process_event(E, &self.batch[i])
+            k = i + PREFETCH_FAR
+            if k < nb:
+                sm_prefetch(&E.index_slots[sm_mix64(self.batch[k].msisdn) & E.index_mask])
+            k = i + PREFETCH_NEAR
+            if k < nb:
+                ev = &self.batch[k]
+                sub = candidate_subscriber(E, ev.msisdn)
+                self.subs[k] = sub
+                if sub != NO_INDEX:
+                    sm_prefetch(E.rows + <size_t>sub * E.stride)
+                    if E.stride > 64:
+                        sm_prefetch(E.rows + <size_t>(sub + 1) * E.stride - 1)
+                ps = E.peer_prefetch[ev.type]
+                if ps >= 0 and ev.peer:
+                    sm_prefetch(&E.peer_sets[ps].slots[sm_mix64(ev.peer) & E.peer_sets[ps].mask])
+            k = i + PREFETCH_CONTACT
+            if k < nb and k >= PREFETCH_NEAR:
+                ev = &self.batch[k]
+                sub = self.subs[k]
+                if sub != NO_INDEX and (<SubHeadC*>row_of(E, sub)).msisdn != ev.msisdn:
+                    sub = lookup_subscriber(E, ev.msisdn)     # a fingerprint collision: rare
+                    self.subs[k] = sub
+                if sub != NO_INDEX and E.contacts != NULL and (<SubHeadC*>row_of(E, sub)).flags & SUB_HAS_CONTACT:
+                    for j in range(E.by_type_off[ev.type], E.by_type_off[ev.type + 1]):
+                        key = (<uint64_t>sub << 16) | E.trig_list[j] | OCCUPIED
+                        sm_prefetch(&E.contacts[sm_mix64(key) & E.contacts_mask])
+            process_event(E, &self.batch[i], self.subs[i])
             if E.oom:
                 return ST_NOMEM
         return ST_OK
@@ -1126,7 +1185,7 @@ cdef class Core:
             if rc == DEC_BAD:
                 add_dead_letter(&self.E, self.carry, 0, end_pos, self.carry_offset, reason)
             else:
-                process_event(&self.E, &self.batch[0])
+                process_event(&self.E, &self.batch[0], lookup_subscriber(&self.E, self.batch[0].msisdn))
             if self.E.oom:
                 return ST_NOMEM
             pos = end_pos - self.carry_len
