@@ -170,3 +170,13 @@ def test_engine_stats_keep_totals_and_the_last_run(world):
     assert stats["run"]["events"] == 10
     assert stats["totals"]["events"] == 60_010 and stats["totals"]["runs"] == 2
     assert set(stats["campaigns"]) == {c.id for c in engine.campaigns}
+
+
+def test_gzip_traces_read_like_plain_ones(world, tmp_path):
+    import gzip
+    config, trace = world
+    packed = tmp_path / "trace.msgpack.gz"
+    packed.write_bytes(gzip.compress(trace.read_bytes()))
+    plain = Engine.from_config(config).replay(trace, drain=True).actions
+    zipped = Engine.from_config(config).replay(packed, drain=True).actions
+    assert np.array_equal(plain, zipped) and len(plain)
