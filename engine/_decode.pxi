@@ -158,7 +158,7 @@ cdef int skip_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
     return DEC_OK
 
 
-cdef int read_str_header(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
+cdef inline int read_str_header(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
                          uint32_t* length) noexcept nogil:
     """At a str value: consume its header, give its length, leave the cursor on its bytes and
     check that they are all there. Returns DEC_BAD (cursor untouched) if it is not a str."""
@@ -198,7 +198,7 @@ cdef int read_str_header(const uint8_t* buf, size_t* ppos, size_t end, size_t li
     return DEC_OK
 
 
-cdef int read_field(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
+cdef inline int read_field(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
                     FieldC* f) noexcept nogil:
     """Read one known field's value: an integer, nil or str is classified; anything else is
     skipped whole and classified F_OTHER."""
@@ -296,7 +296,7 @@ ctypedef struct TypeNamesC:
     uint64_t valid_codes        # bit per configured code (codes are < 64)
 
 
-cdef int validate(const uint8_t* buf, FieldC* f, TypeNamesC* types, EventC* ev) noexcept nogil:
+cdef inline int validate(const uint8_t* buf, FieldC* f, TypeNamesC* types, EventC* ev) noexcept nogil:
     """Fields in order ts, type, msisdn, peer, cell, dur, flags, arg; the first failure names
     the reason. Returns -1 for a good event."""
     cdef int i, k
