@@ -894,6 +894,28 @@ cdef class Core:
         self.E.nr_subscribers = <uint32_t>n
         self.E.cap_subscribers = <uint32_t>n
 
+    def members(self, const uint64_t[::1] msisdn):
+        """Which subscribers are in a list of MSISDNs (numbers that are not subscribers are
+        ignored): a bool mask by subscriber index. O(list), not O(subscribers)."""
+        out = np.zeros(self.E.nr_subscribers, dtype=np.uint8)
+        cdef uint8_t[::1] mask = out
+        cdef uint64_t i, n = msisdn.shape[0]
+        cdef uint32_t sub
+        if self.E.index_slots == NULL or self.E.nr_subscribers == 0:
+            return out.view(bool)
+        with nogil:
+            for i in range(n):
+                if i + PREFETCH_FAR < n:
+                    sm_prefetch(&self.E.index_slots[sm_mix64(msisdn[i + PREFETCH_FAR]) & self.E.index_mask])
+                if i + PREFETCH_NEAR < n:
+                    sub = candidate_subscriber(&self.E, msisdn[i + PREFETCH_NEAR])
+                    if sub != NO_INDEX:
+                        sm_prefetch(row_of(&self.E, sub))
+                sub = lookup_subscriber(&self.E, msisdn[i])
+                if sub != NO_INDEX:
+                    mask[sub] = 1
+        return out.view(bool)
+
     def subscriber_index(self, uint64_t msisdn):
         """Dense index of an MSISDN, or -1."""
         cdef uint32_t i = lookup_subscriber(&self.E, msisdn)

@@ -57,15 +57,6 @@ def _types_mask(codes) -> int:
     return mask
 
 
-def _members(msisdn: np.ndarray, sorted_list: np.ndarray) -> np.ndarray:
-    """Which subscribers are in a list (sorted, unique uint64)."""
-    if len(sorted_list) == 0:
-        return np.zeros(len(msisdn), dtype=bool)
-    pos = np.searchsorted(sorted_list, msisdn)
-    pos[pos == len(sorted_list)] = 0
-    return sorted_list[pos] == msisdn
-
-
 def _where_masks(config: Config, profiles: Profiles) -> dict[str, np.ndarray]:
     from engine import where as where_lang
     masks = {}
@@ -85,36 +76,41 @@ def _where_masks(config: Config, profiles: Profiles) -> dict[str, np.ndarray]:
 def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536) -> Compiled:
     profiles = world.profiles
     n = len(profiles.msisdn)
+    core = Core(max_event_bytes)
+
+    # Distinct eligibility classes -> bit numbers. Their masks are built once the core has
+    # the subscriber index, which resolves list members in O(list size).
+    classes: dict[tuple, int] = {}
+    builders: list = []
+
+    def class_bit(key: tuple, build) -> tuple[int, int]:
+        if key not in classes:
+            classes[key] = len(builders)
+            builders.append(build)
+        bit = classes[key]
+        return bit // 64, 1 << (bit % 64)
+
     membership: dict[str, np.ndarray] = {}
 
     def member(name: str) -> np.ndarray:
         if name not in membership:
-            membership[name] = _members(profiles.msisdn, world.lists[name])
+            membership[name] = core.members(np.ascontiguousarray(world.lists[name], dtype=np.uint64))
         return membership[name]
 
-    blocked = np.zeros(n, dtype=bool)
-    for name in config.policy.blacklist:
-        blocked |= member(name)
-    where_masks = _where_masks(config, profiles)
-
-    # Distinct eligibility classes -> bit numbers.
-    classes: dict[tuple, int] = {}
-    class_masks: list[np.ndarray] = []
-
-    def class_bit(key: tuple, build) -> tuple[int, int]:
-        if key not in classes:
-            classes[key] = len(class_masks)
-            class_masks.append(build())
-        bit = classes[key]
-        return bit // 64, 1 << (bit % 64)
-
-    unblocked = class_bit(("unblocked",), lambda: ~blocked)
+    def blocked() -> np.ndarray:
+        mask = np.zeros(n, dtype=bool)
+        for name in config.policy.blacklist:
+            mask |= member(name)
+        return mask
 
     def audience_mask(c) -> np.ndarray:
         mask = member(c.audience).copy() if c.audience else np.ones(n, dtype=bool)
         for name in c.exclude:
             mask &= ~member(name)
         return mask
+
+    where_masks = _where_masks(config, profiles)
+    unblocked = class_bit(("unblocked",), lambda: ~blocked())
 
     # Areas: one bit per area name, words per cell.
     area_names = sorted(world.areas)
@@ -131,11 +127,10 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536) 
     peer_sets: dict[str, int] = {}
     counter_index = {c.name: k for k, c in enumerate(config.counters)}
     campaigns = []
-    core = Core(max_event_bytes)
     for c in config.campaigns:
         elig = class_bit(
             ("match", c.audience, tuple(sorted(c.exclude)), c.where),
-            lambda c=c: audience_mask(c) & ~blocked & (where_masks[c.where] if c.where else True))
+            lambda c=c: audience_mask(c) & ~blocked() & (where_masks[c.where] if c.where else True))
         recheck_elig = (class_bit(("audience", c.audience, tuple(sorted(c.exclude))),
                                   lambda c=c: audience_mask(c))
                         if "audience" in c.recheck else unblocked)
@@ -165,16 +160,14 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536) 
             once=bool(c.once),
         ))
 
-    nr_bits = len(class_masks)
+    nr_bits = len(builders)
     nr_words = max(1, (nr_bits + 63) // 64)
-    words = np.zeros((n, nr_words), dtype=np.uint64)
-    for bit, mask in enumerate(class_masks):
-        words[:, bit // 64] |= mask.astype(np.uint64) << np.uint64(bit % 64)
-    class_masks.clear()
-
     windowed = [c for c in config.counters if c.window_ms]
     core.set_layout(nr_words, len(config.counters), len(windowed))
     core.set_subscribers(np.ascontiguousarray(profiles.msisdn, dtype=np.uint64))
+    words = np.zeros((n, nr_words), dtype=np.uint64)
+    for bit, build in enumerate(builders):
+        words[:, bit // 64] |= build().astype(np.uint64) << np.uint64(bit % 64)
     core.set_eligibility(words)
     del words
     if len(all_cells):
