@@ -82,8 +82,10 @@ cdef extern from *:
 cdef extern from *:
     """
     #define sm_prefetch(p) __builtin_prefetch((const void *)(p), 1, 3)
+    #define sm_prefetch_l2(p) __builtin_prefetch((const void *)(p), 0, 1)
     """
     void sm_prefetch(const void* p) nogil
+    void sm_prefetch_l2(const void* p) nogil
 
 sm_crc_init()
 
@@ -1156,7 +1158,7 @@ cdef class Core:
         for i in range(nb):
             k = i + PREFETCH_FAR
             if k < nb:
-                sm_prefetch(&E.index_slots[sm_mix64(self.batch[k].msisdn) & E.index_mask])
+                sm_prefetch_l2(&E.index_slots[sm_mix64(self.batch[k].msisdn) & E.index_mask])
             k = i + PREFETCH_NEAR
             if k < nb:
                 ev = &self.batch[k]
