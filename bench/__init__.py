@@ -1,0 +1,1 @@
+"""Benchmarks: synthetic workloads, measurements and peers."""
