@@ -27,6 +27,8 @@ from loaders.traces import Source, iter_chunks, source_size
 __all__ = ["Engine", "Run"]
 
 # Core status -> (StreamError.reason, what an operator reads)
+SINK_BATCH = 65_536
+
 _STREAM_ERRORS = {
     1: ("corrupt", "not msgpack (a 0xc1 byte)"),
     2: ("too_large", "an event longer than max_event_bytes"),
@@ -186,17 +188,25 @@ class Engine:
             bar = tqdm(total=source_size(source), unit="B", unit_scale=True, desc="replay",
                        file=sys.stderr, leave=False)
 
-        def collect():
+        unwritten: dict[str, list[np.ndarray]] = {"actions": [], "conversions": [], "dead_letters": []}
+
+        def collect(final: bool = False):
+            """Take the core's records; hand them to the sinks in batches of at least
+            SINK_BATCH records (formatting has a fixed cost per call; file boundaries are
+            decided per record, so batching never changes the files)."""
             for name, take in (("actions", core.take_actions), ("conversions", core.take_conversions),
                                ("dead_letters", core.take_dead_letters)):
                 records = take()
-                if not len(records):
-                    continue
-                produced[name] += len(records)
-                if sinks is not None:
-                    getattr(sinks, "write_" + name)(records)
-                if keep:
-                    kept[name].append(records)
+                if len(records):
+                    produced[name] += len(records)
+                    unwritten[name].append(records)
+                    if keep:
+                        kept[name].append(records)
+                waiting = unwritten[name]
+                if sinks is not None and waiting and (final or sum(map(len, waiting)) >= SINK_BATCH):
+                    getattr(sinks, "write_" + name)(np.concatenate(waiting) if len(waiting) > 1 else waiting[0])
+                if sinks is None or final or not waiting or sum(map(len, waiting)) >= SINK_BATCH:
+                    waiting.clear()
 
         started = time.perf_counter()
         error: Optional[StreamError] = None
@@ -217,16 +227,19 @@ class Engine:
                     error = self._stream_error(status)
             if error is None and drain:
                 core.drain()
-                collect()
         finally:
             if bar is not None:
                 bar.close()
-            elapsed = time.perf_counter() - started
-            run = self._finish_run(kept, produced, before, nbytes, elapsed)
-            if sinks is not None:
-                sinks.write_stats(run.stats)
-                sinks.close()
-                run.files = list(sinks.files)
+            try:
+                # Whatever stopped the run, every action emitted so far ends in complete files.
+                collect(final=True)
+            finally:
+                elapsed = time.perf_counter() - started
+                run = self._finish_run(kept, produced, before, nbytes, elapsed)
+                if sinks is not None:
+                    sinks.write_stats(run.stats)
+                    sinks.close()
+                    run.files = list(sinks.files)
         if error is not None:
             error.run = run
             raise error

@@ -16,7 +16,7 @@ from engine.errors import LoadError
 
 __all__ = ["Source", "iter_chunks", "source_size", "CHUNK_BYTES"]
 
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 16 << 20
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, Iterable]
 
