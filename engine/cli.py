@@ -141,5 +141,39 @@ def demo(directory, subscribers: int, events: int):
         click.echo(f"  {sub.name}/: {len(files)} file(s)")
 
 
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--subscribers", type=int, required=True, help="Subscribers in the profile snapshot.")
+@click.option("--events", type=int, required=True, help="Events in the trace.")
+@click.option("--campaigns", type=int, default=12, show_default=True,
+              help="Synthetic campaigns besides the three programmes.")
+@click.option("--days", type=int, default=2, show_default=True, help="Local days the trace spans.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same bytes.")
+@click.option("--trace-files", type=int, default=1, show_default=True,
+              help="Files the trace is cut into, at event boundaries.")
+@click.option("--profiles-format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option("--start", default="2026-11-02", show_default=True, help="First local day of the trace.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@_one_line_errors
+def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: int, seed: int,
+        trace_files: int, profiles_format: str, start: str, progress):
+    """Write a synthetic world into DIRECTORY: profiles, lists, areas, campaigns and a trace."""
+    from engine.gen import generate
+    try:
+        world = generate(directory, subscribers=subscribers, events=events, campaigns=campaigns, days=days,
+                         seed=seed, trace_files=trace_files, profiles_format=profiles_format, start=start,
+                         progress=progress)
+    except ValueError as e:
+        _fail(str(e))
+    click.echo(f"world: {directory}")
+    click.echo(f"  profiles:  {world.profiles.name} ({world.subscribers:,} subscribers)")
+    click.echo(f"  lists:     {', '.join(world.lists)}")
+    click.echo(f"  areas:     {', '.join(world.areas)}")
+    click.echo(f"  campaigns: {world.config.name} ({world.campaigns} campaigns)")
+    click.echo(f"  trace:     {world.events:,} events, {world.trace_bytes / 1e6:,.1f} MB in "
+               f"{', '.join(p.name for p in world.traces[:3])}{' ...' if len(world.traces) > 3 else ''}")
+    click.echo(f"generated in {world.elapsed_s:.2f} s; the trace at {world.events_per_s / 1e6:.2f}M events/s")
+
+
 if __name__ == "__main__":
     main()

@@ -7,16 +7,27 @@ import msgpack
 import numpy as np
 import pytest
 
-from bench.workloads import build_world
 from engine import Engine, StreamError
+from engine.gen import generate
 from engine.records import ACTION_COLUMNS
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     directory = tmp_path_factory.mktemp("world")
-    config, trace = build_world(directory, subscribers=3_000, events=60_000, campaigns=8, seed=3)
-    return config, trace
+    generated = generate(directory, subscribers=3_000, events=60_000, campaigns=8, seed=3)
+    return generated.config, generated.traces[0]
+
+
+def event_starts(data: bytes) -> list[int]:
+    """The byte offset of every event of a trace, found by msgpack-python."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(data)
+    starts = [0]
+    for _ in unpacker:
+        starts.append(unpacker.tell())
+    assert starts[-1] == len(data)
+    return starts[:-1]
 
 
 def files_bytes(out):
@@ -30,14 +41,22 @@ def test_replay_writes_channel_files_and_stats(world, tmp_path):
     run = engine.replay(trace, out=tmp_path / "out", drain=True)
     assert len(run.actions) > 0
     out = tmp_path / "out"
-    csvs = sorted((out / "sms").glob("actions-*.csv"))
-    assert csvs and not list(out.rglob(".*.tmp"))
-    header = csvs[0].read_text().splitlines()[0]
-    assert header == ",".join(ACTION_COLUMNS)
-    rows = sum(len(p.read_text().splitlines()) - 1 for p in csvs)
-    assert rows == len(run.actions)
-    seqs = [int(line.split(",")[0]) for p in csvs for line in p.read_text().splitlines()[1:]]
-    assert seqs == list(range(1, len(seqs) + 1))
+    channels = {c.channel for c in engine.campaigns}
+    assert len(channels) > 1 and set(run.action_columns()["channel"]) == channels
+    assert not list(out.rglob(".*.tmp"))
+    seqs = []
+    for channel in channels:
+        csvs = sorted((out / channel).glob("actions-*.csv"))
+        assert csvs, channel
+        header = csvs[0].read_text().splitlines()[0]
+        assert header == ",".join(ACTION_COLUMNS)
+        lines = [line for p in csvs for line in p.read_text().splitlines()[1:]]
+        assert all(line.split(",")[4] == channel for line in lines)
+        in_channel = [int(line.split(",")[0]) for line in lines]
+        assert in_channel == sorted(in_channel)
+        seqs += in_channel
+    # seq is gap-free from 1 over the actions of every channel.
+    assert sorted(seqs) == list(range(1, len(run.actions) + 1))
     for p in out.rglob("*"):
         if p.is_file():
             assert stat.S_IMODE(p.stat().st_mode) == 0o640
@@ -100,7 +119,8 @@ def test_pending_actions_wait_for_the_next_replay(world):
 def test_corrupt_stream_keeps_what_was_emitted(world, tmp_path):
     config, trace = world
     data = trace.read_bytes()
-    cut = (len(data) // 45 // 2) * 45     # an event boundary of the fixed-width trace
+    starts = event_starts(data)
+    cut = starts[len(starts) // 2]        # an event boundary in the middle of the trace
     broken = data[:cut] + b"\xc1" + data[cut:]
     engine = Engine.from_config(config)
     with pytest.raises(StreamError) as info:
@@ -118,7 +138,7 @@ def test_truncated_stream_is_an_error(world):
     data = trace.read_bytes()
     with pytest.raises(StreamError) as info:
         Engine.from_config(config).replay(data[:-3])
-    assert info.value.offset == len(data) - 45
+    assert info.value.offset == event_starts(data)[-1]
 
 
 def test_bad_events_go_to_dead_letters(world, tmp_path):
@@ -138,8 +158,8 @@ def test_bad_events_go_to_dead_letters(world, tmp_path):
 def test_other_formats(world, tmp_path, fmt):
     config, trace = world
     run = Engine.from_config(config).replay(trace, out=tmp_path / "out", drain=True, format=fmt)
-    files = list((tmp_path / "out" / "sms").glob(f"actions-*.{fmt}"))
-    assert files
+    files = list((tmp_path / "out").glob(f"*/actions-*.{fmt}"))
+    assert {f.parent.name for f in files} == {c.channel for c in run.campaigns}
     if fmt == "parquet":
         import pyarrow.parquet as pq
         n = sum(pq.read_table(f).num_rows for f in files)
@@ -165,7 +185,8 @@ def test_engine_stats_keep_totals_and_the_last_run(world):
     engine = Engine.from_config(config)
     assert engine.stats["run"] is None
     engine.replay(trace)
-    engine.replay(trace.read_bytes()[:450])
+    data = trace.read_bytes()
+    engine.replay(data[:event_starts(data)[10]])
     stats = engine.stats
     assert stats["run"]["events"] == 10
     assert stats["totals"]["events"] == 60_010 and stats["totals"]["runs"] == 2

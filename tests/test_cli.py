@@ -2,17 +2,28 @@
 import subprocess
 import sys
 
+import msgpack
 import pytest
 from click.testing import CliRunner
 
-from bench.workloads import build_world
 from engine.cli import main
+from engine.gen import generate
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     directory = tmp_path_factory.mktemp("world")
-    return build_world(directory, subscribers=2_000, events=20_000, campaigns=4, seed=5)
+    generated = generate(directory, subscribers=2_000, events=20_000, campaigns=4, seed=5)
+    return generated.config, generated.traces[0]
+
+
+def tenth_event_offset(trace) -> int:
+    """Where the eleventh event of the trace starts, found by msgpack-python."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(trace.read_bytes())
+    for _ in range(10):
+        unpacker.unpack()
+    return unpacker.tell()
 
 
 def run(*args):
@@ -25,7 +36,7 @@ def test_replay(world, tmp_path):
     code, out, _ = run("replay", config, trace, "--out", tmp_path / "out")
     assert code == 0, out
     assert "20,000 events" in out
-    assert "campaign" in out and "bench_000_peer_school" in out
+    assert "campaign" in out and "crbt_school" in out and "s01_retention_churn" in out
     assert (tmp_path / "out" / "stats.json").is_file()
 
 
@@ -46,17 +57,19 @@ def test_errors_exit_non_zero_with_one_line(world, tmp_path, problem):
         args[2] = tmp_path / "nope.msgpack"
     elif problem == "bad_config":
         bad = tmp_path / "bad.toml"
-        bad.write_text(config.read_text().replace('min_gap = "1d"', 'min_gap = "1 day"'))
+        text = config.read_text()
+        assert 'min_gap     = "4h"' in text
+        bad.write_text(text.replace('min_gap     = "4h"', 'min_gap     = "4 hours"'))
         args[1] = bad
     else:
         broken = tmp_path / "broken.msgpack"
-        broken.write_bytes(trace.read_bytes()[:450] + b"\xc1")
+        broken.write_bytes(trace.read_bytes()[:tenth_event_offset(trace)] + b"\xc1")
         args[2] = broken
     proc = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True)
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("sigmatch: error: "), proc.stderr
     if problem == "corrupt":
-        assert "offset 450" in lines[0]
+        assert f"offset {tenth_event_offset(trace)}" in lines[0]
     if problem == "bad_config":
         assert "bad.toml" in lines[0] and "min_gap" in lines[0]

@@ -7,6 +7,7 @@ from engine.api import Engine
 from engine.compile import load_world
 from engine.config import load_config
 from engine.demo import build_demo_world
+from engine.gen import INTERNATIONAL_PREFIXES, OTHER_SEGMENTS, OWN_SEGMENTS
 from engine.model import ReferenceModel
 
 SUBSCRIBERS, EVENTS = 2_000, 20_000
@@ -35,15 +36,19 @@ def replayed(tiny):
 def test_the_world_on_disk(tiny):
     directory, config, traces = tiny
     assert config == directory / "campaigns.toml"
-    for name in ("profiles.csv", "lists/dnd.txt", "lists/crbt_targets.roar", "lists/crbt_peers.roar",
+    for name in ("profiles.csv", "lists/dnd.roar", "lists/crbt_targets.roar", "lists/crbt_peers.roar",
                  "lists/mms_handsets.roar", "areas/schools.txt", "areas/airport.txt"):
         assert (directory / name).is_file(), name
     world = load_world(load_config(config))
     assert len(world.profiles.msisdn) == SUBSCRIBERS
-    assert all(13_800_000_000 <= m < 14_000_000_000 for m in world.profiles.msisdn.tolist())
-    # Some CRBT peers are off-net: 13-digit numbers that are not subscribers.
+    # 11-digit mobile numbers of this operator's segments.
+    assert all(len(str(m)) == 11 and m // 10**8 in OWN_SEGMENTS for m in world.profiles.msisdn.tolist())
+    # Some CRBT peers are off-net: numbers that are not subscribers, of other operators'
+    # segments (11 digits) or abroad (13 digits).
     offnet = set(world.lists["crbt_peers"].tolist()) - set(world.profiles.msisdn.tolist())
-    assert offnet and all(len(str(m)) == 13 for m in offnet)
+    domestic = {m for m in offnet if len(str(m)) == 11 and m // 10**8 in OTHER_SEGMENTS}
+    abroad = {m for m in offnet if len(str(m)) == 13 and m // 10**8 in INTERNATIONAL_PREFIXES}
+    assert domestic and abroad and domestic | abroad == offnet
 
 
 def test_two_files_one_stream(tiny):
@@ -54,7 +59,7 @@ def test_two_files_one_stream(tiny):
     unpacker.feed(first)
     complete = list(unpacker)
     # The cut falls inside an event: the first file alone ends with part of one.
-    assert 0 < sum(len(msgpack.packb(e)) for e in complete) < len(first)
+    assert complete and 0 < unpacker.tell() < len(first)
     unpacker.feed(second)
     events = complete + list(unpacker)
     assert len(events) == EVENTS
@@ -81,7 +86,7 @@ def test_every_campaign_acts(replayed):
     for campaign in run.action_columns()["campaign"]:
         per_campaign[campaign] += 1
     assert all(n > 0 for n in per_campaign.values()), per_campaign
-    assert {c.channel for c in engine.campaigns} == {"sms", "mms", "boss", "outbound"}
+    assert {c.channel for c in engine.campaigns} == {"sms", "mms", "boss", "outbound", "popup"}
     assert len(run.conversions) > 0
 
 

@@ -1,0 +1,277 @@
+"""The world generator (`engine.gen`, `sigmatch gen`): deterministic, the counts asked for, a
+world that loads and replays, every campaign acting, and a trace that looks as designed."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from engine.api import Engine
+from engine.cli import main
+from engine.compile import load_world
+from engine.config import FLAG_BITS, load_config
+from engine.gen import (
+    EVENT_DTYPE, EVENT_MIX, INTERNATIONAL_PREFIXES, OTHER_SEGMENTS, OWN_SEGMENTS, ZIPF_EXPONENT, generate,
+)
+from engine.model import ReferenceModel
+
+MODERATE = dict(subscribers=20_000, events=300_000)
+
+
+def rows(columns: dict) -> list[tuple]:
+    return [tuple(v.item() if hasattr(v, "item") else v for v in row) for row in zip(*columns.values())]
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def decoded(paths) -> list[list]:
+    """Every event of the traces (one stream), decoded by msgpack-python."""
+    unpacker = msgpack.Unpacker()
+    events = []
+    for path in paths:
+        unpacker.feed(Path(path).read_bytes())
+        events.extend(unpacker)
+    return events
+
+
+def trace_columns(paths) -> np.ndarray:
+    return np.frombuffer(b"".join(Path(p).read_bytes() for p in paths), dtype=EVENT_DTYPE)
+
+
+@pytest.fixture(scope="module")
+def moderate(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("moderate"), **MODERATE, seed=1)
+
+
+@pytest.fixture(scope="module")
+def moderate_run(moderate):
+    engine = Engine.from_config(moderate.config)
+    return engine, engine.replay(moderate.traces, drain=True)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("small"), subscribers=2_000, events=30_000, campaigns=12,
+                    seed=4, trace_files=3)
+
+
+def test_same_arguments_same_bytes(small, tmp_path):
+    again = generate(tmp_path / "again", subscribers=2_000, events=30_000, campaigns=12, seed=4, trace_files=3)
+    first, second = tree(small.directory), tree(again.directory)
+    assert first.keys() == second.keys()
+    assert {"campaigns.toml", "profiles.parquet", "lists/dnd.roar", "areas/schools.txt",
+            "trace-1.msgpack", "trace-3.msgpack"} <= first.keys()
+    assert first == second
+    other = generate(tmp_path / "other", subscribers=2_000, events=30_000, campaigns=12, seed=5, trace_files=3)
+    assert other.traces[0].read_bytes() != small.traces[0].read_bytes()
+    assert (other.directory / "profiles.parquet").read_bytes() != first["profiles.parquet"]
+
+
+def test_the_split_and_the_profile_format_change_nothing_else(small, tmp_path):
+    one = generate(tmp_path, subscribers=2_000, events=30_000, campaigns=12, seed=4, profiles_format="csv")
+    assert one.traces == [tmp_path / "trace.msgpack"]
+    whole = one.traces[0].read_bytes()
+    parts = [p.read_bytes() for p in small.traces]
+    assert b"".join(parts) == whole
+    # Files of about equal size, cut at event boundaries: each decodes on its own.
+    assert [len(decoded([p])) for p in small.traces] == [10_000, 10_000, 10_000]
+    for name in ("lists/crbt_peers.roar", "areas/airport.txt"):
+        assert (tmp_path / name).read_bytes() == (small.directory / name).read_bytes()
+    csv_world, parquet_world = load_world(load_config(one.config)), load_world(load_config(small.config))
+    assert np.array_equal(csv_world.profiles.msisdn, parquet_world.profiles.msisdn)
+    for name, column in parquet_world.profiles.columns.items():
+        assert csv_world.profiles.columns[name].to_pylist() == column.to_pylist(), name
+    assert csv_world.profiles.tags.to_pylist() == parquet_world.profiles.tags.to_pylist()
+
+
+def test_counts(small):
+    assert small.subscribers == 2_000 and small.events == 30_000
+    assert small.campaigns == 3 + 4 + 12          # crbt_school, airport_newspaper, 5 habit steps, 12
+    assert small.trace_bytes == sum(p.stat().st_size for p in small.traces) == 30_000 * EVENT_DTYPE.itemsize
+    config = load_config(small.config)
+    assert len(config.campaigns) == small.campaigns
+    ids = {c.id for c in config.campaigns}
+    assert {"crbt_school", "airport_newspaper", "sms_intro", "ld_intro", "ld_target", "ld_rebate",
+            "roam_rebate"} <= ids
+    assert len([i for i in ids if re.fullmatch(r"s[0-9]{2}_[a-z_]+", i)]) == 12
+    world = load_world(config)
+    assert len(world.profiles.msisdn) == 2_000 and world.profiles.bad_rows == 0
+    assert set(world.profiles.columns) == {"arpu", "brand", "plan", "join_date"}
+    assert world.profiles.tags is not None
+    assert set(world.lists) == set(small.lists) and set(world.areas) == set(small.areas)
+    assert all(len(members) > 0 for members in world.lists.values())
+    assert all(len(cells) > 0 for cells in world.areas.values())
+    assert len(decoded(small.traces)) == 30_000
+
+
+def test_synthetic_campaigns_use_every_campaign_key(moderate):
+    config = load_config(moderate.config)
+    synthetic = [c for c in config.campaigns if c.id.startswith("s") and c.id[1:3].isdigit()]
+    assert len(synthetic) == 12
+    used = lambda pick: [c for c in synthetic if pick(c)]   # noqa: E731
+    assert used(lambda c: c.audience) and used(lambda c: c.peer_in) and used(lambda c: c.exclude)
+    assert used(lambda c: c.where and "in tags" in c.where) and used(lambda c: c.where and "arpu" in c.where)
+    assert used(lambda c: c.where and "join_date" in c.where)
+    assert used(lambda c: c.area and c.enter) and used(lambda c: c.area and not c.enter)
+    assert used(lambda c: c.hours and c.hours[0] > c.hours[1])          # wraps midnight
+    assert used(lambda c: c.days not in (0x7F, 0x1F))                   # days other than all or mon-fri
+    windowed = {k.name for k in config.counters if k.window_ms}
+    assert used(lambda c: c.counter in windowed) and used(lambda c: c.counter and c.counter not in windowed)
+    assert {k.add for k in config.counters} == {"count", "dur", "dur_minutes"}
+    assert any(k.flags & FLAG_BITS["international"] for k in config.counters)
+    assert set().union(*(c.recheck for c in synthetic if c.delay_ms)) == {"area", "powered_on", "audience", "hours"}
+    assert used(lambda c: c.cooldown_ms) and used(lambda c: c.once)
+    assert set().union(*(c.exempt for c in synthetic)) == {"min_gap", "max_per_day", "quiet_hours"}
+    assert {c.channel for c in config.campaigns} == {"sms", "mms", "boss", "outbound", "popup"}
+    assert used(lambda c: c.holdout) and used(lambda c: c.stop_after)
+    assert used(lambda c: c.convert_arg is not None and c.convert_within_ms)
+    assert len({c.priority for c in config.campaigns}) > 5
+    more = generate(moderate.directory.parent / "more", subscribers=500, events=1_000, campaigns=30)
+    ids = [c.id for c in load_config(more.config).campaigns]
+    assert len(ids) == len(set(ids)) == 37
+
+
+def test_check_command(moderate):
+    result = CliRunner().invoke(main, ["check", str(moderate.config)])
+    assert result.exit_code == 0, result.output
+    assert "subscribers: 20,000" in result.output and "crbt_school" in result.output
+
+
+def test_every_campaign_acts(moderate_run):
+    engine, run = moderate_run
+    stats = run.stats["run"]
+    assert stats["events"] == MODERATE["events"]
+    assert sum(stats["bad_events"].values()) == 0 and stats["unknown_subscribers"] == 0
+    per_campaign = dict.fromkeys((c.id for c in engine.campaigns), 0)
+    for campaign in run.action_columns()["campaign"]:
+        per_campaign[campaign] += 1
+    assert all(n > 0 for n in per_campaign.values()), per_campaign
+    assert len(run.conversions) > 0
+    kinds = set(run.action_columns()["kind"])
+    assert kinds == {"send", "control"}
+
+
+def test_trace_is_valid_msgpack_in_time_order(small):
+    events = decoded(small.traces)
+    assert all(isinstance(e, list) and len(e) == 8 and all(type(v) is int for v in e) for e in events)
+    ts = [e[0] for e in events]
+    assert ts == sorted(ts)
+    start = 1_793_548_800_000         # 2026-11-02 00:00 at +08:00
+    assert start <= ts[0] and ts[-1] < start + 2 * 86_400_000
+    assert {e[1] for e in events} == {code for code, _ in EVENT_MIX}
+    # The structured view (how the bench reads it) agrees with msgpack-python.
+    columns = trace_columns(small.traces)
+    assert columns["ts"].tolist() == ts and columns["msisdn"].tolist() == [e[2] for e in events]
+
+
+def test_event_type_mix(moderate):
+    types = trace_columns(moderate.traces)["type"]
+    share = np.bincount(types, minlength=13) / len(types)
+    for code, designed in EVENT_MIX:
+        assert abs(share[code] - designed) < max(0.004, designed * 0.1), (code, share[code], designed)
+
+
+def test_zipf_skew_and_the_diurnal_curve(moderate):
+    trace = trace_columns(moderate.traces)
+    _, per_subscriber = np.unique(trace["msisdn"], return_counts=True)
+    per_subscriber = np.sort(per_subscriber)[::-1]
+    n, events = moderate.subscribers, moderate.events
+    for top in (0.01, 0.1):
+        k = int(n * top)
+        designed = ((k + 1) ** (1 - ZIPF_EXPONENT) - 1) / ((n + 1) ** (1 - ZIPF_EXPONENT) - 1)
+        assert abs(per_subscriber[:k].sum() / events - designed) < 0.03, top
+    hour = ((trace["ts"].astype(np.int64) + 8 * 3_600_000) // 3_600_000) % 24
+    by_hour = np.bincount(hour, minlength=24)
+    assert by_hour[3] * 10 < by_hour[10] and by_hour[20] > by_hour[3] * 10
+
+
+def test_mobility_stays_near_home_and_calls_last(moderate):
+    trace = trace_columns(moderate.traces)
+    cells = trace["cell"].astype(np.int64)
+    msisdn = trace["msisdn"].astype(np.int64)
+    busy = np.unique(msisdn, return_counts=True)
+    busy = busy[0][busy[1] >= 50]
+    assert len(busy) > 50
+    at_usual = []
+    for m in busy[:200]:
+        mine = cells[(msisdn == m) & (cells != 0)]
+        _, seen = np.unique(mine, return_counts=True)
+        at_usual.append(np.sort(seen)[::-1][:2].sum() / len(mine))   # home and day cells
+    assert np.median(at_usual) > 0.5
+    call = (trace["type"] == 1) | (trace["type"] == 2)
+    dur = trace["dur"][call]
+    assert dur.min() >= 1 and 20 < np.median(dur) < 120 and dur.mean() > np.median(dur)
+    boss = np.isin(trace["type"], [10, 11, 12])
+    assert (cells[boss] == 0).all() and (cells[~boss] != 0).all()
+
+
+def test_numbers_in_blocks_and_off_net_peers(moderate):
+    world = load_world(load_config(moderate.config))
+    own = world.profiles.msisdn.astype(np.int64)
+    assert ((own >= 10**10) & (own < 10**11)).all()
+    assert set(np.unique(own // 10**8).tolist()) <= set(OWN_SEGMENTS)
+    blocks, per_block = np.unique(own // 10_000, return_counts=True)
+    assert len(blocks) <= len(own) / 1_000            # numbers come in blocks of 10,000 ...
+    assert np.median(per_block) > 1_000               # ... well filled
+    assert len(np.unique(own // 10**8)) > 1           # across several segments
+
+    trace = trace_columns(moderate.traces)
+    peers = np.unique(trace["peer"].astype(np.int64))
+    peers = peers[peers != 0]
+    offnet = np.setdiff1d(peers, own)
+    eleven = offnet[(offnet >= 10**10) & (offnet < 10**11)]
+    thirteen = offnet[(offnet >= 10**12) & (offnet < 10**13)]
+    assert len(eleven) > 1_000 and len(thirteen) > 10
+    assert set(np.unique(eleven // 10**8).tolist()) <= set(OTHER_SEGMENTS)
+    assert set(np.unique(thirteen // 10**8).tolist()) <= set(INTERNATIONAL_PREFIXES)
+    assert len(eleven) + len(thirteen) + 5 >= len(offnet)      # and a few service numbers
+    # Calls to a 13-digit number are flagged international; the peer lists hold off-net numbers.
+    international = (trace["flags"] & 4) != 0
+    assert (trace["peer"][international] >= 10**12).all()
+    for name in ("crbt_peers", "family_peers"):
+        members = world.lists[name].astype(np.int64)
+        assert len(np.setdiff1d(members, own)) > 0, name
+
+
+def test_tiny_world_core_equals_reference_model(tmp_path):
+    world = generate(tmp_path, subscribers=1_000, events=10_000, campaigns=12, seed=2, trace_files=2)
+    engine = Engine.from_config(world.config)
+    run = engine.replay(world.traces, drain=True)
+    assert len(run.actions) > 0
+    config = load_config(world.config)
+    loaded = load_world(config)
+    model = ReferenceModel(config, loaded.profiles, loaded.lists, loaded.areas)
+    for path in world.traces:
+        model.feed(path.read_bytes())
+    model.finish()
+    model.drain()
+    assert list(model.actions) == rows(run.action_columns())
+    assert list(model.conversions) == rows(run.conversion_columns())
+
+
+@pytest.mark.parametrize("bad", [dict(subscribers=10), dict(events=-1), dict(days=0), dict(trace_files=0),
+                                 dict(profiles_format="json"), dict(start="02/11/2026"), dict(campaigns=1.5)])
+def test_bad_arguments(tmp_path, bad):
+    arguments = dict(subscribers=1_000, events=1_000) | bad
+    with pytest.raises(ValueError):
+        generate(tmp_path, **arguments)
+
+
+def test_gen_command(tmp_path):
+    result = CliRunner().invoke(main, ["gen", str(tmp_path / "w"), "--subscribers", "1000", "--events", "5000",
+                                       "--campaigns", "3", "--trace-files", "2", "--profiles-format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert "1,000 subscribers" in result.output and "5,000 events" in result.output
+    assert "events/s" in result.output and "10 campaigns" in result.output
+    assert (tmp_path / "w" / "profiles.csv").is_file() and (tmp_path / "w" / "trace-2.msgpack").is_file()
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "gen", str(tmp_path / "x"), "--subscribers", "5",
+                           "--events", "10"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sigmatch: error: subscribers"), proc.stderr
