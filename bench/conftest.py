@@ -7,8 +7,7 @@
 
 One synthetic world is built per session in a temporary directory (200k subscribers and
 2M events by default, set by SIGMATCH_BENCH_SUBSCRIBERS / SIGMATCH_BENCH_EVENTS) with
-MAX_CAMPAIGNS campaigns; the matcher's variants take subsets of them. The generator is
-engine.gen when it exists, else bench/workloads.py (see `build_world`).
+MAX_CAMPAIGNS campaigns by engine.gen; the matcher's variants take subsets of them.
 
 The traces the decoder reads are re-encoded here from the generated trace's events (decoded
 once), so that their form is known whatever the generator writes: array form and map form
@@ -21,10 +20,8 @@ Each benchmark records its throughput (events/s or records/s, from the median ro
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -37,6 +34,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from engine.compile import World, load_world  # noqa: E402
+from engine.gen import generate  # noqa: E402
 from engine.config import Config, load_config  # noqa: E402
 from engine.records import BAD_REASONS  # noqa: E402
 
@@ -51,56 +49,9 @@ BAD_FRACTION = 0.05
 
 def build_world(directory: Path, *, subscribers: int, events: int, campaigns: int,
                 seed: int = SEED) -> tuple[Config, bytes]:
-    """A synthetic world in `directory`: (its Config, the trace's bytes).
-
-    Uses engine.gen.generate when engine.gen exists (its replacement for bench/workloads.py),
-    else bench.workloads.build_world.
-    """
-    try:
-        from engine.gen import generate
-    except ModuleNotFoundError as e:
-        if e.name != "engine.gen":
-            raise
-        generate = None
-    if generate is not None:
-        built = _call_generate(generate, directory, subscribers=subscribers, events=events,
-                               campaigns=campaigns, seed=seed)
-        if built is not None:
-            return built
-    from bench.workloads import build_world as workloads_build_world
-    config, trace = workloads_build_world(directory, subscribers=subscribers, events=events,
-                                          campaigns=campaigns, seed=seed)
-    return load_config(config), Path(trace).read_bytes()
-
-
-def _call_generate(generate, directory: Path, **sizes) -> Optional[tuple[Config, bytes]]:
-    """Call engine.gen.generate with the arguments its signature names; None when it names
-    no way to ask for the sizes or returns something this helper cannot read."""
-    params = inspect.signature(generate).parameters
-    if not {"subscribers", "events"} <= params.keys():
-        warnings.warn(f"engine.gen.generate{inspect.signature(generate)}: no subscribers/events "
-                      "arguments; using bench/workloads.py")
-        return None
-    kwargs = {name: value for name, value in sizes.items() if name in params}
-    for name in ("directory", "out", "path", "root"):
-        if name in params:
-            kwargs[name] = directory
-            result = generate(**kwargs)
-            break
-    else:
-        result = generate(directory, **kwargs)
-    if isinstance(result, (tuple, list)) and len(result) == 2:
-        config, trace = result
-    elif hasattr(result, "config") and hasattr(result, "trace"):
-        config, trace = result.config, result.trace
-    else:
-        warnings.warn(f"engine.gen.generate returned {type(result).__name__}; using bench/workloads.py")
-        return None
-    if not isinstance(config, Config):
-        config = load_config(config)
-    if not isinstance(trace, (bytes, bytearray, memoryview)):
-        trace = Path(trace).read_bytes()
-    return config, bytes(trace)
+    """A synthetic world in `directory` (engine.gen): its Config and the trace's bytes."""
+    generated = generate(directory, subscribers=subscribers, events=events, campaigns=campaigns, seed=seed)
+    return load_config(generated.config), generated.trace.read_bytes()
 
 
 @dataclass

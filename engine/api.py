@@ -112,8 +112,14 @@ class Engine:
 
     def __init__(self, config: Config, world: Optional[World] = None, *, max_event_bytes: int = 65536):
         self.config = config
-        self.world = world if world is not None else load_world(config)
+        owned = world is None
+        self.world = load_world(config) if owned else world
         self._core = compile_core(config, self.world, max_event_bytes=max_event_bytes).core
+        if owned:
+            # The attribute columns served `where`, evaluated once at compile; they are most of
+            # a snapshot's memory (gigabytes at 30M subscribers), so they go. The MSISDNs stay.
+            self.world.profiles.columns = {}
+            self.world.profiles.tags = None
         self._totals = {"runs": 0, "bytes": 0, "actions": 0, "conversions": 0, "dead_letters": 0}
         self._last_run: Optional[dict] = None
 

@@ -58,6 +58,10 @@ def _read_file(path: Path, chunk_bytes: int) -> Iterator[bytes]:
             view = memoryview(mapped)
             for i in range(0, len(view), chunk_bytes):
                 yield view[i:i + chunk_bytes]
+                # Pages already decoded are handed back, so that a trace of many GB does not
+                # sit in this process's resident memory (re-reading them would be correct).
+                if hasattr(mmap, "MADV_DONTNEED") and i % mmap.PAGESIZE == 0:
+                    mapped.madvise(mmap.MADV_DONTNEED, i, min(chunk_bytes, len(view) - i))
             return
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:

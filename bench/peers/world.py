@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.workloads import DAY, T0, encode_events
+from engine.gen import DAY, encode_events
 
 __all__ = ["StatelessWorld", "build_stateless_world", "EVENT_COLUMNS"]
+
+T0 = 1_767_225_600_000   # 2026-01-01T00:00:00Z: the stateless workload's start of time
 
 EVENT_COLUMNS = ("ts", "type", "msisdn", "peer", "cell", "dur", "flags", "arg")
 
