@@ -66,6 +66,10 @@ cdef extern from *:
         while (n--) crc = sm_crc_table[(crc ^ *p++) & 0xFF] ^ (crc >> 8);
         return ~crc;
     }
+    /* A hash into [0, n) without a power-of-two n: the index can be sized to a fixed load. */
+    static inline uint64_t sm_fastrange(uint64_t x, uint64_t n) {
+        return (uint64_t)(((unsigned __int128)x * n) >> 64);
+    }
     static inline uint64_t sm_mix64(uint64_t x) {
         x ^= x >> 33; x *= 0xff51afd7ed558ccdULL;
         x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL;
@@ -78,6 +82,7 @@ cdef extern from *:
     void sm_crc_init()
     uint32_t sm_crc32(uint32_t crc, const uint8_t* p, size_t n) nogil
     uint64_t sm_mix64(uint64_t x) nogil
+    uint64_t sm_fastrange(uint64_t x, uint64_t n) nogil
 
 cdef extern from *:
     """
@@ -205,7 +210,7 @@ ctypedef struct EngineC:
     # carries 32 bits of the hash as a fingerprint, so that a probe touches only the row of
     # the right subscriber (whose MSISDN, in the row, confirms the hit)
     uint64_t* index_slots       # fingerprint << 32 | (row + 1); 0 = empty
-    uint64_t index_mask
+    uint64_t index_cap           # slots; subscribers fill at most INDEX_LOAD of them
     uint32_t nr_subscribers
     uint32_t cap_subscribers
     # state rows
@@ -278,23 +283,27 @@ ctypedef struct EngineC:
 
 cdef inline uint32_t candidate_subscriber(EngineC* E, uint64_t msisdn) noexcept nogil:
     """The first row whose fingerprint matches, unconfirmed (reads only the index)."""
-    cdef uint64_t x = sm_mix64(msisdn), h = x & E.index_mask, slot
-    cdef uint64_t fp = x >> 32
+    cdef uint64_t x = sm_mix64(msisdn), h = sm_fastrange(x, E.index_cap), slot
+    cdef uint64_t fp = x & 0xFFFFFFFFu
     while True:
         slot = E.index_slots[h]
         if slot == 0:
             return NO_INDEX
         if slot >> 32 == fp:
             return <uint32_t>(slot & 0xFFFFFFFFu) - 1
-        h = (h + 1) & E.index_mask
+        h += 1
+        if h == E.index_cap:
+            h = 0
 
 
 cdef inline uint32_t lookup_subscriber(EngineC* E, uint64_t msisdn) noexcept nogil:
-    cdef uint64_t x = sm_mix64(msisdn), h = x & E.index_mask, slot
-    cdef uint64_t fp = x >> 32
+    cdef uint64_t x, h, slot, fp
     cdef uint32_t sub
     if E.index_slots == NULL:
         return NO_INDEX
+    x = sm_mix64(msisdn)
+    h = sm_fastrange(x, E.index_cap)
+    fp = x & 0xFFFFFFFFu
     while True:
         slot = E.index_slots[h]
         if slot == 0:
@@ -303,7 +312,9 @@ cdef inline uint32_t lookup_subscriber(EngineC* E, uint64_t msisdn) noexcept nog
             sub = <uint32_t>(slot & 0xFFFFFFFFu) - 1
             if (<SubHeadC*>(E.rows + <size_t>sub * E.stride)).msisdn == msisdn:
                 return sub
-        h = (h + 1) & E.index_mask
+        h += 1
+        if h == E.index_cap:
+            h = 0
 
 
 cdef inline bint peer_contains(PeerSetC* s, uint64_t msisdn) noexcept nogil:
@@ -876,23 +887,24 @@ cdef class Core:
             self.set_layout(1, 0, 0)
         if n >= NO_INDEX:
             raise ValueError("too many subscribers")
-        while cap < 2 * n:
-            cap *= 2
+        # 70% full: the fingerprints keep probes off the rows, and at 8 bytes a slot the index
+        # costs ~11 bytes per subscriber
+        cap = max(16, (n * 10 + 6) // 7)
         self.index_bytes = cap * sizeof(uint64_t)
         self.rows_bytes = max(n, 1) * self.E.stride
         self.E.index_slots = <uint64_t*>sm_zalloc(self.index_bytes)
         self.E.rows = <uint8_t*>sm_zalloc(self.rows_bytes)
         if self.E.index_slots == NULL or self.E.rows == NULL:
             raise MemoryError()
-        self.E.index_mask = cap - 1
+        self.E.index_cap = cap
         with nogil:
             for i in range(n):
                 (<SubHeadC*>row_of(&self.E, <uint32_t>i)).msisdn = msisdn[i]
                 x = sm_mix64(msisdn[i])
-                h = x & self.E.index_mask
+                h = sm_fastrange(x, cap)
                 while self.E.index_slots[h]:
-                    h = (h + 1) & self.E.index_mask
-                self.E.index_slots[h] = ((x >> 32) << 32) | (i + 1)
+                    h = 0 if h + 1 == cap else h + 1
+                self.E.index_slots[h] = ((x & 0xFFFFFFFFu) << 32) | (i + 1)
         self.E.nr_subscribers = <uint32_t>n
         self.E.cap_subscribers = <uint32_t>n
 
@@ -908,7 +920,7 @@ cdef class Core:
         with nogil:
             for i in range(n):
                 if i + PREFETCH_FAR < n:
-                    sm_prefetch(&self.E.index_slots[sm_mix64(msisdn[i + PREFETCH_FAR]) & self.E.index_mask])
+                    sm_prefetch(&self.E.index_slots[sm_fastrange(sm_mix64(msisdn[i + PREFETCH_FAR]), self.E.index_cap)])
                 if i + PREFETCH_NEAR < n:
                     sub = candidate_subscriber(&self.E, msisdn[i + PREFETCH_NEAR])
                     if sub != NO_INDEX:
@@ -1158,7 +1170,7 @@ cdef class Core:
         for i in range(nb):
             k = i + PREFETCH_FAR
             if k < nb:
-                sm_prefetch_l2(&E.index_slots[sm_mix64(self.batch[k].msisdn) & E.index_mask])
+                sm_prefetch_l2(&E.index_slots[sm_fastrange(sm_mix64(self.batch[k].msisdn), E.index_cap)])
             k = i + PREFETCH_NEAR
             if k < nb:
                 ev = &self.batch[k]

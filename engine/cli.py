@@ -175,5 +175,44 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
     click.echo(f"generated in {world.elapsed_s:.2f} s; the trace at {world.events_per_s / 1e6:.2f}M events/s")
 
 
+@main.command()
+@click.argument("workloads", nargs=-1)
+@click.option("--campaigns", default=12, show_default=True,
+              help="Synthetic campaigns beside the three programmes.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the generated worlds here and reuse them (default: temporary, deleted).")
+@click.option("--peers", is_flag=True,
+              help="Also run the peers (reference model, DuckDB) against sigmatch on a stateless workload.")
+@click.option("--peer-subscribers", default=100_000, show_default=True)
+@click.option("--peer-events", default=1_000_000, show_default=True)
+@click.option("--record/--no-record", default=True, show_default=True,
+              help="Append the results, with the machine, to bench/RESULTS.md (peers: bench/PEERS.md).")
+@click.option("--seed", default=1, show_default=True)
+@_one_line_errors
+def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: int, peer_events: int,
+          record: bool, seed: int):
+    """Measure WORKLOADS: S (100k subscribers, 1M events), M (2M, 10M), L (30M, 100M).
+
+    Default: S and M. Each is generated (`sigmatch gen`) and measured in its own process."""
+    from bench.run import WORKLOADS, format_table, record as record_results, run_benchmarks
+    names = [w.upper() for w in workloads] or ["S", "M"]
+    unknown = [w for w in names if w not in WORKLOADS]
+    if unknown:
+        _fail(f"unknown workload {unknown[0]!r} (known: {', '.join(WORKLOADS)})")
+    results = run_benchmarks(names, campaigns=campaigns, directory=directory, seed=seed,
+                             echo=lambda line: click.echo(line, err=True))
+    click.echo(format_table(results))
+    if record:
+        record_results(results)
+    if peers:
+        from bench.peers.run import format_table as peer_table, record as record_peers, run_peers
+        with tempfile.TemporaryDirectory(prefix="sigmatch-peers-") as scratch:
+            rows = run_peers(Path(directory or scratch) / "peers", subscribers=peer_subscribers,
+                             events=peer_events, seed=seed)
+        click.echo(peer_table(rows))
+        if record:
+            record_peers(rows)
+
+
 if __name__ == "__main__":
     main()

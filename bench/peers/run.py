@@ -26,8 +26,7 @@ trigger_ts names its event. Outputs are compared as sorted (event index, campaig
 from __future__ import annotations
 
 import argparse
-import os
-import platform
+import datetime
 import shutil
 import tempfile
 import time
@@ -36,23 +35,13 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from bench.run import machine
+
 __all__ = ["run_peers", "PeerMismatch", "format_table", "machine"]
 
 
 class PeerMismatch(AssertionError):
     """A peer's matches differ from sigmatch's on the same events."""
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def _best(repeat: int, once: Callable[[], object]) -> tuple[float, object]:
@@ -288,6 +277,15 @@ def run_peers(directory, *, subscribers: int, events: int, seed: int = 1,
             f"{note_threads}")
     con.close()
     return rows
+
+
+PEERS = Path(__file__).resolve().parent.parent / "PEERS.md"
+
+
+def record(rows: list[dict], path: Path = PEERS) -> None:
+    """Append the table, dated and with the machine, to bench/PEERS.md."""
+    with path.open("a") as f:
+        f.write(f"\n## {datetime.date.today()}, {machine()}\n\n{format_table(rows)}\n")
 
 
 def format_table(rows: list[dict]) -> str:
