@@ -38,7 +38,9 @@ class World:
 def load_world(config: Config) -> World:
     if config.profiles is None:
         raise ConfigError(f"{config.path}: engine.profiles: a profile snapshot is required")
-    profiles = load_profiles(config.profiles)
+    # Only the attributes some `where` reads are loaded: the rest of a snapshot would cost
+    # gigabytes at province scale and serve nothing.
+    profiles = load_profiles(config.profiles, columns=_where_columns(config))
     lists = {name: load_list(path) for name, path in config.lists.items()}
     areas = {name: load_area(path) for name, path in config.areas.items()}
     return World(profiles, lists, areas)
@@ -55,6 +57,18 @@ def _types_mask(codes) -> int:
     for code in codes:
         mask |= 1 << code
     return mask
+
+
+def _where_columns(config: Config) -> set[str]:
+    from engine import where as where_lang
+    needed: set[str] = set()
+    for c in config.campaigns:
+        if c.where is not None:
+            expr = where_lang.parse(c.where)
+            needed |= where_lang.attributes(expr)
+            if where_lang.uses_tags(expr):
+                needed.add("tags")
+    return needed
 
 
 def _where_masks(config: Config, profiles: Profiles) -> dict[str, np.ndarray]:

@@ -4,8 +4,10 @@ Everything is vectorised (pyarrow.compute, NumPy): a snapshot has tens of millio
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -30,8 +32,17 @@ class Profiles:
     bad_rows: int                 # rows skipped for a bad msisdn, each logged with its row number
 
 
-def load_profiles(path) -> Profiles:
+def _column_names(path: Path, suffix: str) -> list[str]:
+    if suffix == ".parquet":
+        return list(pq.read_schema(path).names)
+    with open(path, newline="", encoding="utf-8-sig") as file:
+        return next(csv.reader(file), None) or []
+
+
+def load_profiles(path, columns: Optional[Iterable[str]] = None) -> Profiles:
     """Read a `.csv` or `.parquet` snapshot; LoadError on an unreadable file or no msisdn column.
+    With `columns`, only those attributes (and `msisdn`) are read; named columns the file does
+    not have are simply absent from the result.
 
     CSV columns are typed over all their non-empty values of the rows kept: int64 if every value
     is an integer, else float64 if every value is a number, else string. Values are trimmed of
@@ -43,10 +54,14 @@ def load_profiles(path) -> Profiles:
     if not path.is_file():
         raise LoadError(f"{path}: no such profile file")
     try:
+        wanted = None
+        if columns is not None:
+            present = _column_names(path, suffix)
+            wanted = ["msisdn"] + sorted(set(columns) - {"msisdn"} & set(present))
         if suffix == ".csv":
-            table, attribute = read_csv_strings(path, "msisdn"), _csv_attribute
+            table, attribute = read_csv_strings(path, "msisdn", wanted), _csv_attribute
         elif suffix == ".parquet":
-            table, attribute = pq.read_table(path), _parquet_attribute
+            table, attribute = pq.read_table(path, columns=wanted), _parquet_attribute
         else:
             raise LoadError(f"{path}: unknown profile format {suffix!r}; expected .csv or .parquet")
     except (OSError, pa.ArrowException) as error:

@@ -381,3 +381,19 @@ def test_unreadable_areas_are_load_errors_naming_the_file(tmp_path, name, conten
         write(tmp_path / name, content)
     with pytest.raises(LoadError, match=name.replace(".", r"\.")):
         load_area(tmp_path / name)
+
+
+def test_profiles_read_only_the_columns_asked_for(tmp_path):
+    import pyarrow.parquet as pq
+    text = "msisdn,arpu,brand,tags\n13800000001,10,gold,a|b\n13800000002,,silver,\n"
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_text(text)
+    whole = load_profiles(csv_path)
+    pq.write_table(pa.table({"msisdn": [13800000001, 13800000002], "arpu": [10, None],
+                             "brand": ["gold", "silver"]}), tmp_path / "p.parquet")
+    for path in (csv_path, tmp_path / "p.parquet"):
+        some = load_profiles(path, columns={"arpu", "not_there"})
+        assert list(some.columns) == ["arpu"] and some.tags is None
+        assert some.columns["arpu"].to_pylist() == whole.columns["arpu"].to_pylist()
+        assert list(some.msisdn) == list(whole.msisdn)
+    assert load_profiles(csv_path, columns={"tags"}).tags.to_pylist() == [["a", "b"], []]
