@@ -229,7 +229,7 @@ ctypedef struct EngineC:
     uint64_t* area_masks        # [slot * nr_area_words]
     uint64_t area_slot_mask
     int32_t nr_area_words
-    int32_t peer_prefetch[64]   # per event type: a peer set its campaigns test, -1 none
+    int32_t peer_prefetch[64][4]    # per event type: the peer sets its campaigns test, -1 ends
     # configuration
     CounterC* counters
     CampaignC* campaigns
@@ -1131,8 +1131,9 @@ cdef class Core:
             [[ci for ci, d in enumerate(campaigns) if (d["types"] >> t) & 1] for t in range(64)],
             &self.E.by_type_off, &self.E.trig_list)
         for t in range(64):
-            self.E.peer_prefetch[t] = next(
-                (d["peer_set"] for d in campaigns if (d["types"] >> t) & 1 and d["peer_set"] >= 0), -1)
+            sets = sorted({d["peer_set"] for d in campaigns if (d["types"] >> t) & 1 and d["peer_set"] >= 0})
+            for j in range(4):
+                self.E.peer_prefetch[t][j] = sets[j] if j < len(sets) else -1
         self._build_type_lists(
             [[ci for ci, d in enumerate(campaigns) if (d["convert_types"] >> t) & 1] for t in range(64)],
             &self.E.convert_type_off, &self.E.convert_list)
@@ -1159,6 +1160,8 @@ cdef class Core:
         cdef uint32_t sub, j
         cdef int32_t ps
         cdef uint64_t key
+        cdef uint8_t* row
+        cdef CampaignC* c
         if E.index_slots == NULL:
             for i in range(nb):
                 process_event(E, &self.batch[i], NO_INDEX)
@@ -1180,9 +1183,12 @@ cdef class Core:
                     sm_prefetch(E.rows + <size_t>sub * E.stride)
                     if E.stride > 64:
                         sm_prefetch(E.rows + <size_t>(sub + 1) * E.stride - 1)
-                ps = E.peer_prefetch[ev.type]
-                if ps >= 0 and ev.peer:
-                    sm_prefetch(&E.peer_sets[ps].slots[sm_mix64(ev.peer) & E.peer_sets[ps].mask])
+                if ev.peer:
+                    for j in range(4):
+                        ps = E.peer_prefetch[ev.type][j]
+                        if ps < 0:
+                            break
+                        sm_prefetch(&E.peer_sets[ps].slots[sm_mix64(ev.peer) & E.peer_sets[ps].mask])
             k = i + PREFETCH_CONTACT
             if k < nb and k >= PREFETCH_NEAR:
                 ev = &self.batch[k]
@@ -1191,9 +1197,12 @@ cdef class Core:
                     sub = lookup_subscriber(E, ev.msisdn)     # a fingerprint collision: rare
                     self.subs[k] = sub
                 if sub != NO_INDEX and E.contacts != NULL and (<SubHeadC*>row_of(E, sub)).flags & SUB_HAS_CONTACT:
+                    row = row_of(E, sub)
                     for j in range(E.by_type_off[ev.type], E.by_type_off[ev.type + 1]):
-                        key = (<uint64_t>sub << 16) | E.trig_list[j] | OCCUPIED
-                        sm_prefetch(&E.contacts[sm_mix64(key) & E.contacts_mask])
+                        c = &E.campaigns[E.trig_list[j]]
+                        if elig_bit(E, row, c.elig_word, c.elig_mask):
+                            key = (<uint64_t>sub << 16) | E.trig_list[j] | OCCUPIED
+                            sm_prefetch(&E.contacts[sm_mix64(key) & E.contacts_mask])
             process_event(E, &self.batch[i], self.subs[i])
             if E.oom:
                 return ST_NOMEM
@@ -1267,7 +1276,9 @@ cdef class Core:
 
     def decode(self, data, bint keep=True):
         """Decode a complete stream without matching (tests, the decoder benchmark).
-        Returns (events, status, error_offset); bad events go to the dead letters as usual."""
+        Returns (events, status, offset): the events as EVENT_DTYPE records (with `keep`) or
+        their count; status 0, or that of the error at `offset` (3: the data ends inside the
+        event at `offset`). Bad events go to the dead letters as usual."""
         cdef const uint8_t[::1] view = data
         cdef size_t n = view.shape[0], pos = 0, end_pos
         cdef int rc = DEC_OK, reason
@@ -1296,14 +1307,14 @@ cdef class Core:
         try:
             if keep and pos < n and rc == DEC_OK:
                 raise MemoryError()
-            out = _records(kept, nr if keep else 0, EVENT_DTYPE)
+            out = _records(kept, nr, EVENT_DTYPE) if keep else nr
         finally:
             free(kept)
         if rc == DEC_NEED_MORE:
             return out, ST_TRUNCATED, pos
         if rc == DEC_CORRUPT or rc == DEC_TOO_LARGE:
             return out, status_of(rc), pos
-        return (out if keep else nr), ST_OK, None
+        return out, ST_OK, None
 
     def end_stream(self):
         """The stream is complete: a partly received event is an error (3 = truncated)."""
