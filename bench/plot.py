@@ -35,7 +35,8 @@ def plot(data: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, xlabel, xscale in ((left, "subscribers", "subscribers (12 campaigns)", "log"),
+    fixed = data["subscribers"][0]["campaigns"]
+    for ax, key, xlabel, xscale in ((left, "subscribers", f"subscribers ({fixed} campaigns)", "log"),
                                     (right, "campaigns", "campaigns (1M subscribers)", "linear")):
         rows = data[key]
         xs = [r[key] for r in rows]
