@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +28,10 @@ def _one_line_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            # The reader went away (`sigmatch check ... | head`): nothing to report.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except SigmatchError as e:
             _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
         except (OSError, MemoryError) as e:
