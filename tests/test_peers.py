@@ -10,6 +10,7 @@ pytest.importorskip("duckdb")
 from bench.peers import duck  # noqa: E402
 from bench.peers.run import PeerMismatch, run_peers  # noqa: E402
 
+ROW_KEYS = {"peer", "events", "seconds", "events_per_s", "ratio_to_sigmatch", "equal", "note"}
 SIZES = dict(subscribers=2_000, events=20_000, seed=3)
 
 
@@ -24,7 +25,7 @@ def test_every_peer_equals_sigmatch(tmp_path):
     ]
     assert all(r["equal"] is True for r in rows)
     assert all(r["events"] == SIZES["events"] for r in rows)      # the model ran on the whole trace
-    assert set(rows[0]) == {"peer", "events", "seconds", "events_per_s", "ratio_to_sigmatch", "equal", "note"}
+    assert set(rows[0]) == ROW_KEYS
     assert "threads=1" in rows[-1]["note"]
 
 
