@@ -4,9 +4,9 @@
     engine = Engine.from_config("campaigns.toml")
     run = engine.replay("trace.msgpack", out="out/")
 """
-from engine.errors import ConfigError, LoadError, SigmatchError, StreamError
+from engine.errors import CheckpointError, ConfigError, LoadError, SigmatchError, StreamError
 
-__all__ = ["Engine", "Run", "SigmatchError", "ConfigError", "LoadError", "StreamError"]
+__all__ = ["Engine", "Run", "SigmatchError", "ConfigError", "LoadError", "StreamError", "CheckpointError"]
 
 
 def __getattr__(name):

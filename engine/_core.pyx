@@ -1337,6 +1337,125 @@ cdef class Core:
             self.E.oom = 0
             raise MemoryError("out of memory while draining")
 
+    # ---- checkpoints ------------------------------------------------------------------
+
+    def state_sections(self):
+        """The engine's mutable state for a checkpoint, as (name, NumPy array) pairs. Rows are
+        views of the core's own memory (no copy, valid while the core lives and is not fed);
+        contact states, timers and counts are copies. Outputs must have been taken."""
+        cdef uint8_t[::1] dst
+        cdef uint64_t i, j = 0, used = 0
+        if self.E.nr_actions or self.E.nr_conversions or self.E.nr_dead:
+            raise RuntimeError("take the pending records before a checkpoint")
+        rows = np.asarray(<uint8_t[:max(self.rows_bytes, 1)]> self.E.rows)[:<size_t>self.E.nr_subscribers * self.E.stride]
+        if self.E.contacts != NULL:
+            for i in range(self.E.contacts_mask + 1):
+                if self.E.contacts[i].key:
+                    used += 1
+        contacts = np.empty(used * sizeof(ContactC), dtype=np.uint8)
+        dst = contacts
+        if used:
+            for i in range(self.E.contacts_mask + 1):
+                if self.E.contacts[i].key:
+                    memcpy(&dst[j * sizeof(ContactC)], &self.E.contacts[i], sizeof(ContactC))
+                    j += 1
+        timers = np.empty(self.E.heap_n * sizeof(TimerC), dtype=np.uint8)
+        if self.E.heap_n:
+            dst = timers
+            memcpy(&dst[0], self.E.heap, self.E.heap_n * sizeof(TimerC))
+        funnel = self.funnel().reshape(-1)
+        counts = np.array([self.E.bad[r] for r in range(NR_REASONS)]
+                          + [self.E.events, self.E.unknown] + [self.E.by_type[t] for t in range(64)],
+                          dtype=np.uint64)
+        carry = np.frombuffer(bytes(<uint8_t[:self.carry_len]> self.carry) if self.carry_len else b"",
+                              dtype=np.uint8)
+        return [("rows", rows), ("contacts", contacts), ("timers", timers), ("funnel", funnel),
+                ("counts", counts), ("carry", carry)]
+
+    def state_scalars(self):
+        """Clock, sequences and stream position, with the layout they belong to."""
+        return {
+            "clock": self.E.clock, "has_clock": self.E.has_clock, "seq": self.E.seq,
+            "conversion_seq": self.E.conversion_seq, "timers_created": self.E.timers_created,
+            "carry_offset": self.carry_offset, "stream_offset": self.stream_offset,
+            "layout": [self.E.stride, self.E.nr_elig_words, self.E.nr_counters, self.E.nr_windows,
+                       self.E.nr_subscribers, self.E.nr_campaigns],
+        }
+
+    def restore_state(self, dict scalars, dict sections):
+        """Put back what state_sections / state_scalars gave, into a core compiled from the same
+        configuration and subscribers (same layout); ValueError when it does not fit."""
+        cdef const uint8_t[::1] rows = sections["rows"]
+        cdef const uint8_t[::1] contacts = sections["contacts"]
+        cdef const uint8_t[::1] timers = sections["timers"]
+        cdef const uint64_t[::1] funnel = sections["funnel"]
+        cdef const uint64_t[::1] counts = sections["counts"]
+        cdef const uint8_t[::1] carry = sections["carry"]
+        cdef uint64_t i, n, h
+        cdef ContactC* c
+        cdef ContactC entry
+        cdef TimerC* grown
+        layout = [self.E.stride, self.E.nr_elig_words, self.E.nr_counters, self.E.nr_windows,
+                  self.E.nr_subscribers, self.E.nr_campaigns]
+        if list(scalars["layout"]) != layout:
+            raise ValueError(f"checkpoint layout {list(scalars['layout'])} does not match this engine's {layout}")
+        if (rows.shape[0] != <size_t>self.E.nr_subscribers * self.E.stride
+                or contacts.shape[0] % sizeof(ContactC) or timers.shape[0] % sizeof(TimerC)
+                or funnel.shape[0] != <size_t>self.E.nr_campaigns * NR_FUNNEL
+                or counts.shape[0] != NR_REASONS + 2 + 64 or carry.shape[0] > self.max_event_bytes):
+            raise ValueError("checkpoint sections do not fit this engine")
+        n = timers.shape[0] // sizeof(TimerC)
+        for i in range(n):
+            if (<TimerC*>&timers[i * sizeof(TimerC)]).campaign >= <uint32_t>self.E.nr_campaigns or \
+                    (<TimerC*>&timers[i * sizeof(TimerC)]).subscriber >= self.E.nr_subscribers:
+                raise ValueError("checkpoint timer out of range")
+        if rows.shape[0]:
+            memcpy(self.E.rows, &rows[0], rows.shape[0])
+        # contacts: re-inserted, so the table is sized for them whatever it was before
+        if self.E.contacts != NULL:
+            sm_free(self.E.contacts, (self.E.contacts_mask + 1) * sizeof(ContactC))
+            self.E.contacts = NULL
+            self.E.contacts_mask = 0
+        self.E.nr_contacts = 0
+        for i in range(contacts.shape[0] // sizeof(ContactC)):
+            memcpy(&entry, &contacts[i * sizeof(ContactC)], sizeof(ContactC))
+            if not entry.key & OCCUPIED or (entry.key & 0xFFFF) >= <uint64_t>self.E.nr_campaigns \
+                    or ((entry.key & ~OCCUPIED) >> 16) >= self.E.nr_subscribers:
+                raise ValueError("checkpoint contact out of range")
+            c = find_contact(&self.E, <uint32_t>((entry.key & ~OCCUPIED) >> 16), <uint32_t>(entry.key & 0xFFFF), True)
+            if c == NULL:
+                raise MemoryError()
+            c[0] = entry
+        # timers: a valid heap as saved
+        self.E.heap_n = 0
+        if n > self.E.heap_cap:
+            grown = <TimerC*>realloc(self.E.heap, n * sizeof(TimerC))
+            if grown == NULL:
+                raise MemoryError()
+            self.E.heap = grown
+            self.E.heap_cap = n
+        if n:
+            memcpy(self.E.heap, &timers[0], n * sizeof(TimerC))
+        self.E.heap_n = n
+        for i in range(funnel.shape[0]):
+            self.E.funnel[i] = funnel[i]
+        for i in range(NR_REASONS):
+            self.E.bad[i] = counts[i]
+        self.E.events = counts[NR_REASONS]
+        self.E.unknown = counts[NR_REASONS + 1]
+        for i in range(64):
+            self.E.by_type[i] = counts[NR_REASONS + 2 + i]
+        self.E.clock = scalars["clock"]
+        self.E.has_clock = scalars["has_clock"]
+        self.E.seq = scalars["seq"]
+        self.E.conversion_seq = scalars["conversion_seq"]
+        self.E.timers_created = scalars["timers_created"]
+        self.carry_len = carry.shape[0]
+        if self.carry_len:
+            memcpy(self.carry, &carry[0], self.carry_len)
+        self.carry_offset = scalars["carry_offset"]
+        self.stream_offset = scalars["stream_offset"]
+
     def clear_oom(self):
         self.E.oom = 0
 

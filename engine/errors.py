@@ -3,14 +3,15 @@
     SigmatchError                 every error sigmatch raises on purpose
     ├── ConfigError               a configuration file (or a `where`) is invalid; names file and key
     ├── LoadError                 a profile, list, area or trace file cannot be read; names the file
-    └── StreamError               the event stream is not valid msgpack; carries the byte offset
+    ├── StreamError               the event stream is not valid msgpack; carries the byte offset
+    └── CheckpointError           a checkpoint is missing, damaged, or belongs to another engine
 
 Bad *events* are not exceptions: they are counted and written to dead letters (SPEC §1.4).
 """
 
 from __future__ import annotations
 
-__all__ = ["SigmatchError", "ConfigError", "LoadError", "StreamError"]
+__all__ = ["SigmatchError", "ConfigError", "LoadError", "StreamError", "CheckpointError"]
 
 
 class SigmatchError(Exception):
@@ -32,3 +33,7 @@ class StreamError(SigmatchError):
         self.offset = offset
         self.reason = reason        # "corrupt", "too_large" or "truncated"
         super().__init__(f"event stream broken at byte offset {offset}: {detail or reason}")
+
+
+class CheckpointError(SigmatchError):
+    """A checkpoint cannot be used: missing, damaged, of another version or another engine."""
