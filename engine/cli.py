@@ -181,6 +181,22 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 
 
 @main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory for the sink files.")
+@click.option("--state", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory of the checkpoints.")
+@click.option("--spool", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory where probes drop *.msgpack files (written under another name, then renamed).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None)
+@_one_line_errors
+def run(config: Path, out: Path, state: Path, spool: Path, fmt):
+    """Run as a service over a spool directory, exactly once across crashes; SIGTERM stops."""
+    from engine.daemon import run_spool
+    sys.exit(run_spool(config, out, state, spool, format=fmt))
+
+
+@main.command()
 @click.argument("workloads", nargs=-1)
 @click.option("--campaigns", default=12, show_default=True,
               help="Synthetic campaigns beside the three programmes.")

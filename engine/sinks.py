@@ -352,12 +352,16 @@ class _SinkFile:
             self._writer.write(records)
             self.count += len(records)
 
-    def finish(self, durable: bool) -> Path:
+    def finish(self, durable: bool, rename: bool = True) -> Path:
+        """Complete the file; with `rename` it takes its final name now, else the caller
+        renames `temp` to `path` later (a daemon does so once a checkpoint covers it)."""
         self._writer.close()
         self._raw.flush()
         if durable:
             os.fsync(self._raw.fileno())
         self._raw.close()
+        if not rename:
+            return self.temp
         os.replace(self.temp, self.path)
         if durable:
             _fsync_directory(self.path.parent)
@@ -462,7 +466,7 @@ class SinkSet:
 
     def __init__(self, out: Path, *, campaigns: Sequence[CampaignSpec], format: str = "csv",
                  max_records: int = 100_000, max_age_ms: Optional[int] = 3_600_000,
-                 durable: bool = False):
+                 durable: bool = False, defer_renames: bool = False):
         if format not in _FORMATS:
             raise ValueError(f"unknown output format {format!r}: expected one of {', '.join(_FORMATS)}")
         if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
@@ -478,6 +482,10 @@ class SinkSet:
         self.max_records = max_records
         self.max_age_ms = max_age_ms
         self.durable = durable
+        # With defer_renames, complete files keep their temporary names until commit(): a
+        # daemon renames them only once a checkpoint covers them (exactly once across crashes).
+        self.defer_renames = defer_renames
+        self.sealed: list[tuple[Path, Path]] = []     # (temp, final) awaiting commit()
         self.files: list[Path] = []     # finished files, in order of completion
         self._closed = False
         self._next_number: dict[Path, int] = {}
@@ -573,7 +581,41 @@ class SinkSet:
         for stream in self._streams():
             file = stream.take_open_file()
             if file is not None:
-                self.files.append(file.finish(self.durable))
+                self._complete(file)
+
+    def seal(self) -> list[tuple[Path, Path]]:
+        """Complete every open file without renaming it (defer_renames); return every (temp,
+        final) pair completed since the last seal. Writing goes on into new files."""
+        if not self.defer_renames:
+            raise ValueError("seal() needs a SinkSet made with defer_renames=True")
+        for stream in self._streams():
+            file = stream.take_open_file()
+            if file is not None:
+                self._complete(file)
+        sealed, self.sealed = self.sealed, []
+        return sealed
+
+    @staticmethod
+    def commit(pairs) -> list[Path]:
+        """Give sealed files their final names (idempotent: a pair already renamed is skipped)."""
+        done = []
+        directories = set()
+        for temp, final in pairs:
+            temp, final = Path(temp), Path(final)
+            if temp.exists():
+                os.replace(temp, final)
+                directories.add(final.parent)
+            if final.exists():
+                done.append(final)
+        for directory in directories:
+            _fsync_directory(directory)
+        return done
+
+    def _complete(self, file: "_SinkFile") -> None:
+        if self.defer_renames:
+            self.sealed.append((file.finish(self.durable, rename=False), file.path))
+        else:
+            self.files.append(file.finish(self.durable))
 
     def abort(self) -> None:
         """Delete every open file's temp file without finishing it; finished files stay."""
@@ -614,7 +656,7 @@ class SinkSet:
         those files are whole even when a later part of the batch failed."""
         completed.sort(key=lambda entry: entry[0])
         for _, file in completed:
-            self.files.append(file.finish(self.durable))
+            self._complete(file)
 
     def _allocate_number(self, directory: Path) -> int:
         number = self._next_number.get(directory)

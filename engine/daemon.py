@@ -1,0 +1,185 @@
+"""`sigmatch run`: the long-lived service. This module holds the spool source (probes drop
+`*.msgpack` files into a directory) with exactly-once output across crashes.
+
+The spool is one event stream: its files are read in name order, an event may span two
+files, and byte offsets count from the first byte of the first file ever processed.
+
+Exactly once: after each spool file the daemon
+  1. completes the open sink files under their temporary names (SinkSet.seal),
+  2. writes a checkpoint: engine state, stream position, the sealed files' renames and the
+     name of the spool file now covered (atomic: temp, fsync, rename; the previous
+     checkpoint is kept as `checkpoint.prev`),
+  3. renames the sealed files and moves the spool file to `SPOOL/done/`.
+A crash before 2 leaves the previous checkpoint: start-up deletes every temporary sink file
+and processes the spool file again, producing the same records under the same names. A
+crash after 2 is rolled forward at start-up (the renames and the move are repeated). So
+the finished sink files are those of one uninterrupted run, whatever the number of
+`kill -9`. The one thing that differs is where files end: each checkpoint completes the
+open files.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from pathlib import Path
+from typing import Optional
+
+from engine.api import Engine
+from engine.errors import CheckpointError
+from engine.sinks import SinkSet
+
+__all__ = ["SpoolDaemon", "run_spool", "sd_notify"]
+
+log = logging.getLogger("sigmatch.daemon")
+
+CHECKPOINT = "checkpoint"
+PREVIOUS = "checkpoint.prev"
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd (Type=notify) how the service stands: READY=1, STOPPING=1. A no-op when
+    not started by systemd (no NOTIFY_SOCKET)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(state.encode(), address)
+        except OSError as e:
+            log.warning("cannot notify systemd: %s", e)
+
+
+class SpoolDaemon:
+    def __init__(self, config: Path, out: Path, state: Path, spool: Path, *,
+                 format: Optional[str] = None, poll_s: float = 0.5):
+        self.config_path = Path(config)
+        self.out = Path(out)
+        self.state = Path(state)
+        self.spool = Path(spool)
+        self.format = format
+        self.poll_s = poll_s
+        self.stop = threading.Event()
+        self.engine: Optional[Engine] = None
+        self.sinks: Optional[SinkSet] = None
+
+    # -- start-up
+
+    def _restore(self) -> dict:
+        """The newest usable checkpoint's extra ({} on a first start). A damaged checkpoint is
+        reported and the previous one used."""
+        for name in (CHECKPOINT, PREVIOUS):
+            path = self.state / name
+            if not path.exists():
+                continue
+            try:
+                extra = self.engine.restore(path)
+                log.info("restored %s (clock %s, seq %s)", path, self.engine.clock, self.engine._core.seq)
+                return extra
+            except CheckpointError as e:
+                log.error("cannot use checkpoint: %s", e)
+                # a checkpoint that failed part-way may have touched the engine: start afresh
+                self.engine = Engine.from_config(self.config_path)
+        if (self.state / CHECKPOINT).exists() or (self.state / PREVIOUS).exists():
+            raise CheckpointError(f"{self.state}: no usable checkpoint; refusing to start from nothing "
+                                  "over existing output (move the state directory away to start afresh)")
+        return {}
+
+    def _roll_forward(self, extra: dict) -> None:
+        SinkSet.commit(extra.get("renames", []))
+        covered = extra.get("covered")
+        if covered and (self.spool / covered).exists():
+            self._move_done(covered)
+        # Temporary sink files not covered by the checkpoint belong to work that will be done
+        # again, under the same names.
+        for temp in self.out.rglob(".*.tmp"):
+            temp.unlink()
+
+    def _move_done(self, name: str) -> None:
+        done = self.spool / "done"
+        done.mkdir(exist_ok=True)
+        os.replace(self.spool / name, done / name)
+
+    # -- the loop
+
+    def _pending_files(self) -> list[Path]:
+        return sorted(p for p in self.spool.iterdir()
+                      if p.is_file() and p.suffix == ".msgpack" and not p.name.startswith("."))
+
+    def _take_records(self) -> None:
+        core = self.engine._core
+        self.sinks.write_actions(core.take_actions())
+        self.sinks.write_conversions(core.take_conversions())
+        self.sinks.write_dead_letters(core.take_dead_letters())
+
+    def _commit(self, covered: Optional[str]) -> None:
+        """Seal, checkpoint, rename, move: the exactly-once step (see the module docstring)."""
+        self._take_records()
+        renames = [[str(t), str(f)] for t, f in self.sinks.seal()]
+        extra = {"renames": renames, "covered": covered}
+        current = self.state / CHECKPOINT
+        if current.exists():
+            os.replace(current, self.state / PREVIOUS)
+        self.engine.checkpoint(current, extra=extra)
+        SinkSet.commit(renames)
+        if covered:
+            self._move_done(covered)
+        self.sinks.write_stats(self._stats())
+
+    def _stats(self) -> dict:
+        stats = self.engine.stats
+        counts = self.engine._core.counts()
+        return {
+            "run": {"events": counts["events"], "bad_events": counts["bad_events"],
+                    "unknown_subscribers": counts["unknown_subscribers"], "pending": self.engine.pending},
+            "campaigns": stats["campaigns"],
+        }
+
+    def run(self) -> int:
+        for directory in (self.out, self.state):
+            directory.mkdir(parents=True, exist_ok=True)
+        if not self.spool.is_dir():
+            raise FileNotFoundError(f"{self.spool}: no such spool directory")
+        self.engine = Engine.from_config(self.config_path)
+        extra = self._restore()
+        self._roll_forward(extra)
+        core = self.engine._core
+        if not extra:
+            core.begin_stream()
+        output = self.engine.config.output
+        self.sinks = SinkSet(self.out, campaigns=self.engine.campaigns, format=self.format or output.format,
+                             max_records=output.max_records, max_age_ms=output.max_age_ms,
+                             durable=True, defer_renames=True)
+        log.info("running: spool %s, output %s", self.spool, self.out)
+        sd_notify("READY=1")
+        while not self.stop.is_set():
+            files = self._pending_files()
+            if not files:
+                self.stop.wait(self.poll_s)
+                continue
+            for path in files:
+                if self.stop.is_set():
+                    break
+                status = core.feed(path.read_bytes())
+                if status:
+                    # The stream cannot be decoded past this point: report it, keep what came
+                    # before, and start a new stream with the next file.
+                    log.error("%s: corrupt event stream at byte offset %d (status %d); skipped the rest",
+                              path.name, core.error_offset, status)
+                    core.begin_stream()
+                self._commit(path.name)
+        sd_notify("STOPPING=1")
+        self._commit(None)
+        log.info("stopped: checkpoint written, %d pending actions kept", self.engine.pending)
+        return 0
+
+
+def run_spool(config: Path, out: Path, state: Path, spool: Path, *, format: Optional[str] = None) -> int:
+    daemon = SpoolDaemon(config, out, state, spool, format=format)
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop.set())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop.set())
+    return daemon.run()
