@@ -1337,6 +1337,59 @@ cdef class Core:
             self.E.oom = 0
             raise MemoryError("out of memory while draining")
 
+    # ---- one subscriber, for the policy lookup -----------------------------------------
+
+    def subscriber_view(self, uint64_t msisdn):
+        """A subscriber's state as plain Python values, or None for an unknown number. Must
+        not run while the core is being fed (the caller holds the engine's lock)."""
+        cdef uint32_t sub = lookup_subscriber(&self.E, msisdn)
+        cdef uint8_t* row
+        cdef SubHeadC* h
+        cdef ContactC* contact
+        cdef CampaignC* c
+        cdef int k, ci
+        cdef uint64_t i
+        cdef int64_t now = self.E.clock if self.E.has_clock else 0
+        if sub == NO_INDEX:
+            return None
+        row = row_of(&self.E, sub)
+        h = <SubHeadC*>row
+        campaigns = []
+        for ci in range(self.E.nr_campaigns):
+            c = &self.E.campaigns[ci]
+            contact = find_contact(&self.E, sub, ci, False) if h.flags & SUB_HAS_CONTACT else NULL
+            campaigns.append({
+                "static": bool(elig_bit(&self.E, row, c.elig_word, c.elig_mask)),
+                "audience": bool(elig_bit(&self.E, row, c.recheck_word, c.recheck_mask)),
+                "counter": counter_read(&self.E, row, c.counter, now) if c.counter >= 0 else None,
+                "contacted": bool(contact != NULL and contact.flags & CONTACT_CONTACTED),
+                "last_ts": contact.last_ts if contact != NULL and contact.flags & CONTACT_CONTACTED else None,
+                "last_seq": contact.last_seq if contact != NULL and contact.flags & CONTACT_CONTACTED else None,
+                "kind": ("control" if contact.flags & CONTACT_CONTROL else "send")
+                        if contact != NULL and contact.flags & CONTACT_CONTACTED else None,
+                "converted": bool(contact != NULL and contact.flags & CONTACT_CONVERTED),
+                "streak": contact.streak if contact != NULL else 0,
+                "pending": bool(contact != NULL and contact.flags & CONTACT_PENDING),
+            })
+        pending = []
+        for i in range(self.E.heap_n):
+            if self.E.heap[i].subscriber == sub:
+                pending.append({"campaign": self.E.heap[i].campaign, "due": self.E.heap[i].due,
+                                "trigger_ts": self.E.heap[i].trigger_ts})
+        pending.sort(key=lambda t: t["due"])
+        return {
+            "index": sub,
+            "cell": h.cell,
+            "powered_on": not (h.flags & SUB_POWERED_OFF),
+            "active": not (h.flags & SUB_INACTIVE),
+            "blacklisted": not elig_bit(&self.E, row, self.E.unblocked_word, self.E.unblocked_mask),
+            "last_contact": h.last_any_p1 - 1 if h.last_any_p1 else None,
+            "contacts_today": h.day_count if h.day == floor_div(now + self.E.utc_offset, DAY_MS) else 0,
+            "counters": [counter_read(&self.E, row, k, now) for k in range(self.E.nr_counters)],
+            "campaigns": campaigns,
+            "pending": pending,
+        }
+
     # ---- checkpoints ------------------------------------------------------------------
 
     def state_sections(self):

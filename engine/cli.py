@@ -189,11 +189,30 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 @click.option("--spool", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory where probes drop *.msgpack files (written under another name, then renamed).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None)
+@click.option("--lookup", default=None, metavar="HOST:PORT",
+              help="Serve GET /subscriber/{msisdn} (the policy view) here; host defaults to 127.0.0.1.")
+@click.option("--lookup-token", envvar="SIGMATCH_LOOKUP_TOKEN", default=None,
+              help="Bearer token the lookup requires (or SIGMATCH_LOOKUP_TOKEN).")
 @_one_line_errors
-def run(config: Path, out: Path, state: Path, spool: Path, fmt):
+def run(config: Path, out: Path, state: Path, spool: Path, fmt, lookup, lookup_token):
     """Run as a service over a spool directory, exactly once across crashes; SIGTERM stops."""
     from engine.daemon import run_spool
-    sys.exit(run_spool(config, out, state, spool, format=fmt))
+    if lookup and not lookup_token:
+        _fail("--lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN")
+    sys.exit(run_spool(config, out, state, spool, format=fmt,
+                       lookup=_host_port(lookup) if lookup else None, lookup_token=lookup_token))
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """HOST:PORT, :PORT or PORT; the host defaults to 127.0.0.1 (never all interfaces)."""
+    host, _, port = text.rpartition(":")
+    try:
+        number = int(port)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not HOST:PORT") from None
+    if not 0 <= number <= 65535:
+        raise click.BadParameter(f"port {number} is out of range")
+    return host or "127.0.0.1", number
 
 
 @main.command()

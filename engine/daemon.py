@@ -56,7 +56,8 @@ def sd_notify(state: str) -> None:
 
 class SpoolDaemon:
     def __init__(self, config: Path, out: Path, state: Path, spool: Path, *,
-                 format: Optional[str] = None, poll_s: float = 0.5):
+                 format: Optional[str] = None, poll_s: float = 0.5,
+                 lookup: Optional[tuple[str, int]] = None, lookup_token: Optional[str] = None):
         self.config_path = Path(config)
         self.out = Path(out)
         self.state = Path(state)
@@ -66,6 +67,11 @@ class SpoolDaemon:
         self.stop = threading.Event()
         self.engine: Optional[Engine] = None
         self.sinks: Optional[SinkSet] = None
+        self.lookup = lookup
+        self.lookup_token = lookup_token
+        # The core is fed without the GIL; readers on other threads (the lookup) hold this.
+        self.lock = threading.Lock()
+        self.servers: list = []
 
     # -- start-up
 
@@ -154,6 +160,11 @@ class SpoolDaemon:
         self.sinks = SinkSet(self.out, campaigns=self.engine.campaigns, format=self.format or output.format,
                              max_records=output.max_records, max_age_ms=output.max_age_ms,
                              durable=True, defer_renames=True)
+        if self.lookup:
+            from engine.lookup import LookupServer
+            server = LookupServer(self._view, *self.lookup, token=self.lookup_token).start()
+            self.servers.append(server)
+            log.info("lookup on %s:%d", *server.address[:2])
         log.info("running: spool %s, output %s", self.spool, self.out)
         sd_notify("READY=1")
         while not self.stop.is_set():
@@ -164,22 +175,35 @@ class SpoolDaemon:
             for path in files:
                 if self.stop.is_set():
                     break
-                status = core.feed(path.read_bytes())
+                data = path.read_bytes()
+                with self.lock:
+                    status = core.feed(data)
                 if status:
                     # The stream cannot be decoded past this point: report it, keep what came
                     # before, and start a new stream with the next file.
                     log.error("%s: corrupt event stream at byte offset %d (status %d); skipped the rest",
                               path.name, core.error_offset, status)
-                    core.begin_stream()
-                self._commit(path.name)
+                    with self.lock:
+                        core.begin_stream()
+                with self.lock:
+                    self._commit(path.name)
         sd_notify("STOPPING=1")
-        self._commit(None)
+        with self.lock:
+            self._commit(None)
+        for server in self.servers:
+            server.close()
         log.info("stopped: checkpoint written, %d pending actions kept", self.engine.pending)
         return 0
 
 
-def run_spool(config: Path, out: Path, state: Path, spool: Path, *, format: Optional[str] = None) -> int:
-    daemon = SpoolDaemon(config, out, state, spool, format=format)
+    def _view(self, msisdn: int):
+        from engine.lookup import policy_view
+        with self.lock:
+            return policy_view(self.engine, msisdn)
+
+
+def run_spool(config: Path, out: Path, state: Path, spool: Path, **options) -> int:
+    daemon = SpoolDaemon(config, out, state, spool, **options)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop.set())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop.set())
     return daemon.run()

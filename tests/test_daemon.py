@@ -146,3 +146,63 @@ def test_the_previous_checkpoint_is_used_when_the_newest_is_damaged(world, tmp_p
     proc = start(generated.config, out, state, spool, ready=True)
     assert stop(proc) == 0
     assert "cannot use checkpoint" in proc.stderr.read()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url, token=None):
+    import json
+    import urllib.error
+    import urllib.request
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_policy_lookup_needs_the_token_and_shows_one_subscriber(world, tmp_path):
+    generated, expected = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill_spool(generated, spool)
+    port = free_port()
+    env_token = "s3cret-token"
+    os.environ["SIGMATCH_LOOKUP_TOKEN"] = env_token
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "-v", "run", str(generated.config), "--out", str(out),
+             "--state", str(state), "--spool", str(spool), "--lookup", f"127.0.0.1:{port}"],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        del os.environ["SIGMATCH_LOOKUP_TOKEN"]
+    assert wait_until_drained(spool)
+    columns = expected.action_columns()
+    msisdn = int(columns["msisdn"][0])
+    campaign = columns["campaign"][0]
+    base = f"http://127.0.0.1:{port}/subscriber/{msisdn}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            status, body = get(base)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    assert status == 401
+    assert get(base, "wrong")[0] == 401
+    status, body = get(base, env_token)
+    assert status == 200 and body["msisdn"] == str(msisdn)
+    assert body["campaigns"][campaign]["last_contact"] is not None
+    assert set(body) >= {"eligible", "pending", "counters", "contact_policy", "campaigns"}
+    assert all(p["campaign"] in body["campaigns"] for p in body["pending"])
+    assert get(f"http://127.0.0.1:{port}/subscriber/999999999999", env_token)[0] == 404
+    assert get(f"http://127.0.0.1:{port}/subscribers", env_token)[0] == 404
+    assert stop(proc) == 0
+    log = proc.stderr.read()
+    assert "lookup" in log and str(msisdn) not in log

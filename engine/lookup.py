@@ -1,0 +1,149 @@
+"""The unified policy view: one subscriber's eligible campaigns, pending actions, last
+contacts and counters, as JSON over HTTP (`GET /subscriber/{msisdn}`), for the call centre
+and the shops. Read-only, one subscriber per request, behind a bearer token.
+
+"Eligible now" means: the campaign would match this subscriber's next event of a triggering
+type that meets the campaign's event conditions (peer, cell, time of day), which depend on
+the event and so are listed, not judged. Everything that depends on the subscriber is
+judged: audience, exclude lists, blacklist and `where`; the counter; stop_after, once,
+cooldown and a pending action of the campaign.
+"""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional
+
+from engine.privacy import mask_msisdn
+
+__all__ = ["policy_view", "LookupServer"]
+
+log = logging.getLogger("sigmatch.lookup")
+
+_PATH = re.compile(r"/subscriber/([0-9]{1,15})")
+
+
+def policy_view(engine, msisdn: int) -> Optional[dict]:
+    """The view of one subscriber, or None when the number is not a subscriber."""
+    view = engine._core.subscriber_view(msisdn)
+    if view is None:
+        return None
+    config = engine.config
+    clock = engine.clock
+    campaigns = {}
+    eligible = []
+    for spec, state in zip(config.campaigns, view["campaigns"]):
+        blocked = []
+        if not view["active"]:
+            blocked.append("inactive")
+        if view["blacklisted"]:
+            blocked.append("blacklist")
+        elif not state["static"]:
+            blocked.append("audience, exclude or where")
+        if spec.counter and state["counter"] is not None and state["counter"] < spec.at_least:
+            blocked.append(f"counter {spec.counter} {state['counter']} < {spec.at_least}")
+        if spec.stop_after is not None and state["streak"] >= spec.stop_after:
+            blocked.append("stop_after")
+        if spec.once and state["contacted"]:
+            blocked.append("once")
+        cooldown_until = (state["last_ts"] + spec.cooldown_ms
+                          if state["contacted"] and spec.cooldown_ms else None)
+        if cooldown_until is not None and clock is not None and clock < cooldown_until:
+            blocked.append("cooldown")
+        if state["pending"]:
+            blocked.append("pending")
+        if not blocked:
+            eligible.append(spec.id)
+        conditions = [name for name, present in (("peer_in", spec.peer_in), ("area", spec.area),
+                                                 ("hours", spec.hours), ("days", spec.days != 0x7F)) if present]
+        campaigns[spec.id] = {
+            "eligible": not blocked,
+            "blocked_by": blocked,
+            "event_conditions": conditions,
+            "channel": spec.channel,
+            "last_contact": None if not state["contacted"] else {
+                "ts": state["last_ts"], "seq": state["last_seq"], "kind": state["kind"],
+                "converted": state["converted"]},
+            "cooldown_until": cooldown_until,
+            "no_response_streak": state["streak"],
+        }
+    policy = config.policy
+    last = view["last_contact"]
+    return {
+        "msisdn": str(msisdn),
+        "clock": clock,
+        "eligible": eligible,
+        "campaigns": campaigns,
+        "pending": [{"campaign": config.campaigns[p["campaign"]].id, "due": p["due"],
+                     "trigger_ts": p["trigger_ts"]} for p in view["pending"]],
+        "counters": {c.name: v for c, v in zip(config.counters, view["counters"])},
+        "contact_policy": {
+            "blacklisted": view["blacklisted"],
+            "last_contact": last,
+            "min_gap_until": last + policy.min_gap_ms if last is not None and policy.min_gap_ms else None,
+            "contacts_today": view["contacts_today"],
+            "max_per_day": policy.max_per_day,
+        },
+        "state": {"cell": view["cell"], "powered_on": view["powered_on"], "active": view["active"]},
+    }
+
+
+class LookupServer:
+    """`GET /subscriber/{msisdn}` on host:port. `view(msisdn)` is called with the engine's
+    lock held by the caller's function; this server never touches the engine directly."""
+
+    def __init__(self, view: Callable[[int], Optional[dict]], host: str, port: int, token: str):
+        if not token:
+            raise ValueError("the lookup needs a bearer token (--lookup-token or SIGMATCH_LOOKUP_TOKEN)")
+        expected = f"Bearer {token}".encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "sigmatch"
+
+            def do_GET(self):
+                given = (self.headers.get("Authorization") or "").encode()
+                if not hmac.compare_digest(given, expected):
+                    self._reply(401, {"error": "a bearer token is required"},
+                                {"WWW-Authenticate": 'Bearer realm="sigmatch"'})
+                    return
+                match = _PATH.fullmatch(self.path)
+                if not match:
+                    self._reply(404, {"error": "use GET /subscriber/{msisdn}"})
+                    return
+                body = view(int(match[1]))
+                if body is None:
+                    self._reply(404, {"error": "not a subscriber"})
+                else:
+                    self._reply(200, body)
+
+            def _reply(self, status: int, body: dict, headers: Optional[dict] = None):
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format, *args):
+                # the request line holds the MSISDN: logged masked only
+                text = _PATH.sub(lambda m: "/subscriber/" + mask_msisdn(m[1]), format % args)
+                log.info("lookup %s %s", self.address_string(), text)
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.address = self.server.server_address
+        self.thread = threading.Thread(target=self.server.serve_forever, name="lookup", daemon=True)
+
+    def start(self) -> "LookupServer":
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
