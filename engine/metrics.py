@@ -1,0 +1,301 @@
+"""Prometheus metrics of the daemon (`sigmatch run --metrics HOST:PORT`).
+
+    metrics = DaemonMetrics(engine)                  # after the engine is restored
+    metrics.serve(*parse_hostport("127.0.0.1:9108"))
+    ...
+    metrics.observe(engine, input_bytes=len(data), checkpoint_seconds=elapsed)   # after each commit
+    ...
+    metrics.close()
+
+Threads: `observe` runs on the daemon's thread and is the only place that reads the engine.
+It builds an immutable snapshot of plain numbers and swaps it in under a lock; scrapes (on
+the HTTP server's threads) read that snapshot and the wall clock, never the engine, so a
+scrape cannot race the core.
+
+Counters carry the engine's cumulative figures: after a restart from a checkpoint they go on
+from the checkpointed values (the counts are part of the state). `sigmatch_input_bytes_total`
+is the one counter kept here; it counts the bytes observed by this process.
+
+Labels hold event type names, bad-event reasons, campaign ids, action kinds and funnel
+stages: never a subscriber number.
+"""
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from engine.records import BAD_REASONS, FUNNEL, KINDS
+
+__all__ = ["DaemonMetrics", "parse_hostport", "DEFAULT_HOST", "METRIC_NAMES"]
+
+DEFAULT_HOST = "127.0.0.1"
+
+# The exposed series (counter families are shown with their `_total` suffix).
+METRIC_NAMES = (
+    "sigmatch_events_total",                    # {type}: good events by event type name
+    "sigmatch_bad_events_total",                # {reason}: dead letters by reason (records.BAD_REASONS)
+    "sigmatch_unknown_subscribers_total",       # good events whose MSISDN is not in the profiles
+    "sigmatch_actions_total",                   # {campaign, kind=send|control}: contacts made
+    "sigmatch_funnel_total",                    # {campaign, stage}: every records.FUNNEL counter
+    "sigmatch_pending_actions",                 # delayed actions waiting on a timer
+    "sigmatch_event_time_lag_seconds",          # wall clock - event clock (absent before the first event)
+    "sigmatch_checkpoint_age_seconds",          # since the last checkpoint (absent before the first)
+    "sigmatch_checkpoint_duration_seconds",     # how long the last checkpoint took (absent before the first)
+    "sigmatch_input_bytes_total",               # bytes fed to the engine, this process
+    "sigmatch_input_bytes_per_second",          # over the last observed interval
+    "sigmatch_events_per_second",               # good events over the last observed interval
+)
+
+# Stages that `sigmatch_actions_total` reports, by kind.
+_ACTION_STAGES = {"send": "sent", "control": "control"}
+assert set(_ACTION_STAGES) == set(KINDS) and set(_ACTION_STAGES.values()) <= set(FUNNEL)
+
+
+# ---------------------------------------------------------------------------- HOST:PORT
+
+def parse_hostport(text: str, default_host: str = DEFAULT_HOST) -> tuple[str, int]:
+    """`HOST:PORT`, `:PORT`, `PORT` or `[IPV6]:PORT` -> (host, port); the host defaults to
+    127.0.0.1 (never all interfaces unless asked). ValueError with the reason otherwise."""
+    if not isinstance(text, str):
+        raise ValueError(f"metrics address must be a string, not {type(text).__name__}")
+    spec = text.strip()
+    if not spec:
+        raise ValueError("empty metrics address: expected HOST:PORT, :PORT or PORT")
+    if spec.startswith("["):
+        close = spec.find("]")
+        if close < 0:
+            raise ValueError(f"{text!r}: missing ']' after the IPv6 address")
+        host, rest = spec[1:close], spec[close + 1:]
+        if not rest.startswith(":"):
+            raise ValueError(f"{text!r}: expected [IPV6]:PORT")
+        port_text = rest[1:]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{text!r}: {host!r} is not an IPv6 address") from None
+    elif ":" in spec:
+        host, _, port_text = spec.rpartition(":")
+        if ":" in host:
+            raise ValueError(f"{text!r}: put an IPv6 address in brackets, as [::1]:9108")
+        host = host or default_host
+    else:
+        host, port_text = default_host, spec
+    if not port_text:
+        raise ValueError(f"{text!r}: missing port (expected HOST:PORT, :PORT or PORT)")
+    if not port_text.isascii() or not port_text.isdigit():
+        raise ValueError(f"{text!r}: port {port_text!r} is not a number")
+    port = int(port_text)
+    if port > 65535:
+        raise ValueError(f"{text!r}: port {port} is out of range (0..65535)")
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"{text!r}: bad host {host!r}")
+    return host, port
+
+
+# ---------------------------------------------------------------------------- the snapshot
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Plain numbers read from the engine by `observe`; what a scrape sees."""
+    events_by_type: tuple[tuple[str, int], ...]
+    bad_events: tuple[tuple[str, int], ...]
+    unknown_subscribers: int
+    funnel: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]    # (campaign, ((stage, n), ...))
+    pending: int
+    clock_s: Optional[float]            # engine clock in seconds, None before the first event
+    input_bytes: int
+    events_per_s: Optional[float]
+    bytes_per_s: Optional[float]
+    checkpoint_at: Optional[float]      # wall time of the last checkpoint
+    checkpoint_s: Optional[float]
+
+
+def _read_engine(engine) -> tuple:
+    """(events_by_type, bad_events, unknown, funnel, pending, clock_s, events) of an engine."""
+    counts = engine._core.counts()
+    names = {code: name for name, code in engine.config.event_types.items()}
+    by_type = dict.fromkeys(sorted(names.values(), key=lambda n: engine.config.event_types[n]), 0)
+    for code, n in counts["events_by_type"].items():
+        name = names.get(code, f"code_{code}")
+        by_type[name] = by_type.get(name, 0) + int(n)
+    bad = tuple((reason, int(counts["bad_events"].get(reason, 0))) for reason in BAD_REASONS)
+    campaigns = engine.stats["campaigns"]
+    funnel = tuple((cid, tuple((stage, int(figures[stage])) for stage in FUNNEL))
+                   for cid, figures in campaigns.items())
+    clock = engine.clock
+    return (tuple(by_type.items()), bad, int(counts["unknown_subscribers"]), funnel, int(engine.pending),
+            None if clock is None else clock / 1000.0, int(counts["events"]))
+
+
+class _Collector(Collector):
+    def __init__(self, owner: "DaemonMetrics"):
+        self.owner = owner
+
+    def collect(self) -> Iterator:
+        snap = self.owner._snapshot_now()
+        wall = self.owner._wall()
+
+        f = CounterMetricFamily("sigmatch_events", "Good events by event type.", labels=["type"])
+        for name, n in snap.events_by_type:
+            f.add_metric([name], n)
+        yield f
+
+        f = CounterMetricFamily("sigmatch_bad_events", "Bad events (dead letters) by reason.", labels=["reason"])
+        for reason, n in snap.bad_events:
+            f.add_metric([reason], n)
+        yield f
+
+        yield CounterMetricFamily("sigmatch_unknown_subscribers",
+                                  "Good events whose subscriber is not in the profiles.",
+                                  value=snap.unknown_subscribers)
+
+        actions = CounterMetricFamily("sigmatch_actions", "Contacts made, by campaign and kind "
+                                      "(send: sent to the channel; control: kept as hold-out control).",
+                                      labels=["campaign", "kind"])
+        funnel = CounterMetricFamily("sigmatch_funnel", "Campaign funnel counters, by campaign and stage.",
+                                     labels=["campaign", "stage"])
+        for campaign, stages in snap.funnel:
+            figures = dict(stages)
+            for kind in KINDS:
+                actions.add_metric([campaign, kind], figures[_ACTION_STAGES[kind]])
+            for stage, n in stages:
+                funnel.add_metric([campaign, stage], n)
+        yield actions
+        yield funnel
+
+        yield GaugeMetricFamily("sigmatch_pending_actions", "Delayed actions waiting for their due time.",
+                                value=snap.pending)
+
+        if snap.clock_s is not None:
+            yield GaugeMetricFamily("sigmatch_event_time_lag_seconds",
+                                    "Wall clock minus the engine's event clock (largest event ts).",
+                                    value=wall - snap.clock_s)
+        if snap.checkpoint_at is not None:
+            yield GaugeMetricFamily("sigmatch_checkpoint_age_seconds", "Seconds since the last checkpoint.",
+                                    value=max(0.0, wall - snap.checkpoint_at))
+            yield GaugeMetricFamily("sigmatch_checkpoint_duration_seconds",
+                                    "How long the last checkpoint took.", value=snap.checkpoint_s)
+
+        yield CounterMetricFamily("sigmatch_input_bytes", "Input bytes fed to the engine by this process.",
+                                  value=snap.input_bytes)
+        if snap.bytes_per_s is not None:
+            yield GaugeMetricFamily("sigmatch_input_bytes_per_second",
+                                    "Input bytes per second over the last observed interval.",
+                                    value=snap.bytes_per_s)
+        if snap.events_per_s is not None:
+            yield GaugeMetricFamily("sigmatch_events_per_second",
+                                    "Good events per second over the last observed interval.",
+                                    value=snap.events_per_s)
+
+
+# ---------------------------------------------------------------------------- the metrics
+
+class DaemonMetrics:
+    """The daemon's metrics on a registry of their own (never prometheus_client's global one).
+
+    Build it once the engine is ready (restored): the engine's current figures are the
+    baseline of the first per-second rates. `wall` is the wall clock (seconds since the
+    epoch) read at scrape time for the lag and checkpoint age."""
+
+    def __init__(self, engine, *, wall: Callable[[], float] = time.time):
+        self._wall = wall
+        self._lock = threading.Lock()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._server = None
+        self._thread: Optional[threading.Thread] = None
+        self._input_bytes = 0
+        now = wall()
+        by_type, bad, unknown, funnel, pending, clock_s, events = _read_engine(engine)
+        self._last = (now, events, 0)          # (wall, events, input bytes) at the last rate update
+        self._snapshot = _Snapshot(by_type, bad, unknown, funnel, pending, clock_s, 0, None, None, None, None)
+        self.registry.register(_Collector(self))
+
+    def observe(self, engine, *, input_bytes: int = 0, checkpoint_seconds: Optional[float] = None,
+                now: Optional[float] = None) -> None:
+        """Take the engine's current figures (call on the thread that drives the engine, after
+        each commit). `input_bytes`: bytes fed since the previous call (not a running total).
+        `checkpoint_seconds`: how long the checkpoint of this commit took, when one was written
+        (it also restarts the checkpoint age). `now`: wall time of this observation (default:
+        the wall clock); the per-second rates cover the time since the previous observation
+        that moved the clock."""
+        if input_bytes < 0:
+            raise ValueError(f"input_bytes must be >= 0, not {input_bytes}")
+        if checkpoint_seconds is not None and checkpoint_seconds < 0:
+            raise ValueError(f"checkpoint_seconds must be >= 0, not {checkpoint_seconds}")
+        if now is None:
+            now = self._wall()
+        by_type, bad, unknown, funnel, pending, clock_s, events = _read_engine(engine)
+        with self._lock:
+            old = self._snapshot
+            self._input_bytes += int(input_bytes)
+            events_per_s, bytes_per_s = old.events_per_s, old.bytes_per_s
+            last_now, last_events, last_bytes = self._last
+            if events < last_events:
+                # another engine (a fresh start after a damaged checkpoint): start the rates again
+                self._last = (now, events, self._input_bytes)
+            elif now > last_now:
+                dt = now - last_now
+                events_per_s = (events - last_events) / dt
+                bytes_per_s = (self._input_bytes - last_bytes) / dt
+                self._last = (now, events, self._input_bytes)
+            checkpoint_at, checkpoint_s = old.checkpoint_at, old.checkpoint_s
+            if checkpoint_seconds is not None:
+                checkpoint_at, checkpoint_s = now, float(checkpoint_seconds)
+            self._snapshot = _Snapshot(by_type, bad, unknown, funnel, pending, clock_s, self._input_bytes,
+                                       events_per_s, bytes_per_s, checkpoint_at, checkpoint_s)
+
+    def _snapshot_now(self) -> _Snapshot:
+        with self._lock:
+            return self._snapshot
+
+    def exposition(self) -> bytes:
+        """The metrics in the Prometheus text format (what a scrape of /metrics returns)."""
+        from prometheus_client import generate_latest
+        return generate_latest(self.registry)
+
+    # -- the HTTP endpoint
+
+    def serve(self, host: str = DEFAULT_HOST, port: int = 0) -> tuple[str, int]:
+        """Serve the metrics over HTTP (any path; /metrics by convention) from a daemon thread.
+        Returns the address bound (port 0 picks a free port). OSError when the address
+        cannot be bound; RuntimeError when already serving."""
+        if self._server is not None:
+            raise RuntimeError("metrics are already being served")
+        started = start_http_server(port, addr=host, registry=self.registry)
+        if not isinstance(started, tuple):
+            raise RuntimeError("prometheus-client too old: start_http_server returned no server "
+                               "(prometheus-client >= 0.17 needed)")
+        self._server, self._thread = started
+        return self.address
+
+    @property
+    def address(self) -> Optional[tuple[str, int]]:
+        """(host, port) served, None when not serving."""
+        if self._server is None:
+            return None
+        host, port = self._server.server_address[:2]
+        return host, port
+
+    def close(self) -> None:
+        """Stop serving (a no-op when not serving); the port is free on return."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> "DaemonMetrics":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

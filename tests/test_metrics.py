@@ -1,0 +1,260 @@
+"""The daemon's Prometheus metrics: the exposed series equal the engine's cumulative figures,
+they are served over HTTP, HOST:PORT parsing, and no subscriber number in any label."""
+import re
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine import Engine
+from engine.gen import encode_events, generate
+from engine.metrics import METRIC_NAMES, DaemonMetrics, parse_hostport
+from engine.records import BAD_REASONS, FUNNEL
+
+UNKNOWN_MSISDN = 639999999999            # not in the generated profiles
+T0 = 2_000_000_000.0                     # a fixed wall clock for the tests
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("world"), subscribers=2_000, events=20_000, campaigns=3, seed=5)
+
+
+def extra_events(ts: int) -> bytes:
+    """Two bad values (not events), one event of an unconfigured type, one of an unknown
+    subscriber: every kind of figure moves."""
+    unknown_type = encode_events(np.array([ts]), np.array([63]), np.array([UNKNOWN_MSISDN], np.uint64),
+                                 np.array([0], np.uint64), np.array([1]), np.array([0]), np.array([0]),
+                                 np.array([0]))
+    unknown_sub = encode_events(np.array([ts]), np.array([3]), np.array([UNKNOWN_MSISDN], np.uint64),
+                                np.array([0], np.uint64), np.array([1]), np.array([0]), np.array([0]),
+                                np.array([0]))
+    return b"\x01" + b"\xc0" + unknown_type + unknown_sub
+
+
+@pytest.fixture(scope="module")
+def replayed(world):
+    """An engine part-way through the trace (so timers are pending), then some bad input."""
+    data = world.trace.read_bytes()
+    for tenth in range(2, 10):
+        cut = len(data) // 45 * tenth // 10 * 45        # gen writes fixed 45-byte events
+        engine = Engine.from_config(world.config)
+        engine.replay(data[:cut])
+        if engine.pending:
+            break
+    engine.replay(extra_events(engine.clock))
+    return engine, cut + len(extra_events(0))
+
+
+def samples(text: bytes) -> dict:
+    """{(sample name, frozenset of label items): value} of an exposition."""
+    found = {}
+    for family in text_string_to_metric_families(text.decode()):
+        for s in family.samples:
+            found[(s.name, frozenset(s.labels.items()))] = s.value
+    return found
+
+
+def series(name, **labels):
+    return (name, frozenset(labels.items()))
+
+
+def test_the_exposition_equals_the_engines_figures(replayed):
+    engine, nbytes = replayed
+    wall = [T0 - 30]
+    metrics = DaemonMetrics(Engine.from_config(engine.config.path), wall=lambda: wall[0])   # baseline: 0 events
+    wall[0] = T0
+    metrics.observe(engine, input_bytes=nbytes, checkpoint_seconds=0.25, now=T0 - 10)
+    got = samples(generate_latest(metrics.registry))
+    counts = engine._core.counts()
+    stats = engine.stats
+
+    names = {code: name for name, code in engine.config.event_types.items()}
+    assert counts["events_by_type"], "the world has events"
+    for name, code in engine.config.event_types.items():
+        assert got[series("sigmatch_events_total", type=name)] == counts["events_by_type"].get(code, 0)
+    assert sum(v for (n, _), v in got.items() if n == "sigmatch_events_total") == counts["events"]
+    assert set(names) >= set(counts["events_by_type"])
+
+    assert counts["bad_events"]["not_an_event"] == 2 and counts["bad_events"]["unknown_type"] == 1
+    for reason in BAD_REASONS:
+        assert got[series("sigmatch_bad_events_total", reason=reason)] == counts["bad_events"][reason]
+    assert counts["unknown_subscribers"] >= 1
+    assert got[series("sigmatch_unknown_subscribers_total")] == counts["unknown_subscribers"]
+
+    assert stats["campaigns"]
+    for campaign, funnel in stats["campaigns"].items():
+        assert got[series("sigmatch_actions_total", campaign=campaign, kind="send")] == funnel["sent"]
+        assert got[series("sigmatch_actions_total", campaign=campaign, kind="control")] == funnel["control"]
+        for stage in FUNNEL:
+            assert got[series("sigmatch_funnel_total", campaign=campaign, stage=stage)] == funnel[stage]
+    assert sum(v for (n, _), v in got.items() if n == "sigmatch_actions_total") == stats["totals"]["contacts"]
+
+    assert engine.pending > 0
+    assert got[series("sigmatch_pending_actions")] == engine.pending
+    assert got[series("sigmatch_event_time_lag_seconds")] == pytest.approx(T0 - engine.clock / 1000)
+    assert got[series("sigmatch_checkpoint_age_seconds")] == pytest.approx(10)
+    assert got[series("sigmatch_checkpoint_duration_seconds")] == pytest.approx(0.25)
+    assert got[series("sigmatch_input_bytes_total")] == nbytes
+    assert got[series("sigmatch_events_per_second")] == pytest.approx(counts["events"] / 20)
+    assert got[series("sigmatch_input_bytes_per_second")] == pytest.approx(nbytes / 20)
+
+    exposed = {n for n, _ in got}
+    assert exposed == set(METRIC_NAMES)
+
+
+def test_rates_cover_the_interval_between_observations(world, replayed):
+    engine, nbytes = replayed
+    fresh = Engine.from_config(world.config)
+    metrics = DaemonMetrics(fresh, wall=lambda: 100.0)       # baseline: no events at t=100
+    metrics.observe(engine, input_bytes=nbytes, now=110.0)
+    got = samples(metrics.exposition())
+    events = engine._core.counts()["events"]
+    assert got[series("sigmatch_events_per_second")] == pytest.approx(events / 10)
+    assert got[series("sigmatch_input_bytes_per_second")] == pytest.approx(nbytes / 10)
+    # no new input: the rates fall to zero; the totals stay
+    metrics.observe(engine, input_bytes=0, now=115.0)
+    got = samples(metrics.exposition())
+    assert got[series("sigmatch_events_per_second")] == 0
+    assert got[series("sigmatch_input_bytes_per_second")] == 0
+    assert got[series("sigmatch_input_bytes_total")] == nbytes
+    # input_bytes adds up over observations
+    metrics.observe(engine, input_bytes=5, now=120.0)
+    assert samples(metrics.exposition())[series("sigmatch_input_bytes_total")] == nbytes + 5
+    with pytest.raises(ValueError):
+        metrics.observe(engine, input_bytes=-1)
+
+
+def test_a_fresh_engine_has_no_lag_and_no_checkpoint_yet(world):
+    engine = Engine.from_config(world.config)
+    metrics = DaemonMetrics(engine)
+    got = samples(metrics.exposition())
+    assert got[series("sigmatch_events_total", type="CALL_MO_END")] == 0
+    assert got[series("sigmatch_pending_actions")] == 0
+    for absent in ("sigmatch_event_time_lag_seconds", "sigmatch_checkpoint_age_seconds",
+                   "sigmatch_checkpoint_duration_seconds", "sigmatch_events_per_second"):
+        assert series(absent) not in got
+    # a commit without a checkpoint keeps the previous checkpoint figures (none here)
+    metrics.observe(engine, input_bytes=0)
+    assert series("sigmatch_checkpoint_age_seconds") not in samples(metrics.exposition())
+
+
+def test_scrapes_read_the_snapshot_not_the_engine(world):
+    other = Engine.from_config(world.config)
+    other.replay(world.trace.read_bytes()[: 45 * 1000])
+    metrics = DaemonMetrics(other, wall=lambda: T0)
+    metrics.observe(other, input_bytes=45_000, checkpoint_seconds=0.5, now=T0 - 1)
+    before = metrics.exposition()
+
+    class Boom:
+        def __getattr__(self, name):
+            raise AssertionError(f"the scrape touched the engine ({name})")
+
+    core, other._core = other._core, Boom()
+    try:
+        assert metrics.exposition() == before
+    finally:
+        other._core = core
+
+
+def test_observing_while_scraping(replayed):
+    engine, _ = replayed
+    metrics = DaemonMetrics(engine)
+    errors = []
+    stop = threading.Event()
+
+    def scrape():
+        try:
+            while not stop.is_set():
+                text = metrics.exposition()
+                assert b"sigmatch_events_total" in text
+        except Exception as e:           # reported below, on the test's thread
+            errors.append(e)
+
+    thread = threading.Thread(target=scrape)
+    thread.start()
+    try:
+        for i in range(200):
+            metrics.observe(engine, input_bytes=1, checkpoint_seconds=0.0)
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors
+    assert samples(metrics.exposition())[series("sigmatch_input_bytes_total")] == 200
+
+
+def test_served_over_http(replayed):
+    engine, nbytes = replayed
+    with DaemonMetrics(engine) as metrics:
+        metrics.observe(engine, input_bytes=nbytes)
+        host, port = metrics.serve("127.0.0.1", 0)
+        assert host == "127.0.0.1" and port > 0 and metrics.address == (host, port)
+        with pytest.raises(RuntimeError):
+            metrics.serve("127.0.0.1", 0)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            body = response.read()
+        got = samples(body)
+        assert got[series("sigmatch_events_total", type="CALL_MO_END")] == \
+            engine._core.counts()["events_by_type"][1]
+        assert got[series("sigmatch_input_bytes_total")] == nbytes
+    assert metrics.address is None
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    metrics.close()                      # twice is fine
+
+
+def test_no_subscriber_number_in_any_label(world, replayed):
+    engine, nbytes = replayed
+    metrics = DaemonMetrics(engine)
+    metrics.observe(engine, input_bytes=nbytes, checkpoint_seconds=0.1)
+    text = metrics.exposition().decode()
+    msisdns = {str(int(m)) for m in engine.world.profiles.msisdn} | {str(UNKNOWN_MSISDN)}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name_and_labels = line.rsplit(" ", 1)[0]
+        assert not re.search(r"\d{8,}", name_and_labels), line
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            for value in s.labels.values():
+                assert value not in msisdns
+                assert not re.search(r"\d{11}", value)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("127.0.0.1:9108", ("127.0.0.1", 9108)),
+    ("0.0.0.0:9108", ("0.0.0.0", 9108)),
+    ("localhost:80", ("localhost", 80)),
+    (":9108", ("127.0.0.1", 9108)),
+    ("9108", ("127.0.0.1", 9108)),
+    (" 9108 ", ("127.0.0.1", 9108)),
+    ("[::1]:9108", ("::1", 9108)),
+    ("metrics.example:0", ("metrics.example", 0)),
+])
+def test_parse_hostport(text, expected):
+    assert parse_hostport(text) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "empty"),
+    ("host:", "missing port"),
+    (":", "missing port"),
+    ("host:http", "not a number"),
+    ("host:-1", "not a number"),
+    ("host:65536", "out of range"),
+    ("::1:9108", "brackets"),
+    ("[::1]9108", r"\[IPV6\]:PORT"),
+    ("[::1:9108", "missing ']'"),
+    ("[nothost]:9108", "not an IPv6 address"),
+    ("bad host:9108", "bad host"),
+    ("９１０８", "not a number"),
+])
+def test_parse_hostport_errors(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_hostport(text)
