@@ -193,26 +193,22 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="Serve GET /subscriber/{msisdn} (the policy view) here; host defaults to 127.0.0.1.")
 @click.option("--lookup-token", envvar="SIGMATCH_LOOKUP_TOKEN", default=None,
               help="Bearer token the lookup requires (or SIGMATCH_LOOKUP_TOKEN).")
+@click.option("--metrics", default=None, metavar="HOST:PORT",
+              help="Serve Prometheus metrics here; host defaults to 127.0.0.1.")
 @_one_line_errors
-def run(config: Path, out: Path, state: Path, spool: Path, fmt, lookup, lookup_token):
+def run(config: Path, out: Path, state: Path, spool: Path, fmt, lookup, lookup_token, metrics):
     """Run as a service over a spool directory, exactly once across crashes; SIGTERM stops."""
     from engine.daemon import run_spool
+    from engine.metrics import parse_hostport
     if lookup and not lookup_token:
         _fail("--lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN")
-    sys.exit(run_spool(config, out, state, spool, format=fmt,
-                       lookup=_host_port(lookup) if lookup else None, lookup_token=lookup_token))
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    """HOST:PORT, :PORT or PORT; the host defaults to 127.0.0.1 (never all interfaces)."""
-    host, _, port = text.rpartition(":")
     try:
-        number = int(port)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not HOST:PORT") from None
-    if not 0 <= number <= 65535:
-        raise click.BadParameter(f"port {number} is out of range")
-    return host or "127.0.0.1", number
+        lookup_at = parse_hostport(lookup) if lookup else None
+        metrics_at = parse_hostport(metrics) if metrics else None
+    except ValueError as e:
+        _fail(str(e))
+    sys.exit(run_spool(config, out, state, spool, format=fmt, lookup=lookup_at, lookup_token=lookup_token,
+                       metrics=metrics_at))
 
 
 @main.command()

@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -57,7 +58,8 @@ def sd_notify(state: str) -> None:
 class SpoolDaemon:
     def __init__(self, config: Path, out: Path, state: Path, spool: Path, *,
                  format: Optional[str] = None, poll_s: float = 0.5,
-                 lookup: Optional[tuple[str, int]] = None, lookup_token: Optional[str] = None):
+                 lookup: Optional[tuple[str, int]] = None, lookup_token: Optional[str] = None,
+                 metrics: Optional[tuple[str, int]] = None):
         self.config_path = Path(config)
         self.out = Path(out)
         self.state = Path(state)
@@ -69,6 +71,8 @@ class SpoolDaemon:
         self.sinks: Optional[SinkSet] = None
         self.lookup = lookup
         self.lookup_token = lookup_token
+        self.metrics_address = metrics
+        self.metrics = None
         # The core is fed without the GIL; readers on other threads (the lookup) hold this.
         self.lock = threading.Lock()
         self.servers: list = []
@@ -122,19 +126,23 @@ class SpoolDaemon:
         self.sinks.write_conversions(core.take_conversions())
         self.sinks.write_dead_letters(core.take_dead_letters())
 
-    def _commit(self, covered: Optional[str]) -> None:
-        """Seal, checkpoint, rename, move: the exactly-once step (see the module docstring)."""
+    def _commit(self, covered: Optional[str]) -> float:
+        """Seal, checkpoint, rename, move: the exactly-once step (see the module docstring).
+        Returns the seconds the checkpoint took."""
         self._take_records()
         renames = [[str(t), str(f)] for t, f in self.sinks.seal()]
         extra = {"renames": renames, "covered": covered}
         current = self.state / CHECKPOINT
         if current.exists():
             os.replace(current, self.state / PREVIOUS)
+        started = time.perf_counter()
         self.engine.checkpoint(current, extra=extra)
+        seconds = time.perf_counter() - started
         SinkSet.commit(renames)
         if covered:
             self._move_done(covered)
         self.sinks.write_stats(self._stats())
+        return seconds
 
     def _stats(self) -> dict:
         stats = self.engine.stats
@@ -160,6 +168,12 @@ class SpoolDaemon:
         self.sinks = SinkSet(self.out, campaigns=self.engine.campaigns, format=self.format or output.format,
                              max_records=output.max_records, max_age_ms=output.max_age_ms,
                              durable=True, defer_renames=True)
+        if self.metrics_address:
+            from engine.metrics import DaemonMetrics
+            self.metrics = DaemonMetrics(self.engine)
+            host, port = self.metrics.serve(*self.metrics_address)
+            self.servers.append(self.metrics)
+            log.info("metrics on %s:%d", host, port)
         if self.lookup:
             from engine.lookup import LookupServer
             server = LookupServer(self._view, *self.lookup, token=self.lookup_token).start()
@@ -186,7 +200,9 @@ class SpoolDaemon:
                     with self.lock:
                         core.begin_stream()
                 with self.lock:
-                    self._commit(path.name)
+                    seconds = self._commit(path.name)
+                    if self.metrics is not None:
+                        self.metrics.observe(self.engine, input_bytes=len(data), checkpoint_seconds=seconds)
         sd_notify("STOPPING=1")
         with self.lock:
             self._commit(None)

@@ -206,3 +206,36 @@ def test_policy_lookup_needs_the_token_and_shows_one_subscriber(world, tmp_path)
     assert stop(proc) == 0
     log = proc.stderr.read()
     assert "lookup" in log and str(msisdn) not in log
+
+
+def test_metrics_scrape(world, tmp_path):
+    import urllib.request
+    generated, expected = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill_spool(generated, spool)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", str(generated.config), "--out", str(out),
+         "--state", str(state), "--spool", str(spool), "--metrics", f":{port}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_until_drained(spool)
+    def events_counted(text):
+        return sum(float(line.split()[-1]) for line in text.splitlines()
+                   if line.startswith("sigmatch_events_total{"))
+
+    deadline = time.monotonic() + 30
+    text = ""
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            if events_counted(text) == expected.stats["run"]["events"]:
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the metrics never counted the whole spool: {events_counted(text)}")
+        time.sleep(0.1)
+    assert "sigmatch_funnel_total" in text and "sigmatch_input_bytes_total" in text
+    assert "sigmatch_checkpoint_age_seconds" in text and "sigmatch_pending_actions" in text
+    assert stop(proc) == 0
