@@ -181,7 +181,13 @@ class SpoolDaemon:
             log.info("lookup on %s:%d", *server.address[:2])
         log.info("running: spool %s, output %s", self.spool, self.out)
         sd_notify("READY=1")
+        # systemd's watchdog (WatchdogSec=): ping at half the interval it gave us
+        watchdog_s = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
+        last_ping = 0.0
         while not self.stop.is_set():
+            if watchdog_s and time.monotonic() - last_ping >= watchdog_s:
+                sd_notify("WATCHDOG=1")
+                last_ping = time.monotonic()
             files = self._pending_files()
             if not files:
                 self.stop.wait(self.poll_s)
