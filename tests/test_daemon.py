@@ -91,9 +91,7 @@ def test_uninterrupted_run_then_sigterm(world, tmp_path):
     fill_spool(generated, tmp_path / "spool")
     proc = start(generated.config, tmp_path / "out", tmp_path / "state", tmp_path / "spool", ready=True)
     assert wait_until_drained(tmp_path / "spool")
-    t = time.monotonic()
-    assert stop(proc) == 0, proc.stderr.read()
-    assert time.monotonic() - t < 10
+    assert stop(proc) == 0, proc.stderr.read()     # stop() allows SIGTERM 10 s, as the service promises
     assert sorted(rows(tmp_path / "out", "actions-*.csv")) == expected_rows(expected)
     assert len(list((tmp_path / "spool" / "done").iterdir())) == len(generated.traces)
     assert not list((tmp_path / "out").rglob(".*.tmp"))
@@ -237,5 +235,8 @@ def test_metrics_scrape(world, tmp_path):
             raise AssertionError(f"the metrics never counted the whole spool: {events_counted(text)}")
         time.sleep(0.1)
     assert "sigmatch_funnel_total" in text and "sigmatch_input_bytes_total" in text
-    assert "sigmatch_checkpoint_age_seconds" in text and "sigmatch_pending_actions" in text
+    from engine.metrics import METRIC_NAMES
+    # the rates need two observations some time apart; every other series is there
+    expected_names = [name for name in METRIC_NAMES if "per_second" not in name]
+    assert all(name in text for name in expected_names)
     assert stop(proc) == 0

@@ -15,6 +15,13 @@ from engine.gen import encode_events, generate
 from engine.metrics import METRIC_NAMES, DaemonMetrics, parse_hostport
 from engine.records import BAD_REASONS, FUNNEL
 
+# series measured against an injected clock, named once
+LAG = "sigmatch_event_time_lag_seconds"
+CHECKPOINT_AGE = "sigmatch_checkpoint_age_seconds"
+CHECKPOINT_TIME = "sigmatch_checkpoint_duration_seconds"
+EVENT_RATE = "sigmatch_events_per_second"
+BYTE_RATE = "sigmatch_input_bytes_per_second"
+
 UNKNOWN_MSISDN = 639999999999            # not in the generated profiles
 T0 = 2_000_000_000.0                     # a fixed wall clock for the tests
 
@@ -96,12 +103,12 @@ def test_the_exposition_equals_the_engines_figures(replayed):
 
     assert engine.pending > 0
     assert got[series("sigmatch_pending_actions")] == engine.pending
-    assert got[series("sigmatch_event_time_lag_seconds")] == pytest.approx(T0 - engine.clock / 1000)
-    assert got[series("sigmatch_checkpoint_age_seconds")] == pytest.approx(10)
-    assert got[series("sigmatch_checkpoint_duration_seconds")] == pytest.approx(0.25)
+    assert got[series(LAG)] == pytest.approx(T0 - engine.clock / 1000)
+    assert got[series(CHECKPOINT_AGE)] == pytest.approx(10)
+    assert got[series(CHECKPOINT_TIME)] == pytest.approx(0.25)
     assert got[series("sigmatch_input_bytes_total")] == nbytes
-    assert got[series("sigmatch_events_per_second")] == pytest.approx(counts["events"] / 20)
-    assert got[series("sigmatch_input_bytes_per_second")] == pytest.approx(nbytes / 20)
+    assert got[series(EVENT_RATE)] == pytest.approx(counts["events"] / 20)
+    assert got[series(BYTE_RATE)] == pytest.approx(nbytes / 20)
 
     exposed = {n for n, _ in got}
     assert exposed == set(METRIC_NAMES)
@@ -114,13 +121,13 @@ def test_rates_cover_the_interval_between_observations(world, replayed):
     metrics.observe(engine, input_bytes=nbytes, now=110.0)
     got = samples(metrics.exposition())
     events = engine._core.counts()["events"]
-    assert got[series("sigmatch_events_per_second")] == pytest.approx(events / 10)
-    assert got[series("sigmatch_input_bytes_per_second")] == pytest.approx(nbytes / 10)
+    assert got[series(EVENT_RATE)] == pytest.approx(events / 10)
+    assert got[series(BYTE_RATE)] == pytest.approx(nbytes / 10)
     # no new input: the rates fall to zero; the totals stay
     metrics.observe(engine, input_bytes=0, now=115.0)
     got = samples(metrics.exposition())
-    assert got[series("sigmatch_events_per_second")] == 0
-    assert got[series("sigmatch_input_bytes_per_second")] == 0
+    assert got[series(EVENT_RATE)] == 0
+    assert got[series(BYTE_RATE)] == 0
     assert got[series("sigmatch_input_bytes_total")] == nbytes
     # input_bytes adds up over observations
     metrics.observe(engine, input_bytes=5, now=120.0)
@@ -140,7 +147,7 @@ def test_a_fresh_engine_has_no_lag_and_no_checkpoint_yet(world):
         assert series(absent) not in got
     # a commit without a checkpoint keeps the previous checkpoint figures (none here)
     metrics.observe(engine, input_bytes=0)
-    assert series("sigmatch_checkpoint_age_seconds") not in samples(metrics.exposition())
+    assert series(CHECKPOINT_AGE) not in samples(metrics.exposition())
 
 
 def test_scrapes_read_the_snapshot_not_the_engine(world):
