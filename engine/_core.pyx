@@ -1509,6 +1509,22 @@ cdef class Core:
         self.carry_offset = scalars["carry_offset"]
         self.stream_offset = scalars["stream_offset"]
 
+    def advance(self, int64_t ts):
+        """Move the clock to `ts` (never back) and emit every action due by then, as an event
+        at `ts` would. The one place where wall-clock time may enter: the daemon's
+        --idle-advance, documented as such."""
+        with nogil:
+            if not self.E.has_clock or ts > self.E.clock:
+                self.E.clock = ts
+                self.E.has_clock = 1
+            while self.E.heap_n and self.E.heap[0].due <= self.E.clock:
+                fire_timer(&self.E)
+                if self.E.oom:
+                    break
+        if self.E.oom:
+            self.E.oom = 0
+            raise MemoryError("out of memory while advancing the clock")
+
     def clear_oom(self):
         self.E.oom = 0
 

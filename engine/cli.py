@@ -195,8 +195,11 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="Bearer token the lookup requires (or SIGMATCH_LOOKUP_TOKEN).")
 @click.option("--metrics", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics here; host defaults to 127.0.0.1.")
+@click.option("--idle-advance", type=float, default=None, metavar="SECONDS",
+              help="After this long without input, move event time on with the wall clock so delayed "
+                   "actions still go out (off by default: the one option that makes output depend on wall time).")
 @_one_line_errors
-def run(config: Path, out: Path, state: Path, spool: Path, fmt, lookup, lookup_token, metrics):
+def run(config: Path, out: Path, state: Path, spool: Path, fmt, lookup, lookup_token, metrics, idle_advance):
     """Run as a service over a spool directory, exactly once across crashes; SIGTERM stops."""
     from engine.daemon import run_spool
     from engine.metrics import parse_hostport
@@ -208,7 +211,7 @@ def run(config: Path, out: Path, state: Path, spool: Path, fmt, lookup, lookup_t
     except ValueError as e:
         _fail(str(e))
     sys.exit(run_spool(config, out, state, spool, format=fmt, lookup=lookup_at, lookup_token=lookup_token,
-                       metrics=metrics_at))
+                       metrics=metrics_at, idle_advance_s=idle_advance))
 
 
 @main.command()

@@ -59,7 +59,7 @@ class SpoolDaemon:
     def __init__(self, config: Path, out: Path, state: Path, spool: Path, *,
                  format: Optional[str] = None, poll_s: float = 0.5,
                  lookup: Optional[tuple[str, int]] = None, lookup_token: Optional[str] = None,
-                 metrics: Optional[tuple[str, int]] = None):
+                 metrics: Optional[tuple[str, int]] = None, idle_advance_s: Optional[float] = None):
         self.config_path = Path(config)
         self.out = Path(out)
         self.state = Path(state)
@@ -72,6 +72,8 @@ class SpoolDaemon:
         self.lookup = lookup
         self.lookup_token = lookup_token
         self.metrics_address = metrics
+        # Off by default: the one setting that lets the wall clock change the output.
+        self.idle_advance_s = idle_advance_s
         self.metrics = None
         # The core is fed without the GIL; readers on other threads (the lookup) hold this.
         self.lock = threading.Lock()
@@ -184,14 +186,19 @@ class SpoolDaemon:
         # systemd's watchdog (WatchdogSec=): ping at half the interval it gave us
         watchdog_s = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
         last_ping = 0.0
+        last_input = time.monotonic()
         while not self.stop.is_set():
             if watchdog_s and time.monotonic() - last_ping >= watchdog_s:
                 sd_notify("WATCHDOG=1")
                 last_ping = time.monotonic()
             files = self._pending_files()
             if not files:
+                if self.idle_advance_s and time.monotonic() - last_input >= self.idle_advance_s:
+                    self._advance_to_wall_clock()
+                    last_input = time.monotonic()
                 self.stop.wait(self.poll_s)
                 continue
+            last_input = time.monotonic()
             for path in files:
                 if self.stop.is_set():
                     break
@@ -217,6 +224,17 @@ class SpoolDaemon:
         log.info("stopped: checkpoint written, %d pending actions kept", self.engine.pending)
         return 0
 
+
+    def _advance_to_wall_clock(self) -> None:
+        """A quiet spool: event time moves on with the wall clock so that delayed actions
+        still go out (only with --idle-advance)."""
+        with self.lock:
+            core = self.engine._core
+            before = core.seq
+            core.advance(int(time.time() * 1000))
+            if core.seq != before:
+                # what went out is made durable, exactly once, like any other output
+                self._commit(None)
 
     def _view(self, msisdn: int):
         from engine.lookup import policy_view

@@ -240,3 +240,22 @@ def test_metrics_scrape(world, tmp_path):
     expected_names = [name for name in METRIC_NAMES if "per_second" not in name]
     assert all(name in text for name in expected_names)
     assert stop(proc) == 0
+
+
+def test_idle_advance_lets_delayed_actions_go_out(world, tmp_path):
+    """The traces are of early November 2026, before today's wall clock: once the spool is
+    quiet, --idle-advance moves event time past every due time, as a drain would."""
+    generated, _ = world
+    drained = Engine.from_config(generated.config).replay(generated.traces, drain=True)
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill_spool(generated, spool)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", str(generated.config), "--out", str(out),
+         "--state", str(state), "--spool", str(spool), "--idle-advance", "0.2"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert wait_until_drained(spool)
+    deadline = time.monotonic() + 30
+    while len(rows(out, "actions-*.csv")) < len(drained.actions) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert stop(proc) == 0, proc.stderr.read()
+    assert sorted(rows(out, "actions-*.csv")) == expected_rows(drained)
