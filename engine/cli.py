@@ -186,8 +186,10 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="Output directory for the sink files.")
 @click.option("--state", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Directory of the checkpoints.")
-@click.option("--spool", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory where probes drop *.msgpack files (written under another name, then renamed).")
+@click.option("--stdin", "from_stdin", is_flag=True,
+              help="Read the event stream from standard input (journaled under --state); exit at its end.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None)
 @click.option("--lookup", default=None, metavar="HOST:PORT",
               help="Serve GET /subscriber/{msisdn} (the policy view) here; host defaults to 127.0.0.1.")
@@ -199,9 +201,13 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="After this long without input, move event time on with the wall clock so delayed "
                    "actions still go out (off by default: the one option that makes output depend on wall time).")
 @_one_line_errors
-def run(config: Path, out: Path, state: Path, spool: Path, fmt, lookup, lookup_token, metrics, idle_advance):
-    """Run as a service over a spool directory, exactly once across crashes; SIGTERM stops."""
+def run(config: Path, out: Path, state: Path, spool, from_stdin: bool, fmt, lookup, lookup_token, metrics,
+        idle_advance):
+    """Run as a service over a spool directory or standard input, exactly once across
+    crashes; SIGTERM stops."""
     from engine.daemon import run_spool
+    if (spool is None) == (not from_stdin):
+        _fail("give exactly one source: --spool DIR or --stdin")
     from engine.metrics import parse_hostport
     if lookup and not lookup_token:
         _fail("--lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN")
@@ -210,8 +216,9 @@ def run(config: Path, out: Path, state: Path, spool: Path, fmt, lookup, lookup_t
         metrics_at = parse_hostport(metrics) if metrics else None
     except ValueError as e:
         _fail(str(e))
-    sys.exit(run_spool(config, out, state, spool, format=fmt, lookup=lookup_at, lookup_token=lookup_token,
-                       metrics=metrics_at, idle_advance_s=idle_advance))
+    sys.exit(run_spool(config, out, state, spool or state / "stdin-journal", format=fmt, lookup=lookup_at, lookup_token=lookup_token,
+                       metrics=metrics_at, idle_advance_s=idle_advance,
+                       stdin=sys.stdin.buffer if from_stdin else None))
 
 
 @main.command()

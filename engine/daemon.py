@@ -40,6 +40,54 @@ CHECKPOINT = "checkpoint"
 PREVIOUS = "checkpoint.prev"
 
 
+class StdinJournal(threading.Thread):
+    """Standard input, journaled: the bytes are written to numbered files in a journal
+    directory (fsynced, renamed when complete, every `every_s` or `max_bytes`), and the
+    daemon processes that directory like a spool. A crash loses nothing that was journaled;
+    stdin is one stream, so the files concatenate to it exactly."""
+
+    def __init__(self, directory: Path, stream, *, every_s: float = 0.5, max_bytes: int = 16 << 20):
+        super().__init__(name="stdin-journal", daemon=True)
+        self.directory = directory
+        self.stream = stream
+        self.every_s = every_s
+        self.max_bytes = max_bytes
+        self.finished = threading.Event()
+        directory.mkdir(parents=True, exist_ok=True)
+        for temp in directory.glob(".*.part"):
+            temp.unlink()          # bytes of a crashed journal file were never acknowledged
+        numbers = [int(p.stem) for d in (directory, directory / "done") if d.is_dir()
+                   for p in d.glob("*.msgpack") if p.stem.isdigit()]
+        self.number = max(numbers, default=0)
+
+    def run(self) -> None:
+        try:
+            while True:
+                self.number += 1
+                final = self.directory / f"{self.number:012d}.msgpack"
+                temp = self.directory / f".{final.name}.part"
+                written, started, eof = 0, time.monotonic(), False
+                with open(temp, "wb") as f:
+                    while written < self.max_bytes and time.monotonic() - started < self.every_s:
+                        chunk = self.stream.read1(1 << 20) if hasattr(self.stream, "read1") else self.stream.read(1 << 20)
+                        if not chunk:
+                            eof = True
+                            break
+                        f.write(chunk)
+                        written += len(chunk)
+                    f.flush()
+                    os.fsync(f.fileno())
+                if written:
+                    os.replace(temp, final)
+                else:
+                    temp.unlink()
+                    self.number -= 1
+                if eof:
+                    return
+        finally:
+            self.finished.set()
+
+
 def sd_notify(state: str) -> None:
     """Tell systemd (Type=notify) how the service stands: READY=1, STOPPING=1. A no-op when
     not started by systemd (no NOTIFY_SOCKET)."""
@@ -59,7 +107,8 @@ class SpoolDaemon:
     def __init__(self, config: Path, out: Path, state: Path, spool: Path, *,
                  format: Optional[str] = None, poll_s: float = 0.5,
                  lookup: Optional[tuple[str, int]] = None, lookup_token: Optional[str] = None,
-                 metrics: Optional[tuple[str, int]] = None, idle_advance_s: Optional[float] = None):
+                 metrics: Optional[tuple[str, int]] = None, idle_advance_s: Optional[float] = None,
+                 stdin=None):
         self.config_path = Path(config)
         self.out = Path(out)
         self.state = Path(state)
@@ -74,6 +123,11 @@ class SpoolDaemon:
         self.metrics_address = metrics
         # Off by default: the one setting that lets the wall clock change the output.
         self.idle_advance_s = idle_advance_s
+        # With stdin, the spool is its journal (under the state directory)
+        self.stdin = stdin
+        self.journal: Optional[StdinJournal] = None
+        if stdin is not None:
+            self.spool = self.state / "stdin-journal"
         self.metrics = None
         # The core is fed without the GIL; readers on other threads (the lookup) hold this.
         self.lock = threading.Lock()
@@ -158,6 +212,8 @@ class SpoolDaemon:
     def run(self) -> int:
         for directory in (self.out, self.state):
             directory.mkdir(parents=True, exist_ok=True)
+        if self.stdin is not None:
+            self.journal = StdinJournal(self.spool, self.stdin)
         if not self.spool.is_dir():
             raise FileNotFoundError(f"{self.spool}: no such spool directory")
         self.engine = Engine.from_config(self.config_path)
@@ -186,12 +242,19 @@ class SpoolDaemon:
         # systemd's watchdog (WatchdogSec=): ping at half the interval it gave us
         watchdog_s = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
         last_ping = 0.0
+        if self.journal is not None:
+            self.journal.start()
         last_input = time.monotonic()
         while not self.stop.is_set():
             if watchdog_s and time.monotonic() - last_ping >= watchdog_s:
                 sd_notify("WATCHDOG=1")
                 last_ping = time.monotonic()
             files = self._pending_files()
+            if not files and self.journal is not None and self.journal.finished.is_set():
+                files = self._pending_files()       # the last journal file may have just landed
+                if not files:
+                    log.info("standard input ended and is processed")
+                    break
             if not files:
                 if self.idle_advance_s and time.monotonic() - last_input >= self.idle_advance_s:
                     self._advance_to_wall_clock()

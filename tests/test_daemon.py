@@ -259,3 +259,23 @@ def test_idle_advance_lets_delayed_actions_go_out(world, tmp_path):
         time.sleep(0.1)
     assert stop(proc) == 0, proc.stderr.read()
     assert sorted(rows(out, "actions-*.csv")) == expected_rows(drained)
+
+
+def test_stdin_is_journaled_and_processed_to_its_end(world, tmp_path):
+    generated, expected = world
+    out, state = tmp_path / "out", tmp_path / "state"
+    data = b"".join(p.read_bytes() for p in generated.traces)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", str(generated.config), "--out", str(out),
+         "--state", str(state), "--stdin"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # written in pieces that cut events, with pauses, as a probe's pipe would
+    for i in range(0, len(data), 1_000_003):
+        proc.stdin.write(data[i:i + 1_000_003])
+        proc.stdin.flush()
+        time.sleep(0.05)
+    proc.stdin.close()
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    assert sorted(rows(out, "actions-*.csv")) == expected_rows(expected)
+    journal = state / "stdin-journal" / "done"
+    assert sum(p.stat().st_size for p in journal.glob("*.msgpack")) == len(data)
