@@ -1509,6 +1509,97 @@ cdef class Core:
         self.carry_offset = scalars["carry_offset"]
         self.stream_offset = scalars["stream_offset"]
 
+    def transfer_from(self, Core old, list campaign_map, list counter_map, uint32_t nr_old):
+        """Take over `old`'s state after a reload. This core was compiled with old's subscribers
+        first, in old's order (`nr_old` of them); `campaign_map[old index]` and
+        `counter_map[old index]` give the new index or -1 (gone). State of a campaign that is
+        gone is dropped; returns the number of its pending actions dropped."""
+        cdef uint32_t i
+        cdef int k, nk
+        cdef uint64_t j, key
+        cdef SubHeadC* oh
+        cdef SubHeadC* nh
+        cdef ContactC* c
+        cdef ContactC* src
+        cdef TimerC t
+        cdef int32_t cmap[65536]
+        cdef int32_t kmap[256]
+        cdef uint64_t dropped = 0
+        if nr_old > self.E.nr_subscribers or nr_old > old.E.nr_subscribers:
+            raise ValueError("the new engine must keep every old subscriber")
+        if len(campaign_map) != old.E.nr_campaigns or len(counter_map) != old.E.nr_counters or old.E.nr_counters > 256:
+            raise ValueError("maps do not match the old engine")
+        for k in range(old.E.nr_campaigns):
+            cmap[k] = campaign_map[k]
+            if not -1 <= cmap[k] < self.E.nr_campaigns:
+                raise ValueError("campaign map out of range")
+        for k in range(old.E.nr_counters):
+            kmap[k] = counter_map[k]
+            if not -1 <= kmap[k] < self.E.nr_counters:
+                raise ValueError("counter map out of range")
+        for i in range(nr_old):
+            oh = <SubHeadC*>row_of(&old.E, i)
+            nh = <SubHeadC*>row_of(&self.E, i)
+            if oh.msisdn != nh.msisdn:
+                raise ValueError("subscriber order differs from the old engine's")
+            nh.last_any_p1 = oh.last_any_p1
+            nh.day = oh.day
+            nh.day_count = oh.day_count
+            nh.cell = oh.cell
+            nh.flags = (nh.flags & SUB_INACTIVE) | (oh.flags & SUB_POWERED_OFF)
+            for k in range(old.E.nr_counters):
+                nk = kmap[k]
+                if nk < 0:
+                    continue
+                (<uint32_t*>(row_of(&self.E, i) + self.E.counter_off))[nk] = \
+                    (<uint32_t*>(row_of(&old.E, i) + old.E.counter_off))[k]
+                if old.E.counters[k].window_slot >= 0 and self.E.counters[nk].window_slot >= 0:
+                    (<int64_t*>(row_of(&self.E, i) + self.E.window_off))[self.E.counters[nk].window_slot] = \
+                        (<int64_t*>(row_of(&old.E, i) + old.E.window_off))[old.E.counters[k].window_slot]
+        if old.E.contacts != NULL:
+            for j in range(old.E.contacts_mask + 1):
+                src = &old.E.contacts[j]
+                if not src.key:
+                    continue
+                key = src.key & ~OCCUPIED
+                if (key >> 16) >= nr_old or cmap[key & 0xFFFF] < 0:
+                    continue
+                c = find_contact(&self.E, <uint32_t>(key >> 16), <uint32_t>cmap[key & 0xFFFF], True)
+                if c == NULL:
+                    raise MemoryError()
+                c.last_ts = src.last_ts
+                c.last_seq = src.last_seq
+                c.streak = src.streak
+                c.flags = src.flags
+        for j in range(old.E.heap_n):
+            t = old.E.heap[j]
+            if cmap[t.campaign] < 0 or t.subscriber >= nr_old:
+                dropped += 1
+                continue
+            t.campaign = <uint32_t>cmap[t.campaign]
+            if heap_push(&self.E, &t):
+                raise MemoryError()
+        for k in range(old.E.nr_campaigns):
+            if cmap[k] >= 0:
+                memcpy(&self.E.funnel[<size_t>cmap[k] * NR_FUNNEL], &old.E.funnel[<size_t>k * NR_FUNNEL],
+                       NR_FUNNEL * sizeof(uint64_t))
+        memcpy(self.E.bad, old.E.bad, sizeof(self.E.bad))
+        memcpy(self.E.by_type, old.E.by_type, sizeof(self.E.by_type))
+        self.E.events = old.E.events
+        self.E.unknown = old.E.unknown
+        self.E.clock = old.E.clock
+        self.E.has_clock = old.E.has_clock
+        self.E.seq = old.E.seq
+        self.E.conversion_seq = old.E.conversion_seq
+        self.E.timers_created = old.E.timers_created
+        if old.carry_len > self.max_event_bytes:
+            raise ValueError("the old engine carries a longer event than this one accepts")
+        memcpy(self.carry, old.carry, old.carry_len)
+        self.carry_len = old.carry_len
+        self.carry_offset = old.carry_offset
+        self.stream_offset = old.stream_offset
+        return dropped
+
     def advance(self, int64_t ts):
         """Move the clock to `ts` (never back) and emit every action due by then, as an event
         at `ts` would. The one place where wall-clock time may enter: the daemon's

@@ -110,11 +110,16 @@ class Run:
 class Engine:
     """A compiled configuration with its state. Not thread-safe: one replay at a time."""
 
-    def __init__(self, config: Config, world: Optional[World] = None, *, max_event_bytes: int = 65536):
+    def __init__(self, config: Config, world: Optional[World] = None, *, max_event_bytes: int = 65536,
+                 keep=None):
         self.config = config
+        self.max_event_bytes = max_event_bytes
         owned = world is None
         self.world = load_world(config) if owned else world
-        self._core = compile_core(config, self.world, max_event_bytes=max_event_bytes).core
+        compiled = compile_core(config, self.world, max_event_bytes=max_event_bytes, keep=keep)
+        self._core = compiled.core
+        self.subscribers = compiled.subscribers      # MSISDN by subscriber index
+        self.reload_dropped = 0
         if owned:
             # The attribute columns served `where`, evaluated once at compile; they are most of
             # a snapshot's memory (gigabytes at 30M subscribers), so they go. The MSISDNs stay.
@@ -164,6 +169,25 @@ class Engine:
             "run": self._last_run,
             "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(self.config.campaigns)},
         }
+
+    def reload(self, config_path=None) -> "Engine":
+        """A new engine from the configuration (default: this one's file) and the profiles,
+        lists and areas it names as they are now, carrying this engine's state: subscribers
+        keep their indexes (new numbers are appended, numbers gone become inactive),
+        campaigns and counters keep their state by id and by name, pending actions of a
+        removed campaign are dropped (counted in `reload_dropped`). A ConfigError or
+        LoadError leaves this engine as it was."""
+        config = load_config(Path(config_path) if config_path else self.config.path)
+        new = Engine(config, max_event_bytes=self.max_event_bytes, keep=self.subscribers)
+        new_campaigns = {c.id: i for i, c in enumerate(config.campaigns)}
+        new_counters = {c.name: i for i, c in enumerate(config.counters)}
+        new.reload_dropped = new._core.transfer_from(
+            self._core,
+            [new_campaigns.get(c.id, -1) for c in self.config.campaigns],
+            [new_counters.get(c.name, -1) for c in self.config.counters],
+            len(self.subscribers))
+        new._totals = dict(self._totals)
+        return new
 
     def checkpoint(self, path, extra: Optional[dict] = None) -> Path:
         """Write all mutable state (subscriber rows, contacts, timers, counts, clock,

@@ -28,17 +28,18 @@ from engine.errors import CheckpointError
 if TYPE_CHECKING:
     from engine.api import Engine
 
-__all__ = ["write_checkpoint", "read_checkpoint", "restore_checkpoint", "fingerprint", "VERSION"]
+__all__ = ["write_checkpoint", "read_checkpoint", "restore_checkpoint", "subscriber_order", "fingerprint",
+           "VERSION"]
 
 MAGIC = b"SIGMATCH-CHECKPOINT\n"
 VERSION = 1
 _DTYPES = {"rows": np.uint8, "contacts": np.uint8, "timers": np.uint8, "funnel": np.uint64,
-           "counts": np.uint64, "carry": np.uint8}
+           "counts": np.uint64, "carry": np.uint8, "subscribers": np.uint64}
 _BLOCK = 64 << 20       # sections are checksummed and written in blocks: no copy of a GB state
 
 
 def fingerprint(engine: "Engine") -> dict:
-    msisdn = np.ascontiguousarray(engine.world.profiles.msisdn, dtype=np.uint64)
+    msisdn = np.ascontiguousarray(engine.subscribers, dtype=np.uint64)
     return {
         "campaigns": [c.id for c in engine.config.campaigns],
         "counters": [c.name for c in engine.config.counters],
@@ -57,7 +58,9 @@ def write_checkpoint(engine: "Engine", path, extra: Optional[dict] = None) -> Pa
     """Write the engine's state to `path` atomically; returns the path."""
     path = Path(path)
     core = engine._core
-    sections = core.state_sections()
+    # The subscriber order goes along: after a reload it is not the snapshot's own order,
+    # and a restarted engine must rebuild it (subscriber_order) before restoring.
+    sections = core.state_sections() + [("subscribers", np.ascontiguousarray(engine.subscribers, dtype=np.uint64))]
     described = []
     for name, array in sections:
         crc = 0
@@ -136,6 +139,14 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint: {e}") from None
     return header, sections
+
+
+def subscriber_order(path) -> np.ndarray:
+    """The MSISDN of each subscriber index, as the engine that wrote the checkpoint had them."""
+    _, sections = read_checkpoint(path)
+    if "subscribers" not in sections:
+        raise CheckpointError(f"{path}: no subscriber order in this checkpoint")
+    return sections["subscribers"]
 
 
 def restore_checkpoint(engine: "Engine", path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Optional
 import numpy as np
 
 from engine._core import Core
@@ -50,6 +51,7 @@ def load_world(config: Config) -> World:
 class Compiled:
     core: Core
     nr_elig_bits: int
+    subscribers: np.ndarray     # uint64 MSISDN of each subscriber index
 
 
 def _types_mask(codes) -> int:
@@ -57,6 +59,14 @@ def _types_mask(codes) -> int:
     for code in codes:
         mask |= 1 << code
     return mask
+
+
+def _by_subscriber(mask: np.ndarray, profile_rows: np.ndarray, present: np.ndarray) -> np.ndarray:
+    if present.all() and len(profile_rows) == len(mask):
+        return mask
+    out = np.zeros(len(profile_rows), dtype=bool)
+    out[present] = mask[profile_rows[present]]
+    return out
 
 
 def _where_columns(config: Config) -> set[str]:
@@ -87,9 +97,32 @@ def _where_masks(config: Config, profiles: Profiles) -> dict[str, np.ndarray]:
     return masks
 
 
-def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536) -> Compiled:
+def _subscriber_order(numbers: np.ndarray, keep: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Subscriber index -> MSISDN, and -> profile row (-1: not in this snapshot). With `keep`
+    (a running engine's subscribers), those keep their indexes and the snapshot's new numbers
+    are appended: an index never changes while the engine runs (SPEC §1.1)."""
+    if keep is None:
+        return numbers, np.arange(len(numbers))
+    numbers = np.ascontiguousarray(numbers, dtype=np.uint64)
+    order = np.concatenate([keep, numbers[~np.isin(numbers, keep)]])
+    sorter = np.argsort(numbers, kind="stable")
+    found = np.searchsorted(numbers, order, sorter=sorter)
+    found[found == len(numbers)] = 0
+    if not len(numbers):
+        return order, np.full(len(order), -1)
+    rows = sorter[found]
+    rows[numbers[rows] != order] = -1
+    return order, rows
+
+
+def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
+                 keep: Optional[np.ndarray] = None) -> Compiled:
+    """Compile; with `keep` (the MSISDNs of a running engine, by index) those subscribers come
+    first in the same order, and numbers gone from the snapshot are inactive."""
     profiles = world.profiles
-    n = len(profiles.msisdn)
+    subscribers, profile_rows = _subscriber_order(profiles.msisdn, keep)
+    present = profile_rows >= 0
+    n = len(subscribers)
     core = Core(max_event_bytes)
 
     # Distinct eligibility classes -> bit numbers. Their masks are built once the core has
@@ -123,7 +156,8 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536) 
             mask &= ~member(name)
         return mask
 
-    where_masks = _where_masks(config, profiles)
+    where_masks = {text: _by_subscriber(mask, profile_rows, present)
+                   for text, mask in _where_masks(config, profiles).items()}
     unblocked = class_bit(("unblocked",), lambda: ~blocked())
 
     # Areas: one bit per area name, words per cell.
@@ -178,7 +212,9 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536) 
     nr_words = max(1, (nr_bits + 63) // 64)
     windowed = [c for c in config.counters if c.window_ms]
     core.set_layout(nr_words, len(config.counters), len(windowed))
-    core.set_subscribers(np.ascontiguousarray(profiles.msisdn, dtype=np.uint64))
+    core.set_subscribers(np.ascontiguousarray(subscribers, dtype=np.uint64))
+    if not present.all():
+        core.set_inactive((~present).astype(np.uint8))
     words = np.zeros((n, nr_words), dtype=np.uint64)
     for bit, build in enumerate(builders):
         words[:, bit // 64] |= build().astype(np.uint64) << np.uint64(bit % 64)
@@ -204,4 +240,4 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536) 
     core.set_campaigns(campaigns)
     log.info("compiled %d campaigns over %d subscribers: %d eligibility classes, %d areas, %d peer sets",
              len(campaigns), n, nr_bits, len(area_names), len(peer_sets))
-    return Compiled(core, nr_bits)
+    return Compiled(core, nr_bits, np.ascontiguousarray(subscribers, dtype=np.uint64))

@@ -28,8 +28,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
 from engine.api import Engine
-from engine.errors import CheckpointError
+from engine.checkpoint import subscriber_order
+from engine.errors import CheckpointError, SigmatchError
 from engine.sinks import SinkSet
 
 __all__ = ["SpoolDaemon", "run_spool", "sd_notify"]
@@ -116,6 +119,7 @@ class SpoolDaemon:
         self.format = format
         self.poll_s = poll_s
         self.stop = threading.Event()
+        self.reload_requested = threading.Event()
         self.engine: Optional[Engine] = None
         self.sinks: Optional[SinkSet] = None
         self.lookup = lookup
@@ -143,6 +147,10 @@ class SpoolDaemon:
             if not path.exists():
                 continue
             try:
+                # subscribers in the checkpoint's order (it differs from the snapshot's after a reload)
+                keep = subscriber_order(path)
+                if not np.array_equal(keep, self.engine.subscribers):
+                    self.engine = Engine.from_config(self.config_path, keep=keep)
                 extra = self.engine.restore(path)
                 log.info("restored %s (clock %s, seq %s)", path, self.engine.clock, self.engine._core.seq)
                 return extra
@@ -249,6 +257,9 @@ class SpoolDaemon:
             if watchdog_s and time.monotonic() - last_ping >= watchdog_s:
                 sd_notify("WATCHDOG=1")
                 last_ping = time.monotonic()
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload()
             files = self._pending_files()
             if not files and self.journal is not None and self.journal.finished.is_set():
                 files = self._pending_files()       # the last journal file may have just landed
@@ -267,6 +278,7 @@ class SpoolDaemon:
                     break
                 data = path.read_bytes()
                 with self.lock:
+                    core = self.engine._core      # a reload replaces the engine
                     status = core.feed(data)
                 if status:
                     # The stream cannot be decoded past this point: report it, keep what came
@@ -288,6 +300,26 @@ class SpoolDaemon:
         return 0
 
 
+    def _reload(self) -> None:
+        """SIGHUP: configuration, profiles, lists and areas read again; state carried over by
+        subscriber, campaign id and counter name. A new configuration that does not load is
+        rejected and the running one goes on."""
+        with self.lock:
+            self._commit(None)
+            try:
+                new = self.engine.reload(self.config_path)
+            except (SigmatchError, OSError, ValueError) as e:
+                log.error("reload rejected, the running configuration goes on: %s", str(e).splitlines()[0])
+                return
+            self.engine = new
+            output = new.config.output
+            self.sinks = SinkSet(self.out, campaigns=new.campaigns, format=self.format or output.format,
+                                 max_records=output.max_records, max_age_ms=output.max_age_ms,
+                                 durable=True, defer_renames=True)
+            self._commit(None)
+        log.warning("reloaded %s: %d campaigns, %d subscribers; %d pending actions of removed campaigns dropped",
+                    self.config_path, len(new.campaigns), len(new.subscribers), new.reload_dropped)
+
     def _advance_to_wall_clock(self) -> None:
         """A quiet spool: event time moves on with the wall clock so that delayed actions
         still go out (only with --idle-advance)."""
@@ -308,5 +340,6 @@ class SpoolDaemon:
 def run_spool(config: Path, out: Path, state: Path, spool: Path, **options) -> int:
     daemon = SpoolDaemon(config, out, state, spool, **options)
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: daemon.reload_requested.set())
     signal.signal(signal.SIGINT, lambda *_: daemon.stop.set())
     return daemon.run()

@@ -279,3 +279,53 @@ def test_stdin_is_journaled_and_processed_to_its_end(world, tmp_path):
     assert sorted(rows(out, "actions-*.csv")) == expected_rows(expected)
     journal = state / "stdin-journal" / "done"
     assert sum(p.stat().st_size for p in journal.glob("*.msgpack")) == len(data)
+
+
+def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp_path):
+    import shutil
+    generated, _ = world
+    config = tmp_path / "w" / generated.config.name
+    shutil.copytree(generated.config.parent, tmp_path / "w",
+                    ignore=shutil.ignore_patterns("*.msgpack", "traces"))
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    half = len(generated.traces) // 2
+    first, rest = generated.traces[:half], generated.traces[half:]
+    for trace in first:
+        shutil.copy(trace, spool / trace.name)
+    proc = start(config, out, state, spool, ready=True)
+    assert wait_until_drained(spool)
+    # a bad configuration is rejected and the running one goes on
+    original = config.read_text()
+    config.write_text(original.replace("[policy]", "[policy]\nnope = 1"))
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    # then a good one without its first campaign
+    blocks = original.split("[[campaign]]")
+    removed = blocks[1].split('id', 1)[1].split('"')[1]
+    config.write_text("[[campaign]]".join([blocks[0]] + blocks[2:]))
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    for trace in rest:
+        shutil.copy(trace, spool / f".{trace.name}.part")
+        os.replace(spool / f".{trace.name}.part", spool / trace.name)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    log = proc.stderr.read()
+    assert "reload rejected" in log and "nope" in log and "reloaded" in log
+    # the same story through the API: first half, reload, the rest
+    engine = Engine.from_config(generated.config)
+    a = engine.replay(first)
+    config_api = tmp_path / "api.toml"
+    shutil.copy(config, config_api)
+    for name in ("profiles.parquet", "lists", "areas"):
+        if (config.parent / name).exists() and not (tmp_path / name).exists():
+            (tmp_path / name).symlink_to(config.parent / name)
+    b = engine.reload(config_api).replay(rest)
+    columns = [a.action_columns(), b.action_columns()]
+    want = sorted(tuple(str(c[k][i]) for k in c) for c in columns for i in range(len(c["seq"])))
+    got = sorted(rows(out, "actions-*.csv"))
+    assert len(got) == len(want), (len(got), len(a.actions), len(b.actions), log[-2000:])
+    assert got == want
+    last_before = int(a.actions["seq"][-1])
+    assert all(r[2] != removed for r in got if int(r[0]) > last_before)

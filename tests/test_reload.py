@@ -1,0 +1,111 @@
+"""Reloading configuration, profiles and lists keeps the state (SPEC §1.1, §5)."""
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from engine import ConfigError, Engine
+from engine.gen import generate
+
+
+@pytest.fixture()
+def world(tmp_path):
+    generated = generate(tmp_path / "w", subscribers=3_000, events=40_000, campaigns=6, seed=5)
+    return generated, generated.trace.read_bytes()
+
+
+def cut_with_pending(config, data, size=45):
+    for tenth in range(3, 10):
+        cut = (len(data) // size * tenth // 10) * size
+        engine = Engine.from_config(config)
+        engine.replay(data[:cut])
+        if engine.pending:
+            return cut
+    raise AssertionError("no cut with pending actions")
+
+
+def test_reload_of_the_same_files_changes_nothing(world):
+    generated, data = world
+    cut = cut_with_pending(generated.config, data)
+    whole = Engine.from_config(generated.config).replay(data, drain=True)
+    engine = Engine.from_config(generated.config)
+    a = engine.replay(data[:cut])
+    reloaded = engine.reload()
+    assert reloaded.reload_dropped == 0 and reloaded.pending == engine.pending
+    b = reloaded.replay(data[cut:], drain=True)
+    assert np.array_equal(np.concatenate([a.actions, b.actions]), whole.actions)
+    reference = Engine.from_config(generated.config)
+    reference.replay(data, drain=True)
+    assert reloaded.stats["campaigns"] == reference.stats["campaigns"]
+
+
+def test_a_removed_campaign_drops_its_pending_actions_and_others_keep_state(world, tmp_path):
+    generated, data = world
+    cut = cut_with_pending(generated.config, data)
+    engine = Engine.from_config(generated.config)
+    engine.replay(data[:cut])
+    before = engine.stats["campaigns"]
+    victim = max(before, key=lambda cid: before[cid]["scheduled"])
+    text = generated.config.read_text()
+    blocks = text.split("[[campaign]]")
+    kept = [b for b in blocks[1:] if f'id = "{victim}"' not in b and f"id = '{victim}'" not in b]
+    assert len(kept) == len(blocks) - 2
+    generated.config.write_text("[[campaign]]".join([blocks[0]] + kept))
+    reloaded = engine.reload()
+    assert victim not in reloaded.stats["campaigns"]
+    assert reloaded.reload_dropped > 0
+    assert reloaded.pending == engine.pending - reloaded.reload_dropped
+    for cid, funnel in reloaded.stats["campaigns"].items():
+        assert funnel == before[cid]           # the others keep their funnels
+    assert reloaded._core.seq == engine._core.seq and reloaded.clock == engine.clock
+    run = reloaded.replay(data[cut:], drain=True)
+    assert len(run.actions) and run.actions["seq"][0] == engine._core.seq + 1   # the sequence goes on
+
+
+def test_new_numbers_are_appended_and_gone_ones_inactive(world):
+    generated, data = world
+    engine = Engine.from_config(generated.config)
+    engine.replay(data[:45 * 1000])
+    profiles = generated.profiles
+    table = pq.read_table(profiles)
+    gone = int(table["msisdn"][0].as_py())
+    table = table.slice(1)
+    extra = table.slice(0, 1).set_column(0, "msisdn", pa.array([19999999999], type=table.schema.field("msisdn").type))
+    pq.write_table(pa.concat_tables([table, extra]), profiles)
+    reloaded = engine.reload()
+    old = engine.subscribers
+    assert np.array_equal(reloaded.subscribers[:len(old)], old)      # indexes never change
+    assert reloaded.subscribers[-1] == 19999999999
+    view = reloaded._core.subscriber_view(gone)
+    assert view is not None and view["active"] is False
+    assert reloaded._core.subscriber_view(19999999999)["active"] is True
+
+
+def test_an_invalid_configuration_leaves_the_engine_as_it_was(world, tmp_path):
+    generated, data = world
+    engine = Engine.from_config(generated.config)
+    engine.replay(data[:45 * 1000])
+    bad = tmp_path / "bad.toml"
+    bad.write_text(generated.config.read_text().replace("[policy]", "[policy]\nnope = 1"))
+    with pytest.raises(ConfigError):
+        engine.reload(bad)
+    assert engine.replay(data[45 * 1000:45 * 2000]).stats["run"]["events"] == 1000
+
+
+def test_a_checkpoint_after_a_reload_restores_with_its_subscriber_order(world, tmp_path):
+    from engine.checkpoint import subscriber_order
+    generated, data = world
+    engine = Engine.from_config(generated.config)
+    engine.replay(data[:45 * 2000])
+    table = pq.read_table(generated.profiles)
+    pq.write_table(table.slice(1), generated.profiles)          # one number gone from the snapshot
+    reloaded = engine.reload()
+    path = reloaded.checkpoint(tmp_path / "after-reload.ckpt")
+    plain = Engine.from_config(generated.config)                 # the snapshot's own order differs
+    assert not np.array_equal(plain.subscribers, reloaded.subscribers)
+    restored = Engine.from_config(generated.config, keep=subscriber_order(path))
+    restored.restore(path)
+    rest = data[45 * 2000:]
+    assert np.array_equal(restored.replay(rest, drain=True).actions, reloaded.replay(rest, drain=True).actions)
