@@ -188,6 +188,8 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="Directory of the checkpoints.")
 @click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory where probes drop *.msgpack files (written under another name, then renamed).")
+@click.option("--listen", default=None, metavar="HOST:PORT",
+              help="Accept producers' msgpack streams over TCP (journaled under --state); host defaults to 127.0.0.1.")
 @click.option("--stdin", "from_stdin", is_flag=True,
               help="Read the event stream from standard input (journaled under --state); exit at its end.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None)
@@ -201,24 +203,25 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="After this long without input, move event time on with the wall clock so delayed "
                    "actions still go out (off by default: the one option that makes output depend on wall time).")
 @_one_line_errors
-def run(config: Path, out: Path, state: Path, spool, from_stdin: bool, fmt, lookup, lookup_token, metrics,
-        idle_advance):
+def run(config: Path, out: Path, state: Path, spool, listen, from_stdin: bool, fmt, lookup, lookup_token,
+        metrics, idle_advance):
     """Run as a service over a spool directory or standard input, exactly once across
     crashes; SIGTERM stops."""
     from engine.daemon import run_spool
-    if (spool is None) == (not from_stdin):
-        _fail("give exactly one source: --spool DIR or --stdin")
+    if sum((spool is not None, listen is not None, from_stdin)) != 1:
+        _fail("give exactly one source: --spool DIR, --listen HOST:PORT or --stdin")
     from engine.metrics import parse_hostport
     if lookup and not lookup_token:
         _fail("--lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN")
     try:
         lookup_at = parse_hostport(lookup) if lookup else None
         metrics_at = parse_hostport(metrics) if metrics else None
+        listen_at = parse_hostport(listen) if listen else None
     except ValueError as e:
         _fail(str(e))
-    sys.exit(run_spool(config, out, state, spool or state / "stdin-journal", format=fmt, lookup=lookup_at, lookup_token=lookup_token,
+    sys.exit(run_spool(config, out, state, spool or state / "journal", format=fmt, lookup=lookup_at, lookup_token=lookup_token,
                        metrics=metrics_at, idle_advance_s=idle_advance,
-                       stdin=sys.stdin.buffer if from_stdin else None))
+                       stdin=sys.stdin.buffer if from_stdin else None, listen=listen_at))
 
 
 @main.command()

@@ -91,6 +91,110 @@ class StdinJournal(threading.Thread):
             self.finished.set()
 
 
+class TcpJournal:
+    """`--listen`: producers connect and send msgpack event streams. Each connection's bytes
+    are cut at its last complete event and journaled (fsynced, renamed) as numbered files
+    that the daemon processes like a spool, so a crash loses nothing journaled and the order
+    of events is the journal's, one deterministic stream. A connection whose stream is not
+    msgpack is closed, keeping its events before the bad one; the others go on."""
+
+    def __init__(self, directory: Path, host: str, port: int, event_types: dict, *,
+                 max_event_bytes: int = 65536, max_connections: int = 64,
+                 flush_bytes: int = 1 << 20, flush_s: float = 0.2):
+        import socketserver
+        from engine._core import Core
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        for temp in directory.glob(".*.part"):
+            temp.unlink()
+        numbers = [int(p.stem) for d in (directory, directory / "done") if d.is_dir()
+                   for p in d.glob("*.msgpack") if p.stem.isdigit()]
+        self.number = max(numbers, default=0)
+        self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(max_connections)
+        journal = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                if not journal.slots.acquire(blocking=False):
+                    log.warning("connection from %s refused: %d connections already", self.client_address[0],
+                                max_connections)
+                    return
+                try:
+                    journal._serve(self.request, self.client_address, Core(max_event_bytes), event_types,
+                                   max_event_bytes, flush_bytes, flush_s)
+                finally:
+                    journal.slots.release()
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server((host, port), Handler)
+        self.address = self.server.server_address
+        self.thread = threading.Thread(target=self.server.serve_forever, name="listen", daemon=True)
+
+    def start(self) -> "TcpJournal":
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _serve(self, sock, peer, decoder, event_types, max_event_bytes, flush_bytes, flush_s):
+        decoder.set_event_types(dict(event_types))
+        pending = bytearray()       # bytes not yet journaled; ends with at most a partial event
+        last_flush = time.monotonic()
+        sock.settimeout(flush_s)
+        while True:
+            try:
+                chunk = sock.recv(1 << 20)
+            except TimeoutError:
+                chunk = None
+            except OSError:
+                break
+            if chunk == b"":
+                break
+            if chunk:
+                pending += chunk
+            if pending and (len(pending) >= flush_bytes or time.monotonic() - last_flush >= flush_s):
+                if not self._flush(pending, decoder, peer, final=False):
+                    return
+                last_flush = time.monotonic()
+            if len(pending) > max_event_bytes + flush_bytes + (1 << 20):
+                log.error("connection from %s: buffer bound exceeded, closed", peer[0])
+                return
+        self._flush(pending, decoder, peer, final=True)
+
+    def _flush(self, pending: bytearray, decoder, peer, *, final: bool) -> bool:
+        """Journal the complete events at the front of `pending`; False when the stream is
+        broken (the good part is journaled, the connection is to be closed)."""
+        _, status, stopped = decoder.decode(bytes(pending), keep=False)
+        decoder.take_dead_letters()      # dead letters are the daemon's, when it processes the journal
+        cut = len(pending) if status == 0 else (stopped or 0)
+        if cut:
+            self._write(bytes(pending[:cut]))
+            del pending[:cut]
+        if status in (1, 2):
+            log.error("connection from %s: not a msgpack event stream (status %d); closed", peer[0], status)
+            return False
+        if final and pending:
+            log.error("connection from %s closed inside an event; its %d last bytes dropped", peer[0], len(pending))
+        return True
+
+    def _write(self, data: bytes) -> None:
+        with self.lock:
+            self.number += 1
+            final = self.directory / f"{self.number:012d}.msgpack"
+            temp = self.directory / f".{final.name}.part"
+            with open(temp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, final)
+
+
 def sd_notify(state: str) -> None:
     """Tell systemd (Type=notify) how the service stands: READY=1, STOPPING=1. A no-op when
     not started by systemd (no NOTIFY_SOCKET)."""
@@ -111,7 +215,7 @@ class SpoolDaemon:
                  format: Optional[str] = None, poll_s: float = 0.5,
                  lookup: Optional[tuple[str, int]] = None, lookup_token: Optional[str] = None,
                  metrics: Optional[tuple[str, int]] = None, idle_advance_s: Optional[float] = None,
-                 stdin=None):
+                 stdin=None, listen: Optional[tuple[str, int]] = None):
         self.config_path = Path(config)
         self.out = Path(out)
         self.state = Path(state)
@@ -132,6 +236,9 @@ class SpoolDaemon:
         self.journal: Optional[StdinJournal] = None
         if stdin is not None:
             self.spool = self.state / "stdin-journal"
+        self.listen = listen
+        if listen is not None:
+            self.spool = self.state / "tcp-journal"
         self.metrics = None
         # The core is fed without the GIL; readers on other threads (the lookup) hold this.
         self.lock = threading.Lock()
@@ -222,6 +329,8 @@ class SpoolDaemon:
             directory.mkdir(parents=True, exist_ok=True)
         if self.stdin is not None:
             self.journal = StdinJournal(self.spool, self.stdin)
+        if self.listen is not None:
+            self.spool.mkdir(parents=True, exist_ok=True)
         if not self.spool.is_dir():
             raise FileNotFoundError(f"{self.spool}: no such spool directory")
         self.engine = Engine.from_config(self.config_path)
@@ -240,6 +349,11 @@ class SpoolDaemon:
             host, port = self.metrics.serve(*self.metrics_address)
             self.servers.append(self.metrics)
             log.info("metrics on %s:%d", host, port)
+        if self.listen is not None:
+            listener = TcpJournal(self.spool, *self.listen, self.engine.config.event_types,
+                                  max_event_bytes=self.engine.max_event_bytes).start()
+            self.servers.append(listener)
+            log.info("listening on %s:%d", *listener.address[:2])
         if self.lookup:
             from engine.lookup import LookupServer
             server = LookupServer(self._view, *self.lookup, token=self.lookup_token).start()

@@ -329,3 +329,57 @@ def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp
     assert got == want
     last_before = int(a.actions["seq"][-1])
     assert all(r[2] != removed for r in got if int(r[0]) > last_before)
+
+
+def test_tcp_producers_are_journaled_and_a_garbage_sender_closed(world, tmp_path):
+    import threading
+    generated, _ = world
+    out, state = tmp_path / "out", tmp_path / "state"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", str(generated.config), "--out", str(out),
+         "--state", str(state), "--listen", f"127.0.0.1:{port}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    traces = [p.read_bytes() for p in generated.traces]
+    streams = [b"".join(traces[0:16]), b"".join(traces[16:32]), b"".join(traces[32:48])]
+    garbage = traces[0][:45 * 100] + b"\xc1" + traces[0][45 * 100:45 * 200]
+    rnd = random.Random(5)
+
+    def produce(data, pieces):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            i = 0
+            while i < len(data):
+                step = rnd.randrange(1, pieces)
+                sock.sendall(data[i:i + step])
+                i += step
+
+    threads = [threading.Thread(target=produce, args=(s, 300_000)) for s in streams]
+    threads.append(threading.Thread(target=produce, args=(garbage, 1000)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    journal = state / "tcp-journal"
+    expected_events = sum(len(s) for s in streams) // 45 + 100
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done = sorted((journal / "done").glob("*.msgpack")) if (journal / "done").exists() else []
+        if sum(p.stat().st_size for p in done) // 45 >= expected_events and not list(journal.glob("*.msgpack")):
+            break
+        time.sleep(0.1)
+    assert stop(proc) == 0
+    log = proc.stderr.read()
+    assert "not a msgpack event stream" in log
+    done = sorted((journal / "done").glob("*.msgpack"))
+    assert sum(p.stat().st_size for p in done) == sum(len(s) for s in streams) + 45 * 100
+    # the journal is the input: replaying it gives exactly the service's output
+    replayed = Engine.from_config(generated.config).replay(done)
+    assert sorted(rows(out, "actions-*.csv")) == expected_rows(replayed)
