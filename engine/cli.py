@@ -70,13 +70,30 @@ def format_run(stats: dict) -> str:
             f"{run['actions']:,} actions, {run['conversions']:,} conversions in {run['elapsed_s']:.2f} s{speed}")
 
 
+class _JsonLines(logging.Formatter):
+    """One JSON object a line, for log collectors. Messages never hold a full MSISDN: the
+    code that logs numbers masks them (engine.privacy)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return json.dumps(entry, ensure_ascii=False)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log progress at INFO level.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: one JSON object per log line (structured logs for a service).")
 @click.version_option(package_name="sigmatch")
-def main(verbose: bool):
+def main(verbose: bool, log_format: str):
     """sigmatch: signalling-triggered precision marketing."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonLines() if log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
 
 
 @main.command()

@@ -73,3 +73,20 @@ def test_errors_exit_non_zero_with_one_line(world, tmp_path, problem):
         assert f"offset {tenth_event_offset(trace)}" in lines[0]
     if problem == "bad_config":
         assert "bad.toml" in lines[0] and "min_gap" in lines[0]
+
+
+def test_json_logs_mask_numbers(tmp_path):
+    import json
+    bad = tmp_path / "list.txt"
+    bad.write_text("13800138000x\n13900139000\n")
+    profiles = tmp_path / "p.csv"
+    profiles.write_text("msisdn\n13800138000\n")
+    config = tmp_path / "c.toml"
+    config.write_text('[engine]\nprofiles = "p.csv"\n[lists]\nvip = "list.txt"\n'
+                      '[[campaign]]\nid = "a"\non = ["SMS_MO"]\nchannel = "sms"\naudience = "vip"\n')
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "--log-format", "json", "check", str(config)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    entries = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert entries and all({"ts", "level", "logger", "message"} <= set(e) for e in entries)
+    assert "13800138000" not in proc.stderr
