@@ -216,12 +216,14 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="Bearer token the lookup requires (or SIGMATCH_LOOKUP_TOKEN).")
 @click.option("--metrics", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics here; host defaults to 127.0.0.1.")
+@click.option("--checkpoint-every", type=float, default=0.0, metavar="SECONDS", show_default=True,
+              help="0: checkpoint after every input file; more: files within that many seconds share one.")
 @click.option("--idle-advance", type=float, default=None, metavar="SECONDS",
               help="After this long without input, move event time on with the wall clock so delayed "
                    "actions still go out (off by default: the one option that makes output depend on wall time).")
 @_one_line_errors
 def run(config: Path, out: Path, state: Path, spool, listen, from_stdin: bool, fmt, lookup, lookup_token,
-        metrics, idle_advance):
+        metrics, checkpoint_every, idle_advance):
     """Run as a service over a spool directory or standard input, exactly once across
     crashes; SIGTERM stops."""
     from engine.daemon import run_spool
@@ -238,7 +240,8 @@ def run(config: Path, out: Path, state: Path, spool, listen, from_stdin: bool, f
         _fail(str(e))
     sys.exit(run_spool(config, out, state, spool or state / "journal", format=fmt, lookup=lookup_at, lookup_token=lookup_token,
                        metrics=metrics_at, idle_advance_s=idle_advance,
-                       stdin=sys.stdin.buffer if from_stdin else None, listen=listen_at))
+                       stdin=sys.stdin.buffer if from_stdin else None, listen=listen_at,
+                       checkpoint_every_s=checkpoint_every))
 
 
 @main.command()

@@ -215,7 +215,7 @@ class SpoolDaemon:
                  format: Optional[str] = None, poll_s: float = 0.5,
                  lookup: Optional[tuple[str, int]] = None, lookup_token: Optional[str] = None,
                  metrics: Optional[tuple[str, int]] = None, idle_advance_s: Optional[float] = None,
-                 stdin=None, listen: Optional[tuple[str, int]] = None):
+                 stdin=None, listen: Optional[tuple[str, int]] = None, checkpoint_every_s: float = 0.0):
         self.config_path = Path(config)
         self.out = Path(out)
         self.state = Path(state)
@@ -224,6 +224,11 @@ class SpoolDaemon:
         self.poll_s = poll_s
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
+        # 0: a checkpoint after every spool file. More: files processed within that many
+        # seconds share one checkpoint (each costs a write of the whole state).
+        self.checkpoint_every_s = checkpoint_every_s
+        self.uncommitted: list[str] = []
+        self.last_commit = time.monotonic()
         self.engine: Optional[Engine] = None
         self.sinks: Optional[SinkSet] = None
         self.lookup = lookup
@@ -272,9 +277,10 @@ class SpoolDaemon:
 
     def _roll_forward(self, extra: dict) -> None:
         SinkSet.commit(extra.get("renames", []))
-        covered = extra.get("covered")
-        if covered and (self.spool / covered).exists():
-            self._move_done(covered)
+        covered = extra.get("covered") or []
+        for name in [covered] if isinstance(covered, str) else covered:
+            if (self.spool / name).exists():
+                self._move_done(name)
         # Temporary sink files not covered by the checkpoint belong to work that will be done
         # again, under the same names.
         for temp in self.out.rglob(".*.tmp"):
@@ -288,8 +294,10 @@ class SpoolDaemon:
     # -- the loop
 
     def _pending_files(self) -> list[Path]:
+        waiting = set(self.uncommitted)
         return sorted(p for p in self.spool.iterdir()
-                      if p.is_file() and p.suffix == ".msgpack" and not p.name.startswith("."))
+                      if p.is_file() and p.suffix == ".msgpack" and not p.name.startswith(".")
+                      and p.name not in waiting)
 
     def _take_records(self) -> None:
         core = self.engine._core
@@ -297,9 +305,10 @@ class SpoolDaemon:
         self.sinks.write_conversions(core.take_conversions())
         self.sinks.write_dead_letters(core.take_dead_letters())
 
-    def _commit(self, covered: Optional[str]) -> float:
-        """Seal, checkpoint, rename, move: the exactly-once step (see the module docstring).
-        Returns the seconds the checkpoint took."""
+    def _commit(self) -> float:
+        """Seal, checkpoint, rename, move: the exactly-once step (see the module docstring)
+        for every spool file processed since the last one. Returns the checkpoint's seconds."""
+        covered, self.uncommitted = self.uncommitted, []
         self._take_records()
         renames = [[str(t), str(f)] for t, f in self.sinks.seal()]
         extra = {"renames": renames, "covered": covered}
@@ -310,8 +319,9 @@ class SpoolDaemon:
         self.engine.checkpoint(current, extra=extra)
         seconds = time.perf_counter() - started
         SinkSet.commit(renames)
-        if covered:
-            self._move_done(covered)
+        for name in covered:
+            self._move_done(name)
+        self.last_commit = time.monotonic()
         self.sinks.write_stats(self._stats())
         return seconds
 
@@ -381,6 +391,9 @@ class SpoolDaemon:
                     log.info("standard input ended and is processed")
                     break
             if not files:
+                if self.uncommitted:
+                    with self.lock:
+                        self._commit()
                 if self.idle_advance_s and time.monotonic() - last_input >= self.idle_advance_s:
                     self._advance_to_wall_clock()
                     last_input = time.monotonic()
@@ -401,13 +414,16 @@ class SpoolDaemon:
                               path.name, core.error_offset, status)
                     with self.lock:
                         core.begin_stream()
+                self.uncommitted.append(path.name)
+                if self.checkpoint_every_s and time.monotonic() - self.last_commit < self.checkpoint_every_s:
+                    continue
                 with self.lock:
-                    seconds = self._commit(path.name)
+                    seconds = self._commit()
                     if self.metrics is not None:
                         self.metrics.observe(self.engine, input_bytes=len(data), checkpoint_seconds=seconds)
         sd_notify("STOPPING=1")
         with self.lock:
-            self._commit(None)
+            self._commit()
         for server in self.servers:
             server.close()
         log.info("stopped: checkpoint written, %d pending actions kept", self.engine.pending)
@@ -419,7 +435,7 @@ class SpoolDaemon:
         subscriber, campaign id and counter name. A new configuration that does not load is
         rejected and the running one goes on."""
         with self.lock:
-            self._commit(None)
+            self._commit()
             try:
                 new = self.engine.reload(self.config_path)
             except (SigmatchError, OSError, ValueError) as e:
@@ -430,7 +446,7 @@ class SpoolDaemon:
             self.sinks = SinkSet(self.out, campaigns=new.campaigns, format=self.format or output.format,
                                  max_records=output.max_records, max_age_ms=output.max_age_ms,
                                  durable=True, defer_renames=True)
-            self._commit(None)
+            self._commit()
         log.warning("reloaded %s: %d campaigns, %d subscribers; %d pending actions of removed campaigns dropped",
                     self.config_path, len(new.campaigns), len(new.subscribers), new.reload_dropped)
 
@@ -443,7 +459,7 @@ class SpoolDaemon:
             core.advance(int(time.time() * 1000))
             if core.seq != before:
                 # what went out is made durable, exactly once, like any other output
-                self._commit(None)
+                self._commit()
 
     def _view(self, msisdn: int):
         from engine.lookup import policy_view

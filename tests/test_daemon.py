@@ -26,7 +26,7 @@ def world(tmp_path_factory):
     return generated, expected
 
 
-def start(config, out, state, spool, *, ready=False):
+def start(config, out, state, spool, *, ready=False, args=()):
     """The daemon as a subprocess; with `ready`, wait for its systemd READY=1 notification."""
     env = dict(os.environ)
     listener = None
@@ -38,7 +38,7 @@ def start(config, out, state, spool, *, ready=False):
         env["NOTIFY_SOCKET"] = address
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(out), "--state", str(state),
-         "--spool", str(spool)],
+         "--spool", str(spool), *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if listener is not None:
         with listener:
@@ -98,7 +98,8 @@ def test_uninterrupted_run_then_sigterm(world, tmp_path):
     assert (tmp_path / "state" / "checkpoint").exists()
 
 
-def test_kill_9_at_random_moments_loses_and_repeats_nothing(world, tmp_path):
+@pytest.mark.parametrize("args", [(), ("--checkpoint-every", "0.03")], ids=["every-file", "coalesced"])
+def test_kill_9_at_random_moments_loses_and_repeats_nothing(world, tmp_path, args):
     generated, expected = world
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
     fill_spool(generated, spool)
@@ -106,7 +107,7 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(world, tmp_path):
     kills, progress = 0, []
     for _ in range(40):
         # at random moments after start-up: while restoring, processing, checkpointing, renaming
-        proc = start(generated.config, out, state, spool, ready=rnd.random() < 0.8)
+        proc = start(generated.config, out, state, spool, ready=rnd.random() < 0.8, args=args)
         time.sleep(rnd.uniform(0.0, 0.06))
         if proc.poll() is not None:
             pytest.fail(proc.stderr.read())
