@@ -43,19 +43,13 @@ CHECKPOINT = "checkpoint"
 PREVIOUS = "checkpoint.prev"
 
 
-class StdinJournal(threading.Thread):
-    """Standard input, journaled: the bytes are written to numbered files in a journal
-    directory (fsynced, renamed when complete, every `every_s` or `max_bytes`), and the
-    daemon processes that directory like a spool. A crash loses nothing that was journaled;
-    stdin is one stream, so the files concatenate to it exactly."""
+class JournalDirectory:
+    """Numbered journal files that the daemon processes like a spool: each written whole
+    under a temporary name, fsynced, then renamed, so a crash loses nothing journaled."""
 
-    def __init__(self, directory: Path, stream, *, every_s: float = 0.5, max_bytes: int = 16 << 20):
-        super().__init__(name="stdin-journal", daemon=True)
+    def __init__(self, directory: Path):
         self.directory = directory
-        self.stream = stream
-        self.every_s = every_s
-        self.max_bytes = max_bytes
-        self.finished = threading.Event()
+        self.lock = threading.Lock()
         directory.mkdir(parents=True, exist_ok=True)
         for temp in directory.glob(".*.part"):
             temp.unlink()          # bytes of a crashed journal file were never acknowledged
@@ -63,30 +57,44 @@ class StdinJournal(threading.Thread):
                    for p in d.glob("*.msgpack") if p.stem.isdigit()]
         self.number = max(numbers, default=0)
 
+    def write(self, data: bytes) -> None:
+        with self.lock:
+            self.number += 1
+            final = self.directory / f"{self.number:012d}.msgpack"
+            temp = self.directory / f".{final.name}.part"
+            with open(temp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, final)
+
+
+class StdinJournal(threading.Thread):
+    """Standard input, journaled every `every_s` or `max_bytes`; stdin is one stream, so the
+    journal files concatenate to it exactly."""
+
+    def __init__(self, directory: Path, stream, *, every_s: float = 0.5, max_bytes: int = 16 << 20):
+        super().__init__(name="stdin-journal", daemon=True)
+        self.journal = JournalDirectory(directory)
+        self.stream = stream
+        self.every_s = every_s
+        self.max_bytes = max_bytes
+        self.finished = threading.Event()
+
     def run(self) -> None:
+        read = getattr(self.stream, "read1", self.stream.read)
         try:
-            while True:
-                self.number += 1
-                final = self.directory / f"{self.number:012d}.msgpack"
-                temp = self.directory / f".{final.name}.part"
-                written, started, eof = 0, time.monotonic(), False
-                with open(temp, "wb") as f:
-                    while written < self.max_bytes and time.monotonic() - started < self.every_s:
-                        chunk = self.stream.read1(1 << 20) if hasattr(self.stream, "read1") else self.stream.read(1 << 20)
-                        if not chunk:
-                            eof = True
-                            break
-                        f.write(chunk)
-                        written += len(chunk)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if written:
-                    os.replace(temp, final)
-                else:
-                    temp.unlink()
-                    self.number -= 1
-                if eof:
-                    return
+            eof = False
+            while not eof:
+                data, started = bytearray(), time.monotonic()
+                while len(data) < self.max_bytes and time.monotonic() - started < self.every_s:
+                    chunk = read(1 << 20)
+                    if not chunk:
+                        eof = True
+                        break
+                    data += chunk
+                if data:
+                    self.journal.write(bytes(data))
         finally:
             self.finished.set()
 
@@ -103,14 +111,7 @@ class TcpJournal:
                  flush_bytes: int = 1 << 20, flush_s: float = 0.2):
         import socketserver
         from engine._core import Core
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        for temp in directory.glob(".*.part"):
-            temp.unlink()
-        numbers = [int(p.stem) for d in (directory, directory / "done") if d.is_dir()
-                   for p in d.glob("*.msgpack") if p.stem.isdigit()]
-        self.number = max(numbers, default=0)
-        self.lock = threading.Lock()
+        self.journal = JournalDirectory(directory)
         self.slots = threading.BoundedSemaphore(max_connections)
         journal = self
 
@@ -174,7 +175,7 @@ class TcpJournal:
         decoder.take_dead_letters()      # dead letters are the daemon's, when it processes the journal
         cut = len(pending) if status == 0 else (stopped or 0)
         if cut:
-            self._write(bytes(pending[:cut]))
+            self.journal.write(bytes(pending[:cut]))
             del pending[:cut]
         if status in (1, 2):
             log.error("connection from %s: not a msgpack event stream (status %d); closed", peer[0], status)
@@ -182,17 +183,6 @@ class TcpJournal:
         if final and pending:
             log.error("connection from %s closed inside an event; its %d last bytes dropped", peer[0], len(pending))
         return True
-
-    def _write(self, data: bytes) -> None:
-        with self.lock:
-            self.number += 1
-            final = self.directory / f"{self.number:012d}.msgpack"
-            temp = self.directory / f".{final.name}.part"
-            with open(temp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, final)
 
 
 def sd_notify(state: str) -> None:
