@@ -143,6 +143,7 @@ cdef enum:
     SUB_POWERED_OFF = 1
     SUB_INACTIVE = 2
     SUB_HAS_CONTACT = 4         # some (subscriber, campaign) contact state exists: worth a lookup
+    SUB_CHANGED = 8             # listed in changed_subs since the last checkpoint; never saved
 
 cdef enum:
     CONTACT_CONTACTED = 1
@@ -279,6 +280,14 @@ ctypedef struct EngineC:
     uint64_t unknown
     uint64_t by_type[64]
     int oom
+    # changes since the last checkpoint, kept only while tracking: an incremental checkpoint
+    # then writes what changed, not every row. A subscriber is listed once (SUB_CHANGED in its
+    # row says so); contact slots have a bit each, all set after the table moved (it grew).
+    int tracking
+    uint32_t* changed_subs      # [nr_subscribers]
+    uint64_t nr_changed
+    uint64_t* changed_contacts  # bit per contact slot
+    int all_contacts_changed
 
 
 cdef inline uint32_t candidate_subscriber(EngineC* E, uint64_t msisdn) noexcept nogil:
@@ -354,6 +363,21 @@ cdef inline uint8_t* row_of(EngineC* E, uint32_t sub) noexcept nogil:
     return E.rows + <size_t>sub * E.stride
 
 
+cdef inline void note_row(EngineC* E, uint32_t sub, SubHeadC* h) noexcept nogil:
+    # the row is in cache already; the list append is sequential
+    if E.tracking and not (h.flags & SUB_CHANGED):
+        h.flags |= SUB_CHANGED
+        E.changed_subs[E.nr_changed] = sub
+        E.nr_changed += 1
+
+
+cdef inline void note_contact(EngineC* E, ContactC* c) noexcept nogil:
+    cdef uint64_t i
+    if E.tracking and E.changed_contacts != NULL:
+        i = <uint64_t>(c - E.contacts)
+        E.changed_contacts[i >> 6] |= 1ULL << (i & 63)
+
+
 cdef inline bint elig_bit(EngineC* E, uint8_t* row, int32_t word, uint64_t mask) noexcept nogil:
     return ((<uint64_t*>(row + E.elig_off))[word] & mask) != 0
 
@@ -426,6 +450,11 @@ cdef ContactC* find_contact(EngineC* E, uint32_t sub, uint32_t ci, bint create) 
             sm_free(E.contacts, (E.contacts_mask + 1) * sizeof(ContactC))
         E.contacts = table
         E.contacts_mask = newmask
+        if E.tracking:
+            # slots moved: the next checkpoint takes every contact
+            free(E.changed_contacts)
+            E.changed_contacts = <uint64_t*>calloc(newcap // 64 + 1, sizeof(uint64_t))
+            E.all_contacts_changed = 1
     h = sm_mix64(key) & E.contacts_mask
     while E.contacts[h].key:
         h = (h + 1) & E.contacts_mask
@@ -433,6 +462,8 @@ cdef ContactC* find_contact(EngineC* E, uint32_t sub, uint32_t ci, bint create) 
     c.key = key
     E.nr_contacts += 1
     (<SubHeadC*>row_of(E, sub)).flags |= SUB_HAS_CONTACT
+    note_row(E, sub, <SubHeadC*>row_of(E, sub))
+    note_contact(E, c)
     return c
 
 
@@ -573,6 +604,8 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
     h.last_any_p1 = t + 1
     h.day = <int32_t>day
     h.day_count = today + 1
+    note_row(E, sub, h)
+    note_contact(E, contact)
     fun[FN_CONTROL if kind else FN_SENT] += 1
     a = &E.actions[E.nr_actions]
     E.nr_actions += 1
@@ -593,6 +626,7 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
     contact = find_contact(E, t.subscriber, t.campaign, False)
     if contact != NULL:
         contact.flags &= ~CONTACT_PENDING
+        note_contact(E, contact)
     emit(E, t.campaign, t.subscriber, t.due, t.trigger_ts, t.cell, True)
 
 
@@ -631,6 +665,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     if h.flags & SUB_INACTIVE:
         E.unknown += 1
         return
+    note_row(E, sub, h)
     # 3. cell and power
     prev = h.cell
     if ev.cell != 0:
@@ -674,6 +709,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             continue
         contact.flags |= CONTACT_CONVERTED
         contact.streak = 0
+        note_contact(E, contact)
         if E.nr_conversions == E.cap_conversions:
             E.conversions = <ConversionC*>grow(E.conversions, &E.cap_conversions, sizeof(ConversionC), &E.oom)
             if E.oom:
@@ -729,6 +765,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         if contact == NULL:
             return
         contact.flags |= CONTACT_PENDING
+        note_contact(E, contact)
         E.timers_created += 1
         timer.due = ts + c.delay
         timer.created = E.timers_created
@@ -843,6 +880,8 @@ cdef class Core:
         free(self.E.convert_list)
         if self.E.contacts != NULL:
             sm_free(self.E.contacts, (self.E.contacts_mask + 1) * sizeof(ContactC))
+        sm_free(self.E.changed_subs, <size_t>self.E.nr_subscribers * sizeof(uint32_t))
+        free(self.E.changed_contacts)
         free(self.E.heap)
         free(self.E.actions)
         free(self.E.conversions)
@@ -1392,15 +1431,84 @@ cdef class Core:
 
     # ---- checkpoints ------------------------------------------------------------------
 
+    # ---- checkpoints -----------------------------------------------------------------
+
+    cdef void _forget_changes(self) noexcept nogil:
+        cdef uint64_t i
+        for i in range(self.E.nr_changed):
+            (<SubHeadC*>row_of(&self.E, self.E.changed_subs[i])).flags &= ~SUB_CHANGED
+        self.E.nr_changed = 0
+        if self.E.changed_contacts != NULL:
+            memset(self.E.changed_contacts, 0, ((self.E.contacts_mask + 1) // 64 + 1) * sizeof(uint64_t))
+        self.E.all_contacts_changed = 0
+
+    def track_changes(self):
+        """From now on, note the subscribers and contacts that change, for take_changes. What
+        was noted before is forgotten: call it right before a full checkpoint."""
+        if not self.E.tracking:
+            self.E.changed_subs = <uint32_t*>sm_zalloc(<size_t>self.E.nr_subscribers * sizeof(uint32_t))
+            if self.E.changed_subs == NULL:
+                raise MemoryError()
+            if self.E.contacts != NULL:
+                self.E.changed_contacts = <uint64_t*>calloc((self.E.contacts_mask + 1) // 64 + 1, sizeof(uint64_t))
+                if self.E.changed_contacts == NULL:
+                    raise MemoryError()
+            self.E.tracking = 1
+        self._forget_changes()
+
+    @property
+    def tracking(self):
+        return bool(self.E.tracking)
+
+    def take_changes(self):
+        """What changed since track_changes or the last take_changes, state_sections or
+        restore_state: (subscriber indexes ascending as uint32, their rows as bytes, the changed
+        contact states as bytes). The marks are cleared. Outputs must have been taken."""
+        cdef uint64_t i, n = self.E.nr_changed, nslots, used = 0, j = 0
+        cdef uint32_t[::1] subs_view
+        cdef uint8_t[::1] dst
+        cdef bint every
+        if not self.E.tracking:
+            raise RuntimeError("take_changes needs track_changes first")
+        if self.E.nr_actions or self.E.nr_conversions or self.E.nr_dead:
+            raise RuntimeError("take the pending records before a checkpoint")
+        subs = np.empty(n, dtype=np.uint32)
+        subs_view = subs
+        with nogil:
+            for i in range(n):
+                subs_view[i] = self.E.changed_subs[i]
+                (<SubHeadC*>row_of(&self.E, subs_view[i])).flags &= ~SUB_CHANGED
+        self.E.nr_changed = 0
+        subs.sort()         # ascending: the rows are then gathered, and later applied, in order
+        rows = self._rows_array().reshape(-1, self.E.stride)[subs].reshape(-1)
+        nslots = self.E.contacts_mask + 1 if self.E.contacts != NULL else 0
+        every = self.E.all_contacts_changed or self.E.changed_contacts == NULL
+        for i in range(nslots):
+            if self.E.contacts[i].key and (every or self.E.changed_contacts[i >> 6] >> (i & 63) & 1):
+                used += 1
+        contacts = np.empty(used * sizeof(ContactC), dtype=np.uint8)
+        dst = contacts
+        for i in range(nslots):
+            if self.E.contacts[i].key and (every or self.E.changed_contacts[i >> 6] >> (i & 63) & 1):
+                memcpy(&dst[j * sizeof(ContactC)], &self.E.contacts[i], sizeof(ContactC))
+                j += 1
+        self._forget_changes()
+        return subs, rows, contacts
+
+    def _rows_array(self):
+        return np.asarray(<uint8_t[:max(self.rows_bytes, 1)]> self.E.rows)[:<size_t>self.E.nr_subscribers * self.E.stride]
+
     def state_sections(self):
         """The engine's mutable state for a checkpoint, as (name, NumPy array) pairs. Rows are
         views of the core's own memory (no copy, valid while the core lives and is not fed);
-        contact states, timers and counts are copies. Outputs must have been taken."""
+        contact states, timers and counts are copies. Outputs must have been taken. Changes
+        noted so far are forgotten: the snapshot holds them."""
         cdef uint8_t[::1] dst
         cdef uint64_t i, j = 0, used = 0
         if self.E.nr_actions or self.E.nr_conversions or self.E.nr_dead:
             raise RuntimeError("take the pending records before a checkpoint")
-        rows = np.asarray(<uint8_t[:max(self.rows_bytes, 1)]> self.E.rows)[:<size_t>self.E.nr_subscribers * self.E.stride]
+        self._forget_changes()
+        rows = self._rows_array()
         if self.E.contacts != NULL:
             for i in range(self.E.contacts_mask + 1):
                 if self.E.contacts[i].key:
@@ -1412,6 +1520,12 @@ cdef class Core:
                 if self.E.contacts[i].key:
                     memcpy(&dst[j * sizeof(ContactC)], &self.E.contacts[i], sizeof(ContactC))
                     j += 1
+        return [("rows", rows), ("contacts", contacts)] + self.small_sections()
+
+    def small_sections(self):
+        """Timers, funnel, counts and the carried bytes: copies, written whole by every
+        checkpoint, incremental ones included."""
+        cdef uint8_t[::1] dst
         timers = np.empty(self.E.heap_n * sizeof(TimerC), dtype=np.uint8)
         if self.E.heap_n:
             dst = timers
@@ -1422,8 +1536,7 @@ cdef class Core:
                           dtype=np.uint64)
         carry = np.frombuffer(bytes(<uint8_t[:self.carry_len]> self.carry) if self.carry_len else b"",
                               dtype=np.uint8)
-        return [("rows", rows), ("contacts", contacts), ("timers", timers), ("funnel", funnel),
-                ("counts", counts), ("carry", carry)]
+        return [("timers", timers), ("funnel", funnel), ("counts", counts), ("carry", carry)]
 
     def state_scalars(self):
         """Clock, sequences and stream position, with the layout they belong to."""
@@ -1462,8 +1575,11 @@ cdef class Core:
             if (<TimerC*>&timers[i * sizeof(TimerC)]).campaign >= <uint32_t>self.E.nr_campaigns or \
                     (<TimerC*>&timers[i * sizeof(TimerC)]).subscriber >= self.E.nr_subscribers:
                 raise ValueError("checkpoint timer out of range")
+        self._forget_changes()
         if rows.shape[0]:
             memcpy(self.E.rows, &rows[0], rows.shape[0])
+            for i in range(self.E.nr_subscribers):
+                (<SubHeadC*>row_of(&self.E, <uint32_t>i)).flags &= ~SUB_CHANGED
         # contacts: re-inserted, so the table is sized for them whatever it was before
         if self.E.contacts != NULL:
             sm_free(self.E.contacts, (self.E.contacts_mask + 1) * sizeof(ContactC))
@@ -1508,6 +1624,7 @@ cdef class Core:
             memcpy(self.carry, &carry[0], self.carry_len)
         self.carry_offset = scalars["carry_offset"]
         self.stream_offset = scalars["stream_offset"]
+        self._forget_changes()      # re-inserting the contacts noted them
 
     def transfer_from(self, Core old, list campaign_map, list counter_map, uint32_t nr_old):
         """Take over `old`'s state after a reload. This core was compiled with old's subscribers

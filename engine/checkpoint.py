@@ -15,6 +15,7 @@ old checkpoint or the new one, never a mix; a damaged file is refused as a whole
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import zlib
@@ -29,12 +30,13 @@ if TYPE_CHECKING:
     from engine.api import Engine
 
 __all__ = ["write_checkpoint", "read_checkpoint", "restore_checkpoint", "subscriber_order", "fingerprint",
-           "VERSION"]
+           "CheckpointStore", "Loaded", "VERSION"]
 
 MAGIC = b"SIGMATCH-CHECKPOINT\n"
 VERSION = 1
 _DTYPES = {"rows": np.uint8, "contacts": np.uint8, "timers": np.uint8, "funnel": np.uint64,
            "counts": np.uint64, "carry": np.uint8, "subscribers": np.uint64}
+log = logging.getLogger("sigmatch.checkpoint")
 _BLOCK = 64 << 20       # sections are checksummed and written in blocks: no copy of a GB state
 
 
@@ -54,7 +56,8 @@ def _blocks(array: np.ndarray):
         yield view[i:i + _BLOCK]
 
 
-def write_checkpoint(engine: "Engine", path, extra: Optional[dict] = None) -> Path:
+def write_checkpoint(engine: "Engine", path, extra: Optional[dict] = None, *,
+                     generation: Optional[int] = None) -> Path:
     """Write the engine's state to `path` atomically; returns the path."""
     path = Path(path)
     core = engine._core
@@ -73,6 +76,7 @@ def write_checkpoint(engine: "Engine", path, extra: Optional[dict] = None) -> Pa
         "fingerprint": fingerprint(engine),
         "sections": described,
         "extra": extra or {},
+        **({"generation": generation} if generation is not None else {}),
     }).encode()
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
@@ -92,12 +96,16 @@ def write_checkpoint(engine: "Engine", path, extra: Optional[dict] = None) -> Pa
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return path
 
 
 def read_checkpoint(path) -> tuple[dict, dict]:
@@ -153,6 +161,10 @@ def restore_checkpoint(engine: "Engine", path) -> dict:
     """Load a checkpoint into an engine built from the same configuration and profiles;
     returns the `extra` it was written with."""
     header, sections = read_checkpoint(path)
+    return restore_sections(engine, header, sections, path)
+
+
+def restore_sections(engine: "Engine", header: dict, sections: dict, path) -> dict:
     mine, theirs = fingerprint(engine), header["fingerprint"]
     for key in mine:
         if mine[key] != theirs.get(key):
@@ -163,3 +175,312 @@ def restore_checkpoint(engine: "Engine", path) -> dict:
     except ValueError as e:
         raise CheckpointError(f"{path}: {e}") from None
     return header.get("extra", {})
+
+
+# ---------------------------------------------------------------------------------------
+# Incremental checkpoints for the daemon.
+#
+# A full checkpoint writes every subscriber row: O(subscribers), seconds at province scale.
+# The store writes one full checkpoint (a *base*) per generation and then, per checkpoint,
+# one *record* appended to the generation's log: the rows and contact states that changed
+# since the previous one (the core notes them as it goes), the small sections whole, the
+# scalars and the caller's extra. A record is appended and fdatasync'ed; one torn by a crash
+# fails its length or crc and is cut off at the next start. Restoring reads the base and
+# applies the records in order. When the log has grown to the size of the base, the next
+# checkpoint is a new base (a new generation); the previous generation is kept as the
+# fallback for a damaged base.
+#
+#     STATE/base-00000007      a full checkpoint (the format above), header "generation": 7
+#     STATE/log-00000007       records: RECORD_MAGIC, u32 header length, header (JSON),
+#                              u32 crc32 of the header, sections (crc32 each in the header)
+
+RECORD_MAGIC = b"SMCKLOG\n"
+_RECORD_DTYPES = {"subscribers": np.uint32, "rows": np.uint8, "contacts": np.uint8, "timers": np.uint8,
+                  "funnel": np.uint64, "counts": np.uint64, "carry": np.uint8}
+_CONTACT_BYTES = 32     # sizeof(ContactC): key, last_ts, last_seq, streak, flags
+
+
+class Loaded:
+    """The state a store holds: the base with every good record applied."""
+
+    def __init__(self, generation: int, header: dict, sections: dict, path: Path):
+        self.generation = generation
+        self.header = header            # the base's, with scalars and extra of the last record applied
+        self.sections = sections
+        self.path = path
+        self.records = 0                # records applied
+        self.log_end = 0                # bytes of the log that hold good records
+        self.damage: Optional[str] = None       # why reading stopped early, when it did
+        self.later_extras: list[dict] = []      # extras of readable records after the damage
+        self.fallbacks: list[str] = []          # newer generations that could not be used
+
+    @property
+    def extra(self) -> dict:
+        return self.header.get("extra", {})
+
+    @property
+    def subscribers(self) -> np.ndarray:
+        return self.sections["subscribers"]
+
+
+def _merge_contacts(parts: list[np.ndarray]) -> np.ndarray:
+    """Contact states of the base and of each record, in order: the last one of each key wins."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return np.empty(0, np.uint8)
+    merged = np.concatenate(parts).reshape(-1, _CONTACT_BYTES)
+    keys = merged[:, :8].copy().view(np.uint64).reshape(-1)
+    _, last_from_end = np.unique(keys[::-1], return_index=True)
+    keep = np.sort(len(keys) - 1 - last_from_end)
+    return np.ascontiguousarray(merged[keep]).reshape(-1)
+
+
+def _read_exact(f, n: int) -> Optional[bytes]:
+    data = f.read(n)
+    return data if len(data) == n else None
+
+
+class CheckpointStore:
+    """A directory of incremental checkpoints (see above). `save` writes one; `load` reads
+    the newest usable state and `adopt` continues its log after a restore."""
+
+    def __init__(self, directory, *, rebase_ratio: float = 1.0):
+        self.directory = Path(directory)
+        self.rebase_ratio = rebase_ratio
+        self.generation: Optional[int] = None
+        self.previous: Optional[int] = None     # the generation kept as the fallback
+        self.base_bytes = 0
+        self.log_bytes = 0
+        self.records = 0
+        self._core = None                       # the core whose changes the log follows
+        self._rebase = False
+
+    def base_path(self, generation: int) -> Path:
+        return self.directory / f"base-{generation:08d}"
+
+    def log_path(self, generation: int) -> Path:
+        return self.directory / f"log-{generation:08d}"
+
+    def generations(self) -> list[int]:
+        """Generations with a base, newest first."""
+        found = []
+        for path in self.directory.glob("base-*"):
+            suffix = path.name[5:]
+            if suffix.isdigit():
+                found.append(int(suffix))
+        return sorted(found, reverse=True)
+
+    def exists(self) -> bool:
+        return bool(self.generations())
+
+    # -- reading
+
+    def load(self) -> Optional[Loaded]:
+        """The newest usable state, or None when the store is empty. A damaged base is
+        reported and the previous generation used; a damaged record ends its log there
+        (`damage`). CheckpointError when nothing is usable."""
+        reasons = []
+        for generation in self.generations():
+            path = self.base_path(generation)
+            try:
+                header, sections = read_checkpoint(path)
+                if header.get("generation") != generation:
+                    raise CheckpointError(f"{path}: holds generation {header.get('generation')}")
+            except CheckpointError as e:
+                log.error("cannot use checkpoint: %s", e)
+                reasons.append(str(e))
+                continue
+            loaded = Loaded(generation, header, sections, path)
+            loaded.fallbacks = reasons
+            self._apply_log(loaded)
+            return loaded
+        if reasons:
+            raise CheckpointError(f"{self.directory}: no usable checkpoint ({'; '.join(reasons)})")
+        return None
+
+    def _apply_log(self, loaded: Loaded) -> None:
+        path = self.log_path(loaded.generation)
+        if not path.exists():
+            return
+        header = loaded.header
+        sections = loaded.sections
+        stride = int(header["scalars"]["layout"][0])
+        nr_subscribers = int(header["scalars"]["layout"][4])
+        rows = sections["rows"].reshape(nr_subscribers, stride) if stride else sections["rows"]
+        contacts = [sections["contacts"]]
+        with open(path, "rb") as f:
+            while True:
+                start = f.tell()
+                record, problem, torn = self._read_record(f, loaded.generation, loaded.records + 1)
+                if torn:
+                    if problem:
+                        log.info("%s: a record torn by a crash at byte %d is cut off", path, start)
+                    break
+                if problem:
+                    loaded.damage = f"{path}: record {loaded.records + 1} at byte {start}: {problem}"
+                    log.error("cannot use checkpoint: %s; the state of the record before it is used",
+                              loaded.damage)
+                    if record is not None:
+                        loaded.later_extras.append(record[0].get("extra", {}))
+                        self._collect_later_extras(f, loaded)
+                    break
+                record_header, data = record
+                subs, changed = data["subscribers"], data["rows"]
+                if len(changed) != len(subs) * stride or (len(subs) and int(subs.max()) >= nr_subscribers):
+                    loaded.damage = f"{path}: record {loaded.records + 1} does not fit the base"
+                    log.error("cannot use checkpoint: %s", loaded.damage)
+                    break
+                if len(subs):
+                    rows[subs] = changed.reshape(-1, stride)
+                contacts.append(data["contacts"])
+                for name in ("timers", "funnel", "counts", "carry"):
+                    sections[name] = data[name]
+                header["scalars"] = record_header["scalars"]
+                header["extra"] = record_header.get("extra", {})
+                loaded.records += 1
+                loaded.log_end = f.tell()
+        sections["contacts"] = _merge_contacts(contacts)
+
+    def _collect_later_extras(self, f, loaded: Loaded) -> None:
+        number = loaded.records + 2
+        while True:
+            record, problem, torn = self._read_record(f, loaded.generation, number, headers_only=True)
+            if record is None:
+                return
+            loaded.later_extras.append(record[0].get("extra", {}))
+            number += 1
+
+    @staticmethod
+    def _read_record(f, generation: int, number: int, headers_only: bool = False):
+        """((header, sections) or None, problem or None, torn): torn when the file ends inside
+        the record (a crash while it was appended); a record with a readable header comes back
+        with its problem, so that its extra can still be read."""
+        magic = f.read(len(RECORD_MAGIC))
+        if not magic:
+            return None, None, True
+        if len(magic) < len(RECORD_MAGIC):
+            return None, "short magic", True
+        if magic != RECORD_MAGIC:
+            return None, "not a record", False
+        raw = _read_exact(f, 4)
+        if raw is None:
+            return None, "short header", True
+        (length,) = struct.unpack("<I", raw)
+        if length > 64 << 20:
+            return None, f"header length {length} is not plausible", False
+        header_bytes, raw = _read_exact(f, length), None
+        if header_bytes is not None:
+            raw = _read_exact(f, 4)
+        if header_bytes is None or raw is None:
+            return None, "short header", True
+        if struct.unpack("<I", raw)[0] != zlib.crc32(header_bytes):
+            return None, "damaged header", False
+        try:
+            header = json.loads(header_bytes)
+            described = [(s["name"], int(s["nbytes"]), int(s["crc32"])) for s in header["sections"]]
+        except (ValueError, KeyError, TypeError) as e:
+            return None, f"unreadable header: {e}", False
+        if header.get("generation") != generation or header.get("number") != number:
+            return (header, None), (f"record of generation {header.get('generation')} number "
+                                    f"{header.get('number')}, expected {generation} number {number}"), False
+        data, problem = {}, None
+        for name, nbytes, crc in described:
+            if headers_only:
+                f.seek(nbytes, os.SEEK_CUR)
+                if f.tell() > os.fstat(f.fileno()).st_size:
+                    return None, "short section", True
+                continue
+            chunk = bytearray(nbytes)
+            if f.readinto(chunk) != nbytes:
+                return (header, None), f"truncated in section {name!r}", True
+            if name not in _RECORD_DTYPES:
+                problem = problem or f"unknown section {name!r}"
+            elif zlib.crc32(chunk) != crc:
+                problem = problem or f"section {name!r} is damaged (crc mismatch)"
+            else:
+                data[name] = np.frombuffer(chunk, dtype=_RECORD_DTYPES[name])
+        if problem is None and not headers_only and set(data) != set(_RECORD_DTYPES):
+            problem = "sections missing"
+        return (header, data), problem, False
+
+    def adopt(self, loaded: Loaded, engine: "Engine") -> None:
+        """Continue the loaded generation's log for an engine restored from it (its changes
+        are tracked from here). After damage the next checkpoint is a new base."""
+        self.generation = loaded.generation
+        self.previous = None    # the loaded generation itself is the fallback of the next base
+        self.base_bytes = self.base_path(loaded.generation).stat().st_size
+        self.records = loaded.records
+        self.log_bytes = loaded.log_end
+        self._rebase = bool(loaded.damage or loaded.fallbacks)
+        if not self._rebase:
+            path = self.log_path(loaded.generation)
+            if path.exists() and path.stat().st_size != loaded.log_end:
+                with open(path, "r+b") as f:
+                    f.truncate(loaded.log_end)      # the torn tail of a crash
+                    os.fsync(f.fileno())
+        engine._core.track_changes()
+        self._core = engine._core
+
+    # -- writing
+
+    def save(self, engine: "Engine", extra: Optional[dict] = None) -> dict:
+        """Checkpoint `engine`: a record when the log can take one, else a new base.
+        Returns what was written: {"kind": "base" | "record", "bytes": n}."""
+        core = engine._core
+        if (self.generation is None or core is not self._core or not core.tracking or self._rebase
+                or self.log_bytes >= self.rebase_ratio * self.base_bytes):
+            return self._save_base(engine, extra)
+        subs, rows, contacts = core.take_changes()
+        sections = [("subscribers", subs), ("rows", rows), ("contacts", contacts)] + core.small_sections()
+        self.records += 1
+        header = json.dumps({
+            "generation": self.generation, "number": self.records,
+            "scalars": core.state_scalars(),
+            "sections": [{"name": name, "nbytes": int(a.nbytes),
+                          "crc32": zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B"))}
+                         for name, a in sections],
+            "extra": extra or {},
+        }).encode()
+        path = self.log_path(self.generation)
+        created = not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            parts = [RECORD_MAGIC, struct.pack("<I", len(header)), header, struct.pack("<I", zlib.crc32(header))]
+            parts += [memoryview(np.ascontiguousarray(a)).cast("B") for _, a in sections]
+            written = 0
+            for part in parts:
+                view = memoryview(part)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                    written += n
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_directory(self.directory)
+        self.log_bytes += written
+        return {"kind": "record", "bytes": written}
+
+    def _save_base(self, engine: "Engine", extra: Optional[dict]) -> dict:
+        core = engine._core
+        core.track_changes()
+        generation = max(self.generations(), default=0) + 1
+        path = write_checkpoint(engine, self.base_path(generation), extra, generation=generation)
+        if self.generation is not None:
+            self.previous = self.generation
+        self.generation = generation
+        self.base_bytes = path.stat().st_size
+        self.log_bytes = 0
+        self.records = 0
+        self._core = core
+        self._rebase = False
+        self._prune()
+        return {"kind": "base", "bytes": self.base_bytes}
+
+    def _prune(self) -> None:
+        keep = {self.generation, self.previous}
+        for path in list(self.directory.glob("base-*")) + list(self.directory.glob("log-*")):
+            suffix = path.name.split("-", 1)[1]
+            if suffix.isdigit() and int(suffix) not in keep:
+                path.unlink(missing_ok=True)

@@ -4,18 +4,23 @@
 The spool is one event stream: its files are read in name order, an event may span two
 files, and byte offsets count from the first byte of the first file ever processed.
 
-Exactly once: after each spool file the daemon
+Exactly once: at every checkpoint (after each spool file, and every few seconds inside a
+long one) the daemon
   1. completes the open sink files under their temporary names (SinkSet.seal),
-  2. writes a checkpoint: engine state, stream position, the sealed files' renames and the
-     name of the spool file now covered (atomic: temp, fsync, rename; the previous
-     checkpoint is kept as `checkpoint.prev`),
-  3. renames the sealed files and moves the spool file to `SPOOL/done/`.
+  2. writes a checkpoint (engine.checkpoint.CheckpointStore: an incremental record of what
+     changed, or now and then a new full base) holding the engine state, the position in
+     the spool, the sink numbering, the sealed files' renames and the names of the spool
+     files it covers,
+  3. renames the sealed files, and moves the spool files that the *previous* checkpoint
+     covered to `SPOOL/done/`.
 A crash before 2 leaves the previous checkpoint: start-up deletes every temporary sink file
-and processes the spool file again, producing the same records under the same names. A
-crash after 2 is rolled forward at start-up (the renames and the move are repeated). So
-the finished sink files are those of one uninterrupted run, whatever the number of
-`kill -9`. The one thing that differs is where files end: each checkpoint completes the
-open files.
+and processes the input again, producing the same records under the same names. A crash
+after 2 is rolled forward at start-up (renames and moves repeated). Spool files move one
+checkpoint late so that, when the newest checkpoint turns out damaged, the one before it
+still finds its input in the spool; the finished sink files it does not cover are removed
+(they are made again, under the same numbers). So the finished sink files are those of one
+uninterrupted run, whatever the number of `kill -9`. The one thing that differs is where
+files end: each checkpoint completes the open files.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from typing import Optional
 import numpy as np
 
 from engine.api import Engine
-from engine.checkpoint import subscriber_order
+from engine.checkpoint import CheckpointStore, restore_sections
 from engine.errors import CheckpointError, SigmatchError
 from engine.sinks import SinkSet
 
@@ -39,8 +44,11 @@ __all__ = ["SpoolDaemon", "run_spool", "sd_notify"]
 
 log = logging.getLogger("sigmatch.daemon")
 
-CHECKPOINT = "checkpoint"
-PREVIOUS = "checkpoint.prev"
+# Bytes fed to the core at a time: a long spool file is checkpointed within, and SIGTERM is
+# answered, between two of these
+FEED_BYTES = 8 << 20
+# Inside one long spool file, a checkpoint at least this often (seconds)
+CHECKPOINT_WITHIN_FILE_S = 5.0
 
 
 class JournalDirectory:
@@ -214,10 +222,15 @@ class SpoolDaemon:
         self.poll_s = poll_s
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
-        # 0: a checkpoint after every spool file. More: files processed within that many
-        # seconds share one checkpoint (each costs a write of the whole state).
+        # 0: a checkpoint after every spool file, and every CHECKPOINT_WITHIN_FILE_S inside
+        # one. More: at most that many seconds between checkpoints, files processed within
+        # them sharing one.
         self.checkpoint_every_s = checkpoint_every_s
-        self.uncommitted: list[str] = []
+        self.store = CheckpointStore(self.state)
+        self.uncommitted: list[str] = []        # spool files fed whole since the last checkpoint
+        self.covered: list[str] = []            # spool files the last checkpoint covers, not yet moved
+        self.resume: dict[str, int] = {}        # a spool file checkpointed part-way: its next offset
+        self._position: Optional[tuple[str, int]] = None   # where reading stopped, when part-way
         self.last_commit = time.monotonic()
         self.engine: Optional[Engine] = None
         self.sinks: Optional[SinkSet] = None
@@ -243,34 +256,49 @@ class SpoolDaemon:
 
     def _restore(self) -> dict:
         """The newest usable checkpoint's extra ({} on a first start). A damaged checkpoint is
-        reported and the previous one used."""
-        for name in (CHECKPOINT, PREVIOUS):
-            path = self.state / name
-            if not path.exists():
-                continue
-            try:
-                # subscribers in the checkpoint's order (it differs from the snapshot's after a reload)
-                keep = subscriber_order(path)
-                if not np.array_equal(keep, self.engine.subscribers):
-                    self.engine = Engine.from_config(self.config_path, keep=keep)
-                extra = self.engine.restore(path)
-                log.info("restored %s (clock %s, seq %s)", path, self.engine.clock, self.engine._core.seq)
-                return extra
-            except CheckpointError as e:
-                log.error("cannot use checkpoint: %s", e)
-                # a checkpoint that failed part-way may have touched the engine: start afresh
-                self.engine = Engine.from_config(self.config_path)
-        if (self.state / CHECKPOINT).exists() or (self.state / PREVIOUS).exists():
-            raise CheckpointError(f"{self.state}: no usable checkpoint; refusing to start from nothing "
-                                  "over existing output (move the state directory away to start afresh)")
-        return {}
+        reported and the one before it used (CheckpointStore.load)."""
+        if (self.state / "checkpoint").exists() and not self.store.exists():
+            raise CheckpointError(f"{self.state}: holds a checkpoint of an older sigmatch (one full file); "
+                                  "this one keeps incremental checkpoints: drain with the older version, "
+                                  "or move the state directory away to start afresh")
+        loaded = self.store.load()
+        if loaded is None:
+            return {}
+        # subscribers in the checkpoint's order (it differs from the snapshot's after a reload)
+        if not np.array_equal(loaded.subscribers, self.engine.subscribers):
+            self.engine = Engine.from_config(self.config_path, keep=loaded.subscribers)
+        restore_sections(self.engine, loaded.header, loaded.sections, loaded.path)
+        self.store.adopt(loaded, self.engine)
+        extra = loaded.extra
+        if loaded.damage or loaded.fallbacks:
+            self._forget_lost_work(extra, loaded.later_extras)
+        log.info("restored generation %d + %d records (clock %s, seq %s)", loaded.generation, loaded.records,
+                 self.engine.clock, self.engine._core.seq)
+        return extra
+
+    def _forget_lost_work(self, extra: dict, later: list[dict]) -> None:
+        """An older checkpoint than the newest is in use: the output that the newer ones
+        finished goes (it is made again, the same), and their input comes back to the spool."""
+        removed = SinkSet.remove_beyond(self.out, extra.get("numbering") or {})
+        held = set(extra.get("covered") or []) | set(extra.get("moving") or [])
+        back = 0
+        for newer in later:
+            for name in newer.get("moving") or []:
+                if name not in held and (self.spool / "done" / name).exists() and not (self.spool / name).exists():
+                    os.replace(self.spool / "done" / name, self.spool / name)
+                    back += 1
+        log.warning("an older checkpoint is in use: %d finished output files after it removed (to be made "
+                    "again), %d spool files returned from done/", len(removed), back)
 
     def _roll_forward(self, extra: dict) -> None:
         SinkSet.commit(extra.get("renames", []))
-        covered = extra.get("covered") or []
-        for name in [covered] if isinstance(covered, str) else covered:
+        for name in extra.get("moving") or []:
             if (self.spool / name).exists():
                 self._move_done(name)
+        self.covered = list(extra.get("covered") or [])
+        position = extra.get("position")
+        if position:
+            self.resume[position[0]] = int(position[1])
         # Temporary sink files not covered by the checkpoint belong to work that will be done
         # again, under the same names.
         for temp in self.out.rglob(".*.tmp"):
@@ -284,10 +312,12 @@ class SpoolDaemon:
     # -- the loop
 
     def _pending_files(self) -> list[Path]:
-        waiting = set(self.uncommitted)
-        return sorted(p for p in self.spool.iterdir()
-                      if p.is_file() and p.suffix == ".msgpack" and not p.name.startswith(".")
-                      and p.name not in waiting)
+        waiting = set(self.uncommitted) | set(self.covered)
+        files = sorted(p for p in self.spool.iterdir()
+                       if p.is_file() and p.suffix == ".msgpack" and not p.name.startswith(".")
+                       and p.name not in waiting)
+        # a file checkpointed part-way goes on first, where it stopped
+        return sorted(files, key=lambda p: p.name not in self.resume)
 
     def _take_records(self) -> None:
         core = self.engine._core
@@ -295,22 +325,23 @@ class SpoolDaemon:
         self.sinks.write_conversions(core.take_conversions())
         self.sinks.write_dead_letters(core.take_dead_letters())
 
-    def _commit(self) -> float:
+    def _commit(self, position: Optional[tuple[str, int]] = None) -> float:
         """Seal, checkpoint, rename, move: the exactly-once step (see the module docstring)
-        for every spool file processed since the last one. Returns the checkpoint's seconds."""
+        for the input processed since the last one; `position` is the spool file being read
+        and the offset reached in it. Returns the checkpoint's seconds."""
         covered, self.uncommitted = self.uncommitted, []
+        moving, self.covered = self.covered, covered
         self._take_records()
         renames = [[str(t), str(f)] for t, f in self.sinks.seal()]
-        extra = {"renames": renames, "covered": covered}
-        current = self.state / CHECKPOINT
-        if current.exists():
-            os.replace(current, self.state / PREVIOUS)
+        extra = {"renames": renames, "covered": covered, "moving": moving,
+                 "position": list(position) if position else None, "numbering": self.sinks.numbering()}
         started = time.perf_counter()
-        self.engine.checkpoint(current, extra=extra)
+        self.store.save(self.engine, extra)
         seconds = time.perf_counter() - started
         SinkSet.commit(renames)
-        for name in covered:
-            self._move_done(name)
+        for name in moving:
+            if (self.spool / name).exists():
+                self._move_done(name)
         self.last_commit = time.monotonic()
         self.sinks.write_stats(self._stats())
         return seconds
@@ -342,7 +373,7 @@ class SpoolDaemon:
         output = self.engine.config.output
         self.sinks = SinkSet(self.out, campaigns=self.engine.campaigns, format=self.format or output.format,
                              max_records=output.max_records, max_age_ms=output.max_age_ms,
-                             durable=True, defer_renames=True)
+                             durable=True, defer_renames=True, numbering=extra.get("numbering"))
         if self.metrics_address:
             from engine.metrics import DaemonMetrics
             self.metrics = DaemonMetrics(self.engine)
@@ -381,7 +412,9 @@ class SpoolDaemon:
                     log.info("standard input ended and is processed")
                     break
             if not files:
-                if self.uncommitted:
+                if self.uncommitted or self.covered:
+                    # a quiet spool: what is processed becomes durable, and what the last
+                    # checkpoint covers moves to done/
                     with self.lock:
                         self._commit()
                 if self.idle_advance_s and time.monotonic() - last_input >= self.idle_advance_s:
@@ -393,10 +426,32 @@ class SpoolDaemon:
             for path in files:
                 if self.stop.is_set():
                     break
-                data = path.read_bytes()
+                self._process_file(path)
+        sd_notify("STOPPING=1")
+        with self.lock:
+            self._commit(self._position)
+        for server in self.servers:
+            server.close()
+        log.info("stopped: checkpoint written, %d pending actions kept", self.engine.pending)
+        return 0
+
+    def _process_file(self, path: Path) -> None:
+        """Feed one spool file in pieces, checkpointing inside it when it takes long; stops
+        part-way (its position kept for the final checkpoint) when asked to stop."""
+        within_s = self.checkpoint_every_s or CHECKPOINT_WITHIN_FILE_S
+        offset = self.resume.pop(path.name, 0)
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while True:
+                data = f.read(FEED_BYTES)
+                if not data:
+                    break
                 with self.lock:
                     core = self.engine._core      # a reload replaces the engine
                     status = core.feed(data)
+                    offset += len(data)
+                    if self.metrics is not None:
+                        self.metrics.observe(self.engine, input_bytes=len(data))
                 if status:
                     # The stream cannot be decoded past this point: report it, keep what came
                     # before, and start a new stream with the next file.
@@ -404,28 +459,36 @@ class SpoolDaemon:
                               path.name, core.error_offset, status)
                     with self.lock:
                         core.begin_stream()
-                self.uncommitted.append(path.name)
-                if self.checkpoint_every_s and time.monotonic() - self.last_commit < self.checkpoint_every_s:
-                    continue
-                with self.lock:
-                    seconds = self._commit()
-                    if self.metrics is not None:
-                        self.metrics.observe(self.engine, input_bytes=len(data), checkpoint_seconds=seconds)
-        sd_notify("STOPPING=1")
+                    break
+                if not f.read(1):
+                    break       # the end of the file
+                f.seek(offset)
+                if self.stop.is_set():
+                    self._position = (path.name, offset)    # for the final checkpoint
+                    return
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    self._reload((path.name, offset))
+                elif time.monotonic() - self.last_commit >= within_s:
+                    with self.lock:
+                        self._observe_checkpoint(self._commit((path.name, offset)))
+        self._position = None
+        self.uncommitted.append(path.name)
+        if self.checkpoint_every_s and time.monotonic() - self.last_commit < self.checkpoint_every_s:
+            return
         with self.lock:
-            self._commit()
-        for server in self.servers:
-            server.close()
-        log.info("stopped: checkpoint written, %d pending actions kept", self.engine.pending)
-        return 0
+            self._observe_checkpoint(self._commit())
 
+    def _observe_checkpoint(self, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe(self.engine, checkpoint_seconds=seconds)
 
-    def _reload(self) -> None:
+    def _reload(self, position: Optional[tuple[str, int]] = None) -> None:
         """SIGHUP: configuration, profiles, lists and areas read again; state carried over by
         subscriber, campaign id and counter name. A new configuration that does not load is
-        rejected and the running one goes on."""
+        rejected and the running one goes on. `position`: where a spool file being read stands."""
         with self.lock:
-            self._commit()
+            self._commit(position)
             try:
                 new = self.engine.reload(self.config_path)
             except (SigmatchError, OSError, ValueError) as e:
@@ -435,8 +498,8 @@ class SpoolDaemon:
             output = new.config.output
             self.sinks = SinkSet(self.out, campaigns=new.campaigns, format=self.format or output.format,
                                  max_records=output.max_records, max_age_ms=output.max_age_ms,
-                                 durable=True, defer_renames=True)
-            self._commit()
+                                 durable=True, defer_renames=True, numbering=self.sinks.numbering())
+            self._commit(position)
         log.warning("reloaded %s: %d campaigns, %d subscribers; %d pending actions of removed campaigns dropped",
                     self.config_path, len(new.campaigns), len(new.subscribers), new.reload_dropped)
 

@@ -466,7 +466,8 @@ class SinkSet:
 
     def __init__(self, out: Path, *, campaigns: Sequence[CampaignSpec], format: str = "csv",
                  max_records: int = 100_000, max_age_ms: Optional[int] = 3_600_000,
-                 durable: bool = False, defer_renames: bool = False):
+                 durable: bool = False, defer_renames: bool = False,
+                 numbering: Optional[dict] = None):
         if format not in _FORMATS:
             raise ValueError(f"unknown output format {format!r}: expected one of {', '.join(_FORMATS)}")
         if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
@@ -489,6 +490,9 @@ class SinkSet:
         self.files: list[Path] = []     # finished files, in order of completion
         self._closed = False
         self._next_number: dict[Path, int] = {}
+        # A daemon carries the numbering in its checkpoints, so that a restart gives a file
+        # the same number it had before the crash
+        self._initial_number = {self.out / relative: int(number) for relative, number in (numbering or {}).items()}
 
         self._nr_campaigns = len(campaigns)
         channels = list(dict.fromkeys(c.channel for c in campaigns))
@@ -611,6 +615,45 @@ class SinkSet:
             _fsync_directory(directory)
         return done
 
+    def stream_directories(self) -> list[Path]:
+        return [self.out / channel for channel in self._channels] + [self._conversions.directory,
+                                                                     self._dead_letters.directory]
+
+    def numbering(self) -> dict[str, int]:
+        """The number the next file of each sink directory gets, by directory relative to OUT."""
+        numbers = {}
+        for directory in self.stream_directories():
+            number = self._next_number.get(directory)
+            if number is None:
+                number = self._initial_number.get(directory) or self._first_free_number(directory)
+            numbers[str(directory.relative_to(self.out))] = number
+        return numbers
+
+    @staticmethod
+    def _first_free_number(directory: Path) -> int:
+        # after every numbered file already there, leftover temp files included, so that a
+        # second run into the same OUT never overwrites the first
+        if not directory.is_dir():
+            return 1
+        existing = (_NUMBERED_FILE.fullmatch(name) for name in os.listdir(directory))
+        return max((int(m[1]) for m in existing if m), default=0) + 1
+
+    @staticmethod
+    def remove_beyond(out: Path, numbering: dict) -> list[Path]:
+        """Delete the finished files numbered at or after `numbering` (those of work that a
+        restored checkpoint does not hold, to be done again under the same numbers)."""
+        removed = []
+        for relative, number in numbering.items():
+            directory = Path(out) / relative
+            if not directory.is_dir():
+                continue
+            for name in sorted(os.listdir(directory)):
+                m = _NUMBERED_FILE.fullmatch(name)
+                if m and int(m[1]) >= int(number):
+                    (directory / name).unlink()
+                    removed.append(directory / name)
+        return removed
+
     def _complete(self, file: "_SinkFile") -> None:
         if self.defer_renames:
             self.sealed.append((file.finish(self.durable, rename=False), file.path))
@@ -662,10 +705,7 @@ class SinkSet:
         number = self._next_number.get(directory)
         if number is None:
             _make_directories(directory)
-            # Continue after every numbered file already there, leftover temp files included,
-            # so that a second run into the same OUT never overwrites the first.
-            existing = (_NUMBERED_FILE.fullmatch(name) for name in os.listdir(directory))
-            number = max((int(m[1]) for m in existing if m), default=0) + 1
+            number = self._initial_number.get(directory) or self._first_free_number(directory)
         self._next_number[directory] = number + 1
         return number
 

@@ -95,7 +95,7 @@ def test_uninterrupted_run_then_sigterm(world, tmp_path):
     assert sorted(rows(tmp_path / "out", "actions-*.csv")) == expected_rows(expected)
     assert len(list((tmp_path / "spool" / "done").iterdir())) == len(generated.traces)
     assert not list((tmp_path / "out").rglob(".*.tmp"))
-    assert (tmp_path / "state" / "checkpoint").exists()
+    assert list((tmp_path / "state").glob("base-*")) and list((tmp_path / "state").glob("log-*"))
 
 
 @pytest.mark.parametrize("args", [(), ("--checkpoint-every", "0.03")], ids=["every-file", "coalesced"])
@@ -131,20 +131,51 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(world, tmp_path, arg
     assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
 
 
-def test_the_previous_checkpoint_is_used_when_the_newest_is_damaged(world, tmp_path):
+def damage(path: Path, at: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def newest_record_start(log: Path) -> int:
+    from engine.checkpoint import RECORD_MAGIC
+    return log.read_bytes().rindex(RECORD_MAGIC)
+
+
+@pytest.mark.parametrize("where", ["newest record", "a middle record", "base"])
+def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_stays_exact(world, tmp_path, where):
     generated, expected = world
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
     fill_spool(generated, spool)
+    half = len(generated.traces) // 2
+    # first half: a run that ends with SIGTERM
+    for trace in generated.traces[half:]:
+        os.replace(spool / trace.name, tmp_path / trace.name)
     proc = start(generated.config, out, state, spool, ready=True)
     assert wait_until_drained(spool)
     assert stop(proc) == 0
-    newest = state / "checkpoint"
-    raw = bytearray(newest.read_bytes())
-    raw[-10] ^= 0xFF
-    newest.write_bytes(bytes(raw))
+    base = max(state.glob("base-*"))
+    log = state / base.name.replace("base-", "log-")
+    assert log.exists() and len(list(state.glob("base-*"))) == 2     # this world rebases often
+    if where == "newest record":
+        damage(log, newest_record_start(log) + 200)
+    elif where == "a middle record":
+        data = log.read_bytes()
+        from engine.checkpoint import RECORD_MAGIC
+        starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
+        damage(log, starts[len(starts) // 2] + 200)
+    else:
+        damage(base, base.stat().st_size - 10)
+    for trace in generated.traces[half:]:
+        os.replace(tmp_path / trace.name, spool / trace.name)
     proc = start(generated.config, out, state, spool, ready=True)
+    assert wait_until_drained(spool)
     assert stop(proc) == 0
     assert "cannot use checkpoint" in proc.stderr.read()
+    got = rows(out, "actions-*.csv")
+    assert sorted(got) == expected_rows(expected)
+    assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
+    assert len(rows(out, "conversions-*.csv")) == len(expected.conversions)
 
 
 def free_port() -> int:
