@@ -201,12 +201,21 @@ def format_table(results: list[dict]) -> str:
                      for row in rows)
 
 
+# RESULTS.md ends with the service's own table (bench/service.py); workload rows go before it
+SERVICE_HEADING = "## The service from a spool"
+
+
 def record(results: list[dict], path: Path = RESULTS) -> None:
-    """Append one dated markdown row per workload, with the machine."""
+    """Add one dated markdown row per workload, with the machine, to the workload table."""
     today, where = datetime.date.today(), machine()
-    with path.open("a") as f:
-        for r in results:
-            f.write(f"| {today} | " + " | ".join(_cells(r)) + f" | {where} |\n")
+    new = [f"| {today} | " + " | ".join(_cells(r)) + f" | {where} |" for r in results]
+    lines = path.read_text().splitlines() if path.exists() else []
+    end = lines.index(SERVICE_HEADING) if SERVICE_HEADING in lines else len(lines)
+    while end > 0 and not lines[end - 1].startswith("|"):
+        end -= 1
+    if end == 0:
+        end = len(lines) if SERVICE_HEADING not in lines else lines.index(SERVICE_HEADING)
+    path.write_text("\n".join(lines[:end] + new + lines[end:]) + "\n")
 
 
 def main(argv=None):

@@ -1460,6 +1460,11 @@ cdef class Core:
     def tracking(self):
         return bool(self.E.tracking)
 
+    @property
+    def nr_changed(self):
+        """Subscribers whose row changed since the changes were last taken."""
+        return self.E.nr_changed
+
     def take_changes(self):
         """What changed since track_changes or the last take_changes, state_sections or
         restore_state: (subscriber indexes ascending as uint32, their rows as bytes, the changed

@@ -427,8 +427,11 @@ class CheckpointStore:
         """Checkpoint `engine`: a record when the log can take one, else a new base.
         Returns what was written: {"kind": "base" | "record", "bytes": n}."""
         core = engine._core
+        # a new base when the log is as big as one, or when most rows changed anyway (a base
+        # then costs about the same and restores faster)
         if (self.generation is None or core is not self._core or not core.tracking or self._rebase
-                or self.log_bytes >= self.rebase_ratio * self.base_bytes):
+                or self.log_bytes >= self.rebase_ratio * self.base_bytes
+                or 2 * core.nr_changed >= len(engine.subscribers)):
             return self._save_base(engine, extra)
         subs, rows, contacts = core.take_changes()
         sections = [("subscribers", subs), ("rows", rows), ("contacts", contacts)] + core.small_sections()

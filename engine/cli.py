@@ -216,8 +216,10 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="Bearer token the lookup requires (or SIGMATCH_LOOKUP_TOKEN).")
 @click.option("--metrics", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics here; host defaults to 127.0.0.1.")
-@click.option("--checkpoint-every", type=float, default=0.0, metavar="SECONDS", show_default=True,
-              help="0: checkpoint after every input file; more: files within that many seconds share one.")
+@click.option("--checkpoint-every", type=float, default=5.0, metavar="SECONDS", show_default=True,
+              help="Longest time between checkpoints while a backlog is processed (taken at the next input-file "
+                   "boundary, or inside a long file); a spool that runs empty is checkpointed at once. "
+                   "0: after every input file.")
 @click.option("--idle-advance", type=float, default=None, metavar="SECONDS",
               help="After this long without input, move event time on with the wall clock so delayed "
                    "actions still go out (off by default: the one option that makes output depend on wall time).")
@@ -257,22 +259,28 @@ def run(config: Path, out: Path, state: Path, spool, listen, from_stdin: bool, f
 @click.option("--record/--no-record", default=True, show_default=True,
               help="Append the results, with the machine, to bench/RESULTS.md (peers: bench/PEERS.md).")
 @click.option("--seed", default=1, show_default=True)
+@click.option("--service", is_flag=True,
+              help="Also run the daemon from a spool against replay on the same files (1M subscribers, "
+                   "30M events in 60 files).")
+@click.option("--service-option", "service_options", multiple=True, metavar="OPTION",
+              help="An option for the measured daemon (repeatable), e.g. --service-option=--checkpoint-every=0.")
 @_one_line_errors
 def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: int, peer_events: int,
-          record: bool, seed: int):
+          record: bool, seed: int, service: bool, service_options):
     """Measure WORKLOADS: S (100k subscribers, 1M events), M (2M, 10M), L (30M, 100M).
 
     Default: S and M. Each is generated (`sigmatch gen`) and measured in its own process."""
     from bench.run import WORKLOADS, format_table, record as record_results, run_benchmarks
-    names = [w.upper() for w in workloads] or ["S", "M"]
+    names = [w.upper() for w in workloads] or ([] if service else ["S", "M"])
     unknown = [w for w in names if w not in WORKLOADS]
     if unknown:
         _fail(f"unknown workload {unknown[0]!r} (known: {', '.join(WORKLOADS)})")
-    results = run_benchmarks(names, campaigns=campaigns, directory=directory, seed=seed,
-                             echo=lambda line: click.echo(line, err=True))
-    click.echo(format_table(results))
-    if record:
-        record_results(results)
+    if names:
+        results = run_benchmarks(names, campaigns=campaigns, directory=directory, seed=seed,
+                                 echo=lambda line: click.echo(line, err=True))
+        click.echo(format_table(results))
+        if record:
+            record_results(results)
     if peers:
         from bench.peers.run import format_table as peer_table, record as record_peers, run_peers
         with tempfile.TemporaryDirectory(prefix="sigmatch-peers-") as scratch:
@@ -281,6 +289,13 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
         click.echo(peer_table(rows))
         if record:
             record_peers(rows)
+    if service:
+        from bench.service import format_service, record_service, run_service
+        result = run_service(directory=directory, daemon_args=tuple(service_options), seed=seed,
+                             echo=lambda line: click.echo(line, err=True))
+        click.echo(format_service([result]))
+        if record:
+            record_service([result])
 
 
 if __name__ == "__main__":

@@ -213,7 +213,7 @@ class SpoolDaemon:
                  format: Optional[str] = None, poll_s: float = 0.5,
                  lookup: Optional[tuple[str, int]] = None, lookup_token: Optional[str] = None,
                  metrics: Optional[tuple[str, int]] = None, idle_advance_s: Optional[float] = None,
-                 stdin=None, listen: Optional[tuple[str, int]] = None, checkpoint_every_s: float = 0.0):
+                 stdin=None, listen: Optional[tuple[str, int]] = None, checkpoint_every_s: float = 5.0):
         self.config_path = Path(config)
         self.out = Path(out)
         self.state = Path(state)
@@ -222,9 +222,11 @@ class SpoolDaemon:
         self.poll_s = poll_s
         self.stop = threading.Event()
         self.reload_requested = threading.Event()
-        # 0: a checkpoint after every spool file, and every CHECKPOINT_WITHIN_FILE_S inside
-        # one. More: at most that many seconds between checkpoints, files processed within
-        # them sharing one.
+        # While a backlog is worked through, a checkpoint at the first spool-file boundary this
+        # many seconds after the previous one (inside a long file: at a piece boundary); when
+        # the spool runs empty, at once. Files arriving slower than they are processed thus
+        # each get one; a backlog is not slowed by writing state after every small file.
+        # 0: after every file (and every CHECKPOINT_WITHIN_FILE_S inside one).
         self.checkpoint_every_s = checkpoint_every_s
         self.store = CheckpointStore(self.state)
         self.uncommitted: list[str] = []        # spool files fed whole since the last checkpoint
@@ -344,6 +346,8 @@ class SpoolDaemon:
                 self._move_done(name)
         self.last_commit = time.monotonic()
         self.sinks.write_stats(self._stats())
+        if self.metrics is not None:
+            self.metrics.observe(self.engine, checkpoint_seconds=seconds)
         return seconds
 
     def _stats(self) -> dict:
@@ -430,6 +434,9 @@ class SpoolDaemon:
         sd_notify("STOPPING=1")
         with self.lock:
             self._commit(self._position)
+            if self.covered:
+                # a second, nearly empty one moves the spool files the first covers
+                self._commit(self._position)
         for server in self.servers:
             server.close()
         log.info("stopped: checkpoint written, %d pending actions kept", self.engine.pending)
@@ -471,17 +478,13 @@ class SpoolDaemon:
                     self._reload((path.name, offset))
                 elif time.monotonic() - self.last_commit >= within_s:
                     with self.lock:
-                        self._observe_checkpoint(self._commit((path.name, offset)))
+                        self._commit((path.name, offset))
         self._position = None
         self.uncommitted.append(path.name)
         if self.checkpoint_every_s and time.monotonic() - self.last_commit < self.checkpoint_every_s:
             return
         with self.lock:
-            self._observe_checkpoint(self._commit())
-
-    def _observe_checkpoint(self, seconds: float) -> None:
-        if self.metrics is not None:
-            self.metrics.observe(self.engine, checkpoint_seconds=seconds)
+            self._commit()
 
     def _reload(self, position: Optional[tuple[str, int]] = None) -> None:
         """SIGHUP: configuration, profiles, lists and areas read again; state carried over by

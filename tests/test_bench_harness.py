@@ -22,3 +22,23 @@ def test_tiny_workload_reports_every_stage(tmp_path):
     again = run_benchmarks(["T"], sizes={"T": (2_000, 20_000)}, campaigns=2, directory=tmp_path,
                            echo=lambda line: None)
     assert again[0]["actions"] == result["actions"]
+
+
+def test_service_benchmark_runs_the_daemon_against_replay(tmp_path):
+    from bench.service import format_service, measure_service, record_service
+    result = measure_service(tmp_path, subscribers=2_000, events=20_000, files=4, campaigns=2,
+                             echo=lambda line: None)
+    assert result["files"] == 4 and result["events"] == 20_000
+    assert result["replay_eps"] > 0 and result["daemon_eps"] > 0
+    assert "daemon/replay" in format_service([result])
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# t\n\n| date | workload |\n|---|---|\n| x | S |\n\n## The service from a spool\n\ntext\n\n"
+                       "| date | subscribers |\n|---|---|\n")
+    record_service([result], results)
+    record([dict(workload="T", subscribers=1, events=1, campaigns=1, load_s=1, decode_eps=1, match_eps=1,
+                 sink_rps=1, end_to_end_eps=1, end_to_end_ns=1, actions=0, bytes_per_subscriber=1,
+                 peak_rss_gb=1)], results)
+    lines = results.read_text().splitlines()
+    # each row went to its own table
+    assert lines[5].startswith("| 20") and "| T |" in lines[5]
+    assert lines[-1].startswith("| 20") and "| 2,000 |" in lines[-1]

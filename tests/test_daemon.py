@@ -98,7 +98,8 @@ def test_uninterrupted_run_then_sigterm(world, tmp_path):
     assert list((tmp_path / "state").glob("base-*")) and list((tmp_path / "state").glob("log-*"))
 
 
-@pytest.mark.parametrize("args", [(), ("--checkpoint-every", "0.03")], ids=["every-file", "coalesced"])
+@pytest.mark.parametrize("args", [("--checkpoint-every", "0"), ("--checkpoint-every", "0.03")],
+                         ids=["every-file", "coalesced"])
 def test_kill_9_at_random_moments_loses_and_repeats_nothing(world, tmp_path, args):
     generated, expected = world
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
@@ -131,6 +132,9 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(world, tmp_path, arg
     assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
 
 
+EVERY_FILE = ("--checkpoint-every", "0")
+
+
 def damage(path: Path, at: int) -> None:
     raw = bytearray(path.read_bytes())
     raw[at] ^= 0xFF
@@ -151,7 +155,7 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
     # first half: a run that ends with SIGTERM
     for trace in generated.traces[half:]:
         os.replace(spool / trace.name, tmp_path / trace.name)
-    proc = start(generated.config, out, state, spool, ready=True)
+    proc = start(generated.config, out, state, spool, ready=True, args=EVERY_FILE)
     assert wait_until_drained(spool)
     assert stop(proc) == 0
     base = max(state.glob("base-*"))
@@ -168,7 +172,7 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
         damage(base, base.stat().st_size - 10)
     for trace in generated.traces[half:]:
         os.replace(tmp_path / trace.name, spool / trace.name)
-    proc = start(generated.config, out, state, spool, ready=True)
+    proc = start(generated.config, out, state, spool, ready=True, args=EVERY_FILE)
     assert wait_until_drained(spool)
     assert stop(proc) == 0
     assert "cannot use checkpoint" in proc.stderr.read()

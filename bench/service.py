@@ -1,0 +1,139 @@
+"""`sigmatch bench --service`: the daemon from a spool against `replay` on the same files.
+
+One world from `sigmatch gen`, its trace cut into many spool files (as probes drop them).
+`replay` runs over the files in this process as `sigmatch replay` does (CSV sinks, without
+the final drain, which a service does not do), timed from the first byte to the last file
+closed. The daemon runs as a real subprocess (`sigmatch run --spool`, durable sinks,
+incremental checkpoints at its default cadence), timed from its READY notification (the
+world is loaded) until every spool file is in `done/`, which it moves only once a
+checkpoint covers it: all output committed. Both outputs are compared row for row.
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.run import RESULTS, SERVICE_HEADING as TABLE_HEADING, machine
+
+__all__ = ["SERVICE_WORLD", "measure_service", "format_service", "record_service"]
+
+# subscribers, events, spool files, synthetic campaigns
+SERVICE_WORLD = (1_000_000, 30_000_000, 60, 12)
+
+
+def _rows(out: Path) -> list[tuple]:
+    found = []
+    for path in sorted(out.rglob("actions-*.csv")):
+        with open(path, newline="") as f:
+            found += [tuple(r.values()) for r in csv.DictReader(f)]
+    return sorted(found)
+
+
+def measure_service(directory: Path, *, subscribers: int, events: int, files: int, campaigns: int,
+                    seed: int = 1, daemon_args: tuple = (), echo=print) -> dict:
+    from engine.api import Engine
+    from engine.gen import generate
+
+    echo(f"service: generating {subscribers:,} subscribers, {events:,} events in {files} files ...")
+    generated = generate(directory / "world", subscribers=subscribers, events=events, campaigns=campaigns,
+                         seed=seed, trace_files=files)
+    traces = [Path(p) for p in generated.traces]
+
+    echo("service: replay ...")
+    engine = Engine.from_config(generated.config)
+    started = time.perf_counter()
+    run = engine.replay(traces, out=directory / "replay-out", keep=False, progress=False)
+    replay_s = time.perf_counter() - started
+    counted = run.stats["run"]["events"] + sum(run.stats["run"]["bad_events"].values())
+    del engine, run
+
+    echo("service: the daemon ...")
+    spool = directory / "spool"
+    spool.mkdir()
+    for trace in traces:
+        shutil.copy(trace, spool / trace.name)
+    notify = directory / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify))
+    listener.settimeout(600)
+    state = directory / "state"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", str(generated.config), "--out", str(directory / "daemon-out"),
+         "--state", str(state), "--spool", str(spool), *daemon_args],
+        env=dict(os.environ, NOTIFY_SOCKET=str(notify)), stderr=subprocess.PIPE, text=True)
+    try:
+        with listener:
+            if listener.recv(64) != b"READY=1":
+                raise RuntimeError("the daemon did not report READY")
+        started = time.perf_counter()
+        while any(spool.glob("*.msgpack")):
+            if proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.005)
+        daemon_s = time.perf_counter() - started
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    state_bytes = sum(p.stat().st_size for p in state.iterdir() if p.is_file())
+    same = _rows(directory / "replay-out") == _rows(directory / "daemon-out")
+    if not same:
+        raise RuntimeError("the daemon's actions differ from replay's")
+    return {
+        "subscribers": subscribers, "events": counted, "files": files,
+        "campaigns": campaigns + 3,
+        "replay_s": replay_s, "daemon_s": daemon_s,
+        "replay_eps": counted / replay_s, "daemon_eps": counted / daemon_s,
+        "ratio": replay_s / daemon_s,
+        "state_gb": state_bytes / 1e9,
+        "args": " ".join(daemon_args) or "default",
+    }
+
+
+COLUMNS = ("subscribers", "events", "spool files", "campaigns", "replay", "daemon", "daemon/replay",
+           "state dir", "options")
+
+
+def _cells(r: dict) -> list[str]:
+    return [f"{r['subscribers']:,}", f"{r['events']:,}", str(r["files"]), str(r["campaigns"]),
+            f"{r['replay_eps'] / 1e6:.2f}M/s ({r['replay_s']:.2f} s)",
+            f"{r['daemon_eps'] / 1e6:.2f}M/s ({r['daemon_s']:.2f} s)",
+            f"{r['ratio'] * 100:.0f}%", f"{r['state_gb']:.2f} GB", r["args"]]
+
+
+def format_service(results: list[dict]) -> str:
+    rows = [list(COLUMNS)] + [_cells(r) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows)
+
+
+def record_service(results: list[dict], path: Path = RESULTS) -> None:
+    """Add one dated row per result to the service table of bench/RESULTS.md."""
+    lines = path.read_text().splitlines()
+    heading = lines.index(TABLE_HEADING)
+    end = heading + 1
+    while end < len(lines) and not lines[end].startswith("|"):
+        end += 1
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    today, where = datetime.date.today(), machine()
+    new = [f"| {today} | " + " | ".join(_cells(r)) + f" | {where} |" for r in results]
+    path.write_text("\n".join(lines[:end] + new + lines[end:]) + "\n")
+
+
+def run_service(*, directory: Path | None = None, daemon_args: tuple = (), echo=print,
+                world: tuple = SERVICE_WORLD, seed: int = 1) -> dict:
+    subscribers, events, files, campaigns = world
+    base = Path(tempfile.mkdtemp(prefix="sigmatch-service-", dir=directory))
+    try:
+        return measure_service(base, subscribers=subscribers, events=events, files=files, campaigns=campaigns,
+                               seed=seed, daemon_args=daemon_args, echo=echo)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
