@@ -1,7 +1,7 @@
 """`sigmatch bench --service`: the daemon from a spool against `replay` on the same files.
 
 One world from `sigmatch gen`, its trace cut into many spool files (as probes drop them).
-`replay` runs over the files in this process as `sigmatch replay` does (CSV sinks, without
+Replay and the daemon run in turn, three times each; medians are reported. `replay` runs over the files in this process as `sigmatch replay` does (CSV sinks, without
 the final drain, which a service does not do), timed from the first byte to the last file
 closed. The daemon runs as a real subprocess (`sigmatch run --spool`, durable sinks,
 incremental checkpoints at its default cadence), timed from its READY notification (the
@@ -37,36 +37,29 @@ def _rows(out: Path) -> list[tuple]:
     return sorted(found)
 
 
-def measure_service(directory: Path, *, subscribers: int, events: int, files: int, campaigns: int,
-                    seed: int = 1, daemon_args: tuple = (), echo=print) -> dict:
+def _replay_once(config: Path, traces: list[Path], out: Path) -> tuple[float, int]:
     from engine.api import Engine
-    from engine.gen import generate
-
-    echo(f"service: generating {subscribers:,} subscribers, {events:,} events in {files} files ...")
-    generated = generate(directory / "world", subscribers=subscribers, events=events, campaigns=campaigns,
-                         seed=seed, trace_files=files)
-    traces = [Path(p) for p in generated.traces]
-
-    echo("service: replay ...")
-    engine = Engine.from_config(generated.config)
+    engine = Engine.from_config(config)
+    os.sync()       # no write-back of an earlier run's files during this one
     started = time.perf_counter()
-    run = engine.replay(traces, out=directory / "replay-out", keep=False, progress=False)
-    replay_s = time.perf_counter() - started
-    counted = run.stats["run"]["events"] + sum(run.stats["run"]["bad_events"].values())
-    del engine, run
+    run = engine.replay(traces, out=out, keep=False, progress=False)
+    seconds = time.perf_counter() - started
+    return seconds, run.stats["run"]["events"] + sum(run.stats["run"]["bad_events"].values())
 
-    echo("service: the daemon ...")
+
+def _daemon_once(config: Path, traces: list[Path], directory: Path, daemon_args: tuple) -> tuple[float, float]:
     spool = directory / "spool"
     spool.mkdir()
     for trace in traces:
         shutil.copy(trace, spool / trace.name)
+    os.sync()       # the copies are on disk before the clock starts, as a probe's files would be
     notify = directory / "notify.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify))
     listener.settimeout(600)
     state = directory / "state"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.cli", "run", str(generated.config), "--out", str(directory / "daemon-out"),
+        [sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(directory / "out"),
          "--state", str(state), "--spool", str(spool), *daemon_args],
         env=dict(os.environ, NOTIFY_SOCKET=str(notify)), stderr=subprocess.PIPE, text=True)
     try:
@@ -77,32 +70,59 @@ def measure_service(directory: Path, *, subscribers: int, events: int, files: in
         while any(spool.glob("*.msgpack")):
             if proc.poll() is not None:
                 raise RuntimeError(f"the daemon exited: {proc.stderr.read()[-2000:]}")
-            time.sleep(0.005)
-        daemon_s = time.perf_counter() - started
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
     finally:
         proc.terminate()
         proc.wait(timeout=60)
     state_bytes = sum(p.stat().st_size for p in state.iterdir() if p.is_file())
-    same = _rows(directory / "replay-out") == _rows(directory / "daemon-out")
-    if not same:
-        raise RuntimeError("the daemon's actions differ from replay's")
+    return seconds, state_bytes / 1e9
+
+
+def measure_service(directory: Path, *, subscribers: int, events: int, files: int, campaigns: int,
+                    seed: int = 1, daemon_args: tuple = (), repeat: int = 3, echo=print) -> dict:
+    """Replay and the daemon in turn, `repeat` times each on the same files: the medians
+    are reported (a shared machine's noise is of the order of the difference measured)."""
+    from engine.gen import generate
+
+    echo(f"service: generating {subscribers:,} subscribers, {events:,} events in {files} files ...")
+    generated = generate(directory / "world", subscribers=subscribers, events=events, campaigns=campaigns,
+                         seed=seed, trace_files=files)
+    traces = [Path(p) for p in generated.traces]
+    replays, daemons = [], []
+    for i in range(repeat):
+        echo(f"service: replay, run {i + 1} of {repeat} ...")
+        out = directory / f"replay-{i}"
+        seconds, counted = _replay_once(generated.config, traces, out)
+        replays.append(seconds)
+        echo(f"service: the daemon, run {i + 1} of {repeat} ...")
+        run_dir = directory / f"daemon-{i}"
+        run_dir.mkdir()
+        seconds, state_gb = _daemon_once(generated.config, traces, run_dir, daemon_args)
+        daemons.append(seconds)
+        if _rows(out) != _rows(run_dir / "out"):
+            raise RuntimeError("the daemon's actions differ from replay's")
+        shutil.rmtree(out)
+        shutil.rmtree(run_dir)
+    replay_s, daemon_s = sorted(replays)[len(replays) // 2], sorted(daemons)[len(daemons) // 2]
     return {
         "subscribers": subscribers, "events": counted, "files": files,
         "campaigns": campaigns + 3,
         "replay_s": replay_s, "daemon_s": daemon_s,
         "replay_eps": counted / replay_s, "daemon_eps": counted / daemon_s,
         "ratio": replay_s / daemon_s,
-        "state_gb": state_bytes / 1e9,
+        "runs": repeat, "replay_runs": replays, "daemon_runs": daemons,
+        "state_gb": state_gb,
         "args": " ".join(daemon_args) or "default",
     }
 
 
-COLUMNS = ("subscribers", "events", "spool files", "campaigns", "replay", "daemon", "daemon/replay",
+COLUMNS = ("subscribers", "events", "spool files", "campaigns", "runs", "replay", "daemon", "daemon/replay",
            "state dir", "options")
 
 
 def _cells(r: dict) -> list[str]:
-    return [f"{r['subscribers']:,}", f"{r['events']:,}", str(r["files"]), str(r["campaigns"]),
+    return [f"{r['subscribers']:,}", f"{r['events']:,}", str(r["files"]), str(r["campaigns"]), str(r["runs"]),
             f"{r['replay_eps'] / 1e6:.2f}M/s ({r['replay_s']:.2f} s)",
             f"{r['daemon_eps'] / 1e6:.2f}M/s ({r['daemon_s']:.2f} s)",
             f"{r['ratio'] * 100:.0f}%", f"{r['state_gb']:.2f} GB", r["args"]]

@@ -284,7 +284,7 @@ ctypedef struct EngineC:
     # then writes what changed, not every row. A subscriber is listed once (SUB_CHANGED in its
     # row says so); contact slots have a bit each, all set after the table moved (it grew).
     int tracking
-    uint32_t* changed_subs      # [nr_subscribers]
+    uint32_t* changed_subs      # [nr_subscribers + 1]
     uint64_t nr_changed
     uint64_t* changed_contacts  # bit per contact slot
     int all_contacts_changed
@@ -364,11 +364,15 @@ cdef inline uint8_t* row_of(EngineC* E, uint32_t sub) noexcept nogil:
 
 
 cdef inline void note_row(EngineC* E, uint32_t sub, SubHeadC* h) noexcept nogil:
-    # the row is in cache already; the list append is sequential
-    if E.tracking and not (h.flags & SUB_CHANGED):
-        h.flags |= SUB_CHANGED
+    # The row is in cache already and the list is appended to in order. Without a branch on
+    # "already listed", which a Zipf stream makes unpredictable: the slot after the list is
+    # always written (the list has room for one more) and counted only for a new entry.
+    cdef uint8_t fresh
+    if E.tracking:
+        fresh = (h.flags & SUB_CHANGED) == 0
         E.changed_subs[E.nr_changed] = sub
-        E.nr_changed += 1
+        E.nr_changed += fresh
+        h.flags |= SUB_CHANGED
 
 
 cdef inline void note_contact(EngineC* E, ContactC* c) noexcept nogil:
@@ -880,7 +884,7 @@ cdef class Core:
         free(self.E.convert_list)
         if self.E.contacts != NULL:
             sm_free(self.E.contacts, (self.E.contacts_mask + 1) * sizeof(ContactC))
-        sm_free(self.E.changed_subs, <size_t>self.E.nr_subscribers * sizeof(uint32_t))
+        sm_free(self.E.changed_subs, (<size_t>self.E.nr_subscribers + 1) * sizeof(uint32_t))
         free(self.E.changed_contacts)
         free(self.E.heap)
         free(self.E.actions)
@@ -1435,8 +1439,13 @@ cdef class Core:
 
     cdef void _forget_changes(self) noexcept nogil:
         cdef uint64_t i
-        for i in range(self.E.nr_changed):
-            (<SubHeadC*>row_of(&self.E, self.E.changed_subs[i])).flags &= ~SUB_CHANGED
+        if self.E.nr_changed * 8 > self.E.nr_subscribers:
+            # many: a sweep in memory order beats a cache miss per listed row
+            for i in range(self.E.nr_subscribers):
+                (<SubHeadC*>row_of(&self.E, <uint32_t>i)).flags &= ~SUB_CHANGED
+        else:
+            for i in range(self.E.nr_changed):
+                (<SubHeadC*>row_of(&self.E, self.E.changed_subs[i])).flags &= ~SUB_CHANGED
         self.E.nr_changed = 0
         if self.E.changed_contacts != NULL:
             memset(self.E.changed_contacts, 0, ((self.E.contacts_mask + 1) // 64 + 1) * sizeof(uint64_t))
@@ -1446,7 +1455,7 @@ cdef class Core:
         """From now on, note the subscribers and contacts that change, for take_changes. What
         was noted before is forgotten: call it right before a full checkpoint."""
         if not self.E.tracking:
-            self.E.changed_subs = <uint32_t*>sm_zalloc(<size_t>self.E.nr_subscribers * sizeof(uint32_t))
+            self.E.changed_subs = <uint32_t*>sm_zalloc((<size_t>self.E.nr_subscribers + 1) * sizeof(uint32_t))
             if self.E.changed_subs == NULL:
                 raise MemoryError()
             if self.E.contacts != NULL:
@@ -1467,8 +1476,9 @@ cdef class Core:
 
     def take_changes(self):
         """What changed since track_changes or the last take_changes, state_sections or
-        restore_state: (subscriber indexes ascending as uint32, their rows as bytes, the changed
-        contact states as bytes). The marks are cleared. Outputs must have been taken."""
+        restore_state: (subscriber indexes ascending as uint32, the changed contact states as
+        bytes). The marks are cleared: the rows of those subscribers (`rows()`) are as they
+        are to be saved, until the core is fed again. Outputs must have been taken."""
         cdef uint64_t i, n = self.E.nr_changed, nslots, used = 0, j = 0
         cdef uint32_t[::1] subs_view
         cdef uint8_t[::1] dst
@@ -1479,13 +1489,24 @@ cdef class Core:
             raise RuntimeError("take the pending records before a checkpoint")
         subs = np.empty(n, dtype=np.uint32)
         subs_view = subs
-        with nogil:
-            for i in range(n):
-                subs_view[i] = self.E.changed_subs[i]
-                (<SubHeadC*>row_of(&self.E, subs_view[i])).flags &= ~SUB_CHANGED
+        cdef SubHeadC* h
+        if n * 8 > self.E.nr_subscribers:
+            # many: found by a sweep in memory order, ascending already
+            with nogil:
+                for i in range(self.E.nr_subscribers):
+                    h = <SubHeadC*>row_of(&self.E, <uint32_t>i)
+                    if h.flags & SUB_CHANGED:
+                        h.flags &= ~SUB_CHANGED
+                        subs_view[j] = <uint32_t>i
+                        j += 1
+            j = 0
+        else:
+            with nogil:
+                for i in range(n):
+                    subs_view[i] = self.E.changed_subs[i]
+                    (<SubHeadC*>row_of(&self.E, subs_view[i])).flags &= ~SUB_CHANGED
+            subs.sort()     # ascending: the rows are then gathered, and later applied, in order
         self.E.nr_changed = 0
-        subs.sort()         # ascending: the rows are then gathered, and later applied, in order
-        rows = self._rows_array().reshape(-1, self.E.stride)[subs].reshape(-1)
         nslots = self.E.contacts_mask + 1 if self.E.contacts != NULL else 0
         every = self.E.all_contacts_changed or self.E.changed_contacts == NULL
         for i in range(nslots):
@@ -1498,7 +1519,11 @@ cdef class Core:
                 memcpy(&dst[j * sizeof(ContactC)], &self.E.contacts[i], sizeof(ContactC))
                 j += 1
         self._forget_changes()
-        return subs, rows, contacts
+        return subs, contacts
+
+    def rows(self):
+        """The state rows, a view of the core's memory (nr_subscribers x stride bytes)."""
+        return self._rows_array()
 
     def _rows_array(self):
         return np.asarray(<uint8_t[:max(self.rows_bytes, 1)]> self.E.rows)[:<size_t>self.E.nr_subscribers * self.E.stride]

@@ -59,34 +59,59 @@ def _blocks(array: np.ndarray):
 def write_checkpoint(engine: "Engine", path, extra: Optional[dict] = None, *,
                      generation: Optional[int] = None) -> Path:
     """Write the engine's state to `path` atomically; returns the path."""
-    path = Path(path)
+    header, sections = _snapshot(engine, extra, generation, copy=False)
+    return _write_full(Path(path), header, sections)
+
+
+def _snapshot(engine: "Engine", extra: Optional[dict], generation: Optional[int], *, copy: bool,
+              buffer=None):
+    """The header fields and sections of a full checkpoint. Without `copy` the rows are the
+    core's own memory: write them before the core is fed again. `buffer(name, nbytes)` gives
+    the memory a copy goes to."""
     core = engine._core
     # The subscriber order goes along: after a reload it is not the snapshot's own order,
     # and a restarted engine must rebuild it (subscriber_order) before restoring.
     sections = core.state_sections() + [("subscribers", np.ascontiguousarray(engine.subscribers, dtype=np.uint64))]
+    if copy:
+        # only the rows are the core's live memory; the other sections are copies already
+        # (the subscriber numbers do not change while the engine runs)
+        sections = [(name, _copy(array, buffer(name, array.nbytes) if buffer else None) if name == "rows" else array)
+                    for name, array in sections]
+    header = {
+        "version": VERSION,
+        "scalars": core.state_scalars(),
+        "fingerprint": fingerprint(engine),
+        "extra": extra or {},
+        **({"generation": generation} if generation is not None else {}),
+    }
+    return header, sections
+
+
+def _copy(array: np.ndarray, into: Optional[np.ndarray]) -> np.ndarray:
+    if into is None:
+        return np.array(array, copy=True)
+    out = into[:array.nbytes].view(array.dtype)
+    np.copyto(out, array.reshape(-1))
+    return out
+
+
+def _write_full(path: Path, header: dict, sections: list) -> Path:
     described = []
     for name, array in sections:
         crc = 0
         for block in _blocks(array):
             crc = zlib.crc32(block, crc)
         described.append({"name": name, "nbytes": int(array.nbytes), "crc32": crc})
-    header = json.dumps({
-        "version": VERSION,
-        "scalars": core.state_scalars(),
-        "fingerprint": fingerprint(engine),
-        "sections": described,
-        "extra": extra or {},
-        **({"generation": generation} if generation is not None else {}),
-    }).encode()
+    encoded = json.dumps({**header, "sections": described}).encode()
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
         os.fchmod(fd, 0o640)
         with os.fdopen(fd, "wb") as f:
             f.write(MAGIC)
-            f.write(struct.pack("<I", len(header)))
-            f.write(header)
-            f.write(struct.pack("<I", zlib.crc32(header)))
+            f.write(struct.pack("<I", len(encoded)))
+            f.write(encoded)
+            f.write(struct.pack("<I", zlib.crc32(encoded)))
             for _, array in sections:
                 for block in _blocks(array):
                     f.write(block)
@@ -254,6 +279,8 @@ class CheckpointStore:
         self.records = 0
         self._core = None                       # the core whose changes the log follows
         self._rebase = False
+        self._prepared = False
+        self._buffers: dict[str, np.ndarray] = {}
 
     def base_path(self, generation: int) -> Path:
         return self.directory / f"base-{generation:08d}"
@@ -426,31 +453,63 @@ class CheckpointStore:
     def save(self, engine: "Engine", extra: Optional[dict] = None) -> dict:
         """Checkpoint `engine`: a record when the log can take one, else a new base.
         Returns what was written: {"kind": "base" | "record", "bytes": n}."""
+        return self.prepare(engine, extra).write()
+
+    def prepare(self, engine: "Engine", extra: Optional[dict] = None,
+                copy_limit: int = 0) -> "PreparedCheckpoint":
+        """Take what the next checkpoint holds from `engine`. A record is a copy; so is a base
+        when its rows are at most `copy_limit` bytes (`detached`): the engine can then go on
+        while `write()` runs on another thread. Otherwise write() must come first. One
+        prepared checkpoint at a time: write it before preparing the next."""
+        if self._prepared:
+            raise RuntimeError("the previous prepared checkpoint is not written yet")
         core = engine._core
-        # a new base when the log is as big as one, or when most rows changed anyway (a base
-        # then costs about the same and restores faster)
+        # a new base when the log is as big as one, or when the record would be about as big
+        # as a base (it then costs the same to write and restores faster)
+        stride = core.state_scalars()["layout"][0]
         if (self.generation is None or core is not self._core or not core.tracking or self._rebase
                 or self.log_bytes >= self.rebase_ratio * self.base_bytes
-                or 2 * core.nr_changed >= len(engine.subscribers)):
-            return self._save_base(engine, extra)
-        subs, rows, contacts = core.take_changes()
-        sections = [("subscribers", subs), ("rows", rows), ("contacts", contacts)] + core.small_sections()
-        self.records += 1
-        header = json.dumps({
-            "generation": self.generation, "number": self.records,
-            "scalars": core.state_scalars(),
-            "sections": [{"name": name, "nbytes": int(a.nbytes),
-                          "crc32": zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B"))}
-                         for name, a in sections],
-            "extra": extra or {},
-        }).encode()
-        path = self.log_path(self.generation)
+                or core.nr_changed * (stride + 4) >= 0.9 * self.base_bytes):
+            core.track_changes()
+            generation = max(self.generations(), default=0) + 1
+            rows_bytes = len(engine.subscribers) * core.state_scalars()["layout"][0]
+            detached = rows_bytes <= copy_limit
+            header, sections = _snapshot(engine, extra, generation, copy=detached, buffer=self._buffer)
+            self._core = core
+            prepared = PreparedCheckpoint(self, "base", generation, header, sections, detached)
+            prepared.warm = min(rows_bytes, copy_limit)
+        else:
+            subs, contacts = core.take_changes()
+            stride = core.state_scalars()["layout"][0]
+            rows = self._buffer("changed rows", len(subs) * stride)[:len(subs) * stride]
+            np.take(core.rows().reshape(-1, stride), subs, axis=0, out=rows.reshape(len(subs), stride))
+            sections = [("subscribers", subs), ("rows", rows), ("contacts", contacts)] + core.small_sections()
+            header = {"generation": self.generation, "number": self.records + 1,
+                      "scalars": core.state_scalars(), "extra": extra or {}}
+            prepared = PreparedCheckpoint(self, "record", self.generation, header, sections, True)
+        self._prepared = True
+        return prepared
+
+    def _buffer(self, name: str, nbytes: int) -> np.ndarray:
+        """Memory for copies, kept from one checkpoint to the next: fresh pages would each
+        fault on first touch, which costs more than the copy."""
+        buffer = self._buffers.get(name)
+        if buffer is None or len(buffer) < nbytes:
+            buffer = np.empty(max(nbytes, int(len(buffer) * 1.25) if buffer is not None else 0), np.uint8)
+            self._buffers[name] = buffer
+        return buffer
+
+    def _write_record(self, header: dict, sections: list) -> int:
+        encoded = json.dumps({**header, "sections": [
+            {"name": name, "nbytes": int(a.nbytes), "crc32": zlib.crc32(memoryview(np.ascontiguousarray(a)).cast("B"))}
+            for name, a in sections]}).encode()
+        path = self.log_path(header["generation"])
         created = not path.exists()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        written = 0
         try:
-            parts = [RECORD_MAGIC, struct.pack("<I", len(header)), header, struct.pack("<I", zlib.crc32(header))]
+            parts = [RECORD_MAGIC, struct.pack("<I", len(encoded)), encoded, struct.pack("<I", zlib.crc32(encoded))]
             parts += [memoryview(np.ascontiguousarray(a)).cast("B") for _, a in sections]
-            written = 0
             for part in parts:
                 view = memoryview(part)
                 while view:
@@ -462,24 +521,7 @@ class CheckpointStore:
             os.close(fd)
         if created:
             _fsync_directory(self.directory)
-        self.log_bytes += written
-        return {"kind": "record", "bytes": written}
-
-    def _save_base(self, engine: "Engine", extra: Optional[dict]) -> dict:
-        core = engine._core
-        core.track_changes()
-        generation = max(self.generations(), default=0) + 1
-        path = write_checkpoint(engine, self.base_path(generation), extra, generation=generation)
-        if self.generation is not None:
-            self.previous = self.generation
-        self.generation = generation
-        self.base_bytes = path.stat().st_size
-        self.log_bytes = 0
-        self.records = 0
-        self._core = core
-        self._rebase = False
-        self._prune()
-        return {"kind": "base", "bytes": self.base_bytes}
+        return written
 
     def _prune(self) -> None:
         keep = {self.generation, self.previous}
@@ -487,3 +529,48 @@ class CheckpointStore:
             suffix = path.name.split("-", 1)[1]
             if suffix.isdigit() and int(suffix) not in keep:
                 path.unlink(missing_ok=True)
+
+
+class PreparedCheckpoint:
+    """A checkpoint taken from the engine and not yet on disk (CheckpointStore.prepare)."""
+
+    def __init__(self, store: CheckpointStore, kind: str, generation: int, header: dict, sections: list,
+                 detached: bool):
+        self.store = store
+        self.kind = kind
+        self.generation = generation
+        self.header = header
+        self.sections = sections
+        self.detached = detached        # holds copies only: the engine may go on meanwhile
+        self.warm = 0                   # bytes of record buffer to have ready afterwards
+
+    def write(self) -> dict:
+        """Write it durably; returns {"kind": "base" | "record", "bytes": n}."""
+        store = self.store
+        try:
+            if self.kind == "base":
+                path = _write_full(store.base_path(self.generation), self.header, self.sections)
+                if store.generation is not None:
+                    store.previous = store.generation
+                store.generation = self.generation
+                store.base_bytes = path.stat().st_size
+                store.log_bytes = 0
+                store.records = 0
+                store._rebase = False
+                store._prune()
+                written = store.base_bytes
+                if self.warm:
+                    # the records that follow gather changed rows here: touched now, on this
+                    # thread, rather than page by page while the engine waits
+                    store._buffer("changed rows", self.warm).fill(0)
+            else:
+                written = store._write_record(self.header, self.sections)
+                store.records += 1
+                store.log_bytes += written
+        except BaseException:
+            store._rebase = True        # the changes it held are no longer noted in the core
+            raise
+        finally:
+            store._prepared = False
+            self.sections = []
+        return {"kind": self.kind, "bytes": written}

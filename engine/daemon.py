@@ -25,6 +25,7 @@ files end: each checkpoint completes the open files.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import signal
 import socket
@@ -49,6 +50,10 @@ log = logging.getLogger("sigmatch.daemon")
 FEED_BYTES = 8 << 20
 # Inside one long spool file, a checkpoint at least this often (seconds)
 CHECKPOINT_WITHIN_FILE_S = 5.0
+# A checkpoint is written on a second thread while the engine goes on, from a copy of what
+# it holds; a full base is copied only up to this many bytes of rows (beyond, the engine
+# waits for it rather than hold the state twice)
+DETACHED_BASE_BYTES = 1 << 30
 
 
 class JournalDirectory:
@@ -193,6 +198,25 @@ class TcpJournal:
         return True
 
 
+def _make_durable(paths: list[str]) -> None:
+    """fsync files written without it, and their directories: the sealed sink files must be
+    on disk, under their temporary names, before a checkpoint names them."""
+    directories = set()
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        directories.add(os.path.dirname(path))
+    for directory in directories:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def sd_notify(state: str) -> None:
     """Tell systemd (Type=notify) how the service stands: READY=1, STOPPING=1. A no-op when
     not started by systemd (no NOTIFY_SOCKET)."""
@@ -233,6 +257,9 @@ class SpoolDaemon:
         self.covered: list[str] = []            # spool files the last checkpoint covers, not yet moved
         self.resume: dict[str, int] = {}        # a spool file checkpointed part-way: its next offset
         self._position: Optional[tuple[str, int]] = None   # where reading stopped, when part-way
+        self._writer: Optional[threading.Thread] = None     # the checkpoint being written
+        self._writer_outcome: Optional[tuple] = None        # (seconds, exception) when it ended
+        self.in_flight: set[str] = set()        # spool files its completion moves to done/
         self.last_commit = time.monotonic()
         self.engine: Optional[Engine] = None
         self.sinks: Optional[SinkSet] = None
@@ -314,7 +341,7 @@ class SpoolDaemon:
     # -- the loop
 
     def _pending_files(self) -> list[Path]:
-        waiting = set(self.uncommitted) | set(self.covered)
+        waiting = set(self.uncommitted) | set(self.covered) | self.in_flight
         files = sorted(p for p in self.spool.iterdir()
                        if p.is_file() and p.suffix == ".msgpack" and not p.name.startswith(".")
                        and p.name not in waiting)
@@ -327,10 +354,13 @@ class SpoolDaemon:
         self.sinks.write_conversions(core.take_conversions())
         self.sinks.write_dead_letters(core.take_dead_letters())
 
-    def _commit(self, position: Optional[tuple[str, int]] = None) -> float:
+    def _commit(self, position: Optional[tuple[str, int]] = None, *, wait: bool = False) -> None:
         """Seal, checkpoint, rename, move: the exactly-once step (see the module docstring)
         for the input processed since the last one; `position` is the spool file being read
-        and the offset reached in it. Returns the checkpoint's seconds."""
+        and the offset reached in it. The checkpoint is taken now and written on a second
+        thread (with `wait`, or when too big to copy, before returning); the renames and
+        moves follow it there. The previous one is waited for first: they stay in order."""
+        self._wait_for_writer()
         covered, self.uncommitted = self.uncommitted, []
         moving, self.covered = self.covered, covered
         self._take_records()
@@ -338,17 +368,43 @@ class SpoolDaemon:
         extra = {"renames": renames, "covered": covered, "moving": moving,
                  "position": list(position) if position else None, "numbering": self.sinks.numbering()}
         started = time.perf_counter()
-        self.store.save(self.engine, extra)
-        seconds = time.perf_counter() - started
-        SinkSet.commit(renames)
-        for name in moving:
-            if (self.spool / name).exists():
-                self._move_done(name)
+        prepared = self.store.prepare(self.engine, extra, copy_limit=DETACHED_BASE_BYTES)
+
+        def complete():
+            outcome = None
+            try:
+                _make_durable([temp for temp, _ in renames])
+                prepared.write()
+                SinkSet.commit(renames)
+                for name in moving:
+                    if (self.spool / name).exists():
+                        self._move_done(name)
+            except BaseException as e:      # reported on the main thread
+                outcome = e
+            self._writer_outcome = (time.perf_counter() - started, outcome)
+
         self.last_commit = time.monotonic()
         self.sinks.write_stats(self._stats())
+        self.in_flight = set(moving)
+        if prepared.detached and not wait:
+            self._writer = threading.Thread(target=complete, name="checkpoint")
+            self._writer.start()
+        else:
+            complete()
+            self._wait_for_writer()
+
+    def _wait_for_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._writer_outcome is None:
+            return
+        (seconds, error), self._writer_outcome = self._writer_outcome, None
+        self.in_flight = set()
+        if error is not None:
+            raise error
         if self.metrics is not None:
             self.metrics.observe(self.engine, checkpoint_seconds=seconds)
-        return seconds
 
     def _stats(self) -> dict:
         stats = self.engine.stats
@@ -375,9 +431,10 @@ class SpoolDaemon:
         if not extra:
             core.begin_stream()
         output = self.engine.config.output
+        # not durable here: the checkpoint thread fsyncs the sealed files (_make_durable)
         self.sinks = SinkSet(self.out, campaigns=self.engine.campaigns, format=self.format or output.format,
                              max_records=output.max_records, max_age_ms=output.max_age_ms,
-                             durable=True, defer_renames=True, numbering=extra.get("numbering"))
+                             durable=False, defer_renames=True, numbering=extra.get("numbering"))
         if self.metrics_address:
             from engine.metrics import DaemonMetrics
             self.metrics = DaemonMetrics(self.engine)
@@ -417,10 +474,13 @@ class SpoolDaemon:
                     break
             if not files:
                 if self.uncommitted or self.covered:
-                    # a quiet spool: what is processed becomes durable, and what the last
-                    # checkpoint covers moves to done/
+                    # a quiet spool: what is processed becomes durable, and the spool files
+                    # move to done/ (after a second, nearly empty checkpoint)
                     with self.lock:
                         self._commit()
+                        if self.covered:
+                            self._commit()
+                        self._wait_for_writer()
                 if self.idle_advance_s and time.monotonic() - last_input >= self.idle_advance_s:
                     self._advance_to_wall_clock()
                     last_input = time.monotonic()
@@ -433,10 +493,10 @@ class SpoolDaemon:
                 self._process_file(path)
         sd_notify("STOPPING=1")
         with self.lock:
-            self._commit(self._position)
+            self._commit(self._position, wait=True)
             if self.covered:
                 # a second, nearly empty one moves the spool files the first covers
-                self._commit(self._position)
+                self._commit(self._position, wait=True)
         for server in self.servers:
             server.close()
         log.info("stopped: checkpoint written, %d pending actions kept", self.engine.pending)
@@ -448,17 +508,26 @@ class SpoolDaemon:
         within_s = self.checkpoint_every_s or CHECKPOINT_WITHIN_FILE_S
         offset = self.resume.pop(path.name, 0)
         with open(path, "rb") as f:
-            f.seek(offset)
-            while True:
-                data = f.read(FEED_BYTES)
-                if not data:
-                    break
+            size = os.fstat(f.fileno()).st_size
+            # mapped, not read: the decoder works on the page cache with no copy
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > offset else None
+        try:
+            view = memoryview(mapped) if mapped is not None else memoryview(b"")
+            while offset < size:
+                piece = view[offset:offset + FEED_BYTES]
                 with self.lock:
                     core = self.engine._core      # a reload replaces the engine
-                    status = core.feed(data)
-                    offset += len(data)
+                    status = core.feed(piece)
+                    # into the open sink files as it comes, as replay does: the core's
+                    # buffers stay small and warm
+                    self._take_records()
                     if self.metrics is not None:
-                        self.metrics.observe(self.engine, input_bytes=len(data))
+                        self.metrics.observe(self.engine, input_bytes=len(piece))
+                piece.release()
+                if offset % mmap.PAGESIZE == 0:
+                    # pages decoded are handed back: a long file does not stay resident
+                    mapped.madvise(mmap.MADV_DONTNEED, offset, min(FEED_BYTES, size - offset))
+                offset = min(size, offset + FEED_BYTES)
                 if status:
                     # The stream cannot be decoded past this point: report it, keep what came
                     # before, and start a new stream with the next file.
@@ -467,9 +536,8 @@ class SpoolDaemon:
                     with self.lock:
                         core.begin_stream()
                     break
-                if not f.read(1):
-                    break       # the end of the file
-                f.seek(offset)
+                if offset == size:
+                    break
                 if self.stop.is_set():
                     self._position = (path.name, offset)    # for the final checkpoint
                     return
@@ -479,6 +547,10 @@ class SpoolDaemon:
                 elif time.monotonic() - self.last_commit >= within_s:
                     with self.lock:
                         self._commit((path.name, offset))
+        finally:
+            view.release()
+            if mapped is not None:
+                mapped.close()
         self._position = None
         self.uncommitted.append(path.name)
         if self.checkpoint_every_s and time.monotonic() - self.last_commit < self.checkpoint_every_s:
@@ -501,7 +573,7 @@ class SpoolDaemon:
             output = new.config.output
             self.sinks = SinkSet(self.out, campaigns=new.campaigns, format=self.format or output.format,
                                  max_records=output.max_records, max_age_ms=output.max_age_ms,
-                                 durable=True, defer_renames=True, numbering=self.sinks.numbering())
+                                 durable=False, defer_renames=True, numbering=self.sinks.numbering())
             self._commit(position)
         log.warning("reloaded %s: %d campaigns, %d subscribers; %d pending actions of removed campaigns dropped",
                     self.config_path, len(new.campaigns), len(new.subscribers), new.reload_dropped)

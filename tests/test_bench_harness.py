@@ -26,7 +26,7 @@ def test_tiny_workload_reports_every_stage(tmp_path):
 
 def test_service_benchmark_runs_the_daemon_against_replay(tmp_path):
     from bench.service import format_service, measure_service, record_service
-    result = measure_service(tmp_path, subscribers=2_000, events=20_000, files=4, campaigns=2,
+    result = measure_service(tmp_path, subscribers=2_000, events=20_000, files=4, campaigns=2, repeat=1,
                              echo=lambda line: None)
     assert result["files"] == 4 and result["events"] == 20_000
     assert result["replay_eps"] > 0 and result["daemon_eps"] > 0
