@@ -26,7 +26,7 @@ from bench.run import RESULTS, SERVICE_HEADING as TABLE_HEADING, machine
 __all__ = ["SERVICE_WORLD", "measure_service", "format_service", "record_service"]
 
 # subscribers, events, spool files, synthetic campaigns
-SERVICE_WORLD = (1_000_000, 30_000_000, 60, 12)
+SERVICE_WORLD = (2_000_000, 60_000_000, 120, 12)
 
 
 def _rows(out: Path) -> list[tuple]:

@@ -260,8 +260,8 @@ def run(config: Path, out: Path, state: Path, spool, listen, from_stdin: bool, f
               help="Append the results, with the machine, to bench/RESULTS.md (peers: bench/PEERS.md).")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--service", is_flag=True,
-              help="Also run the daemon from a spool against replay on the same files (1M subscribers, "
-                   "30M events in 60 files).")
+              help="Also run the daemon from a spool against replay on the same files (2M subscribers, "
+                   "60M events in 120 files).")
 @click.option("--service-option", "service_options", multiple=True, metavar="OPTION",
               help="An option for the measured daemon (repeatable), e.g. --service-option=--checkpoint-every=0.")
 @_one_line_errors

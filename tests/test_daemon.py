@@ -132,6 +132,38 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(world, tmp_path, arg
     assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
 
 
+def test_kill_9_inside_one_long_file_resumes_where_its_checkpoint_stood(world, tmp_path):
+    """A spool file of several feed pieces is checkpointed inside (--checkpoint-every), and a
+    restart goes on from the offset its checkpoint holds."""
+    from engine.daemon import FEED_BYTES
+    generated, _ = world
+    data = b"".join(p.read_bytes() for p in generated.traces) * 16
+    assert len(data) > 16 * FEED_BYTES
+    expected = Engine.from_config(generated.config).replay(data)
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    (spool / "big.msgpack").write_bytes(data)
+    rnd = random.Random(5)
+    positions = []
+    for _ in range(25):
+        proc = start(generated.config, out, state, spool, ready=True, args=("--checkpoint-every", "0.02"))
+        time.sleep(rnd.uniform(0.1, 0.3))
+        proc.kill()
+        proc.wait()
+        from engine.checkpoint import CheckpointStore
+        loaded = CheckpointStore(state).load() if list(state.glob("base-*")) else None
+        positions.append((loaded.extra.get("position") or [None, None])[1] if loaded else None)
+        if not list(spool.glob("*.msgpack")):
+            break
+    proc = start(generated.config, out, state, spool, ready=True)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0, proc.stderr.read()
+    assert any(p for p in positions), positions     # checkpoints stood inside the file
+    got = rows(out, "actions-*.csv")
+    assert sorted(got) == expected_rows(expected)
+    assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
+
+
 EVERY_FILE = ("--checkpoint-every", "0")
 
 
@@ -365,6 +397,40 @@ def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp
     assert got == want
     last_before = int(a.actions["seq"][-1])
     assert all(r[2] != removed for r in got if int(r[0]) > last_before)
+
+
+def test_reload_under_load_loses_and_repeats_nothing(world, tmp_path):
+    """SIGHUP again and again while probes keep dropping files: with the same configuration
+    a reload is invisible in the output, row for row, and seq stays gap-free."""
+    import shutil
+    import threading
+    generated, expected = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    proc = start(generated.config, out, state, spool, ready=True, args=("--checkpoint-every", "0"))
+
+    def probe():
+        for trace in generated.traces:
+            shutil.copy(trace, spool / f".{trace.name}.part")
+            os.replace(spool / f".{trace.name}.part", spool / trace.name)
+            time.sleep(0.03)
+
+    dropping = threading.Thread(target=probe)
+    dropping.start()
+    reloads = 0
+    while dropping.is_alive():
+        proc.send_signal(signal.SIGHUP)
+        reloads += 1
+        time.sleep(0.25)
+    dropping.join()
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    log = proc.stderr.read()
+    assert log.count("reloaded") >= 3, log[-2000:]
+    got = rows(out, "actions-*.csv")
+    assert sorted(got) == expected_rows(expected)
+    assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
+    assert len(rows(out, "conversions-*.csv")) == len(expected.conversions)
 
 
 def test_tcp_producers_are_journaled_and_a_garbage_sender_closed(world, tmp_path):
