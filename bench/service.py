@@ -1,17 +1,21 @@
 """`sigmatch bench --service`: the daemon from a spool against `replay` on the same files.
 
 One world from `sigmatch gen`, its trace cut into many spool files (as probes drop them).
-Replay and the daemon run in turn, three times each; medians are reported. `replay` runs over the files in this process as `sigmatch replay` does (CSV sinks, without
-the final drain, which a service does not do), timed from the first byte to the last file
-closed. The daemon runs as a real subprocess (`sigmatch run --spool`, durable sinks,
-incremental checkpoints at its default cadence), timed from its READY notification (the
-world is loaded) until every spool file is in `done/`, which it moves only once a
-checkpoint covers it: all output committed. Both outputs are compared row for row.
+Replay and the daemon run in turn, three times each, each in a fresh process; medians are
+reported (single runs on a shared machine vary by about 10%).
+- `replay` runs over the files as `sigmatch replay` does (CSV sinks, without the final
+  drain, which a service does not do), timed from the first byte to the last file closed.
+- The daemon runs as `sigmatch run --spool` (durable sinks, incremental checkpoints at its
+  default cadence), timed from its READY notification (the world is loaded) until every
+  spool file is in `done/`, which it moves only once a checkpoint covers it: all output
+  committed.
+Both outputs are compared row for row.
 """
 from __future__ import annotations
 
 import csv
 import datetime
+import json
 import os
 import shutil
 import socket
@@ -38,13 +42,24 @@ def _rows(out: Path) -> list[tuple]:
 
 
 def _replay_once(config: Path, traces: list[Path], out: Path) -> tuple[float, int]:
+    """`replay` in a fresh process, as `sigmatch replay` runs (the daemon gets one too)."""
+    proc = subprocess.run([sys.executable, "-m", "bench.service", "--replay", str(config), str(out),
+                           *map(str, traces)], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"replay failed: {proc.stderr[-2000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result["seconds"], result["events"]
+
+
+def _replay_child(config: str, out: str, traces: list[str]) -> None:
     from engine.api import Engine
     engine = Engine.from_config(config)
     os.sync()       # no write-back of an earlier run's files during this one
     started = time.perf_counter()
-    run = engine.replay(traces, out=out, keep=False, progress=False)
+    run = engine.replay([Path(t) for t in traces], out=Path(out), keep=False, progress=False)
     seconds = time.perf_counter() - started
-    return seconds, run.stats["run"]["events"] + sum(run.stats["run"]["bad_events"].values())
+    events = run.stats["run"]["events"] + sum(run.stats["run"]["bad_events"].values())
+    print(json.dumps({"seconds": seconds, "events": events}))
 
 
 def _daemon_once(config: Path, traces: list[Path], directory: Path, daemon_args: tuple) -> tuple[float, float]:
@@ -157,3 +172,10 @@ def run_service(*, directory: Path | None = None, daemon_args: tuple = (), echo=
                                seed=seed, daemon_args=daemon_args, echo=echo)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 3 and sys.argv[1] == "--replay":
+        _replay_child(sys.argv[2], sys.argv[3], sys.argv[4:])
+    else:
+        raise SystemExit("use `sigmatch bench --service` (this module's entry point is for its child processes)")

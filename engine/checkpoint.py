@@ -45,6 +45,7 @@ def fingerprint(engine: "Engine") -> dict:
     return {
         "campaigns": [c.id for c in engine.config.campaigns],
         "counters": [c.name for c in engine.config.counters],
+        "counter_windows": [bool(c.window_ms) for c in engine.config.counters],
         "subscribers": int(len(msisdn)),
         "subscribers_crc32": zlib.crc32(memoryview(msisdn).cast("B")),
     }
@@ -265,6 +266,50 @@ def _read_exact(f, n: int) -> Optional[bytes]:
     return data if len(data) == n else None
 
 
+def engine_for(config_path, loaded: Loaded) -> tuple["Engine", Optional[int]]:
+    """An engine of the configuration, profiles, lists and areas as they are now, holding the
+    loaded state. When they are what the checkpoint was written for, it is restored as it was
+    (None comes back). When they changed while the service was stopped (a new profile
+    snapshot, an edited campaign), the state is carried over as a reload carries it
+    (subscribers keep their indexes, new ones appended, gone ones inactive; campaigns by id,
+    counters by name) and the number of pending actions of removed campaigns comes back."""
+    from engine._core import Core
+    from engine.api import Engine
+    engine = Engine.from_config(config_path, keep=loaded.subscribers)
+    theirs = loaded.header["fingerprint"]
+    scalars = loaded.header["scalars"]
+    mine = fingerprint(engine)
+    if (all(theirs.get(key) == value for key, value in mine.items())
+            and list(scalars["layout"]) == engine._core.state_scalars()["layout"]):
+        restore_sections(engine, loaded.header, loaded.sections, loaded.path)
+        return engine, None
+    if "counter_windows" not in theirs:
+        raise CheckpointError(f"{loaded.path}: written for other campaigns, counters or subscribers, by a "
+                              "sigmatch that did not record enough to carry its state over")
+    # The checkpoint's own engine, as far as its state needs one: its layout, subscribers,
+    # counter windows and campaign count. Then the state moves over as in Engine.reload.
+    _, nr_words, nr_counters, nr_windows, _, _ = scalars["layout"]
+    old = Core(engine.max_event_bytes)
+    try:
+        old.set_layout(nr_words, nr_counters, nr_windows)
+        old.set_subscribers(np.ascontiguousarray(loaded.subscribers, dtype=np.uint64))
+        old.set_counters([(0, 0, 0, 1 if windowed else 0) for windowed in theirs["counter_windows"]])
+        old.set_campaigns([dict(id=campaign, types=0, convert_types=0, convert_arg=None, elig=(0, 0),
+                                recheck_elig=(0, 0), area=None, peer_set=-1, cooldown_ms=0, delay_ms=0,
+                                convert_within_ms=None, hours=None, days=0x7F, counter=-1, at_least=0,
+                                stop_after=None, holdout=0, recheck=0, exempt=0, enter=False, once=False)
+                           for campaign in theirs["campaigns"]])
+        old.restore_state(scalars, loaded.sections)
+        campaigns = {c.id: i for i, c in enumerate(engine.config.campaigns)}
+        counters = {c.name: i for i, c in enumerate(engine.config.counters)}
+        dropped = engine._core.transfer_from(old, [campaigns.get(c, -1) for c in theirs["campaigns"]],
+                                             [counters.get(c, -1) for c in theirs["counters"]],
+                                             len(loaded.subscribers))
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{loaded.path}: cannot carry the state over to this configuration: {e}") from None
+    return engine, dropped
+
+
 class CheckpointStore:
     """A directory of incremental checkpoints (see above). `save` writes one; `load` reads
     the newest usable state and `adopt` continues its log after a restore."""
@@ -430,15 +475,16 @@ class CheckpointStore:
             problem = "sections missing"
         return (header, data), problem, False
 
-    def adopt(self, loaded: Loaded, engine: "Engine") -> None:
+    def adopt(self, loaded: Loaded, engine: "Engine", *, rebase: bool = False) -> None:
         """Continue the loaded generation's log for an engine restored from it (its changes
-        are tracked from here). After damage the next checkpoint is a new base."""
+        are tracked from here). After damage, or with `rebase` (an engine that holds the
+        state in another layout), the next checkpoint is a new base."""
         self.generation = loaded.generation
         self.previous = None    # the loaded generation itself is the fallback of the next base
         self.base_bytes = self.base_path(loaded.generation).stat().st_size
         self.records = loaded.records
         self.log_bytes = loaded.log_end
-        self._rebase = bool(loaded.damage or loaded.fallbacks)
+        self._rebase = bool(loaded.damage or loaded.fallbacks or rebase)
         if not self._rebase:
             path = self.log_path(loaded.generation)
             if path.exists() and path.stat().st_size != loaded.log_end:

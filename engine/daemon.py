@@ -37,7 +37,7 @@ from typing import Optional
 import numpy as np
 
 from engine.api import Engine
-from engine.checkpoint import CheckpointStore, restore_sections
+from engine.checkpoint import CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.sinks import SinkSet
 
@@ -292,12 +292,15 @@ class SpoolDaemon:
                                   "or move the state directory away to start afresh")
         loaded = self.store.load()
         if loaded is None:
+            self.engine = Engine.from_config(self.config_path)
             return {}
         # subscribers in the checkpoint's order (it differs from the snapshot's after a reload)
-        if not np.array_equal(loaded.subscribers, self.engine.subscribers):
-            self.engine = Engine.from_config(self.config_path, keep=loaded.subscribers)
-        restore_sections(self.engine, loaded.header, loaded.sections, loaded.path)
-        self.store.adopt(loaded, self.engine)
+        self.engine, dropped = engine_for(self.config_path, loaded)
+        self.store.adopt(loaded, self.engine, rebase=dropped is not None)
+        if dropped is not None:
+            log.warning("the configuration, profiles or lists changed while stopped: state carried over as by a "
+                        "reload (%d campaigns, %d subscribers; %d pending actions of removed campaigns dropped)",
+                        len(self.engine.campaigns), len(self.engine.subscribers), dropped)
         extra = loaded.extra
         if loaded.damage or loaded.fallbacks:
             self._forget_lost_work(extra, loaded.later_extras)
@@ -424,7 +427,6 @@ class SpoolDaemon:
             self.spool.mkdir(parents=True, exist_ok=True)
         if not self.spool.is_dir():
             raise FileNotFoundError(f"{self.spool}: no such spool directory")
-        self.engine = Engine.from_config(self.config_path)
         extra = self._restore()
         self._roll_forward(extra)
         core = self.engine._core

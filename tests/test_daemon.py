@@ -399,6 +399,38 @@ def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp
     assert all(r[2] != removed for r in got if int(r[0]) > last_before)
 
 
+def test_a_restart_after_the_configuration_changed_carries_the_state_over(world, tmp_path):
+    """Stopped, the campaigns edited, started again: no refusal; the state goes on as a
+    SIGHUP reload would have carried it."""
+    import shutil
+    generated, _ = world
+    config = tmp_path / "w" / generated.config.name
+    shutil.copytree(generated.config.parent, tmp_path / "w", ignore=shutil.ignore_patterns("*.msgpack", "traces"))
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    half = len(generated.traces) // 2
+    first, rest = generated.traces[:half], generated.traces[half:]
+    for trace in first:
+        shutil.copy(trace, spool / trace.name)
+    proc = start(config, out, state, spool, ready=True)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    blocks = config.read_text().split("[[campaign]]")
+    config.write_text("[[campaign]]".join([blocks[0]] + blocks[2:]))     # the first campaign goes
+    for trace in rest:
+        shutil.copy(trace, spool / trace.name)
+    proc = start(config, out, state, spool, ready=True)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    assert "changed while stopped" in proc.stderr.read()
+    engine = Engine.from_config(generated.config)
+    a = engine.replay(first)
+    b = engine.reload(config).replay(rest)
+    columns = [a.action_columns(), b.action_columns()]
+    want = sorted(tuple(str(c[k][i]) for k in c) for c in columns for i in range(len(c["seq"])))
+    assert sorted(rows(out, "actions-*.csv")) == want
+
+
 def test_reload_under_load_loses_and_repeats_nothing(world, tmp_path):
     """SIGHUP again and again while probes keep dropping files: with the same configuration
     a reload is invisible in the output, row for row, and seq stays gap-free."""
