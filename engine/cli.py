@@ -208,7 +208,7 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 @click.option("--listen", default=None, metavar="HOST:PORT",
               help="Accept producers' msgpack streams over TCP (journaled under --state); host defaults to 127.0.0.1.")
 @click.option("--stdin", "from_stdin", is_flag=True,
-              help="Read the event stream from standard input (journaled under --state); exit at its end.")
+              help="Read the event stream from standard input (journaled); when it is the only source, exit at its end.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None)
 @click.option("--lookup", default=None, metavar="HOST:PORT",
               help="Serve GET /subscriber/{msisdn} (the policy view) here; host defaults to 127.0.0.1.")
@@ -226,11 +226,11 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 @_one_line_errors
 def run(config: Path, out: Path, state: Path, spool, listen, from_stdin: bool, fmt, lookup, lookup_token,
         metrics, checkpoint_every, idle_advance):
-    """Run as a service over a spool directory or standard input, exactly once across
-    crashes; SIGTERM stops."""
+    """Run as a service over a spool directory, TCP producers or standard input (or several
+    of them, as one stream), exactly once across crashes; SIGTERM stops."""
     from engine.daemon import run_spool
-    if sum((spool is not None, listen is not None, from_stdin)) != 1:
-        _fail("give exactly one source: --spool DIR, --listen HOST:PORT or --stdin")
+    if spool is None and listen is None and not from_stdin:
+        _fail("give a source: --spool DIR, --listen HOST:PORT or --stdin (or several)")
     from engine.metrics import parse_hostport
     if lookup and not lookup_token:
         _fail("--lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN")
@@ -240,7 +240,7 @@ def run(config: Path, out: Path, state: Path, spool, listen, from_stdin: bool, f
         listen_at = parse_hostport(listen) if listen else None
     except ValueError as e:
         _fail(str(e))
-    sys.exit(run_spool(config, out, state, spool or state / "journal", format=fmt, lookup=lookup_at, lookup_token=lookup_token,
+    sys.exit(run_spool(config, out, state, spool, format=fmt, lookup=lookup_at, lookup_token=lookup_token,
                        metrics=metrics_at, idle_advance_s=idle_advance,
                        stdin=sys.stdin.buffer if from_stdin else None, listen=listen_at,
                        checkpoint_every_s=checkpoint_every))

@@ -58,22 +58,26 @@ DETACHED_BASE_BYTES = 1 << 30
 
 class JournalDirectory:
     """Numbered journal files that the daemon processes like a spool: each written whole
-    under a temporary name, fsynced, then renamed, so a crash loses nothing journaled."""
+    under a temporary name, fsynced, then renamed, so a crash loses nothing journaled. One
+    numbering for every journaling source (stdin, each TCP connection): the numbers are the
+    order in which their bytes arrived. `prefix` names them inside a probes' spool."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, prefix: str = ""):
         self.directory = directory
+        self.prefix = prefix
         self.lock = threading.Lock()
         directory.mkdir(parents=True, exist_ok=True)
-        for temp in directory.glob(".*.part"):
-            temp.unlink()          # bytes of a crashed journal file were never acknowledged
-        numbers = [int(p.stem) for d in (directory, directory / "done") if d.is_dir()
-                   for p in d.glob("*.msgpack") if p.stem.isdigit()]
+        for temp in directory.glob(f".{prefix}*.part"):
+            if temp.name[len(prefix) + 1:len(prefix) + 13].isdigit():
+                temp.unlink()      # bytes of a crashed journal file were never acknowledged
+        numbers = [int(p.stem[len(prefix):]) for d in (directory, directory / "done") if d.is_dir()
+                   for p in d.glob(f"{prefix}*.msgpack") if p.stem[len(prefix):].isdigit()]
         self.number = max(numbers, default=0)
 
     def write(self, data: bytes) -> None:
         with self.lock:
             self.number += 1
-            final = self.directory / f"{self.number:012d}.msgpack"
+            final = self.directory / f"{self.prefix}{self.number:012d}.msgpack"
             temp = self.directory / f".{final.name}.part"
             with open(temp, "wb") as f:
                 f.write(data)
@@ -86,9 +90,9 @@ class StdinJournal(threading.Thread):
     """Standard input, journaled every `every_s` or `max_bytes`; stdin is one stream, so the
     journal files concatenate to it exactly."""
 
-    def __init__(self, directory: Path, stream, *, every_s: float = 0.5, max_bytes: int = 16 << 20):
+    def __init__(self, journal: JournalDirectory, stream, *, every_s: float = 0.5, max_bytes: int = 16 << 20):
         super().__init__(name="stdin-journal", daemon=True)
-        self.journal = JournalDirectory(directory)
+        self.journal = journal
         self.stream = stream
         self.every_s = every_s
         self.max_bytes = max_bytes
@@ -119,12 +123,12 @@ class TcpJournal:
     of events is the journal's, one deterministic stream. A connection whose stream is not
     msgpack is closed, keeping its events before the bad one; the others go on."""
 
-    def __init__(self, directory: Path, host: str, port: int, event_types: dict, *,
+    def __init__(self, journal: JournalDirectory, host: str, port: int, event_types: dict, *,
                  max_event_bytes: int = 65536, max_connections: int = 64,
                  flush_bytes: int = 1 << 20, flush_s: float = 0.2):
         import socketserver
         from engine._core import Core
-        self.journal = JournalDirectory(directory)
+        self.journal = journal
         self.slots = threading.BoundedSemaphore(max_connections)
         journal = self
 
@@ -241,7 +245,7 @@ class SpoolDaemon:
         self.config_path = Path(config)
         self.out = Path(out)
         self.state = Path(state)
-        self.spool = Path(spool)
+        self.spool = Path(spool) if spool is not None else None
         self.format = format
         self.poll_s = poll_s
         self.stop = threading.Event()
@@ -268,14 +272,23 @@ class SpoolDaemon:
         self.metrics_address = metrics
         # Off by default: the one setting that lets the wall clock change the output.
         self.idle_advance_s = idle_advance_s
-        # With stdin, the spool is its journal (under the state directory)
+        # Sources: stdin and TCP input is journaled (docs/operations.md). Alone, a source's
+        # journal is the spool (under the state directory); beside a probes' spool, the
+        # journal files go into it, named journal-NNN, so that all input is one stream.
         self.stdin = stdin
         self.journal: Optional[StdinJournal] = None
-        if stdin is not None:
-            self.spool = self.state / "stdin-journal"
         self.listen = listen
-        if listen is not None:
+        self.journal_prefix = ""
+        if spool is not None:
+            self.journal_prefix = "journal-"
+        elif stdin is not None and listen is not None:
+            self.spool = self.state / "journal"
+        elif stdin is not None:
+            self.spool = self.state / "stdin-journal"
+        elif listen is not None:
             self.spool = self.state / "tcp-journal"
+        else:
+            raise ValueError("no source: give a spool directory, stdin or a TCP address")
         self.metrics = None
         # The core is fed without the GIL; readers on other threads (the lookup) hold this.
         self.lock = threading.Lock()
@@ -421,10 +434,13 @@ class SpoolDaemon:
     def run(self) -> int:
         for directory in (self.out, self.state):
             directory.mkdir(parents=True, exist_ok=True)
+        journal_dir = None
+        if self.stdin is not None or self.listen is not None:
+            if self.journal_prefix and not self.spool.is_dir():
+                raise FileNotFoundError(f"{self.spool}: no such spool directory")
+            journal_dir = JournalDirectory(self.spool, self.journal_prefix)
         if self.stdin is not None:
-            self.journal = StdinJournal(self.spool, self.stdin)
-        if self.listen is not None:
-            self.spool.mkdir(parents=True, exist_ok=True)
+            self.journal = StdinJournal(journal_dir, self.stdin)
         if not self.spool.is_dir():
             raise FileNotFoundError(f"{self.spool}: no such spool directory")
         extra = self._restore()
@@ -444,7 +460,7 @@ class SpoolDaemon:
             self.servers.append(self.metrics)
             log.info("metrics on %s:%d", host, port)
         if self.listen is not None:
-            listener = TcpJournal(self.spool, *self.listen, self.engine.config.event_types,
+            listener = TcpJournal(journal_dir, *self.listen, self.engine.config.event_types,
                                   max_event_bytes=self.engine.max_event_bytes).start()
             self.servers.append(listener)
             log.info("listening on %s:%d", *listener.address[:2])
@@ -469,7 +485,9 @@ class SpoolDaemon:
                 self.reload_requested.clear()
                 self._reload()
             files = self._pending_files()
-            if not files and self.journal is not None and self.journal.finished.is_set():
+            if (not files and self.journal is not None and self.journal.finished.is_set()
+                    and self.listen is None and not self.journal_prefix):
+                # standard input was the one source: the service's work is done
                 files = self._pending_files()       # the last journal file may have just landed
                 if not files:
                     log.info("standard input ended and is processed")

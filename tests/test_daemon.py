@@ -517,3 +517,44 @@ def test_tcp_producers_are_journaled_and_a_garbage_sender_closed(world, tmp_path
     # the journal is the input: replaying it gives exactly the service's output
     replayed = Engine.from_config(generated.config).replay(done)
     assert sorted(rows(out, "actions-*.csv")) == expected_rows(replayed)
+
+
+def test_spool_tcp_and_stdin_together_form_one_stream(world, tmp_path):
+    """Several sources at once: TCP and stdin bytes are journaled into the spool as
+    journal-NNN files, and everything is processed as one stream, exactly once."""
+    generated, _ = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    traces = generated.traces
+    by_spool, by_tcp, by_stdin = traces[:16], traces[16:32], traces[32:]
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", str(generated.config), "--out", str(out), "--state", str(state),
+         "--spool", str(spool), "--listen", f"127.0.0.1:{port}", "--stdin"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for trace in by_spool:
+        (spool / f".{trace.name}.part").write_bytes(trace.read_bytes())
+        os.replace(spool / f".{trace.name}.part", spool / trace.name)
+    assert wait_until_drained(spool)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=1)
+            break
+        except OSError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    with sock:
+        sock.sendall(b"".join(p.read_bytes() for p in by_tcp))
+    time.sleep(1.0)
+    assert wait_until_drained(spool)
+    proc.stdin.write(b"".join(p.read_bytes() for p in by_stdin))
+    proc.stdin.close()
+    time.sleep(1.5)
+    assert wait_until_drained(spool)
+    assert proc.poll() is None          # the end of stdin does not end a service with other sources
+    assert stop(proc) == 0, proc.stderr.read()
+    journal = sorted((spool / "done").glob("journal-*.msgpack"))
+    assert journal and not list(state.glob("*journal*"))
+    expected = Engine.from_config(generated.config).replay([*by_spool, *by_tcp, *by_stdin])
+    assert sorted(rows(out, "actions-*.csv")) == expected_rows(expected)
