@@ -36,7 +36,7 @@ from typing import Optional
 
 import numpy as np
 
-from engine.api import Engine
+from engine.api import SINK_BATCH, Engine
 from engine.checkpoint import CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.sinks import SinkSet
@@ -264,6 +264,7 @@ class SpoolDaemon:
         self._writer: Optional[threading.Thread] = None     # the checkpoint being written
         self._writer_outcome: Optional[tuple] = None        # (seconds, exception) when it ended
         self.in_flight: set[str] = set()        # spool files its completion moves to done/
+        self._unwritten: dict[str, list] = {"actions": [], "conversions": [], "dead_letters": []}
         self.last_commit = time.monotonic()
         self.engine: Optional[Engine] = None
         self.sinks: Optional[SinkSet] = None
@@ -364,11 +365,20 @@ class SpoolDaemon:
         # a file checkpointed part-way goes on first, where it stopped
         return sorted(files, key=lambda p: p.name not in self.resume)
 
-    def _take_records(self) -> None:
+    def _take_records(self, flush: bool = False) -> None:
+        """Take the core's records; they go to the sinks in batches of SINK_BATCH (formatting
+        has a cost per call, and file boundaries are decided per record, so batching changes
+        no file), and all of them with `flush` (before a checkpoint seals the files)."""
         core = self.engine._core
-        self.sinks.write_actions(core.take_actions())
-        self.sinks.write_conversions(core.take_conversions())
-        self.sinks.write_dead_letters(core.take_dead_letters())
+        for name, take in (("actions", core.take_actions), ("conversions", core.take_conversions),
+                           ("dead_letters", core.take_dead_letters)):
+            records = take()
+            waiting = self._unwritten[name]
+            if len(records):
+                waiting.append(records)
+            if waiting and (flush or sum(map(len, waiting)) >= SINK_BATCH):
+                getattr(self.sinks, "write_" + name)(np.concatenate(waiting) if len(waiting) > 1 else waiting[0])
+                waiting.clear()
 
     def _commit(self, position: Optional[tuple[str, int]] = None, *, wait: bool = False) -> None:
         """Seal, checkpoint, rename, move: the exactly-once step (see the module docstring)
@@ -379,7 +389,7 @@ class SpoolDaemon:
         self._wait_for_writer()
         covered, self.uncommitted = self.uncommitted, []
         moving, self.covered = self.covered, covered
-        self._take_records()
+        self._take_records(flush=True)
         renames = [[str(t), str(f)] for t, f in self.sinks.seal()]
         extra = {"renames": renames, "covered": covered, "moving": moving,
                  "position": list(position) if position else None, "numbering": self.sinks.numbering()}
