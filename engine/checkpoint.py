@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from engine.errors import CheckpointError
+from engine.sinks import fsync_path
 
 if TYPE_CHECKING:
     from engine.api import Engine
@@ -122,16 +123,8 @@ def _write_full(path: Path, header: dict, sections: list) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_path(path.parent)
     return path
-
-
-def _fsync_directory(directory: Path) -> None:
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def read_checkpoint(path) -> tuple[dict, dict]:
@@ -566,7 +559,7 @@ class CheckpointStore:
         finally:
             os.close(fd)
         if created:
-            _fsync_directory(self.directory)
+            fsync_path(self.directory)
         return written
 
     def _prune(self) -> None:

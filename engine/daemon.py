@@ -39,7 +39,7 @@ import numpy as np
 from engine.api import SINK_BATCH, Engine
 from engine.checkpoint import CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
-from engine.sinks import SinkSet
+from engine.sinks import SinkSet, fsync_path
 
 __all__ = ["SpoolDaemon", "run_spool", "sd_notify"]
 
@@ -205,20 +205,10 @@ class TcpJournal:
 def _make_durable(paths: list[str]) -> None:
     """fsync files written without it, and their directories: the sealed sink files must be
     on disk, under their temporary names, before a checkpoint names them."""
-    directories = set()
     for path in paths:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        directories.add(os.path.dirname(path))
-    for directory in directories:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(path)
+    for directory in {os.path.dirname(path) for path in paths}:
+        fsync_path(directory)
 
 
 def sd_notify(state: str) -> None:

@@ -280,12 +280,17 @@ assert tuple(_FORMATS) == OUTPUT_FORMATS
 
 # --------------------------------------------------------------------------- files
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+def fsync_path(path) -> None:
+    """fsync a file or a directory by name (its data, or its entries)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fsync_path(directory)
 
 
 def _make_directories(directory: Path) -> None:

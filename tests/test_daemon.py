@@ -349,18 +349,25 @@ def test_stdin_is_journaled_and_processed_to_its_end(world, tmp_path):
     assert sum(p.stat().st_size for p in journal.glob("*.msgpack")) == len(data)
 
 
-def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp_path):
+def half_spooled(generated, tmp_path):
+    """The world's configuration copied (to be edited), the first half of its traces in a
+    spool: (config, spool, out, state, first, rest)."""
     import shutil
-    generated, _ = world
     config = tmp_path / "w" / generated.config.name
-    shutil.copytree(generated.config.parent, tmp_path / "w",
-                    ignore=shutil.ignore_patterns("*.msgpack", "traces"))
+    shutil.copytree(generated.config.parent, tmp_path / "w", ignore=shutil.ignore_patterns("*.msgpack", "traces"))
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
     spool.mkdir()
     half = len(generated.traces) // 2
     first, rest = generated.traces[:half], generated.traces[half:]
     for trace in first:
         shutil.copy(trace, spool / trace.name)
+    return config, spool, out, state, first, rest
+
+
+def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp_path):
+    import shutil
+    generated, _ = world
+    config, spool, out, state, first, rest = half_spooled(generated, tmp_path)
     proc = start(config, out, state, spool, ready=True)
     assert wait_until_drained(spool)
     # a bad configuration is rejected and the running one goes on
@@ -404,14 +411,7 @@ def test_a_restart_after_the_configuration_changed_carries_the_state_over(world,
     SIGHUP reload would have carried it."""
     import shutil
     generated, _ = world
-    config = tmp_path / "w" / generated.config.name
-    shutil.copytree(generated.config.parent, tmp_path / "w", ignore=shutil.ignore_patterns("*.msgpack", "traces"))
-    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
-    spool.mkdir()
-    half = len(generated.traces) // 2
-    first, rest = generated.traces[:half], generated.traces[half:]
-    for trace in first:
-        shutil.copy(trace, spool / trace.name)
+    config, spool, out, state, first, rest = half_spooled(generated, tmp_path)
     proc = start(config, out, state, spool, ready=True)
     assert wait_until_drained(spool)
     assert stop(proc) == 0
