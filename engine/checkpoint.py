@@ -344,7 +344,7 @@ class CheckpointStore:
         """The newest usable state, or None when the store is empty. A damaged base is
         reported and the previous generation used; a damaged record ends its log there
         (`damage`). CheckpointError when nothing is usable."""
-        reasons = []
+        reasons, skipped = [], []
         for generation in self.generations():
             path = self.base_path(generation)
             try:
@@ -354,10 +354,13 @@ class CheckpointStore:
             except CheckpointError as e:
                 log.error("cannot use checkpoint: %s", e)
                 reasons.append(str(e))
+                # what its records covered is not in the state used instead
+                skipped += self._record_extras(generation)
                 continue
             loaded = Loaded(generation, header, sections, path)
             loaded.fallbacks = reasons
             self._apply_log(loaded)
+            loaded.later_extras += skipped
             return loaded
         if reasons:
             raise CheckpointError(f"{self.directory}: no usable checkpoint ({'; '.join(reasons)})")
@@ -405,6 +408,21 @@ class CheckpointStore:
                 loaded.records += 1
                 loaded.log_end = f.tell()
         sections["contacts"] = _merge_contacts(contacts)
+
+    def _record_extras(self, generation: int) -> list[dict]:
+        """The extras of a log's records whose headers can be read (their sections unread)."""
+        extras = []
+        path = self.log_path(generation)
+        if path.exists():
+            with open(path, "rb") as f:
+                number = 1
+                while True:
+                    record, _, _ = self._read_record(f, generation, number, headers_only=True)
+                    if record is None:
+                        break
+                    extras.append(record[0].get("extra", {}))
+                    number += 1
+        return extras
 
     def _collect_later_extras(self, f, loaded: Loaded) -> None:
         number = loaded.records + 2
@@ -599,9 +617,13 @@ class PreparedCheckpoint:
                 store._prune()
                 written = store.base_bytes
                 if self.warm:
-                    # the records that follow gather changed rows here: touched now, on this
-                    # thread, rather than page by page while the engine waits
-                    store._buffer("changed rows", self.warm).fill(0)
+                    # The records that follow gather changed rows here: touched now, on this
+                    # thread, rather than page by page while the engine waits. With distinct
+                    # words: pages of one repeated value are merged back (the zero page, or a
+                    # hypervisor's same-page merging) and then fault on the first write again.
+                    buffer = store._buffer("changed rows", self.warm)
+                    words = buffer[:len(buffer) // 8 * 8].view(np.uint64)
+                    words[:] = np.arange(len(words), dtype=np.uint64)
             else:
                 written = store._write_record(self.header, self.sections)
                 store.records += 1

@@ -145,13 +145,20 @@ def test_a_damaged_base_falls_back_to_the_previous_generation(saved):
     engine, store, _ = restored(fresh, state)
     store._rebase = True
     assert store.save(engine, extra={"at": cuts[-1]})["kind"] == "base"
+    reference = fresh()
+    reference.replay(data[:cuts[-1]])
+    # two records follow in the new generation; what they cover is named after the fallback
+    engine.replay(data[cuts[-1]:cuts[-1] + 45 * 300])
+    assert store.save(engine, extra={"at": "later 1"})["kind"] == "record"
+    assert store.save(engine, extra={"at": "later 2"})["kind"] == "record"
     newest = max(state.glob("base-*"))
     raw = bytearray(newest.read_bytes())
     raw[-5] ^= 0xFF
     newest.write_bytes(bytes(raw))
     again, _, loaded = restored(fresh, state)
     assert loaded.fallbacks and loaded.generation == 1 and loaded.extra == {"at": cuts[-1]}
-    same_state(again, engine)
+    assert [e["at"] for e in loaded.later_extras] == ["later 1", "later 2"]
+    same_state(again, reference, offsets=False)
 
 
 def test_nothing_usable_is_an_error(saved):
