@@ -216,7 +216,7 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="Bearer token the lookup requires (or SIGMATCH_LOOKUP_TOKEN).")
 @click.option("--metrics", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics here; host defaults to 127.0.0.1.")
-@click.option("--checkpoint-every", type=float, default=5.0, metavar="SECONDS", show_default=True,
+@click.option("--checkpoint-every", type=float, default=10.0, metavar="SECONDS", show_default=True,
               help="Longest time between checkpoints while a backlog is processed (taken at the next input-file "
                    "boundary, or inside a long file); a spool that runs empty is checkpointed at once. "
                    "0: after every input file.")

@@ -231,7 +231,7 @@ class SpoolDaemon:
                  format: Optional[str] = None, poll_s: float = 0.5,
                  lookup: Optional[tuple[str, int]] = None, lookup_token: Optional[str] = None,
                  metrics: Optional[tuple[str, int]] = None, idle_advance_s: Optional[float] = None,
-                 stdin=None, listen: Optional[tuple[str, int]] = None, checkpoint_every_s: float = 5.0):
+                 stdin=None, listen: Optional[tuple[str, int]] = None, checkpoint_every_s: float = 10.0):
         self.config_path = Path(config)
         self.out = Path(out)
         self.state = Path(state)
@@ -243,7 +243,8 @@ class SpoolDaemon:
         # While a backlog is worked through, a checkpoint at the first spool-file boundary this
         # many seconds after the previous one (inside a long file: at a piece boundary); when
         # the spool runs empty, at once. Files arriving slower than they are processed thus
-        # each get one; a backlog is not slowed by writing state after every small file.
+        # each get one; a backlog is not slowed by writing state after every small file. The
+        # default (10 s) is where a backlog runs at replay's speed (docs/performance.md).
         # 0: after every file (and every CHECKPOINT_WITHIN_FILE_S inside one).
         self.checkpoint_every_s = checkpoint_every_s
         self.store = CheckpointStore(self.state)
@@ -538,8 +539,8 @@ class SpoolDaemon:
                 with self.lock:
                     core = self.engine._core      # a reload replaces the engine
                     status = core.feed(piece)
-                    # into the open sink files as it comes, as replay does: the core's
-                    # buffers stay small and warm
+                    # taken as they come, as replay does (the core's buffers stay small
+                    # and warm), and handed to the sinks in batches
                     self._take_records()
                     if self.metrics is not None:
                         self.metrics.observe(self.engine, input_bytes=len(piece))
