@@ -206,7 +206,8 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 @click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Directory where probes drop *.msgpack files (written under another name, then renamed).")
 @click.option("--listen", default=None, metavar="HOST:PORT",
-              help="Accept producers' msgpack streams over TCP (journaled under --state); host defaults to 127.0.0.1.")
+              help="Accept producers' msgpack streams over TCP (journaled under --state, or into --spool when given); "
+                   "host defaults to 127.0.0.1.")
 @click.option("--stdin", "from_stdin", is_flag=True,
               help="Read the event stream from standard input (journaled); when it is the only source, exit at its end.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None)
