@@ -1479,10 +1479,8 @@ cdef class Core:
         restore_state: (subscriber indexes ascending as uint32, the changed contact states as
         bytes). The marks are cleared: the rows of those subscribers (`rows()`) are as they
         are to be saved, until the core is fed again. Outputs must have been taken."""
-        cdef uint64_t i, n = self.E.nr_changed, nslots, used = 0, j = 0
+        cdef uint64_t i, n = self.E.nr_changed, j = 0
         cdef uint32_t[::1] subs_view
-        cdef uint8_t[::1] dst
-        cdef bint every
         if not self.E.tracking:
             raise RuntimeError("take_changes needs track_changes first")
         if self.E.nr_actions or self.E.nr_conversions or self.E.nr_dead:
@@ -1507,19 +1505,26 @@ cdef class Core:
                     (<SubHeadC*>row_of(&self.E, subs_view[i])).flags &= ~SUB_CHANGED
             subs.sort()     # ascending: the rows are then gathered, and later applied, in order
         self.E.nr_changed = 0
-        nslots = self.E.contacts_mask + 1 if self.E.contacts != NULL else 0
-        every = self.E.all_contacts_changed or self.E.changed_contacts == NULL
-        for i in range(nslots):
-            if self.E.contacts[i].key and (every or self.E.changed_contacts[i >> 6] >> (i & 63) & 1):
-                used += 1
-        contacts = np.empty(used * sizeof(ContactC), dtype=np.uint8)
-        dst = contacts
-        for i in range(nslots):
-            if self.E.contacts[i].key and (every or self.E.changed_contacts[i >> 6] >> (i & 63) & 1):
-                memcpy(&dst[j * sizeof(ContactC)], &self.E.contacts[i], sizeof(ContactC))
-                j += 1
+        contacts = self._contact_states(not (self.E.all_contacts_changed or self.E.changed_contacts == NULL))
         self._forget_changes()
         return subs, contacts
+
+    def _contact_states(self, bint changed_only):
+        """The used contact slots (or only those noted as changed), packed, as bytes."""
+        cdef uint64_t i, j = 0, used = 0
+        cdef uint64_t nslots = self.E.contacts_mask + 1 if self.E.contacts != NULL else 0
+        cdef uint8_t[::1] dst
+        for i in range(nslots):
+            if self.E.contacts[i].key and (not changed_only or self.E.changed_contacts[i >> 6] >> (i & 63) & 1):
+                used += 1
+        contacts = np.empty(used * sizeof(ContactC), dtype=np.uint8)
+        if used:
+            dst = contacts
+            for i in range(nslots):
+                if self.E.contacts[i].key and (not changed_only or self.E.changed_contacts[i >> 6] >> (i & 63) & 1):
+                    memcpy(&dst[j * sizeof(ContactC)], &self.E.contacts[i], sizeof(ContactC))
+                    j += 1
+        return contacts
 
     def rows(self):
         """The state rows, a view of the core's memory (nr_subscribers x stride bytes)."""
@@ -1533,24 +1538,10 @@ cdef class Core:
         views of the core's own memory (no copy, valid while the core lives and is not fed);
         contact states, timers and counts are copies. Outputs must have been taken. Changes
         noted so far are forgotten: the snapshot holds them."""
-        cdef uint8_t[::1] dst
-        cdef uint64_t i, j = 0, used = 0
         if self.E.nr_actions or self.E.nr_conversions or self.E.nr_dead:
             raise RuntimeError("take the pending records before a checkpoint")
         self._forget_changes()
-        rows = self._rows_array()
-        if self.E.contacts != NULL:
-            for i in range(self.E.contacts_mask + 1):
-                if self.E.contacts[i].key:
-                    used += 1
-        contacts = np.empty(used * sizeof(ContactC), dtype=np.uint8)
-        dst = contacts
-        if used:
-            for i in range(self.E.contacts_mask + 1):
-                if self.E.contacts[i].key:
-                    memcpy(&dst[j * sizeof(ContactC)], &self.E.contacts[i], sizeof(ContactC))
-                    j += 1
-        return [("rows", rows), ("contacts", contacts)] + self.small_sections()
+        return [("rows", self._rows_array()), ("contacts", self._contact_states(False))] + self.small_sections()
 
     def small_sections(self):
         """Timers, funnel, counts and the carried bytes: copies, written whole by every
