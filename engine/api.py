@@ -192,14 +192,14 @@ class Engine:
     def checkpoint(self, path, extra: Optional[dict] = None) -> Path:
         """Write all mutable state (subscriber rows, contacts, timers, counts, clock,
         sequences, stream position) to `path`, atomically. `extra` (JSON) is kept with it."""
-        from engine.checkpoint import write_checkpoint
+        from engine.service.checkpoint import write_checkpoint
         return write_checkpoint(self, path, extra)
 
     def restore(self, path) -> dict:
         """Load a checkpoint written by an engine of the same configuration and profiles
         (CheckpointError otherwise); returns its `extra`. The next replay continues exactly
         where the checkpointed engine stood."""
-        from engine.checkpoint import restore_checkpoint
+        from engine.service.checkpoint import restore_checkpoint
         return restore_checkpoint(self, path)
 
     def drain(self, out=None, *, format: Optional[str] = None) -> Run:

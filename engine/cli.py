@@ -229,10 +229,10 @@ def run(config: Path, out: Path, state: Path, spool, listen, from_stdin: bool, f
         metrics, checkpoint_every, idle_advance):
     """Run as a service over a spool directory, TCP producers or standard input (or several
     of them, as one stream), exactly once across crashes; SIGTERM stops."""
-    from engine.daemon import run_spool
+    from engine.service.daemon import run_spool
     if spool is None and listen is None and not from_stdin:
         _fail("give a source: --spool DIR, --listen HOST:PORT or --stdin (or several)")
-    from engine.metrics import parse_hostport
+    from engine.service.metrics import parse_hostport
     if lookup and not lookup_token:
         _fail("--lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN")
     try:

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import CheckpointError, Engine
-from engine.checkpoint import RECORD_MAGIC, CheckpointStore, restore_sections
+from engine.service.checkpoint import RECORD_MAGIC, CheckpointStore, restore_sections
 from engine.compile import World
 from tests.worlds import worlds
 

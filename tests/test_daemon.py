@@ -135,7 +135,7 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(world, tmp_path, arg
 def test_kill_9_inside_one_long_file_resumes_where_its_checkpoint_stood(world, tmp_path):
     """A spool file of several feed pieces is checkpointed inside (--checkpoint-every), and a
     restart goes on from the offset its checkpoint holds."""
-    from engine.daemon import FEED_BYTES
+    from engine.service.daemon import FEED_BYTES
     generated, _ = world
     data = b"".join(p.read_bytes() for p in generated.traces) * 16
     assert len(data) > 16 * FEED_BYTES
@@ -150,7 +150,7 @@ def test_kill_9_inside_one_long_file_resumes_where_its_checkpoint_stood(world, t
         time.sleep(rnd.uniform(0.1, 0.3))
         proc.kill()
         proc.wait()
-        from engine.checkpoint import CheckpointStore
+        from engine.service.checkpoint import CheckpointStore
         loaded = CheckpointStore(state).load() if list(state.glob("base-*")) else None
         positions.append((loaded.extra.get("position") or [None, None])[1] if loaded else None)
         if not list(spool.glob("*.msgpack")):
@@ -174,7 +174,7 @@ def damage(path: Path, at: int) -> None:
 
 
 def newest_record_start(log: Path) -> int:
-    from engine.checkpoint import RECORD_MAGIC
+    from engine.service.checkpoint import RECORD_MAGIC
     return log.read_bytes().rindex(RECORD_MAGIC)
 
 
@@ -197,7 +197,7 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
         damage(log, newest_record_start(log) + 200)
     elif where == "a middle record":
         data = log.read_bytes()
-        from engine.checkpoint import RECORD_MAGIC
+        from engine.service.checkpoint import RECORD_MAGIC
         starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
         damage(log, starts[len(starts) // 2] + 200)
     else:
@@ -303,7 +303,7 @@ def test_metrics_scrape(world, tmp_path):
             raise AssertionError(f"the metrics never counted the whole spool: {events_counted(text)}")
         time.sleep(0.1)
     assert "sigmatch_funnel_total" in text and "sigmatch_input_bytes_total" in text
-    from engine.metrics import METRIC_NAMES
+    from engine.service.metrics import METRIC_NAMES
     # the rates need two observations some time apart; every other series is there
     expected_names = [name for name in METRIC_NAMES if "per_second" not in name]
     assert all(name in text for name in expected_names)

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine import Engine
 from engine.gen import encode_events, generate
-from engine.metrics import METRIC_NAMES, DaemonMetrics, parse_hostport
+from engine.service.metrics import METRIC_NAMES, DaemonMetrics, parse_hostport
 from engine.records import BAD_REASONS, FUNNEL
 
 # series measured against an injected clock, named once

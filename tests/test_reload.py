@@ -95,7 +95,7 @@ def test_an_invalid_configuration_leaves_the_engine_as_it_was(world, tmp_path):
 
 
 def test_a_checkpoint_after_a_reload_restores_with_its_subscriber_order(world, tmp_path):
-    from engine.checkpoint import subscriber_order
+    from engine.service.checkpoint import subscriber_order
     generated, data = world
     engine = Engine.from_config(generated.config)
     engine.replay(data[:45 * 2000])
