@@ -115,6 +115,8 @@ class Config:
     utc_offset_ms: int = 0
     profiles: Optional[Path] = None             # absolute
     max_pending: int = 10_000_000
+    # dead-letter records per 64 MiB span of stream offsets (SPEC §4); past it bad events are only counted
+    max_dead_letters: int = 100_000
     lists: dict[str, Path] = field(default_factory=dict)    # name -> absolute path
     areas: dict[str, Path] = field(default_factory=dict)    # name -> absolute path
     policy: PolicySpec = field(default_factory=PolicySpec)
@@ -144,7 +146,7 @@ _CHANNEL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)         # becomes a directory
 _EVENT_TYPE_NAME = re.compile(r"[A-Z][A-Z0-9_]*", re.ASCII)
 
 _SECTIONS = ("engine", "lists", "areas", "policy", "counters", "campaign", "event_types", "output")
-_ENGINE_KEYS = ("utc_offset", "profiles", "max_pending")
+_ENGINE_KEYS = ("utc_offset", "profiles", "max_pending", "max_dead_letters")
 _POLICY_KEYS = ("blacklist", "quiet_hours", "min_gap", "max_per_day")
 _COUNTER_KEYS = ("on", "flags", "add", "window")
 _OUTPUT_KEYS = ("format", "max_records", "max_age")
@@ -390,11 +392,15 @@ class _Reader:
         max_pending = 10_000_000
         if "max_pending" in engine:
             max_pending = self.integer("engine.max_pending", engine["max_pending"], lo=1, hi=2**63 - 1)
+        max_dead_letters = 100_000
+        if "max_dead_letters" in engine:
+            max_dead_letters = self.integer("engine.max_dead_letters", engine["max_dead_letters"], lo=0, hi=2**32 - 1)
         return Config(
             path=self.path.absolute(),
             utc_offset_ms=utc_offset_ms,
             profiles=profiles,
             max_pending=max_pending,
+            max_dead_letters=max_dead_letters,
             lists=self.lists,
             areas=self.areas,
             policy=self.read_policy(doc.get("policy", {})),
