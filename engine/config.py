@@ -167,6 +167,8 @@ def load_config(path) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the configuration: {e.strerror or e}") from None
+    except ValueError as e:         # a NUL byte in the path
+        raise ConfigError(f"{_show(str(path))}: cannot read the configuration: {e}") from None
     return parse_config(text, path)
 
 
@@ -178,7 +180,47 @@ def parse_config(text: str, path) -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: TOML syntax error: {e}") from None
+    except RecursionError:
+        line, key = _deepest_nesting(text)
+        raise ConfigError(f"{path}: line {line:,}: {key}: arrays or tables nested too deeply") from None
+    except ValueError:         # tomllib turns integers longer than Python allows into ValueError
+        line, key = _long_number(text)
+        raise ConfigError(f"{path}: line {line:,}: {key}: a number with too many digits") from None
     return _Reader(path).config(document)
+
+
+# A key at the start of a TOML line (bare, dotted or quoted), for errors that tomllib does not place
+_LINE_KEY = re.compile(r"""^[ \t]*((?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*')(?:[ \t]*\.[ \t]*(?:[A-Za-z0-9_-]+|"[^"\n]*"|'[^'\n]*'))*)[ \t]*=""",
+                       re.MULTILINE)
+
+
+def _key_before(text: str, at: int) -> str:
+    """The key of the assignment that holds position `at`: the last `key =` starting a line
+    at or before it, as written ("?" when there is none)."""
+    found = "?"
+    for m in _LINE_KEY.finditer(text, 0, at + 1):
+        found = m.group(1)
+    return found
+
+
+def _deepest_nesting(text: str) -> tuple[int, str]:
+    """(line, key) where brackets and braces first nest past 100 levels; strings are not
+    skipped, which is close enough to name the place of a value nested thousands deep."""
+    depth = 0
+    for i, c in enumerate(text):
+        depth += c in "[{"
+        depth -= c in "]}"
+        if depth > 100:
+            return text.count("\n", 0, i) + 1, _key_before(text, i)
+    return 1, "?"
+
+
+def _long_number(text: str) -> tuple[int, str]:
+    """(line, key) of the first run of more than 4,000 digits (underscores allowed, as TOML
+    allows them between digits)."""
+    m = re.search(r"[0-9][0-9_]{4000,}", text)
+    at = m.start() if m else 0
+    return text.count("\n", 0, at) + 1, _key_before(text, at)
 
 
 def parse_duration(text: str) -> int:
@@ -237,8 +279,17 @@ def parse_utc_offset(text: str) -> int:
     return (-1 if sign == "-" else 1) * total * 60_000
 
 
+# A value shown in an error is cut to this many characters: the line stays one readable line
+MAX_SHOWN = 120
+
+
 def _show(value) -> str:
-    """A value as the operator wrote it in TOML."""
+    """A value as the operator wrote it in TOML, cut to MAX_SHOWN characters."""
+    text = _written(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "…"
+
+
+def _written(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
@@ -247,6 +298,8 @@ def _show(value) -> str:
         return "[" + ", ".join(_show(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, int) and abs(value) >= 10**30:
+        return f"a {len(str(abs(value))):,}-digit number"
     return str(value)
 
 
@@ -306,7 +359,7 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int):
             self.wrong(key, value, "an integer")
         if not lo <= value <= hi:
-            self.fail(key, f"{value} is out of range ({lo} to {hi})")
+            self.fail(key, f"{_show(value)} is out of range ({lo} to {hi})")
         return value
 
     def boolean(self, key: str, value) -> bool:
@@ -340,7 +393,10 @@ class _Reader:
 
     def path_value(self, key: str, value) -> Path:
         # Stored absolute so a daemon that changes directory still finds its files.
-        return Path(os.path.normpath(self.base / self.string(key, value, non_empty=True)))
+        text = self.string(key, value, non_empty=True)
+        if "\0" in text:
+            self.fail(key, "a path cannot hold a NUL byte")
+        return Path(os.path.normpath(self.base / text))
 
     # -- references
     def event_type_codes(self, key: str, value, *, required: bool) -> tuple[int, ...]:

@@ -197,7 +197,8 @@ def _tokenize(text: str) -> list[_Token]:
                 if value == float("inf"):
                     raise WhereError("number too large", text, i)
             else:
-                value = int(literal)
+                # checked on the text first: int() of thousands of digits is refused (or slow)
+                value = int(literal) if len(literal) <= 19 else INT64_MAX + 1
                 if value > INT64_MAX:
                     raise WhereError("integer too large (more than 64 bits)", text, i)
             tokens.append(_Token("num", value, i))

@@ -31,6 +31,10 @@ MAX_WARNINGS = 100
 SERIAL_COOKIE_NO_RUNCONTAINER = 12346
 SERIAL_COOKIE = 12347
 
+# A header line longer than this is not a header (a binary file, a wrong export): refused
+# after reading this much, never read whole.
+MAX_HEADER_BYTES = 1 << 20
+
 _DIGITS_PATTERN = r"^[1-9][0-9]{0,14}$"
 _MSISDN_PATTERN = r"^\+?[1-9][0-9]{0,14}$"  # once trimmed
 
@@ -116,13 +120,27 @@ def read_lines(path: Path) -> pa.Array:
     return pc.list_flatten(pc.split_pattern(pa.array([text], pa.large_string()), "\n"))
 
 
+def read_csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file's first line ([] for an empty file). Reads at most
+    MAX_HEADER_BYTES; LoadError for a longer line, bytes that are not UTF-8 or a line the
+    csv module cannot parse, naming the file and line 1."""
+    with open(path, "rb") as file:
+        line = file.readline(MAX_HEADER_BYTES + 1)
+    if len(line) > MAX_HEADER_BYTES:
+        raise LoadError(f"{path}: line 1: the header line is longer than {MAX_HEADER_BYTES:,} bytes")
+    try:
+        text = line.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise LoadError(f"{path}: line 1: not UTF-8 text (byte {error.start:,})") from None
+    try:
+        return next(csv.reader([text.rstrip("\r\n")]), None) or []
+    except csv.Error as error:      # e.g. a field over the csv module's 128 KiB limit
+        raise LoadError(f"{path}: line 1: malformed CSV header: {error}") from None
+
+
 def read_csv_strings(path: Path, required: str, include: list[str] | None = None) -> pa.Table:
     """A CSV file with every column as strings (so `007` stays `007`); empty values are null."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as file:
-            names = next(csv.reader(file), None)
-    except UnicodeDecodeError as error:
-        raise LoadError(f"{path}: not UTF-8 text: {error}") from error
+    names = read_csv_header(path)
     if not names:
         raise LoadError(f"{path}: empty CSV file, expected a header line")
     if len(set(names)) < len(names):

@@ -4,7 +4,6 @@ Everything is vectorised (pyarrow.compute, NumPy): a snapshot has tens of millio
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
@@ -15,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.errors import LoadError
-from loaders.lists import MSISDN_LIMIT, parse_msisdns, read_csv_strings, warn_bad_msisdns
+from loaders.lists import MSISDN_LIMIT, parse_msisdns, read_csv_header, read_csv_strings, warn_bad_msisdns
 
 __all__ = ["Profiles", "load_profiles"]
 
@@ -35,8 +34,7 @@ class Profiles:
 def _column_names(path: Path, suffix: str) -> list[str]:
     if suffix == ".parquet":
         return list(pq.read_schema(path).names)
-    with open(path, newline="", encoding="utf-8-sig") as file:
-        return next(csv.reader(file), None) or []
+    return read_csv_header(path)
 
 
 def load_profiles(path, columns: Optional[Iterable[str]] = None) -> Profiles:
