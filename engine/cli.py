@@ -257,8 +257,9 @@ def run(config: Path, out: Path, state: Path, spool, listen, from_stdin: bool, f
               help="Also run the peers (reference model, DuckDB) against sigmatch on a stateless workload.")
 @click.option("--peer-subscribers", default=100_000, show_default=True)
 @click.option("--peer-events", default=1_000_000, show_default=True)
-@click.option("--record/--no-record", default=True, show_default=True,
-              help="Append the results, with the machine, to bench/RESULTS.md (peers: bench/PEERS.md).")
+@click.option("--record", is_flag=True,
+              help="Append the results, with the machine, to bench/RESULTS.md (peers: bench/PEERS.md); "
+                   "without it nothing is written.")
 @click.option("--seed", default=1, show_default=True)
 @click.option("--service", is_flag=True,
               help="Also run the daemon from a spool against replay on the same files (2M subscribers, "
