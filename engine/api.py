@@ -119,6 +119,7 @@ class Engine:
         compiled = compile_core(config, self.world, max_event_bytes=max_event_bytes, keep=keep)
         self._core = compiled.core
         self.subscribers = compiled.subscribers      # MSISDN by subscriber index
+        self.eligible = compiled.eligible            # campaign id -> subscribers it may contact
         self.reload_dropped = 0
         if owned:
             # The attribute columns served `where`, evaluated once at compile; they are most of

@@ -18,6 +18,7 @@ from engine.errors import ConfigError
 from loaders.areas import load_area
 from loaders.lists import load_list
 from loaders.profiles import Profiles, load_profiles
+from loaders.tabular import TextFormat
 
 __all__ = ["World", "load_world", "compile_core", "Compiled"]
 
@@ -41,9 +42,10 @@ def load_world(config: Config) -> World:
         raise ConfigError(f"{config.path}: engine.profiles: a profile snapshot is required")
     # Only the attributes some `where` reads are loaded: the rest of a snapshot would cost
     # gigabytes at province scale and serve nothing.
-    profiles = load_profiles(config.profiles, columns=_where_columns(config))
-    lists = {name: load_list(path) for name, path in config.lists.items()}
-    areas = {name: load_area(path) for name, path in config.areas.items()}
+    fmt = TextFormat(encoding=config.encoding, null_values=config.null_values)
+    profiles = load_profiles(config.profiles, columns=_where_columns(config), fmt=fmt)
+    lists = {name: load_list(path, fmt) for name, path in config.lists.items()}
+    areas = {name: load_area(path, fmt) for name, path in config.areas.items()}
     return World(profiles, lists, areas)
 
 
@@ -52,6 +54,9 @@ class Compiled:
     core: Core
     nr_elig_bits: int
     subscribers: np.ndarray     # uint64 MSISDN of each subscriber index
+    # campaign id -> subscribers of the snapshot that its audience, exclude lists, blacklist
+    # and where let through (what `check` reports; events decide the rest)
+    eligible: dict[str, int] = field(default_factory=dict)
 
 
 def _types_mask(codes) -> int:
@@ -216,8 +221,11 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     if not present.all():
         core.set_inactive((~present).astype(np.uint8))
     words = np.zeros((n, nr_words), dtype=np.uint64)
+    members = []        # subscribers of the snapshot in each eligibility class
     for bit, build in enumerate(builders):
-        words[:, bit // 64] |= build().astype(np.uint64) << np.uint64(bit % 64)
+        mask = build()
+        members.append(int(np.count_nonzero(mask & present)))
+        words[:, bit // 64] |= mask.astype(np.uint64) << np.uint64(bit % 64)
     core.set_eligibility(words)
     del words
     if len(all_cells):
@@ -240,4 +248,5 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     core.set_campaigns(campaigns)
     log.info("compiled %d campaigns over %d subscribers: %d eligibility classes, %d areas, %d peer sets",
              len(campaigns), n, nr_bits, len(area_names), len(peer_sets))
-    return Compiled(core, nr_bits, np.ascontiguousarray(subscribers, dtype=np.uint64))
+    eligible = {d["id"]: members[d["elig"][0] * 64 + d["elig"][1].bit_length() - 1] for d in campaigns}
+    return Compiled(core, nr_bits, np.ascontiguousarray(subscribers, dtype=np.uint64), eligible)

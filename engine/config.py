@@ -7,6 +7,7 @@ model, the CLI) works on the `Config` it returns. Validation that needs the prof
 """
 from __future__ import annotations
 
+import codecs
 import difflib
 import json
 import os
@@ -117,6 +118,9 @@ class Config:
     max_pending: int = 10_000_000
     # dead-letter records per 64 MiB span of stream offsets (SPEC §4); past it bad events are only counted
     max_dead_letters: int = 100_000
+    # how profiles, lists and areas are written: any codec Python knows, and the values read as null
+    encoding: str = "utf-8"
+    null_values: tuple[str, ...] = ("", "\\N")
     lists: dict[str, Path] = field(default_factory=dict)    # name -> absolute path
     areas: dict[str, Path] = field(default_factory=dict)    # name -> absolute path
     policy: PolicySpec = field(default_factory=PolicySpec)
@@ -146,7 +150,7 @@ _CHANNEL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)         # becomes a directory
 _EVENT_TYPE_NAME = re.compile(r"[A-Z][A-Z0-9_]*", re.ASCII)
 
 _SECTIONS = ("engine", "lists", "areas", "policy", "counters", "campaign", "event_types", "output")
-_ENGINE_KEYS = ("utc_offset", "profiles", "max_pending", "max_dead_letters")
+_ENGINE_KEYS = ("utc_offset", "profiles", "max_pending", "max_dead_letters", "encoding", "null_values")
 _POLICY_KEYS = ("blacklist", "quiet_hours", "min_gap", "max_per_day")
 _COUNTER_KEYS = ("on", "flags", "add", "window")
 _OUTPUT_KEYS = ("format", "max_records", "max_age")
@@ -162,9 +166,15 @@ def load_config(path) -> Config:
     """Read and validate the TOML configuration at `path` (SPEC §2). Raises ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        # utf-8-sig: Windows Notepad saves with a byte-order mark
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        start = e.start + (3 if data.startswith(codecs.BOM_UTF8) else 0)
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise ConfigError(f"{path}: line {line:,}: not UTF-8 text (byte {column:,} of the line); "
+                          "a configuration file is UTF-8") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the configuration: {e.strerror or e}") from None
     except ValueError as e:         # a NUL byte in the path
@@ -406,7 +416,8 @@ class _Reader:
         codes = []
         for i, n in enumerate(names):
             if n not in self.event_types:
-                hint = difflib.get_close_matches(n, self.event_types, n=1)
+                hint = ([t for t in self.event_types if t == str(n).upper()]
+                        or difflib.get_close_matches(str(n).upper(), self.event_types, n=1))
                 more = f"; did you mean {_show(hint[0])}?" if hint else " (neither builtin nor in [event_types])"
                 self.fail(f"{key}[{i}]", f"unknown event type {_show(n)}{more}")
             if self.event_types[n] not in codes:
@@ -451,12 +462,29 @@ class _Reader:
         max_dead_letters = 100_000
         if "max_dead_letters" in engine:
             max_dead_letters = self.integer("engine.max_dead_letters", engine["max_dead_letters"], lo=0, hi=2**32 - 1)
+        encoding = "utf-8"
+        if "encoding" in engine:
+            encoding = self.string("engine.encoding", engine["encoding"], non_empty=True)
+            try:
+                codecs.lookup(encoding).incrementaldecoder
+            except LookupError:
+                self.fail("engine.encoding", f"unknown encoding {_show(encoding)} (e.g. \"utf-8\", \"gbk\", \"gb18030\")")
+        null_values = ("", "\\N")
+        if "null_values" in engine:
+            value = engine["null_values"]
+            if not isinstance(value, list):
+                self.wrong("engine.null_values", value, "an array of strings")
+            for i, item in enumerate(value):
+                self.string(f"engine.null_values[{i}]", item)
+            null_values = tuple(value)
         return Config(
             path=self.path.absolute(),
             utc_offset_ms=utc_offset_ms,
             profiles=profiles,
             max_pending=max_pending,
             max_dead_letters=max_dead_letters,
+            encoding=encoding,
+            null_values=null_values,
             lists=self.lists,
             areas=self.areas,
             policy=self.read_policy(doc.get("policy", {})),

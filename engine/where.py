@@ -30,6 +30,7 @@ them) compare by code point. `'t' in tags` is false for a subscriber without tag
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -566,13 +567,27 @@ def check(expr: Expr, profiles) -> None:
     columns = profiles.columns
     missing = sorted(attributes(expr) - columns.keys())
     if missing:
-        known = ", ".join(sorted(columns)) or "none"
+        # the file's own columns, not only those read (only what some where names is loaded)
+        header = sorted(name for name in getattr(profiles, "header", ()) or columns if name not in ("msisdn", "tags"))
+        known = ", ".join(header) or "none"
         if len(known) > 200:
             known = known[:197] + "..."
-        raise WhereError(f"unknown attribute '{missing[0]}' (profile columns: {known})")
+        hint = difflib.get_close_matches(missing[0].lower(), header, n=1)
+        guess = f"; did you mean '{hint[0]}'?" if hint else ""
+        raise WhereError(f"unknown attribute '{missing[0]}' (profile columns: {known}){guess}")
     if uses_tags(expr) and profiles.tags is None:
         raise WhereError("'in tags' is used but the profiles have no tags column")
-    _check(expr, columns)
+    try:
+        _check(expr, columns)
+    except WhereError as error:
+        # a column typed as text because of a few values: name the first, where to look
+        for name in sorted(attributes(expr)):
+            found = getattr(profiles, "not_numbers", {}).get(name)
+            if found is not None and name in str(error):
+                row, value = found
+                raise WhereError(f"{error} ('{name}' is a string column: its row {row:,} holds "
+                                 f"{_string_literal(str(value)[:40])}, not a number)") from None
+        raise
 
 
 def _check(expr: Expr, columns) -> str | None:

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import LoadError
-from loaders.lists import read_csv_strings
+from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_strings, read_lines
 
 __all__ = ["load_area"]
 
 MAX_CELL = 2**32 - 1  # 0 is "unknown cell" on the wire and never belongs to an area
 
 
-def load_area(path) -> np.ndarray:
+def load_area(path, fmt: TextFormat = DEFAULT_FORMAT) -> np.ndarray:
     """An area file -> uint32 cell ids, sorted and unique; a bad id is a LoadError naming its line.
 
     `.txt`: one cell id per line; blank lines and lines starting with `#` are ignored.
@@ -28,17 +28,17 @@ def load_area(path) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".txt":
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            lines = read_lines(path, fmt).to_pylist()
             entries = [(number, line.strip()) for number, line in enumerate(lines, 1)
                        if line.strip() and not line.strip().startswith("#")]
             unit = "line"
         elif suffix == ".csv":
-            cells = read_csv_strings(path, "cell", include=["cell"]).column("cell").to_pylist()
+            cells = read_csv_strings(path, "cell", include=["cell"], fmt=fmt).column("cell").to_pylist()
             entries, unit = enumerate(cells, 1), "row"
         else:
             raise LoadError(f"{path}: unknown area format {suffix!r}; expected .txt or .csv")
-    except (OSError, UnicodeDecodeError) as error:
-        raise LoadError(f"{path}: cannot read area: {error}") from error
+    except OSError as error:
+        raise LoadError(f"{path}: cannot read area: {error.strerror or error}") from None
     cells = [_cell(text, f"{path}: {unit} {number}") for number, text in entries]
     return np.unique(np.array(cells, dtype=np.uint32))
 

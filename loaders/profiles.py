@@ -4,7 +4,7 @@ Everything is vectorised (pyarrow.compute, NumPy): a snapshot has tens of millio
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -14,7 +14,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.errors import LoadError
-from loaders.lists import MSISDN_LIMIT, parse_msisdns, read_csv_header, read_csv_strings, warn_bad_msisdns
+from loaders.lists import MSISDN_LIMIT, parse_msisdns, warn_bad_msisdns
+from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_header, read_csv_strings
 
 __all__ = ["Profiles", "load_profiles"]
 
@@ -28,38 +29,56 @@ class Profiles:
     msisdn: np.ndarray            # uint64, unique, in order of first appearance in the file
     columns: dict[str, pa.Array]  # attribute -> int64 | float64 | string array, aligned with msisdn
     tags: pa.ListArray | None     # list<string>, trimmed, [] when none; None without a tags column
-    bad_rows: int                 # rows skipped for a bad msisdn, each logged with its row number
+    bad_rows: int                 # rows skipped for a bad msisdn, summarised in one log line
+    header: tuple[str, ...] = ()  # every column of the file, lower-cased, read or not
+    # a column typed string although some of its values are numbers: its first value that is
+    # not a number, as (row in the file, 1 = first data row; the value), for the error that follows
+    not_numbers: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
-def _column_names(path: Path, suffix: str) -> list[str]:
+def _column_names(path: Path, suffix: str, fmt: TextFormat) -> list[str]:
     if suffix == ".parquet":
-        return list(pq.read_schema(path).names)
-    return read_csv_header(path)
+        return [name.lower() for name in pq.read_schema(path).names]
+    return read_csv_header(path, fmt)[0]
 
 
-def load_profiles(path, columns: Optional[Iterable[str]] = None) -> Profiles:
-    """Read a `.csv` or `.parquet` snapshot; LoadError on an unreadable file or no msisdn column.
-    With `columns`, only those attributes (and `msisdn`) are read; named columns the file does
-    not have are simply absent from the result.
+def _read_parquet(path: Path, wanted: Optional[list[str]]) -> pa.Table:
+    """A Parquet snapshot with its column names lower-cased (as a CSV header's are)."""
+    names = pq.read_schema(path).names
+    lower: dict[str, str] = {}
+    for name in names:
+        if name.lower() in lower:
+            raise LoadError(f"{path}: columns {lower[name.lower()]!r} and {name!r} differ only in case")
+        lower[name.lower()] = name
+    table = pq.read_table(path, columns=None if wanted is None else [lower[n] for n in wanted if n in lower])
+    return table.rename_columns([name.lower() for name in table.column_names])
 
-    CSV columns are typed over all their non-empty values of the rows kept: int64 if every value
+
+def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat = DEFAULT_FORMAT) -> Profiles:
+    """Read a `.csv` or `.parquet` snapshot; LoadError on an unreadable file, no msisdn
+    column, or rows of which not one holds a usable MSISDN. Column names are lower-cased.
+    With `columns`, only those attributes (and `msisdn`) are read; named columns the file
+    does not have are simply absent from the result (`header` lists them all).
+
+    CSV columns are typed over all their non-null values of the rows kept: int64 if every value
     is an integer, else float64 if every value is a number, else string. Values are trimmed of
-    white space and an empty value is null. Parquet columns keep their Arrow type (integers and
-    booleans -> int64, floats and decimals -> float64, dates and timestamps -> `YYYY-MM-DD`).
+    white space and a value in `fmt.null_values` (empty and `\\N` by default) is null. Parquet
+    columns keep their Arrow type (integers and booleans -> int64, floats and decimals ->
+    float64, dates and timestamps -> `YYYY-MM-DD`).
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.is_file():
         raise LoadError(f"{path}: no such profile file")
     try:
+        header = _column_names(path, suffix, fmt)
         wanted = None
         if columns is not None:
-            present = _column_names(path, suffix)
-            wanted = ["msisdn"] + sorted(set(columns) - {"msisdn"} & set(present))
+            wanted = ["msisdn"] + sorted(set(columns) - {"msisdn"} & set(header))
         if suffix == ".csv":
-            table, attribute = read_csv_strings(path, "msisdn", wanted), _csv_attribute
+            table, attribute = read_csv_strings(path, "msisdn", wanted, fmt), _csv_attribute
         elif suffix == ".parquet":
-            table, attribute = pq.read_table(path, columns=wanted), _parquet_attribute
+            table, attribute = _read_parquet(path, wanted), _parquet_attribute
         else:
             raise LoadError(f"{path}: unknown profile format {suffix!r}; expected .csv or .parquet")
     except (OSError, pa.ArrowException) as error:
@@ -77,19 +96,43 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None) -> Profiles:
     numbers, valid = _msisdns(text, path)
     bad = np.flatnonzero(~valid)
     warn_bad_msisdns(path, "row", bad + 1, text.take(bad))
+    if len(bad) and len(bad) == len(numbers):
+        raise LoadError(f"{path}: not one of its {len(bad):,} rows holds a usable MSISDN (E.164 digits, "
+                        f"at most 15, e.g. 8613800138000); the first is {_shown(text[0])}")
     del text
     msisdn, rows = _first_position_last_row(numbers, valid)
 
-    columns, tags = {}, None
+    columns, tags, not_numbers = {}, None, {}
     for name in list(raw):
         column = raw.pop(name)
         if rows is not None:
             column = column.take(rows)
         if name == "tags":
             tags = _tags(column.combine_chunks(), path)
-        else:
-            columns[name] = attribute(column, name, path).combine_chunks()
-    return Profiles(path=path, msisdn=msisdn, columns=columns, tags=tags, bad_rows=len(bad))
+            continue
+        columns[name] = attribute(column, name, path).combine_chunks()
+        if attribute is _csv_attribute and pa.types.is_string(columns[name].type):
+            first = _first_not_a_number(columns[name])
+            if first is not None:
+                not_numbers[name] = (int(rows[first[0]]) + 1 if rows is not None else first[0] + 1, first[1])
+    return Profiles(path=path, msisdn=msisdn, columns=columns, tags=tags, bad_rows=len(bad), header=tuple(header),
+                    not_numbers=not_numbers)
+
+
+def _shown(value) -> str:
+    from engine.privacy import mask_msisdn
+    value = value.as_py() if hasattr(value, "as_py") else value
+    return "empty" if value is None or str(value).strip() == "" else repr(mask_msisdn(str(value).strip()))
+
+
+def _first_not_a_number(values: pa.Array) -> Optional[tuple[int, str]]:
+    """For a string column some of whose values are numbers: (index, value) of its first
+    value that is not one; None when no value is a number (a text column by nature)."""
+    numeric = pc.match_substring_regex(values, _NUMBER)
+    if not pc.any(numeric).as_py():
+        return None
+    index = pc.index(pc.fill_null(numeric, True), False).as_py()
+    return (index, values[index].as_py()) if index >= 0 else None
 
 
 def _msisdns(column: pa.ChunkedArray, path: Path) -> tuple[np.ndarray, np.ndarray]:

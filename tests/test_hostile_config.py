@@ -12,7 +12,8 @@ import pytest
 from engine.config import load_config, parse_config
 from engine.errors import ConfigError, LoadError
 from loaders.areas import load_area
-from loaders.lists import MAX_HEADER_BYTES, load_list
+from loaders.lists import load_list
+from loaders.tabular import MAX_HEADER_BYTES
 from loaders.profiles import load_profiles
 
 ROOT = Path(__file__).resolve().parent.parent
