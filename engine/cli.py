@@ -4,13 +4,16 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import click
 
 from engine.errors import SigmatchError
+from engine.privacy import JsonLogFormatter, LogFormatter, MaskedStream, scrub
 
 __all__ = ["main"]
 
@@ -18,7 +21,8 @@ log = logging.getLogger("sigmatch")
 
 
 def _fail(message: str, code: int = 1):
-    click.echo(f"sigmatch: error: {message}", err=True)
+    # the message may quote a row, a path or a request: numbers masked, one line (privacy.scrub)
+    click.echo(f"sigmatch: error: {scrub(message)}", err=True)
     sys.exit(code)
 
 
@@ -37,6 +41,25 @@ def _one_line_errors(fn):
         except (OSError, MemoryError) as e:
             _fail(f"{type(e).__name__}: {e}")
     return wrapper
+
+
+def _plural(count: int, noun: str) -> str:
+    """`1 number`, `2 numbers`, `1,234 cells`."""
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
+
+
+_RUN_FILE = re.compile(r"\.?(?:actions|conversions|dead_letters)-\d+\.[^.]+(?:\.tmp)?")
+
+
+def _earlier_run(out: Path) -> list[Path]:
+    """The files of an earlier run in `out` (stats.json and numbered sink files, finished
+    or temporary, in its first-level directories), in name order; [] for a fresh directory."""
+    if not out.is_dir():
+        return []
+    found = [out / "stats.json"] if (out / "stats.json").is_file() else []
+    for directory in sorted(p for p in out.iterdir() if p.is_dir()):
+        found += sorted(p for p in directory.iterdir() if _RUN_FILE.fullmatch(p.name))
+    return found
 
 
 def format_funnel(stats: dict) -> str:
@@ -70,19 +93,6 @@ def format_run(stats: dict) -> str:
             f"{run['actions']:,} actions, {run['conversions']:,} conversions in {run['elapsed_s']:.2f} s{speed}")
 
 
-class _JsonLines(logging.Formatter):
-    """One JSON object a line, for log collectors. Messages never hold a full MSISDN: the
-    code that logs numbers masks them (engine.privacy)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        import json
-        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
-                 "logger": record.name, "message": record.getMessage()}
-        if record.exc_info:
-            entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
-        return json.dumps(entry, ensure_ascii=False)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log progress at INFO level.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -90,10 +100,39 @@ class _JsonLines(logging.Formatter):
 @click.version_option(package_name="sigmatch")
 def main(verbose: bool, log_format: str):
     """sigmatch: signalling-triggered precision marketing."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonLines() if log_format == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, handlers=[handler])
+    if logging.getLogger().handlers:
+        # a host that set up logging itself (pytest, a program calling main) keeps it
+        return
+    _own_standard_error(LogFormatter() if log_format == "text" else JsonLogFormatter(),
+                        logging.INFO if verbose else logging.WARNING)
+
+
+def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
+    """Make every line this process writes to stderr safe to keep (engine.privacy): log
+    records scrubbed by `formatter`; uncaught exceptions, in any thread, logged as records;
+    and stderr itself masked, for what libraries write there directly (socketserver's
+    traceback of a failed request, warnings)."""
+    stream = MaskedStream(sys.stderr)
+    sys.stderr = stream
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.captureWarnings(True)
+
+    def uncaught(kind, value, traceback):
+        if issubclass(kind, KeyboardInterrupt):
+            sys.__excepthook__(kind, value, traceback)
+        else:
+            log.critical("uncaught %s", kind.__name__, exc_info=(kind, value, traceback))
+
+    def uncaught_in_thread(args):
+        if args.exc_type is not SystemExit:
+            name = args.thread.name if args.thread is not None else "?"
+            log.critical("uncaught %s in thread %s", args.exc_type.__name__, name,
+                         exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    sys.excepthook = uncaught
+    threading.excepthook = uncaught_in_thread
 
 
 @main.command()
@@ -104,11 +143,21 @@ def main(verbose: bool, log_format: str):
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
               help="Output format (default: the configuration's [output] format, csv).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the output of an earlier run in OUT (refused without it: its actions would go out twice).")
 @_one_line_errors
-def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress):
+def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool):
     """Replay TRACES (one stream, in order) through CONFIG's campaigns, then drain."""
     from engine.api import Engine
+    earlier = _earlier_run(out)
+    if earlier and not overwrite:
+        _fail(f"{out}: already holds a run's output ({earlier[0].relative_to(out)} and {len(earlier) - 1:,} more); "
+              "a second run would number its actions from 1 again and the gateway would send them twice: "
+              "give a new --out, or --overwrite to replace the earlier run")
     engine = Engine.from_config(config)
+    if earlier:
+        for path in earlier:
+            path.unlink()
     run = engine.replay(list(traces), out=out, drain=True, format=fmt, progress=progress, keep=False)
     click.echo(format_run(run.stats))
     click.echo(format_funnel(run.stats))
@@ -126,14 +175,25 @@ def check(config: Path):
     engine = Engine(cfg)
     world = engine.world
     click.echo(f"{config}: ok")
-    click.echo(f"  subscribers: {len(world.profiles.msisdn):,} ({world.profiles.bad_rows:,} bad rows skipped)")
+    click.echo(f"  subscribers: {len(world.profiles.msisdn):,} ({_plural(world.profiles.bad_rows, 'bad row')} skipped)")
     for name, members in world.lists.items():
-        click.echo(f"  list {name}: {len(members):,} numbers")
+        click.echo(f"  list {name}: {_plural(len(members), 'number')}")
     for name, cells in world.areas.items():
-        click.echo(f"  area {name}: {len(cells):,} cells")
+        click.echo(f"  area {name}: {_plural(len(cells), 'cell')}")
     click.echo(f"  counters: {', '.join(c.name for c in cfg.counters) or '-'}")
-    click.echo(f"  campaigns (priority order): {', '.join(c.id for c in cfg.campaigns) or '-'}")
+    click.echo("  campaigns (priority order), with the subscribers their audience, lists and where let through:")
+    never = []
+    for c in cfg.campaigns:
+        count = engine.eligible.get(c.id, 0)
+        click.echo(f"    {c.id}: {_plural(count, 'subscriber')} eligible")
+        if count == 0:
+            never.append(c.id)
+    if not cfg.campaigns:
+        click.echo("    -")
     click.echo(f"  engine state: {engine.bytes_per_subscriber:.0f} bytes per subscriber")
+    for cid in never:
+        logging.getLogger("sigmatch.check").warning(
+            "campaign %r can never match: no subscriber passes its audience, exclude lists, blacklist and where", cid)
 
 
 @main.command()
@@ -176,11 +236,15 @@ def demo(directory, subscribers: int, events: int):
 @click.option("--profiles-format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("--start", default="2026-11-02", show_default=True, help="First local day of the trace.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--force", is_flag=True, help="Write into a DIRECTORY that is not empty, replacing the world's files.")
 @_one_line_errors
 def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: int, seed: int,
-        trace_files: int, profiles_format: str, start: str, progress):
+        trace_files: int, profiles_format: str, start: str, progress, force: bool):
     """Write a synthetic world into DIRECTORY: profiles, lists, areas, campaigns and a trace."""
     from engine.gen import generate
+    if directory.is_dir() and any(directory.iterdir()) and not force:
+        _fail(f"{directory}: not empty; gen would replace its campaigns.toml and data: give an empty or new "
+              "directory, or --force")
     try:
         world = generate(directory, subscribers=subscribers, events=events, campaigns=campaigns, days=days,
                          seed=seed, trace_files=trace_files, profiles_format=profiles_format, start=start,
@@ -208,6 +272,12 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 @click.option("--listen", default=None, metavar="HOST:PORT",
               help="Accept producers' msgpack streams over TCP (journaled under --state, or into --spool when given); "
                    "host defaults to 127.0.0.1.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --listen: close a producer's connection silent this long, answering what was taken "
+                   "[default: 300].")
+@click.option("--max-connections", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --listen: producers' connections open at once; at the bound the one idle longest is "
+                   "closed to make room for a new one [default: 64].")
 @click.option("--stdin", "from_stdin", is_flag=True,
               help="Read the event stream from standard input (journaled); when it is the only source, exit at its end.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None)
@@ -224,9 +294,19 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 @click.option("--idle-advance", type=float, default=None, metavar="SECONDS",
               help="After this long without input, move event time on with the wall clock so delayed "
                    "actions still go out (off by default: the one option that makes output depend on wall time).")
+@click.option("--spool-owner", "spool_owners", multiple=True, metavar="USER",
+              help="Users (names or uids; repeatable or comma-separated) whose spool files are read; any other "
+                   "file, a link or not a regular file, goes unread to SPOOL/rejected/ "
+                   "[default: the spool directory's owner; the service's own user always].")
+@click.option("--settle", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
+              help="Read a spool file once its size and modification time have not changed for this long "
+                   "(a file written in place is not read half-written); 0: at once.")
+@click.option("--keep-done", "keep_done", multiple=True, metavar="DURATION|SIZE",
+              help="Delete the oldest files of SPOOL/done/ beyond this age (90m, 12h, 7d) or total size (500MB, "
+                   "50GB), only what no checkpoint needs again; repeatable (both limits apply) [default: keep all].")
 @_one_line_errors
-def run(config: Path, out: Path, state: Path, spool, listen, from_stdin: bool, fmt, lookup, lookup_token,
-        metrics, checkpoint_every, idle_advance):
+def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_connections, from_stdin: bool, fmt,
+        lookup, lookup_token, metrics, checkpoint_every, idle_advance, spool_owners, settle, keep_done):
     """Run as a service over a spool directory, TCP producers or standard input (or several
     of them, as one stream), exactly once across crashes; SIGTERM stops."""
     from engine.service.daemon import run_spool
@@ -241,10 +321,43 @@ def run(config: Path, out: Path, state: Path, spool, listen, from_stdin: bool, f
         listen_at = parse_hostport(listen) if listen else None
     except ValueError as e:
         _fail(str(e))
+    from engine.service.daemon import parse_keep_done, spool_owner_ids
+    try:
+        owners = spool_owner_ids(spool_owners) or None
+        keep = [parse_keep_done(value) for value in keep_done]
+    except ValueError as e:
+        _fail(str(e))
+    from engine.service.sources import IDLE_TIMEOUT_S, MAX_CONNECTIONS, Listen
+    if listen_at is None and (idle_timeout is not None or max_connections is not None):
+        _fail("--idle-timeout and --max-connections apply to --listen")
+    if listen_at is not None:
+        listen_at = Listen(*listen_at, idle_timeout_s=IDLE_TIMEOUT_S if idle_timeout is None else idle_timeout,
+                           max_connections=MAX_CONNECTIONS if max_connections is None else max_connections)
     sys.exit(run_spool(config, out, state, spool, format=fmt, lookup=lookup_at, lookup_token=lookup_token,
                        metrics=metrics_at, idle_advance_s=idle_advance,
                        stdin=sys.stdin.buffer if from_stdin else None, listen=listen_at,
-                       checkpoint_every_s=checkpoint_every))
+                       checkpoint_every_s=checkpoint_every, spool_owners=owners, settle_s=settle, keep_done=keep))
+
+
+@main.command()
+@click.argument("address", metavar="HOST:PORT")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              metavar="SECONDS", help="Longest wait for the service to read, or to answer.")
+@_one_line_errors
+def send(address: str, files, timeout: float):
+    """Send msgpack event FILES (- for standard input) to `sigmatch run --listen` as one stream
+    on one connection, and check the service's answer: exit 0 only when all of it was journaled."""
+    from engine.service import client
+    from engine.service.metrics import parse_hostport
+    try:
+        host, port = parse_hostport(address)
+    except ValueError as e:
+        _fail(str(e))
+    sources = [sys.stdin.buffer if str(path) == "-" else path for path in files]
+    taken = client.send(host, port, sources, timeout=timeout)
+    click.echo(f"{taken:,} bytes taken by {host}:{port}")
 
 
 @main.command()
@@ -284,6 +397,10 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
         if record:
             record_results(results)
     if peers:
+        try:
+            import duckdb  # noqa: F401  (the peers' database, an optional extra)
+        except ImportError:
+            _fail("bench --peers needs DuckDB: pip install 'sigmatch[bench]'")
         from bench.peers.run import format_table as peer_table, record as record_peers, run_peers
         with tempfile.TemporaryDirectory(prefix="sigmatch-peers-") as scratch:
             rows = run_peers(Path(directory or scratch) / "peers", subscribers=peer_subscribers,

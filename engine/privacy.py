@@ -1,6 +1,51 @@
-"""MSISDNs are personal data: anything that reaches a log or a metric goes through here."""
+"""MSISDNs are personal data: anything that reaches a log, an error text or a metric goes
+through here.
 
-__all__ = ["mask_msisdn"]
+    mask_msisdn(n)          one known number: '13800138000' -> '138****8000'
+    mask_numbers(text)      every number in free text masked (the rule below)
+    escape_controls(text)   control characters shown as escapes, so that text from outside
+                            (a request path, a CSV row) cannot forge or hide log lines
+    scrub(text)             both: what every log message and error text goes through
+    LogFormatter            the text log lines `sigmatch` writes, scrubbed
+    JsonLogFormatter        the same as one JSON object a line (--log-format json)
+    MaskedStream            standard error as the CLI sees it: whatever else writes there
+                            (a library's traceback, a warning) is masked too
+
+The rule of mask_numbers: a run of 7 or more digits is masked unless it is part of a name,
+that is unless an ASCII letter touches it, or one of `-_.` joins it to a letter
+(`journal-000000000012.msgpack`, `actions-00000001.csv`), or a `.` joins it to more digits
+(`1234567.5`, a decimal). So a number is masked wherever it stands as a number: after `+`,
+`/`, `=`, `,`, a space, a quote, a CJK character, a `-` that follows digits (`+86-138...`)
+or before a full stop that ends a sentence. Runs of more than 15 digits are no MSISDN but
+may hold one (a country prefix, two numbers run together): they are masked too. Six digits
+or fewer are left alone. The letter of an escape does not count as a letter: in `\\n1380...`,
+`\\x001380...` and `%2B861380...` (a URL-encoded `+`) the number is masked.
+
+A number written glued to letters (`13800138000x`, `msisdn13800138000`) is taken for a
+name and shown: code that echoes a value it rejected masks it itself with mask_msisdn.
+The service's own numbers (offsets, counts) are printed with thousands separators and its
+times as ISO times, so that this rule never hides them.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+import threading
+
+__all__ = ["mask_msisdn", "mask_numbers", "escape_controls", "scrub", "LogFormatter", "JsonLogFormatter",
+           "MaskedStream"]
+
+# Shortest digit run masked in free text: the shortest subscriber numbers in use have 7 digits
+MIN_MASKED_DIGITS = 7
+
+_RUN = re.compile(r"\d{%d,}" % MIN_MASKED_DIGITS)
+# C0 and C1 controls, DEL, the Unicode line and paragraph separators (some log viewers break
+# lines there) and the bidirectional overrides (which reorder what a terminal shows)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def mask_msisdn(msisdn) -> str:
@@ -11,3 +56,153 @@ def mask_msisdn(msisdn) -> str:
     if len(digits) >= 3:
         return digits[:1] + "*" * (len(digits) - 2) + digits[-1:]
     return "*" * len(digits)
+
+
+def _letter(text: str, i: int) -> bool:
+    """An ASCII letter at i that is not the letter of an escape (`\\n`, `\\x1b`, `%2B`)."""
+    c = text[i]
+    if not ("a" <= c <= "z" or "A" <= c <= "Z"):
+        return False
+    if i >= 1 and text[i - 1] == "\\":
+        return False
+    return not (i >= 2 and text[i - 2] == "%" and text[i - 1] in _HEX and c in _HEX)
+
+
+def _joined(text: str, i: int, step: int) -> bool:
+    """Whether the character at i, beside a digit run (step -1: before it, +1: after it),
+    makes the run part of a name or a decimal."""
+    if not 0 <= i < len(text):
+        return False
+    c = text[i]
+    if c in "-_.":
+        j = i + step
+        if not 0 <= j < len(text):
+            return False
+        return _letter(text, j) or (c == "." and text[j].isdigit())
+    return _letter(text, i)
+
+
+def _mask_run(match: re.Match) -> str:
+    text, start, end = match.string, match.start(), match.end()
+    if _joined(text, start - 1, -1) or _joined(text, end, +1):
+        return match[0]
+    return mask_msisdn(match[0])
+
+
+def mask_numbers(text: str) -> str:
+    """Every run of 7 or more digits in `text` masked as mask_msisdn does, except in names
+    and decimals (the module docstring gives the rule)."""
+    return _RUN.sub(_mask_run, text)
+
+
+def _escape(match: re.Match) -> str:
+    c = match[0]
+    short = _SHORT_ESCAPES.get(c)
+    if short:
+        return short
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def escape_controls(text: str) -> str:
+    """Control characters as escapes (`\\n`, `\\x1b`, `\\u2028`): the text stays on one line
+    and cannot move the cursor, colour the terminal or start a forged log line."""
+    return _CONTROL.sub(_escape, text)
+
+
+def scrub(text: str) -> str:
+    """What any text from outside goes through before it is written to a log or shown as an
+    error: numbers masked, control characters escaped (masked first: an escape's letters
+    never shield a number, but the order keeps that reasoning simple)."""
+    return escape_controls(mask_numbers(text))
+
+
+def iso_time(created: float) -> str:
+    """A record's time as ISO local time with milliseconds and the UTC offset,
+    `2026-11-30T03:10:00.123+08:00`: no run of digits that masking would take for a number."""
+    return datetime.datetime.fromtimestamp(created).astimezone().isoformat(timespec="milliseconds")
+
+
+class LogFormatter(logging.Formatter):
+    """`2026-11-30T03:10:00.123+08:00 WARNING sigmatch.daemon: message`. Every record is
+    scrubbed: the message from its format and arguments together, and an exception's
+    traceback, which follows on lines indented by two spaces (so no line of it can pass for
+    a record of its own) with each line scrubbed."""
+
+    def __init__(self, fmt: str = "%(asctime)s %(levelname)s %(name)s: %(message)s"):
+        super().__init__(fmt)
+
+    def formatTime(self, record: logging.LogRecord, datefmt=None) -> str:
+        return iso_time(record.created)
+
+    def format(self, record: logging.LogRecord) -> str:
+        # as logging.Formatter.format, with every piece scrubbed
+        record.message = scrub(record.getMessage())
+        if self.usesTime():
+            record.asctime = self.formatTime(record)
+        line = scrub(self.formatMessage(record))
+        for block in (self._exception(record), record.stack_info and self.formatStack(record.stack_info)):
+            if block:
+                line += "".join("\n  " + scrub(part) for part in block.splitlines())
+        return line
+
+    def _exception(self, record: logging.LogRecord) -> str:
+        if record.exc_info and not record.exc_text:
+            # cached unscrubbed, as logging does, for any other handler of the record
+            record.exc_text = self.formatException(record.exc_info)
+        return record.exc_text or ""
+
+
+class JsonLogFormatter(LogFormatter):
+    """One JSON object a line: `ts`, `level`, `logger`, `message` and, with an exception,
+    `error` (its last line). Every string is scrubbed before it is encoded. Attributes given
+    with `extra=` are not written (they would bypass the message's masking)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": iso_time(record.created), "level": record.levelname,
+                 "logger": scrub(record.name), "message": scrub(record.getMessage())}
+        exception = self._exception(record)
+        if exception:
+            entry["error"] = scrub(exception.splitlines()[-1])
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class MaskedStream:
+    """A text stream (standard error) through which every write is masked (mask_numbers).
+
+    Text is passed on a line at a time (at `\\n` or `\\r`, so a progress bar still
+    redraws) or on flush, so a number written in two pieces is still seen whole. Control
+    characters are not escaped here: progress bars need `\\r`; log records are escaped by
+    their formatter. Everything but writing is the wrapped stream's."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._pending = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            # str + bytes raises TypeError, as a text stream must (click probes with b"")
+            self._pending += text
+            cut = max(self._pending.rfind("\n"), self._pending.rfind("\r")) + 1
+            if cut:
+                ready, self._pending = self._pending[:cut], self._pending[cut:]
+                self._stream.write(mask_numbers(ready))
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._pending:
+                self._stream.write(mask_numbers(self._pending))
+                self._pending = ""
+            self._stream.flush()
+
+    @property
+    def wrapped(self):
+        return self._stream
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
