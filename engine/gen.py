@@ -41,6 +41,7 @@ import datetime
 import math
 import sys
 import time
+import zlib
 from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -109,6 +110,10 @@ BRANDS = ("prepaid", "postpaid", "family")
 TAGS = ("parent", "student", "teacher", "vip", "churn_risk", "business", "frequent_flyer",
         "migrant_worker", "senior")
 OFFER_CODES = (1001, 2002, 5005, 6001, 7001, 7002, 8001, 8101, 8201, 8301, 8401, 8501, 8601, 8701)
+OTHER_ORDER = 9001          # an order of something no campaign offers
+# How often a subscriber in a campaign's control group converts, relative to one who may get
+# its offer: the synthetic world's true effect, so that reports show a real uplift.
+CONTROL_CONVERSION = 0.4
 RECHARGE_CENTS = ((1000, 0.2), (2000, 0.15), (3000, 0.25), (5000, 0.2), (10000, 0.15), (20000, 0.05))
 
 # Hidden traits (SUB_DTYPE.traits).
@@ -223,6 +228,7 @@ def _generate(directory, subscribers, events, campaigns, days, seed, trace_files
     config = directory / "campaigns.toml"
     text, nr_campaigns = _config_text(subscribers, campaigns, days, first_day, profiles.name, lists, areas)
     config.write_text(text)
+    conversions = _conversion_rules(text, config)
     people.drop_profile()
 
     trips = _trips(np.random.default_rng([seed, 4]), people, city, t0, days, events)
@@ -230,7 +236,7 @@ def _generate(directory, subscribers, events, campaigns, days, seed, trace_files
     trace_started = time.perf_counter()
     if bar is not None:
         bar.set_description("gen: trace")
-    nbytes = _write_trace(traces, seed, people, offnet, city, trips, t0, days, events, bar)
+    nbytes = _write_trace(traces, seed, people, offnet, city, trips, t0, days, events, bar, conversions)
     done = time.perf_counter()
     return Generated(
         directory=directory, config=config, profiles=profiles, traces=traces,
@@ -605,6 +611,15 @@ def _toml_value(value) -> str:
     raise TypeError(value)
 
 
+def _conversion_rules(text: str, path: Path) -> list[tuple[int, Optional[int], str, int]]:
+    """(event type code, offer code or None, campaign id, holdout threshold) for each
+    conversion event of each campaign with a control group, from the written configuration."""
+    from engine.config import parse_config
+    config = parse_config(text, path)
+    return [(code, c.convert_arg, c.id, c.holdout_threshold)
+            for c in config.campaigns if c.holdout_threshold for code in c.convert_on]
+
+
 def _campaign_toml(id_: str, keys: dict) -> str:
     lines = ["[[campaign]]", f"id = {_toml_value(id_)}"]
     lines += [f"{k} = {_toml_value(v)}" for k, v in keys.items()]
@@ -787,8 +802,10 @@ def _mix64(x: np.ndarray) -> np.ndarray:
 class _Drawing:
     """Everything a slice of the trace is drawn from, ready as flat arrays."""
 
-    def __init__(self, seed: int, people: _People, offnet: np.ndarray, city: _City, trips: _Trips):
+    def __init__(self, seed: int, people: _People, offnet: np.ndarray, city: _City, trips: _Trips,
+                 conversions=()):
         self.people, self.offnet, self.city, self.trips = people, offnet, city, trips
+        self.conversions = conversions
         self.n = len(people.msisdn)
         self.salt = np.uint64(_mix64(np.array([seed], dtype=np.uint64))[0])
         # Categorical draws through lookup tables of TABLE entries: an index is cheaper than
@@ -882,7 +899,27 @@ class _Drawing:
         arg[o_idx] = np.array(OFFER_CODES, dtype=np.uint32)[rng.integers(0, len(OFFER_CODES), len(o_idx))]
         r_idx = np.flatnonzero(type_ == RECHARGE)
         arg[r_idx] = self.cents_table[rng.integers(0, TABLE, len(r_idx))]
+        self._fewer_for_controls(rng, who, type_, arg, dur)
         return dict(who=who, ts=ts, type=type_, cell=cell, peer=peer, dur=dur, flags=flags, arg=arg)
+
+    def _fewer_for_controls(self, rng, who, type_, arg, dur) -> None:
+        """The offers work: a subscriber in a campaign's control group (the engine's own
+        holdout hash, SPEC §3 step 7) makes the conversion event of that campaign
+        CONTROL_CONVERSION times as often as one who may get the offer, so that a replay
+        shows an uplift that the report can measure. Those events become orders of something
+        no campaign offers (like them, from BOSS: conversions on radio events are left as
+        they are)."""
+        for code, offer, campaign, threshold in self.conversions:
+            if code not in _FROM_BOSS:
+                continue
+            idx = np.flatnonzero((type_ == code) & ((arg == offer) if offer is not None else True))
+            if not len(idx):
+                continue
+            numbers = self.people.msisdn[who[idx]].tolist()
+            control = np.fromiter((zlib.crc32(f"{m}:{campaign}".encode()) % 10000 < threshold for m in numbers),
+                                  dtype=bool, count=len(numbers))
+            gone = idx[control & (rng.random(len(idx)) >= CONTROL_CONVERSION)]
+            type_[gone], arg[gone], dur[gone] = ORDER, OTHER_ORDER, 0
 
 
 def _merge(background: dict, scripted: dict) -> dict:
@@ -957,13 +994,13 @@ class _TraceWriter:
             open(self.paths[self.index], "wb").close()
 
 
-def _write_trace(paths, seed, people, offnet, city, trips, t0, days, events, bar) -> int:
+def _write_trace(paths, seed, people, offnet, city, trips, t0, days, events, bar, conversions=()) -> int:
     """Draw, encode and write the trace slice by slice. Slices are drawn by WORKERS threads
     (NumPy releases the GIL in its loops) and written in order; at most 2 * WORKERS are in
     memory at once."""
     scripted = trips.events
     counts = _minute_counts(t0, days, events - len(scripted["ts"]))
-    drawing = _Drawing(seed, people, offnet, city, trips)
+    drawing = _Drawing(seed, people, offnet, city, trips, conversions)
     minute_start = t0 + np.arange(len(counts) + 1, dtype=np.int64) * MINUTE
 
     def slice_bytes(number: int, a: int, b: int) -> np.ndarray:
