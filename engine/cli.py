@@ -386,6 +386,11 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
 
     Default: S and M. Each is generated (`sigmatch gen`) and measured in its own process."""
     from bench.run import WORKLOADS, format_table, record as record_results, run_benchmarks
+    if peers:
+        try:
+            import duckdb  # noqa: F401  (the peers' database, an optional extra)
+        except ImportError:
+            _fail("bench --peers needs DuckDB: pip install 'sigmatch[bench]'")
     names = [w.upper() for w in workloads] or ([] if service else ["S", "M"])
     unknown = [w for w in names if w not in WORKLOADS]
     if unknown:
@@ -397,10 +402,6 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
         if record:
             record_results(results)
     if peers:
-        try:
-            import duckdb  # noqa: F401  (the peers' database, an optional extra)
-        except ImportError:
-            _fail("bench --peers needs DuckDB: pip install 'sigmatch[bench]'")
         from bench.peers.run import format_table as peer_table, record as record_peers, run_peers
         with tempfile.TemporaryDirectory(prefix="sigmatch-peers-") as scratch:
             rows = run_peers(Path(directory or scratch) / "peers", subscribers=peer_subscribers,
