@@ -316,13 +316,14 @@ class SpoolDaemon:
             self.servers.append(self.metrics)
             log.info("metrics on %s:%d", host, port)
         if self.listen is not None:
-            listener = TcpJournal(journal_dir, *self.listen, self.engine.config.event_types,
-                                  max_event_bytes=self.engine.max_event_bytes).start()
+            listener = TcpJournal(journal_dir, self.listen, self.engine.config.event_types,
+                                  max_event_bytes=self.engine.max_event_bytes, metrics=self.metrics).start()
             self.servers.append(listener)
             log.info("listening on %s:%d", *listener.address[:2])
         if self.lookup:
             from engine.service.lookup import LookupServer
-            server = LookupServer(self._view, *self.lookup, token=self.lookup_token).start()
+            server = LookupServer(self._view, *self.lookup, token=self.lookup_token,
+                                  metrics=self.metrics).start()
             self.servers.append(server)
             log.info("lookup on %s:%d", *server.address[:2])
         log.info("running: spool %s, output %s", self.spool, self.out)

@@ -14,13 +14,13 @@ import hmac
 import json
 import logging
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Callable, Optional
 
 from engine.privacy import mask_msisdn
+from engine.service.serving import BoundedHTTPServer
 
-__all__ = ["policy_view", "LookupServer"]
+__all__ = ["policy_view", "LookupServer", "request_log_text"]
 
 log = logging.getLogger("sigmatch.lookup")
 
@@ -92,11 +92,35 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
     }
 
 
+# The request log: control bytes escaped (a request line is the client's text and must not
+# drive the operator's terminal), and every run of 7+ digits masked wherever it stands in the
+# line (/subscriber/N, /Subscriber/N, ?msisdn=N, a bad request echoed back), since the log
+# masking of the service is a second line of defence, not the only one.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_DIGIT_RUN = re.compile(r"[0-9]{7,}")
+
+# Lookups are short (one subscriber, the engine's lock held for microseconds between two
+# feed pieces), so a few workers answer a burst of hundreds; idle sockets never hold one.
+LOOKUP_WORKERS = 8
+LOOKUP_MAX_CONNECTIONS = 1024
+LOOKUP_REQUEST_TIMEOUT_S = 10.0
+
+
+def request_log_text(text: str) -> str:
+    """A request log line as logged: control bytes escaped, digit runs masked."""
+    return _DIGIT_RUN.sub(lambda m: mask_msisdn(m[0]), text.translate(_CONTROL))
+
+
 class LookupServer:
     """`GET /subscriber/{msisdn}` on host:port. `view(msisdn)` is called with the engine's
-    lock held by the caller's function; this server never touches the engine directly."""
+    lock held by the caller's function; this server never touches the engine directly.
+    Served by a BoundedHTTPServer (engine.service.serving): backlog 1024, LOOKUP_WORKERS
+    threads, at most LOOKUP_MAX_CONNECTIONS connections, a request head within
+    LOOKUP_REQUEST_TIMEOUT_S. With `metrics`, its connections are counted there."""
 
-    def __init__(self, view: Callable[[int], Optional[dict]], host: str, port: int, token: str):
+    def __init__(self, view: Callable[[int], Optional[dict]], host: str, port: int, token: str, *,
+                 metrics=None, workers: int = LOOKUP_WORKERS, max_connections: int = LOOKUP_MAX_CONNECTIONS,
+                 request_timeout_s: float = LOOKUP_REQUEST_TIMEOUT_S):
         if not token:
             raise ValueError("the lookup needs a bearer token (--lookup-token or SIGMATCH_LOOKUP_TOKEN)")
         expected = f"Bearer {token}".encode()
@@ -131,19 +155,18 @@ class LookupServer:
                 self.wfile.write(data)
 
             def log_message(self, format, *args):
-                # the request line holds the MSISDN: logged masked only
-                text = _PATH.sub(lambda m: "/subscriber/" + mask_msisdn(m[1]), format % args)
-                log.info("lookup %s %s", self.address_string(), text)
+                # the request line holds the MSISDN and the client's raw bytes
+                log.info("lookup %s %s", self.address_string(), request_log_text(format % args))
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
+        self.server = BoundedHTTPServer(Handler, host, port, name="lookup", workers=workers,
+                                        max_connections=max_connections, request_timeout_s=request_timeout_s)
         self.address = self.server.server_address
-        self.thread = threading.Thread(target=self.server.serve_forever, name="lookup", daemon=True)
+        if metrics is not None:
+            metrics.watch("lookup", self.server)
 
     def start(self) -> "LookupServer":
-        self.thread.start()
+        self.server.start()
         return self
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()

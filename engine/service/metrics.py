@@ -27,13 +27,16 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import MetricsHandler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from engine.records import BAD_REASONS, FUNNEL, KINDS
+from engine.service.serving import HTTP_DROP_REASONS, BoundedHTTPServer
+from engine.service.sources import TCP_DROP_REASONS
 
-__all__ = ["DaemonMetrics", "parse_hostport", "DEFAULT_HOST", "METRIC_NAMES"]
+__all__ = ["DaemonMetrics", "parse_hostport", "DEFAULT_HOST", "METRIC_NAMES", "CONNECTION_DROPS"]
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -51,7 +54,22 @@ METRIC_NAMES = (
     "sigmatch_input_bytes_total",               # bytes fed to the engine, this process
     "sigmatch_input_bytes_per_second",          # over the last observed interval
     "sigmatch_events_per_second",               # good events over the last observed interval
+    "sigmatch_connections",                     # {server=tcp|lookup|metrics}: connections held now
+    "sigmatch_connections_dropped_total",       # {server, reason}: connections the service ended (CONNECTION_DROPS)
 )
+
+# Why each server ends a connection, the label values of sigmatch_connections_dropped_total;
+# every pair is exposed from the start (0 when that server is off), so alerts need no absent().
+CONNECTION_DROPS = {
+    "tcp": TCP_DROP_REASONS,
+    "lookup": HTTP_DROP_REASONS,
+    "metrics": HTTP_DROP_REASONS,
+}
+
+# A scrape renders a few kB from a snapshot: two workers keep up with any sane scraper, and
+# more connections than this at once are not scrapers.
+METRICS_WORKERS = 2
+METRICS_MAX_CONNECTIONS = 256
 
 # Stages that `sigmatch_actions_total` reports, by kind.
 _ACTION_STAGES = {"send": "sent", "control": "control"}
@@ -194,6 +212,21 @@ class _Collector(Collector):
                                     "Good events per second over the last observed interval.",
                                     value=snap.events_per_s)
 
+        # the servers' own counts, read at scrape time (each under its own lock, never the engine's)
+        held = GaugeMetricFamily("sigmatch_connections", "Connections held now, by server.", labels=["server"])
+        dropped = CounterMetricFamily("sigmatch_connections_dropped",
+                                      "Connections the service ended, by server and reason.",
+                                      labels=["server", "reason"])
+        watched = self.owner._watched_now()
+        for server, reasons in CONNECTION_DROPS.items():
+            source = watched.get(server)
+            open_now, drops = source.connection_counts() if source is not None else (0, {})
+            held.add_metric([server], open_now)
+            for reason in reasons:
+                dropped.add_metric([server, reason], drops.get(reason, 0))
+        yield held
+        yield dropped
+
 
 # ---------------------------------------------------------------------------- the metrics
 
@@ -208,8 +241,8 @@ class DaemonMetrics:
         self._wall = wall
         self._lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=False)
-        self._server = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: Optional[BoundedHTTPServer] = None
+        self._watched: dict = {}               # server name -> object with connection_counts()
         self._input_bytes = 0
         now = wall()
         by_type, bad, unknown, funnel, pending, clock_s, events = _read_engine(engine)
@@ -255,6 +288,18 @@ class DaemonMetrics:
         with self._lock:
             return self._snapshot
 
+    def watch(self, server: str, source) -> None:
+        """Expose `source.connection_counts()` -> (held now, {reason: dropped}) as the
+        connection series of `server` (a key of CONNECTION_DROPS); read at scrape time."""
+        if server not in CONNECTION_DROPS:
+            raise ValueError(f"unknown server {server!r}: one of {', '.join(CONNECTION_DROPS)}")
+        with self._lock:
+            self._watched[server] = source
+
+    def _watched_now(self) -> dict:
+        with self._lock:
+            return dict(self._watched)
+
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format (what a scrape of /metrics returns)."""
         from prometheus_client import generate_latest
@@ -263,16 +308,20 @@ class DaemonMetrics:
     # -- the HTTP endpoint
 
     def serve(self, host: str = DEFAULT_HOST, port: int = 0) -> tuple[str, int]:
-        """Serve the metrics over HTTP (any path; /metrics by convention) from a daemon thread.
-        Returns the address bound (port 0 picks a free port). OSError when the address
-        cannot be bound; RuntimeError when already serving."""
+        """Serve the metrics over HTTP (any path; /metrics by convention). Returns the address
+        bound (port 0 picks a free port). OSError when the address cannot be bound;
+        RuntimeError when already serving.
+
+        prometheus_client's start_http_server has socketserver's backlog of 5 and a thread
+        per connection; this serves its handler on a BoundedHTTPServer instead (backlog 1024,
+        METRICS_WORKERS threads, a request head within 10 s, at most METRICS_MAX_CONNECTIONS
+        connections), so a burst of scrapes or idle sockets cannot stall it."""
         if self._server is not None:
             raise RuntimeError("metrics are already being served")
-        started = start_http_server(port, addr=host, registry=self.registry)
-        if not isinstance(started, tuple):
-            raise RuntimeError("prometheus-client too old: start_http_server returned no server "
-                               "(prometheus-client >= 0.17 needed)")
-        self._server, self._thread = started
+        server = BoundedHTTPServer(MetricsHandler.factory(self.registry), host, port, name="metrics",
+                                   workers=METRICS_WORKERS, max_connections=METRICS_MAX_CONNECTIONS)
+        self._server = server.start()
+        self.watch("metrics", server)
         return self.address
 
     @property
@@ -285,14 +334,10 @@ class DaemonMetrics:
 
     def close(self) -> None:
         """Stop serving (a no-op when not serving); the port is free on return."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
+        server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
+        server.close()
 
     def __enter__(self) -> "DaemonMetrics":
         return self

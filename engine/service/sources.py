@@ -1,30 +1,88 @@
 """The daemon's sources besides a probes' spool: standard input and TCP producers, each
 journaled into numbered, fsynced files that the daemon then processes like a spool
-(engine.service.daemon), so that a crash loses nothing journaled."""
+(engine.service.daemon), so that a crash loses nothing journaled.
+
+TCP producers (SPEC §5): a producer sends a msgpack event stream and half-closes its
+connection (shutdown(SHUT_WR)); the service journals the complete events it holds (fsynced,
+renamed, the directory fsynced), answers with the number of that connection's bytes
+journaled durably (8 bytes, big-endian unsigned: ANSWER) and closes. Bytes after the last
+complete event are neither journaled nor counted. A connection the service ends itself (idle,
+at the connection bound, a stream that is not msgpack, the service stopping) gets the same
+answer, best effort: a producer still writing may see a reset first. engine.service.client
+is the producer's side.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import struct
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple, Optional
 
-__all__ = ["JournalDirectory", "StdinJournal", "TcpJournal"]
+from engine.service.serving import listening_socket
+from engine.sinks import DIR_MODE, FILE_MODE, fsync_path
+
+__all__ = ["JournalDirectory", "StdinJournal", "TcpJournal", "Listen", "ANSWER", "TCP_DROP_REASONS",
+           "IDLE_TIMEOUT_S", "MAX_CONNECTIONS"]
 
 log = logging.getLogger("sigmatch.daemon")
+
+# The answer to a producer's half-close: its bytes journaled durably
+ANSWER = struct.Struct(">Q")
+
+# `--idle-timeout`: a connection silent this long is closed (its complete events journaled
+# and answered). Long enough for a producer that batches every few minutes, short enough that
+# forgotten connections do not pile up to the bound.
+IDLE_TIMEOUT_S = 300.0
+# `--max-connections`: at the bound, the longest-idle connection makes room for a new one
+MAX_CONNECTIONS = 64
+
+# Why the service ends a producer's connection (metrics label values):
+#   idle          silent for --idle-timeout
+#   bound         --max-connections were open: the longest-idle one went for a newcomer
+#   not_msgpack   the stream cannot be decoded (its events before the bad one are journaled)
+#   buffer_bound  more bytes buffered than one event can take
+TCP_DROP_REASONS = ("idle", "bound", "not_msgpack", "buffer_bound")
+
+# After the answer to a connection the service ends, how long it waits for the producer's
+# side to close before closing its own: closing with unread bytes sends a reset, which can
+# destroy the answer in flight.
+_ANSWER_LINGER_S = 1.0
+# close(): how long the producers' threads get to journal and answer before the service exits
+_CLOSE_WAIT_S = 3.0
+
+
+def _make_private_directories(directory: Path) -> None:
+    """`directory` and its missing parents, created DIR_MODE whatever the umask."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(path, DIR_MODE)
 
 
 class JournalDirectory:
     """Numbered journal files that the daemon processes like a spool: each written whole
-    under a temporary name, fsynced, then renamed, so a crash loses nothing journaled. One
-    numbering for every journaling source (stdin, each TCP connection): the numbers are the
-    order in which their bytes arrived. `prefix` names them inside a probes' spool."""
+    under a temporary name, fsynced, renamed, and the directory fsynced, so that a crash
+    loses nothing journaled and what `write` returned from is on disk. One numbering for
+    every journaling source (stdin, each TCP connection): the numbers are the order in which
+    their bytes arrived. `prefix` names them inside a probes' spool. Files are created
+    FILE_MODE (0640) and directories DIR_MODE (0750) whatever the umask: journals hold raw
+    events, full numbers included."""
 
     def __init__(self, directory: Path, prefix: str = ""):
         self.directory = directory
         self.prefix = prefix
         self.lock = threading.Lock()
-        directory.mkdir(parents=True, exist_ok=True)
+        _make_private_directories(directory)
         for temp in directory.glob(f".{prefix}*.part"):
             if temp.name[len(prefix) + 1:len(prefix) + 13].isdigit():
                 temp.unlink()      # bytes of a crashed journal file were never acknowledged
@@ -33,15 +91,28 @@ class JournalDirectory:
         self.number = max(numbers, default=0)
 
     def write(self, data: bytes) -> None:
+        """Journal `data` as the next file; on return it is durable. OSError (ENOSPC, EIO)
+        leaves nothing behind."""
         with self.lock:
             self.number += 1
             final = self.directory / f"{self.prefix}{self.number:012d}.msgpack"
             temp = self.directory / f".{final.name}.part"
-            with open(temp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            temp.unlink(missing_ok=True)
+            # O_NOFOLLOW | O_EXCL: a name planted in the directory is never written through
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+            try:
+                os.fchmod(fd, FILE_MODE)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except BaseException:
+                os.close(fd)
+                temp.unlink(missing_ok=True)
+                raise
+            os.close(fd)
             os.replace(temp, final)
+            fsync_path(self.directory)      # the rename too, before a producer is told
 
 
 class StdinJournal(threading.Thread):
@@ -74,87 +145,234 @@ class StdinJournal(threading.Thread):
             self.finished.set()
 
 
+class Listen(NamedTuple):
+    """Where and how `--listen` accepts producers; a plain (host, port) gets the defaults."""
+    host: str
+    port: int
+    idle_timeout_s: float = IDLE_TIMEOUT_S
+    max_connections: int = MAX_CONNECTIONS
+
+
+class _Producer:
+    """One producer's connection, as the accept loop and its own thread share it."""
+    __slots__ = ("sock", "peer", "last_activity", "dropped", "thread")
+
+    def __init__(self, sock: socket.socket, peer):
+        self.sock = sock
+        self.peer = peer[0]
+        self.last_activity = time.monotonic()    # the last byte received (or the accept)
+        self.dropped: Optional[str] = None        # set by another thread: end and answer
+        self.thread: Optional[threading.Thread] = None
+
+
 class TcpJournal:
     """`--listen`: producers connect and send msgpack event streams. Each connection's bytes
     are cut at its last complete event and journaled (fsynced, renamed) as numbered files
     that the daemon processes like a spool, so a crash loses nothing journaled and the order
-    of events is the journal's, one deterministic stream. A connection whose stream is not
-    msgpack is closed, keeping its events before the bad one; the others go on."""
+    of events is the journal's, one deterministic stream.
 
-    def __init__(self, journal: JournalDirectory, host: str, port: int, event_types: dict, *,
-                 max_event_bytes: int = 65536, max_connections: int = 64,
-                 flush_bytes: int = 1 << 20, flush_s: float = 0.2):
-        import socketserver
-        from engine._core import Core
+    One thread per connection, at most `max_connections` of them: at the bound, the
+    connection idle longest (last byte received longest ago) is ended to make room, so
+    forgotten or hostile idle connections can never lock producers out; a connection silent
+    for `idle_timeout_s` is ended too. A connection whose stream is not msgpack is ended,
+    keeping its events before the bad one; the others go on. Every ending journals what is
+    complete and answers with the count (module docstring). With `metrics`, the connections
+    held and ended are counted there (`sigmatch_connections{server="tcp"}`)."""
+
+    def __init__(self, journal: JournalDirectory, listen, event_types: dict, *,
+                 max_event_bytes: int = 65536, flush_bytes: int = 1 << 20, flush_s: float = 0.2,
+                 metrics=None):
+        listen = Listen(*listen)
+        if listen.max_connections < 1 or not listen.idle_timeout_s > 0:
+            raise ValueError("--max-connections must be at least 1 and --idle-timeout above 0")
         self.journal = journal
-        self.slots = threading.BoundedSemaphore(max_connections)
-        journal = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self):
-                if not journal.slots.acquire(blocking=False):
-                    log.warning("connection from %s refused: %d connections already", self.client_address[0],
-                                max_connections)
-                    return
-                try:
-                    journal._serve(self.request, self.client_address, Core(max_event_bytes), event_types,
-                                   max_event_bytes, flush_bytes, flush_s)
-                finally:
-                    journal.slots.release()
-
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.server = Server((host, port), Handler)
-        self.address = self.server.server_address
-        self.thread = threading.Thread(target=self.server.serve_forever, name="listen", daemon=True)
+        self.event_types = dict(event_types)
+        self.max_event_bytes = max_event_bytes
+        self.flush_bytes = flush_bytes
+        self.flush_s = flush_s
+        self.idle_timeout_s = listen.idle_timeout_s
+        self.max_connections = listen.max_connections
+        # what one connection may hold unjournaled: a flush's worth plus an event cut at its end
+        self.max_pending = max_event_bytes + flush_bytes + (1 << 20)
+        self.lock = threading.Lock()
+        self.producers: set[_Producer] = set()
+        self.drops = dict.fromkeys(TCP_DROP_REASONS, 0)
+        self.closing = threading.Event()
+        self.sock = listening_socket(listen.host, listen.port)
+        # accept() wakes this often to notice close()
+        self.sock.settimeout(0.5)
+        self.address = self.sock.getsockname()[:2]
+        self.thread = threading.Thread(target=self._accept_loop, name="listen", daemon=True)
+        if metrics is not None:
+            metrics.watch("tcp", self)
 
     def start(self) -> "TcpJournal":
         self.thread.start()
         return self
 
+    def connection_counts(self) -> tuple[int, dict[str, int]]:
+        """(connections open now, {reason: connections ended by the service})."""
+        with self.lock:
+            return len(self.producers), dict(self.drops)
+
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        """Stop accepting; every open connection journals what is complete and is answered
+        (each gets up to a few seconds, then the service goes on stopping without it)."""
+        self.closing.set()
+        if self.thread.is_alive():
+            self.thread.join()
+        self.sock.close()
+        with self.lock:
+            producers = list(self.producers)
+            for producer in producers:
+                producer.dropped = producer.dropped or "stopping"
+        deadline = time.monotonic() + _CLOSE_WAIT_S
+        for producer in producers:
+            if producer.thread is not None:
+                producer.thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
-    def _serve(self, sock, peer, decoder, event_types, max_event_bytes, flush_bytes, flush_s):
-        decoder.set_event_types(dict(event_types))
-        pending = bytearray()       # bytes not yet journaled; ends with at most a partial event
-        last_flush = time.monotonic()
-        sock.settimeout(flush_s)
-        while True:
+    # -- accepting
+
+    def _accept_loop(self) -> None:
+        while not self.closing.is_set():
             try:
-                chunk = sock.recv(1 << 20)
+                sock, peer = self.sock.accept()
             except TimeoutError:
-                chunk = None
-            except OSError:
-                break
-            if chunk == b"":
-                break
-            if chunk:
-                pending += chunk
-            if pending and (len(pending) >= flush_bytes or time.monotonic() - last_flush >= flush_s):
-                if not self._flush(pending, decoder, peer, final=False):
+                continue
+            except OSError as e:
+                if self.closing.is_set():
                     return
-                last_flush = time.monotonic()
-            if len(pending) > max_event_bytes + flush_bytes + (1 << 20):
-                log.error("connection from %s: buffer bound exceeded, closed", peer[0])
-                return
-        self._flush(pending, decoder, peer, final=True)
+                # out of file descriptors, most likely: the kernel keeps the rest queued
+                log.warning("cannot accept a producer's connection: %s", e)
+                time.sleep(0.1)
+                continue
+            producer = _Producer(sock, peer)
+            with self.lock:
+                if len(self.producers) >= self.max_connections:
+                    victim = min(self.producers, key=lambda p: p.last_activity)
+                    self.producers.discard(victim)
+                    victim.dropped = "bound"
+                    self.drops["bound"] += 1
+                    log.warning("connection from %s ended to make room for %s: %s connections open, "
+                                "it was idle longest (%.1f s)", victim.peer, producer.peer,
+                                f"{self.max_connections:,}", time.monotonic() - victim.last_activity)
+                self.producers.add(producer)
+            producer.thread = threading.Thread(target=self._serve, args=(producer,), name="producer",
+                                               daemon=True)
+            producer.thread.start()
 
-    def _flush(self, pending: bytearray, decoder, peer, *, final: bool) -> bool:
-        """Journal the complete events at the front of `pending`; False when the stream is
-        broken (the good part is journaled, the connection is to be closed)."""
-        _, status, stopped = decoder.decode(bytes(pending), keep=False)
+    # -- one connection
+
+    def _serve(self, producer: _Producer) -> None:
+        from engine._core import Core
+        sock = producer.sock
+        decoder = Core(self.max_event_bytes)
+        decoder.set_event_types(dict(self.event_types))
+        pending = bytearray()       # bytes not yet journaled; ends with at most a partial event
+        taken = 0                   # this connection's bytes journaled durably
+        last_flush = time.monotonic()
+        # None: the producer half-closed; otherwise why the service ends the connection
+        reason: Optional[str] = None
+        broken = False
+        sock.settimeout(self.flush_s)
+        try:
+            try:
+                while True:
+                    if producer.dropped is not None:
+                        reason = producer.dropped
+                        break
+                    try:
+                        chunk = sock.recv(1 << 20)
+                    except TimeoutError:
+                        chunk = None
+                    except OSError:
+                        reason = "reset"
+                        break
+                    if chunk == b"":
+                        break
+                    now = time.monotonic()
+                    if chunk:
+                        pending += chunk
+                        producer.last_activity = now
+                    elif now - producer.last_activity >= self.idle_timeout_s:
+                        reason = "idle"
+                        break
+                    if pending and (len(pending) >= self.flush_bytes or now - last_flush >= self.flush_s):
+                        cut, broken = self._journal(pending, decoder)
+                        taken += cut
+                        last_flush = now
+                        if broken:
+                            reason = "not_msgpack"
+                            break
+                    if len(pending) > self.max_pending:
+                        reason = "buffer_bound"
+                        break
+                if not broken:
+                    cut, broken = self._journal(pending, decoder)
+                    taken += cut
+            except OSError as e:
+                # the journal cannot be written (ENOSPC, EIO): what was taken is still exact
+                log.error("connection from %s: cannot journal its events: %s; %s bytes taken",
+                          producer.peer, e, f"{taken:,}")
+                reason = reason or "journal_error"
+            else:
+                self._log_end(producer, reason, broken, taken, len(pending))
+            with self.lock:
+                # ended: no longer one of the open connections while its answer lingers
+                self.producers.discard(producer)
+                if reason in TCP_DROP_REASONS and reason != "bound":   # bound: counted at the accept
+                    self.drops[reason] += 1
+            if reason != "reset":
+                self._answer(sock, taken, linger=reason is not None)
+        finally:
+            with self.lock:
+                self.producers.discard(producer)
+            sock.close()
+
+    def _journal(self, pending: bytearray, decoder) -> tuple[int, bool]:
+        """Journal the complete events at the front of `pending` and remove them; returns
+        (bytes journaled, whether the stream is broken after them)."""
+        _, status, stopped = decoder.decode(pending, keep=False)
         decoder.take_dead_letters()      # dead letters are the daemon's, when it processes the journal
         cut = len(pending) if status == 0 else (stopped or 0)
         if cut:
             self.journal.write(bytes(pending[:cut]))
             del pending[:cut]
-        if status in (1, 2):
-            log.error("connection from %s: not a msgpack event stream (status %d); closed", peer[0], status)
-            return False
-        if final and pending:
-            log.error("connection from %s closed inside an event; its %d last bytes dropped", peer[0], len(pending))
-        return True
+        return cut, status in (1, 2)
+
+    def _log_end(self, producer: _Producer, reason: Optional[str], broken: bool, taken: int,
+                 left: int) -> None:
+        peer, taken_text = producer.peer, f"{taken:,} bytes taken"
+        if broken:
+            log.error("connection from %s: not a msgpack event stream after %s; closed", peer, taken_text)
+        elif reason is None:
+            log.info("connection from %s half-closed: %s", peer, taken_text)
+        elif reason == "idle":
+            log.info("connection from %s idle for %s s: closed, %s", peer, f"{self.idle_timeout_s:,g}", taken_text)
+        elif reason == "bound":
+            log.info("connection from %s ended for a newcomer: %s", peer, taken_text)
+        elif reason == "buffer_bound":
+            log.error("connection from %s: buffer bound exceeded (%s bytes without a complete event); "
+                      "closed, %s", peer, f"{self.max_pending:,}", taken_text)
+        elif reason == "reset":
+            log.warning("connection from %s reset: %s, no answer possible", peer, taken_text)
+        else:
+            log.info("connection from %s closed, the service is stopping: %s", peer, taken_text)
+        if left and not broken:
+            log.warning("connection from %s ended inside an event: its last %s bytes not taken",
+                        peer, f"{left:,}")
+
+    def _answer(self, sock: socket.socket, taken: int, *, linger: bool) -> None:
+        try:
+            sock.settimeout(_ANSWER_LINGER_S)
+            sock.sendall(ANSWER.pack(taken))
+            if linger:
+                # the producer may still be writing: let the answer reach it before the close
+                sock.shutdown(socket.SHUT_WR)
+                deadline = time.monotonic() + _ANSWER_LINGER_S
+                while (left := deadline - time.monotonic()) > 0:
+                    sock.settimeout(left)
+                    if not sock.recv(1 << 16):
+                        break
+        except OSError:
+            pass            # the producer is gone: it did not wait for the answer

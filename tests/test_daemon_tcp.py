@@ -1,0 +1,241 @@
+"""`sigmatch run --listen` as a real subprocess under idle, crowding and careless producers
+(issue 8, item 8): idle connections time out, the connection bound makes room by ending the
+longest-idle one, a producer that half-closes learns how many of its bytes were journaled
+(SPEC §5), and journal files are private whatever the umask."""
+import csv
+import os
+import random
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine import Engine
+from engine.gen import generate
+from engine.service.client import NotTaken, send
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENT = 45              # engine.gen writes fixed 45-byte events
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return generate(tmp_path_factory.mktemp("world"), subscribers=2_000, events=36_000, campaigns=4, seed=8,
+                    trace_files=12)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_daemon(world, tmp_path, *args, umask=None, source=("--listen",)):
+    """The daemon as a subprocess, waited for until its systemd READY=1 (it serves by then).
+    Returns (process, TCP port)."""
+    port = free_port()
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(tmp_path / f"notify-{random.randrange(10**9)}.sock")
+    notify.bind(address)
+    notify.settimeout(120)
+    listen = [source[0], f"127.0.0.1:{port}", *source[1:]] if source[0] == "--listen" else list(source)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "-v", "run", str(world.config), "--out", str(tmp_path / "out"),
+         "--state", str(tmp_path / "state"), *listen, *args],
+        cwd=ROOT, env={**os.environ, "NOTIFY_SOCKET": address}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, umask=-1 if umask is None else umask)
+    with notify:
+        try:
+            assert notify.recv(64) == b"READY=1"
+        except TimeoutError:
+            proc.kill()
+            pytest.fail(proc.communicate()[1][-3000:])
+    return proc, port
+
+
+def stop(proc) -> str:
+    """SIGTERM, the exit status checked; the log."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, log = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    return log
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def rows(out: Path) -> list[tuple]:
+    found = []
+    for path in sorted(out.rglob("actions-*.csv")):
+        with open(path, newline="") as f:
+            found += [tuple(r.values()) for r in csv.DictReader(f)]
+    return found
+
+
+def expected_rows(run) -> list[tuple]:
+    columns = run.action_columns()
+    return sorted(tuple(str(columns[k][i]) for k in columns) for i in range(len(run.actions)))
+
+
+def answer_of(sock: socket.socket, timeout: float = 60.0) -> bytes:
+    """What the service sends on a connection before it closes it."""
+    sock.settimeout(timeout)
+    got = b""
+    while True:
+        try:
+            data = sock.recv(64)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        got += data
+    return got
+
+
+def test_a_half_close_is_answered_with_the_bytes_journaled(world, tmp_path):
+    traces = [p.read_bytes() for p in world.traces]
+    whole = b"".join(traces[:4])
+    proc, port = start_daemon(world, tmp_path)
+    try:
+        # everything taken: the answer equals what was sent
+        assert send("127.0.0.1", port, whole) == len(whole)
+        # a stream that ends inside an event: the tail is neither journaled nor counted
+        cut = traces[4] + traces[5][:EVENT * 7 + 20]
+        with pytest.raises(NotTaken) as short:
+            send("127.0.0.1", port, cut)
+        assert short.value.taken == len(traces[4]) + EVENT * 7 and short.value.sent == len(cut)
+        assert f"resend from byte {short.value.taken:,}" in str(short.value)
+        # a stream that is not msgpack after a point: its events before the bad one are taken
+        garbage = traces[6][:EVENT * 100] + b"\xc1" + traces[6][EVENT * 100:EVENT * 200]
+        with pytest.raises(NotTaken) as bad:
+            send("127.0.0.1", port, garbage)
+        assert bad.value.taken == EVENT * 100
+        # a plain socket, as the operations guide shows it
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(traces[7])
+            sock.shutdown(socket.SHUT_WR)
+            assert int.from_bytes(answer_of(sock), "big") == len(traces[7])
+        # the command: files in order as one stream; exit 0 only when all of it was taken
+        files = [str(p) for p in world.traces[8:10]]
+        sent = subprocess.run([sys.executable, "-m", "engine.cli", "send", f"127.0.0.1:{port}", *files],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert sent.returncode == 0, sent.stderr
+        assert f"{sum(len(traces[i]) for i in (8, 9)):,} bytes taken" in sent.stdout
+        truncated = tmp_path / "truncated.msgpack"
+        truncated.write_bytes(traces[10][:-3])
+        refused = subprocess.run([sys.executable, "-m", "engine.cli", "send", f"127.0.0.1:{port}", str(truncated)],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert refused.returncode != 0
+        assert refused.stderr.count("\n") == 1 and "resend from byte" in refused.stderr, refused.stderr
+        journal = tmp_path / "state" / "tcp-journal"
+        wait_for(lambda: not list(journal.glob("*.msgpack")), what="the journal to be processed")
+    finally:
+        log = stop(proc)
+    assert "not a msgpack event stream" in log and "bytes not taken" in log
+    # what was answered is exactly what was journaled
+    done = sorted((journal / "done").glob("*.msgpack"))
+    assert sum(p.stat().st_size for p in done) == (
+        len(whole) + short.value.taken + bad.value.taken + len(traces[7]) + len(traces[8]) + len(traces[9])
+        + len(traces[10]) - EVENT)
+    # the journal is the input: replaying it gives exactly the service's output
+    assert sorted(rows(tmp_path / "out")) == expected_rows(Engine.from_config(world.config).replay(done))
+
+
+def test_idle_connections_cannot_lock_producers_out(world, tmp_path):
+    """64 idle connections (the default bound) used to block every producer for ever; now each
+    newcomer ends the longest-idle one, the producers' streams are all taken, and an idle
+    connection is closed after --idle-timeout, answered with 0 bytes taken."""
+    traces = [p.read_bytes() for p in world.traces]
+    metrics_port = free_port()
+    # the idle timeout leaves the producers ample time to come while the 64 are still open
+    proc, port = start_daemon(world, tmp_path, "--idle-timeout", "8", "--metrics", f"127.0.0.1:{metrics_port}")
+    idle = []
+    try:
+        for _ in range(64):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+            time.sleep(0.005)          # distinct idle ages: the oldest goes first
+        time.sleep(0.5)
+        results, errors = {}, []
+
+        def produce(i):
+            try:
+                results[i] = send("127.0.0.1", port, traces[i * 3:i * 3 + 3])
+            except Exception as e:        # reported below, with the others
+                errors.append(e)
+
+        producers = [threading.Thread(target=produce, args=(i,)) for i in range(4)]
+        for t in producers:
+            t.start()
+        for t in producers:
+            t.join(timeout=120)
+        assert not errors, errors
+        assert all(results[i] == sum(map(len, traces[i * 3:i * 3 + 3])) for i in range(4))
+        # the four oldest idle connections made room, and were told: nothing of theirs taken
+        for sock in idle[:4]:
+            assert answer_of(sock) == bytes(8)
+        # the others time out (8 s), answered the same way
+        for sock in idle[4:]:
+            assert answer_of(sock) == bytes(8)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=60) as response:
+            text = response.read().decode()
+        dropped = {s.labels["reason"]: s.value for family in text_string_to_metric_families(text)
+                   for s in family.samples
+                   if s.name == "sigmatch_connections_dropped_total" and s.labels["server"] == "tcp"}
+        assert dropped == {"bound": 4, "idle": 60, "not_msgpack": 0, "buffer_bound": 0}
+        journal = tmp_path / "state" / "tcp-journal"
+        wait_for(lambda: not list(journal.glob("*.msgpack")), what="the journal to be processed")
+    finally:
+        for sock in idle:
+            sock.close()
+        log = stop(proc)
+    assert log.count("to make room for") == 4
+    assert log.count("idle for 8 s: closed") == 60
+    done = sorted((journal / "done").glob("*.msgpack"))
+    assert sum(p.stat().st_size for p in done) == sum(map(len, traces))
+
+
+def test_journal_files_are_private_whatever_the_umask(world, tmp_path):
+    """Journal files hold raw events, full numbers included: 0640, directories 0750, under
+    umask 022 as under any other; beside a spool, in the spool and its done/."""
+    traces = [p.read_bytes() for p in world.traces]
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    proc, port = start_daemon(world, tmp_path, umask=0o022, source=("--listen", "--spool", str(spool)))
+    try:
+        assert send("127.0.0.1", port, traces[:2]) == sum(map(len, traces[:2]))
+        wait_for(lambda: (spool / "done").is_dir() and not list(spool.glob("journal-*.msgpack")),
+                 what="the journal to be processed")
+    finally:
+        stop(proc)
+    journaled = sorted((spool / "done").glob("journal-*.msgpack"))
+    assert journaled
+    assert {stat.S_IMODE(p.stat().st_mode) for p in journaled} == {0o640}
+    # alone, TCP journals under the state directory, which it creates
+    (tmp_path / "alone").mkdir()
+    proc, port = start_daemon(world, tmp_path / "alone", umask=0o022)
+    try:
+        assert send("127.0.0.1", port, traces[2]) == len(traces[2])
+    finally:
+        stop(proc)
+    journal = tmp_path / "alone" / "state" / "tcp-journal"
+    assert stat.S_IMODE(journal.stat().st_mode) == 0o750
+    files = sorted(journal.rglob("*.msgpack"))
+    assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o640}

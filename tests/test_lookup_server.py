@@ -1,0 +1,208 @@
+"""The lookup and the metrics under crowds and hostile clients (issue 8, item 9): a burst of
+200 concurrent lookups is answered in full beside hundreds of idle and slow sockets, no
+thread per idle socket, and the request log masks numbers and escapes control bytes.
+The daemon test runs the real service; the others drive BoundedHTTPServer directly."""
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+
+from engine import Engine
+from engine.gen import generate
+from engine.service.serving import BoundedHTTPServer
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "lookup-test-token"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    generated = generate(tmp_path_factory.mktemp("world"), subscribers=2_000, events=24_000, campaigns=4, seed=4,
+                         trace_files=4)
+    return generated, Engine.from_config(generated.config).replay(generated.traces)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def lookup(port: int, msisdn: int, token: str = TOKEN) -> tuple[int, dict]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/subscriber/{msisdn}",
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def raw_request(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(data)
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+        return got
+
+
+def test_200_concurrent_lookups_are_answered_beside_idle_and_slow_sockets(world, tmp_path):
+    generated, expected = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    for trace in generated.traces:
+        os.link(trace, spool / trace.name)
+    lookup_port, metrics_port = free_port(), free_port()
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify_address = str(tmp_path / "notify.sock")
+    notify.bind(notify_address)
+    notify.settimeout(120)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "-v", "run", str(generated.config), "--out", str(out),
+         "--state", str(state), "--spool", str(spool), "--lookup", f"127.0.0.1:{lookup_port}",
+         "--metrics", f"127.0.0.1:{metrics_port}"],
+        cwd=ROOT, env={**os.environ, "SIGMATCH_LOOKUP_TOKEN": TOKEN, "NOTIFY_SOCKET": notify_address},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    crowd = []
+    try:
+        with notify:
+            assert notify.recv(64) == b"READY=1"
+        msisdns = sorted({int(m) for m in expected.action_columns()["msisdn"]})
+        assert len(msisdns) >= 50
+        # hostile company first: idle sockets, and slow ones that never finish their request
+        for port in (lookup_port, metrics_port):
+            for i in range(300 if port == lookup_port else 100):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+                if i % 10 == 0:
+                    sock.sendall(b"GET /subscriber/1380013")      # a slowloris: never ends its head
+                crowd.append(sock)
+        threads_before = threading.active_count()
+        results, errors = [], []
+        start = threading.Barrier(200)
+
+        def one(i):
+            try:
+                start.wait()
+                results.append(lookup(lookup_port, msisdns[i % len(msisdns)]))
+            except Exception as e:       # reported below, all of them
+                errors.append(repr(e))
+
+        clients = [threading.Thread(target=one, args=(i,)) for i in range(200)]
+        for t in clients:
+            t.start()
+        scrapes = []
+        for _ in range(20):
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=120) as response:
+                scrapes.append(response.status)
+        for t in clients:
+            t.join()
+        assert not errors, errors[:5]
+        assert len(results) == 200 and all(status == 200 for status, _ in results)
+        assert {body["msisdn"] for _, body in results} == {str(m) for m in msisdns[:200]}
+        assert scrapes == [200] * 20
+        assert threading.active_count() == threads_before       # (the test's own clients are done)
+        # request lines that hold a number elsewhere, or control bytes
+        number = msisdns[0]
+        for line in (f"GET /Subscriber/{number} HTTP/1.0", f"GET /subscriber/x?msisdn={number} HTTP/1.0",
+                     f"GET /subscriber/{number}\x1b[2J\x07 HTTP/1.0"):
+            answer = raw_request(lookup_port, f"{line}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode("latin-1"))
+            assert answer.startswith(b"HTTP/1.0 404") or answer.startswith(b"HTTP/1.0 400"), answer[:80]
+    finally:
+        for sock in crowd:
+            sock.close()
+        proc.send_signal(signal.SIGTERM)
+        _, log = proc.communicate(timeout=60)
+    assert proc.returncode == 0, log[-3000:]
+    lookup_lines = [line for line in log.splitlines() if "sigmatch.lookup" in line or '"lookup"' in line]
+    assert len(lookup_lines) >= 203
+    assert not any(str(m) in log for m in msisdns), "a full number in the log"
+    assert "\x1b" not in log and "\x07" not in log and "\\x1b[2J\\x07" in log
+    assert "Traceback" not in log
+
+
+# -- BoundedHTTPServer on its own
+
+
+class Hello(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = b"hello"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format, *args):
+        pass
+
+
+def get(port: int) -> bytes:
+    return raw_request(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True when the server ends the connection (within a generous timeout)."""
+    sock.settimeout(60)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_request_head_that_does_not_arrive_in_time_is_dropped():
+    with_server = BoundedHTTPServer(Hello, "127.0.0.1", 0, name="t", workers=1, request_timeout_s=0.5).start()
+    try:
+        port = with_server.server_address[1]
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"GET / HTTP/1.1\r\nHost:")
+        assert closed_by_server(slow)
+        assert with_server.connection_counts()[1]["timeout"] == 1
+        assert get(port).endswith(b"hello")      # the one worker was never held by it
+    finally:
+        with_server.close()
+
+
+def test_at_the_bound_the_longest_waiting_connection_makes_room():
+    server = BoundedHTTPServer(Hello, "127.0.0.1", 0, name="t", workers=1, max_connections=4).start()
+    try:
+        port = server.server_address[1]
+        idle = []
+        for _ in range(4):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+            time.sleep(0.05)
+        assert get(port).endswith(b"hello")
+        assert closed_by_server(idle[0])
+        assert server.connection_counts()[1]["bound"] == 1
+        for sock in idle:
+            sock.close()
+    finally:
+        server.close()
+
+
+def test_idle_sockets_hold_no_thread_and_an_oversized_head_is_refused():
+    server = BoundedHTTPServer(Hello, "127.0.0.1", 0, name="t", workers=2).start()
+    try:
+        port = server.server_address[1]
+        threads = threading.active_count()
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
+        assert get(port).endswith(b"hello")
+        assert threading.active_count() == threads
+        assert raw_request(port, b"GET /" + b"a" * 20000).startswith(b"HTTP/1.0 431")
+        assert server.connection_counts()[1]["too_large"] == 1
+        for sock in idle:
+            sock.close()
+    finally:
+        server.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=5)
