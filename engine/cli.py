@@ -7,11 +7,13 @@ import os
 import re
 import sys
 import tempfile
+import textwrap
 import threading
 from pathlib import Path
 
 import click
 
+from engine.closedloop.uplift import MIN_CONTROLS, uplift
 from engine.errors import SigmatchError
 from engine.privacy import JsonLogFormatter, LogFormatter, MaskedStream, scrub
 
@@ -62,25 +64,33 @@ def _earlier_run(out: Path) -> list[Path]:
     return found
 
 
-def format_funnel(stats: dict) -> str:
-    """The per-campaign funnel as a fixed-width table."""
-    columns = [("campaign", None), ("matched", "matched"), ("sched", "scheduled"),
-               ("recheck", "recheck_failed"), ("suppr", None), ("sent", "sent"),
-               ("control", "control"), ("conv", None), ("uplift", "uplift")]
+FUNNEL_LEGEND = (
+    "matched: trigger events that met the campaign's conditions; sched: delayed actions scheduled; "
+    "recheck: delayed actions dropped when rechecked at their due time; suppr: suppressed by the contact "
+    "policy or the pending bound; sent, control: contacts sent and held out (the control group); conv: "
+    "conversions of both; uplift: conversion rate of sends minus that of controls, in percentage points, "
+    f"with its 95% interval (Newcombe), or 'too few controls' below {MIN_CONTROLS} controls.")
+
+
+def format_funnel(stats: dict, *, legend: bool = False) -> str:
+    """The per-campaign funnel as a fixed-width table; with `legend`, what each column means."""
+    columns = ["campaign", "matched", "sched", "recheck", "suppr", "sent", "control", "conv", "uplift [95% CI]"]
     rows = []
     for cid, f in stats["campaigns"].items():
         suppressed = sum(v for k, v in f.items() if k.startswith("suppressed_")) + f["overflow"]
         converted = f["converted_send"] + f["converted_control"]
-        uplift = "" if f["uplift"] is None else f"{f['uplift'] * 100:+.1f}pp"
-        rows.append([cid, f["matched"], f["scheduled"], f["recheck_failed"], suppressed,
-                     f["sent"], f["control"], converted, uplift])
-    header = [name for name, _ in columns]
-    table = [header] + [[str(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        measured = uplift(f["sent"], f["converted_send"], f["control"], f["converted_control"])
+        shown = measured.shown() if f["control"] else ""
+        rows.append([cid, f"{f['matched']:,}", f"{f['scheduled']:,}", f"{f['recheck_failed']:,}", f"{suppressed:,}",
+                     f"{f['sent']:,}", f"{f['control']:,}", f"{converted:,}", shown])
+    table = [columns] + rows
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     lines = []
     for r in table:
-        cells = [r[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(r[1:], widths[1:])]
-        lines.append("  ".join(cells))
+        cells = [r[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(r[1:-1], widths[1:-1])] + [r[-1]]
+        lines.append("  ".join(cells).rstrip())
+    if legend:
+        lines += [""] + textwrap.wrap(FUNNEL_LEGEND, 100)
     return "\n".join(lines)
 
 
@@ -215,7 +225,7 @@ def demo(directory, subscribers: int, events: int):
     out = directory / "out"
     run = engine.replay(traces, out=out, drain=True, keep=False)
     click.echo(format_run(run.stats))
-    click.echo(format_funnel(run.stats))
+    click.echo(format_funnel(run.stats, legend=True))
     click.echo(f"configuration: {config_path}")
     click.echo(f"output:        {out}")
     for sub in sorted(p for p in out.iterdir() if p.is_dir()):
@@ -271,7 +281,8 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="Directory where probes drop *.msgpack files (written under another name, then renamed).")
 @click.option("--listen", default=None, metavar="HOST:PORT",
               help="Accept producers' msgpack streams over TCP (journaled under --state, or into --spool when given); "
-                   "host defaults to 127.0.0.1.")
+                   "a producer that half-closes is answered with its bytes journaled (8 bytes, big-endian; see "
+                   "`sigmatch send`); host defaults to 127.0.0.1.")
 @click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
               help="With --listen: close a producer's connection silent this long, answering what was taken "
                    "[default: 300].")
