@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test build bench clean
+.PHONY: demo test build bench fuzz clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ test: build
 
 bench: build
 	$(BIN)/python -m pytest -q bench --benchmark-only
+
+# The long fuzz run (tests/fuzz/README.md): each target for FUZZ_SECONDS, the corpora kept
+# in tests/fuzz/corpus/ from one run to the next, findings in tests/fuzz/findings/.
+FUZZ_SECONDS ?= 3600
+FUZZ_FLAGS   := -timeout=60 -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix=tests/fuzz/findings/
+fuzz: build
+	mkdir -p tests/fuzz/corpus/decoder tests/fuzz/corpus/config tests/fuzz/findings
+	$(BIN)/python tests/fuzz/fuzz_decoder.py -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) tests/fuzz/corpus/decoder
+	$(BIN)/python tests/fuzz/fuzz_config.py -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) tests/fuzz/corpus/config
 
 clean:
 	rm -rf build engine/_core.c engine/*.so engine/*.html *.egg-info
