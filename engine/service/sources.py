@@ -13,8 +13,11 @@ is the producer's side.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
+import queue
+import selectors
 import socket
 import struct
 import threading
@@ -49,8 +52,11 @@ TCP_DROP_REASONS = ("idle", "bound", "not_msgpack", "buffer_bound")
 
 # After the answer to a connection the service ends, how long it waits for the producer's
 # side to close before closing its own: closing with unread bytes sends a reset, which can
-# destroy the answer in flight.
+# destroy the answer in flight. The accept thread does the waiting, for all of them, so a
+# flood of connections ended at the bound costs no thread each; beyond _MAX_LINGERING the
+# oldest is closed at once.
 _ANSWER_LINGER_S = 1.0
+_MAX_LINGERING = 1024
 # close(): how long the producers' threads get to journal and answer before the service exits
 _CLOSE_WAIT_S = 3.0
 
@@ -145,6 +151,15 @@ class StdinJournal(threading.Thread):
             self.finished.set()
 
 
+def _wake_reader(sock: socket.socket) -> None:
+    """Return the owner thread from its recv at once (Linux: shutting the read side down
+    ends a blocked recv), so that an ended connection's thread does not wait for its poll."""
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass
+
+
 class Listen(NamedTuple):
     """Where and how `--listen` accepts producers; a plain (host, port) gets the defaults."""
     host: str
@@ -199,10 +214,14 @@ class TcpJournal:
         self.drops = dict.fromkeys(TCP_DROP_REASONS, 0)
         self.closing = threading.Event()
         self.sock = listening_socket(listen.host, listen.port)
-        # accept() wakes this often to notice close()
-        self.sock.settimeout(0.5)
+        self.sock.setblocking(False)
         self.address = self.sock.getsockname()[:2]
-        self.thread = threading.Thread(target=self._accept_loop, name="listen", daemon=True)
+        # the accept thread also closes ended connections once their answer is out (_linger)
+        self._to_linger: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._io_done = threading.Event()
+        self._accept_failed_at = 0.0
+        self.thread = threading.Thread(target=self._io_loop, name="listen", daemon=True)
         if metrics is not None:
             metrics.watch("tcp", self)
 
@@ -217,35 +236,106 @@ class TcpJournal:
 
     def close(self) -> None:
         """Stop accepting; every open connection journals what is complete and is answered
-        (each gets up to a few seconds, then the service goes on stopping without it)."""
+        (together they get _CLOSE_WAIT_S, then the service goes on stopping without them)."""
         self.closing.set()
-        if self.thread.is_alive():
-            self.thread.join()
-        self.sock.close()
+        self._wake()
         with self.lock:
             producers = list(self.producers)
             for producer in producers:
                 producer.dropped = producer.dropped or "stopping"
+                _wake_reader(producer.sock)
         deadline = time.monotonic() + _CLOSE_WAIT_S
         for producer in producers:
             if producer.thread is not None:
                 producer.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._io_done.set()
+        self._wake()
+        if self.thread.is_alive():
+            self.thread.join()
+        else:
+            self.sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
-    # -- accepting
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
 
-    def _accept_loop(self) -> None:
-        while not self.closing.is_set():
+    # -- the accept thread: accept, and close the ended connections after their answer
+
+    def _io_loop(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ, "accept")
+        selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        lingering: collections.OrderedDict[socket.socket, float] = collections.OrderedDict()
+        listening = True
+        try:
+            while not self._io_done.is_set():
+                if listening and self.closing.is_set():
+                    selector.unregister(self.sock)
+                    self.sock.close()          # refused from now on
+                    listening = False
+                while True:
+                    try:
+                        sock = self._to_linger.get_nowait()
+                    except queue.Empty:
+                        break
+                    if len(lingering) >= _MAX_LINGERING:
+                        oldest, _ = lingering.popitem(last=False)
+                        selector.unregister(oldest)
+                        oldest.close()
+                    lingering[sock] = time.monotonic() + _ANSWER_LINGER_S
+                    selector.register(sock, selectors.EVENT_READ, "linger")
+                first = next(iter(lingering.values()), None)
+                timeout = 0.5 if first is None else min(0.5, max(0.0, first - time.monotonic()))
+                for key, _ in selector.select(timeout):
+                    if key.data == "accept":
+                        self._accept()
+                    elif key.data == "wake":
+                        try:
+                            self._wake_r.recv(4096)
+                        except OSError:
+                            pass
+                    else:
+                        try:
+                            ended = not key.fileobj.recv(1 << 16)
+                        except (BlockingIOError, InterruptedError):
+                            ended = False
+                        except OSError:
+                            ended = True
+                        if ended:
+                            del lingering[key.fileobj]
+                            selector.unregister(key.fileobj)
+                            key.fileobj.close()
+                now = time.monotonic()
+                while lingering and next(iter(lingering.values())) <= now:
+                    sock, _ = lingering.popitem(last=False)
+                    selector.unregister(sock)
+                    sock.close()
+        finally:
+            for sock in lingering:
+                sock.close()
+            if listening:
+                self.sock.close()
+            selector.close()
+
+    def _accept(self) -> None:
+        for _ in range(256):                 # a burst at a time, then the lingering get their turn
             try:
                 sock, peer = self.sock.accept()
-            except TimeoutError:
-                continue
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError as e:
-                if self.closing.is_set():
-                    return
-                # out of file descriptors, most likely: the kernel keeps the rest queued
-                log.warning("cannot accept a producer's connection: %s", e)
+                # out of file descriptors, most likely: the kernel keeps the rest queued; one
+                # line a minute, not one per try
+                if time.monotonic() - self._accept_failed_at > 60:
+                    log.warning("cannot accept a producer's connection: %s", e)
+                    self._accept_failed_at = time.monotonic()
                 time.sleep(0.1)
-                continue
+                return
+            sock.setblocking(True)
             producer = _Producer(sock, peer)
             with self.lock:
                 if len(self.producers) >= self.max_connections:
@@ -253,6 +343,7 @@ class TcpJournal:
                     self.producers.discard(victim)
                     victim.dropped = "bound"
                     self.drops["bound"] += 1
+                    _wake_reader(victim.sock)
                     log.warning("connection from %s ended to make room for %s: %s connections open, "
                                 "it was idle longest (%.1f s)", victim.peer, producer.peer,
                                 f"{self.max_connections:,}", time.monotonic() - victim.last_activity)
@@ -288,6 +379,9 @@ class TcpJournal:
                     except OSError:
                         reason = "reset"
                         break
+                    if producer.dropped is not None:     # woken by _wake_reader: not the producer's end
+                        reason = producer.dropped
+                        break
                     if chunk == b"":
                         break
                     now = time.monotonic()
@@ -322,12 +416,13 @@ class TcpJournal:
                 self.producers.discard(producer)
                 if reason in TCP_DROP_REASONS and reason != "bound":   # bound: counted at the accept
                     self.drops[reason] += 1
-            if reason != "reset":
-                self._answer(sock, taken, linger=reason is not None)
+            if reason != "reset" and self._answer(sock, taken, linger=reason is not None):
+                sock = None          # the accept thread closes it
         finally:
             with self.lock:
                 self.producers.discard(producer)
-            sock.close()
+            if sock is not None:
+                sock.close()
 
     def _journal(self, pending: bytearray, decoder) -> tuple[int, bool]:
         """Journal the complete events at the front of `pending` and remove them; returns
@@ -362,17 +457,18 @@ class TcpJournal:
             log.warning("connection from %s ended inside an event: its last %s bytes not taken",
                         peer, f"{left:,}")
 
-    def _answer(self, sock: socket.socket, taken: int, *, linger: bool) -> None:
+    def _answer(self, sock: socket.socket, taken: int, *, linger: bool) -> bool:
+        """Send the answer; True when the socket was handed to the accept thread to close
+        after a linger (the producer may still be writing: the answer must reach it first)."""
         try:
             sock.settimeout(_ANSWER_LINGER_S)
             sock.sendall(ANSWER.pack(taken))
-            if linger:
-                # the producer may still be writing: let the answer reach it before the close
-                sock.shutdown(socket.SHUT_WR)
-                deadline = time.monotonic() + _ANSWER_LINGER_S
-                while (left := deadline - time.monotonic()) > 0:
-                    sock.settimeout(left)
-                    if not sock.recv(1 << 16):
-                        break
+            if not linger or self._io_done.is_set():
+                return False
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
         except OSError:
-            pass            # the producer is gone: it did not wait for the answer
+            return False        # the producer is gone: it did not wait for the answer
+        self._to_linger.put(sock)
+        self._wake()
+        return True
