@@ -173,21 +173,13 @@ def test_idle_connections_cannot_lock_producers_out(world, tmp_path):
             idle.append(socket.create_connection(("127.0.0.1", port)))
             time.sleep(0.005)          # distinct idle ages: the oldest goes first
         time.sleep(0.5)
-        results, errors = {}, []
-
-        def produce(i):
-            try:
-                results[i] = send("127.0.0.1", port, traces[i * 3:i * 3 + 3])
-            except Exception as e:        # reported below, with the others
-                errors.append(e)
-
-        producers = [threading.Thread(target=produce, args=(i,)) for i in range(4)]
-        for t in producers:
-            t.start()
-        for t in producers:
-            t.join(timeout=120)
-        assert not errors, errors
-        assert all(results[i] == sum(map(len, traces[i * 3:i * 3 + 3])) for i in range(4))
+        # four producers connect while the 64 are open: each newcomer ends the longest-idle one
+        producers = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        for i, sock in enumerate(producers):
+            with sock:
+                sock.sendall(b"".join(traces[i * 3:i * 3 + 3]))
+                sock.shutdown(socket.SHUT_WR)
+                assert int.from_bytes(answer_of(sock), "big") == sum(map(len, traces[i * 3:i * 3 + 3]))
         # the four oldest idle connections made room, and were told: nothing of theirs taken
         for sock in idle[:4]:
             assert answer_of(sock) == bytes(8)
@@ -239,3 +231,35 @@ def test_journal_files_are_private_whatever_the_umask(world, tmp_path):
     assert stat.S_IMODE(journal.stat().st_mode) == 0o750
     files = sorted(journal.rglob("*.msgpack"))
     assert files and {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o640}
+
+
+@pytest.mark.parametrize("answer, error", [
+    (b"", "gave no answer after 1,000 bytes sent"),                 # closed without an answer
+    (b"\x00\x00\x01", "gave no answer"),                            # a short answer
+    ((400).to_bytes(8, "big"), "took 400 of 1,000 bytes sent; resend from byte 400"),
+    ((5000).to_bytes(8, "big"), "not a sigmatch service"),          # more than was sent
+    ((1000).to_bytes(8, "big") + b"x", "gave no answer"),           # more than an answer
+])
+def test_send_trusts_only_a_whole_answer_equal_to_what_was_sent(answer, error):
+    """The client against a stand-in service that answers what it is told to."""
+    from engine.errors import SigmatchError
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            while conn.recv(65536):
+                pass
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with pytest.raises(SigmatchError, match=error) as raised:
+            send("127.0.0.1", server.getsockname()[1], [b"a" * 600, b"b" * 400])
+        if isinstance(raised.value, NotTaken):
+            assert raised.value.sent == 1000
+            assert raised.value.taken == (400 if b"\x01\x90" in answer else None)
+    finally:
+        thread.join()
+        server.close()

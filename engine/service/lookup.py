@@ -138,7 +138,12 @@ class LookupServer:
                 if not match:
                     self._reply(404, {"error": "use GET /subscriber/{msisdn}"})
                     return
-                body = view(int(match[1]))
+                try:
+                    body = view(int(match[1]))
+                except Exception as e:      # the engine's failure, not the client's: one line
+                    log.error("lookup failed: %s: %s", type(e).__name__, e)
+                    self._reply(500, {"error": "the lookup failed; see the service's log"})
+                    return
                 if body is None:
                     self._reply(404, {"error": "not a subscriber"})
                 else:

@@ -54,6 +54,8 @@ _TOO_LARGE = (b"HTTP/1.0 431 Request Header Fields Too Large\r\nContent-Length: 
               b"Connection: close\r\n\r\n")
 # Drops are logged as one summary line at most this often (a flood must not flood the log)
 _SUMMARY_EVERY_S = 60.0
+# close(): how long the threads get to finish what they answer
+_CLOSE_WAIT_S = 2.0
 
 
 def listening_socket(host: str, port: int, *, backlog: int = LISTEN_BACKLOG) -> socket.socket:
@@ -155,9 +157,12 @@ class BoundedHTTPServer:
             pass
         for _ in range(self.workers):
             self._queue.put(None)
+        # a worker writing to a client that does not read ends within write_timeout_s; the
+        # service does not wait for it longer than _CLOSE_WAIT_S in all (the threads are daemons)
+        deadline = time.monotonic() + min(_CLOSE_WAIT_S, self.write_timeout_s + 1)
         for thread in self._threads:
             if thread.is_alive():
-                thread.join(timeout=self.write_timeout_s + 1)
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self.socket.close()
         self._wake_r.close()
         self._wake_w.close()
