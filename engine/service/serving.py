@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Optional
 
-__all__ = ["LISTEN_BACKLOG", "HTTP_DROP_REASONS", "listening_socket", "BoundedHTTPServer"]
+__all__ = ["LISTEN_BACKLOG", "HTTP_DROP_REASONS", "listening_socket", "reserve_descriptors", "BoundedHTTPServer"]
 
 log = logging.getLogger("sigmatch.daemon")
 
@@ -56,6 +56,35 @@ _TOO_LARGE = (b"HTTP/1.0 431 Request Header Fields Too Large\r\nContent-Length: 
 _SUMMARY_EVERY_S = 60.0
 # close(): how long the threads get to finish what they answer
 _CLOSE_WAIT_S = 2.0
+
+
+# Descriptors the service needs besides its servers' connections: spool, journal, sink and
+# checkpoint files, the decoder's pipes, Python's own
+_BASE_DESCRIPTORS = 256
+_reserved = 0
+_reserved_lock = threading.Lock()
+
+
+def reserve_descriptors(count: int) -> None:
+    """Raise the soft limit of open files (up to the hard limit) so that `count` more
+    connections fit: the servers' bounds, not the limit, decide when a connection is refused.
+    systemd starts services with a soft limit of 1024 and a hard one far above."""
+    global _reserved
+    import resource
+    with _reserved_lock:
+        _reserved += count
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = _BASE_DESCRIPTORS + _reserved
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            new = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+            if new > soft:
+                try:
+                    resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+                except (ValueError, OSError):
+                    pass
+            if new < wanted:
+                log.warning("open files limited to %s: the connection bounds need %s (raise LimitNOFILE)",
+                            f"{new:,}", f"{wanted:,}")
 
 
 def listening_socket(host: str, port: int, *, backlog: int = LISTEN_BACKLOG) -> socket.socket:
@@ -121,6 +150,7 @@ class BoundedHTTPServer:
         self.max_head_bytes = max_head_bytes
         self.socket = listening_socket(host, port)
         self.socket.setblocking(False)
+        reserve_descriptors(max_connections)
         self.server_address = self.socket.getsockname()[:2]
         self._lock = threading.Lock()
         # connections still sending their head, in accept order (which is deadline order)
@@ -129,6 +159,7 @@ class BoundedHTTPServer:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._drops = dict.fromkeys(HTTP_DROP_REASONS, 0)
         self._logged_drops = dict(self._drops)
+        self._accept_failed_at = 0.0
         self._closing = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._threads = [threading.Thread(target=self._io_loop, name=f"{name}-io", daemon=True)]
@@ -203,8 +234,12 @@ class BoundedHTTPServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                # out of file descriptors, most likely: the kernel keeps the rest queued
-                log.warning("%s: cannot accept a connection: %s", self.name, e)
+                # out of file descriptors, most likely: the kernel keeps the rest queued; one
+                # line a minute, and a pause, not a loop of retries
+                if time.monotonic() - self._accept_failed_at > 60:
+                    log.warning("%s: cannot accept a connection: %s", self.name, e)
+                    self._accept_failed_at = time.monotonic()
+                time.sleep(0.1)
                 return
             sock.setblocking(False)
             with self._lock:

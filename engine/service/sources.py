@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from engine.service.serving import listening_socket
+from engine.service.serving import listening_socket, reserve_descriptors
 from engine.sinks import DIR_MODE, FILE_MODE, fsync_path
 
 __all__ = ["JournalDirectory", "StdinJournal", "TcpJournal", "Listen", "ANSWER", "TCP_DROP_REASONS",
@@ -215,8 +215,9 @@ class TcpJournal:
         self.closing = threading.Event()
         self.sock = listening_socket(listen.host, listen.port)
         self.sock.setblocking(False)
+        reserve_descriptors(self.max_connections + _MAX_LINGERING)
         self.address = self.sock.getsockname()[:2]
-        # the accept thread also closes ended connections once their answer is out (_linger)
+        # the accept thread also closes ended connections once their answer is out (_answer)
         self._to_linger: queue.SimpleQueue = queue.SimpleQueue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._io_done = threading.Event()
