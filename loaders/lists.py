@@ -6,7 +6,9 @@ way a number in a list is.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pyarrow as pa
@@ -137,6 +139,14 @@ def parse_msisdns(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
     numbers[fixed_rows] = pc.cast(stripped.filter(fixed), pa.uint64()).to_numpy()
     valid[fixed_rows] = True
     return numbers, valid
+
+
+def normalise_msisdn(text: str) -> Optional[int]:
+    """One MSISDN as a person types it (`+86 138-0013-8000`, `008613800138000`) -> its number,
+    by the rules of `parse_msisdns`; None when it is not one."""
+    digits = re.sub(r"[\s\-]", "", text)
+    digits = digits[1:] if digits.startswith("+") else digits[2:] if digits.startswith("00") else digits
+    return int(digits) if re.fullmatch(_DIGITS_PATTERN, digits) else None
 
 
 def warn_bad_msisdns(path: Path, unit: str, where: np.ndarray, values: pa.Array) -> None:

@@ -269,6 +269,13 @@ def test_policy_lookup_needs_the_token_and_shows_one_subscriber(world, tmp_path)
     assert all(p["campaign"] in body["campaigns"] for p in body["pending"])
     assert get(f"http://127.0.0.1:{port}/subscriber/999999999999", env_token)[0] == 404
     assert get(f"http://127.0.0.1:{port}/subscribers", env_token)[0] == 404
+    # the number as a person types it: the same subscriber, not a misleading 404
+    typed = str(msisdn)
+    for written in (f"%2B{typed}", f"00{typed}", f"{typed[:3]}-{typed[3:7]}-{typed[7:]}", f"{typed[:3]}%20{typed[3:]}"):
+        status, body = get(f"http://127.0.0.1:{port}/subscriber/{written}", env_token)
+        assert status == 200 and body["msisdn"] == typed, written
+    status, body = get(f"http://127.0.0.1:{port}/subscriber/12x34", env_token)
+    assert status == 400 and "not an MSISDN" in body["error"]
     assert stop(proc) == 0
     log = proc.stderr.read()
     assert "lookup" in log and str(msisdn) not in log

@@ -16,15 +16,18 @@ import logging
 import re
 from http.server import BaseHTTPRequestHandler
 from typing import Callable, Optional
+from urllib.parse import unquote
 
 from engine.privacy import mask_msisdn
 from engine.service.serving import BoundedHTTPServer
+from loaders.lists import normalise_msisdn
 
 __all__ = ["policy_view", "LookupServer", "request_log_text"]
 
 log = logging.getLogger("sigmatch.lookup")
 
-_PATH = re.compile(r"/subscriber/([0-9]{1,15})")
+# the number as a person types it: `+86...`, `0086...`, with spaces (%20) or dashes
+_PATH = re.compile(r"/subscriber/([^/?#]{1,64})", re.IGNORECASE)
 
 
 def policy_view(engine, msisdn: int) -> Optional[dict]:
@@ -138,14 +141,20 @@ class LookupServer:
                 if not match:
                     self._reply(404, {"error": "use GET /subscriber/{msisdn}"})
                     return
+                msisdn = normalise_msisdn(unquote(match[1]))
+                if msisdn is None:
+                    self._reply(400, {"error": "not an MSISDN: E.164 digits, at most 15, e.g. 8613800138000 "
+                                               "(a leading + or 00, spaces and dashes are allowed)"})
+                    return
                 try:
-                    body = view(int(match[1]))
+                    body = view(msisdn)
                 except Exception as e:      # the engine's failure, not the client's: one line
                     log.error("lookup failed: %s: %s", type(e).__name__, e)
                     self._reply(500, {"error": "the lookup failed; see the service's log"})
                     return
                 if body is None:
-                    self._reply(404, {"error": "not a subscriber"})
+                    self._reply(404, {"error": f"{msisdn} is not a subscriber (numbers are compared as "
+                                               "written in the profiles: with or without the country code)"})
                 else:
                     self._reply(200, body)
 
