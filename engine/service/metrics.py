@@ -51,6 +51,10 @@ METRIC_NAMES = (
     "sigmatch_event_time_lag_seconds",          # wall clock - event clock (absent before the first event)
     "sigmatch_checkpoint_age_seconds",          # since the last checkpoint (absent before the first)
     "sigmatch_checkpoint_duration_seconds",     # how long the last checkpoint took (absent before the first)
+    "sigmatch_spool_rejected_total",            # spool files set aside unread in rejected/, this process
+    "sigmatch_spool_changed_total",             # spool files that changed after they were opened, this process
+    "sigmatch_spool_tails_rejected_total",      # tails appended too late, set aside in rejected/, this process
+    "sigmatch_spool_done_bytes",                # bytes kept in SPOOL/done/ (0 until first measured)
     "sigmatch_input_bytes_total",               # bytes fed to the engine, this process
     "sigmatch_input_bytes_per_second",          # over the last observed interval
     "sigmatch_events_per_second",               # good events over the last observed interval
@@ -152,6 +156,24 @@ def _read_engine(engine) -> tuple:
             None if clock is None else clock / 1000.0, int(counts["events"]))
 
 
+class _SpoolCollector(Collector):
+    """The spool's own figures (DaemonMetrics.observe_spool), apart from the engine's."""
+
+    def __init__(self, owner: "DaemonMetrics"):
+        self.owner = owner
+
+    def collect(self) -> Iterator:
+        rejected, changed, tails, done_bytes = self.owner._spool_now()
+        yield CounterMetricFamily("sigmatch_spool_rejected", "Spool files set aside unread in rejected/ (a link, "
+                                  "not a regular file, another owner's, unreadable).", value=rejected)
+        yield CounterMetricFamily("sigmatch_spool_changed", "Spool files that grew or shrank after they were opened.",
+                                  value=changed)
+        yield CounterMetricFamily("sigmatch_spool_tails_rejected", "Bytes appended to a spool file after it was "
+                                  "processed, set aside in rejected/ (one per tail).", value=tails)
+        yield GaugeMetricFamily("sigmatch_spool_done_bytes", "Bytes kept in the spool's done/ directory.",
+                                value=done_bytes or 0)
+
+
 class _Collector(Collector):
     def __init__(self, owner: "DaemonMetrics"):
         self.owner = owner
@@ -249,6 +271,8 @@ class DaemonMetrics:
         self._last = (now, events, 0)          # (wall, events, input bytes) at the last rate update
         self._snapshot = _Snapshot(by_type, bad, unknown, funnel, pending, clock_s, 0, None, None, None, None)
         self.registry.register(_Collector(self))
+        self._spool = (0, 0, 0, None)
+        self.registry.register(_SpoolCollector(self))
 
     def observe(self, engine, *, input_bytes: int = 0, checkpoint_seconds: Optional[float] = None,
                 now: Optional[float] = None) -> None:
@@ -283,6 +307,15 @@ class DaemonMetrics:
                 checkpoint_at, checkpoint_s = now, float(checkpoint_seconds)
             self._snapshot = _Snapshot(by_type, bad, unknown, funnel, pending, clock_s, self._input_bytes,
                                        events_per_s, bytes_per_s, checkpoint_at, checkpoint_s)
+
+    def observe_spool(self, *, rejected: int, changed: int, tails: int, done_bytes: Optional[int]) -> None:
+        """The spool's figures so far (counts of this process; `done_bytes` None until measured)."""
+        with self._lock:
+            self._spool = (int(rejected), int(changed), int(tails), done_bytes)
+
+    def _spool_now(self) -> tuple:
+        with self._lock:
+            return self._spool
 
     def _snapshot_now(self) -> _Snapshot:
         with self._lock:
