@@ -39,6 +39,7 @@ _DTYPES = {"rows": np.uint8, "contacts": np.uint8, "timers": np.uint8, "funnel":
            "counts": np.uint64, "carry": np.uint8, "subscribers": np.uint64}
 log = logging.getLogger("sigmatch.checkpoint")
 _BLOCK = 64 << 20       # sections are checksummed and written in blocks: no copy of a GB state
+FILE_MODE = 0o640       # the state holds subscribers' numbers: owner and group only, whatever the umask
 
 
 def fingerprint(engine: "Engine") -> dict:
@@ -106,9 +107,12 @@ def _write_full(path: Path, header: dict, sections: list) -> Path:
         described.append({"name": name, "nbytes": int(array.nbytes), "crc32": crc})
     encoded = json.dumps({**header, "sections": described}).encode()
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
-        os.fchmod(fd, 0o640)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    except OSError as e:
+        raise _naming(e, tmp) from None
+    try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(MAGIC)
             f.write(struct.pack("<I", len(encoded)))
@@ -120,11 +124,22 @@ def _write_full(path: Path, header: dict, sections: list) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _naming(e, tmp) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
     return path
+
+
+def _naming(error: OSError, path) -> OSError:
+    """`error` with the file it concerns: write() and fsync() failing with ENOSPC or EIO name
+    none, and an operator must know which disk filled."""
+    if error.filename is not None:
+        return error
+    return OSError(error.errno, error.strerror or str(error), str(path))
 
 
 def read_checkpoint(path) -> tuple[dict, dict]:
@@ -140,7 +155,7 @@ def read_checkpoint(path) -> tuple[dict, dict]:
                 raise CheckpointError(f"{path}: truncated header")
             (length,) = struct.unpack("<I", raw)
             if length > 64 << 20:
-                raise CheckpointError(f"{path}: header length {length} is not plausible")
+                raise CheckpointError(f"{path}: header length {length:,} is not plausible")
             header_bytes = f.read(length)
             raw = f.read(4)
             if len(header_bytes) != length or len(raw) != 4 or struct.unpack("<I", raw)[0] != zlib.crc32(header_bytes):
@@ -338,6 +353,19 @@ class CheckpointStore:
     def exists(self) -> bool:
         return bool(self.generations())
 
+    def rebase_next(self) -> None:
+        """Make the next checkpoint a new base (a new generation): the current one then becomes
+        the fallback, and what its records moved is covered by its last record."""
+        self._rebase = True
+
+    def record_extras(self) -> Optional[list[dict]]:
+        """The extras of the current generation's records, in order (what a fallback to an
+        older checkpoint would undo); None when fewer can be read than were written."""
+        if self.generation is None:
+            return None
+        extras = self._record_extras(self.generation)
+        return extras if len(extras) >= self.records else None
+
     # -- reading
 
     def load(self) -> Optional[Loaded]:
@@ -352,7 +380,7 @@ class CheckpointStore:
                 if header.get("generation") != generation:
                     raise CheckpointError(f"{path}: holds generation {header.get('generation')}")
             except CheckpointError as e:
-                log.error("cannot use checkpoint: %s", e)
+                log.error(f"cannot use checkpoint: {e}")
                 reasons.append(str(e))
                 # what its records covered is not in the state used instead
                 skipped += self._record_extras(generation)
@@ -382,12 +410,11 @@ class CheckpointStore:
                 record, problem, torn = self._read_record(f, loaded.generation, loaded.records + 1)
                 if torn:
                     if problem:
-                        log.info("%s: a record torn by a crash at byte %d is cut off", path, start)
+                        log.info(f"{path}: a record torn by a crash at byte {start:,} is cut off")
                     break
                 if problem:
-                    loaded.damage = f"{path}: record {loaded.records + 1} at byte {start}: {problem}"
-                    log.error("cannot use checkpoint: %s; the state of the record before it is used",
-                              loaded.damage)
+                    loaded.damage = f"{path}: record {loaded.records + 1:,} at byte {start:,}: {problem}"
+                    log.error(f"cannot use checkpoint: {loaded.damage}; the state of the record before it is used")
                     if record is not None:
                         loaded.later_extras.append(record[0].get("extra", {}))
                         self._collect_later_extras(f, loaded)
@@ -395,8 +422,8 @@ class CheckpointStore:
                 record_header, data = record
                 subs, changed = data["subscribers"], data["rows"]
                 if len(changed) != len(subs) * stride or (len(subs) and int(subs.max()) >= nr_subscribers):
-                    loaded.damage = f"{path}: record {loaded.records + 1} does not fit the base"
-                    log.error("cannot use checkpoint: %s", loaded.damage)
+                    loaded.damage = f"{path}: record {loaded.records + 1:,} does not fit the base"
+                    log.error(f"cannot use checkpoint: {loaded.damage}")
                     break
                 if len(subs):
                     rows[subs] = changed.reshape(-1, stride)
@@ -450,7 +477,7 @@ class CheckpointStore:
             return None, "short header", True
         (length,) = struct.unpack("<I", raw)
         if length > 64 << 20:
-            return None, f"header length {length} is not plausible", False
+            return None, f"header length {length:,} is not plausible", False
         header_bytes, raw = _read_exact(f, length), None
         if header_bytes is not None:
             raw = _read_exact(f, 4)
@@ -562,9 +589,14 @@ class CheckpointStore:
             for name, a in sections]}).encode()
         path = self.log_path(header["generation"])
         created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, FILE_MODE)
+        except OSError as e:
+            raise _naming(e, path) from None
         written = 0
         try:
+            if created:
+                os.fchmod(fd, FILE_MODE)
             parts = [RECORD_MAGIC, struct.pack("<I", len(encoded)), encoded, struct.pack("<I", zlib.crc32(encoded))]
             parts += [memoryview(np.ascontiguousarray(a)).cast("B") for _, a in sections]
             for part in parts:
@@ -574,6 +606,8 @@ class CheckpointStore:
                     view = view[n:]
                     written += n
             os.fdatasync(fd)
+        except OSError as e:
+            raise _naming(e, path) from None
         finally:
             os.close(fd)
         if created:

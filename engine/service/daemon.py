@@ -21,28 +21,41 @@ still finds its input in the spool; the finished sink files it does not cover ar
 (they are made again, under the same numbers). So the finished sink files are those of one
 uninterrupted run, whatever the number of `kill -9`. The one thing that differs is where
 files end: each checkpoint completes the open files.
+
+Whoever can write the spool is not trusted with what the service can read: a spool file is
+opened without following links and read only when it is a regular file of an allowed owner
+(`--spool-owner`); anything else, and a file that cannot be read, goes to `SPOOL/rejected/`
+with a `.reason` beside it, never read. A file is taken once its size and mtime have been
+still for `--settle` seconds; it is read (not mapped: a file truncated under a map kills the
+process with SIGBUS) to its end, however far it grew; bytes appended after it was processed
+go to `rejected/` as a tail named by the offset it starts at. `--keep-done` prunes `done/`
+of files no usable checkpoint needs again.
 """
 from __future__ import annotations
 
+import datetime
+import errno
 import logging
-import mmap
 import os
+import pwd
+import re
 import signal
 import socket
+import stat
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from engine.api import SINK_BATCH, Engine
+from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine
 from engine.service.checkpoint import CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
 from engine.sinks import SinkSet, fsync_path
 
-__all__ = ["SpoolDaemon", "run_spool", "sd_notify"]
+__all__ = ["SpoolDaemon", "run_spool", "sd_notify", "parse_keep_done", "spool_owner_ids", "SETTLE_S"]
 
 log = logging.getLogger("sigmatch.daemon")
 
@@ -55,15 +68,170 @@ CHECKPOINT_WITHIN_FILE_S = 5.0
 # it holds; a full base is copied only up to this many bytes of rows (beyond, the engine
 # waits for it rather than hold the state twice)
 DETACHED_BASE_BYTES = 1 << 30
+# A spool file is read once its size and mtime have been still this long (seconds): a probe
+# that writes in place instead of renaming a finished file is not read half-written. Files
+# renamed in finished are older than this when listed, or wait this long at most.
+SETTLE_S = 1.0
+# done/ is measured (and pruned, with --keep-done) at most this often during a backlog, and
+# whenever the spool runs empty
+PRUNE_EVERY_S = 10.0
+# A new checkpoint base releases the files in done/ that --keep-done holds for the fallback;
+# one is made for that at most this often (seconds)
+REBASE_FOR_DONE_S = 60.0
+# What the service creates holds raw events and state: owner and group only, whatever the umask
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+# Reason names of the core's stream status codes (StreamError.reason); 4 is the core's own
+_STATUS_REASONS = {status: reason for status, (reason, _) in _STREAM_ERRORS.items()} | {4: "out_of_memory"}
+_STATUS_DETAILS = {status: detail for status, (_, detail) in _STREAM_ERRORS.items()} | {4: "out of memory in the core"}
 
 
 def _make_durable(paths: list[str]) -> None:
     """fsync files written without it, and their directories: the sealed sink files must be
     on disk, under their temporary names, before a checkpoint names them."""
     for path in paths:
-        fsync_path(path)
+        try:
+            fsync_path(path)
+        except OSError as e:
+            raise _naming(e, path) from None
     for directory in {os.path.dirname(path) for path in paths}:
-        fsync_path(directory)
+        try:
+            fsync_path(directory)
+        except OSError as e:
+            raise _naming(e, directory) from None
+
+
+def _naming(error: OSError, path) -> OSError:
+    """`error` with the path it concerns: write() and fsync() failing with ENOSPC or EIO name
+    no file, and an operator must know which disk filled."""
+    if error.filename is not None:
+        return error
+    named = OSError(error.errno, error.strerror or str(error), str(path))
+    named.__cause__ = error.__cause__
+    return named
+
+
+def _local_time(ms: Optional[int]) -> str:
+    """An event time (ms since the epoch) as an ISO local time: never a long digit run that
+    log masking would take for a subscriber number."""
+    if ms is None:
+        return "none"
+    return datetime.datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="seconds")
+
+
+def _make_private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) with DIR_MODE whatever the umask; an existing
+    directory is left as it is."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(directory, DIR_MODE)
+
+
+def _own_subdirectory(spool: Path, name: str) -> Path:
+    """SPOOL/done or SPOOL/rejected, created when missing. Whoever writes the spool could have
+    put a link or a directory of theirs there, and files are moved into it: it must be a real
+    directory of this service's user."""
+    path = spool / name
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        _make_private_dir(path)
+        info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+        raise OSError(errno.ENOTDIR, "not a directory of this service's user (a link, or another owner's): "
+                      "move it away", str(path))
+    return path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """A small file written whole under a temporary name, mode FILE_MODE, then renamed."""
+    temp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        temp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(temp, path)
+
+
+_KEEP_DONE = re.compile(r"(\d{1,12}(?:\.\d{1,6})?)\s*([a-z]+)")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+def parse_keep_done(text: str) -> tuple[str, float]:
+    """`--keep-done`: a DURATION (`90m`, `12h`, `7d`, `2w`) -> ("age", seconds), or a SIZE
+    (`500MB`, `50GB`, `1TiB`) -> ("size", bytes). ValueError with the reason otherwise."""
+    match = _KEEP_DONE.fullmatch(text.strip().lower())
+    if not match or match.group(2) not in _AGE_UNITS | _SIZE_UNITS:
+        raise ValueError(f"--keep-done {text!r}: expected a duration (90m, 12h, 7d, 2w) "
+                         "or a size (500MB, 50GB, 1TiB)")
+    value, unit = float(match.group(1)), match.group(2)
+    if value <= 0:
+        raise ValueError(f"--keep-done {text!r}: must be more than 0")
+    if unit in _AGE_UNITS:
+        return "age", value * _AGE_UNITS[unit]
+    return "size", value * _SIZE_UNITS[unit]
+
+
+def spool_owner_ids(names: Iterable[str]) -> set[int]:
+    """`--spool-owner` values (user names or numeric ids, repeated or comma-separated) -> uids;
+    ValueError naming an unknown user."""
+    uids = set()
+    for value in names:
+        for name in filter(None, (part.strip() for part in value.split(","))):
+            if name.isdigit():
+                uids.add(int(name))
+                continue
+            try:
+                uids.add(pwd.getpwnam(name).pw_uid)
+            except KeyError:
+                raise ValueError(f"--spool-owner {name!r}: no such user") from None
+    return uids
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    """An exception as one bounded line: its own text for sigmatch's errors, which name the
+    file and key; with its type for anything else (RecursionError, csv.Error, ...)."""
+    text = (str(error).splitlines() or [""])[0]
+    if not isinstance(error, (SigmatchError, OSError)):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _user(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISLNK, "a symbolic link"))
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
 
 
 def sd_notify(state: str) -> None:
@@ -86,7 +254,9 @@ class SpoolDaemon:
                  format: Optional[str] = None, poll_s: float = 0.5,
                  lookup: Optional[tuple[str, int]] = None, lookup_token: Optional[str] = None,
                  metrics: Optional[tuple[str, int]] = None, idle_advance_s: Optional[float] = None,
-                 stdin=None, listen: Optional[tuple[str, int]] = None, checkpoint_every_s: float = 10.0):
+                 stdin=None, listen: Optional[tuple[str, int]] = None, checkpoint_every_s: float = 10.0,
+                 spool_owners: Optional[Iterable[int]] = None, settle_s: float = SETTLE_S,
+                 keep_done: Sequence[tuple[str, float]] = ()):
         self.config_path = Path(config)
         self.out = Path(out)
         self.state = Path(state)
@@ -137,6 +307,22 @@ class SpoolDaemon:
         else:
             raise ValueError("no source: give a spool directory, stdin or a TCP address")
         self.metrics = None
+        # Spool files read only when regular files of these users (the service's own user and
+        # the spool directory's owner when not given; see run())
+        self.spool_owners = set(spool_owners) if spool_owners else None
+        self.settle_s = settle_s
+        self.keep_done = list(keep_done)
+        self.fed_sizes: dict[str, int] = {}     # spool files fed whole: the bytes read (a tail beyond is late)
+        self._settling: dict[str, tuple] = {}   # name -> ((size, mtime), first seen so) while it settles
+        self._unmovable: set[str] = set()       # rejected but not movable: ignored (logged once) while present
+        self._buffer = memoryview(bytearray(FEED_BYTES))    # spool files are read into this
+        self._tail_buffer = memoryview(bytearray(1 << 20))  # tails are copied through this (checkpoint thread)
+        self.spool_counts = {"rejected": 0, "changed": 0, "tails": 0}     # this process's, for metrics
+        self.done_bytes: Optional[int] = None
+        self._counts_lock = threading.Lock()    # tails are counted on the checkpoint thread
+        self._last_prune = float("-inf")
+        self._last_rebase_for_done = float("-inf")
+        self._prune_refused = False             # a damaged log was reported (once)
         # The core is fed without the GIL; readers on other threads (the lookup) hold this.
         self.lock = threading.Lock()
         self.servers: list = []
@@ -159,13 +345,13 @@ class SpoolDaemon:
         self.store.adopt(loaded, self.engine, rebase=dropped is not None)
         if dropped is not None:
             log.warning("the configuration, profiles or lists changed while stopped: state carried over as by a "
-                        "reload (%d campaigns, %d subscribers; %d pending actions of removed campaigns dropped)",
-                        len(self.engine.campaigns), len(self.engine.subscribers), dropped)
+                        f"reload ({len(self.engine.campaigns):,} campaigns, {len(self.engine.subscribers):,} "
+                        f"subscribers; {dropped:,} pending actions of removed campaigns dropped)")
         extra = loaded.extra
         if loaded.damage or loaded.fallbacks:
             self._forget_lost_work(extra, loaded.later_extras)
-        log.info("restored generation %d + %d records (clock %s, seq %s)", loaded.generation, loaded.records,
-                 self.engine.clock, self.engine._core.seq)
+        log.info(f"restored generation {loaded.generation:,} + {loaded.records:,} records (event clock "
+                 f"{_local_time(self.engine.clock)}, seq {self.engine._core.seq:,})")
         return extra
 
     def _forget_lost_work(self, extra: dict, later: list[dict]) -> None:
@@ -173,20 +359,29 @@ class SpoolDaemon:
         finished goes (it is made again, the same), and their input comes back to the spool."""
         removed = SinkSet.remove_beyond(self.out, extra.get("numbering") or {})
         held = set(extra.get("covered") or []) | set(extra.get("moving") or [])
-        back = 0
+        back, missing = 0, []
         for newer in later:
             for name in newer.get("moving") or []:
-                if name not in held and (self.spool / "done" / name).exists() and not (self.spool / name).exists():
+                if name in held or os.path.lexists(self.spool / name):
+                    continue
+                if os.path.lexists(self.spool / "done" / name):
                     os.replace(self.spool / "done" / name, self.spool / name)
                     back += 1
-        log.warning("an older checkpoint is in use: %d finished output files after it removed (to be made "
-                    "again), %d spool files returned from done/", len(removed), back)
+                else:
+                    missing.append(name)
+        log.warning(f"an older checkpoint is in use: {len(removed):,} finished output files after it removed (to "
+                    f"be made again), {back:,} spool files returned from done/")
+        if missing:
+            # removed from done/ by hand (--keep-done never takes what a fallback needs)
+            log.error(f"{len(missing):,} spool files this checkpoint needs are gone from done/, their events "
+                      f"are not processed again: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
 
     def _roll_forward(self, extra: dict) -> None:
         SinkSet.commit(extra.get("renames", []))
+        # the bytes read of each file the checkpoint covers (absent before sigmatch kept them)
+        self.fed_sizes.update({name: int(size) for name, size in (extra.get("sizes") or {}).items()})
         for name in extra.get("moving") or []:
-            if (self.spool / name).exists():
-                self._move_done(name)
+            self._move_done(name, self.fed_sizes.pop(name, None))
         self.covered = list(extra.get("covered") or [])
         position = extra.get("position")
         if position:
@@ -196,20 +391,199 @@ class SpoolDaemon:
         for temp in self.out.rglob(".*.tmp"):
             temp.unlink()
 
-    def _move_done(self, name: str) -> None:
-        done = self.spool / "done"
-        done.mkdir(exist_ok=True)
-        os.replace(self.spool / name, done / name)
+    def _move_done(self, name: str, size: Optional[int]) -> None:
+        """A processed spool file goes to done/, holding the `size` bytes that were processed:
+        what was appended after it was read is cut off into rejected/ (_cut_tail). Runs again
+        after a crash (roll forward): each step can be repeated."""
+        source = self.spool / name
+        if not os.path.lexists(source):
+            return
+        done = _own_subdirectory(self.spool, "done")
+        if size is not None:
+            self._cut_tail(name, size)
+        os.replace(source, done / name)
+
+    def _cut_tail(self, name: str, size: int) -> None:
+        """Bytes appended to a spool file after it was read to its end (`size`) cannot be put
+        back in stream order, later files having been processed: they are copied to
+        rejected/NAME.tail-OFFSET, named by the offset they start at, and cut off the file.
+        Never silently dropped."""
+        try:
+            fd = os.open(self.spool / name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            writable = True
+        except PermissionError:
+            # not ours to cut (another owner's file, mode 0644): the tail is still copied out
+            fd = os.open(self.spool / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            writable = False
+        except FileNotFoundError:
+            return
+        with open(fd, "rb", buffering=0) as f:
+            now = os.fstat(fd).st_size
+            if now == size:
+                return
+            if now < size:
+                log.warning(f"{name}: shrank to {now:,} bytes after {size:,} were processed; moved to done/ as it is")
+                self._count("changed")
+                return
+            rejected = _own_subdirectory(self.spool, "rejected")
+            tail = rejected / f"{name}.tail-{size}"
+            temp = rejected / f".{tail.name}.tmp"
+            out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+            copied = 0
+            try:
+                os.fchmod(out, FILE_MODE)
+                f.seek(size)
+                while True:
+                    n = f.readinto(self._tail_buffer)
+                    if not n:
+                        # a writer still at work: what came meanwhile is copied too (what
+                        # comes between this look and the cut below cannot be guarded)
+                        if os.fstat(fd).st_size > size + copied:
+                            continue
+                        break
+                    view = self._tail_buffer[:n]
+                    while view:
+                        view = view[os.write(out, view):]
+                    copied += n
+                os.fsync(out)
+            except OSError as e:
+                raise _naming(e, temp) from None
+            finally:
+                os.close(out)
+            os.replace(temp, tail)
+            note = (f"{_now()} bytes {size:,} to {size + copied:,} of {name}, appended after it was processed "
+                    f"(from byte {size:,} on); later spool files were processed before them\n")
+            if writable:
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+            else:
+                note += f"{name} could not be cut (no write permission): done/{name} still holds them\n"
+            _write_private(rejected / f"{tail.name}.reason", note.encode())
+        self._count("changed")
+        self._count("tails")
+        log.warning(f"{name}: {copied:,} bytes appended after it was processed cannot be put back in stream order: "
+                    f"moved to rejected/{tail.name} (they start at byte {size:,} of the file)")
+
+    def _count(self, what: str, n: int = 1) -> None:
+        with self._counts_lock:
+            self.spool_counts[what] += n
 
     # -- the loop
 
-    def _pending_files(self) -> list[Path]:
+    def _pending_files(self) -> tuple[list[Path], bool]:
+        """The spool files to read next, in stream order, and whether the one after them is
+        still settling (then nothing behind it is taken either: the order is the names')."""
         waiting = set(self.uncommitted) | set(self.covered) | self.in_flight
-        files = sorted(p for p in self.spool.iterdir()
-                       if p.is_file() and p.suffix == ".msgpack" and not p.name.startswith(".")
-                       and p.name not in waiting)
+        # names only: what each entry is, is decided on the opened file (_open_spool_file)
+        with os.scandir(self.spool) as entries:
+            names = [entry.name for entry in entries
+                     if entry.name.endswith(".msgpack") and not entry.name.startswith(".")]
+        present = set(names)
+        self._unmovable &= present
+        for gone in set(self._settling) - present:
+            del self._settling[gone]
+        names = sorted(name for name in names if name not in waiting and name not in self._unmovable)
         # a file checkpointed part-way goes on first, where it stopped
-        return sorted(files, key=lambda p: p.name not in self.resume)
+        names.sort(key=lambda name: name not in self.resume)
+        ready = []
+        for name in names:
+            if not self._settled(name):
+                return ready, True
+            ready.append(self.spool / name)
+        return ready, False
+
+    def _settled(self, name: str) -> bool:
+        """Whether a spool file's size and mtime have been still for settle_s: by its mtime
+        (a file renamed in finished is usually older than that already) or, when its mtime
+        is recent or ahead of this clock, by watching it that long."""
+        if self.settle_s <= 0 or name in self.resume or self._journaled_here(name):
+            return True
+        try:
+            info = os.lstat(self.spool / name)
+        except FileNotFoundError:
+            return True                     # reported when it is opened
+        if not stat.S_ISREG(info.st_mode):
+            return True                     # rejected when it is opened, never read
+        if time.time() - info.st_mtime >= self.settle_s:
+            self._settling.pop(name, None)
+            return True
+        look = (info.st_size, info.st_mtime_ns)
+        seen = self._settling.get(name)
+        if seen is None or seen[0] != look:
+            self._settling[name] = (look, time.monotonic())
+            return False
+        if time.monotonic() - seen[1] >= self.settle_s:
+            del self._settling[name]
+            return True
+        return False
+
+    def _journaled_here(self, name: str) -> bool:
+        """A journal file this service wrote (whole, fsynced, renamed): no need to settle."""
+        if self.stdin is None and self.listen is None:
+            return False
+        return name.startswith(self.journal_prefix) if self.journal_prefix else True
+
+    def _open_spool_file(self, path: Path):
+        """The spool file opened for reading, or None when it vanished or was rejected. Links
+        are not followed, and only a regular file of an allowed owner is read: whoever can
+        write the spool must not make the service read what it alone may (the lookup token,
+        /etc/shadow) into output files."""
+        name = path.name
+        try:
+            # O_NONBLOCK: a FIFO put there must not block the open; it is rejected below
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            log.warning(f"{name}: vanished before it was read (removed or renamed by another process); skipped")
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                self._reject(name, "a symbolic link: spool files are never followed")
+            else:
+                self._reject(name, f"cannot be opened: {e.strerror or e}")
+            return None
+        try:
+            info = os.fstat(fd)
+        except OSError as e:
+            os.close(fd)
+            self._reject(name, f"cannot be examined: {e.strerror or e}")
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            self._reject(name, f"{_kind(info.st_mode)}, not a regular file")
+            return None
+        if info.st_uid not in self.spool_owners:
+            os.close(fd)
+            self._reject(name, f"owned by {_user(info.st_uid)}, not an allowed spool owner "
+                               f"({', '.join(_user(uid) for uid in sorted(self.spool_owners))}; --spool-owner)")
+            return None
+        return open(fd, "rb", buffering=0)
+
+    def _reject(self, name: str, reason: str) -> None:
+        """Move a spool file aside, unread, to rejected/ with NAME.reason beside it (one line:
+        when and why); logged once. A file that cannot be moved is ignored while it stays."""
+        try:
+            rejected = _own_subdirectory(self.spool, "rejected")
+            target = name
+            number = 0
+            while os.path.lexists(rejected / target) or os.path.lexists(rejected / f"{target}.reason"):
+                number += 1
+                target = f"{name}.{number}"
+            os.replace(self.spool / name, rejected / target)
+        except FileNotFoundError:
+            log.warning(f"{name}: rejected, never read: {reason}; it vanished before it was moved to rejected/")
+            return
+        except OSError as e:
+            self._unmovable.add(name)
+            self._count("rejected")
+            log.error(f"{name}: rejected, never read: {reason}; it cannot be moved to rejected/ "
+                      f"({e.strerror or e}) and is ignored while it stays")
+            return
+        self._count("rejected")
+        try:
+            _write_private(rejected / f"{target}.reason", f"{_now()} {reason}\n".encode())
+        except OSError as e:
+            log.warning(f"rejected/{target}.reason: cannot be written: {e.strerror or e}")
+        log.error(f"{name}: rejected, never read, moved to rejected/{target}: {reason}")
 
     def _take_records(self, flush: bool = False) -> None:
         """Take the core's records; they go to the sinks in batches of SINK_BATCH (formatting
@@ -223,7 +597,10 @@ class SpoolDaemon:
             if len(records):
                 waiting.append(records)
             if waiting and (flush or sum(map(len, waiting)) >= SINK_BATCH):
-                getattr(self.sinks, "write_" + name)(np.concatenate(waiting) if len(waiting) > 1 else waiting[0])
+                try:
+                    getattr(self.sinks, "write_" + name)(np.concatenate(waiting) if len(waiting) > 1 else waiting[0])
+                except OSError as e:
+                    raise _naming(e, self.out) from None
                 waiting.clear()
 
     def _commit(self, position: Optional[tuple[str, int]] = None, *, wait: bool = False) -> None:
@@ -236,8 +613,13 @@ class SpoolDaemon:
         covered, self.uncommitted = self.uncommitted, []
         moving, self.covered = self.covered, covered
         self._take_records(flush=True)
-        renames = [[str(t), str(f)] for t, f in self.sinks.seal()]
-        extra = {"renames": renames, "covered": covered, "moving": moving,
+        try:
+            renames = [[str(t), str(f)] for t, f in self.sinks.seal()]
+        except OSError as e:
+            raise _naming(e, self.out) from None
+        # the bytes read of each file: what is found beyond them when it moves is a late tail
+        sizes = {name: self.fed_sizes[name] for name in covered + moving if name in self.fed_sizes}
+        extra = {"renames": renames, "covered": covered, "moving": moving, "sizes": sizes,
                  "position": list(position) if position else None, "numbering": self.sinks.numbering()}
         started = time.perf_counter()
         prepared = self.store.prepare(self.engine, extra, copy_limit=DETACHED_BASE_BYTES)
@@ -249,14 +631,16 @@ class SpoolDaemon:
                 prepared.write()
                 SinkSet.commit(renames)
                 for name in moving:
-                    if (self.spool / name).exists():
-                        self._move_done(name)
+                    self._move_done(name, sizes.get(name))
             except BaseException as e:      # reported on the main thread
                 outcome = e
             self._writer_outcome = (time.perf_counter() - started, outcome)
 
         self.last_commit = time.monotonic()
-        self.sinks.write_stats(self._stats())
+        try:
+            self.sinks.write_stats(self._stats())
+        except OSError as e:
+            raise _naming(e, self.out / "stats.json") from None
         self.in_flight = set(moving)
         if prepared.detached and not wait:
             self._writer = threading.Thread(target=complete, name="checkpoint")
@@ -272,6 +656,8 @@ class SpoolDaemon:
         if self._writer_outcome is None:
             return
         (seconds, error), self._writer_outcome = self._writer_outcome, None
+        for name in self.in_flight:
+            self.fed_sizes.pop(name, None)      # moved (or to be moved again, from the checkpoint's sizes)
         self.in_flight = set()
         if error is not None:
             raise error
@@ -289,16 +675,22 @@ class SpoolDaemon:
 
     def run(self) -> int:
         for directory in (self.out, self.state):
-            directory.mkdir(parents=True, exist_ok=True)
+            _make_private_dir(directory)
         journal_dir = None
         if self.stdin is not None or self.listen is not None:
             if self.journal_prefix and not self.spool.is_dir():
                 raise FileNotFoundError(f"{self.spool}: no such spool directory")
+            _make_private_dir(self.spool)       # a journal of its own under STATE: 0750 like the rest
             journal_dir = JournalDirectory(self.spool, self.journal_prefix)
         if self.stdin is not None:
             self.journal = StdinJournal(journal_dir, self.stdin)
         if not self.spool.is_dir():
             raise FileNotFoundError(f"{self.spool}: no such spool directory")
+        if self.spool_owners is None:
+            # probes often write as another user than the service's: the spool's owner is theirs
+            self.spool_owners = {os.stat(self.spool).st_uid}
+        # this service's own user always: the journal files beside a spool are its own
+        self.spool_owners.add(os.geteuid())
         extra = self._restore()
         self._roll_forward(extra)
         core = self.engine._core
@@ -341,16 +733,18 @@ class SpoolDaemon:
             if self.reload_requested.is_set():
                 self.reload_requested.clear()
                 self._reload()
-            files = self._pending_files()
+            self._observe_spool()
+            files, settling = self._pending_files()
             if (not files and self.journal is not None and self.journal.finished.is_set()
                     and self.listen is None and not self.journal_prefix):
                 # standard input was the one source: the service's work is done
-                files = self._pending_files()       # the last journal file may have just landed
+                files, settling = self._pending_files()     # the last journal file may have just landed
                 if not files:
                     log.info("standard input ended and is processed")
                     break
             if not files:
-                if self.uncommitted or self.covered:
+                committed = bool(self.uncommitted or self.covered)
+                if committed:
                     # a quiet spool: what is processed becomes durable, and the spool files
                     # move to done/ (after a second, nearly empty checkpoint)
                     with self.lock:
@@ -358,6 +752,14 @@ class SpoolDaemon:
                         if self.covered:
                             self._commit()
                         self._wait_for_writer()
+                if self._prune_done(at_once=committed):
+                    # due files held for the fallback: a new base now releases them
+                    with self.lock:
+                        self._commit()
+                        self._wait_for_writer()
+                    self._prune_done(at_once=True)
+                if settling:
+                    last_input = time.monotonic()       # input is there, only not finished yet
                 if self.idle_advance_s and time.monotonic() - last_input >= self.idle_advance_s:
                     self._advance_to_wall_clock()
                     last_input = time.monotonic()
@@ -368,6 +770,7 @@ class SpoolDaemon:
                 if self.stop.is_set():
                     break
                 self._process_file(path)
+                self._prune_done()
         sd_notify("STOPPING=1")
         with self.lock:
             self._commit(self._position, wait=True)
@@ -376,64 +779,207 @@ class SpoolDaemon:
                 self._commit(self._position, wait=True)
         for server in self.servers:
             server.close()
-        log.info("stopped: checkpoint written, %d pending actions kept", self.engine.pending)
+        log.info(f"stopped: checkpoint written, {self.engine.pending:,} pending actions kept")
         return 0
 
     def _process_file(self, path: Path) -> None:
         """Feed one spool file in pieces, checkpointing inside it when it takes long; stops
-        part-way (its position kept for the final checkpoint) when asked to stop."""
+        part-way (its position kept for the final checkpoint) when asked to stop. The file
+        is read to its end, however far it grew meanwhile: that is still stream order."""
+        name = path.name
         within_s = self.checkpoint_every_s or CHECKPOINT_WITHIN_FILE_S
-        offset = self.resume.pop(path.name, 0)
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            # mapped, not read: the decoder works on the page cache with no copy
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size > offset else None
-        try:
-            view = memoryview(mapped) if mapped is not None else memoryview(b"")
-            while offset < size:
-                piece = view[offset:offset + FEED_BYTES]
-                with self.lock:
-                    core = self.engine._core      # a reload replaces the engine
-                    status = core.feed(piece)
-                    # taken as they come, as replay does (the core's buffers stay small
-                    # and warm), and handed to the sinks in batches
-                    self._take_records()
-                    if self.metrics is not None:
-                        self.metrics.observe(self.engine, input_bytes=len(piece))
-                piece.release()
-                if offset % mmap.PAGESIZE == 0:
-                    # pages decoded are handed back: a long file does not stay resident
-                    mapped.madvise(mmap.MADV_DONTNEED, offset, min(FEED_BYTES, size - offset))
-                offset = min(size, offset + FEED_BYTES)
-                if status:
-                    # The stream cannot be decoded past this point: report it, keep what came
-                    # before, and start a new stream with the next file.
-                    log.error("%s: corrupt event stream at byte offset %d (status %d); skipped the rest",
-                              path.name, core.error_offset, status)
+        offset = start = self.resume.pop(name, 0)
+        f = self._open_spool_file(path)
+        if f is None:
+            if offset:
+                # read part-way before (a checkpoint stood inside it): an event it was in the
+                # middle of cannot be completed
+                self._new_stream(f"{name}: was read up to byte {offset:,} and is gone")
+            return
+        with f:
+            opened_size = os.fstat(f.fileno()).st_size
+            f.seek(offset)
+            while True:
+                try:
+                    n = self._read_piece(f)
+                except OSError as e:
+                    self._reject(name, f"read error at byte {offset:,}: {e.strerror or e}"
+                                       + (" (the bytes before it were processed)" if offset else ""))
+                    if offset:
+                        self._new_stream(f"{name}: unreadable after byte {offset:,}")
+                    return
+                status = 0
+                if n:
+                    piece = self._buffer[:n]
                     with self.lock:
-                        core.begin_stream()
+                        core = self.engine._core      # a reload replaces the engine
+                        # where this file's bytes stand in the stream, for an error's offset
+                        file_start = core.state_scalars()["stream_offset"] - offset
+                        status = core.feed(piece)
+                        # taken as they come, as replay does (the core's buffers stay small
+                        # and warm), and handed to the sinks in batches
+                        self._take_records()
+                        if self.metrics is not None:
+                            self.metrics.observe(self.engine, input_bytes=n)
+                    piece.release()
+                    offset += n
+                if status:
+                    self._stream_broken(name, status, core.error_offset, file_start)
                     break
-                if offset == size:
+                if n < FEED_BYTES:
+                    if os.fstat(f.fileno()).st_size > offset:
+                        continue        # it grew while this piece was fed: read on
                     break
                 if self.stop.is_set():
-                    self._position = (path.name, offset)    # for the final checkpoint
+                    self._position = (name, offset)    # for the final checkpoint
                     return
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
-                    self._reload((path.name, offset))
+                    self._reload((name, offset))
                 elif time.monotonic() - self.last_commit >= within_s:
                     with self.lock:
-                        self._commit((path.name, offset))
-        finally:
-            view.release()
-            if mapped is not None:
-                mapped.close()
+                        self._commit((name, offset))
+            if not status and (offset < opened_size or start > opened_size):
+                self._count("changed")
+                self._new_stream(f"{name}: truncated while it was read: it ended at byte {offset:,}, "
+                                 f"{max(opened_size, start):,} bytes were there before")
+            elif not status and offset > opened_size:
+                self._count("changed")
+                log.warning(f"{name}: grew from {opened_size:,} to {offset:,} bytes while it was read (written in "
+                            "place: have the probe write elsewhere and rename); all of it was processed")
         self._position = None
-        self.uncommitted.append(path.name)
+        self.fed_sizes[name] = offset
+        self.uncommitted.append(name)
         if self.checkpoint_every_s and time.monotonic() - self.last_commit < self.checkpoint_every_s:
             return
         with self.lock:
             self._commit()
+
+    def _read_piece(self, f) -> int:
+        """Read up to FEED_BYTES into the buffer; fewer only at the end of the file. Read,
+        not mapped: a mapped file truncated by another process kills this one with SIGBUS,
+        and reading costs one copy from the page cache (docs/performance.md)."""
+        filled = 0
+        while filled < FEED_BYTES:
+            n = f.readinto(self._buffer[filled:])
+            if not n:
+                break
+            filled += n
+        return filled
+
+    def _stream_broken(self, name: str, status: int, error_offset: int, file_start: int) -> None:
+        """The stream cannot be decoded past this point: report it, keep what came before, and
+        start a new stream with the next file. The offset is the file's own (what an operator
+        opens); the stream's follows."""
+        reason = _STATUS_REASONS.get(status, f"status_{status}")
+        detail = _STATUS_DETAILS.get(status, "")
+        inside = error_offset - file_start
+        where = (f"at byte {inside:,} of the file" if inside >= 0 else
+                 f"in an event that began {-inside:,} bytes before this file, in the one before it")
+        log.error(f"{name}: corrupt event stream {where} (stream offset {error_offset:,}): {reason} ({detail}); "
+                  "the rest of the file is skipped and the next file starts a new stream")
+        with self.lock:
+            if status == 4:
+                self.engine._core.clear_oom()
+            self.engine._core.begin_stream()
+
+    def _new_stream(self, why: str) -> None:
+        """The stream's continuity is lost (a file gone or cut while read): an event begun in
+        it cannot be completed, so the next file starts a new stream, as after corrupt bytes."""
+        log.warning(f"{why}: the next file starts a new stream")
+        with self.lock:
+            self.engine._core.begin_stream()
+
+    def _prune_done(self, at_once: bool = False) -> bool:
+        """Measure done/ and, with --keep-done, delete its oldest files (by mtime) beyond the
+        age or size given. Only files no usable checkpoint needs again: files move to done/
+        one checkpoint late, and a damaged checkpoint falls back to an older one, which
+        brings back from done/ what the newer ones moved (_forget_lost_work). The store keeps
+        the previous generation as the fallback of the current one, so what the records of
+        the current generation moved stays; so does the newest journal file (the journal
+        numbers on from it after a restart). Every PRUNE_EVERY_S during a backlog, `at_once`
+        after a quiet spool's checkpoint. True when files that are due are held only because
+        the current generation needs them: the next checkpoint is then made a new base
+        (at most every REBASE_FOR_DONE_S), after which they can go."""
+        if not self.keep_done and self.metrics is None:
+            return False
+        if not at_once and time.monotonic() - self._last_prune < PRUNE_EVERY_S:
+            return False
+        if self._writer is not None or self.store.generation is None:
+            return False    # files are being moved (the next time), or nothing is checkpointed yet
+        self._last_prune = time.monotonic()
+        done = self.spool / "done"
+        files = []
+        try:
+            with os.scandir(done) as entries:
+                for entry in entries:
+                    info = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode):
+                        files.append((info.st_mtime, entry.name, info.st_size))
+        except FileNotFoundError:
+            pass
+        total = sum(size for _, _, size in files)
+        if self.keep_done and files:
+            needed = self._needed_by_fallback()
+            if needed is not None:
+                journal = [name for _, name, _ in files if self._journaled_here(name)]
+                if journal:
+                    needed.add(max(journal))
+                max_age = min((value for kind, value in self.keep_done if kind == "age"), default=None)
+                max_bytes = min((value for kind, value in self.keep_done if kind == "size"), default=None)
+                now = time.time()
+                removed = removed_bytes = held = 0
+                for mtime, name, size in sorted(files):
+                    too_old = max_age is not None and now - mtime > max_age
+                    too_big = max_bytes is not None and total > max_bytes
+                    if not (too_old or too_big):
+                        break       # oldest first: nothing younger is due either
+                    if name in needed:
+                        held += size
+                        continue
+                    try:
+                        os.unlink(done / name)
+                    except FileNotFoundError:
+                        pass
+                    total -= size
+                    removed += 1
+                    removed_bytes += size
+                if removed:
+                    log.info(f"--keep-done: {removed:,} files ({removed_bytes:,} bytes) removed from done/, "
+                             f"{total:,} bytes kept")
+                if held and time.monotonic() - self._last_rebase_for_done >= REBASE_FOR_DONE_S:
+                    self._last_rebase_for_done = time.monotonic()
+                    log.info(f"--keep-done: {held:,} bytes in done/ are due but the checkpoint fallback needs them "
+                             "until a new base: the next checkpoint is one")
+                    self.store.rebase_next()
+                    self.done_bytes = total
+                    return True
+        self.done_bytes = total
+        return False
+
+    def _needed_by_fallback(self) -> Optional[set[str]]:
+        """The spool files in done/ that a fallback to an older checkpoint brings back: those
+        the records of the current generation moved. None when they cannot all be read (a
+        damaged log): then nothing is pruned."""
+        extras = self.store.record_extras()
+        if extras is None:
+            if not self._prune_refused:
+                log.warning(f"--keep-done: the checkpoint log of generation {self.store.generation:,} cannot be read "
+                            "whole; done/ is not pruned until the next generation")
+                self._prune_refused = True
+            return None
+        self._prune_refused = False
+        return {name for extra in extras for name in extra.get("moving") or []}
+
+    def _observe_spool(self) -> None:
+        """The spool's own figures for the metrics: files rejected, files that changed after
+        they were opened, late tails, the bytes kept in done/."""
+        if self.metrics is None:
+            return
+        with self._counts_lock:
+            counts = dict(self.spool_counts)
+        self.metrics.observe_spool(rejected=counts["rejected"], changed=counts["changed"], tails=counts["tails"],
+                                   done_bytes=self.done_bytes)
 
     def _reload(self, position: Optional[tuple[str, int]] = None) -> None:
         """SIGHUP: configuration, profiles, lists and areas read again; state carried over by
@@ -443,8 +989,8 @@ class SpoolDaemon:
             self._commit(position)
             try:
                 new = self.engine.reload(self.config_path)
-            except (SigmatchError, OSError, ValueError) as e:
-                log.error("reload rejected, the running configuration goes on: %s", str(e).splitlines()[0])
+            except Exception as e:      # noqa: BLE001 - whatever a new configuration does, the running one goes on
+                log.error(f"reload rejected, the running configuration goes on: {_one_line(e)}")
                 return
             self.engine = new
             output = new.config.output
@@ -452,8 +998,8 @@ class SpoolDaemon:
                                  max_records=output.max_records, max_age_ms=output.max_age_ms,
                                  durable=False, defer_renames=True, numbering=self.sinks.numbering())
             self._commit(position)
-        log.warning("reloaded %s: %d campaigns, %d subscribers; %d pending actions of removed campaigns dropped",
-                    self.config_path, len(new.campaigns), len(new.subscribers), new.reload_dropped)
+        log.warning(f"reloaded {self.config_path}: {len(new.campaigns):,} campaigns, {len(new.subscribers):,} "
+                    f"subscribers; {new.reload_dropped:,} pending actions of removed campaigns dropped")
 
     def _advance_to_wall_clock(self) -> None:
         """A quiet spool: event time moves on with the wall clock so that delayed actions

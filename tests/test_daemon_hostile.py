@@ -1,0 +1,576 @@
+"""`sigmatch run` under hostile conditions (issue 8): spool files that are links, of another
+owner, not regular files, unreadable, vanishing, written in place, truncated while read;
+reloads of configurations that break the loaders; done/ pruned without breaking the
+fallback to an older checkpoint; error texts that name the file, the offset inside it and
+the path that failed. Each case runs the real daemon as a subprocess; where timing alone
+cannot put a fault at one moment reliably, tests/spool_faults.py puts it there."""
+import csv
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import Engine
+from engine.gen import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+FAULTS = ROOT / "tests" / "spool_faults.py"
+NOBODY = 65534
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A small world whose trace is cut into 12 files at event boundaries, named so that name
+    order is the trace's order."""
+    directory = tmp_path_factory.mktemp("hostile-world")
+    generated = generate(directory, subscribers=5_000, events=60_000, campaigns=4, seed=3, trace_files=12)
+    traces = [(f"t-{i:02d}.msgpack", path.read_bytes()) for i, path in enumerate(generated.traces, 1)]
+    return generated.config, traces
+
+
+def fill(spool: Path, traces) -> None:
+    spool.mkdir(exist_ok=True)
+    for name, data in traces:
+        (spool / f".{name}.part").write_bytes(data)
+        os.replace(spool / f".{name}.part", spool / name)
+
+
+def start(config, spool, out, state, *args, fault=None, umask=None, verbose=True):
+    """The daemon as a subprocess (through the fault harness when `fault`), once it has told
+    systemd READY=1. Its stderr goes to a file (`proc.log_path`): read while it runs, and
+    never a pipe that fills."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(Path(spool).parent / f"notify-{random.randrange(10**9)}.sock")
+    listener.bind(address)
+    listener.settimeout(60)
+    command = [sys.executable, "-m", "engine.cli"] if fault is None else [sys.executable, str(FAULTS), fault, "--"]
+    command += (["-v"] if verbose else []) + ["run", str(config), "--out", str(out), "--state", str(state),
+                                             "--spool", str(spool), *args]
+    log_path = Path(spool).parent / f"daemon-{random.randrange(10**9)}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "NOTIFY_SOCKET": address},
+                                stdout=subprocess.DEVNULL, stderr=log, text=True,
+                                preexec_fn=(lambda: os.umask(umask)) if umask is not None else None)
+    proc.log_path = log_path
+    with listener:
+        try:
+            assert listener.recv(64) == b"READY=1"
+        except socket.timeout:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"the daemon did not start: {log_path.read_text()[-3000:]}")
+    return proc
+
+
+def log_of(proc) -> str:
+    return proc.log_path.read_text()
+
+
+def stop(proc) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    return proc.returncode, log_of(proc)
+
+
+def wait_for(predicate, what: str, proc=None, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the daemon ended ({proc.returncode}) waiting for {what}: {log_of(proc)[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def drained(spool: Path) -> bool:
+    return not list(spool.glob("*.msgpack"))
+
+
+def actions(out: Path) -> list[tuple]:
+    found = []
+    for path in sorted(out.rglob("actions-*.csv")):
+        with open(path, newline="") as f:
+            found += [tuple(r.values()) for r in csv.DictReader(f)]
+    return sorted(found)
+
+
+def expected_actions(config, data) -> list[tuple]:
+    run = Engine.from_config(config).replay(data)
+    columns = run.action_columns()
+    return sorted(tuple(str(columns[k][i]) for k in columns) for i in range(len(run.actions)))
+
+
+def no_traceback(log: str) -> None:
+    assert "Traceback" not in log, log[-3000:]
+
+
+# --------------------------------------------------------------------------- item 1: what is read
+
+def test_links_foreign_files_and_non_regular_files_go_unread_to_rejected(world, tmp_path):
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill(spool, traces)
+    secret = tmp_path / "lookup.token"
+    secret.write_bytes(b"\xa6s3cret" * 50)      # msgpack strings: as input, each a dead letter
+    bad = {
+        "t-00-link.msgpack": "symbolic link",
+        "t-03-foreign.msgpack": "not an allowed spool owner",
+        "t-05-dir.msgpack": "a directory, not a regular file",
+        "t-07-fifo.msgpack": "a FIFO, not a regular file",
+        "t-09-dangling.msgpack": "symbolic link",
+    }
+    (spool / "t-00-link.msgpack").symlink_to(secret)
+    (spool / "t-03-foreign.msgpack").write_bytes(traces[0][1])
+    os.chown(spool / "t-03-foreign.msgpack", NOBODY, NOBODY)
+    (spool / "t-05-dir.msgpack").mkdir()
+    os.mkfifo(spool / "t-07-fifo.msgpack")
+    (spool / "t-09-dangling.msgpack").symlink_to(tmp_path / "nowhere")
+
+    proc = start(config, spool, out, state, "--settle", "0")
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    no_traceback(log)
+    assert actions(out) == expected_actions(config, [data for _, data in traces])
+    rejected = spool / "rejected"
+    for name, why in bad.items():
+        assert os.path.lexists(rejected / name), name
+        assert why in (rejected / f"{name}.reason").read_text(), name
+        lines = [line for line in log.splitlines() if name in line]
+        assert len(lines) == 1 and "rejected, never read" in lines[0], lines
+    assert os.path.islink(rejected / "t-00-link.msgpack")      # the link moved, not its target
+    assert secret.read_bytes() == b"\xa6s3cret" * 50
+    assert not any(b"s3cret" in p.read_bytes() or b"73336372" in p.read_bytes()
+                   for p in out.rglob("*") if p.is_file())
+    assert sorted(p.name for p in (spool / "done").iterdir()) == [name for name, _ in traces]
+
+    # a restart does not meet them again
+    proc = start(config, spool, out, state, "--settle", "0")
+    code, log = stop(proc)
+    assert code == 0 and "rejected" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("how", ["--spool-owner", "spool directory owner"])
+def test_a_foreign_owner_is_read_when_allowed(world, tmp_path, how):
+    """Probes often write as another user: --spool-owner names them, and by default the
+    spool directory's owner is allowed."""
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill(spool, traces)
+    for name, _ in traces[::2]:
+        os.chown(spool / name, NOBODY, NOBODY)
+    args = ["--settle", "0"]
+    if how == "--spool-owner":
+        args += ["--spool-owner", "daemon,nobody", "--spool-owner", "0"]
+    else:
+        os.chown(spool, NOBODY, NOBODY)
+    proc = start(config, spool, out, state, *args)
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    code, log = stop(proc)
+    assert code == 0 and "rejected" not in log, log[-3000:]
+    assert actions(out) == expected_actions(config, [data for _, data in traces])
+
+
+def test_an_unknown_spool_owner_is_one_line(world, tmp_path):
+    config, _ = world
+    (tmp_path / "spool").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(tmp_path / "out"),
+                           "--state", str(tmp_path / "state"), "--spool", str(tmp_path / "spool"),
+                           "--spool-owner", "no-such-user-here"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == ["sigmatch: error: --spool-owner 'no-such-user-here': no such user"]
+
+
+# --------------------------------------------------------------------------- item 3: modes
+
+@pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])
+def test_what_the_service_creates_is_0640_and_its_directories_0750(world, tmp_path, umask):
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out" / "nested", tmp_path / "state" / "nested"
+    traces = [(name.replace("t-03", "t-03-tail"), data) for name, data in traces]
+    fill(spool, traces)
+    (tmp_path / "t-03-tail.msgpack.more").write_bytes(traces[0][1])
+    (spool / "t-00-link.msgpack").symlink_to(tmp_path / "nowhere")
+    proc = start(config, spool, out, state, "--settle", "0", fault="tail", umask=umask)
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+
+    def mode(path):
+        return stat.S_IMODE(os.lstat(path).st_mode)
+
+    directories = [out, out.parent, state, state.parent, spool / "done", spool / "rejected"]
+    assert {str(d): oct(mode(d)) for d in directories} == {str(d): "0o750" for d in directories}
+    files = (list(state.glob("base-*")) + list(state.glob("log-*")) + list((spool / "rejected").glob("*.reason"))
+             + list((spool / "rejected").glob("*.tail-*")))
+    assert any(p.name.startswith("log-") for p in files) and any(".tail-" in p.name for p in files)
+    assert {p.name: oct(mode(p)) for p in files} == {p.name: "0o640" for p in files}
+
+
+# --------------------------------------------------------------------------- item 4: vanished, unreadable
+
+@pytest.mark.parametrize("fault", ["vanish", "eacces", "eio"])
+def test_a_vanished_or_unreadable_file_is_logged_set_aside_and_never_met_again(world, tmp_path, fault):
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    name = f"t-04-{fault}.msgpack"
+    fill(spool, traces + [(name, traces[3][1])])
+    proc = start(config, spool, out, state, "--settle", "0", fault=fault)
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    no_traceback(log)
+    assert actions(out) == expected_actions(config, [data for _, data in traces])
+    lines = [line for line in log.splitlines() if name in line]
+    assert len(lines) == 1, lines
+    if fault == "vanish":
+        assert "vanished before it was read" in lines[0]
+        assert not (spool / "rejected").exists()
+    else:
+        why = "cannot be opened: Permission denied" if fault == "eacces" else "read error at byte 0: Input/output error"
+        assert why in lines[0] and why in (spool / "rejected" / f"{name}.reason").read_text()
+        assert (spool / "rejected" / name).read_bytes() == traces[3][1]
+    proc = start(config, spool, out, state, "--settle", "0", fault=fault)
+    code, log = stop(proc)
+    assert code == 0 and name not in log, log[-3000:]
+
+
+# --------------------------------------------------------------------------- item 5: written in place
+
+def test_a_file_written_in_place_is_read_once_it_has_settled(world, tmp_path):
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    proc = start(config, spool, out, state, "--settle", "2")
+    data = b"".join(d for _, d in traces[:6])
+    with open(spool / "t-01.msgpack", "wb") as f:        # a probe writing in place, in pieces
+        for i in range(0, len(data), len(data) // 10):
+            f.write(data[i:i + len(data) // 10])
+            f.flush()
+            time.sleep(0.1)
+    fill(spool, [("t-02.msgpack", b"".join(d for _, d in traces[6:]))])
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert actions(out) == expected_actions(config, [data for _, data in traces])
+    assert not (spool / "rejected").exists() and "grew" not in log
+
+
+def test_a_file_that_grows_while_it_is_read_is_read_to_its_end(world, tmp_path):
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    grown = [(name.replace("t-05", "t-05-grow"), data) for name, data in traces]
+    fill(spool, grown)
+    (tmp_path / "t-05-grow.msgpack.more").write_bytes(traces[0][1])
+    proc = start(config, spool, out, state, "--settle", "0", fault="grow")
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    # still the file being read, no later one fed: its new bytes are in stream order
+    stream = [d + (traces[0][1] if "grow" in n else b"") for n, d in grown]
+    assert actions(out) == expected_actions(config, stream)
+    assert "t-05-grow.msgpack: grew from" in log
+    assert (spool / "done" / "t-05-grow.msgpack").read_bytes() == traces[4][1] + traces[0][1]
+
+
+def test_a_tail_appended_after_later_files_were_processed_goes_to_rejected_with_its_offset(world, tmp_path):
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    tailed = [(name.replace("t-05", "t-05-tail"), data) for name, data in traces]
+    fill(spool, tailed)
+    late = traces[0][1][:1000]
+    (tmp_path / "t-05-tail.msgpack.more").write_bytes(late)
+    port = free_port()
+    proc = start(config, spool, out, state, "--settle", "0", "--metrics", f"127.0.0.1:{port}", fault="tail")
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    size = len(traces[4][1])
+    tail = spool / "rejected" / f"t-05-tail.msgpack.tail-{size}"
+    wait_for(tail.exists, "the tail in rejected/", proc)
+    wait_for(lambda: metric(port, "sigmatch_spool_tails_rejected_total") == 1, "the tail's metric", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert actions(out) == expected_actions(config, [data for _, data in traces])
+    assert tail.read_bytes() == late
+    assert (spool / "done" / "t-05-tail.msgpack").read_bytes() == traces[4][1]
+    reason = (spool / "rejected" / f"{tail.name}.reason").read_text()
+    assert f"from byte {size:,} on" in reason
+    assert f"moved to rejected/{tail.name} (they start at byte {size:,} of the file)" in log
+
+
+# --------------------------------------------------------------------------- item 6: truncated while read
+
+def _position(pid: int, path: Path):
+    """The file offset of `pid`'s open descriptor of `path` (None while it has none)."""
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                        return int(f.readline().split()[1])
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return None
+
+
+def _truncate_while_read(proc, path: Path, size: int) -> int:
+    """Truncate `path` to a third once `proc` has read into it and before it is through;
+    returns the offset the reader stood at."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        at = _position(proc.pid, path)
+        if at and at < size:
+            os.truncate(path, size // 3)
+            return at
+        time.sleep(0.001)
+    pytest.fail(f"never saw {path.name} being read (exit {proc.poll()})")
+
+
+def test_a_file_truncated_while_read_is_logged_and_the_service_goes_on(world, tmp_path):
+    from engine.service.daemon import FEED_BYTES
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    big = b"".join(d for _, d in traces) * 40
+    assert len(big) > 12 * FEED_BYTES
+    proc = start(config, spool, out, state, "--settle", "0")
+    fill(spool, [("t-01-big.msgpack", big)])
+    at = _truncate_while_read(proc, spool / "t-01-big.msgpack", len(big))
+    fill(spool, [("t-02.msgpack", traces[0][1])])
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]          # not 135: a mapped file truncated kills with SIGBUS
+    no_traceback(log)
+    assert "t-01-big.msgpack: truncated while it was read" in log, (at, log[-3000:])
+    assert "t-02.msgpack" not in log        # the next file is read as any other
+    assert (spool / "done" / "t-02.msgpack").exists()
+
+
+def test_replay_of_a_trace_truncated_while_read_is_a_one_line_error(world, tmp_path):
+    from loaders.traces import CHUNK_BYTES
+    config, traces = world
+    trace = tmp_path / "big.msgpack"
+    big = b"".join(d for _, d in traces) * 40
+    assert len(big) > 6 * CHUNK_BYTES
+    trace.write_bytes(big)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "replay", str(config), str(trace),
+                             "--out", str(tmp_path / "out"), "--no-progress"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _truncate_while_read(proc, trace, len(big))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err      # not -7 (SIGBUS)
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.fullmatch(rf"sigmatch: error: {re.escape(str(trace))}: truncated while being read: it ended at "
+                        rf"byte [\d,]+ of the {len(big):,} it had when opened", err.strip()), err
+
+
+# --------------------------------------------------------------------------- item 7: bad reloads
+
+def test_a_reload_that_fails_in_any_way_leaves_the_running_configuration(world, tmp_path):
+    config, traces = world
+    work = tmp_path / "w"
+    shutil.copytree(config.parent, work, ignore=shutil.ignore_patterns("*.msgpack"))
+    config = work / config.name
+    good = config.read_text()
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill(spool, traces[:6])
+    proc = start(config, spool, out, state, "--settle", "0")
+    wait_for(lambda: drained(spool), "the first half", proc)
+    bad = [
+        "x = " + "[" * 3000 + "]" * 3000 + "\n" + good,                    # RecursionError in tomllib
+        good.replace('"lists/staff.roar"', '"lists/staff.csv"'),           # a 200 KB header field
+        good.replace("[policy]", "[policy]\nmax_per_day = " + "9" * 5000),  # digits past int()'s limit
+    ]
+    (work / "lists" / "staff.csv").write_text("x" * 200_000 + "\n13800138000\n")
+    for i, text in enumerate(bad, 1):
+        config.write_text(text)
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: log_of(proc).count("reload rejected") == i, f"reload {i} to be rejected", proc)
+    config.write_text(good)
+    fill(spool, traces[6:])
+    wait_for(lambda: drained(spool), "the second half", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    no_traceback(log)
+    rejected = [line for line in log.splitlines() if "reload rejected" in line]
+    assert len(rejected) >= 3, log[-3000:]
+    assert all(len(line) < 600 for line in rejected)
+    assert "reloaded" not in log
+    assert actions(out) == expected_actions(config, [data for _, data in traces])
+
+
+# --------------------------------------------------------------------------- item 11: --keep-done
+
+def damage(path: Path, at: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("where", ["newest record", "base"])
+def test_keep_done_never_takes_what_the_fallback_to_an_older_checkpoint_needs(world, tmp_path, where):
+    """Every file in done/ is due (three hours old, --keep-done 1h), but those the records of
+    the newest checkpoint generation moved are what a fallback brings back: they stay (the
+    new base that would release them is withheld here), and after the newest checkpoint
+    or base is damaged the output is still exact."""
+    from engine.service.checkpoint import RECORD_MAGIC, CheckpointStore
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    half = len(traces) // 2
+    fill(spool, traces[:half])
+    proc = start(config, spool, out, state, "--settle", "0", "--checkpoint-every", "0")
+    wait_for(lambda: drained(spool), "the first half", proc)
+    assert stop(proc)[0] == 0
+    done = spool / "done"
+    for path in done.iterdir():
+        os.utime(path, (time.time() - 3 * 3600,) * 2)
+    fill(spool, [traces[half]])
+    proc = start(config, spool, out, state, "--settle", "0", "--checkpoint-every", "0", "--keep-done", "1h",
+                 fault="no-rebase")
+    wait_for(lambda: drained(spool), "one more file", proc)
+    wait_for(lambda: "the checkpoint fallback needs them" in log_of(proc), "files held for the fallback", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    store = CheckpointStore(state)
+    newest = store.generations()[0]
+    needed = {name for extra in store._record_extras(newest) for name in extra.get("moving") or []}
+    kept = {p.name for p in done.iterdir()}
+    assert needed and needed <= kept, (needed, kept)
+    assert all(p.stat().st_mtime < time.time() - 3600 for p in done.iterdir() if p.name != traces[half][0])
+    base = store.base_path(newest)
+    log_file = store.log_path(newest)
+    if where == "newest record":
+        damage(log_file, log_file.read_bytes().rindex(RECORD_MAGIC) + 200)
+    else:
+        assert len(store.generations()) == 2, "this world rebases often"
+        damage(base, base.stat().st_size - 10)
+    fill(spool, traces[half + 1:])
+    proc = start(config, spool, out, state, "--settle", "0", "--keep-done", "1h")
+    wait_for(lambda: drained(spool), "the second half", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert "cannot use checkpoint" in log and "gone from done/" not in log
+    assert actions(out) == expected_actions(config, [data for _, data in traces])
+
+
+def test_keep_done_by_age_and_the_bytes_kept_metric(world, tmp_path):
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill(spool, traces)
+    port = free_port()
+    proc = start(config, spool, out, state, "--settle", "0", "--keep-done", "2h", "--metrics", f"127.0.0.1:{port}")
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    done = spool / "done"
+    wait_for(lambda: len(list(done.iterdir())) == len(traces), "every file in done/", proc)
+    wait_for(lambda: metric(port, "sigmatch_spool_done_bytes") == sum(len(d) for _, d in traces),
+             "the bytes in done/", proc)
+    # the first files are made three hours old; a file arrives, the spool runs empty: pruned
+    old = [name for name, _ in traces[:4]]
+    for name in old:
+        os.utime(done / name, (time.time() - 3 * 3600,) * 2)
+    fill(spool, [("t-99.msgpack", b"")])
+    wait_for(lambda: not any((done / name).exists() for name in old), "the old files pruned", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert sorted(p.name for p in done.iterdir()) == sorted([name for name, _ in traces[4:]] + ["t-99.msgpack"])
+
+
+@pytest.mark.parametrize("text", ["7", "7x", "-1d", "0h", "1e9d", "12" * 20 + "GB", ""])
+def test_keep_done_values_are_checked(text):
+    from engine.service.daemon import parse_keep_done
+    with pytest.raises(ValueError, match="--keep-done"):
+        parse_keep_done(text)
+
+
+def test_keep_done_values():
+    from engine.service.daemon import parse_keep_done
+    assert parse_keep_done("7d") == ("age", 7 * 86400)
+    assert parse_keep_done("90m") == ("age", 5400)
+    assert parse_keep_done("50GB") == ("size", 50e9)
+    assert parse_keep_done("1.5 GiB") == ("size", 1.5 * (1 << 30))
+
+
+# --------------------------------------------------------------------------- item 12: error texts
+
+def test_a_corrupt_stream_names_the_file_the_offset_inside_it_and_the_reason(world, tmp_path):
+    import msgpack
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    first, second = traces[0][1], traces[1][1]
+    cut = len(second) // 2
+    # an event boundary near the middle
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(second)
+    at = 0
+    for _ in unpacker:
+        at = unpacker.tell()
+        if at >= cut:
+            break
+    oversized = msgpack.packb({"t": "SMS_MO", "x": b"\0" * 70_000})
+    fill(spool, [("t-01.msgpack", first), ("t-02.msgpack", second[:at] + b"\xc1" + second[at:]),
+                 ("t-03.msgpack", oversized), ("t-04.msgpack", traces[3][1])])
+    proc = start(config, spool, out, state, "--settle", "0")
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert (f"t-02.msgpack: corrupt event stream at byte {at:,} of the file (stream offset {len(first) + at:,}): "
+            "corrupt (") in log, log[-3000:]
+    assert "t-03.msgpack: corrupt event stream at byte 0 of the file (stream offset 0): too_large (" in log, log[-3000:]
+    assert "status" not in log
+
+
+@pytest.mark.parametrize("fault,path", [("enospc-checkpoint", "state/log-"), ("enospc-sinks", "out")])
+def test_a_full_disk_names_the_path(world, tmp_path, fault, path):
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill(spool, traces[:3])
+    proc = start(config, spool, out, state, "--settle", "0", "--checkpoint-every", "0", fault=fault)
+    wait_for(lambda: drained(spool), "the first files", proc)
+    (tmp_path / "disk-full").touch()
+    fill(spool, traces[3:])
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    err = log_of(proc)
+    assert proc.returncode == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("sigmatch: error: OSError: [Errno 28] No space left on device: "), err[-3000:]
+    assert f"'{tmp_path / path}" in last, last
+    no_traceback(err)
+
+
+# --------------------------------------------------------------------------- helpers
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def metric(port: int, name: str):
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split()[-1])
+    return None
