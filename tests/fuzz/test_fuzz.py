@@ -29,7 +29,10 @@ def test_a_short_fuzz_run_finds_nothing(target, tmp_path):
                # a finding is an exception, a crash or an input that takes a minute; a slow
                # machine does not make a normal input (milliseconds) take that long
                "-timeout=60", "-rss_limit_mb=4096", f"-artifact_prefix={findings}/", str(corpus)]
-    proc = subprocess.run(command, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+    # the targets' scratch files and dictionary go under TMPDIR: libFuzzer ends the process
+    # with exit(), so they cannot remove them themselves
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.run(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           errors="replace", timeout=SECONDS + 300)
     found = sorted(findings.iterdir())
     if proc.returncode == 0 and not found:
