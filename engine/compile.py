@@ -246,7 +246,7 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
         unblocked[0], unblocked[1], config.max_pending,
     )
     core.set_campaigns(campaigns)
-    log.info("compiled %d campaigns over %d subscribers: %d eligibility classes, %d areas, %d peer sets",
-             len(campaigns), n, nr_bits, len(area_names), len(peer_sets))
+    log.info("compiled %s campaigns over %s subscribers: %s eligibility classes, %s areas, %s peer sets",
+             *(f"{v:,}" for v in (len(campaigns), n, nr_bits, len(area_names), len(peer_sets))))
     eligible = {d["id"]: members[d["elig"][0] * 64 + d["elig"][1].bit_length() - 1] for d in campaigns}
     return Compiled(core, nr_bits, np.ascontiguousarray(subscribers, dtype=np.uint64), eligible)

@@ -32,7 +32,7 @@ class StreamError(SigmatchError):
     def __init__(self, offset: int, reason: str, detail: str | None = None):
         self.offset = offset
         self.reason = reason        # "corrupt", "too_large" or "truncated"
-        super().__init__(f"event stream broken at byte offset {offset}: {detail or reason}")
+        super().__init__(f"event stream broken at byte offset {offset:,}: {detail or reason}")
 
 
 class CheckpointError(SigmatchError):

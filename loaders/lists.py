@@ -112,8 +112,8 @@ def _roaring_values(path: Path) -> np.ndarray:
     values = np.asarray(bitmap.to_array()).astype(np.uint64, copy=False)
     possible = np.searchsorted(values, MSISDN_LIMIT) - np.searchsorted(values, 1)
     if possible < len(values):
-        log.warning("%s: %d values are not MSISDNs (0 or more than 15 digits) and can never match",
-                    path, len(values) - possible)
+        log.warning("%s: %s values are not MSISDNs (0 or more than 15 digits) and can never match",
+                    path, f"{len(values) - possible:,}")
     return values
 
 
