@@ -826,10 +826,9 @@ class SpoolDaemon:
                 if status:
                     self._stream_broken(name, status, core.error_offset, file_start)
                     break
-                if n < FEED_BYTES:
-                    if os.fstat(f.fileno()).st_size > offset:
-                        continue        # it grew while this piece was fed: read on
+                if n < FEED_BYTES and os.fstat(f.fileno()).st_size <= offset:
                     break
+                # more to read: a whole piece was read, or the file grew while it was fed
                 if self.stop.is_set():
                     self._position = (name, offset)    # for the final checkpoint
                     return
@@ -841,8 +840,8 @@ class SpoolDaemon:
                         self._commit((name, offset))
             if not status and (offset < opened_size or start > opened_size):
                 self._count("changed")
-                self._new_stream(f"{name}: truncated while it was read: it ended at byte {offset:,}, "
-                                 f"{max(opened_size, start):,} bytes were there before")
+                self._new_stream(f"{name}: truncated while it was read (it had {max(opened_size, start):,} bytes; "
+                                 f"reading stopped at byte {offset:,})")
             elif not status and offset > opened_size:
                 self._count("changed")
                 log.warning(f"{name}: grew from {opened_size:,} to {offset:,} bytes while it was read (written in "
