@@ -254,13 +254,15 @@ def test_a_file_written_in_place_is_read_once_it_has_settled(world, tmp_path):
     config, traces = world
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
     spool.mkdir()
-    proc = start(config, spool, out, state, "--settle", "2")
+    # a probe writing in place, in pieces 0.05 s apart; the margin is wide (a stall of this
+    # test longer than --settle would let the file be read early)
+    proc = start(config, spool, out, state, "--settle", "5")
     data = b"".join(d for _, d in traces[:6])
-    with open(spool / "t-01.msgpack", "wb") as f:        # a probe writing in place, in pieces
+    with open(spool / "t-01.msgpack", "wb") as f:
         for i in range(0, len(data), len(data) // 10):
             f.write(data[i:i + len(data) // 10])
             f.flush()
-            time.sleep(0.1)
+            time.sleep(0.05)
     fill(spool, [("t-02.msgpack", b"".join(d for _, d in traces[6:]))])
     wait_for(lambda: drained(spool), "the spool to drain", proc)
     code, log = stop(proc)
@@ -487,6 +489,21 @@ def test_keep_done_by_age_and_the_bytes_kept_metric(world, tmp_path):
     code, log = stop(proc)
     assert code == 0, log[-3000:]
     assert sorted(p.name for p in done.iterdir()) == sorted([name for name, _ in traces[4:]] + ["t-99.msgpack"])
+
+
+def test_keep_done_by_size_keeps_the_newest(world, tmp_path):
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill(spool, traces)
+    limit = sum(len(d) for _, d in traces[-3:])
+    proc = start(config, spool, out, state, "--settle", "0", "--keep-done", f"{limit}B", "--keep-done", "30d")
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    done = spool / "done"
+    wait_for(lambda: sum(p.stat().st_size for p in done.iterdir()) <= limit, "done/ within the limit", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert sorted(p.name for p in done.iterdir()) == [name for name, _ in traces[-3:]]
+    assert actions(out) == expected_actions(config, [data for _, data in traces])
 
 
 @pytest.mark.parametrize("text", ["7", "7x", "-1d", "0h", "1e9d", "12" * 20 + "GB", ""])
