@@ -33,11 +33,26 @@ ctypedef struct ConversionC:
     uint8_t pad[5]
 
 ctypedef struct DeadLetterC:
-    uint64_t offset
+    uint64_t offset         # of the first value of the run
+    uint64_t count          # identical bad values in the run
     uint16_t reason
+    uint16_t field          # index into records.BAD_FIELDS; 8: the value as a whole
     uint16_t nbytes
-    uint8_t pad[4]
+    uint16_t pad
     uint8_t bytes[64]
+
+# The run of identical bad values not yet written (SPEC §4): it becomes one DeadLetterC when a
+# different value ends it, or the stream ends. It is state, carried by checkpoints and reloads,
+# so that the records never depend on where the stream was cut.
+ctypedef struct DeadRunC:
+    uint8_t* bytes          # the whole first value (capacity max_event_bytes, owned by the Core)
+    uint64_t offset
+    uint64_t count          # 0: no run open
+    uint32_t len
+    uint16_t reason
+    uint16_t field
+    uint64_t span           # offset >> DEAD_SPAN_BITS of the last record counted
+    uint64_t span_records   # records that started in that span
 
 # A delayed action waiting for its due time; the heap orders by (due, created).
 ctypedef struct TimerC:

@@ -24,7 +24,10 @@ from libc.string cimport memcpy, memset, memcmp
 
 import numpy as np
 
-from engine.records import EVENT_DTYPE, ACTION_DTYPE, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, BAD_REASONS
+from engine.records import (
+    EVENT_DTYPE, ACTION_DTYPE, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, DEAD_LETTER_BYTES, DEAD_LETTER_SPAN_BITS,
+    FUNNEL, BAD_REASONS, BAD_FIELDS, STREAM_STATUSES,
+)
 
 cdef extern from *:
     """
@@ -181,6 +184,7 @@ cdef enum:
     MAX_TYPE_NAMES = 64
     MAX_TYPE_NAME_LEN = 32
     DEAD_BYTES = 64             # bytes of a bad event kept in its dead letter
+    DEAD_SPAN_BITS = 26         # at most max_dead_letters records start in 2**26 stream bytes
     POWER_OFF_TYPE = 8
     PREFETCH_FAR = 16
     PREFETCH_NEAR = 8
@@ -273,9 +277,12 @@ ctypedef struct EngineC:
     DeadLetterC* dead
     uint64_t nr_dead
     uint64_t cap_dead
+    DeadRunC run                # the stream's open run of identical bad values
+    uint64_t max_dead_letters   # records per span of 2**DEAD_SPAN_BITS stream bytes
     # statistics
     uint64_t* funnel            # [campaign * NR_FUNNEL]
     uint64_t bad[NR_REASONS]
+    uint64_t bad_field[NR_REASONS][NR_FIELDS + 1]   # the same by field; NR_FIELDS: the whole value
     uint64_t events
     uint64_t unknown
     uint64_t by_type[64]
@@ -783,24 +790,55 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         E.funnel[<size_t>ci * NR_FUNNEL + FN_SCHEDULED] += 1
 
 
-cdef void add_dead_letter(EngineC* E, const uint8_t* buf, size_t start, size_t end,
-                          uint64_t offset, int reason) noexcept nogil:
+cdef void flush_run(EngineC* E, DeadRunC* r) noexcept nogil:
+    """End the open run: it becomes one record, unless max_dead_letters records already
+    started in its span. Runs end in stream order, so the span only ever moves on."""
     cdef DeadLetterC* d
+    cdef uint64_t span
+    if r.count == 0:
+        return
+    span = r.offset >> DEAD_SPAN_BITS
+    if span != r.span:
+        r.span = span
+        r.span_records = 0
+    if r.span_records < E.max_dead_letters:
+        if E.nr_dead == E.cap_dead:
+            E.dead = <DeadLetterC*>grow(E.dead, &E.cap_dead, sizeof(DeadLetterC), &E.oom)
+            if E.oom:
+                return
+        d = &E.dead[E.nr_dead]
+        E.nr_dead += 1
+        r.span_records += 1
+        memset(d, 0, sizeof(DeadLetterC))
+        d.offset = r.offset
+        d.count = r.count
+        d.reason = r.reason
+        d.field = r.field
+        d.nbytes = <uint16_t>(r.len if r.len < DEAD_BYTES else DEAD_BYTES)
+        memcpy(d.bytes, r.bytes, d.nbytes)
+    r.count = 0
+
+
+cdef void add_dead_letter(EngineC* E, DeadRunC* r, const uint8_t* buf, size_t start, size_t end,
+                          uint64_t offset, int reason, int field) noexcept nogil:
+    """A bad value at `offset`, buf[start:end] (at most max_event_bytes): counted, and joined
+    to the open run when it is the same value for the same reason, else the run it ends is
+    written and a new one opens. The bytes are compared whole, so a run is exactly the
+    identical values, and only offsets decide the records."""
     cdef size_t n = end - start
-    if E.nr_dead == E.cap_dead:
-        E.dead = <DeadLetterC*>grow(E.dead, &E.cap_dead, sizeof(DeadLetterC), &E.oom)
-        if E.oom:
-            return
-    d = &E.dead[E.nr_dead]
-    E.nr_dead += 1
     E.bad[reason] += 1
-    if n > DEAD_BYTES:
-        n = DEAD_BYTES
-    memset(d, 0, sizeof(DeadLetterC))
-    d.offset = offset
-    d.reason = <uint16_t>reason
-    d.nbytes = <uint16_t>n
-    memcpy(d.bytes, buf + start, n)
+    E.bad_field[reason][field] += 1
+    if (r.count and r.reason == reason and r.field == field and r.len == n
+            and memcmp(r.bytes, buf + start, n) == 0 and r.count != <uint64_t>-1):
+        r.count += 1
+        return
+    flush_run(E, r)
+    memcpy(r.bytes, buf + start, n)
+    r.len = <uint32_t>n
+    r.offset = offset
+    r.reason = <uint16_t>reason
+    r.field = <uint16_t>field
+    r.count = 1
 
 
 cdef object _records(const void* src, uint64_t n, object dtype):
@@ -817,6 +855,11 @@ cdef int status_of(int rc) noexcept nogil:
     return ST_CORRUPT if rc == DEC_CORRUPT else ST_TOO_LARGE
 
 
+cdef inline void reset_spans(DeadRunC* r) noexcept nogil:
+    r.span = 0
+    r.span_records = 0
+
+
 cdef class Core:
     """Owns every block of engine state. Set-up order: set_layout, set_subscribers,
     set_eligibility, set_areas, add_peer_set, set_event_types, set_counters, set_policy,
@@ -828,6 +871,11 @@ cdef class Core:
     cdef uint8_t* carry            # the bytes of an event that began in an earlier chunk
     cdef size_t carry_len
     cdef uint64_t carry_offset
+    # How far framing the carried event got (scan_values' place): the bytes of a later chunk
+    # go on from there rather than from the event's start, so an event fed a byte at a time
+    # costs linear time. Not state: a restored carry is framed again from its start, once.
+    cdef size_t carry_scan_pos
+    cdef uint64_t carry_scan_left
     cdef uint64_t stream_offset    # offset of the next byte to be fed
     cdef EventC* batch
     cdef uint32_t* subs            # the subscriber of each batch event, resolved ahead
@@ -844,12 +892,15 @@ cdef class Core:
             raise ValueError("max_event_bytes must be between 16 and 2**30")
         self.max_event_bytes = max_event_bytes
         self.carry = <uint8_t*>malloc(max_event_bytes + 1)
+        self.E.run.bytes = <uint8_t*>malloc(max_event_bytes)
+        self.E.max_dead_letters = 100_000
+        self.carry_scan_left = 1
         self.batch = <EventC*>malloc(BATCH * sizeof(EventC))
         self.subs = <uint32_t*>malloc(BATCH * sizeof(uint32_t))
         self.E.by_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
         self.E.counter_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
         self.E.convert_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
-        if (self.carry == NULL or self.batch == NULL or self.subs == NULL or self.E.by_type_off == NULL
+        if (self.carry == NULL or self.E.run.bytes == NULL or self.batch == NULL or self.subs == NULL or self.E.by_type_off == NULL
                 or self.E.counter_type_off == NULL or self.E.convert_type_off == NULL):
             raise MemoryError()
         self.E.quiet_start = -1
@@ -863,6 +914,7 @@ cdef class Core:
     def __dealloc__(self):
         cdef int i
         free(self.carry)
+        free(self.E.run.bytes)
         free(self.batch)
         free(self.subs)
         sm_free(self.E.index_slots, self.index_bytes)
@@ -1126,6 +1178,11 @@ cdef class Core:
         self.E.unblocked_mask = unblocked_mask
         self.E.max_pending = max_pending
 
+    def set_max_dead_letters(self, uint32_t max_dead_letters):
+        """At most this many dead-letter records start in one span of 2**26 stream bytes
+        (SPEC §4, `[engine] max_dead_letters`); past it bad events are only counted."""
+        self.E.max_dead_letters = max_dead_letters
+
     def set_campaigns(self, list campaigns):
         """campaigns: dicts with the CampaignC fields, already in priority order."""
         cdef int n = len(campaigns), ci
@@ -1184,8 +1241,13 @@ cdef class Core:
     # ---- the stream ---------------------------------------------------------------------
 
     def begin_stream(self):
-        """A new stream: offsets count from 0 and nothing is carried over."""
+        """A new stream: offsets count from 0 and nothing is carried over. A run of bad values
+        left open by a stream that was abandoned is written first."""
+        flush_run(&self.E, &self.E.run)
+        reset_spans(&self.E.run)
         self.carry_len = 0
+        self.carry_scan_pos = 0
+        self.carry_scan_left = 1
         self.stream_offset = 0
         self.error_offset = 0
 
@@ -1251,30 +1313,49 @@ cdef class Core:
                 return ST_NOMEM
         return ST_OK
 
+    cdef int _stream_error(self, int rc, uint64_t offset) noexcept nogil:
+        # The stream ends here: the run before the broken value is complete.
+        self.error_offset = offset
+        flush_run(&self.E, &self.E.run)
+        return status_of(rc)
+
     cdef int _feed(self, const uint8_t* data, size_t n) noexcept nogil:
-        cdef size_t pos = 0, end_pos, take
-        cdef int rc, reason, nb = 0, st
+        cdef size_t pos = 0, end_pos, take, have
+        cdef int rc, framed, reason, field, nb = 0, st
         cdef uint64_t base = self.stream_offset
+        cdef EngineC* E = &self.E
         self.stream_offset += n
         if self.carry_len:
             # Finish the event that began in an earlier chunk; it needs at most max_event_bytes.
+            # Framing goes on where it stopped; the event is decoded once, when it is whole.
             take = self.max_event_bytes + 1 - self.carry_len
             if take > n:
                 take = n
             memcpy(self.carry + self.carry_len, data, take)
-            rc = decode_one(self.carry, 0, self.carry_len + take, self.max_event_bytes,
-                            &self.types, &self.batch[0], &end_pos, &reason)
-            if rc == DEC_NEED_MORE:
-                self.carry_len += take
+            have = self.carry_len + take
+            framed = scan_values(self.carry, &self.carry_scan_pos, have, self.max_event_bytes,
+                                 &self.carry_scan_left)
+            if framed == DEC_NEED_MORE:
+                self.carry_len = have
                 return ST_OK
+            # Whole (or broken): decode_one gives the verdict, as it would on unsplit data.
+            rc = decode_one(self.carry, 0, have, self.max_event_bytes,
+                            &self.types, &self.batch[0], &end_pos, &reason, &field)
+            self.carry_scan_pos = 0
+            self.carry_scan_left = 1
+            if rc == DEC_NEED_MORE:
+                # decode_one makes the checks that framing made; it cannot need more bytes
+                # than framing did, but should it ever, the framing's verdict stands
+                rc = framed if framed != DEC_OK else DEC_CORRUPT
             if rc == DEC_CORRUPT or rc == DEC_TOO_LARGE:
-                self.error_offset = self.carry_offset
-                return status_of(rc)
+                self.carry_len = 0
+                return self._stream_error(rc, self.carry_offset)
             if rc == DEC_BAD:
-                add_dead_letter(&self.E, self.carry, 0, end_pos, self.carry_offset, reason)
+                add_dead_letter(E, &E.run, self.carry, 0, end_pos, self.carry_offset, reason, field)
             else:
-                process_event(&self.E, &self.batch[0], lookup_subscriber(&self.E, self.batch[0].msisdn))
-            if self.E.oom:
+                flush_run(E, &E.run)
+                process_event(E, &self.batch[0], lookup_subscriber(E, self.batch[0].msisdn))
+            if E.oom:
                 return ST_NOMEM
             pos = end_pos - self.carry_len
             self.carry_len = 0
@@ -1283,11 +1364,13 @@ cdef class Core:
             rc = DEC_OK
             while nb < BATCH and pos < n:
                 rc = decode_one(data, pos, n, self.max_event_bytes, &self.types,
-                                &self.batch[nb], &end_pos, &reason)
+                                &self.batch[nb], &end_pos, &reason, &field)
                 if rc == DEC_OK:
+                    if E.run.count:
+                        flush_run(E, &E.run)
                     nb += 1
                 elif rc == DEC_BAD:
-                    add_dead_letter(&self.E, data, pos, end_pos, base + pos, reason)
+                    add_dead_letter(E, &E.run, data, pos, end_pos, base + pos, reason, field)
                 else:
                     break
                 pos = end_pos
@@ -1298,16 +1381,18 @@ cdef class Core:
                 memcpy(self.carry, data + pos, n - pos)
                 self.carry_len = n - pos
                 self.carry_offset = base + pos
+                self.carry_scan_pos = 0
+                self.carry_scan_left = 1
                 return ST_OK
             if rc == DEC_CORRUPT or rc == DEC_TOO_LARGE:
-                self.error_offset = base + pos
-                return status_of(rc)
+                return self._stream_error(rc, base + pos)
             if pos >= n:
-                return ST_OK
+                return ST_NOMEM if E.oom else ST_OK
 
     def feed(self, data):
         """Decode and process the next bytes of the stream. Returns a status code:
-        0 ok, 1 corrupt, 2 too large, 4 out of memory (error_offset names the event)."""
+        0 ok, 1 corrupt, 2 too large, 4 out of memory (error_offset names the event);
+        records.STREAM_STATUSES names them."""
         cdef const uint8_t[::1] view = data
         cdef size_t n = view.shape[0]
         cdef int st
@@ -1318,21 +1403,31 @@ cdef class Core:
         return st
 
     def decode(self, data, bint keep=True):
-        """Decode a complete stream without matching (tests, the decoder benchmark).
-        Returns (events, status, offset): the events as EVENT_DTYPE records (with `keep`) or
-        their count; status 0, or that of the error at `offset` (3: the data ends inside the
-        event at `offset`). Bad events go to the dead letters as usual."""
+        """Decode a complete stream without matching (tests, the decoder benchmark, the TCP
+        journal's check). Returns (events, status, offset): the events as EVENT_DTYPE
+        records (with `keep`) or their count; status 0, or that of the error at `offset` (3:
+        the data ends inside the event at `offset`). Bad events go to the dead letters as in
+        a stream of their own (offsets from the start of `data`, runs and the cap applied),
+        leaving the fed stream's open run alone."""
         cdef const uint8_t[::1] view = data
         cdef size_t n = view.shape[0], pos = 0, end_pos
-        cdef int rc = DEC_OK, reason
+        cdef int rc = DEC_OK, reason, field
         cdef uint64_t nr = 0, cap = 0
         cdef EventC ev
         cdef EventC* kept = NULL
         cdef EventC* grown
+        cdef DeadRunC run
+        memset(&run, 0, sizeof(DeadRunC))
+        run.bytes = <uint8_t*>malloc(self.max_event_bytes)
+        if run.bytes == NULL:
+            raise MemoryError()
         with nogil:
             while pos < n:
-                rc = decode_one(&view[0], pos, n, self.max_event_bytes, &self.types, &ev, &end_pos, &reason)
+                rc = decode_one(&view[0], pos, n, self.max_event_bytes, &self.types, &ev, &end_pos,
+                                &reason, &field)
                 if rc == DEC_OK:
+                    if run.count:
+                        flush_run(&self.E, &run)
                     if keep:
                         if nr == cap:
                             cap = 1024 if cap == 0 else cap * 2
@@ -1343,11 +1438,16 @@ cdef class Core:
                         kept[nr] = ev
                     nr += 1
                 elif rc == DEC_BAD:
-                    add_dead_letter(&self.E, &view[0], pos, end_pos, pos, reason)
+                    add_dead_letter(&self.E, &run, &view[0], pos, end_pos, pos, reason, field)
                 else:
                     break
                 pos = end_pos
+            flush_run(&self.E, &run)
+        free(run.bytes)
         try:
+            if self.E.oom:
+                self.E.oom = 0
+                raise MemoryError()
             if keep and pos < n and rc == DEC_OK:
                 raise MemoryError()
             out = _records(kept, nr, EVENT_DTYPE) if keep else nr
@@ -1359,13 +1459,28 @@ cdef class Core:
             return out, status_of(rc), pos
         return out, ST_OK, None
 
+    def flush_dead_letters(self):
+        """The stream ends here as far as dead letters go: the open run of identical bad
+        values is written (take_dead_letters gives it). end_stream does this; the API also
+        calls it when a replay stops for any other reason."""
+        flush_run(&self.E, &self.E.run)
+        if self.E.oom:
+            self.E.oom = 0
+            raise MemoryError("out of memory while writing a dead letter")
+
     def end_stream(self):
-        """The stream is complete: a partly received event is an error (3 = truncated)."""
+        """The stream is complete: a partly received event is an error (3 = truncated). The
+        open run of bad values is written, and the next stream's spans start afresh."""
+        cdef int st = ST_OK
         if self.carry_len:
             self.error_offset = self.carry_offset
             self.carry_len = 0
-            return ST_TRUNCATED
-        return ST_OK
+            self.carry_scan_pos = 0
+            self.carry_scan_left = 1
+            st = ST_TRUNCATED
+        self.flush_dead_letters()
+        reset_spans(&self.E.run)
+        return st
 
     def drain(self):
         """Emit every pending action at its due time, as if the clock had moved on."""
@@ -1544,8 +1659,9 @@ cdef class Core:
         return [("rows", self._rows_array()), ("contacts", self._contact_states(False))] + self.small_sections()
 
     def small_sections(self):
-        """Timers, funnel, counts and the carried bytes: copies, written whole by every
-        checkpoint, incremental ones included."""
+        """Timers, funnel, counts, the carried bytes, the open dead-letter run's value and the
+        bad events by reason and field: copies, written whole by every checkpoint,
+        incremental ones included."""
         cdef uint8_t[::1] dst
         timers = np.empty(self.E.heap_n * sizeof(TimerC), dtype=np.uint8)
         if self.E.heap_n:
@@ -1557,7 +1673,11 @@ cdef class Core:
                           dtype=np.uint64)
         carry = np.frombuffer(bytes(<uint8_t[:self.carry_len]> self.carry) if self.carry_len else b"",
                               dtype=np.uint8)
-        return [("timers", timers), ("funnel", funnel), ("counts", counts), ("carry", carry)]
+        dead_run = np.frombuffer(bytes(<uint8_t[:self.E.run.len]> self.E.run.bytes)
+                                 if self.E.run.count and self.E.run.len else b"", dtype=np.uint8)
+        bad_fields = np.array(<uint64_t[:NR_REASONS * (NR_FIELDS + 1)]> &self.E.bad_field[0][0], dtype=np.uint64)
+        return [("timers", timers), ("funnel", funnel), ("counts", counts), ("carry", carry),
+                ("dead_run", dead_run), ("bad_fields", bad_fields)]
 
     def state_scalars(self):
         """Clock, sequences and stream position, with the layout they belong to."""
@@ -1565,6 +1685,10 @@ cdef class Core:
             "clock": self.E.clock, "has_clock": self.E.has_clock, "seq": self.E.seq,
             "conversion_seq": self.E.conversion_seq, "timers_created": self.E.timers_created,
             "carry_offset": self.carry_offset, "stream_offset": self.stream_offset,
+            # the open run (its value is the dead_run section) and the record cap's place
+            "dead_run": {"offset": self.E.run.offset, "count": self.E.run.count, "reason": self.E.run.reason,
+                         "field": self.E.run.field, "span": self.E.run.span,
+                         "span_records": self.E.run.span_records},
             "layout": [self.E.stride, self.E.nr_elig_words, self.E.nr_counters, self.E.nr_windows,
                        self.E.nr_subscribers, self.E.nr_campaigns],
         }
@@ -1578,6 +1702,8 @@ cdef class Core:
         cdef const uint64_t[::1] funnel = sections["funnel"]
         cdef const uint64_t[::1] counts = sections["counts"]
         cdef const uint8_t[::1] carry = sections["carry"]
+        cdef const uint8_t[::1] dead_run
+        cdef const uint64_t[::1] bad_fields
         cdef uint64_t i, n, h
         cdef ContactC* c
         cdef ContactC entry
@@ -1591,6 +1717,16 @@ cdef class Core:
                 or funnel.shape[0] != <size_t>self.E.nr_campaigns * NR_FUNNEL
                 or counts.shape[0] != NR_REASONS + 2 + 64 or carry.shape[0] > self.max_event_bytes):
             raise ValueError("checkpoint sections do not fit this engine")
+        # A checkpoint of a sigmatch before dead-letter runs has neither: no run open, and
+        # its bad events are not known by field.
+        run = scalars.get("dead_run") or {"offset": 0, "count": 0, "reason": 0, "field": 0, "span": 0,
+                                          "span_records": 0}
+        dead_run = sections.get("dead_run", np.zeros(0, np.uint8))
+        bad_fields = sections.get("bad_fields", np.zeros(NR_REASONS * (NR_FIELDS + 1), np.uint64))
+        if (bad_fields.shape[0] != NR_REASONS * (NR_FIELDS + 1) or dead_run.shape[0] > self.max_event_bytes
+                or not 0 <= run["reason"] < NR_REASONS or not 0 <= run["field"] <= NR_FIELDS
+                or (run["count"] != 0) != (dead_run.shape[0] != 0)):
+            raise ValueError("checkpoint dead-letter state does not fit this engine")
         n = timers.shape[0] // sizeof(TimerC)
         for i in range(n):
             if (<TimerC*>&timers[i * sizeof(TimerC)]).campaign >= <uint32_t>self.E.nr_campaigns or \
@@ -1644,7 +1780,19 @@ cdef class Core:
         if self.carry_len:
             memcpy(self.carry, &carry[0], self.carry_len)
         self.carry_offset = scalars["carry_offset"]
+        self.carry_scan_pos = 0
+        self.carry_scan_left = 1
         self.stream_offset = scalars["stream_offset"]
+        memcpy(&self.E.bad_field[0][0], &bad_fields[0], sizeof(self.E.bad_field))
+        self.E.run.len = dead_run.shape[0]
+        if self.E.run.len:
+            memcpy(self.E.run.bytes, &dead_run[0], self.E.run.len)
+        self.E.run.offset = run["offset"]
+        self.E.run.count = run["count"]
+        self.E.run.reason = run["reason"]
+        self.E.run.field = run["field"]
+        self.E.run.span = run["span"]
+        self.E.run.span_records = run["span_records"]
         self._forget_changes()      # re-inserting the contacts noted them
 
     def transfer_from(self, Core old, list campaign_map, list counter_map, uint32_t nr_old):
@@ -1722,6 +1870,7 @@ cdef class Core:
                 memcpy(&self.E.funnel[<size_t>cmap[k] * NR_FUNNEL], &old.E.funnel[<size_t>k * NR_FUNNEL],
                        NR_FUNNEL * sizeof(uint64_t))
         memcpy(self.E.bad, old.E.bad, sizeof(self.E.bad))
+        memcpy(self.E.bad_field, old.E.bad_field, sizeof(self.E.bad_field))
         memcpy(self.E.by_type, old.E.by_type, sizeof(self.E.by_type))
         self.E.events = old.E.events
         self.E.unknown = old.E.unknown
@@ -1730,12 +1879,24 @@ cdef class Core:
         self.E.seq = old.E.seq
         self.E.conversion_seq = old.E.conversion_seq
         self.E.timers_created = old.E.timers_created
-        if old.carry_len > self.max_event_bytes:
+        if old.carry_len > self.max_event_bytes or (old.E.run.count and old.E.run.len > self.max_event_bytes):
             raise ValueError("the old engine carries a longer event than this one accepts")
         memcpy(self.carry, old.carry, old.carry_len)
         self.carry_len = old.carry_len
         self.carry_offset = old.carry_offset
+        self.carry_scan_pos = old.carry_scan_pos
+        self.carry_scan_left = old.carry_scan_left
         self.stream_offset = old.stream_offset
+        # the open run goes on in the new engine: a run of bad values split by a reload is
+        # still one record (it may end differently if the event types changed)
+        memcpy(self.E.run.bytes, old.E.run.bytes, old.E.run.len if old.E.run.count else 0)
+        self.E.run.len = old.E.run.len
+        self.E.run.offset = old.E.run.offset
+        self.E.run.count = old.E.run.count
+        self.E.run.reason = old.E.run.reason
+        self.E.run.field = old.E.run.field
+        self.E.run.span = old.E.run.span
+        self.E.run.span_records = old.E.run.span_records
         return dropped
 
     def advance(self, int64_t ts):
@@ -1806,6 +1967,11 @@ cdef class Core:
             "events": self.E.events,
             "unknown_subscribers": self.E.unknown,
             "bad_events": {BAD_REASONS[r]: self.E.bad[r] for r in range(NR_REASONS)},
+            # {reason: {field: n}} for the pairs seen; field "" is the value as a whole
+            "bad_events_by_field": {BAD_REASONS[r]: {BAD_FIELDS[k]: self.E.bad_field[r][k]
+                                                     for k in range(NR_FIELDS + 1) if self.E.bad_field[r][k]}
+                                    for r in range(NR_REASONS)
+                                    if any(self.E.bad_field[r][k] for k in range(NR_FIELDS + 1))},
             "events_by_type": {t: self.E.by_type[t] for t in range(64) if self.E.by_type[t]},
         }
 
@@ -1816,4 +1982,8 @@ cdef class Core:
         return counter_read(&self.E, row_of(&self.E, sub), k, ts)
 
 
-assert len(FUNNEL) == NR_FUNNEL and len(BAD_REASONS) == NR_REASONS
+assert len(FUNNEL) == NR_FUNNEL and len(BAD_REASONS) == NR_REASONS and len(BAD_FIELDS) == NR_FIELDS + 1
+assert DEAD_LETTER_BYTES == DEAD_BYTES and DEAD_LETTER_SPAN_BITS == DEAD_SPAN_BITS
+assert DEAD_LETTER_DTYPE.itemsize == sizeof(DeadLetterC)
+assert STREAM_STATUSES[ST_CORRUPT] == "corrupt" and STREAM_STATUSES[ST_TOO_LARGE] == "too_large" \
+    and STREAM_STATUSES[ST_TRUNCATED] == "truncated" and STREAM_STATUSES[ST_NOMEM] == "out_of_memory"

@@ -21,21 +21,30 @@ cdef inline uint64_t be64(const uint8_t* p) noexcept nogil:
     return (be32(p) << 32) | be32(p + 4)
 
 
-cdef int skip_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
-                     uint64_t count) noexcept nogil:
-    """Skip `count` complete msgpack values. Iterative: a container adds its elements to the
-    count, so arbitrarily deep nesting needs no stack, and the byte limit bounds the work.
-    Every value still to be skipped takes at least one byte, so each check leaves room for
-    them: an event is too large as soon as its bytes so far prove it cannot fit."""
-    cdef size_t pos = ppos[0]
-    cdef uint64_t remaining = count, n
+cdef int scan_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
+                     uint64_t* premaining) noexcept nogil:
+    """Skip `*premaining` complete msgpack values, resumably. Iterative: a container adds its
+    elements to the count, so arbitrarily deep nesting needs no stack, and the byte limit
+    bounds the work. Every value still to be skipped takes at least one byte, so each check
+    leaves room for them: an event is too large as soon as its bytes so far prove it cannot
+    fit.
+
+    On DEC_NEED_MORE, *ppos and *premaining say where to go on once more bytes are there: the
+    start of the value that did not fit, and the values left counting it. Going on from there
+    makes exactly the checks a scan of the whole data would make, in the same order, so the
+    outcome never depends on where the data was cut, and a value fed a byte at a time costs
+    O(1) per byte, not a rescan from its start (msgpack-python's unpacker keeps its place the
+    same way). On DEC_OK *ppos is the end of the last value."""
+    cdef size_t pos = ppos[0], start = pos
+    cdef uint64_t remaining = premaining[0], n
     cdef uint8_t b
-    cdef int rc
+    cdef int rc = DEC_OK
     while remaining:
+        start = pos
         remaining -= 1
         rc = need(pos, 1, end, limit - remaining)
         if rc:
-            return rc
+            break
         b = buf[pos]
         if b <= 0x7f or b >= 0xe0 or b == 0xc0 or b == 0xc2 or b == 0xc3:
             pos += 1
@@ -43,88 +52,92 @@ cdef int skip_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
             n = 2 * <uint64_t>(b & 0x0f) if b <= 0x8f else b & 0x0f
             pos += 1
             if pos + remaining + n > limit:
-                return DEC_TOO_LARGE
+                rc = DEC_TOO_LARGE
+                break
             remaining += n
         elif b <= 0xbf:
             n = 1 + (b & 0x1f)
             rc = need(pos, n, end, limit - remaining)
             if rc:
-                return rc
+                break
             pos += n
         elif b == 0xc1:
-            return DEC_CORRUPT
+            rc = DEC_CORRUPT
+            break
         elif b == 0xc4 or b == 0xd9:        # bin8, str8
             rc = need(pos, 2, end, limit - remaining)
             if rc:
-                return rc
+                break
             n = 2 + buf[pos + 1]
             rc = need(pos, n, end, limit - remaining)
             if rc:
-                return rc
+                break
             pos += n
         elif b == 0xc5 or b == 0xda:        # bin16, str16
             rc = need(pos, 3, end, limit - remaining)
             if rc:
-                return rc
+                break
             n = 3 + be16(buf + pos + 1)
             rc = need(pos, n, end, limit - remaining)
             if rc:
-                return rc
+                break
             pos += n
         elif b == 0xc6 or b == 0xdb:        # bin32, str32
             rc = need(pos, 5, end, limit - remaining)
             if rc:
-                return rc
+                break
             n = 5 + be32(buf + pos + 1)
             rc = need(pos, n, end, limit - remaining)
             if rc:
-                return rc
+                break
             pos += n
         elif b == 0xc7:                     # ext8
             rc = need(pos, 2, end, limit - remaining)
             if rc:
-                return rc
+                break
             n = 3 + buf[pos + 1]
             rc = need(pos, n, end, limit - remaining)
             if rc:
-                return rc
+                break
             pos += n
         elif b == 0xc8:                     # ext16
             rc = need(pos, 3, end, limit - remaining)
             if rc:
-                return rc
+                break
             n = 4 + be16(buf + pos + 1)
             rc = need(pos, n, end, limit - remaining)
             if rc:
-                return rc
+                break
             pos += n
         elif b == 0xc9:                     # ext32
             rc = need(pos, 5, end, limit - remaining)
             if rc:
-                return rc
+                break
             n = 6 + be32(buf + pos + 1)
             rc = need(pos, n, end, limit - remaining)
             if rc:
-                return rc
+                break
             pos += n
         elif b == 0xdc or b == 0xde:        # array16, map16
             rc = need(pos, 3, end, limit - remaining)
             if rc:
-                return rc
+                break
             n = be16(buf + pos + 1) * (1 if b == 0xdc else 2)
             pos += 3
             # every element takes at least a byte: a count that cannot fit is too large now
             if pos + remaining + n > limit:
-                return DEC_TOO_LARGE
+                rc = DEC_TOO_LARGE
+                break
             remaining += n
         elif b == 0xdd or b == 0xdf:        # array32, map32
             rc = need(pos, 5, end, limit - remaining)
             if rc:
-                return rc
+                break
             n = be32(buf + pos + 1) * (1 if b == 0xdd else 2)
             pos += 5
             if pos + remaining + n > limit:
-                return DEC_TOO_LARGE
+                rc = DEC_TOO_LARGE
+                break
             remaining += n
         else:
             # fixed-size scalars: float32/64, (u)int8..64, fixext1..16
@@ -152,10 +165,21 @@ cdef int skip_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
                 n = 18
             rc = need(pos, n, end, limit - remaining)
             if rc:
-                return rc
+                break
             pos += n
-    ppos[0] = pos
-    return DEC_OK
+    if rc == DEC_OK:
+        ppos[0] = pos
+        premaining[0] = 0
+    elif rc == DEC_NEED_MORE:
+        ppos[0] = start
+        premaining[0] = remaining + 1
+    return rc
+
+
+cdef inline int skip_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
+                            uint64_t count) noexcept nogil:
+    """Skip `count` complete values (scan_values, not resumed)."""
+    return scan_values(buf, ppos, end, limit, &count)
 
 
 cdef inline int read_str_header(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
@@ -296,12 +320,14 @@ ctypedef struct TypeNamesC:
     uint64_t valid_codes        # bit per configured code (codes are < 64)
 
 
-cdef inline int validate(const uint8_t* buf, FieldC* f, TypeNamesC* types, EventC* ev) noexcept nogil:
+cdef inline int validate(const uint8_t* buf, FieldC* f, TypeNamesC* types, EventC* ev,
+                         int* field) noexcept nogil:
     """Fields in order ts, type, msisdn, peer, cell, dur, flags, arg; the first failure names
-    the reason. Returns -1 for a good event."""
+    the reason, and *field the field (0..7). Returns -1 for a good event."""
     cdef int i, k
     cdef uint64_t v
     # ts
+    field[0] = 0
     if f[0].kind <= F_NIL:
         return R_MISSING_FIELD
     if f[0].kind != F_UINT and f[0].kind != F_NEG:
@@ -310,6 +336,7 @@ cdef inline int validate(const uint8_t* buf, FieldC* f, TypeNamesC* types, Event
         return R_OUT_OF_RANGE
     ev.ts = <int64_t>f[0].u
     # type
+    field[0] = 1
     if f[1].kind <= F_NIL:
         return R_MISSING_FIELD
     if f[1].kind == F_OTHER:
@@ -330,6 +357,7 @@ cdef inline int validate(const uint8_t* buf, FieldC* f, TypeNamesC* types, Event
             return R_UNKNOWN_TYPE
         ev.type = types.codes[k]
     # msisdn
+    field[0] = 2
     if f[2].kind <= F_NIL:
         return R_MISSING_FIELD
     if f[2].kind == F_OTHER:
@@ -343,6 +371,7 @@ cdef inline int validate(const uint8_t* buf, FieldC* f, TypeNamesC* types, Event
     elif not parse_digits(buf + f[2].str_pos, f[2].str_len, &ev.msisdn):
         return R_BAD_NUMBER
     # peer
+    field[0] = 3
     ev.peer = 0
     if f[3].kind == F_OTHER:
         return R_WRONG_TYPE
@@ -356,6 +385,7 @@ cdef inline int validate(const uint8_t* buf, FieldC* f, TypeNamesC* types, Event
         return R_BAD_NUMBER
     # cell, dur, flags, arg: optional unsigned integers
     for i in range(4, 8):
+        field[0] = i
         if f[i].kind == F_OTHER or f[i].kind == F_STR:
             return R_WRONG_TYPE
         if f[i].kind == F_NEG:
@@ -396,12 +426,13 @@ cdef inline int known_key_c(const uint8_t* p, uint32_t n) noexcept nogil:
 
 
 cdef int decode_one(const uint8_t* buf, size_t start, size_t end, size_t max_bytes,
-                    TypeNamesC* types, EventC* ev, size_t* pend, int* reason) noexcept nogil:
-    """Decode the value at buf[start:]; on DEC_OK / DEC_BAD *pend is the end of the value."""
+                    TypeNamesC* types, EventC* ev, size_t* pend, int* reason, int* field) noexcept nogil:
+    """Decode the value at buf[start:]; on DEC_OK / DEC_BAD *pend is the end of the value, and
+    on DEC_BAD *reason and *field say what is wrong (field NR_FIELDS: the value as a whole)."""
     cdef size_t pos = start, limit = start + max_bytes
     cdef uint8_t b
     cdef uint64_t n, i, nf, after
-    cdef int rc, k, dup = 0
+    cdef int rc, k, dup = -1
     cdef uint32_t klen
     cdef FieldC f[8]
     cdef FieldC scratch
@@ -477,7 +508,8 @@ cdef int decode_one(const uint8_t* buf, size_t start, size_t end, size_t max_byt
             if k < 0:
                 rc = skip_values(buf, &pos, end, limit - after, 1)
             elif f[k].kind != F_MISSING:
-                dup = 1
+                if dup < 0:
+                    dup = k         # the first key given twice names the field
                 rc = read_field(buf, &pos, end, limit - after, &scratch)
             else:
                 rc = read_field(buf, &pos, end, limit - after, &f[k])
@@ -489,12 +521,14 @@ cdef int decode_one(const uint8_t* buf, size_t start, size_t end, size_t max_byt
             return rc
         pend[0] = pos
         reason[0] = R_NOT_AN_EVENT
+        field[0] = NR_FIELDS
         return DEC_BAD
     pend[0] = pos
-    if dup:
+    if dup >= 0:
         reason[0] = R_DUPLICATE_KEY
+        field[0] = dup
         return DEC_BAD
-    k = validate(buf, f, types, ev)
+    k = validate(buf, f, types, ev, field)
     if k >= 0:
         reason[0] = k
         return DEC_BAD

@@ -19,20 +19,21 @@ from engine.compile import World, compile_core, load_world
 from engine.config import CampaignSpec, Config, load_config
 from engine.errors import StreamError
 from engine.records import (
-    ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, KINDS,
+    ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, KINDS, STREAM_STATUSES,
 )
 from engine.sinks import SinkSet
 from loaders.traces import Source, iter_chunks, source_size
 
 __all__ = ["Engine", "Run"]
 
-# Core status -> (StreamError.reason, what an operator reads)
 SINK_BATCH = 65_536
 
+# Core status -> what an operator reads after its name (records.STREAM_STATUSES), which is
+# also StreamError.reason
 _STREAM_ERRORS = {
-    1: ("corrupt", "not msgpack (a 0xc1 byte)"),
-    2: ("too_large", "an event longer than max_event_bytes"),
-    3: ("truncated", "the stream ends inside an event"),
+    1: "not msgpack, a 0xc1 byte",
+    2: "an event longer than max_event_bytes",
+    3: "the stream ends inside an event",
 }
 
 
@@ -45,6 +46,17 @@ def _funnel_dict(funnel_row: np.ndarray) -> dict:
     d["conversion_rate_control"] = rate_control
     d["uplift"] = rate_send - rate_control if rate_send is not None and rate_control is not None else None
     return d
+
+
+def _by_field_since(before: dict, after: dict) -> dict:
+    """{reason: {field: n}} of the bad events between two Core.counts(), the pairs seen only."""
+    out = {}
+    for reason, fields in after.items():
+        seen = {field: n - before.get(reason, {}).get(field, 0) for field, n in fields.items()}
+        seen = {field: n for field, n in seen.items() if n}
+        if seen:
+            out[reason] = seen
+    return out
 
 
 @dataclass
@@ -85,6 +97,17 @@ class Run:
             "msisdn": c["msisdn"].copy(),
             "contact_seq": c["contact_seq"].copy(),
             "kind": np.array(KINDS, dtype=object)[c["kind"]],
+        }
+
+    def dead_letter_columns(self) -> dict[str, np.ndarray]:
+        """The dead letters as NumPy arrays, one per SPEC §4 column (bytes_hex as str)."""
+        d = self.dead_letters
+        return {
+            "offset": d["offset"].copy(),
+            "reason": np.array(BAD_REASONS, dtype=object)[d["reason"]],
+            "field": np.array(BAD_FIELDS, dtype=object)[d["field"]],
+            "count": d["count"].copy(),
+            "bytes_hex": np.array([bytes(r["bytes"][:r["nbytes"]]).hex() for r in d], dtype=object),
         }
 
     def actions_table(self):
@@ -161,6 +184,7 @@ class Engine:
             events=counts["events"],
             unknown_subscribers=counts["unknown_subscribers"],
             bad_events=counts["bad_events"],
+            bad_events_by_field=counts["bad_events_by_field"],
             pending=self._core.pending,
             contacts=self._core.seq,
         )
@@ -275,6 +299,9 @@ class Engine:
             if bar is not None:
                 bar.close()
             try:
+                # Stopped by anything else (a file that cannot be read, an interrupt): this
+                # stream ends here, so its open run of bad values is written with the rest.
+                core.flush_dead_letters()
                 # Whatever stopped the run, every action emitted so far ends in complete files.
                 collect(final=True)
             finally:
@@ -290,11 +317,11 @@ class Engine:
         return run
 
     def _stream_error(self, status: int) -> Exception:
+        reason = STREAM_STATUSES[status]
         if status == 4:
             self._core.clear_oom()
-            return MemoryError("out of memory in the core")
-        reason, detail = _STREAM_ERRORS[status]
-        return StreamError(self._core.error_offset, reason, detail)
+            return MemoryError(f"{reason}: the core could not grow a buffer")
+        return StreamError(self._core.error_offset, reason, f"{reason} ({_STREAM_ERRORS[status]})")
 
     def _finish_run(self, kept, produced, before, nbytes, elapsed) -> Run:
         after = self._core.counts()
@@ -306,6 +333,7 @@ class Engine:
         run_figures = {
             "events": events,
             "bad_events": {r: after["bad_events"][r] - before["bad_events"][r] for r in BAD_REASONS},
+            "bad_events_by_field": _by_field_since(before["bad_events_by_field"], after["bad_events_by_field"]),
             "unknown_subscribers": after["unknown_subscribers"] - before["unknown_subscribers"],
             "bytes": nbytes,
             "actions": produced["actions"],

@@ -245,6 +245,7 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
         config.policy.max_per_day if config.policy.max_per_day is not None else 0xFFFFFFFF,
         unblocked[0], unblocked[1], config.max_pending,
     )
+    core.set_max_dead_letters(config.max_dead_letters)
     core.set_campaigns(campaigns)
     log.info("compiled %s campaigns over %s subscribers: %s eligibility classes, %s areas, %s peer sets",
              *(f"{v:,}" for v in (len(campaigns), n, nr_bits, len(area_names), len(peer_sets))))

@@ -13,6 +13,11 @@ Stream errors (`StreamError.reason`): "corrupt" (a 0xc1 byte where a value start
 "too_large" (the bytes seen prove the event longer than max_event_bytes; decided before
 "need more bytes", so the outcome never depends on how the stream was split) and
 "truncated" (`finish()` with part of an event left over). The offset is the event's start.
+
+Dead letters (SPEC §4) are runs: consecutive bad values with the same bytes, reason and field
+make one record at the offset of the first, written when a different value (good or bad),
+a stream error or the end of the stream ends the run; at most `max_dead_letters` records
+start in one span of 2**26 stream bytes (offset >> 26), the rest are only counted.
 """
 from __future__ import annotations
 
@@ -27,7 +32,9 @@ import numpy as np
 
 from engine.config import POWER_OFF
 from engine.errors import StreamError
-from engine.records import BAD_REASONS, FUNNEL, KIND_CONTROL, KIND_SEND, KINDS
+from engine.records import (
+    BAD_REASONS, DEAD_LETTER_BYTES, DEAD_LETTER_SPAN_BITS, FUNNEL, KIND_CONTROL, KIND_SEND, KINDS,
+)
 
 __all__ = ["ReferenceModel"]
 
@@ -119,8 +126,9 @@ def _read(buf, start: int, end: int):
 
 
 def _fields(buf, start: int, end: int):
-    """The eight field values (or _ABSENT) of the complete value buf[start:end], or a reason.
-    Elements past the eighth and values of unknown keys are framed but never decoded."""
+    """(the eight field values (or _ABSENT), None) of the complete value buf[start:end], or
+    (None, (reason, field)). Elements past the eighth and values of unknown keys are framed
+    but never decoded."""
     header, _, count = _head(buf, start, end)
     spans, pos = [], start + header
     for _ in range(count):
@@ -135,10 +143,10 @@ def _fields(buf, start: int, end: int):
             name = _read(buf, *key)
             if type(name) is str and name in FIELDS:
                 if name in given:
-                    return None, "duplicate_key"
+                    return None, ("duplicate_key", name)
                 given[name] = _read(buf, *value)
         return [given.get(name, _ABSENT) for name in FIELDS], None
-    return None, "not_an_event"
+    return None, ("not_an_event", "")
 
 
 class Event(NamedTuple):
@@ -153,27 +161,28 @@ class Event(NamedTuple):
 
 
 def _validate(values, type_codes: dict[str, int]):
-    """(Event, None) or (None, reason): the first failing field, in FIELDS order, decides."""
+    """(Event, None) or (None, (reason, field)): the first failing field, in FIELDS order,
+    decides."""
     out = []
     for name, v in zip(FIELDS, values):
         if v is _ABSENT or v is None:
             if name in REQUIRED:
-                return None, "missing_field"
+                return None, ("missing_field", name)
             v = 0
         elif type(v) is str and name == "type":
             if v not in type_codes:
-                return None, "unknown_type"
+                return None, ("unknown_type", name)
             v = type_codes[v]
         elif type(v) is str and name in ("msisdn", "peer"):
             if not DIGITS.fullmatch(v):
-                return None, "bad_number"
+                return None, ("bad_number", name)
             v = int(v)
         elif type(v) is not int:        # bool (an int subclass), float, bin, ext, array, map, str
-            return None, "wrong_type"
+            return None, ("wrong_type", name)
         elif not RANGES[name][0] <= v < RANGES[name][1]:
-            return None, "out_of_range"
+            return None, ("out_of_range", name)
         elif name == "type" and v not in type_codes.values():
-            return None, "unknown_type"
+            return None, ("unknown_type", name)
         out.append(v)
     return Event(*out), None
 
@@ -193,8 +202,9 @@ def _in_window(minute: int, window: tuple[int, int]) -> bool:
 
 
 class ReferenceModel:
-    """Feed it the stream; read actions, conversions, dead_letters, funnel, bad_events and
-    unknown_subscribers. State carries over from one feed() to the next."""
+    """Feed it the stream; read actions, conversions, dead_letters, funnel, bad_events,
+    bad_events_by_field and unknown_subscribers. State carries over from one feed() to the
+    next. A dead letter is (offset, reason, field, count, bytes_hex) as in the file."""
 
     def __init__(self, config, profiles, lists, areas, *, max_event_bytes: int = 65536):
         self.config = config
@@ -218,6 +228,11 @@ class ReferenceModel:
         self.funnel = {c.id: dict.fromkeys(FUNNEL, 0) for c in self.campaigns}
         self.unknown_subscribers = 0
         self.bad_events = dict.fromkeys(BAD_REASONS, 0)
+        self.bad_events_by_field: dict[str, dict[str, int]] = {}   # reason -> field -> n, as seen
+        self.max_dead_letters = config.max_dead_letters
+        self._run = None                # the open run: [offset, reason, field, count, value bytes]
+        self._span = 0                  # offset >> DEAD_LETTER_SPAN_BITS of the last record counted
+        self._span_records = 0          # records that started in that span
 
         self._buffer = bytearray()      # bytes fed but not yet framed into events
         self._offset = 0                # stream offset of _buffer[0]
@@ -250,16 +265,19 @@ class ReferenceModel:
                 break
             except _Broken as e:
                 self._error = StreamError(self._offset + pos, e.args[0])
+                self._end_run()         # the stream ends at the broken value
                 raise self._error from None
-            self._decoded(self._offset + pos, *_fields(self._buffer, pos, end))
+            self._decoded(self._offset + pos, self._buffer, pos, end, *_fields(self._buffer, pos, end))
             pos = end
         del self._buffer[:pos]
         self._offset += pos
 
     def finish(self) -> None:
-        """End of the stream: part of an event left over is a StreamError."""
+        """End of the stream: the open run of bad values is written; part of an event left
+        over is a StreamError."""
         if self._error:
             raise self._error
+        self._end_run()
         if self._buffer:
             self._error = StreamError(self._offset, "truncated")
             raise self._error
@@ -271,15 +289,37 @@ class ReferenceModel:
             self.clock = max(self.clock, timer[0])
             self._fire(timer)
 
-    def _decoded(self, offset: int, values, reason) -> None:
+    def _decoded(self, offset: int, buf, start: int, end: int, values, bad) -> None:
         event = None
-        if reason is None:
-            event, reason = _validate(values, self.config.event_types)
-        if reason is not None:
-            self.dead_letters.append((offset, reason))
-            self.bad_events[reason] += 1
-        else:
+        if bad is None:
+            event, bad = _validate(values, self.config.event_types)
+        if bad is None:
+            self._end_run()
             self._event(event)
+            return
+        reason, field = bad
+        value = bytes(buf[start:end])
+        self.bad_events[reason] += 1
+        by_field = self.bad_events_by_field.setdefault(reason, {})
+        by_field[field] = by_field.get(field, 0) + 1
+        if self._run is not None and self._run[1:3] == [reason, field] and self._run[4] == value:
+            self._run[3] += 1
+        else:
+            self._end_run()
+            self._run = [offset, reason, field, 1, value]
+
+    def _end_run(self) -> None:
+        """The open run becomes a record, unless its span already has max_dead_letters."""
+        if self._run is None:
+            return
+        offset, reason, field, count, value = self._run
+        self._run = None
+        span = offset >> DEAD_LETTER_SPAN_BITS
+        if span != self._span:
+            self._span, self._span_records = span, 0
+        if self._span_records < self.max_dead_letters:
+            self._span_records += 1
+            self.dead_letters.append((offset, reason, field, count, value[:DEAD_LETTER_BYTES].hex()))
 
     # -- local time
     def _minute(self, t: int) -> int:

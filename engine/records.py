@@ -7,8 +7,8 @@ import numpy as np
 
 __all__ = [
     "EVENT_DTYPE", "ACTION_DTYPE", "CONVERSION_DTYPE", "DEAD_LETTER_DTYPE", "DEAD_LETTER_BYTES",
-    "KIND_SEND", "KIND_CONTROL", "KINDS", "BAD_REASONS", "FUNNEL", "ACTION_COLUMNS",
-    "CONVERSION_COLUMNS", "DEAD_LETTER_COLUMNS",
+    "DEAD_LETTER_SPAN_BITS", "KIND_SEND", "KIND_CONTROL", "KINDS", "BAD_REASONS", "BAD_FIELDS",
+    "STREAM_STATUSES", "FUNNEL", "ACTION_COLUMNS", "CONVERSION_COLUMNS", "DEAD_LETTER_COLUMNS",
 ]
 
 KIND_SEND = 0
@@ -26,6 +26,15 @@ BAD_REASONS = (
     "unknown_type",     # type code or name not configured
     "duplicate_key",    # a map names a known key twice
 )
+
+# The field a dead letter names, by code: the event fields in wire order, then "" for a
+# value that is wrong as a whole (not an array or map). `duplicate_key` names the first
+# known key given twice.
+BAD_FIELDS = ("ts", "type", "msisdn", "peer", "cell", "dur", "flags", "arg", "")
+
+# What the core's status codes (Core.feed, Core.end_stream, Core.decode) mean, by code:
+# the names operators read in messages (StreamError.reason for 1..3).
+STREAM_STATUSES = ("ok", "corrupt", "too_large", "truncated", "out_of_memory")
 
 # Per-campaign funnel counters, in stats.json order.
 FUNNEL = (
@@ -56,16 +65,20 @@ EVENT_DTYPE = np.dtype([
     ("ts", "<i8"), ("msisdn", "<u8"), ("peer", "<u8"), ("dur", "<u8"), ("flags", "<u8"),
     ("arg", "<u8"), ("cell", "<u4"), ("type", "<i4"),
 ])
+# A dead letter is one run of identical bad values (SPEC §4): `offset` of the first, `count`
+# of them, the first DEAD_LETTER_BYTES bytes of the value (`nbytes` of them used). At most
+# max_dead_letters records start in one span of 2**DEAD_LETTER_SPAN_BITS stream bytes.
 DEAD_LETTER_BYTES = 64
+DEAD_LETTER_SPAN_BITS = 26
 DEAD_LETTER_DTYPE = np.dtype([
-    ("offset", "<u8"), ("reason", "<u2"), ("nbytes", "<u2"), ("_pad", "u1", (4,)),
-    ("bytes", "u1", (DEAD_LETTER_BYTES,)),
+    ("offset", "<u8"), ("count", "<u8"), ("reason", "<u2"), ("field", "<u2"), ("nbytes", "<u2"),
+    ("_pad", "<u2"), ("bytes", "u1", (DEAD_LETTER_BYTES,)),
 ])
 assert EVENT_DTYPE.itemsize == 56
 assert ACTION_DTYPE.itemsize == 40 and CONVERSION_DTYPE.itemsize == 40
-assert DEAD_LETTER_DTYPE.itemsize == 80
+assert DEAD_LETTER_DTYPE.itemsize == 88
 
 # Output columns (SPEC §4), in file order.
 ACTION_COLUMNS = ("seq", "ts", "campaign", "msisdn", "channel", "template", "kind", "trigger_ts", "cell")
 CONVERSION_COLUMNS = ("seq", "ts", "campaign", "msisdn", "contact_seq", "kind")
-DEAD_LETTER_COLUMNS = ("offset", "reason", "bytes_hex")
+DEAD_LETTER_COLUMNS = ("offset", "reason", "field", "count", "bytes_hex")

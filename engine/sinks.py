@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from engine.config import OUTPUT_FORMATS, CampaignSpec
 from engine.records import (
-    ACTION_COLUMNS, ACTION_DTYPE, BAD_REASONS, CONVERSION_COLUMNS, CONVERSION_DTYPE,
+    ACTION_COLUMNS, ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_COLUMNS, CONVERSION_DTYPE,
     DEAD_LETTER_BYTES, DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KINDS,
 )
 
@@ -528,6 +528,8 @@ class SinkSet:
         dead_letter_format = file_format((
             _IntColumn("offset", "offset", pa.uint64()),
             _LookupColumn("reason", "reason", BAD_REASONS),
+            _LookupColumn("field", "field", BAD_FIELDS),
+            _IntColumn("count", "count", pa.uint64()),
             _HexColumn("bytes_hex", "bytes", "nbytes"),
         ))
         assert tuple(c.name for c in self._action_format.columns) == ACTION_COLUMNS
@@ -571,6 +573,7 @@ class SinkSet:
         records = self._checked(records, DEAD_LETTER_DTYPE)
         if len(records):
             self._check_index(records["reason"], len(BAD_REASONS), "reason")
+            self._check_index(records["field"], len(BAD_FIELDS), "field")
             self._check_index(records["nbytes"], DEAD_LETTER_BYTES + 1, "nbytes")
             self._write_stream(self._dead_letters, records)
 

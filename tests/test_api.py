@@ -133,6 +133,19 @@ def test_corrupt_stream_keeps_what_was_emitted(world, tmp_path):
     assert not list((tmp_path / "out").rglob(".*.tmp"))
 
 
+@pytest.mark.parametrize("tail, reason", [
+    (b"\xc1", "corrupt"), (b"\xdb\xff\xff\xff\xff", "too_large"), (b"\x93\x01", "truncated")])
+def test_stream_errors_name_their_reason(world, tail, reason):
+    """Operators read the reason's name, never a status number."""
+    config, trace = world
+    data = trace.read_bytes()
+    with pytest.raises(StreamError) as info:
+        Engine.from_config(config).replay(data + tail)
+    assert info.value.reason == reason
+    assert str(info.value).startswith(f"event stream broken at byte offset {len(data)}: {reason} (")
+    assert "status" not in str(info.value)
+
+
 def test_truncated_stream_is_an_error(world):
     config, trace = world
     data = trace.read_bytes()
@@ -148,10 +161,14 @@ def test_bad_events_go_to_dead_letters(world, tmp_path):
     run = Engine.from_config(config).replay(data, out=tmp_path / "out")
     assert [int(o) for o in run.dead_letters["offset"]] == [0, len(msgpack.packb([1, 99, 13800000000]))]
     text = next((tmp_path / "out" / "dead_letters").glob("*.csv")).read_text().splitlines()
-    assert text[0] == "offset,reason,bytes_hex"
-    assert text[1] == f"0,unknown_type,{msgpack.packb([1, 99, 13800000000]).hex()}"
+    assert text[0] == "offset,reason,field,count,bytes_hex"
+    assert text[1] == f"0,unknown_type,type,1,{msgpack.packb([1, 99, 13800000000]).hex()}"
+    assert text[2] == f"{len(msgpack.packb([1, 99, 13800000000]))},not_an_event,,1,{msgpack.packb('nope').hex()}"
     assert run.stats["run"]["bad_events"]["unknown_type"] == 1
     assert run.stats["run"]["bad_events"]["not_an_event"] == 1
+    assert run.stats["run"]["bad_events_by_field"] == {"not_an_event": {"": 1}, "unknown_type": {"type": 1}}
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["run"]["bad_events_by_field"] == run.stats["run"]["bad_events_by_field"]
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
@@ -178,6 +195,23 @@ def test_umask_does_not_widen_or_narrow_modes(world, tmp_path):
     for p in (tmp_path / "out").rglob("*"):
         if p.is_file():
             assert stat.S_IMODE(p.stat().st_mode) == 0o640
+
+
+def test_output_directories_0750_and_files_0640_under_umask_022(world, tmp_path):
+    """Issue 8 item 3: the umask most services run with would make them world-readable."""
+    config, trace = world
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "new" / "out"            # parents the sinks create too
+        bad = msgpack.packb("not an event")
+        Engine.from_config(config).replay(bad + trace.read_bytes(), out=out, drain=True)
+    finally:
+        os.umask(old)
+    made = [tmp_path / "new", out, *out.rglob("*")]
+    directories = {p.relative_to(tmp_path) for p in made if p.is_dir()}
+    assert {"new/out/dead_letters", "new/out/conversions"} <= {str(d) for d in directories}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in made if p.is_dir()} == {0o750}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in made if p.is_file()} == {0o640}
 
 
 def test_engine_stats_keep_totals_and_the_last_run(world):

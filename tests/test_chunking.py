@@ -9,7 +9,6 @@ import pytest
 from engine.api import Engine
 from engine.compile import World
 from engine.config import CampaignSpec, Config, CounterSpec
-from engine.records import BAD_REASONS
 from tests.worlds import Profiles, T0
 
 SUBSCRIBERS = np.array([13800000001, 13800000002, 13800000003], dtype=np.uint64)
@@ -40,16 +39,17 @@ STREAM = b"".join(EVENTS)
 def outcome(chunks):
     engine = Engine(CONFIG, World(Profiles(Path("p"), SUBSCRIBERS, {}, None), {}, AREAS))
     run = engine.replay(iter(chunks), drain=True)
-    return (run.actions.tobytes(), [(int(d["offset"]), BAD_REASONS[d["reason"]]) for d in run.dead_letters],
-            run.stats["run"]["events"])
+    return (run.actions.tobytes(), list(zip(*(column.tolist() for column in run.dead_letter_columns().values()))),
+            run.stats["run"]["events"], run.stats["run"]["bad_events_by_field"])
 
 
 WHOLE = outcome([STREAM])
 
 
 def test_the_stream_does_something():
-    actions, dead, events = WHOLE
+    actions, dead, events, bad = WHOLE
     assert len(actions) // 40 == 5 and len(dead) == 2 and events == 6
+    assert bad == {"not_an_event": {"": 1}, "unknown_type": {"type": 1}}
 
 
 @pytest.mark.parametrize("cut", range(1, len(STREAM)))
@@ -63,3 +63,47 @@ def test_one_byte_at_a_time():
 
 def test_empty_chunks_change_nothing():
     assert outcome([b"", STREAM[:17], b"", STREAM[17:], b""]) == WHOLE
+
+
+def big_event(form: str, type_code: int) -> bytes:
+    """One event of just under 64 KiB made of many small values (the case that a decoder which
+    re-reads a carried event from its start on every chunk makes quadratic)."""
+    if form == "array":
+        return msgpack.packb([T0, type_code, 13800000001, 0, 7, 0, 0, 0, [1] * 65_000])
+    return msgpack.packb({"ts": T0, "type": type_code, "msisdn": 13800000001, "cell": 7,
+                          "pad": {i: 0 for i in range(16_000)}})
+
+
+def fed_to_core(chunks):
+    engine = Engine(CONFIG, World(Profiles(Path("p"), SUBSCRIBERS, {}, None), {}, AREAS))
+    core = engine._core
+    core.begin_stream()
+    status = 0
+    for chunk in chunks:
+        status = core.feed(chunk)
+        if status:
+            break           # as the API does: nothing after a broken stream is read
+    else:
+        status = core.end_stream()
+    return (status, core.error_offset if status else None, core.take_actions().tobytes(),
+            core.take_dead_letters().tobytes(), core.counts())
+
+
+@pytest.mark.parametrize("form", ["array", "map"])
+@pytest.mark.parametrize("type_code", [1, 99])       # a good event, a bad one (unknown type)
+def test_a_64_kib_event_fed_one_byte_at_a_time_equals_it_whole(form, type_code):
+    event = big_event(form, type_code)
+    assert 60_000 < len(event) <= 65_536
+    data = event + EVENTS[0] + event
+    whole = fed_to_core([data])
+    assert whole[0] == 0
+    assert whole[4]["events"] + sum(whole[4]["bad_events"].values()) == 3
+    assert fed_to_core(data[i:i + 1] for i in range(len(data))) == whole
+    assert fed_to_core(data[i:i + 4093] for i in range(0, len(data), 4093)) == whole
+
+
+def test_an_event_too_large_is_found_at_the_same_byte_however_fed():
+    event = msgpack.packb([T0, 1, 13800000001, 0, 7, 0, 0, 0, [1] * 65_600])
+    whole = fed_to_core([EVENTS[0] + event])
+    assert whole[:2] == (2, len(EVENTS[0]))             # too_large, at the event's start
+    assert fed_to_core((EVENTS[0] + event)[i:i + 1] for i in range(len(EVENTS[0] + event))) == whole

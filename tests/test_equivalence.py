@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from engine.api import Engine
 from engine.compile import World
 from engine.model import ReferenceModel
-from engine.records import BAD_REASONS, FUNNEL
+from engine.records import FUNNEL
 from tests.worlds import worlds
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -21,9 +21,10 @@ def core_results(w, chunks, drain=True):
     conv = run.conversion_columns()
     conversions = [tuple(conv[k][i].item() if hasattr(conv[k][i], "item") else conv[k][i] for k in conv)
                    for i in range(len(run.conversions))]
-    dead = [(int(d["offset"]), BAD_REASONS[d["reason"]]) for d in run.dead_letters]
+    dead = list(zip(*(column.tolist() for column in run.dead_letter_columns().values())))
     funnel = {cid: {k: f[k] for k in FUNNEL} for cid, f in engine.stats["campaigns"].items()}
-    return actions, conversions, dead, funnel, engine.stats["totals"]["unknown_subscribers"]
+    return (actions, conversions, dead, funnel, engine.stats["totals"]["unknown_subscribers"],
+            run.stats["run"]["bad_events_by_field"])
 
 
 def model_results(w, drain=True):
@@ -34,7 +35,7 @@ def model_results(w, drain=True):
         model.drain()
     funnel = {cid: {k: f.get(k, 0) for k in FUNNEL} for cid, f in model.funnel.items()}
     return (list(model.actions), list(model.conversions), list(model.dead_letters), funnel,
-            model.unknown_subscribers)
+            model.unknown_subscribers, model.bad_events_by_field)
 
 
 def split(data, cuts):
@@ -50,9 +51,10 @@ def test_core_matches_reference_model(w, cuts):
     got = core_results(w, split(w.trace, cuts))
     assert got[0] == expected[0]            # actions, in order
     assert got[1] == expected[1]            # conversions
-    assert got[2] == expected[2]            # dead letters
+    assert got[2] == expected[2]            # dead letters: runs, the cap, fields, bytes
     assert got[3] == expected[3]            # funnels
     assert got[4] == expected[4]            # unknown subscribers
+    assert got[5] == expected[5]            # bad events by reason and field
 
 
 @settings(**SETTINGS)

@@ -346,6 +346,11 @@ def outcome(data, **kw):
     return m.actions, m.dead_letters
 
 
+def letters(data, **kw):
+    """(offset, reason, field) of each dead letter."""
+    return [d[:3] for d in outcome(data, **kw)[1]]
+
+
 def test_every_integer_encoding_everywhere():
     codes = [0xcc, 0xcd, 0xce, 0xcf, 0xd0, 0xd1, 0xd2, 0xd3]
     small = {0xcc: 2**8, 0xcd: 2**16, 0xce: 2**32, 0xcf: 2**64, 0xd0: 2**7, 0xd1: 2**15, 0xd2: 2**31, 0xd3: 2**63}
@@ -390,7 +395,8 @@ def test_nil_and_missing_optional_fields_are_zero():
 def test_dead_letter_reasons(event, reason):
     data = ev(T0, msisdn=B) + msgpack.packb(event, use_bin_type=True)
     actions, dead = outcome(data)
-    assert dead == [(len(ev(T0, msisdn=B)), reason)]
+    assert [d[:2] for d in dead] == [(len(ev(T0, msisdn=B)), reason)]
+    assert dead[0][3:] == (1, msgpack.packb(event, use_bin_type=True)[:64].hex())
     assert [a[3] for a in actions] == [B]
 
 
@@ -419,9 +425,9 @@ def test_digit_string_msisdn_and_peer():
 def test_invalid_utf8_bad_only_where_read():
     bad_str = b"\xa2\xff\xfe"
     assert outcome(array(msgpack.packb(T0), b"\x01", msgpack.packb(A), *[b"\x00"] * 5, bad_str))[1] == []
-    assert outcome(array(msgpack.packb(T0), b"\x01", bad_str))[1] == [(0, "bad_number")]
-    assert outcome(array(msgpack.packb(T0), bad_str, msgpack.packb(A)))[1] == [(0, "unknown_type")]
-    assert outcome(array(msgpack.packb(T0), b"\x01", msgpack.packb(A), bad_str))[1] == [(0, "bad_number")]
+    assert letters(array(msgpack.packb(T0), b"\x01", bad_str)) == [(0, "bad_number", "msisdn")]
+    assert letters(array(msgpack.packb(T0), bad_str, msgpack.packb(A))) == [(0, "unknown_type", "type")]
+    assert letters(array(msgpack.packb(T0), b"\x01", msgpack.packb(A), bad_str)) == [(0, "bad_number", "peer")]
     unknown_key = b"\x84" + msgpack.packb("ts") + msgpack.packb(T0) + msgpack.packb("type") + b"\x01" \
         + msgpack.packb("msisdn") + msgpack.packb(A) + bad_str + bad_str
     actions, dead = outcome(unknown_key)
@@ -437,11 +443,11 @@ def test_map_form_unknown_and_duplicate_keys():
     assert outcome(bin_key)[1] == []                # a bin "ts" is an unknown key
     pairs = [("ts", T0), ("type", CALL), ("msisdn", A), ("peer", 1), ("peer", 2)]
     dup = bytes([0x80 | len(pairs)]) + b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in pairs)
-    assert outcome(dup)[1] == [(0, "duplicate_key")]
+    assert letters(dup) == [(0, "duplicate_key", "peer")]
     # duplicate_key comes before any field's own reason; unknown keys may repeat
     dup_first = b"\x83" + msgpack.packb("ts") + msgpack.packb(-1) + msgpack.packb("ts") + msgpack.packb(1.5) \
         + msgpack.packb("type") + msgpack.packb(99)
-    assert outcome(dup_first)[1] == [(0, "duplicate_key")]
+    assert letters(dup_first) == [(0, "duplicate_key", "ts")]
     rep = b"\x85" + b"".join(msgpack.packb(k) + msgpack.packb(v) for k, v in
                              [("x", 1), ("x", 2), ("ts", T0), ("type", CALL), ("msisdn", A)])
     assert outcome(rep)[1] == []
@@ -484,7 +490,8 @@ def test_byte_by_byte_feed():
         m.feed(data[k:k + 1])
     m.finish()
     assert len(m.actions) == 3 and m.dead_letters == [(len(ev(T0)) + len(msgpack.packb(
-        {"ts": T0 + 1, "type": "CALL_MO_END", "msisdn": str(B), "z": "q" * 40})), "unknown_type")]
+        {"ts": T0 + 1, "type": "CALL_MO_END", "msisdn": str(B), "z": "q" * 40})), "unknown_type", "type", 1,
+        msgpack.packb([T0, 99, A]).hex())]
 
 
 def test_truncated_tail():

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import engine.sinks as sinks_module
 from engine.config import CampaignSpec
 from engine.records import (
-    ACTION_COLUMNS, ACTION_DTYPE, BAD_REASONS, CONVERSION_COLUMNS, CONVERSION_DTYPE,
+    ACTION_COLUMNS, ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_COLUMNS, CONVERSION_DTYPE,
     DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KIND_CONTROL, KIND_SEND,
 )
 from engine.sinks import SinkSet
@@ -55,10 +55,13 @@ def conversions(rows) -> np.ndarray:
 
 
 def dead_letters(rows) -> np.ndarray:
-    """rows: (offset, reason code, bytes)."""
+    """rows: (offset, reason code, bytes[, field code, count]); by default the value as a
+    whole (field 8, "") and a count of 1."""
     records = np.zeros(len(rows), DEAD_LETTER_DTYPE)
-    for record, (offset, reason, data) in zip(records, rows):
+    for record, (offset, reason, data, *rest) in zip(records, rows):
+        field, count = rest if rest else (8, 1)
         record["offset"], record["reason"], record["nbytes"] = offset, reason, len(data)
+        record["field"], record["count"] = field, count
         record["bytes"][:len(data)] = np.frombuffer(data, np.uint8)
     return records
 
@@ -157,8 +160,8 @@ def test_conversions_and_dead_letters_exact_bytes(tmp_path):
         ])),
         ("dead_letters", dead_letters([
             (0, 0, b"\xa3abc"),
-            (17, 6, b""),
-            (2 ** 64 - 1, 4, bytes(range(64))),
+            (17, 6, b"", 0, 3),
+            (2 ** 64 - 1, 4, bytes(range(64)), 2, 2 ** 64 - 1),
         ])),
     ])
     assert (tmp_path / "conversions" / "conversions-00000001.csv").read_text() == (
@@ -167,12 +170,13 @@ def test_conversions_and_dead_letters_exact_bytes(tmp_path):
         f"2,{T0 + 20},rebate,13800138001,7,control\n"
     )
     assert (tmp_path / "dead_letters" / "dead_letters-00000001.csv").read_text() == (
-        "offset,reason,bytes_hex\n"
-        "0,not_an_event,a3616263\n"
-        "17,duplicate_key,\n"
-        f"18446744073709551615,bad_number,{bytes(range(64)).hex()}\n"
+        "offset,reason,field,count,bytes_hex\n"
+        "0,not_an_event,,1,a3616263\n"
+        "17,duplicate_key,ts,3,\n"
+        f"18446744073709551615,bad_number,msisdn,18446744073709551615,{bytes(range(64)).hex()}\n"
     )
     assert BAD_REASONS[6] == "duplicate_key" and BAD_REASONS[4] == "bad_number"
+    assert BAD_FIELDS[0] == "ts" and BAD_FIELDS[2] == "msisdn" and BAD_FIELDS[8] == ""
 
 
 def test_dead_letter_hex_is_cut_to_nbytes(tmp_path):
@@ -180,7 +184,7 @@ def test_dead_letter_hex_is_cut_to_nbytes(tmp_path):
     records["bytes"][0, 3:] = 0xEE  # garbage past nbytes must not show
     write_all(tmp_path, [("dead_letters", records)])
     text = (tmp_path / "dead_letters" / "dead_letters-00000001.csv").read_text()
-    assert text.endswith("\n5,wrong_type,010203\n")
+    assert text.endswith("\n5,wrong_type,,1,010203\n")
 
 
 # --------------------------------------------------------------------------- rotation
@@ -430,7 +434,7 @@ def test_jsonl_reads_back(tmp_path):
     assert (tmp_path / "conversions" / "conversions-00000001.jsonl").read_text() == (
         f'{{"seq":1,"ts":{T0 + 9},"campaign":"rebate","msisdn":1,"contact_seq":4,"kind":"send"}}\n')
     assert (tmp_path / "dead_letters" / "dead_letters-00000001.jsonl").read_text() == (
-        '{"offset":3,"reason":"wrong_type","bytes_hex":"225c0a"}\n')
+        '{"offset":3,"reason":"wrong_type","field":"","count":1,"bytes_hex":"225c0a"}\n')
 
 
 def test_jsonl_escapes_strings(tmp_path):
@@ -445,7 +449,7 @@ def test_parquet_reads_back_typed(tmp_path):
     write_all(tmp_path, [
         ("actions", MIXED),
         ("conversions", conversions([(1, T0 + 9, 1, 1, 4, KIND_CONTROL)])),
-        ("dead_letters", dead_letters([(3, 2, b"\x00\xff")])),
+        ("dead_letters", dead_letters([(3, 2, b"\x00\xff", 7, 5)])),
     ], format="parquet")
     tables = {d: pq.read_table(tmp_path / d / f"{name}-00000001.parquet")
               for d, name in [("sms", "actions"), ("boss", "actions"), ("conversions", "conversions"),
@@ -461,8 +465,9 @@ def test_parquet_reads_back_typed(tmp_path):
                                                   pa.uint64(), pa.string()]
     assert tables["conversions"].to_pylist() == [{"seq": 1, "ts": T0 + 9, "campaign": "rebate", "msisdn": 1,
                                                   "contact_seq": 4, "kind": "control"}]
-    assert tables["dead_letters"].schema.types == [pa.uint64(), pa.string(), pa.string()]
-    assert tables["dead_letters"].to_pylist() == [{"offset": 3, "reason": "wrong_type", "bytes_hex": "00ff"}]
+    assert tables["dead_letters"].schema.types == [pa.uint64(), pa.string(), pa.string(), pa.uint64(), pa.string()]
+    assert tables["dead_letters"].to_pylist() == [{"offset": 3, "reason": "wrong_type", "field": "arg", "count": 5,
+                                                   "bytes_hex": "00ff"}]
 
 
 def test_parquet_large_file_spans_row_groups(tmp_path, monkeypatch):
@@ -506,6 +511,8 @@ def test_rejects_wrong_dtype_and_bad_indices(tmp_path):
             sinks.write_actions(actions([(1, T0, 0, 1, 2, T0, 1)]))
         with pytest.raises(ValueError, match="reason"):
             sinks.write_dead_letters(dead_letters([(0, len(BAD_REASONS), b"")]))
+        with pytest.raises(ValueError, match="field"):
+            sinks.write_dead_letters(dead_letters([(0, 0, b"", len(BAD_FIELDS), 1)]))
     assert sinks.files == []
 
 

@@ -1,5 +1,7 @@
 """The core's decoder and the reference model on arbitrary, mutated and cut msgpack streams:
-the same dead letters, the same stream error (offset and reason), the same actions."""
+the same dead letters (runs of repeated values, the record cap), the same stream error (offset
+and reason), the same actions."""
+import dataclasses
 from pathlib import Path
 
 import msgpack
@@ -12,7 +14,6 @@ from engine.compile import World
 from engine.config import CampaignSpec, Config
 from engine.errors import StreamError
 from engine.model import ReferenceModel
-from engine.records import BAD_REASONS
 from tests.worlds import Profiles
 
 CONFIG = Config(path=Path("fuzz.toml"), campaigns=(CampaignSpec(id="c", on=tuple(range(1, 13)), channel="sms"),))
@@ -34,41 +35,45 @@ values = st.recursive(
 
 @st.composite
 def streams(draw):
-    parts = [msgpack.packb(draw(values), use_bin_type=True) for _ in range(draw(st.integers(1, 6)))]
+    parts = []
+    for _ in range(draw(st.integers(1, 6))):
+        # values repeated, so that runs of identical bad values are common
+        parts += [msgpack.packb(draw(values), use_bin_type=True)] * draw(st.integers(1, 3))
     data = bytearray(b"".join(parts))
     for _ in range(draw(st.integers(0, 2))):
         if data:
             data[draw(st.integers(0, len(data) - 1))] = draw(st.sampled_from([0xc1, 0x00, 0xff, 0x93, 0xdb, 0xa5, 0xc0]))
     if draw(st.booleans()) and data:
         data = data[:draw(st.integers(0, len(data)))]
-    return bytes(data), draw(st.sampled_from([16, 32, 64, 65536])), draw(st.integers(1, 64))
+    return (bytes(data), draw(st.sampled_from([16, 32, 64, 65536])), draw(st.integers(1, 64)),
+            dataclasses.replace(CONFIG, max_dead_letters=draw(st.sampled_from([100_000, 0, 1, 2]))))
 
 
-def core_outcome(data, max_event_bytes, chunk):
-    engine = Engine(CONFIG, World(PROFILES, {}, {}), max_event_bytes=max_event_bytes)
+def core_outcome(data, max_event_bytes, chunk, config=CONFIG):
+    engine = Engine(config, World(PROFILES, {}, {}), max_event_bytes=max_event_bytes)
     try:
         run = engine.replay(data[i:i + chunk] for i in range(0, len(data), chunk))
     except StreamError as e:
         run, error = e.run, (e.offset, e.reason)
     else:
         error = None
-    dead = [(int(d["offset"]), BAD_REASONS[d["reason"]]) for d in run.dead_letters]
-    return error, dead, len(run.actions)
+    dead = list(zip(*(column.tolist() for column in run.dead_letter_columns().values())))
+    return error, dead, len(run.actions), run.stats["run"]["bad_events_by_field"]
 
 
-def model_outcome(data, max_event_bytes):
-    model = ReferenceModel(CONFIG, PROFILES, {}, {}, max_event_bytes=max_event_bytes)
+def model_outcome(data, max_event_bytes, config=CONFIG):
+    model = ReferenceModel(config, PROFILES, {}, {}, max_event_bytes=max_event_bytes)
     error = None
     try:
         model.feed(data)
         model.finish()
     except StreamError as e:
         error = (e.offset, e.reason)
-    return error, list(model.dead_letters), len(model.actions)
+    return error, list(model.dead_letters), len(model.actions), model.bad_events_by_field
 
 
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 @given(streams())
 def test_core_and_model_agree_on_any_stream(case):
-    data, max_event_bytes, chunk = case
-    assert core_outcome(data, max_event_bytes, chunk) == model_outcome(data, max_event_bytes)
+    data, max_event_bytes, chunk, config = case
+    assert core_outcome(data, max_event_bytes, chunk, config) == model_outcome(data, max_event_bytes, config)

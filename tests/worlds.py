@@ -149,6 +149,7 @@ def worlds(draw, max_events=120):
         path=Path("random.toml"),
         utc_offset_ms=draw(st.sampled_from([0, 8 * HOUR, -5 * HOUR - 30 * MINUTE])),
         max_pending=draw(st.sampled_from([10_000_000, 10_000_000, 2])),
+        max_dead_letters=draw(st.sampled_from([100_000, 100_000, 0, 1])),
         policy=policy,
         counters=counters,
         campaigns=tuple(camps),
@@ -163,7 +164,8 @@ def worlds(draw, max_events=120):
     ts = T0 + draw(st.integers(0, 7)) * DAY + draw(st.integers(0, 23)) * HOUR
     for _ in range(draw(st.integers(1, max_events))):
         if draw(st.integers(0, 30)) == 0:
-            parts.append(draw(st.sampled_from(BAD_EVENTS)))
+            # sometimes a run of the same bad value: one dead letter with its count
+            parts += [draw(st.sampled_from(BAD_EVENTS))] * draw(st.sampled_from([1, 1, 2, 5]))
             continue
         ts += draw(st.sampled_from([0, 1000, MINUTE, 3 * MINUTE, 10 * MINUTE, HOUR, 5 * HOUR]))
         late = draw(st.integers(0, 10)) == 0

@@ -36,7 +36,11 @@ __all__ = ["write_checkpoint", "read_checkpoint", "restore_checkpoint", "subscri
 MAGIC = b"SIGMATCH-CHECKPOINT\n"
 VERSION = 1
 _DTYPES = {"rows": np.uint8, "contacts": np.uint8, "timers": np.uint8, "funnel": np.uint64,
-           "counts": np.uint64, "carry": np.uint8, "subscribers": np.uint64}
+           "counts": np.uint64, "carry": np.uint8, "subscribers": np.uint64, "dead_run": np.uint8,
+           "bad_fields": np.uint64}
+# Sections that checkpoints of an earlier sigmatch lack (the open dead-letter run, bad events
+# by field): the core restores without them (no run open, nothing known by field).
+_ADDED_SECTIONS = {"dead_run", "bad_fields"}
 log = logging.getLogger("sigmatch.checkpoint")
 _BLOCK = 64 << 20       # sections are checksummed and written in blocks: no copy of a GB state
 FILE_MODE = 0o640       # the state holds subscribers' numbers: owner and group only, whatever the umask
@@ -230,7 +234,10 @@ def restore_sections(engine: "Engine", header: dict, sections: dict, path) -> di
 
 RECORD_MAGIC = b"SMCKLOG\n"
 _RECORD_DTYPES = {"subscribers": np.uint32, "rows": np.uint8, "contacts": np.uint8, "timers": np.uint8,
-                  "funnel": np.uint64, "counts": np.uint64, "carry": np.uint8}
+                  "funnel": np.uint64, "counts": np.uint64, "carry": np.uint8, "dead_run": np.uint8,
+                  "bad_fields": np.uint64}
+# written whole by every record: the newest one holds them
+_WHOLE_SECTIONS = ("timers", "funnel", "counts", "carry", "dead_run", "bad_fields")
 _CONTACT_BYTES = 32     # sizeof(ContactC): key, last_ts, last_seq, streak, flags
 
 
@@ -428,8 +435,11 @@ class CheckpointStore:
                 if len(subs):
                     rows[subs] = changed.reshape(-1, stride)
                 contacts.append(data["contacts"])
-                for name in ("timers", "funnel", "counts", "carry"):
-                    sections[name] = data[name]
+                for name in _WHOLE_SECTIONS:
+                    if name in data:
+                        sections[name] = data[name]
+                    else:
+                        sections.pop(name, None)     # a record of an earlier sigmatch
                 header["scalars"] = record_header["scalars"]
                 header["extra"] = record_header.get("extra", {})
                 loaded.records += 1
@@ -509,7 +519,7 @@ class CheckpointStore:
                 problem = problem or f"section {name!r} is damaged (crc mismatch)"
             else:
                 data[name] = np.frombuffer(chunk, dtype=_RECORD_DTYPES[name])
-        if problem is None and not headers_only and set(data) != set(_RECORD_DTYPES):
+        if problem is None and not headers_only and not (set(_RECORD_DTYPES) - _ADDED_SECTIONS <= set(data)):
             problem = "sections missing"
         return (header, data), problem, False
 
