@@ -4,8 +4,8 @@ The input is a 3-byte header and a stream: byte 0 picks max_event_bytes, bytes 1
 split point and a chunk size, the rest is fed to the core (engine._core.Core, through
 Engine.replay). Checked for every input:
 - the core returns, or raises StreamError for a stream broken beyond repair; nothing else;
-- the outcome (actions, dead letters with their offsets and reasons, events counted, the
-  error's offset and reason) is the same whole, split in two at the chosen point, and fed
+- the outcome (actions, dead letters as written: offset, reason, field, count, bytes; events
+  counted, the error's offset and reason) is the same whole, split in two at the chosen point, and fed
   in chunks of the chosen size (SPEC: the output does not depend on how input is cut);
 - the reference model (engine/model.py) reaches the same outcome as the core;
 - every offset reported lies inside the stream.
@@ -32,7 +32,6 @@ with atheris.instrument_imports(include=["engine"]):
     from engine.config import CampaignSpec, Config
     from engine.errors import StreamError
     from engine.model import ReferenceModel
-    from engine.records import BAD_REASONS
     from tests.fuzz.seeds import example_subscribers, fuzzer_arguments
     from tests.worlds import Profiles
 
@@ -55,7 +54,7 @@ def core_outcome(data: bytes, max_event_bytes: int, chunks) -> tuple:
         error = None
     except StreamError as e:
         run, error = e.run, (e.offset, e.reason)
-    dead = [(int(d["offset"]), BAD_REASONS[d["reason"]]) for d in run.dead_letters]
+    dead = list(zip(*(column.tolist() for column in run.dead_letter_columns().values())))
     return error, dead, len(run.actions), run.actions.tobytes(), run.stats["run"]["events"]
 
 
@@ -84,7 +83,7 @@ def TestOneInput(raw: bytes) -> None:
     assert chunked == whole, f"chunks of {step} differ from whole: {chunked[:2]} != {whole[:2]}"
     error, dead, nr_actions, _, _ = whole
     assert error is None or 0 <= error[0] <= len(data), error
-    assert all(0 <= offset < len(data) for offset, _ in dead), dead
+    assert all(0 <= offset < len(data) for offset, *_ in dead), dead
     model = model_outcome(data, max_event_bytes)
     assert model == (error, dead, nr_actions), f"model {model} != core {whole[:3]}"
 
