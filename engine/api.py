@@ -28,13 +28,14 @@ __all__ = ["Engine", "Run"]
 
 SINK_BATCH = 65_536
 
-# Core status -> what an operator reads after its name (records.STREAM_STATUSES), which is
-# also StreamError.reason
+# Core status -> (StreamError.reason, what an operator reads after it); the reasons are
+# records.STREAM_STATUSES' names (the daemon words its log lines from this table too)
 _STREAM_ERRORS = {
-    1: "not msgpack, a 0xc1 byte",
-    2: "an event longer than max_event_bytes",
-    3: "the stream ends inside an event",
+    1: ("corrupt", "not msgpack: a 0xc1 byte"),
+    2: ("too_large", "an event longer than max_event_bytes"),
+    3: ("truncated", "the stream ends inside an event"),
 }
+assert all(STREAM_STATUSES[status] == reason for status, (reason, _) in _STREAM_ERRORS.items())
 
 
 def _funnel_dict(funnel_row: np.ndarray) -> dict:
@@ -317,11 +318,11 @@ class Engine:
         return run
 
     def _stream_error(self, status: int) -> Exception:
-        reason = STREAM_STATUSES[status]
         if status == 4:
             self._core.clear_oom()
-            return MemoryError(f"{reason}: the core could not grow a buffer")
-        return StreamError(self._core.error_offset, reason, f"{reason} ({_STREAM_ERRORS[status]})")
+            return MemoryError(f"{STREAM_STATUSES[status]}: the core could not grow a buffer")
+        reason, detail = _STREAM_ERRORS[status]
+        return StreamError(self._core.error_offset, reason, f"{reason} ({detail})")
 
     def _finish_run(self, kept, produced, before, nbytes, elapsed) -> Run:
         after = self._core.counts()
