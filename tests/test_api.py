@@ -142,7 +142,7 @@ def test_stream_errors_name_their_reason(world, tail, reason):
     with pytest.raises(StreamError) as info:
         Engine.from_config(config).replay(data + tail)
     assert info.value.reason == reason
-    assert str(info.value).startswith(f"event stream broken at byte offset {len(data)}: {reason} (")
+    assert str(info.value).startswith(f"event stream broken at byte offset {len(data):,}: {reason} (")
     assert "status" not in str(info.value)
 
 
