@@ -49,6 +49,11 @@ def _funnel_dict(funnel_row: np.ndarray) -> dict:
     return d
 
 
+def _public(records: np.ndarray) -> np.ndarray:
+    """The records without the core's padding fields (`_pad`): a view, not a copy."""
+    return records[[name for name in records.dtype.names if not name.startswith("_")]]
+
+
 def _by_field_since(before: dict, after: dict) -> dict:
     """{reason: {field: n}} of the bad events between two Core.counts(), the pairs seen only."""
     out = {}
@@ -144,6 +149,7 @@ class Engine:
         self._core = compiled.core
         self.subscribers = compiled.subscribers      # MSISDN by subscriber index
         self.eligible = compiled.eligible            # campaign id -> subscribers it may contact
+        self.checkpoint_extra: Optional[dict] = None  # the extra of the checkpoint restored, if any
         self.reload_dropped = 0
         if owned:
             # The attribute columns served `where`, evaluated once at compile; they are most of
@@ -221,12 +227,14 @@ class Engine:
         from engine.service.checkpoint import write_checkpoint
         return write_checkpoint(self, path, extra)
 
-    def restore(self, path) -> dict:
+    def restore(self, path) -> "Engine":
         """Load a checkpoint written by an engine of the same configuration and profiles
-        (CheckpointError otherwise); returns its `extra`. The next replay continues exactly
-        where the checkpointed engine stood."""
+        (CheckpointError otherwise); returns this engine, so that
+        `Engine.from_config(c).restore(p)` reads as it should. The checkpoint's `extra` is in
+        `checkpoint_extra`. The next replay continues exactly where the checkpointed engine stood."""
         from engine.service.checkpoint import restore_checkpoint
-        return restore_checkpoint(self, path)
+        self.checkpoint_extra = restore_checkpoint(self, path)
+        return self
 
     def drain(self, out=None, *, format: Optional[str] = None) -> Run:
         """Emit every pending action at its due time (as `sigmatch replay` does at the end)."""
@@ -280,20 +288,21 @@ class Engine:
         started = time.perf_counter()
         error: Optional[StreamError] = None
         core.begin_stream()
+        files: list = []        # (stream offset where it starts, path), for errors that name the file
         try:
-            for chunk in iter_chunks(source):
+            for chunk in iter_chunks(source, on_file=lambda path: files.append((nbytes, path))):
                 status = core.feed(chunk)
                 nbytes += len(chunk)
                 collect()
                 if bar is not None:
                     bar.update(len(chunk))
                 if status:
-                    error = self._stream_error(status)
+                    error = self._stream_error(status, files)
                     break
             if error is None:
                 status = core.end_stream()
                 if status:
-                    error = self._stream_error(status)
+                    error = self._stream_error(status, files)
             if error is None and drain:
                 core.drain()
         finally:
@@ -317,12 +326,17 @@ class Engine:
             raise error
         return run
 
-    def _stream_error(self, status: int) -> Exception:
+    def _stream_error(self, status: int, files=()) -> Exception:
         if status == 4:
             self._core.clear_oom()
             return MemoryError(f"{STREAM_STATUSES[status]}: the core could not grow a buffer")
         reason, detail = _STREAM_ERRORS[status]
-        return StreamError(self._core.error_offset, reason, f"{reason} ({detail})")
+        offset = self._core.error_offset
+        # the file the broken event starts in: the last one that starts at or before it
+        holder = next(((start, path) for start, path in reversed(files) if start <= offset), None)
+        if holder is None:
+            return StreamError(offset, reason, f"{reason} ({detail})")
+        return StreamError(offset, reason, f"{reason} ({detail})", path=holder[1], path_offset=offset - holder[0])
 
     def _finish_run(self, kept, produced, before, nbytes, elapsed) -> Run:
         after = self._core.counts()
@@ -357,8 +371,8 @@ class Engine:
 
         return Run(
             campaigns=self.config.campaigns,
-            actions=joined("actions", ACTION_DTYPE),
-            conversions=joined("conversions", CONVERSION_DTYPE),
+            actions=_public(joined("actions", ACTION_DTYPE)),
+            conversions=_public(joined("conversions", CONVERSION_DTYPE)),
             dead_letters=joined("dead_letters", DEAD_LETTER_DTYPE),
             stats=stats,
         )

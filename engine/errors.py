@@ -29,10 +29,17 @@ class LoadError(SigmatchError):
 class StreamError(SigmatchError):
     """The event stream is structurally corrupt at `offset` (counted from the first byte of the run)."""
 
-    def __init__(self, offset: int, reason: str, detail: str | None = None):
+    def __init__(self, offset: int, reason: str, detail: str | None = None, *, path=None,
+                 path_offset: int | None = None):
         self.offset = offset
         self.reason = reason        # "corrupt", "too_large" or "truncated"
-        super().__init__(f"event stream broken at byte offset {offset:,}: {detail or reason}")
+        self.path = path            # the trace file that holds it, when the stream came from files
+        self.path_offset = path_offset      # ... and the offset inside that file
+        where = f"byte offset {offset:,}"
+        if path is not None:
+            where = f"{path} at byte offset {path_offset:,} (stream offset {offset:,})"
+        super().__init__(f"event stream broken in {where}: {detail or reason}" if path is not None
+                         else f"event stream broken at {where}: {detail or reason}")
 
 
 class CheckpointError(SigmatchError):

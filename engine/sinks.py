@@ -74,6 +74,14 @@ class _IntColumn:
 
 
 @dataclass(frozen=True)
+class _TimeColumn(_IntColumn):
+    """Event time in ms since the epoch (UTC): plain decimal in CSV and JSON Lines, as the
+    gateways read it; a `timestamp[ms, UTC]` in Parquet, so that a data tool reads a time."""
+
+    PARQUET_TYPE = pa.timestamp("ms", tz="UTC")
+
+
+@dataclass(frozen=True)
 class _LookupColumn:
     """A string chosen by an integer field: `values[records[field]]` (indices validated by the caller)."""
     name: str
@@ -118,6 +126,10 @@ class _HexColumn:
 
 def _arrow_type(column) -> pa.DataType:
     return column.type if isinstance(column, _IntColumn) else pa.string()
+
+
+def _parquet_type(column) -> pa.DataType:
+    return _TimeColumn.PARQUET_TYPE if isinstance(column, _TimeColumn) else _arrow_type(column)
 
 
 # --------------------------------------------------------------------------- formats
@@ -235,10 +247,10 @@ class _ParquetFormat:
 
     def __init__(self, columns: Sequence):
         self.columns = tuple(columns)
-        self.schema = pa.schema([(c.name, _arrow_type(c)) for c in self.columns])
+        self.schema = pa.schema([(c.name, _parquet_type(c)) for c in self.columns])
 
     def table(self, records: np.ndarray) -> pa.Table:
-        return pa.Table.from_arrays([c.arrow(records) for c in self.columns], schema=self.schema)
+        return pa.Table.from_arrays([c.arrow(records).cast(_parquet_type(c)) for c in self.columns], schema=self.schema)
 
     def open(self, raw) -> "_ParquetFileWriter":
         return _ParquetFileWriter(raw, self)
@@ -508,18 +520,18 @@ class SinkSet:
         file_format = _FORMATS[format]
         self._action_format = file_format((
             _IntColumn("seq", "seq", pa.uint64()),
-            _IntColumn("ts", "ts", pa.int64()),
+            _TimeColumn("ts", "ts", pa.int64()),
             campaign,
             _IntColumn("msisdn", "msisdn", pa.uint64()),
             _LookupColumn("channel", "campaign", tuple(c.channel for c in campaigns)),
             _LookupColumn("template", "campaign", tuple(c.template for c in campaigns)),
             _LookupColumn("kind", "kind", KINDS),
-            _IntColumn("trigger_ts", "trigger_ts", pa.int64()),
+            _TimeColumn("trigger_ts", "trigger_ts", pa.int64()),
             _IntColumn("cell", "cell", pa.uint32()),
         ))
         conversion_format = file_format((
             _IntColumn("seq", "seq", pa.uint64()),
-            _IntColumn("ts", "ts", pa.int64()),
+            _TimeColumn("ts", "ts", pa.int64()),
             campaign,
             _IntColumn("msisdn", "msisdn", pa.uint64()),
             _IntColumn("contact_seq", "contact_seq", pa.uint64()),

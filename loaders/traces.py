@@ -86,15 +86,19 @@ def _read_file(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
         raise LoadError(f"{path}: cannot read trace: {e}") from None
 
 
-def iter_chunks(source: Source, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+def iter_chunks(source: Source, chunk_bytes: int = CHUNK_BYTES, on_file=None) -> Iterator[bytes]:
     """Yield the stream's bytes in chunks, in order. A chunk read from a file is a view of
-    one reused buffer: use it (feed it, copy it) before asking for the next one."""
+    one reused buffer: use it (feed it, copy it) before asking for the next one.
+    `on_file(path)` is called before the first chunk of each file is asked for, so a consumer
+    that counts what it took knows where each file starts in the stream."""
     paths = _paths(source)
     if paths is not None:
         for p in paths:
             if not p.is_file():
                 raise LoadError(f"{p}: no such trace file")
         for p in paths:
+            if on_file is not None:
+                on_file(p)
             yield from _read_file(p, chunk_bytes)
         return
     if isinstance(source, (bytes, bytearray, memoryview)):

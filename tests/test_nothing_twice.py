@@ -75,3 +75,79 @@ def test_bench_peers_without_the_extra_names_it(tmp_path):
     done = sigmatch("bench", "--peers", "--dir", tmp_path, prelude="import sys; sys.modules['duckdb'] = None")
     assert done.returncode == 1
     assert done.stderr.strip() == "sigmatch: error: bench --peers needs DuckDB: pip install 'sigmatch[bench]'"
+
+
+# --- one service per state directory; mistakes said before anything is created
+
+def _daemon(config: Path, tmp_path: Path, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(tmp_path / "out"),
+                             "--state", str(tmp_path / "state"), *map(str, args)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_service_on_one_state_directory_exits_at_once_naming_the_first(tmp_path):
+    import time
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    first = _daemon(EXAMPLE / "campaigns.toml", tmp_path, "--spool", spool)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "state" / "lock").exists() or not (tmp_path / "state" / "lock").read_text().strip():
+            assert first.poll() is None, first.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        second = _daemon(EXAMPLE / "campaigns.toml", tmp_path, "--spool", spool)
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 1
+        assert err.strip().splitlines()[-1] == (f"sigmatch: error: --state {tmp_path / 'state'}: state directory in "
+                                                f"use by PID {first.pid}")
+    finally:
+        first.terminate()
+        first.communicate(timeout=120)
+    assert first.returncode == 0
+    # the lock goes with its process: a later service starts
+    again = _daemon(EXAMPLE / "campaigns.toml", tmp_path, "--spool", spool)
+    time.sleep(1)
+    again.terminate()
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+
+
+def test_a_missing_spool_is_said_before_anything_is_created(tmp_path):
+    done = _daemon(EXAMPLE / "campaigns.toml", tmp_path, "--spool", tmp_path / "nowhere")
+    _, err = done.communicate(timeout=120)
+    assert done.returncode == 1
+    assert err.strip() == f"sigmatch: error: --spool {tmp_path / 'nowhere'}: no such directory"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("option", ["--listen", "--metrics", "--lookup"])
+def test_a_port_in_use_is_said_before_anything_is_created_naming_the_option(tmp_path, option):
+    import socket
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        extra = ("--lookup-token", "t") if option == "--lookup" else ()
+        done = _daemon(EXAMPLE / "campaigns.toml", tmp_path, "--spool", spool, option, f"127.0.0.1:{port}", *extra)
+        _, err = done.communicate(timeout=120)
+    assert done.returncode == 1
+    assert err.strip() == f"sigmatch: error: {option} 127.0.0.1:{port}: address in use"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
+
+
+def test_the_service_says_when_it_starts_and_stops_at_the_default_level(tmp_path):
+    import time
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    proc = _daemon(EXAMPLE / "campaigns.toml", tmp_path, "--spool", spool)
+    time.sleep(2)
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    lines = err.strip().splitlines()
+    assert any(f"started: reading spool {spool}; output {tmp_path / 'out'}; state {tmp_path / 'state'}" in line
+               for line in lines), err
+    assert "stopped: checkpoint written, 0 pending actions kept" in lines[-1]

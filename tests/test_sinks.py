@@ -455,16 +455,19 @@ def test_parquet_reads_back_typed(tmp_path):
               for d, name in [("sms", "actions"), ("boss", "actions"), ("conversions", "conversions"),
                               ("dead_letters", "dead_letters")]}
     assert tables["sms"].schema == pa.schema([
-        ("seq", pa.uint64()), ("ts", pa.int64()), ("campaign", pa.string()), ("msisdn", pa.uint64()),
-        ("channel", pa.string()), ("template", pa.string()), ("kind", pa.string()),
-        ("trigger_ts", pa.int64()), ("cell", pa.uint32()),
+        ("seq", pa.uint64()), ("ts", pa.timestamp("ms", tz="UTC")), ("campaign", pa.string()),
+        ("msisdn", pa.uint64()), ("channel", pa.string()), ("template", pa.string()), ("kind", pa.string()),
+        ("trigger_ts", pa.timestamp("ms", tz="UTC")), ("cell", pa.uint32()),
     ])
-    rows = tables["sms"].to_pylist() + tables["boss"].to_pylist()
-    assert sorted(rows, key=lambda row: row["seq"]) == expected_action_rows(MIXED)
-    assert tables["conversions"].schema.types == [pa.uint64(), pa.int64(), pa.string(), pa.uint64(),
+    as_ms = {"ts": pa.int64(), "trigger_ts": pa.int64()}     # the times, back to integers to compare
+    rows = [t.cast(pa.schema([(f.name, as_ms.get(f.name, f.type)) for f in t.schema])).to_pylist()
+            for t in (tables["sms"], tables["boss"])]
+    assert sorted(rows[0] + rows[1], key=lambda row: row["seq"]) == expected_action_rows(MIXED)
+    assert tables["conversions"].schema.types == [pa.uint64(), pa.timestamp("ms", tz="UTC"), pa.string(), pa.uint64(),
                                                   pa.uint64(), pa.string()]
-    assert tables["conversions"].to_pylist() == [{"seq": 1, "ts": T0 + 9, "campaign": "rebate", "msisdn": 1,
-                                                  "contact_seq": 4, "kind": "control"}]
+    conversions_ms = tables["conversions"].set_column(1, "ts", tables["conversions"].column("ts").cast(pa.int64()))
+    assert conversions_ms.to_pylist() == [{"seq": 1, "ts": T0 + 9, "campaign": "rebate", "msisdn": 1,
+                                           "contact_seq": 4, "kind": "control"}]
     assert tables["dead_letters"].schema.types == [pa.uint64(), pa.string(), pa.string(), pa.uint64(), pa.string()]
     assert tables["dead_letters"].to_pylist() == [{"offset": 3, "reason": "wrong_type", "field": "arg", "count": 5,
                                                    "bytes_hex": "00ff"}]

@@ -58,6 +58,10 @@ from engine.sinks import SinkSet, fsync_path
 __all__ = ["SpoolDaemon", "run_spool", "sd_notify", "parse_keep_done", "spool_owner_ids", "SETTLE_S"]
 
 log = logging.getLogger("sigmatch.daemon")
+# When the service starts and stops: INFO records shown at the default level (WARNING), so
+# that an operator always sees that it started, on what, and where it writes.
+lifecycle = logging.getLogger("sigmatch.service")
+lifecycle.setLevel(logging.INFO)
 
 # Bytes fed to the core at a time: a long spool file is checkpointed within, and SIGTERM is
 # answered, between two of these
@@ -669,11 +673,52 @@ class SpoolDaemon:
         counts = self.engine._core.counts()
         return {
             "run": {"events": counts["events"], "bad_events": counts["bad_events"],
+                    "bad_events_by_field": counts.get("bad_events_by_field", {}),
                     "unknown_subscribers": counts["unknown_subscribers"], "pending": self.engine.pending},
             "campaigns": stats["campaigns"],
         }
 
+    def _preflight(self) -> None:
+        """What an operator got wrong is said before anything is created: a spool directory
+        that does not exist, an address in use, naming the option."""
+        if self.journal_prefix and not self.spool.is_dir():
+            raise SigmatchError(f"--spool {self.spool}: no such directory")
+        for option, address in (("--listen", self.listen), ("--lookup", self.lookup),
+                                ("--metrics", self.metrics_address)):
+            if address is None:
+                continue
+            host, port = address[0], address[1]
+            try:
+                family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+                with socket.socket(family, socket.SOCK_STREAM) as probe:
+                    # as the servers bind: a port in TIME_WAIT after a restart is not in use
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind((host, port))
+            except OSError as e:
+                reason = "address in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
+                raise SigmatchError(f"{option} {host}:{port}: {reason}") from None
+
+    def _lock_state(self) -> None:
+        """One service per state directory: a second one would process the same spool files
+        and rename over the first one's files. An flock on STATE/lock, held while the process
+        lives (the kernel drops it with the process, even after kill -9); readers (a what-if
+        from a checkpoint, the console) do not take it and are never blocked."""
+        import fcntl
+        _make_private_dir(self.state)
+        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise SigmatchError(f"--state {self.state}: state directory in use by PID {holder}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
     def run(self) -> int:
+        self._preflight()
+        self._lock_state()
         for directory in (self.out, self.state):
             _make_private_dir(directory)
         journal_dir = None
@@ -718,7 +763,12 @@ class SpoolDaemon:
                                   metrics=self.metrics).start()
             self.servers.append(server)
             log.info("lookup on %s:%d", *server.address[:2])
-        log.info("running: spool %s, output %s", self.spool, self.out)
+        sources = ", ".join(
+            part for part in (f"spool {self.spool}" if self.journal_prefix or (self.stdin is None and self.listen is None)
+                              else None,
+                              f"TCP {self.listen[0]}:{self.listen[1]}" if self.listen is not None else None,
+                              "standard input" if self.stdin is not None else None) if part)
+        lifecycle.info("started: reading %s; output %s; state %s", sources, self.out, self.state)
         sd_notify("READY=1")
         # systemd's watchdog (WatchdogSec=): ping at half the interval it gave us
         watchdog_s = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
@@ -779,7 +829,7 @@ class SpoolDaemon:
                 self._commit(self._position, wait=True)
         for server in self.servers:
             server.close()
-        log.info(f"stopped: checkpoint written, {self.engine.pending:,} pending actions kept")
+        lifecycle.info(f"stopped: checkpoint written, {self.engine.pending:,} pending actions kept")
         return 0
 
     def _process_file(self, path: Path) -> None:

@@ -44,6 +44,7 @@ DEFAULT_HOST = "127.0.0.1"
 METRIC_NAMES = (
     "sigmatch_events_total",                    # {type}: good events by event type name
     "sigmatch_bad_events_total",                # {reason}: dead letters by reason (records.BAD_REASONS)
+    "sigmatch_bad_event_fields_total",          # {reason, field}: the same by the event field that failed
     "sigmatch_unknown_subscribers_total",       # good events whose MSISDN is not in the profiles
     "sigmatch_actions_total",                   # {campaign, kind=send|control}: contacts made
     "sigmatch_funnel_total",                    # {campaign, stage}: every records.FUNNEL counter
@@ -127,7 +128,8 @@ def parse_hostport(text: str, default_host: str = DEFAULT_HOST) -> tuple[str, in
 class _Snapshot:
     """Plain numbers read from the engine by `observe`; what a scrape sees."""
     events_by_type: tuple[tuple[str, int], ...]
-    bad_events: tuple[tuple[str, int], ...]
+    # ((reason, n), ...) and ((reason, field, n), ...): field "" when the value as a whole is wrong
+    bad_events: tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str, int], ...]]
     unknown_subscribers: int
     funnel: tuple[tuple[str, tuple[tuple[str, int], ...]], ...]    # (campaign, ((stage, n), ...))
     pending: int
@@ -147,7 +149,9 @@ def _read_engine(engine) -> tuple:
     for code, n in counts["events_by_type"].items():
         name = names.get(code, f"code_{code}")
         by_type[name] = by_type.get(name, 0) + int(n)
-    bad = tuple((reason, int(counts["bad_events"].get(reason, 0))) for reason in BAD_REASONS)
+    by_field = tuple((reason, field, int(n)) for reason in BAD_REASONS
+                     for field, n in sorted(counts.get("bad_events_by_field", {}).get(reason, {}).items()))
+    bad = (tuple((reason, int(counts["bad_events"].get(reason, 0))) for reason in BAD_REASONS), by_field)
     campaigns = engine.stats["campaigns"]
     funnel = tuple((cid, tuple((stage, int(figures[stage])) for stage in FUNNEL))
                    for cid, figures in campaigns.items())
@@ -188,8 +192,14 @@ class _Collector(Collector):
         yield f
 
         f = CounterMetricFamily("sigmatch_bad_events", "Bad events (dead letters) by reason.", labels=["reason"])
-        for reason, n in snap.bad_events:
+        for reason, n in snap.bad_events[0]:
             f.add_metric([reason], n)
+        yield f
+
+        f = CounterMetricFamily("sigmatch_bad_event_fields", "Bad events by reason and the event field that failed "
+                                "(empty: the value as a whole).", labels=["reason", "field"])
+        for reason, field, n in snap.bad_events[1]:
+            f.add_metric([reason, field], n)
         yield f
 
         yield CounterMetricFamily("sigmatch_unknown_subscribers",

@@ -1,0 +1,50 @@
+"""Small things a newcomer meets first (issue 9): `restore()` chains, `run.actions` holds
+only the documented fields, Parquet outputs give times as timestamps (CSV keeps integers)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from engine import Engine
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "crbt_school"
+
+
+def test_restore_returns_the_engine_and_keeps_the_extra(tmp_path):
+    engine = Engine.from_config(EXAMPLE / "campaigns.toml")
+    engine.replay(EXAMPLE / "trace.msgpack")
+    path = engine.checkpoint(tmp_path / "state.ckpt", extra={"spool": "a"})
+    restored = Engine.from_config(EXAMPLE / "campaigns.toml").restore(path)
+    assert isinstance(restored, Engine)
+    assert restored.checkpoint_extra == {"spool": "a"}
+    assert restored.clock == engine.clock
+
+
+def test_run_actions_has_no_padding_field():
+    run = Engine.from_config(EXAMPLE / "campaigns.toml").replay(EXAMPLE / "trace.msgpack", drain=True)
+    assert len(run.actions)
+    assert not any(name.startswith("_") for name in run.actions.dtype.names)
+    assert not any(name.startswith("_") for name in run.conversions.dtype.names)
+    assert set(run.actions.dtype.names) == {"seq", "ts", "trigger_ts", "msisdn", "cell", "campaign", "kind"}
+
+
+def test_parquet_times_are_timestamps_and_csv_times_integers(tmp_path):
+    for fmt in ("parquet", "csv"):
+        Engine.from_config(EXAMPLE / "campaigns.toml").replay(EXAMPLE / "trace.msgpack", out=tmp_path / fmt,
+                                                                  drain=True, format=fmt)
+    table = pq.read_table(sorted((tmp_path / "parquet" / "sms").glob("actions-*.parquet"))[0])
+    assert table.schema.field("ts").type == pa.timestamp("ms", tz="UTC")
+    assert table.schema.field("trigger_ts").type == pa.timestamp("ms", tz="UTC")
+    csv_text = sorted((tmp_path / "csv" / "sms").glob("actions-*.csv"))[0].read_text().splitlines()
+    first = dict(zip(csv_text[0].split(","), csv_text[1].split(",")))
+    assert first["ts"].isdigit()
+    as_ms = table.column("ts").cast(pa.int64()).to_numpy()
+    assert int(first["ts"]) == int(as_ms[0])
+    conversions = list((tmp_path / "parquet" / "conversions").glob("*.parquet"))
+    for path in conversions:
+        assert pq.read_schema(path).field("ts").type == pa.timestamp("ms", tz="UTC")
+    assert np.all(as_ms > 0)
