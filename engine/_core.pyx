@@ -285,6 +285,7 @@ ctypedef struct EngineC:
     uint64_t bad_field[NR_REASONS][NR_FIELDS + 1]   # the same by field; NR_FIELDS: the whole value
     uint64_t events
     uint64_t unknown
+    uint64_t late               # good events whose ts was below the clock (they take the clock)
     uint64_t by_type[64]
     int oom
     # changes since the last checkpoint, kept only while tracking: an incremental checkpoint
@@ -657,10 +658,13 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     cdef uint64_t* cur_areas
     cdef uint64_t* prev_areas
     cdef TimerC timer
-    # Event time: the clock only moves forward; a late event takes the clock.
+    # Event time: the clock only moves forward; a late event takes the clock. Counted, as it
+    # is processed at a time other than its own (ts == clock is on time, not late).
     if not E.has_clock or ev.ts > E.clock:
         E.clock = ev.ts
         E.has_clock = 1
+    elif ev.ts < E.clock:
+        E.late += 1
     ts = E.clock
     E.events += 1
     E.by_type[ev.type] += 1
@@ -1459,6 +1463,44 @@ cdef class Core:
             return out, status_of(rc), pos
         return out, ST_OK, None
 
+    def sniff(self, data, uint64_t max_values):
+        """Judge the head of a stream without processing it (loaders.sniff): the values of
+        `data`, up to `max_values` of them, decoded with the stream's verdicts but not matched,
+        counted or written as dead letters; nothing of the engine changes. Returns (values, ts,
+        bad, status, end): the complete values examined, the ts of the good events among them
+        (int64, in order), {(reason, field): n} of the bad ones, the status where it stopped
+        (0; 3 when `data` ends inside a value; 1 or 2 for a broken value) and the offset it
+        stopped at (the end of the last value examined, or the start of the broken one)."""
+        cdef const uint8_t[::1] view = data
+        cdef size_t n = view.shape[0], pos = 0, end_pos
+        cdef int rc = DEC_OK, reason = 0, field = 0
+        cdef uint64_t values = 0, good = 0
+        cdef uint64_t bad[NR_REASONS][NR_FIELDS + 1]
+        cdef EventC ev
+        ts = np.empty(max_values, dtype=np.int64)
+        cdef int64_t[::1] good_ts = ts
+        memset(&bad[0][0], 0, sizeof(bad))
+        with nogil:
+            while pos < n and values < max_values:
+                rc = decode_one(&view[0], pos, n, self.max_event_bytes, &self.types, &ev, &end_pos,
+                                &reason, &field)
+                if rc == DEC_OK:
+                    good_ts[good] = ev.ts
+                    good += 1
+                elif rc == DEC_BAD:
+                    bad[reason][field] += 1
+                else:
+                    break
+                values += 1
+                pos = end_pos
+        found = {(BAD_REASONS[r], BAD_FIELDS[k]): bad[r][k]
+                 for r in range(NR_REASONS) for k in range(NR_FIELDS + 1) if bad[r][k]}
+        if rc == DEC_NEED_MORE:
+            return values, ts[:good], found, ST_TRUNCATED, pos
+        if rc == DEC_CORRUPT or rc == DEC_TOO_LARGE:
+            return values, ts[:good], found, status_of(rc), pos
+        return values, ts[:good], found, ST_OK, pos
+
     def flush_dead_letters(self):
         """The stream ends here as far as dead letters go: the open run of identical bad
         values is written (take_dead_letters gives it). end_stream does this; the API also
@@ -1685,6 +1727,9 @@ cdef class Core:
             "clock": self.E.clock, "has_clock": self.E.has_clock, "seq": self.E.seq,
             "conversion_seq": self.E.conversion_seq, "timers_created": self.E.timers_created,
             "carry_offset": self.carry_offset, "stream_offset": self.stream_offset,
+            # a scalar, not in the counts section: that section's length is checked on restore,
+            # and checkpoints written before the count existed restore it as 0
+            "late_events": self.E.late,
             # the open run (its value is the dead_run section) and the record cap's place
             "dead_run": {"offset": self.E.run.offset, "count": self.E.run.count, "reason": self.E.run.reason,
                          "field": self.E.run.field, "span": self.E.run.span,
@@ -1773,6 +1818,7 @@ cdef class Core:
             self.E.by_type[i] = counts[NR_REASONS + 2 + i]
         self.E.clock = scalars["clock"]
         self.E.has_clock = scalars["has_clock"]
+        self.E.late = scalars.get("late_events", 0)
         self.E.seq = scalars["seq"]
         self.E.conversion_seq = scalars["conversion_seq"]
         self.E.timers_created = scalars["timers_created"]
@@ -1874,6 +1920,7 @@ cdef class Core:
         memcpy(self.E.by_type, old.E.by_type, sizeof(self.E.by_type))
         self.E.events = old.E.events
         self.E.unknown = old.E.unknown
+        self.E.late = old.E.late
         self.E.clock = old.E.clock
         self.E.has_clock = old.E.has_clock
         self.E.seq = old.E.seq
@@ -1940,6 +1987,12 @@ cdef class Core:
         return self.E.clock if self.E.has_clock else None
 
     @property
+    def carried(self):
+        """Bytes of an event begun in the chunks fed so far and not yet complete (0: the next
+        byte fed starts a value). The service judges a spool file on its own only then."""
+        return self.carry_len
+
+    @property
     def pending(self):
         return self.E.heap_n
 
@@ -1962,10 +2015,12 @@ cdef class Core:
         return out
 
     def counts(self):
-        """Run figures: good events, unknown subscribers, bad events by reason, events by type."""
+        """Run figures: good events, unknown subscribers, late events, bad events by reason,
+        events by type."""
         return {
             "events": self.E.events,
             "unknown_subscribers": self.E.unknown,
+            "late_events": self.E.late,
             "bad_events": {BAD_REASONS[r]: self.E.bad[r] for r in range(NR_REASONS)},
             # {reason: {field: n}} for the pairs seen; field "" is the value as a whole
             "bad_events_by_field": {BAD_REASONS[r]: {BAD_FIELDS[k]: self.E.bad_field[r][k]

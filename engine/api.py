@@ -190,6 +190,7 @@ class Engine:
         totals.update(
             events=counts["events"],
             unknown_subscribers=counts["unknown_subscribers"],
+            late_events=counts["late_events"],
             bad_events=counts["bad_events"],
             bad_events_by_field=counts["bad_events_by_field"],
             pending=self._core.pending,
@@ -350,6 +351,8 @@ class Engine:
             "bad_events": {r: after["bad_events"][r] - before["bad_events"][r] for r in BAD_REASONS},
             "bad_events_by_field": _by_field_since(before["bad_events_by_field"], after["bad_events_by_field"]),
             "unknown_subscribers": after["unknown_subscribers"] - before["unknown_subscribers"],
+            # good events with ts below the clock, processed at the clock's time (SPEC §3)
+            "late_events": after["late_events"] - before["late_events"],
             "bytes": nbytes,
             "actions": produced["actions"],
             "conversions": produced["conversions"],

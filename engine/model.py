@@ -203,8 +203,8 @@ def _in_window(minute: int, window: tuple[int, int]) -> bool:
 
 class ReferenceModel:
     """Feed it the stream; read actions, conversions, dead_letters, funnel, bad_events,
-    bad_events_by_field and unknown_subscribers. State carries over from one feed() to the
-    next. A dead letter is (offset, reason, field, count, bytes_hex) as in the file."""
+    bad_events_by_field, unknown_subscribers and late_events. State carries over from one
+    feed() to the next. A dead letter is (offset, reason, field, count, bytes_hex) as in the file."""
 
     def __init__(self, config, profiles, lists, areas, *, max_event_bytes: int = 65536):
         self.config = config
@@ -227,6 +227,7 @@ class ReferenceModel:
         self.dead_letters: list[tuple] = []
         self.funnel = {c.id: dict.fromkeys(FUNNEL, 0) for c in self.campaigns}
         self.unknown_subscribers = 0
+        self.late_events = 0            # good events with ts below the clock (ts == clock is on time)
         self.bad_events = dict.fromkeys(BAD_REASONS, 0)
         self.bad_events_by_field: dict[str, dict[str, int]] = {}   # reason -> field -> n, as seen
         self.max_dead_letters = config.max_dead_letters
@@ -346,6 +347,8 @@ class ReferenceModel:
 
     # -- SPEC §3, one good event
     def _event(self, e: Event) -> None:
+        if e.ts < self.clock:
+            self.late_events += 1
         ts = max(e.ts, self.clock)                  # time never goes backwards
         self.clock = ts
         # 1. timers

@@ -1,5 +1,6 @@
 """The core against the reference model on random worlds: identical actions, conversions,
-dead letters and funnels, whatever the chunking of the stream."""
+dead letters, funnels and counts (unknown subscribers, late events, bad events by field),
+whatever the chunking of the stream."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,7 @@ def core_results(w, chunks, drain=True):
     dead = list(zip(*(column.tolist() for column in run.dead_letter_columns().values())))
     funnel = {cid: {k: f[k] for k in FUNNEL} for cid, f in engine.stats["campaigns"].items()}
     return (actions, conversions, dead, funnel, engine.stats["totals"]["unknown_subscribers"],
-            run.stats["run"]["bad_events_by_field"])
+            run.stats["run"]["bad_events_by_field"], run.stats["run"]["late_events"])
 
 
 def model_results(w, drain=True):
@@ -35,7 +36,7 @@ def model_results(w, drain=True):
         model.drain()
     funnel = {cid: {k: f.get(k, 0) for k in FUNNEL} for cid, f in model.funnel.items()}
     return (list(model.actions), list(model.conversions), list(model.dead_letters), funnel,
-            model.unknown_subscribers, model.bad_events_by_field)
+            model.unknown_subscribers, model.bad_events_by_field, model.late_events)
 
 
 def split(data, cuts):
@@ -55,6 +56,7 @@ def test_core_matches_reference_model(w, cuts):
     assert got[3] == expected[3]            # funnels
     assert got[4] == expected[4]            # unknown subscribers
     assert got[5] == expected[5]            # bad events by reason and field
+    assert got[6] == expected[6]            # late events (ts below the clock)
 
 
 @settings(**SETTINGS)
@@ -70,3 +72,5 @@ def test_state_carries_over_between_replays(w, data):
     seqs = [int(s) for r in (first, second, last) for s in r.actions["seq"]]
     assert seqs == [a[0] for a in whole[0]]
     assert [int(x) for r in (first, second, last) for x in r.actions["ts"]] == [a[1] for a in whole[0]]
+    # the late count carries over too: the second replay compares with the first's clock
+    assert sum(r.stats["run"]["late_events"] for r in (first, second, last)) == whole[6]

@@ -674,7 +674,8 @@ class SpoolDaemon:
         return {
             "run": {"events": counts["events"], "bad_events": counts["bad_events"],
                     "bad_events_by_field": counts.get("bad_events_by_field", {}),
-                    "unknown_subscribers": counts["unknown_subscribers"], "pending": self.engine.pending},
+                    "unknown_subscribers": counts["unknown_subscribers"], "late_events": counts["late_events"],
+                    "pending": self.engine.pending},
             "campaigns": stats["campaigns"],
         }
 

@@ -46,6 +46,7 @@ METRIC_NAMES = (
     "sigmatch_bad_events_total",                # {reason}: dead letters by reason (records.BAD_REASONS)
     "sigmatch_bad_event_fields_total",          # {reason, field}: the same by the event field that failed
     "sigmatch_unknown_subscribers_total",       # good events whose MSISDN is not in the profiles
+    "sigmatch_late_events_total",               # good events whose ts was below the engine clock
     "sigmatch_actions_total",                   # {campaign, kind=send|control}: contacts made
     "sigmatch_funnel_total",                    # {campaign, stage}: every records.FUNNEL counter
     "sigmatch_pending_actions",                 # delayed actions waiting on a timer
@@ -139,10 +140,11 @@ class _Snapshot:
     bytes_per_s: Optional[float]
     checkpoint_at: Optional[float]      # wall time of the last checkpoint
     checkpoint_s: Optional[float]
+    late_events: int = 0                # good events with ts below the clock (processed at the clock)
 
 
 def _read_engine(engine) -> tuple:
-    """(events_by_type, bad_events, unknown, funnel, pending, clock_s, events) of an engine."""
+    """(events_by_type, bad_events, unknown, funnel, pending, clock_s, events, late) of an engine."""
     counts = engine._core.counts()
     names = {code: name for name, code in engine.config.event_types.items()}
     by_type = dict.fromkeys(sorted(names.values(), key=lambda n: engine.config.event_types[n]), 0)
@@ -157,7 +159,7 @@ def _read_engine(engine) -> tuple:
                    for cid, figures in campaigns.items())
     clock = engine.clock
     return (tuple(by_type.items()), bad, int(counts["unknown_subscribers"]), funnel, int(engine.pending),
-            None if clock is None else clock / 1000.0, int(counts["events"]))
+            None if clock is None else clock / 1000.0, int(counts["events"]), int(counts["late_events"]))
 
 
 class _SpoolCollector(Collector):
@@ -205,6 +207,8 @@ class _Collector(Collector):
         yield CounterMetricFamily("sigmatch_unknown_subscribers",
                                   "Good events whose subscriber is not in the profiles.",
                                   value=snap.unknown_subscribers)
+        yield CounterMetricFamily("sigmatch_late_events", "Good events whose ts was below the engine clock "
+                                  "(processed at the clock's time).", value=snap.late_events)
 
         actions = CounterMetricFamily("sigmatch_actions", "Contacts made, by campaign and kind "
                                       "(send: sent to the channel; control: kept as hold-out control).",
@@ -277,9 +281,10 @@ class DaemonMetrics:
         self._watched: dict = {}               # server name -> object with connection_counts()
         self._input_bytes = 0
         now = wall()
-        by_type, bad, unknown, funnel, pending, clock_s, events = _read_engine(engine)
+        by_type, bad, unknown, funnel, pending, clock_s, events, late = _read_engine(engine)
         self._last = (now, events, 0)          # (wall, events, input bytes) at the last rate update
-        self._snapshot = _Snapshot(by_type, bad, unknown, funnel, pending, clock_s, 0, None, None, None, None)
+        self._snapshot = _Snapshot(by_type, bad, unknown, funnel, pending, clock_s, 0, None, None, None, None,
+                                   late_events=late)
         self.registry.register(_Collector(self))
         self._spool = (0, 0, 0, None)
         self.registry.register(_SpoolCollector(self))
@@ -298,7 +303,7 @@ class DaemonMetrics:
             raise ValueError(f"checkpoint_seconds must be >= 0, not {checkpoint_seconds}")
         if now is None:
             now = self._wall()
-        by_type, bad, unknown, funnel, pending, clock_s, events = _read_engine(engine)
+        by_type, bad, unknown, funnel, pending, clock_s, events, late = _read_engine(engine)
         with self._lock:
             old = self._snapshot
             self._input_bytes += int(input_bytes)
@@ -316,7 +321,7 @@ class DaemonMetrics:
             if checkpoint_seconds is not None:
                 checkpoint_at, checkpoint_s = now, float(checkpoint_seconds)
             self._snapshot = _Snapshot(by_type, bad, unknown, funnel, pending, clock_s, self._input_bytes,
-                                       events_per_s, bytes_per_s, checkpoint_at, checkpoint_s)
+                                       events_per_s, bytes_per_s, checkpoint_at, checkpoint_s, late_events=late)
 
     def observe_spool(self, *, rejected: int, changed: int, tails: int, done_bytes: Optional[int]) -> None:
         """The spool's figures so far (counts of this process; `done_bytes` None until measured)."""
