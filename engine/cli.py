@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from engine.closedloop.uplift import MIN_CONTROLS, uplift
-from engine.errors import SigmatchError
+from engine.errors import LoadError, SigmatchError
 from engine.privacy import JsonLogFormatter, LogFormatter, MaskedStream, scrub
 
 __all__ = ["main"]
@@ -165,6 +165,11 @@ def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ove
               "a second run would number its actions from 1 again and the gateway would send them twice: "
               "give a new --out, or --overwrite to replace the earlier run")
     engine = Engine.from_config(config)
+    # before anything is processed or removed: a trace that is not an event stream is refused
+    # here, so no output exists and no good event has been spent
+    judgement = _judged(traces, engine)
+    if judgement.refusal:
+        raise LoadError(judgement.refusal)
     if earlier:
         for path in earlier:
             path.unlink()
@@ -174,11 +179,22 @@ def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ove
     click.echo(f"output: {out}")
 
 
+def _judged(traces, engine):
+    """Judge TRACES as one stream (loaders.sniff) and log its warnings; the caller refuses."""
+    from loaders.sniff import judge_traces
+    judgement = judge_traces(traces, engine._core)
+    for line in judgement.warnings:
+        logging.getLogger("sigmatch.traces").warning(line)
+    return judgement
+
+
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("traces", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @_one_line_errors
-def check(config: Path):
-    """Validate CONFIG and everything it names (profiles, lists, areas, where)."""
+def check(config: Path, traces: tuple[Path, ...]):
+    """Validate CONFIG and everything it names (profiles, lists, areas, where); with TRACES,
+    also what the head of each holds (its first 4,096 values), refusing them as replay would."""
     from engine.api import Engine
     from engine.config import load_config
     cfg = load_config(config)
@@ -204,6 +220,14 @@ def check(config: Path):
     for cid in never:
         logging.getLogger("sigmatch.check").warning(
             "campaign %r can never match: no subscriber passes its audience, exclude lists, blacklist and where", cid)
+    if traces:
+        from loaders.sniff import HEAD_VALUES
+        click.echo(f"  traces, one stream in this order (the head of each: at most its first {HEAD_VALUES:,} values):")
+        judgement = _judged(traces, engine)
+        for head in judgement.heads:
+            click.echo(f"    {head.name}: {head.describe()}")
+        if judgement.refusal:
+            raise LoadError(judgement.refusal)
 
 
 @main.command()

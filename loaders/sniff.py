@@ -1,0 +1,396 @@
+"""Is a trace an event stream? Its head, judged before anything of it is processed.
+
+sigmatch reads msgpack, and almost any bytes are msgpack: every ASCII byte is a small
+integer, a complete value that is not an event. So a JSON-lines export, a CSV, a gzip file
+not named *.gz or an empty file would replay "successfully", with 0 events and dead letters;
+and event times in seconds would be taken as January 1970, where every `hours` rule fails in
+silence. Here the head of a trace (its first HEAD_VALUES values, within its first HEAD_BYTES
+bytes) is decoded with the core's own verdicts (`Core.sniff`, which changes nothing in the
+engine) and what is wrong is said in one line:
+
+* `judge_traces` (`sigmatch replay`, `sigmatch check`): a stream whose head holds no good
+  event at all, or whose good events all look like seconds, is refused; so is a later trace
+  that is plainly another format (text, compressed, Parquet) with no good event in its head.
+  The refusal comes before anything is processed: no output exists and no good event has
+  been spent.
+* `judge_spool_file` (`sigmatch run`): a spool file that is not an event stream (another
+  format, or values none of which is even shaped as an event) and holds no good event from
+  its first byte to its last, or whose events look like seconds, is set aside whole in
+  SPOOL/rejected/. A file of malformed events is still an event stream: its bad events go
+  to the dead letters as before. So no good event is ever set aside.
+* Event times before 2000 or after 2100 in a head are warned about, one line per kind.
+
+The bounds are fixed (not "a year from now") so that what a replay says never depends on
+when it runs.
+"""
+from __future__ import annotations
+
+import codecs
+import datetime
+import gzip
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Optional, Sequence
+
+import numpy as np
+
+from engine.errors import LoadError
+from engine.records import STREAM_STATUSES
+
+__all__ = ["Head", "Judgement", "judge_traces", "judge_spool_file", "examine_trace", "HEAD_VALUES", "HEAD_BYTES"]
+
+HEAD_VALUES = 4096
+# The head is read in growing steps up to this: 4,096 values of a usual 40-60 byte event are
+# about 200 KiB; values past it are not examined (a stream of such large values is rare).
+HEAD_BYTES = 4 << 20
+FIRST_READ = 256 << 10
+# A spool file whose head holds no good event is read on, in these steps, to its end or its
+# first good event, before it is set aside
+SCAN_BYTES = 4 << 20
+SCAN_VALUES = 1 << 16
+
+MS_2000 = 946_684_800_000           # 2000-01-01T00:00:00Z
+MS_2100 = 4_102_444_800_000         # 2100-01-01T00:00:00Z
+# Event times in seconds: above 10^9 s (2001-09-09) and below 10^12, which as ms is that same day
+SECONDS_FROM, SECONDS_TO = 10 ** 9, 10 ** 12
+
+OK, CORRUPT, TOO_LARGE, TRUNCATED = (STREAM_STATUSES.index(s) for s in ("ok", "corrupt", "too_large", "truncated"))
+_BROKEN = {CORRUPT: "a 0xc1 byte, which msgpack never uses", TOO_LARGE: "a value longer than max_event_bytes"}
+
+# Formats recognised by their first bytes; "BZh" needs a block size digit after it
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"PK\x03\x04", "zip"),
+    (b"PAR1", "Parquet"),
+)
+TEXT_KINDS = ("JSON lines", "JSON", "CSV", "text")
+# What a file of another format is, in a message (text kinds: _phrase)
+_PHRASES = {
+    "gzip": "it is gzip-compressed (only files named *.gz are decompressed)",
+    "zstd": "it is zstd-compressed",
+    "xz": "it is xz-compressed",
+    "bzip2": "it is bzip2-compressed",
+    "zip": "it is a zip archive",
+    "Parquet": "it looks like a Parquet file",
+}
+OTHER_FORMATS = tuple(_PHRASES) + TEXT_KINDS
+_TEXT_SAMPLE = 64 << 10
+# control characters that text never holds (tab, line feed, form feed and carriage return it may)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
+
+
+def _kind(head: bytes) -> tuple[Optional[str], bool]:
+    """What the head's bytes are when they are plainly not msgpack events, None otherwise
+    (msgpack, or bytes nothing is known about); and, for text, whether it is not UTF-8."""
+    if not head:
+        return "empty", False
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind, False
+    if head.startswith(b"BZh") and head[3:4].isdigit():
+        return "bzip2", False
+    return _text_kind(head[:_TEXT_SAMPLE])
+
+
+def _text_kind(sample: bytes) -> tuple[Optional[str], bool]:
+    if sample.startswith(codecs.BOM_UTF8):
+        sample = sample[len(codecs.BOM_UTF8):]
+    try:
+        # incremental: a character cut by the end of the sample is not an error
+        text = codecs.getincrementaldecoder("utf-8")().decode(sample)
+        not_utf8 = False
+    except UnicodeDecodeError:
+        # text in another encoding (a GBK export) has no control bytes either, and has lines
+        text = sample.decode("latin-1")
+        not_utf8 = True
+        if "\n" not in text:
+            return None, False
+    if _CONTROL.search(text):
+        return None, False
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "text", not_utf8
+    if lines[0][0] in "{[":
+        # the last line of the sample may be cut
+        return ("JSON lines" if len(lines) > 1 and all(line[0] in "{[" for line in lines[:-1]) else "JSON"), not_utf8
+    if any(separator in lines[0] for separator in ",;\t|"):
+        return "CSV", not_utf8
+    return "text", not_utf8
+
+
+def _phrase(kind: str, not_utf8: bool) -> str:
+    if kind in _PHRASES:
+        return _PHRASES[kind]
+    encoding = ", not UTF-8" if not_utf8 else ""
+    return f"it looks like text{' (not UTF-8)' if not_utf8 else ''}" if kind == "text" else \
+        f"it looks like {kind} (text{encoding})"
+
+
+def _iso(ms: int) -> str:
+    try:
+        moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(milliseconds=ms)
+    except OverflowError:
+        return "after the year 9999"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+@dataclass(frozen=True)
+class Head:
+    """The examined head of one trace (or of a stream of several)."""
+    name: str               # the trace as messages name it
+    nbytes: int             # bytes of the trace (on disk)
+    kind: Optional[str]     # what its bytes are when plainly not msgpack (_kind)
+    not_utf8: bool          # ... text in another encoding than UTF-8
+    values: int             # complete values examined
+    ts: np.ndarray          # ts of the good events among them, in order
+    bad: dict               # {(reason, field): n} of the bad ones
+    status: int             # where the examination stopped (records.STREAM_STATUSES)
+    stopped: int            # ... at this offset
+    whole: bool             # the examined values are all the trace holds
+
+    @property
+    def good(self) -> int:
+        return len(self.ts)
+
+    @property
+    def empty(self) -> bool:
+        return self.kind == "empty"
+
+    def _scope(self) -> str:
+        if self.whole:
+            return "its only value" if self.values == 1 else f"its {self.values:,} values"
+        return f"its first {self.values:,} values"
+
+    def _bad_summary(self) -> str:
+        top = sorted(self.bad.items(), key=lambda item: (-item[1], item[0]))
+        parts = [f"{n:,} {reason}" + (f" ({field})" if field else "") for (reason, field), n in top[:3]]
+        if len(top) > 3:
+            parts.append(f"{sum(n for _, n in top[3:]):,} other")
+        return ", ".join(parts)
+
+    def not_a_stream(self) -> Optional[str]:
+        """Why this holds no good event to replay (None when its head holds one)."""
+        if self.empty:
+            return "no events: it is empty once decompressed" if self.nbytes else "no events: the file is empty"
+        if self.good:
+            return None
+        advice = "sigmatch reads msgpack (docs/semantics.md)"
+        if self.kind is not None:
+            return f"not a msgpack event stream: {_phrase(self.kind, self.not_utf8)}; {advice}"
+        if self.status in _BROKEN:
+            if not self.values:
+                return (f"not a msgpack event stream: it breaks at byte {self.stopped:,} ({_BROKEN[self.status]}) "
+                        f"before any event; {advice}")
+            return (f"no good event before it breaks at byte {self.stopped:,} ({_BROKEN[self.status]}): "
+                    f"{self._bad_summary()}; docs/semantics.md says what a good event is")
+        if not self.values:
+            return f"not a msgpack event stream: it ends inside its first value; {advice}"
+        if all(reason == "not_an_event" for reason, _ in self.bad):
+            return f"not a msgpack event stream: none of {self._scope()} is an array or a map, as events are; {advice}"
+        return (f"no good event in {self._scope()}: {self._bad_summary()}; "
+                "docs/semantics.md says what a good event is")
+
+    def seconds(self) -> Optional[str]:
+        """When every good event's time looks like seconds since 1970, not milliseconds."""
+        if not self.good or not ((self.ts > SECONDS_FROM) & (self.ts < SECONDS_TO)).all():
+            return None
+        first = int(self.ts[0])
+        return (f"event times look like seconds, not milliseconds: the first, {first:,}, is {_iso(first)} as ms "
+                f"and {_iso(first * 1000)} as seconds; sigmatch reads ms since 1970-01-01 UTC (docs/semantics.md)")
+
+    def refusal(self) -> Optional[str]:
+        return self.not_a_stream() or self.seconds()
+
+    def warnings(self) -> list[str]:
+        """One line per kind of implausible event time in the head: before 2000, after 2100."""
+        if not self.good or self.seconds():
+            return []
+        scope = f"its {_plural(self.good, 'event')}" if self.whole else f"the first {_plural(self.good, 'event')}"
+        lines = []
+        early = self.ts[self.ts < MS_2000]
+        if len(early):
+            first = int(early[0])
+            lines.append(f"{len(early):,} of {scope} {'is' if len(early) == 1 else 'are'} dated before 2000 "
+                         f"(the first: ts {first:,}, {_iso(first)}); event times are ms since 1970-01-01 UTC "
+                         "(docs/semantics.md)")
+        late = self.ts[self.ts >= MS_2100]
+        if len(late):
+            first = int(late[0])
+            # ms taken for microseconds is the likely mistake: say what the time would be then
+            hint = f", or {_iso(first // 1000)} as microseconds" if MS_2000 <= first // 1000 < MS_2100 else ""
+            lines.append(f"{len(late):,} of {scope} {'is' if len(late) == 1 else 'are'} dated after 2100 "
+                         f"(the first: ts {first:,}, {_iso(first)}{hint}); event times are ms since "
+                         "1970-01-01 UTC (docs/semantics.md)")
+        return lines
+
+    def describe(self) -> str:
+        """One line for `sigmatch check`: what the head holds."""
+        if self.empty:
+            return "empty"
+        bad = self.values - self.good
+        text = f"{_plural(self.nbytes, 'byte')}; {self._scope()}: {_plural(self.good, 'good event')}, {bad:,} bad"
+        if bad:
+            text += f" ({self._bad_summary()})"
+        if self.good:
+            text += f"; event times {_iso(int(self.ts.min()))} .. {_iso(int(self.ts.max()))}"
+        if self.status in _BROKEN:
+            text += f"; it breaks at byte {self.stopped:,} ({_BROKEN[self.status]})"
+        return text
+
+
+def _read_up_to(f, n: int) -> bytes:
+    parts, left = [], n
+    while left > 0:
+        chunk = f.read(left)
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
+
+
+def _read_head(f, core) -> tuple[bytes, bool, tuple]:
+    """The head of `f` from where it stands, read in growing steps until it holds
+    HEAD_VALUES values, a broken one, the end, or HEAD_BYTES: (bytes, at the end, sniff)."""
+    data = b""
+    want = FIRST_READ
+    while True:
+        data += _read_up_to(f, want - len(data))
+        at_end = len(data) < want
+        found = core.sniff(data, HEAD_VALUES)
+        values, _, _, status, _ = found
+        if at_end or values >= HEAD_VALUES or status in _BROKEN or want >= HEAD_BYTES:
+            return data, at_end, found
+        want = min(want * 4, HEAD_BYTES)
+
+
+def _head(name: str, nbytes: int, data: bytes, at_end: bool, found: tuple) -> Head:
+    values, ts, bad, status, stopped = found
+    whole = at_end and (status == TRUNCATED or (status == OK and stopped == len(data)))
+    return Head(name, nbytes, *_kind(data[:_TEXT_SAMPLE]), values, ts, bad, status, stopped, whole)
+
+
+def _open(path: Path):
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def examine_trace(path, core, name: Optional[str] = None) -> Head:
+    """The head of one trace file (decompressed when named *.gz, as replay reads it)."""
+    path = Path(path)
+    try:
+        nbytes = path.stat().st_size
+        with _open(path) as f:
+            data, at_end, found = _read_head(f, core)
+    except FileNotFoundError:
+        raise LoadError(f"{path}: no such trace file") from None
+    except (OSError, EOFError, ValueError) as e:
+        raise LoadError(f"{path}: cannot read trace: {e}") from None
+    return _head(name or str(path), nbytes, data, at_end, found)
+
+
+def _stream_head(paths: Sequence[Path], core, name: str) -> Head:
+    """The head of the stream the traces form, read across them: the first files may be
+    too short to hold HEAD_VALUES values, and an event may span two files."""
+    data = bytearray()
+    for path in paths:
+        with _open(path) as f:
+            data += _read_up_to(f, HEAD_BYTES - len(data))
+        if len(data) >= HEAD_BYTES:
+            break
+    found = core.sniff(data, HEAD_VALUES)
+    return _head(name, sum(p.stat().st_size for p in paths), bytes(data), len(data) < HEAD_BYTES, found)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    heads: list             # a Head per trace, in order
+    refusal: Optional[str]  # one line, naming the trace; None: replay it
+    warnings: list          # lines, each naming its trace
+
+
+def judge_traces(paths: Sequence, core) -> Judgement:
+    """Judge the traces of one replay (one stream, in order) before any of it is processed.
+    Refused: an empty stream; a stream whose head holds no good event, or whose good events
+    all look like seconds; a later trace whose own head has no good event and is plainly
+    another format (a later file may begin inside an event the one before it began, so its
+    head alone proves nothing else), or whose events look like seconds."""
+    paths = [Path(p) for p in paths]
+    heads = [examine_trace(p, core) for p in paths]
+    warnings: list[str] = []
+    refusal = None
+    filled = [(p, h) for p, h in zip(paths, heads) if not h.empty]
+    if not filled:
+        if len(heads) == 1:
+            refusal = f"{heads[0].name}: no events: the file is empty"
+        else:
+            refusal = f"no events: every trace is empty ({', '.join(h.name for h in heads)})"
+        return Judgement(heads, refusal, warnings)
+    first = filled[0][1]
+    stream = first
+    if first.whole and first.values < HEAD_VALUES and len(filled) > 1:
+        stream = _stream_head([p for p, _ in filled], core, first.name)
+    if not stream.good:
+        refusal = f"{first.name}: {first.not_a_stream()}"
+    elif stream.seconds():
+        refusal = f"{first.name}: {stream.seconds()}"
+    for _, h in filled[1:]:
+        if refusal:
+            break
+        if not h.good and h.kind in OTHER_FORMATS:
+            refusal = f"{h.name}: {h.not_a_stream()}"
+        elif h.seconds():
+            refusal = f"{h.name}: {h.seconds()}"
+    for h in heads:
+        if h.empty and filled:
+            warnings.append(f"{h.name}: the file is empty")
+        warnings += [f"{h.name}: {line}" for line in h.warnings()]
+    return Judgement(heads, refusal, warnings)
+
+
+def judge_spool_file(f: BinaryIO, core, stop=None) -> tuple[Optional[str], list[str]]:
+    """Judge a spool file that starts the stream afresh (nothing carried into it), read from
+    its first byte: (why it is set aside, None to process it; warnings). Set aside: a file
+    whose events look like seconds, and one that is not an event stream (another format, or
+    no value shaped as an event) holding no good event anywhere; it is then read to its end
+    (SCAN_BYTES at a time) to be sure. Not judged: an empty file (nothing to misread), a
+    broken stream (reported where it breaks), a file that ends inside a value (the next file
+    may complete it into an event). `stop()` true ends the reading early: None."""
+    f.seek(0)
+    data, at_end, found = _read_head(f, core)
+    if not data:
+        return None, []
+    head = _head("", os.fstat(f.fileno()).st_size, data, at_end, found)
+    if head.good:
+        return head.seconds(), head.warnings()
+    reason = head.not_a_stream()
+    if head.status in _BROKEN or (head.status == TRUNCATED and head.whole):
+        return None, []
+    if head.kind is None and any(r != "not_an_event" for r, _ in head.bad):
+        return None, []         # malformed events: dead letters
+    if head.whole:
+        return reason, []
+    pending = bytearray(data[head.stopped:])
+    while True:
+        if stop is not None and stop():
+            return None, []
+        values, ts, bad, status, stopped = core.sniff(pending, SCAN_VALUES)
+        if len(ts) or status in _BROKEN or (head.kind is None and any(r != "not_an_event" for r, _ in bad)):
+            return None, []
+        del pending[:stopped]
+        if pending and status == OK:
+            continue
+        more = _read_up_to(f, SCAN_BYTES)
+        if not more:
+            # the end: clean, or inside a value the next file may complete
+            return (reason, []) if not pending else (None, [])
+        pending += more
