@@ -13,59 +13,12 @@ import msgpack
 import numpy as np
 import pytest
 
-from engine.config import EVENT_TYPES, CampaignSpec, Config, CounterSpec, PolicySpec
+from engine.config import EVENT_TYPES, CounterSpec, PolicySpec
 from engine.errors import StreamError
-from tests.backends import Profiles, make_backend
-
-MINUTE = 60_000
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
-T0 = 1_767_225_600_000          # 2026-01-01T00:00:00Z, a Thursday
-A, B, C = 13_800_000_001, 13_800_000_002, 13_800_000_003
-STRANGER = 13_900_000_000       # not a subscriber
-OFFNET = 8_613_900_000_000
-CALL, SMS, LOC, POWER_ON, POWER_OFF, ORDER = 1, 3, 6, 7, 8, 11
-
-
-def campaign(id="c", on=(CALL,), channel="sms", **kw) -> CampaignSpec:
-    return CampaignSpec(id=id, on=on, channel=channel, **kw)
-
-
-def build(backend, *campaigns, counters=(), policy=PolicySpec(), utc_offset_ms=0, max_pending=10_000_000,
-          lists=None, areas=None, event_types=None, profiles=None, **kw):
-    """A fresh engine of `backend` over subscribers A, B and C."""
-    config = Config(
-        path=Path("test.toml"), utc_offset_ms=utc_offset_ms, max_pending=max_pending,
-        policy=policy, counters=tuple(counters),
-        campaigns=tuple(sorted(campaigns, key=lambda c: (-c.priority, c.id))),
-        event_types=event_types or dict(EVENT_TYPES))
-    profiles = profiles or Profiles(Path("p"), np.array([A, B, C], dtype=np.uint64), {})
-    lists = {name: np.array(sorted(v), dtype=np.uint64) for name, v in (lists or {}).items()}
-    areas = {name: np.array(sorted(v), dtype=np.uint32) for name, v in (areas or {}).items()}
-    return make_backend(backend, config, profiles, lists, areas, **kw)
-
-
-def ev(ts, type=CALL, msisdn=A, peer=0, cell=0, dur=0, flags=0, arg=0) -> bytes:
-    return msgpack.packb([ts, type, msisdn, peer, cell, dur, flags, arg])
-
-
-def run(m, *events, drain=False):
-    m.feed(b"".join(events))
-    m.finish()
-    if drain:
-        m.drain()
-    return m
-
-
-def contacts(m):
-    """(t, campaign, msisdn, kind) of every action, in seq order."""
-    assert [a[0] for a in m.actions] == list(range(1, len(m.actions) + 1))
-    return [(a[1], a[2], a[3], a[6]) for a in m.actions]
-
-
-def funnel(m, cid):
-    return {k: v for k, v in m.funnel[cid].items() if v}
-
+from tests.backends import (
+    DAY, HOUR, MINUTE, T0, A, B, C, CALL, LOC, OFFNET, ORDER, POWER_OFF, POWER_ON, SMS, STRANGER, Profiles,
+    build, campaign, contacts, ev, funnel, run,
+)
 
 # ---------------------------------------------------------------------------- §3 semantics
 def test_immediate_action_record(backend):

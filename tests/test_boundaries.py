@@ -1,0 +1,387 @@
+"""Every comparison of SPEC §3, one millisecond (or one unit) either side of its edge, on the
+core and on the reference model alike (the `backend` fixture, tests/backends.py). A `<`
+that became `<=` in either engine moves exactly one of these cases; tests/mutation/ keeps
+the list of such one-character changes and checks that each is caught.
+
+Times: T0 is 2026-01-01T00:00:00Z, a Thursday. With utc_offset +08:00 a local time L on
+Thursday is T0 - 8 h + L, so local 08:00 Thursday is T0 itself.
+"""
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from engine.config import CounterSpec, PolicySpec
+from tests.backends import (
+    DAY, HOUR, MINUTE, T0, A, B, C, CALL, LOC, ORDER, POWER_OFF, POWER_ON, SMS, STRANGER,
+    build, campaign, contacts, ev, funnel, run,
+)
+
+PLUS8 = 8 * HOUR
+THURSDAY = T0 - PLUS8            # local Thursday 00:00 at +08:00
+FRIDAY = THURSDAY + DAY
+MONDAY, TUESDAY, WEDNESDAY, THURSDAY_BIT, FRIDAY_BIT, SATURDAY, SUNDAY = (1 << k for k in range(7))
+
+
+def local(hh: int, mm: int = 0, ms: int = 0, day: int = THURSDAY) -> int:
+    return day + hh * HOUR + mm * MINUTE + ms
+
+
+# ---------------------------------------------------------------------------- step 1: timers
+@pytest.mark.parametrize("off", [-1, 0, 1])
+def test_timer_due_at_an_event_fires_before_it(backend, off):
+    # The timer's contact blocks the event's own match through min_gap exactly when the timer
+    # is due at or before the event (due <= e.ts); one millisecond earlier the event goes first.
+    due = T0 + 5 * MINUTE
+    m = build(backend, campaign("d", delay_ms=5 * MINUTE), campaign("now", on=(LOC,), priority=9),
+              policy=PolicySpec(min_gap_ms=DAY))
+    run(m, ev(T0), ev(due + off, LOC), drain=True)
+    if off < 0:
+        assert contacts(m) == [(due - 1, "now", A, "send")]
+        assert funnel(m, "d") == {"matched": 1, "scheduled": 1, "suppressed_min_gap": 1}
+    else:
+        assert contacts(m) == [(due, "d", A, "send")]
+        assert funnel(m, "now") == {"matched": 1, "suppressed_min_gap": 1}
+
+
+@pytest.mark.parametrize("off", [-1, 0])
+def test_a_timer_due_at_the_event_frees_its_campaign_for_it(backend, off):
+    # The pending action blocks a second match of its campaign until it fires; due == e.ts
+    # fires it first, so the same event matches again and schedules anew.
+    m = build(backend, campaign("d", delay_ms=5 * MINUTE))
+    run(m, ev(T0), ev(T0 + 5 * MINUTE + off), drain=True)
+    if off < 0:
+        assert contacts(m) == [(T0 + 5 * MINUTE, "d", A, "send")]
+        assert funnel(m, "d") == {"matched": 1, "scheduled": 1, "sent": 1}
+    else:
+        assert contacts(m) == [(T0 + 5 * MINUTE, "d", A, "send"), (T0 + 10 * MINUTE, "d", A, "send")]
+        assert funnel(m, "d") == {"matched": 2, "scheduled": 2, "sent": 2}
+
+
+@pytest.mark.parametrize("off", [-1, 0])
+def test_a_timer_due_at_an_order_is_converted_by_it(backend, off):
+    # Step 1 before step 5: the contact the timer makes at e.ts is the one e converts.
+    m = build(backend, campaign("d", delay_ms=5 * MINUTE, convert_on=(ORDER,)))
+    run(m, ev(T0), ev(T0 + 5 * MINUTE + off, ORDER), drain=True)
+    assert contacts(m) == [(T0 + 5 * MINUTE, "d", A, "send")]
+    assert m.conversions == ([] if off < 0 else [(1, T0 + 5 * MINUTE, "d", A, 1, "send")])
+
+
+@pytest.mark.parametrize("fired_by", ["event", "drain"])
+def test_timers_due_together_fire_in_creation_order(backend, fired_by):
+    # Seven timers, six due at the same moment, created in an order that neither the
+    # subscriber nor the campaign index gives; the heap must hand them back by (due, creation).
+    x = campaign("x", delay_ms=10 * MINUTE)
+    y = campaign("y", on=(SMS,), delay_ms=5 * MINUTE, priority=5)
+    w = campaign("w", on=(LOC,), delay_ms=1)
+    due = T0 + 10 * MINUTE
+    events = [ev(T0, msisdn=B), ev(T0, msisdn=C), ev(T0, msisdn=A),
+              ev(T0 + 5 * MINUTE, SMS, msisdn=A), ev(T0 + 5 * MINUTE, SMS, msisdn=C),
+              ev(T0 + 5 * MINUTE, SMS, msisdn=B), ev(T0 + 5 * MINUTE, LOC, msisdn=C)]
+    if fired_by == "event":
+        events.append(ev(due, POWER_ON, msisdn=STRANGER))
+    m = run(build(backend, x, y, w), *events, drain=fired_by == "drain")
+    assert contacts(m) == [(T0 + 5 * MINUTE + 1, "w", C, "send"),
+                           (due, "x", B, "send"), (due, "x", C, "send"), (due, "x", A, "send"),
+                           (due, "y", A, "send"), (due, "y", C, "send"), (due, "y", B, "send")]
+    assert [a[7] for a in m.actions] == [T0 + 5 * MINUTE] + [T0] * 3 + [T0 + 5 * MINUTE] * 3
+
+
+@pytest.mark.parametrize("off, late", [(-1, 1), (0, 0), (1, 0)])
+def test_late_event_boundary(backend, off, late):
+    m = run(build(backend, campaign(on=(SMS,))), ev(T0 + MINUTE), ev(T0 + MINUTE + off, SMS, msisdn=B, cell=4))
+    assert m.late_events == late
+    effective = max(T0 + MINUTE, T0 + MINUTE + off)
+    assert m.actions == [(1, effective, "c", B, "sms", "", "send", effective, 4)]
+
+
+# ---------------------------------------------------------------------------- step 4: counters
+@pytest.mark.parametrize("off, value", [(-1, 2), (0, 1), (1, 1)])
+def test_window_resets_at_start_plus_window(backend, off, value):
+    sms = CounterSpec("sms", on=(SMS,), flags=0, add="count", window_ms=HOUR)
+    m = build(backend, campaign(on=(SMS,), counter="sms", at_least=2), counters=[sms])
+    run(m, ev(T0, SMS), ev(T0 + HOUR + off, SMS))
+    assert m.counter_value(0, "sms", T0 + HOUR + off) == value
+    assert contacts(m) == ([(T0 + HOUR - 1, "c", A, "send")] if value == 2 else [])
+
+
+@pytest.mark.parametrize("off, matches", [(-1, True), (0, False), (1, False)])
+def test_window_read_as_zero_from_start_plus_window(backend, off, matches):
+    sms = CounterSpec("sms", on=(SMS,), flags=0, add="count", window_ms=HOUR)
+    m = build(backend, campaign(counter="sms", at_least=1), counters=[sms])
+    run(m, ev(T0, SMS), ev(T0 + HOUR + off))
+    assert contacts(m) == ([(T0 + HOUR + off, "c", A, "send")] if matches else [])
+
+
+@pytest.mark.parametrize("off, matches", [(-1, True), (0, False)])
+def test_window_starts_when_the_counter_leaves_zero(backend, off, matches):
+    # A zero duration adds nothing: the window starts with the first event that finds the
+    # counter at 0 and leaves it non-zero, not with the first event counted.
+    seconds = CounterSpec("s", on=(CALL,), flags=0, add="dur", window_ms=HOUR)
+    m = build(backend, campaign(on=(SMS,), counter="s", at_least=5), counters=[seconds])
+    half = T0 + HOUR // 2
+    run(m, ev(T0, dur=0), ev(half, dur=5), ev(T0 + HOUR, SMS), ev(half + HOUR + off, SMS, msisdn=A))
+    expected = [(T0 + HOUR, "c", A, "send")] + ([(half + HOUR - 1, "c", A, "send")] if matches else [])
+    assert contacts(m) == expected
+
+
+@pytest.mark.parametrize("at_least, matches", [(1, True), (2, True), (3, False)])
+def test_counter_at_least(backend, at_least, matches):
+    # The counter's value after this event's own step 4 (2 after the second SMS).
+    sms = CounterSpec("sms", on=(SMS,), flags=0, add="count", window_ms=None)
+    m = build(backend, campaign(on=(SMS,), counter="sms", at_least=at_least, cooldown_ms=DAY), counters=[sms])
+    run(m, ev(T0, SMS), ev(T0 + 1, SMS))
+    if at_least == 1:
+        assert [a[1] for a in m.actions] == [T0]
+    else:
+        assert [a[1] for a in m.actions] == ([T0 + 1] if matches else [])
+
+
+@pytest.mark.parametrize("dur, minutes", [(0, 0), (1, 1), (59, 1), (60, 1), (61, 2), (119, 2), (120, 2), (121, 3)])
+def test_started_minutes(backend, dur, minutes):
+    k = CounterSpec("m", on=(CALL,), flags=0, add="dur_minutes", window_ms=None)
+    m = run(build(backend, campaign(on=(SMS,)), counters=[k]), ev(T0, dur=dur))
+    assert m.counter_value(0, "m", T0) == minutes
+
+
+@pytest.mark.parametrize("flags, counted", [(0b011, True), (0b111, True), (0b001, False), (0b010, False)])
+def test_counter_flags_all_set(backend, flags, counted):
+    k = CounterSpec("k", on=(CALL,), flags=0b011, add="count", window_ms=None)
+    m = run(build(backend, campaign(on=(SMS,)), counters=[k]), ev(T0, flags=flags))
+    assert m.counter_value(0, "k", T0) == (1 if counted else 0)
+
+
+@pytest.mark.parametrize("adds, value", [
+    ([2**32 - 3, 1], 2**32 - 2),                # one below the top: no saturation yet
+    ([2**32 - 3, 1, 1], 2**32 - 1),             # exactly the top
+    ([2**32 - 3, 1, 1, 1], 2**32 - 1),          # past it: stays, never wraps to 0
+    ([2**32 - 1], 2**32 - 1),
+    ([2**32], 2**32 - 1),                       # one add above 32 bits: saturates, not truncates to 0
+    ([2**32 + 1], 2**32 - 1),
+    ([2**64 - 1, 5], 2**32 - 1),
+])
+def test_counter_saturation(backend, adds, value):
+    seconds = CounterSpec("s", on=(CALL,), flags=0, add="dur", window_ms=None)
+    m = build(backend, campaign(on=(SMS,), counter="s", at_least=2**32 - 1), counters=[seconds])
+    run(m, *[ev(T0 + k, dur=d) for k, d in enumerate(adds)], ev(T0 + 10, SMS))
+    assert m.counter_value(0, "s", T0 + 10) == value
+    assert len(m.actions) == (1 if value == 2**32 - 1 else 0)
+
+
+# ---------------------------------------------------------------------------- step 5: conversions
+@pytest.mark.parametrize("off, converts", [(-1, True), (0, False), (1, False)])
+def test_convert_within(backend, off, converts):
+    m = build(backend, campaign(convert_on=(ORDER,), convert_within_ms=HOUR, stop_after=1))
+    run(m, ev(T0), ev(T0 + HOUR + off, ORDER), ev(T0 + 2 * HOUR))
+    if converts:
+        assert m.conversions == [(1, T0 + HOUR - 1, "c", A, 1, "send")]
+        # the streak went back to 0, so stop_after = 1 lets the next call through
+        assert [a[1] for a in m.actions] == [T0, T0 + 2 * HOUR]
+    else:
+        assert m.conversions == [] and [a[1] for a in m.actions] == [T0]
+
+
+@pytest.mark.parametrize("arg, converts", [(3000, False), (3001, True), (3002, False)])
+def test_convert_arg(backend, arg, converts):
+    m = run(build(backend, campaign(convert_on=(ORDER,), convert_arg=3001)), ev(T0), ev(T0 + 1, ORDER, arg=arg))
+    assert len(m.conversions) == (1 if converts else 0)
+    assert funnel(m, "c").get("converted_send", 0) == (1 if converts else 0)
+
+
+# ---------------------------------------------------------------------------- step 6: matching
+@pytest.mark.parametrize("hours, at, matches", [
+    ((9 * 60, 18 * 60), local(8, 59, 59_999), False),
+    ((9 * 60, 18 * 60), local(9), True),                 # start inclusive
+    ((9 * 60, 18 * 60), local(17, 59, 59_999), True),
+    ((9 * 60, 18 * 60), local(18), False),               # end exclusive
+    ((22 * 60, 2 * 60), local(21, 59, 59_999), False),   # wrapping midnight
+    ((22 * 60, 2 * 60), local(22), True),
+    ((22 * 60, 2 * 60), local(23, 59, 59_999), True),
+    ((22 * 60, 2 * 60), local(0, day=FRIDAY), True),
+    ((22 * 60, 2 * 60), local(1, 59, 59_999, day=FRIDAY), True),
+    ((22 * 60, 2 * 60), local(2, day=FRIDAY), False),
+    ((0, 1), local(0), True),                            # the first minute of the day only
+    ((0, 1), local(0, 1), False),
+    ((0, 1), local(23, 59, 59_999), False),
+    ((1439, 0), local(23, 59), True),                    # the last minute only
+    ((1439, 0), local(23, 58, 59_999), False),
+    ((1439, 0), local(0, day=FRIDAY), False),
+])
+def test_hours(backend, hours, at, matches):
+    m = run(build(backend, campaign(hours=hours), utc_offset_ms=PLUS8), ev(at))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+@pytest.mark.parametrize("at, matches", [
+    (local(23, 59, 59_999), False),                      # Thursday, local
+    (local(0, day=FRIDAY), True),
+    (local(23, 59, 59_999, day=FRIDAY), True),
+    (local(0, day=FRIDAY + DAY), False),                 # Saturday
+])
+def test_days_by_local_date(backend, at, matches):
+    m = run(build(backend, campaign(days=FRIDAY_BIT), utc_offset_ms=PLUS8), ev(at))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+@pytest.mark.parametrize("days, ts, matches", [
+    # 1970-01-01T00:00Z at -05:30 is Wednesday 1969-12-31 18:30 local: a negative local time,
+    # whose day and minute round towards minus infinity, not towards zero
+    (WEDNESDAY, 0, True), (THURSDAY_BIT, 0, False),
+    (WEDNESDAY, 5 * HOUR + 30 * MINUTE - 1, True), (THURSDAY_BIT, 5 * HOUR + 30 * MINUTE, True),
+])
+def test_days_before_the_local_epoch(backend, days, ts, matches):
+    m = run(build(backend, campaign(days=days), utc_offset_ms=-(5 * HOUR + 30 * MINUTE)), ev(ts))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+@pytest.mark.parametrize("ts, matches", [(0, True), (MINUTE - 1, True), (MINUTE, False)])
+def test_hours_before_the_local_epoch(backend, ts, matches):
+    c = campaign(hours=(18 * 60 + 30, 18 * 60 + 31))    # 18:30 local, Wednesday 1969-12-31
+    m = run(build(backend, c, utc_offset_ms=-(5 * HOUR + 30 * MINUTE)), ev(ts))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+@pytest.mark.parametrize("off, matches", [(-1, False), (0, True), (1, True)])
+def test_cooldown_at_match(backend, off, matches):
+    m = run(build(backend, campaign(cooldown_ms=HOUR)), ev(T0), ev(T0 + HOUR + off))
+    assert [a[1] for a in m.actions] == [T0] + ([T0 + HOUR + off] if matches else [])
+    # a match it forbids is no match at all: nothing in the funnel
+    assert funnel(m, "c") == {"matched": 2 if matches else 1, "sent": 2 if matches else 1}
+
+
+@pytest.mark.parametrize("stop_after", [1, 2, 3])
+def test_stop_after(backend, stop_after):
+    # streak == stop_after - 1 still matches; streak == stop_after does not
+    m = run(build(backend, campaign(stop_after=stop_after)), *[ev(T0 + k) for k in range(4)])
+    assert [a[1] for a in m.actions] == [T0 + k for k in range(stop_after)]
+    assert funnel(m, "c") == {"matched": stop_after, "sent": stop_after}
+
+
+@pytest.mark.parametrize("max_pending", [1, 2, 3])
+def test_max_pending(backend, max_pending):
+    m = run(build(backend, campaign(delay_ms=HOUR), max_pending=max_pending),
+            ev(T0, msisdn=A), ev(T0, msisdn=B), ev(T0, msisdn=C), drain=True)
+    assert [a[3] for a in m.actions] == [A, B, C][:max_pending]
+    expected = {"matched": 3, "scheduled": max_pending, "sent": max_pending}
+    if max_pending < 3:
+        expected["overflow"] = 3 - max_pending
+    assert funnel(m, "c") == expected
+
+
+@pytest.mark.parametrize("previous, matches", [(0, True), (9, True), (5, False), (6, False)])
+def test_enter_needs_the_previous_cell_outside(backend, previous, matches):
+    m = build(backend, campaign(on=(LOC,), area="school", enter=True), areas={"school": {5, 6}})
+    run(m, ev(T0, POWER_ON, cell=previous), ev(T0 + 1, LOC, cell=5))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+# ---------------------------------------------------------------------------- step 7: rechecks at t
+@pytest.mark.parametrize("delay, passes", [(DAY - 1, False), (DAY, True), (DAY + HOUR - 1, True), (DAY + HOUR, False)])
+def test_recheck_hours_at_the_due_time(backend, delay, passes):
+    c = campaign(hours=(9 * 60, 10 * 60), delay_ms=delay, recheck=frozenset({"hours"}))
+    m = run(build(backend, c, utc_offset_ms=PLUS8), ev(local(9)), drain=True)
+    assert len(m.actions) == (1 if passes else 0)
+    assert funnel(m, "c").get("recheck_failed", 0) == (0 if passes else 1)
+
+
+@pytest.mark.parametrize("delay, passes", [(HOUR - 1, True), (HOUR, False)])
+def test_recheck_days_at_the_due_time(backend, delay, passes):
+    c = campaign(days=THURSDAY_BIT, delay_ms=delay, recheck=frozenset({"hours"}))
+    m = run(build(backend, c, utc_offset_ms=PLUS8), ev(local(23)), drain=True)
+    assert len(m.actions) == (1 if passes else 0)
+
+
+@pytest.mark.parametrize("off, passes", [(-1, False), (0, True)])
+def test_recheck_powered_on_at_the_due_time(backend, off, passes):
+    # POWER_OFF at the due time comes after the timer (step 1 first); a millisecond before, it counts
+    c = campaign(delay_ms=20 * MINUTE, recheck=frozenset({"powered_on"}))
+    m = run(build(backend, c), ev(T0), ev(T0 + 20 * MINUTE + off, POWER_OFF), drain=True)
+    assert len(m.actions) == (1 if passes else 0)
+
+
+@pytest.mark.parametrize("off, passes", [(-1, False), (0, True)])
+def test_recheck_area_at_the_due_time(backend, off, passes):
+    c = campaign(area="airport", delay_ms=20 * MINUTE, recheck=frozenset({"area"}))
+    m = run(build(backend, c, areas={"airport": {1}}), ev(T0, cell=1), ev(T0 + 20 * MINUTE + off, LOC, cell=2),
+            drain=True)
+    assert len(m.actions) == (1 if passes else 0)
+
+
+# ---------------------------------------------------------------------------- step 7: the policy
+@pytest.mark.parametrize("quiet, at, suppressed", [
+    ((22 * 60, 8 * 60), local(21, 59, 59_999), False),
+    ((22 * 60, 8 * 60), local(22), True),
+    ((22 * 60, 8 * 60), local(7, 59, 59_999, day=FRIDAY), True),
+    ((22 * 60, 8 * 60), local(8, day=FRIDAY), False),
+    ((12 * 60, 13 * 60), local(11, 59, 59_999), False),
+    ((12 * 60, 13 * 60), local(12), True),
+    ((12 * 60, 13 * 60), local(12, 59, 59_999), True),
+    ((12 * 60, 13 * 60), local(13), False),
+])
+def test_quiet_hours(backend, quiet, at, suppressed):
+    m = run(build(backend, campaign(), policy=PolicySpec(quiet_hours=quiet), utc_offset_ms=PLUS8), ev(at))
+    assert funnel(m, "c") == ({"matched": 1, "suppressed_quiet_hours": 1} if suppressed else {"matched": 1, "sent": 1})
+
+
+@pytest.mark.parametrize("first", [T0, 0])      # a contact at ts 0 is a contact too
+@pytest.mark.parametrize("off, suppressed", [(-1, True), (0, False), (1, False)])
+def test_min_gap(backend, first, off, suppressed):
+    m = run(build(backend, campaign("a"), campaign("b", on=(SMS,)), policy=PolicySpec(min_gap_ms=HOUR)),
+            ev(first), ev(first + HOUR + off, SMS))
+    assert funnel(m, "b") == ({"matched": 1, "suppressed_min_gap": 1} if suppressed else {"matched": 1, "sent": 1})
+
+
+@pytest.mark.parametrize("max_per_day", [1, 2, 3])
+def test_max_per_day(backend, max_per_day):
+    # contacts number max_per_day - 1 pass, max_per_day do not
+    m = run(build(backend, campaign(), policy=PolicySpec(max_per_day=max_per_day)), *[ev(T0 + k) for k in range(4)])
+    assert [a[1] for a in m.actions] == [T0 + k for k in range(max_per_day)]
+    assert funnel(m, "c") == {"matched": 4, "sent": max_per_day, "suppressed_max_per_day": 4 - max_per_day}
+
+
+@pytest.mark.parametrize("off, same_day", [(-1, True), (0, False)])
+def test_max_per_day_local_midnight_before_the_epoch(backend, off, same_day):
+    # at -05:30, ts 0 lies in local day -1, which ends at ts 5 h 30 min
+    m = run(build(backend, campaign(), policy=PolicySpec(max_per_day=1), utc_offset_ms=-(5 * HOUR + 30 * MINUTE)),
+            ev(0), ev(5 * HOUR + 30 * MINUTE + off))
+    assert len(m.actions) == (1 if same_day else 2)
+
+
+@pytest.mark.parametrize("threshold, kind", [(0.0128, "send"), (0.0129, "send"), (0.013, "control"), (0.0131, "control")])
+def test_holdout_threshold_is_strict(backend, threshold, kind):
+    assert zlib.crc32(f"{A}:promo".encode()) % 10000 == 129
+    m = run(build(backend, campaign("promo", holdout=threshold)), ev(T0))
+    assert m.actions[0][6] == kind
+    assert funnel(m, "promo") == {"matched": 1, "sent" if kind == "send" else "control": 1}
+
+
+# ---------------------------------------------------------------------------- policy order
+# Several rules reject the same contact at once: the funnel counts the first in SPEC §3's
+# order (recheck, blacklist, quiet_hours, min_gap, max_per_day, cooldown) and only that one.
+# At 23:00 (UTC, quiet 22:00-08:00), two hours after a contact the same day: quiet hours,
+# min_gap (1 day) and max_per_day (1) all forbid campaign "b"; exempting rules uncovers the next.
+@pytest.mark.parametrize("exempt, reason", [
+    ((), "suppressed_quiet_hours"),
+    (("quiet_hours",), "suppressed_min_gap"),
+    (("min_gap",), "suppressed_quiet_hours"),
+    (("quiet_hours", "min_gap"), "suppressed_max_per_day"),
+    (("quiet_hours", "max_per_day"), "suppressed_min_gap"),
+    (("quiet_hours", "min_gap", "max_per_day"), "sent"),
+])
+def test_policy_order(backend, exempt, reason):
+    policy = PolicySpec(quiet_hours=(22 * 60, 8 * 60), min_gap_ms=DAY, max_per_day=1)
+    m = run(build(backend, campaign("a"), campaign("b", on=(SMS,), exempt=frozenset(exempt)), policy=policy),
+            ev(T0 + 21 * HOUR), ev(T0 + 23 * HOUR, SMS))
+    assert funnel(m, "a") == {"matched": 1, "sent": 1}
+    assert funnel(m, "b") == {"matched": 1, reason: 1}
+
+
+def test_policy_order_recheck_before_the_policy(backend):
+    # A delayed action that fails its recheck is counted there, whatever the policy would say.
+    policy = PolicySpec(quiet_hours=(22 * 60, 8 * 60), min_gap_ms=DAY, max_per_day=1)
+    late = campaign("b", on=(SMS,), delay_ms=HOUR, recheck=frozenset({"powered_on"}))
+    m = run(build(backend, campaign("a"), late, policy=policy),
+            ev(T0 + 21 * HOUR), ev(T0 + 21 * HOUR + 30 * MINUTE, SMS), ev(T0 + 21 * HOUR + 31 * MINUTE, POWER_OFF),
+            drain=True)
+    assert funnel(m, "b") == {"matched": 1, "scheduled": 1, "recheck_failed": 1}
