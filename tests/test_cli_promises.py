@@ -1,0 +1,165 @@
+"""What the `sigmatch` command itself promises (SPEC §3 end of input, §1.4, §5), tested by
+running the command in a process of its own, as an operator does: `replay` drains pending
+actions at the end of the input and does not when the stream breaks; `check` refuses a bad
+configuration; every error is one line on stderr and a non-zero exit."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import pytest
+
+T0 = 1_767_225_600_000          # 2026-01-01T00:00:00Z
+HOUR = 3_600_000
+A, B = 13_800_000_001, 13_800_000_002
+CALL, SMS = 1, 3
+
+CONFIG = """\
+[engine]
+profiles = "profiles.csv"
+
+[lists]
+dnd = "dnd.txt"
+
+[policy]
+blacklist = ["dnd"]
+
+[[campaign]]
+id       = "later"
+on       = ["CALL_MO_END"]
+delay    = "1h"
+channel  = "sms"
+template = "LATER"
+
+[[campaign]]
+id       = "now"
+on       = ["SMS_MO"]
+channel  = "boss"
+"""
+
+
+def sigmatch(*args, cwd=None):
+    """The command in a process of its own: (exit code, stdout, stderr lines)."""
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd)
+    return proc.returncode, proc.stdout, proc.stderr.strip().splitlines()
+
+
+def one_line_error(code, lines, *words):
+    assert code != 0
+    assert len(lines) == 1 and lines[0].startswith("sigmatch: error: "), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+@pytest.fixture
+def world(tmp_path):
+    (tmp_path / "profiles.csv").write_text(f"msisdn\n{A}\n{B}\n")
+    (tmp_path / "dnd.txt").write_text("13900000000\n")      # nobody of ours; an empty list is warned about
+    config = tmp_path / "campaigns.toml"
+    config.write_text(CONFIG)
+    return config
+
+
+def trace(path: Path, *events) -> Path:
+    path.write_bytes(b"".join(msgpack.packb(list(e)) for e in events))
+    return path
+
+
+def actions(out: Path, channel: str) -> list[dict]:
+    """The action records of one channel, from its finished files, in file order."""
+    rows = []
+    for f in sorted((out / channel).glob("*.csv")):
+        with f.open(newline="") as handle:
+            rows += list(csv.DictReader(handle))
+    return rows
+
+
+def test_replay_drains_pending_actions_at_the_end(world, tmp_path):
+    # The last event triggers a delayed action due an hour after the end of the trace:
+    # replay emits it at its due time, as if the clock had moved on.
+    t = trace(tmp_path / "t.msgpack", [T0, CALL, A], [T0 + 1, SMS, B], [T0 + 2, CALL, B])
+    code, out, err = sigmatch("replay", world, t, "--out", tmp_path / "out")
+    assert code == 0, err
+    later = actions(tmp_path / "out", "sms")
+    assert [(r["seq"], r["ts"], r["campaign"], r["msisdn"], r["trigger_ts"]) for r in later] == [
+        ("2", str(T0 + HOUR), "later", str(A), str(T0)), ("3", str(T0 + 2 + HOUR), "later", str(B), str(T0 + 2))]
+    assert [r["seq"] for r in actions(tmp_path / "out", "boss")] == ["1"]
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["run"]["pending"] == 0
+    assert stats["campaigns"]["later"]["scheduled"] == stats["campaigns"]["later"]["sent"] == 2
+
+
+def test_replay_of_a_broken_stream_keeps_what_was_emitted_and_drains_nothing(world, tmp_path):
+    # SPEC §1.4: the run stops at the corrupt byte with a message naming its offset; pending
+    # actions are not drained; every action already emitted is in complete files.
+    good = b"".join(msgpack.packb(e) for e in ([T0, CALL, A], [T0 + 1, SMS, B]))
+    t = tmp_path / "broken.msgpack"
+    t.write_bytes(good + b"\xc1" + msgpack.packb([T0 + 2, SMS, A]))
+    code, _, err = sigmatch("replay", world, t, "--out", tmp_path / "out")
+    one_line_error(code, err, f"offset {len(good)}", "broken.msgpack")
+    assert [(r["campaign"], r["msisdn"]) for r in actions(tmp_path / "out", "boss")] == [("now", str(B))]
+    assert actions(tmp_path / "out", "sms") == []               # "later" was pending: not drained
+    leftovers = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+def test_replay_refuses_an_output_directory_that_holds_a_run(world, tmp_path):
+    t = trace(tmp_path / "t.msgpack", [T0, SMS, A])
+    assert sigmatch("replay", world, t, "--out", tmp_path / "out")[0] == 0
+    code, _, err = sigmatch("replay", world, t, "--out", tmp_path / "out")
+    one_line_error(code, err, "--overwrite")
+    code, _, err = sigmatch("replay", world, t, "--out", tmp_path / "out", "--overwrite")
+    assert code == 0, err
+    assert [r["seq"] for r in actions(tmp_path / "out", "boss")] == ["1"]
+
+
+def test_check_accepts_a_good_configuration(world):
+    code, out, err = sigmatch("check", world)
+    assert code == 0, err
+    assert out.splitlines()[0] == f"{world}: ok"
+
+
+@pytest.mark.parametrize("change, words", [
+    (('delay    = "1h"', 'delay    = "1 hour"'), ["campaigns.toml", "delay"]),
+    (('blacklist = ["dnd"]', 'blacklist = ["nope"]'), ["campaigns.toml", "nope"]),
+    (('on       = ["SMS_MO"]', 'on       = ["SMS_SENT"]'), ["campaigns.toml", "SMS_SENT"]),
+    (('channel  = "boss"', 'channel  = "boss"\nrecheck  = ["area"]'), ["campaigns.toml", "recheck"]),
+    (('channel  = "boss"', 'channel  = "boss"\nhours    = "09:00-09:00"'), ["campaigns.toml", "hours"]),
+    (('channel  = "boss"', 'channel  = "boss"\ncounter  = { name = "calls", at_least = 2 }'),
+     ["campaigns.toml", "calls"]),
+    (('channel  = "boss"', 'channel  = "boss"\nexempt   = ["cooldown"]'), ["campaigns.toml", "exempt"]),
+    (('id       = "now"', 'id       = "later"'), ["campaigns.toml", "later"]),
+    (('profiles = "profiles.csv"', 'profiles = "missing.csv"'), ["missing.csv"]),
+])
+def test_check_fails_on_a_bad_configuration(world, change, words):
+    text = world.read_text()
+    assert change[0] in text
+    world.write_text(text.replace(change[0], change[1], 1))
+    code, out, err = sigmatch("check", world)
+    one_line_error(code, err, *words)
+    assert out == ""
+
+
+@pytest.mark.parametrize("command", ["check", "replay"])
+def test_a_missing_configuration_is_one_line(tmp_path, command):
+    t = trace(tmp_path / "t.msgpack", [T0, SMS, A])
+    args = [command, tmp_path / "nope.toml"] + ([t, "--out", tmp_path / "out"] if command == "replay" else [])
+    code, _, err = sigmatch(*args)
+    one_line_error(code, err, "nope.toml")
+
+
+def test_a_missing_trace_is_one_line_and_writes_no_run(world, tmp_path):
+    code, _, err = sigmatch("replay", world, tmp_path / "nope.msgpack", "--out", tmp_path / "out")
+    one_line_error(code, err, "nope.msgpack")
+    assert not (tmp_path / "out" / "boss").exists() or actions(tmp_path / "out", "boss") == []
+
+
+def test_usage_errors_exit_2(world):
+    # click's own usage errors (a missing argument) keep click's exit code 2
+    code, _, err = sigmatch("replay", world)
+    assert code == 2 and any("Missing argument" in line for line in err)
