@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 
+import msgpack
 import pytest
 
 from engine.config import CounterSpec, PolicySpec
@@ -224,6 +225,15 @@ def test_days_by_local_date(backend, at, matches):
     assert len(m.actions) == (1 if matches else 0)
 
 
+@pytest.mark.parametrize("weekday", range(7))
+def test_each_weekday(backend, weekday):
+    # local Monday 2026-01-05 00:00 at +08:00 is T0 + 4 days - 8 h; each day matches only its bit
+    monday = THURSDAY + 4 * DAY
+    m = run(build(backend, campaign(days=1 << weekday, cooldown_ms=DAY), utc_offset_ms=PLUS8),
+            *[ev(monday + k * DAY + (0 if k % 2 else DAY - 1)) for k in range(7)])
+    assert [a[1] for a in m.actions] == [monday + weekday * DAY + (0 if weekday % 2 else DAY - 1)]
+
+
 @pytest.mark.parametrize("days, ts, matches", [
     # 1970-01-01T00:00Z at -05:30 is Wednesday 1969-12-31 18:30 local: a negative local time,
     # whose day and minute round towards minus infinity, not towards zero
@@ -318,6 +328,10 @@ def test_recheck_area_at_the_due_time(backend, off, passes):
     ((12 * 60, 13 * 60), local(12), True),
     ((12 * 60, 13 * 60), local(12, 59, 59_999), True),
     ((12 * 60, 13 * 60), local(13), False),
+    ((0, 6 * 60), local(23, 59, 59_999), False),         # quiet hours from local midnight
+    ((0, 6 * 60), local(0, day=FRIDAY), True),
+    ((0, 6 * 60), local(5, 59, 59_999, day=FRIDAY), True),
+    ((0, 6 * 60), local(6, day=FRIDAY), False),
 ])
 def test_quiet_hours(backend, quiet, at, suppressed):
     m = run(build(backend, campaign(), policy=PolicySpec(quiet_hours=quiet), utc_offset_ms=PLUS8), ev(at))
@@ -385,3 +399,21 @@ def test_policy_order_recheck_before_the_policy(backend):
             ev(T0 + 21 * HOUR), ev(T0 + 21 * HOUR + 30 * MINUTE, SMS), ev(T0 + 21 * HOUR + 31 * MINUTE, POWER_OFF),
             drain=True)
     assert funnel(m, "b") == {"matched": 1, "scheduled": 1, "recheck_failed": 1}
+
+
+# ---------------------------------------------------------------------------- §1.4: the wire's limits
+# The last value inside each limit is a good event; the first outside is a dead letter.
+@pytest.mark.parametrize("event, good", [
+    ([2**53 - 1, CALL, A], True), ([2**53, CALL, A], False),                       # ts
+    ([T0, CALL, 10**15 - 1], True), ([T0, CALL, 10**15], False),                   # msisdn
+    ([T0, CALL, 1], True), ([T0, CALL, 0], False),
+    ([T0, CALL, "9" * 15], True), ([T0, CALL, "9" * 16], False), ([T0, CALL, "1"], True),
+    ([T0, CALL, A, 10**15 - 1], True), ([T0, CALL, A, 10**15], False),             # peer
+    ([T0, CALL, A, 0, 2**32 - 1], True), ([T0, CALL, A, 0, 2**32], False),         # cell
+    ([T0, 12, A], True), ([T0, 13, A], False), ([T0, 0, A], False),                # type
+])
+def test_wire_limits(backend, event, good):
+    m = build(backend, campaign(on=tuple(range(1, 13))))
+    run(m, msgpack.packb(event))
+    assert (len(m.dead_letters) == 0) == good
+    assert sum(m.bad_events.values()) == (0 if good else 1)
