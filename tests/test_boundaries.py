@@ -417,3 +417,77 @@ def test_wire_limits(backend, event, good):
     run(m, msgpack.packb(event))
     assert (len(m.dead_letters) == 0) == good
     assert sum(m.bad_events.values()) == (0 if good else 1)
+
+
+# ---------------------------------------------------------------------------- reached only by a reload
+# The audience, the blacklist and the campaign's cooldown are checked at matching as well as
+# at emission, so between the two only a reload (new lists, a new cooldown) can make them
+# reject a delayed action. The model has no reload: these run on the core alone.
+RELOAD_CONFIG = """\
+[engine]
+profiles = "profiles.csv"
+
+[lists]
+dnd  = "dnd.txt"
+fans = "fans.txt"
+
+[policy]
+blacklist = ["dnd"]
+
+[[campaign]]
+id       = "c"
+on       = ["CALL_MO_END"]
+audience = "fans"
+delay    = "1h"
+recheck  = ["audience"]
+cooldown = "{cooldown}"
+channel  = "sms"
+"""
+
+
+def reload_world(tmp_path, cooldown="0s"):
+    (tmp_path / "profiles.csv").write_text(f"msisdn\n{A}\n{B}\n")
+    (tmp_path / "dnd.txt").write_text(f"{STRANGER}\n")
+    (tmp_path / "fans.txt").write_text(f"{A}\n")
+    config = tmp_path / "campaigns.toml"
+    config.write_text(RELOAD_CONFIG.format(cooldown=cooldown))
+    return config
+
+
+@pytest.mark.parametrize("change, outcome", [
+    (None, "sent"),
+    ("audience", "recheck_failed"),
+    ("blacklist", "suppressed_blacklist"),
+])
+def test_rules_at_emission_after_a_reload(tmp_path, change, outcome):
+    from engine.api import Engine
+    config = reload_world(tmp_path)
+    engine = Engine.from_config(config)
+    engine.replay(ev(T0))
+    assert engine.pending == 1
+    if change == "audience":
+        (tmp_path / "fans.txt").write_text(f"{B}\n")
+    elif change == "blacklist":
+        (tmp_path / "dnd.txt").write_text(f"{STRANGER}\n{A}\n")
+    engine = engine.reload()
+    engine.drain()
+    assert {k: v for k, v in engine.stats["campaigns"]["c"].items() if k in ("matched", "scheduled", outcome)} \
+        == {"matched": 1, "scheduled": 1, outcome: 1}
+
+
+@pytest.mark.parametrize("seconds, sent", [(0, False), (1, True), (2, True)])
+def test_cooldown_at_emission_after_a_reload(tmp_path, seconds, sent):
+    # A first contact at T0 + 1 h; a second trigger `seconds` later matches under a cooldown
+    # of 0 and is due an hour after it; the reload makes the cooldown 3,601 s: due - last
+    # contact = 3,600 s + `seconds` against it.
+    from engine.api import Engine
+    config = reload_world(tmp_path)
+    engine = Engine.from_config(config)
+    engine.replay(ev(T0) + ev(T0 + HOUR + 1000 * seconds))
+    assert engine.pending == 1
+    config.write_text(RELOAD_CONFIG.format(cooldown="3601s"))
+    engine = engine.reload()
+    run = engine.drain()
+    funnel = engine.stats["campaigns"]["c"]
+    assert (funnel["sent"], funnel["suppressed_cooldown"]) == ((2, 0) if sent else (1, 1))
+    assert [int(t) for t in run.actions["ts"]] == ([T0 + 2 * HOUR + 1000 * seconds] if sent else [])
