@@ -732,6 +732,13 @@ class SinkSet:
     def _checked(self, records: np.ndarray, dtype: np.dtype) -> np.ndarray:
         if self._closed:
             raise ValueError("write to a closed SinkSet")
+        if isinstance(records, np.ndarray) and records.dtype != dtype and records.dtype.names is not None \
+                and set(records.dtype.names) == {n for n in dtype.names if not n.startswith("_")}:
+            # the API's records (Run.actions) leave out the core's padding: put it back
+            full = np.zeros(len(records), dtype)
+            for name in records.dtype.names:
+                full[name] = records[name]
+            records = full
         if not isinstance(records, np.ndarray) or records.dtype != dtype:
             got = getattr(records, "dtype", type(records).__name__)
             raise TypeError(f"expected a NumPy array of {dtype}, got {got}")
