@@ -28,6 +28,7 @@ from __future__ import annotations
 import codecs
 import datetime
 import gzip
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -79,6 +80,7 @@ _PHRASES = {
 }
 OTHER_FORMATS = tuple(_PHRASES) + TEXT_KINDS
 _TEXT_SAMPLE = 64 << 10
+_TEXT_LINES = 8
 # control characters that text never holds (tab, line feed, form feed and carriage return it may)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
@@ -99,6 +101,15 @@ def _kind(head: bytes) -> tuple[Optional[str], bool]:
 def _text_kind(sample: bytes) -> tuple[Optional[str], bool]:
     if sample.startswith(codecs.BOM_UTF8):
         sample = sample[len(codecs.BOM_UTF8):]
+    # what a file looks like is what its first lines are: bytes of another kind further on
+    # (an event appended to an export) do not make it something else
+    end = -1
+    for _ in range(_TEXT_LINES):
+        end = sample.find(b"\n", end + 1)
+        if end < 0:
+            break
+    if end >= 0:
+        sample = sample[:end + 1]
     try:
         # incremental: a character cut by the end of the sample is not an error
         text = codecs.getincrementaldecoder("utf-8")().decode(sample)
@@ -115,8 +126,12 @@ def _text_kind(sample: bytes) -> tuple[Optional[str], bool]:
     if not lines:
         return "text", not_utf8
     if lines[0][0] in "{[":
-        # the last line of the sample may be cut
-        return ("JSON lines" if len(lines) > 1 and all(line[0] in "{[" for line in lines[:-1]) else "JSON"), not_utf8
+        # JSON lines when the first line is a whole JSON value and more lines follow
+        try:
+            json.loads(lines[0])
+        except ValueError:
+            return "JSON", not_utf8
+        return ("JSON lines" if len(lines) > 1 else "JSON"), not_utf8
     if any(separator in lines[0] for separator in ",;\t|"):
         return "CSV", not_utf8
     return "text", not_utf8
@@ -358,13 +373,15 @@ def judge_traces(paths: Sequence, core) -> Judgement:
 
 
 def judge_spool_file(f: BinaryIO, core, stop=None) -> tuple[Optional[str], list[str]]:
-    """Judge a spool file that starts the stream afresh (nothing carried into it), read from
-    its first byte: (why it is set aside, None to process it; warnings). Set aside: a file
-    whose events look like seconds, and one that is not an event stream (another format, or
-    no value shaped as an event) holding no good event anywhere; it is then read to its end
-    (SCAN_BYTES at a time) to be sure. Not judged: an empty file (nothing to misread), a
-    broken stream (reported where it breaks), a file that ends inside a value (the next file
-    may complete it into an event). `stop()` true ends the reading early: None."""
+    """Judge a spool file that starts the stream afresh (nothing carried into it), from its
+    first byte: (why it is set aside, or None to process it; warnings). Set aside: a file
+    whose events look like seconds, and a file without a good event from its first byte to
+    its end (or to where it breaks: the service skips the rest of a broken file anyway) that
+    is plainly another format, or whose values, one at least, are none of them shaped as an
+    event. A file whose head holds no good event is read on, SCAN_BYTES at a time, to be
+    sure. Processed as before: an empty file (nothing to misread), malformed events (dead
+    letters), a file broken before its first value (reported where it breaks). `stop()`
+    true ends the reading early: None, and the caller leaves the file for later."""
     f.seek(0)
     data, at_end, found = _read_head(f, core)
     if not data:
@@ -372,25 +389,30 @@ def judge_spool_file(f: BinaryIO, core, stop=None) -> tuple[Optional[str], list[
     head = _head("", os.fstat(f.fileno()).st_size, data, at_end, found)
     if head.good:
         return head.seconds(), head.warnings()
-    reason = head.not_a_stream()
-    if head.status in _BROKEN or (head.status == TRUNCATED and head.whole):
+    other = head.kind in OTHER_FORMATS
+
+    def shaped(bad) -> bool:
+        return any(reason != "not_an_event" for reason, _ in bad)
+
+    if not other and shaped(head.bad):
         return None, []
-    if head.kind is None and any(r != "not_an_event" for r, _ in head.bad):
-        return None, []         # malformed events: dead letters
-    if head.whole:
-        return reason, []
-    pending = bytearray(data[head.stopped:])
-    while True:
-        if stop is not None and stop():
-            return None, []
-        values, ts, bad, status, stopped = core.sniff(pending, SCAN_VALUES)
-        if len(ts) or status in _BROKEN or (head.kind is None and any(r != "not_an_event" for r, _ in bad)):
-            return None, []
-        del pending[:stopped]
-        if pending and status == OK:
-            continue
-        more = _read_up_to(f, SCAN_BYTES)
-        if not more:
-            # the end: clean, or inside a value the next file may complete
-            return (reason, []) if not pending else (None, [])
-        pending += more
+    values = head.values
+    if not head.whole and head.status not in _BROKEN:
+        pending = bytearray(data[head.stopped:])
+        while True:
+            if stop is not None and stop():
+                return None, []
+            n, ts, bad, status, stopped = core.sniff(pending, SCAN_VALUES)
+            values += n
+            if len(ts) or (not other and shaped(bad)):
+                return None, []
+            if status in _BROKEN:
+                break
+            del pending[:stopped]
+            if pending and status == OK:
+                continue
+            more = _read_up_to(f, SCAN_BYTES)
+            if not more:
+                break
+            pending += more
+    return (head.not_a_stream(), []) if other or values else (None, [])

@@ -25,10 +25,12 @@ files end: each checkpoint completes the open files.
 Whoever can write the spool is not trusted with what the service can read: a spool file is
 opened without following links and read only when it is a regular file of an allowed owner
 (`--spool-owner`); anything else, and a file that cannot be read, goes to `SPOOL/rejected/`
-with a `.reason` beside it, never read. A file is taken once its size and mtime have been
-still for `--settle` seconds; it is read (not mapped: a file truncated under a map kills the
-process with SIGBUS) to its end, however far it grew; bytes appended after it was processed
-go to `rejected/` as a tail named by the offset it starts at. `--keep-done` prunes `done/`
+with a `.reason` beside it, never read; so does a file that is not an event stream (text,
+compressed, times in seconds: loaders.sniff), examined but not processed. A file is taken
+once its size and mtime have been still for `--settle` seconds; it is read (not mapped: a
+file truncated under a map kills the process with SIGBUS) to its end, however far it grew;
+bytes appended after it was processed go to `rejected/` as a tail named by the offset it
+starts at. `--keep-done` prunes `done/`
 of files no usable checkpoint needs again.
 """
 from __future__ import annotations
@@ -54,6 +56,7 @@ from engine.service.checkpoint import CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
 from engine.sinks import SinkSet, fsync_path
+from loaders.sniff import judge_spool_file
 
 __all__ = ["SpoolDaemon", "run_spool", "sd_notify", "parse_keep_done", "spool_owner_ids", "SETTLE_S"]
 
@@ -562,9 +565,11 @@ class SpoolDaemon:
             return None
         return open(fd, "rb", buffering=0)
 
-    def _reject(self, name: str, reason: str) -> None:
-        """Move a spool file aside, unread, to rejected/ with NAME.reason beside it (one line:
-        when and why); logged once. A file that cannot be moved is ignored while it stays."""
+    def _reject(self, name: str, reason: str, *, examined: bool = False) -> None:
+        """Move a spool file aside, unread (`examined`: read, but nothing of it processed), to
+        rejected/ with NAME.reason beside it (one line: when and why); logged once. A file
+        that cannot be moved is ignored while it stays."""
+        unread = "examined, not processed" if examined else "never read"
         try:
             rejected = _own_subdirectory(self.spool, "rejected")
             target = name
@@ -574,12 +579,12 @@ class SpoolDaemon:
                 target = f"{name}.{number}"
             os.replace(self.spool / name, rejected / target)
         except FileNotFoundError:
-            log.warning(f"{name}: rejected, never read: {reason}; it vanished before it was moved to rejected/")
+            log.warning(f"{name}: rejected, {unread}: {reason}; it vanished before it was moved to rejected/")
             return
         except OSError as e:
             self._unmovable.add(name)
             self._count("rejected")
-            log.error(f"{name}: rejected, never read: {reason}; it cannot be moved to rejected/ "
+            log.error(f"{name}: rejected, {unread}: {reason}; it cannot be moved to rejected/ "
                       f"({e.strerror or e}) and is ignored while it stays")
             return
         self._count("rejected")
@@ -587,7 +592,7 @@ class SpoolDaemon:
             _write_private(rejected / f"{target}.reason", f"{_now()} {reason}\n".encode())
         except OSError as e:
             log.warning(f"rejected/{target}.reason: cannot be written: {e.strerror or e}")
-        log.error(f"{name}: rejected, never read, moved to rejected/{target}: {reason}")
+        log.error(f"{name}: rejected, {unread}, moved to rejected/{target}: {reason}")
 
     def _take_records(self, flush: bool = False) -> None:
         """Take the core's records; they go to the sinks in batches of SINK_BATCH (formatting
@@ -849,6 +854,21 @@ class SpoolDaemon:
             return
         with f:
             opened_size = os.fstat(f.fileno()).st_size
+            if offset == 0 and self.engine._core.carried == 0:
+                # The file starts the stream afresh, so it can be judged alone: one that is not
+                # an event stream (loaders.sniff) goes whole to rejected/, nothing of it fed
+                try:
+                    why, warnings = judge_spool_file(f, self.engine._core, stop=self.stop.is_set)
+                except OSError as e:
+                    self._reject(name, f"read error while it was examined: {e.strerror or e}")
+                    return
+                if self.stop.is_set():
+                    return                      # untouched: judged again at the next start
+                for line in warnings:
+                    log.warning(f"{name}: {line}")
+                if why is not None:
+                    self._reject(name, why, examined=True)
+                    return
             f.seek(offset)
             while True:
                 try:

@@ -53,7 +53,7 @@ METRIC_NAMES = (
     "sigmatch_event_time_lag_seconds",          # wall clock - event clock (absent before the first event)
     "sigmatch_checkpoint_age_seconds",          # since the last checkpoint (absent before the first)
     "sigmatch_checkpoint_duration_seconds",     # how long the last checkpoint took (absent before the first)
-    "sigmatch_spool_rejected_total",            # spool files set aside unread in rejected/, this process
+    "sigmatch_spool_rejected_total",            # spool files set aside in rejected/, this process
     "sigmatch_spool_changed_total",             # spool files that changed after they were opened, this process
     "sigmatch_spool_tails_rejected_total",      # tails appended too late, set aside in rejected/, this process
     "sigmatch_spool_done_bytes",                # bytes kept in SPOOL/done/ (0 until first measured)
@@ -170,8 +170,9 @@ class _SpoolCollector(Collector):
 
     def collect(self) -> Iterator:
         rejected, changed, tails, done_bytes = self.owner._spool_now()
-        yield CounterMetricFamily("sigmatch_spool_rejected", "Spool files set aside unread in rejected/ (a link, "
-                                  "not a regular file, another owner's, unreadable).", value=rejected)
+        yield CounterMetricFamily("sigmatch_spool_rejected", "Spool files set aside in rejected/ (a link, "
+                                  "not a regular file, another owner's, unreadable, not an event stream).",
+                                  value=rejected)
         yield CounterMetricFamily("sigmatch_spool_changed", "Spool files that grew or shrank after they were opened.",
                                   value=changed)
         yield CounterMetricFamily("sigmatch_spool_tails_rejected", "Bytes appended to a spool file after it was "
