@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test build bench fuzz clean
+.PHONY: demo test build bench fuzz mutants clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ fuzz: build
 	mkdir -p tests/fuzz/corpus/decoder tests/fuzz/corpus/config tests/fuzz/findings
 	$(BIN)/python tests/fuzz/fuzz_decoder.py -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) tests/fuzz/corpus/decoder
 	$(BIN)/python tests/fuzz/fuzz_config.py -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) tests/fuzz/corpus/config
+
+# The mutation check (tests/mutation/run_mutants.py, docs/testing.md): each mutant of the core,
+# the model and the CLI applied to a scratch copy, rebuilt, and the suite run until it fails.
+# MUTANTS=name,name runs a subset; the whole list takes hours on 2 cores.
+MUTANTS ?=
+mutants: build
+	$(BIN)/python tests/mutation/run_mutants.py $(if $(MUTANTS),--only $(MUTANTS))
 
 clean:
 	rm -rf build engine/_core.c engine/*.so engine/*.html *.egg-info

@@ -1,0 +1,381 @@
+"""Our own mutation check (`make mutants`): no well-kept mutation tool mutates Cython, so this
+script applies a list of small, deliberate bugs to a scratch copy of the repository, one at
+a time, rebuilds the core when the bug is in it, runs the test suite the way CI does
+(CI=true, `pytest -q`) but stopping at the first failure (-x), and reports which bugs the
+suite caught (killed) and which it did not (survived).
+
+    python tests/mutation/run_mutants.py                      # every mutant
+    python tests/mutation/run_mutants.py --only NAME,NAME     # a subset (make mutants MUTANTS=...)
+    python tests/mutation/run_mutants.py --list               # the list, nothing run
+
+Each mutant names its file, a piece of text that must occur there exactly once, and what
+replaces it: most are one character (`<` for `<=`), a few are one token or a swap of two
+lines (the order of two policy rules). A mutant whose text no longer occurs is reported
+`stale`, never silently skipped: when the code moves, the list moves with it. A mutant that
+cannot change any outcome is marked `equivalent` with the reason; it is run and reported
+but left out of the score.
+
+The scratch copy lives under the system's temporary directory (never in the working tree,
+which other people edit), is built once, checked to pass the fast subset unmutated, and
+removed at the end (--keep to look at it). For speed each mutant first runs the fast
+subset (FAST below: the boundary and scenario tests, on both engines, and the CLI's
+promises); only a mutant that survives it runs the whole suite.
+
+This module's name does not start with `test_`, and tests/conftest.py ignores this folder:
+pytest never collects it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CORE_SOURCES = {"engine/_core.pyx", "engine/_decode.pxi", "engine/_core.pxd"}
+# Everything a scratch copy needs: the working tree without version control, environments,
+# build products and caches (the copy builds its own extension).
+IGNORED = shutil.ignore_patterns(".git", ".venv", "build", ".hypothesis", ".pytest_cache", ".benchmarks",
+                                 "__pycache__", "*.so", "_core.c", "*.egg-info", "out")
+FAST = ["tests/test_boundaries.py", "tests/test_scenarios.py", "tests/test_cli_promises.py",
+        "tests/test_equivalence.py"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str           # relative to the repository root
+    old: str            # occurs exactly once in the file
+    new: str
+    rule: str           # what SPEC says, that the mutant breaks
+    equivalent: str = ""    # non-empty: why no outcome can change (left out of the score)
+
+
+CORE, PXI, MODEL, CLI = "engine/_core.pyx", "engine/_decode.pxi", "engine/model.py", "engine/cli.py"
+
+MUTANTS: list[Mutant] = [
+    # ---- the six survivors of issue 10
+    Mutant("core-cooldown-at-match-le", CORE, "(c.once or ts < contact.last_ts + c.cooldown)",
+           "(c.once or ts <= contact.last_ts + c.cooldown)", "§3.6 e.ts >= last contact + cooldown"),
+    Mutant("core-window-reset-gt", CORE, "if v != 0 and ts >= start[0] + cnt.window:",
+           "if v != 0 and ts > start[0] + cnt.window:", "§3.4 reset when e.ts >= start + window"),
+    Mutant("core-timers-newest-first", CORE, "(a.due == b.due and a.created < b.created)",
+           "(a.due == b.due and a.created > b.created)", "§3.1 (due time, creation order)"),
+    Mutant("core-timer-due-at-event-after", CORE, "while E.heap_n and E.heap[0].due <= ts:",
+           "while E.heap_n and E.heap[0].due < ts:", "§3.1 due time <= e.ts fires first"),
+    Mutant("core-policy-max-per-day-before-min-gap", CORE,
+           "    if not (c.exempt & EXEMPT_MIN_GAP) and h.last_any_p1 != 0 and t < h.last_any_p1 - 1 + E.min_gap:\n"
+           "        fun[FN_MIN_GAP] += 1\n"
+           "        return\n"
+           "    today = h.day_count if h.day == day else 0\n"
+           "    if not (c.exempt & EXEMPT_MAX_PER_DAY) and today >= E.max_per_day:\n"
+           "        fun[FN_MAX_PER_DAY] += 1\n"
+           "        return\n",
+           "    today = h.day_count if h.day == day else 0\n"
+           "    if not (c.exempt & EXEMPT_MAX_PER_DAY) and today >= E.max_per_day:\n"
+           "        fun[FN_MAX_PER_DAY] += 1\n"
+           "        return\n"
+           "    if not (c.exempt & EXEMPT_MIN_GAP) and h.last_any_p1 != 0 and t < h.last_any_p1 - 1 + E.min_gap:\n"
+           "        fun[FN_MIN_GAP] += 1\n"
+           "        return\n",
+           "§3.7 policy order: min_gap before max_per_day"),
+    Mutant("cli-replay-no-drain", CLI, "out=out, drain=True, format=fmt, progress=progress",
+           "out=out, drain=False, format=fmt, progress=progress", "§3 end of input: replay drains"),
+
+    # ---- the core, step by step (SPEC §3)
+    Mutant("core-timer-before-due-le", CORE, "return a.due < b.due or", "return a.due <= b.due or",
+           "§3.1 earlier due first, whatever the creation order"),
+    Mutant("core-late-le", CORE, "elif ev.ts < E.clock:", "elif ev.ts <= E.clock:",
+           "§3 late: ts below the clock (ts == clock is on time)"),
+    Mutant("core-drain-clock-ge", CORE, "if self.E.heap[0].due > self.E.clock:",
+           "if self.E.heap[0].due < self.E.clock:", "§3 end of input: the clock moves on to each due time"),
+    Mutant("core-power-off-ne", CORE, "if ev.type == POWER_OFF_TYPE:", "if ev.type != POWER_OFF_TYPE:",
+           "§3.3 off on POWER_OFF, on for any other type"),
+    Mutant("core-cell-zero-keeps", CORE, "    if ev.cell != 0:\n        h.cell", "    if ev.cell == 0:\n        h.cell",
+           "§3.3 a cell of 0 changes nothing"),
+    Mutant("core-counter-flags-all", CORE, "if (ev.flags & cnt.flags) != cnt.flags:",
+           "if (ev.flags & cnt.flags) == cnt.flags:", "§3.4 flags all set in e.flags"),
+    Mutant("core-minutes-ceil", CORE, "(1 if ev.dur % 60 else 0)", "(0 if ev.dur % 60 else 0)",
+           "§3.4 ceil(dur / 60) started minutes"),
+    Mutant("core-window-reset-nonzero", CORE, "if v != 0 and ts >= start[0] + cnt.window:",
+           "if v == 0 and ts >= start[0] + cnt.window:", "§3.4 a non-zero counter resets"),
+    Mutant("core-window-start-at-zero", CORE, "                v = 0\n            if v == 0:",
+           "                v = 0\n            if v != 0:", "§3.4 start = e.ts when 0 before adding"),
+    Mutant("core-saturate-gt", CORE, "amount >= <uint64_t>(0xFFFFFFFFu - v)", "amount > <uint64_t>(0xFFFFFFFFu - v)",
+           "§3.4 saturate at 2^32 - 1",
+           equivalent="at amount == 2^32 - 1 - v both branches give 2^32 - 1"),
+    Mutant("core-saturate-lt", CORE, "amount >= <uint64_t>(0xFFFFFFFFu - v)", "amount < <uint64_t>(0xFFFFFFFFu - v)",
+           "§3.4 saturate at 2^32 - 1"),
+    Mutant("core-window-read-gt", CORE, "cnt.window_slot >= 0 and ts >= (<int64_t*>", "cnt.window_slot >= 0 and ts > (<int64_t*>",
+           "§3.6 a window that has passed (e.ts >= start + window) reads as 0"),
+    Mutant("core-convert-arg-eq", CORE, "if c.has_convert_arg and ev.arg != c.convert_arg:",
+           "if c.has_convert_arg and ev.arg == c.convert_arg:", "§3.5 convert_arg equals e.arg"),
+    Mutant("core-convert-within-gt", CORE, "ts - contact.last_ts >= c.convert_within", "ts - contact.last_ts > c.convert_within",
+           "§3.5 e.ts - contact.ts < convert_within"),
+    Mutant("core-peer-zero", CORE, "(ev.peer == 0 or not peer_contains", "(ev.peer != 0 or not peer_contains",
+           "§3.6 e.peer in peer_in (0 is no peer)"),
+    Mutant("core-enter-previous", CORE, "if c.enter and prev_areas != NULL and prev_areas", "if c.enter and prev_areas == NULL and prev_areas",
+           "§3.6 enter: the previous cell is not in the area"),
+    Mutant("core-at-least-le", CORE, "counter_read(E, row, c.counter, ts) < c.at_least", "counter_read(E, row, c.counter, ts) <= c.at_least",
+           "§3.6 counter >= at_least"),
+    Mutant("core-stop-after-gt", CORE, "if (contact.streak >= c.stop_after", "if (contact.streak > c.stop_after",
+           "§3.6 no-response streak < stop_after"),
+    Mutant("core-max-pending-gt", CORE, "if E.heap_n >= E.max_pending:", "if E.heap_n > E.max_pending:",
+           "§3.6 at most max_pending wait at once"),
+    Mutant("core-hours-start-exclusive", CORE, "return start <= minute < end", "return start < minute < end",
+           "§2 hours: start inclusive"),
+    Mutant("core-hours-end-inclusive", CORE, "return start <= minute < end", "return start <= minute <= end",
+           "§2 hours: end exclusive"),
+    Mutant("core-hours-wrap-start", CORE, "return minute >= start or minute < end", "return minute > start or minute < end",
+           "§2 hours wrapping midnight: start inclusive"),
+    Mutant("core-hours-wrap-end", CORE, "return minute >= start or minute < end", "return minute >= start or minute <= end",
+           "§2 hours wrapping midnight: end exclusive"),
+    Mutant("core-weekday-negative", CORE, "if weekday < 0:", "if weekday <= 0:", "§3 weekdays counted from Thursday 1970-01-01"),
+    Mutant("core-floor-div", CORE, "if (a % b != 0) and ((a < 0) != (b < 0)):", "if (a % b == 0) and ((a < 0) != (b < 0)):",
+           "§3 a local day is floor((ts + utc_offset) / 86,400,000)"),
+    Mutant("core-quiet-from-midnight", CORE, "if E.quiet_start >= 0 and not", "if E.quiet_start > 0 and not",
+           "§3.7 quiet hours (starting at 00:00 too)"),
+    Mutant("core-min-gap-le", CORE, "and t < h.last_any_p1 - 1 + E.min_gap:", "and t <= h.last_any_p1 - 1 + E.min_gap:",
+           "§3.7 t >= last contact + min_gap"),
+    Mutant("core-min-gap-offset", CORE, "and t < h.last_any_p1 - 1 + E.min_gap:", "and t < h.last_any_p1 - 0 + E.min_gap:",
+           "§3.7 t >= last contact + min_gap (last contact stored plus one)"),
+    Mutant("core-min-gap-none", CORE, "h.last_any_p1 != 0 and t <", "h.last_any_p1 == 0 and t <",
+           "§3.7 min_gap applies after a contact"),
+    Mutant("core-max-per-day-gt", CORE, "today >= E.max_per_day:", "today > E.max_per_day:",
+           "§3.7 fewer than max_per_day contacts on t's local day"),
+    Mutant("core-max-per-day-new-day", CORE, "today = h.day_count if h.day == day else 0",
+           "today = h.day_count if h.day != day else 0", "§3.7 the count of t's local day"),
+    Mutant("core-cooldown-at-emission-le", CORE, "if contact.flags & CONTACT_CONTACTED and t < contact.last_ts + c.cooldown:",
+           "if contact.flags & CONTACT_CONTACTED and t <= contact.last_ts + c.cooldown:",
+           "§3.7 t >= last contact of this campaign + cooldown again"),
+    Mutant("core-holdout-le", CORE, "% 10000 < c.holdout)", "% 10000 <= c.holdout)",
+           "§3.7 control when crc32 % 10000 < threshold"),
+    Mutant("core-once", CORE, "and (c.once or ts < contact", "and (c.once and ts < contact",
+           "§3.6 never contacted if once"),
+    Mutant("core-recheck-area", CORE, "c.recheck & RECHECK_AREA and not in_area(E, h.cell, c)",
+           "c.recheck & RECHECK_AREA and in_area(E, h.cell, c)", "§3.7 recheck area: the current cell is in it"),
+    Mutant("core-recheck-hours", CORE, "c.recheck & RECHECK_HOURS and not in_hours(E, c, t)",
+           "c.recheck & RECHECK_HOURS and not in_hours(E, c, t - 1)", "§3.7 recheck hours evaluated at t"),
+    Mutant("core-recheck-audience", CORE, "c.recheck & RECHECK_AUDIENCE and not elig_bit",
+           "c.recheck & RECHECK_AUDIENCE and elig_bit", "§3.7 recheck audience: still in it"),
+    Mutant("core-blacklist-at-emission", CORE, "if not elig_bit(E, row, E.unblocked_word, E.unblocked_mask):",
+           "if elig_bit(E, row, E.unblocked_word, E.unblocked_mask):", "§3.7 not in a policy blacklist"),
+    Mutant("core-conversion-streak", CORE, "contact.streak = 0", "contact.streak = 1",
+           "§3.5 a conversion sets the no-response streak back to 0"),
+
+    # ---- the core's decoder (SPEC §1.4)
+    Mutant("pxi-ts-limit", PXI, "f[0].u >= TS_LIMIT", "f[0].u > TS_LIMIT", "§1.4 ts below 2^53"),
+    Mutant("pxi-msisdn-limit", PXI, "if f[2].u == 0 or f[2].u >= MSISDN_LIMIT:", "if f[2].u == 0 or f[2].u > MSISDN_LIMIT:",
+           "§1.4 an MSISDN of at most 15 digits"),
+    Mutant("pxi-peer-limit", PXI, "if f[3].u >= MSISDN_LIMIT:", "if f[3].u > MSISDN_LIMIT:", "§1.4 a peer of at most 15 digits"),
+    Mutant("pxi-digits-15", PXI, "if n == 0 or n > 15 or", "if n == 0 or n >= 15 or", "§1.4 a string of 1 to 15 digits"),
+    Mutant("pxi-cell-limit", PXI, "i == 4 and f[i].u > 0xFFFFFFFFu", "i == 4 and f[i].u >= 0xFFFFFFFFu", "§1.4 a cell below 2^32"),
+
+    # ---- the reference model: the same rules in Python
+    Mutant("model-timer-due-at-event-after", MODEL, "self._timers[0][0] <= ts:", "self._timers[0][0] < ts:",
+           "§3.1 due time <= e.ts fires first"),
+    Mutant("model-timers-newest-first", MODEL, "self._created += 1", "self._created -= 1", "§3.1 creation order"),
+    Mutant("model-late-le", MODEL, "if e.ts < self.clock:", "if e.ts <= self.clock:", "§3 late: ts below the clock"),
+    Mutant("model-window-reset-gt", MODEL, "value != 0 and ts >= start + k.window_ms", "value != 0 and ts > start + k.window_ms",
+           "§3.4 reset when e.ts >= start + window"),
+    Mutant("model-window-read-gt", MODEL, "window is not None and ts >= start + window", "window is not None and ts > start + window",
+           "§3.6 a passed window reads as 0"),
+    Mutant("model-minutes-ceil", MODEL, "-(-e.dur // 60)", "-(-e.dur // 61)", "§3.4 ceil(dur / 60)"),
+    Mutant("model-counter-max", MODEL, "COUNTER_MAX = 2**32 - 1", "COUNTER_MAX = 2**32 - 2", "§3.4 saturate at 2^32 - 1"),
+    Mutant("model-convert-within-le", MODEL, "ts - contact.ts < c.convert_within_ms", "ts - contact.ts <= c.convert_within_ms",
+           "§3.5 e.ts - contact.ts < convert_within"),
+    Mutant("model-at-least-le", MODEL, "self._counter_value(i, c.counter, ts) < c.at_least",
+           "self._counter_value(i, c.counter, ts) <= c.at_least", "§3.6 counter >= at_least"),
+    Mutant("model-stop-after-gt", MODEL, "self._streak.get((i, c.id), 0) >= c.stop_after",
+           "self._streak.get((i, c.id), 0) > c.stop_after", "§3.6 streak < stop_after"),
+    Mutant("model-cooldown-at-match-le", MODEL, "if contact is not None and ts < contact.ts + c.cooldown_ms:",
+           "if contact is not None and ts <= contact.ts + c.cooldown_ms:", "§3.6 e.ts >= last contact + cooldown"),
+    Mutant("model-max-pending-gt", MODEL, "len(self._pending) >= self.config.max_pending", "len(self._pending) > self.config.max_pending",
+           "§3.6 at most max_pending wait"),
+    Mutant("model-hours-start-exclusive", MODEL, "return start <= minute < end if", "return start < minute < end if",
+           "§2 hours: start inclusive"),
+    Mutant("model-hours-wrap-end", MODEL, "else minute >= start or minute < end", "else minute >= start or minute <= end",
+           "§2 hours wrapping midnight: end exclusive"),
+    Mutant("model-weekday", MODEL, "(self._day(t) + 3) % 7", "(self._day(t) + 4) % 7", "§3 weekdays from Thursday"),
+    Mutant("model-min-gap-le", MODEL, "t < last + policy.min_gap_ms", "t <= last + policy.min_gap_ms",
+           "§3.7 t >= last contact + min_gap"),
+    Mutant("model-max-per-day-gt", MODEL, "0) >= policy.max_per_day", "0) > policy.max_per_day",
+           "§3.7 fewer than max_per_day"),
+    Mutant("model-holdout-le", MODEL, "% 10000 < c.holdout_threshold", "% 10000 <= c.holdout_threshold",
+           "§3.7 control when crc32 % 10000 < threshold"),
+    Mutant("model-policy-max-per-day-before-min-gap", MODEL,
+           "        if \"min_gap\" not in c.exempt and last is not None and t < last + policy.min_gap_ms:\n"
+           "            return \"suppressed_min_gap\"\n"
+           "        if (policy.max_per_day is not None and \"max_per_day\" not in c.exempt\n"
+           "                and self._day_count.get((i, self._day(t)), 0) >= policy.max_per_day):\n"
+           "            return \"suppressed_max_per_day\"\n",
+           "        if (policy.max_per_day is not None and \"max_per_day\" not in c.exempt\n"
+           "                and self._day_count.get((i, self._day(t)), 0) >= policy.max_per_day):\n"
+           "            return \"suppressed_max_per_day\"\n"
+           "        if \"min_gap\" not in c.exempt and last is not None and t < last + policy.min_gap_ms:\n"
+           "            return \"suppressed_min_gap\"\n",
+           "§3.7 policy order: min_gap before max_per_day"),
+
+    # ---- the command
+    Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
+           "§5 a non-zero exit on any error"),
+]
+
+
+@dataclass
+class Result:
+    name: str
+    status: str             # killed | survived | stale | unviable | timeout | equivalent-survived | equivalent-killed
+    stage: str = ""         # what killed it: "fast" (the FAST subset) or "suite"
+    detail: str = ""        # the first failing test, or why it did not run
+    seconds: float = field(default=0.0, compare=False)
+
+
+def _run(cmd, cwd, env, timeout=None) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _first_failure(output: str) -> str:
+    for line in output.splitlines():
+        if line.startswith(("FAILED ", "ERROR ")):
+            return line[:200]
+    return output.strip().splitlines()[-1][:200] if output.strip() else ""
+
+
+class Scratch:
+    """A copy of the working tree with its own extension, where one mutant at a time lives."""
+
+    def __init__(self, python: str, keep: bool):
+        self.python = python
+        self.keep = keep
+        self.dir = Path(tempfile.mkdtemp(prefix="sigmatch-mutants-")) / "repo"
+        shutil.copytree(ROOT, self.dir, ignore=IGNORED, symlinks=True)
+        # The package is installed in editable mode pointing at the working tree; PYTHONPATH
+        # puts the copy first, for pytest and for the commands the tests start.
+        self.env = dict(os.environ, CI="true", PYTHONPATH=str(self.dir), PYTHONDONTWRITEBYTECODE="1")
+        self.env.pop("HYPOTHESIS_PROFILE", None)
+
+    def build(self) -> subprocess.CompletedProcess:
+        return _run([self.python, "setup.py", "-q", "build_ext", "--inplace"], self.dir, self.env)
+
+    def check_isolated(self) -> None:
+        probe = _run([self.python, "-c", "import engine, engine._core as c; print(engine.__file__); print(c.__file__)"],
+                     self.dir, self.env)
+        paths = probe.stdout.split()
+        if probe.returncode or not paths or not all(Path(p).is_relative_to(self.dir) for p in paths):
+            raise SystemExit(f"the scratch copy imports the wrong engine: {probe.stdout}{probe.stderr}")
+
+    def pytest(self, args, timeout) -> subprocess.CompletedProcess:
+        return _run([self.python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args], self.dir, self.env,
+                    timeout=timeout)
+
+    def remove(self) -> None:
+        if not self.keep:
+            shutil.rmtree(self.dir.parent, ignore_errors=True)
+
+
+def run_mutant(scratch: Scratch, m: Mutant, saved: dict, timeout: float, fast_only: bool) -> Result:
+    started = time.monotonic()
+    path = scratch.dir / m.path
+    original = path.read_text()
+    if original.count(m.old) != 1:
+        return Result(m.name, "stale", detail=f"{m.path}: the text occurs {original.count(m.old)} times, not once")
+    try:
+        path.write_text(original.replace(m.old, m.new, 1))
+        if m.path in CORE_SOURCES:
+            built = scratch.build()
+            if built.returncode:
+                return Result(m.name, "unviable", detail=_first_failure(built.stderr))
+        status, stage, detail = "survived", "", ""
+        try:
+            stages = [("fast", FAST)] + ([] if fast_only else [("suite", [])])
+            for stage_name, args in stages:
+                proc = scratch.pytest(args, timeout)
+                if proc.returncode:
+                    status, stage, detail = "killed", stage_name, _first_failure(proc.stdout)
+                    break
+        except subprocess.TimeoutExpired:
+            status, detail = "timeout", f"over {timeout:.0f} s (counted as killed)"
+        if m.equivalent:
+            status = "equivalent-" + ("survived" if status == "survived" else "killed")
+        return Result(m.name, status, stage, detail, round(time.monotonic() - started, 1))
+    finally:
+        path.write_text(original)
+        for rel, data in saved.items():         # the unmutated extension back, without a rebuild
+            (scratch.dir / rel).write_bytes(data)
+
+
+def score(results: list[Result]) -> tuple[int, int]:
+    """(killed, scored): timeouts count as killed; stale, unviable and equivalent are not scored."""
+    killed = sum(r.status in ("killed", "timeout") for r in results)
+    scored = killed + sum(r.status == "survived" for r in results)
+    return killed, scored
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="", help="comma-separated mutant names (default: all)")
+    parser.add_argument("--list", action="store_true", help="print the mutants and exit")
+    parser.add_argument("--fast-only", action="store_true", help="run only the fast subset per mutant (a survivor "
+                        "there is reported survived without the whole suite)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per test run of one mutant")
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch copy")
+    args = parser.parse_args(argv)
+
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    known = {m.name: m for m in MUTANTS}
+    assert len(known) == len(MUTANTS), "mutant names are unique"
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"unknown mutants: {', '.join(unknown)} (--list shows them)")
+    chosen = [known[n] for n in names] if names else MUTANTS
+    if args.list:
+        # against the working tree: a mutant whose text is not there exactly once is stale
+        stale = 0
+        for m in chosen:
+            found = (ROOT / m.path).read_text().count(m.old)
+            stale += found != 1
+            mark = "" if found == 1 else f"  STALE: the text occurs {found} times"
+            print(f"{m.name:45} {m.path:20} {m.rule}" + (f"  [equivalent: {m.equivalent}]" if m.equivalent else "")
+                  + mark)
+        return 1 if stale else 0
+
+    scratch = Scratch(sys.executable, args.keep)
+    try:
+        print(f"scratch copy: {scratch.dir}", flush=True)
+        built = scratch.build()
+        if built.returncode:
+            raise SystemExit(f"the unmutated core does not build:\n{built.stderr[-2000:]}")
+        scratch.check_isolated()
+        baseline = scratch.pytest(FAST, args.timeout)
+        if baseline.returncode:
+            raise SystemExit(f"the unmutated copy fails the fast subset: {_first_failure(baseline.stdout)}")
+        saved = {str(p.relative_to(scratch.dir)): p.read_bytes()
+                 for p in [*scratch.dir.glob("engine/_core*.so"), scratch.dir / "engine/_core.c"] if p.exists()}
+        results = []
+        for k, m in enumerate(chosen, 1):
+            r = run_mutant(scratch, m, saved, args.timeout, args.fast_only)
+            results.append(r)
+            print(f"[{k}/{len(chosen)}] {r.status:20} {m.name:45} {r.stage:5} {r.detail}", flush=True)
+    finally:
+        scratch.remove()
+
+    killed, scored = score(results)
+    print(f"\nmutation score: {killed}/{scored} killed" + (f" ({100 * killed / scored:.0f}%)" if scored else ""))
+    for r in results:
+        if r.status in ("survived", "stale", "unviable", "equivalent-survived"):
+            print(f"  {r.status}: {r.name} ({known[r.name].rule}) {r.detail}")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=1) + "\n")
+    return 0 if killed == scored and not any(r.status in ("stale", "unviable") for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
