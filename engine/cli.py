@@ -99,7 +99,8 @@ def format_run(stats: dict) -> str:
     bad = sum(run["bad_events"].values())
     eps = run["events_per_s"]
     speed = f", {eps / 1e6:.2f}M events/s" if eps else ""
-    return (f"{run['events']:,} events ({bad:,} bad, {run['unknown_subscribers']:,} unknown subscribers), "
+    return (f"{run['events']:,} events ({bad:,} bad, {run['unknown_subscribers']:,} unknown subscribers, "
+            f"{run.get('late_events', 0):,} late), "
             f"{run['actions']:,} actions, {run['conversions']:,} conversions in {run['elapsed_s']:.2f} s{speed}")
 
 
@@ -182,7 +183,7 @@ def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ove
 def _judged(traces, engine):
     """Judge TRACES as one stream (loaders.sniff) and log its warnings; the caller refuses."""
     from loaders.sniff import judge_traces
-    judgement = judge_traces(traces, engine._core)
+    judgement = judge_traces(traces, engine)
     for line in judgement.warnings:
         logging.getLogger("sigmatch.traces").warning(line)
     return judgement

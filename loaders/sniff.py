@@ -103,13 +103,14 @@ def _text_kind(sample: bytes) -> tuple[Optional[str], bool]:
         sample = sample[len(codecs.BOM_UTF8):]
     # what a file looks like is what its first lines are: bytes of another kind further on
     # (an event appended to an export) do not make it something else
-    end = -1
+    cut = -1
     for _ in range(_TEXT_LINES):
-        end = sample.find(b"\n", end + 1)
-        if end < 0:
+        found = sample.find(b"\n", cut + 1)
+        if found < 0:
             break
-    if end >= 0:
-        sample = sample[:end + 1]
+        cut = found
+    if cut >= 0:
+        sample = sample[:cut + 1]
     try:
         # incremental: a character cut by the end of the sample is not an error
         text = codecs.getincrementaldecoder("utf-8")().decode(sample)
@@ -138,11 +139,11 @@ def _text_kind(sample: bytes) -> tuple[Optional[str], bool]:
 
 
 def _phrase(kind: str, not_utf8: bool) -> str:
+    """`it looks like JSON lines (text)`, `it looks like text (not UTF-8)`, `it is a zip archive`."""
     if kind in _PHRASES:
         return _PHRASES[kind]
-    encoding = ", not UTF-8" if not_utf8 else ""
-    return f"it looks like text{' (not UTF-8)' if not_utf8 else ''}" if kind == "text" else \
-        f"it looks like {kind} (text{encoding})"
+    notes = ([] if kind == "text" else ["text"]) + (["not UTF-8"] if not_utf8 else [])
+    return f"it looks like {kind}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _iso(ms: int) -> str:
@@ -220,9 +221,6 @@ class Head:
         first = int(self.ts[0])
         return (f"event times look like seconds, not milliseconds: the first, {first:,}, is {_iso(first)} as ms "
                 f"and {_iso(first * 1000)} as seconds; sigmatch reads ms since 1970-01-01 UTC (docs/semantics.md)")
-
-    def refusal(self) -> Optional[str]:
-        return self.not_a_stream() or self.seconds()
 
     def warnings(self) -> list[str]:
         """One line per kind of implausible event time in the head: before 2000, after 2100."""
@@ -334,11 +332,13 @@ class Judgement:
 
 
 def judge_traces(paths: Sequence, core) -> Judgement:
-    """Judge the traces of one replay (one stream, in order) before any of it is processed.
+    """Judge the traces of one replay (one stream, in order) before any of it is processed,
+    with the verdicts of `core` (an Engine, or its compiled core).
     Refused: an empty stream; a stream whose head holds no good event, or whose good events
     all look like seconds; a later trace whose own head has no good event and is plainly
     another format (a later file may begin inside an event the one before it began, so its
     head alone proves nothing else), or whose events look like seconds."""
+    core = getattr(core, "_core", core)
     paths = [Path(p) for p in paths]
     heads = [examine_trace(p, core) for p in paths]
     warnings: list[str] = []
