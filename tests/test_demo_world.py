@@ -102,3 +102,4 @@ def test_core_equals_reference_model(tiny, replayed):
     model.drain()
     assert list(model.actions) == rows(run.action_columns())
     assert list(model.conversions) == rows(run.conversion_columns())
+    assert model.late_events == run.stats["run"]["late_events"]

@@ -253,6 +253,7 @@ def test_tiny_world_core_equals_reference_model(tmp_path):
     model.drain()
     assert list(model.actions) == rows(run.action_columns())
     assert list(model.conversions) == rows(run.conversion_columns())
+    assert model.late_events == run.stats["run"]["late_events"]
 
 
 @pytest.mark.parametrize("bad", [dict(subscribers=10), dict(events=-1), dict(days=0), dict(trace_files=0),
