@@ -209,7 +209,8 @@ def test_an_empty_trace_beside_others_is_said_once(tmp_path):
     code, stdout, stderr = sigmatch("replay", CONFIG, tmp_path / "a.msgpack", tmp_path / "b.msgpack",
                                     "--out", tmp_path / "out")
     assert code == 0, stderr
-    assert len(stderr) == 1 and stderr[0].endswith(f"WARNING sigmatch.traces: {tmp_path / 'b.msgpack'}: the file is empty")
+    assert len(stderr) == 1
+    assert stderr[0].endswith(f"WARNING sigmatch.traces: {tmp_path / 'b.msgpack'}: the file is empty")
 
 
 def test_event_times_in_seconds_are_refused(tmp_path):
