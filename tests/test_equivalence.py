@@ -8,9 +8,17 @@ from engine.api import Engine
 from engine.compile import World
 from engine.model import ReferenceModel
 from engine.records import FUNNEL
+from tests.rule_coverage import ONLY_BY_RELOAD, coverage, missing, report
 from tests.worlds import worlds
 
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# More worlds than the profile's default (tests/conftest.py): these are the tests that reach the
+# rules of SPEC §3 with random state, and a world costs about a tenth of a second. The
+# "thorough" profile's count still wins when it is higher.
+EXAMPLES = max(300, settings().max_examples)
+SETTINGS = dict(deadline=None, max_examples=EXAMPLES,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# Worlds for the coverage check: a fixed, derandomized draw, so that it is the same every run.
+COVERAGE_WORLDS = 200
 
 
 def core_results(w, chunks, drain=True):
@@ -74,3 +82,14 @@ def test_state_carries_over_between_replays(w, data):
     assert [int(x) for r in (first, second, last) for x in r.actions["ts"]] == [a[1] for a in whole[0]]
     # the late count carries over too: the second replay compares with the first's clock
     assert sum(r.stats["run"]["late_events"] for r in (first, second, last)) == whole[6]
+
+
+def test_random_worlds_reach_every_rule():
+    """The worlds above are only worth comparing if they reach the rules: over a fixed draw of
+    worlds, most act, and every matching condition, recheck and policy rule both lets an
+    action through and stops one (but what only a reload can make fail, ONLY_BY_RELOAD,
+    tested in tests/test_boundaries.py)."""
+    counts, figures = coverage(COVERAGE_WORLDS)
+    assert missing(counts) == [], report(counts, figures)
+    assert figures["with_actions"] >= 0.75 * figures["worlds"], report(counts, figures)
+    assert all(counts[rule, True] for rule, _ in ONLY_BY_RELOAD), report(counts, figures)

@@ -1,11 +1,14 @@
 """Random worlds for the property tests: a configuration, profiles, lists, areas and a trace.
 
-Worlds are small (a few dozen subscribers, a few cells) so that every rule actually fires:
-the same subscriber meets the same campaign again and again, timers overlap, days roll over.
+Worlds are small (a few subscribers, a few cells) and their events are shaped so that every
+rule actually fires both ways: the same subscriber meets the same campaign again and again,
+timers overlap and fall due at events, days roll over. tests/rule_coverage.py counts, over
+many worlds, how often each rule passed and failed; tests/test_equivalence.py fails when
+one never does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import msgpack
@@ -49,41 +52,75 @@ def _subset(draw, pool, max_size=None):
     return sorted(draw(st.sets(st.sampled_from(pool), max_size=max_size or len(pool))))
 
 
+def _sometimes(draw, strategy, one_in=3):
+    """`strategy`'s value one time in `one_in`, else None: a campaign keeps most of its
+    conditions off, so that the ones it has are met often enough to be passed as well as failed."""
+    return draw(strategy) if draw(st.integers(0, one_in - 1)) == 0 else None
+
+
+# Most events and most triggers come from these types, so that campaigns meet their triggers;
+# the rest of the types still appear.
+HOT_TYPES = [1, 3, 6, 7, 11]
+DELAYS = [MINUTE, 5 * MINUTE, HOUR, 5 * HOUR]
+COOLDOWNS = [10 * MINUTE, HOUR, DAY]
+MIN_GAPS = [MINUTE, 30 * MINUTE, HOUR]
+WINDOWS = [HOUR, DAY]
+CONVERT_WITHIN = [HOUR, DAY]
+# Hours that an event stream of a day or two is inside and outside of, some wrapping midnight.
+HOURS = [(9 * 60, 18 * 60), (8 * 60, 12 * 60), (20 * 60, 2 * 60), (22 * 60, 8 * 60), (0, 6 * 60),
+         (10 * 60, 10 * 60 + 30), (12 * 60, 12 * 60 + 30), (18 * 60, 19 * 60), (6 * 60, 23 * 60),
+         (7 * 60, 22 * 60)]
+
+
 @st.composite
-def campaigns(draw, i, list_names, area_names, counter_names):
-    on = tuple(_subset(draw, TYPES, 3)) or (1,)
-    delay = draw(st.sampled_from([0, 0, MINUTE, 5 * MINUTE, HOUR]))
-    area = draw(st.none() | st.sampled_from(area_names))
-    audience = draw(st.none() | st.sampled_from(list_names))
+def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False):
+    """A campaign; `open_to_all` leaves out the conditions on who and where (audience, lists,
+    where, area, hours, days, counter), so that the contact policy has contacts to decide on
+    in nearly every world."""
+    if open_to_all:
+        closed = draw(campaigns(i, list_names, area_names, counter_names))
+        return replace(closed, audience=None, peer_in=None, exclude=(), where=None, area=None, enter=False,
+                       hours=None, days=ALL_DAYS, counter=None, at_least=0,
+                       recheck=closed.recheck - {"area", "audience"})
+    on = tuple(_subset(draw, HOT_TYPES, 2)) if draw(st.integers(0, 4)) else tuple(_subset(draw, TYPES, 3))
+    on = on or (1,)
+    delay = draw(st.sampled_from([0, 0] + DELAYS))
+    area = _sometimes(draw, st.sampled_from(area_names))
+    # an audience of most (l0) or some (l1) subscribers; l2, a few numbers, is the blacklist's
+    audience = _sometimes(draw, st.sampled_from(["l0", "l0", "l1"]))
+    hours = _sometimes(draw, st.sampled_from(HOURS), 4)
     recheck_pool = ["powered_on", "hours"] + (["area"] if area else []) + (["audience"] if audience else [])
-    counter = draw(st.none() | st.sampled_from(counter_names)) if counter_names else None
-    hours = draw(st.none() | st.tuples(st.integers(0, 1439), st.integers(0, 1439)).filter(lambda h: h[0] != h[1]))
+    recheck = frozenset(_subset(draw, recheck_pool)) if delay else frozenset()
+    if delay and hours and draw(st.integers(0, 3)):
+        recheck |= {"hours"}        # hours that a delay can run past: rechecked more often than not
+    counter = _sometimes(draw, st.sampled_from(counter_names)) if counter_names else None
+    convert = draw(st.booleans())
     return CampaignSpec(
         id=f"c{i}",
         on=on,
         channel=draw(st.sampled_from(["sms", "boss", "outbound"])),
         priority=draw(st.integers(0, 3)),
         audience=audience,
-        peer_in=draw(st.none() | st.none() | st.sampled_from(list_names)),
-        exclude=tuple(_subset(draw, list_names, 1)) if draw(st.booleans()) else (),
+        peer_in=_sometimes(draw, st.sampled_from(list_names), 5),
+        exclude=(draw(st.sampled_from(["l1", "l2", "l2"])),) if draw(st.integers(0, 3)) == 0 else (),
         area=area,
         enter=bool(area) and draw(st.booleans()),
-        hours=hours if draw(st.booleans()) else None,
-        days=draw(st.sampled_from([ALL_DAYS, ALL_DAYS, 0b0011111, 0b1100000, 0b1010101])),
+        hours=hours,
+        days=draw(st.sampled_from([ALL_DAYS] * 5 + [0b0011111, 0b1100000, 0b1010101, 0b0001000])),
         counter=counter,
-        at_least=draw(st.integers(0, 4)) if counter else 0,
+        at_least=draw(st.integers(1, 3)) if counter else 0,
         delay_ms=delay,
-        recheck=frozenset(_subset(draw, recheck_pool)) if delay else frozenset(),
-        cooldown_ms=draw(st.sampled_from([0, 0, 10 * MINUTE, DAY])),
-        once=draw(st.booleans()) and draw(st.booleans()),
-        exempt=frozenset(_subset(draw, ["min_gap", "max_per_day", "quiet_hours"], 2)),
+        recheck=recheck,
+        cooldown_ms=draw(st.sampled_from([0, 0] + COOLDOWNS)),
+        once=draw(st.integers(0, 4)) == 0,
+        exempt=frozenset(_subset(draw, ["min_gap", "max_per_day", "quiet_hours"], 2)) if draw(st.booleans()) else frozenset(),
         template=draw(st.sampled_from(["", "T1", "OFFER,\"Q\""])),
-        holdout=draw(st.sampled_from([0.0, 0.0, 0.3, 1.0])),
-        convert_on=(11,) if draw(st.booleans()) else (),
+        holdout=draw(st.sampled_from([0.0, 0.0, 0.3, 0.5, 1.0])),
+        convert_on=(11,) if convert else (),
         convert_arg=draw(st.none() | st.just(3001)),
-        convert_within_ms=draw(st.none() | st.sampled_from([HOUR, DAY])),
-        stop_after=draw(st.none() | st.integers(1, 3)),
-        where=draw(st.none() | st.sampled_from(["arpu >= 50", "not (arpu < 20)", "'vip' in tags"])),
+        convert_within_ms=draw(st.none() | st.sampled_from(CONVERT_WITHIN)),
+        stop_after=_sometimes(draw, st.integers(1, 3)),
+        where=_sometimes(draw, st.sampled_from(["arpu >= 50", "not (arpu < 20)", "'vip' in tags"]), 4),
     )
 
 
@@ -119,7 +156,12 @@ BAD_EVENTS = [
 
 @st.composite
 def worlds(draw, max_events=120):
-    n = draw(st.integers(1, 12))
+    """A world whose events mostly fall on a few subscribers, cells, peers and the campaigns'
+    own trigger types, at steps that land on the configuration's own durations (a delay, a
+    cooldown, a window) and a millisecond either side of them: so that most worlds act, and
+    every matching condition, recheck and policy rule both passes and rejects somewhere
+    (tests/rule_coverage.py measures it)."""
+    n = draw(st.integers(1, 8))
     base = 13_800_000_000
     msisdn = np.array(sorted(draw(st.sets(st.integers(base, base + 40), min_size=n, max_size=n))), dtype=np.uint64)
     draw(st.randoms()).shuffle(msisdn)
@@ -127,28 +169,33 @@ def worlds(draw, max_events=120):
     offnet = [8_613_900_000_000 + k for k in range(3)]
     pool = numbers + offnet
     list_names = ["l0", "l1", "l2"]
-    lists = {name: np.array(sorted(set(_subset(draw, pool))), dtype=np.uint64) for name in list_names}
-    areas = {"a0": np.array(sorted(set(draw(st.lists(st.integers(1, 8), min_size=1, max_size=4)))), dtype=np.uint32),
+    # l0 holds most numbers (an audience that lets most through), l1 any subset, l2 a few (a
+    # blacklist that leaves most of the subscribers to the campaigns)
+    lists = {"l0": np.array(sorted(set(pool) - set(_subset(draw, pool, max(1, len(pool) // 3)))), dtype=np.uint64),
+             "l1": np.array(sorted(set(_subset(draw, pool))), dtype=np.uint64),
+             "l2": np.array(sorted(set(_subset(draw, pool, 2))), dtype=np.uint64)}
+    areas = {"a0": np.array(sorted(set(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))), dtype=np.uint32),
              "a1": np.array(sorted(set(draw(st.lists(st.integers(1, 8), min_size=1, max_size=4)))), dtype=np.uint32)}
     counters = tuple(
-        CounterSpec(name=f"k{j}", on=tuple(_subset(draw, [1, 2, 3, 9], 2)) or (3,),
-                    flags=draw(st.sampled_from([0, 0, 1, 2, 3])),
-                    add=draw(st.sampled_from(["count", "count", "dur", "dur_minutes"])),
-                    window_ms=draw(st.none() | st.sampled_from([HOUR, DAY])))
+        CounterSpec(name=f"k{j}", on=tuple(_subset(draw, [1, 2, 3, 6, 9], 2)) or (3,),
+                    flags=draw(st.sampled_from([0, 0, 0, 1, 2, 3])),
+                    add=draw(st.sampled_from(["count", "count", "count", "dur", "dur_minutes"])),
+                    window_ms=draw(st.none() | st.sampled_from(WINDOWS)))
         for j in range(draw(st.integers(0, 3))))
     nr_campaigns = draw(st.integers(1, 5))
-    camps = [draw(campaigns(i, list_names, ["a0", "a1"], [c.name for c in counters])) for i in range(nr_campaigns)]
+    camps = [draw(campaigns(i, list_names, ["a0", "a1"], [c.name for c in counters], open_to_all=i == 0))
+             for i in range(nr_campaigns)]
     camps.sort(key=lambda c: (-c.priority, c.id))
     policy = PolicySpec(
-        blacklist=tuple(_subset(draw, list_names, 1)) if draw(st.booleans()) else (),
+        blacklist=("l2",) if draw(st.integers(0, 2)) == 0 else (),
         quiet_hours=draw(st.none() | st.sampled_from([(22 * 60, 8 * 60), (0, 6 * 60), (12 * 60, 13 * 60)])),
-        min_gap_ms=draw(st.sampled_from([0, 0, MINUTE, 30 * MINUTE, DAY])),
+        min_gap_ms=draw(st.sampled_from([0, 0] + MIN_GAPS)),
         max_per_day=draw(st.none() | st.integers(1, 3)),
     )
     config = Config(
         path=Path("random.toml"),
         utc_offset_ms=draw(st.sampled_from([0, 8 * HOUR, -5 * HOUR - 30 * MINUTE])),
-        max_pending=draw(st.sampled_from([10_000_000, 10_000_000, 2])),
+        max_pending=draw(st.sampled_from([10_000_000, 10_000_000, 1, 2])),
         max_dead_letters=draw(st.sampled_from([100_000, 100_000, 0, 1])),
         policy=policy,
         counters=counters,
@@ -160,25 +207,39 @@ def worlds(draw, max_events=120):
     profiles = Profiles(Path("profiles"), msisdn, {"arpu": pa.array(arpu, type=pa.int64())},
                         pa.array(tags, type=pa.list_(pa.string())))
 
+    # The steps between events: the configuration's own durations, exactly and a millisecond
+    # either side (a timer due at an event, a cooldown or min_gap just over), and plain ones.
+    durations = sorted({d for c in camps for d in (c.delay_ms, c.cooldown_ms, c.convert_within_ms or 0)}
+                       | {policy.min_gap_ms} | {k.window_ms or 0 for k in counters} - {0})
+    plain = [0, 0, 1000, MINUTE, 3 * MINUTE, 10 * MINUTE, HOUR, 5 * HOUR]
+    steps = st.sampled_from(plain) | (st.sampled_from(durations).flatmap(
+        lambda d: st.sampled_from([d - 1, d, d, d + 1])) if durations else st.sampled_from(plain))
+    trigger_types = sorted({t for c in camps for t in c.on} | {11})
+    hot = numbers[:max(1, min(3, n))]           # most events fall on a few subscribers
+    cells = [0, 1, 2, 3, 4]
     parts = []
     ts = T0 + draw(st.integers(0, 7)) * DAY + draw(st.integers(0, 23)) * HOUR
-    for _ in range(draw(st.integers(1, max_events))):
+    # mostly enough events for state to build up; now and then a handful
+    nr_events = draw(st.integers(1, max_events)) if draw(st.integers(0, 9)) == 0 else draw(st.integers(40, max_events))
+    for _ in range(nr_events):
         if draw(st.integers(0, 30)) == 0:
             # sometimes a run of the same bad value: one dead letter with its count
             parts += [draw(st.sampled_from(BAD_EVENTS))] * draw(st.sampled_from([1, 1, 2, 5]))
             continue
-        ts += draw(st.sampled_from([0, 1000, MINUTE, 3 * MINUTE, 10 * MINUTE, HOUR, 5 * HOUR]))
+        ts += draw(steps)
         late = draw(st.integers(0, 10)) == 0
-        typ = draw(st.sampled_from(TYPES))
+        kind = draw(st.integers(0, 9))
+        typ = (draw(st.sampled_from(trigger_types)) if kind < 6 else
+               draw(st.sampled_from([6, 7, 8])) if kind < 8 else draw(st.sampled_from(TYPES)))
         ev = (
             max(0, ts - 5 * MINUTE) if late else ts,
             typ,
-            draw(st.sampled_from(numbers + [13_900_000_000])),
-            draw(st.sampled_from(pool + [0, 0])),
-            draw(st.integers(0, 9)),
+            draw(st.sampled_from(hot)) if draw(st.integers(0, 3)) else draw(st.sampled_from(numbers + [13_900_000_000])),
+            draw(st.sampled_from(pool + [0])),
+            draw(st.sampled_from(cells)) if draw(st.integers(0, 4)) else draw(st.integers(0, 9)),
             draw(st.sampled_from([0, 30, 60, 61, 3600])),
-            draw(st.integers(0, 7)),
-            draw(st.sampled_from([0, 3001, 3002])),
+            draw(st.sampled_from([0, 0, 1, 2, 3, 7])),
+            draw(st.sampled_from([0, 3001, 3001, 3002])),
         )
         parts.append(_encode_event(draw, ev))
     boundaries = list(np.cumsum([0] + [len(p) for p in parts])[:-1])

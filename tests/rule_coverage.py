@@ -1,0 +1,211 @@
+"""How often each rule of SPEC §3 passed and failed over random worlds: the measure of whether
+the core-vs-model comparison (tests/test_equivalence.py) ever reaches a rule at all.
+
+The reference model is run with its decisions recorded (CountingModel): for each matching
+condition, recheck and policy rule that is configured and reached, whether it let the
+action through or stopped it; also the timer, counter-window, conversion-window, pending
+bound and holdout outcomes. A rule counts only where it can decide: a campaign without
+`hours` does not pass "hours", a subscriber never contacted does not pass "min_gap".
+
+    python -m tests.rule_coverage [N]       # the table over N worlds (default 300)
+
+tests/test_equivalence.py fails when a rule is never exercised both ways.
+"""
+from __future__ import annotations
+
+import heapq
+import sys
+from collections import Counter
+
+from hypothesis import HealthCheck, Phase, given, settings
+
+from engine.config import ALL_DAYS
+from engine.model import ReferenceModel, _in_window
+
+# Decisions, in SPEC §3 order. Each is counted (name, True) when it let the action through and
+# (name, False) when it stopped it (for the timer and window entries: the edge case happened
+# or the ordinary one did).
+MATCH_RULES = ("audience", "blacklist", "where", "peer_in", "area", "enter", "hours", "days", "at_least",
+               "stop_after", "once", "cooldown", "pending")
+RECHECKS = ("recheck_area", "recheck_audience", "recheck_hours", "recheck_powered_on")
+POLICY = ("policy_blacklist", "policy_quiet_hours", "policy_min_gap", "policy_max_per_day", "policy_cooldown")
+OTHER = ("timer_due_at_event",      # True: a timer fired at exactly an event's ts; False: before it
+         "timers_due_together",     # True: a timer fired at the same due time as the one before it
+         "window_reset",            # True: a non-zero windowed counter reset (ts >= start + window)
+         "convert_within",          # True: a conversion inside the window; False: a response too late
+         "max_pending",             # True: scheduled under a bound that overflowed somewhere; False: overflow
+         "holdout")                 # True: a send, False: a control, of a campaign with 0 < holdout < 1
+RULES = MATCH_RULES + RECHECKS + POLICY + OTHER
+
+# What no world without a reload can reject: the audience, the blacklist and the campaign's
+# cooldown are checked when the action matches, and nothing changes them before it is due.
+# tests/test_boundaries.py reaches them through a reload on the core.
+ONLY_BY_RELOAD = {("recheck_audience", False), ("policy_blacklist", False), ("policy_cooldown", False)}
+
+
+class CountingModel(ReferenceModel):
+    """The reference model, recording each decision in `counts` (a Counter of (rule, passed)).
+    The recorded matching verdict is checked against the model's own, so the record cannot
+    drift from what the model decides."""
+
+    def __init__(self, *args, counts: Counter, **kw):
+        super().__init__(*args, **kw)
+        self.counts = counts
+        self._last_due = None
+
+    # step 1, fired here first (as the model would) to see the edge; then the event as usual
+    def _event(self, e) -> None:
+        ts = max(e.ts, self.clock)
+        while self._timers and self._timers[0][0] <= ts:
+            self.counts["timer_due_at_event", self._timers[0][0] == ts] += 1
+            self._fire(heapq.heappop(self._timers))
+        i = self.subscriber.get(e.msisdn)
+        if i is not None:
+            self._count_windows(i, e, ts)
+            self._count_conversions(i, e, ts)
+        super()._event(e)
+
+    def _fire(self, timer) -> None:
+        self.counts["timers_due_together", timer[0] == self._last_due] += 1
+        self._last_due = timer[0]
+        super()._fire(timer)
+
+    def _count_windows(self, i, e, ts) -> None:
+        for k in self.config.counters:
+            if k.window_ms is not None and e.type in k.on and (e.flags & k.flags) == k.flags:
+                value, start = self._counter.get((i, k.name), (0, 0))
+                if value:
+                    self.counts["window_reset", ts >= start + k.window_ms] += 1
+
+    def _count_conversions(self, i, e, ts) -> None:
+        for c in self.campaigns:
+            if c.convert_within_ms is None or e.type not in c.convert_on:
+                continue
+            if c.convert_arg is not None and c.convert_arg != e.arg:
+                continue
+            contact = self._contact.get((i, c.id))
+            if contact is not None and not contact.converted:
+                self.counts["convert_within", ts - contact.ts < c.convert_within_ms] += 1
+
+    def _match_decisions(self, c, i, e, ts, previous_cell):
+        """(rule, passed) in the model's order, up to the first that fails."""
+        msisdn, contact = e.msisdn, self._contact.get((i, c.id))
+        weekday = (self._day(ts) + 3) % 7
+        checks = [
+            ("audience", c.audience is not None or bool(c.exclude), lambda: self._in_audience(c, msisdn)),
+            ("blacklist", bool(self.config.policy.blacklist),
+             lambda: not any(msisdn in self.lists[n] for n in self.config.policy.blacklist)),
+            ("where", c.id in self.where, lambda: bool(self.where[c.id][i])),
+            ("peer_in", c.peer_in is not None, lambda: e.peer != 0 and e.peer in self.lists[c.peer_in]),
+            ("area", c.area is not None, lambda: self._in_area(e.cell, c.area)),
+            ("enter", c.area is not None and c.enter, lambda: not self._in_area(previous_cell, c.area)),
+            ("hours", c.hours is not None, lambda: _in_window(self._minute(ts), c.hours)),
+            ("days", c.days != ALL_DAYS, lambda: bool(c.days >> weekday & 1)),
+            ("at_least", c.counter is not None and c.at_least > 0,
+             lambda: self._counter_value(i, c.counter, ts) >= c.at_least),
+            ("stop_after", c.stop_after is not None, lambda: self._streak.get((i, c.id), 0) < c.stop_after),
+            ("once", c.once, lambda: contact is None),
+            ("cooldown", c.cooldown_ms > 0 and contact is not None, lambda: ts >= contact.ts + c.cooldown_ms),
+            ("pending", c.delay_ms > 0, lambda: (i, c.id) not in self._pending),
+        ]
+        decided = []
+        for rule, active, passes in checks:
+            if active:
+                decided.append((rule, passes()))
+                if not decided[-1][1]:
+                    break
+        return decided
+
+    def _matches(self, c, i, e, ts, previous_cell) -> bool:
+        verdict = super()._matches(c, i, e, ts, previous_cell)
+        decided = self._match_decisions(c, i, e, ts, previous_cell)
+        assert all(ok for _, ok in decided) == verdict, (c.id, decided, verdict)
+        self.counts.update(decided)
+        if verdict and c.delay_ms and self.config.max_pending < 10_000_000:
+            self.counts["max_pending", len(self._pending) < self.config.max_pending] += 1
+        return verdict
+
+    def _recheck(self, rule, c, i, t) -> bool:
+        ok = super()._recheck(rule, c, i, t)
+        self.counts["recheck_" + rule, ok] += 1
+        return ok
+
+    def _policy(self, c, i, t):
+        reason = super()._policy(c, i, t)
+        policy, contact = self.config.policy, self._contact.get((i, c.id))
+        active = {
+            "blacklist": bool(policy.blacklist),
+            "quiet_hours": policy.quiet_hours is not None and "quiet_hours" not in c.exempt,
+            "min_gap": policy.min_gap_ms > 0 and "min_gap" not in c.exempt and i in self._last_contact,
+            "max_per_day": policy.max_per_day is not None and "max_per_day" not in c.exempt,
+            "cooldown": c.cooldown_ms > 0 and contact is not None,
+        }
+        for rule in ("blacklist", "quiet_hours", "min_gap", "max_per_day", "cooldown"):
+            if reason == "suppressed_" + rule:
+                assert active[rule], (rule, c.id)
+                self.counts["policy_" + rule, False] += 1
+                break
+            if active[rule]:
+                self.counts["policy_" + rule, True] += 1
+        if reason is None and 0 < c.holdout_threshold < 10_000:
+            control = self._is_control(c, i)
+            self.counts["holdout", not control] += 1
+        return reason
+
+    def _is_control(self, c, i) -> bool:
+        import zlib
+        return zlib.crc32(f"{self.msisdns[i]}:{c.id}".encode()) % 10000 < c.holdout_threshold
+
+
+def measure(world, counts: Counter) -> CountingModel:
+    """Run one world (tests.worlds.RandomWorld) through the counting model, drained."""
+    model = CountingModel(world.config, world.profiles, world.lists, world.areas, counts=counts)
+    model.feed(world.trace)
+    model.finish()
+    model.drain()
+    return model
+
+
+def coverage(n: int, strategy=None) -> tuple[Counter, dict]:
+    """(counts of (rule, passed), figures) over n worlds drawn deterministically (derandomized
+    hypothesis, so the same n gives the same worlds on every run)."""
+    if strategy is None:
+        from tests.worlds import worlds
+        strategy = worlds()
+    counts: Counter = Counter()
+    figures = {"worlds": 0, "with_actions": 0, "actions": 0}
+
+    @settings(max_examples=n, database=None, derandomize=True, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(strategy)
+    def one(world):
+        model = measure(world, counts)
+        figures["worlds"] += 1
+        figures["with_actions"] += bool(model.actions)
+        figures["actions"] += len(model.actions)
+
+    one()
+    return counts, figures
+
+
+def missing(counts: Counter) -> list[tuple[str, bool]]:
+    """The (rule, passed) pairs never seen, less those only a reload can reach."""
+    return [(rule, ok) for rule in RULES for ok in (True, False)
+            if not counts[rule, ok] and (rule, ok) not in ONLY_BY_RELOAD]
+
+
+def report(counts: Counter, figures: dict) -> str:
+    lines = [f"{figures['worlds']} worlds, {figures['with_actions']} with actions "
+             f"({100 * figures['with_actions'] / max(1, figures['worlds']):.0f}%), {figures['actions']} actions",
+             f"{'rule':22} {'passed':>8} {'failed':>8}"]
+    for rule in RULES:
+        note = ""
+        if not counts[rule, True] or not counts[rule, False]:
+            note = "  (failing only by a reload)" if (rule, False) in ONLY_BY_RELOAD else "  <- never both ways"
+        lines.append(f"{rule:22} {counts[rule, True]:8} {counts[rule, False]:8}{note}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    counts, figures = coverage(int(sys.argv[1]) if len(sys.argv) > 1 else 300)
+    print(report(counts, figures))
