@@ -20,6 +20,7 @@ from engine.api import Engine
 from engine.compile import load_world
 from engine.config import load_config
 from engine.model import ReferenceModel
+from engine.records import FUNNEL
 
 # CSV columns read back as integers (SPEC §4); the others stay strings.
 INTEGER_COLUMNS = frozenset({"seq", "ts", "msisdn", "trigger_ts", "cell", "contact_seq"})
@@ -86,7 +87,9 @@ def written():
 
 @pytest.fixture
 def assert_reference_model_agrees(example):
-    """Check a run of the example's trace against the reference model, record for record."""
+    """Check a run of the example's trace (one drained replay of a fresh engine) against the
+    reference model: record for record (actions, conversions, dead letters), every funnel and
+    the counts of unknown subscribers, late and bad events."""
     def check(run) -> None:
         config = load_config(example.config)
         world = load_world(config)
@@ -96,6 +99,11 @@ def assert_reference_model_agrees(example):
         model.drain()
         assert list(model.actions) == columns_to_rows(run.action_columns())
         assert list(model.conversions) == columns_to_rows(run.conversion_columns())
+        assert list(model.dead_letters) == columns_to_rows(run.dead_letter_columns())
+        assert {cid: {k: f[k] for k in FUNNEL} for cid, f in run.stats["campaigns"].items()} == model.funnel
+        figures = run.stats["run"]
+        assert (figures["unknown_subscribers"], figures["late_events"], figures["bad_events_by_field"]) == \
+            (model.unknown_subscribers, model.late_events, model.bad_events_by_field)
     return check
 
 

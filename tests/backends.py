@@ -41,8 +41,8 @@ from engine.errors import StreamError
 from engine.model import ReferenceModel
 from engine.records import FUNNEL
 
-__all__ = ["BACKENDS", "CoreBackend", "Profiles", "make_backend", "campaign", "build", "ev", "run",
-           "contacts", "funnel"]
+__all__ = ["BACKENDS", "CoreBackend", "Profiles", "make_backend", "run_outcome", "model_outcome",
+           "assert_same_outcome", "campaign", "build", "ev", "run", "contacts", "funnel"]
 
 BACKENDS = ("core", "model")
 
@@ -70,6 +70,40 @@ def _rows(columns: dict) -> list[tuple]:
     """Column arrays -> one tuple of Python values per record."""
     values = [column.tolist() for column in columns.values()]
     return list(zip(*values))
+
+
+def run_outcome(run) -> dict:
+    """What one replay of a fresh engine produced (drained or not), in the model's shapes:
+    records, funnels and counts, for comparing a whole run with the model's."""
+    return {
+        "actions": _rows(run.action_columns()),
+        "conversions": _rows(run.conversion_columns()),
+        "dead_letters": _rows(run.dead_letter_columns()),
+        "funnel": {cid: {k: f[k] for k in FUNNEL} for cid, f in run.stats["campaigns"].items()},
+        "unknown_subscribers": run.stats["run"]["unknown_subscribers"],
+        "late_events": run.stats["run"]["late_events"],
+        "bad_events_by_field": run.stats["run"]["bad_events_by_field"],
+    }
+
+
+def model_outcome(model) -> dict:
+    """The same figures of a ReferenceModel."""
+    return {
+        "actions": list(model.actions),
+        "conversions": list(model.conversions),
+        "dead_letters": list(model.dead_letters),
+        "funnel": {cid: {k: f.get(k, 0) for k in FUNNEL} for cid, f in model.funnel.items()},
+        "unknown_subscribers": model.unknown_subscribers,
+        "late_events": model.late_events,
+        "bad_events_by_field": model.bad_events_by_field,
+    }
+
+
+def assert_same_outcome(run, model) -> None:
+    """Every figure equal, compared one by one so that a failure names the figure."""
+    got, expected = run_outcome(run), model_outcome(model)
+    for name in expected:
+        assert got[name] == expected[name], name
 
 
 class CoreBackend:
