@@ -186,6 +186,10 @@ def parse_config(text: str, path) -> Config:
     """Validate configuration `text` as if read from `path` (which names it in errors and
     anchors its relative paths). Raises ConfigError."""
     path = Path(path)
+    deep = re.search(r"(?:[A-Za-z0-9_\-\"' ]+\.){100,}", text)
+    if deep is not None:
+        line = text.count("\n", 0, deep.start()) + 1
+        raise ConfigError(f"{path}: line {line:,}: a dotted key more than 100 levels deep")
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -238,7 +242,8 @@ def parse_duration(text: str) -> int:
     m = _DURATION.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         raise ValueError(f'{_show(text)} is not a duration like "5m" (a whole number with s, m, h or d)')
-    ms = int(m.group(1)) * MS_PER[m.group(2)]
+    # checked on the text first: int() of thousands of digits is refused (or slow)
+    ms = int(m.group(1)) * MS_PER[m.group(2)] if len(m.group(1).lstrip("0")) <= 15 else MAX_DURATION_MS + 1
     if ms > MAX_DURATION_MS:
         raise ValueError(f"{_show(text)} is longer than 100 years")
     return ms
@@ -309,7 +314,10 @@ def _written(value) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + " }"
     if isinstance(value, int) and abs(value) >= 10**30:
-        return f"a {len(str(abs(value))):,}-digit number"
+        try:
+            return f"a {len(str(abs(value))):,}-digit number"
+        except ValueError:      # str() of an integer past 4,300 digits raises: its bits tell the length
+            return f"a number of about {int(abs(value).bit_length() * 0.30103) + 1:,} digits"
     return str(value)
 
 
@@ -369,7 +377,7 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int):
             self.wrong(key, value, "an integer")
         if not lo <= value <= hi:
-            self.fail(key, f"{_show(value)} is out of range ({lo} to {hi})")
+            self.fail(key, f"{_show(value)} is out of range ({lo:,} to {hi:,})")
         return value
 
     def boolean(self, key: str, value) -> bool:
@@ -466,9 +474,14 @@ class _Reader:
         if "encoding" in engine:
             encoding = self.string("engine.encoding", engine["encoding"], non_empty=True)
             try:
-                codecs.lookup(encoding).incrementaldecoder
+                info = codecs.lookup(encoding)
             except LookupError:
                 self.fail("engine.encoding", f"unknown encoding {_show(encoding)} (e.g. \"utf-8\", \"gbk\", \"gb18030\")")
+            # base64, hex, zlib, rot_13 ... are codecs, but not of text; punycode and idna are
+            # of domain names, not of files
+            if not getattr(info, "_is_text_encoding", True) or info.name in ("punycode", "idna", "undefined"):
+                self.fail("engine.encoding", f"{_show(encoding)} is not a text encoding (e.g. \"utf-8\", \"gbk\", "
+                                             "\"gb18030\", \"utf-16\")")
         null_values = ("", "\\N")
         if "null_values" in engine:
             value = engine["null_values"]

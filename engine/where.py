@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import ConfigError
+from engine.privacy import mask_msisdn
 
 __all__ = [
     "WhereError", "Expr", "Number", "String", "Attribute", "Negate", "Arithmetic",
@@ -585,8 +586,10 @@ def check(expr: Expr, profiles) -> None:
             found = getattr(profiles, "not_numbers", {}).get(name)
             if found is not None and name in str(error):
                 row, value = found
+                # a profile value may hold a number glued to letters: masked all the same
+                shown = re.sub(r"[0-9]{7,}", lambda m: mask_msisdn(m[0]), str(value)[:40])
                 raise WhereError(f"{error} ('{name}' is a string column: its row {row:,} holds "
-                                 f"{_string_literal(str(value)[:40])}, not a number)") from None
+                                 f"{_string_literal(shown)}, not a number)") from None
         raise
 
 

@@ -51,5 +51,5 @@ def _cell(text: str | None, where: str) -> int:
     if cell == 0:
         raise LoadError(f"{where}: cell id 0 means an unknown cell and cannot be part of an area")
     if not 1 <= cell <= MAX_CELL:
-        raise LoadError(f"{where}: cell id {cell} is out of range 1..{MAX_CELL}")
+        raise LoadError(f"{where}: cell id {cell:,} is out of range 1 to {MAX_CELL:,}")
     return cell

@@ -17,6 +17,7 @@ from pyroaring import BitMap, BitMap64
 
 from engine.errors import LoadError
 from engine.privacy import mask_msisdn
+from engine.wording import plural
 from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_strings, read_lines
 
 __all__ = ["load_list", "read_roaring"]
@@ -73,20 +74,26 @@ def read_roaring(data: bytes) -> BitMap | BitMap64:
 
     The 32-bit format opens with a cookie; the 64-bit one with its bucket count as a uint64.
     """
+    short32 = None
     if _has_32bit_cookie(data):
         bitmap = _deserialize(BitMap, data)
         # A 64-bit bitmap of 12346 buckets, or 12347 + k * 65536, opens with what looks like a
         # cookie. Only a 32-bit reading that accounts for every byte is believed.
         if bitmap is not None and len(bitmap.serialize()) == len(data):
             return bitmap
+        if bitmap is not None:
+            short32 = len(bitmap.serialize())
     bitmap = _deserialize(BitMap64, data)
     if bitmap is None:
+        if short32 is not None:
+            raise ValueError(f"{plural(len(data) - short32, 'byte')} left after the 32-bit bitmap (its "
+                             f"{short32:,} bytes); two bitmaps joined, or padding?")
         raise ValueError("not a Roaring bitmap in the 32-bit or 64-bit portable serialization")
     # pyroaring reads one bitmap and ignores what follows: two bitmaps joined with `cat`, or
     # padding. A black list must never silently lose numbers, so every byte must be accounted for.
     used = len(bitmap.serialize())
     if used < len(data):
-        raise ValueError(f"{len(data) - used:,} bytes left after the bitmap (its {used:,} bytes); "
+        raise ValueError(f"{plural(len(data) - used, 'byte')} left after the bitmap (its {used:,} bytes); "
                          "two bitmaps joined, or padding?")
     return bitmap
 
@@ -111,9 +118,14 @@ def _roaring_values(path: Path) -> np.ndarray:
     # to_array() fills an array.array in C; asarray wraps its buffer without a copy.
     values = np.asarray(bitmap.to_array()).astype(np.uint64, copy=False)
     possible = np.searchsorted(values, MSISDN_LIMIT) - np.searchsorted(values, 1)
+    if len(values) and not possible:
+        raise LoadError(f"{path}: not one of its {plural(len(values), 'value')} is a usable MSISDN (1 to 15 digits); "
+                        "a list must never silently lose its numbers")
     if possible < len(values):
-        log.warning("%s: %s values are not MSISDNs (0 or more than 15 digits) and can never match",
-                    path, f"{len(values) - possible:,}")
+        log.warning("%s: %s (0 or more than 15 digits) and can never match",
+                    path, plural(len(values) - possible, "value is not an MSISDN", "values are not MSISDNs"))
+    if not len(values):
+        log.warning("%s: the list is empty", path)
     return values
 
 

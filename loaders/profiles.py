@@ -76,7 +76,7 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
         if columns is not None:
             wanted = ["msisdn"] + sorted(set(columns) - {"msisdn"} & set(header))
         if suffix == ".csv":
-            table, attribute = read_csv_strings(path, "msisdn", wanted, fmt), _csv_attribute
+            table, attribute = read_csv_strings(path, "msisdn", wanted, fmt), _csv_attribute(fmt.null_values)
         elif suffix == ".parquet":
             table, attribute = _read_parquet(path, wanted), _parquet_attribute
         else:
@@ -108,10 +108,10 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
         if rows is not None:
             column = column.take(rows)
         if name == "tags":
-            tags = _tags(column.combine_chunks(), path)
+            tags = _tags(column.combine_chunks(), path, fmt.null_values if suffix == ".csv" else ())
             continue
         columns[name] = attribute(column, name, path).combine_chunks()
-        if attribute is _csv_attribute and pa.types.is_string(columns[name].type):
+        if suffix == ".csv" and pa.types.is_string(columns[name].type):
             first = _first_not_a_number(columns[name])
             if first is not None:
                 not_numbers[name] = (int(rows[first[0]]) + 1 if rows is not None else first[0] + 1, first[1])
@@ -173,8 +173,13 @@ def _first_position_last_row(numbers: np.ndarray, valid: np.ndarray):
     return candidates[keep], rows[keep]
 
 
-def _csv_attribute(column: pa.ChunkedArray, name: str, path: Path) -> pa.ChunkedArray:
-    values = _cleaned(column)
+def _csv_attribute(null_values):
+    """The typing of a CSV attribute column whose values in `null_values` (once trimmed) are null."""
+    return lambda column, name, path: _typed_csv_column(column, null_values)
+
+
+def _typed_csv_column(column: pa.ChunkedArray, null_values) -> pa.ChunkedArray:
+    values = _cleaned(column, null_values)
     # A failed cast costs as much as a full one; the regexes decide first and cheaply.
     if pc.all(pc.match_substring_regex(values, _INTEGER)).as_py() is not False:
         try:
@@ -206,7 +211,7 @@ def _parquet_attribute(column: pa.ChunkedArray, name: str, path: Path) -> pa.Chu
     raise LoadError(f"{path}: column {name!r} has unsupported type {kind}")
 
 
-def _tags(column: pa.Array, path: Path) -> pa.ListArray:
+def _tags(column: pa.Array, path: Path, null_values=()) -> pa.ListArray:
     column = _decoded(column)
     kind = column.type
     if _is_text(kind):
@@ -217,17 +222,19 @@ def _tags(column: pa.Array, path: Path) -> pa.ListArray:
         raise LoadError(f"{path}: column 'tags' has type {kind}; expected strings or list<string>")
     names = pc.utf8_trim_whitespace(pc.cast(pc.list_flatten(lists), pa.string()))
     owners = pc.list_parent_indices(lists)
-    keep = pc.fill_null(pc.not_equal(names, ""), False)
+    # an empty tag, or a null marker among the tags (`a|\N`), is no tag
+    keep = pc.fill_null(pc.invert(pc.is_in(names, value_set=pa.array(["", *null_values], pa.string()))), False)
     counts = np.bincount(owners.filter(keep).to_numpy(), minlength=len(lists))
     offsets = np.zeros(len(lists) + 1, dtype=np.int32)
     np.cumsum(counts, out=offsets[1:])
     return pa.ListArray.from_arrays(pa.array(offsets), names.filter(keep))
 
 
-def _cleaned(values: pa.Array) -> pa.Array:
-    """Trimmed strings; empty (or blank) becomes null."""
+def _cleaned(values: pa.Array, null_values=("",)) -> pa.Array:
+    """Trimmed strings; empty (or blank), or one of `null_values` once trimmed, becomes null."""
     trimmed = pc.utf8_trim_whitespace(values)
-    return pc.if_else(pc.not_equal(trimmed, ""), trimmed, pa.scalar(None, pa.string()))
+    nulls = pa.array(sorted({"", *null_values}), pa.string())
+    return pc.if_else(pc.invert(pc.is_in(trimmed, value_set=nulls)), trimmed, pa.scalar(None, pa.string()))
 
 
 def _decoded(column):

@@ -256,3 +256,120 @@ def test_check_counts_eligible_subscribers_and_warns_of_a_campaign_that_never_ma
     assert done.returncode == 0, done.stderr
     assert "    a: 1 subscriber eligible\n    b: 0 subscribers eligible\n" in done.stdout
     assert "campaign 'b' can never match" in done.stderr
+
+
+# --- found by a newcomer's trial: the same kinds, other inputs
+
+def test_an_unclosed_quote_names_its_line_instead_of_swallowing_the_file(tmp_path):
+    path = tmp_path / "dnd.csv"
+    oops = '"oops'
+    path.write_text("msisdn,note\n" + "".join(f"138{i:08d},{oops if i == 10 else 'x'}\n" for i in range(1000)))
+    with pytest.raises(LoadError) as caught:
+        load_list(path)
+    assert str(caught.value) == (f"{path}: line 12: a quote opens a value that never closes (the file ends inside "
+                                 "it at line 1,001)")
+
+
+def test_a_padded_null_marker_is_null(tmp_path):
+    config = world(tmp_path, b"msisdn,brand\n13800000005, \\N \n13800000006,x\n", "brand != 'prepaid'")
+    assert Engine.from_config(config).eligible == {"a": 1}
+
+
+def test_null_markers_are_no_tags(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("msisdn,tags\n13800000001,a|\\N\n")
+    assert load_profiles(path).tags.to_pylist() == [["a"]]
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_utf16_csv_files_load_with_their_encoding(tmp_path, codec):
+    for name, text, loader in (("p.csv", "msisdn,brand\n13800000001,全球通\n", load_profiles),
+                               ("l.csv", "msisdn\n13800000001\n", load_list), ("a.csv", "cell\n7\n", load_area)):
+        (tmp_path / name).write_bytes(text.encode(codec))
+        loaded = loader(tmp_path / name, fmt=TextFormat(codec))
+        assert len(loaded.msisdn if hasattr(loaded, "msisdn") else loaded) == 1
+
+
+def test_utf16_without_an_encoding_is_read_by_its_byte_order_mark(tmp_path):
+    path = tmp_path / "l.csv"
+    path.write_bytes("msisdn\n13800000001\n".encode("utf-16"))       # with a BOM, as Excel writes it
+    assert load_list(path).tolist() == [13800000001]
+    path.write_bytes("msisdn\n13800000001\n".encode("utf-16-le"))    # without one
+    with pytest.raises(LoadError, match="looks like UTF-16 without a byte-order mark"):
+        load_list(path)
+
+
+@pytest.mark.parametrize("encoding", ["base64", "hex", "zlib", "rot_13", "uu", "punycode"])
+def test_codecs_that_are_not_text_encodings_are_refused(tmp_path, encoding):
+    config = world(tmp_path, b"msisdn\n13800000001\n", "x == 1", f'encoding = "{encoding}"')
+    with pytest.raises(ConfigError, match=f'engine.encoding: "{encoding}" is not a text encoding'):
+        load_config(config)
+
+
+def test_a_utf8_bom_wins_over_the_configured_encoding(tmp_path):
+    for name, loader in (("l.txt", load_list), ("l.csv", load_list)):
+        path = tmp_path / name
+        body = "13800000001\n" if name.endswith(".txt") else "msisdn\n13800000001\n"
+        path.write_bytes(b"\xef\xbb\xbf" + body.encode())
+        assert loader(path, TextFormat("gbk")).tolist() == [13800000001]
+
+
+def test_a_row_with_the_wrong_number_of_columns_names_its_line(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("msisdn;arpu\n13800000001;5\n13800000002,60\n")
+    with pytest.raises(LoadError) as caught:
+        load_profiles(path)
+    assert str(caught.value) == f"{path}: line 3: 1 columns where the header has 2 (columns split on ';', as in the header)"
+
+
+def test_a_roaring_list_without_one_usable_value_is_refused_and_an_empty_one_warns(tmp_path, warnings):
+    path = tmp_path / "l.roar"
+    path.write_bytes(BitMap64([0, 10**15, 2**63]).serialize())
+    with pytest.raises(LoadError, match=r"not one of its 3 values is a usable MSISDN"):
+        load_list(path)
+    path.write_bytes(BitMap64().serialize())
+    assert load_list(path).tolist() == []
+    assert f"{path}: the list is empty" in warnings.text
+
+
+def test_two_joined_32bit_bitmaps_say_how_many_bytes_were_left(tmp_path):
+    data = BitMap([1, 5, 70000]).serialize()
+    path = tmp_path / "l.roar"
+    path.write_bytes(data + data)
+    with pytest.raises(LoadError, match=f"{len(data):,} bytes left after the 32-bit bitmap"):
+        load_list(path)
+
+
+def test_a_profile_value_glued_to_letters_is_masked_in_the_where_error(tmp_path):
+    config = world(tmp_path, b"msisdn,arpu\n13800000001,5\n13800000002,abc13660190002\n", "arpu >= 5")
+    with pytest.raises(ConfigError) as caught:
+        Engine.from_config(config)
+    assert "13660190002" not in str(caught.value) and "'abc136****0002'" in str(caught.value)
+
+
+@pytest.mark.parametrize("literal", ["0x" + "f" * 5000, "0o" + "7" * 20000, "0b" + "1" * 20000])
+def test_huge_hex_octal_and_binary_integers_are_config_errors(tmp_path, literal):
+    config = world(tmp_path, b"msisdn,x\n13800000001,1\n", "x == 1")
+    config.write_text(config.read_text() + f"\n[policy]\nmax_per_day = {literal}\n")
+    with pytest.raises(ConfigError, match=r"policy\.max_per_day: a (number of about )?[0-9,]+(-digit number)?"):
+        load_config(config)
+
+
+def test_a_duration_of_thousands_of_digits_is_longer_than_100_years(tmp_path):
+    config = world(tmp_path, b"msisdn,x\n13800000001,1\n", "x == 1")
+    config.write_text(config.read_text() + f'\n[policy]\nmin_gap = "{"9" * 5000}h"\n')
+    with pytest.raises(ConfigError, match="is longer than 100 years"):
+        load_config(config)
+
+
+def test_a_dotted_key_thousands_deep_is_refused_at_once(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text("[engine]\nfoo." + "a." * 20000 + "a = 1\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: line 2: a dotted key more than 100 levels deep"):
+        load_config(config)
+
+
+def test_ranges_in_errors_carry_separators_so_masking_never_hides_them(tmp_path):
+    config = world(tmp_path, b"msisdn,x\n13800000001,1\n", "x == 1", "max_pending = 0")
+    with pytest.raises(ConfigError, match=r"0 is out of range \(1 to 9,223,372,036,854,775,807\)"):
+        load_config(config)

@@ -102,7 +102,7 @@ def test_a_header_without_a_line_break_is_not_read_whole(tmp_path):
     path = tmp_path / "flat.csv"
     with open(path, "wb") as f:
         f.truncate(64 << 20)
-    with pytest.raises(LoadError, match=r"flat\.csv: line 1: the header line is longer than 1,048,576 bytes"):
+    with pytest.raises(LoadError, match=r"flat\.csv: line 1: the header line is longer than 1,048,576 characters"):
         load_list(path)
 
 

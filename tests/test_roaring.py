@@ -76,7 +76,7 @@ def test_vector_loads_as_list(tmp_path, caplog, name, kind, contents, count, max
     assert np.array_equal(values, contents())
     # 0 is kept (it can never match) and reported once.
     assert [r.getMessage() for r in caplog.records] == [
-        f"{path}: 1 values are not MSISDNs (0 or more than 15 digits) and can never match"]
+        f"{path}: 1 value is not an MSISDN (0 or more than 15 digits) and can never match"]
 
 
 def test_vector_ranges_membership():
