@@ -22,9 +22,18 @@ __all__ = ["main"]
 log = logging.getLogger("sigmatch")
 
 
+# --log-format json: the final error line is a JSON log record too, so that every line on
+# stderr parses (set by main, before any command runs)
+_json_errors = False
+
+
 def _fail(message: str, code: int = 1):
     # the message may quote a row, a path or a request: numbers masked, one line (privacy.scrub)
-    click.echo(f"sigmatch: error: {scrub(message)}", err=True)
+    if _json_errors:
+        record = logging.LogRecord("sigmatch", logging.ERROR, __file__, 0, message, None, None)
+        click.echo(JsonLogFormatter().format(record), err=True)
+    else:
+        click.echo(f"sigmatch: error: {scrub(message)}", err=True)
     sys.exit(code)
 
 
@@ -93,6 +102,8 @@ def format_funnel(stats: dict, *, legend: bool = False) -> str:
         lines += [""] + textwrap.wrap(FUNNEL_LEGEND, 100)
     return "\n".join(lines)
 
+    global _json_errors
+    _json_errors = log_format == "json"
 
 def format_run(stats: dict) -> str:
     run = stats["run"]

@@ -90,3 +90,20 @@ def test_json_logs_mask_numbers(tmp_path):
     entries = [json.loads(line) for line in proc.stderr.splitlines()]
     assert entries and all({"ts", "level", "logger", "message"} <= set(e) for e in entries)
     assert "13800138000" not in proc.stderr
+
+
+def test_json_logs_make_the_error_line_a_record_too(tmp_path):
+    """--log-format json: every line on stderr parses, the final error included (level ERROR,
+    logger sigmatch, its numbers masked as in text)."""
+    import json
+    config = tmp_path / "bad.toml"
+    config.write_text('[engine]\nprofiles = "p.csv"\nmax_pending = "+8613800138000"\n')
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "--log-format", "json", "check", str(config)],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0
+    entries = [json.loads(line) for line in proc.stderr.splitlines()]
+    last = entries[-1]
+    assert last["level"] == "ERROR" and last["logger"] == "sigmatch", last
+    assert "******8000" in last["message"] and "13800138000" not in proc.stderr
+    text = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(config)], capture_output=True, text=True)
+    assert text.stderr.splitlines()[-1] == "sigmatch: error: " + last["message"]

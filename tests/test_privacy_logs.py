@@ -345,7 +345,11 @@ def test_the_cli_never_prints_a_real_number_in_an_error(world, tmp_path):
     def expect_error(*args):
         proc = run_cli(*args)
         assert proc.returncode != 0, proc
-        assert proc.stderr.splitlines()[-1].startswith("sigmatch: error: "), proc.stderr
+        last = proc.stderr.splitlines()[-1]
+        if "json" in args:
+            assert json.loads(last)["level"] == "ERROR", proc.stderr
+        else:
+            assert last.startswith("sigmatch: error: "), proc.stderr
         texts.append(proc.stderr + proc.stdout)
 
     # a profile row (pyarrow echoes it), then a value, then a where, naming a number
