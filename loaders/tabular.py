@@ -203,6 +203,12 @@ def _malformed(path: Path, codec: str, separator: str, nr_columns: int, message:
     """pyarrow names no line: find the first row whose column count is wrong with the csv
     module (only on this error path) and name it."""
     how = "" if separator == "," else f" (columns split on {SEPARATORS[separator]}, as in the header)"
+    if "straddl" in message:
+        # pyarrow's read blocks are 1 MiB: a longer row (a value of megabytes) cannot be parsed
+        with open(path, "rb") as file:
+            for number, line in enumerate(file, 1):
+                if len(line) > MAX_HEADER_BYTES:
+                    return LoadError(f"{path}: line {number:,}: a row longer than {MAX_HEADER_BYTES:,} bytes")
     try:
         with open(path, encoding=codec, errors="strict", newline="") as file:
             reader = csv.reader(file, delimiter=separator)
