@@ -245,8 +245,8 @@ def check(config: Path, traces: tuple[Path, ...]):
 @main.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to build the demo world (default: a new temporary directory).")
-@click.option("--subscribers", default=20_000, show_default=True)
-@click.option("--events", default=300_000, show_default=True)
+@click.option("--subscribers", default=100_000, show_default=True)
+@click.option("--events", default=2_000_000, show_default=True)
 @_one_line_errors
 def demo(directory, subscribers: int, events: int):
     """Build a small world, replay it, print the funnel and where the files are."""

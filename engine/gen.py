@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 import sys
 import time
 import zlib
@@ -51,7 +52,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["generate", "Generated", "EVENT_DTYPE", "encode_events", "EVENT_MIX",
+__all__ = ["generate", "check_arguments", "world_files", "Generated", "EVENT_DTYPE", "encode_events", "EVENT_MIX",
            "ZIPF_EXPONENT", "OWN_SEGMENTS", "OTHER_SEGMENTS", "INTERNATIONAL_PREFIXES"]
 
 MINUTE = 60_000
@@ -113,7 +114,7 @@ OFFER_CODES = (1001, 2002, 5005, 6001, 7001, 7002, 8001, 8101, 8201, 8301, 8401,
 OTHER_ORDER = 9001          # an order of something no campaign offers
 # How often a subscriber in a campaign's control group converts, relative to one who may get
 # its offer: the synthetic world's true effect, so that reports show a real uplift.
-CONTROL_CONVERSION = 0.4
+CONTROL_CONVERSION = 0.25
 RECHARGE_CENTS = ((1000, 0.2), (2000, 0.15), (3000, 0.25), (5000, 0.2), (10000, 0.15), (20000, 0.05))
 
 # Hidden traits (SUB_DTYPE.traits).
@@ -199,7 +200,7 @@ def generate(directory, *, subscribers: int, events: int, campaigns: int = 12, d
     size, at event boundaries; replayed in order they are the one trace. `progress`: a bar
     on stderr (default: when stderr is a terminal). ValueError on a bad argument."""
     started = time.perf_counter()
-    first_day = _check(subscribers, events, campaigns, days, seed, trace_files, profiles_format, start)
+    first_day = check_arguments(subscribers, events, campaigns, days, seed, trace_files, profiles_format, start)
     if progress is None:
         progress = sys.stderr.isatty()
     if progress:
@@ -246,22 +247,44 @@ def _generate(directory, subscribers, events, campaigns, days, seed, trace_files
         elapsed_s=done - started, trace_s=done - trace_started)
 
 
-def _check(subscribers, events, campaigns, days, seed, trace_files, profiles_format, start) -> datetime.date:
+def check_arguments(subscribers, events, campaigns, days, seed, trace_files, profiles_format, start, *,
+                    options: bool = False) -> datetime.date:
+    """The first local day, or ValueError naming the first bad argument in one line (with
+    `options`, as `sigmatch gen`'s option: `--events`). At least one event: a world's trace
+    is replayed, and replay refuses an empty one."""
+    def shown(name):
+        return f"--{name.replace('_', '-')}" if options else name
+
     def integer(name, value, lo, hi):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-            raise ValueError(f"{name} must be an integer from {lo:,} to {hi:,}, got {value!r}")
+            raise ValueError(f"{shown(name)} must be an integer from {lo:,} to {hi:,}, got {value!r}")
     integer("subscribers", subscribers, 100, 500_000_000)
-    integer("events", events, 0, 10**11)
+    integer("events", events, 1, 10**11)
     integer("campaigns", campaigns, 0, 10_000)
     integer("days", days, 1, 366)
     integer("seed", seed, 0, 2**63 - 1)
     integer("trace_files", trace_files, 1, max(1, min(events, 100_000)))
     if profiles_format not in ("parquet", "csv"):
-        raise ValueError(f"profiles_format must be 'parquet' or 'csv', got {profiles_format!r}")
+        raise ValueError(f"{shown('profiles_format')} must be 'parquet' or 'csv', got {profiles_format!r}")
     try:
         return datetime.date.fromisoformat(start)
     except (TypeError, ValueError):
-        raise ValueError(f"start must be a date like '2026-11-02', got {start!r}") from None
+        raise ValueError(f"{shown('start')} must be a date like '2026-11-02', got {start!r}") from None
+
+
+def world_files(directory) -> list[Path]:
+    """The files of `directory` that gen writes (campaigns.toml, profiles.*, trace*.msgpack,
+    the lists/ and areas/ files it names), those that exist: what `sigmatch gen --force`
+    removes before it writes, so that no file of an earlier world is left beside the new
+    one. Nothing else (an operator's notes, a replay's out/) is ever among them."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    names = ["campaigns.toml", "profiles.parquet", "profiles.csv"]
+    names += [p.name for p in directory.glob("trace*.msgpack") if _TRACE_NAME.fullmatch(p.name)]
+    names += [f"lists/{name}.roar" for name in LIST_NAMES] + [f"areas/{name}.txt" for name in AREA_NAMES]
+    return [directory / name for name in sorted(names)
+            if (directory / name).is_file() or (directory / name).is_symlink()]
 
 
 def _local_midnight_utc_ms(day: datetime.date) -> int:
@@ -469,6 +492,7 @@ def _write_profiles(path: Path, people: _People) -> None:
 
 LIST_NAMES = ("dnd", "staff", "complaints", "crbt_targets", "crbt_peers", "mms_handsets",
               "family_targets", "family_peers")
+AREA_NAMES = ("schools", "airport", "cbd", "malls")
 
 
 def _write_lists(directory: Path, rng, people: _People, offnet: np.ndarray) -> tuple[str, ...]:
@@ -506,6 +530,7 @@ def _write_areas(directory: Path, city: _City) -> tuple[str, ...]:
     for name, (title, sites) in areas.items():
         cells = city.area_cells(sites)
         (directory / "areas" / f"{name}.txt").write_text(f"# {title}\n" + "".join(f"{c}\n" for c in cells.tolist()))
+    assert tuple(areas) == AREA_NAMES
     return tuple(areas)
 
 
@@ -954,6 +979,10 @@ def _sorted_times(rng, minute_start: np.ndarray, counts: np.ndarray) -> np.ndarr
     minute = minute[keep]
     offset = (spacing[keep] - before[minute]) / (total - before)[minute] * MINUTE
     return minute_start[minute] + offset.astype(np.int64)
+
+
+# trace.msgpack, or trace-1.msgpack .. trace-F.msgpack (numbers padded to F's width)
+_TRACE_NAME = re.compile(r"trace(?:-[0-9]+)?\.msgpack")
 
 
 def _trace_paths(directory: Path, files: int) -> list[Path]:
