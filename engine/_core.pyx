@@ -1244,15 +1244,19 @@ cdef class Core:
 
     # ---- the stream ---------------------------------------------------------------------
 
-    def begin_stream(self):
-        """A new stream: offsets count from 0 and nothing is carried over. A run of bad values
-        left open by a stream that was abandoned is written first."""
+    def begin_stream(self, uint64_t offset=0):
+        """A new stream: nothing is carried over, and offsets count from `offset`. A run of
+        bad values left open by a stream that was abandoned is written first. From 0 the
+        dead-letter spans start afresh; from a later offset (the service after a corrupt file,
+        whose bytes still count) offsets stay unique and the spans, and with them the
+        max_dead_letters cap, go on as if the stream had not been broken."""
         flush_run(&self.E, &self.E.run)
-        reset_spans(&self.E.run)
+        if offset == 0:
+            reset_spans(&self.E.run)
         self.carry_len = 0
         self.carry_scan_pos = 0
         self.carry_scan_left = 1
-        self.stream_offset = 0
+        self.stream_offset = offset
         self.error_offset = 0
 
     cdef int _process_batch(self, int nb) noexcept nogil:

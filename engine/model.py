@@ -273,6 +273,18 @@ class ReferenceModel:
         del self._buffer[:pos]
         self._offset += pos
 
+    def begin_stream(self, offset: int = 0) -> None:
+        """A new stream, as the core's begin_stream: what is left of the old one (a broken
+        stream, a part of an event) is dropped after its open run is written; offsets count
+        from `offset`. From 0 the dead-letter spans start afresh; from a later offset they go
+        on, and with them the max_dead_letters cap."""
+        self._end_run()
+        self._buffer = bytearray()
+        self._error = None
+        self._offset = offset
+        if offset == 0:
+            self._span, self._span_records = 0, 0
+
     def finish(self) -> None:
         """End of the stream: the open run of bad values is written; part of an event left
         over is a StreamError."""

@@ -546,7 +546,10 @@ def test_a_corrupt_stream_names_the_file_the_offset_inside_it_and_the_reason(wor
     assert code == 0, log[-3000:]
     assert (f"t-02.msgpack: corrupt event stream at byte {at:,} of the file (stream offset {len(first) + at:,}): "
             "corrupt (") in log, log[-3000:]
-    assert "t-03.msgpack: corrupt event stream at byte 0 of the file (stream offset 0): too_large (" in log, log[-3000:]
+    # the corrupt file's bytes count: the next stream starts at its end, offsets go on
+    after = len(first) + len(second) + 1
+    assert (f"t-03.msgpack: corrupt event stream at byte 0 of the file (stream offset {after:,}): too_large ("
+            in log), log[-3000:]
     assert "status" not in log
 
 
@@ -591,3 +594,47 @@ def metric(port: int, name: str):
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.split()[-1])
     return None
+
+
+# --------------------------------------------------------------------------- item 7: offsets after a corrupt file
+
+def dead_letter_offsets(out: Path) -> list[int]:
+    found = []
+    for path in sorted(out.rglob("dead_letters-*.csv")):
+        with open(path, newline="") as f:
+            found += [int(r["offset"]) for r in csv.DictReader(f)]
+    return found
+
+
+def test_offsets_go_on_across_a_corrupt_file_and_the_dead_letter_cap_holds(world, tmp_path):
+    """Each file ends in a corrupt byte, so each next one starts a new stream; its offsets
+    go on from the corrupt file's end (its bytes count), so dead-letter offsets stay unique
+    and increasing, and max_dead_letters holds for the span of 2**26 bytes they all lie in."""
+    import msgpack
+    config, traces = world
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(traces[0][1])
+    next(unpacker)
+    good = traces[0][1][:unpacker.tell()]       # one good event: the file is an event stream
+    edited = tmp_path / "campaigns.toml"
+    text = config.read_text()
+    assert "[engine]\n" in text
+    edited.write_text(text.replace("[engine]\n", "[engine]\nmax_dead_letters = 1000\n", 1))
+    for item in config.parent.iterdir():
+        if item != config and not (tmp_path / item.name).exists():
+            (tmp_path / item.name).symlink_to(item)
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    one = good + bytes(range(1, 128)) * 20 + b"\xc1"     # 2,540 bad values, each its own run, then corrupt
+    fill(spool, [(f"d-{i}.msgpack", one) for i in range(5)])
+    proc = start(edited, spool, out, state, "--settle", "0")
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert log.count("corrupt event stream") == 5, log[-3000:]
+    for i in range(5):
+        assert f"d-{i}.msgpack: corrupt event stream at byte {len(one) - 1:,} of the file (stream offset " \
+               f"{i * len(one) + len(one) - 1:,})" in log, log[-3000:]
+    offsets = dead_letter_offsets(out)
+    assert len(offsets) == 1000
+    assert offsets == sorted(set(offsets))
+    assert not (spool / "rejected").exists()

@@ -354,3 +354,39 @@ def test_a_reload_carries_the_open_run(tmp_path):
         first = fed(engine._core, RUNS[:cut])
         reloaded = engine.reload()
         assert as_rows(first, rest(reloaded._core, RUNS[cut:])) == whole, cut
+
+
+def test_a_new_stream_from_an_offset_keeps_offsets_unique_and_the_cap(tmp_path):
+    """begin_stream(offset), as the service uses it after a corrupt file: the next stream's
+    offsets go on from there and the span's cap still holds; from 0 the spans start afresh.
+    The core and the model agree."""
+    from engine.model import StreamError
+    values = [msgpack.packb([T0, 90 + k, A]) for k in range(5)]
+    broken = b"".join(values) + b"\xc1"
+    config = dataclasses.replace(CONFIG, max_dead_letters=8)
+
+    def core_side(starts):
+        core = Engine(config, World(PROFILES, {}, {}))._core
+        got = []
+        for start in starts:
+            core.begin_stream(start)
+            assert core.feed(broken) != 0
+            core.take_actions()
+            core.take_conversions()
+            got += [(int(d["offset"]), int(d["count"])) for d in core.take_dead_letters()]
+        return got
+
+    def model_side(starts):
+        model = ReferenceModel(config, PROFILES, {}, {})
+        for start in starts:
+            model.begin_stream(start)
+            with pytest.raises(StreamError):
+                model.feed(broken)
+        return [(offset, count) for offset, _, _, count, _ in model.dead_letters]
+
+    on = [i * len(broken) for i in range(3)]
+    expected = [(start + int(o), 1) for start in on
+                for o in np.cumsum([0] + [len(v) for v in values])[:-1]][:8]
+    assert core_side(on) == model_side(on) == expected
+    # from 0 each time: the spans start afresh (8 records a stream, offsets repeat)
+    assert core_side([0, 0]) == model_side([0, 0]) == expected[:5] * 2

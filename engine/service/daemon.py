@@ -895,7 +895,9 @@ class SpoolDaemon:
                     piece.release()
                     offset += n
                 if status:
-                    self._stream_broken(name, status, core.error_offset, file_start)
+                    # the rest of the file is skipped, but its bytes count: offsets go on from its end
+                    offset = max(offset, os.fstat(f.fileno()).st_size)
+                    self._stream_broken(name, status, core.error_offset, file_start, file_start + offset)
                     break
                 if n < FEED_BYTES and os.fstat(f.fileno()).st_size <= offset:
                     break
@@ -937,10 +939,11 @@ class SpoolDaemon:
             filled += n
         return filled
 
-    def _stream_broken(self, name: str, status: int, error_offset: int, file_start: int) -> None:
+    def _stream_broken(self, name: str, status: int, error_offset: int, file_start: int, file_end: int) -> None:
         """The stream cannot be decoded past this point: report it, keep what came before, and
-        start a new stream with the next file. The offset is the file's own (what an operator
-        opens); the stream's follows."""
+        start a new stream with the next file, at the stream offset `file_end` (the end of the
+        corrupt file: its bytes count, so offsets stay unique and the max_dead_letters span
+        goes on). The offset is the file's own (what an operator opens); the stream's follows."""
         reason = _STATUS_REASONS.get(status, f"status_{status}")
         detail = _STATUS_DETAILS.get(status, "")
         inside = error_offset - file_start
@@ -951,14 +954,16 @@ class SpoolDaemon:
         with self.lock:
             if status == 4:
                 self.engine._core.clear_oom()
-            self.engine._core.begin_stream()
+            core = self.engine._core
+            # offsets go on: dead letters stay unique and their max_dead_letters spans hold
+            core.begin_stream(core.state_scalars()["stream_offset"])
 
     def _new_stream(self, why: str) -> None:
         """The stream's continuity is lost (a file gone or cut while read): an event begun in
         it cannot be completed, so the next file starts a new stream, as after corrupt bytes."""
         log.warning(f"{why}: the next file starts a new stream")
         with self.lock:
-            self.engine._core.begin_stream()
+            self.engine._core.begin_stream(file_end)
 
     def _prune_done(self, at_once: bool = False) -> bool:
         """Measure done/ and, with --keep-done, delete its oldest files (by mtime) beyond the
