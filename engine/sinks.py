@@ -23,6 +23,7 @@ every string, where RFC 4180 quotes only values that contain a separator, quote 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -292,11 +293,28 @@ assert tuple(_FORMATS) == OUTPUT_FORMATS
 
 # --------------------------------------------------------------------------- files
 
+@contextlib.contextmanager
+def _naming(path):
+    """An OSError inside names `path` when it names no file: write(), flush(), close() and
+    fsync() failing with ENOSPC or EIO name none, and the one-line error of replay or the
+    service must say which file (so which disk) failed. One that names its files (open,
+    rename) passes as it is."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        if e.errno is None:
+            raise type(e)(f"{path}: {e}") from e.__cause__     # pyarrow's, say: no errno to keep
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from e.__cause__
+
+
 def fsync_path(path) -> None:
     """fsync a file or a directory by name (its data, or its entries)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        with _naming(path):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -338,7 +356,7 @@ def _temp_path(path: Path) -> Path:
 def _write_atomically(path: Path, data: bytes, durable: bool) -> None:
     temp = _temp_path(path)
     temp.unlink(missing_ok=True)  # a leftover of a crashed run: ours, and never a finished file
-    with _create_private(temp) as raw:
+    with _naming(temp), _create_private(temp) as raw:
         raw.write(data)
         raw.flush()
         if durable:
@@ -358,7 +376,8 @@ class _SinkFile:
         self.count = 0
         self._raw = _create_private(self.temp)
         try:
-            self._writer = file_format.open(self._raw)
+            with _naming(self.temp):
+                self._writer = file_format.open(self._raw)
         except BaseException:
             self._raw.close()
             self.temp.unlink(missing_ok=True)
@@ -366,17 +385,19 @@ class _SinkFile:
 
     def write(self, records: np.ndarray) -> None:
         if len(records):
-            self._writer.write(records)
+            with _naming(self.temp):
+                self._writer.write(records)
             self.count += len(records)
 
     def finish(self, durable: bool, rename: bool = True) -> Path:
         """Complete the file; with `rename` it takes its final name now, else the caller
         renames `temp` to `path` later (a daemon does so once a checkpoint covers it)."""
-        self._writer.close()
-        self._raw.flush()
-        if durable:
-            os.fsync(self._raw.fileno())
-        self._raw.close()
+        with _naming(self.temp):
+            self._writer.close()
+            self._raw.flush()
+            if durable:
+                os.fsync(self._raw.fileno())
+            self._raw.close()
         if not rename:
             return self.temp
         os.replace(self.temp, self.path)

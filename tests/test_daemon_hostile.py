@@ -638,3 +638,61 @@ def test_offsets_go_on_across_a_corrupt_file_and_the_dead_letter_cap_holds(world
     assert len(offsets) == 1000
     assert offsets == sorted(set(offsets))
     assert not (spool / "rejected").exists()
+
+
+# --------------------------------------------------------------------------- a full disk, for real
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB tmpfs: the output of a few thousand dead letters fills it."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def many_dead_letters(traces) -> bytes:
+    """One good event (so it is an event stream), then 101,600 bad values, each its own run:
+    100,000 dead-letter records, some 4 MB of CSV."""
+    import msgpack
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(traces[0][1])
+    next(unpacker)
+    return traces[0][1][:unpacker.tell()] + bytes(range(1, 128)) * 800
+
+
+def test_replay_on_a_full_disk_names_the_file(world, tmp_path, small_disk):
+    config, traces = world
+    trace = tmp_path / "bad.msgpack"
+    trace.write_bytes(many_dead_letters(traces))
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(config), str(trace),
+                           "--out", str(small_disk / "o")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("sigmatch: error: OSError: [Errno 28] No space left on device: "), proc.stderr[-3000:]
+    assert re.search(f"'{re.escape(str(small_disk / 'o'))}/[^']+'$", last), last     # the file, not OUT
+    no_traceback(proc.stderr)
+
+
+def test_the_service_on_a_full_disk_names_the_file(world, tmp_path, small_disk):
+    config, traces = world
+    spool, out, state = tmp_path / "spool", small_disk / "out", tmp_path / "state"
+    fill(spool, [("t-01.msgpack", many_dead_letters(traces))])
+    proc = start(config, spool, out, state, "--settle", "0")
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    err = log_of(proc)
+    assert proc.returncode == 1, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("sigmatch: error: OSError: [Errno 28] No space left on device: "), err[-3000:]
+    assert re.search(f"'{re.escape(str(out))}/[^']+'$", last), last       # the file, not OUT
+    no_traceback(err)
