@@ -696,3 +696,31 @@ def test_the_service_on_a_full_disk_names_the_file(world, tmp_path, small_disk):
     assert last.startswith("sigmatch: error: OSError: [Errno 28] No space left on device: "), err[-3000:]
     assert re.search(f"'{re.escape(str(out))}/[^']+'$", last), last       # the file, not OUT
     no_traceback(err)
+
+
+# --------------------------------------------------------------------------- item 10: a name used twice
+
+def test_a_second_file_of_the_same_name_never_overwrites_the_first_in_done(world, tmp_path):
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill(spool, [("t-01.msgpack", traces[0][1])])
+    proc = start(config, spool, out, state, "--settle", "0")
+    done = spool / "done"
+    wait_for(lambda: (done / "t-01.msgpack").exists(), "the first file in done/", proc)
+    for data in (traces[1][1], traces[2][1]):
+        fill(spool, [("t-01.msgpack", data)])
+        wait_for(lambda: drained(spool) and not list(spool.glob("t-01.msgpack")), "the file again", proc)
+    wait_for(lambda: (done / "t-01.msgpack.2").exists(), "the third in done/", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert (done / "t-01.msgpack").read_bytes() == traces[0][1]
+    assert (done / "t-01.msgpack.1").read_bytes() == traces[1][1]
+    assert (done / "t-01.msgpack.2").read_bytes() == traces[2][1]
+    assert log.count("this one moved to done/t-01.msgpack.1") == 1, log[-3000:]
+    assert log.count("this one moved to done/t-01.msgpack.2") == 1, log[-3000:]
+    assert actions(out) == expected_actions(config, [d for _, d in traces[:3]])
+    # the checkpoint names where each went: a restart moves nothing again
+    proc = start(config, spool, out, state, "--settle", "0")
+    code, log = stop(proc)
+    assert code == 0 and "done/" not in log, log[-3000:]
+    assert sorted(p.name for p in done.iterdir()) == ["t-01.msgpack", "t-01.msgpack.1", "t-01.msgpack.2"]

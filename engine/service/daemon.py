@@ -368,11 +368,13 @@ class SpoolDaemon:
         held = set(extra.get("covered") or []) | set(extra.get("moving") or [])
         back, missing = 0, []
         for newer in later:
+            moved_as = newer.get("done_names") or {}    # those moved under another name (_done_name)
             for name in newer.get("moving") or []:
                 if name in held or os.path.lexists(self.spool / name):
                     continue
-                if os.path.lexists(self.spool / "done" / name):
-                    os.replace(self.spool / "done" / name, self.spool / name)
+                archived = self.spool / "done" / moved_as.get(name, name)
+                if os.path.lexists(archived):
+                    os.replace(archived, self.spool / name)
                     back += 1
                 else:
                     missing.append(name)
@@ -387,8 +389,9 @@ class SpoolDaemon:
         SinkSet.commit(extra.get("renames", []))
         # the bytes read of each file the checkpoint covers (absent before sigmatch kept them)
         self.fed_sizes.update({name: int(size) for name, size in (extra.get("sizes") or {}).items()})
+        moved_as = extra.get("done_names") or {}
         for name in extra.get("moving") or []:
-            self._move_done(name, self.fed_sizes.pop(name, None))
+            self._move_done(name, self.fed_sizes.pop(name, None), moved_as.get(name))
         self.covered = list(extra.get("covered") or [])
         position = extra.get("position")
         if position:
@@ -398,17 +401,35 @@ class SpoolDaemon:
         for temp in self.out.rglob(".*.tmp"):
             temp.unlink()
 
-    def _move_done(self, name: str, size: Optional[int]) -> None:
-        """A processed spool file goes to done/, holding the `size` bytes that were processed:
-        what was appended after it was read is cut off into rejected/ (_cut_tail). Runs again
-        after a crash (roll forward): each step can be repeated."""
+    def _done_name(self, name: str, taken: Iterable[str] = ()) -> str:
+        """The name a processed spool file gets in done/: its own, or NAME.1, NAME.2 ... when
+        done/ holds that name already (a second spool file of the same name, a probe's name
+        reused): the first one's archive is never overwritten. `taken`: names given to
+        other files of the same checkpoint."""
+        taken = set(taken)
+        target, number = name, 0
+        while target in taken or os.path.lexists(self.spool / "done" / target):
+            number += 1
+            target = f"{name}.{number}"
+        return target
+
+    def _move_done(self, name: str, size: Optional[int], target: Optional[str] = None) -> None:
+        """A processed spool file goes to done/ (as `target`, recorded in the checkpoint when
+        it is not the file's own name, else chosen now), holding the `size` bytes that were
+        processed: what was appended after it was read is cut off into rejected/ (_cut_tail).
+        Runs again after a crash (roll forward): each step can be repeated."""
         source = self.spool / name
         if not os.path.lexists(source):
             return
         done = _own_subdirectory(self.spool, "done")
         if size is not None:
             self._cut_tail(name, size)
-        os.replace(source, done / name)
+        if target is None:
+            target = self._done_name(name)
+        if target != name:
+            log.warning(f"{name}: done/ holds a processed file of this name already (the name was used again); "
+                        f"this one moved to done/{target}, the first kept")
+        os.replace(source, done / target)
 
     def _cut_tail(self, name: str, size: int) -> None:
         """Bytes appended to a spool file after it was read to its end (`size`) cannot be put
@@ -628,7 +649,14 @@ class SpoolDaemon:
             raise _naming(e, self.out) from None
         # the bytes read of each file: what is found beyond them when it moves is a late tail
         sizes = {name: self.fed_sizes[name] for name in covered + moving if name in self.fed_sizes}
-        extra = {"renames": renames, "covered": covered, "moving": moving, "sizes": sizes,
+        # a name done/ holds already: the new file's name there, decided now so that the
+        # fallback (_forget_lost_work) and --keep-done find the file this checkpoint moved
+        done_names: dict[str, str] = {}
+        for name in moving:
+            target = self._done_name(name, done_names.values())
+            if target != name:
+                done_names[name] = target
+        extra = {"renames": renames, "covered": covered, "moving": moving, "sizes": sizes, "done_names": done_names,
                  "position": list(position) if position else None, "numbering": self.sinks.numbering()}
         started = time.perf_counter()
         prepared = self.store.prepare(self.engine, extra, copy_limit=DETACHED_BASE_BYTES)
@@ -640,7 +668,7 @@ class SpoolDaemon:
                 prepared.write()
                 SinkSet.commit(renames)
                 for name in moving:
-                    self._move_done(name, sizes.get(name))
+                    self._move_done(name, sizes.get(name), done_names.get(name, name))
             except BaseException as e:      # reported on the main thread
                 outcome = e
             self._writer_outcome = (time.perf_counter() - started, outcome)
@@ -1044,7 +1072,8 @@ class SpoolDaemon:
                 self._prune_refused = True
             return None
         self._prune_refused = False
-        return {name for extra in extras for name in extra.get("moving") or []}
+        return {(extra.get("done_names") or {}).get(name, name)
+                for extra in extras for name in extra.get("moving") or []}
 
     def _observe_spool(self) -> None:
         """The spool's own figures for the metrics: files rejected, files that changed after
