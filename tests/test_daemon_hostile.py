@@ -724,3 +724,35 @@ def test_a_second_file_of_the_same_name_never_overwrites_the_first_in_done(world
     code, log = stop(proc)
     assert code == 0 and "done/" not in log, log[-3000:]
     assert sorted(p.name for p in done.iterdir()) == ["t-01.msgpack", "t-01.msgpack.1", "t-01.msgpack.2"]
+
+
+# --------------------------------------------------------------------------- item 5: a tail after the move
+
+def test_a_tail_appended_after_the_file_moved_to_done_goes_to_rejected(world, tmp_path):
+    """A probe writing in place pauses longer than --settle: the file is processed and moved
+    to done/, and the probe's open descriptor appends to done/NAME. The tail is found there,
+    copied to rejected/NAME.tail-OFFSET with its reason, cut off done/NAME, logged and counted."""
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    port = free_port()
+    proc = start(config, spool, out, state, "--settle", "0.2", "--metrics", f"127.0.0.1:{port}")
+    first, late = traces[0][1], traces[1][1]
+    with open(spool / "inplace.msgpack", "wb") as writer:
+        writer.write(first)
+        writer.flush()
+        wait_for(lambda: (spool / "done" / "inplace.msgpack").exists(), "the file in done/", proc)
+        writer.write(late)
+    tail = spool / "rejected" / f"inplace.msgpack.tail-{len(first)}"
+    wait_for(lambda: (spool / "rejected" / f"{tail.name}.reason").exists(), "the tail in rejected/", proc)
+    wait_for(lambda: metric(port, "sigmatch_spool_tails_rejected_total") == 1, "the tail's metric", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert tail.read_bytes() == late
+    assert (spool / "done" / "inplace.msgpack").read_bytes() == first
+    assert actions(out) == expected_actions(config, [first])
+    reason = (spool / "rejected" / f"{tail.name}.reason").read_text()
+    assert "appended after it was processed and moved to done/inplace.msgpack" in reason
+    assert (f"inplace.msgpack: {len(late):,} bytes appended after it was processed and moved to done/inplace.msgpack "
+            f"cannot be put back in stream order: moved to rejected/{tail.name}") in log, log[-3000:]
+    no_traceback(log)

@@ -82,6 +82,11 @@ SETTLE_S = 1.0
 # done/ is measured (and pruned, with --keep-done) at most this often during a backlog, and
 # whenever the spool runs empty
 PRUNE_EVERY_S = 10.0
+# A probe that wrote a spool file in place may append to it after it moved to done/ (its
+# descriptor still open): each file moved is watched this long (seconds), the newest
+# DONE_WATCH_FILES at most, and bytes beyond those processed are cut off into rejected/
+DONE_WATCH_S = 300.0
+DONE_WATCH_FILES = 1000
 # A new checkpoint base releases the files in done/ that --keep-done holds for the fallback;
 # one is made for that at most this often (seconds)
 REBASE_FOR_DONE_S = 60.0
@@ -328,6 +333,9 @@ class SpoolDaemon:
         self.done_bytes: Optional[int] = None
         self._counts_lock = threading.Lock()    # tails are counted on the checkpoint thread
         self._last_prune = float("-inf")
+        # files moved to done/ lately: done name -> (spool name, bytes processed, when moved);
+        # written on the checkpoint thread, under _counts_lock
+        self._done_watch: dict[str, tuple[str, int, float]] = {}
         self._last_rebase_for_done = float("-inf")
         self._prune_refused = False             # a damaged log was reported (once)
         # The core is fed without the GIL; readers on other threads (the lookup) hold this.
@@ -430,18 +438,52 @@ class SpoolDaemon:
             log.warning(f"{name}: done/ holds a processed file of this name already (the name was used again); "
                         f"this one moved to done/{target}, the first kept")
         os.replace(source, done / target)
+        if size is not None:
+            with self._counts_lock:
+                self._done_watch[target] = (name, size, time.monotonic())
+                if len(self._done_watch) > DONE_WATCH_FILES:
+                    del self._done_watch[next(iter(self._done_watch))]     # the oldest
 
-    def _cut_tail(self, name: str, size: int) -> None:
+    def _check_done_tails(self) -> None:
+        """A probe writing in place can append after its file settled, was processed and moved
+        to done/: its open descriptor writes on into done/NAME. The files moved lately are
+        looked at on each pass (not while a checkpoint is being completed: it cuts tails too),
+        and what grew beyond the bytes processed goes the way of any late tail (_cut_tail)."""
+        if self._writer is not None:
+            return
+        now = time.monotonic()
+        with self._counts_lock:
+            for gone in [k for k, (_, _, moved) in self._done_watch.items() if now - moved > DONE_WATCH_S]:
+                del self._done_watch[gone]
+            watched = list(self._done_watch.items())
+        for target, (name, size, _) in watched:
+            try:
+                grown = os.lstat(self.spool / "done" / target).st_size > size
+            except FileNotFoundError:
+                grown = None
+            if grown is None:
+                with self._counts_lock:
+                    self._done_watch.pop(target, None)     # pruned, or taken back by hand
+            elif grown:
+                self._cut_tail(name, size, self.spool / "done" / target)
+                if os.lstat(self.spool / "done" / target).st_size > size:
+                    with self._counts_lock:
+                        self._done_watch.pop(target, None)     # not ours to cut (logged): not copied again
+
+    def _cut_tail(self, name: str, size: int, path: Optional[Path] = None) -> None:
         """Bytes appended to a spool file after it was read to its end (`size`) cannot be put
         back in stream order, later files having been processed: they are copied to
-        rejected/NAME.tail-OFFSET, named by the offset they start at, and cut off the file.
-        Never silently dropped."""
+        rejected/NAME.tail-OFFSET, named by the offset they start at (NAME.tail-OFFSET.1 ...
+        when more come later), and cut off the file: in the spool, or at `path` in done/ when
+        they came after it moved there. Never silently dropped."""
+        path = path or self.spool / name
+        after = f" and moved to done/{path.name}" if path.parent.name == "done" else ""
         try:
-            fd = os.open(self.spool / name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
             writable = True
         except PermissionError:
             # not ours to cut (another owner's file, mode 0644): the tail is still copied out
-            fd = os.open(self.spool / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             writable = False
         except FileNotFoundError:
             return
@@ -455,6 +497,10 @@ class SpoolDaemon:
                 return
             rejected = _own_subdirectory(self.spool, "rejected")
             tail = rejected / f"{name}.tail-{size}"
+            number = 0
+            while os.path.lexists(tail):
+                number += 1
+                tail = rejected / f"{name}.tail-{size}.{number}"
             temp = rejected / f".{tail.name}.tmp"
             out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
             copied = 0
@@ -479,18 +525,18 @@ class SpoolDaemon:
             finally:
                 os.close(out)
             os.replace(temp, tail)
-            note = (f"{_now()} bytes {size:,} to {size + copied:,} of {name}, appended after it was processed "
+            note = (f"{_now()} bytes {size:,} to {size + copied:,} of {name}, appended after it was processed{after} "
                     f"(from byte {size:,} on); later spool files were processed before them\n")
             if writable:
                 os.ftruncate(fd, size)
                 os.fsync(fd)
             else:
-                note += f"{name} could not be cut (no write permission): done/{name} still holds them\n"
+                note += f"{name} could not be cut (no write permission): done/{path.name} still holds them\n"
             _write_private(rejected / f"{tail.name}.reason", note.encode())
         self._count("changed")
         self._count("tails")
-        log.warning(f"{name}: {copied:,} bytes appended after it was processed cannot be put back in stream order: "
-                    f"moved to rejected/{tail.name} (they start at byte {size:,} of the file)")
+        log.warning(f"{name}: {copied:,} bytes appended after it was processed{after} cannot be put back in stream "
+                    f"order: moved to rejected/{tail.name} (they start at byte {size:,} of the file)")
 
     def _count(self, what: str, n: int = 1) -> None:
         with self._counts_lock:
@@ -818,6 +864,7 @@ class SpoolDaemon:
                 self.reload_requested.clear()
                 self._reload()
             self._observe_spool()
+            self._check_done_tails()
             files, settling = self._pending_files()
             if (not files and self.journal is not None and self.journal.finished.is_set()
                     and self.listen is None and not self.journal_prefix):
