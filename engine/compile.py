@@ -15,6 +15,7 @@ import numpy as np
 from engine._core import Core
 from engine.config import Config
 from engine.errors import ConfigError
+from engine.wording import plural
 from loaders.areas import load_area
 from loaders.lists import load_list
 from loaders.profiles import Profiles, load_profiles
@@ -247,7 +248,8 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     )
     core.set_max_dead_letters(config.max_dead_letters)
     core.set_campaigns(campaigns)
-    log.info("compiled %s campaigns over %s subscribers: %s eligibility classes, %s areas, %s peer sets",
-             *(f"{v:,}" for v in (len(campaigns), n, nr_bits, len(area_names), len(peer_sets))))
+    log.info("compiled %s over %s: %s, %s, %s", plural(len(campaigns), "campaign"), plural(n, "subscriber"),
+             plural(nr_bits, "eligibility class", "eligibility classes"), plural(len(area_names), "area"),
+             plural(len(peer_sets), "peer set"))
     eligible = {d["id"]: members[d["elig"][0] * 64 + d["elig"][1].bit_length() - 1] for d in campaigns}
     return Compiled(core, nr_bits, np.ascontiguousarray(subscribers, dtype=np.uint64), eligible)
