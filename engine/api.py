@@ -69,9 +69,9 @@ def _by_field_since(before: dict, after: dict) -> dict:
 class Run:
     """What one replay produced: records as NumPy structured arrays, stats, finished files."""
     campaigns: Sequence[CampaignSpec]
-    actions: np.ndarray = field(default_factory=lambda: np.zeros(0, ACTION_DTYPE))
-    conversions: np.ndarray = field(default_factory=lambda: np.zeros(0, CONVERSION_DTYPE))
-    dead_letters: np.ndarray = field(default_factory=lambda: np.zeros(0, DEAD_LETTER_DTYPE))
+    actions: np.ndarray = field(default_factory=lambda: _public(np.zeros(0, ACTION_DTYPE)))
+    conversions: np.ndarray = field(default_factory=lambda: _public(np.zeros(0, CONVERSION_DTYPE)))
+    dead_letters: np.ndarray = field(default_factory=lambda: _public(np.zeros(0, DEAD_LETTER_DTYPE)))
     stats: dict = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
 
@@ -376,6 +376,6 @@ class Engine:
             campaigns=self.config.campaigns,
             actions=_public(joined("actions", ACTION_DTYPE)),
             conversions=_public(joined("conversions", CONVERSION_DTYPE)),
-            dead_letters=joined("dead_letters", DEAD_LETTER_DTYPE),
+            dead_letters=_public(joined("dead_letters", DEAD_LETTER_DTYPE)),
             stats=stats,
         )
