@@ -3,21 +3,22 @@
 sigmatch reads msgpack, and almost any bytes are msgpack: every ASCII byte is a small
 integer, a complete value that is not an event. So a JSON-lines export, a CSV, a gzip file
 not named *.gz or an empty file would replay "successfully", with 0 events and dead letters;
-and event times in seconds would be taken as January 1970, where every `hours` rule fails in
-silence. Here the head of a trace (its first HEAD_VALUES values, within its first HEAD_BYTES
-bytes) is decoded with the core's own verdicts (`Core.sniff`, which changes nothing in the
-engine) and what is wrong is said in one line:
+and event times in seconds would be taken as January 1970 (in microseconds or nanoseconds,
+as tens of thousands of years ahead), where every `hours` rule fails in silence. Here the
+head of a trace (its first HEAD_VALUES values, within its first HEAD_BYTES bytes) is
+decoded with the core's own verdicts (`Core.sniff`, which changes nothing in the engine)
+and what is wrong is said in one line:
 
 * `judge_traces` (`sigmatch replay`, `sigmatch check`): a stream whose head holds no good
-  event at all, or whose good events all look like seconds, is refused; so is a later trace
-  that is plainly another format (text, compressed, Parquet) with no good event in its head.
-  The refusal comes before anything is processed: no output exists and no good event has
-  been spent.
+  event at all, or whose good events all look like seconds, microseconds or nanoseconds
+  (WRONG_UNITS), is refused; so is a later trace that is plainly another format (text,
+  compressed, Parquet) with no good event in its head. The refusal comes before anything
+  is processed: no output exists and no good event has been spent.
 * `judge_spool_file` (`sigmatch run`): a spool file that is not an event stream (another
   format, or values none of which is even shaped as an event) and holds no good event from
-  its first byte to its last, or whose events look like seconds, is set aside whole in
-  SPOOL/rejected/. A file of malformed events is still an event stream: its bad events go
-  to the dead letters as before. So no good event is ever set aside.
+  its first byte to its last, or whose events look like another unit than ms, is set aside
+  whole in SPOOL/rejected/. A file of malformed events is still an event stream: its bad
+  events go to the dead letters as before. So no good event is ever set aside.
 * Event times before 2000 or after 2100 in a head are warned about, one line per kind.
 
 The bounds are fixed (not "a year from now") so that what a replay says never depends on
@@ -39,6 +40,7 @@ import numpy as np
 
 from engine.errors import LoadError
 from engine.records import STREAM_STATUSES
+from engine.wording import plural
 
 __all__ = ["Head", "Judgement", "judge_traces", "judge_spool_file", "examine_trace", "HEAD_VALUES", "HEAD_BYTES"]
 
@@ -54,8 +56,15 @@ SCAN_VALUES = 1 << 16
 
 MS_2000 = 946_684_800_000           # 2000-01-01T00:00:00Z
 MS_2100 = 4_102_444_800_000         # 2100-01-01T00:00:00Z
-# Event times in seconds: above 10^9 s (2001-09-09) and below 10^12, which as ms is that same day
-SECONDS_FROM, SECONDS_TO = 10 ** 9, 10 ** 12
+# Event times in another unit than ms: a time that, read in that unit, falls from 2001-09-09
+# (10^12 ms) to the year 33658 (10^15 ms), where as ms it does not. Seconds: 10^9 to 10^12
+# (as ms, January 1970); microseconds: 10^15 to 10^18, nanoseconds: from 10^18 (as ms,
+# past the year 33658). Refused when every good event of a head is in one of them.
+WRONG_UNITS = (
+    ("seconds", 10 ** 9, 10 ** 12, lambda ts: ts * 1000),
+    ("microseconds", 10 ** 15, 10 ** 18, lambda ts: ts // 1000),
+    ("nanoseconds", 10 ** 18, 2 ** 63, lambda ts: ts // 10 ** 6),
+)
 
 OK, CORRUPT, TOO_LARGE, TRUNCATED = (STREAM_STATUSES.index(s) for s in ("ok", "corrupt", "too_large", "truncated"))
 _BROKEN = {CORRUPT: "a 0xc1 byte, which msgpack never uses", TOO_LARGE: "a value longer than max_event_bytes"}
@@ -78,6 +87,8 @@ _PHRASES = {
     "zip": "it is a zip archive",
     "Parquet": "it looks like a Parquet file",
 }
+# The service decompresses nothing, whatever a spool file's name (replay decompresses *.gz)
+_SPOOL_PHRASES = _PHRASES | {"gzip": "it is gzip-compressed (the service reads uncompressed msgpack only)"}
 OTHER_FORMATS = tuple(_PHRASES) + TEXT_KINDS
 _TEXT_SAMPLE = 64 << 10
 _TEXT_LINES = 8
@@ -138,10 +149,12 @@ def _text_kind(sample: bytes) -> tuple[Optional[str], bool]:
     return "text", not_utf8
 
 
-def _phrase(kind: str, not_utf8: bool) -> str:
-    """`it looks like JSON lines (text)`, `it looks like text (not UTF-8)`, `it is a zip archive`."""
-    if kind in _PHRASES:
-        return _PHRASES[kind]
+def _phrase(kind: str, not_utf8: bool, spool: bool = False) -> str:
+    """`it looks like JSON lines (text)`, `it looks like text (not UTF-8)`, `it is a zip archive`;
+    `spool`: as the service's spool reads files (it decompresses none)."""
+    phrases = _SPOOL_PHRASES if spool else _PHRASES
+    if kind in phrases:
+        return phrases[kind]
     notes = ([] if kind == "text" else ["text"]) + (["not UTF-8"] if not_utf8 else [])
     return f"it looks like {kind}" + (f" ({', '.join(notes)})" if notes else "")
 
@@ -152,10 +165,6 @@ def _iso(ms: int) -> str:
     except OverflowError:
         return "after the year 9999"
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,9 @@ class Head:
     status: int             # where the examination stopped (records.STREAM_STATUSES)
     stopped: int            # ... at this offset
     whole: bool             # the examined values are all the trace holds
+    # with no good event, the times of the events that are bad only for a ts from 2^53 on
+    # (out of range for ms: nanoseconds, say), as Python ints; () otherwise
+    beyond: tuple = ()
 
     @property
     def good(self) -> int:
@@ -192,15 +204,16 @@ class Head:
             parts.append(f"{sum(n for _, n in top[3:]):,} other")
         return ", ".join(parts)
 
-    def not_a_stream(self) -> Optional[str]:
-        """Why this holds no good event to replay (None when its head holds one)."""
+    def not_a_stream(self, spool: bool = False) -> Optional[str]:
+        """Why this holds no good event to replay (None when its head holds one); `spool`: said
+        of a spool file, which the service reads as it is (replay decompresses *.gz)."""
         if self.empty:
             return "no events: it is empty once decompressed" if self.nbytes else "no events: the file is empty"
         if self.good:
             return None
         advice = "sigmatch reads msgpack (docs/semantics.md)"
         if self.kind is not None:
-            return f"not a msgpack event stream: {_phrase(self.kind, self.not_utf8)}; {advice}"
+            return f"not a msgpack event stream: {_phrase(self.kind, self.not_utf8, spool)}; {advice}"
         if self.status in _BROKEN:
             if not self.values:
                 return (f"not a msgpack event stream: it breaks at byte {self.stopped:,} ({_BROKEN[self.status]}) "
@@ -214,19 +227,27 @@ class Head:
         return (f"no good event in {self._scope()}: {self._bad_summary()}; "
                 "docs/semantics.md says what a good event is")
 
-    def seconds(self) -> Optional[str]:
-        """When every good event's time looks like seconds since 1970, not milliseconds."""
-        if not self.good or not ((self.ts > SECONDS_FROM) & (self.ts < SECONDS_TO)).all():
+    def wrong_unit(self) -> Optional[str]:
+        """When every good event's time looks like seconds, microseconds or nanoseconds since
+        1970, not milliseconds (WRONG_UNITS): the unit named, the first time read both ways.
+        Times too large for ms (from 2^53) make their events bad: a head of those alone is
+        judged on them (`beyond`)."""
+        times = self.ts.tolist() if self.good else list(self.beyond)
+        if not times:
             return None
-        first = int(self.ts[0])
-        return (f"event times look like seconds, not milliseconds: the first, {first:,}, is {_iso(first)} as ms "
-                f"and {_iso(first * 1000)} as seconds; sigmatch reads ms since 1970-01-01 UTC (docs/semantics.md)")
+        for unit, low, high, as_ms in WRONG_UNITS:
+            if all(low <= t < high for t in times):
+                first = times[0]
+                return (f"event times look like {unit}, not milliseconds: the first, {first:,}, is {_iso(first)} "
+                        f"as ms and {_iso(as_ms(first))} as {unit}; sigmatch reads ms since 1970-01-01 UTC "
+                        "(docs/semantics.md)")
+        return None
 
     def warnings(self) -> list[str]:
         """One line per kind of implausible event time in the head: before 2000, after 2100."""
-        if not self.good or self.seconds():
+        if not self.good or self.wrong_unit():
             return []
-        scope = f"its {_plural(self.good, 'event')}" if self.whole else f"the first {_plural(self.good, 'event')}"
+        scope = f"its {plural(self.good, 'event')}" if self.whole else f"the first {plural(self.good, 'event')}"
         lines = []
         early = self.ts[self.ts < MS_2000]
         if len(early):
@@ -249,7 +270,7 @@ class Head:
         if self.empty:
             return "empty"
         bad = self.values - self.good
-        text = f"{_plural(self.nbytes, 'byte')}; {self._scope()}: {_plural(self.good, 'good event')}, {bad:,} bad"
+        text = f"{plural(self.nbytes, 'byte')}; {self._scope()}: {plural(self.good, 'good event')}, {bad:,} bad"
         if bad:
             text += f" ({self._bad_summary()})"
         if self.good:
@@ -288,7 +309,34 @@ def _read_head(f, core) -> tuple[bytes, bool, tuple]:
 def _head(name: str, nbytes: int, data: bytes, at_end: bool, found: tuple) -> Head:
     values, ts, bad, status, stopped = found
     whole = at_end and (status == TRUNCATED or (status == OK and stopped == len(data)))
-    return Head(name, nbytes, *_kind(data[:_TEXT_SAMPLE]), values, ts, bad, status, stopped, whole)
+    beyond = ()
+    if not len(ts) and set(bad) == {("out_of_range", "ts")}:
+        beyond = _times_beyond(data[:stopped], values)
+        if len(beyond) != bad[("out_of_range", "ts")]:
+            beyond = ()         # not each of them read so: judged by their reasons alone
+    return Head(name, nbytes, *_kind(data[:_TEXT_SAMPLE]), values, ts, bad, status, stopped, whole, beyond)
+
+
+def _times_beyond(data: bytes, values: int) -> tuple:
+    """The ts of the first `values` values of `data` that are events whose ts is an integer
+    from 2^53 on (what the core finds out of range), decoded by msgpack-python: the core
+    keeps no time of a bad event, and only such a head, without a good event, needs them."""
+    import msgpack
+    unpacker = msgpack.Unpacker(raw=True, strict_map_key=False, max_buffer_size=max(len(data), 1))
+    unpacker.feed(data)
+    times = []
+    try:
+        for _, value in zip(range(values), unpacker):
+            ts = None
+            if isinstance(value, list) and value:
+                ts = value[0]
+            elif isinstance(value, dict):
+                ts = value.get(b"ts")
+            if isinstance(ts, int) and not isinstance(ts, bool) and ts >= 1 << 53:
+                times.append(ts)
+    except (ValueError, msgpack.UnpackException):
+        pass
+    return tuple(times)
 
 
 def _open(path: Path):
@@ -335,9 +383,10 @@ def judge_traces(paths: Sequence, core) -> Judgement:
     """Judge the traces of one replay (one stream, in order) before any of it is processed,
     with the verdicts of `core` (an Engine, or its compiled core).
     Refused: an empty stream; a stream whose head holds no good event, or whose good events
-    all look like seconds; a later trace whose own head has no good event and is plainly
-    another format (a later file may begin inside an event the one before it began, so its
-    head alone proves nothing else), or whose events look like seconds."""
+    all look like seconds, microseconds or nanoseconds; a later trace whose own head has no
+    good event and is plainly another format (a later file may begin inside an event the one
+    before it began, so its head alone proves nothing else), or whose events look like one
+    of those units."""
     core = getattr(core, "_core", core)
     paths = [Path(p) for p in paths]
     heads = [examine_trace(p, core) for p in paths]
@@ -354,17 +403,17 @@ def judge_traces(paths: Sequence, core) -> Judgement:
     stream = first
     if first.whole and first.values < HEAD_VALUES and len(filled) > 1:
         stream = _stream_head([p for p, _ in filled], core, first.name)
-    if not stream.good:
+    if stream.wrong_unit():
+        refusal = f"{first.name}: {stream.wrong_unit()}"
+    elif not stream.good:
         refusal = f"{first.name}: {first.not_a_stream()}"
-    elif stream.seconds():
-        refusal = f"{first.name}: {stream.seconds()}"
     for _, h in filled[1:]:
         if refusal:
             break
         if not h.good and h.kind in OTHER_FORMATS:
             refusal = f"{h.name}: {h.not_a_stream()}"
-        elif h.seconds():
-            refusal = f"{h.name}: {h.seconds()}"
+        elif h.wrong_unit():
+            refusal = f"{h.name}: {h.wrong_unit()}"
     for h in heads:
         if h.empty and filled:
             warnings.append(f"{h.name}: the file is empty")
@@ -375,7 +424,7 @@ def judge_traces(paths: Sequence, core) -> Judgement:
 def judge_spool_file(f: BinaryIO, core, stop=None) -> tuple[Optional[str], list[str]]:
     """Judge a spool file that starts the stream afresh (nothing carried into it), from its
     first byte: (why it is set aside, or None to process it; warnings). Set aside: a file
-    whose events look like seconds, and a file without a good event from its first byte to
+    whose events look like seconds, microseconds or nanoseconds, and a file without a good event from its first byte to
     its end (or to where it breaks: the service skips the rest of a broken file anyway) that
     is plainly another format, or whose values, one at least, are none of them shaped as an
     event. A file whose head holds no good event is read on, SCAN_BYTES at a time, to be
@@ -387,8 +436,8 @@ def judge_spool_file(f: BinaryIO, core, stop=None) -> tuple[Optional[str], list[
     if not data:
         return None, []
     head = _head("", os.fstat(f.fileno()).st_size, data, at_end, found)
-    if head.good:
-        return head.seconds(), head.warnings()
+    if head.good or head.wrong_unit():
+        return head.wrong_unit(), head.warnings()
     other = head.kind in OTHER_FORMATS
 
     def shaped(bad) -> bool:
@@ -415,4 +464,4 @@ def judge_spool_file(f: BinaryIO, core, stop=None) -> tuple[Optional[str], list[
             if not more:
                 break
             pending += more
-    return (head.not_a_stream(), []) if other or values else (None, [])
+    return (head.not_a_stream(spool=True), []) if other or values else (None, [])

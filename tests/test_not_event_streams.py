@@ -359,8 +359,8 @@ TEXT = JSON_LINES * 4       # longer than the head of 4,096 values: read on to i
 @pytest.mark.parametrize("data,why", [
     (JSON_LINES, f"not a msgpack event stream: it looks like JSON lines (text); {ADVICE}"),
     (TEXT, f"not a msgpack event stream: it looks like JSON lines (text); {ADVICE}"),
-    (gzipped(events(T0)), f"not a msgpack event stream: it is gzip-compressed (only files named *.gz are "
-                          f"decompressed); {ADVICE}"),
+    (gzipped(events(T0)), f"not a msgpack event stream: it is gzip-compressed (the service reads uncompressed "
+                          f"msgpack only); {ADVICE}"),
     (bytes(10_000), f"not a msgpack event stream: none of its first 4,096 values is an array or a map, as events "
                     f"are; {ADVICE}"),
     (TEXT * 6 + b"\x93\x01", f"not a msgpack event stream: it looks like JSON lines (text); {ADVICE}"),
@@ -434,8 +434,8 @@ def test_the_daemon_moves_such_files_to_rejected_and_processes_the_rest(service_
         "t-03.msgpack": "event times look like seconds, not milliseconds: the first, 1,767,225,600, is "
                         "1970-01-21T10:53:45Z as ms and 2026-01-01T00:00:00Z as seconds; sigmatch reads ms since "
                         "1970-01-01 UTC (docs/semantics.md)",
-        "t-04.msgpack": f"not a msgpack event stream: it is gzip-compressed (only files named *.gz are "
-                        f"decompressed); {ADVICE}",
+        "t-04.msgpack": f"not a msgpack event stream: it is gzip-compressed (the service reads uncompressed "
+                        f"msgpack only); {ADVICE}",
     }
     rejected = spool / "rejected"
     assert sorted(p.name for p in rejected.iterdir()) == sorted([*why, *(f"{n}.reason" for n in why)])
