@@ -96,11 +96,18 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
 
 
 # The request log: control bytes escaped (a request line is the client's text and must not
-# drive the operator's terminal), and every run of 7+ digits masked wherever it stands in the
-# line (/subscriber/N, /Subscriber/N, ?msisdn=N, a bad request echoed back), since the log
-# masking of the service is a second line of defence, not the only one.
+# drive the operator's terminal); the path segment after /subscriber/ (any case) and the value
+# of any msisdn= parameter masked whole, whatever they hold: the lookup answers a number
+# written in groups (138-0001-0003, 138%200001%200003), whose groups are each too short for
+# the digit-run rule; and every other run of 7+ digits masked wherever it stands in the line
+# (a bad request echoed back), since the log masking of the service is a second line of
+# defence, not the only one. A value ends where the request line's next part begins (a
+# space before the HTTP version: a raw space inside a number makes the request line bad,
+# and it is echoed back whole).
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _DIGIT_RUN = re.compile(r"[0-9]{7,}")
+_NUMBER_IN_LOG = re.compile(r"""(/subscriber/)([^/?#]*?)(?=[/?#"']| HTTP/|$)|(msisdn=)([^&#]*?)(?=[&#"']| HTTP/|$)""",
+                            re.IGNORECASE)
 
 # Lookups are short (one subscriber, the engine's lock held for microseconds between two
 # feed pieces), so a few workers answer a burst of hundreds; idle sockets never hold one.
@@ -109,9 +116,21 @@ LOOKUP_MAX_CONNECTIONS = 1024
 LOOKUP_REQUEST_TIMEOUT_S = 10.0
 
 
+def _masked_value(value: str) -> str:
+    """A number as a client wrote it, for the log: normalised and masked, `***` when it is
+    no number (what it holds is the client's, and may be a number in another spelling)."""
+    if not value:
+        return value
+    number = normalise_msisdn(unquote(value))
+    return mask_msisdn(number) if number is not None else "***"
+
+
 def request_log_text(text: str) -> str:
-    """A request log line as logged: control bytes escaped, digit runs masked."""
-    return _DIGIT_RUN.sub(lambda m: mask_msisdn(m[0]), text.translate(_CONTROL))
+    """A request log line as logged: control bytes escaped, the subscriber path segment and
+    msisdn= values masked whole, other digit runs masked."""
+    text = _NUMBER_IN_LOG.sub(lambda m: (m[1] + _masked_value(m[2]) if m[1] is not None
+                                         else m[3] + _masked_value(m[4])), text.translate(_CONTROL))
+    return _DIGIT_RUN.sub(lambda m: mask_msisdn(m[0]), text)
 
 
 class LookupServer:
