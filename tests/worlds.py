@@ -91,8 +91,15 @@ def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False)
     hours = _sometimes(draw, st.sampled_from(HOURS), 4)
     recheck_pool = ["powered_on", "hours"] + (["area"] if area else []) + (["audience"] if audience else [])
     recheck = frozenset(_subset(draw, recheck_pool)) if delay else frozenset()
+    if delay and audience and draw(st.booleans()):
+        recheck |= {"audience"}
+    if delay and area and draw(st.integers(0, 3)):
+        recheck |= {"area"}
     if delay and hours and draw(st.integers(0, 3)):
-        recheck |= {"hours"}        # hours that a delay can run past: rechecked more often than not
+        # hours that a delay can run past: rechecked more often than not, with a delay long
+        # enough to leave the window now and then
+        recheck |= {"hours"}
+        delay = max(delay, draw(st.sampled_from([HOUR, 5 * HOUR])))
     counter = _sometimes(draw, st.sampled_from(counter_names)) if counter_names else None
     convert = draw(st.booleans())
     return CampaignSpec(

@@ -241,10 +241,12 @@ def _run(cmd, cwd, env, timeout=None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _first_failure(output: str) -> str:
+def _first_failure(output: str, returncode: int = 1) -> str:
     for line in output.splitlines():
         if line.startswith(("FAILED ", "ERROR ")):
             return line[:200]
+    if returncode < 0:      # killed by a signal: the mutant crashed the interpreter (a NULL pointer, say)
+        return f"pytest died of signal {-returncode}"
     return output.strip().splitlines()[-1][:200] if output.strip() else ""
 
 
@@ -298,7 +300,7 @@ def run_mutant(scratch: Scratch, m: Mutant, saved: dict, timeout: float, fast_on
             for stage_name, args in stages:
                 proc = scratch.pytest(args, timeout)
                 if proc.returncode:
-                    status, stage, detail = "killed", stage_name, _first_failure(proc.stdout)
+                    status, stage, detail = "killed", stage_name, _first_failure(proc.stdout, proc.returncode)
                     break
         except subprocess.TimeoutExpired:
             status, detail = "timeout", f"over {timeout:.0f} s (counted as killed)"
