@@ -4,7 +4,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import sys
 import tempfile
 import textwrap
@@ -16,6 +15,7 @@ import click
 from engine.closedloop.uplift import MIN_CONTROLS, uplift
 from engine.errors import LoadError, SigmatchError
 from engine.privacy import JsonLogFormatter, LogFormatter, MaskedStream, scrub
+from engine.wording import plural
 
 __all__ = ["main"]
 
@@ -54,25 +54,6 @@ def _one_line_errors(fn):
     return wrapper
 
 
-def _plural(count: int, noun: str) -> str:
-    """`1 number`, `2 numbers`, `1,234 cells`."""
-    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"
-
-
-_RUN_FILE = re.compile(r"\.?(?:actions|conversions|dead_letters)-\d+\.[^.]+(?:\.tmp)?")
-
-
-def _earlier_run(out: Path) -> list[Path]:
-    """The files of an earlier run in `out` (stats.json and numbered sink files, finished
-    or temporary, in its first-level directories), in name order; [] for a fresh directory."""
-    if not out.is_dir():
-        return []
-    found = [out / "stats.json"] if (out / "stats.json").is_file() else []
-    for directory in sorted(p for p in out.iterdir() if p.is_dir()):
-        found += sorted(p for p in directory.iterdir() if _RUN_FILE.fullmatch(p.name))
-    return found
-
-
 FUNNEL_LEGEND = (
     "matched: trigger events that met the campaign's conditions; sched: delayed actions scheduled; "
     "recheck: delayed actions dropped when rechecked at their due time; suppr: suppressed by the contact "
@@ -102,17 +83,16 @@ def format_funnel(stats: dict, *, legend: bool = False) -> str:
         lines += [""] + textwrap.wrap(FUNNEL_LEGEND, 100)
     return "\n".join(lines)
 
-    global _json_errors
-    _json_errors = log_format == "json"
 
 def format_run(stats: dict) -> str:
     run = stats["run"]
     bad = sum(run["bad_events"].values())
     eps = run["events_per_s"]
     speed = f", {eps / 1e6:.2f}M events/s" if eps else ""
-    return (f"{run['events']:,} events ({bad:,} bad, {run['unknown_subscribers']:,} unknown subscribers, "
-            f"{run.get('late_events', 0):,} late), "
-            f"{run['actions']:,} actions, {run['conversions']:,} conversions in {run['elapsed_s']:.2f} s{speed}")
+    unknown = plural(run["unknown_subscribers"], "unknown subscriber")
+    return (f"{plural(run['events'], 'event')} ({bad:,} bad, {unknown}, {run.get('late_events', 0):,} late), "
+            f"{plural(run['actions'], 'action')}, {plural(run['conversions'], 'conversion')} "
+            f"in {run['elapsed_s']:.2f} s{speed}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -122,6 +102,8 @@ def format_run(stats: dict) -> str:
 @click.version_option(package_name="sigmatch")
 def main(verbose: bool, log_format: str):
     """sigmatch: signalling-triggered precision marketing."""
+    global _json_errors
+    _json_errors = log_format == "json"
     if logging.getLogger().handlers:
         # a host that set up logging itself (pytest, a program calling main) keeps it
         return
@@ -171,7 +153,8 @@ def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
 def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool):
     """Replay TRACES (one stream, in order) through CONFIG's campaigns, then drain."""
     from engine.api import Engine
-    earlier = _earlier_run(out)
+    from engine.sinks import earlier_run_files
+    earlier = earlier_run_files(out)
     if earlier and not overwrite:
         _fail(f"{out}: already holds a run's output ({earlier[0].relative_to(out)} and {len(earlier) - 1:,} more); "
               "a second run would number its actions from 1 again and the gateway would send them twice: "
@@ -213,25 +196,35 @@ def check(config: Path, traces: tuple[Path, ...]):
     engine = Engine(cfg)
     world = engine.world
     click.echo(f"{config}: ok")
-    click.echo(f"  subscribers: {len(world.profiles.msisdn):,} ({_plural(world.profiles.bad_rows, 'bad row')} skipped)")
+    click.echo(f"  subscribers: {len(world.profiles.msisdn):,} ({plural(world.profiles.bad_rows, 'bad row')} skipped)")
     for name, members in world.lists.items():
-        click.echo(f"  list {name}: {_plural(len(members), 'number')}")
+        click.echo(f"  list {name}: {plural(len(members), 'number')}")
     for name, cells in world.areas.items():
-        click.echo(f"  area {name}: {_plural(len(cells), 'cell')}")
+        click.echo(f"  area {name}: {plural(len(cells), 'cell')}")
     click.echo(f"  counters: {', '.join(c.name for c in cfg.counters) or '-'}")
     click.echo("  campaigns (priority order), with the subscribers their audience, lists and where let through:")
     never = []
     for c in cfg.campaigns:
         count = engine.eligible.get(c.id, 0)
-        click.echo(f"    {c.id}: {_plural(count, 'subscriber')} eligible")
+        click.echo(f"    {c.id}: {plural(count, 'subscriber')} eligible")
         if count == 0:
             never.append(c.id)
     if not cfg.campaigns:
         click.echo("    -")
     click.echo(f"  engine state: {engine.bytes_per_subscriber:.0f} bytes per subscriber")
+    warn = logging.getLogger("sigmatch.check").warning
+    if len(world.profiles.msisdn) == 0:
+        # one line for the cause, rather than one per campaign for its effect
+        warn("%s: the profile snapshot holds no subscriber (no rows): no campaign can match", world.profiles.path)
+        never = []
     for cid in never:
-        logging.getLogger("sigmatch.check").warning(
-            "campaign %r can never match: no subscriber passes its audience, exclude lists, blacklist and where", cid)
+        warn("campaign %r can never match: no subscriber passes its audience, exclude lists, blacklist and where", cid)
+    for c in cfg.campaigns:
+        # what an event must meet, named by a list or an area that holds nothing
+        if c.peer_in is not None and len(world.lists[c.peer_in]) == 0:
+            warn("campaign %r can never match: its peer_in list %r is empty", c.id, c.peer_in)
+        if c.area is not None and len(world.areas[c.area]) == 0:
+            warn("campaign %r can never match: its area %r is empty", c.id, c.area)
     if traces:
         from loaders.sniff import HEAD_VALUES
         click.echo(f"  traces, one stream in this order (the head of each: at most its first {HEAD_VALUES:,} values):")
@@ -251,7 +244,11 @@ def check(config: Path, traces: tuple[Path, ...]):
 def demo(directory, subscribers: int, events: int):
     """Build a small world, replay it, print the funnel and where the files are."""
     from engine.api import Engine
-    from engine.demo import build_demo_world
+    from engine.demo import build_demo_world, check_demo_size
+    try:
+        check_demo_size(subscribers, events)        # before a directory is made
+    except ValueError as e:
+        _fail(str(e))
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix="sigmatch-demo-"))
     directory.mkdir(parents=True, exist_ok=True)
@@ -282,15 +279,28 @@ def demo(directory, subscribers: int, events: int):
 @click.option("--profiles-format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("--start", default="2026-11-02", show_default=True, help="First local day of the trace.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
-@click.option("--force", is_flag=True, help="Write into a DIRECTORY that is not empty, replacing the world's files.")
+@click.option("--force", is_flag=True,
+              help="Write into a DIRECTORY that is not empty: the files gen writes (campaigns.toml, profiles.*, "
+                   "trace*.msgpack, its lists/ and areas/ files) are removed first; no other file is touched.")
 @_one_line_errors
 def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: int, seed: int,
         trace_files: int, profiles_format: str, start: str, progress, force: bool):
     """Write a synthetic world into DIRECTORY: profiles, lists, areas, campaigns and a trace."""
-    from engine.gen import generate
+    from engine.gen import check_arguments, generate, world_files
+    try:
+        # before anything is touched: --events 0 (an empty trace replay would refuse), a negative count
+        check_arguments(subscribers, events, campaigns, days, seed, trace_files, profiles_format, start,
+                        options=True)
+    except ValueError as e:
+        _fail(str(e))
     if directory.is_dir() and any(directory.iterdir()) and not force:
         _fail(f"{directory}: not empty; gen would replace its campaigns.toml and data: give an empty or new "
               "directory, or --force")
+    if force:
+        # an earlier world's files that this one would not overwrite (trace-1..3 beside a new
+        # trace.msgpack, profiles.parquet beside profiles.csv) must not be left to be read with it
+        for path in world_files(directory):
+            path.unlink()
     try:
         world = generate(directory, subscribers=subscribers, events=events, campaigns=campaigns, days=days,
                          seed=seed, trace_files=trace_files, profiles_format=profiles_format, start=start,
@@ -363,9 +373,9 @@ def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_c
     if lookup and not lookup_token:
         _fail("--lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN")
     try:
-        lookup_at = parse_hostport(lookup) if lookup else None
-        metrics_at = parse_hostport(metrics) if metrics else None
-        listen_at = parse_hostport(listen) if listen else None
+        listen_at = parse_hostport(listen, option="--listen") if listen is not None else None
+        lookup_at = parse_hostport(lookup, option="--lookup") if lookup is not None else None
+        metrics_at = parse_hostport(metrics, option="--metrics") if metrics is not None else None
     except ValueError as e:
         _fail(str(e))
     from engine.service.daemon import parse_keep_done, spool_owner_ids

@@ -16,16 +16,22 @@ from pathlib import Path
 
 from engine.gen import EVENT_DTYPE, generate
 
-__all__ = ["build_demo_world", "DEMO_CAMPAIGNS"]
+__all__ = ["build_demo_world", "check_demo_size", "DEMO_CAMPAIGNS"]
 
 DEMO_CAMPAIGNS = 12     # one synthetic campaign of each kind
+
+
+def check_demo_size(subscribers: int, events: int) -> None:
+    """ValueError in one line when the demo world would be too small to show anything."""
+    if subscribers < 100 or events < 1_000:
+        raise ValueError(f"the demo needs at least 100 subscribers and 1,000 events (--subscribers {subscribers:,}, "
+                         f"--events {events:,})")
 
 
 def build_demo_world(directory: Path, *, subscribers: int = 20_000, events: int = 300_000,
                      seed: int = 7) -> tuple[Path, list[Path]]:
     """Write the demo world into `directory`; return (campaigns.toml, [trace files])."""
-    if subscribers < 100 or events < 1_000:
-        raise ValueError("the demo needs at least 100 subscribers and 1,000 events")
+    check_demo_size(subscribers, events)
     directory = Path(directory)
     world = generate(directory, subscribers=subscribers, events=events, campaigns=DEMO_CAMPAIGNS,
                      days=2, seed=seed, profiles_format="csv", start="2026-11-02", progress=False)

@@ -43,7 +43,7 @@ from engine.records import (
     DEAD_LETTER_BYTES, DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KINDS,
 )
 
-__all__ = ["SinkSet"]
+__all__ = ["SinkSet", "earlier_run_files"]
 
 # Output holds personal data (MSISDNs): owner and group only, whatever the umask.
 FILE_MODE = 0o640
@@ -487,6 +487,20 @@ class _Stream:
 
 
 # --------------------------------------------------------------------------- the sink set
+
+def earlier_run_files(out) -> list[Path]:
+    """The files of an earlier run in `out` (stats.json and numbered sink files, finished or
+    temporary, in its first-level directories), in name order; [] for a fresh directory. A
+    new run into them would number its actions from 1 again (`sigmatch replay` refuses them
+    without --overwrite, a service without a checkpoint of its own refuses them)."""
+    out = Path(out)
+    if not out.is_dir():
+        return []
+    found = [out / "stats.json"] if (out / "stats.json").is_file() else []
+    for directory in sorted(p for p in out.iterdir() if p.is_dir()):
+        found += sorted(p for p in directory.iterdir() if _NUMBERED_FILE.fullmatch(p.name))
+    return found
+
 
 def _check_channel(channel: str) -> None:
     # A channel names a directory under OUT: it must stay one path component inside OUT.

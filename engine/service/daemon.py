@@ -55,7 +55,8 @@ from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine
 from engine.service.checkpoint import CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
-from engine.sinks import SinkSet, fsync_path
+from engine.sinks import SinkSet, earlier_run_files, fsync_path
+from engine.wording import plural
 from loaders.sniff import judge_spool_file
 
 __all__ = ["SpoolDaemon", "run_spool", "sd_notify", "parse_keep_done", "spool_owner_ids", "SETTLE_S"]
@@ -90,6 +91,13 @@ DONE_WATCH_FILES = 1000
 # A new checkpoint base releases the files in done/ that --keep-done holds for the fallback;
 # one is made for that at most this often (seconds)
 REBASE_FOR_DONE_S = 60.0
+# A spool file not named *.msgpack is never read; one that has not changed for this long
+# (seconds) is not a probe's file being written under another name: it is warned of, once
+IGNORED_AFTER_S = 60.0
+# Suffixes of compressed files: a spool file so named is ignored with the advice to decompress it
+_COMPRESSED_SUFFIXES = {"gz", "zst", "xz", "bz2", "zip", "lz4"}
+# The lock of a spool directory, in it: a dot-name, never taken for a spool file
+SPOOL_LOCK = ".sigmatch.lock"
 # What the service creates holds raw events and state: owner and group only, whatever the umask
 FILE_MODE = 0o640
 DIR_MODE = 0o750
@@ -246,6 +254,37 @@ def _kind(mode: int) -> str:
     return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
 
 
+def _hold_lock(fd: int, what: str) -> int:
+    """Take an exclusive flock on the open lock file `fd` and write this PID into it; held
+    while the process lives. Taken by another process: SigmatchError `WHAT in use by PID N`."""
+    import fcntl
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise SigmatchError(f"{what} in use by PID {holder}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _listening_probe(host: str, port: int) -> socket.socket:
+    """A socket listening on (host, port), as the servers bind: SO_REUSEADDR, so that a port in
+    TIME_WAIT after a restart is not taken for one in use; listening, so that two probes of
+    one address clash as two servers would. OSError when it cannot be bound."""
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        probe.listen(1)
+    except BaseException:
+        probe.close()
+        raise
+    return probe
+
+
 def sd_notify(state: str) -> None:
     """Tell systemd (Type=notify) how the service stands: READY=1, STOPPING=1. A no-op when
     not started by systemd (no NOTIFY_SOCKET)."""
@@ -327,6 +366,8 @@ class SpoolDaemon:
         self.fed_sizes: dict[str, int] = {}     # spool files fed whole: the bytes read (a tail beyond is late)
         self._settling: dict[str, tuple] = {}   # name -> ((size, mtime), first seen so) while it settles
         self._unmovable: set[str] = set()       # rejected but not movable: ignored (logged once) while present
+        self.stdin_rejected: list[str] = []     # standard input alone: its journal files set aside, as said
+        self._ignored: set[str] = set()         # spool files not named *.msgpack, warned of (once while present)
         self._buffer = memoryview(bytearray(FEED_BYTES))    # spool files are read into this
         self._tail_buffer = memoryview(bytearray(1 << 20))  # tails are copied through this (checkpoint thread)
         self.spool_counts = {"rejected": 0, "changed": 0, "tails": 0}     # this process's, for metrics
@@ -341,6 +382,8 @@ class SpoolDaemon:
         # The core is fed without the GIL; readers on other threads (the lookup) hold this.
         self.lock = threading.Lock()
         self.servers: list = []
+        self._lock_fd: Optional[int] = None         # STATE/lock, held while the process lives
+        self._spool_lock_fd: Optional[int] = None   # SPOOL/.sigmatch.lock, likewise
 
     # -- start-up
 
@@ -549,9 +592,16 @@ class SpoolDaemon:
         still settling (then nothing behind it is taken either: the order is the names')."""
         waiting = set(self.uncommitted) | set(self.covered) | self.in_flight
         # names only: what each entry is, is decided on the opened file (_open_spool_file)
+        names, others = [], set()
         with os.scandir(self.spool) as entries:
-            names = [entry.name for entry in entries
-                     if entry.name.endswith(".msgpack") and not entry.name.startswith(".")]
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue            # a probe's file being written, the spool lock
+                if entry.name.endswith(".msgpack"):
+                    names.append(entry.name)
+                elif not entry.is_dir(follow_symlinks=False):
+                    others.add(entry.name)
+        self._say_ignored(others)
         present = set(names)
         self._unmovable &= present
         for gone in set(self._settling) - present:
@@ -565,6 +615,24 @@ class SpoolDaemon:
                 return ready, True
             ready.append(self.spool / name)
         return ready, False
+
+    def _say_ignored(self, names: set[str]) -> None:
+        """Files in the spool that it never reads (not named *.msgpack: a *.gz a probe left,
+        a CSV): a warning once per file while it stays, not at every poll; only once it has
+        not changed for IGNORED_AFTER_S, so that a probe's file still being written under
+        another name (to be renamed when complete) is not warned of."""
+        self._ignored &= names
+        now = time.time()
+        for name in sorted(names - self._ignored):
+            try:
+                if now - os.lstat(self.spool / name).st_mtime < IGNORED_AFTER_S:
+                    continue
+            except FileNotFoundError:
+                continue
+            self._ignored.add(name)
+            compressed = name.rsplit(".", 1)[-1].lower() in _COMPRESSED_SUFFIXES
+            log.warning(f"{name}: ignored, left in the spool: the spool reads only uncompressed files named *.msgpack"
+                        + ("; decompress it into one to have it read" if compressed else ""))
 
     def _settled(self, name: str) -> bool:
         """Whether a spool file's size and mtime have been still for settle_s: by its mtime
@@ -651,7 +719,7 @@ class SpoolDaemon:
         except OSError as e:
             self._unmovable.add(name)
             self._count("rejected")
-            log.error(f"{name}: rejected, {unread}: {reason}; it cannot be moved to rejected/ "
+            log.error(f"{self._shown(name)}: rejected, {unread}: {reason}; it cannot be moved to rejected/ "
                       f"({e.strerror or e}) and is ignored while it stays")
             return
         self._count("rejected")
@@ -659,7 +727,26 @@ class SpoolDaemon:
             _write_private(rejected / f"{target}.reason", f"{_now()} {reason}\n".encode())
         except OSError as e:
             log.warning(f"rejected/{target}.reason: cannot be written: {e.strerror or e}")
-        log.error(f"{name}: rejected, {unread}, moved to rejected/{target}: {reason}")
+        line = f"{self._shown(name)}: rejected, {unread}, moved to {self._shown_dir(rejected)}{target}: {reason}"
+        if self._stdin_only:
+            # said once, as the service's error, when standard input is processed (run)
+            self.stdin_rejected.append(line)
+        else:
+            log.error(line)
+
+    @property
+    def _stdin_only(self) -> bool:
+        """Standard input is the one source: the service ends with it."""
+        return self.stdin is not None and self.listen is None and not self.journal_prefix
+
+    def _shown(self, name: str) -> str:
+        """A spool file as messages name it: a journal file of standard input, the one source,
+        is what came from standard input (its name alone points at nothing the user gave)."""
+        return f"standard input (journal file {name})" if self._stdin_only else name
+
+    def _shown_dir(self, directory: Path) -> str:
+        """rejected/ as messages name it: in full where the spool is the service's own journal."""
+        return f"{directory}/" if self._stdin_only else f"{directory.name}/"
 
     def _take_records(self, flush: bool = False) -> None:
         """Take the core's records; they go to the sinks in batches of SINK_BATCH (formatting
@@ -759,46 +846,119 @@ class SpoolDaemon:
         }
 
     def _preflight(self) -> None:
-        """What an operator got wrong is said before anything is created: a spool directory
-        that does not exist, an address in use, naming the option."""
+        """What an operator got wrong is said before anything is created, naming the option: a
+        spool directory that does not exist, a configuration that does not load, output of
+        an earlier run that this state does not cover, an address in use (by another process,
+        or by another of this service's own options)."""
+        from engine.config import load_config
         if self.journal_prefix and not self.spool.is_dir():
             raise SigmatchError(f"--spool {self.spool}: no such directory")
-        for option, address in (("--listen", self.listen), ("--lookup", self.lookup),
-                                ("--metrics", self.metrics_address)):
-            if address is None:
-                continue
-            host, port = address[0], address[1]
+        # the configuration alone (its profiles, lists and areas are loaded later)
+        load_config(self.config_path)
+        self._refuse_earlier_output()
+        self._probe_addresses()
+
+    def _refuse_earlier_output(self) -> None:
+        """A service without a checkpoint of its own numbers its actions from 1: into an --out
+        that holds a run's output (a replay's, another service's) the gateway would send
+        them twice. A service that goes on from its checkpoint continues the numbering."""
+        if self.store.exists() or (self.state / "checkpoint").exists():
+            return
+        earlier = earlier_run_files(self.out)
+        if (self.state / "lock").exists():
+            # a service started on this state and was killed before its first checkpoint: its
+            # stats.json and temporary files are its own, made again (finished files follow a
+            # checkpoint, so any found are another run's)
+            earlier = [p for p in earlier if p.name != "stats.json" and not p.name.endswith(".tmp")]
+        if earlier:
+            raise SigmatchError(
+                f"--out {self.out}: already holds a run's output ({earlier[0].relative_to(self.out)} and "
+                f"{len(earlier) - 1:,} more) and --state {self.state} holds no checkpoint of it: this service would "
+                "number its actions from 1 again and the gateway would send them twice: give a new --out, or the "
+                "--state of the service that wrote it")
+
+    def _probe_addresses(self) -> None:
+        """Bind (and listen on) each address the service will serve, all held at once, so that
+        a port taken by another process, or given to two of this service's options, is
+        named now; then release them for the servers."""
+        probes: list[tuple[str, str, int, socket.socket]] = []
+        try:
+            for option, address in (("--listen", self.listen), ("--lookup", self.lookup),
+                                    ("--metrics", self.metrics_address)):
+                if address is None:
+                    continue
+                host, port = address[0], address[1]
+                try:
+                    probes.append((option, host, port, _listening_probe(host, port)))
+                except OSError as e:
+                    if e.errno != errno.EADDRINUSE:
+                        raise SigmatchError(f"{option} {host}:{port}: {e.strerror or e}") from None
+                    raise SigmatchError(f"{option} {host}:{port}: {self._clash(host, port, probes)}") from None
+        finally:
+            for *_, probe in probes:
+                probe.close()
+
+    @staticmethod
+    def _clash(host: str, port: int, probes: list) -> str:
+        """Why an address cannot be bound: one of this service's own options holds it, or another
+        process does. Each earlier option is tried alone with it (the probes are released)."""
+        for *_, probe in probes:
+            probe.close()
+        try:
+            _listening_probe(host, port).close()
+        except OSError:
+            return "address in use"         # by another process
+        for option, other_host, other_port, _ in probes:
             try:
-                family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-                with socket.socket(family, socket.SOCK_STREAM) as probe:
-                    # as the servers bind: a port in TIME_WAIT after a restart is not in use
-                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    probe.bind((host, port))
-            except OSError as e:
-                reason = "address in use" if e.errno == errno.EADDRINUSE else (e.strerror or str(e))
-                raise SigmatchError(f"{option} {host}:{port}: {reason}") from None
+                with _listening_probe(other_host, other_port):
+                    try:
+                        _listening_probe(host, port).close()
+                    except OSError:
+                        return f"address in use by {option} {other_host}:{other_port} (each needs its own port)"
+            except OSError:
+                continue
+        return "address in use"
 
     def _lock_state(self) -> None:
         """One service per state directory: a second one would process the same spool files
         and rename over the first one's files. An flock on STATE/lock, held while the process
         lives (the kernel drops it with the process, even after kill -9); readers (a what-if
-        from a checkpoint, the console) do not take it and are never blocked."""
-        import fcntl
+        from a checkpoint, the console) do not take it and are never blocked. A journal of
+        stdin or TCP input alone lies under STATE: this lock covers it."""
         _make_private_dir(self.state)
         fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        self._lock_fd = _hold_lock(fd, f"--state {self.state}: state directory")
+
+    def _lock_spool(self) -> None:
+        """One service per spool directory, whatever its state directory: two would both read
+        each file (its actions sent twice) and race to move it to done/. An flock on
+        SPOOL/.sigmatch.lock (a dot-name: never read as a spool file), as on the state. The
+        spool is writable by whoever writes files into it: the lock file is opened without
+        following a link and used only when it is a plain file of this service's user."""
+        path = self.spool / SPOOL_LOCK
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        except OSError as e:
+            why = "a symbolic link" if e.errno == errno.ELOOP else (e.strerror or str(e))
+            raise SigmatchError(f"--spool {self.spool}: cannot lock it ({SPOOL_LOCK}: {why})") from None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_nlink != 1:
             os.close(fd)
-            raise SigmatchError(f"--state {self.state}: state directory in use by PID {holder}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
+            raise SigmatchError(f"--spool {self.spool}: cannot lock it ({SPOOL_LOCK} is not a file of this "
+                                "service's user: remove it)")
+        self._spool_lock_fd = _hold_lock(fd, f"--spool {self.spool}: spool directory")
 
     def run(self) -> int:
         self._preflight()
-        self._lock_state()
+        # Both locks before anything is created: a state directory that exists is locked
+        # first (a second service on it is named by it), then a --spool of the probes
+        # (a journal alone, under STATE, is covered by the state's lock)
+        if self.state.is_dir():
+            self._lock_state()
+        if self.journal_prefix:
+            self._lock_spool()
+        if self._lock_fd is None:
+            self._lock_state()
         for directory in (self.out, self.state):
             _make_private_dir(directory)
         journal_dir = None
@@ -910,7 +1070,12 @@ class SpoolDaemon:
                 self._commit(self._position, wait=True)
         for server in self.servers:
             server.close()
-        lifecycle.info(f"stopped: checkpoint written, {self.engine.pending:,} pending actions kept")
+        lifecycle.info(f"stopped: checkpoint written, {plural(self.engine.pending, 'pending action')} kept")
+        if self.stdin_rejected:
+            # what standard input sent was not processed: not a success (the first, and how many)
+            others = len(self.stdin_rejected) - 1
+            raise SigmatchError(self.stdin_rejected[0] + (f" ({plural(others, 'more journal file')} likewise)"
+                                                          if others else ""))
         return 0
 
     def _process_file(self, path: Path) -> None:
@@ -1029,16 +1194,16 @@ class SpoolDaemon:
         with self.lock:
             if status == 4:
                 self.engine._core.clear_oom()
-            core = self.engine._core
-            # offsets go on: dead letters stay unique and their max_dead_letters spans hold
-            core.begin_stream(core.state_scalars()["stream_offset"])
+            self.engine._core.begin_stream(file_end)
 
     def _new_stream(self, why: str) -> None:
         """The stream's continuity is lost (a file gone or cut while read): an event begun in
         it cannot be completed, so the next file starts a new stream, as after corrupt bytes."""
         log.warning(f"{why}: the next file starts a new stream")
         with self.lock:
-            self.engine._core.begin_stream(file_end)
+            core = self.engine._core
+            # offsets go on: dead letters stay unique and their max_dead_letters spans hold
+            core.begin_stream(core.state_scalars()["stream_offset"])
 
     def _prune_done(self, at_once: bool = False) -> bool:
         """Measure done/ and, with --keep-done, delete its oldest files (by mtime) beyond the

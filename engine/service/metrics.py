@@ -84,42 +84,44 @@ assert set(_ACTION_STAGES) == set(KINDS) and set(_ACTION_STAGES.values()) <= set
 
 # ---------------------------------------------------------------------------- HOST:PORT
 
-def parse_hostport(text: str, default_host: str = DEFAULT_HOST) -> tuple[str, int]:
+def parse_hostport(text: str, default_host: str = DEFAULT_HOST, option: Optional[str] = None) -> tuple[str, int]:
     """`HOST:PORT`, `:PORT`, `PORT` or `[IPV6]:PORT` -> (host, port); the host defaults to
-    127.0.0.1 (never all interfaces unless asked). ValueError with the reason otherwise."""
+    127.0.0.1 (never all interfaces unless asked). ValueError with the reason otherwise,
+    naming the `option` it was given to (`--listen localhost:abc: port 'abc' is not a number`)."""
     if not isinstance(text, str):
-        raise ValueError(f"metrics address must be a string, not {type(text).__name__}")
+        raise ValueError(f"{option + ': ' if option else ''}address must be a string, not {type(text).__name__}")
     spec = text.strip()
     if not spec:
-        raise ValueError("empty metrics address: expected HOST:PORT, :PORT or PORT")
+        raise ValueError(f"{option + ': ' if option else ''}empty address: expected HOST:PORT, :PORT or PORT")
+    given = f"{option} {spec}" if option else repr(text)
     if spec.startswith("["):
         close = spec.find("]")
         if close < 0:
-            raise ValueError(f"{text!r}: missing ']' after the IPv6 address")
+            raise ValueError(f"{given}: missing ']' after the IPv6 address")
         host, rest = spec[1:close], spec[close + 1:]
         if not rest.startswith(":"):
-            raise ValueError(f"{text!r}: expected [IPV6]:PORT")
+            raise ValueError(f"{given}: expected [IPV6]:PORT")
         port_text = rest[1:]
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            raise ValueError(f"{text!r}: {host!r} is not an IPv6 address") from None
+            raise ValueError(f"{given}: {host!r} is not an IPv6 address") from None
     elif ":" in spec:
         host, _, port_text = spec.rpartition(":")
         if ":" in host:
-            raise ValueError(f"{text!r}: put an IPv6 address in brackets, as [::1]:9108")
+            raise ValueError(f"{given}: put an IPv6 address in brackets, as [::1]:9108")
         host = host or default_host
     else:
         host, port_text = default_host, spec
     if not port_text:
-        raise ValueError(f"{text!r}: missing port (expected HOST:PORT, :PORT or PORT)")
+        raise ValueError(f"{given}: missing port (expected HOST:PORT, :PORT or PORT)")
     if not port_text.isascii() or not port_text.isdigit():
-        raise ValueError(f"{text!r}: port {port_text!r} is not a number")
+        raise ValueError(f"{given}: port {port_text!r} is not a number")
     port = int(port_text)
     if port > 65535:
-        raise ValueError(f"{text!r}: port {port} is out of range (0..65535)")
+        raise ValueError(f"{given}: port {port} is out of range (0..65535)")
     if not host or any(c.isspace() for c in host):
-        raise ValueError(f"{text!r}: bad host {host!r}")
+        raise ValueError(f"{given}: bad host {host!r}")
     return host, port
 
 

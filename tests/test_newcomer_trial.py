@@ -1,0 +1,512 @@
+"""What a newcomer's trial of issue 9 found still wrong, each kind a test: one service per
+spool; a fresh service refusing an --out that holds a run; the service's own options on one
+port, a bad address and a bad configuration said before anything is created; numbers in
+groups masked in the lookup's log; standard input that is not an event stream; files the
+spool never reads; times in micro- and nanoseconds; campaigns `check` knows can never
+match; `run.dead_letters` without padding; plurals; `gen --force` and `gen --events 0`; the
+metrics list of docs/operations.md. Messages are checked word for word."""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+from engine.api import Engine
+from engine.sinks import SinkSet
+from engine.wording import plural
+from tests.test_daemon_hostile import free_port, start, stop, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "crbt_school"
+CONFIG = EXAMPLE / "campaigns.toml"
+TRACE = EXAMPLE / "trace.msgpack"
+T0 = 1_767_225_600_000          # 2026-01-01T00:00:00Z
+JSON_LINES = b"".join(b'{"ts": %d, "type": "CALL_MO_END", "msisdn": "13800000001"}\n' % (T0 + i) for i in range(50))
+ADVICE = "sigmatch reads msgpack (docs/semantics.md)"
+
+
+def sigmatch(*args, stdin: bytes = b"", timeout: float = 120) -> subprocess.CompletedProcess:
+    """The command as an operator runs it (bytes in, text out)."""
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], cwd=ROOT, input=stdin,
+                          capture_output=True, timeout=timeout)
+    proc.stdout, proc.stderr = proc.stdout.decode(), proc.stderr.decode()
+    return proc
+
+
+def service(tmp_path: Path, *args, out="out", state="state", stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return sigmatch("run", CONFIG, "--out", tmp_path / out, "--state", tmp_path / state, *args, stdin=stdin)
+
+
+def error_line(proc) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert lines, proc
+    return lines[-1]
+
+
+# --------------------------------------------------------------------------- 9: one service per spool
+
+def test_a_second_service_on_one_spool_with_another_state_exits_at_once(tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    first = start(CONFIG, spool, tmp_path / "out", tmp_path / "state")
+    try:
+        second = service(tmp_path, "--spool", spool, out="out2", state="state2")
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines() == [
+            f"sigmatch: error: --spool {spool}: spool directory in use by PID {first.pid}"]
+        assert not (tmp_path / "out2").exists() and not (tmp_path / "state2").exists()
+        # the lock is a dot-name: never read, never set aside, never warned of
+        (spool / "t-01.msgpack").write_bytes(TRACE.read_bytes())
+        wait_for(lambda: (spool / "done" / "t-01.msgpack").exists(), "the spool file to be processed", first)
+    finally:
+        code, log = stop(first)
+    assert code == 0, log[-3000:]
+    assert ".sigmatch.lock" not in log and not (spool / "rejected").exists()
+    assert sorted(p.name for p in spool.iterdir()) == [".sigmatch.lock", "done"]
+    # the lock goes with its process: the second service starts now (a new --out: it has no checkpoint)
+    again = start(CONFIG, spool, tmp_path / "out2", tmp_path / "state2")
+    code, log = stop(again)
+    assert code == 0, log[-3000:]
+
+
+def test_a_spool_lock_that_is_a_link_is_refused(tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (tmp_path / "elsewhere").write_text("")
+    (spool / ".sigmatch.lock").symlink_to(tmp_path / "elsewhere")
+    done = service(tmp_path, "--spool", spool)
+    assert done.returncode == 1
+    assert error_line(done) == (f"sigmatch: error: --spool {spool}: cannot lock it (.sigmatch.lock: a symbolic "
+                                "link)")
+    assert (tmp_path / "elsewhere").read_text() == ""
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
+
+
+# --------------------------------------------------------------------------- 10: a fresh service, an --out in use
+
+def refusal_of_out(tmp_path: Path, out: Path, first: str, more: int, state: str = "state2") -> str:
+    return (f"sigmatch: error: --out {out}: already holds a run's output ({first} and {more:,} more) and --state "
+            f"{tmp_path / state} holds no checkpoint of it: this service would number its actions from 1 again and "
+            "the gateway would send them twice: give a new --out, or the --state of the service that wrote it")
+
+
+def test_a_fresh_service_refuses_an_out_that_holds_a_replay(tmp_path):
+    out = tmp_path / "out"
+    assert sigmatch("replay", CONFIG, TRACE, "--out", out).returncode == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    done = service(tmp_path, "--spool", spool, state="state2")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [refusal_of_out(tmp_path, out, "stats.json", len(before) - 1)]
+    assert not (tmp_path / "state2").exists()
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_fresh_service_refuses_another_services_out_and_a_service_goes_on_on_its_own_state(tmp_path):
+    out = tmp_path / "out"
+    first = service(tmp_path, "--stdin", stdin=TRACE.read_bytes())
+    assert first.returncode == 0, first.stderr
+    stats = (out / "stats.json").read_bytes()
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    other = service(tmp_path, "--stdin", state="state2", stdin=TRACE.read_bytes())
+    assert other.returncode == 1
+    assert error_line(other) == refusal_of_out(tmp_path, out, "stats.json", len(files) - 1)
+    assert (out / "stats.json").read_bytes() == stats and not (tmp_path / "state2").exists()
+    # the service that wrote it goes on from its checkpoint, numbering on
+    again = service(tmp_path, "--stdin", stdin=TRACE.read_bytes())
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "stats.json").read_text())["run"]["events"] == 2 * json.loads(stats)["run"]["events"]
+
+
+def test_a_service_killed_before_its_first_checkpoint_starts_again(tmp_path):
+    # what it leaves: its lock, stats.json and temporary files; no finished file, no checkpoint
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "lock").write_text("12345\n")
+    (tmp_path / "out" / "sms").mkdir(parents=True)
+    (tmp_path / "out" / "stats.json").write_text("{}")
+    (tmp_path / "out" / "sms" / ".actions-00000001.csv.tmp").write_text("seq\n")
+    done = service(tmp_path, "--stdin", stdin=TRACE.read_bytes())
+    assert done.returncode == 0, done.stderr
+    # ... but a finished file beside them is another run's
+    out2 = tmp_path / "out2"
+    (out2 / "sms").mkdir(parents=True)
+    (out2 / "sms" / "actions-00000001.csv").write_text("seq\n")
+    (tmp_path / "state2").mkdir()
+    (tmp_path / "state2" / "lock").write_text("12345\n")
+    refused = service(tmp_path, "--stdin", out="out2", state="state2", stdin=TRACE.read_bytes())
+    assert refused.returncode == 1
+    assert error_line(refused) == refusal_of_out(tmp_path, out2, "sms/actions-00000001.csv", 0)
+
+
+# --------------------------------------------------------------------------- 11: said before anything is created
+
+@pytest.mark.parametrize("first, second", [("--listen", "--metrics"), ("--lookup", "--metrics"),
+                                           ("--listen", "--lookup")])
+def test_two_of_the_services_own_options_on_one_port_are_named(tmp_path, first, second):
+    port = free_port()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    done = service(tmp_path, "--spool", spool, "--lookup-token", "t", first, f"127.0.0.1:{port}",
+                   second, f"127.0.0.1:{port}")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"sigmatch: error: {second} 127.0.0.1:{port}: address in use by {first} 127.0.0.1:{port} "
+        "(each needs its own port)"]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
+
+
+def test_a_port_taken_by_another_process_beside_an_option_of_ours_is_in_use(tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = service(tmp_path, "--spool", spool, "--listen", f"127.0.0.1:{free_port()}",
+                       "--metrics", f"127.0.0.1:{port}")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"sigmatch: error: --metrics 127.0.0.1:{port}: address in use"]
+
+
+@pytest.mark.parametrize("option", ["--listen", "--lookup", "--metrics"])
+def test_a_bad_address_names_its_option(tmp_path, option):
+    done = service(tmp_path, "--stdin", "--lookup-token", "t", option, "localhost:abc")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"sigmatch: error: {option} localhost:abc: port 'abc' is not a number"]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
+
+
+def test_a_configuration_that_does_not_load_fails_before_anything_is_created(tmp_path):
+    from engine.config import load_config
+    from engine.errors import ConfigError
+    config = tmp_path / "campaigns.toml"
+    config.write_text(CONFIG.read_text().replace('min_gap     = "7d"', 'min_gap     = "7 days"'))
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    done = sigmatch("run", config, "--spool", spool, "--out", tmp_path / "out", "--state", tmp_path / "state")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"sigmatch: error: {caught.value}"]
+    assert str(config) in str(caught.value) and "min_gap" in str(caught.value)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
+
+
+# --------------------------------------------------------------------------- 13: numbers in groups, in the lookup's log
+
+def get(port: int, path: str) -> int:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": "Bearer t0ken"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def raw_get(port: int, line: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(line + b"\r\nAuthorization: Bearer t0ken\r\n\r\n")
+        sock.recv(1 << 16)
+
+
+def test_numbers_in_groups_never_reach_the_lookups_log(tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    port = free_port()
+    proc = start(CONFIG, spool, tmp_path / "out", tmp_path / "state", "--lookup", f"127.0.0.1:{port}",
+                 "--lookup-token", "t0ken")
+    try:
+        answered = {path: get(port, path) for path in (
+            "/subscriber/138-0001-0003", "/subscriber/138%200001%200003", "/SUBSCRIBER/%2B86-138-0001-0003",
+            "/subscriber/138%2D0001%2D0003x", "/subscriber?msisdn=138-0001-0003&x=1")}
+        raw_get(port, b"GET /subscriber/138 0001 0003 HTTP/1.1")
+        wait_for(lambda: proc.log_path.read_text().count("sigmatch.lookup: lookup") >= 7, "the lookups' log", proc)
+    finally:
+        code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert answered == {"/subscriber/138-0001-0003": 200, "/subscriber/138%200001%200003": 200,
+                        "/SUBSCRIBER/%2B86-138-0001-0003": 404, "/subscriber/138%2D0001%2D0003x": 400,
+                        "/subscriber?msisdn=138-0001-0003&x=1": 404}
+    lines = [line.split("sigmatch.lookup: lookup 127.0.0.1 ", 1)[1] for line in log.splitlines()
+             if "sigmatch.lookup: lookup" in line]
+    assert lines == [
+        '"GET /subscriber/138****0003 HTTP/1.1" 200 -',
+        '"GET /subscriber/138****0003 HTTP/1.1" 200 -',
+        '"GET /SUBSCRIBER/861******0003 HTTP/1.1" 404 -',
+        '"GET /subscriber/*** HTTP/1.1" 400 -',
+        '"GET /subscriber?msisdn=138****0003&x=1 HTTP/1.1" 404 -',
+        # a raw space in the path: a bad request line, echoed back whole
+        "code 400, message Bad request syntax ('GET /subscriber/138****0003 HTTP/1.1')",
+        '"GET /subscriber/138****0003 HTTP/1.1" 400 -',
+    ]
+    assert not re.search(r"0001|13800010003", log)
+
+
+# --------------------------------------------------------------------------- 14: standard input, not an event stream
+
+def test_standard_input_that_is_not_an_event_stream_fails_naming_it(tmp_path):
+    done = service(tmp_path, "--stdin", stdin=JSON_LINES)
+    assert done.returncode == 1
+    rejected = tmp_path / "state" / "stdin-journal" / "rejected"
+    assert error_line(done) == (
+        "sigmatch: error: standard input (journal file 000000000001.msgpack): rejected, examined, not processed, "
+        f"moved to {rejected}/000000000001.msgpack: not a msgpack event stream: it looks like JSON lines (text); "
+        f"{ADVICE}")
+    # said once: no other line names it
+    assert sum("000000000001.msgpack" in line for line in done.stderr.splitlines()) == 1
+    assert (rejected / "000000000001.msgpack").read_bytes() == JSON_LINES
+
+
+def test_standard_input_that_is_an_event_stream_ends_with_0(tmp_path):
+    done = service(tmp_path, "--stdin", stdin=TRACE.read_bytes())
+    assert done.returncode == 0, done.stderr
+    assert "error" not in done.stderr.lower()
+
+
+# --------------------------------------------------------------------------- 15: files the spool never reads
+
+def test_files_the_spool_never_reads_are_warned_of_once_each(tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    old = time.time() - 600
+    (spool / "t-01.msgpack.gz").write_bytes(gzip.compress(TRACE.read_bytes()))
+    (spool / "notes.csv").write_text("a,b\n")
+    for name in ("t-01.msgpack.gz", "notes.csv"):
+        os.utime(spool / name, (old, old))
+    (spool / "t-02.part").write_bytes(b"")         # a probe's file being written: not warned of
+    proc = start(CONFIG, spool, tmp_path / "out", tmp_path / "state", "--settle", "0")
+    try:
+        wait_for(lambda: proc.log_path.read_text().count("ignored, left in the spool") >= 2, "the warnings", proc)
+        # many polls later (a file processed meanwhile), still once each
+        (spool / "t-03.msgpack").write_bytes(TRACE.read_bytes())
+        wait_for(lambda: (spool / "done" / "t-03.msgpack").exists(), "a file to be processed", proc)
+        time.sleep(1.5)
+    finally:
+        code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    warned = [line.split("WARNING sigmatch.daemon: ", 1)[1] for line in log.splitlines() if "ignored" in line]
+    assert warned == [
+        "notes.csv: ignored, left in the spool: the spool reads only uncompressed files named *.msgpack",
+        "t-01.msgpack.gz: ignored, left in the spool: the spool reads only uncompressed files named *.msgpack; "
+        "decompress it into one to have it read",
+    ]
+    assert (spool / "t-01.msgpack.gz").exists() and (spool / "notes.csv").exists()
+
+
+def test_a_gzip_spool_file_is_set_aside_with_the_services_own_reason(tmp_path):
+    from engine.compile import load_world
+    from engine.config import load_config
+    from loaders.sniff import judge_spool_file
+    config = load_config(CONFIG)
+    core = Engine(config, load_world(config))._core
+    path = tmp_path / "t.msgpack"
+    path.write_bytes(gzip.compress(TRACE.read_bytes()))
+    with open(path, "rb", buffering=0) as f:
+        assert judge_spool_file(f, core) == (
+            "not a msgpack event stream: it is gzip-compressed (the service reads uncompressed msgpack only); "
+            f"{ADVICE}", [])
+
+
+def test_replay_decompresses_a_gz_trace_as_documented(tmp_path):
+    (tmp_path / "trace.msgpack.gz").write_bytes(gzip.compress(TRACE.read_bytes()))
+    plain = sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "plain")
+    packed = sigmatch("replay", CONFIG, tmp_path / "trace.msgpack.gz", "--out", tmp_path / "packed")
+    assert plain.returncode == packed.returncode == 0, packed.stderr
+    assert [p.read_bytes() for p in sorted((tmp_path / "plain").rglob("*.csv"))] == \
+           [p.read_bytes() for p in sorted((tmp_path / "packed").rglob("*.csv"))]
+    assert "`*.gz`" in (ROOT / "README.md").read_text() and "`*.gz`" in (ROOT / "docs" / "semantics.md").read_text()
+
+
+# --------------------------------------------------------------------------- 16: micro- and nanoseconds
+
+def events(*times) -> bytes:
+    return b"".join(msgpack.packb([t, 3, 13800010001, 0, 0, 0, 0, 0]) for t in times)
+
+
+UNITS = [
+    ("microseconds", T0 * 1000, "1,767,225,600,000,000", "after the year 9999"),
+    ("nanoseconds", T0 * 10**6, "1,767,225,600,000,000,000", "after the year 9999"),
+    ("seconds", T0 // 1000, "1,767,225,600", "1970-01-21T10:53:45Z"),
+]
+
+
+@pytest.mark.parametrize("unit, first, shown, as_ms", UNITS)
+def test_times_in_another_unit_are_refused_by_replay_and_check(tmp_path, unit, first, shown, as_ms):
+    path = tmp_path / "trace.msgpack"
+    path.write_bytes(events(first, first + 1, first + 2))
+    why = (f"{path}: event times look like {unit}, not milliseconds: the first, {shown}, is {as_ms} as ms and "
+           f"2026-01-01T00:00:00Z as {unit}; sigmatch reads ms since 1970-01-01 UTC (docs/semantics.md)")
+    replay = sigmatch("replay", CONFIG, path, "--out", tmp_path / "out")
+    assert replay.returncode == 1
+    assert replay.stderr.strip().splitlines() == [f"sigmatch: error: {why}"]
+    assert not (tmp_path / "out").exists()
+    check = sigmatch("check", CONFIG, path)
+    assert check.returncode == 1
+    assert error_line(check) == f"sigmatch: error: {why}"
+
+
+@pytest.mark.parametrize("unit, first, shown, as_ms", UNITS[:2])
+def test_times_in_another_unit_are_set_aside_by_the_service(tmp_path, unit, first, shown, as_ms):
+    from tests.test_not_event_streams import spool_judgement
+    assert spool_judgement(tmp_path, events(first, first + 1)) == (
+        f"event times look like {unit}, not milliseconds: the first, {shown}, is {as_ms} as ms and "
+        f"2026-01-01T00:00:00Z as {unit}; sigmatch reads ms since 1970-01-01 UTC (docs/semantics.md)", [])
+
+
+def test_milliseconds_beside_microseconds_only_warn(tmp_path):
+    from tests.test_not_event_streams import spool_judgement
+    why, warnings = spool_judgement(tmp_path, events(T0, T0 * 1000))
+    assert why is None and len(warnings) == 1 and warnings[0].startswith("1 of its 2 events is dated after 2100")
+
+
+# --------------------------------------------------------------------------- 17: what `check` knows can never match
+
+def test_check_warns_of_an_empty_peer_list_an_empty_area_and_an_empty_snapshot(tmp_path):
+    (tmp_path / "p.csv").write_text("msisdn,arpu\n")
+    (tmp_path / "peers.txt").write_text("")
+    (tmp_path / "area.csv").write_text("cell\n")
+    config = tmp_path / "c.toml"
+    config.write_text('[engine]\nprofiles = "p.csv"\n[lists]\npeers = "peers.txt"\n[areas]\nschool = "area.csv"\n'
+                      '[[campaign]]\nid = "a"\non = ["CALL_MO_END"]\npeer_in = "peers"\narea = "school"\n'
+                      'channel = "sms"\n')
+    done = sigmatch("check", config)
+    assert done.returncode == 0, done.stderr
+    warned = [line.split(" WARNING sigmatch.check: ", 1)[1] for line in done.stderr.splitlines()
+              if "sigmatch.check" in line]
+    assert warned == [
+        f"{tmp_path / 'p.csv'}: the profile snapshot holds no subscriber (no rows): no campaign can match",
+        "campaign 'a' can never match: its peer_in list 'peers' is empty",
+        "campaign 'a' can never match: its area 'school' is empty",
+    ]
+
+
+def test_check_says_nothing_of_lists_and_areas_that_hold_something():
+    done = sigmatch("check", CONFIG)
+    assert done.returncode == 0 and "sigmatch.check" not in done.stderr, done.stderr
+
+
+# --------------------------------------------------------------------------- 18: run.dead_letters
+
+def test_dead_letters_have_no_padding_and_still_write_the_same_files(tmp_path):
+    data = msgpack.packb([1, 99, 13800010001]) + msgpack.packb("nope") + TRACE.read_bytes()
+    run = Engine.from_config(CONFIG).replay(data, out=tmp_path / "replayed")
+    assert set(run.dead_letters.dtype.names) == {"offset", "count", "reason", "field", "nbytes", "bytes"}
+    assert len(run.dead_letters) == 2
+    assert all(not name.startswith("_") for name in Engine.from_config(CONFIG).replay(b"").dead_letters.dtype.names)
+    campaigns = Engine.from_config(CONFIG).campaigns
+    with SinkSet(tmp_path / "again", campaigns=campaigns) as sinks:
+        sinks.write_dead_letters(run.dead_letters)
+        sinks.write_actions(run.actions)
+        sinks.write_conversions(run.conversions)
+    for kind in ("dead_letters", "sms"):
+        assert [p.read_bytes() for p in sorted((tmp_path / "replayed" / kind).glob("*.csv"))] == \
+               [p.read_bytes() for p in sorted((tmp_path / "again" / kind).glob("*.csv"))]
+    assert run.dead_letter_columns()["reason"].tolist() == ["unknown_type", "not_an_event"]
+
+
+# --------------------------------------------------------------------------- 19: plurals
+
+def test_plural():
+    assert [plural(n, "action") for n in (0, 1, 2, 1234)] == ["0 actions", "1 action", "2 actions", "1,234 actions"]
+    assert plural(1, "eligibility class", "eligibility classes") == "1 eligibility class"
+    assert plural(3, "eligibility class", "eligibility classes") == "3 eligibility classes"
+
+
+def test_the_replay_summary_says_one_of_each_in_the_singular():
+    from engine.cli import format_run
+    stats = {"run": {"events": 1, "bad_events": {"x": 0}, "unknown_subscribers": 1, "late_events": 1, "actions": 1,
+                     "conversions": 1, "elapsed_s": 0.5, "events_per_s": None}}
+    assert format_run(stats) == "1 event (0 bad, 1 unknown subscriber, 1 late), 1 action, 1 conversion in 0.50 s"
+
+
+def test_the_compile_log_says_one_of_each_in_the_singular(tmp_path, caplog):
+    (tmp_path / "p.csv").write_text("msisdn\n13800000001\n")
+    (tmp_path / "peers.txt").write_text("13800000002\n")
+    (tmp_path / "area.txt").write_text("7\n")
+    config = tmp_path / "c.toml"
+    config.write_text('[engine]\nprofiles = "p.csv"\n[lists]\npeers = "peers.txt"\n[areas]\nschool = "area.txt"\n'
+                      '[[campaign]]\nid = "a"\non = ["CALL_MO_END"]\npeer_in = "peers"\narea = "school"\n'
+                      'channel = "sms"\n')
+    caplog.set_level(logging.INFO, logger="sigmatch.compile")
+    Engine.from_config(config)
+    assert [r.getMessage() for r in caplog.records if r.name == "sigmatch.compile"] == [
+        "compiled 1 campaign over 1 subscriber: 2 eligibility classes, 1 area, 1 peer set"]
+
+
+def test_the_service_keeps_1_pending_action_in_the_singular(tmp_path):
+    (tmp_path / "p.csv").write_text("msisdn\n13800000001\n")
+    config = tmp_path / "c.toml"
+    config.write_text('[engine]\nprofiles = "p.csv"\n[[campaign]]\nid = "a"\non = ["SMS_MO"]\ndelay = "1h"\n'
+                      'channel = "sms"\n')
+    event = msgpack.packb({"ts": T0, "type": "SMS_MO", "msisdn": 13800000001})
+    done = sigmatch("run", config, "--stdin", "--out", tmp_path / "out", "--state", tmp_path / "state", stdin=event)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        "INFO sigmatch.service: stopped: checkpoint written, 1 pending action kept")
+
+
+# --------------------------------------------------------------------------- 21: gen --force, gen --events 0
+
+def test_gen_force_removes_only_the_earlier_worlds_own_files(tmp_path):
+    world = tmp_path / "w"
+    first = sigmatch("gen", world, "--subscribers", "200", "--events", "1000", "--trace-files", "3")
+    assert first.returncode == 0, first.stderr
+    (world / "notes.txt").write_text("mine\n")
+    (world / "lists" / "mine.txt").write_text("13800000001\n")
+    (world / "out").mkdir()
+    (world / "out" / "stats.json").write_text("{}")
+    again = sigmatch("gen", world, "--subscribers", "200", "--events", "1000", "--profiles-format", "csv", "--force")
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.relative_to(world).as_posix() for p in world.rglob("*") if p.is_file()) == sorted([
+        "campaigns.toml", "profiles.csv", "trace.msgpack", "notes.txt", "out/stats.json",
+        *(f"lists/{n}.roar" for n in ("complaints", "crbt_peers", "crbt_targets", "dnd", "family_peers",
+                                       "family_targets", "mms_handsets", "staff")), "lists/mine.txt",
+        *(f"areas/{n}.txt" for n in ("airport", "cbd", "malls", "schools"))])
+    assert (world / "notes.txt").read_text() == "mine\n"
+    replay = sigmatch("replay", world / "campaigns.toml", world / "trace.msgpack", "--out", tmp_path / "o")
+    assert replay.returncode == 0, replay.stderr
+
+
+@pytest.mark.parametrize("option, value", [("--events", "0"), ("--events", "-5"), ("--subscribers", "-1"),
+                                           ("--trace-files", "0")])
+def test_gen_refuses_counts_below_one_before_anything_is_touched(tmp_path, option, value):
+    counts = {"--subscribers": "200", "--events": "1000"} | {option: value}
+    args = [a for pair in counts.items() for a in pair]
+    done = sigmatch("gen", tmp_path / "w", *args)
+    assert done.returncode == 1
+    lowest, highest = {"--events": (1, "100,000,000,000"), "--subscribers": (100, "500,000,000"),
+                       "--trace-files": (1, "1,000")}[option]
+    assert done.stderr.strip().splitlines() == [
+        f"sigmatch: error: {option} must be an integer from {lowest} to {highest}, got {value}"]
+    assert not (tmp_path / "w").exists()
+
+
+def test_demo_refuses_too_few_events_in_one_line(tmp_path):
+    done = sigmatch("demo", "--dir", tmp_path / "d", "--subscribers", "2000", "--events", "0")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "sigmatch: error: the demo needs at least 100 subscribers and 1,000 events (--subscribers 2,000, --events 0)"]
+    assert not (tmp_path / "d").exists()
+
+
+# --------------------------------------------------------------------------- 24: the metrics in docs/operations.md
+
+def test_the_operations_guide_lists_every_metric_and_no_other():
+    from engine.service.metrics import METRIC_NAMES
+    text = (ROOT / "docs" / "operations.md").read_text()
+    listed = text.split("/metrics` gives Prometheus text:", 1)[1].split("\n\n", 1)[0]
+    assert set(re.findall(r"`(sigmatch_[a-z_]+)", listed)) == set(METRIC_NAMES)
+    assert np.all([name in text for name in METRIC_NAMES])
