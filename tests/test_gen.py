@@ -271,4 +271,4 @@ def test_gen_command(tmp_path):
                            "--events", "10"], capture_output=True, text=True)
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("sigmatch: error: subscribers"), proc.stderr
+    assert lines == ["sigmatch: error: --subscribers must be an integer from 100 to 500,000,000, got 5"], proc.stderr
