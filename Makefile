@@ -37,7 +37,7 @@ fuzz: build
 
 # The mutation check (tests/mutation/run_mutants.py, docs/testing.md): each mutant of the core,
 # the model and the CLI applied to a scratch copy, rebuilt, and the suite run until it fails.
-# MUTANTS=name,name runs a subset; the whole list takes hours on 2 cores.
+# MUTANTS=name,name runs a subset; the whole list takes about an hour on 2 cores (docs/testing.md).
 MUTANTS ?=
 mutants: build
 	$(BIN)/python tests/mutation/run_mutants.py $(if $(MUTANTS),--only $(MUTANTS))
