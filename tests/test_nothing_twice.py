@@ -85,6 +85,20 @@ def _daemon(config: Path, tmp_path: Path, *args) -> subprocess.Popen:
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _wait_for_lock(proc: subprocess.Popen, state: Path) -> None:
+    """Until the service holds its state lock: its signal handlers are in place by then (a
+    SIGTERM before them would kill the interpreter, not stop the service)."""
+    import time
+    deadline = time.monotonic() + 120
+    def held() -> bool:
+        return (state / "lock").exists() and (state / "lock").read_text().strip() == str(proc.pid)
+
+    while not held():
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def test_a_second_service_on_one_state_directory_exits_at_once_naming_the_first(tmp_path):
     import time
     spool = tmp_path / "spool"
@@ -107,7 +121,7 @@ def test_a_second_service_on_one_state_directory_exits_at_once_naming_the_first(
     assert first.returncode == 0
     # the lock goes with its process: a later service starts
     again = _daemon(EXAMPLE / "campaigns.toml", tmp_path, "--spool", spool)
-    time.sleep(1)
+    _wait_for_lock(again, tmp_path / "state")
     again.terminate()
     _, err = again.communicate(timeout=120)
     assert again.returncode == 0, err
@@ -139,11 +153,10 @@ def test_a_port_in_use_is_said_before_anything_is_created_naming_the_option(tmp_
 
 
 def test_the_service_says_when_it_starts_and_stops_at_the_default_level(tmp_path):
-    import time
     spool = tmp_path / "spool"
     spool.mkdir()
     proc = _daemon(EXAMPLE / "campaigns.toml", tmp_path, "--spool", spool)
-    time.sleep(2)
+    _wait_for_lock(proc, tmp_path / "state")
     proc.terminate()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
