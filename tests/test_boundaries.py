@@ -475,19 +475,19 @@ def test_rules_at_emission_after_a_reload(tmp_path, change, outcome):
         == {"matched": 1, "scheduled": 1, outcome: 1}
 
 
-@pytest.mark.parametrize("seconds, sent", [(0, False), (1, True), (2, True)])
-def test_cooldown_at_emission_after_a_reload(tmp_path, seconds, sent):
-    # A first contact at T0 + 1 h; a second trigger `seconds` later matches under a cooldown
+@pytest.mark.parametrize("later, sent", [(0, False), (1, True), (2, True)])
+def test_cooldown_at_emission_after_a_reload(tmp_path, later, sent):
+    # A first contact at T0 + 1 h; a second trigger `later` s later matches under a cooldown
     # of 0 and is due an hour after it; the reload makes the cooldown 3,601 s: due - last
-    # contact = 3,600 s + `seconds` against it.
+    # contact = 3,600 s + `later` s (event time) against it.
     from engine.api import Engine
     config = reload_world(tmp_path)
     engine = Engine.from_config(config)
-    engine.replay(ev(T0) + ev(T0 + HOUR + 1000 * seconds))
+    engine.replay(ev(T0) + ev(T0 + HOUR + 1000 * later))
     assert engine.pending == 1
     config.write_text(RELOAD_CONFIG.format(cooldown="3601s"))
     engine = engine.reload()
     run = engine.drain()
     funnel = engine.stats["campaigns"]["c"]
     assert (funnel["sent"], funnel["suppressed_cooldown"]) == ((2, 0) if sent else (1, 1))
-    assert [int(t) for t in run.actions["ts"]] == ([T0 + 2 * HOUR + 1000 * seconds] if sent else [])
+    assert [int(t) for t in run.actions["ts"]] == ([T0 + 2 * HOUR + 1000 * later] if sent else [])
