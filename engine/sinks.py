@@ -323,8 +323,9 @@ def _fsync_directory(directory: Path) -> None:
     fsync_path(directory)
 
 
-def _make_directories(directory: Path) -> None:
-    """Create `directory` and missing parents with DIR_MODE (mkdir alone would apply the umask)."""
+def make_private_directories(directory: Path) -> None:
+    """Create `directory` and missing parents with DIR_MODE (mkdir alone would apply the
+    umask); an existing directory is left as it is. Sinks, the daemon and its journals share it."""
     missing = []
     while not directory.is_dir():
         missing.append(directory)
@@ -335,6 +336,26 @@ def _make_directories(directory: Path) -> None:
         except FileExistsError:
             continue
         os.chmod(path, DIR_MODE)
+
+
+def write_private(temp: Path, final: Path, data) -> None:
+    """`data` written whole to `temp` (created FILE_MODE whatever the umask, never through a
+    name planted there: O_EXCL | O_NOFOLLOW), fsynced, then renamed to `final`. OSError
+    (ENOSPC, EIO) leaves nothing behind."""
+    temp.unlink(missing_ok=True)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        temp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(temp, final)
 
 
 def _create_private(path: Path):
@@ -627,7 +648,7 @@ class SinkSet:
     def write_stats(self, stats: dict) -> None:
         """OUT/stats.json, pretty-printed, replaced atomically."""
         text = json.dumps(stats, indent=2, sort_keys=False, ensure_ascii=False, default=_json_default)
-        _make_directories(self.out)
+        make_private_directories(self.out)
         _write_atomically(self.out / "stats.json", (text + "\n").encode(), self.durable)
 
     # -- finishing
@@ -759,7 +780,7 @@ class SinkSet:
     def _allocate_number(self, directory: Path) -> int:
         number = self._next_number.get(directory)
         if number is None:
-            _make_directories(directory)
+            make_private_directories(directory)
             number = self._initial_number.get(directory) or self._first_free_number(directory)
         self._next_number[directory] = number + 1
         return number

@@ -55,7 +55,7 @@ from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine
 from engine.service.checkpoint import CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
-from engine.sinks import SinkSet, earlier_run_files, fsync_path
+from engine.sinks import SinkSet, earlier_run_files, fsync_path, make_private_directories, write_private
 from engine.wording import plural
 from loaders.sniff import judge_spool_file
 
@@ -139,21 +139,6 @@ def _local_time(ms: Optional[int]) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="seconds")
 
 
-def _make_private_dir(path: Path) -> None:
-    """Create `path` (and missing parents) with DIR_MODE whatever the umask; an existing
-    directory is left as it is."""
-    missing = []
-    while not path.is_dir():
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, DIR_MODE)
-        except FileExistsError:
-            continue
-        os.chmod(directory, DIR_MODE)
-
-
 def _own_subdirectory(spool: Path, name: str) -> Path:
     """SPOOL/done or SPOOL/rejected, created when missing. Whoever writes the spool could have
     put a link or a directory of theirs there, and files are moved into it: it must be a real
@@ -162,7 +147,7 @@ def _own_subdirectory(spool: Path, name: str) -> Path:
     try:
         info = os.lstat(path)
     except FileNotFoundError:
-        _make_private_dir(path)
+        make_private_directories(path)
         info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
         raise OSError(errno.ENOTDIR, "not a directory of this service's user (a link, or another owner's): "
@@ -172,20 +157,7 @@ def _own_subdirectory(spool: Path, name: str) -> Path:
 
 def _write_private(path: Path, data: bytes) -> None:
     """A small file written whole under a temporary name, mode FILE_MODE, then renamed."""
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        temp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(temp, path)
+    write_private(path.with_name(f".{path.name}.tmp"), path, data)
 
 
 _KEEP_DONE = re.compile(r"(\d{1,12}(?:\.\d{1,6})?)\s*([a-z]+)")
@@ -925,7 +897,7 @@ class SpoolDaemon:
         lives (the kernel drops it with the process, even after kill -9); readers (a what-if
         from a checkpoint, the console) do not take it and are never blocked. A journal of
         stdin or TCP input alone lies under STATE: this lock covers it."""
-        _make_private_dir(self.state)
+        make_private_directories(self.state)
         fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         self._lock_fd = _hold_lock(fd, f"--state {self.state}: state directory")
 
@@ -960,12 +932,12 @@ class SpoolDaemon:
         if self._lock_fd is None:
             self._lock_state()
         for directory in (self.out, self.state):
-            _make_private_dir(directory)
+            make_private_directories(directory)
         journal_dir = None
         if self.stdin is not None or self.listen is not None:
             if self.journal_prefix and not self.spool.is_dir():
                 raise FileNotFoundError(f"{self.spool}: no such spool directory")
-            _make_private_dir(self.spool)       # a journal of its own under STATE: 0750 like the rest
+            make_private_directories(self.spool)       # a journal of its own under STATE: 0750 like the rest
             journal_dir = JournalDirectory(self.spool, self.journal_prefix)
         if self.stdin is not None:
             self.journal = StdinJournal(journal_dir, self.stdin)

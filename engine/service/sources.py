@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import queue
 import selectors
 import socket
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 from engine.service.serving import listening_socket, reserve_descriptors
-from engine.sinks import DIR_MODE, FILE_MODE, fsync_path
+from engine.sinks import fsync_path, make_private_directories, write_private
 
 __all__ = ["JournalDirectory", "StdinJournal", "TcpJournal", "Listen", "ANSWER", "TCP_DROP_REASONS",
            "IDLE_TIMEOUT_S", "MAX_CONNECTIONS"]
@@ -61,20 +60,6 @@ _MAX_LINGERING = 1024
 _CLOSE_WAIT_S = 3.0
 
 
-def _make_private_directories(directory: Path) -> None:
-    """`directory` and its missing parents, created DIR_MODE whatever the umask."""
-    missing = []
-    while not directory.is_dir():
-        missing.append(directory)
-        directory = directory.parent
-    for path in reversed(missing):
-        try:
-            os.mkdir(path, DIR_MODE)
-        except FileExistsError:
-            continue
-        os.chmod(path, DIR_MODE)
-
-
 class JournalDirectory:
     """Numbered journal files that the daemon processes like a spool: each written whole
     under a temporary name, fsynced, renamed, and the directory fsynced, so that a crash
@@ -88,7 +73,7 @@ class JournalDirectory:
         self.directory = directory
         self.prefix = prefix
         self.lock = threading.Lock()
-        _make_private_directories(directory)
+        make_private_directories(directory)
         for temp in directory.glob(f".{prefix}*.part"):
             if temp.name[len(prefix) + 1:len(prefix) + 13].isdigit():
                 temp.unlink()      # bytes of a crashed journal file were never acknowledged
@@ -102,22 +87,7 @@ class JournalDirectory:
         with self.lock:
             self.number += 1
             final = self.directory / f"{self.prefix}{self.number:012d}.msgpack"
-            temp = self.directory / f".{final.name}.part"
-            temp.unlink(missing_ok=True)
-            # O_NOFOLLOW | O_EXCL: a name planted in the directory is never written through
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-            try:
-                os.fchmod(fd, FILE_MODE)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                temp.unlink(missing_ok=True)
-                raise
-            os.close(fd)
-            os.replace(temp, final)
+            write_private(self.directory / f".{final.name}.part", final, data)
             fsync_path(self.directory)      # the rename too, before a producer is told
 
 
