@@ -474,6 +474,25 @@ def test_reload_under_load_loses_and_repeats_nothing(world, tmp_path):
     assert len(rows(out, "conversions-*.csv")) == len(expected.conversions)
 
 
+def test_a_storm_of_signals_neither_hangs_nor_kills_the_service(world, tmp_path):
+    """Thousands of SIGHUPs while the spool drains: a signal handler that took a lock could land
+    while the main thread held that lock and hang the service for good (CI saw it once).
+    The service drains, stops on SIGTERM with 0 and its output is the replay's."""
+    generated, expected = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill_spool(generated, spool)
+    proc = start(generated.config, out, state, spool, ready=True, args=("--checkpoint-every", "0"))
+    for _ in range(4_000):
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.0005)
+    drained = wait_until_drained(spool)
+    code = stop(proc)
+    log = proc.stderr.read()
+    assert drained and code == 0, log[-2000:]
+    assert "reloaded" in log
+    assert sorted(rows(out, "actions-*.csv")) == expected_rows(expected)
+
+
 def test_tcp_producers_are_journaled_and_a_garbage_sender_closed(world, tmp_path):
     import threading
     generated, _ = world

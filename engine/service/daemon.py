@@ -47,7 +47,7 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -1306,9 +1306,49 @@ class SpoolDaemon:
             return policy_view(self.engine, msisdn)
 
 
+def _route_signals(daemon: SpoolDaemon) -> Callable[[], None]:
+    """SIGTERM and SIGINT set `daemon.stop`, SIGHUP `daemon.reload_requested`, from a thread
+    of their own. A Python signal handler runs in the main thread between two bytecodes,
+    possibly inside `Event.clear()` or `Event.wait()` while the main thread holds the event's
+    lock; an `Event.set()` there waits for that lock forever (a SIGHUP storm hung the service
+    that way). So the handlers do nothing, and the interpreter's C-level handler writes each
+    signal's number to a socket (`signal.set_wakeup_fd`) that a watcher thread reads.
+    Returns a function that puts the previous handlers back."""
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    routes = {signal.SIGTERM: daemon.stop, signal.SIGINT: daemon.stop, signal.SIGHUP: daemon.reload_requested}
+    previous = {number: signal.signal(number, lambda *_: None) for number in routes}
+    previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch() -> None:
+        with reader:
+            while True:
+                try:
+                    data = reader.recv(64)
+                except OSError:
+                    return
+                if not data:
+                    return
+                for number in data:
+                    event = routes.get(number)
+                    if event is not None:
+                        event.set()
+
+    threading.Thread(target=watch, name="sigmatch-signals", daemon=True).start()
+
+    def restore() -> None:
+        signal.set_wakeup_fd(previous_fd)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        writer.close()          # the watcher reads end-of-file, closes its end and returns
+
+    return restore
+
+
 def run_spool(config: Path, out: Path, state: Path, spool: Path, **options) -> int:
     daemon = SpoolDaemon(config, out, state, spool, **options)
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: daemon.reload_requested.set())
-    signal.signal(signal.SIGINT, lambda *_: daemon.stop.set())
-    return daemon.run()
+    restore = _route_signals(daemon)
+    try:
+        return daemon.run()
+    finally:
+        restore()
