@@ -7,7 +7,7 @@
 
 One synthetic world is built per session in a temporary directory (200k subscribers and
 2M events by default, set by SIGMATCH_BENCH_SUBSCRIBERS / SIGMATCH_BENCH_EVENTS) with
-MAX_CAMPAIGNS campaigns by engine.gen; the matcher's variants take subsets of them.
+MAX_CAMPAIGNS campaigns by engine.world.gen; the matcher's variants take subsets of them.
 
 The traces the decoder reads are re-encoded here from the generated trace's events (decoded
 once), so that their form is known whatever the generator writes: array form and map form
@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from engine.compile import World, load_world  # noqa: E402
-from engine.gen import generate  # noqa: E402
-from engine.config import Config, load_config  # noqa: E402
+from engine.language.compile import World, load_world  # noqa: E402
+from engine.world.gen import generate  # noqa: E402
+from engine.language.config import Config, load_config  # noqa: E402
 
 SUBSCRIBERS = int(os.environ.get("SIGMATCH_BENCH_SUBSCRIBERS", 200_000))
 EVENTS = int(os.environ.get("SIGMATCH_BENCH_EVENTS", 2_000_000))
@@ -48,7 +48,7 @@ BAD_FRACTION = 0.05
 
 def build_world(directory: Path, *, subscribers: int, events: int, campaigns: int,
                 seed: int = SEED) -> tuple[Config, bytes]:
-    """A synthetic world in `directory` (engine.gen): its Config and the trace's bytes."""
+    """A synthetic world in `directory` (engine.world.gen): its Config and the trace's bytes."""
     generated = generate(directory, subscribers=subscribers, events=events, campaigns=campaigns, seed=seed)
     return load_config(generated.config), generated.trace.read_bytes()
 

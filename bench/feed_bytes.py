@@ -17,8 +17,8 @@ import numpy as np
 
 from bench.run import machine
 from engine.api import Engine
-from engine.compile import World
-from engine.config import CampaignSpec, Config
+from engine.language.compile import World
+from engine.language.config import CampaignSpec, Config
 from loaders.profiles import Profiles
 
 T0 = 1_767_225_600_000

@@ -64,7 +64,7 @@ def _world(directory: Path, subscribers: int, events: int, campaigns: int, seed:
         known = json.loads(manifest.read_text())
         if known.get("world") == wanted:
             return Path(known["config"]), [Path(p) for p in known["traces"]]
-    from engine.gen import generate
+    from engine.world.gen import generate
     generated = generate(directory, subscribers=subscribers, events=events, campaigns=campaigns, seed=seed)
     config, traces = Path(generated.config), [Path(p) for p in generated.traces]
     manifest.write_text(json.dumps({"world": wanted, "config": str(config), "traces": [str(p) for p in traces]}))

@@ -98,7 +98,7 @@ def measure_service(directory: Path, *, subscribers: int, events: int, files: in
                     seed: int = 1, daemon_args: tuple = (), repeat: int = 3, echo=print) -> dict:
     """Replay and the daemon in turn, `repeat` times each on the same files: the medians
     are reported (a shared machine's noise is of the order of the difference measured)."""
-    from engine.gen import generate
+    from engine.world.gen import generate
 
     echo(f"service: generating {subscribers:,} subscribers, {events:,} events in {files} files ...")
     generated = generate(directory / "world", subscribers=subscribers, events=events, campaigns=campaigns,

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from engine.config import CampaignSpec
+from engine.language.config import CampaignSpec
 from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, DEAD_LETTER_BYTES
 from engine.sinks import SinkSet
 

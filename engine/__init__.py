@@ -10,7 +10,7 @@ __all__ = ["Engine", "Run", "SigmatchError", "ConfigError", "LoadError", "Stream
 
 
 def __getattr__(name):
-    # The API pulls in the compiled core; importing engine.config or engine.errors must not.
+    # The API pulls in the compiled core; importing engine.language.config or engine.errors must not.
     if name in ("Engine", "Run"):
         from engine import api
         return getattr(api, name)

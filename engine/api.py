@@ -15,8 +15,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from engine.compile import World, compile_core, load_world
-from engine.config import CampaignSpec, Config, load_config
+from engine.language.compile import World, compile_core, load_world
+from engine.language.config import CampaignSpec, Config, load_config
 from engine.errors import StreamError
 from engine.records import (
     ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, KINDS, STREAM_STATUSES,

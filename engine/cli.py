@@ -191,7 +191,7 @@ def check(config: Path, traces: tuple[Path, ...]):
     """Validate CONFIG and everything it names (profiles, lists, areas, where); with TRACES,
     also what the head of each holds (its first 4,096 values), refusing them as replay would."""
     from engine.api import Engine
-    from engine.config import load_config
+    from engine.language.config import load_config
     cfg = load_config(config)
     engine = Engine(cfg)
     world = engine.world
@@ -244,7 +244,7 @@ def check(config: Path, traces: tuple[Path, ...]):
 def demo(directory, subscribers: int, events: int):
     """Build a small world, replay it, print the funnel and where the files are."""
     from engine.api import Engine
-    from engine.demo import build_demo_world, check_demo_size
+    from engine.world.demo import build_demo_world, check_demo_size
     try:
         check_demo_size(subscribers, events)        # before a directory is made
     except ValueError as e:
@@ -286,7 +286,7 @@ def demo(directory, subscribers: int, events: int):
 def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: int, seed: int,
         trace_files: int, profiles_format: str, start: str, progress, force: bool):
     """Write a synthetic world into DIRECTORY: profiles, lists, areas, campaigns and a trace."""
-    from engine.gen import check_arguments, generate, world_files
+    from engine.world.gen import check_arguments, generate, world_files
     try:
         # before anything is touched: --events 0 (an empty trace replay would refuse), a negative count
         check_arguments(subscribers, events, campaigns, days, seed, trace_files, profiles_format, start,

@@ -30,7 +30,7 @@ from typing import NamedTuple
 import msgpack
 import numpy as np
 
-from engine.config import POWER_OFF
+from engine.language.config import POWER_OFF
 from engine.errors import StreamError
 from engine.records import (
     BAD_REASONS, DEAD_LETTER_BYTES, DEAD_LETTER_SPAN_BITS, FUNNEL, KIND_CONTROL, KIND_SEND, KINDS,
@@ -217,7 +217,7 @@ class ReferenceModel:
         self.areas = {name: {int(c) for c in v} - {0} for name, v in areas.items()}
         self.where = {}
         if any(c.where for c in self.campaigns):
-            from engine import where     # only worlds with a `where` need the expression language
+            from engine.language import where     # only worlds with a `where` need the expression language
             for c in self.campaigns:
                 if c.where:
                     self.where[c.id] = np.asarray(where.evaluate(where.parse(c.where), profiles), dtype=bool)

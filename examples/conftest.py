@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from engine.api import Engine
-from engine.compile import load_world
-from engine.config import load_config
+from engine.language.compile import load_world
+from engine.language.config import load_config
 from engine.model import ReferenceModel
 from engine.records import FUNNEL
 

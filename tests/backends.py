@@ -35,8 +35,8 @@ import msgpack
 import numpy as np
 
 from engine.api import Engine
-from engine.compile import World
-from engine.config import EVENT_TYPES, CampaignSpec, Config, PolicySpec
+from engine.language.compile import World
+from engine.language.config import EVENT_TYPES, CampaignSpec, Config, PolicySpec
 from engine.errors import StreamError
 from engine.model import ReferenceModel
 from engine.records import FUNNEL

@@ -20,7 +20,7 @@ from collections import Counter
 
 from hypothesis import HealthCheck, Phase, given, settings
 
-from engine.config import ALL_DAYS
+from engine.language.config import ALL_DAYS
 from engine.model import ReferenceModel, _in_window
 
 # Decisions, in SPEC §3 order. Each is counted (name, True) when it let the action through and

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine import Engine, StreamError
-from engine.gen import generate
+from engine.world.gen import generate
 from engine.records import ACTION_COLUMNS
 
 

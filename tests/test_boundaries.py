@@ -13,7 +13,7 @@ import zlib
 import msgpack
 import pytest
 
-from engine.config import CounterSpec, PolicySpec
+from engine.language.config import CounterSpec, PolicySpec
 from tests.backends import (
     DAY, HOUR, MINUTE, T0, A, B, C, CALL, LOC, ORDER, POWER_OFF, POWER_ON, SMS, STRANGER,
     build, campaign, contacts, ev, funnel, run,

@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import CheckpointError, Engine
-from engine.compile import World
-from engine.gen import generate
+from engine.language.compile import World
+from engine.world.gen import generate
 from tests.worlds import worlds
 
 

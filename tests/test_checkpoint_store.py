@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from engine import CheckpointError, Engine
 from engine.service.checkpoint import RECORD_MAGIC, CheckpointStore, restore_sections
-from engine.compile import World
+from engine.language.compile import World
 from tests.worlds import worlds
 
 
@@ -88,7 +88,7 @@ def test_the_changes_noted_cover_every_changed_row(w, data):
 @pytest.fixture
 def saved(tmp_path):
     """A store with one base and several records, the cut of each in its extra."""
-    from engine.gen import generate
+    from engine.world.gen import generate
     generated = generate(tmp_path / "w", subscribers=3_000, events=30_000, campaigns=4, seed=5)
     data = generated.trace.read_bytes()
     fresh = lambda: Engine.from_config(generated.config)

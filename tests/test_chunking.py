@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from engine.api import Engine
-from engine.compile import World
-from engine.config import CampaignSpec, Config, CounterSpec
+from engine.language.compile import World
+from engine.language.config import CampaignSpec, Config, CounterSpec
 from tests.worlds import Profiles, T0
 
 SUBSCRIBERS = np.array([13800000001, 13800000002, 13800000003], dtype=np.uint64)

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import main
-from engine.gen import generate
+from engine.world.gen import generate
 
 
 @pytest.fixture(scope="module")

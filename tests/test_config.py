@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import (
+from engine.language.config import (
     ALL_DAYS, EVENT_TYPES, CampaignSpec, Config, CounterSpec, OutputSpec, PolicySpec,
     load_config, parse_config, parse_days, parse_duration, parse_hours, parse_utc_offset,
 )

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine
-from engine.gen import generate
+from engine.world.gen import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 

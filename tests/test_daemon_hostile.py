@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine
-from engine.gen import generate
+from engine.world.gen import generate
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULTS = ROOT / "tests" / "spool_faults.py"

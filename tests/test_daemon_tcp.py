@@ -19,11 +19,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine import Engine
-from engine.gen import generate
+from engine.world.gen import generate
 from engine.service.client import NotTaken, send
 
 ROOT = Path(__file__).resolve().parent.parent
-EVENT = 45              # engine.gen writes fixed 45-byte events
+EVENT = 45              # engine.world.gen writes fixed 45-byte events
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from engine.api import Engine
-from engine.compile import World
-from engine.config import CampaignSpec, Config
+from engine.language.compile import World
+from engine.language.config import CampaignSpec, Config
 from engine.model import ReferenceModel
 from engine.records import DEAD_LETTER_SPAN_BITS
 from engine.service.checkpoint import CheckpointStore, restore_sections
@@ -248,8 +248,8 @@ import json, resource
 from pathlib import Path
 import numpy as np
 from engine.api import Engine
-from engine.compile import World
-from engine.config import CampaignSpec, Config
+from engine.language.compile import World
+from engine.language.config import CampaignSpec, Config
 from tests.worlds import Profiles
 config = Config(path=Path("z.toml"), campaigns=(CampaignSpec(id="c", on=(1,), channel="sms"),))
 engine = Engine(config, World(Profiles(Path("p"), np.array([13800000001], dtype=np.uint64), {{}}, None), {{}}, {{}}))

@@ -5,7 +5,7 @@ import msgpack
 import pytest
 
 from engine._core import Core
-from engine.config import EVENT_TYPES
+from engine.language.config import EVENT_TYPES
 from engine.records import BAD_REASONS
 
 FIELDS = ("ts", "type", "msisdn", "peer", "cell", "dur", "flags", "arg")

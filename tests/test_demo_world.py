@@ -1,13 +1,13 @@
-"""The demo world (`engine.demo`, `sigmatch demo`): deterministic, two files that are one
+"""The demo world (`engine.world.demo`, `sigmatch demo`): deterministic, two files that are one
 stream, every campaign finds someone, and the core agrees with the reference model."""
 import msgpack
 import pytest
 
 from engine.api import Engine
-from engine.compile import load_world
-from engine.config import load_config
-from engine.demo import build_demo_world
-from engine.gen import INTERNATIONAL_PREFIXES, OTHER_SEGMENTS, OWN_SEGMENTS
+from engine.language.compile import load_world
+from engine.language.config import load_config
+from engine.world.demo import build_demo_world
+from engine.world.gen import INTERNATIONAL_PREFIXES, OTHER_SEGMENTS, OWN_SEGMENTS
 from engine.model import ReferenceModel
 from tests.backends import assert_same_outcome
 

@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.api import Engine
-from engine.compile import World
+from engine.language.compile import World
 from engine.model import ReferenceModel
 from engine.records import FUNNEL
 from tests.rule_coverage import ONLY_BY_RELOAD, coverage, missing, report

@@ -12,7 +12,7 @@ import pytest
 from pyroaring import BitMap, BitMap64
 
 from engine.api import Engine
-from engine.config import load_config
+from engine.language.config import load_config
 from engine.errors import ConfigError, LoadError
 from loaders.areas import load_area
 from loaders.lists import load_list

@@ -1,4 +1,4 @@
-"""The world generator (`engine.gen`, `sigmatch gen`): deterministic, the counts asked for, a
+"""The world generator (`engine.world.gen`, `sigmatch gen`): deterministic, the counts asked for, a
 world that loads and replays, every campaign acting, and a trace that looks as designed."""
 import re
 import subprocess
@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 from engine.api import Engine
 from engine.cli import main
-from engine.compile import load_world
-from engine.config import FLAG_BITS, load_config
-from engine.gen import (
+from engine.language.compile import load_world
+from engine.language.config import FLAG_BITS, load_config
+from engine.world.gen import (
     EVENT_DTYPE, EVENT_MIX, INTERNATIONAL_PREFIXES, OTHER_SEGMENTS, OWN_SEGMENTS, ZIPF_EXPONENT, generate,
 )
 from engine.model import ReferenceModel

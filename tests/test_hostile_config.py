@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import load_config, parse_config
+from engine.language.config import load_config, parse_config
 from engine.errors import ConfigError, LoadError
 from loaders.areas import load_area
 from loaders.lists import load_list

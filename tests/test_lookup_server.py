@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from engine import Engine
-from engine.gen import generate
+from engine.world.gen import generate
 from engine.service.serving import BoundedHTTPServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine import Engine
-from engine.gen import encode_events, generate
+from engine.world.gen import encode_events, generate
 from engine.service.metrics import METRIC_NAMES, DaemonMetrics, parse_hostport
 from engine.records import BAD_REASONS, FUNNEL
 

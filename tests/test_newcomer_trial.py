@@ -190,7 +190,7 @@ def test_a_bad_address_names_its_option(tmp_path, option):
 
 
 def test_a_configuration_that_does_not_load_fails_before_anything_is_created(tmp_path):
-    from engine.config import load_config
+    from engine.language.config import load_config
     from engine.errors import ConfigError
     config = tmp_path / "campaigns.toml"
     config.write_text(CONFIG.read_text().replace('min_gap     = "7d"', 'min_gap     = "7 days"'))
@@ -307,8 +307,8 @@ def test_files_the_spool_never_reads_are_warned_of_once_each(tmp_path):
 
 
 def test_a_gzip_spool_file_is_set_aside_with_the_services_own_reason(tmp_path):
-    from engine.compile import load_world
-    from engine.config import load_config
+    from engine.language.compile import load_world
+    from engine.language.config import load_config
     from loaders.sniff import judge_spool_file
     config = load_config(CONFIG)
     core = Engine(config, load_world(config))._core

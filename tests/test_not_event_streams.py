@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from engine.api import Engine
-from engine.compile import World
-from engine.config import EVENT_TYPES, CampaignSpec, Config, PolicySpec
+from engine.language.compile import World
+from engine.language.config import EVENT_TYPES, CampaignSpec, Config, PolicySpec
 from engine.model import ReferenceModel
 
 T0 = 1_767_225_600_000          # 2026-01-01T00:00:00Z
@@ -117,7 +117,7 @@ def test_a_checkpoint_without_the_count_restores_it_as_zero():
 
 
 def test_a_reload_carries_the_count(tmp_path):
-    from engine.gen import generate
+    from engine.world.gen import generate
     generated = generate(tmp_path / "world", subscribers=500, events=2_000, campaigns=2, seed=7)
     engine = Engine.from_config(generated.config)
     engine.replay(generated.traces[0])
@@ -395,7 +395,7 @@ def test_the_service_warns_of_implausible_times_and_stops_reading_when_asked(tmp
 
 @pytest.fixture(scope="module")
 def service_world(tmp_path_factory):
-    from engine.gen import generate
+    from engine.world.gen import generate
     directory = tmp_path_factory.mktemp("service-world")
     generated = generate(directory, subscribers=2_000, events=6_000, campaigns=3, seed=3, trace_files=3)
     return generated.config, [path.read_bytes() for path in generated.traces]

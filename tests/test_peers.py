@@ -45,7 +45,7 @@ def test_where_sql_agrees_with_the_engine_on_nulls_and_tags(tmp_path):
     import duckdb
     import pyarrow as pa
 
-    from engine import where
+    from engine.language import where
     from loaders.profiles import load_profiles
 
     (tmp_path / "p.csv").write_text(

@@ -162,7 +162,7 @@ def test_a_one_line_error_is_scrubbed():
 def world(tmp_path_factory):
     """A small generated world with CSV profiles, and every number it holds: subscribers,
     list members, and the parties of every event (peers are personal data too)."""
-    from engine.gen import generate
+    from engine.world.gen import generate
     from loaders.lists import load_list
     from loaders.profiles import load_profiles
     directory = tmp_path_factory.mktemp("privacy-world")

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine import ConfigError, Engine
-from engine.gen import generate
+from engine.world.gen import generate
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from engine.config import EVENT_TYPES, CounterSpec, PolicySpec
+from engine.language.config import EVENT_TYPES, CounterSpec, PolicySpec
 from engine.errors import StreamError
 from tests.backends import (
     DAY, HOUR, MINUTE, T0, A, B, C, CALL, LOC, OFFNET, ORDER, POWER_OFF, POWER_ON, SMS, STRANGER, Profiles,
@@ -113,7 +113,7 @@ def test_audience_exclude_blacklist_where_peer(backend):
 
 
 def test_where_mask(backend):
-    where = pytest.importorskip("engine.where")
+    where = pytest.importorskip("engine.language.where")
     import pyarrow as pa
     profiles = Profiles(Path("p"), np.array([A, B, C], dtype=np.uint64),
                         {"arpu": pa.array([60, 10, None], type=pa.int64())})

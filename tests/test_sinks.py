@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import engine.sinks as sinks_module
-from engine.config import CampaignSpec
+from engine.language.config import CampaignSpec
 from engine.records import (
     ACTION_COLUMNS, ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_COLUMNS, CONVERSION_DTYPE,
     DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KIND_CONTROL, KIND_SEND,

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.api import Engine
-from engine.compile import World
-from engine.config import CampaignSpec, Config
+from engine.language.compile import World
+from engine.language.config import CampaignSpec, Config
 from engine.errors import StreamError
 from engine.model import ReferenceModel
 from tests.worlds import Profiles

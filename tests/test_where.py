@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from engine.errors import ConfigError
-from engine.where import (
+from engine.language.where import (
     And, Arithmetic, Attribute, Compare, InList, InTags, Negate, Not, Number, Or, String,
     WhereError, attributes, check, evaluate, parse, unparse,
 )
@@ -318,7 +318,7 @@ def test_tags_on_a_sliced_and_a_chunked_array():
 
 def test_the_evaluator_reads_a_missing_tags_column_as_no_tags():
     # check() rejects 'in tags' without a tags column; the evaluator itself stays total.
-    from engine.where import _Evaluator
+    from engine.language.where import _Evaluator
     world = profiles(arpu=[1, 2])
     assert _Evaluator(world, 2).condition(parse("'vip' not in tags")).tolist() == [True, True]
     assert _Evaluator(world, 2).condition(parse("'vip' in tags")).tolist() == [False, False]

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 from hypothesis import strategies as st
 
-from engine.config import (
+from engine.language.config import (
     ALL_DAYS, EVENT_TYPES, CampaignSpec, Config, CounterSpec, OutputSpec, PolicySpec,
 )
 

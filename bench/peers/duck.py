@@ -25,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from engine import where as where_lang
-from engine.config import ALL_DAYS, Config
+from engine.language import where as where_lang
+from engine.language.config import ALL_DAYS, Config
 
 __all__ = ["connect", "matches_sql", "compiled_sql", "compile_tables", "where_sql", "events_table", "StatefulRule"]
 

@@ -140,8 +140,8 @@ def run_peers(directory, *, subscribers: int, events: int, seed: int = 1,
     from bench.peers import duck
     from bench.peers.world import build_stateless_world
     from engine.api import Engine
-    from engine.compile import load_world
-    from engine.config import load_config
+    from engine.language.compile import load_world
+    from engine.language.config import load_config
     from engine.model import ReferenceModel
 
     directory = Path(directory)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.gen import DAY, encode_events
+from engine.world.gen import DAY, encode_events
 
 __all__ = ["StatelessWorld", "build_stateless_world", "EVENT_COLUMNS"]
 

@@ -822,7 +822,7 @@ class SpoolDaemon:
         spool directory that does not exist, a configuration that does not load, output of
         an earlier run that this state does not cover, an address in use (by another process,
         or by another of this service's own options)."""
-        from engine.config import load_config
+        from engine.language.config import load_config
         if self.journal_prefix and not self.spool.is_dir():
             raise SigmatchError(f"--spool {self.spool}: no such directory")
         # the configuration alone (its profiles, lists and areas are loaded later)

@@ -6,7 +6,7 @@ import dataclasses
 import json
 
 from engine.api import Engine
-from engine.config import load_config
+from engine.language.config import load_config
 
 MINUTE = 60_000
 DAY = 86_400_000

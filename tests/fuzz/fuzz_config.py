@@ -3,7 +3,7 @@
 The input is the files of a configuration, one after another with a separator line
 between them (tests/fuzz/seeds.py, CONFIG_FILES): the TOML, a profile snapshot (CSV), a
 list as text, a list as CSV, a list as a Roaring bitmap and an area. They are written into
-a scratch directory and read as `sigmatch check` reads them: engine.config.load_config,
+a scratch directory and read as `sigmatch check` reads them: engine.language.config.load_config,
 then each loader on its file, then the engine built from the configuration (profiles,
 lists and areas loaded, `where` compiled against the profiles).
 
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 with atheris.instrument_imports(include=["engine", "loaders", "tomllib"]):
     from engine.api import Engine
-    from engine.config import load_config
+    from engine.language.config import load_config
     from engine.errors import ConfigError, LoadError
     from loaders.areas import load_area
     from loaders.lists import load_list

@@ -28,8 +28,8 @@ with atheris.instrument_imports(include=["engine"]):
     import numpy as np
 
     from engine.api import Engine
-    from engine.compile import World
-    from engine.config import CampaignSpec, Config
+    from engine.language.compile import World
+    from engine.language.config import CampaignSpec, Config
     from engine.errors import StreamError
     from engine.model import ReferenceModel
     from tests.fuzz.seeds import example_subscribers, fuzzer_arguments

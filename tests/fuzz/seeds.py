@@ -101,7 +101,7 @@ def dictionary(target: str) -> Path:
     section and key names, event types and where operators for the configuration."""
     import tempfile
 
-    from engine import config
+    from engine.language import config
     names = [name.encode() for name in config.EVENT_TYPES]
     if target == "decoder":
         tokens = [bytes([b]) for b in (0x90, 0x98, 0x80, 0x88, 0xc0, 0xc1, 0xc2, 0xc3, 0xcc, 0xcd, 0xce, 0xcf, 0xd0,

@@ -639,7 +639,7 @@ def _toml_value(value) -> str:
 def _conversion_rules(text: str, path: Path) -> list[tuple[int, Optional[int], str, int]]:
     """(event type code, offer code or None, campaign id, holdout threshold) for each
     conversion event of each campaign with a control group, from the written configuration."""
-    from engine.config import parse_config
+    from engine.language.config import parse_config
     config = parse_config(text, path)
     return [(code, c.convert_arg, c.id, c.holdout_threshold)
             for c in config.campaigns if c.holdout_threshold for code in c.convert_on]

@@ -1,4 +1,4 @@
-"""The world of `sigmatch demo`: `engine.gen.generate` at a small scale.
+"""The world of `sigmatch demo`: `engine.world.gen.generate` at a small scale.
 
     config, traces = build_demo_world(Path("demo"))
     Engine.from_config(config).replay(traces, out="demo/out", drain=True)
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.gen import EVENT_DTYPE, generate
+from engine.world.gen import EVENT_DTYPE, generate
 
 __all__ = ["build_demo_world", "check_demo_size", "DEMO_CAMPAIGNS"]
 

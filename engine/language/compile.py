@@ -13,7 +13,7 @@ from typing import Optional
 import numpy as np
 
 from engine._core import Core
-from engine.config import Config
+from engine.language.config import Config
 from engine.errors import ConfigError
 from engine.wording import plural
 from loaders.areas import load_area
@@ -76,7 +76,7 @@ def _by_subscriber(mask: np.ndarray, profile_rows: np.ndarray, present: np.ndarr
 
 
 def _where_columns(config: Config) -> set[str]:
-    from engine import where as where_lang
+    from engine.language import where as where_lang
     needed: set[str] = set()
     for c in config.campaigns:
         if c.where is not None:
@@ -88,7 +88,7 @@ def _where_columns(config: Config) -> set[str]:
 
 
 def _where_masks(config: Config, profiles: Profiles) -> dict[str, np.ndarray]:
-    from engine import where as where_lang
+    from engine.language import where as where_lang
     masks = {}
     for c in config.campaigns:
         if c.where is None or c.where in masks:

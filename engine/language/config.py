@@ -3,7 +3,7 @@
 `load_config(path)` is the entry point (`parse_config(text, path)` the same for text in
 hand, as tests and `sigmatch check` use it); everything downstream (compile, the reference
 model, the CLI) works on the `Config` it returns. Validation that needs the profile columns
-(unknown attributes in `where`) happens in `engine.compile`, when profiles are loaded.
+(unknown attributes in `where`) happens in `engine.language.compile`, when profiles are loaded.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from engine import where as where_lang
+from engine.language import where as where_lang
 from engine.errors import ConfigError
 
 # Event type codes of SPEC §1.4. Codes 32..63 may be named in `[event_types]`.
@@ -77,7 +77,7 @@ class CampaignSpec:
     audience: Optional[str] = None            # list name
     peer_in: Optional[str] = None             # list name
     exclude: tuple[str, ...] = ()             # list names
-    where: Optional[str] = None               # source text, parsed by engine.where
+    where: Optional[str] = None               # source text, parsed by engine.language.where
     area: Optional[str] = None                # area name
     enter: bool = False
     hours: Optional[tuple[int, int]] = None   # (start, end) minutes of the local day
