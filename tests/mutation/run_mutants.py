@@ -38,7 +38,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CORE_SOURCES = {"engine/_core.pyx", "engine/_decode.pxi", "engine/_core.pxd"}
+# The core is one compilation unit: _core.pyx and the .pxi parts it includes
+CORE_SOURCES = {"engine/_core.pyx", "engine/_decode.pxi", "engine/_state.pxi", "engine/_match.pxi",
+                "engine/_deadletters.pxi", "engine/_core.pxd"}
 # Everything a scratch copy needs: the working tree without version control, environments,
 # build products and caches (the copy builds its own extension).
 IGNORED = shutil.ignore_patterns(".git", ".venv", "build", ".hypothesis", ".pytest_cache", ".benchmarks",
@@ -282,15 +284,26 @@ class Scratch:
             shutil.rmtree(self.dir.parent, ignore_errors=True)
 
 
+def source_of(m: Mutant, root: Path) -> str:
+    """The file a mutant changes. A mutant of the core (path CORE) names the core as a whole:
+    its text is looked for in every source of that one compilation unit, so that moving a
+    function between _core.pyx and its .pxi parts leaves the mutant list as it is."""
+    if m.path != CORE:
+        return m.path
+    holding = [name for name in sorted(CORE_SOURCES) if (root / name).read_text().count(m.old)]
+    return holding[0] if len(holding) == 1 else m.path
+
+
 def run_mutant(scratch: Scratch, m: Mutant, saved: dict, timeout: float, fast_only: bool) -> Result:
     started = time.monotonic()
-    path = scratch.dir / m.path
+    source = source_of(m, scratch.dir)
+    path = scratch.dir / source
     original = path.read_text()
     if original.count(m.old) != 1:
-        return Result(m.name, "stale", detail=f"{m.path}: the text occurs {original.count(m.old)} times, not once")
+        return Result(m.name, "stale", detail=f"{source}: the text occurs {original.count(m.old)} times, not once")
     try:
         path.write_text(original.replace(m.old, m.new, 1))
-        if m.path in CORE_SOURCES:
+        if source in CORE_SOURCES:
             built = scratch.build()
             if built.returncode:
                 return Result(m.name, "unviable", detail=_first_failure(built.stderr))
@@ -342,10 +355,11 @@ def main(argv=None) -> int:
         # against the working tree: a mutant whose text is not there exactly once is stale
         stale = 0
         for m in chosen:
-            found = (ROOT / m.path).read_text().count(m.old)
+            source = source_of(m, ROOT)
+            found = (ROOT / source).read_text().count(m.old)
             stale += found != 1
             mark = "" if found == 1 else f"  STALE: the text occurs {found} times"
-            print(f"{m.name:45} {m.path:20} {m.rule}" + (f"  [equivalent: {m.equivalent}]" if m.equivalent else "")
+            print(f"{m.name:45} {source:26} {m.rule}" + (f"  [equivalent: {m.equivalent}]" if m.equivalent else "")
                   + mark)
         return 1 if stale else 0
 

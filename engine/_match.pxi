@@ -1,0 +1,236 @@
+# The semantics of SPEC §3 (included by _core.pyx): an event's steps 2 to 6 (process_event),
+# a due timer (fire_timer) and emission with its rechecks, policy and contact (emit, step 7).
+
+
+cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger_ts,
+               uint32_t cell, bint delayed) noexcept nogil:
+    """SPEC §3 step 7: rechecks (delayed actions), policy, then the contact."""
+    cdef CampaignC* c = &E.campaigns[ci]
+    cdef uint8_t* row = row_of(E, sub)
+    cdef SubHeadC* h = <SubHeadC*>row
+    cdef uint64_t* fun = E.funnel + <size_t>ci * NR_FUNNEL
+    cdef ContactC* contact
+    cdef int64_t local, day
+    cdef int32_t minute
+    cdef uint32_t today
+    cdef uint8_t kind
+    cdef ActionC* a
+    if delayed and c.recheck:
+        if ((c.recheck & RECHECK_AREA and not in_area(E, h.cell, c))
+                or (c.recheck & RECHECK_POWERED_ON and h.flags & SUB_POWERED_OFF)
+                or (c.recheck & RECHECK_AUDIENCE and not elig_bit(E, row, c.recheck_word, c.recheck_mask))
+                or (c.recheck & RECHECK_HOURS and not in_hours(E, c, t))):
+            fun[FN_RECHECK_FAILED] += 1
+            return
+    if not elig_bit(E, row, E.unblocked_word, E.unblocked_mask):
+        fun[FN_BLACKLIST] += 1
+        return
+    local = t + E.utc_offset
+    day = floor_div(local, DAY_MS)
+    if E.quiet_start >= 0 and not (c.exempt & EXEMPT_QUIET_HOURS):
+        minute = <int32_t>((local - day * DAY_MS) / 60000)
+        if in_window(minute, E.quiet_start, E.quiet_end):
+            fun[FN_QUIET_HOURS] += 1
+            return
+    if not (c.exempt & EXEMPT_MIN_GAP) and h.last_any_p1 != 0 and t < h.last_any_p1 - 1 + E.min_gap:
+        fun[FN_MIN_GAP] += 1
+        return
+    today = h.day_count if h.day == day else 0
+    if not (c.exempt & EXEMPT_MAX_PER_DAY) and today >= E.max_per_day:
+        fun[FN_MAX_PER_DAY] += 1
+        return
+    contact = find_contact(E, sub, ci, True)
+    if contact == NULL:
+        return
+    if contact.flags & CONTACT_CONTACTED and t < contact.last_ts + c.cooldown:
+        fun[FN_COOLDOWN] += 1
+        return
+    if E.nr_actions == E.cap_actions:
+        E.actions = <ActionC*>grow(E.actions, &E.cap_actions, sizeof(ActionC), &E.oom)
+        if E.oom:
+            return
+    kind = 1 if (c.holdout and holdout_hash(h.msisdn, c) % 10000 < c.holdout) else 0
+    E.seq += 1
+    contact.last_ts = t
+    contact.last_seq = E.seq
+    contact.streak += 1
+    contact.flags = (contact.flags & CONTACT_PENDING) | CONTACT_CONTACTED | (CONTACT_CONTROL if kind else 0)
+    h.last_any_p1 = t + 1
+    h.day = <int32_t>day
+    h.day_count = today + 1
+    note_row(E, sub, h)
+    note_contact(E, contact)
+    fun[FN_CONTROL if kind else FN_SENT] += 1
+    a = &E.actions[E.nr_actions]
+    E.nr_actions += 1
+    a.seq = E.seq
+    a.ts = t
+    a.trigger_ts = trigger_ts
+    a.msisdn = h.msisdn
+    a.cell = cell
+    a.campaign = <uint16_t>ci
+    a.kind = kind
+    a.pad = 0
+
+
+cdef void fire_timer(EngineC* E) noexcept nogil:
+    cdef TimerC t
+    cdef ContactC* contact
+    heap_pop(E, &t)
+    contact = find_contact(E, t.subscriber, t.campaign, False)
+    if contact != NULL:
+        contact.flags &= ~CONTACT_PENDING
+        note_contact(E, contact)
+    emit(E, t.campaign, t.subscriber, t.due, t.trigger_ts, t.cell, True)
+
+
+cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
+    """SPEC §3 for one good event; `sub` is its subscriber (NO_INDEX when unknown)."""
+    cdef int64_t ts
+    cdef uint32_t prev, i, j, add, v, ci
+    cdef uint8_t* row
+    cdef SubHeadC* h
+    cdef CounterC* cnt
+    cdef CampaignC* c
+    cdef ContactC* contact
+    cdef ConversionC* conv
+    cdef uint64_t amount
+    cdef int64_t* start
+    cdef uint32_t* values
+    cdef uint64_t* cur_areas
+    cdef uint64_t* prev_areas
+    cdef TimerC timer
+    # Event time: the clock only moves forward; a late event takes the clock. Counted, as it
+    # is processed at a time other than its own (ts == clock is on time, not late).
+    if not E.has_clock or ev.ts > E.clock:
+        E.clock = ev.ts
+        E.has_clock = 1
+    elif ev.ts < E.clock:
+        E.late += 1
+    ts = E.clock
+    E.events += 1
+    E.by_type[ev.type] += 1
+    # 1. timers due by now
+    while E.heap_n and E.heap[0].due <= ts:
+        fire_timer(E)
+    # 2. subscriber
+    if sub == NO_INDEX:
+        E.unknown += 1
+        return
+    row = row_of(E, sub)
+    h = <SubHeadC*>row
+    if h.flags & SUB_INACTIVE:
+        E.unknown += 1
+        return
+    note_row(E, sub, h)
+    # 3. cell and power
+    prev = h.cell
+    if ev.cell != 0:
+        h.cell = ev.cell
+    if ev.type == POWER_OFF_TYPE:
+        h.flags |= SUB_POWERED_OFF
+    else:
+        h.flags &= ~SUB_POWERED_OFF
+    # 4. counters
+    values = <uint32_t*>(row + E.counter_off)
+    for i in range(E.counter_type_off[ev.type], E.counter_type_off[ev.type + 1]):
+        j = E.counter_list[i]
+        cnt = &E.counters[j]
+        if (ev.flags & cnt.flags) != cnt.flags:
+            continue
+        if cnt.add == ADD_COUNT:
+            amount = 1
+        elif cnt.add == ADD_DUR:
+            amount = ev.dur
+        else:
+            amount = ev.dur / 60 + (1 if ev.dur % 60 else 0)
+        v = values[j]
+        if cnt.window_slot >= 0:
+            start = (<int64_t*>(row + E.window_off)) + cnt.window_slot
+            if v != 0 and ts >= start[0] + cnt.window:
+                v = 0
+            if v == 0:
+                start[0] = ts
+        values[j] = 0xFFFFFFFFu if amount >= <uint64_t>(0xFFFFFFFFu - v) else v + <uint32_t>amount
+    # 5. conversions (only a subscriber with contact state can convert)
+    for i in range(E.convert_type_off[ev.type],
+                   E.convert_type_off[ev.type + 1] if h.flags & SUB_HAS_CONTACT else 0):
+        ci = E.convert_list[i]
+        c = &E.campaigns[ci]
+        if c.has_convert_arg and ev.arg != c.convert_arg:
+            continue
+        contact = find_contact(E, sub, ci, False)
+        if (contact == NULL or not (contact.flags & CONTACT_CONTACTED)
+                or contact.flags & CONTACT_CONVERTED
+                or (c.convert_within >= 0 and ts - contact.last_ts >= c.convert_within)):
+            continue
+        contact.flags |= CONTACT_CONVERTED
+        contact.streak = 0
+        note_contact(E, contact)
+        if E.nr_conversions == E.cap_conversions:
+            E.conversions = <ConversionC*>grow(E.conversions, &E.cap_conversions, sizeof(ConversionC), &E.oom)
+            if E.oom:
+                return
+        E.conversion_seq += 1
+        conv = &E.conversions[E.nr_conversions]
+        E.nr_conversions += 1
+        conv.seq = E.conversion_seq
+        conv.ts = ts
+        conv.msisdn = ev.msisdn
+        conv.contact_seq = contact.last_seq
+        conv.campaign = <uint16_t>ci
+        conv.kind = 1 if contact.flags & CONTACT_CONTROL else 0
+        memset(conv.pad, 0, 5)
+        E.funnel[<size_t>ci * NR_FUNNEL + (FN_CONVERTED_CONTROL if conv.kind else FN_CONVERTED_SEND)] += 1
+    # 6. matching, in priority order
+    cur_areas = NULL
+    prev_areas = NULL
+    if E.by_type_off[ev.type] != E.by_type_off[ev.type + 1] and E.nr_area_words:
+        cur_areas = area_word_of(E, ev.cell)
+        prev_areas = area_word_of(E, prev)
+    for i in range(E.by_type_off[ev.type], E.by_type_off[ev.type + 1]):
+        ci = E.trig_list[i]
+        c = &E.campaigns[ci]
+        if not elig_bit(E, row, c.elig_word, c.elig_mask):
+            continue
+        if c.peer_set >= 0 and (ev.peer == 0 or not peer_contains(&E.peer_sets[c.peer_set], ev.peer)):
+            continue
+        if c.area_word >= 0:
+            if cur_areas == NULL or not (cur_areas[c.area_word] & c.area_mask):
+                continue
+            if c.enter and prev_areas != NULL and prev_areas[c.area_word] & c.area_mask:
+                continue
+        if (c.hours_start >= 0 or c.days != 0x7F) and not in_hours(E, c, ts):
+            continue
+        if c.counter >= 0 and counter_read(E, row, c.counter, ts) < c.at_least:
+            continue
+        contact = find_contact(E, sub, ci, False) if h.flags & SUB_HAS_CONTACT else NULL
+        if contact != NULL:
+            if (contact.streak >= c.stop_after
+                    or contact.flags & CONTACT_PENDING
+                    or (contact.flags & CONTACT_CONTACTED
+                        and (c.once or ts < contact.last_ts + c.cooldown))):
+                continue
+        E.funnel[<size_t>ci * NR_FUNNEL + FN_MATCHED] += 1
+        if c.delay == 0:
+            emit(E, ci, sub, ts, ts, ev.cell, False)
+            continue
+        if E.heap_n >= E.max_pending:
+            E.funnel[<size_t>ci * NR_FUNNEL + FN_OVERFLOW] += 1
+            continue
+        contact = find_contact(E, sub, ci, True)
+        if contact == NULL:
+            return
+        contact.flags |= CONTACT_PENDING
+        note_contact(E, contact)
+        E.timers_created += 1
+        timer.due = ts + c.delay
+        timer.created = E.timers_created
+        timer.trigger_ts = ts
+        timer.subscriber = sub
+        timer.cell = ev.cell
+        timer.campaign = ci
+        timer.pad = 0
+        if heap_push(E, &timer):
+            return
+        E.funnel[<size_t>ci * NR_FUNNEL + FN_SCHEDULED] += 1

@@ -1,0 +1,265 @@
+# Per-subscriber and per-campaign state of the core (included by _core.pyx, one compilation unit):
+# the subscriber index, list and area membership, state rows, counters, contacts, the timer
+# heap and the holdout hash. Every function here reads or writes EngineC and nothing else.
+
+
+cdef inline uint32_t candidate_subscriber(EngineC* E, uint64_t msisdn) noexcept nogil:
+    """The first row whose fingerprint matches, unconfirmed (reads only the index)."""
+    cdef uint64_t x = sm_mix64(msisdn), h = sm_fastrange(x, E.index_cap), slot
+    cdef uint64_t fp = x & 0xFFFFFFFFu
+    while True:
+        slot = E.index_slots[h]
+        if slot == 0:
+            return NO_INDEX
+        if slot >> 32 == fp:
+            return <uint32_t>(slot & 0xFFFFFFFFu) - 1
+        h += 1
+        if h == E.index_cap:
+            h = 0
+
+
+cdef inline uint32_t lookup_subscriber(EngineC* E, uint64_t msisdn) noexcept nogil:
+    cdef uint64_t x, h, slot, fp
+    cdef uint32_t sub
+    if E.index_slots == NULL:
+        return NO_INDEX
+    x = sm_mix64(msisdn)
+    h = sm_fastrange(x, E.index_cap)
+    fp = x & 0xFFFFFFFFu
+    while True:
+        slot = E.index_slots[h]
+        if slot == 0:
+            return NO_INDEX
+        if slot >> 32 == fp:
+            sub = <uint32_t>(slot & 0xFFFFFFFFu) - 1
+            if (<SubHeadC*>(E.rows + <size_t>sub * E.stride)).msisdn == msisdn:
+                return sub
+        h += 1
+        if h == E.index_cap:
+            h = 0
+
+
+cdef inline bint peer_contains(PeerSetC* s, uint64_t msisdn) noexcept nogil:
+    cdef uint64_t h = sm_mix64(msisdn) & s.mask
+    cdef uint64_t v
+    while True:
+        v = s.slots[h]
+        if v == msisdn:
+            return True
+        if v == 0:
+            return False
+        h = (h + 1) & s.mask
+
+
+cdef inline uint64_t* area_word_of(EngineC* E, uint32_t cell) noexcept nogil:
+    """The area-membership words of a cell, or NULL when the cell is in no area."""
+    cdef uint64_t h
+    cdef uint32_t v
+    if cell == 0 or E.area_cells == NULL:
+        return NULL
+    h = sm_mix64(cell) & E.area_slot_mask
+    while True:
+        v = E.area_cells[h]
+        if v == cell:
+            return E.area_masks + h * E.nr_area_words
+        if v == 0:
+            return NULL
+        h = (h + 1) & E.area_slot_mask
+
+
+cdef inline bint in_area(EngineC* E, uint32_t cell, CampaignC* c) noexcept nogil:
+    cdef uint64_t* w = area_word_of(E, cell)
+    return w != NULL and (w[c.area_word] & c.area_mask) != 0
+
+
+cdef inline uint8_t* row_of(EngineC* E, uint32_t sub) noexcept nogil:
+    return E.rows + <size_t>sub * E.stride
+
+
+cdef inline void note_row(EngineC* E, uint32_t sub, SubHeadC* h) noexcept nogil:
+    # The row is in cache already and the list is appended to in order. Without a branch on
+    # "already listed", which a Zipf stream makes unpredictable: the slot after the list is
+    # always written (the list has room for one more) and counted only for a new entry.
+    cdef uint8_t fresh
+    if E.tracking:
+        fresh = (h.flags & SUB_CHANGED) == 0
+        E.changed_subs[E.nr_changed] = sub
+        E.nr_changed += fresh
+        h.flags |= SUB_CHANGED
+
+
+cdef inline void note_contact(EngineC* E, ContactC* c) noexcept nogil:
+    cdef uint64_t i
+    if E.tracking and E.changed_contacts != NULL:
+        i = <uint64_t>(c - E.contacts)
+        E.changed_contacts[i >> 6] |= 1ULL << (i & 63)
+
+
+cdef inline bint elig_bit(EngineC* E, uint8_t* row, int32_t word, uint64_t mask) noexcept nogil:
+    return ((<uint64_t*>(row + E.elig_off))[word] & mask) != 0
+
+
+cdef inline int64_t floor_div(int64_t a, int64_t b) noexcept nogil:
+    cdef int64_t q = a / b
+    if (a % b != 0) and ((a < 0) != (b < 0)):
+        q -= 1
+    return q
+
+
+cdef inline bint in_window(int32_t minute, int32_t start, int32_t end) noexcept nogil:
+    if start < end:
+        return start <= minute < end
+    return minute >= start or minute < end
+
+
+cdef inline bint in_hours(EngineC* E, CampaignC* c, int64_t t) noexcept nogil:
+    cdef int64_t local = t + E.utc_offset
+    cdef int64_t day = floor_div(local, DAY_MS)
+    cdef int32_t minute = <int32_t>((local - day * DAY_MS) / 60000)
+    cdef int32_t weekday = <int32_t>((day + 3) % 7)
+    if weekday < 0:
+        weekday += 7
+    if c.hours_start >= 0 and not in_window(minute, c.hours_start, c.hours_end):
+        return False
+    return (c.days >> weekday) & 1
+
+
+cdef inline uint32_t counter_read(EngineC* E, uint8_t* row, int32_t k, int64_t ts) noexcept nogil:
+    cdef uint32_t v = (<uint32_t*>(row + E.counter_off))[k]
+    cdef CounterC* cnt = &E.counters[k]
+    if v != 0 and cnt.window_slot >= 0 and ts >= (<int64_t*>(row + E.window_off))[cnt.window_slot] + cnt.window:
+        return 0
+    return v
+
+
+cdef ContactC* find_contact(EngineC* E, uint32_t sub, uint32_t ci, bint create) noexcept nogil:
+    """The contact state of (subscriber, campaign); with `create`, made when absent. Creating
+    may grow the table: pointers from earlier calls are then stale."""
+    cdef uint64_t key = (<uint64_t>sub << 16) | ci | OCCUPIED
+    cdef uint64_t h, i, newcap, newmask
+    cdef ContactC* table
+    cdef ContactC* c
+    if E.contacts != NULL:
+        h = sm_mix64(key) & E.contacts_mask
+        while True:
+            c = &E.contacts[h]
+            if c.key == key:
+                return c
+            if c.key == 0:
+                break
+            h = (h + 1) & E.contacts_mask
+    if not create:
+        return NULL
+    if E.contacts == NULL or (E.nr_contacts + 1) * 2 > E.contacts_mask + 1:
+        newcap = 1024 if E.contacts == NULL else (E.contacts_mask + 1) * 2
+        table = <ContactC*>sm_zalloc(newcap * sizeof(ContactC))
+        if table == NULL:
+            E.oom = 1
+            return NULL
+        newmask = newcap - 1
+        if E.contacts != NULL:
+            for i in range(E.contacts_mask + 1):
+                if E.contacts[i].key:
+                    h = sm_mix64(E.contacts[i].key) & newmask
+                    while table[h].key:
+                        h = (h + 1) & newmask
+                    table[h] = E.contacts[i]
+            sm_free(E.contacts, (E.contacts_mask + 1) * sizeof(ContactC))
+        E.contacts = table
+        E.contacts_mask = newmask
+        if E.tracking:
+            # slots moved: the next checkpoint takes every contact
+            free(E.changed_contacts)
+            E.changed_contacts = <uint64_t*>calloc(newcap // 64 + 1, sizeof(uint64_t))
+            E.all_contacts_changed = 1
+    h = sm_mix64(key) & E.contacts_mask
+    while E.contacts[h].key:
+        h = (h + 1) & E.contacts_mask
+    c = &E.contacts[h]
+    c.key = key
+    E.nr_contacts += 1
+    (<SubHeadC*>row_of(E, sub)).flags |= SUB_HAS_CONTACT
+    note_row(E, sub, <SubHeadC*>row_of(E, sub))
+    note_contact(E, c)
+    return c
+
+
+# Timers: a binary min-heap ordered by (due, created).
+
+cdef inline bint timer_before(TimerC* a, TimerC* b) noexcept nogil:
+    return a.due < b.due or (a.due == b.due and a.created < b.created)
+
+
+cdef int heap_push(EngineC* E, TimerC* t) noexcept nogil:
+    cdef uint64_t i, parent, newcap
+    cdef TimerC* grown
+    if E.heap_n == E.heap_cap:
+        newcap = 1024 if E.heap_cap == 0 else E.heap_cap * 2
+        grown = <TimerC*>realloc(E.heap, newcap * sizeof(TimerC))
+        if grown == NULL:
+            E.oom = 1
+            return -1
+        E.heap = grown
+        E.heap_cap = newcap
+    i = E.heap_n
+    E.heap_n += 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not timer_before(t, &E.heap[parent]):
+            break
+        E.heap[i] = E.heap[parent]
+        i = parent
+    E.heap[i] = t[0]
+    return 0
+
+
+cdef void heap_pop(EngineC* E, TimerC* out) noexcept nogil:
+    cdef uint64_t i = 0, child, n
+    cdef TimerC last
+    out[0] = E.heap[0]
+    E.heap_n -= 1
+    n = E.heap_n
+    if n == 0:
+        return
+    last = E.heap[n]
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and timer_before(&E.heap[child + 1], &E.heap[child]):
+            child += 1
+        if not timer_before(&E.heap[child], &last):
+            break
+        E.heap[i] = E.heap[child]
+        i = child
+    E.heap[i] = last
+
+
+cdef void* grow(void* p, uint64_t* cap, size_t item, int* oom) noexcept nogil:
+    cdef uint64_t newcap = 4096 if cap[0] == 0 else cap[0] * 2
+    cdef void* q = realloc(p, newcap * item)
+    if q == NULL:
+        oom[0] = 1
+        return p
+    cap[0] = newcap
+    return q
+
+
+cdef inline uint32_t holdout_hash(uint64_t msisdn, CampaignC* c) noexcept nogil:
+    cdef uint8_t digits[24]
+    cdef int n = 0, i
+    cdef uint8_t tmp
+    cdef uint32_t crc
+    while True:
+        digits[n] = <uint8_t>(0x30 + msisdn % 10)
+        n += 1
+        msisdn //= 10
+        if msisdn == 0:
+            break
+    for i in range(n // 2):
+        tmp = digits[i]
+        digits[i] = digits[n - 1 - i]
+        digits[n - 1 - i] = tmp
+    digits[n] = 0x3a    # ':'
+    crc = sm_crc32(0, digits, n + 1)
+    return sm_crc32(crc, <const uint8_t*>c.id, c.id_len)
