@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+import datetime
+import hashlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,6 +49,84 @@ def _funnel_dict(funnel_row: np.ndarray) -> dict:
     d["conversion_rate_control"] = rate_control
     d["uplift"] = rate_send - rate_control if rate_send is not None and rate_control is not None else None
     return d
+
+
+DAY_MS = 86_400_000
+
+
+def format_utc_offset(offset_ms: int) -> str:
+    """28800000 -> "+08:00", -19800000 -> "-05:30": as the configuration writes it."""
+    sign = "-" if offset_ms < 0 else "+"
+    minutes = abs(offset_ms) // 60_000
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def configuration_identity(config: Config) -> dict:
+    """stats.json `configuration` (SPEC §4): the sha256 of the TOML file's bytes (None when
+    the Config was built without a readable file), its `utc_offset` ("+08:00") and the
+    campaign ids in priority order. `sigmatch report` adds up only outputs whose identities
+    are equal."""
+    try:
+        digest = hashlib.sha256(Path(config.path).read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        digest = None
+    return {"sha256": digest, "utc_offset": format_utc_offset(config.utc_offset_ms),
+            "campaigns": [c.id for c in config.campaigns]}
+
+
+def local_day(day_number: int) -> str:
+    """Days since 1970-01-01 (local) -> "YYYY-MM-DD"."""
+    return (datetime.date(1970, 1, 1) + datetime.timedelta(days=int(day_number))).isoformat()
+
+
+# stats.json names of contacts and conversions by kind (KINDS order): `sent`, `control`, ...
+# as the funnel names them
+_CONTACT_KEYS = tuple("sent" if kind == "send" else kind for kind in KINDS)
+_CONVERTED_KEYS = tuple(f"converted_{kind}" for kind in KINDS)
+
+
+class _DayCounts:
+    """Contacts and conversions of each kind per campaign and local day (by the record's
+    `ts` in the configuration's utc_offset): what stats.json gives as `campaigns.<id>.days`.
+    Counted from the records as they leave the core, with NumPy, a few calls per batch."""
+
+    def __init__(self, nr_campaigns: int, utc_offset_ms: int):
+        self.nr_campaigns = nr_campaigns
+        self.utc_offset_ms = utc_offset_ms
+        # (campaign, day) -> counts: contacts by kind, then conversions by kind
+        self.counts: dict[tuple[int, int], np.ndarray] = {}
+
+    def add(self, records: np.ndarray, conversions: bool) -> None:
+        if not len(records):
+            return
+        nr_kinds = len(KINDS)
+        day = (records["ts"].astype(np.int64) + self.utc_offset_ms) // DAY_MS
+        key = (day * self.nr_campaigns + records["campaign"]) * nr_kinds + records["kind"]
+        keys, counts = np.unique(key, return_counts=True)
+        column_base = nr_kinds if conversions else 0
+        for k, n in zip(keys.tolist(), counts.tolist()):
+            kind = k % nr_kinds
+            campaign = (k // nr_kinds) % self.nr_campaigns
+            day_number = k // nr_kinds // self.nr_campaigns
+            row = self.counts.get((campaign, day_number))
+            if row is None:
+                row = self.counts[(campaign, day_number)] = np.zeros(2 * nr_kinds, np.int64)
+            row[column_base + kind] += n
+
+    def moved_to(self, new_index: list[int], nr_campaigns: int, utc_offset_ms: int) -> "_DayCounts":
+        """The counts under a reloaded configuration: campaigns kept by id (`new_index[old]`,
+        -1 for a campaign removed, whose days go), their days as they were counted."""
+        moved = _DayCounts(nr_campaigns, utc_offset_ms)
+        for (campaign, day), row in self.counts.items():
+            if new_index[campaign] >= 0:
+                moved.counts[(new_index[campaign], day)] = row.copy()
+        return moved
+
+    def of_campaign(self, campaign: int) -> dict:
+        """{"YYYY-MM-DD": {"sent": n, "control": n, "converted_send": n, "converted_control": n}}, days in order."""
+        days = sorted(day for c, day in self.counts if c == campaign)
+        keys = _CONTACT_KEYS + _CONVERTED_KEYS
+        return {local_day(day): dict(zip(keys, map(int, self.counts[(campaign, day)]))) for day in days}
 
 
 def _public(records: np.ndarray) -> np.ndarray:
@@ -158,6 +238,9 @@ class Engine:
             self.world.profiles.tags = None
         self._totals = {"runs": 0, "bytes": 0, "actions": 0, "conversions": 0, "dead_letters": 0}
         self._last_run: Optional[dict] = None
+        self.configuration = configuration_identity(config)
+        # since the engine was built, as the funnel: a replay's stats.json gives them per campaign
+        self._days = _DayCounts(len(config.campaigns), config.utc_offset_ms)
 
     @classmethod
     def from_config(cls, path, **kwargs) -> "Engine":
@@ -220,6 +303,8 @@ class Engine:
             [new_counters.get(c.name, -1) for c in self.config.counters],
             len(self.subscribers))
         new._totals = dict(self._totals)
+        new._days = self._days.moved_to([new_campaigns.get(c.id, -1) for c in self.config.campaigns],
+                                        len(config.campaigns), config.utc_offset_ms)
         return new
 
     def checkpoint(self, path, extra: Optional[dict] = None) -> Path:
@@ -257,6 +342,7 @@ class Engine:
         before = core.counts()
         kept: dict[str, list[np.ndarray]] = {"actions": [], "conversions": [], "dead_letters": []}
         produced = {"actions": 0, "conversions": 0, "dead_letters": 0}
+        seq_range: list[int] = []          # the first and last action seq of this run
         nbytes = 0
         bar = None
         if progress is None:
@@ -277,6 +363,7 @@ class Engine:
                 records = take()
                 if len(records):
                     produced[name] += len(records)
+                    self._count_days(name, records, seq_range)
                     unwritten[name].append(records)
                     if keep:
                         kept[name].append(records)
@@ -317,7 +404,7 @@ class Engine:
                 collect(final=True)
             finally:
                 elapsed = time.perf_counter() - started
-                run = self._finish_run(kept, produced, before, nbytes, elapsed)
+                run = self._finish_run(kept, produced, before, nbytes, elapsed, seq_range)
                 if sinks is not None:
                     sinks.write_stats(run.stats)
                     sinks.close()
@@ -339,7 +426,21 @@ class Engine:
             return StreamError(offset, reason, f"{reason} ({detail})")
         return StreamError(offset, reason, f"{reason} ({detail})", path=holder[1], path_offset=offset - holder[0])
 
-    def _finish_run(self, kept, produced, before, nbytes, elapsed) -> Run:
+    def _add_days(self, campaigns: dict) -> None:
+        """`days` into each campaign's stats: its contacts and conversions per local day."""
+        for i, c in enumerate(self.config.campaigns):
+            campaigns[c.id]["days"] = self._days.of_campaign(i)
+
+    def _count_days(self, name: str, records: np.ndarray, seq_range: list) -> None:
+        """Per-day contacts and conversions, and the run's seq range, from records as they
+        leave the core."""
+        if name == "actions":
+            self._days.add(records, conversions=False)
+            seq_range[:] = [seq_range[0] if seq_range else int(records["seq"][0]), int(records["seq"][-1])]
+        elif name == "conversions":
+            self._days.add(records, conversions=True)
+
+    def _finish_run(self, kept, produced, before, nbytes, elapsed, seq_range=()) -> Run:
         after = self._core.counts()
         self._totals["runs"] += 1
         self._totals["bytes"] += nbytes
@@ -358,15 +459,20 @@ class Engine:
             "conversions": produced["conversions"],
             "dead_letters": produced["dead_letters"],
             "pending": self._core.pending,
+            # seq numbers the actions of the engine's life: this run's are first_seq..last_seq
+            "first_seq": seq_range[0] if seq_range else None,
+            "last_seq": seq_range[1] if seq_range else None,
             "elapsed_s": round(elapsed, 6),
             "events_per_s": round(events / elapsed) if elapsed > 0 else None,
         }
         self._last_run = run_figures
         funnel = self._core.funnel()
         stats = {
+            "configuration": self.configuration,
             "run": run_figures,
             "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(self.config.campaigns)},
         }
+        self._add_days(stats["campaigns"])
 
         def joined(name, dtype):
             parts = kept[name]

@@ -184,6 +184,81 @@ def _judged(traces, engine):
 
 
 @main.command()
+@click.argument("outputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True,
+              help="The report as one JSON document on standard output (docs/semantics.md, 'Reports').")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write one self-contained HTML page (plots embedded) here.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write funnel.png, uplift.png and daily.png into this directory.")
+@click.option("--by", type=click.Choice(["campaign", "variant", "day"]), default="campaign", show_default=True,
+              help="Rows of the table: per campaign (with the funnel), per campaign and template, per local day.")
+@click.option("--min-controls", type=click.IntRange(min=1), default=MIN_CONTROLS, show_default=True,
+              help="Controls below which an uplift is 'too few controls' rather than a figure.")
+@click.option("--non-responders", "non_responders", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Write the subscribers with at least K sends and no conversion to --list.")
+@click.option("--since", default=None, metavar="DURATION",
+              help="With --non-responders: only the period this long (30d, 12h) before the last action time.")
+@click.option("--campaign", default=None, metavar="ID",
+              help="With --non-responders: sends and conversions of this campaign only (default: every campaign).")
+@click.option("--list", "list_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              metavar="FILE.roar", help="With --non-responders: where the list goes (a 64-bit Roaring bitmap, 0640).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@_one_line_errors
+def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: str, min_controls: int,
+           non_responders, since, campaign, list_path, progress):
+    """What each campaign earned: funnel, contacts, conversions and uplift over its controls
+    (95% interval), the programme's lift over the global controls, day by day, from the output
+    directories OUTPUTS of one configuration. With --non-responders K --list FILE.roar: the
+    subscribers who got K sends and never converted, as an exclude list."""
+    import json as json_module
+    from engine.closedloop.outputs import read_outputs
+    from engine.closedloop.report import build_report, format_report
+    since_ms = None
+    if non_responders is None:
+        for name, value in (("--since", since), ("--campaign", campaign), ("--list", list_path)):
+            if value is not None:
+                _fail(f"{name} applies to --non-responders K")
+    else:
+        if list_path is None:
+            _fail("--non-responders needs --list FILE.roar (where the list goes)")
+        if since is not None:
+            from engine.language.config import parse_duration
+            try:
+                since_ms = parse_duration(since)
+            except ValueError as e:
+                _fail(f"--since {since}: {e}")
+    read = read_outputs(outputs, progress=progress)
+    document = build_report(read, min_controls=min_controls)
+    if non_responders is not None:
+        from engine.closedloop.nonresponders import non_responders as find, write_list
+        found = find(read, non_responders, since_ms=since_ms, campaign=campaign)
+        write_list(list_path, found.msisdns)
+        scope = f"of campaign {campaign}" if campaign else "of any campaign"
+        period = "" if found.since_ts is None else f" since {_utc(found.since_ts)}"
+        line = (f"{list_path}: {plural(len(found.msisdns), 'subscriber')} with at least "
+                f"{plural(non_responders, 'send')} {scope}{period} and no conversion "
+                f"(of {plural(found.receivers, 'subscriber')} sent to)")
+        click.echo(line, err=as_json)
+    if plots_dir is not None:
+        from engine.closedloop.render import write_plots
+        written = write_plots(document, plots_dir)
+        click.echo(f"plots: {', '.join(str(p) for p in written)}", err=as_json)
+    if html_path is not None:
+        from engine.closedloop.render import write_html
+        click.echo(f"html: {write_html(document, html_path)}", err=as_json)
+    if as_json:
+        click.echo(json_module.dumps(document, indent=2, ensure_ascii=False))
+    elif non_responders is None:
+        click.echo(format_report(document, by=by))
+
+
+def _utc(ms: int) -> str:
+    import datetime
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@main.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("traces", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @_one_line_errors

@@ -163,3 +163,24 @@ def test_usage_errors_exit_2(world):
     # click's own usage errors (a missing argument) keep click's exit code 2
     code, _, err = sigmatch("replay", world)
     assert code == 2 and any("Missing argument" in line for line in err)
+
+
+def test_report_reads_what_replay_wrote(world, tmp_path):
+    # SPEC §5: report OUT gives each campaign's contacts from the files replay wrote, and the
+    # non-responder list: here A and B each got one send of "later" and never converted
+    t = trace(tmp_path / "t.msgpack", [T0, CALL, A], [T0 + 1, SMS, B], [T0 + 2, CALL, B])
+    assert sigmatch("replay", world, t, "--out", tmp_path / "out")[0] == 0
+    code, out, err = sigmatch("report", tmp_path / "out", "--json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert {cid: c["sends"] for cid, c in document["campaigns"].items()} == {"later": 2, "now": 1}
+    assert document["campaigns"]["later"]["variants"]["LATER"]["sends"] == 2
+    assert document["programme"]["sends"] == 3 and document["days"] == ["2026-01-01"]
+    code, out, err = sigmatch("report", tmp_path / "out", "--non-responders", "2", "--list", tmp_path / "nr.roar")
+    assert code == 0, err
+    assert out.startswith(f"{tmp_path / 'nr.roar'}: 1 subscriber with at least 2 sends")
+
+
+def test_report_of_a_directory_that_is_no_output_is_one_line(tmp_path):
+    code, _, err = sigmatch("report", tmp_path)
+    one_line_error(code, err, str(tmp_path), "no stats.json")

@@ -1,6 +1,8 @@
 """`sigmatch run --spool` as a real subprocess: SIGTERM stops it cleanly, and after any number
 of kill -9 the finished sink files hold exactly the rows of one uninterrupted run."""
 import csv
+import hashlib
+import json
 import os
 import random
 import signal
@@ -96,6 +98,10 @@ def test_uninterrupted_run_then_sigterm(world, tmp_path):
     assert len(list((tmp_path / "spool" / "done").iterdir())) == len(generated.traces)
     assert not list((tmp_path / "out").rglob(".*.tmp"))
     assert list((tmp_path / "state").glob("base-*")) and list((tmp_path / "state").glob("log-*"))
+    # what `sigmatch report` reads in a service's stats.json (SPEC §4): which configuration, which seqs
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["configuration"]["sha256"] == hashlib.sha256(Path(generated.config).read_bytes()).hexdigest()
+    assert (stats["run"]["first_seq"], stats["run"]["last_seq"]) == (1, len(expected.actions))
 
 
 @pytest.mark.parametrize("args", [("--checkpoint-every", "0"), ("--checkpoint-every", "0.03")],

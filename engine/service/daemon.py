@@ -809,11 +809,15 @@ class SpoolDaemon:
     def _stats(self) -> dict:
         stats = self.engine.stats
         counts = self.engine._core.counts()
+        last_seq = self.engine._core.seq
         return {
+            "configuration": self.engine.configuration,
             "run": {"events": counts["events"], "bad_events": counts["bad_events"],
                     "bad_events_by_field": counts.get("bad_events_by_field", {}),
                     "unknown_subscribers": counts["unknown_subscribers"], "late_events": counts["late_events"],
-                    "pending": self.engine.pending},
+                    "pending": self.engine.pending,
+                    # a service numbers its actions from 1 over its whole life, across restarts
+                    "first_seq": 1 if last_seq else None, "last_seq": last_seq or None},
             "campaigns": stats["campaigns"],
         }
 

@@ -1,0 +1,258 @@
+"""Reading sigmatch output directories back (SPEC §4) for `sigmatch report`: stats.json and the
+action and conversion files, as NumPy columns, with Arrow (never row by row in Python).
+
+    OUT/stats.json                      required: what makes a directory a sigmatch output
+    OUT/<channel>/actions-*.{csv,jsonl,parquet}
+    OUT/conversions/conversions-*.{csv,jsonl,parquet}
+
+Strings (campaign, template, kind) become codes into `Outputs.campaigns`, `.templates` and
+`.kinds`, shared by every directory read. A text file whose last line is cut short (a copy
+taken while something else was writing it) loses that line, with a warning; a Parquet file
+that cannot be read is skipped with a warning. Everything else that is wrong is a
+ReportError naming the directory or the file.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from engine.errors import SigmatchError
+
+__all__ = ["ReportError", "Outputs", "Directory", "read_outputs"]
+
+log = logging.getLogger("sigmatch.report")
+
+_ACTION_FILE = re.compile(r"actions-\d+\.(csv|jsonl|parquet)")
+_CONVERSION_FILE = re.compile(r"conversions-\d+\.(csv|jsonl|parquet)")
+_NOT_CHANNELS = ("conversions", "dead_letters")
+
+_TEXT = pa.dictionary(pa.int32(), pa.string())
+ACTION_TYPES = {"seq": pa.uint64(), "ts": pa.int64(), "campaign": _TEXT, "msisdn": pa.uint64(),
+                "template": _TEXT, "kind": _TEXT}
+CONVERSION_TYPES = {"ts": pa.int64(), "campaign": _TEXT, "msisdn": pa.uint64(), "contact_seq": pa.uint64(),
+                    "kind": _TEXT}
+
+
+class ReportError(SigmatchError):
+    """An output directory cannot be reported on; the message names it (or its file)."""
+
+
+@dataclass
+class Columns:
+    """Records of one kind from one directory, as NumPy columns of equal length. `seq` is the
+    action seq (actions) or the contact_seq (conversions); campaign, template and kind are
+    codes into the Outputs' lists (template -1 for conversions: their contact gives it)."""
+    seq: np.ndarray         # uint64
+    ts: np.ndarray          # int64, ms since the epoch (UTC)
+    msisdn: np.ndarray      # uint64
+    campaign: np.ndarray    # int32 codes
+    template: np.ndarray    # int32 codes
+    kind: np.ndarray        # int32 codes
+
+    @classmethod
+    def empty(cls) -> "Columns":
+        return cls(np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint64),
+                   *(np.zeros(0, np.int32) for _ in range(3)))
+
+    @classmethod
+    def joined(cls, parts: list["Columns"]) -> "Columns":
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, name) for p in parts])
+                     for name in ("seq", "ts", "msisdn", "campaign", "template", "kind")))
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+
+@dataclass
+class Directory:
+    path: Path
+    stats: dict
+    actions: Columns
+    conversions: Columns
+
+
+@dataclass
+class Outputs:
+    directories: list[Directory]
+    configuration: Optional[dict]           # stats.json's identity, equal in every directory
+    campaigns: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Codes:
+    """String -> code, in order of first sight."""
+
+    def __init__(self, values: list[str]):
+        self.values = values
+        self.index = {v: i for i, v in enumerate(values)}
+
+    def codes(self, column: pa.ChunkedArray) -> np.ndarray:
+        parts = []
+        for chunk in column.chunks:
+            if not isinstance(chunk, pa.DictionaryArray):
+                chunk = chunk.dictionary_encode()
+            mapping = np.array([self._code(v) for v in chunk.dictionary.to_pylist()] or [0], np.int32)
+            indices = chunk.indices.to_numpy(zero_copy_only=False)
+            parts.append(mapping[indices.astype(np.intp, copy=False)])
+        return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+    def _code(self, value) -> int:
+        value = "" if value is None else value
+        code = self.index.get(value)
+        if code is None:
+            code = self.index[value] = len(self.values)
+            self.values.append(value)
+        return code
+
+
+def read_outputs(paths, *, progress: Optional[bool] = None) -> Outputs:
+    """Read every directory of `paths`; ReportError when one is not a sigmatch output, lacks
+    stats.json, or was written by another configuration than the first."""
+    paths = [Path(p) for p in paths]
+    seen: dict = {}
+    for path in paths:
+        first = seen.setdefault(path.resolve(), path)
+        if first is not path:
+            raise ReportError(f"{path}: named twice (as {first}): its contacts would count twice")
+    stats = [_read_stats(p) for p in paths]
+    configuration = _same_configuration(paths, stats)
+    outputs = Outputs([], configuration)
+    codes = {name: _Codes(getattr(outputs, name)) for name in ("campaigns", "templates", "kinds")}
+    files = [(p, _record_files(p)) for p in paths]
+    total = sum(len(a) + len(c) for _, (a, c) in files)
+    bar = None
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if progress and total:
+        from tqdm import tqdm
+        bar = tqdm(total=total, unit="file", desc="report: reading", file=sys.stderr, leave=False)
+    try:
+        for (path, (action_files, conversion_files)), stat in zip(files, stats):
+            actions = [_read_file(f, ACTION_TYPES, codes, outputs.warnings, bar) for f in action_files]
+            conversions = [_read_file(f, CONVERSION_TYPES, codes, outputs.warnings, bar) for f in conversion_files]
+            outputs.directories.append(Directory(path, stat, Columns.joined([a for a in actions if a]),
+                                                 Columns.joined([c for c in conversions if c])))
+    finally:
+        if bar is not None:
+            bar.close()
+    return outputs
+
+
+def _read_stats(path: Path) -> dict:
+    if not path.is_dir():
+        raise ReportError(f"{path}: {'not a directory' if path.exists() else 'no such directory'} "
+                          "(report reads the output directories of replay or run)")
+    stats_path = path / "stats.json"
+    if not stats_path.is_file():
+        raise ReportError(f"{path}: not a sigmatch output directory (no stats.json)")
+    try:
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{stats_path}: not a sigmatch stats.json ({e})") from None
+    if not isinstance(stats, dict) or not isinstance(stats.get("campaigns"), dict):
+        raise ReportError(f"{stats_path}: not a sigmatch stats.json (no campaigns)")
+    return stats
+
+
+def _same_configuration(paths: list[Path], stats: list[dict]) -> Optional[dict]:
+    identities = [s.get("configuration") for s in stats]
+    if len(paths) > 1:
+        for path, identity in zip(paths, identities):
+            if not isinstance(identity, dict) or not identity.get("sha256"):
+                raise ReportError(f"{path}/stats.json: no configuration identity (written by an older sigmatch): "
+                                  "cannot tell whether it may be added to the others; report on it alone")
+        first = identities[0]
+        for path, identity in zip(paths[1:], identities[1:]):
+            for key in ("sha256", "utc_offset", "campaigns"):
+                if identity.get(key) != first.get(key):
+                    raise ReportError(f"{path}: written by another configuration than {paths[0]} ({key} differs: "
+                                      f"{_short(identity.get(key))} against {_short(first.get(key))})")
+    identity = identities[0] if isinstance(identities[0], dict) else None
+    if identity is None:
+        log.warning("%s/stats.json: no configuration identity (written by an older sigmatch): "
+                    "local days are taken in UTC", paths[0])
+    return identity
+
+
+def _short(value) -> str:
+    text = str(value)
+    return text[:12] if isinstance(value, str) and len(text) == 64 else text[:60]
+
+
+def _record_files(path: Path) -> tuple[list[Path], list[Path]]:
+    """The finished action and conversion files of one directory, by channel then number."""
+    actions = []
+    for channel in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in _NOT_CHANNELS):
+        actions += sorted(f for f in channel.iterdir() if _ACTION_FILE.fullmatch(f.name))
+    conversions = path / "conversions"
+    converted = sorted(f for f in conversions.iterdir() if _CONVERSION_FILE.fullmatch(f.name)) \
+        if conversions.is_dir() else []
+    return actions, converted
+
+
+def _read_file(path: Path, types: dict, codes: dict, warnings: list, bar) -> Optional[Columns]:
+    try:
+        table = _read_table(path, types, warnings)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError) as e:
+        raise ReportError(f"{path}: not a sigmatch output file ({str(e).splitlines()[0]})") from None
+    finally:
+        if bar is not None:
+            bar.update(1)
+    if table is None or not table.num_rows:
+        return None
+    seq = table.column("seq" if "seq" in types else "contact_seq")
+    ts = table.column("ts")
+    if pa.types.is_timestamp(ts.type):
+        ts = ts.cast(pa.int64())
+    template = codes["templates"].codes(table.column("template")) if "template" in types \
+        else np.full(table.num_rows, -1, np.int32)
+    return Columns(seq.to_numpy().astype(np.uint64, copy=False), ts.to_numpy().astype(np.int64, copy=False),
+                   table.column("msisdn").to_numpy().astype(np.uint64, copy=False),
+                   codes["campaigns"].codes(table.column("campaign")), template,
+                   codes["kinds"].codes(table.column("kind")))
+
+
+def _read_table(path: Path, types: dict, warnings: list) -> Optional[pa.Table]:
+    if path.suffix == ".parquet":
+        try:
+            table = pq.read_table(path, columns=list(types))
+        except (pa.ArrowInvalid, OSError) as e:
+            _warn(warnings, f"{path}: unreadable Parquet file skipped ({str(e).splitlines()[0]})")
+            return None
+        return table
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        _warn(warnings, f"{path}: partial last line skipped ({len(data) - cut:,} bytes without a line end)")
+        data = data[:cut]
+    if path.suffix == ".csv":
+        if data.find(b"\n") in (-1, len(data) - 1):
+            return None                         # nothing, or a header alone
+        return pacsv.read_csv(pa.BufferReader(data), convert_options=pacsv.ConvertOptions(
+            include_columns=list(types), column_types=types, strings_can_be_null=False))
+    if not data.strip():
+        return None
+    schema = pa.schema([(name, pa.string() if t == _TEXT else t) for name, t in types.items()])
+    table = pajson.read_json(pa.BufferReader(data), parse_options=pajson.ParseOptions(
+        explicit_schema=schema, unexpected_field_behavior="ignore"))
+    return table.select(list(types))
+
+
+def _warn(warnings: list, message: str) -> None:
+    warnings.append(message)
+    log.warning("%s", message)

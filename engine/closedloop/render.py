@@ -1,0 +1,207 @@
+"""The report as pictures (`--plots DIR`: PNGs) and as one self-contained HTML page (`--html
+FILE`: the same plots embedded as data URIs, no link outside the file), from the document of
+engine.closedloop.report.build_report. Needs matplotlib and Jinja2 (pip install 'sigmatch[report]').
+
+    funnel.png   per campaign: matched, suppressed (every reason), sent, control, converted
+    uplift.png   per campaign and the programme: uplift in percentage points with its 95% interval
+    daily.png    per local day: contacts (sends, controls) and the conversion rates of sends and controls
+"""
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+from engine.closedloop.report import LEGEND, _incremental, _pct, _shown_uplift
+from engine.errors import SigmatchError
+
+__all__ = ["PLOTS", "write_plots", "write_html", "plot_png"]
+
+PLOTS = ("funnel", "uplift", "daily")
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise SigmatchError("report --plots and --html need matplotlib and Jinja2: "
+                            "pip install 'sigmatch[report]'") from None
+    matplotlib.use("Agg")       # no display: files only
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_png(report: dict, name: str) -> bytes:
+    """One plot of PLOTS as PNG bytes."""
+    plt = _pyplot()
+    figure = {"funnel": _funnel, "uplift": _uplift, "daily": _daily}[name](plt, report)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def write_plots(report: dict, directory) -> list[Path]:
+    """PLOTS as DIRECTORY/<name>.png (the directory is made); the paths written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in PLOTS:
+        path = directory / f"{name}.png"
+        path.write_bytes(plot_png(report, name))
+        written.append(path)
+    return written
+
+
+def _campaign_height(report: dict) -> float:
+    return max(3.0, 0.45 * (len(report["campaigns"]) + 2))
+
+
+def _funnel(plt, report: dict):
+    import numpy as np
+    ids = list(report["campaigns"])[::-1]       # the first campaign on top
+    stages = [
+        ("matched", lambda e: e["funnel"].get("matched", 0), "#9aa5b1"),
+        ("suppressed", lambda e: sum(v for k, v in e["funnel"].items()
+                                     if k.startswith("suppressed_") or k in ("overflow", "recheck_failed")), "#e4a0a0"),
+        ("sent", lambda e: e["sends"], "#3b7dd8"),
+        ("control", lambda e: e["controls"], "#f2b134"),
+        ("converted", lambda e: e["conversions_send"] + e["conversions_control"], "#2e9e5b"),
+    ]
+    figure, axis = plt.subplots(figsize=(9, _campaign_height(report)))
+    y = np.arange(len(ids))
+    height = 0.8 / len(stages)
+    for i, (label, value, colour) in enumerate(stages):
+        axis.barh(y + (len(stages) / 2 - i - 0.5) * height, [value(report["campaigns"][c]) for c in ids],
+                  height, label=label, color=colour)
+    axis.set_yticks(y, ids)
+    axis.set_xlabel("contacts / events (count)")
+    axis.set_title("Funnel per campaign: matched, suppressed (any reason), sent, control, converted")
+    axis.legend(loc="lower right", fontsize="small")
+    axis.grid(axis="x", alpha=0.3)
+    return figure
+
+
+def _uplift(plt, report: dict):
+    rows = [("programme (vs global control)", report["programme"])] + list(report["campaigns"].items())
+    rows = rows[::-1]
+    figure, axis = plt.subplots(figsize=(9, _campaign_height(report)))
+    labels = []
+    for y, (name, f) in enumerate(rows):
+        labels.append(name)
+        if f["uplift"] is None:
+            axis.text(0, y, f"  {f['note']}", va="center", fontsize="small", color="#777777")
+            continue
+        colour = "#777777" if f["note"] else ("#2e9e5b" if f["uplift"] > 0 else "#c0392b")
+        value = f["uplift"] * 100
+        axis.errorbar(value, y, xerr=[[value - f["ci_low"] * 100], [f["ci_high"] * 100 - value]],
+                      fmt="o", color=colour, capsize=4)
+    axis.axvline(0, color="black", linewidth=0.8)
+    axis.set_yticks(range(len(rows)), labels)
+    axis.set_ylim(-0.7, len(rows) - 0.3)
+    axis.set_xlabel("uplift: conversion rate of sends minus controls (percentage points)")
+    axis.set_title("Uplift per campaign with its 95% interval (grey: not significant)")
+    axis.grid(axis="x", alpha=0.3)
+    return figure
+
+
+def _daily(plt, report: dict):
+    days = list(report["programme"]["days"])
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    p = [report["programme"]["days"][d] for d in days]
+    x = range(len(days))
+    controls = [f["controls"] + f["global_controls"] for f in p]
+    top.bar(x, [f["sends"] for f in p], color="#3b7dd8", label="sent")
+    top.bar(x, controls, bottom=[f["sends"] for f in p], color="#f2b134", label="control (campaign and global)")
+    top.set_ylabel("contacts (count)")
+    top.set_title(f"Contacts and conversion rates per local day (UTC{report['utc_offset']})")
+    top.legend(fontsize="small")
+    top.grid(axis="y", alpha=0.3)
+
+    def rate(conversions, contacts):
+        return [100 * a / b if b else float("nan") for a, b in zip(conversions, contacts)]
+
+    bottom.plot(x, rate([f["conversions_send"] for f in p], [f["sends"] for f in p]), "o-", color="#3b7dd8",
+                label="sends")
+    bottom.plot(x, rate([f["conversions_control"] + f["conversions_global_control"] for f in p], controls), "s--",
+                color="#f2b134", label="controls")
+    bottom.set_ylabel("conversion rate (%)")
+    bottom.set_xlabel("local day")
+    bottom.set_xticks(list(x), days, rotation=45 if len(days) > 7 else 0, ha="right" if len(days) > 7 else "center")
+    bottom.legend(fontsize="small")
+    bottom.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>sigmatch report {{ period }}</title>
+<style>
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.7em; text-align: right; }
+th { background: #f3f5f7; } td.name, th.name { text-align: left; }
+td.note { color: #777; text-align: left; } img { max-width: 100%; }
+p.small { font-size: 0.85em; color: #555; max-width: 60em; }
+</style></head><body>
+<h1>Campaign report</h1>
+<p>{{ period }}. Outputs: {{ outputs }}.{% if sha %} Configuration sha256 {{ sha }}.{% endif %}</p>
+<h2>Programme</h2>
+<p>{{ programme }}</p>
+<h2>Uplift per campaign</h2>
+<img alt="uplift per campaign" src="data:image/png;base64,{{ plots.uplift }}">
+<table><tr><th class="name">campaign</th><th class="name">template</th>
+{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in variant_rows %}<tr><td class="name">{{ row[0] }}</td><td class="name">{{ row[1] }}</td>
+{% for v in row[2:-1] %}<td>{{ v }}</td>{% endfor %}<td class="note">{{ row[-1] }}</td></tr>
+{% endfor %}</table>
+<h2>Funnel</h2>
+<img alt="funnel per campaign" src="data:image/png;base64,{{ plots.funnel }}">
+<table><tr><th class="name">campaign</th>{% for k in funnel_keys %}<th>{{ k }}</th>{% endfor %}</tr>
+{% for row in funnel_rows %}<tr><td class="name">{{ row[0] }}</td>{% for v in row[1:] %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>
+<h2>Day by day</h2>
+<img alt="contacts and conversion rates per day" src="data:image/png;base64,{{ plots.daily }}">
+{% if warnings %}<h2>Warnings</h2><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
+<p class="small">{{ legend }}</p>
+</body></html>
+"""
+
+
+def write_html(report: dict, path) -> Path:
+    """One self-contained page at `path`: tables and the plots as data URIs."""
+    _pyplot()
+    try:
+        import jinja2
+    except ImportError:
+        raise SigmatchError("report --html needs Jinja2: pip install 'sigmatch[report]'") from None
+    plots = {name: base64.b64encode(plot_png(report, name)).decode("ascii") for name in PLOTS}
+    funnel_keys: list[str] = []
+    for entry in report["campaigns"].values():
+        funnel_keys += [k for k in entry["funnel"] if k not in funnel_keys]
+    days = report["days"]
+    p = report["programme"]
+    page = jinja2.Environment(autoescape=True).from_string(_PAGE).render(
+        period=f"{days[0]} to {days[-1]}, local days at UTC{report['utc_offset']}" if days else "no actions",
+        outputs=", ".join(report["outputs"]),
+        sha=(report.get("configuration") or {}).get("sha256"),
+        programme=(f"{p['sends']:,} sends converted at {_pct(p['rate_send'])}; {p['global_controls']:,} global "
+                   f"controls at {_pct(p['rate_global_control'])}; uplift {_shown_uplift(p)}; incremental "
+                   f"conversions {_incremental(p)}."),
+        plots=plots,
+        columns=["sent", "control", "conv send", "conv ctrl", "rate send", "rate ctrl", "incr", "uplift [95% CI]"],
+        variant_rows=[[cid, t, f"{v['sends']:,}", f"{v['controls']:,}", f"{v['conversions_send']:,}",
+                       f"{v['conversions_control']:,}", _pct(v["rate_send"]), _pct(v["rate_control"]),
+                       _incremental(v), _shown_uplift(v)]
+                      for cid, e in report["campaigns"].items() for t, v in e["variants"].items()],
+        funnel_keys=funnel_keys,
+        funnel_rows=[[cid] + [f"{e['funnel'].get(k, 0):,}" for k in funnel_keys]
+                     for cid, e in report["campaigns"].items()],
+        warnings=report["warnings"],
+        legend=LEGEND)
+    path = Path(path)
+    if path.parent != Path(""):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,337 @@
+"""`sigmatch report`: what each campaign earned, from one or more output directories.
+
+    outputs = read_outputs(["out/"])          # engine.closedloop.outputs
+    report = build_report(outputs)            # the --json document (shape below)
+    print(format_report(report, by="campaign"))
+
+The --json document (`REPORT_VERSION` 1):
+
+    {"report": 1, "outputs": [dir, ...], "configuration": {sha256, utc_offset, campaigns} | null,
+     "utc_offset": "+08:00", "first_ts": ms | null, "last_ts": ms | null, "days": ["YYYY-MM-DD", ...],
+     "min_controls": 100,
+     "campaigns": {id: {<figures>, "funnel": {matched, scheduled, ...every counter of stats.json},
+                        "variants": {template: <figures>}, "days": {"YYYY-MM-DD": <figures>}}},
+     "programme": {<figures>, "days": {"YYYY-MM-DD": <figures>}},
+     "warnings": [line, ...]}
+
+    <figures> = {sends, controls, global_controls, conversions_send, conversions_control,
+                 conversions_global_control, rate_send, rate_control, rate_global_control,
+                 uplift, ci_low, ci_high, relative_uplift, incremental_conversions, note}
+
+Counts are contacts (action records) and their conversions (at most one per contact, SPEC §3
+step 5). Rates are fractions (0..1), None without contacts. A campaign's (and a variant's, and
+a day's) uplift is its send rate minus its control rate, with the 95% interval of
+engine.closedloop.uplift (Newcombe); the programme's is the send rate of every campaign minus
+the rate of the global controls. `note`: "" (a figure that holds), "not significant" (the
+interval holds 0), "too few controls" (fewer than `min_controls`), "no sends". uplift, ci_low,
+ci_high, relative_uplift and incremental_conversions are None when there is no figure.
+
+Days are local days (stats.json's utc_offset). A contact counts on the day it was made, and
+its conversion on the contact's day too (a cohort), so a day's rate is that of its contacts.
+Variants are keyed by the actions' `template`. Conversions are joined to their contacts
+through contact_seq within each directory; the funnel (matched, suppressions ...) comes from
+stats.json, added up over the directories.
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import Optional
+
+import numpy as np
+
+from engine.closedloop.outputs import Outputs, ReportError
+from engine.closedloop.uplift import MIN_CONTROLS, uplift
+
+__all__ = ["REPORT_VERSION", "build_report", "format_report", "BY", "LEGEND"]
+
+log = logging.getLogger("sigmatch.report")
+
+REPORT_VERSION = 1
+DAY_MS = 86_400_000
+BY = ("campaign", "variant", "day")
+
+# the kinds of contact an action record names (SPEC §4)
+SEND, CONTROL, GLOBAL_CONTROL = "send", "control", "global_control"
+_KINDS = (SEND, CONTROL, GLOBAL_CONTROL)
+
+LEGEND = (
+    "sent, control, global: contacts sent, held out as the campaign's control group, held out as the global "
+    "control group; conv: conversions of sends / of controls; rate: conversion rate of sends / of controls; "
+    "uplift: rate of sends minus rate of controls in percentage points with its 95% interval (Newcombe), "
+    f"'not significant' when the interval holds 0, 'too few controls' below {MIN_CONTROLS} controls; "
+    "incr: incremental conversions (uplift x sends). The programme compares every send with the global "
+    "control group.")
+
+
+def _parse_offset(text: Optional[str]) -> int:
+    if not text:
+        return 0
+    sign = -1 if text[0] == "-" else 1
+    hours, minutes = text.lstrip("+-").split(":")
+    return sign * (int(hours) * 60 + int(minutes)) * 60_000
+
+
+def _day_name(day: int) -> str:
+    return (datetime.date(1970, 1, 1) + datetime.timedelta(days=int(day))).isoformat()
+
+
+def figures(counts: dict, min_controls: int = MIN_CONTROLS, programme: bool = False) -> dict:
+    """<figures> of one unit from its contact and conversion counts by kind: {kind: n} under
+    "contacts" and "conversions"."""
+    contacts, converted = counts["contacts"], counts["conversions"]
+    sends, controls, global_controls = (contacts.get(k, 0) for k in _KINDS)
+    conv_send, conv_control, conv_global = (converted.get(k, 0) for k in _KINDS)
+    if programme:
+        measured = uplift(sends, conv_send, global_controls, conv_global, min_controls=min_controls)
+    else:
+        measured = uplift(sends, conv_send, controls, conv_control, min_controls=min_controls)
+    return {
+        "sends": sends, "controls": controls, "global_controls": global_controls,
+        "conversions_send": conv_send, "conversions_control": conv_control,
+        "conversions_global_control": conv_global,
+        "rate_send": conv_send / sends if sends else None,
+        "rate_control": conv_control / controls if controls else None,
+        "rate_global_control": conv_global / global_controls if global_controls else None,
+        "uplift": measured.absolute, "ci_low": measured.low, "ci_high": measured.high,
+        "relative_uplift": measured.relative, "incremental_conversions": measured.incremental,
+        "note": measured.note,
+    }
+
+
+def _blank() -> dict:
+    return {"contacts": {}, "conversions": {}}
+
+
+def _add(unit: dict, what: str, kind: str, n: int) -> None:
+    unit[what][kind] = unit[what].get(kind, 0) + n
+
+
+def build_report(outputs: Outputs, *, min_controls: int = MIN_CONTROLS) -> dict:
+    """The --json document of `outputs` (see the module's docstring)."""
+    identity = outputs.configuration or {}
+    offset_ms = _parse_offset(identity.get("utc_offset"))
+    warnings = list(outputs.warnings)
+    names = list(identity.get("campaigns") or [])
+    for directory in outputs.directories:
+        names += [cid for cid in directory.stats["campaigns"] if cid not in names]
+    names += [cid for cid in outputs.campaigns if cid not in names]
+
+    # every contact and conversion as (campaign, template, kind, day) codes
+    keys = {"contacts": [], "conversions": []}
+    first_ts, last_ts = None, None
+    for directory in outputs.directories:
+        a, c = directory.actions, directory.conversions
+        day = (a.ts + offset_ms) // DAY_MS
+        keys["contacts"].append((a.campaign, a.template, a.kind, day))
+        if len(a):
+            low, high = int(a.ts.min()), int(a.ts.max())
+            first_ts = low if first_ts is None else min(first_ts, low)
+            last_ts = high if last_ts is None else max(last_ts, high)
+        if len(c):
+            where, found = _contacts_of(a.seq, c.seq)
+            if not found.all():
+                warnings.append(f"{directory.path}: {int((~found).sum()):,} conversions whose contact is not in its "
+                                "action files: counted on the day they happened, under the campaign's only template "
+                                "(or '?')")
+                log.warning("%s", warnings[-1])
+            template = np.where(found, a.template[where], _only_template(a, c.campaign))
+            contact_day = np.where(found, day[where], (c.ts + offset_ms) // DAY_MS)
+            keys["conversions"].append((c.campaign, template, c.kind, contact_day))
+
+    templates = outputs.templates + ["?"]
+    campaigns = {cid: {"total": _blank(), "variants": {}, "days": {}} for cid in names}
+    programme = {"total": _blank(), "days": {}}
+    all_days: set[int] = set()
+    for what, parts in keys.items():
+        for (campaign, template, kind, day), count in _counted(parts):
+            cid, kind_name = outputs.campaigns[campaign], outputs.kinds[kind]
+            if kind_name not in _KINDS:
+                raise ReportError(f"action kind {kind_name!r} is not one of {', '.join(_KINDS)}")
+            unit = campaigns.setdefault(cid, {"total": _blank(), "variants": {}, "days": {}})
+            all_days.add(day)
+            for target in (unit["total"], unit["variants"].setdefault(templates[template], _blank()),
+                           unit["days"].setdefault(day, _blank()), programme["total"],
+                           programme["days"].setdefault(day, _blank())):
+                _add(target, what, kind_name, count)
+
+    report_campaigns = {}
+    for cid, unit in campaigns.items():
+        funnel = _funnel(outputs, cid)
+        entry = figures(unit["total"], min_controls)
+        entry["funnel"] = funnel
+        entry["variants"] = {t: figures(v, min_controls) for t, v in sorted(unit["variants"].items())}
+        entry["days"] = {_day_name(d): figures(v, min_controls) for d, v in sorted(unit["days"].items())}
+        report_campaigns[cid] = entry
+    programme_entry = figures(programme["total"], min_controls, programme=True)
+    programme_entry["days"] = {_day_name(d): figures(v, min_controls, programme=True)
+                               for d, v in sorted(programme["days"].items())}
+    return {
+        "report": REPORT_VERSION,
+        "outputs": [str(d.path) for d in outputs.directories],
+        "configuration": outputs.configuration,
+        "utc_offset": identity.get("utc_offset", "+00:00"),
+        "first_ts": first_ts, "last_ts": last_ts,
+        "days": [_day_name(d) for d in sorted(all_days)],
+        "min_controls": min_controls,
+        "campaigns": report_campaigns,
+        "programme": programme_entry,
+        "warnings": warnings,
+    }
+
+
+def _contacts_of(action_seq: np.ndarray, contact_seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each contact_seq, the index of the action with that seq, and whether there is one.
+    seq is gap-free over a run, so a direct table is used when the seqs are dense."""
+    if not len(action_seq):
+        return np.zeros(len(contact_seq), np.intp), np.zeros(len(contact_seq), bool)
+    low, high = int(action_seq.min()), int(action_seq.max())
+    if high - low < 2 * len(action_seq) + 1024:
+        table = np.full(high - low + 1, -1, np.intp)
+        table[(action_seq - low).astype(np.intp)] = np.arange(len(action_seq))
+        inside = (contact_seq >= low) & (contact_seq <= high)
+        where = np.full(len(contact_seq), -1, np.intp)
+        where[inside] = table[(contact_seq[inside] - low).astype(np.intp)]
+    else:
+        order = np.argsort(action_seq, kind="stable")
+        ranked = action_seq[order]
+        at = np.minimum(np.searchsorted(ranked, contact_seq), len(ranked) - 1)
+        where = np.where(ranked[at] == contact_seq, order[at], -1)
+    found = where >= 0
+    return np.where(found, where, 0), found
+
+
+def _only_template(actions, campaign: np.ndarray) -> np.ndarray:
+    """Per conversion campaign: the campaign's template when its actions have one only, else '?'
+    (the code past the last template)."""
+    unknown = -1
+    out = np.full(len(campaign), unknown, np.int64)
+    for code in np.unique(campaign):
+        used = np.unique(actions.template[actions.campaign == code])
+        if len(used) == 1:
+            out[campaign == code] = used[0]
+    return out
+
+
+def _counted(parts: list) -> list:
+    """[((campaign, template, kind, day), count)] over the parts' rows; template -1 is '?'."""
+    if not parts:
+        return []
+    campaign, template, kind, day = (np.concatenate([p[i] for p in parts]).astype(np.int64) for i in range(4))
+    if not len(campaign):
+        return []
+    day0 = int(day.min())
+    day_span = int(day.max()) - day0 + 1
+    nr_templates = int(template.max()) + 2
+    nr_kinds = int(kind.max()) + 1
+    key = (((campaign * nr_templates + (template + 1)) * nr_kinds + kind) * day_span) + (day - day0)
+    values, counts = np.unique(key, return_counts=True)
+    out = []
+    for k, n in zip(values.tolist(), counts.tolist()):
+        d = k % day_span
+        k //= day_span
+        kd = k % nr_kinds
+        k //= nr_kinds
+        t = k % nr_templates - 1
+        out.append(((k // nr_templates, t, kd, d + day0), n))
+    return out
+
+
+def _funnel(outputs: Outputs, cid: str) -> dict:
+    """The campaign's counters of stats.json (every integer key: matched, scheduled, each
+    suppression reason ...), added up over the directories, in stats.json's order."""
+    funnel: dict = {}
+    for directory in outputs.directories:
+        for key, value in directory.stats["campaigns"].get(cid, {}).items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                funnel[key] = funnel.get(key, 0) + value
+    return funnel
+
+
+# --------------------------------------------------------------------------- the table
+
+def _pct(rate: Optional[float]) -> str:
+    return "-" if rate is None else f"{rate * 100:.2f}%"
+
+
+def _shown_uplift(f: dict) -> str:
+    if f["uplift"] is None:
+        return f["note"]
+    text = f"{f['uplift'] * 100:+.2f}pp [{f['ci_low'] * 100:+.2f}, {f['ci_high'] * 100:+.2f}]"
+    return f"{text} {f['note']}" if f["note"] else text
+
+
+def _incremental(f: dict) -> str:
+    return "-" if f["incremental_conversions"] is None else f"{f['incremental_conversions']:+,.0f}"
+
+
+def _table(columns: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """Fixed-width lines: the first `left` columns and the last one left-aligned, numbers right."""
+    table = [columns] + rows
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    lines = []
+    for r in table:
+        cells = [v.ljust(w) if i < left or i == len(columns) - 1 else v.rjust(w)
+                 for i, (v, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+_UPLIFT_COLUMNS = ["sent", "control", "conv send", "conv ctrl", "rate send", "rate ctrl", "incr", "uplift [95% CI]"]
+
+
+def _uplift_cells(f: dict) -> list[str]:
+    return [f"{f['sends']:,}", f"{f['controls']:,}", f"{f['conversions_send']:,}", f"{f['conversions_control']:,}",
+            _pct(f["rate_send"]), _pct(f["rate_control"]), _incremental(f), _shown_uplift(f)]
+
+
+def _funnel_lines(report: dict) -> list[str]:
+    keys: list[str] = []
+    for entry in report["campaigns"].values():
+        keys += [k for k in entry["funnel"] if k not in keys and not k.startswith("converted_")
+                 and k not in ("sent", "control", "global_control")]
+    headers = [k.replace("suppressed_", "suppr ").replace("_", " ") for k in keys]
+    rows = [[cid] + [f"{entry['funnel'].get(k, 0):,}" for k in keys] for cid, entry in report["campaigns"].items()]
+    return _table(["campaign"] + headers + [""], [r + [""] for r in rows])
+
+
+def _programme_line(report: dict) -> str:
+    p = report["programme"]
+    return (f"programme: {p['sends']:,} sends ({_pct(p['rate_send'])} converted) against "
+            f"{p['global_controls']:,} global controls ({_pct(p['rate_global_control'])}): {_shown_uplift(p)}")
+
+
+def format_report(report: dict, *, by: str = "campaign", legend: bool = True) -> str:
+    """The terminal table: `by` campaign (the funnel, then the uplift of each campaign), variant
+    (a row per campaign and template) or day (a row per local day and campaign, the
+    programme's day first)."""
+    if by not in BY:
+        raise ValueError(f"by {by!r}: one of {', '.join(BY)}")
+    days = report["days"]
+    period = f"{days[0]} to {days[-1]} (UTC{report['utc_offset']})" if days else "no actions"
+    lines = [f"report of {', '.join(report['outputs'])}: {period}", ""]
+    if by == "campaign":
+        lines += ["funnel (stats.json):"] + _funnel_lines(report) + ["", "contacts, conversions and uplift:"]
+        rows = [[cid] + _uplift_cells(f) for cid, f in report["campaigns"].items()]
+        lines += _table(["campaign"] + _UPLIFT_COLUMNS, rows)
+    elif by == "variant":
+        rows = [[cid, template] + _uplift_cells(v) for cid, f in report["campaigns"].items()
+                for template, v in f["variants"].items()]
+        lines += _table(["campaign", "template"] + _UPLIFT_COLUMNS, rows, left=2)
+    else:
+        rows = []
+        for day in days:
+            p = report["programme"]["days"][day]
+            rows.append([day, "(programme)", f"{p['sends']:,}", f"{p['global_controls']:,}",
+                         f"{p['conversions_send']:,}", f"{p['conversions_global_control']:,}", _pct(p["rate_send"]),
+                         _pct(p["rate_global_control"]), _incremental(p), _shown_uplift(p)])
+            for cid, f in report["campaigns"].items():
+                if day in f["days"]:
+                    rows.append([day, cid] + _uplift_cells(f["days"][day]))
+        lines += _table(["day", "campaign"] + _UPLIFT_COLUMNS, rows, left=2)
+        lines.append("(programme rows: global controls in the control columns)")
+    lines += ["", _programme_line(report)]
+    if legend:
+        import textwrap
+        lines += [""] + textwrap.wrap(LEGEND, 100)
+    return "\n".join(lines)

@@ -1,0 +1,381 @@
+"""`sigmatch report` (engine.closedloop): on hand-built outputs whose counts, uplift and interval
+are known (computed here by hand and by statsmodels), and on the real outputs of a replay of a
+generated world in each format; stats.json's configuration, seq range and local days; files
+cut short; directories it refuses; the non-responder list and its way back in as an exclude list."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from statsmodels.stats.proportion import confint_proportions_2indep
+
+from engine.api import Engine
+from engine.closedloop.nonresponders import non_responders, write_list
+from engine.closedloop.outputs import ReportError, read_outputs
+from engine.closedloop.report import build_report, format_report
+from engine.records import ACTION_COLUMNS, CONVERSION_COLUMNS
+from loaders.lists import load_list
+
+DAY = 86_400_000
+HOUR = 3_600_000
+T0 = 1_793_548_800_000          # 2026-11-02T00:00:00+08:00 (2026-11-01T16:00Z)
+SHA = "ab" * 32
+
+
+def sigmatch(*args, cwd=None):
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    return proc.returncode, proc.stdout, proc.stderr.strip().splitlines()
+
+
+def one_line_error(code, stdout, lines, *words):
+    assert code != 0
+    assert len(lines) == 1 and lines[0].startswith("sigmatch: error: "), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+# --------------------------------------------------------------------------- hand-built outputs
+
+class Output:
+    """An output directory written by hand: actions by (campaign, template, kind, ts, msisdn),
+    conversions of some of them, stats.json with a given funnel."""
+
+    def __init__(self, sha: str = SHA, utc_offset: str = "+08:00", campaigns=("promo", "other")):
+        self.sha, self.utc_offset, self.campaigns = sha, utc_offset, list(campaigns)
+        self.actions: list[tuple] = []          # seq, ts, campaign, msisdn, channel, template, kind
+        self.conversions: list[tuple] = []      # ts, campaign, msisdn, contact_seq, kind
+
+    def contacts(self, campaign, template, kind, n, *, converted=0, ts=T0, first_msisdn=13_800_000_000,
+                 converted_after=HOUR, channel="sms"):
+        """n contacts at `ts` to consecutive numbers; the first `converted` of them convert."""
+        for i in range(n):
+            seq = len(self.actions) + 1
+            self.actions.append((seq, ts, campaign, first_msisdn + i, channel, template, kind))
+            if i < converted:
+                self.conversions.append((ts + converted_after, campaign, first_msisdn + i, seq, kind))
+        return self
+
+    def write(self, out: Path, funnel=None) -> Path:
+        (out / "sms").mkdir(parents=True)
+        (out / "conversions").mkdir()
+        lines = [",".join(ACTION_COLUMNS)]
+        lines += [f"{s},{t},{c},{m},{ch},{tp},{k},{t},0" for s, t, c, m, ch, tp, k in self.actions]
+        (out / "sms" / "actions-00000001.csv").write_text("\n".join(lines) + "\n")
+        lines = [",".join(CONVERSION_COLUMNS)]
+        lines += [f"{i + 1},{t},{c},{m},{q},{k}" for i, (t, c, m, q, k) in enumerate(self.conversions)]
+        (out / "conversions" / "conversions-00000001.csv").write_text("\n".join(lines) + "\n")
+        funnel = funnel or {}
+        stats = {"configuration": {"sha256": self.sha, "utc_offset": self.utc_offset, "campaigns": self.campaigns},
+                 "run": {"first_seq": 1, "last_seq": len(self.actions)},
+                 "campaigns": {c: {"matched": 0, "suppressed_min_gap": 0, **funnel.get(c, {})}
+                               for c in self.campaigns}}
+        (out / "stats.json").write_text(json.dumps(stats))
+        return out
+
+
+def newcombe(x1, n1, x2, n2):
+    return confint_proportions_2indep(x1, n1, x2, n2, method="newcomb", compare="diff")
+
+
+@pytest.fixture
+def known(tmp_path):
+    """promo: template A 600 sends (120 convert) and 120 controls (12); template B 400 sends
+    (40) and 80 controls (8); other: 50 sends (5), 10 controls; 150 global controls (9)."""
+    out = (Output()
+           .contacts("promo", "A", "send", 600, converted=120)
+           .contacts("promo", "A", "control", 120, converted=12, first_msisdn=13_900_000_000)
+           .contacts("promo", "B", "send", 400, converted=40, first_msisdn=13_810_000_000)
+           .contacts("promo", "B", "control", 80, converted=8, first_msisdn=13_910_000_000)
+           .contacts("other", "O", "send", 50, converted=5, first_msisdn=13_820_000_000)
+           .contacts("other", "O", "control", 10, first_msisdn=13_920_000_000)
+           .contacts("promo", "A", "global_control", 150, converted=9, first_msisdn=13_930_000_000))
+    return out.write(tmp_path / "out", funnel={"promo": {"matched": 2_000, "suppressed_min_gap": 250}})
+
+
+def test_known_counts_give_known_rates_uplift_and_interval(known):
+    report = build_report(read_outputs([known]))
+    promo = report["campaigns"]["promo"]
+    assert (promo["sends"], promo["controls"], promo["global_controls"]) == (1_000, 200, 150)
+    assert (promo["conversions_send"], promo["conversions_control"], promo["conversions_global_control"]) == (160, 20, 9)
+    assert promo["rate_send"] == pytest.approx(0.16) and promo["rate_control"] == pytest.approx(0.10)
+    assert promo["uplift"] == pytest.approx(0.06)
+    low, high = newcombe(160, 1_000, 20, 200)
+    assert (promo["ci_low"], promo["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert promo["relative_uplift"] == pytest.approx(0.6) and promo["incremental_conversions"] == pytest.approx(60)
+    # [-0.0..., +0.1...]: the interval holds 0 at these sizes
+    assert (promo["note"] == "not significant") == (low <= 0 <= high)
+    assert promo["funnel"] == {"matched": 2_000, "suppressed_min_gap": 250}
+
+    a, b = promo["variants"]["A"], promo["variants"]["B"]
+    assert (a["sends"], a["conversions_send"], a["controls"], a["conversions_control"]) == (600, 120, 120, 12)
+    assert a["uplift"] == pytest.approx(0.10)
+    assert (a["ci_low"], a["ci_high"]) == tuple(map(pytest.approx, newcombe(120, 600, 12, 120)))
+    assert a["note"] == ""                       # 0.20 against 0.10 on 120 controls: significant
+    assert b["uplift"] is None and b["note"] == "too few controls"        # 80 controls < 100
+
+    other = report["campaigns"]["other"]
+    assert other["note"] == "too few controls" and other["rate_send"] == pytest.approx(0.1)
+
+    # the programme: every send (1,050, 165 converted) against the global controls (150, 9)
+    p = report["programme"]
+    assert (p["sends"], p["conversions_send"], p["global_controls"], p["conversions_global_control"]) == \
+        (1_050, 165, 150, 9)
+    assert p["uplift"] == pytest.approx(165 / 1_050 - 9 / 150)
+    assert (p["ci_low"], p["ci_high"]) == tuple(map(pytest.approx, newcombe(165, 1_050, 9, 150)))
+    assert p["note"] == "" and p["ci_low"] > 0
+
+
+def test_min_controls_is_the_edge_of_a_figure(known):
+    outputs = read_outputs([known])
+    assert build_report(outputs, min_controls=81)["campaigns"]["promo"]["variants"]["B"]["uplift"] is None
+    assert build_report(outputs, min_controls=80)["campaigns"]["promo"]["variants"]["B"]["uplift"] is not None
+
+
+def test_local_days_and_conversions_on_their_contacts_day(tmp_path):
+    # 23:30 local on 2 Nov is 15:30Z; its conversions come 1 h later, on 3 Nov local time
+    out = (Output()
+           .contacts("promo", "A", "send", 10, converted=4, ts=T0 + 23 * HOUR + 30 * 60_000)
+           .contacts("promo", "A", "send", 5, converted=1, ts=T0 + DAY + HOUR, first_msisdn=13_810_000_000)
+           .write(tmp_path / "out"))
+    report = build_report(read_outputs([out]))
+    assert report["days"] == ["2026-11-02", "2026-11-03"]
+    days = report["campaigns"]["promo"]["days"]
+    assert (days["2026-11-02"]["sends"], days["2026-11-02"]["conversions_send"]) == (10, 4)
+    assert (days["2026-11-03"]["sends"], days["2026-11-03"]["conversions_send"]) == (5, 1)
+    assert report["programme"]["days"]["2026-11-02"]["sends"] == 10
+    text = format_report(report, by="day")
+    assert "2026-11-02  promo" in text and "2026-11-03  promo" in text
+
+
+def test_the_json_shape_the_issue_names(known):
+    code, stdout, _ = sigmatch("report", known, "--json", "--no-progress")
+    assert code == 0
+    document = json.loads(stdout)
+    variant = document["campaigns"]["promo"]["variants"]["A"]
+    for key in ("sends", "controls", "global_controls", "conversions_send", "conversions_control", "rate_send",
+                "rate_control", "uplift", "ci_low", "ci_high"):
+        assert key in variant
+    for key in ("sends", "global_controls", "rate_send", "rate_global_control", "uplift", "ci_low", "ci_high"):
+        assert key in document["programme"]
+
+
+@pytest.mark.parametrize("by", ["campaign", "variant", "day"])
+def test_the_table(known, by):
+    code, stdout, lines = sigmatch("report", known, "--by", by, "--no-progress")
+    assert code == 0 and not lines
+    assert "programme: 1,050 sends" in stdout
+    if by == "variant":
+        assert any(line.split()[:3] == ["promo", "A", "600"] for line in stdout.splitlines())
+    if by == "campaign":
+        assert "suppr min gap" in stdout and "2,000" in stdout
+
+
+# --------------------------------------------------------------------------- real outputs
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from engine.world.gen import generate
+    directory = tmp_path_factory.mktemp("world")
+    return generate(directory / "w", subscribers=2_000, events=30_000, campaigns=2, days=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def replayed(world, tmp_path_factory):
+    """The world replayed into one output directory per format."""
+    base = tmp_path_factory.mktemp("outs")
+    for fmt in ("csv", "jsonl", "parquet"):
+        Engine.from_config(world.config).replay(list(world.traces), out=base / fmt, drain=True, format=fmt,
+                                                keep=False)
+    return base
+
+
+def test_stats_json_names_its_configuration_seq_range_and_local_days(world, replayed):
+    stats = json.loads((replayed / "csv" / "stats.json").read_text())
+    identity = stats["configuration"]
+    assert identity["sha256"] == hashlib.sha256(Path(world.config).read_bytes()).hexdigest()
+    assert identity["utc_offset"] == "+08:00"
+    assert identity["campaigns"] == list(stats["campaigns"])
+    assert stats["run"]["actions"] > 0
+    assert (stats["run"]["first_seq"], stats["run"]["last_seq"]) == (1, stats["run"]["actions"])
+    for funnel in stats["campaigns"].values():
+        for key in ("sent", "control", "converted_send", "converted_control"):
+            assert sum(day[key] for day in funnel["days"].values()) == funnel[key]
+    assert {day for f in stats["campaigns"].values() for day in f["days"]} <= {"2026-11-02", "2026-11-03",
+                                                                               "2026-11-04"}
+
+
+def test_report_of_a_replay_agrees_with_its_stats_in_every_format(replayed):
+    stats = json.loads((replayed / "csv" / "stats.json").read_text())
+    documents = {}
+    for fmt in ("csv", "jsonl", "parquet"):
+        document = build_report(read_outputs([replayed / fmt]))
+        for cid, funnel in stats["campaigns"].items():
+            entry = document["campaigns"][cid]
+            assert (entry["sends"], entry["controls"], entry["conversions_send"], entry["conversions_control"]) == \
+                (funnel["sent"], funnel["control"], funnel["converted_send"], funnel["converted_control"]), cid
+            assert entry["funnel"]["matched"] == funnel["matched"]
+            for day, counts in funnel["days"].items():
+                assert entry["days"][day]["sends"] == counts["sent"]
+        document.pop("outputs")
+        documents[fmt] = document
+    assert documents["csv"] == documents["jsonl"] == documents["parquet"]
+
+
+def test_two_directories_of_one_configuration_add_up(world, replayed, tmp_path):
+    shutil.copytree(replayed / "csv", tmp_path / "again")
+    one = build_report(read_outputs([replayed / "csv"]))
+    two = build_report(read_outputs([replayed / "csv", tmp_path / "again"]))
+    for cid, entry in one["campaigns"].items():
+        assert two["campaigns"][cid]["sends"] == 2 * entry["sends"]
+        assert two["campaigns"][cid]["conversions_send"] == 2 * entry["conversions_send"]
+        assert two["campaigns"][cid]["funnel"]["matched"] == 2 * entry["funnel"]["matched"]
+
+
+def test_html_and_plots_are_self_contained_and_show_no_number(replayed, tmp_path):
+    code, stdout, lines = sigmatch("report", replayed / "csv", "--html", tmp_path / "r.html", "--plots",
+                                   tmp_path / "plots", "--json", "--no-progress")
+    assert code == 0, lines
+    document = json.loads(stdout)          # --json keeps standard output for the document
+    for name in ("funnel", "uplift", "daily"):
+        assert (tmp_path / "plots" / f"{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    page = (tmp_path / "r.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    numbers = read_outputs([replayed / "csv"]).directories[0].actions.msisdn
+    assert len(numbers)
+    for text in (page, stdout):
+        assert not any(str(n) in text for n in np.unique(numbers)[:200])
+    assert set(document["campaigns"]) <= set(json.loads((replayed / "csv" / "stats.json").read_text())["campaigns"])
+
+
+# --------------------------------------------------------------------------- files cut short, refusals
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_partial_last_line_is_skipped_with_a_warning(replayed, tmp_path, fmt):
+    out = tmp_path / "out"
+    shutil.copytree(replayed / fmt, out)
+    whole = build_report(read_outputs([out]))
+    victim = sorted(p for p in out.iterdir() if p.is_dir() and p.name != "conversions")[0]
+    victim = sorted(victim.iterdir())[-1]
+    with victim.open("ab") as f:
+        f.write(b"999999,1793" if fmt == "csv" else b'{"seq":999999,"ts":17')
+    code, stdout, lines = sigmatch("report", out, "--json", "--no-progress")
+    assert code == 0
+    assert len(lines) == 1 and "partial last line skipped" in lines[0] and victim.name in lines[0]
+    cut = json.loads(stdout)
+    assert cut["campaigns"] == whole["campaigns"] and len(cut["warnings"]) == 1
+
+
+def test_refusals_are_one_line(known, tmp_path):
+    (tmp_path / "empty").mkdir()
+    one_line_error(*sigmatch("report", tmp_path / "empty"), "empty", "not a sigmatch output directory (no stats.json)")
+    one_line_error(*sigmatch("report", tmp_path / "nowhere"), "nowhere", "no such directory")
+    (tmp_path / "file").write_text("x")
+    one_line_error(*sigmatch("report", tmp_path / "file"), "file", "not a directory")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "stats.json").write_text("{not json")
+    one_line_error(*sigmatch("report", tmp_path / "junk"), "junk/stats.json", "not a sigmatch stats.json")
+    other = Output(sha="cd" * 32).contacts("promo", "A", "send", 3).write(tmp_path / "other")
+    one_line_error(*sigmatch("report", known, other), str(other), "another configuration", "sha256")
+    one_line_error(*sigmatch("report", known, known), "named twice")
+    one_line_error(*sigmatch("report", known, "--since", "7d"), "--since", "--non-responders")
+    one_line_error(*sigmatch("report", known, "--non-responders", "2"), "--list")
+    one_line_error(*sigmatch("report", known, "--non-responders", "2", "--list", tmp_path / "x.roar", "--since",
+                             "7 days"), "--since 7 days")
+    one_line_error(*sigmatch("report", known, "--non-responders", "2", "--list", tmp_path / "x.roar",
+                             "--campaign", "prom"), "--campaign prom", "did you mean 'promo'")
+    bad = Output().contacts("promo", "A", "send", 3).write(tmp_path / "bad")
+    csv = bad / "sms" / "actions-00000001.csv"
+    csv.write_text(csv.read_text().replace("13800000001,", "x,"))
+    one_line_error(*sigmatch("report", bad), "actions-00000001.csv", "not a sigmatch output file")
+
+
+def test_outputs_of_an_older_sigmatch_are_read_alone_only(known, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(known, old)
+    stats = json.loads((old / "stats.json").read_text())
+    del stats["configuration"]
+    (old / "stats.json").write_text(json.dumps(stats))
+    assert build_report(read_outputs([old]))["campaigns"]["promo"]["sends"] == 1_000
+    with pytest.raises(ReportError, match="no configuration identity"):
+        read_outputs([known, old])
+
+
+# --------------------------------------------------------------------------- non-responders
+
+@pytest.fixture
+def senders(tmp_path):
+    """Numbers 1..6 of 138000000xx: sends over two days, some conversions."""
+    n = 13_800_000_000
+    out = Output()
+    at = T0 + 10 * DAY
+    # 1: 3 promo sends, no conversion                -> a non-responder at K <= 3
+    out.contacts("promo", "A", "send", 1, first_msisdn=n + 1, ts=at - 5 * DAY)
+    out.contacts("promo", "A", "send", 1, first_msisdn=n + 1, ts=at - DAY)
+    out.contacts("promo", "A", "send", 1, first_msisdn=n + 1, ts=at - HOUR)
+    # 2: 2 sends (promo, other), the second converted -> never
+    out.contacts("promo", "A", "send", 1, first_msisdn=n + 2, ts=at - 2 * DAY)
+    out.contacts("other", "O", "send", 1, converted=1, first_msisdn=n + 2, ts=at - DAY)
+    # 3: 3 other sends, no conversion                 -> K <= 3 over every campaign, never for promo
+    for _ in range(3):
+        out.contacts("other", "O", "send", 1, first_msisdn=n + 3, ts=at - 3 * DAY)
+    # 4: controls only: they do not count
+    out.contacts("promo", "A", "control", 1, first_msisdn=n + 4, ts=at - DAY)
+    out.contacts("promo", "A", "control", 1, first_msisdn=n + 4, ts=at - DAY)
+    out.contacts("promo", "A", "control", 1, first_msisdn=n + 4, ts=at - DAY)
+    # 5: 2 promo sends long ago, converted a control since: a response
+    out.contacts("promo", "A", "send", 1, first_msisdn=n + 5, ts=at - 9 * DAY)
+    out.contacts("promo", "A", "send", 1, first_msisdn=n + 5, ts=at - 8 * DAY)
+    out.contacts("promo", "A", "control", 1, converted=1, first_msisdn=n + 5, ts=at - HOUR)
+    # the last action: everything is counted back from here
+    out.contacts("other", "O", "send", 1, first_msisdn=n + 6, ts=at)
+    return out.write(tmp_path / "out"), n
+
+
+@pytest.mark.parametrize("k, since, campaign, expected", [
+    (1, None, None, {1, 3, 6}),
+    (2, None, None, {1, 3}),
+    (3, None, None, {1, 3}),
+    (4, None, None, set()),
+    (2, None, "promo", {1}),                   # 5's promo response was to a control contact
+    (2, 4 * DAY, None, {1, 3}),
+    (2, 2 * DAY, None, {1}),                   # 1's last 2; 2's conversion falls inside; 3's sends before
+    (1, 2 * DAY, "promo", {1, 2}),             # 2 converted on the other campaign only
+    (3, DAY, None, set()),
+])
+def test_non_responders(senders, k, since, campaign, expected):
+    out, n = senders
+    found = non_responders(read_outputs([out]), k, since_ms=since, campaign=campaign)
+    assert {int(m) - n for m in found.msisdns} == expected
+
+
+def test_the_list_goes_back_in_as_an_exclude_list(senders, tmp_path):
+    out, n = senders
+    listed = tmp_path / "cfg" / "nonresp.roar"
+    listed.parent.mkdir()
+    code, stdout, lines = sigmatch("report", out, "--non-responders", "2", "--list", listed, "--no-progress")
+    assert code == 0 and not lines
+    assert "2 subscribers with at least 2 sends of any campaign and no conversion" in stdout
+    assert stat.S_IMODE(listed.stat().st_mode) == 0o640
+    assert set(load_list(listed).tolist()) == {n + 1, n + 3}
+    profiles = tmp_path / "cfg" / "profiles.csv"
+    profiles.write_text("msisdn\n" + "".join(f"{n + i}\n" for i in range(1, 7)))
+    config = tmp_path / "cfg" / "campaigns.toml"
+    config.write_text('[engine]\nprofiles = "profiles.csv"\n\n[lists]\nnonresp = "nonresp.roar"\n\n'
+                      '[[campaign]]\nid = "promo"\non = ["CALL_MO_END"]\nchannel = "sms"\nexclude = ["nonresp"]\n')
+    assert Engine.from_config(config).eligible["promo"] == 4
+
+
+def test_write_list_round_trip_of_large_numbers(tmp_path):
+    numbers = np.array([1, 13_800_000_000, 999_999_999_999_999], np.uint64)
+    write_list(tmp_path / "l.roar", numbers)
+    assert load_list(tmp_path / "l.roar").tolist() == numbers.tolist()
