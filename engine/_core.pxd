@@ -95,6 +95,13 @@ ctypedef struct CounterC:
     int64_t window          # ms
 
 ctypedef struct CampaignC:
+    uint64_t flags          # event flag bits that must all be set in the trigger's flags
+    uint64_t arg            # the trigger's arg, when has_arg
+    int32_t start_day       # local days it acts on, both included (INT32_MIN / MAX: open)
+    int32_t end_day
+    uint8_t has_arg
+    uint8_t enabled
+    uint8_t pad_life[6]
     uint64_t convert_types
     uint64_t convert_arg
     uint64_t elig_mask      # static eligibility: audience, exclude, blacklist, where

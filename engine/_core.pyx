@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.records import (
     EVENT_DTYPE, ACTION_DTYPE, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, DEAD_LETTER_BYTES, DEAD_LETTER_SPAN_BITS,
-    FUNNEL, BAD_REASONS, BAD_FIELDS, STREAM_STATUSES,
+    FUNNEL, FUNNEL_UNNAMED, BAD_REASONS, BAD_FIELDS, STREAM_STATUSES,
 )
 
 cdef extern from *:
@@ -130,17 +130,19 @@ cdef enum:
     FN_MATCHED = 0
     FN_SCHEDULED = 1
     FN_OVERFLOW = 2
-    FN_RECHECK_FAILED = 3
-    FN_BLACKLIST = 4
-    FN_QUIET_HOURS = 5
-    FN_MIN_GAP = 6
-    FN_MAX_PER_DAY = 7
-    FN_COOLDOWN = 8
-    FN_CONTROL = 9
-    FN_SENT = 10
-    FN_CONVERTED_SEND = 11
-    FN_CONVERTED_CONTROL = 12
-    NR_FUNNEL = 13
+    FN_DISABLED = 3
+    FN_ENDED = 4
+    FN_RECHECK_FAILED = 5
+    FN_BLACKLIST = 6
+    FN_QUIET_HOURS = 7
+    FN_MIN_GAP = 8
+    FN_MAX_PER_DAY = 9
+    FN_COOLDOWN = 10
+    FN_CONTROL = 11
+    FN_SENT = 12
+    FN_CONVERTED_SEND = 13
+    FN_CONVERTED_CONTROL = 14
+    NR_FUNNEL = 15
 
 cdef enum:
     SUB_POWERED_OFF = 1
@@ -683,6 +685,12 @@ cdef class Core:
             c.exempt = d["exempt"]
             c.enter = d["enter"]
             c.once = d["once"]
+            c.flags = d.get("flags", 0)
+            c.arg = d.get("arg") or 0
+            c.has_arg = d.get("arg") is not None
+            c.enabled = d.get("enabled", True)
+            c.start_day = d.get("start_day", -2**31)
+            c.end_day = d.get("end_day", 2**31 - 1)
             raw = d["id"].encode()
             c.id = base + offset
             c.id_len = len(raw)
@@ -1198,6 +1206,8 @@ cdef class Core:
                          "span_records": self.E.run.span_records},
             "layout": [self.E.stride, self.E.nr_elig_words, self.E.nr_counters, self.E.nr_windows,
                        self.E.nr_subscribers, self.E.nr_campaigns],
+            # the funnel section's stages, in order (records.FUNNEL when written)
+            "funnel_stages": list(FUNNEL),
         }
 
     def restore_state(self, dict scalars, dict sections):
@@ -1219,9 +1229,13 @@ cdef class Core:
                   self.E.nr_subscribers, self.E.nr_campaigns]
         if list(scalars["layout"]) != layout:
             raise ValueError(f"checkpoint layout {list(scalars['layout'])} does not match this engine's {layout}")
+        # funnel stages by name: a checkpoint written before a stage was added restores with it at 0
+        stages = list(scalars.get("funnel_stages", FUNNEL_UNNAMED))
+        if any(stage not in FUNNEL for stage in stages) or len(set(stages)) != len(stages):
+            raise ValueError(f"checkpoint funnel stages {stages} are not this engine's")
         if (rows.shape[0] != <size_t>self.E.nr_subscribers * self.E.stride
                 or contacts.shape[0] % sizeof(ContactC) or timers.shape[0] % sizeof(TimerC)
-                or funnel.shape[0] != <size_t>self.E.nr_campaigns * NR_FUNNEL
+                or funnel.shape[0] != <size_t>self.E.nr_campaigns * len(stages)
                 or counts.shape[0] != NR_REASONS + 2 + 64 or carry.shape[0] > self.max_event_bytes):
             raise ValueError("checkpoint sections do not fit this engine")
         # A checkpoint of a sigmatch before dead-letter runs has neither: no run open, and
@@ -1270,8 +1284,10 @@ cdef class Core:
         if n:
             memcpy(self.E.heap, &timers[0], n * sizeof(TimerC))
         self.E.heap_n = n
+        where = [FUNNEL.index(stage) for stage in stages]
+        memset(self.E.funnel, 0, <size_t>self.E.nr_campaigns * NR_FUNNEL * sizeof(uint64_t))
         for i in range(funnel.shape[0]):
-            self.E.funnel[i] = funnel[i]
+            self.E.funnel[(i // len(stages)) * NR_FUNNEL + where[i % len(stages)]] = funnel[i]
         for i in range(NR_REASONS):
             self.E.bad[i] = counts[i]
         self.E.events = counts[NR_REASONS]

@@ -15,6 +15,15 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
     cdef uint32_t today
     cdef uint8_t kind
     cdef ActionC* a
+    # the campaign's life first: a reload may have disabled it, a delay may outlive its end
+    if not c.enabled:
+        fun[FN_DISABLED] += 1
+        return
+    local = t + E.utc_offset
+    day = floor_div(local, DAY_MS)
+    if day < c.start_day or day > c.end_day:
+        fun[FN_ENDED] += 1
+        return
     if delayed and c.recheck:
         if ((c.recheck & RECHECK_AREA and not in_area(E, h.cell, c))
                 or (c.recheck & RECHECK_POWERED_ON and h.flags & SUB_POWERED_OFF)
@@ -25,8 +34,6 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
     if not elig_bit(E, row, E.unblocked_word, E.unblocked_mask):
         fun[FN_BLACKLIST] += 1
         return
-    local = t + E.utc_offset
-    day = floor_div(local, DAY_MS)
     if E.quiet_start >= 0 and not (c.exempt & EXEMPT_QUIET_HOURS):
         minute = <int32_t>((local - day * DAY_MS) / 60000)
         if in_window(minute, E.quiet_start, E.quiet_end):
@@ -86,7 +93,7 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
 
 cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     """SPEC §3 for one good event; `sub` is its subscriber (NO_INDEX when unknown)."""
-    cdef int64_t ts
+    cdef int64_t ts, day
     cdef uint32_t prev, i, j, add, v, ci
     cdef uint8_t* row
     cdef SubHeadC* h
@@ -188,9 +195,15 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     if E.by_type_off[ev.type] != E.by_type_off[ev.type + 1] and E.nr_area_words:
         cur_areas = area_word_of(E, ev.cell)
         prev_areas = area_word_of(E, prev)
+    day = floor_div(ts + E.utc_offset, DAY_MS)
     for i in range(E.by_type_off[ev.type], E.by_type_off[ev.type + 1]):
         ci = E.trig_list[i]
         c = &E.campaigns[ci]
+        if not c.enabled or day < c.start_day or day > c.end_day:
+            continue
+        # the trigger's own bits before anything that reads the row
+        if (ev.flags & c.flags) != c.flags or (c.has_arg and ev.arg != c.arg):
+            continue
         if not elig_bit(E, row, c.elig_word, c.elig_mask):
             continue
         if c.peer_set >= 0 and (ev.peer == 0 or not peer_contains(&E.peer_sets[c.peer_set], ev.peer)):

@@ -54,10 +54,13 @@ def _one_line_errors(fn):
     return wrapper
 
 
+# funnel reasons, beside the suppressed_* ones, that drop an action at its emission
+DROPPED = ("disabled", "ended")
+
 FUNNEL_LEGEND = (
     "matched: trigger events that met the campaign's conditions; sched: delayed actions scheduled; "
-    "recheck: delayed actions dropped when rechecked at their due time; suppr: suppressed by the contact "
-    "policy or the pending bound; sent, control: contacts sent and held out (the control group); conv: "
+    "recheck: delayed actions dropped when rechecked at their due time; suppr: dropped at their due time "
+    "because the campaign was disabled or past its end, or suppressed by the contact policy or the pending bound; sent, control: contacts sent and held out (the control group); conv: "
     "conversions of both; uplift: conversion rate of sends minus that of controls, in percentage points, "
     f"with its 95% interval (Newcombe), or 'too few controls' below {MIN_CONTROLS} controls.")
 
@@ -67,7 +70,7 @@ def format_funnel(stats: dict, *, legend: bool = False) -> str:
     columns = ["campaign", "matched", "sched", "recheck", "suppr", "sent", "control", "conv", "uplift [95% CI]"]
     rows = []
     for cid, f in stats["campaigns"].items():
-        suppressed = sum(v for k, v in f.items() if k.startswith("suppressed_")) + f["overflow"]
+        suppressed = sum(v for k, v in f.items() if k.startswith("suppressed_") or k in DROPPED) + f["overflow"]
         converted = f["converted_send"] + f["converted_control"]
         measured = uplift(f["sent"], f["converted_send"], f["control"], f["converted_control"])
         shown = measured.shown() if f["control"] else ""

@@ -21,6 +21,7 @@ start in one span of 2**26 stream bytes (offset >> 26), the rest are only counte
 """
 from __future__ import annotations
 
+import datetime
 import heapq
 import re
 import zlib
@@ -37,6 +38,10 @@ from engine.records import (
 )
 
 __all__ = ["ReferenceModel"]
+
+_EPOCH = datetime.date(1970, 1, 1)
+_LAST_DATE_DAY = (datetime.date.max - _EPOCH).days
+
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -341,6 +346,16 @@ class ReferenceModel:
     def _day(self, t: int) -> int:
         return (t + self.config.utc_offset_ms) // DAY_MS
 
+    def _date(self, t: int) -> tuple[int, int, int]:
+        """t's local date as (year, month, day). Past the years datetime knows (ts reaches 2**53 ms, year 285,000),
+        whole 400-year cycles (146,097 days, the Gregorian calendar's period) are taken off
+        and put back as years."""
+        day = self._day(t)
+        cycles = max(0, -(-(day - _LAST_DATE_DAY) // 146_097))
+        day -= cycles * 146_097
+        date = _EPOCH + datetime.timedelta(days=day)
+        return date.year + 400 * cycles, date.month, date.day
+
     def _in_hours(self, c, t: int) -> bool:
         weekday = (self._day(t) + 3) % 7            # 1970-01-01 was a Thursday; mon = 0
         return (c.hours is None or _in_window(self._minute(t), c.hours)) and bool(c.days >> weekday & 1)
@@ -416,9 +431,21 @@ class ReferenceModel:
                 self._created += 1
                 heapq.heappush(self._timers, (ts + c.delay_ms, self._created, index, i, ts, e.cell))
 
+    def _live_on(self, c, t: int) -> bool:
+        """t's local date lies within the campaign's start/end (both included)."""
+        if c.start is None and c.end is None:
+            return True
+        date = self._date(t)
+        return ((c.start is None or date >= (c.start.year, c.start.month, c.start.day))
+                and (c.end is None or date <= (c.end.year, c.end.month, c.end.day)))
+
     def _matches(self, c, i: int, e: Event, ts: int, previous_cell: int) -> bool:
         msisdn = e.msisdn
         contact = self._contact.get((i, c.id))
+        if not c.enabled or not self._live_on(c, ts):
+            return False
+        if (e.flags & c.flags) != c.flags or (c.arg is not None and e.arg != c.arg):
+            return False
         if not self._in_audience(c, msisdn):
             return False
         if any(msisdn in self.lists[name] for name in self.config.policy.blacklist):
@@ -481,6 +508,12 @@ class ReferenceModel:
 
     def _emit(self, c, i: int, t: int, trigger_ts: int, cell: int, *, delayed: bool) -> None:
         funnel = self.funnel[c.id]
+        if not c.enabled:
+            funnel["disabled"] += 1
+            return
+        if not self._live_on(c, t):
+            funnel["ended"] += 1
+            return
         if delayed and not all(self._recheck(rule, c, i, t) for rule in sorted(c.recheck)):
             funnel["recheck_failed"] += 1
             return

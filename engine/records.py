@@ -8,7 +8,7 @@ import numpy as np
 __all__ = [
     "EVENT_DTYPE", "ACTION_DTYPE", "CONVERSION_DTYPE", "DEAD_LETTER_DTYPE", "DEAD_LETTER_BYTES",
     "DEAD_LETTER_SPAN_BITS", "KIND_SEND", "KIND_CONTROL", "KINDS", "BAD_REASONS", "BAD_FIELDS",
-    "STREAM_STATUSES", "FUNNEL", "ACTION_COLUMNS", "CONVERSION_COLUMNS", "DEAD_LETTER_COLUMNS",
+    "STREAM_STATUSES", "FUNNEL", "FUNNEL_UNNAMED", "ACTION_COLUMNS", "CONVERSION_COLUMNS", "DEAD_LETTER_COLUMNS",
 ]
 
 KIND_SEND = 0
@@ -41,6 +41,8 @@ FUNNEL = (
     "matched",                  # step 6 matched
     "scheduled",                # ... and was put on a timer (delay > 0)
     "overflow",                 # ... but max_pending was reached: dropped
+    "disabled",                 # an action due while its campaign is disabled (enabled = false)
+    "ended",                    # an action due on a local date outside its campaign's start/end
     "recheck_failed",           # a delayed action whose recheck failed at emission
     "suppressed_blacklist",
     "suppressed_quiet_hours",
@@ -51,6 +53,14 @@ FUNNEL = (
     "sent",                     # contacts sent
     "converted_send",
     "converted_control",
+)
+
+# The funnel of checkpoints that do not name their stages (written before `disabled` and
+# `ended`): a restore maps stages by name, so a checkpoint outlives a change of FUNNEL.
+FUNNEL_UNNAMED = (
+    "matched", "scheduled", "overflow", "recheck_failed", "suppressed_blacklist", "suppressed_quiet_hours",
+    "suppressed_min_gap", "suppressed_max_per_day", "suppressed_cooldown", "control", "sent",
+    "converted_send", "converted_control",
 )
 
 ACTION_DTYPE = np.dtype([

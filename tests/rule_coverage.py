@@ -26,8 +26,9 @@ from engine.model import ReferenceModel, _in_window
 # Decisions, in SPEC §3 order. Each is counted (name, True) when it let the action through and
 # (name, False) when it stopped it (for the timer and window entries: the edge case happened
 # or the ordinary one did).
-MATCH_RULES = ("audience", "blacklist", "where", "peer_in", "area", "enter", "hours", "days", "at_least",
+MATCH_RULES = ("enabled", "dates", "flags", "arg", "audience", "blacklist", "where", "peer_in", "area", "enter", "hours", "days", "at_least",
                "stop_after", "once", "cooldown", "pending")
+LIFE = ("life_enabled", "life_dates")      # step 7, first of all: still enabled, t within start/end
 RECHECKS = ("recheck_area", "recheck_audience", "recheck_hours", "recheck_powered_on")
 POLICY = ("policy_blacklist", "policy_quiet_hours", "policy_min_gap", "policy_max_per_day", "policy_cooldown")
 OTHER = ("timer_due_at_event",      # True: a timer fired at exactly an event's ts; False: before it
@@ -36,12 +37,14 @@ OTHER = ("timer_due_at_event",      # True: a timer fired at exactly an event's 
          "convert_within",          # True: a conversion inside the window; False: a response too late
          "max_pending",             # True: scheduled under a bound that overflowed somewhere; False: overflow
          "holdout")                 # True: a send, False: a control, of a campaign with 0 < holdout < 1
-RULES = MATCH_RULES + RECHECKS + POLICY + OTHER
+RULES = MATCH_RULES + LIFE + RECHECKS + POLICY + OTHER
 
 # What no world without a reload can reject: the audience, the blacklist and the campaign's
 # cooldown are checked when the action matches, and nothing changes them before it is due.
 # tests/test_boundaries.py reaches them through a reload on the core.
-ONLY_BY_RELOAD = {("recheck_audience", False), ("policy_blacklist", False), ("policy_cooldown", False)}
+# Nor can a campaign be disabled between its match and its emission.
+ONLY_BY_RELOAD = {("recheck_audience", False), ("policy_blacklist", False), ("policy_cooldown", False),
+                  ("life_enabled", False)}
 
 
 class CountingModel(ReferenceModel):
@@ -93,6 +96,10 @@ class CountingModel(ReferenceModel):
         msisdn, contact = e.msisdn, self._contact.get((i, c.id))
         weekday = (self._day(ts) + 3) % 7
         checks = [
+            ("enabled", True, lambda: c.enabled),
+            ("dates", c.start is not None or c.end is not None, lambda: self._live_on(c, ts)),
+            ("flags", c.flags != 0, lambda: (e.flags & c.flags) == c.flags),
+            ("arg", c.arg is not None, lambda: e.arg == c.arg),
             ("audience", c.audience is not None or bool(c.exclude), lambda: self._in_audience(c, msisdn)),
             ("blacklist", bool(self.config.policy.blacklist),
              lambda: not any(msisdn in self.lists[n] for n in self.config.policy.blacklist)),
@@ -125,6 +132,12 @@ class CountingModel(ReferenceModel):
         if verdict and c.delay_ms and self.config.max_pending < 10_000_000:
             self.counts["max_pending", len(self._pending) < self.config.max_pending] += 1
         return verdict
+
+    def _emit(self, c, i, t, trigger_ts, cell, *, delayed) -> None:
+        self.counts["life_enabled", c.enabled] += 1
+        if c.enabled and (c.start is not None or c.end is not None):
+            self.counts["life_dates", self._live_on(c, t)] += 1
+        super()._emit(c, i, t, trigger_ts, cell, delayed=delayed)
 
     def _recheck(self, rule, c, i, t) -> bool:
         ok = super()._recheck(rule, c, i, t)

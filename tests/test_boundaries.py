@@ -190,6 +190,68 @@ def test_convert_arg(backend, arg, converts):
     assert funnel(m, "c").get("converted_send", 0) == (1 if converts else 0)
 
 
+# ---------------------------------------------------------------------------- step 6: the trigger's flags and arg
+@pytest.mark.parametrize("flags, matches", [(0b011, True), (0b111, True), (0b001, False), (0b010, False), (0, False)])
+def test_campaign_flags_all_set(backend, flags, matches):
+    m = run(build(backend, campaign(flags=0b011)), ev(T0, flags=flags))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+@pytest.mark.parametrize("arg, matches", [(3000, False), (3001, True), (3002, False), (0, False)])
+def test_campaign_arg_equal(backend, arg, matches):
+    m = run(build(backend, campaign(on=(ORDER,), arg=3001)), ev(T0, ORDER, arg=arg))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+def test_campaign_arg_zero_is_a_value(backend):
+    # arg = 0 is a filter like any other (only 0 passes), not "no filter"
+    m = run(build(backend, campaign(on=(ORDER,), arg=0)), ev(T0, ORDER, arg=0), ev(T0 + DAY, ORDER, arg=1, msisdn=B))
+    assert contacts(m) == [(T0, "c", A, "send")]
+
+
+# ---------------------------------------------------------------------------- steps 6 and 7: a campaign's life
+# start 2026-01-01 and end 2026-01-02 at +08:00: the local dates begin at THURSDAY and end
+# at THURSDAY + 2 days (exclusive), each either side of local midnight.
+JAN_1, JAN_2 = __import__("datetime").date(2026, 1, 1), __import__("datetime").date(2026, 1, 2)
+
+
+@pytest.mark.parametrize("at, matches", [
+    (THURSDAY - 1, False), (THURSDAY, True), (THURSDAY + 1, True),
+    (THURSDAY + 2 * DAY - 1, True), (THURSDAY + 2 * DAY, False), (THURSDAY + 2 * DAY + 1, False),
+])
+def test_start_and_end_by_local_date(backend, at, matches):
+    m = run(build(backend, campaign(start=JAN_1, end=JAN_2), utc_offset_ms=PLUS8), ev(at))
+    assert contacts(m) == ([(at, "c", A, "send")] if matches else [])
+
+
+@pytest.mark.parametrize("at, matches", [(THURSDAY - 1, False), (THURSDAY, True), (THURSDAY + 100 * DAY, True)])
+def test_start_alone(backend, at, matches):
+    m = run(build(backend, campaign(start=JAN_1), utc_offset_ms=PLUS8), ev(at))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+@pytest.mark.parametrize("at, matches", [(THURSDAY - 100 * DAY, True), (THURSDAY + DAY - 1, True), (THURSDAY + DAY, False)])
+def test_end_alone(backend, at, matches):
+    m = run(build(backend, campaign(end=JAN_1), utc_offset_ms=PLUS8), ev(at))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+@pytest.mark.parametrize("due_off, outcome", [(-1, "sent"), (0, "ended"), (1, "ended")])
+def test_an_action_due_past_the_end_is_ended(backend, due_off, outcome):
+    # matched on the last local day; due one ms before local midnight, at it or after it
+    end = THURSDAY + 2 * DAY
+    trigger = end - HOUR
+    m = build(backend, campaign(end=JAN_2, delay_ms=HOUR + due_off), utc_offset_ms=PLUS8)
+    run(m, ev(trigger), drain=True)
+    assert funnel(m, "c") == {"matched": 1, "scheduled": 1, outcome: 1}
+
+
+def test_a_disabled_campaign_matches_nothing(backend):
+    m = run(build(backend, campaign(enabled=False), campaign("on", on=(SMS,))), ev(T0), ev(T0, SMS))
+    assert contacts(m) == [(T0, "on", A, "send")]
+    assert funnel(m, "c") == {}
+
+
 # ---------------------------------------------------------------------------- step 6: matching
 @pytest.mark.parametrize("hours, at, matches", [
     ((9 * 60, 18 * 60), local(8, 59, 59_999), False),
@@ -442,7 +504,7 @@ delay    = "1h"
 recheck  = ["audience"]
 cooldown = "{cooldown}"
 channel  = "sms"
-"""
+{life}"""
 
 
 def reload_world(tmp_path, cooldown="0s"):
@@ -450,7 +512,7 @@ def reload_world(tmp_path, cooldown="0s"):
     (tmp_path / "dnd.txt").write_text(f"{STRANGER}\n")
     (tmp_path / "fans.txt").write_text(f"{A}\n")
     config = tmp_path / "campaigns.toml"
-    config.write_text(RELOAD_CONFIG.format(cooldown=cooldown))
+    config.write_text(RELOAD_CONFIG.format(cooldown=cooldown, life=""))
     return config
 
 
@@ -458,6 +520,10 @@ def reload_world(tmp_path, cooldown="0s"):
     (None, "sent"),
     ("audience", "recheck_failed"),
     ("blacklist", "suppressed_blacklist"),
+    ("disabled", "disabled"),
+    ("start", "ended"),                 # the day after the due time's local date
+    ("end", "ended"),                   # the day before it
+    ("same_dates", "sent"),             # start and end on the due time's local date
 ])
 def test_rules_at_emission_after_a_reload(tmp_path, change, outcome):
     from engine.api import Engine
@@ -469,6 +535,10 @@ def test_rules_at_emission_after_a_reload(tmp_path, change, outcome):
         (tmp_path / "fans.txt").write_text(f"{B}\n")
     elif change == "blacklist":
         (tmp_path / "dnd.txt").write_text(f"{STRANGER}\n{A}\n")
+    elif change is not None:
+        life = {"disabled": "enabled = false\n", "start": 'start = "2026-01-02"\n', "end": 'end = "2025-12-31"\n',
+                "same_dates": 'start = "2026-01-01"\nend = "2026-01-01"\n'}[change]
+        config.write_text(RELOAD_CONFIG.format(cooldown="0s", life=life))
     engine = engine.reload()
     engine.drain()
     assert {k: v for k, v in engine.stats["campaigns"]["c"].items() if k in ("matched", "scheduled", outcome)} \
@@ -485,9 +555,33 @@ def test_cooldown_at_emission_after_a_reload(tmp_path, later, sent):
     engine = Engine.from_config(config)
     engine.replay(ev(T0) + ev(T0 + HOUR + 1000 * later))
     assert engine.pending == 1
-    config.write_text(RELOAD_CONFIG.format(cooldown="3601s"))
+    config.write_text(RELOAD_CONFIG.format(cooldown="3601s", life=""))
     engine = engine.reload()
     run = engine.drain()
     funnel = engine.stats["campaigns"]["c"]
     assert (funnel["sent"], funnel["suppressed_cooldown"]) == ((2, 0) if sent else (1, 1))
     assert [int(t) for t in run.actions["ts"]] == ([T0 + 2 * HOUR + 1000 * later] if sent else [])
+
+
+def test_a_disabled_campaign_keeps_its_state_across_reloads(tmp_path):
+    # A contacted at T0 + 1 h under a one-day cooldown; the campaign, disabled by one reload
+    # and enabled by the next, still knows that contact (its cooldown, the streak) and dropped
+    # B's pending action at its due time, counted as disabled.
+    from engine.api import Engine
+    config = reload_world(tmp_path, cooldown="1d")
+    (tmp_path / "fans.txt").write_text(f"{A}\n{B}\n")
+    engine = Engine.from_config(config)
+    engine.replay(ev(T0), drain=True)
+    engine.replay(ev(T0 + HOUR + 1, msisdn=B))
+    assert engine.pending == 1
+    config.write_text(RELOAD_CONFIG.format(cooldown="1d", life="enabled = false\n"))
+    engine = engine.reload()
+    engine.replay(ev(T0 + 3 * HOUR))                      # B's action falls due: dropped
+    config.write_text(RELOAD_CONFIG.format(cooldown="1d", life="enabled = true\n"))
+    engine = engine.reload()
+    run = engine.replay(ev(T0 + DAY + HOUR - 1) + ev(T0 + DAY + HOUR), drain=True)
+    assert [int(t) for t in run.actions["ts"]] == [T0 + DAY + 2 * HOUR]
+    funnel = engine.stats["campaigns"]["c"]
+    assert (funnel["matched"], funnel["disabled"], funnel["sent"]) == (3, 1, 2)
+    view = engine._core.subscriber_view(A)["campaigns"][0]
+    assert (view["contacted"], view["streak"], view["last_ts"]) == (True, 2, T0 + DAY + 2 * HOUR)

@@ -132,3 +132,24 @@ def test_checkpoint_anywhere_on_random_worlds(w, data, tmp_path_factory):
     b = second.replay(w.trace[at:], drain=True)
     assert np.array_equal(np.concatenate([a.actions, b.actions]), whole.actions)
     assert np.array_equal(np.concatenate([a.conversions, b.conversions]), whole.conversions)
+
+
+def test_a_checkpoint_of_an_earlier_funnel_restores_its_stages_by_name(world):
+    # A checkpoint that does not name its funnel stages holds records.FUNNEL_UNNAMED: each
+    # stage lands on its own name, and the stages added since start at 0.
+    from engine.records import FUNNEL, FUNNEL_UNNAMED
+    config, data, size = world
+    original = Engine.from_config(config)
+    original.replay(data[:len(data) // size // 2 * size])
+    core = original._core
+    sections = dict(core.state_sections())
+    scalars = core.state_scalars()
+    funnel = core.funnel()
+    sections["funnel"] = np.ascontiguousarray(funnel[:, [FUNNEL.index(s) for s in FUNNEL_UNNAMED]]).reshape(-1)
+    del scalars["funnel_stages"]
+    restored = Engine.from_config(config)
+    restored._core.restore_state(scalars, {k: np.array(v) for k, v in sections.items()})
+    assert np.array_equal(restored._core.funnel(), funnel)
+    scalars["funnel_stages"] = ["matched", "no_such_stage"]
+    with pytest.raises(ValueError, match="funnel stages"):
+        restored._core.restore_state(scalars, sections)

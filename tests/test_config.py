@@ -419,6 +419,19 @@ CAMPAIGN_ERRORS = [
     (dict(where='"arpu"'), f"{C1}.where", "where must be a condition"),
     (dict(where='"__import__(\'os\')"'), f"{C1}.where", "function calls are not allowed"),
     (dict(where='"os.system(\'ls\') == 0"'), f"{C1}.where", "unexpected character '.' at column 3"),
+    (dict(flags='["roam"]'), f"{C1}.flags[0]", 'unknown flag "roam"; did you mean "roaming"?'),
+    (dict(flags='["x"]'), f"{C1}.flags[0]", "known: long_distance, roaming, international"),
+    (dict(flags='"roaming"'), f"{C1}.flags", "expected an array of strings"),
+    (dict(arg="-1"), f"{C1}.arg", "out of range"),
+    (dict(arg='"3001"'), f"{C1}.arg", "expected an integer, got a string"),
+    (dict(enabled='"no"'), f"{C1}.enabled", "expected true or false"),
+    (dict(enabled="0"), f"{C1}.enabled", "expected true or false, got an integer"),
+    (dict(start='"2027-2-5"'), f"{C1}.start", 'is not a date like "2027-02-05"'),
+    (dict(start='"2027-02-30"'), f"{C1}.start", "is not a day of the calendar"),
+    (dict(end="20270212"), f"{C1}.end", "is not a date"),
+    (dict(end="2027-02-12T10:00:00"), f"{C1}.end", "is not a date"),
+    (dict(start='"2027-02-05"', end='"2027-02-04"'), f"{C1}.end", "2027-02-04 is before start 2027-02-05"),
+    (dict(id='"global"'), "campaign[0].id", '"global" is reserved'),
     (dict(delya='"5m"'), f"{C1}.delya", "unknown key (did you mean 'delay'?)"),
     (dict(colour='"red"'), f"{C1}.colour", "unknown key"),
 ]
@@ -500,6 +513,17 @@ def test_section_errors_name_the_file_and_the_key(tmp_path, text, key, fragment)
     message = str(info.value)
     assert message.startswith(f"{path}: {key}: "), message
     assert fragment in message, message
+
+
+def test_trigger_filters_and_a_campaign_life(tmp_path):
+    import datetime
+    text = BASE + campaign_text(flags='["roaming", "long_distance"]', arg="0", enabled="false",
+                                start='"2027-02-05"', end="2027-02-12")
+    c = load_config(write(tmp_path, text)).campaigns[0]
+    assert (c.flags, c.arg, c.enabled) == (3, 0, False)
+    assert (c.start, c.end) == (datetime.date(2027, 2, 5), datetime.date(2027, 2, 12))
+    same = load_config(write(tmp_path, BASE + campaign_text(start='"2027-02-05"', end='"2027-02-05"'))).campaigns[0]
+    assert same.start == same.end and same.enabled and same.arg is None and same.flags == 0
 
 
 def test_campaign_index_counts_in_file_order(tmp_path):

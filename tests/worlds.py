@@ -8,6 +8,7 @@ one never does.
 """
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -73,15 +74,16 @@ HOURS = [(9 * 60, 18 * 60), (8 * 60, 12 * 60), (20 * 60, 2 * 60), (22 * 60, 8 * 
 
 
 @st.composite
-def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False):
+def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False, first_day=0):
     """A campaign; `open_to_all` leaves out the conditions on who and where (audience, lists,
     where, area, hours, days, counter), so that the contact policy has contacts to decide on
     in nearly every world."""
     if open_to_all:
-        closed = draw(campaigns(i, list_names, area_names, counter_names))
+        closed = draw(campaigns(i, list_names, area_names, counter_names, first_day=first_day))
         return replace(closed, audience=None, peer_in=None, exclude=(), where=None, area=None, enter=False,
                        hours=None, days=ALL_DAYS, counter=None, at_least=0,
-                       recheck=closed.recheck - {"area", "audience"})
+                       recheck=closed.recheck - {"area", "audience"}, flags=0, arg=None, enabled=True,
+                       start=None, end=None)
     on = tuple(_subset(draw, HOT_TYPES, 2)) if draw(st.integers(0, 4)) else tuple(_subset(draw, TYPES, 3))
     on = on or (1,)
     delay = draw(st.sampled_from([0, 0] + DELAYS))
@@ -102,6 +104,14 @@ def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False)
         delay = max(delay, draw(st.sampled_from([HOUR, 5 * HOUR])))
     counter = _sometimes(draw, st.sampled_from(counter_names)) if counter_names else None
     convert = draw(st.booleans())
+    # local dates around the trace's first (`first_day` days after T0's), so that a campaign
+    # starts or ends inside it and a delay now and then runs past the end
+    dates = [datetime.date(2026, 1, 1) + datetime.timedelta(days=first_day + k) for k in (-1, 0, 0, 1, 2)]
+    start = _sometimes(draw, st.sampled_from(dates[:4]), 8)
+    end = _sometimes(draw, st.sampled_from([d for d in dates[1:] if start is None or d >= start]), 6)
+    if end is not None and draw(st.booleans()):
+        # a delay that outlives the end of the campaign's last day now and then
+        delay = draw(st.sampled_from([5 * HOUR, DAY]))
     return CampaignSpec(
         id=f"c{i}",
         on=on,
@@ -128,6 +138,11 @@ def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False)
         convert_within_ms=draw(st.none() | st.sampled_from(CONVERT_WITHIN)),
         stop_after=_sometimes(draw, st.integers(1, 3)),
         where=_sometimes(draw, st.sampled_from(["arpu >= 50", "not (arpu < 20)", "'vip' in tags"]), 4),
+        flags=_sometimes(draw, st.sampled_from([1, 2, 3]), 5) or 0,
+        arg=_sometimes(draw, st.sampled_from([0, 3001]), 6),
+        enabled=draw(st.integers(0, 14)) != 0,
+        start=start,
+        end=end,
     )
 
 
@@ -190,7 +205,9 @@ def worlds(draw, max_events=120):
                     window_ms=draw(st.none() | st.sampled_from(WINDOWS)))
         for j in range(draw(st.integers(0, 3))))
     nr_campaigns = draw(st.integers(1, 5))
-    camps = [draw(campaigns(i, list_names, ["a0", "a1"], [c.name for c in counters], open_to_all=i == 0))
+    first_day = draw(st.integers(0, 7))
+    camps = [draw(campaigns(i, list_names, ["a0", "a1"], [c.name for c in counters], open_to_all=i == 0,
+                            first_day=first_day))
              for i in range(nr_campaigns)]
     camps.sort(key=lambda c: (-c.priority, c.id))
     policy = PolicySpec(
@@ -225,7 +242,7 @@ def worlds(draw, max_events=120):
     hot = numbers[:max(1, min(3, n))]           # most events fall on a few subscribers
     cells = [0, 1, 2, 3, 4]
     parts = []
-    ts = T0 + draw(st.integers(0, 7)) * DAY + draw(st.integers(0, 23)) * HOUR
+    ts = T0 + first_day * DAY + draw(st.integers(0, 23)) * HOUR
     # mostly enough events for state to build up; now and then a handful
     nr_events = draw(st.integers(1, max_events)) if draw(st.integers(0, 9)) == 0 else draw(st.integers(40, max_events))
     for _ in range(nr_events):

@@ -7,6 +7,7 @@ share a combination share its bit, which keeps the row narrow when there are man
 """
 from __future__ import annotations
 
+import datetime
 import logging
 from dataclasses import dataclass, field
 from typing import Optional
@@ -28,6 +29,15 @@ log = logging.getLogger("sigmatch.compile")
 _ADD_MODES = {"count": 0, "dur": 1, "dur_minutes": 2}
 _RECHECK_BITS = {"area": 1, "powered_on": 2, "audience": 4, "hours": 8}
 _EXEMPT_BITS = {"min_gap": 1, "max_per_day": 2, "quiet_hours": 4}
+_EPOCH = datetime.date(1970, 1, 1)
+# start/end as local day numbers (floor((ts + utc_offset) / 86,400,000)), so that the core
+# compares integers; an open end is the widest int32
+DAY_MIN, DAY_MAX = -2**31, 2**31 - 1
+
+
+def local_day(date: datetime.date) -> int:
+    """A local date -> its local day number (1970-01-01 is 0)."""
+    return (date - _EPOCH).days
 
 
 @dataclass
@@ -212,6 +222,11 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
             exempt=sum(_EXEMPT_BITS[r] for r in c.exempt),
             enter=bool(c.enter),
             once=bool(c.once),
+            flags=c.flags,
+            arg=c.arg,
+            enabled=bool(c.enabled),
+            start_day=local_day(c.start) if c.start is not None else DAY_MIN,
+            end_day=local_day(c.end) if c.end is not None else DAY_MAX,
         ))
 
     nr_bits = len(builders)

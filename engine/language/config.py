@@ -8,6 +8,7 @@ model, the CLI) works on the `Config` it returns. Validation that needs the prof
 from __future__ import annotations
 
 import codecs
+import datetime
 import difflib
 import json
 import os
@@ -95,6 +96,11 @@ class CampaignSpec:
     convert_arg: Optional[int] = None
     convert_within_ms: Optional[int] = None
     stop_after: Optional[int] = None
+    flags: int = 0                            # FLAG_BITS mask that must all be set in the trigger's e.flags
+    arg: Optional[int] = None                 # the trigger's e.arg must equal it
+    enabled: bool = True
+    start: Optional[datetime.date] = None     # first local date it acts on (included)
+    end: Optional[datetime.date] = None       # last local date it acts on (included)
 
     @property
     def holdout_threshold(self) -> int:
@@ -148,6 +154,7 @@ _UTC_OFFSET = re.compile(r"([+-])([0-9]{2}):([0-9]{2})", re.ASCII)
 _NAME = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)           # campaign ids, list/area/counter names
 _CHANNEL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)         # becomes a directory name
 _EVENT_TYPE_NAME = re.compile(r"[A-Z][A-Z0-9_]*", re.ASCII)
+_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
 
 _SECTIONS = ("engine", "lists", "areas", "policy", "counters", "campaign", "event_types", "output")
 _ENGINE_KEYS = ("utc_offset", "profiles", "max_pending", "max_dead_letters", "encoding", "null_values")
@@ -158,7 +165,9 @@ _CAMPAIGN_KEYS = (
     "id", "priority", "on", "audience", "peer_in", "exclude", "where", "area", "enter",
     "hours", "days", "counter", "delay", "recheck", "cooldown", "once", "exempt", "channel",
     "template", "holdout", "convert_on", "convert_arg", "convert_within", "stop_after",
+    "flags", "arg", "enabled", "start", "end",
 )
+RESERVED_CAMPAIGN_IDS = ("global",)        # the programme-wide control group's name in the holdout hash
 _CONDITION_KEYS = ("name", "at_least")
 
 
@@ -292,6 +301,20 @@ def parse_utc_offset(text: str) -> int:
     if minutes > 59 or total > MAX_UTC_OFFSET_MIN:
         raise ValueError(f"{_show(text)} is not a UTC offset between -14:00 and +14:00")
     return (-1 if sign == "-" else 1) * total * 60_000
+
+
+def parse_date(value) -> datetime.date:
+    """`"2027-02-05"` (or a TOML local date, 2027-02-05 unquoted) -> that date. Raises
+    ValueError for anything else, a day that does not exist included."""
+    if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+        return value
+    m = _DATE.fullmatch(value) if isinstance(value, str) else None
+    if m is None:
+        raise ValueError(f'{_show(value)} is not a date like "2027-02-05"')
+    try:
+        return datetime.date(*map(int, m.groups()))
+    except ValueError:
+        raise ValueError(f"{_show(value)} is not a day of the calendar") from None
 
 
 # A value shown in an error is cut to this many characters: the line stays one readable line
@@ -444,6 +467,17 @@ class _Reader:
             self.list_ref(f"{key}[{i}]", name)
         return tuple(dict.fromkeys(names))
 
+    def flag_mask(self, key: str, value) -> int:
+        """Flag names -> their FLAG_BITS mask."""
+        mask = 0
+        for i, flag in enumerate(self.strings(key, value)):
+            if flag not in FLAG_BITS:
+                hint = difflib.get_close_matches(flag, FLAG_BITS, n=1)
+                more = f"; did you mean {_show(hint[0])}?" if hint else f" (known: {', '.join(FLAG_BITS)})"
+                self.fail(f"{key}[{i}]", f"unknown flag {_show(flag)}{more}")
+            mask |= FLAG_BITS[flag]
+        return mask
+
     def rules(self, key: str, value, known: tuple[str, ...]) -> frozenset[str]:
         names = self.strings(key, value)
         for i, name in enumerate(names):
@@ -538,12 +572,7 @@ class _Reader:
             spec = self.table(key, spec, _COUNTER_KEYS)
             if "on" not in spec:
                 self.fail(f"{key}.on", "missing (a counter needs the event types it counts)")
-            flags = 0
-            for i, flag in enumerate(self.strings(f"{key}.flags", spec.get("flags", []))):
-                if flag not in FLAG_BITS:
-                    self.fail(f"{key}.flags[{i}]",
-                              f"unknown flag {_show(flag)} (known: {', '.join(FLAG_BITS)})")
-                flags |= FLAG_BITS[flag]
+            flags = self.flag_mask(f"{key}.flags", spec.get("flags", []))
             add = spec.get("add", "count")
             if add == 1 and not isinstance(add, bool):
                 add = "count"
@@ -613,6 +642,8 @@ class _Reader:
             self.fail(f"{key}.id", "missing (every campaign needs an id)")
         cid = self.string(f"{key}.id", c["id"], non_empty=True)
         self.name(f"{key}.id", cid, "campaign id")
+        if cid in RESERVED_CAMPAIGN_IDS:
+            self.fail(f"{key}.id", f"{_show(cid)} is reserved (the programme's global control group)")
         key = f'{key} (id "{cid}")'
         self.table(key, c, _CAMPAIGN_KEYS)
         for required in ("on", "channel"):
@@ -677,6 +708,11 @@ class _Reader:
             convert_arg=opt("convert_arg", lambda k, v: self.integer(k, v, lo=0, hi=2**63 - 1)),
             convert_within_ms=opt("convert_within", lambda k, v: self.duration(k, v, positive=True)),
             stop_after=opt("stop_after", lambda k, v: self.integer(k, v, lo=1, hi=UINT32_MAX)),
+            flags=opt("flags", self.flag_mask) or 0,
+            arg=opt("arg", lambda k, v: self.integer(k, v, lo=0, hi=2**63 - 1)),
+            enabled=True if "enabled" not in c else self.boolean(f"{key}.enabled", c["enabled"]),
+            start=opt("start", lambda k, v: self.parsed(k, v, parse_date)),
+            end=opt("end", lambda k, v: self.parsed(k, v, parse_date)),
         )
         self.consistent(key, spec)
         return spec
@@ -704,6 +740,8 @@ class _Reader:
             self.fail(f"{key}.enter", "needs an area to enter")
         if "area" in c.recheck and c.area is None:
             self.fail(f"{key}.recheck", '"area" needs an area')
+        if c.start is not None and c.end is not None and c.end < c.start:
+            self.fail(f"{key}.end", f"{c.end.isoformat()} is before start {c.start.isoformat()}")
         if "audience" in c.recheck and c.audience is None:
             self.fail(f"{key}.recheck", '"audience" needs an audience')
         if not c.convert_on:
