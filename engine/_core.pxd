@@ -90,9 +90,13 @@ ctypedef struct SubHeadC:
 ctypedef struct CounterC:
     uint64_t types          # bit per event type code
     uint64_t flags          # event flag bits that must all be set
+    uint64_t arg            # e.arg must equal it, when has_arg
     int32_t add             # ADD_* mode
-    int32_t window_slot     # index of its window start in the row, -1 without a window
-    int64_t window          # ms
+    int32_t window_slot     # index of its start in the row (window or period), -1 without either
+    int64_t window          # ms; 0 with a period
+    int32_t period          # PERIOD_* (local calendar), PERIOD_NONE without one
+    uint8_t has_arg
+    uint8_t pad[3]
 
 ctypedef struct CampaignC:
     uint64_t flags          # event flag bits that must all be set in the trigger's flags

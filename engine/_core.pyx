@@ -162,6 +162,12 @@ cdef enum:
     ADD_DUR_MINUTES = 2
 
 cdef enum:
+    PERIOD_NONE = 0
+    PERIOD_DAY = 1
+    PERIOD_WEEK = 2
+    PERIOD_MONTH = 3
+
+cdef enum:
     RECHECK_AREA = 1
     RECHECK_POWERED_ON = 2
     RECHECK_AUDIENCE = 4
@@ -592,8 +598,8 @@ cdef class Core:
         self.types.nr = i
 
     def set_counters(self, list counters):
-        """counters: [(types_mask, flags_mask, add, window_ms or 0)] in row order; windowed ones
-        take window slots in order."""
+        """counters: [(types_mask, flags_mask, add, window_ms or 0[, period, arg or None])] in row
+        order; those with a window or a period take start slots in order."""
         cdef int k, slot = 0
         if len(counters) != self.E.nr_counters:
             raise ValueError("counter count does not match the layout")
@@ -601,12 +607,20 @@ cdef class Core:
         self.E.counters = <CounterC*>calloc(max(len(counters), 1), sizeof(CounterC))
         if self.E.counters == NULL:
             raise MemoryError()
-        for k, (types, flags, add, window) in enumerate(counters):
+        for k, spec in enumerate(counters):
+            types, flags, add, window = spec[:4]
+            period = spec[4] if len(spec) > 4 else PERIOD_NONE
+            arg = spec[5] if len(spec) > 5 else None
+            if not PERIOD_NONE <= period <= PERIOD_MONTH or (period and window):
+                raise ValueError("a counter has a window or a period, not both")
             self.E.counters[k].types = types
             self.E.counters[k].flags = flags
             self.E.counters[k].add = add
             self.E.counters[k].window = window
-            if window:
+            self.E.counters[k].period = period
+            self.E.counters[k].has_arg = arg is not None
+            self.E.counters[k].arg = arg if arg is not None else 0
+            if window or period:
                 self.E.counters[k].window_slot = slot
                 slot += 1
             else:

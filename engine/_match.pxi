@@ -143,7 +143,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     for i in range(E.counter_type_off[ev.type], E.counter_type_off[ev.type + 1]):
         j = E.counter_list[i]
         cnt = &E.counters[j]
-        if (ev.flags & cnt.flags) != cnt.flags:
+        if (ev.flags & cnt.flags) != cnt.flags or (cnt.has_arg and ev.arg != cnt.arg):
             continue
         if cnt.add == ADD_COUNT:
             amount = 1
@@ -154,7 +154,10 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         v = values[j]
         if cnt.window_slot >= 0:
             start = (<int64_t*>(row + E.window_off)) + cnt.window_slot
-            if v != 0 and ts >= start[0] + cnt.window:
+            if v != 0 and cnt.period != PERIOD_NONE:
+                if period_of(E, cnt.period, ts) != period_of(E, cnt.period, start[0]):
+                    v = 0
+            elif v != 0 and ts >= start[0] + cnt.window:
                 v = 0
             if v == 0:
                 start[0] = ts

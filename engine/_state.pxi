@@ -124,9 +124,41 @@ cdef inline bint in_hours(EngineC* E, CampaignC* c, int64_t t) noexcept nogil:
     return (c.days >> weekday) & 1
 
 
+cdef inline int64_t month_of_day(int64_t day) noexcept nogil:
+    """The local year * 12 + month - 1 of a local day number: the inverse of days-from-civil
+    (H. Hinnant's civil_from_days), exact for every day an int64 ts reaches, before the epoch
+    too. Eras are 400-year cycles of 146,097 days, counted from 0000-03-01 so that the leap
+    day ends a year."""
+    cdef int64_t z = day + 719468
+    cdef int64_t era = floor_div(z, 146097)
+    cdef int64_t doe = z - era * 146097                                   # [0, 146096]
+    cdef int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365   # [0, 399]
+    cdef int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100)             # [0, 365], from March 1
+    cdef int64_t mp = (5 * doy + 2) / 153                                  # [0, 11], March = 0
+    cdef int64_t month = mp + 3 if mp < 10 else mp - 9                     # [1, 12]
+    cdef int64_t year = yoe + era * 400 + (1 if month <= 2 else 0)
+    return year * 12 + month - 1
+
+
+cdef inline int64_t period_of(EngineC* E, int32_t period, int64_t t) noexcept nogil:
+    """The local calendar period of t (SPEC §3 step 4): the day, the week (Monday first) or
+    the month."""
+    cdef int64_t day = floor_div(t + E.utc_offset, DAY_MS)
+    if period == PERIOD_DAY:
+        return day
+    if period == PERIOD_WEEK:
+        return floor_div(day + 3, 7)
+    return month_of_day(day)
+
+
 cdef inline uint32_t counter_read(EngineC* E, uint8_t* row, int32_t k, int64_t ts) noexcept nogil:
     cdef uint32_t v = (<uint32_t*>(row + E.counter_off))[k]
     cdef CounterC* cnt = &E.counters[k]
+    cdef int64_t start
+    if v != 0 and cnt.period != PERIOD_NONE:
+        # a period other than ts's holds nothing of it
+        start = (<int64_t*>(row + E.window_off))[cnt.window_slot]
+        return 0 if period_of(E, cnt.period, ts) != period_of(E, cnt.period, start) else v
     if v != 0 and cnt.window_slot >= 0 and ts >= (<int64_t*>(row + E.window_off))[cnt.window_slot] + cnt.window:
         return 0
     return v

@@ -367,9 +367,20 @@ class ReferenceModel:
         return ((c.audience is None or msisdn in self.lists[c.audience])
                 and not any(msisdn in self.lists[name] for name in c.exclude))
 
+    def _period(self, period: str, t: int) -> int:
+        """t's local calendar period: the day, the week (a Monday begins one) or the month."""
+        if period == "day":
+            return self._day(t)
+        if period == "week":
+            return (self._day(t) + 3) // 7          # day 0 was a Thursday, day 4 a Monday
+        year, month, _ = self._date(t)
+        return year * 12 + month - 1
+
     def _counter_value(self, i: int, name: str, ts: int) -> int:
         value, start = self._counter.get((i, name), (0, 0))
-        window = self.counters[name].window_ms
+        window, period = self.counters[name].window_ms, self.counters[name].period
+        if period is not None and self._period(period, ts) != self._period(period, start):
+            return 0
         return 0 if window is not None and ts >= start + window else value
 
     # -- SPEC §3, one good event
@@ -396,9 +407,11 @@ class ReferenceModel:
             self._powered_off.discard(i)
         # 4. counters
         for k in self.config.counters:
-            if e.type in k.on and (e.flags & k.flags) == k.flags:
+            if e.type in k.on and (e.flags & k.flags) == k.flags and (k.arg is None or e.arg == k.arg):
                 value, start = self._counter.get((i, k.name), (0, 0))
                 if k.window_ms is not None and value != 0 and ts >= start + k.window_ms:
+                    value = 0
+                if k.period is not None and value != 0 and self._period(k.period, ts) != self._period(k.period, start):
                     value = 0
                 if value == 0:
                     start = ts

@@ -34,6 +34,7 @@ POLICY = ("policy_blacklist", "policy_quiet_hours", "policy_min_gap", "policy_ma
 OTHER = ("timer_due_at_event",      # True: a timer fired at exactly an event's ts; False: before it
          "timers_due_together",     # True: a timer fired at the same due time as the one before it
          "window_reset",            # True: a non-zero windowed counter reset (ts >= start + window)
+         "period_reset",            # True: a non-zero counter of a period reset (e.ts in another period)
          "convert_within",          # True: a conversion inside the window; False: a response too late
          "max_pending",             # True: scheduled under a bound that overflowed somewhere; False: overflow
          "holdout")                 # True: a send, False: a control, of a campaign with 0 < holdout < 1
@@ -76,10 +77,13 @@ class CountingModel(ReferenceModel):
 
     def _count_windows(self, i, e, ts) -> None:
         for k in self.config.counters:
-            if k.window_ms is not None and e.type in k.on and (e.flags & k.flags) == k.flags:
-                value, start = self._counter.get((i, k.name), (0, 0))
-                if value:
-                    self.counts["window_reset", ts >= start + k.window_ms] += 1
+            if e.type not in k.on or (e.flags & k.flags) != k.flags or (k.arg is not None and e.arg != k.arg):
+                continue
+            value, start = self._counter.get((i, k.name), (0, 0))
+            if value and k.window_ms is not None:
+                self.counts["window_reset", ts >= start + k.window_ms] += 1
+            if value and k.period is not None:
+                self.counts["period_reset", self._period(k.period, ts) != self._period(k.period, start)] += 1
 
     def _count_conversions(self, i, e, ts) -> None:
         for c in self.campaigns:

@@ -170,6 +170,62 @@ def test_counter_saturation(backend, adds, value):
     assert len(m.actions) == (1 if value == 2**32 - 1 else 0)
 
 
+# Periods (+08:00): the local day ends at midnight, the week on Sunday night (2026-01-05 is a
+# Monday), the month on its last day. A counter counted once just before the edge and again at
+# `off` from it holds 2 before the edge and 1 (reset) from it; a campaign of another type
+# reads it as 0 from the edge.
+def local_date(year, month, day):
+    import datetime
+    return ((datetime.date(year, month, day) - datetime.date(1970, 1, 1)).days * DAY) - PLUS8
+
+
+PERIOD_EDGES = [
+    ("day", THURSDAY + DAY),                        # Friday 2026-01-02 00:00 local
+    ("week", THURSDAY + 4 * DAY),                   # Monday 2026-01-05 00:00 local
+    ("month", local_date(2026, 2, 1)),              # the 1st
+    ("month", local_date(2027, 1, 1)),              # a new year
+    ("month", local_date(2028, 3, 1)),              # after a February 29
+    ("month", local_date(2100, 3, 1)),              # after a February 28 in a year without a 29th
+    ("month", local_date(2000, 3, 1)),              # after the 29th of a 400-year leap year
+]
+
+
+@pytest.mark.parametrize("period, edge", PERIOD_EDGES)
+@pytest.mark.parametrize("off", [-1, 0, 1])
+def test_period_resets_at_the_local_edge(backend, period, edge, off):
+    sms = CounterSpec("sms", on=(SMS,), flags=0, add="count", window_ms=None, period=period)
+    m = build(backend, campaign(on=(SMS,), counter="sms", at_least=2), counters=[sms], utc_offset_ms=PLUS8)
+    run(m, ev(edge - 2, SMS), ev(edge + off, SMS))
+    assert m.counter_value(0, "sms", edge + off) == (2 if off < 0 else 1)
+    assert contacts(m) == ([(edge - 1, "c", A, "send")] if off < 0 else [])
+
+
+@pytest.mark.parametrize("period, edge", PERIOD_EDGES)
+@pytest.mark.parametrize("off", [-1, 0, 1])
+def test_period_read_as_zero_from_the_local_edge(backend, period, edge, off):
+    sms = CounterSpec("sms", on=(SMS,), flags=0, add="count", window_ms=None, period=period)
+    m = build(backend, campaign(counter="sms", at_least=1), counters=[sms], utc_offset_ms=PLUS8)
+    run(m, ev(edge - 1, SMS), ev(edge + off))
+    assert contacts(m) == ([(edge + off, "c", A, "send")] if off < 0 else [])
+
+
+@pytest.mark.parametrize("off, value", [(-1, 2), (0, 1)])
+def test_month_before_the_local_epoch(backend, off, value):
+    # -05:30: ts 0 is local 1969-12-31 18:30, so local January 1970 begins at 05:30 UTC
+    sms = CounterSpec("sms", on=(SMS,), flags=0, add="count", window_ms=None, period="month")
+    m = build(backend, campaign(on=(LOC,)), counters=[sms], utc_offset_ms=-(5 * HOUR + 30 * MINUTE))
+    edge = 5 * HOUR + 30 * MINUTE
+    run(m, ev(0, SMS), ev(edge + off, SMS))
+    assert m.counter_value(0, "sms", edge + off) == value
+
+
+@pytest.mark.parametrize("arg, counted", [(3000, False), (3001, True), (3002, False)])
+def test_counter_arg_equal(backend, arg, counted):
+    k = CounterSpec("k", on=(ORDER,), flags=0, add="count", window_ms=None, arg=3001)
+    m = run(build(backend, campaign(on=(SMS,)), counters=[k]), ev(T0, ORDER, arg=arg))
+    assert m.counter_value(0, "k", T0) == (1 if counted else 0)
+
+
 # ---------------------------------------------------------------------------- step 5: conversions
 @pytest.mark.parametrize("off, converts", [(-1, True), (0, False), (1, False)])
 def test_convert_within(backend, off, converts):

@@ -486,6 +486,14 @@ SECTION_ERRORS = [
     ('[counters]\ncalls = { on = ["SMS_MO"], window = "0d" }', "counters.calls.window", "longer than zero"),
     ('[counters]\ncalls = { on = ["SMS_MO"], window = 90 }', "counters.calls.window", "is not a duration"),
     ('[counters]\ncalls = { on = ["SMS_MO"], reset = "1d" }', "counters.calls.reset", "unknown key"),
+    ('[counters]\ncalls = { on = ["SMS_MO"], period = "weekly" }', "counters.calls.period",
+     '"weekly" is not one of day, week, month; did you mean "week"?'),
+    ('[counters]\ncalls = { on = ["SMS_MO"], period = "year" }', "counters.calls.period", "is not one of day, week, month"),
+    ('[counters]\ncalls = { on = ["SMS_MO"], period = 7 }', "counters.calls.period", "expected a string"),
+    ('[counters]\ncalls = { on = ["SMS_MO"], period = "day", window = "1d" }', "counters.calls.period",
+     "replaces window: give one of them, not both"),
+    ('[counters]\ncalls = { on = ["ORDER"], arg = -1 }', "counters.calls.arg", "out of range"),
+    ('[counters]\ncalls = { on = ["ORDER"], arg = "3001" }', "counters.calls.arg", "expected an integer"),
     ('[counters]\ncalls = "SMS_MO"', "counters.calls", "expected a table"),
     ("[event_types]\nTOP_UP = 31", "event_types.TOP_UP", "out of range (32 to 63)"),
     ("[event_types]\nTOP_UP = 64", "event_types.TOP_UP", "out of range (32 to 63)"),
@@ -524,6 +532,14 @@ def test_trigger_filters_and_a_campaign_life(tmp_path):
     assert (c.start, c.end) == (datetime.date(2027, 2, 5), datetime.date(2027, 2, 12))
     same = load_config(write(tmp_path, BASE + campaign_text(start='"2027-02-05"', end='"2027-02-05"'))).campaigns[0]
     assert same.start == same.end and same.enabled and same.arg is None and same.flags == 0
+
+
+def test_counter_periods_and_arg(tmp_path):
+    text = ('[counters]\nd = { on = ["POWER_ON"], period = "day" }\nw = { on = ["SMS_MO"], period = "week" }\n'
+            'm = { on = ["ORDER"], period = "month", arg = 3001 }\nplain = { on = ["SMS_MO"] }\n')
+    counters = parse_config(text, tmp_path / "c.toml").counters
+    assert [(k.period, k.window_ms, k.arg, k.starts) for k in counters] == [
+        ("day", None, None, True), ("week", None, None, True), ("month", None, 3001, True), (None, None, None, False)]
 
 
 def test_campaign_index_counts_in_file_order(tmp_path):

@@ -202,8 +202,10 @@ def worlds(draw, max_events=120):
         CounterSpec(name=f"k{j}", on=tuple(_subset(draw, [1, 2, 3, 6, 9], 2)) or (3,),
                     flags=draw(st.sampled_from([0, 0, 0, 1, 2, 3])),
                     add=draw(st.sampled_from(["count", "count", "count", "dur", "dur_minutes"])),
-                    window_ms=draw(st.none() | st.sampled_from(WINDOWS)))
-        for j in range(draw(st.integers(0, 3))))
+                    window_ms=window, period=None if window else draw(st.sampled_from([None, None, "day", "week", "month"])),
+                    arg=_sometimes(draw, st.just(3001), 5))
+        for j in range(draw(st.integers(0, 3)))
+        for window in [draw(st.none() | st.sampled_from(WINDOWS))])
     nr_campaigns = draw(st.integers(1, 5))
     first_day = draw(st.integers(0, 7))
     camps = [draw(campaigns(i, list_names, ["a0", "a1"], [c.name for c in counters], open_to_all=i == 0,

@@ -29,6 +29,7 @@ log = logging.getLogger("sigmatch.compile")
 _ADD_MODES = {"count": 0, "dur": 1, "dur_minutes": 2}
 _RECHECK_BITS = {"area": 1, "powered_on": 2, "audience": 4, "hours": 8}
 _EXEMPT_BITS = {"min_gap": 1, "max_per_day": 2, "quiet_hours": 4}
+_PERIODS = {None: 0, "day": 1, "week": 2, "month": 3}
 _EPOCH = datetime.date(1970, 1, 1)
 # start/end as local day numbers (floor((ts + utc_offset) / 86,400,000)), so that the core
 # compares integers; an open end is the widest int32
@@ -231,7 +232,7 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
 
     nr_bits = len(builders)
     nr_words = max(1, (nr_bits + 63) // 64)
-    windowed = [c for c in config.counters if c.window_ms]
+    windowed = [c for c in config.counters if c.starts]
     core.set_layout(nr_words, len(config.counters), len(windowed))
     core.set_subscribers(np.ascontiguousarray(subscribers, dtype=np.uint64))
     if not present.all():
@@ -253,7 +254,8 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
         d["peer_set"] = peer_sets[name] if name is not None else -1
     core.set_event_types(dict(config.event_types))
     core.set_counters([
-        (_types_mask(c.on), c.flags, _ADD_MODES[c.add], c.window_ms or 0) for c in config.counters
+        (_types_mask(c.on), c.flags, _ADD_MODES[c.add], c.window_ms or 0, _PERIODS[c.period], c.arg)
+        for c in config.counters
     ])
     quiet = config.policy.quiet_hours or (-1, -1)
     core.set_policy(

@@ -59,6 +59,13 @@ class CounterSpec:
     flags: int                     # FLAG_BITS mask that must all be set in e.flags
     add: str                       # "count" | "dur" | "dur_minutes"
     window_ms: Optional[int]       # None: no window
+    period: Optional[str] = None   # "day" | "week" | "month" (local calendar); None: no period
+    arg: Optional[int] = None      # e.arg must equal it
+
+    @property
+    def starts(self) -> bool:
+        """Whether it keeps a start time (a window or a period) in the subscriber's row."""
+        return self.window_ms is not None or self.period is not None
 
 
 @dataclass(frozen=True)
@@ -159,7 +166,8 @@ _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
 _SECTIONS = ("engine", "lists", "areas", "policy", "counters", "campaign", "event_types", "output")
 _ENGINE_KEYS = ("utc_offset", "profiles", "max_pending", "max_dead_letters", "encoding", "null_values")
 _POLICY_KEYS = ("blacklist", "quiet_hours", "min_gap", "max_per_day")
-_COUNTER_KEYS = ("on", "flags", "add", "window")
+_COUNTER_KEYS = ("on", "flags", "add", "window", "period", "arg")
+COUNTER_PERIODS = ("day", "week", "month")
 _OUTPUT_KEYS = ("format", "max_records", "max_age")
 _CAMPAIGN_KEYS = (
     "id", "priority", "on", "audience", "peer_in", "exclude", "where", "area", "enter",
@@ -579,12 +587,23 @@ class _Reader:
             if add not in COUNTER_ADD:
                 self.fail(f"{key}.add", f'{_show(add)} is not 1, "dur" or "dur_minutes"')
             window = spec.get("window")
+            period = spec.get("period")
+            if period is not None:
+                if window is not None:
+                    self.fail(f"{key}.period", "replaces window: give one of them, not both")
+                self.string(f"{key}.period", period)
+                if period not in COUNTER_PERIODS:
+                    hint = difflib.get_close_matches(period, COUNTER_PERIODS, n=1)
+                    more = f"; did you mean {_show(hint[0])}?" if hint else ""
+                    self.fail(f"{key}.period", f"{_show(period)} is not one of day, week, month{more}")
             counters.append(CounterSpec(
                 name=name,
                 on=self.event_type_codes(f"{key}.on", spec["on"], required=True),
                 flags=flags,
                 add=add,
                 window_ms=None if window is None else self.duration(f"{key}.window", window, positive=True),
+                period=period,
+                arg=None if "arg" not in spec else self.integer(f"{key}.arg", spec["arg"], lo=0, hi=2**63 - 1),
             ))
         self.counters = {c.name: c for c in counters}
         return tuple(counters)

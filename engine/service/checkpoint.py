@@ -51,7 +51,8 @@ def fingerprint(engine: "Engine") -> dict:
     return {
         "campaigns": [c.id for c in engine.config.campaigns],
         "counters": [c.name for c in engine.config.counters],
-        "counter_windows": [bool(c.window_ms) for c in engine.config.counters],
+        # whether each counter keeps a start (a window or a period) in the rows
+        "counter_windows": [c.starts for c in engine.config.counters],
         "subscribers": int(len(msisdn)),
         "subscribers_crc32": zlib.crc32(memoryview(msisdn).cast("B")),
     }
