@@ -156,6 +156,17 @@ def test_local_days_and_conversions_on_their_contacts_day(tmp_path):
     assert "2026-11-02  promo" in text and "2026-11-03  promo" in text
 
 
+def test_a_conversion_whose_contact_is_missing_is_counted_and_warned_of(tmp_path):
+    out = Output().contacts("promo", "A", "send", 10, converted=2)
+    out.conversions.append((T0 + DAY + HOUR, "promo", 13_800_000_099, 999, "send"))
+    report = build_report(read_outputs([out.write(tmp_path / "out")]))
+    assert report["campaigns"]["promo"]["variants"]["A"]["conversions_send"] == 3
+    day = report["campaigns"]["promo"]["days"]["2026-11-03"]     # its own day, where no contact is
+    assert (day["conversions_send"], day["sends"], day["uplift"], day["note"]) == (1, 0, None, "contacts missing")
+    assert report["warnings"] == [f"{tmp_path / 'out'}: 1 conversion whose contact is not in its action files: "
+                                  "counted on the day they happened, under the campaign's only template (or '?')"]
+
+
 def test_the_json_shape_the_issue_names(known):
     code, stdout, _ = sigmatch("report", known, "--json", "--no-progress")
     assert code == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from statsmodels.stats.proportion import confint_proportions_2indep
 
-from engine.closedloop.uplift import MIN_CONTROLS, uplift
+from engine.closedloop.uplift import MIN_CONTROLS, uplift, uplifts
 
 
 def test_the_figure_and_its_interval():
@@ -41,3 +41,10 @@ def test_no_sends_and_no_control_conversions():
 def test_impossible_counts_are_refused(counts):
     with pytest.raises(ValueError):
         uplift(*counts)
+
+
+def test_many_at_once_are_each_as_alone():
+    counts = [(10_000, 1_200, 1_000, 80), (2_000, 100, 200, 8), (5_000, 100, MIN_CONTROLS - 1, 1), (0, 0, 500, 5),
+              (1_000, 10, 500, 0), (1, 1, MIN_CONTROLS, MIN_CONTROLS)]
+    assert uplifts(counts) == [uplift(*c) for c in counts]
+    assert uplifts([]) == []

@@ -23,7 +23,8 @@ step 5). Rates are fractions (0..1), None without contacts. A campaign's (and a 
 a day's) uplift is its send rate minus its control rate, with the 95% interval of
 engine.closedloop.uplift (Newcombe); the programme's is the send rate of every campaign minus
 the rate of the global controls. `note`: "" (a figure that holds), "not significant" (the
-interval holds 0), "too few controls" (fewer than `min_controls`), "no sends". uplift, ci_low,
+interval holds 0), "too few controls" (fewer than `min_controls`), "no sends", "contacts missing"
+(more conversions than contacts: action files missing from the directory). uplift, ci_low,
 ci_high, relative_uplift and incremental_conversions are None when there is no figure.
 
 Days are local days (stats.json's utc_offset). A contact counts on the day it was made, and
@@ -41,7 +42,8 @@ from typing import Optional
 import numpy as np
 
 from engine.closedloop.outputs import Outputs, ReportError
-from engine.closedloop.uplift import MIN_CONTROLS, uplift
+from engine.closedloop.uplift import MIN_CONTROLS, Uplift, uplifts
+from engine.wording import plural
 
 __all__ = ["REPORT_VERSION", "build_report", "format_report", "BY", "LEGEND"]
 
@@ -76,16 +78,24 @@ def _day_name(day: int) -> str:
     return (datetime.date(1970, 1, 1) + datetime.timedelta(days=int(day))).isoformat()
 
 
-def figures(counts: dict, min_controls: int = MIN_CONTROLS, programme: bool = False) -> dict:
-    """<figures> of one unit from its contact and conversion counts by kind: {kind: n} under
-    "contacts" and "conversions"."""
+def _kind_counts(counts: dict) -> tuple:
     contacts, converted = counts["contacts"], counts["conversions"]
-    sends, controls, global_controls = (contacts.get(k, 0) for k in _KINDS)
-    conv_send, conv_control, conv_global = (converted.get(k, 0) for k in _KINDS)
+    return tuple(contacts.get(k, 0) for k in _KINDS) + tuple(converted.get(k, 0) for k in _KINDS)
+
+
+def _compared(counts: dict, programme: bool) -> tuple[int, int, int, int]:
+    """(sends, their conversions, controls, theirs) that the uplift compares: a campaign's own
+    controls, or for the programme the global controls."""
+    sends, controls, global_controls, conv_send, conv_control, conv_global = _kind_counts(counts)
     if programme:
-        measured = uplift(sends, conv_send, global_controls, conv_global, min_controls=min_controls)
-    else:
-        measured = uplift(sends, conv_send, controls, conv_control, min_controls=min_controls)
+        return sends, conv_send, global_controls, conv_global
+    return sends, conv_send, controls, conv_control
+
+
+def _figures(counts: dict, measured: Uplift) -> dict:
+    """<figures> of one unit from its counts by kind ({"contacts": {kind: n}, "conversions": ...})
+    and its uplift."""
+    sends, controls, global_controls, conv_send, conv_control, conv_global = _kind_counts(counts)
     return {
         "sends": sends, "controls": controls, "global_controls": global_controls,
         "conversions_send": conv_send, "conversions_control": conv_control,
@@ -97,6 +107,28 @@ def figures(counts: dict, min_controls: int = MIN_CONTROLS, programme: bool = Fa
         "relative_uplift": measured.relative, "incremental_conversions": measured.incremental,
         "note": measured.note,
     }
+
+
+class _Figures:
+    """Units to give <figures>, their uplifts computed together (one statsmodels call)."""
+
+    def __init__(self, min_controls: int):
+        self.min_controls = min_controls
+        self.pending: list[tuple[dict, str, dict, bool]] = []   # (parent, key, counts, programme)
+
+    def put(self, parent: dict, key: str, counts: dict, programme: bool = False) -> None:
+        self.pending.append((parent, key, counts, programme))
+
+    def fill(self) -> None:
+        compared = [_compared(counts, programme) for _, _, counts, programme in self.pending]
+        # more conversions than contacts: only where contacts are missing from the files
+        whole = [i for i, (n1, x1, n2, x2) in enumerate(compared) if x1 <= n1 and x2 <= n2]
+        measured = [Uplift(*c, None, None, None, None, None, None, None, "contacts missing") for c in compared]
+        for i, m in zip(whole, uplifts([compared[i] for i in whole], min_controls=self.min_controls)):
+            measured[i] = m
+        for (parent, key, counts, _), m in zip(self.pending, measured):
+            parent[key] = {**_figures(counts, m), **parent[key]}     # the figures first, then the parts
+        self.pending = []
 
 
 def _blank() -> dict:
@@ -131,12 +163,17 @@ def build_report(outputs: Outputs, *, min_controls: int = MIN_CONTROLS) -> dict:
         if len(c):
             where, found = _contacts_of(a.seq, c.seq)
             if not found.all():
-                warnings.append(f"{directory.path}: {int((~found).sum()):,} conversions whose contact is not in its "
-                                "action files: counted on the day they happened, under the campaign's only template "
-                                "(or '?')")
+                missing = plural(int((~found).sum()), "conversion whose contact is", "conversions whose contact are")
+                warnings.append(f"{directory.path}: {missing} not in its action files: counted on the day they "
+                                "happened, under the campaign's only template (or '?')")
                 log.warning("%s", warnings[-1])
-            template = np.where(found, a.template[where], _only_template(a, c.campaign))
-            contact_day = np.where(found, day[where], (c.ts + offset_ms) // DAY_MS)
+            if len(a):
+                template, contact_day = a.template[where], day[where]
+            else:
+                template, contact_day = np.full(len(c), -1, np.int64), np.zeros(len(c), np.int64)
+            if not found.all():
+                template = np.where(found, template, _only_template(a, c.campaign))
+                contact_day = np.where(found, contact_day, (c.ts + offset_ms) // DAY_MS)
             keys["conversions"].append((c.campaign, template, c.kind, contact_day))
 
     templates = outputs.templates + ["?"]
@@ -155,17 +192,26 @@ def build_report(outputs: Outputs, *, min_controls: int = MIN_CONTROLS) -> dict:
                            programme["days"].setdefault(day, _blank())):
                 _add(target, what, kind_name, count)
 
+    later = _Figures(min_controls)
     report_campaigns = {}
     for cid, unit in campaigns.items():
-        funnel = _funnel(outputs, cid)
-        entry = figures(unit["total"], min_controls)
-        entry["funnel"] = funnel
-        entry["variants"] = {t: figures(v, min_controls) for t, v in sorted(unit["variants"].items())}
-        entry["days"] = {_day_name(d): figures(v, min_controls) for d, v in sorted(unit["days"].items())}
-        report_campaigns[cid] = entry
-    programme_entry = figures(programme["total"], min_controls, programme=True)
-    programme_entry["days"] = {_day_name(d): figures(v, min_controls, programme=True)
-                               for d, v in sorted(programme["days"].items())}
+        entry = report_campaigns[cid] = {}
+        later.put(report_campaigns, cid, unit["total"])
+        entry["funnel"] = _funnel(outputs, cid)
+        entry["variants"] = {t: {} for t in sorted(unit["variants"])}
+        for t in entry["variants"]:
+            later.put(entry["variants"], t, unit["variants"][t])
+        entry["days"] = {_day_name(d): {} for d in sorted(unit["days"])}
+        for d in sorted(unit["days"]):
+            later.put(entry["days"], _day_name(d), unit["days"][d])
+    holder = {"programme": {}}
+    later.put(holder, "programme", programme["total"], programme=True)
+    programme_entry = holder["programme"]
+    programme_entry["days"] = {_day_name(d): {} for d in sorted(programme["days"])}
+    for d in sorted(programme["days"]):
+        later.put(programme_entry["days"], _day_name(d), programme["days"][d], programme=True)
+    later.fill()
+    programme_entry = holder["programme"]
     return {
         "report": REPORT_VERSION,
         "outputs": [str(d.path) for d in outputs.directories],
@@ -225,7 +271,14 @@ def _counted(parts: list) -> list:
     nr_templates = int(template.max()) + 2
     nr_kinds = int(kind.max()) + 1
     key = (((campaign * nr_templates + (template + 1)) * nr_kinds + kind) * day_span) + (day - day0)
-    values, counts = np.unique(key, return_counts=True)
+    space = (int(campaign.max()) + 1) * nr_templates * nr_kinds * day_span
+    if space <= 4 * len(key) + (1 << 20):
+        # a few campaigns, templates, kinds and days: counting is one pass, no sort
+        counts = np.bincount(key, minlength=space)
+        values = np.flatnonzero(counts)
+        counts = counts[values]
+    else:
+        values, counts = np.unique(key, return_counts=True)
     out = []
     for k, n in zip(values.tolist(), counts.tolist()):
         d = k % day_span

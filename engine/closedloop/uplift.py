@@ -8,9 +8,9 @@ at the small rates and small control groups campaigns have, where the Wald inter
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
-__all__ = ["Uplift", "uplift", "MIN_CONTROLS"]
+__all__ = ["Uplift", "uplift", "uplifts", "MIN_CONTROLS"]
 
 # Below this many controls an uplift is not shown as a figure: with a 5% holdout, a campaign
 # needs about 2,000 sends before its control group says anything.
@@ -48,9 +48,31 @@ def uplift(sends: int, send_conversions: int, controls: int, control_conversions
     """The uplift of `sends` (contacts sent, of which `send_conversions` converted) over
     `controls`. Counts are contacts; conversions are counted once per contact. Raises
     ValueError for negative counts or more conversions than contacts."""
-    for name, count, total in (("send", send_conversions, sends), ("control", control_conversions, controls)):
-        if count < 0 or total < 0 or count > total:
-            raise ValueError(f"{name} conversions {count} of {total} contacts")
+    return uplifts([(sends, send_conversions, controls, control_conversions)], min_controls=min_controls,
+                   alpha=alpha)[0]
+
+
+def uplifts(counts: Sequence[tuple[int, int, int, int]], *, min_controls: int = MIN_CONTROLS,
+            alpha: float = 0.05) -> list[Uplift]:
+    """uplift() of each (sends, send_conversions, controls, control_conversions), with one
+    call of statsmodels for all of them (a report has hundreds: campaigns x variants x days)."""
+    for sends, send_conversions, controls, control_conversions in counts:
+        for name, count, total in (("send", send_conversions, sends), ("control", control_conversions, controls)):
+            if count < 0 or total < 0 or count > total:
+                raise ValueError(f"{name} conversions {count} of {total} contacts")
+    measured = [i for i, (sends, _, controls, _) in enumerate(counts) if sends and controls >= min_controls]
+    intervals = {}
+    if measured:
+        from statsmodels.stats.proportion import confint_proportions_2indep
+        import numpy as np
+        n1, x1, n2, x2 = (np.array([counts[i][k] for i in measured], np.int64) for k in range(4))
+        low, high = confint_proportions_2indep(x1, n1, x2, n2, method="newcomb", compare="diff", alpha=alpha)
+        intervals = {i: (float(a), float(b)) for i, a, b in zip(measured, np.atleast_1d(low), np.atleast_1d(high))}
+    return [_figure(*c, intervals.get(i), min_controls) for i, c in enumerate(counts)]
+
+
+def _figure(sends: int, send_conversions: int, controls: int, control_conversions: int,
+            interval: Optional[tuple[float, float]], min_controls: int) -> Uplift:
     send_rate = send_conversions / sends if sends else None
     control_rate = control_conversions / controls if controls else None
     blank = dict(sends=sends, send_conversions=send_conversions, controls=controls,
@@ -60,10 +82,8 @@ def uplift(sends: int, send_conversions: int, controls: int, control_conversions
         return Uplift(**blank, note="no sends")
     if controls < min_controls:
         return Uplift(**blank, note="too few controls")
-    from statsmodels.stats.proportion import confint_proportions_2indep
-    low, high = confint_proportions_2indep(send_conversions, sends, control_conversions, controls,
-                                           method="newcomb", compare="diff", alpha=alpha)
+    low, high = interval
     absolute = send_rate - control_rate
-    blank.update(absolute=absolute, low=float(low), high=float(high),
+    blank.update(absolute=absolute, low=low, high=high,
                  relative=absolute / control_rate if control_rate else None, incremental=absolute * sends)
     return Uplift(**blank, note="not significant" if low <= 0 <= high else "")

@@ -1,0 +1,112 @@
+"""`sigmatch report` over a large output directory: `python -m bench.report [DIR] [--actions N]
+[--conversions N] [--format csv|jsonl|parquet]`.
+
+The directory is written once (reused when DIR already holds it) by the engine's own sinks from
+synthetic records: N actions of 15 campaigns over 5 channels and 30 local days, 5% controls,
+conversions of distinct contacts. Then `report` is timed in a fresh process, as an operator
+runs it (`sigmatch report DIR --json`), and stage by stage in this one (read, build). Prints
+one table row for bench/RESULTS.md."""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CAMPAIGNS = 15
+CHANNELS = ("sms", "boss", "mms", "outbound", "popup")
+T0 = 1_793_548_800_000          # 2026-11-02 00:00 +08:00
+DAY = 86_400_000
+
+
+def _config(directory: Path) -> Path:
+    lines = ['[engine]\nutc_offset = "+08:00"\n']
+    for i in range(CAMPAIGNS):
+        lines.append(f'[[campaign]]\nid = "c{i:02d}"\non = ["CALL_MO_END"]\nchannel = "{CHANNELS[i % 5]}"\n'
+                     f'template = "T{i:02d}"\nholdout = 0.05\n')
+    path = directory / "campaigns.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def make_outputs(out: Path, actions: int, conversions: int, fmt: str = "csv", seed: int = 1) -> None:
+    """Write `actions` action records and `conversions` conversion records into `out`."""
+    from engine.api import configuration_identity
+    from engine.language.config import load_config
+    from engine.records import ACTION_DTYPE, CONVERSION_DTYPE
+    from engine.sinks import SinkSet
+    out.mkdir(parents=True)
+    config = load_config(_config(out.parent))
+    rng = np.random.default_rng(seed)
+    a = np.zeros(actions, ACTION_DTYPE)
+    a["seq"] = np.arange(1, actions + 1)
+    a["ts"] = T0 + np.sort(rng.integers(0, 30 * DAY, actions))
+    a["trigger_ts"] = a["ts"]
+    a["msisdn"] = 13_800_000_000 + rng.integers(0, 3_000_000, actions)
+    a["campaign"] = rng.integers(0, CAMPAIGNS, actions)
+    a["kind"] = rng.random(actions) < 0.05
+    chosen = np.sort(rng.choice(actions, conversions, replace=False))
+    c = np.zeros(conversions, CONVERSION_DTYPE)
+    c["seq"] = np.arange(1, conversions + 1)
+    c["contact_seq"] = a["seq"][chosen]
+    c["ts"] = a["ts"][chosen] + rng.integers(1, DAY, conversions)
+    c["msisdn"] = a["msisdn"][chosen]
+    c["campaign"] = a["campaign"][chosen]
+    c["kind"] = a["kind"][chosen]
+    c = c[np.argsort(c["ts"], kind="stable")]
+    c["seq"] = np.arange(1, conversions + 1)
+    with SinkSet(out, campaigns=config.campaigns, format=fmt) as sinks:
+        for start in range(0, actions, 1 << 20):
+            sinks.write_actions(a[start:start + (1 << 20)])
+        sinks.write_conversions(c)
+        stats = {"configuration": configuration_identity(config),
+                 "run": {"actions": actions, "conversions": conversions, "first_seq": 1, "last_seq": actions},
+                 "campaigns": {s.id: {"matched": int((a["campaign"] == i).sum()), "sent": 0, "control": 0}
+                               for i, s in enumerate(config.campaigns)}}
+        sinks.write_stats(stats)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", nargs="?", type=Path)
+    parser.add_argument("--actions", type=int, default=10_000_000)
+    parser.add_argument("--conversions", type=int, default=1_000_000)
+    parser.add_argument("--format", default="csv", choices=("csv", "jsonl", "parquet"))
+    args = parser.parse_args(argv)
+    base = args.directory or Path(tempfile.mkdtemp(prefix="sigmatch-bench-report-"))
+    out = base / f"out-{args.format}-{args.actions}-{args.conversions}"
+    if not (out / "stats.json").exists():
+        started = time.perf_counter()
+        make_outputs(out, args.actions, args.conversions, args.format)
+        print(f"outputs written in {time.perf_counter() - started:.1f} s: {out}", file=sys.stderr)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "report", str(out), "--json", "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True)
+    whole = time.perf_counter() - started
+    if proc.returncode:
+        raise SystemExit(proc.stderr)
+
+    from engine.closedloop.outputs import read_outputs
+    from engine.closedloop.report import build_report
+    started = time.perf_counter()
+    outputs = read_outputs([out], progress=False)
+    read = time.perf_counter() - started
+    started = time.perf_counter()
+    build_report(outputs)
+    build = time.perf_counter() - started
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"| {time.strftime('%Y-%m-%d')} | {args.format} | {args.actions:,} | {args.conversions:,} | "
+          f"{size / 1e9:.2f} GB | {whole:.1f} s | {read:.1f} s | {build:.1f} s | {machine} |")
+
+
+if __name__ == "__main__":
+    main()
