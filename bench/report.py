@@ -4,8 +4,9 @@
 The directory is written once (reused when DIR already holds it) by the engine's own sinks from
 synthetic records: N actions of 15 campaigns over 5 channels and 30 local days, 5% controls,
 conversions of distinct contacts. Then `report` is timed in a fresh process, as an operator
-runs it (`sigmatch report DIR --json`), and stage by stage in this one (read, build). Prints
-one table row for bench/RESULTS.md."""
+runs it (`sigmatch report DIR --json`: its wall time and CPU time), and stage by stage in
+this one (read, build). Prints one table row for bench/RESULTS.md, with the load average
+after the run (the machine is shared: the wall time depends on it, the CPU time much less)."""
 from __future__ import annotations
 
 import argparse
@@ -88,10 +89,14 @@ def main(argv=None) -> None:
         print(f"outputs written in {time.perf_counter() - started:.1f} s: {out}", file=sys.stderr)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
 
+    import resource
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "report", str(out), "--json", "--no-progress"],
                           cwd=ROOT, capture_output=True, text=True)
     whole = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode:
         raise SystemExit(proc.stderr)
 
@@ -104,8 +109,9 @@ def main(argv=None) -> None:
     build_report(outputs)
     build = time.perf_counter() - started
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    load = os.getloadavg()[0]
     print(f"| {time.strftime('%Y-%m-%d')} | {args.format} | {args.actions:,} | {args.conversions:,} | "
-          f"{size / 1e9:.2f} GB | {whole:.1f} s | {read:.1f} s | {build:.1f} s | {machine} |")
+          f"{size / 1e9:.2f} GB | {whole:.1f} s | {cpu:.1f} s | {read:.1f} s | {build:.1f} s | {load:.1f} | {machine} |")
 
 
 if __name__ == "__main__":

@@ -231,6 +231,9 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
                 since_ms = parse_duration(since)
             except ValueError as e:
                 _fail(f"--since {since}: {e}")
+    # statsmodels (with scipy and pandas) takes seconds to import: it loads while Arrow parses
+    # the files, which it does without the GIL
+    threading.Thread(target=_import_statistics, name="import-statsmodels", daemon=True).start()
     read = read_outputs(outputs, progress=progress)
     document = build_report(read, min_controls=min_controls)
     if non_responders is not None:
@@ -254,6 +257,13 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
         click.echo(json_module.dumps(document, indent=2, ensure_ascii=False))
     elif non_responders is None:
         click.echo(format_report(document, by=by))
+
+
+def _import_statistics() -> None:
+    try:
+        import statsmodels.stats.proportion  # noqa: F401
+    except ImportError:
+        pass        # said by the report itself, where it needs it
 
 
 def _utc(ms: int) -> str:

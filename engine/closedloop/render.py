@@ -4,7 +4,8 @@ engine.closedloop.report.build_report. Needs matplotlib and Jinja2 (pip install 
 
     funnel.png   per campaign: matched, suppressed (every reason), sent, control, converted
     uplift.png   per campaign and the programme: uplift in percentage points with its 95% interval
-    daily.png    per local day: contacts (sends, controls) and the conversion rates of sends and controls
+    daily.png    per local day: contacts (sends, controls), and the conversion rates of the sends of the
+                 campaigns that hold out controls, of those controls and of the global controls
 """
 from __future__ import annotations
 
@@ -121,10 +122,19 @@ def _daily(plt, report: dict):
     def rate(conversions, contacts):
         return [100 * a / b if b else float("nan") for a, b in zip(conversions, contacts)]
 
-    bottom.plot(x, rate([f["conversions_send"] for f in p], [f["sends"] for f in p]), "o-", color="#3b7dd8",
-                label="sends")
-    bottom.plot(x, rate([f["conversions_control"] + f["conversions_global_control"] for f in p], controls), "s--",
-                color="#f2b134", label="controls")
+    # like with like: the sends of the campaigns that hold out a control group, against those controls
+    held = [e for e in report["campaigns"].values() if e["controls"]]
+
+    def summed(key):
+        return [sum(e["days"].get(d, {}).get(key, 0) for e in held) for d in days]
+
+    bottom.plot(x, rate(summed("conversions_send"), summed("sends")), "o-", color="#3b7dd8",
+                label="sends of the campaigns with a control group")
+    bottom.plot(x, rate(summed("conversions_control"), summed("controls")), "s--", color="#f2b134",
+                label="their controls")
+    if report["programme"]["global_controls"]:
+        bottom.plot(x, rate([f["conversions_global_control"] for f in p], [f["global_controls"] for f in p]), "^:",
+                    color="#777777", label="global controls")
     bottom.set_ylabel("conversion rate (%)")
     bottom.set_xlabel("local day")
     bottom.set_xticks(list(x), days, rotation=45 if len(days) > 7 else 0, ha="right" if len(days) > 7 else "center")
