@@ -122,6 +122,9 @@ ctypedef struct CampaignC:
     int32_t hours_end
     int32_t counter         # -1: no counter condition
     uint32_t at_least
+    int32_t when_start      # first word of its `when` program in EngineC.when_prog
+    int32_t when_len        # 0: no `when`
+    int32_t date_slot       # its anniversary attribute's column in EngineC.dates, -1: none
     uint32_t stop_after     # 0xFFFFFFFF: never stop
     uint32_t holdout        # control when crc % 10000 < holdout
     uint32_t recheck        # RECHECK_* bits
@@ -132,6 +135,23 @@ ctypedef struct CampaignC:
     uint8_t has_convert_arg
     uint32_t id_len
     const char* id          # campaign id bytes (owned by the Core), for the holdout hash
+
+# `when` (SPEC §2.1), compiled by engine.language.when.compile_program: each comparison is
+# sum(coef * counter) + constant OP 0 over the terms [first_term, first_term + nr_terms) of
+# EngineC.when_terms, computed on 128-bit integers (|coef| < 2^33, at most 32 terms, counters
+# < 2^32: no overflow). The program (EngineC.when_prog) is postfix: a word >= 0 pushes that
+# comparison's truth, WHEN_AND / WHEN_OR / WHEN_NOT combine.
+ctypedef struct WhenTermC:
+    int64_t coef
+    int32_t counter
+    int32_t pad
+
+ctypedef struct WhenCmpC:
+    int64_t constant
+    uint32_t first_term
+    uint32_t nr_terms
+    int32_t op              # WHEN_EQ ... WHEN_GE, in engine.language.when.OPS order
+    int32_t pad
 
 # A set of 64-bit MSISDNs (peer lists hold off-net numbers), open addressing, 0 = empty slot.
 ctypedef struct PeerSetC:

@@ -95,6 +95,14 @@ cdef extern from *:
     void sm_prefetch(const void* p) nogil
     void sm_prefetch_l2(const void* p) nogil
 
+# `when` sums: at most 32 terms of |coef| < 2^33 times a counter < 2^32, plus a constant, need
+# about 71 bits; GCC and Clang have a 128-bit integer on every 64-bit target we build for.
+cdef extern from *:
+    """
+    typedef __int128 sm_int128;
+    """
+    ctypedef long long sm_int128
+
 sm_crc_init()
 
 # Decoder return codes
@@ -178,6 +186,18 @@ cdef enum:
     EXEMPT_MAX_PER_DAY = 2
     EXEMPT_QUIET_HOURS = 4
 
+# `when` comparison codes (engine.language.when.OPS order) and program words below 0
+cdef enum:
+    WHEN_EQ = 0
+    WHEN_NE = 1
+    WHEN_LT = 2
+    WHEN_LE = 3
+    WHEN_GT = 4
+    WHEN_GE = 5
+    WHEN_AND = -1
+    WHEN_OR = -2
+    WHEN_NOT = -3
+
 # Core status codes returned to Python
 cdef enum:
     ST_OK = 0
@@ -246,6 +266,14 @@ ctypedef struct EngineC:
     # configuration
     CounterC* counters
     CampaignC* campaigns
+    WhenCmpC* when_cmps         # every campaign's `when` comparisons, one table
+    WhenTermC* when_terms
+    int32_t* when_prog
+    # anniversaries: per subscriber, nr_dates uint16 (month * 32 + day, 0 = never matches),
+    # one per anniversary attribute some campaign names. Compiled from the profiles like the
+    # eligibility words, so not state: a checkpoint or a reload never carries it
+    uint16_t* dates             # [subscriber * nr_dates + slot]
+    int32_t nr_dates
     int32_t nr_campaigns
     uint32_t* by_type_off       # [65] offsets into by_type_list, per event type code
     uint16_t* trig_list
@@ -398,6 +426,10 @@ cdef class Core:
             sm_free(self.E.area_masks, (self.E.area_slot_mask + 1) * self.E.nr_area_words * sizeof(uint64_t))
         free(self.E.counters)
         free(self.E.campaigns)
+        free(self.E.when_cmps)
+        free(self.E.when_terms)
+        free(self.E.when_prog)
+        sm_free(self.E.dates, <size_t>self.E.nr_subscribers * self.E.nr_dates * sizeof(uint16_t))
         free(self.E.by_type_off)
         free(self.E.trig_list)
         free(self.E.counter_type_off)
@@ -523,6 +555,23 @@ cdef class Core:
                 h.flags |= SUB_INACTIVE
             else:
                 h.flags &= ~SUB_INACTIVE
+
+    def set_dates(self, const uint16_t[:, ::1] codes):
+        """Anniversary dates [nr_subscribers, attributes]: month * 32 + day, 0 = never matches.
+        A campaign names its column by `date_slot`."""
+        cdef size_t n
+        if codes.shape[0] != self.E.nr_subscribers:
+            raise ValueError("dates do not match subscribers")
+        if self.E.dates != NULL:
+            raise RuntimeError("dates are already set")
+        n = <size_t>codes.shape[0] * codes.shape[1]
+        if n == 0:
+            return
+        self.E.dates = <uint16_t*>sm_zalloc(n * sizeof(uint16_t))
+        if self.E.dates == NULL:
+            raise MemoryError()
+        memcpy(self.E.dates, &codes[0, 0], n * sizeof(uint16_t))
+        self.E.nr_dates = codes.shape[1]
 
     def add_peer_set(self, const uint64_t[::1] msisdn):
         """A set of MSISDNs (0 is never a member); returns its id for set_campaigns."""
@@ -693,6 +742,9 @@ cdef class Core:
             c.days = d["days"]
             c.counter = d["counter"]
             c.at_least = d["at_least"]
+            c.date_slot = d.get("date_slot", -1)
+            if not -1 <= c.date_slot < self.E.nr_dates:
+                raise ValueError("date_slot out of range")
             c.stop_after = d["stop_after"] if d["stop_after"] is not None else 0xFFFFFFFFu
             c.holdout = d["holdout"]
             c.recheck = d["recheck"]
@@ -709,6 +761,7 @@ cdef class Core:
             c.id = base + offset
             c.id_len = len(raw)
             offset += len(raw)
+        self._set_when(campaigns)
         self.E.nr_campaigns = n
         self.nr_campaigns = n
         self._build_type_lists(
@@ -721,6 +774,54 @@ cdef class Core:
         self._build_type_lists(
             [[ci for ci, d in enumerate(campaigns) if (d["convert_types"] >> t) & 1] for t in range(64)],
             &self.E.convert_type_off, &self.E.convert_list)
+
+    cdef _set_when(self, list campaigns):
+        """The `when` tables: d["when"] is None or (comparisons, words, stack) as
+        engine.language.when.Program holds them; counters must exist (set_counters first)."""
+        cdef int ci
+        cdef CampaignC* c
+        cmps, terms, words = [], [], []
+        for ci, d in enumerate(campaigns):
+            c = &self.E.campaigns[ci]
+            when = d.get("when")
+            c.when_start = len(words)
+            c.when_len = 0
+            if when is None:
+                continue
+            comparisons, program, stack = when
+            if stack > 64 or not program:
+                raise ValueError("a when program needs a stack of at most 64")
+            for word in program:
+                if not (WHEN_NOT <= word < len(comparisons)):
+                    raise ValueError("bad when program word")
+                words.append(word + len(cmps) if word >= 0 else word)
+            for op, constant, cterms in comparisons:
+                if not 0 <= op <= WHEN_GE or len(cterms) > 32 or not -(1 << 62) < constant < (1 << 62):
+                    raise ValueError("bad when comparison")
+                cmps.append((op, constant, len(terms), len(cterms)))
+                for k, coef in cterms:
+                    if not 0 <= k < self.E.nr_counters or not -(1 << 62) < coef < (1 << 62):
+                        raise ValueError("bad when term")
+                    terms.append((k, coef))
+            c.when_len = len(program)
+        free(self.E.when_cmps)
+        free(self.E.when_terms)
+        free(self.E.when_prog)
+        self.E.when_cmps = <WhenCmpC*>calloc(max(len(cmps), 1), sizeof(WhenCmpC))
+        self.E.when_terms = <WhenTermC*>calloc(max(len(terms), 1), sizeof(WhenTermC))
+        self.E.when_prog = <int32_t*>calloc(max(len(words), 1), sizeof(int32_t))
+        if self.E.when_cmps == NULL or self.E.when_terms == NULL or self.E.when_prog == NULL:
+            raise MemoryError()
+        for ci, (op, constant, first, nr) in enumerate(cmps):
+            self.E.when_cmps[ci].op = op
+            self.E.when_cmps[ci].constant = constant
+            self.E.when_cmps[ci].first_term = first
+            self.E.when_cmps[ci].nr_terms = nr
+        for ci, (k, coef) in enumerate(terms):
+            self.E.when_terms[ci].counter = k
+            self.E.when_terms[ci].coef = coef
+        for ci, word in enumerate(words):
+            self.E.when_prog[ci] = word
 
     # ---- the stream ---------------------------------------------------------------------
 

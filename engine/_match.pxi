@@ -107,6 +107,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     cdef uint64_t* cur_areas
     cdef uint64_t* prev_areas
     cdef TimerC timer
+    cdef uint32_t today = 0     # month_day_of the event's local day, once a campaign asks
     # Event time: the clock only moves forward; a late event takes the clock. Counted, as it
     # is processed at a time other than its own (ts == clock is on time, not late).
     if not E.has_clock or ev.ts > E.clock:
@@ -220,6 +221,13 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             continue
         if c.counter >= 0 and counter_read(E, row, c.counter, ts) < c.at_least:
             continue
+        if c.when_len and not when_true(E, row, c, ts):
+            continue
+        if c.date_slot >= 0:
+            if today == 0:
+                today = month_day_of(floor_div(ts + E.utc_offset, DAY_MS))
+            if not anniversary_today(today, E.dates[<size_t>sub * E.nr_dates + c.date_slot]):
+                continue
         contact = find_contact(E, sub, ci, False) if h.flags & SUB_HAS_CONTACT else NULL
         if contact != NULL:
             if (contact.streak >= c.stop_after

@@ -164,6 +164,81 @@ cdef inline uint32_t counter_read(EngineC* E, uint8_t* row, int32_t k, int64_t t
     return v
 
 
+cdef bint when_true(EngineC* E, uint8_t* row, CampaignC* c, int64_t ts) noexcept nogil:
+    """A campaign's `when` over this subscriber's counters read at `ts` (counter_read), exact:
+    each comparison's sum is a 128-bit integer that cannot overflow (engine.language.when).
+    The stack is one bit per level; compile_program keeps it within 64."""
+    cdef uint64_t stack = 0, top
+    cdef int32_t i, word
+    cdef uint32_t j
+    cdef WhenCmpC* cmp
+    cdef WhenTermC* term
+    cdef sm_int128 s
+    cdef bint b
+    for i in range(c.when_start, c.when_start + c.when_len):
+        word = E.when_prog[i]
+        if word >= 0:
+            cmp = &E.when_cmps[word]
+            s = <sm_int128>cmp.constant
+            for j in range(cmp.first_term, cmp.first_term + cmp.nr_terms):
+                term = &E.when_terms[j]
+                s += <sm_int128>term.coef * <sm_int128>counter_read(E, row, term.counter, ts)
+            if cmp.op == WHEN_EQ:
+                b = s == 0
+            elif cmp.op == WHEN_NE:
+                b = s != 0
+            elif cmp.op == WHEN_LT:
+                b = s < 0
+            elif cmp.op == WHEN_LE:
+                b = s <= 0
+            elif cmp.op == WHEN_GT:
+                b = s > 0
+            else:
+                b = s >= 0
+            stack = (stack << 1) | b
+        elif word == WHEN_NOT:
+            stack ^= 1
+        else:
+            top = stack & 1
+            stack >>= 1
+            if word == WHEN_AND:
+                stack &= ~(<uint64_t>1) | top
+            else:
+                stack |= top
+    return stack & 1
+
+
+cdef inline uint32_t month_day_of(int64_t day) noexcept nogil:
+    """The civil (proleptic Gregorian) month * 32 + day of a day number (days since
+    1970-01-01, negative before), plus 1024 when its year is not a leap year. H. Hinnant's
+    civil_from_days ("chrono-compatible low-level date algorithms"): integers only, exact
+    over the whole range of event times."""
+    cdef int64_t z = day + 719468
+    cdef int64_t era = floor_div(z, 146097)
+    cdef int64_t doe = z - era * 146097                                   # [0, 146096]
+    cdef int64_t yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365  # [0, 399]
+    cdef int64_t y = yoe + era * 400
+    cdef int64_t doy = doe - (365 * yoe + yoe // 4 - yoe // 100)            # [0, 365], from March 1
+    cdef int64_t mp = (5 * doy + 2) // 153                                 # [0, 11], March = 0
+    cdef int64_t d = doy - (153 * mp + 2) // 5 + 1
+    cdef int64_t m = mp + 3 if mp < 10 else mp - 9
+    cdef bint leap
+    if m <= 2:
+        y += 1
+    leap = (y % 4 == 0 and y % 100 != 0) or y % 400 == 0
+    return <uint32_t>(m * 32 + d) | (0 if leap else 1024)
+
+
+cdef inline bint anniversary_today(uint32_t today, uint16_t date) noexcept nogil:
+    """`date` (month * 32 + day, 0 = never) falls on `today` (month_day_of): the same month
+    and day, or February 29 on February 28 of a year without one."""
+    if date == 0:
+        return False
+    if date == (today & 1023):
+        return True
+    return date == 2 * 32 + 29 and today == 1024 + 2 * 32 + 28
+
+
 cdef ContactC* find_contact(EngineC* E, uint32_t sub, uint32_t ci, bint create) noexcept nogil:
     """The contact state of (subscriber, campaign); with `create`, made when absent. Creating
     may grow the table: pointers from earlier calls are then stale."""

@@ -229,6 +229,7 @@ class Engine:
         self._core = compiled.core
         self.subscribers = compiled.subscribers      # MSISDN by subscriber index
         self.eligible = compiled.eligible            # campaign id -> subscribers it may contact
+        self.malformed_dates = compiled.malformed_dates   # anniversary attribute -> values that are not dates
         self.checkpoint_extra: Optional[dict] = None  # the extra of the checkpoint restored, if any
         self.reload_dropped = 0
         if owned:

@@ -299,6 +299,9 @@ def check(config: Path, traces: tuple[Path, ...]):
             never.append(c.id)
     if not cfg.campaigns:
         click.echo("    -")
+    for name, count in engine.malformed_dates.items():
+        click.echo(f"  {name}: {plural(count, 'value is', 'values are')} not dates (YYYY-MM-DD); "
+                   "those subscribers never match an anniversary")
     click.echo(f"  engine state: {engine.bytes_per_subscriber:.0f} bytes per subscriber")
     warn = logging.getLogger("sigmatch.check").warning
     if len(world.profiles.msisdn) == 0:

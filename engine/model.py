@@ -21,6 +21,7 @@ start in one span of 2**26 stream bytes (offset >> 26), the rest are only counte
 """
 from __future__ import annotations
 
+import calendar
 import datetime
 import heapq
 import re
@@ -52,6 +53,9 @@ REQUIRED = FIELDS[:3]
 RANGES = {"ts": (0, 2**53), "type": (0, 2**64), "msisdn": (1, 10**15), "peer": (0, 10**15),
           "cell": (0, 2**32), "dur": (0, 2**64), "flags": (0, 2**64), "arg": (0, 2**64)}
 DIGITS = re.compile(r"[1-9][0-9]{0,14}")       # [0-9] is ASCII only, unlike str.isdigit
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+EPOCH = datetime.date(1970, 1, 1)
+GREGORIAN_CYCLE_DAYS = 146_097     # 400 years: the calendar repeats, leap years included
 
 # ---------------------------------------------------------------------------- framing
 # First bytes whose value has a fixed size after that byte: float, (u)int 8..64, fixext 1..16.
@@ -201,6 +205,18 @@ class _Contact:
     converted: bool = False
 
 
+def _month_day(value):
+    """(month, day) of a profile value holding an ISO date `YYYY-MM-DD` naming a real day
+    (white space around it ignored), else None."""
+    if not isinstance(value, str) or not ISO_DATE.fullmatch(value.strip()):
+        return None
+    try:
+        date = datetime.date.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return date.month, date.day
+
+
 def _in_window(minute: int, window: tuple[int, int]) -> bool:
     start, end = window
     return start <= minute < end if start < end else minute >= start or minute < end
@@ -226,6 +242,14 @@ class ReferenceModel:
             for c in self.campaigns:
                 if c.where:
                     self.where[c.id] = np.asarray(where.evaluate(where.parse(c.where), profiles), dtype=bool)
+
+        self.when = {}
+        if any(c.when for c in self.campaigns):
+            from engine.language import when
+            self.when = {c.id: when.parse(c.when) for c in self.campaigns if c.when}
+        # anniversary attribute -> (month, day) per subscriber, None when null or not a date
+        self.dates = {c.anniversary: [_month_day(v) for v in profiles.columns[c.anniversary].to_pylist()]
+                      for c in self.campaigns if c.anniversary is not None}
 
         self.actions: list[tuple] = []
         self.conversions: list[tuple] = []
@@ -376,6 +400,24 @@ class ReferenceModel:
         year, month, _ = self._date(t)
         return year * 12 + month - 1
 
+    def _when(self, c, i: int, ts: int) -> bool:
+        from engine.language import when
+        return when.evaluate(self.when[c.id], lambda name: self._counter_value(i, name, ts))
+
+    def _local_date(self, t: int) -> datetime.date:
+        # Python's dates end at year 9999 and event times go further; the Gregorian calendar
+        # repeats every 400 years, so the date 400k years on has the same month, day and leapness
+        return EPOCH + datetime.timedelta(days=self._day(t) % GREGORIAN_CYCLE_DAYS)
+
+    def _anniversary(self, c, i: int, t: int) -> bool:
+        date = self.dates[c.anniversary][i]
+        if date is None:
+            return False
+        today = self._local_date(t)
+        if (today.month, today.day) == date:
+            return True
+        return date == (2, 29) and (today.month, today.day) == (2, 28) and not calendar.isleap(today.year)
+
     def _counter_value(self, i: int, name: str, ts: int) -> int:
         value, start = self._counter.get((i, name), (0, 0))
         window, period = self.counters[name].window_ms, self.counters[name].period
@@ -475,6 +517,10 @@ class ReferenceModel:
         if not self._in_hours(c, ts):
             return False
         if c.counter is not None and self._counter_value(i, c.counter, ts) < c.at_least:
+            return False
+        if c.id in self.when and not self._when(c, i, ts):
+            return False
+        if c.anniversary is not None and not self._anniversary(c, i, ts):
             return False
         if c.stop_after is not None and self._streak.get((i, c.id), 0) >= c.stop_after:
             return False

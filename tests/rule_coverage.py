@@ -27,7 +27,7 @@ from engine.model import ReferenceModel, _in_window
 # (name, False) when it stopped it (for the timer and window entries: the edge case happened
 # or the ordinary one did).
 MATCH_RULES = ("enabled", "dates", "flags", "arg", "audience", "blacklist", "where", "peer_in", "area", "enter", "hours", "days", "at_least",
-               "stop_after", "once", "cooldown", "pending")
+               "when", "anniversary", "stop_after", "once", "cooldown", "pending")
 LIFE = ("life_enabled", "life_dates")      # step 7, first of all: still enabled, t within start/end
 RECHECKS = ("recheck_area", "recheck_audience", "recheck_hours", "recheck_powered_on")
 POLICY = ("policy_blacklist", "policy_quiet_hours", "policy_min_gap", "policy_max_per_day", "policy_cooldown")
@@ -115,6 +115,8 @@ class CountingModel(ReferenceModel):
             ("days", c.days != ALL_DAYS, lambda: bool(c.days >> weekday & 1)),
             ("at_least", c.counter is not None and c.at_least > 0,
              lambda: self._counter_value(i, c.counter, ts) >= c.at_least),
+            ("when", c.when is not None, lambda: self._when(c, i, ts)),
+            ("anniversary", c.anniversary is not None, lambda: self._anniversary(c, i, ts)),
             ("stop_after", c.stop_after is not None, lambda: self._streak.get((i, c.id), 0) < c.stop_after),
             ("once", c.once, lambda: contact is None),
             ("cooldown", c.cooldown_ms > 0 and contact is not None, lambda: ts >= contact.ts + c.cooldown_ms),

@@ -404,6 +404,159 @@ def test_enter_needs_the_previous_cell_outside(backend, previous, matches):
     assert len(m.actions) == (1 if matches else 0)
 
 
+# ---------------------------------------------------------------------------- step 6: when
+WHEN_COUNTERS = [CounterSpec("a", on=(SMS,), flags=0, add="count", window_ms=None),
+                 CounterSpec("b", on=(LOC,), flags=0, add="count", window_ms=None)]
+WHEN_TRUTH = {"==": lambda d: d == 0, "!=": lambda d: d != 0, "<": lambda d: d < 0,
+              "<=": lambda d: d <= 0, ">": lambda d: d > 0, ">=": lambda d: d >= 0}
+
+
+@pytest.mark.parametrize("op", list(WHEN_TRUTH))
+@pytest.mark.parametrize("a", [2, 3, 4])
+def test_when_comparison_against_a_literal(backend, op, a):
+    # a OP 3 with a one below, at and one above the edge
+    m = build(backend, campaign(when=f"a {op} 3"), counters=WHEN_COUNTERS)
+    run(m, *[ev(T0 + k, SMS) for k in range(a)], ev(T0 + HOUR))
+    assert contacts(m) == ([(T0 + HOUR, "c", A, "send")] if WHEN_TRUTH[op](a - 3) else [])
+
+
+@pytest.mark.parametrize("at_least, matches", [(2, True), (3, True), (4, False)])
+def test_when_reads_the_counter_after_this_events_own_step_4(backend, at_least, matches):
+    m = build(backend, campaign(on=(SMS,), when=f"a >= {at_least}", cooldown_ms=DAY), counters=WHEN_COUNTERS)
+    run(m, ev(T0, LOC), ev(T0 + 1, LOC), ev(T0 + 2, LOC), ev(T0 + 3, SMS), ev(T0 + 4, SMS), ev(T0 + 5, SMS))
+    # the third SMS sees a = 3
+    assert [x[1] for x in m.actions][:1] == ([T0 + 3 + at_least - 1] if matches else [])
+
+
+@pytest.mark.parametrize("op", list(WHEN_TRUTH))
+@pytest.mark.parametrize("a", [6, 7, 8])
+def test_when_comparison_between_counters(backend, op, a):
+    # a OP 3 * b + 1 with b = 2: the edge is a = 7; both sides hold counters
+    m = build(backend, campaign(on=(CALL,), when=f"a {op} 3 * b + 1"), counters=WHEN_COUNTERS)
+    run(m, ev(T0, LOC), ev(T0 + 1, LOC), *[ev(T0 + 2 + k, SMS) for k in range(a)], ev(T0 + HOUR))
+    assert contacts(m) == ([(T0 + HOUR, "c", A, "send")] if WHEN_TRUTH[op](a - 7) else [])
+
+
+@pytest.mark.parametrize("off, matches", [(-1, False), (0, True), (1, True)])
+def test_when_reads_a_windowed_counter_as_zero_past_its_window(backend, off, matches):
+    # `a == 0` holds once the window of a has passed (e.ts >= start + window), as at_least reads it
+    a = CounterSpec("a", on=(SMS,), flags=0, add="count", window_ms=HOUR)
+    m = build(backend, campaign(when="a == 0"), counters=[a])
+    run(m, ev(T0, SMS), ev(T0 + HOUR + off))
+    assert contacts(m) == ([(T0 + HOUR + off, "c", A, "send")] if matches else [])
+
+
+MAX = 2**32 - 1
+BIG = [CounterSpec(f"k{i}", on=(CALL,), flags=0, add="dur", window_ms=None) for i in range(32)]
+
+
+@pytest.mark.parametrize("when, dur", [
+    # sixteen terms of (2^32 - 1)^2: about 2^68, far past 64 bits; the exact sum is positive
+    (" + ".join(f"{MAX} * k{i}" for i in range(16)) + f" > {MAX}", MAX),
+    # the same sum on both sides, from different counters: equal, and not greater
+    (" + ".join(f"{MAX} * k{i}" for i in range(16)) + " == " + " + ".join(f"{MAX} * k{i}" for i in range(16, 32)), MAX),
+    (" + ".join(f"{MAX} * k{i}" for i in range(16)) + " > " + " + ".join(f"{MAX} * k{i}" for i in range(16, 32)), MAX),
+    # one unit either side of equality at the top: 16 (2^32-1)^2 - 1 < right side + 0
+    (" + ".join(f"{MAX} * k{i}" for i in range(16)) + " <= " + " + ".join(f"{MAX} * k{i}" for i in range(16, 31))
+     + f" + {MAX - 1} * k31", MAX),
+    (f"0 - {MAX} * k0 - {MAX} * k1 < 0 - {MAX}", MAX),
+    (f"0 - {MAX} * k0 - {MAX} * k1 < 0 - {MAX}", 0),
+    # a counter past 2^31 must not read as negative
+    ("k0 > 2147483647", 2**31),
+])
+def test_when_is_exact_far_past_64_bits(backend, when, dur):
+    from engine.language import when as when_lang
+    expected = when_lang.evaluate(when_lang.parse(when), lambda name: dur)
+    m = build(backend, campaign(on=(SMS,), when=when), counters=BIG)
+    run(m, ev(T0, dur=dur), ev(T0 + 1, SMS))
+    assert m.counter_value(0, "k31", T0 + 1) == dur
+    assert len(m.actions) == (1 if expected else 0)
+
+
+def test_when_at_the_top_is_what_python_says():
+    from engine.language import when as when_lang
+    v = lambda name: MAX
+    assert when_lang.evaluate(when_lang.parse(" + ".join(f"{MAX} * k{i}" for i in range(16)) + f" > {MAX}"), v)
+    assert not when_lang.evaluate(when_lang.parse(
+        " + ".join(f"{MAX} * k{i}" for i in range(16)) + " <= " + " + ".join(f"{MAX} * k{i}" for i in range(16, 31))
+        + f" + {MAX - 1} * k31"), v)
+
+
+# ---------------------------------------------------------------------------- step 6: anniversary
+def utc(y, mo, d, hh=0, mm=0):
+    import datetime
+    return int(datetime.datetime(y, mo, d, hh, mm, tzinfo=datetime.timezone.utc).timestamp()) * 1000
+
+
+def dates_profile(*values):
+    import numpy as np
+    import pyarrow as pa
+    from tests.backends import Profiles
+    numbers = [A, B, C, 13_800_000_004, 13_800_000_005, 13_800_000_006][:len(values)]
+    return Profiles("p", np.array(numbers, dtype=np.uint64), {"birth_date": pa.array(list(values), type=pa.string())})
+
+
+@pytest.mark.parametrize("day, off, matches", [
+    # local 2026-12-31 23:59:59.999 at +08:00 is 15:59:59.999 UTC; local midnight of Jan 1 is 16:00 UTC
+    ((2026, 12, 31), 16 * HOUR - 1, False),
+    ((2026, 12, 31), 16 * HOUR, True),
+    ((2027, 1, 1), 16 * HOUR - 1, True),
+    ((2027, 1, 1), 16 * HOUR, False),
+    ((2027, 1, 1), 0, True),           # UTC midnight of Jan 1: local 08:00 of Jan 1
+    ((2026, 12, 31), 0, False),        # UTC midnight of Dec 31: local 08:00 of Dec 31
+])
+def test_anniversary_at_local_midnight(backend, day, off, matches):
+    m = build(backend, campaign(anniversary="birth_date"), profiles=dates_profile("1990-01-01"),
+              utc_offset_ms=PLUS8)
+    run(m, ev(utc(*day) + off))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+@pytest.mark.parametrize("born, day, matches", [
+    ("2000-02-29", (2027, 2, 28), True),       # no February 29 in 2027: matched on the 28th
+    ("2000-02-29", (2027, 3, 1), False),
+    ("2000-02-29", (2028, 2, 28), False),      # 2028 has one: the 28th is not it
+    ("2000-02-29", (2028, 2, 29), True),
+    ("2000-02-29", (2100, 2, 28), True),       # 2100 is no leap year
+    ("2000-02-29", (2400, 2, 28), False),      # 2400 is one
+    ("2000-02-29", (2400, 2, 29), True),
+    ("1990-02-28", (2028, 2, 28), True),
+    ("1990-02-28", (2028, 2, 29), False),
+    ("1990-02-28", (2027, 2, 28), True),
+    ("1990-03-01", (2028, 2, 29), False),
+    ("1990-03-01", (2028, 3, 1), True),
+    ("1990-01-05", (2026, 1, 4), False),
+    ("1990-01-05", (2026, 1, 5), True),
+    ("1990-01-05", (2026, 1, 6), False),
+    ("1990-01-05", (2026, 2, 5), False),
+    ("1990-12-31", (2026, 12, 31), True),
+])
+def test_anniversary_month_and_day(backend, born, day, matches):
+    m = build(backend, campaign(anniversary="birth_date"), profiles=dates_profile(born))
+    run(m, ev(utc(*day, 12)))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+@pytest.mark.parametrize("value, matches", [
+    (None, False),
+    ("2024-02-30", False),          # not a real day
+    ("2023-02-29", False),
+    ("1990-1-5", False),            # not YYYY-MM-DD
+    ("1990/01/05", False),
+    ("19900105", False),
+    ("1990-01-05T00:00", False),
+    ("0000-01-05", False),          # years 0001 to 9999
+    ("", False),
+    (" 1990-01-05", True),          # white space around a date is ignored, as CSV trims it
+    ("1990-01-05 ", True),
+    ("1990-01-05", True),
+])
+def test_anniversary_malformed_values_never_match(backend, value, matches):
+    m = build(backend, campaign(anniversary="birth_date"), profiles=dates_profile(value))
+    run(m, ev(utc(2026, 1, 5, 12)))
+    assert len(m.actions) == (1 if matches else 0)
+
+
 # ---------------------------------------------------------------------------- step 7: rechecks at t
 @pytest.mark.parametrize("delay, passes", [(DAY - 1, False), (DAY, True), (DAY + HOUR - 1, True), (DAY + HOUR, False)])
 def test_recheck_hours_at_the_due_time(backend, delay, passes):

@@ -107,3 +107,18 @@ def test_json_logs_make_the_error_line_a_record_too(tmp_path):
     assert "******8000" in last["message"] and "13800138000" not in proc.stderr
     text = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(config)], capture_output=True, text=True)
     assert text.stderr.splitlines()[-1] == "sigmatch: error: " + last["message"]
+
+
+def test_check_counts_values_that_are_not_dates(tmp_path):
+    (tmp_path / "p.csv").write_text("msisdn,birth_date,join_date\n13800000001,1990-01-05,2020-01-01\n"
+                                    "13800000002,2024-02-30,\n13800000003,1990-1-5,2021-02-29\n13800000004,,x\n")
+    config = tmp_path / "c.toml"
+    config.write_text('[engine]\nprofiles = "p.csv"\n'
+                      '[[campaign]]\nid = "birthday"\non = ["SMS_MO"]\nchannel = "sms"\nanniversary = "birth_date"\n'
+                      '[[campaign]]\nid = "joined"\non = ["SMS_MO"]\nchannel = "sms"\nanniversary = "join_date"\n')
+    code, out, _ = run("check", config)
+    assert code == 0, out
+    assert ("  birth_date: 2 values are not dates (YYYY-MM-DD); those subscribers never match an anniversary"
+            in out.splitlines())
+    assert ("  join_date: 2 values are not dates (YYYY-MM-DD); those subscribers never match an anniversary"
+            in out.splitlines())

@@ -432,6 +432,19 @@ CAMPAIGN_ERRORS = [
     (dict(end="2027-02-12T10:00:00"), f"{C1}.end", "is not a date"),
     (dict(start='"2027-02-05"', end='"2027-02-04"'), f"{C1}.end", "2027-02-04 is before start 2027-02-05"),
     (dict(id='"global"'), "campaign[0].id", '"global" is reserved'),
+    (dict(when="5"), f"{C1}.when", "expected a string"),
+    (dict(when='""'), f"{C1}.when", "must not be empty"),
+    (dict(when='"smss >= 3"'), f"{C1}.when", "unknown counter 'smss' (not in [counters]); did you mean 'sms'? at column 1"),
+    (dict(when='"sms * sms > 3"'), f"{C1}.when", "a product of two counters (one side of '*' must be a number) at column 5"),
+    (dict(when='"1 < sms < 3"'), f"{C1}.when", "comparisons cannot be chained; use 'and' at column 9"),
+    (dict(when='"sms > 4294967296"'), f"{C1}.when", "the constant of this side is 4294967296; it must be below 2^32"),
+    (dict(when='"sms * 4294967296 >= 0"'), f"{C1}.when", "the coefficient of 'sms' on this side is 4294967296"),
+    (dict(when='"' + " + ".join(["sms"] * 3) + ' > 0 or sms > 1 and"'), f"{C1}.when", "expected a number, a counter or '('"),
+    (dict(when='"sms"'), f"{C1}.when", "when must be a condition"),
+    (dict(when='"sms >= \\"3\\""'), f"{C1}.when", "when has no strings"),
+    (dict(anniversary="5"), f"{C1}.anniversary", "expected a string"),
+    (dict(anniversary='""'), f"{C1}.anniversary", "must not be empty"),
+    (dict(anniversary='"tags"'), f"{C1}.anniversary", "not a date attribute"),
     (dict(delya='"5m"'), f"{C1}.delya", "unknown key (did you mean 'delay'?)"),
     (dict(colour='"red"'), f"{C1}.colour", "unknown key"),
 ]
@@ -586,3 +599,47 @@ def test_the_config_is_frozen(tmp_path):
     config = load_config(write(tmp_path, SPEC_EXAMPLE))
     with pytest.raises(AttributeError):
         config.campaigns[0].priority = 5
+
+
+def test_when_over_more_than_sixteen_counters_a_side(tmp_path):
+    counters = "".join(f'k{i} = {{ on = ["SMS_MO"] }}\n' for i in range(17))
+    ok = " + ".join(f"k{i}" for i in range(16))
+    text = "[counters]\n" + counters + campaign_text(when=f'"{ok} > k16"')
+    assert parse_config(text, tmp_path / "c.toml").campaigns[0].when == f"{ok} > k16"
+    with pytest.raises(ConfigError) as info:
+        parse_config("[counters]\n" + counters + campaign_text(when=f'"{ok} + k16 > 0"'), tmp_path / "c.toml")
+    assert str(info.value).startswith(f"{tmp_path / 'c.toml'}: {C1}.when: this side of the comparison names "
+                                      "17 counters; at most 16 at column 1")
+
+
+def test_the_counter_condition_and_when_together(tmp_path):
+    config = parse_config(BASE + campaign_text(counter='{ name = "sms", at_least = 2 }', when='"sms < 5"',
+                                               anniversary='"birth_date"'), tmp_path / "c.toml")
+    c = config.campaigns[0]
+    assert (c.counter, c.at_least, c.when, c.anniversary) == ("sms", 2, "sms < 5", "birth_date")
+
+
+def _profiles_csv(tmp_path, text):
+    (tmp_path / "p.csv").write_text(text)
+    return f'[engine]\nprofiles = "p.csv"\n'
+
+
+@pytest.mark.parametrize("column, fragment", [
+    ("arpu", "attribute 'arpu' holds numbers (int64), not ISO dates (YYYY-MM-DD)"),
+    ("score", "attribute 'score' holds numbers (double), not ISO dates (YYYY-MM-DD)"),
+    ("birth_dat", "unknown attribute 'birth_dat' (profile columns: arpu, birth_date, score); did you mean 'birth_date'?"),
+])
+def test_anniversary_attribute_errors_name_the_file_and_the_key(tmp_path, column, fragment):
+    from engine.api import Engine
+    engine = _profiles_csv(tmp_path, "msisdn,arpu,score,birth_date\n13800000001,5,1.5,1990-01-05\n")
+    path = write(tmp_path, engine + campaign_text(anniversary=f'"{column}"'))
+    with pytest.raises(ConfigError) as info:
+        Engine(load_config(path))
+    assert str(info.value) == f"{path}: campaign (id \"c1\").anniversary: {fragment}"
+
+
+def test_an_anniversary_column_of_nothing_but_nulls_is_no_error(tmp_path):
+    from engine.api import Engine
+    engine = _profiles_csv(tmp_path, "msisdn,birth_date\n13800000001,\n13800000002,\n")
+    path = write(tmp_path, engine + campaign_text(anniversary='"birth_date"'))
+    assert Engine(load_config(path)).malformed_dates == {"birth_date": 0}

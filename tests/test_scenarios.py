@@ -251,6 +251,59 @@ def test_counter_add_flags_and_saturation(backend):
     assert m.counter_value(0, "s", T0 + 4) == 2**32 - 1
 
 
+def test_when_receives_many_long_distance_calls_makes_few(backend):
+    # SPEC §2.1's long_distance_pack: ld_in >= 3 * ld_out + 2, on CALL_MT_END
+    ld_out = CounterSpec("ld_out", on=(CALL,), flags=1, add="count", window_ms=None)
+    ld_in = CounterSpec("ld_in", on=(2,), flags=1, add="count", window_ms=None)
+    c = campaign("ld", on=(2,), when="ld_in >= 3 * ld_out + 2", cooldown_ms=DAY)
+    m = build(backend, c, counters=[ld_out, ld_in])
+    run(m, ev(T0, CALL, flags=1),                           # ld_out = 1: needs ld_in >= 5
+        *[ev(T0 + k, 2, flags=1) for k in range(1, 5)],     # ld_in 1..4: no
+        ev(T0 + 5, 2, flags=0),                             # not long distance: not counted, 4 < 5
+        ev(T0 + 6, 2, flags=1),                             # ld_in = 5: matches
+        ev(T0 + 7, 2, flags=1, msisdn=B))                   # B: ld_in = 1 >= 2? no
+    assert contacts(m) == [(T0 + 6, "ld", A, "send")]
+    assert funnel(m, "ld") == {"matched": 1, "sent": 1}
+
+
+def test_when_and_the_counter_condition_both_hold(backend):
+    # the old `counter = { name, at_least }` stays, and both must hold
+    sms = CounterSpec("sms", on=(SMS,), flags=0, add="count", window_ms=None)
+    calls = CounterSpec("calls", on=(CALL,), flags=0, add="count", window_ms=None)
+    c = campaign(on=(LOC,), counter="sms", at_least=2, when="calls < 2 and not sms == 3")
+    m = build(backend, c, counters=[sms, calls])
+    run(m, ev(T0, SMS), ev(T0 + 1, LOC),                     # sms 1: at_least fails
+        ev(T0 + 2, SMS), ev(T0 + 3, LOC),                   # sms 2, calls 0: match
+        ev(T0 + 4, SMS), ev(T0 + 5, LOC),                   # sms 3: `not sms == 3` fails
+        ev(T0 + 6, SMS), ev(T0 + 7, LOC),                   # sms 4: match
+        ev(T0 + 8), ev(T0 + 9), ev(T0 + 10, LOC))           # calls 2: fails
+    assert [a[1] for a in m.actions if a[2] == "c"] == [T0 + 3, T0 + 7]
+
+
+def test_when_power_cycles_with_once(backend):
+    # SPEC §2.1's missed_call_alerts: the fourth POWER_ON in the counter's window, once ever
+    cycles = CounterSpec("power_cycles", on=(POWER_ON,), flags=0, add="count", window_ms=DAY)
+    m = build(backend, campaign("alert", on=(POWER_ON,), when="power_cycles >= 4", once=True), counters=[cycles])
+    run(m, *[ev(T0 + k * HOUR, POWER_ON) for k in range(6)], *[ev(T0 + 2 * DAY + k, POWER_ON) for k in range(5)])
+    assert contacts(m) == [(T0 + 3 * HOUR, "alert", A, "send")]
+
+
+def test_anniversary_birthday_once_a_year(backend):
+    import pyarrow as pa
+    profiles = Profiles(Path("p"), np.array([A, B, C], dtype=np.uint64),
+                        {"birth_date": pa.array(["1990-01-02", "2000-02-29", "not a date"])})
+    c = campaign("birthday", on=(POWER_ON, CALL, SMS), anniversary="birth_date", cooldown_ms=300 * DAY)
+    m = build(backend, c, profiles=profiles, utc_offset_ms=8 * HOUR)
+    # T0 is 2026-01-01 08:00 local: A's birthday is tomorrow (local)
+    run(m, ev(T0, POWER_ON), ev(T0 + 15 * HOUR + 59 * MINUTE, SMS),     # still Jan 1 local (23:59)
+        ev(T0 + 16 * HOUR, SMS),                                         # Jan 2 local 00:00
+        ev(T0 + 20 * HOUR, CALL),                                        # again: cooldown
+        ev(T0 + 20 * HOUR, CALL, msisdn=C),                              # never a date
+        ev(T0 + 365 * DAY + 16 * HOUR, CALL))                            # 2027-01-02 local
+    assert contacts(m) == [(T0 + 16 * HOUR, "birthday", A, "send"), (T0 + 365 * DAY + 16 * HOUR, "birthday", A, "send")]
+    assert funnel(m, "birthday") == {"matched": 2, "sent": 2}
+
+
 def test_max_pending_overflow(backend):
     m = run(build(backend, campaign(delay_ms=HOUR), max_pending=1), ev(T0), ev(T0, msisdn=B), drain=True)
     assert funnel(m, "c") == {"matched": 2, "scheduled": 1, "overflow": 1, "sent": 1}

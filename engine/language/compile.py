@@ -8,10 +8,14 @@ share a combination share its bit, which keeps the row narrow when there are man
 from __future__ import annotations
 
 import datetime
+import difflib
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine._core import Core
 from engine.language.config import Config
@@ -22,7 +26,7 @@ from loaders.lists import load_list
 from loaders.profiles import Profiles, load_profiles
 from loaders.tabular import TextFormat
 
-__all__ = ["World", "load_world", "compile_core", "Compiled"]
+__all__ = ["World", "load_world", "compile_core", "Compiled", "anniversary_codes"]
 
 log = logging.getLogger("sigmatch.compile")
 
@@ -52,7 +56,7 @@ class World:
 def load_world(config: Config) -> World:
     if config.profiles is None:
         raise ConfigError(f"{config.path}: engine.profiles: a profile snapshot is required")
-    # Only the attributes some `where` reads are loaded: the rest of a snapshot would cost
+    # Only the attributes some `where` or `anniversary` reads are loaded: the rest of a snapshot would cost
     # gigabytes at province scale and serve nothing.
     fmt = TextFormat(encoding=config.encoding, null_values=config.null_values)
     profiles = load_profiles(config.profiles, columns=_where_columns(config), fmt=fmt)
@@ -69,6 +73,9 @@ class Compiled:
     # campaign id -> subscribers of the snapshot that its audience, exclude lists, blacklist
     # and where let through (what `check` reports; events decide the rest)
     eligible: dict[str, int] = field(default_factory=dict)
+    # anniversary attribute -> subscribers of the snapshot whose value is not null and not a
+    # real ISO date: they never match an anniversary (what `check` reports)
+    malformed_dates: dict[str, int] = field(default_factory=dict)
 
 
 def _types_mask(codes) -> int:
@@ -95,7 +102,68 @@ def _where_columns(config: Config) -> set[str]:
             needed |= where_lang.attributes(expr)
             if where_lang.uses_tags(expr):
                 needed.add("tags")
+        if c.anniversary is not None:
+            needed.add(c.anniversary)
     return needed
+
+
+_ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
+
+
+def _date_code(text: str) -> int:
+    """`"1990-01-05"` -> 1 * 32 + 5; 0 for anything that is not YYYY-MM-DD naming a real day
+    (years 0001 to 9999). White space around it is ignored, as the CSV loader trims every value."""
+    m = _ISO_DATE.fullmatch(text.strip())
+    if m is None:
+        return 0
+    year, month, day = map(int, m.groups())
+    try:
+        datetime.date(year, month, day)
+    except ValueError:
+        return 0
+    return month * 32 + day
+
+
+def anniversary_codes(column) -> tuple[np.ndarray, int]:
+    """A profile column of ISO dates -> (uint16 month * 32 + day per row, 0 = never matches;
+    the number of non-null values that are not dates). Each distinct value is parsed once.
+    Raises TypeError for a column of numbers (one holding nothing but nulls is no date at all)."""
+    n = len(column)
+    if column.null_count == n:
+        return np.zeros(n, dtype=np.uint16), 0
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        raise TypeError(str(column.type))
+    distinct = pc.unique(column).drop_null()
+    codes = np.array([_date_code(v) for v in distinct.to_pylist()] + [0], dtype=np.uint16)
+    found = pc.fill_null(pc.index_in(column, value_set=distinct), -1)
+    found = np.asarray(found.to_numpy() if hasattr(found, "to_numpy") else found, dtype=np.int64)
+    out = codes[found]          # -1 (null) takes the 0 appended last
+    return out, int(np.count_nonzero((found >= 0) & (out == 0)))
+
+
+def _anniversary_dates(config: Config, profiles: Profiles) -> tuple[list[str], list[np.ndarray], dict[str, int]]:
+    """(attributes in order of first use, their codes by profile row, malformed counts)."""
+    attributes = list(dict.fromkeys(c.anniversary for c in config.campaigns if c.anniversary is not None))
+    codes, malformed = [], {}
+    for name in attributes:
+        first = next(c for c in config.campaigns if c.anniversary == name)
+        key = f"campaign (id \"{first.id}\").anniversary"
+        column = profiles.columns.get(name)
+        if column is None:
+            header = sorted(h for h in getattr(profiles, "header", ()) or profiles.columns if h not in ("msisdn", "tags"))
+            hint = difflib.get_close_matches(name.lower(), header, n=1)
+            guess = f"; did you mean '{hint[0]}'?" if hint else ""
+            known = ", ".join(header) or "none"
+            raise ConfigError(f"{config.path}: {key}: unknown attribute '{name}' "
+                              f"(profile columns: {known[:200]}){guess}")
+        try:
+            row_codes, bad = anniversary_codes(column)
+        except TypeError as e:
+            raise ConfigError(f"{config.path}: {key}: attribute '{name}' holds numbers ({e}), "
+                              "not ISO dates (YYYY-MM-DD)") from None
+        codes.append(row_codes)
+        malformed[name] = bad
+    return attributes, codes, malformed
 
 
 def _where_masks(config: Config, profiles: Profiles) -> dict[str, np.ndarray]:
@@ -191,6 +259,8 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
 
     peer_sets: dict[str, int] = {}
     counter_index = {c.name: k for k, c in enumerate(config.counters)}
+    date_attributes, date_codes, malformed_dates = _anniversary_dates(config, profiles)
+    date_slot = {name: k for k, name in enumerate(date_attributes)}
     campaigns = []
     for c in config.campaigns:
         elig = class_bit(
@@ -217,6 +287,8 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
             days=c.days,
             counter=counter_index[c.counter] if c.counter else -1,
             at_least=min(c.at_least, 0xFFFFFFFF),
+            when=_when_program(c.when, counter_index),
+            date_slot=date_slot[c.anniversary] if c.anniversary is not None else -1,
             stop_after=c.stop_after,
             holdout=c.holdout_threshold,
             recheck=sum(_RECHECK_BITS[r] for r in c.recheck),
@@ -245,6 +317,11 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
         words[:, bit // 64] |= mask.astype(np.uint64) << np.uint64(bit % 64)
     core.set_eligibility(words)
     del words
+    if date_attributes:
+        dates = np.zeros((n, len(date_attributes)), dtype=np.uint16)
+        for k, row_codes in enumerate(date_codes):
+            dates[present, k] = row_codes[profile_rows[present]]
+        core.set_dates(dates)
     if len(all_cells):
         core.set_areas(all_cells, np.ascontiguousarray(cell_masks))
     for name in peer_sets:
@@ -269,4 +346,13 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
              plural(nr_bits, "eligibility class", "eligibility classes"), plural(len(area_names), "area"),
              plural(len(peer_sets), "peer set"))
     eligible = {d["id"]: members[d["elig"][0] * 64 + d["elig"][1].bit_length() - 1] for d in campaigns}
-    return Compiled(core, nr_bits, np.ascontiguousarray(subscribers, dtype=np.uint64), eligible)
+    return Compiled(core, nr_bits, np.ascontiguousarray(subscribers, dtype=np.uint64), eligible, malformed_dates)
+
+
+def _when_program(text: Optional[str], counter_index: dict[str, int]):
+    """(comparisons, words, stack) of a campaign's `when` for Core.set_campaigns, or None."""
+    if text is None:
+        return None
+    from engine.language import when as when_lang
+    program = when_lang.compile_program(when_lang.parse(text, counter_index), counter_index)
+    return program.comparisons, program.words, program.stack

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from engine.language import when as when_lang
 from engine.language import where as where_lang
 from engine.errors import ConfigError
 
@@ -92,6 +93,8 @@ class CampaignSpec:
     days: int = ALL_DAYS                      # weekday bits, mon = bit 0
     counter: Optional[str] = None             # counter name
     at_least: int = 0
+    when: Optional[str] = None                # source text, parsed by engine.language.when
+    anniversary: Optional[str] = None         # a string profile attribute of ISO dates
     delay_ms: int = 0
     recheck: frozenset[str] = frozenset()
     cooldown_ms: int = 0
@@ -173,7 +176,7 @@ _CAMPAIGN_KEYS = (
     "id", "priority", "on", "audience", "peer_in", "exclude", "where", "area", "enter",
     "hours", "days", "counter", "delay", "recheck", "cooldown", "once", "exempt", "channel",
     "template", "holdout", "convert_on", "convert_arg", "convert_within", "stop_after",
-    "flags", "arg", "enabled", "start", "end",
+    "flags", "arg", "enabled", "start", "end", "when", "anniversary",
 )
 RESERVED_CAMPAIGN_IDS = ("global",)        # the programme-wide control group's name in the holdout hash
 _CONDITION_KEYS = ("name", "at_least")
@@ -697,6 +700,16 @@ class _Reader:
                 self.fail(f"{ck}.name", f"unknown counter {_show(counter)} (not in [counters])")
             at_least = self.integer(f"{ck}.at_least", condition["at_least"], lo=0, hi=UINT32_MAX)
 
+        when = opt("when", lambda k, v: self.string(k, v, non_empty=True))
+        if when is not None:
+            try:
+                when_lang.parse(when, self.counters)
+            except when_lang.WhenError as e:
+                self.fail(f"{key}.when", str(e))
+        anniversary = opt("anniversary", lambda k, v: self.string(k, v, non_empty=True))
+        if anniversary is not None and (anniversary == "tags" or anniversary == "msisdn"):
+            self.fail(f"{key}.anniversary", f"{_show(anniversary)} is not a date attribute of the profiles")
+
         holdout = 0.0
         if "holdout" in c:
             holdout = self.holdout(f"{key}.holdout", c["holdout"])
@@ -716,6 +729,8 @@ class _Reader:
             days=ALL_DAYS if "days" not in c else self.parsed(f"{key}.days", c["days"], parse_days),
             counter=counter,
             at_least=at_least,
+            when=when,
+            anniversary=anniversary,
             delay_ms=opt("delay", self.duration) or 0,
             recheck=opt("recheck", lambda k, v: self.rules(k, v, RECHECK_RULES)) or frozenset(),
             cooldown_ms=opt("cooldown", self.duration) or 0,

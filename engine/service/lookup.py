@@ -5,8 +5,9 @@ and the shops. Read-only, one subscriber per request, behind a bearer token.
 "Eligible now" means: the campaign would match this subscriber's next event of a triggering
 type that meets the campaign's event conditions (peer, cell, time of day), which depend on
 the event and so are listed, not judged. Everything that depends on the subscriber is
-judged: audience, exclude lists, blacklist and `where`; the counter; stop_after, once,
-cooldown and a pending action of the campaign.
+judged: audience, exclude lists, blacklist and `where`; the counter and `when`; stop_after,
+once, cooldown and a pending action of the campaign. An `anniversary` depends on the
+event's date, so it is listed with the event conditions.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
     clock = engine.clock
     campaigns = {}
     eligible = []
+    counters = {c.name: v for c, v in zip(config.counters, view["counters"])}
     for spec, state in zip(config.campaigns, view["campaigns"]):
         blocked = []
         if not view["active"]:
@@ -49,6 +51,8 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
             blocked.append("audience, exclude or where")
         if spec.counter and state["counter"] is not None and state["counter"] < spec.at_least:
             blocked.append(f"counter {spec.counter} {state['counter']} < {spec.at_least}")
+        if spec.when is not None and not _when_holds(spec.when, counters):
+            blocked.append(f"when {spec.when}")
         if spec.stop_after is not None and state["streak"] >= spec.stop_after:
             blocked.append("stop_after")
         if spec.once and state["contacted"]:
@@ -62,7 +66,8 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
         if not blocked:
             eligible.append(spec.id)
         conditions = [name for name, present in (("peer_in", spec.peer_in), ("area", spec.area),
-                                                 ("hours", spec.hours), ("days", spec.days != 0x7F)) if present]
+                                                 ("hours", spec.hours), ("days", spec.days != 0x7F),
+                                                 ("anniversary", spec.anniversary)) if present]
         campaigns[spec.id] = {
             "eligible": not blocked,
             "blocked_by": blocked,
@@ -83,7 +88,7 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
         "campaigns": campaigns,
         "pending": [{"campaign": config.campaigns[p["campaign"]].id, "due": p["due"],
                      "trigger_ts": p["trigger_ts"]} for p in view["pending"]],
-        "counters": {c.name: v for c, v in zip(config.counters, view["counters"])},
+        "counters": counters,
         "contact_policy": {
             "blacklisted": view["blacklisted"],
             "last_contact": last,
@@ -93,6 +98,11 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
         },
         "state": {"cell": view["cell"], "powered_on": view["powered_on"], "active": view["active"]},
     }
+
+
+def _when_holds(text: str, counters: dict) -> bool:
+    from engine.language import when
+    return when.evaluate(when.parse(text), lambda name: counters[name] or 0)
 
 
 # The request log: control bytes escaped (a request line is the client's text and must not

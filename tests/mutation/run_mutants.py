@@ -60,6 +60,7 @@ class Mutant:
 
 
 CORE, PXI, MODEL, CLI = "engine/_core.pyx", "engine/_decode.pxi", "engine/model.py", "engine/cli.py"
+WHEN = "engine/language/when.py"
 
 MUTANTS: list[Mutant] = [
     # ---- the six survivors of issue 10
@@ -208,6 +209,30 @@ MUTANTS: list[Mutant] = [
     Mutant("pxi-digits-15", PXI, "if n == 0 or n > 15 or", "if n == 0 or n >= 15 or", "§1.4 a string of 1 to 15 digits"),
     Mutant("pxi-cell-limit", PXI, "i == 4 and f[i].u > 0xFFFFFFFFu", "i == 4 and f[i].u >= 0xFFFFFFFFu", "§1.4 a cell below 2^32"),
 
+    # ---- `when` and `anniversary` (issue 11): the core's program, its compilation, its calendar
+    Mutant("core-when-lt-le", CORE, "b = s < 0", "b = s <= 0", "§2.1 when: < is strict"),
+    Mutant("core-when-le-lt", CORE, "b = s <= 0", "b = s < 0", "§2.1 when: <="),
+    Mutant("core-when-gt-ge", CORE, "b = s > 0\n", "b = s >= 0\n", "§2.1 when: > is strict"),
+    Mutant("core-when-ge-gt", CORE, "b = s >= 0", "b = s > 0", "§2.1 when: >="),
+    Mutant("core-when-eq-ne", CORE, "b = s == 0", "b = s != 0", "§2.1 when: =="),
+    Mutant("core-when-and-as-or", CORE, "stack &= ~(<uint64_t>1) | top", "stack |= top", "§2.1 when: and"),
+    Mutant("core-when-not-ignored", CORE, "stack ^= 1", "stack ^= 0", "§2.1 when: not"),
+    Mutant("core-when-64-bit", CORE, "s += <sm_int128>term.coef * <sm_int128>counter_read(E, row, term.counter, ts)",
+           "s += <int64_t>(<uint64_t>term.coef * <uint64_t>counter_read(E, row, term.counter, ts))",
+           "§2.1 when is exact on integers: no overflow"),
+    Mutant("compile-when-right-side-added", WHEN, "coefs[n] = coefs.get(n, 0) - a", "coefs[n] = coefs.get(n, 0) + a",
+           "§2.1 when: the right side moves over with its sign"),
+    Mutant("compile-when-right-constant-added", WHEN, "(OPS.index(node.op), lk - rk, terms)",
+           "(OPS.index(node.op), lk + rk, terms)", "§2.1 when: the right side's constant"),
+    Mutant("core-anniversary-feb28-in-leap-years", CORE, "today == 1024 + 2 * 32 + 28", "(today & 1023) == 2 * 32 + 28",
+           "§3.6 February 29 is matched on February 28 only in years without one"),
+    Mutant("core-anniversary-utc-date", CORE, "month_day_of(floor_div(ts + E.utc_offset, DAY_MS))",
+           "month_day_of(floor_div(ts, DAY_MS))", "§3.6 anniversary: the local date of e.ts"),
+    Mutant("core-anniversary-leap-century", CORE, "(y % 4 == 0 and y % 100 != 0) or y % 400 == 0", "y % 4 == 0",
+           "§3.6 anniversary: 2100 has no February 29"),
+    Mutant("core-anniversary-january-year", CORE, "    if m <= 2:\n        y += 1", "    if m < 2:\n        y += 1",
+           "§3.6 anniversary: a February's year"),
+
     # ---- the reference model: the same rules in Python
     Mutant("model-timer-due-at-event-after", MODEL, "self._timers[0][0] <= ts:", "self._timers[0][0] < ts:",
            "§3.1 due time <= e.ts fires first"),
@@ -268,6 +293,15 @@ MUTANTS: list[Mutant] = [
            "§3.6 a counter whose period is not e.ts's reads 0"),
     Mutant("model-counter-arg-eq", MODEL, "(k.arg is None or e.arg == k.arg)", "(k.arg is None or e.arg != k.arg)",
            "§3.4 a counter's arg equals e.arg"),
+    Mutant("model-when-lt-le", WHEN, '"<": lambda a, b: a < b', '"<": lambda a, b: a <= b', "§2.1 when: < is strict"),
+    Mutant("model-when-and-as-or", WHEN, "return evaluate(expr.left, read) and evaluate(expr.right, read)",
+           "return evaluate(expr.left, read) or evaluate(expr.right, read)", "§2.1 when: and"),
+    Mutant("model-when-minus-swapped", WHEN, 'else left - right if expr.op == "-"', 'else right - left if expr.op == "-"',
+           "§2.1 when: a - b"),
+    Mutant("model-anniversary-feb28-in-leap-years", MODEL, "and not calendar.isleap(today.year)",
+           "and calendar.isleap(today.year)", "§3.6 February 29 is matched on February 28 only in years without one"),
+    Mutant("model-anniversary-utc-date", MODEL, "days=self._day(t) % GREGORIAN_CYCLE_DAYS",
+           "days=t // DAY_MS % GREGORIAN_CYCLE_DAYS", "§3.6 anniversary: the local date of e.ts"),
 
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
