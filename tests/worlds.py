@@ -85,22 +85,40 @@ def _when(draw, names):
     ]))
 
 
-# Anniversary dates: the worlds start a few days after one of these (UTC), and their
-# subscribers' dates fall on those days, a day either side, on February 29, or are not dates.
-STARTS = [(2026, 1, 1), (2026, 1, 1), (2026, 1, 1), (2027, 2, 27), (2028, 2, 28)]
+# Profile dates for `anniversary`: most on the trace's first days (a day either side), some
+# on February 29 or its neighbours, some not dates at all.
 NOT_DATES = [None, None, "2024-02-30", "1990-1-5", "", " 1990-01-02"]
 
 
+def _moments(draw, config, profiles, n, first_day):
+    """`when` and `anniversary` on some campaigns, and the profiles' `birth_date`. Drawn after
+    everything else, so that the draws above, and how often the worlds reach the other rules,
+    stay as they were."""
+    names = [k.name for k in config.counters]
+    start = datetime.date(2026, 1, 1) + datetime.timedelta(days=first_day)
+    near = [f"19{90 + k}-{(start + datetime.timedelta(days=d)).strftime('%m-%d')}"
+            for k, d in enumerate([-1, 0, 0, 0, 1, 1, 2, 3])]
+    others = ["2000-02-29", "1999-02-28", "1999-03-01"] + NOT_DATES
+    birth = [draw(st.sampled_from(near if draw(st.integers(0, 3)) else others)) for _ in range(n)]
+    profiles.columns["birth_date"] = pa.array(birth, type=pa.string())
+    campaigns = []
+    for c in config.campaigns:
+        if c.id != "c0":        # the campaign open to all stays open
+            c = replace(c, when=_when(draw, names) if names and draw(st.integers(0, 3)) == 0 else None,
+                        anniversary="birth_date" if draw(st.integers(0, 5)) == 0 else None)
+        campaigns.append(c)
+    return replace(config, campaigns=tuple(campaigns))
+
+
 @st.composite
-def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False, first_day=0,
-              base=datetime.date(2026, 1, 1)):
+def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False, first_day=0):
     """A campaign; `open_to_all` leaves out the conditions on who and where (audience, lists,
     where, area, hours, days, counter), so that the contact policy has contacts to decide on
     in nearly every world."""
     if open_to_all:
-        closed = draw(campaigns(i, list_names, area_names, counter_names, first_day=first_day, base=base))
+        closed = draw(campaigns(i, list_names, area_names, counter_names, first_day=first_day))
         return replace(closed, audience=None, peer_in=None, exclude=(), where=None, area=None, enter=False,
-                       hours=None, days=ALL_DAYS, counter=None, at_least=0, when=None, anniversary=None,
+                       hours=None, days=ALL_DAYS, counter=None, at_least=0,
                        recheck=closed.recheck - {"area", "audience"}, flags=0, arg=None, enabled=True,
                        start=None, end=None)
     on = tuple(_subset(draw, HOT_TYPES, 2)) if draw(st.integers(0, 4)) else tuple(_subset(draw, TYPES, 3))
@@ -122,11 +140,10 @@ def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False,
         recheck |= {"hours"}
         delay = max(delay, draw(st.sampled_from([HOUR, 5 * HOUR])))
     counter = _sometimes(draw, st.sampled_from(counter_names)) if counter_names else None
-    when = _when(draw, counter_names) if counter_names and draw(st.integers(0, 2)) == 0 else None
     convert = draw(st.booleans())
-    # local dates around the trace's first (`first_day` days after `base`), so that a campaign
+    # local dates around the trace's first (`first_day` days after T0's), so that a campaign
     # starts or ends inside it and a delay now and then runs past the end
-    dates = [base + datetime.timedelta(days=first_day + k) for k in (-1, 0, 0, 1, 2)]
+    dates = [datetime.date(2026, 1, 1) + datetime.timedelta(days=first_day + k) for k in (-1, 0, 0, 1, 2)]
     start = _sometimes(draw, st.sampled_from(dates[:4]), 8)
     end = _sometimes(draw, st.sampled_from([d for d in dates[1:] if start is None or d >= start]), 6)
     if end is not None and draw(st.booleans()):
@@ -158,8 +175,6 @@ def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False,
         convert_within_ms=draw(st.none() | st.sampled_from(CONVERT_WITHIN)),
         stop_after=_sometimes(draw, st.integers(1, 3)),
         where=_sometimes(draw, st.sampled_from(["arpu >= 50", "not (arpu < 20)", "'vip' in tags"]), 4),
-        when=when,
-        anniversary=_sometimes(draw, st.just("birth_date"), 2),
         flags=_sometimes(draw, st.sampled_from([1, 2, 3]), 5) or 0,
         arg=_sometimes(draw, st.sampled_from([0, 3001]), 6),
         enabled=draw(st.integers(0, 14)) != 0,
@@ -229,12 +244,9 @@ def worlds(draw, max_events=120):
         for j in range(draw(st.integers(0, 3)))
         for window in [draw(st.none() | st.sampled_from(WINDOWS))])
     nr_campaigns = draw(st.integers(1, 5))
-    # the first local day of the trace: 0 to 7 days after 2026-01-01, or a February's end
-    # where an anniversary on February 29 falls on the 28th or not
-    base = datetime.date(*draw(st.sampled_from(STARTS)))
-    first_day = draw(st.integers(0, 7 if base.month == 1 else 1))
+    first_day = draw(st.integers(0, 7))
     camps = [draw(campaigns(i, list_names, ["a0", "a1"], [c.name for c in counters], open_to_all=i == 0,
-                            first_day=first_day, base=base))
+                            first_day=first_day))
              for i in range(nr_campaigns)]
     camps.sort(key=lambda c: (-c.priority, c.id))
     policy = PolicySpec(
@@ -255,12 +267,7 @@ def worlds(draw, max_events=120):
     )
     arpu = draw(st.lists(st.none() | st.integers(0, 100), min_size=n, max_size=n))
     tags = draw(st.lists(st.sampled_from([[], ["vip"], ["student", "vip"], ["student"]]), min_size=n, max_size=n))
-    near = [f"19{90 + k}-{(base + datetime.timedelta(days=first_day + d)).strftime('%m-%d')}"
-            for k, d in enumerate([-1, 0, 0, 0, 1, 1, 2, 3])]
-    birth = draw(st.lists(st.sampled_from(near) | st.sampled_from(["2000-02-29", "1999-02-28", "1999-03-01"] + NOT_DATES),
-                          min_size=n, max_size=n))
-    profiles = Profiles(Path("profiles"), msisdn, {"arpu": pa.array(arpu, type=pa.int64()),
-                                                   "birth_date": pa.array(birth, type=pa.string())},
+    profiles = Profiles(Path("profiles"), msisdn, {"arpu": pa.array(arpu, type=pa.int64())},
                         pa.array(tags, type=pa.list_(pa.string())))
 
     # The steps between events: the configuration's own durations, exactly and a millisecond
@@ -274,7 +281,7 @@ def worlds(draw, max_events=120):
     hot = numbers[:max(1, min(3, n))]           # most events fall on a few subscribers
     cells = [0, 1, 2, 3, 4]
     parts = []
-    ts = (base - datetime.date(1970, 1, 1)).days * DAY + first_day * DAY + draw(st.integers(0, 23)) * HOUR
+    ts = T0 + first_day * DAY + draw(st.integers(0, 23)) * HOUR
     # mostly enough events for state to build up; now and then a handful
     nr_events = draw(st.integers(1, max_events)) if draw(st.integers(0, 9)) == 0 else draw(st.integers(40, max_events))
     for _ in range(nr_events):
@@ -298,5 +305,6 @@ def worlds(draw, max_events=120):
             draw(st.sampled_from([0, 3001, 3001, 3002])),
         )
         parts.append(_encode_event(draw, ev))
+    config = _moments(draw, config, profiles, n, first_day)
     boundaries = list(np.cumsum([0] + [len(p) for p in parts])[:-1])
     return RandomWorld(config, profiles, lists, areas, b"".join(parts), [int(b) for b in boundaries])
