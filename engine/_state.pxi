@@ -124,11 +124,12 @@ cdef inline bint in_hours(EngineC* E, CampaignC* c, int64_t t) noexcept nogil:
     return (c.days >> weekday) & 1
 
 
-cdef inline int64_t month_of_day(int64_t day) noexcept nogil:
-    """The local year * 12 + month - 1 of a local day number: the inverse of days-from-civil
-    (H. Hinnant's civil_from_days), exact for every day an int64 ts reaches, before the epoch
-    too. Eras are 400-year cycles of 146,097 days, counted from 0000-03-01 so that the leap
-    day ends a year."""
+cdef inline void civil_from_days(int64_t day, int64_t* out_year, int64_t* out_month,
+                                 int64_t* out_day) noexcept nogil:
+    """The civil (proleptic Gregorian) date of a local day number: the inverse of
+    days-from-civil (H. Hinnant's civil_from_days), exact for every day an int64 ts reaches,
+    before the epoch too. Eras are 400-year cycles of 146,097 days, counted from 0000-03-01
+    so that the leap day ends a year."""
     cdef int64_t z = day + 719468
     cdef int64_t era = floor_div(z, 146097)
     cdef int64_t doe = z - era * 146097                                   # [0, 146096]
@@ -137,6 +138,15 @@ cdef inline int64_t month_of_day(int64_t day) noexcept nogil:
     cdef int64_t mp = (5 * doy + 2) / 153                                  # [0, 11], March = 0
     cdef int64_t month = mp + 3 if mp < 10 else mp - 9                     # [1, 12]
     cdef int64_t year = yoe + era * 400 + (1 if month <= 2 else 0)
+    out_year[0] = year
+    out_month[0] = month
+    out_day[0] = doy - (153 * mp + 2) / 5 + 1                              # [1, 31]
+
+
+cdef inline int64_t month_of_day(int64_t day) noexcept nogil:
+    """The local year * 12 + month - 1 of a local day number."""
+    cdef int64_t year, month, dom
+    civil_from_days(day, &year, &month, &dom)
     return year * 12 + month - 1
 
 
@@ -209,22 +219,11 @@ cdef bint when_true(EngineC* E, uint8_t* row, CampaignC* c, int64_t ts) noexcept
 
 
 cdef inline uint32_t month_day_of(int64_t day) noexcept nogil:
-    """The civil (proleptic Gregorian) month * 32 + day of a day number (days since
-    1970-01-01, negative before), plus 1024 when its year is not a leap year. H. Hinnant's
-    civil_from_days ("chrono-compatible low-level date algorithms"): integers only, exact
-    over the whole range of event times."""
-    cdef int64_t z = day + 719468
-    cdef int64_t era = floor_div(z, 146097)
-    cdef int64_t doe = z - era * 146097                                   # [0, 146096]
-    cdef int64_t yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365  # [0, 399]
-    cdef int64_t y = yoe + era * 400
-    cdef int64_t doy = doe - (365 * yoe + yoe // 4 - yoe // 100)            # [0, 365], from March 1
-    cdef int64_t mp = (5 * doy + 2) // 153                                 # [0, 11], March = 0
-    cdef int64_t d = doy - (153 * mp + 2) // 5 + 1
-    cdef int64_t m = mp + 3 if mp < 10 else mp - 9
+    """month * 32 + day of a local day number's date, plus 1024 when its year is not a leap
+    year (what anniversary_today needs to place February 29)."""
+    cdef int64_t y, m, d
     cdef bint leap
-    if m <= 2:
-        y += 1
+    civil_from_days(day, &y, &m, &d)
     leap = (y % 4 == 0 and y % 100 != 0) or y % 400 == 0
     return <uint32_t>(m * 32 + d) | (0 if leap else 1024)
 

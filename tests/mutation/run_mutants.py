@@ -230,8 +230,8 @@ MUTANTS: list[Mutant] = [
            "month_day_of(floor_div(ts, DAY_MS))", "§3.6 anniversary: the local date of e.ts"),
     Mutant("core-anniversary-leap-century", CORE, "(y % 4 == 0 and y % 100 != 0) or y % 400 == 0", "y % 4 == 0",
            "§3.6 anniversary: 2100 has no February 29"),
-    Mutant("core-anniversary-january-year", CORE, "    if m <= 2:\n        y += 1", "    if m < 2:\n        y += 1",
-           "§3.6 anniversary: a February's year"),
+    Mutant("core-anniversary-day-of-month", CORE, "doy - (153 * mp + 2) / 5 + 1", "doy - (153 * mp + 2) / 5 + 2",
+           "§3.6 anniversary: the day of the month"),
 
     # ---- the reference model: the same rules in Python
     Mutant("model-timer-due-at-event-after", MODEL, "self._timers[0][0] <= ts:", "self._timers[0][0] < ts:",
