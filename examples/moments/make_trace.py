@@ -29,6 +29,7 @@ EVE = 13800040005     # her phone keeps restarting
 FAY = 13800040006     # born 1995-02-27, joined 2027-02-27: today
 HAL = 13800040007     # three restarts one evening, one two days later
 IVY = 13800040008     # born "2023-02-30": no such day; joined 2017-01-15
+GUS = 13800040009     # three restarts before midnight, one after
 PEG = 13900040100     # someone they talk to
 CELL = 7101
 
@@ -59,7 +60,11 @@ STORY = [
     (4, "19:00", POWER_ON, HAL, "array"),
     (4, "19:30", POWER_ON, HAL, "array"),
     (4, "20:00", POWER_ON, HAL, "array"),          # 3 ...
-    (6, "08:30", POWER_ON, HAL, "array"),          # ... and 1 two days later: the window restarted
+    (4, "21:30", POWER_ON, GUS, "array"),
+    (4, "22:00", POWER_ON, GUS, "array"),
+    (4, "23:30", POWER_ON, GUS, "map"),            # 3 today ...
+    (5, "00:30", POWER_ON, GUS, "array"),          # ... an hour later, but a new day: 1
+    (6, "08:30", POWER_ON, HAL, "array"),          # ... and 1 on another day: 1 today
     (6, "09:00", DATA_SESSION, AMY, "array"),      # Mar 5: joined 2019-03-05 -> network anniversary
     (6, "09:30", CALL_MO_END, DAN, "array"),       # no birth date: nothing
 ]
