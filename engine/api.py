@@ -75,8 +75,12 @@ def configuration_identity(config: Config) -> dict:
 
 
 def local_day(day_number: int) -> str:
-    """Days since 1970-01-01 (local) -> "YYYY-MM-DD"."""
-    return (datetime.date(1970, 1, 1) + datetime.timedelta(days=int(day_number))).isoformat()
+    """Days since 1970-01-01 (local) -> "YYYY-MM-DD" (more digits past the year 9999, which
+    a ts below 2^53 ms reaches: Python's dates stop there, so whole 400-year cycles of the
+    Gregorian calendar, 146,097 days each, are taken off and added back to the year)."""
+    cycles, day = divmod(int(day_number), 146_097)
+    date = datetime.date(1970, 1, 1) + datetime.timedelta(days=day)
+    return f"{date.year + 400 * cycles:04d}-{date.month:02d}-{date.day:02d}"
 
 
 # stats.json names of contacts and conversions by kind (KINDS order): `sent`, `control`, ...
