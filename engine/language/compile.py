@@ -56,8 +56,8 @@ class World:
 def load_world(config: Config) -> World:
     if config.profiles is None:
         raise ConfigError(f"{config.path}: engine.profiles: a profile snapshot is required")
-    # Only the attributes some `where` or `anniversary` reads are loaded: the rest of a snapshot would cost
-    # gigabytes at province scale and serve nothing.
+    # Only the attributes some `where` or `anniversary` reads are loaded: the rest of a
+    # snapshot would cost gigabytes at province scale and serve nothing.
     fmt = TextFormat(encoding=config.encoding, null_values=config.null_values)
     profiles = load_profiles(config.profiles, columns=_where_columns(config), fmt=fmt)
     lists = {name: load_list(path, fmt) for name, path in config.lists.items()}
