@@ -209,3 +209,30 @@ def test_idle_sockets_hold_no_thread_and_an_oversized_head_is_refused():
         server.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_the_policy_view_judges_when_and_lists_anniversary():
+    # `when` depends on the subscriber's counters alone: judged; an anniversary depends on
+    # the event's date: listed with the event conditions
+    from pathlib import Path
+
+    import numpy as np
+    import pyarrow as pa
+
+    from engine.api import Engine
+    from engine.language.compile import World
+    from engine.language.config import Config, CounterSpec
+    from engine.service.lookup import policy_view
+    from tests.backends import A, B, SMS, T0, Profiles, campaign, ev
+
+    sms = CounterSpec("sms", on=(SMS,), flags=0, add="count", window_ms=None)
+    config = Config(path=Path("c.toml"), counters=(sms,), campaigns=(
+        campaign("few", when="sms < 2"), campaign("birthday", anniversary="birth_date")))
+    profiles = Profiles(Path("p"), np.array([A, B], dtype=np.uint64),
+                        {"birth_date": pa.array(["1990-01-05", None])})
+    engine = Engine(config, World(profiles, {}, {}))
+    engine.replay(ev(T0, SMS) + ev(T0 + 1, SMS) + ev(T0 + 2, SMS, msisdn=B))
+    a, b = policy_view(engine, A), policy_view(engine, B)
+    assert a["counters"] == {"sms": 2} and b["counters"] == {"sms": 1}
+    assert a["campaigns"]["few"]["blocked_by"] == ["when sms < 2"] and b["campaigns"]["few"]["eligible"]
+    assert a["campaigns"]["birthday"]["event_conditions"] == ["anniversary"]
