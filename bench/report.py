@@ -37,8 +37,11 @@ def _config(directory: Path) -> Path:
     return path
 
 
-def make_outputs(out: Path, actions: int, conversions: int, fmt: str = "csv", seed: int = 1) -> None:
-    """Write `actions` action records and `conversions` conversion records into `out`."""
+def make_outputs(out: Path, actions: int, conversions: int, fmt: str = "csv", seed: int = 1,
+                 hourly: bool = True) -> None:
+    """Write `actions` action records and `conversions` conversion records into `out`, in files
+    rotated hourly (event time) and at 100,000 records, as a run does by default; at 100,000
+    records only without `hourly`."""
     from engine.api import configuration_identity
     from engine.language.config import load_config
     from engine.records import ACTION_DTYPE, CONVERSION_DTYPE
@@ -63,7 +66,7 @@ def make_outputs(out: Path, actions: int, conversions: int, fmt: str = "csv", se
     c["kind"] = a["kind"][chosen]
     c = c[np.argsort(c["ts"], kind="stable")]
     c["seq"] = np.arange(1, conversions + 1)
-    with SinkSet(out, campaigns=config.campaigns, format=fmt) as sinks:
+    with SinkSet(out, campaigns=config.campaigns, format=fmt, max_age_ms=3_600_000 if hourly else None) as sinks:
         for start in range(0, actions, 1 << 20):
             sinks.write_actions(a[start:start + (1 << 20)])
         sinks.write_conversions(c)
@@ -80,12 +83,14 @@ def main(argv=None) -> None:
     parser.add_argument("--actions", type=int, default=10_000_000)
     parser.add_argument("--conversions", type=int, default=1_000_000)
     parser.add_argument("--format", default="csv", choices=("csv", "jsonl", "parquet"))
+    parser.add_argument("--no-hourly", dest="hourly", action="store_false",
+                        help="Rotate files at 100,000 records only (default: also hourly, as a run does).")
     args = parser.parse_args(argv)
     base = args.directory or Path(tempfile.mkdtemp(prefix="sigmatch-bench-report-"))
-    out = base / f"out-{args.format}-{args.actions}-{args.conversions}"
+    out = base / f"out-{args.format}-{args.actions}-{args.conversions}{'' if args.hourly else '-large'}"
     if not (out / "stats.json").exists():
         started = time.perf_counter()
-        make_outputs(out, args.actions, args.conversions, args.format)
+        make_outputs(out, args.actions, args.conversions, args.format, hourly=args.hourly)
         print(f"outputs written in {time.perf_counter() - started:.1f} s: {out}", file=sys.stderr)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
 
@@ -110,7 +115,8 @@ def main(argv=None) -> None:
     build = time.perf_counter() - started
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     load = os.getloadavg()[0]
-    print(f"| {time.strftime('%Y-%m-%d')} | {args.format} | {args.actions:,} | {args.conversions:,} | "
+    nr_files = sum(1 for p in out.rglob("*-*.*") if p.is_file())
+    print(f"| {time.strftime('%Y-%m-%d')} | {args.format} | {args.actions:,} | {args.conversions:,} | {nr_files:,} | "
           f"{size / 1e9:.2f} GB | {whole:.1f} s | {cpu:.1f} s | {read:.1f} s | {build:.1f} s | {load:.1f} | {machine} |")
 
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from statsmodels.stats.proportion import confint_proportions_2indep
 
@@ -284,6 +285,19 @@ def test_a_partial_last_line_is_skipped_with_a_warning(replayed, tmp_path, fmt):
     assert len(lines) == 1 and "partial last line skipped" in lines[0] and victim.name in lines[0]
     cut = json.loads(stdout)
     assert cut["campaigns"] == whole["campaigns"] and len(cut["warnings"]) == 1
+
+
+def test_a_damaged_parquet_file_is_skipped_with_a_warning(replayed, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(replayed / "parquet", out)
+    whole = build_report(read_outputs([out]))
+    victim = sorted(sorted(p for p in out.iterdir() if p.is_dir() and p.name != "conversions")[0].iterdir())[-1]
+    rows = pq.read_table(victim).num_rows
+    victim.write_bytes(victim.read_bytes()[:-100])
+    cut = build_report(read_outputs([out]))
+    assert len(cut["warnings"]) == 1 and victim.name in cut["warnings"][0] and "skipped" in cut["warnings"][0]
+    total = sum(c["sends"] + c["controls"] for c in whole["campaigns"].values())
+    assert sum(c["sends"] + c["controls"] for c in cut["campaigns"].values()) == total - rows
 
 
 def test_refusals_are_one_line(known, tmp_path):
