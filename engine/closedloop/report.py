@@ -35,7 +35,6 @@ stats.json, added up over the directories.
 """
 from __future__ import annotations
 
-import datetime
 import logging
 from typing import Optional
 
@@ -75,7 +74,8 @@ def _parse_offset(text: Optional[str]) -> int:
 
 
 def _day_name(day: int) -> str:
-    return (datetime.date(1970, 1, 1) + datetime.timedelta(days=int(day))).isoformat()
+    from engine.api import local_day        # as stats.json names days, past the year 9999 too
+    return local_day(day)
 
 
 def _kind_counts(counts: dict) -> tuple:
