@@ -404,3 +404,28 @@ def test_write_list_round_trip_of_large_numbers(tmp_path):
     numbers = np.array([1, 13_800_000_000, 999_999_999_999_999], np.uint64)
     write_list(tmp_path / "l.roar", numbers)
     assert load_list(tmp_path / "l.roar").tolist() == numbers.tolist()
+
+
+@pytest.mark.parametrize("before, counted", [(DAY, True), (DAY + 1, False)])
+def test_the_period_starts_exactly_since_before_the_last_action(tmp_path, before, counted):
+    # the send `before` ms before the last action counts with --since 1d when it is exactly 1 d before
+    n, last = 13_800_000_000, T0 + 5 * DAY
+    out = (Output().contacts("promo", "A", "send", 1, first_msisdn=n + 1, ts=last - before)
+           .contacts("promo", "A", "send", 1, first_msisdn=n + 1, ts=last - HOUR)
+           .contacts("other", "O", "send", 1, first_msisdn=n + 2, ts=last)
+           .write(tmp_path / "out"))
+    found = non_responders(read_outputs([out]), 2, since_ms=DAY)
+    assert found.since_ts == last - DAY
+    assert (n + 1 in found.msisdns.tolist()) == counted
+
+
+@pytest.mark.parametrize("after, responded", [(0, True), (-1, False)])
+def test_a_conversion_counts_from_the_start_of_the_period(tmp_path, after, responded):
+    n, last = 13_800_000_000, T0 + 5 * DAY
+    out = Output()
+    out.contacts("promo", "A", "send", 1, first_msisdn=n + 1, ts=last - 3 * DAY)     # before the period
+    out.conversions.append((last - DAY + after, "promo", n + 1, 1, "send"))
+    out.contacts("promo", "A", "send", 1, first_msisdn=n + 1, ts=last - HOUR)
+    out.contacts("promo", "A", "send", 1, first_msisdn=n + 1, ts=last)
+    found = non_responders(read_outputs([out.write(tmp_path / "out")]), 2, since_ms=DAY)
+    assert (n + 1 in found.msisdns.tolist()) == (not responded)
