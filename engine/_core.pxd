@@ -98,6 +98,21 @@ ctypedef struct CounterC:
     uint8_t has_arg
     uint8_t pad[3]
 
+# A marker (SPEC §3 step 8): which events set it. Its value, per subscriber, is in the row:
+# the last such event's ts + 1, 0 = unset (so an event at ts 0 still sets it).
+ctypedef struct MarkerC:
+    uint64_t types          # bit per event type code
+    uint64_t flags          # event flag bits that must all be set
+    uint64_t arg            # e.arg must equal it, when has_arg
+    uint8_t has_arg
+    uint8_t pad[7]
+
+# One `after` (negate 0) or `not_after` (negate 1) entry of a campaign.
+ctypedef struct MarkCondC:
+    int64_t within          # ms, > 0
+    int32_t marker
+    int32_t negate
+
 ctypedef struct CampaignC:
     uint64_t flags          # event flag bits that must all be set in the trigger's flags
     uint64_t arg            # the trigger's arg, when has_arg
@@ -106,6 +121,10 @@ ctypedef struct CampaignC:
     uint8_t has_arg
     uint8_t enabled
     uint8_t pad_life[6]
+    int32_t cond_off        # its after/not_after entries: conds[cond_off : cond_off + nr_conds]
+    int32_t nr_conds
+    int32_t absent_off      # its absent markers: absent_list[absent_off : absent_off + nr_absent]
+    int32_t nr_absent
     uint64_t convert_types
     uint64_t convert_arg
     uint64_t elig_mask      # static eligibility: audience, exclude, blacklist, where

@@ -141,16 +141,17 @@ cdef enum:
     FN_DISABLED = 3
     FN_ENDED = 4
     FN_RECHECK_FAILED = 5
-    FN_BLACKLIST = 6
-    FN_QUIET_HOURS = 7
-    FN_MIN_GAP = 8
-    FN_MAX_PER_DAY = 9
-    FN_COOLDOWN = 10
-    FN_CONTROL = 11
-    FN_SENT = 12
-    FN_CONVERTED_SEND = 13
-    FN_CONVERTED_CONTROL = 14
-    NR_FUNNEL = 15
+    FN_ABSENT = 6
+    FN_BLACKLIST = 7
+    FN_QUIET_HOURS = 8
+    FN_MIN_GAP = 9
+    FN_MAX_PER_DAY = 10
+    FN_COOLDOWN = 11
+    FN_CONTROL = 12
+    FN_SENT = 13
+    FN_CONVERTED_SEND = 14
+    FN_CONVERTED_CONTROL = 15
+    NR_FUNNEL = 16
 
 cdef enum:
     SUB_POWERED_OFF = 1
@@ -252,9 +253,11 @@ ctypedef struct EngineC:
     size_t elig_off
     size_t counter_off
     size_t window_off
+    size_t marker_off
     int32_t nr_elig_words
     int32_t nr_counters
     int32_t nr_windows
+    int32_t nr_markers
     # lists and areas
     PeerSetC* peer_sets
     int32_t nr_peer_sets
@@ -281,6 +284,11 @@ ctypedef struct EngineC:
     uint16_t* counter_list
     uint32_t* convert_type_off
     uint16_t* convert_list
+    MarkerC* markers
+    uint32_t* marker_type_off   # [65] offsets into marker_list, per event type code
+    uint16_t* marker_list
+    MarkCondC* conds            # every campaign's after/not_after entries
+    int32_t* absent_list        # every campaign's absent markers
     int64_t utc_offset
     int32_t quiet_start         # -1: no quiet hours
     int32_t quiet_end
@@ -398,7 +406,8 @@ cdef class Core:
         self.E.by_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
         self.E.counter_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
         self.E.convert_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
-        if (self.carry == NULL or self.E.run.bytes == NULL or self.batch == NULL or self.subs == NULL or self.E.by_type_off == NULL
+        self.E.marker_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
+        if (self.E.marker_type_off == NULL or self.carry == NULL or self.E.run.bytes == NULL or self.batch == NULL or self.subs == NULL or self.E.by_type_off == NULL
                 or self.E.counter_type_off == NULL or self.E.convert_type_off == NULL):
             raise MemoryError()
         self.E.quiet_start = -1
@@ -436,6 +445,11 @@ cdef class Core:
         free(self.E.counter_list)
         free(self.E.convert_type_off)
         free(self.E.convert_list)
+        free(self.E.markers)
+        free(self.E.marker_type_off)
+        free(self.E.marker_list)
+        free(self.E.conds)
+        free(self.E.absent_list)
         if self.E.contacts != NULL:
             sm_free(self.E.contacts, (self.E.contacts_mask + 1) * sizeof(ContactC))
         sm_free(self.E.changed_subs, (<size_t>self.E.nr_subscribers + 1) * sizeof(uint32_t))
@@ -448,19 +462,23 @@ cdef class Core:
 
     # ---- set-up ------------------------------------------------------------------------
 
-    def set_layout(self, int nr_elig_words, int nr_counters, int nr_windows):
-        """Fix the shape of a subscriber's state row. Must come before set_subscribers."""
+    def set_layout(self, int nr_elig_words, int nr_counters, int nr_windows, int nr_markers=0):
+        """Fix the shape of a subscriber's state row. Must come before set_subscribers. Markers
+        take 8 bytes each, only when configured."""
         if self.E.rows != NULL:
             raise RuntimeError("layout is fixed once subscribers are loaded")
-        if nr_elig_words < 1 or nr_counters < 0 or nr_windows < 0 or nr_windows > nr_counters:
+        if (nr_elig_words < 1 or nr_counters < 0 or nr_windows < 0 or nr_windows > nr_counters
+                or not 0 <= nr_markers < 65536):
             raise ValueError("bad layout")
         self.E.nr_elig_words = nr_elig_words
         self.E.nr_counters = nr_counters
         self.E.nr_windows = nr_windows
+        self.E.nr_markers = nr_markers
         self.E.elig_off = sizeof(SubHeadC)
         self.E.counter_off = self.E.elig_off + 8 * nr_elig_words
         self.E.window_off = (self.E.counter_off + 4 * nr_counters + 7) & ~(<size_t>7)
-        self.E.stride = self.E.window_off + 8 * nr_windows
+        self.E.marker_off = self.E.window_off + 8 * nr_windows
+        self.E.stride = self.E.marker_off + 8 * nr_markers
         if self.E.stride <= 64:
             self.E.stride = 64
 
@@ -680,6 +698,24 @@ cdef class Core:
             [[k for k, c in enumerate(counters) if (c[0] >> t) & 1] for t in range(64)],
             &self.E.counter_type_off, &self.E.counter_list)
 
+    def set_markers(self, list markers):
+        """markers: [(types_mask, flags_mask, arg or None)] in row order (SPEC §3 step 8)."""
+        cdef int k
+        if len(markers) != self.E.nr_markers:
+            raise ValueError("marker count does not match the layout")
+        free(self.E.markers)
+        self.E.markers = <MarkerC*>calloc(max(len(markers), 1), sizeof(MarkerC))
+        if self.E.markers == NULL:
+            raise MemoryError()
+        for k, (types, flags, arg) in enumerate(markers):
+            self.E.markers[k].types = types
+            self.E.markers[k].flags = flags
+            self.E.markers[k].has_arg = arg is not None
+            self.E.markers[k].arg = arg if arg is not None else 0
+        self._build_type_lists(
+            [[k for k, m in enumerate(markers) if (m[0] >> t) & 1] for t in range(64)],
+            &self.E.marker_type_off, &self.E.marker_list)
+
     cdef _build_type_lists(self, list per_type, uint32_t** off, uint16_t** lst):
         cdef int t, total = sum(len(x) for x in per_type), j = 0
         free(lst[0])
@@ -726,6 +762,25 @@ cdef class Core:
             raise MemoryError()
         self.campaign_ids = b"".join(d["id"].encode() for d in campaigns)
         base = self.campaign_ids
+        marks = [m for d in campaigns for m in d.get("marks", ())]
+        absent = [k for d in campaigns for k in d.get("absent", ())]
+        if any(not 0 <= k < self.E.nr_markers for k in [m[0] for m in marks] + absent) \
+                or any(m[1] <= 0 for m in marks):
+            raise ValueError("a campaign names a marker out of range or a within that is not positive")
+        free(self.E.conds)
+        free(self.E.absent_list)
+        self.E.conds = <MarkCondC*>calloc(max(len(marks), 1), sizeof(MarkCondC))
+        self.E.absent_list = <int32_t*>calloc(max(len(absent), 1), sizeof(int32_t))
+        if self.E.conds == NULL or self.E.absent_list == NULL:
+            raise MemoryError()
+        for ci, (marker, within, negate) in enumerate(marks):
+            self.E.conds[ci].marker = marker
+            self.E.conds[ci].within = within
+            self.E.conds[ci].negate = 1 if negate else 0
+        for ci, marker in enumerate(absent):
+            self.E.absent_list[ci] = marker
+        nr_marks = 0
+        nr_absent = 0
         for ci, d in enumerate(campaigns):
             c = &self.E.campaigns[ci]
             c.convert_types = d["convert_types"]
@@ -755,6 +810,12 @@ cdef class Core:
             c.arg = d.get("arg") or 0
             c.has_arg = d.get("arg") is not None
             c.enabled = d.get("enabled", True)
+            c.cond_off = nr_marks
+            c.nr_conds = len(d.get("marks", ()))
+            nr_marks += c.nr_conds
+            c.absent_off = nr_absent
+            c.nr_absent = len(d.get("absent", ()))
+            nr_absent += c.nr_absent
             c.start_day = d.get("start_day", -2**31)
             c.end_day = d.get("end_day", 2**31 - 1)
             raw = d["id"].encode()
@@ -1171,6 +1232,9 @@ cdef class Core:
             "last_contact": h.last_any_p1 - 1 if h.last_any_p1 else None,
             "contacts_today": h.day_count if h.day == floor_div(now + self.E.utc_offset, DAY_MS) else 0,
             "counters": [counter_read(&self.E, row, k, now) for k in range(self.E.nr_counters)],
+            # each marker's last time, None when unset
+            "markers": [(<int64_t*>(row + self.E.marker_off))[k] - 1 if (<int64_t*>(row + self.E.marker_off))[k] else None
+                        for k in range(self.E.nr_markers)],
             "campaigns": campaigns,
             "pending": pending,
         }
@@ -1320,7 +1384,7 @@ cdef class Core:
                          "field": self.E.run.field, "span": self.E.run.span,
                          "span_records": self.E.run.span_records},
             "layout": [self.E.stride, self.E.nr_elig_words, self.E.nr_counters, self.E.nr_windows,
-                       self.E.nr_subscribers, self.E.nr_campaigns],
+                       self.E.nr_subscribers, self.E.nr_campaigns, self.E.nr_markers],
             # the funnel section's stages, in order (records.FUNNEL when written)
             "funnel_stages": list(FUNNEL),
         }
@@ -1341,8 +1405,9 @@ cdef class Core:
         cdef ContactC entry
         cdef TimerC* grown
         layout = [self.E.stride, self.E.nr_elig_words, self.E.nr_counters, self.E.nr_windows,
-                  self.E.nr_subscribers, self.E.nr_campaigns]
-        if list(scalars["layout"]) != layout:
+                  self.E.nr_subscribers, self.E.nr_campaigns, self.E.nr_markers]
+        # a checkpoint written before markers has six entries: no markers
+        if list(scalars["layout"]) + [0] * (7 - len(scalars["layout"])) != layout:
             raise ValueError(f"checkpoint layout {list(scalars['layout'])} does not match this engine's {layout}")
         # funnel stages by name: a checkpoint written before a stage was added restores with it at 0
         stages = list(scalars.get("funnel_stages", FUNNEL_UNNAMED))
@@ -1434,11 +1499,12 @@ cdef class Core:
         self.E.run.span_records = run["span_records"]
         self._forget_changes()      # re-inserting the contacts noted them
 
-    def transfer_from(self, Core old, list campaign_map, list counter_map, uint32_t nr_old):
+    def transfer_from(self, Core old, list campaign_map, list counter_map, uint32_t nr_old, list marker_map=None):
         """Take over `old`'s state after a reload. This core was compiled with old's subscribers
-        first, in old's order (`nr_old` of them); `campaign_map[old index]` and
-        `counter_map[old index]` give the new index or -1 (gone). State of a campaign that is
-        gone is dropped; returns the number of its pending actions dropped."""
+        first, in old's order (`nr_old` of them); `campaign_map[old index]`,
+        `counter_map[old index]` and `marker_map[old index]` give the new index or -1 (gone).
+        State of a campaign that is gone is dropped; returns the number of its pending actions
+        dropped. A marker that is gone drops its times; a new one starts unset."""
         cdef uint32_t i
         cdef int k, nk
         cdef uint64_t j, key
@@ -1449,6 +1515,8 @@ cdef class Core:
         cdef TimerC t
         cdef int32_t cmap[65536]
         cdef int32_t kmap[256]
+        cdef int32_t* marker_to = NULL
+        cdef int nr_old_markers = old.E.nr_markers
         cdef uint64_t dropped = 0
         if nr_old > self.E.nr_subscribers or nr_old > old.E.nr_subscribers:
             raise ValueError("the new engine must keep every old subscriber")
@@ -1462,25 +1530,40 @@ cdef class Core:
             kmap[k] = counter_map[k]
             if not -1 <= kmap[k] < self.E.nr_counters:
                 raise ValueError("counter map out of range")
-        for i in range(nr_old):
-            oh = <SubHeadC*>row_of(&old.E, i)
-            nh = <SubHeadC*>row_of(&self.E, i)
-            if oh.msisdn != nh.msisdn:
-                raise ValueError("subscriber order differs from the old engine's")
-            nh.last_any_p1 = oh.last_any_p1
-            nh.day = oh.day
-            nh.day_count = oh.day_count
-            nh.cell = oh.cell
-            nh.flags = (nh.flags & SUB_INACTIVE) | (oh.flags & SUB_POWERED_OFF)
-            for k in range(old.E.nr_counters):
-                nk = kmap[k]
-                if nk < 0:
-                    continue
-                (<uint32_t*>(row_of(&self.E, i) + self.E.counter_off))[nk] = \
-                    (<uint32_t*>(row_of(&old.E, i) + old.E.counter_off))[k]
-                if old.E.counters[k].window_slot >= 0 and self.E.counters[nk].window_slot >= 0:
-                    (<int64_t*>(row_of(&self.E, i) + self.E.window_off))[self.E.counters[nk].window_slot] = \
-                        (<int64_t*>(row_of(&old.E, i) + old.E.window_off))[old.E.counters[k].window_slot]
+        marker_map = marker_map if marker_map is not None else [-1] * old.E.nr_markers
+        if len(marker_map) != old.E.nr_markers or any(not -1 <= m < self.E.nr_markers for m in marker_map):
+            raise ValueError("marker map does not match the old engine")
+        marker_to = <int32_t*>malloc(max(nr_old_markers, 1) * sizeof(int32_t))
+        if marker_to == NULL:
+            raise MemoryError()
+        for k in range(nr_old_markers):
+            marker_to[k] = marker_map[k]
+        try:
+            for i in range(nr_old):
+                oh = <SubHeadC*>row_of(&old.E, i)
+                nh = <SubHeadC*>row_of(&self.E, i)
+                if oh.msisdn != nh.msisdn:
+                    raise ValueError("subscriber order differs from the old engine's")
+                nh.last_any_p1 = oh.last_any_p1
+                nh.day = oh.day
+                nh.day_count = oh.day_count
+                nh.cell = oh.cell
+                nh.flags = (nh.flags & SUB_INACTIVE) | (oh.flags & SUB_POWERED_OFF)
+                for k in range(old.E.nr_counters):
+                    nk = kmap[k]
+                    if nk < 0:
+                        continue
+                    (<uint32_t*>(row_of(&self.E, i) + self.E.counter_off))[nk] = \
+                        (<uint32_t*>(row_of(&old.E, i) + old.E.counter_off))[k]
+                    if old.E.counters[k].window_slot >= 0 and self.E.counters[nk].window_slot >= 0:
+                        (<int64_t*>(row_of(&self.E, i) + self.E.window_off))[self.E.counters[nk].window_slot] = \
+                            (<int64_t*>(row_of(&old.E, i) + old.E.window_off))[old.E.counters[k].window_slot]
+                for k in range(nr_old_markers):
+                    if marker_to[k] >= 0:
+                        (<int64_t*>(row_of(&self.E, i) + self.E.marker_off))[marker_to[k]] = \
+                            (<int64_t*>(row_of(&old.E, i) + old.E.marker_off))[k]
+        finally:
+            free(marker_to)
         if old.E.contacts != NULL:
             for j in range(old.E.contacts_mask + 1):
                 src = &old.E.contacts[j]

@@ -31,6 +31,10 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
                 or (c.recheck & RECHECK_HOURS and not in_hours(E, c, t))):
             fun[FN_RECHECK_FAILED] += 1
             return
+    # absent: always looked at for a delayed action, after the rechecks, never one of them
+    if delayed and c.nr_absent and marked_since(E, row, c, trigger_ts):
+        fun[FN_ABSENT] += 1
+        return
     if not elig_bit(E, row, E.unblocked_word, E.unblocked_mask):
         fun[FN_BLACKLIST] += 1
         return
@@ -108,6 +112,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     cdef uint64_t* prev_areas
     cdef TimerC timer
     cdef uint32_t today = 0     # month_day_of the event's local day, once a campaign asks
+    cdef MarkerC* mk
+    cdef int64_t* marks
     # Event time: the clock only moves forward; a late event takes the clock. Counted, as it
     # is processed at a time other than its own (ts == clock is on time, not late).
     if not E.has_clock or ev.ts > E.clock:
@@ -223,6 +229,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             continue
         if c.when_len and not when_true(E, row, c, ts):
             continue
+        if c.nr_conds and not marks_hold(E, row, c, ts):
+            continue
         if c.date_slot >= 0:
             if today == 0:
                 today = month_day_of(floor_div(ts + E.utc_offset, DAY_MS))
@@ -258,3 +266,12 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         if heap_push(E, &timer):
             return
         E.funnel[<size_t>ci * NR_FUNNEL + FN_SCHEDULED] += 1
+    # 8. markers, after matching: an event never sees itself in after, not_after or absent,
+    # and a timer that fired at its start (step 1) did not see it either
+    marks = <int64_t*>(row + E.marker_off)
+    for i in range(E.marker_type_off[ev.type], E.marker_type_off[ev.type + 1]):
+        j = E.marker_list[i]
+        mk = &E.markers[j]
+        if (ev.flags & mk.flags) != mk.flags or (mk.has_arg and ev.arg != mk.arg):
+            continue
+        marks[j] = ts + 1

@@ -238,6 +238,36 @@ cdef inline bint anniversary_today(uint32_t today, uint16_t date) noexcept nogil
     return date == 2 * 32 + 29 and today == 1024 + 2 * 32 + 28
 
 
+cdef inline bint marks_hold(EngineC* E, uint8_t* row, CampaignC* c, int64_t ts) noexcept nogil:
+    """Every `after` entry: the marker is set and ts - marker < within; every `not_after`
+    entry: the marker is unset or ts - marker >= within. Markers hold ts + 1, 0 = unset."""
+    cdef int64_t* marks = <int64_t*>(row + E.marker_off)
+    cdef MarkCondC* k
+    cdef int64_t m
+    cdef int32_t i
+    for i in range(c.cond_off, c.cond_off + c.nr_conds):
+        k = &E.conds[i]
+        m = marks[k.marker]
+        if k.negate:
+            if m != 0 and ts - (m - 1) < k.within:
+                return False
+        elif m == 0 or ts - (m - 1) >= k.within:
+            return False
+    return True
+
+
+cdef inline bint marked_since(EngineC* E, uint8_t* row, CampaignC* c, int64_t trigger_ts) noexcept nogil:
+    """Some marker of the campaign's `absent` holds a time later than the trigger's."""
+    cdef int64_t* marks = <int64_t*>(row + E.marker_off)
+    cdef int64_t m
+    cdef int32_t i
+    for i in range(c.absent_off, c.absent_off + c.nr_absent):
+        m = marks[E.absent_list[i]]
+        if m != 0 and m - 1 > trigger_ts:
+            return True
+    return False
+
+
 cdef ContactC* find_contact(EngineC* E, uint32_t sub, uint32_t ci, bint create) noexcept nogil:
     """The contact state of (subscriber, campaign); with `create`, made when absent. Creating
     may grow the table: pointers from earlier calls are then stale."""

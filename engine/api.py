@@ -295,18 +295,20 @@ class Engine:
         """A new engine from the configuration (default: this one's file) and the profiles,
         lists and areas it names as they are now, carrying this engine's state: subscribers
         keep their indexes (new numbers are appended, numbers gone become inactive),
-        campaigns and counters keep their state by id and by name, pending actions of a
+        campaigns, counters and markers keep their state by id and by name, pending actions of a
         removed campaign are dropped (counted in `reload_dropped`). A ConfigError or
         LoadError leaves this engine as it was."""
         config = load_config(Path(config_path) if config_path else self.config.path)
         new = Engine(config, max_event_bytes=self.max_event_bytes, keep=self.subscribers)
         new_campaigns = {c.id: i for i, c in enumerate(config.campaigns)}
         new_counters = {c.name: i for i, c in enumerate(config.counters)}
+        new_markers = {m.name: i for i, m in enumerate(config.markers)}
         new.reload_dropped = new._core.transfer_from(
             self._core,
             [new_campaigns.get(c.id, -1) for c in self.config.campaigns],
             [new_counters.get(c.name, -1) for c in self.config.counters],
-            len(self.subscribers))
+            len(self.subscribers),
+            [new_markers.get(m.name, -1) for m in self.config.markers])
         new._totals = dict(self._totals)
         new._days = self._days.moved_to([new_campaigns.get(c.id, -1) for c in self.config.campaigns],
                                         len(config.campaigns), config.utc_offset_ms)

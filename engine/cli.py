@@ -55,12 +55,12 @@ def _one_line_errors(fn):
 
 
 # funnel reasons, beside the suppressed_* ones, that drop an action at its emission
-DROPPED = ("disabled", "ended")
+DROPPED = ("disabled", "ended", "absent")
 
 FUNNEL_LEGEND = (
     "matched: trigger events that met the campaign's conditions; sched: delayed actions scheduled; "
     "recheck: delayed actions dropped when rechecked at their due time; suppr: dropped at their due time "
-    "because the campaign was disabled or past its end, or suppressed by the contact policy or the pending bound; sent, control: contacts sent and held out (the control group); conv: "
+    "because the campaign was disabled or past its end or a marker it waits to stay unset was set, or suppressed by the contact policy or the pending bound; sent, control: contacts sent and held out (the control group); conv: "
     "conversions of both; uplift: conversion rate of sends minus that of controls, in percentage points, "
     f"with its 95% interval (Newcombe), or 'too few controls' below {MIN_CONTROLS} controls.")
 

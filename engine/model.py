@@ -271,6 +271,7 @@ class ReferenceModel:
         self._cell = {}                 # subscriber -> current cell (absent: 0, unknown)
         self._powered_off = set()
         self._counter = {}              # (subscriber, counter name) -> (value, window start)
+        self._marker = {}               # (subscriber, marker name) -> ts of the last such event
         self._contact = {}              # (subscriber, campaign id) -> last _Contact
         self._last_contact = {}         # subscriber -> t of the last contact of any campaign
         self._day_count = {}            # (subscriber, local day) -> contacts
@@ -485,6 +486,10 @@ class ReferenceModel:
                 self._pending.add((i, c.id))
                 self._created += 1
                 heapq.heappush(self._timers, (ts + c.delay_ms, self._created, index, i, ts, e.cell))
+        # 8. markers, after matching: an event never sees itself
+        for mk in self.config.markers:
+            if e.type in mk.on and (e.flags & mk.flags) == mk.flags and (mk.arg is None or e.arg == mk.arg):
+                self._marker[(i, mk.name)] = ts
 
     def _live_on(self, c, t: int) -> bool:
         """t's local date lies within the campaign's start/end (both included)."""
@@ -520,6 +525,14 @@ class ReferenceModel:
             return False
         if c.id in self.when and not self._when(c, i, ts):
             return False
+        for cond in c.after:
+            t = self._marker.get((i, cond.marker))
+            if t is None or ts - t >= cond.within_ms:
+                return False
+        for cond in c.not_after:
+            t = self._marker.get((i, cond.marker))
+            if t is not None and ts - t < cond.within_ms:
+                return False
         if c.anniversary is not None and not self._anniversary(c, i, ts):
             return False
         if c.stop_after is not None and self._streak.get((i, c.id), 0) >= c.stop_after:
@@ -545,6 +558,10 @@ class ReferenceModel:
         if rule == "audience":
             return self._in_audience(c, self.msisdns[i])
         return self._in_hours(c, t)                 # "hours"
+
+    def _marked_since(self, c, i: int, trigger_ts: int) -> bool:
+        """Some marker of the campaign's `absent` holds a time later than the trigger's."""
+        return any((i, name) in self._marker and self._marker[(i, name)] > trigger_ts for name in c.absent)
 
     def _policy(self, c, i: int, t: int):
         """The first rule, in SPEC order, that forbids the contact; None when all allow it."""
@@ -575,6 +592,9 @@ class ReferenceModel:
             return
         if delayed and not all(self._recheck(rule, c, i, t) for rule in sorted(c.recheck)):
             funnel["recheck_failed"] += 1
+            return
+        if delayed and self._marked_since(c, i, trigger_ts):
+            funnel["absent"] += 1
             return
         reason = self._policy(c, i, t)
         if reason is not None:

@@ -44,6 +44,7 @@ FUNNEL = (
     "disabled",                 # an action due while its campaign is disabled (enabled = false)
     "ended",                    # an action due on a local date outside its campaign's start/end
     "recheck_failed",           # a delayed action whose recheck failed at emission
+    "absent",                   # a delayed action whose `absent` marker was set after its trigger
     "suppressed_blacklist",
     "suppressed_quiet_hours",
     "suppressed_min_gap",

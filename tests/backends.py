@@ -182,12 +182,12 @@ def campaign(id="c", on=(CALL,), channel="sms", **kw) -> CampaignSpec:
     return CampaignSpec(id=id, on=on, channel=channel, **kw)
 
 
-def build(backend, *campaigns, counters=(), policy=PolicySpec(), utc_offset_ms=0, max_pending=10_000_000,
-          lists=None, areas=None, event_types=None, profiles=None, **kw):
+def build(backend, *campaigns, counters=(), markers=(), policy=PolicySpec(), utc_offset_ms=0,
+          max_pending=10_000_000, lists=None, areas=None, event_types=None, profiles=None, **kw):
     """A fresh engine of `backend` over subscribers A, B and C."""
     config = Config(
         path=Path("test.toml"), utc_offset_ms=utc_offset_ms, max_pending=max_pending,
-        policy=policy, counters=tuple(counters),
+        policy=policy, counters=tuple(counters), markers=tuple(markers),
         campaigns=tuple(sorted(campaigns, key=lambda c: (-c.priority, c.id))),
         event_types=event_types or dict(EVENT_TYPES))
     profiles = profiles or Profiles(Path("p"), np.array([A, B, C], dtype=np.uint64), {})

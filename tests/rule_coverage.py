@@ -27,9 +27,9 @@ from engine.model import ReferenceModel, _in_window
 # (name, False) when it stopped it (for the timer and window entries: the edge case happened
 # or the ordinary one did).
 MATCH_RULES = ("enabled", "dates", "flags", "arg", "audience", "blacklist", "where", "peer_in", "area", "enter", "hours", "days", "at_least",
-               "when", "anniversary", "stop_after", "once", "cooldown", "pending")
+               "when", "after", "not_after", "anniversary", "stop_after", "once", "cooldown", "pending")
 LIFE = ("life_enabled", "life_dates")      # step 7, first of all: still enabled, t within start/end
-RECHECKS = ("recheck_area", "recheck_audience", "recheck_hours", "recheck_powered_on")
+RECHECKS = ("recheck_area", "recheck_audience", "recheck_hours", "recheck_powered_on", "absent")
 POLICY = ("policy_blacklist", "policy_quiet_hours", "policy_min_gap", "policy_max_per_day", "policy_cooldown")
 OTHER = ("timer_due_at_event",      # True: a timer fired at exactly an event's ts; False: before it
          "timers_due_together",     # True: a timer fired at the same due time as the one before it
@@ -116,6 +116,11 @@ class CountingModel(ReferenceModel):
             ("at_least", c.counter is not None and c.at_least > 0,
              lambda: self._counter_value(i, c.counter, ts) >= c.at_least),
             ("when", c.when is not None, lambda: self._when(c, i, ts)),
+            ("after", bool(c.after), lambda: all(
+                (i, k.marker) in self._marker and ts - self._marker[(i, k.marker)] < k.within_ms for k in c.after)),
+            ("not_after", bool(c.not_after), lambda: all(
+                (i, k.marker) not in self._marker or ts - self._marker[(i, k.marker)] >= k.within_ms
+                for k in c.not_after)),
             ("anniversary", c.anniversary is not None, lambda: self._anniversary(c, i, ts)),
             ("stop_after", c.stop_after is not None, lambda: self._streak.get((i, c.id), 0) < c.stop_after),
             ("once", c.once, lambda: contact is None),
@@ -150,6 +155,12 @@ class CountingModel(ReferenceModel):
         if rule != "hours" or c.hours is not None or c.days != ALL_DAYS:    # else it cannot fail
             self.counts["recheck_" + rule, ok] += 1
         return ok
+
+    def _marked_since(self, c, i, trigger_ts) -> bool:
+        marked = super()._marked_since(c, i, trigger_ts)
+        if c.absent:
+            self.counts["absent", not marked] += 1
+        return marked
 
     def _policy(self, c, i, t):
         reason = super()._policy(c, i, t)

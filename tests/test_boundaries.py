@@ -13,7 +13,7 @@ import zlib
 import msgpack
 import pytest
 
-from engine.language.config import CounterSpec, PolicySpec
+from engine.language.config import CounterSpec, MarkerCondition, MarkerSpec, PolicySpec
 from tests.backends import (
     DAY, HOUR, MINUTE, T0, A, B, C, CALL, LOC, ORDER, POWER_OFF, POWER_ON, SMS, STRANGER,
     build, campaign, contacts, ev, funnel, run,
@@ -306,6 +306,83 @@ def test_a_disabled_campaign_matches_nothing(backend):
     m = run(build(backend, campaign(enabled=False), campaign("on", on=(SMS,))), ev(T0), ev(T0, SMS))
     assert contacts(m) == [(T0, "on", A, "send")]
     assert funnel(m, "c") == {}
+
+
+# ---------------------------------------------------------------------------- steps 6, 7 and 8: markers
+# A marker set by an SMS at T0; a call `gap` ms later. after: set and e.ts - marker < within;
+# not_after: unset or e.ts - marker >= within (SPEC §3 step 6).
+SENT = MarkerSpec("sent", on=(SMS,))
+
+
+@pytest.mark.parametrize("gap, matches", [(HOUR - 1, True), (HOUR, False), (HOUR + 1, False), (0, True)])
+def test_after_within(backend, gap, matches):
+    m = build(backend, campaign(after=(MarkerCondition("sent", HOUR),)), markers=[SENT])
+    run(m, ev(T0, SMS), ev(T0 + gap))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+@pytest.mark.parametrize("gap, matches", [(HOUR - 1, False), (HOUR, True), (HOUR + 1, True), (0, False)])
+def test_not_after_within(backend, gap, matches):
+    m = build(backend, campaign(not_after=(MarkerCondition("sent", HOUR),)), markers=[SENT])
+    run(m, ev(T0, SMS), ev(T0 + gap))
+    assert len(m.actions) == (1 if matches else 0)
+
+
+def test_an_unset_marker(backend):
+    # never set: after fails, not_after passes; an event at ts 0 still sets a marker
+    m = build(backend, campaign("a", after=(MarkerCondition("sent", HOUR),)),
+              campaign("n", not_after=(MarkerCondition("sent", HOUR),)), markers=[SENT])
+    run(m, ev(T0))
+    assert contacts(m) == [(T0, "n", A, "send")]
+    m = build(backend, campaign("a", after=(MarkerCondition("sent", T0 + 1),)), markers=[SENT])
+    run(m, ev(0, SMS), ev(T0))
+    assert contacts(m) == [(T0, "a", A, "send")]
+
+
+def test_an_event_never_sees_itself(backend):
+    # the SMS that sets the marker is not "an earlier one": after fails on the first SMS
+    m = build(backend, campaign(on=(SMS,), after=(MarkerCondition("sent", HOUR),)), markers=[SENT])
+    run(m, ev(T0, SMS), ev(T0 + 1, SMS))
+    assert contacts(m) == [(T0 + 1, "c", A, "send")]
+
+
+@pytest.mark.parametrize("flags, arg, sets", [(0b11, 3001, True), (0b01, 3001, False), (0b11, 3002, False)])
+def test_marker_flags_and_arg(backend, flags, arg, sets):
+    took = MarkerSpec("took", on=(ORDER,), flags=0b11, arg=3001)
+    m = build(backend, campaign(after=(MarkerCondition("took", HOUR),)), markers=[took])
+    run(m, ev(T0, ORDER, flags=flags, arg=arg), ev(T0 + 1))
+    assert len(m.actions) == (1 if sets else 0)
+
+
+@pytest.mark.parametrize("later, outcome", [(-1, "sent"), (0, "sent"), (1, "absent")])
+def test_absent_after_the_trigger(backend, later, outcome):
+    # a RECHARGE at trigger_ts + later; absent fails only when marker > trigger_ts
+    recharged = MarkerSpec("recharged", on=(12,))
+    m = build(backend, campaign(delay_ms=HOUR, absent=("recharged",)), markers=[recharged])
+    trigger = T0 + MINUTE
+    events = [ev(trigger + later, 12)] if later < 0 else []
+    events += [ev(trigger)] + ([ev(trigger + later, 12)] if later >= 0 else [])
+    run(m, *events, drain=True)
+    assert funnel(m, "c") == {"matched": 1, "scheduled": 1, outcome: 1}
+
+
+@pytest.mark.parametrize("off, outcome", [(-1, "absent"), (0, "sent"), (1, "sent")])
+def test_absent_at_the_due_time(backend, off, outcome):
+    # a marker event at due - 1 is seen; at the due time the timer fires first (step 1) and
+    # does not see it; after the due time the action is gone
+    recharged = MarkerSpec("recharged", on=(12,))
+    m = build(backend, campaign(delay_ms=HOUR, absent=("recharged",)), markers=[recharged])
+    run(m, ev(T0), ev(T0 + HOUR + off, 12), drain=True)
+    assert funnel(m, "c") == {"matched": 1, "scheduled": 1, outcome: 1}
+
+
+def test_absent_after_the_rechecks(backend):
+    # both fail: the recheck is counted, not absent
+    recharged = MarkerSpec("recharged", on=(12,))
+    m = build(backend, campaign(delay_ms=HOUR, recheck=frozenset({"powered_on"}), absent=("recharged",)),
+              markers=[recharged])
+    run(m, ev(T0), ev(T0 + 1, 12), ev(T0 + 2, POWER_OFF), drain=True)
+    assert funnel(m, "c") == {"matched": 1, "scheduled": 1, "recheck_failed": 1}
 
 
 # ---------------------------------------------------------------------------- step 6: matching
@@ -646,6 +723,15 @@ def test_holdout_threshold_is_strict(backend, threshold, kind):
 # order (recheck, blacklist, quiet_hours, min_gap, max_per_day, cooldown) and only that one.
 # At 23:00 (UTC, quiet 22:00-08:00), two hours after a contact the same day: quiet hours,
 # min_gap (1 day) and max_per_day (1) all forbid campaign "b"; exempting rules uncovers the next.
+def test_absent_before_the_policy(backend):
+    # absent rejects first: quiet hours would reject too
+    recharged = MarkerSpec("recharged", on=(12,))
+    m = build(backend, campaign(delay_ms=HOUR, absent=("recharged",)), markers=[recharged],
+              policy=PolicySpec(quiet_hours=(0, 24 * 60 - 1)))
+    run(m, ev(T0), ev(T0 + 1, 12), drain=True)
+    assert funnel(m, "c") == {"matched": 1, "scheduled": 1, "absent": 1}
+
+
 @pytest.mark.parametrize("exempt, reason", [
     ((), "suppressed_quiet_hours"),
     (("quiet_hours",), "suppressed_min_gap"),

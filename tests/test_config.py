@@ -323,6 +323,8 @@ vip = "vip.txt"
 airport = "airport.txt"
 [counters]
 sms = { on = ["SMS_MO"] }
+[markers]
+sent = { on = ["SMS_MO"] }
 '''
 CAMPAIGN = {"id": '"c1"', "on": '["SMS_MO"]', "channel": '"sms"'}
 C1 = 'campaign[0] (id "c1")'
@@ -445,6 +447,21 @@ CAMPAIGN_ERRORS = [
     (dict(anniversary="5"), f"{C1}.anniversary", "expected a string"),
     (dict(anniversary='""'), f"{C1}.anniversary", "must not be empty"),
     (dict(anniversary='"tags"'), f"{C1}.anniversary", "not a date attribute"),
+    (dict(after='{ marker = "snet", within = "1h" }'), f"{C1}.after.marker", 'unknown marker "snet"; did you mean "sent"?'),
+    (dict(after='{ marker = "sent" }'), f"{C1}.after.within", "missing (each entry needs marker and within)"),
+    (dict(after='{ within = "1h" }'), f"{C1}.after.marker", "missing"),
+    (dict(after='{ marker = "sent", within = "0s" }'), f"{C1}.after.within", "must be longer than zero"),
+    (dict(after='{ marker = "sent", within = 60 }'), f"{C1}.after.within", "is not a duration"),
+    (dict(after='{ marker = "sent", within = "1h", at = 1 }'), f"{C1}.after.at", "unknown key"),
+    (dict(after='"sent"'), f"{C1}.after", "expected a table { marker, within } or an array of them"),
+    (dict(not_after='[{ marker = "sent", within = "1h" }, { marker = "zz", within = "1h" }]'),
+     f"{C1}.not_after[1].marker", 'unknown marker "zz" (not in [markers])'),
+    (dict(not_after="[1]"), f"{C1}.not_after[0]", "expected a table, got an integer"),
+    (dict(absent='["sent"]'), f"{C1}.absent", "needs a non-zero delay"),
+    (dict(absent='["sent"]', delay='"0s"'), f"{C1}.absent", "needs a non-zero delay"),
+    (dict(absent='["snt"]', delay='"1h"'), f"{C1}.absent[0]", 'unknown marker "snt"; did you mean "sent"?'),
+    (dict(absent='"sent"', delay='"1h"'), f"{C1}.absent", "expected an array of strings"),
+    (dict(recheck='["absent"]', delay='"1h"'), f"{C1}.recheck[0]", 'unknown rule "absent"'),
     (dict(delya='"5m"'), f"{C1}.delya", "unknown key (did you mean 'delay'?)"),
     (dict(colour='"red"'), f"{C1}.colour", "unknown key"),
 ]
@@ -508,6 +525,14 @@ SECTION_ERRORS = [
     ('[counters]\ncalls = { on = ["ORDER"], arg = -1 }', "counters.calls.arg", "out of range"),
     ('[counters]\ncalls = { on = ["ORDER"], arg = "3001" }', "counters.calls.arg", "expected an integer"),
     ('[counters]\ncalls = "SMS_MO"', "counters.calls", "expected a table"),
+    ('[markers]\nm = { flags = ["roaming"] }', "markers.m.on", "missing (a marker needs the event types that set it)"),
+    ('[markers]\nm = { on = [] }', "markers.m.on", "at least one event type"),
+    ('[markers]\nm = { on = ["LOW_BALANCE"] }', "markers.m.on[0]", "unknown event type"),
+    ('[markers]\nm = { on = ["SMS_MO"], flags = ["roming"] }', "markers.m.flags[0]", 'did you mean "roaming"?'),
+    ('[markers]\nm = { on = ["ORDER"], arg = -1 }', "markers.m.arg", "out of range"),
+    ('[markers]\nm = { on = ["ORDER"], within = "1h" }', "markers.m.within", "unknown key"),
+    ('[markers]\n"m m" = { on = ["ORDER"] }', "markers.m m", "not a valid marker name"),
+    ('[markers]\nm = "ORDER"', "markers.m", "expected a table"),
     ("[event_types]\nTOP_UP = 31", "event_types.TOP_UP", "out of range (32 to 63)"),
     ("[event_types]\nTOP_UP = 64", "event_types.TOP_UP", "out of range (32 to 63)"),
     ('[event_types]\nTOP_UP = "32"', "event_types.TOP_UP", "expected an integer"),
@@ -553,6 +578,21 @@ def test_counter_periods_and_arg(tmp_path):
     counters = parse_config(text, tmp_path / "c.toml").counters
     assert [(k.period, k.window_ms, k.arg, k.starts) for k in counters] == [
         ("day", None, None, True), ("week", None, None, True), ("month", None, 3001, True), (None, None, None, False)]
+
+
+def test_markers_and_their_conditions(tmp_path):
+    from engine.language.config import MarkerCondition, MarkerSpec
+    text = ('[event_types]\nLOW_BALANCE = 40\n'
+            '[markers]\nrecharged = { on = ["RECHARGE"] }\ntook = { on = ["ORDER"], arg = 3001, flags = ["roaming"] }\n'
+            '[[campaign]]\nid = "c"\non = ["LOW_BALANCE"]\nchannel = "sms"\ndelay = "24h"\n'
+            'after = [{ marker = "took", within = "1h" }, { marker = "recharged", within = "2d" }]\n'
+            'not_after = { marker = "recharged", within = "3d" }\nabsent = ["recharged", "recharged"]\n')
+    config = parse_config(text, tmp_path / "c.toml")
+    assert config.markers == (MarkerSpec("recharged", (12,)), MarkerSpec("took", (11,), flags=2, arg=3001))
+    c = config.campaigns[0]
+    assert c.after == (MarkerCondition("took", 3_600_000), MarkerCondition("recharged", 2 * DAY))
+    assert c.not_after == (MarkerCondition("recharged", 3 * DAY),)
+    assert c.absent == ("recharged",)
 
 
 def test_campaign_index_counts_in_file_order(tmp_path):

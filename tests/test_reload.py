@@ -109,3 +109,36 @@ def test_a_checkpoint_after_a_reload_restores_with_its_subscriber_order(world, t
     restored.restore(path)
     rest = data[45 * 2000:]
     assert np.array_equal(restored.replay(rest, drain=True).actions, reloaded.replay(rest, drain=True).actions)
+
+
+MARKERS_CONFIG = """\
+[engine]
+profiles = "profiles.csv"
+
+[markers]
+{markers}
+
+[[campaign]]
+id        = "second_sms"
+on        = ["SMS_MO"]
+after     = {{ marker = "sent", within = "1h" }}
+channel   = "sms"
+"""
+
+
+def test_markers_are_carried_over_a_reload_by_name(tmp_path):
+    # "sent" stays (its time kept: the SMS after the reload is a second one within the hour),
+    # "roamed" goes (its times dropped), "ordered" is new (unset)
+    import msgpack
+    (tmp_path / "profiles.csv").write_text("msisdn\n13800000001\n")
+    config = tmp_path / "campaigns.toml"
+    config.write_text(MARKERS_CONFIG.format(markers='roamed = { on = ["CALL_MO_END"] }\nsent = { on = ["SMS_MO"] }'))
+    t0 = 1_767_225_600_000
+    engine = Engine.from_config(config)
+    engine.replay(msgpack.packb([t0, 1, 13800000001]) + msgpack.packb([t0 + 1, 3, 13800000001]))
+    assert engine._core.subscriber_view(13800000001)["markers"] == [t0, t0 + 1]
+    config.write_text(MARKERS_CONFIG.format(markers='ordered = { on = ["ORDER"] }\nsent = { on = ["SMS_MO"] }'))
+    engine = engine.reload()
+    assert engine._core.subscriber_view(13800000001)["markers"] == [None, t0 + 1]
+    run = engine.replay(msgpack.packb([t0 + 3_600_000, 3, 13800000001]))
+    assert [int(t) for t in run.actions["ts"]] == [t0 + 3_600_000]

@@ -20,7 +20,7 @@ import pyarrow as pa
 from hypothesis import strategies as st
 
 from engine.language.config import (
-    ALL_DAYS, EVENT_TYPES, CampaignSpec, Config, CounterSpec, OutputSpec, PolicySpec,
+    ALL_DAYS, EVENT_TYPES, CampaignSpec, Config, CounterSpec, MarkerCondition, MarkerSpec, OutputSpec, PolicySpec,
 )
 
 MINUTE = 60_000
@@ -66,6 +66,7 @@ def _sometimes(draw, strategy, one_in=3):
 HOT_TYPES = [1, 3, 6, 7, 11]
 DELAYS = [MINUTE, 5 * MINUTE, HOUR, 5 * HOUR]
 COOLDOWNS = [10 * MINUTE, HOUR, DAY]
+MARK_WITHIN = [HOUR, 5 * HOUR, DAY]
 MIN_GAPS = [MINUTE, 30 * MINUTE, HOUR]
 WINDOWS = [HOUR, DAY]
 CONVERT_WITHIN = [HOUR, DAY]
@@ -114,16 +115,17 @@ def _moments(config, profiles, n, first_day, trace: bytes):
 
 
 @st.composite
-def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False, first_day=0):
+def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False, first_day=0, marker_names=()):
     """A campaign; `open_to_all` leaves out the conditions on who and where (audience, lists,
     where, area, hours, days, counter), so that the contact policy has contacts to decide on
     in nearly every world."""
     if open_to_all:
-        closed = draw(campaigns(i, list_names, area_names, counter_names, first_day=first_day))
+        closed = draw(campaigns(i, list_names, area_names, counter_names, first_day=first_day,
+                                marker_names=marker_names))
         return replace(closed, audience=None, peer_in=None, exclude=(), where=None, area=None, enter=False,
                        hours=None, days=ALL_DAYS, counter=None, at_least=0,
                        recheck=closed.recheck - {"area", "audience"}, flags=0, arg=None, enabled=True,
-                       start=None, end=None)
+                       start=None, end=None, after=(), not_after=())
     on = tuple(_subset(draw, HOT_TYPES, 2)) if draw(st.integers(0, 4)) else tuple(_subset(draw, TYPES, 3))
     on = on or (1,)
     delay = draw(st.sampled_from([0, 0] + DELAYS))
@@ -144,14 +146,20 @@ def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False,
         delay = max(delay, draw(st.sampled_from([HOUR, 5 * HOUR])))
     counter = _sometimes(draw, st.sampled_from(counter_names)) if counter_names else None
     convert = draw(st.booleans())
+    # markers: after / not_after now and then, absent on a delayed campaign more often
+    conditions = st.builds(MarkerCondition, st.sampled_from(list(marker_names) or ["-"]), st.sampled_from(MARK_WITHIN))
+    after = (draw(conditions),) if marker_names and draw(st.integers(0, 3)) == 0 else ()
+    not_after = (draw(conditions),) if marker_names and draw(st.integers(0, 4)) == 0 else ()
     # local dates around the trace's first (`first_day` days after T0's), so that a campaign
     # starts or ends inside it and a delay now and then runs past the end
     dates = [datetime.date(2026, 1, 1) + datetime.timedelta(days=first_day + k) for k in (-1, 0, 0, 1, 2)]
-    start = _sometimes(draw, st.sampled_from(dates[:4]), 8)
-    end = _sometimes(draw, st.sampled_from([d for d in dates[1:] if start is None or d >= start]), 6)
+    start = _sometimes(draw, st.sampled_from(dates[:4]), 10)
+    end = _sometimes(draw, st.sampled_from([d for d in dates[1:] if start is None or d >= start]), 7)
     if end is not None and draw(st.booleans()):
-        # a delay that outlives the end of the campaign's last day now and then
-        delay = draw(st.sampled_from([5 * HOUR, DAY]))
+        # a delay that outlives the end of the campaign's last day: ending on the trace's
+        # first day, a match that day is due the next
+        delay, end = DAY, dates[1]
+        start = start if start is None or start <= end else None
     return CampaignSpec(
         id=f"c{i}",
         on=on,
@@ -180,9 +188,13 @@ def campaigns(draw, i, list_names, area_names, counter_names, open_to_all=False,
         where=_sometimes(draw, st.sampled_from(["arpu >= 50", "not (arpu < 20)", "'vip' in tags"]), 4),
         flags=_sometimes(draw, st.sampled_from([1, 2, 3]), 5) or 0,
         arg=_sometimes(draw, st.sampled_from([0, 3001]), 6),
-        enabled=draw(st.integers(0, 14)) != 0,
+        enabled=draw(st.integers(0, 19)) != 0,
         start=start,
         end=end,
+        after=after,
+        not_after=not_after,
+        absent=(tuple(_subset(draw, list(marker_names), 2)) if marker_names and delay and draw(st.integers(0, 2)) == 0
+                else ()),
     )
 
 
@@ -248,9 +260,19 @@ def worlds(draw, max_events=120):
         for window in [draw(st.none() | st.sampled_from(WINDOWS))])
     nr_campaigns = draw(st.integers(1, 5))
     first_day = draw(st.integers(0, 7))
+    markers = tuple(
+        MarkerSpec(name=f"m{j}", on=tuple(_subset(draw, HOT_TYPES + [12], 2)) or (12,),
+                   flags=draw(st.sampled_from([0, 0, 0, 1, 2])), arg=_sometimes(draw, st.just(3001), 6))
+        for j in range(draw(st.sampled_from([0, 1, 1, 2]))))
+    # and, most of the time, "mt": set by the campaigns' own trigger types (known once they are
+    # drawn), so that a trigger meets an earlier one and an action waits through a later one
+    with_mt = draw(st.integers(0, 3)) > 0
+    names = [m.name for m in markers] + (["mt"] if with_mt else [])
     camps = [draw(campaigns(i, list_names, ["a0", "a1"], [c.name for c in counters], open_to_all=i == 0,
-                            first_day=first_day))
+                            first_day=first_day, marker_names=names))
              for i in range(nr_campaigns)]
+    if with_mt:
+        markers += (MarkerSpec("mt", on=tuple(sorted({t for c in camps for t in c.on}))),)
     camps.sort(key=lambda c: (-c.priority, c.id))
     policy = PolicySpec(
         blacklist=("l2",) if draw(st.integers(0, 2)) == 0 else (),
@@ -265,6 +287,7 @@ def worlds(draw, max_events=120):
         max_dead_letters=draw(st.sampled_from([100_000, 100_000, 0, 1])),
         policy=policy,
         counters=counters,
+        markers=markers,
         campaigns=tuple(camps),
         output=OutputSpec(max_records=draw(st.sampled_from([3, 100_000]))),
     )
@@ -276,6 +299,7 @@ def worlds(draw, max_events=120):
     # The steps between events: the configuration's own durations, exactly and a millisecond
     # either side (a timer due at an event, a cooldown or min_gap just over), and plain ones.
     durations = sorted({d for c in camps for d in (c.delay_ms, c.cooldown_ms, c.convert_within_ms or 0)}
+                       | {k.within_ms for c in camps for k in c.after + c.not_after}
                        | {policy.min_gap_ms} | {k.window_ms or 0 for k in counters} - {0})
     plain = [0, 0, 1000, MINUTE, 3 * MINUTE, 10 * MINUTE, HOUR, 5 * HOUR]
     steps = st.sampled_from(plain) | (st.sampled_from(durations).flatmap(

@@ -261,6 +261,7 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     counter_index = {c.name: k for k, c in enumerate(config.counters)}
     date_attributes, date_codes, malformed_dates = _anniversary_dates(config, profiles)
     date_slot = {name: k for k, name in enumerate(date_attributes)}
+    marker_index = {m.name: k for k, m in enumerate(config.markers)}
     campaigns = []
     for c in config.campaigns:
         elig = class_bit(
@@ -298,6 +299,9 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
             flags=c.flags,
             arg=c.arg,
             enabled=bool(c.enabled),
+            marks=[(marker_index[a.marker], a.within_ms, False) for a in c.after]
+            + [(marker_index[a.marker], a.within_ms, True) for a in c.not_after],
+            absent=[marker_index[name] for name in c.absent],
             start_day=local_day(c.start) if c.start is not None else DAY_MIN,
             end_day=local_day(c.end) if c.end is not None else DAY_MAX,
         ))
@@ -305,7 +309,7 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     nr_bits = len(builders)
     nr_words = max(1, (nr_bits + 63) // 64)
     windowed = [c for c in config.counters if c.starts]
-    core.set_layout(nr_words, len(config.counters), len(windowed))
+    core.set_layout(nr_words, len(config.counters), len(windowed), len(config.markers))
     core.set_subscribers(np.ascontiguousarray(subscribers, dtype=np.uint64))
     if not present.all():
         core.set_inactive((~present).astype(np.uint8))
@@ -334,6 +338,7 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
         (_types_mask(c.on), c.flags, _ADD_MODES[c.add], c.window_ms or 0, _PERIODS[c.period], c.arg)
         for c in config.counters
     ])
+    core.set_markers([(_types_mask(m.on), m.flags, m.arg) for m in config.markers])
     quiet = config.policy.quiet_hours or (-1, -1)
     core.set_policy(
         config.utc_offset_ms, quiet[0], quiet[1], config.policy.min_gap_ms,

@@ -70,6 +70,22 @@ class CounterSpec:
 
 
 @dataclass(frozen=True)
+class MarkerSpec:
+    """`[markers]`: per subscriber, the time of the last event of this kind (SPEC §3 step 8)."""
+    name: str
+    on: tuple[int, ...]            # event type codes
+    flags: int = 0                 # FLAG_BITS mask that must all be set in e.flags
+    arg: Optional[int] = None      # e.arg must equal it
+
+
+@dataclass(frozen=True)
+class MarkerCondition:
+    """One entry of a campaign's `after` or `not_after`."""
+    marker: str                    # marker name
+    within_ms: int                 # > 0
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     blacklist: tuple[str, ...] = ()                 # list names
     quiet_hours: Optional[tuple[int, int]] = None   # (start, end) minutes of the local day
@@ -111,6 +127,9 @@ class CampaignSpec:
     enabled: bool = True
     start: Optional[datetime.date] = None     # first local date it acts on (included)
     end: Optional[datetime.date] = None       # last local date it acts on (included)
+    after: tuple[MarkerCondition, ...] = ()   # each marker set and e.ts - marker < within
+    not_after: tuple[MarkerCondition, ...] = ()   # each marker unset or e.ts - marker >= within
+    absent: tuple[str, ...] = ()              # marker names none of which may be set after trigger_ts (needs a delay)
 
     @property
     def holdout_threshold(self) -> int:
@@ -141,6 +160,7 @@ class Config:
     areas: dict[str, Path] = field(default_factory=dict)    # name -> absolute path
     policy: PolicySpec = field(default_factory=PolicySpec)
     counters: tuple[CounterSpec, ...] = ()      # in file order
+    markers: tuple[MarkerSpec, ...] = ()        # in file order
     campaigns: tuple[CampaignSpec, ...] = ()    # sorted: priority descending, then id ascending
     event_types: dict[str, int] = field(default_factory=lambda: dict(EVENT_TYPES))  # builtin + custom
     output: OutputSpec = field(default_factory=OutputSpec)
@@ -166,17 +186,19 @@ _CHANNEL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)         # becomes a directory
 _EVENT_TYPE_NAME = re.compile(r"[A-Z][A-Z0-9_]*", re.ASCII)
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
 
-_SECTIONS = ("engine", "lists", "areas", "policy", "counters", "campaign", "event_types", "output")
+_SECTIONS = ("engine", "lists", "areas", "policy", "counters", "markers", "campaign", "event_types", "output")
 _ENGINE_KEYS = ("utc_offset", "profiles", "max_pending", "max_dead_letters", "encoding", "null_values")
 _POLICY_KEYS = ("blacklist", "quiet_hours", "min_gap", "max_per_day")
 _COUNTER_KEYS = ("on", "flags", "add", "window", "period", "arg")
+_MARKER_KEYS = ("on", "flags", "arg")
+_MARKER_CONDITION_KEYS = ("marker", "within")
 COUNTER_PERIODS = ("day", "week", "month")
 _OUTPUT_KEYS = ("format", "max_records", "max_age")
 _CAMPAIGN_KEYS = (
     "id", "priority", "on", "audience", "peer_in", "exclude", "where", "area", "enter",
     "hours", "days", "counter", "delay", "recheck", "cooldown", "once", "exempt", "channel",
     "template", "holdout", "convert_on", "convert_arg", "convert_within", "stop_after",
-    "flags", "arg", "enabled", "start", "end", "when", "anniversary",
+    "flags", "arg", "enabled", "start", "end", "when", "anniversary", "after", "not_after", "absent",
 )
 RESERVED_CAMPAIGN_IDS = ("global",)        # the programme-wide control group's name in the holdout hash
 _CONDITION_KEYS = ("name", "at_least")
@@ -380,6 +402,7 @@ class _Reader:
         self.lists: dict[str, Path] = {}
         self.areas: dict[str, Path] = {}
         self.counters: dict[str, CounterSpec] = {}
+        self.markers: dict[str, MarkerSpec] = {}
         self.event_types: dict[str, int] = dict(EVENT_TYPES)
 
     def fail(self, key: str, message: str):
@@ -504,6 +527,7 @@ class _Reader:
         self.lists = self.files("lists", doc.get("lists", {}), "list name")
         self.areas = self.files("areas", doc.get("areas", {}), "area name")
         counters = self.read_counters(doc.get("counters", {}))
+        markers = self.read_markers(doc.get("markers", {}))
         engine = self.table("engine", doc.get("engine", {}), _ENGINE_KEYS)
         utc_offset_ms = 0
         if "utc_offset" in engine:
@@ -547,6 +571,7 @@ class _Reader:
             areas=self.areas,
             policy=self.read_policy(doc.get("policy", {})),
             counters=counters,
+            markers=markers,
             campaigns=self.read_campaigns(doc.get("campaign", [])),
             event_types=self.event_types,
             output=self.read_output(doc.get("output", {})),
@@ -610,6 +635,49 @@ class _Reader:
             ))
         self.counters = {c.name: c for c in counters}
         return tuple(counters)
+
+    def read_markers(self, value) -> tuple[MarkerSpec, ...]:
+        markers = []
+        for name, spec in self.table("markers", value).items():
+            key = f"markers.{name}"
+            self.name(key, name, "marker name")
+            spec = self.table(key, spec, _MARKER_KEYS)
+            if "on" not in spec:
+                self.fail(f"{key}.on", "missing (a marker needs the event types that set it)")
+            markers.append(MarkerSpec(
+                name=name,
+                on=self.event_type_codes(f"{key}.on", spec["on"], required=True),
+                flags=self.flag_mask(f"{key}.flags", spec.get("flags", [])),
+                arg=None if "arg" not in spec else self.integer(f"{key}.arg", spec["arg"], lo=0, hi=2**63 - 1),
+            ))
+        self.markers = {m.name: m for m in markers}
+        return tuple(markers)
+
+    def marker_ref(self, key: str, value) -> str:
+        name = self.string(key, value, non_empty=True)
+        if name not in self.markers:
+            hint = difflib.get_close_matches(name, self.markers, n=1)
+            self.fail(key, f"unknown marker {_show(name)}"
+                           + (f"; did you mean {_show(hint[0])}?" if hint else " (not in [markers])"))
+        return name
+
+    def marker_conditions(self, key: str, value) -> tuple[MarkerCondition, ...]:
+        """One `{ marker, within }` table or an array of them."""
+        if isinstance(value, dict):
+            items = [(key, value)]
+        elif isinstance(value, list):
+            items = [(f"{key}[{i}]", item) for i, item in enumerate(value)]
+        else:
+            self.wrong(key, value, "a table { marker, within } or an array of them")
+        conditions = []
+        for k, item in items:
+            item = self.table(k, item, _MARKER_CONDITION_KEYS)
+            for part in _MARKER_CONDITION_KEYS:
+                if part not in item:
+                    self.fail(f"{k}.{part}", "missing (each entry needs marker and within)")
+            conditions.append(MarkerCondition(self.marker_ref(f"{k}.marker", item["marker"]),
+                                              self.duration(f"{k}.within", item["within"], positive=True)))
+        return tuple(conditions)
 
     def read_policy(self, value) -> PolicySpec:
         policy = self.table("policy", value, _POLICY_KEYS)
@@ -747,6 +815,10 @@ class _Reader:
             enabled=True if "enabled" not in c else self.boolean(f"{key}.enabled", c["enabled"]),
             start=opt("start", lambda k, v: self.parsed(k, v, parse_date)),
             end=opt("end", lambda k, v: self.parsed(k, v, parse_date)),
+            after=opt("after", self.marker_conditions) or (),
+            not_after=opt("not_after", self.marker_conditions) or (),
+            absent=opt("absent", lambda k, v: tuple(dict.fromkeys(
+                self.marker_ref(f"{k}[{i}]", name) for i, name in enumerate(self.strings(k, v))))) or (),
         )
         self.consistent(key, spec)
         return spec
@@ -774,6 +846,8 @@ class _Reader:
             self.fail(f"{key}.enter", "needs an area to enter")
         if "area" in c.recheck and c.area is None:
             self.fail(f"{key}.recheck", '"area" needs an area')
+        if c.absent and not c.delay_ms:
+            self.fail(f"{key}.absent", "needs a non-zero delay (the markers are looked at when the delayed action is due)")
         if c.start is not None and c.end is not None and c.end < c.start:
             self.fail(f"{key}.end", f"{c.end.isoformat()} is before start {c.start.isoformat()}")
         if "audience" in c.recheck and c.audience is None:

@@ -53,6 +53,9 @@ def fingerprint(engine: "Engine") -> dict:
         "counters": [c.name for c in engine.config.counters],
         # whether each counter keeps a start (a window or a period) in the rows
         "counter_windows": [c.starts for c in engine.config.counters],
+        # named only when there are some: a checkpoint of a configuration without markers
+        # reads the same as one written before markers existed
+        **({"markers": [m.name for m in engine.config.markers]} if engine.config.markers else {}),
         "subscribers": int(len(msisdn)),
         "subscribers_crc32": zlib.crc32(memoryview(msisdn).cast("B")),
     }
@@ -295,8 +298,10 @@ def engine_for(config_path, loaded: Loaded) -> tuple["Engine", Optional[int]]:
     theirs = loaded.header["fingerprint"]
     scalars = loaded.header["scalars"]
     mine = fingerprint(engine)
-    if (all(theirs.get(key) == value for key, value in mine.items())
-            and list(scalars["layout"]) == engine._core.state_scalars()["layout"]):
+    # a layout of six entries was written before markers: none
+    layout = list(scalars["layout"]) + [0] * (7 - len(scalars["layout"]))
+    if (all(theirs.get(key) == value for key, value in mine.items()) and ("markers" in theirs) == ("markers" in mine)
+            and layout == engine._core.state_scalars()["layout"]):
         restore_sections(engine, loaded.header, loaded.sections, loaded.path)
         return engine, None
     if "counter_windows" not in theirs:
@@ -304,12 +309,13 @@ def engine_for(config_path, loaded: Loaded) -> tuple["Engine", Optional[int]]:
                               "sigmatch that did not record enough to carry its state over")
     # The checkpoint's own engine, as far as its state needs one: its layout, subscribers,
     # counter windows and campaign count. Then the state moves over as in Engine.reload.
-    _, nr_words, nr_counters, nr_windows, _, _ = scalars["layout"]
+    nr_words, nr_counters, nr_windows, nr_markers = layout[1], layout[2], layout[3], layout[6]
     old = Core(engine.max_event_bytes)
     try:
-        old.set_layout(nr_words, nr_counters, nr_windows)
+        old.set_layout(nr_words, nr_counters, nr_windows, nr_markers)
         old.set_subscribers(np.ascontiguousarray(loaded.subscribers, dtype=np.uint64))
         old.set_counters([(0, 0, 0, 1 if windowed else 0) for windowed in theirs["counter_windows"]])
+        old.set_markers([(0, 0, None)] * nr_markers)
         old.set_campaigns([dict(id=campaign, types=0, convert_types=0, convert_arg=None, elig=(0, 0),
                                 recheck_elig=(0, 0), area=None, peer_set=-1, cooldown_ms=0, delay_ms=0,
                                 convert_within_ms=None, hours=None, days=0x7F, counter=-1, at_least=0,
@@ -318,9 +324,11 @@ def engine_for(config_path, loaded: Loaded) -> tuple["Engine", Optional[int]]:
         old.restore_state(scalars, loaded.sections)
         campaigns = {c.id: i for i, c in enumerate(engine.config.campaigns)}
         counters = {c.name: i for i, c in enumerate(engine.config.counters)}
+        markers = {m.name: i for i, m in enumerate(engine.config.markers)}
         dropped = engine._core.transfer_from(old, [campaigns.get(c, -1) for c in theirs["campaigns"]],
                                              [counters.get(c, -1) for c in theirs["counters"]],
-                                             len(loaded.subscribers))
+                                             len(loaded.subscribers),
+                                             [markers.get(m, -1) for m in theirs.get("markers", [])])
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{loaded.path}: cannot carry the state over to this configuration: {e}") from None
     return engine, dropped

@@ -61,12 +61,17 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
                           if state["contacted"] and spec.cooldown_ms else None)
         if cooldown_until is not None and clock is not None and clock < cooldown_until:
             blocked.append("cooldown")
+        if not spec.enabled:
+            blocked.append("disabled")
         if state["pending"]:
             blocked.append("pending")
         if not blocked:
             eligible.append(spec.id)
-        conditions = [name for name, present in (("peer_in", spec.peer_in), ("area", spec.area),
+        conditions = [name for name, present in (("flags", spec.flags), ("arg", spec.arg is not None),
+                                                 ("peer_in", spec.peer_in), ("area", spec.area),
                                                  ("hours", spec.hours), ("days", spec.days != 0x7F),
+                                                 ("start", spec.start), ("end", spec.end),
+                                                 ("after", spec.after), ("not_after", spec.not_after),
                                                  ("anniversary", spec.anniversary)) if present]
         campaigns[spec.id] = {
             "eligible": not blocked,
@@ -89,6 +94,8 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
         "pending": [{"campaign": config.campaigns[p["campaign"]].id, "due": p["due"],
                      "trigger_ts": p["trigger_ts"]} for p in view["pending"]],
         "counters": counters,
+        # each marker's last time (event time, ms), null when never set
+        "markers": {m.name: t for m, t in zip(config.markers, view["markers"])},
         "contact_policy": {
             "blacklisted": view["blacklisted"],
             "last_contact": last,

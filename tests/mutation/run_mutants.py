@@ -200,6 +200,18 @@ MUTANTS: list[Mutant] = [
            "§3.4 month: exact civil dates (the year of January and February)"),
     Mutant("core-counter-arg-eq", CORE, "(cnt.has_arg and ev.arg != cnt.arg)", "(cnt.has_arg and ev.arg == cnt.arg)",
            "§3.4 a counter's arg equals e.arg"),
+    # markers (SPEC §3 steps 6, 7 and 8)
+    Mutant("core-after-within-gt", CORE, "elif m == 0 or ts - (m - 1) >= k.within:",
+           "elif m == 0 or ts - (m - 1) > k.within:", "§3.6 after: e.ts - marker < within"),
+    Mutant("core-not-after-within-le", CORE, "if m != 0 and ts - (m - 1) < k.within:",
+           "if m != 0 and ts - (m - 1) <= k.within:", "§3.6 not_after: e.ts - marker >= within"),
+    Mutant("core-absent-ge", CORE, "if m != 0 and m - 1 > trigger_ts:", "if m != 0 and m - 1 >= trigger_ts:",
+           "§3.7 absent: a marker later than the trigger, > trigger_ts"),
+    Mutant("core-marker-time", CORE, "marks[j] = ts + 1", "marks[j] = ts", "§3.8 a marker takes e.ts (0 is unset)"),
+    Mutant("core-marker-flags-all", CORE, "if (ev.flags & mk.flags) != mk.flags or", "if (ev.flags & mk.flags) == mk.flags or",
+           "§3.8 a marker's flags all set in e.flags"),
+    Mutant("core-marker-arg-eq", CORE, "(mk.has_arg and ev.arg != mk.arg)", "(mk.has_arg and ev.arg == mk.arg)",
+           "§3.8 a marker's arg equals e.arg"),
 
     # ---- the core's decoder (SPEC §1.4)
     Mutant("pxi-ts-limit", PXI, "f[0].u >= TS_LIMIT", "f[0].u > TS_LIMIT", "§1.4 ts below 2^53"),
@@ -302,6 +314,14 @@ MUTANTS: list[Mutant] = [
            "and calendar.isleap(today.year)", "§3.6 February 29 is matched on February 28 only in years without one"),
     Mutant("model-anniversary-utc-date", MODEL, "days=self._day(t) % GREGORIAN_CYCLE_DAYS",
            "days=t // DAY_MS % GREGORIAN_CYCLE_DAYS", "§3.6 anniversary: the local date of e.ts"),
+    Mutant("model-after-within-gt", MODEL, "if t is None or ts - t >= cond.within_ms:", "if t is None or ts - t > cond.within_ms:",
+           "§3.6 after: e.ts - marker < within"),
+    Mutant("model-not-after-within-le", MODEL, "if t is not None and ts - t < cond.within_ms:",
+           "if t is not None and ts - t <= cond.within_ms:", "§3.6 not_after: e.ts - marker >= within"),
+    Mutant("model-absent-ge", MODEL, "self._marker[(i, name)] > trigger_ts", "self._marker[(i, name)] >= trigger_ts",
+           "§3.7 absent: a marker later than the trigger"),
+    Mutant("model-marker-arg-eq", MODEL, "(mk.arg is None or e.arg == mk.arg)", "(mk.arg is None or e.arg != mk.arg)",
+           "§3.8 a marker's arg equals e.arg"),
 
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
