@@ -439,8 +439,8 @@ CAMPAIGN_ERRORS = [
     (dict(when='"smss >= 3"'), f"{C1}.when", "unknown counter 'smss' (not in [counters]); did you mean 'sms'? at column 1"),
     (dict(when='"sms * sms > 3"'), f"{C1}.when", "a product of two counters (one side of '*' must be a number) at column 5"),
     (dict(when='"1 < sms < 3"'), f"{C1}.when", "comparisons cannot be chained; use 'and' at column 9"),
-    (dict(when='"sms > 4294967296"'), f"{C1}.when", "the constant of this side is 4294967296; it must be below 2^32"),
-    (dict(when='"sms * 4294967296 >= 0"'), f"{C1}.when", "the coefficient of 'sms' on this side is 4294967296"),
+    (dict(when='"sms > 4294967296"'), f"{C1}.when", "the constant of this side is 4,294,967,296; it must be below 2^32"),
+    (dict(when='"sms * 4294967296 >= 0"'), f"{C1}.when", "the coefficient of 'sms' on this side is 4,294,967,296"),
     (dict(when='"' + " + ".join(["sms"] * 3) + ' > 0 or sms > 1 and"'), f"{C1}.when", "expected a number, a counter or '('"),
     (dict(when='"sms"'), f"{C1}.when", "when must be a condition"),
     (dict(when='"sms >= \\"3\\""'), f"{C1}.when", "when has no strings"),
@@ -475,6 +475,21 @@ def test_campaign_errors_name_the_file_and_the_key(tmp_path, keys, key, fragment
     message = str(info.value)
     assert message.startswith(f"{path}: {key}: "), message
     assert fragment in message, message
+
+
+@pytest.mark.parametrize("keys, shown", [
+    (dict(when='"sms > 4294967296"'), "the constant of this side is 4,294,967,296;"),
+    (dict(arg="9223372036854775808"), "9_223_372_036_854_775_808 is out of range"),
+    (dict(end="20270212"), "20_270_212 is not a date"),
+])
+def test_numbers_in_errors_stay_readable_past_the_msisdn_mask(tmp_path, keys, shown):
+    # the CLI masks every run of 7+ digits in an error (engine.privacy): a marketer who wrote a
+    # large number must still see which number the message is about
+    from engine.privacy import scrub
+    path = write(tmp_path, BASE + campaign_text(**keys))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert shown in scrub(str(info.value)), scrub(str(info.value))
 
 
 SECTION_ERRORS = [

@@ -374,6 +374,10 @@ def _written(value) -> str:
             return f"a {len(str(abs(value))):,}-digit number"
         except ValueError:      # str() of an integer past 4,300 digits raises: its bits tell the length
             return f"a number of about {int(abs(value).bit_length() * 0.30103) + 1:,} digits"
+    if isinstance(value, int) and abs(value) >= 10**6:
+        # Seven digits or more would be masked as an MSISDN on the way out (engine.privacy);
+        # grouped as TOML allows (20_270_205), the number stays readable
+        return f"{value:_}"
     return str(value)
 
 

@@ -420,11 +420,11 @@ def _checked_side(side: Expr, text: str) -> tuple[int, dict[str, int]]:
     constant, coefs = reduce(side)
     pos = _start(side)
     if abs(constant) >= SIDE_LIMIT:
-        raise WhenError(f"the constant of this side is {constant}; it must be below 2^32 in absolute value",
+        raise WhenError(f"the constant of this side is {constant:,}; it must be below 2^32 in absolute value",
                         text, pos)
     for name, a in coefs.items():
         if abs(a) >= SIDE_LIMIT:
-            raise WhenError(f"the coefficient of '{name}' on this side is {a}; it must be below 2^32 "
+            raise WhenError(f"the coefficient of '{name}' on this side is {a:,}; it must be below 2^32 "
                             "in absolute value", text, pos)
     if len(coefs) > MAX_SIDE_COUNTERS:
         raise WhenError(f"this side of the comparison names {len(coefs)} counters; at most "
