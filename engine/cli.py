@@ -239,7 +239,10 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
     if non_responders is not None:
         from engine.closedloop.nonresponders import non_responders as find, write_list
         found = find(read, non_responders, since_ms=since_ms, campaign=campaign)
-        write_list(list_path, found.msisdns)
+        try:
+            write_list(list_path, found.msisdns)
+        except OSError as e:        # named by the option, not by the temporary file it writes first
+            _fail(f"--list {list_path}: cannot write the list ({e.strerror or e})")
         scope = f"of campaign {campaign}" if campaign else "of any campaign"
         period = "" if found.since_ts is None else f" since {_utc(found.since_ts)}"
         line = (f"{list_path}: {plural(len(found.msisdns), 'subscriber')} with at least "
@@ -248,11 +251,18 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
         click.echo(line, err=as_json)
     if plots_dir is not None:
         from engine.closedloop.render import write_plots
-        written = write_plots(document, plots_dir)
+        try:
+            written = write_plots(document, plots_dir)
+        except OSError as e:
+            _fail(f"--plots {plots_dir}: cannot write the plots ({e.strerror or e})")
         click.echo(f"plots: {', '.join(str(p) for p in written)}", err=as_json)
     if html_path is not None:
         from engine.closedloop.render import write_html
-        click.echo(f"html: {write_html(document, html_path)}", err=as_json)
+        try:
+            written_html = write_html(document, html_path)
+        except OSError as e:
+            _fail(f"--html {html_path}: cannot write the page ({e.strerror or e})")
+        click.echo(f"html: {written_html}", err=as_json)
     if as_json:
         click.echo(json_module.dumps(document, indent=2, ensure_ascii=False))
     elif non_responders is None:

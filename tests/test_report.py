@@ -324,6 +324,35 @@ def test_refusals_are_one_line(known, tmp_path):
     one_line_error(*sigmatch("report", bad), "actions-00000001.csv", "not a sigmatch output file")
 
 
+@pytest.mark.parametrize("edit, words", [
+    (lambda s: s["campaigns"].update(promo=1), ("campaigns.promo is not an object",)),
+    (lambda s: s["campaigns"]["promo"].update(matched="many"), ("campaigns.promo.matched", "not a count")),
+    (lambda s: s["campaigns"]["promo"].update(matched=-3), ("campaigns.promo.matched", "not a count")),
+    (lambda s: s["configuration"].update(utc_offset="8"), ("configuration.utc_offset", "+08:00")),
+    (lambda s: s["configuration"].update(utc_offset=8), ("configuration.utc_offset",)),
+    (lambda s: s.update(configuration=[]), ("configuration is not an object",)),
+])
+def test_a_stats_json_sigmatch_never_writes_is_one_line(known, tmp_path, edit, words):
+    # edited by hand or written by another tool: refused, not a traceback, and never misread
+    # (a count silently skipped, local days in the wrong offset)
+    bad = tmp_path / "bad"
+    shutil.copytree(known, bad)
+    stats = json.loads((bad / "stats.json").read_text())
+    edit(stats)
+    (bad / "stats.json").write_text(json.dumps(stats))
+    one_line_error(*sigmatch("report", bad), "bad/stats.json", "not a sigmatch stats.json", *words)
+
+
+def test_an_unwritable_destination_is_named_by_its_option(known, tmp_path):
+    # a parent that is a file cannot be made or written, even by root
+    (tmp_path / "file").write_text("x")
+    code, _, lines = sigmatch("report", known, "--non-responders", "1", "--list", tmp_path / "file" / "x.roar")
+    one_line_error(code, _, lines, f"--list {tmp_path / 'file' / 'x.roar'}: cannot write the list")
+    assert ".tmp" not in lines[0]
+    one_line_error(*sigmatch("report", known, "--plots", tmp_path / "file" / "plots"), "--plots", "cannot write")
+    one_line_error(*sigmatch("report", known, "--html", tmp_path / "file" / "w.html"), "--html", "cannot write")
+
+
 def test_outputs_of_an_older_sigmatch_are_read_alone_only(known, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(known, old)

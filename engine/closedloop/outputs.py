@@ -170,7 +170,36 @@ def _read_stats(path: Path) -> dict:
         raise ReportError(f"{stats_path}: not a sigmatch stats.json ({e})") from None
     if not isinstance(stats, dict) or not isinstance(stats.get("campaigns"), dict):
         raise ReportError(f"{stats_path}: not a sigmatch stats.json (no campaigns)")
+    problem = _stats_problem(stats)
+    if problem:
+        raise ReportError(f"{stats_path}: not a sigmatch stats.json ({problem})")
     return stats
+
+
+_UTC_OFFSET = re.compile(r"[+-]\d\d:\d\d")
+
+
+def _stats_problem(stats: dict) -> Optional[str]:
+    """What, in the parts of stats.json that report reads, a sigmatch run never writes: a
+    campaign that is not an object, a funnel count that is not a count, an offset that is not
+    one. A file edited by hand or written by another tool is refused rather than misread (a
+    count skipped, local days shifted)."""
+    identity = stats.get("configuration")
+    if identity is not None:
+        if not isinstance(identity, dict):
+            return "configuration is not an object"
+        offset = identity.get("utc_offset")
+        if offset is not None and not (isinstance(offset, str) and _UTC_OFFSET.fullmatch(offset)):
+            return f"configuration.utc_offset {json.dumps(offset)[:40]} is not an offset like \"+08:00\""
+    for cid, funnel in stats["campaigns"].items():
+        if not isinstance(funnel, dict):
+            return f"campaigns.{cid[:60]} is not an object"
+        for key, value in funnel.items():
+            # the funnel's counts are integers; beside them stand rates and uplift (numbers
+            # or null) and days (an object)
+            if isinstance(value, bool) or isinstance(value, (str, list)) or (isinstance(value, int) and value < 0):
+                return f"campaigns.{cid[:60]}.{key[:60]} is {json.dumps(value)[:40]}, not a count"
+    return None
 
 
 def _same_configuration(paths: list[Path], stats: list[dict]) -> Optional[dict]:
