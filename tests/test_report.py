@@ -412,6 +412,17 @@ def test_non_responders(senders, k, since, campaign, expected):
     assert {int(m) - n for m in found.msisdns} == expected
 
 
+def test_the_readmes_list_path_works_where_its_directory_is_missing(senders, tmp_path):
+    # README: `--list lists/nonresponders.roar`, run from a checkout that has no lists/
+    out, n = senders
+    code, stdout, lines = sigmatch("report", out, "--non-responders", "2", "--list", "lists/nonresponders.roar",
+                                   "--no-progress", cwd=tmp_path)
+    assert code == 0 and not lines, lines
+    listed = tmp_path / "lists" / "nonresponders.roar"
+    assert set(load_list(listed).tolist()) == {n + 1, n + 3}
+    assert stat.S_IMODE(listed.parent.stat().st_mode) == 0o750
+
+
 def test_the_list_goes_back_in_as_an_exclude_list(senders, tmp_path):
     out, n = senders
     listed = tmp_path / "cfg" / "nonresp.roar"

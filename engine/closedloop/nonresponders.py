@@ -18,7 +18,7 @@ import numpy as np
 from pyroaring import BitMap64
 
 from engine.closedloop.outputs import Outputs, ReportError
-from engine.sinks import write_private
+from engine.sinks import make_private_directories, write_private
 
 __all__ = ["NonResponders", "non_responders", "write_list"]
 
@@ -76,8 +76,10 @@ def non_responders(outputs: Outputs, sends: int, *, since_ms: Optional[int] = No
 
 def write_list(path, msisdns: np.ndarray) -> Path:
     """`msisdns` as a 64-bit portable Roaring bitmap at `path` (mode 0640, written whole then
-    renamed: engine.sinks.write_private); loaders.lists reads it back as a `.roar` list."""
+    renamed: engine.sinks.write_private; a missing directory is made 0750, as --html and
+    --plots make theirs); loaders.lists reads it back as a `.roar` list."""
     path = Path(path)
+    make_private_directories(path.parent)
     bitmap = BitMap64()
     bitmap.update(np.asarray(msisdns, np.uint64))
     write_private(path.with_name(f".{path.name}.tmp"), path, bitmap.serialize())
