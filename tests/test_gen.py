@@ -89,7 +89,8 @@ def test_the_split_and_the_profile_format_change_nothing_else(small, tmp_path):
 
 def test_counts(small):
     assert small.subscribers == 2_000 and small.events == 30_000
-    assert small.campaigns == 3 + 4 + 12          # crbt_school, airport_newspaper, 5 habit steps, 12
+    # crbt_school, airport_newspaper, 5 habit steps, 6 of sequences and calendar counters, 12
+    assert small.campaigns == 2 + 5 + 6 + 12
     assert small.trace_bytes == sum(p.stat().st_size for p in small.traces) == 30_000 * EVENT_DTYPE.itemsize
     config = load_config(small.config)
     assert len(config.campaigns) == small.campaigns
@@ -129,9 +130,18 @@ def test_synthetic_campaigns_use_every_campaign_key(moderate):
     assert used(lambda c: c.holdout) and used(lambda c: c.stop_after)
     assert used(lambda c: c.convert_arg is not None and c.convert_within_ms)
     assert len({c.priority for c in config.campaigns}) > 5
+    # the keys of SPEC §2.1 this world uses: trigger filters, a period counter, markers, and a
+    # named custom type that a marker and a campaign use
+    campaigns = config.campaigns
+    assert any(c.flags for c in campaigns) and any(c.arg is not None for c in campaigns)
+    assert any(c.after for c in campaigns) and any(c.not_after for c in campaigns) and any(c.absent for c in campaigns)
+    periods = {k.name for k in config.counters if k.period}
+    assert periods and any(c.counter in periods for c in campaigns)
+    assert config.event_types["LOW_BALANCE"] == 40
+    assert any(40 in c.on for c in campaigns) and any(40 in m.on for m in config.markers)
     more = generate(moderate.directory.parent / "more", subscribers=500, events=1_000, campaigns=30)
     ids = [c.id for c in load_config(more.config).campaigns]
-    assert len(ids) == len(set(ids)) == 37
+    assert len(ids) == len(set(ids)) == 43
 
 
 def test_check_command(moderate):
@@ -204,7 +214,7 @@ def test_mobility_stays_near_home_and_calls_last(moderate):
     call = (trace["type"] == 1) | (trace["type"] == 2)
     dur = trace["dur"][call]
     assert dur.min() >= 1 and 20 < np.median(dur) < 120 and dur.mean() > np.median(dur)
-    boss = np.isin(trace["type"], [10, 11, 12])
+    boss = np.isin(trace["type"], [10, 11, 12, 40])       # 40: LOW_BALANCE, from the charging system
     assert (cells[boss] == 0).all() and (cells[~boss] != 0).all()
 
 
@@ -265,7 +275,7 @@ def test_gen_command(tmp_path):
                                        "--campaigns", "3", "--trace-files", "2", "--profiles-format", "csv"])
     assert result.exit_code == 0, result.output
     assert "1,000 subscribers" in result.output and "5,000 events" in result.output
-    assert "events/s" in result.output and "10 campaigns" in result.output
+    assert "events/s" in result.output and "16 campaigns" in result.output
     assert (tmp_path / "w" / "profiles.csv").is_file() and (tmp_path / "w" / "trace-2.msgpack").is_file()
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "gen", str(tmp_path / "x"), "--subscribers", "5",
                            "--events", "10"], capture_output=True, text=True)

@@ -5,7 +5,7 @@
 
 A world is a directory:
 
-    campaigns.toml            the three programmes of examples/ and `campaigns` synthetic ones
+    campaigns.toml            the four programmes of examples/ and `campaigns` synthetic ones
     profiles.parquet|csv      msisdn, arpu, brand, plan, join_date, tags
     lists/*.roar              64-bit Roaring bitmaps (pyroaring BitMap64)
     areas/*.txt               cell ids, one per line
@@ -65,6 +65,7 @@ WORKERS = 2                     # threads drawing slices of the trace
 
 CALL_MO_END, CALL_MT_END, SMS_MO, SMS_MT, MMS_MO, LOCATION_UPDATE = 1, 2, 3, 4, 5, 6
 POWER_ON, POWER_OFF, DATA_SESSION, CRBT_DOWNLOAD, ORDER, RECHARGE = 7, 8, 9, 10, 11, 12
+LOW_BALANCE = 40                # a named custom type ([event_types]): the charging system's notice
 LONG_DISTANCE, ROAMING, INTERNATIONAL = 1, 2, 4
 
 # Background traffic: (type, share of events). Airport trips add a little LOCATION_UPDATE,
@@ -72,10 +73,10 @@ LONG_DISTANCE, ROAMING, INTERNATIONAL = 1, 2, 4
 EVENT_MIX = (
     (CALL_MO_END, 0.22), (CALL_MT_END, 0.20), (SMS_MO, 0.12), (SMS_MT, 0.10), (MMS_MO, 0.005),
     (LOCATION_UPDATE, 0.16), (POWER_ON, 0.01), (POWER_OFF, 0.01), (DATA_SESSION, 0.15),
-    (CRBT_DOWNLOAD, 0.003), (ORDER, 0.01), (RECHARGE, 0.012),
+    (CRBT_DOWNLOAD, 0.003), (ORDER, 0.01), (RECHARGE, 0.012), (LOW_BALANCE, 0.005),
 )
 _TALK = (CALL_MO_END, CALL_MT_END, SMS_MO, SMS_MT, MMS_MO)
-_FROM_BOSS = (CRBT_DOWNLOAD, ORDER, RECHARGE)   # from billing, not the radio network: cell 0
+_FROM_BOSS = (CRBT_DOWNLOAD, ORDER, RECHARGE, LOW_BALANCE)   # from billing, not the radio network: cell 0
 # Share of the day's traffic per local hour.
 HOURLY = np.array([1, 0.5, 0.3, 0.2, 0.2, 0.4, 1.2, 3, 5, 6, 6.5, 6.5,
                    6, 6, 6, 6, 6, 6, 6.5, 7, 7, 6, 4, 2])
@@ -555,8 +556,35 @@ COUNTERS = {
     "ld_calls_60d": dict(on=["CALL_MO_END"], flags=["long_distance"], window="60d"),
     "roam_min": dict(on=["CALL_MO_END", "CALL_MT_END"], flags=["roaming"], add="dur_minutes", window="90d"),
     "intl_calls": dict(on=["CALL_MO_END"], flags=["international"]),
-    "call_secs_1d": dict(on=["CALL_MO_END", "CALL_MT_END"], add="dur", window="1d"),
+    "call_secs_day": dict(on=["CALL_MO_END", "CALL_MT_END"], add="dur", period="day"),
+    "power_cycles": dict(on=["POWER_ON"], period="day"),
 }
+
+# Per subscriber, the time of the last event of a kind (examples/sequences).
+MARKERS = {
+    "ordered": dict(on=["ORDER"]),
+    "recharged": dict(on=["RECHARGE"]),
+    "roamed": dict(on=["CALL_MO_END", "CALL_MT_END", "SMS_MO", "DATA_SESSION"], flags=["roaming"]),
+    "warned": dict(on=["LOW_BALANCE"]),
+}
+
+# Sequences, absence and calendar counters (examples/sequences): (id, keys), always written.
+SEQUENCES = (
+    ("call_after_order", dict(priority=13, on=["CALL_MO_END"], after=dict(marker="ordered", within="1d"),
+                              cooldown="7d", channel="sms", template="ORDER_FOLLOW_UP")),
+    ("welcome_abroad", dict(priority=16, on=["CALL_MO_END", "CALL_MT_END", "SMS_MO", "DATA_SESSION"],
+                            flags=["roaming"], not_after=dict(marker="roamed", within="14d"), cooldown="14d",
+                            exempt=["quiet_hours"], channel="sms", template="WELCOME_ABROAD")),
+    ("topup_rescue", dict(priority=17, on=["LOW_BALANCE"], not_after=dict(marker="recharged", within="3d"),
+                          delay="2h", absent=["recharged"], cooldown="3d", exempt=["quiet_hours"], channel="sms",
+                          template="TOPUP_RESCUE", convert_on=["RECHARGE"], convert_within="1d")),
+    ("topup_thanks", dict(priority=3, on=["RECHARGE"], after=dict(marker="warned", within="1d"), once=True,
+                          exempt=["min_gap"], channel="boss", template="TOPUP_BONUS_1")),
+    ("ld_package_follow_up", dict(priority=2, on=["ORDER"], arg=5005, delay="1h", exempt=["quiet_hours"],
+                                  channel="outbound", template="LD_PACKAGE_WELCOME_CALL")),
+    ("power_cycle_alert", dict(priority=1, on=["POWER_ON"], counter=dict(name="power_cycles", at_least=2),
+                               once=True, channel="sms", template="MISSED_CALL_ALERTS")),
+)
 
 
 def _synthetic(i: int, first_day: datetime.date) -> dict:
@@ -593,7 +621,7 @@ def _synthetic(i: int, first_day: datetime.date) -> dict:
                      convert_arg=8301, convert_within="2d"),
         lambda: dict(name="intl_pack", priority=14, on=["CALL_MO_END"],
                      where=f"'business' in tags or arpu >= {100 + 10 * r}",
-                     counter=dict(name="intl_calls", at_least=1 + r), once=True, channel="sms",
+                     flags=["international"], counter=dict(name="intl_calls", at_least=1 + r), once=True, channel="sms",
                      template="INTL_PACK", holdout=0.05, convert_on=["ORDER"], convert_arg=8401,
                      convert_within="7d"),
         lambda: dict(name="recharge_bonus", priority=4, on=["RECHARGE"],
@@ -607,7 +635,7 @@ def _synthetic(i: int, first_day: datetime.date) -> dict:
                      convert_arg=8501, convert_within="1d"),
         lambda: dict(name="minutes_bundle", priority=7, on=["CALL_MO_END", "CALL_MT_END"],
                      where="plan in ['basic_38', 'silver_128']",
-                     counter=dict(name="call_secs_1d", at_least=600 + 60 * r), cooldown="7d", channel="sms",
+                     counter=dict(name="call_secs_day", at_least=600 + 60 * r), cooldown="7d", channel="sms",
                      template="MINUTES_BUNDLE", convert_on=["ORDER"], convert_arg=8601, convert_within="3d",
                      stop_after=2),
         lambda: dict(name="night_owl", priority=3, on=["DATA_SESSION"],
@@ -669,7 +697,7 @@ def _config_text(subscribers, k, days, first_day, profiles, lists, areas) -> tup
             template="NEWSPAPER_TRIAL", holdout=0.05, convert_on=["ORDER"], convert_arg=6001,
             convert_within="3d")),
     ]
-    used = {"sms", "ld_calls", "ld_calls_60d", "roam_min"}
+    used = {"sms", "ld_calls", "ld_calls_60d", "roam_min", "power_cycles"}
     for id_, priority, on, counter, at_least, channel, template, options in HABIT_STEPS:
         keys = dict(priority=priority, on=on, where=f"join_date >= '{new_since}'",
                     counter=dict(name=counter, at_least=at_least), once=True)
@@ -677,6 +705,8 @@ def _config_text(subscribers, k, days, first_day, profiles, lists, areas) -> tup
             keys["exempt"] = options["exempt"]
         keys.update(channel=channel, template=template)
         keys.update((k, v) for k, v in options.items() if k != "exempt")
+        campaigns.append(_campaign_toml(id_, keys))
+    for id_, keys in SEQUENCES:
         campaigns.append(_campaign_toml(id_, keys))
     width = max(2, len(str(k)))
     synthetic = []
@@ -688,9 +718,10 @@ def _config_text(subscribers, k, days, first_day, profiles, lists, areas) -> tup
         synthetic.append(_campaign_toml(f"s{i + 1:0{width}d}_{name}", keys))
 
     counters = [f"{name:<16} = {_toml_value(spec)}" for name, spec in COUNTERS.items() if name in used]
+    markers = [f"{name:<16} = {_toml_value(spec)}" for name, spec in MARKERS.items()]
     head = f"""\
 # A synthetic world written by `sigmatch gen`: {subscribers:,} subscribers, {days} day(s) of signalling
-# from {first_day.isoformat()} (local time, {UTC_OFFSET}). The three programmes of examples/, then
+# from {first_day.isoformat()} (local time, {UTC_OFFSET}). The four programmes of examples/, then
 # {k} synthetic campaign(s) of twelve kinds in turn; twelve use every key of a campaign.
 #
 # min_gap is scaled down to the span of the trace ({min_gap}): the operator's 7 days would let
@@ -699,6 +730,9 @@ def _config_text(subscribers, k, days, first_day, profiles, lists, areas) -> tup
 [engine]
 utc_offset = "{UTC_OFFSET}"
 profiles   = "{profiles}"
+
+[event_types]
+LOW_BALANCE = {LOW_BALANCE}
 
 [lists]
 """ + "".join(f'{name:<14} = "lists/{name}.roar"\n' for name in lists) + """
@@ -713,12 +747,17 @@ max_per_day = 2
 [counters]
 """ + "\n".join(counters) + """
 
+[markers]
+""" + "\n".join(markers) + """
+
 # -- signalling-triggered offers (examples/crbt_school, examples/airport_newspaper) ------
 """
-    habits_at = 2
+    habits_at, sequences_at = 2, 2 + len(HABIT_STEPS)
     body = ("\n".join(campaigns[:habits_at])
             + "\n# -- usage habits of new subscribers (examples/newuser_habits), X = 3 -------------------\n"
-            + "\n".join(campaigns[habits_at:]))
+            + "\n".join(campaigns[habits_at:sequences_at])
+            + "\n# -- sequences, absence and calendar counters (examples/sequences) ---------------------\n"
+            + "\n".join(campaigns[sequences_at:]))
     if synthetic:
         body += "\n# -- synthetic campaigns ----------------------------------------------------------------\n"
         body += "\n".join(synthetic)
