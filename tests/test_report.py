@@ -324,6 +324,18 @@ def test_refusals_are_one_line(known, tmp_path):
     one_line_error(*sigmatch("report", bad), "actions-00000001.csv", "not a sigmatch output file")
 
 
+@pytest.mark.parametrize("damage", ["13800000001x", "x13800000001", "13800000001.5"])
+def test_a_damaged_row_is_refused_without_its_msisdn(tmp_path, damage):
+    # Arrow quotes the value it could not read; a number glued to a letter passes the CLI's
+    # mask as a name, so report masks it itself
+    bad = Output().contacts("promo", "A", "send", 3).write(tmp_path / "bad")
+    csv = bad / "sms" / "actions-00000001.csv"
+    csv.write_text(csv.read_text().replace("13800000001,", damage + ","))
+    code, stdout, lines = sigmatch("report", bad)
+    one_line_error(code, stdout, lines, "actions-00000001.csv", "not a sigmatch output file")
+    assert "3800000001" not in lines[0] and "138" in lines[0], lines[0]
+
+
 @pytest.mark.parametrize("edit, words", [
     (lambda s: s["campaigns"].update(promo=1), ("campaigns.promo is not an object",)),
     (lambda s: s["campaigns"]["promo"].update(matched="many"), ("campaigns.promo.matched", "not a count")),

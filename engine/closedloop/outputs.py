@@ -28,6 +28,7 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from engine.errors import SigmatchError
+from engine.privacy import mask_msisdn
 
 __all__ = ["ReportError", "Outputs", "Directory", "read_outputs"]
 
@@ -270,6 +271,20 @@ def _columns(table: pa.Table, types: dict, codes: dict) -> Columns:
                    codes["kinds"].codes(table.column("kind")))
 
 
+_DIGITS = re.compile(r"\d{7,}")
+
+
+def _masked(text: str) -> str:
+    """Every run of 7+ digits masked, even one glued to letters: what Arrow quotes from a
+    damaged row ('1380013800x0') is a subscriber's number, not a name, and the CLI's own
+    mask (engine.privacy.scrub) shows a run that a letter touches."""
+    return _DIGITS.sub(lambda m: mask_msisdn(m.group()), text)
+
+
+def _reason(e: Exception) -> str:
+    return _masked(str(e).splitlines()[0])
+
+
 def _parquet_tables(paths: list[Path], types: dict, warnings: list, bar) -> list:
     import pyarrow.dataset as ds
     try:
@@ -284,7 +299,7 @@ def _parquet_tables(paths: list[Path], types: dict, warnings: list, bar) -> list
             try:
                 tables.append(pq.read_table(path, columns=list(types)))
             except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
-                _warn(warnings, f"{path}: unreadable Parquet file skipped ({str(e).splitlines()[0]})")
+                _warn(warnings, f"{path}: unreadable Parquet file skipped ({_reason(e)})")
     if bar is not None:
         bar.update(sum(p.stat().st_size for p in paths))
     return tables
@@ -331,7 +346,8 @@ def _read_batch(paths: list[Path], csv: bool, header: list, warnings: list, bar)
                     view[position:position + len(first)] = first
                     position += len(first)
                 elif first != header[0]:
-                    raise ReportError(f"{path}: not a sigmatch output file (its header {first.strip()[:200]!r} "
+                    shown = _masked(repr(first.strip()[:200]))
+                    raise ReportError(f"{path}: not a sigmatch output file (its header {shown} "
                                       f"differs from {paths[0].name}'s)")
             got = f.readinto(view[position:position + max(size - len(first), 0)])
         if bar is not None:
@@ -354,7 +370,7 @@ def _parse_batch(paths: list[Path], csv: bool, header: list, types: dict, warnin
         return _parse_text(data, csv, types)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError) as e:
         if len(paths) == 1:
-            raise ReportError(f"{paths[0]}: not a sigmatch output file ({str(e).splitlines()[0]})") from None
+            raise ReportError(f"{paths[0]}: not a sigmatch output file ({_reason(e)})") from None
     for path in paths:              # which file is it? (warnings of the first reading are not repeated)
         _parse_batch([path], csv, header, types, [], None)
     raise ReportError(f"{paths[0]} ...: not sigmatch output files")
