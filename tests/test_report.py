@@ -324,6 +324,15 @@ def test_refusals_are_one_line(known, tmp_path):
     one_line_error(*sigmatch("report", bad), "actions-00000001.csv", "not a sigmatch output file")
 
 
+def test_a_directory_named_like_an_output_file_is_not_read(known):
+    # a copy tool's leftover, or an operator's mkdir: not a file of the run, like any other name
+    (known / "sms" / "actions-00000009.csv").mkdir()
+    (known / "conversions" / "conversions-00000009.csv").mkdir()
+    code, stdout, lines = sigmatch("report", known, "--json", "--no-progress")
+    assert code == 0, lines
+    assert json.loads(stdout)["campaigns"]["promo"]["sends"] == 1_000
+
+
 @pytest.mark.parametrize("damage", ["13800000001x", "x13800000001", "13800000001.5"])
 def test_a_damaged_row_is_refused_without_its_msisdn(tmp_path, damage):
     # Arrow quotes the value it could not read; a number glued to a letter passes the CLI's

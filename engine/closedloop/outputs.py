@@ -232,9 +232,9 @@ def _record_files(path: Path) -> tuple[list[Path], list[Path]]:
     """The finished action and conversion files of one directory, by channel then number."""
     actions = []
     for channel in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in _NOT_CHANNELS):
-        actions += sorted(f for f in channel.iterdir() if _ACTION_FILE.fullmatch(f.name))
+        actions += sorted(f for f in channel.iterdir() if _ACTION_FILE.fullmatch(f.name) and f.is_file())
     conversions = path / "conversions"
-    converted = sorted(f for f in conversions.iterdir() if _CONVERSION_FILE.fullmatch(f.name)) \
+    converted = sorted(f for f in conversions.iterdir() if _CONVERSION_FILE.fullmatch(f.name) and f.is_file()) \
         if conversions.is_dir() else []
     return actions, converted
 
