@@ -698,3 +698,27 @@ def test_an_anniversary_column_of_nothing_but_nulls_is_no_error(tmp_path):
     engine = _profiles_csv(tmp_path, "msisdn,birth_date\n13800000001,\n13800000002,\n")
     path = write(tmp_path, engine + campaign_text(anniversary='"birth_date"'))
     assert Engine(load_config(path)).malformed_dates == {"birth_date": 0}
+
+
+_COUNTERS = '[counters]\nsms = { on = ["SMS_MO"] }\n'
+_C1 = '[[campaign]]\nid = "c1"\non = ["SMS_MO"]\nchannel = "sms"\ntemplate = "T"\n'
+
+
+@pytest.mark.parametrize("text", [
+    '[counters]\nsms = { on = ["SMS_MO"], flags = ["roam"] }\n',
+    '[counters]\nsms = { on = ["SMS_MO"], flags = ["xyz"] }\n',
+    '[counters]\nsms = { on = ["SMS_MO"], period = "daily" }\n',
+    '[counters]\nsms = { on = ["SMS_MO"], period = "day", window = "1d" }\n',
+    _COUNTERS + _C1 + 'flags = ["roming"]\n',
+    _COUNTERS + _C1 + 'start = "2027-2-5"\n',
+    _COUNTERS + _C1 + 'end = "2027-02-30"\n',
+    _COUNTERS + _C1 + 'start = "2027-03-01"\nend = "2027-02-28"\n',
+    _COUNTERS + _C1.replace('"c1"', '"global"'),
+    _COUNTERS + _C1 + 'when = "sms > 4294967296"\n',
+])
+def test_the_real_messages_of_configuration_md_are_real(text):
+    # docs/configuration.md, "Real messages": an operator greps the docs for the line they got
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "conf/campaigns.toml")
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert f"`{info.value}`" in docs, str(info.value)
