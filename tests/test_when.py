@@ -120,6 +120,19 @@ def test_refusals_name_the_position(text, message, column):
     assert f"at column {column} of" in str(e.value)
 
 
+@pytest.mark.parametrize("text, message", [
+    # TOML lets a counter be called "ld-in"; when reads that as ld - in
+    ("ld-in >= 3", "counter 'ld-in' cannot be named in when: '-' and '.' are not part of a name here"),
+    ("ld_in >= 3", "unknown counter 'ld_in' (not in [counters]) at column 1"),     # no hint it cannot use
+])
+def test_a_counter_named_with_a_dash_is_said_to_be_unusable(text, message):
+    with pytest.raises(WhenError) as e:
+        w.parse(text, ["ld-in", "a"])
+    assert message in str(e.value), str(e.value)
+    assert "did you mean 'ld-in'" not in str(e.value)
+
+
+
 def test_more_than_sixteen_counters_on_a_side():
     names = [f"k{i}" for i in range(17)]
     w.parse(" + ".join(names[:16]) + " > 0", names)

@@ -381,7 +381,16 @@ def parse(text: str, known: Optional[Iterable[str]] = None) -> Expr:
         known = list(known)
         for node in sorted((n for n in _walk(expr) if isinstance(n, Counter)), key=lambda n: n.pos):
             if node.name not in known:
-                hint = difflib.get_close_matches(node.name, known, n=1)
+                # a counter named with '-' or '.' (TOML allows "ld-in") reads here as a
+                # subtraction or a stray character: say so, and never suggest such a name
+                spelt = [k for k in known if k.startswith(node.name) and text.startswith(k, node.pos)
+                         and not _NAME.fullmatch(k)]
+                if spelt:
+                    raise WhenError(f"counter '{spelt[0]}' cannot be named in when: '-' and '.' are not "
+                                    "part of a name here (a-b is a subtraction); rename the counter with "
+                                    "letters, digits and _", text, node.pos)
+                usable = [k for k in known if _NAME.fullmatch(k)]
+                hint = difflib.get_close_matches(node.name, usable, n=1)
                 more = f"; did you mean '{hint[0]}'?" if hint else ""
                 raise WhenError(f"unknown counter '{node.name}' (not in [counters]){more}", text, node.pos)
     for node in _walk(expr):
