@@ -276,6 +276,20 @@ def _import_statistics() -> None:
         pass        # said by the report itself, where it needs it
 
 
+def _life(c) -> str:
+    """What check says of a campaign's enabled, start and end: a marketer who checks a
+    campaign that is off, or whose dates are past, is told so beside its audience."""
+    if not c.enabled:
+        return "; disabled (enabled = false): it matches nothing"
+    if c.start is not None and c.end is not None:
+        return f"; acts on local dates {c.start.isoformat()} to {c.end.isoformat()}"
+    if c.start is not None:
+        return f"; acts from local date {c.start.isoformat()}"
+    if c.end is not None:
+        return f"; acts until local date {c.end.isoformat()}"
+    return ""
+
+
 def _utc(ms: int) -> str:
     import datetime
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -304,7 +318,7 @@ def check(config: Path, traces: tuple[Path, ...]):
     never = []
     for c in cfg.campaigns:
         count = engine.eligible.get(c.id, 0)
-        click.echo(f"    {c.id}: {plural(count, 'subscriber')} eligible")
+        click.echo(f"    {c.id}: {plural(count, 'subscriber')} eligible{_life(c)}")
         if count == 0:
             never.append(c.id)
     if not cfg.campaigns:

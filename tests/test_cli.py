@@ -122,3 +122,21 @@ def test_check_counts_values_that_are_not_dates(tmp_path):
             in out.splitlines())
     assert ("  join_date: 2 values are not dates (YYYY-MM-DD); those subscribers never match an anniversary"
             in out.splitlines())
+
+
+@pytest.mark.parametrize("life, said", [
+    ("enabled = false\n", "    off: 1 subscriber eligible; disabled (enabled = false): it matches nothing"),
+    ('start = "2027-03-01"\nend = 2027-03-31\n', "    off: 1 subscriber eligible; acts on local dates 2027-03-01 to 2027-03-31"),
+    ('start = "2027-03-01"\n', "    off: 1 subscriber eligible; acts from local date 2027-03-01"),
+    ('end = "2020-01-02"\n', "    off: 1 subscriber eligible; acts until local date 2020-01-02"),
+    ("", "    off: 1 subscriber eligible"),
+])
+def test_check_says_a_campaigns_life(tmp_path, life, said):
+    # without it, a disabled or long-ended campaign reads as '1 subscriber eligible' like any other
+    (tmp_path / "p.csv").write_text("msisdn\n13800000001\n")
+    config = tmp_path / "c.toml"
+    config.write_text('[engine]\nprofiles = "p.csv"\n'
+                      '[[campaign]]\nid = "off"\non = ["SMS_MO"]\nchannel = "sms"\n' + life)
+    code, out, _ = run("check", config)
+    assert code == 0, out
+    assert said in out.splitlines(), out
