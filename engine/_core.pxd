@@ -154,6 +154,18 @@ ctypedef struct CampaignC:
     uint8_t has_convert_arg
     uint32_t id_len
     const char* id          # campaign id bytes (owned by the Core), for the holdout hash
+    uint64_t daily_budget   # sends per local day; NO_BUDGET: none
+    uint64_t total_budget   # sends ever; NO_BUDGET: none
+    uint32_t channel        # index into the channel budgets
+    uint32_t pad2
+
+# Sends counted against a budget (SPEC §3 step 7): one per campaign, then one per channel.
+# Engine state, not configuration: checkpointed, and carried over a reload by campaign id and
+# channel name. A channel's `total` stays 0 (channels have daily budgets only).
+ctypedef struct BudgetC:
+    int64_t day             # local day of day_sends
+    uint64_t day_sends      # sends on that local day
+    uint64_t total          # sends ever
 
 # `when` (SPEC §2.1), compiled by engine.language.when.compile_program: each comparison is
 # sum(coef * counter) + constant OP 0 over the terms [first_term, first_term + nr_terms) of

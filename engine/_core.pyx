@@ -147,11 +147,13 @@ cdef enum:
     FN_MIN_GAP = 9
     FN_MAX_PER_DAY = 10
     FN_COOLDOWN = 11
-    FN_CONTROL = 12
-    FN_SENT = 13
-    FN_CONVERTED_SEND = 14
-    FN_CONVERTED_CONTROL = 15
-    NR_FUNNEL = 16
+    FN_CAMPAIGN_BUDGET = 12
+    FN_CHANNEL_BUDGET = 13
+    FN_CONTROL = 14
+    FN_SENT = 15
+    FN_CONVERTED_SEND = 16
+    FN_CONVERTED_CONTROL = 17
+    NR_FUNNEL = 18
 
 cdef enum:
     SUB_POWERED_OFF = 1
@@ -224,6 +226,7 @@ cdef uint64_t TS_LIMIT = 1ULL << 53
 cdef int64_t DAY_MS = 86400000
 cdef uint64_t OCCUPIED = 1ULL << 63
 cdef uint32_t NO_INDEX = 0xFFFFFFFFu
+cdef uint64_t NO_BUDGET = 0xFFFFFFFFFFFFFFFFULL
 
 
 ctypedef struct FieldC:
@@ -297,6 +300,10 @@ ctypedef struct EngineC:
     int32_t unblocked_word      # eligibility bit of "in no policy blacklist"
     uint64_t unblocked_mask
     uint64_t max_pending
+    # budgets: campaigns' counts, then channels' (BudgetC), and each channel's daily budget
+    BudgetC* budgets            # [nr_campaigns + nr_channels]
+    uint64_t* channel_daily     # [nr_channels], NO_BUDGET: none
+    int32_t nr_channels
     # contacts
     ContactC* contacts
     uint64_t contacts_mask
@@ -390,6 +397,7 @@ cdef class Core:
     cdef size_t index_bytes
     cdef public uint64_t error_offset
     cdef readonly int nr_campaigns
+    cdef readonly list channel_names   # by channel index; budgets carry over a reload by name
 
     def __cinit__(self, size_t max_event_bytes=65536):
         memset(&self.E, 0, sizeof(EngineC))
@@ -417,6 +425,7 @@ cdef class Core:
         memset(self.E.peer_prefetch, 0xFF, sizeof(self.E.peer_prefetch))
         self.E.unblocked_word = 0
         self.E.unblocked_mask = 0
+        self.channel_names = []
 
     def __dealloc__(self):
         cdef int i
@@ -459,6 +468,8 @@ cdef class Core:
         free(self.E.conversions)
         free(self.E.dead)
         free(self.E.funnel)
+        free(self.E.budgets)
+        free(self.E.channel_daily)
 
     # ---- set-up ------------------------------------------------------------------------
 
@@ -746,19 +757,39 @@ cdef class Core:
         (SPEC §4, `[engine] max_dead_letters`); past it bad events are only counted."""
         self.E.max_dead_letters = max_dead_letters
 
+    def set_channels(self, list names, list daily_budgets):
+        """The channels campaigns use (set_campaigns refers to them by index) and each one's
+        daily budget (None: none). Must come before set_campaigns."""
+        cdef int k
+        if len(names) != len(daily_budgets) or len(names) >= 65536:
+            raise ValueError("one daily budget per channel, at most 65535 channels")
+        free(self.E.channel_daily)
+        self.E.channel_daily = <uint64_t*>calloc(max(len(names), 1), sizeof(uint64_t))
+        if self.E.channel_daily == NULL:
+            raise MemoryError()
+        for k, budget in enumerate(daily_budgets):
+            self.E.channel_daily[k] = NO_BUDGET if budget is None else budget
+        self.E.nr_channels = len(names)
+        self.channel_names = list(names)
+
     def set_campaigns(self, list campaigns):
-        """campaigns: dicts with the CampaignC fields, already in priority order."""
+        """campaigns: dicts with the CampaignC fields, already in priority order; `channel`
+        is an index into set_channels' names (a core without channels gets one)."""
         cdef int n = len(campaigns), ci
         cdef CampaignC* c
         cdef const char* base
         cdef size_t offset = 0
         if n >= 65536:
             raise ValueError("at most 65535 campaigns")
+        if self.E.nr_channels == 0:
+            self.set_channels([""], [None])
         free(self.E.campaigns)
         free(self.E.funnel)
+        free(self.E.budgets)
         self.E.campaigns = <CampaignC*>calloc(max(n, 1), sizeof(CampaignC))
         self.E.funnel = <uint64_t*>calloc(max(n, 1) * NR_FUNNEL, sizeof(uint64_t))
-        if self.E.campaigns == NULL or self.E.funnel == NULL:
+        self.E.budgets = <BudgetC*>calloc(n + self.E.nr_channels, sizeof(BudgetC))
+        if self.E.campaigns == NULL or self.E.funnel == NULL or self.E.budgets == NULL:
             raise MemoryError()
         self.campaign_ids = b"".join(d["id"].encode() for d in campaigns)
         base = self.campaign_ids
@@ -818,6 +849,11 @@ cdef class Core:
             nr_absent += c.nr_absent
             c.start_day = d.get("start_day", -2**31)
             c.end_day = d.get("end_day", 2**31 - 1)
+            c.daily_budget = NO_BUDGET if d.get("daily_budget") is None else d["daily_budget"]
+            c.total_budget = NO_BUDGET if d.get("total_budget") is None else d["total_budget"]
+            if not 0 <= d.get("channel", 0) < self.E.nr_channels:
+                raise ValueError(f"campaign {d['id']!r}: channel index out of range")
+            c.channel = d.get("channel", 0)
             raw = d["id"].encode()
             c.id = base + offset
             c.id_len = len(raw)
@@ -1239,7 +1275,21 @@ cdef class Core:
             "pending": pending,
         }
 
-    # ---- checkpoints ------------------------------------------------------------------
+    def budgets_used(self):
+        """Sends counted against the budgets, as of the clock's local day: ({campaign index:
+        (today, ever)}, {channel name: today}). Must not run while the core is being fed."""
+        cdef int64_t day = floor_div((self.E.clock if self.E.has_clock else 0) + self.E.utc_offset, DAY_MS)
+        cdef int k
+        cdef BudgetC* b
+        campaigns = {}
+        for k in range(self.E.nr_campaigns):
+            b = &self.E.budgets[k]
+            campaigns[k] = (b.day_sends if b.day == day else 0, b.total)
+        channels = {}
+        for k in range(self.E.nr_channels):
+            b = &self.E.budgets[self.E.nr_campaigns + k]
+            channels[self.channel_names[k]] = b.day_sends if b.day == day else 0
+        return campaigns, channels
 
     # ---- checkpoints -----------------------------------------------------------------
 
@@ -1367,8 +1417,10 @@ cdef class Core:
         dead_run = np.frombuffer(bytes(<uint8_t[:self.E.run.len]> self.E.run.bytes)
                                  if self.E.run.count and self.E.run.len else b"", dtype=np.uint8)
         bad_fields = np.array(<uint64_t[:NR_REASONS * (NR_FIELDS + 1)]> &self.E.bad_field[0][0], dtype=np.uint64)
+        budgets = np.frombuffer(bytes(<uint8_t[:(self.E.nr_campaigns + self.E.nr_channels) * sizeof(BudgetC)]>
+                                      <uint8_t*>self.E.budgets), dtype=np.uint8)
         return [("timers", timers), ("funnel", funnel), ("counts", counts), ("carry", carry),
-                ("dead_run", dead_run), ("bad_fields", bad_fields)]
+                ("dead_run", dead_run), ("bad_fields", bad_fields), ("budgets", budgets)]
 
     def state_scalars(self):
         """Clock, sequences and stream position, with the layout they belong to."""
@@ -1387,6 +1439,8 @@ cdef class Core:
                        self.E.nr_subscribers, self.E.nr_campaigns, self.E.nr_markers],
             # the funnel section's stages, in order (records.FUNNEL when written)
             "funnel_stages": list(FUNNEL),
+            # the budgets section holds the campaigns' counts, then these channels'
+            "channels": list(self.channel_names),
         }
 
     def restore_state(self, dict scalars, dict sections):
@@ -1400,6 +1454,7 @@ cdef class Core:
         cdef const uint8_t[::1] carry = sections["carry"]
         cdef const uint8_t[::1] dead_run
         cdef const uint64_t[::1] bad_fields
+        cdef const uint8_t[::1] budgets
         cdef uint64_t i, n, h
         cdef ContactC* c
         cdef ContactC entry
@@ -1428,6 +1483,11 @@ cdef class Core:
                 or not 0 <= run["reason"] < NR_REASONS or not 0 <= run["field"] <= NR_FIELDS
                 or (run["count"] != 0) != (dead_run.shape[0] != 0)):
             raise ValueError("checkpoint dead-letter state does not fit this engine")
+        # A checkpoint of a sigmatch before budgets has none: nothing was counted against them.
+        budgets = sections.get("budgets", np.zeros((self.E.nr_campaigns + self.E.nr_channels) * sizeof(BudgetC), np.uint8))
+        if (list(scalars.get("channels", self.channel_names)) != self.channel_names
+                or budgets.shape[0] != (self.E.nr_campaigns + self.E.nr_channels) * sizeof(BudgetC)):
+            raise ValueError(f"checkpoint channels {scalars.get('channels')} do not match this engine's {self.channel_names}")
         n = timers.shape[0] // sizeof(TimerC)
         for i in range(n):
             if (<TimerC*>&timers[i * sizeof(TimerC)]).campaign >= <uint32_t>self.E.nr_campaigns or \
@@ -1468,6 +1528,8 @@ cdef class Core:
         memset(self.E.funnel, 0, <size_t>self.E.nr_campaigns * NR_FUNNEL * sizeof(uint64_t))
         for i in range(funnel.shape[0]):
             self.E.funnel[(i // len(stages)) * NR_FUNNEL + where[i % len(stages)]] = funnel[i]
+        if budgets.shape[0]:
+            memcpy(self.E.budgets, &budgets[0], budgets.shape[0])
         for i in range(NR_REASONS):
             self.E.bad[i] = counts[i]
         self.E.events = counts[NR_REASONS]
@@ -1591,6 +1653,12 @@ cdef class Core:
             if cmap[k] >= 0:
                 memcpy(&self.E.funnel[<size_t>cmap[k] * NR_FUNNEL], &old.E.funnel[<size_t>k * NR_FUNNEL],
                        NR_FUNNEL * sizeof(uint64_t))
+                self.E.budgets[cmap[k]] = old.E.budgets[k]
+        # budgets by campaign id (above) and by channel name
+        for k, name in enumerate(old.channel_names):
+            if name in self.channel_names:
+                self.E.budgets[self.E.nr_campaigns + self.channel_names.index(name)] = \
+                    old.E.budgets[old.E.nr_campaigns + k]
         memcpy(self.E.bad, old.E.bad, sizeof(self.E.bad))
         memcpy(self.E.bad_field, old.E.bad_field, sizeof(self.E.bad_field))
         memcpy(self.E.by_type, old.E.by_type, sizeof(self.E.by_type))

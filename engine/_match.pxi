@@ -10,6 +10,8 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
     cdef SubHeadC* h = <SubHeadC*>row
     cdef uint64_t* fun = E.funnel + <size_t>ci * NR_FUNNEL
     cdef ContactC* contact
+    cdef BudgetC* budget = &E.budgets[ci]
+    cdef BudgetC* channel = &E.budgets[E.nr_campaigns + c.channel]
     cdef int64_t local, day
     cdef int32_t minute
     cdef uint32_t today
@@ -56,6 +58,14 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
     if contact.flags & CONTACT_CONTACTED and t < contact.last_ts + c.cooldown:
         fun[FN_COOLDOWN] += 1
         return
+    # Budgets are never exempt, and count sends only; they are checked before the kind is
+    # decided, so a spent budget stops controls too (SPEC §3 step 7).
+    if (budget.day_sends if budget.day == day else 0) >= c.daily_budget or budget.total >= c.total_budget:
+        fun[FN_CAMPAIGN_BUDGET] += 1
+        return
+    if (channel.day_sends if channel.day == day else 0) >= E.channel_daily[c.channel]:
+        fun[FN_CHANNEL_BUDGET] += 1
+        return
     if E.nr_actions == E.cap_actions:
         E.actions = <ActionC*>grow(E.actions, &E.cap_actions, sizeof(ActionC), &E.oom)
         if E.oom:
@@ -72,6 +82,9 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
     note_row(E, sub, h)
     note_contact(E, contact)
     fun[FN_CONTROL if kind else FN_SENT] += 1
+    if kind == 0:
+        count_send(budget, day)
+        count_send(channel, day)
     a = &E.actions[E.nr_actions]
     E.nr_actions += 1
     a.seq = E.seq
@@ -82,6 +95,14 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
     a.campaign = <uint16_t>ci
     a.kind = kind
     a.pad = 0
+
+
+cdef inline void count_send(BudgetC* b, int64_t day) noexcept nogil:
+    if b.day != day:
+        b.day = day
+        b.day_sends = 0
+    b.day_sends += 1
+    b.total += 1
 
 
 cdef void fire_timer(EngineC* E) noexcept nogil:

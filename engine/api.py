@@ -298,8 +298,11 @@ class Engine:
         campaigns, counters and markers keep their state by id and by name, pending actions of a
         removed campaign are dropped (counted in `reload_dropped`). A ConfigError or
         LoadError leaves this engine as it was."""
-        config = load_config(Path(config_path) if config_path else self.config.path)
-        new = Engine(config, max_event_bytes=self.max_event_bytes, keep=self.subscribers)
+        return self._reloaded(load_config(Path(config_path) if config_path else self.config.path))
+
+    def _reloaded(self, config: Config, world: Optional[World] = None) -> "Engine":
+        """reload() with the configuration in hand (and its world, loaded when None)."""
+        new = Engine(config, world, max_event_bytes=self.max_event_bytes, keep=self.subscribers)
         new_campaigns = {c.id: i for i, c in enumerate(config.campaigns)}
         new_counters = {c.name: i for i, c in enumerate(config.counters)}
         new_markers = {m.name: i for i, m in enumerate(config.markers)}

@@ -277,6 +277,9 @@ class ReferenceModel:
         self._day_count = {}            # (subscriber, local day) -> contacts
         self._streak = {}               # (subscriber, campaign id) -> contacts without response
         self._pending = set()           # (subscriber, campaign id) with an action waiting
+        self._sends_on_day = {}         # (campaign id, local day) -> sends, for daily_budget
+        self._sends = {}                # campaign id -> sends ever, for total_budget
+        self._channel_sends_on_day = {}  # (channel, local day) -> sends, for the channel's daily_budget
         self._timers = []               # heap of (due, creation, campaign index, subscriber, trigger ts, cell)
         self._created = 0
         self._seq = 0
@@ -582,6 +585,19 @@ class ReferenceModel:
             return "suppressed_cooldown"
         return None
 
+    def _budget(self, c, t: int):
+        """The first budget, in SPEC order, that the contact would exceed; None when none.
+        Budgets count sends only, are never exempt and are checked before the kind is known."""
+        day = self._day(t)
+        if c.daily_budget is not None and self._sends_on_day.get((c.id, day), 0) >= c.daily_budget:
+            return "suppressed_campaign_budget"
+        if c.total_budget is not None and self._sends.get(c.id, 0) >= c.total_budget:
+            return "suppressed_campaign_budget"
+        budget = self.config.channel_budgets.get(c.channel)
+        if budget is not None and self._channel_sends_on_day.get((c.channel, day), 0) >= budget:
+            return "suppressed_channel_budget"
+        return None
+
     def _emit(self, c, i: int, t: int, trigger_ts: int, cell: int, *, delayed: bool) -> None:
         funnel = self.funnel[c.id]
         if not c.enabled:
@@ -596,7 +612,7 @@ class ReferenceModel:
         if delayed and self._marked_since(c, i, trigger_ts):
             funnel["absent"] += 1
             return
-        reason = self._policy(c, i, t)
+        reason = self._policy(c, i, t) or self._budget(c, t)
         if reason is not None:
             funnel[reason] += 1
             return
@@ -610,5 +626,9 @@ class ReferenceModel:
         self._day_count[day] = self._day_count.get(day, 0) + 1
         self._streak[(i, c.id)] = self._streak.get((i, c.id), 0) + 1
         funnel["control" if control else "sent"] += 1
+        if kind == KIND_SEND:
+            for counts, key in ((self._sends_on_day, (c.id, day[1])), (self._sends, c.id),
+                                (self._channel_sends_on_day, (c.channel, day[1]))):
+                counts[key] = counts.get(key, 0) + 1
         self.actions.append((self._seq, t, c.id, msisdn, c.channel, c.template, KINDS[kind],
                              trigger_ts, cell))

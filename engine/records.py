@@ -50,6 +50,8 @@ FUNNEL = (
     "suppressed_min_gap",
     "suppressed_max_per_day",
     "suppressed_cooldown",
+    "suppressed_campaign_budget",   # the campaign's daily_budget or total_budget was reached
+    "suppressed_channel_budget",    # its channel's daily_budget was reached
     "control",                  # contacts kept as hold-out control
     "sent",                     # contacts sent
     "converted_send",

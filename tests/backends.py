@@ -183,11 +183,12 @@ def campaign(id="c", on=(CALL,), channel="sms", **kw) -> CampaignSpec:
 
 
 def build(backend, *campaigns, counters=(), markers=(), policy=PolicySpec(), utc_offset_ms=0,
-          max_pending=10_000_000, lists=None, areas=None, event_types=None, profiles=None, **kw):
-    """A fresh engine of `backend` over subscribers A, B and C."""
+          max_pending=10_000_000, lists=None, areas=None, event_types=None, profiles=None, channel_budgets=None, **kw):
+    """A fresh engine of `backend` over subscribers A, B and C; `channel_budgets` is
+    `[channels]` (channel name -> daily_budget)."""
     config = Config(
         path=Path("test.toml"), utc_offset_ms=utc_offset_ms, max_pending=max_pending,
-        policy=policy, counters=tuple(counters), markers=tuple(markers),
+        policy=policy, counters=tuple(counters), markers=tuple(markers), channel_budgets=dict(channel_budgets or {}),
         campaigns=tuple(sorted(campaigns, key=lambda c: (-c.priority, c.id))),
         event_types=event_types or dict(EVENT_TYPES))
     profiles = profiles or Profiles(Path("p"), np.array([A, B, C], dtype=np.uint64), {})

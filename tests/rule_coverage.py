@@ -31,6 +31,7 @@ MATCH_RULES = ("enabled", "dates", "flags", "arg", "audience", "blacklist", "whe
 LIFE = ("life_enabled", "life_dates")      # step 7, first of all: still enabled, t within start/end
 RECHECKS = ("recheck_area", "recheck_audience", "recheck_hours", "recheck_powered_on", "absent")
 POLICY = ("policy_blacklist", "policy_quiet_hours", "policy_min_gap", "policy_max_per_day", "policy_cooldown")
+BUDGETS = ("budget_campaign_daily", "budget_campaign_total", "budget_channel_daily")
 OTHER = ("timer_due_at_event",      # True: a timer fired at exactly an event's ts; False: before it
          "timers_due_together",     # True: a timer fired at the same due time as the one before it
          "window_reset",            # True: a non-zero windowed counter reset (ts >= start + window)
@@ -38,7 +39,7 @@ OTHER = ("timer_due_at_event",      # True: a timer fired at exactly an event's 
          "convert_within",          # True: a conversion inside the window; False: a response too late
          "max_pending",             # True: scheduled under a bound that overflowed somewhere; False: overflow
          "holdout")                 # True: a send, False: a control, of a campaign with 0 < holdout < 1
-RULES = MATCH_RULES + LIFE + RECHECKS + POLICY + OTHER
+RULES = MATCH_RULES + LIFE + RECHECKS + POLICY + BUDGETS + OTHER
 
 # What no world without a reload can reject: the audience, the blacklist and the campaign's
 # cooldown are checked when the action matches, and nothing changes them before it is due.
@@ -182,6 +183,27 @@ class CountingModel(ReferenceModel):
         if reason is None and 0 < c.holdout_threshold < 10_000:
             control = self._is_control(c, i)
             self.counts["holdout", not control] += 1
+        return reason
+
+    def _budget(self, c, t):
+        reason = super()._budget(c, t)
+        day = self._day(t)
+        channel = self.config.channel_budgets.get(c.channel)
+        checks = (
+            ("budget_campaign_daily", c.daily_budget is not None,
+             lambda: self._sends_on_day.get((c.id, day), 0) < c.daily_budget),
+            ("budget_campaign_total", c.total_budget is not None, lambda: self._sends.get(c.id, 0) < c.total_budget),
+            ("budget_channel_daily", channel is not None,
+             lambda: self._channel_sends_on_day.get((c.channel, day), 0) < channel),
+        )
+        passed = True
+        for rule, active, passes in checks:
+            if active:
+                passed = passes()
+                self.counts[rule, passed] += 1
+                if not passed:
+                    break
+        assert passed == (reason is None), (c.id, reason)
         return reason
 
     def _is_control(self, c, i) -> bool:

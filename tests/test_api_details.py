@@ -70,3 +70,18 @@ def test_a_corrupt_trace_names_the_file_and_the_offset_inside_it(tmp_path):
     assert message.startswith(f"sigmatch: error: event stream broken in {tmp_path / 'day2.msgpack'} at byte offset "
                               f"{at:,} (stream offset {len(good) + at:,})")
     assert message.endswith(": corrupt (not msgpack: a 0xc1 byte)")
+
+
+def test_the_policy_view_shows_the_budgets_left():
+    from engine.service.lookup import policy_view
+    from tests.backends import A, B, T0, build, campaign, ev, run
+    m = run(build("core", campaign("c", daily_budget=3, total_budget=5), campaign("x", channel="boss"),
+                  channel_budgets={"sms": 2}),
+            ev(T0, msisdn=A), ev(T0 + 1, msisdn=B))
+    view = policy_view(m.engine, A)
+    assert view["campaigns"]["c"]["budget"] == {"daily_budget": 3, "sent_today": 2, "left_today": 1,
+                                                "total_budget": 5, "sent_ever": 2, "left_ever": 3}
+    assert view["campaigns"]["x"]["budget"]["left_today"] is None
+    assert view["channel_budgets"] == {"sms": {"daily_budget": 2, "sent_today": 2, "left_today": 0}}
+    assert "channel_budget" in view["campaigns"]["c"]["blocked_by"]
+    assert view["campaigns"]["x"]["blocked_by"] == []

@@ -718,6 +718,87 @@ def test_holdout_threshold_is_strict(backend, threshold, kind):
     assert funnel(m, "promo") == {"matched": 1, "sent" if kind == "send" else "control": 1}
 
 
+# ---------------------------------------------------------------------------- budgets
+# A campaign's sends on t's local day < daily_budget, its sends ever < total_budget, its
+# channel's sends on t's local day < the channel's daily_budget. Three triggers of one
+# subscriber (no min_gap, no cooldown) against a budget one below, at and one above three.
+@pytest.mark.parametrize("budget", [2, 3, 4])
+@pytest.mark.parametrize("key", ["daily_budget", "total_budget"])
+def test_campaign_budget_at_n_sends(backend, key, budget):
+    m = run(build(backend, campaign("c", **{key: budget})), ev(T0), ev(T0 + 1), ev(T0 + 2))
+    sent = min(3, budget)
+    assert contacts(m) == [(T0 + k, "c", A, "send") for k in range(sent)]
+    assert funnel(m, "c") == {"matched": 3, "sent": sent, **({"suppressed_campaign_budget": 3 - sent} if sent < 3 else {})}
+
+
+@pytest.mark.parametrize("budget", [2, 3, 4])
+def test_channel_budget_at_n_sends(backend, budget):
+    # Two campaigns of one channel share its budget; another channel's campaign does not.
+    m = run(build(backend, campaign("a"), campaign("b", on=(SMS,)), campaign("x", channel="boss"),
+                  channel_budgets={"sms": budget}),
+            ev(T0), ev(T0 + 1, SMS, B), ev(T0 + 2, SMS, C))
+    sent = min(3, budget)
+    assert [(t, cid) for t, cid, _, _ in contacts(m) if cid != "x"] == [(T0, "a"), (T0 + 1, "b"), (T0 + 2, "b")][:sent]
+    assert funnel(m, "x") == {"matched": 1, "sent": 1}
+    if budget == 2:
+        assert funnel(m, "b") == {"matched": 2, "sent": 1, "suppressed_channel_budget": 1}
+
+
+@pytest.mark.parametrize("off, same_day", [(-1, True), (0, False), (1, False)])
+@pytest.mark.parametrize("whose", ["campaign", "channel"])
+def test_daily_budgets_at_local_midnight(backend, whose, off, same_day):
+    # A send at local 10:00 Thursday (+08:00) spends a daily budget of 1; the next trigger at
+    # local midnight + off is on Thursday (off -1) or on Friday, a new budget day.
+    if whose == "campaign":
+        m = build(backend, campaign("c", daily_budget=1), utc_offset_ms=PLUS8)
+    else:
+        m = build(backend, campaign("c"), utc_offset_ms=PLUS8, channel_budgets={"sms": 1})
+    run(m, ev(local(10)), ev(FRIDAY + off))
+    reason = "suppressed_campaign_budget" if whose == "campaign" else "suppressed_channel_budget"
+    assert funnel(m, "c") == {"matched": 2, "sent": 1, reason: 1} if same_day else {"matched": 2, "sent": 2}
+
+
+@pytest.mark.parametrize("off, same_day", [(-1, True), (0, False)])
+def test_daily_budget_midnight_before_the_epoch(backend, off, same_day):
+    # Local days before 1970 (a negative local time) floor, as max_per_day's do.
+    m = build(backend, campaign("c", daily_budget=1), utc_offset_ms=-5 * HOUR)
+    run(m, ev(0), ev(5 * HOUR + off))
+    assert funnel(m, "c")["sent"] == (1 if same_day else 2)
+
+
+def test_total_budget_spans_days(backend):
+    m = run(build(backend, campaign("c", total_budget=2)), ev(T0), ev(T0 + DAY), ev(T0 + 9 * DAY))
+    assert funnel(m, "c") == {"matched": 3, "sent": 2, "suppressed_campaign_budget": 1}
+
+
+def test_budgets_count_sends_only_but_stop_controls_too(backend):
+    # A's contacts of "k" are controls (holdout 1): they spend nothing, so "k" keeps contacting
+    # under a total budget of 1. Once "s" has spent the channel's budget, "k" is stopped too.
+    m = run(build(backend, campaign("k", holdout=1.0, total_budget=1), campaign("s", on=(SMS,)),
+                  channel_budgets={"sms": 1}),
+            ev(T0), ev(T0 + 1), ev(T0 + 2, SMS), ev(T0 + 3))
+    assert contacts(m) == [(T0, "k", A, "control"), (T0 + 1, "k", A, "control"), (T0 + 2, "s", A, "send")]
+    assert funnel(m, "k") == {"matched": 3, "control": 2, "suppressed_channel_budget": 1}
+
+
+def test_budgets_are_per_campaign_not_per_subscriber(backend):
+    m = run(build(backend, campaign("c", daily_budget=2)), ev(T0, msisdn=A), ev(T0, msisdn=B), ev(T0, msisdn=C))
+    assert [a for _, _, a, _ in contacts(m)] == [A, B]
+
+
+def test_policy_before_budgets(backend):
+    # Both max_per_day and the budgets forbid the second contact: the policy is counted.
+    m = run(build(backend, campaign("d", delay_ms=MINUTE, daily_budget=1), policy=PolicySpec(max_per_day=1),
+                  channel_budgets={"sms": 1}),
+            ev(T0), ev(T0 + 2 * MINUTE), drain=True)
+    assert funnel(m, "d") == {"matched": 2, "scheduled": 2, "sent": 1, "suppressed_max_per_day": 1}
+
+
+def test_campaign_budget_before_channel_budget(backend):
+    m = run(build(backend, campaign("c", daily_budget=1), channel_budgets={"sms": 1}), ev(T0), ev(T0 + 1))
+    assert funnel(m, "c") == {"matched": 2, "sent": 1, "suppressed_campaign_budget": 1}
+
+
 # ---------------------------------------------------------------------------- policy order
 # Several rules reject the same contact at once: the funnel counts the first in SPEC §3's
 # order (recheck, blacklist, quiet_hours, min_gap, max_per_day, cooldown) and only that one.

@@ -463,6 +463,13 @@ CAMPAIGN_ERRORS = [
     (dict(absent='"sent"', delay='"1h"'), f"{C1}.absent", "expected an array of strings"),
     (dict(recheck='["absent"]', delay='"1h"'), f"{C1}.recheck[0]", 'unknown rule "absent"'),
     (dict(delya='"5m"'), f"{C1}.delya", "unknown key (did you mean 'delay'?)"),
+    (dict(daily_budget="0"), f"{C1}.daily_budget", "out of range (1 to"),
+    (dict(daily_budget="-3"), f"{C1}.daily_budget", "out of range"),
+    (dict(daily_budget="2.5"), f"{C1}.daily_budget", "expected an integer, got a float"),
+    (dict(daily_budget='"100"'), f"{C1}.daily_budget", "expected an integer, got a string"),
+    (dict(total_budget="0"), f"{C1}.total_budget", "out of range (1 to"),
+    (dict(total_budget="true"), f"{C1}.total_budget", "expected an integer, got a boolean"),
+    (dict(daily_budjet="5"), f"{C1}.daily_budjet", "did you mean 'daily_budget'?"),
     (dict(colour='"red"'), f"{C1}.colour", "unknown key"),
 ]
 
@@ -561,6 +568,18 @@ SECTION_ERRORS = [
     ('[output]\nmax_age = "-1h"', "output.max_age", "is not a duration"),
     ('[output]\ncompress = true', "output.compress", "unknown key"),
     ('[campaign]\nid = "c"', "campaign", "expected [[campaign]] tables"),
+    (BASE + campaign_text() + "[channels]\nsms = { daily_budget = 0 }", "channels.sms.daily_budget", "out of range"),
+    (BASE + campaign_text() + "[channels]\nsms = { daily_budget = 1.5 }", "channels.sms.daily_budget",
+     "expected an integer"),
+    (BASE + campaign_text() + "[channels]\nsms = { daily_budjet = 5 }", "channels.sms.daily_budjet",
+     "unknown key (did you mean 'daily_budget'?)"),
+    (BASE + campaign_text() + "[channels]\nsmss = { daily_budget = 5 }", "channels.smss",
+     'no campaign uses channel "smss"; did you mean "sms"?'),
+    (BASE + campaign_text() + "[channels]\npopup = { daily_budget = 5 }", "channels.popup",
+     'no campaign uses channel "popup" (channels in use: sms)'),
+    ("[channels]\nsms = { daily_budget = 5 }", "channels.sms", "no campaign uses a channel"),
+    (BASE + campaign_text() + "[channels]\nsms = 5", "channels.sms", "expected a table, got an integer"),
+    ("[channel]\nsms = 5", "channel", "did you mean 'channels'?"),
     ("campaign = [1]", "campaign[0]", "expected a table, got an integer"),
     (BASE + campaign_text() + campaign_text(), 'campaign[1] (id "c1").id', "duplicate campaign id (also campaign[0])"),
 ]
@@ -593,6 +612,15 @@ def test_counter_periods_and_arg(tmp_path):
     counters = parse_config(text, tmp_path / "c.toml").counters
     assert [(k.period, k.window_ms, k.arg, k.starts) for k in counters] == [
         ("day", None, None, True), ("week", None, None, True), ("month", None, 3001, True), (None, None, None, False)]
+def test_budgets(tmp_path):
+    path = write(tmp_path, BASE + campaign_text(daily_budget="20_000", total_budget="300_000")
+                 + campaign_text(id='"c2"', channel='"boss"') + "[channels]\nsms = { daily_budget = 500_000 }\nboss = {}\n")
+    config = load_config(path)
+    c1, c2 = config.campaigns
+    assert (c1.daily_budget, c1.total_budget) == (20_000, 300_000)
+    assert (c2.daily_budget, c2.total_budget) == (None, None)
+    assert config.channel_budgets == {"sms": 500_000}
+    assert config.channels == ("sms", "boss")
 
 
 def test_markers_and_their_conditions(tmp_path):

@@ -5,9 +5,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine import ConfigError, Engine
+from engine.language.compile import World
 from engine.world.gen import generate
+from tests.worlds import worlds
 
 
 @pytest.fixture()
@@ -142,3 +146,67 @@ def test_markers_are_carried_over_a_reload_by_name(tmp_path):
     assert engine._core.subscriber_view(13800000001)["markers"] == [None, t0 + 1]
     run = engine.replay(msgpack.packb([t0 + 3_600_000, 3, 13800000001]))
     assert [int(t) for t in run.actions["ts"]] == [t0 + 3_600_000]
+
+
+@settings(deadline=None, suppress_health_check=list(HealthCheck), max_examples=40)
+@given(w=worlds(), data=st.data())
+def test_reload_anywhere_on_random_worlds(w, data):
+    """A reload of the same configuration at any event boundary changes nothing: every piece
+    of state (rows, contacts, timers, budgets ...) is carried over."""
+    at = data.draw(st.sampled_from(w.boundaries))
+    world = World(w.profiles, w.lists, w.areas)
+    whole = Engine(w.config, world)
+    expected = whole.replay(w.trace, drain=True)
+    first = Engine(w.config, world)
+    a = first.replay(w.trace[:at])
+    second = first._reloaded(w.config, world)
+    b = second.replay(w.trace[at:], drain=True)
+    assert np.array_equal(np.concatenate([a.actions, b.actions]), expected.actions)
+    assert np.array_equal(np.concatenate([a.conversions, b.conversions]), expected.conversions)
+    assert second.stats["campaigns"] == whole.stats["campaigns"]
+
+
+BUDGET_CONFIG = """\
+[engine]
+profiles = "profiles.csv"
+
+[channels]
+sms = {{ daily_budget = 2 }}
+
+[[campaign]]
+id           = "a"
+on           = ["CALL_MO_END"]
+daily_budget = 1
+channel      = "sms"
+{more}
+"""
+
+
+def test_budgets_carry_over_a_reload_by_campaign_id_and_channel_name(tmp_path):
+    # "a" spends its daily budget (1) and one of the channel's two; after a reload that puts a
+    # campaign before "a" and a channel before "sms", "a" is still spent and "b" gets the
+    # channel's last send of the day.
+    from tests.backends import A, B, T0, ev
+    (tmp_path / "profiles.csv").write_text(f"msisdn\n{A}\n{B}\n")
+    config = tmp_path / "campaigns.toml"
+    config.write_text(BUDGET_CONFIG.format(more=""))
+    engine = Engine.from_config(config)
+    engine.replay(ev(T0))
+    config.write_text(BUDGET_CONFIG.format(more='''
+[[campaign]]
+id       = "first"
+priority = 9
+on       = ["POWER_ON"]
+channel  = "boss"
+
+[[campaign]]
+id       = "b"
+on       = ["SMS_MO"]
+channel  = "sms"
+'''))
+    engine = engine.reload()
+    assert engine._core.channel_names == ["boss", "sms"]
+    run = engine.replay(ev(T0 + 1, msisdn=B) + ev(T0 + 2, 3, B) + ev(T0 + 3, 3, A))
+    assert [(str(c), int(m)) for c, m in zip(run.action_columns()["campaign"], run.actions["msisdn"])] == [("b", B)]
+    funnel = engine.stats["campaigns"]
+    assert funnel["a"]["suppressed_campaign_budget"] == 1 and funnel["b"]["suppressed_channel_budget"] == 1

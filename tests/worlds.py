@@ -228,6 +228,17 @@ BAD_EVENTS = [
 ]
 
 
+def _with_budgets(draw, config: Config) -> Config:
+    """Budgets small enough to be reached within a world's day or two of events. Drawn after
+    everything else, so that the rest of each world is what it was before budgets existed."""
+    camps = tuple(replace(c, daily_budget=_sometimes(draw, st.integers(1, 6), 4),
+                          total_budget=_sometimes(draw, st.integers(2, 8), 5))
+                  for c in config.campaigns)
+    used = sorted({c.channel for c in camps})
+    channel_budgets = {name: draw(st.integers(2, 8)) for name in used if draw(st.integers(0, 4)) == 0}
+    return replace(config, campaigns=camps, channel_budgets=channel_budgets)
+
+
 @st.composite
 def worlds(draw, max_events=120):
     """A world whose events mostly fall on a few subscribers, cells, peers and the campaigns'
@@ -334,4 +345,5 @@ def worlds(draw, max_events=120):
         parts.append(_encode_event(draw, ev))
     boundaries = list(np.cumsum([0] + [len(p) for p in parts])[:-1])
     config = _moments(config, profiles, n, first_day, b"".join(parts))
+    config = _with_budgets(draw, config)
     return RandomWorld(config, profiles, lists, areas, b"".join(parts), [int(b) for b in boundaries])

@@ -304,6 +304,9 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
             absent=[marker_index[name] for name in c.absent],
             start_day=local_day(c.start) if c.start is not None else DAY_MIN,
             end_day=local_day(c.end) if c.end is not None else DAY_MAX,
+            daily_budget=c.daily_budget,
+            total_budget=c.total_budget,
+            channel=config.channels.index(c.channel),
         ))
 
     nr_bits = len(builders)
@@ -346,6 +349,7 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
         unblocked[0], unblocked[1], config.max_pending,
     )
     core.set_max_dead_letters(config.max_dead_letters)
+    core.set_channels(list(config.channels), [config.channel_budgets.get(name) for name in config.channels])
     core.set_campaigns(campaigns)
     log.info("compiled %s over %s: %s, %s, %s", plural(len(campaigns), "campaign"), plural(n, "subscriber"),
              plural(nr_bits, "eligibility class", "eligibility classes"), plural(len(area_names), "area"),

@@ -130,6 +130,8 @@ class CampaignSpec:
     after: tuple[MarkerCondition, ...] = ()   # each marker set and e.ts - marker < within
     not_after: tuple[MarkerCondition, ...] = ()   # each marker unset or e.ts - marker >= within
     absent: tuple[str, ...] = ()              # marker names none of which may be set after trigger_ts (needs a delay)
+    daily_budget: Optional[int] = None        # sends of this campaign per local day
+    total_budget: Optional[int] = None        # sends of this campaign, ever
 
     @property
     def holdout_threshold(self) -> int:
@@ -164,6 +166,15 @@ class Config:
     campaigns: tuple[CampaignSpec, ...] = ()    # sorted: priority descending, then id ascending
     event_types: dict[str, int] = field(default_factory=lambda: dict(EVENT_TYPES))  # builtin + custom
     output: OutputSpec = field(default_factory=OutputSpec)
+    # channel name -> its daily_budget (sends of all campaigns together per local day); only
+    # channels that some campaign uses, and only those given a budget
+    channel_budgets: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The channels the campaigns use, in order of first use (campaign order): the core's
+        channel index of each."""
+        return tuple(dict.fromkeys(c.channel for c in self.campaigns))
 
 
 # ============================================================================ loading
@@ -186,7 +197,8 @@ _CHANNEL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)         # becomes a directory
 _EVENT_TYPE_NAME = re.compile(r"[A-Z][A-Z0-9_]*", re.ASCII)
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
 
-_SECTIONS = ("engine", "lists", "areas", "policy", "counters", "markers", "campaign", "event_types", "output")
+_SECTIONS = ("engine", "lists", "areas", "policy", "counters", "markers", "campaign", "event_types", "output",
+             "channels")
 _ENGINE_KEYS = ("utc_offset", "profiles", "max_pending", "max_dead_letters", "encoding", "null_values")
 _POLICY_KEYS = ("blacklist", "quiet_hours", "min_gap", "max_per_day")
 _COUNTER_KEYS = ("on", "flags", "add", "window", "period", "arg")
@@ -194,11 +206,14 @@ _MARKER_KEYS = ("on", "flags", "arg")
 _MARKER_CONDITION_KEYS = ("marker", "within")
 COUNTER_PERIODS = ("day", "week", "month")
 _OUTPUT_KEYS = ("format", "max_records", "max_age")
+_CHANNEL_KEYS = ("daily_budget",)
+MAX_BUDGET = 2**63 - 1
 _CAMPAIGN_KEYS = (
     "id", "priority", "on", "audience", "peer_in", "exclude", "where", "area", "enter",
     "hours", "days", "counter", "delay", "recheck", "cooldown", "once", "exempt", "channel",
     "template", "holdout", "convert_on", "convert_arg", "convert_within", "stop_after",
     "flags", "arg", "enabled", "start", "end", "when", "anniversary", "after", "not_after", "absent",
+    "daily_budget", "total_budget",
 )
 RESERVED_CAMPAIGN_IDS = ("global",)        # the programme-wide control group's name in the holdout hash
 _CONDITION_KEYS = ("name", "at_least")
@@ -563,6 +578,7 @@ class _Reader:
             for i, item in enumerate(value):
                 self.string(f"engine.null_values[{i}]", item)
             null_values = tuple(value)
+        campaigns = self.read_campaigns(doc.get("campaign", []))
         return Config(
             path=self.path.absolute(),
             utc_offset_ms=utc_offset_ms,
@@ -576,9 +592,10 @@ class _Reader:
             policy=self.read_policy(doc.get("policy", {})),
             counters=counters,
             markers=markers,
-            campaigns=self.read_campaigns(doc.get("campaign", [])),
+            campaigns=campaigns,
             event_types=self.event_types,
             output=self.read_output(doc.get("output", {})),
+            channel_budgets=self.read_channels(doc.get("channels", {}), campaigns),
         )
 
     def read_event_types(self, value) -> None:
@@ -695,6 +712,22 @@ class _Reader:
             max_per_day=None if per_day is None else self.integer("policy.max_per_day", per_day,
                                                                   lo=0, hi=UINT32_MAX - 1),
         )
+
+    def read_channels(self, value, campaigns) -> dict[str, int]:
+        """`[channels]`: name = { daily_budget = N }, only for channels some campaign uses."""
+        used = list(dict.fromkeys(c.channel for c in campaigns))
+        budgets = {}
+        for name, spec in self.table("channels", value).items():
+            key = f"channels.{name}"
+            if name not in used:
+                hint = difflib.get_close_matches(name, used, n=1)
+                more = f"; did you mean {_show(hint[0])}?" if hint else \
+                    f" (channels in use: {', '.join(used)})" if used else " (no campaign uses a channel)"
+                self.fail(key, f"no campaign uses channel {_show(name)}{more}")
+            spec = self.table(key, spec, _CHANNEL_KEYS)
+            if "daily_budget" in spec:
+                budgets[name] = self.integer(f"{key}.daily_budget", spec["daily_budget"], lo=1, hi=MAX_BUDGET)
+        return budgets
 
     def read_output(self, value) -> OutputSpec:
         output = self.table("output", value, _OUTPUT_KEYS)
@@ -823,6 +856,8 @@ class _Reader:
             not_after=opt("not_after", self.marker_conditions) or (),
             absent=opt("absent", lambda k, v: tuple(dict.fromkeys(
                 self.marker_ref(f"{k}[{i}]", name) for i, name in enumerate(self.strings(k, v))))) or (),
+            daily_budget=opt("daily_budget", lambda k, v: self.integer(k, v, lo=1, hi=MAX_BUDGET)),
+            total_budget=opt("total_budget", lambda k, v: self.integer(k, v, lo=1, hi=MAX_BUDGET)),
         )
         self.consistent(key, spec)
         return spec

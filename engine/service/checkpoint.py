@@ -37,10 +37,11 @@ MAGIC = b"SIGMATCH-CHECKPOINT\n"
 VERSION = 1
 _DTYPES = {"rows": np.uint8, "contacts": np.uint8, "timers": np.uint8, "funnel": np.uint64,
            "counts": np.uint64, "carry": np.uint8, "subscribers": np.uint64, "dead_run": np.uint8,
-           "bad_fields": np.uint64}
+           "bad_fields": np.uint64, "budgets": np.uint8}
 # Sections that checkpoints of an earlier sigmatch lack (the open dead-letter run, bad events
-# by field): the core restores without them (no run open, nothing known by field).
-_ADDED_SECTIONS = {"dead_run", "bad_fields"}
+# by field, the sends counted against budgets): the core restores without them (no run open,
+# nothing known by field, nothing spent).
+_ADDED_SECTIONS = {"dead_run", "bad_fields", "budgets"}
 log = logging.getLogger("sigmatch.checkpoint")
 _BLOCK = 64 << 20       # sections are checksummed and written in blocks: no copy of a GB state
 FILE_MODE = 0o640       # the state holds subscribers' numbers: owner and group only, whatever the umask
@@ -239,9 +240,9 @@ def restore_sections(engine: "Engine", header: dict, sections: dict, path) -> di
 RECORD_MAGIC = b"SMCKLOG\n"
 _RECORD_DTYPES = {"subscribers": np.uint32, "rows": np.uint8, "contacts": np.uint8, "timers": np.uint8,
                   "funnel": np.uint64, "counts": np.uint64, "carry": np.uint8, "dead_run": np.uint8,
-                  "bad_fields": np.uint64}
+                  "bad_fields": np.uint64, "budgets": np.uint8}
 # written whole by every record: the newest one holds them
-_WHOLE_SECTIONS = ("timers", "funnel", "counts", "carry", "dead_run", "bad_fields")
+_WHOLE_SECTIONS = ("timers", "funnel", "counts", "carry", "dead_run", "bad_fields", "budgets")
 _CONTACT_BYTES = 32     # sizeof(ContactC): key, last_ts, last_seq, streak, flags
 
 
@@ -301,7 +302,8 @@ def engine_for(config_path, loaded: Loaded) -> tuple["Engine", Optional[int]]:
     # a layout of six entries was written before markers: none
     layout = list(scalars["layout"]) + [0] * (7 - len(scalars["layout"]))
     if (all(theirs.get(key) == value for key, value in mine.items()) and ("markers" in theirs) == ("markers" in mine)
-            and layout == engine._core.state_scalars()["layout"]):
+            and layout == engine._core.state_scalars()["layout"]
+            and scalars.get("channels", engine._core.channel_names) == engine._core.channel_names):
         restore_sections(engine, loaded.header, loaded.sections, loaded.path)
         return engine, None
     if "counter_windows" not in theirs:
@@ -316,6 +318,8 @@ def engine_for(config_path, loaded: Loaded) -> tuple["Engine", Optional[int]]:
         old.set_subscribers(np.ascontiguousarray(loaded.subscribers, dtype=np.uint64))
         old.set_counters([(0, 0, 0, 1 if windowed else 0) for windowed in theirs["counter_windows"]])
         old.set_markers([(0, 0, None)] * nr_markers)
+        channels = scalars.get("channels", [""])
+        old.set_channels(list(channels), [None] * len(channels))
         old.set_campaigns([dict(id=campaign, types=0, convert_types=0, convert_arg=None, elig=(0, 0),
                                 recheck_elig=(0, 0), area=None, peer_set=-1, cooldown_ms=0, delay_ms=0,
                                 convert_within_ms=None, hours=None, days=0x7F, counter=-1, at_least=0,

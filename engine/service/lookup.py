@@ -6,8 +6,10 @@ and the shops. Read-only, one subscriber per request, behind a bearer token.
 type that meets the campaign's event conditions (peer, cell, time of day), which depend on
 the event and so are listed, not judged. Everything that depends on the subscriber is
 judged: audience, exclude lists, blacklist and `where`; the counter and `when`; stop_after,
-once, cooldown and a pending action of the campaign. An `anniversary` depends on the
-event's date, so it is listed with the event conditions.
+once, cooldown and a pending action of the campaign; and the budgets left on the clock's local
+day (the campaign's daily and total budget, its channel's daily budget), which are the same
+for every subscriber. An `anniversary` depends on the event's date, so it is listed with the
+event conditions.
 """
 from __future__ import annotations
 
@@ -41,7 +43,18 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
     campaigns = {}
     eligible = []
     counters = {c.name: v for c, v in zip(config.counters, view["counters"])}
-    for spec, state in zip(config.campaigns, view["campaigns"]):
+    used, channel_used = engine._core.budgets_used()
+    channel_budgets = {name: {"daily_budget": budget, "sent_today": channel_used.get(name, 0),
+                              "left_today": max(0, budget - channel_used.get(name, 0))}
+                       for name, budget in config.channel_budgets.items()}
+    for index, (spec, state) in enumerate(zip(config.campaigns, view["campaigns"])):
+        today, ever = used[index]
+        budget = {
+            "daily_budget": spec.daily_budget, "sent_today": today,
+            "left_today": None if spec.daily_budget is None else max(0, spec.daily_budget - today),
+            "total_budget": spec.total_budget, "sent_ever": ever,
+            "left_ever": None if spec.total_budget is None else max(0, spec.total_budget - ever),
+        }
         blocked = []
         if not view["active"]:
             blocked.append("inactive")
@@ -65,6 +78,10 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
             blocked.append("disabled")
         if state["pending"]:
             blocked.append("pending")
+        if budget["left_today"] == 0 or budget["left_ever"] == 0:
+            blocked.append("campaign_budget")
+        if spec.channel in channel_budgets and channel_budgets[spec.channel]["left_today"] == 0:
+            blocked.append("channel_budget")
         if not blocked:
             eligible.append(spec.id)
         conditions = [name for name, present in (("flags", spec.flags), ("arg", spec.arg is not None),
@@ -83,6 +100,7 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
                 "converted": state["converted"]},
             "cooldown_until": cooldown_until,
             "no_response_streak": state["streak"],
+            "budget": budget,
         }
     policy = config.policy
     last = view["last_contact"]
@@ -103,6 +121,7 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
             "contacts_today": view["contacts_today"],
             "max_per_day": policy.max_per_day,
         },
+        "channel_budgets": channel_budgets,
         "state": {"cell": view["cell"], "powered_on": view["powered_on"], "active": view["active"]},
     }
 
