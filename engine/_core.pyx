@@ -146,14 +146,17 @@ cdef enum:
     FN_QUIET_HOURS = 8
     FN_MIN_GAP = 9
     FN_MAX_PER_DAY = 10
-    FN_COOLDOWN = 11
-    FN_CAMPAIGN_BUDGET = 12
-    FN_CHANNEL_BUDGET = 13
-    FN_CONTROL = 14
-    FN_SENT = 15
-    FN_CONVERTED_SEND = 16
-    FN_CONVERTED_CONTROL = 17
-    NR_FUNNEL = 18
+    FN_MAX_IN_WINDOW = 11
+    FN_COOLDOWN = 12
+    FN_CAMPAIGN_BUDGET = 13
+    FN_CHANNEL_BUDGET = 14
+    FN_CONTROL = 15
+    FN_GLOBAL_CONTROL = 16
+    FN_SENT = 17
+    FN_CONVERTED_SEND = 18
+    FN_CONVERTED_CONTROL = 19
+    FN_CONVERTED_GLOBAL_CONTROL = 20
+    NR_FUNNEL = 21
 
 cdef enum:
     SUB_POWERED_OFF = 1
@@ -166,6 +169,7 @@ cdef enum:
     CONTACT_CONVERTED = 2
     CONTACT_CONTROL = 4
     CONTACT_PENDING = 8
+    CONTACT_GLOBAL_CONTROL = 16
 
 cdef enum:
     ADD_COUNT = 0
@@ -188,6 +192,7 @@ cdef enum:
     EXEMPT_MIN_GAP = 1
     EXEMPT_MAX_PER_DAY = 2
     EXEMPT_QUIET_HOURS = 4
+    EXEMPT_MAX_IN_WINDOW = 8
 
 # `when` comparison codes (engine.language.when.OPS order) and program words below 0
 cdef enum:
@@ -227,6 +232,7 @@ cdef int64_t DAY_MS = 86400000
 cdef uint64_t OCCUPIED = 1ULL << 63
 cdef uint32_t NO_INDEX = 0xFFFFFFFFu
 cdef uint64_t NO_BUDGET = 0xFFFFFFFFFFFFFFFFULL
+cdef const char* GLOBAL_ID = "global"         # crc32(f"{msisdn}:global"): the global control group
 
 
 ctypedef struct FieldC:
@@ -300,10 +306,19 @@ ctypedef struct EngineC:
     int32_t unblocked_word      # eligibility bit of "in no policy blacklist"
     uint64_t unblocked_mask
     uint64_t max_pending
+    uint32_t global_holdout     # global control when crc32(f"{msisdn}:global") % 10000 < this
     # budgets: campaigns' counts, then channels' (BudgetC), and each channel's daily budget
     BudgetC* budgets            # [nr_campaigns + nr_channels]
     uint64_t* channel_daily     # [nr_channels], NO_BUDGET: none
     int32_t nr_channels
+    # max_in_window: the last window_n contact times of each contacted subscriber (never of
+    # the others), in a table keyed by subscriber; an entry is window_n + 2 int64 words:
+    # subscriber + 1 (0: empty slot), times kept | ring head << 8, then the ring of times
+    int32_t window_n            # max_in_window.contacts; 0: no max_in_window
+    int64_t window_ms
+    int64_t* windows
+    uint64_t windows_mask
+    uint64_t nr_windows_used
     # contacts
     ContactC* contacts
     uint64_t contacts_mask
@@ -470,6 +485,8 @@ cdef class Core:
         free(self.E.funnel)
         free(self.E.budgets)
         free(self.E.channel_daily)
+        if self.E.windows != NULL:
+            sm_free(self.E.windows, (self.E.windows_mask + 1) * (self.E.window_n + 2) * sizeof(int64_t))
 
     # ---- set-up ------------------------------------------------------------------------
 
@@ -751,6 +768,26 @@ cdef class Core:
         self.E.unblocked_word = unblocked_word
         self.E.unblocked_mask = unblocked_mask
         self.E.max_pending = max_pending
+
+    def set_max_in_window(self, int contacts, int64_t window_ms):
+        """`[policy] max_in_window`: fewer than `contacts` (1..16) contacts at times
+        > t - window_ms; 0 contacts: no such rule. Before any contact is made."""
+        if not 0 <= contacts <= 16 or (contacts and window_ms <= 0):
+            raise ValueError("max_in_window needs 1 to 16 contacts and a positive window")
+        if self.E.windows != NULL:
+            raise RuntimeError("max_in_window is fixed once contacts are kept")
+        self.E.window_n = contacts
+        self.E.window_ms = window_ms
+
+    @property
+    def window_contacts(self):
+        return self.E.window_n
+
+    def set_global_holdout(self, uint32_t threshold):
+        """`[policy] global_holdout` as its threshold: floor(global_holdout * 10000 + 0.5)."""
+        if threshold > 10000:
+            raise ValueError("the global holdout threshold is at most 10000")
+        self.E.global_holdout = threshold
 
     def set_max_dead_letters(self, uint32_t max_dead_letters):
         """At most this many dead-letter records start in one span of 2**26 stream bytes
@@ -1247,7 +1284,8 @@ cdef class Core:
                 "contacted": bool(contact != NULL and contact.flags & CONTACT_CONTACTED),
                 "last_ts": contact.last_ts if contact != NULL and contact.flags & CONTACT_CONTACTED else None,
                 "last_seq": contact.last_seq if contact != NULL and contact.flags & CONTACT_CONTACTED else None,
-                "kind": ("control" if contact.flags & CONTACT_CONTROL else "send")
+                "kind": ("global_control" if contact.flags & CONTACT_GLOBAL_CONTROL else
+                         "control" if contact.flags & CONTACT_CONTROL else "send")
                         if contact != NULL and contact.flags & CONTACT_CONTACTED else None,
                 "converted": bool(contact != NULL and contact.flags & CONTACT_CONVERTED),
                 "streak": contact.streak if contact != NULL else 0,
@@ -1267,6 +1305,7 @@ cdef class Core:
             "blacklisted": not elig_bit(&self.E, row, self.E.unblocked_word, self.E.unblocked_mask),
             "last_contact": h.last_any_p1 - 1 if h.last_any_p1 else None,
             "contacts_today": h.day_count if h.day == floor_div(now + self.E.utc_offset, DAY_MS) else 0,
+            "window_times": self._window_times(sub),
             "counters": [counter_read(&self.E, row, k, now) for k in range(self.E.nr_counters)],
             # each marker's last time, None when unset
             "markers": [(<int64_t*>(row + self.E.marker_off))[k] - 1 if (<int64_t*>(row + self.E.marker_off))[k] else None
@@ -1274,6 +1313,13 @@ cdef class Core:
             "campaigns": campaigns,
             "pending": pending,
         }
+
+    def _window_times(self, uint32_t sub):
+        """The contact times kept for max_in_window, oldest first."""
+        cdef int64_t* w = find_window(&self.E, sub, False) if self.E.window_n else NULL
+        if w == NULL:
+            return []
+        return [w[2 + ((w[1] >> 8) + k) % self.E.window_n] for k in range(w[1] & 0xFF)]
 
     def budgets_used(self):
         """Sends counted against the budgets, as of the clock's local day: ({campaign index:
@@ -1397,7 +1443,33 @@ cdef class Core:
         if self.E.nr_actions or self.E.nr_conversions or self.E.nr_dead:
             raise RuntimeError("take the pending records before a checkpoint")
         self._forget_changes()
-        return [("rows", self._rows_array()), ("contacts", self._contact_states(False))] + self.small_sections()
+        return ([("rows", self._rows_array()), ("contacts", self._contact_states(False)),
+                 ("windows", self.window_entries())] + self.small_sections())
+
+    def window_entries(self, subs=None):
+        """The kept contact times (max_in_window) as packed int64 entries of window_contacts + 2
+        words: all of them, or those of the subscribers in `subs` (an incremental checkpoint's
+        changed subscribers: a subscriber whose times change has its row noted too)."""
+        cdef uint64_t i, j = 0
+        cdef uint32_t sub
+        cdef int64_t* w
+        cdef size_t words = self.E.window_n + 2
+        if self.E.windows == NULL:
+            return np.zeros(0, np.int64)
+        if subs is None:
+            out = np.empty(self.E.nr_windows_used * words, np.int64)
+            for i in range(self.E.windows_mask + 1):
+                w = self.E.windows + i * words
+                if w[0]:
+                    out[j * words:(j + 1) * words] = <int64_t[:words]> w
+                    j += 1
+            return out
+        found = []
+        for sub in subs:
+            w = find_window(&self.E, sub, False)
+            if w != NULL:
+                found.append(np.array(<int64_t[:words]> w, dtype=np.int64))
+        return np.concatenate(found) if found else np.zeros(0, np.int64)
 
     def small_sections(self):
         """Timers, funnel, counts, the carried bytes, the open dead-letter run's value and the
@@ -1441,6 +1513,8 @@ cdef class Core:
             "funnel_stages": list(FUNNEL),
             # the budgets section holds the campaigns' counts, then these channels'
             "channels": list(self.channel_names),
+            # the size of a windows entry (max_in_window.contacts times kept)
+            "window_contacts": self.E.window_n,
         }
 
     def restore_state(self, dict scalars, dict sections):
@@ -1455,6 +1529,9 @@ cdef class Core:
         cdef const uint8_t[::1] dead_run
         cdef const uint64_t[::1] bad_fields
         cdef const uint8_t[::1] budgets
+        cdef const int64_t[::1] windows
+        cdef int64_t* w
+        cdef size_t words = self.E.window_n + 2
         cdef uint64_t i, n, h
         cdef ContactC* c
         cdef ContactC entry
@@ -1488,6 +1565,14 @@ cdef class Core:
         if (list(scalars.get("channels", self.channel_names)) != self.channel_names
                 or budgets.shape[0] != (self.E.nr_campaigns + self.E.nr_channels) * sizeof(BudgetC)):
             raise ValueError(f"checkpoint channels {scalars.get('channels')} do not match this engine's {self.channel_names}")
+        # A checkpoint of a sigmatch before max_in_window kept no contact times: none are known.
+        windows = sections.get("windows", np.zeros(0, np.int64))
+        if windows.shape[0] and (scalars.get("window_contacts") != self.E.window_n or windows.shape[0] % words):
+            raise ValueError(f"checkpoint keeps {scalars.get('window_contacts')} contact times per subscriber, "
+                             f"this engine {self.E.window_n}")
+        for i in range(0, windows.shape[0], words):
+            if not 0 < windows[i] <= self.E.nr_subscribers:
+                raise ValueError("checkpoint contact times out of range")
         n = timers.shape[0] // sizeof(TimerC)
         for i in range(n):
             if (<TimerC*>&timers[i * sizeof(TimerC)]).campaign >= <uint32_t>self.E.nr_campaigns or \
@@ -1513,6 +1598,16 @@ cdef class Core:
             if c == NULL:
                 raise MemoryError()
             c[0] = entry
+        if self.E.windows != NULL:
+            sm_free(self.E.windows, (self.E.windows_mask + 1) * words * sizeof(int64_t))
+            self.E.windows = NULL
+            self.E.windows_mask = 0
+        self.E.nr_windows_used = 0
+        for i in range(0, windows.shape[0], words):
+            w = find_window(&self.E, <uint32_t>(windows[i] - 1), True)
+            if w == NULL:
+                raise MemoryError()
+            memcpy(w, &windows[i], words * sizeof(int64_t))
         # timers: a valid heap as saved
         self.E.heap_n = 0
         if n > self.E.heap_cap:
@@ -1579,6 +1674,9 @@ cdef class Core:
         cdef int32_t kmap[256]
         cdef int32_t* marker_to = NULL
         cdef int nr_old_markers = old.E.nr_markers
+        cdef int64_t* src_w
+        cdef int64_t* dst_w
+        cdef int64_t kept, head
         cdef uint64_t dropped = 0
         if nr_old > self.E.nr_subscribers or nr_old > old.E.nr_subscribers:
             raise ValueError("the new engine must keep every old subscriber")
@@ -1641,6 +1739,20 @@ cdef class Core:
                 c.last_seq = src.last_seq
                 c.streak = src.streak
                 c.flags = src.flags
+        # kept contact times by subscriber, the newest ones: a new max_in_window.contacts above
+        # the old one knows only the times the old engine kept
+        if self.E.window_n and old.E.window_n and old.E.windows != NULL:
+            for j in range(old.E.windows_mask + 1):
+                src_w = old.E.windows + j * (old.E.window_n + 2)
+                if src_w[0] == 0 or <uint64_t>(src_w[0] - 1) >= nr_old:
+                    continue
+                dst_w = find_window(&self.E, <uint32_t>(src_w[0] - 1), True)
+                if dst_w == NULL:
+                    raise MemoryError()
+                kept = src_w[1] & 0xFF
+                head = src_w[1] >> 8
+                for k in range(max(0, kept - self.E.window_n), kept):
+                    window_add(&self.E, dst_w, src_w[2 + (head + k) % old.E.window_n])
         for j in range(old.E.heap_n):
             t = old.E.heap[j]
             if cmap[t.campaign] < 0 or t.subscriber >= nr_old:
@@ -1781,6 +1893,8 @@ cdef class Core:
         return counter_read(&self.E, row_of(&self.E, sub), k, ts)
 
 
+assert FUNNEL.index("converted_global_control") - FUNNEL.index("converted_send") == 2 \
+    and FUNNEL.index("converted_control") - FUNNEL.index("converted_send") == 1
 assert len(FUNNEL) == NR_FUNNEL and len(BAD_REASONS) == NR_REASONS and len(BAD_FIELDS) == NR_FIELDS + 1
 assert DEAD_LETTER_BYTES == DEAD_BYTES and DEAD_LETTER_SPAN_BITS == DEAD_SPAN_BITS
 assert DEAD_LETTER_DTYPE.itemsize == sizeof(DeadLetterC)

@@ -12,6 +12,7 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
     cdef ContactC* contact
     cdef BudgetC* budget = &E.budgets[ci]
     cdef BudgetC* channel = &E.budgets[E.nr_campaigns + c.channel]
+    cdef int64_t* times
     cdef int64_t local, day
     cdef int32_t minute
     cdef uint32_t today
@@ -52,6 +53,13 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
     if not (c.exempt & EXEMPT_MAX_PER_DAY) and today >= E.max_per_day:
         fun[FN_MAX_PER_DAY] += 1
         return
+    # Times are kept oldest first and t never goes back: the window holds window_n contacts
+    # exactly when window_n are kept and the oldest of them is inside it.
+    if E.window_n and not (c.exempt & EXEMPT_MAX_IN_WINDOW):
+        times = find_window(E, sub, False)
+        if times != NULL and (times[1] & 0xFF) == E.window_n and times[2 + (times[1] >> 8)] > t - E.window_ms:
+            fun[FN_MAX_IN_WINDOW] += 1
+            return
     contact = find_contact(E, sub, ci, True)
     if contact == NULL:
         return
@@ -70,18 +78,30 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
         E.actions = <ActionC*>grow(E.actions, &E.cap_actions, sizeof(ActionC), &E.oom)
         if E.oom:
             return
-    kind = 1 if (c.holdout and holdout_hash(h.msisdn, c) % 10000 < c.holdout) else 0
+    times = NULL
+    if E.window_n:
+        times = find_window(E, sub, True)
+        if times == NULL:
+            return
+    # the programme's control group first: a global control is one whatever the campaign
+    if E.global_holdout and msisdn_hash(h.msisdn, <const uint8_t*>GLOBAL_ID, 6) % 10000 < E.global_holdout:
+        kind = 2
+    else:
+        kind = 1 if (c.holdout and holdout_hash(h.msisdn, c) % 10000 < c.holdout) else 0
     E.seq += 1
     contact.last_ts = t
     contact.last_seq = E.seq
     contact.streak += 1
-    contact.flags = (contact.flags & CONTACT_PENDING) | CONTACT_CONTACTED | (CONTACT_CONTROL if kind else 0)
+    contact.flags = ((contact.flags & CONTACT_PENDING) | CONTACT_CONTACTED
+                     | (CONTACT_CONTROL if kind == 1 else CONTACT_GLOBAL_CONTROL if kind == 2 else 0))
     h.last_any_p1 = t + 1
     h.day = <int32_t>day
     h.day_count = today + 1
+    if times != NULL:
+        window_add(E, times, t)
     note_row(E, sub, h)
     note_contact(E, contact)
-    fun[FN_CONTROL if kind else FN_SENT] += 1
+    fun[FN_CONTROL if kind == 1 else FN_GLOBAL_CONTROL if kind == 2 else FN_SENT] += 1
     if kind == 0:
         count_send(budget, day)
         count_send(channel, day)
@@ -217,9 +237,9 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         conv.msisdn = ev.msisdn
         conv.contact_seq = contact.last_seq
         conv.campaign = <uint16_t>ci
-        conv.kind = 1 if contact.flags & CONTACT_CONTROL else 0
+        conv.kind = 2 if contact.flags & CONTACT_GLOBAL_CONTROL else 1 if contact.flags & CONTACT_CONTROL else 0
         memset(conv.pad, 0, 5)
-        E.funnel[<size_t>ci * NR_FUNNEL + (FN_CONVERTED_CONTROL if conv.kind else FN_CONVERTED_SEND)] += 1
+        E.funnel[<size_t>ci * NR_FUNNEL + FN_CONVERTED_SEND + conv.kind] += 1
     # 6. matching, in priority order
     cur_areas = NULL
     prev_areas = NULL

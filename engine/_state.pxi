@@ -320,6 +320,66 @@ cdef ContactC* find_contact(EngineC* E, uint32_t sub, uint32_t ci, bint create) 
     return c
 
 
+# max_in_window: the last window_n contact times of each contacted subscriber.
+
+cdef int64_t* find_window(EngineC* E, uint32_t sub, bint create) noexcept nogil:
+    """The kept contact times of a subscriber (an entry of window_n + 2 words); with `create`,
+    made when absent. Creating may grow the table: pointers from earlier calls are then stale."""
+    cdef int64_t key = <int64_t>sub + 1
+    cdef size_t words = E.window_n + 2
+    cdef uint64_t h, i, newcap, newmask
+    cdef int64_t* table
+    cdef int64_t* w
+    if E.windows != NULL:
+        h = sm_mix64(<uint64_t>key) & E.windows_mask
+        while True:
+            w = E.windows + h * words
+            if w[0] == key:
+                return w
+            if w[0] == 0:
+                break
+            h = (h + 1) & E.windows_mask
+    if not create:
+        return NULL
+    if E.windows == NULL or (E.nr_windows_used + 1) * 2 > E.windows_mask + 1:
+        newcap = 1024 if E.windows == NULL else (E.windows_mask + 1) * 2
+        table = <int64_t*>sm_zalloc(newcap * words * sizeof(int64_t))
+        if table == NULL:
+            E.oom = 1
+            return NULL
+        newmask = newcap - 1
+        if E.windows != NULL:
+            for i in range(E.windows_mask + 1):
+                w = E.windows + i * words
+                if w[0]:
+                    h = sm_mix64(<uint64_t>w[0]) & newmask
+                    while table[h * words]:
+                        h = (h + 1) & newmask
+                    memcpy(table + h * words, w, words * sizeof(int64_t))
+            sm_free(E.windows, (E.windows_mask + 1) * words * sizeof(int64_t))
+        E.windows = table
+        E.windows_mask = newmask
+    h = sm_mix64(<uint64_t>key) & E.windows_mask
+    while E.windows[h * words]:
+        h = (h + 1) & E.windows_mask
+    w = E.windows + h * words
+    w[0] = key
+    E.nr_windows_used += 1
+    return w
+
+
+cdef inline void window_add(EngineC* E, int64_t* w, int64_t t) noexcept nogil:
+    """Keep t as the newest contact time, forgetting the oldest when window_n are kept."""
+    cdef int64_t kept = w[1] & 0xFF, head = w[1] >> 8
+    if kept < E.window_n:
+        w[2 + (head + kept) % E.window_n] = t
+        kept += 1
+    else:
+        w[2 + head] = t
+        head = (head + 1) % E.window_n
+    w[1] = kept | (head << 8)
+
+
 # Timers: a binary min-heap ordered by (due, created).
 
 cdef inline bint timer_before(TimerC* a, TimerC* b) noexcept nogil:
@@ -382,6 +442,11 @@ cdef void* grow(void* p, uint64_t* cap, size_t item, int* oom) noexcept nogil:
 
 
 cdef inline uint32_t holdout_hash(uint64_t msisdn, CampaignC* c) noexcept nogil:
+    return msisdn_hash(msisdn, <const uint8_t*>c.id, c.id_len)
+
+
+cdef inline uint32_t msisdn_hash(uint64_t msisdn, const uint8_t* suffix, size_t suffix_len) noexcept nogil:
+    """zlib.crc32(f"{msisdn}:{suffix}".encode()), the MSISDN in decimal."""
     cdef uint8_t digits[24]
     cdef int n = 0, i
     cdef uint8_t tmp
@@ -398,4 +463,4 @@ cdef inline uint32_t holdout_hash(uint64_t msisdn, CampaignC* c) noexcept nogil:
         digits[n - 1 - i] = tmp
     digits[n] = 0x3a    # ':'
     crc = sm_crc32(0, digits, n + 1)
-    return sm_crc32(crc, <const uint8_t*>c.id, c.id_len)
+    return sm_crc32(crc, suffix, suffix_len)

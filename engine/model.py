@@ -35,7 +35,8 @@ import numpy as np
 from engine.language.config import POWER_OFF
 from engine.errors import StreamError
 from engine.records import (
-    BAD_REASONS, DEAD_LETTER_BYTES, DEAD_LETTER_SPAN_BITS, FUNNEL, KIND_CONTROL, KIND_SEND, KINDS,
+    BAD_REASONS, DEAD_LETTER_BYTES, DEAD_LETTER_SPAN_BITS, FUNNEL, KIND_CONTROL, KIND_GLOBAL_CONTROL, KIND_SEND,
+    KINDS,
 )
 
 __all__ = ["ReferenceModel"]
@@ -201,7 +202,7 @@ def _validate(values, type_codes: dict[str, int]):
 class _Contact:
     ts: int             # emission time t
     seq: int
-    kind: int           # KIND_SEND | KIND_CONTROL
+    kind: int           # KIND_SEND | KIND_CONTROL | KIND_GLOBAL_CONTROL
     converted: bool = False
 
 
@@ -275,6 +276,7 @@ class ReferenceModel:
         self._contact = {}              # (subscriber, campaign id) -> last _Contact
         self._last_contact = {}         # subscriber -> t of the last contact of any campaign
         self._day_count = {}            # (subscriber, local day) -> contacts
+        self._contact_times = {}        # subscriber -> every contact time, for max_in_window
         self._streak = {}               # (subscriber, campaign id) -> contacts without response
         self._pending = set()           # (subscriber, campaign id) with an action waiting
         self._sends_on_day = {}         # (campaign id, local day) -> sends, for daily_budget
@@ -580,6 +582,10 @@ class ReferenceModel:
         if (policy.max_per_day is not None and "max_per_day" not in c.exempt
                 and self._day_count.get((i, self._day(t)), 0) >= policy.max_per_day):
             return "suppressed_max_per_day"
+        if policy.max_in_window is not None and "max_in_window" not in c.exempt:
+            contacts, window = policy.max_in_window
+            if sum(1 for x in self._contact_times.get(i, ()) if x > t - window) >= contacts:
+                return "suppressed_max_in_window"
         contact = self._contact.get((i, c.id))
         if contact is not None and t < contact.ts + c.cooldown_ms:
             return "suppressed_cooldown"
@@ -617,15 +623,20 @@ class ReferenceModel:
             funnel[reason] += 1
             return
         msisdn = self.msisdns[i]
-        control = zlib.crc32(f"{msisdn}:{c.id}".encode()) % 10000 < c.holdout_threshold
-        kind = KIND_CONTROL if control else KIND_SEND
+        if zlib.crc32(f"{msisdn}:global".encode()) % 10000 < self.config.policy.global_holdout_threshold:
+            kind = KIND_GLOBAL_CONTROL
+        elif zlib.crc32(f"{msisdn}:{c.id}".encode()) % 10000 < c.holdout_threshold:
+            kind = KIND_CONTROL
+        else:
+            kind = KIND_SEND
         self._seq += 1
         self._contact[(i, c.id)] = _Contact(t, self._seq, kind)
         self._last_contact[i] = t
+        self._contact_times.setdefault(i, []).append(t)
         day = (i, self._day(t))
         self._day_count[day] = self._day_count.get(day, 0) + 1
         self._streak[(i, c.id)] = self._streak.get((i, c.id), 0) + 1
-        funnel["control" if control else "sent"] += 1
+        funnel[{KIND_SEND: "sent", KIND_CONTROL: "control", KIND_GLOBAL_CONTROL: "global_control"}[kind]] += 1
         if kind == KIND_SEND:
             for counts, key in ((self._sends_on_day, (c.id, day[1])), (self._sends, c.id),
                                 (self._channel_sends_on_day, (c.channel, day[1]))):

@@ -8,12 +8,14 @@ import numpy as np
 __all__ = [
     "EVENT_DTYPE", "ACTION_DTYPE", "CONVERSION_DTYPE", "DEAD_LETTER_DTYPE", "DEAD_LETTER_BYTES",
     "DEAD_LETTER_SPAN_BITS", "KIND_SEND", "KIND_CONTROL", "KINDS", "BAD_REASONS", "BAD_FIELDS",
-    "STREAM_STATUSES", "FUNNEL", "FUNNEL_UNNAMED", "ACTION_COLUMNS", "CONVERSION_COLUMNS", "DEAD_LETTER_COLUMNS",
+    "STREAM_STATUSES", "FUNNEL", "FUNNEL_UNNAMED", "KIND_GLOBAL_CONTROL", "ACTION_COLUMNS", "CONVERSION_COLUMNS",
+    "DEAD_LETTER_COLUMNS",
 ]
 
 KIND_SEND = 0
 KIND_CONTROL = 1
-KINDS = ("send", "control")
+KIND_GLOBAL_CONTROL = 2         # the programme's control group ([policy] global_holdout)
+KINDS = ("send", "control", "global_control")
 
 # Dead-letter reasons, by code (SPEC §1.4). The first failing field in the order
 # ts, type, msisdn, peer, cell, dur, flags, arg decides the reason; `duplicate_key` comes first.
@@ -49,13 +51,16 @@ FUNNEL = (
     "suppressed_quiet_hours",
     "suppressed_min_gap",
     "suppressed_max_per_day",
+    "suppressed_max_in_window",     # max_in_window.contacts contacts already at times > t - window
     "suppressed_cooldown",
     "suppressed_campaign_budget",   # the campaign's daily_budget or total_budget was reached
     "suppressed_channel_budget",    # its channel's daily_budget was reached
     "control",                  # contacts kept as hold-out control
+    "global_control",           # contacts kept in the programme's global control group
     "sent",                     # contacts sent
     "converted_send",
     "converted_control",
+    "converted_global_control",
 )
 
 # The funnel of checkpoints that do not name their stages (written before `disabled` and

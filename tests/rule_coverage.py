@@ -30,7 +30,8 @@ MATCH_RULES = ("enabled", "dates", "flags", "arg", "audience", "blacklist", "whe
                "when", "after", "not_after", "anniversary", "stop_after", "once", "cooldown", "pending")
 LIFE = ("life_enabled", "life_dates")      # step 7, first of all: still enabled, t within start/end
 RECHECKS = ("recheck_area", "recheck_audience", "recheck_hours", "recheck_powered_on", "absent")
-POLICY = ("policy_blacklist", "policy_quiet_hours", "policy_min_gap", "policy_max_per_day", "policy_cooldown")
+POLICY = ("policy_blacklist", "policy_quiet_hours", "policy_min_gap", "policy_max_per_day", "policy_max_in_window",
+          "policy_cooldown")
 BUDGETS = ("budget_campaign_daily", "budget_campaign_total", "budget_channel_daily")
 OTHER = ("timer_due_at_event",      # True: a timer fired at exactly an event's ts; False: before it
          "timers_due_together",     # True: a timer fired at the same due time as the one before it
@@ -38,7 +39,8 @@ OTHER = ("timer_due_at_event",      # True: a timer fired at exactly an event's 
          "period_reset",            # True: a non-zero counter of a period reset (e.ts in another period)
          "convert_within",          # True: a conversion inside the window; False: a response too late
          "max_pending",             # True: scheduled under a bound that overflowed somewhere; False: overflow
-         "holdout")                 # True: a send, False: a control, of a campaign with 0 < holdout < 1
+         "holdout",                 # True: a send, False: a control, of a campaign with 0 < holdout < 1
+         "global_holdout")          # True: not a global control, False: one, under 0 < global_holdout < 1
 RULES = MATCH_RULES + LIFE + RECHECKS + POLICY + BUDGETS + OTHER
 
 # What no world without a reload can reject: the audience, the blacklist and the campaign's
@@ -145,11 +147,6 @@ class CountingModel(ReferenceModel):
             self.counts["max_pending", len(self._pending) < self.config.max_pending] += 1
         return verdict
 
-    def _emit(self, c, i, t, trigger_ts, cell, *, delayed) -> None:
-        self.counts["life_enabled", c.enabled] += 1
-        if c.enabled and (c.start is not None or c.end is not None):
-            self.counts["life_dates", self._live_on(c, t)] += 1
-        super()._emit(c, i, t, trigger_ts, cell, delayed=delayed)
 
     def _recheck(self, rule, c, i, t) -> bool:
         ok = super()._recheck(rule, c, i, t)
@@ -171,19 +168,34 @@ class CountingModel(ReferenceModel):
             "quiet_hours": policy.quiet_hours is not None and "quiet_hours" not in c.exempt,
             "min_gap": policy.min_gap_ms > 0 and "min_gap" not in c.exempt and i in self._last_contact,
             "max_per_day": policy.max_per_day is not None and "max_per_day" not in c.exempt,
+            "max_in_window": (policy.max_in_window is not None and "max_in_window" not in c.exempt
+                              and i in self._contact_times),
             "cooldown": c.cooldown_ms > 0 and contact is not None,
         }
-        for rule in ("blacklist", "quiet_hours", "min_gap", "max_per_day", "cooldown"):
+        for rule in ("blacklist", "quiet_hours", "min_gap", "max_per_day", "max_in_window", "cooldown"):
             if reason == "suppressed_" + rule:
                 assert active[rule], (rule, c.id)
                 self.counts["policy_" + rule, False] += 1
                 break
             if active[rule]:
                 self.counts["policy_" + rule, True] += 1
-        if reason is None and 0 < c.holdout_threshold < 10_000:
-            control = self._is_control(c, i)
-            self.counts["holdout", not control] += 1
         return reason
+
+    def _emit(self, c, i, t, trigger_ts, cell, *, delayed) -> None:
+        self.counts["life_enabled", c.enabled] += 1
+        if c.enabled and (c.start is not None or c.end is not None):
+            self.counts["life_dates", self._live_on(c, t)] += 1
+        # the holdouts decide among contacts that pass every rule: counted on the action made
+        before = len(self.actions)
+        super()._emit(c, i, t, trigger_ts, cell, delayed=delayed)
+        if len(self.actions) == before:
+            return
+        kind = self.actions[-1][6]
+        if 0 < self.config.policy.global_holdout_threshold < 10_000:
+            self.counts["global_holdout", kind != "global_control"] += 1
+        if kind != "global_control" and 0 < c.holdout_threshold < 10_000:
+            assert (kind == "control") == self._is_control(c, i)
+            self.counts["holdout", kind == "send"] += 1
 
     def _budget(self, c, t):
         reason = super()._budget(c, t)

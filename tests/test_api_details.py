@@ -85,3 +85,14 @@ def test_the_policy_view_shows_the_budgets_left():
     assert view["channel_budgets"] == {"sms": {"daily_budget": 2, "sent_today": 2, "left_today": 0}}
     assert "channel_budget" in view["campaigns"]["c"]["blocked_by"]
     assert view["campaigns"]["x"]["blocked_by"] == []
+
+
+def test_the_policy_view_counts_the_contacts_in_the_window():
+    from engine.language.config import PolicySpec
+    from engine.service.lookup import policy_view
+    from tests.backends import A, HOUR, T0, build, campaign, ev, run
+    m = run(build("core", campaign("c"), policy=PolicySpec(max_in_window=(3, HOUR))),
+            ev(T0), ev(T0 + 30 * 60_000), ev(T0 + HOUR))
+    policy = policy_view(m.engine, A)["contact_policy"]
+    assert policy["contacts_in_window"] == 2        # T0 has left the window at T0 + 1 h
+    assert policy["max_in_window"] == {"contacts": 3, "window_ms": HOUR}

@@ -718,6 +718,61 @@ def test_holdout_threshold_is_strict(backend, threshold, kind):
     assert funnel(m, "promo") == {"matched": 1, "sent" if kind == "send" else "control": 1}
 
 
+# ---------------------------------------------------------------------------- max_in_window
+# Fewer than `contacts` contacts (any campaign, any kind) at times > t - window.
+@pytest.mark.parametrize("off, suppressed", [(-1, True), (0, False), (1, False)])
+def test_max_in_window_at_t_minus_window(backend, off, suppressed):
+    # Contacts at T0 and T0 + 1 h; at T0 + 1 d + off the first is inside the window (> t - 1 d)
+    # only when off < 0.
+    m = run(build(backend, campaign("c"), policy=PolicySpec(max_in_window=(2, DAY))),
+            ev(T0), ev(T0 + HOUR), ev(T0 + DAY + off))
+    assert funnel(m, "c") == ({"matched": 3, "sent": 2, "suppressed_max_in_window": 1} if suppressed
+                              else {"matched": 3, "sent": 3})
+
+
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_max_in_window_at_n_contacts(backend, n):
+    # Four triggers in the window against a cap one below, at and one above four.
+    m = run(build(backend, campaign("c"), policy=PolicySpec(max_in_window=(n, HOUR))),
+            *(ev(T0 + k * MINUTE) for k in range(4)))
+    sent = min(4, n)
+    assert [t for t, _, _, _ in contacts(m)] == [T0 + k * MINUTE for k in range(sent)]
+
+
+def test_max_in_window_forgets_the_oldest_contacts(backend):
+    # 2 contacts in a 1 h window, a trigger every 20 minutes: two contacts, then one refused
+    # (both inside), then the oldest has left the window (at exactly t - 1 h): the ring of
+    # kept times wraps again and again and always holds the two newest.
+    m = run(build(backend, campaign("c"), policy=PolicySpec(max_in_window=(2, HOUR))),
+            *(ev(T0 + k * 20 * MINUTE) for k in range(11)))
+    assert [t for t, _, _, _ in contacts(m)] == [T0 + k * 20 * MINUTE for k in (0, 1, 3, 4, 6, 7, 9, 10)]
+
+
+def test_max_in_window_counts_every_campaign_and_kind(backend):
+    # A control of "k" and a send of "s" fill a window of 2; "x", exempt, still gets through and
+    # counts too: an hour after the control, the send and x's contact still fill the window.
+    m = run(build(backend, campaign("k", holdout=1.0), campaign("s", on=(SMS,)), campaign("t", on=(LOC,)),
+                  campaign("x", on=(POWER_ON,), exempt=frozenset({"max_in_window"})),
+                  policy=PolicySpec(max_in_window=(2, HOUR))),
+            ev(T0), ev(T0 + 1, SMS), ev(T0 + 2, LOC), ev(T0 + 3, POWER_ON), ev(T0 + HOUR, LOC))
+    assert [(t, cid, kind) for t, cid, _, kind in contacts(m)] == [
+        (T0, "k", "control"), (T0 + 1, "s", "send"), (T0 + 3, "x", "send")]
+    assert funnel(m, "t") == {"matched": 2, "suppressed_max_in_window": 2}
+
+
+@pytest.mark.parametrize("exempt, reason", [
+    ((), "suppressed_max_per_day"),
+    (("max_per_day",), "suppressed_max_in_window"),
+    (("max_per_day", "max_in_window"), "suppressed_campaign_budget"),
+])
+def test_max_in_window_between_max_per_day_and_the_budgets(backend, exempt, reason):
+    policy = PolicySpec(max_per_day=1, max_in_window=(1, DAY))
+    m = run(build(backend, campaign("a"), campaign("b", on=(SMS,), exempt=frozenset(exempt), total_budget=1),
+                  campaign("z", on=(LOC,), priority=5, channel="boss"), policy=policy),
+            ev(T0, SMS), ev(T0 + DAY + HOUR, LOC), ev(T0 + DAY + 2 * HOUR, SMS))
+    assert funnel(m, "b") == {"matched": 2, "sent": 1, reason: 1}
+
+
 # ---------------------------------------------------------------------------- budgets
 # A campaign's sends on t's local day < daily_budget, its sends ever < total_budget, its
 # channel's sends on t's local day < the channel's daily_budget. Three triggers of one
@@ -755,7 +810,7 @@ def test_daily_budgets_at_local_midnight(backend, whose, off, same_day):
         m = build(backend, campaign("c"), utc_offset_ms=PLUS8, channel_budgets={"sms": 1})
     run(m, ev(local(10)), ev(FRIDAY + off))
     reason = "suppressed_campaign_budget" if whose == "campaign" else "suppressed_channel_budget"
-    assert funnel(m, "c") == {"matched": 2, "sent": 1, reason: 1} if same_day else {"matched": 2, "sent": 2}
+    assert funnel(m, "c") == ({"matched": 2, "sent": 1, reason: 1} if same_day else {"matched": 2, "sent": 2})
 
 
 @pytest.mark.parametrize("off, same_day", [(-1, True), (0, False)])
@@ -797,6 +852,43 @@ def test_policy_before_budgets(backend):
 def test_campaign_budget_before_channel_budget(backend):
     m = run(build(backend, campaign("c", daily_budget=1), channel_budgets={"sms": 1}), ev(T0), ev(T0 + 1))
     assert funnel(m, "c") == {"matched": 2, "sent": 1, "suppressed_campaign_budget": 1}
+
+
+# ---------------------------------------------------------------------------- the global control group
+# A contact is a global_control when crc32(f"{msisdn}:global") % 10000 < floor(global_holdout *
+# 10000 + 0.5): A's hash is 8700, so 0.87 keeps A a send and 0.8701 makes it a global control.
+@pytest.mark.parametrize("threshold, kind", [(0.8699, "send"), (0.87, "send"), (0.8701, "global_control"),
+                                             (0.8702, "global_control")])
+def test_global_holdout_threshold_is_strict(backend, threshold, kind):
+    assert zlib.crc32(f"{A}:global".encode()) % 10000 == 8700
+    m = run(build(backend, campaign("promo"), policy=PolicySpec(global_holdout=threshold)), ev(T0))
+    assert m.actions[0][6] == kind
+    assert funnel(m, "promo") == {"matched": 1, "sent" if kind == "send" else "global_control": 1}
+
+
+def test_global_holdout_goes_before_the_campaigns_holdout(backend):
+    # At 0.0353 neither A (8700) nor C (353) is a global control, and the campaign's holdout of 1
+    # makes both controls; at 0.8701 both are global controls, whatever the campaign's holdout.
+    assert zlib.crc32(f"{C}:global".encode()) % 10000 == 353
+    m = run(build(backend, campaign("promo", holdout=1.0), policy=PolicySpec(global_holdout=0.0353)),
+            ev(T0, msisdn=A), ev(T0, msisdn=C))
+    assert [(a, kind) for _, _, a, kind in contacts(m)] == [(A, "control"), (C, "control")]
+    m = run(build(backend, campaign("promo", holdout=1.0), policy=PolicySpec(global_holdout=0.8701)),
+            ev(T0, msisdn=A), ev(T0, msisdn=C))
+    assert [(a, kind) for _, _, a, kind in contacts(m)] == [(A, "global_control"), (C, "global_control")]
+
+
+def test_a_global_control_is_a_contact_like_any_other(backend):
+    # It blocks the next contact through min_gap, is converted (kind global_control) and
+    # spends no budget.
+    m = run(build(backend, campaign("a", convert_on=(ORDER,), total_budget=1), campaign("b", on=(SMS,)),
+                  policy=PolicySpec(global_holdout=1.0, min_gap_ms=HOUR)),
+            ev(T0), ev(T0 + 1, SMS), ev(T0 + 2, ORDER), ev(T0 + HOUR), ev(T0 + HOUR + 1, SMS))
+    assert [(t, cid, kind) for t, cid, _, kind in contacts(m)] == [(T0, "a", "global_control"),
+                                                                 (T0 + HOUR, "a", "global_control")]
+    assert [(c[2], c[4], c[5]) for c in m.conversions] == [("a", 1, "global_control")]
+    assert funnel(m, "a") == {"matched": 2, "global_control": 2, "converted_global_control": 1}
+    assert funnel(m, "b") == {"matched": 2, "suppressed_min_gap": 2}
 
 
 # ---------------------------------------------------------------------------- policy order

@@ -528,6 +528,24 @@ SECTION_ERRORS = [
     ('[policy]\nmax_per_day = "2"', "policy.max_per_day", "expected an integer"),
     ("[policy]\nmax_per_day = true", "policy.max_per_day", "expected an integer, got a boolean"),
     ('[policy]\ncooldown = "1d"', "policy.cooldown", "unknown key"),
+    ('[policy]\nmax_in_window = 3', "policy.max_in_window", "expected a table, got an integer"),
+    ("[policy]\nglobal_holdout = 0.00005", "policy.global_holdout", "not a multiple of 0.0001"),
+    ("[policy]\nglobal_holdout = 1.5", "policy.global_holdout", "not between 0 and 1"),
+    ("[policy]\nglobal_holdout = -0.02", "policy.global_holdout", "not between 0 and 1"),
+    ('[policy]\nglobal_holdout = "2%"', "policy.global_holdout", "expected a number between 0 and 1"),
+    ("[policy]\nglobal_holdout = true", "policy.global_holdout", "expected a number"),
+    ("[policy]\nglobal_holdup = 0.02", "policy.global_holdup", "did you mean 'global_holdout'?"),
+    ('[policy]\nmax_in_window = { contacts = 3 }', "policy.max_in_window.window", "missing"),
+    ('[policy]\nmax_in_window = { window = "7d" }', "policy.max_in_window.contacts", "missing"),
+    ('[policy]\nmax_in_window = { contacts = 0, window = "7d" }', "policy.max_in_window.contacts", "out of range (1 to 16)"),
+    ('[policy]\nmax_in_window = { contacts = 17, window = "7d" }', "policy.max_in_window.contacts", "out of range (1 to 16)"),
+    ('[policy]\nmax_in_window = { contacts = "3", window = "7d" }', "policy.max_in_window.contacts", "expected an integer"),
+    ('[policy]\nmax_in_window = { contacts = 3, window = "0d" }', "policy.max_in_window.window", "longer than zero"),
+    ('[policy]\nmax_in_window = { contacts = 3, window = "7" }', "policy.max_in_window.window", "is not a duration"),
+    ('[policy]\nmax_in_window = { contacts = 3, window = "7d", per = "campaign" }', "policy.max_in_window.per",
+     "unknown key"),
+    ('[policy]\nmax_in_window = { contact = 3, window = "7d" }', "policy.max_in_window.contact",
+     "did you mean 'contacts'?"),
     ('[counters]\ncalls = { flags = ["roaming"] }', "counters.calls.on", "missing"),
     ('[counters]\ncalls = { on = [] }', "counters.calls.on", "at least one event type"),
     ('[counters]\ncalls = { on = ["CALL"] }', "counters.calls.on[0]", "unknown event type"),
@@ -612,6 +630,23 @@ def test_counter_periods_and_arg(tmp_path):
     counters = parse_config(text, tmp_path / "c.toml").counters
     assert [(k.period, k.window_ms, k.arg, k.starts) for k in counters] == [
         ("day", None, None, True), ("week", None, None, True), ("month", None, 3001, True), (None, None, None, False)]
+
+
+@pytest.mark.parametrize("contacts", [1, 16])
+def test_max_in_window(tmp_path, contacts):
+    path = write(tmp_path, BASE + f'[policy]\nmax_in_window = {{ contacts = {contacts}, window = "7d" }}\n'
+                 + campaign_text(exempt='["max_in_window", "min_gap"]'))
+    config = load_config(path)
+    assert config.policy.max_in_window == (contacts, 7 * 86_400_000)
+    assert config.campaigns[0].exempt == {"max_in_window", "min_gap"}
+
+
+@pytest.mark.parametrize("value, threshold", [("0", 0), ("0.02", 200), ("0.0001", 1), ("1", 10_000), ("0.9999", 9_999)])
+def test_global_holdout(tmp_path, value, threshold):
+    config = load_config(write(tmp_path, f"[policy]\nglobal_holdout = {value}\n"))
+    assert config.policy.global_holdout_threshold == threshold
+
+
 def test_budgets(tmp_path):
     path = write(tmp_path, BASE + campaign_text(daily_budget="20_000", total_budget="300_000")
                  + campaign_text(id='"c2"', channel='"boss"') + "[channels]\nsms = { daily_budget = 500_000 }\nboss = {}\n")

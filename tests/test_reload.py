@@ -210,3 +210,42 @@ channel  = "sms"
     assert [(str(c), int(m)) for c, m in zip(run.action_columns()["campaign"], run.actions["msisdn"])] == [("b", B)]
     funnel = engine.stats["campaigns"]
     assert funnel["a"]["suppressed_campaign_budget"] == 1 and funnel["b"]["suppressed_channel_budget"] == 1
+
+
+WINDOW_CONFIG = """\
+[engine]
+profiles = "profiles.csv"
+
+[policy]
+{policy}
+
+[[campaign]]
+id      = "c"
+on      = ["CALL_MO_END"]
+channel = "sms"
+"""
+
+
+@pytest.mark.parametrize("before, after, sent", [
+    # 1 time kept (T0 + 2 h); the new cap of 2 in a day sees it and the contact after it only
+    ("max_in_window = { contacts = 1, window = \"1h\" }", "max_in_window = { contacts = 2, window = \"1d\" }",
+     [0, 1, 2, 3]),
+    # 3 times kept; the new cap keeps the newest one: 1 in a day refuses every later contact
+    ("max_in_window = { contacts = 3, window = \"1h\" }", "max_in_window = { contacts = 1, window = \"1d\" }",
+     [0, 1, 2]),
+    # no times were kept before the rule existed
+    ("", "max_in_window = { contacts = 2, window = \"1d\" }", [0, 1, 2, 3, 4]),
+])
+def test_max_in_window_over_a_reload_knows_the_times_kept(tmp_path, before, after, sent):
+    # Contacts of A at T0, T0 + 1 h and T0 + 2 h, then a reload, then triggers at T0 + 3 h and
+    # T0 + 4 h: what the new cap sees are the times the old engine kept.
+    from tests.backends import A, HOUR, T0, ev
+    (tmp_path / "profiles.csv").write_text(f"msisdn\n{A}\n")
+    config = tmp_path / "campaigns.toml"
+    config.write_text(WINDOW_CONFIG.format(policy=before))
+    engine = Engine.from_config(config)
+    first = engine.replay(ev(T0) + ev(T0 + HOUR) + ev(T0 + 2 * HOUR))
+    config.write_text(WINDOW_CONFIG.format(policy=after))
+    engine = engine.reload()
+    second = engine.replay(ev(T0 + 3 * HOUR) + ev(T0 + 4 * HOUR))
+    assert [int(t) for r in (first, second) for t in r.actions["ts"]] == [T0 + k * HOUR for k in sent]

@@ -19,7 +19,7 @@ import engine.sinks as sinks_module
 from engine.language.config import CampaignSpec
 from engine.records import (
     ACTION_COLUMNS, ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_COLUMNS, CONVERSION_DTYPE,
-    DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KIND_CONTROL, KIND_SEND,
+    DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KIND_CONTROL, KIND_SEND, KINDS,
 )
 from engine.sinks import SinkSet
 
@@ -511,7 +511,7 @@ def test_rejects_wrong_dtype_and_bad_indices(tmp_path):
         with pytest.raises(ValueError, match="campaign"):
             sinks.write_actions(actions([(1, T0, 3, 1, 0, T0, 1)]))
         with pytest.raises(ValueError, match="kind"):
-            sinks.write_actions(actions([(1, T0, 0, 1, 2, T0, 1)]))
+            sinks.write_actions(actions([(1, T0, 0, 1, len(KINDS), T0, 1)]))
         with pytest.raises(ValueError, match="reason"):
             sinks.write_dead_letters(dead_letters([(0, len(BAD_REASONS), b"")]))
         with pytest.raises(ValueError, match="field"):

@@ -228,15 +228,30 @@ BAD_EVENTS = [
 ]
 
 
-def _with_budgets(draw, config: Config) -> Config:
-    """Budgets small enough to be reached within a world's day or two of events. Drawn after
-    everything else, so that the rest of each world is what it was before budgets existed."""
-    camps = tuple(replace(c, daily_budget=_sometimes(draw, st.integers(1, 6), 4),
-                          total_budget=_sometimes(draw, st.integers(2, 8), 5))
-                  for c in config.campaigns)
+def _with_contact_rules(config: Config, trace: bytes) -> Config:
+    """Budgets small enough to be reached within a world's day or two of events, a rolling
+    contact cap that a few contacts fill, and a global control group. Chosen by a generator
+    seeded with the world's trace rather than drawn from hypothesis (as `_moments`): drawing
+    them would change every later world of a derandomized run."""
+    rnd = random.Random(zlib.crc32(trace, 0x11))
+
+    def sometimes(one_in, pick):
+        return pick() if rnd.randrange(one_in) == 0 else None
+
+    # a delay that rechecks hours runs past them now and then (the rules below take contacts
+    # away: more of them are needed to see a recheck of hours fail)
+    camps = tuple(replace(c, delay_ms=rnd.choice([9 * HOUR, 17 * HOUR])) if "hours" in c.recheck and rnd.randrange(2)
+                  else c for c in config.campaigns)
+    camps = tuple(replace(c, daily_budget=sometimes(3, lambda: rnd.randint(1, 3)),
+                          total_budget=sometimes(5, lambda: rnd.randint(2, 8)),
+                          exempt=c.exempt | ({"max_in_window"} if rnd.randrange(6) == 0 else set()))
+                  for c in camps)
     used = sorted({c.channel for c in camps})
-    channel_budgets = {name: draw(st.integers(2, 8)) for name in used if draw(st.integers(0, 4)) == 0}
-    return replace(config, campaigns=camps, channel_budgets=channel_budgets)
+    channel_budgets = {name: rnd.randint(1, 5) for name in used if rnd.randrange(3) == 0}
+    max_in_window = sometimes(2, lambda: (rnd.randint(1, 2), rnd.choice([HOUR, DAY, DAY])))
+    global_holdout = rnd.choice([0.0, 0.0, 0.0, 0.3, 0.5, 1.0])
+    return replace(config, campaigns=camps, channel_budgets=channel_budgets,
+                   policy=replace(config.policy, max_in_window=max_in_window, global_holdout=global_holdout))
 
 
 @st.composite
@@ -345,5 +360,5 @@ def worlds(draw, max_events=120):
         parts.append(_encode_event(draw, ev))
     boundaries = list(np.cumsum([0] + [len(p) for p in parts])[:-1])
     config = _moments(config, profiles, n, first_day, b"".join(parts))
-    config = _with_budgets(draw, config)
+    config = _with_contact_rules(config, b"".join(parts))
     return RandomWorld(config, profiles, lists, areas, b"".join(parts), [int(b) for b in boundaries])

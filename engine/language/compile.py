@@ -32,7 +32,7 @@ log = logging.getLogger("sigmatch.compile")
 
 _ADD_MODES = {"count": 0, "dur": 1, "dur_minutes": 2}
 _RECHECK_BITS = {"area": 1, "powered_on": 2, "audience": 4, "hours": 8}
-_EXEMPT_BITS = {"min_gap": 1, "max_per_day": 2, "quiet_hours": 4}
+_EXEMPT_BITS = {"min_gap": 1, "max_per_day": 2, "quiet_hours": 4, "max_in_window": 8}
 _PERIODS = {None: 0, "day": 1, "week": 2, "month": 3}
 _EPOCH = datetime.date(1970, 1, 1)
 # start/end as local day numbers (floor((ts + utc_offset) / 86,400,000)), so that the core
@@ -348,6 +348,8 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
         config.policy.max_per_day if config.policy.max_per_day is not None else 0xFFFFFFFF,
         unblocked[0], unblocked[1], config.max_pending,
     )
+    core.set_max_in_window(*(config.policy.max_in_window or (0, 0)))
+    core.set_global_holdout(config.policy.global_holdout_threshold)
     core.set_max_dead_letters(config.max_dead_letters)
     core.set_channels(list(config.channels), [config.channel_budgets.get(name) for name in config.channels])
     core.set_campaigns(campaigns)

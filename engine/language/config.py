@@ -44,7 +44,8 @@ CUSTOM_TYPE_CODES = range(32, 64)
 FLAG_BITS: dict[str, int] = {"long_distance": 1, "roaming": 2, "international": 4}
 
 RECHECK_RULES = ("area", "powered_on", "audience", "hours")
-EXEMPT_RULES = ("min_gap", "max_per_day", "quiet_hours")
+EXEMPT_RULES = ("min_gap", "max_per_day", "quiet_hours", "max_in_window")
+MAX_WINDOW_CONTACTS = 16            # max_in_window.contacts: the contact times kept per subscriber
 COUNTER_ADD = ("count", "dur", "dur_minutes")
 OUTPUT_FORMATS = ("csv", "jsonl", "parquet")
 
@@ -91,6 +92,14 @@ class PolicySpec:
     quiet_hours: Optional[tuple[int, int]] = None   # (start, end) minutes of the local day
     min_gap_ms: int = 0
     max_per_day: Optional[int] = None
+    # (contacts, window ms): fewer than `contacts` contacts at times > t - window
+    max_in_window: Optional[tuple[int, int]] = None
+    global_holdout: float = 0.0                     # fraction of subscribers never sent anything
+
+    @property
+    def global_holdout_threshold(self) -> int:
+        """A contact is a global control when crc32(f"{msisdn}:global") % 10000 < this."""
+        return int(self.global_holdout * 10000 + 0.5)
 
 
 @dataclass(frozen=True)
@@ -200,7 +209,8 @@ _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
 _SECTIONS = ("engine", "lists", "areas", "policy", "counters", "markers", "campaign", "event_types", "output",
              "channels")
 _ENGINE_KEYS = ("utc_offset", "profiles", "max_pending", "max_dead_letters", "encoding", "null_values")
-_POLICY_KEYS = ("blacklist", "quiet_hours", "min_gap", "max_per_day")
+_POLICY_KEYS = ("blacklist", "quiet_hours", "min_gap", "max_per_day", "max_in_window", "global_holdout")
+_WINDOW_KEYS = ("contacts", "window")
 _COUNTER_KEYS = ("on", "flags", "add", "window", "period", "arg")
 _MARKER_KEYS = ("on", "flags", "arg")
 _MARKER_CONDITION_KEYS = ("marker", "within")
@@ -711,7 +721,19 @@ class _Reader:
             # UINT32_MAX itself is the core's "no cap", so a cap stays below it; 0 pauses contacts.
             max_per_day=None if per_day is None else self.integer("policy.max_per_day", per_day,
                                                                   lo=0, hi=UINT32_MAX - 1),
+            max_in_window=self.read_max_in_window(policy["max_in_window"]) if "max_in_window" in policy else None,
+            global_holdout=self.holdout("policy.global_holdout", policy["global_holdout"])
+            if "global_holdout" in policy else 0.0,
         )
+
+    def read_max_in_window(self, value) -> tuple[int, int]:
+        key = "policy.max_in_window"
+        spec = self.table(key, value, _WINDOW_KEYS)
+        for part in _WINDOW_KEYS:
+            if part not in spec:
+                self.fail(f"{key}.{part}", "missing (max_in_window needs contacts and window)")
+        return (self.integer(f"{key}.contacts", spec["contacts"], lo=1, hi=MAX_WINDOW_CONTACTS),
+                self.duration(f"{key}.window", spec["window"], positive=True))
 
     def read_channels(self, value, campaigns) -> dict[str, int]:
         """`[channels]`: name = { daily_budget = N }, only for channels some campaign uses."""

@@ -37,11 +37,11 @@ MAGIC = b"SIGMATCH-CHECKPOINT\n"
 VERSION = 1
 _DTYPES = {"rows": np.uint8, "contacts": np.uint8, "timers": np.uint8, "funnel": np.uint64,
            "counts": np.uint64, "carry": np.uint8, "subscribers": np.uint64, "dead_run": np.uint8,
-           "bad_fields": np.uint64, "budgets": np.uint8}
+           "bad_fields": np.uint64, "budgets": np.uint8, "windows": np.int64}
 # Sections that checkpoints of an earlier sigmatch lack (the open dead-letter run, bad events
-# by field, the sends counted against budgets): the core restores without them (no run open,
-# nothing known by field, nothing spent).
-_ADDED_SECTIONS = {"dead_run", "bad_fields", "budgets"}
+# by field, the sends counted against budgets, the contact times of max_in_window): the core
+# restores without them (no run open, nothing known by field, nothing spent, no times known).
+_ADDED_SECTIONS = {"dead_run", "bad_fields", "budgets", "windows"}
 log = logging.getLogger("sigmatch.checkpoint")
 _BLOCK = 64 << 20       # sections are checksummed and written in blocks: no copy of a GB state
 FILE_MODE = 0o640       # the state holds subscribers' numbers: owner and group only, whatever the umask
@@ -240,7 +240,7 @@ def restore_sections(engine: "Engine", header: dict, sections: dict, path) -> di
 RECORD_MAGIC = b"SMCKLOG\n"
 _RECORD_DTYPES = {"subscribers": np.uint32, "rows": np.uint8, "contacts": np.uint8, "timers": np.uint8,
                   "funnel": np.uint64, "counts": np.uint64, "carry": np.uint8, "dead_run": np.uint8,
-                  "bad_fields": np.uint64, "budgets": np.uint8}
+                  "bad_fields": np.uint64, "budgets": np.uint8, "windows": np.int64}
 # written whole by every record: the newest one holds them
 _WHOLE_SECTIONS = ("timers", "funnel", "counts", "carry", "dead_run", "bad_fields", "budgets")
 _CONTACT_BYTES = 32     # sizeof(ContactC): key, last_ts, last_seq, streak, flags
@@ -281,6 +281,18 @@ def _merge_contacts(parts: list[np.ndarray]) -> np.ndarray:
     return np.ascontiguousarray(merged[keep]).reshape(-1)
 
 
+def _merge_windows(parts: list[np.ndarray], words: int) -> np.ndarray:
+    """Kept contact times (entries of `words` int64, keyed by the first) of the base and of
+    each record, in order: the last one of each subscriber wins."""
+    parts = [p for p in parts if len(p)]
+    if not parts or words <= 2:
+        return np.zeros(0, np.int64)
+    merged = np.concatenate(parts).reshape(-1, words)
+    _, last_from_end = np.unique(merged[::-1, 0], return_index=True)
+    keep = np.sort(len(merged) - 1 - last_from_end)
+    return np.ascontiguousarray(merged[keep]).reshape(-1)
+
+
 def _read_exact(f, n: int) -> Optional[bytes]:
     data = f.read(n)
     return data if len(data) == n else None
@@ -303,7 +315,8 @@ def engine_for(config_path, loaded: Loaded) -> tuple["Engine", Optional[int]]:
     layout = list(scalars["layout"]) + [0] * (7 - len(scalars["layout"]))
     if (all(theirs.get(key) == value for key, value in mine.items()) and ("markers" in theirs) == ("markers" in mine)
             and layout == engine._core.state_scalars()["layout"]
-            and scalars.get("channels", engine._core.channel_names) == engine._core.channel_names):
+            and scalars.get("channels", engine._core.channel_names) == engine._core.channel_names
+            and scalars.get("window_contacts", 0) == engine._core.window_contacts):
         restore_sections(engine, loaded.header, loaded.sections, loaded.path)
         return engine, None
     if "counter_windows" not in theirs:
@@ -320,6 +333,7 @@ def engine_for(config_path, loaded: Loaded) -> tuple["Engine", Optional[int]]:
         old.set_markers([(0, 0, None)] * nr_markers)
         channels = scalars.get("channels", [""])
         old.set_channels(list(channels), [None] * len(channels))
+        old.set_max_in_window(scalars.get("window_contacts", 0), 1)
         old.set_campaigns([dict(id=campaign, types=0, convert_types=0, convert_arg=None, elig=(0, 0),
                                 recheck_elig=(0, 0), area=None, peer_set=-1, cooldown_ms=0, delay_ms=0,
                                 convert_within_ms=None, hours=None, days=0x7F, counter=-1, at_least=0,
@@ -424,6 +438,7 @@ class CheckpointStore:
         nr_subscribers = int(header["scalars"]["layout"][4])
         rows = sections["rows"].reshape(nr_subscribers, stride) if stride else sections["rows"]
         contacts = [sections["contacts"]]
+        windows = [sections.get("windows", np.zeros(0, np.int64))]
         with open(path, "rb") as f:
             while True:
                 start = f.tell()
@@ -448,6 +463,8 @@ class CheckpointStore:
                 if len(subs):
                     rows[subs] = changed.reshape(-1, stride)
                 contacts.append(data["contacts"])
+                if "windows" in data:
+                    windows.append(data["windows"])
                 for name in _WHOLE_SECTIONS:
                     if name in data:
                         sections[name] = data[name]
@@ -458,6 +475,7 @@ class CheckpointStore:
                 loaded.records += 1
                 loaded.log_end = f.tell()
         sections["contacts"] = _merge_contacts(contacts)
+        sections["windows"] = _merge_windows(windows, int(header["scalars"].get("window_contacts", 0)) + 2)
 
     def _record_extras(self, generation: int) -> list[dict]:
         """The extras of a log's records whose headers can be read (their sections unread)."""
@@ -590,7 +608,8 @@ class CheckpointStore:
             stride = core.state_scalars()["layout"][0]
             rows = self._buffer("changed rows", len(subs) * stride)[:len(subs) * stride]
             np.take(core.rows().reshape(-1, stride), subs, axis=0, out=rows.reshape(len(subs), stride))
-            sections = [("subscribers", subs), ("rows", rows), ("contacts", contacts)] + core.small_sections()
+            sections = ([("subscribers", subs), ("rows", rows), ("contacts", contacts),
+                         ("windows", core.window_entries(subs))] + core.small_sections())
             header = {"generation": self.generation, "number": self.records + 1,
                       "scalars": core.state_scalars(), "extra": extra or {}}
             prepared = PreparedCheckpoint(self, "record", self.generation, header, sections, True)

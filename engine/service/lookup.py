@@ -120,6 +120,11 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
             "min_gap_until": last + policy.min_gap_ms if last is not None and policy.min_gap_ms else None,
             "contacts_today": view["contacts_today"],
             "max_per_day": policy.max_per_day,
+            # the contacts kept for max_in_window that are still inside it at the clock
+            "contacts_in_window": (None if policy.max_in_window is None else
+                                   sum(1 for t in view["window_times"] if t > (clock or 0) - policy.max_in_window[1])),
+            "max_in_window": None if policy.max_in_window is None else {
+                "contacts": policy.max_in_window[0], "window_ms": policy.max_in_window[1]},
         },
         "channel_budgets": channel_budgets,
         "state": {"cell": view["cell"], "powered_on": view["powered_on"], "active": view["active"]},

@@ -78,7 +78,7 @@ METRICS_WORKERS = 2
 METRICS_MAX_CONNECTIONS = 256
 
 # Stages that `sigmatch_actions_total` reports, by kind.
-_ACTION_STAGES = {"send": "sent", "control": "control"}
+_ACTION_STAGES = {"send": "sent", "control": "control", "global_control": "global_control"}
 assert set(_ACTION_STAGES) == set(KINDS) and set(_ACTION_STAGES.values()) <= set(FUNNEL)
 
 
