@@ -209,6 +209,16 @@ def test_period_read_as_zero_from_the_local_edge(backend, period, edge, off):
     assert contacts(m) == ([(edge + off, "c", A, "send")] if off < 0 else [])
 
 
+@pytest.mark.parametrize("month", [1, 2, 3, 12])
+def test_the_same_month_a_year_later_is_another_period(backend, month):
+    # the month's index carries the year: January and February belong to their own year
+    sms = CounterSpec("sms", on=(SMS,), flags=0, add="count", window_ms=None, period="month")
+    m = build(backend, campaign(on=(SMS,), counter="sms", at_least=2), counters=[sms], utc_offset_ms=PLUS8)
+    first, second = local_date(2027, month, 10), local_date(2028, month, 10)
+    run(m, ev(first, SMS), ev(second, SMS))
+    assert m.counter_value(0, "sms", second) == 1 and contacts(m) == []
+
+
 @pytest.mark.parametrize("off, value", [(-1, 2), (0, 1)])
 def test_month_before_the_local_epoch(backend, off, value):
     # -05:30: ts 0 is local 1969-12-31 18:30, so local January 1970 begins at 05:30 UTC
