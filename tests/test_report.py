@@ -261,6 +261,9 @@ def test_html_and_plots_are_self_contained_and_show_no_number(replayed, tmp_path
         assert (tmp_path / "plots" / f"{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     page = (tmp_path / "r.html").read_text()
     assert page.count('src="data:image/png;base64,') == 3
+    # the operator's figures, like every output: owner and group only, whatever the umask
+    assert {stat.S_IMODE(p.stat().st_mode) for p in [tmp_path / "r.html", *(tmp_path / "plots").iterdir()]} == {0o640}
+    assert stat.S_IMODE((tmp_path / "plots").stat().st_mode) == 0o750
     assert "http://" not in page and "https://" not in page and "<script" not in page
     numbers = read_outputs([replayed / "csv"]).directories[0].actions.msisdn
     assert len(numbers)

@@ -44,12 +44,14 @@ def plot_png(report: dict, name: str) -> bytes:
 
 def write_plots(report: dict, directory) -> list[Path]:
     """PLOTS as DIRECTORY/<name>.png (the directory is made); the paths written."""
+    from engine.sinks import make_private_directories, write_private
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_private_directories(directory)
     written = []
     for name in PLOTS:
         path = directory / f"{name}.png"
-        path.write_bytes(plot_png(report, name))
+        # figures of the operator's campaigns: readable by owner and group only, as every output
+        write_private(directory / f".{name}.png.tmp", path, plot_png(report, name))
         written.append(path)
     return written
 
@@ -210,8 +212,9 @@ def write_html(report: dict, path) -> Path:
                      for cid, e in report["campaigns"].items()],
         warnings=report["warnings"],
         legend=LEGEND)
+    from engine.sinks import make_private_directories, write_private
     path = Path(path)
     if path.parent != Path(""):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(page, encoding="utf-8")
+        make_private_directories(path.parent)
+    write_private(path.parent / f".{path.name}.tmp", path, page.encode("utf-8"))
     return path
