@@ -59,7 +59,8 @@ def config_seeds() -> list[bytes]:
     """Each example's configuration with its files, in the order of CONFIG_FILES."""
     seeds = []
     for example in EXAMPLES:
-        lists = sorted((example / "lists").iterdir())
+        # an example without lists (moments, sequences) still seeds the TOML and the profiles
+        lists = sorted((example / "lists").iterdir()) if (example / "lists").is_dir() else []
         text_list = next((p.read_bytes() for p in lists if p.suffix == ".txt"), b"13800010001\n")
         roar = next((p.read_bytes() for p in lists if p.suffix == ".roar"), b"")
         areas = sorted((example / "areas").iterdir()) if (example / "areas").is_dir() else []
