@@ -336,10 +336,28 @@ def _truncate_while_read(proc, path: Path, size: int) -> int:
     while time.monotonic() < deadline and proc.poll() is None:
         at = _position(proc.pid, path)
         if at and at < size:
-            os.truncate(path, size // 3)
-            return at
+            # The reader is held still while the file is cut: between seeing its position and
+            # truncating, a fast reader could otherwise finish the file and never see the cut.
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                while _state(proc.pid) not in ("T", "t", None):
+                    time.sleep(0.001)
+                at = _position(proc.pid, path)
+                if at and at < size:
+                    os.truncate(path, size // 3)
+                    return at
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
         time.sleep(0.001)
-    pytest.fail(f"never saw {path.name} being read (exit {proc.poll()})")
+    pytest.fail(f"never saw {path.name} being read part-way (exit {proc.poll()})")
+
+
+def _state(pid: int):
+    """The process state letter of /proc/PID/stat ("T" once stopped), None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def test_a_file_truncated_while_read_is_logged_and_the_service_goes_on(world, tmp_path):
