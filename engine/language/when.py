@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Union
 
-from engine.errors import ConfigError
+from engine.language.where import ExpressionError
 
 __all__ = [
     "WhenError", "Number", "Counter", "Arithmetic", "Compare", "And", "Or", "Not", "Expr",
@@ -55,21 +55,8 @@ OPS = ("==", "!=", "<", "<=", ">", ">=")
 PROGRAM_AND, PROGRAM_OR, PROGRAM_NOT = -1, -2, -3
 
 
-class WhenError(ConfigError):
+class WhenError(ExpressionError):
     """A malformed `when`. `pos` is the 0-based offset into `text` of the problem."""
-
-    def __init__(self, message: str, text: str | None = None, pos: int | None = None):
-        self.text = text
-        self.pos = pos
-        self.reason = message
-        if text is not None and pos is not None:
-            message = f"{message} at column {pos + 1} of {_quote(text)}"
-        super().__init__(message)
-
-
-def _quote(text: str) -> str:
-    shown = text if len(text) <= 120 else text[:117] + "..."
-    return '"' + shown.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 # ---------------------------------------------------------------------------- the tree

@@ -57,11 +57,9 @@ MAX_TREE_DEPTH = 300
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-class WhereError(ConfigError):
-    """A `where` expression is malformed or does not fit the profiles.
-
-    `pos` is the 0-based offset into `text` where the problem is, or None when the problem
-    is not at one place (an unknown attribute found by `check`)."""
+class ExpressionError(ConfigError):
+    """A malformed expression of the campaign language (`where`, `when`). `pos` is the 0-based
+    offset into `text` where the problem is, or None when it is not at one place."""
 
     def __init__(self, message: str, text: str | None = None, pos: int | None = None):
         self.text = text
@@ -70,6 +68,11 @@ class WhereError(ConfigError):
         if text is not None and pos is not None:
             message = f"{message} at column {pos + 1} of {_quote(text)}"
         super().__init__(message)
+
+
+class WhereError(ExpressionError):
+    """A `where` expression is malformed or does not fit the profiles (`pos` None: an unknown
+    attribute found by `check`)."""
 
 
 def _quote(text: str) -> str:
