@@ -30,7 +30,7 @@ with atheris.instrument_imports(include=["engine", "loaders", "tomllib"]):
     from loaders.areas import load_area
     from loaders.lists import load_list
     from loaders.profiles import load_profiles
-    from tests.fuzz.seeds import CONFIG_FILES, config_parts, fuzzer_arguments
+    from tests.fuzz.seeds import CONFIG_FILES, config_parts, end_without_destructors, fuzzer_arguments
 
 SCRATCH = Path(tempfile.mkdtemp(prefix="sigmatch-fuzz-config-"))
 (SCRATCH / "lists").mkdir()
@@ -63,6 +63,7 @@ def main() -> None:
     # warnings about bad rows are expected by the thousand; they are not what is checked
     logging.disable(logging.CRITICAL)
     atheris.Setup(fuzzer_arguments("config", sys.argv), TestOneInput)
+    end_without_destructors()
     atheris.Fuzz()
 
 

@@ -32,7 +32,7 @@ with atheris.instrument_imports(include=["engine"]):
     from engine.language.config import CampaignSpec, Config
     from engine.errors import StreamError
     from engine.model import ReferenceModel
-    from tests.fuzz.seeds import example_subscribers, fuzzer_arguments
+    from tests.fuzz.seeds import end_without_destructors, example_subscribers, fuzzer_arguments
     from tests.worlds import Profiles
 
 # Small limits reach the too-large paths with small inputs; 65536 is the default
@@ -90,6 +90,7 @@ def TestOneInput(raw: bytes) -> None:
 
 def main() -> None:
     atheris.Setup(fuzzer_arguments("decoder", sys.argv), TestOneInput)
+    end_without_destructors()
     atheris.Fuzz()
 
 

@@ -129,3 +129,32 @@ def fuzzer_arguments(target: str, args: list[str]) -> list[str]:
     if not any(a.startswith("-dict=") for a in args):
         args = args + [f"-dict={dictionary(target)}"]
     return args
+
+
+def end_without_destructors() -> None:
+    """Make the C-level exit() that ends a finished fuzz run end the process at once.
+
+    libFuzzer ends a run that reached -max_total_time with exit(0) from inside atheris.Fuzz,
+    this thread holding the GIL. exit() runs the C++ destructors of pyarrow's thread pools,
+    which join their workers, and a worker waiting for the GIL then waits for ever: CI saw the
+    config target, its 15 s done, hang until it was killed ("Did not return to Python
+    execution", libFuzzer's own timeout not firing outside an input; pyarrow has open reports
+    of hangs at shutdown, apache/arrow#43892, #50482). Handlers run in the reverse order of
+    their registration, so _exit, registered after the pools exist, runs before their
+    destructors, with the status exit() was given (glibc's on_exit passes it). Call it last,
+    just before atheris.Fuzz: nothing in Python runs after it."""
+    import ctypes
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+        import io
+        # the pools and the CSV machinery are made on first use, and their destructors
+        # registered then: make them now, before the handler
+        pa.cpu_count(), pa.io_thread_count()
+        pa_csv.read_csv(io.BytesIO(b"a\n1\n"))
+    except ImportError:
+        pass
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.on_exit.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    if libc.on_exit(ctypes.cast(libc._exit, ctypes.c_void_p), None) != 0:
+        raise OSError(ctypes.get_errno(), "on_exit failed")
