@@ -144,12 +144,18 @@ def read_csv_strings(path: Path, required: str, include: list[str] | None = None
     if separator != ",":
         log.info("%s: columns separated by %s", path, SEPARATORS[separator])
     _check_quotes(path, codec, name, fmt)
+    # UTF-8 (with or without a byte-order mark, which sits in the header line skipped below)
+    # is decoded by pyarrow itself; any other encoding goes through a Python codec, on one
+    # thread: pyarrow's threads with a Python transcoder can hang the process at exit after a
+    # decoding error (apache/arrow#43892), and the codec holds the GIL anyway.
+    utf8 = codecs.lookup(codec).name in ("utf-8", "utf-8-sig")
     for newlines in (False, True):
         try:
             # We pass the names we parsed so that pyarrow's view of the header cannot differ from ours.
             return pa_csv.read_csv(
                 path,
-                read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1, encoding=codec),
+                read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1, encoding="utf8" if utf8 else codec,
+                                                use_threads=utf8),
                 parse_options=pa_csv.ParseOptions(delimiter=separator, newlines_in_values=newlines),
                 convert_options=pa_csv.ConvertOptions(
                     column_types=dict.fromkeys(names, pa.string()), include_columns=include,
