@@ -549,11 +549,17 @@ def send(address: str, files, timeout: float):
 @click.option("--service", is_flag=True,
               help="Also run the daemon from a spool against replay on the same files (2M subscribers, "
                    "60M events in 120 files).")
+@click.option("--language-cost", is_flag=True,
+              help="Run each WORKLOAD with the configuration `gen` writes and with the same one without "
+                   "the keys of SPEC §2.1, in turn, --runs times each, and compare the medians "
+                   "(needs the [bench] extra).")
+@click.option("--runs", default=5, show_default=True, type=click.IntRange(1, 100),
+              help="With --language-cost: measured runs of each configuration.")
 @click.option("--service-option", "service_options", multiple=True, metavar="OPTION",
               help="An option for the measured daemon (repeatable), e.g. --service-option=--checkpoint-every=0.")
 @_one_line_errors
 def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: int, peer_events: int,
-          record: bool, seed: int, service: bool, service_options):
+          record: bool, seed: int, service: bool, language_cost: bool, runs: int, service_options):
     """Measure WORKLOADS: S (100k subscribers, 1M events), M (2M, 10M), L (30M, 100M).
 
     Default: S and M. Each is generated (`sigmatch gen`) and measured in its own process."""
@@ -567,6 +573,20 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
     unknown = [w for w in names if w not in WORKLOADS]
     if unknown:
         _fail(f"unknown workload {unknown[0]!r} (known: {', '.join(WORKLOADS)})")
+    if language_cost:
+        try:
+            from bench.language import format_language_cost, record_language_cost, run_language_cost
+        except ImportError:
+            _fail("bench --language-cost needs tomli-w: pip install 'sigmatch[bench]'")
+        for name in names:
+            subscribers, events = WORKLOADS[name]
+            result = run_language_cost(name, subscribers=subscribers, events=events, campaigns=campaigns,
+                                       runs=runs, directory=directory, seed=seed,
+                                       echo=lambda line: click.echo(line, err=True))
+            click.echo(format_language_cost(result))
+            if record:
+                record_language_cost(result)
+        return
     if names:
         results = run_benchmarks(names, campaigns=campaigns, directory=directory, seed=seed,
                                  echo=lambda line: click.echo(line, err=True))

@@ -42,3 +42,39 @@ def test_service_benchmark_runs_the_daemon_against_replay(tmp_path):
     # each row went to its own table
     assert lines[5].startswith("| 20") and "| T |" in lines[5]
     assert lines[-1].startswith("| 20") and "| 2,000 |" in lines[-1]
+
+
+def test_language_cost_runs_both_configurations_in_turn(tmp_path):
+    import tomllib
+    from bench.language import SECTIONS, format_language_cost, record_language_cost, run_language_cost
+    result = run_language_cost("T", subscribers=2_000, events=20_000, campaigns=2, runs=2, directory=tmp_path,
+                               echo=lambda line: None)
+    assert len(result["second"]) == len(result["first"]) == 2
+    for r in result["second"] + result["first"]:
+        assert r["match_eps"] > 0 and r["end_to_end_eps"] > 0 and r["events"] == 20_000
+    [plain] = tmp_path.glob("*/campaigns-first-edition.toml")
+    doc = tomllib.loads(plain.read_text())
+    assert not any(section in doc for section in SECTIONS)
+    assert not any(key in c for c in doc["campaign"] for key in ("after", "not_after", "absent", "flags", "arg"))
+    # the sequences' marker state is what the new keys add to each subscriber
+    assert result["second"][0]["bytes_per_subscriber"] > result["first"][0]["bytes_per_subscriber"]
+    assert "with / without" in format_language_cost(result)
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# t\n\n| date | workload |\n|---|---|\n| x | S |\n")
+    record_language_cost(result, results)
+    record_language_cost(result, results)
+    lines = results.read_text().splitlines()
+    assert lines[4] == "| x | S |" and lines[-1].startswith("| 20") and lines[-2].startswith("| 20")
+    assert "cores" in lines[-1]
+
+
+def test_first_edition_keeps_a_template_for_variants_and_drops_new_exemptions():
+    from bench.language import first_edition
+    doc = {"policy": {"max_in_window": {"contacts": 2, "window": "1h"}, "min_gap": "1h"},
+           "counters": {"c": {"on": ["SMS_MO"], "period": "day"}},
+           "campaign": [{"id": "a", "on": ["SMS_MO"], "channel": "sms", "exempt": ["max_in_window", "min_gap"],
+                         "variants": [{"template": "A", "weight": 1}, {"template": "B", "weight": 1}]}]}
+    plain = first_edition(doc)
+    assert plain["policy"] == {"min_gap": "1h"} and plain["counters"] == {"c": {"on": ["SMS_MO"]}}
+    assert plain["campaign"][0]["template"] == "A" and plain["campaign"][0]["exempt"] == ["min_gap"]
+    assert "variants" in doc["campaign"][0]          # the input is left alone
