@@ -269,6 +269,44 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
         click.echo(format_report(document, by=by))
 
 
+@main.command()
+@click.argument("config_a", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config_b", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True,
+              help="The comparison as one JSON document on standard output (docs/semantics.md, 'What-if').")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write one self-contained HTML page (plots embedded) here.")
+@click.option("--state", type=click.Path(path_type=Path), default=None, metavar="CHECKPOINT",
+              help="Start both from this state: a checkpoint file (Engine.checkpoint) or the --state directory "
+                   "of `sigmatch run` (default: an empty state).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@_one_line_errors
+def diff(config_a: Path, config_b: Path, traces: tuple[Path, ...], as_json: bool, html_path, state, progress):
+    """What CONFIG_B would do differently from CONFIG_A on the same TRACES: both replayed as
+    `replay` does (in two processes at once, from the same state), then compared per
+    campaign, channel and local day: contacts in A and in B, gained (in B only) and lost (in A
+    only), a contact being its campaign, subscriber and trigger time; and the time each budget
+    was reached. To see what a new campaign adds, make CONFIG_B a copy of CONFIG_A with it."""
+    import json as json_module
+    from engine.closedloop.diff import build_diff, format_diff, replay_both
+    a, b = replay_both(config_a, config_b, traces, state=state, progress=progress, json_logs=_json_errors)
+    document = build_diff(a, b, traces=traces, state=state)
+    for line in document["warnings"]:
+        log.warning("%s", line)
+    if html_path is not None:
+        from engine.closedloop.render import write_diff_html
+        try:
+            written = write_diff_html(document, html_path)
+        except OSError as e:
+            _fail(f"--html {html_path}: cannot write the page ({e.strerror or e})")
+        click.echo(f"html: {written}", err=as_json)
+    if as_json:
+        click.echo(json_module.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        click.echo(format_diff(document))
+
+
 def _import_statistics() -> None:
     try:
         import statsmodels.stats.proportion  # noqa: F401
