@@ -16,7 +16,7 @@ from pathlib import Path
 from engine.closedloop.report import LEGEND, _incremental, _pct, _shown_uplift
 from engine.errors import SigmatchError
 
-__all__ = ["PLOTS", "write_plots", "write_html", "plot_png"]
+__all__ = ["PLOTS", "write_plots", "write_html", "plot_png", "DIFF_PLOTS", "diff_png", "write_diff_html"]
 
 PLOTS = ("funnel", "uplift", "daily")
 
@@ -212,6 +212,130 @@ def write_html(report: dict, path) -> Path:
                      for cid, e in report["campaigns"].items()],
         warnings=report["warnings"],
         legend=LEGEND)
+    from engine.sinks import make_private_directories, write_private
+    path = Path(path)
+    if path.parent != Path(""):
+        make_private_directories(path.parent)
+    write_private(path.parent / f".{path.name}.tmp", path, page.encode("utf-8"))
+    return path
+
+
+# --------------------------------------------------------------------------- sigmatch diff
+
+DIFF_PLOTS = ("campaigns", "days")
+
+
+def diff_png(document: dict, name: str) -> bytes:
+    """One plot of DIFF_PLOTS of a diff document (engine.closedloop.diff) as PNG bytes."""
+    plt = _pyplot()
+    figure = {"campaigns": _diff_campaigns, "days": _diff_days}[name](plt, document)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+_A_COLOUR, _B_COLOUR = "#9aa5b1", "#3b7dd8"
+
+
+def _diff_campaigns(plt, document: dict):
+    import numpy as np
+    ids = list(document["campaigns"])[::-1]         # the first campaign on top
+    figure, axis = plt.subplots(figsize=(9, max(3.0, 0.45 * (len(ids) + 2))))
+    y = np.arange(len(ids))
+    entries = [document["campaigns"][c] for c in ids]
+    axis.barh(y + 0.2, [e["contacts_a"] for e in entries], 0.4, label="A", color=_A_COLOUR)
+    axis.barh(y - 0.2, [e["contacts_b"] for e in entries], 0.4, label="B", color=_B_COLOUR)
+    axis.set_yticks(y, [f"{c} (new in B)" if e["in"] == "b" else f"{c} (only in A)" if e["in"] == "a" else c
+                        for c, e in zip(ids, entries)])
+    axis.set_xlabel("contacts (count, every kind)")
+    axis.set_title("Contacts per campaign in A and in B")
+    axis.legend(loc="lower right", fontsize="small")
+    axis.grid(axis="x", alpha=0.3)
+    return figure
+
+
+def _diff_days(plt, document: dict):
+    days = document["days"]
+    figure, axis = plt.subplots(figsize=(9, 4))
+    x = list(range(len(days)))
+    for name, entry in document["channels"].items():
+        a = [entry["days"].get(d, {}).get("contacts_a", 0) for d in days]
+        b = [entry["days"].get(d, {}).get("contacts_b", 0) for d in days]
+        line, = axis.plot(x, b, "o-", label=f"{name}: B")
+        axis.plot(x, a, "s--", color=line.get_color(), alpha=0.6, label=f"{name}: A")
+    axis.set_ylabel("contacts (count, every kind)")
+    axis.set_xlabel("local day")
+    axis.set_title(f"Contacts per channel and local day (UTC{document['utc_offset']}): A dashed, B solid")
+    axis.set_xticks(x, days, rotation=45 if len(days) > 7 else 0, ha="right" if len(days) > 7 else "center")
+    axis.legend(fontsize="small", ncol=2)
+    axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+_DIFF_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>sigmatch diff {{ period }}</title>
+<style>
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.7em; text-align: right; }
+th { background: #f3f5f7; } td.name, th.name { text-align: left; }
+td.note { color: #777; text-align: left; } img { max-width: 100%; }
+p.small { font-size: 0.85em; color: #555; max-width: 60em; }
+</style></head><body>
+<h1>What B changes</h1>
+<p>A: {{ a }}<br>B: {{ b }}<br>Traces: {{ traces }}. {{ period }}.{% if state %} Both from the state of {{ state }}.{% endif %}</p>
+<ul>{% for line in summary %}<li>{{ line }}</li>{% endfor %}</ul>
+<h2>Contacts per campaign</h2>
+<img alt="contacts per campaign in A and in B" src="data:image/png;base64,{{ plots.campaigns }}">
+<table><tr><th class="name">campaign</th><th class="name">channel</th>{% for c in columns %}<th>{{ c }}</th>{% endfor %}<th></th></tr>
+{% for row in campaign_rows %}<tr><td class="name">{{ row[0] }}</td><td class="name">{{ row[1] }}</td>
+{% for v in row[2:-1] %}<td>{{ v }}</td>{% endfor %}<td class="note">{{ row[-1] }}</td></tr>
+{% endfor %}</table>
+<h2>Per channel and local day</h2>
+<img alt="contacts per channel and day in A and in B" src="data:image/png;base64,{{ plots.days }}">
+<table><tr><th class="name">channel</th><th class="name">day</th>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in channel_rows %}<tr><td class="name">{{ row[0] }}</td><td class="name">{{ row[1] }}</td>
+{% for v in row[2:] %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>
+{% if budget_rows %}<h2>Budgets reached</h2>
+<p>The local time (UTC{{ offset }}) of the send that brought each budget's use to its limit.</p>
+<table><tr>{% for c in budget_columns %}<th class="name">{{ c }}</th>{% endfor %}</tr>
+{% for row in budget_rows %}<tr>{% for v in row %}<td class="name">{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endif %}
+{% if warnings %}<h2>Warnings</h2><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
+<p class="small">{{ legend }}</p>
+</body></html>
+"""
+
+
+def write_diff_html(document: dict, path) -> Path:
+    """One self-contained page of a diff document at `path` (0640): what B adds, the tables
+    and the plots as data URIs."""
+    from engine.closedloop import diff as d
+    _pyplot()
+    try:
+        import jinja2
+    except ImportError:
+        raise SigmatchError("diff --html needs Jinja2: pip install 'sigmatch[report]'") from None
+    plots = {name: base64.b64encode(diff_png(document, name)).decode("ascii") for name in DIFF_PLOTS}
+    days = document["days"]
+    campaign_rows = [[cid, e["channel_b"] or e["channel_a"]] + d._count_cells(e) + [d._NOTES[e["in"]]]
+                     for cid, e in document["campaigns"].items()]
+    campaign_rows.append(["(all)", ""] + d._count_cells(document["total"]) + [""])
+    channel_rows = []
+    for name, e in document["channels"].items():
+        channel_rows.append([name, "(all)"] + d._count_cells(e))
+        channel_rows += [[name, day] + d._count_cells(counts) for day, counts in e["days"].items()]
+    page = jinja2.Environment(autoescape=True).from_string(_DIFF_PAGE).render(
+        period=f"{days[0]} to {days[-1]}, local days at UTC{document['utc_offset']}" if days else "no contacts",
+        a=document["a"]["config"], b=document["b"]["config"], traces=", ".join(document["traces"]),
+        state=document["state"], summary=d.summary(document), plots=plots, columns=d._COUNT_COLUMNS,
+        campaign_rows=campaign_rows, channel_rows=channel_rows, offset=document["utc_offset"],
+        budget_columns=d._BUDGET_COLUMNS, budget_rows=d.budget_rows(document),
+        warnings=document["warnings"], legend=d.LEGEND)
     from engine.sinks import make_private_directories, write_private
     path = Path(path)
     if path.parent != Path(""):

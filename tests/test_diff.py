@@ -1,0 +1,414 @@
+"""`sigmatch diff` (engine.closedloop.diff): its figures equal the difference of two separate
+`sigmatch replay` runs, computed here from their output directories (contacts, gained and
+lost per campaign, channel and local day; the budgets reached); from a checkpoint too; what
+a new campaign adds; one-line refusals naming the file; no MSISDN in what it writes."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+from engine.api import Engine
+from engine.closedloop.diff import build_diff, format_diff
+
+DAY = 86_400_000
+OFFSET = 8 * 3_600_000          # the generated world's +08:00
+
+
+def sigmatch(*args):
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    return proc.returncode, proc.stdout, proc.stderr.strip().splitlines()
+
+
+def one_line_error(code, lines, *words):
+    assert code != 0
+    assert len(lines) == 1 and lines[0].startswith("sigmatch: error: "), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+NEW_CAMPAIGN = """
+[[campaign]]
+id = "new_data_offer"
+priority = 40
+on = ["DATA_SESSION"]
+cooldown = "1d"
+channel = "push"
+template = "DATA_OFFER"
+holdout = 0.1
+"""
+
+
+def edited(text: str, campaign: str, *lines: str) -> str:
+    """The configuration with `lines` added to campaign `campaign`'s table."""
+    anchor = f'id = "{campaign}"\n'
+    assert anchor in text
+    return text.replace(anchor, anchor + "".join(f"{line}\n" for line in lines))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A generated world (its trace in two files) and two configurations beside its own: A
+    with budgets that bite, B = A plus a new campaign, a daily budget of its own and a total
+    budget raised."""
+    from engine.world.gen import generate
+    directory = tmp_path_factory.mktemp("world") / "w"
+    generated = generate(directory, subscribers=2_000, events=30_000, campaigns=2, days=2, trace_files=2,
+                         progress=False)
+    text = Path(generated.config).read_text()
+    a = edited(text, "s01_retention_churn", "total_budget = 20")
+    a = edited(a, "topup_rescue", "daily_budget = 25")
+    a += '\n[channels]\nboss = { daily_budget = 6 }\n'
+    b = edited(text, "s01_retention_churn", "total_budget = 30")
+    b = edited(b, "topup_rescue", "daily_budget = 25")
+    b = edited(b, "s02_plan_upgrade", "daily_budget = 3")
+    b += NEW_CAMPAIGN + '\n[channels]\nboss = { daily_budget = 6 }\n'
+    (directory / "a.toml").write_text(a)
+    (directory / "b.toml").write_text(b)
+    return generated, directory / "a.toml", directory / "b.toml"
+
+
+# --------------------------------------------------------------------------- the expected figures
+
+def actions_of(out: Path) -> pa.Table:
+    """Every action record of an output directory, in seq order."""
+    tables = [pacsv.read_csv(f, convert_options=pacsv.ConvertOptions(
+        column_types={"msisdn": pa.uint64(), "seq": pa.uint64()}))
+        for channel in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in ("conversions", "dead_letters"))
+        for f in sorted(channel.glob("actions-*.csv"))]
+    table = pa.concat_tables(tables) if tables else None
+    return table.sort_by("seq")
+
+
+def contacts_of(out: Path) -> list[dict]:
+    rows = actions_of(out).to_pylist()
+    for r in rows:
+        r["day"] = (r["ts"] + OFFSET) // DAY
+    return rows
+
+
+def expected(rows_a: list[dict], rows_b: list[dict], unit) -> dict:
+    """{unit: (contacts_a, contacts_b, gained, lost)}: contacts keyed by (campaign, msisdn,
+    trigger_ts) and matched within the unit, as multisets."""
+    def keyed(rows):
+        return Counter((unit(r), r["campaign"], r["msisdn"], r["trigger_ts"]) for r in rows)
+    a, b = keyed(rows_a), keyed(rows_b)
+    out: dict = {}
+    for key in set(a) | set(b):
+        na, nb = a.get(key, 0), b.get(key, 0)
+        ca, cb, g, lo = out.get(key[0], (0, 0, 0, 0))
+        out[key[0]] = (ca + na, cb + nb, g + max(nb - na, 0), lo + max(na - nb, 0))
+    return out
+
+
+def local_day(day: int) -> str:
+    from engine.api import local_day as name
+    return name(day)
+
+
+def budgets_reached(rows: list[dict], config: Path, start=None) -> dict:
+    """{(budget, id, day): ts} of the sends that brought a budget's use to its limit, counted
+    from the use `start` gives: ({campaign: (that day's sends, all sends)}, {channel: that
+    day's sends}, that local day)."""
+    from engine.language.config import load_config
+    c = load_config(config)
+    campaigns_used, channels_used, start_day = start or ({}, {}, None)
+    sends = [r for r in rows if r["kind"] == "send"]
+    out = {}
+
+    def daily(kind, name, mine, limit, used_then):
+        for day in sorted({r["day"] for r in mine}):
+            on_day = [r for r in mine if r["day"] == day]
+            used = used_then if day == start_day else 0
+            if 0 < limit - used <= len(on_day):
+                out[(kind, name, local_day(day))] = on_day[limit - used - 1]["ts"]
+
+    for spec in c.campaigns:
+        mine = [r for r in sends if r["campaign"] == spec.id]
+        today, ever = campaigns_used.get(spec.id, (0, 0))
+        if spec.total_budget is not None and 0 < spec.total_budget - ever <= len(mine):
+            out[("campaign total", spec.id, None)] = mine[spec.total_budget - ever - 1]["ts"]
+        if spec.daily_budget is not None:
+            daily("campaign daily", spec.id, mine, spec.daily_budget, today)
+    for name, limit in c.channel_budgets.items():
+        daily("channel daily", name, [r for r in sends if r["channel"] == name], limit, channels_used.get(name, 0))
+    return out
+
+
+def check_against(document: dict, rows_a: list[dict], rows_b: list[dict], config_a: Path, config_b: Path,
+                  start=None):
+    """The diff document equals the difference of the two runs' actions, unit by unit."""
+    def same(entry, figures):
+        assert (entry["contacts_a"], entry["contacts_b"], entry["gained"], entry["lost"]) == figures
+        assert entry["contacts_b"] - entry["contacts_a"] == entry["gained"] - entry["lost"]
+
+    per_campaign = expected(rows_a, rows_b, lambda r: r["campaign"])
+    assert set(document["campaigns"]) >= set(per_campaign)
+    for cid, entry in document["campaigns"].items():
+        same(entry, per_campaign.get(cid, (0, 0, 0, 0)))
+        for kind, key in (("send", "sends"), ("control", "controls"), ("global_control", "global_controls")):
+            assert entry[f"{key}_a"] == sum(r["campaign"] == cid and r["kind"] == kind for r in rows_a)
+            assert entry[f"{key}_b"] == sum(r["campaign"] == cid and r["kind"] == kind for r in rows_b)
+    per_campaign_day = expected(rows_a, rows_b, lambda r: (r["campaign"], local_day(r["day"])))
+    assert {(cid, day) for cid, e in document["campaigns"].items() for day in e["days"]} == set(per_campaign_day)
+    for (cid, day), figures in per_campaign_day.items():
+        same(document["campaigns"][cid]["days"][day], figures)
+    per_channel = expected(rows_a, rows_b, lambda r: r["channel"])
+    for name, figures in per_channel.items():
+        same(document["channels"][name], figures)
+    per_channel_day = expected(rows_a, rows_b, lambda r: (r["channel"], local_day(r["day"])))
+    assert {(name, day) for name, e in document["channels"].items() for day in e["days"]} == set(per_channel_day)
+    for (name, day), figures in per_channel_day.items():
+        same(document["channels"][name]["days"][day], figures)
+    whole = expected(rows_a, rows_b, lambda r: None)[None]
+    same(document["total"], whole)
+    assert document["days"] == sorted({day for _, day in per_channel_day})
+
+    reached = {side: budgets_reached(rows, config, start)
+               for side, rows, config in (("a", rows_a, config_a), ("b", rows_b, config_b))}
+    shown = {side: {(r["budget"], r["id"], r["day"]): r[f"reached_{side}"] for r in document["budgets"]
+                    if r[f"reached_{side}"] is not None} for side in ("a", "b")}
+    assert shown == reached
+    return reached
+
+
+@pytest.fixture(scope="module")
+def replays(world, tmp_path_factory):
+    """A and B each replayed by `sigmatch replay`, separately."""
+    generated, config_a, config_b = world
+    base = tmp_path_factory.mktemp("replays")
+    for name, config in (("a", config_a), ("b", config_b)):
+        code, _, lines = sigmatch("replay", config, *generated.traces, "--out", base / name, "--no-progress")
+        assert code == 0, lines
+    return contacts_of(base / "a"), contacts_of(base / "b")
+
+
+@pytest.fixture(scope="module")
+def diffed(world):
+    generated, config_a, config_b = world
+    code, stdout, lines = sigmatch("diff", config_a, config_b, *generated.traces, "--json", "--no-progress")
+    assert code == 0, lines
+    return json.loads(stdout)
+
+
+def test_diff_equals_the_difference_of_two_replays(world, replays, diffed):
+    _, config_a, config_b = world
+    rows_a, rows_b = replays
+    reached = check_against(diffed, rows_a, rows_b, config_a, config_b)
+    # the world was made for every figure to be there: contacts of each kind, each side
+    # gaining and losing, each kind of budget reached
+    assert diffed["total"]["gained"] and diffed["total"]["lost"]
+    assert any(e["controls_a"] for e in diffed["campaigns"].values())
+    assert {k[0] for k in reached["a"]} == {"campaign total", "campaign daily", "channel daily"}
+    assert ("campaign daily", "s02_plan_upgrade") in {k[:2] for k in reached["b"]}
+    assert ("campaign daily", "s02_plan_upgrade") not in {k[:2] for k in reached["a"]}
+
+
+def test_the_json_shape_the_issue_names(diffed):
+    assert diffed["diff"] == 1 and diffed["utc_offset"] == "+08:00"
+    for entry in diffed["campaigns"].values():
+        assert {"contacts_a", "contacts_b", "gained", "lost"} <= set(entry)
+    for entry in diffed["channels"].values():
+        for day, counts in entry["days"].items():
+            assert len(day) == 10 and {"contacts_a", "contacts_b"} <= set(counts)
+    budget = diffed["budgets"][0]
+    assert set(budget) == {"budget", "id", "day", "limit_a", "limit_b", "reached_a", "reached_b",
+                           "spent_at_start_a", "spent_at_start_b"}
+
+
+def test_what_a_new_campaign_adds(diffed):
+    new = diffed["campaigns"]["new_data_offer"]
+    assert new["in"] == "b" and new["contacts_a"] == 0 and new["gained"] == new["contacts_b"] > 0
+    assert new["channel_a"] is None and new["channel_b"] == "push"
+    assert diffed["channels"]["push"]["contacts_a"] == 0
+    text = format_diff(diffed)
+    assert f"B adds campaign new_data_offer (push): {new['contacts_b']:,} contacts" in text
+    assert "new in B" in text
+    lines = [line for line in text.splitlines() if line.startswith("the campaigns of both:")]
+    kept = [e for e in diffed["campaigns"].values() if e["in"] == "both"]
+    assert lines == [f"the campaigns of both: {sum(e['gained'] for e in kept):,} contacts gained, "
+                     f"{sum(e['lost'] for e in kept):,} lost (net {sum(e['contacts_b'] - e['contacts_a'] for e in kept):+,})"]
+
+
+def test_a_configuration_against_itself_changes_nothing(world):
+    generated, config_a, _ = world
+    code, stdout, lines = sigmatch("diff", config_a, config_a, *generated.traces, "--json", "--no-progress")
+    assert code == 0, lines
+    document = json.loads(stdout)
+    assert document["total"]["contacts_a"] == document["total"]["contacts_b"] > 0
+    assert document["total"]["gained"] == document["total"]["lost"] == 0
+    for row in document["budgets"]:
+        assert row["reached_a"] == row["reached_b"]
+
+
+def test_from_a_checkpoint_equals_two_replays_from_it(world, tmp_path):
+    """--state: both start from the state A had after the first trace file (B carries it over
+    as a reload does) and replay the second; budgets count from the use the state holds."""
+    generated, config_a, config_b = world
+    first, second = generated.traces
+    engine = Engine.from_config(config_a)
+    engine.replay(first)
+    checkpoint = engine.checkpoint(tmp_path / "state.ckpt")
+    used, channels = engine._core.budgets_used()
+    start = ({c.id: used[i] for i, c in enumerate(engine.campaigns)}, channels,
+             (engine.clock + OFFSET) // DAY)
+    for name in ("a", "b"):
+        restored = Engine.from_config(config_a).restore(checkpoint)
+        if name == "b":
+            restored = restored.reload(config_b)
+        restored.replay(second, out=tmp_path / name, drain=True, keep=False)
+    code, stdout, lines = sigmatch("diff", config_a, config_b, second, "--state", checkpoint, "--json",
+                                   "--no-progress")
+    assert code == 0, lines
+    document = json.loads(stdout)
+    assert document["state"] == str(checkpoint)
+    check_against(document, contacts_of(tmp_path / "a"), contacts_of(tmp_path / "b"), config_a, config_b,
+                  start=start)
+    # the world was made for A to spend s01's total budget (20) in the first file, and B (30) not
+    total = {r["id"]: r for r in document["budgets"] if r["budget"] == "campaign total"}
+    assert start[0]["s01_retention_churn"][1] >= 20
+    assert total["s01_retention_churn"]["spent_at_start_a"] and not total["s01_retention_churn"]["spent_at_start_b"]
+
+
+# --------------------------------------------------------------------------- the comparison by hand
+
+def side(config: str, campaigns, actions, *, clock=None, used=None) -> dict:
+    """A side as replay_both gives it: campaigns as (id, channel, daily, total), actions as
+    (ts, trigger_ts, msisdn, campaign index, kind) in seq order."""
+    columns = list(zip(*actions)) if actions else [(), (), (), (), ()]
+    return {
+        "config": config, "identity": {"sha256": None}, "utc_offset_ms": OFFSET,
+        "campaigns": [{"id": c, "channel": ch, "daily_budget": d, "total_budget": t} for c, ch, d, t in campaigns],
+        "channel_budgets": {},
+        "actions": {"ts": np.array(columns[0], np.int64), "trigger_ts": np.array(columns[1], np.int64),
+                    "msisdn": np.array(columns[2], np.uint64), "campaign": np.array(columns[3], np.uint16),
+                    "kind": np.array(columns[4], np.uint8)},
+        "funnel": {}, "events": 0, "pending": 0,
+        "start": {"clock": clock, "campaigns": used or {}, "channels": {}},
+        "subscribers": (3, 0), "profiles": None,
+    }
+
+
+T0 = 1_793_548_800_000 + 10 * 3_600_000         # 2026-11-02 10:00 local
+M1, M2 = 13_800_000_001, 13_800_000_002
+
+
+def test_a_contact_made_a_day_later_is_lost_and_gained_on_its_days_only():
+    a = side("a.toml", [("promo", "sms", None, None)], [(T0, T0, M1, 0, 0), (T0, T0, M2, 0, 0)])
+    # B delays M1's contact past midnight: the same contact (campaign, msisdn, trigger_ts)
+    b = side("b.toml", [("promo", "sms", None, None)], [(T0, T0, M2, 0, 0), (T0 + DAY, T0, M1, 0, 1)])
+    d = build_diff(a, b)
+    promo = d["campaigns"]["promo"]
+    assert (promo["contacts_a"], promo["contacts_b"], promo["gained"], promo["lost"]) == (2, 2, 0, 0)
+    assert (promo["sends_a"], promo["sends_b"], promo["controls_b"]) == (2, 1, 1)
+    assert promo["days"] == {"2026-11-02": {"contacts_a": 2, "contacts_b": 1, "gained": 0, "lost": 1},
+                             "2026-11-03": {"contacts_a": 0, "contacts_b": 1, "gained": 1, "lost": 0}}
+    assert d["channels"]["sms"]["days"] == promo["days"]
+    assert d["days"] == ["2026-11-02", "2026-11-03"]
+
+
+def test_a_key_twice_counts_twice_and_a_channel_moved_is_lost_and_gained_there():
+    a = side("a.toml", [("promo", "sms", None, None)], [(T0, T0, M1, 0, 0)])
+    b = side("b.toml", [("promo", "push", None, None)], [(T0, T0, M1, 0, 0), (T0 + 1, T0, M1, 0, 0)])
+    d = build_diff(a, b)
+    assert {k: d["campaigns"]["promo"][k] for k in ("contacts_a", "contacts_b", "gained", "lost")} == \
+        {"contacts_a": 1, "contacts_b": 2, "gained": 1, "lost": 0}
+    assert (d["channels"]["sms"]["lost"], d["channels"]["push"]["gained"]) == (1, 2)
+    assert "promo moves from channel sms to push" in format_diff(d)
+
+
+def test_budgets_reached_by_the_nth_send_of_each_side():
+    sends = [(T0 + i * 1000, T0 + i * 1000, M1 + i, 0, 0) for i in range(5)]
+    a = side("a.toml", [("promo", "sms", 3, 4)], sends)
+    b = side("b.toml", [("promo", "sms", None, 5)], sends, clock=T0 - 1, used={"promo": (0, 1)})
+    rows = {(r["budget"], r["day"]): r for r in build_diff(a, b)["budgets"]}
+    assert rows[("campaign daily", "2026-11-02")]["reached_a"] == T0 + 2000
+    assert rows[("campaign daily", "2026-11-02")]["limit_b"] is None
+    total = rows[("campaign total", None)]
+    # B started with one send counted against its total of 5: its 4th send of the trace reaches it
+    assert (total["reached_a"], total["reached_b"]) == (T0 + 3000, T0 + 3000)
+    spent = side("b.toml", [("promo", "sms", None, 5)], [], clock=T0, used={"promo": (5, 5)})
+    total = build_diff(a, spent)["budgets"][-1]
+    assert total["spent_at_start_b"] and total["reached_b"] is None
+
+
+# --------------------------------------------------------------------------- refusals, privacy, help
+
+def test_refusals_are_one_line_naming_the_file(world, tmp_path):
+    generated, config_a, config_b = world
+    trace = generated.traces[0]
+    one_line_error(*sigmatch("diff", tmp_path / "none.toml", config_b, trace)[::2], "none.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text(config_b.read_text().replace('id = "new_data_offer"', 'id = "new_data_offer"\nprioriti = 3'))
+    one_line_error(*sigmatch("diff", config_a, broken, trace)[::2], "broken.toml", "prioriti")
+    shifted = config_b.with_name("shifted.toml")
+    shifted.write_text(config_b.read_text().replace('utc_offset = "+08:00"', 'utc_offset = "+07:00"'))
+    try:
+        one_line_error(*sigmatch("diff", config_a, shifted, trace)[::2], "shifted.toml", "utc_offset", "+07:00")
+    finally:
+        shifted.unlink()
+    one_line_error(*sigmatch("diff", config_a, config_b, tmp_path / "no.msgpack")[::2], "no.msgpack")
+    text = tmp_path / "notes.msgpack"
+    text.write_text("not an event stream\n" * 100)
+    one_line_error(*sigmatch("diff", config_a, config_b, text)[::2], "notes.msgpack")
+    one_line_error(*sigmatch("diff", config_a, config_b, trace, "--state", tmp_path / "none.ckpt")[::2],
+                   "none.ckpt")
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(b"SIGMATCH-CHECKPOINT\n\x00")
+    one_line_error(*sigmatch("diff", config_a, config_b, trace, "--state", damaged)[::2], "damaged.ckpt")
+
+
+def test_other_subscribers_are_compared_with_a_warning(world, tmp_path):
+    generated, config_a, _ = world
+    directory = Path(generated.config).parent
+    from loaders.profiles import load_profiles
+    import pyarrow.parquet as pq
+    table = pq.read_table(directory / "profiles.parquet")
+    pq.write_table(table.slice(0, table.num_rows // 2), directory / "half.parquet")
+    half = directory / "half.toml"
+    half.write_text(config_a.read_text().replace('profiles   = "profiles.parquet"', 'profiles   = "half.parquet"'))
+    assert len(load_profiles(directory / "half.parquet").msisdn) < len(load_profiles(directory / "profiles.parquet").msisdn)
+    code, stdout, lines = sigmatch("diff", config_a, half, generated.traces[0], "--json", "--no-progress")
+    assert code == 0, lines
+    document = json.loads(stdout)
+    assert document["total"]["lost"] > 0
+    assert any("other subscribers" in w and "half.parquet" in w for w in document["warnings"])
+    assert any("other subscribers" in line for line in lines)
+
+
+def test_no_msisdn_in_the_table_the_json_or_the_page(world, replays, tmp_path):
+    generated, config_a, config_b = world
+    code, stdout, lines = sigmatch("diff", config_a, config_b, *generated.traces, "--html", tmp_path / "d" / "w.html",
+                                   "--no-progress")
+    assert code == 0, lines
+    page = (tmp_path / "d" / "w.html").read_text()
+    assert stat.S_IMODE((tmp_path / "d" / "w.html").stat().st_mode) == 0o640
+    assert page.count('src="data:image/png;base64,') == 2
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "new_data_offer" in page and "B adds campaign" in page
+    _, as_json, _ = sigmatch("diff", config_a, config_b, *generated.traces, "--json", "--no-progress")
+    numbers = {r["msisdn"] for rows in replays for r in rows}
+    assert len(numbers) > 100
+    for text in (page, stdout, as_json, "\n".join(lines)):
+        assert not any(str(n) in text for n in numbers)
+    assert "contacts per campaign:" in stdout and "budgets reached" in stdout
+
+
+def test_help_says_what_diff_does():
+    code, stdout, _ = sigmatch("diff", "--help")
+    assert code == 0
+    text = " ".join(stdout.split())
+    for words in ("CONFIG_A CONFIG_B TRACES...", "gained", "lost", "--state CHECKPOINT", "--json", "--html",
+                  "two processes at once", "new campaign"):
+        assert words in text, words
