@@ -524,7 +524,7 @@ def budget_rows(document: dict) -> list[list[str]]:
             if r[f"spent_at_start_{side}"]:
                 shown.append("spent at the start")
             elif r[f"limit_{side}"] is None:
-                shown.append("(no such budget)")
+                shown.append("-")
             else:
                 shown.append(_local_time(r[f"reached_{side}"], document["utc_offset"])
                              if r[f"reached_{side}"] is not None else "not reached")
