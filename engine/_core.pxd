@@ -188,3 +188,19 @@ ctypedef struct WhenCmpC:
 ctypedef struct PeerSetC:
     uint64_t* slots
     uint64_t mask
+
+# One line of a watched subscriber's explanation (the cold path of `sigmatch explain`): what
+# a record means depends on `what` (X_* in _explain.pxi; engine.records.EXPLAIN_DTYPE has the
+# same layout and engine/closedloop/explain.py reads them back).
+ctypedef struct ExplainC:
+    int64_t ts              # effective event time, a timer's due time, an emission's t
+    int64_t other           # trigger_ts (timer), due (scheduled), contact_seq (conversion), ...
+    uint64_t seq            # action seq, conversion seq, a contact's last seq
+    uint32_t subscriber
+    uint32_t value          # event type, counter value, streak, ...
+    uint32_t cell
+    uint16_t what
+    uint16_t campaign       # campaign, counter or marker index
+    uint16_t code           # a condition (XC_*), an emission's outcome (emit's result), flags
+    uint16_t kind
+    uint32_t pad

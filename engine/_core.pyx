@@ -26,7 +26,8 @@ import numpy as np
 
 from engine.records import (
     EVENT_DTYPE, ACTION_DTYPE, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, DEAD_LETTER_BYTES, DEAD_LETTER_SPAN_BITS,
-    FUNNEL, FUNNEL_UNNAMED, BAD_REASONS, BAD_FIELDS, STREAM_STATUSES,
+    FUNNEL, FUNNEL_UNNAMED, BAD_REASONS, BAD_FIELDS, STREAM_STATUSES, EXPLAIN_DTYPE, EXPLAIN_LINES,
+    MATCH_CONDITIONS, RECHECKS, TAKER_RULES,
 )
 
 cdef extern from *:
@@ -362,9 +363,19 @@ ctypedef struct EngineC:
     uint64_t nr_changed
     uint64_t* changed_contacts  # bit per contact slot
     int all_contacts_changed
+    # the cold paths (_explain.pxi): what happens to watched subscribers, for `explain`, and
+    # the contacts one campaign loses to another through the policy, for `diff`. Both NULL
+    # unless asked for, so the hot path pays one test of a pointer per event, timer or
+    # policy suppression.
+    uint64_t* watch_bits        # bit per subscriber index
+    ExplainC* explain
+    uint64_t nr_explain
+    uint64_t cap_explain
+    uint64_t* takers            # [(campaign * (nr_campaigns + 1) + taker) * NR_TAKER_RULES + rule]
 
 
 include "_state.pxi"
+include "_explain.pxi"
 include "_match.pxi"
 include "_deadletters.pxi"
 
@@ -483,6 +494,9 @@ cdef class Core:
         free(self.E.conversions)
         free(self.E.dead)
         free(self.E.funnel)
+        free(self.E.watch_bits)
+        free(self.E.explain)
+        free(self.E.takers)
         free(self.E.budgets)
         free(self.E.channel_daily)
         if self.E.windows != NULL:
@@ -1886,6 +1900,66 @@ cdef class Core:
             "events_by_type": {t: self.E.by_type[t] for t in range(64) if self.E.by_type[t]},
         }
 
+    # ---- the cold paths: explain and the takers of diff (_explain.pxi) ---------------------
+
+    def watch(self, subscribers):
+        """Explain these subscriber indexes from now on (an iterable of int; empty: none,
+        and the hot path is back to one test of a NULL pointer). Lines wait in the core
+        until take_explain. IndexError for an index that is no subscriber."""
+        cdef uint64_t words = (<uint64_t>self.E.nr_subscribers + 63) // 64
+        cdef uint64_t* bits = NULL
+        cdef uint32_t k
+        subs = sorted({int(s) for s in subscribers})
+        # min/max, not subs[-1]: the module is compiled without wraparound
+        if subs and (min(subs) < 0 or max(subs) >= self.E.nr_subscribers):
+            raise IndexError("no such subscriber index")
+        if subs:
+            bits = <uint64_t*>calloc(words, sizeof(uint64_t))
+            if bits == NULL:
+                raise MemoryError()
+            for s in subs:
+                k = s
+                bits[k >> 6] |= (<uint64_t>1) << (k & 63)
+        free(self.E.watch_bits)
+        self.E.watch_bits = bits
+
+    def watched(self):
+        """The subscriber indexes watched, in order."""
+        if self.E.watch_bits == NULL:
+            return []
+        return [s for s in range(self.E.nr_subscribers) if (self.E.watch_bits[s >> 6] >> (s & 63)) & 1]
+
+    def take_explain(self):
+        """The explanation lines since the last call: EXPLAIN_DTYPE records, in the order the
+        events, timers and emissions happened."""
+        out = _records(self.E.explain, self.E.nr_explain, EXPLAIN_DTYPE)
+        self.E.nr_explain = 0
+        return out
+
+    def record_takers(self, bint on=True):
+        """Count, from now on, each contact that a campaign loses through min_gap,
+        max_per_day or max_in_window against the campaign of the latest contact that made
+        the rule fail (takers()). Off: the counts are dropped."""
+        cdef size_t n = <size_t>self.E.nr_campaigns * (self.E.nr_campaigns + 1) * NR_TAKER_RULES
+        free(self.E.takers)
+        self.E.takers = NULL
+        if on:
+            self.E.takers = <uint64_t*>calloc(max(n, 1), sizeof(uint64_t))
+            if self.E.takers == NULL:
+                raise MemoryError()
+
+    def takers(self):
+        """[campaign, taker, rule] uint64 counts (taker nr_campaigns: a campaign a reload
+        removed; rule: TAKER_RULES), or None when not recording."""
+        cdef int n = self.E.nr_campaigns
+        if self.E.takers == NULL:
+            return None
+        out = np.empty((n, n + 1, NR_TAKER_RULES), dtype=np.uint64)
+        cdef uint64_t[:, :, ::1] dst = out
+        if n:
+            memcpy(&dst[0, 0, 0], self.E.takers, <size_t>n * (n + 1) * NR_TAKER_RULES * sizeof(uint64_t))
+        return out
+
     def counter_value(self, uint32_t sub, int k, int64_t ts):
         """A subscriber's counter as the matcher would read it at ts."""
         if sub >= self.E.nr_subscribers or not 0 <= k < self.E.nr_counters:
@@ -1897,6 +1971,9 @@ assert FUNNEL.index("converted_global_control") - FUNNEL.index("converted_send")
     and FUNNEL.index("converted_control") - FUNNEL.index("converted_send") == 1
 assert len(FUNNEL) == NR_FUNNEL and len(BAD_REASONS) == NR_REASONS and len(BAD_FIELDS) == NR_FIELDS + 1
 assert DEAD_LETTER_BYTES == DEAD_BYTES and DEAD_LETTER_SPAN_BITS == DEAD_SPAN_BITS
-assert DEAD_LETTER_DTYPE.itemsize == sizeof(DeadLetterC)
+assert DEAD_LETTER_DTYPE.itemsize == sizeof(DeadLetterC) and EXPLAIN_DTYPE.itemsize == sizeof(ExplainC)
+assert len(EXPLAIN_LINES) == X_CONTACT + 1 and len(MATCH_CONDITIONS) == XC_PENDING + 1
+assert len(TAKER_RULES) == NR_TAKER_RULES and len(RECHECKS) == 4 and RECHECK_HOURS == 1 << 3
+assert NR_FUNNEL < EMIT_CONTACT < EMIT_LOST < 256
 assert STREAM_STATUSES[ST_CORRUPT] == "corrupt" and STREAM_STATUSES[ST_TOO_LARGE] == "too_large" \
     and STREAM_STATUSES[ST_TRUNCATED] == "truncated" and STREAM_STATUSES[ST_NOMEM] == "out_of_memory"

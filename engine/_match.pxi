@@ -2,9 +2,11 @@
 # a due timer (fire_timer) and emission with its rechecks, policy and contact (emit, step 7).
 
 
-cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger_ts,
-               uint32_t cell, bint delayed) noexcept nogil:
-    """SPEC §3 step 7: rechecks (delayed actions), policy, then the contact."""
+cdef int emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger_ts,
+             uint32_t cell, bint delayed) noexcept nogil:
+    """SPEC §3 step 7: rechecks (delayed actions), policy, then the contact. Returns the
+    outcome for the explanation: the FUNNEL slot that suppressed it (a failed recheck adds
+    which one, RECHECK_* << 8), EMIT_CONTACT, or EMIT_LOST when memory ran out."""
     cdef CampaignC* c = &E.campaigns[ci]
     cdef uint8_t* row = row_of(E, sub)
     cdef SubHeadC* h = <SubHeadC*>row
@@ -17,72 +19,83 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
     cdef int32_t minute
     cdef uint32_t today
     cdef uint8_t kind
+    cdef uint32_t failed
     cdef ActionC* a
     # the campaign's life first: a reload may have disabled it, a delay may outlive its end
     if not c.enabled:
         fun[FN_DISABLED] += 1
-        return
+        return FN_DISABLED
     local = t + E.utc_offset
     day = floor_div(local, DAY_MS)
     if day < c.start_day or day > c.end_day:
         fun[FN_ENDED] += 1
-        return
+        return FN_ENDED
     if delayed and c.recheck:
-        if ((c.recheck & RECHECK_AREA and not in_area(E, h.cell, c))
-                or (c.recheck & RECHECK_POWERED_ON and h.flags & SUB_POWERED_OFF)
-                or (c.recheck & RECHECK_AUDIENCE and not elig_bit(E, row, c.recheck_word, c.recheck_mask))
-                or (c.recheck & RECHECK_HOURS and not in_hours(E, c, t))):
+        # the first that fails, in the SPEC's order, is the one the explanation names
+        failed = (RECHECK_AREA if c.recheck & RECHECK_AREA and not in_area(E, h.cell, c)
+                  else RECHECK_POWERED_ON if c.recheck & RECHECK_POWERED_ON and h.flags & SUB_POWERED_OFF
+                  else RECHECK_AUDIENCE if (c.recheck & RECHECK_AUDIENCE
+                                            and not elig_bit(E, row, c.recheck_word, c.recheck_mask))
+                  else RECHECK_HOURS if c.recheck & RECHECK_HOURS and not in_hours(E, c, t)
+                  else 0)
+        if failed:
             fun[FN_RECHECK_FAILED] += 1
-            return
+            return FN_RECHECK_FAILED | (failed << 8)
     # absent: always looked at for a delayed action, after the rechecks, never one of them
     if delayed and c.nr_absent and marked_since(E, row, c, trigger_ts):
         fun[FN_ABSENT] += 1
-        return
+        return FN_ABSENT
     if not elig_bit(E, row, E.unblocked_word, E.unblocked_mask):
         fun[FN_BLACKLIST] += 1
-        return
+        return FN_BLACKLIST
     if E.quiet_start >= 0 and not (c.exempt & EXEMPT_QUIET_HOURS):
         minute = <int32_t>((local - day * DAY_MS) / 60000)
         if in_window(minute, E.quiet_start, E.quiet_end):
             fun[FN_QUIET_HOURS] += 1
-            return
+            return FN_QUIET_HOURS
     if not (c.exempt & EXEMPT_MIN_GAP) and h.last_any_p1 != 0 and t < h.last_any_p1 - 1 + E.min_gap:
         fun[FN_MIN_GAP] += 1
-        return
+        if E.takers != NULL:
+            count_taker(E, sub, ci, TK_MIN_GAP)
+        return FN_MIN_GAP
     today = h.day_count if h.day == day else 0
     if not (c.exempt & EXEMPT_MAX_PER_DAY) and today >= E.max_per_day:
         fun[FN_MAX_PER_DAY] += 1
-        return
+        if E.takers != NULL:
+            count_taker(E, sub, ci, TK_MAX_PER_DAY)
+        return FN_MAX_PER_DAY
     # Times are kept oldest first and t never goes back: the window holds window_n contacts
     # exactly when window_n are kept and the oldest of them is inside it.
     if E.window_n and not (c.exempt & EXEMPT_MAX_IN_WINDOW):
         times = find_window(E, sub, False)
         if times != NULL and (times[1] & 0xFF) == E.window_n and times[2 + (times[1] >> 8)] > t - E.window_ms:
             fun[FN_MAX_IN_WINDOW] += 1
-            return
+            if E.takers != NULL:
+                count_taker(E, sub, ci, TK_MAX_IN_WINDOW)
+            return FN_MAX_IN_WINDOW
     contact = find_contact(E, sub, ci, True)
     if contact == NULL:
-        return
+        return EMIT_LOST
     if contact.flags & CONTACT_CONTACTED and t < contact.last_ts + c.cooldown:
         fun[FN_COOLDOWN] += 1
-        return
+        return FN_COOLDOWN
     # Budgets are never exempt, and count sends only; they are checked before the kind is
     # decided, so a spent budget stops controls too (SPEC §3 step 7).
     if (budget.day_sends if budget.day == day else 0) >= c.daily_budget or budget.total >= c.total_budget:
         fun[FN_CAMPAIGN_BUDGET] += 1
-        return
+        return FN_CAMPAIGN_BUDGET
     if (channel.day_sends if channel.day == day else 0) >= E.channel_daily[c.channel]:
         fun[FN_CHANNEL_BUDGET] += 1
-        return
+        return FN_CHANNEL_BUDGET
     if E.nr_actions == E.cap_actions:
         E.actions = <ActionC*>grow(E.actions, &E.cap_actions, sizeof(ActionC), &E.oom)
         if E.oom:
-            return
+            return EMIT_LOST
     times = NULL
     if E.window_n:
         times = find_window(E, sub, True)
         if times == NULL:
-            return
+            return EMIT_LOST
     # the programme's control group first: a global control is one whatever the campaign
     if E.global_holdout and msisdn_hash(h.msisdn, <const uint8_t*>GLOBAL_ID, 6) % 10000 < E.global_holdout:
         kind = 2
@@ -115,6 +128,7 @@ cdef void emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger
     a.campaign = <uint16_t>ci
     a.kind = kind
     a.pad = 0
+    return EMIT_CONTACT
 
 
 cdef inline void count_send(BudgetC* b, int64_t day) noexcept nogil:
@@ -128,12 +142,20 @@ cdef inline void count_send(BudgetC* b, int64_t day) noexcept nogil:
 cdef void fire_timer(EngineC* E) noexcept nogil:
     cdef TimerC t
     cdef ContactC* contact
+    cdef int outcome
+    cdef bint watched
     heap_pop(E, &t)
+    watched = E.watch_bits != NULL and watch_bit(E, t.subscriber)
+    if watched:
+        explain_timer(E, &t)
     contact = find_contact(E, t.subscriber, t.campaign, False)
     if contact != NULL:
         contact.flags &= ~CONTACT_PENDING
         note_contact(E, contact)
-    emit(E, t.campaign, t.subscriber, t.due, t.trigger_ts, t.cell, True)
+    outcome = emit(E, t.campaign, t.subscriber, t.due, t.trigger_ts, t.cell, True)
+    if watched:
+        explain_emit(E, t.subscriber, t.campaign, t.due, outcome)
+        explain_state(E, t.subscriber, t.due)
 
 
 cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
@@ -155,6 +177,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     cdef uint32_t today = 0     # month_day_of the event's local day, once a campaign asks
     cdef MarkerC* mk
     cdef int64_t* marks
+    cdef bint watched
+    cdef int outcome
     # Event time: the clock only moves forward; a late event takes the clock. Counted, as it
     # is processed at a time other than its own (ts == clock is on time, not late).
     if not E.has_clock or ev.ts > E.clock:
@@ -176,8 +200,13 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     h = <SubHeadC*>row
     if h.flags & SUB_INACTIVE:
         E.unknown += 1
+        if E.watch_bits != NULL and watch_bit(E, sub):
+            explain_event(E, ev, sub, ts, 1)
         return
     note_row(E, sub, h)
+    watched = E.watch_bits != NULL and watch_bit(E, sub)
+    if watched:
+        explain_event(E, ev, sub, ts, 0)
     # 3. cell and power
     prev = h.cell
     if ev.cell != 0:
@@ -240,6 +269,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         conv.kind = 2 if contact.flags & CONTACT_GLOBAL_CONTROL else 1 if contact.flags & CONTACT_CONTROL else 0
         memset(conv.pad, 0, 5)
         E.funnel[<size_t>ci * NR_FUNNEL + FN_CONVERTED_SEND + conv.kind] += 1
+        if watched:
+            explain_conversion(E, sub, conv)
     # 6. matching, in priority order
     cur_areas = NULL
     prev_areas = NULL
@@ -247,6 +278,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         cur_areas = area_word_of(E, ev.cell)
         prev_areas = area_word_of(E, prev)
     day = floor_div(ts + E.utc_offset, DAY_MS)
+    if watched:
+        explain_matching(E, ev, sub, ts, prev)
     for i in range(E.by_type_off[ev.type], E.by_type_off[ev.type + 1]):
         ci = E.trig_list[i]
         c = &E.campaigns[ci]
@@ -286,10 +319,14 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
                 continue
         E.funnel[<size_t>ci * NR_FUNNEL + FN_MATCHED] += 1
         if c.delay == 0:
-            emit(E, ci, sub, ts, ts, ev.cell, False)
+            outcome = emit(E, ci, sub, ts, ts, ev.cell, False)
+            if watched:
+                explain_emit(E, sub, ci, ts, outcome)
             continue
         if E.heap_n >= E.max_pending:
             E.funnel[<size_t>ci * NR_FUNNEL + FN_OVERFLOW] += 1
+            if watched:
+                explain_campaign(E, X_OVERFLOW, sub, ci, ts, 0)
             continue
         contact = find_contact(E, sub, ci, True)
         if contact == NULL:
@@ -307,6 +344,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         if heap_push(E, &timer):
             return
         E.funnel[<size_t>ci * NR_FUNNEL + FN_SCHEDULED] += 1
+        if watched:
+            explain_campaign(E, X_SCHEDULED, sub, ci, ts, timer.due)
     # 8. markers, after matching: an event never sees itself in after, not_after or absent,
     # and a timer that fired at its start (step 1) did not see it either
     marks = <int64_t*>(row + E.marker_off)
@@ -316,3 +355,5 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         if (ev.flags & mk.flags) != mk.flags or (mk.has_arg and ev.arg != mk.arg):
             continue
         marks[j] = ts + 1
+    if watched:
+        explain_state(E, sub, ts)

@@ -22,6 +22,7 @@ from engine.language.config import CampaignSpec, Config, load_config
 from engine.errors import StreamError
 from engine.records import (
     ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, KINDS, STREAM_STATUSES,
+    TAKER_RULES,
 )
 from engine.sinks import SinkSet
 from loaders.traces import Source, iter_chunks, source_size
@@ -224,7 +225,10 @@ class Engine:
     """A compiled configuration with its state. Not thread-safe: one replay at a time."""
 
     def __init__(self, config: Config, world: Optional[World] = None, *, max_event_bytes: int = 65536,
-                 keep=None):
+                 keep=None, record_takers: bool = False):
+        """`record_takers`: count the contacts each campaign loses to another through the
+        policy (see takers()); off by default, as it costs a scan of the subscriber's
+        contact state per such suppression."""
         self.config = config
         self.max_event_bytes = max_event_bytes
         owned = world is None
@@ -246,6 +250,11 @@ class Engine:
         self.configuration = configuration_identity(config)
         # since the engine was built, as the funnel: a replay's stats.json gives them per campaign
         self._days = _DayCounts(len(config.campaigns), config.utc_offset_ms)
+        self.record_takers = record_takers
+        self._explainer = None              # engine.closedloop.explain.Explainer while watching
+        self._takers_before: dict = {}      # counted by the engines this one was reloaded from
+        if record_takers:
+            self._core.record_takers(True)
 
     @classmethod
     def from_config(cls, path, **kwargs) -> "Engine":
@@ -291,6 +300,87 @@ class Engine:
             "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(self.config.campaigns)},
         }
 
+    def takers(self) -> dict[tuple[str, Optional[str], str], int]:
+        """The contacts a campaign lost to another through the contact policy, since the
+        engine was built (reloads carry them by campaign id; a checkpoint does not hold
+        them): {(campaign_id, taker_id, rule): count}, rule one of "min_gap",
+        "max_per_day", "max_in_window", pairs with a count only. The taker is the campaign
+        of the latest contact that made the rule fail (the subscriber's latest contact:
+        the larger seq on a tie); None when a reload removed that campaign. Asking an
+        engine built without record_takers=True is a ValueError."""
+        if not self.record_takers:
+            raise ValueError("takers() needs an Engine built with record_takers=True")
+        counts = self._core.takers()
+        ids = [c.id for c in self.config.campaigns] + [None]
+        out = dict(self._takers_before)
+        for ci, taker, rule in zip(*np.nonzero(counts)):
+            key = (ids[ci], ids[taker], TAKER_RULES[rule])
+            out[key] = out.get(key, 0) + int(counts[ci, taker, rule])
+        return out
+
+    def subscriber_status(self, msisdn: int) -> str:
+        """"active", "inactive" (a reload found the number gone from the profiles) or
+        "unknown" (not a subscriber)."""
+        view = self._core.subscriber_view(int(msisdn)) if 0 < int(msisdn) < 10**15 else None
+        return "unknown" if view is None else "active" if view["active"] else "inactive"
+
+    def watch(self, msisdns, *, ring: Optional[int] = None) -> None:
+        """Explain these subscribers from now on (`sigmatch explain`): for each of their good
+        events and each timer that fires for them, the core records each campaign's result,
+        every emission's outcome, conversions and the state after it (explanation()).
+        Replaces the watch list; an empty one stops watching (the core then pays nothing).
+        `ring` keeps only each subscriber's last `ring` entries (the daemon's bound).
+        ValueError names a number that is not a subscriber."""
+        from engine.closedloop.explain import Explainer
+        numbers = [int(m) for m in msisdns]
+        indexes = []
+        for m in numbers:
+            index = self._core.subscriber_index(m) if 0 < m < 10**15 else -1
+            if index < 0:
+                raise ValueError(f"{m} is not a subscriber")
+            indexes.append(index)
+        self._take_explain()
+        if not numbers:
+            self._core.watch([])
+            self._explainer = None
+            return
+        if self._explainer is None or self._explainer.ring != ring:
+            old = self._explainer
+            self._explainer = Explainer(ring)
+            if old is not None:
+                self._explainer.entries = {m: type(q)(q, maxlen=ring) for m, q in old.entries.items()}
+        self._explainer.bind(self)
+        self._explainer.watch(numbers)
+        self._core.watch(indexes)
+
+    @property
+    def watched(self) -> list[int]:
+        """The MSISDNs watched, in the order watch() was given them."""
+        return list(self._explainer.entries) if self._explainer is not None else []
+
+    def collect_explanations(self) -> None:
+        """Take the core's explanation lines into the watched subscribers' entries (replay
+        does it after each chunk; a caller that feeds the core itself, the daemon, calls it)."""
+        self._take_explain()
+
+    def _take_explain(self) -> None:
+        if self._explainer is not None:
+            self._explainer.add(self._core.take_explain())
+
+    def explanation(self, msisdn: int, last: Optional[int] = None) -> dict:
+        """What happened to a watched subscriber since watching began (the last `last`
+        entries when given; the ring's when watch() set one): engine.closedloop.explain's
+        document, {"msisdn", "status", "events": [...], "actions": [...]}. ValueError for a
+        number not watched."""
+        from engine.closedloop.explain import document
+        msisdn = int(msisdn)
+        self._take_explain()
+        if self._explainer is None or msisdn not in self._explainer.entries:
+            raise ValueError(f"{msisdn} is not watched")
+        doc = self._explainer.explanation(msisdn, last)
+        doc["status"] = self.subscriber_status(msisdn)
+        return doc
+
     def reload(self, config_path=None) -> "Engine":
         """A new engine from the configuration (default: this one's file) and the profiles,
         lists and areas it names as they are now, carrying this engine's state: subscribers
@@ -302,7 +392,8 @@ class Engine:
 
     def _reloaded(self, config: Config, world: Optional[World] = None) -> "Engine":
         """reload() with the configuration in hand (and its world, loaded when None)."""
-        new = Engine(config, world, max_event_bytes=self.max_event_bytes, keep=self.subscribers)
+        new = Engine(config, world, max_event_bytes=self.max_event_bytes, keep=self.subscribers,
+                     record_takers=self.record_takers)
         new_campaigns = {c.id: i for i, c in enumerate(config.campaigns)}
         new_counters = {c.name: i for i, c in enumerate(config.counters)}
         new_markers = {m.name: i for i, m in enumerate(config.markers)}
@@ -313,6 +404,15 @@ class Engine:
             len(self.subscribers),
             [new_markers.get(m.name, -1) for m in self.config.markers])
         new._totals = dict(self._totals)
+        if self.record_takers:
+            # by id: a campaign that is gone keeps what it lost and took as it was
+            new._takers_before = self.takers()
+        if self._explainer is not None:
+            # entries name campaigns by id, so they outlive the reload as they are
+            self._take_explain()
+            new._explainer = self._explainer
+            new._explainer.bind(new)
+            new._core.watch([new._core.subscriber_index(m) for m in self._explainer.entries])
         new._days = self._days.moved_to([new_campaigns.get(c.id, -1) for c in self.config.campaigns],
                                         len(config.campaigns), config.utc_offset_ms)
         return new
@@ -368,6 +468,7 @@ class Engine:
             """Take the core's records; hand them to the sinks in batches of at least
             SINK_BATCH records (formatting has a fixed cost per call; file boundaries are
             decided per record, so batching never changes the files)."""
+            self._take_explain()
             for name, take in (("actions", core.take_actions), ("conversions", core.take_conversions),
                                ("dead_letters", core.take_dead_letters)):
                 records = take()

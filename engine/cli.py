@@ -186,6 +186,50 @@ def _judged(traces, engine):
     return judgement
 
 
+# `sigmatch explain` exits with this when the number asked about is not an active subscriber
+EXIT_NOT_A_SUBSCRIBER = 3
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--msisdn", required=True, metavar="N", help="The subscriber to explain (digits).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document: events[] {ts, type, campaigns: [{id, result}], ...} and actions[] "
+                   "(docs/semantics.md, 'Explanations').")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@_one_line_errors
+def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, progress):
+    """Why subscriber N did or did not get each campaign: replay TRACES through CONFIG (then
+    drain, as replay does) and list each of N's events and timers, every campaign of the
+    event's type with "matched" or the first condition that failed, what became of each
+    emission (the contact's seq, or the rule that suppressed it), conversions and N's state
+    after it. Writes no output files. Exit 3 when N is not a subscriber of CONFIG's profiles."""
+    import json
+    from engine.api import Engine
+    from engine.closedloop.explain import format_text
+    number = msisdn.strip()
+    if not number.isascii() or not number.isdigit() or number.startswith("0") or len(number) > 15:
+        _fail(f"--msisdn: {number!r} is not an MSISDN (1 to 15 digits, not starting with 0)")
+    engine = Engine.from_config(config)
+    status = engine.subscriber_status(int(number))
+    if status != "active":
+        # the number the user asked about may be shown whole: it is theirs to know
+        click.echo(f"sigmatch: {number} is not a subscriber of {config}'s profiles"
+                   if status == "unknown" else f"sigmatch: {number} is an inactive subscriber", err=True)
+        sys.exit(EXIT_NOT_A_SUBSCRIBER)
+    judgement = _judged(traces, engine)
+    if judgement.refusal:
+        raise LoadError(judgement.refusal)
+    engine.watch([int(number)])
+    engine.replay(list(traces), drain=True, progress=progress, keep=False)
+    doc = engine.explanation(int(number))
+    if as_json:
+        click.echo(json.dumps(doc, indent=1))
+    else:
+        click.echo(format_text(doc, engine.config.utc_offset_ms))
+
+
 @main.command()
 @click.argument("outputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True,
@@ -514,9 +558,12 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 @click.option("--keep-done", "keep_done", multiple=True, metavar="DURATION|SIZE",
               help="Delete the oldest files of SPOOL/done/ beyond this age (90m, 12h, 7d) or total size (500MB, "
                    "50GB), only what no checkpoint needs again; repeatable (both limits apply) [default: keep all].")
+@click.option("--watch", "watch_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="Explain these subscribers from start-up (one MSISDN a line, or a .csv/.roar list): "
+                   "GET /subscriber/{msisdn}/explain on the lookup; PUT/DELETE /watch/{msisdn} changes the list.")
 @_one_line_errors
 def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_connections, from_stdin: bool, fmt,
-        lookup, lookup_token, metrics, checkpoint_every, idle_advance, spool_owners, settle, keep_done):
+        lookup, lookup_token, metrics, checkpoint_every, idle_advance, spool_owners, settle, keep_done, watch_path):
     """Run as a service over a spool directory, TCP producers or standard input (or several
     of them, as one stream), exactly once across crashes; SIGTERM stops."""
     from engine.service.daemon import run_spool
@@ -546,7 +593,8 @@ def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_c
     sys.exit(run_spool(config, out, state, spool, format=fmt, lookup=lookup_at, lookup_token=lookup_token,
                        metrics=metrics_at, idle_advance_s=idle_advance,
                        stdin=sys.stdin.buffer if from_stdin else None, listen=listen_at,
-                       checkpoint_every_s=checkpoint_every, spool_owners=owners, settle_s=settle, keep_done=keep))
+                       checkpoint_every_s=checkpoint_every, spool_owners=owners, settle_s=settle, keep_done=keep,
+                       watch=watch_path))
 
 
 @main.command()

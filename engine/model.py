@@ -36,7 +36,7 @@ from engine.language.config import POWER_OFF
 from engine.errors import StreamError
 from engine.records import (
     BAD_REASONS, DEAD_LETTER_BYTES, DEAD_LETTER_SPAN_BITS, FUNNEL, KIND_CONTROL, KIND_GLOBAL_CONTROL, KIND_SEND,
-    KINDS,
+    KINDS, RECHECKS,
 )
 
 __all__ = ["ReferenceModel"]
@@ -228,7 +228,8 @@ class ReferenceModel:
     bad_events_by_field, unknown_subscribers and late_events. State carries over from one
     feed() to the next. A dead letter is (offset, reason, field, count, bytes_hex) as in the file."""
 
-    def __init__(self, config, profiles, lists, areas, *, max_event_bytes: int = 65536):
+    def __init__(self, config, profiles, lists, areas, *, max_event_bytes: int = 65536,
+                 record_takers: bool = False, watch=()):
         self.config = config
         self.max_event_bytes = max_event_bytes
         self.campaigns = config.campaigns           # already in priority desc, id asc order
@@ -286,6 +287,14 @@ class ReferenceModel:
         self._created = 0
         self._seq = 0
         self._conversion_seq = 0
+        # (campaign id, taker id, rule) -> contacts lost through min_gap, max_per_day or
+        # max_in_window to the campaign of the latest contact, when record_takers
+        self.takers: dict[tuple[str, str, str], int] | None = {} if record_takers else None
+        # msisdn -> the entries of engine/closedloop/explain.py (the explanation's shape) of
+        # each event and timer of a watched subscriber; _entry is the one being written
+        self.explanations: dict[int, list[dict]] = {int(m): [] for m in watch}
+        self._entry = None
+        self._type_names = {code: name for name, code in config.event_types.items()}
 
     # -- the stream
     def feed(self, data) -> None:
@@ -445,6 +454,10 @@ class ReferenceModel:
         if i is None:
             self.unknown_subscribers += 1
             return
+        entry = self._entry = None
+        if e.msisdn in self.explanations:
+            entry = self._entry = {"ts": ts, "type": self._type_names[e.type], "event_ts": e.ts, "cell": e.cell,
+                                   "conversions": [], "campaigns": [], "emissions": []}
         # 3. state
         previous_cell = self._cell.get(i, 0)
         if e.cell != 0:
@@ -476,8 +489,15 @@ class ReferenceModel:
                     self._conversion_seq += 1
                     self.conversions.append((self._conversion_seq, ts, c.id, e.msisdn, contact.seq,
                                              KINDS[contact.kind]))
+                    if entry is not None:
+                        entry["conversions"].append({"campaign": c.id, "seq": self._conversion_seq,
+                                                     "contact_seq": contact.seq, "kind": KINDS[contact.kind]})
                     self.funnel[c.id]["converted_" + KINDS[contact.kind]] += 1
-        # 6. matching
+        # 6. matching; campaigns of one event never change each other's matching, so the
+        # explanation may name each one's first failing condition before any is emitted
+        if entry is not None:
+            entry["campaigns"] = [{"id": c.id, "result": self._first_failure(c, i, e, ts, previous_cell) or "matched"}
+                                  for c in self.campaigns if e.type in c.on]
         for index, c in enumerate(self.campaigns):
             if e.type not in c.on or not self._matches(c, i, e, ts, previous_cell):
                 continue
@@ -486,15 +506,23 @@ class ReferenceModel:
                 self._emit(c, i, ts, ts, e.cell, delayed=False)
             elif len(self._pending) >= self.config.max_pending:
                 self.funnel[c.id]["overflow"] += 1
+                if entry is not None:
+                    entry["emissions"].append({"campaign": c.id, "ts": ts, "overflow": True})
             else:
                 self.funnel[c.id]["scheduled"] += 1
                 self._pending.add((i, c.id))
                 self._created += 1
                 heapq.heappush(self._timers, (ts + c.delay_ms, self._created, index, i, ts, e.cell))
+                if entry is not None:
+                    entry["emissions"].append({"campaign": c.id, "ts": ts, "scheduled": ts + c.delay_ms})
         # 8. markers, after matching: an event never sees itself
         for mk in self.config.markers:
             if e.type in mk.on and (e.flags & mk.flags) == mk.flags and (mk.arg is None or e.arg == mk.arg):
                 self._marker[(i, mk.name)] = ts
+        if entry is not None:
+            entry["state"] = self._state(i, ts)
+            self.explanations[e.msisdn].append(entry)
+            self._entry = None
 
     def _live_on(self, c, t: int) -> bool:
         """t's local date lies within the campaign's start/end (both included)."""
@@ -505,55 +533,98 @@ class ReferenceModel:
                 and (c.end is None or date <= (c.end.year, c.end.month, c.end.day)))
 
     def _matches(self, c, i: int, e: Event, ts: int, previous_cell: int) -> bool:
+        return self._first_failure(c, i, e, ts, previous_cell) is None
+
+    def _first_failure(self, c, i: int, e: Event, ts: int, previous_cell: int):
+        """The first condition of step 6 that the campaign fails, named as
+        engine.records.CONDITIONS names it, in that order; None when it matches."""
         msisdn = e.msisdn
         contact = self._contact.get((i, c.id))
-        if not c.enabled or not self._live_on(c, ts):
-            return False
-        if (e.flags & c.flags) != c.flags or (c.arg is not None and e.arg != c.arg):
-            return False
-        if not self._in_audience(c, msisdn):
-            return False
+        if not c.enabled:
+            return "enabled"
+        if not self._live_on(c, ts):
+            return "dates"
+        if (e.flags & c.flags) != c.flags:
+            return "flags"
+        if c.arg is not None and e.arg != c.arg:
+            return "arg"
+        if c.audience is not None and msisdn not in self.lists[c.audience]:
+            return "audience"
+        if any(msisdn in self.lists[name] for name in c.exclude):
+            return "exclude"
         if any(msisdn in self.lists[name] for name in self.config.policy.blacklist):
-            return False
+            return "blacklist"
         if c.id in self.where and not self.where[c.id][i]:
-            return False
+            return "where"
         if c.peer_in is not None and (e.peer == 0 or e.peer not in self.lists[c.peer_in]):
-            return False
+            return "peer_in"
         if c.area is not None:
             if not self._in_area(e.cell, c.area):
-                return False
+                return "area"
             if c.enter and self._in_area(previous_cell, c.area):
-                return False
+                return "enter"
+        if c.hours is not None and not _in_window(self._minute(ts), c.hours):
+            return "hours"
         if not self._in_hours(c, ts):
-            return False
+            return "days"
         if c.counter is not None and self._counter_value(i, c.counter, ts) < c.at_least:
-            return False
+            return "counter"
         if c.id in self.when and not self._when(c, i, ts):
-            return False
+            return "when"
         for cond in c.after:
             t = self._marker.get((i, cond.marker))
             if t is None or ts - t >= cond.within_ms:
-                return False
+                return "after"
         for cond in c.not_after:
             t = self._marker.get((i, cond.marker))
             if t is not None and ts - t < cond.within_ms:
-                return False
+                return "not_after"
         if c.anniversary is not None and not self._anniversary(c, i, ts):
-            return False
+            return "anniversary"
         if c.stop_after is not None and self._streak.get((i, c.id), 0) >= c.stop_after:
-            return False
+            return "stop_after"
         if c.once and contact is not None:
-            return False
+            return "once"
         if contact is not None and ts < contact.ts + c.cooldown_ms:
-            return False
-        return (i, c.id) not in self._pending
+            return "cooldown"
+        if (i, c.id) in self._pending:
+            return "pending"
+        return None
+
+    def _state(self, i: int, t: int) -> dict:
+        """A subscriber's state at t, in the explanation's shape (engine/closedloop/explain.py)."""
+        contacts = {}
+        for c in self.campaigns:
+            contact = self._contact.get((i, c.id))
+            if contact is not None:
+                contacts[c.id] = {"ts": contact.ts, "seq": contact.seq, "kind": KINDS[contact.kind],
+                                  "converted": contact.converted, "streak": self._streak.get((i, c.id), 0)}
+        return {
+            "cell": self._cell.get(i, 0),
+            "powered_on": i not in self._powered_off,
+            "last_contact": self._last_contact.get(i),
+            "contacts_today": self._day_count.get((i, self._day(t)), 0),
+            "counters": {k.name: v for k in self.config.counters if (v := self._counter_value(i, k.name, t))},
+            "markers": {mk.name: self._marker[(i, mk.name)] for mk in self.config.markers if (i, mk.name) in self._marker},
+            "contacts": contacts,
+            "pending": [c.id for c in self.campaigns if (i, c.id) in self._pending],
+        }
 
     # 7. emission
     def _fire(self, timer) -> None:
         due, _, index, i, trigger_ts, cell = timer
         c = self.campaigns[index]
+        msisdn = self.msisdns[i]
+        self._entry = None
+        if msisdn in self.explanations:
+            self._entry = {"ts": due, "type": "timer", "campaign": c.id, "trigger_ts": trigger_ts, "cell": cell,
+                           "conversions": [], "campaigns": [], "emissions": []}
         self._pending.discard((i, c.id))
         self._emit(c, i, due, trigger_ts, cell, delayed=True)
+        if self._entry is not None:
+            self._entry["state"] = self._state(i, due)
+            self.explanations[msisdn].append(self._entry)
+            self._entry = None
 
     def _recheck(self, rule: str, c, i: int, t: int) -> bool:
         if rule == "area":
@@ -605,23 +676,38 @@ class ReferenceModel:
         return None
 
     def _emit(self, c, i: int, t: int, trigger_ts: int, cell: int, *, delayed: bool) -> None:
+        outcome = self._emission(c, i, t, trigger_ts, cell, delayed=delayed)
+        if self._entry is not None:
+            self._entry["emissions"].append({"campaign": c.id, "ts": t, **outcome})
+
+    def _emission(self, c, i: int, t: int, trigger_ts: int, cell: int, *, delayed: bool) -> dict:
+        """Step 7; returns what the explanation says of it: {"suppressed": rule} (with
+        "recheck": the first that failed, in the SPEC's order) or {"seq", "kind"}."""
         funnel = self.funnel[c.id]
         if not c.enabled:
             funnel["disabled"] += 1
-            return
+            return {"suppressed": "disabled"}
         if not self._live_on(c, t):
             funnel["ended"] += 1
-            return
-        if delayed and not all(self._recheck(rule, c, i, t) for rule in sorted(c.recheck)):
+            return {"suppressed": "ended"}
+        failed = next((rule for rule in RECHECKS if rule in c.recheck and not self._recheck(rule, c, i, t)),
+                      None) if delayed else None
+        if failed is not None:
             funnel["recheck_failed"] += 1
-            return
+            return {"suppressed": "recheck_failed", "recheck": failed}
         if delayed and self._marked_since(c, i, trigger_ts):
             funnel["absent"] += 1
-            return
+            return {"suppressed": "absent"}
         reason = self._policy(c, i, t) or self._budget(c, t)
         if reason is not None:
             funnel[reason] += 1
-            return
+            rule = reason.removeprefix("suppressed_")
+            if self.takers is not None and rule in ("min_gap", "max_per_day", "max_in_window"):
+                latest = max((self._contact[(i, other.id)].seq, other.id) for other in self.campaigns
+                             if (i, other.id) in self._contact)
+                key = (c.id, latest[1], rule)
+                self.takers[key] = self.takers.get(key, 0) + 1
+            return {"suppressed": rule}
         msisdn = self.msisdns[i]
         if zlib.crc32(f"{msisdn}:global".encode()) % 10000 < self.config.policy.global_holdout_threshold:
             kind = KIND_GLOBAL_CONTROL
@@ -643,3 +729,4 @@ class ReferenceModel:
                 counts[key] = counts.get(key, 0) + 1
         self.actions.append((self._seq, t, c.id, msisdn, c.channel, c.template, KINDS[kind],
                              trigger_ts, cell))
+        return {"seq": self._seq, "kind": KINDS[kind]}

@@ -9,7 +9,7 @@ __all__ = [
     "EVENT_DTYPE", "ACTION_DTYPE", "CONVERSION_DTYPE", "DEAD_LETTER_DTYPE", "DEAD_LETTER_BYTES",
     "DEAD_LETTER_SPAN_BITS", "KIND_SEND", "KIND_CONTROL", "KINDS", "BAD_REASONS", "BAD_FIELDS",
     "STREAM_STATUSES", "FUNNEL", "FUNNEL_UNNAMED", "KIND_GLOBAL_CONTROL", "ACTION_COLUMNS", "CONVERSION_COLUMNS",
-    "DEAD_LETTER_COLUMNS",
+    "DEAD_LETTER_COLUMNS", "EXPLAIN_DTYPE", "EXPLAIN_LINES", "MATCH_CONDITIONS", "RECHECKS", "TAKER_RULES",
 ]
 
 KIND_SEND = 0
@@ -100,3 +100,31 @@ assert DEAD_LETTER_DTYPE.itemsize == 88
 ACTION_COLUMNS = ("seq", "ts", "campaign", "msisdn", "channel", "template", "kind", "trigger_ts", "cell")
 CONVERSION_COLUMNS = ("seq", "ts", "campaign", "msisdn", "contact_seq", "kind")
 DEAD_LETTER_COLUMNS = ("offset", "reason", "field", "count", "bytes_hex")
+
+
+# The explanation of a watched subscriber (engine/_explain.pxi, ExplainC): one line per record,
+# `what` indexes EXPLAIN_LINES; engine/closedloop/explain.py reads them back.
+EXPLAIN_DTYPE = np.dtype([
+    ("ts", "<i8"), ("other", "<i8"), ("seq", "<u8"), ("subscriber", "<u4"), ("value", "<u4"),
+    ("cell", "<u4"), ("what", "<u2"), ("campaign", "<u2"), ("code", "<u2"), ("kind", "<u2"), ("_pad", "<u4"),
+])
+EXPLAIN_LINES = ("event", "conversion", "match", "emit", "scheduled", "overflow", "timer", "state",
+                 "counter", "marker", "contact")
+
+# What `explain` says of a campaign of an event's type: "matched", or the first condition of
+# SPEC §3 step 6 that failed, in this order. The core gives "eligibility" for audience,
+# exclude, blacklist and where together (one bit); the explanation tells them apart.
+MATCH_CONDITIONS = (
+    "matched", "enabled", "dates", "flags", "arg", "eligibility", "peer_in", "area", "enter", "hours",
+    "days", "counter", "when", "after", "not_after", "anniversary", "stop_after", "once", "cooldown",
+    "pending",
+)
+CONDITIONS = ("enabled", "dates", "flags", "arg", "audience", "exclude", "blacklist", "where", "peer_in",
+              "area", "enter", "hours", "days", "counter", "when", "after", "not_after", "anniversary",
+              "stop_after", "once", "cooldown", "pending")
+
+# recheck rules in the SPEC's order, by the core's bit (RECHECK_AREA = 1 << 0, ...)
+RECHECKS = ("area", "powered_on", "audience", "hours")
+
+# The policy rules through which a campaign loses a contact to another's (`diff`), by code.
+TAKER_RULES = ("min_gap", "max_per_day", "max_in_window")

@@ -109,8 +109,10 @@ def assert_same_outcome(run, model) -> None:
 class CoreBackend:
     """engine.api.Engine behind the reference model's interface."""
 
-    def __init__(self, config, profiles, lists, areas, *, max_event_bytes: int = 65536):
-        self.engine = Engine(config, World(profiles, lists, areas), max_event_bytes=max_event_bytes)
+    def __init__(self, config, profiles, lists, areas, *, max_event_bytes: int = 65536,
+                 record_takers: bool = False):
+        self.engine = Engine(config, World(profiles, lists, areas), max_event_bytes=max_event_bytes,
+                             record_takers=record_takers)
         self.actions: list[tuple] = []
         self.conversions: list[tuple] = []
         self.dead_letters: list[tuple] = []
@@ -139,6 +141,10 @@ class CoreBackend:
     @property
     def funnel(self) -> dict:
         return {cid: {k: f[k] for k in FUNNEL} for cid, f in self.engine.stats["campaigns"].items()}
+
+    @property
+    def takers(self):
+        return self.engine.takers() if self.engine.record_takers else None
 
     @property
     def unknown_subscribers(self) -> int:

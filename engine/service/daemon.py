@@ -272,6 +272,13 @@ def sd_notify(state: str) -> None:
             log.warning("cannot notify systemd: %s", e)
 
 
+# explain in the service: at most WATCH_MAX subscribers watched at once, each with a ring of
+# its last WATCH_RING entries (events and timers), so the memory it takes is bounded
+# (docs/operations.md: about 1 KiB an entry, 100 MiB at most)
+WATCH_MAX = 100
+WATCH_RING = 1000
+
+
 class SpoolDaemon:
     def __init__(self, config: Path, out: Path, state: Path, spool: Path, *,
                  format: Optional[str] = None, poll_s: float = 0.5,
@@ -279,8 +286,10 @@ class SpoolDaemon:
                  metrics: Optional[tuple[str, int]] = None, idle_advance_s: Optional[float] = None,
                  stdin=None, listen: Optional[tuple[str, int]] = None, checkpoint_every_s: float = 10.0,
                  spool_owners: Optional[Iterable[int]] = None, settle_s: float = SETTLE_S,
-                 keep_done: Sequence[tuple[str, float]] = ()):
+                 keep_done: Sequence[tuple[str, float]] = (), watch: Optional[Path] = None):
         self.config_path = Path(config)
+        # subscribers to explain from the start (`--watch FILE`); the lookup adds and removes more
+        self.watch_path = Path(watch) if watch is not None else None
         self.out = Path(out)
         self.state = Path(state)
         self.spool = Path(spool) if spool is not None else None
@@ -725,6 +734,7 @@ class SpoolDaemon:
         has a cost per call, and file boundaries are decided per record, so batching changes
         no file), and all of them with `flush` (before a checkpoint seals the files)."""
         core = self.engine._core
+        self.engine.collect_explanations()      # into each watched subscriber's ring
         for name, take in (("actions", core.take_actions), ("conversions", core.take_conversions),
                            ("dead_letters", core.take_dead_letters)):
             records = take()
@@ -953,6 +963,8 @@ class SpoolDaemon:
         # this service's own user always: the journal files beside a spool are its own
         self.spool_owners.add(os.geteuid())
         extra = self._restore()
+        if self.watch_path is not None:
+            self._watch_file()
         self._roll_forward(extra)
         core = self.engine._core
         if not extra:
@@ -976,7 +988,7 @@ class SpoolDaemon:
         if self.lookup:
             from engine.service.lookup import LookupServer
             server = LookupServer(self._view, *self.lookup, token=self.lookup_token,
-                                  metrics=self.metrics).start()
+                                  metrics=self.metrics, explain=self._explain, watch=self._watch).start()
             self.servers.append(server)
             log.info("lookup on %s:%d", *server.address[:2])
         sources = ", ".join(
@@ -1308,6 +1320,50 @@ class SpoolDaemon:
         from engine.service.lookup import policy_view
         with self.lock:
             return policy_view(self.engine, msisdn)
+
+    # -- explain: the watched subscribers (a bounded ring of entries each)
+
+    def _watch_file(self) -> None:
+        """`--watch FILE` (one MSISDN a line, or .csv/.roar as lists are read): watched from
+        start-up. Numbers that are no subscriber are counted in a warning, never listed."""
+        from loaders.lists import load_list
+        numbers = [int(m) for m in load_list(self.watch_path)]
+        known = [m for m in numbers if self.engine.subscriber_status(m) != "unknown"]
+        if len(known) < len(numbers):
+            log.warning(f"--watch {self.watch_path}: {len(numbers) - len(known):,} numbers are no subscriber; "
+                        "not watched")
+        if len(known) > WATCH_MAX:
+            log.warning(f"--watch {self.watch_path}: {len(known):,} numbers; the first {WATCH_MAX:,} are watched")
+            known = known[:WATCH_MAX]
+        self.engine.watch(known, ring=WATCH_RING)
+        log.info(f"watching {len(known):,} subscribers (explain: the last {WATCH_RING:,} events each)")
+
+    def _explain(self, msisdn: int, last: Optional[int]):
+        """GET /subscriber/{msisdn}/explain?last=N: None when the number is not watched."""
+        with self.lock:
+            if msisdn not in self.engine.watched:
+                return None
+            return self.engine.explanation(msisdn, last)
+
+    def _watch(self, method: str, msisdn: Optional[int]) -> tuple[int, dict]:
+        """GET /watch, PUT /watch/{msisdn}, DELETE /watch/{msisdn}: (HTTP status, body)."""
+        with self.lock:
+            watched = self.engine.watched
+            if method == "GET":
+                return 200, {"watched": [str(m) for m in watched], "max": WATCH_MAX, "ring": WATCH_RING}
+            if method == "PUT":
+                if msisdn in watched:
+                    return 200, {"msisdn": str(msisdn), "watched": True}
+                if self.engine.subscriber_status(msisdn) == "unknown":
+                    return 404, {"error": f"{msisdn} is not a subscriber"}
+                if len(watched) >= WATCH_MAX:
+                    return 409, {"error": f"{WATCH_MAX:,} subscribers are watched already: DELETE one first"}
+                self.engine.watch(watched + [msisdn], ring=WATCH_RING)
+                return 201, {"msisdn": str(msisdn), "watched": True}
+            if msisdn not in watched:
+                return 404, {"error": f"{msisdn} is not watched"}
+            self.engine.watch([m for m in watched if m != msisdn], ring=WATCH_RING)
+            return 200, {"msisdn": str(msisdn), "watched": False}
 
 
 def _route_signals(daemon: SpoolDaemon) -> Callable[[], None]:

@@ -31,6 +31,10 @@ log = logging.getLogger("sigmatch.lookup")
 
 # the number as a person types it: `+86...`, `0086...`, with spaces (%20) or dashes
 _PATH = re.compile(r"/subscriber/([^/?#]{1,64})", re.IGNORECASE)
+# the explanation of a watched subscriber, the last N entries (default: all the ring holds)
+_EXPLAIN = re.compile(r"/subscriber/([^/?#]{1,64})/explain(?:\?last=([0-9]{1,9}))?", re.IGNORECASE)
+# the watch list: GET /watch; PUT or DELETE /watch/{msisdn}
+_WATCH = re.compile(r"/watch(?:/([^/?#]{1,64}))?", re.IGNORECASE)
 
 
 def policy_view(engine, msisdn: int) -> Optional[dict]:
@@ -147,7 +151,7 @@ def _when_holds(text: str, counters: dict) -> bool:
 # and it is echoed back whole).
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _DIGIT_RUN = re.compile(r"[0-9]{7,}")
-_NUMBER_IN_LOG = re.compile(r"""(/subscriber/)([^/?#]*?)(?=[/?#"']| HTTP/|$)|(msisdn=)([^&#]*?)(?=[&#"']| HTTP/|$)""",
+_NUMBER_IN_LOG = re.compile(r"""(/subscriber/|/watch/)([^/?#]*?)(?=[/?#"']| HTTP/|$)|(msisdn=)([^&#]*?)(?=[&#"']| HTTP/|$)""",
                             re.IGNORECASE)
 
 # Lookups are short (one subscriber, the engine's lock held for microseconds between two
@@ -174,6 +178,9 @@ def request_log_text(text: str) -> str:
     return _DIGIT_RUN.sub(lambda m: mask_msisdn(m[0]), text)
 
 
+_FAILED = object()       # a handler's call that failed and was answered 500
+
+
 class LookupServer:
     """`GET /subscriber/{msisdn}` on host:port. `view(msisdn)` is called with the engine's
     lock held by the caller's function; this server never touches the engine directly.
@@ -183,7 +190,12 @@ class LookupServer:
 
     def __init__(self, view: Callable[[int], Optional[dict]], host: str, port: int, token: str, *,
                  metrics=None, workers: int = LOOKUP_WORKERS, max_connections: int = LOOKUP_MAX_CONNECTIONS,
-                 request_timeout_s: float = LOOKUP_REQUEST_TIMEOUT_S):
+                 request_timeout_s: float = LOOKUP_REQUEST_TIMEOUT_S,
+                 explain: Optional[Callable[[int, Optional[int]], Optional[dict]]] = None,
+                 watch: Optional[Callable[[str, Optional[int]], tuple[int, dict]]] = None):
+        """`explain(msisdn, last)`: a watched subscriber's explanation, None when not watched
+        (GET /subscriber/{msisdn}/explain?last=N). `watch(method, msisdn)`: (status, body) for
+        GET /watch, PUT and DELETE /watch/{msisdn}. Without them those paths are 404."""
         if not token:
             raise ValueError("the lookup needs a bearer token (--lookup-token or SIGMATCH_LOOKUP_TOKEN)")
         expected = f"Bearer {token}".encode()
@@ -191,26 +203,80 @@ class LookupServer:
         class Handler(BaseHTTPRequestHandler):
             server_version = "sigmatch"
 
-            def do_GET(self):
+            def _authorised(self) -> bool:
                 given = (self.headers.get("Authorization") or "").encode()
                 if not hmac.compare_digest(given, expected):
                     self._reply(401, {"error": "a bearer token is required"},
                                 {"WWW-Authenticate": 'Bearer realm="sigmatch"'})
+                    return False
+                return True
+
+            def _number(self, text: str) -> Optional[int]:
+                msisdn = normalise_msisdn(unquote(text))
+                if msisdn is None:
+                    self._reply(400, {"error": "not an MSISDN: E.164 digits, at most 15, e.g. 8613800138000 "
+                                               "(a leading + or 00, spaces and dashes are allowed)"})
+                return msisdn
+
+            def _call(self, fn, *args):
+                try:
+                    return fn(*args)
+                except Exception as e:      # the engine's failure, not the client's: one line
+                    log.error("lookup failed: %s: %s", type(e).__name__, e)
+                    self._reply(500, {"error": "the lookup failed; see the service's log"})
+                    return _FAILED
+
+            def _watch_request(self, method: str) -> None:
+                if not self._authorised():
+                    return
+                match = _WATCH.fullmatch(self.path)
+                if watch is None or not match or (method == "GET") != (match[1] is None):
+                    self._reply(404, {"error": "use GET /watch, PUT /watch/{msisdn} or DELETE /watch/{msisdn}"})
+                    return
+                msisdn = None
+                if match[1] is not None:
+                    msisdn = self._number(match[1])
+                    if msisdn is None:
+                        return
+                answer = self._call(watch, method, msisdn)
+                if answer is not _FAILED:
+                    self._reply(*answer)
+
+            def do_PUT(self):
+                self._watch_request("PUT")
+
+            def do_DELETE(self):
+                self._watch_request("DELETE")
+
+            def do_GET(self):
+                if not self._authorised():
+                    return
+                if _WATCH.fullmatch(self.path):
+                    self._watch_request("GET")
+                    return
+                match = _EXPLAIN.fullmatch(self.path)
+                if match and explain is not None:
+                    msisdn = self._number(match[1])
+                    if msisdn is None:
+                        return
+                    body = self._call(explain, msisdn, int(match[2]) if match[2] is not None else None)
+                    if body is _FAILED:
+                        return
+                    if body is None:
+                        self._reply(404, {"error": f"{msisdn} is not watched: PUT /watch/{msisdn} first (the "
+                                                   "explanation covers the events from then on)"})
+                    else:
+                        self._reply(200, body)
                     return
                 match = _PATH.fullmatch(self.path)
                 if not match:
                     self._reply(404, {"error": "use GET /subscriber/{msisdn}"})
                     return
-                msisdn = normalise_msisdn(unquote(match[1]))
+                msisdn = self._number(match[1])
                 if msisdn is None:
-                    self._reply(400, {"error": "not an MSISDN: E.164 digits, at most 15, e.g. 8613800138000 "
-                                               "(a leading + or 00, spaces and dashes are allowed)"})
                     return
-                try:
-                    body = view(msisdn)
-                except Exception as e:      # the engine's failure, not the client's: one line
-                    log.error("lookup failed: %s: %s", type(e).__name__, e)
-                    self._reply(500, {"error": "the lookup failed; see the service's log"})
+                body = self._call(view, msisdn)
+                if body is _FAILED:
                     return
                 if body is None:
                     self._reply(404, {"error": f"{msisdn} is not a subscriber (numbers are compared as "
