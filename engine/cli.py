@@ -214,7 +214,7 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, 
     engine = Engine.from_config(config)
     status = engine.subscriber_status(int(number))
     if status != "active":
-        # the number the user asked about may be shown whole: it is theirs to know
+        # standard error is masked (engine.privacy), this number too; stdout would show it whole
         click.echo(f"sigmatch: {number} is not a subscriber of {config}'s profiles"
                    if status == "unknown" else f"sigmatch: {number} is an inactive subscriber", err=True)
         sys.exit(EXIT_NOT_A_SUBSCRIBER)

@@ -110,9 +110,11 @@ class CoreBackend:
     """engine.api.Engine behind the reference model's interface."""
 
     def __init__(self, config, profiles, lists, areas, *, max_event_bytes: int = 65536,
-                 record_takers: bool = False):
+                 record_takers: bool = False, watch=()):
         self.engine = Engine(config, World(profiles, lists, areas), max_event_bytes=max_event_bytes,
                              record_takers=record_takers)
+        if watch:
+            self.engine.watch(watch)
         self.actions: list[tuple] = []
         self.conversions: list[tuple] = []
         self.dead_letters: list[tuple] = []
@@ -141,6 +143,11 @@ class CoreBackend:
     @property
     def funnel(self) -> dict:
         return {cid: {k: f[k] for k in FUNNEL} for cid, f in self.engine.stats["campaigns"].items()}
+
+    @property
+    def explanations(self) -> dict:
+        """{msisdn: entries} of the watched subscribers, as the model's `explanations`."""
+        return {m: self.engine.explanation(m)["events"] for m in self.engine.watched}
 
     @property
     def takers(self):
