@@ -137,3 +137,28 @@ def test_a_timer_names_the_recheck_that_failed_and_the_policy_rule(backend):
     timers = [e for e in m.explanations[B] if e["type"] == "timer"]
     assert timers[0]["emissions"] == [{"campaign": "later", "ts": T0 + 12 * MINUTE, "suppressed": "min_gap"}]
     assert timers[0]["state"]["powered_on"] and timers[0]["state"]["contacts_today"] == 1
+
+
+def test_a_reload_carries_the_watch_list_and_the_takers():
+    """Entries and takers outlive a reload by campaign id; a watched number the new profiles
+    lack is inactive, and its events say so."""
+    from pathlib import Path
+    import numpy as np
+    from engine.language.compile import World
+    from tests.backends import Profiles
+    m = build("core", campaign("a", priority=2), campaign("b", priority=1), policy=PolicySpec(min_gap_ms=HOUR),
+              record_takers=True, watch=[A, B])
+    run(m, ev(T0), ev(T0 + MINUTE, msisdn=B))
+    engine = m.engine
+    assert engine.takers() == {("b", "a", "min_gap"): 2}
+    config = engine.config
+    new = engine._reloaded(type(config)(**{**config.__dict__, "campaigns": config.campaigns[1:]}),
+                           World(Profiles(Path("p"), np.array([B, C], dtype=np.uint64), {}), {}, {}))
+    assert new.watched == [A, B] and new.takers() == {("b", "a", "min_gap"): 2}
+    new.replay(ev(T0 + 2 * HOUR) + ev(T0 + 2 * HOUR, msisdn=B))
+    events = new.explanation(A)["events"]
+    assert len(events) == 2 and events[-1] == {"ts": T0 + 2 * HOUR, "type": "CALL_MO_END", "event_ts": T0 + 2 * HOUR,
+                                               "cell": 0, "inactive": True, "conversions": [], "campaigns": [],
+                                               "emissions": []}
+    assert new.explanation(A)["status"] == "inactive"
+    assert new.explanation(B)["events"][-1]["campaigns"] == [{"id": "b", "result": "matched"}]
