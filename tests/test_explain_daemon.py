@@ -37,7 +37,7 @@ def test_the_service_explains_a_watched_subscriber(world, tmp_path):  # noqa: F8
                  args=["--lookup", f"127.0.0.1:{port}", "--lookup-token", TOKEN, "--watch", str(watch_file)])
     try:
         base = f"http://127.0.0.1:{port}"
-        assert call("GET", f"{base}/watch") == (200, {"watched": [str(watched)], "max": 100, "ring": 1000})
+        assert call("GET", f"{base}/watch") == (200, {"watched": [str(watched)], "max": 100, "ring": 200})
         for trace in generated.traces:          # as probes write: another name, then renamed
             temp = spool / f".{trace.name}.part"
             temp.write_bytes(trace.read_bytes())
@@ -57,7 +57,7 @@ def test_the_service_explains_a_watched_subscriber(world, tmp_path):  # noqa: F8
         assert status == 200 and body["events"] == whole["events"][-3:]
         assert all({"ts", "type", "campaigns"} <= set(e) for e in body["events"])
         status, body = call("GET", f"{base}/subscriber/{watched}/explain")
-        assert status == 200 and body["events"] == whole["events"][-1000:]
+        assert status == 200 and body["events"] == whole["events"][-200:]
         assert body["actions"] == [a for a in whole["actions"] if any(a in e["emissions"] for e in body["events"])]
 
         other = others[0]

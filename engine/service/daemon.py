@@ -274,9 +274,10 @@ def sd_notify(state: str) -> None:
 
 # explain in the service: at most WATCH_MAX subscribers watched at once, each with a ring of
 # its last WATCH_RING entries (events and timers), so the memory it takes is bounded
-# (docs/operations.md: about 1 KiB an entry, 100 MiB at most)
+# (docs/operations.md: about 4 KiB an entry with a dozen campaigns per event type, so some
+# 80 MiB with every slot full)
 WATCH_MAX = 100
-WATCH_RING = 1000
+WATCH_RING = 200
 
 
 class SpoolDaemon:
