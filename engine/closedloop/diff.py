@@ -254,30 +254,74 @@ class _Contacts:
         self.day0 = int(self.day.min()) if self.n else 0
         self.nr_days = int(self.day.max()) - self.day0 + 1 if self.n else 0
         self.day_index = self.day - self.day0
-        order = np.lexsort((self.trigger_ts, self.msisdn, self.campaign))
+        order = self._grouped()
         new = np.ones(self.n, bool)
         if self.n:
-            new[1:] = ((np.diff(self.campaign[order]) != 0) | (np.diff(self.msisdn[order].astype(np.int64)) != 0)
+            new[1:] = ((np.diff(self.campaign[order]) != 0) | (self.msisdn[order][1:] != self.msisdn[order][:-1])
                        | (np.diff(self.trigger_ts[order]) != 0))
-        group_sorted = np.cumsum(new) - 1
         self.group = np.empty(self.n, np.int64)
-        self.group[order] = group_sorted
-        self.nr_groups = int(group_sorted[-1]) + 1 if self.n else 0
-        self.group_campaign = self.campaign[order][new]      # the campaign of each group
+        self.group[order] = np.cumsum(new) - 1
+        # the groups as runs of `order`: one contact of one side (most of those that differ),
+        # one of each side (most contacts), or more (a key twice: the general case)
+        starts = np.flatnonzero(new)
+        sizes = np.diff(np.append(starts, self.n))
+        first = order[starts]
+        self.single = first[sizes == 1]
+        pair = starts[sizes == 2]
+        one_each = self.side[order[pair]] != self.side[order[pair + 1]]
+        pair = pair[one_each]
+        a_first = self.side[order[pair]] == 0
+        self.pair_a = np.where(a_first, order[pair], order[pair + 1])
+        self.pair_b = np.where(a_first, order[pair + 1], order[pair])
+        general = (sizes > 2) | ((sizes == 2) & ~np.isin(starts, pair))
+        self.general = order[np.repeat(general, sizes)]           # rows of the other groups
+
+    def _grouped(self) -> np.ndarray:
+        """An order of the rows in which equal keys (campaign, msisdn, trigger_ts) are next to
+        each other: by a 64-bit hash of the key (one sort of one column), or by the key itself
+        (three) when two keys share a hash."""
+        if not self.n:
+            return np.zeros(0, np.intp)
+        with np.errstate(over="ignore"):
+            h = (self.campaign.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+                 ^ self.msisdn.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+                 ^ self.trigger_ts.astype(np.uint64) * np.uint64(0x94D049BB133111EB))
+            h ^= h >> np.uint64(31)
+            h *= np.uint64(0xD6E8FEB86659FD93)
+            h ^= h >> np.uint64(32)
+        order = np.argsort(h)
+        same_hash = h[order][1:] == h[order][:-1]
+        c, m, t = self.campaign[order], self.msisdn[order], self.trigger_ts[order]
+        other_key = (c[1:] != c[:-1]) | (m[1:] != m[:-1]) | (t[1:] != t[:-1])
+        if (same_hash & other_key).any():
+            return np.lexsort((self.trigger_ts, self.msisdn, self.campaign))
+        return order
 
     def changes(self, unit: np.ndarray, nr_units: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Contacts matched within each unit (a code per row, < nr_units): per (group, unit)
-        the gained (B's rows past A's) and lost (A's past B's); as (group, unit, gained, lost)
-        of the pairs where either is non-zero."""
-        key = self.group * nr_units + unit
+        """Contacts matched within each unit (a code per row, < nr_units): for each key and
+        unit, the gained (B's rows past A's) and lost (A's past B's); as (campaign, unit,
+        gained, lost), not added up, where either is non-zero."""
+        lone_lost = self.single[self.side[self.single] == 0]
+        lone_gained = self.single[self.side[self.single] == 1]
+        moved = unit[self.pair_a] != unit[self.pair_b]
+        lost_rows = np.concatenate([lone_lost, self.pair_a[moved]])
+        gained_rows = np.concatenate([lone_gained, self.pair_b[moved]])
+        rows = self.general
+        key = self.group[rows] * nr_units + unit[rows]
         values, inverse = np.unique(key, return_inverse=True)
-        in_a = np.bincount(inverse[self.side == 0], minlength=len(values))
-        in_b = np.bincount(inverse[self.side == 1], minlength=len(values))
+        in_a = np.bincount(inverse[self.side[rows] == 0], minlength=len(values))
+        in_b = np.bincount(inverse[self.side[rows] == 1], minlength=len(values))
         changed = in_a != in_b
-        gained = np.maximum(in_b - in_a, 0)[changed]
-        lost = np.maximum(in_a - in_b, 0)[changed]
-        values = values[changed]
-        return values // nr_units, values % nr_units, gained, lost
+        # the campaign of a (key, unit): that of any of its rows
+        _, representative = np.unique(inverse, return_index=True)
+        nr_gained, nr_lost = len(gained_rows), len(lost_rows)
+        return (np.concatenate([self.campaign[gained_rows], self.campaign[lost_rows],
+                                self.campaign[rows[representative]][changed]]),
+                np.concatenate([unit[gained_rows], unit[lost_rows], (values % nr_units)[changed]]),
+                np.concatenate([np.ones(nr_gained, np.int64), np.zeros(nr_lost, np.int64),
+                                np.maximum(in_b - in_a, 0)[changed]]),
+                np.concatenate([np.zeros(nr_gained, np.int64), np.ones(nr_lost, np.int64),
+                                np.maximum(in_a - in_b, 0)[changed]]))
 
     def per(self, code: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
         """Contacts per code (< size) on side A and on side B."""
@@ -317,11 +361,10 @@ def build_diff(a: dict, b: dict, *, traces: Sequence = (), state=None) -> dict:
         return np.bincount(code, weights=weights, minlength=size).astype(np.int64)[:size] if size else \
             np.zeros(0, np.int64)
 
-    group, _, gained, lost = contacts.changes(np.zeros(contacts.n, np.int64), 1)
-    owner = contacts.group_campaign[group] if len(group) else np.zeros(0, np.int64)
+    owner, _, gained, lost = contacts.changes(np.zeros(contacts.n, np.int64), 1)
     campaign_gained, campaign_lost = summed(owner, gained, nc), summed(owner, lost, nc)
-    group, day, gained, lost = contacts.changes(contacts.day_index, max(nr_days, 1))
-    code = (contacts.group_campaign[group] if len(group) else group) * nr_days + day
+    owner, day, gained, lost = contacts.changes(contacts.day_index, max(nr_days, 1))
+    code = owner * nr_days + day
     campaign_day_gained, campaign_day_lost = summed(code, gained, nc * nr_days), summed(code, lost, nc * nr_days)
     _, channel, gained, lost = contacts.changes(contacts.channel, max(nch, 1))
     channel_gained, channel_lost = summed(channel, gained, nch), summed(channel, lost, nch)
