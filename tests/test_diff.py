@@ -241,6 +241,29 @@ def test_what_a_new_campaign_adds(diffed):
                      f"{sum(e['lost'] for e in kept):,} lost (net {sum(e['contacts_b'] - e['contacts_a'] for e in kept):+,})"]
 
 
+def test_contacts_taken_through_the_policy_are_each_sides_takers(world, diffed):
+    """taken: each side's Engine.takers; every suppression by min_gap, max_per_day or
+    max_in_window has its taker, so a campaign's pairs add up to its funnel's count."""
+    generated, config_a, config_b = world
+    for side, config in (("a", config_a), ("b", config_b)):
+        engine = Engine.from_config(config, record_takers=True)
+        engine.replay(list(generated.traces), drain=True, keep=False)
+        assert {(r["campaign"], r["by"], r["rule"]): r[side] for r in diffed["taken"] if r[side]} == engine.takers()
+        for cid, entry in diffed["campaigns"].items():
+            funnel = entry[f"funnel_{side}"]
+            if funnel is None:
+                continue
+            for rule in ("min_gap", "max_per_day", "max_in_window"):
+                assert sum(r[side] for r in diffed["taken"] if r["campaign"] == cid and r["rule"] == rule) == \
+                    funnel[f"suppressed_{rule}"], (side, cid, rule)
+    # the new campaign takes contacts from the others in B, and can take none in A
+    took = [r for r in diffed["taken"] if r["by"] == "new_data_offer"]
+    assert took and all(r["a"] == 0 for r in took) and sum(r["b"] for r in took) > 0
+    text = format_diff(diffed)
+    assert f"it takes {sum(r['b'] for r in took):,} contacts from" in text
+    assert "contacts lost to another campaign through the contact policy" in text
+
+
 def test_a_configuration_against_itself_changes_nothing(world):
     generated, config_a, _ = world
     code, stdout, lines = sigmatch("diff", config_a, config_a, *generated.traces, "--json", "--no-progress")
@@ -250,6 +273,7 @@ def test_a_configuration_against_itself_changes_nothing(world):
     assert document["total"]["gained"] == document["total"]["lost"] == 0
     for row in document["budgets"]:
         assert row["reached_a"] == row["reached_b"]
+    assert document["taken"] and all(r["a"] == r["b"] for r in document["taken"])
 
 
 def test_from_a_checkpoint_equals_two_replays_from_it(world, tmp_path):
@@ -296,7 +320,7 @@ def side(config: str, campaigns, actions, *, clock=None, used=None) -> dict:
                     "kind": np.array(columns[4], np.uint8)},
         "funnel": {}, "events": 0, "pending": 0,
         "start": {"clock": clock, "campaigns": used or {}, "channels": {}},
-        "subscribers": (3, 0), "profiles": None,
+        "subscribers": (3, 0), "profiles": None, "takers": [],
     }
 
 
@@ -396,7 +420,7 @@ def test_no_msisdn_in_the_table_the_json_or_the_page(world, replays, tmp_path):
     assert stat.S_IMODE((tmp_path / "d" / "w.html").stat().st_mode) == 0o640
     assert page.count('src="data:image/png;base64,') == 2
     assert "http://" not in page and "https://" not in page and "<script" not in page
-    assert "new_data_offer" in page and "B adds campaign" in page
+    assert "new_data_offer" in page and "B adds campaign" in page and "Contacts lost to another campaign" in page
     _, as_json, _ = sigmatch("diff", config_a, config_b, *generated.traces, "--json", "--no-progress")
     numbers = {r["msisdn"] for rows in replays for r in rows}
     assert len(numbers) > 100

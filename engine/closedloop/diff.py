@@ -32,6 +32,8 @@ The --json document (`DIFF_VERSION` 1):
                   "limit_a": n | null, "limit_b": n | null,
                   "reached_a": ms | null, "reached_b": ms | null,
                   "spent_at_start_a": bool, "spent_at_start_b": bool}],
+     "taken": [{"campaign": id, "by": id | null, "rule": "min_gap" | "max_per_day" | "max_in_window",
+                "a": n, "b": n}],
      "warnings": [line, ...]}
 
     <counts> = {contacts_a, contacts_b, gained, lost}
@@ -41,7 +43,11 @@ Units with no contact on either side are left out of `days`. A budget's `reached
 `ts` (ms, UTC) of the send that brought its use to its limit on that side, null when it was
 not reached; `spent_at_start_*` says the state it started from (a checkpoint) had spent it
 already. A daily budget has a row per local day on which either side reached it; a budget
-reached on no day, a row with `day` null.
+reached on no day, a row with `day` null. `taken`: the contacts `campaign` lost on each side
+through `rule` of the contact policy to campaign `by`, the campaign of the subscriber's latest
+contact, which made the rule fail (Engine.takers; `by` null: a campaign that a reload of the
+checkpoint's configuration removed); pairs with a count on either side. With `--state` they
+count from the checkpoint on.
 """
 from __future__ import annotations
 
@@ -101,7 +107,7 @@ def _engine(config: str, state: Optional[str]):
     configuration, as `sigmatch run` carries it after an edit)."""
     from engine.api import Engine
     if state is None:
-        return Engine.from_config(config)
+        return Engine.from_config(config, record_takers=True)
     from engine.errors import CheckpointError
     from engine.service.checkpoint import CheckpointStore, Loaded, engine_for, read_checkpoint
     path = Path(state)
@@ -112,7 +118,7 @@ def _engine(config: str, state: Optional[str]):
     else:
         header, sections = read_checkpoint(path)
         loaded = Loaded(0, header, sections, path)
-    engine, _ = engine_for(config, loaded)
+    engine, _ = engine_for(config, loaded, record_takers=True)
     return engine
 
 
@@ -149,6 +155,7 @@ def _replay_side(config: str, traces: list[str], state: Optional[str], progress:
         "pending": run.stats["run"]["pending"],
         "start": {"clock": clock, "campaigns": {c.campaigns[k].id: list(v) for k, v in used_campaigns.items()},
                   "channels": dict(used_channels)},
+        "takers": [(campaign, taker, rule, n) for (campaign, taker, rule), n in engine.takers().items()],
         "subscribers": (int(len(msisdn)), zlib.crc32(memoryview(msisdn).cast("B"))),
         "profiles": str(c.profiles) if c.profiles else None,
     }
@@ -417,8 +424,30 @@ def build_diff(a: dict, b: dict, *, traces: Sequence = (), state=None) -> dict:
         "campaigns": campaigns,
         "channels": channel_entries,
         "budgets": _budgets(a, b, offset_ms),
+        "taken": _taken(a, b, ids),
         "warnings": warnings,
     }
+
+
+# --------------------------------------------------------------------------- contacts taken
+
+TAKER_RULES = ("min_gap", "max_per_day", "max_in_window")
+
+
+def _taken(a: dict, b: dict, ids: list[str]) -> list[dict]:
+    """Per (campaign, taker, rule): the contacts the campaign lost on each side to the taker
+    through that rule of the contact policy (Engine.takers: the taker is the campaign of the
+    subscriber's latest contact, which made the rule fail); pairs with a count on either side,
+    in campaign order (A's priority order, then B's new ones), then the taker's."""
+    counts: dict = {}
+    for side, result in enumerate((a, b)):
+        for campaign, taker, rule, n in result["takers"]:
+            counts.setdefault((campaign, taker, rule), [0, 0])[side] += n
+    position = {cid: i for i, cid in enumerate(ids)}
+    order = sorted(counts, key=lambda k: (position.get(k[0], len(ids)), position.get(k[1], len(ids)),
+                                          TAKER_RULES.index(k[2]) if k[2] in TAKER_RULES else len(TAKER_RULES)))
+    return [{"campaign": c, "by": t, "rule": r, "a": counts[(c, t, r)][0], "b": counts[(c, t, r)][1]}
+            for c, t, r in order]
 
 
 def _side(result: dict) -> dict:
@@ -527,6 +556,13 @@ def summary(document: dict) -> list[str]:
         lines.append(f"B adds campaign {cid} ({e['channel_b']}): {plural(e['contacts_b'], 'contact')} "
                      f"({e['sends_b']:,} sends, {e['controls_b']:,} controls, "
                      f"{e['global_controls_b']:,} global controls)")
+        took = [r for r in document["taken"] if r["by"] == cid and r["b"]]
+        if took:
+            by_rule = {rule: sum(r["b"] for r in took if r["rule"] == rule) for rule in TAKER_RULES}
+            losers = sorted({r["campaign"] for r in took})
+            lines.append(f"  it takes {plural(sum(by_rule.values()), 'contact')} from {plural(len(losers), 'campaign')} "
+                         "through the contact policy (" + ", ".join(f"{rule} {n:,}" for rule, n in by_rule.items() if n)
+                         + ")")
     for cid in gone:
         e = campaigns[cid]
         lines.append(f"B drops campaign {cid} ({e['channel_a']}): {plural(e['contacts_a'], 'contact')} in A")
@@ -577,6 +613,15 @@ def budget_rows(document: dict) -> list[list[str]]:
 
 
 _BUDGET_COLUMNS = ["budget", "day", "limit A", "limit B", "reached in A", "reached in B"]
+_TAKEN_COLUMNS = ["campaign", "lost to", "rule", "in A", "in B", "net"]
+TAKEN_SHOWN = 30        # rows of the table; the JSON has them all
+
+
+def taken_rows(document: dict) -> list[list[str]]:
+    """The pairs of `taken`, the largest change first (then the most taken)."""
+    rows = sorted(document["taken"], key=lambda r: (-abs(r["b"] - r["a"]), -max(r["a"], r["b"])))
+    return [[r["campaign"], r["by"] if r["by"] is not None else "(a removed campaign)", r["rule"], f"{r['a']:,}",
+             f"{r['b']:,}", _signed(r["b"] - r["a"])] for r in rows]
 
 
 def format_diff(document: dict, *, legend: bool = True) -> str:
@@ -604,6 +649,13 @@ def format_diff(document: dict, *, legend: bool = True) -> str:
         lines += ["", f"budgets reached (the send that brought the use to the limit, local time "
                       f"UTC{document['utc_offset']}):"]
         lines += _table(_BUDGET_COLUMNS + [""], [r + [""] for r in budget_rows(document)], left=2)
+    if document["taken"]:
+        rows = taken_rows(document)
+        lines += ["", "contacts lost to another campaign through the contact policy (the taker: the campaign of the "
+                      "latest contact, which made the rule fail):"]
+        lines += _table(_TAKEN_COLUMNS + [""], [r + [""] for r in rows[:TAKEN_SHOWN]], left=3)
+        if len(rows) > TAKEN_SHOWN:
+            lines.append(f"... {plural(len(rows) - TAKEN_SHOWN, 'more pair')} in --json (taken)")
     if document["warnings"]:
         lines += [""] + [f"warning: {w}" for w in document["warnings"]]
     if legend:

@@ -305,6 +305,13 @@ p.small { font-size: 0.85em; color: #555; max-width: 60em; }
 <table><tr>{% for c in budget_columns %}<th class="name">{{ c }}</th>{% endfor %}</tr>
 {% for row in budget_rows %}<tr>{% for v in row %}<td class="name">{{ v }}</td>{% endfor %}</tr>
 {% endfor %}</table>{% endif %}
+{% if taken_rows %}<h2>Contacts lost to another campaign</h2>
+<p>Through the contact policy (min_gap, max_per_day, max_in_window); the taker is the campaign of the
+subscriber's latest contact, which made the rule fail.</p>
+<table><tr>{% for c in taken_columns %}<th class="name">{{ c }}</th>{% endfor %}</tr>
+{% for row in taken_rows %}<tr>{% for v in row[:3] %}<td class="name">{{ v }}</td>{% endfor %}
+{% for v in row[3:] %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endif %}
 {% if warnings %}<h2>Warnings</h2><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
 <p class="small">{{ legend }}</p>
 </body></html>
@@ -335,6 +342,7 @@ def write_diff_html(document: dict, path) -> Path:
         state=document["state"], summary=d.summary(document), plots=plots, columns=d._COUNT_COLUMNS,
         campaign_rows=campaign_rows, channel_rows=channel_rows, offset=document["utc_offset"],
         budget_columns=d._BUDGET_COLUMNS, budget_rows=d.budget_rows(document),
+        taken_columns=d._TAKEN_COLUMNS, taken_rows=d.taken_rows(document),
         warnings=document["warnings"], legend=d.LEGEND)
     from engine.sinks import make_private_directories, write_private
     path = Path(path)

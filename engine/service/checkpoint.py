@@ -298,16 +298,17 @@ def _read_exact(f, n: int) -> Optional[bytes]:
     return data if len(data) == n else None
 
 
-def engine_for(config_path, loaded: Loaded) -> tuple["Engine", Optional[int]]:
+def engine_for(config_path, loaded: Loaded, **options) -> tuple["Engine", Optional[int]]:
     """An engine of the configuration, profiles, lists and areas as they are now, holding the
     loaded state. When they are what the checkpoint was written for, it is restored as it was
     (None comes back). When they changed while the service was stopped (a new profile
     snapshot, an edited campaign), the state is carried over as a reload carries it
     (subscribers keep their indexes, new ones appended, gone ones inactive; campaigns by id,
-    counters by name) and the number of pending actions of removed campaigns comes back."""
+    counters by name) and the number of pending actions of removed campaigns comes back.
+    `options` go to the Engine (record_takers)."""
     from engine._core import Core
     from engine.api import Engine
-    engine = Engine.from_config(config_path, keep=loaded.subscribers)
+    engine = Engine.from_config(config_path, keep=loaded.subscribers, **options)
     theirs = loaded.header["fingerprint"]
     scalars = loaded.header["scalars"]
     mine = fingerprint(engine)
