@@ -556,13 +556,14 @@ def summary(document: dict) -> list[str]:
         lines.append(f"B adds campaign {cid} ({e['channel_b']}): {plural(e['contacts_b'], 'contact')} "
                      f"({e['sends_b']:,} sends, {e['controls_b']:,} controls, "
                      f"{e['global_controls_b']:,} global controls)")
-        took = [r for r in document["taken"] if r["by"] == cid and r["b"]]
-        if took:
-            by_rule = {rule: sum(r["b"] for r in took if r["rule"] == rule) for rule in TAKER_RULES}
-            losers = sorted({r["campaign"] for r in took})
-            lines.append(f"  it takes {plural(sum(by_rule.values()), 'contact')} from {plural(len(losers), 'campaign')} "
-                         "through the contact policy (" + ", ".join(f"{rule} {n:,}" for rule, n in by_rule.items() if n)
-                         + ")")
+        for verb, rows, whose in (("takes", [r for r in document["taken"] if r["by"] == cid and r["b"]], "campaign"),
+                                  ("loses", [r for r in document["taken"] if r["campaign"] == cid and r["b"]], "by")):
+            if rows:
+                by_rule = {rule: sum(r["b"] for r in rows if r["rule"] == rule) for rule in TAKER_RULES}
+                others = {r[whose] for r in rows}
+                lines.append(f"  it {verb} {plural(sum(by_rule.values()), 'contact')} "
+                             f"{'from' if verb == 'takes' else 'to'} {plural(len(others), 'campaign')} through the "
+                             "contact policy (" + ", ".join(f"{rule} {n:,}" for rule, n in by_rule.items() if n) + ")")
     for cid in gone:
         e = campaigns[cid]
         lines.append(f"B drops campaign {cid} ({e['channel_a']}): {plural(e['contacts_a'], 'contact')} in A")
