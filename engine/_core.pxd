@@ -21,7 +21,7 @@ ctypedef struct ActionC:
     uint32_t cell
     uint16_t campaign
     uint8_t kind
-    uint8_t pad
+    uint8_t variant         # index into the campaign's variants (0 without variants)
 
 ctypedef struct ConversionC:
     uint64_t seq
@@ -30,7 +30,8 @@ ctypedef struct ConversionC:
     uint64_t contact_seq
     uint16_t campaign
     uint8_t kind
-    uint8_t pad[5]
+    uint8_t variant         # the converted contact's variant, as its action record has it
+    uint8_t pad[4]
 
 ctypedef struct DeadLetterC:
     uint64_t offset         # of the first value of the run
@@ -120,7 +121,8 @@ ctypedef struct CampaignC:
     int32_t end_day
     uint8_t has_arg
     uint8_t enabled
-    uint8_t pad_life[6]
+    uint8_t nr_variants     # 0 or 1: every contact gets variant 0, no hash computed
+    uint8_t pad_life[5]
     int32_t cond_off        # its after/not_after entries: conds[cond_off : cond_off + nr_conds]
     int32_t nr_conds
     int32_t absent_off      # its absent markers: absent_list[absent_off : absent_off + nr_absent]
@@ -157,7 +159,7 @@ ctypedef struct CampaignC:
     uint64_t daily_budget   # sends per local day; NO_BUDGET: none
     uint64_t total_budget   # sends ever; NO_BUDGET: none
     uint32_t channel        # index into the channel budgets
-    uint32_t pad2
+    uint32_t variant_off    # its running sums of weights: EngineC.variant_sums[variant_off : + nr_variants]
 
 # Sends counted against a budget (SPEC §3 step 7): one per campaign, then one per channel.
 # Engine state, not configuration: checkpointed, and carried over a reload by campaign id and

@@ -234,6 +234,7 @@ cdef uint64_t OCCUPIED = 1ULL << 63
 cdef uint32_t NO_INDEX = 0xFFFFFFFFu
 cdef uint64_t NO_BUDGET = 0xFFFFFFFFFFFFFFFFULL
 cdef const char* GLOBAL_ID = "global"         # crc32(f"{msisdn}:global"): the global control group
+cdef const char* VARIANT_SUFFIX = ":variant"  # crc32(f"{msisdn}:{id}:variant"): a campaign's variant
 
 
 ctypedef struct FieldC:
@@ -299,6 +300,7 @@ ctypedef struct EngineC:
     uint16_t* marker_list
     MarkCondC* conds            # every campaign's after/not_after entries
     int32_t* absent_list        # every campaign's absent markers
+    uint32_t* variant_sums      # every campaign's running sums of variant weights (the last is W)
     int64_t utc_offset
     int32_t quiet_start         # -1: no quiet hours
     int32_t quiet_end
@@ -485,6 +487,7 @@ cdef class Core:
         free(self.E.marker_list)
         free(self.E.conds)
         free(self.E.absent_list)
+        free(self.E.variant_sums)
         if self.E.contacts != NULL:
             sm_free(self.E.contacts, (self.E.contacts_mask + 1) * sizeof(ContactC))
         sm_free(self.E.changed_subs, (<size_t>self.E.nr_subscribers + 1) * sizeof(uint32_t))
@@ -861,6 +864,22 @@ cdef class Core:
             self.E.conds[ci].negate = 1 if negate else 0
         for ci, marker in enumerate(absent):
             self.E.absent_list[ci] = marker
+        # variants: weights 1..10,000, at most 16 (the record's byte and the sums' uint32 hold them)
+        weights = [list(d.get("variants", ())) for d in campaigns]
+        if any(len(w) > 16 or any(not 1 <= x <= 10000 for x in w) for w in weights):
+            raise ValueError("a campaign has more than 16 variants or a weight outside 1..10,000")
+        free(self.E.variant_sums)
+        self.E.variant_sums = <uint32_t*>calloc(max(sum(map(len, weights)), 1), sizeof(uint32_t))
+        if self.E.variant_sums == NULL:
+            raise MemoryError()
+        nr_sums = 0
+        for w in weights:
+            running = 0
+            for x in w:
+                running += x
+                self.E.variant_sums[nr_sums] = running
+                nr_sums += 1
+        nr_sums = 0
         nr_marks = 0
         nr_absent = 0
         for ci, d in enumerate(campaigns):
@@ -905,6 +924,9 @@ cdef class Core:
             if not 0 <= d.get("channel", 0) < self.E.nr_channels:
                 raise ValueError(f"campaign {d['id']!r}: channel index out of range")
             c.channel = d.get("channel", 0)
+            c.nr_variants = len(weights[ci])
+            c.variant_off = nr_sums
+            nr_sums += c.nr_variants
             raw = d["id"].encode()
             c.id = base + offset
             c.id_len = len(raw)

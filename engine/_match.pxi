@@ -127,7 +127,7 @@ cdef int emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger_
     a.cell = cell
     a.campaign = <uint16_t>ci
     a.kind = kind
-    a.pad = 0
+    a.variant = variant_of(E, c, h.msisdn)
     return EMIT_CONTACT
 
 
@@ -267,7 +267,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         conv.contact_seq = contact.last_seq
         conv.campaign = <uint16_t>ci
         conv.kind = 2 if contact.flags & CONTACT_GLOBAL_CONTROL else 1 if contact.flags & CONTACT_CONTROL else 0
-        memset(conv.pad, 0, 5)
+        conv.variant = variant_of(E, c, ev.msisdn)
+        memset(conv.pad, 0, 4)
         E.funnel[<size_t>ci * NR_FUNNEL + FN_CONVERTED_SEND + conv.kind] += 1
         if watched:
             explain_conversion(E, sub, conv)

@@ -445,6 +445,22 @@ cdef inline uint32_t holdout_hash(uint64_t msisdn, CampaignC* c) noexcept nogil:
     return msisdn_hash(msisdn, <const uint8_t*>c.id, c.id_len)
 
 
+cdef inline uint8_t variant_of(EngineC* E, CampaignC* c, uint64_t msisdn) noexcept nogil:
+    """SPEC §3 step 7: the first variant whose running sum of weights exceeds
+    crc32(f"{msisdn}:{id}:variant") % W, W the last running sum; 0 with one variant or none."""
+    cdef const uint32_t* sums
+    cdef uint32_t x
+    cdef uint8_t v = 0
+    if c.nr_variants <= 1:
+        return 0
+    sums = E.variant_sums + c.variant_off
+    # the holdout's crc of f"{msisdn}:{id}" goes on over ":variant"
+    x = sm_crc32(holdout_hash(msisdn, c), <const uint8_t*>VARIANT_SUFFIX, 8) % sums[c.nr_variants - 1]
+    while v + 1 < c.nr_variants and x >= sums[v]:
+        v += 1
+    return v
+
+
 cdef inline uint32_t msisdn_hash(uint64_t msisdn, const uint8_t* suffix, size_t suffix_len) noexcept nogil:
     """zlib.crc32(f"{msisdn}:{suffix}".encode()), the MSISDN in decimal."""
     cdef uint8_t digits[24]

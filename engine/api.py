@@ -134,6 +134,45 @@ class _DayCounts:
         return {local_day(day): dict(zip(keys, map(int, self.counts[(campaign, day)]))) for day in days}
 
 
+class _VariantCounts:
+    """Contacts and conversions of each kind per campaign and variant, keyed by (campaign
+    id, template) so that a reload that changes a campaign's variants keeps what was counted
+    under each template: what stats.json gives as `campaigns.<id>.variants`. A conversion
+    counts under the variant its record carries (the subscriber's when it converted)."""
+
+    def __init__(self):
+        self.counts: dict[tuple[str, str], np.ndarray] = {}
+
+    def add(self, campaigns: Sequence[CampaignSpec], records: np.ndarray, conversions: bool) -> None:
+        if not len(records):
+            return
+        nr_kinds = len(KINDS)
+        key = (records["campaign"].astype(np.int64) * 256 + records["variant"]) * nr_kinds + records["kind"]
+        keys, counts = np.unique(key, return_counts=True)
+        column_base = nr_kinds if conversions else 0
+        for k, n in zip(keys.tolist(), counts.tolist()):
+            c = campaigns[k // nr_kinds // 256]
+            unit = (c.id, c.templates[k // nr_kinds % 256])
+            row = self.counts.get(unit)
+            if row is None:
+                row = self.counts[unit] = np.zeros(2 * nr_kinds, np.int64)
+            row[column_base + k % nr_kinds] += n
+
+    def copy(self) -> "_VariantCounts":
+        copied = _VariantCounts()
+        copied.counts = {unit: row.copy() for unit, row in self.counts.items()}
+        return copied
+
+    def of_campaign(self, c: CampaignSpec) -> dict:
+        """{template: {"sent": n, "control": n, "global_control": n, "converted_send": n, ...}}:
+        the campaign's templates in configuration order, then any counted under templates it
+        no longer has (before a reload), by name."""
+        keys = _CONTACT_KEYS + _CONVERTED_KEYS
+        gone = sorted(t for cid, t in self.counts if cid == c.id and t not in c.templates)
+        blank = np.zeros(len(keys), np.int64)
+        return {t: dict(zip(keys, map(int, self.counts.get((c.id, t), blank)))) for t in list(c.templates) + gone}
+
+
 def _public(records: np.ndarray) -> np.ndarray:
     """The records without the core's padding fields (`_pad`): a view, not a copy."""
     return records[[name for name in records.dtype.names if not name.startswith("_")]]
@@ -164,7 +203,9 @@ class Run:
         """The actions as NumPy arrays, one per SPEC §4 column."""
         ids = np.array([c.id for c in self.campaigns] or [""], dtype=object)
         channels = np.array([c.channel for c in self.campaigns] or [""], dtype=object)
-        templates = np.array([c.template for c in self.campaigns] or [""], dtype=object)
+        templates = np.array([t for c in self.campaigns for t in c.templates] or [""], dtype=object)
+        first = np.cumsum([0] + [len(c.templates) for c in self.campaigns])[:-1].astype(np.int64) \
+            if self.campaigns else np.zeros(1, np.int64)
         a = self.actions
         return {
             "seq": a["seq"].copy(),
@@ -172,7 +213,7 @@ class Run:
             "campaign": ids[a["campaign"]],
             "msisdn": a["msisdn"].copy(),
             "channel": channels[a["campaign"]],
-            "template": templates[a["campaign"]],
+            "template": templates[first[a["campaign"]] + a["variant"]],
             "kind": np.array(KINDS, dtype=object)[a["kind"]],
             "trigger_ts": a["trigger_ts"].copy(),
             "cell": a["cell"].copy(),
@@ -250,6 +291,7 @@ class Engine:
         self.configuration = configuration_identity(config)
         # since the engine was built, as the funnel: a replay's stats.json gives them per campaign
         self._days = _DayCounts(len(config.campaigns), config.utc_offset_ms)
+        self._variants = _VariantCounts()
         self.record_takers = record_takers
         self._explainer = None              # engine.closedloop.explain.Explainer while watching
         self._takers_before: dict = {}      # counted by the engines this one was reloaded from
@@ -415,6 +457,7 @@ class Engine:
             new._core.watch([new._core.subscriber_index(m) for m in self._explainer.entries])
         new._days = self._days.moved_to([new_campaigns.get(c.id, -1) for c in self.config.campaigns],
                                         len(config.campaigns), config.utc_offset_ms)
+        new._variants = self._variants.copy()      # keyed by campaign id and template: nothing moves
         return new
 
     def checkpoint(self, path, extra: Optional[dict] = None) -> Path:
@@ -538,8 +581,10 @@ class Engine:
         return StreamError(offset, reason, f"{reason} ({detail})", path=holder[1], path_offset=offset - holder[0])
 
     def _add_days(self, campaigns: dict) -> None:
-        """`days` into each campaign's stats: its contacts and conversions per local day."""
+        """`variants` and `days` into each campaign's stats: its contacts and conversions per
+        variant (template) and per local day."""
         for i, c in enumerate(self.config.campaigns):
+            campaigns[c.id]["variants"] = self._variants.of_campaign(c)
             campaigns[c.id]["days"] = self._days.of_campaign(i)
 
     def _count_days(self, name: str, records: np.ndarray, seq_range: list) -> None:
@@ -547,9 +592,11 @@ class Engine:
         leave the core."""
         if name == "actions":
             self._days.add(records, conversions=False)
+            self._variants.add(self.config.campaigns, records, conversions=False)
             seq_range[:] = [seq_range[0] if seq_range else int(records["seq"][0]), int(records["seq"][-1])]
         elif name == "conversions":
             self._days.add(records, conversions=True)
+            self._variants.add(self.config.campaigns, records, conversions=True)
 
     def _finish_run(self, kept, produced, before, nbytes, elapsed, seq_range=()) -> Run:
         after = self._core.counts()

@@ -662,6 +662,20 @@ class ReferenceModel:
             return "suppressed_cooldown"
         return None
 
+    @staticmethod
+    def _template(c, msisdn: int) -> str:
+        """The record's template: the campaign's, or with variants the one at
+        crc32(f"{msisdn}:{id}:variant") % W, the first whose running sum of weights exceeds it."""
+        if not c.variants:
+            return c.template
+        x = zlib.crc32(f"{msisdn}:{c.id}:variant".encode()) % sum(v.weight for v in c.variants)
+        running = 0
+        for v in c.variants:
+            running += v.weight
+            if x < running:
+                return v.template
+        raise AssertionError("unreachable: x < W")
+
     def _budget(self, c, t: int):
         """The first budget, in SPEC order, that the contact would exceed; None when none.
         Budgets count sends only, are never exempt and are checked before the kind is known."""
@@ -727,6 +741,6 @@ class ReferenceModel:
             for counts, key in ((self._sends_on_day, (c.id, day[1])), (self._sends, c.id),
                                 (self._channel_sends_on_day, (c.channel, day[1]))):
                 counts[key] = counts.get(key, 0) + 1
-        self.actions.append((self._seq, t, c.id, msisdn, c.channel, c.template, KINDS[kind],
+        self.actions.append((self._seq, t, c.id, msisdn, c.channel, self._template(c, msisdn), KINDS[kind],
                              trigger_ts, cell))
         return {"seq": self._seq, "kind": KINDS[kind]}

@@ -71,13 +71,16 @@ FUNNEL_UNNAMED = (
     "converted_send", "converted_control",
 )
 
+# `variant`: the index of the record's template among its campaign's variants (0 for a
+# campaign without them); the sinks name the template from (campaign, variant). A conversion
+# carries the variant its subscriber gets when it converts.
 ACTION_DTYPE = np.dtype([
     ("seq", "<u8"), ("ts", "<i8"), ("trigger_ts", "<i8"), ("msisdn", "<u8"),
-    ("cell", "<u4"), ("campaign", "<u2"), ("kind", "u1"), ("_pad", "u1"),
+    ("cell", "<u4"), ("campaign", "<u2"), ("kind", "u1"), ("variant", "u1"),
 ])
 CONVERSION_DTYPE = np.dtype([
     ("seq", "<u8"), ("ts", "<i8"), ("msisdn", "<u8"), ("contact_seq", "<u8"),
-    ("campaign", "<u2"), ("kind", "u1"), ("_pad", "u1", (5,)),
+    ("campaign", "<u2"), ("kind", "u1"), ("variant", "u1"), ("_pad", "u1", (4,)),
 ])
 EVENT_DTYPE = np.dtype([
     ("ts", "<i8"), ("msisdn", "<u8"), ("peer", "<u8"), ("dur", "<u8"), ("flags", "<u8"),

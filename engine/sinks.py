@@ -101,6 +101,45 @@ class _LookupColumn:
         return self.take(self._table, records)
 
 
+@dataclass(frozen=True)
+class _TemplateColumn(_LookupColumn):
+    """An action's template: `values[first[record.campaign] + record.variant]`, where
+    `values` lists every campaign's templates (its variants', or its one template) and
+    `first` where each campaign's start. Without variants anywhere, `first` is the campaign
+    index itself and the lookup is the campaign's, as for channel."""
+    first: tuple[int, ...] = ()
+    counts: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, name: str, campaigns: Sequence[CampaignSpec]) -> "_TemplateColumn":
+        values = tuple(t for c in campaigns for t in c.templates)
+        counts = tuple(len(c.templates) for c in campaigns)
+        first = tuple(int(x) for x in np.cumsum((0,) + counts[:-1])) if campaigns else ()
+        return cls(name, "campaign", values, first, counts)
+
+    @cached_property
+    def _first(self) -> Optional[np.ndarray]:
+        # None: one template per campaign, the campaign index is the template's
+        return None if len(self.values) == len(self.counts) else np.array(self.first, np.int32)
+
+    @cached_property
+    def _counts(self) -> np.ndarray:
+        return np.array(self.counts or (1,), np.int32)
+
+    def check(self, records: np.ndarray) -> None:
+        """ValueError when a record's variant is not one of its campaign's."""
+        variant = records["variant"]
+        if variant.any() and (variant >= self._counts[records["campaign"]]).any():
+            bad = int(np.flatnonzero(variant >= self._counts[records["campaign"]])[0])
+            raise ValueError(f"record variant {int(variant[bad])} out of range for campaign "
+                             f"{int(records['campaign'][bad])} (it has {self.counts[records['campaign'][bad]]})")
+
+    def take(self, table: pa.Array, records: np.ndarray) -> pa.Array:
+        if self._first is None:
+            return super().take(table, records)
+        return table.take(pa.array(self._first[records["campaign"]] + records["variant"].astype(np.int32)))
+
+
 # Two ASCII hex digits per byte value, lower case as bytes.hex() writes them.
 _HEX_DIGITS = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), np.uint8).reshape(256, 2)
 
@@ -573,6 +612,7 @@ class SinkSet:
         self._channel_of_campaign = np.array([channels.index(c.channel) for c in campaigns], np.intp)
         ids = tuple(c.id for c in campaigns)
         campaign = _LookupColumn("campaign", "campaign", ids)
+        self._templates = _TemplateColumn.of("template", campaigns)
         file_format = _FORMATS[format]
         self._action_format = file_format((
             _IntColumn("seq", "seq", pa.uint64()),
@@ -580,7 +620,7 @@ class SinkSet:
             campaign,
             _IntColumn("msisdn", "msisdn", pa.uint64()),
             _LookupColumn("channel", "campaign", tuple(c.channel for c in campaigns)),
-            _LookupColumn("template", "campaign", tuple(c.template for c in campaigns)),
+            self._templates,
             _LookupColumn("kind", "kind", KINDS),
             _TimeColumn("trigger_ts", "trigger_ts", pa.int64()),
             _IntColumn("cell", "cell", pa.uint32()),
@@ -616,6 +656,7 @@ class SinkSet:
             return
         self._check_index(records["campaign"], self._nr_campaigns, "campaign")
         self._check_index(records["kind"], len(KINDS), "kind")
+        self._templates.check(records)
         channel = self._channel_of_campaign[records["campaign"]]
         completed = []
         try:

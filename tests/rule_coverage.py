@@ -40,7 +40,8 @@ OTHER = ("timer_due_at_event",      # True: a timer fired at exactly an event's 
          "convert_within",          # True: a conversion inside the window; False: a response too late
          "max_pending",             # True: scheduled under a bound that overflowed somewhere; False: overflow
          "holdout",                 # True: a send, False: a control, of a campaign with 0 < holdout < 1
-         "global_holdout")          # True: not a global control, False: one, under 0 < global_holdout < 1
+         "global_holdout",          # True: not a global control, False: one, under 0 < global_holdout < 1
+         "variant")                 # True: the first variant, False: a later one, of a campaign with 2+ variants
 RULES = MATCH_RULES + LIFE + RECHECKS + POLICY + BUDGETS + OTHER
 
 # What no world without a reload can reject: the audience, the blacklist and the campaign's
@@ -191,6 +192,12 @@ class CountingModel(ReferenceModel):
         if len(self.actions) == before:
             return
         kind = self.actions[-1][6]
+        if len(c.variants) > 1:
+            # the model's pick, checked against the running sums computed here
+            x = zlib.crc32(f"{self.msisdns[i]}:{c.id}:variant".encode()) % sum(v.weight for v in c.variants)
+            first = x < c.variants[0].weight
+            assert (self.actions[-1][5] == c.variants[0].template) == first, (c.id, x)
+            self.counts["variant", first] += 1
         if 0 < self.config.policy.global_holdout_threshold < 10_000:
             self.counts["global_holdout", kind != "global_control"] += 1
         if kind != "global_control" and 0 < c.holdout_threshold < 10_000:

@@ -29,7 +29,8 @@ def test_run_actions_has_no_padding_field():
     assert len(run.actions)
     assert not any(name.startswith("_") for name in run.actions.dtype.names)
     assert not any(name.startswith("_") for name in run.conversions.dtype.names)
-    assert set(run.actions.dtype.names) == {"seq", "ts", "trigger_ts", "msisdn", "cell", "campaign", "kind"}
+    # `variant` is no padding: the template's index among the campaign's variants
+    assert set(run.actions.dtype.names) == {"seq", "ts", "trigger_ts", "msisdn", "cell", "campaign", "kind", "variant"}
 
 
 def test_parquet_times_are_timestamps_and_csv_times_integers(tmp_path):

@@ -13,7 +13,7 @@ import zlib
 import msgpack
 import pytest
 
-from engine.language.config import CounterSpec, MarkerCondition, MarkerSpec, PolicySpec
+from engine.language.config import CounterSpec, MarkerCondition, MarkerSpec, PolicySpec, VariantSpec
 from tests.backends import (
     DAY, HOUR, MINUTE, T0, A, B, C, CALL, LOC, ORDER, POWER_OFF, POWER_ON, SMS, STRANGER,
     build, campaign, contacts, ev, funnel, run,
@@ -899,6 +899,51 @@ def test_a_global_control_is_a_contact_like_any_other(backend):
     assert [(c[2], c[4], c[5]) for c in m.conversions] == [("a", 1, "global_control")]
     assert funnel(m, "a") == {"matched": 2, "global_control": 2, "converted_global_control": 1}
     assert funnel(m, "b") == {"matched": 2, "suppressed_min_gap": 2}
+
+
+# ---------------------------------------------------------------------------- variants
+# The variant is the first whose running sum of weights exceeds crc32(f"{msisdn}:{id}:variant")
+# % W. A's number for "promo" at W = 10,000 is 736: a running sum of 737 takes it, one of 736
+# does not (736 is not below 736), whichever variant's sum sits at the edge.
+def _variants(*weights) -> tuple:
+    return tuple(VariantSpec("ABCDEFGHIJKLMNOP"[i], w) for i, w in enumerate(weights))
+
+
+@pytest.mark.parametrize("weights, template", [
+    ((735, 9265), "B"), ((736, 9264), "B"), ((737, 9263), "A"),
+    ((100, 635, 9265), "C"), ((100, 636, 9264), "C"), ((100, 637, 9263), "B"),
+    ((736, 1, 9263), "B"), ((735, 1, 9264), "C"), ((735, 2, 9263), "B"),
+])
+def test_variant_is_the_first_running_sum_above_the_hash(backend, weights, template):
+    assert zlib.crc32(f"{A}:promo:variant".encode()) % 10000 == 736 and sum(weights) == 10000
+    m = run(build(backend, campaign("promo", variants=_variants(*weights))), ev(T0))
+    assert [a[5] for a in m.actions] == [template]
+
+
+def test_variant_hash_is_taken_modulo_the_sum_of_the_weights(backend):
+    # W = 3: A and C are at 2, B at 0; one more or one less (W = 4 or 2) would put A at 0
+    assert [zlib.crc32(f"{x}:promo:variant".encode()) % 3 for x in (A, B, C)] == [2, 0, 2]
+    assert [zlib.crc32(f"{x}:promo:variant".encode()) % w for x in (A, B, C) for w in (2, 4)] == [0, 0, 1, 1, 1, 1]
+    m = run(build(backend, campaign("promo", variants=_variants(1, 1, 1))),
+            ev(T0, msisdn=A), ev(T0, msisdn=B), ev(T0, msisdn=C))
+    assert [(a[3], a[5]) for a in m.actions] == [(A, "C"), (B, "A"), (C, "C")]
+
+
+@pytest.mark.parametrize("holdout, global_holdout, kind", [(0.0, 0.0, "send"), (1.0, 0.0, "control"),
+                                                           (0.0, 1.0, "global_control")])
+def test_every_kind_of_contact_gets_the_subscribers_variant(backend, holdout, global_holdout, kind):
+    # and a conversion counts for the contact's kind; the variant does not change the kind
+    m = run(build(backend, campaign("promo", variants=_variants(736, 9264), holdout=holdout, convert_on=(ORDER,)),
+                  policy=PolicySpec(global_holdout=global_holdout)),
+            ev(T0), ev(T0 + 1, ORDER))
+    assert [(a[5], a[6]) for a in m.actions] == [("B", kind)]
+    assert [c[5] for c in m.conversions] == [kind]
+
+
+def test_one_variant_takes_everyone(backend):
+    m = run(build(backend, campaign("promo", variants=_variants(10_000))),
+            ev(T0, msisdn=A), ev(T0, msisdn=B), ev(T0, msisdn=C))
+    assert [a[5] for a in m.actions] == ["A", "A", "A"]
 
 
 # ---------------------------------------------------------------------------- policy order

@@ -335,6 +335,7 @@ def campaign_text(**keys) -> str:
     return "[[campaign]]\n" + "".join(f"{k} = {v}\n" for k, v in fields.items() if v is not None)
 
 
+VARIANTS = '[{ template = "A", weight = 1 }, { template = "B", weight = 1 }]'
 CAMPAIGN_ERRORS = [
     # (campaign keys, key named in the message, fragment of the message)
     (dict(delay='"5x"'), f"{C1}.delay", '"5x" is not a duration like "5m"'),
@@ -471,6 +472,26 @@ CAMPAIGN_ERRORS = [
     (dict(total_budget="true"), f"{C1}.total_budget", "expected an integer, got a boolean"),
     (dict(daily_budjet="5"), f"{C1}.daily_budjet", "did you mean 'daily_budget'?"),
     (dict(colour='"red"'), f"{C1}.colour", "unknown key"),
+    (dict(template='"T"', variants=VARIANTS), f"{C1}.variants", "replaces template: give one of them, not both"),
+    (dict(template='""', variants=VARIANTS), f"{C1}.variants", "replaces template"),
+    (dict(variants="[]"), f"{C1}.variants", "0 variants: give 1 to 16"),
+    (dict(variants="[" + ", ".join(f'{{ template = "T{i}", weight = 1 }}' for i in range(17)) + "]"),
+     f"{C1}.variants", "17 variants: give 1 to 16"),
+    (dict(variants='"A"'), f"{C1}.variants", "expected an array of tables { template, weight }, got a string"),
+    (dict(variants='{ template = "A", weight = 1 }'), f"{C1}.variants", "expected an array of tables"),
+    (dict(variants='["A", "B"]'), f"{C1}.variants[0]", "expected a table, got a string"),
+    (dict(variants='[{ template = "A" }]'), f"{C1}.variants[0].weight", "missing (each variant needs template and weight)"),
+    (dict(variants='[{ weight = 1 }]'), f"{C1}.variants[0].template", "missing"),
+    (dict(variants='[{ template = "A", weight = 1 }, { template = "A", weight = 2 }]'), f"{C1}.variants[1].template",
+     '"A" is also variants[0]\'s template'),
+    (dict(variants='[{ template = "", weight = 1 }]'), f"{C1}.variants[0].template", "must not be empty"),
+    (dict(variants='[{ template = 7, weight = 1 }]'), f"{C1}.variants[0].template", "expected a string"),
+    (dict(variants='[{ template = "A", weight = 0 }]'), f"{C1}.variants[0].weight", "out of range (1 to 10,000)"),
+    (dict(variants='[{ template = "A", weight = 10_001 }]'), f"{C1}.variants[0].weight", "out of range (1 to 10,000)"),
+    (dict(variants='[{ template = "A", weight = 0.5 }]'), f"{C1}.variants[0].weight", "expected an integer, got a float"),
+    (dict(variants='[{ template = "A", weight = 1, share = 0.5 }]'), f"{C1}.variants[0].share", "unknown key"),
+    (dict(variants='[{ templat = "A", weight = 1 }]'), f"{C1}.variants[0].templat", "did you mean 'template'?"),
+    (dict(variant=VARIANTS), f"{C1}.variant", "did you mean 'variants'?"),
 ]
 
 
@@ -645,6 +666,18 @@ def test_max_in_window(tmp_path, contacts):
 def test_global_holdout(tmp_path, value, threshold):
     config = load_config(write(tmp_path, f"[policy]\nglobal_holdout = {value}\n"))
     assert config.policy.global_holdout_threshold == threshold
+
+
+def test_variants(tmp_path):
+    from engine.language.config import VariantSpec
+    path = write(tmp_path, BASE + campaign_text(variants='[{ template = "RESCUE_A", weight = 1 }, '
+                                                         '{ template = "RESCUE_B", weight = 10_000 }]')
+                 + campaign_text(id='"c2"', template='"ONE"') + campaign_text(id='"c3"'))
+    c1, c2, c3 = load_config(path).campaigns
+    assert c1.variants == (VariantSpec("RESCUE_A", 1), VariantSpec("RESCUE_B", 10_000))
+    assert (c1.template, c1.templates) == ("", ("RESCUE_A", "RESCUE_B"))
+    # without variants, the one template (empty when the campaign names none, as ever)
+    assert (c2.variants, c2.templates, c3.templates) == ((), ("ONE",), ("",))
 
 
 def test_budgets(tmp_path):

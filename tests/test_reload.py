@@ -249,3 +249,41 @@ def test_max_in_window_over_a_reload_knows_the_times_kept(tmp_path, before, afte
     engine = engine.reload()
     second = engine.replay(ev(T0 + 3 * HOUR) + ev(T0 + 4 * HOUR))
     assert [int(t) for r in (first, second) for t in r.actions["ts"]] == [T0 + k * HOUR for k in sent]
+
+
+VARIANT_CONFIG = """\
+[engine]
+profiles = "profiles.csv"
+
+[[campaign]]
+id       = "c"
+on       = ["CALL_MO_END"]
+channel  = "sms"
+variants = {variants}
+"""
+
+
+def test_a_reload_that_changes_the_weights_applies_the_new_ones(tmp_path):
+    # crc32(f"{msisdn}:c:variant") of A, B, C: 0, 1, 1 modulo 2 and 3142, 9271, 8775 modulo
+    # 10,000. Nothing about variants is state: after the reload every contact takes the new
+    # weights' variant, and stats.json keeps what each template got before.
+    from tests.backends import A, B, C, T0, ev
+    (tmp_path / "profiles.csv").write_text(f"msisdn\n{A}\n{B}\n{C}\n")
+    config = tmp_path / "campaigns.toml"
+    config.write_text(VARIANT_CONFIG.format(variants='[{ template = "A", weight = 1 }, { template = "B", weight = 1 }]'))
+    engine = Engine.from_config(config)
+    calls = ev(T0, msisdn=A) + ev(T0, msisdn=B) + ev(T0, msisdn=C)
+    run = engine.replay(calls)
+    assert list(run.action_columns()["template"]) == ["A", "B", "B"]
+    config.write_text(VARIANT_CONFIG.format(variants='[{ template = "A", weight = 9000 }, '
+                                                     '{ template = "B", weight = 1000 }]'))
+    engine = engine.reload()
+    run = engine.replay(calls)
+    assert list(run.action_columns()["template"]) == ["A", "B", "A"]
+    config.write_text(VARIANT_CONFIG.format(variants='[{ template = "N", weight = 1 }, { template = "A", weight = 1 }]'))
+    engine = engine.reload()
+    run = engine.replay(calls, out=tmp_path / "out")
+    assert list(run.action_columns()["template"]) == ["N", "A", "A"]
+    variants = run.stats["campaigns"]["c"]["variants"]
+    assert list(variants) == ["N", "A", "B"]            # the templates of today, then those gone
+    assert [v["sent"] for v in variants.values()] == [1, 5, 3]

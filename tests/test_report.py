@@ -221,6 +221,15 @@ def test_stats_json_names_its_configuration_seq_range_and_local_days(world, repl
     for funnel in stats["campaigns"].values():
         for key in ("sent", "control", "converted_send", "converted_control"):
             assert sum(day[key] for day in funnel["days"].values()) == funnel[key]
+        for key in ("sent", "control", "global_control", "converted_send", "converted_control",
+                    "converted_global_control"):
+            assert sum(variant[key] for variant in funnel["variants"].values()) == funnel[key]
+    # gen's topup_rescue and plan_upgrade split their contacts between two variants
+    for cid, templates in (("topup_rescue", ["TOPUP_RESCUE_A", "TOPUP_RESCUE_B"]),
+                           ("s02_plan_upgrade", ["PLAN_UPGRADE_A", "PLAN_UPGRADE_B"])):
+        variants = stats["campaigns"][cid]["variants"]
+        assert list(variants) == templates
+        assert all(v["sent"] + v["control"] + v["global_control"] > 0 for v in variants.values()), (cid, variants)
     assert {day for f in stats["campaigns"].values() for day in f["days"]} <= {"2026-11-02", "2026-11-03",
                                                                                "2026-11-04"}
 
@@ -237,6 +246,12 @@ def test_report_of_a_replay_agrees_with_its_stats_in_every_format(replayed):
             assert entry["funnel"]["matched"] == funnel["matched"]
             for day, counts in funnel["days"].items():
                 assert entry["days"][day]["sends"] == counts["sent"]
+            # --by variant: the records' template column, conversions through their contacts
+            for template, counts in funnel["variants"].items():
+                if counts["sent"] + counts["control"] + counts["global_control"]:
+                    v = entry["variants"][template]
+                    assert (v["sends"], v["controls"], v["conversions_send"], v["conversions_control"]) == \
+                        (counts["sent"], counts["control"], counts["converted_send"], counts["converted_control"])
         document.pop("outputs")
         documents[fmt] = document
     assert documents["csv"] == documents["jsonl"] == documents["parquet"]

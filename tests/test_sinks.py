@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import engine.sinks as sinks_module
-from engine.language.config import CampaignSpec
+from engine.language.config import CampaignSpec, VariantSpec
 from engine.records import (
     ACTION_COLUMNS, ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_COLUMNS, CONVERSION_DTYPE,
     DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KIND_CONTROL, KIND_SEND, KINDS,
@@ -546,3 +546,37 @@ def test_csv_round_trips_any_template(templates):
     for template in templates:
         quoted = any(c in template for c in ',"\r\n')
         assert (f',"{template.replace(chr(34), 2 * chr(34))}",' in text) if quoted else (f",{template},send," in text)
+
+
+# ---------------------------------------------------------------------------- variants
+VARIANT_CAMPAIGNS = (
+    CampaignSpec(id="plain", on=(1,), channel="sms", template="ONE"),
+    CampaignSpec(id="ab", on=(1,), channel="sms", variants=(VariantSpec("A", 1), VariantSpec("B,\"b\"", 3))),
+    CampaignSpec(id="none", on=(1,), channel="sms"),
+)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_the_template_is_the_records_variant_of_its_campaign(tmp_path, fmt):
+    records = actions([(1, T0, 0, 13800138000, 0, T0, 0), (2, T0, 1, 13800138001, 1, T0, 0),
+                       (3, T0, 1, 13800138002, 2, T0, 0), (4, T0, 2, 13800138003, 0, T0, 0)])
+    records["variant"] = [0, 1, 0, 0]
+    with SinkSet(tmp_path, campaigns=VARIANT_CAMPAIGNS, format=fmt) as sinks:
+        sinks.write_actions(records)
+    path = next((tmp_path / "sms").glob(f"actions-*.{fmt}"))
+    if fmt == "parquet":
+        templates = pq.read_table(path).column("template").to_pylist()
+    elif fmt == "jsonl":
+        templates = [json.loads(line)["template"] for line in path.read_text().splitlines()]
+    else:
+        templates = [row["template"] for row in csv.DictReader(io.StringIO(path.read_text()))]
+    assert templates == ["ONE", 'B,"b"', "A", ""]
+
+
+@pytest.mark.parametrize("campaign, variant", [(1, 2), (0, 1), (2, 1)])
+def test_a_variant_its_campaign_does_not_have_is_refused(tmp_path, campaign, variant):
+    records = actions([(1, T0, campaign, 13800138000, 0, T0, 0)])
+    records["variant"] = variant
+    with SinkSet(tmp_path, campaigns=VARIANT_CAMPAIGNS) as sinks:
+        with pytest.raises(ValueError, match="variant"):
+            sinks.write_actions(records)

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from engine.language.config import (
     ALL_DAYS, EVENT_TYPES, CampaignSpec, Config, CounterSpec, MarkerCondition, MarkerSpec, OutputSpec, PolicySpec,
+    VariantSpec,
 )
 
 MINUTE = 60_000
@@ -254,6 +255,22 @@ def _with_contact_rules(config: Config, trace: bytes) -> Config:
                    policy=replace(config.policy, max_in_window=max_in_window, global_holdout=global_holdout))
 
 
+def _with_variants(config: Config, trace: bytes) -> Config:
+    """Variants in about one campaign in three: two to four templates (one now and then), weights
+    from 1 to 5 or up to 10,000, so that every variant, the first and the later ones, gets
+    subscribers. Seeded with the trace, drawn last, as `_with_contact_rules`: the worlds
+    before them stay as they were."""
+    rnd = random.Random(zlib.crc32(trace, 0x7a))
+
+    def variants():
+        big = rnd.randrange(4) == 0
+        return tuple(VariantSpec(f"V{k}", rnd.randint(1, 10_000) if big else rnd.randint(1, 5))
+                     for k in range(rnd.choice([1, 2, 2, 3, 4])))
+    camps = tuple(replace(c, template="", variants=variants()) if rnd.randrange(3) == 0 else c
+                  for c in config.campaigns)
+    return replace(config, campaigns=camps)
+
+
 @st.composite
 def worlds(draw, max_events=120):
     """A world whose events mostly fall on a few subscribers, cells, peers and the campaigns'
@@ -361,4 +378,5 @@ def worlds(draw, max_events=120):
     boundaries = list(np.cumsum([0] + [len(p) for p in parts])[:-1])
     config = _moments(config, profiles, n, first_day, b"".join(parts))
     config = _with_contact_rules(config, b"".join(parts))
+    config = _with_variants(config, b"".join(parts))
     return RandomWorld(config, profiles, lists, areas, b"".join(parts), [int(b) for b in boundaries])

@@ -197,7 +197,7 @@ def _stats_problem(stats: dict) -> Optional[str]:
             return f"campaigns.{cid[:60]} is not an object"
         for key, value in funnel.items():
             # the funnel's counts are integers; beside them stand rates and uplift (numbers
-            # or null) and days (an object)
+            # or null), days and variants (objects)
             if isinstance(value, bool) or isinstance(value, (str, list)) or (isinstance(value, int) and value < 0):
                 return f"campaigns.{cid[:60]}.{key[:60]} is {json.dumps(value)[:40]}, not a count"
     return None

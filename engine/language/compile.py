@@ -307,6 +307,7 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
             daily_budget=c.daily_budget,
             total_budget=c.total_budget,
             channel=config.channels.index(c.channel),
+            variants=[v.weight for v in c.variants],
         ))
 
     nr_bits = len(builders)

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tomllib
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -87,6 +88,26 @@ class MarkerCondition:
 
 
 @dataclass(frozen=True)
+class VariantSpec:
+    """One entry of a campaign's `variants`: a template and its weight (1..MAX_VARIANT_WEIGHT)."""
+    template: str
+    weight: int
+
+
+def variant_index(msisdn: int, campaign_id: str, weights) -> int:
+    """The variant of a subscriber (SPEC §3 step 7): with W = sum(weights), the first index
+    whose running sum of weights exceeds zlib.crc32(f"{msisdn}:{campaign_id}:variant") % W
+    (the MSISDN in decimal). The same for every kind of contact."""
+    x = zlib.crc32(f"{msisdn}:{campaign_id}:variant".encode()) % sum(weights)
+    running = 0
+    for i, weight in enumerate(weights):
+        running += weight
+        if x < running:
+            return i
+    raise ValueError("weights must be positive")
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     blacklist: tuple[str, ...] = ()                 # list names
     quiet_hours: Optional[tuple[int, int]] = None   # (start, end) minutes of the local day
@@ -141,6 +162,18 @@ class CampaignSpec:
     absent: tuple[str, ...] = ()              # marker names none of which may be set after trigger_ts (needs a delay)
     daily_budget: Optional[int] = None        # sends of this campaign per local day
     total_budget: Optional[int] = None        # sends of this campaign, ever
+    variants: tuple[VariantSpec, ...] = ()    # weighted templates replacing `template`; () without
+
+    @property
+    def templates(self) -> tuple[str, ...]:
+        """The templates its action records may name: the variants' in order, else (template,)."""
+        return tuple(v.template for v in self.variants) or (self.template,)
+
+    def template_of(self, msisdn: int) -> str:
+        """The template of this subscriber's contacts (any kind): `template`, or its variant's."""
+        if not self.variants:
+            return self.template
+        return self.variants[variant_index(msisdn, self.id, [v.weight for v in self.variants])].template
 
     @property
     def holdout_threshold(self) -> int:
@@ -217,13 +250,16 @@ _MARKER_CONDITION_KEYS = ("marker", "within")
 COUNTER_PERIODS = ("day", "week", "month")
 _OUTPUT_KEYS = ("format", "max_records", "max_age")
 _CHANNEL_KEYS = ("daily_budget",)
+_VARIANT_KEYS = ("template", "weight")
+MAX_VARIANTS = 16
+MAX_VARIANT_WEIGHT = 10_000
 MAX_BUDGET = 2**63 - 1
 _CAMPAIGN_KEYS = (
     "id", "priority", "on", "audience", "peer_in", "exclude", "where", "area", "enter",
     "hours", "days", "counter", "delay", "recheck", "cooldown", "once", "exempt", "channel",
     "template", "holdout", "convert_on", "convert_arg", "convert_within", "stop_after",
     "flags", "arg", "enabled", "start", "end", "when", "anniversary", "after", "not_after", "absent",
-    "daily_budget", "total_budget",
+    "daily_budget", "total_budget", "variants",
 )
 RESERVED_CAMPAIGN_IDS = ("global",)        # the programme-wide control group's name in the holdout hash
 _CONDITION_KEYS = ("name", "at_least")
@@ -837,6 +873,9 @@ class _Reader:
         if anniversary is not None and (anniversary == "tags" or anniversary == "msisdn"):
             self.fail(f"{key}.anniversary", f"{_show(anniversary)} is not a date attribute of the profiles")
 
+        if "variants" in c and "template" in c:
+            self.fail(f"{key}.variants", "replaces template: give one of them, not both")
+
         holdout = 0.0
         if "holdout" in c:
             holdout = self.holdout(f"{key}.holdout", c["holdout"])
@@ -880,9 +919,33 @@ class _Reader:
                 self.marker_ref(f"{k}[{i}]", name) for i, name in enumerate(self.strings(k, v))))) or (),
             daily_budget=opt("daily_budget", lambda k, v: self.integer(k, v, lo=1, hi=MAX_BUDGET)),
             total_budget=opt("total_budget", lambda k, v: self.integer(k, v, lo=1, hi=MAX_BUDGET)),
+            variants=opt("variants", self.variants) or (),
         )
         self.consistent(key, spec)
         return spec
+
+    def variants(self, key: str, value) -> tuple[VariantSpec, ...]:
+        """`variants`: an array of 1 to MAX_VARIANTS tables { template, weight }, templates distinct."""
+        if not isinstance(value, list):
+            self.wrong(key, value, "an array of tables { template, weight }")
+        if not 1 <= len(value) <= MAX_VARIANTS:
+            self.fail(key, f"{len(value)} variants: give 1 to {MAX_VARIANTS}")
+        variants: list[VariantSpec] = []
+        seen: dict[str, int] = {}
+        for i, item in enumerate(value):
+            k = f"{key}[{i}]"
+            item = self.table(k, item, _VARIANT_KEYS)
+            for part in _VARIANT_KEYS:
+                if part not in item:
+                    self.fail(f"{k}.{part}", "missing (each variant needs template and weight)")
+            template = self.string(f"{k}.template", item["template"], non_empty=True)
+            if template in seen:
+                self.fail(f"{k}.template", f"{_show(template)} is also variants[{seen[template]}]'s template "
+                                           "(each variant a distinct template)")
+            seen[template] = i
+            variants.append(VariantSpec(template, self.integer(f"{k}.weight", item["weight"],
+                                                               lo=1, hi=MAX_VARIANT_WEIGHT)))
+        return tuple(variants)
 
     def area_ref(self, key: str, value) -> str:
         name = self.string(key, value, non_empty=True)
