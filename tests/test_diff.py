@@ -260,8 +260,8 @@ def test_contacts_taken_through_the_policy_are_each_sides_takers(world, diffed):
     took = [r for r in diffed["taken"] if r["by"] == "new_data_offer"]
     assert took and all(r["a"] == 0 for r in took) and sum(r["b"] for r in took) > 0
     text = format_diff(diffed)
-    assert f"it takes {sum(r['b'] for r in took):,} contacts from" in text
-    assert "contacts lost to another campaign through the contact policy" in text
+    assert f"its contacts suppress {sum(r['b'] for r in took):,} actions of " in text
+    assert "actions lost to another campaign through the contact policy" in text
 
 
 def test_a_configuration_against_itself_changes_nothing(world):
@@ -420,7 +420,7 @@ def test_no_msisdn_in_the_table_the_json_or_the_page(world, replays, tmp_path):
     assert stat.S_IMODE((tmp_path / "d" / "w.html").stat().st_mode) == 0o640
     assert page.count('src="data:image/png;base64,') == 2
     assert "http://" not in page and "https://" not in page and "<script" not in page
-    assert "new_data_offer" in page and "B adds campaign" in page and "Contacts lost to another campaign" in page
+    assert "new_data_offer" in page and "B adds campaign" in page and "Actions lost to another campaign" in page
     _, as_json, _ = sigmatch("diff", config_a, config_b, *generated.traces, "--json", "--no-progress")
     numbers = {r["msisdn"] for rows in replays for r in rows}
     assert len(numbers) > 100

@@ -544,6 +544,12 @@ def _local_time(ts: Optional[int], offset: str) -> str:
     return f"{_day_name(day)} {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _by_rule(rows: list[dict]) -> tuple[int, str]:
+    """B's side of `taken` rows: (actions, '(min_gap 1,000, max_per_day 234)')."""
+    by_rule = {rule: sum(r["b"] for r in rows if r["rule"] == rule) for rule in TAKER_RULES}
+    return sum(by_rule.values()), "(" + ", ".join(f"{rule} {n:,}" for rule, n in by_rule.items() if n) + ")"
+
+
 def summary(document: dict) -> list[str]:
     """What B adds and takes away, in sentences: campaigns new in B or gone from it, the others'
     net change, the whole."""
@@ -556,14 +562,16 @@ def summary(document: dict) -> list[str]:
         lines.append(f"B adds campaign {cid} ({e['channel_b']}): {plural(e['contacts_b'], 'contact')} "
                      f"({e['sends_b']:,} sends, {e['controls_b']:,} controls, "
                      f"{e['global_controls_b']:,} global controls)")
-        for verb, rows, whose in (("takes", [r for r in document["taken"] if r["by"] == cid and r["b"]], "campaign"),
-                                  ("loses", [r for r in document["taken"] if r["campaign"] == cid and r["b"]], "by")):
-            if rows:
-                by_rule = {rule: sum(r["b"] for r in rows if r["rule"] == rule) for rule in TAKER_RULES}
-                others = {r[whose] for r in rows}
-                lines.append(f"  it {verb} {plural(sum(by_rule.values()), 'contact')} "
-                             f"{'from' if verb == 'takes' else 'to'} {plural(len(others), 'campaign')} through the "
-                             "contact policy (" + ", ".join(f"{rule} {n:,}" for rule, n in by_rule.items() if n) + ")")
+        took = [r for r in document["taken"] if r["by"] == cid and r["b"]]
+        lost = [r for r in document["taken"] if r["campaign"] == cid and r["b"]]
+        if took:
+            n, rules = _by_rule(took)
+            lines.append(f"  through the contact policy its contacts suppress {plural(n, 'action')} of "
+                         f"{plural(len({r['campaign'] for r in took}), 'other campaign')} {rules}")
+        if lost:
+            n, rules = _by_rule(lost)
+            lines.append(f"  {'and t' if took else 'through the contact policy t'}heirs suppress "
+                         f"{plural(n, 'action')} of its own {rules}")
     for cid in gone:
         e = campaigns[cid]
         lines.append(f"B drops campaign {cid} ({e['channel_a']}): {plural(e['contacts_a'], 'contact')} in A")
@@ -584,7 +592,9 @@ def summary(document: dict) -> list[str]:
 LEGEND = ("contacts: action records of every kind (send, control, global control); a contact is its campaign, "
           "subscriber and trigger time: gained = in B and not in A, lost = in A and not in B, within each row "
           "(a contact B makes on another day or channel is lost on A's and gained on B's). Days are local days "
-          "of the contact's time.")
+          "of the contact's time. Lost to another campaign: each action that min_gap, max_per_day or max_in_window "
+          "suppressed, counted against the campaign of the subscriber's latest contact (the subscriber may match "
+          "again later: these are not all contacts lost).")
 
 
 def _count_cells(e: dict) -> list[str]:
@@ -652,8 +662,8 @@ def format_diff(document: dict, *, legend: bool = True) -> str:
         lines += _table(_BUDGET_COLUMNS + [""], [r + [""] for r in budget_rows(document)], left=2)
     if document["taken"]:
         rows = taken_rows(document)
-        lines += ["", "contacts lost to another campaign through the contact policy (the taker: the campaign of the "
-                      "latest contact, which made the rule fail):"]
+        lines += ["", "actions lost to another campaign through the contact policy (to the campaign of the "
+                      "subscriber's latest contact, which made the rule fail):"]
         lines += _table(_TAKEN_COLUMNS + [""], [r + [""] for r in rows[:TAKEN_SHOWN]], left=3)
         if len(rows) > TAKEN_SHOWN:
             lines.append(f"... {plural(len(rows) - TAKEN_SHOWN, 'more pair')} in --json (taken)")

@@ -305,9 +305,9 @@ p.small { font-size: 0.85em; color: #555; max-width: 60em; }
 <table><tr>{% for c in budget_columns %}<th class="name">{{ c }}</th>{% endfor %}</tr>
 {% for row in budget_rows %}<tr>{% for v in row %}<td class="name">{{ v }}</td>{% endfor %}</tr>
 {% endfor %}</table>{% endif %}
-{% if taken_rows %}<h2>Contacts lost to another campaign</h2>
-<p>Through the contact policy (min_gap, max_per_day, max_in_window); the taker is the campaign of the
-subscriber's latest contact, which made the rule fail.</p>
+{% if taken_rows %}<h2>Actions lost to another campaign</h2>
+<p>Actions suppressed by the contact policy (min_gap, max_per_day, max_in_window), counted against the
+campaign of the subscriber's latest contact, which made the rule fail.</p>
 <table><tr>{% for c in taken_columns %}<th class="name">{{ c }}</th>{% endfor %}</tr>
 {% for row in taken_rows %}<tr>{% for v in row[:3] %}<td class="name">{{ v }}</td>{% endfor %}
 {% for v in row[3:] %}<td>{{ v }}</td>{% endfor %}</tr>
