@@ -940,6 +940,22 @@ def test_every_kind_of_contact_gets_the_subscribers_variant(backend, holdout, gl
     assert [c[5] for c in m.conversions] == [kind]
 
 
+def test_stats_count_contacts_and_conversions_per_variant():
+    # stats.json's variants (the core's records; the model has no stats.json): A converts
+    # under "B" (736 at W = 10,000 is not below 736), B's 7881 and C's 3361 under "B" too
+    m = build("core", campaign("promo", variants=_variants(736, 9264), convert_on=(ORDER,)))
+    stats = m.engine.replay(ev(T0, msisdn=A) + ev(T0, msisdn=B) + ev(T0 + 1, ORDER, msisdn=A)).stats
+    assert stats["campaigns"]["promo"]["variants"] == {
+        "A": dict.fromkeys(("sent", "control", "global_control", "converted_send", "converted_control",
+                            "converted_global_control"), 0),
+        "B": {"sent": 2, "control": 0, "global_control": 0, "converted_send": 1, "converted_control": 0,
+              "converted_global_control": 0}}
+    m = build("core", campaign("promo", variants=_variants(737, 9263), convert_on=(ORDER,)))
+    stats = m.engine.replay(ev(T0, msisdn=A) + ev(T0, msisdn=B) + ev(T0 + 1, ORDER, msisdn=A)).stats
+    assert [(v["sent"], v["converted_send"]) for v in stats["campaigns"]["promo"]["variants"].values()] == [(1, 1),
+                                                                                                          (1, 0)]
+
+
 def test_one_variant_takes_everyone(backend):
     m = run(build(backend, campaign("promo", variants=_variants(10_000))),
             ev(T0, msisdn=A), ev(T0, msisdn=B), ev(T0, msisdn=C))
