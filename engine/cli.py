@@ -372,6 +372,13 @@ def _life(c) -> str:
     return ""
 
 
+def _variants(c) -> str:
+    """check's line for a campaign's variants: each template with its weight and its share of
+    the subscribers (weight / W), as a marketer plans an A/B test."""
+    total = sum(v.weight for v in c.variants)
+    return ", ".join(f"{v.template} {v.weight:,} ({100 * v.weight / total:.4g}%)" for v in c.variants)
+
+
 def _utc(ms: int) -> str:
     import datetime
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -401,6 +408,8 @@ def check(config: Path, traces: tuple[Path, ...]):
     for c in cfg.campaigns:
         count = engine.eligible.get(c.id, 0)
         click.echo(f"    {c.id}: {plural(count, 'subscriber')} eligible{_life(c)}")
+        if c.variants:
+            click.echo(f"      variants (template, weight, share): {_variants(c)}")
         if count == 0:
             never.append(c.id)
     if not cfg.campaigns:

@@ -140,3 +140,18 @@ def test_check_says_a_campaigns_life(tmp_path, life, said):
     code, out, _ = run("check", config)
     assert code == 0, out
     assert said in out.splitlines(), out
+
+
+def test_check_lists_a_campaigns_variants_and_weights(tmp_path):
+    (tmp_path / "p.csv").write_text("msisdn\n13800000001\n")
+    config = tmp_path / "c.toml"
+    config.write_text('[engine]\nprofiles = "p.csv"\n'
+                      '[[campaign]]\nid = "ab"\non = ["SMS_MO"]\nchannel = "sms"\n'
+                      'variants = [{ template = "RESCUE_A", weight = 1 }, { template = "RESCUE_B", weight = 2 }, '
+                      '{ template = "RESCUE_C", weight = 9_997 }]\n')
+    code, out, _ = run("check", config)
+    assert code == 0, out
+    lines = out.splitlines()
+    at = lines.index("    ab: 1 subscriber eligible")
+    assert lines[at + 1] == ("      variants (template, weight, share): RESCUE_A 1 (0.01%), RESCUE_B 2 (0.02%), "
+                             "RESCUE_C 9,997 (99.97%)")

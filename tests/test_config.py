@@ -811,6 +811,11 @@ _C1 = '[[campaign]]\nid = "c1"\non = ["SMS_MO"]\nchannel = "sms"\ntemplate = "T"
     _COUNTERS + _C1 + 'start = "2027-03-01"\nend = "2027-02-28"\n',
     _COUNTERS + _C1.replace('"c1"', '"global"'),
     _COUNTERS + _C1 + 'when = "sms > 4294967296"\n',
+    _C1 + 'variants = [{ template = "A", weight = 1 }, { template = "B", weight = 1 }]\n',
+    _C1.replace('template = "T"\n', "variants = []\n"),
+    _C1.replace('template = "T"\n', 'variants = [{ template = "A", weight = 1 }, { template = "A", weight = 2 }]\n'),
+    _C1.replace('template = "T"\n', 'variants = [{ template = "A", weight = 0 }]\n'),
+    _C1.replace('template = "T"\n', 'variants = [{ template = "A" }]\n'),
 ])
 def test_the_real_messages_of_configuration_md_are_real(text):
     # docs/configuration.md, "Real messages": an operator greps the docs for the line they got

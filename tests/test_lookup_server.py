@@ -236,3 +236,27 @@ def test_the_policy_view_judges_when_and_lists_anniversary():
     assert a["counters"] == {"sms": 2} and b["counters"] == {"sms": 1}
     assert a["campaigns"]["few"]["blocked_by"] == ["when sms < 2"] and b["campaigns"]["few"]["eligible"]
     assert a["campaigns"]["birthday"]["event_conditions"] == ["anniversary"]
+
+
+def test_the_policy_view_names_the_variant_each_subscriber_gets():
+    # crc32(f"{msisdn}:promo:variant") % 10,000: A 736, B 7881, C 3361; the view's template is
+    # the one the records get, and a campaign without variants names its template
+    from pathlib import Path
+
+    import numpy as np
+
+    from engine.api import Engine
+    from engine.language.compile import World
+    from engine.language.config import Config, VariantSpec
+    from engine.service.lookup import policy_view
+    from tests.backends import A, B, C, T0, Profiles, campaign, ev
+
+    variants = (VariantSpec("A", 737), VariantSpec("B", 3000), VariantSpec("C", 6263))
+    config = Config(path=Path("c.toml"), campaigns=(campaign("promo", variants=variants),
+                                                   campaign("plain", on=(3,), template="ONE")))
+    engine = Engine(config, World(Profiles(Path("p"), np.array([A, B, C], dtype=np.uint64), {}), {}, {}))
+    views = [policy_view(engine, x)["campaigns"] for x in (A, B, C)]
+    assert [v["promo"]["template"] for v in views] == ["A", "C", "B"]
+    assert [v["plain"]["template"] for v in views] == ["ONE"] * 3
+    run = engine.replay(ev(T0, msisdn=A) + ev(T0, msisdn=B) + ev(T0, msisdn=C))
+    assert list(run.action_columns()["template"]) == ["A", "C", "B"]

@@ -9,7 +9,8 @@ judged: audience, exclude lists, blacklist and `where`; the counter and `when`; 
 once, cooldown and a pending action of the campaign; and the budgets left on the clock's local
 day (the campaign's daily and total budget, its channel's daily budget), which are the same
 for every subscriber. An `anniversary` depends on the event's date, so it is listed with the
-event conditions.
+event conditions. Each campaign also names the template the subscriber's contacts take: with
+`variants`, the subscriber's variant under the weights loaded now.
 """
 from __future__ import annotations
 
@@ -99,6 +100,8 @@ def policy_view(engine, msisdn: int) -> Optional[dict]:
             "blocked_by": blocked,
             "event_conditions": conditions,
             "channel": spec.channel,
+            # the template of its contacts, of any kind: with variants, this subscriber's variant
+            "template": spec.template_of(msisdn),
             "last_contact": None if not state["contacted"] else {
                 "ts": state["last_ts"], "seq": state["last_seq"], "kind": state["kind"],
                 "converted": state["converted"]},
