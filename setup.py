@@ -32,7 +32,8 @@ extensions = [
     Extension(
         "engine._core",
         ["engine/_core.pyx"],
-        depends=["engine/_core.pxd", "engine/_decode.pxi", "engine/_state.pxi", "engine/_match.pxi", "engine/_deadletters.pxi"],
+        depends=["engine/_core.pxd", "engine/_decode.pxi", "engine/_state.pxi", "engine/_match.pxi",
+                 "engine/_explain.pxi", "engine/_deadletters.pxi"],
         extra_compile_args=cflags + ["-Wno-unused-function"],
         define_macros=macros,
     )

@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # The core is one compilation unit: _core.pyx and the .pxi parts it includes
 CORE_SOURCES = {"engine/_core.pyx", "engine/_decode.pxi", "engine/_state.pxi", "engine/_match.pxi",
-                "engine/_deadletters.pxi", "engine/_core.pxd"}
+                "engine/_explain.pxi", "engine/_deadletters.pxi", "engine/_core.pxd"}
 # Everything a scratch copy needs: the working tree without version control, environments,
 # build products and caches (the copy builds its own extension).
 IGNORED = shutil.ignore_patterns(".git", ".venv", "build", ".hypothesis", ".pytest_cache", ".benchmarks",
@@ -75,18 +75,26 @@ MUTANTS: list[Mutant] = [
     Mutant("core-policy-max-per-day-before-min-gap", CORE,
            "    if not (c.exempt & EXEMPT_MIN_GAP) and h.last_any_p1 != 0 and t < h.last_any_p1 - 1 + E.min_gap:\n"
            "        fun[FN_MIN_GAP] += 1\n"
-           "        return\n"
+           "        if E.takers != NULL:\n"
+           "            count_taker(E, sub, ci, TK_MIN_GAP)\n"
+           "        return FN_MIN_GAP\n"
            "    today = h.day_count if h.day == day else 0\n"
            "    if not (c.exempt & EXEMPT_MAX_PER_DAY) and today >= E.max_per_day:\n"
            "        fun[FN_MAX_PER_DAY] += 1\n"
-           "        return\n",
+           "        if E.takers != NULL:\n"
+           "            count_taker(E, sub, ci, TK_MAX_PER_DAY)\n"
+           "        return FN_MAX_PER_DAY\n",
            "    today = h.day_count if h.day == day else 0\n"
            "    if not (c.exempt & EXEMPT_MAX_PER_DAY) and today >= E.max_per_day:\n"
            "        fun[FN_MAX_PER_DAY] += 1\n"
-           "        return\n"
+           "        if E.takers != NULL:\n"
+           "            count_taker(E, sub, ci, TK_MAX_PER_DAY)\n"
+           "        return FN_MAX_PER_DAY\n"
            "    if not (c.exempt & EXEMPT_MIN_GAP) and h.last_any_p1 != 0 and t < h.last_any_p1 - 1 + E.min_gap:\n"
            "        fun[FN_MIN_GAP] += 1\n"
-           "        return\n",
+           "        if E.takers != NULL:\n"
+           "            count_taker(E, sub, ci, TK_MIN_GAP)\n"
+           "        return FN_MIN_GAP\n",
            "§3.7 policy order: min_gap before max_per_day"),
     Mutant("cli-replay-no-drain", CLI, "out=out, drain=True, format=fmt, progress=progress",
            "out=out, drain=False, format=fmt, progress=progress", "§3 end of input: replay drains"),
@@ -165,8 +173,8 @@ MUTANTS: list[Mutant] = [
            "c.recheck & RECHECK_AREA and in_area(E, h.cell, c)", "§3.7 recheck area: the current cell is in it"),
     Mutant("core-recheck-hours", CORE, "c.recheck & RECHECK_HOURS and not in_hours(E, c, t)",
            "c.recheck & RECHECK_HOURS and not in_hours(E, c, t - 1)", "§3.7 recheck hours evaluated at t"),
-    Mutant("core-recheck-audience", CORE, "c.recheck & RECHECK_AUDIENCE and not elig_bit",
-           "c.recheck & RECHECK_AUDIENCE and elig_bit", "§3.7 recheck audience: still in it"),
+    Mutant("core-recheck-audience", CORE, "and not elig_bit(E, row, c.recheck_word, c.recheck_mask))",
+           "and elig_bit(E, row, c.recheck_word, c.recheck_mask))", "§3.7 recheck audience: still in it"),
     Mutant("core-blacklist-at-emission", CORE, "if not elig_bit(E, row, E.unblocked_word, E.unblocked_mask):",
            "if elig_bit(E, row, E.unblocked_word, E.unblocked_mask):", "§3.7 not in a policy blacklist"),
     Mutant("core-conversion-streak", CORE, "contact.streak = 0", "contact.streak = 1",
@@ -347,10 +355,10 @@ MUTANTS: list[Mutant] = [
            "            return \"suppressed_min_gap\"\n",
            "§3.7 policy order: min_gap before max_per_day"),
 
-    Mutant("model-campaign-flags-all", MODEL, "if (e.flags & c.flags) != c.flags or (c.arg",
-           "if (e.flags & c.flags) == c.flags or (c.arg", "§3.6 every flag of the campaign's flags set"),
-    Mutant("model-campaign-arg-eq", MODEL, "(c.arg is not None and e.arg != c.arg)", "(c.arg is not None and e.arg == c.arg)",
-           "§3.6 e.arg equal to the campaign's arg"),
+    Mutant("model-campaign-flags-all", MODEL, "if (e.flags & c.flags) != c.flags:\n            return \"flags\"",
+           "if (e.flags & c.flags) == c.flags:\n            return \"flags\"", "§3.6 every flag of the campaign's flags set"),
+    Mutant("model-campaign-arg-eq", MODEL, "if c.arg is not None and e.arg != c.arg:\n            return \"arg\"",
+           "if c.arg is not None and e.arg == c.arg:\n            return \"arg\"", "§3.6 e.arg equal to the campaign's arg"),
     Mutant("model-start-gt", MODEL, "date >= (c.start.year", "date > (c.start.year", "§3.6 start included"),
     Mutant("model-end-lt", MODEL, "date <= (c.end.year", "date < (c.end.year", "§3.6 end included"),
     Mutant("model-week-monday", MODEL, "return (self._day(t) + 3) // 7", "return (self._day(t) + 4) // 7",
