@@ -108,3 +108,14 @@ def test_a_reload_carries_the_watch_list_and_the_takers():
                                                "emissions": []}
     assert new.explanation(A)["status"] == "inactive"
     assert new.explanation(B)["events"][-1]["campaigns"] == [{"id": "b", "result": "matched"}]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stop_after_is_named_before_once_and_a_conversion_makes_it_once(backend):
+    m = build(backend, campaign("c", once=True, stop_after=1, cooldown_ms=HOUR, convert_on=(SMS,)), watch=[A])
+    run(m, ev(T0), ev(T0 + MINUTE), ev(T0 + 2 * MINUTE, type=SMS), ev(T0 + 3 * MINUTE))
+    assert _results(m) == [("CALL_MO_END", [("c", "matched")]), ("CALL_MO_END", [("c", "stop_after")]),
+                           ("SMS_MO", []), ("CALL_MO_END", [("c", "once")])]
+    converted = m.explanations[A][2]
+    assert converted["conversions"] == [{"campaign": "c", "seq": 1, "contact_seq": 1, "kind": "send"}]
+    assert converted["state"]["contacts"]["c"] == {"ts": T0, "seq": 1, "kind": "send", "converted": True, "streak": 0}
