@@ -37,7 +37,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from engine.language.config import OUTPUT_FORMATS, CampaignSpec
+from engine.language.config import CampaignSpec
+from engine.language.schema import OUTPUT_FORMATS
 from engine.records import (
     ACTION_COLUMNS, ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_COLUMNS, CONVERSION_DTYPE,
     DEAD_LETTER_BYTES, DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KINDS,

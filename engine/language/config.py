@@ -1,5 +1,9 @@
 """Configuration: the TOML file of SPEC §2, parsed and validated into frozen dataclasses.
 
+What may be written, with bounds, defaults and docs, is declared once in
+`engine.language.schema`; the reader below walks that declaration and holds the wording of
+every error.
+
 `load_config(path)` is the entry point (`parse_config(text, path)` the same for text in
 hand, as tests and `sigmatch check` use it); everything downstream (compile, the reference
 model, the CLI) works on the `Config` it returns. Validation that needs the profile columns
@@ -19,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from engine.language import schema
 from engine.language import when as when_lang
 from engine.language import where as where_lang
+from engine.language.schema import FLAG_NAMES, MAX_DURATION_MS, MS_PER
 from engine.errors import ConfigError
 
 # Event type codes of SPEC §1.4. Codes 32..63 may be named in `[event_types]`.
@@ -39,16 +45,9 @@ EVENT_TYPES: dict[str, int] = {
     "RECHARGE": 12,
 }
 POWER_OFF = 8
-CUSTOM_TYPE_CODES = range(32, 64)
 
 # Event `flags` bits, by the names a counter's `flags` uses.
-FLAG_BITS: dict[str, int] = {"long_distance": 1, "roaming": 2, "international": 4}
-
-RECHECK_RULES = ("area", "powered_on", "audience", "hours")
-EXEMPT_RULES = ("min_gap", "max_per_day", "quiet_hours", "max_in_window")
-MAX_WINDOW_CONTACTS = 16            # max_in_window.contacts: the contact times kept per subscriber
-COUNTER_ADD = ("count", "dur", "dur_minutes")
-OUTPUT_FORMATS = ("csv", "jsonl", "parquet")
+FLAG_BITS: dict[str, int] = dict(zip(FLAG_NAMES, (1, 2, 4)))
 
 # Weekday bits: mon = bit 0 ... sun = bit 6.
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -61,7 +60,7 @@ class CounterSpec:
     on: tuple[int, ...]            # event type codes
     flags: int                     # FLAG_BITS mask that must all be set in e.flags
     add: str                       # "count" | "dur" | "dur_minutes"
-    window_ms: Optional[int]       # None: no window
+    window_ms: Optional[int] = None     # None: no window
     period: Optional[str] = None   # "day" | "week" | "month" (local calendar); None: no period
     arg: Optional[int] = None      # e.arg must equal it
 
@@ -89,7 +88,7 @@ class MarkerCondition:
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """One entry of a campaign's `variants`: a template and its weight (1..MAX_VARIANT_WEIGHT)."""
+    """One entry of a campaign's `variants`: a template and its weight (1..schema.MAX_VARIANT_WEIGHT)."""
     template: str
     weight: int
 
@@ -220,49 +219,23 @@ class Config:
 
 
 # ============================================================================ loading
-# Everything below turns the TOML document into the dataclasses above. Each reader
-# checks one value and, on failure, raises a ConfigError naming the file and the key
-# path, so an operator can find the line without reading our source.
+# Everything below turns the TOML document into the dataclasses above, walking
+# engine.language.schema: one `read_<type>` method per value type of the schema checks one
+# value and, on failure, raises a ConfigError naming the file and the key path, so an
+# operator can find the line without reading our source.
 
-MS_PER = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-MAX_DURATION_MS = 36_500 * MS_PER["d"]      # 100 years: anything longer is a typo
 MAX_UTC_OFFSET_MIN = 14 * 60                # the widest offset in use (Line Islands)
-INT32_MAX = 2**31 - 1
-UINT32_MAX = 2**32 - 1                      # counters saturate here, so at_least cannot exceed it
-RESERVED_CHANNELS = ("conversions", "dead_letters")   # directories of OUT that are not channels
 
 _DURATION = re.compile(r"([0-9]+)([smhd])", re.ASCII)
 _HOURS = re.compile(r"([0-9]{1,2}):([0-9]{2})\s*-\s*([0-9]{1,2}):([0-9]{2})", re.ASCII)
 _UTC_OFFSET = re.compile(r"([+-])([0-9]{2}):([0-9]{2})", re.ASCII)
-_NAME = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)           # campaign ids, list/area/counter names
-_CHANNEL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)         # becomes a directory name
-_EVENT_TYPE_NAME = re.compile(r"[A-Z][A-Z0-9_]*", re.ASCII)
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})", re.ASCII)
 
-_SECTIONS = ("engine", "lists", "areas", "policy", "counters", "markers", "campaign", "event_types", "output",
-             "channels")
-_ENGINE_KEYS = ("utc_offset", "profiles", "max_pending", "max_dead_letters", "encoding", "null_values")
-_POLICY_KEYS = ("blacklist", "quiet_hours", "min_gap", "max_per_day", "max_in_window", "global_holdout")
-_WINDOW_KEYS = ("contacts", "window")
-_COUNTER_KEYS = ("on", "flags", "add", "window", "period", "arg")
-_MARKER_KEYS = ("on", "flags", "arg")
-_MARKER_CONDITION_KEYS = ("marker", "within")
-COUNTER_PERIODS = ("day", "week", "month")
-_OUTPUT_KEYS = ("format", "max_records", "max_age")
-_CHANNEL_KEYS = ("daily_budget",)
-_VARIANT_KEYS = ("template", "weight")
-MAX_VARIANTS = 16
-MAX_VARIANT_WEIGHT = 10_000
-MAX_BUDGET = 2**63 - 1
-_CAMPAIGN_KEYS = (
-    "id", "priority", "on", "audience", "peer_in", "exclude", "where", "area", "enter",
-    "hours", "days", "counter", "delay", "recheck", "cooldown", "once", "exempt", "channel",
-    "template", "holdout", "convert_on", "convert_arg", "convert_within", "stop_after",
-    "flags", "arg", "enabled", "start", "end", "when", "anniversary", "after", "not_after", "absent",
-    "daily_budget", "total_budget", "variants",
-)
-RESERVED_CAMPAIGN_IDS = ("global",)        # the programme-wide control group's name in the holdout hash
-_CONDITION_KEYS = ("name", "at_least")
+# The sections in the order they are read: a name is declared before it is referred to
+# ([event_types] before anything that names a type, [lists]/[areas]/[counters]/[markers]
+# before the campaigns, the campaigns before [channels]), whatever the order in the file.
+READ_ORDER = ("event_types", "lists", "areas", "counters", "markers", "engine", "campaign", "policy", "output",
+              "channels")
 
 
 def load_config(path) -> Config:
@@ -458,8 +431,16 @@ def _kind(value) -> str:
     return "a date/time"
 
 
+# What each table of the schema becomes (Section.builds, Table.builds); [engine]'s keys are
+# Config's own attributes
+_BUILDS = {"PolicySpec": PolicySpec, "CounterSpec": CounterSpec, "MarkerSpec": MarkerSpec,
+           "CampaignSpec": CampaignSpec, "OutputSpec": OutputSpec, "MarkerCondition": MarkerCondition,
+           "VariantSpec": VariantSpec}
+
+
 class _Reader:
-    """Reads one document. Methods take the key path for messages, then the raw value."""
+    """Reads one document by the schema. Methods take the key path for messages, then the
+    raw value (and the `read_<type>` ones the schema's type between them)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -468,6 +449,7 @@ class _Reader:
         self.areas: dict[str, Path] = {}
         self.counters: dict[str, CounterSpec] = {}
         self.markers: dict[str, MarkerSpec] = {}
+        self.channels: list[str] = []          # used by some campaign, in campaign order
         self.event_types: dict[str, int] = dict(EVENT_TYPES)
 
     def fail(self, key: str, message: str):
@@ -502,21 +484,11 @@ class _Reader:
             self.fail(key, f"{_show(value)} is out of range ({lo:,} to {hi:,})")
         return value
 
-    def boolean(self, key: str, value) -> bool:
-        if not isinstance(value, bool):
-            self.wrong(key, value, "true or false")
-        return value
-
     def strings(self, key: str, value) -> list[str]:
         if not isinstance(value, list):
             self.wrong(key, value, "an array of strings")
         for i, item in enumerate(value):
             self.string(f"{key}[{i}]", item, non_empty=True)
-        return value
-
-    def name(self, key: str, value: str, what: str) -> str:
-        if not _NAME.fullmatch(value):
-            self.fail(key, f"{_show(value)} is not a valid {what} (letters, digits, _ . -)")
         return value
 
     def parsed(self, key: str, value, parse):
@@ -531,17 +503,123 @@ class _Reader:
             self.fail(key, "must be longer than zero")
         return ms
 
-    def path_value(self, key: str, value) -> Path:
+    def name_key(self, key: str, name: str, t: schema.Name) -> str:
+        """A section's key that names something (`[lists] dnd = ...`): only its characters
+        are checked, as TOML already made it a string."""
+        if not t.pattern.fullmatch(name):
+            self.fail(key, f"{_show(name)} is not {t.what}")
+        return name
+
+    # -- the schema's value types
+    def read(self, key: str, t, value):
+        return getattr(self, f"read_{type(t).__name__}")(key, t, value)
+
+    def read_Integer(self, key: str, t: schema.Integer, value) -> int:
+        return self.integer(key, value, lo=t.lo, hi=t.hi)
+
+    def read_Fraction(self, key: str, t: schema.Fraction, value) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.wrong(key, value, f"a number between {t.lo:g} and {t.hi:g}")
+        if not t.lo <= value <= t.hi:
+            self.fail(key, f"{value} is not between {t.lo:g} and {t.hi:g}")
+        scaled = value * round(1 / t.step)
+        if abs(scaled - round(scaled)) > 1e-9:
+            self.fail(key, f"{value} is not a multiple of {t.step:g}")
+        return float(value)
+
+    def read_Duration(self, key: str, t: schema.Duration, value) -> Optional[int]:
+        if t.zero_turns_off:
+            if value in ("0", 0) and not isinstance(value, bool):
+                return None
+            return self.duration(key, value) or None
+        return self.duration(key, value, positive=t.positive)
+
+    def read_Boolean(self, key: str, t: schema.Boolean, value) -> bool:
+        if not isinstance(value, bool):
+            self.wrong(key, value, "true or false")
+        return value
+
+    def read_Text(self, key: str, t: schema.Text, value) -> str:
+        return self.string(key, value, non_empty=t.non_empty)
+
+    def read_Strings(self, key: str, t: schema.Strings, value) -> tuple[str, ...]:
+        if not isinstance(value, list):
+            self.wrong(key, value, "an array of strings")
+        for i, item in enumerate(value):
+            self.string(f"{key}[{i}]", item)
+        return tuple(value)
+
+    def read_Expression(self, key: str, t: schema.Expression, value) -> str:
+        text = self.string(key, value, non_empty=True)
+        try:
+            if t.language == "where":
+                where_lang.parse(text)
+            else:
+                when_lang.parse(text, self.counters)
+        except (where_lang.WhereError, when_lang.WhenError) as e:
+            self.fail(key, str(e))
+        return text
+
+    def read_Hours(self, key: str, t: schema.Hours, value) -> tuple[int, int]:
+        return self.parsed(key, value, parse_hours)
+
+    def read_Days(self, key: str, t: schema.Days, value) -> int:
+        return self.parsed(key, value, parse_days)
+
+    def read_Date(self, key: str, t: schema.Date, value) -> datetime.date:
+        return self.parsed(key, value, parse_date)
+
+    def read_UtcOffset(self, key: str, t: schema.UtcOffset, value) -> int:
+        return self.parsed(key, value, parse_utc_offset)
+
+    def read_FilePath(self, key: str, t: schema.FilePath, value) -> Path:
         # Stored absolute so a daemon that changes directory still finds its files.
         text = self.string(key, value, non_empty=True)
         if "\0" in text:
             self.fail(key, "a path cannot hold a NUL byte")
         return Path(os.path.normpath(self.base / text))
 
-    # -- references
-    def event_type_codes(self, key: str, value, *, required: bool) -> tuple[int, ...]:
+    def read_Encoding(self, key: str, t: schema.Encoding, value) -> str:
+        encoding = self.string(key, value, non_empty=True)
+        try:
+            info = codecs.lookup(encoding)
+        except LookupError:
+            self.fail(key, f"unknown encoding {_show(encoding)} (e.g. \"utf-8\", \"gbk\", \"gb18030\")")
+        # base64, hex, zlib, rot_13 ... are codecs, but not of text; punycode and idna are
+        # of domain names, not of files
+        if not getattr(info, "_is_text_encoding", True) or info.name in ("punycode", "idna", "undefined"):
+            self.fail(key, f"{_show(encoding)} is not a text encoding "
+                           "(e.g. \"utf-8\", \"gbk\", \"gb18030\", \"utf-16\")")
+        return encoding
+
+    def read_Choice(self, key: str, t: schema.Choice, value) -> str:
+        for synonym, meaning in t.synonyms:
+            if value == synonym and type(value) is type(synonym):
+                return meaning
+        if t.synonyms:
+            # what may be written is more than the strings, so the message lists it all
+            if value not in t.values:
+                written = [_show(s) for s, _ in t.synonyms] + [_show(v) for v in t.values if v not in
+                                                               {m for _, m in t.synonyms}]
+                self.fail(key, f"{_show(value)} is not {', '.join(written[:-1])} or {written[-1]}")
+            return value
+        self.string(key, value)
+        if value not in t.values:
+            hint = difflib.get_close_matches(value, t.values, n=1) if t.hint else []
+            more = f"; did you mean {_show(hint[0])}?" if hint else ""
+            self.fail(key, f"{_show(value)} is not one of {', '.join(t.values)}{more}")
+        return value
+
+    def read_Name(self, key: str, t: schema.Name, value) -> str:
+        name = self.string(key, value, non_empty=True)
+        self.name_key(key, name, t)
+        if (name.lower() if t.fold_case else name) in t.reserved:
+            self.fail(key, f"{_show(name)} is reserved {t.reserved_why}")
+        return name
+
+    def read_EventTypes(self, key: str, t: schema.EventTypes, value) -> tuple[int, ...]:
         names = self.strings(key, value)
-        if required and not names:
+        if t.at_least_one and not names:
             self.fail(key, "needs at least one event type")
         codes = []
         for i, n in enumerate(names):
@@ -554,19 +632,7 @@ class _Reader:
                 codes.append(self.event_types[n])
         return tuple(codes)
 
-    def list_ref(self, key: str, value) -> str:
-        name = self.string(key, value, non_empty=True)
-        if name not in self.lists:
-            self.fail(key, f"unknown list {_show(name)} (not in [lists])")
-        return name
-
-    def list_refs(self, key: str, value) -> tuple[str, ...]:
-        names = self.strings(key, value)
-        for i, name in enumerate(names):
-            self.list_ref(f"{key}[{i}]", name)
-        return tuple(dict.fromkeys(names))
-
-    def flag_mask(self, key: str, value) -> int:
+    def read_Flags(self, key: str, t: schema.Flags, value) -> int:
         """Flag names -> their FLAG_BITS mask."""
         mask = 0
         for i, flag in enumerate(self.strings(key, value)):
@@ -577,406 +643,224 @@ class _Reader:
             mask |= FLAG_BITS[flag]
         return mask
 
-    def rules(self, key: str, value, known: tuple[str, ...]) -> frozenset[str]:
+    def read_Rules(self, key: str, t: schema.Rules, value) -> frozenset[str]:
         names = self.strings(key, value)
         for i, name in enumerate(names):
-            if name not in known:
-                self.fail(f"{key}[{i}]", f"unknown rule {_show(name)} (known: {', '.join(known)})")
+            if name not in t.values:
+                self.fail(f"{key}[{i}]", f"unknown rule {_show(name)} (known: {', '.join(t.values)})")
         return frozenset(names)
 
-    # -- sections
+    def read_Ref(self, key: str, t: schema.Ref, value):
+        if t.many:
+            names = self.strings(key, value)
+            for i, name in enumerate(names):
+                self.ref(f"{key}[{i}]", t.section, name)
+            return tuple(dict.fromkeys(names))
+        return self.ref(key, t.section, self.string(key, value, non_empty=True))
+
+    def ref(self, key: str, section: str, name: str) -> str:
+        declared = {"lists": self.lists, "areas": self.areas, "counters": self.counters, "markers": self.markers,
+                    "campaign": self.channels}[section]
+        if name not in declared:
+            hint = difflib.get_close_matches(name, declared, n=1)
+            if section == "campaign":       # Ref("campaign", key="channel"): the one such reference
+                more = f"; did you mean {_show(hint[0])}?" if hint else \
+                    f" (channels in use: {', '.join(declared)})" if declared else " (no campaign uses a channel)"
+                self.fail(key, f"no campaign uses channel {_show(name)}{more}")
+            what = section[:-1]
+            self.fail(key, f"unknown {what} {_show(name)}"
+                           + (f"; did you mean {_show(hint[0])}?" if hint else f" (not in [{section}])"))
+        return name
+
+    def read_Attribute(self, key: str, t: schema.Attribute, value) -> str:
+        name = self.string(key, value, non_empty=True)
+        if name in ("tags", "msisdn"):
+            self.fail(key, f"{_show(name)} is not a date attribute of the profiles")
+        return name
+
+    def read_Table(self, key: str, t: schema.Table, value):
+        """An inline table (or, by t.array, an array of them): its spec, or a tuple of its
+        values in field order; an array gives a tuple of those."""
+        if not t.array:
+            return self.one_table(key, t, value)
+        shape = "{ " + ", ".join(f.key for f in t.fields) + " }"
+        if isinstance(value, dict) and t.array == "or":
+            return (self.one_table(key, t, value),)
+        if not isinstance(value, list):
+            self.wrong(key, value, f"a table {shape} or an array of them" if t.array == "or"
+                       else f"an array of tables {shape}")
+        if t.items is not None and not t.items[0] <= len(value) <= t.items[1]:
+            self.fail(key, f"{len(value)} {t.item}s: give {t.items[0]} to {t.items[1]}")
+        entries, seen = [], {}
+        for i, item in enumerate(value):
+            entries.append(self.one_table(f"{key}[{i}]", t, item))
+            if t.distinct is not None:
+                unique = item[t.distinct]
+                if unique in seen:
+                    self.fail(f"{key}[{i}].{t.distinct}", f"{_show(unique)} is also {key.rsplit('.', 1)[-1]}"
+                                                          f"[{seen[unique]}]'s {t.distinct} "
+                                                          f"(each {t.item} a distinct {t.distinct})")
+                seen[unique] = i
+        return tuple(entries)
+
+    def one_table(self, key: str, t: schema.Table, value):
+        values = self.fields(key, t.fields, (), self.table(key, value, tuple(f.key for f in t.fields)))
+        if t.builds is None:
+            return tuple(values.values())
+        return _BUILDS[t.builds](**self.attributes(t.fields, values))
+
+    # -- tables of fields
+    def fields(self, key: str, fields: tuple[schema.Field, ...], rules: tuple[schema.Rule, ...],
+               table: dict) -> schema.Values:
+        """Every field of `table` read by its type, by key, defaults read in for absent
+        ones (None where there is none); then the rules across them."""
+        for f in fields:
+            if f.required is not None and f.key not in table:
+                self.fail(f"{key}.{f.key}", f"missing ({f.required})")
+        values = schema.Values(given=table)
+        for f in fields:
+            if f.key in table:
+                values[f.key] = self.read(f"{key}.{f.key}", f.type, table[f.key])
+            else:
+                values[f.key] = None if f.default is None else self.read(f"{key}.{f.key}", f.type, f.default)
+        for rule in rules:
+            if rule.broken(values):
+                self.fail(f"{key}.{rule.key}", rule.error.format(**values))
+        return values
+
+    @staticmethod
+    def attributes(fields: tuple[schema.Field, ...], values: schema.Values) -> dict:
+        """The values read, by the attribute of the spec each becomes; a key without a value
+        (absent, no default) is left to the spec's own default."""
+        out = {}
+        for f in fields:
+            if f.key not in values.given and f.default is None:
+                continue
+            if isinstance(f.target, tuple):
+                out.update(zip(f.target, values[f.key]))
+            else:
+                out[f.target] = values[f.key]
+        return out
+
+    def section_table(self, section: schema.Section, value) -> dict:
+        """A "table" section's values, by attribute."""
+        table = self.table(section.name, value, section.keys)
+        return self.attributes(section.fields, self.fields(section.name, section.fields, section.rules, table))
+
+    def named_tables(self, section: schema.Section, value) -> dict[str, dict]:
+        """A "tables by name" section: name -> its values by attribute."""
+        out = {}
+        for name, spec in self.table(section.name, value).items():
+            key = f"{section.name}.{name}"
+            if isinstance(section.key, schema.Ref):
+                self.ref(key, section.key.section, name)
+            else:
+                self.name_key(key, name, section.key)
+            table = self.table(key, spec, section.keys)
+            out[name] = self.attributes(section.fields, self.fields(key, section.fields, section.rules, table))
+        return out
+
+    def map_section(self, section: schema.Section, value) -> dict:
+        """A "map" section: name -> its value read by the section's value type."""
+        out = {}
+        for name, item in self.table(section.name, value).items():
+            key = f"{section.name}.{name}"
+            self.name_key(key, name, section.key)
+            out[name] = self.read(key, section.value, item)
+        return out
+
+    # -- the document
     def config(self, doc: dict) -> Config:
-        self.table("", doc, _SECTIONS)
-        # [event_types] first: counters and campaigns may name custom types whatever the file order.
-        self.read_event_types(doc.get("event_types", {}))
-        self.lists = self.files("lists", doc.get("lists", {}), "list name")
-        self.areas = self.files("areas", doc.get("areas", {}), "area name")
-        counters = self.read_counters(doc.get("counters", {}))
-        markers = self.read_markers(doc.get("markers", {}))
-        engine = self.table("engine", doc.get("engine", {}), _ENGINE_KEYS)
-        utc_offset_ms = 0
-        if "utc_offset" in engine:
-            utc_offset_ms = self.parsed("engine.utc_offset", engine["utc_offset"], parse_utc_offset)
-        profiles = self.path_value("engine.profiles", engine["profiles"]) if "profiles" in engine else None
-        max_pending = 10_000_000
-        if "max_pending" in engine:
-            max_pending = self.integer("engine.max_pending", engine["max_pending"], lo=1, hi=2**63 - 1)
-        max_dead_letters = 100_000
-        if "max_dead_letters" in engine:
-            max_dead_letters = self.integer("engine.max_dead_letters", engine["max_dead_letters"], lo=0, hi=2**32 - 1)
-        encoding = "utf-8"
-        if "encoding" in engine:
-            encoding = self.string("engine.encoding", engine["encoding"], non_empty=True)
-            try:
-                info = codecs.lookup(encoding)
-            except LookupError:
-                self.fail("engine.encoding", f"unknown encoding {_show(encoding)} (e.g. \"utf-8\", \"gbk\", \"gb18030\")")
-            # base64, hex, zlib, rot_13 ... are codecs, but not of text; punycode and idna are
-            # of domain names, not of files
-            if not getattr(info, "_is_text_encoding", True) or info.name in ("punycode", "idna", "undefined"):
-                self.fail("engine.encoding", f"{_show(encoding)} is not a text encoding (e.g. \"utf-8\", \"gbk\", "
-                                             "\"gb18030\", \"utf-16\")")
-        null_values = ("", "\\N")
-        if "null_values" in engine:
-            value = engine["null_values"]
-            if not isinstance(value, list):
-                self.wrong("engine.null_values", value, "an array of strings")
-            for i, item in enumerate(value):
-                self.string(f"engine.null_values[{i}]", item)
-            null_values = tuple(value)
-        campaigns = self.read_campaigns(doc.get("campaign", []))
+        self.table("", doc, tuple(s.name for s in schema.SECTIONS))
+        read = {}
+        for name in READ_ORDER:
+            section = schema.SECTION[name]
+            read[name] = getattr(self, f"read_{name}")(section, doc.get(name, [] if section.shape == "array of tables"
+                                                                             else {}))
         return Config(
             path=self.path.absolute(),
-            utc_offset_ms=utc_offset_ms,
-            profiles=profiles,
-            max_pending=max_pending,
-            max_dead_letters=max_dead_letters,
-            encoding=encoding,
-            null_values=null_values,
+            **read["engine"],
             lists=self.lists,
             areas=self.areas,
-            policy=self.read_policy(doc.get("policy", {})),
-            counters=counters,
-            markers=markers,
-            campaigns=campaigns,
+            policy=read["policy"],
+            counters=read["counters"],
+            markers=read["markers"],
+            campaigns=read["campaign"],
             event_types=self.event_types,
-            output=self.read_output(doc.get("output", {})),
-            channel_budgets=self.read_channels(doc.get("channels", {}), campaigns),
+            output=read["output"],
+            channel_budgets=read["channels"],
         )
 
-    def read_event_types(self, value) -> None:
-        section = self.table("event_types", value)
+    def read_event_types(self, section: schema.Section, value) -> None:
         by_code = {code: name for name, code in EVENT_TYPES.items()}
-        for name, code in section.items():
-            key = f"event_types.{name}"
-            if not _EVENT_TYPE_NAME.fullmatch(name):
-                self.fail(key, f"{_show(name)} is not an upper-case name like \"TOP_UP\"")
+        for name, code in self.table(section.name, value).items():
+            key = f"{section.name}.{name}"
+            self.name_key(key, name, section.key)
             if name in EVENT_TYPES:
                 self.fail(key, f"{name} is a builtin event type (code {EVENT_TYPES[name]})")
-            code = self.integer(key, code, lo=CUSTOM_TYPE_CODES.start, hi=CUSTOM_TYPE_CODES.stop - 1)
+            code = self.read(key, section.value, code)
             if code in by_code:
                 self.fail(key, f"code {code} is already {by_code[code]}")
             by_code[code] = name
             self.event_types[name] = code
 
-    def files(self, section: str, value, what: str) -> dict[str, Path]:
-        files = {}
-        for name, file in self.table(section, value).items():
-            key = f"{section}.{name}"
-            self.name(key, name, what)
-            files[name] = self.path_value(key, file)
-        return files
+    def read_lists(self, section: schema.Section, value) -> None:
+        self.lists = self.map_section(section, value)
 
-    def read_counters(self, value) -> tuple[CounterSpec, ...]:
-        counters = []
-        for name, spec in self.table("counters", value).items():
-            key = f"counters.{name}"
-            self.name(key, name, "counter name")
-            spec = self.table(key, spec, _COUNTER_KEYS)
-            if "on" not in spec:
-                self.fail(f"{key}.on", "missing (a counter needs the event types it counts)")
-            flags = self.flag_mask(f"{key}.flags", spec.get("flags", []))
-            add = spec.get("add", "count")
-            if add == 1 and not isinstance(add, bool):
-                add = "count"
-            if add not in COUNTER_ADD:
-                self.fail(f"{key}.add", f'{_show(add)} is not 1, "dur" or "dur_minutes"')
-            window = spec.get("window")
-            period = spec.get("period")
-            if period is not None:
-                if window is not None:
-                    self.fail(f"{key}.period", "replaces window: give one of them, not both")
-                self.string(f"{key}.period", period)
-                if period not in COUNTER_PERIODS:
-                    hint = difflib.get_close_matches(period, COUNTER_PERIODS, n=1)
-                    more = f"; did you mean {_show(hint[0])}?" if hint else ""
-                    self.fail(f"{key}.period", f"{_show(period)} is not one of day, week, month{more}")
-            counters.append(CounterSpec(
-                name=name,
-                on=self.event_type_codes(f"{key}.on", spec["on"], required=True),
-                flags=flags,
-                add=add,
-                window_ms=None if window is None else self.duration(f"{key}.window", window, positive=True),
-                period=period,
-                arg=None if "arg" not in spec else self.integer(f"{key}.arg", spec["arg"], lo=0, hi=2**63 - 1),
-            ))
+    def read_areas(self, section: schema.Section, value) -> None:
+        self.areas = self.map_section(section, value)
+
+    def read_counters(self, section: schema.Section, value) -> tuple[CounterSpec, ...]:
+        build = _BUILDS[section.builds]
+        counters = tuple(build(name=name, **attrs) for name, attrs in self.named_tables(section, value).items())
         self.counters = {c.name: c for c in counters}
-        return tuple(counters)
+        return counters
 
-    def read_markers(self, value) -> tuple[MarkerSpec, ...]:
-        markers = []
-        for name, spec in self.table("markers", value).items():
-            key = f"markers.{name}"
-            self.name(key, name, "marker name")
-            spec = self.table(key, spec, _MARKER_KEYS)
-            if "on" not in spec:
-                self.fail(f"{key}.on", "missing (a marker needs the event types that set it)")
-            markers.append(MarkerSpec(
-                name=name,
-                on=self.event_type_codes(f"{key}.on", spec["on"], required=True),
-                flags=self.flag_mask(f"{key}.flags", spec.get("flags", [])),
-                arg=None if "arg" not in spec else self.integer(f"{key}.arg", spec["arg"], lo=0, hi=2**63 - 1),
-            ))
+    def read_markers(self, section: schema.Section, value) -> tuple[MarkerSpec, ...]:
+        build = _BUILDS[section.builds]
+        markers = tuple(build(name=name, **attrs) for name, attrs in self.named_tables(section, value).items())
         self.markers = {m.name: m for m in markers}
-        return tuple(markers)
+        return markers
 
-    def marker_ref(self, key: str, value) -> str:
-        name = self.string(key, value, non_empty=True)
-        if name not in self.markers:
-            hint = difflib.get_close_matches(name, self.markers, n=1)
-            self.fail(key, f"unknown marker {_show(name)}"
-                           + (f"; did you mean {_show(hint[0])}?" if hint else " (not in [markers])"))
-        return name
+    def read_engine(self, section: schema.Section, value) -> dict:
+        return self.section_table(section, value)
 
-    def marker_conditions(self, key: str, value) -> tuple[MarkerCondition, ...]:
-        """One `{ marker, within }` table or an array of them."""
-        if isinstance(value, dict):
-            items = [(key, value)]
-        elif isinstance(value, list):
-            items = [(f"{key}[{i}]", item) for i, item in enumerate(value)]
-        else:
-            self.wrong(key, value, "a table { marker, within } or an array of them")
-        conditions = []
-        for k, item in items:
-            item = self.table(k, item, _MARKER_CONDITION_KEYS)
-            for part in _MARKER_CONDITION_KEYS:
-                if part not in item:
-                    self.fail(f"{k}.{part}", "missing (each entry needs marker and within)")
-            conditions.append(MarkerCondition(self.marker_ref(f"{k}.marker", item["marker"]),
-                                              self.duration(f"{k}.within", item["within"], positive=True)))
-        return tuple(conditions)
+    def read_policy(self, section: schema.Section, value) -> PolicySpec:
+        return _BUILDS[section.builds](**self.section_table(section, value))
 
-    def read_policy(self, value) -> PolicySpec:
-        policy = self.table("policy", value, _POLICY_KEYS)
-        quiet = policy.get("quiet_hours")
-        per_day = policy.get("max_per_day")
-        return PolicySpec(
-            blacklist=self.list_refs("policy.blacklist", policy.get("blacklist", [])),
-            quiet_hours=None if quiet is None else self.parsed("policy.quiet_hours", quiet, parse_hours),
-            min_gap_ms=self.duration("policy.min_gap", policy["min_gap"]) if "min_gap" in policy else 0,
-            # UINT32_MAX itself is the core's "no cap", so a cap stays below it; 0 pauses contacts.
-            max_per_day=None if per_day is None else self.integer("policy.max_per_day", per_day,
-                                                                  lo=0, hi=UINT32_MAX - 1),
-            max_in_window=self.read_max_in_window(policy["max_in_window"]) if "max_in_window" in policy else None,
-            global_holdout=self.holdout("policy.global_holdout", policy["global_holdout"])
-            if "global_holdout" in policy else 0.0,
-        )
+    def read_output(self, section: schema.Section, value) -> OutputSpec:
+        return _BUILDS[section.builds](**self.section_table(section, value))
 
-    def read_max_in_window(self, value) -> tuple[int, int]:
-        key = "policy.max_in_window"
-        spec = self.table(key, value, _WINDOW_KEYS)
-        for part in _WINDOW_KEYS:
-            if part not in spec:
-                self.fail(f"{key}.{part}", "missing (max_in_window needs contacts and window)")
-        return (self.integer(f"{key}.contacts", spec["contacts"], lo=1, hi=MAX_WINDOW_CONTACTS),
-                self.duration(f"{key}.window", spec["window"], positive=True))
+    def read_channels(self, section: schema.Section, value) -> dict[str, int]:
+        """name -> its daily_budget, for the channels given one."""
+        return {name: attrs["daily_budget"] for name, attrs in self.named_tables(section, value).items()
+                if "daily_budget" in attrs}
 
-    def read_channels(self, value, campaigns) -> dict[str, int]:
-        """`[channels]`: name = { daily_budget = N }, only for channels some campaign uses."""
-        used = list(dict.fromkeys(c.channel for c in campaigns))
-        budgets = {}
-        for name, spec in self.table("channels", value).items():
-            key = f"channels.{name}"
-            if name not in used:
-                hint = difflib.get_close_matches(name, used, n=1)
-                more = f"; did you mean {_show(hint[0])}?" if hint else \
-                    f" (channels in use: {', '.join(used)})" if used else " (no campaign uses a channel)"
-                self.fail(key, f"no campaign uses channel {_show(name)}{more}")
-            spec = self.table(key, spec, _CHANNEL_KEYS)
-            if "daily_budget" in spec:
-                budgets[name] = self.integer(f"{key}.daily_budget", spec["daily_budget"], lo=1, hi=MAX_BUDGET)
-        return budgets
-
-    def read_output(self, value) -> OutputSpec:
-        output = self.table("output", value, _OUTPUT_KEYS)
-        defaults = OutputSpec()
-        fmt = self.string("output.format", output.get("format", defaults.format))
-        if fmt not in OUTPUT_FORMATS:
-            self.fail("output.format", f"{_show(fmt)} is not one of {', '.join(OUTPUT_FORMATS)}")
-        max_age_ms = defaults.max_age_ms
-        if "max_age" in output:
-            # "0" (with or without a unit) turns rotation by age off.
-            age = output["max_age"]
-            max_age_ms = 0 if age in ("0", 0) and not isinstance(age, bool) \
-                else self.duration("output.max_age", age)
-            max_age_ms = max_age_ms or None
-        max_records = defaults.max_records
-        if "max_records" in output:
-            max_records = self.integer("output.max_records", output["max_records"], lo=1, hi=2**63 - 1)
-        return OutputSpec(format=fmt, max_records=max_records, max_age_ms=max_age_ms)
-
-    def read_campaigns(self, value) -> tuple[CampaignSpec, ...]:
+    def read_campaign(self, section: schema.Section, value) -> tuple[CampaignSpec, ...]:
         if not isinstance(value, list):
             self.fail("campaign", f"expected [[campaign]] tables (an array of tables), got {_kind(value)}")
         campaigns: list[CampaignSpec] = []
         seen: dict[str, int] = {}
         for i, table in enumerate(value):
-            campaign = self.read_campaign(i, table)
+            campaign = self.one_campaign(section, i, table)
             if campaign.id in seen:
                 self.fail(f'campaign[{i}] (id "{campaign.id}").id',
                           f"duplicate campaign id (also campaign[{seen[campaign.id]}])")
             seen[campaign.id] = i
             campaigns.append(campaign)
         campaigns.sort(key=lambda c: (-c.priority, c.id))
+        self.channels = list(dict.fromkeys(c.channel for c in campaigns))
         return tuple(campaigns)
 
-    def read_campaign(self, i: int, value) -> CampaignSpec:
+    def one_campaign(self, section: schema.Section, i: int, value) -> CampaignSpec:
         key = f"campaign[{i}]"
         c = self.table(key, value)
+        # the id first: every later message names the campaign by it
+        id_field = section.field("id")
         if "id" not in c:
-            self.fail(f"{key}.id", "missing (every campaign needs an id)")
-        cid = self.string(f"{key}.id", c["id"], non_empty=True)
-        self.name(f"{key}.id", cid, "campaign id")
-        if cid in RESERVED_CAMPAIGN_IDS:
-            self.fail(f"{key}.id", f"{_show(cid)} is reserved (the programme's global control group)")
+            self.fail(f"{key}.id", f"missing ({id_field.required})")
+        cid = self.read(f"{key}.id", id_field.type, c["id"])
         key = f'{key} (id "{cid}")'
-        self.table(key, c, _CAMPAIGN_KEYS)
-        for required in ("on", "channel"):
-            if required not in c:
-                self.fail(f"{key}.{required}", "missing (required in every campaign)")
-
-        def opt(name, read):
-            return read(f"{key}.{name}", c[name]) if name in c else None
-
-        channel = self.string(f"{key}.channel", c["channel"], non_empty=True)
-        if not _CHANNEL.fullmatch(channel):
-            self.fail(f"{key}.channel", f"{_show(channel)} is not a channel name (letters, digits, _ -)")
-        if channel.lower() in RESERVED_CHANNELS:
-            self.fail(f"{key}.channel", f"{_show(channel)} is reserved for the output directory of that name")
-
-        where = opt("where", lambda k, v: self.string(k, v, non_empty=True))
-        if where is not None:
-            try:
-                where_lang.parse(where)
-            except where_lang.WhereError as e:
-                self.fail(f"{key}.where", str(e))
-
-        counter, at_least = None, 0
-        if "counter" in c:
-            ck = f"{key}.counter"
-            condition = self.table(ck, c["counter"], _CONDITION_KEYS)
-            for part in _CONDITION_KEYS:
-                if part not in condition:
-                    self.fail(f"{ck}.{part}", "missing (a counter condition needs name and at_least)")
-            counter = self.string(f"{ck}.name", condition["name"], non_empty=True)
-            if counter not in self.counters:
-                self.fail(f"{ck}.name", f"unknown counter {_show(counter)} (not in [counters])")
-            at_least = self.integer(f"{ck}.at_least", condition["at_least"], lo=0, hi=UINT32_MAX)
-
-        when = opt("when", lambda k, v: self.string(k, v, non_empty=True))
-        if when is not None:
-            try:
-                when_lang.parse(when, self.counters)
-            except when_lang.WhenError as e:
-                self.fail(f"{key}.when", str(e))
-        anniversary = opt("anniversary", lambda k, v: self.string(k, v, non_empty=True))
-        if anniversary is not None and (anniversary == "tags" or anniversary == "msisdn"):
-            self.fail(f"{key}.anniversary", f"{_show(anniversary)} is not a date attribute of the profiles")
-
-        if "variants" in c and "template" in c:
-            self.fail(f"{key}.variants", "replaces template: give one of them, not both")
-
-        holdout = 0.0
-        if "holdout" in c:
-            holdout = self.holdout(f"{key}.holdout", c["holdout"])
-
-        spec = CampaignSpec(
-            id=cid,
-            on=self.event_type_codes(f"{key}.on", c["on"], required=True),
-            channel=channel,
-            priority=opt("priority", lambda k, v: self.integer(k, v, lo=-INT32_MAX, hi=INT32_MAX)) or 0,
-            audience=opt("audience", self.list_ref),
-            peer_in=opt("peer_in", self.list_ref),
-            exclude=opt("exclude", self.list_refs) or (),
-            where=where,
-            area=opt("area", self.area_ref),
-            enter=opt("enter", self.boolean) or False,
-            hours=opt("hours", lambda k, v: self.parsed(k, v, parse_hours)),
-            days=ALL_DAYS if "days" not in c else self.parsed(f"{key}.days", c["days"], parse_days),
-            counter=counter,
-            at_least=at_least,
-            when=when,
-            anniversary=anniversary,
-            delay_ms=opt("delay", self.duration) or 0,
-            recheck=opt("recheck", lambda k, v: self.rules(k, v, RECHECK_RULES)) or frozenset(),
-            cooldown_ms=opt("cooldown", self.duration) or 0,
-            once=opt("once", self.boolean) or False,
-            exempt=opt("exempt", lambda k, v: self.rules(k, v, EXEMPT_RULES)) or frozenset(),
-            template=opt("template", self.string) or "",
-            holdout=holdout,
-            convert_on=opt("convert_on", lambda k, v: self.event_type_codes(k, v, required=False)) or (),
-            convert_arg=opt("convert_arg", lambda k, v: self.integer(k, v, lo=0, hi=2**63 - 1)),
-            convert_within_ms=opt("convert_within", lambda k, v: self.duration(k, v, positive=True)),
-            stop_after=opt("stop_after", lambda k, v: self.integer(k, v, lo=1, hi=UINT32_MAX)),
-            flags=opt("flags", self.flag_mask) or 0,
-            arg=opt("arg", lambda k, v: self.integer(k, v, lo=0, hi=2**63 - 1)),
-            enabled=True if "enabled" not in c else self.boolean(f"{key}.enabled", c["enabled"]),
-            start=opt("start", lambda k, v: self.parsed(k, v, parse_date)),
-            end=opt("end", lambda k, v: self.parsed(k, v, parse_date)),
-            after=opt("after", self.marker_conditions) or (),
-            not_after=opt("not_after", self.marker_conditions) or (),
-            absent=opt("absent", lambda k, v: tuple(dict.fromkeys(
-                self.marker_ref(f"{k}[{i}]", name) for i, name in enumerate(self.strings(k, v))))) or (),
-            daily_budget=opt("daily_budget", lambda k, v: self.integer(k, v, lo=1, hi=MAX_BUDGET)),
-            total_budget=opt("total_budget", lambda k, v: self.integer(k, v, lo=1, hi=MAX_BUDGET)),
-            variants=opt("variants", self.variants) or (),
-        )
-        self.consistent(key, spec)
-        return spec
-
-    def variants(self, key: str, value) -> tuple[VariantSpec, ...]:
-        """`variants`: an array of 1 to MAX_VARIANTS tables { template, weight }, templates distinct."""
-        if not isinstance(value, list):
-            self.wrong(key, value, "an array of tables { template, weight }")
-        if not 1 <= len(value) <= MAX_VARIANTS:
-            self.fail(key, f"{len(value)} variants: give 1 to {MAX_VARIANTS}")
-        variants: list[VariantSpec] = []
-        seen: dict[str, int] = {}
-        for i, item in enumerate(value):
-            k = f"{key}[{i}]"
-            item = self.table(k, item, _VARIANT_KEYS)
-            for part in _VARIANT_KEYS:
-                if part not in item:
-                    self.fail(f"{k}.{part}", "missing (each variant needs template and weight)")
-            template = self.string(f"{k}.template", item["template"], non_empty=True)
-            if template in seen:
-                self.fail(f"{k}.template", f"{_show(template)} is also variants[{seen[template]}]'s template "
-                                           "(each variant a distinct template)")
-            seen[template] = i
-            variants.append(VariantSpec(template, self.integer(f"{k}.weight", item["weight"],
-                                                               lo=1, hi=MAX_VARIANT_WEIGHT)))
-        return tuple(variants)
-
-    def area_ref(self, key: str, value) -> str:
-        name = self.string(key, value, non_empty=True)
-        if name not in self.areas:
-            self.fail(key, f"unknown area {_show(name)} (not in [areas])")
-        return name
-
-    def holdout(self, key: str, value) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.wrong(key, value, "a number between 0 and 1")
-        if not 0 <= value <= 1:
-            self.fail(key, f"{value} is not between 0 and 1")
-        # The control threshold works in units of 0.0001 (SPEC §3 step 7); finer is a mistake.
-        scaled = value * 10_000
-        if abs(scaled - round(scaled)) > 1e-9:
-            self.fail(key, f"{value} is not a multiple of 0.0001")
-        return float(value)
-
-    def consistent(self, key: str, c: CampaignSpec) -> None:
-        """Keys that only make sense together."""
-        if c.enter and c.area is None:
-            self.fail(f"{key}.enter", "needs an area to enter")
-        if "area" in c.recheck and c.area is None:
-            self.fail(f"{key}.recheck", '"area" needs an area')
-        if c.absent and not c.delay_ms:
-            self.fail(f"{key}.absent", "needs a non-zero delay (the markers are looked at when the delayed action is due)")
-        if c.start is not None and c.end is not None and c.end < c.start:
-            self.fail(f"{key}.end", f"{c.end.isoformat()} is before start {c.start.isoformat()}")
-        if "audience" in c.recheck and c.audience is None:
-            self.fail(f"{key}.recheck", '"audience" needs an audience')
-        if not c.convert_on:
-            for name, value in (("convert_arg", c.convert_arg), ("convert_within", c.convert_within_ms)):
-                if value is not None:
-                    self.fail(f"{key}.{name}", "needs convert_on")
+        self.table(key, c, section.keys)
+        values = self.fields(key, section.fields, section.rules, c)
+        return _BUILDS[section.builds](**self.attributes(section.fields, values))

@@ -112,10 +112,11 @@ def dictionary(target: str) -> Path:
                                                       b"flags", b"arg"]]
         tokens += [msgpack.packb(int(example_subscribers()[0])), msgpack.packb(1_793_000_000_000)]
     else:
-        keys = {k for attr in dir(config) if attr.endswith("_KEYS") for k in getattr(config, attr)}
-        tokens = [k.encode() for k in sorted(keys)] + [b'"' + n + b'"' for n in names]
-        tokens += [b"[engine]", b"[policy]", b"[lists]", b"[areas]", b"[counters]", b"[output]", b"[[campaign]]",
-                   b"[event_types]", b" and ", b" or ", b" not ", b" in ", b">=", b"!=", b"'", b'"""', b"'''",
+        from engine.language import schema
+        tokens = [k.encode() for k in sorted(schema.all_keys())] + [b'"' + n + b'"' for n in names]
+        tokens += [(f"[[{s.name}]]" if s.shape == "array of tables" else f"[{s.name}]").encode()
+                   for s in schema.SECTIONS]
+        tokens += [b" and ", b" or ", b" not ", b" in ", b">=", b"!=", b"'", b'"""', b"'''",
                    b"\\u0000", b"=", b"\r\n", b"msisdn", b"1e999", b"0x", b"inf", b"nan", b"2026-11-30T03:10:00Z"]
     path = Path(tempfile.mkdtemp(prefix="sigmatch-fuzz-dict-")) / f"{target}.dict"
     path.write_text("\n".join(_entry(t) for t in tokens) + "\n")
