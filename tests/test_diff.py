@@ -436,3 +436,24 @@ def test_help_says_what_diff_does():
     for words in ("CONFIG_A CONFIG_B TRACES...", "gained", "lost", "--state CHECKPOINT", "--json", "--html",
                   "two processes at once", "new campaign"):
         assert words in text, words
+
+
+def test_the_state_directory_of_run_is_a_starting_state_too(world, tmp_path):
+    """--state DIR (a `sigmatch run --state` store: a base, then records) gives what the
+    checkpoint file of the same state gives."""
+    from engine.service.checkpoint import CheckpointStore
+    generated, config_a, config_b = world
+    first, second = generated.traces
+    engine = Engine.from_config(config_a)
+    store = CheckpointStore(tmp_path / "state")
+    (tmp_path / "state").mkdir()
+    engine.replay(first)
+    store.save(engine)
+    engine.checkpoint(tmp_path / "state.ckpt")
+    assert store.exists()
+    documents = []
+    for state in (tmp_path / "state", tmp_path / "state.ckpt"):
+        code, stdout, lines = sigmatch("diff", config_a, config_b, second, "--state", state, "--json", "--no-progress")
+        assert code == 0, lines
+        documents.append({k: v for k, v in json.loads(stdout).items() if k != "state"})
+    assert documents[0] == documents[1] and documents[0]["total"]["contacts_a"] > 0

@@ -84,12 +84,11 @@ class DiffError(SigmatchError):
 def _check_inputs(config_a: Path, config_b: Path, traces: Sequence[Path], state: Optional[Path]) -> None:
     """What can be refused before a process starts: either configuration invalid (ConfigError
     naming its file), local days that would not line up, a trace or state that is not there."""
-    from engine.api import format_utc_offset
     from engine.language.config import load_config
     a, b = load_config(config_a), load_config(config_b)
     if a.utc_offset_ms != b.utc_offset_ms:
-        raise DiffError(f"{config_b}: engine.utc_offset {format_utc_offset(b.utc_offset_ms)} differs from "
-                        f"{format_utc_offset(a.utc_offset_ms)} in {config_a}: their local days (budgets, "
+        raise DiffError(f"{config_b}: engine.utc_offset {_offset(b.utc_offset_ms)} differs from "
+                        f"{_offset(a.utc_offset_ms)} in {config_a}: their local days (budgets, "
                         "max_per_day, the report's days) would not be the same days")
     for trace in traces:
         if not trace.exists():
@@ -99,6 +98,13 @@ def _check_inputs(config_a: Path, config_b: Path, traces: Sequence[Path], state:
     if state is not None and not state.exists():
         raise DiffError(f"{state}: no such checkpoint (--state takes a checkpoint file or a "
                         "`sigmatch run --state` directory)")
+
+
+def _offset(offset_ms: int) -> str:
+    """As engine.api.format_utc_offset writes it ("+08:00"), without importing the engine
+    here: the parent checks its inputs before the two processes start."""
+    sign, minutes = "-" if offset_ms < 0 else "+", abs(offset_ms) // 60_000
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def _engine(config: str, state: Optional[str]):
@@ -208,6 +214,7 @@ def replay_both(config_a, config_b, traces: Sequence, *, state=None, progress: O
             process.start()
             writer.close()
             processes[side], readers[reader] = process, side
+        import engine.api  # noqa: F401  (build_diff's: loaded while the sides replay, not after)
         results: dict[str, dict] = {}
         while readers:
             for reader in wait(list(readers)):
