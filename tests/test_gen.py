@@ -128,6 +128,8 @@ def test_synthetic_campaigns_use_every_campaign_key(moderate):
     assert set().union(*(c.exempt for c in synthetic)) == {"min_gap", "max_per_day", "quiet_hours"}
     assert {c.channel for c in config.campaigns} == {"sms", "mms", "boss", "outbound", "popup"}
     assert used(lambda c: c.holdout) and used(lambda c: c.stop_after)
+    # an A/B test with a control group: weighted variants beside a holdout
+    assert used(lambda c: len(c.variants) > 1 and c.holdout and len({v.weight for v in c.variants}) > 1)
     assert used(lambda c: c.convert_arg is not None and c.convert_within_ms)
     assert len({c.priority for c in config.campaigns}) > 5
     # the keys of SPEC §2.1 this world uses: trigger filters, a period counter, markers, and a
