@@ -1,0 +1,269 @@
+# The core's constants and its state, declared once (included by _core.pyx before every other
+# part): the decoder's codes and fields, the state's enums and limits, and EngineC, the one
+# struct of plain pointers that every nogil function takes whole.
+
+# Decoder return codes
+cdef enum:
+    DEC_OK = 0
+    DEC_BAD = 1
+    DEC_NEED_MORE = 2
+    DEC_CORRUPT = 3
+    DEC_TOO_LARGE = 4
+
+# Kinds of a decoded field value
+cdef enum:
+    F_MISSING = 0
+    F_NIL = 1
+    F_UINT = 2
+    F_NEG = 3
+    F_STR = 4
+    F_OTHER = 5
+
+# Dead-letter reasons: indexes into engine.records.BAD_REASONS
+cdef enum:
+    R_NOT_AN_EVENT = 0
+    R_MISSING_FIELD = 1
+    R_WRONG_TYPE = 2
+    R_OUT_OF_RANGE = 3
+    R_BAD_NUMBER = 4
+    R_UNKNOWN_TYPE = 5
+    R_DUPLICATE_KEY = 6
+    NR_REASONS = 7
+
+# Funnel slots: indexes into engine.records.FUNNEL
+cdef enum:
+    FN_MATCHED = 0
+    FN_SCHEDULED = 1
+    FN_OVERFLOW = 2
+    FN_DISABLED = 3
+    FN_ENDED = 4
+    FN_RECHECK_FAILED = 5
+    FN_ABSENT = 6
+    FN_BLACKLIST = 7
+    FN_QUIET_HOURS = 8
+    FN_MIN_GAP = 9
+    FN_MAX_PER_DAY = 10
+    FN_MAX_IN_WINDOW = 11
+    FN_COOLDOWN = 12
+    FN_CAMPAIGN_BUDGET = 13
+    FN_CHANNEL_BUDGET = 14
+    FN_CONTROL = 15
+    FN_GLOBAL_CONTROL = 16
+    FN_SENT = 17
+    FN_CONVERTED_SEND = 18
+    FN_CONVERTED_CONTROL = 19
+    FN_CONVERTED_GLOBAL_CONTROL = 20
+    NR_FUNNEL = 21
+
+cdef enum:
+    SUB_POWERED_OFF = 1
+    SUB_INACTIVE = 2
+    SUB_HAS_CONTACT = 4         # some (subscriber, campaign) contact state exists: worth a lookup
+    SUB_CHANGED = 8             # listed in changed_subs since the last checkpoint; never saved
+
+cdef enum:
+    CONTACT_CONTACTED = 1
+    CONTACT_CONVERTED = 2
+    CONTACT_CONTROL = 4
+    CONTACT_PENDING = 8
+    CONTACT_GLOBAL_CONTROL = 16
+
+cdef enum:
+    ADD_COUNT = 0
+    ADD_DUR = 1
+    ADD_DUR_MINUTES = 2
+
+cdef enum:
+    PERIOD_NONE = 0
+    PERIOD_DAY = 1
+    PERIOD_WEEK = 2
+    PERIOD_MONTH = 3
+
+cdef enum:
+    RECHECK_AREA = 1
+    RECHECK_POWERED_ON = 2
+    RECHECK_AUDIENCE = 4
+    RECHECK_HOURS = 8
+
+cdef enum:
+    EXEMPT_MIN_GAP = 1
+    EXEMPT_MAX_PER_DAY = 2
+    EXEMPT_QUIET_HOURS = 4
+    EXEMPT_MAX_IN_WINDOW = 8
+
+# `when` comparison codes (engine.language.when.OPS order) and program words below 0
+cdef enum:
+    WHEN_EQ = 0
+    WHEN_NE = 1
+    WHEN_LT = 2
+    WHEN_LE = 3
+    WHEN_GT = 4
+    WHEN_GE = 5
+    WHEN_AND = -1
+    WHEN_OR = -2
+    WHEN_NOT = -3
+
+# Core status codes returned to Python
+cdef enum:
+    ST_OK = 0
+    ST_CORRUPT = 1
+    ST_TOO_LARGE = 2
+    ST_TRUNCATED = 3
+    ST_NOMEM = 4
+
+cdef enum:
+    BATCH = 4096                # events decoded before they are matched
+    NR_FIELDS = 8
+    MAX_TYPE_NAMES = 64
+    MAX_TYPE_NAME_LEN = 32
+    DEAD_BYTES = 64             # bytes of a bad event kept in its dead letter
+    DEAD_SPAN_BITS = 26         # at most max_dead_letters records start in 2**26 stream bytes
+    POWER_OFF_TYPE = 8
+    PREFETCH_FAR = 16
+    PREFETCH_NEAR = 8
+    PREFETCH_CONTACT = 4
+
+cdef uint64_t MSISDN_LIMIT = 1000000000000000ULL   # 10**15: at most 15 digits
+cdef uint64_t TS_LIMIT = 1ULL << 53
+cdef int64_t DAY_MS = 86400000
+cdef uint64_t OCCUPIED = 1ULL << 63
+cdef uint32_t NO_INDEX = 0xFFFFFFFFu
+cdef uint64_t NO_BUDGET = 0xFFFFFFFFFFFFFFFFULL
+cdef const char* GLOBAL_ID = "global"         # crc32(f"{msisdn}:global"): the global control group
+cdef const char* VARIANT_SUFFIX = ":variant"  # crc32(f"{msisdn}:{id}:variant"): a campaign's variant
+
+
+ctypedef struct FieldC:
+    int kind
+    uint64_t u
+    size_t str_pos          # offset of the string bytes, relative to the buffer
+    uint32_t str_len
+
+
+# ---------------------------------------------------------------------------------------
+# Engine state: one struct of plain pointers so that nogil functions can take it whole.
+
+ctypedef struct EngineC:
+    # subscriber index: msisdn -> dense index, open addressing with linear probing. A slot
+    # carries 32 bits of the hash as a fingerprint, so that a probe touches only the row of
+    # the right subscriber (whose MSISDN, in the row, confirms the hit)
+    uint64_t* index_slots       # fingerprint << 32 | (row + 1); 0 = empty
+    uint64_t index_cap           # slots; subscribers fill at most INDEX_LOAD of them
+    uint32_t nr_subscribers
+    uint32_t cap_subscribers
+    # state rows
+    uint8_t* rows
+    size_t stride
+    size_t elig_off
+    size_t counter_off
+    size_t window_off
+    size_t marker_off
+    int32_t nr_elig_words
+    int32_t nr_counters
+    int32_t nr_windows
+    int32_t nr_markers
+    # lists and areas
+    PeerSetC* peer_sets
+    int32_t nr_peer_sets
+    uint32_t* area_cells        # cell -> slot, open addressing, 0 = empty
+    uint64_t* area_masks        # [slot * nr_area_words]
+    uint64_t area_slot_mask
+    int32_t nr_area_words
+    int32_t peer_prefetch[64][4]    # per event type: the peer sets its campaigns test, -1 ends
+    # configuration
+    CounterC* counters
+    CampaignC* campaigns
+    WhenCmpC* when_cmps         # every campaign's `when` comparisons, one table
+    WhenTermC* when_terms
+    int32_t* when_prog
+    # anniversaries: per subscriber, nr_dates uint16 (month * 32 + day, 0 = never matches),
+    # one per anniversary attribute some campaign names. Compiled from the profiles like the
+    # eligibility words, so not state: a checkpoint or a reload never carries it
+    uint16_t* dates             # [subscriber * nr_dates + slot]
+    int32_t nr_dates
+    int32_t nr_campaigns
+    uint32_t* by_type_off       # [65] offsets into by_type_list, per event type code
+    uint16_t* trig_list
+    uint32_t* counter_type_off
+    uint16_t* counter_list
+    uint32_t* convert_type_off
+    uint16_t* convert_list
+    MarkerC* markers
+    uint32_t* marker_type_off   # [65] offsets into marker_list, per event type code
+    uint16_t* marker_list
+    MarkCondC* conds            # every campaign's after/not_after entries
+    int32_t* absent_list        # every campaign's absent markers
+    uint32_t* variant_sums      # every campaign's running sums of variant weights (the last is W)
+    int64_t utc_offset
+    int32_t quiet_start         # -1: no quiet hours
+    int32_t quiet_end
+    int64_t min_gap
+    uint32_t max_per_day        # 0xFFFFFFFF: no cap
+    int32_t unblocked_word      # eligibility bit of "in no policy blacklist"
+    uint64_t unblocked_mask
+    uint64_t max_pending
+    uint32_t global_holdout     # global control when crc32(f"{msisdn}:global") % 10000 < this
+    # budgets: campaigns' counts, then channels' (BudgetC), and each channel's daily budget
+    BudgetC* budgets            # [nr_campaigns + nr_channels]
+    uint64_t* channel_daily     # [nr_channels], NO_BUDGET: none
+    int32_t nr_channels
+    # max_in_window: the last window_n contact times of each contacted subscriber (never of
+    # the others), in a table keyed by subscriber; an entry is window_n + 2 int64 words:
+    # subscriber + 1 (0: empty slot), times kept | ring head << 8, then the ring of times
+    int32_t window_n            # max_in_window.contacts; 0: no max_in_window
+    int64_t window_ms
+    int64_t* windows
+    uint64_t windows_mask
+    uint64_t nr_windows_used
+    # contacts
+    ContactC* contacts
+    uint64_t contacts_mask
+    uint64_t nr_contacts
+    # timers
+    TimerC* heap
+    uint64_t heap_n
+    uint64_t heap_cap
+    uint64_t timers_created
+    # clock and sequences
+    int64_t clock
+    int has_clock
+    uint64_t seq
+    uint64_t conversion_seq
+    # output buffers
+    ActionC* actions
+    uint64_t nr_actions
+    uint64_t cap_actions
+    ConversionC* conversions
+    uint64_t nr_conversions
+    uint64_t cap_conversions
+    DeadLetterC* dead
+    uint64_t nr_dead
+    uint64_t cap_dead
+    DeadRunC run                # the stream's open run of identical bad values
+    uint64_t max_dead_letters   # records per span of 2**DEAD_SPAN_BITS stream bytes
+    # statistics
+    uint64_t* funnel            # [campaign * NR_FUNNEL]
+    uint64_t bad[NR_REASONS]
+    uint64_t bad_field[NR_REASONS][NR_FIELDS + 1]   # the same by field; NR_FIELDS: the whole value
+    uint64_t events
+    uint64_t unknown
+    uint64_t late               # good events whose ts was below the clock (they take the clock)
+    uint64_t by_type[64]
+    int oom
+    # changes since the last checkpoint, kept only while tracking: an incremental checkpoint
+    # then writes what changed, not every row. A subscriber is listed once (SUB_CHANGED in its
+    # row says so); contact slots have a bit each, all set after the table moved (it grew).
+    int tracking
+    uint32_t* changed_subs      # [nr_subscribers + 1]
+    uint64_t nr_changed
+    uint64_t* changed_contacts  # bit per contact slot
+    int all_contacts_changed
+    # the cold paths (_explain.pxi): what happens to watched subscribers, for `explain`, and
+    # the contacts one campaign loses to another through the policy, for `diff`. Both NULL
+    # unless asked for, so the hot path pays one test of a pointer per event, timer or
+    # policy suppression.
+    uint64_t* watch_bits        # bit per subscriber index
+    ExplainC* explain
+    uint64_t nr_explain
+    uint64_t cap_explain
+    uint64_t* takers            # [(campaign * (nr_campaigns + 1) + taker) * NR_TAKER_RULES + rule]
