@@ -60,22 +60,23 @@ DROPPED = ("disabled", "ended", "absent")
 FUNNEL_LEGEND = (
     "matched: trigger events that met the campaign's conditions; sched: delayed actions scheduled; "
     "recheck: delayed actions dropped when rechecked at their due time; suppr: dropped at their due time "
-    "because the campaign was disabled or past its end or a marker it waits to stay unset was set, or suppressed by the contact policy or the pending bound; sent, control: contacts sent and held out (the control group); conv: "
-    "conversions of both; uplift: conversion rate of sends minus that of controls, in percentage points, "
+    "because the campaign was disabled or past its end or a marker it waits to stay unset was set, or suppressed by the "
+    "contact policy, a budget or the pending bound; sent, control, global: contacts sent, held out as the campaign's "
+    "control group, and held out as the global control group (global_holdout); conv: conversions of all three; uplift: conversion rate of sends minus that of controls, in percentage points, "
     f"with its 95% interval (Newcombe), or 'too few controls' below {MIN_CONTROLS} controls.")
 
 
 def format_funnel(stats: dict, *, legend: bool = False) -> str:
     """The per-campaign funnel as a fixed-width table; with `legend`, what each column means."""
-    columns = ["campaign", "matched", "sched", "recheck", "suppr", "sent", "control", "conv", "uplift [95% CI]"]
+    columns = ["campaign", "matched", "sched", "recheck", "suppr", "sent", "control", "global", "conv", "uplift [95% CI]"]
     rows = []
     for cid, f in stats["campaigns"].items():
         suppressed = sum(v for k, v in f.items() if k.startswith("suppressed_") or k in DROPPED) + f["overflow"]
-        converted = f["converted_send"] + f["converted_control"]
+        converted = f["converted_send"] + f["converted_control"] + f.get("converted_global_control", 0)
         measured = uplift(f["sent"], f["converted_send"], f["control"], f["converted_control"])
         shown = measured.shown() if f["control"] else ""
         rows.append([cid, f"{f['matched']:,}", f"{f['scheduled']:,}", f"{f['recheck_failed']:,}", f"{suppressed:,}",
-                     f"{f['sent']:,}", f"{f['control']:,}", f"{converted:,}", shown])
+                     f"{f['sent']:,}", f"{f['control']:,}", f"{f.get('global_control', 0):,}", f"{converted:,}", shown])
     table = [columns] + rows
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     lines = []

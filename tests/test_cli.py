@@ -155,3 +155,16 @@ def test_check_lists_a_campaigns_variants_and_weights(tmp_path):
     at = lines.index("    ab: 1 subscriber eligible")
     assert lines[at + 1] == ("      variants (template, weight, share): RESCUE_A 1 (0.01%), RESCUE_B 2 (0.02%), "
                              "RESCUE_C 9,997 (99.97%)")
+
+
+def test_the_funnel_table_shows_global_controls_and_their_conversions():
+    # a campaign whose every contact fell in the global control group (trial of issue 11):
+    # its contacts and conversions must show, not read as nothing sent and nothing converted
+    from engine.cli import FUNNEL_LEGEND, format_funnel
+    from engine.records import FUNNEL
+    funnel = dict.fromkeys(FUNNEL, 0)
+    funnel.update(matched=5, global_control=5, converted_global_control=5)
+    header, row = format_funnel({"campaigns": {"g": funnel}}).splitlines()
+    assert header.split()[5:9] == ["sent", "control", "global", "conv"]
+    assert row.split()[1:] == ["5", "0", "0", "0", "0", "0", "5", "5"]
+    assert "a budget" in FUNNEL_LEGEND and "global control group" in FUNNEL_LEGEND

@@ -202,8 +202,10 @@ def write_html(report: dict, path) -> Path:
                    f"controls at {_pct(p['rate_global_control'])}; uplift {_shown_uplift(p)}; incremental "
                    f"conversions {_incremental(p)}."),
         plots=plots,
-        columns=["sent", "control", "conv send", "conv ctrl", "rate send", "rate ctrl", "incr", "uplift [95% CI]"],
-        variant_rows=[[cid, t, f"{v['sends']:,}", f"{v['controls']:,}", f"{v['conversions_send']:,}",
+        columns=["sent", "control", "global", "conv send", "conv ctrl", "rate send", "rate ctrl", "incr",
+                 "uplift [95% CI]"],
+        variant_rows=[[cid, t, f"{v['sends']:,}", f"{v['controls']:,}", f"{v['global_controls']:,}",
+                       f"{v['conversions_send']:,}",
                        f"{v['conversions_control']:,}", _pct(v["rate_send"]), _pct(v["rate_control"]),
                        _incremental(v), _shown_uplift(v)]
                       for cid, e in report["campaigns"].items() for t, v in e["variants"].items()],

@@ -58,7 +58,7 @@ _KINDS = (SEND, CONTROL, GLOBAL_CONTROL)
 
 LEGEND = (
     "sent, control, global: contacts sent, held out as the campaign's control group, held out as the global "
-    "control group; conv: conversions of sends / of controls; rate: conversion rate of sends / of controls; "
+    "control group (global_holdout); conv: conversions of sends / of controls; rate: conversion rate of sends / of controls; "
     "uplift: rate of sends minus rate of controls in percentage points with its 95% interval (Newcombe), "
     f"'not significant' when the interval holds 0, 'too few controls' below {MIN_CONTROLS} controls; "
     "incr: incremental conversions (uplift x sends). The programme compares every send with the global "
@@ -330,11 +330,13 @@ def _table(columns: list[str], rows: list[list[str]], left: int = 1) -> list[str
     return lines
 
 
-_UPLIFT_COLUMNS = ["sent", "control", "conv send", "conv ctrl", "rate send", "rate ctrl", "incr", "uplift [95% CI]"]
+_UPLIFT_COLUMNS = ["sent", "control", "global", "conv send", "conv ctrl", "rate send", "rate ctrl", "incr",
+                   "uplift [95% CI]"]
 
 
 def _uplift_cells(f: dict) -> list[str]:
-    return [f"{f['sends']:,}", f"{f['controls']:,}", f"{f['conversions_send']:,}", f"{f['conversions_control']:,}",
+    return [f"{f['sends']:,}", f"{f['controls']:,}", f"{f['global_controls']:,}", f"{f['conversions_send']:,}",
+            f"{f['conversions_control']:,}",
             _pct(f["rate_send"]), _pct(f["rate_control"]), _incremental(f), _shown_uplift(f)]
 
 
@@ -375,14 +377,14 @@ def format_report(report: dict, *, by: str = "campaign", legend: bool = True) ->
         rows = []
         for day in days:
             p = report["programme"]["days"][day]
-            rows.append([day, "(programme)", f"{p['sends']:,}", f"{p['global_controls']:,}",
+            rows.append([day, "(programme)", f"{p['sends']:,}", "-", f"{p['global_controls']:,}",
                          f"{p['conversions_send']:,}", f"{p['conversions_global_control']:,}", _pct(p["rate_send"]),
                          _pct(p["rate_global_control"]), _incremental(p), _shown_uplift(p)])
             for cid, f in report["campaigns"].items():
                 if day in f["days"]:
                     rows.append([day, cid] + _uplift_cells(f["days"][day]))
         lines += _table(["day", "campaign"] + _UPLIFT_COLUMNS, rows, left=2)
-        lines.append("(programme rows: global controls in the control columns)")
+        lines.append("(programme rows: the conversions and the rate of the global controls in the ctrl columns)")
     lines += ["", _programme_line(report)]
     if legend:
         import textwrap
