@@ -261,10 +261,11 @@ cdef class Core:
 
     @property
     def bytes_per_subscriber(self):
-        """State bytes per subscriber: the row (with the MSISDN) and the index slots."""
+        """State bytes per subscriber: the row (with the MSISDN), the index slots and the
+        anniversary dates (2 bytes per attribute)."""
         if self.E.nr_subscribers == 0:
-            return self.E.stride + 8
-        return (self.rows_bytes + self.index_bytes) / self.E.nr_subscribers
+            return self.E.stride + 8 + 2 * self.E.nr_dates
+        return (self.rows_bytes + self.index_bytes) / self.E.nr_subscribers + 2 * self.E.nr_dates
 
     @property
     def nr_subscribers(self):

@@ -416,7 +416,7 @@ def check(config: Path, traces: tuple[Path, ...]):
     if not cfg.campaigns:
         click.echo("    -")
     for name, count in engine.malformed_dates.items():
-        click.echo(f"  {name}: {plural(count, 'value is', 'values are')} not dates (YYYY-MM-DD); "
+        click.echo(f"  {name}: {plural(count, 'value is not a date', 'values are not dates')} (YYYY-MM-DD); "
                    "those subscribers never match an anniversary")
     click.echo(f"  engine state: {engine.bytes_per_subscriber:.0f} bytes per subscriber")
     warn = logging.getLogger("sigmatch.check").warning

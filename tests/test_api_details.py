@@ -97,3 +97,15 @@ def test_the_policy_view_counts_the_contacts_in_the_window():
     policy = policy_view(m.engine, A)["contact_policy"]
     assert policy["contacts_in_window"] == 2        # T0 has left the window at T0 + 1 h
     assert policy["max_in_window"] == {"contacts": 3, "window_ms": HOUR}
+
+
+def test_bytes_per_subscriber_counts_the_anniversary_dates():
+    # `check` and the bench report it: an anniversary attribute keeps 2 bytes per subscriber
+    import numpy as np
+    from engine._core import Core
+    core = Core()
+    core.set_layout(1, 0, 0, 0)
+    core.set_subscribers(np.array([8613800000001, 8613800000002], dtype=np.uint64))
+    before = core.bytes_per_subscriber
+    core.set_dates(np.zeros((2, 2), dtype=np.uint16))
+    assert core.bytes_per_subscriber == before + 4
