@@ -217,3 +217,17 @@ def test_program_agrees_with_the_tree(text, a, b, c):
     expr = w.parse(text, ["a", "b", "c"])
     env = dict(a=a, b=b, c=c)
     assert _run_program(expr, env) == w.evaluate(expr, values(**env))
+
+
+def test_a_multi_line_expression_is_placed_by_line_and_column_and_quoted_on_one_line():
+    # a `when` (or `where`) written as a TOML multi-line string: the CLI shows one line, so
+    # the whole expression must be in it, and the place must point at what the user sees
+    from engine.language.where import WhereError, parse as parse_where
+    with pytest.raises(WhenError) as e:
+        w.parse("a > 1 and\n    zz > 2", NAMES)
+    assert e.value.pos == 14
+    assert str(e.value).endswith('at line 2, column 5 of "a > 1 and\\n    zz > 2"')
+    assert "\n" not in str(e.value)
+    with pytest.raises(WhereError) as e:
+        parse_where("arpu > 1 and\n  brand = 'x'")
+    assert "at line 2, column 9 of \"arpu > 1 and\\n  brand = 'x'\"" in str(e.value)

@@ -66,7 +66,12 @@ class ExpressionError(ConfigError):
         self.pos = pos
         self.reason = message
         if text is not None and pos is not None:
-            message = f"{message} at column {pos + 1} of {_quote(text)}"
+            # an expression written as a multi-line TOML string: its line and column, and the
+            # text quoted on one line, since an error is one line
+            line = text.count("\n", 0, pos)
+            column = pos - text.rfind("\n", 0, pos)
+            place = f"line {line + 1}, column {column}" if line else f"column {pos + 1}"
+            message = f"{message} at {place} of {_quote(text)}"
         super().__init__(message)
 
 
@@ -77,7 +82,7 @@ class WhereError(ExpressionError):
 
 def _quote(text: str) -> str:
     shown = text if len(text) <= 120 else text[:117] + "..."
-    return '"' + shown.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + shown.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r") + '"'
 
 
 # ---------------------------------------------------------------------------- the tree
