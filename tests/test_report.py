@@ -342,6 +342,29 @@ def test_refusals_are_one_line(known, tmp_path):
     one_line_error(*sigmatch("report", bad), "actions-00000001.csv", "not a sigmatch output file")
 
 
+@pytest.mark.parametrize("copy", ["actions", "conversions", "jsonl beside csv"])
+def test_records_read_twice_are_refused_not_counted_twice(replayed, tmp_path, copy):
+    out = tmp_path / "out"
+    shutil.copytree(replayed / "csv", out)
+    if copy == "conversions":
+        first = sorted((out / "conversions").iterdir())[0]
+        shutil.copy(first, first.with_name("conversions-00000500.csv"))
+        what = "conversion records"
+    else:
+        channel = sorted(p for p in out.iterdir() if p.is_dir() and p.name != "conversions")[0]
+        first = sorted(channel.iterdir())[0]
+        if copy == "actions":
+            shutil.copy(first, first.with_name("actions-00000500.csv"))
+        else:
+            twin = sorted((replayed / "jsonl" / channel.name).iterdir())[0]
+            shutil.copy(twin, channel / "actions-00009999.jsonl")
+        what = "action records"
+    code, stdout, lines = sigmatch("report", out, "--json", "--no-progress")
+    one_line_error(code, stdout, lines, str(out), what, "more than once", "copied twice")
+    with pytest.raises(ReportError, match="more than once"):
+        read_outputs([out])
+
+
 def test_a_directory_named_like_an_output_file_is_not_read(known):
     # a copy tool's leftover, or an operator's mkdir: not a file of the run, like any other name
     (known / "sms" / "actions-00000009.csv").mkdir()

@@ -151,11 +151,39 @@ def read_outputs(paths, *, progress: Optional[bool] = None) -> Outputs:
         for (path, (action_files, conversion_files)), stat in zip(files, stats):
             actions = _read_files(action_files, ACTION_TYPES, codes, outputs.warnings, bar)
             conversions = _read_files(conversion_files, CONVERSION_TYPES, codes, outputs.warnings, bar)
+            _refuse_repeats(path, actions.seq, "action records", "seqs")
+            _refuse_repeats(path, conversions.seq, "conversion records", "contact_seqs")
             outputs.directories.append(Directory(path, stat, actions, conversions))
     finally:
         if bar is not None:
             bar.close()
     return outputs
+
+
+def _repeats(seq: np.ndarray) -> int:
+    """How many values of `seq` (uint64) stand more than once (each counted once)."""
+    if len(seq) < 2:
+        return 0
+    low, high = int(seq.min()), int(seq.max())
+    if high - low < 4 * len(seq) + 1024:
+        # a run's seqs are gap-free, so a count per value is the cheap way
+        counts = np.bincount((seq - np.uint64(low)).astype(np.intp), minlength=0)
+        return int(np.count_nonzero(counts > 1))
+    ranked = np.sort(seq)
+    same = ranked[1:] == ranked[:-1]
+    # a run of equal values counts once: a True not preceded by a True
+    return int(np.count_nonzero(same[1:] & ~same[:-1]) + (1 if len(same) and same[0] else 0))
+
+
+def _refuse_repeats(path: Path, seq: np.ndarray, records: str, seqs: str) -> None:
+    """ReportError when one seq (or contact_seq) stands twice in one directory: a run numbers
+    each action once and a contact converts at most once, so a repeat is a record read twice
+    (a file copied, the same records in a second format), whose contacts would count twice."""
+    repeated = _repeats(seq)
+    if repeated:
+        raise ReportError(f"{path}: {len(seq):,} {records}, of which {repeated:,} {seqs} stand more than once "
+                          "(a file copied twice, or the same records in a second format?); "
+                          "a run writes each once, so they would count twice")
 
 
 def _read_stats(path: Path) -> dict:
