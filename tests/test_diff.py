@@ -263,6 +263,29 @@ def test_contacts_taken_through_the_policy_are_each_sides_takers(world, diffed):
     assert "actions lost to another campaign through the contact policy" in text
 
 
+def test_late_events_are_shown_and_warned_of(world, diffed):
+    """Each side's late events (as replay counts them) in --json and the summary; a warning
+    when there are any: traces in the wrong order make a diff of contacts at the clock's time."""
+    assert diffed["a"]["late_events"] == diffed["b"]["late_events"] == 0
+    assert not any("late" in w for w in diffed["warnings"])
+    events = diffed["a"]["events"]
+    assert f"events: {events:,} in A (0 late), {events:,} in B (0 late)" in format_diff(diffed)
+    generated, config_a, config_b = world
+    first, second = generated.traces
+    run = Engine.from_config(config_a).replay([second, first], drain=True, keep=False)
+    expected_late = run.stats["run"]["late_events"]
+    assert expected_late > 0
+    code, stdout, lines = sigmatch("diff", config_a, config_b, second, first, "--json", "--no-progress")
+    assert code == 0, lines
+    document = json.loads(stdout)
+    assert document["a"]["late_events"] == document["b"]["late_events"] == expected_late
+    warned = [w for w in document["warnings"] if "late" in w]
+    assert len(warned) == 2 and f"{expected_late:,} of {events:,} events late" in warned[0]
+    text = format_diff(document)
+    assert f"events: {events:,} in A ({expected_late:,} late), {events:,} in B ({expected_late:,} late)" in text
+    assert f"warning: A ({config_a}): {expected_late:,} of {events:,} events late" in text
+
+
 def test_a_configuration_against_itself_changes_nothing(world):
     generated, config_a, _ = world
     code, stdout, lines = sigmatch("diff", config_a, config_a, *generated.traces, "--json", "--no-progress")

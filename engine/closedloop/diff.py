@@ -37,7 +37,7 @@ The --json document (`DIFF_VERSION` 1):
      "warnings": [line, ...]}
 
     <counts> = {contacts_a, contacts_b, gained, lost}
-    <side>   = {config, sha256, campaigns: [id, ...], events, pending}
+    <side>   = {config, sha256, campaigns: [id, ...], events, late_events, pending}
 
 Units with no contact on either side are left out of `days`. A budget's `reached_*` is the
 `ts` (ms, UTC) of the send that brought its use to its limit on that side, null when it was
@@ -47,7 +47,9 @@ reached on no day, a row with `day` null. `taken`: the contacts `campaign` lost 
 through `rule` of the contact policy to campaign `by`, the campaign of the subscriber's latest
 contact, which made the rule fail (Engine.takers; `by` null: a campaign that a reload of the
 checkpoint's configuration removed); pairs with a count on either side. With `--state` they
-count from the checkpoint on.
+count from the checkpoint on. `late_events`: the side's good events whose ts was below its
+clock, processed at the clock's time (as replay counts them; traces out of order, or a
+checkpoint newer than the trace), with a warning when either side has any.
 """
 from __future__ import annotations
 
@@ -159,6 +161,7 @@ def _replay_side(config: str, traces: list[str], state: Optional[str], progress:
                    for cid, f in run.stats["campaigns"].items()},
         "events": run.stats["run"]["events"],
         "pending": run.stats["run"]["pending"],
+        "late_events": run.stats["run"]["late_events"],
         "start": {"clock": clock, "campaigns": {c.campaigns[k].id: list(v) for k, v in used_campaigns.items()},
                   "channels": dict(used_channels)},
         "takers": [(campaign, taker, rule, n) for (campaign, taker, rule), n in engine.takers().items()],
@@ -419,6 +422,12 @@ def build_diff(a: dict, b: dict, *, traces: Sequence = (), state=None) -> dict:
         warnings.append(f"{b['config']} reads other subscribers than {a['config']} ({b['profiles']} against "
                         f"{a['profiles']}: {b['subscribers'][0]:,} against {a['subscribers'][0]:,}): contacts "
                         "also differ by who is a subscriber")
+    for name, result in zip("AB", (a, b)):
+        late = result.get("late_events", 0)
+        if late:
+            warnings.append(f"{name} ({result['config']}): {late:,} of {plural(result['events'], 'event')} late (ts "
+                            "below the engine's clock, processed at the clock's time): traces out of order, or a "
+                            "state newer than the traces? Contacts are not what they were at the events' times")
     return {
         "diff": DIFF_VERSION,
         "a": _side(a), "b": _side(b),
@@ -460,7 +469,7 @@ def _taken(a: dict, b: dict, ids: list[str]) -> list[dict]:
 def _side(result: dict) -> dict:
     return {"config": result["config"], "sha256": result["identity"].get("sha256"),
             "campaigns": [c["id"] for c in result["campaigns"]], "events": result["events"],
-            "pending": result["pending"]}
+            "pending": result["pending"], "late_events": result.get("late_events", 0)}
 
 
 # --------------------------------------------------------------------------- budgets
@@ -591,6 +600,9 @@ def summary(document: dict) -> list[str]:
         if e["in"] == "both" and e["channel_a"] != e["channel_b"]:
             lines.append(f"{cid} moves from channel {e['channel_a']} to {e['channel_b']}")
     t = document["total"]
+    a, b = document["a"], document["b"]
+    lines.append(f"events: {a['events']:,} in A ({a.get('late_events', 0):,} late), "
+                 f"{b['events']:,} in B ({b.get('late_events', 0):,} late)")
     lines.append(f"in all: {t['contacts_a']:,} contacts in A, {t['contacts_b']:,} in B "
                  f"(net {_signed(t['contacts_b'] - t['contacts_a'])}; {t['gained']:,} gained, {t['lost']:,} lost)")
     return lines
