@@ -373,6 +373,28 @@ def _life(c) -> str:
     return ""
 
 
+def _span(ms: int) -> str:
+    """A duration of the configuration as it would be written: 7d, 12h, 90m, 30s."""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms} ms"
+
+
+def _policy_lines(cfg) -> list[str]:
+    """check's lines for the second edition's programme-wide limits: the rolling window, the
+    global control group and the channels' daily budgets (nothing when none is set)."""
+    lines = []
+    if cfg.policy.max_in_window is not None:
+        contacts, window = cfg.policy.max_in_window
+        lines.append(f"max_in_window: at most {contacts} contacts in any {_span(window)} (all campaigns together)")
+    if cfg.policy.global_holdout:
+        lines.append(f"global_holdout: {cfg.policy.global_holdout:.2%} of subscribers are never sent anything")
+    for channel, budget in cfg.channel_budgets.items():
+        lines.append(f"channel {channel}: daily_budget {budget:,} sends a local day")
+    return lines
+
+
 def _variants(c) -> str:
     """check's line for a campaign's variants: each template with its weight and its share of
     the subscribers (weight / W), as a marketer plans an A/B test."""
@@ -404,6 +426,9 @@ def check(config: Path, traces: tuple[Path, ...]):
     for name, cells in world.areas.items():
         click.echo(f"  area {name}: {plural(len(cells), 'cell')}")
     click.echo(f"  counters: {', '.join(c.name for c in cfg.counters) or '-'}")
+    click.echo(f"  markers: {', '.join(m.name for m in cfg.markers) or '-'}")
+    for line in _policy_lines(cfg):
+        click.echo(f"  {line}")
     click.echo("  campaigns (priority order), with the subscribers their audience, lists and where let through:")
     never = []
     for c in cfg.campaigns:
@@ -411,6 +436,12 @@ def check(config: Path, traces: tuple[Path, ...]):
         click.echo(f"    {c.id}: {plural(count, 'subscriber')} eligible{_life(c)}")
         if c.variants:
             click.echo(f"      variants (template, weight, share): {_variants(c)}")
+        if c.when is not None:
+            click.echo(f"      when: {' '.join(c.when.split())}")
+        budgets = [f"{n:,} {what}" for n, what in ((c.daily_budget, "sends a local day"),
+                                                   (c.total_budget, "sends in all")) if n is not None]
+        if budgets:
+            click.echo(f"      budget: {', '.join(budgets)}")
         if count == 0:
             never.append(c.id)
     if not cfg.campaigns:

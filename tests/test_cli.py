@@ -168,3 +168,27 @@ def test_the_funnel_table_shows_global_controls_and_their_conversions():
     assert header.split()[5:9] == ["sent", "control", "global", "conv"]
     assert row.split()[1:] == ["5", "0", "0", "0", "0", "0", "5", "5"]
     assert "a budget" in FUNNEL_LEGEND and "global control group" in FUNNEL_LEGEND
+
+
+def test_check_shows_the_second_editions_limits(tmp_path):
+    # markers, when, budgets, the rolling window, the global control group and the channels'
+    # budgets were loaded silently (trial of issue 11): check says what it will apply
+    (tmp_path / "p.csv").write_text("msisdn\n13800000001\n")
+    config = tmp_path / "c.toml"
+    config.write_text('[engine]\nprofiles = "p.csv"\n'
+                      '[policy]\nmax_in_window = { contacts = 4, window = "7d" }\nglobal_holdout = 0.01\n'
+                      '[counters]\nsms = { on = ["SMS_MO"] }\ncalls = { on = ["CALL_MO_END"] }\n'
+                      '[markers]\nrecharged = { on = ["RECHARGE"] }\n'
+                      '[channels]\nsms = { daily_budget = 20000 }\n'
+                      '[[campaign]]\nid = "a"\non = ["SMS_MO"]\nchannel = "sms"\nwhen = """sms >= 2 * calls\n  + 1"""\n'
+                      'daily_budget = 500\ntotal_budget = 5000\n')
+    code, out, _ = run("check", config)
+    assert code == 0, out
+    lines = out.splitlines()
+    for line in ("  markers: recharged",
+                 "  max_in_window: at most 4 contacts in any 7d (all campaigns together)",
+                 "  global_holdout: 1.00% of subscribers are never sent anything",
+                 "  channel sms: daily_budget 20,000 sends a local day",
+                 "      when: sms >= 2 * calls + 1",
+                 "      budget: 500 sends a local day, 5,000 sends in all"):
+        assert line in lines, (line, out)
