@@ -509,7 +509,7 @@ def demo(directory, subscribers: int, events: int):
 @click.option("--subscribers", type=int, required=True, help="Subscribers in the profile snapshot.")
 @click.option("--events", type=int, required=True, help="Events in the trace.")
 @click.option("--campaigns", type=int, default=12, show_default=True,
-              help="Synthetic campaigns besides the three programmes.")
+              help="Synthetic campaigns, written after the programmes of examples/, which gen always writes.")
 @click.option("--days", type=int, default=2, show_default=True, help="Local days the trace spans.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same bytes.")
 @click.option("--trace-files", type=int, default=1, show_default=True,
@@ -662,7 +662,7 @@ def send(address: str, files, timeout: float):
 @main.command()
 @click.argument("workloads", nargs=-1)
 @click.option("--campaigns", default=12, show_default=True,
-              help="Synthetic campaigns beside the three programmes.")
+              help="Synthetic campaigns, besides the programmes of examples/ that gen always writes.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the generated worlds here and reuse them (default: temporary, deleted).")
 @click.option("--peers", is_flag=True,
