@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -284,6 +286,51 @@ def test_late_events_are_shown_and_warned_of(world, diffed):
     text = format_diff(document)
     assert f"events: {events:,} in A ({expected_late:,} late), {events:,} in B ({expected_late:,} late)" in text
     assert f"warning: A ({config_a}): {expected_late:,} of {events:,} events late" in text
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(n) for n in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+    except OSError:
+        return set()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's children from /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_diff_ends_its_replays_without_a_traceback(world, sig):
+    """SIGTERM (or Ctrl-C) to diff ends both replay processes with it, and nothing but one
+    line is written: the sides neither run on nor print a broken pipe's traceback."""
+    generated, config_a, config_b = world
+    # the trace many times over: the sides are still replaying when the signal comes
+    traces = list(generated.traces) * 60
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "diff", str(config_a), str(config_b),
+                             *map(str, traces), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    sides: set[int] = set()
+    for _ in range(600):
+        sides = _children(proc.pid)
+        if len(sides) >= 2 or proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    assert len(sides) >= 2, "the two sides never started"
+    time.sleep(1.0)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)        # EOF: the sides, which share its stderr, have ended too
+    assert proc.returncode != 0
+    for pid in sides:
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"side {pid} still runs after diff ended")
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    if sig == signal.SIGTERM:
+        assert lines[0].startswith("sigmatch: error: ") and "SIGTERM" in lines[0]
 
 
 def test_a_configuration_against_itself_changes_nothing(world):

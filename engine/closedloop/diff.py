@@ -55,7 +55,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
+import signal
 import sys
+import threading
 import zlib
 from multiprocessing.connection import wait
 from pathlib import Path
@@ -176,6 +179,10 @@ def _side_main(conn, side: str, config: str, traces: list[str], state: Optional[
     sent back through `conn`."""
     from engine.cli import _own_standard_error
     from engine.privacy import JsonLogFormatter, LogFormatter
+    # Ctrl-C reaches the whole process group: the parent alone decides, and ends the sides
+    # with SIGTERM (whose default action ends a side without a word)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent()
     _own_standard_error(JsonLogFormatter() if json_logs else LogFormatter(), log_level)
     try:
         result = ("ok", _replay_side(config, traces, state, progress, warn=side == "a"))
@@ -186,8 +193,29 @@ def _side_main(conn, side: str, config: str, traces: list[str], state: Optional[
     except BaseException as e:      # a bug: logged (masked) here, said in one line by the parent
         log.exception("the replay of %s failed", config)
         result = ("error", f"the replay of {config} failed: {type(e).__name__}")
-    conn.send(result)
-    conn.close()
+    try:
+        conn.send(result)
+        conn.close()
+    except OSError:         # the parent is gone (stopped): nobody to tell
+        os._exit(1)
+
+
+def _end_with_parent() -> None:
+    """End this side's process as soon as its parent ends, however it ends (even SIGKILL):
+    a replay nobody waits for would run on for the length of the trace."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="sigmatch-diff-parent", daemon=True).start()
+
+
+class _Stopped(Exception):
+    """SIGTERM reached the parent while the sides replay."""
 
 
 def replay_both(config_a, config_b, traces: Sequence, *, state=None, progress: Optional[bool] = None,
@@ -206,6 +234,14 @@ def replay_both(config_a, config_b, traces: Sequence, *, state=None, progress: O
     context = multiprocessing.get_context("spawn")
     level = logging.getLogger().getEffectiveLevel()
     processes, readers = {}, {}
+
+    def stopped(number, frame):
+        raise _Stopped()
+
+    # SIGTERM's default would end the parent alone, the sides running on: raised here
+    # instead, it ends them in `finally`
+    previous = signal.signal(signal.SIGTERM, stopped) \
+        if threading.current_thread() is threading.main_thread() else None
     try:
         for side, config in zip(SIDES, (config_a, config_b)):
             reader, writer = context.Pipe(duplex=False)
@@ -231,11 +267,15 @@ def replay_both(config_a, config_b, traces: Sequence, *, state=None, progress: O
                 if kind == "error":
                     raise DiffError(value)
                 results[side] = value
+    except _Stopped:
+        raise DiffError(f"stopped by SIGTERM before both replays of {', '.join(map(str, traces))} ended") from None
     finally:
         for process in processes.values():
             if process.is_alive():
                 process.terminate()
             process.join()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return results["a"], results["b"]
 
 
