@@ -260,3 +260,45 @@ def test_the_policy_view_names_the_variant_each_subscriber_gets():
     assert [v["plain"]["template"] for v in views] == ["ONE"] * 3
     run = engine.replay(ev(T0, msisdn=A) + ev(T0, msisdn=B) + ev(T0, msisdn=C))
     assert list(run.action_columns()["template"]) == ["A", "C", "B"]
+
+
+def test_bad_requests_get_a_json_error_that_names_what_is_wrong():
+    """?last= that is not a whole number in bounds is 400 naming `last` and its bounds (not a
+    404 pointing elsewhere); POST is 405 with Allow; http.server's own refusals are JSON too."""
+    from engine.service.lookup import LAST_MAX, LookupServer
+    asked = []
+
+    def explain(msisdn, last):
+        asked.append((msisdn, last))
+        return {"msisdn": msisdn, "events": []}
+
+    server = LookupServer(lambda m: {"msisdn": str(m)}, "127.0.0.1", 0, TOKEN, explain=explain,
+                          watch=lambda method, m: (200, {"watched": []})).start()
+    port = server.address[1]
+    try:
+        def call(method, path):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method,
+                                             headers={"Authorization": f"Bearer {TOKEN}"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status, json.loads(response.read()), response.headers
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read()), e.headers
+
+        for value in ("abc", "-1", "99999999999999999999", "", "1.5"):
+            status, body, _ = call("GET", f"/subscriber/13800000000/explain?last={value}")
+            assert status == 400 and body["parameter"] == "last", (value, body)
+            assert "last" in body["error"] and f"0 to {LAST_MAX:,}" in body["error"]
+        assert call("GET", "/subscriber/13800000000/explain?lats=3")[0] == 400
+        assert asked == []
+        assert call("GET", "/subscriber/13800000000/explain?last=0")[:2] == (200, {"msisdn": 13800000000, "events": []})
+        assert call("GET", f"/subscriber/13800000000/explain?last={LAST_MAX}")[0] == 200
+        assert asked == [(13800000000, 0), (13800000000, LAST_MAX)]
+        status, body, headers = call("POST", "/subscriber/13800000000")
+        assert status == 405 and "POST" in body["error"] and headers["Allow"] == "GET"
+        status, body, headers = call("POST", "/watch/13800000000")
+        assert status == 405 and headers["Allow"] == "GET, PUT, DELETE"
+        status, body, headers = call("OPTIONS", "/subscriber/13800000000")
+        assert status == 501 and body["error"] and headers["Content-Type"] == "application/json"
+    finally:
+        server.close()

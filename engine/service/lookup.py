@@ -33,7 +33,10 @@ log = logging.getLogger("sigmatch.lookup")
 # the number as a person types it: `+86...`, `0086...`, with spaces (%20) or dashes
 _PATH = re.compile(r"/subscriber/([^/?#]{1,64})", re.IGNORECASE)
 # the explanation of a watched subscriber, the last N entries (default: all the ring holds)
-_EXPLAIN = re.compile(r"/subscriber/([^/?#]{1,64})/explain(?:\?last=([0-9]{1,9}))?", re.IGNORECASE)
+_EXPLAIN = re.compile(r"/subscriber/([^/?#]{1,64})/explain(?:\?([^#]*))?", re.IGNORECASE)
+# ?last=N: 0 to LAST_MAX (beyond the ring, it is all the ring holds)
+_LAST = re.compile(r"last=([0-9]{1,9})")
+LAST_MAX = 999_999_999
 # the watch list: GET /watch; PUT or DELETE /watch/{msisdn}
 _WATCH = re.compile(r"/watch(?:/([^/?#]{1,64}))?", re.IGNORECASE)
 
@@ -259,10 +262,16 @@ class LookupServer:
                     return
                 match = _EXPLAIN.fullmatch(self.path)
                 if match and explain is not None:
+                    last = _LAST.fullmatch(match[2]) if match[2] else None
+                    if match[2] and last is None:
+                        self._reply(400, {"error": f"last must be a whole number from 0 to {LAST_MAX:,} (the "
+                                                   "last N entries; without ?last=, all the ring holds)",
+                                          "parameter": "last", "minimum": 0, "maximum": LAST_MAX})
+                        return
                     msisdn = self._number(match[1])
                     if msisdn is None:
                         return
-                    body = self._call(explain, msisdn, int(match[2]) if match[2] is not None else None)
+                    body = self._call(explain, msisdn, int(last[1]) if last is not None else None)
                     if body is _FAILED:
                         return
                     if body is None:
@@ -286,6 +295,22 @@ class LookupServer:
                                                "written in the profiles: with or without the country code)"})
                 else:
                     self._reply(200, body)
+
+            def do_POST(self):
+                if not self._authorised():
+                    return
+                allowed = "GET, PUT, DELETE" if _WATCH.fullmatch(self.path) else "GET"
+                self._reply(405, {"error": f"{self.command} is not answered here: use {allowed}"},
+                            {"Allow": allowed})
+
+            do_PATCH = do_POST
+
+            def send_error(self, code, message=None, explain=None):
+                # http.server's own refusals (a method it has no do_ for, a malformed request
+                # line) as JSON like every other answer, not its HTML page
+                self.close_connection = True
+                short = self.responses.get(code, ("error",))[0]
+                self._reply(code, {"error": message or short}, {"Connection": "close"})
 
             def _reply(self, status: int, body: dict, headers: Optional[dict] = None):
                 data = json.dumps(body).encode()
