@@ -209,22 +209,24 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, 
     import json
     from engine.api import Engine
     from engine.closedloop.explain import format_text
-    number = msisdn.strip()
-    if not number.isascii() or not number.isdigit() or number.startswith("0") or len(number) > 15:
-        _fail(f"--msisdn: {number!r} is not an MSISDN (1 to 15 digits, not starting with 0)")
+    from loaders.lists import MSISDN_RULE, NOT_FOUND_HINT, normalise_msisdn
+    # the rule of profiles, lists and the lookup's paths: as a customer gives it, or one line
+    number = normalise_msisdn(msisdn)
+    if number is None:
+        _fail(f"--msisdn: {msisdn.strip()!r} is not an MSISDN ({MSISDN_RULE})")
     engine = Engine.from_config(config)
-    status = engine.subscriber_status(int(number))
+    status = engine.subscriber_status(number)
     if status != "active":
         # standard error is masked (engine.privacy), this number too; stdout would show it whole
-        click.echo(f"sigmatch: {number} is not a subscriber of {config}'s profiles"
+        click.echo(f"sigmatch: {number} is not a subscriber of {config}'s profiles ({NOT_FOUND_HINT})"
                    if status == "unknown" else f"sigmatch: {number} is an inactive subscriber", err=True)
         sys.exit(EXIT_NOT_A_SUBSCRIBER)
     judgement = _judged(traces, engine)
     if judgement.refusal:
         raise LoadError(judgement.refusal)
-    engine.watch([int(number)])
+    engine.watch([number])
     engine.replay(list(traces), drain=True, progress=progress, keep=False)
-    doc = engine.explanation(int(number))
+    doc = engine.explanation(number)
     if as_json:
         click.echo(json.dumps(doc, indent=1))
     else:

@@ -32,6 +32,14 @@ SERIAL_COOKIE = 12347
 
 _DIGITS_PATTERN = r"^[1-9][0-9]{0,14}$"
 
+# One rule for a number wherever it comes from (profiles, lists, --watch, explain --msisdn,
+# the lookup's paths), said the same way in every refusal; no example number, which could
+# suggest a form the profiles do not use (and would be masked in any case)
+MSISDN_RULE = "1 to 15 digits, the first not 0, once spaces, dashes and one leading + or 00 are dropped"
+# why a number typed with its country code may not be found: nothing is added or removed
+NOT_FOUND_HINT = ("numbers are compared as the profiles write them: a leading + or 00 is dropped, "
+                  "a country code is not, so +86 135... is 86135..., not 135...")
+
 
 def load_list(path, fmt: TextFormat = DEFAULT_FORMAT) -> np.ndarray:
     """A list file -> uint64 array, sorted and unique. The suffix picks the format.
@@ -62,8 +70,8 @@ def load_list(path, fmt: TextFormat = DEFAULT_FORMAT) -> np.ndarray:
         bad = bad[~ignored.to_numpy(zero_copy_only=False)]
     warn_bad_msisdns(path, unit, bad + 1, text.take(bad))
     if len(bad) and not valid.any():
-        raise LoadError(f"{path}: not one of its {len(bad):,} entries is a usable MSISDN (E.164 digits, at most "
-                        f"15, e.g. 8613800138000); a list must never silently lose its numbers")
+        raise LoadError(f"{path}: not one of its {len(bad):,} entries is a usable MSISDN ({MSISDN_RULE}); "
+                        "a list must never silently lose its numbers")
     if not valid.any():
         log.warning("%s: the list is empty", path)
     return sorted_unique(numbers[valid])

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.errors import LoadError
-from loaders.lists import MSISDN_LIMIT, parse_msisdns, warn_bad_msisdns
+from loaders.lists import MSISDN_LIMIT, MSISDN_RULE, parse_msisdns, warn_bad_msisdns
 from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_header, read_csv_strings
 
 __all__ = ["Profiles", "load_profiles"]
@@ -97,8 +97,8 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
     bad = np.flatnonzero(~valid)
     warn_bad_msisdns(path, "row", bad + 1, text.take(bad))
     if len(bad) and len(bad) == len(numbers):
-        raise LoadError(f"{path}: not one of its {len(bad):,} rows holds a usable MSISDN (E.164 digits, "
-                        f"at most 15, e.g. 8613800138000); the first is {_shown(text[0])}")
+        raise LoadError(f"{path}: not one of its {len(bad):,} rows holds a usable MSISDN ({MSISDN_RULE}); "
+                        f"the first is {_shown(text[0])}")
     del text
     msisdn, rows = _first_position_last_row(numbers, valid)
 

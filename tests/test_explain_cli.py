@@ -12,6 +12,7 @@ from engine.cli import EXIT_NOT_A_SUBSCRIBER
 from engine.privacy import mask_numbers
 from engine.records import CONDITIONS
 from engine.world.gen import generate
+from loaders.lists import MSISDN_RULE, NOT_FOUND_HINT, normalise_msisdn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,7 +67,8 @@ def test_a_number_that_is_no_subscriber_is_said_so(world, number):
     done = sigmatch("explain", config, *traces, "--msisdn", number)
     assert done.returncode == EXIT_NOT_A_SUBSCRIBER
     # standard error is masked whole, the number asked about too (stdout shows it in full)
-    assert done.stderr.strip().splitlines() == [mask_numbers(f"sigmatch: {number} is not a subscriber of {config}'s profiles")]
+    assert done.stderr.strip().splitlines() == [mask_numbers(f"sigmatch: {number} is not a subscriber of {config}'s "
+                                                             f"profiles ({NOT_FOUND_HINT})")]
     assert done.stdout == ""
 
 
@@ -74,3 +76,26 @@ def test_a_malformed_number_is_one_line(world):
     config, traces, _ = world
     done = sigmatch("explain", config, *traces, "--msisdn", "0123")
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and "--msisdn" in done.stderr
+
+
+def test_a_number_as_a_customer_gives_it_is_read_as_the_lookup_and_lists_read_it(world):
+    """One rule (loaders.lists.normalise_msisdn) for --msisdn, the lookup's paths, --watch
+    files and profiles: spaces, dashes and a leading + or 00 are dropped, a country code is
+    not added or removed; a refusal names the rule and suggests no example number."""
+    config, traces, run = world
+    msisdn = int(run.action_columns()["msisdn"][0])
+    text = str(msisdn)
+    plain = sigmatch("explain", config, *traces, "--msisdn", text, "--json", "--no-progress")
+    assert plain.returncode == 0, plain.stderr
+    spaced = f" {text[:3]} {text[3:7]}-{text[7:]} "
+    for typed in (spaced, "+" + text, "00" + text):
+        assert normalise_msisdn(typed) == msisdn
+        done = sigmatch("explain", config, *traces, "--msisdn", typed, "--json", "--no-progress")
+        assert done.returncode == 0 and done.stdout == plain.stdout, (typed, done.stderr)
+    # the country code is part of the number: +86 before a national number is another number
+    done = sigmatch("explain", config, *traces, "--msisdn", "+86 " + spaced)
+    assert done.returncode == EXIT_NOT_A_SUBSCRIBER and NOT_FOUND_HINT in done.stderr
+    for bad in ("abc", "0" + text, "", "1" * 16, text + ".0", "-" + text + "x"):
+        done = sigmatch("explain", config, *traces, "--msisdn", bad)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1 and "--msisdn" in lines[0] and MSISDN_RULE in lines[0], lines

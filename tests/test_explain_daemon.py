@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 
 from engine import Engine
+from loaders.lists import MSISDN_RULE, NOT_FOUND_HINT
 from tests.test_daemon import free_port, start, stop, wait_until_drained, world  # noqa: F401
 
 TOKEN = "explain-token"
@@ -71,6 +72,20 @@ def test_the_service_explains_a_watched_subscriber(world, tmp_path):  # noqa: F8
         assert call("GET", f"{base}/subscriber/{other}/explain")[0] == 404
         assert call("DELETE", f"{base}/watch/{other}")[0] == 404
         assert call("GET", f"{base}/subscriber/12x4/explain")[0] == 400
+        # one rule with explain --msisdn and the profiles: spaces and dashes dropped, and a
+        # country code typed before a national number makes another number, said so
+        text = str(other)
+        assert call("PUT", f"{base}/watch/{text[:3]}%20{text[3:7]}-{text[7:]}") == \
+            (201, {"msisdn": text, "watched": True})
+        status, body = call("PUT", f"{base}/watch/%2B86{text}")
+        assert status == 404 and NOT_FOUND_HINT in body["error"]
+        status, body = call("GET", f"{base}/subscriber/%2B86%20{text}")
+        assert status == 404 and NOT_FOUND_HINT in body["error"]
+        status, body = call("PUT", f"{base}/watch/abc")
+        assert status == 400 and MSISDN_RULE in body["error"] and "e.g." not in body["error"]
+        assert call("DELETE", f"{base}/watch/{other}")[0] == 200
+        status, body = call("GET", f"{base}/subscriber/{watched}/explain?last=abc")
+        assert status == 400 and body["parameter"] == "last"
     finally:
         assert stop(proc) == 0
     log = proc.stderr.read()

@@ -57,6 +57,7 @@ from engine.errors import CheckpointError, SigmatchError
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
 from engine.sinks import SinkSet, earlier_run_files, fsync_path, make_private_directories, write_private
 from engine.wording import plural
+from loaders.lists import NOT_FOUND_HINT
 from loaders.sniff import judge_spool_file
 
 __all__ = ["SpoolDaemon", "run_spool", "sd_notify", "parse_keep_done", "spool_owner_ids", "SETTLE_S"]
@@ -1331,8 +1332,8 @@ class SpoolDaemon:
         numbers = [int(m) for m in load_list(self.watch_path)]
         known = [m for m in numbers if self.engine.subscriber_status(m) != "unknown"]
         if len(known) < len(numbers):
-            log.warning(f"--watch {self.watch_path}: {len(numbers) - len(known):,} numbers are no subscriber; "
-                        "not watched")
+            log.warning(f"--watch {self.watch_path}: {len(numbers) - len(known):,} numbers are no subscriber, "
+                        f"not watched ({NOT_FOUND_HINT})")
         if len(known) > WATCH_MAX:
             log.warning(f"--watch {self.watch_path}: {len(known):,} numbers; the first {WATCH_MAX:,} are watched")
             known = known[:WATCH_MAX]
@@ -1356,7 +1357,7 @@ class SpoolDaemon:
                 if msisdn in watched:
                     return 200, {"msisdn": str(msisdn), "watched": True}
                 if self.engine.subscriber_status(msisdn) == "unknown":
-                    return 404, {"error": f"{msisdn} is not a subscriber"}
+                    return 404, {"error": f"{msisdn} is not a subscriber ({NOT_FOUND_HINT})"}
                 if len(watched) >= WATCH_MAX:
                     return 409, {"error": f"{WATCH_MAX:,} subscribers are watched already: DELETE one first"}
                 self.engine.watch(watched + [msisdn], ring=WATCH_RING)

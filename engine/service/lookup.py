@@ -24,7 +24,7 @@ from urllib.parse import unquote
 
 from engine.privacy import mask_msisdn
 from engine.service.serving import BoundedHTTPServer
-from loaders.lists import normalise_msisdn
+from loaders.lists import MSISDN_RULE, NOT_FOUND_HINT, normalise_msisdn
 
 __all__ = ["policy_view", "LookupServer", "request_log_text"]
 
@@ -220,8 +220,7 @@ class LookupServer:
             def _number(self, text: str) -> Optional[int]:
                 msisdn = normalise_msisdn(unquote(text))
                 if msisdn is None:
-                    self._reply(400, {"error": "not an MSISDN: E.164 digits, at most 15, e.g. 8613800138000 "
-                                               "(a leading + or 00, spaces and dashes are allowed)"})
+                    self._reply(400, {"error": f"not an MSISDN ({MSISDN_RULE})"})
                 return msisdn
 
             def _call(self, fn, *args):
@@ -291,8 +290,7 @@ class LookupServer:
                 if body is _FAILED:
                     return
                 if body is None:
-                    self._reply(404, {"error": f"{msisdn} is not a subscriber (numbers are compared as "
-                                               "written in the profiles: with or without the country code)"})
+                    self._reply(404, {"error": f"{msisdn} is not a subscriber ({NOT_FOUND_HINT})"})
                 else:
                     self._reply(200, body)
 
