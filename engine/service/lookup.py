@@ -306,6 +306,7 @@ class LookupServer:
             def send_error(self, code, message=None, explain=None):
                 # http.server's own refusals (a method it has no do_ for, a malformed request
                 # line) as JSON like every other answer, not its HTML page
+                self.log_error("code %d, message %s", code, message)    # as http.server logs it
                 self.close_connection = True
                 short = self.responses.get(code, ("error",))[0]
                 self._reply(code, {"error": message or short}, {"Connection": "close"})
