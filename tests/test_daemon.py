@@ -155,7 +155,14 @@ def test_kill_9_inside_one_long_file_resumes_where_its_checkpoint_stood(world, t
     positions = []
     for _ in range(25):
         proc = start(generated.config, out, state, spool, ready=True, args=("--checkpoint-every", "0.02"))
-        time.sleep(rnd.uniform(0.1, 0.3))
+        # killed a few pieces past where it resumed, not at a fixed time after READY: a loaded
+        # machine can take longer than any fixed delay to open the file again, an idle one can
+        # read all of it within one
+        target = (next((p for p in reversed(positions) if p), 0) or 0) + rnd.randint(2, 6) * FEED_BYTES
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None \
+                and (_offset(proc.pid, spool / "big.msgpack") or 0) < target and list(spool.glob("*.msgpack")):
+            time.sleep(0.001)
         proc.kill()
         proc.wait()
         from engine.service.checkpoint import CheckpointStore
@@ -170,6 +177,21 @@ def test_kill_9_inside_one_long_file_resumes_where_its_checkpoint_stood(world, t
     got = rows(out, "actions-*.csv")
     assert sorted(got) == expected_rows(expected)
     assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
+
+
+def _offset(pid: int, path: Path):
+    """The offset at which `pid` holds `path` open (/proc/PID/fdinfo), None when it does not."""
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
+                    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                        return int(f.readline().split()[1])
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return None
 
 
 EVERY_FILE = ("--checkpoint-every", "0")
