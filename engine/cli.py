@@ -99,7 +99,28 @@ def format_run(stats: dict) -> str:
             f"in {run['elapsed_s']:.2f} s{speed}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineUsage(click.Group):
+    """click's own errors (a missing argument, a bad option value, an unknown command) as one
+    line with the command to ask for help, exit 2 as click has it: its four-line usage block is
+    not the one-line error every other mistake gives."""
+
+    def main(self, *args, **kwargs):
+        if not kwargs.get("standalone_mode", True):
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else "sigmatch"
+            _fail(f"{' '.join(e.format_message().split())} (see: {where} --help)", e.exit_code)
+        except click.ClickException as e:
+            _fail(" ".join(e.format_message().split()), e.exit_code)
+        except click.Abort:
+            _fail("aborted")
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_OneLineUsage, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log progress at INFO level.")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json: one JSON object per log line (structured logs for a service).")
