@@ -46,8 +46,9 @@ def first_edition(doc: dict) -> dict:
     """A parsed configuration (tomllib) -> the same without any second-edition key.
 
     Counters with a calendar `period` become lifetime counters (a `period` is the new key; a
-    `window` would be another rule), `exempt` loses `max_in_window`. Raises nothing: keys
-    that are absent are skipped."""
+    `window` would be another rule), `exempt` loses `max_in_window`, and a campaign with
+    `enabled = false` is left out (the first edition retired a campaign by deleting it).
+    Raises nothing: keys that are absent are skipped."""
     doc = json.loads(json.dumps(doc, default=str))      # a deep copy; dates become strings
     for section in SECTIONS:
         doc.pop(section, None)
@@ -58,6 +59,8 @@ def first_edition(doc: dict) -> dict:
         if isinstance(spec, dict):
             for key in COUNTER_KEYS:
                 spec.pop(key, None)
+    if "campaign" in doc:
+        doc["campaign"] = [c for c in doc["campaign"] if c.get("enabled", True) is not False]
     for campaign in doc.get("campaign", []):
         variants = campaign.get("variants")
         for key in CAMPAIGN_KEYS:

@@ -531,8 +531,9 @@ def demo(directory, subscribers: int, events: int):
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--subscribers", type=int, required=True, help="Subscribers in the profile snapshot.")
 @click.option("--events", type=int, required=True, help="Events in the trace.")
-@click.option("--campaigns", type=int, default=12, show_default=True,
-              help="Synthetic campaigns, written after the programmes of examples/, which gen always writes.")
+@click.option("--campaigns", type=int, default=13, show_default=True,
+              help="Synthetic campaigns, written after the programmes of examples/, which gen always writes "
+                   "(13: one of each kind).")
 @click.option("--days", type=int, default=2, show_default=True, help="Local days the trace spans.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same bytes.")
 @click.option("--trace-files", type=int, default=1, show_default=True,

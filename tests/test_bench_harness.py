@@ -73,8 +73,10 @@ def test_first_edition_keeps_a_template_for_variants_and_drops_new_exemptions():
     doc = {"policy": {"max_in_window": {"contacts": 2, "window": "1h"}, "min_gap": "1h"},
            "counters": {"c": {"on": ["SMS_MO"], "period": "day"}},
            "campaign": [{"id": "a", "on": ["SMS_MO"], "channel": "sms", "exempt": ["max_in_window", "min_gap"],
-                         "variants": [{"template": "A", "weight": 1}, {"template": "B", "weight": 1}]}]}
+                         "variants": [{"template": "A", "weight": 1}, {"template": "B", "weight": 1}]},
+                        {"id": "retired", "on": ["SMS_MO"], "channel": "sms", "template": "R", "enabled": False}]}
     plain = first_edition(doc)
+    assert [c["id"] for c in plain["campaign"]] == ["a"]       # retired: the first edition deletes it
     assert plain["policy"] == {"min_gap": "1h"} and plain["counters"] == {"c": {"on": ["SMS_MO"]}}
     assert plain["campaign"][0]["template"] == "A" and plain["campaign"][0]["exempt"] == ["min_gap"]
     assert "variants" in doc["campaign"][0]          # the input is left alone

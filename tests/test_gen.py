@@ -1,5 +1,6 @@
 """The world generator (`engine.world.gen`, `sigmatch gen`): deterministic, the counts asked for, a
 world that loads and replays, every campaign acting, and a trace that looks as designed."""
+import datetime
 import re
 import subprocess
 import sys
@@ -89,8 +90,9 @@ def test_the_split_and_the_profile_format_change_nothing_else(small, tmp_path):
 
 def test_counts(small):
     assert small.subscribers == 2_000 and small.events == 30_000
-    # crbt_school, airport_newspaper, 5 habit steps, 6 of sequences and calendar counters, 12
-    assert small.campaigns == 2 + 5 + 6 + 12
+    # crbt_school, airport_newspaper, 5 habit steps, 6 of sequences and calendar counters, 3
+    # moments and a campaign's life, 12
+    assert small.campaigns == 2 + 5 + 6 + 3 + 12
     assert small.trace_bytes == sum(p.stat().st_size for p in small.traces) == 30_000 * EVENT_DTYPE.itemsize
     config = load_config(small.config)
     assert len(config.campaigns) == small.campaigns
@@ -111,7 +113,7 @@ def test_counts(small):
 def test_synthetic_campaigns_use_every_campaign_key(moderate):
     config = load_config(moderate.config)
     synthetic = [c for c in config.campaigns if c.id.startswith("s") and c.id[1:3].isdigit()]
-    assert len(synthetic) == 12
+    assert len(synthetic) == 13
     used = lambda pick: [c for c in synthetic if pick(c)]   # noqa: E731
     assert used(lambda c: c.audience) and used(lambda c: c.peer_in) and used(lambda c: c.exclude)
     assert used(lambda c: c.where and "in tags" in c.where) and used(lambda c: c.where and "arpu" in c.where)
@@ -125,7 +127,7 @@ def test_synthetic_campaigns_use_every_campaign_key(moderate):
     assert any(k.flags & FLAG_BITS["international"] for k in config.counters)
     assert set().union(*(c.recheck for c in synthetic if c.delay_ms)) == {"area", "powered_on", "audience", "hours"}
     assert used(lambda c: c.cooldown_ms) and used(lambda c: c.once)
-    assert set().union(*(c.exempt for c in synthetic)) == {"min_gap", "max_per_day", "quiet_hours"}
+    assert set().union(*(c.exempt for c in synthetic)) == {"min_gap", "max_per_day", "quiet_hours", "max_in_window"}
     assert {c.channel for c in config.campaigns} == {"sms", "mms", "boss", "outbound", "popup"}
     assert used(lambda c: c.holdout) and used(lambda c: c.stop_after)
     # an A/B test with a control group: weighted variants beside a holdout
@@ -135,15 +137,26 @@ def test_synthetic_campaigns_use_every_campaign_key(moderate):
     # the keys of SPEC §2.1 this world uses: trigger filters, a period counter, markers, and a
     # named custom type that a marker and a campaign use
     campaigns = config.campaigns
+    config_days = [datetime.date(2026, 11, 2), datetime.date(2026, 11, 3)]
     assert any(c.flags for c in campaigns) and any(c.arg is not None for c in campaigns)
     assert any(c.after for c in campaigns) and any(c.not_after for c in campaigns) and any(c.absent for c in campaigns)
     periods = {k.name for k in config.counters if k.period}
     assert periods and any(c.counter in periods for c in campaigns)
     assert config.event_types["LOW_BALANCE"] == 40
     assert any(40 in c.on for c in campaigns) and any(40 in m.on for m in config.markers)
+    # ... and a campaign's life, moments, counter expressions, budgets, the rolling cap and the
+    # programme's control group
+    assert any(not c.enabled for c in campaigns)
+    assert any(c.start and c.end and config_days[0] <= c.start <= c.end <= config_days[-1] for c in campaigns)
+    assert any(c.anniversary == "join_date" for c in campaigns)
+    assert any(c.when and "*" in c.when for c in synthetic)
+    assert any(c.daily_budget and c.total_budget and c.channel == "boss" for c in campaigns)
+    assert set(config.channel_budgets) == {"sms"}
+    assert config.policy.max_in_window and 0 < config.policy.global_holdout < 0.1
+    assert any("max_in_window" in c.exempt and c.channel == "boss" for c in campaigns)
     more = generate(moderate.directory.parent / "more", subscribers=500, events=1_000, campaigns=30)
     ids = [c.id for c in load_config(more.config).campaigns]
-    assert len(ids) == len(set(ids)) == 43
+    assert len(ids) == len(set(ids)) == 46
 
 
 def test_check_command(moderate):
@@ -157,13 +170,14 @@ def test_every_campaign_acts(moderate_run):
     stats = run.stats["run"]
     assert stats["events"] == MODERATE["events"]
     assert sum(stats["bad_events"].values()) == 0 and stats["unknown_subscribers"] == 0
-    per_campaign = dict.fromkeys((c.id for c in engine.campaigns), 0)
+    # every campaign but the retired one
+    per_campaign = dict.fromkeys((c.id for c in engine.campaigns if c.id != "summer_roaming"), 0)
     for campaign in run.action_columns()["campaign"]:
         per_campaign[campaign] += 1
     assert all(n > 0 for n in per_campaign.values()), per_campaign
     assert len(run.conversions) > 0
     kinds = set(run.action_columns()["kind"])
-    assert kinds == {"send", "control"}
+    assert kinds == {"send", "control", "global_control"}
 
 
 def test_trace_is_valid_msgpack_in_time_order(small):
@@ -277,7 +291,7 @@ def test_gen_command(tmp_path):
                                        "--campaigns", "3", "--trace-files", "2", "--profiles-format", "csv"])
     assert result.exit_code == 0, result.output
     assert "1,000 subscribers" in result.output and "5,000 events" in result.output
-    assert "events/s" in result.output and "16 campaigns" in result.output
+    assert "events/s" in result.output and "19 campaigns" in result.output
     assert (tmp_path / "w" / "profiles.csv").is_file() and (tmp_path / "w" / "trace-2.msgpack").is_file()
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "gen", str(tmp_path / "x"), "--subscribers", "5",
                            "--events", "10"], capture_output=True, text=True)

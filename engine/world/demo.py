@@ -3,8 +3,9 @@
     config, traces = build_demo_world(Path("demo"))
     Engine.from_config(config).replay(traces, out="demo/out", drain=True)
 
-Two working days (Monday and Tuesday) of signalling over the three programmes of examples/
-(CRBT at school, the airport newspaper, the new subscribers' usage habits) and every kind of
+Two working days (Monday and Tuesday) of signalling over the six programmes of examples/
+(CRBT at school, the airport newspaper, the new subscribers' usage habits, sequences, the
+top-up rescue, moments) and every kind of
 synthetic campaign `sigmatch gen` writes, each of which finds someone. The profiles are CSV,
 to be read by eye, and the trace comes as two files cut inside an event, as a probe rotating
 its files would leave them: the traces of one replay are one stream (SPEC §1.4). The world
@@ -18,7 +19,7 @@ from engine.world.gen import EVENT_DTYPE, generate
 
 __all__ = ["build_demo_world", "check_demo_size", "DEMO_CAMPAIGNS"]
 
-DEMO_CAMPAIGNS = 12     # one synthetic campaign of each kind
+DEMO_CAMPAIGNS = 13     # one synthetic campaign of each kind
 
 
 def check_demo_size(subscribers: int, events: int) -> None:

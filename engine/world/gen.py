@@ -5,7 +5,7 @@
 
 A world is a directory:
 
-    campaigns.toml            the four programmes of examples/ and `campaigns` synthetic ones
+    campaigns.toml            the six programmes of examples/ and `campaigns` synthetic ones
     profiles.parquet|csv      msisdn, arpu, brand, plan, join_date, tags
     lists/*.roar              64-bit Roaring bitmaps (pyroaring BitMap64)
     areas/*.txt               cell ids, one per line
@@ -192,12 +192,12 @@ def _wire(ts, type_, msisdn, peer, cell, dur, flags, arg) -> np.ndarray:
     return wire
 
 
-def generate(directory, *, subscribers: int, events: int, campaigns: int = 12, days: int = 2,
+def generate(directory, *, subscribers: int, events: int, campaigns: int = 13, days: int = 2,
              seed: int = 1, trace_files: int = 1, profiles_format: str = "parquet",
              start: str = "2026-11-02", progress: Optional[bool] = None) -> Generated:
     """Write a world of `subscribers` and a trace of `events` over `days` local days from
     `start` (a date, +08:00) into `directory`. `campaigns` synthetic campaigns join the
-    three programmes. With `trace_files` F > 1 the trace is cut into F files of about equal
+    six programmes. With `trace_files` F > 1 the trace is cut into F files of about equal
     size, at event boundaries; replayed in order they are the one trace. `progress`: a bar
     on stderr (default: when stderr is a terminal). ValueError on a bad argument."""
     started = time.perf_counter()
@@ -545,9 +545,11 @@ HABIT_STEPS = (
     # rebate is exempt from min_gap, the promotion is not.
     ("ld_target", 20, ["CALL_MO_END"], "ld_calls", 3, "sms", "LD_PACKAGE_TARGET",
      dict(convert_on=["ORDER"], convert_arg=5005, convert_within="30d")),
-    ("ld_rebate", 15, ["CALL_MO_END"], "ld_calls_60d", 3, "boss", "LD_REBATE_10", dict(exempt=["min_gap"])),
+    # The rebates are owed (BOSS credits them): neither the gap nor the rolling cap holds them back.
+    ("ld_rebate", 15, ["CALL_MO_END"], "ld_calls_60d", 3, "boss", "LD_REBATE_10",
+     dict(exempt=["min_gap", "max_in_window"])),
     ("roam_rebate", 15, ["CALL_MO_END", "CALL_MT_END"], "roam_min", 20, "boss", "ROAM_REBATE_20MIN",
-     dict(exempt=["min_gap"])),
+     dict(exempt=["min_gap", "max_in_window"])),
 )
 
 COUNTERS = {
@@ -556,6 +558,7 @@ COUNTERS = {
     "ld_calls_60d": dict(on=["CALL_MO_END"], flags=["long_distance"], window="60d"),
     "roam_min": dict(on=["CALL_MO_END", "CALL_MT_END"], flags=["roaming"], add="dur_minutes", window="90d"),
     "intl_calls": dict(on=["CALL_MO_END"], flags=["international"]),
+    "ld_in": dict(on=["CALL_MT_END"], flags=["long_distance"]),
     "call_secs_day": dict(on=["CALL_MO_END", "CALL_MT_END"], add="dur", period="day"),
     "power_cycles": dict(on=["POWER_ON"], period="day"),
 }
@@ -580,7 +583,7 @@ SEQUENCES = (
                           variants=[dict(template="TOPUP_RESCUE_A", weight=1), dict(template="TOPUP_RESCUE_B", weight=1)],
                           convert_on=["RECHARGE"], convert_within="1d")),
     ("topup_thanks", dict(priority=3, on=["RECHARGE"], after=dict(marker="warned", within="1d"), once=True,
-                          exempt=["min_gap"], channel="boss", template="TOPUP_BONUS_1")),
+                          exempt=["min_gap", "max_in_window"], channel="boss", template="TOPUP_BONUS_1")),
     ("ld_package_follow_up", dict(priority=2, on=["ORDER"], arg=5005, delay="1h", exempt=["quiet_hours"],
                                   channel="outbound", template="LD_PACKAGE_WELCOME_CALL")),
     ("power_cycle_alert", dict(priority=1, on=["POWER_ON"], counter=dict(name="power_cycles", at_least=2),
@@ -588,10 +591,14 @@ SEQUENCES = (
 )
 
 
+SYNTHETIC_KINDS = 13
+
+
 def _synthetic(i: int, first_day: datetime.date) -> dict:
-    """Synthetic campaign number i (from 0). Twelve kinds in turn, which together use every
-    key of SPEC §2; later rounds (i >= 12) shift thresholds so that no two are the same."""
-    r = i // 12
+    """Synthetic campaign number i (from 0). Thirteen kinds in turn, which together use every
+    key of SPEC §2 and `flags`, `when`, `variants` of §2.1; later rounds (i >= 13) shift
+    thresholds so that no two are the same."""
+    r = i // SYNTHETIC_KINDS
     since = lambda d: (first_day - datetime.timedelta(days=d)).isoformat()   # noqa: E731
     kinds = [
         lambda: dict(name="retention_churn", priority=5, on=["CALL_MT_END", "DATA_SESSION"],
@@ -628,7 +635,7 @@ def _synthetic(i: int, first_day: datetime.date) -> dict:
                      convert_within="7d"),
         lambda: dict(name="recharge_bonus", priority=4, on=["RECHARGE"],
                      where=f"brand == 'prepaid' and arpu < {60 + 5 * r}", hours="08:00-22:00",
-                     days="mon-sat", once=True, exempt=["min_gap"], channel="boss",
+                     days="mon-sat", once=True, exempt=["min_gap", "max_in_window"], channel="boss",
                      template="RECHARGE_BONUS_5"),
         lambda: dict(name="cbd_lunch", priority=9, on=["CALL_MO_END", "SMS_MO", "DATA_SESSION"], area="cbd",
                      hours=f"11:{30 - min(r, 29):02d}-13:30", days="mon-fri", delay="15m",
@@ -648,7 +655,14 @@ def _synthetic(i: int, first_day: datetime.date) -> dict:
         lambda: dict(name="vip_care", priority=25, on=["POWER_ON"], where="'vip' in tags",
                      delay=f"{2 + r}m", recheck=["powered_on"], cooldown="1d", channel="sms",
                      template="VIP_CARE"),
+        # Receives many long-distance calls and makes few: the calls come from family far
+        # away, so offer the package that makes calling them back cheap (SPEC §2.1's example).
+        lambda: dict(name="ld_callback", priority=10, on=["CALL_MT_END"], flags=["long_distance"],
+                     counter=dict(name="ld_in", at_least=3 + r), when=f"ld_in >= 3 * ld_calls + {2 + r}",
+                     cooldown="7d", channel="sms", template="LD_CALLBACK_PACK", holdout=0.1,
+                     convert_on=["ORDER"], convert_arg=5005, convert_within="7d"),
     ]
+    assert len(kinds) == SYNTHETIC_KINDS
     return kinds[i % len(kinds)]()
 
 
@@ -681,12 +695,48 @@ def _campaign_toml(id_: str, keys: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _round_budget(n: int) -> int:
+    """n rounded down to two significant digits, as budgets are written."""
+    step = 10 ** max(0, len(str(n)) - 2)
+    return n // step * step
+
+
+def _moments(first_day: datetime.date, days: int) -> list[tuple[str, dict]]:
+    """The campaigns of examples/moments and of a campaign's life, for a trace of `days` days
+    from `first_day`: (id, keys)."""
+    last_day = first_day + datetime.timedelta(days=days - 1)
+    festival = first_day + datetime.timedelta(days=min(1, days - 1))
+    return [
+        # Subscribers of a year or more, on the month and day they joined.
+        ("network_anniversary", dict(
+            priority=19, on=["CALL_MO_END", "SMS_MO", "DATA_SESSION"], anniversary="join_date",
+            where=f"join_date < '{(first_day - datetime.timedelta(days=365)).isoformat()}'",
+            cooldown="300d", channel="sms", template="NETWORK_ANNIVERSARY_BONUS")),
+        # A festival greeting to the seniors, from the trace's second day to its last.
+        ("elders_festival", dict(
+            priority=2, on=["CALL_MO_END", "CALL_MT_END"], where="'senior' in tags",
+            start=festival.isoformat(), end=last_day.isoformat(), hours="09:00-20:00", once=True,
+            channel="sms", template="ELDERS_FESTIVAL_GREETING")),
+        # Last summer's roaming offer, retired: its state (contacts, streaks) is kept.
+        ("summer_roaming", dict(
+            priority=16, on=["CALL_MO_END", "DATA_SESSION"], flags=["roaming"], enabled=False,
+            cooldown="30d", channel="sms", template="SUMMER_ROAMING_PACK")),
+    ]
+
+
 def _config_text(subscribers, k, days, first_day, profiles, lists, areas) -> tuple[str, int]:
     new_since = (first_day - datetime.timedelta(days=32)).isoformat()
     # A trace of a few days is too short for the operator's 7-day min_gap: one contact would
     # block every other programme for the rest of it. The gap is scaled to a twelfth of the
     # span (4h for two days), at most 7d.
     min_gap = f"{min(7 * 24, 2 * days)}h"
+    # Budgets an operator would set for a base of this size (what the SMS gateway takes in a
+    # day, what finance allots to a bonus), with floors so that small worlds never reach them.
+    # (20,000 subscribers send about 4,300 SMS a day and 120 top-up bonuses; 200,000, over a
+    # week, 6,500 to 14,000 and 120 to 310.)
+    sms_day = _round_budget(max(6_000, subscribers // 20))
+    bonus_day = _round_budget(max(150, subscribers // 1_000))
+    bonus_total = 5 * bonus_day
     campaigns = [
         _campaign_toml("crbt_school", dict(
             priority=30, on=["CALL_MO_END"], audience="crbt_targets", peer_in="crbt_peers",
@@ -709,6 +759,11 @@ def _config_text(subscribers, k, days, first_day, profiles, lists, areas) -> tup
         keys.update((k, v) for k, v in options.items() if k != "exempt")
         campaigns.append(_campaign_toml(id_, keys))
     for id_, keys in SEQUENCES:
+        if id_ == "topup_thanks":
+            keys = dict(keys, daily_budget=bonus_day, total_budget=bonus_total)
+        campaigns.append(_campaign_toml(id_, keys))
+    moments_at = len(campaigns)
+    for id_, keys in _moments(first_day, days):
         campaigns.append(_campaign_toml(id_, keys))
     width = max(2, len(str(k)))
     synthetic = []
@@ -723,11 +778,13 @@ def _config_text(subscribers, k, days, first_day, profiles, lists, areas) -> tup
     markers = [f"{name:<16} = {_toml_value(spec)}" for name, spec in MARKERS.items()]
     head = f"""\
 # A synthetic world written by `sigmatch gen`: {subscribers:,} subscribers, {days} day(s) of signalling
-# from {first_day.isoformat()} (local time, {UTC_OFFSET}). The four programmes of examples/, then
-# {k} synthetic campaign(s) of twelve kinds in turn; twelve use every key of a campaign.
+# from {first_day.isoformat()} (local time, {UTC_OFFSET}). The six programmes of examples/, then
+# {k} synthetic campaign(s) of {SYNTHETIC_KINDS} kinds in turn; the programmes and thirteen synthetic
+# campaigns together use every key of a campaign.
 #
 # min_gap is scaled down to the span of the trace ({min_gap}): the operator's 7 days would let
-# one contact block every other programme for the whole trace.
+# one contact block every other programme for the whole trace. The budgets are scaled to the
+# number of subscribers.
 
 [engine]
 utc_offset = "{UTC_OFFSET}"
@@ -740,11 +797,16 @@ LOW_BALANCE = {LOW_BALANCE}
 """ + "".join(f'{name:<14} = "lists/{name}.roar"\n' for name in lists) + """
 [areas]
 """ + "".join(f'{name:<8} = "areas/{name}.txt"\n' for name in areas) + f"""
+[channels]
+sms = {{ daily_budget = {sms_day:_} }}   # what the SMS gateway takes from us in a day
+
 [policy]
-blacklist   = ["dnd"]
-quiet_hours = "22:00-08:00"
-min_gap     = "{min_gap}"
-max_per_day = 2
+blacklist      = ["dnd"]
+quiet_hours    = "22:00-08:00"
+min_gap        = "{min_gap}"
+max_per_day    = 2
+max_in_window  = {{ contacts = 4, window = "7d" }}   # the rebates (BOSS credits) are exempt
+global_holdout = 0.01          # never sent anything: the programme's own control group
 
 [counters]
 """ + "\n".join(counters) + """
@@ -758,8 +820,11 @@ max_per_day = 2
     body = ("\n".join(campaigns[:habits_at])
             + "\n# -- usage habits of new subscribers (examples/newuser_habits), X = 3 -------------------\n"
             + "\n".join(campaigns[habits_at:sequences_at])
-            + "\n# -- sequences, absence and calendar counters (examples/sequences) ---------------------\n"
-            + "\n".join(campaigns[sequences_at:]))
+            + "\n# -- sequences, absence, calendar counters, the top-up rescue (examples/sequences, --------\n"
+            + "# -- examples/topup_rescue) --------------------------------------------------------------\n"
+            + "\n".join(campaigns[sequences_at:moments_at])
+            + "\n# -- moments and a campaign's life (examples/moments) ------------------------------------\n"
+            + "\n".join(campaigns[moments_at:]))
     if synthetic:
         body += "\n# -- synthetic campaigns ----------------------------------------------------------------\n"
         body += "\n".join(synthetic)
