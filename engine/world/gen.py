@@ -680,13 +680,15 @@ def _toml_value(value) -> str:
     raise TypeError(value)
 
 
-def _conversion_rules(text: str, path: Path) -> list[tuple[int, Optional[int], str, int]]:
-    """(event type code, offer code or None, campaign id, holdout threshold) for each
-    conversion event of each campaign with a control group, from the written configuration."""
+def _conversion_rules(text: str, path: Path) -> list[tuple[int, Optional[int], str, int, int]]:
+    """(event type code, offer code or None, campaign id, holdout threshold, global holdout
+    threshold) for each conversion event of each campaign with a control group (its own or
+    the programme's), from the written configuration."""
     from engine.language.config import parse_config
     config = parse_config(text, path)
-    return [(code, c.convert_arg, c.id, c.holdout_threshold)
-            for c in config.campaigns if c.holdout_threshold for code in c.convert_on]
+    everyone = config.policy.global_holdout_threshold
+    return [(code, c.convert_arg, c.id, c.holdout_threshold, everyone)
+            for c in config.campaigns if c.holdout_threshold or everyone for code in c.convert_on]
 
 
 def _campaign_toml(id_: str, keys: dict) -> str:
@@ -1035,19 +1037,26 @@ class _Drawing:
 
     def _fewer_for_controls(self, rng, who, type_, arg, dur) -> None:
         """The offers work: a subscriber in a campaign's control group (the engine's own
-        holdout hash, SPEC §3 step 7) makes the conversion event of that campaign
-        CONTROL_CONVERSION times as often as one who may get the offer, so that a replay
+        holdout hash, SPEC §3 step 7) or in the programme's (`global_holdout`) makes the
+        conversion event of that campaign CONTROL_CONVERSION times as often as one who may get the offer, so that a replay
         shows an uplift that the report can measure. Those events become orders of something
         no campaign offers (like them, from BOSS: conversions on radio events are left as
         they are)."""
-        for code, offer, campaign, threshold in self.conversions:
+        seen = set()
+        for code, offer, campaign, threshold, everyone in self.conversions:
             if code not in _FROM_BOSS:
                 continue
+            # The programme's control group once per kind of conversion event, not once per
+            # campaign that counts it: a subscriber's odds must not shrink with their number.
+            if (code, offer) in seen:
+                everyone = 0
+            seen.add((code, offer))
             idx = np.flatnonzero((type_ == code) & ((arg == offer) if offer is not None else True))
             if not len(idx):
                 continue
             numbers = self.people.msisdn[who[idx]].tolist()
-            control = np.fromiter((zlib.crc32(f"{m}:{campaign}".encode()) % 10000 < threshold for m in numbers),
+            control = np.fromiter((zlib.crc32(f"{m}:{campaign}".encode()) % 10000 < threshold
+                                   or zlib.crc32(f"{m}:global".encode()) % 10000 < everyone for m in numbers),
                                   dtype=bool, count=len(numbers))
             gone = idx[control & (rng.random(len(idx)) >= CONTROL_CONVERSION)]
             type_[gone], arg[gone], dur[gone] = ORDER, OTHER_ORDER, 0
