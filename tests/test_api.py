@@ -63,7 +63,7 @@ def test_replay_writes_channel_files_and_stats(world, tmp_path):
     stats = json.loads((out / "stats.json").read_text())
     assert stats["run"]["events"] == 60_000
     assert set(stats["campaigns"]) == {c.id for c in engine.campaigns}
-    assert sum(f["sent"] + f["control"] for f in stats["campaigns"].values()) == len(run.actions)
+    assert sum(f["sent"] + f["control"] + f["global_control"] for f in stats["campaigns"].values()) == len(run.actions)
 
 
 def test_same_bytes_whatever_the_chunking(world, tmp_path):
@@ -101,7 +101,7 @@ def test_tables_and_arrays(world):
     frame = run.actions_frame()
     assert list(frame.columns) == list(ACTION_COLUMNS)
     cols = run.action_columns()
-    assert set(cols["kind"]) <= {"send", "control"}
+    assert set(cols["kind"]) <= {"send", "control", "global_control"}
 
 
 def test_pending_actions_wait_for_the_next_replay(world):

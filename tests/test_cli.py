@@ -1,4 +1,5 @@
 """The `sigmatch` command: exit codes, one-line errors, output."""
+import re
 import subprocess
 import sys
 
@@ -57,9 +58,9 @@ def test_errors_exit_non_zero_with_one_line(world, tmp_path, problem):
         args[2] = tmp_path / "nope.msgpack"
     elif problem == "bad_config":
         bad = tmp_path / "bad.toml"
-        text = config.read_text()
-        assert 'min_gap     = "4h"' in text
-        bad.write_text(text.replace('min_gap     = "4h"', 'min_gap     = "4 hours"'))
+        text, n = re.subn(r'(?m)^(min_gap\s*=\s*)"4h"', r'\1"4 hours"', config.read_text())
+        assert n == 1
+        bad.write_text(text)
         args[1] = bad
     else:
         broken = tmp_path / "broken.msgpack"
