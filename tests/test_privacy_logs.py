@@ -286,7 +286,7 @@ def test_the_daemon_never_logs_a_real_number(world, tmp_path, log_format):
             ("profiles", lambda: profiles.write_bytes(good_profiles + f"{victim},extra\n".encode())),
             ("list", lambda: ((config.parent / "lists" / "extra.csv").write_text(f"msisdn\n{other},extra\n"),
                               config.write_text(original.replace("[lists]\n", '[lists]\nextra = "lists/extra.csv"\n')))),
-            ("value", lambda: config.write_text(original.replace("max_per_day = 2", f'max_per_day = "{third}"'))),
+            ("value", lambda: config.write_text(_max_per_day(original, f'"{third}"'))),
             ("where", lambda: config.write_text(original.replace(
                 "where = \"arpu >= 50 and brand != 'prepaid'\"", f'where = "arpu >= 50 and brand != +{victim} ,"'))),
         ]
@@ -361,7 +361,7 @@ def test_the_cli_never_prints_a_real_number_in_an_error(world, tmp_path):
     expect_error("check", config)
     expect_error("--log-format", "json", "replay", config, generated.traces[0], "--out", tmp_path / "o1")
     profiles.write_bytes(good)
-    config.write_text(original.replace("max_per_day = 2", f'max_per_day = "+86{victim}"'))
+    config.write_text(_max_per_day(original, f'"+86{victim}"'))
     expect_error("check", config)
     config.write_text(original.replace("where = \"arpu >= 50 and brand != 'prepaid'\"",
                                        f'where = "arpu >= 50 and brand != {other} )"'))
@@ -400,3 +400,10 @@ def test_an_uncaught_exception_is_logged_masked(tmp_path):
     assert "13660190002" not in proc.stderr and "136****0002" in proc.stderr
     assert "uncaught RuntimeError" in proc.stderr and "uncaught ValueError in thread w" in proc.stderr
     assert all(re.match(ISO + " ", line) or line.startswith("  ") for line in proc.stderr.splitlines())
+
+
+def _max_per_day(config_text: str, value: str) -> str:
+    """The configuration with [policy] max_per_day set to `value` (however gen aligns its keys)."""
+    text, n = re.subn(r"(?m)^max_per_day\s*=\s*2\b", lambda _: f"max_per_day = {value}", config_text)
+    assert n == 1
+    return text
