@@ -142,6 +142,7 @@ def test_kill_9_inside_one_long_file_resumes_where_its_checkpoint_stood(world, t
     """A spool file of several feed pieces is checkpointed inside (--checkpoint-every), and a
     restart goes on from the offset its checkpoint holds."""
     from engine.service.daemon import FEED_BYTES
+    from tests.test_daemon_hostile import _position
     generated, _ = world
     data = b"".join(p.read_bytes() for p in generated.traces) * 16
     assert len(data) > 16 * FEED_BYTES
@@ -161,7 +162,7 @@ def test_kill_9_inside_one_long_file_resumes_where_its_checkpoint_stood(world, t
         target = (next((p for p in reversed(positions) if p), 0) or 0) + rnd.randint(2, 6) * FEED_BYTES
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and proc.poll() is None \
-                and (_offset(proc.pid, spool / "big.msgpack") or 0) < target and list(spool.glob("*.msgpack")):
+                and (_position(proc.pid, spool / "big.msgpack") or 0) < target and list(spool.glob("*.msgpack")):
             time.sleep(0.001)
         proc.kill()
         proc.wait()
@@ -177,21 +178,6 @@ def test_kill_9_inside_one_long_file_resumes_where_its_checkpoint_stood(world, t
     got = rows(out, "actions-*.csv")
     assert sorted(got) == expected_rows(expected)
     assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
-
-
-def _offset(pid: int, path: Path):
-    """The offset at which `pid` holds `path` open (/proc/PID/fdinfo), None when it does not."""
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
-                    with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                        return int(f.readline().split()[1])
-            except OSError:
-                continue
-    except OSError:
-        pass
-    return None
 
 
 EVERY_FILE = ("--checkpoint-every", "0")
