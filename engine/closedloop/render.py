@@ -146,10 +146,8 @@ def _daily(plt, report: dict):
     return figure
 
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>sigmatch report {{ period }}</title>
-<style>
+# the look of both pages (report and diff), so that they read as one product
+_STYLE = """<style>
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.7em; text-align: right; }
@@ -157,7 +155,12 @@ th { background: #f3f5f7; } td.name, th.name { text-align: left; }
 td.note { color: #777; text-align: left; } img { max-width: 100%; }
 p.small { font-size: 0.85em; color: #555; max-width: 60em; }
 </style></head><body>
-<h1>Campaign report</h1>
+"""
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>sigmatch report {{ period }}</title>
+""" + _STYLE + """<h1>Campaign report</h1>
 <p>{{ period }}. Outputs: {{ outputs }}.{% if sha %} Configuration sha256 {{ sha }}.{% endif %}</p>
 <h2>Programme</h2>
 <p>{{ programme }}</p>
@@ -279,15 +282,7 @@ def _diff_days(plt, document: dict):
 _DIFF_PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>sigmatch diff {{ period }}</title>
-<style>
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.7em; text-align: right; }
-th { background: #f3f5f7; } td.name, th.name { text-align: left; }
-td.note { color: #777; text-align: left; } img { max-width: 100%; }
-p.small { font-size: 0.85em; color: #555; max-width: 60em; }
-</style></head><body>
-<h1>What B changes</h1>
+""" + _STYLE + """<h1>What B changes</h1>
 <p>A: {{ a }}<br>B: {{ b }}<br>Traces: {{ traces }}. {{ period }}.{% if state %} Both from the state of {{ state }}.{% endif %}</p>
 <ul>{% for line in summary %}<li>{{ line }}</li>{% endfor %}</ul>
 <h2>Contacts per campaign</h2>
