@@ -91,12 +91,13 @@ def format_funnel(stats: dict, *, legend: bool = False) -> str:
 def format_run(stats: dict) -> str:
     run = stats["run"]
     bad = sum(run["bad_events"].values())
-    eps = run["events_per_s"]
+    timing = stats.get("timing") or {}
+    eps = timing.get("events_per_s")
     speed = f", {eps / 1e6:.2f}M events/s" if eps else ""
     unknown = plural(run["unknown_subscribers"], "unknown subscriber")
     return (f"{plural(run['events'], 'event')} ({bad:,} bad, {unknown}, {run.get('late_events', 0):,} late), "
             f"{plural(run['actions'], 'action')}, {plural(run['conversions'], 'conversion')} "
-            f"in {run['elapsed_s']:.2f} s{speed}")
+            f"in {timing.get('elapsed_s', 0):.2f} s{speed}")
 
 
 class _OneLineUsage(click.Group):

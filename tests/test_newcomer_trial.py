@@ -428,7 +428,7 @@ def test_plural():
 def test_the_replay_summary_says_one_of_each_in_the_singular():
     from engine.cli import format_run
     stats = {"run": {"events": 1, "bad_events": {"x": 0}, "unknown_subscribers": 1, "late_events": 1, "actions": 1,
-                     "conversions": 1, "elapsed_s": 0.5, "events_per_s": None}}
+                     "conversions": 1}, "timing": {"elapsed_s": 0.5, "events_per_s": None}}
     assert format_run(stats) == "1 event (0 bad, 1 unknown subscriber, 1 late), 1 action, 1 conversion in 0.50 s"
 
 

@@ -305,6 +305,29 @@ def test_a_partial_last_line_is_skipped_with_a_warning(replayed, tmp_path, fmt):
     assert cut["campaigns"] == whole["campaigns"] and len(cut["warnings"]) == 1
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_small_batches_parsed_ahead_read_the_same(replayed, tmp_path, fmt, monkeypatch):
+    """Batches of a few hundred bytes: many are parsed in the thread ahead of the one turned into
+    columns; the document, the codes' order and the warnings (in the files' order) are those of
+    one batch."""
+    from engine.closedloop import outputs as outputs_module
+    out = tmp_path / "out"
+    shutil.copytree(replayed / fmt, out)
+    victims = [sorted(p for p in d.iterdir() if p.is_file())[0]
+               for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name != "dead_letters")]
+    for victim in victims:
+        with victim.open("ab") as f:
+            f.write(b"999999,1793" if fmt == "csv" else b'{"seq":999999,"ts":17')
+    one = read_outputs([out])
+    monkeypatch.setattr(outputs_module, "BATCH_BYTES", 300)
+    many = read_outputs([out])
+    assert len(many.warnings) == len(victims) >= 2
+    assert many.warnings == one.warnings
+    assert all(any(f"{v}: partial last line" in w for w in many.warnings) for v in victims)
+    assert (many.campaigns, many.templates, many.kinds) == (one.campaigns, one.templates, one.kinds)
+    assert build_report(many) == build_report(one)
+
+
 def test_a_damaged_parquet_file_is_skipped_with_a_warning(replayed, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(replayed / "parquet", out)
@@ -393,6 +416,9 @@ def test_a_damaged_row_is_refused_without_its_msisdn(tmp_path, damage):
     (lambda s: s["configuration"].update(utc_offset="8"), ("configuration.utc_offset", "+08:00")),
     (lambda s: s["configuration"].update(utc_offset=8), ("configuration.utc_offset",)),
     (lambda s: s.update(configuration=[]), ("configuration is not an object",)),
+    (lambda s: s["configuration"].update(campaigns=5), ("configuration.campaigns", "not a list of campaign ids")),
+    (lambda s: s["configuration"].update(campaigns=["promo", 7]), ("configuration.campaigns",)),
+    (lambda s: s["configuration"].update(sha256=["x"]), ("configuration.sha256", "not a digest")),
 ])
 def test_a_stats_json_sigmatch_never_writes_is_one_line(known, tmp_path, edit, words):
     # edited by hand or written by another tool: refused, not a traceback, and never misread

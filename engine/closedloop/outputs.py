@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -105,17 +108,22 @@ class _Codes:
         self.index = {v: i for i, v in enumerate(values)}
 
     def codes(self, column: pa.ChunkedArray) -> np.ndarray:
-        parts = []
-        # one dictionary per call rather than one per parsing block
-        if not pa.types.is_dictionary(column.type) and column.num_chunks > 1:
-            column = pa.chunked_array([column.combine_chunks()])
-        for chunk in column.chunks:
-            if not isinstance(chunk, pa.DictionaryArray):
-                chunk = chunk.dictionary_encode()
-            mapping = np.array([self._code(v) for v in chunk.dictionary.to_pylist()] or [0], np.int32)
-            indices = chunk.indices.to_numpy(zero_copy_only=False)
-            parts.append(mapping[indices.astype(np.intp, copy=False)])
-        return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+        """The column's values as int32 codes (a null as ""). Chunks are unified to one
+        dictionary first, so the Python work is per distinct value, not per chunk: a
+        directory of hourly Parquet files gives thousands of chunks."""
+        if not len(column):
+            return np.zeros(0, np.int32)
+        if not pa.types.is_dictionary(column.type):
+            column = column.dictionary_encode()
+        column = column.unify_dictionaries()
+        values = column.chunk(0).dictionary.to_pylist()
+        indices = pa.chunked_array([chunk.indices for chunk in column.chunks], column.type.index_type)
+        if indices.null_count:
+            indices = indices.fill_null(len(values))
+            values.append("")
+        mapping = np.array([self._code(v) for v in values] or [0], np.int32)
+        # take() with the int32 indices as they are: no copy of them widened to intp
+        return np.take(mapping, indices.to_numpy())
 
     def _code(self, value) -> int:
         value = "" if value is None else value
@@ -139,8 +147,9 @@ def read_outputs(paths, *, progress: Optional[bool] = None) -> Outputs:
     configuration = _same_configuration(paths, stats)
     outputs = Outputs([], configuration)
     codes = {name: _Codes(getattr(outputs, name)) for name in ("campaigns", "templates", "kinds")}
-    files = [(p, _record_files(p)) for p in paths]
-    total = sum(f.stat().st_size for _, (a, c) in files for f in a + c)
+    sizes: dict[Path, int] = {}         # each file's size, from its directory listing: one stat per file
+    files = [(p, _record_files(p, sizes)) for p in paths]
+    total = sum(sizes.values())
     bar = None
     if progress is None:
         progress = sys.stderr.isatty()
@@ -149,8 +158,8 @@ def read_outputs(paths, *, progress: Optional[bool] = None) -> Outputs:
         bar = tqdm(total=total, unit="B", unit_scale=True, desc="report: reading", file=sys.stderr, leave=False)
     try:
         for (path, (action_files, conversion_files)), stat in zip(files, stats):
-            actions = _read_files(action_files, ACTION_TYPES, codes, outputs.warnings, bar)
-            conversions = _read_files(conversion_files, CONVERSION_TYPES, codes, outputs.warnings, bar)
+            actions = _read_files(action_files, sizes, ACTION_TYPES, codes, outputs.warnings, bar)
+            conversions = _read_files(conversion_files, sizes, CONVERSION_TYPES, codes, outputs.warnings, bar)
             _refuse_repeats(path, actions.seq, "action records", "seqs")
             _refuse_repeats(path, conversions.seq, "conversion records", "contact_seqs")
             outputs.directories.append(Directory(path, stat, actions, conversions))
@@ -220,6 +229,12 @@ def _stats_problem(stats: dict) -> Optional[str]:
         offset = identity.get("utc_offset")
         if offset is not None and not (isinstance(offset, str) and _UTC_OFFSET.fullmatch(offset)):
             return f"configuration.utc_offset {json.dumps(offset)[:40]} is not an offset like \"+08:00\""
+        digest = identity.get("sha256")
+        if digest is not None and not isinstance(digest, str):
+            return f"configuration.sha256 {json.dumps(digest)[:40]} is not a digest"
+        names = identity.get("campaigns")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            return f"configuration.campaigns {json.dumps(names)[:40]} is not a list of campaign ids"
     for cid, funnel in stats["campaigns"].items():
         if not isinstance(funnel, dict):
             return f"campaigns.{cid[:60]} is not an object"
@@ -256,15 +271,25 @@ def _short(value) -> str:
     return text[:12] if isinstance(value, str) and len(text) == 64 else text[:60]
 
 
-def _record_files(path: Path) -> tuple[list[Path], list[Path]]:
-    """The finished action and conversion files of one directory, by channel then number."""
+def _record_files(path: Path, sizes: dict) -> tuple[list[Path], list[Path]]:
+    """The finished action and conversion files of one directory, by channel then number;
+    their sizes in bytes go into `sizes`."""
     actions = []
     for channel in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in _NOT_CHANNELS):
-        actions += sorted(f for f in channel.iterdir() if _ACTION_FILE.fullmatch(f.name) and f.is_file())
+        actions += _listed(channel, _ACTION_FILE, sizes)
     conversions = path / "conversions"
-    converted = sorted(f for f in conversions.iterdir() if _CONVERSION_FILE.fullmatch(f.name) and f.is_file()) \
-        if conversions.is_dir() else []
-    return actions, converted
+    return actions, _listed(conversions, _CONVERSION_FILE, sizes) if conversions.is_dir() else []
+
+
+def _listed(directory: Path, name: re.Pattern, sizes: dict) -> list[Path]:
+    files = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if name.fullmatch(entry.name) and entry.is_file():
+                path = Path(entry.path)
+                sizes[path] = entry.stat().st_size
+                files.append(path)
+    return sorted(files)
 
 
 # Text files are parsed in batches of about this many bytes: a run rotates its files hourly,
@@ -273,15 +298,15 @@ BATCH_BYTES = 64 << 20
 _CSV_BLOCKS = pacsv.ReadOptions(block_size=8 << 20)
 
 
-def _read_files(paths: list[Path], types: dict, codes: dict, warnings: list, bar) -> Columns:
+def _read_files(paths: list[Path], sizes: dict, types: dict, codes: dict, warnings: list, bar) -> Columns:
     """Every file of one sink directory kind (actions or conversions) as one Columns."""
     parts = []
     for suffix in (".csv", ".jsonl", ".parquet"):
         chosen = [p for p in paths if p.suffix == suffix]
         if not chosen:
             continue
-        tables = _parquet_tables(chosen, types, warnings, bar) if suffix == ".parquet" \
-            else _text_tables(chosen, types, warnings, bar)
+        tables = _parquet_tables(chosen, sizes, types, warnings, bar) if suffix == ".parquet" \
+            else _text_tables(chosen, sizes, types, warnings, bar)
         parts += [_columns(table, types, codes) for table in tables if table is not None and table.num_rows]
     return Columns.joined(parts)
 
@@ -313,7 +338,7 @@ def _reason(e: Exception) -> str:
     return _masked(str(e).splitlines()[0])
 
 
-def _parquet_tables(paths: list[Path], types: dict, warnings: list, bar) -> list:
+def _parquet_tables(paths: list[Path], sizes: dict, types: dict, warnings: list, bar) -> list:
     import pyarrow.dataset as ds
     try:
         text = [name for name, t in types.items() if pa.types.is_dictionary(t)]
@@ -329,78 +354,120 @@ def _parquet_tables(paths: list[Path], types: dict, warnings: list, bar) -> list
             except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
                 _warn(warnings, f"{path}: unreadable Parquet file skipped ({_reason(e)})")
     if bar is not None:
-        bar.update(sum(p.stat().st_size for p in paths))
+        bar.update(sum(sizes[p] for p in paths))
     return tables
 
 
-def _text_tables(paths: list[Path], types: dict, warnings: list, bar) -> list:
+def _text_tables(paths: list[Path], sizes: dict, types: dict, warnings: list, bar) -> Iterator[pa.Table]:
     """CSV or JSON Lines files parsed in batches of whole lines: each batch read straight into
-    one buffer (a CSV header once), each file's partial last line left out with a warning."""
+    one buffer (a CSV header once), each file's partial last line left out with a warning.
+    Tables come in the files' order; the next batch is read and parsed in a thread while the
+    caller turns this one into columns (Arrow parses without the GIL, on every core)."""
     csv = paths[0].suffix == ".csv"
-    header: list = []               # the first file's header line, once read
-    tables, batch, size = [], [], 0
+    first_path, header = _csv_header(paths) if csv else (paths[0], None)
+    batches, batch, size = [], [], 0
     for path in paths:
         batch.append(path)
-        size += path.stat().st_size
+        size += sizes[path]
         if size >= BATCH_BYTES:
-            tables.append(_parse_batch(batch, csv, header, types, warnings, bar))
+            batches.append(batch)
             batch, size = [], 0
     if batch:
-        tables.append(_parse_batch(batch, csv, header, types, warnings, bar))
-    return [t for t in tables if t is not None]
+        batches.append(batch)
+    with ThreadPoolExecutor(2, thread_name_prefix="report-parse") as pool:
+        ahead: deque = deque()
+        for batch in batches:
+            ahead.append(pool.submit(_parse_batch, batch, sizes, first_path, header, types))
+            if len(ahead) > _AHEAD:
+                yield from _finished(ahead.popleft(), warnings, bar)
+        while ahead:
+            yield from _finished(ahead.popleft(), warnings, bar)
 
 
-def _read_batch(paths: list[Path], csv: bool, header: list, warnings: list, bar) -> tuple[pa.Buffer, bool]:
-    """The files' whole lines in one buffer, a CSV header first; and whether any line is there.
-    Read with readinto: the bytes are copied once, from the page cache into the buffer."""
-    sizes = [p.stat().st_size for p in paths]
-    buffer = bytearray(sum(sizes) + (len(header[0]) if header else 0))
-    view = memoryview(buffer)
-    position, lines = 0, False
-    if csv and header:
-        buffer[:len(header[0])] = header[0]
-        position = len(header[0])
-    for path, size in zip(paths, sizes):
+# batches parsed ahead of the one being turned into columns: enough to keep both cores busy
+# on this machine's two, and 2 x BATCH_BYTES of memory at most
+_AHEAD = 2
+
+
+def _finished(future, warnings: list, bar) -> Iterator[pa.Table]:
+    table, said, size = future.result()
+    for message in said:
+        _warn(warnings, message)
+    if bar is not None:
+        bar.update(size)
+    if table is not None:
+        yield table
+
+
+def _csv_header(paths: list[Path]) -> tuple[Path, Optional[bytes]]:
+    """The first file with a whole first line, and that line: the header every file repeats.
+    Never None: None stands for JSON Lines, which have no header."""
+    for path in paths:
+        with path.open("rb") as f:
+            first = f.readline()
+        if first.endswith(b"\n"):
+            return path, first
+    return paths[0], b""        # every file's first line is cut short: each is skipped, with a warning
+
+
+def _read_batch(paths: list[Path], sizes: dict, first_path: Path, header: Optional[bytes],
+                said: list) -> tuple[pa.Buffer, bool]:
+    """The files' whole lines in one buffer, a CSV header (`header`, None for JSON Lines) first;
+    and whether any line is there. Read with readinto into memory Arrow allocates (not
+    zero-filled): the bytes are copied once, from the page cache into the buffer."""
+    lengths = [sizes[p] for p in paths]
+    buffer = pa.allocate_buffer(sum(lengths) + (len(header) if header else 0))
+    view = memoryview(buffer).cast("B")
+    position, lines, wrote_header = 0, False, False
+    for path, size in zip(paths, lengths):
         with path.open("rb") as f:
             first = b""
-            if csv:
+            if header is not None:
                 first = f.readline()
                 if not first.endswith(b"\n"):
                     if first:
-                        _warn(warnings, f"{path}: partial last line skipped ({len(first):,} bytes without a line end)")
+                        said.append(f"{path}: partial last line skipped ({len(first):,} bytes without a line end)")
                     continue
-                if not header:
-                    header.append(first)        # the buffer holds it: size counted it
-                    view[position:position + len(first)] = first
-                    position += len(first)
-                elif first != header[0]:
+                if first != header:
                     shown = _masked(repr(first.strip()[:200]))
                     raise ReportError(f"{path}: not a sigmatch output file (its header {shown} "
-                                      f"differs from {paths[0].name}'s)")
+                                      f"differs from {first_path.name}'s)")
+                if not wrote_header:
+                    view[:len(header)] = header
+                    position, wrote_header = len(header), True
             got = f.readinto(view[position:position + max(size - len(first), 0)])
-        if bar is not None:
-            bar.update(size)
-        if got and buffer[position + got - 1] != 0x0A:
-            cut = buffer.rfind(b"\n", position, position + got) + 1 or position
-            _warn(warnings, f"{path}: partial last line skipped ({position + got - cut:,} bytes without a line end)")
+        if got and view[position + got - 1] != 0x0A:
+            cut = _last_line_end(view, position, position + got)
+            said.append(f"{path}: partial last line skipped ({position + got - cut:,} bytes without a line end)")
             got = cut - position
         position += got
         lines = lines or got > 0
     view.release()
-    return pa.py_buffer(buffer).slice(0, position), lines
+    return buffer.slice(0, position), lines
 
 
-def _parse_batch(paths: list[Path], csv: bool, header: list, types: dict, warnings: list, bar) -> Optional[pa.Table]:
-    data, lines = _read_batch(paths, csv, header, warnings, bar)
+def _last_line_end(view: memoryview, start: int, end: int) -> int:
+    """Where the last whole line of view[start:end] ends (start when there is none)."""
+    tail = np.frombuffer(view[start:end], np.uint8)
+    ends = np.flatnonzero(tail == 0x0A)
+    return start + int(ends[-1]) + 1 if len(ends) else start
+
+
+def _parse_batch(paths: list[Path], sizes: dict, first_path: Path, header: Optional[bytes],
+                 types: dict) -> tuple[Optional[pa.Table], list, int]:
+    """(the batch as one table or None when it holds no line, its warnings, its size in bytes)."""
+    said: list = []
+    data, lines = _read_batch(paths, sizes, first_path, header, said)
+    size = sum(sizes[p] for p in paths)
     if not lines:
-        return None
+        return None, said, size
     try:
-        return _parse_text(data, csv, types)
+        return _parse_text(data, header is not None, types), said, size
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError) as e:
         if len(paths) == 1:
             raise ReportError(f"{paths[0]}: not a sigmatch output file ({_reason(e)})") from None
     for path in paths:              # which file is it? (warnings of the first reading are not repeated)
-        _parse_batch([path], csv, header, types, [], None)
+        _parse_batch([path], sizes, first_path, header, types)
     raise ReportError(f"{paths[0]} ...: not sigmatch output files")
 
 

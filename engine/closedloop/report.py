@@ -263,15 +263,24 @@ def _counted(parts: list) -> list:
     """[((campaign, template, kind, day), count)] over the parts' rows; template -1 is '?'."""
     if not parts:
         return []
-    campaign, template, kind, day = (np.concatenate([p[i] for p in parts]).astype(np.int64) for i in range(4))
+    campaign, template, kind, day = (np.concatenate([p[i] for p in parts]) for i in range(4))
     if not len(campaign):
         return []
     day0 = int(day.min())
     day_span = int(day.max()) - day0 + 1
     nr_templates = int(template.max()) + 2
     nr_kinds = int(kind.max()) + 1
-    key = (((campaign * nr_templates + (template + 1)) * nr_kinds + kind) * day_span) + (day - day0)
     space = (int(campaign.max()) + 1) * nr_templates * nr_kinds * day_span
+    # one key per row, built in place: each full-length temporary is fresh memory to fault in
+    key = campaign.astype(np.int64)
+    key *= nr_templates
+    key += template
+    key += 1
+    key *= nr_kinds
+    key += kind
+    key *= day_span
+    key += day
+    key -= day0
     if space <= 4 * len(key) + (1 << 20):
         # a few campaigns, templates, kinds and days: counting is one pass, no sort
         counts = np.bincount(key, minlength=space)
