@@ -1,5 +1,6 @@
 """The daemon's Prometheus metrics: the exposed series equal the engine's cumulative figures,
 they are served over HTTP, HOST:PORT parsing, and no subscriber number in any label."""
+import hashlib
 import re
 import threading
 import urllib.error
@@ -265,3 +266,103 @@ def test_parse_hostport(text, expected):
 def test_parse_hostport_errors(text, message):
     with pytest.raises(ValueError, match=message):
         parse_hostport(text)
+
+
+# ---------------------------------------------------------------------------- what is live
+
+def live(text: bytes) -> tuple[str, float, float]:
+    """(sha256 of sigmatch_config_info, last reload success, its time) of an exposition."""
+    got = samples(text)
+    shas = [dict(labels)["sha256"] for (name, labels), value in got.items()
+            if name == "sigmatch_config_info" and value == 1]
+    assert len(shas) == 1, shas
+    return (shas[0], got[series("sigmatch_last_reload_success")],
+            got[series("sigmatch_last_reload_timestamp_seconds")])
+
+
+def test_the_live_configuration_and_the_last_reload(world, tmp_path):
+    engine = Engine.from_config(world.config)
+    sha = hashlib.sha256(world.config.read_bytes()).hexdigest()
+    metrics = DaemonMetrics(engine, wall=lambda: T0)
+    # start-up is a load that succeeded
+    assert live(metrics.exposition()) == (sha, 1, T0)
+    # a rejected reload: the live configuration stays, the result and time change
+    metrics.observe_reload(None, now=T0 + 5)
+    assert live(metrics.exposition()) == (sha, 0, T0 + 5)
+    # a reload that took: the new file's sha256
+    edited = world.config.parent / "edited-live.toml"
+    edited.write_text(world.config.read_text() + "\n# edited\n")
+    try:
+        new = engine.reload(edited)
+    finally:
+        edited.unlink()
+    new_sha = hashlib.sha256((world.config.read_text() + "\n# edited\n").encode()).hexdigest()
+    assert new.configuration["sha256"] == new_sha != sha
+    metrics.observe_reload(new, now=T0 + 9)
+    assert live(metrics.exposition()) == (new_sha, 1, T0 + 9)
+    # the wall clock when no time is given
+    metrics.observe_reload(None)
+    assert live(metrics.exposition()) == (new_sha, 0, T0)
+
+
+def test_a_daemon_publishes_what_is_live_over_sighup(world, tmp_path):
+    """`sigmatch run --metrics`: SIGHUP with a broken file keeps the live sha256 and says 0;
+    a good file becomes the live sha256 with 1; each reload's time moves on."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    config = world.config.parent / f"live-{os.getpid()}.toml"
+    original = world.config.read_text()
+    config.write_text(original)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(tmp_path / "out"),
+                             "--state", str(tmp_path / "state"), "--spool", str(spool), "--metrics", f":{port}"],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def scrape():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            return live(response.read())
+
+    def until(predicate):
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                got = scrape()
+                if predicate(got):
+                    return got
+            except OSError:
+                pass
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "the metrics never showed it"
+            time.sleep(0.1)
+
+    try:
+        sha = hashlib.sha256(original.encode()).hexdigest()
+        first = until(lambda got: True)
+        assert first[:2] == (sha, 1)
+        config.write_text(original.replace("[policy]", "[policy]\nnope = 1"))
+        proc.send_signal(signal.SIGHUP)
+        rejected = until(lambda got: got[1] == 0)
+        assert rejected[0] == sha and rejected[2] >= first[2]
+        good = original + "\n# approved in the console\n"
+        config.write_text(good)
+        proc.send_signal(signal.SIGHUP)
+        took = until(lambda got: got[1] == 1)
+        assert took[0] == hashlib.sha256(good.encode()).hexdigest() and took[2] >= rejected[2]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            config.unlink()

@@ -1297,8 +1297,12 @@ class SpoolDaemon:
                 new = self.engine.reload(self.config_path)
             except Exception as e:      # noqa: BLE001 - whatever a new configuration does, the running one goes on
                 log.error(f"reload rejected, the running configuration goes on: {_one_line(e)}")
+                if self.metrics is not None:
+                    self.metrics.observe_reload(None)
                 return
             self.engine = new
+            if self.metrics is not None:
+                self.metrics.observe_reload(new)
             output = new.config.output
             self.sinks = SinkSet(self.out, campaigns=new.campaigns, format=self.format or output.format,
                                  max_records=output.max_records, max_age_ms=output.max_age_ms,

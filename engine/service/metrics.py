@@ -18,6 +18,16 @@ is the one counter kept here; it counts the bytes observed by this process.
 
 Labels hold event type names, bad-event reasons, campaign ids, action kinds and funnel
 stages: never a subscriber number.
+
+What is live (the console reads it to show whether an approved version took effect):
+`sigmatch_config_info{sha256}` is 1 for the sha256 of the configuration file the running
+engine was built from (stats.json's `configuration.sha256`); `sigmatch_last_reload_success`
+is 1 when the last load of a configuration succeeded, 0 when a SIGHUP's configuration was
+rejected (the previous one goes on); `sigmatch_last_reload_timestamp_seconds` is when that
+load was tried. Start-up counts as a successful load, as Prometheus counts its own.
+
+    metrics.observe_reload(new_engine)                 # a reload took effect
+    metrics.observe_reload(None)                       # a reload was rejected
 """
 from __future__ import annotations
 
@@ -62,6 +72,9 @@ METRIC_NAMES = (
     "sigmatch_events_per_second",               # good events over the last observed interval
     "sigmatch_connections",                     # {server=tcp|lookup|metrics}: connections held now
     "sigmatch_connections_dropped_total",       # {server, reason}: connections the service ended (CONNECTION_DROPS)
+    "sigmatch_config_info",                     # {sha256}: 1 for the live configuration file's sha256
+    "sigmatch_last_reload_success",             # 1 when the last load (start-up or SIGHUP) took, 0 when rejected
+    "sigmatch_last_reload_timestamp_seconds",   # wall time of that load
 )
 
 # Why each server ends a connection, the label values of sigmatch_connections_dropped_total;
@@ -162,6 +175,37 @@ def _read_engine(engine) -> tuple:
     clock = engine.clock
     return (tuple(by_type.items()), bad, int(counts["unknown_subscribers"]), funnel, int(engine.pending),
             None if clock is None else clock / 1000.0, int(counts["events"]), int(counts["late_events"]))
+
+
+@dataclass(frozen=True)
+class _Reload:
+    """The live configuration and the last load's outcome."""
+    sha256: str                 # "" when the file could not be read back to hash it
+    success: bool
+    at: float                   # wall time, seconds since the epoch
+
+
+def _sha256_of(engine) -> str:
+    return (getattr(engine, "configuration", None) or {}).get("sha256") or ""
+
+
+class _ReloadCollector(Collector):
+    """What is live: the configuration's sha256 and the last reload's result and time."""
+
+    def __init__(self, owner: "DaemonMetrics"):
+        self.owner = owner
+
+    def collect(self) -> Iterator:
+        state = self.owner._reload_now()
+        info = GaugeMetricFamily("sigmatch_config_info", "The live configuration: 1 for the sha256 of the "
+                                 "file the running engine was built from.", labels=["sha256"])
+        info.add_metric([state.sha256], 1)
+        yield info
+        yield GaugeMetricFamily("sigmatch_last_reload_success", "1 when the last load of the configuration "
+                                "(start-up or SIGHUP) succeeded, 0 when it was rejected.",
+                                value=1 if state.success else 0)
+        yield GaugeMetricFamily("sigmatch_last_reload_timestamp_seconds", "When the last load of the "
+                                "configuration was tried (seconds since the epoch).", value=state.at)
 
 
 class _SpoolCollector(Collector):
@@ -291,6 +335,22 @@ class DaemonMetrics:
         self.registry.register(_Collector(self))
         self._spool = (0, 0, 0, None)
         self.registry.register(_SpoolCollector(self))
+        self._reload = _Reload(_sha256_of(engine), True, now)
+        self.registry.register(_ReloadCollector(self))
+
+    def observe_reload(self, engine, *, now: Optional[float] = None) -> None:
+        """A SIGHUP's outcome: `engine` the new engine when the reload took effect (its
+        configuration becomes the live one), None when it was rejected (the live one stays).
+        `now`: when it was tried (default: the wall clock)."""
+        if now is None:
+            now = self._wall()
+        with self._lock:
+            sha256 = self._reload.sha256 if engine is None else _sha256_of(engine)
+            self._reload = _Reload(sha256, engine is not None, float(now))
+
+    def _reload_now(self) -> _Reload:
+        with self._lock:
+            return self._reload
 
     def observe(self, engine, *, input_bytes: int = 0, checkpoint_seconds: Optional[float] = None,
                 now: Optional[float] = None) -> None:
