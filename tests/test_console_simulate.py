@@ -1,0 +1,239 @@
+"""The console's simulations (issue 13 §4): a queue of `sigmatch diff LIVE DRAFT TRACE`
+children, N at a time, their progress, results kept, cancelled on shutdown; then the pages
+(simulate, watch, report, policy view)."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.closedloop.diff import build_diff, replay_both
+from engine.console.simulate import (_CHILD, MemorySimulationRecords, SimulationError, SimulationQueue, _take_percent,
+                                     latest_simulation, list_traces, resolve_trace)
+from engine.world.gen import generate
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    generated = generate(tmp_path_factory.mktemp("world"), subscribers=1_500, events=15_000, campaigns=4, seed=3)
+    traces = generated.directory / "traces"
+    traces.mkdir()
+    shutil.copy(generated.trace, traces / "monday.msgpack")
+    return generated, traces
+
+
+def without_campaign(text: str, index: int = 0) -> tuple[str, str]:
+    """The configuration text without its index-th [[campaign]], and that campaign's id."""
+    blocks = text.split("[[campaign]]")
+    removed = blocks[1 + index].split("id", 1)[1].split('"')[1]
+    return "[[campaign]]".join(blocks[:1 + index] + blocks[2 + index:]), removed
+
+
+def wait_for(queue, simulation_id, statuses=("done", "failed", "cancelled"), timeout=120):
+    deadline = time.monotonic() + timeout
+    while True:
+        sim = queue.get(simulation_id)
+        if sim.status in statuses:
+            return sim
+        assert time.monotonic() < deadline, f"simulation {simulation_id} still {sim.status}"
+        time.sleep(0.05)
+
+
+def hidden_files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and "simulation" in p.name)
+
+
+@pytest.fixture()
+def stalling_python(tmp_path):
+    """An 'interpreter' whose child never ends by itself (until a signal): simulations that
+    stay running as long as a test needs."""
+    script = tmp_path / "stall"
+    script.write_text("#!/bin/sh\nexec sleep 600\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+# --------------------------------------------------------------------------- traces
+
+def test_traces_are_the_msgpack_files_and_folders_of_the_trace_directory(world, tmp_path):
+    generated, traces = world
+    assert [t.name for t in list_traces(generated.directory)] == ["trace.msgpack", "traces"]
+    (tmp_path / "day").mkdir()
+    (tmp_path / "day" / "b.msgpack").write_bytes(b"\x90")
+    (tmp_path / "day" / "a.msgpack").write_bytes(b"\x90\x90")
+    (tmp_path / "notes.txt").write_text("not a trace")
+    (tmp_path / ".hidden.msgpack").write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    found = list_traces(tmp_path)
+    assert [t.name for t in found] == ["day"]
+    assert [p.name for p in found[0].paths] == ["a.msgpack", "b.msgpack"] and found[0].bytes == 3
+    assert list_traces(None) == []
+
+
+@pytest.mark.parametrize("name", ["../trace.msgpack", "/etc/passwd", ".hidden.msgpack", "notes.txt", "nope.msgpack"])
+def test_a_trace_outside_the_list_is_refused(world, tmp_path, name):
+    _, traces = world
+    (traces / ".hidden.msgpack").write_bytes(b"")
+    try:
+        with pytest.raises(SimulationError, match="no trace"):
+            resolve_trace(traces, name)
+    finally:
+        (traces / ".hidden.msgpack").unlink()
+    with pytest.raises(SimulationError, match="--trace-dir"):
+        resolve_trace(None, "monday.msgpack")
+
+
+def test_progress_is_read_from_the_diff_progress_bar():
+    assert _take_percent(b"replay:  42%|####      | 4.20M/10.0M [00:01<00:01, 3.1MB/s]") == 0.42
+    assert _take_percent(b"replay: 100%|##########| 10.0M/10.0M") == 1.0
+    assert _take_percent(b"sigmatch: warning: 12 events late") is None
+
+
+# --------------------------------------------------------------------------- running them
+
+def test_a_simulation_gives_the_diff_of_the_live_file_against_the_draft(world):
+    generated, traces = world
+    live_text = generated.config.read_text()
+    draft_text, removed = without_campaign(live_text)
+    records = MemorySimulationRecords()
+    with SimulationQueue(records, generated.config, traces) as queue:
+        sim_id = queue.submit(version_id=7, draft_text=draft_text, trace="monday.msgpack", author="ana")
+        sim = wait_for(queue, sim_id)
+    assert sim.status == "done", sim.error
+    assert sim.progress == 1.0 and sim.error is None
+    assert sim.started >= sim.created and sim.finished >= sim.started
+    document = sim.result
+    assert document["a"]["config"] == "live" and document["b"]["config"] == "version 7"
+    assert document["traces"] == ["monday.msgpack"]
+    # the same comparison as `sigmatch diff` makes of the two files
+    draft = generated.config.parent / "draft-for-test.toml"
+    draft.write_text(draft_text)
+    try:
+        a, b = replay_both(generated.config, draft, [traces / "monday.msgpack"], progress=False)
+    finally:
+        draft.unlink()
+    expected = build_diff(a, b, traces=[traces / "monday.msgpack"])
+    for key in ("total", "campaigns", "channels", "budgets", "taken", "days"):
+        assert document[key] == json.loads(json.dumps(expected[key])), key
+    assert document["campaigns"][removed]["in"] == "a"
+    assert document["campaigns"][removed]["lost"] == document["campaigns"][removed]["contacts_a"] > 0
+    # kept, and the newest of its version is what the approver sees
+    assert latest_simulation(records, 7).result == document
+    assert latest_simulation(records, 8) is None
+    assert hidden_files(generated.config.parent) == []
+
+
+def test_an_invalid_draft_fails_in_one_line_naming_the_key(world):
+    generated, traces = world
+    text = generated.config.read_text().replace("[policy]", "[policy]\nnope = 1", 1)
+    with SimulationQueue(MemorySimulationRecords(), generated.config, traces) as queue:
+        sim = wait_for(queue, queue.submit(version_id=1, draft_text=text, trace="monday.msgpack", author="ana"))
+    assert sim.status == "failed" and sim.result is None
+    assert "nope" in sim.error and "\n" not in sim.error
+    assert "the draft" in sim.error and ".simulation-" not in sim.error
+    assert hidden_files(generated.config.parent) == []
+
+
+def test_simulations_wait_and_run_one_at_a_time_by_default(world):
+    generated, traces = world
+    live_text = generated.config.read_text()
+    records = MemorySimulationRecords()
+    with SimulationQueue(records, generated.config, traces) as queue:
+        ids = [queue.submit(version_id=n, draft_text=without_campaign(live_text, n)[0], trace="monday.msgpack",
+                            author="ana") for n in range(3)]
+        sims = [wait_for(queue, i) for i in ids]
+    assert [s.status for s in sims] == ["done"] * 3
+    for earlier, later in zip(sims, sims[1:]):
+        assert later.started >= earlier.finished
+    # each its own draft: the removed campaign differs
+    assert len({next(c for c, v in s.result["campaigns"].items() if v["in"] == "a") for s in sims}) == 3
+
+
+def test_two_slots_run_two_at_once(world, stalling_python):
+    generated, traces = world
+    text = generated.config.read_text()
+    queue = SimulationQueue(MemorySimulationRecords(), generated.config, traces, slots=2, python=stalling_python)
+    try:
+        ids = [queue.submit(version_id=n, draft_text=text, trace="monday.msgpack", author="ana") for n in range(3)]
+        wait_for(queue, ids[0], ("running",))
+        wait_for(queue, ids[1], ("running",))
+        third = queue.get(ids[2])
+        assert third.status == "queued" and third.position == 0
+    finally:
+        queue.close()
+    assert [queue.get(i).status for i in ids] == ["cancelled"] * 3
+
+
+def test_cancel_a_queued_and_a_running_simulation(world, stalling_python):
+    generated, traces = world
+    text = generated.config.read_text()
+    queue = SimulationQueue(MemorySimulationRecords(), generated.config, traces, python=stalling_python)
+    try:
+        first = queue.submit(version_id=1, draft_text=text, trace="monday.msgpack", author="ana")
+        second = queue.submit(version_id=2, draft_text=text, trace="monday.msgpack", author="ana")
+        wait_for(queue, first, ("running",))
+        assert len(hidden_files(generated.config.parent)) == 2      # the running one's live and draft
+        assert queue.get(second).position == 0
+        assert queue.cancel(second) and queue.get(second).status == "cancelled"
+        process = queue._jobs[first].process
+        assert queue.cancel(first)
+        assert wait_for(queue, first).status == "cancelled"
+        assert process.poll() == -signal.SIGTERM
+        assert not queue.cancel(first)
+    finally:
+        queue.close()
+    assert hidden_files(generated.config.parent) == []
+
+
+def test_closing_the_queue_ends_running_children_and_refuses_new_ones(world, stalling_python):
+    generated, traces = world
+    queue = SimulationQueue(MemorySimulationRecords(), generated.config, traces, python=stalling_python)
+    sim = queue.submit(version_id=1, draft_text="", trace="monday.msgpack", author="ana")
+    wait_for(queue, sim, ("running",))
+    process = queue._jobs[sim].process
+    queue.close()
+    assert process.poll() is not None and queue.get(sim).status == "cancelled"
+    with pytest.raises(SimulationError, match="stopping"):
+        queue.submit(version_id=1, draft_text="", trace="monday.msgpack", author="ana")
+
+
+def test_records_a_stopped_console_left_unfinished_are_failed_at_start(world):
+    generated, traces = world
+    records = MemorySimulationRecords()
+    left = records.add_simulation(version_id=3, trace="monday.msgpack", author="ana", created=1.0,
+                                  live_sha256="", draft_sha256="")
+    records.update_simulation(left, status="running", started=2.0)
+    SimulationQueue(records, generated.config, traces).close()
+    record = records.get_simulation(left)
+    assert record["status"] == "failed" and "stopped" in record["error"] and record["finished"] == 2.0
+
+
+def test_the_child_ends_when_the_console_is_gone(world):
+    """The console killed with SIGKILL closes the child's standard input: the diff stops
+    (SIGTERM to itself) instead of running on for the length of the trace."""
+    generated, traces = world
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(generated.config), str(generated.config),
+                             str(traces / "monday.msgpack")], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=60)          # closes its standard input first
+    assert proc.returncode != 0 and out == b""
+    # with its standard input open it runs to the end
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(generated.config), str(generated.config),
+                             str(traces / "monday.msgpack")], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    errors = []
+    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()))
+    reader.start()
+    out = proc.stdout.read()
+    reader.join()
+    assert proc.wait(timeout=120) == 0, errors[0][-2000:]
+    proc.stdin.close()
+    assert json.loads(out)["total"]["gained"] == 0
