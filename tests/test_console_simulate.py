@@ -1,6 +1,7 @@
 """The console's simulations (issue 13 §4): a queue of `sigmatch diff LIVE DRAFT TRACE`
 children, N at a time, their progress, results kept, cancelled on shutdown; then the pages
 (simulate, watch, report, policy view)."""
+import hashlib
 import json
 import os
 import shutil
@@ -109,6 +110,8 @@ def test_a_simulation_gives_the_diff_of_the_live_file_against_the_draft(world):
         sim = wait_for(queue, sim_id)
     assert sim.status == "done", sim.error
     assert sim.progress == 1.0 and sim.error is None
+    assert sim.live_sha256 == hashlib.sha256(live_text.encode()).hexdigest()
+    assert sim.draft_sha256 == hashlib.sha256(draft_text.encode()).hexdigest()
     assert sim.started >= sim.created and sim.finished >= sim.started
     document = sim.result
     assert document["a"]["config"] == "live" and document["b"]["config"] == "version 7"
@@ -208,8 +211,7 @@ def test_closing_the_queue_ends_running_children_and_refuses_new_ones(world, sta
 def test_records_a_stopped_console_left_unfinished_are_failed_at_start(world):
     generated, traces = world
     records = MemorySimulationRecords()
-    left = records.add_simulation(version_id=3, trace="monday.msgpack", author="ana", created=1.0,
-                                  live_sha256="", draft_sha256="")
+    left = records.add_simulation(version_id=3, trace="monday.msgpack", author="ana", created=1.0)
     records.update_simulation(left, status="running", started=2.0)
     SimulationQueue(records, generated.config, traces).close()
     record = records.get_simulation(left)

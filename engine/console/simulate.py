@@ -26,13 +26,17 @@ record is a dict:
     {"id": int, "version_id": int | None, "trace": name, "author": user name,
      "status": "queued" | "running" | "done" | "failed" | "cancelled",
      "created": s, "started": s | None, "finished": s | None (seconds since the epoch),
-     "live_sha256": hex, "draft_sha256": hex, "error": one line | None,
+     "progress": 0..1, "error": one line | None,
      "result": the --json document (a JSON text in the store) | None}
+
+The result's sides carry the sha256 of the two texts compared (`result["a"]["sha256"]` is
+the live file's as it was), so a page can say when the live file has changed since.
 
 Times are the console's wall clock: when a what-if ran is bookkeeping, never an outcome.
 """
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -51,13 +55,14 @@ from typing import Callable, Optional, Protocol, Sequence
 from engine.privacy import scrub
 from engine.sinks import write_private
 
-__all__ = ["STATUSES", "FINISHED", "Simulation", "SimulationRecords", "MemorySimulationRecords",
+__all__ = ["STATUSES", "FINISHED", "Simulation", "SimulationRecords", "MemorySimulationRecords", "StoreSimulationRecords",
            "SimulationQueue", "SimulationError", "TraceFile", "list_traces", "resolve_trace",
            "latest_simulation"]
 
 log = logging.getLogger("sigmatch.console.simulate")
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
+UPDATABLE = frozenset({"status", "started", "finished", "progress", "error", "result"})
 FINISHED = ("done", "failed", "cancelled")
 
 # How long an ended child gets to stop after SIGTERM (it terminates its two replays) before SIGKILL
@@ -149,12 +154,11 @@ class SimulationRecords(Protocol):
     """Where simulations are kept (the console's store). Every method may be called from the
     queue's threads: an implementation serialises its own access."""
 
-    def add_simulation(self, *, version_id: Optional[int], trace: str, author: str, created: float,
-                       live_sha256: str, draft_sha256: str) -> int:
+    def add_simulation(self, *, version_id: Optional[int], trace: str, author: str, created: float) -> int:
         """A new record with status "queued"; its id."""
 
     def update_simulation(self, simulation_id: int, **fields) -> None:
-        """Set some of: status, started, finished, error, result (a dict, or None)."""
+        """Set some of: status, started, finished, progress, error, result (a dict, or None)."""
 
     def get_simulation(self, simulation_id: int) -> Optional[dict]:
         """The record (shape in the module docstring), None when there is none."""
@@ -170,17 +174,17 @@ class MemorySimulationRecords:
         self._lock = threading.Lock()
         self._records: dict[int, dict] = {}
 
-    def add_simulation(self, *, version_id, trace, author, created, live_sha256, draft_sha256) -> int:
+    def add_simulation(self, *, version_id, trace, author, created) -> int:
         with self._lock:
             simulation_id = len(self._records) + 1
             self._records[simulation_id] = {
                 "id": simulation_id, "version_id": version_id, "trace": trace, "author": author,
                 "status": "queued", "created": created, "started": None, "finished": None,
-                "live_sha256": live_sha256, "draft_sha256": draft_sha256, "error": None, "result": None}
+                "progress": 0.0, "error": None, "result": None}
             return simulation_id
 
     def update_simulation(self, simulation_id: int, **fields) -> None:
-        unknown = set(fields) - {"status", "started", "finished", "error", "result"}
+        unknown = set(fields) - UPDATABLE
         if unknown:
             raise ValueError(f"not a field of a simulation: {', '.join(sorted(unknown))}")
         with self._lock:
@@ -197,6 +201,72 @@ class MemorySimulationRecords:
                     if version_id is None or r["version_id"] == version_id]
 
 
+class StoreSimulationRecords:
+    """SimulationRecords on the console's store (engine/console/store.py), its `simulations`
+    table: `version`, `trace`, `requested_by`, `requested_at`, `state`, `progress`,
+    `started_at`, `finished_at` (ISO 8601 UTC to the second), `result` (JSON text), `error`.
+    `store` needs `query(sql, params)` and `execute(sql, params)` only."""
+
+    _COLUMNS = {"status": "state", "started": "started_at", "finished": "finished_at", "progress": "progress",
+                "error": "error", "result": "result"}
+
+    def __init__(self, store):
+        self.store = store
+
+    def add_simulation(self, *, version_id, trace, author, created) -> int:
+        return self.store.execute("INSERT INTO simulations (version, trace, requested_by, requested_at, state, "
+                                  "progress) VALUES (?, ?, ?, ?, 'queued', 0)",
+                                  (version_id, trace, author, _iso(created)))
+
+    def update_simulation(self, simulation_id: int, **fields) -> None:
+        unknown = set(fields) - UPDATABLE
+        if unknown:
+            raise ValueError(f"not a field of a simulation: {', '.join(sorted(unknown))}")
+        values = []
+        for key, value in fields.items():
+            if key in ("started", "finished"):
+                value = _iso(value)
+            elif key == "result" and value is not None:
+                value = json.dumps(value, ensure_ascii=False)
+            values.append(value)
+        if values:
+            assignments = ", ".join(f"{self._COLUMNS[key]} = ?" for key in fields)
+            self.store.execute(f"UPDATE simulations SET {assignments} WHERE id = ?", (*values, simulation_id))
+
+    def get_simulation(self, simulation_id: int) -> Optional[dict]:
+        rows = self.store.query("SELECT * FROM simulations WHERE id = ?", (simulation_id,))
+        return self._record(rows[0]) if rows else None
+
+    def list_simulations(self, version_id: Optional[int] = None) -> list[dict]:
+        if version_id is None:
+            rows = self.store.query("SELECT * FROM simulations ORDER BY id DESC")
+        else:
+            rows = self.store.query("SELECT * FROM simulations WHERE version = ? ORDER BY id DESC", (version_id,))
+        return [self._record(row) for row in rows]
+
+    @staticmethod
+    def _record(row: dict) -> dict:
+        return {"id": row["id"], "version_id": row["version"], "trace": row["trace"], "author": row["requested_by"],
+                "status": row["state"], "created": _epoch(row["requested_at"]), "started": _epoch(row["started_at"]),
+                "finished": _epoch(row["finished_at"]), "progress": row["progress"], "error": row["error"],
+                "result": row["result"]}
+
+
+_ISO = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _iso(seconds: Optional[float]) -> Optional[str]:
+    if seconds is None:
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(_ISO)
+
+
+def _epoch(text: Optional[str]) -> Optional[float]:
+    if not text:
+        return None
+    return datetime.datetime.strptime(text, _ISO).replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
 @dataclass(frozen=True)
 class Simulation:
     """A record as the pages show it, with the progress of one that runs now."""
@@ -208,8 +278,6 @@ class Simulation:
     created: float
     started: Optional[float]
     finished: Optional[float]
-    live_sha256: str
-    draft_sha256: str
     error: Optional[str]
     result: Optional[dict]
     progress: Optional[float] = None        # 0..1 while running (None: no figure yet); 1 when done
@@ -220,15 +288,22 @@ class Simulation:
         result = record.get("result")
         if isinstance(result, (str, bytes)):
             result = json.loads(result)
+        if progress is None and record["status"] == "running":
+            progress = record.get("progress") or None
         if record["status"] == "done":
             progress = 1.0
         return cls(record["id"], record.get("version_id"), record["trace"], record["author"], record["status"],
-                   record["created"], record.get("started"), record.get("finished"), record.get("live_sha256", ""),
-                   record.get("draft_sha256", ""), record.get("error"), result, progress, position)
+                   record["created"], record.get("started"), record.get("finished"), record.get("error"), result,
+                   progress, position)
 
     @property
-    def finished_ok(self) -> bool:
-        return self.status == "done"
+    def live_sha256(self) -> Optional[str]:
+        """The sha256 of the live text it compared against (None until it is done)."""
+        return (self.result or {}).get("a", {}).get("sha256")
+
+    @property
+    def draft_sha256(self) -> Optional[str]:
+        return (self.result or {}).get("b", {}).get("sha256")
 
 
 def latest_simulation(records: SimulationRecords, version_id: int) -> Optional[Simulation]:
@@ -298,9 +373,8 @@ class SimulationQueue:
         with self._lock:
             if self._closed:
                 raise SimulationError("the console is stopping: no new simulation")
-            simulation_id = self.records.add_simulation(
-                version_id=version_id, trace=found.name, author=author, created=self._wall(),
-                live_sha256=sha256_text(live_text), draft_sha256=sha256_text(draft_text))
+            simulation_id = self.records.add_simulation(version_id=version_id, trace=found.name, author=author,
+                                                        created=self._wall())
             job = _Job(simulation_id, live_text, draft_text, found,
                        label or (f"version {version_id}" if version_id is not None else "draft"))
             self._jobs[simulation_id] = job
@@ -449,7 +523,10 @@ class SimulationQueue:
     def _take_line(self, job: _Job, piece: bytes, lines: list[str]) -> None:
         share = _take_percent(piece)
         if share is not None:
-            job.progress = share
+            if share != job.progress:
+                # a frame every 0.1 s at most, a new percentage rarer: one small write each
+                job.progress = share
+                self.records.update_simulation(job.id, progress=share)
             return
         text = piece.decode("utf-8", "replace").strip()
         if text:

@@ -11,17 +11,30 @@ means that all of it was taken.
 
 The service journals complete events only: bytes after the last complete event are not
 taken, so a stream that ends inside an event always comes back short.
+
+The other side a client has: the read-only lookup of `sigmatch run --lookup` (the policy
+view of one subscriber, the web console's), over HTTP with the bearer token:
+
+    from engine.service.client import Lookup, LookupFailed
+    service = Lookup("http://127.0.0.1:9465", token)
+    service.subscriber(8613800138000)          # lookup.policy_view's document, None: not a subscriber
+    service.explanation(8613800138000, last=50)   # None: not watched
+    service.watch(8613800138000)               # explain its events from now on
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import BinaryIO, Iterator, Optional, Union
 
 from engine.errors import SigmatchError
 
-__all__ = ["send", "NotTaken", "ANSWER_BYTES"]
+__all__ = ["send", "NotTaken", "ANSWER_BYTES", "Lookup", "LookupFailed"]
 
 ANSWER_BYTES = 8
 
@@ -122,3 +135,79 @@ def _read_answer(sock: socket.socket) -> bytes:
 
 def _describe(error: OSError) -> str:
     return f"{type(error).__name__}: {error.strerror or error}"
+
+
+# --------------------------------------------------------------------------- the lookup
+
+class LookupFailed(SigmatchError):
+    """The lookup cannot be reached, refused the token, or answered what a lookup does not.
+    One line naming the service's address, never the subscriber's number in full."""
+
+
+class Lookup:
+    """A client of the service's lookup (`sigmatch run --lookup HOST:PORT --lookup-token T`).
+    `url`: `http://HOST:PORT` (a bare HOST:PORT is taken as http). `timeout`: seconds for one
+    request. Methods raise LookupFailed; a number the service does not know is None, not an error."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 10.0):
+        if not url:
+            raise LookupFailed("no lookup address: give --lookup http://HOST:PORT")
+        if "://" not in url:
+            url = "http://" + url
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise LookupFailed(f"--lookup {url}: expected http://HOST:PORT")
+        if not token:
+            raise LookupFailed("the lookup needs its bearer token (--lookup-token or SIGMATCH_LOOKUP_TOKEN)")
+        self.url = f"{parts.scheme}://{parts.netloc}"
+        self._token = token
+        self.timeout = timeout
+
+    def subscriber(self, msisdn: int) -> Optional[dict]:
+        """The policy view of `msisdn` (engine.service.lookup.policy_view's document), None
+        when it is not a subscriber."""
+        return self._request("GET", f"/subscriber/{int(msisdn)}", none_on_404=True)
+
+    def explanation(self, msisdn: int, last: Optional[int] = None) -> Optional[dict]:
+        """The explanation of a watched subscriber's events (engine.closedloop.explain's
+        document), the last `last` entries when given; None when it is not watched."""
+        query = "" if last is None else f"?last={int(last)}"
+        return self._request("GET", f"/subscriber/{int(msisdn)}/explain{query}", none_on_404=True)
+
+    def watch(self, msisdn: int) -> dict:
+        """Watch `msisdn` (its events are explained from now on). LookupFailed when it is not
+        a subscriber or the service watches as many as it may."""
+        return self._request("PUT", f"/watch/{int(msisdn)}")
+
+    def unwatch(self, msisdn: int) -> Optional[dict]:
+        """Stop watching `msisdn`; None when it was not watched."""
+        return self._request("DELETE", f"/watch/{int(msisdn)}", none_on_404=True)
+
+    def watched(self) -> list[str]:
+        """The numbers watched now."""
+        return list(self._request("GET", "/watch").get("watched", []))
+
+    def _request(self, method: str, path: str, *, none_on_404: bool = False):
+        from engine.privacy import scrub
+        request = urllib.request.Request(self.url + path, method=method,
+                                         headers={"Authorization": f"Bearer {self._token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = response.read()
+        except urllib.error.HTTPError as e:
+            if e.code == 404 and none_on_404:
+                return None
+            try:
+                reason = json.loads(e.read()).get("error") or e.reason
+            except (ValueError, AttributeError, OSError):
+                reason = e.reason
+            if e.code == 401:
+                reason = "the lookup refused the token (--lookup-token)"
+            raise LookupFailed(scrub(f"{self.url}: {e.code} {reason}")) from None
+        except (urllib.error.URLError, OSError) as e:
+            why = getattr(e, "reason", None) or e
+            raise LookupFailed(scrub(f"{self.url}: cannot reach the lookup ({why})")) from None
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise LookupFailed(f"{self.url}: answered something else than JSON: not a sigmatch lookup?") from None
