@@ -239,3 +239,111 @@ def test_the_child_ends_when_the_console_is_gone(world):
     assert proc.wait(timeout=120) == 0, errors[0][-2000:]
     proc.stdin.close()
     assert json.loads(out)["total"]["gained"] == 0
+
+
+# --------------------------------------------------------------------------- the service's side
+
+@pytest.fixture(scope="module")
+def service(world):
+    """An engine part-way through the world's trace behind a real LookupServer and metrics,
+    in this process: what `sigmatch run --lookup --metrics` serves. One subscriber watched."""
+    import threading as _threading
+    from engine import Engine
+    from engine.service.lookup import LookupServer, policy_view
+    from engine.service.metrics import DaemonMetrics
+    generated, _ = world
+    engine = Engine.from_config(generated.config)
+    data = generated.trace.read_bytes()
+    cut = len(data) // 45 // 2 * 45
+    engine.replay(data[:cut])
+    lock = _threading.Lock()
+    watched_number = int(engine.subscribers[0])
+    engine.watch([watched_number])
+    engine.replay(data[cut:])
+
+    def view(msisdn):
+        with lock:
+            return policy_view(engine, msisdn)
+
+    def explain(msisdn, last):
+        with lock:
+            return engine.explanation(msisdn, last) if msisdn in engine.watched else None
+
+    def watch(method, msisdn):
+        with lock:
+            watched = engine.watched
+            if method == "GET":
+                return 200, {"watched": [str(m) for m in watched]}
+            if method == "PUT":
+                if engine.subscriber_status(msisdn) == "unknown":
+                    return 404, {"error": "not a subscriber"}
+                engine.watch(watched + [msisdn])
+                return 201, {"msisdn": str(msisdn), "watched": True}
+            if msisdn not in watched:
+                return 404, {"error": "not watched"}
+            engine.watch([m for m in watched if m != msisdn])
+            return 200, {"msisdn": str(msisdn), "watched": False}
+
+    server = LookupServer(view, "127.0.0.1", 0, "sesame", explain=explain, watch=watch).start()
+    metrics = DaemonMetrics(engine)
+    metrics.observe(engine)
+    host, port = metrics.serve("127.0.0.1", 0)
+    yield {"engine": engine, "lookup": f"http://127.0.0.1:{server.address[1]}", "token": "sesame",
+           "metrics": f"http://127.0.0.1:{port}/metrics", "metrics_object": metrics, "watched": watched_number}
+    server.close()
+    metrics.close()
+
+
+def test_the_lookup_client_reads_the_policy_view_and_the_explanation(service):
+    from engine.service.client import Lookup, LookupFailed
+    engine = service["engine"]
+    client = Lookup(service["lookup"], service["token"])
+    number = int(engine.subscribers[1])
+    view = client.subscriber(number)
+    assert view["msisdn"] == str(number) and set(view["campaigns"]) == {c.id for c in engine.config.campaigns}
+    assert client.subscriber(639999999999) is None
+    assert client.explanation(number) is None                      # not watched
+    explained = client.explanation(service["watched"], last=5)
+    assert explained["msisdn"] == service["watched"] and len(explained["events"]) <= 5
+    assert client.watch(number)["watched"] is True
+    assert str(number) in client.watched()
+    assert client.explanation(number)["events"] == []              # from now on
+    assert client.unwatch(number)["watched"] is False and client.unwatch(number) is None
+    with pytest.raises(LookupFailed, match="refused the token"):
+        Lookup(service["lookup"], "wrong").subscriber(number)
+    with pytest.raises(LookupFailed, match="cannot reach"):
+        Lookup("http://127.0.0.1:9", "t", timeout=2).subscriber(number)
+    with pytest.raises(LookupFailed, match="bearer token"):
+        Lookup(service["lookup"], "")
+
+
+def test_the_service_status_is_read_from_its_metrics(service, world):
+    from engine.console.service import ScrapeFailed, metrics_url, reload_outcome, scrape
+    generated, _ = world
+    engine = service["engine"]
+    status = scrape(service["metrics"])
+    assert status.config_sha256 == hashlib.sha256(generated.config.read_bytes()).hexdigest()
+    assert status.last_reload_success is True
+    assert status.funnel == {cid: {k: v for k, v in f.items() if k in status.funnel[cid]}
+                             for cid, f in engine.stats["campaigns"].items()}
+    assert all(status.funnel[cid]["sent"] == f["sent"] for cid, f in engine.stats["campaigns"].items())
+    assert status.events == engine._core.counts()["events"] and status.pending == engine.pending
+    assert metrics_url("127.0.0.1:9464") == "http://127.0.0.1:9464/metrics"
+    assert metrics_url("http://h:1/metrics") == "http://h:1/metrics"
+    with pytest.raises(ScrapeFailed, match="cannot be read"):
+        scrape("http://127.0.0.1:9", timeout=2)
+
+    # what became of a SIGHUP: judged by the reload's time, result and sha256
+    metrics, url, sha = service["metrics_object"], service["metrics"], status.config_sha256
+    ticks = iter(range(10_000))
+    fast = {"wait_s": 3, "poll_s": 0, "clock": lambda: next(ticks) / 100, "sleep": lambda s: None}
+    assert reload_outcome(None, 0, sha).startswith("unknown: reload sent")
+    sent = status.last_reload_at + 10
+    assert reload_outcome(url, sent, sha, **fast).startswith("unknown: the service did not report")
+    metrics.observe_reload(None, now=sent + 1)
+    assert reload_outcome(url, sent, sha, **fast) == "rejected"
+    metrics.observe_reload(engine, now=sent + 2)
+    assert reload_outcome(url, sent, sha, **fast) == "succeeded"
+    # a reload of another text than the one approved is not this approval's success
+    assert reload_outcome(url, sent, "0" * 64, **fast).startswith("unknown")
+    assert reload_outcome("http://127.0.0.1:9", sent, sha, **fast).startswith("unknown: --metrics")
