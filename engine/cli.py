@@ -762,5 +762,150 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
             record_service([result])
 
 
+@main.group(invoke_without_command=True)
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The live configuration file the console edits (approved versions are written to it).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The console's own directory: console.db (users, versions, approvals, audit trail).")
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
+              help="Where the console listens; host defaults to 127.0.0.1 (port 0: any free port).")
+@click.option("--daemon-pid", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+              help="The pid file of a running `sigmatch run` to reload (SIGHUP) after a version goes live.")
+@click.option("--trace-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Recorded traces a draft can be simulated on (sigmatch diff).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="OUT",
+              help="The live service's output directory: its stats.json gives the day's figures.")
+@click.option("--lookup", default=None, metavar="URL", help="The service's lookup (sigmatch run --lookup).")
+@click.option("--lookup-token", envvar="SIGMATCH_LOOKUP_TOKEN", default=None,
+              help="Bearer token of the lookup (or SIGMATCH_LOOKUP_TOKEN).")
+@click.option("--metrics", default=None, metavar="URL", help="The service's Prometheus metrics (sigmatch run --metrics).")
+@click.option("--simulations", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Simulations run at once (each holds two engines in memory).")
+@click.pass_context
+@_one_line_errors
+def console(ctx, config, data, listen, daemon_pid, trace_dir, out, lookup, lookup_token, metrics, simulations):
+    """The web console: configure, simulate, approve and watch campaigns in a browser
+    (needs the console extra: pip install 'sigmatch[console]').
+
+    Prints the URL it serves on one line; Ctrl-C or SIGTERM stops it."""
+    ctx.ensure_object(dict)
+    ctx.obj["data"] = data
+    if ctx.invoked_subcommand is not None:
+        return
+    if config is None or data is None:
+        _fail("console needs --config CONFIG and --data DIR (see: sigmatch console --help)", 2)
+    from engine.service.metrics import parse_hostport
+    try:
+        host, port = parse_hostport(listen, option="--listen")
+    except ValueError as e:
+        _fail(str(e))
+    if not config.is_file():
+        _fail(f"--config {config}: no such file" if not config.exists() else f"--config {config}: not a file")
+    try:
+        config.open("rb").close()
+    except OSError as e:
+        _fail(f"--config {config}: cannot read: {e.strerror or e}")
+    for option, directory in (("--trace-dir", trace_dir), ("--out", out)):
+        if directory is not None and not directory.is_dir():
+            _fail(f"{option} {directory}: no such directory")
+    if daemon_pid is not None and not daemon_pid.is_file():
+        _fail(f"--daemon-pid {daemon_pid}: no such file")
+    if lookup and not lookup_token:
+        _fail("--lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN")
+    try:
+        import uvicorn
+        from engine.console.app import create_app
+    except ImportError as e:
+        _fail(f"the console needs its extra ({e.name} is missing): pip install 'sigmatch[console]'")
+    from engine.console.settings import Settings
+    store = _console_store(data)
+    sock = _console_socket(host, port)
+    settings = Settings(config=config.resolve(), data=data.resolve(), host=host, port=sock.getsockname()[1],
+                        daemon_pid=daemon_pid, trace_dir=trace_dir, out=out, lookup=lookup,
+                        lookup_token=lookup_token, metrics=metrics, simulations=simulations)
+    app = create_app(settings, store=store)
+    if not store.users():
+        log.warning("no user yet: add one with `sigmatch console adduser NAME --role approver --data %s`", data)
+    # log_config=None: uvicorn's loggers go through this process's masked handler (a path
+    # may hold a number); its access lines show at -v only
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=True, server_header=False,
+                                           proxy_headers=False))
+    click.echo(f"sigmatch console: {settings.url}")
+    sys.stdout.flush()
+    # uvicorn stops on SIGINT and SIGTERM, then raises the signal again for the handler it
+    # found: a handler that ignores it makes the stop it asked for an exit 0, not a death
+    # by signal (or click's 'aborted' for Ctrl-C)
+    import signal
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: None)
+    server.run(sockets=[sock])
+
+
+def _console_store(data: Path):
+    """The console's database under `data`, made private; one line when it cannot be written."""
+    from engine.console.store import Store
+    from engine.sinks import make_private_directories
+    try:
+        make_private_directories(data)
+        probe = data / f".write-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        _fail(f"--data {data}: cannot write there: {e.strerror or e}")
+    return Store(data / "console.db")
+
+
+def _console_socket(host: str, port: int):
+    """The listening socket, bound before the URL is printed: a busy port is one line, not
+    uvicorn's traceback, and port 0 prints the port it got."""
+    import socket
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        _fail(f"--listen {host}:{port}: cannot listen there: {e.strerror or e}")
+    sock.set_inheritable(True)
+    return sock
+
+
+@console.command("adduser")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "editor", "approver"]), required=True,
+              help="viewer reads; editor also saves drafts; approver also approves (not their own).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The console's directory (as given to sigmatch console --data).")
+@click.pass_context
+@_one_line_errors
+def console_adduser(ctx, name: str, role: str, data):
+    """Add user NAME (or give an existing one a new role and password); the password is read
+    from standard input (asked twice at a terminal)."""
+    data = data or (ctx.obj or {}).get("data")
+    if data is None:
+        _fail("console adduser needs --data DIR (the console's directory)", 2)
+    import re
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", name):
+        _fail(f"user name {name!r}: letters, digits, '.', '_', '@' and '-', starting with a letter or digit, "
+              "at most 64 characters")
+    try:
+        from engine.console.auth import MIN_PASSWORD_LENGTH, hash_password
+    except ImportError as e:
+        _fail(f"the console needs its extra ({e.name} is missing): pip install 'sigmatch[console]'")
+    if sys.stdin.isatty():
+        password = click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        _fail(f"the password (read from standard input) is shorter than {MIN_PASSWORD_LENGTH} characters")
+    store = _console_store(data)
+    existed = store.user(name) is not None
+    store.add_user(name, role, hash_password(password))
+    store.add_audit("", "user_changed" if existed else "user_added", name, f"role {role} (sigmatch console adduser)")
+    click.echo(f"{'updated' if existed else 'added'} {name} ({role}) in {data / 'console.db'}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,89 @@
+"""create_app(settings) -> the console's FastAPI application.
+
+Each module of engine/console/pages holds one `router` (an APIRouter) and may name its
+place in the navigation with `NAV = (label, path)`. PAGES lists them in the order the
+navigation shows them: a new page is one line here.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+
+from engine.console.auth import SESSION_COOKIE, SESSION_MAX_AGE_S, LoginLimiter
+from engine.console.deps import LoginRequired, gate, login_url, render
+from engine.console.settings import Settings
+from engine.console.store import Store
+
+__all__ = ["create_app", "PAGES"]
+
+PAGES = [
+    "engine.console.pages.login",
+    "engine.console.pages.campaigns",
+    "engine.console.pages.audit",
+]
+
+# Pages are rendered on the server and the tree holds no JavaScript: scripts are refused
+# outright, and no other site may frame a page (clickjacking an approval)
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; script-src 'none'; style-src 'self' 'unsafe-inline'; "
+                               "img-src 'self' data:; frame-ancestors 'self'; form-action 'self'; base-uri 'none'",
+    "x-frame-options": "SAMEORIGIN",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+
+def create_app(settings: Settings, *, store: Optional[Store] = None,
+               limiter: Optional[LoginLimiter] = None) -> FastAPI:
+    """The console for `settings`. `store` defaults to the database under settings.data
+    (which must exist); `limiter` to 5 failed logins a user name and 20 an address in 15
+    minutes. Raises StoreError when the database cannot be opened."""
+    store = store if store is not None else Store(settings.database)
+    app = FastAPI(title="sigmatch console", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(gate)])
+    app.state.settings = settings
+    app.state.store = store
+    app.state.limiter = limiter if limiter is not None else LoginLimiter()
+    app.state.nav = []
+    app.add_middleware(SessionMiddleware, secret_key=store.session_key(), session_cookie=SESSION_COOKIE,
+                       max_age=SESSION_MAX_AGE_S, same_site="strict", https_only=False)
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.exception_handler(LoginRequired)
+    async def to_login(request: Request, exc: LoginRequired):
+        return RedirectResponse(login_url(exc.next_path), status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def error_page(request: Request, exc: StarletteHTTPException):
+        response = render(request, "error.html", status_code=exc.status_code, status=exc.status_code,
+                          message=exc.detail)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError):
+        # a form or query field missing or of the wrong type: one line per field, no traceback
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+                             for e in exc.errors())
+        return render(request, "error.html", status_code=400, status=400, message=problems)
+
+    for name in PAGES:
+        module = importlib.import_module(name)
+        app.include_router(module.router)
+        if getattr(module, "NAV", None):
+            app.state.nav.append(module.NAV)
+    return app

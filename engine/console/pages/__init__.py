@@ -1,0 +1,1 @@
+"""One module per page of the console; each holds a `router` and maybe `NAV = (label, path)`."""

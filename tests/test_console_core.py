@@ -1,0 +1,479 @@
+"""The web console's foundation (issue 13): its database and migrations, logins, sessions,
+CSRF tokens, the login rate limit, roles, the campaigns list, the audit trail and its CSV
+export, and `sigmatch console` itself run as an operator runs it."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("argon2")
+
+from fastapi import APIRouter, Request                      # noqa: E402
+from fastapi.testclient import TestClient                   # noqa: E402
+
+from engine.console.app import create_app                   # noqa: E402
+from engine.console.auth import LoginLimiter, hash_password, verify_password  # noqa: E402
+from engine.console.deps import require_role                # noqa: E402
+from engine.console.settings import Settings                # noqa: E402
+from engine.console.store import MIGRATIONS, Store, StoreError  # noqa: E402
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "topup_rescue"
+PASSWORD = "correct horse"
+NUMBER = "8613800138000"
+PASSWORD_HASH = hash_password(PASSWORD)      # once: argon2 is slow on purpose
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def world(tmp_path):
+    shutil.copytree(EXAMPLE, tmp_path / "world")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "data").mkdir()
+    return tmp_path
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def app(world, clock):
+    settings = Settings(config=world / "world" / "campaigns.toml", data=world / "data", out=world / "out")
+    app = create_app(settings, limiter=LoginLimiter(per_name=3, per_address=5, window_s=600, clock=clock))
+    for name, role in (("vera", "viewer"), ("ed", "editor"), ("ann", "approver")):
+        app.state.store.add_user(name, role, PASSWORD_HASH)
+    # a change only an editor may make, as the edit pages will have
+    probe = APIRouter()
+
+    @probe.post("/probe/edit")
+    def edit(request: Request):
+        require_role(request, "editor")
+        return {"edited": True}
+
+    app.include_router(probe)
+    return app
+
+
+def client_for(app, **kw) -> TestClient:
+    return TestClient(app, follow_redirects=False, **kw)
+
+
+def token_of(client: TestClient, path: str = "/login") -> str:
+    page = client.get(path).text
+    marker = 'name="csrf_token" value="'
+    start = page.index(marker) + len(marker)
+    return page[start:page.index('"', start)]
+
+
+def log_in(client: TestClient, name: str, password: str = PASSWORD, next_path: str = "/"):
+    return client.post("/login", data={"name": name, "password": password, "next": next_path,
+                                       "csrf_token": token_of(client)})
+
+
+def logged_in(app, name: str) -> TestClient:
+    client = client_for(app)
+    assert log_in(client, name).status_code == 303
+    return client
+
+
+# -- the store --------------------------------------------------------------------------
+
+
+def test_store_applies_each_migration_once_and_is_private(tmp_path):
+    store = Store(tmp_path / "console.db")
+    assert store.schema_version == len(MIGRATIONS)
+    store.add_user("ann", "approver", "h")
+    store.close()
+    again = Store(tmp_path / "console.db")
+    assert again.schema_version == len(MIGRATIONS) and again.user("ann")["role"] == "approver"
+    assert (tmp_path / "console.db").stat().st_mode & 0o077 == 0
+
+
+def test_store_refuses_a_newer_console_database(tmp_path):
+    db = sqlite3.connect(tmp_path / "console.db")
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer console"):
+        Store(tmp_path / "console.db")
+
+
+def test_store_refuses_a_file_that_is_not_a_database(tmp_path):
+    (tmp_path / "console.db").write_bytes(b"not sqlite" * 100)
+    with pytest.raises(StoreError, match="console.db"):
+        Store(tmp_path / "console.db")
+
+
+def test_a_version_needs_a_why(tmp_path):
+    store = Store(tmp_path / "console.db")
+    insert = ("INSERT INTO versions (author, created_at, why, text, sha256) VALUES ('ed', '2026-11-30T12:00:00Z', ?, "
+              "'x', 'y')")
+    assert store.execute(insert, ("more sends",)) == 1
+    with pytest.raises(sqlite3.IntegrityError):
+        store.execute(insert, ("  ",))
+
+
+def test_transaction_rolls_back_on_error(tmp_path):
+    store = Store(tmp_path / "console.db")
+    with pytest.raises(RuntimeError):
+        with store.transaction() as db:
+            db.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+            raise RuntimeError
+    assert store.meta("k") is None
+
+
+def test_passwords_are_argon2_hashes():
+    h = hash_password(PASSWORD)
+    assert h.startswith("$argon2id$") and PASSWORD not in h
+    assert verify_password(h, PASSWORD) and not verify_password(h, PASSWORD + "!")
+    assert not verify_password("not a hash", PASSWORD)
+
+
+# -- logging in -------------------------------------------------------------------------
+
+
+def test_every_page_needs_a_login(app):
+    client = client_for(app)
+    for path in ("/", "/campaigns", "/audit", "/audit.csv"):
+        r = client.get(path)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
+    assert client.get("/login").status_code == 200
+
+
+def test_login_lands_on_the_page_asked_for(app):
+    client = client_for(app)
+    r = log_in(client, "vera", next_path="/audit")
+    assert r.status_code == 303 and r.headers["location"] == "/audit"
+    page = client.get("/campaigns")
+    assert page.status_code == 200 and "vera" in page.text and "viewer" in page.text
+
+
+def test_login_never_redirects_off_site(app):
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+        client = client_for(app)
+        assert log_in(client, "vera", next_path=target).headers["location"] == "/"
+
+
+def test_wrong_password_and_unknown_name_get_the_same_answer(app):
+    client = client_for(app)
+    wrong = log_in(client, "vera", "wrong password")
+    nobody = log_in(client, "nobody", PASSWORD)
+    assert wrong.status_code == nobody.status_code == 401
+    assert "Wrong user name or password." in wrong.text and "Wrong user name or password." in nobody.text
+    assert client.get("/campaigns").status_code == 303
+    actions = [(e["action"], e["target"]) for e in app.state.store.audit_entries()]
+    assert ("login_failed", "vera") in actions and ("login_failed", "nobody") in actions
+
+
+def test_session_cookie_is_signed_httponly_and_samesite_strict(app):
+    client = client_for(app)
+    r = log_in(client, "vera")
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+    # a session forged without the key is no session
+    forged = client_for(app)
+    forged.cookies.set("sigmatch_console", client.cookies["sigmatch_console"][:-3] + "AAA")
+    assert forged.get("/campaigns").status_code == 303
+
+
+def test_logout_ends_the_session(app):
+    client = logged_in(app, "vera")
+    token = token_of(client, "/campaigns")
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 303
+    assert client.get("/campaigns").status_code == 303
+
+
+def test_a_removed_user_is_logged_out(app):
+    client = logged_in(app, "ed")
+    app.state.store.execute("DELETE FROM users WHERE name = 'ed'")
+    assert client.get("/campaigns").status_code == 303
+
+
+def test_a_changed_role_applies_at_once(app):
+    client = logged_in(app, "ed")
+    token = token_of(client, "/campaigns")
+    assert client.post("/probe/edit", data={"csrf_token": token}).status_code == 200
+    app.state.store.add_user("ed", "viewer", PASSWORD_HASH)
+    assert client.post("/probe/edit", data={"csrf_token": token}).status_code == 403
+
+
+# -- the rate limit ---------------------------------------------------------------------
+
+
+def test_wrong_passwords_for_one_name_are_rate_limited(app, clock):
+    client = client_for(app)
+    for _ in range(3):
+        assert log_in(client, "ann", "guess").status_code == 401
+    refused = log_in(client, "ann", PASSWORD)          # even the right password, until the window moves
+    assert refused.status_code == 429 and "Too many failed logins" in refused.text
+    assert log_in(client, "vera").status_code == 303   # another name from the same address still may
+    clock.now += 601
+    assert log_in(client_for(app), "ann").status_code == 303
+
+
+def test_wrong_passwords_from_one_address_are_rate_limited(app, clock):
+    client = client_for(app)
+    for name in ("a1", "a2", "a3", "a4", "a5"):
+        assert log_in(client, name, "guess").status_code == 401
+    assert log_in(client, "ann").status_code == 429
+    other = client_for(app, client=("10.0.0.9", 5000))
+    assert log_in(other, "ann").status_code == 303
+    assert ("login_refused", "ann") in [(e["action"], e["target"]) for e in app.state.store.audit_entries()]
+
+
+def test_a_success_clears_the_names_failures(app):
+    client = client_for(app)
+    for _ in range(2):
+        log_in(client, "ann", "guess")
+    assert log_in(client, "ann").status_code == 303
+    again = client_for(app)
+    for _ in range(2):
+        assert log_in(again, "ann", "guess").status_code == 401
+    assert log_in(again, "ann").status_code == 303
+
+
+# -- CSRF and roles ---------------------------------------------------------------------
+
+
+def test_a_post_without_the_csrf_token_is_refused(app):
+    client = logged_in(app, "ed")
+    r = client.post("/probe/edit", data={})
+    assert r.status_code == 403 and "CSRF" in r.text
+    assert client.post("/probe/edit", data={"csrf_token": "x" * 43}).status_code == 403
+    token = token_of(client, "/campaigns")
+    assert client.post("/probe/edit", data={"csrf_token": token}).status_code == 200
+    assert client.post("/probe/edit", headers={"X-CSRF-Token": token}).status_code == 200
+
+
+def test_the_login_form_needs_its_csrf_token_too(app):
+    client = client_for(app)
+    client.get("/login")
+    assert client.post("/login", data={"name": "ann", "password": PASSWORD}).status_code == 403
+
+
+def test_a_cross_site_post_is_refused_even_with_a_token(app):
+    client = logged_in(app, "ed")
+    token = token_of(client, "/campaigns")
+    r = client.post("/probe/edit", data={"csrf_token": token}, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403 and "cross-site" in r.text
+    assert client.post("/probe/edit", data={"csrf_token": token},
+                       headers={"Origin": "http://testserver"}).status_code == 200
+
+
+def test_the_token_of_another_session_is_refused(app):
+    mallory = logged_in(app, "vera")
+    stolen = token_of(mallory, "/campaigns")
+    client = logged_in(app, "ed")
+    assert client.post("/probe/edit", data={"csrf_token": stolen}).status_code == 403
+
+
+def test_a_viewer_reads_and_changes_nothing(app):
+    client = logged_in(app, "vera")
+    token = token_of(client, "/campaigns")
+    assert client.get("/campaigns").status_code == 200
+    r = client.post("/probe/edit", data={"csrf_token": token})
+    assert r.status_code == 403 and "viewer" in r.text
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 303
+
+
+def test_pages_forbid_scripts_and_framing_by_other_sites(app):
+    r = client_for(app).get("/login")
+    assert "script-src 'none'" in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "SAMEORIGIN"
+
+
+def test_a_bad_query_value_is_one_message_not_a_traceback(app):
+    client = logged_in(app, "vera")
+    r = client.get("/audit?page=abc")
+    assert r.status_code == 400 and "page" in r.text and "Traceback" not in r.text
+
+
+# -- the campaigns list -----------------------------------------------------------------
+
+
+def write_stats(out: Path, days: dict):
+    (out / "stats.json").write_text(json.dumps({"campaigns": {"topup_rescue": {"sent": 9, "days": days}}}))
+
+
+def test_campaigns_lists_the_live_configuration(app):
+    page = logged_in(app, "vera").get("/campaigns").text
+    row = page[page.index('id="campaign-topup_rescue"'):]
+    row = row[:row.index("</tr>")]
+    for cell in ("topup_rescue", "sms", "LOW_BALANCE", "live"):
+        assert cell in row
+    assert "not written yet" in page
+
+
+def test_campaigns_show_the_last_days_figures(app, world):
+    write_stats(world / "out", {
+        "2026-11-02": {"sent": 1000, "control": 500, "global_control": 5, "converted_send": 1},
+        "2026-11-03": {"sent": 2345, "control": 17, "global_control": 3, "converted_send": 40, "converted_control": 2,
+                       "converted_global_control": 1}})
+    page = logged_in(app, "vera").get("/campaigns").text
+    assert "2026-11-03" in page
+    row = page[page.index('id="campaign-topup_rescue"'):]
+    row = row[:row.index("</tr>")]
+    for figure in ("2,345", "17", "43"):
+        assert f'<td class="n">{figure}</td>' in row
+    assert "1,000" not in row
+
+
+def test_campaigns_show_paused_and_draft_campaigns(app, world):
+    config = world / "world" / "campaigns.toml"
+    config.write_text(config.read_text().replace('channel        = "sms"', 'channel        = "sms"\nenabled = false'))
+    store = app.state.store
+    for line in ("topup_rescue", "winback"):
+        store.execute("INSERT INTO versions (line, author, created_at, why, text, sha256) "
+                      "VALUES (?, 'ed', '2026-11-30T12:00:00Z', 'why', 'text', 'sha')", (line,))
+    page = logged_in(app, "vera").get("/campaigns").text
+    assert "paused" in page and 'id="campaign-winback"' in page and "1 draft waiting" in page
+
+
+def test_campaigns_say_when_the_live_file_does_not_load(app, world):
+    (world / "world" / "campaigns.toml").write_text("[[campaign]]\nid = 3\n")
+    page = logged_in(app, "vera").get("/campaigns")
+    assert page.status_code == 200 and "does not load" in page.text and "campaigns.toml" in page.text
+
+
+# -- the audit trail --------------------------------------------------------------------
+
+
+def test_audit_trail_shows_actions_with_numbers_masked(app):
+    client = logged_in(app, "ann")
+    app.state.store.add_audit("ann", "lookup", NUMBER, f"looked up {NUMBER}", "127.0.0.1")
+    page = client.get("/audit").text
+    assert "login" in page and "lookup" in page
+    assert NUMBER not in page and "861******8000" in page
+
+
+def test_audit_filter_and_paging(app):
+    store = app.state.store
+    for i in range(150):
+        store.add_audit("ed", "save", f"c{i}")
+    client = logged_in(app, "ann")
+    page = client.get("/audit", params={"action": "save"}).text
+    assert "150 entries" in page and "c149" in page and "c0<" not in page and "page 1 of 2" in page
+    older = client.get("/audit", params={"action": "save", "page": 2}).text
+    assert "c0<" in older
+    assert "0 entries" in client.get("/audit", params={"user": "nobody"}).text
+
+
+def test_audit_csv_export(app):
+    store = app.state.store
+    store.add_audit("ed", "save", "topup_rescue", "why: more sends", "127.0.0.1")
+    store.add_audit("=cmd", "login_failed", "=HYPERLINK(\"x\")", NUMBER, "127.0.0.1")
+    client = logged_in(app, "ann")
+    r = client.get("/audit.csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert "attachment" in r.headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert list(rows[0]) == ["id", "at", "user", "action", "target", "detail", "client"]
+    assert [int(row["id"]) for row in rows] == sorted(int(row["id"]) for row in rows)   # oldest first
+    save = next(row for row in rows if row["action"] == "save")
+    assert save["target"] == "topup_rescue" and save["detail"] == "why: more sends" and save["user"] == "ed"
+    hostile = next(row for row in rows if row["action"] == "login_failed" and row["user"] != "")
+    assert hostile["user"] == "'=cmd" and hostile["target"].startswith("'=") and NUMBER not in r.text
+    only = list(csv.DictReader(io.StringIO(client.get("/audit.csv", params={"action": "save"}).text)))
+    assert [row["action"] for row in only] == ["save"]
+    assert store.audit_entries(action="audit_export")
+
+
+# -- the command ------------------------------------------------------------------------
+
+
+def sigmatch(*args, stdin: str | None = None, timeout: float = 60):
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], input=stdin, capture_output=True,
+                          text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr.strip().splitlines()
+
+
+def one_line_error(code, out, lines, *words):
+    assert code != 0
+    assert len(lines) == 1 and lines[0].startswith("sigmatch: error: "), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def test_adduser_reads_the_password_from_stdin(world):
+    data = world / "data"
+    code, out, err = sigmatch("console", "adduser", "ann", "--role", "approver", "--data", data, stdin=PASSWORD + "\n")
+    assert code == 0 and "added ann (approver)" in out, err
+    store = Store(data / "console.db")
+    row = store.user("ann")
+    assert row["role"] == "approver" and verify_password(row["password_hash"], PASSWORD)
+    code, out, _ = sigmatch("console", "adduser", "ann", "--role", "viewer", "--data", data, stdin="another one\n")
+    assert code == 0 and "updated ann (viewer)" in out
+    assert store.user("ann")["role"] == "viewer"
+    assert [e["action"] for e in store.audit_entries()] == ["user_changed", "user_added"]
+
+
+def test_adduser_refusals_are_one_line(world):
+    data = world / "data"
+    one_line_error(*sigmatch("console", "adduser", "ann", "--role", "approver", "--data", data, stdin="short\n"),
+                   "shorter than 8")
+    one_line_error(*sigmatch("console", "adduser", "ann", "--role", "boss", "--data", data, stdin=PASSWORD),
+                   "--role")
+    one_line_error(*sigmatch("console", "adduser", "a b<", "--role", "viewer", "--data", data, stdin=PASSWORD),
+                   "user name")
+    one_line_error(*sigmatch("console", "adduser", "ann", "--role", "viewer", stdin=PASSWORD), "--data")
+
+
+def test_console_refusals_are_one_line(world):
+    config, data = world / "world" / "campaigns.toml", world / "data"
+    one_line_error(*sigmatch("console", "--config", world / "missing.toml", "--data", data), "missing.toml",
+                   "no such file")
+    blocker = world / "a-file"
+    blocker.write_text("")
+    one_line_error(*sigmatch("console", "--config", config, "--data", blocker / "data"), "--data", "cannot write")
+    one_line_error(*sigmatch("console", "--data", data), "--config")
+    one_line_error(*sigmatch("console", "--config", config, "--data", data, "--listen", "127.0.0.1:http"), "--listen")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        one_line_error(*sigmatch("console", "--config", config, "--data", data, "--listen", f"127.0.0.1:{port}"),
+                       f"127.0.0.1:{port}", "cannot listen")
+
+
+def test_console_prints_its_url_and_serves(world):
+    import httpx
+    config, data = world / "world" / "campaigns.toml", world / "data"
+    sigmatch("console", "adduser", "ann", "--role", "approver", "--data", data, stdin=PASSWORD)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "console", "--config", config, "--data", data,
+                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("sigmatch console: http://127.0.0.1:") and line.endswith("/\n"), line
+        url = line.split(": ", 1)[1].strip()
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.get("/campaigns").status_code == 303
+            login = http.get("/login").text
+            marker = 'name="csrf_token" value="'
+            token = login[login.index(marker) + len(marker):].split('"', 1)[0]
+            r = http.post("/login", data={"name": "ann", "password": PASSWORD, "csrf_token": token})
+            assert r.status_code == 303
+            assert "topup_rescue" in http.get("/campaigns").text
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert PASSWORD not in err
+    assert os.stat(data / "console.db").st_mode & 0o077 == 0
