@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient                   # noqa: E402
 
 from engine.console.app import create_app                   # noqa: E402
 from engine.console.auth import LoginLimiter, hash_password, verify_password  # noqa: E402
-from engine.console.deps import require_role                # noqa: E402
+from engine.console.deps import Action, require_role        # noqa: E402
 from engine.console.settings import Settings                # noqa: E402
 from engine.console.store import MIGRATIONS, Store, StoreError  # noqa: E402
 
@@ -172,6 +172,11 @@ def test_login_never_redirects_off_site(app):
         assert log_in(client, "vera", next_path=target).headers["location"] == "/"
 
 
+def test_the_login_page_escapes_what_it_is_given(app):
+    page = client_for(app).get("/login", params={"next": '/x"><b id="injected">'}).text
+    assert 'id="injected"' not in page and "&#34;&gt;&lt;b" in page
+
+
 def test_wrong_password_and_unknown_name_get_the_same_answer(app):
     client = client_for(app)
     wrong = log_in(client, "vera", "wrong password")
@@ -294,6 +299,14 @@ def test_a_viewer_reads_and_changes_nothing(app):
     assert client.post("/logout", data={"csrf_token": token}).status_code == 303
 
 
+def test_closers_run_when_the_server_stops(app):
+    closed = []
+    app.state.closers += [lambda: closed.append("queue"), lambda: 1 / 0, lambda: closed.append("last")]
+    with TestClient(app):
+        assert closed == []
+    assert closed == ["last", "queue"]
+
+
 def test_pages_forbid_scripts_and_framing_by_other_sites(app):
     r = client_for(app).get("/login")
     assert "script-src 'none'" in r.headers["content-security-policy"]
@@ -345,6 +358,20 @@ def test_campaigns_show_paused_and_draft_campaigns(app, world):
                       "VALUES (?, 'ed', '2026-11-30T12:00:00Z', 'why', 'text', 'sha')", (line,))
     page = logged_in(app, "vera").get("/campaigns").text
     assert "paused" in page and 'id="campaign-winback"' in page and "1 draft waiting" in page
+
+
+def test_campaigns_offer_the_actions_other_pages_declare_to_those_who_may(app):
+    app.state.campaign_actions += [Action("edit", "/campaigns/{id}/edit"),
+                                   Action("pause", "/campaigns/{id}/pause", method="post"),
+                                   Action("history", "/campaigns/{id}/versions", role="viewer")]
+    app.state.campaigns_page_actions.append(Action("Add a campaign", "/campaigns/new"))
+    editor = logged_in(app, "ed").get("/campaigns").text
+    assert 'href="/campaigns/topup_rescue/edit"' in editor and 'action="/campaigns/topup_rescue/pause"' in editor
+    assert 'href="/campaigns/new"' in editor and 'href="/campaigns/topup_rescue/versions"' in editor
+    viewer = logged_in(app, "vera").get("/campaigns").text
+    assert "/edit" not in viewer and "/pause" not in viewer and "/campaigns/new" not in viewer
+    assert 'href="/campaigns/topup_rescue/versions"' in viewer
+    assert Action("edit", "/campaigns/{id}/edit").href(id="a/b c") == "/campaigns/a%2Fb%20c/edit"
 
 
 def test_campaigns_say_when_the_live_file_does_not_load(app, world):

@@ -1,12 +1,18 @@
 """create_app(settings) -> the console's FastAPI application.
 
 Each module of engine/console/pages holds one `router` (an APIRouter) and may name its
-place in the navigation with `NAV = (label, path)`. PAGES lists them in the order the
-navigation shows them: a new page is one line here.
+place in the navigation with `NAV = (label, path)`, and offer links or buttons on the
+campaigns list with `CAMPAIGN_ACTIONS` and `CAMPAIGNS_PAGE_ACTIONS` (lists of deps.Action).
+PAGES lists the modules in the order the navigation shows them: a new page is one line here.
+A module that needs something for the app's life (the simulation queue) defines
+`setup(app)`, called once the routers are in; what it appends to `app.state.closers` is
+called, newest first, when the server stops.
 """
 from __future__ import annotations
 
 import importlib
+import logging
+from contextlib import asynccontextmanager
 from typing import Optional
 
 from fastapi import Depends, FastAPI, Request
@@ -21,6 +27,8 @@ from engine.console.settings import Settings
 from engine.console.store import Store
 
 __all__ = ["create_app", "PAGES"]
+
+log = logging.getLogger("sigmatch.console")
 
 PAGES = [
     "engine.console.pages.login",
@@ -45,13 +53,27 @@ def create_app(settings: Settings, *, store: Optional[Store] = None,
     """The console for `settings`. `store` defaults to the database under settings.data
     (which must exist); `limiter` to 5 failed logins a user name and 20 an address in 15
     minutes. Raises StoreError when the database cannot be opened."""
-    store = store if store is not None else Store(settings.database)
+    store_given = store is not None
+    store = store if store_given else Store(settings.database)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        for close in reversed(app.state.closers):
+            try:
+                close()
+            except Exception:       # one closer's failure must not keep the others from running
+                log.exception("closing the console: %s failed", getattr(close, "__qualname__", close))
+
     app = FastAPI(title="sigmatch console", docs_url=None, redoc_url=None, openapi_url=None,
-                  dependencies=[Depends(gate)])
+                  dependencies=[Depends(gate)], lifespan=lifespan)
     app.state.settings = settings
     app.state.store = store
     app.state.limiter = limiter if limiter is not None else LoginLimiter()
     app.state.nav = []
+    app.state.closers = [] if store_given else [store.close]
+    app.state.campaign_actions = []
+    app.state.campaigns_page_actions = []
     app.add_middleware(SessionMiddleware, secret_key=store.session_key(), session_cookie=SESSION_COOKIE,
                        max_age=SESSION_MAX_AGE_S, same_site="strict", https_only=False)
 
@@ -86,4 +108,10 @@ def create_app(settings: Settings, *, store: Optional[Store] = None,
         app.include_router(module.router)
         if getattr(module, "NAV", None):
             app.state.nav.append(module.NAV)
+        app.state.campaign_actions += getattr(module, "CAMPAIGN_ACTIONS", [])
+        app.state.campaigns_page_actions += getattr(module, "CAMPAIGNS_PAGE_ACTIONS", [])
+    for name in PAGES:
+        setup = getattr(importlib.import_module(name), "setup", None)
+        if setup is not None:
+            setup(app)
     return app

@@ -9,6 +9,7 @@
     flash(request, message)                     a message shown once on the next page rendered
     get_store(request), get_settings(request)
     viewer_may_post(endpoint)                   a POST a viewer may make (log out, look up)
+    Action(label, path, role, method)           a link or button another page offers (below)
 
 Every request passes `gate` (app.py makes it a dependency of the whole application): a
 POST, PUT, PATCH or DELETE needs the session's CSRF token (form field `csrf_token` or header
@@ -31,7 +32,7 @@ from engine.console.settings import Settings
 from engine.console.store import Store
 from engine.privacy import mask_numbers
 
-__all__ = ["User", "LoginRequired", "render", "current_user", "require_user", "require_role", "csrf_token",
+__all__ = ["Action", "User", "LoginRequired", "render", "current_user", "require_user", "require_role", "csrf_token",
            "audit", "flash", "get_store", "get_settings", "viewer_may_post", "gate", "templates",
            "client_address", "login_redirect_target", "login_url", "PUBLIC_PATHS", "SAFE_METHODS"]
 
@@ -52,6 +53,24 @@ class User:
     def may(self, role: str) -> bool:
         """Whether this user has `role` or a higher one."""
         return role_allows(self.role, role)
+
+
+@dataclass(frozen=True)
+class Action:
+    """A link (method "get") or a one-button form with the CSRF token (method "post") that a
+    page module offers on another module's page, shown to users with `role` or higher.
+
+    A pages module declares `CAMPAIGN_ACTIONS = [Action("edit", "/campaigns/{id}/edit")]` for
+    each row of the campaigns list ({id}: the campaign's id, URL-quoted) and
+    `CAMPAIGNS_PAGE_ACTIONS = [Action("Add a campaign", "/campaigns/new")]` for the list as a
+    whole; app.py collects them, so that the list links only to pages that exist."""
+    label: str
+    path: str
+    role: str = "editor"
+    method: str = "get"
+
+    def href(self, **values: str) -> str:
+        return self.path.format(**{k: quote(str(v), safe="") for k, v in values.items()})
 
 
 class LoginRequired(Exception):

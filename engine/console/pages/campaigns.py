@@ -9,7 +9,7 @@ from typing import Optional
 
 from fastapi import APIRouter, Request
 
-from engine.console.deps import get_settings, get_store, render
+from engine.console.deps import get_settings, get_store, render, require_user
 from engine.errors import SigmatchError
 
 router = APIRouter()
@@ -112,4 +112,8 @@ def campaigns(request: Request):
     for row in rows:
         row.figures = today.by_campaign.get(row.id, {})
     totals = {k: sum(r.figures.get(k, 0) for r in rows) for k in ("sent", "control", "global_control", "conversions")}
-    return render(request, "campaigns.html", rows=rows, problem=problem, today=today, totals=totals)
+    user = require_user(request)
+    row_actions = [a for a in request.app.state.campaign_actions if user.may(a.role)]
+    page_actions = [a for a in request.app.state.campaigns_page_actions if user.may(a.role)]
+    return render(request, "campaigns.html", rows=rows, problem=problem, today=today, totals=totals,
+                  row_actions=row_actions, page_actions=page_actions)
