@@ -374,6 +374,50 @@ def test_campaigns_offer_the_actions_other_pages_declare_to_those_who_may(app):
     assert Action("edit", "/campaigns/{id}/edit").href(id="a/b c") == "/campaigns/a%2Fb%20c/edit"
 
 
+def serve_metrics(text: str):
+    """A stand-in for the service's metrics endpoint: (server, url); shut it down after."""
+    import http.server
+    import threading
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = text.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/metrics"
+
+
+def test_campaigns_say_whether_the_service_runs_the_live_file(app, world):
+    import dataclasses
+    import hashlib
+    config = world / "world" / "campaigns.toml"
+    live = hashlib.sha256(config.read_bytes()).hexdigest()
+    (world / "out" / "stats.json").write_text(json.dumps({"configuration": {"sha256": "ab" * 32}, "campaigns": {}}))
+    for sha, words in ((live, "the service runs this file"), ("cd" * 32, "runs another configuration (sha256 cdcdcdcdcdcd)")):
+        server, url = serve_metrics(f'sigmatch_config_info{{sha256="{sha}"}} 1.0\n'
+                                    "sigmatch_last_reload_success 0.0\n"
+                                    "sigmatch_last_reload_timestamp_seconds 1796040000.0\n")
+        try:
+            app.state.settings = dataclasses.replace(app.state.settings, metrics=url)
+            page = logged_in(app, "vera").get("/campaigns").text
+        finally:
+            server.shutdown()
+        assert words in page and live[:12] in page
+        assert "last load, at 2026-11-30 12:00:00 UTC, was rejected" in page
+        assert "written with another configuration (sha256 abababababab)" in page
+    app.state.settings = dataclasses.replace(app.state.settings, metrics="http://127.0.0.1:9/metrics")
+    assert "cannot be read" in logged_in(app, "vera").get("/campaigns").text
+
+
 def test_campaigns_say_when_the_live_file_does_not_load(app, world):
     (world / "world" / "campaigns.toml").write_text("[[campaign]]\nid = 3\n")
     page = logged_in(app, "vera").get("/campaigns")

@@ -2,6 +2,8 @@
 with its priority, channel, trigger, status and the day's figures from the live output."""
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,7 @@ class Today:
     source: Optional[Path] = None
     problem: Optional[str] = None
     by_campaign: dict = field(default_factory=dict)
+    sha256: Optional[str] = None        # of the configuration file the output was written with
 
 
 def read_today(out: Optional[Path]) -> Today:
@@ -53,12 +56,13 @@ def read_today(out: Optional[Path]) -> Today:
         stats = json.loads(path.read_text(encoding="utf-8"))
         campaigns = stats["campaigns"]
         days = {c: dict(entry.get("days") or {}) for c, entry in campaigns.items()}
+        sha256 = (stats.get("configuration") or {}).get("sha256")
     except FileNotFoundError:
         return Today(source=path, problem=f"{path}: not written yet")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         return Today(source=path, problem=f"{path}: cannot be read ({type(e).__name__})")
     latest = max((d for entry in days.values() for d in entry), default=None)
-    today = Today(day=latest, source=path)
+    today = Today(day=latest, source=path, sha256=sha256 if isinstance(sha256, str) else None)
     if latest is None:
         today.problem = f"{path}: no contact counted yet"
         return today
@@ -86,6 +90,51 @@ def live_campaigns(config: Path) -> tuple[list[CampaignRow], Optional[str]]:
                         status="live" if c.enabled else "paused")
             for c in cfg.campaigns]
     return rows, None
+
+
+@dataclass
+class Live:
+    """What is live: the file's sha256, and what the service says it runs."""
+    sha256: Optional[str] = None
+    output: Optional[str] = None        # a sentence on the configuration stats.json was written with
+    service: Optional[str] = None       # a sentence on what the metrics say, or why they say nothing
+    in_step: Optional[bool] = None      # the service runs the live file (None: not known)
+
+
+# the campaigns list is rendered on every refresh: a service that does not answer at once
+# is said so rather than waited for
+SCRAPE_TIMEOUT_S = 2.0
+
+
+def live_state(settings, today: Today) -> Live:
+    """The live file's sha256 against stats.json's configuration and the service's metrics."""
+    try:
+        live = Live(sha256=hashlib.sha256(settings.config.read_bytes()).hexdigest())
+    except OSError as e:
+        return Live(service=f"{settings.config}: cannot be read ({e.strerror or e})")
+    if today.sha256:
+        live.output = ("the output's stats.json was written with this file" if today.sha256 == live.sha256 else
+                       f"the output's stats.json was written with another configuration (sha256 {today.sha256[:12]})")
+    if settings.metrics:
+        from engine.console.service import ScrapeFailed, scrape
+        try:
+            status = scrape(settings.metrics, timeout=SCRAPE_TIMEOUT_S)
+        except ScrapeFailed as e:
+            live.service = str(e)
+            return live
+        if status.config_sha256 is None:
+            live.service = "the service publishes no configuration (an older sigmatch run?)"
+            return live
+        live.in_step = status.config_sha256 == live.sha256
+        ran = ("the service runs this file" if live.in_step else
+               f"the service runs another configuration (sha256 {status.config_sha256[:12]}): "
+               "not reloaded yet, or its reload was rejected")
+        if status.last_reload_at is not None:
+            at = datetime.datetime.fromtimestamp(status.last_reload_at, datetime.timezone.utc)
+            ran += (f"; its last load, at {at:%Y-%m-%d %H:%M:%S} UTC, "
+                    f"{'succeeded' if status.last_reload_success else 'was rejected'}")
+        live.service = ran
+    return live
 
 
 def waiting_drafts(store) -> dict[str, int]:
@@ -116,4 +165,5 @@ def campaigns(request: Request):
     row_actions = [a for a in request.app.state.campaign_actions if user.may(a.role)]
     page_actions = [a for a in request.app.state.campaigns_page_actions if user.may(a.role)]
     return render(request, "campaigns.html", rows=rows, problem=problem, today=today, totals=totals,
+                  live=live_state(settings, today),
                   row_actions=row_actions, page_actions=page_actions)
