@@ -88,10 +88,19 @@ def create_app(settings: Settings, *, store: Optional[Store] = None,
     async def to_login(request: Request, exc: LoginRequired):
         return RedirectResponse(login_url(exc.next_path), status_code=303)
 
+    def refusal(request: Request, status: int, message: str):
+        # a cross-site form arrives without the session cookie (SameSite=strict holds it back);
+        # the page that refuses it must not answer with a new session of its own, which the
+        # browser would keep in place of the user's: another site could log them out
+        had_token = "csrf" in request.session
+        response = render(request, "error.html", status_code=status, status=status, message=message)
+        if not had_token:
+            request.session.pop("csrf", None)
+        return response
+
     @app.exception_handler(StarletteHTTPException)
     async def error_page(request: Request, exc: StarletteHTTPException):
-        response = render(request, "error.html", status_code=exc.status_code, status=exc.status_code,
-                          message=exc.detail)
+        response = refusal(request, exc.status_code, exc.detail)
         for name, value in (exc.headers or {}).items():
             response.headers[name] = value
         return response
@@ -101,7 +110,7 @@ def create_app(settings: Settings, *, store: Optional[Store] = None,
         # a form or query field missing or of the wrong type: one line per field, no traceback
         problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
                              for e in exc.errors())
-        return render(request, "error.html", status_code=400, status=400, message=problems)
+        return refusal(request, 400, problems)
 
     for name in PAGES:
         module = importlib.import_module(name)
