@@ -347,3 +347,111 @@ def test_the_service_status_is_read_from_its_metrics(service, world):
     # a reload of another text than the one approved is not this approval's success
     assert reload_outcome(url, sent, "0" * 64, **fast).startswith("unknown")
     assert reload_outcome("http://127.0.0.1:9", sent, sha, **fast).startswith("unknown: --metrics")
+
+
+# --------------------------------------------------------------------------- the pages
+
+PASSWORD = "correct horse"
+
+
+def token_of(client, path="/login") -> str:
+    page = client.get(path).text
+    marker = 'name="csrf_token" value="'
+    start = page.index(marker) + len(marker)
+    return page[start:page.index('"', start)]
+
+
+def logged_in(app, name):
+    from fastapi.testclient import TestClient
+    client = TestClient(app, follow_redirects=False)
+    answer = client.post("/login", data={"name": name, "password": PASSWORD, "next": "/",
+                                         "csrf_token": token_of(client)})
+    assert answer.status_code == 303, answer.text
+    return client
+
+
+@pytest.fixture()
+def console(world, service, tmp_path):
+    """The console on the world's live file, its traces, an output directory and the service."""
+    pytest.importorskip("fastapi")
+    from engine.console.app import create_app
+    from engine.console.auth import hash_password
+    from engine.console.settings import Settings
+    generated, traces = world
+    out = tmp_path / "out"
+    from engine import Engine
+    Engine.from_config(generated.config).replay(generated.trace, out=out, drain=True)
+    (tmp_path / "data").mkdir()
+    settings = Settings(config=generated.config, data=tmp_path / "data", trace_dir=traces, out=out,
+                        lookup=service["lookup"], lookup_token=service["token"], metrics=service["metrics"])
+    app = create_app(settings)
+    for name, role in (("vera", "viewer"), ("ed", "editor"), ("ann", "approver")):
+        app.state.store.add_user(name, role, hash_password(PASSWORD))
+    yield app
+    from engine.console.pages.simulate import close_queue
+    close_queue(app)
+
+
+def add_version(store, text, author="ed", why="fewer campaigns", line=None) -> int:
+    return store.execute("INSERT INTO versions (line, author, created_at, why, text, sha256, state) "
+                         "VALUES (?, ?, '2026-11-30T12:00:00Z', ?, ?, ?, 'draft')",
+                         (line, author, why, text, hashlib.sha256(text.encode()).hexdigest()))
+
+
+def test_simulate_a_version_from_its_page_and_read_the_result(console, world):
+    from engine.console.pages.simulate import latest_for
+    generated, _ = world
+    draft_text, removed = without_campaign(generated.config.read_text())
+    version = add_version(console.state.store, draft_text)
+    ed = logged_in(console, "ed")
+    page = ed.get(f"/simulations?version={version}")
+    assert page.status_code == 200
+    assert f'<option value="{version}" selected' in page.text and "monday.msgpack" in page.text
+    answer = ed.post("/simulations", data={"version": version, "trace": "monday.msgpack",
+                                           "csrf_token": token_of(ed, "/simulations")})
+    assert answer.status_code == 303
+    location = answer.headers["location"]
+    sim_id = int(location.rsplit("/", 1)[1])
+    # the page refreshes itself while it waits or runs
+    deadline = time.monotonic() + 120
+    while True:
+        page = ed.get(location)
+        assert page.status_code == 200
+        if 'http-equiv="refresh"' not in page.text:
+            break
+        assert 'id="progress"' in page.text or "waiting" in page.text
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert 'id="status-value">done<' in page.text, page.text
+    assert f'id="campaign-{removed}"' in page.text and "only live" in page.text
+    assert f"B drops campaign {removed}" in page.text
+    assert 'id="campaign-days"' in page.text and 'id="budgets"' in page.text and 'id="taken"' in page.text
+    # what the versions page shows the approver
+    latest = latest_for(console.state.store, version)
+    assert latest.id == sim_id and latest.status == "done"
+    assert latest.result["campaigns"][removed]["in"] == "a"
+    # listed, and in the audit trail
+    assert f'id="simulation-{sim_id}"' in ed.get("/simulations").text
+    entries = console.state.store.audit_entries(action="simulate")
+    assert entries[0]["user"] == "ed" and entries[0]["target"] == f"version {version}"
+
+
+def test_a_viewer_cannot_simulate_and_a_trace_outside_the_list_is_refused(console, world):
+    generated, _ = world
+    version = add_version(console.state.store, generated.config.read_text())
+    vera = logged_in(console, "vera")
+    assert 'id="simulate-form"' not in vera.get("/simulations").text
+    refused = vera.post("/simulations", data={"version": version, "trace": "monday.msgpack",
+                                              "csrf_token": token_of(vera, "/simulations")})
+    assert refused.status_code == 403
+    ed = logged_in(console, "ed")
+    answer = ed.post("/simulations", data={"version": version, "trace": "../trace.msgpack",
+                                           "csrf_token": token_of(ed, "/simulations")})
+    assert answer.status_code == 303 and "simulations?version=" in answer.headers["location"]
+    assert "no trace" in ed.get(answer.headers["location"]).text
+    assert ed.post("/simulations", data={"version": 999, "trace": "monday.msgpack",
+                                         "csrf_token": token_of(ed, "/simulations")}).status_code == 404
+    assert ed.get("/simulations/999").status_code == 404
+    # no CSRF token: refused before anything runs
+    assert ed.post("/simulations", data={"version": version, "trace": "monday.msgpack"}).status_code == 403
+    assert console.state.store.query("SELECT count(*) AS n FROM simulations")[0]["n"] == 0
