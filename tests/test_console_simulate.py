@@ -455,3 +455,48 @@ def test_a_viewer_cannot_simulate_and_a_trace_outside_the_list_is_refused(consol
     # no CSRF token: refused before anything runs
     assert ed.post("/simulations", data={"version": version, "trace": "monday.msgpack"}).status_code == 403
     assert console.state.store.query("SELECT count(*) AS n FROM simulations")[0]["n"] == 0
+
+
+def test_the_dashboard_shows_the_live_funnel_and_what_is_live(console, service, world):
+    generated, _ = world
+    engine = service["engine"]
+    vera = logged_in(console, "vera")
+    page = vera.get("/watch")
+    assert page.status_code == 200 and 'http-equiv="refresh"' in page.text
+    assert "read from metrics" in page.text
+    for cid, f in engine.stats["campaigns"].items():
+        row = page.text.split(f'id="funnel-{cid}"', 1)[1].split("</tr>", 1)[0]
+        assert f'<td class="n">{f["matched"]:,}</td>' in row and f'<td class="n">{f["sent"]:,}</td>' in row
+    assert "the live file</span>" in page.text and "succeeded" in page.text
+    # without the service: stats.json of --out
+    import dataclasses
+    from engine.console.pages.watch import live_funnel
+    settings = dataclasses.replace(console.state.settings, metrics=None)
+    funnel = live_funnel(settings)
+    stats = json.loads((settings.out / "stats.json").read_text())
+    assert funnel.source == "stats.json" and not funnel.problems
+    assert {r["id"]: r["sent"] for r in funnel.rows} == {c: e["sent"] for c, e in stats["campaigns"].items()}
+    # a service that cannot be reached is said, and stats.json stands in
+    funnel = live_funnel(dataclasses.replace(console.state.settings, metrics="http://127.0.0.1:9/metrics"))
+    assert funnel.source == "stats.json" and any("cannot be read" in p for p in funnel.problems)
+
+
+def test_the_report_of_an_output_directory(console, world, tmp_path):
+    vera = logged_in(console, "vera")
+    out = console.state.settings.out
+    # a directory beside --out that is no sigmatch output is not offered; one that is, is
+    (out.parent / "notes").mkdir()
+    other = out.parent / "out-last-week"
+    shutil.copytree(out, other)
+    page = vera.get("/reports")
+    assert 'href="/reports/out"' in page.text and 'href="/reports/out-last-week"' in page.text
+    assert "/reports/notes" not in page.text
+    page = vera.get("/reports/out")
+    assert page.status_code == 200, page.text
+    assert 'id="uplift"' in page.text and 'id="programme"' in page.text
+    assert 'id="plot-funnel"' in page.text and "data:image/png;base64," in page.text
+    stats = json.loads((out / "stats.json").read_text())
+    for cid in stats["campaigns"]:
+        assert f"<td>{cid}</td>" in page.text
+    for name in ("notes", "%2Fetc%2Fpasswd", "out%2F..%2Fnotes", "..%2F..%2Fetc"):
+        assert vera.get(f"/reports/{name}").status_code == 404
