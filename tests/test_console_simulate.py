@@ -500,3 +500,58 @@ def test_the_report_of_an_output_directory(console, world, tmp_path):
         assert f"<td>{cid}</td>" in page.text
     for name in ("notes", "%2Fetc%2Fpasswd", "out%2F..%2Fnotes", "..%2F..%2Fetc"):
         assert vera.get(f"/reports/{name}").status_code == 404
+
+
+def test_the_policy_view_of_one_subscriber(console, service):
+    from engine.service.lookup import policy_view
+    engine = service["engine"]
+    vera = logged_in(console, "vera")          # a viewer at the shop's counter may look up
+    watched = service["watched"]
+    # another subscriber, one with a contact when there is one
+    others = [int(m) for m in engine.subscribers[1:200]]
+    number = next((m for m in others if policy_view(engine, m)["contact_policy"]["last_contact"] is not None),
+                  others[0])
+    page = vera.post("/policy", data={"msisdn": f"+{number}", "csrf_token": token_of(vera, "/policy")})
+    assert page.status_code == 200, page.text
+    view = policy_view(engine, number)
+    assert f"Subscriber {number}" in page.text
+    for cid in view["eligible"]:
+        assert f'id="eligible-{cid}"' in page.text
+    for cid, c in view["campaigns"].items():
+        if not c["eligible"]:
+            row = page.text.split(f'id="blocked-{cid}"', 1)[1].split("</tr>", 1)[0]
+            assert "; ".join(c["blocked_by"]).replace(">", "&gt;").replace("<", "&lt;") in row
+    assert 'id="not-watched"' in page.text
+    # the lookup is audited with the user, the number masked
+    entry = console.state.store.audit_entries(action="lookup")[0]
+    assert entry["user"] == "vera" and str(number) not in entry["target"] and entry["target"][:3] == str(number)[:3]
+    # a watched one: its events explained, and no other number in full
+    page = vera.post("/policy", data={"msisdn": str(watched), "csrf_token": token_of(vera, "/policy")})
+    assert 'id="explanation"' in page.text and f"subscriber {watched}" in page.text
+    explanation = page.text.split('id="explanation">', 1)[1].split("</pre>", 1)[0]
+    import re
+    assert all(run == str(watched) for run in re.findall(r"(?<![\w.])\d{7,}(?![\w.])", explanation))
+    # start watching: then explained (from now on: no entry yet)
+    page = vera.post("/policy/watch", data={"msisdn": str(number), "csrf_token": token_of(vera, "/policy")})
+    assert 'id="explanation"' in page.text
+    assert console.state.store.audit_entries(action="watch")[0]["user"] == "vera"
+    from engine.service.client import Lookup
+    Lookup(service["lookup"], service["token"]).unwatch(number)
+
+
+def test_the_policy_view_refuses_what_is_no_number_and_says_what_is_no_subscriber(console):
+    ed = logged_in(console, "ed")
+    page = ed.post("/policy", data={"msisdn": "12ab", "csrf_token": token_of(ed, "/policy")})
+    assert page.status_code == 400 and 'id="msisdn-error"' in page.text and "not an MSISDN" in page.text
+    page = ed.post("/policy", data={"msisdn": "639999999999", "csrf_token": token_of(ed, "/policy")})
+    assert page.status_code == 404 and "not a subscriber" in page.text
+    # no lookup configured, or a wrong token: one line, no traceback
+    import dataclasses
+    console.state.settings = dataclasses.replace(console.state.settings, lookup_token="wrong")
+    page = ed.post("/policy", data={"msisdn": "639999999999", "csrf_token": token_of(ed, "/policy")})
+    assert page.status_code == 502 and "refused the token" in page.text
+    console.state.settings = dataclasses.replace(console.state.settings, lookup=None)
+    page = ed.post("/policy", data={"msisdn": "639999999999", "csrf_token": token_of(ed, "/policy")})
+    assert page.status_code == 502 and "without --lookup" in page.text
+    # no CSRF token: refused
+    assert ed.post("/policy", data={"msisdn": "639999999999"}).status_code == 403
