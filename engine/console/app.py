@@ -34,6 +34,9 @@ PAGES = [
     "engine.console.pages.login",
     "engine.console.pages.campaigns",
     "engine.console.pages.audit",
+    "engine.console.pages.simulate",
+    "engine.console.pages.watch",
+    "engine.console.pages.policy",
 ]
 
 # Pages are rendered on the server and the tree holds no JavaScript: scripts are refused

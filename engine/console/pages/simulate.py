@@ -4,7 +4,6 @@ and lost per campaign and local day, campaigns taking contacts from each other, 
 reached. The versions page shows the latest simulation of a version (`latest_for`)."""
 from __future__ import annotations
 
-import threading
 from typing import Optional
 
 from fastapi import APIRouter, Form, HTTPException, Request
@@ -14,7 +13,7 @@ from engine.console.deps import audit, flash, get_settings, get_store, render, r
 from engine.console.simulate import (FINISHED, Simulation, SimulationError, SimulationQueue, StoreSimulationRecords,
                                      latest_simulation, list_traces, sha256_text)
 
-__all__ = ["router", "NAV", "simulation_queue", "latest_for", "close_queue"]
+__all__ = ["router", "NAV", "simulation_queue", "latest_for", "setup"]
 
 router = APIRouter()
 NAV = ("Simulations", "/simulations")
@@ -24,27 +23,21 @@ OFFERED_STATES = ("draft", "approved")
 # how often a page of a simulation that waits or runs reloads itself (no JavaScript)
 REFRESH_S = 2
 
-_queue_lock = threading.Lock()
+
+
+def setup(app) -> None:
+    """The application's queue, `--simulations` slots; closed when the server stops (queued
+    simulations cancelled, running children ended)."""
+    settings = app.state.settings
+    queue = SimulationQueue(StoreSimulationRecords(app.state.store), settings.config, settings.trace_dir,
+                            slots=settings.simulations)
+    app.state.simulations = queue
+    app.state.closers.append(queue.close)
 
 
 def simulation_queue(app) -> SimulationQueue:
-    """The application's queue, made on first use with `--simulations` slots."""
-    with _queue_lock:
-        queue = getattr(app.state, "simulations", None)
-        if queue is None:
-            settings = app.state.settings
-            queue = SimulationQueue(StoreSimulationRecords(app.state.store), settings.config, settings.trace_dir,
-                                    slots=settings.simulations)
-            app.state.simulations = queue
-        return queue
-
-
-def close_queue(app) -> None:
-    """At shutdown: queued simulations cancelled, running children ended."""
-    with _queue_lock:
-        queue = getattr(app.state, "simulations", None)
-    if queue is not None:
-        queue.close()
+    """The application's queue (made by setup)."""
+    return app.state.simulations
 
 
 def latest_for(store, version_id: int) -> Optional[Simulation]:
