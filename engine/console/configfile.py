@@ -292,8 +292,11 @@ def _append_key(table, key: str, item) -> None:
     name = SingleKey(key, sep="= ", original=key.ljust(width)) if width > len(key) else key
     try:
         table.value._insert_after(keys[-1], name, item)
+        # Table mirrors its container in its own dict, as Table.append keeps it
+        dict.__setitem__(table, key, table.value[key])
     except Exception:       # tomlkit's private insertion changed: a plain append is still correct
-        table[key] = item
+        if key not in table.value:
+            table[key] = item
 
 
 def _key_width(table) -> int:

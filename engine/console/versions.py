@@ -1,0 +1,426 @@
+"""Versions of the configuration, maker-checker approval, and applying one to the live file.
+
+Every save is a version: the whole file's text, its author, time and a required "why", the
+version it was based on (`parent`) and its draft line (`line`: the campaign id or the
+section it changed; None for the whole file, as a rollback or a reorder). Versions form one
+line of history: a save applies its edit to the newest version (`head`), so version N
+holds every change of the versions before it. Two editors saving the same draft line: the
+one whose form was based on a version older than another save on that line gets a
+`Conflict`, never a silent overwrite; saves on other lines are rebuilt on the head.
+
+Approval (maker-checker): an approver may approve version N only when they authored neither
+N nor any version after the live one up to N (N contains those changes). Approving writes
+the live CONFIG atomically (the previous file kept as CONFIG.prev), then sends SIGHUP to the
+pid in `--daemon-pid` and finds out from `--metrics` whether the reload took
+(`reload_outcome`). A rollback is a new version with an old text, approved the same way.
+
+The tables are engine.console.store's `versions` and `approvals`; states of a version:
+
+    draft          saved, valid, waiting for approval
+    live           written to CONFIG (at most one version is live)
+    replaced       was live; a later version replaced it
+    superseded     a draft older than a version that went live (it never went live itself)
+    rejected       an approver turned it down
+    reload_failed  written to CONFIG, but the running service refused to reload it
+
+Errors: VersionError (one line for the page), Conflict (a VersionError naming the save it
+conflicts with), ApprovalRefused.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import tomllib
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+from engine.console.configfile import ConfigFile, EditError, MAP_SECTIONS, NAMED_SECTIONS, TABLE_SECTIONS
+from engine.console.forms import FormErrors, validate
+
+__all__ = ["Versions", "VersionError", "Conflict", "ApprovalRefused", "DiffRow", "diff_texts", "sha256_of",
+           "send_reload", "reload_outcome", "ReloadResult"]
+
+# versions whose changes later versions do not carry
+DROPPED = ("rejected",)
+
+
+class VersionError(ValueError):
+    """A save, an approval or an apply cannot be made; one line for the page."""
+
+
+class Conflict(VersionError):
+    """The form was based on a version older than another save on the same draft line."""
+
+    def __init__(self, theirs: dict):
+        self.theirs = theirs
+        super().__init__(f"conflict: {theirs['author']} saved version {theirs['id']} of "
+                         f"{_line_name(theirs['line'])} at {theirs['created_at']} after the version this edit "
+                         "started from; reopen the form to edit their version")
+
+
+class ApprovalRefused(VersionError):
+    """The maker-checker rule, or the version's state, does not allow this approval."""
+
+
+def sha256_of(text: str) -> str:
+    """The sha256 of the file as written (UTF-8), as stats.json and the service's metrics give it."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _line_name(line: Optional[str]) -> str:
+    return "the whole file" if line is None else line
+
+
+def _lines_meet(a: Optional[str], b: Optional[str]) -> bool:
+    return a is None or b is None or a == b
+
+
+class Versions:
+    """The versions of one live configuration file, kept in a console Store (anything with
+    `query`, `query_one`, `execute` and `transaction` as engine.console.store.Store has).
+    `now`: the clock that stamps versions (UTC ISO text)."""
+
+    def __init__(self, store, config_path, *, now: Callable[[], str] = None, deep: bool = True):
+        from engine.console.store import utc_now
+        self.store = store
+        self.config_path = Path(config_path)
+        self.now = now or utc_now
+        self.deep = deep                # validate by building the engine, as check does
+
+    # -- reading
+    def get(self, vid: int) -> dict:
+        row = self.store.query_one("SELECT * FROM versions WHERE id = ?", (int(vid),))
+        if row is None:
+            raise VersionError(f"no version {vid}")
+        return row
+
+    def all(self, limit: int = 200) -> list[dict]:
+        """The newest versions first."""
+        return self.store.query("SELECT * FROM versions ORDER BY id DESC LIMIT ?", (int(limit),))
+
+    def live(self) -> Optional[dict]:
+        return self.store.query_one("SELECT * FROM versions WHERE state IN ('live', 'reload_failed') "
+                                    "ORDER BY applied_at DESC, id DESC LIMIT 1")
+
+    def head(self) -> dict:
+        """The newest version whose changes count: what a new edit starts from."""
+        self.baseline()
+        return self.store.query_one(f"SELECT * FROM versions WHERE state NOT IN ({_marks(DROPPED)}) "
+                                    "ORDER BY id DESC LIMIT 1", DROPPED)
+
+    def approvals(self, vid: int) -> list[dict]:
+        return self.store.query("SELECT * FROM approvals WHERE version = ? ORDER BY id", (int(vid),))
+
+    def baseline(self) -> dict:
+        """The live file as a version: recorded (author "(file)") when the console has none
+        yet or when someone changed the file outside the console since the last live version."""
+        text = self._read_live()
+        live = self.live()
+        if live is not None and live["sha256"] == sha256_of(text):
+            return live
+        with self.store.transaction() as db:
+            now = self.now()
+            db.execute("UPDATE versions SET state = 'replaced' WHERE state IN ('live', 'reload_failed')")
+            cursor = db.execute(
+                "INSERT INTO versions (parent, line, author, created_at, why, text, sha256, state, applied_at, "
+                "applied_by) VALUES (?, NULL, '(file)', ?, ?, ?, ?, 'live', ?, '(file)')",
+                (None if live is None else live["id"], now,
+                 "the live file as the console found it" if live is None else "the live file was changed outside "
+                 "the console", text, sha256_of(text), now))
+            vid = cursor.lastrowid
+        return self.get(vid)
+
+    def _read_live(self) -> str:
+        try:
+            return self.config_path.read_bytes().decode("utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            raise VersionError(f"{self.config_path}: cannot read the live configuration: "
+                               f"{getattr(e, 'strerror', None) or e}") from None
+
+    # -- saving
+    def save(self, author: str, why: str, base: int, line: Optional[str], edit: Callable[[ConfigFile], Any], *,
+             section: str = "campaign", entry: Optional[str] = None,
+             inputs: frozenset = frozenset()) -> tuple[Optional[dict], FormErrors]:
+        """Apply `edit` (a function that changes a ConfigFile) to the newest version and keep
+        the result as a new draft, if it validates. `base`: the version the form was made
+        from; `line`: the draft line the edit belongs to. Returns (the version, no errors) or
+        (None, the errors by input). Raises Conflict, VersionError (no why, nothing
+        changed, an edit the file refuses)."""
+        if entry is None and section == "campaign":
+            entry = line
+        why = (why or "").strip()
+        if not why:
+            raise VersionError('a version needs a "why": say what the change is for')
+        if len(why) > 2_000:
+            raise VersionError('"why" is longer than 2,000 characters')
+        for _ in range(3):
+            head = self.head()
+            self._check_conflict(base, head, line)
+            document = ConfigFile(head["text"])
+            try:
+                edit(document)
+            except EditError as e:
+                raise VersionError(str(e)) from None
+            text = document.text
+            if text == head["text"]:
+                raise VersionError("nothing changed: the version would be the same as version "
+                                   f"{head['id']}")
+            # slow (the engine is built as check builds it), so outside the transaction; the
+            # head is checked again inside it and the save redone on a newer one
+            errors = validate(self.config_path, text, section=section, entry=entry, inputs=set(inputs),
+                              deep=self.deep)
+            if errors:
+                return None, errors
+            with self.store.transaction() as db:
+                newest = db.execute(f"SELECT id FROM versions WHERE state NOT IN ({_marks(DROPPED)}) "
+                                    "ORDER BY id DESC LIMIT 1", DROPPED).fetchone()[0]
+                if newest != head["id"]:
+                    continue
+                cursor = db.execute(
+                    "INSERT INTO versions (parent, line, author, created_at, why, text, sha256, state) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'draft')",
+                    (head["id"], line, author, self.now(), why, text, sha256_of(text)))
+                vid = cursor.lastrowid
+            return self.get(vid), FormErrors()
+        raise VersionError("the configuration kept changing while this was saved; try again")
+
+    def _check_conflict(self, base: int, head: dict, line: Optional[str]) -> None:
+        newer = self.store.query(f"SELECT * FROM versions WHERE id > ? AND id <= ? AND state NOT IN "
+                                 f"({_marks(DROPPED)}) AND author != '(file)' ORDER BY id", (int(base), head["id"],
+                                                                                         *DROPPED))
+        for v in newer:
+            if _lines_meet(v["line"], line):
+                raise Conflict(v)
+
+    def rollback(self, author: str, why: str, to: int, base: int) -> tuple[Optional[dict], FormErrors]:
+        """A new draft holding version `to`'s text (the whole file), approved like any other."""
+        old = self.get(to)
+        def put_back(document: ConfigFile) -> None:
+            document.doc = ConfigFile(old["text"]).doc
+        return self.save(author, why, base, None, put_back)
+
+    # -- approval and apply
+    def approval_blockers(self, vid: int, approver: str) -> list[str]:
+        """Why `approver` may not approve version `vid` (empty: they may)."""
+        version = self.get(vid)
+        live = self.live()
+        reasons = []
+        if version["state"] != "draft":
+            reasons.append(f"version {vid} is {version['state']}, not a draft waiting for approval")
+        if live is not None and vid < live["id"]:
+            reasons.append(f"version {vid} is older than the live version {live['id']}: roll back to it instead")
+        after = 0 if live is None else live["id"]
+        authored = self.store.query(f"SELECT id FROM versions WHERE id > ? AND id <= ? AND author = ? AND state NOT "
+                                    f"IN ({_marks(DROPPED)}) ORDER BY id", (after, vid, approver, *DROPPED))
+        if authored:
+            ids = ", ".join(str(r["id"]) for r in authored)
+            reasons.append(f"{approver} authored version{'s' if len(authored) > 1 else ''} {ids}, which "
+                           f"version {vid} carries: someone else must approve it")
+        return reasons
+
+    def reject(self, vid: int, approver: str, note: str = "") -> None:
+        """Turn a draft down; later saves no longer carry its changes."""
+        version = self.get(vid)
+        if version["state"] != "draft":
+            raise ApprovalRefused(f"version {vid} is {version['state']}, not a draft")
+        with self.store.transaction() as db:
+            db.execute("INSERT INTO approvals (version, approver, at, decision, note) VALUES (?, ?, ?, 'rejected', ?)",
+                       (vid, approver, self.now(), note))
+            db.execute("UPDATE versions SET state = 'rejected' WHERE id = ?", (vid,))
+
+    def approve(self, vid: int, approver: str, note: str = "") -> dict:
+        """Approve version `vid` and write it to the live file (atomically, the old file kept
+        as CONFIG.prev). Raises ApprovalRefused (the rule, the state) or VersionError (the
+        live file changed outside the console, or the text no longer validates: profiles or
+        lists it names changed since the save). Returns the version, now live."""
+        blockers = self.approval_blockers(vid, approver)
+        if blockers:
+            raise ApprovalRefused("; ".join(blockers))
+        version = self.get(vid)
+        live = self.live()
+        if live is not None and self._read_live() != live["text"]:
+            self.baseline()
+            raise VersionError("the live file was changed outside the console since version "
+                               f"{live['id']}; that change is now a version of its own, review again")
+        errors = validate(self.config_path, version["text"], deep=self.deep)
+        if errors:
+            first = next(iter(errors.fields.values()), None) or errors.general[0]
+            raise VersionError(f"version {vid} no longer validates: {first}")
+        write_live(self.config_path, version["text"])
+        now = self.now()
+        with self.store.transaction() as db:
+            db.execute("INSERT INTO approvals (version, approver, at, decision, note) VALUES (?, ?, ?, 'approved', ?)",
+                       (vid, approver, now, note))
+            db.execute("UPDATE versions SET state = 'replaced' WHERE state IN ('live', 'reload_failed')")
+            db.execute("UPDATE versions SET state = 'superseded' WHERE state = 'draft' AND id < ?", (vid,))
+            db.execute("UPDATE versions SET state = 'live', applied_at = ?, applied_by = ? WHERE id = ?",
+                       (now, approver, vid))
+        return self.get(vid)
+
+    def record_reload(self, vid: int, result: "ReloadResult") -> None:
+        """Keep what became of the service's reload; a refused one marks the version."""
+        if result.state == "rejected":
+            self.store.execute("UPDATE versions SET reload = ?, state = 'reload_failed' WHERE id = ? AND state = "
+                               "'live'", (result.message, int(vid)))
+        else:
+            self.store.execute("UPDATE versions SET reload = ? WHERE id = ?", (result.message, int(vid)))
+
+
+def _marks(values) -> str:
+    return ", ".join("?" * len(values))
+
+
+def write_live(path: Path, text: str) -> None:
+    """Write the live configuration atomically (a temporary file in its folder, fsynced,
+    renamed over it), after copying the current one to CONFIG.prev; mode 0640."""
+    from engine.sinks import write_private
+    path = Path(path)
+    if path.exists():
+        write_private(path.with_name(f".{path.name}.prev.tmp"), path.with_name(path.name + ".prev"),
+                      path.read_bytes())
+    write_private(path.with_name(f".{path.name}.tmp"), path, text.encode())
+
+
+# ---------------------------------------------------------------------------- the reload
+@dataclass(frozen=True)
+class ReloadResult:
+    """state: "reloaded", "rejected", "unknown" or "not_sent"; message: one line for the page."""
+    state: str
+    message: str
+
+
+def send_reload(pid_file: Optional[Path]) -> ReloadResult:
+    """SIGHUP to the pid in `pid_file` (the service reloads its configuration). A result of
+    "not_sent" says why not; "unknown" means it was sent."""
+    if pid_file is None:
+        return ReloadResult("not_sent", "no --daemon-pid: no service was told; it reads the file at its next "
+                                        "SIGHUP or start")
+    try:
+        text = Path(pid_file).read_text().strip()
+        pid = int(text)
+    except (OSError, ValueError) as e:
+        return ReloadResult("not_sent", f"{pid_file}: cannot read a process id: {getattr(e, 'strerror', None) or e}")
+    if pid <= 1:
+        return ReloadResult("not_sent", f"{pid_file}: {pid} is not a service's process id")
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    try:
+        command = cmdline.read_bytes().replace(b"\0", b" ")
+    except OSError:
+        command = None
+    if command is not None and b"sigmatch" not in command and b"engine.cli" not in command:
+        # a stale pid file must not make the console signal some other program
+        return ReloadResult("not_sent", f"{pid_file}: process {pid} is not sigmatch; no signal sent")
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return ReloadResult("not_sent", f"{pid_file}: no process {pid} (the service is not running)")
+    except PermissionError:
+        return ReloadResult("not_sent", f"{pid_file}: not allowed to signal process {pid}")
+    return ReloadResult("unknown", "reload sent, result unknown (no --metrics to read it from)")
+
+
+def read_live_metrics(url: str, timeout: float = 2.0) -> dict[str, Any]:
+    """{"sha256", "success" (bool or None), "timestamp" (seconds or None)} from the service's
+    Prometheus text at `url`. Raises OSError when it cannot be read."""
+    from prometheus_client.parser import text_string_to_metric_families
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        body = response.read(4 << 20).decode("utf-8", "replace")
+    out: dict[str, Any] = {"sha256": None, "success": None, "timestamp": None}
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            if sample.name == "sigmatch_config_info" and sample.value == 1:
+                out["sha256"] = sample.labels.get("sha256")
+            elif sample.name == "sigmatch_last_reload_success":
+                out["success"] = sample.value == 1
+            elif sample.name == "sigmatch_last_reload_timestamp_seconds":
+                out["timestamp"] = sample.value
+    return out
+
+
+def reload_outcome(sha256: str, sent_at: float, read: Callable[[], Mapping], *, attempts: int = 20,
+                   wait: Callable[[], None] = None) -> ReloadResult:
+    """Whether the service took the version of `sha256`, after a SIGHUP sent at `sent_at`
+    (seconds since the epoch): `read` gives the service's metrics (read_live_metrics); it is
+    asked up to `attempts` times, `wait` between (default 0.5 s). The service loads the new
+    file on its own time, so only its answer says what happened."""
+    import time
+    wait = wait or (lambda: time.sleep(0.5))
+    seen, last_error = None, ""
+    for i in range(attempts):
+        try:
+            seen = read()
+        except OSError as e:
+            seen = None
+            last_error = str(e)
+        else:
+            if seen.get("sha256") == sha256 and seen.get("success"):
+                return ReloadResult("reloaded", "the service reloaded it: its metrics show this version live")
+            stamp = seen.get("timestamp")
+            if seen.get("success") is False and stamp is not None and stamp >= sent_at - 1:
+                return ReloadResult("rejected", "the service refused to reload it and runs the previous version "
+                                                "(see its log)")
+        if i + 1 < attempts:
+            wait()
+    if seen is None:
+        return ReloadResult("unknown", f"reload sent, result unknown: the metrics could not be read ({last_error})")
+    return ReloadResult("unknown", "reload sent, result unknown: the service's metrics did not show it yet")
+
+
+# ---------------------------------------------------------------------------- diff
+@dataclass(frozen=True)
+class DiffRow:
+    """One key of two versions: `where` is the section and entry ("campaign crbt_school",
+    "policy", "counters sms"), `key` the key; `a`/`b` the values as TOML text ("" when absent)."""
+    where: str
+    key: str
+    a: str
+    b: str
+
+    @property
+    def changed(self) -> bool:
+        return self.a != self.b
+
+
+def _toml(value) -> str:
+    if value is None:
+        return ""
+    from engine.console.configfile import to_item
+    try:
+        return to_item(value).as_string()
+    except EditError:
+        return repr(value)
+
+
+def _entries(values: Mapping) -> dict[str, dict]:
+    """Plain configuration -> {where: {key: value}} key by key."""
+    out: dict[str, dict] = {}
+    for name, value in values.items():
+        if name == "campaign" and isinstance(value, list):
+            for i, c in enumerate(value):
+                if isinstance(c, Mapping):
+                    cid = c.get("id") if isinstance(c.get("id"), str) else f"#{i + 1}"
+                    out[f"campaign {cid}"] = dict(c)
+        elif name in NAMED_SECTIONS and isinstance(value, Mapping):
+            for entry, table in value.items():
+                out[f"{name} {entry}"] = dict(table) if isinstance(table, Mapping) else {"": table}
+        elif (name in TABLE_SECTIONS or name in MAP_SECTIONS) and isinstance(value, Mapping):
+            out[name] = dict(value)
+        else:
+            out[name] = {"": value}
+    return out
+
+
+def diff_texts(a_text: str, b_text: str, *, changed_only: bool = True) -> list[DiffRow]:
+    """Two configuration texts compared key by key, in b's order then what only a has."""
+    a, b = _entries(tomllib.loads(a_text)), _entries(tomllib.loads(b_text))
+    rows = []
+    for where in list(b) + [w for w in a if w not in b]:
+        ka, kb = a.get(where, {}), b.get(where, {})
+        for key in list(kb) + [k for k in ka if k not in kb]:
+            row = DiffRow(where, key, _toml(ka.get(key)), _toml(kb.get(key)))
+            if row.changed or not changed_only:
+                rows.append(row)
+    return rows

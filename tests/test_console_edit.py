@@ -1,0 +1,406 @@
+"""The console's editing: tomlkit edits that keep the engineer's file, forms generated from the
+schema and validated by check's code, versions with maker-checker approval, conflicts,
+rollback, applying to the live file and the service's reload (issue 13, H2's part)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("tomlkit")
+
+from engine.console import forms                                    # noqa: E402
+from engine.console.configfile import ConfigFile, EditError          # noqa: E402
+from engine.console.versions import (ApprovalRefused, Conflict, ReloadResult, VersionError, Versions,  # noqa: E402
+                                     diff_texts, reload_outcome, send_reload, sha256_of)
+from engine.language import schema                                   # noqa: E402
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture
+def world(tmp_path):
+    """examples/crbt_school copied: a live file with comments, lists, an area and profiles."""
+    root = tmp_path / "world"
+    shutil.copytree(EXAMPLES / "crbt_school", root, ignore=shutil.ignore_patterns("*.py", "*.msgpack", "README*"))
+    return root / "campaigns.toml"
+
+
+@pytest.fixture
+def store(tmp_path):
+    from engine.console.store import Store
+    s = Store(tmp_path / "console.db")
+    yield s
+    s.close()
+
+
+def _clock():
+    n = iter(range(10_000))
+    return lambda: f"2026-11-30T12:{next(n) // 60:02d}:{next(n) % 60:02d}Z"
+
+
+@pytest.fixture
+def versions(store, world):
+    return Versions(store, world, now=_clock())
+
+
+def submitted_for(section, table, **changes):
+    """What a browser submits for a form showing `table`, with `changes` made to the inputs."""
+    shown = forms.current_inputs(section, table)
+    out = {k: v for k, v in shown.items() if v not in ("false", [], "")}
+    for k, v in changes.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+def edit_campaign(cid, **changes):
+    def edit(doc: ConfigFile):
+        doc.set_campaign(cid, forms.read_form("campaign", submitted_for("campaign", doc.campaign(cid), **changes),
+                                              doc.campaign(cid)))
+    return edit
+
+
+def inputs_of(doc: ConfigFile, cid: str) -> frozenset:
+    table = doc.campaign(cid)
+    return frozenset(f.name for f in forms.form_fields("campaign", forms.options_from(doc.values()),
+                                                       forms.rows_of("campaign", table)))
+
+
+# ---------------------------------------------------------------------------- the file
+def test_an_edit_keeps_every_comment_and_untouched_line(world):
+    text = world.read_text()
+    doc = ConfigFile(text)
+    doc.set_campaign("crbt_school", {"template": "CRBT_OFFER_2", "cooldown": "14d", "peer_in": None})
+    new = doc.text
+    comments = [line[line.index("#"):] for line in text.splitlines() if "#" in line and "peer_in" not in line]
+    for comment in comments:
+        assert comment in new
+    assert 'template = "CRBT_OFFER_2"' in new.replace("  ", " ").replace("  ", " ") or "CRBT_OFFER_2" in new
+    before, after = tomllib.loads(text), tomllib.loads(new)
+    changed = {k for k in set(before["campaign"][0]) | set(after["campaign"][0])
+               if before["campaign"][0].get(k) != after["campaign"][0].get(k)}
+    assert changed == {"template", "cooldown", "peer_in"}
+    assert {k: v for k, v in before.items() if k != "campaign"} == {k: v for k, v in after.items() if k != "campaign"}
+    # a key added goes with the table's keys, aligned like them, not after the next comment
+    lines = new.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("cooldown"))
+    assert lines[at].startswith("cooldown = ") and lines[at - 1].split("=")[0].strip() in tomllib.loads(new)["campaign"][0]
+
+
+def test_add_clone_pause_schedule_reorder(world):
+    doc = ConfigFile(world.read_text())
+    doc.add_campaign({"id": "welcome", "on": ["POWER_ON"], "channel": "sms", "template": "HELLO"})
+    doc.clone_campaign("crbt_school", "crbt_school_b")
+    doc.pause("crbt_school")
+    doc.schedule("welcome", "2027-02-05", "2027-02-12")
+    read = tomllib.loads(doc.text)
+    by_id = {c["id"]: c for c in read["campaign"]}
+    assert by_id["crbt_school"]["enabled"] is False
+    assert by_id["crbt_school_b"]["enabled"] is False          # a clone waits until someone turns it on
+    assert {k: v for k, v in by_id["crbt_school_b"].items() if k not in ("id", "enabled")} == \
+        {k: v for k, v in by_id["crbt_school"].items() if k not in ("id", "enabled")}
+    assert (by_id["welcome"]["start"], by_id["welcome"]["end"]) == ("2027-02-05", "2027-02-12")
+    doc.pause("crbt_school", paused=False)
+    assert "enabled" not in doc.campaign("crbt_school")
+    order = ["welcome", "crbt_school_b", "recharge_thanks", "crbt_school"]
+    doc.reorder(order)
+    read = tomllib.loads(doc.text)["campaign"]
+    assert sorted(read, key=lambda c: (-c.get("priority", 0), c["id"])) == sorted(
+        read, key=lambda c: order.index(c["id"]))
+    with pytest.raises(EditError):
+        doc.reorder(["welcome"])
+    with pytest.raises(EditError):
+        doc.add_campaign({"id": "welcome", "on": ["SMS_MO"], "channel": "sms"})
+    with pytest.raises(EditError):
+        doc.set_campaign("nosuch", {"template": "x"})
+
+
+def test_sections_are_edited_in_place(world):
+    doc = ConfigFile(world.read_text())
+    doc.set_table("policy", {"max_in_window": {"contacts": 3, "window": "7d"}, "max_per_day": None})
+    doc.set_entry("counters", "sms", {"on": ["SMS_MO"], "period": "day"}, new=True)
+    doc.set_entry("counters", "sms", {"period": None, "window": "30d"})
+    doc.set_entry("markers", "recharged", {"on": ["RECHARGE"]}, new=True)
+    doc.set_entry("channels", "sms", {"daily_budget": 1000}, new=True)
+    doc.set_map("lists", "vip", "lists/dnd.txt")
+    read = tomllib.loads(doc.text)
+    assert read["policy"]["max_in_window"] == {"contacts": 3, "window": "7d"} and "max_per_day" not in read["policy"]
+    assert read["counters"]["sms"] == {"on": ["SMS_MO"], "window": "30d"}
+    assert read["markers"]["recharged"] == {"on": ["RECHARGE"]}
+    assert read["channels"]["sms"] == {"daily_budget": 1000}
+    assert read["lists"]["vip"] == "lists/dnd.txt"
+    assert "# global do-not-disturb list" in doc.text
+    doc.remove_entry("counters", "sms")
+    assert "sms" not in tomllib.loads(doc.text)["counters"]
+
+
+def test_values_cannot_smuggle_toml_into_the_file(world):
+    doc = ConfigFile(world.read_text())
+    sneaky = 'X"\n[[campaign]]\nid = "evil'
+    doc.set_campaign("crbt_school", {"template": sneaky})
+    read = tomllib.loads(doc.text)
+    assert [c["id"] for c in read["campaign"]] == ["crbt_school", "recharge_thanks"]
+    assert read["campaign"][0]["template"] == sneaky           # a string, escaped: never TOML
+    # ... and the form refuses it before that: a one-line value holds no control characters
+    table = doc.campaign("crbt_school")
+    for key in ("id", "template", "where"):
+        with pytest.raises(forms.FormValueError) as e:
+            forms.read_form("campaign", submitted_for("campaign", table, **{key: 'a"\n[[campaign]]'}), table)
+        assert e.value.name == key
+    with pytest.raises(forms.FormValueError):
+        forms.read_form("engine", {"null_values": '[""]\nprofiles = "/etc/passwd"'}, {})
+
+
+# ---------------------------------------------------------------------------- the form
+def test_every_key_of_the_schema_has_an_input():
+    """A key added to engine/language/schema.py appears in the console's forms by itself."""
+    options = forms.options_from({})
+    keys = set()
+    for section in schema.SECTIONS:
+        if section.shape == "map":
+            keys |= {f.key.split(".<")[0] for f in forms.entry_fields(section.name, options)}
+            keys.add(section.name)
+        else:
+            for f in forms.form_fields(section.name, options):
+                keys.add(f.key)
+                if f.group is not None:         # the nested table's own key
+                    keys.add(f.key.rsplit(".", 1)[0])
+    for path, field in schema.all_fields():
+        assert path in keys, f"schema key {path} has no input in the console's forms"
+    assert {s.name for s in schema.SECTIONS} <= keys | {s.name for s in schema.SECTIONS if s.shape != "map"}
+
+
+def test_inputs_offer_what_the_configuration_defines(world):
+    doc = ConfigFile(world.read_text())
+    doc.set_entry("counters", "sms", {"on": ["SMS_MO"]}, new=True)
+    doc.set_entry("markers", "recharged", {"on": ["RECHARGE"]}, new=True)
+    doc.set_map("event_types", "LOW_BALANCE", 40)
+    options = forms.options_from(doc.values())
+    by_name = {f.name: f for f in forms.form_fields("campaign", options)}
+    assert by_name["audience"].options == ("dnd", "crbt_targets", "crbt_peers")
+    assert by_name["exclude"].widget == "multi" and by_name["exclude"].options == by_name["audience"].options
+    assert by_name["area"].options == ("schools",)
+    assert by_name["counter.name"].options == ("sms",)
+    assert by_name["after.0.marker"].options == ("recharged",)
+    assert by_name["absent"].options == ("recharged",)
+    assert "LOW_BALANCE" in by_name["on"].options and "CALL_MO_END" in by_name["on"].options
+    assert by_name["recheck"].options == schema.RECHECK_RULES
+    assert by_name["enabled"].widget == "checkbox" and by_name["id"].required
+
+
+def test_an_untouched_form_changes_nothing_and_an_emptied_input_removes_its_key(world):
+    doc = ConfigFile(world.read_text())
+    table = doc.campaign("crbt_school")
+    assert forms.read_form("campaign", submitted_for("campaign", table), table) == {}
+    changes = forms.read_form("campaign", submitted_for("campaign", table, where="", priority="7",
+                                                        holdout="0.1", once="on"), table)
+    assert changes == {"where": None, "priority": 7, "holdout": 0.1, "once": True}
+
+
+@pytest.mark.parametrize("inputs, field, words", [
+    ({"priority": "high"}, "priority", "expected an integer"),
+    ({"holdout": "0.00005"}, "holdout", "multiple of"),
+    ({"hours": "9-18"}, "hours", "hours like"),
+    ({"not_after.0.marker": "roamed", "not_after.0.within": "0s"}, "not_after.0.marker", "unknown marker"),
+    ({"counter.name": "calls", "counter.at_least": "2"}, "counter.name", "unknown counter"),
+    ({"counter.at_least": "3"}, "counter.name", "needs name and at_least"),
+    ({"where": "arpu >= 50 and nosuch > 1"}, "where", "unknown attribute 'nosuch'"),
+    ({"where": "__import__('os').system('true')"}, "where", ""),
+    ({"audience": "crbt_target"}, "audience", "did you mean"),
+    ({"id": "crbt school"}, "id", "not a valid campaign id"),
+    ({"on": []}, "on", "at least one"),
+    ({"end": "2027-01-01", "start": "2027-02-01"}, "end", "before start"),
+])
+def test_errors_come_from_checks_code_beside_their_input(world, inputs, field, words):
+    doc = ConfigFile(world.read_text())
+    cid = "crbt_school"
+    names = inputs_of(doc, cid)
+    table = doc.campaign(cid)
+    changes = forms.read_form("campaign", submitted_for("campaign", table, **inputs), table)
+    doc.set_campaign(cid, changes)
+    new_id = changes.get("id", cid)
+    errors = forms.validate(world, doc.text, section="campaign", entry=new_id if isinstance(new_id, str) else cid,
+                            inputs=names)
+    assert field in errors.fields, errors
+    assert words in errors.fields[field]
+    assert not errors.general
+    assert not [p for p in world.parent.iterdir() if ".draft-" in p.name]      # the draft is gone
+    # the same text, refused by `sigmatch check` itself with the same words
+    bad = world.with_name("bad.toml")
+    bad.write_text(doc.text)
+    run = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(bad)], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent) if words == "before start" else None
+    if run is not None:
+        assert run.returncode != 0 and "before start" in run.stderr
+
+
+def test_an_error_elsewhere_in_the_file_is_shown_above_the_form(world):
+    doc = ConfigFile(world.read_text())
+    doc.set_table("policy", {"min_gap": "seven days"})
+    errors = forms.validate(world, doc.text, section="campaign", entry="crbt_school",
+                            inputs=inputs_of(doc, "crbt_school"))
+    assert not errors.fields and "policy.min_gap" in errors.general[0] and str(world) in errors.general[0]
+
+
+# ---------------------------------------------------------------------------- versions
+def test_a_save_is_a_version_with_author_time_and_why(versions, world):
+    live = versions.baseline()
+    assert live["state"] == "live" and live["text"] == world.read_text()
+    with pytest.raises(VersionError, match="why"):
+        versions.save("alice", "  ", live["id"], "crbt_school", edit_campaign("crbt_school", template="B"))
+    v, errors = versions.save("alice", "test a new text", live["id"], "crbt_school",
+                              edit_campaign("crbt_school", template="B"))
+    assert not errors and v["author"] == "alice" and v["why"] == "test a new text" and v["state"] == "draft"
+    assert v["created_at"].endswith("Z") and v["parent"] == live["id"] and v["line"] == "crbt_school"
+    assert world.read_text() == live["text"]                    # a draft never touches the live file
+    with pytest.raises(VersionError, match="nothing changed"):
+        versions.save("alice", "again", v["id"], "crbt_school", edit_campaign("crbt_school", template="B"))
+
+
+def test_an_invalid_draft_is_not_saved_and_the_live_file_never_changes(versions, world):
+    live = versions.baseline()
+    before = world.read_bytes()
+    v, errors = versions.save("alice", "typo", live["id"], "crbt_school", edit_campaign("crbt_school", hours="9-6"),
+                              inputs=inputs_of(ConfigFile(world.read_text()), "crbt_school"))
+    assert v is None and "hours" in errors.fields
+    assert len(versions.all()) == 1 and world.read_bytes() == before
+
+
+def test_two_editors_on_one_campaign_conflict_on_others_they_merge(versions, world):
+    base = versions.baseline()["id"]
+    versions.save("alice", "new template", base, "crbt_school", edit_campaign("crbt_school", template="A"))
+    with pytest.raises(Conflict, match="alice saved version"):
+        versions.save("bob", "new cooldown", base, "crbt_school", edit_campaign("crbt_school", cooldown="3d"))
+    mine, _ = versions.save("bob", "tighter policy", base, "policy", lambda d: d.set_table("policy", {"max_per_day": 1}))
+    read = tomllib.loads(mine["text"])
+    assert read["campaign"][0]["template"] == "A" and read["policy"]["max_per_day"] == 1   # built on alice's
+    with pytest.raises(Conflict):
+        versions.rollback("bob", "undo", base, base)        # the whole file meets every line
+
+
+def test_maker_checker(versions, world):
+    base = versions.baseline()["id"]
+    v2, _ = versions.save("alice", "new template", base, "crbt_school", edit_campaign("crbt_school", template="A"))
+    v3, _ = versions.save("bob", "tighter", v2["id"], "policy", lambda d: d.set_table("policy", {"max_per_day": 1}))
+    with pytest.raises(ApprovalRefused, match="alice authored version"):
+        versions.approve(v2["id"], "alice")
+    # bob built on alice's draft: approving v3 would make his change live with no second pair of eyes
+    assert versions.approval_blockers(v3["id"], "bob")
+    assert versions.approval_blockers(v3["id"], "alice")          # and v3 carries alice's change
+    assert not versions.approval_blockers(v2["id"], "bob")
+    assert world.read_text() == versions.get(base)["text"]
+    live = versions.approve(v3["id"], "carol", "ok")
+    assert live["state"] == "live" and live["applied_by"] == "carol"
+    assert world.read_text() == v3["text"]
+    assert world.with_name("campaigns.toml.prev").read_text() == versions.get(base)["text"]
+    assert oct(world.stat().st_mode & 0o777) == "0o640"
+    assert versions.get(v2["id"])["state"] == "superseded" and versions.get(base)["state"] == "replaced"
+    assert [a["decision"] for a in versions.approvals(v3["id"])] == ["approved"]
+    with pytest.raises(ApprovalRefused, match="not a draft"):
+        versions.approve(v3["id"], "dave")
+
+
+def test_approve_refuses_a_version_that_no_longer_validates(versions, world):
+    base = versions.baseline()["id"]
+    v, _ = versions.save("alice", "peer list", base, "crbt_school", edit_campaign("crbt_school", exclude=["dnd"]))
+    (world.parent / "lists" / "dnd.txt").unlink()
+    before = world.read_bytes()
+    with pytest.raises(VersionError, match="no longer validates"):
+        versions.approve(v["id"], "carol")
+    assert world.read_bytes() == before and versions.get(v["id"])["state"] == "draft"
+
+
+def test_a_hand_edit_of_the_live_file_becomes_a_version(versions, world):
+    base = versions.baseline()["id"]
+    v, _ = versions.save("alice", "template", base, "crbt_school", edit_campaign("crbt_school", template="A"))
+    world.write_text(world.read_text().replace('max_per_day = 2', 'max_per_day = 3'))
+    with pytest.raises(VersionError, match="changed outside the console"):
+        versions.approve(v["id"], "carol")
+    assert versions.live()["author"] == "(file)" and "max_per_day = 3" in versions.live()["text"]
+
+
+def test_rollback_is_a_version_approved_the_same_way(versions, world):
+    base = versions.baseline()
+    v2, _ = versions.save("alice", "template", base["id"], "crbt_school", edit_campaign("crbt_school", template="A"))
+    versions.approve(v2["id"], "carol")
+    back, _ = versions.rollback("alice", "the old text sold better", base["id"], v2["id"])
+    assert back["text"] == base["text"] and back["line"] is None and back["state"] == "draft"
+    with pytest.raises(ApprovalRefused):
+        versions.approve(back["id"], "alice")
+    versions.approve(back["id"], "carol")
+    assert world.read_text() == base["text"] and world.with_name("campaigns.toml.prev").read_text() == v2["text"]
+    with pytest.raises(ApprovalRefused, match="older than the live"):
+        versions.approve(base["id"], "carol")
+
+
+def test_a_rejected_draft_is_dropped_from_later_saves(versions, world):
+    base = versions.baseline()["id"]
+    v2, _ = versions.save("alice", "template", base, "crbt_school", edit_campaign("crbt_school", template="A"))
+    versions.reject(v2["id"], "carol", "off brand")
+    v3, _ = versions.save("bob", "policy", base, "policy", lambda d: d.set_table("policy", {"max_per_day": 1}))
+    assert tomllib.loads(v3["text"])["campaign"][0]["template"] == "CRBT_OFFER_1"
+    assert not versions.approval_blockers(v3["id"], "alice")
+
+
+def test_diff_is_key_by_key(versions, world):
+    base = versions.baseline()
+    v, _ = versions.save("alice", "x", base["id"], "crbt_school",
+                         edit_campaign("crbt_school", template="A", stop_after="3", where=""))
+    rows = diff_texts(base["text"], v["text"])
+    assert {(r.where, r.key) for r in rows} == {("campaign crbt_school", "template"),
+                                                ("campaign crbt_school", "stop_after"),
+                                                ("campaign crbt_school", "where")}
+    by_key = {r.key: r for r in rows}
+    assert by_key["template"].b == '"A"' and by_key["stop_after"].a == "" and by_key["where"].b == ""
+    assert len(diff_texts(base["text"], v["text"], changed_only=False)) > len(rows)
+
+
+# ---------------------------------------------------------------------------- the reload
+def test_reload_is_sent_only_to_a_sigmatch_process(tmp_path):
+    assert send_reload(None).state == "not_sent"
+    pid_file = tmp_path / "pid"
+    pid_file.write_text("not a number")
+    assert send_reload(pid_file).state == "not_sent"
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        pid_file.write_text(str(other.pid))
+        result = send_reload(pid_file)
+        assert result.state == "not_sent" and "not sigmatch" in result.message
+        assert other.poll() is None                      # untouched
+    finally:
+        other.kill()
+        other.wait()
+    pid_file.write_text(str(other.pid))
+    assert send_reload(pid_file).state == "not_sent"     # gone
+
+
+def test_reload_outcome_is_read_from_the_services_metrics():
+    sha = sha256_of("x")
+    answers = iter([{"sha256": "old", "success": True, "timestamp": 90.0},
+                    {"sha256": sha, "success": True, "timestamp": 101.0}])
+    assert reload_outcome(sha, 100.0, lambda: next(answers), wait=lambda: None).state == "reloaded"
+    refused = {"sha256": "old", "success": False, "timestamp": 100.5}
+    assert reload_outcome(sha, 100.0, lambda: refused, wait=lambda: None).state == "rejected"
+    stale = {"sha256": "old", "success": True, "timestamp": 10.0}
+    assert reload_outcome(sha, 100.0, lambda: stale, attempts=3, wait=lambda: None).state == "unknown"
+
+    def broken():
+        raise OSError("connection refused")
+    assert "connection refused" in reload_outcome(sha, 100.0, broken, attempts=2, wait=lambda: None).message
+
+
+def test_a_refused_reload_marks_the_version(versions, world):
+    base = versions.baseline()["id"]
+    v, _ = versions.save("alice", "x", base, "crbt_school", edit_campaign("crbt_school", template="A"))
+    versions.approve(v["id"], "carol")
+    versions.record_reload(v["id"], ReloadResult("rejected", "the service refused to reload it"))
+    assert versions.get(v["id"])["state"] == "reload_failed"
+    assert versions.get(v["id"])["reload"] == "the service refused to reload it"
