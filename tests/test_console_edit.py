@@ -404,3 +404,199 @@ def test_a_refused_reload_marks_the_version(versions, world):
     versions.record_reload(v["id"], ReloadResult("rejected", "the service refused to reload it"))
     assert versions.get(v["id"])["state"] == "reload_failed"
     assert versions.get(v["id"])["reload"] == "the service refused to reload it"
+
+
+# ---------------------------------------------------------------------------- the pages
+PASSWORD = "correct horse"
+
+
+@pytest.fixture
+def app(world, tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("argon2")
+    from engine.console.app import create_app
+    from engine.console.auth import hash_password
+    from engine.console.settings import Settings
+    (tmp_path / "data").mkdir()
+    app = create_app(Settings(config=world, data=tmp_path / "data"))
+    for name, role in (("vera", "viewer"), ("ed", "editor"), ("eve", "editor"), ("ann", "approver"),
+                       ("amy", "approver")):
+        app.state.store.add_user(name, role, hash_password(PASSWORD))
+    yield app
+    app.state.store.close()
+
+
+def _token(page: str) -> str:
+    marker = 'name="csrf_token" value="'
+    start = page.index(marker) + len(marker)
+    return page[start:page.index('"', start)]
+
+
+def _base_of(page: str) -> str:
+    marker = 'name="base" value="'
+    start = page.index(marker) + len(marker)
+    return page[start:page.index('"', start)]
+
+
+def user(app, name):
+    from fastapi.testclient import TestClient
+    client = TestClient(app, follow_redirects=False)
+    page = client.get("/login").text
+    answer = client.post("/login", data={"name": name, "password": PASSWORD, "next": "/",
+                                         "csrf_token": _token(page)})
+    assert answer.status_code == 303
+    return client
+
+
+def post_form(client, path, page_path, **fields):
+    """Submit the form of `page_path` as the browser would, its inputs as shown with `fields` changed."""
+    page = client.get(page_path)
+    assert page.status_code == 200, page.text
+    data = {"csrf_token": _token(page.text), "base": _base_of(page.text)}
+    data.update(fields)
+    return client.post(path, data=data)
+
+
+def campaign_form(client, cid, **changes):
+    """The edit form of campaign `cid` submitted with `changes` (names as the inputs')."""
+    doc = ConfigFile(Path(client.app.state.settings.config).read_text())
+    shown = submitted_for("campaign", doc.campaign(cid), **changes)
+    return post_form(client, f"/campaigns/{cid}/edit", f"/campaigns/{cid}/edit", **shown)
+
+
+def test_the_form_shows_every_input_and_an_error_beside_its_field(app, world):
+    ed = user(app, "ed")
+    page = ed.get("/campaigns/crbt_school/edit").text
+    for f in forms.form_fields("campaign", forms.options_from(ConfigFile(world.read_text()).values())):
+        assert f'id="field-{f.name}"' in page, f.name
+    before = world.read_bytes()
+    answer = campaign_form(ed, "crbt_school", hours="9-18", why="shorter hours")
+    assert answer.status_code == 400
+    assert 'id="error-hours"' in answer.text and "hours like" in answer.text
+    assert 'value="9-18"' in answer.text                          # what was typed stays in the form
+    assert world.read_bytes() == before
+    answer = campaign_form(ed, "crbt_school", hours="09:00-17:00", why="shorter hours")
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/versions/")
+    page = ed.get(answer.headers["location"]).text
+    assert "shorter hours" in page and "09:00-17:00" in page and world.read_bytes() == before
+
+
+def test_a_viewer_cannot_edit_and_a_save_needs_a_why(app, world):
+    vera = user(app, "vera")
+    assert campaign_form(vera, "crbt_school", template="X", why="mine").status_code == 403
+    ed = user(app, "ed")
+    answer = campaign_form(ed, "crbt_school", template="X", why="")
+    assert answer.status_code == 400 and "why" in answer.text
+
+
+def test_injection_through_the_form_is_refused(app, world):
+    ed = user(app, "ed")
+    for key, value in (("id", 'x"]\n[[campaign]]'), ("template", "A\nB"), ("where", "arpu > 1 or open('x')")):
+        answer = campaign_form(ed, "crbt_school", **{key: value}, why="try")
+        assert answer.status_code == 400 and f'id="error-{key}"' in answer.text, key
+    assert len(versions_of_app(app).all()) == 1
+
+
+def versions_of_app(app):
+    return Versions(app.state.store, app.state.settings.config)
+
+
+def test_second_editor_gets_a_conflict(app, world):
+    ed, eve = user(app, "ed"), user(app, "eve")
+    page_ed = ed.get("/campaigns/crbt_school/edit").text
+    page_eve = eve.get("/campaigns/crbt_school/edit").text
+    doc = ConfigFile(world.read_text())
+    for client, page, template in ((ed, page_ed, "ED"), (eve, page_eve, "EVE")):
+        data = submitted_for("campaign", doc.campaign("crbt_school"), template=template)
+        data.update(csrf_token=_token(page), base=_base_of(page), why=f"{template}'s text")
+        answer = client.post("/campaigns/crbt_school/edit", data=data)
+        if template == "ED":
+            assert answer.status_code == 303
+        else:
+            assert answer.status_code == 409 and "conflict" in answer.text and "ed saved version" in answer.text
+    assert [tomllib.loads(v["text"])["campaign"][0]["template"] for v in versions_of_app(app).all()] == \
+        ["ED", "CRBT_OFFER_1"]
+
+
+def test_new_clone_pause_schedule_move_and_sections(app, world):
+    ed = user(app, "ed")
+    answer = post_form(ed, "/campaigns/new", "/campaigns/new", id="welcome", on=["POWER_ON"], channel="sms",
+                       enabled="true", why="greet new phones")
+    assert answer.status_code == 303, answer.text
+    for path, fields in (("/campaigns/welcome/clone", {"new_id": "welcome_b"}), ("/campaigns/welcome/pause", {}),
+                         ("/campaigns/welcome/schedule", {"start": "2027-02-05", "end": "2027-02-12"}),
+                         ("/campaigns/welcome/move", {"direction": "up"})):
+        answer = post_form(ed, path, "/edit", why=f"test {path}", **fields)
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/versions/"), \
+            (path, ed.get("/edit").text.split("<main>")[1][:500])
+    answer = post_form(ed, "/edit/policy", "/edit/policy", **{"max_in_window.contacts": "3",
+                                                               "max_in_window.window": "7d",
+                                                               "blacklist": ["dnd"], "quiet_hours": "22:00-08:00",
+                                                               "min_gap": "7d", "max_per_day": "2"},
+                       why="rolling cap")
+    assert answer.status_code == 303, answer.text
+    answer = post_form(ed, "/edit/counters/new", "/edit/counters/new", name="sms", on=["SMS_MO"], period="day",
+                       why="count texts")
+    assert answer.status_code == 303, answer.text
+    answer = post_form(ed, "/edit/channels/new", "/edit/channels/new", name="sms", daily_budget="0",
+                       why="cap sms")
+    assert answer.status_code == 400 and 'id="error-daily_budget"' in answer.text
+    answer = post_form(ed, "/edit/lists", "/edit/lists", name="vip", value="lists/missing.txt", why="vip list")
+    # a file that cannot be loaded is named by the loader (the file, not a key): shown above the form
+    assert answer.status_code == 400 and 'id="general-errors"' in answer.text and "missing.txt" in answer.text
+    answer = post_form(ed, "/edit/lists", "/edit/lists", name="v i p", value="lists/dnd.txt", why="vip list")
+    assert answer.status_code == 400 and 'id="error-value"' in answer.text and "not a valid list name" in answer.text
+    head = tomllib.loads(versions_of_app(app).head()["text"])
+    by_id = {c["id"]: c for c in head["campaign"]}
+    assert by_id["welcome"]["enabled"] is False and by_id["welcome_b"]["enabled"] is False
+    assert by_id["welcome"]["start"] == "2027-02-05"
+    assert head["policy"]["max_in_window"] == {"contacts": 3, "window": "7d"}
+    assert head["counters"]["sms"] == {"on": ["SMS_MO"], "period": "day"}
+    order = [c["id"] for c in sorted(head["campaign"], key=lambda c: (-c.get("priority", 0), c["id"]))]
+    assert order.index("welcome") < order.index("welcome_b")
+    assert {e["action"] for e in app.state.store.audit_entries()} >= {
+        "campaign.new", "campaign.clone", "campaign.pause", "campaign.schedule", "campaign.reorder", "policy.edit",
+        "counters.new"}
+
+
+def test_approve_applies_and_reports_the_reload(app, world, tmp_path):
+    ed, ann, amy = user(app, "ed"), user(app, "ann"), user(app, "amy")
+    saved = campaign_form(ed, "crbt_school", template="NEW", why="new offer")
+    vid = saved.headers["location"].rsplit("/", 1)[1]
+    page = ed.get(f"/versions/{vid}").text
+    assert 'id="approve"' not in page                            # an editor does not approve
+    assert ed.post(f"/versions/{vid}/approve", data={"csrf_token": _token(page)}).status_code == 403
+    # ann built nothing here: she may approve
+    page = ann.get(f"/versions/{vid}").text
+    assert 'id="approve"' in page and "NEW" in page
+    answer = ann.post(f"/versions/{vid}/approve", data={"csrf_token": _token(page), "note": "fine"})
+    assert answer.status_code == 303
+    assert 'template = "NEW"' in world.read_text().replace("  ", " ").replace("  ", " ").replace("  ", " ") or \
+        tomllib.loads(world.read_text())["campaign"][0]["template"] == "NEW"
+    page = ann.get(f"/versions/{vid}").text
+    assert "no --daemon-pid" in page and 'id="version-state">live' in page
+    # an approver who saved a version cannot approve it, nor one built on it
+    saved = campaign_form(ann, "crbt_school", template="ANN", why="ann's offer")
+    vid2 = saved.headers["location"].rsplit("/", 1)[1]
+    page = ann.get(f"/versions/{vid2}").text
+    assert 'id="blockers"' in page and 'id="approve"' not in page
+    assert ann.post(f"/versions/{vid2}/approve", data={"csrf_token": _token(page)}).status_code == 303
+    assert tomllib.loads(world.read_text())["campaign"][0]["template"] == "NEW"
+    # roll back to the first version: a draft approved like any other
+    first = versions_of_app(app).all()[-1]["id"]
+    page = ed.get(f"/versions/{first}").text
+    answer = ed.post(f"/versions/{first}/rollback", data={"csrf_token": _token(page), "base": _base_of(page),
+                                                          "why": "back to the old offer"})
+    assert answer.status_code == 303
+    back = answer.headers["location"].rsplit("/", 1)[1]
+    page = ann.get(f"/versions/{back}").text
+    assert 'id="blockers"' in page            # it carries ann's version 3 (a draft before it)
+    page = amy.get(f"/versions/{back}").text
+    assert 'id="approve"' in page
+    amy.post(f"/versions/{back}/approve", data={"csrf_token": _token(page)})
+    assert world.read_text() == versions_of_app(app).get(first)["text"]
+    diff = ed.get(f"/diff?a={first}&b={vid}").text
+    assert "CRBT_OFFER_1" in diff and "NEW" in diff
+    assert {e["action"] for e in app.state.store.audit_entries()} >= {
+        "campaign.edit", "version.approve", "version.reload", "version.rollback"}
+    assert versions_of_app(app).get(int(vid2))["state"] == "superseded"

@@ -31,7 +31,8 @@ from typing import Any, Mapping, Optional
 from engine.language import schema
 from engine.language.config import EVENT_TYPES, FLAG_BITS
 
-__all__ = ["FormField", "FormErrors", "form_fields", "entry_fields", "options_from", "read_form", "render_value",
+__all__ = ["FormField", "FormErrors", "FormValueError", "form_fields", "entry_fields", "options_from", "read_form",
+           "read_form_value", "one_line", "current_inputs", "rows_of", "render_value",
            "validate", "field_for_error", "MAX_TEXT", "EXTRA_ROWS"]
 
 MAX_TEXT = 10_000           # characters in one input: a `where` longer than this is no one's intent
@@ -219,7 +220,8 @@ class FormValueError(ValueError):
         self.name = name
 
 
-def _text(name: str, raw) -> str:
+def one_line(name: str, raw) -> str:
+    """An input's text, stripped; FormValueError when too long or holding control characters."""
     if isinstance(raw, (list, tuple)):
         raw = raw[-1] if raw else ""
     text = "" if raw is None else str(raw)
@@ -230,9 +232,14 @@ def _text(name: str, raw) -> str:
     return text.strip()
 
 
+def read_form_value(section: str, raw) -> Any:
+    """The value of one entry of a map section ([lists] name = "file", [event_types] NAME = 40)."""
+    return _typed("value", schema.SECTION[section].value, one_line("value", raw))
+
+
 def _many(name: str, raw) -> list[str]:
     values = raw if isinstance(raw, (list, tuple)) else ([] if raw in (None, "") else [raw])
-    return [_text(name, v) for v in values if str(v).strip()]
+    return [one_line(name, v) for v in values if str(v).strip()]
 
 
 def _typed(name: str, t, text: str):
@@ -292,7 +299,7 @@ def read_form(section: str, submitted: Mapping[str, Any], current: Mapping) -> d
             continue
         widget = _widget(t, {})[0]
         if widget == "checkbox":
-            value = f.key in submitted and _text(f.key, submitted[f.key]).lower() not in ("", "false", "off", "0")
+            value = f.key in submitted and one_line(f.key, submitted[f.key]).lower() not in ("", "false", "off", "0")
             if shown.get(f.key) != ("true" if value else "false"):
                 changes[f.key] = value
             continue
@@ -304,7 +311,7 @@ def read_form(section: str, submitted: Mapping[str, Any], current: Mapping) -> d
             continue
         if f.key not in submitted:
             continue
-        text = _text(f.key, submitted[f.key])
+        text = one_line(f.key, submitted[f.key])
         if text == shown.get(f.key, ""):
             continue
         changes[f.key] = None if text == "" else _typed(f.key, t, text)
@@ -314,13 +321,13 @@ def read_form(section: str, submitted: Mapping[str, Any], current: Mapping) -> d
 def _read_rows(f: schema.Field, submitted) -> list[dict]:
     t = f.type
     if not t.array:
-        entry = {sub.key: _text(f"{f.key}.{sub.key}", submitted.get(f"{f.key}.{sub.key}")) for sub in t.fields}
+        entry = {sub.key: one_line(f"{f.key}.{sub.key}", submitted.get(f"{f.key}.{sub.key}")) for sub in t.fields}
         return [entry] if any(entry.values()) else []
     rows = sorted({int(k.split(".")[1]) for k in submitted
                    if k.startswith(f.key + ".") and k.split(".")[1].isdigit() and len(k.split(".")[1]) < 4})
     out = []
     for row in rows:
-        entry = {sub.key: _text(f"{f.key}.{row}.{sub.key}", submitted.get(f"{f.key}.{row}.{sub.key}"))
+        entry = {sub.key: one_line(f"{f.key}.{row}.{sub.key}", submitted.get(f"{f.key}.{row}.{sub.key}"))
                  for sub in t.fields}
         if any(entry.values()):
             out.append(entry)
