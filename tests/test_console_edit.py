@@ -17,7 +17,7 @@ pytest.importorskip("tomlkit")
 from engine.console import forms                                    # noqa: E402
 from engine.console.configfile import ConfigFile, EditError          # noqa: E402
 from engine.console.versions import (ApprovalRefused, Conflict, ReloadResult, VersionError, Versions,  # noqa: E402
-                                     diff_texts, reload_outcome, send_reload, sha256_of)
+                                     diff_texts, reload_result, send_reload, sha256_of)
 from engine.language import schema                                   # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -382,19 +382,14 @@ def test_reload_is_sent_only_to_a_sigmatch_process(tmp_path):
     assert send_reload(pid_file).state == "not_sent"     # gone
 
 
-def test_reload_outcome_is_read_from_the_services_metrics():
-    sha = sha256_of("x")
-    answers = iter([{"sha256": "old", "success": True, "timestamp": 90.0},
-                    {"sha256": sha, "success": True, "timestamp": 101.0}])
-    assert reload_outcome(sha, 100.0, lambda: next(answers), wait=lambda: None).state == "reloaded"
-    refused = {"sha256": "old", "success": False, "timestamp": 100.5}
-    assert reload_outcome(sha, 100.0, lambda: refused, wait=lambda: None).state == "rejected"
-    stale = {"sha256": "old", "success": True, "timestamp": 10.0}
-    assert reload_outcome(sha, 100.0, lambda: stale, attempts=3, wait=lambda: None).state == "unknown"
-
-    def broken():
-        raise OSError("connection refused")
-    assert "connection refused" in reload_outcome(sha, 100.0, broken, attempts=2, wait=lambda: None).message
+def test_the_services_answer_is_worded_for_the_version_page():
+    assert reload_result("succeeded").state == "reloaded"
+    assert reload_result("rejected").state == "rejected"
+    unknown = reload_result("unknown: the service did not report a reload within 30 s")
+    assert unknown.state == "unknown" and unknown.message == \
+        "reload sent, result unknown: the service did not report a reload within 30 s"
+    assert reload_result("unknown: reload sent, result unknown (the console was started without --metrics)"
+                         ).message.count("reload sent") == 1
 
 
 def test_a_refused_reload_marks_the_version(versions, world):

@@ -11,8 +11,8 @@ one whose form was based on a version older than another save on that line gets 
 Approval (maker-checker): an approver may approve version N only when they authored neither
 N nor any version after the live one up to N (N contains those changes). Approving writes
 the live CONFIG atomically (the previous file kept as CONFIG.prev), then sends SIGHUP to the
-pid in `--daemon-pid` and finds out from `--metrics` whether the reload took
-(`reload_outcome`). A rollback is a new version with an old text, approved the same way.
+pid in `--daemon-pid`; engine.console.service.reload_outcome reads from `--metrics` whether the
+reload took (`reload_result` words its answer). A rollback is a new version with an old text, approved the same way.
 
 The tables are engine.console.store's `versions` and `approvals`; states of a version:
 
@@ -32,7 +32,6 @@ import hashlib
 import os
 import signal
 import tomllib
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -41,7 +40,7 @@ from engine.console.configfile import ConfigFile, EditError, MAP_SECTIONS, NAMED
 from engine.console.forms import FormErrors, validate
 
 __all__ = ["Versions", "VersionError", "Conflict", "ApprovalRefused", "DiffRow", "diff_texts", "sha256_of",
-           "send_reload", "reload_outcome", "ReloadResult"]
+           "send_reload", "reload_result", "ReloadResult", "write_live"]
 
 # versions whose changes later versions do not carry
 DROPPED = ("rejected",)
@@ -322,51 +321,15 @@ def send_reload(pid_file: Optional[Path]) -> ReloadResult:
     return ReloadResult("unknown", "reload sent, result unknown (no --metrics to read it from)")
 
 
-def read_live_metrics(url: str, timeout: float = 2.0) -> dict[str, Any]:
-    """{"sha256", "success" (bool or None), "timestamp" (seconds or None)} from the service's
-    Prometheus text at `url`. Raises OSError when it cannot be read."""
-    from prometheus_client.parser import text_string_to_metric_families
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        body = response.read(4 << 20).decode("utf-8", "replace")
-    out: dict[str, Any] = {"sha256": None, "success": None, "timestamp": None}
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            if sample.name == "sigmatch_config_info" and sample.value == 1:
-                out["sha256"] = sample.labels.get("sha256")
-            elif sample.name == "sigmatch_last_reload_success":
-                out["success"] = sample.value == 1
-            elif sample.name == "sigmatch_last_reload_timestamp_seconds":
-                out["timestamp"] = sample.value
-    return out
-
-
-def reload_outcome(sha256: str, sent_at: float, read: Callable[[], Mapping], *, attempts: int = 20,
-                   wait: Callable[[], None] = None) -> ReloadResult:
-    """Whether the service took the version of `sha256`, after a SIGHUP sent at `sent_at`
-    (seconds since the epoch): `read` gives the service's metrics (read_live_metrics); it is
-    asked up to `attempts` times, `wait` between (default 0.5 s). The service loads the new
-    file on its own time, so only its answer says what happened."""
-    import time
-    wait = wait or (lambda: time.sleep(0.5))
-    seen, last_error = None, ""
-    for i in range(attempts):
-        try:
-            seen = read()
-        except OSError as e:
-            seen = None
-            last_error = str(e)
-        else:
-            if seen.get("sha256") == sha256 and seen.get("success"):
-                return ReloadResult("reloaded", "the service reloaded it: its metrics show this version live")
-            stamp = seen.get("timestamp")
-            if seen.get("success") is False and stamp is not None and stamp >= sent_at - 1:
-                return ReloadResult("rejected", "the service refused to reload it and runs the previous version "
-                                                "(see its log)")
-        if i + 1 < attempts:
-            wait()
-    if seen is None:
-        return ReloadResult("unknown", f"reload sent, result unknown: the metrics could not be read ({last_error})")
-    return ReloadResult("unknown", "reload sent, result unknown: the service's metrics did not show it yet")
+def reload_result(outcome: str) -> ReloadResult:
+    """engine.console.service.reload_outcome's answer ("succeeded", "rejected", "unknown: ...")
+    as a ReloadResult with the line the version page shows."""
+    if outcome == "succeeded":
+        return ReloadResult("reloaded", "the service reloaded it: its metrics show this version live")
+    if outcome == "rejected":
+        return ReloadResult("rejected", "the service refused to reload it and runs the previous version (see its log)")
+    detail = outcome[len("unknown: "):] if outcome.startswith("unknown: ") else outcome
+    return ReloadResult("unknown", detail if detail.startswith("reload sent") else f"reload sent, result unknown: {detail}")
 
 
 # ---------------------------------------------------------------------------- diff

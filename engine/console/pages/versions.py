@@ -16,8 +16,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
 from engine.console.deps import audit, current_user, flash, get_settings, get_store, render, require_role
+from engine.console.service import reload_outcome
 from engine.console.versions import (ApprovalRefused, Conflict, ReloadResult, VersionError, Versions, diff_texts,
-                                     read_live_metrics, reload_outcome, send_reload)
+                                     reload_result, send_reload)
 
 router = APIRouter()
 NAV = ("Versions", "/versions")
@@ -106,7 +107,7 @@ async def approve(request: Request, vid: int):
 def _watch_reload(store, config, metrics_url: str, vid: int, sha256: str, sent_at: float) -> None:
     """Ask the service's metrics, in the background, whether the reload took; keep the answer."""
     def watch():
-        result = reload_outcome(sha256, sent_at, lambda: read_live_metrics(metrics_url))
+        result = reload_result(reload_outcome(metrics_url, sent_at, sha256))
         Versions(store, config).record_reload(vid, result)
         store.add_audit("(console)", "version.reload_result", f"version {vid}", result.message)
 
