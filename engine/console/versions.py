@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import threading
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,9 @@ __all__ = ["Versions", "VersionError", "Conflict", "ApprovalRefused", "DiffRow",
 
 # versions whose changes later versions do not carry
 DROPPED = ("rejected",)
+# one approval at a time writes the live file: two approvers clicking together must not both
+# pass the checks and then write in turn
+_APPLY = threading.Lock()
 
 
 class VersionError(ValueError):
@@ -235,6 +239,10 @@ class Versions:
         as CONFIG.prev). Raises ApprovalRefused (the rule, the state) or VersionError (the
         live file changed outside the console, or the text no longer validates: profiles or
         lists it names changed since the save). Returns the version, now live."""
+        with _APPLY:
+            return self._approve(vid, approver, note)
+
+    def _approve(self, vid: int, approver: str, note: str) -> dict:
         blockers = self.approval_blockers(vid, approver)
         if blockers:
             raise ApprovalRefused("; ".join(blockers))
