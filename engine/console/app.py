@@ -33,6 +33,8 @@ log = logging.getLogger("sigmatch.console")
 PAGES = [
     "engine.console.pages.login",
     "engine.console.pages.campaigns",
+    "engine.console.pages.edit",
+    "engine.console.pages.versions",
     "engine.console.pages.audit",
     "engine.console.pages.simulate",
     "engine.console.pages.watch",
