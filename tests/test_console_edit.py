@@ -595,3 +595,9 @@ def test_approve_applies_and_reports_the_reload(app, world, tmp_path):
     assert {e["action"] for e in app.state.store.audit_entries()} >= {
         "campaign.edit", "version.approve", "version.reload", "version.rollback"}
     assert versions_of_app(app).get(int(vid2))["state"] == "superseded"
+
+
+def test_the_campaigns_list_links_to_the_edit_pages(app):
+    page = user(app, "ed").get("/campaigns").text
+    assert 'href="/campaigns/crbt_school/edit"' in page and 'href="/campaigns/new"' in page
+    assert 'href="/campaigns/new"' not in user(app, "vera").get("/campaigns").text

@@ -16,12 +16,16 @@ from fastapi.responses import RedirectResponse
 
 from engine.console import forms
 from engine.console.configfile import MAP_SECTIONS, NAMED_SECTIONS, TABLE_SECTIONS, ConfigFile, EditError
-from engine.console.deps import audit, flash, get_settings, get_store, render, require_role
+from engine.console.deps import Action, audit, flash, get_settings, get_store, render, require_role
 from engine.console.versions import Conflict, VersionError, Versions
 from engine.language import schema
 
 router = APIRouter()
 NAV = ("Edit", "/edit")
+# pause, clone, schedule and order need a "why" each: they are on /edit, not one-button forms
+CAMPAIGN_ACTIONS = [Action("edit", "/campaigns/{id}/edit")]
+CAMPAIGNS_PAGE_ACTIONS = [Action("Add a campaign", "/campaigns/new"),
+                          Action("Pause, clone, schedule or reorder; policy, channels, counters, markers", "/edit")]
 
 SECTION_LABELS = {"policy": "[policy]", "channels": "[channels]", "counters": "[counters]", "markers": "[markers]",
                   "engine": "[engine]", "output": "[output]", "event_types": "[event_types]", "lists": "[lists]",
