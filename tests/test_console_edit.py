@@ -521,25 +521,25 @@ def test_new_clone_pause_schedule_move_and_sections(app, world):
     for path, fields in (("/campaigns/welcome/clone", {"new_id": "welcome_b"}), ("/campaigns/welcome/pause", {}),
                          ("/campaigns/welcome/schedule", {"start": "2027-02-05", "end": "2027-02-12"}),
                          ("/campaigns/welcome/move", {"direction": "up"})):
-        answer = post_form(ed, path, "/edit", why=f"test {path}", **fields)
+        answer = post_form(ed, path, "/configuration", why=f"test {path}", **fields)
         assert answer.status_code == 303 and answer.headers["location"].startswith("/versions/"), \
-            (path, ed.get("/edit").text.split("<main>")[1][:500])
-    answer = post_form(ed, "/edit/policy", "/edit/policy", **{"max_in_window.contacts": "3",
+            (path, ed.get("/configuration").text.split("<main>")[1][:500])
+    answer = post_form(ed, "/configuration/policy", "/configuration/policy", **{"max_in_window.contacts": "3",
                                                                "max_in_window.window": "7d",
                                                                "blacklist": ["dnd"], "quiet_hours": "22:00-08:00",
                                                                "min_gap": "7d", "max_per_day": "2"},
                        why="rolling cap")
     assert answer.status_code == 303, answer.text
-    answer = post_form(ed, "/edit/counters/new", "/edit/counters/new", name="sms", on=["SMS_MO"], period="day",
+    answer = post_form(ed, "/configuration/counters/new", "/configuration/counters/new", name="sms", on=["SMS_MO"], period="day",
                        why="count texts")
     assert answer.status_code == 303, answer.text
-    answer = post_form(ed, "/edit/channels/new", "/edit/channels/new", name="sms", daily_budget="0",
+    answer = post_form(ed, "/configuration/channels/new", "/configuration/channels/new", name="sms", daily_budget="0",
                        why="cap sms")
     assert answer.status_code == 400 and 'id="error-daily_budget"' in answer.text
-    answer = post_form(ed, "/edit/lists", "/edit/lists", name="vip", value="lists/missing.txt", why="vip list")
+    answer = post_form(ed, "/configuration/lists", "/configuration/lists", name="vip", value="lists/missing.txt", why="vip list")
     # a file that cannot be loaded is named by the loader (the file, not a key): shown above the form
     assert answer.status_code == 400 and 'id="general-errors"' in answer.text and "missing.txt" in answer.text
-    answer = post_form(ed, "/edit/lists", "/edit/lists", name="v i p", value="lists/dnd.txt", why="vip list")
+    answer = post_form(ed, "/configuration/lists", "/configuration/lists", name="v i p", value="lists/dnd.txt", why="vip list")
     assert answer.status_code == 400 and 'id="error-value"' in answer.text and "not a valid list name" in answer.text
     head = tomllib.loads(versions_of_app(app).head()["text"])
     by_id = {c["id"]: c for c in head["campaign"]}

@@ -21,11 +21,11 @@ from engine.console.versions import Conflict, VersionError, Versions
 from engine.language import schema
 
 router = APIRouter()
-NAV = ("Edit", "/edit")
+NAV = ("Configuration", "/configuration")
 # pause, clone, schedule and order need a "why" each: they are on /edit, not one-button forms
 CAMPAIGN_ACTIONS = [Action("edit", "/campaigns/{id}/edit")]
 CAMPAIGNS_PAGE_ACTIONS = [Action("Add a campaign", "/campaigns/new"),
-                          Action("Pause, clone, schedule or reorder; policy, channels, counters, markers", "/edit")]
+                          Action("Pause, clone, schedule or reorder; policy, channels, counters, markers", "/configuration")]
 
 SECTION_LABELS = {"policy": "[policy]", "channels": "[channels]", "counters": "[counters]", "markers": "[markers]",
                   "engine": "[engine]", "output": "[output]", "event_types": "[event_types]", "lists": "[lists]",
@@ -79,7 +79,7 @@ def _saved(request: Request, version: dict, action: str, target: str) -> Redirec
 
 
 # ---------------------------------------------------------------------------- the overview
-@router.get("/edit")
+@router.get("/configuration")
 def overview(request: Request):
     v, head, doc = _head(request)
     values = doc.values()
@@ -183,10 +183,10 @@ async def _quick(request: Request, cid: str, action: str, edit, line: Optional[s
                                  entry=line if line is not None else cid)
     except VersionError as e:
         flash(request, str(e), "error")
-        return RedirectResponse("/edit", status_code=303)
+        return RedirectResponse("/configuration", status_code=303)
     if errors:
         flash(request, "; ".join(list(errors.fields.values()) + errors.general), "error")
-        return RedirectResponse("/edit", status_code=303)
+        return RedirectResponse("/configuration", status_code=303)
     return _saved(request, version, action, cid)
 
 
@@ -246,7 +246,7 @@ def _section_page(request, head, doc, section: str, entry: Optional[str], table:
     if submitted is not None:
         shown = {f.name: submitted.get(f.name, [] if f.widget == "multi" else "") for f in fields}
         shown["name"] = submitted.get("name", "")
-    path = f"/edit/{section}" + ("/new" if new else f"/{entry}" if entry else "")
+    path = f"/configuration/{section}" + ("/new" if new else f"/{entry}" if entry else "")
     title = f"{SECTION_LABELS[section]} {'new entry' if new else entry or ''}".strip()
     return render(request, "edit.html", status_code=status_code, mode="section", section=section, entry=entry,
                   new=new, head=head, fields=fields, shown=shown, errors=errors or forms.FormErrors(), why=why,
@@ -266,7 +266,7 @@ def _known(section: str) -> None:
                                  f"{', '.join(TABLE_SECTIONS + NAMED_SECTIONS + MAP_SECTIONS)})")
 
 
-@router.get("/edit/{section}")
+@router.get("/configuration/{section}")
 def edit_section(request: Request, section: str):
     _known(section)
     _, head, doc = _head(request)
@@ -278,7 +278,7 @@ def edit_section(request: Request, section: str):
                   title=SECTION_LABELS[section], doc=schema.SECTION[section].doc)
 
 
-@router.get("/edit/{section}/{entry}")
+@router.get("/configuration/{section}/{entry}")
 def edit_entry(request: Request, section: str, entry: str):
     _known(section)
     if section not in NAMED_SECTIONS:
@@ -292,7 +292,7 @@ def edit_entry(request: Request, section: str, entry: str):
     return _section_page(request, head, doc, section, entry, table)
 
 
-@router.post("/edit/{section}")
+@router.post("/configuration/{section}")
 async def save_section(request: Request, section: str):
     _known(section)
     user = require_role(request, "editor")
@@ -344,7 +344,7 @@ async def _save_map(request, user, v, head, doc, section, submitted, why):
     return _saved(request, version, f"{section}.{'remove' if remove else 'set'}", f"{section}.{name}")
 
 
-@router.post("/edit/{section}/{entry}")
+@router.post("/configuration/{section}/{entry}")
 async def save_entry(request: Request, section: str, entry: str):
     _known(section)
     if section not in NAMED_SECTIONS:
