@@ -818,6 +818,12 @@ def console(ctx, config, data, listen, daemon_pid, trace_dir, out, lookup, looku
     except ImportError as e:
         _fail(f"the console needs its extra ({e.name} is missing): pip install 'sigmatch[console]'")
     from engine.console.settings import Settings
+    from engine.language.config import load_config
+    try:
+        load_config(config)
+    except SigmatchError as e:
+        # served all the same: the console is where the file gets mended; its campaigns page says so too
+        log.warning("the live configuration does not load: %s", str(e).splitlines()[0])
     store = _console_store(data)
     sock = _console_socket(host, port)
     settings = Settings(config=config.resolve(), data=data.resolve(), host=host, port=sock.getsockname()[1],
@@ -906,6 +912,31 @@ def console_adduser(ctx, name: str, role: str, data):
     store.add_audit("", "user_changed" if existed else "user_added", name, f"role {role} (sigmatch console adduser)")
     click.echo(f"{'updated' if existed else 'added'} {name} ({role}) in {data / 'console.db'}")
 
+
+
+@console.command("deluser")
+@click.argument("name")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The console's directory (as given to sigmatch console --data).")
+@click.pass_context
+@_one_line_errors
+def console_deluser(ctx, name: str, data):
+    """Remove user NAME: logged out at once; the versions, approvals and audit entries that
+    name them stay."""
+    data = data or (ctx.obj or {}).get("data")
+    if data is None:
+        _fail("console deluser needs --data DIR (the console's directory)", 2)
+    if not (data / "console.db").is_file():
+        _fail(f"--data {data}: no console.db there")
+    store = _console_store(data)
+    if store.user(name) is None:
+        known = [u["name"] for u in store.users()]
+        import difflib
+        close = difflib.get_close_matches(name, known, n=1)
+        _fail(f"no user {name!r} in {data / 'console.db'}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    store.execute("DELETE FROM users WHERE name = ?", (name,))
+    store.add_audit("", "user_removed", name, "sigmatch console deluser")
+    click.echo(f"removed {name} from {data / 'console.db'}")
 
 if __name__ == "__main__":
     main()

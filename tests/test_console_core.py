@@ -496,6 +496,17 @@ def test_adduser_reads_the_password_from_stdin(world):
     assert [e["action"] for e in store.audit_entries()] == ["user_changed", "user_added"]
 
 
+def test_deluser_removes_a_user_and_keeps_the_trail(world):
+    data = world / "data"
+    sigmatch("console", "adduser", "ann", "--role", "approver", "--data", data, stdin=PASSWORD)
+    one_line_error(*sigmatch("console", "deluser", "anne", "--data", data), "no user 'anne'", "did you mean 'ann'?")
+    code, out, err = sigmatch("console", "deluser", "ann", "--data", data)
+    assert code == 0 and "removed ann" in out, err
+    store = Store(data / "console.db")
+    assert store.user("ann") is None
+    assert [e["action"] for e in store.audit_entries()] == ["user_removed", "user_added"]
+
+
 def test_adduser_refusals_are_one_line(world):
     data = world / "data"
     one_line_error(*sigmatch("console", "adduser", "ann", "--role", "approver", "--data", data, stdin="short\n"),
@@ -548,3 +559,22 @@ def test_console_prints_its_url_and_serves(world):
     assert proc.returncode == 0, err
     assert PASSWORD not in err
     assert os.stat(data / "console.db").st_mode & 0o077 == 0
+
+
+def test_console_logs_mask_numbers_and_warn_of_a_live_file_that_does_not_load(world):
+    import httpx
+    config, data = world / "world" / "campaigns.toml", world / "data"
+    config.write_text(config.read_text() + "\n[[campaign]]\nid = 3\n")
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "-v", "console", "--config", config, "--data", data,
+                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split(": ", 1)[1].strip()
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.get(f"/audit?user={NUMBER}").status_code == 303
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "the live configuration does not load" in err and "campaign" in err
+    assert "/audit?user=861******8000" in err           # uvicorn's access line, through the masked log
+    assert NUMBER not in err
