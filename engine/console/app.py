@@ -58,8 +58,7 @@ def create_app(settings: Settings, *, store: Optional[Store] = None,
     """The console for `settings`. `store` defaults to the database under settings.data
     (which must exist); `limiter` to 5 failed logins a user name and 20 an address in 15
     minutes. Raises StoreError when the database cannot be opened."""
-    store_given = store is not None
-    store = store if store_given else Store(settings.database)
+    store = store if store is not None else Store(settings.database)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -76,7 +75,9 @@ def create_app(settings: Settings, *, store: Optional[Store] = None,
     app.state.store = store
     app.state.limiter = limiter if limiter is not None else LoginLimiter()
     app.state.nav = []
-    app.state.closers = [] if store_given else [store.close]
+    # the store stays open past a shutdown: a test may start the same app's lifespan again,
+    # and a server's process ends with it
+    app.state.closers = []
     app.state.campaign_actions = []
     app.state.campaigns_page_actions = []
     app.add_middleware(SessionMiddleware, secret_key=store.session_key(), session_cookie=SESSION_COOKIE,
