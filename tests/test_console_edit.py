@@ -601,3 +601,18 @@ def test_the_campaigns_list_links_to_the_edit_pages(app):
     page = user(app, "ed").get("/campaigns").text
     assert 'href="/campaigns/crbt_school/edit"' in page and 'href="/campaigns/new"' in page
     assert 'href="/campaigns/new"' not in user(app, "vera").get("/campaigns").text
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*/*.toml")), ids=lambda p: p.parent.name)
+def test_every_examples_tables_survive_an_untouched_form(path):
+    """Every campaign and section entry of the operators' programmes, shown in its form and
+    submitted unchanged, changes nothing: what the form cannot show faithfully would be
+    rewritten by a save that did not mean to."""
+    doc = ConfigFile(path.read_text())
+    values = doc.values()
+    tables = [("campaign", c) for c in values.get("campaign", [])]
+    tables += [(name, values[name]) for name in ("engine", "policy", "output") if name in values]
+    tables += [(name, entry) for name in ("counters", "markers", "channels") for entry in values.get(name, {}).values()]
+    assert tables
+    for section, table in tables:
+        assert forms.read_form(section, submitted_for(section, table), table) == {}, (section, table)

@@ -194,6 +194,9 @@ async def _quick(request: Request, cid: str, action: str, edit, line: Optional[s
 async def clone(request: Request, cid: str):
     form = await _form(request)
     new_id = str(form.get("new_id", "")).strip()
+    if not new_id:
+        flash(request, f"clone {cid}: give the new campaign's id", "error")
+        return RedirectResponse("/configuration", status_code=303)
     return await _quick(request, cid, "campaign.clone", lambda d, s: d.clone_campaign(cid, new_id), line=new_id or cid)
 
 
