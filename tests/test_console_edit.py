@@ -616,3 +616,59 @@ def test_every_examples_tables_survive_an_untouched_form(path):
     assert tables
     for section, table in tables:
         assert forms.read_form(section, submitted_for(section, table), table) == {}, (section, table)
+
+
+def test_a_running_service_reloads_an_approved_version_or_refuses_it(versions, world, tmp_path):
+    """sigmatch run with a pid file and metrics: an approval's SIGHUP takes (its metrics show
+    the new sha256), and one the service refuses (a list file gone since the approval) marks
+    the version reload_failed."""
+    import socket
+    import time
+    import urllib.request
+    from engine.console.service import reload_outcome
+    from engine.console.versions import reload_result
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "spool").mkdir()
+    log = open(tmp_path / "daemon.log", "w")
+    daemon = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(world), "--out", str(tmp_path / "out"),
+                               "--state", str(tmp_path / "state"), "--spool", str(tmp_path / "spool"),
+                               "--metrics", f"127.0.0.1:{port}"],
+                              cwd=Path(__file__).resolve().parent.parent, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()
+            try:
+                urllib.request.urlopen(url, timeout=1).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "sigmatch run never served its metrics"
+                time.sleep(0.2)
+        pid_file = tmp_path / "sigmatch.pid"
+        pid_file.write_text(f"{daemon.pid}\n")
+        base = versions.baseline()["id"]
+        v, _ = versions.save("ed", "new text", base, "crbt_school", edit_campaign("crbt_school", template="NEW"))
+        versions.approve(v["id"], "ann")
+        sent_at = time.time()
+        assert send_reload(pid_file).state == "unknown"
+        result = reload_result(reload_outcome(url, sent_at, v["sha256"], wait_s=60))
+        assert result.state == "reloaded", (result, (tmp_path / "daemon.log").read_text()[-2000:])
+
+        v2, _ = versions.save("ed", "newer text", v["id"], "crbt_school", edit_campaign("crbt_school", template="N2"))
+        versions.approve(v2["id"], "ann")
+        (world.parent / "lists" / "dnd.txt").rename(world.parent / "dnd.txt.away")
+        sent_at = time.time()
+        send_reload(pid_file)
+        result = reload_result(reload_outcome(url, sent_at, v2["sha256"], wait_s=60))
+        assert result.state == "rejected", (result, (tmp_path / "daemon.log").read_text()[-2000:])
+        versions.record_reload(v2["id"], result)
+        assert versions.get(v2["id"])["state"] == "reload_failed"
+        assert daemon.poll() is None                     # the service goes on with the previous version
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        log.close()
