@@ -19,9 +19,9 @@ Both configurations are written beside the live file (its relative paths resolve
 folder) as hidden files, mode 0640, removed when the child ends: the live side is the live
 text as it was when the simulation was asked for, so an approval in between changes nothing.
 
-Where simulations are kept is a small interface, `SimulationRecords` (the console's SQLite
-store implements it; `MemorySimulationRecords` is the default for tests and scripts). A
-record is a dict:
+Where simulations are kept is a small interface, `SimulationRecords`: `StoreSimulationRecords`
+keeps them in the console's SQLite store, `MemorySimulationRecords` in a dict (tests,
+scripts). A record is a dict:
 
     {"id": int, "version_id": int | None, "trace": name, "author": user name,
      "status": "queued" | "running" | "done" | "failed" | "cancelled",
