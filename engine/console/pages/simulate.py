@@ -22,6 +22,8 @@ NAV = ("Simulations", "/simulations")
 OFFERED_STATES = ("draft", "approved")
 # how often a page of a simulation that waits or runs reloads itself (no JavaScript)
 REFRESH_S = 2
+# pairs of campaigns taking contacts from each other shown, the largest changes first
+TAKEN_SHOWN = 50
 
 
 
@@ -107,7 +109,8 @@ def simulation_page(request: Request, sim_id: int):
         except (OSError, UnicodeDecodeError):
             live_changed = None
     return render(request, "simulation.html", sim=sim, view=result_view(sim.result) if sim.result else None,
-                  refresh=REFRESH_S if sim.status not in FINISHED else None, live_changed=live_changed)
+                  refresh=REFRESH_S if sim.status not in FINISHED else None, live_changed=live_changed,
+                  taken_shown=TAKEN_SHOWN)
 
 
 @router.post("/simulations/{sim_id}/cancel")
