@@ -19,9 +19,11 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("argon2")
 
+from argon2 import PasswordHasher                           # noqa: E402
 from fastapi import APIRouter, Request                      # noqa: E402
 from fastapi.testclient import TestClient                   # noqa: E402
 
+from engine.console import auth                             # noqa: E402
 from engine.console.app import create_app                   # noqa: E402
 from engine.console.auth import LoginLimiter, hash_password, verify_password  # noqa: E402
 from engine.console.deps import Action, require_role        # noqa: E402
@@ -31,7 +33,15 @@ from engine.console.store import MIGRATIONS, Store, StoreError  # noqa: E402
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "topup_rescue"
 PASSWORD = "correct horse"
 NUMBER = "8613800138000"
-PASSWORD_HASH = hash_password(PASSWORD)      # once: argon2 is slow on purpose
+# argon2 is slow on purpose; the tests hash with its cheapest parameters (the console's own
+# are argon2-cffi's defaults, which the served console of the tests below uses)
+CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+PASSWORD_HASH = CHEAP.hash(PASSWORD)
+
+
+@pytest.fixture(autouse=True)
+def cheap_hashes(monkeypatch):
+    monkeypatch.setattr(auth, "_hasher", CHEAP)
 
 
 class Clock:
@@ -470,10 +480,15 @@ def test_audit_csv_export(app):
 # -- the command ------------------------------------------------------------------------
 
 
-def sigmatch(*args, stdin: str | None = None, timeout: float = 60):
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], input=stdin, capture_output=True,
-                          text=True, timeout=timeout)
-    return proc.returncode, proc.stdout, proc.stderr.strip().splitlines()
+def sigmatch(*args, stdin: str | None = None):
+    """The command run in this process (click's runner), as the shell would give it: (exit
+    code, stdout, stderr lines). Serving is tested in a process of its own below."""
+    from click.testing import CliRunner
+    from engine.cli import main
+    result = CliRunner().invoke(main, [str(a) for a in args], input=stdin)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code, result.stdout, result.stderr.strip().splitlines()
 
 
 def one_line_error(code, out, lines, *words):
