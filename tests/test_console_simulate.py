@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from engine.closedloop.diff import _replay_side, build_diff
-from engine.console.simulate import (_CHILD, MemorySimulationRecords, SimulationError, SimulationQueue, _take_percent,
+from engine.console.simulate import (_CHILD, MemorySimulationRecords, Simulation, SimulationError, SimulationQueue,
+                                     _take_percent,
                                      latest_simulation, list_traces, resolve_trace)
 from engine.world.gen import generate
 
@@ -570,3 +571,29 @@ def test_stopping_the_console_ends_its_simulations(console, world, stalling_pyth
         process = queue._jobs[sim].process
     assert process.poll() is not None
     assert console.state.store.query("SELECT state FROM simulations WHERE id = ?", (sim,))[0]["state"] == "cancelled"
+
+
+def test_simulations_are_kept_in_the_console_store(tmp_path):
+    """StoreSimulationRecords on the store's simulations table: what the queue writes reads
+    back the same, times to the second, results as documents."""
+    from engine.console.simulate import StoreSimulationRecords
+    from engine.console.store import Store
+    store = Store(tmp_path / "console.db")
+    version = store.execute("INSERT INTO versions (author, created_at, why, text, sha256) "
+                            "VALUES ('ed', '2026-11-30T12:00:00Z', 'why', 'x', 'y')")
+    records = StoreSimulationRecords(store)
+    first = records.add_simulation(version_id=version, trace="monday.msgpack", author="ed", created=1_800_000_000.4)
+    second = records.add_simulation(version_id=version, trace="tuesday.msgpack", author="ann", created=1_800_000_100.0)
+    records.update_simulation(first, status="running", started=1_800_000_001.0, progress=0.25)
+    assert records.get_simulation(first)["status"] == "running" and records.get_simulation(first)["progress"] == 0.25
+    records.update_simulation(first, status="done", finished=1_800_000_009.0, result={"total": {"gained": 3}})
+    got = records.get_simulation(first)
+    assert got["created"] == 1_800_000_000 and got["started"] == 1_800_000_001 and got["finished"] == 1_800_000_009
+    assert got["author"] == "ed" and got["version_id"] == version and got["trace"] == "monday.msgpack"
+    assert Simulation.of(got).result == {"total": {"gained": 3}} and Simulation.of(got).progress == 1.0
+    assert [r["id"] for r in records.list_simulations()] == [second, first]
+    assert [r["id"] for r in records.list_simulations(version, limit=1)] == [second]
+    assert records.get_simulation(999) is None
+    with pytest.raises(ValueError, match="not a field"):
+        records.update_simulation(first, author="mallory")
+    assert latest_simulation(records, version).id == second

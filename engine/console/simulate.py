@@ -163,8 +163,8 @@ class SimulationRecords(Protocol):
     def get_simulation(self, simulation_id: int) -> Optional[dict]:
         """The record (shape in the module docstring), None when there is none."""
 
-    def list_simulations(self, version_id: Optional[int] = None) -> list[dict]:
-        """Records, newest first; of one version when given."""
+    def list_simulations(self, version_id: Optional[int] = None, limit: Optional[int] = None) -> list[dict]:
+        """Records, newest first; of one version when given; the first `limit` when given."""
 
 
 class MemorySimulationRecords:
@@ -195,10 +195,11 @@ class MemorySimulationRecords:
             record = self._records.get(simulation_id)
             return None if record is None else dict(record)
 
-    def list_simulations(self, version_id: Optional[int] = None) -> list[dict]:
+    def list_simulations(self, version_id: Optional[int] = None, limit: Optional[int] = None) -> list[dict]:
         with self._lock:
-            return [dict(r) for r in sorted(self._records.values(), key=lambda r: -r["id"])
-                    if version_id is None or r["version_id"] == version_id]
+            found = [dict(r) for r in sorted(self._records.values(), key=lambda r: -r["id"])
+                     if version_id is None or r["version_id"] == version_id]
+            return found if limit is None else found[:limit]
 
 
 class StoreSimulationRecords:
@@ -237,11 +238,12 @@ class StoreSimulationRecords:
         rows = self.store.query("SELECT * FROM simulations WHERE id = ?", (simulation_id,))
         return self._record(rows[0]) if rows else None
 
-    def list_simulations(self, version_id: Optional[int] = None) -> list[dict]:
-        if version_id is None:
-            rows = self.store.query("SELECT * FROM simulations ORDER BY id DESC")
-        else:
-            rows = self.store.query("SELECT * FROM simulations WHERE version = ? ORDER BY id DESC", (version_id,))
+    def list_simulations(self, version_id: Optional[int] = None, limit: Optional[int] = None) -> list[dict]:
+        where, params = ("", ()) if version_id is None else (" WHERE version = ?", (version_id,))
+        if limit is not None:
+            params += (int(limit),)
+        rows = self.store.query(f"SELECT * FROM simulations{where} ORDER BY id DESC"
+                                + (" LIMIT ?" if limit is not None else ""), params)
         return [self._record(row) for row in rows]
 
     @staticmethod
@@ -285,6 +287,8 @@ class Simulation:
 
     @classmethod
     def of(cls, record: dict, progress: Optional[float] = None, position: Optional[int] = None) -> "Simulation":
+        """From a record (its result parsed when it is JSON text); `progress` and `position`
+        as the queue knows them now."""
         result = record.get("result")
         if isinstance(result, (str, bytes)):
             result = json.loads(result)
@@ -308,13 +312,15 @@ class Simulation:
 
 def latest_simulation(records: SimulationRecords, version_id: int) -> Optional[Simulation]:
     """The newest simulation of a version (the one its approver sees), None when none was run."""
-    found = records.list_simulations(version_id)
+    found = records.list_simulations(version_id, limit=1)
     return Simulation.of(found[0]) if found else None
 
 
 # --------------------------------------------------------------------------- the queue
 
 def sha256_text(text: str) -> str:
+    """The sha256 (hex) of a configuration text's UTF-8 bytes, as the service and stats.json
+    hash the file."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

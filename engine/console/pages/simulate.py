@@ -22,6 +22,8 @@ NAV = ("Simulations", "/simulations")
 OFFERED_STATES = ("draft", "approved")
 # how often a page of a simulation that waits or runs reloads itself (no JavaScript)
 REFRESH_S = 2
+# simulations listed on the page, newest first
+LISTED = 100
 # pairs of campaigns taking contacts from each other shown, the largest changes first
 TAKEN_SHOWN = 50
 
@@ -67,7 +69,7 @@ def simulations_page(request: Request, version: Optional[int] = None):
         trace_problem = None if settings.trace_dir is not None else "started without --trace-dir: no trace to simulate on"
     except OSError as e:
         traces, trace_problem = [], f"--trace-dir {settings.trace_dir}: cannot be read ({e.strerror or e})"
-    records = queue.records.list_simulations()[:100]
+    records = queue.records.list_simulations(limit=LISTED)
     simulations = [queue.get(r["id"]) for r in records]
     return render(request, "simulations.html", versions=_versions(store, version), chosen=version, traces=traces,
                   trace_problem=trace_problem, simulations=[s for s in simulations if s is not None],
