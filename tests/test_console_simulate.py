@@ -14,8 +14,7 @@ import pytest
 
 from engine.closedloop.diff import _replay_side, build_diff
 from engine.console.simulate import (_CHILD, MemorySimulationRecords, Simulation, SimulationError, SimulationQueue,
-                                     _take_percent,
-                                     latest_simulation, list_traces, resolve_trace)
+                                     _take_percent, latest_simulation, list_traces, resolve_trace)
 from engine.world.gen import generate
 
 ROOT = Path(__file__).resolve().parent.parent
