@@ -3,7 +3,6 @@ schema and validated by check's code, versions with maker-checker approval, conf
 rollback, applying to the live file and the service's reload (issue 13, H2's part)."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +16,7 @@ pytest.importorskip("tomlkit")
 from engine.console import forms                                    # noqa: E402
 from engine.console.configfile import ConfigFile, EditError          # noqa: E402
 from engine.console.versions import (ApprovalRefused, Conflict, ReloadResult, VersionError, Versions,  # noqa: E402
-                                     diff_texts, reload_result, send_reload, sha256_of)
+                                     diff_texts, reload_result, send_reload)
 from engine.language import schema                                   # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -672,3 +671,10 @@ def test_a_running_service_reloads_an_approved_version_or_refuses_it(versions, w
         daemon.terminate()
         daemon.wait(timeout=30)
         log.close()
+
+
+def test_a_campaigns_id_does_not_change_in_its_form(app, world):
+    ed = user(app, "ed")
+    answer = campaign_form(ed, "crbt_school", id="crbt_school_2", why="rename")
+    assert answer.status_code == 400 and 'id="error-id"' in answer.text and "clone" in answer.text
+    assert len(versions_of_app(app).all()) == 1

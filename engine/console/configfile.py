@@ -20,7 +20,6 @@ read back differs from what was asked.
 """
 from __future__ import annotations
 
-import copy
 import datetime
 import tomllib
 from typing import Any, Iterable, Mapping, Optional

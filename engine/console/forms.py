@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from engine.language import schema
-from engine.language.config import EVENT_TYPES, FLAG_BITS
+from engine.language.config import EVENT_TYPES
 
 __all__ = ["FormField", "FormErrors", "FormValueError", "form_fields", "entry_fields", "options_from", "read_form",
            "read_form_value", "one_line", "current_inputs", "rows_of", "render_value",

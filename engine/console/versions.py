@@ -337,7 +337,9 @@ def reload_result(outcome: str) -> ReloadResult:
     if outcome == "rejected":
         return ReloadResult("rejected", "the service refused to reload it and runs the previous version (see its log)")
     detail = outcome[len("unknown: "):] if outcome.startswith("unknown: ") else outcome
-    return ReloadResult("unknown", detail if detail.startswith("reload sent") else f"reload sent, result unknown: {detail}")
+    if not detail.startswith("reload sent"):
+        detail = f"reload sent, result unknown: {detail}"
+    return ReloadResult("unknown", detail)
 
 
 # ---------------------------------------------------------------------------- diff

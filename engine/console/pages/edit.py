@@ -3,6 +3,9 @@ priority order, and the forms of [policy], [channels], [counters], [markers] and
 sections. Every save is a version (engine.console.versions) with a required "why"; nothing
 here writes the live file, an approver does (pages/versions.py).
 
+A save validates by building the engine as `sigmatch check` does, seconds on a large world:
+it runs in the thread pool, never on the event loop that serves every other page.
+
 Forms are made from the schema (engine.console.forms) on the newest version (the head); each
 carries the id of the version it was made from (`base`), so that a save on a draft line
 someone else saved in the meantime is a conflict, not an overwrite.
@@ -13,6 +16,7 @@ from typing import Any, Optional
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
 from engine.console import forms
 from engine.console.configfile import MAP_SECTIONS, NAMED_SECTIONS, TABLE_SECTIONS, ConfigFile, EditError
@@ -25,7 +29,8 @@ NAV = ("Configuration", "/configuration")
 # pause, clone, schedule and order need a "why" each: they are on /edit, not one-button forms
 CAMPAIGN_ACTIONS = [Action("edit", "/campaigns/{id}/edit")]
 CAMPAIGNS_PAGE_ACTIONS = [Action("Add a campaign", "/campaigns/new"),
-                          Action("Pause, clone, schedule or reorder; policy, channels, counters, markers", "/configuration")]
+                          Action("Pause, clone, schedule or reorder; policy, channels, counters, markers",
+                                 "/configuration")]
 
 SECTION_LABELS = {"policy": "[policy]", "channels": "[channels]", "counters": "[counters]", "markers": "[markers]",
                   "engine": "[engine]", "output": "[output]", "event_types": "[event_types]", "lists": "[lists]",
@@ -142,6 +147,11 @@ async def _save_campaign(request: Request, cid: Optional[str]):
         changes = forms.read_form("campaign", submitted, table)
     except forms.FormValueError as e:
         return _campaign_page(request, head, doc, cid, table, submitted, forms.FormErrors({e.name: str(e)}), 400, why)
+    if cid is not None and "id" in changes:
+        # the engine carries a campaign's contacts, budgets and streaks across reloads by its id
+        return _campaign_page(request, head, doc, cid, table, submitted, forms.FormErrors(
+            {"id": "an id does not change: the campaign's contacts, budgets and streaks are kept by it; "
+                   "clone the campaign under the new id instead"}), 400, why)
     new_id = changes.get("id", cid) if cid is not None else changes.get("id")
     line = new_id if isinstance(new_id, str) and new_id else cid or "(new)"
 
@@ -152,8 +162,8 @@ async def _save_campaign(request: Request, cid: Optional[str]):
             document.set_campaign(cid, changes)
 
     try:
-        version, errors = v.save(user.name, why, _base(submitted), line, edit,
-                                 entry=line, inputs=inputs)
+        version, errors = await run_in_threadpool(v.save, user.name, why, _base(submitted), line, edit,
+                                                  entry=line, inputs=inputs)
     except VersionError as e:
         return _campaign_page(request, head, doc, cid, table, submitted, forms.FormErrors(general=[str(e)]), 409
                               if isinstance(e, Conflict) else 400, why)
@@ -178,9 +188,9 @@ async def _quick(request: Request, cid: str, action: str, edit, line: Optional[s
     v, head, _ = _head(request)
     submitted = await _form(request)
     try:
-        version, errors = v.save(user.name, str(submitted.get("why", "")), _base(submitted),
-                                 line if line is not None else cid, lambda d: edit(d, submitted),
-                                 entry=line if line is not None else cid)
+        version, errors = await run_in_threadpool(v.save, user.name, str(submitted.get("why", "")),
+                                                  _base(submitted), line if line is not None else cid,
+                                                  lambda d: edit(d, submitted), entry=line if line is not None else cid)
     except VersionError as e:
         flash(request, str(e), "error")
         return RedirectResponse("/configuration", status_code=303)
@@ -315,8 +325,9 @@ async def save_section(request: Request, section: str):
         return _section_page(request, head, doc, section, None, table, submitted,
                              forms.FormErrors({e.name: str(e)}), 400, why)
     try:
-        version, errors = v.save(user.name, why, _base(submitted), section, lambda d: d.set_table(section, changes),
-                                 section=section, inputs=frozenset(f.name for f in fields))
+        version, errors = await run_in_threadpool(v.save, user.name, why, _base(submitted), section,
+                                                  lambda d: d.set_table(section, changes), section=section,
+                                                  inputs=frozenset(f.name for f in fields))
     except VersionError as e:
         return _section_page(request, head, doc, section, None, table, submitted,
                              forms.FormErrors(general=[str(e)]), 409 if isinstance(e, Conflict) else 400, why)
@@ -336,9 +347,9 @@ async def _save_map(request, user, v, head, doc, section, submitted, why):
     if not name:
         return _map_page(request, head, doc, section, forms.FormErrors({"name": "a name is needed"}), 400)
     try:
-        version, errors = v.save(user.name, why, _base(submitted), section,
-                                 lambda d: d.set_map(section, name, value), section=section, entry=name,
-                                 inputs=frozenset({"name", "value"}))
+        version, errors = await run_in_threadpool(v.save, user.name, why, _base(submitted), section,
+                                                  lambda d: d.set_map(section, name, value), section=section,
+                                                  entry=name, inputs=frozenset({"name", "value"}))
     except VersionError as e:
         return _map_page(request, head, doc, section, forms.FormErrors(general=[str(e)]),
                          409 if isinstance(e, Conflict) else 400)
@@ -383,8 +394,8 @@ async def save_entry(request: Request, section: str, entry: str):
             d.set_entry(section, name, changes, new=new)
 
     try:
-        version, errors = v.save(user.name, why, _base(submitted), f"{section}.{name}", edit, section=section,
-                                 entry=name, inputs=inputs)
+        version, errors = await run_in_threadpool(v.save, user.name, why, _base(submitted), f"{section}.{name}",
+                                                  edit, section=section, entry=name, inputs=inputs)
     except VersionError as e:
         return _section_page(request, head, doc, section, None if new else entry, table, submitted,
                              forms.FormErrors(general=[str(e)]), 409 if isinstance(e, Conflict) else 400, why, new)

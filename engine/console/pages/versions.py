@@ -14,6 +14,7 @@ from typing import Optional
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
 from engine.console.deps import audit, current_user, flash, get_settings, get_store, render, require_role
 from engine.console.service import reload_outcome
@@ -86,7 +87,7 @@ async def approve(request: Request, vid: int):
     v = versions_of(request)
     settings = get_settings(request)
     try:
-        version = v.approve(vid, user.name, note)
+        version = await run_in_threadpool(v.approve, vid, user.name, note)
     except (ApprovalRefused, VersionError) as e:
         audit(request, "version.approve_refused", f"version {vid}", str(e))
         flash(request, str(e), "error")
@@ -136,7 +137,7 @@ async def rollback(request: Request, vid: int):
     v = versions_of(request)
     try:
         base = int(str(form.get("base", "")))
-        version, errors = v.rollback(user.name, str(form.get("why", "")), vid, base)
+        version, errors = await run_in_threadpool(v.rollback, user.name, str(form.get("why", "")), vid, base)
     except ValueError as e:
         if isinstance(e, Conflict) or isinstance(e, VersionError):
             flash(request, str(e), "error")
