@@ -88,6 +88,8 @@ def test_a_trace_outside_the_list_is_refused(world, tmp_path, name):
         (traces / ".hidden.msgpack").unlink()
     with pytest.raises(SimulationError, match="--trace-dir"):
         resolve_trace(None, "monday.msgpack")
+    with pytest.raises(SimulationError, match="--trace-dir .*gone: cannot be read"):
+        resolve_trace(tmp_path / "gone", "monday.msgpack")
 
 
 def test_progress_is_read_from_the_diff_progress_bar():

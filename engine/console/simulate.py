@@ -139,10 +139,15 @@ def list_traces(trace_dir: Optional[Path]) -> list[TraceFile]:
 def resolve_trace(trace_dir: Optional[Path], name: str) -> TraceFile:
     """The trace called `name` under `trace_dir`: only a name `list_traces` offers is taken,
     so a form cannot reach outside the directory (`../`, an absolute path, a link's name
-    that is not listed). SimulationError naming it otherwise."""
+    that is not listed). SimulationError naming it otherwise, or the directory when it cannot
+    be read."""
     if trace_dir is None:
         raise SimulationError("no --trace-dir was given to the console: there are no traces to simulate on")
-    for trace in list_traces(trace_dir):
+    try:
+        offered = list_traces(trace_dir)
+    except OSError as e:
+        raise SimulationError(f"--trace-dir {trace_dir}: cannot be read ({e.strerror or e})") from None
+    for trace in offered:
         if trace.name == name:
             return trace
     raise SimulationError(f"--trace-dir {trace_dir}: no trace {scrub(name)!r}")

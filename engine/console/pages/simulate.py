@@ -89,9 +89,9 @@ def simulate(request: Request, version: int = Form(...), trace: str = Form(...))
     except SimulationError as e:
         flash(request, str(e), "error")
         return RedirectResponse(f"/simulations?version={version}", status_code=303)
-    except OSError as e:
+    except (OSError, UnicodeDecodeError) as e:
         flash(request, f"{get_settings(request).config}: cannot read the live configuration "
-                       f"({e.strerror or e})", "error")
+                       f"({getattr(e, 'strerror', None) or e})", "error")
         return RedirectResponse(f"/simulations?version={version}", status_code=303)
     audit(request, "simulate", f"version {version}", f"simulation {sim_id} on {trace}")
     return RedirectResponse(f"/simulations/{sim_id}", status_code=303)
