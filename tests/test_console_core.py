@@ -118,6 +118,26 @@ def test_store_applies_each_migration_once_and_is_private(tmp_path):
     assert (tmp_path / "console.db").stat().st_mode & 0o077 == 0
 
 
+def test_store_migrates_a_database_of_an_older_console(tmp_path):
+    db = sqlite3.connect(tmp_path / "console.db")
+    db.executescript(f"BEGIN; {MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+    db.execute("INSERT INTO audit (at, user, action) VALUES ('2026-11-30T12:00:00Z', 'ann', 'login')")
+    db.commit()
+    db.close()
+    store = Store(tmp_path / "console.db")
+    assert store.schema_version == len(MIGRATIONS) > 1
+    assert [e["action"] for e in store.audit_entries()] == ["login"]
+
+
+def test_the_audit_trail_is_append_only(tmp_path):
+    store = Store(tmp_path / "console.db")
+    store.add_audit("ann", "approve", "3")
+    for statement in ("UPDATE audit SET user = 'ed'", "DELETE FROM audit"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            store.execute(statement)
+    assert store.audit_entries()[0]["user"] == "ann"
+
+
 def test_store_refuses_a_newer_console_database(tmp_path):
     db = sqlite3.connect(tmp_path / "console.db")
     db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
