@@ -26,12 +26,16 @@ from typing import Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from engine.errors import SigmatchError
+from engine.language.config import parse_utc_offset
 from engine.privacy import mask_msisdn
+from engine.records import KINDS
+from engine.wording import plural
 
 __all__ = ["ReportError", "Outputs", "Directory", "read_outputs"]
 
@@ -145,10 +149,11 @@ def read_outputs(paths, *, progress: Optional[bool] = None) -> Outputs:
             raise ReportError(f"{path}: named twice (as {first}): its contacts would count twice")
     stats = [_read_stats(p) for p in paths]
     configuration = _same_configuration(paths, stats)
+    _same_run_twice(paths, stats)
     outputs = Outputs([], configuration)
     codes = {name: _Codes(getattr(outputs, name)) for name in ("campaigns", "templates", "kinds")}
     sizes: dict[Path, int] = {}         # each file's size, from its directory listing: one stat per file
-    files = [(p, _record_files(p, sizes)) for p in paths]
+    files = [(p, _record_files(p, sizes, outputs.warnings)) for p in paths]
     total = sum(sizes.values())
     bar = None
     if progress is None:
@@ -162,6 +167,7 @@ def read_outputs(paths, *, progress: Optional[bool] = None) -> Outputs:
             conversions = _read_files(conversion_files, sizes, CONVERSION_TYPES, codes, outputs.warnings, bar)
             _refuse_repeats(path, actions.seq, "action records", "seqs")
             _refuse_repeats(path, conversions.seq, "conversion records", "contact_seqs")
+            _warn_of_missing_actions(path, stat, actions.seq, outputs.warnings)
             outputs.directories.append(Directory(path, stat, actions, conversions))
     finally:
         if bar is not None:
@@ -195,6 +201,40 @@ def _refuse_repeats(path: Path, seq: np.ndarray, records: str, seqs: str) -> Non
                           "a run writes each once, so they would count twice")
 
 
+def _warn_of_missing_actions(path: Path, stats: dict, seq: np.ndarray, warnings: list) -> None:
+    """A warning when the files hold fewer of the run's actions than stats.json numbers
+    (first_seq..last_seq, gap-free): a file deleted, emptied, cut short or skipped, whose
+    contacts the report cannot count. More is no warning: a service writes files between
+    two of its stats.json."""
+    run = stats.get("run")
+    first, last = (run.get("first_seq"), run.get("last_seq")) if isinstance(run, dict) else (None, None)
+    if not (isinstance(first, int) and isinstance(last, int)) or isinstance(first, bool) or last < first:
+        return
+    numbered = last - first + 1
+    held = int(np.count_nonzero((seq >= np.uint64(max(first, 0))) & (seq <= np.uint64(max(last, 0))))) \
+        if len(seq) and last >= 0 else 0
+    if held < numbered:
+        _warn(warnings, f"{path}: its action files hold {held:,} of the {numbered:,} actions stats.json numbers "
+                        f"(seq {first:,} to {last:,}): files missing, emptied or cut short? Their contacts "
+                        "and conversions are not counted")
+
+
+def _same_run_twice(paths: list[Path], stats: list[dict]) -> None:
+    """ReportError when two directories hold one run (a copy of a directory): their stats.json
+    are equal but for the wall-clock `timing`, which no two runs of different input share once
+    they have an action, and their contacts would count twice."""
+    seen: dict = {}
+    for path, stat in zip(paths, stats):
+        run = stat.get("run")
+        if not (isinstance(run, dict) and run.get("last_seq")):
+            continue
+        key = json.dumps({k: v for k, v in stat.items() if k != "timing"}, sort_keys=True)
+        first = seen.setdefault(key, path)
+        if first is not path:
+            raise ReportError(f"{path}: the same run as {first} (their stats.json are equal but for timing: "
+                              "a copy?); its contacts would count twice")
+
+
 def _read_stats(path: Path) -> dict:
     if not path.is_dir():
         raise ReportError(f"{path}: {'not a directory' if path.exists() else 'no such directory'} "
@@ -214,9 +254,6 @@ def _read_stats(path: Path) -> dict:
     return stats
 
 
-_UTC_OFFSET = re.compile(r"[+-]\d\d:\d\d")
-
-
 def _stats_problem(stats: dict) -> Optional[str]:
     """What, in the parts of stats.json that report reads, a sigmatch run never writes: a
     campaign that is not an object, a funnel count that is not a count, an offset that is not
@@ -227,8 +264,11 @@ def _stats_problem(stats: dict) -> Optional[str]:
         if not isinstance(identity, dict):
             return "configuration is not an object"
         offset = identity.get("utc_offset")
-        if offset is not None and not (isinstance(offset, str) and _UTC_OFFSET.fullmatch(offset)):
-            return f"configuration.utc_offset {json.dumps(offset)[:40]} is not an offset like \"+08:00\""
+        if offset is not None:
+            try:
+                parse_utc_offset(offset)        # the configuration's own rule: "+25:00" is no offset
+            except ValueError:
+                return f"configuration.utc_offset {json.dumps(offset)[:40]} is not an offset like \"+08:00\""
         digest = identity.get("sha256")
         if digest is not None and not isinstance(digest, str):
             return f"configuration.sha256 {json.dumps(digest)[:40]} is not a digest"
@@ -240,10 +280,21 @@ def _stats_problem(stats: dict) -> Optional[str]:
             return f"campaigns.{cid[:60]} is not an object"
         for key, value in funnel.items():
             # the funnel's counts are integers; beside them stand rates and uplift (numbers
-            # or null), days and variants (objects)
-            if isinstance(value, bool) or isinstance(value, (str, list)) or (isinstance(value, int) and value < 0):
+            # or null) and days and variants (objects). A count that is null, 1.5 or NaN
+            # would be left out of the funnel as if it were a rate
+            if key in _PARTS:
+                if not isinstance(value, dict):
+                    return f"campaigns.{cid[:60]}.{key} is {json.dumps(value)[:40]}, not an object"
+            elif "rate" in key or "uplift" in key:
+                if not (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))):
+                    return f"campaigns.{cid[:60]}.{key[:60]} is {json.dumps(value)[:40]}, not a number"
+            elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 return f"campaigns.{cid[:60]}.{key[:60]} is {json.dumps(value)[:40]}, not a count"
     return None
+
+
+# the parts of a campaign's entry in stats.json that are objects, not counts
+_PARTS = ("days", "variants")
 
 
 def _same_configuration(paths: list[Path], stats: list[dict]) -> Optional[dict]:
@@ -271,25 +322,45 @@ def _short(value) -> str:
     return text[:12] if isinstance(value, str) and len(text) == 64 else text[:60]
 
 
-def _record_files(path: Path, sizes: dict) -> tuple[list[Path], list[Path]]:
+def _record_files(path: Path, sizes: dict, warnings: list) -> tuple[list[Path], list[Path]]:
     """The finished action and conversion files of one directory, by channel then number;
     their sizes in bytes go into `sizes`."""
     actions = []
     for channel in sorted(p for p in path.iterdir() if p.is_dir() and p.name not in _NOT_CHANNELS):
-        actions += _listed(channel, _ACTION_FILE, sizes)
+        actions += _listed(channel, _ACTION_FILE, sizes, warnings)
     conversions = path / "conversions"
-    return actions, _listed(conversions, _CONVERSION_FILE, sizes) if conversions.is_dir() else []
+    return actions, _listed(conversions, _CONVERSION_FILE, sizes, warnings) if conversions.is_dir() else []
 
 
-def _listed(directory: Path, name: re.Pattern, sizes: dict) -> list[Path]:
-    files = []
+def _listed(directory: Path, name: re.Pattern, sizes: dict, warnings: list) -> list[Path]:
+    files, others = [], []
     with os.scandir(directory) as entries:
         for entry in entries:
-            if name.fullmatch(entry.name) and entry.is_file():
-                path = Path(entry.path)
-                sizes[path] = entry.stat().st_size
+            if not name.fullmatch(entry.name):
+                continue
+            path = Path(entry.path)
+            try:
+                # through a symbolic link: a link to a file is read, as the file would be
+                size = os.stat(path).st_size if entry.is_file() else None
+            except OSError:
+                size = None     # a dangling link, a loop of links, gone since listed
+            if size is None:
+                others.append(path)
+            else:
+                sizes[path] = size
                 files.append(path)
+    # named like a file of the run but not one: its records (if it held any) are not counted
+    for path in sorted(others):
+        _warn(warnings, f"{path}: not a file ({_what_it_is(path)}): skipped")
     return sorted(files)
+
+
+def _what_it_is(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return "a symbolic link to nothing"
+    if path.is_dir():
+        return "a directory"
+    return "a pipe, socket or device" if path.exists() else "gone since listed"
 
 
 # Text files are parsed in batches of about this many bytes: a run rotates its files hourly,
@@ -305,21 +376,102 @@ def _read_files(paths: list[Path], sizes: dict, types: dict, codes: dict, warnin
         chosen = [p for p in paths if p.suffix == suffix]
         if not chosen:
             continue
-        tables = _parquet_tables(chosen, sizes, types, warnings, bar) if suffix == ".parquet" \
+        parquet = suffix == ".parquet"
+        tables = _parquet_tables(chosen, sizes, types, warnings, bar) if parquet \
             else _text_tables(chosen, sizes, types, warnings, bar)
-        parts += [_columns(table, types, codes) for table in tables if table is not None and table.num_rows]
+        for table, sources in tables:
+            if table is None or not table.num_rows:
+                continue
+            table, problem = _checked(table, types)
+            if problem:
+                path, problem = _culprit(sources, sizes, types, parquet) or (sources[0], problem)
+                raise ReportError(f"{path}: not a sigmatch output file ({problem})")
+            parts.append(_columns(table, types, codes))
     return Columns.joined(parts)
 
 
+# A run's times are below 2^53 ms (the engine refuses later events) plus a delay of at most
+# 100 years; past 2^54 a time is not a run's, and near 2^63 a local day would overflow
+TS_LIMIT = 1 << 54
+
+
+def _checked(table: pa.Table, types: dict) -> tuple[pa.Table, Optional[str]]:
+    """(the table with its columns of `types`' numeric types, what in it a run never writes or
+    None): a field missing or empty, a number of another type, a time out of range, a kind
+    that is not one, text that is not UTF-8. Every figure would be misread otherwise: a
+    missing time counted on a day 292 million years ago, a missing number as some number."""
+    columns = {}
+    for name, wanted in types.items():
+        column = table.column(name)
+        if column.null_count:
+            return table, f"{plural(column.null_count, 'record')} without {name}"
+        if not pa.types.is_dictionary(wanted) and column.type != wanted:
+            try:
+                column = column.cast(pa.int64() if pa.types.is_timestamp(column.type) else wanted)
+                if column.type != wanted:
+                    column = column.cast(wanted)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                return table, f"{name} is {column.type}, not {wanted}"
+        columns[name] = column
+    ts = columns["ts"]
+    if len(ts) and (pc.min(ts).as_py() < 0 or pc.max(ts).as_py() >= TS_LIMIT):
+        return table, "a ts out of range: a run's times are milliseconds since 1970, below 2^54"
+    for name in ("campaign", "kind"):
+        try:
+            values = _distinct(columns[name])
+        except UnicodeDecodeError:
+            return table, f"a {name} that is not UTF-8 text"
+        if name == "kind" and not values <= set(KINDS):
+            shown = ", ".join(sorted(repr(_masked(v[:40])) for v in values - set(KINDS))[:3])
+            return table, f"kind {shown}: a run writes {', '.join(KINDS)}"
+        if name == "campaign" and "" in values:
+            return table, "a record without campaign"
+    if "template" in columns:
+        try:
+            _distinct(columns["template"])
+        except UnicodeDecodeError:
+            return table, "a template that is not UTF-8 text"
+    return pa.table(columns), None
+
+
+def _distinct(column: pa.ChunkedArray) -> set:
+    """The distinct values of a text column (its dictionary's, when it is one)."""
+    if not len(column):
+        return set()
+    if pa.types.is_dictionary(column.type):
+        return set(column.unify_dictionaries().chunk(0).dictionary.to_pylist())
+    return set(pc.unique(column).to_pylist())
+
+
+def _culprit(sources: list[Path], sizes: dict, types: dict, parquet: bool) -> Optional[tuple[Path, str]]:
+    """Which of the files read together holds what `_checked` refused, and what: each is read
+    again alone (only on the way to a refusal)."""
+    for path in sources:
+        if parquet:
+            try:
+                names = pq.read_schema(path).names
+                missing = [name for name in types if name not in names]
+                if missing:
+                    return path, f"no column {', '.join(missing)}"
+                table = pq.read_table(path, columns=list(types))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+                return path, _reason(e, path)
+        else:
+            first_path, header = _csv_header([path]) if path.suffix == ".csv" else (path, None)
+            table = _parse_batch([path], sizes, first_path, header, types)[0]
+        if table is not None:
+            problem = _checked(table, types)[1]
+            if problem:
+                return path, problem
+    return None
+
+
 def _columns(table: pa.Table, types: dict, codes: dict) -> Columns:
+    """A table that `_checked` passed as Columns."""
     seq = table.column("seq" if "seq" in types else "contact_seq")
-    ts = table.column("ts")
-    if pa.types.is_timestamp(ts.type):
-        ts = ts.cast(pa.int64())
     template = codes["templates"].codes(table.column("template")) if "template" in types \
         else np.full(table.num_rows, -1, np.int32)
-    return Columns(seq.to_numpy().astype(np.uint64, copy=False), ts.to_numpy().astype(np.int64, copy=False),
-                   table.column("msisdn").to_numpy().astype(np.uint64, copy=False),
+    return Columns(seq.to_numpy(), table.column("ts").to_numpy(), table.column("msisdn").to_numpy(),
                    codes["campaigns"].codes(table.column("campaign")), template,
                    codes["kinds"].codes(table.column("kind")))
 
@@ -334,8 +486,14 @@ def _masked(text: str) -> str:
     return _DIGITS.sub(lambda m: mask_msisdn(m.group()), text)
 
 
-def _reason(e: Exception) -> str:
-    return _masked(str(e).splitlines()[0])
+def _reason(e: Exception, path: Optional[Path] = None) -> str:
+    """Arrow's first line, its 7+ digit runs masked; the file it names (which the message
+    names already) shortened to its name, whose digits are a number, not a subscriber's."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if path is None:
+        return _masked(text)
+    return "".join(_masked(part) if i % 2 == 0 else path.name
+                   for i, part in enumerate(text.replace(str(path), "\0").split("\0")))
 
 
 def _parquet_tables(paths: list[Path], sizes: dict, types: dict, warnings: list, bar) -> list:
@@ -343,26 +501,34 @@ def _parquet_tables(paths: list[Path], sizes: dict, types: dict, warnings: list,
     try:
         text = [name for name, t in types.items() if pa.types.is_dictionary(t)]
         parquet = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=text))
-        tables = [ds.dataset([str(p) for p in paths], format=parquet).to_table(columns=list(types))]
+        tables = [(ds.dataset([str(p) for p in paths], format=parquet).to_table(columns=list(types)), paths)]
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError):
         tables = None           # one of them is damaged: read each to skip it alone
     if tables is None:
         tables = []
         for path in paths:
             try:
-                tables.append(pq.read_table(path, columns=list(types)))
+                schema = pq.read_schema(path)
             except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
-                _warn(warnings, f"{path}: unreadable Parquet file skipped ({_reason(e)})")
+                _warn(warnings, f"{path}: unreadable Parquet file skipped ({_reason(e, path)})")
+                continue
+            missing = [name for name in types if name not in schema.names]
+            if missing:         # whole, but not a file of sigmatch's (a CSV header would differ)
+                raise ReportError(f"{path}: not a sigmatch output file (no column {', '.join(missing)})")
+            try:
+                tables.append((pq.read_table(path, columns=list(types)), [path]))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+                _warn(warnings, f"{path}: unreadable Parquet file skipped ({_reason(e, path)})")
     if bar is not None:
         bar.update(sum(sizes[p] for p in paths))
     return tables
 
 
-def _text_tables(paths: list[Path], sizes: dict, types: dict, warnings: list, bar) -> Iterator[pa.Table]:
+def _text_tables(paths: list[Path], sizes: dict, types: dict, warnings: list, bar) -> Iterator[tuple]:
     """CSV or JSON Lines files parsed in batches of whole lines: each batch read straight into
     one buffer (a CSV header once), each file's partial last line left out with a warning.
-    Tables come in the files' order; the next batch is read and parsed in a thread while the
-    caller turns this one into columns (Arrow parses without the GIL, on every core)."""
+    (table, its files) come in the files' order; the next batch is read and parsed in a thread
+    while the caller turns this one into columns (Arrow parses without the GIL, on every core)."""
     csv = paths[0].suffix == ".csv"
     first_path, header = _csv_header(paths) if csv else (paths[0], None)
     batches, batch, size = [], [], 0
@@ -377,7 +543,7 @@ def _text_tables(paths: list[Path], sizes: dict, types: dict, warnings: list, ba
     with ThreadPoolExecutor(2, thread_name_prefix="report-parse") as pool:
         ahead: deque = deque()
         for batch in batches:
-            ahead.append(pool.submit(_parse_batch, batch, sizes, first_path, header, types))
+            ahead.append((pool.submit(_parse_batch, batch, sizes, first_path, header, types), batch))
             if len(ahead) > _AHEAD:
                 yield from _finished(ahead.popleft(), warnings, bar)
         while ahead:
@@ -389,22 +555,26 @@ def _text_tables(paths: list[Path], sizes: dict, types: dict, warnings: list, ba
 _AHEAD = 2
 
 
-def _finished(future, warnings: list, bar) -> Iterator[pa.Table]:
+def _finished(parsing: tuple, warnings: list, bar) -> Iterator[tuple]:
+    future, batch = parsing
     table, said, size = future.result()
     for message in said:
         _warn(warnings, message)
     if bar is not None:
         bar.update(size)
     if table is not None:
-        yield table
+        yield table, batch
 
 
 def _csv_header(paths: list[Path]) -> tuple[Path, Optional[bytes]]:
     """The first file with a whole first line, and that line: the header every file repeats.
     Never None: None stands for JSON Lines, which have no header."""
     for path in paths:
-        with path.open("rb") as f:
-            first = f.readline()
+        try:
+            with path.open("rb") as f:
+                first = f.readline()
+        except OSError as e:
+            raise _unreadable(path, e) from None
         if first.endswith(b"\n"):
             return path, first
     return paths[0], b""        # every file's first line is cut short: each is skipped, with a warning
@@ -420,7 +590,11 @@ def _read_batch(paths: list[Path], sizes: dict, first_path: Path, header: Option
     view = memoryview(buffer).cast("B")
     position, lines, wrote_header = 0, False, False
     for path, size in zip(paths, lengths):
-        with path.open("rb") as f:
+        try:
+            f = path.open("rb")
+        except OSError as e:
+            raise _unreadable(path, e) from None
+        with f:
             first = b""
             if header is not None:
                 first = f.readline()
@@ -429,13 +603,17 @@ def _read_batch(paths: list[Path], sizes: dict, first_path: Path, header: Option
                         said.append(f"{path}: partial last line skipped ({len(first):,} bytes without a line end)")
                     continue
                 if first != header:
-                    shown = _masked(repr(first.strip()[:200]))
+                    # a "\r" shown, which is all that differs in a file saved with CRLF
+                    shown = _masked(repr(first.rstrip(b"\n")[:200]))
                     raise ReportError(f"{path}: not a sigmatch output file (its header {shown} "
                                       f"differs from {first_path.name}'s)")
                 if not wrote_header:
                     view[:len(header)] = header
                     position, wrote_header = len(header), True
-            got = f.readinto(view[position:position + max(size - len(first), 0)])
+            try:
+                got = f.readinto(view[position:position + max(size - len(first), 0)])
+            except OSError as e:
+                raise _unreadable(path, e) from None
         if got and view[position + got - 1] != 0x0A:
             cut = _last_line_end(view, position, position + got)
             said.append(f"{path}: partial last line skipped ({position + got - cut:,} bytes without a line end)")
@@ -444,6 +622,11 @@ def _read_batch(paths: list[Path], sizes: dict, first_path: Path, header: Option
         lines = lines or got > 0
     view.release()
     return buffer.slice(0, position), lines
+
+
+def _unreadable(path: Path, e: OSError) -> ReportError:
+    # a file removed since the directory was listed, unreadable to this user, a directory now
+    return ReportError(f"{path}: cannot be read ({e.strerror or e})")
 
 
 def _last_line_end(view: memoryview, start: int, end: int) -> int:
@@ -465,7 +648,7 @@ def _parse_batch(paths: list[Path], sizes: dict, first_path: Path, header: Optio
         return _parse_text(data, header is not None, types), said, size
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowKeyError) as e:
         if len(paths) == 1:
-            raise ReportError(f"{paths[0]}: not a sigmatch output file ({_reason(e)})") from None
+            raise ReportError(f"{paths[0]}: not a sigmatch output file ({_reason(e, paths[0])})") from None
     for path in paths:              # which file is it? (warnings of the first reading are not repeated)
         _parse_batch([path], sizes, first_path, header, types)
     raise ReportError(f"{paths[0]} ...: not sigmatch output files")

@@ -163,7 +163,7 @@ def build_report(outputs: Outputs, *, min_controls: int = MIN_CONTROLS) -> dict:
         if len(c):
             where, found = _contacts_of(a.seq, c.seq)
             if not found.all():
-                missing = plural(int((~found).sum()), "conversion whose contact is", "conversions whose contact are")
+                missing = plural(int((~found).sum()), "conversion whose contact is", "conversions whose contacts are")
                 warnings.append(f"{directory.path}: {missing} not in its action files: counted on the day they "
                                 "happened, under the campaign's only template (or '?')")
                 log.warning("%s", warnings[-1])
