@@ -8,8 +8,11 @@ action and conversion files, as NumPy columns, with Arrow (never row by row in P
 Strings (campaign, template, kind) become codes into `Outputs.campaigns`, `.templates` and
 `.kinds`, shared by every directory read. A text file whose last line is cut short (a copy
 taken while something else was writing it) loses that line, with a warning; a Parquet file
-that cannot be read is skipped with a warning. Everything else that is wrong is a
-ReportError naming the directory or the file.
+that cannot be read, or an entry named like a run's file that is not a file, is skipped with a
+warning; action files holding fewer actions than stats.json numbers are warned of. Everything
+else that is wrong, a record a run never writes included (a field missing, a kind that is
+none, a time out of range, text that is not UTF-8), is a ReportError naming the directory or
+the file (docs/semantics.md, "Reports").
 """
 from __future__ import annotations
 
@@ -405,7 +408,10 @@ def _checked(table: pa.Table, types: dict) -> tuple[pa.Table, Optional[str]]:
         column = table.column(name)
         if column.null_count:
             return table, f"{plural(column.null_count, 'record')} without {name}"
-        if not pa.types.is_dictionary(wanted) and column.type != wanted:
+        if pa.types.is_dictionary(wanted):
+            if not pa.types.is_dictionary(column.type):
+                column = column.dictionary_encode()     # once, for the check and the codes
+        elif column.type != wanted:
             try:
                 column = column.cast(pa.int64() if pa.types.is_timestamp(column.type) else wanted)
                 if column.type != wanted:
@@ -435,12 +441,10 @@ def _checked(table: pa.Table, types: dict) -> tuple[pa.Table, Optional[str]]:
 
 
 def _distinct(column: pa.ChunkedArray) -> set:
-    """The distinct values of a text column (its dictionary's, when it is one)."""
+    """The distinct values of a dictionary-encoded text column: its dictionary's."""
     if not len(column):
         return set()
-    if pa.types.is_dictionary(column.type):
-        return set(column.unify_dictionaries().chunk(0).dictionary.to_pylist())
-    return set(pc.unique(column).to_pylist())
+    return set(column.unify_dictionaries().chunk(0).dictionary.to_pylist())
 
 
 def _culprit(sources: list[Path], sizes: dict, types: dict, parquet: bool) -> Optional[tuple[Path, str]]:
