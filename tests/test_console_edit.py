@@ -52,6 +52,7 @@ def submitted_for(section, table, **changes):
     """What a browser submits for a form showing `table`, with `changes` made to the inputs."""
     shown = forms.current_inputs(section, table)
     out = {k: v for k, v in shown.items() if v not in ("false", [], "")}
+    out[forms.SHOWN] = [f.name for f in forms.form_fields(section, {}) if f.widget in ("checkbox", "multi")]
     for k, v in changes.items():
         if v is None:
             out.pop(k, None)
@@ -678,3 +679,16 @@ def test_a_campaigns_id_does_not_change_in_its_form(app, world):
     answer = campaign_form(ed, "crbt_school", id="crbt_school_2", why="rename")
     assert answer.status_code == 400 and 'id="error-id"' in answer.text and "clone" in answer.text
     assert len(versions_of_app(app).all()) == 1
+
+
+def test_a_post_of_a_few_fields_changes_only_those(app, world):
+    """A client that posts some fields (no browser form) leaves the checkboxes and lists alone."""
+    ed = user(app, "ed")
+    page = ed.get("/campaigns/crbt_school/edit").text
+    answer = ed.post("/campaigns/crbt_school/edit", data={"csrf_token": _token(page), "base": _base_of(page),
+                                                          "priority": "11", "why": "just the priority"})
+    assert answer.status_code == 303, answer.text
+    before = tomllib.loads(world.read_text())["campaign"][0]
+    after = tomllib.loads(versions_of_app(app).head()["text"])["campaign"][0]
+    assert after == {**before, "priority": 11}
+    assert 'name="_shown" value="enabled"' in page

@@ -31,12 +31,13 @@ from typing import Any, Mapping, Optional
 from engine.language import schema
 from engine.language.config import EVENT_TYPES
 
-__all__ = ["FormField", "FormErrors", "FormValueError", "form_fields", "entry_fields", "options_from", "read_form",
+__all__ = ["FormField", "FormErrors", "FormValueError", "SHOWN", "form_fields", "entry_fields", "options_from", "read_form",
            "read_form_value", "one_line", "current_inputs", "rows_of", "render_value",
            "validate", "field_for_error", "MAX_TEXT", "EXTRA_ROWS"]
 
 MAX_TEXT = 10_000           # characters in one input: a `where` longer than this is no one's intent
 EXTRA_ROWS = 2              # blank rows offered below an array of tables' entries
+SHOWN = "_shown"            # the form field listing the checkbox and multi inputs a form showed
 # Control characters (newlines included) never belong in a one-line value: in a template they
 # would become a multi-line output cell; in an id or a where they are an attempt at something
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")
@@ -271,9 +272,15 @@ def read_form(section: str, submitted: Mapping[str, Any], current: Mapping) -> d
     """The changes a submitted form makes to one table: {key: new value, or None to remove}.
     A key whose inputs show what `current` holds is not in the result, so the file keeps
     it as written (a TOML date stays a date, `add = 1` stays 1). `submitted`: input name ->
-    text, or a list of texts for "multi" inputs; an unchecked checkbox is absent.
+    text, or a list of texts for "multi" inputs; an unchecked checkbox is absent, and counts
+    as unchecked when its name is among submitted[SHOWN] (else it is left as it was).
     Raises FormValueError for an input refused before the configuration is read."""
     shown = current_inputs(section, current)
+    # A browser leaves an unchecked box out of the form, so a checkbox or a multi input counts
+    # as submitted only when the form lists it in "_shown" (or sends it): a client posting a
+    # few fields pauses nothing and empties no list by leaving the others out
+    listed = submitted.get(SHOWN, ())
+    listed = {listed} if isinstance(listed, str) else set(listed)
     changes: dict[str, Any] = {}
     for f in schema.SECTION[section].fields:
         t = f.type
@@ -298,6 +305,8 @@ def read_form(section: str, submitted: Mapping[str, Any], current: Mapping) -> d
                 changes[f.key] = typed
             continue
         widget = _widget(t, {})[0]
+        if widget in ("checkbox", "multi") and f.key not in submitted and f.key not in listed:
+            continue
         if widget == "checkbox":
             value = f.key in submitted and one_line(f.key, submitted[f.key]).lower() not in ("", "false", "off", "0")
             if shown.get(f.key) != ("true" if value else "false"):
