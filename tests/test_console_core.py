@@ -188,6 +188,47 @@ def test_every_page_needs_a_login(app):
     assert client.get("/login").status_code == 200
 
 
+def every_route(app):
+    """(method, path) of every page of the whole console, path parameters filled with 1."""
+    import re
+    from fastapi.routing import APIRoute
+
+    def walk(routes):
+        for route in routes:
+            if isinstance(route, APIRoute):
+                yield route
+            elif hasattr(route, "original_router"):         # FastAPI's included router (0.16x)
+                yield from walk(route.original_router.routes)
+            elif hasattr(route, "routes"):
+                yield from walk(route.routes)
+
+    for route in walk(app.routes):
+        if not route.path.startswith("/probe"):
+            for method in sorted(route.methods):
+                yield method, re.sub(r"{[^}]+}", "1", route.path), route.endpoint
+
+
+def test_every_page_of_every_module_needs_a_login(app):
+    client = client_for(app)
+    token = token_of(client)
+    routes = list(every_route(app))
+    assert len(routes) > 5
+    for method, path, _ in routes:
+        if path == "/login":
+            continue
+        r = client.request(method, path, data={"csrf_token": token} if method == "POST" else None)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login"), (method, path, r.status_code)
+
+
+def test_no_viewer_changes_anything_through_any_module(app):
+    client = logged_in(app, "vera")
+    token = token_of(client, "/campaigns")
+    for method, path, endpoint in every_route(app):
+        if method == "POST" and path != "/login" and not getattr(endpoint, "viewer_may_post", False):
+            r = client.post(path, data={"csrf_token": token})
+            assert r.status_code == 403, (path, r.status_code)
+
+
 def test_login_lands_on_the_page_asked_for(app):
     client = client_for(app)
     r = log_in(client, "vera", next_path="/audit")
