@@ -692,3 +692,14 @@ def test_a_post_of_a_few_fields_changes_only_those(app, world):
     after = tomllib.loads(versions_of_app(app).head()["text"])["campaign"][0]
     assert after == {**before, "priority": 11}
     assert 'name="_shown" value="enabled"' in page
+
+
+def test_section_drafts_are_not_campaigns_on_the_list(app, world):
+    ed = user(app, "ed")
+    assert post_form(ed, "/configuration/counters/new", "/configuration/counters/new", name="sms", on=["SMS_MO"],
+                     why="count texts").status_code == 303
+    assert post_form(ed, "/configuration/policy", "/configuration/policy", **{"min_gap": "3d", "blacklist": ["dnd"],
+                     "quiet_hours": "22:00-08:00", "max_per_day": "2"}, why="shorter gap").status_code == 303
+    assert [v["line"] for v in versions_of_app(app).all()][:2] == ["[policy]", "[counters] sms"]
+    page = ed.get("/campaigns").text
+    assert "[counters] sms" not in page and "[policy]" not in page

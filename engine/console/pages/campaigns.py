@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 
 from engine.console.deps import get_settings, get_store, render, require_user
 from engine.errors import SigmatchError
+from engine.language import schema
 
 router = APIRouter()
 NAV = ("Campaigns", "/campaigns")
@@ -153,9 +154,9 @@ def campaigns(request: Request):
     known = {r.id for r in rows}
     for row in rows:
         row.drafts = drafts.get(row.id, 0)
-    # a campaign added in a draft has no live entry yet
-    sections = {"policy", "channels", "counters", "markers", "event_types", "lists", "areas", "engine", "output"}
-    for line in sorted(set(drafts) - known - sections):
+    # a campaign added in a draft has no live entry yet; the draft lines of sections and of the
+    # campaign order ("[policy]", "[counters] sms", "(campaign order)") are no campaign ids
+    for line in sorted(line for line in set(drafts) - known if schema.NAME.fullmatch(line)):
         rows.append(CampaignRow(id=line, status="draft", drafts=drafts[line]))
     today = read_today(settings.out)
     for row in rows:

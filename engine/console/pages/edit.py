@@ -6,6 +6,10 @@ here writes the live file, an approver does (pages/versions.py).
 A save validates by building the engine as `sigmatch check` does, seconds on a large world:
 it runs in the thread pool, never on the event loop that serves every other page.
 
+Draft lines (what a conflict is about): a campaign's id, "(campaign order)" for a move,
+"[policy]" for a one-table section, "[counters] sms" for an entry of the others; none but
+the first is a valid campaign id, which is how the campaigns list tells a campaign's draft.
+
 Forms are made from the schema (engine.console.forms) on the newest version (the head); each
 carries the id of the version it was made from (`base`), so that a save on a draft line
 someone else saved in the meantime is a conflict, not an overwrite.
@@ -325,7 +329,7 @@ async def save_section(request: Request, section: str):
         return _section_page(request, head, doc, section, None, table, submitted,
                              forms.FormErrors({e.name: str(e)}), 400, why)
     try:
-        version, errors = await run_in_threadpool(v.save, user.name, why, _base(submitted), section,
+        version, errors = await run_in_threadpool(v.save, user.name, why, _base(submitted), f"[{section}]",
                                                   lambda d: d.set_table(section, changes), section=section,
                                                   inputs=frozenset(f.name for f in fields))
     except VersionError as e:
@@ -347,7 +351,7 @@ async def _save_map(request, user, v, head, doc, section, submitted, why):
     if not name:
         return _map_page(request, head, doc, section, forms.FormErrors({"name": "a name is needed"}), 400)
     try:
-        version, errors = await run_in_threadpool(v.save, user.name, why, _base(submitted), section,
+        version, errors = await run_in_threadpool(v.save, user.name, why, _base(submitted), f"[{section}] {name}",
                                                   lambda d: d.set_map(section, name, value), section=section,
                                                   entry=name, inputs=frozenset({"name", "value"}))
     except VersionError as e:
@@ -394,7 +398,7 @@ async def save_entry(request: Request, section: str, entry: str):
             d.set_entry(section, name, changes, new=new)
 
     try:
-        version, errors = await run_in_threadpool(v.save, user.name, why, _base(submitted), f"{section}.{name}",
+        version, errors = await run_in_threadpool(v.save, user.name, why, _base(submitted), f"[{section}] {name}",
                                                   edit, section=section, entry=name, inputs=inputs)
     except VersionError as e:
         return _section_page(request, head, doc, section, None if new else entry, table, submitted,
