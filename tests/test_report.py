@@ -569,6 +569,12 @@ def test_a_damaged_row_is_refused_without_its_msisdn(tmp_path, damage):
     # the configuration's own rule: no offset past 14 hours, no 60th minute
     (lambda s: s["configuration"].update(utc_offset="+25:00"), ("configuration.utc_offset",)),
     (lambda s: s["configuration"].update(utc_offset="+08:60"), ("configuration.utc_offset",)),
+    # the seq range the files are held against (a traceback past 2^64 before)
+    (lambda s: s["run"].update(last_seq=10**30), ("run.last_seq", "is not an action's seq")),
+    (lambda s: s["run"].update(first_seq=0), ("run.first_seq 0 is not an action's seq",)),
+    (lambda s: s["run"].update(first_seq="1"), ("run.first_seq",)),
+    (lambda s: s["run"].update(first_seq=5, last_seq=4), ("run.first_seq 5 is past run.last_seq 4",)),
+    (lambda s: s.update(run=[]), ("run is not an object",)),
     (lambda s: s["configuration"].update(utc_offset="8"), ("configuration.utc_offset", "+08:00")),
     (lambda s: s["configuration"].update(utc_offset=8), ("configuration.utc_offset",)),
     (lambda s: s.update(configuration=[]), ("configuration is not an object",)),

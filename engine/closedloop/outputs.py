@@ -209,13 +209,12 @@ def _warn_of_missing_actions(path: Path, stats: dict, seq: np.ndarray, warnings:
     (first_seq..last_seq, gap-free): a file deleted, emptied, cut short or skipped, whose
     contacts the report cannot count. More is no warning: a service writes files between
     two of its stats.json."""
-    run = stats.get("run")
-    first, last = (run.get("first_seq"), run.get("last_seq")) if isinstance(run, dict) else (None, None)
-    if not (isinstance(first, int) and isinstance(last, int)) or isinstance(first, bool) or last < first:
+    run = stats.get("run") or {}
+    first, last = run.get("first_seq"), run.get("last_seq")
+    if first is None or last is None:       # checked by _stats_problem: else 1 <= first <= last < 2^64
         return
     numbered = last - first + 1
-    held = int(np.count_nonzero((seq >= np.uint64(max(first, 0))) & (seq <= np.uint64(max(last, 0))))) \
-        if len(seq) and last >= 0 else 0
+    held = int(np.count_nonzero((seq >= np.uint64(first)) & (seq <= np.uint64(last))))
     if held < numbered:
         _warn(warnings, f"{path}: its action files hold {held:,} of the {numbered:,} actions stats.json numbers "
                         f"(seq {first:,} to {last:,}): files missing, emptied or cut short? Their contacts "
@@ -278,6 +277,19 @@ def _stats_problem(stats: dict) -> Optional[str]:
         names = identity.get("campaigns")
         if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
             return f"configuration.campaigns {json.dumps(names)[:40]} is not a list of campaign ids"
+    run = stats.get("run")
+    if run is not None:
+        # the seq range the files are held against: a run numbers its actions from 1, in 64 bits
+        if not isinstance(run, dict):
+            return "run is not an object"
+        for key in ("first_seq", "last_seq"):
+            value = run.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or not 1 <= value < 1 << 64):
+                return f"run.{key} {json.dumps(value)[:40]} is not an action's seq"
+        if isinstance(run.get("first_seq"), int) and isinstance(run.get("last_seq"), int) \
+                and run["first_seq"] > run["last_seq"]:
+            return f"run.first_seq {run['first_seq']} is past run.last_seq {run['last_seq']}"
     for cid, funnel in stats["campaigns"].items():
         if not isinstance(funnel, dict):
             return f"campaigns.{cid[:60]} is not an object"
