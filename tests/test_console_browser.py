@@ -379,10 +379,12 @@ def test_simulate_a_draft_and_read_the_result(browser, site):
     row.find_element("css selector", "input[name=why]").send_keys("what does it bring?")
     next(b for b in row.find_elements("css selector", "button") if b.text.strip() == "Pause").click()
     wait_for(browser, lambda d: re.search(r"/versions/\d+$", d.current_url), "the pause was saved")
+    vid = int(browser.current_url.rsplit("/", 1)[1])
     by_id(browser, "simulate").click()
     wait_for(browser, lambda d: all_css(d, "#simulate-form"), "the simulation form")
     by_id(browser, "simulate").click()
     wait_for(browser, lambda d: re.search(r"/simulations/\d+$", d.current_url), "the simulation was queued")
+    sim = int(browser.current_url.rsplit("/", 1)[1])
     # the page refreshes itself (no JavaScript) until the what-if is done
     wait_for(browser, lambda d: all_css(d, "#status-value") and by_id(d, "status-value").text in
              ("done", "failed", "cancelled"), "the simulation never finished", timeout=120)
@@ -392,7 +394,12 @@ def test_simulate_a_draft_and_read_the_result(browser, site):
     live, version, lost = int(cells[2]), int(cells[3]), int(cells[5])
     assert live > 0 and version == 0 and lost == live
     assert by_id(browser, "summary").text
+    assert all_css(browser, f"h1 a[href='/versions/{vid}']")        # of the version just saved
     screenshot(browser, site, "simulation")
+    # the approver sees the latest simulation of the version they are asked to approve
+    log_in(browser, site, "ann", then=f"/versions/{vid}")
+    latest = by_id(browser, "simulation").text
+    assert f"simulation {sim}" in latest and "done" in latest and all_css(browser, "#approve")
 
 
 def test_watch_shows_the_live_funnel(browser, site):
