@@ -654,3 +654,31 @@ def test_console_logs_mask_numbers_and_warn_of_a_live_file_that_does_not_load(wo
     assert "the live configuration does not load" in err and "campaign" in err
     assert "/audit?user=861******8000" in err           # uvicorn's access line, through the masked log
     assert NUMBER not in err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_services_output_gives_the_days_figures_from_its_files(tmp_path, fmt, monkeypatch):
+    """A service's stats.json counts no days: the campaigns list counts the last day from the
+    finished output files, equal to what a replay's stats.json says of that day; a file read
+    once is not read again (a new file is)."""
+    import json
+    from engine import Engine
+    from engine.console.pages import campaigns as page
+    from engine.world.gen import generate
+    w = generate(tmp_path / "w", subscribers=3_000, events=80_000, campaigns=4, days=2, progress=False)
+    out = tmp_path / "out"
+    Engine.from_config(w.config).replay(list(w.traces), out=out, drain=True, keep=False, format=fmt)
+    replayed = page.read_today(out)
+    stats = json.loads((out / "stats.json").read_text())
+    for entry in stats["campaigns"].values():
+        entry.pop("days"), entry.pop("variants", None)
+    (out / "stats.json").write_text(json.dumps(stats))
+    served = page.read_today(out)
+    assert served.problem is None and served.day == replayed.day
+    assert served.by_campaign == replayed.by_campaign
+    assert sum(f["sent"] + f["control"] + f["conversions"] for f in served.by_campaign.values()) > 0
+    read = []
+    from engine.closedloop import outputs
+    real = outputs.read_record_files
+    monkeypatch.setattr(outputs, "read_record_files", lambda paths, **kw: read.extend(paths) or real(paths, **kw))
+    assert page.read_today(out).by_campaign == served.by_campaign and read == []

@@ -40,7 +40,7 @@ from engine.privacy import mask_msisdn
 from engine.records import KINDS
 from engine.wording import plural
 
-__all__ = ["ReportError", "Outputs", "Directory", "read_outputs"]
+__all__ = ["ReportError", "Outputs", "Directory", "read_outputs", "record_files", "read_record_files"]
 
 log = logging.getLogger("sigmatch.report")
 
@@ -176,6 +176,25 @@ def read_outputs(paths, *, progress: Optional[bool] = None) -> Outputs:
         if bar is not None:
             bar.close()
     return outputs
+
+
+def record_files(path: Path) -> tuple[list[Path], list[Path]]:
+    """The finished action files (by channel, then number: oldest first) and conversion files of
+    the output directory `path`; a file being written (a hidden .tmp) is not among them."""
+    return _record_files(path, {}, [])
+
+
+def read_record_files(paths: list[Path], *, conversions: bool = False) -> tuple[Columns, list[str], list[str], list[str]]:
+    """The records of some action files (or, with `conversions`, conversion files) of one
+    output directory: (columns, campaign names, kind names, warnings), the columns' campaign
+    and kind codes indexing the two lists. For a part of a directory, where read_outputs
+    reads all of it (the console's figures of one day). ReportError as read_outputs."""
+    sizes = {p: p.stat().st_size for p in paths}
+    found = Outputs([], None)
+    codes = {name: _Codes(getattr(found, name)) for name in ("campaigns", "templates", "kinds")}
+    columns = _read_files(list(paths), sizes, CONVERSION_TYPES if conversions else ACTION_TYPES, codes,
+                          found.warnings, None)
+    return columns, found.campaigns, found.kinds, found.warnings
 
 
 def _repeats(seq: np.ndarray) -> int:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 from fastapi import APIRouter, Request
 
 from engine.console.deps import get_settings, get_store, render, require_user
@@ -64,7 +66,22 @@ def read_today(out: Optional[Path]) -> Today:
         return Today(source=path, problem=f"{path}: cannot be read ({type(e).__name__})")
     latest = max((d for entry in days.values() for d in entry), default=None)
     today = Today(day=latest, source=path, sha256=sha256 if isinstance(sha256, str) else None)
-    if latest is None:
+    if latest is None and not any(entry.get("days") is not None for entry in campaigns.values()):
+        # a service's stats.json counts no days (they would not survive its restarts): the day
+        # is counted from the finished output files themselves
+        offset = (stats.get("configuration") or {}).get("utc_offset")
+        try:
+            found = day_from_files(out, _offset_ms(offset))
+        except (SigmatchError, OSError, ValueError) as e:
+            today.problem = f"{out}: the output files cannot be read ({str(e).splitlines()[0]})"
+            return today
+        if found is not None:
+            today.day, today.by_campaign = found
+            today.source = out
+            for cid in campaigns:
+                today.by_campaign.setdefault(cid, {"sent": 0, "control": 0, "global_control": 0, "conversions": 0})
+            return today
+    if today.day is None:
         today.problem = f"{path}: no contact counted yet"
         return today
     for cid, entry in days.items():
@@ -76,6 +93,98 @@ def read_today(out: Optional[Path]) -> Today:
             "conversions": sum(v for k, v in counts.items() if k.startswith("converted_")),
         }
     return today
+
+
+def _offset_ms(text) -> int:
+    """"+08:00" -> ms; 0 for anything else (stats.json without a configuration identity)."""
+    if not isinstance(text, str) or len(text) != 6 or text[0] not in "+-" or text[3] != ":":
+        return 0
+    sign = -1 if text[0] == "-" else 1
+    return sign * (int(text[1:3]) * 60 + int(text[4:6])) * 60_000
+
+
+DAY_MS = 86_400_000
+
+
+# per finished output file, its counts by local day: a finished file never changes, and the
+# campaigns page is rendered on every refresh, so each file is read once
+_FILE_COUNTS: "OrderedDict[tuple, dict]" = OrderedDict()
+_FILE_COUNTS_KEPT = 20_000          # files: hourly files of 5 channels over more than 5 months
+
+
+def _file_counts(path: Path, conversions: bool, utc_offset_ms: int) -> dict:
+    """{local day number: {campaign id: {kind name: n}}} of one finished output file."""
+    from engine.closedloop.outputs import read_record_files
+    status = path.stat()
+    key = (str(path), status.st_size, status.st_mtime_ns, status.st_ino, conversions, utc_offset_ms)
+    found = _FILE_COUNTS.get(key)
+    if found is not None:
+        _FILE_COUNTS.move_to_end(key)
+        return found
+    columns, names, kinds, _ = read_record_files([path], conversions=conversions)
+    counts: dict = {}
+    if len(columns):
+        day = (columns.ts + utc_offset_ms) // DAY_MS
+        first = int(day.min())
+        # one count per (day, campaign, kind) code triple: a day of a province is millions of rows
+        triple = ((day - first) * len(names) + columns.campaign) * len(kinds) + columns.kind
+        totals = np.bincount(triple.astype(np.int64))
+        for code in np.flatnonzero(totals).tolist():
+            rest, kind = divmod(code, len(kinds))
+            offset, campaign = divmod(rest, len(names))
+            by_kind = counts.setdefault(first + offset, {}).setdefault(names[campaign], {})
+            by_kind[kinds[kind]] = by_kind.get(kinds[kind], 0) + int(totals[code])
+    _FILE_COUNTS[key] = counts
+    while len(_FILE_COUNTS) > _FILE_COUNTS_KEPT:
+        _FILE_COUNTS.popitem(last=False)
+    return counts
+
+
+def day_from_files(out: Path, utc_offset_ms: int) -> Optional[tuple[str, dict]]:
+    """The last local day of `out`'s finished action files and each campaign's figures on it
+    ({id: {sent, control, global_control, conversions}}), None when no action is written yet.
+
+    Channels rotate their files hourly (in event time) and at max_records, so each channel's
+    files are taken from the newest back to the first that starts before that day: a day's
+    worth of files, whatever the directory's age (and each read once, see _file_counts).
+    Conversions count on the day they happened, as stats.json's days count them. Raises
+    ReportError (a SigmatchError) on a damaged file, OSError on one that cannot be read."""
+    from engine.api import local_day
+    from engine.closedloop.outputs import record_files
+    actions, conversions = record_files(out)
+    by_channel: dict[Path, list[Path]] = {}
+    for path in actions:
+        by_channel.setdefault(path.parent, []).append(path)
+
+    def newest_day(files: list[Path]) -> Optional[int]:
+        for path in reversed(files):
+            counts = _file_counts(path, False, utc_offset_ms)
+            if counts:
+                return max(counts)
+        return None
+
+    days = [d for d in (newest_day(files) for files in by_channel.values()) if d is not None]
+    if not days:
+        return None
+    day = max(days)
+    figures: dict[str, dict] = {}
+
+    def add(files: list[Path], conversions: bool) -> None:
+        for path in reversed(files):
+            counts = _file_counts(path, conversions, utc_offset_ms)
+            for cid, by_kind in counts.get(day, {}).items():
+                entry = figures.setdefault(cid, {"sent": 0, "control": 0, "global_control": 0, "conversions": 0})
+                for kind, n in by_kind.items():
+                    name = "conversions" if conversions else {"send": "sent"}.get(kind, kind)
+                    if name in entry:
+                        entry[name] += n
+            if counts and min(counts) < day:
+                return
+
+    for files in by_channel.values():
+        add(files, False)
+    add(conversions, True)
+    return local_day(day), figures
 
 
 def live_campaigns(config: Path) -> tuple[list[CampaignRow], Optional[str]]:
