@@ -544,6 +544,19 @@ def test_files_holding_fewer_actions_than_stats_json_numbers_are_warned_of(known
         "missing, emptied or cut short? Their contacts and conversions are not counted")
 
 
+def test_a_conversions_directory_gone_is_warned_of(replayed, tmp_path):
+    # without it every rate reads 0 and every uplift a loss, in a report that looks whole
+    out = tmp_path / "out"
+    shutil.copytree(replayed / "csv", out)
+    counted = json.loads((out / "stats.json").read_text())["run"]["conversions"]
+    assert counted > 0
+    shutil.rmtree(out / "conversions")
+    document = build_report(read_outputs([out]))
+    assert document["programme"]["conversions_send"] == 0
+    assert document["warnings"] == [f"{out}: its conversion files hold 0 of the {counted:,} conversions stats.json "
+                                    "counts: files missing, emptied or cut short? Those conversions are not counted"]
+
+
 @pytest.mark.parametrize("damage", ["13800000001x", "x13800000001", "13800000001.5"])
 def test_a_damaged_row_is_refused_without_its_msisdn(tmp_path, damage):
     # Arrow quotes the value it could not read; a number glued to a letter passes the CLI's
@@ -575,6 +588,7 @@ def test_a_damaged_row_is_refused_without_its_msisdn(tmp_path, damage):
     (lambda s: s["run"].update(first_seq="1"), ("run.first_seq",)),
     (lambda s: s["run"].update(first_seq=5, last_seq=4), ("run.first_seq 5 is past run.last_seq 4",)),
     (lambda s: s.update(run=[]), ("run is not an object",)),
+    (lambda s: s["run"].update(conversions=-1), ("run.conversions -1 is not a count",)),
     (lambda s: s["configuration"].update(utc_offset="8"), ("configuration.utc_offset", "+08:00")),
     (lambda s: s["configuration"].update(utc_offset=8), ("configuration.utc_offset",)),
     (lambda s: s.update(configuration=[]), ("configuration is not an object",)),

@@ -170,7 +170,7 @@ def read_outputs(paths, *, progress: Optional[bool] = None) -> Outputs:
             conversions = _read_files(conversion_files, sizes, CONVERSION_TYPES, codes, outputs.warnings, bar)
             _refuse_repeats(path, actions.seq, "action records", "seqs")
             _refuse_repeats(path, conversions.seq, "conversion records", "contact_seqs")
-            _warn_of_missing_actions(path, stat, actions.seq, outputs.warnings)
+            _warn_of_missing_records(path, stat, actions.seq, len(conversions), outputs.warnings)
             outputs.directories.append(Directory(path, stat, actions, conversions))
     finally:
         if bar is not None:
@@ -223,21 +223,25 @@ def _refuse_repeats(path: Path, seq: np.ndarray, records: str, seqs: str) -> Non
                           "a run writes each once, so they would count twice")
 
 
-def _warn_of_missing_actions(path: Path, stats: dict, seq: np.ndarray, warnings: list) -> None:
+def _warn_of_missing_records(path: Path, stats: dict, seq: np.ndarray, conversions: int, warnings: list) -> None:
     """A warning when the files hold fewer of the run's actions than stats.json numbers
-    (first_seq..last_seq, gap-free): a file deleted, emptied, cut short or skipped, whose
-    contacts the report cannot count. More is no warning: a service writes files between
-    two of its stats.json."""
+    (first_seq..last_seq, gap-free), or fewer conversions than it counts (replay's
+    run.conversions): a file deleted, emptied, cut short or skipped, whose records the report
+    cannot count (without the conversions directory every rate would read 0). More is no
+    warning: a service writes files between two of its stats.json."""
     run = stats.get("run") or {}
     first, last = run.get("first_seq"), run.get("last_seq")
-    if first is None or last is None:       # checked by _stats_problem: else 1 <= first <= last < 2^64
-        return
-    numbered = last - first + 1
-    held = int(np.count_nonzero((seq >= np.uint64(first)) & (seq <= np.uint64(last))))
-    if held < numbered:
-        _warn(warnings, f"{path}: its action files hold {held:,} of the {numbered:,} actions stats.json numbers "
-                        f"(seq {first:,} to {last:,}): files missing, emptied or cut short? Their contacts "
-                        "and conversions are not counted")
+    if first is not None and last is not None:      # checked by _stats_problem: 1 <= first <= last < 2^64
+        numbered = last - first + 1
+        held = int(np.count_nonzero((seq >= np.uint64(first)) & (seq <= np.uint64(last))))
+        if held < numbered:
+            _warn(warnings, f"{path}: its action files hold {held:,} of the {numbered:,} actions stats.json numbers "
+                            f"(seq {first:,} to {last:,}): files missing, emptied or cut short? Their contacts "
+                            "and conversions are not counted")
+    counted = run.get("conversions")
+    if counted is not None and conversions < counted:
+        _warn(warnings, f"{path}: its conversion files hold {conversions:,} of the {counted:,} conversions stats.json "
+                        "counts: files missing, emptied or cut short? Those conversions are not counted")
 
 
 def _same_run_twice(paths: list[Path], stats: list[dict]) -> None:
@@ -306,6 +310,9 @@ def _stats_problem(stats: dict) -> Optional[str]:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                       or not 1 <= value < 1 << 64):
                 return f"run.{key} {json.dumps(value)[:40]} is not an action's seq"
+        counted = run.get("conversions")
+        if counted is not None and (not isinstance(counted, int) or isinstance(counted, bool) or counted < 0):
+            return f"run.conversions {json.dumps(counted)[:40]} is not a count"
         if isinstance(run.get("first_seq"), int) and isinstance(run.get("last_seq"), int) \
                 and run["first_seq"] > run["last_seq"]:
             return f"run.first_seq {run['first_seq']} is past run.last_seq {run['last_seq']}"
