@@ -180,6 +180,16 @@ def test_the_json_shape_the_issue_names(known):
         assert key in document["programme"]
 
 
+def test_the_legend_states_the_minimum_of_controls_the_report_used(known, tmp_path):
+    # it said 100 whatever --min-controls was, in the table and on the page
+    from engine.closedloop.render import write_html
+    document = build_report(read_outputs([known]), min_controls=5)
+    text = " ".join(format_report(document).split())
+    assert "'too few controls' below 5 controls" in text and "below 100" not in text
+    page = write_html(document, tmp_path / "r.html").read_text()
+    assert "below 5 controls" in page and "below 100" not in page
+
+
 @pytest.mark.parametrize("by", ["campaign", "variant", "day"])
 def test_the_table(known, by):
     code, stdout, lines = sigmatch("report", known, "--by", by, "--no-progress")

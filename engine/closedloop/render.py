@@ -13,7 +13,8 @@ import base64
 import io
 from pathlib import Path
 
-from engine.closedloop.report import LEGEND, _incremental, _pct, _shown_uplift
+from engine.closedloop.report import _incremental, _pct, _shown_uplift, legend_text
+from engine.closedloop.uplift import MIN_CONTROLS
 from engine.errors import SigmatchError
 
 __all__ = ["PLOTS", "write_plots", "write_html", "plot_png", "DIFF_PLOTS", "diff_png", "write_diff_html"]
@@ -216,7 +217,7 @@ def write_html(report: dict, path) -> Path:
         funnel_rows=[[cid] + [f"{e['funnel'].get(k, 0):,}" for k in funnel_keys]
                      for cid, e in report["campaigns"].items()],
         warnings=report["warnings"],
-        legend=LEGEND)
+        legend=legend_text(report.get("min_controls", MIN_CONTROLS)))
     from engine.sinks import make_private_directories, write_private
     path = Path(path)
     if path.parent != Path(""):

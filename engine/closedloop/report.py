@@ -44,7 +44,7 @@ from engine.closedloop.outputs import Outputs, ReportError
 from engine.closedloop.uplift import MIN_CONTROLS, Uplift, uplifts
 from engine.wording import plural
 
-__all__ = ["REPORT_VERSION", "build_report", "format_report", "BY", "LEGEND"]
+__all__ = ["REPORT_VERSION", "build_report", "format_report", "BY", "LEGEND", "legend_text"]
 
 log = logging.getLogger("sigmatch.report")
 
@@ -56,13 +56,18 @@ BY = ("campaign", "variant", "day")
 SEND, CONTROL, GLOBAL_CONTROL = "send", "control", "global_control"
 _KINDS = (SEND, CONTROL, GLOBAL_CONTROL)
 
-LEGEND = (
-    "sent, control, global: contacts sent, held out as the campaign's control group, held out as the global "
-    "control group (global_holdout); conv: conversions of sends / of controls; rate: conversion rate of sends / of controls; "
-    "uplift: rate of sends minus rate of controls in percentage points with its 95% interval (Newcombe), "
-    f"'not significant' when the interval holds 0, 'too few controls' below {MIN_CONTROLS} controls; "
-    "incr: incremental conversions (uplift x sends). The programme compares every send with the global "
-    "control group.")
+def legend_text(min_controls: int = MIN_CONTROLS) -> str:
+    """What the table's columns mean, with the report's own minimum of controls (--min-controls)."""
+    return (
+        "sent, control, global: contacts sent, held out as the campaign's control group, held out as the global "
+        "control group (global_holdout); conv: conversions of sends / of controls; rate: conversion rate of sends / "
+        "of controls; uplift: rate of sends minus rate of controls in percentage points with its 95% interval "
+        f"(Newcombe), 'not significant' when the interval holds 0, 'too few controls' below {min_controls:,} "
+        "controls; incr: incremental conversions (uplift x sends). The programme compares every send with the "
+        "global control group.")
+
+
+LEGEND = legend_text()
 
 
 def _parse_offset(text: Optional[str]) -> int:
@@ -397,5 +402,5 @@ def format_report(report: dict, *, by: str = "campaign", legend: bool = True) ->
     lines += ["", _programme_line(report)]
     if legend:
         import textwrap
-        lines += [""] + textwrap.wrap(LEGEND, 100)
+        lines += [""] + textwrap.wrap(legend_text(report.get("min_controls", MIN_CONTROLS)), 100)
     return "\n".join(lines)
