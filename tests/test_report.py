@@ -375,6 +375,14 @@ def test_a_damaged_parquet_file_is_skipped_with_a_warning(replayed, tmp_path):
     assert sum(c["sends"] + c["controls"] for c in cut["campaigns"].values()) == total - rows
 
 
+def test_arrows_reasons_name_the_file_whole_and_mask_numbers():
+    from engine.closedloop.outputs import _reason
+    path = Path("/data/20261102/sms/actions-00000005.parquet")
+    reason = _reason(OSError(f"Failed to open local file '{path}'. Detail: 13800138000 [errno 13]\nmore"), path)
+    assert reason.startswith("Failed to open local file 'actions-00000005.parquet'. Detail: 138")
+    assert "13800138000" not in reason and reason.endswith(" [errno 13]")
+
+
 def test_refusals_are_one_line(known, tmp_path):
     (tmp_path / "empty").mkdir()
     one_line_error(*sigmatch("report", tmp_path / "empty"), "empty", "not a sigmatch output directory (no stats.json)")

@@ -534,8 +534,7 @@ def _reason(e: Exception, path: Optional[Path] = None) -> str:
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     if path is None:
         return _masked(text)
-    return "".join(_masked(part) if i % 2 == 0 else path.name
-                   for i, part in enumerate(text.replace(str(path), "\0").split("\0")))
+    return path.name.join(_masked(part) for part in text.split(str(path)))
 
 
 def _parquet_tables(paths: list[Path], sizes: dict, types: dict, warnings: list, bar) -> list:
