@@ -350,6 +350,28 @@ def test_a_rejected_draft_is_dropped_from_later_saves(versions, world):
     assert not versions.approval_blockers(v3["id"], "alice")
 
 
+def test_rejecting_ones_own_draft_does_not_let_one_approve_a_draft_built_on_it(versions, world):
+    # carol (approver) saves a change, bob's save is built on it, carol rejects her own draft:
+    # bob's draft still holds her change, so approving it would be carol checking herself
+    base = versions.baseline()["id"]
+    v2, _ = versions.save("carol", "mine", base, "crbt_school", edit_campaign("crbt_school", template="A"))
+    v3, _ = versions.save("bob", "policy", base, "policy", lambda d: d.set_table("policy", {"max_per_day": 1}))
+    assert tomllib.loads(v3["text"])["campaign"][0]["template"] == "A"
+    assert versions.reject(v2["id"], "carol", "never mind") == [v3["id"]]
+    assert versions.get(v3["id"])["state"] == "rejected"        # the drafts built on it go with it
+    assert [a["note"] for a in versions.approvals(v3["id"])] == [f"built on version {v2['id']}, rejected"]
+    with pytest.raises(ApprovalRefused):
+        versions.approve(v3["id"], "carol")
+    assert versions.head()["id"] == base                        # the next save starts without carol's change
+    v4, _ = versions.save("bob", "policy again", base, "policy", lambda d: d.set_table("policy", {"max_per_day": 1}))
+    assert tomllib.loads(v4["text"])["campaign"][0]["template"] == "CRBT_OFFER_1"
+    # a database where a draft outlived the rejection of the one it was built on (made
+    # before rejections carried over): its author still may not approve the later one
+    versions.store.execute("UPDATE versions SET state = 'draft' WHERE id = ?", (v3["id"],))
+    assert any("carol authored version" in b for b in versions.approval_blockers(v3["id"], "carol"))
+    assert not versions.approval_blockers(v4["id"], "carol")
+
+
 def test_diff_is_key_by_key(versions, world):
     base = versions.baseline()
     v, _ = versions.save("alice", "x", base["id"], "crbt_school",

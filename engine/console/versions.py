@@ -216,23 +216,50 @@ class Versions:
         if live is not None and vid < live["id"]:
             reasons.append(f"version {vid} is older than the live version {live['id']}: roll back to it instead")
         after = 0 if live is None else live["id"]
-        authored = self.store.query(f"SELECT id FROM versions WHERE id > ? AND id <= ? AND author = ? AND state NOT "
-                                    f"IN ({_marks(DROPPED)}) ORDER BY id", (after, vid, approver, *DROPPED))
+        authored = {r["id"] for r in self.store.query(
+            f"SELECT id FROM versions WHERE id > ? AND id <= ? AND author = ? AND state NOT IN ({_marks(DROPPED)})",
+            (after, vid, approver, *DROPPED))}
+        # a version rejected after a later one was built on it is still in that one's text:
+        # its author must not approve the later one (rejecting their own draft would let them)
+        authored |= {v["id"] for v in self._carried(vid, after) if v["author"] == approver}
         if authored:
-            ids = ", ".join(str(r["id"]) for r in authored)
+            ids = ", ".join(str(i) for i in sorted(authored))
             reasons.append(f"{approver} authored version{'s' if len(authored) > 1 else ''} {ids}, which "
                            f"version {vid} carries: someone else must approve it")
         return reasons
 
-    def reject(self, vid: int, approver: str, note: str = "") -> None:
-        """Turn a draft down; later saves no longer carry its changes."""
+    def _carried(self, vid: int, after: int) -> list[dict]:
+        """Version `vid` and the versions its text was built on, newest first, down to
+        (not including) version `after`: every version whose changes it holds."""
+        chain, seen = [], set()
+        version = self.get(vid)
+        while version is not None and version["id"] > after and version["id"] not in seen:
+            seen.add(version["id"])
+            chain.append(version)
+            parent = version["parent"]
+            version = None if parent is None else self.store.query_one("SELECT * FROM versions WHERE id = ?",
+                                                                       (int(parent),))
+        return chain
+
+    def reject(self, vid: int, approver: str, note: str = "") -> list[int]:
+        """Turn a draft down, and with it the drafts built on it (their text holds its
+        changes); later saves no longer carry them. Returns the ids of those drafts."""
         version = self.get(vid)
         if version["state"] != "draft":
             raise ApprovalRefused(f"version {vid} is {version['state']}, not a draft")
+        built_on = [d["id"] for d in self.store.query("SELECT id FROM versions WHERE id > ? AND state = 'draft' "
+                                                      "ORDER BY id", (int(vid),))
+                    if any(v["id"] == vid for v in self._carried(d["id"], vid - 1))]
         with self.store.transaction() as db:
+            now = self.now()
             db.execute("INSERT INTO approvals (version, approver, at, decision, note) VALUES (?, ?, ?, 'rejected', ?)",
-                       (vid, approver, self.now(), note))
+                       (vid, approver, now, note))
             db.execute("UPDATE versions SET state = 'rejected' WHERE id = ?", (vid,))
+            for later in built_on:
+                db.execute("INSERT INTO approvals (version, approver, at, decision, note) VALUES (?, ?, ?, "
+                           "'rejected', ?)", (later, approver, now, f"built on version {vid}, rejected"))
+                db.execute("UPDATE versions SET state = 'rejected' WHERE id = ? AND state = 'draft'", (later,))
+        return built_on
 
     def approve(self, vid: int, approver: str, note: str = "") -> dict:
         """Approve version `vid` and write it to the live file (atomically, the old file kept

@@ -121,12 +121,18 @@ async def reject(request: Request, vid: int):
     form = await request.form()
     note = str(form.get("note", ""))[:2000]
     try:
-        versions_of(request).reject(vid, user.name, note)
+        built_on = versions_of(request).reject(vid, user.name, note)
     except VersionError as e:
         flash(request, str(e), "error")
         return RedirectResponse(f"/versions/{vid}", status_code=303)
     audit(request, "version.reject", f"version {vid}", note)
-    flash(request, f"Version {vid} rejected; later saves no longer carry its changes.")
+    for later in built_on:
+        audit(request, "version.reject", f"version {later}", f"built on version {vid}, rejected")
+    also = ""
+    if built_on:
+        ids = ", ".join(str(i) for i in built_on)
+        also = f" So {'are versions' if len(built_on) > 1 else 'is version'} {ids}, built on it (they hold its changes)."
+    flash(request, f"Version {vid} rejected; later saves no longer carry its changes.{also}")
     return RedirectResponse(f"/versions/{vid}", status_code=303)
 
 
