@@ -294,6 +294,15 @@ def test_a_changed_role_applies_at_once(app):
 # -- the rate limit ---------------------------------------------------------------------
 
 
+def test_a_huge_user_name_is_kept_short_in_the_audit_trail(app):
+    # the trail is append-only: a megabyte typed as a name, at every refused login, would stay
+    client = client_for(app)
+    for _ in range(5):
+        assert log_in(client, "x" * 900_000, "guess").status_code in (401, 429)
+    targets = [e["target"] for e in app.state.store.audit_entries() if e["action"].startswith("login")]
+    assert len(targets) == 5 and all(t == "x" * 64 + "…" for t in targets)
+
+
 def test_wrong_passwords_for_one_name_are_rate_limited(app, clock):
     client = client_for(app)
     for _ in range(3):
@@ -388,6 +397,29 @@ def test_a_bad_query_value_is_one_message_not_a_traceback(app):
     client = logged_in(app, "vera")
     r = client.get("/audit?page=abc")
     assert r.status_code == 400 and "page" in r.text and "Traceback" not in r.text
+
+
+def test_an_id_too_large_for_sqlite_is_not_found_never_a_500(app):
+    # SQLite's integers stop at 2**63 - 1: a larger id in an address raised OverflowError (500)
+    huge = str(2 ** 64)
+    client = client_for(app, raise_server_exceptions=False)
+    assert log_in(client, "ann").status_code == 303
+    token = token_of(client, "/campaigns")
+    asked = 0
+    for method, path, _ in every_route(app):
+        if path in ("/login", "/logout"):
+            continue
+        path = path.replace("/1", "/" + huge)
+        r = client.request(method, path, data={"csrf_token": token, "base": huge, "why": "w"} if method == "POST"
+                           else None)
+        asked += 1
+        assert r.status_code < 500, (method, path, r.status_code, r.text[-300:])
+    for path in (f"/diff?a={huge}&b=1", f"/simulations?version={huge}", f"/audit?page={huge}"):
+        r = client.get(path)
+        assert r.status_code < 500, (path, r.status_code)
+    assert asked > 10
+    page = client.get(f"/versions/{huge}")
+    assert page.status_code == 404 and "too large" in page.text
 
 
 # -- the campaigns list -----------------------------------------------------------------

@@ -118,6 +118,12 @@ def create_app(settings: Settings, *, store: Optional[Store] = None,
                              for e in exc.errors())
         return refusal(request, 400, problems)
 
+    @app.exception_handler(OverflowError)
+    async def too_large(request: Request, exc: OverflowError):
+        # an id in the address past SQLite's 64-bit integers (/versions/99999999999999999999)
+        # names nothing; SQLite says so with an OverflowError, not a missing row
+        return refusal(request, 404, "no such entry: a number in the request is too large to name one")
+
     for name in PAGES:
         module = importlib.import_module(name)
         app.include_router(module.router)

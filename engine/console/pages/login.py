@@ -6,7 +6,7 @@ import math
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
-from engine.console.auth import hash_password, needs_rehash, new_csrf_token, verify_password
+from engine.console.auth import MAX_NAME_LENGTH, hash_password, needs_rehash, new_csrf_token, verify_password
 from engine.console.deps import (audit, client_address, current_user, get_store, login_redirect_target, render,
                                  viewer_may_post)
 
@@ -34,6 +34,10 @@ def login(request: Request, name: str = Form(""), password: str = Form(""), next
     store, limiter = get_store(request), request.app.state.limiter
     address = client_address(request)
     name = name.strip()
+    if len(name) > MAX_NAME_LENGTH:
+        # no user has such a name (adduser allows 64 characters); the audit trail, which
+        # nobody may trim, and the rate limit's table keep a bounded part of it
+        name = name[:MAX_NAME_LENGTH] + "…"
     wait = limiter.retry_after(name, address)
     if wait > 0:
         audit(request, "login_refused", name, "rate limited")
