@@ -725,3 +725,39 @@ def test_section_drafts_are_not_campaigns_on_the_list(app, world):
     assert [v["line"] for v in versions_of_app(app).all()][:2] == ["[policy]", "[counters] sms"]
     page = ed.get("/campaigns").text
     assert "[counters] sms" not in page and "[policy]" not in page
+
+
+def test_with_metrics_the_reload_is_said_to_wait_for_them_not_to_lack_them(world, tmp_path):
+    # the trail said "result unknown (no --metrics to read it from)" of a console given --metrics
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+    from engine.console.app import create_app
+    from engine.console.auth import hash_password
+    from engine.console.settings import Settings
+    (tmp_path / "data").mkdir()
+    service = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
+                                "signal.SIG_IGN); print(1, flush=True); time.sleep(60)", "sigmatch"],
+                               stdout=subprocess.PIPE)
+    try:
+        service.stdout.readline()               # its SIGHUP is ignored from here on
+        pid_file = tmp_path / "run.pid"
+        pid_file.write_text(f"{service.pid}\n")
+        app = create_app(Settings(config=world, data=tmp_path / "data", daemon_pid=pid_file,
+                                  metrics="http://127.0.0.1:9/metrics"))
+        for name, role in (("ed", "editor"), ("ann", "approver")):
+            app.state.store.add_user(name, role, hash_password(PASSWORD))
+        ed = TestClient(app, follow_redirects=False)
+        ann = TestClient(app, follow_redirects=False)
+        for client, name in ((ed, "ed"), (ann, "ann")):
+            token = _token(client.get("/login").text)
+            client.post("/login", data={"name": name, "password": PASSWORD, "csrf_token": token})
+        vid = campaign_form(ed, "crbt_school", template="NEW", why="new offer").headers["location"].rsplit("/", 1)[1]
+        page = ann.get(f"/versions/{vid}").text
+        assert ann.post(f"/versions/{vid}/approve", data={"csrf_token": _token(page)}).status_code == 303
+        reload = [e["detail"] for e in app.state.store.audit_entries(action="version.reload")]
+        assert reload == ["reload sent, waiting for the service's metrics"]
+        assert "no --metrics" not in ann.get(f"/versions/{vid}").text
+        app.state.store.close()
+    finally:
+        service.kill()
+        service.wait()

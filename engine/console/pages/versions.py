@@ -96,7 +96,9 @@ async def approve(request: Request, vid: int):
     sent_at = time.time()
     sent = send_reload(settings.daemon_pid)
     if sent.state == "unknown" and settings.metrics:
-        v.record_reload(vid, ReloadResult("unknown", WAITING))
+        # the metrics will tell: the trail and the page say so, not send_reload's "no --metrics"
+        sent = ReloadResult("unknown", WAITING)
+        v.record_reload(vid, sent)
         _watch_reload(get_store(request), settings.config, settings.metrics, vid, version["sha256"], sent_at)
     else:
         v.record_reload(vid, sent)
