@@ -152,6 +152,23 @@ def test_store_refuses_a_file_that_is_not_a_database(tmp_path):
         Store(tmp_path / "console.db")
 
 
+def test_store_refuses_a_database_damaged_in_its_middle(tmp_path):
+    # some damaged pages opened and migrated, then every page of the console that read them
+    # was a 500 (and the server could go down): each is refused at once, in one line
+    store = Store(tmp_path / "console.db")
+    for i in range(2000):
+        store.add_audit("ann", "login", f"entry {i}", "x" * 100)
+    store.close()
+    whole = (tmp_path / "console.db").read_bytes()
+    for page in range(2, 13):
+        damaged = tmp_path / f"damaged-{page}.db"
+        damaged.write_bytes(whole[:4096 * (page - 1)] + b"\xff" * 4096 + whole[4096 * page:])
+        with pytest.raises(StoreError, match=rf"damaged-{page}\.db: (not a console database: database disk image "
+                                             r"is malformed|the console's database is damaged \(.*\): restore a "
+                                             r"backup)"):
+            Store(damaged)
+
+
 def test_a_version_needs_a_why(tmp_path):
     store = Store(tmp_path / "console.db")
     insert = ("INSERT INTO versions (author, created_at, why, text, sha256) VALUES ('ed', '2026-11-30T12:00:00Z', ?, "

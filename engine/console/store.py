@@ -141,9 +141,17 @@ class Store:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA busy_timeout = 5000")
             self._migrate()
+            # a file damaged in its middle opens and migrates, then fails page after page
+            # (and may take the server down): refuse it at once, in one line
+            problems = [line for row in self._db.execute("PRAGMA quick_check(3)").fetchall()
+                        for line in str(row[0]).splitlines() if line and not line.startswith("***")]
         except sqlite3.DatabaseError as e:
             self._db.close()
             raise StoreError(f"{self.path}: not a console database: {e}") from None
+        if problems != ["ok"]:
+            self._db.close()
+            raise StoreError(f"{self.path}: the console's database is damaged ({problems[0]}): restore a backup, "
+                             "or recover what it holds with sqlite3's .recover")
 
     def _migrate(self) -> None:
         with self._lock:
