@@ -16,7 +16,7 @@ pytest.importorskip("tomlkit")
 from engine.console import forms                                    # noqa: E402
 from engine.console.configfile import ConfigFile, EditError          # noqa: E402
 from engine.console.versions import (ApprovalRefused, Conflict, ReloadResult, VersionError, Versions,  # noqa: E402
-                                     diff_texts, reload_result, send_reload)
+                                     diff_texts, is_sigmatch_run, reload_result, send_reload)
 from engine.language import schema                                   # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -402,6 +402,25 @@ def test_reload_is_sent_only_to_a_sigmatch_process(tmp_path):
         other.wait()
     pid_file.write_text(str(other.pid))
     assert send_reload(pid_file).state == "not_sent"     # gone
+    # a pid reused by a program that merely names sigmatch: SIGHUP would end it
+    (tmp_path / "sigmatch.log").write_text("")
+    for argv in (["tail", "-f", str(tmp_path / "sigmatch.log")], [sys.executable, "-c", "import time; time.sleep(30)",
+                                                                    "sigmatch", "run"]):
+        other = subprocess.Popen(argv)
+        try:
+            pid_file.write_text(str(other.pid))
+            result = send_reload(pid_file)
+            assert result.state == "not_sent" and "not sigmatch run" in result.message, argv
+            assert other.poll() is None
+        finally:
+            other.kill()
+            other.wait()
+    for argv in (["/usr/bin/python3", "/venv/bin/sigmatch", "-v", "run", "live.toml"], ["sigmatch", "run"],
+                 ["/usr/bin/python3", "-m", "engine.cli", "run", "live.toml", "--spool", "s"]):
+        assert is_sigmatch_run([a.encode() for a in argv]), argv
+    for argv in (["vim", "/etc/sigmatch/campaigns.toml"], ["sigmatch", "console", "--config", "c"],
+                 ["python3", "-m", "engine.cli", "console"], ["bash", "-c", "sigmatch run"]):
+        assert not is_sigmatch_run([a.encode() for a in argv]), argv
 
 
 def test_the_services_answer_is_worded_for_the_version_page():
@@ -735,9 +754,10 @@ def test_with_metrics_the_reload_is_said_to_wait_for_them_not_to_lack_them(world
     from engine.console.auth import hash_password
     from engine.console.settings import Settings
     (tmp_path / "data").mkdir()
-    service = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGHUP, "
-                                "signal.SIG_IGN); print(1, flush=True); time.sleep(60)", "sigmatch"],
-                               stdout=subprocess.PIPE)
+    program = tmp_path / "sigmatch"
+    program.write_text("import signal, time\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\nprint(1, flush=True)\n"
+                       "time.sleep(60)\n")
+    service = subprocess.Popen([sys.executable, str(program), "run"], stdout=subprocess.PIPE)
     try:
         service.stdout.readline()               # its SIGHUP is ignored from here on
         pid_file = tmp_path / "run.pid"

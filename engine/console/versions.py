@@ -41,7 +41,7 @@ from engine.console.configfile import ConfigFile, EditError, MAP_SECTIONS, NAMED
 from engine.console.forms import FormErrors, validate
 
 __all__ = ["Versions", "VersionError", "Conflict", "ApprovalRefused", "DiffRow", "diff_texts", "sha256_of",
-           "send_reload", "reload_result", "ReloadResult", "write_live"]
+           "send_reload", "reload_result", "ReloadResult", "write_live", "is_sigmatch_run"]
 
 # versions whose changes later versions do not carry
 DROPPED = ("rejected",)
@@ -326,6 +326,19 @@ class ReloadResult:
     message: str
 
 
+def is_sigmatch_run(argv: list[bytes]) -> bool:
+    """Whether a process's arguments (/proc/PID/cmdline split at NUL) are `sigmatch run`:
+    the program (or the script an interpreter runs, or `-m engine.cli`) is sigmatch, and
+    `run` is one of its arguments."""
+    for i, arg in enumerate(argv[:4]):
+        program = os.path.basename(arg)
+        if program == b"sigmatch" or (arg == b"engine.cli" and i > 0 and argv[i - 1] == b"-m"):
+            return b"run" in argv[i + 1:]
+        if arg == b"-c":                # code given inline: what follows are its arguments
+            break
+    return False
+
+
 def send_reload(pid_file: Optional[Path]) -> ReloadResult:
     """SIGHUP to the pid in `pid_file` (the service reloads its configuration). A result of
     "not_sent" says why not; "unknown" means it was sent."""
@@ -339,14 +352,14 @@ def send_reload(pid_file: Optional[Path]) -> ReloadResult:
         return ReloadResult("not_sent", f"{pid_file}: cannot read a process id: {getattr(e, 'strerror', None) or e}")
     if pid <= 1:
         return ReloadResult("not_sent", f"{pid_file}: {pid} is not a service's process id")
-    cmdline = Path(f"/proc/{pid}/cmdline")
     try:
-        command = cmdline.read_bytes().replace(b"\0", b" ")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        command = None
-    if command is not None and b"sigmatch" not in command and b"engine.cli" not in command:
-        # a stale pid file must not make the console signal some other program
-        return ReloadResult("not_sent", f"{pid_file}: process {pid} is not sigmatch; no signal sent")
+        argv = None
+    if argv is not None and not is_sigmatch_run(argv):
+        # a stale pid file must not make the console signal some other program: SIGHUP ends
+        # most (an editor or a `tail -f` of sigmatch's log names sigmatch too)
+        return ReloadResult("not_sent", f"{pid_file}: process {pid} is not sigmatch run; no signal sent")
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
