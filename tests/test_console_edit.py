@@ -781,3 +781,16 @@ def test_with_metrics_the_reload_is_said_to_wait_for_them_not_to_lack_them(world
     finally:
         service.kill()
         service.wait()
+
+
+def test_a_number_typed_in_a_why_or_a_note_is_masked_on_every_page(app, world):
+    # "why" and an approval's note are free text: a number in them was shown in full
+    ed, ann = user(app, "ed"), user(app, "ann")
+    saved = campaign_form(ed, "crbt_school", template="NEW", why="asked by 13800138000 at the counter")
+    vid = saved.headers["location"].rsplit("/", 1)[1]
+    page = ann.get(f"/versions/{vid}").text
+    ann.post(f"/versions/{vid}/reject", data={"csrf_token": _token(page), "note": "call 13900139000 first"})
+    for path in (f"/versions/{vid}", "/versions", "/simulations", f"/simulations?version={vid}", "/audit"):
+        page = ed.get(path).text
+        assert "13800138000" not in page and "13900139000" not in page, path
+    assert "138****8000" in ed.get(f"/versions/{vid}").text and "139****9000" in ed.get(f"/versions/{vid}").text
