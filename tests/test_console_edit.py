@@ -794,3 +794,17 @@ def test_a_number_typed_in_a_why_or_a_note_is_masked_on_every_page(app, world):
         page = ed.get(path).text
         assert "13800138000" not in page and "13900139000" not in page, path
     assert "138****8000" in ed.get(f"/versions/{vid}").text and "139****9000" in ed.get(f"/versions/{vid}").text
+
+
+def test_a_move_is_up_or_down_and_nothing_else(app, world):
+    # a direction that was neither (or none, from a client posting a few fields) moved it down
+    ed = user(app, "ed")
+    ed.get("/configuration")
+    before = len(versions_of_app(app).all())
+    for direction in ("sideways", ""):
+        answer = post_form(ed, "/campaigns/crbt_school/move", "/configuration", direction=direction, why="w")
+        assert answer.status_code == 303 and answer.headers["location"] == "/configuration"
+        assert "the direction is up or down" in ed.get("/configuration").text
+    assert len(versions_of_app(app).all()) == before
+    answer = post_form(ed, "/campaigns/crbt_school/move", "/configuration", direction="down", why="w")
+    assert answer.headers["location"].startswith("/versions/")

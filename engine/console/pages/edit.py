@@ -245,8 +245,12 @@ async def move(request: Request, cid: str):
         order = [c["id"] for c in sorted(values, key=lambda c: (-c.get("priority", 0), c["id"]))]
         if cid not in order:
             raise EditError(f"no campaign {cid!r} in the configuration")
+        direction = s.get("direction")
+        if direction not in ("up", "down"):
+            # anything else moved it down: a post of a few fields must not change the order by default
+            raise EditError(f"move {cid}: the direction is up or down, not {direction!r}")
         i = order.index(cid)
-        j = i - 1 if s.get("direction") == "up" else i + 1
+        j = i - 1 if direction == "up" else i + 1
         if 0 <= j < len(order):
             order[i], order[j] = order[j], order[i]
         d.reorder(order)
