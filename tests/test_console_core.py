@@ -308,6 +308,19 @@ def test_a_changed_role_applies_at_once(app):
     assert client.post("/probe/edit", data={"csrf_token": token}).status_code == 403
 
 
+def test_a_new_password_ends_the_sessions_of_the_old_one(app):
+    # adduser again after a password leaked: whoever logged in with it stayed in for 8 hours
+    thief, owner = logged_in(app, "ed"), logged_in(app, "vera")
+    assert thief.get("/campaigns").status_code == 200
+    app.state.store.add_user("ed", "editor", CHEAP.hash("a new password"))
+    r = thief.get("/campaigns")
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    assert owner.get("/campaigns").status_code == 200                 # other users stay
+    client = client_for(app)
+    assert log_in(client, "ed", "a new password").status_code == 303
+    assert client.get("/campaigns").status_code == 200
+
+
 # -- the rate limit ---------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ effect at once.
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import threading
@@ -19,7 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from engine.console.store import ROLES
 
-__all__ = ["hash_password", "verify_password", "needs_rehash", "role_allows", "new_csrf_token",
+__all__ = ["hash_password", "verify_password", "needs_rehash", "password_stamp", "role_allows", "new_csrf_token",
            "csrf_matches", "LoginLimiter", "SESSION_COOKIE", "SESSION_MAX_AGE_S", "MIN_PASSWORD_LENGTH",
            "MAX_NAME_LENGTH"]
 
@@ -52,6 +53,12 @@ def needs_rehash(password_hash: str) -> bool:
 def role_allows(role: str, needed: str) -> bool:
     """viewer < editor < approver: an approver may also edit, an editor also read."""
     return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
+
+
+def password_stamp(password_hash: str) -> str:
+    """What a session keeps of its user's password hash, to end when the password changes:
+    16 hex digits of its sha256 (the cookie is signed, not encrypted: never the hash itself)."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
 
 
 def new_csrf_token() -> str:

@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 from fastapi import HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
-from engine.console.auth import csrf_matches, new_csrf_token, role_allows
+from engine.console.auth import csrf_matches, new_csrf_token, password_stamp, role_allows
 from engine.console.settings import Settings
 from engine.console.store import Store
 from engine.privacy import mask_numbers
@@ -96,6 +96,10 @@ def current_user(request: Request) -> Optional[User]:
         return cached
     name = request.session.get("user")
     row = get_store(request).user(name) if isinstance(name, str) else None
+    if row is not None and request.session.get("pw") != password_stamp(row["password_hash"]):
+        # the password was changed (adduser again) since this session logged in: a session
+        # of whoever learnt the old one ends with it
+        row = None
     user = None if row is None else User(row["name"], row["role"])
     request.scope["sigmatch.user"] = user
     return user

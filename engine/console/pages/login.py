@@ -6,7 +6,8 @@ import math
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
-from engine.console.auth import MAX_NAME_LENGTH, hash_password, needs_rehash, new_csrf_token, verify_password
+from engine.console.auth import (MAX_NAME_LENGTH, hash_password, needs_rehash, new_csrf_token, password_stamp,
+                                 verify_password)
 from engine.console.deps import (audit, client_address, current_user, get_store, login_redirect_target, render,
                                  viewer_may_post)
 
@@ -52,11 +53,14 @@ def login(request: Request, name: str = Form(""), password: str = Form(""), next
         return render(request, "login.html", status_code=401, next=login_redirect_target(next), name=name,
                       error="Wrong user name or password.")
     limiter.succeeded(name)
-    if needs_rehash(row["password_hash"]):
-        store.set_password_hash(name, hash_password(password))
+    password_hash = row["password_hash"]
+    if needs_rehash(password_hash):
+        password_hash = hash_password(password)
+        store.set_password_hash(name, password_hash)
     # a new session: nothing of what was there before the login (a token planted in it) stays
     request.session.clear()
     request.session["user"] = row["name"]
+    request.session["pw"] = password_stamp(password_hash)
     request.session["csrf"] = new_csrf_token()
     request.scope.pop("sigmatch.user", None)
     audit(request, "login", row["name"], f"role {row['role']}")
