@@ -808,3 +808,21 @@ def test_a_move_is_up_or_down_and_nothing_else(app, world):
     assert len(versions_of_app(app).all()) == before
     answer = post_form(ed, "/campaigns/crbt_school/move", "/configuration", direction="down", why="w")
     assert answer.headers["location"].startswith("/versions/")
+
+
+def test_a_live_file_that_is_not_utf8_or_gone_is_one_line_on_every_page_never_a_500(app, world):
+    from fastapi.testclient import TestClient
+    ed = user(app, "ed")
+    ed = TestClient(app, follow_redirects=False, raise_server_exceptions=False, cookies=ed.cookies)
+    world.write_bytes(world.read_bytes() + b"# caf\xe9\n")
+    lines = world.read_bytes().count(b"\n")
+    for path in ("/campaigns", "/configuration", "/versions", "/campaigns/crbt_school/edit", "/campaigns/new",
+                 "/configuration/policy", "/simulations", "/watch"):
+        page = ed.get(path)
+        assert page.status_code < 500, (path, page.status_code)
+        if page.status_code != 200:
+            assert f"line {lines}: not UTF-8 text (byte 6 of the line)" in page.text, path
+    world.unlink()
+    for path in ("/configuration", "/versions", "/campaigns/crbt_school/edit"):
+        page = ed.get(path)
+        assert page.status_code == 409 and "cannot read the live configuration" in page.text, path

@@ -138,10 +138,17 @@ class Versions:
 
     def _read_live(self) -> str:
         try:
-            return self.config_path.read_bytes().decode("utf-8-sig")
-        except (OSError, UnicodeDecodeError) as e:
+            data = self.config_path.read_bytes()
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            # where, as check says it; the console edits text, so the file is mended on the host
+            line = data.count(b"\n", 0, e.start) + 1
+            column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+            raise VersionError(f"{self.config_path}: line {line:,}: not UTF-8 text (byte {column:,} of the line); "
+                               "a configuration file is UTF-8: mend it on the console's host") from None
+        except OSError as e:
             raise VersionError(f"{self.config_path}: cannot read the live configuration: "
-                               f"{getattr(e, 'strerror', None) or e}") from None
+                               f"{e.strerror or e}") from None
 
     # -- saving
     def save(self, author: str, why: str, base: int, line: Optional[str], edit: Callable[[ConfigFile], Any], *,

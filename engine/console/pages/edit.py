@@ -50,11 +50,11 @@ def _head(request: Request) -> tuple[Versions, dict, ConfigFile]:
     try:
         head = v.head()
     except VersionError as e:
-        raise HTTPException(500, str(e))
+        raise HTTPException(409, str(e))
     try:
         return v, head, ConfigFile(head["text"])
     except EditError as e:
-        raise HTTPException(500, f"version {head['id']}: {e}")
+        raise HTTPException(409, f"version {head['id']}: {e}")
 
 
 async def _form(request: Request) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def version_list(request: Request):
     try:
         v.baseline()
     except VersionError as e:
-        raise HTTPException(500, str(e))
+        raise HTTPException(409, str(e))
     return render(request, "versions.html", versions=v.all(), live=v.live())
 
 
