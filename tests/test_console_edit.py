@@ -416,9 +416,11 @@ def test_reload_is_sent_only_to_a_sigmatch_process(tmp_path):
             other.kill()
             other.wait()
     for argv in (["/usr/bin/python3", "/venv/bin/sigmatch", "-v", "run", "live.toml"], ["sigmatch", "run"],
+                 ["sigmatch", "--log-format", "json", "-v", "run", "c.toml"], ["sigmatch", "--log-format=json", "run"],
                  ["/usr/bin/python3", "-m", "engine.cli", "run", "live.toml", "--spool", "s"]):
         assert is_sigmatch_run([a.encode() for a in argv]), argv
     for argv in (["vim", "/etc/sigmatch/campaigns.toml"], ["sigmatch", "console", "--config", "c"],
+                 ["sigmatch", "console", "--data", "run"], ["sigmatch", "--log-format", "run", "console"],
                  ["python3", "-m", "engine.cli", "console"], ["bash", "-c", "sigmatch run"]):
         assert not is_sigmatch_run([a.encode() for a in argv]), argv
 

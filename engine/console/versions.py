@@ -340,10 +340,22 @@ def is_sigmatch_run(argv: list[bytes]) -> bool:
     for i, arg in enumerate(argv[:4]):
         program = os.path.basename(arg)
         if program == b"sigmatch" or (arg == b"engine.cli" and i > 0 and argv[i - 1] == b"-m"):
-            return b"run" in argv[i + 1:]
+            return _command_of(argv[i + 1:]) == b"run"
         if arg == b"-c":                # code given inline: what follows are its arguments
             break
     return False
+
+
+def _command_of(args: list[bytes]) -> Optional[bytes]:
+    """The command of sigmatch's arguments, past its own options (`-v`, `--log-format X`):
+    `sigmatch console --data run` is not `run`, and SIGHUP would end that console."""
+    rest = iter(args)
+    for arg in rest:
+        if arg == b"--log-format":
+            next(rest, None)
+        elif not arg.startswith(b"-"):
+            return arg
+    return None
 
 
 def send_reload(pid_file: Optional[Path]) -> ReloadResult:
