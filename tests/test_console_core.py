@@ -429,6 +429,19 @@ def test_a_bad_query_value_is_one_message_not_a_traceback(app):
     assert r.status_code == 400 and "page" in r.text and "Traceback" not in r.text
 
 
+def test_a_failing_database_is_one_message_never_a_500(app, monkeypatch, caplog):
+    client = logged_in(app, "vera")
+    client = client_for(app, raise_server_exceptions=False, cookies=client.cookies)
+
+    def failing(*args, **kwargs):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(app.state.store, "user", failing)
+    r = client.get("/campaigns")
+    assert r.status_code == 503 and "the console&#39;s database failed (disk I/O error)" in r.text
+    assert "Traceback" not in caplog.text and "disk I/O error" in caplog.text
+
+
 def test_an_id_too_large_for_sqlite_is_not_found_never_a_500(app):
     # SQLite's integers stop at 2**63 - 1: a larger id in an address raised OverflowError (500)
     huge = str(2 ** 64)

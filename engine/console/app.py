@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sqlite3
 from contextlib import asynccontextmanager
 from typing import Optional
 
@@ -123,6 +124,14 @@ def create_app(settings: Settings, *, store: Optional[Store] = None,
         # an id in the address past SQLite's 64-bit integers (/versions/99999999999999999999)
         # names nothing; SQLite says so with an OverflowError, not a missing row
         return refusal(request, 404, "no such entry: a number in the request is too large to name one")
+
+    @app.exception_handler(sqlite3.Error)
+    async def database_failed(request: Request, exc: sqlite3.Error):
+        # a disk that is full or failing under console.db: one line in the log and on the page
+        log.error("%s: %s %s: the console's database failed: %s", settings.database, request.method,
+                  request.url.path, exc)
+        request.scope["sigmatch.user"] = None       # the page must not ask the failing database again
+        return refusal(request, 503, f"the console's database failed ({exc}); try again, or see the console's log")
 
     for name in PAGES:
         module = importlib.import_module(name)
