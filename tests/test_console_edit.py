@@ -370,6 +370,27 @@ def test_rejecting_ones_own_draft_does_not_let_one_approve_a_draft_built_on_it(v
     versions.store.execute("UPDATE versions SET state = 'draft' WHERE id = ?", (v3["id"],))
     assert any("carol authored version" in b for b in versions.approval_blockers(v3["id"], "carol"))
     assert not versions.approval_blockers(v4["id"], "carol")
+    versions.store.execute("UPDATE versions SET state = 'rejected' WHERE id = ?", (v3["id"],))
+
+
+def test_a_rollback_to_a_draft_no_one_approved_is_not_approved_by_its_authors(versions, world):
+    # bob's draft was rejected with carol's, which it was built on; bob rolls back to it to
+    # recover his work: its text holds carol's change, which no one else has approved
+    base = versions.baseline()["id"]
+    v2, _ = versions.save("carol", "mine", base, "crbt_school", edit_campaign("crbt_school", template="A"))
+    v3, _ = versions.save("bob", "policy", base, "policy", lambda d: d.set_table("policy", {"max_per_day": 1}))
+    versions.reject(v2["id"], "carol", "never mind")
+    back, _ = versions.rollback("bob", "my policy again", v3["id"], base)
+    assert back["restores"] == v3["id"] and tomllib.loads(back["text"])["campaign"][0]["template"] == "A"
+    assert any("carol authored version 2," in b for b in versions.approval_blockers(back["id"], "carol"))
+    with pytest.raises(ApprovalRefused):
+        versions.approve(back["id"], "carol")
+    versions.approve(back["id"], "dave")
+    # a rollback to a version that was live: its changes were approved when it went live
+    v5, _ = versions.save("carol", "B", back["id"], "crbt_school", edit_campaign("crbt_school", template="B"))
+    versions.approve(v5["id"], "dave")
+    again, _ = versions.rollback("bob", "A was better", back["id"], v5["id"])
+    assert not versions.approval_blockers(again["id"], "carol")
 
 
 def test_diff_is_key_by_key(versions, world):

@@ -103,6 +103,11 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
     """,
+    # 3: a rollback names the version whose text it restores: that text may hold drafts no one
+    # approved, whose authors must not approve the rollback
+    """
+    ALTER TABLE versions ADD COLUMN restores INTEGER REFERENCES versions(id);
+    """,
 ]
 
 

@@ -152,8 +152,8 @@ class Versions:
 
     # -- saving
     def save(self, author: str, why: str, base: int, line: Optional[str], edit: Callable[[ConfigFile], Any], *,
-             section: str = "campaign", entry: Optional[str] = None,
-             inputs: frozenset = frozenset()) -> tuple[Optional[dict], FormErrors]:
+             section: str = "campaign", entry: Optional[str] = None, inputs: frozenset = frozenset(),
+             restores: Optional[int] = None) -> tuple[Optional[dict], FormErrors]:
         """Apply `edit` (a function that changes a ConfigFile) to the newest version and keep
         the result as a new draft, if it validates. `base`: the version the form was made
         from; `line`: the draft line the edit belongs to. Returns (the version, no errors) or
@@ -190,9 +190,9 @@ class Versions:
                 if newest != head["id"]:
                     continue
                 cursor = db.execute(
-                    "INSERT INTO versions (parent, line, author, created_at, why, text, sha256, state) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'draft')",
-                    (head["id"], line, author, self.now(), why, text, sha256_of(text)))
+                    "INSERT INTO versions (parent, line, author, created_at, why, text, sha256, state, restores) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'draft', ?)",
+                    (head["id"], line, author, self.now(), why, text, sha256_of(text), restores))
                 vid = cursor.lastrowid
             return self.get(vid), FormErrors()
         raise VersionError("the configuration kept changing while this was saved; try again")
@@ -210,7 +210,7 @@ class Versions:
         old = self.get(to)
         def put_back(document: ConfigFile) -> None:
             document.doc = ConfigFile(old["text"]).doc
-        return self.save(author, why, base, None, put_back)
+        return self.save(author, why, base, None, put_back, restores=old["id"])
 
     # -- approval and apply
     def approval_blockers(self, vid: int, approver: str) -> list[str]:
@@ -228,7 +228,7 @@ class Versions:
             (after, vid, approver, *DROPPED))}
         # a version rejected after a later one was built on it is still in that one's text:
         # its author must not approve the later one (rejecting their own draft would let them)
-        authored |= {v["id"] for v in self._carried(vid, after) if v["author"] == approver}
+        authored |= {i for i, author in self._authors_carried(vid, after).items() if author == approver}
         if authored:
             ids = ", ".join(str(i) for i in sorted(authored))
             reasons.append(f"{approver} authored version{'s' if len(authored) > 1 else ''} {ids}, which "
@@ -247,6 +247,26 @@ class Versions:
             version = None if parent is None else self.store.query_one("SELECT * FROM versions WHERE id = ?",
                                                                        (int(parent),))
         return chain
+
+    def _authors_carried(self, vid: int, after: int) -> dict[int, str]:
+        """{version id: author} of the versions whose changes version `vid` may hold and no
+        approver has checked: those it was built on since version `after` (the live one), and
+        for a rollback, the version it restores with those that one was built on, back to one
+        that went live."""
+        out: dict[int, str] = {}
+        todo: list[tuple[Optional[int], bool]] = [(vid, True)]
+        while todo:
+            i, since_live = todo.pop()
+            if i is None or i in out:
+                continue
+            v = self.store.query_one("SELECT * FROM versions WHERE id = ?", (int(i),))
+            if v is None or (since_live and v["id"] <= after) or (not since_live and v["applied_at"] is not None):
+                continue
+            out[v["id"]] = v["author"]
+            todo.append((v["parent"], since_live))
+            if v.get("restores") is not None:
+                todo.append((v["restores"], False))
+        return out
 
     def reject(self, vid: int, approver: str, note: str = "") -> list[int]:
         """Turn a draft down, and with it the drafts built on it (their text holds its
