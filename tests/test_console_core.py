@@ -308,6 +308,12 @@ def test_a_changed_role_applies_at_once(app):
     assert client.post("/probe/edit", data={"csrf_token": token}).status_code == 403
 
 
+def test_a_refusal_names_the_role_needed_and_the_users(app):
+    client = logged_in(app, "ed")
+    r = client.post("/versions/1/approve", data={"csrf_token": token_of(client, "/campaigns")})
+    assert r.status_code == 403 and "this needs the approver role; ed is an editor" in r.text
+
+
 def test_a_new_password_ends_the_sessions_of_the_old_one(app):
     # adduser again after a password leaked: whoever logged in with it stayed in for 8 hours
     thief, owner = logged_in(app, "ed"), logged_in(app, "vera")

@@ -117,7 +117,8 @@ def require_role(request: Request, role: str) -> User:
     """The logged-in user when they have `role` (or a higher one); 403 otherwise."""
     user = require_user(request)
     if not user.may(role):
-        raise HTTPException(403, f"this needs the {role} role; {user.name} is a {user.role}")
+        article = "an" if user.role[:1] in "aeiou" else "a"
+        raise HTTPException(403, f"this needs the {role} role; {user.name} is {article} {user.role}")
     return user
 
 
