@@ -308,6 +308,15 @@ def test_a_changed_role_applies_at_once(app):
     assert client.post("/probe/edit", data={"csrf_token": token}).status_code == 403
 
 
+def test_an_error_page_masks_a_number_typed_in_the_address(app):
+    # "no campaign '13800138000'": only the policy view shows a full number, the one looked up
+    client = logged_in(app, "vera")
+    for path in ("/campaigns/13800138000/edit", "/reports/13800138000"):
+        r = client.get(path)
+        assert r.status_code == 404 and "13800138000" not in r.text, path
+    assert "138****8000" in client.get("/campaigns/13800138000/edit").text
+
+
 def test_a_refusal_names_the_role_needed_and_the_users(app):
     client = logged_in(app, "ed")
     r = client.post("/versions/1/approve", data={"csrf_token": token_of(client, "/campaigns")})
