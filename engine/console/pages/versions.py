@@ -8,6 +8,8 @@ keeps the answer with the version; the version page refreshes itself until then.
 """
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import time
 from typing import Optional
@@ -18,9 +20,11 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.console.deps import audit, current_user, flash, get_settings, get_store, render, require_role
 from engine.console.service import reload_outcome
+from engine.console.store import StoreError
 from engine.console.versions import (ApprovalRefused, Conflict, ReloadResult, VersionError, Versions, diff_texts,
                                      reload_result, send_reload)
 
+log = logging.getLogger("sigmatch.console")
 router = APIRouter()
 NAV = ("Versions", "/versions")
 
@@ -111,8 +115,14 @@ def _watch_reload(store, config, metrics_url: str, vid: int, sha256: str, sent_a
     """Ask the service's metrics, in the background, whether the reload took; keep the answer."""
     def watch():
         result = reload_result(reload_outcome(metrics_url, sent_at, sha256))
-        Versions(store, config).record_reload(vid, result)
-        store.add_audit("(console)", "version.reload_result", f"version {vid}", result.message)
+        try:
+            Versions(store, config).record_reload(vid, result)
+            store.add_audit("(console)", "version.reload_result", f"version {vid}", result.message)
+        except (sqlite3.Error, StoreError) as e:
+            # the console stopped (its store closed) while the service was still reloading:
+            # the result is said in the log, not as a thread's traceback
+            log.warning("version %s: %s; not recorded, the console's store is closed (%s)", vid, result.message,
+                        type(e).__name__)
 
     threading.Thread(target=watch, name=f"reload-{vid}", daemon=True).start()
 
