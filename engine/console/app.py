@@ -100,7 +100,7 @@ def create_app(settings: Settings, *, store: Optional[Store] = None,
         # the page that refuses it must not answer with a new session of its own, which the
         # browser would keep in place of the user's: another site could log them out
         had_token = "csrf" in request.session
-        response = render(request, "error.html", status_code=status, status=status, message=message)
+        response = render(request, "error.html.jinja", status_code=status, status=status, message=message)
         if not had_token:
             request.session.pop("csrf", None)
         return response

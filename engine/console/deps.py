@@ -38,6 +38,9 @@ __all__ = ["Action", "User", "LoginRequired", "render", "current_user", "require
 
 TEMPLATES = Path(__file__).parent / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATES))
+# every value escaped, whatever the name: Starlette's default escapes by extension only, and
+# the templates are named *.html.jinja (sources, not pages a build writes)
+templates.env.autoescape = True
 # no page shows a full MSISDN but the one a user looked up: `|masked` on anything that may hold one
 templates.env.filters["masked"] = lambda text: mask_numbers("" if text is None else str(text))
 

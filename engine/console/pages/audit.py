@@ -48,7 +48,7 @@ def audit_page(request: Request, user: Optional[str] = None, action: Optional[st
     def page_url(n: int) -> str:
         return "/audit?" + urlencode({**given, "page": n})
 
-    return render(request, "audit.html", entries=entries, total=total, page=page, pages=pages,
+    return render(request, "audit.html.jinja", entries=entries, total=total, page=page, pages=pages,
                   filters=filters, actions=store.audit_actions(), query=query, page_url=page_url)
 
 

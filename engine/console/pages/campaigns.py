@@ -274,6 +274,6 @@ def campaigns(request: Request):
     user = require_user(request)
     row_actions = [a for a in request.app.state.campaign_actions if user.may(a.role)]
     page_actions = [a for a in request.app.state.campaigns_page_actions if user.may(a.role)]
-    return render(request, "campaigns.html", rows=rows, problem=problem, today=today, totals=totals,
+    return render(request, "campaigns.html.jinja", rows=rows, problem=problem, today=today, totals=totals,
                   live=live_state(settings, today),
                   row_actions=row_actions, page_actions=page_actions)

@@ -100,7 +100,7 @@ def overview(request: Request):
         entries = values.get(name) or {}
         sections.append({"name": name, "label": SECTION_LABELS[name], "doc": schema.SECTION[name].doc,
                          "entries": list(entries) if name in NAMED_SECTIONS + MAP_SECTIONS else None})
-    return render(request, "edit.html", mode="overview", head=head, live=v.live(), campaigns=ordered,
+    return render(request, "edit.html.jinja", mode="overview", head=head, live=v.live(), campaigns=ordered,
                   sections=sections)
 
 
@@ -112,7 +112,7 @@ def _campaign_page(request, head, doc, cid: Optional[str], table: dict, submitte
     shown = forms.current_inputs("campaign", table)
     if submitted is not None:
         shown = {f.name: submitted.get(f.name, [] if f.widget == "multi" else "") for f in fields}
-    return render(request, "edit.html", status_code=status_code, mode="campaign", cid=cid, head=head,
+    return render(request, "edit.html.jinja", status_code=status_code, mode="campaign", cid=cid, head=head,
                   fields=fields, shown=shown, errors=errors or forms.FormErrors(), why=why,
                   action="/campaigns/new" if cid is None else f"/campaigns/{cid}/edit",
                   title="New campaign" if cid is None else f"Campaign {cid}")
@@ -269,13 +269,13 @@ def _section_page(request, head, doc, section: str, entry: Optional[str], table:
         shown["name"] = submitted.get("name", "")
     path = f"/configuration/{section}" + ("/new" if new else f"/{entry}" if entry else "")
     title = f"{SECTION_LABELS[section]} {'new entry' if new else entry or ''}".strip()
-    return render(request, "edit.html", status_code=status_code, mode="section", section=section, entry=entry,
+    return render(request, "edit.html.jinja", status_code=status_code, mode="section", section=section, entry=entry,
                   new=new, head=head, fields=fields, shown=shown, errors=errors or forms.FormErrors(), why=why,
                   action=path, title=title, doc=schema.SECTION[section].doc)
 
 
 def _map_page(request, head, doc, section: str, errors=None, status_code=200):
-    return render(request, "edit.html", status_code=status_code, mode="map", section=section, head=head,
+    return render(request, "edit.html.jinja", status_code=status_code, mode="map", section=section, head=head,
                   entries=doc.section(section), errors=errors or forms.FormErrors(),
                   title=SECTION_LABELS[section], doc=schema.SECTION[section].doc,
                   fields=forms.entry_fields(section, forms.options_from(doc.values())))
@@ -295,7 +295,7 @@ def edit_section(request: Request, section: str):
         return _section_page(request, head, doc, section, None, doc.section(section))
     if section in MAP_SECTIONS:
         return _map_page(request, head, doc, section)
-    return render(request, "edit.html", mode="named", section=section, head=head, entries=doc.section(section),
+    return render(request, "edit.html.jinja", mode="named", section=section, head=head, entries=doc.section(section),
                   title=SECTION_LABELS[section], doc=schema.SECTION[section].doc)
 
 

@@ -27,7 +27,7 @@ def home(request: Request):
 def login_form(request: Request, next: str = "/"):
     if current_user(request) is not None:
         return RedirectResponse(login_redirect_target(next), status_code=303)
-    return render(request, "login.html", next=login_redirect_target(next), name="", error=None)
+    return render(request, "login.html.jinja", next=login_redirect_target(next), name="", error=None)
 
 
 @router.post("/login")
@@ -43,14 +43,14 @@ def login(request: Request, name: str = Form(""), password: str = Form(""), next
     if wait > 0:
         audit(request, "login_refused", name, "rate limited")
         minutes = max(1, math.ceil(wait / 60))
-        return render(request, "login.html", status_code=429, next=login_redirect_target(next), name=name,
+        return render(request, "login.html.jinja", status_code=429, next=login_redirect_target(next), name=name,
                       error=f"Too many failed logins for this name or address: try again in {minutes} "
                             f"minute{'s' if minutes != 1 else ''}.")
     row = store.user(name) if name else None
     if not verify_password(row["password_hash"] if row else _NOBODY_HASH, password) or row is None:
         limiter.failed(name, address)
         audit(request, "login_failed", name)
-        return render(request, "login.html", status_code=401, next=login_redirect_target(next), name=name,
+        return render(request, "login.html.jinja", status_code=401, next=login_redirect_target(next), name=name,
                       error="Wrong user name or password.")
     limiter.succeeded(name)
     password_hash = row["password_hash"]

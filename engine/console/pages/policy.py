@@ -59,7 +59,7 @@ def _client(settings):
 
 @router.get("/policy")
 def policy_form(request: Request):
-    return render(request, "policy.html", number="", msisdn=None, view=None, problem=None, explained=None,
+    return render(request, "policy.html.jinja", number="", msisdn=None, view=None, problem=None, explained=None,
                   rows=None)
 
 
@@ -96,7 +96,7 @@ def _look_up(request: Request, typed: str, problem: Optional[str] = None):
     if number is None:
         context["field_error"] = f"not an MSISDN: {MSISDN_RULE}"
         context["number"] = mask_numbers(typed)
-        return render(request, "policy.html", status_code=400, **context)
+        return render(request, "policy.html.jinja", status_code=400, **context)
     context["number"] = str(number)
     audit(request, "lookup", mask_msisdn(number), "policy view")
     try:
@@ -105,14 +105,14 @@ def _look_up(request: Request, typed: str, problem: Optional[str] = None):
         explained = client.explanation(number, last=EXPLAIN_LAST) if view is not None else None
     except LookupFailed as e:
         context["problem"] = str(e)
-        return render(request, "policy.html", status_code=502, **context)
+        return render(request, "policy.html.jinja", status_code=502, **context)
     if view is None:
         context["problem"] = f"{number} is not a subscriber ({NOT_FOUND_HINT})"
-        return render(request, "policy.html", status_code=404, **context)
+        return render(request, "policy.html.jinja", status_code=404, **context)
     offset = _utc_offset_ms(settings)
     context.update(msisdn=number, view=view, rows=_rows(view, offset),
                    explained=_explanation(explained, number, offset))
-    return render(request, "policy.html", **context)
+    return render(request, "policy.html.jinja", **context)
 
 
 def _rows(view: dict, offset: int) -> dict:

@@ -71,7 +71,7 @@ def simulations_page(request: Request, version: Optional[int] = None):
         traces, trace_problem = [], f"--trace-dir {settings.trace_dir}: cannot be read ({e.strerror or e})"
     records = queue.records.list_simulations(limit=LISTED)
     simulations = [queue.get(r["id"]) for r in records]
-    return render(request, "simulations.html", versions=_versions(store, version), chosen=version, traces=traces,
+    return render(request, "simulations.html.jinja", versions=_versions(store, version), chosen=version, traces=traces,
                   trace_problem=trace_problem, simulations=[s for s in simulations if s is not None],
                   slots=queue.slots, refresh=any(s is not None and s.status not in FINISHED for s in simulations))
 
@@ -110,7 +110,7 @@ def simulation_page(request: Request, sim_id: int):
             live_changed = sha256_text(settings.config.read_bytes().decode("utf-8-sig")) != sim.live_sha256
         except (OSError, UnicodeDecodeError):
             live_changed = None
-    return render(request, "simulation.html", sim=sim, view=result_view(sim.result) if sim.result else None,
+    return render(request, "simulation.html.jinja", sim=sim, view=result_view(sim.result) if sim.result else None,
                   refresh=REFRESH_S if sim.status not in FINISHED else None, live_changed=live_changed,
                   taken_shown=TAKEN_SHOWN)
 

@@ -49,7 +49,7 @@ def version_list(request: Request):
         v.baseline()
     except VersionError as e:
         raise HTTPException(409, str(e))
-    return render(request, "versions.html", versions=v.all(), live=v.live())
+    return render(request, "versions.html.jinja", versions=v.all(), live=v.live())
 
 
 def _latest_simulation(store, vid: int) -> Optional[dict]:
@@ -68,7 +68,7 @@ def version_page(request: Request, vid: int):
     parent = v.get(version["parent"]) if version["parent"] else None
     user = current_user(request)
     blockers = v.approval_blockers(vid, user.name) if user and user.may("approver") else []
-    return render(request, "version.html", version=version, live=live, parent=parent,
+    return render(request, "version.html.jinja", version=version, live=live, parent=parent,
                   against_parent=diff_texts(parent["text"], version["text"]) if parent else [],
                   against_live=diff_texts(live["text"], version["text"]) if live and live["id"] != vid else [],
                   approvals=v.approvals(vid), blockers=blockers, head=v.head(),
@@ -79,7 +79,7 @@ def version_page(request: Request, vid: int):
 def diff_page(request: Request, a: int, b: int, all: int = 0):
     v = versions_of(request)
     va, vb = _version(v, a), _version(v, b)
-    return render(request, "diff.html", a=va, b=vb, rows=diff_texts(va["text"], vb["text"], changed_only=not all),
+    return render(request, "diff.html.jinja", a=va, b=vb, rows=diff_texts(va["text"], vb["text"], changed_only=not all),
                   all=bool(all))
 
 

@@ -125,7 +125,7 @@ def watch_page(request: Request):
     if funnel.last_reload_at is not None:
         reload_at = datetime.datetime.fromtimestamp(funnel.last_reload_at, datetime.timezone.utc) \
             .strftime("%Y-%m-%d %H:%M:%S")
-    return render(request, "watch.html", funnel=funnel, columns=COLUMNS, totals=totals, refresh=REFRESH_S,
+    return render(request, "watch.html.jinja", funnel=funnel, columns=COLUMNS, totals=totals, refresh=REFRESH_S,
                   directories=output_directories(settings.out), reload_at=reload_at)
 
 
@@ -180,7 +180,7 @@ def _report(directory: Path) -> dict:
 @router.get("/reports")
 def reports_page(request: Request):
     settings = get_settings(request)
-    return render(request, "reports.html", directories=output_directories(settings.out))
+    return render(request, "reports.html.jinja", directories=output_directories(settings.out))
 
 
 @router.get("/reports/{name}")
@@ -194,7 +194,7 @@ def report_page(request: Request, name: str):
     try:
         made = _report(directories[name])
     except (SigmatchError, OSError) as e:
-        return render(request, "report.html", name=name, problem=str(e).splitlines()[0] if str(e) else
+        return render(request, "report.html.jinja", name=name, problem=str(e).splitlines()[0] if str(e) else
                       type(e).__name__, report=None, rows=[], plots={}, programme="", legend=LEGEND)
     report = made["document"]
     rows = []
@@ -210,5 +210,5 @@ def report_page(request: Request, name: str):
     programme = (f"{p['sends']:,} sends converted at {_pct(p['rate_send'])}; {p['global_controls']:,} global "
                  f"controls at {_pct(p['rate_global_control'])}; uplift {_shown_uplift(p)}; incremental "
                  f"conversions {_incremental(p)}.")
-    return render(request, "report.html", name=name, problem=None, report=report, rows=rows, plots=made["plots"],
+    return render(request, "report.html.jinja", name=name, problem=None, report=report, rows=rows, plots=made["plots"],
                   programme=programme, legend=LEGEND)
