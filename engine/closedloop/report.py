@@ -71,11 +71,12 @@ LEGEND = legend_text()
 
 
 def _parse_offset(text: Optional[str]) -> int:
+    """stats.json's utc_offset in ms (0 without one: an older sigmatch's output, in UTC),
+    by the configuration's own parser; outputs.read_outputs has refused any other value."""
     if not text:
         return 0
-    sign = -1 if text[0] == "-" else 1
-    hours, minutes = text.lstrip("+-").split(":")
-    return sign * (int(hours) * 60 + int(minutes)) * 60_000
+    from engine.language.config import parse_utc_offset
+    return parse_utc_offset(text)
 
 
 def _day_name(day: int) -> str:

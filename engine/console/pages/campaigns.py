@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 from fastapi import APIRouter, Request
 
+from engine.api import DAY_MS
 from engine.console.deps import get_settings, get_store, render, require_user
 from engine.errors import SigmatchError
 from engine.language import schema
@@ -96,14 +97,13 @@ def read_today(out: Optional[Path]) -> Today:
 
 
 def _offset_ms(text) -> int:
-    """"+08:00" -> ms; 0 for anything else (stats.json without a configuration identity)."""
-    if not isinstance(text, str) or len(text) != 6 or text[0] not in "+-" or text[3] != ":":
+    """stats.json's utc_offset in ms, by the configuration's own parser; 0 without a valid
+    one (an older sigmatch's stats.json: its days are in UTC)."""
+    from engine.language.config import parse_utc_offset
+    try:
+        return parse_utc_offset(text)
+    except ValueError:
         return 0
-    sign = -1 if text[0] == "-" else 1
-    return sign * (int(text[1:3]) * 60 + int(text[4:6])) * 60_000
-
-
-DAY_MS = 86_400_000
 
 
 # per finished output file, its counts by local day: a finished file never changes, and the
