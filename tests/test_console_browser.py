@@ -213,12 +213,13 @@ def all_css(driver, selector):
 
 
 def wait_for(driver, condition, message: str, timeout: float = WAIT_S):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
-    # a page that refreshes itself (<meta http-equiv="refresh">) may go between finding an element and reading it
+    # A page that refreshes itself (<meta http-equiv="refresh">) may go between finding an element
+    # and reading it. Chromium reports that as a stale element, or (chromedriver 156) as a bare
+    # WebDriverException "Node with given id does not belong to the document"; either is "not yet".
     return WebDriverWait(driver, timeout, poll_frequency=0.2,
-                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
-                         ).until(condition, message)
+                         ignored_exceptions=(WebDriverException,)).until(condition, message)
 
 
 def log_in(driver, site: Site, name: str, password: str = PASSWORD, then: str = "/campaigns"):
