@@ -92,9 +92,11 @@ cdef extern from *:
     """
     #define sm_prefetch(p) __builtin_prefetch((const void *)(p), 1, 3)
     #define sm_prefetch_l2(p) __builtin_prefetch((const void *)(p), 0, 1)
+    #define sm_ctz64(x) ((uint32_t)__builtin_ctzll(x))
     """
     void sm_prefetch(const void* p) nogil
     void sm_prefetch_l2(const void* p) nogil
+    uint32_t sm_ctz64(uint64_t x) nogil     # x != 0
 
 # `when` sums: at most 32 terms of |coef| < 2^33 times a counter < 2^32, plus a constant, need
 # about 71 bits; GCC and Clang have a 128-bit integer on every 64-bit target we build for.
@@ -210,6 +212,10 @@ cdef class Core:
         sm_free(self.E.dates, <size_t>self.E.nr_subscribers * self.E.nr_dates * sizeof(uint16_t))
         free(self.E.by_type_off)
         free(self.E.trig_list)
+        free(self.E.elig_union)
+        free(self.E.elig_slot)
+        free(self.E.elig_pos)
+        free(self.E.cand)
         free(self.E.counter_type_off)
         free(self.E.counter_list)
         free(self.E.convert_type_off)
@@ -258,6 +264,8 @@ cdef class Core:
         self.E.stride = self.E.marker_off + 8 * nr_markers
         if self.E.stride <= 64:
             self.E.stride = 64
+        if self.E.nr_campaigns:
+            self._build_candidate_masks()
 
     @property
     def bytes_per_subscriber(self):
@@ -670,6 +678,7 @@ cdef class Core:
         self._build_type_lists(
             [[ci for ci, d in enumerate(campaigns) if (d["types"] >> t) & 1] for t in range(64)],
             &self.E.by_type_off, &self.E.trig_list)
+        self._build_candidate_masks()
         for t in range(64):
             sets = sorted({d["peer_set"] for d in campaigns if (d["types"] >> t) & 1 and d["peer_set"] >= 0})
             for j in range(4):
@@ -677,6 +686,54 @@ cdef class Core:
         self._build_type_lists(
             [[ci for ci, d in enumerate(campaigns) if (d["convert_types"] >> t) & 1] for t in range(64)],
             &self.E.convert_type_off, &self.E.convert_list)
+
+    cdef _build_candidate_masks(self):
+        """The candidate masks of EngineC (see there) from the campaigns' eligibility bits and
+        the type lists. Memory: for each type, P words per distinct bit its campaigns use, so at
+        most n * ceil(n / 64) words for n campaigns of a type (200: 4 words x 200 bits, 6.4 kB)."""
+        cdef int t, w, b, i, W = self.E.nr_elig_words
+        cdef uint32_t n, P, lo
+        cdef CampaignC* c
+        cdef list pos = []
+        slots, unions, max_p = {}, [0] * (64 * W), 1
+        for ci in range(self.E.nr_campaigns):
+            c = &self.E.campaigns[ci]
+            if c.elig_mask and not 0 <= c.elig_word < W:
+                raise ValueError(f"campaign {ci}: eligibility word {c.elig_word} out of range")
+        for t in range(64):
+            lo = self.E.by_type_off[t]
+            n = self.E.by_type_off[t + 1] - lo
+            P = (n + 63) >> 6
+            max_p = max(max_p, P)
+            masks = {}
+            for i in range(<int>n):
+                c = &self.E.campaigns[self.E.trig_list[lo + i]]
+                for b in range(64):
+                    if (c.elig_mask >> b) & 1:
+                        key = c.elig_word * 64 + b
+                        masks[key] = masks.get(key, 0) | ((<object>1) << i)     # a Python int: n may pass 64
+            for key in sorted(masks):
+                unions[t * W + key // 64] |= 1 << (key % 64)
+                slots[(t * W + key // 64) * 64 + key % 64] = len(pos)
+                pos.extend((masks[key] >> (64 * p)) & 0xFFFFFFFFFFFFFFFF for p in range(P))
+        free(self.E.elig_union)
+        free(self.E.elig_slot)
+        free(self.E.elig_pos)
+        free(self.E.cand)
+        self.E.elig_union = <uint64_t*>calloc(64 * W, sizeof(uint64_t))
+        self.E.elig_slot = <uint32_t*>calloc(64 * W * 64, sizeof(uint32_t))
+        self.E.elig_pos = <uint64_t*>calloc(max(len(pos), 1), sizeof(uint64_t))
+        self.E.cand = <uint64_t*>calloc(2 * max_p, sizeof(uint64_t))
+        if self.E.elig_union == NULL or self.E.elig_slot == NULL or self.E.elig_pos == NULL or self.E.cand == NULL:
+            raise MemoryError()
+        for i, x in enumerate(unions):
+            self.E.elig_union[i] = x
+        for i, x in slots.items():
+            self.E.elig_slot[i] = x
+        for i, x in enumerate(pos):
+            self.E.elig_pos[i] = x
+        self.E.cand_nr_words = W
+        self.E.cand_max_words = max_p
 
     cdef _set_when(self, list campaigns):
         """The `when` tables: d["when"] is None or (comparisons, words, stack) as
@@ -749,7 +806,8 @@ cdef class Core:
         processed, in three stages: the index slot PREFETCH_FAR events ahead; the row (and the
         peer-set slot) PREFETCH_NEAR ahead, found by fingerprint; then, PREFETCH_CONTACT
         ahead, the row is in cache: the hit is confirmed and, for a subscriber with contact
-        state, the contact slots of the campaigns its event triggers are fetched. Prefetching
+        state, the contact slots of the campaigns its event may match (candidates) are
+        fetched. Prefetching
         only reads; the outcome is unchanged."""
         cdef int i, k
         cdef EngineC* E = &self.E
@@ -757,8 +815,9 @@ cdef class Core:
         cdef uint32_t sub, j
         cdef int32_t ps
         cdef uint64_t key
-        cdef uint8_t* row
-        cdef CampaignC* c
+        cdef uint32_t first, p
+        cdef uint64_t bits
+        cdef uint64_t* cand
         if E.index_slots == NULL:
             for i in range(nb):
                 process_event(E, &self.batch[i], NO_INDEX)
@@ -793,12 +852,16 @@ cdef class Core:
                 if sub != NO_INDEX and (<SubHeadC*>row_of(E, sub)).msisdn != ev.msisdn:
                     sub = lookup_subscriber(E, ev.msisdn)     # a fingerprint collision: rare
                     self.subs[k] = sub
-                if sub != NO_INDEX and E.contacts != NULL and (<SubHeadC*>row_of(E, sub)).flags & SUB_HAS_CONTACT:
-                    row = row_of(E, sub)
-                    for j in range(E.by_type_off[ev.type], E.by_type_off[ev.type + 1]):
-                        c = &E.campaigns[E.trig_list[j]]
-                        if elig_bit(E, row, c.elig_word, c.elig_mask):
-                            key = (<uint64_t>sub << 16) | E.trig_list[j] | OCCUPIED
+                if (sub != NO_INDEX and E.contacts != NULL and (<SubHeadC*>row_of(E, sub)).flags & SUB_HAS_CONTACT
+                        and E.by_type_off[ev.type] != E.by_type_off[ev.type + 1]):
+                    first = E.by_type_off[ev.type]
+                    cand = E.cand + E.cand_max_words
+                    for p in range(candidates(E, ev.type, row_of(E, sub), cand)):
+                        bits = cand[p]
+                        while bits:
+                            j = E.trig_list[first + (p << 6) + sm_ctz64(bits)]
+                            bits &= bits - 1
+                            key = (<uint64_t>sub << 16) | j | OCCUPIED
                             sm_prefetch(&E.contacts[sm_mix64(key) & E.contacts_mask])
             process_event(E, &self.batch[i], self.subs[i])
             if E.oom:

@@ -179,6 +179,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     cdef int64_t* marks
     cdef bint watched
     cdef int outcome
+    cdef uint32_t first, nr_words, p
+    cdef uint64_t bits
     # Event time: the clock only moves forward; a late event takes the clock. Counted, as it
     # is processed at a time other than its own (ts == clock is on time, not late).
     if not E.has_clock or ev.ts > E.clock:
@@ -272,81 +274,86 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         E.funnel[<size_t>ci * NR_FUNNEL + FN_CONVERTED_SEND + conv.kind] += 1
         if watched:
             explain_conversion(E, sub, conv)
-    # 6. matching, in priority order
+    # 6. matching, in priority order. Only the campaigns whose static eligibility the row has
+    # are visited (candidates): an event whose subscriber has none stops here, whatever the
+    # number of campaigns. The explanation (the cold path) still names every campaign.
+    if watched:
+        explain_matching(E, ev, sub, ts, prev)
+    first = E.by_type_off[ev.type]
+    nr_words = candidates(E, ev.type, row, E.cand) if first != E.by_type_off[ev.type + 1] else 0
     cur_areas = NULL
     prev_areas = NULL
-    if E.by_type_off[ev.type] != E.by_type_off[ev.type + 1] and E.nr_area_words:
+    if nr_words and E.nr_area_words:
         cur_areas = area_word_of(E, ev.cell)
         prev_areas = area_word_of(E, prev)
     day = floor_div(ts + E.utc_offset, DAY_MS)
-    if watched:
-        explain_matching(E, ev, sub, ts, prev)
-    for i in range(E.by_type_off[ev.type], E.by_type_off[ev.type + 1]):
-        ci = E.trig_list[i]
-        c = &E.campaigns[ci]
-        if not c.enabled or day < c.start_day or day > c.end_day:
-            continue
-        # the trigger's own bits before anything that reads the row
-        if (ev.flags & c.flags) != c.flags or (c.has_arg and ev.arg != c.arg):
-            continue
-        if not elig_bit(E, row, c.elig_word, c.elig_mask):
-            continue
-        if c.peer_set >= 0 and (ev.peer == 0 or not peer_contains(&E.peer_sets[c.peer_set], ev.peer)):
-            continue
-        if c.area_word >= 0:
-            if cur_areas == NULL or not (cur_areas[c.area_word] & c.area_mask):
+    for p in range(nr_words):
+        bits = E.cand[p]
+        while bits:
+            i = first + (p << 6) + sm_ctz64(bits)
+            bits &= bits - 1
+            ci = E.trig_list[i]
+            c = &E.campaigns[ci]
+            if not c.enabled or day < c.start_day or day > c.end_day:
                 continue
-            if c.enter and prev_areas != NULL and prev_areas[c.area_word] & c.area_mask:
+            if (ev.flags & c.flags) != c.flags or (c.has_arg and ev.arg != c.arg):
                 continue
-        if (c.hours_start >= 0 or c.days != 0x7F) and not in_hours(E, c, ts):
-            continue
-        if c.counter >= 0 and counter_read(E, row, c.counter, ts) < c.at_least:
-            continue
-        if c.when_len and not when_true(E, row, c, ts):
-            continue
-        if c.nr_conds and not marks_hold(E, row, c, ts):
-            continue
-        if c.date_slot >= 0:
-            if today == 0:
-                today = month_day_of(floor_div(ts + E.utc_offset, DAY_MS))
-            if not anniversary_today(today, E.dates[<size_t>sub * E.nr_dates + c.date_slot]):
+            if c.peer_set >= 0 and (ev.peer == 0 or not peer_contains(&E.peer_sets[c.peer_set], ev.peer)):
                 continue
-        contact = find_contact(E, sub, ci, False) if h.flags & SUB_HAS_CONTACT else NULL
-        if contact != NULL:
-            if (contact.streak >= c.stop_after
-                    or contact.flags & CONTACT_PENDING
-                    or (contact.flags & CONTACT_CONTACTED
-                        and (c.once or ts < contact.last_ts + c.cooldown))):
+            if c.area_word >= 0:
+                if cur_areas == NULL or not (cur_areas[c.area_word] & c.area_mask):
+                    continue
+                if c.enter and prev_areas != NULL and prev_areas[c.area_word] & c.area_mask:
+                    continue
+            if (c.hours_start >= 0 or c.days != 0x7F) and not in_hours(E, c, ts):
                 continue
-        E.funnel[<size_t>ci * NR_FUNNEL + FN_MATCHED] += 1
-        if c.delay == 0:
-            outcome = emit(E, ci, sub, ts, ts, ev.cell, False)
+            if c.counter >= 0 and counter_read(E, row, c.counter, ts) < c.at_least:
+                continue
+            if c.when_len and not when_true(E, row, c, ts):
+                continue
+            if c.nr_conds and not marks_hold(E, row, c, ts):
+                continue
+            if c.date_slot >= 0:
+                if today == 0:
+                    today = month_day_of(floor_div(ts + E.utc_offset, DAY_MS))
+                if not anniversary_today(today, E.dates[<size_t>sub * E.nr_dates + c.date_slot]):
+                    continue
+            contact = find_contact(E, sub, ci, False) if h.flags & SUB_HAS_CONTACT else NULL
+            if contact != NULL:
+                if (contact.streak >= c.stop_after
+                        or contact.flags & CONTACT_PENDING
+                        or (contact.flags & CONTACT_CONTACTED
+                            and (c.once or ts < contact.last_ts + c.cooldown))):
+                    continue
+            E.funnel[<size_t>ci * NR_FUNNEL + FN_MATCHED] += 1
+            if c.delay == 0:
+                outcome = emit(E, ci, sub, ts, ts, ev.cell, False)
+                if watched:
+                    explain_emit(E, sub, ci, ts, outcome)
+                continue
+            if E.heap_n >= E.max_pending:
+                E.funnel[<size_t>ci * NR_FUNNEL + FN_OVERFLOW] += 1
+                if watched:
+                    explain_campaign(E, X_OVERFLOW, sub, ci, ts, 0)
+                continue
+            contact = find_contact(E, sub, ci, True)
+            if contact == NULL:
+                return
+            contact.flags |= CONTACT_PENDING
+            note_contact(E, contact)
+            E.timers_created += 1
+            timer.due = ts + c.delay
+            timer.created = E.timers_created
+            timer.trigger_ts = ts
+            timer.subscriber = sub
+            timer.cell = ev.cell
+            timer.campaign = ci
+            timer.pad = 0
+            if heap_push(E, &timer):
+                return
+            E.funnel[<size_t>ci * NR_FUNNEL + FN_SCHEDULED] += 1
             if watched:
-                explain_emit(E, sub, ci, ts, outcome)
-            continue
-        if E.heap_n >= E.max_pending:
-            E.funnel[<size_t>ci * NR_FUNNEL + FN_OVERFLOW] += 1
-            if watched:
-                explain_campaign(E, X_OVERFLOW, sub, ci, ts, 0)
-            continue
-        contact = find_contact(E, sub, ci, True)
-        if contact == NULL:
-            return
-        contact.flags |= CONTACT_PENDING
-        note_contact(E, contact)
-        E.timers_created += 1
-        timer.due = ts + c.delay
-        timer.created = E.timers_created
-        timer.trigger_ts = ts
-        timer.subscriber = sub
-        timer.cell = ev.cell
-        timer.campaign = ci
-        timer.pad = 0
-        if heap_push(E, &timer):
-            return
-        E.funnel[<size_t>ci * NR_FUNNEL + FN_SCHEDULED] += 1
-        if watched:
-            explain_campaign(E, X_SCHEDULED, sub, ci, ts, timer.due)
+                explain_campaign(E, X_SCHEDULED, sub, ci, ts, timer.due)
     # 8. markers, after matching: an event never sees itself in after, not_after or absent,
     # and a timer that fired at its start (step 1) did not see it either
     marks = <int64_t*>(row + E.marker_off)

@@ -99,6 +99,32 @@ cdef inline bint elig_bit(EngineC* E, uint8_t* row, int32_t word, uint64_t mask)
     return ((<uint64_t*>(row + E.elig_off))[word] & mask) != 0
 
 
+cdef inline uint32_t candidates(EngineC* E, int32_t t, uint8_t* row, uint64_t* cand) noexcept nogil:
+    """The campaigns of event type t whose static eligibility (elig_bit) this row has: bit i
+    of cand[0 : P] stands for trig_list[by_type_off[t] + i]. Returns P, or 0 when there is
+    none, cand then untouched. The type must have campaigns."""
+    cdef int32_t w, W = E.cand_nr_words
+    cdef uint64_t* elig = <uint64_t*>(row + E.elig_off)
+    cdef uint64_t* uni = E.elig_union + <size_t>t * W
+    cdef uint32_t* slot = E.elig_slot + <size_t>t * W * 64
+    cdef uint32_t P = (E.by_type_off[t + 1] - E.by_type_off[t] + 63) >> 6, p
+    cdef uint64_t x, hit = 0
+    cdef uint64_t* m
+    for w in range(W):
+        hit |= elig[w] & uni[w]
+    if hit == 0:
+        return 0
+    memset(cand, 0, P * sizeof(uint64_t))
+    for w in range(W):
+        x = elig[w] & uni[w]
+        while x:
+            m = E.elig_pos + slot[w * 64 + sm_ctz64(x)]
+            for p in range(P):
+                cand[p] |= m[p]
+            x &= x - 1
+    return P
+
+
 cdef inline int64_t floor_div(int64_t a, int64_t b) noexcept nogil:
     cdef int64_t q = a / b
     if (a % b != 0) and ((a < 0) != (b < 0)):

@@ -184,6 +184,16 @@ ctypedef struct EngineC:
     int32_t nr_campaigns
     uint32_t* by_type_off       # [65] offsets into by_type_list, per event type code
     uint16_t* trig_list
+    # Candidate masks (issue 14), so that matching visits only the campaigns an event may
+    # match. A type's campaigns are the positions of its trig_list, P = ceil(n / 64) words
+    # of bits. For every eligibility bit its campaigns use, elig_pos holds the positions of
+    # those that use it. Per type and bit, never per subscriber: a subscriber costs 0 bytes.
+    int32_t cand_nr_words       # eligibility words when the masks were built
+    uint64_t* elig_union        # [64 * cand_nr_words]: the bits some campaign of the type uses
+    uint32_t* elig_slot         # [64 * cand_nr_words * 64]: a bit's mask's first word in elig_pos
+    uint64_t* elig_pos          # the masks, P words each
+    uint64_t* cand              # scratch, 2 * the largest P: matching's, then the prefetch's
+    uint32_t cand_max_words     # the largest P
     uint32_t* counter_type_off
     uint16_t* counter_list
     uint32_t* convert_type_off
