@@ -212,9 +212,15 @@ cdef class Core:
         sm_free(self.E.dates, <size_t>self.E.nr_subscribers * self.E.nr_dates * sizeof(uint16_t))
         free(self.E.by_type_off)
         free(self.E.trig_list)
+        free(self.E.pos_pool)
         free(self.E.elig_union)
         free(self.E.elig_slot)
-        free(self.E.elig_pos)
+        free(self.E.flag_slot)
+        free(self.E.cgrps)
+        free(self.E.cthr)
+        free(self.E.cthr_slot)
+        free(self.E.area_union)
+        free(self.E.area_slot)
         free(self.E.cand)
         free(self.E.counter_type_off)
         free(self.E.counter_list)
@@ -432,6 +438,8 @@ cdef class Core:
             self.E.area_cells[h] = cells[i]
             for w in range(nw):
                 self.E.area_masks[h * nw + w] = masks[i, w]
+        if self.E.nr_campaigns:
+            self._build_candidate_masks()
 
     def set_event_types(self, dict names):
         """name (str) -> code (1..63): the types the decoder accepts, by code or by name."""
@@ -519,6 +527,7 @@ cdef class Core:
                    uint32_t max_per_day, int unblocked_word, uint64_t unblocked_mask,
                    uint64_t max_pending):
         self.E.utc_offset = utc_offset_ms
+        self.E.time_valid = 0
         self.E.quiet_start = quiet_start
         self.E.quiet_end = quiet_end
         self.E.min_gap = min_gap_ms
@@ -688,52 +697,128 @@ cdef class Core:
             &self.E.convert_type_off, &self.E.convert_list)
 
     cdef _build_candidate_masks(self):
-        """The candidate masks of EngineC (see there) from the campaigns' eligibility bits and
-        the type lists. Memory: for each type, P words per distinct bit its campaigns use, so at
-        most n * ceil(n / 64) words for n campaigns of a type (200: 4 words x 200 bits, 6.4 kB)."""
-        cdef int t, w, b, i, W = self.E.nr_elig_words
+        """The candidate masks of EngineC (see there), from the campaigns and the type lists.
+        Memory: P words per mask, one mask per eligibility bit, trigger flag, counter threshold
+        and area a type's campaigns use, plus two; for n campaigns of a type at most about
+        4n masks of ceil(n / 64) words (200 campaigns of one type: under 26 kB). Nothing per
+        subscriber."""
+        cdef int t, b, i, W = self.E.nr_elig_words, A = self.E.nr_area_words
         cdef uint32_t n, P, lo
         cdef CampaignC* c
-        cdef list pos = []
-        slots, unions, max_p = {}, [0] * (64 * W), 1
+        cdef list pool = []
+        one = <object>1         # masks are Python ints while built: a type may have > 64 campaigns
+        elig_slot, elig_union = {}, [0] * (64 * W)
+        area_slot, area_union = {}, [0] * (64 * max(A, 1))
+        flag_slot, flag_union = {}, [0] * 64
+        time_off, area_off, cgrp_off = [0] * 64, [NO_MASK] * 64, [0] * 65
+        groups, thresholds, thr_slot = [], [], []
+        max_p = 1
         for ci in range(self.E.nr_campaigns):
             c = &self.E.campaigns[ci]
             if c.elig_mask and not 0 <= c.elig_word < W:
                 raise ValueError(f"campaign {ci}: eligibility word {c.elig_word} out of range")
+
+        def add(mask, P):
+            pool.extend((mask >> (64 * p)) & 0xFFFFFFFFFFFFFFFF for p in range(P))
+            return len(pool) - P
+
         for t in range(64):
             lo = self.E.by_type_off[t]
             n = self.E.by_type_off[t + 1] - lo
             P = (n + 63) >> 6
             max_p = max(max_p, P)
-            masks = {}
+            elig, flags, areas, counters, with_area = {}, {}, {}, {}, 0
             for i in range(<int>n):
                 c = &self.E.campaigns[self.E.trig_list[lo + i]]
+                bit = one << i
                 for b in range(64):
                     if (c.elig_mask >> b) & 1:
-                        key = c.elig_word * 64 + b
-                        masks[key] = masks.get(key, 0) | ((<object>1) << i)     # a Python int: n may pass 64
-            for key in sorted(masks):
-                unions[t * W + key // 64] |= 1 << (key % 64)
-                slots[(t * W + key // 64) * 64 + key % 64] = len(pos)
-                pos.extend((masks[key] >> (64 * p)) & 0xFFFFFFFFFFFFFFFF for p in range(P))
+                        elig[c.elig_word * 64 + b] = elig.get(c.elig_word * 64 + b, 0) | bit
+                    if (c.flags >> b) & 1:
+                        flags[b] = flags.get(b, 0) | bit
+                    if 0 <= c.area_word < A and (c.area_mask >> b) & 1:     # else in no area: never
+                        areas[c.area_word * 64 + b] = areas.get(c.area_word * 64 + b, 0) | bit
+                if c.area_word >= 0:
+                    with_area |= bit
+                if c.counter >= 0 and c.at_least > 0:
+                    counters.setdefault(c.counter, {})
+                    counters[c.counter][c.at_least] = counters[c.counter].get(c.at_least, 0) | bit
+            for key, mask in elig.items():
+                elig_union[t * W + key // 64] |= one << (key % 64)
+                elig_slot[(t * W + key // 64) * 64 + key % 64] = add(mask, P)
+            for b, mask in flags.items():
+                flag_union[t] |= one << b
+                flag_slot[t * 64 + b] = add(mask, P)
+            if with_area:
+                area_off[t] = add(with_area, P)
+                for key, mask in areas.items():
+                    area_union[t * A + key // 64] |= one << (key % 64)
+                    area_slot[(t * A + key // 64) * 64 + key % 64] = add(mask, P)
+            time_off[t] = add(0, P)
+            cgrp_off[t] = len(groups)
+            for k in sorted(counters):
+                groups.append((k, len(thresholds), len(counters[k])))
+                above = 0
+                for at_least in sorted(counters[k], reverse=True):
+                    above |= counters[k][at_least]
+                    thresholds.append(at_least)
+                    thr_slot.append(add(above, P))
+        cgrp_off[64] = len(groups)
+        free(self.E.pos_pool)
         free(self.E.elig_union)
         free(self.E.elig_slot)
-        free(self.E.elig_pos)
+        free(self.E.flag_slot)
+        free(self.E.cgrps)
+        free(self.E.cthr)
+        free(self.E.cthr_slot)
+        free(self.E.area_union)
+        free(self.E.area_slot)
         free(self.E.cand)
+        self.E.pos_pool = <uint64_t*>calloc(max(len(pool), 1), sizeof(uint64_t))
         self.E.elig_union = <uint64_t*>calloc(64 * W, sizeof(uint64_t))
         self.E.elig_slot = <uint32_t*>calloc(64 * W * 64, sizeof(uint32_t))
-        self.E.elig_pos = <uint64_t*>calloc(max(len(pos), 1), sizeof(uint64_t))
-        self.E.cand = <uint64_t*>calloc(2 * max_p, sizeof(uint64_t))
-        if self.E.elig_union == NULL or self.E.elig_slot == NULL or self.E.elig_pos == NULL or self.E.cand == NULL:
+        self.E.flag_slot = <uint32_t*>calloc(64 * 64, sizeof(uint32_t))
+        self.E.cgrps = <CandCounterC*>calloc(max(len(groups), 1), sizeof(CandCounterC))
+        self.E.cthr = <uint32_t*>calloc(max(len(thresholds), 1), sizeof(uint32_t))
+        self.E.cthr_slot = <uint32_t*>calloc(max(len(thresholds), 1), sizeof(uint32_t))
+        self.E.area_union = <uint64_t*>calloc(64 * max(A, 1), sizeof(uint64_t))
+        self.E.area_slot = <uint32_t*>calloc(64 * max(A, 1) * 64, sizeof(uint32_t))
+        self.E.cand = <uint64_t*>calloc(3 * max_p, sizeof(uint64_t))
+        if (self.E.pos_pool == NULL or self.E.elig_union == NULL or self.E.elig_slot == NULL
+                or self.E.flag_slot == NULL or self.E.cgrps == NULL or self.E.cthr == NULL
+                or self.E.cthr_slot == NULL or self.E.area_union == NULL or self.E.area_slot == NULL
+                or self.E.cand == NULL):
             raise MemoryError()
-        for i, x in enumerate(unions):
+        for i, x in enumerate(pool):
+            self.E.pos_pool[i] = x
+        for i, x in enumerate(elig_union):
             self.E.elig_union[i] = x
-        for i, x in slots.items():
+        for i, x in elig_slot.items():
             self.E.elig_slot[i] = x
-        for i, x in enumerate(pos):
-            self.E.elig_pos[i] = x
+        for i, x in flag_slot.items():
+            self.E.flag_slot[i] = x
+        for i, (k, first, nr) in enumerate(groups):
+            self.E.cgrps[i].counter = k
+            self.E.cgrps[i].first = first
+            self.E.cgrps[i].n = nr
+        for i, x in enumerate(thresholds):
+            self.E.cthr[i] = x
+        for i, x in enumerate(thr_slot):
+            self.E.cthr_slot[i] = x
+        for i, x in enumerate(area_union):
+            self.E.area_union[i] = x
+        for i, x in area_slot.items():
+            self.E.area_slot[i] = x
+        for t in range(64):
+            self.E.flag_union[t] = flag_union[t]
+            self.E.time_off[t] = time_off[t]
+            self.E.area_off[t] = area_off[t]
+            self.E.cgrp_off[t] = cgrp_off[t]
+        self.E.cgrp_off[64] = cgrp_off[64]
         self.E.cand_nr_words = W
+        self.E.cand_area_words = A
         self.E.cand_max_words = max_p
+        self.E.time_valid = 0
 
     cdef _set_when(self, list campaigns):
         """The `when` tables: d["when"] is None or (comparisons, words, stack) as
@@ -806,8 +891,8 @@ cdef class Core:
         processed, in three stages: the index slot PREFETCH_FAR events ahead; the row (and the
         peer-set slot) PREFETCH_NEAR ahead, found by fingerprint; then, PREFETCH_CONTACT
         ahead, the row is in cache: the hit is confirmed and, for a subscriber with contact
-        state, the contact slots of the campaigns its event may match (candidates) are
-        fetched. Prefetching
+        state, the contact slots of the campaigns its event may match (match_candidates)
+        are fetched. The anniversary dates, kept apart from the row, come with the row. Prefetching
         only reads; the outcome is unchanged."""
         cdef int i, k
         cdef EngineC* E = &self.E
@@ -839,6 +924,8 @@ cdef class Core:
                     sm_prefetch(E.rows + <size_t>sub * E.stride)
                     if E.stride > 64:
                         sm_prefetch(E.rows + <size_t>(sub + 1) * E.stride - 1)
+                    if E.nr_dates:
+                        sm_prefetch_l2(&E.dates[<size_t>sub * E.nr_dates])
                 if ev.peer:
                     for j in range(4):
                         ps = E.peer_prefetch[ev.type][j]
@@ -856,7 +943,8 @@ cdef class Core:
                         and E.by_type_off[ev.type] != E.by_type_off[ev.type + 1]):
                     first = E.by_type_off[ev.type]
                     cand = E.cand + E.cand_max_words
-                    for p in range(candidates(E, ev.type, row_of(E, sub), cand)):
+                    for p in range(match_candidates(E, ev, row_of(E, sub), ev.ts if ev.ts > E.clock else E.clock,
+                                                    cand)):
                         bits = cand[p]
                         while bits:
                             j = E.trig_list[first + (p << 6) + sm_ctz64(bits)]

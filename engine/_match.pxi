@@ -158,6 +158,92 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
         explain_state(E, t.subscriber, t.due)
 
 
+cdef void refresh_times(EngineC* E, int64_t ts, int64_t minute) noexcept nogil:
+    """Every type's mask of the campaigns whose dates, hours and days hold at ts's local
+    minute (the same tests as matching's); O(campaigns of all types), once a minute."""
+    cdef int32_t t
+    cdef uint32_t i, lo, n
+    cdef uint64_t* m
+    cdef CampaignC* c
+    cdef int64_t day = floor_div(ts + E.utc_offset, DAY_MS)
+    for t in range(64):
+        lo = E.by_type_off[t]
+        n = E.by_type_off[t + 1] - lo
+        if n == 0:
+            continue
+        m = E.pos_pool + E.time_off[t]
+        memset(m, 0, ((n + 63) >> 6) * sizeof(uint64_t))
+        for i in range(n):
+            c = &E.campaigns[E.trig_list[lo + i]]
+            if day < c.start_day or day > c.end_day:
+                continue
+            if (c.hours_start >= 0 or c.days != 0x7F) and not in_hours(E, c, ts):
+                continue
+            m[i >> 6] |= 1ULL << (i & 63)
+    E.time_minute = minute
+    E.time_valid = 1
+
+
+cdef uint32_t match_candidates(EngineC* E, EventC* ev, uint8_t* row, int64_t ts,
+                               uint64_t* cand) noexcept nogil:
+    """The campaigns of the event's type that it may match, as elig_candidates gives them
+    (cand[0 : P], P returned, 0 for none), less those that the event's minute, flags, the
+    row's counters or the cell's areas rule out. The type must have campaigns."""
+    cdef int32_t t = ev.type, w, A = E.cand_area_words
+    cdef uint32_t P = elig_candidates(E, t, row, cand), p, g, j, end
+    cdef uint64_t x, hit = 0
+    cdef uint64_t* m
+    cdef uint64_t* areas
+    cdef uint64_t* allowed
+    cdef int64_t minute
+    cdef CandCounterC* grp
+    cdef uint32_t v
+    if P == 0:
+        return 0
+    minute = floor_div(ts + E.utc_offset, 60000)
+    if not E.time_valid or minute != E.time_minute:
+        refresh_times(E, ts, minute)
+    m = E.pos_pool + E.time_off[t]
+    for p in range(P):
+        cand[p] &= m[p]
+    x = E.flag_union[t] & ~ev.flags
+    while x:
+        m = E.pos_pool + E.flag_slot[t * 64 + sm_ctz64(x)]
+        for p in range(P):
+            cand[p] &= ~m[p]
+        x &= x - 1
+    for g in range(E.cgrp_off[t], E.cgrp_off[t + 1]):
+        grp = &E.cgrps[g]
+        v = counter_read(E, row, grp.counter, ts)
+        j = grp.first
+        end = grp.first + grp.n
+        while j < end and E.cthr[j] > v:
+            j += 1
+        if j > grp.first:
+            m = E.pos_pool + E.cthr_slot[j - 1]
+            for p in range(P):
+                cand[p] &= ~m[p]
+    if E.area_off[t] != NO_MASK:
+        m = E.pos_pool + E.area_off[t]
+        allowed = E.cand + 2 * E.cand_max_words      # the third scratch, whichever cand is
+        for p in range(P):
+            allowed[p] = ~m[p]
+        areas = area_word_of(E, ev.cell) if A else NULL
+        if areas != NULL:
+            for w in range(A):
+                x = areas[w] & E.area_union[t * A + w]
+                while x:
+                    m = E.pos_pool + E.area_slot[(t * A + w) * 64 + sm_ctz64(x)]
+                    for p in range(P):
+                        allowed[p] |= m[p]
+                    x &= x - 1
+        for p in range(P):
+            cand[p] &= allowed[p]
+    for p in range(P):
+        hit |= cand[p]
+    return P if hit else 0
+
+
 cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     """SPEC §3 for one good event; `sub` is its subscriber (NO_INDEX when unknown)."""
     cdef int64_t ts, day
@@ -274,13 +360,14 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         E.funnel[<size_t>ci * NR_FUNNEL + FN_CONVERTED_SEND + conv.kind] += 1
         if watched:
             explain_conversion(E, sub, conv)
-    # 6. matching, in priority order. Only the campaigns whose static eligibility the row has
-    # are visited (candidates): an event whose subscriber has none stops here, whatever the
-    # number of campaigns. The explanation (the cold path) still names every campaign.
+    # 6. matching, in priority order. Only the campaigns the event may match are visited
+    # (match_candidates): an event whose subscriber is eligible for none of its type's stops
+    # after its row, whatever the number of campaigns. The explanation (the cold path) still
+    # names every campaign.
     if watched:
         explain_matching(E, ev, sub, ts, prev)
     first = E.by_type_off[ev.type]
-    nr_words = candidates(E, ev.type, row, E.cand) if first != E.by_type_off[ev.type + 1] else 0
+    nr_words = match_candidates(E, ev, row, ts, E.cand) if first != E.by_type_off[ev.type + 1] else 0
     cur_areas = NULL
     prev_areas = NULL
     if nr_words and E.nr_area_words:

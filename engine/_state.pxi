@@ -99,7 +99,7 @@ cdef inline bint elig_bit(EngineC* E, uint8_t* row, int32_t word, uint64_t mask)
     return ((<uint64_t*>(row + E.elig_off))[word] & mask) != 0
 
 
-cdef inline uint32_t candidates(EngineC* E, int32_t t, uint8_t* row, uint64_t* cand) noexcept nogil:
+cdef inline uint32_t elig_candidates(EngineC* E, int32_t t, uint8_t* row, uint64_t* cand) noexcept nogil:
     """The campaigns of event type t whose static eligibility (elig_bit) this row has: bit i
     of cand[0 : P] stands for trig_list[by_type_off[t] + i]. Returns P, or 0 when there is
     none, cand then untouched. The type must have campaigns."""
@@ -118,7 +118,7 @@ cdef inline uint32_t candidates(EngineC* E, int32_t t, uint8_t* row, uint64_t* c
     for w in range(W):
         x = elig[w] & uni[w]
         while x:
-            m = E.elig_pos + slot[w * 64 + sm_ctz64(x)]
+            m = E.pos_pool + slot[w * 64 + sm_ctz64(x)]
             for p in range(P):
                 cand[p] |= m[p]
             x &= x - 1

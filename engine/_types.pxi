@@ -128,6 +128,7 @@ cdef uint64_t TS_LIMIT = 1ULL << 53
 cdef int64_t DAY_MS = 86400000
 cdef uint64_t OCCUPIED = 1ULL << 63
 cdef uint32_t NO_INDEX = 0xFFFFFFFFu
+cdef uint32_t NO_MASK = 0xFFFFFFFFu
 cdef uint64_t NO_BUDGET = 0xFFFFFFFFFFFFFFFFULL
 cdef const char* GLOBAL_ID = "global"         # crc32(f"{msisdn}:global"): the global control group
 cdef const char* VARIANT_SUFFIX = ":variant"  # crc32(f"{msisdn}:{id}:variant"): a campaign's variant
@@ -142,6 +143,13 @@ ctypedef struct FieldC:
 
 # ---------------------------------------------------------------------------------------
 # Engine state: one struct of plain pointers so that nogil functions can take it whole.
+
+# One counter that campaigns of a type compare with at_least (candidate masks, EngineC).
+ctypedef struct CandCounterC:
+    int32_t counter
+    uint32_t first              # its thresholds: cthr[first : first + n]
+    uint32_t n
+
 
 ctypedef struct EngineC:
     # subscriber index: msisdn -> dense index, open addressing with linear probing. A slot
@@ -185,14 +193,31 @@ ctypedef struct EngineC:
     uint32_t* by_type_off       # [65] offsets into by_type_list, per event type code
     uint16_t* trig_list
     # Candidate masks (issue 14), so that matching visits only the campaigns an event may
-    # match. A type's campaigns are the positions of its trig_list, P = ceil(n / 64) words
-    # of bits. For every eligibility bit its campaigns use, elig_pos holds the positions of
-    # those that use it. Per type and bit, never per subscriber: a subscriber costs 0 bytes.
+    # match. A type's campaigns are the positions of its trig_list, P = ceil(n / 64) words of
+    # bits; every mask lives in pos_pool. Per event the candidates are the campaigns whose
+    # eligibility bit the row has (elig_*), less those outside their dates, hours or days at
+    # the event's local minute (time_off, rebuilt when the minute changes), those missing a
+    # trigger flag (flag_*), those whose counter is below at_least (cgrp_*) and those whose
+    # area the cell is not in (area_*). Each only removes a campaign that cannot match, and
+    # matching still tests every condition. All per type and campaign, never per subscriber.
+    uint64_t* pos_pool
     int32_t cand_nr_words       # eligibility words when the masks were built
     uint64_t* elig_union        # [64 * cand_nr_words]: the bits some campaign of the type uses
-    uint32_t* elig_slot         # [64 * cand_nr_words * 64]: a bit's mask's first word in elig_pos
-    uint64_t* elig_pos          # the masks, P words each
-    uint64_t* cand              # scratch, 2 * the largest P: matching's, then the prefetch's
+    uint32_t* elig_slot         # [(type * cand_nr_words + word) * 64 + bit]: its mask in pos_pool
+    uint32_t time_off[64]       # the type's mask of campaigns live at time_minute
+    int64_t time_minute         # local minute (floor((ts + utc_offset) / 60,000)) of the time masks
+    int time_valid              # 0: rebuild before use (campaigns or utc_offset changed)
+    uint64_t flag_union[64]     # the trigger flags some campaign of the type needs
+    uint32_t* flag_slot         # [type * 64 + flag]: mask of the campaigns needing that flag
+    uint32_t cgrp_off[65]       # per type, its counter groups cgrps[cgrp_off[t] : cgrp_off[t + 1]]
+    CandCounterC* cgrps
+    uint32_t* cthr              # each group's distinct at_least, largest first
+    uint32_t* cthr_slot         # mask of the group's campaigns with at_least >= that one
+    uint32_t area_off[64]       # mask of the type's campaigns with an area; NO_MASK: none
+    int32_t cand_area_words
+    uint64_t* area_union        # [64 * cand_area_words]
+    uint32_t* area_slot         # [(type * cand_area_words + word) * 64 + bit]
+    uint64_t* cand              # scratch, 3 x the largest P: matching, prefetch, areas
     uint32_t cand_max_words     # the largest P
     uint32_t* counter_type_off
     uint16_t* counter_list
