@@ -289,6 +289,7 @@ class Engine:
             # a snapshot's memory (gigabytes at 30M subscribers), so they go. The MSISDNs stay.
             self.world.profiles.columns = {}
             self.world.profiles.tags = None
+            self.world.profiles.not_numbers = {}
         self._totals = {"runs": 0, "bytes": 0, "actions": 0, "conversions": 0, "dead_letters": 0}
         self._last_run: Optional[dict] = None
         self._last_timing: Optional[dict] = None

@@ -137,6 +137,14 @@ def _roaring_values(path: Path) -> np.ndarray:
     return values
 
 
+def _plain_msisdns(text):
+    """Does each string match _DIGITS_PATTERN (null for null)? Three plain kernels instead of
+    the regex: RE2 over 30M numbers costs seconds, these tens of milliseconds per 2M."""
+    digits = pc.ascii_is_decimal(text)      # false for "", true for ASCII 0-9 only
+    short = pc.less_equal(pc.binary_length(text), 15)
+    return pc.and_(pc.and_(digits, short), pc.invert(pc.starts_with(text, "0")))
+
+
 def parse_msisdns(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """Strings -> (uint64 numbers, valid mask); an invalid or null entry gives 0 and False.
 
@@ -144,7 +152,7 @@ def parse_msisdns(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
     one leading '+' or '00' (the international prefix) is dropped: `+86 138-0013-8000` and
     `008613800138000` are 8613800138000.
     """
-    clean = pc.fill_null(pc.match_substring_regex(text, _DIGITS_PATTERN), False)
+    clean = pc.fill_null(_plain_msisdns(text), False)
     valid = clean.to_numpy(zero_copy_only=False)
     if valid.all():  # the usual case; filtering tens of millions of strings is not free
         return pc.cast(text, pa.uint64()).to_numpy(), valid

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Iterable, Optional
 
 import numpy as np
@@ -33,7 +34,8 @@ class Profiles:
     header: tuple[str, ...] = ()  # every column of the file, lower-cased, read or not
     # a column typed string although some of its values are numbers: its first value that is
     # not a number, as (row in the file, 1 = first data row; the value), for the error that follows
-    not_numbers: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # (a lazy mapping for CSV snapshots: found when an error asks)
+    not_numbers: Mapping[str, tuple[int, str]] = field(default_factory=dict)
 
 
 def _column_names(path: Path, suffix: str, fmt: TextFormat) -> list[str]:
@@ -95,14 +97,15 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
     text = raw.pop("msisdn")
     numbers, valid = _msisdns(text, path)
     bad = np.flatnonzero(~valid)
-    warn_bad_msisdns(path, "row", bad + 1, text.take(bad))
+    if len(bad):    # a take, even of nothing, joins the reader's chunks: a copy of the column
+        warn_bad_msisdns(path, "row", bad + 1, text.take(bad))
     if len(bad) and len(bad) == len(numbers):
         raise LoadError(f"{path}: not one of its {len(bad):,} rows holds a usable MSISDN ({MSISDN_RULE}); "
                         f"the first is {_shown(text[0])}")
     del text
     msisdn, rows = _first_position_last_row(numbers, valid)
 
-    columns, tags, not_numbers = {}, None, {}
+    columns, tags = {}, None
     for name in list(raw):
         column = raw.pop(name)
         if rows is not None:
@@ -111,12 +114,47 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
             tags = _tags(column.combine_chunks(), path, fmt.null_values if suffix == ".csv" else ())
             continue
         columns[name] = attribute(column, name, path).combine_chunks()
-        if suffix == ".csv" and pa.types.is_string(columns[name].type):
-            first = _first_not_a_number(columns[name])
+    profiles = Profiles(path=path, msisdn=msisdn, columns=columns, tags=tags, bad_rows=len(bad),
+                        header=tuple(header))
+    if suffix == ".csv":
+        profiles.not_numbers = _NotNumbers(profiles, rows)
+    return profiles
+
+
+class _NotNumbers(Mapping):
+    """Profiles.not_numbers of a CSV snapshot, found when asked: only the error of a `where`
+    that compares a text column with a number asks, and a regex over every value of every
+    text column costs a tenth of a second per 2M rows at every start. Reads the columns
+    the profiles hold at the time (none once the engine has compiled and dropped them)."""
+
+    def __init__(self, profiles: Profiles, rows: Optional[np.ndarray]):
+        self._profiles = profiles
+        self._rows = rows               # column index -> row of the file (0-based), None: the same
+        self._found: dict[str, Optional[tuple[int, str]]] = {}
+
+    def _text_columns(self) -> list[str]:
+        return [name for name, column in self._profiles.columns.items() if pa.types.is_string(column.type)]
+
+    def __getitem__(self, name: str) -> tuple[int, str]:
+        if name not in self._found:
+            column = self._profiles.columns.get(name)
+            first = None
+            if column is not None and pa.types.is_string(column.type):
+                first = _first_not_a_number(column)
             if first is not None:
-                not_numbers[name] = (int(rows[first[0]]) + 1 if rows is not None else first[0] + 1, first[1])
-    return Profiles(path=path, msisdn=msisdn, columns=columns, tags=tags, bad_rows=len(bad), header=tuple(header),
-                    not_numbers=not_numbers)
+                row = int(self._rows[first[0]]) if self._rows is not None else first[0]
+                first = (row + 1, first[1])
+            self._found[name] = first
+        if self._found[name] is None:
+            raise KeyError(name)
+        return self._found[name]
+
+    def __iter__(self):
+        return iter([name for name in self._text_columns() if name in self])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
 
 
 def _shown(value) -> str:
@@ -178,17 +216,56 @@ def _csv_attribute(null_values):
     return lambda column, name, path: _typed_csv_column(column, null_values)
 
 
+# Bytes by what they allow a column to be: all digits, an integer (with signs), a number
+# (with a point or an exponent). Read from the column's text buffers at memory speed, they
+# spare the regexes (RE2 over every value) for all but signed-integer columns.
+_DIGIT_BYTES = np.zeros(256, bool)
+_DIGIT_BYTES[list(b"0123456789")] = True
+_SIGNED_BYTES = _DIGIT_BYTES.copy()
+_SIGNED_BYTES[list(b"+-")] = True
+_NUMBER_BYTES = _SIGNED_BYTES.copy()
+_NUMBER_BYTES[list(b".eE")] = True
+
+
+def _bytes_used(values, with_nulls: bool = False) -> np.ndarray:
+    """Which of the 256 byte values occur in the strings of `values` (bool[256]): in its
+    non-null ones, or with `with_nulls` in all its text buffers (what null slots hold too:
+    a superset, for a test that may only err towards the slow path)."""
+    used = np.zeros(256, bool)
+    if not with_nulls:
+        values = pc.drop_null(values)
+    for chunk in values.chunks if isinstance(values, pa.ChunkedArray) else [values]:
+        if not len(chunk) or chunk.buffers()[2] is None:
+            continue
+        offsets = np.frombuffer(chunk.buffers()[1], np.int64 if pa.types.is_large_string(chunk.type) else np.int32)
+        start, end = int(offsets[chunk.offset]), int(offsets[chunk.offset + len(chunk)])
+        data = np.frombuffer(chunk.buffers()[2], np.uint8)[start:end]
+        used |= np.bincount(data, minlength=256).astype(bool)
+    return used
+
+
 def _typed_csv_column(column: pa.ChunkedArray, null_values) -> pa.ChunkedArray:
     values = _cleaned(column, null_values)
-    # A failed cast costs as much as a full one; the regexes decide first and cheaply.
-    if pc.all(pc.match_substring_regex(values, _INTEGER)).as_py() is not False:
+    if isinstance(values, pa.Array):
+        values = pa.chunked_array([values])
+    used = _bytes_used(values)
+    if used[~_NUMBER_BYTES].any():
+        return values                       # a letter, a space, a comma: not a number anywhere
+    # Only unsigned digits: every value matches _INTEGER. With signs, the regex decides (a
+    # failed cast costs as much as a full one, and Arrow's integer parser takes "0x1f").
+    if not used[~_SIGNED_BYTES].any() and (
+            not used[~_DIGIT_BYTES].any() or pc.all(pc.match_substring_regex(values, _INTEGER)).as_py() is not False):
         try:
             return pc.cast(pc.utf8_ltrim(values, "+"), pa.int64())
         except pa.ArrowInvalid:  # beyond int64: still a number
             pass
-    if pc.all(pc.match_substring_regex(values, _NUMBER)).as_py() is not False:
+    # Over [0-9+-.eE] Arrow's float parser accepts exactly the strings _NUMBER matches (no
+    # "inf" or "nan" without letters; tests/test_profiles.py holds the two together): a
+    # column that fails to cast has a value that is not a number, and stays text.
+    try:
         return pc.cast(values, pa.float64())
-    return values
+    except pa.ArrowInvalid:
+        return values
 
 
 def _parquet_attribute(column: pa.ChunkedArray, name: str, path: Path) -> pa.ChunkedArray:
@@ -230,11 +307,22 @@ def _tags(column: pa.Array, path: Path, null_values=()) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), names.filter(keep))
 
 
+# Bytes that may belong to white space utf8_trim_whitespace removes: ASCII's, and any byte
+# of a multi-byte character (U+00A0, U+3000, ...)
+_SPACE_BYTES = np.zeros(256, bool)
+_SPACE_BYTES[[0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x1F, 0x20]] = True
+_SPACE_BYTES[0x80:] = True
+
+
 def _cleaned(values: pa.Array, null_values=("",)) -> pa.Array:
     """Trimmed strings; empty (or blank), or one of `null_values` once trimmed, becomes null."""
-    trimmed = pc.utf8_trim_whitespace(values)
+    # Most columns hold no white space at all: then trimming changes nothing, and is skipped.
+    trimmed = pc.utf8_trim_whitespace(values) if _bytes_used(values, with_nulls=True)[_SPACE_BYTES].any() else values
     nulls = pa.array(sorted({"", *null_values}), pa.string())
-    return pc.if_else(pc.invert(pc.is_in(trimmed, value_set=nulls)), trimmed, pa.scalar(None, pa.string()))
+    found = pc.is_in(trimmed, value_set=nulls)
+    if not pc.any(found).as_py():
+        return trimmed
+    return pc.if_else(pc.invert(found), trimmed, pa.scalar(None, pa.string()))
 
 
 def _decoded(column):

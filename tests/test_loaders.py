@@ -74,6 +74,49 @@ def test_csv_integers_beyond_int64_are_floats(tmp_path):
     assert profiles.columns["big"].type == pa.float64()
 
 
+def _typed_by_regex(values: list) -> pa.Array:
+    """The typing of SPEC §1.1 as the regexes say it, value by value: the oracle of the
+    loader's byte-class shortcut."""
+    import re
+    from loaders.profiles import _INTEGER, _NUMBER
+    present = [v for v in values if v is not None]
+    if all(re.fullmatch(_INTEGER, v) for v in present) and all(-2**63 <= int(v) < 2**63 for v in present):
+        return pa.array([None if v is None else int(v) for v in values], pa.int64())
+    if all(re.fullmatch(_NUMBER, v) for v in present):
+        return pa.array([None if v is None else float(v) for v in values], pa.float64())
+    return pa.array(values, pa.string())
+
+
+@given(st.lists(st.one_of(st.none(), st.text("0123456789+-.eE", min_size=1, max_size=6),
+                          st.sampled_from(["inf", "nan", "0x1f", "1_0", "1e", "+.", "-", "1.e5", "-.5e-3", "99999999999999999999"])),
+                min_size=1, max_size=6))
+def test_csv_typing_by_byte_classes_matches_the_regexes(values):
+    from loaders.profiles import _typed_csv_column
+    typed = _typed_csv_column(pa.chunked_array([pa.array(values, pa.string())]), ("", "\\N"))
+    want = _typed_by_regex(values)
+    assert typed.type == want.type
+    assert typed.combine_chunks().to_pylist() == want.to_pylist()
+
+
+@given(st.lists(st.one_of(st.none(), st.text("0123456789 +-x", max_size=17), st.text(max_size=4)), max_size=8))
+def test_msisdn_validity_without_the_regex_matches_it(values):
+    import re
+    from loaders.lists import _DIGITS_PATTERN, _plain_msisdns
+    got = _plain_msisdns(pa.array(values, pa.string())).to_pylist()
+    assert got == [None if v is None else bool(re.fullmatch(_DIGITS_PATTERN, v)) for v in values]
+
+
+@given(st.lists(st.one_of(st.none(), st.text(" \t\u00a0\u3000ab\\N", max_size=4)), max_size=6))
+def test_cleaning_skips_the_trim_only_when_it_changes_nothing(values):
+    import pyarrow.compute as pc
+    from loaders.profiles import _cleaned
+    array = pa.array(values, pa.string())
+    trimmed = pc.utf8_trim_whitespace(array)
+    want = pc.if_else(pc.invert(pc.is_in(trimmed, value_set=pa.array(["", "\\N"]))), trimmed,
+                      pa.scalar(None, pa.string()))
+    assert _cleaned(array, ("", "\\N")).to_pylist() == want.to_pylist()
+
+
 def test_csv_all_empty_column_is_all_null(tmp_path):
     profiles = load_profiles(write(tmp_path / "p.csv", "msisdn,nothing\n1,\n2,\n"))
     assert profiles.columns["nothing"].null_count == 2

@@ -1,0 +1,138 @@
+"""Startup, timed end to end from the files (issue 14, part 2): `sigmatch replay` against
+decoding the trace with msgpack-python and running one DuckDB query over it.
+
+    python -m bench.startup [DIR] [--subscribers 2000000] [--events 8000000] [--runs 5]
+
+The world (written once into DIR, reused when its manifest matches): profiles.csv
+(msisdn, arpu, brand), trace.msgpack (bench/peers/world.py's stateless trace: strictly
+increasing ts, 2% strangers) and campaigns.toml with one stateless campaign (calls of
+subscribers with arpu >= 60 who are not prepaid, sent at once). Each round runs, in fresh
+processes and in turn:
+
+* *sigmatch*: `sigmatch replay campaigns.toml trace.msgpack --out OUT --overwrite`, the CLI
+  as an operator runs it: imports, profiles, compile, replay, CSV files, stats.json, drain;
+* *peer*: a Python process that imports msgpack and duckdb, decodes the trace with
+  msgpack.Unpacker into columns, and runs one DuckDB query (`SET threads=1`) joining them
+  with `read_csv('profiles.csv')`, fetching the matches as NumPy arrays.
+
+Both are wall time of the whole process (its start included), medians of the rounds. The
+peer's matches are checked equal in number to sigmatch's actions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["build_world", "run_startup"]
+
+CONFIG = """\
+[engine]
+utc_offset = "+08:00"
+profiles = "profiles.csv"
+
+[[campaign]]
+id = "rich_callers"
+channel = "sms"
+template = "T_rich"
+on = ["CALL_MO_END", "CALL_MT_END"]
+where = "arpu >= 60 and brand != 'prepaid'"
+"""
+
+# The peer, run as `python -c`: only what it needs is imported (msgpack, numpy, pyarrow, duckdb).
+PEER = r"""
+import sys, msgpack, numpy as np, pyarrow as pa, duckdb
+trace, profiles = sys.argv[1], sys.argv[2]
+data = open(trace, "rb").read()
+unpacker = msgpack.Unpacker(use_list=False, raw=False, max_buffer_size=len(data))
+unpacker.feed(data)
+ts, type_, msisdn, peer, cell = list(zip(*unpacker))[:5]
+ev = pa.table({"idx": np.arange(len(ts), dtype=np.int64), "ts": np.array(ts, np.int64),
+               "type": np.array(type_, np.int32), "msisdn": np.array(msisdn, np.int64),
+               "cell": np.array(cell, np.uint32)})
+con = duckdb.connect()
+con.execute("SET threads=1")
+con.register("ev", ev)
+result = con.execute(
+    "SELECT ev.idx, ev.ts, ev.msisdn, ev.cell FROM ev JOIN read_csv(?, header=true, "
+    "columns={'msisdn': 'BIGINT', 'arpu': 'DOUBLE', 'brand': 'VARCHAR'}) p ON ev.msisdn = p.msisdn "
+    "WHERE ev.type IN (1, 2) AND p.arpu >= 60 AND p.brand <> 'prepaid'", [profiles]).fetchnumpy()
+print(len(result["idx"]))
+"""
+
+
+def build_world(directory: Path, *, subscribers: int, events: int, seed: int = 1) -> Path:
+    """profiles.csv, trace.msgpack and campaigns.toml in `directory` (reused when its manifest
+    matches); returns the configuration's path."""
+    from bench.peers.world import build_stateless_world
+
+    directory = Path(directory)
+    manifest = directory / "startup-world.json"
+    wanted = {"subscribers": subscribers, "events": events, "seed": seed}
+    if manifest.is_file() and json.loads(manifest.read_text()) == wanted:
+        return directory / "campaigns.toml"
+    built = build_stateless_world(directory, subscribers=subscribers, events=events, seed=seed, days=2)
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+    pa_csv.write_csv(pq.read_table(directory / "profiles.parquet"), directory / "profiles.csv")
+    (directory / "profiles.parquet").unlink()
+    built.config.write_text(CONFIG)
+    manifest.write_text(json.dumps(wanted))
+    return built.config
+
+
+def _timed(command: list[str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode:
+        raise RuntimeError(f"{command[:3]} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+    return elapsed, done.stdout
+
+
+def run_startup(directory: Path, *, subscribers: int, events: int, runs: int = 5,
+                python: str = sys.executable) -> dict:
+    """Rounds of sigmatch and the peer in turn; {"sigmatch": [s...], "peer": [s...], "actions", "matches"}."""
+    config = build_world(directory, subscribers=subscribers, events=events)
+    out = Path(directory) / "out"
+    sigmatch = [python, "-m", "engine.cli", "replay", str(config), str(config.parent / "trace.msgpack"),
+                "--out", str(out), "--overwrite", "--no-progress"]
+    peer = [python, "-c", PEER, str(config.parent / "trace.msgpack"), str(config.parent / "profiles.csv")]
+    times = {"sigmatch": [], "peer": []}
+    actions = matches = None
+    for _ in range(runs):
+        seconds, _ = _timed(sigmatch)
+        times["sigmatch"].append(seconds)
+        actions = json.loads((out / "stats.json").read_text())["run"]["actions"]
+        seconds, printed = _timed(peer)
+        times["peer"].append(seconds)
+        matches = int(printed.split()[-1])
+    if actions != matches:
+        raise RuntimeError(f"sigmatch wrote {actions:,} actions where the peer found {matches:,} matches")
+    return {**times, "actions": actions, "matches": matches}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directory", nargs="?", type=Path)
+    parser.add_argument("--subscribers", type=int, default=2_000_000)
+    parser.add_argument("--events", type=int, default=8_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args(argv)
+    directory = args.directory or Path(tempfile.mkdtemp(prefix="sigmatch-startup-"))
+    result = run_startup(directory, subscribers=args.subscribers, events=args.events, runs=args.runs)
+    s, p = statistics.median(result["sigmatch"]), statistics.median(result["peer"])
+    print(f"sigmatch replay: {', '.join(f'{t:.2f}' for t in result['sigmatch'])} s; median {s:.2f} s")
+    print(f"msgpack + DuckDB: {', '.join(f'{t:.2f}' for t in result['peer'])} s; median {p:.2f} s")
+    print(f"ratio {p / s:.1f}x; {result['actions']:,} actions")
+
+
+if __name__ == "__main__":
+    main()
