@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -88,9 +89,9 @@ def build_world(directory: Path, *, subscribers: int, events: int, seed: int = 1
     return built.config
 
 
-def _timed(command: list[str]) -> tuple[float, str]:
+def _timed(command: list[str], cwd=None) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
     elapsed = time.perf_counter() - started
     if done.returncode:
         raise RuntimeError(f"{command[:3]} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
@@ -98,19 +99,24 @@ def _timed(command: list[str]) -> tuple[float, str]:
 
 
 def run_startup(directory: Path, *, subscribers: int, events: int, runs: int = 5,
-                python: str = sys.executable) -> dict:
-    """Rounds of sigmatch and the peer in turn; {"sigmatch": [s...], "peer": [s...], "actions", "matches"}."""
+                trees: tuple = (None,), python: str = sys.executable) -> dict:
+    """Rounds of sigmatch (once per tree: a source checkout whose `engine` is run, None for
+    this one) and the peer, in turn; {"sigmatch": {tree: [s...]}, "peer": [s...], "actions", "matches"}."""
     config = build_world(directory, subscribers=subscribers, events=events)
     out = Path(directory) / "out"
     sigmatch = [python, "-m", "engine.cli", "replay", str(config), str(config.parent / "trace.msgpack"),
                 "--out", str(out), "--overwrite", "--no-progress"]
     peer = [python, "-c", PEER, str(config.parent / "trace.msgpack"), str(config.parent / "profiles.csv")]
-    times = {"sigmatch": [], "peer": []}
+    times = {"sigmatch": {tree: [] for tree in trees}, "peer": []}
     actions = matches = None
     for _ in range(runs):
-        seconds, _ = _timed(sigmatch)
-        times["sigmatch"].append(seconds)
-        actions = json.loads((out / "stats.json").read_text())["run"]["actions"]
+        for tree in trees:
+            seconds, _ = _timed(sigmatch, cwd=tree)
+            times["sigmatch"][tree].append(seconds)
+            done = json.loads((out / "stats.json").read_text())["run"]["actions"]
+            if actions is not None and done != actions:
+                raise RuntimeError(f"{tree}: {done:,} actions where another tree wrote {actions:,}")
+            actions = done
         seconds, printed = _timed(peer)
         times["peer"].append(seconds)
         matches = int(printed.split()[-1])
@@ -125,13 +131,19 @@ def main(argv=None) -> None:
     parser.add_argument("--subscribers", type=int, default=2_000_000)
     parser.add_argument("--events", type=int, default=8_000_000)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tree", action="append", type=Path, default=None,
+                        help="a source checkout whose sigmatch to time as well (repeatable; rounds interleave them)")
     args = parser.parse_args(argv)
     directory = args.directory or Path(tempfile.mkdtemp(prefix="sigmatch-startup-"))
-    result = run_startup(directory, subscribers=args.subscribers, events=args.events, runs=args.runs)
-    s, p = statistics.median(result["sigmatch"]), statistics.median(result["peer"])
-    print(f"sigmatch replay: {', '.join(f'{t:.2f}' for t in result['sigmatch'])} s; median {s:.2f} s")
+    trees = tuple(args.tree) if args.tree else (None,)
+    result = run_startup(directory, subscribers=args.subscribers, events=args.events, runs=args.runs, trees=trees)
+    p = statistics.median(result["peer"])
     print(f"msgpack + DuckDB: {', '.join(f'{t:.2f}' for t in result['peer'])} s; median {p:.2f} s")
-    print(f"ratio {p / s:.1f}x; {result['actions']:,} actions")
+    for tree, seconds in result["sigmatch"].items():
+        s = statistics.median(seconds)
+        print(f"sigmatch replay ({tree or 'this tree'}): {', '.join(f'{t:.2f}' for t in seconds)} s; "
+              f"median {s:.2f} s; ratio {p / s:.1f}x")
+    print(f"{result['actions']:,} actions; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
