@@ -44,7 +44,7 @@ from engine.records import (
     DEAD_LETTER_BYTES, DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KINDS,
 )
 
-__all__ = ["SinkSet", "earlier_run_files"]
+__all__ = ["SinkSet", "SinkThread", "earlier_run_files"]
 
 # Output holds personal data (MSISDNs): owner and group only, whatever the umask.
 FILE_MODE = 0o640
@@ -895,6 +895,67 @@ class SinkSet:
     def _check_index(values: np.ndarray, bound: int, name: str) -> None:
         if int(values.max()) >= bound:
             raise ValueError(f"record {name} {int(values.max())} out of range (must be < {bound})")
+
+
+class SinkThread:
+    """A SinkSet's writes made on one thread of their own, in the order they were handed
+    over, so that files are created, formatted and written while the caller's thread does
+    other work (replay: the core decoding the next piece, without the GIL). The files are
+    those the SinkSet alone writes: one writer, first in first out.
+
+    write_actions/write_conversions/write_dead_letters hand a batch over (at most `depth`
+    wait; the caller blocks beyond). An error of the thread is raised in the caller at its
+    next hand-over or at finish(); batches handed over after it are not written, as the
+    caller would not have written them either. finish() waits for every batch; the SinkSet
+    is then the caller's again (stats, close)."""
+
+    def __init__(self, sinks: "SinkSet", depth: int = 2):
+        import queue
+        import threading
+        self.sinks = sinks
+        self.error: Optional[BaseException] = None
+        self._raised = False
+        self._queue = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._work, name="sinks", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self.error is None:
+                method, records = item
+                try:
+                    method(records)
+                except BaseException as error:      # handed to the caller, whatever it is
+                    self.error = error
+
+    def _put(self, method, records: np.ndarray) -> None:
+        self._raise()
+        self._queue.put((method, records))
+
+    def _raise(self) -> None:
+        if self.error is not None and not self._raised:
+            self._raised = True
+            raise self.error
+
+    def write_actions(self, records: np.ndarray) -> None:
+        self._put(self.sinks.write_actions, records)
+
+    def write_conversions(self, records: np.ndarray) -> None:
+        self._put(self.sinks.write_conversions, records)
+
+    def write_dead_letters(self, records: np.ndarray) -> None:
+        self._put(self.sinks.write_dead_letters, records)
+
+    def finish(self) -> None:
+        """Wait until every batch handed over is written; raise the thread's error if the
+        caller has not had it yet."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise()
 
 
 def _json_default(value):

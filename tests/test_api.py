@@ -243,3 +243,56 @@ def test_gzip_traces_read_like_plain_ones(world, tmp_path):
     plain = Engine.from_config(config).replay(trace, drain=True).actions
     zipped = Engine.from_config(config).replay(packed, drain=True).actions
     assert np.array_equal(plain, zipped) and len(plain)
+
+
+def test_a_sink_error_on_the_writing_thread_is_the_replays_error(world, tmp_path, monkeypatch):
+    """Files are written on a thread of their own (engine.sinks.SinkThread): its error ends
+    the replay in the caller's thread, once, with the files finished so far complete and
+    stats.json written, and no thread left behind."""
+    import threading
+    from engine.sinks import SinkSet
+    config, trace = world
+    calls = []
+    real = SinkSet.write_actions
+
+    def failing(self, records):
+        calls.append(len(records))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", "out/sms/actions-00000002.csv")
+        real(self, records)
+
+    monkeypatch.setattr(SinkSet, "write_actions", failing)
+    monkeypatch.setattr("engine.api.SINK_BATCH", 1)         # a batch per piece: the error comes mid-run
+    data = trace.read_bytes()
+    pieces = [data[i:i + (1 << 16)] for i in range(0, len(data), 1 << 16)]
+    engine = Engine.from_config(config)
+    with pytest.raises(OSError) as info:
+        engine.replay(pieces, out=tmp_path / "out", drain=True)
+    assert info.value.errno == 28 and "actions-00000002" in str(info.value)
+    assert len(calls) == 2          # nothing handed over after the error is written
+    assert (tmp_path / "out" / "stats.json").is_file()
+    assert not list((tmp_path / "out").rglob(".*.tmp"))
+    assert not [t for t in threading.enumerate() if t.name == "sinks"]
+
+
+def test_files_written_on_the_thread_are_those_written_in_line(world, tmp_path, monkeypatch):
+    config, trace = world
+    Engine.from_config(config).replay([trace], out=tmp_path / "thread", drain=True)
+    monkeypatch.setattr("engine.api.SinkThread", _InLine)
+    Engine.from_config(config).replay([trace], out=tmp_path / "inline", drain=True)
+    files = sorted(p.relative_to(tmp_path / "thread") for p in (tmp_path / "thread").rglob("*.csv"))
+    assert files and files == sorted(p.relative_to(tmp_path / "inline") for p in (tmp_path / "inline").rglob("*.csv"))
+    for name in files:
+        assert (tmp_path / "thread" / name).read_bytes() == (tmp_path / "inline" / name).read_bytes()
+
+
+class _InLine:
+    """SinkThread's interface, writing at once in the caller's thread."""
+
+    def __init__(self, sinks):
+        self.write_actions = sinks.write_actions
+        self.write_conversions = sinks.write_conversions
+        self.write_dead_letters = sinks.write_dead_letters
+
+    def finish(self):
+        pass
