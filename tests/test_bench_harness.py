@@ -80,3 +80,23 @@ def test_first_edition_keeps_a_template_for_variants_and_drops_new_exemptions():
     assert plain["policy"] == {"min_gap": "1h"} and plain["counters"] == {"c": {"on": ["SMS_MO"]}}
     assert plain["campaign"][0]["template"] == "A" and plain["campaign"][0]["exempt"] == ["min_gap"]
     assert "variants" in doc["campaign"][0]          # the input is left alone
+
+
+def test_startup_benchmark_times_replay_and_the_peer_on_the_same_matches(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+    from bench.startup import run_startup
+    root = str(Path(__file__).resolve().parent.parent)       # the checkout whose sigmatch is timed
+    result = run_startup(tmp_path, subscribers=2_000, events=20_000, runs=1, trees=(root,), python=sys.executable)
+    assert result["actions"] == result["matches"] > 0
+    assert len(result["sigmatch"][root]) == 1 and len(result["peer"]) == 1
+    assert (tmp_path / "profiles.csv").is_file() and json.loads((tmp_path / "startup-world.json").read_text())
+
+
+def test_sink_file_benchmark_writes_hourly_and_unrotated_files(tmp_path):
+    from bench.sink_files import run_sink_files
+    result = run_sink_files(tmp_path, subscribers=2_000, events=20_000, rounds=1)
+    [(_, _, hourly)], [(_, _, one)] = result["hourly"], result["one"]
+    assert hourly > one > 0 and result["actions"] > 0
+    assert not (tmp_path / "scratch").exists()
