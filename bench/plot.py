@@ -1,9 +1,11 @@
 """Throughput against the number of subscribers and of campaigns, as a PNG.
 
     python -m bench.plot --out docs/throughput.png
+    python -m bench.plot --campaigns-only --events 2000000     # the right panel only
 
 Each point is one generated world measured in its own process (bench.run); the figures go
-into the plot and into a JSON file beside it.
+into the plot and into a JSON file beside it. With --campaigns-only the left panel (by
+subscribers) is kept from the JSON file already there, and the title says so.
 """
 from __future__ import annotations
 
@@ -14,19 +16,24 @@ from pathlib import Path
 from bench.run import machine, run_benchmarks
 
 SUBSCRIBERS = (100_000, 1_000_000, 3_000_000, 10_000_000)
-CAMPAIGNS = (4, 12, 24, 48, 96)
+CAMPAIGNS = (4, 12, 24, 48, 96, 200)
 
 
-def sweep(events: int, echo=print) -> dict:
+def sweep(events: int, echo=print, kept: dict | None = None, directory: Path | None = None) -> dict:
+    """Measure both sweeps; with `kept` (an earlier sweep), only the campaigns one."""
     by_subscribers = []
-    for n in SUBSCRIBERS:
-        [r] = run_benchmarks(["x"], sizes={"x": (n, events)}, campaigns=12, echo=echo)
+    for n in SUBSCRIBERS if kept is None else ():
+        [r] = run_benchmarks(["x"], sizes={"x": (n, events)}, campaigns=12, echo=echo, directory=directory)
         by_subscribers.append(r)
     by_campaigns = []
     for k in CAMPAIGNS:
-        [r] = run_benchmarks(["x"], sizes={"x": (1_000_000, events)}, campaigns=k, echo=echo)
+        [r] = run_benchmarks(["x"], sizes={"x": (1_000_000, events)}, campaigns=k, echo=echo, directory=directory)
         by_campaigns.append(r)
-    return {"events": events, "machine": machine(), "subscribers": by_subscribers, "campaigns": by_campaigns}
+    data = {"events": events, "machine": machine(), "subscribers": by_subscribers, "campaigns": by_campaigns}
+    if kept is not None:
+        data["subscribers"] = kept["subscribers"]
+        data["subscribers_events"] = kept.get("subscribers_events", kept["events"])
+    return data
 
 
 def plot(data: dict, out: Path) -> None:
@@ -49,7 +56,11 @@ def plot(data: dict, out: Path) -> None:
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
     left.legend(loc="upper right", fontsize=8)
-    fig.suptitle(f"sigmatch throughput, {data['events']:,} events per point — {data['machine']}", fontsize=9)
+    title = f"sigmatch throughput, {data['events']:,} events per point — {data['machine']}"
+    if data.get("subscribers_events"):
+        title = (f"sigmatch throughput — left: {data['subscribers_events']:,} events per point, an earlier "
+                 f"run; right: {data['events']:,} events per point — {data['machine']}")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
@@ -58,8 +69,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/throughput.png"))
     parser.add_argument("--events", type=int, default=3_000_000)
+    parser.add_argument("--campaigns-only", action="store_true",
+                        help="measure the campaigns sweep only; keep the subscribers sweep of the JSON file")
+    parser.add_argument("--worlds", type=Path, help="generate the worlds here and keep them (default: temporary)")
     args = parser.parse_args()
-    data = sweep(args.events)
+    kept = json.loads(args.out.with_suffix(".json").read_text()) if args.campaigns_only else None
+    data = sweep(args.events, kept=kept, directory=args.worlds)
     args.out.with_suffix(".json").write_text(json.dumps(data, indent=2))
     plot(data, args.out)
     print(f"wrote {args.out}")

@@ -1,0 +1,138 @@
+"""Campaigns that almost never match (issue 14): what they cost the matcher.
+
+    python -m bench.rare                      # 2M subscribers, 10M events, 40 vs 200 campaigns
+    python -m bench.rare --subscribers 200000 --events 1000000 --rounds 1
+
+One `sigmatch gen` world, whose trace's subscribers are then redrawn uniformly: every
+subscriber is about as active as any other, so the whole state is the working set, as in a
+real network (gen's Zipf law keeps the busiest rows in cache). Configuration A is the
+generated one, with enough synthetic campaigns for `--base` campaigns in all. Configuration
+B is A plus campaigns up to `--total` whose audience is a list of 10 subscribers, each
+triggered by two of the busiest event types: they almost never match. Decode + match + state
+(`Engine.replay` without sinks) is timed for A and B in turn, each run in a fresh process,
+`--rounds` times; the medians and the cost of B against A are printed as one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["make_world", "measure"]
+
+# event types the rare campaigns trigger on, two each in turn (the trace's busiest)
+BUSY = ("CALL_MO_END", "CALL_MT_END", "SMS_MO", "DATA_SESSION", "LOCATION_UPDATE")
+RARE_MEMBERS = 10
+
+
+def make_world(directory: Path, *, subscribers: int, events: int, base: int, total: int,
+               seed: int = 1) -> tuple[Path, Path, Path, int, int]:
+    """Generate the world into `directory` (reused when its manifest matches); returns
+    (config A, config B, uniform trace, campaigns in A, campaigns in B)."""
+    from engine.language.config import load_config
+    from engine.world.gen import EVENT_DTYPE as WIRE, generate
+
+    manifest = directory / "rare-world.json"
+    wanted = dict(subscribers=subscribers, events=events, base=base, total=total, seed=seed)
+    if manifest.is_file() and json.loads(manifest.read_text()).get("world") == wanted:
+        known = json.loads(manifest.read_text())
+        return Path(known["a"]), Path(known["b"]), Path(known["trace"]), known["nr_a"], known["nr_b"]
+    # the programmes of `sigmatch gen` come first; synthetic campaigns make up the rest
+    probe = generate(directory / "probe", subscribers=1000, events=1000, campaigns=0, seed=seed)
+    programmes = probe.campaigns
+    generated = generate(directory, subscribers=subscribers, events=events,
+                         campaigns=max(0, base - programmes), seed=seed)
+    config_a = Path(generated.config)
+    rng = np.random.default_rng(seed)
+
+    # the same events, their subscribers drawn uniformly from the profiles
+    import pyarrow.parquet as pq
+    msisdn = pq.read_table(directory / "profiles.parquet", columns=["msisdn"]).column(0).to_numpy().astype(np.uint64)
+    trace = directory / "uniform.msgpack"
+    wire = np.fromfile(generated.trace, dtype=WIRE)
+    wire["msisdn"] = msisdn[rng.integers(0, len(msisdn), len(wire))]
+    wire.tofile(trace)
+
+    members = rng.choice(msisdn, RARE_MEMBERS, replace=False)
+    (directory / "lists" / "rare.txt").write_text("".join(f"{m}\n" for m in members))
+    text = config_a.read_text().replace("[lists]\n", '[lists]\nrare           = "lists/rare.txt"\n', 1)
+    nr_a = len(load_config(config_a).campaigns)
+    for i in range(total - nr_a):
+        text += (f'\n[[campaign]]\nid = "rare_{i + 1:03d}"\npriority = {1 + i % 30}\n'
+                 f'on = ["{BUSY[i % len(BUSY)]}", "{BUSY[(i + 2) % len(BUSY)]}"]\n'
+                 f'audience = "rare"\ncooldown = "1d"\nchannel = "sms"\ntemplate = "RARE_{i + 1:03d}"\n')
+    config_b = directory / "campaigns-rare.toml"
+    config_b.write_text(text)
+    nr_b = len(load_config(config_b).campaigns)
+    manifest.write_text(json.dumps(dict(world=wanted, a=str(config_a), b=str(config_b), trace=str(trace),
+                                        nr_a=nr_a, nr_b=nr_b)))
+    return config_a, config_b, trace, nr_a, nr_b
+
+
+def _match_rate(config: Path, trace: Path) -> dict:
+    """Decode + match + state over the trace, in this process (no sinks, drained)."""
+    from engine.api import Engine
+    engine = Engine.from_config(config)
+    started = time.perf_counter()
+    run = engine.replay([trace], keep=False, progress=False, drain=True)
+    seconds = time.perf_counter() - started
+    events = run.stats["run"]["events"] + sum(run.stats["run"]["bad_events"].values())
+    return {"events": events, "seconds": seconds, "actions": run.stats["run"]["actions"]}
+
+
+def _child(config: Path, trace: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "bench.rare", "--measure", str(config), str(trace)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["benchmark child failed"])[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(directory: Path, *, subscribers: int = 2_000_000, events: int = 10_000_000, base: int = 40,
+            total: int = 200, rounds: int = 3, seed: int = 1, echo=print) -> dict:
+    """A and B in turn, `rounds` times, each in a fresh process; medians in events/s."""
+    echo(f"rare: world of {subscribers:,} subscribers, {events:,} events ...")
+    config_a, config_b, trace, nr_a, nr_b = make_world(directory, subscribers=subscribers, events=events,
+                                                       base=base, total=total, seed=seed)
+    rates = {"a": [], "b": []}
+    actions = {}
+    for r in range(rounds):
+        for key, config in (("a", config_a), ("b", config_b)):
+            result = _child(config, trace)
+            rates[key].append(result["events"] / result["seconds"])
+            actions[key] = result["actions"]
+            echo(f"rare: round {r + 1}: {key.upper()} {rates[key][-1] / 1e6:.2f}M events/s")
+    a, b = statistics.median(rates["a"]), statistics.median(rates["b"])
+    return {"subscribers": subscribers, "events": events, "campaigns_a": nr_a, "campaigns_b": nr_b,
+            "a_eps": a, "b_eps": b, "cost": 1 - b / a, "actions": actions,
+            "runs_a": rates["a"], "runs_b": rates["b"]}
+
+
+def main(argv=None):
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "--measure":
+        print(json.dumps(_match_rate(Path(args[1]), Path(args[2]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=2_000_000)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--base", type=int, default=40)
+    parser.add_argument("--total", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--directory", type=Path, help="keep the world here (default: a temporary one)")
+    ns = parser.parse_args(args)
+    with tempfile.TemporaryDirectory(prefix="sigmatch-rare-") as scratch:
+        result = measure(ns.directory or Path(scratch), subscribers=ns.subscribers, events=ns.events,
+                         base=ns.base, total=ns.total, rounds=ns.rounds)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
