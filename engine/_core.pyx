@@ -787,7 +787,7 @@ cdef class Core:
         self.E.cthr_slot = <uint32_t*>calloc(max(len(thresholds), 1), sizeof(uint32_t))
         self.E.area_union = <uint64_t*>calloc(64 * max(A, 1), sizeof(uint64_t))
         self.E.area_slot = <uint32_t*>calloc(64 * max(A, 1) * 64, sizeof(uint32_t))
-        self.E.cand = <uint64_t*>calloc(3 * max_p, sizeof(uint64_t))
+        self.E.cand = <uint64_t*>calloc(2 * max_p, sizeof(uint64_t))
         if (self.E.pos_pool == NULL or self.E.elig_union == NULL or self.E.elig_slot == NULL
                 or self.E.flag_slot == NULL or self.E.cgrps == NULL or self.E.cthr == NULL
                 or self.E.cthr_slot == NULL or self.E.area_union == NULL or self.E.area_slot == NULL
@@ -895,8 +895,7 @@ cdef class Core:
         processed, in three stages: the index slot PREFETCH_FAR events ahead; the row (and the
         peer-set slot) PREFETCH_NEAR ahead, found by fingerprint; then, PREFETCH_CONTACT
         ahead, the row is in cache: the hit is confirmed and, for a subscriber with contact
-        state, the contact slots of the campaigns its event may match (match_candidates)
-        are fetched. The anniversary dates, kept apart from the row, come with the row. Prefetching
+        state, the first two lines of its contacts (contact_home) are fetched. The anniversary dates, kept apart from the row, come with the row. Prefetching
         only reads; the outcome is unchanged."""
         cdef int i, k
         cdef EngineC* E = &self.E
@@ -904,9 +903,6 @@ cdef class Core:
         cdef uint32_t sub, j
         cdef int32_t ps
         cdef uint64_t key
-        cdef uint32_t first, p
-        cdef uint64_t bits
-        cdef uint64_t* cand
         if E.index_slots == NULL:
             for i in range(nb):
                 process_event(E, &self.batch[i], NO_INDEX)
@@ -943,18 +939,12 @@ cdef class Core:
                 if sub != NO_INDEX and (<SubHeadC*>row_of(E, sub)).msisdn != ev.msisdn:
                     sub = lookup_subscriber(E, ev.msisdn)     # a fingerprint collision: rare
                     self.subs[k] = sub
-                if (sub != NO_INDEX and E.contacts != NULL and (<SubHeadC*>row_of(E, sub)).flags & SUB_HAS_CONTACT
-                        and E.by_type_off[ev.type] != E.by_type_off[ev.type + 1]):
-                    first = E.by_type_off[ev.type]
-                    cand = E.cand + E.cand_max_words
-                    for p in range(match_candidates(E, ev, row_of(E, sub), ev.ts if ev.ts > E.clock else E.clock,
-                                                    cand)):
-                        bits = cand[p]
-                        while bits:
-                            j = E.trig_list[first + (p << 6) + sm_ctz64(bits)]
-                            bits &= bits - 1
-                            key = (<uint64_t>sub << 16) | j | OCCUPIED
-                            sm_prefetch(&E.contacts[sm_mix64(key) & E.contacts_mask])
+                if sub != NO_INDEX and E.contacts != NULL and (<SubHeadC*>row_of(E, sub)).flags & SUB_HAS_CONTACT:
+                    # a subscriber's contacts start at one slot (contact_home): two lines
+                    # hold the first four
+                    key = contact_home(sub, E.contacts_mask)
+                    sm_prefetch(&E.contacts[key])
+                    sm_prefetch(&E.contacts[((key | 1) + 1) & E.contacts_mask])
             process_event(E, &self.batch[i], self.subs[i])
             if E.oom:
                 return ST_NOMEM

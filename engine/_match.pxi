@@ -225,7 +225,7 @@ cdef uint32_t match_candidates(EngineC* E, EventC* ev, uint8_t* row, int64_t ts,
                 cand[p] &= ~m[p]
     if E.area_off[t] != NO_MASK:
         m = E.pos_pool + E.area_off[t]
-        allowed = E.cand + 2 * E.cand_max_words      # the third scratch, whichever cand is
+        allowed = E.cand + E.cand_max_words          # the second scratch
         for p in range(P):
             allowed[p] = ~m[p]
         areas = area_word_of(E, ev.cell) if A else NULL

@@ -217,7 +217,7 @@ ctypedef struct EngineC:
     int32_t cand_area_words
     uint64_t* area_union        # [64 * cand_area_words]
     uint32_t* area_slot         # [(type * cand_area_words + word) * 64 + bit]
-    uint64_t* cand              # scratch, 3 x the largest P: matching, prefetch, areas
+    uint64_t* cand              # scratch, 2 x the largest P: the candidates, then areas
     uint32_t cand_max_words     # the largest P
     uint32_t* counter_type_off
     uint16_t* counter_list
