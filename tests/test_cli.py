@@ -193,3 +193,18 @@ def test_check_shows_the_second_editions_limits(tmp_path):
                  "      when: sms >= 2 * calls + 1",
                  "      budget: 500 sends a local day, 5,000 sends in all"):
         assert line in lines, (line, out)
+
+
+def test_replay_spares_the_import_of_pandas_and_a_later_user_still_gets_it():
+    """pyarrow imports pandas at its first conversion; `replay` makes it remember there is
+    none (0.3-0.5 s of its start), and a later to_pandas() imports it as usual."""
+    script = (
+        "import sys\n"
+        "from engine.cli import _arrow_without_pandas\n"
+        "_arrow_without_pandas()\n"
+        "import numpy as np, pyarrow as pa, pyarrow.compute as pc\n"
+        "table = pa.table({'a': pa.array(np.arange(3)), 'b': pc.cast(pa.array([1, 2, 3]), pa.string())})\n"
+        "print('pandas' in sys.modules)\n"
+        "print(type(table.to_pandas()).__name__, 'pandas' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "DataFrame", "True"]
