@@ -192,6 +192,10 @@ def _first_position_last_row(numbers: np.ndarray, valid: np.ndarray):
     """
     kept = np.flatnonzero(valid)
     candidates = numbers[kept]
+    if len(candidates) < 2 or (candidates[1:] > candidates[:-1]).all():
+        # a warehouse exports by its key: strictly increasing numbers are unique, without
+        # the sort (0.08 s per 2M numbers)
+        return candidates, None if len(kept) == len(numbers) else kept
     ordered = np.sort(candidates)
     repeated = ordered[1:][ordered[1:] == ordered[:-1]]
     if len(repeated) == 0:

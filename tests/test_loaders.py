@@ -117,6 +117,25 @@ def test_cleaning_skips_the_trim_only_when_it_changes_nothing(values):
     assert _cleaned(array, ("", "\\N")).to_pylist() == want.to_pylist()
 
 
+@given(st.lists(st.integers(1, 6), max_size=10), st.booleans(), st.lists(st.booleans(), max_size=10))
+def test_first_position_last_row_sorted_or_not(numbers, ordered, invalid):
+    """Unique numbers in order of first appearance, each with its last row: strictly
+    increasing input takes a shortcut past the sort, which must give the same."""
+    from loaders.profiles import _first_position_last_row
+    numbers = sorted(numbers) if ordered else numbers
+    valid = np.array([not (i < len(invalid) and invalid[i]) for i in range(len(numbers))], bool)
+    got_numbers, rows = _first_position_last_row(np.array(numbers, np.uint64), valid)
+    last = {}
+    for row, (n, ok) in enumerate(zip(numbers, valid)):
+        if ok:
+            last[n] = row
+    assert got_numbers.tolist() == list(last)   # dicts keep first insertion order
+    if rows is None:        # every row, each its own number
+        assert valid.all() and len(set(numbers)) == len(numbers)
+    else:
+        assert rows.tolist() == list(last.values())
+
+
 def test_csv_all_empty_column_is_all_null(tmp_path):
     profiles = load_profiles(write(tmp_path / "p.csv", "msisdn,nothing\n1,\n2,\n"))
     assert profiles.columns["nothing"].null_count == 2
