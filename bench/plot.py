@@ -60,6 +60,8 @@ def plot(data: dict, out: Path) -> None:
     if data.get("subscribers_events"):
         title = (f"sigmatch throughput — left: {data['subscribers_events']:,} events per point, an earlier "
                  f"run; right: {data['events']:,} events per point — {data['machine']}")
+    if data.get("note"):
+        title += "\n" + data["note"]
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
@@ -72,9 +74,12 @@ def main():
     parser.add_argument("--campaigns-only", action="store_true",
                         help="measure the campaigns sweep only; keep the subscribers sweep of the JSON file")
     parser.add_argument("--worlds", type=Path, help="generate the worlds here and keep them (default: temporary)")
+    parser.add_argument("--note", default="", help="a second line for the title (how the machine was loaded ...)")
     args = parser.parse_args()
     kept = json.loads(args.out.with_suffix(".json").read_text()) if args.campaigns_only else None
     data = sweep(args.events, kept=kept, directory=args.worlds)
+    if args.note:
+        data["note"] = args.note
     args.out.with_suffix(".json").write_text(json.dumps(data, indent=2))
     plot(data, args.out)
     print(f"wrote {args.out}")
