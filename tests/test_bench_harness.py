@@ -100,3 +100,12 @@ def test_sink_file_benchmark_writes_hourly_and_unrotated_files(tmp_path):
     [(_, _, hourly)], [(_, _, one)] = result["hourly"], result["one"]
     assert hourly > one > 0 and result["actions"] > 0
     assert not (tmp_path / "scratch").exists()
+
+
+def test_rare_campaigns_benchmark_adds_campaigns_that_almost_never_match(tmp_path):
+    from bench.rare import measure
+    result = measure(tmp_path, subscribers=3_000, events=20_000, base=30, total=60, rounds=1, echo=lambda *a: None)
+    assert (result["campaigns_a"], result["campaigns_b"]) == (30, 60)
+    # ten subscribers in the rare audience: the added campaigns change under 1% of the outcome
+    assert abs(result["actions"]["b"] - result["actions"]["a"]) < 0.01 * result["events"]
+    assert result["a_eps"] > 0 and result["b_eps"] > 0
