@@ -130,6 +130,30 @@ cdef int status_of(int rc) noexcept nogil:
     return ST_CORRUPT if rc == DEC_CORRUPT else ST_TOO_LARGE
 
 
+cdef void free_candidates(EngineC* E) noexcept nogil:
+    """Frees the candidate masks (set_campaigns builds them again, dealloc drops them)."""
+    free(E.pos_pool)
+    E.pos_pool = NULL
+    free(E.elig_union)
+    E.elig_union = NULL
+    free(E.elig_slot)
+    E.elig_slot = NULL
+    free(E.flag_slot)
+    E.flag_slot = NULL
+    free(E.cgrps)
+    E.cgrps = NULL
+    free(E.cthr)
+    E.cthr = NULL
+    free(E.cthr_slot)
+    E.cthr_slot = NULL
+    free(E.area_union)
+    E.area_union = NULL
+    free(E.area_slot)
+    E.area_slot = NULL
+    free(E.cand)
+    E.cand = NULL
+
+
 cdef inline void reset_spans(DeadRunC* r) noexcept nogil:
     r.span = 0
     r.span_records = 0
@@ -212,16 +236,7 @@ cdef class Core:
         sm_free(self.E.dates, <size_t>self.E.nr_subscribers * self.E.nr_dates * sizeof(uint16_t))
         free(self.E.by_type_off)
         free(self.E.trig_list)
-        free(self.E.pos_pool)
-        free(self.E.elig_union)
-        free(self.E.elig_slot)
-        free(self.E.flag_slot)
-        free(self.E.cgrps)
-        free(self.E.cthr)
-        free(self.E.cthr_slot)
-        free(self.E.area_union)
-        free(self.E.area_slot)
-        free(self.E.cand)
+        free_candidates(&self.E)
         free(self.E.counter_type_off)
         free(self.E.counter_list)
         free(self.E.convert_type_off)
@@ -768,16 +783,7 @@ cdef class Core:
                     thresholds.append(at_least)
                     thr_slot.append(add(above, P))
         cgrp_off[64] = len(groups)
-        free(self.E.pos_pool)
-        free(self.E.elig_union)
-        free(self.E.elig_slot)
-        free(self.E.flag_slot)
-        free(self.E.cgrps)
-        free(self.E.cthr)
-        free(self.E.cthr_slot)
-        free(self.E.area_union)
-        free(self.E.area_slot)
-        free(self.E.cand)
+        free_candidates(&self.E)
         self.E.pos_pool = <uint64_t*>calloc(max(len(pool), 1), sizeof(uint64_t))
         self.E.elig_union = <uint64_t*>calloc(64 * W, sizeof(uint64_t))
         self.E.elig_slot = <uint32_t*>calloc(64 * W * 64, sizeof(uint32_t))
