@@ -915,6 +915,7 @@ class SinkThread:
         self.sinks = sinks
         self.error: Optional[BaseException] = None
         self._raised = False
+        self._stopped = False       # finish() was interrupted: the batches not begun are dropped
         self._queue = queue.Queue(maxsize=depth)
         self._thread = threading.Thread(target=self._work, name="sinks", daemon=True)
         self._thread.start()
@@ -924,7 +925,7 @@ class SinkThread:
             item = self._queue.get()
             if item is None:
                 return
-            if self.error is None:
+            if self.error is None and not self._stopped:
                 method, records = item
                 try:
                     method(records)
@@ -951,10 +952,24 @@ class SinkThread:
 
     def finish(self) -> None:
         """Wait until every batch handed over is written; raise the thread's error if the
-        caller has not had it yet."""
-        if self._thread.is_alive():
+        caller has not had it yet. Interrupted while it waits (a second Ctrl-C), it drops the
+        batches not begun, waits for the one being written and re-raises the interruption:
+        the caller's stats and close must never run beside the thread's writes to the same
+        files."""
+        if not self._thread.is_alive():
+            self._raise()
+            return
+        ended = False
+        try:
             self._queue.put(None)
+            ended = True
             self._thread.join()
+        except BaseException:
+            self._stopped = True
+            if not ended:
+                self._queue.put(None)
+            self._thread.join()
+            raise
         self._raise()
 
 

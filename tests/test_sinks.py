@@ -580,3 +580,38 @@ def test_a_variant_its_campaign_does_not_have_is_refused(tmp_path, campaign, var
     with SinkSet(tmp_path, campaigns=VARIANT_CAMPAIGNS) as sinks:
         with pytest.raises(ValueError, match="variant"):
             sinks.write_actions(records)
+
+
+def test_an_interrupted_finish_waits_for_the_batch_being_written():
+    """A second Ctrl-C while replay waits for its files: the thread ends the batch it is
+    writing and drops the rest before finish() re-raises, so that stats.json and close()
+    never run beside its writes to the same files."""
+    import threading
+    from engine.sinks import SinkThread
+
+    class Slow:
+        def __init__(self):
+            self.written, self.writing, self.go = [], threading.Event(), threading.Event()
+
+        def write_actions(self, records):
+            self.writing.set()
+            self.go.wait()
+            self.written.append(len(records))
+
+    sinks = Slow()
+    writer = SinkThread(sinks, depth=2)
+    writer.write_actions(np.zeros(1, ACTION_DTYPE))
+    sinks.writing.wait()
+    writer.write_actions(np.zeros(2, ACTION_DTYPE))       # waits behind the first
+    join = writer._thread.join
+
+    def interrupted(*args, **kwargs):
+        writer._thread.join = join
+        sinks.go.set()
+        raise KeyboardInterrupt
+
+    writer._thread.join = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        writer.finish()
+    assert not writer._thread.is_alive()
+    assert sinks.written == [1]
