@@ -482,6 +482,8 @@ class _SinkFile:
         self.temp = _temp_path(path)
         self.first_ts = first_ts
         self.count = 0
+        self._temp_closed = False
+        self._close_error: Optional[BaseException] = None
         self._raw = _create_private(self.temp)
         try:
             with _naming(self.temp):
@@ -498,15 +500,33 @@ class _SinkFile:
                 self._writer.write(records, rendered, start)
             self.count += len(records)
 
+    def close_temp(self, durable: bool) -> None:
+        """Close the temp file, written whole (with `durable`, on disk), keeping its temp
+        name. A stream closes a file as soon as it is complete: a batch that completes
+        thousands of files (a small max_records) must not hold a descriptor for each until
+        they are renamed at its end (EMFILE at the usual limit of 1024). Once only: a
+        failed close is raised again, as the file cannot be completed."""
+        if self._close_error is not None:
+            raise self._close_error
+        if self._temp_closed:
+            return
+        try:
+            with _naming(self.temp):
+                self._writer.close()
+                self._raw.flush()
+                if durable:
+                    os.fsync(self._raw.fileno())
+                self._raw.close()
+        except BaseException as error:
+            self._close_error = error
+            raise
+        self._temp_closed = True
+
     def finish(self, durable: bool, rename: bool = True) -> Path:
-        """Complete the file; with `rename` it takes its final name now, else the caller
-        renames `temp` to `path` later (a daemon does so once a checkpoint covers it)."""
-        with _naming(self.temp):
-            self._writer.close()
-            self._raw.flush()
-            if durable:
-                os.fsync(self._raw.fileno())
-            self._raw.close()
+        """Complete the file (its temp closed, if it is not yet); with `rename` it takes its
+        final name now, else the caller renames `temp` to `path` later (a daemon does so once
+        a checkpoint covers it)."""
+        self.close_temp(durable)
         if not rename:
             return self.temp
         os.replace(self.temp, self.path)
@@ -585,6 +605,8 @@ class _Stream:
             elif file.count == max_records:
                 completed.append(((position(cut - 1), 1), file))
                 self.file = None
+            if self.file is None:
+                file.close_temp(self._sinks.durable)      # renamed in record order by the caller
 
     def _open(self, first_ts: Optional[int]) -> _SinkFile:
         number = self._sinks._allocate_number(self.directory)

@@ -615,3 +615,37 @@ def test_an_interrupted_finish_waits_for_the_batch_being_written():
         writer.finish()
     assert not writer._thread.is_alive()
     assert sinks.written == [1]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_a_batch_that_completes_many_files_holds_few_descriptors(tmp_path, fmt):
+    """max_records = 1 and one batch of 600 actions on two channels, in a process allowed 64
+    open files: every file is written, in order. A completed file's temp is closed at once
+    and renamed at the batch's end (each took a descriptor until then: EMFILE at the usual
+    limit of 1024 from a batch of 65,536 actions with max_records = 50)."""
+    import subprocess
+    import sys
+    script = f"""
+import resource
+from pathlib import Path
+import numpy as np
+from engine.language.config import CampaignSpec
+from engine.records import ACTION_DTYPE
+from engine.sinks import SinkSet
+campaigns = (CampaignSpec(id="a", on=(1,), channel="sms", template="A"),
+             CampaignSpec(id="b", on=(1,), channel="boss", template="B"))
+records = np.zeros(600, ACTION_DTYPE)
+records["seq"] = np.arange(1, 601)
+records["ts"] = records["trigger_ts"] = 1_790_000_000_000 + np.arange(600)
+records["campaign"] = np.arange(600) % 2
+records["msisdn"] = 13800138000 + np.arange(600)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+with SinkSet(Path({str(tmp_path / 'out')!r}), campaigns=campaigns, format={fmt!r}, max_records=1) as sinks:
+    sinks.write_actions(records)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for channel in ("sms", "boss"):
+        names = sorted(p.name for p in (tmp_path / "out" / channel).iterdir())
+        assert names == [f"actions-{n:08d}.{fmt}" for n in range(1, 301)]
