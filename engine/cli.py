@@ -178,7 +178,15 @@ def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
 @_one_line_errors
 def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool):
     """Replay TRACES (one stream, in order) through CONFIG's campaigns, then drain."""
-    _arrow_without_pandas()
+    spared = _arrow_without_pandas()
+    try:
+        _replay(config, traces, out, fmt, progress, overwrite)
+    finally:
+        if spared:
+            _arrow_with_pandas()
+
+
+def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool):
     from engine.api import Engine
     from engine.sinks import earlier_run_files
     earlier = earlier_run_files(out)
@@ -211,20 +219,37 @@ class _NoPandas:
         return None
 
 
-def _arrow_without_pandas() -> None:
+def _arrow_without_pandas() -> bool:
     """Spare `replay` the import of pandas (0.3-0.5 s of a 2-3 s start here; statsmodels
     installs it). pyarrow imports pandas on its first conversion of anything, only to ask
     whether the object is a pandas one; replay converts NumPy arrays and lists. pyarrow
     remembers an import that failed, so one conversion made while it fails is enough; a
-    later to_pandas() or from_pandas() imports pandas as usual."""
+    later to_pandas() or from_pandas() imports pandas as usual. Returns whether pyarrow now
+    believes there is no pandas (_arrow_with_pandas undoes it)."""
     if "pandas" in sys.modules:
-        return
+        return False
     import pyarrow as pa
     sys.meta_path.insert(0, _NoPandas)
     try:
         pa.array([0])
     finally:
         sys.meta_path.remove(_NoPandas)
+    return True
+
+
+def _arrow_with_pandas() -> None:
+    """Make pyarrow try pandas again at its next conversion, after `replay`: a caller that
+    runs the command in its own process would otherwise find pa.array(series) blind to
+    pandas (a categorical Series typed string, not dictionary). pyarrow keeps what it
+    learnt in its private _pandas_api, whose __init__ forgets it; a pyarrow without it
+    is left as it is."""
+    import pyarrow.lib
+    shim = getattr(pyarrow.lib, "_pandas_api", None)
+    if shim is not None:
+        try:
+            shim.__init__()
+        except (TypeError, AttributeError):     # a shim that changed: left as replay left it
+            pass
 
 
 def _judged(traces, engine):

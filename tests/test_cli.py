@@ -195,6 +195,27 @@ def test_check_shows_the_second_editions_limits(tmp_path):
         assert line in lines, (line, out)
 
 
+@pytest.mark.parametrize("broken", [False, True])
+def test_a_replay_run_in_process_leaves_pyarrow_seeing_pandas(world, tmp_path, broken):
+    """`replay` makes pyarrow believe there is no pandas while it runs; a caller that runs the
+    command in its own process gets pyarrow's pandas conversions back afterwards (a
+    categorical Series stays a dictionary array), whether the replay succeeded or failed."""
+    config, trace = world
+    if broken:
+        trace = tmp_path / "not-msgpack.msgpack"
+        trace.write_bytes(b"\xc1" * 64)
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from engine.cli import main\n"
+        "print(CliRunner().invoke(main, ['replay', sys.argv[1], sys.argv[2], '--out', sys.argv[3]]).exit_code)\n"
+        "import pandas as pd, pyarrow as pa\n"
+        "print(pa.types.is_dictionary(pa.array(pd.Series(['a', 'b', 'a'], dtype='category')).type))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(config), str(trace), str(tmp_path / "out")],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1" if broken else "0", "True"], done.stderr[-2000:]
+
+
 def test_replay_spares_the_import_of_pandas_and_a_later_user_still_gets_it():
     """pyarrow imports pandas at its first conversion; `replay` makes it remember there is
     none (0.3-0.5 s of its start), and a later to_pandas() imports it as usual."""
