@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Mapping
+import weakref
 from typing import Iterable, Optional
 
 import numpy as np
@@ -128,16 +129,22 @@ class _NotNumbers(Mapping):
     the profiles hold at the time (none once the engine has compiled and dropped them)."""
 
     def __init__(self, profiles: Profiles, rows: Optional[np.ndarray]):
-        self._profiles = profiles
+        # weakly: the profiles hold this mapping, and a cycle would keep a snapshot's
+        # columns alive until the cycle collector runs
+        self._profiles = weakref.ref(profiles)
         self._rows = rows               # column index -> row of the file (0-based), None: the same
         self._found: dict[str, Optional[tuple[int, str]]] = {}
 
     def _text_columns(self) -> list[str]:
-        return [name for name, column in self._profiles.columns.items() if pa.types.is_string(column.type)]
+        return [name for name, column in self._columns().items() if pa.types.is_string(column.type)]
+
+    def _columns(self) -> dict:
+        profiles = self._profiles()
+        return profiles.columns if profiles is not None else {}
 
     def __getitem__(self, name: str) -> tuple[int, str]:
         if name not in self._found:
-            column = self._profiles.columns.get(name)
+            column = self._columns().get(name)
             first = None
             if column is not None and pa.types.is_string(column.type):
                 first = _first_not_a_number(column)
@@ -264,7 +271,7 @@ def _typed_csv_column(column: pa.ChunkedArray, null_values) -> pa.ChunkedArray:
         except pa.ArrowInvalid:  # beyond int64: still a number
             pass
     # Over [0-9+-.eE] Arrow's float parser accepts exactly the strings _NUMBER matches (no
-    # "inf" or "nan" without letters; tests/test_profiles.py holds the two together): a
+    # "inf" or "nan" without letters; tests/test_loaders.py holds the two together): a
     # column that fails to cast has a value that is not a number, and stays text.
     try:
         return pc.cast(values, pa.float64())
