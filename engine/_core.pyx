@@ -111,6 +111,7 @@ sm_crc_init()
 include "_types.pxi"
 include "_decode.pxi"
 include "_state.pxi"
+include "_shard.pxi"
 include "_explain.pxi"
 include "_match.pxi"
 include "_deadletters.pxi"
@@ -159,6 +160,27 @@ cdef inline void reset_spans(DeadRunC* r) noexcept nogil:
     r.span_records = 0
 
 
+ACTION_KEY_DTYPE = np.dtype([("pos", "<u8"), ("due", "<i8"), ("created", "<u8")])
+
+
+def shards_of(const uint64_t[::1] msisdn, uint32_t nshards):
+    """The worker (0 .. nshards - 1) of each MSISDN in a sharded run: uint32 array."""
+    out = np.empty(msisdn.shape[0], dtype=np.uint32)
+    cdef uint32_t[::1] dst = out
+    cdef Py_ssize_t i
+    if nshards == 0:
+        raise ValueError("nshards must be at least 1")
+    with nogil:
+        for i in range(msisdn.shape[0]):
+            dst[i] = shard_of(msisdn[i], nshards)
+    return out
+
+
+def shard_block_size(int nshards, uint64_t nr_budgets, int ring_bits):
+    """Bytes of the block that `nshards` workers share (Core.attach_shard)."""
+    return SHARD_HEADER + nshards * shard_lane_stride(nr_budgets, 1ULL << ring_bits)
+
+
 cdef class Core:
     """Owns every block of engine state. Set-up order: set_layout, set_subscribers,
     set_eligibility, set_areas, add_peer_set, set_event_types, set_counters, set_policy,
@@ -184,6 +206,7 @@ cdef class Core:
     cdef public uint64_t error_offset
     cdef readonly int nr_campaigns
     cdef readonly list channel_names   # by channel index; budgets carry over a reload by name
+    cdef object _block                 # the shared block of a sharded worker, kept alive
 
     def __cinit__(self, size_t max_event_bytes=65536):
         memset(&self.E, 0, sizeof(EngineC))
@@ -261,6 +284,8 @@ cdef class Core:
         free(self.E.takers)
         free(self.E.budgets)
         free(self.E.channel_daily)
+        free(self.E.akeys)
+        free(self.E.cpos)
         if self.E.windows != NULL:
             sm_free(self.E.windows, (self.E.windows_mask + 1) * (self.E.window_n + 2) * sizeof(int64_t))
 
@@ -1165,6 +1190,8 @@ cdef class Core:
 
     def drain(self):
         """Emit every pending action at its due time, as if the clock had moved on."""
+        # after the last event, at the same position in every worker of a sharded run
+        self.E.cur_pos = self.E.events + 1
         with nogil:
             while self.E.heap_n:
                 if self.E.heap[0].due > self.E.clock:
@@ -1465,6 +1492,50 @@ cdef class Core:
         if self.E.oom:
             self.E.oom = 0
             raise MemoryError("out of memory while advancing the clock")
+
+    # ---- shards (_shard.pxi, engine.workers) -------------------------------------------
+
+    def attach_shard(self, block, int shard, int nshards, int ring_bits, uint64_t delayed_campaigns):
+        """Become worker `shard` of `nshards`, over `block`: a writable buffer of
+        shard_block_size(nshards, nr_campaigns + nr_channels, ring_bits) zeroed bytes shared by
+        every worker (multiprocessing.shared_memory). Call after the configuration is set and
+        before the first event; the subscribers must be this worker's alone (shard_of).
+        `delayed_campaigns`: the campaigns with a delay. Raises ValueError when it does not fit."""
+        cdef uint8_t[::1] view = block
+        cdef uint64_t nb = <uint64_t>(self.E.nr_campaigns + self.E.nr_channels)
+        if not (2 <= nshards <= SHARD_MAX and 0 <= shard < nshards and 4 <= ring_bits <= 24):
+            raise ValueError(f"shard {shard} of {nshards} (ring 2**{ring_bits}) is out of range")
+        if view.shape[0] < shard_block_size(nshards, nb, ring_bits):
+            raise ValueError("the shared block is too small for this configuration")
+        if self.E.events or self.E.heap_n or self.E.seq:
+            raise ValueError("a worker must start from a fresh state")
+        self._block = block
+        self.E.lane_stride = shard_lane_stride(nb, 1ULL << ring_bits)
+        self.E.ring_mask = (1ULL << ring_bits) - 1
+        self.E.nshards = nshards
+        self.E.shard = shard
+        self.E.delayed_campaigns = max(delayed_campaigns, 1)
+        self.E.skew_until = 0
+        self.E.shm = &view[0]
+
+    def shard_done(self):
+        """This worker has no more work: no other waits for it again."""
+        if self.E.shm != NULL:
+            sm_publish(lane_of(&self.E, self.E.shard), SHARD_END, SHARD_EVENT_DUE, 0)
+
+    @property
+    def aborted(self):
+        """The coordinator stopped the run while this worker waited (a worker failed)."""
+        return bool(self.E.aborted)
+
+    def take_sharded(self):
+        """A worker's records with their place in SPEC §3's order: (actions, their keys as
+        ACTION_KEY_DTYPE, conversions, the event position of each conversion). Sequence
+        numbers are this worker's own until engine.workers merges them."""
+        keys = _records(self.E.akeys, self.E.nr_actions, ACTION_KEY_DTYPE)
+        positions = np.frombuffer(bytes(<uint8_t[:self.E.nr_conversions * 8]><uint8_t*>self.E.cpos)
+                                  if self.E.nr_conversions else b"", dtype=np.uint64)
+        return self.take_actions(), keys, self.take_conversions(), positions
 
     def clear_oom(self):
         self.E.oom = 0

@@ -21,6 +21,7 @@ cdef int emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger_
     cdef uint8_t kind
     cdef uint32_t failed
     cdef ActionC* a
+    cdef uint64_t camp_day, camp_total, chan_day
     # the campaign's life first: a reload may have disabled it, a delay may outlive its end
     if not c.enabled:
         fun[FN_DISABLED] += 1
@@ -81,10 +82,19 @@ cdef int emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger_
         return FN_COOLDOWN
     # Budgets are never exempt, and count sends only; they are checked before the kind is
     # decided, so a spent budget stops controls too (SPEC §3 step 7).
-    if (budget.day_sends if budget.day == day else 0) >= c.daily_budget or budget.total >= c.total_budget:
+    camp_day = budget.day_sends if budget.day == day else 0
+    camp_total = budget.total
+    chan_day = channel.day_sends if channel.day == day else 0
+    if E.shm != NULL and (c.daily_budget != NO_BUDGET or c.total_budget != NO_BUDGET
+                          or E.channel_daily[c.channel] != NO_BUDGET):
+        # every worker's sends count (_shard.pxi): the counts before this key, over all
+        camp_day = camp_total = chan_day = 0
+        if shard_budgets(E, ci, day, &camp_day, &camp_total, &chan_day):
+            return EMIT_LOST
+    if camp_day >= c.daily_budget or camp_total >= c.total_budget:
         fun[FN_CAMPAIGN_BUDGET] += 1
         return FN_CAMPAIGN_BUDGET
-    if (channel.day_sends if channel.day == day else 0) >= E.channel_daily[c.channel]:
+    if chan_day >= E.channel_daily[c.channel]:
         fun[FN_CHANNEL_BUDGET] += 1
         return FN_CHANNEL_BUDGET
     if E.nr_actions == E.cap_actions:
@@ -118,6 +128,8 @@ cdef int emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger_
     if kind == 0:
         count_send(budget, day)
         count_send(channel, day)
+        if E.shm != NULL:
+            shard_mirror(E, ci)
     a = &E.actions[E.nr_actions]
     E.nr_actions += 1
     a.seq = E.seq
@@ -128,6 +140,8 @@ cdef int emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger_
     a.campaign = <uint16_t>ci
     a.kind = kind
     a.variant = variant_of(E, c, h.msisdn)
+    if E.shm != NULL and shard_note_action(E):
+        return EMIT_LOST
     return EMIT_CONTACT
 
 
@@ -152,6 +166,8 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
     if contact != NULL:
         contact.flags &= ~CONTACT_PENDING
         note_contact(E, contact)
+    E.cur_due = t.due
+    E.cur_created = t.created
     outcome = emit(E, t.campaign, t.subscriber, t.due, t.trigger_ts, t.cell, True)
     if watched:
         explain_emit(E, t.subscriber, t.campaign, t.due, outcome)
@@ -277,12 +293,20 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     ts = E.clock
     E.events += 1
     E.by_type[ev.type] += 1
+    E.cur_pos = E.events
+    if E.shm != NULL:
+        shard_event_start(E, E.events)
+        if E.aborted:
+            return
     # 1. timers due by now
     while E.heap_n and E.heap[0].due <= ts:
         fire_timer(E)
-    # 2. subscriber
+    if E.shm != NULL:
+        shard_event_timers_done(E, E.events)
+    # 2. subscriber (a sharded worker holds its own; another's event only moved the clock)
     if sub == NO_INDEX:
-        E.unknown += 1
+        if E.shm == NULL or shard_of(ev.msisdn, <uint32_t>E.nshards) == <uint32_t>E.shard:
+            E.unknown += 1
         return
     row = row_of(E, sub)
     h = <SubHeadC*>row
@@ -358,6 +382,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         conv.variant = variant_of(E, c, ev.msisdn)
         memset(conv.pad, 0, 4)
         E.funnel[<size_t>ci * NR_FUNNEL + FN_CONVERTED_SEND + conv.kind] += 1
+        if E.shm != NULL and shard_note_conversion(E):
+            return
         if watched:
             explain_conversion(E, sub, conv)
     # 6. matching, in priority order. Only the campaigns the event may match are visited
@@ -374,6 +400,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         cur_areas = area_word_of(E, ev.cell)
         prev_areas = area_word_of(E, prev)
     day = floor_div(ts + E.utc_offset, DAY_MS)
+    E.cur_due = SHARD_EVENT_DUE
+    E.cur_created = 0
     for p in range(nr_words):
         bits = E.cand[p]
         while bits:
@@ -418,7 +446,9 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
                 if watched:
                     explain_emit(E, sub, ci, ts, outcome)
                 continue
-            if E.heap_n >= E.max_pending:
+            if (E.heap_n >= E.max_pending) if E.shm == NULL else shard_over_pending(E) != 0:
+                if E.aborted:
+                    return
                 E.funnel[<size_t>ci * NR_FUNNEL + FN_OVERFLOW] += 1
                 if watched:
                     explain_campaign(E, X_OVERFLOW, sub, ci, ts, 0)
@@ -430,7 +460,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             note_contact(E, contact)
             E.timers_created += 1
             timer.due = ts + c.delay
-            timer.created = E.timers_created
+            timer.created = E.timers_created if E.shm == NULL else shard_timer_created(E)
             timer.trigger_ts = ts
             timer.subscriber = sub
             timer.cell = ev.cell
@@ -438,6 +468,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             timer.pad = 0
             if heap_push(E, &timer):
                 return
+            if E.shm != NULL:
+                shard_note_pending(E)
             E.funnel[<size_t>ci * NR_FUNNEL + FN_SCHEDULED] += 1
             if watched:
                 explain_campaign(E, X_SCHEDULED, sub, ci, ts, timer.due)

@@ -151,6 +151,13 @@ ctypedef struct CandCounterC:
     uint32_t n
 
 
+# Where an action stands in SPEC §3's order of emission (a sharded run's merge key).
+ctypedef struct ActionKeyC:
+    uint64_t pos                # position of the event at whose start it is made (1 = first)
+    int64_t due                 # a timer's due time; SHARD_EVENT_DUE for the event's campaigns
+    uint64_t created            # a timer's creation (event position << 16 | order); 0 otherwise
+
+
 ctypedef struct EngineC:
     # subscriber index: msisdn -> dense index, open addressing with linear probing. A slot
     # carries 32 bits of the hash as a fingerprint, so that a probe touches only the row of
@@ -302,3 +309,24 @@ ctypedef struct EngineC:
     uint64_t nr_explain
     uint64_t cap_explain
     uint64_t* takers            # [(campaign * (nr_campaigns + 1) + taker) * NR_TAKER_RULES + rule]
+    # Shards (issue 14, _shard.pxi): one of nshards workers, each with the state of the
+    # subscribers shard_of gives it, all decoding the whole stream. NULL shm: one process.
+    # The key of the work being done (cur_*) orders every action of every worker (SPEC §3:
+    # the event's position, then timers by due and creation, then the event's campaigns).
+    uint8_t* shm                # the workers' shared block: header, then one lane each
+    int32_t nshards
+    int32_t shard
+    size_t lane_stride
+    uint64_t ring_mask          # ring of pending counts by event position, per lane
+    uint64_t delayed_campaigns  # the most timers one event can create
+    uint64_t skew_until         # events below this position may start without looking
+    uint64_t cur_pos
+    int64_t cur_due
+    uint64_t cur_created
+    uint64_t created_event      # the event position the timers of created_idx belong to
+    uint64_t created_idx
+    ActionKeyC* akeys           # the key of each action in the buffer, while sharded
+    uint64_t cap_akeys
+    uint64_t* cpos              # the event position of each conversion, while sharded
+    uint64_t cap_cpos
+    int aborted                 # the coordinator stopped the run (a worker failed)

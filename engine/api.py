@@ -176,6 +176,44 @@ class _VariantCounts:
         return {t: dict(zip(keys, map(int, self.counts.get((c.id, t), blank)))) for t in list(c.templates) + gone}
 
 
+def run_stats(config: Config, configuration: dict, before: dict, after: dict, funnel: np.ndarray,
+              days: "_DayCounts", variants: "_VariantCounts", produced: dict, nbytes: int, elapsed: float,
+              seq_range: Sequence[int], pending: int) -> dict:
+    """A run's stats.json (SPEC §4): `before` and `after` are Core.counts() around it,
+    `funnel` [campaigns, len(FUNNEL)] since the engine was built, `produced` the records
+    written by kind, `elapsed` seconds (the only wall-clock figure, in `timing`). One process
+    (Engine) and a sharded run (engine.workers) both build it here, so their files agree."""
+    events = after["events"] - before["events"]
+    run_figures = {
+        "events": events,
+        "bad_events": {r: after["bad_events"][r] - before["bad_events"][r] for r in BAD_REASONS},
+        "bad_events_by_field": _by_field_since(before["bad_events_by_field"], after["bad_events_by_field"]),
+        "unknown_subscribers": after["unknown_subscribers"] - before["unknown_subscribers"],
+        # good events with ts below the clock, processed at the clock's time (SPEC §3)
+        "late_events": after["late_events"] - before["late_events"],
+        "bytes": nbytes,
+        "actions": produced["actions"],
+        "conversions": produced["conversions"],
+        "dead_letters": produced["dead_letters"],
+        "pending": pending,
+        # seq numbers the actions of the engine's life: this run's are first_seq..last_seq
+        "first_seq": seq_range[0] if seq_range else None,
+        "last_seq": seq_range[1] if seq_range else None,
+    }
+    stats = {
+        "configuration": configuration,
+        "run": run_figures,
+        "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(config.campaigns)},
+    }
+    for i, c in enumerate(config.campaigns):
+        stats["campaigns"][c.id]["variants"] = variants.of_campaign(c)
+        stats["campaigns"][c.id]["days"] = days.of_campaign(i)
+    # the only wall-clock figures, kept apart (SPEC §4): the rest of stats.json is the same
+    # on every replay of the same input
+    stats["timing"] = dict(zip(TIMING_KEYS, (round(elapsed, 6), round(events / elapsed) if elapsed > 0 else None)))
+    return stats
+
+
 def _public(records: np.ndarray) -> np.ndarray:
     """The records without the core's padding fields (`_pad`): a view, not a copy."""
     return records[[name for name in records.dtype.names if not name.startswith("_")]]
@@ -269,15 +307,16 @@ class Engine:
     """A compiled configuration with its state. Not thread-safe: one replay at a time."""
 
     def __init__(self, config: Config, world: Optional[World] = None, *, max_event_bytes: int = 65536,
-                 keep=None, record_takers: bool = False):
+                 keep=None, record_takers: bool = False, shard: Optional[tuple[int, int]] = None):
         """`record_takers`: count the contacts each campaign loses to another through the
         policy (see takers()); off by default, as it costs a scan of the subscriber's
-        contact state per such suppression."""
+        contact state per such suppression. `shard` (i, n): hold only worker i's
+        subscribers of n (engine.workers runs the workers)."""
         self.config = config
         self.max_event_bytes = max_event_bytes
         owned = world is None
         self.world = load_world(config) if owned else world
-        compiled = compile_core(config, self.world, max_event_bytes=max_event_bytes, keep=keep)
+        compiled = compile_core(config, self.world, max_event_bytes=max_event_bytes, keep=keep, shard=shard)
         self._core = compiled.core
         self.subscribers = compiled.subscribers      # MSISDN by subscriber index
         self.eligible = compiled.eligible            # campaign id -> subscribers it may contact
@@ -593,13 +632,6 @@ class Engine:
             return StreamError(offset, reason, f"{reason} ({detail})")
         return StreamError(offset, reason, f"{reason} ({detail})", path=holder[1], path_offset=offset - holder[0])
 
-    def _add_days(self, campaigns: dict) -> None:
-        """`variants` and `days` into each campaign's stats: its contacts and conversions per
-        variant (template) and per local day."""
-        for i, c in enumerate(self.config.campaigns):
-            campaigns[c.id]["variants"] = self._variants.of_campaign(c)
-            campaigns[c.id]["days"] = self._days.of_campaign(i)
-
     def _count_days(self, name: str, records: np.ndarray, seq_range: list) -> None:
         """Per-day contacts and conversions, and the run's seq range, from records as they
         leave the core."""
@@ -617,35 +649,10 @@ class Engine:
         self._totals["bytes"] += nbytes
         for name, n in produced.items():
             self._totals[name] += n
-        events = after["events"] - before["events"]
-        run_figures = {
-            "events": events,
-            "bad_events": {r: after["bad_events"][r] - before["bad_events"][r] for r in BAD_REASONS},
-            "bad_events_by_field": _by_field_since(before["bad_events_by_field"], after["bad_events_by_field"]),
-            "unknown_subscribers": after["unknown_subscribers"] - before["unknown_subscribers"],
-            # good events with ts below the clock, processed at the clock's time (SPEC §3)
-            "late_events": after["late_events"] - before["late_events"],
-            "bytes": nbytes,
-            "actions": produced["actions"],
-            "conversions": produced["conversions"],
-            "dead_letters": produced["dead_letters"],
-            "pending": self._core.pending,
-            # seq numbers the actions of the engine's life: this run's are first_seq..last_seq
-            "first_seq": seq_range[0] if seq_range else None,
-            "last_seq": seq_range[1] if seq_range else None,
-        }
-        self._last_run = run_figures
-        funnel = self._core.funnel()
-        stats = {
-            "configuration": self.configuration,
-            "run": run_figures,
-            "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(self.config.campaigns)},
-        }
-        self._add_days(stats["campaigns"])
-        # the only wall-clock figures, kept apart (SPEC §4): the rest of stats.json is the same
-        # on every replay of the same input
-        stats["timing"] = self._last_timing = dict(zip(TIMING_KEYS, (
-            round(elapsed, 6), round(events / elapsed) if elapsed > 0 else None)))
+        stats = run_stats(self.config, self.configuration, before, after, self._core.funnel(), self._days,
+                          self._variants, produced, nbytes, elapsed, seq_range, self._core.pending)
+        self._last_run = stats["run"]
+        self._last_timing = stats["timing"]
 
         def joined(name, dtype):
             parts = kept[name]

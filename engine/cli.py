@@ -175,18 +175,20 @@ def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--overwrite", is_flag=True,
               help="Replace the output of an earlier run in OUT (refused without it: its actions would go out twice).")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Processes to split the subscribers over (every core: the files are the same as with 1).")
 @_one_line_errors
-def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool):
+def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int):
     """Replay TRACES (one stream, in order) through CONFIG's campaigns, then drain."""
     spared = _arrow_without_pandas()
     try:
-        _replay(config, traces, out, fmt, progress, overwrite)
+        _replay(config, traces, out, fmt, progress, overwrite, workers)
     finally:
         if spared:
             _arrow_with_pandas()
 
 
-def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool):
+def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int = 1):
     from engine.api import Engine
     from engine.sinks import earlier_run_files
     earlier = earlier_run_files(out)
@@ -194,6 +196,9 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
         _fail(f"{out}: already holds a run's output ({earlier[0].relative_to(out)} and {len(earlier) - 1:,} more); "
               "a second run would number its actions from 1 again and the gateway would send them twice: "
               "give a new --out, or --overwrite to replace the earlier run")
+    if workers > 1:
+        _replay_sharded(config, traces, out, fmt, progress, earlier, workers)
+        return
     engine = Engine.from_config(config)
     # before anything is processed or removed: a trace that is not an event stream is refused
     # here, so no output exists and no good event has been spent
@@ -206,6 +211,26 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
     run = engine.replay(list(traces), out=out, drain=True, format=fmt, progress=progress, keep=False)
     click.echo(format_run(run.stats))
     click.echo(format_funnel(run.stats))
+    click.echo(f"output: {out}")
+
+
+def _replay_sharded(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, earlier, workers: int):
+    """`replay --workers N` (engine.workers): the traces are judged and the earlier output
+    removed here, as for one process, before any worker starts."""
+    from engine import workers as sharded
+    from engine._core import Core
+    from engine.language.config import load_config
+    cfg = load_config(config)
+    judge = Core()
+    judge.set_event_types(dict(cfg.event_types))
+    judgement = _judged(traces, judge)
+    if judgement.refusal:
+        raise LoadError(judgement.refusal)
+    for path in earlier:
+        path.unlink()
+    stats = sharded.replay(config, list(traces), out, workers=workers, format=fmt, progress=progress)
+    click.echo(format_run(stats))
+    click.echo(format_funnel(stats))
     click.echo(f"output: {out}")
 
 

@@ -201,11 +201,16 @@ def _subscriber_order(numbers: np.ndarray, keep: Optional[np.ndarray]) -> tuple[
 
 
 def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
-                 keep: Optional[np.ndarray] = None) -> Compiled:
+                 keep: Optional[np.ndarray] = None, shard: Optional[tuple[int, int]] = None) -> Compiled:
     """Compile; with `keep` (the MSISDNs of a running engine, by index) those subscribers come
-    first in the same order, and numbers gone from the snapshot are inactive."""
+    first in the same order, and numbers gone from the snapshot are inactive. With `shard`
+    (i, n), only the subscribers of worker i of n (engine.workers) get state."""
     profiles = world.profiles
     subscribers, profile_rows = _subscriber_order(profiles.msisdn, keep)
+    if shard is not None:
+        from engine._core import shards_of
+        mine = shards_of(np.ascontiguousarray(subscribers, dtype=np.uint64), shard[1]) == shard[0]
+        subscribers, profile_rows = subscribers[mine], profile_rows[mine]
     present = profile_rows >= 0
     n = len(subscribers)
     core = Core(max_event_bytes)

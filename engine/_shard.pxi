@@ -1,0 +1,267 @@
+# Shards (issue 14, included by _core.pyx after _state.pxi): one of N worker processes, each
+# holding the subscribers shard_of gives it and decoding the whole stream, so that all see the
+# same clock and fire timers at the same event positions. What subscribers share is decided
+# exactly, without rollback (docs/performance.md, "Every core"):
+#
+# - Budgets. A send of a campaign with a budget, or on a channel with one, waits until every
+#   other worker has done all its work that comes before it in SPEC §3's order (its published
+#   progress is at or past this key). No worker can have a budgeted send after the key, since
+#   that send would wait for this one: so the sum of every worker's counts is the count before
+#   the key, as one process would have it.
+# - max_pending. Scheduling a timer is certain while the sum of the others' high-water marks,
+#   plus the timers they could still create before this event, is below the bound. Otherwise
+#   it waits like a budget, and reads the others' pending counts after this event's timers
+#   fired from a ring indexed by event position; no worker starts an event a ring's length
+#   past the slowest, so the entry is still there.
+#
+# Deadlock-free: a waiting worker publishes its own key first, and the smallest waiting key
+# always has every other worker at or past it. The coordinator's abort flag ends every wait.
+
+cdef extern from *:
+    """
+    #include <sched.h>
+    #include <time.h>
+    typedef struct {
+        uint64_t ver;           /* seqlock: odd while the key is being written */
+        uint64_t pos;
+        int64_t due;
+        uint64_t created;
+        uint64_t hw;            /* the most timers this worker has had pending */
+        uint64_t done;
+        uint64_t pad[2];
+    } sm_lane;
+
+    static inline void sm_publish(sm_lane *l, uint64_t pos, int64_t due, uint64_t created) {
+        uint64_t v = l->ver;
+        __atomic_store_n(&l->ver, v + 1, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_RELEASE);
+        __atomic_store_n(&l->pos, pos, __ATOMIC_RELAXED);
+        __atomic_store_n(&l->due, due, __ATOMIC_RELAXED);
+        __atomic_store_n(&l->created, created, __ATOMIC_RELAXED);
+        __atomic_store_n(&l->ver, v + 2, __ATOMIC_RELEASE);
+    }
+    /* Whether the lane's published key is at or past (pos, due, created). */
+    static inline int sm_reached(sm_lane *l, uint64_t pos, int64_t due, uint64_t created) {
+        uint64_t v1, v2, p, c;
+        int64_t d;
+        for (;;) {
+            v1 = __atomic_load_n(&l->ver, __ATOMIC_ACQUIRE);
+            p = __atomic_load_n(&l->pos, __ATOMIC_RELAXED);
+            d = __atomic_load_n(&l->due, __ATOMIC_RELAXED);
+            c = __atomic_load_n(&l->created, __ATOMIC_RELAXED);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            v2 = __atomic_load_n(&l->ver, __ATOMIC_RELAXED);
+            if (v1 == v2 && !(v1 & 1)) break;
+        }
+        if (p != pos) return p > pos;
+        if (d != due) return d > due;
+        return c >= created;
+    }
+    static inline uint64_t sm_load(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+    static inline void sm_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+    /* Waiting: spin a little, then give the core away (there may be more workers than
+       cores), then sleep briefly so that a long wait costs no CPU. */
+    static inline void sm_pause(uint32_t round) {
+        if (round < 64) { __builtin_ia32_pause(); return; }
+        if (round < 1024) { sched_yield(); return; }
+        struct timespec ts = {0, 50000};
+        nanosleep(&ts, NULL);
+    }
+    """
+    ctypedef struct sm_lane:
+        uint64_t ver
+        uint64_t pos
+        int64_t due
+        uint64_t created
+        uint64_t hw
+        uint64_t done
+    void sm_publish(sm_lane* l, uint64_t pos, int64_t due, uint64_t created) nogil
+    int sm_reached(sm_lane* l, uint64_t pos, int64_t due, uint64_t created) nogil
+    uint64_t sm_load(uint64_t* p) nogil
+    void sm_store(uint64_t* p, uint64_t v) nogil
+    void sm_pause(uint32_t round) nogil
+
+cdef enum:
+    SHARD_HEADER = 64           # the block's header: the abort flag
+    SHARD_LANE_HEAD = 64        # sm_lane, one cache line
+    SHARD_MAX = 256
+
+cdef int64_t SHARD_EVENT_DUE = 0x7FFFFFFFFFFFFFFFLL    # an event's campaigns come after its timers
+cdef int64_t SHARD_FIRST_DUE = -0x7FFFFFFFFFFFFFFFLL - 1
+cdef uint64_t SHARD_END = 0xFFFFFFFFFFFFFFFFULL        # a lane that has finished
+
+
+cdef inline size_t shard_ring_off(uint64_t nr_budgets) noexcept nogil:
+    return (SHARD_LANE_HEAD + nr_budgets * sizeof(BudgetC) + 63) & ~(<size_t>63)
+
+
+cdef inline size_t shard_lane_stride(uint64_t nr_budgets, uint64_t ring) noexcept nogil:
+    return (shard_ring_off(nr_budgets) + ring * sizeof(uint64_t) + 63) & ~(<size_t>63)
+
+
+cdef inline sm_lane* lane_of(EngineC* E, int j) noexcept nogil:
+    return <sm_lane*>(E.shm + SHARD_HEADER + <size_t>j * E.lane_stride)
+
+
+cdef inline BudgetC* lane_budgets(EngineC* E, int j) noexcept nogil:
+    return <BudgetC*>((<uint8_t*>lane_of(E, j)) + SHARD_LANE_HEAD)
+
+
+cdef inline uint64_t* lane_ring(EngineC* E, int j) noexcept nogil:
+    return <uint64_t*>((<uint8_t*>lane_of(E, j)) + shard_ring_off(<uint64_t>(E.nr_campaigns + E.nr_channels)))
+
+
+cdef inline uint32_t shard_of(uint64_t msisdn, uint32_t n) noexcept nogil:
+    """The worker of a subscriber: stable, and independent of the index's hash (whose high
+    bits place it), so a worker's index stays evenly filled. engine.workers.shard_of is the
+    same function in NumPy."""
+    return <uint32_t>sm_fastrange(sm_mix64(msisdn ^ 0x5bd1e9955bd1e995ULL), n)
+
+
+cdef inline bint shard_abort_set(EngineC* E) noexcept nogil:
+    return sm_load(<uint64_t*>E.shm) != 0
+
+
+cdef int shard_wait(EngineC* E, uint64_t pos, int64_t due, uint64_t created) noexcept nogil:
+    """Publish this worker's key, then wait until every other worker is at or past it.
+    Returns 1 (and stops the run) when the coordinator aborted."""
+    cdef int j
+    cdef uint32_t round
+    sm_publish(lane_of(E, E.shard), pos, due, created)
+    for j in range(E.nshards):
+        if j == E.shard:
+            continue
+        round = 0
+        while not sm_reached(lane_of(E, j), pos, due, created):
+            if shard_abort_set(E):
+                E.aborted = 1
+                E.oom = 1
+                return 1
+            sm_pause(round)
+            round += 1
+    return 0
+
+
+cdef void shard_event_start(EngineC* E, uint64_t q) noexcept nogil:
+    """Before event q: never more than a ring's length ahead of the slowest worker, so that
+    the pending count this worker leaves for q is still in its ring when another reads it."""
+    cdef int j
+    cdef uint64_t low, p
+    cdef uint32_t round = 0
+    if q < E.skew_until:
+        return
+    while True:
+        low = SHARD_END
+        for j in range(E.nshards):
+            if j != E.shard:
+                p = sm_load(&lane_of(E, j).pos)
+                if p < low:
+                    low = p
+        if low == SHARD_END or q < low + E.ring_mask:
+            E.skew_until = SHARD_END if low == SHARD_END else low + E.ring_mask
+            return
+        if shard_abort_set(E):
+            E.aborted = 1
+            E.oom = 1
+            return
+        sm_pause(round)
+        round += 1
+
+
+cdef inline void shard_event_timers_done(EngineC* E, uint64_t q) noexcept nogil:
+    """Event q's timers have fired: leave the pending count for q, then say so."""
+    lane_ring(E, E.shard)[q & E.ring_mask] = E.heap_n
+    sm_publish(lane_of(E, E.shard), q, SHARD_EVENT_DUE, 0)
+
+
+cdef inline void shard_note_pending(EngineC* E) noexcept nogil:
+    cdef sm_lane* me = lane_of(E, E.shard)
+    if E.heap_n > me.hw:
+        sm_store(&me.hw, E.heap_n)
+
+
+cdef int shard_over_pending(EngineC* E) noexcept nogil:
+    """Whether all workers together have max_pending timers waiting at this event's campaigns
+    (SPEC §3 step 6): 1 yes, 0 no, -1 aborted."""
+    cdef int j
+    cdef uint64_t q = E.cur_pos, total = E.heap_n, p, hw
+    cdef sm_lane* lane
+    # certain without waiting: each other worker has at most its high-water mark, plus what
+    # the events it has yet to process before q could create
+    for j in range(E.nshards):
+        if j == E.shard:
+            continue
+        lane = lane_of(E, j)
+        p = sm_load(&lane.pos)          # before hw: hw is then at least what it was at p
+        hw = sm_load(&lane.hw)
+        total += hw
+        if p < q:
+            total += (q - p) * E.delayed_campaigns
+    if total < E.max_pending:
+        return 0
+    if shard_wait(E, q, SHARD_EVENT_DUE, 0):
+        return -1
+    total = E.heap_n
+    for j in range(E.nshards):
+        if j != E.shard:
+            total += lane_ring(E, j)[q & E.ring_mask]
+    return 1 if total >= E.max_pending else 0
+
+
+cdef int shard_budgets(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day, uint64_t* camp_total,
+                       uint64_t* chan_day) noexcept nogil:
+    """A budgeted send's counts before it, over every worker (SPEC §3 step 7). Returns 1 when
+    the coordinator aborted."""
+    cdef int j
+    cdef CampaignC* c = &E.campaigns[ci]
+    cdef uint32_t ch = <uint32_t>E.nr_campaigns + c.channel
+    cdef BudgetC* b
+    if shard_wait(E, E.cur_pos, E.cur_due, E.cur_created):
+        return 1
+    for j in range(E.nshards):
+        b = &E.budgets[ci] if j == E.shard else &lane_budgets(E, j)[ci]
+        camp_day[0] += b.day_sends if b.day == day else 0
+        camp_total[0] += b.total
+        b = &E.budgets[ch] if j == E.shard else &lane_budgets(E, j)[ch]
+        chan_day[0] += b.day_sends if b.day == day else 0
+    return 0
+
+
+cdef inline void shard_mirror(EngineC* E, uint32_t ci) noexcept nogil:
+    """A send counted: the others read this worker's counts from its lane."""
+    cdef uint32_t ch = <uint32_t>E.nr_campaigns + E.campaigns[ci].channel
+    lane_budgets(E, E.shard)[ci] = E.budgets[ci]
+    lane_budgets(E, E.shard)[ch] = E.budgets[ch]
+
+
+cdef inline uint64_t shard_timer_created(EngineC* E) noexcept nogil:
+    """A timer's creation, comparable across workers: its event's position, then the order
+    of its campaign in that event (one process orders them the same way, by a counter)."""
+    if E.created_event != E.cur_pos:
+        E.created_event = E.cur_pos
+        E.created_idx = 0
+    E.created_idx += 1
+    return (E.cur_pos << 16) | E.created_idx
+
+
+cdef int shard_note_action(EngineC* E) noexcept nogil:
+    """The key of the action just added to the buffer. Returns 1 when memory ran out."""
+    cdef ActionKeyC* k
+    if E.nr_actions > E.cap_akeys:
+        E.akeys = <ActionKeyC*>grow(E.akeys, &E.cap_akeys, sizeof(ActionKeyC), &E.oom)
+        if E.oom:
+            return 1
+    k = &E.akeys[E.nr_actions - 1]
+    k.pos = E.cur_pos
+    k.due = E.cur_due
+    k.created = E.cur_created
+    return 0
+
+
+cdef int shard_note_conversion(EngineC* E) noexcept nogil:
+    if E.nr_conversions > E.cap_cpos:
+        E.cpos = <uint64_t*>grow(E.cpos, &E.cap_cpos, sizeof(uint64_t), &E.oom)
+        if E.oom:
+            return 1
+    E.cpos[E.nr_conversions - 1] = E.cur_pos
+    return 0

@@ -1,0 +1,363 @@
+"""Every core: `sigmatch replay --workers N` (issue 14).
+
+The subscribers are split over N worker processes by a stable hash of the MSISDN
+(`engine._core.shards_of`). Every worker decodes the whole stream, so all see the same
+clock and fire timers at the same event positions, and keeps state for its own subscribers
+only. What they share, budgets and max_pending, is decided exactly in the core
+(`engine/_shard.pxi`): a budgeted send waits until every other worker has done everything
+that comes before it in SPEC §3's order.
+
+The coordinator (this process) merges the workers' records in that order: the position of
+the event at whose start an action is made, timers before the event's campaigns, timers by
+due time and creation, then the worker's own order. It gives `seq` and the conversions'
+`contact_seq` there, and writes the files through the same sinks as one process, so the
+output is byte-identical to one process's: every file, and stats.json outside `timing`.
+A record is merged once every worker has processed its event, so the buffer holds at most
+a chunk of records per worker.
+
+A worker that fails stops the run: the others are told to stop, stats.json is not written,
+and the error names the worker. Files completed before that hold a correct prefix of the
+actions.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sys
+import time
+from multiprocessing.connection import wait
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from engine.api import SINK_BATCH, _DayCounts, _VariantCounts, _STREAM_ERRORS, configuration_identity, run_stats
+from engine.errors import SigmatchError, StreamError
+from engine.language.config import load_config
+from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE
+from engine.sinks import SinkSet, SinkThread
+
+__all__ = ["replay", "WorkerError", "MAX_WORKERS"]
+
+log = logging.getLogger("sigmatch.workers")
+
+MAX_WORKERS = 256
+# Pending counts by event position kept per worker (the core's ring): no worker starts an
+# event more than this many positions ahead of the slowest one.
+RING_BITS = 16
+_END = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+class WorkerError(SigmatchError):
+    """A worker of a sharded run failed; the run's output is incomplete."""
+
+
+def _nr_budgets(config) -> int:
+    return len(config.campaigns) + len(config.channels)
+
+
+# ---- a worker ---------------------------------------------------------------------------
+
+def _worker(index: int, workers: int, config_path: str, traces: list, block_name: str, conn,
+            log_level: int) -> None:
+    """Run shard `index` of `workers` over the traces and send its records to the coordinator:
+    ("batch", events done, bytes fed, actions, keys, conversions, positions, dead letters)
+    after each chunk, then ("end", status, error_offset, figures), or ("error", message)."""
+    logging.basicConfig(level=log_level if index == 0 else max(log_level, logging.ERROR),
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    block = None
+    core = None
+    try:
+        from engine.api import Engine
+        from loaders.traces import iter_chunks
+        block = SharedMemory(name=block_name)
+        engine = Engine.from_config(config_path, shard=(index, workers))
+        core = engine._core
+        delayed = sum(1 for c in engine.config.campaigns if c.delay_ms)
+        core.attach_shard(block.buf, index, workers, RING_BITS, delayed)
+        files: list = []
+        nbytes = 0
+
+        def send_batch():
+            actions, keys, conversions, positions = core.take_sharded()
+            dead = core.take_dead_letters()
+            conn.send(("batch", int(core.counts()["events"]), nbytes, actions, keys, conversions, positions,
+                       dead if index == 0 else None))
+
+        status = 0
+        core.begin_stream()
+        for chunk in iter_chunks([Path(p) for p in traces], on_file=lambda path: files.append((nbytes, str(path)))):
+            status = core.feed(chunk)
+            nbytes += len(chunk)
+            if core.aborted:
+                return
+            send_batch()
+            if status:
+                break
+        if not status:
+            status = core.end_stream()
+        if not status:
+            core.drain()
+            if core.aborted:
+                return
+        core.flush_dead_letters()
+        core.shard_done()
+        send_batch()
+        conn.send(("end", int(status), int(core.error_offset), files, {
+            "counts": core.counts(), "funnel": core.funnel(), "pending": int(core.pending),
+        }))
+    except MemoryError as e:
+        conn.send(("error", f"out of memory ({e})" if str(e) else "out of memory"))
+    except SigmatchError as e:
+        conn.send(("error", str(e)))
+    except Exception as e:      # a bug: its type and message, still one line
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        if core is not None:
+            core.shard_done()
+        if block is not None:
+            block.close()
+        conn.close()
+
+
+# ---- the coordinator --------------------------------------------------------------------
+
+class _Merge:
+    """The workers' records, merged into SPEC §3's order as far as all have got."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.done = [0] * workers               # events each worker has processed (_END: all)
+        self.actions = [[] for _ in range(workers)]     # (actions, keys) not merged yet
+        self.conversions = [[] for _ in range(workers)]
+        self.global_seq = [np.zeros(0, np.uint64) for _ in range(workers)]   # by local seq - 1
+        self.seq = 0
+        self.conversion_seq = 0
+
+    def add(self, w: int, done: int, actions, keys, conversions, positions) -> None:
+        self.done[w] = done
+        if len(actions):
+            self.actions[w].append((actions, keys))
+        if len(conversions):
+            self.conversions[w].append((conversions, positions))
+
+    def finish(self, w: int) -> None:
+        self.done[w] = _END
+
+    @staticmethod
+    def _take(parts: list, limit) -> tuple[list, list]:
+        """The records of `parts` (each (records, keys or positions)) at event positions
+        <= limit, and what is left."""
+        if not parts:
+            return [], parts
+        records = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        keys = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        pos = keys["pos"] if keys.dtype.names else keys
+        cut = int(np.searchsorted(pos, limit, side="right"))
+        left = [(records[cut:], keys[cut:])] if cut < len(records) else []
+        return ([records[:cut], keys[:cut]] if cut else []), left
+
+    def merged(self) -> tuple[np.ndarray, np.ndarray]:
+        """(actions, conversions) that every worker has passed, in order, with their final
+        seq, conversion seq and contact_seq."""
+        limit = np.uint64(min(self.done))
+        taken, owners = [], []
+        for w in range(self.workers):
+            got, self.actions[w] = self._take(self.actions[w], limit)
+            if got:
+                taken.append(got)
+                owners.append(w)
+        actions = np.zeros(0, ACTION_DTYPE)
+        if taken:
+            records = np.concatenate([t[0] for t in taken])
+            keys = np.concatenate([t[1] for t in taken])
+            worker = np.concatenate([np.full(len(t[0]), w, np.uint32) for t, w in zip(taken, owners)])
+            local = np.concatenate([np.arange(len(t[0])) for t in taken])
+            # SPEC §3: position, then timers (by due, creation) before the event's campaigns
+            # (due = int64 max); within a worker its own order, which already follows it
+            order = np.lexsort((local, worker, keys["created"], keys["due"], keys["pos"]))
+            actions = records[order]
+            worker = worker[order]
+            new_seq = np.arange(self.seq + 1, self.seq + 1 + len(actions), dtype=np.uint64)
+            self.seq += len(actions)
+            for w in owners:
+                mine = worker == w
+                # a worker's records keep their relative order, so its local seqs stay consecutive
+                start = int(actions["seq"][mine][0]) - 1
+                if start != len(self.global_seq[w]):
+                    raise AssertionError(f"worker {w}: action seq {start + 1} out of order")
+                self.global_seq[w] = np.concatenate([self.global_seq[w], new_seq[mine]])
+            actions["seq"] = new_seq
+        conversions = np.zeros(0, CONVERSION_DTYPE)
+        taken, owners = [], []
+        for w in range(self.workers):
+            got, self.conversions[w] = self._take(self.conversions[w], limit)
+            if got:
+                taken.append(got)
+                owners.append(w)
+        if taken:
+            records = np.concatenate([t[0] for t in taken]).copy()
+            positions = np.concatenate([t[1] for t in taken])
+            worker = np.concatenate([np.full(len(t[0]), w, np.uint32) for t, w in zip(taken, owners)])
+            local = np.concatenate([np.arange(len(t[0])) for t in taken])
+            for w in owners:
+                mine = worker == w
+                records["contact_seq"][mine] = self.global_seq[w][records["contact_seq"][mine].astype(np.int64) - 1]
+            order = np.lexsort((local, worker, positions))
+            conversions = records[order]
+            conversions["seq"] = np.arange(self.conversion_seq + 1, self.conversion_seq + 1 + len(conversions),
+                                           dtype=np.uint64)
+            self.conversion_seq += len(conversions)
+        return actions, conversions
+
+
+def _terminate(processes) -> None:
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional[str] = None,
+           progress: Optional[bool] = None) -> dict:
+    """Replay `traces` (paths, one stream in order) through the configuration at
+    `config_path` on `workers` processes, then drain, writing to `out` what one process
+    would write (engine.api.Engine.replay). Returns the stats written to stats.json.
+    Raises StreamError as one process would (after writing what was emitted before the
+    break, and stats.json), WorkerError when a worker fails (stats.json is then not written),
+    ConfigError/LoadError before any worker starts for a configuration that does not load."""
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}")
+    config = load_config(Path(config_path))
+    output = config.output
+    sinks = SinkSet(Path(out), campaigns=config.campaigns, format=format or output.format,
+                    max_records=output.max_records, max_age_ms=output.max_age_ms)
+    from engine._core import shard_block_size
+    block = SharedMemory(create=True, size=shard_block_size(workers, _nr_budgets(config), RING_BITS))
+    context = multiprocessing.get_context("spawn")
+    conns, processes = [], []
+    writer = SinkThread(sinks)
+    started = time.perf_counter()
+    merge = _Merge(workers)
+    days = _DayCounts(len(config.campaigns), config.utc_offset_ms)
+    variants = _VariantCounts()
+    produced = {"actions": 0, "conversions": 0, "dead_letters": 0}
+    seq_range: list[int] = []
+    ended: dict[int, tuple] = {}
+    failure: Optional[str] = None
+    nbytes = 0
+    bar = None
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if progress:
+        from loaders.traces import source_size
+        from tqdm import tqdm
+        bar = tqdm(total=source_size(list(traces)), unit="B", unit_scale=True, desc=f"replay ({workers} workers)",
+                   file=sys.stderr, leave=False)
+    unwritten = {"actions": [], "conversions": []}
+
+    def write(final: bool = False) -> None:
+        actions, conversions = merge.merged()
+        for name, records in (("actions", actions), ("conversions", conversions)):
+            if len(records):
+                produced[name] += len(records)
+                days.add(records, conversions=name == "conversions")
+                variants.add(config.campaigns, records, conversions=name == "conversions")
+                if name == "actions":
+                    seq_range[:] = [seq_range[0] if seq_range else int(records["seq"][0]), int(records["seq"][-1])]
+                unwritten[name].append(records)
+            waiting = unwritten[name]
+            if waiting and (final or sum(map(len, waiting)) >= SINK_BATCH):
+                getattr(writer, "write_" + name)(np.concatenate(waiting) if len(waiting) > 1 else waiting[0])
+                waiting.clear()
+
+    try:
+        for index in range(workers):
+            ours, theirs = context.Pipe(duplex=False)
+            p = context.Process(target=_worker, name=f"sigmatch-worker-{index}",
+                                args=(index, workers, str(config_path), [str(t) for t in traces], block.name,
+                                      theirs, logging.getLogger().getEffectiveLevel()), daemon=True)
+            p.start()
+            theirs.close()
+            conns.append(ours)
+            processes.append(p)
+        live = {conn: w for w, conn in enumerate(conns)}
+        while live and failure is None:
+            for conn in wait(list(live)):
+                w = live[conn]
+                try:
+                    message = conn.recv()
+                except EOFError:
+                    del live[conn]
+                    if w not in ended:
+                        processes[w].join(timeout=5)
+                        failure = failure or (f"worker {w} of {workers} stopped without a word "
+                                              f"(exit code {processes[w].exitcode})")
+                    continue
+                if message[0] == "batch":
+                    _, done, fed, actions, keys, conversions, positions, dead = message
+                    merge.add(w, done, actions, keys, conversions, positions)
+                    if dead is not None and len(dead):
+                        produced["dead_letters"] += len(dead)
+                        writer.write_dead_letters(dead)
+                    if w == 0:
+                        if bar is not None:
+                            bar.update(fed - nbytes)
+                        nbytes = fed
+                    write()
+                elif message[0] == "end":
+                    ended[w] = message[1:]
+                    merge.finish(w)
+                    write()
+                else:
+                    failure = failure or f"worker {w} of {workers} failed: {message[1]}"
+        if failure is None and len(ended) < workers:
+            failure = f"{workers - len(ended)} of {workers} workers stopped before the end"
+        if failure is None:
+            write(final=True)
+    except BaseException:
+        block.buf[:8] = (1).to_bytes(8, "little")
+        _terminate(processes)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if failure is not None:
+            block.buf[:8] = (1).to_bytes(8, "little")
+        try:
+            writer.finish()
+        finally:
+            _terminate(processes)
+            for conn in conns:
+                conn.close()
+            block.close()
+            block.unlink()
+    if failure is not None:
+        sinks.close()
+        raise WorkerError(f"{failure}; the output in {out} is incomplete (no stats.json)")
+    status, error_offset, files, figures = ended[0]
+    after = dict(figures["counts"])
+    after["unknown_subscribers"] = sum(e[3]["counts"]["unknown_subscribers"] for e in ended.values())
+    before = {"events": 0, "unknown_subscribers": 0, "late_events": 0,
+              "bad_events": {r: 0 for r in BAD_REASONS}, "bad_events_by_field": {}}
+    funnel = sum(e[3]["funnel"] for e in ended.values())
+    pending = sum(e[3]["pending"] for e in ended.values())
+    stats = run_stats(config, configuration_identity(config), before, after, funnel, days, variants, produced,
+                      nbytes, time.perf_counter() - started, seq_range, pending)
+    sinks.write_stats(stats)
+    sinks.close()
+    if status:
+        if status == 4:
+            raise MemoryError("out of memory: the core could not grow a buffer")
+        reason, detail = _STREAM_ERRORS[status]
+        holder = next(((start, path) for start, path in reversed(files) if start <= error_offset), None)
+        if holder is None:
+            raise StreamError(error_offset, reason, f"{reason} ({detail})")
+        raise StreamError(error_offset, reason, f"{reason} ({detail})", path=holder[1],
+                          path_offset=error_offset - holder[0])
+    return stats
