@@ -118,6 +118,11 @@ cdef inline uint32_t shard_of(uint64_t msisdn, uint32_t n) noexcept nogil:
     return <uint32_t>sm_fastrange(sm_mix64(msisdn ^ 0x5bd1e9955bd1e995ULL), n)
 
 
+cdef inline bint foreign(EngineC* E, uint64_t msisdn) noexcept nogil:
+    """Another worker's subscriber (never, in one process)."""
+    return E.shm != NULL and shard_of(msisdn, <uint32_t>E.nshards) != <uint32_t>E.shard
+
+
 cdef inline bint shard_abort_set(EngineC* E) noexcept nogil:
     return sm_load(<uint64_t*>E.shm) != 0
 

@@ -37,6 +37,7 @@ from engine.errors import SigmatchError, StreamError
 from engine.language.config import load_config
 from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE
 from engine.sinks import SinkSet, SinkThread
+from engine.wording import plural
 
 __all__ = ["replay", "WorkerError", "MAX_WORKERS"]
 
@@ -64,7 +65,7 @@ def _worker(index: int, workers: int, config_path: str, traces: list, block_name
     """Run shard `index` of `workers` over the traces and send its records to the coordinator:
     ("batch", events done, bytes fed, actions, keys, conversions, positions, dead letters)
     after each chunk, then ("end", status, error_offset, figures), or ("error", message)."""
-    logging.basicConfig(level=log_level if index == 0 else max(log_level, logging.ERROR),
+    logging.basicConfig(level=log_level if index == 0 or log_level <= logging.DEBUG else max(log_level, logging.ERROR),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     block = None
     core = None
@@ -72,7 +73,9 @@ def _worker(index: int, workers: int, config_path: str, traces: list, block_name
         from engine.api import Engine
         from loaders.traces import iter_chunks
         block = SharedMemory(name=block_name)
+        started = time.perf_counter()
         engine = Engine.from_config(config_path, shard=(index, workers))
+        loaded = time.perf_counter()
         core = engine._core
         delayed = sum(1 for c in engine.config.campaigns if c.delay_ms)
         core.attach_shard(block.buf, index, workers, RING_BITS, delayed)
@@ -103,6 +106,8 @@ def _worker(index: int, workers: int, config_path: str, traces: list, block_name
                 return
         core.flush_dead_letters()
         core.shard_done()
+        log.info("worker %d of %d: %s loaded in %.2f s, the stream in %.2f s", index, workers,
+                 plural(engine.subscribers.size, "subscriber"), loaded - started, time.perf_counter() - loaded)
         send_batch()
         conn.send(("end", int(status), int(core.error_offset), files, {
             "counts": core.counts(), "funnel": core.funnel(), "pending": int(core.pending),
@@ -233,6 +238,10 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     ConfigError/LoadError before any worker starts for a configuration that does not load."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}")
+    if workers == 1:
+        from engine.api import Engine
+        return Engine.from_config(config_path).replay([Path(t) for t in traces], out=out, drain=True,
+                                                       format=format, progress=progress, keep=False).stats
     config = load_config(Path(config_path))
     output = config.output
     sinks = SinkSet(Path(out), campaigns=config.campaigns, format=format or output.format,
