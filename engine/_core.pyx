@@ -938,22 +938,28 @@ cdef class Core:
             for i in range(nb):
                 process_event(E, &self.batch[i], NO_INDEX)
             return ST_NOMEM if E.oom else ST_OK
-        # A sharded worker skips the index for another worker's subscribers (foreign): their
-        # events only move the clock here.
+        # A sharded worker skips the index for another worker's subscribers (FOREIGN_INDEX):
+        # their events only move the clock here.
         for i in range(min(nb, PREFETCH_NEAR)):
-            self.subs[i] = NO_INDEX if foreign(E, self.batch[i].msisdn) else lookup_subscriber(E, self.batch[i].msisdn)
+            self.subs[i] = FOREIGN_INDEX if foreign(E, self.batch[i].msisdn) else lookup_subscriber(E, self.batch[i].msisdn)
         for i in range(PREFETCH_NEAR, min(nb, PREFETCH_FAR)):
-            self.subs[i] = NO_INDEX if foreign(E, self.batch[i].msisdn) else candidate_subscriber(E, self.batch[i].msisdn)
+            self.subs[i] = FOREIGN_INDEX if foreign(E, self.batch[i].msisdn) else candidate_subscriber(E, self.batch[i].msisdn)
         for i in range(nb):
             k = i + PREFETCH_FAR
-            if k < nb and not foreign(E, self.batch[k].msisdn):
-                sm_prefetch_l2(&E.index_slots[sm_fastrange(sm_mix64(self.batch[k].msisdn), E.index_cap)])
+            if k < nb:
+                if foreign(E, self.batch[k].msisdn):
+                    self.subs[k] = FOREIGN_INDEX
+                else:
+                    self.subs[k] = NO_INDEX
+                    sm_prefetch_l2(&E.index_slots[sm_fastrange(sm_mix64(self.batch[k].msisdn), E.index_cap)])
             k = i + PREFETCH_NEAR
             if k < nb:
                 ev = &self.batch[k]
-                sub = NO_INDEX if foreign(E, ev.msisdn) else candidate_subscriber(E, ev.msisdn)
+                sub = self.subs[k]
+                if sub != FOREIGN_INDEX:
+                    sub = candidate_subscriber(E, ev.msisdn)
                 self.subs[k] = sub
-                if sub != NO_INDEX:
+                if sub < FOREIGN_INDEX:
                     sm_prefetch(E.rows + <size_t>sub * E.stride)
                     if E.stride > 64:
                         sm_prefetch(E.rows + <size_t>(sub + 1) * E.stride - 1)
@@ -969,10 +975,10 @@ cdef class Core:
             if k < nb and k >= PREFETCH_NEAR:
                 ev = &self.batch[k]
                 sub = self.subs[k]
-                if sub != NO_INDEX and (<SubHeadC*>row_of(E, sub)).msisdn != ev.msisdn:
-                    sub = lookup_subscriber(E, ev.msisdn)     # a fingerprint collision: rare (never foreign)
+                if sub < FOREIGN_INDEX and (<SubHeadC*>row_of(E, sub)).msisdn != ev.msisdn:
+                    sub = lookup_subscriber(E, ev.msisdn)     # a fingerprint collision: rare
                     self.subs[k] = sub
-                if sub != NO_INDEX and E.contacts != NULL and (<SubHeadC*>row_of(E, sub)).flags & SUB_HAS_CONTACT:
+                if sub < FOREIGN_INDEX and E.contacts != NULL and (<SubHeadC*>row_of(E, sub)).flags & SUB_HAS_CONTACT:
                     # a subscriber's contacts start at one slot (contact_home): two lines
                     # hold the first four
                     key = contact_home(sub, E.contacts_mask)

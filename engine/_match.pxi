@@ -304,8 +304,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     if E.shm != NULL:
         shard_event_timers_done(E, E.events)
     # 2. subscriber (a sharded worker holds its own; another's event only moved the clock)
-    if sub == NO_INDEX:
-        if E.shm == NULL or shard_of(ev.msisdn, <uint32_t>E.nshards) == <uint32_t>E.shard:
+    if sub >= FOREIGN_INDEX:
+        if sub == NO_INDEX and not foreign(E, ev.msisdn):
             E.unknown += 1
         return
     row = row_of(E, sub)
