@@ -60,19 +60,22 @@ def _nr_budgets(config) -> int:
 
 # ---- a worker ---------------------------------------------------------------------------
 
-def _worker(index: int, workers: int, config_path: str, traces: list, block_name: str, conn,
-            log_level: int) -> None:
+def _worker(index: int, workers: int, config_path: str, traces: list, block: SharedMemory, conn,
+            others: list) -> None:
     """Run shard `index` of `workers` over the traces and send its records to the coordinator:
     ("batch", events done, bytes fed, actions, keys, conversions, positions, dead letters)
-    after each chunk, then ("end", status, error_offset, figures), or ("error", message)."""
-    logging.basicConfig(level=log_level if index == 0 or log_level <= logging.DEBUG else max(log_level, logging.ERROR),
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    block = None
+    after each chunk, then ("end", status, error_offset, files, figures), or ("error", message).
+    Forked from the coordinator: `block` is its mapping, `others` the pipe ends that are not
+    this worker's (closed here, so that a worker's death reaches the coordinator as EOF)."""
+    for other in others:
+        other.close()
+    if index > 0 and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # the workers would log each warning of the loaders N times; worker 0 says it once
+        logging.getLogger().setLevel(logging.ERROR)
     core = None
     try:
         from engine.api import Engine
         from loaders.traces import iter_chunks
-        block = SharedMemory(name=block_name)
         started = time.perf_counter()
         engine = Engine.from_config(config_path, shard=(index, workers))
         loaded = time.perf_counter()
@@ -121,8 +124,6 @@ def _worker(index: int, workers: int, config_path: str, traces: list, block_name
     finally:
         if core is not None:
             core.shard_done()
-        if block is not None:
-            block.close()
         conn.close()
 
 
@@ -248,8 +249,27 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
                     max_records=output.max_records, max_age_ms=output.max_age_ms)
     from engine._core import shard_block_size
     block = SharedMemory(create=True, size=shard_block_size(workers, _nr_budgets(config), RING_BITS))
-    context = multiprocessing.get_context("spawn")
+    # fork, not spawn: a worker starts with the coordinator's imports (spawn re-imports them,
+    # 1 to 2 s here), before any thread of the coordinator exists
+    context = multiprocessing.get_context("fork")
     conns, processes = [], []
+    try:
+        pipes = [context.Pipe(duplex=False) for _ in range(workers)]
+        for index, (ours, theirs) in enumerate(pipes):
+            others = [end for k, pair in enumerate(pipes) for end in pair if k != index] + [ours]
+            p = context.Process(target=_worker, name=f"sigmatch-worker-{index}", daemon=True,
+                                args=(index, workers, str(config_path), [str(t) for t in traces], block, theirs,
+                                      others))
+            p.start()
+            processes.append(p)
+        for ours, theirs in pipes:
+            theirs.close()
+            conns.append(ours)
+    except BaseException:
+        _terminate(processes)
+        block.close()
+        block.unlink()
+        raise
     writer = SinkThread(sinks)
     started = time.perf_counter()
     merge = _Merge(workers)
@@ -286,15 +306,6 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
                 waiting.clear()
 
     try:
-        for index in range(workers):
-            ours, theirs = context.Pipe(duplex=False)
-            p = context.Process(target=_worker, name=f"sigmatch-worker-{index}",
-                                args=(index, workers, str(config_path), [str(t) for t in traces], block.name,
-                                      theirs, logging.getLogger().getEffectiveLevel()), daemon=True)
-            p.start()
-            theirs.close()
-            conns.append(ours)
-            processes.append(p)
         live = {conn: w for w, conn in enumerate(conns)}
         while live and failure is None:
             for conn in wait(list(live)):

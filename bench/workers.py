@@ -1,0 +1,146 @@
+"""Every core (issue 14, part 3): `sigmatch replay --workers N` against one process.
+
+    python -m bench.workers                          # M: 2M subscribers, 10M events; 1 and 2 workers
+    python -m bench.workers --subscribers 200000 --events 1000000 --workers 1 2 3 --rounds 1
+
+One `sigmatch gen` world. Each round runs `sigmatch replay CONFIG TRACE --out OUT --workers N`
+for every N in turn, each in a fresh process tree, and times it end to end (wall clock, from
+the command's start to its exit: loading, the stream, the merge and the files). The peak of
+the summed resident memory of the whole process tree is sampled every 20 ms. Each worker
+also logs its own load and stream times (engine.workers), which are collected. The outputs
+of every N are compared with N = 1's (every file; stats.json without `timing`). Prints one
+JSON line: per N the median wall time, its speed-up over N = 1, the peak memory, and the
+median per-worker stream time.
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["make_world", "measure"]
+
+_WORKER_LINE = re.compile(r"worker (\d+) of (\d+): .* loaded in ([0-9.]+) s, the stream in ([0-9.]+) s")
+
+
+def make_world(directory: Path, *, subscribers: int, events: int, seed: int = 1) -> tuple[Path, Path]:
+    """Generate the world into `directory` (reused when its manifest matches); returns
+    (config, trace)."""
+    from engine.world.gen import generate
+    manifest = directory / "workers-world.json"
+    wanted = dict(subscribers=subscribers, events=events, seed=seed)
+    if manifest.is_file() and json.loads(manifest.read_text()).get("world") == wanted:
+        known = json.loads(manifest.read_text())
+        return Path(known["config"]), Path(known["trace"])
+    generated = generate(directory, subscribers=subscribers, events=events, seed=seed)
+    manifest.write_text(json.dumps({"world": wanted, "config": str(generated.config),
+                                    "trace": str(generated.trace)}))
+    return Path(generated.config), Path(generated.trace)
+
+
+def _tree_rss(root: int) -> int:
+    """Resident bytes of `root` and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        children.setdefault(int(fields[1]), []).append(pid)
+        rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, ()))
+    return total
+
+
+def _run(config: Path, trace: Path, out: Path, workers: int) -> tuple[float, int, list[tuple[float, float]]]:
+    """(wall seconds, peak bytes of the process tree, [(load s, stream s)] per worker)."""
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "engine.cli", "-v", "replay", str(config), str(trace), "--out", str(out),
+               "--workers", str(workers), "--no-progress"]
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        peak = 0
+        while process.poll() is None:
+            peak = max(peak, _tree_rss(process.pid))
+            time.sleep(0.02)
+        wall = time.perf_counter() - started
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+    if process.returncode:
+        raise SystemExit(f"replay --workers {workers} failed: {text.strip().splitlines()[-1:]}")
+    shards = [(float(m.group(3)), float(m.group(4))) for m in _WORKER_LINE.finditer(text)]
+    return wall, peak, shards
+
+
+def _same(a: Path, b: Path) -> bool:
+    for path in a.rglob("*"):
+        if path.is_dir():
+            continue
+        other = b / path.relative_to(a)
+        if path.name == "stats.json":
+            left, right = json.loads(path.read_text()), json.loads(other.read_text())
+            left.pop("timing"), right.pop("timing")
+            if left != right:
+                return False
+        elif not filecmp.cmp(path, other, shallow=False):
+            return False
+    return sorted(p.relative_to(a) for p in a.rglob("*")) == sorted(p.relative_to(b) for p in b.rglob("*"))
+
+
+def measure(config: Path, trace: Path, scratch: Path, workers: list[int], rounds: int) -> dict:
+    """Run every N in `workers` `rounds` times, interleaved; returns the figures by N."""
+    runs: dict[int, list] = {n: [] for n in workers}
+    for _ in range(rounds):
+        for n in workers:
+            runs[n].append(_run(config, trace, scratch / f"out-{n}", n))
+    base = statistics.median(r[0] for r in runs[workers[0]])
+    figures = {}
+    for n in workers:
+        wall = statistics.median(r[0] for r in runs[n])
+        streams = [s for r in runs[n] for _, s in r[2]]
+        figures[n] = {
+            "wall_s": round(wall, 2), "speedup": round(base / wall, 2),
+            "peak_rss_mb": round(max(r[1] for r in runs[n]) / 2**20),
+            "worker_stream_s": round(statistics.median(streams), 2) if streams else None,
+            "identical": _same(scratch / f"out-{workers[0]}", scratch / f"out-{n}"),
+        }
+    return figures
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=2_000_000)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None, help="world directory (kept and reused)")
+    args = parser.parse_args(argv)
+    directory = args.dir or Path(tempfile.gettempdir()) / f"sigmatch-workers-{args.subscribers}-{args.events}"
+    directory.mkdir(parents=True, exist_ok=True)
+    config, trace = make_world(directory, subscribers=args.subscribers, events=args.events)
+    figures = measure(config, trace, directory, sorted(set(args.workers)), args.rounds)
+    print(json.dumps({"subscribers": args.subscribers, "events": args.events, "rounds": args.rounds,
+                      "cores": os.cpu_count(), "by_workers": figures}))
+
+
+if __name__ == "__main__":
+    main()
