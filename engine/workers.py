@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from engine.api import SINK_BATCH, _DayCounts, _VariantCounts, _STREAM_ERRORS, configuration_identity, run_stats
-from engine.errors import SigmatchError, StreamError
+from engine.errors import ConfigError, LoadError, SigmatchError, StreamError
 from engine.language.config import load_config
 from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE
 from engine.sinks import SinkSet, SinkThread
@@ -115,12 +115,17 @@ def _worker(index: int, workers: int, config_path: str, traces: list, block: Sha
         conn.send(("end", int(status), int(core.error_offset), files, {
             "counts": core.counts(), "funnel": core.funnel(), "pending": int(core.pending),
         }))
+    except KeyboardInterrupt:
+        pass        # the coordinator was interrupted too, and says so
     except MemoryError as e:
-        conn.send(("error", f"out of memory ({e})" if str(e) else "out of memory"))
+        conn.send(("error", "run", f"out of memory ({e})" if str(e) else "out of memory"))
+    except (ConfigError, LoadError) as e:
+        # before the first event: the same for every worker, and what one process would say
+        conn.send(("error", "load", str(e)))
     except SigmatchError as e:
-        conn.send(("error", str(e)))
+        conn.send(("error", "run", str(e)))
     except Exception as e:      # a bug: its type and message, still one line
-        conn.send(("error", f"{type(e).__name__}: {e}"))
+        conn.send(("error", "run", f"{type(e).__name__}: {e}"))
     finally:
         if core is not None:
             core.shard_done()
@@ -279,6 +284,7 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     seq_range: list[int] = []
     ended: dict[int, tuple] = {}
     failure: Optional[str] = None
+    refused: Optional[str] = None       # a configuration or input that does not load: no run
     nbytes = 0
     bar = None
     if progress is None:
@@ -334,8 +340,11 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
                     ended[w] = message[1:]
                     merge.finish(w)
                     write()
+                elif message[1] == "load":
+                    refused = refused or message[2]
+                    failure = failure or f"worker {w} of {workers} could not load: {message[2]}"
                 else:
-                    failure = failure or f"worker {w} of {workers} failed: {message[1]}"
+                    failure = failure or f"worker {w} of {workers} failed: {message[2]}"
         if failure is None and len(ended) < workers:
             failure = f"{workers - len(ended)} of {workers} workers stopped before the end"
         if failure is None:
@@ -357,6 +366,9 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
                 conn.close()
             block.close()
             block.unlink()
+    if refused is not None:
+        sinks.close()
+        raise LoadError(refused)
     if failure is not None:
         sinks.close()
         raise WorkerError(f"{failure}; the output in {out} is incomplete (no stats.json)")
