@@ -1532,6 +1532,11 @@ cdef class Core:
             sm_publish(lane_of(&self.E, self.E.shard), SHARD_END, SHARD_EVENT_DUE, 0)
 
     @property
+    def shard_waits(self):
+        """(decisions that waited for the other workers, of them those that found one behind)."""
+        return self.E.shard_waits, self.E.shard_waited
+
+    @property
     def aborted(self):
         """The coordinator stopped the run while this worker waited (a worker failed)."""
         return bool(self.E.aborted)

@@ -330,3 +330,5 @@ ctypedef struct EngineC:
     uint64_t* cpos              # the event position of each conversion, while sharded
     uint64_t cap_cpos
     int aborted                 # the coordinator stopped the run (a worker failed)
+    uint64_t shard_waits        # decisions that waited for the other workers (budgets, max_pending)
+    uint64_t shard_waited       # of them, those where another worker was not there yet

@@ -34,6 +34,7 @@ import numpy as np
 
 from engine.api import SINK_BATCH, _DayCounts, _VariantCounts, _STREAM_ERRORS, configuration_identity, run_stats
 from engine.errors import ConfigError, LoadError, SigmatchError, StreamError
+from engine.language.compile import load_world
 from engine.language.config import load_config
 from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE
 from engine.sinks import SinkSet, SinkThread
@@ -44,9 +45,10 @@ __all__ = ["replay", "WorkerError", "MAX_WORKERS"]
 log = logging.getLogger("sigmatch.workers")
 
 MAX_WORKERS = 256
-# Pending counts by event position kept per worker (the core's ring): no worker starts an
-# event more than this many positions ahead of the slowest one.
-RING_BITS = 16
+# Pending counts by event position kept per worker (the core's ring, 8 MiB): no worker starts
+# an event more than this many positions ahead of the slowest one. Large enough that a worker
+# the scheduler set aside for a few milliseconds holds no other back.
+RING_BITS = 20
 _END = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -60,13 +62,14 @@ def _nr_budgets(config) -> int:
 
 # ---- a worker ---------------------------------------------------------------------------
 
-def _worker(index: int, workers: int, config_path: str, traces: list, block: SharedMemory, conn,
+def _worker(index: int, workers: int, config, world, traces: list, block: SharedMemory, conn,
             others: list) -> None:
     """Run shard `index` of `workers` over the traces and send its records to the coordinator:
     ("batch", events done, bytes fed, actions, keys, conversions, positions, dead letters)
     after each chunk, then ("end", status, error_offset, files, figures), or ("error", message).
-    Forked from the coordinator: `block` is its mapping, `others` the pipe ends that are not
-    this worker's (closed here, so that a worker's death reaches the coordinator as EOF)."""
+    Forked from the coordinator: `config` and `world` are what it loaded (shared, not copied),
+    `block` its mapping, `others` the pipe ends that are not this worker's (closed here, so
+    that a worker's death reaches the coordinator as EOF)."""
     for other in others:
         other.close()
     if index > 0 and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
@@ -77,7 +80,9 @@ def _worker(index: int, workers: int, config_path: str, traces: list, block: Sha
         from engine.api import Engine
         from loaders.traces import iter_chunks
         started = time.perf_counter()
-        engine = Engine.from_config(config_path, shard=(index, workers))
+        engine = Engine(config, world, shard=(index, workers))
+        # the snapshot's columns served `where` in compiling; the coordinator's copy goes too
+        engine.world = world = None
         loaded = time.perf_counter()
         core = engine._core
         delayed = sum(1 for c in engine.config.campaigns if c.delay_ms)
@@ -109,8 +114,10 @@ def _worker(index: int, workers: int, config_path: str, traces: list, block: Sha
                 return
         core.flush_dead_letters()
         core.shard_done()
-        log.info("worker %d of %d: %s loaded in %.2f s, the stream in %.2f s", index, workers,
-                 plural(engine.subscribers.size, "subscriber"), loaded - started, time.perf_counter() - loaded)
+        waits, behind = core.shard_waits
+        log.info("worker %d of %d: %s loaded in %.2f s, the stream in %.2f s; %s for the others "
+                 "(%s found one behind)", index, workers, plural(engine.subscribers.size, "subscriber"),
+                 loaded - started, time.perf_counter() - loaded, plural(waits, "shared decision"), f"{behind:,}")
         send_batch()
         conn.send(("end", int(status), int(core.error_offset), files, {
             "counts": core.counts(), "funnel": core.funnel(), "pending": int(core.pending),
@@ -241,7 +248,8 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     would write (engine.api.Engine.replay). Returns the stats written to stats.json.
     Raises StreamError as one process would (after writing what was emitted before the
     break, and stats.json), WorkerError when a worker fails (stats.json is then not written),
-    ConfigError/LoadError before any worker starts for a configuration that does not load."""
+    ConfigError/LoadError before any worker starts for a configuration, snapshot, list or
+    area that does not load (or, from the workers, one that does not compile)."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}")
     if workers == 1:
@@ -249,6 +257,8 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
         return Engine.from_config(config_path).replay([Path(t) for t in traces], out=out, drain=True,
                                                        format=format, progress=progress, keep=False).stats
     config = load_config(Path(config_path))
+    # loaded once, here: the forked workers share it, each compiles its own subscribers
+    world = load_world(config)
     output = config.output
     sinks = SinkSet(Path(out), campaigns=config.campaigns, format=format or output.format,
                     max_records=output.max_records, max_age_ms=output.max_age_ms)
@@ -263,7 +273,7 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
         for index, (ours, theirs) in enumerate(pipes):
             others = [end for k, pair in enumerate(pipes) for end in pair if k != index] + [ours]
             p = context.Process(target=_worker, name=f"sigmatch-worker-{index}", daemon=True,
-                                args=(index, workers, str(config_path), [str(t) for t in traces], block, theirs,
+                                args=(index, workers, config, world, [str(t) for t in traces], block, theirs,
                                       others))
             p.start()
             processes.append(p)
@@ -275,6 +285,7 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
         block.close()
         block.unlink()
         raise
+    world = None        # the workers have it; the coordinator merges records only
     writer = SinkThread(sinks)
     started = time.perf_counter()
     merge = _Merge(workers)

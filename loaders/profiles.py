@@ -19,7 +19,7 @@ from engine.errors import LoadError
 from loaders.lists import MSISDN_LIMIT, MSISDN_RULE, parse_msisdns, warn_bad_msisdns
 from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_header, read_csv_strings
 
-__all__ = ["Profiles", "load_profiles"]
+__all__ = ["Profiles", "load_profiles", "take_rows"]
 
 _INTEGER = r"^[+-]?[0-9]+$"
 _NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
@@ -37,6 +37,18 @@ class Profiles:
     # not a number, as (row in the file, 1 = first data row; the value), for the error that follows
     # (a lazy mapping for CSV snapshots: found when an error asks)
     not_numbers: Mapping[str, tuple[int, str]] = field(default_factory=dict)
+
+
+def take_rows(profiles: Profiles, rows: np.ndarray) -> Profiles:
+    """The snapshot's rows `rows` (int array of row numbers, in the order wanted), as a
+    Profiles of their own: what a worker of a sharded run evaluates `where` over. The file's
+    header and the rows named in errors (not_numbers) stay the whole file's."""
+    index = pa.array(np.asarray(rows, dtype=np.int64))
+    return Profiles(
+        path=profiles.path, msisdn=profiles.msisdn[rows],
+        columns={name: column.take(index) for name, column in profiles.columns.items()},
+        tags=profiles.tags.take(index) if profiles.tags is not None else None,
+        bad_rows=profiles.bad_rows, header=profiles.header, not_numbers=profiles.not_numbers)
 
 
 def _column_names(path: Path, suffix: str, fmt: TextFormat) -> list[str]:

@@ -208,9 +208,15 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     profiles = world.profiles
     subscribers, profile_rows = _subscriber_order(profiles.msisdn, keep)
     if shard is not None:
+        # a worker of a sharded run: its subscribers only, and `where` and the dates read
+        # only their rows (a fresh engine: every subscriber is in the snapshot)
         from engine._core import shards_of
+        from loaders.profiles import take_rows
+        if keep is not None:
+            raise ValueError("a shard is compiled fresh, without subscribers to keep")
         mine = shards_of(np.ascontiguousarray(subscribers, dtype=np.uint64), shard[1]) == shard[0]
-        subscribers, profile_rows = subscribers[mine], profile_rows[mine]
+        profiles = take_rows(profiles, profile_rows[mine])
+        subscribers, profile_rows = profiles.msisdn, np.arange(len(profiles.msisdn))
     present = profile_rows >= 0
     n = len(subscribers)
     core = Core(max_event_bytes)
