@@ -62,14 +62,20 @@ def _nr_budgets(config) -> int:
 
 # ---- a worker ---------------------------------------------------------------------------
 
-def _worker(index: int, workers: int, config, world, traces: list, block: SharedMemory, conn,
-            others: list) -> None:
+# What the forked workers inherit from the coordinator, set only while they are being forked:
+# a Process keeps its arguments, and the coordinator must not keep the snapshot alive.
+_INHERITED: Optional[tuple] = None
+
+
+def _worker(index: int, workers: int, traces: list, block: SharedMemory, conn, others: list) -> None:
     """Run shard `index` of `workers` over the traces and send its records to the coordinator:
     ("batch", events done, bytes fed, actions, keys, conversions, positions, dead letters)
     after each chunk, then ("end", status, error_offset, files, figures), or ("error", message).
-    Forked from the coordinator: `config` and `world` are what it loaded (shared, not copied),
-    `block` its mapping, `others` the pipe ends that are not this worker's (closed here, so
-    that a worker's death reaches the coordinator as EOF)."""
+    Forked from the coordinator: the configuration and world it loaded are inherited (shared,
+    not copied), `block` is its mapping, `others` the pipe ends that are not this worker's
+    (closed here, so that a worker's death reaches the coordinator as EOF)."""
+    global _INHERITED
+    (config, world), _INHERITED = _INHERITED, None
     for other in others:
         other.close()
     if index > 0 and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
@@ -81,7 +87,7 @@ def _worker(index: int, workers: int, config, world, traces: list, block: Shared
         from loaders.traces import iter_chunks
         started = time.perf_counter()
         engine = Engine(config, world, shard=(index, workers))
-        # the snapshot's columns served `where` in compiling; the coordinator's copy goes too
+        # the snapshot's columns served `where` in compiling: no longer needed here
         engine.world = world = None
         loaded = time.perf_counter()
         core = engine._core
@@ -268,12 +274,14 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     # 1 to 2 s here), before any thread of the coordinator exists
     context = multiprocessing.get_context("fork")
     conns, processes = [], []
+    global _INHERITED
+    _INHERITED = (config, world)
     try:
         pipes = [context.Pipe(duplex=False) for _ in range(workers)]
         for index, (ours, theirs) in enumerate(pipes):
             others = [end for k, pair in enumerate(pipes) for end in pair if k != index] + [ours]
             p = context.Process(target=_worker, name=f"sigmatch-worker-{index}", daemon=True,
-                                args=(index, workers, config, world, [str(t) for t in traces], block, theirs,
+                                args=(index, workers, [str(t) for t in traces], block, theirs,
                                       others))
             p.start()
             processes.append(p)
@@ -285,6 +293,8 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
         block.close()
         block.unlink()
         raise
+    finally:
+        _INHERITED = None
     world = None        # the workers have it; the coordinator merges records only
     writer = SinkThread(sinks)
     started = time.perf_counter()
