@@ -200,17 +200,19 @@ cdef int shard_over_pending(EngineC* E) noexcept nogil:
     cdef int j
     cdef uint64_t q = E.cur_pos, total = E.heap_n, p, hw
     cdef sm_lane* lane
-    # certain without waiting: each other worker has at most its high-water mark, plus what
-    # the events it has yet to process before q could create
+    # certain without waiting: a worker past q left its count at q in its ring; one not yet
+    # there has at most its high-water mark, plus what the events it has yet to process
+    # before q could create
     for j in range(E.nshards):
         if j == E.shard:
             continue
         lane = lane_of(E, j)
         p = sm_load(&lane.pos)          # before hw: hw is then at least what it was at p
+        if p > q:
+            total += lane_ring(E, j)[q & E.ring_mask]
+            continue
         hw = sm_load(&lane.hw)
-        total += hw
-        if p < q:
-            total += (q - p) * E.delayed_campaigns
+        total += hw + (q - p) * E.delayed_campaigns
     if total < E.max_pending:
         return 0
     if shard_wait(E, q, SHARD_EVENT_DUE, 0):
