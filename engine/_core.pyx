@@ -1523,6 +1523,7 @@ cdef class Core:
         self.E.nshards = nshards
         self.E.shard = shard
         self.E.delayed_campaigns = max(delayed_campaigns, 1)
+        self.E.event_sends = sum(1 for ci in range(self.E.nr_campaigns) if self.E.campaigns[ci].delay == 0)
         self.E.skew_until = 0
         self.E.shm = &view[0]
 
@@ -1533,8 +1534,9 @@ cdef class Core:
 
     @property
     def shard_waits(self):
-        """(decisions that waited for the other workers, of them those that found one behind)."""
-        return self.E.shard_waits, self.E.shard_waited
+        """(decisions that waited for the other workers, of them those that found one behind,
+        budgeted sends allowed without waiting)."""
+        return self.E.shard_waits, self.E.shard_waited, self.E.shard_certain
 
     @property
     def aborted(self):

@@ -159,6 +159,8 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
     cdef int outcome
     cdef bint watched
     heap_pop(E, &t)
+    if E.shm != NULL:
+        shard_note_pending(E)
     watched = E.watch_bits != NULL and watch_bit(E, t.subscriber)
     if watched:
         explain_timer(E, &t)

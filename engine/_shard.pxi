@@ -27,9 +27,26 @@ cdef extern from *:
         int64_t due;
         uint64_t created;
         uint64_t hw;            /* the most timers this worker has had pending */
-        uint64_t done;
-        uint64_t pad[2];
+        uint64_t bver;          /* seqlock of the budget counts that follow the lane */
+        uint64_t pend;          /* timers pending now */
+        uint64_t pad;
     } sm_lane;
+    static inline void sm_begin(uint64_t *ver) {
+        __atomic_store_n(ver, *ver + 1, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_RELEASE);
+    }
+    static inline void sm_end(uint64_t *ver) { __atomic_store_n(ver, *ver + 1, __ATOMIC_RELEASE); }
+    /* Copy n bytes written under the seqlock *ver as one consistent whole. */
+    static inline void sm_read_copy(uint64_t *ver, void *dst, const void *src, size_t n) {
+        uint64_t v1, v2;
+        for (;;) {
+            v1 = __atomic_load_n(ver, __ATOMIC_ACQUIRE);
+            memcpy(dst, src, n);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            v2 = __atomic_load_n(ver, __ATOMIC_RELAXED);
+            if (v1 == v2 && !(v1 & 1)) return;
+        }
+    }
 
     static inline void sm_publish(sm_lane *l, uint64_t pos, int64_t due, uint64_t created) {
         uint64_t v = l->ver;
@@ -77,7 +94,11 @@ cdef extern from *:
         int64_t due
         uint64_t created
         uint64_t hw
-        uint64_t done
+        uint64_t bver
+        uint64_t pend
+    void sm_begin(uint64_t* ver) nogil
+    void sm_end(uint64_t* ver) nogil
+    void sm_read_copy(uint64_t* ver, void* dst, const void* src, size_t n) nogil
     void sm_publish(sm_lane* l, uint64_t pos, int64_t due, uint64_t created) nogil
     int sm_reached(sm_lane* l, uint64_t pos, int64_t due, uint64_t created) nogil
     uint64_t sm_load(uint64_t* p) nogil
@@ -189,7 +210,9 @@ cdef inline void shard_event_timers_done(EngineC* E, uint64_t q) noexcept nogil:
 
 
 cdef inline void shard_note_pending(EngineC* E) noexcept nogil:
+    """A timer was created or fired: the others bound what this worker may still do with it."""
     cdef sm_lane* me = lane_of(E, E.shard)
+    sm_store(&me.pend, E.heap_n)
     if E.heap_n > me.hw:
         sm_store(&me.hw, E.heap_n)
 
@@ -224,30 +247,79 @@ cdef int shard_over_pending(EngineC* E) noexcept nogil:
     return 1 if total >= E.max_pending else 0
 
 
+cdef inline void shard_add_counts(EngineC* E, int j, uint32_t ci, uint32_t ch, int64_t day, uint64_t* camp_day,
+                                  uint64_t* camp_total, uint64_t* chan_day) noexcept nogil:
+    cdef BudgetC b[2]
+    if j == E.shard:
+        b[0] = E.budgets[ci]
+        b[1] = E.budgets[ch]
+    else:
+        sm_read_copy(&lane_of(E, j).bver, &b[0], &lane_budgets(E, j)[ci], sizeof(BudgetC))
+        sm_read_copy(&lane_of(E, j).bver, &b[1], &lane_budgets(E, j)[ch], sizeof(BudgetC))
+    camp_day[0] += b[0].day_sends if b[0].day == day else 0
+    camp_total[0] += b[0].total
+    chan_day[0] += b[1].day_sends if b[1].day == day else 0
+
+
 cdef int shard_budgets(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day, uint64_t* camp_total,
                        uint64_t* chan_day) noexcept nogil:
-    """A budgeted send's counts before it, over every worker (SPEC §3 step 7). Returns 1 when
-    the coordinator aborted."""
+    """A budgeted send's counts before it, over every worker (SPEC §3 step 7), or bounds of
+    them that decide it as surely. Returns 1 when the coordinator aborted.
+
+    What the lanes hold now is a lower bound of the counts before this key, as far as it can
+    decide a refusal: a worker sends only after every other is past its send, or when it
+    cannot cross a budget whatever comes before it (below), and then this key's send, were
+    it allowed, was counted in its bound. So a budget the lanes already reach is spent here.
+    An upper bound adds what each worker not yet past this event could still send before it:
+    its pending timers, and for each event it has yet to process the campaigns that send at
+    once and the timers they may create. When even that stays below every budget, the send
+    is allowed without waiting; it may not start a new local day in this worker's lane, so
+    that a lane never shows a day later than that of a key some worker is still deciding.
+    Otherwise the worker waits until every other is past it and sums the lanes."""
     cdef int j
     cdef CampaignC* c = &E.campaigns[ci]
     cdef uint32_t ch = <uint32_t>E.nr_campaigns + c.channel
-    cdef BudgetC* b
+    cdef uint64_t q = E.cur_pos, p, pend, slack = 0
+    for j in range(E.nshards):
+        if j != E.shard:
+            # progress, then pending, then the counts: anything done between two reads is
+            # then counted at least once
+            p = sm_load(&lane_of(E, j).pos)
+            if p <= q:
+                pend = sm_load(&lane_of(E, j).pend)
+                slack += pend + (q - p + 1) * (E.event_sends + E.delayed_campaigns)
+        shard_add_counts(E, j, ci, ch, day, camp_day, camp_total, chan_day)
+    if camp_day[0] >= c.daily_budget or camp_total[0] >= c.total_budget:
+        return 0
+    if (c.daily_budget == NO_BUDGET and c.total_budget == NO_BUDGET
+            and chan_day[0] >= E.channel_daily[c.channel]):
+        return 0
+    if (E.budgets[ci].day == day and E.budgets[ch].day == day
+            and (c.daily_budget == NO_BUDGET or camp_day[0] + slack < c.daily_budget)
+            and (c.total_budget == NO_BUDGET or camp_total[0] + slack < c.total_budget)
+            and (E.channel_daily[c.channel] == NO_BUDGET or chan_day[0] + slack < E.channel_daily[c.channel])):
+        E.shard_certain += 1
+        return 0
     if shard_wait(E, E.cur_pos, E.cur_due, E.cur_created):
         return 1
+    camp_day[0] = camp_total[0] = chan_day[0] = 0
     for j in range(E.nshards):
-        b = &E.budgets[ci] if j == E.shard else &lane_budgets(E, j)[ci]
-        camp_day[0] += b.day_sends if b.day == day else 0
-        camp_total[0] += b.total
-        b = &E.budgets[ch] if j == E.shard else &lane_budgets(E, j)[ch]
-        chan_day[0] += b.day_sends if b.day == day else 0
+        shard_add_counts(E, j, ci, ch, day, camp_day, camp_total, chan_day)
     return 0
 
 
 cdef inline void shard_mirror(EngineC* E, uint32_t ci) noexcept nogil:
-    """A send counted: the others read this worker's counts from its lane."""
-    cdef uint32_t ch = <uint32_t>E.nr_campaigns + E.campaigns[ci].channel
+    """A send counted: the others read this worker's counts of the budgets it touches from
+    its lane (shard_budgets)."""
+    cdef CampaignC* c = &E.campaigns[ci]
+    cdef uint32_t ch = <uint32_t>E.nr_campaigns + c.channel
+    cdef sm_lane* me = lane_of(E, E.shard)
+    if c.daily_budget == NO_BUDGET and c.total_budget == NO_BUDGET and E.channel_daily[c.channel] == NO_BUDGET:
+        return
+    sm_begin(&me.bver)
     lane_budgets(E, E.shard)[ci] = E.budgets[ci]
     lane_budgets(E, E.shard)[ch] = E.budgets[ch]
+    sm_end(&me.bver)
 
 
 cdef inline uint64_t shard_timer_created(EngineC* E) noexcept nogil:

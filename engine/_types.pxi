@@ -319,6 +319,7 @@ ctypedef struct EngineC:
     size_t lane_stride
     uint64_t ring_mask          # ring of pending counts by event position, per lane
     uint64_t delayed_campaigns  # the most timers one event can create
+    uint64_t event_sends        # the most sends one event's campaigns can make at once
     uint64_t skew_until         # events below this position may start without looking
     uint64_t cur_pos
     int64_t cur_due
@@ -332,3 +333,4 @@ ctypedef struct EngineC:
     int aborted                 # the coordinator stopped the run (a worker failed)
     uint64_t shard_waits        # decisions that waited for the other workers (budgets, max_pending)
     uint64_t shard_waited       # of them, those where another worker was not there yet
+    uint64_t shard_certain      # budgeted sends allowed without waiting

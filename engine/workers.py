@@ -120,10 +120,11 @@ def _worker(index: int, workers: int, traces: list, block: SharedMemory, conn, o
                 return
         core.flush_dead_letters()
         core.shard_done()
-        waits, behind = core.shard_waits
-        log.info("worker %d of %d: %s loaded in %.2f s, the stream in %.2f s; %s for the others "
-                 "(%s found one behind)", index, workers, plural(engine.subscribers.size, "subscriber"),
-                 loaded - started, time.perf_counter() - loaded, plural(waits, "shared decision"), f"{behind:,}")
+        waits, behind, certain = core.shard_waits
+        log.info("worker %d of %d: %s loaded in %.2f s, the stream in %.2f s; waited for the others at %s "
+                 "(%s found one behind), %s without waiting", index, workers,
+                 plural(engine.subscribers.size, "subscriber"), loaded - started, time.perf_counter() - loaded,
+                 plural(waits, "shared decision"), f"{behind:,}", plural(certain, "budgeted send"))
         send_batch()
         conn.send(("end", int(status), int(core.error_offset), files, {
             "counts": core.counts(), "funnel": core.funnel(), "pending": int(core.pending),
