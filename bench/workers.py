@@ -6,10 +6,11 @@
 One `sigmatch gen` world. Each round runs `sigmatch replay CONFIG TRACE --out OUT --workers N`
 for every N in turn, each in a fresh process tree, and times it end to end (wall clock, from
 the command's start to its exit: loading, the stream, the merge and the files). The peak of
-the summed resident memory of the whole process tree is sampled every 20 ms. Each worker
+the process tree's memory (the sum of proportional set sizes, so that pages the forked
+workers share count once) is sampled every 20 ms. Each worker
 also logs its own load and stream times (engine.workers), which are collected. The outputs
 of every N are compared with N = 1's (every file; stats.json without `timing`). Prints one
-JSON line: per N the median wall time, its speed-up over N = 1, the peak memory, and the
+JSON line: per N the median wall time, its speed-up over N = 1, the peak PSS, and the
 median per-worker stream time.
 """
 from __future__ import annotations
@@ -47,10 +48,11 @@ def make_world(directory: Path, *, subscribers: int, events: int, seed: int = 1)
     return Path(generated.config), Path(generated.trace)
 
 
-def _tree_rss(root: int) -> int:
-    """Resident bytes of `root` and all its descendants (Linux /proc)."""
+def _tree_memory(root: int) -> int:
+    """Proportional set size (PSS) of `root` and all its descendants, in bytes: pages the
+    forked workers share with the coordinator count once in all, where summing resident
+    sizes would count them once per process (Linux /proc)."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -59,19 +61,24 @@ def _tree_rss(root: int) -> int:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        pid = int(entry)
-        children.setdefault(int(fields[1]), []).append(pid)
-        rss[pid] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        children.setdefault(int(fields[1]), []).append(int(entry))
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
-        total += rss.get(pid, 0)
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
         todo.extend(children.get(pid, ()))
     return total
 
 
 def _run(config: Path, trace: Path, out: Path, workers: int) -> tuple[float, int, list[tuple[float, float]]]:
-    """(wall seconds, peak bytes of the process tree, [(load s, stream s)] per worker)."""
+    """(wall seconds, peak PSS bytes of the process tree, [(load s, stream s)] per worker)."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "engine.cli", "-v", "replay", str(config), str(trace), "--out", str(out),
                "--workers", str(workers), "--no-progress"]
@@ -80,7 +87,7 @@ def _run(config: Path, trace: Path, out: Path, workers: int) -> tuple[float, int
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
         peak = 0
         while process.poll() is None:
-            peak = max(peak, _tree_rss(process.pid))
+            peak = max(peak, _tree_memory(process.pid))
             time.sleep(0.02)
         wall = time.perf_counter() - started
         err.seek(0)
@@ -119,7 +126,7 @@ def measure(config: Path, trace: Path, scratch: Path, workers: list[int], rounds
         streams = [s for r in runs[n] for _, s in r[2]]
         figures[n] = {
             "wall_s": round(wall, 2), "speedup": round(base / wall, 2),
-            "peak_rss_mb": round(max(r[1] for r in runs[n]) / 2**20),
+            "peak_pss_mb": round(max(r[1] for r in runs[n]) / 2**20),
             "worker_stream_s": round(statistics.median(streams), 2) if streams else None,
             "identical": _same(scratch / f"out-{workers[0]}", scratch / f"out-{n}"),
         }
