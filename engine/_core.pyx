@@ -419,6 +419,9 @@ cdef class Core:
         if self.E.dates != NULL:
             raise RuntimeError("dates are already set")
         n = <size_t>codes.shape[0] * codes.shape[1]
+        # the campaigns' date slots are checked against nr_dates even without subscribers (a
+        # worker of a sharded run may hold none)
+        self.E.nr_dates = codes.shape[1]
         if n == 0:
             return
         self.E.dates = <uint16_t*>sm_zalloc(n * sizeof(uint16_t))

@@ -138,8 +138,8 @@ cdef inline uint64_t* lane_ring(EngineC* E, int j) noexcept nogil:
 
 cdef inline uint32_t shard_of(uint64_t msisdn, uint32_t n) noexcept nogil:
     """The worker of a subscriber: stable, and independent of the index's hash (whose high
-    bits place it), so a worker's index stays evenly filled. engine.workers.shard_of is the
-    same function in NumPy."""
+    bits place it), so a worker's index stays evenly filled. engine._core.shards_of gives it
+    for an array (compile_core picks a worker's subscribers with it)."""
     return <uint32_t>sm_fastrange(sm_mix64(msisdn ^ 0x5bd1e9955bd1e995ULL), n)
 
 

@@ -380,3 +380,141 @@ def worlds(draw, max_events=120):
     config = _with_contact_rules(config, b"".join(parts))
     config = _with_variants(config, b"".join(parts))
     return RandomWorld(config, profiles, lists, areas, b"".join(parts), [int(b) for b in boundaries])
+
+
+# ---- a world as files (for what reads its configuration from disk: sigmatch replay --workers)
+
+def _toml(value) -> str:
+    """A TOML value: strings as JSON writes them (a subset of TOML's basic strings)."""
+    import json
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return "[" + ", ".join(_toml(v) for v in value) + "]"
+
+
+def _duration(ms: int) -> str:
+    for unit, size in (("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    raise ValueError(f"{ms} ms is no whole number of seconds")
+
+
+def _hours(span) -> str:
+    (a, b) = span
+    return f"{a // 60:02d}:{a % 60:02d}-{b // 60:02d}:{b % 60:02d}"
+
+
+def _days(mask: int) -> str:
+    from engine.language.config import WEEKDAYS
+    return ",".join(day for bit, day in enumerate(WEEKDAYS) if mask >> bit & 1)
+
+
+def _flags(mask: int) -> list:
+    from engine.language.config import FLAG_BITS
+    return [name for name, bit in FLAG_BITS.items() if mask & bit]
+
+
+def _types(codes) -> list:
+    return [TYPE_NAMES[c] for c in codes]
+
+
+def _offset(ms: int) -> str:
+    minutes = abs(ms) // MINUTE
+    return f"{'-' if ms < 0 else '+'}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def config_text(config: Config, profiles: str, lists: dict, areas: dict) -> str:
+    """The TOML of a random world's configuration, with these file names for its profiles,
+    lists and areas: `load_config` of it gives `config` back, but for the paths and for
+    `convert_arg` and `convert_within` without `convert_on` (which a file may not give, and
+    which mean nothing). Covers what `worlds()` draws, not every key of the schema."""
+    lines = ["[engine]", f"utc_offset = {_toml(_offset(config.utc_offset_ms))}", f"profiles = {_toml(profiles)}",
+             f"max_pending = {config.max_pending}", f"max_dead_letters = {config.max_dead_letters}", "",
+             "[lists]"] + [f"{name} = {_toml(path)}" for name, path in lists.items()] + ["", "[areas]"]
+    lines += [f"{name} = {_toml(path)}" for name, path in areas.items()] + [""]
+    p = config.policy
+    lines += ["[policy]", f"blacklist = {_toml(list(p.blacklist))}", f"min_gap = {_toml(_duration(p.min_gap_ms))}",
+              f"global_holdout = {p.global_holdout!r}"]
+    if p.quiet_hours is not None:
+        lines.append(f"quiet_hours = {_toml(_hours(p.quiet_hours))}")
+    if p.max_per_day is not None:
+        lines.append(f"max_per_day = {p.max_per_day}")
+    if p.max_in_window is not None:
+        lines.append(f"max_in_window = {_toml({'contacts': p.max_in_window[0], 'window': _duration(p.max_in_window[1])})}")
+    lines += ["", "[counters]"]
+    for k in config.counters:
+        table = {"on": _types(k.on), "flags": _flags(k.flags), "add": k.add}
+        if k.window_ms is not None:
+            table["window"] = _duration(k.window_ms)
+        if k.period is not None:
+            table["period"] = k.period
+        if k.arg is not None:
+            table["arg"] = k.arg
+        lines.append(f"{k.name} = {_toml(table)}")
+    lines += ["", "[markers]"]
+    for m in config.markers:
+        table = {"on": _types(m.on), "flags": _flags(m.flags)}
+        if m.arg is not None:
+            table["arg"] = m.arg
+        lines.append(f"{m.name} = {_toml(table)}")
+    lines += ["", "[channels]"]
+    lines += [f"{name} = {_toml({'daily_budget': n})}" for name, n in config.channel_budgets.items()]
+    lines += ["", "[output]", f"format = {_toml(config.output.format)}", f"max_records = {config.output.max_records}",
+              f"max_age = {_toml(_duration(config.output.max_age_ms or 0))}", ""]
+    for c in config.campaigns:
+        table = {"id": c.id, "priority": c.priority, "on": _types(c.on), "channel": c.channel,
+                 "flags": _flags(c.flags), "enabled": c.enabled, "exclude": list(c.exclude), "enter": c.enter,
+                 "days": _days(c.days), "once": c.once, "cooldown": _duration(c.cooldown_ms),
+                 "delay": _duration(c.delay_ms), "absent": list(c.absent), "recheck": sorted(c.recheck),
+                 "exempt": sorted(c.exempt), "holdout": c.holdout, "convert_on": _types(c.convert_on),
+                 "after": [{"marker": k.marker, "within": _duration(k.within_ms)} for k in c.after],
+                 "not_after": [{"marker": k.marker, "within": _duration(k.within_ms)} for k in c.not_after]}
+        if c.variants:
+            table["variants"] = [{"template": v.template, "weight": v.weight} for v in c.variants]
+        else:
+            table["template"] = c.template
+        if c.hours is not None:
+            table["hours"] = _hours(c.hours)
+        if c.counter is not None:
+            table["counter"] = {"name": c.counter, "at_least": c.at_least}
+        if c.convert_within_ms is not None and c.convert_on:
+            table["convert_within"] = _duration(c.convert_within_ms)
+        if c.convert_arg is not None and c.convert_on:
+            table["convert_arg"] = c.convert_arg
+        for key in ("arg", "audience", "peer_in", "where", "area", "when", "anniversary", "stop_after",
+                    "daily_budget", "total_budget"):
+            if getattr(c, key) is not None:
+                table[key] = getattr(c, key)
+        for key in ("start", "end"):
+            if getattr(c, key) is not None:
+                table[key] = getattr(c, key).isoformat()
+        lines += ["[[campaign]]"] + [f"{k} = {_toml(v)}" for k, v in table.items()] + [""]
+    return "\n".join(lines)
+
+
+def write_world(w: RandomWorld, directory: Path) -> tuple[Path, Path]:
+    """Write `w` as files into `directory`: campaigns.toml, profiles.parquet, one .txt per list
+    and area, trace.msgpack. Returns (configuration path, trace path)."""
+    import pyarrow.parquet as pq
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    columns = {"msisdn": pa.array(w.profiles.msisdn, type=pa.uint64()), **w.profiles.columns}
+    if w.profiles.tags is not None:
+        columns["tags"] = w.profiles.tags
+    pq.write_table(pa.table(columns), directory / "profiles.parquet")
+    names = {}
+    for kind, files in (("list", w.lists), ("area", w.areas)):
+        for name, values in files.items():
+            names.setdefault(kind, {})[name] = f"{kind}-{name}.txt"
+            (directory / f"{kind}-{name}.txt").write_text("".join(f"{int(v)}\n" for v in values))
+    config = directory / "campaigns.toml"
+    config.write_text(config_text(w.config, "profiles.parquet", names.get("list", {}), names.get("area", {})))
+    trace = directory / "trace.msgpack"
+    trace.write_bytes(w.trace)
+    return config, trace

@@ -1,0 +1,418 @@
+"""`sigmatch replay --workers N` (engine.workers, issue 14): the output directory is one
+process's, every file byte for byte and stats.json outside `timing`, on random worlds
+(late events, timers falling due at other shards' events and at the drain, budgets and
+max_pending that bind, files cut anywhere) and on a `sigmatch gen` world whose budgets and
+max_pending run out mid-run; a stream that breaks half-way breaks the same way; a worker
+that dies fails the run with one line naming it, and leaves no stats.json, no process and
+no shared memory behind.
+
+Spawning a worker costs about a second, so the random worlds are few; the equivalence of
+the core with the model on many worlds is tests/test_equivalence.py's."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from engine import workers as sharded
+from engine._core import shard_block_size, shards_of
+from engine.api import Engine
+from engine.errors import StreamError
+from engine.language.config import load_config
+from engine.world.gen import generate
+from tests.worlds import worlds, write_world
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- helpers ----------------------------------------------------------------------------
+
+def outcome(directory: Path) -> dict:
+    """Every file under `directory` by relative path: (mode, bytes), stats.json parsed and
+    without its wall-clock `timing`."""
+    found = {}
+    for path in sorted(Path(directory).rglob("*")):
+        if not path.is_file():
+            continue
+        name = path.relative_to(directory).as_posix()
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if name == "stats.json":
+            stats = json.loads(path.read_text())
+            stats.pop("timing")
+            found[name] = (mode, stats)
+        else:
+            found[name] = (mode, path.read_bytes())
+    return found
+
+
+def assert_same_outcome(got: dict, expected: dict, what: str) -> None:
+    assert sorted(got) == sorted(expected), what
+    for name in expected:
+        assert got[name] == expected[name], f"{what}: {name} differs"
+
+
+def cut_into_files(data: bytes, cuts, directory: Path) -> list[Path]:
+    """`data` as consecutive trace files cut at `cuts` (anywhere, inside an event too): each
+    file is a chunk of its own, so the workers hand over their records at each cut."""
+    directory.mkdir(parents=True, exist_ok=True)
+    edges = [0] + sorted({c for c in cuts if 0 < c < len(data)}) + [len(data)]
+    paths = []
+    for i, (a, b) in enumerate(zip(edges, edges[1:])):
+        path = directory / f"trace-{i}.msgpack"
+        path.write_bytes(data[a:b])
+        paths.append(path)
+    return paths
+
+
+def one_process(config: Path, traces, out: Path):
+    """What `sigmatch replay` does in one process: the StreamError it raises, or None."""
+    try:
+        Engine.from_config(config).replay(list(traces), out=out, drain=True, keep=False)
+    except StreamError as e:
+        return e
+    return None
+
+
+def with_workers(config: Path, traces, out: Path, workers: int):
+    try:
+        sharded.replay(config, list(traces), out, workers=workers)
+    except StreamError as e:
+        return e
+    return None
+
+
+def funnel_total(stats: dict, key: str) -> int:
+    return sum(f[key] for f in stats["campaigns"].values())
+
+
+# ---- random worlds ----------------------------------------------------------------------
+
+# A written world loads as drawn: what the property test below replays from files is the
+# world tests/test_equivalence.py checks against the model.
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(w=worlds())
+def test_written_worlds_load_as_drawn(w, tmp_path_factory):
+    config, trace = write_world(w, tmp_path_factory.mktemp("world"))
+    loaded = load_config(config)
+    assert trace.read_bytes() == w.trace
+    for f in dataclasses.fields(w.config):
+        if f.name in ("path", "profiles", "lists", "areas"):
+            continue
+        expected = getattr(w.config, f.name)
+        if f.name == "campaigns":       # a file may not give these without convert_on; they mean nothing
+            expected = tuple(c if c.convert_on else replace(c, convert_arg=None, convert_within_ms=None)
+                             for c in expected)
+        assert getattr(loaded, f.name) == expected, f.name
+
+
+@st.composite
+def squeezed(draw, w):
+    """`w`'s configuration, now and then with budgets on every campaign and channel and a
+    max_pending of a few timers: what the workers decide together, made to bind more often
+    than the random worlds alone make it."""
+    config = w.config
+    if draw(st.booleans()):
+        config = replace(config, campaigns=tuple(
+            replace(c, daily_budget=draw(st.sampled_from([c.daily_budget, 1, 2, 3])),
+                    total_budget=draw(st.sampled_from([c.total_budget, 2, 4])))
+            for c in config.campaigns),
+            channel_budgets={name: draw(st.integers(1, 4)) for name in config.channels if draw(st.booleans())})
+    if draw(st.booleans()):
+        config = replace(config, max_pending=draw(st.sampled_from([1, 2, 3, 5])))
+    return replace(w, config=config)
+
+
+# A failing world is printed whole rather than shrunk: every step of shrinking spawns workers.
+@settings(max_examples=8, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data(), w=worlds())
+def test_workers_write_what_one_process_writes(data, w, tmp_path_factory):
+    w = data.draw(squeezed(w))
+    directory = tmp_path_factory.mktemp("sharded")
+    config, trace = write_world(w, directory / "world")
+    traces = cut_into_files(w.trace, data.draw(st.lists(st.integers(0, len(w.trace)), max_size=3)), directory)
+    error = one_process(config, traces, directory / "one")
+    expected = outcome(directory / "one")
+    for k in (2, 3):
+        got = with_workers(config, traces, directory / f"workers-{k}", k)
+        assert str(got) == str(error)
+        assert_same_outcome(outcome(directory / f"workers-{k}"), expected, f"{k} workers")
+
+
+# ---- a generated world whose shared limits run out mid-run --------------------------------
+
+TIGHT = {
+    'sms = { daily_budget = 6_000 }': 'sms = { daily_budget = 300 }',       # a channel's, per day
+    'daily_budget = 150': 'daily_budget = 3',                               # topup_thanks's own
+    'total_budget = 750': 'total_budget = 5',
+    'profiles   = "profiles.parquet"': 'profiles   = "profiles.parquet"\nmax_pending = 20',
+}
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory):
+    """A `sigmatch gen` world (5,000 subscribers, 60,000 events) with its budgets and
+    max_pending tightened, and its trace in three files cut inside events."""
+    directory = tmp_path_factory.mktemp("gen")
+    generated = generate(directory, subscribers=5_000, events=60_000, seed=3)
+    text = generated.config.read_text()
+    for old, new in TIGHT.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    config = directory / "tight.toml"
+    config.write_text(text)
+    data = generated.traces[0].read_bytes()
+    traces = cut_into_files(data, [len(data) // 3 + 7, 2 * len(data) // 3 + 11], directory / "traces")
+    return config, traces
+
+
+def test_shared_limits_running_out_mid_run(tight, tmp_path):
+    config, traces = tight
+    assert one_process(config, traces, tmp_path / "one") is None
+    expected = outcome(tmp_path / "one")
+    stats = expected["stats.json"][1]
+    # the decisions the workers share were made, and made both ways
+    assert funnel_total(stats, "suppressed_campaign_budget") > 0
+    assert funnel_total(stats, "suppressed_channel_budget") > 0
+    assert funnel_total(stats, "overflow") > 0
+    assert funnel_total(stats, "scheduled") > 0 and stats["run"]["actions"] > 0
+    for k in (2, 3):
+        assert with_workers(config, traces, tmp_path / f"workers-{k}", k) is None
+        assert_same_outcome(outcome(tmp_path / f"workers-{k}"), expected, f"{k} workers")
+
+
+def test_a_stream_that_breaks_half_way(tight, tmp_path):
+    """A byte that is no msgpack at an event boundary half-way, in the second file: the same
+    StreamError (file and offset) and the same files, stats.json included, as one process."""
+    config, traces = tight
+    data = b"".join(p.read_bytes() for p in traces)
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(data)
+    at = 0
+    while at < len(data) // 2:
+        next(unpacker)
+        at = unpacker.tell()
+    sizes = np.cumsum([p.stat().st_size for p in traces])
+    assert sizes[0] < at < sizes[1]
+    copies = cut_into_files(data[:at] + b"\xc1" + data[at:], [int(sizes[0]), int(sizes[1]) + 1], tmp_path / "traces")
+    error = one_process(config, copies, tmp_path / "one")
+    assert isinstance(error, StreamError) and copies[1].name in str(error)
+    expected = outcome(tmp_path / "one")
+    assert expected["stats.json"][1]["run"]["actions"] > 0
+    for k in (2, 3):
+        got = with_workers(config, copies, tmp_path / f"workers-{k}", k)
+        assert isinstance(got, StreamError) and str(got) == str(error)
+        assert (got.offset, got.reason) == (error.offset, error.reason)
+        assert_same_outcome(outcome(tmp_path / f"workers-{k}"), expected, f"{k} workers")
+
+
+def test_a_shard_without_subscribers(tmp_path):
+    """More workers than subscribers: a worker holds none (an anniversary campaign's date
+    column included) and still follows the clock."""
+    (tmp_path / "profiles.csv").write_text("msisdn,birth_date\n13800000001,1990-01-01\n")
+    (tmp_path / "campaigns.toml").write_text(
+        '[engine]\nprofiles = "profiles.csv"\nmax_pending = 1\n\n'
+        '[[campaign]]\nid = "birthday"\non = ["CALL_MO_END"]\nanniversary = "birth_date"\nchannel = "sms"\n\n'
+        '[[campaign]]\nid = "later"\non = ["SMS_MO"]\ndelay = "1h"\nchannel = "sms"\ntotal_budget = 2\n')
+    t0 = 1_767_225_600_000          # 2026-01-01T00:00:00Z
+    trace = tmp_path / "trace.msgpack"
+    trace.write_bytes(b"".join(msgpack.packb([t0 + k * 1_800_000, 1 + 2 * (k % 2), 13_800_000_001])
+                               for k in range(12)))
+    assert one_process(tmp_path / "campaigns.toml", [trace], tmp_path / "one") is None
+    expected = outcome(tmp_path / "one")
+    assert expected["stats.json"][1]["run"]["actions"] > 0
+    for k in (2, 3):
+        assert with_workers(tmp_path / "campaigns.toml", [trace], tmp_path / f"workers-{k}", k) is None
+        assert_same_outcome(outcome(tmp_path / f"workers-{k}"), expected, f"{k} workers")
+
+
+# ---- the command -------------------------------------------------------------------------
+
+def sigmatch(*args):
+    """The command in a process of its own: (exit code, stdout lines, stderr lines)."""
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT)
+    return proc.returncode, proc.stdout.splitlines(), proc.stderr.strip().splitlines()
+
+
+def without_timing(lines: list[str]) -> list[str]:
+    return [re.sub(r" in [0-9.]+ s(, [0-9.]+M events/s)?$", "", line) for line in lines]
+
+
+def test_the_command_says_the_same_with_workers(tight, tmp_path):
+    config, traces = tight
+    code, one, err = sigmatch("replay", config, *traces, "--out", tmp_path / "one", "--no-progress")
+    assert code == 0, err
+    code, two, err = sigmatch("replay", config, *traces, "--out", tmp_path / "two", "--no-progress", "--workers", 2)
+    assert code == 0, err
+    assert not any("Traceback" in line for line in err)
+    assert without_timing([line.replace(str(tmp_path / "two"), "OUT") for line in two]) == \
+        without_timing([line.replace(str(tmp_path / "one"), "OUT") for line in one])
+    assert_same_outcome(outcome(tmp_path / "two"), outcome(tmp_path / "one"), "the command with 2 workers")
+
+
+@pytest.mark.parametrize("workers", [0, 300, -1])
+def test_workers_out_of_range_is_a_usage_error(tight, tmp_path, workers):
+    config, traces = tight
+    code, out, err = sigmatch("replay", config, *traces, "--out", tmp_path / "out", "--workers", workers)
+    assert code != 0
+    assert len(err) == 1 and err[0].startswith("sigmatch: error: ") and "--workers" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_workers_out_of_range_in_the_api(tight, tmp_path):
+    config, traces = tight
+    for workers in (0, sharded.MAX_WORKERS + 1):
+        with pytest.raises(ValueError, match="--workers must be between 1 and 256"):
+            sharded.replay(config, traces, tmp_path / "out", workers=workers)
+
+
+# ---- a worker that dies ------------------------------------------------------------------
+
+def _workers_alive() -> list:
+    while True:
+        try:
+            return [p for p in multiprocessing.active_children() if p.name.startswith("sigmatch-worker-")]
+        except RuntimeError:        # the coordinator's thread started one meanwhile
+            continue
+
+
+def _wait_for(predicate, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+def test_a_worker_that_dies_fails_the_run(tight, tmp_path, monkeypatch):
+    """Worker 1 of 3 killed half-way, while the others may wait for it on a budget: the run
+    fails naming it, without stats.json, and leaves no process and no shared block."""
+    config, traces = tight
+    loaded = load_config(config)
+    budgets = len(loaded.campaigns) + len(loaded.channels)
+    blocks = []
+
+    class Recorded(sharded.SharedMemory):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            blocks.append(self)
+
+    def position(worker: int) -> int:
+        """The event position worker `worker` has published in the block (engine/_shard.pxi:
+        a 64-byte header, then one lane each, its key's position after the seqlock word)."""
+        stride = shard_block_size(2, budgets, sharded.RING_BITS) - shard_block_size(1, budgets, sharded.RING_BITS)
+        return int(np.frombuffer(blocks[0].buf, np.uint64, 1, 64 + worker * stride + 8)[0])
+
+    monkeypatch.setattr(sharded, "SharedMemory", Recorded)
+    failed = []
+
+    def run():
+        try:
+            sharded.replay(config, traces, tmp_path / "out", workers=3)
+        except Exception as e:
+            failed.append(e)
+
+    coordinator = threading.Thread(target=run)
+    coordinator.start()
+    try:
+        victim = _wait_for(lambda: [p for p in _workers_alive() if p.name == "sigmatch-worker-1" and p.pid])[0]
+        _wait_for(lambda: 1_000 < position(1) < 2**63)
+        os.kill(victim.pid, signal.SIGKILL)
+    finally:
+        coordinator.join(timeout=300)
+    assert not coordinator.is_alive()
+    assert len(failed) == 1 and isinstance(failed[0], sharded.WorkerError), failed
+    message = str(failed[0])
+    assert "\n" not in message
+    assert message.startswith("worker 1 of 3 stopped without a word (exit code -9)"), message
+    assert "no stats.json" in message
+    assert not (tmp_path / "out" / "stats.json").exists()
+    assert _workers_alive() == []
+    assert len(blocks) == 1 and not Path("/dev/shm", blocks[0].name.lstrip("/")).exists()
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """The processes whose parent is `pid`: (pid, command line)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or one that has ended and waits to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+def test_the_command_names_the_worker_that_died(tight, tmp_path):
+    config, traces = tight
+    before = set(os.listdir("/dev/shm")) if Path("/dev/shm").is_dir() else set()
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "replay", str(config), *map(str, traces),
+                             "--out", str(tmp_path / "out"), "--workers", "2", "--no-progress"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        workers = _wait_for(lambda: [pid for pid, line in _children(proc.pid) if "spawn_main" in line])
+        os.kill(workers[0], signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    lines = err.strip().splitlines()
+    assert proc.returncode != 0
+    assert len(lines) == 1, lines
+    assert re.match(r"sigmatch: error: worker [01] of 2 stopped without a word \(exit code -9\)", lines[0]), lines
+    assert not (tmp_path / "out" / "stats.json").exists()
+    assert _wait_for(lambda: all(_gone(pid) for pid in workers) or None, timeout=30)
+    after = set(os.listdir("/dev/shm")) if Path("/dev/shm").is_dir() else set()
+    assert not {name for name in after - before if name.startswith("psm_")}
+
+
+# ---- the hash that places subscribers ----------------------------------------------------
+
+def test_shards_of():
+    numbers = np.array([13_800_000_001, 13_800_000_002, 13_912_345_678, 8_613_900_000_000, 1, 2**64 - 1],
+                       dtype=np.uint64)
+    # stable: a changed hash would move subscribers between the workers of a running service
+    assert shards_of(numbers, 2).tolist() == [1, 0, 1, 0, 0, 1]
+    assert shards_of(numbers, 3).tolist() == [2, 0, 2, 0, 0, 1]
+    assert shards_of(numbers, 7).tolist() == [6, 0, 5, 1, 0, 4]
+    assert shards_of(numbers, 256).tolist() == [226, 24, 194, 55, 23, 146]
+    assert shards_of(numbers, 1).tolist() == [0] * len(numbers)
+    consecutive = np.arange(13_800_000_000, 13_800_010_000, dtype=np.uint64)
+    for n in (2, 3, 7, 64, 256):
+        got = shards_of(consecutive, n)
+        assert got.dtype == np.uint32 and int(got.max()) < n
+        assert len(np.unique(got)) == n                  # every worker gets subscribers
+    with pytest.raises(ValueError):
+        shards_of(numbers, 0)
