@@ -80,18 +80,18 @@ def cut_into_files(data: bytes, cuts, directory: Path) -> list[Path]:
     return paths
 
 
-def one_process(config: Path, traces, out: Path):
+def one_process(config: Path, traces, out: Path, format=None):
     """What `sigmatch replay` does in one process: the StreamError it raises, or None."""
     try:
-        Engine.from_config(config).replay(list(traces), out=out, drain=True, keep=False)
+        Engine.from_config(config).replay(list(traces), out=out, drain=True, keep=False, format=format)
     except StreamError as e:
         return e
     return None
 
 
-def with_workers(config: Path, traces, out: Path, workers: int):
+def with_workers(config: Path, traces, out: Path, workers: int, format=None):
     try:
-        sharded.replay(config, list(traces), out, workers=workers)
+        sharded.replay(config, list(traces), out, workers=workers, format=format)
     except StreamError as e:
         return e
     return None
@@ -147,10 +147,11 @@ def test_workers_write_what_one_process_writes(data, w, tmp_path_factory):
     directory = tmp_path_factory.mktemp("sharded")
     config, trace = write_world(w, directory / "world")
     traces = cut_into_files(w.trace, data.draw(st.lists(st.integers(0, len(w.trace)), max_size=3)), directory)
-    error = one_process(config, traces, directory / "one")
+    fmt = data.draw(st.sampled_from([None, None, "jsonl", "parquet"]))
+    error = one_process(config, traces, directory / "one", fmt)
     expected = outcome(directory / "one")
     for k in (2, 3):
-        got = with_workers(config, traces, directory / f"workers-{k}", k)
+        got = with_workers(config, traces, directory / f"workers-{k}", k, fmt)
         assert str(got) == str(error)
         assert_same_outcome(outcome(directory / f"workers-{k}"), expected, f"{k} workers")
 
