@@ -141,7 +141,8 @@ def squeezed(draw, w):
 
 
 # A failing world is printed whole rather than shrunk: every step of shrinking forks workers.
-@settings(max_examples=30, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+# The "thorough" profile (tests/conftest.py) runs 400 worlds.
+@settings(max_examples=max(30, settings().max_examples // 5), deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data(), w=worlds())
 def test_workers_write_what_one_process_writes(data, w, tmp_path_factory):
@@ -152,10 +153,17 @@ def test_workers_write_what_one_process_writes(data, w, tmp_path_factory):
     fmt = data.draw(st.sampled_from([None, None, "jsonl", "parquet"]))
     error = one_process(config, traces, directory / "one", fmt)
     expected = outcome(directory / "one")
-    for k in (2, 3):
-        got = with_workers(config, traces, directory / f"workers-{k}", k, fmt)
-        assert str(got) == str(error)
-        assert_same_outcome(outcome(directory / f"workers-{k}"), expected, f"{k} workers")
+    # now and then the smallest ring of pending counts (16 event positions), so that a worker
+    # is held back by the slowest and max_pending reads counts the ring is about to reuse
+    # (the forked workers inherit the module's value)
+    ring, sharded.RING_BITS = sharded.RING_BITS, data.draw(st.sampled_from([sharded.RING_BITS, 4]))
+    try:
+        for k in (2, 3):
+            got = with_workers(config, traces, directory / f"workers-{k}", k, fmt)
+            assert str(got) == str(error)
+            assert_same_outcome(outcome(directory / f"workers-{k}"), expected, f"{k} workers")
+    finally:
+        sharded.RING_BITS = ring
 
 
 # ---- a generated world whose shared limits run out mid-run --------------------------------
@@ -198,6 +206,16 @@ def test_shared_limits_running_out_mid_run(tight, tmp_path):
     for k in (2, 3):
         assert with_workers(config, traces, tmp_path / f"workers-{k}", k) is None
         assert_same_outcome(outcome(tmp_path / f"workers-{k}"), expected, f"{k} workers")
+
+
+def test_a_ring_of_sixteen_positions(tight, tmp_path, monkeypatch):
+    """The smallest ring of pending counts: no worker runs more than 15 events ahead of the
+    slowest, and max_pending reads the others' counts from slots about to be reused."""
+    config, traces = tight
+    assert one_process(config, traces, tmp_path / "one") is None
+    monkeypatch.setattr(sharded, "RING_BITS", 4)        # the forked workers inherit it
+    assert with_workers(config, traces, tmp_path / "workers", 3) is None
+    assert_same_outcome(outcome(tmp_path / "workers"), outcome(tmp_path / "one"), "3 workers, ring of 16")
 
 
 def test_a_stream_that_breaks_half_way(tight, tmp_path):
