@@ -305,6 +305,12 @@ def test_the_command_says_the_same_with_workers(tight, tmp_path):
     assert without_timing([line.replace(str(tmp_path / "two"), "OUT") for line in two]) == \
         without_timing([line.replace(str(tmp_path / "one"), "OUT") for line in one])
     assert_same_outcome(outcome(tmp_path / "two"), outcome(tmp_path / "one"), "the command with 2 workers")
+    # an earlier run's output is refused, and replaced with --overwrite, as for one process
+    code, _, err = sigmatch("replay", config, *traces, "--out", tmp_path / "two", "--workers", 2)
+    assert code != 0 and len(err) == 1 and "--overwrite" in err[0], err
+    code, _, err = sigmatch("replay", config, *traces, "--out", tmp_path / "two", "--workers", 3, "--overwrite")
+    assert code == 0, err
+    assert_same_outcome(outcome(tmp_path / "two"), outcome(tmp_path / "one"), "the command with 3 workers, again")
 
 
 @pytest.mark.parametrize("workers", [0, 300, -1])
