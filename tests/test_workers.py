@@ -142,7 +142,8 @@ def squeezed(draw, w):
 
 # A failing world is printed whole rather than shrunk: every step of shrinking forks workers.
 # The "thorough" profile (tests/conftest.py) runs 400 worlds.
-@settings(max_examples=max(30, settings().max_examples // 5), deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+@settings(max_examples=max(30, settings().max_examples // 5), deadline=None,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data(), w=worlds())
 def test_workers_write_what_one_process_writes(data, w, tmp_path_factory):

@@ -446,7 +446,8 @@ def config_text(config: Config, profiles: str, lists: dict, areas: dict) -> str:
     if p.max_per_day is not None:
         lines.append(f"max_per_day = {p.max_per_day}")
     if p.max_in_window is not None:
-        lines.append(f"max_in_window = {_toml({'contacts': p.max_in_window[0], 'window': _duration(p.max_in_window[1])})}")
+        contacts, window = p.max_in_window
+        lines.append(f"max_in_window = {_toml({'contacts': contacts, 'window': _duration(window)})}")
     lines += ["", "[counters]"]
     for k in config.counters:
         table = {"on": _types(k.on), "flags": _flags(k.flags), "add": k.add}
