@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import sys
+import threading
 import time
 from multiprocessing.connection import wait
 from multiprocessing.shared_memory import SharedMemory
@@ -75,6 +77,10 @@ def _worker(index: int, workers: int, traces: list, block: SharedMemory, conn, o
     not copied), `block` is its mapping, `others` the pipe ends that are not this worker's
     (closed here, so that a worker's death reaches the coordinator as EOF)."""
     global _INHERITED
+    # Ctrl-C reaches the whole process group: the coordinator alone answers it (it stops the
+    # workers and says "aborted"); a worker that raised it too would die before its first
+    # word, or print a traceback from wherever it was
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     (config, world), _INHERITED = _INHERITED, None
     for other in others:
         other.close()
@@ -129,8 +135,8 @@ def _worker(index: int, workers: int, traces: list, block: SharedMemory, conn, o
         conn.send(("end", int(status), int(core.error_offset), files, {
             "counts": core.counts(), "funnel": core.funnel(), "pending": int(core.pending),
         }))
-    except KeyboardInterrupt:
-        pass        # the coordinator was interrupted too, and says so
+    except (BrokenPipeError, ConnectionResetError):
+        pass        # the coordinator is gone (killed): no one is left to tell
     except MemoryError as e:
         conn.send(("error", "run", f"out of memory ({e})" if str(e) else "out of memory"))
     except (ConfigError, LoadError) as e:
@@ -277,6 +283,12 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     conns, processes = [], []
     global _INHERITED
     _INHERITED = (config, world)
+    # A SIGINT in the middle of a fork would raise in the interpreter's fork hooks, which
+    # swallow it (the run would go on): while forking it is only noted, and raised after.
+    interrupted = []
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     try:
         pipes = [context.Pipe(duplex=False) for _ in range(workers)]
         for index, (ours, theirs) in enumerate(pipes):
@@ -289,7 +301,14 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
         for ours, theirs in pipes:
             theirs.close()
             conns.append(ours)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+            previous = None
+        if interrupted:
+            raise KeyboardInterrupt
     except BaseException:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         _terminate(processes)
         block.close()
         block.unlink()

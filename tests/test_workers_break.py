@@ -1,0 +1,140 @@
+"""`sigmatch replay --workers N` interrupted or orphaned (engine.workers, issue 14): Ctrl-C
+that lands while the workers are being forked is the coordinator's "aborted", not lost in
+the interpreter's fork hooks; the coordinator alone answers Ctrl-C; workers whose
+coordinator was killed exit without a traceback."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from engine import workers as sharded
+from engine.world.gen import generate
+from tests.test_workers import _children, _gone, _wait_for, _workers_alive, outcome
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+
+
+def small_world(directory: Path) -> tuple[Path, Path]:
+    (directory / "profiles.csv").write_text("msisdn,x\n13800000001,1\n13800000002,2\n13800000003,3\n")
+    config = directory / "campaigns.toml"
+    config.write_text('[engine]\nprofiles = "profiles.csv"\n\n'
+                      '[[campaign]]\nid = "c"\non = ["CALL_MO_END"]\nchannel = "sms"\ntotal_budget = 2\n')
+    trace = directory / "trace.msgpack"
+    trace.write_bytes(b"".join(msgpack.packb([1_767_225_600_000 + k * 60_000, 1, 13_800_000_001 + k % 3])
+                               for k in range(30)))
+    return config, trace
+
+
+_armed = {"pid": None}
+
+
+def _interrupt_while_forking():
+    if _armed["pid"] == os.getpid():
+        _armed["pid"] = None
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+os.register_at_fork(before=_interrupt_while_forking)
+
+
+def test_ctrl_c_while_forking_is_not_lost(tmp_path):
+    """SIGINT met while a worker is being forked (here: by the interpreter's fork hook, which
+    swallows what it raises): the run stops with KeyboardInterrupt, as Ctrl-C anywhere else,
+    with no stats.json and no worker left."""
+    config, trace = small_world(tmp_path)
+    _armed["pid"] = os.getpid()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sharded.replay(config, [trace], tmp_path / "out", workers=2)
+    finally:
+        _armed["pid"] = None
+    assert not (tmp_path / "out" / "stats.json").exists()
+    assert _workers_alive() == []
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A `sigmatch gen` world that takes the workers a few seconds."""
+    directory = tmp_path_factory.mktemp("gen")
+    generated = generate(directory, subscribers=5_000, events=150_000, seed=4)
+    return generated.config, generated.traces
+
+
+def _start(config, traces, out: Path, workers: int = 2):
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "replay", str(config), *map(str, traces),
+                             "--out", str(out), "--workers", str(workers), "--no-progress"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    workers_found = _wait_for(lambda: [pid for pid, line in _children(proc.pid)
+                                       if "resource_tracker" not in line][:workers] or None)
+    return proc, workers_found
+
+
+def test_the_coordinator_alone_answers_ctrl_c(world, tmp_path):
+    """A SIGINT that reaches one worker only does not stop it: Ctrl-C reaches the whole group,
+    and the coordinator stops the workers and says "aborted" (so a worker must not die of it
+    first). The run then writes what one process writes."""
+    config, traces = world
+    subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(config), *map(str, traces),
+                    "--out", str(tmp_path / "one"), "--no-progress"], cwd=ROOT, check=True, capture_output=True)
+    proc, workers = _start(config, traces, tmp_path / "two")
+    try:
+        time.sleep(0.2)
+        for pid in workers:
+            os.kill(pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert outcome(tmp_path / "two") == outcome(tmp_path / "one")
+
+
+def test_ctrl_c_to_the_group_is_one_line(world, tmp_path):
+    config, traces = world
+    proc, workers = _start(config, traces, tmp_path / "out")
+    try:
+        time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert err.strip().splitlines() == ["sigmatch: error: aborted"]
+    assert not (tmp_path / "out" / "stats.json").exists()
+    assert _wait_for(lambda: all(_gone(pid) for pid in workers) or None, timeout=30)
+
+
+def test_workers_of_a_killed_coordinator_exit_quietly(world, tmp_path):
+    """The coordinator killed (SIGKILL) mid-run: each worker finds the pipe closed at its next
+    word and exits without a traceback (multiprocessing's resource tracker removes the shared
+    block, with its own warning)."""
+    config, traces = world
+    proc, workers = _start(config, traces, tmp_path / "out")
+    blocks = {line.split()[-1] for line in Path(f"/proc/{proc.pid}/maps").read_text().splitlines()
+              if "/dev/shm/" in line}
+    try:
+        time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)    # until the workers too have closed stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "out" / "stats.json").exists()
+    assert "Traceback" not in err, err
+    assert _wait_for(lambda: all(_gone(pid) for pid in workers) or None, timeout=30)
+    assert len(blocks) == 1
+    assert _wait_for(lambda: not Path(next(iter(blocks))).exists() or None, timeout=30)
