@@ -10,8 +10,8 @@ the process tree's memory (the sum of proportional set sizes, so that pages the 
 workers share count once) is sampled every 20 ms. Each worker
 also logs its own load and stream times (engine.workers), which are collected. The outputs
 of every N are compared with N = 1's (every file; stats.json without `timing`). Prints one
-JSON line: per N the median wall time, its speed-up over N = 1, the peak PSS, and the
-median per-worker stream time.
+JSON line: per N the median wall time, its speed-up over N = 1, the peak PSS, the median
+per-worker stream time and the median CPU time of the whole tree.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import filecmp
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -77,12 +78,14 @@ def _tree_memory(root: int) -> int:
     return total
 
 
-def _run(config: Path, trace: Path, out: Path, workers: int) -> tuple[float, int, list[tuple[float, float]]]:
-    """(wall seconds, peak PSS bytes of the process tree, [(load s, stream s)] per worker)."""
+def _run(config: Path, trace: Path, out: Path, workers: int) -> tuple[float, int, list[tuple[float, float]], float]:
+    """(wall seconds, peak PSS bytes of the process tree, [(load s, stream s)] per worker,
+    CPU seconds of the tree: user + system, every process waited for)."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "engine.cli", "-v", "replay", str(config), str(trace), "--out", str(out),
                "--workers", str(workers), "--no-progress"]
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryFile() as err:
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
         peak = 0
@@ -90,12 +93,14 @@ def _run(config: Path, trace: Path, out: Path, workers: int) -> tuple[float, int
             peak = max(peak, _tree_memory(process.pid))
             time.sleep(0.02)
         wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         err.seek(0)
         text = err.read().decode(errors="replace")
     if process.returncode:
         raise SystemExit(f"replay --workers {workers} failed: {text.strip().splitlines()[-1:]}")
     shards = [(float(m.group(3)), float(m.group(4))) for m in _WORKER_LINE.finditer(text)]
-    return wall, peak, shards
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, peak, shards, cpu
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -128,6 +133,7 @@ def measure(config: Path, trace: Path, scratch: Path, workers: list[int], rounds
             "wall_s": round(wall, 2), "speedup": round(base / wall, 2),
             "peak_pss_mb": round(max(r[1] for r in runs[n]) / 2**20),
             "worker_stream_s": round(statistics.median(streams), 2) if streams else None,
+            "cpu_s": round(statistics.median(r[3] for r in runs[n]), 2),
             "identical": _same(scratch / f"out-{workers[0]}", scratch / f"out-{n}"),
         }
     return figures
