@@ -1509,7 +1509,7 @@ cdef class Core:
     def attach_shard(self, block, int shard, int nshards, int ring_bits, uint64_t delayed_campaigns):
         """Become worker `shard` of `nshards`, over `block`: a writable buffer of
         shard_block_size(nshards, nr_campaigns + nr_channels, ring_bits) zeroed bytes shared by
-        every worker (multiprocessing.shared_memory). Call after the configuration is set and
+        every worker (an anonymous shared mapping, engine.workers). Call after the configuration is set and
         before the first event; the subscribers must be this worker's alone (shard_of).
         `delayed_campaigns`: the campaigns with a delay. Raises ValueError when it does not fit."""
         cdef uint8_t[::1] view = block

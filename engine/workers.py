@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from multiprocessing.connection import wait
-from multiprocessing.shared_memory import SharedMemory
+import mmap
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -69,7 +69,14 @@ def _nr_budgets(config) -> int:
 _INHERITED: Optional[tuple] = None
 
 
-def _worker(index: int, workers: int, traces: list, block: SharedMemory, conn, others: list) -> None:
+def _shared_block(size: int) -> mmap.mmap:
+    """`size` zeroed bytes shared with the processes forked after: an anonymous mapping, so
+    that nothing outlives the run, however it ends (a named /dev/shm segment would stay
+    behind a coordinator killed with its resource tracker)."""
+    return mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+
+
+def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, others: list) -> None:
     """Run shard `index` of `workers` over the traces and send its records to the coordinator:
     ("batch", events done, bytes fed, actions, keys, conversions, positions, dead letters)
     after each chunk, then ("end", status, error_offset, files, figures), or ("error", message).
@@ -98,7 +105,7 @@ def _worker(index: int, workers: int, traces: list, block: SharedMemory, conn, o
         loaded = time.perf_counter()
         core = engine._core
         delayed = sum(1 for c in engine.config.campaigns if c.delay_ms)
-        core.attach_shard(block.buf, index, workers, RING_BITS, delayed)
+        core.attach_shard(block, index, workers, RING_BITS, delayed)
         files: list = []
         nbytes = 0
 
@@ -276,7 +283,7 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     sinks = SinkSet(Path(out), campaigns=config.campaigns, format=format or output.format,
                     max_records=output.max_records, max_age_ms=output.max_age_ms)
     from engine._core import shard_block_size
-    block = SharedMemory(create=True, size=shard_block_size(workers, _nr_budgets(config), RING_BITS))
+    block = _shared_block(shard_block_size(workers, _nr_budgets(config), RING_BITS))
     # fork, not spawn: a worker starts with the coordinator's imports (spawn re-imports them,
     # 1 to 2 s here), before any thread of the coordinator exists
     context = multiprocessing.get_context("fork")
@@ -311,7 +318,6 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
             signal.signal(signal.SIGINT, previous)
         _terminate(processes)
         block.close()
-        block.unlink()
         raise
     finally:
         _INHERITED = None
@@ -391,14 +397,14 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
         if failure is None:
             write(final=True)
     except BaseException:
-        block.buf[:8] = (1).to_bytes(8, "little")
+        block[:8] = (1).to_bytes(8, "little")
         _terminate(processes)
         raise
     finally:
         if bar is not None:
             bar.close()
         if failure is not None:
-            block.buf[:8] = (1).to_bytes(8, "little")
+            block[:8] = (1).to_bytes(8, "little")
         try:
             writer.finish()
         finally:
@@ -406,7 +412,6 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
             for conn in conns:
                 conn.close()
             block.close()
-            block.unlink()
     if refused is not None:
         sinks.close()
         raise LoadError(refused)

@@ -397,18 +397,19 @@ def test_a_worker_that_dies_fails_the_run(tight, tmp_path, monkeypatch):
     budgets = len(loaded.campaigns) + len(loaded.channels)
     blocks = []
 
-    class Recorded(sharded.SharedMemory):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            blocks.append(self)
+    def recorded(size):
+        block = shared_block(size)
+        blocks.append(block)
+        return block
 
     def position(worker: int) -> int:
         """The event position worker `worker` has published in the block (engine/_shard.pxi:
         a 64-byte header, then one lane each, its key's position after the seqlock word)."""
         stride = shard_block_size(2, budgets, sharded.RING_BITS) - shard_block_size(1, budgets, sharded.RING_BITS)
-        return int(np.frombuffer(blocks[0].buf, np.uint64, 1, 64 + worker * stride + 8)[0])
+        return int(np.frombuffer(blocks[0], np.uint64, 1, 64 + worker * stride + 8)[0])
 
-    monkeypatch.setattr(sharded, "SharedMemory", Recorded)
+    shared_block = sharded._shared_block
+    monkeypatch.setattr(sharded, "_shared_block", recorded)
     failed = []
 
     def run():
@@ -433,7 +434,7 @@ def test_a_worker_that_dies_fails_the_run(tight, tmp_path, monkeypatch):
     assert "no stats.json" in message
     assert not (tmp_path / "out" / "stats.json").exists()
     assert _workers_alive() == []
-    assert len(blocks) == 1 and not Path("/dev/shm", blocks[0].name.lstrip("/")).exists()
+    assert len(blocks) == 1 and blocks[0].closed
 
 
 def _children(pid: int) -> list[tuple[int, str]]:
@@ -468,7 +469,7 @@ def test_the_command_names_the_worker_that_died(tight, tmp_path):
     try:
         # the forked workers, not multiprocessing's resource tracker (a program of its own)
         workers = _wait_for(lambda: [pid for pid, line in _children(proc.pid) if "resource_tracker" not in line])
-        # the run's shared block, as the coordinator maps it (other runs may have theirs)
+        # the run's shared block is anonymous: no named segment can outlive it
         blocks = {line.split()[-1] for line in Path(f"/proc/{proc.pid}/maps").read_text().splitlines()
                   if "/dev/shm/" in line}
         os.kill(workers[0], signal.SIGKILL)
@@ -483,7 +484,7 @@ def test_the_command_names_the_worker_that_died(tight, tmp_path):
     assert re.match(r"sigmatch: error: worker [01] of 2 stopped without a word \(exit code -9\)", lines[0]), lines
     assert not (tmp_path / "out" / "stats.json").exists()
     assert _wait_for(lambda: all(_gone(pid) for pid in workers) or None, timeout=30)
-    assert len(blocks) == 1 and not Path(blocks.pop()).exists()
+    assert blocks == set()
 
 
 # ---- the hash that places subscribers ----------------------------------------------------

@@ -118,8 +118,8 @@ def test_ctrl_c_to_the_group_is_one_line(world, tmp_path):
 
 def test_workers_of_a_killed_coordinator_exit_quietly(world, tmp_path):
     """The coordinator killed (SIGKILL) mid-run: each worker finds the pipe closed at its next
-    word and exits without a traceback (multiprocessing's resource tracker removes the shared
-    block, with its own warning)."""
+    word and exits without a traceback; the shared block is an anonymous mapping, so nothing
+    is left in /dev/shm."""
     config, traces = world
     proc, workers = _start(config, traces, tmp_path / "out")
     blocks = {line.split()[-1] for line in Path(f"/proc/{proc.pid}/maps").read_text().splitlines()
@@ -136,5 +136,4 @@ def test_workers_of_a_killed_coordinator_exit_quietly(world, tmp_path):
     assert not (tmp_path / "out" / "stats.json").exists()
     assert "Traceback" not in err, err
     assert _wait_for(lambda: all(_gone(pid) for pid in workers) or None, timeout=30)
-    assert len(blocks) == 1
-    assert _wait_for(lambda: not Path(next(iter(blocks))).exists() or None, timeout=30)
+    assert blocks == set()
