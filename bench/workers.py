@@ -7,7 +7,7 @@ One `sigmatch gen` world. Each round runs `sigmatch replay CONFIG TRACE --out OU
 for every N in turn, each in a fresh process tree, and times it end to end (wall clock, from
 the command's start to its exit: loading, the stream, the merge and the files). The peak of
 the process tree's memory (the sum of proportional set sizes, so that pages the forked
-workers share count once) is sampled every 20 ms. Each worker
+workers share count once) is sampled every 200 ms (reading it walks the page tables: more often, it slows the run). Each worker
 also logs its own load and stream times (engine.workers), which are collected. The outputs
 of every N are compared with N = 1's (every file; stats.json without `timing`). Prints one
 JSON line: per N the median wall time, its speed-up over N = 1, the peak PSS, the median
@@ -91,7 +91,7 @@ def _run(config: Path, trace: Path, out: Path, workers: int) -> tuple[float, int
         peak = 0
         while process.poll() is None:
             peak = max(peak, _tree_memory(process.pid))
-            time.sleep(0.02)
+            time.sleep(0.2)
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         err.seek(0)

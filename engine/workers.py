@@ -69,6 +69,14 @@ def _nr_budgets(config) -> int:
 _INHERITED: Optional[tuple] = None
 
 
+def _release_freed() -> None:
+    """Give the memory of the freed snapshot back to the system now. The workers were forked
+    while it was held: pages Arrow's allocator kept and reused would be copied in the process
+    that writes them, so the snapshot would end up counted once per process."""
+    import pyarrow as pa
+    pa.default_memory_pool().release_unused()
+
+
 def _shared_block(size: int) -> mmap.mmap:
     """`size` zeroed bytes shared with the processes forked after: an anonymous mapping, so
     that nothing outlives the run, however it ends (a named /dev/shm segment would stay
@@ -102,6 +110,7 @@ def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, othe
         engine = Engine(config, world, shard=(index, workers))
         # the snapshot's columns served `where` in compiling: no longer needed here
         engine.world = world = None
+        _release_freed()
         loaded = time.perf_counter()
         core = engine._core
         delayed = sum(1 for c in engine.config.campaigns if c.delay_ms)
@@ -322,6 +331,7 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     finally:
         _INHERITED = None
     world = None        # the workers have it; the coordinator merges records only
+    _release_freed()
     writer = SinkThread(sinks)
     started = time.perf_counter()
     merge = _Merge(workers)
