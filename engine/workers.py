@@ -205,22 +205,30 @@ class _Merge:
         left = [(records[cut:], keys[cut:])] if cut < len(records) else []
         return ([records[:cut], keys[:cut]] if cut else []), left
 
+    def _gather(self, pending: list, limit) -> Optional[tuple]:
+        """Every worker's records of `pending` (self.actions or self.conversions) at event
+        positions <= limit, taken out of it: (records, keys or positions, worker of each,
+        index of each in its worker's part), or None when there are none."""
+        taken, owners = [], []
+        for w in range(self.workers):
+            got, pending[w] = self._take(pending[w], limit)
+            if got:
+                taken.append(got)
+                owners.append(w)
+        if not taken:
+            return None
+        return (np.concatenate([t[0] for t in taken]), np.concatenate([t[1] for t in taken]),
+                np.concatenate([np.full(len(t[0]), w, np.uint32) for t, w in zip(taken, owners)]),
+                np.concatenate([np.arange(len(t[0])) for t in taken]))
+
     def merged(self) -> tuple[np.ndarray, np.ndarray]:
         """(actions, conversions) that every worker has passed, in order, with their final
         seq, conversion seq and contact_seq."""
         limit = np.uint64(min(self.done))
-        taken, owners = [], []
-        for w in range(self.workers):
-            got, self.actions[w] = self._take(self.actions[w], limit)
-            if got:
-                taken.append(got)
-                owners.append(w)
         actions = np.zeros(0, ACTION_DTYPE)
-        if taken:
-            records = np.concatenate([t[0] for t in taken])
-            keys = np.concatenate([t[1] for t in taken])
-            worker = np.concatenate([np.full(len(t[0]), w, np.uint32) for t, w in zip(taken, owners)])
-            local = np.concatenate([np.arange(len(t[0])) for t in taken])
+        gathered = self._gather(self.actions, limit)
+        if gathered is not None:
+            records, keys, worker, local = gathered
             # SPEC §3: position, then timers (by due, creation) before the event's campaigns
             # (due = int64 max); within a worker its own order, which already follows it
             order = np.lexsort((local, worker, keys["created"], keys["due"], keys["pos"]))
@@ -228,7 +236,7 @@ class _Merge:
             worker = worker[order]
             new_seq = np.arange(self.seq + 1, self.seq + 1 + len(actions), dtype=np.uint64)
             self.seq += len(actions)
-            for w in owners:
+            for w in np.unique(worker):
                 mine = worker == w
                 # a worker's records keep their relative order, so its local seqs stay consecutive
                 start = int(actions["seq"][mine][0]) - 1
@@ -237,18 +245,11 @@ class _Merge:
                 self.global_seq[w] = np.concatenate([self.global_seq[w], new_seq[mine]])
             actions["seq"] = new_seq
         conversions = np.zeros(0, CONVERSION_DTYPE)
-        taken, owners = [], []
-        for w in range(self.workers):
-            got, self.conversions[w] = self._take(self.conversions[w], limit)
-            if got:
-                taken.append(got)
-                owners.append(w)
-        if taken:
-            records = np.concatenate([t[0] for t in taken]).copy()
-            positions = np.concatenate([t[1] for t in taken])
-            worker = np.concatenate([np.full(len(t[0]), w, np.uint32) for t, w in zip(taken, owners)])
-            local = np.concatenate([np.arange(len(t[0])) for t in taken])
-            for w in owners:
+        gathered = self._gather(self.conversions, limit)
+        if gathered is not None:
+            records, positions, worker, local = gathered
+            records = records.copy()
+            for w in np.unique(worker):
                 mine = worker == w
                 records["contact_seq"][mine] = self.global_seq[w][records["contact_seq"][mine].astype(np.int64) - 1]
             order = np.lexsort((local, worker, positions))
