@@ -111,7 +111,6 @@ cdef enum:
     SHARD_MAX = 256
 
 cdef int64_t SHARD_EVENT_DUE = 0x7FFFFFFFFFFFFFFFLL    # an event's campaigns come after its timers
-cdef int64_t SHARD_FIRST_DUE = -0x7FFFFFFFFFFFFFFFLL - 1
 cdef uint64_t SHARD_END = 0xFFFFFFFFFFFFFFFFULL        # a lane that has finished
 cdef uint32_t FOREIGN_INDEX = 0xFFFFFFFEu               # another worker's subscriber (NO_INDEX - 1)
 
