@@ -176,6 +176,20 @@ class _VariantCounts:
         return {t: dict(zip(keys, map(int, self.counts.get((c.id, t), blank)))) for t in list(c.templates) + gone}
 
 
+def stream_error(status: int, offset: int, files=()) -> Exception:
+    """The exception for a core status other than 0 (Core.feed, end_stream): StreamError for
+    a broken stream at `offset`, naming the file it lies in when `files` ((stream offset
+    where it starts, path), in order) has it; MemoryError for 4."""
+    if status == 4:
+        return MemoryError(f"{STREAM_STATUSES[status]}: the core could not grow a buffer")
+    reason, detail = _STREAM_ERRORS[status]
+    # the file the broken event starts in: the last one that starts at or before it
+    holder = next(((start, path) for start, path in reversed(files) if start <= offset), None)
+    if holder is None:
+        return StreamError(offset, reason, f"{reason} ({detail})")
+    return StreamError(offset, reason, f"{reason} ({detail})", path=holder[1], path_offset=offset - holder[0])
+
+
 def run_stats(config: Config, configuration: dict, before: dict, after: dict, funnel: np.ndarray,
               days: "_DayCounts", variants: "_VariantCounts", produced: dict, nbytes: int, elapsed: float,
               seq_range: Sequence[int], pending: int) -> dict:
@@ -623,14 +637,7 @@ class Engine:
     def _stream_error(self, status: int, files=()) -> Exception:
         if status == 4:
             self._core.clear_oom()
-            return MemoryError(f"{STREAM_STATUSES[status]}: the core could not grow a buffer")
-        reason, detail = _STREAM_ERRORS[status]
-        offset = self._core.error_offset
-        # the file the broken event starts in: the last one that starts at or before it
-        holder = next(((start, path) for start, path in reversed(files) if start <= offset), None)
-        if holder is None:
-            return StreamError(offset, reason, f"{reason} ({detail})")
-        return StreamError(offset, reason, f"{reason} ({detail})", path=holder[1], path_offset=offset - holder[0])
+        return stream_error(status, self._core.error_offset, files)
 
     def _count_days(self, name: str, records: np.ndarray, seq_range: list) -> None:
         """Per-day contacts and conversions, and the run's seq range, from records as they

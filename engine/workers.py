@@ -34,11 +34,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from engine.api import SINK_BATCH, _DayCounts, _VariantCounts, _STREAM_ERRORS, configuration_identity, run_stats
-from engine.errors import ConfigError, LoadError, SigmatchError, StreamError
+from engine.api import SINK_BATCH, _DayCounts, _VariantCounts, configuration_identity, run_stats, stream_error
+from engine.errors import ConfigError, LoadError, SigmatchError
 from engine.language.compile import load_world
 from engine.language.config import load_config
-from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE
+from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE
 from engine.sinks import SinkSet, SinkThread
 from engine.wording import plural
 
@@ -441,12 +441,5 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     sinks.write_stats(stats)
     sinks.close()
     if status:
-        if status == 4:
-            raise MemoryError("out of memory: the core could not grow a buffer")
-        reason, detail = _STREAM_ERRORS[status]
-        holder = next(((start, path) for start, path in reversed(files) if start <= error_offset), None)
-        if holder is None:
-            raise StreamError(error_offset, reason, f"{reason} ({detail})")
-        raise StreamError(error_offset, reason, f"{reason} ({detail})", path=holder[1],
-                          path_offset=error_offset - holder[0])
+        raise stream_error(status, error_offset, files)
     return stats
