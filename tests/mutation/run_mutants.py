@@ -279,7 +279,7 @@ MUTANTS: list[Mutant] = [
            "§3.7 a channel's budget, sent without waiting only when surely below it", fast=("tests/test_workers.py",),
            equivalent="with no margin the caller still refuses on the same counts; with a margin it counts one "
                       "event more than the lagging worker can still send, so reaching the budget exactly leaves room"),
-    Mutant("workers-merge-timers-by-creation", "engine/workers.py",
+    Mutant("workers-merge-timers-by-creation", "engine/workers/__init__.py",
            'np.lexsort((local, worker, keys["created"], keys["due"], keys["pos"]))',
            'np.lexsort((local, worker, keys["due"], keys["created"], keys["pos"]))',
            "§3 timers in (due, creation) order, whichever worker holds them", fast=("tests/test_workers.py",)),
