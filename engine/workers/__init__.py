@@ -85,28 +85,43 @@ def _shared_block(size: int) -> mmap.mmap:
 
 
 def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, others: list) -> None:
-    """Run shard `index` of `workers` over the traces and send its records to the coordinator:
-    ("batch", events done, bytes fed, actions, keys, conversions, positions, dead letters)
-    after each chunk, then ("end", status, error_offset, files, figures), or ("error", message).
-    Forked from the coordinator: the configuration and world it loaded are inherited (shared,
-    not copied), `block` is its mapping, `others` the pipe ends that are not this worker's
-    (closed here, so that a worker's death reaches the coordinator as EOF)."""
+    """Run shard `index` of `workers` over the traces and send its records to the coordinator
+    through `conn` (_run_shard's messages). Forked from the coordinator: the configuration and
+    world it loaded are inherited (shared, not copied), `block` is its mapping, `others` the
+    pipe ends that are not this worker's (closed here, so that a worker's death reaches the
+    coordinator as EOF)."""
     global _INHERITED
     # Ctrl-C reaches the whole process group: the coordinator alone answers it (it stops the
     # workers and says "aborted"); a worker that raised it too would die before its first
     # word, or print a traceback from wherever it was
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    (config, world), _INHERITED = _INHERITED, None
+    inherited, _INHERITED = _INHERITED, None
     for other in others:
         other.close()
     if index > 0 and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # the workers would log each warning of the loaders N times; worker 0 says it once
         logging.getLogger().setLevel(logging.ERROR)
+    try:
+        _run_shard(lambda: inherited, index, workers, traces, block, conn.send)
+    finally:
+        conn.close()
+
+
+def _run_shard(load, index: int, workers: int, traces: list, block, send, attached=None) -> None:
+    """Run shard `index` of `workers` over the traces: `load()` gives (configuration, world),
+    `block` is the shared block (or this worker's copy of it, engine.workers.cluster), `send`
+    takes each message for the coordinator: ("batch", events done, bytes fed, actions, keys,
+    conversions, positions, dead letters) after each chunk, then ("end", status, error_offset,
+    files, figures), or ("error", "load" or "run", one line). `attached(core)`, when given,
+    is called once the core is a worker, and returns a callable called when it has finished
+    (cluster: the thread that copies the lanes between hosts)."""
     core = None
+    finished = None
     try:
         from engine.api import Engine
         from loaders.traces import iter_chunks
         started = time.perf_counter()
+        config, world = load()
         engine = Engine(config, world, shard=(index, workers))
         # the snapshot's columns served `where` in compiling: no longer needed here
         engine.world = world = None
@@ -115,14 +130,16 @@ def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, othe
         core = engine._core
         delayed = sum(1 for c in engine.config.campaigns if c.delay_ms)
         core.attach_shard(block, index, workers, RING_BITS, delayed)
+        if attached is not None:
+            finished = attached(core)
         files: list = []
         nbytes = 0
 
         def send_batch():
             actions, keys, conversions, positions = core.take_sharded()
             dead = core.take_dead_letters()
-            conn.send(("batch", int(core.counts()["events"]), nbytes, actions, keys, conversions, positions,
-                       dead if index == 0 else None))
+            send(("batch", int(core.counts()["events"]), nbytes, actions, keys, conversions, positions,
+                  dead if index == 0 else None))
 
         status = 0
         core.begin_stream()
@@ -142,30 +159,35 @@ def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, othe
                 return
         core.flush_dead_letters()
         core.shard_done()
+        if finished is not None:
+            finished()
+            finished = None
         waits, behind, certain = core.shard_waits
-        log.info("worker %d of %d: %s loaded in %.2f s, the stream in %.2f s; waited for the others at %s "
-                 "(%s found one behind), %s without waiting", index, workers,
-                 plural(engine.subscribers.size, "subscriber"), loaded - started, time.perf_counter() - loaded,
-                 plural(waits, "shared decision"), f"{behind:,}", plural(certain, "budgeted send"))
+        said = (f"worker {index} of {workers}: {plural(engine.subscribers.size, 'subscriber')} loaded in "
+                f"{loaded - started:.2f} s, the stream in {time.perf_counter() - loaded:.2f} s; waited for the "
+                f"others at {plural(waits, 'shared decision')} ({behind:,} found one behind), "
+                f"{plural(certain, 'budgeted send')} without waiting")
+        log.info("%s", said)
         send_batch()
-        conn.send(("end", int(status), int(core.error_offset), files, {
-            "counts": core.counts(), "funnel": core.funnel(), "pending": int(core.pending),
+        send(("end", int(status), int(core.error_offset), files, {
+            "counts": core.counts(), "funnel": core.funnel(), "pending": int(core.pending), "said": said,
         }))
     except (BrokenPipeError, ConnectionResetError):
         pass        # the coordinator is gone (killed): no one is left to tell
     except MemoryError as e:
-        conn.send(("error", "run", f"out of memory ({e})" if str(e) else "out of memory"))
+        send(("error", "run", f"out of memory ({e})" if str(e) else "out of memory"))
     except (ConfigError, LoadError) as e:
         # before the first event: the same for every worker, and what one process would say
-        conn.send(("error", "load", str(e)))
+        send(("error", "load", str(e)))
     except SigmatchError as e:
-        conn.send(("error", "run", str(e)))
+        send(("error", "run", str(e)))
     except Exception as e:      # a bug: its type and message, still one line
-        conn.send(("error", "run", f"{type(e).__name__}: {e}"))
+        send(("error", "run", f"{type(e).__name__}: {e}"))
     finally:
         if core is not None:
             core.shard_done()
-        conn.close()
+        if finished is not None:
+            finished()
 
 
 # ---- the coordinator --------------------------------------------------------------------
@@ -271,6 +293,78 @@ def _terminate(processes) -> None:
             p.join()
 
 
+class _Forked:
+    """The workers as processes forked from this one, over one shared mapping: what
+    _coordinate needs of them (messages, abort, close)."""
+
+    def __init__(self, config, world, traces: Sequence, workers: int):
+        from engine._core import shard_block_size
+        self.workers = workers
+        self.block = _shared_block(shard_block_size(workers, _nr_budgets(config), RING_BITS))
+        # fork, not spawn: a worker starts with the coordinator's imports (spawn re-imports
+        # them, 1 to 2 s here), before any thread of the coordinator exists
+        context = multiprocessing.get_context("fork")
+        self.conns, self.processes = [], []
+        global _INHERITED
+        _INHERITED = (config, world)
+        # A SIGINT in the middle of a fork would raise in the interpreter's fork hooks, which
+        # swallow it (the run would go on): while forking it is only noted, and raised after.
+        interrupted = []
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+        try:
+            pipes = [context.Pipe(duplex=False) for _ in range(workers)]
+            for index, (ours, theirs) in enumerate(pipes):
+                others = [end for k, pair in enumerate(pipes) for end in pair if k != index] + [ours]
+                p = context.Process(target=_worker, name=f"sigmatch-worker-{index}", daemon=True,
+                                    args=(index, workers, [str(t) for t in traces], self.block, theirs, others))
+                p.start()
+                self.processes.append(p)
+            for ours, theirs in pipes:
+                theirs.close()
+                self.conns.append(ours)
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+                previous = None
+            if interrupted:
+                raise KeyboardInterrupt
+        except BaseException:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            _terminate(self.processes)
+            self.block.close()
+            raise
+        finally:
+            _INHERITED = None
+
+    def messages(self):
+        """(worker, message) as they come; message None when the worker's pipe closed."""
+        live = {conn: w for w, conn in enumerate(self.conns)}
+        while live:
+            for conn in wait(list(live)):
+                w = live[conn]
+                try:
+                    message = conn.recv()
+                except EOFError:
+                    del live[conn]
+                    message = None
+                yield w, message
+
+    def death(self, w: int) -> str:
+        self.processes[w].join(timeout=5)
+        return f"exit code {self.processes[w].exitcode}"
+
+    def abort(self) -> None:
+        self.block[:8] = (1).to_bytes(8, "little")
+
+    def close(self) -> None:
+        _terminate(self.processes)
+        for conn in self.conns:
+            conn.close()
+        self.block.close()
+
+
 def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional[str] = None,
            progress: Optional[bool] = None) -> dict:
     """Replay `traces` (paths, one stream in order) through the configuration at
@@ -289,50 +383,26 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     config = load_config(Path(config_path))
     # loaded once, here: the forked workers share it, each compiles its own subscribers
     world = load_world(config)
-    output = config.output
-    sinks = SinkSet(Path(out), campaigns=config.campaigns, format=format or output.format,
-                    max_records=output.max_records, max_age_ms=output.max_age_ms)
-    from engine._core import shard_block_size
-    block = _shared_block(shard_block_size(workers, _nr_budgets(config), RING_BITS))
-    # fork, not spawn: a worker starts with the coordinator's imports (spawn re-imports them,
-    # 1 to 2 s here), before any thread of the coordinator exists
-    context = multiprocessing.get_context("fork")
-    conns, processes = [], []
-    global _INHERITED
-    _INHERITED = (config, world)
-    # A SIGINT in the middle of a fork would raise in the interpreter's fork hooks, which
-    # swallow it (the run would go on): while forking it is only noted, and raised after.
-    interrupted = []
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
-    try:
-        pipes = [context.Pipe(duplex=False) for _ in range(workers)]
-        for index, (ours, theirs) in enumerate(pipes):
-            others = [end for k, pair in enumerate(pipes) for end in pair if k != index] + [ours]
-            p = context.Process(target=_worker, name=f"sigmatch-worker-{index}", daemon=True,
-                                args=(index, workers, [str(t) for t in traces], block, theirs,
-                                      others))
-            p.start()
-            processes.append(p)
-        for ours, theirs in pipes:
-            theirs.close()
-            conns.append(ours)
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-            previous = None
-        if interrupted:
-            raise KeyboardInterrupt
-    except BaseException:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-        _terminate(processes)
-        block.close()
-        raise
-    finally:
-        _INHERITED = None
+    sinks = _sinks(config, out, format)
+    forked = _Forked(config, world, traces, workers)
     world = None        # the workers have it; the coordinator merges records only
     _release_freed()
+    return _coordinate(config, traces, out, sinks, forked, progress=progress,
+                       label=f"replay ({workers} workers)")
+
+
+def _sinks(config, out, format: Optional[str]) -> SinkSet:
+    output = config.output
+    return SinkSet(Path(out), campaigns=config.campaigns, format=format or output.format,
+                   max_records=output.max_records, max_age_ms=output.max_age_ms)
+
+
+def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, progress: Optional[bool],
+                label: str) -> dict:
+    """Merge the records of `transport`'s workers (_Forked, or cluster's actors) into `sinks`
+    as they come, then write stats.json: what one process would have written. Closes the
+    transport however it ends. Raises as replay() does."""
+    workers = transport.workers
     writer = SinkThread(sinks)
     started = time.perf_counter()
     merge = _Merge(workers)
@@ -350,7 +420,7 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     if progress:
         from loaders.traces import source_size
         from tqdm import tqdm
-        bar = tqdm(total=source_size(list(traces)), unit="B", unit_scale=True, desc=f"replay ({workers} workers)",
+        bar = tqdm(total=source_size(list(traces)), unit="B", unit_scale=True, desc=label,
                    file=sys.stderr, leave=False)
     unwritten = {"actions": [], "conversions": []}
 
@@ -370,59 +440,49 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
                 waiting.clear()
 
     try:
-        live = {conn: w for w, conn in enumerate(conns)}
-        while live and failure is None:
-            for conn in wait(list(live)):
-                w = live[conn]
-                try:
-                    message = conn.recv()
-                except EOFError:
-                    del live[conn]
-                    if w not in ended:
-                        processes[w].join(timeout=5)
-                        failure = failure or (f"worker {w} of {workers} stopped without a word "
-                                              f"(exit code {processes[w].exitcode})")
-                    continue
-                if message[0] == "batch":
-                    _, done, fed, actions, keys, conversions, positions, dead = message
-                    merge.add(w, done, actions, keys, conversions, positions)
-                    if dead is not None and len(dead):
-                        produced["dead_letters"] += len(dead)
-                        writer.write_dead_letters(dead)
-                    if w == 0:
-                        if bar is not None:
-                            bar.update(fed - nbytes)
-                        nbytes = fed
-                    write()
-                elif message[0] == "end":
-                    ended[w] = message[1:]
-                    merge.finish(w)
-                    write()
-                elif message[1] == "load":
-                    refused = refused or message[2]
-                    failure = failure or f"worker {w} of {workers} could not load: {message[2]}"
-                else:
-                    failure = failure or f"worker {w} of {workers} failed: {message[2]}"
+        for w, message in transport.messages():
+            if message is None:
+                if w not in ended:
+                    failure = failure or f"worker {w} of {workers} stopped without a word ({transport.death(w)})"
+            elif message[0] == "batch":
+                _, done, fed, actions, keys, conversions, positions, dead = message
+                merge.add(w, done, actions, keys, conversions, positions)
+                if dead is not None and len(dead):
+                    produced["dead_letters"] += len(dead)
+                    writer.write_dead_letters(dead)
+                if w == 0:
+                    if bar is not None:
+                        bar.update(fed - nbytes)
+                    nbytes = fed
+                write()
+            elif message[0] == "end":
+                ended[w] = message[1:]
+                merge.finish(w)
+                write()
+            elif message[1] == "load":
+                refused = refused or message[2]
+                failure = failure or f"worker {w} of {workers} could not load: {message[2]}"
+            else:
+                failure = failure or f"worker {w} of {workers} failed: {message[2]}"
+            if failure is not None:
+                break
         if failure is None and len(ended) < workers:
             failure = f"{workers - len(ended)} of {workers} workers stopped before the end"
         if failure is None:
             write(final=True)
     except BaseException:
-        block[:8] = (1).to_bytes(8, "little")
-        _terminate(processes)
+        transport.abort()
+        transport.close()
         raise
     finally:
         if bar is not None:
             bar.close()
         if failure is not None:
-            block[:8] = (1).to_bytes(8, "little")
+            transport.abort()
         try:
             writer.finish()
         finally:
-            _terminate(processes)
-            for conn in conns:
-                conn.close()
-            block.close()
+            transport.close()
     if refused is not None:
         sinks.close()
         raise LoadError(refused)
