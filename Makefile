@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RAY    := $(VENV)/.ray
 
 .PHONY: demo test build bench fuzz mutants clean
 
@@ -20,7 +21,13 @@ build: $(STAMP)
 demo: build
 	$(BIN)/sigmatch demo
 
-test: build
+# The [ray] extra (pyproject.toml) for tests/test_workers_ray.py: only the tests need it, so
+# `make demo` does not install it
+$(RAY): $(STAMP)
+	$(BIN)/python -m pip install -q 'ray>=2.9'
+	touch $(RAY)
+
+test: build $(RAY)
 	$(BIN)/python -m pytest -q
 
 bench: build

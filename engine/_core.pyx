@@ -176,6 +176,11 @@ def shards_of(const uint64_t[::1] msisdn, uint32_t nshards):
     return out
 
 
+def shard_counts_size(uint64_t nr_budgets):
+    """Bytes of one lane's budget counts (Core.shard_export, Core.shard_import)."""
+    return nr_budgets * sizeof(BudgetC)
+
+
 def shard_block_size(int nshards, uint64_t nr_budgets, int ring_bits):
     """Bytes of the block that `nshards` workers share (Core.attach_shard)."""
     return SHARD_HEADER + nshards * shard_lane_stride(nr_budgets, 1ULL << ring_bits)
@@ -1506,11 +1511,14 @@ cdef class Core:
 
     # ---- shards (_shard.pxi, engine.workers) -------------------------------------------
 
-    def attach_shard(self, block, int shard, int nshards, int ring_bits, uint64_t delayed_campaigns):
+    def attach_shard(self, block, int shard, int nshards, int ring_bits, uint64_t delayed_campaigns,
+                     bint copied=False):
         """Become worker `shard` of `nshards`, over `block`: a writable buffer of
         shard_block_size(nshards, nr_campaigns + nr_channels, ring_bits) zeroed bytes shared by
-        every worker (an anonymous shared mapping, engine.workers). Call after the configuration is set and
-        before the first event; the subscribers must be this worker's alone (shard_of).
+        every worker (an anonymous shared mapping, engine.workers), or with `copied` this
+        worker's own, into which a relay copies the others' lanes (shard_import; a wait then
+        sleeps sooner). Call after the configuration is set and before the first event; the
+        subscribers must be this worker's alone (shard_of).
         `delayed_campaigns`: the campaigns with a delay. Raises ValueError when it does not fit."""
         cdef uint8_t[::1] view = block
         cdef uint64_t nb = <uint64_t>(self.E.nr_campaigns + self.E.nr_channels)
@@ -1528,12 +1536,80 @@ cdef class Core:
         self.E.delayed_campaigns = max(delayed_campaigns, 1)
         self.E.event_sends = sum(1 for ci in range(self.E.nr_campaigns) if self.E.campaigns[ci].delay == 0)
         self.E.skew_until = 0
+        self.E.yield_rounds = 64 if copied else 20000
         self.E.shm = &view[0]
 
     def shard_done(self):
         """This worker has no more work: no other waits for it again."""
         if self.E.shm != NULL:
             sm_publish(lane_of(&self.E, self.E.shard), SHARD_END, SHARD_EVENT_DUE, 0)
+
+    def shard_export(self, uint64_t ring_from):
+        """This worker's lane, for workers on other hosts (engine.workers.cluster, which copies
+        it into their blocks with shard_import): (key as (pos, due, created), timers pending,
+        their high-water mark, the budget counts as bytes, first event of the ring part, the
+        pending counts of the events from there up to the last one whose timers fired, as a
+        uint64 array; at most a ring's length, and none below ring_from).
+        Read in the order the others read a lane, the key first: whatever follows is then at
+        least as new as the key, as when they read it from a shared block."""
+        if self.E.shm == NULL:
+            raise ValueError("not a worker of a sharded run")
+        cdef sm_lane* l = lane_of(&self.E, self.E.shard)
+        cdef uint64_t key[3]
+        cdef uint64_t pend, hw, upto, upto_after, lo, ring_len = self.E.ring_mask + 1, q
+        cdef size_t n = <size_t>(self.E.nr_campaigns + self.E.nr_channels) * sizeof(BudgetC)
+        cdef bytearray counts = bytearray(n)
+        cdef uint64_t* ring = lane_ring(&self.E, self.E.shard)
+        sm_read_copy(&l.ver, key, &l.pos, sizeof(key))
+        pend = sm_load(&l.pend)
+        hw = sm_load(&l.hw)
+        if n:
+            sm_read_copy(&l.bver, <uint8_t*>counts, lane_budgets(&self.E, self.E.shard), n)
+        upto = sm_load(&l.ring_upto)
+        lo = max(ring_from, upto - ring_len if upto > ring_len else 0)
+        values = np.empty(upto - lo if upto > lo else 0, np.uint64)
+        cdef uint64_t[::1] v = values
+        for q in range(lo, lo + <uint64_t>v.shape[0]):
+            v[q - lo] = ring[q & self.E.ring_mask]
+        # the worker may have lapped the ring meanwhile: drop what it overwrote
+        upto_after = sm_load(&l.ring_upto)
+        if upto_after > ring_len and upto_after - ring_len > lo:
+            cut = min(<uint64_t>v.shape[0], upto_after - ring_len - lo)
+            values = values[cut:]
+            lo += cut
+        return ((key[0], <int64_t>key[1], key[2]), pend, hw, bytes(counts), lo, values)
+
+    def shard_import(self, int j, key, uint64_t pend, uint64_t hw, const uint8_t[::1] counts, uint64_t ring_from,
+                     const uint64_t[::1] ring):
+        """Worker j's lane as its shard_export gave it, on another host: written in the reverse
+        order of reading, the key last, so that a worker reading this block sees what it would
+        see in a block shared with j, only later. Raises ValueError for a lane out of range."""
+        if self.E.shm == NULL:
+            raise ValueError("not a worker of a sharded run")
+        if not (0 <= j < self.E.nshards) or j == self.E.shard:
+            raise ValueError(f"lane {j} is not another worker's")
+        cdef size_t n = <size_t>(self.E.nr_campaigns + self.E.nr_channels) * sizeof(BudgetC)
+        if <size_t>counts.shape[0] != n:
+            raise ValueError(f"lane {j}: {counts.shape[0]} bytes of budget counts, not {n}")
+        cdef sm_lane* l = lane_of(&self.E, j)
+        cdef uint64_t* dst = lane_ring(&self.E, j)
+        cdef Py_ssize_t i
+        for i in range(ring.shape[0]):
+            dst[(ring_from + <uint64_t>i) & self.E.ring_mask] = ring[i]
+        if ring.shape[0]:
+            sm_store(&l.ring_upto, ring_from + <uint64_t>ring.shape[0])
+        if n:
+            sm_begin(&l.bver)
+            memcpy(lane_budgets(&self.E, j), &counts[0], n)
+            sm_end(&l.bver)
+        sm_store(&l.hw, hw)
+        sm_store(&l.pend, pend)
+        sm_publish(l, <uint64_t>key[0], <int64_t>key[1], <uint64_t>key[2])
+
+    def shard_abort(self):
+        """Stop this worker's waits, as the coordinator's flag in a shared block does."""
+        if self.E.shm != NULL:
+            sm_store(<uint64_t*>self.E.shm, 1)
 
     @property
     def shard_waits(self):

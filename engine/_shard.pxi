@@ -29,7 +29,7 @@ cdef extern from *:
         uint64_t hw;            /* the most timers this worker has had pending */
         uint64_t bver;          /* seqlock of the budget counts that follow the lane */
         uint64_t pend;          /* timers pending now */
-        uint64_t pad;
+        uint64_t ring_upto;     /* the ring holds the counts of the events below this one */
     } sm_lane;
     static inline void sm_begin(uint64_t *ver) {
         __atomic_store_n(ver, *ver + 1, __ATOMIC_RELAXED);
@@ -80,10 +80,12 @@ cdef extern from *:
        the core away, which costs nothing when no other process wants it and lets the one
        waited for run when there are more workers than cores; sleep only when the wait
        is long (a worker loading, or stopped), so that it costs no CPU. A sleep at every
-       wait would cost more than the work: 50 us against the microseconds a wait lasts. */
-    static inline void sm_pause(uint32_t round) {
+       wait would cost more than the work: 50 us against the microseconds a wait lasts.
+       Workers on several hosts (engine.workers.cluster) wait milliseconds for a copy of the
+       others' lanes, and the thread that copies them needs the core: they sleep sooner. */
+    static inline void sm_pause(uint32_t round, uint32_t yields) {
         if (round < 512) { __builtin_ia32_pause(); return; }
-        if (round < 512 + 20000) { sched_yield(); return; }
+        if (round < 512 + yields) { sched_yield(); return; }
         struct timespec ts = {0, 50000};
         nanosleep(&ts, NULL);
     }
@@ -96,6 +98,7 @@ cdef extern from *:
         uint64_t hw
         uint64_t bver
         uint64_t pend
+        uint64_t ring_upto
     void sm_begin(uint64_t* ver) nogil
     void sm_end(uint64_t* ver) nogil
     void sm_read_copy(uint64_t* ver, void* dst, const void* src, size_t n) nogil
@@ -103,7 +106,7 @@ cdef extern from *:
     int sm_reached(sm_lane* l, uint64_t pos, int64_t due, uint64_t created) nogil
     uint64_t sm_load(uint64_t* p) nogil
     void sm_store(uint64_t* p, uint64_t v) nogil
-    void sm_pause(uint32_t round) nogil
+    void sm_pause(uint32_t round, uint32_t yields) nogil
 
 cdef enum:
     SHARD_HEADER = 64           # the block's header: the abort flag
@@ -171,7 +174,7 @@ cdef int shard_wait(EngineC* E, uint64_t pos, int64_t due, uint64_t created) noe
                 E.aborted = 1
                 E.oom = 1
                 return 1
-            sm_pause(round)
+            sm_pause(round, E.yield_rounds)
             round += 1
     return 0
 
@@ -198,13 +201,14 @@ cdef void shard_event_start(EngineC* E, uint64_t q) noexcept nogil:
             E.aborted = 1
             E.oom = 1
             return
-        sm_pause(round)
+        sm_pause(round, E.yield_rounds)
         round += 1
 
 
 cdef inline void shard_event_timers_done(EngineC* E, uint64_t q) noexcept nogil:
     """Event q's timers have fired: leave the pending count for q, then say so."""
     lane_ring(E, E.shard)[q & E.ring_mask] = E.heap_n
+    sm_store(&lane_of(E, E.shard).ring_upto, q + 1)
     sm_publish(lane_of(E, E.shard), q, SHARD_EVENT_DUE, 0)
 
 

@@ -321,6 +321,7 @@ ctypedef struct EngineC:
     uint64_t delayed_campaigns  # the most timers one event can create
     uint64_t event_sends        # the most sends one event's campaigns can make at once
     uint64_t skew_until         # events below this position may start without looking
+    uint32_t yield_rounds       # a wait gives its core away this many rounds before it sleeps
     uint64_t cur_pos
     int64_t cur_due
     uint64_t cur_created

@@ -9,6 +9,7 @@ import tempfile
 import textwrap
 import threading
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -177,18 +178,25 @@ def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
               help="Replace the output of an earlier run in OUT (refused without it: its actions would go out twice).")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Processes to split the subscribers over (every core: the files are the same as with 1).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
+              help="Run the --workers as Ray actors on the cluster at ADDRESS (alone: RAY_ADDRESS, or a local "
+                   "cluster for this run); needs the [ray] extra, and the inputs at the same path on every host.")
 @_one_line_errors
-def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int):
+def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int,
+           ray_address: Optional[str]):
     """Replay TRACES (one stream, in order) through CONFIG's campaigns, then drain."""
+    if ray_address is not None and workers < 2:
+        raise click.UsageError("--ray needs --workers 2 or more (the shards it runs)")
     spared = _arrow_without_pandas()
     try:
-        _replay(config, traces, out, fmt, progress, overwrite, workers)
+        _replay(config, traces, out, fmt, progress, overwrite, workers, ray_address)
     finally:
         if spared:
             _arrow_with_pandas()
 
 
-def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int = 1):
+def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int = 1,
+            ray_address: Optional[str] = None):
     from engine.api import Engine
     from engine.sinks import earlier_run_files
     earlier = earlier_run_files(out)
@@ -197,7 +205,7 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
               "a second run would number its actions from 1 again and the gateway would send them twice: "
               "give a new --out, or --overwrite to replace the earlier run")
     if workers > 1:
-        _replay_sharded(config, traces, out, fmt, progress, earlier, workers)
+        _replay_sharded(config, traces, out, fmt, progress, earlier, workers, ray_address)
         return
     engine = Engine.from_config(config)
     # before anything is processed or removed: a trace that is not an event stream is refused
@@ -214,9 +222,11 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
     click.echo(f"output: {out}")
 
 
-def _replay_sharded(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, earlier, workers: int):
-    """`replay --workers N` (engine.workers): the traces are judged and the earlier output
-    removed here, as for one process, before any worker starts."""
+def _replay_sharded(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, earlier, workers: int,
+                    ray_address: Optional[str] = None):
+    """`replay --workers N` (engine.workers), on Ray with `ray_address` (engine.workers.cluster;
+    "": RAY_ADDRESS or a local cluster): the traces are judged and the earlier output removed
+    here, as for one process, before any worker starts."""
     from engine import workers as sharded
     from engine._core import Core
     from engine.language.config import load_config
@@ -228,7 +238,12 @@ def _replay_sharded(config: Path, traces: tuple[Path, ...], out: Path, fmt, prog
         raise LoadError(judgement.refusal)
     for path in earlier:
         path.unlink()
-    stats = sharded.replay(config, list(traces), out, workers=workers, format=fmt, progress=progress)
+    if ray_address is not None:
+        from engine.workers import cluster
+        stats = cluster.replay(config, list(traces), out, workers=workers, address=ray_address or None,
+                               format=fmt, progress=progress)
+    else:
+        stats = sharded.replay(config, list(traces), out, workers=workers, format=fmt, progress=progress)
     click.echo(format_run(stats))
     click.echo(format_funnel(stats))
     click.echo(f"output: {out}")

@@ -107,14 +107,15 @@ def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, othe
         conn.close()
 
 
-def _run_shard(load, index: int, workers: int, traces: list, block, send, attached=None) -> None:
+def _run_shard(load, index: int, workers: int, traces: list, block, send, attached=None, copied: bool = False) -> None:
     """Run shard `index` of `workers` over the traces: `load()` gives (configuration, world),
     `block` is the shared block (or this worker's copy of it, engine.workers.cluster), `send`
     takes each message for the coordinator: ("batch", events done, bytes fed, actions, keys,
     conversions, positions, dead letters) after each chunk, then ("end", status, error_offset,
     files, figures), or ("error", "load" or "run", one line). `attached(core)`, when given,
     is called once the core is a worker, and returns a callable called when it has finished
-    (cluster: the thread that copies the lanes between hosts)."""
+    (cluster: the thread that copies the lanes between hosts; `copied`: the block is this
+    worker's copy, Core.attach_shard)."""
     core = None
     finished = None
     try:
@@ -129,7 +130,7 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
         loaded = time.perf_counter()
         core = engine._core
         delayed = sum(1 for c in engine.config.campaigns if c.delay_ms)
-        core.attach_shard(block, index, workers, RING_BITS, delayed)
+        core.attach_shard(block, index, workers, RING_BITS, delayed, copied)
         if attached is not None:
             finished = attached(core)
         files: list = []

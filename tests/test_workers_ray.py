@@ -1,0 +1,245 @@
+"""`sigmatch replay --ray --workers N` (engine.workers.cluster, issue 14 part 4): the shards
+run as Ray actors on a local Ray cluster (2 CPUs, no dashboard, usage stats off), each with
+its own copy of the shared block kept in step by the relay, and the output directory is one
+process's byte for byte: on a `sigmatch gen` world whose budgets and max_pending run out
+mid-run, with the smallest ring of pending counts, on random worlds, and on a stream that
+breaks half-way. A worker whose actor dies fails the run with one line; a cluster with too
+few CPUs and a missing Ray are refused in one line.
+
+The relay's wire format is checked here too: a lane that is too long, a ring out of order
+and a connection without the run's token are refused, never imported."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+import sys
+import threading
+
+import msgpack
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from engine import workers as sharded
+from engine.errors import SigmatchError, StreamError
+from engine.workers import WorkerError
+from engine.workers import cluster
+from tests.test_workers import (assert_same_outcome, cut_into_files, one_process, outcome, squeezed,  # noqa: F401
+                                tight)
+from tests.worlds import worlds, write_world
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster of 2 CPUs for this module: engine.workers.cluster finds Ray
+    started and uses it (and leaves it running)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+             object_store_memory=128 << 20)
+    yield ray
+    ray.shutdown()
+
+
+def on_ray(config, traces, out, workers=2, fmt=None):
+    """What `replay --ray --workers N` does: the StreamError it raises, or None."""
+    try:
+        cluster.replay(config, list(traces), out, workers=workers, format=fmt)
+    except StreamError as e:
+        return e
+    return None
+
+
+# ---- the same files ----------------------------------------------------------------------
+
+def test_shared_limits_running_out_mid_run(ray_cluster, tight, tmp_path):
+    """Budgets of a campaign and a channel and max_pending running out mid-run, decided by
+    two workers that see each other's lanes only through the relay."""
+    config, traces = tight
+    assert one_process(config, traces, tmp_path / "one") is None
+    expected = outcome(tmp_path / "one")
+    assert on_ray(config, traces, tmp_path / "ray") is None
+    assert_same_outcome(outcome(tmp_path / "ray"), expected, "2 workers on Ray")
+
+
+def test_a_ring_of_sixteen_positions(ray_cluster, tight, tmp_path, monkeypatch):
+    """The coordinator's ring goes to the actors: with 16 positions the ring part of a lane
+    laps between two sends, and max_pending reads counts about to be reused."""
+    config, traces = tight
+    assert one_process(config, traces, tmp_path / "one") is None
+    monkeypatch.setattr(sharded, "RING_BITS", 4)
+    assert on_ray(config, traces, tmp_path / "ray") is None
+    assert_same_outcome(outcome(tmp_path / "ray"), outcome(tmp_path / "one"), "2 workers on Ray, ring of 16")
+
+
+@settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(data=st.data(), w=worlds())
+def test_random_worlds(ray_cluster, data, w, tmp_path_factory):
+    w = data.draw(squeezed(w))
+    directory = tmp_path_factory.mktemp("ray")
+    config, trace = write_world(w, directory / "world")
+    traces = cut_into_files(w.trace, data.draw(st.lists(st.integers(0, len(w.trace)), max_size=2)), directory)
+    error = one_process(config, traces, directory / "one")
+    got = on_ray(config, traces, directory / "ray")
+    assert str(got) == str(error)
+    assert_same_outcome(outcome(directory / "ray"), outcome(directory / "one"), "2 workers on Ray")
+
+
+def test_a_stream_that_breaks_half_way(ray_cluster, tight, tmp_path):
+    config, traces = tight
+    data = b"".join(p.read_bytes() for p in traces)
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(data)
+    at = 0
+    while at < len(data) // 2:
+        next(unpacker)
+        at = unpacker.tell()
+    copies = cut_into_files(data[:at] + b"\xc1" + data[at:], [at - 5], tmp_path / "traces")
+    error = one_process(config, copies, tmp_path / "one")
+    assert isinstance(error, StreamError)
+    got = on_ray(config, copies, tmp_path / "ray")
+    assert isinstance(got, StreamError) and str(got) == str(error)
+    assert_same_outcome(outcome(tmp_path / "ray"), outcome(tmp_path / "one"), "2 workers on Ray")
+
+
+def test_the_command(ray_cluster, tight, tmp_path):
+    """`sigmatch replay --ray --workers 2` prints what one process prints (but the rate), and
+    `--ray` alone is refused in one line."""
+    from engine.cli import main
+    config, traces = tight
+    runner = CliRunner()
+    one = runner.invoke(main, ["replay", str(config), *map(str, traces), "--out", str(tmp_path / "one")])
+    two = runner.invoke(main, ["replay", str(config), *map(str, traces), "--out", str(tmp_path / "ray"),
+                               "--ray", "--workers", "2"])
+    assert one.exit_code == 0 and two.exit_code == 0, two.output
+    assert one.output.splitlines()[1:-1] == two.output.splitlines()[1:-1]
+    alone = runner.invoke(main, ["replay", str(config), *map(str, traces), "--out", str(tmp_path / "x"), "--ray"])
+    assert alone.exit_code == 2 and "--ray needs --workers 2 or more" in alone.output
+
+
+# ---- what fails -------------------------------------------------------------------------
+
+def test_more_workers_than_the_cluster_has_cpus(ray_cluster, tight, tmp_path):
+    config, traces = tight
+    with pytest.raises(SigmatchError, match=r"the Ray cluster has 2 CPUs, fewer than --workers 3"):
+        cluster.replay(config, traces, tmp_path / "out", workers=3)
+    assert not (tmp_path / "out" / "stats.json").exists()
+
+
+def test_an_actor_that_dies(ray_cluster, tight, tmp_path, monkeypatch):
+    """Worker 1's actor killed as the run starts: one line naming it, no stats.json, and
+    worker 0 (waiting for lanes that will not come) stopped."""
+    config, traces = tight
+    messages = cluster._Actors.messages
+
+    def killing(self):
+        ray.kill(self.actors[1])
+        yield from messages(self)
+    monkeypatch.setattr(cluster._Actors, "messages", killing)
+    with pytest.raises(WorkerError, match=r"^worker 1 of 2 stopped without a word \(its actor died: .*\); "
+                                          r"the output in .* is incomplete \(no stats.json\)$"):
+        cluster.replay(config, traces, tmp_path / "out", workers=2)
+    assert not (tmp_path / "out" / "stats.json").exists()
+
+
+def test_a_configuration_that_does_not_compile(ray_cluster, tmp_path):
+    """An error found by the actors as they compile: one process's line, no output."""
+    (tmp_path / "profiles.csv").write_text("msisdn,birth\n13800000001,1990-01-01\n")
+    config = tmp_path / "campaigns.toml"
+    config.write_text('[engine]\nprofiles = "profiles.csv"\n\n[[campaign]]\nid = "b"\non = ["CALL_MO_END"]\n'
+                      'anniversary = "birth_date"\nchannel = "sms"\n')
+    trace = tmp_path / "trace.msgpack"
+    trace.write_bytes(msgpack.packb([1_767_225_600_000, 1, 13_800_000_001]))
+    with pytest.raises(Exception) as one:
+        one_process(config, [trace], tmp_path / "one")
+    with pytest.raises(Exception) as two:
+        cluster.replay(config, [trace], tmp_path / "two", workers=2)
+    assert str(two.value) == str(one.value)
+    assert not (tmp_path / "two" / "stats.json").exists()
+
+
+def test_without_ray(monkeypatch, tight, tmp_path):
+    config, traces = tight
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(SigmatchError, match=r"^--ray needs Ray, an optional extra: pip install 'sigmatch\[ray\]'$"):
+        cluster.replay(config, traces, tmp_path / "out", workers=2)
+
+
+# ---- the relay's wire --------------------------------------------------------------------
+
+@given(st.lists(st.integers(0, 7), max_size=200))
+def test_the_ring_coding_round_trips(values):
+    ring = np.array(values, np.uint64)
+    assert np.array_equal(cluster._decode_ring(cluster._encode_ring(ring)), ring)
+
+
+class _Recorder:
+    """A core that records what the relay imports."""
+
+    def __init__(self):
+        self.imported, self.aborted = [], False
+
+    def shard_import(self, *args):
+        self.imported.append(args)
+
+    def shard_abort(self):
+        self.aborted = True
+
+
+def _relay_pair(counts_bytes=8):
+    relay = cluster._Relay(0, 2, b"t" * 32, counts_bytes, 16, True)
+    port = relay.listen("127.0.0.1")
+    core = _Recorder()
+    relay.core = core
+    t = threading.Thread(target=relay._accept, daemon=True)
+    t.start()
+    return relay, core, port, t
+
+
+def _lane(counts=b"\0" * 8, lo=0, ring_n=0, starts=(), values=(), pos=5):
+    body = (cluster._LANE.pack(pos, 7, 0, 1, 2, lo, ring_n, len(starts)) + counts
+            + np.array(starts, np.uint64).tobytes() + np.array(values, np.uint64).tobytes())
+    return struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize("bad, why", [
+    (struct.pack("<I", 1 << 30), "a lane of 1073741824 bytes"),
+    (_lane(ring_n=17, starts=[0], values=[1]), "a ring part of 17 events in 1 runs"),
+    (_lane(ring_n=4, starts=[0, 3, 2], values=[1, 2, 3]), "a ring part out of order"),
+    (_lane(ring_n=4, starts=[1], values=[1]), "a ring part out of order"),
+])
+def test_a_bad_lane_is_refused(bad, why):
+    relay, core, port, t = _relay_pair()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"t" * 32 + struct.pack("<H", 1) + _lane(ring_n=2, starts=[0], values=[3]) + bad)
+        t.join(timeout=10)
+        for _ in range(100):
+            if core.aborted:
+                break
+            threading.Event().wait(0.05)
+    assert core.aborted and why in relay.failed[0]
+    assert len(core.imported) == 1 and list(core.imported[0][-1]) == [3, 3]
+    relay.close()
+
+
+def test_a_stranger_is_not_heard():
+    """A connection without the run's token, or naming no other worker, is closed unread."""
+    relay, core, port, t = _relay_pair()
+    for hello in (b"x" * 32 + struct.pack("<H", 1), b"t" * 32 + struct.pack("<H", 0),
+                  b"t" * 32 + struct.pack("<H", 9)):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(hello + _lane())
+            try:
+                closed = sock.recv(1) == b""
+            except ConnectionResetError:        # closed with the lane unread
+                closed = True
+            assert closed
+    assert core.imported == [] and not core.aborted
+    relay.close()
