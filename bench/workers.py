@@ -2,6 +2,7 @@
 
     python -m bench.workers                          # M: 2M subscribers, 10M events; 1 and 2 workers
     python -m bench.workers --subscribers 200000 --events 1000000 --workers 1 2 3 --rounds 1
+    python -m bench.workers --ray                    # 2 workers as Ray actors (issue 14, part 4)
 
 One `sigmatch gen` world. Each round runs `sigmatch replay CONFIG TRACE --out OUT --workers N`
 for every N in turn, each in a fresh process tree, and times it end to end (wall clock, from
@@ -78,12 +79,15 @@ def _tree_memory(root: int) -> int:
     return total
 
 
-def _run(config: Path, trace: Path, out: Path, workers: int) -> tuple[float, int, list[tuple[float, float]], float]:
+def _run(config: Path, trace: Path, out: Path, workers: int,
+         ray: bool = False) -> tuple[float, int, list[tuple[float, float]], float]:
     """(wall seconds, peak PSS bytes of the process tree, [(load s, stream s)] per worker,
-    CPU seconds of the tree: user + system, every process waited for)."""
+    CPU seconds of the tree: user + system, every process waited for). With `ray` (and
+    workers > 1) the command runs `--ray`, starting a local Ray cluster whose processes (the
+    actors among them) are the command's children: the memory and CPU figures count them."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "engine.cli", "-v", "replay", str(config), str(trace), "--out", str(out),
-               "--workers", str(workers), "--no-progress"]
+               "--workers", str(workers), "--no-progress"] + (["--ray"] if ray and workers > 1 else [])
     started = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with tempfile.TemporaryFile() as err:
@@ -118,12 +122,12 @@ def _same(a: Path, b: Path) -> bool:
     return sorted(p.relative_to(a) for p in a.rglob("*")) == sorted(p.relative_to(b) for p in b.rglob("*"))
 
 
-def measure(config: Path, trace: Path, scratch: Path, workers: list[int], rounds: int) -> dict:
+def measure(config: Path, trace: Path, scratch: Path, workers: list[int], rounds: int, ray: bool = False) -> dict:
     """Run every N in `workers` `rounds` times, interleaved; returns the figures by N."""
     runs: dict[int, list] = {n: [] for n in workers}
     for _ in range(rounds):
         for n in workers:
-            runs[n].append(_run(config, trace, scratch / f"out-{n}", n))
+            runs[n].append(_run(config, trace, scratch / f"out-{n}", n, ray))
     base = statistics.median(r[0] for r in runs[workers[0]])
     figures = {}
     for n in workers:
@@ -146,12 +150,14 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="world directory (kept and reused)")
+    parser.add_argument("--ray", action="store_true",
+                        help="run N > 1 as `--ray` on a local Ray cluster (needs the [ray] extra)")
     args = parser.parse_args(argv)
     directory = args.dir or Path(tempfile.gettempdir()) / f"sigmatch-workers-{args.subscribers}-{args.events}"
     directory.mkdir(parents=True, exist_ok=True)
     config, trace = make_world(directory, subscribers=args.subscribers, events=args.events)
-    figures = measure(config, trace, directory, sorted(set(args.workers)), args.rounds)
-    print(json.dumps({"subscribers": args.subscribers, "events": args.events, "rounds": args.rounds,
+    figures = measure(config, trace, directory, sorted(set(args.workers)), args.rounds, args.ray)
+    print(json.dumps({"subscribers": args.subscribers, "events": args.events, "rounds": args.rounds, "ray": args.ray,
                       "cores": os.cpu_count(), "by_workers": figures}))
 
 
