@@ -199,6 +199,7 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
             ray_address: Optional[str] = None):
     from engine.api import Engine
     from engine.sinks import earlier_run_files
+    _check_out(out)
     earlier = earlier_run_files(out)
     if earlier and not overwrite:
         _fail(f"{out}: already holds a run's output ({earlier[0].relative_to(out)} and {len(earlier) - 1:,} more); "
@@ -220,6 +221,19 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
     click.echo(format_run(run.stats))
     click.echo(format_funnel(run.stats))
     click.echo(f"output: {out}")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse, before anything is loaded, an --out that cannot become a directory of the
+    user's (a file in its path, a directory not writable): the sinks would fail only at
+    their first file, after the load, and in an OSError's words."""
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        _fail(f"--out {out}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        _fail(f"--out {out}: {probe} is not writable by this user")
 
 
 def _replay_sharded(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, earlier, workers: int,

@@ -41,6 +41,17 @@ def test_replay(world, tmp_path):
     assert (tmp_path / "out" / "stats.json").is_file()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_replay_refuses_an_out_it_cannot_make(world, tmp_path, workers):
+    """An --out below a file: one line naming it, before anything is loaded or written."""
+    config, trace = world
+    (tmp_path / "afile").write_text("")
+    code, out, _ = run("replay", config, trace, "--out", tmp_path / "afile" / "out", "--workers", workers)
+    assert code == 1
+    assert out.strip().splitlines() == [f"sigmatch: error: --out {tmp_path / 'afile' / 'out'}: "
+                                         f"{tmp_path / 'afile'} is not a directory"]
+
+
 def test_check(world):
     config, _ = world
     code, out, _ = run("check", config)

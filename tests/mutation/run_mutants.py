@@ -283,6 +283,16 @@ MUTANTS: list[Mutant] = [
            'np.lexsort((local, worker, keys["created"], keys["due"], keys["pos"]))',
            'np.lexsort((local, worker, keys["due"], keys["created"], keys["pos"]))',
            "§3 timers in (due, creation) order, whichever worker holds them", fast=("tests/test_workers.py",)),
+    # across hosts (issue 14, replay --ray): what the relay carries between the workers' blocks
+    Mutant("cluster-ring-not-shipped", "engine/workers/cluster.py",
+           "                if not self.ship_ring:\n                    ring = ring[:0]",
+           "                if True:\n                    ring = ring[:0]",
+           "§3.6 max_pending over every worker, on workers that share no memory", fast=("tests/test_workers_ray.py",)),
+    Mutant("cluster-ring-run-lengths", "engine/workers/cluster.py",
+           "lengths = np.diff(np.append(starts, np.uint64(n))).astype(np.int64)",
+           "lengths = np.diff(np.append(starts, np.uint64(n + 1))).astype(np.int64)",
+           "§3.6 each worker's pending counts by event, as another host reads them",
+           fast=("tests/test_workers_ray.py",)),
     # candidate masks (issue 14): each may only remove a campaign that cannot match
     Mutant("core-cand-counter-ge", CORE, "while j < end and E.cthr[j] > v:", "while j < end and E.cthr[j] >= v:",
            "§3.6 counter >= at_least (a campaign whose counter equals at_least stays a candidate)"),
