@@ -133,6 +133,28 @@ def test_more_workers_than_the_cluster_has_cpus(ray_cluster, tight, tmp_path):
     assert not (tmp_path / "out" / "stats.json").exists()
 
 
+def test_a_cluster_whose_cpus_are_taken(ray_cluster, tight, tmp_path, monkeypatch):
+    """Another job holds one of the 2 CPUs: the workers cannot all start, and the command
+    says so in one line rather than wait without a word."""
+    config, traces = tight
+
+    @ray.remote(num_cpus=1)
+    class Holder:
+        def ready(self):
+            return True
+    holder = Holder.remote()
+    ray.get(holder.ready.remote())
+    monkeypatch.setattr(cluster, "PLACE_S", 3.0)
+    try:
+        with pytest.raises(SigmatchError, match=r"^the Ray cluster did not start the 2 workers within 3 s"):
+            cluster.replay(config, traces, tmp_path / "out", workers=2)
+    finally:
+        ray.kill(holder)
+    assert not (tmp_path / "out" / "stats.json").exists()
+    # the CPUs are free again: the actors of the refused run were ended
+    assert on_ray(config, traces, tmp_path / "after") is None
+
+
 def test_an_actor_that_dies(ray_cluster, tight, tmp_path, monkeypatch):
     """Worker 1's actor killed as the run starts: one line naming it, no stats.json, and
     worker 0 (waiting for lanes that will not come) stopped."""

@@ -46,6 +46,9 @@ __all__ = ["replay", "RAY_EXTRA"]
 log = logging.getLogger("sigmatch.workers")
 
 RAY_EXTRA = "pip install 'sigmatch[ray]'"
+# How long the cluster may take to start the actors (seconds): a cluster whose CPUs other
+# jobs hold would otherwise keep the command waiting without a word
+PLACE_S = 300.0
 # How long one call for a worker's messages waits for the first (seconds)
 TAKE_S = 1.0
 # A worker sends its lane to the others when it changed, at most this often (seconds): a
@@ -337,7 +340,12 @@ class _Actors:
             index, workers, str(config_path), [str(Path(t).resolve()) for t in traces], ring_bits, size,
             shard_counts_size(nb), token, ship_ring)
             for index in range(workers)]
-        nodes = ray.get([a.node.remote() for a in self.actors])
+        try:
+            nodes = ray.get([a.node.remote() for a in self.actors], timeout=PLACE_S)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise SigmatchError(f"the Ray cluster did not start the {workers} workers within {PLACE_S:.0f} s "
+                                f"(are its CPUs taken by other jobs?)") from None
         # on one host the lanes stay on the loopback; across hosts each listens on its node's address
         one_host = len(set(nodes)) == 1
         peers = ray.get([a.listen.remote("127.0.0.1" if one_host else node) for a, node in zip(self.actors, nodes)])
