@@ -265,3 +265,20 @@ def test_a_stranger_is_not_heard():
             assert closed
     assert core.imported == [] and not core.aborted
     relay.close()
+
+
+def test_a_silent_stranger_holds_up_no_one():
+    """A connection that says nothing, made before the other worker's: the worker's lanes
+    are imported all the same, at once, not once the stranger leaves."""
+    relay, core, port, t = _relay_pair()
+    with socket.create_connection(("127.0.0.1", port)) as silent:
+        with socket.create_connection(("127.0.0.1", port)) as peer:
+            peer.sendall(b"t" * 32 + struct.pack("<H", 1) + _lane())
+            for _ in range(200):
+                if core.imported:
+                    break
+                threading.Event().wait(0.05)
+            assert len(core.imported) == 1 and not core.aborted
+            # every worker is in: the listener is closed, and the stranger with it
+            assert silent.recv(1) == b""
+    relay.close()

@@ -78,7 +78,19 @@ def _decode_ring(coded: tuple) -> np.ndarray:
 # (a size both ends know from the configuration), the runs' starts and their values.
 _LANE = struct.Struct("<QqQQQQII")
 _TOKEN_BYTES = 32
+# How long a connection to a worker's relay may take to say who it is (seconds)
+HELLO_S = 10.0
 _HELLO = struct.Struct("<H")
+
+
+def _close_listener(listener: socket.socket) -> None:
+    """Close a listening socket, waking the thread blocked in its accept() (close alone
+    does not, on Linux)."""
+    try:
+        listener.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    listener.close()
 
 
 def _recv_exact(sock: socket.socket, n: int) -> Optional[bytes]:
@@ -109,6 +121,9 @@ class _Relay:
         self.core = None
         self.threads: list = []
         self.outgoing: list = []
+        self.heard: set = set()         # the workers whose connection said hello
+        self.unheard: set = set()       # connections that have not said who they are yet
+        self.heard_lock = threading.Lock()
 
     def listen(self, host: str) -> int:
         """Listen on `host` (the loopback when every worker is on this host); the port."""
@@ -136,34 +151,58 @@ class _Relay:
     def close(self) -> None:
         self.done.set()
         self.peers_known.set()
-        for sock in [self.listener, *self.outgoing]:
-            if sock is not None:
-                try:
-                    sock.close()
-                except OSError:
-                    pass
+        if self.listener is not None:
+            _close_listener(self.listener)
+        for sock in self.outgoing:
+            try:
+                sock.close()
+            except OSError:
+                pass
 
     # -- in --
 
     def _accept(self) -> None:
-        accepted = 0
+        """Take connections until every other worker has said who it is: each says it on a
+        thread of its own, so that a stranger who connects and says nothing holds up no one."""
         try:
-            while accepted < self.workers - 1:
+            while True:
                 sock, _ = self.listener.accept()
-                hello = _recv_exact(sock, _TOKEN_BYTES + _HELLO.size)
-                if hello is None or not hmac.compare_digest(hello[:_TOKEN_BYTES], self.token):
-                    sock.close()        # not a worker of this run
-                    continue
-                (peer,) = _HELLO.unpack(hello[_TOKEN_BYTES:])
-                if not 0 <= peer < self.workers or peer == self.index:
-                    sock.close()
-                    continue
-                accepted += 1
-                t = threading.Thread(target=self._receive, args=(sock, peer), daemon=True,
-                                     name=f"sigmatch-relay-from-{peer}")
-                t.start()
+                with self.heard_lock:
+                    self.unheard.add(sock)
+                threading.Thread(target=self._hello, args=(sock,), daemon=True,
+                                 name=f"sigmatch-relay-hello-{self.index}").start()
         except OSError:
-            pass                # closed at the end of the run
+            pass                # closed: every worker is in, or the run has ended
+
+    def _hello(self, sock: socket.socket) -> None:
+        """A connection's first bytes: the run's token and the worker's index, within
+        HELLO_S; then its lanes. Anything else is closed unread."""
+        try:
+            sock.settimeout(HELLO_S)
+            hello = _recv_exact(sock, _TOKEN_BYTES + _HELLO.size)
+            sock.settimeout(None)
+        except OSError:
+            hello = None
+        peer = _HELLO.unpack(hello[_TOKEN_BYTES:])[0] if hello is not None else -1
+        with self.heard_lock:
+            self.unheard.discard(sock)
+            welcome = (hello is not None and hmac.compare_digest(hello[:_TOKEN_BYTES], self.token)
+                       and 0 <= peer < self.workers and peer != self.index and peer not in self.heard)
+            if welcome:
+                self.heard.add(peer)
+                strangers = list(self.unheard) if len(self.heard) == self.workers - 1 else None
+        if not welcome:
+            sock.close()        # not a worker of this run
+            return
+        if strangers is not None:
+            # every worker is in: no one else is waited for
+            _close_listener(self.listener)
+            for stranger in strangers:
+                try:
+                    stranger.shutdown(socket.SHUT_RDWR)     # wakes its _hello, which closes it
+                except OSError:
+                    pass
+        self._receive(sock, peer)
 
     def _receive(self, sock: socket.socket, peer: int) -> None:
         limit = _LANE.size + self.counts_bytes + 16 * self.ring_len
