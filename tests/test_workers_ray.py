@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import struct
 import sys
 import threading
+from pathlib import Path
+from typing import Optional
 
 import msgpack
 import numpy as np
@@ -109,6 +112,19 @@ def test_a_stream_that_breaks_half_way(ray_cluster, tight, tmp_path):
     assert_same_outcome(outcome(tmp_path / "ray"), outcome(tmp_path / "one"), "2 workers on Ray")
 
 
+def test_a_stream_that_breaks_in_a_trace_named_relative(ray_cluster, tight, tmp_path, monkeypatch):
+    """The actors read the traces by absolute path; the error names the file as it was given,
+    as one process's does."""
+    config, traces = tight
+    data = b"".join(p.read_bytes() for p in traces)
+    monkeypatch.chdir(tmp_path)
+    Path("t.msgpack").write_bytes(data[:len(data) // 2] + b"\xc1")
+    error = one_process(config, [Path("t.msgpack")], tmp_path / "one")
+    got = on_ray(config, [Path("t.msgpack")], tmp_path / "ray")
+    assert isinstance(got, StreamError) and str(got) == str(error) and " in t.msgpack at " in str(got)
+    assert_same_outcome(outcome(tmp_path / "ray"), outcome(tmp_path / "one"), "2 workers on Ray")
+
+
 def test_the_command(ray_cluster, tight, tmp_path):
     """`sigmatch replay --ray --workers 2` prints what one process prints (but the rate), and
     `--ray` alone is refused in one line."""
@@ -185,6 +201,90 @@ def test_a_configuration_that_does_not_compile(ray_cluster, tmp_path):
         cluster.replay(config, [trace], tmp_path / "two", workers=2)
     assert str(two.value) == str(one.value)
     assert not (tmp_path / "two" / "stats.json").exists()
+
+
+def _listener(answer: Optional[bytes]):
+    """A port where something listens and answers `answer` to whatever comes (None: a port
+    where nothing listens)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    if answer is None:
+        server.close()
+        return port
+
+    def serve():
+        with server:
+            sock, _ = server.accept()
+            with sock:
+                try:
+                    sock.recv(64)
+                    sock.sendall(answer)
+                    sock.recv(64)
+                except OSError:
+                    pass        # the client has gone
+    threading.Thread(target=serve, daemon=True).start()
+    return port
+
+
+@pytest.mark.parametrize("address, why", [
+    ("notanaddress", r"^--ray notanaddress: not the address of a Ray cluster: HOST:PORT of its head"),
+    ("http://127.0.0.1:8265", r"not the address of a Ray cluster"),
+    ("127.0.0.1:99999", r"not the address of a Ray cluster"),
+    (None, r"^--ray 127\.0\.0\.1:\d+: connection refused \(no Ray cluster listens there\)$"),
+    (b"HTTP/1.0 400 Bad Request\r\n\r\n", r"something answers there, but not a Ray cluster \(not gRPC"),
+])
+def test_an_address_where_no_cluster_answers(address, why):
+    """Ray would retry each of these for minutes, writing to stderr: refused at once, in one
+    line naming the option."""
+    if not isinstance(address, str):
+        address = f"127.0.0.1:{_listener(address)}"
+    with pytest.raises(SigmatchError, match=why):
+        cluster._check_address(address, f"--ray {address}")
+
+
+def test_an_address_where_grpc_answers():
+    settings_frame = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    cluster._check_address(f"127.0.0.1:{_listener(settings_frame)}", "--ray")
+    cluster._check_address(f"ray://127.0.0.1:{_listener(settings_frame)}", "--ray")
+
+
+class _FakeRay:
+    """What _connect uses of Ray, recording its calls."""
+
+    def __init__(self, on_init=None):
+        self.calls, self.on_init = [], on_init
+
+    def is_initialized(self):
+        return False
+
+    def init(self, **options):
+        self.calls.append(("init", options.get("address")))
+        if self.on_init:
+            self.on_init()
+
+    def shutdown(self):
+        self.calls.append(("shutdown", None))
+
+
+def test_the_address_is_checked_before_ray_is_asked(monkeypatch):
+    fake = _FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_listener(None)}")
+    with pytest.raises(SigmatchError, match=r"^RAY_ADDRESS 127\.0\.0\.1:\d+: connection refused"):
+        cluster._connect(None, 2)
+    assert fake.calls == []
+
+
+def test_ctrl_c_while_the_local_cluster_starts(monkeypatch):
+    """Ray interrupted half-way would leave what it started behind: the interrupt waits for
+    ray.init, Ray is stopped, then it is raised."""
+    fake = _FakeRay(on_init=lambda: os.kill(os.getpid(), signal.SIGINT))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        cluster._connect(None, 2)
+    assert fake.calls == [("init", "local"), ("shutdown", None)]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_without_ray(monkeypatch, tight, tmp_path):

@@ -28,8 +28,10 @@ import mmap
 import os
 import queue
 import secrets
+import signal
 import socket
 import struct
+import sys
 import threading
 from pathlib import Path
 from typing import Optional, Sequence
@@ -374,9 +376,13 @@ class _Actors:
         nb = _nr_budgets(config)
         size = shard_block_size(workers, nb, ring_bits)
         token = secrets.token_bytes(_TOKEN_BYTES)
+        # the actors read the traces by absolute path (their working directory is Ray's); what
+        # they say of a file names it as given, as one process would
+        resolved = [str(Path(t).resolve()) for t in traces]
+        self.given = dict(zip(resolved, map(str, traces)))
         # the take() and abort() calls run beside the shard's thread
         self.actors = [actor_cls.options(num_cpus=1, max_concurrency=3).remote(
-            index, workers, str(config_path), [str(Path(t).resolve()) for t in traces], ring_bits, size,
+            index, workers, str(config_path), resolved, ring_bits, size,
             shard_counts_size(nb), token, ship_ring)
             for index in range(workers)]
         try:
@@ -408,6 +414,8 @@ class _Actors:
                     break
                 if message[0] == "end":
                     log.info("%s", message[4]["said"])
+                    message = (*message[:3], [(at, self.given.get(path, path)) for at, path in message[3]],
+                               message[4])
                 yield w, message
             if got and got[-1] is None:
                 yield w, None
@@ -442,29 +450,130 @@ def _first_line(error: BaseException) -> str:
     return lines[0][:300] if lines else type(error).__name__
 
 
+# How long the cluster's address has to answer before Ray is asked to connect (seconds)
+CONNECT_S = 10.0
+# An HTTP/2 client's first bytes, then an empty SETTINGS frame: a gRPC server, as Ray's
+# head is, answers with a SETTINGS frame of its own
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_H2_SETTINGS = 4
+
+
+def _check_address(address: str, where: str) -> None:
+    """Raise SigmatchError (one line, starting with `where`) unless a gRPC server answers at
+    `address`, HOST:PORT or ray://HOST:PORT, within CONNECT_S: given an address that refuses,
+    or where something else listens, Ray retries for minutes, writing lines of its own to
+    stderr. "auto" and "local" are left to Ray, and so is a cluster that talks TLS
+    (RAY_USE_TLS: its first bytes are not HTTP/2's)."""
+    if address in ("auto", "local"):
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or "/" in host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SigmatchError(f"{where}: not the address of a Ray cluster: HOST:PORT of its head (what `ray start "
+                            f"--head` prints), ray://HOST:PORT, or auto")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_S) as sock:
+            if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+                return
+            sock.sendall(_H2_PREFACE)
+            answer = _recv_exact(sock, 9)
+    except socket.gaierror as e:
+        raise SigmatchError(f"{where}: unknown host {host} ({e.strerror})") from None
+    except (socket.timeout, TimeoutError):
+        raise SigmatchError(f"{where}: no answer within {CONNECT_S:.0f} s") from None
+    except ConnectionRefusedError:
+        raise SigmatchError(f"{where}: connection refused (no Ray cluster listens there)") from None
+    except OSError as e:
+        raise SigmatchError(f"{where}: cannot connect: {e.strerror or e}") from None
+    if answer is None or answer[3] != _H2_SETTINGS:
+        raise SigmatchError(f"{where}: something answers there, but not a Ray cluster (not gRPC; the head's "
+                            f"address is the one `ray start --head` prints, 6379 by default)")
+
+
+def _stderr_said(path: str) -> str:
+    """The last line Ray's own code wrote to the file that was standard error, less its
+    time and source prefix ("" when none)."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return ""
+    if not lines:
+        return ""
+    last = lines[-1]
+    return last.split("] ", 1)[-1].split(": ", 1)[-1] if last.startswith("[") else last
+
+
 def _connect(address: Optional[str], workers: int):
     """Ray, connected to the cluster at `address` (or RAY_ADDRESS), or to a local one started
     here with a CPU for each worker. Returns (ray, whether this call started it). Raises
-    SigmatchError when Ray is not installed or the cluster cannot be reached."""
+    SigmatchError when Ray is not installed or the cluster cannot be reached; KeyboardInterrupt
+    after stopping what it started, when interrupted."""
     try:
         import ray
     except ImportError:
         raise SigmatchError(f"--ray needs Ray, an optional extra: {RAY_EXTRA}") from None
     if ray.is_initialized():
         return ray, False
+    where = f"--ray {address}" if address else f"RAY_ADDRESS {os.environ.get('RAY_ADDRESS')}"
     address = address or os.environ.get("RAY_ADDRESS") or None
     # a local cluster of this run's: no dashboard, no usage report, no actor logs on our stderr
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     options = dict(log_to_driver=False, logging_level=logging.ERROR)
+    if address:
+        _check_address(address, where)
+        # Ray's core writes each retry of a connection that fails to file descriptor 2
+        # itself: kept apart, and its last line is the reason given
+        import tempfile
+        with tempfile.NamedTemporaryFile("w+b", prefix="sigmatch-ray-") as said:
+            saved = os.dup(2)
+            try:
+                sys.stderr.flush()
+                os.dup2(said.fileno(), 2)
+                ray.init(address=address, **options)
+            except Exception as e:
+                os.dup2(saved, 2)
+                raise SigmatchError(f"{where}: cannot connect to the Ray cluster: {_first_line(e)}"
+                                    f"{_auth_hint(_stderr_said(said.name))}") from None
+            except BaseException:
+                os.dup2(saved, 2)
+                if ray.is_initialized():
+                    ray.shutdown()
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+        return ray, True
+    # Ctrl-C in the middle of ray.init would leave the processes it started so far behind (the
+    # raylet's agents live on for a minute or more): it is only noted until Ray is up, and
+    # answered after, once Ray is stopped again
+    interrupted: list = []
+    deferred = (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    if deferred:
+        signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
     try:
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False, **options)
+        # "local": a cluster of its own even when another runs on this host (`ray start`),
+        # which Ray would otherwise join, refusing num_cpus
+        ray.init(address="local", num_cpus=max(workers, os.cpu_count() or 1), include_dashboard=False, **options)
     except Exception as e:
-        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise SigmatchError(f"cannot start or reach {where}: {_first_line(e)}") from None
+        ray.shutdown()      # whatever it started
+        raise SigmatchError(f"cannot start a local Ray cluster: {_first_line(e)}") from None
+    finally:
+        if deferred:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if interrupted:
+        ray.shutdown()
+        raise KeyboardInterrupt
     return ray, True
+
+
+def _auth_hint(said: str) -> str:
+    """What to do about the reason Ray's core gave, when it is a missing token."""
+    if "token" not in said.lower():
+        return f" ({said})" if said else ""
+    return (f" ({said}; a cluster with token authentication needs RAY_AUTH_MODE=token here, and its token in "
+            f"RAY_AUTH_TOKEN or ~/.ray/auth_token)")
 
 
 def replay(config_path, traces: Sequence, out, *, workers: int, address: Optional[str] = None,
