@@ -155,7 +155,7 @@ def test_simulations_wait_and_run_one_at_a_time_by_default(world):
         ids = [queue.submit(version_id=n, draft_text=without_campaign(live_text, n)[0], trace="monday.msgpack",
                             author="ana") for n in range(2)]
         sims = [wait_for(queue, i) for i in ids]
-    assert [s.status for s in sims] == ["done"] * 2
+    assert [s.status for s in sims] == ["done"] * 2, [s.error for s in sims]
     for earlier, later in zip(sims, sims[1:]):
         assert later.started >= earlier.finished
     # each its own draft: the removed campaign differs

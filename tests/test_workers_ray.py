@@ -166,6 +166,7 @@ def test_a_cluster_whose_cpus_are_taken(ray_cluster, tight, tmp_path, monkeypatc
             cluster.replay(config, traces, tmp_path / "out", workers=2)
     finally:
         ray.kill(holder)
+        monkeypatch.undo()
     assert not (tmp_path / "out" / "stats.json").exists()
     # the CPUs are free again: the actors of the refused run were ended
     assert on_ray(config, traces, tmp_path / "after") is None
