@@ -239,8 +239,8 @@ def _check_out(out: Path) -> None:
 def _replay_sharded(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, earlier, workers: int,
                     ray_address: Optional[str] = None):
     """`replay --workers N` (engine.workers), on Ray with `ray_address` (engine.workers.cluster;
-    "": RAY_ADDRESS or a local cluster): the traces are judged and the earlier output removed
-    here, as for one process, before any worker starts."""
+    "": RAY_ADDRESS or a local cluster): the traces are judged here, as for one process, and
+    the earlier output removed before any worker starts (on Ray, once the cluster is reached)."""
     from engine import workers as sharded
     from engine._core import Core
     from engine.language.config import load_config
@@ -250,13 +250,19 @@ def _replay_sharded(config: Path, traces: tuple[Path, ...], out: Path, fmt, prog
     judgement = _judged(traces, judge)
     if judgement.refusal:
         raise LoadError(judgement.refusal)
-    for path in earlier:
-        path.unlink()
+
+    def remove_earlier():
+        for path in earlier:
+            path.unlink()
+
     if ray_address is not None:
         from engine.workers import cluster
+        # only once the cluster is reached and the workers placed: a cluster that cannot be
+        # reached leaves the earlier run's output as it was
         stats = cluster.replay(config, list(traces), out, workers=workers, address=ray_address or None,
-                               format=fmt, progress=progress)
+                               format=fmt, progress=progress, ready=remove_earlier)
     else:
+        remove_earlier()
         stats = sharded.replay(config, list(traces), out, workers=workers, format=fmt, progress=progress)
     click.echo(format_run(stats))
     click.echo(format_funnel(stats))

@@ -276,6 +276,20 @@ def test_the_address_is_checked_before_ray_is_asked(monkeypatch):
     assert fake.calls == []
 
 
+def test_overwrite_keeps_the_earlier_output_when_no_cluster_answers(monkeypatch, tight, tmp_path):
+    """`--overwrite` removes the earlier run's output only once the cluster is reached."""
+    from engine.cli import main
+    config, traces = tight
+    assert one_process(config, traces, tmp_path / "out") is None
+    earlier = outcome(tmp_path / "out")
+    monkeypatch.setitem(sys.modules, "ray", _FakeRay())
+    address = f"127.0.0.1:{_listener(None)}"
+    got = CliRunner().invoke(main, ["replay", str(config), *map(str, traces), "--out", str(tmp_path / "out"),
+                                    "--overwrite", "--workers", "2", "--ray", address])
+    assert got.exit_code == 1 and f"--ray {address}: connection refused" in got.output
+    assert outcome(tmp_path / "out") == earlier
+
+
 def test_ctrl_c_while_the_local_cluster_starts(monkeypatch):
     """Ray interrupted half-way would leave what it started behind: the interrupt waits for
     ray.init, Ray is stopped, then it is raised."""

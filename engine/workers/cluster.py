@@ -34,7 +34,7 @@ import struct
 import sys
 import threading
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -577,11 +577,14 @@ def _auth_hint(said: str) -> str:
 
 
 def replay(config_path, traces: Sequence, out, *, workers: int, address: Optional[str] = None,
-           format: Optional[str] = None, progress: Optional[bool] = None) -> dict:
+           format: Optional[str] = None, progress: Optional[bool] = None,
+           ready: Optional[Callable[[], None]] = None) -> dict:
     """`replay --ray [ADDRESS] --workers N`: engine.workers.replay's shards as Ray actors on
     the cluster at `address` (None: RAY_ADDRESS, or a local cluster started for this run and
     stopped after it), each using one CPU, merged here into `out`. The output is byte for
-    byte that of one process. Returns the stats written to stats.json.
+    byte that of one process. Returns the stats written to stats.json. `ready()`, when
+    given, is called once the workers are placed, before anything is written (the command
+    removes an earlier run's output there, kept when the cluster cannot be reached).
     Raises ValueError for workers outside 2..MAX_WORKERS, SigmatchError when Ray is missing,
     the cluster is unreachable or has fewer CPUs than workers, and otherwise what
     engine.workers.replay raises (LoadError, WorkerError, StreamError)."""
@@ -590,6 +593,7 @@ def replay(config_path, traces: Sequence, out, *, workers: int, address: Optiona
     config_path = Path(config_path).resolve()
     config = load_config(config_path)
     ray, started = _connect(address, workers)
+    actors = None
     try:
         cpus = int(ray.cluster_resources().get("CPU", 0))
         if cpus < workers:
@@ -597,8 +601,12 @@ def replay(config_path, traces: Sequence, out, *, workers: int, address: Optiona
                                 f"(each worker takes one)")
         sinks = _sinks(config, out, format)
         actors = _Actors(ray, config, config_path, traces, workers, started)
+        if ready is not None:
+            ready()
     except BaseException:
-        if started:
+        if actors is not None:
+            actors.close()
+        elif started:
             ray.shutdown()
         raise
     return _coordinate(config, traces, out, sinks, actors, progress=progress,
