@@ -397,3 +397,17 @@ def test_a_silent_stranger_holds_up_no_one():
             # every worker is in: the listener is closed, and the stranger with it
             assert silent.recv(1) == b""
     relay.close()
+
+
+def test_a_worker_that_finished_first_still_takes_the_others():
+    """A worker may finish (and close its relay) before another has connected to it: that
+    one is not refused (its run failed with 'the lanes to the other workers broke off')."""
+    relay, core, port, t = _relay_pair()
+    relay.close()
+    with socket.create_connection(("127.0.0.1", port)) as peer:
+        peer.sendall(b"t" * 32 + struct.pack("<H", 1) + _lane())
+        for _ in range(200):
+            if core.imported:
+                break
+            threading.Event().wait(0.05)
+    assert len(core.imported) == 1 and not core.aborted

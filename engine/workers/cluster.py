@@ -153,7 +153,11 @@ class _Relay:
     def close(self) -> None:
         self.done.set()
         self.peers_known.set()
-        if self.listener is not None:
+        with self.heard_lock:
+            everyone = len(self.heard) == self.workers - 1
+        # a worker that has not connected yet still will (this one may finish first, its lanes
+        # needed by no one): it must not be refused; the listener goes with the actor
+        if self.listener is not None and everyone:
             _close_listener(self.listener)
         for sock in self.outgoing:
             try:
