@@ -125,6 +125,21 @@ def test_a_stream_that_breaks_in_a_trace_named_relative(ray_cluster, tight, tmp_
     assert_same_outcome(outcome(tmp_path / "ray"), outcome(tmp_path / "one"), "2 workers on Ray")
 
 
+def test_a_trace_that_cannot_be_read_named_relative(ray_cluster, tight, tmp_path, monkeypatch):
+    """A .gz trace cut short fails the run in the words of the forked workers, naming the
+    file as it was given."""
+    import gzip
+    config, traces = tight
+    monkeypatch.chdir(tmp_path)
+    packed = gzip.compress(b"".join(p.read_bytes() for p in traces))
+    Path("t.msgpack.gz").write_bytes(packed[:len(packed) // 2])
+    with pytest.raises(Exception) as forked:
+        sharded.replay(config, [Path("t.msgpack.gz")], tmp_path / "forked", workers=2)
+    with pytest.raises(Exception) as got:
+        cluster.replay(config, [Path("t.msgpack.gz")], tmp_path / "ray", workers=2)
+    assert str(got.value) == str(forked.value) and str(got.value).startswith("t.msgpack.gz: cannot read trace")
+
+
 def test_the_command(ray_cluster, tight, tmp_path):
     """`sigmatch replay --ray --workers 2` prints what one process prints (but the rate), and
     `--ray` alone is refused in one line."""

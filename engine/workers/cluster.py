@@ -420,11 +420,21 @@ class _Actors:
                     log.info("%s", message[4]["said"])
                     message = (*message[:3], [(at, self.given.get(path, path)) for at, path in message[3]],
                                message[4])
+                elif message[0] == "error":
+                    message = (*message[:2], self._as_given(message[2]))
                 yield w, message
             if got and got[-1] is None:
                 yield w, None
             else:
                 calls[self.actors[w].take.remote(TAKE_S)] = w
+
+    def _as_given(self, said: str) -> str:
+        """A worker's error that starts with a trace's absolute path (a trace that cannot be
+        read), naming the trace as it was given."""
+        for resolved, given in self.given.items():
+            if said.startswith(resolved + ":"):
+                return given + said[len(resolved):]
+        return said
 
     def death(self, w: int) -> str:
         return self.deaths.get(w, "its actor ended")
