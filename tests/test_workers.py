@@ -11,6 +11,7 @@ tests/test_equivalence.py's (which holds the core to the model)."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import multiprocessing
 import os
@@ -33,7 +34,7 @@ from hypothesis import strategies as st
 from engine import workers as sharded
 from engine._core import shard_block_size, shards_of
 from engine.api import Engine
-from engine.errors import StreamError
+from engine.errors import LoadError, StreamError
 from engine.language.config import load_config
 from engine.world.gen import generate
 from tests.worlds import worlds, write_world
@@ -280,6 +281,27 @@ def test_a_stream_that_breaks_half_way(tight, tmp_path):
         got = with_workers(config, copies, tmp_path / f"workers-{k}", k)
         assert isinstance(got, StreamError) and str(got) == str(error)
         assert (got.offset, got.reason) == (error.offset, error.reason)
+        assert_same_outcome(outcome(tmp_path / f"workers-{k}"), expected, f"{k} workers")
+
+
+def test_a_trace_that_cannot_be_read_part_way(tight, tmp_path):
+    """A .gz trace cut short, after two good ones: every worker stops at the same event, and
+    the run writes what one process writes (the actions made before it, undrained, and
+    stats.json) and fails with its error."""
+    config, traces = tight
+    packed = gzip.compress(traces[2].read_bytes())
+    cut = tmp_path / "last.msgpack.gz"
+    cut.write_bytes(packed[:len(packed) // 2])
+    given = [*traces[:2], cut]
+    with pytest.raises(LoadError) as one:
+        one_process(config, given, tmp_path / "one")
+    assert "last.msgpack.gz: cannot read trace" in str(one.value)
+    expected = outcome(tmp_path / "one")
+    assert expected["stats.json"][1]["run"]["events"] > 0 and expected["stats.json"][1]["run"]["actions"] > 0
+    for k in (2, 3):
+        with pytest.raises(LoadError) as got:
+            with_workers(config, given, tmp_path / f"workers-{k}", k)
+        assert str(got.value) == str(one.value)
         assert_same_outcome(outcome(tmp_path / f"workers-{k}"), expected, f"{k} workers")
 
 

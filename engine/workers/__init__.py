@@ -112,7 +112,8 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
     `block` is the shared block (or this worker's copy of it, engine.workers.cluster), `send`
     takes each message for the coordinator: ("batch", events done, bytes fed, actions, keys,
     conversions, positions, dead letters) after each chunk, then ("end", status, error_offset,
-    files, figures), or ("error", "load" or "run", one line). `attached(core)`, when given,
+    files, figures; figures["unread"] names a trace that could not be read part-way), or
+    ("error", "load" or "run", one line). `attached(core)`, when given,
     is called once the core is a worker, and returns a callable called when it has finished
     (cluster: the thread that copies the lanes between hosts; `copied`: the block is this
     worker's copy, Core.attach_shard)."""
@@ -143,18 +144,26 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
                   dead if index == 0 else None))
 
         status = 0
+        unread = None
         core.begin_stream()
-        for chunk in iter_chunks([Path(p) for p in traces], on_file=lambda path: files.append((nbytes, str(path)))):
-            status = core.feed(chunk)
-            nbytes += len(chunk)
-            if core.aborted:
-                return
-            send_batch()
-            if status:
-                break
-        if not status:
+        try:
+            for chunk in iter_chunks([Path(p) for p in traces],
+                                     on_file=lambda path: files.append((nbytes, str(path)))):
+                status = core.feed(chunk)
+                nbytes += len(chunk)
+                if core.aborted:
+                    return
+                send_batch()
+                if status:
+                    break
+        except LoadError as e:
+            # a trace that cannot be read part-way (a .gz cut short): the stream ends here,
+            # undrained, as in one process, which keeps what was made and writes stats.json;
+            # every worker reads the same bytes, so all stop at the same event
+            unread = str(e)
+        if not status and unread is None:
             status = core.end_stream()
-        if not status:
+        if not status and unread is None:
             core.drain()
             if core.aborted:
                 return
@@ -172,6 +181,7 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
         send_batch()
         send(("end", int(status), int(core.error_offset), files, {
             "counts": core.counts(), "funnel": core.funnel(), "pending": int(core.pending), "said": said,
+            "unread": unread,
         }))
     except (BrokenPipeError, ConnectionResetError):
         pass        # the coordinator is gone (killed): no one is left to tell
@@ -374,7 +384,8 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     Raises StreamError as one process would (after writing what was emitted before the
     break, and stats.json), WorkerError when a worker fails (stats.json is then not written),
     ConfigError/LoadError before any worker starts for a configuration, snapshot, list or
-    area that does not load (or, from the workers, one that does not compile)."""
+    area that does not load (or, from the workers, one that does not compile), and LoadError
+    as one process would, after stats.json, for a trace that cannot be read part-way."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}")
     if workers == 1:
@@ -501,6 +512,8 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
                       nbytes, time.perf_counter() - started, seq_range, pending)
     sinks.write_stats(stats)
     sinks.close()
+    if figures.get("unread"):
+        raise LoadError(figures["unread"])
     if status:
         raise stream_error(status, error_offset, files)
     return stats

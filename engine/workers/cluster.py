@@ -418,8 +418,11 @@ class _Actors:
                     break
                 if message[0] == "end":
                     log.info("%s", message[4]["said"])
+                    figures = dict(message[4])
+                    if figures.get("unread"):
+                        figures["unread"] = self._as_given(figures["unread"])
                     message = (*message[:3], [(at, self.given.get(path, path)) for at, path in message[3]],
-                               message[4])
+                               figures)
                 elif message[0] == "error":
                     message = (*message[:2], self._as_given(message[2]))
                 yield w, message
