@@ -98,6 +98,17 @@ def with_workers(config: Path, traces, out: Path, workers: int, format=None):
     return None
 
 
+def event_boundary_past(data: bytes, offset: int) -> int:
+    """The first offset at or past `offset` where an event of the trace `data` starts."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(data)
+    at = 0
+    while at < offset:
+        next(unpacker)
+        at = unpacker.tell()
+    return at
+
+
 def funnel_total(stats: dict, key: str) -> int:
     return sum(f[key] for f in stats["campaigns"].values())
 
@@ -264,12 +275,7 @@ def test_a_stream_that_breaks_half_way(tight, tmp_path):
     StreamError (file and offset) and the same files, stats.json included, as one process."""
     config, traces = tight
     data = b"".join(p.read_bytes() for p in traces)
-    unpacker = msgpack.Unpacker()
-    unpacker.feed(data)
-    at = 0
-    while at < len(data) // 2:
-        next(unpacker)
-        at = unpacker.tell()
+    at = event_boundary_past(data, len(data) // 2)
     sizes = np.cumsum([p.stat().st_size for p in traces])
     assert sizes[0] < at < sizes[1]
     copies = cut_into_files(data[:at] + b"\xc1" + data[at:], [int(sizes[0]), int(sizes[1]) + 1], tmp_path / "traces")
@@ -325,15 +331,22 @@ def test_a_shard_without_subscribers(tmp_path):
         assert_same_outcome(outcome(tmp_path / f"workers-{k}"), expected, f"{k} workers")
 
 
+def uncompilable(directory: Path) -> tuple[Path, Path]:
+    """A configuration that loads but does not compile (an anniversary of no profile
+    column), and a trace of one event: (config, trace)."""
+    (directory / "profiles.csv").write_text("msisdn,birth\n13800000001,1990-01-01\n")
+    config = directory / "campaigns.toml"
+    config.write_text('[engine]\nprofiles = "profiles.csv"\n\n[[campaign]]\nid = "b"\non = ["CALL_MO_END"]\n'
+                      'anniversary = "birth_date"\nchannel = "sms"\n')
+    trace = directory / "trace.msgpack"
+    trace.write_bytes(msgpack.packb([1_767_225_600_000, 1, 13_800_000_001]))
+    return config, trace
+
+
 def test_a_configuration_that_does_not_compile(tmp_path):
     """An error only compiling finds (an anniversary of no profile column), met by the workers:
     the one-line error one process gives, no output and no worker left."""
-    (tmp_path / "profiles.csv").write_text("msisdn,birth\n13800000001,1990-01-01\n")
-    config = tmp_path / "campaigns.toml"
-    config.write_text('[engine]\nprofiles = "profiles.csv"\n\n[[campaign]]\nid = "b"\non = ["CALL_MO_END"]\n'
-                      'anniversary = "birth_date"\nchannel = "sms"\n')
-    trace = tmp_path / "trace.msgpack"
-    trace.write_bytes(msgpack.packb([1_767_225_600_000, 1, 13_800_000_001]))
+    config, trace = uncompilable(tmp_path)
     with pytest.raises(Exception) as one:
         one_process(config, [trace], tmp_path / "one")
     assert "anniversary: unknown attribute 'birth_date'" in str(one.value)

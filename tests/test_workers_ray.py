@@ -20,7 +20,6 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-import msgpack
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -31,8 +30,8 @@ from engine import workers as sharded
 from engine.errors import LoadError, SigmatchError, StreamError
 from engine.workers import WorkerError
 from engine.workers import cluster
-from tests.test_workers import (assert_same_outcome, cut_into_files, one_process, outcome, squeezed,  # noqa: F401
-                                tight)
+from tests.test_workers import (assert_same_outcome, cut_into_files, event_boundary_past, one_process,  # noqa: F401
+                                outcome, squeezed, tight, uncompilable)
 from tests.worlds import worlds, write_world
 
 ray = pytest.importorskip("ray")
@@ -98,12 +97,7 @@ def test_random_worlds(ray_cluster, data, w, tmp_path_factory):
 def test_a_stream_that_breaks_half_way(ray_cluster, tight, tmp_path):
     config, traces = tight
     data = b"".join(p.read_bytes() for p in traces)
-    unpacker = msgpack.Unpacker()
-    unpacker.feed(data)
-    at = 0
-    while at < len(data) // 2:
-        next(unpacker)
-        at = unpacker.tell()
+    at = event_boundary_past(data, len(data) // 2)
     copies = cut_into_files(data[:at] + b"\xc1" + data[at:], [at - 5], tmp_path / "traces")
     error = one_process(config, copies, tmp_path / "one")
     assert isinstance(error, StreamError)
@@ -209,12 +203,7 @@ def test_an_actor_that_dies(ray_cluster, tight, tmp_path, monkeypatch):
 
 def test_a_configuration_that_does_not_compile(ray_cluster, tmp_path):
     """An error found by the actors as they compile: one process's line, no output."""
-    (tmp_path / "profiles.csv").write_text("msisdn,birth\n13800000001,1990-01-01\n")
-    config = tmp_path / "campaigns.toml"
-    config.write_text('[engine]\nprofiles = "profiles.csv"\n\n[[campaign]]\nid = "b"\non = ["CALL_MO_END"]\n'
-                      'anniversary = "birth_date"\nchannel = "sms"\n')
-    trace = tmp_path / "trace.msgpack"
-    trace.write_bytes(msgpack.packb([1_767_225_600_000, 1, 13_800_000_001]))
+    config, trace = uncompilable(tmp_path)
     with pytest.raises(Exception) as one:
         one_process(config, [trace], tmp_path / "one")
     with pytest.raises(Exception) as two:
@@ -349,6 +338,14 @@ class _Recorder:
         self.aborted = True
 
 
+def _wait_until(condition, seconds: float = 10.0) -> None:
+    """Poll `condition` until it holds or `seconds` pass (the relay's threads work apart)."""
+    for _ in range(int(seconds / 0.05)):
+        if condition():
+            return
+        threading.Event().wait(0.05)
+
+
 def _relay_pair(counts_bytes=8):
     relay = cluster._Relay(0, 2, b"t" * 32, counts_bytes, 16, True)
     port = relay.listen("127.0.0.1")
@@ -408,10 +405,7 @@ def test_a_silent_stranger_holds_up_no_one():
     with socket.create_connection(("127.0.0.1", port)) as silent:
         with socket.create_connection(("127.0.0.1", port)) as peer:
             peer.sendall(b"t" * 32 + struct.pack("<H", 1) + _lane())
-            for _ in range(200):
-                if core.imported:
-                    break
-                threading.Event().wait(0.05)
+            _wait_until(lambda: core.imported)
             assert len(core.imported) == 1 and not core.aborted
             # every worker is in: the listener is closed, and the stranger with it
             assert silent.recv(1) == b""
@@ -425,8 +419,5 @@ def test_a_worker_that_finished_first_still_takes_the_others():
     relay.close()
     with socket.create_connection(("127.0.0.1", port)) as peer:
         peer.sendall(b"t" * 32 + struct.pack("<H", 1) + _lane())
-        for _ in range(200):
-            if core.imported:
-                break
-            threading.Event().wait(0.05)
+        _wait_until(lambda: core.imported)
     assert len(core.imported) == 1 and not core.aborted
