@@ -79,8 +79,8 @@ def _tree_memory(root: int) -> int:
     return total
 
 
-def _run(config: Path, trace: Path, out: Path, workers: int,
-         ray: bool = False) -> tuple[float, int, list[tuple[float, float]], float]:
+def _run(config: Path, trace: Path, out: Path, workers: int, ray: bool = False,
+         sample_s: float = 0.2) -> tuple[float, int, list[tuple[float, float]], float]:
     """(wall seconds, peak PSS bytes of the process tree, [(load s, stream s)] per worker,
     CPU seconds of the tree: user + system, every process waited for). With `ray` (and
     workers > 1) the command runs `--ray`, starting a local Ray cluster whose processes (the
@@ -95,7 +95,7 @@ def _run(config: Path, trace: Path, out: Path, workers: int,
         peak = 0
         while process.poll() is None:
             peak = max(peak, _tree_memory(process.pid))
-            time.sleep(0.2)
+            time.sleep(sample_s)
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         err.seek(0)
@@ -122,12 +122,18 @@ def _same(a: Path, b: Path) -> bool:
     return sorted(p.relative_to(a) for p in a.rglob("*")) == sorted(p.relative_to(b) for p in b.rglob("*"))
 
 
-def measure(config: Path, trace: Path, scratch: Path, workers: list[int], rounds: int, ray: bool = False) -> dict:
-    """Run every N in `workers` `rounds` times, interleaved; returns the figures by N."""
+def measure(config: Path, trace: Path, scratch: Path, workers: list[int], rounds: int, ray: bool = False,
+            sample_s: float = 0.2, progress=None) -> dict:
+    """Run every N in `workers` `rounds` times, interleaved, in the order given (the first N
+    is the base of the speed-ups and of the comparison); returns the figures by N.
+    `progress(n, run)` is called after each run with its tuple from `_run`, so that a long
+    measurement (L on 16 cores) shows what it has before it ends."""
     runs: dict[int, list] = {n: [] for n in workers}
     for _ in range(rounds):
         for n in workers:
-            runs[n].append(_run(config, trace, scratch / f"out-{n}", n, ray))
+            runs[n].append(_run(config, trace, scratch / f"out-{n}", n, ray, sample_s))
+            if progress:
+                progress(n, runs[n][-1])
     base = statistics.median(r[0] for r in runs[workers[0]])
     figures = {}
     for n in workers:
@@ -150,13 +156,22 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="world directory (kept and reused)")
+    parser.add_argument("--sample-s", type=float, default=0.2,
+                        help="seconds between samples of the tree's PSS (reading it walks the page tables: "
+                             "at L on 16 workers, 1 s)")
     parser.add_argument("--ray", action="store_true",
                         help="run N > 1 as `--ray` on a local Ray cluster (needs the [ray] extra)")
     args = parser.parse_args(argv)
     directory = args.dir or Path(tempfile.gettempdir()) / f"sigmatch-workers-{args.subscribers}-{args.events}"
     directory.mkdir(parents=True, exist_ok=True)
     config, trace = make_world(directory, subscribers=args.subscribers, events=args.events)
-    figures = measure(config, trace, directory, sorted(set(args.workers)), args.rounds, args.ray)
+    def progress(n, run):
+        wall, peak, shards, cpu = run
+        print(json.dumps({"workers": n, "wall_s": round(wall, 2), "peak_pss_mb": round(peak / 2**20),
+                          "cpu_s": round(cpu, 2), "load_stream_s": shards}), file=sys.stderr, flush=True)
+
+    figures = measure(config, trace, directory, list(dict.fromkeys(args.workers)), args.rounds, args.ray,
+                      args.sample_s, progress)
     print(json.dumps({"subscribers": args.subscribers, "events": args.events, "rounds": args.rounds, "ray": args.ray,
                       "cores": os.cpu_count(), "by_workers": figures}))
 
