@@ -1084,6 +1084,8 @@ cdef class Core:
             return ST_OK
         with nogil:
             st = self._feed(&view[0], n)
+            if self.E.shm != NULL:
+                shard_publish_fired(&self.E)    # the others may wait on the chunk's last events
         return st
 
     def decode(self, data, bint keep=True):
@@ -1536,6 +1538,10 @@ cdef class Core:
         self.E.delayed_campaigns = max(delayed_campaigns, 1)
         self.E.event_sends = sum(1 for ci in range(self.E.nr_campaigns) if self.E.campaigns[ci].delay == 0)
         self.E.skew_until = 0
+        self.E.shard_fired = 0
+        self.E.pub_pos = 0
+        self.E.pub_due = 0
+        self.E.pub_created = 0
         self.E.yield_rounds = 64 if copied else 20000
         self.E.shm = &view[0]
 

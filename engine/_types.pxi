@@ -321,6 +321,10 @@ ctypedef struct EngineC:
     uint64_t delayed_campaigns  # the most timers one event can create
     uint64_t event_sends        # the most sends one event's campaigns can make at once
     uint64_t skew_until         # events below this position may start without looking
+    uint64_t shard_fired        # the last event whose timers have fired (0: none yet)
+    uint64_t pub_pos            # the key this worker last published in its lane
+    int64_t pub_due
+    uint64_t pub_created
     uint32_t yield_rounds       # a wait gives its core away this many rounds before it sleeps
     uint64_t cur_pos
     int64_t cur_due
