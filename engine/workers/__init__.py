@@ -51,6 +51,9 @@ MAX_WORKERS = 256
 # an event more than this many positions ahead of the slowest one. Large enough that a worker
 # the scheduler set aside for a few milliseconds holds no other back.
 RING_BITS = 20
+# Batches a forked worker may have made and not yet handed to the coordinator (_Sender): the
+# bound of the merge's buffer that the workers hold, a chunk's records each.
+SEND_AHEAD = 4
 _END = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -101,10 +104,52 @@ def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, othe
     if index > 0 and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # the workers would log each warning of the loaders N times; worker 0 says it once
         logging.getLogger().setLevel(logging.ERROR)
+    sender = _Sender(conn.send, on_broken=lambda: block.__setitem__(slice(0, 8), (1).to_bytes(8, "little")))
     try:
-        _run_shard(lambda: inherited, index, workers, traces, block, conn.send)
+        _run_shard(lambda: inherited, index, workers, traces, block, sender.send)
     finally:
+        sender.close()
         conn.close()
+
+
+class _Sender:
+    """Sends a worker's messages to the coordinator on a thread of their own, at most
+    SEND_AHEAD behind. A batch is larger than a pipe holds: sent from the core's thread, the
+    worker stood still until the coordinator had read it, and a worker standing still soon
+    holds every other back (a ring's length). The core runs without the interpreter's lock,
+    so the thread pickles and writes while it works. Messages keep their order."""
+
+    def __init__(self, send, on_broken):
+        import queue
+        self._send = send
+        self._on_broken = on_broken
+        self._queue = queue.Queue(SEND_AHEAD)
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name="sigmatch-worker-send", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (message := self._queue.get()) is not None:
+            if self._failed:
+                continue            # drained unsent, so that send() never blocks on a full queue
+            try:
+                self._send(message)
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                # the coordinator is gone (killed): no one is left to tell, and the core,
+                # which does not send, hears it through the block's abort flag
+                self._failed = True
+                self._on_broken()
+
+    def send(self, message) -> None:
+        """Queue `message`; raises BrokenPipeError once the coordinator is gone."""
+        if self._failed:
+            raise BrokenPipeError("the coordinator is gone")
+        self._queue.put(message)
+
+    def close(self) -> None:
+        """Send what is queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
 
 
 def _run_shard(load, index: int, workers: int, traces: list, block, send, attached=None, copied: bool = False) -> None:
@@ -186,19 +231,28 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
     except (BrokenPipeError, ConnectionResetError):
         pass        # the coordinator is gone (killed): no one is left to tell
     except MemoryError as e:
-        send(("error", "run", f"out of memory ({e})" if str(e) else "out of memory"))
+        _tell(send, ("error", "run", f"out of memory ({e})" if str(e) else "out of memory"))
     except (ConfigError, LoadError) as e:
         # before the first event: the same for every worker, and what one process would say
-        send(("error", "load", str(e)))
+        _tell(send, ("error", "load", str(e)))
     except SigmatchError as e:
-        send(("error", "run", str(e)))
+        _tell(send, ("error", "run", str(e)))
     except Exception as e:      # a bug: its type and message, still one line
-        send(("error", "run", f"{type(e).__name__}: {e}"))
+        _tell(send, ("error", "run", f"{type(e).__name__}: {e}"))
     finally:
         if core is not None:
             core.shard_done()
         if finished is not None:
             finished()
+
+
+def _tell(send, message) -> None:
+    """Send a worker's last word, unless the coordinator is gone (then it aborted the run:
+    the core's error was that abort, and no one is left to tell)."""
+    try:
+        send(message)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
 
 
 # ---- the coordinator --------------------------------------------------------------------
@@ -214,6 +268,7 @@ class _Merge:
         self.global_seq = [np.zeros(0, np.uint64) for _ in range(workers)]   # by local seq - 1
         self.seq = 0
         self.conversion_seq = 0
+        self.merged_upto: Optional[np.uint64] = None     # the limit of the last merge
 
     def add(self, w: int, done: int, actions, keys, conversions, positions) -> None:
         self.done[w] = done
@@ -231,11 +286,21 @@ class _Merge:
         <= limit, and what is left."""
         if not parts:
             return [], parts
-        records = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-        keys = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        # the parts are in position order: those wholly past the limit stay as they are,
+        # so a worker far ahead of the slowest is not copied again at every merge
+        whole = 0
+        while whole < len(parts) and _last_pos(parts[whole][1]) <= limit:
+            whole += 1
+        if whole < len(parts) and _first_pos(parts[whole][1]) <= limit:
+            whole += 1          # the part the limit falls in, cut below
+        if whole == 0:
+            return [], parts
+        head, rest = parts[:whole], parts[whole:]
+        records = np.concatenate([p[0] for p in head]) if len(head) > 1 else head[0][0]
+        keys = np.concatenate([p[1] for p in head]) if len(head) > 1 else head[0][1]
         pos = keys["pos"] if keys.dtype.names else keys
         cut = int(np.searchsorted(pos, limit, side="right"))
-        left = [(records[cut:], keys[cut:])] if cut < len(records) else []
+        left = ([(records[cut:], keys[cut:])] if cut < len(records) else []) + rest
         return ([records[:cut], keys[:cut]] if cut else []), left
 
     def _gather(self, pending: list, limit) -> Optional[tuple]:
@@ -259,6 +324,11 @@ class _Merge:
         seq, conversion seq and contact_seq."""
         limit = np.uint64(min(self.done))
         actions = np.zeros(0, ACTION_DTYPE)
+        if limit == self.merged_upto:
+            # nothing new can be merged: a worker's records after this come after its
+            # progress, and the slowest has not moved
+            return actions, np.zeros(0, CONVERSION_DTYPE)
+        self.merged_upto = limit
         gathered = self._gather(self.actions, limit)
         if gathered is not None:
             records, keys, worker, local = gathered
@@ -291,6 +361,14 @@ class _Merge:
                                            dtype=np.uint64)
             self.conversion_seq += len(conversions)
         return actions, conversions
+
+
+def _last_pos(keys) -> int:
+    return int((keys["pos"] if keys.dtype.names else keys)[-1])
+
+
+def _first_pos(keys) -> int:
+    return int((keys["pos"] if keys.dtype.names else keys)[0])
 
 
 def _terminate(processes) -> None:
