@@ -3,6 +3,7 @@
     python -m bench.workers                          # M: 2M subscribers, 10M events; 1 and 2 workers
     python -m bench.workers --subscribers 200000 --events 1000000 --workers 1 2 3 --rounds 1
     python -m bench.workers --ray                    # 2 workers as Ray actors (issue 14, part 4)
+    python -m bench.workers --plot docs/scaling.json docs/scaling.png   # draw recorded runs
 
 One `sigmatch gen` world. Each round runs `sigmatch replay CONFIG TRACE --out OUT --workers N`
 for every N in turn, each in a fresh process tree, and times it end to end (wall clock, from
@@ -30,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["make_world", "measure"]
+__all__ = ["make_world", "measure", "plot"]
 
 _WORKER_LINE = re.compile(r"worker (\d+) of (\d+): .* loaded in ([0-9.]+) s, the stream in ([0-9.]+) s")
 
@@ -149,6 +150,43 @@ def measure(config: Path, trace: Path, scratch: Path, workers: list[int], rounds
     return figures
 
 
+def plot(recorded: Path, png: Path) -> None:
+    """Draw the runs recorded in `recorded` (docs/scaling.json: {"world", "machine", "runs":
+    [{"workers", "wall_s", "worker0_stream_s", "series"}, ...]}) into `png`: the end-to-end
+    wall time and worker 0's stream time, in seconds, by workers.
+    Needs matplotlib (the [bench] extra)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    doc = json.loads(Path(recorded).read_text())
+    series: dict[str, list] = {}
+    for run in doc["runs"]:
+        series.setdefault(run["series"], []).append(run)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    most = max(r["workers"] for r in doc["runs"])
+    for name, runs in series.items():
+        runs.sort(key=lambda r: r["workers"])
+        left.plot([r["workers"] for r in runs], [r["wall_s"] for r in runs], "o-", label=name)
+        streamed = [r for r in runs if r.get("worker0_stream_s")]
+        right.plot([r["workers"] for r in streamed], [r["worker0_stream_s"] for r in streamed], "o-", label=name)
+    # what N workers would take if one process's time were divided by N (the first series)
+    first = sorted(next(iter(series.values())), key=lambda r: r["workers"])
+    if first[0]["workers"] == 1:
+        ns = [r["workers"] for r in first]
+        left.plot(ns, [first[0]["wall_s"] / n for n in ns], ":", color="grey", label="one process / N")
+    left.set(xscale="log", xlabel="workers", ylabel="seconds", ylim=(0, None),
+             title="replay --workers N, end to end (wall)")
+    right.set(xscale="log", xlabel="workers", ylabel="seconds", ylim=(0, None),
+              title="one worker's stream (decode, match, wait)")
+    for axis in (left, right):
+        axis.set_xticks([1, 2, 4, 8, 16][: 1 + most.bit_length()])
+        axis.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.legend(fontsize=7)
+    fig.suptitle(f"{doc['world']}\n{doc['machine']}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=2_000_000)
@@ -161,7 +199,12 @@ def main(argv=None) -> None:
                              "at L on 16 workers, 1 s)")
     parser.add_argument("--ray", action="store_true",
                         help="run N > 1 as `--ray` on a local Ray cluster (needs the [ray] extra)")
+    parser.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "PNG"),
+                        help="draw the runs recorded in JSON (docs/scaling.json) into PNG, and stop")
     args = parser.parse_args(argv)
+    if args.plot:
+        plot(*args.plot)
+        return
     directory = args.dir or Path(tempfile.gettempdir()) / f"sigmatch-workers-{args.subscribers}-{args.events}"
     directory.mkdir(parents=True, exist_ok=True)
     config, trace = make_world(directory, subscribers=args.subscribers, events=args.events)
