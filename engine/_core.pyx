@@ -973,12 +973,15 @@ cdef class Core:
                         sm_prefetch(E.rows + <size_t>(sub + 1) * E.stride - 1)
                     if E.nr_dates:
                         sm_prefetch_l2(&E.dates[<size_t>sub * E.nr_dates])
-                if ev.peer:
-                    for j in range(4):
-                        ps = E.peer_prefetch[ev.type][j]
-                        if ps < 0:
-                            break
-                        sm_prefetch(&E.peer_sets[ps].slots[sm_mix64(ev.peer) & E.peer_sets[ps].mask])
+                    # only for a subscriber of this process: a sharded worker that fetched
+                    # the peer sets' slots of every event would fetch N times what it uses,
+                    # from tables larger than the cache at 30M subscribers
+                    if ev.peer:
+                        for j in range(4):
+                            ps = E.peer_prefetch[ev.type][j]
+                            if ps < 0:
+                                break
+                            sm_prefetch(&E.peer_sets[ps].slots[sm_mix64(ev.peer) & E.peer_sets[ps].mask])
             k = i + PREFETCH_CONTACT
             if k < nb and k >= PREFETCH_NEAR:
                 ev = &self.batch[k]
