@@ -1627,6 +1627,12 @@ cdef class Core:
         return self.E.shard_waits, self.E.shard_waited, self.E.shard_certain
 
     @property
+    def shard_held(self):
+        """(events at which this worker waited for the slowest to come within the ring's
+        length, seconds spent in every wait for the others: those and shard_waits')."""
+        return self.E.shard_held, self.E.shard_wait_ns / 1e9
+
+    @property
     def aborted(self):
         """The coordinator stopped the run while this worker waited (a worker failed)."""
         return bool(self.E.aborted)

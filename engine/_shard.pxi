@@ -74,6 +74,12 @@ cdef extern from *:
         if (d != due) return d > due;
         return c >= created;
     }
+    /* Monotonic nanoseconds: read only when a worker starts or ends a wait. */
+    static inline uint64_t sm_now_ns(void) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (uint64_t)t.tv_sec * 1000000000ULL + (uint64_t)t.tv_nsec;
+    }
     static inline uint64_t sm_load(uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
     static inline void sm_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
     /* Waiting: the other worker is usually a few events behind, so spin first; then give
@@ -105,6 +111,7 @@ cdef extern from *:
     void sm_publish(sm_lane* l, uint64_t pos, int64_t due, uint64_t created) nogil
     int sm_reached(sm_lane* l, uint64_t pos, int64_t due, uint64_t created) nogil
     uint64_t sm_load(uint64_t* p) nogil
+    uint64_t sm_now_ns() nogil
     void sm_store(uint64_t* p, uint64_t v) nogil
     void sm_pause(uint32_t round, uint32_t yields) nogil
 
@@ -182,6 +189,7 @@ cdef int shard_wait(EngineC* E, uint64_t pos, int64_t due, uint64_t created) noe
     cdef int j
     cdef uint32_t round
     cdef bint waited = False
+    cdef uint64_t since = 0
     shard_publish(E, pos, due, created)
     E.shard_waits += 1
     for j in range(E.nshards):
@@ -192,12 +200,15 @@ cdef int shard_wait(EngineC* E, uint64_t pos, int64_t due, uint64_t created) noe
             if not waited:
                 waited = True
                 E.shard_waited += 1
+                since = sm_now_ns()
             if shard_abort_set(E):
                 E.aborted = 1
                 E.oom = 1
                 return 1
             sm_pause(round, E.yield_rounds)
             round += 1
+    if waited:
+        E.shard_wait_ns += sm_now_ns() - since
     return 0
 
 
@@ -207,6 +218,7 @@ cdef void shard_event_start(EngineC* E, uint64_t q) noexcept nogil:
     cdef int j
     cdef uint64_t low, p
     cdef uint32_t round = 0
+    cdef uint64_t since = 0
     if q < E.skew_until:
         return
     while True:
@@ -218,9 +230,13 @@ cdef void shard_event_start(EngineC* E, uint64_t q) noexcept nogil:
                     low = p
         if low == SHARD_END or q < low + E.ring_mask:
             E.skew_until = SHARD_END if low == SHARD_END else low + E.ring_mask
+            if round:
+                E.shard_wait_ns += sm_now_ns() - since
             return
         if round == 0:
             shard_publish_fired(E)      # the slowest may be waiting for this worker
+            E.shard_held += 1
+            since = sm_now_ns()
         if shard_abort_set(E):
             E.aborted = 1
             E.oom = 1

@@ -110,6 +110,8 @@ def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, othe
     finally:
         sender.close()
         conn.close()
+    log.info("worker %d of %d: %.2f s waiting for the coordinator to take its batches", index, workers,
+             sender.blocked_s)
 
 
 class _Sender:
@@ -125,6 +127,7 @@ class _Sender:
         self._on_broken = on_broken
         self._queue = queue.Queue(SEND_AHEAD)
         self._failed = False
+        self.blocked_s = 0.0        # seconds send() waited for room: the coordinator was behind
         self._thread = threading.Thread(target=self._run, name="sigmatch-worker-send", daemon=True)
         self._thread.start()
 
@@ -141,10 +144,16 @@ class _Sender:
                 self._on_broken()
 
     def send(self, message) -> None:
-        """Queue `message`; raises BrokenPipeError once the coordinator is gone."""
+        """Queue `message`; raises BrokenPipeError once the coordinator is gone. The time it
+        waits for room adds to `blocked_s`."""
         if self._failed:
             raise BrokenPipeError("the coordinator is gone")
-        self._queue.put(message)
+        if self._queue.full():
+            started = time.perf_counter()
+            self._queue.put(message)
+            self.blocked_s += time.perf_counter() - started
+        else:
+            self._queue.put(message)
 
     def close(self) -> None:
         """Send what is queued, then stop the thread."""
@@ -218,10 +227,12 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
             finished()
             finished = None
         waits, behind, certain = core.shard_waits
+        held, waited_s = core.shard_held
         said = (f"worker {index} of {workers}: {plural(engine.subscribers.size, 'subscriber')} loaded in "
                 f"{loaded - started:.2f} s, the stream in {time.perf_counter() - loaded:.2f} s; waited for the "
                 f"others at {plural(waits, 'shared decision')} ({behind:,} found one behind), "
-                f"{plural(certain, 'budgeted send')} without waiting")
+                f"{plural(certain, 'budgeted send')} without waiting; held back {plural(held, 'time')} by the "
+                f"slowest; {waited_s:.2f} s waiting in all")
         log.info("%s", said)
         send_batch()
         send(("end", int(status), int(core.error_offset), files, {
