@@ -140,3 +140,47 @@ def test_workers_of_a_killed_coordinator_exit_quietly(world, tmp_path):
     assert "Traceback" not in err, err
     assert _wait_for(lambda: all(_gone(pid) for pid in workers) or None, timeout=30)
     assert blocks == set()
+
+
+_FAILING_SENDER = """
+import sys
+from engine import workers as sharded
+
+real = sharded._Sender.__init__
+
+
+def init(self, send, on_broken):
+    calls = [0]
+
+    def failing(message):
+        calls[0] += 1
+        if calls[0] == int(sys.argv[1]):
+            raise MemoryError("pickling a batch")
+        send(message)
+    real(self, failing, on_broken)
+
+
+sharded._Sender.__init__ = init
+try:
+    sharded.replay(sys.argv[2], sys.argv[3:-1], sys.argv[-1], workers=3)
+except sharded.WorkerError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("failing_call", [1, 2, 3])
+def test_a_worker_whose_batch_cannot_be_sent_fails_the_run(world, tmp_path, failing_call):
+    """A worker's sending thread meets an error of the worker's own (MemoryError while
+    pickling a batch), early or at its last batch: the run fails in one line saying so,
+    instead of the worker waiting forever on its full queue and holding the others back.
+    (In a subprocess, so that a hang fails the test rather than the suite.)"""
+    config, traces = world
+    done = subprocess.run([sys.executable, "-c", _FAILING_SENDER, str(failing_call), str(config), *map(str, traces),
+                           str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.strip()
+    assert said.startswith("worker ") and "failed: out of memory (pickling a batch)" in said, (said, done.stderr)
+    assert "(no stats.json)" in said
+    assert not (tmp_path / "out" / "stats.json").exists()
+    assert "Traceback" not in done.stderr, done.stderr
+    assert _workers_alive() == []

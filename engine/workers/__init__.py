@@ -51,8 +51,9 @@ MAX_WORKERS = 256
 # an event more than this many positions ahead of the slowest one. Large enough that a worker
 # the scheduler set aside for a few milliseconds holds no other back.
 RING_BITS = 20
-# Batches a forked worker may have made and not yet handed to the coordinator (_Sender): the
-# bound of the merge's buffer that the workers hold, a chunk's records each.
+# Batches a forked worker may have queued behind the one its thread is sending (_Sender): with
+# that one and what the pipe holds, the bound of the merge's buffer that a worker keeps, a
+# chunk's records each.
 SEND_AHEAD = 4
 _END = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -115,39 +116,51 @@ def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, othe
 
 
 class _Sender:
-    """Sends a worker's messages to the coordinator on a thread of their own, at most
-    SEND_AHEAD behind. A batch is larger than a pipe holds: sent from the core's thread, the
-    worker stood still until the coordinator had read it, and a worker standing still soon
-    holds every other back (a ring's length). The core runs without the interpreter's lock,
-    so the thread pickles and writes while it works. Messages keep their order."""
+    """Sends a worker's messages to the coordinator on a thread of their own, with at most
+    SEND_AHEAD queued behind the one being sent. A batch is larger than a pipe holds: sent
+    from the core's thread, the worker stood still until the coordinator had read it, and a
+    worker standing still soon holds every other back (a ring's length). The core runs
+    without the interpreter's lock, so the thread pickles and writes while it works.
+    Messages keep their order."""
 
     def __init__(self, send, on_broken):
         import queue
         self._send = send
         self._on_broken = on_broken
         self._queue = queue.Queue(SEND_AHEAD)
-        self._failed = False
+        self._failed: Optional[BaseException] = None
+        self._reported = False
         self.blocked_s = 0.0        # seconds send() waited for room: the coordinator was behind
         self._thread = threading.Thread(target=self._run, name="sigmatch-worker-send", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while (message := self._queue.get()) is not None:
-            if self._failed:
+            if self._failed is not None:
                 continue            # drained unsent, so that send() never blocks on a full queue
             try:
                 self._send(message)
-            except (BrokenPipeError, ConnectionResetError, OSError):
+            except (BrokenPipeError, ConnectionResetError) as e:
                 # the coordinator is gone (killed): no one is left to tell, and the core,
                 # which does not send, hears it through the block's abort flag
-                self._failed = True
+                self._failed = e
                 self._on_broken()
+            except BaseException as e:      # MemoryError pickling a batch, say: the worker's own
+                self._failed = e
 
     def send(self, message) -> None:
-        """Queue `message`; raises BrokenPipeError once the coordinator is gone. The time it
-        waits for room adds to `blocked_s`."""
-        if self._failed:
-            raise BrokenPipeError("the coordinator is gone")
+        """Queue `message`. Once the thread could not send, raises what it met: BrokenPipeError
+        when the coordinator is gone, else that error, which the worker then reports; its
+        report ("error", ...) is sent here, on the caller's thread, as the queue no longer
+        moves. The time it waits for room adds to `blocked_s`."""
+        failed = self._failed
+        if failed is not None:
+            if isinstance(failed, (BrokenPipeError, ConnectionResetError)):
+                raise BrokenPipeError("the coordinator is gone")
+            if message[0] == "error":
+                self._report(message)
+                return
+            raise failed
         if self._queue.full():
             started = time.perf_counter()
             self._queue.put(message)
@@ -156,9 +169,28 @@ class _Sender:
             self._queue.put(message)
 
     def close(self) -> None:
-        """Send what is queued, then stop the thread."""
+        """Send what is queued, then stop the thread. When the thread met an error of the
+        worker's own after the worker's last word was queued, that error is reported now:
+        the coordinator must not take the run's end for a worker that stopped without one."""
         self._queue.put(None)
         self._thread.join()
+        failed = self._failed
+        if failed is not None and not isinstance(failed, (BrokenPipeError, ConnectionResetError)):
+            if isinstance(failed, MemoryError):
+                said = f"out of memory ({failed})" if str(failed) else "out of memory"
+            else:
+                said = f"{type(failed).__name__}: {failed}"
+            self._report(("error", "run", said))
+
+    def _report(self, message) -> None:
+        """The worker's one error, sent on the caller's thread (the queue no longer moves)."""
+        if self._reported:
+            return
+        self._reported = True
+        try:
+            self._send(message)
+        except OSError:
+            pass            # the coordinator is gone too
 
 
 def _run_shard(load, index: int, workers: int, traces: list, block, send, attached=None, copied: bool = False) -> None:
@@ -262,7 +294,7 @@ def _tell(send, message) -> None:
     the core's error was that abort, and no one is left to tell)."""
     try:
         send(message)
-    except (BrokenPipeError, ConnectionResetError):
+    except OSError:         # BrokenPipeError, ConnectionResetError: the pipe is gone
         pass
 
 
