@@ -203,7 +203,13 @@ def main(argv=None) -> None:
                         help="draw the runs recorded in JSON (docs/scaling.json) into PNG, and stop")
     args = parser.parse_args(argv)
     if args.plot:
-        plot(*args.plot)
+        try:
+            plot(*args.plot)
+        except OSError as e:
+            raise SystemExit(f"{e.filename or args.plot[0]}: {e.strerror or e}") from None
+        except (ValueError, KeyError, TypeError) as e:
+            # json.JSONDecodeError is a ValueError; a run without "workers" or "wall_s", a KeyError
+            raise SystemExit(f"{args.plot[0]}: not runs as docs/scaling.json records them ({type(e).__name__}: {e})") from None
         return
     directory = args.dir or Path(tempfile.gettempdir()) / f"sigmatch-workers-{args.subscribers}-{args.events}"
     directory.mkdir(parents=True, exist_ok=True)

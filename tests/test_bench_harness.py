@@ -109,3 +109,25 @@ def test_rare_campaigns_benchmark_adds_campaigns_that_almost_never_match(tmp_pat
     # ten subscribers in the rare audience: the added campaigns change under 1% of the outcome
     assert abs(result["actions"]["b"] - result["actions"]["a"]) < 0.01 * result["events"]
     assert result["a_eps"] > 0 and result["b_eps"] > 0
+
+
+def test_scaling_plot_draws_the_recorded_runs_and_refuses_other_files_in_one_line(tmp_path):
+    """`python -m bench.workers --plot JSON PNG` draws docs/scaling.json; a file that is not
+    such runs, or one that is missing, is one line naming it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    png = tmp_path / "scaling.png"
+    done = subprocess.run([sys.executable, "-m", "bench.workers", "--plot", str(root / "docs" / "scaling.json"), str(png)],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (tmp_path / "bad.json").write_text('{"runs": [{"workers": 1}]}')
+    for given, said in ((tmp_path / "bad.json", "not runs as docs/scaling.json records them"),
+                        (tmp_path / "missing.json", "No such file or directory")):
+        done = subprocess.run([sys.executable, "-m", "bench.workers", "--plot", str(given), str(png)],
+                              cwd=root, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1
+        assert done.stderr.strip() == f"{given}: " + done.stderr.strip().split(": ", 1)[1] and said in done.stderr
+        assert "Traceback" not in done.stderr
