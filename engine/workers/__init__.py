@@ -76,9 +76,16 @@ _INHERITED: Optional[tuple] = None
 def _release_freed() -> None:
     """Give the memory of the freed snapshot back to the system now. The workers were forked
     while it was held: pages Arrow's allocator kept and reused would be copied in the process
-    that writes them, so the snapshot would end up counted once per process."""
+    that writes them, so the snapshot would end up counted once per process. The C heap is
+    trimmed too: the compile's temporaries over the whole snapshot stay mapped otherwise (on
+    M, 2 workers peaked at 0.87-0.88 GB of PSS with it, 0.92 without; glibc only)."""
     import pyarrow as pa
     pa.default_memory_pool().release_unused()
+    import ctypes
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _shared_block(size: int) -> mmap.mmap:
