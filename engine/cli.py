@@ -177,7 +177,8 @@ def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
 @click.option("--overwrite", is_flag=True,
               help="Replace the output of an earlier run in OUT (refused without it: its actions would go out twice).")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Processes to split the subscribers over (every core: the files are the same as with 1).")
+              help="Processes to split the subscribers over; the files are the same as with 1 (on 16 cores, "
+                   "8 gave the best time: docs/performance.md).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="Run the --workers as Ray actors on the cluster at ADDRESS (alone: RAY_ADDRESS, or a local "
                    "cluster for this run); needs the [ray] extra, and the inputs at the same path on every host.")
