@@ -4,6 +4,7 @@
     python -m bench.workers --subscribers 200000 --events 1000000 --workers 1 2 3 --rounds 1
     python -m bench.workers --ray                    # 2 workers as Ray actors (issue 14, part 4)
     python -m bench.workers --plot docs/scaling.json docs/scaling.png   # draw recorded runs
+    python -m bench.workers --alone 16               # one shard of 16 alone, against one process
 
 One `sigmatch gen` world. Each round runs `sigmatch replay CONFIG TRACE --out OUT --workers N`
 for every N in turn, each in a fresh process tree, and times it end to end (wall clock, from
@@ -31,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["make_world", "measure", "plot"]
+__all__ = ["make_world", "measure", "plot", "alone"]
 
 _WORKER_LINE = re.compile(r"worker (\d+) of (\d+): .* loaded in ([0-9.]+) s, the stream in ([0-9.]+) s")
 
@@ -150,6 +151,61 @@ def measure(config: Path, trace: Path, scratch: Path, workers: list[int], rounds
     return figures
 
 
+def alone(config: Path, trace: Path, workers: int) -> dict:
+    """What one worker's stream costs when nothing runs beside it: shard 0 of `workers`
+    compiled and fed the whole trace in this process, the other lanes marked finished (so it
+    never waits), against one process fed the same trace, and the decoder alone. Core only:
+    no sinks, no coordinator. Returns seconds: {"workers", "shard_s", "one_process_s",
+    "decode_s", "events"}. Set beside `replay --workers N` on the same host, the difference
+    is what the workers cost each other (docs/performance.md, "Measured on 16 cores")."""
+    from engine._core import shard_block_size
+    from engine.api import Engine
+    from engine.language.compile import load_world
+    from engine.language.config import load_config
+    from engine.workers import RING_BITS, _nr_budgets, _shared_block
+    from loaders.traces import iter_chunks
+    if workers < 2:
+        raise SystemExit("--alone needs at least 2 workers")
+    loaded = load_config(Path(config))
+    world = load_world(loaded)
+
+    def stream(engine, sharded: bool) -> tuple[float, int]:
+        core = engine._core
+        started = time.perf_counter()
+        core.begin_stream()
+        for chunk in iter_chunks([Path(trace)]):
+            core.feed(chunk)
+            if sharded:
+                core.take_sharded()
+            else:
+                core.take_actions()
+                core.take_conversions()
+            core.take_dead_letters()
+        core.end_stream()
+        core.drain()
+        return time.perf_counter() - started, int(core.counts()["events"])
+
+    engine = Engine(loaded, world, shard=(0, workers))
+    size = shard_block_size(workers, _nr_budgets(loaded), RING_BITS)
+    block = _shared_block(size)
+    stride = (size - 64) // workers          # the block's header, then one lane per worker
+    for j in range(1, workers):
+        offset = 64 + j * stride + 8         # the lane's published position: past every key
+        block[offset:offset + 8] = (2**64 - 1).to_bytes(8, "little")
+    engine._core.attach_shard(block, 0, workers, RING_BITS, sum(1 for c in loaded.campaigns if c.delay_ms))
+    shard_s, events = stream(engine, True)
+    engine._core.shard_done()
+    engine = None
+    one_s, _ = stream(Engine(loaded, world), False)
+    core = Engine(loaded, world)._core
+    started = time.perf_counter()
+    for chunk in iter_chunks([Path(trace)]):
+        core.decode(chunk, keep=False)
+    decode_s = time.perf_counter() - started
+    return {"workers": workers, "events": events, "shard_s": round(shard_s, 2), "one_process_s": round(one_s, 2),
+            "decode_s": round(decode_s, 2)}
+
+
 def plot(recorded: Path, png: Path) -> None:
     """Draw the runs recorded in `recorded` (docs/scaling.json: {"world", "machine", "runs":
     [{"workers", "wall_s", "worker0_stream_s", "series"}, ...]}) into `png`: the end-to-end
@@ -201,6 +257,9 @@ def main(argv=None) -> None:
                         help="run N > 1 as `--ray` on a local Ray cluster (needs the [ray] extra)")
     parser.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "PNG"),
                         help="draw the runs recorded in JSON (docs/scaling.json) into PNG, and stop")
+    parser.add_argument("--alone", type=int, metavar="N",
+                        help="time shard 0 of N alone (the others marked finished) against one process and "
+                             "the decoder, core only, on the world; print one JSON line and stop")
     args = parser.parse_args(argv)
     if args.plot:
         try:
@@ -214,6 +273,9 @@ def main(argv=None) -> None:
     directory = args.dir or Path(tempfile.gettempdir()) / f"sigmatch-workers-{args.subscribers}-{args.events}"
     directory.mkdir(parents=True, exist_ok=True)
     config, trace = make_world(directory, subscribers=args.subscribers, events=args.events)
+    if args.alone is not None:
+        print(json.dumps({"subscribers": args.subscribers, **alone(config, trace, args.alone)}))
+        return
     def progress(n, run):
         wall, peak, shards, cpu = run
         print(json.dumps({"workers": n, "wall_s": round(wall, 2), "peak_pss_mb": round(peak / 2**20),

@@ -131,3 +131,21 @@ def test_scaling_plot_draws_the_recorded_runs_and_refuses_other_files_in_one_lin
         assert done.returncode == 1
         assert done.stderr.strip() == f"{given}: " + done.stderr.strip().split(": ", 1)[1] and said in done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_one_shard_alone_is_timed_against_one_process_and_the_decoder(tmp_path):
+    """`python -m bench.workers --alone N`: shard 0 of N streams the whole world without
+    waiting (the other lanes marked finished), and one JSON line gives its seconds beside
+    one process's and the decoder's."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "bench.workers", "--subscribers", "2000", "--events", "20000",
+                           "--alone", "3", "--dir", str(tmp_path)], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["workers"] == 3 and figures["events"] == 20000
+    assert all(figures[k] >= 0 for k in ("shard_s", "one_process_s", "decode_s"))
