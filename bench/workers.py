@@ -164,8 +164,6 @@ def alone(config: Path, trace: Path, workers: int) -> dict:
     from engine.language.config import load_config
     from engine.workers import RING_BITS, _nr_budgets, _shared_block
     from loaders.traces import iter_chunks
-    if workers < 2:
-        raise SystemExit("--alone needs at least 2 workers")
     loaded = load_config(Path(config))
     world = load_world(loaded)
 
@@ -243,6 +241,26 @@ def plot(recorded: Path, png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return seconds
+
+
+def _shards(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
+    if not 2 <= n <= 256:
+        raise argparse.ArgumentTypeError(f"must be between 2 and 256 workers, not {n}")
+    return n
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=2_000_000)
@@ -250,14 +268,14 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="world directory (kept and reused)")
-    parser.add_argument("--sample-s", type=float, default=0.2,
+    parser.add_argument("--sample-s", type=_positive_seconds, default=0.2,
                         help="seconds between samples of the tree's PSS (reading it walks the page tables: "
                              "at L on 16 workers, 1 s)")
     parser.add_argument("--ray", action="store_true",
                         help="run N > 1 as `--ray` on a local Ray cluster (needs the [ray] extra)")
     parser.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "PNG"),
                         help="draw the runs recorded in JSON (docs/scaling.json) into PNG, and stop")
-    parser.add_argument("--alone", type=int, metavar="N",
+    parser.add_argument("--alone", type=_shards, metavar="N",
                         help="time shard 0 of N alone (the others marked finished) against one process and "
                              "the decoder, core only, on the world; print one JSON line and stop")
     args = parser.parse_args(argv)
@@ -270,9 +288,14 @@ def main(argv=None) -> None:
             # json.JSONDecodeError is a ValueError; a run without "workers" or "wall_s", a KeyError
             raise SystemExit(f"{args.plot[0]}: not runs as docs/scaling.json records them ({type(e).__name__}: {e})") from None
         return
+    if not all(1 <= n <= 256 for n in args.workers):
+        parser.error("--workers: each N must be between 1 and 256")
     directory = args.dir or Path(tempfile.gettempdir()) / f"sigmatch-workers-{args.subscribers}-{args.events}"
-    directory.mkdir(parents=True, exist_ok=True)
-    config, trace = make_world(directory, subscribers=args.subscribers, events=args.events)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        config, trace = make_world(directory, subscribers=args.subscribers, events=args.events)
+    except OSError as e:
+        raise SystemExit(f"{e.filename or directory}: {e.strerror or e}") from None
     if args.alone is not None:
         print(json.dumps({"subscribers": args.subscribers, **alone(config, trace, args.alone)}))
         return
