@@ -39,13 +39,23 @@ _WORKER_LINE = re.compile(r"worker (\d+) of (\d+): .* loaded in ([0-9.]+) s, the
 
 def make_world(directory: Path, *, subscribers: int, events: int, seed: int = 1) -> tuple[Path, Path]:
     """Generate the world into `directory` (reused when its manifest matches); returns
-    (config, trace)."""
+    (config, trace). Raises SystemExit (one line) for a directory that holds anything else:
+    another world, or files that are not a world of this tool's."""
     from engine.world.gen import generate
     manifest = directory / "workers-world.json"
     wanted = dict(subscribers=subscribers, events=events, seed=seed)
-    if manifest.is_file() and json.loads(manifest.read_text()).get("world") == wanted:
-        known = json.loads(manifest.read_text())
-        return Path(known["config"]), Path(known["trace"])
+    if manifest.is_file():
+        try:
+            known = json.loads(manifest.read_text())
+            if known.get("world") == wanted:
+                return Path(known["config"]), Path(known["trace"])
+            held = known["world"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise SystemExit(f"{manifest}: not a manifest of bench.workers; give another --dir") from None
+        raise SystemExit(f"{directory}: holds another world ({held['subscribers']:,} subscribers, "
+                         f"{held['events']:,} events); give another --dir")
+    if directory.is_dir() and any(directory.iterdir()):
+        raise SystemExit(f"{directory}: not empty, and not a world of bench.workers; give an empty or new --dir")
     generated = generate(directory, subscribers=subscribers, events=events, seed=seed)
     manifest.write_text(json.dumps({"world": wanted, "config": str(generated.config),
                                     "trace": str(generated.trace)}))
@@ -159,7 +169,7 @@ def alone(config: Path, trace: Path, workers: int) -> dict:
     "decode_s", "events"}. Set beside `replay --workers N` on the same host, the difference
     is what the workers cost each other (docs/performance.md, "Measured on 16 cores")."""
     from engine._core import shard_block_size
-    from engine.api import Engine
+    from engine.api import Engine, stream_error
     from engine.language.compile import load_world
     from engine.language.config import load_config
     from engine.workers import RING_BITS, _nr_budgets, _shared_block
@@ -171,15 +181,20 @@ def alone(config: Path, trace: Path, workers: int) -> dict:
         core = engine._core
         started = time.perf_counter()
         core.begin_stream()
+        status = 0
         for chunk in iter_chunks([Path(trace)]):
-            core.feed(chunk)
+            status = status or core.feed(chunk)
+            if status:
+                raise stream_error(status, core.error_offset, [(0, str(trace))])
             if sharded:
                 core.take_sharded()
             else:
                 core.take_actions()
                 core.take_conversions()
             core.take_dead_letters()
-        core.end_stream()
+        status = core.end_stream()
+        if status:
+            raise stream_error(status, core.error_offset, [(0, str(trace))])
         core.drain()
         return time.perf_counter() - started, int(core.counts()["events"])
 
@@ -246,9 +261,19 @@ def _positive_seconds(text: str) -> float:
         seconds = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    if not 0 < seconds <= 60:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 60 seconds, not {text}")
     return seconds
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
 
 
 def _shards(text: str) -> int:
@@ -262,11 +287,13 @@ def _shards(text: str) -> int:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subscribers", type=int, default=2_000_000)
-    parser.add_argument("--events", type=int, default=10_000_000)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--subscribers", type=_at_least_one, default=2_000_000, help="the world's subscribers")
+    parser.add_argument("--events", type=_at_least_one, default=10_000_000, help="the world's events")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="the N to run, in this order (the first is the base of the speed-ups)")
+    parser.add_argument("--rounds", type=_at_least_one, default=3, help="runs of every N, interleaved")
     parser.add_argument("--dir", type=Path, default=None, help="world directory (kept and reused)")
     parser.add_argument("--sample-s", type=_positive_seconds, default=0.2,
                         help="seconds between samples of the tree's PSS (reading it walks the page tables: "
@@ -280,6 +307,8 @@ def main(argv=None) -> None:
                              "the decoder, core only, on the world; print one JSON line and stop")
     args = parser.parse_args(argv)
     if args.plot:
+        if args.plot[1].suffix.lower() != ".png" or args.plot[1].is_dir():
+            parser.error(f"--plot: {args.plot[1]}: the picture's path must end in .png")
         try:
             plot(*args.plot)
         except OSError as e:
@@ -296,8 +325,16 @@ def main(argv=None) -> None:
         config, trace = make_world(directory, subscribers=args.subscribers, events=args.events)
     except OSError as e:
         raise SystemExit(f"{e.filename or directory}: {e.strerror or e}") from None
+    except ValueError as e:     # a world sigmatch gen cannot make (too few subscribers for its lists)
+        raise SystemExit(f"sigmatch gen: {e}") from None
     if args.alone is not None:
-        print(json.dumps({"subscribers": args.subscribers, **alone(config, trace, args.alone)}))
+        from engine.errors import SigmatchError
+        try:
+            print(json.dumps({"subscribers": args.subscribers, **alone(config, trace, args.alone)}))
+        except (SigmatchError, MemoryError) as e:
+            raise SystemExit(str(e)) from None
+        except OSError as e:
+            raise SystemExit(f"{e.filename or trace}: {e.strerror or e}") from None
         return
     def progress(n, run):
         wall, peak, shards, cpu = run

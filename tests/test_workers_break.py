@@ -184,3 +184,19 @@ def test_a_worker_whose_batch_cannot_be_sent_fails_the_run(world, tmp_path, fail
     assert not (tmp_path / "out" / "stats.json").exists()
     assert "Traceback" not in done.stderr, done.stderr
     assert _workers_alive() == []
+
+
+def test_every_worker_says_its_figures_under_v(tmp_path):
+    """`sigmatch -v replay --workers 3`: one line per worker, logged by the coordinator,
+    with its waits, how often the slowest held it back and how long the coordinator kept it
+    waiting (docs/performance.md reads them)."""
+    config, trace = small_world(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "-v", "replay", str(config), str(trace),
+                           "--out", str(tmp_path / "out"), "--workers", "3", "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "sigmatch.workers: worker " in line]
+    assert sorted(line.split("worker ", 1)[1].split(":")[0] for line in lines) == ["0 of 3", "1 of 3", "2 of 3"]
+    for line in lines:
+        assert "held back" in line and "waiting in all" in line
+        assert line.endswith("s waiting for the coordinator to take its batches")

@@ -118,8 +118,6 @@ def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, othe
     finally:
         sender.close()
         conn.close()
-    log.info("worker %d of %d: %.2f s waiting for the coordinator to take its batches", index, workers,
-             sender.blocked_s)
 
 
 class _Sender:
@@ -168,6 +166,10 @@ class _Sender:
                 self._report(message)
                 return
             raise failed
+        if message[0] == "end":
+            # the worker's line (its figures' "said", which the coordinator logs) ends with this
+            # figure, known only here
+            message[4]["said"] += f"; {self.blocked_s:.2f} s waiting for the coordinator to take its batches"
         if self._queue.full():
             started = time.perf_counter()
             self._queue.put(message)
@@ -272,7 +274,7 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
                 f"others at {plural(waits, 'shared decision')} ({behind:,} found one behind), "
                 f"{plural(certain, 'budgeted send')} without waiting; held back {plural(held, 'time')} by the "
                 f"slowest; {waited_s:.2f} s waiting in all")
-        log.info("%s", said)
+        log.debug("%s", said)       # the coordinator logs it, for every worker
         send_batch()
         send(("end", int(status), int(core.error_offset), files, {
             "counts": core.counts(), "funnel": core.funnel(), "pending": int(core.pending), "said": said,
@@ -488,6 +490,8 @@ class _Forked:
                 except EOFError:
                     del live[conn]
                     message = None
+                if message is not None and message[0] == "end":
+                    log.info("%s", message[4]["said"])
                 yield w, message
 
     def death(self, w: int) -> str:
