@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 __all__ = ["make_world", "measure", "plot", "alone"]
 
@@ -266,34 +267,28 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
-def _at_least_one(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
-    return n
-
-
-def _shards(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of workers: {text!r}") from None
-    if not 2 <= n <= 256:
-        raise argparse.ArgumentTypeError(f"must be between 2 and 256 workers, not {n}")
-    return n
+def _whole_number(low: int, high: Optional[int] = None):
+    """An argparse type: a whole number from `low` to `high` (no bound when None)."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if n < low or (high is not None and n > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {n}")
+        return n
+    return parse
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--subscribers", type=_at_least_one, default=2_000_000, help="the world's subscribers")
-    parser.add_argument("--events", type=_at_least_one, default=10_000_000, help="the world's events")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+    parser.add_argument("--subscribers", type=_whole_number(1), default=2_000_000, help="the world's subscribers")
+    parser.add_argument("--events", type=_whole_number(1), default=10_000_000, help="the world's events")
+    parser.add_argument("--workers", type=_whole_number(1, 256), nargs="+", default=[1, 2],
                         help="the N to run, in this order (the first is the base of the speed-ups)")
-    parser.add_argument("--rounds", type=_at_least_one, default=3, help="runs of every N, interleaved")
+    parser.add_argument("--rounds", type=_whole_number(1), default=3, help="runs of every N, interleaved")
     parser.add_argument("--dir", type=Path, default=None, help="world directory (kept and reused)")
     parser.add_argument("--sample-s", type=_positive_seconds, default=0.2,
                         help="seconds between samples of the tree's PSS (reading it walks the page tables: "
@@ -302,7 +297,7 @@ def main(argv=None) -> None:
                         help="run N > 1 as `--ray` on a local Ray cluster (needs the [ray] extra)")
     parser.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "PNG"),
                         help="draw the runs recorded in JSON (docs/scaling.json) into PNG, and stop")
-    parser.add_argument("--alone", type=_shards, metavar="N",
+    parser.add_argument("--alone", type=_whole_number(2, 256), metavar="N",
                         help="time shard 0 of N alone (the others marked finished) against one process and "
                              "the decoder, core only, on the world; print one JSON line and stop")
     args = parser.parse_args(argv)
@@ -317,8 +312,6 @@ def main(argv=None) -> None:
             # json.JSONDecodeError is a ValueError; a run without "workers" or "wall_s", a KeyError
             raise SystemExit(f"{args.plot[0]}: not runs as docs/scaling.json records them ({type(e).__name__}: {e})") from None
         return
-    if not all(1 <= n <= 256 for n in args.workers):
-        parser.error("--workers: each N must be between 1 and 256")
     directory = args.dir or Path(tempfile.gettempdir()) / f"sigmatch-workers-{args.subscribers}-{args.events}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
