@@ -185,11 +185,7 @@ class _Sender:
         self._thread.join()
         failed = self._failed
         if failed is not None and not isinstance(failed, (BrokenPipeError, ConnectionResetError)):
-            if isinstance(failed, MemoryError):
-                said = f"out of memory ({failed})" if str(failed) else "out of memory"
-            else:
-                said = f"{type(failed).__name__}: {failed}"
-            self._report(("error", "run", said))
+            self._report(("error", "run", _failure(failed)))
 
     def _report(self, message) -> None:
         """The worker's one error, sent on the caller's thread (the queue no longer moves)."""
@@ -282,20 +278,26 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
         }))
     except (BrokenPipeError, ConnectionResetError):
         pass        # the coordinator is gone (killed): no one is left to tell
-    except MemoryError as e:
-        _tell(send, ("error", "run", f"out of memory ({e})" if str(e) else "out of memory"))
     except (ConfigError, LoadError) as e:
         # before the first event: the same for every worker, and what one process would say
         _tell(send, ("error", "load", str(e)))
-    except SigmatchError as e:
-        _tell(send, ("error", "run", str(e)))
-    except Exception as e:      # a bug: its type and message, still one line
-        _tell(send, ("error", "run", f"{type(e).__name__}: {e}"))
+    except Exception as e:      # MemoryError, a run's error, or a bug: still one line
+        _tell(send, ("error", "run", _failure(e)))
     finally:
         if core is not None:
             core.shard_done()
         if finished is not None:
             finished()
+
+
+def _failure(e: BaseException) -> str:
+    """A worker's error as its one line: a SigmatchError's words, "out of memory", or a bug's
+    type and message."""
+    if isinstance(e, MemoryError):
+        return f"out of memory ({e})" if str(e) else "out of memory"
+    if isinstance(e, SigmatchError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
 
 
 def _tell(send, message) -> None:
@@ -341,17 +343,16 @@ class _Merge:
         # the parts are in position order: those wholly past the limit stay as they are,
         # so a worker far ahead of the slowest is not copied again at every merge
         whole = 0
-        while whole < len(parts) and _last_pos(parts[whole][1]) <= limit:
+        while whole < len(parts) and _positions(parts[whole][1])[-1] <= limit:
             whole += 1
-        if whole < len(parts) and _first_pos(parts[whole][1]) <= limit:
+        if whole < len(parts) and _positions(parts[whole][1])[0] <= limit:
             whole += 1          # the part the limit falls in, cut below
         if whole == 0:
             return [], parts
         head, rest = parts[:whole], parts[whole:]
         records = np.concatenate([p[0] for p in head]) if len(head) > 1 else head[0][0]
         keys = np.concatenate([p[1] for p in head]) if len(head) > 1 else head[0][1]
-        pos = keys["pos"] if keys.dtype.names else keys
-        cut = int(np.searchsorted(pos, limit, side="right"))
+        cut = int(np.searchsorted(_positions(keys), limit, side="right"))
         left = ([(records[cut:], keys[cut:])] if cut < len(records) else []) + rest
         return ([records[:cut], keys[:cut]] if cut else []), left
 
@@ -415,12 +416,10 @@ class _Merge:
         return actions, conversions
 
 
-def _last_pos(keys) -> int:
-    return int((keys["pos"] if keys.dtype.names else keys)[-1])
-
-
-def _first_pos(keys) -> int:
-    return int((keys["pos"] if keys.dtype.names else keys)[0])
+def _positions(keys) -> np.ndarray:
+    """The event positions of a part's records: an action's keys hold them, a conversion's
+    are them."""
+    return keys["pos"] if keys.dtype.names else keys
 
 
 def _terminate(processes) -> None:
