@@ -169,7 +169,8 @@ def alone(config: Path, trace: Path, workers: int) -> dict:
     no sinks, no coordinator. Returns seconds: {"workers", "shard_s", "one_process_s",
     "decode_s", "events"}. Set beside `replay --workers N` on the same host, the difference
     is what the workers cost each other (docs/performance.md, "Measured on 16 cores")."""
-    from engine._core import shard_block_size
+    import numpy as np
+    from engine._core import shard_block_size, shard_counts_size
     from engine.api import Engine, stream_error
     from engine.language.compile import load_world
     from engine.language.config import load_config
@@ -200,13 +201,12 @@ def alone(config: Path, trace: Path, workers: int) -> dict:
         return time.perf_counter() - started, int(core.counts()["events"])
 
     engine = Engine(loaded, world, shard=(0, workers))
-    size = shard_block_size(workers, _nr_budgets(loaded), RING_BITS)
-    block = _shared_block(size)
-    stride = (size - 64) // workers          # the block's header, then one lane per worker
-    for j in range(1, workers):
-        offset = 64 + j * stride + 8         # the lane's published position: past every key
-        block[offset:offset + 8] = (2**64 - 1).to_bytes(8, "little")
+    block = _shared_block(shard_block_size(workers, _nr_budgets(loaded), RING_BITS))
     engine._core.attach_shard(block, 0, workers, RING_BITS, sum(1 for c in loaded.campaigns if c.delay_ms))
+    # every other lane says what a finished worker's says (Core.shard_done): past every key
+    no_counts, no_ring = bytes(shard_counts_size(_nr_budgets(loaded))), np.zeros(0, np.uint64)
+    for j in range(1, workers):
+        engine._core.shard_import(j, (2**64 - 1, 2**63 - 1, 0), 0, 0, no_counts, 0, no_ring)
     shard_s, events = stream(engine, True)
     engine._core.shard_done()
     engine = None
