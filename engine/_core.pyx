@@ -1506,10 +1506,17 @@ cdef class Core:
             if not self.E.has_clock or ts > self.E.clock:
                 self.E.clock = ts
                 self.E.has_clock = 1
+            # a sharded worker's timers fire at the next event's position, before its
+            # timers (due later than this clock) and its campaigns, as in drain
+            self.E.cur_pos = self.E.events + 1
             while self.E.heap_n and self.E.heap[0].due <= self.E.clock:
                 fire_timer(&self.E)
                 if self.E.oom:
                     break
+            if self.E.shm != NULL and not self.E.oom:
+                # every timer due by the clock has fired: no other worker waits for this one
+                # on a key up to it (the next event's timers are due later)
+                shard_publish(&self.E, self.E.events + 1, self.E.clock, SHARD_END)
         if self.E.oom:
             self.E.oom = 0
             raise MemoryError("out of memory while advancing the clock")
@@ -1517,21 +1524,25 @@ cdef class Core:
     # ---- shards (_shard.pxi, engine.workers) -------------------------------------------
 
     def attach_shard(self, block, int shard, int nshards, int ring_bits, uint64_t delayed_campaigns,
-                     bint copied=False):
+                     bint copied=False, bint resume=False):
         """Become worker `shard` of `nshards`, over `block`: a writable buffer of
         shard_block_size(nshards, nr_campaigns + nr_channels, ring_bits) zeroed bytes shared by
         every worker (an anonymous shared mapping, engine.workers), or with `copied` this
         worker's own, into which a relay copies the others' lanes (shard_import; a wait then
         sleeps sooner). Call after the configuration is set and before the first event; the
-        subscribers must be this worker's alone (shard_of).
+        subscribers must be this worker's alone (shard_of). With `resume`, a worker that holds
+        state already (restored from its checkpoint, or carried over by a reload) attaches to a
+        fresh block: every worker must then stand at the same event, none inside a feed
+        (engine.workers.inprocess, between two pieces).
         `delayed_campaigns`: the campaigns with a delay. Raises ValueError when it does not fit."""
         cdef uint8_t[::1] view = block
         cdef uint64_t nb = <uint64_t>(self.E.nr_campaigns + self.E.nr_channels)
+        cdef uint32_t i
         if not (2 <= nshards <= SHARD_MAX and 0 <= shard < nshards and 4 <= ring_bits <= 24):
             raise ValueError(f"shard {shard} of {nshards} (ring 2**{ring_bits}) is out of range")
         if view.shape[0] < shard_block_size(nshards, nb, ring_bits):
             raise ValueError("the shared block is too small for this configuration")
-        if self.E.events or self.E.heap_n or self.E.seq:
+        if not resume and (self.E.events or self.E.heap_n or self.E.seq):
             raise ValueError("a worker must start from a fresh state")
         self._block = block
         self.E.lane_stride = shard_lane_stride(nb, 1ULL << ring_bits)
@@ -1547,6 +1558,17 @@ cdef class Core:
         self.E.pub_created = 0
         self.E.yield_rounds = 64 if copied else 20000
         self.E.shm = &view[0]
+        if resume:
+            # What the others read of this worker, as it stands: its work up to the last
+            # event is done (a key published lower than the truth only makes them wait
+            # longer), its timers, and its budget counts
+            self.E.shard_fired = self.E.events
+            shard_publish(&self.E, self.E.events, SHARD_EVENT_DUE, 0)
+            shard_note_pending(&self.E)
+            sm_begin(&lane_of(&self.E, shard).bver)
+            for i in range(<uint32_t>nb):
+                lane_budgets(&self.E, shard)[i] = self.E.budgets[i]
+            sm_end(&lane_of(&self.E, shard).bver)
 
     def shard_done(self):
         """This worker has no more work: no other waits for it again."""
@@ -1683,6 +1705,40 @@ cdef class Core:
     @property
     def seq(self):
         return self.E.seq
+
+    def set_seq(self, uint64_t seq, uint64_t conversion_seq):
+        """Number this worker's next actions from seq + 1 and conversions from
+        conversion_seq + 1 (engine.workers.inprocess: the merged numbering after each piece,
+        so that a contact's seq not yet rewritten by rewrite_contact_seqs is above it, and a
+        worker's checkpoint holds the service's numbering)."""
+        self.E.seq = seq
+        self.E.conversion_seq = conversion_seq
+
+    def rewrite_contact_seqs(self, const uint64_t[::1] msisdns, const uint16_t[::1] campaigns,
+                             const uint64_t[::1] local, const uint64_t[::1] merged):
+        """The merged seq of each action this worker numbered `local`: the contact of
+        (msisdns[i], campaigns[i]) whose last seq is local[i] takes merged[i], so that the
+        conversions it makes later, the lookup and the checkpoint name the action by the
+        number it has in the files. A contact that has moved on (a later action of the same
+        pair) is left for that action's own entry. Returns the contacts rewritten. Raises
+        ValueError for arrays of different lengths."""
+        cdef Py_ssize_t i, n = msisdns.shape[0]
+        cdef uint32_t sub
+        cdef ContactC* contact
+        cdef uint64_t done = 0
+        if campaigns.shape[0] != n or local.shape[0] != n or merged.shape[0] != n:
+            raise ValueError("msisdns, campaigns, local and merged differ in length")
+        with nogil:
+            for i in range(n):
+                sub = lookup_subscriber(&self.E, msisdns[i])
+                if sub >= FOREIGN_INDEX or campaigns[i] >= self.E.nr_campaigns:
+                    continue
+                contact = find_contact(&self.E, sub, campaigns[i], False)
+                if contact != NULL and contact.last_seq == local[i]:
+                    contact.last_seq = merged[i]
+                    note_contact(&self.E, contact)
+                    done += 1
+        return done
 
     @property
     def nr_contacts(self):

@@ -328,6 +328,7 @@ class Engine:
         subscribers of n (engine.workers runs the workers)."""
         self.config = config
         self.max_event_bytes = max_event_bytes
+        self.shard = shard
         owned = world is None
         self.world = load_world(config) if owned else world
         compiled = compile_core(config, self.world, max_event_bytes=max_event_bytes, keep=keep, shard=shard)
@@ -494,7 +495,7 @@ class Engine:
     def _reloaded(self, config: Config, world: Optional[World] = None) -> "Engine":
         """reload() with the configuration in hand (and its world, loaded when None)."""
         new = Engine(config, world, max_event_bytes=self.max_event_bytes, keep=self.subscribers,
-                     record_takers=self.record_takers)
+                     record_takers=self.record_takers, shard=self.shard)
         new_campaigns = {c.id: i for i, c in enumerate(config.campaigns)}
         new_counters = {c.name: i for i, c in enumerate(config.counters)}
         new_markers = {m.name: i for i, m in enumerate(config.markers)}

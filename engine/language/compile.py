@@ -206,17 +206,15 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     first in the same order, and numbers gone from the snapshot are inactive. With `shard`
     (i, n), only the subscribers of worker i of n (engine.workers) get state."""
     profiles = world.profiles
-    subscribers, profile_rows = _subscriber_order(profiles.msisdn, keep)
     if shard is not None:
         # a worker of a sharded run: its subscribers only, and `where` and the dates read
-        # only their rows (a fresh engine: every subscriber is in the snapshot)
+        # only their rows; `keep` (a worker's checkpoint or its engine before a reload) holds
+        # that worker's subscribers alone
         from engine._core import shards_of
         from loaders.profiles import take_rows
-        if keep is not None:
-            raise ValueError("a shard is compiled fresh, without subscribers to keep")
-        mine = shards_of(np.ascontiguousarray(subscribers, dtype=np.uint64), shard[1]) == shard[0]
-        profiles = take_rows(profiles, profile_rows[mine])
-        subscribers, profile_rows = profiles.msisdn, np.arange(len(profiles.msisdn))
+        mine = shards_of(np.ascontiguousarray(profiles.msisdn, dtype=np.uint64), shard[1]) == shard[0]
+        profiles = take_rows(profiles, np.flatnonzero(mine))
+    subscribers, profile_rows = _subscriber_order(profiles.msisdn, keep)
     present = profile_rows >= 0
     n = len(subscribers)
     core = Core(max_event_bytes)

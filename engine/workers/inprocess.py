@@ -1,0 +1,425 @@
+"""Every core for the service: `sigmatch run --workers N` (issue 14).
+
+The service holds N shard engines in its own process, each with the subscribers
+`engine._core.shards_of` gives it, over one shared block (engine/_shard.pxi), as the workers
+of `replay --workers` do. Each piece of the spool is fed to all of them at once, one thread
+each: a core is fed without the interpreter's lock, so they run on N cores. Budgets and
+max_pending are decided exactly across them as in replay. When all have fed the piece, their
+records are merged into SPEC §3's order (event position; timers by due and creation before
+the event's campaigns; a worker's own order) and numbered: what one process would have
+written, byte for byte.
+
+Why threads and not processes, as replay has: the service's state must be checkpointed as
+one, at one piece boundary, and restored after `kill -9` as one. In one process every
+worker stands still between two pieces, their checkpoints are taken there together
+(engine.service.checkpoint.CheckpointSet), and a crash takes all of them at once.
+
+Sequence numbers. A worker numbers its actions of a piece from the service's count before
+the piece (Core.set_seq); the merge gives each its final number, and the worker's contacts
+then take it (Core.rewrite_contact_seqs). So a contact's seq above that count was made in
+the current piece, and a conversion naming it is mapped through this piece's numbers; any
+other is final already. The workers' checkpoints thus hold the numbers of the files.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from engine.errors import SigmatchError
+from engine.records import ACTION_DTYPE, CONVERSION_DTYPE
+
+__all__ = ["ShardedEngine", "shard_of_msisdn"]
+
+log = logging.getLogger("sigmatch.workers")
+
+# Pending counts by event position kept per worker (the core's ring): a piece of the spool
+# (FEED_BYTES, 8 MiB) holds far fewer events, so no worker is ever held back by it.
+RING_BITS = 20
+
+
+def shard_of_msisdn(msisdn: int, workers: int) -> int:
+    """The worker that holds subscriber `msisdn` (engine._core.shards_of)."""
+    from engine._core import shards_of
+    return int(shards_of(np.array([msisdn], dtype=np.uint64), workers)[0])
+
+
+def _block(config, workers: int) -> mmap.mmap:
+    from engine._core import shard_block_size
+    size = shard_block_size(workers, len(config.campaigns) + len(config.channels), RING_BITS)
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+def _funnel_dict(row) -> dict:
+    from engine.api import _funnel_dict as funnel_dict
+    return funnel_dict(row)
+
+
+class _Cores:
+    """What the service asks of a core (engine.service.daemon, metrics, lookup), answered
+    over the workers' cores: feeding and advancing run on all at once, records come back
+    merged, figures summed where each worker counts its own subscribers and taken from
+    worker 0 where every worker sees the whole stream (events, bad events, the clock)."""
+
+    def __init__(self, owner: "ShardedEngine"):
+        self._owner = owner
+        self._actions: list = []
+        self._conversions: list = []
+        self._dead: list = []
+        self.error_offset = 0
+
+    @property
+    def _cores(self) -> list:
+        return [e._core for e in self._owner.shards]
+
+    # -- the stream
+
+    def feed(self, data) -> int:
+        """Feed `data` (the next bytes of the stream) to every worker at once; returns the
+        stream status as Core.feed does. SigmatchError when the workers disagree (one ran
+        out of memory alone): the state can no longer be merged, and the service must
+        restart from its checkpoint."""
+        return self._together(lambda core: core.feed(data), "feeding")
+
+    def advance(self, ts: int) -> None:
+        """Move every worker's clock to `ts` and emit what is due (Core.advance)."""
+        self._together(lambda core: core.advance(ts) or 0, "advancing the clock")
+
+    def _together(self, call, doing: str) -> int:
+        cores = self._cores
+        owner = self._owner
+        futures = [owner._pool.submit(call, core) for core in cores[1:]]
+        outcomes: list = [None] * len(cores)
+        try:
+            outcomes[0] = call(cores[0])
+        except BaseException as e:      # noqa: BLE001 - the others must not wait for this one
+            outcomes[0] = e
+        if isinstance(outcomes[0], BaseException):
+            cores[0].shard_abort()
+        for i, future in enumerate(futures, start=1):
+            try:
+                outcomes[i] = future.result()
+            except BaseException as e:  # noqa: BLE001
+                outcomes[i] = e
+                cores[i].shard_abort()
+        failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
+        if failed or any(core.aborted for core in cores):
+            owner.broken = True
+            i, error = failed[0] if failed else (0, None)
+            if isinstance(error, MemoryError):
+                raise MemoryError(f"worker {i} of {len(cores)} ran out of memory while {doing}")
+            raise SigmatchError(f"worker {i} of {len(cores)} failed while {doing}: "
+                                f"{error if error is not None else 'stopped'}")
+        statuses = set(outcomes)
+        if len(statuses) > 1:
+            # the same bytes decode the same way in every worker; only memory differs
+            owner.broken = True
+            raise SigmatchError(f"the workers stopped at different events while {doing} (statuses "
+                                f"{sorted(statuses)}): out of memory in one; the service must restart "
+                                "from its checkpoint")
+        status = outcomes[0]
+        if status:
+            self.error_offset = cores[0].error_offset
+        self._merge()
+        return int(status)
+
+    def _merge(self) -> None:
+        """The workers' records since the last merge, in SPEC §3's order, numbered from the
+        service's counts; then each worker's contacts take their final numbers, and every
+        worker numbers on from there."""
+        cores = self._cores
+        seq, conversion_seq = self._owner.seq, self._owner.conversion_seq
+        parts = [core.take_sharded() for core in cores]
+        dead = cores[0].take_dead_letters()
+        for core in cores[1:]:
+            core.take_dead_letters()        # the same bad values, seen by every worker
+        if len(dead):
+            self._dead.append(dead)
+        counts = [len(p[0]) for p in parts]
+        merged_seq = [np.zeros(0, np.uint64)] * len(cores)
+        if sum(counts):
+            records = np.concatenate([p[0] for p in parts])
+            keys = np.concatenate([p[1] for p in parts])
+            worker = np.repeat(np.arange(len(cores), dtype=np.uint32), counts)
+            local = np.concatenate([np.arange(n) for n in counts])
+            order = np.lexsort((local, worker, keys["created"], keys["due"], keys["pos"]))
+            actions = records[order]
+            worker = worker[order]
+            numbers = np.arange(seq + 1, seq + 1 + len(actions), dtype=np.uint64)
+            for w in range(len(cores)):
+                mine = worker == w
+                if not counts[w]:
+                    continue
+                # a worker's records keep their relative order: its local numbers are
+                # seq + 1 ... seq + n in that order
+                merged_seq[w] = numbers[mine]
+                theirs = actions[mine]
+                cores[w].rewrite_contact_seqs(np.ascontiguousarray(theirs["msisdn"]),
+                                              np.ascontiguousarray(theirs["campaign"]),
+                                              np.ascontiguousarray(theirs["seq"]), merged_seq[w])
+            actions["seq"] = numbers
+            seq += len(actions)
+            self._actions.append(actions)
+        conversion_counts = [len(p[2]) for p in parts]
+        if sum(conversion_counts):
+            records = np.concatenate([p[2] for p in parts]).copy()
+            positions = np.concatenate([p[3] for p in parts])
+            worker = np.repeat(np.arange(len(cores), dtype=np.uint32), conversion_counts)
+            local = np.concatenate([np.arange(n) for n in conversion_counts])
+            contact = records["contact_seq"]
+            fresh = contact > self._owner.seq      # a contact of this piece: a worker's own number
+            for w in np.unique(worker[fresh]):
+                mine = fresh & (worker == w)
+                contact[mine] = merged_seq[w][(contact[mine] - self._owner.seq - 1).astype(np.int64)]
+            order = np.lexsort((local, worker, positions))
+            conversions = records[order]
+            conversions["seq"] = np.arange(conversion_seq + 1, conversion_seq + 1 + len(conversions),
+                                           dtype=np.uint64)
+            conversion_seq += len(conversions)
+            self._conversions.append(conversions)
+        self._owner.seq, self._owner.conversion_seq = seq, conversion_seq
+        for core in cores:
+            core.set_seq(seq, conversion_seq)
+
+    def begin_stream(self, offset: int = 0) -> None:
+        for core in self._cores:
+            core.begin_stream(offset)
+        self._merge()       # a run of bad values left open is written as the stream begins
+
+    def clear_oom(self) -> None:
+        for core in self._cores:
+            core.clear_oom()
+
+    # -- records
+
+    @staticmethod
+    def _take(parts: list, dtype) -> np.ndarray:
+        if not parts:
+            return np.zeros(0, dtype)
+        out = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        parts.clear()
+        return out
+
+    def take_actions(self) -> np.ndarray:
+        return self._take(self._actions, ACTION_DTYPE)
+
+    def take_conversions(self) -> np.ndarray:
+        return self._take(self._conversions, CONVERSION_DTYPE)
+
+    def take_dead_letters(self) -> np.ndarray:
+        from engine.records import DEAD_LETTER_DTYPE
+        return self._take(self._dead, DEAD_LETTER_DTYPE)
+
+    # -- figures
+
+    @property
+    def seq(self) -> int:
+        return self._owner.seq
+
+    @property
+    def carried(self) -> int:
+        return self._cores[0].carried
+
+    @property
+    def clock(self) -> Optional[int]:
+        return self._cores[0].clock
+
+    @property
+    def pending(self) -> int:
+        return sum(core.pending for core in self._cores)
+
+    @property
+    def nr_contacts(self) -> int:
+        return sum(core.nr_contacts for core in self._cores)
+
+    def state_scalars(self) -> dict:
+        """Worker 0's scalars (the stream's offset and the clock are every worker's)."""
+        return self._cores[0].state_scalars()
+
+    def counts(self) -> dict:
+        """Core.counts over the service: the stream's figures from worker 0 (every worker
+        decodes all of it), unknown subscribers summed (each counts the numbers it would hold)."""
+        counts = dict(self._cores[0].counts())
+        counts["unknown_subscribers"] = sum(core.counts()["unknown_subscribers"] for core in self._cores)
+        return counts
+
+    def funnel(self) -> np.ndarray:
+        return sum(core.funnel() for core in self._cores)
+
+    def budgets_used(self):
+        """Core.budgets_used summed over the workers (each counts its own sends)."""
+        campaigns: dict = {}
+        channels: dict = {}
+        for core in self._cores:
+            mine, theirs = core.budgets_used()
+            for k, (today, ever) in mine.items():
+                a, b = campaigns.get(k, (0, 0))
+                campaigns[k] = (a + today, b + ever)
+            for name, today in theirs.items():
+                channels[name] = channels.get(name, 0) + today
+        return campaigns, channels
+
+    def subscriber_view(self, msisdn: int):
+        return self._owner.shard_for(msisdn)._core.subscriber_view(msisdn)
+
+    def subscriber_index(self, msisdn: int) -> int:
+        return self._owner.shard_for(msisdn)._core.subscriber_index(msisdn)
+
+    def sniff(self, data, values):
+        return self._cores[0].sniff(data, values)
+
+    @property
+    def max_event_bytes(self) -> int:
+        return self._cores[0].max_event_bytes
+
+
+class ShardedEngine:
+    """N shard engines (engine.api.Engine with `shard`) serving as one: what the service
+    (engine.service.daemon) asks of an Engine. Build with `build` or `restored`."""
+
+    def __init__(self, config, shards: Sequence, *, seq: int = 0, conversion_seq: int = 0):
+        self.config = config
+        self.shards = list(shards)
+        self.workers = len(self.shards)
+        self.max_event_bytes = self.shards[0].max_event_bytes
+        self.configuration = self.shards[0].configuration
+        self.seq = seq
+        self.conversion_seq = conversion_seq
+        self.reload_dropped = 0
+        self.checkpoint_extra: Optional[dict] = None
+        self.broken = False
+        self._pool = ThreadPoolExecutor(max_workers=max(self.workers - 1, 1), thread_name_prefix="sigmatch-worker")
+        self._block = None
+        self._core = _Cores(self)
+        self._attach()
+
+    def _attach(self) -> None:
+        """Join the workers over a fresh block, as they stand (Core.attach_shard with resume)."""
+        block = _block(self.config, self.workers)
+        delayed = sum(1 for c in self.config.campaigns if c.delay_ms)
+        for i, engine in enumerate(self.shards):
+            engine._core.attach_shard(block, i, self.workers, RING_BITS, delayed, False, True)
+            engine._core.set_seq(self.seq, self.conversion_seq)
+        self._block = block         # the cores keep it too; this one is for close()
+
+    @classmethod
+    def build(cls, config_path, workers: int) -> "ShardedEngine":
+        """A fresh service's workers from the configuration at `config_path` and the
+        profiles, lists and areas it names (loaded once, compiled per worker).
+        ConfigError/LoadError as Engine.from_config."""
+        from engine.api import Engine
+        from engine.language.compile import load_world
+        from engine.language.config import load_config
+        config = load_config(Path(config_path))
+        world = load_world(config)
+        shards = [Engine(config, world, shard=(i, workers)) for i in range(workers)]
+        _drop_columns(world)
+        return cls(config, shards)
+
+    @classmethod
+    def restored(cls, config_path, loaded) -> tuple["ShardedEngine", Optional[int]]:
+        """The workers holding a CheckpointSet's loaded state (engine_for, per worker): (the
+        engine, None) or, when the configuration, profiles or lists changed while stopped,
+        (the engine, pending actions of removed campaigns dropped), as engine_for."""
+        from engine.language.compile import load_world
+        from engine.language.config import load_config
+        from engine.service.checkpoint import engine_for
+        config = load_config(Path(config_path))
+        world = load_world(config)
+        workers = len(loaded.parts)
+        shards, dropped = [], None
+        for i, part in enumerate(loaded.parts):
+            engine, lost = engine_for(config_path, part, config=config, world=world, shard=(i, workers))
+            shards.append(engine)
+            if lost is not None:
+                dropped = (dropped or 0) + lost
+        _drop_columns(world)
+        scalars = loaded.parts[0].header["scalars"]
+        return cls(config, shards, seq=int(scalars["seq"]), conversion_seq=int(scalars["conversion_seq"])), dropped
+
+    def reload(self, config_path=None) -> "ShardedEngine":
+        """Engine.reload for every worker, the configuration and world loaded once. The
+        running engine is left as it was when the new one does not load (ConfigError,
+        LoadError)."""
+        from engine.language.compile import load_world
+        from engine.language.config import load_config
+        config = load_config(Path(config_path) if config_path else self.config.path)
+        world = load_world(config)
+        shards = [engine._reloaded(config, world) for engine in self.shards]
+        _drop_columns(world)
+        new = ShardedEngine(config, shards, seq=self.seq, conversion_seq=self.conversion_seq)
+        new.reload_dropped = sum(engine.reload_dropped for engine in shards)
+        self.close()
+        return new
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- what an Engine answers
+
+    @property
+    def campaigns(self):
+        return self.config.campaigns
+
+    @property
+    def subscribers(self) -> np.ndarray:
+        """Every worker's subscribers (MSISDN), worker by worker."""
+        return np.concatenate([engine.subscribers for engine in self.shards])
+
+    @property
+    def pending(self) -> int:
+        return self._core.pending
+
+    @property
+    def clock(self) -> Optional[int]:
+        return self._core.clock
+
+    @property
+    def stats(self) -> dict:
+        """Engine.stats' campaigns and totals over the workers."""
+        counts = self._core.counts()
+        funnel = self._core.funnel()
+        return {
+            "totals": {"events": counts["events"], "unknown_subscribers": counts["unknown_subscribers"],
+                       "late_events": counts["late_events"], "bad_events": counts["bad_events"],
+                       "bad_events_by_field": counts["bad_events_by_field"], "pending": self.pending,
+                       "contacts": self.seq},
+            "run": None,
+            "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(self.config.campaigns)},
+            "timing": None,
+        }
+
+    def shard_for(self, msisdn: int):
+        """The worker engine that holds `msisdn` (whether it is a subscriber or not)."""
+        return self.shards[shard_of_msisdn(int(msisdn), self.workers) if 0 < int(msisdn) < 1 << 64 else 0]
+
+    def subscriber_status(self, msisdn: int) -> str:
+        return self.shard_for(msisdn).subscriber_status(msisdn)
+
+    def collect_explanations(self) -> None:
+        for engine in self.shards:
+            engine.collect_explanations()
+
+    @property
+    def watched(self) -> list[int]:
+        return [m for engine in self.shards for m in engine.watched]
+
+    def watch(self, msisdns, *, ring: Optional[int] = None) -> None:
+        raise SigmatchError("explaining subscribers (--watch, the lookup's /watch) is not available with "
+                            "--workers yet")
+
+    def explanation(self, msisdn: int, last: Optional[int] = None) -> dict:
+        raise ValueError(f"{msisdn} is not watched")
+
+
+def _drop_columns(world) -> None:
+    """The snapshot's attribute columns served `where` in compiling: the workers no longer
+    need them (Engine drops them likewise when it loaded the world itself)."""
+    world.profiles.columns = {}
+    world.profiles.tags = None
+    world.profiles.not_numbers = {}

@@ -1,0 +1,121 @@
+"""The service's workers (engine.workers.inprocess, `sigmatch run --workers N`, issue 14): N
+shard engines in one process, fed each piece together, give the records one engine gives,
+byte for byte (seq, conversions' contact_seq and seq, dead letters), on random worlds cut
+into random pieces, with the clock advanced between pieces (--idle-advance), a reload in the
+middle, and budgets and max_pending that bind. A contact keeps the number the files give its
+action, so conversions and the lookup name it the same after any piece.
+
+The daemon with --workers (checkpoints, kill -9) is in tests/test_daemon.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from engine.api import Engine
+from engine.workers import inprocess
+from engine.workers.inprocess import ShardedEngine
+from engine.world.gen import generate
+from tests.test_workers import TIGHT, squeezed
+from tests.worlds import worlds, write_world
+
+
+def feed_all(engine, pieces, *, advances=(), reload_at=None, config=None):
+    """Feed `pieces` in turn; after piece i in `advances`, advance the clock by an hour; before
+    piece `reload_at`, reload. Returns (actions, conversions, dead letters, engine at the end)."""
+    core = engine._core
+    core.begin_stream()
+    taken = {"actions": [], "conversions": [], "dead": []}
+    statuses = []
+    for i, piece in enumerate(pieces):
+        if i == reload_at:
+            engine = engine.reload(config)
+            core = engine._core
+        statuses.append(core.feed(piece))
+        if i in advances and core.clock is not None:
+            core.advance(core.clock + 3_600_000)
+        taken["actions"].append(core.take_actions())
+        taken["conversions"].append(core.take_conversions())
+        taken["dead"].append(core.take_dead_letters())
+        if statuses[-1]:
+            break
+    return ({k: np.concatenate(v) for k, v in taken.items()}, statuses, engine)
+
+
+def assert_same(got, expected, what: str) -> None:
+    for name in expected[0]:
+        assert got[0][name].tobytes() == expected[0][name].tobytes(), f"{what}: {name} differ"
+    assert got[1] == expected[1], f"{what}: statuses differ"
+    one, many = expected[2], got[2]
+    assert many._core.seq == one._core.seq and many.pending == one.pending, what
+    assert (many._core.funnel() == one._core.funnel()).all(), what
+    counts, theirs = one._core.counts(), many._core.counts()
+    assert theirs == counts, what
+
+
+def pieces_of(data: bytes, cuts) -> list[bytes]:
+    edges = [0] + sorted({c for c in cuts if 0 < c < len(data)}) + [len(data)]
+    return [data[a:b] for a, b in zip(edges, edges[1:])]
+
+
+@settings(max_examples=max(40, settings().max_examples // 3), deadline=None,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data(), w=worlds())
+def test_workers_in_one_process_give_one_engines_records(data, w, tmp_path_factory):
+    w = data.draw(squeezed(w))
+    config, _ = write_world(w, tmp_path_factory.mktemp("world"))
+    pieces = pieces_of(w.trace, data.draw(st.lists(st.integers(0, len(w.trace)), max_size=6)))
+    advances = set(data.draw(st.lists(st.integers(0, len(pieces) - 1), max_size=2)))
+    reload_at = data.draw(st.sampled_from([None, None, len(pieces) // 2]))
+    expected = feed_all(Engine.from_config(config), pieces, advances=advances, reload_at=reload_at, config=config)
+    ring = inprocess.RING_BITS
+    inprocess.RING_BITS = data.draw(st.sampled_from([ring, 4]))
+    try:
+        for k in (2, 3):
+            engine = ShardedEngine.build(config, k)
+            got = feed_all(engine, pieces, advances=advances, reload_at=reload_at, config=config)
+            assert_same(got, expected, f"{k} workers")
+            got[2].close()
+    finally:
+        inprocess.RING_BITS = ring
+
+
+@pytest.fixture(scope="module")
+def tight(tmp_path_factory):
+    """tests/test_workers.py's `sigmatch gen` world whose budgets and max_pending run out."""
+    directory = tmp_path_factory.mktemp("gen")
+    generated = generate(directory, subscribers=5_000, events=60_000, seed=3)
+    text = generated.config.read_text()
+    for old, new in TIGHT.items():
+        text = text.replace(old, new)
+    config = directory / "tight.toml"
+    config.write_text(text)
+    return config, generated.traces[0].read_bytes()
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_budgets_and_max_pending_running_out_between_pieces(tight, workers):
+    config, data = tight
+    rng = np.random.default_rng(workers)
+    pieces = pieces_of(data, rng.integers(0, len(data), 30).tolist())
+    advances = {3, 11, 20}
+    expected = feed_all(Engine.from_config(config), pieces, advances=advances, reload_at=15, config=config)
+    funnel = expected[2]._core.funnel()
+    from engine.records import FUNNEL
+    for what in ("suppressed_campaign_budget", "suppressed_channel_budget", "overflow"):
+        assert funnel[:, FUNNEL.index(what)].sum() > 0, what
+    assert len(expected[0]["conversions"]) > 0
+    got = feed_all(ShardedEngine.build(config, workers), pieces, advances=advances, reload_at=15, config=config)
+    assert_same(got, expected, f"{workers} workers")
+    # the lookup's view of a subscriber with a contact: the number its action has in the files
+    actions = expected[0]["actions"]
+    for msisdn in np.unique(actions["msisdn"])[:50]:
+        one = expected[2]._core.subscriber_view(int(msisdn))
+        many = got[2]._core.subscriber_view(int(msisdn))
+        one.pop("index"), many.pop("index")     # a worker's own index of the subscriber
+        assert one == many, int(msisdn)
+    assert expected[2]._core.budgets_used() == got[2]._core.budgets_used()
