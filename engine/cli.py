@@ -740,9 +740,13 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 @click.option("--watch", "watch_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="Explain these subscribers from start-up (one MSISDN a line, or a .csv/.roar list): "
                    "GET /subscriber/{msisdn}/explain on the lookup; PUT/DELETE /watch/{msisdn} changes the list.")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Split the subscribers over N workers, one core each, in this process: the same files as one "
+                   "worker, exactly once across crashes. A --state keeps the number it was started with.")
 @_one_line_errors
 def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_connections, from_stdin: bool, fmt,
-        lookup, lookup_token, metrics, checkpoint_every, idle_advance, spool_owners, settle, keep_done, watch_path):
+        lookup, lookup_token, metrics, checkpoint_every, idle_advance, spool_owners, settle, keep_done, watch_path,
+        workers: int):
     """Run as a service over a spool directory, TCP producers or standard input (or several
     of them, as one stream), exactly once across crashes; SIGTERM stops."""
     from engine.service.daemon import run_spool
@@ -773,7 +777,7 @@ def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_c
                        metrics=metrics_at, idle_advance_s=idle_advance,
                        stdin=sys.stdin.buffer if from_stdin else None, listen=listen_at,
                        checkpoint_every_s=checkpoint_every, spool_owners=owners, settle_s=settle, keep_done=keep,
-                       watch=watch_path))
+                       watch=watch_path, workers=workers))
 
 
 @main.command()

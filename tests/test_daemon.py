@@ -104,8 +104,20 @@ def test_uninterrupted_run_then_sigterm(world, tmp_path):
     assert (stats["run"]["first_seq"], stats["run"]["last_seq"]) == (1, len(expected.actions))
 
 
-@pytest.mark.parametrize("args", [("--checkpoint-every", "0"), ("--checkpoint-every", "0.03")],
-                         ids=["every-file", "coalesced"])
+def expected_conversions(run):
+    columns = run.conversion_columns()
+    return sorted(tuple(str(columns[k][i]) for k in columns) for i in range(len(run.conversions)))
+
+
+def workers_of(args) -> tuple:
+    """The --workers of a service's arguments: a restart must give the same."""
+    return tuple(args[args.index("--workers"):args.index("--workers") + 2]) if "--workers" in args else ()
+
+
+@pytest.mark.parametrize("args", [("--checkpoint-every", "0"), ("--checkpoint-every", "0.03"),
+                                  ("--workers", "2", "--checkpoint-every", "0"),
+                                  ("--workers", "3", "--checkpoint-every", "0.03")],
+                         ids=["every-file", "coalesced", "2-workers-every-file", "3-workers-coalesced"])
 def test_kill_9_at_random_moments_loses_and_repeats_nothing(world, tmp_path, args):
     generated, expected = world
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
@@ -124,7 +136,7 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(world, tmp_path, arg
         progress.append(len(list((spool / "done").glob("*.msgpack"))) if (spool / "done").exists() else 0)
         if not list(spool.glob("*.msgpack")):
             break
-    proc = start(generated.config, out, state, spool, ready=True)
+    proc = start(generated.config, out, state, spool, ready=True, args=workers_of(args))
     assert wait_until_drained(spool)
     assert stop(proc) == 0, proc.stderr.read()
     # some kills landed while the spool was being worked through, not only before or after
@@ -132,8 +144,8 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(world, tmp_path, arg
     got = rows(out, "actions-*.csv")
     assert len(got) == len(set(got)), "an action was written twice"
     assert sorted(got) == expected_rows(expected)
-    conversions = rows(out, "conversions-*.csv")
-    assert len(conversions) == len(expected.conversions)
+    # each conversion names its contact by the seq the contact's action has in the files
+    assert sorted(rows(out, "conversions-*.csv")) == expected_conversions(expected)
     # a restarted service continues the sequence without gaps
     assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
 
@@ -230,6 +242,65 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
     assert len(rows(out, "conversions-*.csv")) == len(expected.conversions)
 
 
+def test_with_workers_a_damaged_shard_checkpoint_sends_every_shard_back_and_the_output_stays_exact(world, tmp_path):
+    """--workers 2: shard 1's newest checkpoint record is damaged; both shards go back to the
+    commit before it, what the newer one finished is made again, the same."""
+    from engine.service.checkpoint import RECORD_MAGIC
+    generated, expected = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill_spool(generated, spool)
+    half = len(generated.traces) // 2
+    for trace in generated.traces[half:]:
+        os.replace(spool / trace.name, tmp_path / trace.name)
+    args = ("--workers", "2", *EVERY_FILE)
+    proc = start(generated.config, out, state, spool, ready=True, args=args)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    log = max((state / "shard-1").glob("log-*"))
+    assert log.read_bytes().count(RECORD_MAGIC) >= 2
+    damage(log, newest_record_start(log) + 200)
+    for trace in generated.traces[half:]:
+        os.replace(tmp_path / trace.name, spool / trace.name)
+    proc = start(generated.config, out, state, spool, ready=True, args=args)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    assert "cannot use checkpoint" in proc.stderr.read()
+    got = rows(out, "actions-*.csv")
+    assert sorted(got) == expected_rows(expected)
+    assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
+    assert sorted(rows(out, "conversions-*.csv")) == expected_conversions(expected)
+
+
+def test_a_state_keeps_the_number_of_workers_it_was_started_with(world, tmp_path):
+    """A --state written with --workers 2 is refused, in one line, without --workers or with
+    --workers 3, and one written without --workers is refused with --workers 2; the state
+    and the output are left as they were."""
+    generated, _ = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    shutil_copy = __import__("shutil").copy
+    shutil_copy(generated.traces[0], spool / generated.traces[0].name)
+    proc = start(generated.config, out, state, spool, ready=True, args=("--workers", "2"))
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if "done" not in p.parts)
+    for args, says in (((), "start it with --workers 2"), (("--workers", "3"), "start it with --workers 2")):
+        proc = start(generated.config, out, state, spool, args=args)
+        assert proc.wait(timeout=60) != 0
+        err = proc.stderr.read()
+        assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    other = tmp_path / "state-one"
+    proc = start(generated.config, tmp_path / "out-one", other, spool, ready=True)
+    shutil_copy(generated.traces[1], spool / generated.traces[1].name)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    proc = start(generated.config, tmp_path / "out-one", other, spool, args=("--workers", "2"))
+    assert proc.wait(timeout=60) != 0
+    err = proc.stderr.read()
+    assert "without --workers" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert [p for p in before if (tmp_path / p).exists()] == before
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -248,7 +319,8 @@ def get(url, token=None):
         return e.code, json.loads(e.read())
 
 
-def test_policy_lookup_needs_the_token_and_shows_one_subscriber(world, tmp_path):
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one-worker", "2-workers"])
+def test_policy_lookup_needs_the_token_and_shows_one_subscriber(world, tmp_path, workers):
     generated, expected = world
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
     fill_spool(generated, spool)
@@ -258,7 +330,7 @@ def test_policy_lookup_needs_the_token_and_shows_one_subscriber(world, tmp_path)
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.cli", "-v", "run", str(generated.config), "--out", str(out),
-             "--state", str(state), "--spool", str(spool), "--lookup", f"127.0.0.1:{port}"],
+             "--state", str(state), "--spool", str(spool), "--lookup", f"127.0.0.1:{port}", *workers],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     finally:
         del os.environ["SIGMATCH_LOOKUP_TOKEN"]
@@ -297,7 +369,8 @@ def test_policy_lookup_needs_the_token_and_shows_one_subscriber(world, tmp_path)
     assert "lookup" in log and str(msisdn) not in log
 
 
-def test_metrics_scrape(world, tmp_path):
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one-worker", "2-workers"])
+def test_metrics_scrape(world, tmp_path, workers):
     import urllib.request
     generated, expected = world
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
@@ -305,7 +378,7 @@ def test_metrics_scrape(world, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "run", str(generated.config), "--out", str(out),
-         "--state", str(state), "--spool", str(spool), "--metrics", f":{port}"],
+         "--state", str(state), "--spool", str(spool), "--metrics", f":{port}", *workers],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_until_drained(spool)
     def events_counted(text):
@@ -333,7 +406,8 @@ def test_metrics_scrape(world, tmp_path):
     assert stop(proc) == 0
 
 
-def test_idle_advance_lets_delayed_actions_go_out(world, tmp_path):
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one-worker", "2-workers"])
+def test_idle_advance_lets_delayed_actions_go_out(world, tmp_path, workers):
     """The traces are of early November 2026, before today's wall clock: once the spool is
     quiet, --idle-advance moves event time past every due time, as a drain would."""
     generated, _ = world
@@ -342,7 +416,7 @@ def test_idle_advance_lets_delayed_actions_go_out(world, tmp_path):
     fill_spool(generated, spool)
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "run", str(generated.config), "--out", str(out),
-         "--state", str(state), "--spool", str(spool), "--idle-advance", "0.2"],
+         "--state", str(state), "--spool", str(spool), "--idle-advance", "0.2", *workers],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert wait_until_drained(spool)
     deadline = time.monotonic() + 30
@@ -387,11 +461,12 @@ def half_spooled(generated, tmp_path):
     return config, spool, out, state, first, rest
 
 
-def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp_path):
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one-worker", "2-workers"])
+def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp_path, workers):
     import shutil
     generated, _ = world
     config, spool, out, state, first, rest = half_spooled(generated, tmp_path)
-    proc = start(config, out, state, spool, ready=True)
+    proc = start(config, out, state, spool, ready=True, args=workers)
     assert wait_until_drained(spool)
     # a bad configuration is rejected and the running one goes on
     original = config.read_text()
@@ -429,20 +504,21 @@ def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp
     assert all(r[2] != removed for r in got if int(r[0]) > last_before)
 
 
-def test_a_restart_after_the_configuration_changed_carries_the_state_over(world, tmp_path):
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one-worker", "2-workers"])
+def test_a_restart_after_the_configuration_changed_carries_the_state_over(world, tmp_path, workers):
     """Stopped, the campaigns edited, started again: no refusal; the state goes on as a
     SIGHUP reload would have carried it."""
     import shutil
     generated, _ = world
     config, spool, out, state, first, rest = half_spooled(generated, tmp_path)
-    proc = start(config, out, state, spool, ready=True)
+    proc = start(config, out, state, spool, ready=True, args=workers)
     assert wait_until_drained(spool)
     assert stop(proc) == 0
     blocks = config.read_text().split("[[campaign]]")
     config.write_text("[[campaign]]".join([blocks[0]] + blocks[2:]))     # the first campaign goes
     for trace in rest:
         shutil.copy(trace, spool / trace.name)
-    proc = start(config, out, state, spool, ready=True)
+    proc = start(config, out, state, spool, ready=True, args=workers)
     assert wait_until_drained(spool)
     assert stop(proc) == 0
     assert "changed while stopped" in proc.stderr.read()

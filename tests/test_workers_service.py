@@ -119,3 +119,28 @@ def test_budgets_and_max_pending_running_out_between_pieces(tight, workers):
         one.pop("index"), many.pop("index")     # a worker's own index of the subscriber
         assert one == many, int(msisdn)
     assert expected[2]._core.budgets_used() == got[2]._core.budgets_used()
+
+
+def test_an_explanation_names_the_numbers_of_the_files(tight):
+    """Watched subscribers (`run --watch`, the lookup's /watch) are explained by the worker that
+    holds them, with the seqs the files give their actions and conversions."""
+    config, data = tight
+    pieces = pieces_of(data, np.random.default_rng(7).integers(0, len(data), 12).tolist())
+    one = Engine.from_config(config)
+    actions = feed_all(Engine.from_config(config), pieces)[0]["actions"]
+    conversions = feed_all(Engine.from_config(config), pieces)[0]["conversions"]
+    # subscribers with contacts and conversions, and one without either
+    watched = list(dict.fromkeys([int(m) for m in conversions["msisdn"][:4]] + [int(m) for m in actions["msisdn"][:4]]))
+    many = ShardedEngine.build(config, 3)
+    for engine in (one, many):
+        engine.watch(watched, ring=1000)
+    expected, got = feed_all(one, pieces), feed_all(many, pieces)
+    assert_same(got, expected, "3 workers")
+    assert many.watched == watched
+    for msisdn in watched:
+        theirs = many.explanation(msisdn)
+        assert theirs == one.explanation(msisdn), msisdn
+    assert any(doc["conversions"] for m in watched for doc in one.explanation(m)["events"])
+    with pytest.raises(ValueError, match="not a subscriber"):
+        many.watch([1])
+    many.close()

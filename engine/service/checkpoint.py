@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Optional
 import numpy as np
 
 from engine.errors import CheckpointError
-from engine.sinks import fsync_path
+from engine.sinks import fsync_path, make_private_directories
 
 if TYPE_CHECKING:
     from engine.api import Engine
 
 __all__ = ["write_checkpoint", "read_checkpoint", "restore_checkpoint", "subscriber_order", "fingerprint",
-           "CheckpointStore", "Loaded", "VERSION"]
+           "CheckpointStore", "Loaded", "CheckpointSet", "LoadedSet", "read_header", "VERSION"]
 
 MAGIC = b"SIGMATCH-CHECKPOINT\n"
 VERSION = 1
@@ -151,27 +151,45 @@ def _naming(error: OSError, path) -> OSError:
     return OSError(error.errno, error.strerror or str(error), str(path))
 
 
+def _read_header(f, path: Path) -> dict:
+    if f.read(len(MAGIC)) != MAGIC:
+        raise CheckpointError(f"{path}: not a sigmatch checkpoint")
+    raw = f.read(4)
+    if len(raw) != 4:
+        raise CheckpointError(f"{path}: truncated header")
+    (length,) = struct.unpack("<I", raw)
+    if length > 64 << 20:
+        raise CheckpointError(f"{path}: header length {length:,} is not plausible")
+    header_bytes = f.read(length)
+    raw = f.read(4)
+    if len(header_bytes) != length or len(raw) != 4 or struct.unpack("<I", raw)[0] != zlib.crc32(header_bytes):
+        raise CheckpointError(f"{path}: damaged header")
+    header = json.loads(header_bytes)
+    if header.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {header.get('version')}, this engine reads {VERSION}")
+    return header
+
+
+def read_header(path) -> dict:
+    """The header of a checkpoint file, its sections unread (a base is gigabytes);
+    CheckpointError when it is missing, of another version, or its header is damaged."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return _read_header(f, path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such checkpoint") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint: {e}") from None
+
+
 def read_checkpoint(path) -> tuple[dict, dict]:
     """(header, sections as NumPy arrays) of a checkpoint file; CheckpointError when it is
     missing, of another version, or damaged anywhere."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            if f.read(len(MAGIC)) != MAGIC:
-                raise CheckpointError(f"{path}: not a sigmatch checkpoint")
-            raw = f.read(4)
-            if len(raw) != 4:
-                raise CheckpointError(f"{path}: truncated header")
-            (length,) = struct.unpack("<I", raw)
-            if length > 64 << 20:
-                raise CheckpointError(f"{path}: header length {length:,} is not plausible")
-            header_bytes = f.read(length)
-            raw = f.read(4)
-            if len(header_bytes) != length or len(raw) != 4 or struct.unpack("<I", raw)[0] != zlib.crc32(header_bytes):
-                raise CheckpointError(f"{path}: damaged header")
-            header = json.loads(header_bytes)
-            if header.get("version") != VERSION:
-                raise CheckpointError(f"{path}: checkpoint version {header.get('version')}, this engine reads {VERSION}")
+            header = _read_header(f, path)
             sections = {}
             for section in header["sections"]:
                 name, nbytes = section["name"], int(section["nbytes"])
@@ -293,22 +311,39 @@ def _merge_windows(parts: list[np.ndarray], words: int) -> np.ndarray:
     return np.ascontiguousarray(merged[keep]).reshape(-1)
 
 
+class _NoCommit(CheckpointError):
+    """A checkpoint of a CheckpointSet's store without its commit number."""
+
+
+def _commit(header: dict, where) -> int:
+    """The commit number (CheckpointSet) in a base's or record's header's extra."""
+    commit = (header.get("extra") or {}).get("commit")
+    if not isinstance(commit, int) or isinstance(commit, bool):
+        raise _NoCommit(f"{where}: holds no commit number: a checkpoint of a service without --workers")
+    return commit
+
+
 def _read_exact(f, n: int) -> Optional[bytes]:
     data = f.read(n)
     return data if len(data) == n else None
 
 
-def engine_for(config_path, loaded: Loaded, **options) -> tuple["Engine", Optional[int]]:
+def engine_for(config_path, loaded: Loaded, *, config=None, world=None, **options) -> tuple["Engine", Optional[int]]:
     """An engine of the configuration, profiles, lists and areas as they are now, holding the
     loaded state. When they are what the checkpoint was written for, it is restored as it was
     (None comes back). When they changed while the service was stopped (a new profile
     snapshot, an edited campaign), the state is carried over as a reload carries it
     (subscribers keep their indexes, new ones appended, gone ones inactive; campaigns by id,
     counters by name) and the number of pending actions of removed campaigns comes back.
-    `options` go to the Engine (record_takers)."""
+    `config` and `world`: the configuration and world already loaded from `config_path` (the
+    workers of a CheckpointSet share them: loaded once, not once per worker). `options` go to
+    the Engine (record_takers, shard)."""
     from engine._core import Core
     from engine.api import Engine
-    engine = Engine.from_config(config_path, keep=loaded.subscribers, **options)
+    if config is not None:
+        engine = Engine(config, world, keep=loaded.subscribers, **options)
+    else:
+        engine = Engine.from_config(config_path, keep=loaded.subscribers, **options)
     theirs = loaded.header["fingerprint"]
     scalars = loaded.header["scalars"]
     mine = fingerprint(engine)
@@ -393,6 +428,54 @@ class CheckpointStore:
         the fallback, and what its records moved is covered by its last record."""
         self._rebase = True
 
+    def held_extras(self) -> list[dict]:
+        """The extras of every base and record the store holds whose header can be read, by
+        generation, oldest first (sections unread: a few KB read per checkpoint)."""
+        extras = []
+        for generation in sorted(self.generations()):
+            try:
+                extras.append(read_header(self.base_path(generation)).get("extra", {}))
+            except CheckpointError:
+                pass
+            extras += self._record_extras(generation)
+        return extras
+
+    def newest_commit(self) -> Optional[int]:
+        """The highest commit number (a CheckpointSet's) among the extras the store holds,
+        usable or not; None when none holds one."""
+        return max((e["commit"] for e in self.held_extras() if isinstance(e.get("commit"), int)), default=None)
+
+    def discard_newer(self, loaded: Loaded) -> None:
+        """Remove what the store holds beyond the state `loaded`: the generations after
+        its own (the base of a checkpoint that was not complete in every store of a set, or
+        a damaged one, which the next base's pruning would remove anyway), and the records
+        of its log after those applied, unless the log is damaged (then it stays as it is,
+        the fallback of the next base, as after `adopt`)."""
+        removed = False
+        for path in list(self.directory.glob("base-*")) + list(self.directory.glob("log-*")):
+            suffix = path.name.split("-", 1)[1]
+            if suffix.isdigit() and int(suffix) > loaded.generation:
+                path.unlink(missing_ok=True)
+                removed = True
+        path = self.log_path(loaded.generation)
+        if loaded.damage is None and path.exists() and path.stat().st_size > loaded.log_end:
+            with open(path, "r+b") as f:
+                f.truncate(loaded.log_end)
+                os.fsync(f.fileno())
+        if removed:
+            fsync_path(self.directory)
+
+    def layout_error(self) -> Optional[str]:
+        """One line when the directory holds no checkpoint of this store's own but those of a
+        service with --workers (CheckpointSet): the service must start with as many."""
+        if self.exists():
+            return None
+        workers = CheckpointSet.workers_in(self.directory)
+        if workers:
+            return (f"--state {self.directory}: holds the checkpoint of a service with --workers {workers}: "
+                    f"start it with --workers {workers}")
+        return None
+
     def record_extras(self) -> Optional[list[dict]]:
         """The extras of the current generation's records, in order (what a fallback to an
         older checkpoint would undo); None when fewer can be read than were written."""
@@ -403,17 +486,31 @@ class CheckpointStore:
 
     # -- reading
 
-    def load(self) -> Optional[Loaded]:
+    def load(self, upto_commit: Optional[int] = None) -> Optional[Loaded]:
         """The newest usable state, or None when the store is empty. A damaged base is
         reported and the previous generation used; a damaged record ends its log there
-        (`damage`). CheckpointError when nothing is usable."""
+        (`damage`). CheckpointError when nothing is usable.
+
+        With `upto_commit` (a store of a CheckpointSet, whose extras hold "commit"): the
+        newest usable state whose commit is at most that. A generation whose base is of a
+        later commit is passed over (neither a fallback nor damage, its records' extras not
+        in `later_extras`), and a log ends before its first record of a later commit as at
+        its end (`records` and `log_end` describe the state loaded, and `adopt` cuts the log
+        there); `later_extras` then holds only extras of commits up to `upto_commit`. None
+        when no state is that old. A base or record without a commit number is a
+        CheckpointError naming the file (the store of a service without --workers)."""
         reasons, skipped = [], []
         for generation in self.generations():
             path = self.base_path(generation)
             try:
+                # the header alone says whether the base is too new: its rows are gigabytes
+                if upto_commit is not None and _commit(read_header(path), path) > upto_commit:
+                    continue
                 header, sections = read_checkpoint(path)
                 if header.get("generation") != generation:
                     raise CheckpointError(f"{path}: holds generation {header.get('generation')}")
+            except _NoCommit:
+                raise
             except CheckpointError as e:
                 log.error(f"cannot use checkpoint: {e}")
                 reasons.append(str(e))
@@ -422,14 +519,18 @@ class CheckpointStore:
                 continue
             loaded = Loaded(generation, header, sections, path)
             loaded.fallbacks = reasons
-            self._apply_log(loaded)
+            self._apply_log(loaded, upto_commit)
             loaded.later_extras += skipped
+            if upto_commit is not None:
+                # the later commits are the caller's (CheckpointSet.load gathers them all)
+                loaded.later_extras = [e for e in loaded.later_extras
+                                       if not isinstance(e.get("commit"), int) or e["commit"] <= upto_commit]
             return loaded
         if reasons:
             raise CheckpointError(f"{self.directory}: no usable checkpoint ({'; '.join(reasons)})")
         return None
 
-    def _apply_log(self, loaded: Loaded) -> None:
+    def _apply_log(self, loaded: Loaded, upto_commit: Optional[int] = None) -> None:
         path = self.log_path(loaded.generation)
         if not path.exists():
             return
@@ -444,6 +545,12 @@ class CheckpointStore:
             while True:
                 start = f.tell()
                 record, problem, torn = self._read_record(f, loaded.generation, loaded.records + 1)
+                if (upto_commit is not None and record is not None
+                        and record[0].get("generation") == loaded.generation
+                        and record[0].get("number") == loaded.records + 1
+                        and _commit(record[0], f"{path}: record {loaded.records + 1:,} at byte {start:,}")
+                        > upto_commit):
+                    break       # the state asked for ends here, as at the log's end
                 if torn:
                     if problem:
                         log.info(f"{path}: a record torn by a crash at byte {start:,} is cut off")
@@ -581,6 +688,17 @@ class CheckpointStore:
         Returns what was written: {"kind": "base" | "record", "bytes": n}."""
         return self.prepare(engine, extra).write()
 
+    def wants_base(self, engine: "Engine") -> bool:
+        """Whether the next checkpoint of `engine` is a new base (prepare): none yet, another
+        core, its changes not tracked, a rebase asked for (rebase_next, damage at load, a
+        failed write), a log as big as a base, or a record that would be about as big as a
+        base (it then costs the same to write and restores faster)."""
+        core = engine._core
+        stride = core.state_scalars()["layout"][0]
+        return (self.generation is None or core is not self._core or not core.tracking or self._rebase
+                or self.log_bytes >= self.rebase_ratio * self.base_bytes
+                or core.nr_changed * (stride + 4) >= 0.9 * self.base_bytes)
+
     def prepare(self, engine: "Engine", extra: Optional[dict] = None,
                 copy_limit: int = 0) -> "PreparedCheckpoint":
         """Take what the next checkpoint holds from `engine`. A record is a copy; so is a base
@@ -590,12 +708,7 @@ class CheckpointStore:
         if self._prepared:
             raise RuntimeError("the previous prepared checkpoint is not written yet")
         core = engine._core
-        # a new base when the log is as big as one, or when the record would be about as big
-        # as a base (it then costs the same to write and restores faster)
-        stride = core.state_scalars()["layout"][0]
-        if (self.generation is None or core is not self._core or not core.tracking or self._rebase
-                or self.log_bytes >= self.rebase_ratio * self.base_bytes
-                or core.nr_changed * (stride + 4) >= 0.9 * self.base_bytes):
+        if self.wants_base(engine):
             core.track_changes()
             generation = max(self.generations(), default=0) + 1
             rows_bytes = len(engine.subscribers) * core.state_scalars()["layout"][0]
@@ -712,3 +825,303 @@ class PreparedCheckpoint:
             store._prepared = False
             self.sections = []
         return {"kind": self.kind, "bytes": written}
+
+
+# ---------------------------------------------------------------------------------------
+# A set of stores: the checkpoints of a service with --workers N, one store per shard engine.
+#
+#     STATE/shard-0/base-00000007 ...    shard i's CheckpointStore, at STATE/shard-<i>
+#
+# One checkpoint of the service is one in every store, each with the same extra plus
+# "commit": C (1, 2, 3 ... over the service's life), written in order shard 0 .. N-1; it is
+# complete only when all N are written. A crash can leave the stores one commit apart, and
+# damage makes one store load an older commit than the others: a load takes the newest
+# commit every store can give, the others go back to it (CheckpointStore.load's
+# upto_commit), and what they held beyond it is undone (later_extras) and discarded (adopt).
+#
+# Commit numbers are never used twice, not even for a checkpoint that was never complete (a
+# failed write, or one a crash cut): a store may keep such a checkpoint where the set does
+# not discard it (a damaged log stays as it is, the fallback of the next base), and a later
+# fallback to it must not take it for the other stores' checkpoint of the same number. So
+# the next commit follows the highest number any store holds, not the one loaded.
+#
+# All stores start a new generation at the same commit (if one wants a base, all write one):
+# each keeps the previous generation as its fallback, so whatever commit one store falls
+# back to, the others still hold it.
+
+
+class LoadedSet:
+    """The state of every store of a set at the newest commit they all hold."""
+
+    def __init__(self, parts: list[Loaded], commit: int, later_extras: list[dict], highest: int,
+                 seen: Optional[list[Loaded]] = None):
+        self.parts = parts                      # Loaded, by shard
+        self.commit = commit                    # the commit loaded (C*)
+        self.later_extras = later_extras        # extras of the commits after it found anywhere, by commit
+        self.highest = highest                  # the highest commit number any store holds
+        # Why a store gave an older state than its newest, from every load on the way: the
+        # load of an older commit passes over a damaged base or log that made it go back.
+        seen = parts + (seen or [])
+        self.damage: Optional[str] = next((p.damage for p in seen if p.damage), None)
+        self.fallbacks: list[str] = list(dict.fromkeys(reason for p in seen for reason in p.fallbacks))
+
+    @property
+    def generation(self) -> int:
+        return self.parts[0].generation
+
+    @property
+    def records(self) -> int:
+        return self.parts[0].records
+
+    @property
+    def extra(self) -> dict:
+        return self.parts[0].extra
+
+
+class CheckpointSet:
+    """The checkpoints of N shard engines (see above), with the interface of a
+    CheckpointStore over lists of engines: `prepare(engines, extra).write()` writes one;
+    `load` reads the newest commit all stores hold and `adopt` continues from it."""
+
+    def __init__(self, directory, workers: int, *, rebase_ratio: float = 1.0):
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        self.directory = Path(directory)
+        self.workers = workers
+        self.stores = [CheckpointStore(self.directory / f"shard-{i}", rebase_ratio=rebase_ratio)
+                       for i in range(workers)]
+        self.commit = 0                 # the last commit written (or tried), loaded or adopted
+        self._prepared = False
+
+    @property
+    def generation(self) -> Optional[int]:
+        return self.stores[0].generation
+
+    def exists(self) -> bool:
+        return any(store.exists() for store in self.stores)
+
+    def rebase_next(self) -> None:
+        for store in self.stores:
+            store.rebase_next()
+
+    def record_extras(self) -> Optional[list[dict]]:
+        """Shard 0's record_extras (every store has the same extras at the same commits, and
+        starts its generations at the same commit); None when any store's cannot all be read."""
+        extras = [store.record_extras() for store in self.stores]
+        return None if any(e is None for e in extras) else extras[0]
+
+    # -- layout
+
+    @staticmethod
+    def _shard_directories(directory: Path) -> dict[int, Path]:
+        found = {}
+        try:
+            for path in Path(directory).glob("shard-*"):
+                suffix = path.name[6:]
+                if suffix.isdigit() and path.is_dir():
+                    found[int(suffix)] = path
+        except OSError:
+            pass
+        return found
+
+    @staticmethod
+    def workers_in(directory) -> int:
+        """The --workers of the service whose checkpoints `directory` holds in shard-*
+        directories: as its bases record it, else the number of shard directories that hold
+        a base; 0 when none does."""
+        holding = [path for _, path in sorted(CheckpointSet._shard_directories(Path(directory)).items())
+                   if CheckpointStore(path).exists()]
+        for path in holding:
+            store = CheckpointStore(path)
+            for generation in store.generations():
+                try:
+                    workers = read_header(store.base_path(generation)).get("workers")
+                except CheckpointError:
+                    continue
+                if isinstance(workers, int) and workers > 0:
+                    return workers
+        return len(holding)
+
+    def layout_error(self) -> Optional[str]:
+        """One line when the directory holds the checkpoint of a service of another layout:
+        one without --workers (base-* in the directory itself), or with another number of
+        workers. None when it holds this layout's, or none."""
+        if CheckpointStore(self.directory).exists():
+            return (f"--state {self.directory}: holds the checkpoint of a service without --workers: "
+                    "start it without --workers")
+        shards = self._shard_directories(self.directory)
+        holding = {k for k, path in shards.items() if CheckpointStore(path).exists()}
+        if not holding:
+            return None
+        # As the bases record it: a crash in the first checkpoint leaves some stores without
+        # one, which counting them would take for fewer workers.
+        workers = self.workers_in(self.directory)
+        if workers == self.workers and max(holding) >= self.workers:
+            workers = max(holding) + 1      # bases of a layout that recorded none
+        if workers != self.workers:
+            return (f"--state {self.directory}: holds the checkpoint of a service with --workers {workers}: "
+                    f"start it with --workers {workers}")
+        return None
+
+    # -- reading
+
+    def load(self) -> Optional[LoadedSet]:
+        """The state of every store at the newest commit all of them hold, or None when no
+        store holds a checkpoint, or when only the first checkpoint was begun and a crash cut
+        it (then the first write prunes what it left). A store that is ahead of the others
+        (a crash while a checkpoint was written) or that can give only an older commit
+        (damage) makes all go back to the commit they share; `later_extras` names the commits
+        after it that any store holds, to be undone. CheckpointError, one line naming the
+        store's directory, when a store holds no checkpoint or none old enough while the
+        others do, when one holds no commit numbers, or (CheckpointStore.load) nothing usable."""
+        held = []
+        for store in self.stores:
+            extras = store.held_extras()
+            for extra in extras:
+                if not isinstance(extra.get("commit"), int):
+                    raise CheckpointError(f"{store.directory}: holds a checkpoint without a commit number: "
+                                          "one of a service without --workers")
+            held.append(extras)
+        if not any(store.exists() for store in self.stores):
+            return None
+        highest = max((e["commit"] for extras in held for e in extras), default=0)
+        empty = [store for store in self.stores if not store.exists()]
+        if empty:
+            if highest <= 1:
+                # Only the first checkpoint was begun: no commit was complete, nothing was
+                # renamed or moved on account of it. Its bases go when the first one is written.
+                log.warning(f"{self.directory}: the first checkpoint was not written in every shard (stopped "
+                            "while it was written): starting afresh")
+                return None
+            raise CheckpointError(f"{empty[0].directory}: holds no checkpoint while the other shards hold up to "
+                                  f"commit {highest:,}: this shard's state is missing")
+        # A first guess at the commit shared: the lowest of the stores' newest. Stores go back
+        # further while one cannot give the commit the others have (damage, or a commit a
+        # failed write left out); each round lowers it, so this ends.
+        target = min((max(e["commit"] for e in extras) for extras in held if extras), default=None)
+        parts = [store.load(upto_commit=target) for store in self.stores]
+        seen = []
+        while True:
+            for store, part in zip(self.stores, parts):
+                if part is None:
+                    raise CheckpointError(f"{store.directory}: holds no usable checkpoint of commit {target:,} or "
+                                          "earlier, which the other shards' state needs")
+            commits = [_commit(part.header, part.path) for part in parts]
+            target = min(commits)
+            if all(commit == target for commit in commits):
+                break
+            seen += [part for part, commit in zip(parts, commits) if commit > target]
+            parts = [store.load(upto_commit=target) if commit > target else part
+                     for store, part, commit in zip(self.stores, parts, commits)]
+        later: dict[int, dict] = {}
+        for extra in [e for extras in held for e in extras] + [e for part in parts for e in part.later_extras]:
+            commit = extra.get("commit")
+            if isinstance(commit, int) and commit > target:
+                later.setdefault(commit, extra)
+        if later:
+            log.warning(f"{self.directory}: commit {target:,} is the newest that every shard holds; "
+                        f"{len(later):,} later ones (up to {max(later):,}) are undone")
+        return LoadedSet(parts, target, [later[c] for c in sorted(later)], highest, seen)
+
+    def adopt(self, loaded: LoadedSet, engines: list, *, rebase: bool = False) -> None:
+        """Continue from `loaded` with engines restored from its parts (by shard): what each
+        store holds beyond it is discarded (CheckpointStore.discard_newer), then its log goes
+        on (CheckpointStore.adopt). The next commit follows the highest any store held."""
+        if len(engines) != self.workers or len(loaded.parts) != self.workers:
+            raise ValueError(f"{self.workers} engines and parts expected, not {len(engines)} and {len(loaded.parts)}")
+        for store, part, engine in zip(self.stores, loaded.parts, engines):
+            store.discard_newer(part)
+            store.adopt(part, engine, rebase=rebase)
+        self.commit = max(loaded.commit, loaded.highest)
+
+    # -- writing
+
+    def save(self, engines: list, extra: Optional[dict] = None) -> dict:
+        """Checkpoint every engine (by shard): prepare(...).write()."""
+        return self.prepare(engines, extra).write()
+
+    def prepare(self, engines: list, extra: Optional[dict] = None, copy_limit: int = 0) -> "PreparedSet":
+        """Take the next commit from every engine (by shard): each store's prepared
+        checkpoint, with `extra` plus "commit". When any store wants a new base, all write
+        one. `copy_limit` is shared out between the stores. One at a time, as in a store."""
+        if len(engines) != self.workers:
+            raise ValueError(f"{self.workers} engines expected, not {len(engines)}")
+        if self._prepared:
+            raise RuntimeError("the previous prepared checkpoint is not written yet")
+        created = False
+        for store in self.stores:
+            if not store.directory.is_dir():
+                # every shard's directory before any base: a crash in the first checkpoint
+                # leaves the layout readable (layout_error)
+                try:
+                    make_private_directories(store.directory)    # 0750 like STATE, whatever the umask
+                except OSError as e:
+                    raise _naming(e, store.directory) from None
+                created = True
+        if created:
+            fsync_path(self.directory)
+        commit = self.commit + 1
+        if any(store.wants_base(engine) for store, engine in zip(self.stores, engines)):
+            self.rebase_next()
+        parts: list[PreparedCheckpoint] = []
+        try:
+            for store, engine in zip(self.stores, engines):
+                part = store.prepare(engine, {**(extra or {}), "commit": commit},
+                                     copy_limit=copy_limit // self.workers)
+                if part.kind == "base":
+                    part.header["workers"] = self.workers       # for layout_error, workers_in
+                parts.append(part)
+        except BaseException:
+            # the changes the prepared records took are no longer noted in their cores
+            for part in parts:
+                part.store._prepared = False
+                part.sections = []
+            self.rebase_next()
+            raise
+        self._prepared = True
+        return PreparedSet(self, commit, parts)
+
+
+class PreparedSet:
+    """A commit taken from every engine of a set and not yet on disk (CheckpointSet.prepare)."""
+
+    def __init__(self, owner: CheckpointSet, commit: int, parts: list[PreparedCheckpoint]):
+        self.owner = owner
+        self.commit = commit
+        self.parts = parts
+
+    @property
+    def detached(self) -> bool:
+        """Holds copies only: the engines may go on while write() runs."""
+        return all(part.detached for part in self.parts)
+
+    @property
+    def kind(self) -> str:
+        kinds = [part.kind for part in self.parts]
+        return kinds[0] if len(set(kinds)) == 1 else ",".join(kinds)
+
+    def write(self) -> dict:
+        """Write every part, shard 0 first; the commit is complete when this returns.
+        Returns {"kind": "base" | "record", "bytes": n, "commit": C}. When a part fails, the
+        later ones are not written and every store starts a new base next (the records not
+        written held changes their cores no longer note, and all stores rebase together);
+        the commit number counts as used all the same (see above: a store that wrote its
+        part keeps it, and the next commit must not share its number)."""
+        owner = self.owner
+        kind = self.kind
+        written = 0
+        done = 0
+        try:
+            for part in self.parts:
+                written += part.write()["bytes"]
+                done += 1
+        except BaseException:
+            for part in self.parts[done + 1:]:
+                part.store._prepared = False
+                part.sections = []
+            owner.rebase_next()
+            raise
+        finally:
+            owner.commit = max(owner.commit, self.commit)
+            owner._prepared = False
+        return {"kind": kind, "bytes": written, "commit": self.commit}

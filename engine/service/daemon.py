@@ -52,7 +52,7 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine
-from engine.service.checkpoint import CheckpointStore, engine_for
+from engine.service.checkpoint import CheckpointSet, CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
 from engine.sinks import SinkSet, earlier_run_files, fsync_path, make_private_directories, write_private
@@ -288,8 +288,10 @@ class SpoolDaemon:
                  metrics: Optional[tuple[str, int]] = None, idle_advance_s: Optional[float] = None,
                  stdin=None, listen: Optional[tuple[str, int]] = None, checkpoint_every_s: float = 10.0,
                  spool_owners: Optional[Iterable[int]] = None, settle_s: float = SETTLE_S,
-                 keep_done: Sequence[tuple[str, float]] = (), watch: Optional[Path] = None):
+                 keep_done: Sequence[tuple[str, float]] = (), watch: Optional[Path] = None, workers: int = 1):
         self.config_path = Path(config)
+        # the subscribers split over this many shard engines fed together (engine.workers.inprocess)
+        self.workers = workers
         # subscribers to explain from the start (`--watch FILE`); the lookup adds and removes more
         self.watch_path = Path(watch) if watch is not None else None
         self.out = Path(out)
@@ -306,7 +308,7 @@ class SpoolDaemon:
         # default (10 s) is where a backlog runs at replay's speed (docs/performance.md).
         # 0: after every file (and every CHECKPOINT_WITHIN_FILE_S inside one).
         self.checkpoint_every_s = checkpoint_every_s
-        self.store = CheckpointStore(self.state)
+        self.store = CheckpointSet(self.state, workers) if workers > 1 else CheckpointStore(self.state)
         self.uncommitted: list[str] = []        # spool files fed whole since the last checkpoint
         self.covered: list[str] = []            # spool files the last checkpoint covers, not yet moved
         self.resume: dict[str, int] = {}        # a spool file checkpointed part-way: its next offset
@@ -379,11 +381,20 @@ class SpoolDaemon:
                                   "or move the state directory away to start afresh")
         loaded = self.store.load()
         if loaded is None:
-            self.engine = Engine.from_config(self.config_path)
+            if self.workers > 1:
+                from engine.workers.inprocess import ShardedEngine
+                self.engine = ShardedEngine.build(self.config_path, self.workers)
+            else:
+                self.engine = Engine.from_config(self.config_path)
             return {}
-        # subscribers in the checkpoint's order (it differs from the snapshot's after a reload)
-        self.engine, dropped = engine_for(self.config_path, loaded)
-        self.store.adopt(loaded, self.engine, rebase=dropped is not None)
+        if self.workers > 1:
+            from engine.workers.inprocess import ShardedEngine
+            self.engine, dropped = ShardedEngine.restored(self.config_path, loaded)
+            self.store.adopt(loaded, self.engine.shards, rebase=dropped is not None)
+        else:
+            # subscribers in the checkpoint's order (it differs from the snapshot's after a reload)
+            self.engine, dropped = engine_for(self.config_path, loaded)
+            self.store.adopt(loaded, self.engine, rebase=dropped is not None)
         if dropped is not None:
             log.warning("the configuration, profiles or lists changed while stopped: state carried over as by a "
                         f"reload ({len(self.engine.campaigns):,} campaigns, {len(self.engine.subscribers):,} "
@@ -776,7 +787,8 @@ class SpoolDaemon:
         extra = {"renames": renames, "covered": covered, "moving": moving, "sizes": sizes, "done_names": done_names,
                  "position": list(position) if position else None, "numbering": self.sinks.numbering()}
         started = time.perf_counter()
-        prepared = self.store.prepare(self.engine, extra, copy_limit=DETACHED_BASE_BYTES)
+        prepared = self.store.prepare(self.engine.shards if self.workers > 1 else self.engine, extra,
+                                      copy_limit=DETACHED_BASE_BYTES)
 
         def complete():
             outcome = None
@@ -843,6 +855,10 @@ class SpoolDaemon:
             raise SigmatchError(f"--spool {self.spool}: no such directory")
         # the configuration alone (its profiles, lists and areas are loaded later)
         load_config(self.config_path)
+        # a state of another number of workers (before its output is taken for another run's)
+        layout = self.store.layout_error()
+        if layout is not None:
+            raise CheckpointError(layout)
         self._refuse_earlier_output()
         self._probe_addresses()
 
@@ -1060,6 +1076,8 @@ class SpoolDaemon:
                 self._commit(self._position, wait=True)
         for server in self.servers:
             server.close()
+        if self.workers > 1:
+            self.engine.close()     # the workers' threads
         lifecycle.info(f"stopped: checkpoint written, {plural(self.engine.pending, 'pending action')} kept")
         if self.stdin_rejected:
             # what standard input sent was not processed: not a success (the first, and how many)

@@ -166,6 +166,7 @@ class _Cores:
             seq += len(actions)
             self._actions.append(actions)
         conversion_counts = [len(p[2]) for p in parts]
+        merged_conversion_seq = [np.zeros(0, np.uint64)] * len(cores)
         if sum(conversion_counts):
             records = np.concatenate([p[2] for p in parts]).copy()
             positions = np.concatenate([p[3] for p in parts])
@@ -178,13 +179,40 @@ class _Cores:
                 contact[mine] = merged_seq[w][(contact[mine] - self._owner.seq - 1).astype(np.int64)]
             order = np.lexsort((local, worker, positions))
             conversions = records[order]
-            conversions["seq"] = np.arange(conversion_seq + 1, conversion_seq + 1 + len(conversions),
-                                           dtype=np.uint64)
+            numbers = np.arange(conversion_seq + 1, conversion_seq + 1 + len(conversions), dtype=np.uint64)
+            conversions["seq"] = numbers
+            for w in range(len(cores)):
+                merged_conversion_seq[w] = numbers[worker[order] == w]
             conversion_seq += len(conversions)
             self._conversions.append(conversions)
+        for w, engine in enumerate(self._owner.shards):
+            if engine._explainer is not None:
+                engine._explainer.add(self._explained(engine._core.take_explain(), merged_seq[w],
+                                                      merged_conversion_seq[w]))
         self._owner.seq, self._owner.conversion_seq = seq, conversion_seq
         for core in cores:
             core.set_seq(seq, conversion_seq)
+
+    def _explained(self, lines: np.ndarray, merged_seq: np.ndarray, merged_conversion_seq: np.ndarray) -> np.ndarray:
+        """A worker's explanation lines of this piece with the numbers of the files: an
+        emission's and a contact's seq, a conversion's seq and its contact's (the worker's
+        own numbers are those above the service's counts before the piece)."""
+        from engine.closedloop.explain import X_CONTACT, X_CONVERSION, X_EMIT
+        if not len(lines):
+            return lines
+        lines = lines.copy()
+        before, conversions_before = self._owner.seq, self._owner.conversion_seq
+        what = lines["what"]
+        seq = lines["seq"]
+        mine = ((what == X_EMIT) | (what == X_CONTACT)) & (seq > before)
+        seq[mine] = merged_seq[(seq[mine] - before - 1).astype(np.int64)]
+        conversion = what == X_CONVERSION
+        fresh = conversion & (seq > conversions_before)
+        seq[fresh] = merged_conversion_seq[(seq[fresh] - conversions_before - 1).astype(np.int64)]
+        other = lines["other"]
+        fresh = conversion & (other > np.int64(before))
+        other[fresh] = merged_seq[(other[fresh] - before - 1).astype(np.int64)].astype(np.int64)
+        return lines
 
     def begin_stream(self, offset: int = 0) -> None:
         for core in self._cores:
@@ -293,6 +321,7 @@ class ShardedEngine:
         self.reload_dropped = 0
         self.checkpoint_extra: Optional[dict] = None
         self.broken = False
+        self._watched: list[int] = []
         self._pool = ThreadPoolExecutor(max_workers=max(self.workers - 1, 1), thread_name_prefix="sigmatch-worker")
         self._block = None
         self._core = _Cores(self)
@@ -354,6 +383,7 @@ class ShardedEngine:
         _drop_columns(world)
         new = ShardedEngine(config, shards, seq=self.seq, conversion_seq=self.conversion_seq)
         new.reload_dropped = sum(engine.reload_dropped for engine in shards)
+        new._watched = list(self._watched)      # each worker's engine carries its own watch over
         self.close()
         return new
 
@@ -407,14 +437,23 @@ class ShardedEngine:
 
     @property
     def watched(self) -> list[int]:
-        return [m for engine in self.shards for m in engine.watched]
+        """The MSISDNs watched, in the order watch() was given them."""
+        return list(self._watched)
 
     def watch(self, msisdns, *, ring: Optional[int] = None) -> None:
-        raise SigmatchError("explaining subscribers (--watch, the lookup's /watch) is not available with "
-                            "--workers yet")
+        """Engine.watch: each worker watches its own of `msisdns` (ValueError names a number
+        that is no subscriber, and nothing changes)."""
+        numbers = [int(m) for m in msisdns]
+        for m in numbers:
+            if self.subscriber_status(m) == "unknown":
+                raise ValueError(f"{m} is not a subscriber")
+        for i, engine in enumerate(self.shards):
+            engine.watch([m for m in numbers if self.shard_for(m) is engine], ring=ring)
+        self._watched = numbers
 
     def explanation(self, msisdn: int, last: Optional[int] = None) -> dict:
-        raise ValueError(f"{msisdn} is not watched")
+        """Engine.explanation, from the worker that holds `msisdn`."""
+        return self.shard_for(msisdn).explanation(msisdn, last)
 
 
 def _drop_columns(world) -> None:
