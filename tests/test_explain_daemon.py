@@ -1,6 +1,7 @@
-"""explain in the service: `sigmatch run --watch FILE --lookup` as a real subprocess answers
-GET /subscriber/{msisdn}/explain?last=N with what an in-process engine watching the same
-number says, and PUT / DELETE /watch/{msisdn} change the watch list."""
+"""explain in the service: `sigmatch run --watch FILE --lookup` as a real subprocess (one
+worker or two) answers GET /subscriber/{msisdn}/explain?last=N with what an in-process
+engine watching the same number says, and PUT / DELETE /watch/{msisdn} change the watch
+list."""
 import json
 import os
 import subprocess
@@ -8,6 +9,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+
+import pytest
 
 from engine import Engine
 from loaders.lists import MSISDN_RULE, NOT_FOUND_HINT
@@ -25,7 +28,8 @@ def call(method, url):
         return e.code, json.loads(e.read())
 
 
-def test_the_service_explains_a_watched_subscriber(world, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-worker", "2-workers"])
+def test_the_service_explains_a_watched_subscriber(world, tmp_path, workers):  # noqa: F811
     generated, expected = world
     watched = int(expected.action_columns()["msisdn"][0])
     others = [int(m) for m in expected.action_columns()["msisdn"] if int(m) != watched]
@@ -35,7 +39,7 @@ def test_the_service_explains_a_watched_subscriber(world, tmp_path):  # noqa: F8
     spool.mkdir()
     port = free_port()
     proc = start(generated.config, out, state, spool, ready=True,
-                 args=["--lookup", f"127.0.0.1:{port}", "--lookup-token", TOKEN, "--watch", str(watch_file)])
+                 args=["--lookup", f"127.0.0.1:{port}", "--lookup-token", TOKEN, "--watch", str(watch_file), *workers])
     try:
         base = f"http://127.0.0.1:{port}"
         assert call("GET", f"{base}/watch") == (200, {"watched": [str(watched)], "max": 100, "ring": 200})
