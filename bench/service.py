@@ -90,7 +90,8 @@ def _daemon_once(config: Path, traces: list[Path], directory: Path, daemon_args:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    state_bytes = sum(p.stat().st_size for p in state.iterdir() if p.is_file())
+    # with --workers the checkpoints are in STATE/shard-i/
+    state_bytes = sum(p.stat().st_size for p in state.rglob("*") if p.is_file())
     return seconds, state_bytes / 1e9
 
 
