@@ -317,6 +317,31 @@ class Run:
         return self.conversions_table().to_pandas()
 
 
+def engine_stats(config: Config, core, totals: dict, run: Optional[dict] = None,
+                 timing: Optional[dict] = None) -> dict:
+    """Engine.stats of `core` (a Core, or the service's workers answering as one,
+    engine.workers.inprocess): `totals` (runs, bytes, records written) with the core's
+    counts, the funnel of every campaign, and the last replay's `run` and `timing`."""
+    counts = core.counts()
+    totals = dict(totals)
+    totals.update(
+        events=counts["events"],
+        unknown_subscribers=counts["unknown_subscribers"],
+        late_events=counts["late_events"],
+        bad_events=counts["bad_events"],
+        bad_events_by_field=counts["bad_events_by_field"],
+        pending=core.pending,
+        contacts=core.seq,
+    )
+    funnel = core.funnel()
+    return {
+        "totals": totals,
+        "run": run,
+        "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(config.campaigns)},
+        "timing": timing,
+    }
+
+
 class Engine:
     """A compiled configuration with its state. Not thread-safe: one replay at a time."""
 
@@ -383,24 +408,7 @@ class Engine:
     def stats(self) -> dict:
         """Figures since the engine was built (totals, the funnel of every campaign) and those of
         the last replay (run)."""
-        counts = self._core.counts()
-        totals = dict(self._totals)
-        totals.update(
-            events=counts["events"],
-            unknown_subscribers=counts["unknown_subscribers"],
-            late_events=counts["late_events"],
-            bad_events=counts["bad_events"],
-            bad_events_by_field=counts["bad_events_by_field"],
-            pending=self._core.pending,
-            contacts=self._core.seq,
-        )
-        funnel = self._core.funnel()
-        return {
-            "totals": totals,
-            "run": self._last_run,
-            "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(self.config.campaigns)},
-            "timing": self._last_timing,
-        }
+        return engine_stats(self.config, self._core, self._totals, self._last_run, self._last_timing)
 
     def takers(self) -> dict[tuple[str, Optional[str], str], int]:
         """The contacts a campaign lost to another through the contact policy, since the

@@ -55,11 +55,6 @@ def _block(config, workers: int) -> mmap.mmap:
     return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
-def _funnel_dict(row) -> dict:
-    from engine.api import _funnel_dict as funnel_dict
-    return funnel_dict(row)
-
-
 class _Cores:
     """What the service asks of a core (engine.service.daemon, metrics, lookup), answered
     over the workers' cores: feeding and advancing run on all at once, records come back
@@ -411,18 +406,10 @@ class ShardedEngine:
 
     @property
     def stats(self) -> dict:
-        """Engine.stats' campaigns and totals over the workers."""
-        counts = self._core.counts()
-        funnel = self._core.funnel()
-        return {
-            "totals": {"events": counts["events"], "unknown_subscribers": counts["unknown_subscribers"],
-                       "late_events": counts["late_events"], "bad_events": counts["bad_events"],
-                       "bad_events_by_field": counts["bad_events_by_field"], "pending": self.pending,
-                       "contacts": self.seq},
-            "run": None,
-            "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(self.config.campaigns)},
-            "timing": None,
-        }
+        """Engine.stats over the workers (the service replays nothing: its run totals are 0)."""
+        from engine.api import engine_stats
+        return engine_stats(self.config, self._core, {"runs": 0, "bytes": 0, "actions": 0, "conversions": 0,
+                                                      "dead_letters": 0})
 
     def shard_for(self, msisdn: int):
         """The worker engine that holds `msisdn` (whether it is a subscriber or not)."""
