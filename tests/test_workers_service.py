@@ -144,3 +144,66 @@ def test_an_explanation_names_the_numbers_of_the_files(tight):
     with pytest.raises(ValueError, match="not a subscriber"):
         many.watch([1])
     many.close()
+
+
+@pytest.mark.parametrize("workers, who, how", [(2, 1, "raises"), (3, 2, "raises"), (3, 0, "raises"),
+                                               (2, 1, "out of memory"), (3, 1, "out of memory")])
+def test_a_worker_that_fails_stops_the_others_waits(tight, monkeypatch, workers, who, how):
+    """A worker whose call raises, or whose core runs out of memory part-way through a piece
+    (status 4), stops the others at once, even those waiting on its progress for a budget:
+    the feed fails in one line naming it, and every later call refuses (the service restarts
+    from its checkpoint)."""
+    import threading
+    config, data = tight
+    engine = ShardedEngine.build(config, workers)
+
+    def feed(self, piece):
+        cores = self._cores
+
+        def call(core):
+            if core is cores[who]:
+                if how == "raises":
+                    raise MemoryError()
+                core.feed(bytes(piece[:len(piece) // 2]))
+                return 4
+            return core.feed(piece)
+        return self._together(call, "feeding")
+
+    monkeypatch.setattr(inprocess._Cores, "feed", feed)
+    engine._core.begin_stream()
+    outcome = {}
+
+    def go():
+        try:
+            outcome["status"] = engine._core.feed(data[:2_000_000])
+        except MemoryError as e:
+            outcome["error"] = str(e)
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the workers hang"
+    assert outcome.get("error", "").startswith(f"worker {who} of {workers} ran out of memory while feeding"), outcome
+    monkeypatch.undo()
+    with pytest.raises(Exception, match="restart from its checkpoint"):
+        engine._core.feed(data[:1000])
+    engine.close()
+
+
+def test_a_reload_frees_the_workers_it_replaces(tight):
+    """The workers a reload replaces go at once, not at the collector's next full pass: at
+    scale they hold gigabytes."""
+    import gc
+    import weakref
+    config, data = tight
+    engine = ShardedEngine.build(config, 2)
+    engine._core.begin_stream()
+    engine._core.feed(data[:1_000_000])
+    old = [weakref.ref(e) for e in engine.shards] + [weakref.ref(engine)]
+    gc.disable()
+    try:
+        engine = engine.reload(config)
+        assert all(ref() is None for ref in old)
+    finally:
+        gc.enable()
+    engine.close()

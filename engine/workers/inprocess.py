@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import mmap
-import threading
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
@@ -62,7 +62,9 @@ class _Cores:
     worker 0 where every worker sees the whole stream (events, bad events, the clock)."""
 
     def __init__(self, owner: "ShardedEngine"):
-        self._owner = owner
+        # weak: the engine holds this, and a cycle would keep a reloaded engine's workers,
+        # their whole state, until the collector's next full pass
+        self._owner = weakref.proxy(owner)
         self._actions: list = []
         self._conversions: list = []
         self._dead: list = []
@@ -88,35 +90,53 @@ class _Cores:
     def _together(self, call, doing: str) -> int:
         cores = self._cores
         owner = self._owner
-        futures = [owner._pool.submit(call, core) for core in cores[1:]]
+        if owner.broken:
+            raise SigmatchError("the workers stopped at different points after a failure: the service must restart "
+                                "from its checkpoint")
+
+        def alone(core):
+            # A worker that fails stops the others' waits at once, from its own thread: they
+            # may be waiting on its progress, and would otherwise never return
+            try:
+                status = call(core)
+            except BaseException:
+                core.shard_abort()
+                raise
+            if status == 4:
+                core.shard_abort()      # out of memory: it stopped at an event of its own
+            return status
+
+        futures = [owner._pool.submit(alone, core) for core in cores[1:]]
         outcomes: list = [None] * len(cores)
         try:
-            outcomes[0] = call(cores[0])
-        except BaseException as e:      # noqa: BLE001 - the others must not wait for this one
+            outcomes[0] = alone(cores[0])
+        except BaseException as e:      # noqa: BLE001 - reported below, once every worker has returned
             outcomes[0] = e
-        if isinstance(outcomes[0], BaseException):
-            cores[0].shard_abort()
         for i, future in enumerate(futures, start=1):
             try:
                 outcomes[i] = future.result()
             except BaseException as e:  # noqa: BLE001
                 outcomes[i] = e
-                cores[i].shard_abort()
         failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
-        if failed or any(core.aborted for core in cores):
+        # the first that ran out of memory, not one stopped by its abort (every status is 4 then)
+        short = [i for i, (core, o) in enumerate(zip(cores, outcomes)) if o == 4 and not core.aborted]
+        if failed or short or any(core.aborted for core in cores):
             owner.broken = True
-            i, error = failed[0] if failed else (0, None)
-            if isinstance(error, MemoryError):
-                raise MemoryError(f"worker {i} of {len(cores)} ran out of memory while {doing}")
-            raise SigmatchError(f"worker {i} of {len(cores)} failed while {doing}: "
-                                f"{error if error is not None else 'stopped'}")
+            if failed:
+                i, error = failed[0]
+                if isinstance(error, MemoryError):
+                    raise MemoryError(f"worker {i} of {len(cores)} ran out of memory while {doing}")
+                raise SigmatchError(f"worker {i} of {len(cores)} failed while {doing}: {error}")
+            i = short[0] if short else 0
+            raise MemoryError(f"worker {i} of {len(cores)} ran out of memory while {doing}; the service must "
+                              "restart from its checkpoint")
         statuses = set(outcomes)
-        if len(statuses) > 1:
-            # the same bytes decode the same way in every worker; only memory differs
+        events = {core.counts()["events"] for core in cores}
+        if len(statuses) > 1 or len(events) > 1:
+            # the same bytes decode the same way in every worker
             owner.broken = True
             raise SigmatchError(f"the workers stopped at different events while {doing} (statuses "
-                                f"{sorted(statuses)}): out of memory in one; the service must restart "
-                                "from its checkpoint")
+                                f"{sorted(statuses)}): the service must restart from its checkpoint")
         status = outcomes[0]
         if status:
             self.error_offset = cores[0].error_offset
