@@ -192,6 +192,55 @@ def test_kill_9_inside_one_long_file_resumes_where_its_checkpoint_stood(world, t
     assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
 
 
+@pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one-worker", "2-workers"])
+def test_a_checkpoint_before_a_part_read_file_is_taken_up_again_keeps_its_offset(world, tmp_path, workers):
+    """Stopped inside a long file, restarted, and checkpointed (a SIGHUP reload) before the
+    file is read again (here it is out of the spool for a while), then killed: the checkpoint
+    still holds the offset reached, so the file's first part is not processed twice."""
+    from engine.service.checkpoint import CheckpointSet, CheckpointStore
+    from engine.service.daemon import FEED_BYTES
+    from tests.test_daemon_hostile import _position
+    generated, _ = world
+    data = b"".join(p.read_bytes() for p in generated.traces) * 8
+    expected = Engine.from_config(generated.config).replay(data)
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    big = spool / "big.msgpack"
+    big.write_bytes(data)
+    os.utime(big, (time.time() - 60, time.time() - 60))
+    store = (lambda: CheckpointSet(state, 2)) if workers else (lambda: CheckpointStore(state))
+    proc = start(generated.config, out, state, spool, ready=True, args=("--checkpoint-every", "0.02", *workers))
+    deadline = time.monotonic() + 60
+    while (_position(proc.pid, big) or 0) < 3 * FEED_BYTES and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert stop(proc) == 0
+    position = store().load().extra["position"]
+    assert position and position[1] > 0, position
+    os.replace(big, tmp_path / big.name)
+    log = tmp_path / "second.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.cli", "-v", "run", str(generated.config), "--out", str(out), "--state",
+             str(state), "--spool", str(spool), *workers],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 60
+        while "started:" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGHUP)
+        while "reloaded" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    assert "reloaded" in log.read_text()
+    assert store().load().extra["position"] == position
+    os.replace(tmp_path / big.name, big)
+    proc = start(generated.config, out, state, spool, ready=True, args=workers)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    got = rows(out, "actions-*.csv")
+    assert len(got) == len(set(got)) and sorted(got) == expected_rows(expected)
+
+
 EVERY_FILE = ("--checkpoint-every", "0")
 
 

@@ -768,6 +768,11 @@ class SpoolDaemon:
         thread (with `wait`, or when too big to copy, before returning); the renames and
         moves follow it there. The previous one is waited for first: they stay in order."""
         self._wait_for_writer()
+        if position is None and self.resume:
+            # a file read part-way before a restart and not taken up again yet (a reload or a
+            # quiet-spool checkpoint came first): its offset still stands, or after a crash
+            # the file would be read again from its start
+            position = next(iter(self.resume.items()))
         covered, self.uncommitted = self.uncommitted, []
         moving, self.covered = self.covered, covered
         self._take_records(flush=True)
