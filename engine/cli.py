@@ -741,8 +741,9 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="Explain these subscribers from start-up (one MSISDN a line, or a .csv/.roar list): "
                    "GET /subscriber/{msisdn}/explain on the lookup; PUT/DELETE /watch/{msisdn} changes the list.")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Split the subscribers over N workers, one core each, in this process: the same files as one "
-                   "worker, exactly once across crashes. A --state keeps the number it was started with.")
+              help="Split the subscribers over N workers, threads of this process (give at most one per core): the "
+                   "same files as one worker, exactly once across crashes. A --state keeps the number it was started "
+                   "with.")
 @_one_line_errors
 def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_connections, from_stdin: bool, fmt,
         lookup, lookup_token, metrics, checkpoint_every, idle_advance, spool_owners, settle, keep_done, watch_path,

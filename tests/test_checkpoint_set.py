@@ -261,7 +261,7 @@ def test_layouts_of_other_services_are_named(generated, tmp_path):
     engine.replay(data[:EVENT * 100])
     CheckpointStore(single).save(engine, extra={"at": 1})
     assert CheckpointSet(single, 2).layout_error() == (
-        f"--state {single}: holds the checkpoint of a service without --workers: start it without --workers")
+        f"--state {single}: holds the checkpoint of a service without --workers (or with --workers 1): start it so")
     assert CheckpointStore(single).layout_error() is None
     # a service with --workers 3
     run = Run(generated, tmp_path / "three", 3)
@@ -275,6 +275,21 @@ def test_layouts_of_other_services_are_named(generated, tmp_path):
     assert CheckpointStore(tmp_path / "three").layout_error() == (
         f"--state {tmp_path / 'three'}: holds the checkpoint of a service with --workers 3: start it with --workers 3")
     assert CheckpointStore(tmp_path / "empty").layout_error() is None
+    # a shard directory copied in from elsewhere: named, whichever number the service is given
+    import shutil
+    shutil.copytree(tmp_path / "three" / "shard-2", tmp_path / "three" / "shard-3")
+    assert CheckpointSet(tmp_path / "three", 3).layout_error() == (
+        f"--state {tmp_path / 'three'}: shard-3/ is not a shard of this service (its checkpoints say --workers 3): "
+        "move it away")
+    assert "start it with --workers 3" in CheckpointSet(tmp_path / "three", 4).layout_error()
+    # shards whose bases cannot be read say so, rather than name a number of workers
+    junk = tmp_path / "junk"
+    (junk / "shard-0").mkdir(parents=True)
+    (junk / "shard-0" / "base-00000001").write_bytes(b"junk\n")
+    for layout in (CheckpointSet(junk, 2).layout_error(), CheckpointStore(junk).layout_error()):
+        assert layout == (f"--state {junk}: shard-0/ holds checkpoints that cannot be read (no readable base): "
+                          "move the state directory away to start afresh")
+    assert CheckpointSet.workers_in(junk) == -1
 
 
 def single_store(generated, directory, commits, rebase_at=None):

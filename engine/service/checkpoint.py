@@ -26,6 +26,7 @@ import numpy as np
 
 from engine.errors import CheckpointError
 from engine.sinks import fsync_path, make_private_directories
+from engine.wording import plural
 
 if TYPE_CHECKING:
     from engine.api import Engine
@@ -470,11 +471,14 @@ class CheckpointStore:
         service with --workers (CheckpointSet): the service must start with as many."""
         if self.exists():
             return None
-        workers = CheckpointSet.workers_in(self.directory)
-        if workers:
-            return (f"--state {self.directory}: holds the checkpoint of a service with --workers {workers}: "
-                    f"start it with --workers {workers}")
-        return None
+        holding, recorded = CheckpointSet._recorded(self.directory)
+        if not holding:
+            return None
+        if len(recorded) != 1:
+            return CheckpointSet._unclear(self.directory, holding, recorded)
+        workers = recorded.pop()
+        return (f"--state {self.directory}: holds the checkpoint of a service with --workers {workers}: "
+                f"start it with --workers {workers}")
 
     def record_extras(self) -> Optional[list[dict]]:
         """The extras of the current generation's records, in order (what a fallback to an
@@ -925,42 +929,63 @@ class CheckpointSet:
         return found
 
     @staticmethod
-    def workers_in(directory) -> int:
-        """The --workers of the service whose checkpoints `directory` holds in shard-*
-        directories: as its bases record it, else the number of shard directories that hold
-        a base; 0 when none does."""
-        holding = [path for _, path in sorted(CheckpointSet._shard_directories(Path(directory)).items())
-                   if CheckpointStore(path).exists()]
-        for path in holding:
+    def _recorded(directory: Path) -> tuple[list[int], set[int]]:
+        """(the shard numbers whose directories hold a base, the --workers their readable
+        bases record)."""
+        holding, recorded = [], set()
+        for k, path in sorted(CheckpointSet._shard_directories(Path(directory)).items()):
             store = CheckpointStore(path)
+            if not store.exists():
+                continue
+            holding.append(k)
             for generation in store.generations():
                 try:
                     workers = read_header(store.base_path(generation)).get("workers")
                 except CheckpointError:
                     continue
-                if isinstance(workers, int) and workers > 0:
-                    return workers
-        return len(holding)
+                if isinstance(workers, int) and workers > 1:
+                    recorded.add(workers)
+        return holding, recorded
+
+    @staticmethod
+    def workers_in(directory) -> int:
+        """The --workers of the service whose checkpoints `directory` holds in shard-*
+        directories, as their bases record it; 0 when no shard directory holds a base, -1
+        when they hold bases but none says it (unreadable) or they disagree."""
+        holding, recorded = CheckpointSet._recorded(Path(directory))
+        if not holding:
+            return 0
+        return recorded.pop() if len(recorded) == 1 else -1
+
+    @staticmethod
+    def _unclear(directory: Path, holding: list[int], recorded: set[int]) -> str:
+        if recorded:
+            return (f"--state {directory}: its shard-* directories hold the checkpoints of services with --workers "
+                    f"{' and '.join(map(str, sorted(recorded)))}: give the state directory of one service")
+        return (f"--state {directory}: shard-{holding[0]}/ holds checkpoints that cannot be read (no readable base): "
+                "move the state directory away to start afresh")
 
     def layout_error(self) -> Optional[str]:
         """One line when the directory holds the checkpoint of a service of another layout:
         one without --workers (base-* in the directory itself), or with another number of
-        workers. None when it holds this layout's, or none."""
+        workers, or a shard directory that is not this service's. None when it holds this
+        layout's, or none."""
         if CheckpointStore(self.directory).exists():
-            return (f"--state {self.directory}: holds the checkpoint of a service without --workers: "
-                    "start it without --workers")
-        shards = self._shard_directories(self.directory)
-        holding = {k for k, path in shards.items() if CheckpointStore(path).exists()}
+            return (f"--state {self.directory}: holds the checkpoint of a service without --workers (or with "
+                    "--workers 1): start it so")
+        holding, recorded = self._recorded(self.directory)
         if not holding:
             return None
-        # As the bases record it: a crash in the first checkpoint leaves some stores without
-        # one, which counting them would take for fewer workers.
-        workers = self.workers_in(self.directory)
-        if workers == self.workers and max(holding) >= self.workers:
-            workers = max(holding) + 1      # bases of a layout that recorded none
+        if len(recorded) != 1:
+            return self._unclear(self.directory, holding, recorded)
+        workers = recorded.pop()
         if workers != self.workers:
             return (f"--state {self.directory}: holds the checkpoint of a service with --workers {workers}: "
                     f"start it with --workers {workers}")
+        stray = [k for k in holding if k >= workers]
+        if stray:
+            return (f"--state {self.directory}: shard-{stray[0]}/ is not a shard of this service (its checkpoints "
+                    f"say --workers {workers}): move it away")
         return None
 
     # -- reading
@@ -1020,7 +1045,7 @@ class CheckpointSet:
                 later.setdefault(commit, extra)
         if later:
             log.warning(f"{self.directory}: commit {target:,} is the newest that every shard holds; "
-                        f"{len(later):,} later ones (up to {max(later):,}) are undone")
+                        f"{plural(len(later), 'later one')} (up to {max(later):,}) undone")
         return LoadedSet(parts, target, [later[c] for c in sorted(later)], highest, seen)
 
     def adopt(self, loaded: LoadedSet, engines: list, *, rebase: bool = False) -> None:

@@ -1019,7 +1019,11 @@ class SpoolDaemon:
                               else None,
                               f"TCP {self.listen[0]}:{self.listen[1]}" if self.listen is not None else None,
                               "standard input" if self.stdin is not None else None) if part)
-        lifecycle.info("started: reading %s; output %s; state %s", sources, self.out, self.state)
+        lifecycle.info("started: reading %s; output %s; state %s%s", sources, self.out, self.state,
+                       f"; {self.workers} workers" if self.workers > 1 else "")
+        if self.workers > (os.cpu_count() or 1):
+            log.warning(f"--workers {self.workers} on {plural(os.cpu_count() or 1, 'core')}: the workers beyond the "
+                        "cores gain nothing, and each piece waits for the slowest")
         sd_notify("READY=1")
         # systemd's watchdog (WatchdogSec=): ping at half the interval it gave us
         watchdog_s = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
@@ -1342,8 +1346,12 @@ class SpoolDaemon:
             before = core.seq
             core.advance(int(time.time() * 1000))
             if core.seq != before:
-                # what went out is made durable, exactly once, like any other output
+                # what went out is made durable, exactly once, like any other output; the
+                # metrics (pending, the checkpoint's age) are those after it
                 self._commit()
+                self._wait_for_writer()
+            if self.metrics is not None:
+                self.metrics.observe(self.engine)
 
     def _view(self, msisdn: int):
         from engine.service.lookup import policy_view
