@@ -85,6 +85,9 @@ def test_every_shard_comes_back_at_the_commit_written(generated, tmp_path, worke
         assert (tmp_path / "state" / f"shard-{i}" / "base-00000001").exists()
         assert (tmp_path / "state" / f"shard-{i}").stat().st_mode & 0o777 == 0o750
     checkpoints, loaded, engines = run.restored()
+    # when the commit restored was complete: the last store's record (the metrics' age)
+    assert checkpoints.written_at() == (tmp_path / "state" / f"shard-{workers - 1}" / "log-00000001").stat().st_mtime
+    assert CheckpointSet(tmp_path / "other", workers).written_at() is None
     assert loaded.commit == 4 and loaded.extra == {"at": run.cuts[3], "commit": 4}
     assert loaded.damage is None and loaded.fallbacks == [] and loaded.later_extras == []
     assert loaded.generation == 1 and loaded.records == 3

@@ -151,6 +151,19 @@ def test_a_fresh_engine_has_no_lag_and_no_checkpoint_yet(world):
     assert series(CHECKPOINT_AGE) not in samples(metrics.exposition())
 
 
+def test_a_restarted_service_counts_the_age_of_the_checkpoint_it_restored(world):
+    """After a restart the checkpoint age runs from the checkpoint restored (an alert on it
+    sees a number at once); its duration is not known until the next one."""
+    engine = Engine.from_config(world.config)
+    metrics = DaemonMetrics(engine, wall=lambda: T0, checkpoint_at=T0 - 42)
+    got = samples(metrics.exposition())
+    assert got[series(CHECKPOINT_AGE)] == 42
+    assert series(CHECKPOINT_TIME) not in got
+    metrics.observe(engine, checkpoint_seconds=0.5, now=T0)
+    got = samples(metrics.exposition())
+    assert got[series(CHECKPOINT_AGE)] == 0 and got[series(CHECKPOINT_TIME)] == 0.5
+
+
 def test_scrapes_read_the_snapshot_not_the_engine(world):
     other = Engine.from_config(world.config)
     other.replay(world.trace.read_bytes()[: 45 * 1000])

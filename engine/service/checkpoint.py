@@ -429,6 +429,18 @@ class CheckpointStore:
         the fallback, and what its records moved is covered by its last record."""
         self._rebase = True
 
+    def written_at(self) -> Optional[float]:
+        """When the checkpoint the store continues from was written (the modification time of
+        its generation's log, or of its base when the log holds no record; seconds since the
+        epoch), None before the first."""
+        if self.generation is None:
+            return None
+        path = self.log_path(self.generation) if self.records else self.base_path(self.generation)
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return None
+
     def held_extras(self) -> list[dict]:
         """The extras of every base and record the store holds whose header can be read, by
         generation, oldest first (sections unread: a few KB read per checkpoint)."""
@@ -907,6 +919,10 @@ class CheckpointSet:
     def rebase_next(self) -> None:
         for store in self.stores:
             store.rebase_next()
+
+    def written_at(self) -> Optional[float]:
+        """CheckpointStore.written_at of the last store: a commit is complete when it is written."""
+        return self.stores[-1].written_at()
 
     def record_extras(self) -> Optional[list[dict]]:
         """Shard 0's record_extras (every store has the same extras at the same commits, and

@@ -999,7 +999,7 @@ class SpoolDaemon:
                              durable=False, defer_renames=True, numbering=extra.get("numbering"))
         if self.metrics_address:
             from engine.service.metrics import DaemonMetrics
-            self.metrics = DaemonMetrics(self.engine)
+            self.metrics = DaemonMetrics(self.engine, checkpoint_at=self.store.written_at())
             host, port = self.metrics.serve(*self.metrics_address)
             self.servers.append(self.metrics)
             log.info("metrics on %s:%d", host, port)

@@ -61,7 +61,7 @@ METRIC_NAMES = (
     "sigmatch_funnel_total",                    # {campaign, stage}: every records.FUNNEL counter
     "sigmatch_pending_actions",                 # delayed actions waiting on a timer
     "sigmatch_event_time_lag_seconds",          # wall clock - event clock (absent before the first event)
-    "sigmatch_checkpoint_age_seconds",          # since the last checkpoint (absent before the first)
+    "sigmatch_checkpoint_age_seconds",          # since the last checkpoint, or the one restored (absent before the first)
     "sigmatch_checkpoint_duration_seconds",     # how long the last checkpoint took (absent before the first)
     "sigmatch_spool_rejected_total",            # spool files set aside in rejected/, this process
     "sigmatch_spool_changed_total",             # spool files that changed after they were opened, this process
@@ -281,6 +281,7 @@ class _Collector(Collector):
         if snap.checkpoint_at is not None:
             yield GaugeMetricFamily("sigmatch_checkpoint_age_seconds", "Seconds since the last checkpoint.",
                                     value=max(0.0, wall - snap.checkpoint_at))
+        if snap.checkpoint_s is not None:
             yield GaugeMetricFamily("sigmatch_checkpoint_duration_seconds",
                                     "How long the last checkpoint took.", value=snap.checkpoint_s)
 
@@ -320,7 +321,7 @@ class DaemonMetrics:
     baseline of the first per-second rates. `wall` is the wall clock (seconds since the
     epoch) read at scrape time for the lag and checkpoint age."""
 
-    def __init__(self, engine, *, wall: Callable[[], float] = time.time):
+    def __init__(self, engine, *, wall: Callable[[], float] = time.time, checkpoint_at: Optional[float] = None):
         self._wall = wall
         self._lock = threading.Lock()
         self.registry = CollectorRegistry(auto_describe=False)
@@ -330,8 +331,9 @@ class DaemonMetrics:
         now = wall()
         by_type, bad, unknown, funnel, pending, clock_s, events, late = _read_engine(engine)
         self._last = (now, events, 0)          # (wall, events, input bytes) at the last rate update
-        self._snapshot = _Snapshot(by_type, bad, unknown, funnel, pending, clock_s, 0, None, None, None, None,
-                                   late_events=late)
+        # after a restart, the checkpoint restored (its duration is not known)
+        self._snapshot = _Snapshot(by_type, bad, unknown, funnel, pending, clock_s, 0, None, None, checkpoint_at,
+                                   None, late_events=late)
         self.registry.register(_Collector(self))
         self._spool = (0, 0, 0, None)
         self.registry.register(_SpoolCollector(self))
