@@ -103,6 +103,12 @@ def _check_inputs(config_a: Path, config_b: Path, traces: Sequence[Path], state:
     if state is not None and not state.exists():
         raise DiffError(f"{state}: no such checkpoint (--state takes a checkpoint file or a "
                         "`sigmatch run --state` directory)")
+    if state is not None and state.is_dir():
+        from engine.service.checkpoint import CheckpointSet, CheckpointStore
+        if not CheckpointStore(state).exists() and CheckpointSet.workers_in(state):
+            # the workers' states are not merged into one engine yet (docs/performance.md)
+            raise DiffError(f"{state}: holds the checkpoints of a service with --workers (in shard-*/): a what-if "
+                            "from them is not available yet; give the state of a service without --workers")
 
 
 def _offset(offset_ms: int) -> str:
