@@ -63,10 +63,13 @@ def test_ctrl_c_while_forking_is_not_lost(tmp_path):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A `sigmatch gen` world that takes the workers a few seconds."""
+    """A `sigmatch gen` world that takes the workers a few seconds: its trace 20 times over, one
+    stream (after the first pass every event is late, and processed at the clock). Once,
+    the workers finished within the 0.2 s the tests wait before their signal, on an idle
+    machine."""
     directory = tmp_path_factory.mktemp("gen")
     generated = generate(directory, subscribers=5_000, events=600_000, seed=4)
-    return generated.config, generated.traces
+    return generated.config, list(generated.traces) * 20
 
 
 def _start(config, traces, out: Path, workers: int = 2):
