@@ -342,7 +342,33 @@ def engine_stats(config: Config, core, totals: dict, run: Optional[dict] = None,
     }
 
 
-class Engine:
+class EngineFigures:
+    """What an engine answers from its configuration (`config`) and its core (`_core`), and
+    the totals of its replays (`_totals`, `_last_run`, `_last_timing`): Engine, and the
+    service's workers answering as one (engine.workers.inprocess.ShardedEngine)."""
+
+    @property
+    def campaigns(self) -> tuple[CampaignSpec, ...]:
+        return self.config.campaigns
+
+    @property
+    def pending(self) -> int:
+        """Delayed actions waiting for their due time."""
+        return self._core.pending
+
+    @property
+    def clock(self) -> Optional[int]:
+        """Event time: the largest ts of any good event so far (ms), None before the first."""
+        return self._core.clock
+
+    @property
+    def stats(self) -> dict:
+        """Figures since the engine was built (totals, the funnel of every campaign) and those of
+        the last replay (run)."""
+        return engine_stats(self.config, self._core, self._totals, self._last_run, self._last_timing)
+
+
+class Engine(EngineFigures):
     """A compiled configuration with its state. Not thread-safe: one replay at a time."""
 
     def __init__(self, config: Config, world: Optional[World] = None, *, max_event_bytes: int = 65536,
@@ -387,28 +413,9 @@ class Engine:
         return cls(load_config(Path(path)), **kwargs)
 
     @property
-    def campaigns(self) -> tuple[CampaignSpec, ...]:
-        return self.config.campaigns
-
-    @property
-    def pending(self) -> int:
-        """Delayed actions waiting for their due time."""
-        return self._core.pending
-
-    @property
-    def clock(self) -> Optional[int]:
-        """Event time: the largest ts of any good event so far (ms), None before the first."""
-        return self._core.clock
-
-    @property
     def bytes_per_subscriber(self) -> float:
         return self._core.bytes_per_subscriber
 
-    @property
-    def stats(self) -> dict:
-        """Figures since the engine was built (totals, the funnel of every campaign) and those of
-        the last replay (run)."""
-        return engine_stats(self.config, self._core, self._totals, self._last_run, self._last_timing)
 
     def takers(self) -> dict[tuple[str, Optional[str], str], int]:
         """The contacts a campaign lost to another through the contact policy, since the

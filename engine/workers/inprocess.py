@@ -31,6 +31,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from engine.api import EngineFigures
 from engine.errors import SigmatchError
 from engine.records import ACTION_DTYPE, CONVERSION_DTYPE
 
@@ -321,12 +322,16 @@ class _Cores:
         return self._cores[0].max_event_bytes
 
 
-class ShardedEngine:
+class ShardedEngine(EngineFigures):
     """N shard engines (engine.api.Engine with `shard`) serving as one: what the service
     (engine.service.daemon) asks of an Engine. Build with `build` or `restored`."""
 
     def __init__(self, config, shards: Sequence, *, seq: int = 0, conversion_seq: int = 0):
         self.config = config
+        # the service replays nothing through the engine: the totals of replays stay 0
+        self._totals = {"runs": 0, "bytes": 0, "actions": 0, "conversions": 0, "dead_letters": 0}
+        self._last_run: Optional[dict] = None
+        self._last_timing: Optional[dict] = None
         self.shards = list(shards)
         self.workers = len(self.shards)
         self.max_event_bytes = self.shards[0].max_event_bytes
@@ -408,28 +413,9 @@ class ShardedEngine:
     # -- what an Engine answers
 
     @property
-    def campaigns(self):
-        return self.config.campaigns
-
-    @property
     def subscribers(self) -> np.ndarray:
         """Every worker's subscribers (MSISDN), worker by worker."""
         return np.concatenate([engine.subscribers for engine in self.shards])
-
-    @property
-    def pending(self) -> int:
-        return self._core.pending
-
-    @property
-    def clock(self) -> Optional[int]:
-        return self._core.clock
-
-    @property
-    def stats(self) -> dict:
-        """Engine.stats over the workers (the service replays nothing: its run totals are 0)."""
-        from engine.api import engine_stats
-        return engine_stats(self.config, self._core, {"runs": 0, "bytes": 0, "actions": 0, "conversions": 0,
-                                                      "dead_letters": 0})
 
     def shard_for(self, msisdn: int):
         """The worker engine that holds `msisdn` (whether it is a subscriber or not)."""
