@@ -317,29 +317,13 @@ class Run:
         return self.conversions_table().to_pandas()
 
 
-def engine_stats(config: Config, core, totals: dict, run: Optional[dict] = None,
-                 timing: Optional[dict] = None) -> dict:
-    """Engine.stats of `core` (a Core, or the service's workers answering as one,
-    engine.workers.inprocess): `totals` (runs, bytes, records written) with the core's
-    counts, the funnel of every campaign, and the last replay's `run` and `timing`."""
-    counts = core.counts()
-    totals = dict(totals)
-    totals.update(
-        events=counts["events"],
-        unknown_subscribers=counts["unknown_subscribers"],
-        late_events=counts["late_events"],
-        bad_events=counts["bad_events"],
-        bad_events_by_field=counts["bad_events_by_field"],
-        pending=core.pending,
-        contacts=core.seq,
-    )
-    funnel = core.funnel()
-    return {
-        "totals": totals,
-        "run": run,
-        "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(config.campaigns)},
-        "timing": timing,
-    }
+def release_columns(world: World) -> None:
+    """Drop a loaded snapshot's attribute columns once engines are compiled from it: they
+    served `where`, evaluated once at compile, and they are most of a snapshot's memory
+    (gigabytes at 30M subscribers). The MSISDNs stay."""
+    world.profiles.columns = {}
+    world.profiles.tags = None
+    world.profiles.not_numbers = {}
 
 
 class EngineFigures:
@@ -361,11 +345,33 @@ class EngineFigures:
         """Event time: the largest ts of any good event so far (ms), None before the first."""
         return self._core.clock
 
+    def _no_replays_yet(self) -> None:
+        self._totals = {"runs": 0, "bytes": 0, "actions": 0, "conversions": 0, "dead_letters": 0}
+        self._last_run: Optional[dict] = None
+        self._last_timing: Optional[dict] = None
+
     @property
     def stats(self) -> dict:
         """Figures since the engine was built (totals, the funnel of every campaign) and those of
         the last replay (run)."""
-        return engine_stats(self.config, self._core, self._totals, self._last_run, self._last_timing)
+        counts = self._core.counts()
+        totals = dict(self._totals)
+        totals.update(
+            events=counts["events"],
+            unknown_subscribers=counts["unknown_subscribers"],
+            late_events=counts["late_events"],
+            bad_events=counts["bad_events"],
+            bad_events_by_field=counts["bad_events_by_field"],
+            pending=self._core.pending,
+            contacts=self._core.seq,
+        )
+        funnel = self._core.funnel()
+        return {
+            "totals": totals,
+            "run": self._last_run,
+            "campaigns": {c.id: _funnel_dict(funnel[i]) for i, c in enumerate(self.config.campaigns)},
+            "timing": self._last_timing,
+        }
 
 
 class Engine(EngineFigures):
@@ -390,14 +396,8 @@ class Engine(EngineFigures):
         self.checkpoint_extra: Optional[dict] = None  # the extra of the checkpoint restored, if any
         self.reload_dropped = 0
         if owned:
-            # The attribute columns served `where`, evaluated once at compile; they are most of
-            # a snapshot's memory (gigabytes at 30M subscribers), so they go. The MSISDNs stay.
-            self.world.profiles.columns = {}
-            self.world.profiles.tags = None
-            self.world.profiles.not_numbers = {}
-        self._totals = {"runs": 0, "bytes": 0, "actions": 0, "conversions": 0, "dead_letters": 0}
-        self._last_run: Optional[dict] = None
-        self._last_timing: Optional[dict] = None
+            release_columns(self.world)
+        self._no_replays_yet()
         self.configuration = configuration_identity(config)
         # since the engine was built, as the funnel: a replay's stats.json gives them per campaign
         self._days = _DayCounts(len(config.campaigns), config.utc_offset_ms)

@@ -385,9 +385,7 @@ class _Merge:
         gathered = self._gather(self.actions, limit)
         if gathered is not None:
             records, keys, worker, local = gathered
-            # SPEC §3: position, then timers (by due, creation) before the event's campaigns
-            # (due = int64 max); within a worker its own order, which already follows it
-            order = np.lexsort((local, worker, keys["created"], keys["due"], keys["pos"]))
+            order = action_order(keys, worker, local)
             actions = records[order]
             worker = worker[order]
             new_seq = np.arange(self.seq + 1, self.seq + 1 + len(actions), dtype=np.uint64)
@@ -408,12 +406,27 @@ class _Merge:
             for w in np.unique(worker):
                 mine = worker == w
                 records["contact_seq"][mine] = self.global_seq[w][records["contact_seq"][mine].astype(np.int64) - 1]
-            order = np.lexsort((local, worker, positions))
+            order = conversion_order(positions, worker, local)
             conversions = records[order]
             conversions["seq"] = np.arange(self.conversion_seq + 1, self.conversion_seq + 1 + len(conversions),
                                            dtype=np.uint64)
             self.conversion_seq += len(conversions)
         return actions, conversions
+
+
+def action_order(keys, worker, local) -> np.ndarray:
+    """The order of several workers' actions, as one process emits them (SPEC §3): by event
+    position, then timers by due time and creation before the event's campaigns (due =
+    int64 max), then each worker's own order, which already follows it. `keys`
+    (ACTION_KEY_DTYPE), `worker` and `local` (the index in its worker's part) are arrays of
+    one length; returns the indexes in order."""
+    return np.lexsort((local, worker, keys["created"], keys["due"], keys["pos"]))
+
+
+def conversion_order(positions, worker, local) -> np.ndarray:
+    """The order of several workers' conversions: by event position, then each worker's own
+    order (an event has one subscriber, so one worker converts at it)."""
+    return np.lexsort((local, worker, positions))
 
 
 def _positions(keys) -> np.ndarray:

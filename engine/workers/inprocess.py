@@ -22,8 +22,6 @@ other is final already. The workers' checkpoints thus hold the numbers of the fi
 """
 from __future__ import annotations
 
-import logging
-import mmap
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,13 +29,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from engine.api import EngineFigures
+from engine.api import EngineFigures, release_columns
 from engine.errors import SigmatchError
 from engine.records import ACTION_DTYPE, CONVERSION_DTYPE
+from engine.workers import _nr_budgets, _shared_block, action_order, conversion_order
 
 __all__ = ["ShardedEngine", "shard_of_msisdn"]
-
-log = logging.getLogger("sigmatch.workers")
 
 # Pending counts by event position kept per worker (the core's ring): a piece of the spool
 # (FEED_BYTES, 8 MiB) holds far fewer events, so no worker is ever held back by it.
@@ -48,12 +45,6 @@ def shard_of_msisdn(msisdn: int, workers: int) -> int:
     """The worker that holds subscriber `msisdn` (engine._core.shards_of)."""
     from engine._core import shards_of
     return int(shards_of(np.array([msisdn], dtype=np.uint64), workers)[0])
-
-
-def _block(config, workers: int) -> mmap.mmap:
-    from engine._core import shard_block_size
-    size = shard_block_size(workers, len(config.campaigns) + len(config.channels), RING_BITS)
-    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
 class _Cores:
@@ -163,7 +154,7 @@ class _Cores:
             keys = np.concatenate([p[1] for p in parts])
             worker = np.repeat(np.arange(len(cores), dtype=np.uint32), counts)
             local = np.concatenate([np.arange(n) for n in counts])
-            order = np.lexsort((local, worker, keys["created"], keys["due"], keys["pos"]))
+            order = action_order(keys, worker, local)
             actions = records[order]
             worker = worker[order]
             numbers = np.arange(seq + 1, seq + 1 + len(actions), dtype=np.uint64)
@@ -193,12 +184,13 @@ class _Cores:
             for w in np.unique(worker[fresh]):
                 mine = fresh & (worker == w)
                 contact[mine] = merged_seq[w][(contact[mine] - self._owner.seq - 1).astype(np.int64)]
-            order = np.lexsort((local, worker, positions))
+            order = conversion_order(positions, worker, local)
             conversions = records[order]
             numbers = np.arange(conversion_seq + 1, conversion_seq + 1 + len(conversions), dtype=np.uint64)
             conversions["seq"] = numbers
+            worker = worker[order]
             for w in range(len(cores)):
-                merged_conversion_seq[w] = numbers[worker[order] == w]
+                merged_conversion_seq[w] = numbers[worker == w]
             conversion_seq += len(conversions)
             self._conversions.append(conversions)
         for w, engine in enumerate(self._owner.shards):
@@ -329,9 +321,7 @@ class ShardedEngine(EngineFigures):
     def __init__(self, config, shards: Sequence, *, seq: int = 0, conversion_seq: int = 0):
         self.config = config
         # the service replays nothing through the engine: the totals of replays stay 0
-        self._totals = {"runs": 0, "bytes": 0, "actions": 0, "conversions": 0, "dead_letters": 0}
-        self._last_run: Optional[dict] = None
-        self._last_timing: Optional[dict] = None
+        self._no_replays_yet()
         self.shards = list(shards)
         self.workers = len(self.shards)
         self.max_event_bytes = self.shards[0].max_event_bytes
@@ -343,18 +333,17 @@ class ShardedEngine(EngineFigures):
         self.broken = False
         self._watched: list[int] = []
         self._pool = ThreadPoolExecutor(max_workers=max(self.workers - 1, 1), thread_name_prefix="sigmatch-worker")
-        self._block = None
         self._core = _Cores(self)
         self._attach()
 
     def _attach(self) -> None:
         """Join the workers over a fresh block, as they stand (Core.attach_shard with resume)."""
-        block = _block(self.config, self.workers)
+        from engine._core import shard_block_size
+        block = _shared_block(shard_block_size(self.workers, _nr_budgets(self.config), RING_BITS))
         delayed = sum(1 for c in self.config.campaigns if c.delay_ms)
         for i, engine in enumerate(self.shards):
             engine._core.attach_shard(block, i, self.workers, RING_BITS, delayed, False, True)
             engine._core.set_seq(self.seq, self.conversion_seq)
-        self._block = block         # the cores keep it too; this one is for close()
 
     @classmethod
     def build(cls, config_path, workers: int) -> "ShardedEngine":
@@ -367,7 +356,7 @@ class ShardedEngine(EngineFigures):
         config = load_config(Path(config_path))
         world = load_world(config)
         shards = [Engine(config, world, shard=(i, workers)) for i in range(workers)]
-        _drop_columns(world)
+        release_columns(world)
         return cls(config, shards)
 
     @classmethod
@@ -387,7 +376,7 @@ class ShardedEngine(EngineFigures):
             shards.append(engine)
             if lost is not None:
                 dropped = (dropped or 0) + lost
-        _drop_columns(world)
+        release_columns(world)
         scalars = loaded.parts[0].header["scalars"]
         return cls(config, shards, seq=int(scalars["seq"]), conversion_seq=int(scalars["conversion_seq"])), dropped
 
@@ -400,7 +389,7 @@ class ShardedEngine(EngineFigures):
         config = load_config(Path(config_path) if config_path else self.config.path)
         world = load_world(config)
         shards = [engine._reloaded(config, world) for engine in self.shards]
-        _drop_columns(world)
+        release_columns(world)
         new = ShardedEngine(config, shards, seq=self.seq, conversion_seq=self.conversion_seq)
         new.reload_dropped = sum(engine.reload_dropped for engine in shards)
         new._watched = list(self._watched)      # each worker's engine carries its own watch over
@@ -440,18 +429,10 @@ class ShardedEngine(EngineFigures):
         for m in numbers:
             if self.subscriber_status(m) == "unknown":
                 raise ValueError(f"{m} is not a subscriber")
-        for i, engine in enumerate(self.shards):
+        for engine in self.shards:
             engine.watch([m for m in numbers if self.shard_for(m) is engine], ring=ring)
         self._watched = numbers
 
     def explanation(self, msisdn: int, last: Optional[int] = None) -> dict:
         """Engine.explanation, from the worker that holds `msisdn`."""
         return self.shard_for(msisdn).explanation(msisdn, last)
-
-
-def _drop_columns(world) -> None:
-    """The snapshot's attribute columns served `where` in compiling: the workers no longer
-    need them (Engine drops them likewise when it loaded the world itself)."""
-    world.profiles.columns = {}
-    world.profiles.tags = None
-    world.profiles.not_numbers = {}

@@ -282,13 +282,10 @@ MUTANTS: list[Mutant] = [
     Mutant("workers-merge-timers-by-creation", "engine/workers/__init__.py",
            'np.lexsort((local, worker, keys["created"], keys["due"], keys["pos"]))',
            'np.lexsort((local, worker, keys["due"], keys["created"], keys["pos"]))',
-           "§3 timers in (due, creation) order, whichever worker holds them", fast=("tests/test_workers.py",)),
-    # the service's workers (issue 14, run --workers): the merge, and the numbers contacts keep
-    Mutant("inprocess-merge-timers-by-creation", "engine/workers/inprocess.py",
-           'np.lexsort((local, worker, keys["created"], keys["due"], keys["pos"]))',
-           'np.lexsort((local, worker, keys["due"], keys["created"], keys["pos"]))',
-           "§3 timers in (due, creation) order, whichever worker of the service holds them",
-           fast=("tests/test_workers_service.py",)),
+           "§3 timers in (due, creation) order, whichever worker holds them",
+           fast=("tests/test_workers.py", "tests/test_workers_service.py")),
+    # the service's workers (issue 14, run --workers): the numbers contacts keep (their merge
+    # order is replay's, engine.workers.action_order: workers-merge-timers-by-creation)
     Mutant("inprocess-fresh-contact-ge", "engine/workers/inprocess.py",
            "fresh = contact > self._owner.seq", "fresh = contact >= self._owner.seq",
            "§4 a conversion's contact_seq is its action's seq in the files (made in this piece, or before)",
