@@ -104,11 +104,9 @@ def _check_inputs(config_a: Path, config_b: Path, traces: Sequence[Path], state:
         raise DiffError(f"{state}: no such checkpoint (--state takes a checkpoint file or a "
                         "`sigmatch run --state` directory)")
     if state is not None and state.is_dir():
-        from engine.service.checkpoint import CheckpointSet, CheckpointStore
-        if not CheckpointStore(state).exists() and CheckpointSet.workers_in(state):
-            # the workers' states are not merged into one engine yet (docs/performance.md)
-            raise DiffError(f"{state}: holds the checkpoints of a service with --workers (in shard-*/): a what-if "
-                            "from them is not available yet; give the state of a service without --workers")
+        from engine.service.reshard import RESHARD_DIR, interrupted
+        if (state / RESHARD_DIR).exists():
+            raise DiffError(f"--state {state}: {interrupted(state)}")
 
 
 def _offset(offset_ms: int) -> str:
@@ -125,13 +123,12 @@ def _engine(config: str, state: Optional[str]):
     from engine.api import Engine
     if state is None:
         return Engine.from_config(config, record_takers=True)
-    from engine.errors import CheckpointError
-    from engine.service.checkpoint import CheckpointStore, Loaded, engine_for, read_checkpoint
+    from engine.service.checkpoint import Loaded, engine_for, read_checkpoint
+    from engine.service.reshard import state_as_one
     path = Path(state)
     if path.is_dir():
-        loaded = CheckpointStore(path).load()
-        if loaded is None:
-            raise CheckpointError(f"{path}: holds no checkpoint (no base-* file)")
+        # a service's with --workers too: its workers' states put together as one engine's
+        loaded = state_as_one(path)
     else:
         header, sections = read_checkpoint(path)
         loaded = Loaded(0, header, sections, path)

@@ -490,7 +490,8 @@ class CheckpointStore:
             return CheckpointSet._unclear(self.directory, holding, recorded)
         workers = recorded.pop()
         return (f"--state {self.directory}: holds the checkpoint of a service with --workers {workers}: "
-                f"start it with --workers {workers}")
+                f"start it with --workers {workers}, or rewrite it first with `sigmatch reshard --state "
+                f"{self.directory} --workers 1`")
 
     def record_extras(self) -> Optional[list[dict]]:
         """The extras of the current generation's records, in order (what a fallback to an
@@ -988,7 +989,8 @@ class CheckpointSet:
         layout's, or none."""
         if CheckpointStore(self.directory).exists():
             return (f"--state {self.directory}: holds the checkpoint of a service without --workers (or with "
-                    "--workers 1): start it so")
+                    f"--workers 1): start it so, or rewrite it first with `sigmatch reshard --state {self.directory} "
+                    f"--workers {self.workers}`")
         holding, recorded = self._recorded(self.directory)
         if not holding:
             return None
@@ -997,7 +999,8 @@ class CheckpointSet:
         workers = recorded.pop()
         if workers != self.workers:
             return (f"--state {self.directory}: holds the checkpoint of a service with --workers {workers}: "
-                    f"start it with --workers {workers}")
+                    f"start it with --workers {workers}, or rewrite it first with `sigmatch reshard --state "
+                    f"{self.directory} --workers {self.workers}`")
         stray = [k for k in holding if k >= workers]
         if stray:
             return (f"--state {self.directory}: shard-{stray[0]}/ is not a shard of this service (its checkpoints "

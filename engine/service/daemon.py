@@ -860,6 +860,9 @@ class SpoolDaemon:
             raise SigmatchError(f"--spool {self.spool}: no such directory")
         # the configuration alone (its profiles, lists and areas are loaded later)
         load_config(self.config_path)
+        from engine.service.reshard import RESHARD_DIR, interrupted
+        if (self.state / RESHARD_DIR).exists():
+            raise CheckpointError(f"--state {self.state}: {interrupted(self.state)}")
         # a state of another number of workers (before its output is taken for another run's)
         layout = self.store.layout_error()
         if layout is not None:

@@ -304,6 +304,17 @@ MUTANTS: list[Mutant] = [
            "lengths = np.diff(np.append(starts, np.uint64(n + 1))).astype(np.int64)",
            "§3.6 each worker's pending counts by event, as another host reads them",
            fast=("tests/test_workers_ray.py",)),
+    # `sigmatch reshard` (issue 14): a state of N workers put together and split for M
+    Mutant("reshard-timers-kept-keys", "engine/service/reshard.py", '    timers["created"] = rank',
+           "    pass", "§3 timers due together fire in the order they were made, after a reshard",
+           fast=("tests/test_reshard.py",)),
+    Mutant("reshard-budget-other-day", "engine/service/reshard.py",
+           'np.where(stacked["day"] == day, stacked["day_sends"], 0).sum(axis=0)', 'stacked["day_sends"].sum(axis=0)',
+           "§3.7 a budget's sends on the latest local day, over every worker, after a reshard",
+           fast=("tests/test_reshard.py",)),
+    Mutant("reshard-windows-in-place", "engine/service/reshard.py", "            w[:, 0] += offset",
+           "            pass", "§3.3 max_in_window's kept contact times stay their subscriber's after a reshard",
+           fast=("tests/test_reshard.py",)),
     # candidate masks (issue 14): each may only remove a campaign that cannot match
     Mutant("core-cand-counter-ge", CORE, "while j < end and E.cthr[j] > v:", "while j < end and E.cthr[j] >= v:",
            "§3.6 counter >= at_least (a campaign whose counter equals at_least stays a candidate)"),

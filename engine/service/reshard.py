@@ -1,0 +1,518 @@
+"""A service's state written anew for another number of workers (`sigmatch reshard`), and
+the state of a service with workers as one engine's (`sigmatch diff --state`).
+
+A service with `--workers N` keeps one checkpoint store per worker (STATE/shard-i/, a
+CheckpointSet); each worker holds the rows of the subscribers `shards_of` gives it, in the
+order of its own engine. One engine's state is the workers' states put together:
+
+- rows and subscriber numbers: concatenated in the workers' order (a split takes each
+  subscriber to its worker, in the order it had);
+- contacts, kept contact times (max_in_window) and timers: their subscriber index moved
+  to the subscriber's new place;
+- timers: each worker's are keyed by their creation, comparable across workers (the event's
+  position << 16 | its order in the event), one engine's by a counter. Both order timers
+  due at the same time by creation, so the keys are renumbered 1..n in that order, all
+  workers' timers together: an engine's counter then goes on above them, and a worker's
+  later keys (position << 16, the position past every event seen) are above them too;
+- the funnel and the sends counted against budgets: summed (a budget's sends of the latest
+  local day any worker counted, and ever); a split gives them all to worker 0, whose
+  counts the others add to theirs (engine.workers: the lanes);
+- unknown subscribers: summed (each worker counts those of its own hash), a split gives
+  them to worker 0; the other counts, the clock, the sequence numbers, the stream position,
+  the carried bytes and the open dead-letter run are every worker's (each decodes the
+  whole stream), so worker 0's.
+
+`reshard` rewrites the state directory in place, so that a journal of stdin or TCP input
+(STATE/journal, STATE/tcp-journal) and the state's lock stay where the service looks for
+them. The new layout is written whole into STATE/.reshard/new/ first; READY then says it
+is complete; the old layout moves to STATE/.reshard/old/ and READY becomes MOVED; the new
+layout moves in; STATE/.reshard/ goes. A crash before READY leaves the old layout in place
+(the next `reshard` discards the partial one); after it, the next `reshard` finishes the
+move. A service does not start while STATE/.reshard/ is there.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import zlib
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from engine.errors import CheckpointError, SigmatchError
+from engine.service.checkpoint import (CheckpointSet, CheckpointStore, Loaded, _write_full, read_header)
+from engine.sinks import fsync_path, make_private_directories
+from engine.wording import plural
+
+__all__ = ["merge_parts", "split_state", "reshard", "state_as_one", "interrupted", "RESHARD_DIR"]
+
+log = logging.getLogger("sigmatch.reshard")
+
+RESHARD_DIR = ".reshard"
+# the core's records (engine/_core.pxd), as they lie in a checkpoint's sections
+_TIMER = np.dtype([("due", "<i8"), ("created", "<u8"), ("trigger_ts", "<i8"), ("subscriber", "<u4"),
+                   ("cell", "<u4"), ("campaign", "<u4"), ("pad", "<u4")])
+_CONTACT = np.dtype([("key", "<u8"), ("last_ts", "<i8"), ("last_seq", "<u8"), ("streak", "<u4"),
+                     ("flags", "<u4")])
+_BUDGET = np.dtype([("day", "<i8"), ("day_sends", "<u8"), ("total", "<u8")])
+_OCCUPIED = np.uint64(1 << 63)
+_SUBSCRIBER_OF_KEY = np.uint64((1 << 63) - 1)
+# counts: bad events by reason, then events, unknown subscribers, then events by type (64)
+_UNKNOWN_FROM_END = 65
+# what every worker holds alike: a merge takes worker 0's, having checked the others agree
+_SHARED_SCALARS = ("clock", "has_clock", "seq", "conversion_seq", "stream_offset", "carry_offset", "late_events")
+_SAME_LAYOUT = ("funnel_stages", "channels", "window_contacts")
+
+
+# --------------------------------------------------------------------------- sections
+
+def _layout(header: dict) -> list[int]:
+    # a layout of six entries was written before markers: none
+    layout = [int(x) for x in header["scalars"]["layout"]]
+    return layout + [0] * (7 - len(layout))
+
+
+def _check_alike(parts: list[Loaded]) -> None:
+    """CheckpointError naming the second part's file when the workers' states are not of one
+    configuration and one stream position (they are, when one service wrote them)."""
+    first = parts[0].header
+    for part in parts[1:]:
+        header = part.header
+        mine, theirs = first["fingerprint"], header["fingerprint"]
+        same = (all(mine.get(key) == theirs.get(key) for key in ("campaigns", "counters", "counter_windows", "markers"))
+                and _layout(header)[:4] + _layout(header)[5:] == _layout(first)[:4] + _layout(first)[5:]
+                and all(header["scalars"].get(key) == first["scalars"].get(key) for key in _SAME_LAYOUT))
+        if not same:
+            raise CheckpointError(f"{part.path}: written for other campaigns, counters or layout than "
+                                  f"{parts[0].path}: not the workers of one service")
+        for key in _SHARED_SCALARS:
+            if header["scalars"].get(key) != first["scalars"].get(key):
+                raise CheckpointError(f"{part.path}: its {key} ({header['scalars'].get(key)}) differs from "
+                                      f"{parts[0].path}'s ({first['scalars'].get(key)}): not one commit of one service")
+
+
+def _records(section: np.ndarray, dtype: np.dtype, path, name: str) -> np.ndarray:
+    raw = np.ascontiguousarray(section).view(np.uint8).reshape(-1)
+    if len(raw) % dtype.itemsize:
+        raise CheckpointError(f"{path}: section {name!r} is not whole {dtype.itemsize}-byte entries")
+    return raw.view(dtype).copy()
+
+
+def _renumbered_timers(timers: np.ndarray) -> np.ndarray:
+    """All timers in the order the engines fire them (due, then creation), keyed 1..n in that
+    creation order: sorted, so a valid heap as the core keeps one."""
+    if not len(timers):
+        return timers
+    rank = np.empty(len(timers), np.uint64)
+    rank[np.argsort(timers["created"], kind="stable")] = np.arange(1, len(timers) + 1, dtype=np.uint64)
+    timers = timers.copy()
+    timers["created"] = rank
+    return timers[np.lexsort((timers["created"], timers["due"]))]
+
+
+def _merged_budgets(budgets: list[np.ndarray]) -> np.ndarray:
+    stacked = np.stack(budgets)                     # workers x budgets
+    day = stacked["day"].max(axis=0)
+    out = np.zeros(stacked.shape[1], _BUDGET)
+    out["day"] = day
+    out["day_sends"] = np.where(stacked["day"] == day, stacked["day_sends"], 0).sum(axis=0)
+    out["total"] = stacked["total"].sum(axis=0)
+    return out
+
+
+def _fingerprint(template: dict, subscribers: np.ndarray) -> dict:
+    subscribers = np.ascontiguousarray(subscribers, dtype=np.uint64)
+    return {**template, "subscribers": int(len(subscribers)),
+            "subscribers_crc32": zlib.crc32(memoryview(subscribers).cast("B"))}
+
+
+def _as_bytes(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+
+
+def merge_parts(parts: list[Loaded]) -> Loaded:
+    """One engine's state from the states of a service's workers (Loaded, by worker), as
+    one engine would hold it at the same commit: header (scalars, fingerprint, extra without
+    the commit number) and sections. CheckpointError naming a file when the parts are not of
+    one service or their sections do not fit their layout."""
+    if len(parts) == 1:
+        return parts[0]
+    _check_alike(parts)
+    first = parts[0]
+    stride = _layout(first.header)[0]
+    window_words = int(first.header["scalars"].get("window_contacts", 0)) + 2
+    offsets = np.cumsum([0] + [len(p.subscribers) for p in parts])
+    rows, contacts, windows, timers, funnel, budgets, unknown = [], [], [], [], None, [], 0
+    for part, offset in zip(parts, offsets):
+        s = part.sections
+        n = len(part.subscribers)
+        if len(s["rows"]) != n * stride or _layout(part.header)[4] != n:
+            raise CheckpointError(f"{part.path}: its rows do not fit its {n:,} subscribers")
+        rows.append(s["rows"])
+        c = _records(s["contacts"], _CONTACT, part.path, "contacts")
+        c = c[(c["key"] & _OCCUPIED) != 0]
+        sub = (c["key"] & _SUBSCRIBER_OF_KEY) >> np.uint64(16)
+        if len(sub) and sub.max() >= n:
+            raise CheckpointError(f"{part.path}: a contact of subscriber index {int(sub.max()):,} of {n:,}")
+        c["key"] = _OCCUPIED | ((sub + np.uint64(offset)) << np.uint64(16)) | (c["key"] & np.uint64(0xFFFF))
+        contacts.append(c)
+        w = np.asarray(s.get("windows", np.zeros(0, np.int64)), dtype=np.int64)
+        if len(w):
+            w = w.reshape(-1, window_words).copy()
+            if w[:, 0].min() < 1 or w[:, 0].max() > n:
+                raise CheckpointError(f"{part.path}: kept contact times of a subscriber index out of range")
+            w[:, 0] += offset
+            windows.append(w.reshape(-1))
+        t = _records(s["timers"], _TIMER, part.path, "timers")
+        if len(t) and int(t["subscriber"].max()) >= n:
+            raise CheckpointError(f"{part.path}: a timer of subscriber index {int(t['subscriber'].max()):,} of {n:,}")
+        t["subscriber"] += np.uint32(offset)
+        timers.append(t)
+        f = np.asarray(s["funnel"], dtype=np.uint64)
+        if funnel is not None and f.shape != funnel.shape:
+            raise CheckpointError(f"{part.path}: its funnel does not fit {first.path}'s")
+        funnel = f.copy() if funnel is None else funnel + f
+        if "budgets" in s:
+            budgets.append(_records(s["budgets"], _BUDGET, part.path, "budgets"))
+        unknown += int(s["counts"][-_UNKNOWN_FROM_END])
+    sections = dict(first.sections)
+    subscribers = np.concatenate([np.asarray(p.subscribers, dtype=np.uint64) for p in parts])
+    sections["subscribers"] = subscribers
+    sections["rows"] = np.concatenate(rows) if rows else np.zeros(0, np.uint8)
+    sections["contacts"] = _as_bytes(np.concatenate(contacts))
+    sections["windows"] = np.concatenate(windows) if windows else np.zeros(0, np.int64)
+    merged_timers = _renumbered_timers(np.concatenate(timers))
+    sections["timers"] = _as_bytes(merged_timers)
+    sections["funnel"] = funnel
+    if budgets:
+        if len(budgets) != len(parts) or len({len(b) for b in budgets}) != 1:
+            raise CheckpointError(f"{first.path}: the workers' budget counts do not fit one another")
+        sections["budgets"] = _as_bytes(_merged_budgets(budgets))
+    counts = np.array(first.sections["counts"], dtype=np.uint64)
+    counts[-_UNKNOWN_FROM_END] = unknown
+    sections["counts"] = counts
+    scalars = dict(first.header["scalars"])
+    layout = _layout(first.header)
+    layout[4] = len(subscribers)
+    scalars["layout"] = layout
+    scalars["timers_created"] = len(merged_timers)
+    extra = {k: v for k, v in first.extra.items() if k != "commit"}
+    header = {"version": first.header["version"], "scalars": scalars,
+              "fingerprint": _fingerprint(_template(first.header), subscribers), "extra": extra}
+    return Loaded(0, header, sections, first.path)
+
+
+def _template(header: dict) -> dict:
+    return {k: v for k, v in header["fingerprint"].items() if k not in ("subscribers", "subscribers_crc32")}
+
+
+def split_state(loaded: Loaded, workers: int) -> list[tuple[dict, dict]]:
+    """One engine's state (Loaded, as merge_parts or a CheckpointStore gives it) as the
+    states of `workers` workers: (header, sections) by worker, each holding the subscribers
+    `engine.workers.shards_of` gives it, in the order they had. The headers' extra is the
+    state's, without a commit number. CheckpointError when its sections do not fit its layout."""
+    from engine._core import shards_of
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    s = loaded.sections
+    path = loaded.path
+    layout = _layout(loaded.header)
+    stride = layout[0]
+    window_words = int(loaded.header["scalars"].get("window_contacts", 0)) + 2
+    subscribers = np.ascontiguousarray(loaded.subscribers, dtype=np.uint64)
+    n = len(subscribers)
+    if len(s["rows"]) != n * stride or layout[4] != n:
+        raise CheckpointError(f"{path}: its rows do not fit its {n:,} subscribers")
+    owner = shards_of(subscribers, workers) if n else np.zeros(0, np.uint32)
+    new_index = np.zeros(n, np.uint32)
+    members = []
+    for k in range(workers):
+        mine = np.flatnonzero(owner == k)
+        new_index[mine] = np.arange(len(mine), dtype=np.uint32)
+        members.append(mine)
+    rows = np.asarray(s["rows"], dtype=np.uint8).reshape(n, stride) if stride else None
+    c = _records(s["contacts"], _CONTACT, path, "contacts")
+    c = c[(c["key"] & _OCCUPIED) != 0]
+    c_sub = ((c["key"] & _SUBSCRIBER_OF_KEY) >> np.uint64(16)).astype(np.int64)
+    if len(c_sub) and c_sub.max() >= n:
+        raise CheckpointError(f"{path}: a contact of subscriber index {int(c_sub.max()):,} of {n:,}")
+    w = np.asarray(s.get("windows", np.zeros(0, np.int64)), dtype=np.int64)
+    w = w.reshape(-1, window_words) if len(w) else np.zeros((0, window_words), np.int64)
+    if len(w) and (w[:, 0].min() < 1 or w[:, 0].max() > n):
+        raise CheckpointError(f"{path}: kept contact times of a subscriber index out of range")
+    t = _renumbered_timers(_records(s["timers"], _TIMER, path, "timers"))
+    if len(t) and int(t["subscriber"].max()) >= n:
+        raise CheckpointError(f"{path}: a timer of subscriber index {int(t['subscriber'].max()):,} of {n:,}")
+    budgets = _records(s["budgets"], _BUDGET, path, "budgets") if "budgets" in s else None
+    template = _template(loaded.header)
+    extra = {k: v for k, v in loaded.extra.items() if k != "commit"}
+    out = []
+    for k in range(workers):
+        mine = members[k]
+        sections = dict(s)
+        sections["subscribers"] = subscribers[mine]
+        sections["rows"] = rows[mine].reshape(-1) if rows is not None else np.zeros(0, np.uint8)
+        ck = c[owner[c_sub] == k] if len(c) else c
+        if len(ck):
+            sub = new_index[((ck["key"] & _SUBSCRIBER_OF_KEY) >> np.uint64(16)).astype(np.int64)].astype(np.uint64)
+            ck["key"] = _OCCUPIED | (sub << np.uint64(16)) | (ck["key"] & np.uint64(0xFFFF))
+        sections["contacts"] = _as_bytes(ck)
+        wk = w[owner[w[:, 0] - 1] == k].copy() if len(w) else w
+        if len(wk):
+            wk[:, 0] = new_index[wk[:, 0] - 1].astype(np.int64) + 1
+        sections["windows"] = wk.reshape(-1)
+        tk = t[owner[t["subscriber"]] == k] if len(t) else t
+        tk = tk.copy()
+        if len(tk):
+            tk["subscriber"] = new_index[tk["subscriber"]]
+        sections["timers"] = _as_bytes(tk)         # a subsequence of a sorted array: still sorted
+        counts = np.array(s["counts"], dtype=np.uint64)
+        if k:
+            # worker 0 holds what the workers add up: the funnel, budgets and unknown subscribers
+            counts[-_UNKNOWN_FROM_END] = 0
+            sections["funnel"] = np.zeros_like(np.asarray(s["funnel"], dtype=np.uint64))
+            if budgets is not None:
+                sections["budgets"] = _as_bytes(np.zeros(len(budgets), _BUDGET))
+        sections["counts"] = counts
+        scalars = dict(loaded.header["scalars"])
+        scalars["layout"] = layout[:4] + [len(mine)] + layout[5:]
+        scalars["timers_created"] = len(t)
+        header = {"version": loaded.header["version"], "scalars": scalars,
+                  "fingerprint": _fingerprint(template, sections["subscribers"]), "extra": dict(extra)}
+        out.append((header, sections))
+    return out
+
+
+# --------------------------------------------------------------------------- reading a state
+
+def _clean(loaded, directory: Path, workers: int) -> None:
+    """CheckpointError unless the state is the newest checkpoint, whole: one that fell back
+    past damage has work to undo (the service does that when it starts)."""
+    later = getattr(loaded, "later_extras", [])
+    if loaded.damage or loaded.fallbacks or later:
+        why = loaded.damage or (loaded.fallbacks[0] if loaded.fallbacks else "a checkpoint was cut by a crash")
+        option = f" --workers {workers}" if workers > 1 else ""
+        raise CheckpointError(f"--state {directory}: its newest checkpoint cannot be used as it is ({why}): start "
+                              f"the service once{option} so that it recovers, stop it, then reshard")
+
+
+def read_state(directory) -> tuple[int, Loaded, object]:
+    """(the --workers of the service whose state `directory` holds, its state as one
+    engine's, what was loaded: a Loaded or a LoadedSet). CheckpointError, one line naming
+    the directory, when it holds none, a state of an older sigmatch, a layout that cannot be
+    told, an interrupted reshard, or a checkpoint that is not the newest whole one."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"--state {directory}: no such directory")
+    if (directory / RESHARD_DIR).exists():
+        raise CheckpointError(f"--state {directory}: {interrupted(directory)}")
+    if (directory / "checkpoint").exists() and not CheckpointStore(directory).exists():
+        raise CheckpointError(f"--state {directory}: holds a checkpoint of an older sigmatch (one full file): "
+                              "drain it with that version")
+    if CheckpointStore(directory).exists():
+        workers = 1
+        store = CheckpointStore(directory)
+        error = store.layout_error()
+    else:
+        workers = CheckpointSet.workers_in(directory)
+        if workers == 0:
+            raise CheckpointError(f"--state {directory}: holds no checkpoint (no base-* file, no shard-*/)")
+        store = CheckpointSet(directory, max(workers, 2))
+        error = store.layout_error()
+    if error is not None:
+        raise CheckpointError(error)
+    loaded = store.load()
+    if loaded is None:
+        raise CheckpointError(f"--state {directory}: holds no complete checkpoint")
+    _clean(loaded, directory, workers)
+    one = merge_parts(loaded.parts) if workers > 1 else loaded
+    return workers, one, loaded
+
+
+def state_as_one(directory) -> Loaded:
+    """The state a `sigmatch run --state` directory holds, with or without --workers, as one
+    engine's (for engine_for). CheckpointError as read_state, except that a checkpoint older
+    than the newest is used as the service would use it."""
+    directory = Path(directory)
+    if (directory / RESHARD_DIR).exists():
+        raise CheckpointError(f"--state {directory}: {interrupted(directory)}")
+    if CheckpointStore(directory).exists():
+        loaded = CheckpointStore(directory).load()
+        if loaded is None:
+            raise CheckpointError(f"{directory}: holds no checkpoint (no base-* file)")
+        return loaded
+    workers = CheckpointSet.workers_in(directory)
+    if workers == 0:
+        raise CheckpointError(f"{directory}: holds no checkpoint (no base-* file, no shard-*/)")
+    store = CheckpointSet(directory, max(workers, 2))
+    error = store.layout_error()
+    if error is not None:
+        raise CheckpointError(error)
+    loaded = store.load()
+    if loaded is None:
+        raise CheckpointError(f"{directory}: holds no complete checkpoint")
+    return merge_parts(loaded.parts)
+
+
+# --------------------------------------------------------------------------- rewriting in place
+
+def interrupted(directory) -> str:
+    """What to do about an interrupted reshard of `directory` (one sentence)."""
+    directory = Path(directory)
+    marker = _marker(directory / RESHARD_DIR)
+    if marker is None:
+        return (f"a `sigmatch reshard` was interrupted before its new state was complete: run `sigmatch reshard "
+                f"--state {directory} --workers N` again")
+    return (f"a `sigmatch reshard` to --workers {marker[1].get('to')} was interrupted: run `sigmatch reshard --state "
+            f"{directory} --workers {marker[1].get('to')}` to finish it")
+
+
+def _marker(work: Path) -> Optional[tuple[str, dict]]:
+    for name in ("MOVED", "READY"):
+        path = work / name
+        if path.exists():
+            try:
+                return name, json.loads(path.read_text())
+            except (OSError, ValueError):
+                return name, {}
+    return None
+
+
+def _old_entries(directory: Path) -> list[Path]:
+    """The entries of a state's checkpoint layout at the top of its directory."""
+    found = []
+    for path in directory.iterdir():
+        name = path.name
+        if ((name.startswith("base-") or name.startswith("log-")) and name.split("-", 1)[1].isdigit()
+                or name.startswith("shard-") and name[6:].isdigit()):
+            found.append(path)
+    return sorted(found)
+
+
+def _write_marker(work: Path, name: str, content: dict) -> None:
+    tmp = work / f".{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(content))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, work / name)
+    fsync_path(work)
+
+
+def _finish(directory: Path) -> Optional[dict]:
+    """Carry an interrupted reshard of `directory` to its end, or discard its partial new
+    state; returns the finished one's marker, None when there was nothing to finish."""
+    work = directory / RESHARD_DIR
+    if not work.exists():
+        return None
+    marker = _marker(work)
+    if marker is None:
+        # the new layout was not complete: the old one is untouched
+        shutil.rmtree(work)
+        fsync_path(directory)
+        log.warning(f"--state {directory}: the partial state of an interrupted reshard removed")
+        return None
+    name, content = marker
+    new, old = work / "new", work / "old"
+    if name == "READY":
+        make_private_directories(old)
+        for path in _old_entries(directory):
+            os.replace(path, old / path.name)
+        fsync_path(directory)
+        fsync_path(old)
+        os.replace(work / "READY", work / "MOVED")
+        fsync_path(work)
+    for path in sorted(new.iterdir()) if new.exists() else []:
+        os.replace(path, directory / path.name)
+    fsync_path(directory)
+    # what is left is of no use now: the old layout, then the marker last
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(new, ignore_errors=True)
+    (work / "MOVED").unlink(missing_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    fsync_path(directory)
+    return content
+
+
+def _lock(directory: Path) -> int:
+    from engine.service.daemon import _hold_lock
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        return _hold_lock(fd, f"--state {directory}: state directory")
+    except SigmatchError as e:
+        raise SigmatchError(f"{e} (stop the service before resharding its state)") from None
+
+
+def reshard(directory, workers: int) -> dict:
+    """Rewrite the state of a stopped `sigmatch run --state DIRECTORY` service for
+    `--workers` `workers` (1: one engine's layout), in place (see the module's text).
+    Finishes an interrupted reshard first. Returns {"from": N, "to": workers, "subscribers",
+    "contacts", "pending", "finished": marker of an interrupted one finished or None}; "from"
+    is None when only an interrupted one was finished or nothing changed (N == workers).
+    SigmatchError (one line naming the directory) when a service holds the state, and
+    CheckpointError as read_state."""
+    directory = Path(directory)
+    if workers < 1:
+        raise SigmatchError(f"--workers {workers}: at least 1")
+    if not directory.is_dir():
+        raise CheckpointError(f"--state {directory}: no such directory")
+    fd = _lock(directory)
+    try:
+        finished = _finish(directory)
+        if finished is not None and finished.get("to") == workers:
+            return {"from": None, "to": workers, "finished": finished}
+        before, one, loaded = read_state(directory)
+        summary = {"from": before, "to": workers, "finished": finished,
+                   "subscribers": len(one.subscribers),
+                   "contacts": len(one.sections["contacts"]) // _CONTACT.itemsize,
+                   "pending": len(one.sections["timers"]) // _TIMER.itemsize}
+        if before == workers:
+            summary["from"] = None
+            return summary
+        generation = max(p.generation for p in getattr(loaded, "parts", [loaded])) + 1
+        commit = (max(loaded.commit, loaded.highest) if before > 1 else 0) + 1
+        work = directory / RESHARD_DIR
+        new = work / "new"
+        try:
+            make_private_directories(new)
+            if workers == 1:
+                _write_base(new, one.header, one.sections, generation, None)
+            else:
+                for k, (header, sections) in enumerate(split_state(one, workers)):
+                    shard = new / f"shard-{k}"
+                    make_private_directories(shard)
+                    header["extra"]["commit"] = commit
+                    _write_base(shard, header, sections, generation, workers)
+                    fsync_path(shard)
+            fsync_path(new)
+            _write_marker(work, "READY", {"from": before, "to": workers, "commit": commit,
+                                          "generation": generation})
+        except BaseException:
+            # before READY the old layout is the state: the partial new one goes
+            if not (work / "READY").exists():
+                shutil.rmtree(work, ignore_errors=True)
+            raise
+        _finish(directory)
+        return summary
+    finally:
+        os.close(fd)
+
+
+def _write_base(directory: Path, header: dict, sections: dict, generation: int, workers: Optional[int]) -> None:
+    order = ["rows", "contacts", "windows", "timers", "funnel", "counts", "carry", "dead_run", "bad_fields",
+             "budgets", "subscribers"]
+    header = {k: v for k, v in header.items() if k != "sections"}
+    header["generation"] = generation
+    if workers is not None:
+        header["workers"] = workers
+    else:
+        header.pop("workers", None)
+    _write_full(directory / f"base-{generation:08d}", header,
+                [(name, np.ascontiguousarray(sections[name])) for name in order if name in sections])
+    # the new base is readable as a store's: a check before it is trusted
+    read_header(directory / f"base-{generation:08d}")
+    log.debug(f"{directory}: base of generation {generation:,} with {plural(len(sections['subscribers']), 'subscriber')}")

@@ -1,0 +1,367 @@
+"""`sigmatch reshard` (engine.service.reshard): a stopped service's state rewritten for another
+number of workers goes on exactly as the service would have: the records after it are one
+engine's records byte for byte, whatever the numbers of workers before and after, on random
+worlds cut at a random piece (timers pending across the cut, contacts, kept contact times,
+budgets and max_pending that bind). The rewrite is in place and survives a crash at any
+step; a state of workers serves `sigmatch diff --state` as one engine's.
+
+The daemon started after a reshard is in test_reshard_service below."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from engine.api import Engine
+from engine.errors import CheckpointError, SigmatchError
+from engine.service import reshard as reshard_module
+from engine.service.checkpoint import CheckpointSet, CheckpointStore, engine_for, read_header
+from engine.service.reshard import RESHARD_DIR, merge_parts, reshard, state_as_one
+from engine.sinks import make_private_directories
+from engine.workers.inprocess import ShardedEngine
+from tests.test_workers import squeezed
+from tests.test_workers_service import assert_same, pieces_of, tight  # noqa: F401  (a fixture)
+from tests.worlds import worlds, write_world
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build(config, workers: int):
+    return ShardedEngine.build(config, workers) if workers > 1 else Engine.from_config(config)
+
+
+def save(engine, state: Path, workers: int, extra: dict) -> None:
+    make_private_directories(state)     # as the service makes it
+    if workers > 1:
+        CheckpointSet(state, workers).save(engine.shards, extra)
+    else:
+        CheckpointStore(state).save(engine, extra)
+
+
+def restore(config, state: Path, workers: int):
+    """The engine a service with `workers` starts from `state` with, and the extra it reads."""
+    if workers > 1:
+        loaded = CheckpointSet(state, workers).load()
+        engine, dropped = ShardedEngine.restored(config, loaded)
+    else:
+        loaded = CheckpointStore(state).load()
+        engine, dropped = engine_for(config, loaded)
+    assert dropped is None
+    return engine, loaded.extra
+
+
+def feed(engine, pieces, taken, statuses, *, advances=()):
+    core = engine._core
+    for i, piece in pieces:
+        statuses.append(core.feed(piece))
+        if i in advances and core.clock is not None:
+            core.advance(core.clock + 3_600_000)
+        taken["actions"].append(core.take_actions())
+        taken["conversions"].append(core.take_conversions())
+        taken["dead"].append(core.take_dead_letters())
+
+
+def run_with_reshards(config, pieces, plan, state: Path, *, advances=()):
+    """Feed `pieces`; `plan` is [(workers, first piece)...]: the engine of the first entry
+    from the start, and at each later entry's piece a checkpoint, a reshard and a restore
+    with its workers. Returns what feed_all of tests/test_workers_service returns."""
+    taken = {"actions": [], "conversions": [], "dead": []}
+    statuses: list[int] = []
+    workers = plan[0][0]
+    engine = build(config, workers)
+    engine._core.begin_stream()
+    edges = [at for _, at in plan[1:]] + [len(pieces)]
+    start = 0
+    for k, end in enumerate(edges):
+        feed(engine, [(i, pieces[i]) for i in range(start, end)], taken, statuses, advances=advances)
+        if statuses and statuses[-1]:
+            break
+        if k + 1 < len(plan):
+            save(engine, state, workers, {"piece": end})
+            if workers > 1:
+                engine.close()
+            workers = plan[k + 1][0]
+            reshard(state, workers)
+            engine, extra = restore(config, state, workers)
+            assert extra == {"piece": end} or extra.get("commit")
+            assert not (state / RESHARD_DIR).exists()
+        start = end
+    return {k: np.concatenate(v) for k, v in taken.items()}, statuses, engine
+
+
+@settings(max_examples=max(30, settings().max_examples // 4), deadline=None,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(data=st.data(), w=worlds())
+def test_a_resharded_state_goes_on_as_one_engine(data, w, tmp_path_factory):
+    w = data.draw(squeezed(w))
+    directory = tmp_path_factory.mktemp("world")
+    config, _ = write_world(w, directory)
+    pieces = pieces_of(w.trace, data.draw(st.lists(st.integers(0, len(w.trace)), min_size=1, max_size=6)))
+    advances = set(data.draw(st.lists(st.integers(0, len(pieces) - 1), max_size=2)))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(pieces)), min_size=1, max_size=2)))
+    counts = data.draw(st.lists(st.sampled_from([1, 2, 3]), min_size=len(cuts) + 1, max_size=len(cuts) + 1)
+                       .filter(lambda c: all(a != b for a, b in zip(c, c[1:]))))
+    plan = [(counts[0], 0)] + list(zip(counts[1:], cuts))
+    one = build(config, 1)
+    one._core.begin_stream()
+    taken = {"actions": [], "conversions": [], "dead": []}
+    statuses: list[int] = []
+    feed(one, list(enumerate(pieces)), taken, statuses, advances=advances)
+    expected = ({k: np.concatenate(v) for k, v in taken.items()}, statuses, one)
+    got = run_with_reshards(config, pieces, plan, directory / "state", advances=advances)
+    assert_same(got, expected, f"workers {plan}")
+
+
+@pytest.mark.parametrize("plan", [[(1, 0), (3, 9)], [(2, 0), (1, 9)], [(3, 0), (2, 5), (4, 17)]],
+                         ids=["1-to-3", "2-to-1", "3-to-2-to-4"])
+def test_budgets_and_max_pending_binding_across_a_reshard(tight, plan, tmp_path):  # noqa: F811
+    """The `sigmatch gen` world whose budgets and max_pending run out: the sends counted
+    against budgets and the pending actions go over to the new workers."""
+    config, data = tight
+    pieces = pieces_of(data, np.random.default_rng(5).integers(0, len(data), 24).tolist())
+    one = build(config, 1)
+    one._core.begin_stream()
+    taken = {"actions": [], "conversions": [], "dead": []}
+    statuses: list[int] = []
+    feed(one, list(enumerate(pieces)), taken, statuses, advances={4, 12})
+    expected = ({k: np.concatenate(v) for k, v in taken.items()}, statuses, one)
+    got = run_with_reshards(config, pieces, plan, tmp_path / "state", advances={4, 12})
+    assert_same(got, expected, f"workers {plan}")
+    assert expected[2]._core.budgets_used() == got[2]._core.budgets_used()
+
+
+def test_a_state_of_workers_is_one_engines_for_a_what_if(tight, tmp_path):  # noqa: F811
+    """state_as_one (what `sigmatch diff --state` reads): the workers' states put together
+    restore an engine that goes on as the engine that was never split."""
+    config, data = tight
+    pieces = pieces_of(data, np.random.default_rng(8).integers(0, len(data), 10).tolist())
+    many, one = build(config, 3), build(config, 1)
+    for engine in (many, one):
+        engine._core.begin_stream()
+        feed(engine, list(enumerate(pieces[:6])), {"actions": [], "conversions": [], "dead": []}, [])
+    save(many, tmp_path / "state", 3, {"piece": 6})
+    merged, _ = engine_for(config, state_as_one(tmp_path / "state"))
+    for engine in (merged, one):
+        taken = {"actions": [], "conversions": [], "dead": []}
+        feed(engine, list(enumerate(pieces[6:])), taken, [])
+        engine.rest = {k: np.concatenate(v) for k, v in taken.items()}
+    assert_same((merged.rest, [], merged), (one.rest, [], one), "merged")
+    assert len(one.rest["actions"]) and len(one.rest["conversions"])
+
+
+# --------------------------------------------------------------------------- in place, crashes
+
+@pytest.fixture
+def stopped(tight, tmp_path):  # noqa: F811
+    """A state of 2 workers after half the trace, and the records one engine gives after it."""
+    config, data = tight
+    pieces = pieces_of(data, np.random.default_rng(2).integers(0, len(data), 8).tolist())
+    engine = build(config, 2)
+    engine._core.begin_stream()
+    feed(engine, list(enumerate(pieces[:4])), {"actions": [], "conversions": [], "dead": []}, [])
+    state = tmp_path / "state"
+    save(engine, state, 2, {"piece": 4})
+    engine.close()
+    one = build(config, 1)
+    one._core.begin_stream()
+    feed(one, list(enumerate(pieces[:4])), {"actions": [], "conversions": [], "dead": []}, [])
+    taken = {"actions": [], "conversions": [], "dead": []}
+    feed(one, list(enumerate(pieces[4:])), taken, [])
+    return config, state, pieces[4:], {k: np.concatenate(v) for k, v in taken.items()}
+
+
+def goes_on_exactly(config, state, rest, expected, workers):
+    engine, _ = restore(config, state, workers)
+    taken = {"actions": [], "conversions": [], "dead": []}
+    feed(engine, list(enumerate(rest)), taken, [])
+    for name, array in expected.items():
+        assert np.concatenate(taken[name]).tobytes() == array.tobytes(), name
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("after", range(0, 12))
+def test_a_reshard_cut_short_at_any_step_is_finished_or_undone_by_the_next(stopped, after, monkeypatch):
+    """A crash after any number of renames (writing the new state, its READY, moving the
+    old layout out and the new one in): the service refuses to start, and the next reshard
+    leaves a state that goes on exactly."""
+    config, state, rest, expected = stopped
+    real = os.replace
+    calls = []
+
+    def replace(src, dst):
+        if len(calls) == after:
+            raise Crash()
+        calls.append((src, dst))
+        return real(src, dst)
+    monkeypatch.setattr(reshard_module.os, "replace", replace)
+    monkeypatch.setattr("engine.service.checkpoint.os.replace", replace)
+    try:
+        reshard(state, 3)
+        finished = True
+    except Crash:
+        finished = False
+    monkeypatch.setattr(reshard_module.os, "replace", real)
+    monkeypatch.setattr("engine.service.checkpoint.os.replace", real)
+    if not finished:
+        if (state / RESHARD_DIR).exists():
+            with pytest.raises(CheckpointError, match="sigmatch reshard"):
+                state_as_one(state)
+        reshard(state, 3)
+    assert not (state / RESHARD_DIR).exists()
+    assert CheckpointSet.workers_in(state) == 3 and not CheckpointStore(state).exists()
+    goes_on_exactly(config, state, rest, expected, 3)
+
+
+def test_the_daemon_refuses_a_state_whose_reshard_was_cut_short(stopped, tmp_path, monkeypatch):
+    config, state, _, _ = stopped
+    monkeypatch.setattr(reshard_module, "_finish", lambda directory: None)
+    reshard(state, 1)
+    monkeypatch.undo()
+    (tmp_path / "spool").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(tmp_path / "out"),
+                           "--state", str(state), "--spool", str(tmp_path / "spool")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "`sigmatch reshard --state" in proc.stderr and "--workers 1` to finish it" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    cli = subprocess.run([sys.executable, "-m", "engine.cli", "reshard", "--state", str(state), "--workers", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0 and "interrupted reshard to --workers 1 finished" in cli.stdout, cli.stderr
+    assert CheckpointStore(state).exists() and CheckpointSet.workers_in(state) == 0
+
+
+def test_reshard_refuses_what_it_cannot_rewrite(stopped, tight, tmp_path):  # noqa: F811
+    """One line, naming the directory, and the state left as it was."""
+    config, state, _, _ = stopped
+    before = sorted((p.relative_to(state), p.stat().st_size) for p in state.rglob("*") if p.name != "lock")
+
+    def refused(directory, workers, says):
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", "reshard", "--state", str(directory),
+                               "--workers", str(workers)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and says in proc.stderr, proc.stderr
+        # the error is one line, after what a load logs of the damage it found
+        assert proc.stderr.strip().splitlines()[-1].startswith("sigmatch: error: ") and says in \
+            proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr, proc.stderr
+
+    refused(tmp_path / "nowhere", 2, "no such directory")
+    (tmp_path / "empty").mkdir()
+    refused(tmp_path / "empty", 2, "holds no checkpoint")
+    # a running service holds the state's lock
+    import fcntl
+    fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.pwrite(fd, b"4242\n", 0)
+    try:
+        refused(state, 3, "in use by PID 4242 (stop the service before resharding its state)")
+    finally:
+        os.close(fd)
+    # the newest checkpoint of one worker damaged: the service recovers it first
+    damaged = tmp_path / "damaged"
+    engine = build(config, 2)
+    engine._core.begin_stream()
+    feed(engine, [(0, pieces_of(tight[1], [len(tight[1]) // 3])[0])], {"actions": [], "conversions": [], "dead": []}, [])
+    store = CheckpointSet(damaged, 2, rebase_ratio=100.0)      # the second checkpoint a record
+    store.save(engine.shards, {"piece": 1})
+    engine._core.feed(tight[1][len(tight[1]) // 3:len(tight[1]) // 2])
+    for take in (engine._core.take_actions, engine._core.take_conversions, engine._core.take_dead_letters):
+        take()
+    store.save(engine.shards, {"piece": 2})
+    engine.close()
+    newest = sorted((damaged / "shard-1").glob("log-*"))[-1]
+    data = bytearray(newest.read_bytes())
+    data[-10] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    refused(damaged, 3, "start the service once --workers 2 so that it recovers")
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "reshard", "--state", str(state), "--workers", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "already the state of a service with --workers 2" in proc.stdout
+    assert sorted((p.relative_to(state), p.stat().st_size) for p in state.rglob("*") if p.name != "lock") == before
+
+
+def test_merge_refuses_workers_of_different_services(stopped, tmp_path):
+    config, state, _, _ = stopped
+    loaded = CheckpointSet(state, 2).load()
+    other = CheckpointSet(state, 2).load()
+    other.parts[1].header["scalars"]["seq"] += 1
+    with pytest.raises(CheckpointError, match="its seq"):
+        merge_parts([loaded.parts[0], other.parts[1]])
+    assert isinstance(CheckpointError("x"), SigmatchError)
+
+
+def test_the_new_state_is_private(stopped):
+    config, state, _, _ = stopped
+    reshard(state, 3)
+    for path in state.rglob("*"):
+        if path.is_file() and path.name != "lock":
+            assert path.stat().st_mode & 0o777 == 0o640, path
+        elif path.is_dir():
+            assert path.stat().st_mode & 0o777 == 0o750, path
+    newest = sorted((state / "shard-0").glob("base-*"))[-1]
+    header = read_header(newest)
+    assert header["workers"] == 3 and header["extra"]["piece"] == 4 and header["extra"]["commit"] >= 2
+
+
+# --------------------------------------------------------------------------- timers due together
+
+TIES_CONFIG = """
+[engine]
+utc_offset = "+08:00"
+profiles   = "profiles.csv"
+
+[event_types]
+NOTICE = 40
+REMINDER = 41
+
+[[campaign]]
+id      = "later"
+on      = ["NOTICE"]
+delay   = "2m"
+channel = "sms"
+
+[[campaign]]
+id      = "sooner"
+on      = ["REMINDER"]
+delay   = "1m"
+channel = "sms"
+"""
+
+
+@pytest.mark.parametrize("plan", [[(2, 0), (1, 1)], [(3, 0), (1, 1)], [(1, 0), (2, 1)], [(2, 0), (3, 1)],
+                                  [(3, 0), (1, 1), (2, 2)]],
+                         ids=["2-to-1", "3-to-1", "1-to-2", "2-to-3", "3-to-1-to-2"])
+def test_timers_due_together_fire_in_the_order_they_were_made(plan, tmp_path):
+    """Timers of many subscribers due at the same ms, made before and after the reshard: they
+    fire in the order they were made, as in one engine, whatever the keys each layout gave
+    them (a worker's event position, an engine's counter)."""
+    import msgpack
+    t0 = 1_803_830_400_000
+    subscribers = [13_800_000_000 + 7919 * k for k in range(60)]
+    (tmp_path / "profiles.csv").write_text("msisdn\n" + "".join(f"{m}\n" for m in subscribers))
+    config = tmp_path / "campaigns.toml"
+    config.write_text(TIES_CONFIG)
+    first, second = subscribers[:30], subscribers[30:]
+    pieces = [b"".join(msgpack.packb([t0, 40, m]) for m in first),                       # due t0 + 2m
+              b"".join(msgpack.packb([t0 + 60_000, 41, m]) for m in second),             # due t0 + 2m too
+              msgpack.packb([t0 + 180_000, 41, subscribers[0]])]                         # fires them
+    one = build(config, 1)
+    one._core.begin_stream()
+    taken = {"actions": [], "conversions": [], "dead": []}
+    feed(one, list(enumerate(pieces)), taken, [])
+    expected = {k: np.concatenate(v) for k, v in taken.items()}
+    assert len(expected["actions"]) == 60
+    assert list(expected["actions"]["msisdn"]) == first + second
+    got = run_with_reshards(config, pieces, plan, tmp_path / "state")
+    assert list(got[0]["actions"]["msisdn"]) == first + second, f"workers {plan}"
+    assert got[0]["actions"].tobytes() == expected["actions"].tobytes()
