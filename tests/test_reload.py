@@ -87,6 +87,28 @@ def test_new_numbers_are_appended_and_gone_ones_inactive(world):
     assert reloaded._core.subscriber_view(19999999999)["active"] is True
 
 
+def test_a_snapshot_of_the_same_numbers_in_another_order_changes_nothing(world):
+    """A new profile snapshot holding every subscriber of the old one, rows in another order
+    (an export sorted anew): each subscriber keeps its index and its own `where` attributes,
+    and the reloaded engine goes on as one that never reloaded."""
+    generated, data = world
+    assert "where = " in generated.config.read_text()
+    cut = cut_with_pending(generated.config, data)
+    whole = Engine.from_config(generated.config).replay(data, drain=True)
+    engine = Engine.from_config(generated.config)
+    a = engine.replay(data[:cut])
+    table = pq.read_table(generated.profiles)
+    pq.write_table(table.take(pa.array(np.arange(table.num_rows)[::-1])), generated.profiles)
+    reloaded = engine.reload()
+    assert np.array_equal(reloaded.subscribers, engine.subscribers)
+    b = reloaded.replay(data[cut:], drain=True)
+    assert np.array_equal(np.concatenate([a.actions, b.actions]), whole.actions)
+    # the same for an engine compiled with its subscribers in another order than the snapshot's
+    shuffled = np.random.default_rng(1).permutation(engine.subscribers)
+    other = Engine.from_config(generated.config, keep=shuffled).replay(data, drain=True)
+    assert np.array_equal(other.actions, whole.actions)
+
+
 def test_an_invalid_configuration_leaves_the_engine_as_it_was(world, tmp_path):
     generated, data = world
     engine = Engine.from_config(generated.config)

@@ -86,7 +86,11 @@ def _types_mask(codes) -> int:
 
 
 def _by_subscriber(mask: np.ndarray, profile_rows: np.ndarray, present: np.ndarray) -> np.ndarray:
-    if present.all() and len(profile_rows) == len(mask):
+    """A mask by profile row as a mask by subscriber index. The same array only when the
+    index is the snapshot's own order: a running engine's subscribers (`keep`) may hold every
+    row of a new snapshot in another order (a snapshot exported sorted anew, or the workers'
+    states put together by `sigmatch reshard`)."""
+    if present.all() and len(profile_rows) == len(mask) and (profile_rows == np.arange(len(mask))).all():
         return mask
     out = np.zeros(len(profile_rows), dtype=bool)
     out[present] = mask[profile_rows[present]]

@@ -315,6 +315,11 @@ MUTANTS: list[Mutant] = [
     Mutant("reshard-windows-in-place", "engine/service/reshard.py", "            w[:, 0] += offset",
            "            pass", "§3.3 max_in_window's kept contact times stay their subscriber's after a reshard",
            fast=("tests/test_reshard.py",)),
+    Mutant("compile-where-in-snapshot-order", "engine/language/compile.py",
+           "if present.all() and len(profile_rows) == len(mask) and (profile_rows == np.arange(len(mask))).all():",
+           "if present.all() and len(profile_rows) == len(mask):",
+           "§1.1 a subscriber keeps its index and its own attributes when a snapshot lists them in another order",
+           fast=("tests/test_reload.py", "tests/test_reshard.py")),
     # candidate masks (issue 14): each may only remove a campaign that cannot match
     Mutant("core-cand-counter-ge", CORE, "while j < end and E.cthr[j] > v:", "while j < end and E.cthr[j] >= v:",
            "§3.6 counter >= at_least (a campaign whose counter equals at_least stays a candidate)"),
