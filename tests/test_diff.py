@@ -529,16 +529,29 @@ def test_the_state_directory_of_run_is_a_starting_state_too(world, tmp_path):
     assert documents[0] == documents[1] and documents[0]["total"]["contacts_a"] > 0
 
 
-def test_the_state_of_a_service_with_workers_is_refused_in_one_line(world, tmp_path):
-    """A `sigmatch run --workers N` state (one store per worker, STATE/shard-i/) cannot start
-    a what-if yet: said in one line, naming the directory."""
-    from engine.service.checkpoint import CheckpointSet
+def test_the_state_of_a_service_with_workers_is_one_engines_state(world, tmp_path):
+    """A `sigmatch run --workers N` state (one store per worker, STATE/shard-i/) starts a
+    what-if as the state of one engine that saw the same events: the workers' states are put
+    together (engine.service.reshard)."""
+    from engine.service.checkpoint import CheckpointSet, CheckpointStore
+    from engine.workers.inprocess import ShardedEngine
     generated, config_a, config_b = world
     first, second = generated.traces
-    engines = [Engine.from_config(config_a, shard=(i, 2)) for i in range(2)]
-    for engine in engines:
-        engine.replay(first)
-    CheckpointSet(tmp_path / "state", 2).save(engines, extra={})
-    code, stdout, lines = sigmatch("diff", config_a, config_b, second, "--state", tmp_path / "state", "--no-progress")
-    assert code != 0 and len(lines) == 1 and "Traceback" not in lines[0], lines
-    assert f"{tmp_path / 'state'}: holds the checkpoints of a service with --workers" in lines[0]
+    many = ShardedEngine.build(config_a, 3)
+    one = Engine.from_config(config_a)
+    for engine in (many, one):
+        engine._core.begin_stream()
+        engine._core.feed(Path(first).read_bytes())
+        for take in (engine._core.take_actions, engine._core.take_conversions, engine._core.take_dead_letters):
+            take()
+    (tmp_path / "many").mkdir()
+    (tmp_path / "one").mkdir()
+    CheckpointSet(tmp_path / "many", 3).save(many.shards, extra={})
+    CheckpointStore(tmp_path / "one").save(one)
+    many.close()
+    documents = []
+    for state in (tmp_path / "many", tmp_path / "one"):
+        code, stdout, lines = sigmatch("diff", config_a, config_b, second, "--state", state, "--json", "--no-progress")
+        assert code == 0, lines
+        documents.append({k: v for k, v in json.loads(stdout).items() if k != "state"})
+    assert documents[0] == documents[1] and documents[0]["total"]["contacts_a"] > 0
