@@ -743,7 +743,7 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Split the subscribers over N workers, threads of this process (give at most one per core): the "
                    "same files as one worker, exactly once across crashes. A --state keeps the number it was started "
-                   "with.")
+                   "with until `sigmatch reshard` rewrites it for another.")
 @_one_line_errors
 def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_connections, from_stdin: bool, fmt,
         lookup, lookup_token, metrics, checkpoint_every, idle_advance, spool_owners, settle, keep_done, watch_path,
@@ -801,8 +801,8 @@ def reshard(state: Path, workers: int):
     elif summary["from"] is not None:
         click.echo(f"--state {state}: rewritten from --workers {summary['from']} to --workers {workers} "
                    f"({summary['subscribers']:,} subscribers, {summary['contacts']:,} contacts, "
-                   f"{summary['pending']:,} pending actions); start it with `sigmatch run --workers {workers} "
-                   f"--state {state} ...`")
+                   f"{summary['pending']:,} pending actions); start it with `sigmatch run "
+                   f"{f'--workers {workers} ' if workers > 1 else ''}--state {state} ...`")
 
 
 @main.command()

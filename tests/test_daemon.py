@@ -700,3 +700,71 @@ def test_spool_tcp_and_stdin_together_form_one_stream(world, tmp_path):
     assert journal and not list(state.glob("*journal*"))
     expected = Engine.from_config(generated.config).replay([*by_spool, *by_tcp, *by_stdin])
     assert sorted(rows(out, "actions-*.csv")) == expected_rows(expected)
+
+
+def test_a_service_resharded_between_runs_goes_on_exactly(world, tmp_path):
+    """Stopped, its state rewritten for another number of workers (`sigmatch reshard`), and
+    started with that number: 2 workers, then 3, then one, then 2 again, a part of the spool
+    each time; the files are one uninterrupted run's, the seqs without a gap."""
+    generated, expected = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    traces = list(generated.traces)
+    parts = [traces[:12], traces[12:24], traces[24:36], traces[36:]]
+    workers = [2, 3, 1, 2]
+    for k, (part, n) in enumerate(zip(parts, workers)):
+        if k:
+            done = subprocess.run([sys.executable, "-m", "engine.cli", "reshard", "--state", str(state),
+                                   "--workers", str(n)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            assert f"rewritten from --workers {workers[k - 1]} to --workers {n}" in done.stdout, done.stdout
+            assert not (state / ".reshard").exists()
+        for trace in part:
+            temp = spool / f".{trace.name}.part"
+            temp.write_bytes(trace.read_bytes())
+            os.replace(temp, spool / trace.name)
+        proc = start(generated.config, out, state, spool, ready=True,
+                     args=("--workers", str(n)) if n > 1 else ())
+        assert wait_until_drained(spool)
+        assert stop(proc) == 0, proc.stderr.read()
+    got = rows(out, "actions-*.csv")
+    assert sorted(got) == expected_rows(expected)
+    assert sorted(rows(out, "conversions-*.csv")) == expected_conversions(expected)
+    assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
+
+
+def test_kill_9_then_a_reshard_then_a_restart_loses_and_repeats_nothing(world, tmp_path):
+    """Killed at random moments, its state rewritten for another number of workers after each
+    kill (what the checkpoint says was in flight goes over with it), and started again."""
+    generated, expected = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill_spool(generated, spool)
+    rnd = random.Random(5)
+    workers, resharded = 2, 0
+    for _ in range(16):
+        proc = start(generated.config, out, state, spool, ready=True,
+                     args=("--workers", str(workers), "--checkpoint-every", "0") if workers > 1
+                     else ("--checkpoint-every", "0"))
+        time.sleep(rnd.uniform(0.0, 0.3))
+        if proc.poll() is not None:
+            pytest.fail(proc.stderr.read())
+        proc.kill()
+        proc.wait()
+        if not list(spool.glob("*.msgpack")):
+            break
+        if any(state.glob("base-*")) or any(state.glob("shard-*/base-*")):
+            workers = rnd.choice([n for n in (1, 2, 3) if n != workers])
+            done = subprocess.run([sys.executable, "-m", "engine.cli", "reshard", "--state", str(state),
+                                   "--workers", str(workers)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            resharded += 1
+    proc = start(generated.config, out, state, spool, ready=True,
+                 args=("--workers", str(workers)) if workers > 1 else ())
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0, proc.stderr.read()
+    assert resharded >= 3
+    got = rows(out, "actions-*.csv")
+    assert len(got) == len(set(got)), "an action was written twice"
+    assert sorted(got) == expected_rows(expected)
+    assert sorted(rows(out, "conversions-*.csv")) == expected_conversions(expected)
+    assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))

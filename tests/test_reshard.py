@@ -290,6 +290,34 @@ def test_reshard_refuses_what_it_cannot_rewrite(stopped, tight, tmp_path):  # no
     assert sorted((p.relative_to(state), p.stat().st_size) for p in state.rglob("*") if p.name != "lock") == before
 
 
+def test_a_commit_a_crash_left_in_one_worker_only_is_passed_over(tight, tmp_path):  # noqa: F811
+    """Killed while a checkpoint was written: worker 0 holds commit 2, worker 1 only commit 1
+    (nothing was renamed on account of commit 2). The reshard takes commit 1, as the service
+    would, and what follows is one engine's."""
+    config, data = tight
+    pieces = pieces_of(data, np.random.default_rng(3).integers(0, len(data), 8).tolist())
+    state = tmp_path / "state"
+    engine = build(config, 2)
+    engine._core.begin_stream()
+    feed(engine, list(enumerate(pieces[:4])), {"actions": [], "conversions": [], "dead": []}, [])
+    make_private_directories(state)
+    store = CheckpointSet(state, 2, rebase_ratio=100.0)
+    store.save(engine.shards, {"piece": 4})
+    feed(engine, list(enumerate(pieces[4:6])), {"actions": [], "conversions": [], "dead": []}, [])
+    prepared = store.prepare(engine.shards, {"piece": 6})
+    prepared.parts[0].write()           # and the process dies before worker 1's part
+    engine.close()
+    assert CheckpointSet(state, 2).load().later_extras
+    reshard(state, 3)
+    one = build(config, 1)
+    one._core.begin_stream()
+    feed(one, list(enumerate(pieces[:4])), {"actions": [], "conversions": [], "dead": []}, [])
+    taken = {"actions": [], "conversions": [], "dead": []}
+    feed(one, list(enumerate(pieces[4:])), taken, [])
+    goes_on_exactly(config, state, pieces[4:], {k: np.concatenate(v) for k, v in taken.items()}, 3)
+    assert restore(config, state, 3)[1]["piece"] == 4
+
+
 def test_merge_refuses_workers_of_different_services(stopped, tmp_path):
     config, state, _, _ = stopped
     loaded = CheckpointSet(state, 2).load()

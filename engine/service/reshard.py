@@ -38,7 +38,7 @@ import os
 import shutil
 import zlib
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -209,10 +209,11 @@ def _template(header: dict) -> dict:
     return {k: v for k, v in header["fingerprint"].items() if k not in ("subscribers", "subscribers_crc32")}
 
 
-def split_state(loaded: Loaded, workers: int) -> list[tuple[dict, dict]]:
+def split_state(loaded: Loaded, workers: int) -> Iterator[tuple[dict, dict]]:
     """One engine's state (Loaded, as merge_parts or a CheckpointStore gives it) as the
     states of `workers` workers: (header, sections) by worker, each holding the subscribers
-    `engine.workers.shards_of` gives it, in the order they had. The headers' extra is the
+    `engine.workers.shards_of` gives it, in the order they had; one at a time, so that only
+    one worker's copy of the rows is held beside the state's. The headers' extra is the
     state's, without a commit number. CheckpointError when its sections do not fit its layout."""
     from engine._core import shards_of
     if workers < 1:
@@ -249,7 +250,6 @@ def split_state(loaded: Loaded, workers: int) -> list[tuple[dict, dict]]:
     budgets = _records(s["budgets"], _BUDGET, path, "budgets") if "budgets" in s else None
     template = _template(loaded.header)
     extra = {k: v for k, v in loaded.extra.items() if k != "commit"}
-    out = []
     for k in range(workers):
         mine = members[k]
         sections = dict(s)
@@ -282,26 +282,28 @@ def split_state(loaded: Loaded, workers: int) -> list[tuple[dict, dict]]:
         scalars["timers_created"] = len(t)
         header = {"version": loaded.header["version"], "scalars": scalars,
                   "fingerprint": _fingerprint(template, sections["subscribers"]), "extra": dict(extra)}
-        out.append((header, sections))
-    return out
+        yield header, sections
 
 
 # --------------------------------------------------------------------------- reading a state
 
 def _clean(loaded, directory: Path, workers: int) -> None:
-    """CheckpointError unless the state is the newest checkpoint, whole: one that fell back
-    past damage has work to undo (the service does that when it starts)."""
-    later = getattr(loaded, "later_extras", [])
-    if loaded.damage or loaded.fallbacks or later:
-        why = loaded.damage or (loaded.fallbacks[0] if loaded.fallbacks else "a checkpoint was cut by a crash")
+    """CheckpointError when the state is older than the newest checkpoint because of damage:
+    the service undoes the work of the checkpoints it lost when it starts, and a reshard
+    must not take that over. A commit that a crash left in some workers' stores only is not
+    damage: nothing was renamed or moved on account of it (CheckpointSet)."""
+    if loaded.damage or loaded.fallbacks:
+        why = loaded.damage or loaded.fallbacks[0]
         option = f" --workers {workers}" if workers > 1 else ""
         raise CheckpointError(f"--state {directory}: its newest checkpoint cannot be used as it is ({why}): start "
                               f"the service once{option} so that it recovers, stop it, then reshard")
 
 
-def read_state(directory) -> tuple[int, Loaded, object]:
+def read_state(directory) -> tuple[int, Loaded, dict]:
     """(the --workers of the service whose state `directory` holds, its state as one
-    engine's, what was loaded: a Loaded or a LoadedSet). CheckpointError, one line naming
+    engine's, {"generation": its newest generation, "commit": its highest commit number or
+    0}). The workers' own states are not kept: a state of L is gigabytes. CheckpointError,
+    one line naming
     the directory, when it holds none, a state of an older sigmatch, a layout that cannot be
     told, an interrupted reshard, or a checkpoint that is not the newest whole one."""
     directory = Path(directory)
@@ -328,8 +330,10 @@ def read_state(directory) -> tuple[int, Loaded, object]:
     if loaded is None:
         raise CheckpointError(f"--state {directory}: holds no complete checkpoint")
     _clean(loaded, directory, workers)
+    numbers = {"generation": max(p.generation for p in getattr(loaded, "parts", [loaded])),
+               "commit": max(loaded.commit, loaded.highest) if workers > 1 else 0}
     one = merge_parts(loaded.parts) if workers > 1 else loaded
-    return workers, one, loaded
+    return workers, one, numbers
 
 
 def state_as_one(directory) -> Loaded:
@@ -465,7 +469,7 @@ def reshard(directory, workers: int) -> dict:
         finished = _finish(directory)
         if finished is not None and finished.get("to") == workers:
             return {"from": None, "to": workers, "finished": finished}
-        before, one, loaded = read_state(directory)
+        before, one, numbers = read_state(directory)
         summary = {"from": before, "to": workers, "finished": finished,
                    "subscribers": len(one.subscribers),
                    "contacts": len(one.sections["contacts"]) // _CONTACT.itemsize,
@@ -473,8 +477,8 @@ def reshard(directory, workers: int) -> dict:
         if before == workers:
             summary["from"] = None
             return summary
-        generation = max(p.generation for p in getattr(loaded, "parts", [loaded])) + 1
-        commit = (max(loaded.commit, loaded.highest) if before > 1 else 0) + 1
+        generation = numbers["generation"] + 1
+        commit = numbers["commit"] + 1
         work = directory / RESHARD_DIR
         new = work / "new"
         try:
