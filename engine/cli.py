@@ -790,13 +790,18 @@ def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_c
 def reshard(state: Path, workers: int):
     """Rewrite a stopped service's state for another number of workers, in place: start it
     next with `sigmatch run --workers N --state STATE`, and it goes on exactly where it
-    stopped. Needs memory for about three copies of the state."""
+    stopped. Needs memory for about twice the state's size on disk, and the disk space
+    of the new state beside the old one until it moves in. Run it as the service's user."""
     from engine.service.reshard import reshard as rewrite
     summary = rewrite(state, workers)
     finished = summary.get("finished")
     if finished is not None:
         click.echo(f"--state {state}: an interrupted reshard to --workers {finished.get('to')} finished")
-    if summary["from"] is None and finished is None:
+    if summary.get("first_cut"):
+        click.echo(f"--state {state}: held only a first checkpoint that a crash cut short (no commit complete, "
+                   f"as a service finds it when it starts afresh): removed; start the service with the --workers "
+                   f"you want")
+    elif summary["from"] is None and finished is None:
         click.echo(f"--state {state}: already the state of a service with --workers {workers}: nothing to do")
     elif summary["from"] is not None:
         click.echo(f"--state {state}: rewritten from --workers {summary['from']} to --workers {workers} "

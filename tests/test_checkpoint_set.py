@@ -264,7 +264,8 @@ def test_layouts_of_other_services_are_named(generated, tmp_path):
     engine.replay(data[:EVENT * 100])
     CheckpointStore(single).save(engine, extra={"at": 1})
     assert CheckpointSet(single, 2).layout_error() == (
-        f"--state {single}: holds the checkpoint of a service without --workers (or with --workers 1): start it so")
+        f"--state {single}: holds the checkpoint of a service without --workers (or with --workers 1): start it so, "
+        f"or rewrite it first with `sigmatch reshard --state {single} --workers 2`")
     assert CheckpointStore(single).layout_error() is None
     # a service with --workers 3
     run = Run(generated, tmp_path / "three", 3)
@@ -273,10 +274,12 @@ def test_layouts_of_other_services_are_named(generated, tmp_path):
     for workers in (1, 2, 4):
         assert CheckpointSet(tmp_path / "three", workers).layout_error() == (
             f"--state {tmp_path / 'three'}: holds the checkpoint of a service with --workers 3: "
-            "start it with --workers 3")
+            f"start it with --workers 3, or rewrite it first with `sigmatch reshard --state {tmp_path / 'three'} "
+            f"--workers {workers}`")
     assert CheckpointSet.workers_in(tmp_path / "three") == 3
     assert CheckpointStore(tmp_path / "three").layout_error() == (
-        f"--state {tmp_path / 'three'}: holds the checkpoint of a service with --workers 3: start it with --workers 3")
+        f"--state {tmp_path / 'three'}: holds the checkpoint of a service with --workers 3: start it with --workers 3, "
+        f"or rewrite it first with `sigmatch reshard --state {tmp_path / 'three'} --workers 1`")
     assert CheckpointStore(tmp_path / "empty").layout_error() is None
     # a shard directory copied in from elsewhere: named, whichever number the service is given
     import shutil

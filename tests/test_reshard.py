@@ -90,7 +90,7 @@ def run_with_reshards(config, pieces, plan, state: Path, *, advances=()):
             workers = plan[k + 1][0]
             reshard(state, workers)
             engine, extra = restore(config, state, workers)
-            assert extra == {"piece": end} or extra.get("commit")
+            assert extra["piece"] == end and (workers > 1) == ("commit" in extra)
             assert not (state / RESHARD_DIR).exists()
         start = end
     return {k: np.concatenate(v) for k, v in taken.items()}, statuses, engine
@@ -187,37 +187,46 @@ def goes_on_exactly(config, state, rest, expected, workers):
         assert np.concatenate(taken[name]).tobytes() == array.tobytes(), name
 
 
-class Crash(Exception):
-    pass
+def killed_at(state: Path, workers: int, what: str, after: int) -> bool:
+    """Run reshard(state, workers) in a child killed (os._exit, as by kill -9: no clean-up)
+    at its call number `after` of `what` ("replace": os.replace, "rmtree": shutil.rmtree);
+    whether the kill came before the end."""
+    pid = os.fork()
+    if pid == 0:        # pragma: no cover (the child)
+        try:
+            calls = [0]
+            real = os.replace if what == "replace" else shutil.rmtree
+
+            def dying(*args, **kwargs):
+                if calls[0] == after:
+                    os._exit(9)
+                calls[0] += 1
+                return real(*args, **kwargs)
+            if what == "replace":
+                reshard_module.os.replace = dying
+                import engine.service.checkpoint as checkpoint_module
+                checkpoint_module.os.replace = dying
+            else:
+                reshard_module.shutil.rmtree = dying
+            reshard(state, workers)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) in (0, 9), status
+    return os.WEXITSTATUS(status) == 9
 
 
-@pytest.mark.parametrize("after", range(0, 12))
-def test_a_reshard_cut_short_at_any_step_is_finished_or_undone_by_the_next(stopped, after, monkeypatch):
-    """A crash after any number of renames (writing the new state, its READY, moving the
-    old layout out and the new one in): the service refuses to start, and the next reshard
-    leaves a state that goes on exactly."""
+@pytest.mark.parametrize("what,after", [("replace", k) for k in range(10)] + [("rmtree", k) for k in range(4)])
+def test_a_reshard_killed_at_any_step_is_finished_or_undone_by_the_next(stopped, what, after):
+    """Killed after any number of renames (writing the new state's bases, its READY, moving
+    the old layout out and the new one in) or of removals (the clean-up): the service and
+    a what-if refuse the state in one line, and the next reshard leaves a state that goes
+    on exactly."""
     config, state, rest, expected = stopped
-    real = os.replace
-    calls = []
-
-    def replace(src, dst):
-        if len(calls) == after:
-            raise Crash()
-        calls.append((src, dst))
-        return real(src, dst)
-    monkeypatch.setattr(reshard_module.os, "replace", replace)
-    monkeypatch.setattr("engine.service.checkpoint.os.replace", replace)
-    try:
-        reshard(state, 3)
-        finished = True
-    except Crash:
-        finished = False
-    monkeypatch.setattr(reshard_module.os, "replace", real)
-    monkeypatch.setattr("engine.service.checkpoint.os.replace", real)
-    if not finished:
-        if (state / RESHARD_DIR).exists():
-            with pytest.raises(CheckpointError, match="sigmatch reshard"):
-                state_as_one(state)
+    if killed_at(state, 3, what, after) and (state / RESHARD_DIR).exists():
+        with pytest.raises(CheckpointError, match="sigmatch reshard"):
+            state_as_one(state)
         reshard(state, 3)
     assert not (state / RESHARD_DIR).exists()
     assert CheckpointSet.workers_in(state) == 3 and not CheckpointStore(state).exists()
@@ -258,6 +267,7 @@ def test_reshard_refuses_what_it_cannot_rewrite(stopped, tight, tmp_path):  # no
     refused(tmp_path / "nowhere", 2, "no such directory")
     (tmp_path / "empty").mkdir()
     refused(tmp_path / "empty", 2, "holds no checkpoint")
+    assert not list((tmp_path / "empty").iterdir())     # not even a lock: that says a service started there
     # a running service holds the state's lock
     import fcntl
     fd = os.open(state / "lock", os.O_RDWR | os.O_CREAT)
@@ -283,7 +293,7 @@ def test_reshard_refuses_what_it_cannot_rewrite(stopped, tight, tmp_path):  # no
     data = bytearray(newest.read_bytes())
     data[-10] ^= 0xFF
     newest.write_bytes(bytes(data))
-    refused(damaged, 3, "start the service once --workers 2 so that it recovers")
+    refused(damaged, 3, "start the service once with --workers 2, so that it recovers")
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "reshard", "--state", str(state), "--workers", "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "already the state of a service with --workers 2" in proc.stdout
@@ -316,6 +326,86 @@ def test_a_commit_a_crash_left_in_one_worker_only_is_passed_over(tight, tmp_path
     feed(one, list(enumerate(pieces[4:])), taken, [])
     goes_on_exactly(config, state, pieces[4:], {k: np.concatenate(v) for k, v in taken.items()}, 3)
     assert restore(config, state, 3)[1]["piece"] == 4
+
+
+def test_a_first_checkpoint_cut_short_is_removed_as_the_service_would(tight, tmp_path):  # noqa: F811
+    """Killed inside its first checkpoint, a service of 2 workers left a base in one store
+    only: no commit is complete, the service would start afresh. The reshard removes what
+    was left, says so, and the state is empty for any number of workers."""
+    config, data = tight
+    state = tmp_path / "state"
+    make_private_directories(state)
+    engine = build(config, 2)
+    engine._core.begin_stream()
+    engine._core.feed(data[:len(data) // 4])
+    for take in (engine._core.take_actions, engine._core.take_conversions, engine._core.take_dead_letters):
+        take()
+    CheckpointSet(state, 2).prepare(engine.shards, {"piece": 1}).parts[0].write()
+    engine.close()
+    assert CheckpointSet(state, 2).load() is None
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "reshard", "--state", str(state), "--workers", "3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "held only a first checkpoint that a crash cut short" in proc.stdout, proc.stderr
+    assert CheckpointSet.workers_in(state) == 0 and not CheckpointStore(state).exists()
+    assert CheckpointSet(state, 3).layout_error() is None
+
+
+def test_a_worker_store_lost_after_a_reshard_from_one_engine_is_refused(stopped):
+    """From one engine's state to 2 workers, then worker 1's store lost: the service must not
+    take that for a first checkpoint cut short and start afresh."""
+    config, state, _, _ = stopped
+    reshard(state, 1)
+    reshard(state, 2)
+    shutil.rmtree(state / "shard-1")
+    with pytest.raises(CheckpointError, match="this shard's state is missing"):
+        CheckpointSet(state, 2).load()
+
+
+def test_reshard_after_a_reload_keeps_gone_and_new_subscribers(tight, tmp_path):  # noqa: F811
+    """A reload of a snapshot without some subscribers (kept, inactive) and with new ones
+    (appended), then a reshard each way: the new workers hold them as the old ones did."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    config, data = tight
+    world = tmp_path / "world"
+    shutil.copytree(Path(config).parent, world)
+    config = world / Path(config).name
+    profiles = world / "profiles.parquet"
+    pieces = pieces_of(data, np.random.default_rng(6).integers(0, len(data), 9).tolist())
+    table = pq.read_table(profiles)
+    newcomer = table.slice(0, 3).set_column(0, "msisdn", pa.array([19_999_999_001, 19_999_999_002, 19_999_999_003],
+                                                                   type=table.schema.field("msisdn").type))
+    results = []
+    for plan in ([(1, 0), (1, 10)], [(1, 0), (3, 5), (2, 7)]):
+        pq.write_table(table, profiles)
+        taken = {"actions": [], "conversions": [], "dead": []}
+        statuses: list[int] = []
+        engine = build(config, 1)
+        engine._core.begin_stream()
+        feed(engine, list(enumerate(pieces[:3])), taken, statuses)
+        pq.write_table(pa.concat_tables([table.slice(40), newcomer]), profiles)
+        engine = engine.reload()
+        state = tmp_path / f"state-{len(results)}"
+        if plan[1][0] == 1:
+            feed(engine, [(i, pieces[i]) for i in range(3, len(pieces))], taken, statuses)
+        else:
+            feed(engine, [(i, pieces[i]) for i in range(3, 5)], taken, statuses)
+            save(engine, state, 1, {"piece": 5})
+            reshard(state, 3)
+            engine, _ = restore(config, state, 3)
+            assert (np.sort(engine.subscribers) == np.sort(results[0][2].subscribers)).all()
+            feed(engine, [(i, pieces[i]) for i in range(5, 7)], taken, statuses)
+            save(engine, state, 3, {"piece": 7})
+            engine.close()
+            reshard(state, 2)
+            engine, _ = restore(config, state, 2)
+            feed(engine, [(i, pieces[i]) for i in range(7, len(pieces))], taken, statuses)
+        results.append(({k: np.concatenate(v) for k, v in taken.items()}, statuses, engine))
+    assert_same(results[1], results[0], "reload, then 3 and 2 workers")
+    for msisdn in (int(table["msisdn"][0].as_py()), 19_999_999_002):
+        one, many = results[0][2]._core.subscriber_view(msisdn), results[1][2]._core.subscriber_view(msisdn)
+        one.pop("index"), many.pop("index")
+        assert one == many and one["active"] == (msisdn == 19_999_999_002)
 
 
 def test_merge_refuses_workers_of_different_services(stopped, tmp_path):

@@ -85,12 +85,17 @@ def _types_mask(codes) -> int:
     return mask
 
 
-def _by_subscriber(mask: np.ndarray, profile_rows: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """A mask by profile row as a mask by subscriber index. The same array only when the
-    index is the snapshot's own order: a running engine's subscribers (`keep`) may hold every
-    row of a new snapshot in another order (a snapshot exported sorted anew, or the workers'
-    states put together by `sigmatch reshard`)."""
-    if present.all() and len(profile_rows) == len(mask) and (profile_rows == np.arange(len(mask))).all():
+def _in_snapshot_order(profile_rows: np.ndarray, nr_rows: int) -> bool:
+    """Whether subscriber index i is profile row i for every i. Not always so when every row
+    is present: a running engine's subscribers (`keep`) may hold every row of a new snapshot
+    in another order (a snapshot exported sorted anew, or the workers' states put together
+    by `sigmatch reshard`)."""
+    return len(profile_rows) == nr_rows and bool((profile_rows == np.arange(nr_rows)).all())
+
+
+def _by_subscriber(mask: np.ndarray, profile_rows: np.ndarray, present: np.ndarray, in_order: bool) -> np.ndarray:
+    """A mask by profile row as a mask by subscriber index (`in_order`: _in_snapshot_order)."""
+    if in_order:
         return mask
     out = np.zeros(len(profile_rows), dtype=bool)
     out[present] = mask[profile_rows[present]]
@@ -254,7 +259,8 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
             mask &= ~member(name)
         return mask
 
-    where_masks = {text: _by_subscriber(mask, profile_rows, present)
+    in_order = _in_snapshot_order(profile_rows, len(profiles.msisdn))
+    where_masks = {text: _by_subscriber(mask, profile_rows, present, in_order)
                    for text, mask in _where_masks(config, profiles).items()}
     unblocked = class_bit(("unblocked",), lambda: ~blocked())
 

@@ -860,15 +860,22 @@ class SpoolDaemon:
             raise SigmatchError(f"--spool {self.spool}: no such directory")
         # the configuration alone (its profiles, lists and areas are loaded later)
         load_config(self.config_path)
+        self._check_layout()
+        self._refuse_earlier_output()
+        self._probe_addresses()
+
+    def _check_layout(self) -> None:
+        """A state of another number of workers, or one a `sigmatch reshard` is rewriting or
+        left half rewritten: one line (before its output is taken for another run's). Asked
+        again once the state's lock is held: a reshard may have ended in between."""
         from engine.service.reshard import RESHARD_DIR, interrupted
         if (self.state / RESHARD_DIR).exists():
-            raise CheckpointError(f"--state {self.state}: {interrupted(self.state)}")
-        # a state of another number of workers (before its output is taken for another run's)
+            # holding the lock ourselves, a reshard cannot be running
+            raise CheckpointError(f"--state {self.state}: "
+                                  f"{interrupted(self.state, ask_lock=self._lock_fd is None)}")
         layout = self.store.layout_error()
         if layout is not None:
             raise CheckpointError(layout)
-        self._refuse_earlier_output()
-        self._probe_addresses()
 
     def _refuse_earlier_output(self) -> None:
         """A service without a checkpoint of its own numbers its actions from 1: into an --out
@@ -971,6 +978,7 @@ class SpoolDaemon:
             self._lock_spool()
         if self._lock_fd is None:
             self._lock_state()
+        self._check_layout()
         for directory in (self.out, self.state):
             make_private_directories(directory)
         journal_dir = None

@@ -136,8 +136,9 @@ def _as_bytes(array: np.ndarray) -> np.ndarray:
 def merge_parts(parts: list[Loaded]) -> Loaded:
     """One engine's state from the states of a service's workers (Loaded, by worker), as
     one engine would hold it at the same commit: header (scalars, fingerprint, extra without
-    the commit number) and sections. CheckpointError naming a file when the parts are not of
-    one service or their sections do not fit their layout."""
+    the commit number) and sections. The parts' rows are taken (None after it): discard the
+    parts. CheckpointError naming a file when the parts are not of one service or their
+    sections do not fit their layout."""
     if len(parts) == 1:
         return parts[0]
     _check_alike(parts)
@@ -145,13 +146,19 @@ def merge_parts(parts: list[Loaded]) -> Loaded:
     stride = _layout(first.header)[0]
     window_words = int(first.header["scalars"].get("window_contacts", 0)) + 2
     offsets = np.cumsum([0] + [len(p.subscribers) for p in parts])
-    rows, contacts, windows, timers, funnel, budgets, unknown = [], [], [], [], None, [], 0
+    for part in parts:
+        n = len(part.subscribers)
+        if len(part.sections["rows"]) != n * stride or _layout(part.header)[4] != n:
+            raise CheckpointError(f"{part.path}: its rows do not fit its {n:,} subscribers")
+    # The rows move into one array part by part, each part's dropped once copied: the
+    # state is held about once, not twice (the parts are the caller's to discard).
+    rows = np.empty(int(offsets[-1]) * stride, np.uint8)
+    contacts, windows, timers, funnel, budgets, unknown = [], [], [], None, [], 0
     for part, offset in zip(parts, offsets):
         s = part.sections
         n = len(part.subscribers)
-        if len(s["rows"]) != n * stride or _layout(part.header)[4] != n:
-            raise CheckpointError(f"{part.path}: its rows do not fit its {n:,} subscribers")
-        rows.append(s["rows"])
+        rows[int(offset) * stride:(int(offset) + n) * stride] = s["rows"]
+        s["rows"] = None
         c = _records(s["contacts"], _CONTACT, part.path, "contacts")
         c = c[(c["key"] & _OCCUPIED) != 0]
         sub = (c["key"] & _SUBSCRIBER_OF_KEY) >> np.uint64(16)
@@ -181,7 +188,7 @@ def merge_parts(parts: list[Loaded]) -> Loaded:
     sections = dict(first.sections)
     subscribers = np.concatenate([np.asarray(p.subscribers, dtype=np.uint64) for p in parts])
     sections["subscribers"] = subscribers
-    sections["rows"] = np.concatenate(rows) if rows else np.zeros(0, np.uint8)
+    sections["rows"] = rows
     sections["contacts"] = _as_bytes(np.concatenate(contacts))
     sections["windows"] = np.concatenate(windows) if windows else np.zeros(0, np.int64)
     merged_timers = _renumbered_timers(np.concatenate(timers))
@@ -250,22 +257,22 @@ def split_state(loaded: Loaded, workers: int) -> Iterator[tuple[dict, dict]]:
     budgets = _records(s["budgets"], _BUDGET, path, "budgets") if "budgets" in s else None
     template = _template(loaded.header)
     extra = {k: v for k, v in loaded.extra.items() if k != "commit"}
+    c_owner, w_owner, t_owner = owner[c_sub], owner[w[:, 0] - 1], owner[t["subscriber"].astype(np.int64)]
     for k in range(workers):
         mine = members[k]
         sections = dict(s)
         sections["subscribers"] = subscribers[mine]
         sections["rows"] = rows[mine].reshape(-1) if rows is not None else np.zeros(0, np.uint8)
-        ck = c[owner[c_sub] == k] if len(c) else c
+        ck = c[c_owner == k]
         if len(ck):
             sub = new_index[((ck["key"] & _SUBSCRIBER_OF_KEY) >> np.uint64(16)).astype(np.int64)].astype(np.uint64)
             ck["key"] = _OCCUPIED | (sub << np.uint64(16)) | (ck["key"] & np.uint64(0xFFFF))
         sections["contacts"] = _as_bytes(ck)
-        wk = w[owner[w[:, 0] - 1] == k].copy() if len(w) else w
+        wk = w[w_owner == k]
         if len(wk):
             wk[:, 0] = new_index[wk[:, 0] - 1].astype(np.int64) + 1
         sections["windows"] = wk.reshape(-1)
-        tk = t[owner[t["subscriber"]] == k] if len(t) else t
-        tk = tk.copy()
+        tk = t[t_owner == k]
         if len(tk):
             tk["subscriber"] = new_index[tk["subscriber"]]
         sections["timers"] = _as_bytes(tk)         # a subsequence of a sorted array: still sorted
@@ -287,6 +294,11 @@ def split_state(loaded: Loaded, workers: int) -> Iterator[tuple[dict, dict]]:
 
 # --------------------------------------------------------------------------- reading a state
 
+class _FirstCut(CheckpointError):
+    """Only the first checkpoint of a service with workers was begun, and a crash cut it:
+    no commit is complete, and the service would start afresh."""
+
+
 def _clean(loaded, directory: Path, workers: int) -> None:
     """CheckpointError when the state is older than the newest checkpoint because of damage:
     the service undoes the work of the checkpoints it lost when it starts, and a reshard
@@ -294,9 +306,9 @@ def _clean(loaded, directory: Path, workers: int) -> None:
     damage: nothing was renamed or moved on account of it (CheckpointSet)."""
     if loaded.damage or loaded.fallbacks:
         why = loaded.damage or loaded.fallbacks[0]
-        option = f" --workers {workers}" if workers > 1 else ""
+        option = f"with --workers {workers}" if workers > 1 else "without --workers"
         raise CheckpointError(f"--state {directory}: its newest checkpoint cannot be used as it is ({why}): start "
-                              f"the service once{option} so that it recovers, stop it, then reshard")
+                              f"the service once {option}, so that it recovers, stop it, then reshard")
 
 
 def read_state(directory) -> tuple[int, Loaded, dict]:
@@ -311,7 +323,8 @@ def read_state(directory) -> tuple[int, Loaded, dict]:
         raise CheckpointError(f"--state {directory}: no such directory")
     if (directory / RESHARD_DIR).exists():
         raise CheckpointError(f"--state {directory}: {interrupted(directory)}")
-    if (directory / "checkpoint").exists() and not CheckpointStore(directory).exists():
+    if (directory / "checkpoint").exists() and not CheckpointStore(directory).exists() \
+            and not CheckpointSet.workers_in(directory):
         raise CheckpointError(f"--state {directory}: holds a checkpoint of an older sigmatch (one full file): "
                               "drain it with that version")
     if CheckpointStore(directory).exists():
@@ -328,7 +341,7 @@ def read_state(directory) -> tuple[int, Loaded, dict]:
         raise CheckpointError(error)
     loaded = store.load()
     if loaded is None:
-        raise CheckpointError(f"--state {directory}: holds no complete checkpoint")
+        raise _FirstCut(f"--state {directory}: holds no complete checkpoint")
     _clean(loaded, directory, workers)
     numbers = {"generation": max(p.generation for p in getattr(loaded, "parts", [loaded])),
                "commit": max(loaded.commit, loaded.highest) if workers > 1 else 0}
@@ -363,9 +376,32 @@ def state_as_one(directory) -> Loaded:
 
 # --------------------------------------------------------------------------- rewriting in place
 
-def interrupted(directory) -> str:
-    """What to do about an interrupted reshard of `directory` (one sentence)."""
+def _lock_holder(directory: Path) -> Optional[str]:
+    """The PID that holds `directory`'s lock (a service, or a reshard), None when none does."""
+    import fcntl
+    try:
+        fd = os.open(directory / "lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return None
+
+
+def interrupted(directory, *, ask_lock: bool = True) -> str:
+    """What to do about the STATE/.reshard/ of `directory` (one sentence): wait for the
+    reshard that holds the state's lock (`ask_lock`, when the caller does not hold it), or
+    finish the one that was interrupted."""
     directory = Path(directory)
+    holder = _lock_holder(directory) if ask_lock else None
+    if holder is not None:
+        return f"a `sigmatch reshard` (PID {holder}) is rewriting it: wait for it to end"
     marker = _marker(directory / RESHARD_DIR)
     if marker is None:
         return (f"a `sigmatch reshard` was interrupted before its new state was complete: run `sigmatch reshard "
@@ -391,7 +427,9 @@ def _old_entries(directory: Path) -> list[Path]:
     for path in directory.iterdir():
         name = path.name
         if ((name.startswith("base-") or name.startswith("log-")) and name.split("-", 1)[1].isdigit()
-                or name.startswith("shard-") and name[6:].isdigit()):
+                or name.startswith("shard-") and name[6:].isdigit()
+                # a base a killed service left half written: of the layout that goes
+                or name.startswith(".base-") and name.endswith(".tmp")):
             found.append(path)
     return sorted(found)
 
@@ -464,12 +502,23 @@ def reshard(directory, workers: int) -> dict:
         raise SigmatchError(f"--workers {workers}: at least 1")
     if not directory.is_dir():
         raise CheckpointError(f"--state {directory}: no such directory")
+    if not (CheckpointStore(directory).exists() or CheckpointSet._shard_directories(directory)
+            or (directory / RESHARD_DIR).exists() or (directory / "checkpoint").exists()):
+        # refused before the lock file is made: a lock in STATE/ says a service started there
+        raise CheckpointError(f"--state {directory}: holds no checkpoint (no base-* file, no shard-*/)")
     fd = _lock(directory)
     try:
         finished = _finish(directory)
         if finished is not None and finished.get("to") == workers:
             return {"from": None, "to": workers, "finished": finished}
-        before, one, numbers = read_state(directory)
+        try:
+            before, one, numbers = read_state(directory)
+        except _FirstCut:
+            # as the service would start afresh: its first write would prune these
+            for path in _old_entries(directory):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            fsync_path(directory)
+            return {"from": None, "to": workers, "finished": finished, "first_cut": True}
         summary = {"from": before, "to": workers, "finished": finished,
                    "subscribers": len(one.subscribers),
                    "contacts": len(one.sections["contacts"]) // _CONTACT.itemsize,
@@ -478,7 +527,10 @@ def reshard(directory, workers: int) -> dict:
             summary["from"] = None
             return summary
         generation = numbers["generation"] + 1
-        commit = numbers["commit"] + 1
+        # above 1 even from one engine's state: a set whose highest commit is 1 and which
+        # misses a store reads as a first checkpoint cut by a crash (CheckpointSet.load), and
+        # a store lost after the reshard must be refused, not taken for a fresh start
+        commit = max(numbers["commit"], 1) + 1
         work = directory / RESHARD_DIR
         new = work / "new"
         try:
@@ -492,6 +544,7 @@ def reshard(directory, workers: int) -> dict:
                     header["extra"]["commit"] = commit
                     _write_base(shard, header, sections, generation, workers)
                     fsync_path(shard)
+            _give_to_owner(new, directory.stat())
             fsync_path(new)
             _write_marker(work, "READY", {"from": before, "to": workers, "commit": commit,
                                           "generation": generation})
@@ -504,6 +557,15 @@ def reshard(directory, workers: int) -> dict:
         return summary
     finally:
         os.close(fd)
+
+
+def _give_to_owner(root: Path, owner: os.stat_result) -> None:
+    """The new state to the state directory's owner and group, when root rewrites the state
+    of a service that runs as another user (who could not read files of root's, 0640)."""
+    if os.geteuid() != 0 or (owner.st_uid, owner.st_gid) == (0, 0):
+        return
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
 
 
 def _write_base(directory: Path, header: dict, sections: dict, generation: int, workers: Optional[int]) -> None:

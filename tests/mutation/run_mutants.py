@@ -316,8 +316,8 @@ MUTANTS: list[Mutant] = [
            "            pass", "§3.3 max_in_window's kept contact times stay their subscriber's after a reshard",
            fast=("tests/test_reshard.py",)),
     Mutant("compile-where-in-snapshot-order", "engine/language/compile.py",
-           "if present.all() and len(profile_rows) == len(mask) and (profile_rows == np.arange(len(mask))).all():",
-           "if present.all() and len(profile_rows) == len(mask):",
+           "return len(profile_rows) == nr_rows and bool((profile_rows == np.arange(nr_rows)).all())",
+           "return len(profile_rows) == nr_rows",
            "§1.1 a subscriber keeps its index and its own attributes when a snapshot lists them in another order",
            fast=("tests/test_reload.py", "tests/test_reshard.py")),
     # candidate masks (issue 14): each may only remove a campaign that cannot match
