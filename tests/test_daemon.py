@@ -780,7 +780,7 @@ def test_a_running_service_refuses_a_reshard_of_its_state(world, tmp_path):
         done = subprocess.run([sys.executable, "-m", "engine.cli", "reshard", "--state", str(state), "--workers", "3"],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert done.returncode != 0
-        assert f"in use by PID {proc.pid} (stop the service before resharding its state)" in done.stderr, done.stderr
+        assert f"in use by PID {proc.pid} (a service, or another reshard: stop the service" in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
     finally:
         assert stop(proc) == 0, proc.stderr.read()

@@ -274,7 +274,7 @@ def test_reshard_refuses_what_it_cannot_rewrite(stopped, tight, tmp_path):  # no
     fcntl.flock(fd, fcntl.LOCK_EX)
     os.pwrite(fd, b"4242\n", 0)
     try:
-        refused(state, 3, "in use by PID 4242 (stop the service before resharding its state)")
+        refused(state, 3, "in use by PID 4242 (a service, or another reshard")
     finally:
         os.close(fd)
     # the newest checkpoint of one worker damaged: the service recovers it first
@@ -406,6 +406,48 @@ def test_reshard_after_a_reload_keeps_gone_and_new_subscribers(tight, tmp_path):
         one, many = results[0][2]._core.subscriber_view(msisdn), results[1][2]._core.subscriber_view(msisdn)
         one.pop("index"), many.pop("index")
         assert one == many and one["active"] == (msisdn == 19_999_999_002)
+
+
+def test_odd_layouts_are_refused_and_nothing_is_lost(stopped, tmp_path):
+    """A lock that is a link (root may run reshard in the service user's directory), a READY
+    whose new state is not whole or not readable, both layouts at once, one worker's store
+    given as a state: refused in one line, the state as it was."""
+    config, state, rest, expected = stopped
+
+    def listing(directory):
+        return sorted((p.relative_to(directory), p.stat().st_size) for p in directory.rglob("*")
+                      if p.name != "lock" and RESHARD_DIR not in p.parts)
+    before = listing(state)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (state / "lock").unlink(missing_ok=True)
+    (state / "lock").symlink_to(victim)
+    with pytest.raises(SigmatchError, match="cannot lock it \\(lock: a symbolic link\\)"):
+        reshard(state, 3)
+    assert victim.read_text() == "precious\n"
+    (state / "lock").unlink()
+    for ready in ('{"from": 2, "to": 3, "commit": 4, "generation": 2}', "{bad"):
+        (state / RESHARD_DIR).mkdir()
+        (state / RESHARD_DIR / "READY").write_text(ready)
+        with pytest.raises(CheckpointError, match="READY"):
+            reshard(state, 3)
+        assert listing(state) == before
+        shutil.rmtree(state / RESHARD_DIR)
+    # one worker's store as if it were a service's state
+    error = CheckpointStore(state / "shard-0").layout_error()
+    assert error == (f"--state {state / 'shard-0'}: holds the checkpoints of one worker of a service with --workers 2 "
+                     "(a shard-*/ directory): give the state directory above it")
+    with pytest.raises(CheckpointError, match="one worker of a service"):
+        state_as_one(state / "shard-0")
+    # both layouts in one directory
+    mixed = tmp_path / "mixed"
+    shutil.copytree(state, mixed)
+    reshard(mixed, 1)
+    shutil.copytree(state / "shard-0", mixed / "shard-0")
+    shutil.copytree(state / "shard-1", mixed / "shard-1")
+    with pytest.raises(CheckpointError, match="holds both"):
+        reshard(mixed, 2)
+    goes_on_exactly(config, state, rest, expected, 2)
 
 
 def test_merge_refuses_workers_of_different_services(stopped, tmp_path):

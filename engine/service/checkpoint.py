@@ -480,8 +480,18 @@ class CheckpointStore:
 
     def layout_error(self) -> Optional[str]:
         """One line when the directory holds no checkpoint of this store's own but those of a
-        service with --workers (CheckpointSet): the service must start with as many."""
+        service with --workers (CheckpointSet): the service must start with as many; or when
+        it is itself the store of one worker of such a service (a shard-*/ directory)."""
         if self.exists():
+            for generation in self.generations():
+                try:
+                    workers = read_header(self.base_path(generation)).get("workers")
+                except CheckpointError:
+                    continue
+                if isinstance(workers, int) and workers > 1:
+                    return (f"--state {self.directory}: holds the checkpoints of one worker of a service with "
+                            f"--workers {workers} (a shard-*/ directory): give the state directory above it")
+                break
             return None
         holding, recorded = CheckpointSet._recorded(self.directory)
         if not holding:

@@ -32,6 +32,7 @@ move. A service does not start while STATE/.reshard/ is there.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -328,6 +329,9 @@ def read_state(directory) -> tuple[int, Loaded, dict]:
         raise CheckpointError(f"--state {directory}: holds a checkpoint of an older sigmatch (one full file): "
                               "drain it with that version")
     if CheckpointStore(directory).exists():
+        if CheckpointSet.workers_in(directory):
+            raise CheckpointError(f"--state {directory}: holds both the checkpoint of a service without --workers "
+                                  "(base-*) and those of one with --workers (shard-*/): move one of them away")
         workers = 1
         store = CheckpointStore(directory)
         error = store.layout_error()
@@ -357,6 +361,9 @@ def state_as_one(directory) -> Loaded:
     if (directory / RESHARD_DIR).exists():
         raise CheckpointError(f"--state {directory}: {interrupted(directory)}")
     if CheckpointStore(directory).exists():
+        error = CheckpointStore(directory).layout_error()
+        if error is not None:
+            raise CheckpointError(error)
         loaded = CheckpointStore(directory).load()
         if loaded is None:
             raise CheckpointError(f"{directory}: holds no checkpoint (no base-* file)")
@@ -427,7 +434,7 @@ def _old_entries(directory: Path) -> list[Path]:
     for path in directory.iterdir():
         name = path.name
         if ((name.startswith("base-") or name.startswith("log-")) and name.split("-", 1)[1].isdigit()
-                or name.startswith("shard-") and name[6:].isdigit()
+                or name.startswith("shard-") and name[6:].isdigit() and path.is_dir()
                 # a base a killed service left half written: of the layout that goes
                 or name.startswith(".base-") and name.endswith(".tmp")):
             found.append(path)
@@ -460,6 +467,16 @@ def _finish(directory: Path) -> Optional[dict]:
         return None
     name, content = marker
     new, old = work / "new", work / "old"
+    to = content.get("to")
+    if not isinstance(to, int) or isinstance(to, bool) or to < 1:
+        raise CheckpointError(f"--state {directory}: {work}/{name} is not as a reshard writes it: look into "
+                              f"{RESHARD_DIR}/ (the state before the reshard is in place"
+                              f"{'' if name == 'READY' else f', or in {RESHARD_DIR}/old/'})")
+    if name == "READY" and not _complete(new, to):
+        # READY is written after the whole new state: without it, this is not a reshard's
+        raise CheckpointError(f"--state {directory}: {work}/new/ does not hold the state for --workers {to} that "
+                              f"READY says is complete: look into {RESHARD_DIR}/ (the state before the reshard is "
+                              "in place, untouched)")
     if name == "READY":
         make_private_directories(old)
         for path in _old_entries(directory):
@@ -471,6 +488,9 @@ def _finish(directory: Path) -> Optional[dict]:
     for path in sorted(new.iterdir()) if new.exists() else []:
         os.replace(path, directory / path.name)
     fsync_path(directory)
+    if not _complete(directory, to):
+        raise CheckpointError(f"--state {directory}: the state for --workers {to} is not whole after the move: the "
+                              f"state before the reshard is in {RESHARD_DIR}/old/")
     # what is left is of no use now: the old layout, then the marker last
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(new, ignore_errors=True)
@@ -480,13 +500,32 @@ def _finish(directory: Path) -> Optional[dict]:
     return content
 
 
+def _complete(directory: Path, workers: int) -> bool:
+    """Whether `directory` holds a base of each store of a state for `workers`."""
+    if workers == 1:
+        return CheckpointStore(directory).exists()
+    return all(CheckpointStore(directory / f"shard-{k}").exists() for k in range(workers))
+
+
 def _lock(directory: Path) -> int:
+    """The state's lock, as the service takes it. Not followed when it is a link, and used
+    only when it is a plain file: root may run this in a directory the service's user owns."""
+    import stat
     from engine.service.daemon import _hold_lock
-    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    path = directory / "lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    except OSError as e:
+        raise SigmatchError(f"--state {directory}: cannot lock it (lock: "
+                            f"{'a symbolic link' if e.errno == errno.ELOOP else e.strerror or e})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise SigmatchError(f"--state {directory}: cannot lock it (lock is not a plain file: remove it)")
     try:
         return _hold_lock(fd, f"--state {directory}: state directory")
     except SigmatchError as e:
-        raise SigmatchError(f"{e} (stop the service before resharding its state)") from None
+        raise SigmatchError(f"{e} (a service, or another reshard: stop the service, or let the reshard end)") from None
 
 
 def reshard(directory, workers: int) -> dict:
@@ -505,12 +544,17 @@ def reshard(directory, workers: int) -> dict:
     if not (CheckpointStore(directory).exists() or CheckpointSet._shard_directories(directory)
             or (directory / RESHARD_DIR).exists() or (directory / "checkpoint").exists()):
         # refused before the lock file is made: a lock in STATE/ says a service started there
-        raise CheckpointError(f"--state {directory}: holds no checkpoint (no base-* file, no shard-*/)")
+        raise CheckpointError(f"--state {directory}: holds no checkpoint (no base-* file, no shard-*/): nothing to "
+                              "rewrite, a service starts on it with any --workers")
     fd = _lock(directory)
     try:
         finished = _finish(directory)
         if finished is not None and finished.get("to") == workers:
             return {"from": None, "to": workers, "finished": finished}
+        # what the loads log of damage is in the one line this ends with, if it must refuse
+        checkpoint_log = logging.getLogger("sigmatch.checkpoint")
+        level = checkpoint_log.level
+        checkpoint_log.setLevel(logging.CRITICAL)
         try:
             before, one, numbers = read_state(directory)
         except _FirstCut:
@@ -519,6 +563,8 @@ def reshard(directory, workers: int) -> dict:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             fsync_path(directory)
             return {"from": None, "to": workers, "finished": finished, "first_cut": True}
+        finally:
+            checkpoint_log.setLevel(level)
         summary = {"from": before, "to": workers, "finished": finished,
                    "subscribers": len(one.subscribers),
                    "contacts": len(one.sections["contacts"]) // _CONTACT.itemsize,
