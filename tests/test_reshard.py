@@ -450,6 +450,19 @@ def test_odd_layouts_are_refused_and_nothing_is_lost(stopped, tmp_path):
     goes_on_exactly(config, state, rest, expected, 2)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="root rewriting the state of a service of another user")
+def test_root_gives_the_new_state_to_the_services_user(stopped):
+    """The unit runs the service as its own user, and an operator stops it and reshards as
+    root: the new files must stay readable by the service (0640, owner and group its)."""
+    config, state, rest, expected = stopped
+    for path in [state, *state.rglob("*")]:
+        os.chown(path, 65534, 65534, follow_symlinks=False)
+    reshard(state, 3)
+    assert (state / "lock").exists()
+    for path in state.rglob("*"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path
+
+
 def test_merge_refuses_workers_of_different_services(stopped, tmp_path):
     config, state, _, _ = stopped
     loaded = CheckpointSet(state, 2).load()

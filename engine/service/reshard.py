@@ -522,6 +522,10 @@ def _lock(directory: Path) -> int:
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)
         raise SigmatchError(f"--state {directory}: cannot lock it (lock is not a plain file: remove it)")
+    owner = directory.stat()
+    if os.geteuid() == 0 and (info.st_uid, info.st_gid) != (owner.st_uid, owner.st_gid):
+        # made here by root: the service, of the directory's user, must open it to write
+        os.fchown(fd, owner.st_uid, owner.st_gid)
     try:
         return _hold_lock(fd, f"--state {directory}: state directory")
     except SigmatchError as e:
