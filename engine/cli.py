@@ -791,7 +791,8 @@ def reshard(state: Path, workers: int):
     """Rewrite a stopped service's state for another number of workers, in place: start it
     next with `sigmatch run --workers N --state STATE`, and it goes on exactly where it
     stopped. Needs memory for about twice the state's size on disk, and the disk space
-    of the new state beside the old one until it moves in. Run it as the service's user."""
+    of the new state beside the old one until it moves in. Run as root, it gives the new
+    files to the state directory's owner."""
     from engine.service.reshard import reshard as rewrite
     summary = rewrite(state, workers)
     finished = summary.get("finished")

@@ -316,36 +316,13 @@ def read_state(directory) -> tuple[int, Loaded, dict]:
     """(the --workers of the service whose state `directory` holds, its state as one
     engine's, {"generation": its newest generation, "commit": its highest commit number or
     0}). The workers' own states are not kept: a state of L is gigabytes. CheckpointError,
-    one line naming
-    the directory, when it holds none, a state of an older sigmatch, a layout that cannot be
-    told, an interrupted reshard, or a checkpoint that is not the newest whole one."""
+    one line naming the directory, when it holds none, a state of an older sigmatch, a
+    layout that cannot be told, an interrupted reshard, or a checkpoint that damage made
+    older than the newest."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"--state {directory}: no such directory")
-    if (directory / RESHARD_DIR).exists():
-        raise CheckpointError(f"--state {directory}: {interrupted(directory)}")
-    if (directory / "checkpoint").exists() and not CheckpointStore(directory).exists() \
-            and not CheckpointSet.workers_in(directory):
-        raise CheckpointError(f"--state {directory}: holds a checkpoint of an older sigmatch (one full file): "
-                              "drain it with that version")
-    if CheckpointStore(directory).exists():
-        if CheckpointSet.workers_in(directory):
-            raise CheckpointError(f"--state {directory}: holds both the checkpoint of a service without --workers "
-                                  "(base-*) and those of one with --workers (shard-*/): move one of them away")
-        workers = 1
-        store = CheckpointStore(directory)
-        error = store.layout_error()
-    else:
-        workers = CheckpointSet.workers_in(directory)
-        if workers == 0:
-            raise CheckpointError(f"--state {directory}: holds no checkpoint (no base-* file, no shard-*/)")
-        store = CheckpointSet(directory, max(workers, 2))
-        error = store.layout_error()
-    if error is not None:
-        raise CheckpointError(error)
-    loaded = store.load()
-    if loaded is None:
-        raise _FirstCut(f"--state {directory}: holds no complete checkpoint")
+    workers, loaded = _load(directory)
     _clean(loaded, directory, workers)
     numbers = {"generation": max(p.generation for p in getattr(loaded, "parts", [loaded])),
                "commit": max(loaded.commit, loaded.highest) if workers > 1 else 0}
@@ -357,28 +334,37 @@ def state_as_one(directory) -> Loaded:
     """The state a `sigmatch run --state` directory holds, with or without --workers, as one
     engine's (for engine_for). CheckpointError as read_state, except that a checkpoint older
     than the newest is used as the service would use it."""
-    directory = Path(directory)
+    workers, loaded = _load(Path(directory))
+    return merge_parts(loaded.parts) if workers > 1 else loaded
+
+
+def _load(directory: Path) -> tuple[int, object]:
+    """(the --workers of the service whose state `directory` holds, its Loaded or
+    LoadedSet). CheckpointError as read_state; _FirstCut when only a first checkpoint cut
+    short is there."""
     if (directory / RESHARD_DIR).exists():
         raise CheckpointError(f"--state {directory}: {interrupted(directory)}")
+    if (directory / "checkpoint").exists() and not CheckpointStore(directory).exists() \
+            and not CheckpointSet.workers_in(directory):
+        raise CheckpointError(f"--state {directory}: holds a checkpoint of an older sigmatch (one full file): "
+                              "drain it with that version")
     if CheckpointStore(directory).exists():
-        error = CheckpointStore(directory).layout_error()
-        if error is not None:
-            raise CheckpointError(error)
-        loaded = CheckpointStore(directory).load()
-        if loaded is None:
-            raise CheckpointError(f"{directory}: holds no checkpoint (no base-* file)")
-        return loaded
-    workers = CheckpointSet.workers_in(directory)
-    if workers == 0:
-        raise CheckpointError(f"{directory}: holds no checkpoint (no base-* file, no shard-*/)")
-    store = CheckpointSet(directory, max(workers, 2))
+        if CheckpointSet.workers_in(directory):
+            raise CheckpointError(f"--state {directory}: holds both the checkpoint of a service without --workers "
+                                  "(base-*) and those of one with --workers (shard-*/): move one of them away")
+        workers, store = 1, CheckpointStore(directory)
+    else:
+        workers = CheckpointSet.workers_in(directory)
+        if workers == 0:
+            raise CheckpointError(f"--state {directory}: holds no checkpoint (no base-* file, no shard-*/)")
+        store = CheckpointSet(directory, max(workers, 2))
     error = store.layout_error()
     if error is not None:
         raise CheckpointError(error)
     loaded = store.load()
     if loaded is None:
-        raise CheckpointError(f"{directory}: holds no complete checkpoint")
-    return merge_parts(loaded.parts)
+        raise _FirstCut(f"--state {directory}: holds no complete checkpoint")
+    return workers, loaded
 
 
 # --------------------------------------------------------------------------- rewriting in place
