@@ -433,7 +433,49 @@ def test_odd_layouts_are_refused_and_nothing_is_lost(stopped, tmp_path):
             reshard(state, 3)
         assert listing(state) == before
         shutil.rmtree(state / RESHARD_DIR)
+    for forged in ("[1, 2]", "null", '"text"'):
+        (state / RESHARD_DIR).mkdir()
+        (state / RESHARD_DIR / "READY").write_text(forged)
+        with pytest.raises(CheckpointError, match="READY is not as a reshard writes it"):
+            reshard(state, 3)
+        assert "READY is not as a reshard writes it" in reshard_module.interrupted(state)
+        shutil.rmtree(state / RESHARD_DIR)
+    # a MOVED that names another number than the layout it would leave
+    (state / RESHARD_DIR).mkdir()
+    (state / RESHARD_DIR / "MOVED").write_text('{"from": 3, "to": 1, "commit": 4, "generation": 2}')
+    with pytest.raises(CheckpointError, match="not whole after the move"):
+        reshard(state, 1)
+    assert listing(state) == before
+    shutil.rmtree(state / RESHARD_DIR)
+    # .reshard that no reshard made
+    for odd in ("file", "link"):
+        if odd == "file":
+            (state / RESHARD_DIR).write_text("x")
+        else:
+            (state / RESHARD_DIR).symlink_to(tmp_path)
+        with pytest.raises(CheckpointError, match="is not a directory a reshard made"):
+            reshard(state, 3)
+        assert "is not a directory a reshard made" in reshard_module.interrupted(state)
+        (state / RESHARD_DIR).unlink()
+    assert listing(state) == before
+    # the service's lock taken the same way: a link refused, its target untouched
+    from engine.service.daemon import open_state_lock
+    (state / "lock").unlink(missing_ok=True)
+    (state / "lock").symlink_to(victim)
+    with pytest.raises(SigmatchError, match="lock: a symbolic link"):
+        open_state_lock(state)
+    assert victim.read_text() == "precious\n"
+    (state / "lock").unlink()
+    # shard directories swapped by hand: each holds the other's subscribers
+    swapped = tmp_path / "swapped"
+    shutil.copytree(state, swapped)
+    os.rename(swapped / "shard-0", swapped / "tmp")
+    os.rename(swapped / "shard-1", swapped / "shard-0")
+    os.rename(swapped / "tmp", swapped / "shard-1")
+    with pytest.raises(CheckpointError, match="holds subscribers of another worker than worker 0 of 2"):
+        CheckpointSet(swapped, 2).load()
     # one worker's store as if it were a service's state
+    assert CheckpointSet(state / "shard-0", 3).layout_error() == CheckpointStore(state / "shard-0").layout_error()
     error = CheckpointStore(state / "shard-0").layout_error()
     assert error == (f"--state {state / 'shard-0'}: holds the checkpoints of one worker of a service with --workers 2 "
                      "(a shard-*/ directory): give the state directory above it")
@@ -447,6 +489,9 @@ def test_odd_layouts_are_refused_and_nothing_is_lost(stopped, tmp_path):
     shutil.copytree(state / "shard-1", mixed / "shard-1")
     with pytest.raises(CheckpointError, match="holds both"):
         reshard(mixed, 2)
+    assert "holds both" in CheckpointStore(mixed).layout_error()
+    assert "holds both" in CheckpointSet(mixed, 2).layout_error()
+    assert not (mixed / "lock").exists() or not (mixed / "shard-0" / "lock").exists()
     goes_on_exactly(config, state, rest, expected, 2)
 
 
@@ -454,13 +499,37 @@ def test_odd_layouts_are_refused_and_nothing_is_lost(stopped, tmp_path):
 def test_root_gives_the_new_state_to_the_services_user(stopped):
     """The unit runs the service as its own user, and an operator stops it and reshards as
     root: the new files must stay readable by the service (0640, owner and group its)."""
-    config, state, rest, expected = stopped
-    for path in [state, *state.rglob("*")]:
+    import tempfile
+    config, stopped_state, rest, expected = stopped
+    # outside pytest's own directory, which only root may enter
+    home = Path(tempfile.mkdtemp(prefix="sigmatch-reshard-"))
+    state = home / "state"
+    shutil.copytree(stopped_state, state)
+    for path in [home, state, *state.rglob("*")]:
         os.chown(path, 65534, 65534, follow_symlinks=False)
+    # killed with its new state half written: the service's user can clear it and go on
+    assert killed_at(state, 3, "replace", 1) and (state / RESHARD_DIR).exists()
+    pid = os.fork()
+    if pid == 0:        # pragma: no cover (the child, as the service's user)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            reshard(state, 2)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert not (state / RESHARD_DIR).exists()
     reshard(state, 3)
     assert (state / "lock").exists()
-    for path in state.rglob("*"):
-        assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path
+    try:
+        for path in state.rglob("*"):
+            assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path
+        goes_on_exactly(config, state, rest, expected, 3)
+    finally:
+        shutil.rmtree(home)
 
 
 def test_merge_refuses_workers_of_different_services(stopped, tmp_path):

@@ -123,6 +123,7 @@ def _engine(config: str, state: Optional[str]):
     from engine.api import Engine
     if state is None:
         return Engine.from_config(config, record_takers=True)
+    from engine.errors import CheckpointError
     from engine.service.checkpoint import Loaded, engine_for, read_checkpoint
     from engine.service.reshard import state_as_one
     path = Path(state)
@@ -131,6 +132,9 @@ def _engine(config: str, state: Optional[str]):
         loaded = state_as_one(path)
     else:
         header, sections = read_checkpoint(path)
+        if isinstance(header.get("workers"), int) and header["workers"] > 1:
+            raise CheckpointError(f"{path}: the checkpoint of one worker of a service with --workers "
+                                  f"{header['workers']}: give the service's state directory")
         loaded = Loaded(0, header, sections, path)
     engine, _ = engine_for(config, loaded, record_takers=True)
     return engine

@@ -312,6 +312,11 @@ def _merge_windows(parts: list[np.ndarray], words: int) -> np.ndarray:
     return np.ascontiguousarray(merged[keep]).reshape(-1)
 
 
+def _both_layouts(directory: Path) -> str:
+    return (f"--state {directory}: holds both the checkpoint of a service without --workers (base-*) and those of "
+            "one with --workers (shard-*/): move one of them away")
+
+
 class _NoCommit(CheckpointError):
     """A checkpoint of a CheckpointSet's store without its commit number."""
 
@@ -483,6 +488,8 @@ class CheckpointStore:
         service with --workers (CheckpointSet): the service must start with as many; or when
         it is itself the store of one worker of such a service (a shard-*/ directory)."""
         if self.exists():
+            if CheckpointSet._recorded(self.directory)[0]:
+                return _both_layouts(self.directory)
             for generation in self.generations():
                 try:
                     workers = read_header(self.base_path(generation)).get("workers")
@@ -998,6 +1005,10 @@ class CheckpointSet:
         workers, or a shard directory that is not this service's. None when it holds this
         layout's, or none."""
         if CheckpointStore(self.directory).exists():
+            # both layouts, or one worker's store given as the state: said as the store says it
+            error = CheckpointStore(self.directory).layout_error()
+            if error is not None:
+                return error
             return (f"--state {self.directory}: holds the checkpoint of a service without --workers (or with "
                     f"--workers 1): start it so, or rewrite it first with `sigmatch reshard --state {self.directory} "
                     f"--workers {self.workers}`")
@@ -1072,10 +1083,21 @@ class CheckpointSet:
             commit = extra.get("commit")
             if isinstance(commit, int) and commit > target:
                 later.setdefault(commit, extra)
+        self._check_owners(parts)
         if later:
             log.warning(f"{self.directory}: commit {target:,} is the newest that every shard holds; "
                         f"{plural(len(later), 'later one')} (up to {max(later):,}) undone")
         return LoadedSet(parts, target, [later[c] for c in sorted(later)], highest, seen)
+
+    def _check_owners(self, parts: list[Loaded]) -> None:
+        """CheckpointError when a store holds subscribers of another worker (shard-*/
+        directories swapped or copied by hand): its worker would never see their events."""
+        from engine._core import shards_of
+        for k, (store, part) in enumerate(zip(self.stores, parts)):
+            subscribers = np.ascontiguousarray(part.subscribers, dtype=np.uint64)
+            if len(subscribers) and bool((shards_of(subscribers, self.workers) != k).any()):
+                raise CheckpointError(f"{store.directory}: holds subscribers of another worker than worker {k} of "
+                                      f"{self.workers} (shard-*/ directories moved or copied by hand?)")
 
     def adopt(self, loaded: LoadedSet, engines: list, *, rebase: bool = False) -> None:
         """Continue from `loaded` with engines restored from its parts (by shard): what each

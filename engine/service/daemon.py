@@ -242,6 +242,23 @@ def _hold_lock(fd: int, what: str) -> int:
     return fd
 
 
+def open_state_lock(state: Path) -> int:
+    """STATE/lock opened (made when missing) for _hold_lock, neither followed when it is a
+    link nor used unless it is a plain file: a service or `sigmatch reshard` run as root
+    must not write its PID through a link into another file. SigmatchError, one line."""
+    path = state / "lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except OSError as e:
+        why = "a symbolic link" if e.errno == errno.ELOOP else (e.strerror or str(e))
+        raise SigmatchError(f"--state {state}: cannot lock it (lock: {why})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise SigmatchError(f"--state {state}: cannot lock it (lock is not a plain file: remove it)")
+    return fd
+
+
 def _listening_probe(host: str, port: int) -> socket.socket:
     """A socket listening on (host, port), as the servers bind: SO_REUSEADDR, so that a port in
     TIME_WAIT after a restart is not taken for one in use; listening, so that two probes of
@@ -945,8 +962,7 @@ class SpoolDaemon:
         from a checkpoint, the console) do not take it and are never blocked. A journal of
         stdin or TCP input alone lies under STATE: this lock covers it."""
         make_private_directories(self.state)
-        fd = os.open(self.state / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        self._lock_fd = _hold_lock(fd, f"--state {self.state}: state directory")
+        self._lock_fd = _hold_lock(open_state_lock(self.state), f"--state {self.state}: state directory")
 
     def _lock_spool(self) -> None:
         """One service per spool directory, whatever its state directory: two would both read

@@ -32,7 +32,6 @@ move. A service does not start while STATE/.reshard/ is there.
 """
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -349,9 +348,6 @@ def _load(directory: Path) -> tuple[int, object]:
         raise CheckpointError(f"--state {directory}: holds a checkpoint of an older sigmatch (one full file): "
                               "drain it with that version")
     if CheckpointStore(directory).exists():
-        if CheckpointSet.workers_in(directory):
-            raise CheckpointError(f"--state {directory}: holds both the checkpoint of a service without --workers "
-                                  "(base-*) and those of one with --workers (shard-*/): move one of them away")
         workers, store = 1, CheckpointStore(directory)
     else:
         workers = CheckpointSet.workers_in(directory)
@@ -395,23 +391,38 @@ def interrupted(directory, *, ask_lock: bool = True) -> str:
     holder = _lock_holder(directory) if ask_lock else None
     if holder is not None:
         return f"a `sigmatch reshard` (PID {holder}) is rewriting it: wait for it to end"
-    marker = _marker(directory / RESHARD_DIR)
+    work = directory / RESHARD_DIR
+    if work.is_symlink() or not work.is_dir():
+        return f"{RESHARD_DIR} is not a directory a reshard made: move it away"
+    marker = _marker(work)
     if marker is None:
         return (f"a `sigmatch reshard` was interrupted before its new state was complete: run `sigmatch reshard "
                 f"--state {directory} --workers N` again")
-    return (f"a `sigmatch reshard` to --workers {marker[1].get('to')} was interrupted: run `sigmatch reshard --state "
-            f"{directory} --workers {marker[1].get('to')}` to finish it")
+    to = _workers_named(marker[1])
+    if to is None:
+        return f"{RESHARD_DIR}/{marker[0]} is not as a reshard writes it: look into {RESHARD_DIR}/"
+    return (f"a `sigmatch reshard` to --workers {to} was interrupted: run `sigmatch reshard --state "
+            f"{directory} --workers {to}` to finish it")
 
 
 def _marker(work: Path) -> Optional[tuple[str, dict]]:
+    """("MOVED" or "READY", its content; {} when it cannot be read as a reshard writes it),
+    or None when neither is there."""
     for name in ("MOVED", "READY"):
         path = work / name
-        if path.exists():
-            try:
-                return name, json.loads(path.read_text())
-            except (OSError, ValueError):
-                return name, {}
+        try:
+            if not path.exists():
+                continue
+            content = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return name, {}
+        return name, content if isinstance(content, dict) else {}
     return None
+
+
+def _workers_named(content: dict) -> Optional[int]:
+    to = content.get("to")
+    return to if isinstance(to, int) and not isinstance(to, bool) and 1 <= to <= 256 else None
 
 
 def _old_entries(directory: Path) -> list[Path]:
@@ -434,6 +445,7 @@ def _write_marker(work: Path, name: str, content: dict) -> None:
         f.write(json.dumps(content))
         f.flush()
         os.fsync(f.fileno())
+    _own(tmp, work.parent.stat())
     os.replace(tmp, work / name)
     fsync_path(work)
 
@@ -442,8 +454,10 @@ def _finish(directory: Path) -> Optional[dict]:
     """Carry an interrupted reshard of `directory` to its end, or discard its partial new
     state; returns the finished one's marker, None when there was nothing to finish."""
     work = directory / RESHARD_DIR
-    if not work.exists():
+    if not os.path.lexists(work):
         return None
+    if work.is_symlink() or not work.is_dir():
+        raise CheckpointError(f"--state {directory}: {RESHARD_DIR} is not a directory a reshard made: move it away")
     marker = _marker(work)
     if marker is None:
         # the new layout was not complete: the old one is untouched
@@ -453,8 +467,8 @@ def _finish(directory: Path) -> Optional[dict]:
         return None
     name, content = marker
     new, old = work / "new", work / "old"
-    to = content.get("to")
-    if not isinstance(to, int) or isinstance(to, bool) or to < 1:
+    to = _workers_named(content)
+    if to is None:
         raise CheckpointError(f"--state {directory}: {work}/{name} is not as a reshard writes it: look into "
                               f"{RESHARD_DIR}/ (the state before the reshard is in place"
                               f"{'' if name == 'READY' else f', or in {RESHARD_DIR}/old/'})")
@@ -465,6 +479,7 @@ def _finish(directory: Path) -> Optional[dict]:
                               "in place, untouched)")
     if name == "READY":
         make_private_directories(old)
+        _own(old, directory.stat())
         for path in _old_entries(directory):
             os.replace(path, old / path.name)
         fsync_path(directory)
@@ -474,7 +489,7 @@ def _finish(directory: Path) -> Optional[dict]:
     for path in sorted(new.iterdir()) if new.exists() else []:
         os.replace(path, directory / path.name)
     fsync_path(directory)
-    if not _complete(directory, to):
+    if not _complete(directory, to) or CheckpointSet.workers_in(directory) != (0 if to == 1 else to):
         raise CheckpointError(f"--state {directory}: the state for --workers {to} is not whole after the move: the "
                               f"state before the reshard is in {RESHARD_DIR}/old/")
     # what is left is of no use now: the old layout, then the marker last
@@ -494,24 +509,10 @@ def _complete(directory: Path, workers: int) -> bool:
 
 
 def _lock(directory: Path) -> int:
-    """The state's lock, as the service takes it. Not followed when it is a link, and used
-    only when it is a plain file: root may run this in a directory the service's user owns."""
-    import stat
-    from engine.service.daemon import _hold_lock
-    path = directory / "lock"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
-    except OSError as e:
-        raise SigmatchError(f"--state {directory}: cannot lock it (lock: "
-                            f"{'a symbolic link' if e.errno == errno.ELOOP else e.strerror or e})") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-        os.close(fd)
-        raise SigmatchError(f"--state {directory}: cannot lock it (lock is not a plain file: remove it)")
-    owner = directory.stat()
-    if os.geteuid() == 0 and (info.st_uid, info.st_gid) != (owner.st_uid, owner.st_gid):
-        # made here by root: the service, of the directory's user, must open it to write
-        os.fchown(fd, owner.st_uid, owner.st_gid)
+    """The state's lock, as the service takes it (engine.service.daemon.open_state_lock)."""
+    from engine.service.daemon import _hold_lock, open_state_lock
+    fd = open_state_lock(directory)
+    _own(directory / "lock", directory.stat())
     try:
         return _hold_lock(fd, f"--state {directory}: state directory")
     except SigmatchError as e:
@@ -536,6 +537,10 @@ def reshard(directory, workers: int) -> dict:
         # refused before the lock file is made: a lock in STATE/ says a service started there
         raise CheckpointError(f"--state {directory}: holds no checkpoint (no base-* file, no shard-*/): nothing to "
                               "rewrite, a service starts on it with any --workers")
+    # one worker's store, or both layouts: refused before a lock is left in it
+    error = CheckpointStore(directory).layout_error() if CheckpointStore(directory).exists() else None
+    if error is not None:
+        raise CheckpointError(error)
     fd = _lock(directory)
     try:
         finished = _finish(directory)
@@ -571,16 +576,19 @@ def reshard(directory, workers: int) -> dict:
         new = work / "new"
         try:
             make_private_directories(new)
+            owner = directory.stat()
+            _give_to_owner(work, owner)
             if workers == 1:
                 _write_base(new, one.header, one.sections, generation, None)
             else:
                 for k, (header, sections) in enumerate(split_state(one, workers)):
                     shard = new / f"shard-{k}"
                     make_private_directories(shard)
+                    _own(shard, owner)      # before its base: killed here, the service's user clears it
                     header["extra"]["commit"] = commit
                     _write_base(shard, header, sections, generation, workers)
                     fsync_path(shard)
-            _give_to_owner(new, directory.stat())
+            _give_to_owner(work, owner)
             fsync_path(new)
             _write_marker(work, "READY", {"from": before, "to": workers, "commit": commit,
                                           "generation": generation})
@@ -595,13 +603,20 @@ def reshard(directory, workers: int) -> dict:
         os.close(fd)
 
 
-def _give_to_owner(root: Path, owner: os.stat_result) -> None:
-    """The new state to the state directory's owner and group, when root rewrites the state
-    of a service that runs as another user (who could not read files of root's, 0640)."""
-    if os.geteuid() != 0 or (owner.st_uid, owner.st_gid) == (0, 0):
+def _own(path: Path, owner: os.stat_result) -> None:
+    """`path` to the state directory's owner and group, when root rewrites the state of a
+    service that runs as another user (who could neither read root's files, 0640, nor
+    finish an interrupted reshard in root's directories)."""
+    if os.geteuid() != 0:
         return
-    for path in [root, *root.rglob("*")]:
+    info = os.lstat(path)
+    if (info.st_uid, info.st_gid) != (owner.st_uid, owner.st_gid):
         os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+
+
+def _give_to_owner(root: Path, owner: os.stat_result) -> None:
+    for path in [root, *root.rglob("*")]:
+        _own(path, owner)
 
 
 def _write_base(directory: Path, header: dict, sections: dict, generation: int, workers: Optional[int]) -> None:
