@@ -242,21 +242,28 @@ def _hold_lock(fd: int, what: str) -> int:
     return fd
 
 
-def open_state_lock(state: Path) -> int:
-    """STATE/lock opened (made when missing) for _hold_lock, neither followed when it is a
-    link nor used unless it is a plain file: a service or `sigmatch reshard` run as root
-    must not write its PID through a link into another file. SigmatchError, one line."""
-    path = state / "lock"
+def _open_lock_file(path: Path, option: str, *, of_this_user: bool = False) -> int:
+    """The lock file `path` opened (made when missing) for _hold_lock, neither followed when
+    it is a link nor used unless it is a plain file (`of_this_user`: and this process's
+    user's): a process run as root must not write its PID through a link into another file.
+    SigmatchError, one line beginning with `option` (e.g. "--state DIR")."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     except OSError as e:
         why = "a symbolic link" if e.errno == errno.ELOOP else (e.strerror or str(e))
-        raise SigmatchError(f"--state {state}: cannot lock it (lock: {why})") from None
+        raise SigmatchError(f"{option}: cannot lock it ({path.name}: {why})") from None
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or (of_this_user and info.st_uid != os.geteuid()):
         os.close(fd)
-        raise SigmatchError(f"--state {state}: cannot lock it (lock is not a plain file: remove it)")
+        what = "a file of this service's user" if of_this_user else "a plain file"
+        raise SigmatchError(f"{option}: cannot lock it ({path.name} is not {what}: remove it)")
     return fd
+
+
+def open_state_lock(state: Path) -> int:
+    """STATE/lock opened for _hold_lock by the service and `sigmatch reshard` alike
+    (_open_lock_file)."""
+    return _open_lock_file(state / "lock", f"--state {state}")
 
 
 def _listening_probe(host: str, port: int) -> socket.socket:
@@ -970,17 +977,7 @@ class SpoolDaemon:
         SPOOL/.sigmatch.lock (a dot-name: never read as a spool file), as on the state. The
         spool is writable by whoever writes files into it: the lock file is opened without
         following a link and used only when it is a plain file of this service's user."""
-        path = self.spool / SPOOL_LOCK
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-        except OSError as e:
-            why = "a symbolic link" if e.errno == errno.ELOOP else (e.strerror or str(e))
-            raise SigmatchError(f"--spool {self.spool}: cannot lock it ({SPOOL_LOCK}: {why})") from None
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_nlink != 1:
-            os.close(fd)
-            raise SigmatchError(f"--spool {self.spool}: cannot lock it ({SPOOL_LOCK} is not a file of this "
-                                "service's user: remove it)")
+        fd = _open_lock_file(self.spool / SPOOL_LOCK, f"--spool {self.spool}", of_this_user=True)
         self._spool_lock_fd = _hold_lock(fd, f"--spool {self.spool}: spool directory")
 
     def run(self) -> int:
