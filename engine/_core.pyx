@@ -186,6 +186,48 @@ def shard_block_size(int nshards, uint64_t nr_budgets, int ring_bits):
     return SHARD_HEADER + nshards * shard_lane_stride(nr_budgets, 1ULL << ring_bits)
 
 
+cdef class PeerTable:
+    """A peer set (`peer_in`: the numbers a subscriber talks to) as the core's open-addressing
+    table of MSISDNs, 16 bytes per member (power-of-two slots at most half full). Read-only
+    once built, so one table serves every engine compiled from the same lists: the shards of
+    `run --workers` (threads) and the forked workers of `replay --workers`, which share its
+    pages with the coordinator that built it. At province scale a peer list of 13M numbers
+    is a 256 MB table; built per worker, 16 workers held 16 copies (issue 14, memory)."""
+
+    cdef uint64_t* slots
+    cdef uint64_t mask
+    cdef readonly uint64_t nbytes
+
+    def __cinit__(self, const uint64_t[::1] msisdn):
+        cdef uint64_t n = msisdn.shape[0], cap = 16, i, h, v
+        while cap < 2 * n:
+            cap *= 2
+        self.nbytes = cap * sizeof(uint64_t)
+        self.slots = <uint64_t*>sm_zalloc(self.nbytes)
+        if self.slots == NULL:
+            raise MemoryError()
+        self.mask = cap - 1
+        with nogil:
+            for i in range(n):
+                v = msisdn[i]
+                if v == 0:
+                    continue
+                h = sm_mix64(v) & self.mask
+                while self.slots[h] != 0 and self.slots[h] != v:
+                    h = (h + 1) & self.mask
+                self.slots[h] = v
+
+    def __dealloc__(self):
+        if self.slots != NULL:
+            sm_free(self.slots, self.nbytes)
+
+    def __contains__(self, uint64_t msisdn):
+        cdef PeerSetC s
+        s.slots = self.slots
+        s.mask = self.mask
+        return msisdn != 0 and peer_contains(&s, msisdn)
+
+
 cdef class Core:
     """Owns every block of engine state. Set-up order: set_layout, set_subscribers,
     set_eligibility, set_areas, add_peer_set, set_event_types, set_counters, set_policy,
@@ -212,6 +254,7 @@ cdef class Core:
     cdef readonly int nr_campaigns
     cdef readonly list channel_names   # by channel index; budgets carry over a reload by name
     cdef object _block                 # the shared block of a sharded worker, kept alive
+    cdef list _peer_tables             # the PeerTables E.peer_sets point into, kept alive
 
     def __cinit__(self, size_t max_event_bytes=65536):
         memset(&self.E, 0, sizeof(EngineC))
@@ -240,6 +283,7 @@ cdef class Core:
         self.E.unblocked_word = 0
         self.E.unblocked_mask = 0
         self.channel_names = []
+        self._peer_tables = []
 
     def __dealloc__(self):
         cdef int i
@@ -249,10 +293,7 @@ cdef class Core:
         free(self.subs)
         sm_free(self.E.index_slots, self.index_bytes)
         sm_free(self.E.rows, self.rows_bytes)
-        if self.E.peer_sets != NULL:
-            for i in range(self.E.nr_peer_sets):
-                sm_free(self.E.peer_sets[i].slots, (self.E.peer_sets[i].mask + 1) * sizeof(uint64_t))
-            free(self.E.peer_sets)
+        free(self.E.peer_sets)          # their slots are the PeerTables'
         if self.E.area_cells != NULL:
             sm_free(self.E.area_cells, (self.E.area_slot_mask + 1) * sizeof(uint32_t))
             sm_free(self.E.area_masks, (self.E.area_slot_mask + 1) * self.E.nr_area_words * sizeof(uint64_t))
@@ -435,32 +476,19 @@ cdef class Core:
         memcpy(self.E.dates, &codes[0, 0], n * sizeof(uint16_t))
         self.E.nr_dates = codes.shape[1]
 
-    def add_peer_set(self, const uint64_t[::1] msisdn):
-        """A set of MSISDNs (0 is never a member); returns its id for set_campaigns."""
-        cdef uint64_t n = msisdn.shape[0], cap = 16, i, h, v
-        cdef PeerSetC* grown
-        cdef PeerSetC* s
-        while cap < 2 * n:
-            cap *= 2
-        grown = <PeerSetC*>realloc(self.E.peer_sets, (self.E.nr_peer_sets + 1) * sizeof(PeerSetC))
+    def add_peer_set(self, table):
+        """A peer set: a PeerTable (shared, not copied: it is kept alive with this core), or
+        an array of MSISDNs (uint64; 0 is never a member) made into one. Returns its id for
+        set_campaigns."""
+        cdef PeerTable t = table if isinstance(table, PeerTable) else PeerTable(table)
+        cdef PeerSetC* grown = <PeerSetC*>realloc(self.E.peer_sets, (self.E.nr_peer_sets + 1) * sizeof(PeerSetC))
         if grown == NULL:
             raise MemoryError()
         self.E.peer_sets = grown
-        s = &self.E.peer_sets[self.E.nr_peer_sets]
-        s.slots = <uint64_t*>sm_zalloc(cap * sizeof(uint64_t))
-        if s.slots == NULL:
-            raise MemoryError()
-        s.mask = cap - 1
+        self._peer_tables.append(t)
+        self.E.peer_sets[self.E.nr_peer_sets].slots = t.slots
+        self.E.peer_sets[self.E.nr_peer_sets].mask = t.mask
         self.E.nr_peer_sets += 1
-        with nogil:
-            for i in range(n):
-                v = msisdn[i]
-                if v == 0:
-                    continue
-                h = sm_mix64(v) & s.mask
-                while s.slots[h] != 0 and s.slots[h] != v:
-                    h = (h + 1) & s.mask
-                s.slots[h] = v
         return self.E.nr_peer_sets - 1
 
     def set_areas(self, const uint32_t[::1] cells, const uint64_t[:, ::1] masks):

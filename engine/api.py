@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from engine.language.compile import World, compile_core, load_world
+from engine.language.compile import World, compile_core, load_world, release_columns
 from engine.language.config import CampaignSpec, Config, load_config
 from engine.errors import StreamError
 from engine.records import (
@@ -317,15 +317,6 @@ class Run:
         return self.conversions_table().to_pandas()
 
 
-def release_columns(world: World) -> None:
-    """Drop a loaded snapshot's attribute columns once engines are compiled from it: they
-    served `where`, evaluated once at compile, and they are most of a snapshot's memory
-    (gigabytes at 30M subscribers). The MSISDNs stay."""
-    world.profiles.columns = {}
-    world.profiles.tags = None
-    world.profiles.not_numbers = {}
-
-
 class EngineFigures:
     """What an engine answers from its configuration (`config`) and its core (`_core`), and
     the totals of its replays (`_totals`, `_last_run`, `_last_timing`): Engine, and the
@@ -378,25 +369,27 @@ class Engine(EngineFigures):
     """A compiled configuration with its state. Not thread-safe: one replay at a time."""
 
     def __init__(self, config: Config, world: Optional[World] = None, *, max_event_bytes: int = 65536,
-                 keep=None, record_takers: bool = False, shard: Optional[tuple[int, int]] = None):
+                 keep=None, record_takers: bool = False, shard: Optional[tuple[int, int]] = None,
+                 give_world: bool = False):
         """`record_takers`: count the contacts each campaign loses to another through the
         policy (see takers()); off by default, as it costs a scan of the subscriber's
         contact state per such suppression. `shard` (i, n): hold only worker i's
-        subscribers of n (engine.workers runs the workers)."""
+        subscribers of n (engine.workers runs the workers). `give_world`: the caller gives
+        `world` up, and its snapshot's columns are dropped as soon as the compile has read
+        them (release_columns), as for a world the engine loads itself."""
         self.config = config
         self.max_event_bytes = max_event_bytes
         self.shard = shard
         owned = world is None
         self.world = load_world(config) if owned else world
-        compiled = compile_core(config, self.world, max_event_bytes=max_event_bytes, keep=keep, shard=shard)
+        compiled = compile_core(config, self.world, max_event_bytes=max_event_bytes, keep=keep, shard=shard,
+                                release=owned or give_world)
         self._core = compiled.core
         self.subscribers = compiled.subscribers      # MSISDN by subscriber index
         self.eligible = compiled.eligible            # campaign id -> subscribers it may contact
         self.malformed_dates = compiled.malformed_dates   # anniversary attribute -> values that are not dates
         self.checkpoint_extra: Optional[dict] = None  # the extra of the checkpoint restored, if any
         self.reload_dropped = 0
-        if owned:
-            release_columns(self.world)
         self._no_replays_yet()
         self.configuration = configuration_identity(config)
         # since the engine was built, as the funnel: a replay's stats.json gives them per campaign

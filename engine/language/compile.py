@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from engine._core import Core
+from engine._core import Core, PeerTable
 from engine.language.config import Config
 from engine.errors import ConfigError
 from engine.wording import plural
@@ -51,6 +51,48 @@ class World:
     profiles: Profiles
     lists: dict[str, np.ndarray] = field(default_factory=dict)
     areas: dict[str, np.ndarray] = field(default_factory=dict)
+    # list name -> its peer set as the core's table, built once for every engine compiled
+    # from this world (the workers' shards share it: at L a table is hundreds of MB)
+    peer_tables: dict[str, PeerTable] = field(default_factory=dict)
+    # (i, n): the profiles hold only worker i of n's rows (shard_world)
+    shard: Optional[tuple[int, int]] = None
+
+    def peer_table(self, name: str) -> PeerTable:
+        """List `name` as a peer set (engine._core.PeerTable), built at the first call and
+        shared after. Raises KeyError for a list the world does not hold."""
+        if name not in self.peer_tables:
+            self.peer_tables[name] = PeerTable(np.ascontiguousarray(self.lists[name], dtype=np.uint64))
+        return self.peer_tables[name]
+
+
+def shard_world(world: World, shard: tuple[int, int]) -> World:
+    """`world` with only the profile rows of worker i of n (`shard` (i, n)), for a worker that
+    owns its copy of the world: once the caller drops `world`, the other workers' rows are
+    freed before it compiles, rather than held until its compile ends. The lists, areas and
+    peer tables are the same objects."""
+    from engine._core import shards_of
+    from loaders.profiles import take_rows
+    profiles = world.profiles
+    mine = shards_of(np.ascontiguousarray(profiles.msisdn, dtype=np.uint64), shard[1]) == shard[0]
+    return World(take_rows(profiles, np.flatnonzero(mine)), world.lists, world.areas, world.peer_tables,
+                 shard=shard)
+
+
+def release_columns(world: World) -> None:
+    """Drop a loaded snapshot's attribute columns once engines are compiled from it: they
+    served `where`, evaluated once at compile, and they are most of a snapshot's memory
+    (gigabytes at 30M subscribers). The MSISDNs stay."""
+    world.profiles.columns = {}
+    world.profiles.tags = None
+    world.profiles.not_numbers = {}
+
+
+def build_peer_tables(config: Config, world: World) -> None:
+    """Build now the peer sets the configuration's campaigns use (World.peer_table), so that
+    workers forked after share them."""
+    for c in config.campaigns:
+        if c.peer_in is not None:
+            world.peer_table(c.peer_in)
 
 
 def load_world(config: Config) -> World:
@@ -210,19 +252,24 @@ def _subscriber_order(numbers: np.ndarray, keep: Optional[np.ndarray]) -> tuple[
 
 
 def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
-                 keep: Optional[np.ndarray] = None, shard: Optional[tuple[int, int]] = None) -> Compiled:
+                 keep: Optional[np.ndarray] = None, shard: Optional[tuple[int, int]] = None,
+                 release: bool = False) -> Compiled:
     """Compile; with `keep` (the MSISDNs of a running engine, by index) those subscribers come
     first in the same order, and numbers gone from the snapshot are inactive. With `shard`
-    (i, n), only the subscribers of worker i of n (engine.workers) get state."""
-    profiles = world.profiles
-    if shard is not None:
+    (i, n), only the subscribers of worker i of n (engine.workers) get state. `release`:
+    the world is the caller's to spend, and its snapshot's columns are dropped
+    (release_columns) once read, before the state is allocated. Raises ConfigError for a
+    `where` or an anniversary the snapshot cannot serve, ValueError for a world sharded
+    for another worker."""
+    if world.shard is not None and world.shard != shard:
+        raise ValueError(f"a world of worker {world.shard[0]} of {world.shard[1]} compiled as shard {shard}")
+    if shard is not None and world.shard is None:
         # a worker of a sharded run: its subscribers only, and `where` and the dates read
         # only their rows; `keep` (a worker's checkpoint or its engine before a reload) holds
-        # that worker's subscribers alone
-        from engine._core import shards_of
-        from loaders.profiles import take_rows
-        mine = shards_of(np.ascontiguousarray(profiles.msisdn, dtype=np.uint64), shard[1]) == shard[0]
-        profiles = take_rows(profiles, np.flatnonzero(mine))
+        # that worker's subscribers alone. The copy is this compile's own to spend.
+        world = shard_world(world, shard)
+        release = True
+    profiles = world.profiles
     subscribers, profile_rows = _subscriber_order(profiles.msisdn, keep)
     present = profile_rows >= 0
     n = len(subscribers)
@@ -279,6 +326,13 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     peer_sets: dict[str, int] = {}
     counter_index = {c.name: k for k, c in enumerate(config.counters)}
     date_attributes, date_codes, malformed_dates = _anniversary_dates(config, profiles)
+    del profiles
+    if release:
+        # read for the last time above: freed before the rows are allocated, which at L
+        # lowers the compile's peak by the columns' size (1.5 GB); Arrow's allocator keeps
+        # freed pages until asked
+        release_columns(world)
+        pa.default_memory_pool().release_unused()
     date_slot = {name: k for k, name in enumerate(date_attributes)}
     marker_index = {m.name: k for k, m in enumerate(config.markers)}
     campaigns = []
@@ -352,7 +406,7 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     if len(all_cells):
         core.set_areas(all_cells, np.ascontiguousarray(cell_masks))
     for name in peer_sets:
-        peer_sets[name] = core.add_peer_set(np.ascontiguousarray(world.lists[name], dtype=np.uint64))
+        peer_sets[name] = core.add_peer_set(world.peer_table(name))
     for d in campaigns:
         name = d.pop("peer_in")
         d["peer_set"] = peer_sets[name] if name is not None else -1

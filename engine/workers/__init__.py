@@ -36,7 +36,7 @@ import numpy as np
 
 from engine.api import SINK_BATCH, _DayCounts, _VariantCounts, configuration_identity, run_stats, stream_error
 from engine.errors import ConfigError, LoadError, SigmatchError
-from engine.language.compile import load_world
+from engine.language.compile import build_peer_tables, load_world, shard_world
 from engine.language.config import load_config
 from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE
 from engine.sinks import SinkSet, SinkThread
@@ -106,7 +106,9 @@ def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, othe
     # workers and says "aborted"); a worker that raised it too would die before its first
     # word, or print a traceback from wherever it was
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    inherited, _INHERITED = _INHERITED, None
+    # handed over once: a closure over it would keep the snapshot (GBs at L) alive in every
+    # worker for the whole run, where the worker frees it once compiled
+    inherited, _INHERITED = [_INHERITED], None
     for other in others:
         other.close()
     if index > 0 and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
@@ -114,7 +116,7 @@ def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, othe
         logging.getLogger().setLevel(logging.ERROR)
     sender = _Sender(conn.send, on_broken=lambda: block.__setitem__(slice(0, 8), (1).to_bytes(8, "little")))
     try:
-        _run_shard(lambda: inherited, index, workers, traces, block, sender.send)
+        _run_shard(inherited.pop, index, workers, traces, block, sender.send)
     finally:
         sender.close()
         conn.close()
@@ -215,7 +217,10 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
         from loaders.traces import iter_chunks
         started = time.perf_counter()
         config, world = load()
-        engine = Engine(config, world, shard=(index, workers))
+        # this worker's copy of the world from here: the other workers' rows of the snapshot
+        # are freed now (once every worker has taken its own), not after the compile
+        world = shard_world(world, (index, workers))
+        engine = Engine(config, world, shard=(index, workers), give_world=True)
         # the snapshot's columns served `where` in compiling: no longer needed here
         engine.world = world = None
         _release_freed()
@@ -450,7 +455,10 @@ class _Forked:
     """The workers as processes forked from this one, over one shared mapping: what
     _coordinate needs of them (messages, abort, close)."""
 
-    def __init__(self, config, world, traces: Sequence, workers: int):
+    def __init__(self, config, world: list, traces: Sequence, workers: int):
+        """`world` is a list holding the loaded world, which is taken out of it: a worker is
+        forked inside this call, and any frame of its callers that still held the world
+        would keep the whole snapshot alive in every worker for the whole run."""
         from engine._core import shard_block_size
         self.workers = workers
         self.block = _shared_block(shard_block_size(workers, _nr_budgets(config), RING_BITS))
@@ -459,7 +467,7 @@ class _Forked:
         context = multiprocessing.get_context("fork")
         self.conns, self.processes = [], []
         global _INHERITED
-        _INHERITED = (config, world)
+        _INHERITED = (config, world.pop())
         # A SIGINT in the middle of a fork would raise in the interpreter's fork hooks, which
         # swallow it (the run would go on): while forking it is only noted, and raised after.
         interrupted = []
@@ -537,11 +545,15 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
         return Engine.from_config(config_path).replay([Path(t) for t in traces], out=out, drain=True,
                                                        format=format, progress=progress, keep=False).stats
     config = load_config(Path(config_path))
-    # loaded once, here: the forked workers share it, each compiles its own subscribers
-    world = load_world(config)
+    # loaded once, here: the forked workers share it, each compiles its own subscribers and
+    # then frees it (no frame of this process holds it while they are forked); the
+    # coordinator merges records only
+    world = [load_world(config)]
+    # built once and shared with the workers, which only read them (a peer set of a province
+    # is hundreds of MB: each worker built its own copy)
+    build_peer_tables(config, world[0])
     sinks = _sinks(config, out, format)
     forked = _Forked(config, world, traces, workers)
-    world = None        # the workers have it; the coordinator merges records only
     _release_freed()
     return _coordinate(config, traces, out, sinks, forked, progress=progress,
                        label=f"replay ({workers} workers)")

@@ -29,8 +29,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from engine.api import EngineFigures, release_columns
+from engine.api import EngineFigures
 from engine.errors import SigmatchError
+from engine.language.compile import release_columns
 from engine.records import ACTION_DTYPE, CONVERSION_DTYPE
 from engine.workers import _nr_budgets, _shared_block, action_order, conversion_order
 
