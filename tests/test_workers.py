@@ -540,3 +540,98 @@ def test_shards_of():
         assert len(np.unique(got)) == n                  # every worker gets subscribers
     with pytest.raises(ValueError):
         shards_of(numbers, 0)
+
+
+# ---- memory: what a worker holds ---------------------------------------------------------
+
+def test_a_worker_holds_no_snapshot_and_builds_no_peer_set(tight, tmp_path, monkeypatch):
+    """Once compiled, a forked worker holds no World and no Profiles: neither the snapshot it
+    inherited (a frame of the coordinator that forked it would keep it alive for the whole
+    run, in every worker) nor its own rows of it. Its peer sets are the tables the
+    coordinator built before forking, read in place: the workers build none (at L a peer
+    set is hundreds of MB, once per worker before). What one process writes is unchanged."""
+    import gc
+
+    from engine.language import compile as compiling
+    from loaders.profiles import Profiles
+
+    config, traces = tight
+    assert one_process(config, traces, tmp_path / "one") is None
+    report = tmp_path / "workers.txt"
+    coordinator = os.getpid()
+    built = []
+    real_table = compiling.PeerTable
+    real_release = sharded._release_freed
+
+    def counting_table(msisdn):
+        built.append(os.getpid())
+        return real_table(msisdn)
+
+    def release_and_look():
+        real_release()
+        if os.getpid() != coordinator:      # a worker, once compiled (the world let go)
+            gc.collect()
+            alive = sum(isinstance(o, (compiling.World, Profiles)) for o in gc.get_objects())
+            mine = sum(pid == os.getpid() for pid in built)
+            with open(report, "a") as f:
+                f.write(f"{alive} {mine}\n")
+
+    monkeypatch.setattr(compiling, "PeerTable", counting_table)
+    monkeypatch.setattr(sharded, "_release_freed", release_and_look)
+    assert with_workers(config, traces, tmp_path / "workers", 3) is None
+    assert_same_outcome(outcome(tmp_path / "workers"), outcome(tmp_path / "one"), "3 workers")
+    assert report.read_text().split("\n")[:-1] == ["0 0"] * 3
+    # gen's world has two peer lists (family_peers, crbt_peers), each built once, before the fork
+    assert built == [coordinator] * 2
+
+
+def test_peer_tables_are_shared_by_the_engines_of_one_world(tight, monkeypatch):
+    """The service's workers (threads) compile their shards from one World: each peer set is
+    built once and every shard's core reads that table. A core keeps its tables alive: with
+    the world's references and the other shards gone, a shard still matches peers exactly
+    as a shard compiled on its own."""
+    import gc
+
+    from engine.language import compile as compiling
+    from engine.language.compile import load_world
+
+    config, traces = tight
+    cfg = load_config(config)
+    world = load_world(cfg)
+    built = []
+    real_table = compiling.PeerTable
+
+    def counting_table(msisdn):
+        built.append(len(msisdn))
+        return real_table(msisdn)
+
+    monkeypatch.setattr(compiling, "PeerTable", counting_table)
+    shards = [Engine(cfg, world, shard=(i, 3)) for i in range(3)]
+    assert sorted(built) == sorted(len(world.lists[name]) for name in ("crbt_peers", "family_peers"))
+    table = world.peer_tables["family_peers"]
+    members = world.lists["family_peers"]
+    assert all(int(m) in table for m in members[:50]) and 0 not in table
+    assert not any(int(m) + 1 in table for m in members[:50] if m + 1 not in members)
+    world.peer_tables.clear()
+    del table, shards[1:]
+    gc.collect()
+    got = shards[0].replay([Path(p) for p in traces], drain=True)
+    alone = Engine(cfg, load_world(cfg), shard=(0, 3)).replay([Path(p) for p in traces], drain=True)
+    assert len(got.actions) and np.array_equal(got.actions, alone.actions)
+    peer_campaigns = {k for k, c in enumerate(cfg.campaigns) if c.peer_in}
+    assert peer_campaigns & set(got.actions["campaign"].tolist())
+
+
+def test_a_world_sharded_for_another_worker_is_refused(tight):
+    """A worker's own rows of the snapshot (shard_world) compile as that worker's shard only;
+    given with `give_world`, their columns are gone once compiled."""
+    from engine.language.compile import load_world, shard_world
+
+    cfg = load_config(tight[0])
+    world = shard_world(load_world(cfg), (1, 3))
+    with pytest.raises(ValueError, match=r"worker 1 of 3 compiled as shard \(0, 3\)"):
+        Engine(cfg, world, shard=(0, 3))
+    engine = Engine(cfg, world, shard=(1, 3), give_world=True)
+    assert world.profiles.columns == {} and world.profiles.tags is None
+    assert np.array_equal(engine.subscribers, world.profiles.msisdn)
+    assert (shards_of(engine.subscribers, 3) == 1).all()
