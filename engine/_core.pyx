@@ -21,6 +21,7 @@ stream, never on where it was split into chunks.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t, int32_t, int64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memset, memcmp
+cimport cython
 
 import numpy as np
 
@@ -198,7 +199,7 @@ cdef class PeerTable:
     cdef uint64_t mask
     cdef readonly uint64_t nbytes
 
-    def __cinit__(self, const uint64_t[::1] msisdn):
+    def __cinit__(self, const uint64_t[::1] msisdn not None):
         cdef uint64_t n = msisdn.shape[0], cap = 16, i, h, v
         while cap < 2 * n:
             cap *= 2
@@ -228,6 +229,9 @@ cdef class PeerTable:
         return msisdn != 0 and peer_contains(&s, msisdn)
 
 
+# The GC's clear would drop the PeerTables (and the shared block) while E still points into
+# them; nothing reads them after today, but a finalizer that did would read freed memory.
+@cython.no_gc_clear
 cdef class Core:
     """Owns every block of engine state. Set-up order: set_layout, set_subscribers,
     set_eligibility, set_areas, add_peer_set, set_event_types, set_counters, set_policy,

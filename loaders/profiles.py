@@ -42,7 +42,9 @@ class Profiles:
 def take_rows(profiles: Profiles, rows: np.ndarray) -> Profiles:
     """The snapshot's rows `rows` (int array of row numbers, in the order wanted), as a
     Profiles of their own: what a worker of a sharded run evaluates `where` over. The file's
-    header and the rows named in errors (not_numbers) stay the whole file's."""
+    header stays the whole file's, and so do the rows named in errors (not_numbers) while
+    the whole `profiles` is alive: a CSV snapshot's are found when asked, from its columns
+    (engine.language.compile.check_wheres checks before the whole is let go)."""
     index = pa.array(np.asarray(rows, dtype=np.int64))
     return Profiles(
         path=profiles.path, msisdn=profiles.msisdn[rows],

@@ -357,6 +357,26 @@ def test_a_configuration_that_does_not_compile(tmp_path):
     assert _workers_alive() == []
 
 
+def test_a_where_error_names_the_row_of_the_whole_file(tmp_path):
+    """A `where` comparing a column made text by one value with a number: the workers keep
+    only their own rows before compiling, yet the error still names the row of the file
+    that holds the value, whichever worker's that row is, as one process's does."""
+    rows = "".join(f"1380000{i:04d},{'n/a' if i == 7 else i}\n" for i in range(1, 41))
+    (tmp_path / "profiles.csv").write_text("msisdn,arpu\n" + rows)
+    config = tmp_path / "campaigns.toml"
+    config.write_text('[engine]\nprofiles = "profiles.csv"\n\n[[campaign]]\nid = "a"\non = ["CALL_MO_END"]\n'
+                      'where = "arpu >= 5"\nchannel = "sms"\n')
+    trace = tmp_path / "trace.msgpack"
+    trace.write_bytes(msgpack.packb([1_767_225_600_000, 1, 13_800_000_001]))
+    with pytest.raises(Exception) as one:
+        one_process(config, [trace], tmp_path / "one")
+    assert "its row 7 holds 'n/a', not a number" in str(one.value)
+    for k in (2, 3):
+        with pytest.raises(Exception) as more:
+            with_workers(config, [trace], tmp_path / f"workers-{k}", k)
+        assert str(more.value) == str(one.value)
+
+
 # ---- the command -------------------------------------------------------------------------
 
 def sigmatch(*args):

@@ -216,11 +216,14 @@ def _anniversary_dates(config: Config, profiles: Profiles) -> tuple[list[str], l
     return attributes, codes, malformed
 
 
-def _where_masks(config: Config, profiles: Profiles) -> dict[str, np.ndarray]:
+def _checked_wheres(config: Config, profiles: Profiles) -> dict:
+    """Each distinct `where` text of the configuration -> its parsed expression, checked
+    against the snapshot's columns. Raises ConfigError naming the campaign's key, and for a
+    text column compared with a number, the row of the file that made it text."""
     from engine.language import where as where_lang
-    masks = {}
+    exprs = {}
     for c in config.campaigns:
-        if c.where is None or c.where in masks:
+        if c.where is None or c.where in exprs:
             continue
         key = f"campaign (id \"{c.id}\").where"
         try:
@@ -228,8 +231,21 @@ def _where_masks(config: Config, profiles: Profiles) -> dict[str, np.ndarray]:
             where_lang.check(expr, profiles)
         except ConfigError as e:
             raise ConfigError(f"{config.path}: {key}: {e}") from None
-        masks[c.where] = np.asarray(where_lang.evaluate(expr, profiles), dtype=bool)
-    return masks
+        exprs[c.where] = expr
+    return exprs
+
+
+def check_wheres(config: Config, world: World) -> None:
+    """Check every `where` against the whole snapshot, without evaluating any: what a worker
+    does before it keeps only its own rows (shard_world), whose errors could no longer
+    name the row of the file that made a column text. Raises as _checked_wheres."""
+    _checked_wheres(config, world.profiles)
+
+
+def _where_masks(config: Config, profiles: Profiles) -> dict[str, np.ndarray]:
+    from engine.language import where as where_lang
+    return {text: np.asarray(where_lang.evaluate(expr, profiles), dtype=bool)
+            for text, expr in _checked_wheres(config, profiles).items()}
 
 
 def _subscriber_order(numbers: np.ndarray, keep: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -333,8 +349,8 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     del profiles
     if release:
         # read for the last time above: freed before the rows are allocated, which at L
-        # lowers the compile's peak by the columns' size (1.5 GB); Arrow's allocator keeps
-        # freed pages until asked
+        # lowered one process's peak by about 1.9 GB; Arrow's allocator keeps freed pages
+        # until asked
         release_columns(world)
         pa.default_memory_pool().release_unused()
     date_slot = {name: k for k, name in enumerate(date_attributes)}

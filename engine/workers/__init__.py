@@ -36,7 +36,7 @@ import numpy as np
 
 from engine.api import SINK_BATCH, _DayCounts, _VariantCounts, configuration_identity, run_stats, stream_error
 from engine.errors import ConfigError, LoadError, SigmatchError
-from engine.language.compile import build_peer_tables, load_world, shard_world
+from engine.language.compile import build_peer_tables, check_wheres, load_world, shard_world
 from engine.language.config import load_config
 from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE
 from engine.sinks import SinkSet, SinkThread
@@ -217,6 +217,9 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
         from loaders.traces import iter_chunks
         started = time.perf_counter()
         config, world = load()
+        # checked on the whole snapshot first: a `where` error names the row of the file that
+        # made a column text, which only the whole snapshot can tell
+        check_wheres(config, world)
         # this worker's copy of the world from here: the other workers' rows of the snapshot
         # are freed now (once every worker has taken its own), not after the compile
         world = shard_world(world, (index, workers))

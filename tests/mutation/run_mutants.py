@@ -335,6 +335,10 @@ MUTANTS: list[Mutant] = [
            "    world = [load_world(config)]\n", "    kept = load_world(config)\n    world = [kept]\n",
            "issue 14: N workers use no more memory than one process (the frames that fork hold no snapshot)",
            fast=("tests/test_workers.py",)),
+    Mutant("workers-where-checked-on-a-shard", "engine/workers/__init__.py",
+           "        check_wheres(config, world)\n", "",
+           "§1.1 a where error names the row of the file, with workers too",
+           fast=("tests/test_workers.py",)),
     # candidate masks (issue 14): each may only remove a campaign that cannot match
     Mutant("core-cand-counter-ge", CORE, "while j < end and E.cthr[j] > v:", "while j < end and E.cthr[j] >= v:",
            "§3.6 counter >= at_least (a campaign whose counter equals at_least stays a candidate)"),
