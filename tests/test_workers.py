@@ -655,3 +655,59 @@ def test_a_world_sharded_for_another_worker_is_refused(tight):
     assert world.profiles.columns == {} and world.profiles.tags is None
     assert np.array_equal(engine.subscribers, world.profiles.msisdn)
     assert (shards_of(engine.subscribers, 3) == 1).all()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's PR_SET_PDEATHSIG")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_workers_die_with_the_coordinator(tight, tmp_path, sig):
+    """The coordinator killed while its workers compile (SIGTERM from `timeout` or systemd,
+    or SIGKILL): it runs no cleanup, and its workers, each holding its share of a province,
+    must not go on as orphans. The kernel kills them with it."""
+    config, traces = tight
+    slow = tmp_path / "slow.py"
+    # the workers hold still in their compile, so that the kill surely lands there
+    slow.write_text("import sys, time\nimport engine.workers as w\nfrom engine.cli import main\n"
+                    "real = w._run_shard\n"
+                    "def held(*a, **k):\n    time.sleep(600)\n    return real(*a, **k)\n"
+                    "w._run_shard = held\nsys.exit(main())\n")
+    proc = subprocess.Popen([sys.executable, str(slow), "replay", str(config), *map(str, traces),
+                             "--out", str(tmp_path / "out"), "--workers", "3", "--no-progress"],
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers = _wait_for(lambda: [pid for pid, line in _children(proc.pid) if "resource_tracker" not in line]
+                            if len(_children(proc.pid)) >= 3 else [])
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+        try:
+            _wait_for(lambda: all(_gone(pid) for pid in workers), timeout=30)
+        except AssertionError:
+            for pid in workers:
+                if not _gone(pid):      # still running, so still theirs: no sleeper left behind
+                    os.kill(pid, signal.SIGKILL)
+            raise
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_trace_gone_before_the_stream_is_refused_as_one_process_refuses_it(tight, tmp_path, monkeypatch):
+    """A trace that goes missing after the command started, before any worker opened it: the
+    input does not load, a one-line error as one process's, and no stats.json as if a
+    stream had been cut part-way."""
+    config, traces = tight
+    gone = tmp_path / "gone.msgpack"
+    gone.write_bytes(Path(traces[0]).read_bytes())
+    real_load_world = sharded.load_world
+
+    def then_delete(cfg):
+        world = real_load_world(cfg)
+        gone.unlink()           # after the command checked its arguments, before the fork
+        return world
+
+    monkeypatch.setattr(sharded, "load_world", then_delete)
+    with pytest.raises(LoadError, match=r"gone\.msgpack: no such trace file$"):
+        sharded.replay(config, [gone, *traces[1:]], tmp_path / "out", workers=2)
+    assert not (tmp_path / "out" / "stats.json").exists()
+    assert _workers_alive() == []

@@ -29,6 +29,7 @@ import threading
 import time
 from multiprocessing.connection import wait
 import mmap
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -95,13 +96,29 @@ def _shared_block(size: int) -> mmap.mmap:
     return mmap.mmap(-1, size, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
 
 
-def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, others: list) -> None:
+def _die_with(coordinator: int) -> None:
+    """Have the kernel kill this process when the coordinator (pid `coordinator`, which forked
+    it) dies: killed by SIGTERM or SIGKILL, it runs no cleanup, and its workers went on
+    compiling for seconds with the memory of a province, orphaned (Linux's PR_SET_PDEATHSIG;
+    elsewhere a worker still stops at its first send, on the broken pipe)."""
+    import ctypes
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != coordinator:
+        os._exit(1)         # the coordinator died before the request was made
+
+
+def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, others: list,
+            coordinator: int) -> None:
     """Run shard `index` of `workers` over the traces and send its records to the coordinator
-    through `conn` (_run_shard's messages). Forked from the coordinator: the configuration and
-    world it loaded are inherited (shared, not copied), `block` is its mapping, `others` the
-    pipe ends that are not this worker's (closed here, so that a worker's death reaches the
-    coordinator as EOF)."""
+    through `conn` (_run_shard's messages). Forked from the coordinator (pid `coordinator`):
+    the configuration and world it loaded are inherited (shared, not copied), `block` is its
+    mapping, `others` the pipe ends that are not this worker's (closed here, so that a
+    worker's death reaches the coordinator as EOF)."""
     global _INHERITED
+    _die_with(coordinator)
     # Ctrl-C reaches the whole process group: the coordinator alone answers it (it stops the
     # workers and says "aborted"); a worker that raised it too would die before its first
     # word, or print a traceback from wherever it was
@@ -256,6 +273,10 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
                 if status:
                     break
         except LoadError as e:
+            if not files:
+                # before any trace was opened (one gone since the command started): the
+                # input does not load, as one process finds before it runs
+                raise
             # a trace that cannot be read part-way (a .gz cut short): the stream ends here,
             # undrained, as in one process, which keeps what was made and writes stats.json;
             # every worker reads the same bytes, so all stop at the same event
@@ -482,7 +503,8 @@ class _Forked:
             for index, (ours, theirs) in enumerate(pipes):
                 others = [end for k, pair in enumerate(pipes) for end in pair if k != index] + [ours]
                 p = context.Process(target=_worker, name=f"sigmatch-worker-{index}", daemon=True,
-                                    args=(index, workers, [str(t) for t in traces], self.block, theirs, others))
+                                    args=(index, workers, [str(t) for t in traces], self.block, theirs, others,
+                                          os.getpid()))
                 p.start()
                 self.processes.append(p)
             for ours, theirs in pipes:
