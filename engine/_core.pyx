@@ -189,7 +189,7 @@ def shard_block_size(int nshards, uint64_t nr_budgets, int ring_bits):
 
 cdef class PeerTable:
     """A peer set (`peer_in`: the numbers a subscriber talks to) as the core's open-addressing
-    table of MSISDNs, 16 bytes per member (power-of-two slots at most half full). Read-only
+    table of MSISDNs, 16-32 bytes per member (power-of-two slots at most half full). Read-only
     once built, so one table serves every engine compiled from the same lists: the shards of
     `run --workers` (threads) and the forked workers of `replay --workers`, which share its
     pages with the coordinator that built it. At province scale a peer list of 13M numbers
@@ -290,7 +290,6 @@ cdef class Core:
         self._peer_tables = []
 
     def __dealloc__(self):
-        cdef int i
         free(self.carry)
         free(self.E.run.bytes)
         free(self.batch)

@@ -241,7 +241,7 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
         # are freed now (once every worker has taken its own), not after the compile
         world = shard_world(world, (index, workers))
         engine = Engine(config, world, shard=(index, workers), give_world=True)
-        # the snapshot's columns served `where` in compiling: no longer needed here
+        # the compile freed the columns once read; the lists and MSISDNs go now
         engine.world = world = None
         _release_freed()
         loaded = time.perf_counter()
