@@ -304,13 +304,19 @@ def _submit_priority(browser, value: str, why: str):
     by_id(browser, "save").click()
 
 
+def _refused(browser):
+    """The priority's error on the form the save answered with: waited for, as the click
+    returns before the answer has replaced the page."""
+    return wait_for(browser, lambda d: all_css(d, "#error-priority"), "the form came back with its error")[0]
+
+
 def test_an_invalid_value_is_shown_beside_its_field(browser, site):
     log_in(browser, site, "ed")
     _open_edit(browser, site)
     # (the first page that edits records the live file as the first version)
     before, versions = site.config.read_bytes(), versions_count(site)
     _submit_priority(browser, "very high", "try a word for a number")
-    error = by_id(browser, "error-priority")
+    error = _refused(browser)
     assert error.text and "priority" in by_id(browser, "field-priority").text
     # beside its field: inside the field's own block, the value typed kept for the fix
     assert by_id(browser, "field-priority").find_element("id", "error-priority") == error
@@ -326,7 +332,7 @@ def saved(browser, site):
     log_in(browser, site, "ed")
     _open_edit(browser, site)
     _submit_priority(browser, "-", "first a typo")
-    assert by_id(browser, "error-priority").text
+    assert _refused(browser).text
     new = live_priority(site.config, EDITED) + 5
     _submit_priority(browser, str(new), "match top-up rescue before the welcome offers")
     wait_for(browser, lambda d: re.search(r"/versions/\d+$", d.current_url), "the save went to its version page")
