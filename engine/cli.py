@@ -13,7 +13,7 @@ from typing import Optional
 
 import click
 
-from engine.closedloop.uplift import MIN_CONTROLS, uplift
+from engine.closedloop.uplift import MIN_CONTROLS, intervals_ahead, uplifts
 from engine.errors import LoadError, SigmatchError
 from engine.privacy import JsonLogFormatter, LogFormatter, MaskedStream, scrub
 from engine.wording import plural
@@ -71,11 +71,13 @@ def format_funnel(stats: dict, *, legend: bool = False) -> str:
     """The per-campaign funnel as a fixed-width table; with `legend`, what each column means."""
     columns = ["campaign", "matched", "sched", "recheck", "suppr", "sent", "control", "global", "conv", "uplift [95% CI]"]
     rows = []
-    for cid, f in stats["campaigns"].items():
+    funnels = stats["campaigns"]
+    measured = uplifts([(f["sent"], f["converted_send"], f["control"], f["converted_control"])
+                        for f in funnels.values()])
+    for (cid, f), m in zip(funnels.items(), measured):
         suppressed = sum(v for k, v in f.items() if k.startswith("suppressed_") or k in DROPPED) + f["overflow"]
         converted = f["converted_send"] + f["converted_control"] + f.get("converted_global_control", 0)
-        measured = uplift(f["sent"], f["converted_send"], f["control"], f["converted_control"])
-        shown = measured.shown() if f["control"] else ""
+        shown = m.shown() if f["control"] else ""
         rows.append([cid, f"{f['matched']:,}", f"{f['scheduled']:,}", f"{f['recheck_failed']:,}", f"{suppressed:,}",
                      f"{f['sent']:,}", f"{f['control']:,}", f"{f.get('global_control', 0):,}", f"{converted:,}", shown])
     table = [columns] + rows
@@ -188,17 +190,36 @@ def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ove
     """Replay TRACES (one stream, in order) through CONFIG's campaigns, then drain."""
     if ray_address is not None and workers < 2:
         raise click.UsageError("--ray needs --workers 2 or more (the shards it runs)")
-    spared = _arrow_without_pandas()
+    # the funnel's uplifts need statsmodels: its import is taken off the end of the run
+    with intervals_ahead(_holds_out(config)):
+        spared = _arrow_without_pandas()
+        try:
+            _replay(config, traces, out, fmt, progress, overwrite, workers, ray_address)
+        finally:
+            if spared:
+                _arrow_with_pandas()
+
+
+def _holds_out(config: Path) -> bool:
+    """Whether the configuration file gives some campaign a holdout, so that the funnel will
+    show uplifts: a hint read before anything is imported or loaded (a file that does not
+    parse is reported by the load, not here)."""
+    import tomllib
+
+    def any_holdout(node) -> bool:
+        if isinstance(node, dict):
+            return bool(node.get("holdout")) or any(any_holdout(v) for v in node.values())
+        return isinstance(node, list) and any(any_holdout(v) for v in node)
+
     try:
-        _replay(config, traces, out, fmt, progress, overwrite, workers, ray_address)
-    finally:
-        if spared:
-            _arrow_with_pandas()
+        return any_holdout(tomllib.loads(config.read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return False
 
 
 def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int = 1,
             ray_address: Optional[str] = None):
-    from engine.api import Engine
+    from engine.language.config import load_config
     from engine.sinks import earlier_run_files
     _check_out(out)
     earlier = earlier_run_files(out)
@@ -206,22 +227,28 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
         _fail(f"{out}: already holds a run's output ({earlier[0].relative_to(out)} and {len(earlier) - 1:,} more); "
               "a second run would number its actions from 1 again and the gateway would send them twice: "
               "give a new --out, or --overwrite to replace the earlier run")
+    cfg = load_config(config)
     if workers > 1:
-        _replay_sharded(config, traces, out, fmt, progress, earlier, workers, ray_address)
-        return
-    engine = Engine.from_config(config)
+        _replay_sharded(cfg, config, traces, out, fmt, progress, earlier, workers, ray_address)
+    else:
+        _replay_one(cfg, traces, out, fmt, progress, earlier)
+    click.echo(f"output: {out}")
+
+
+def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier):
+    """`replay` in this process, of the configuration `cfg`."""
+    from engine.api import Engine
+    engine = Engine(cfg)
     # before anything is processed or removed: a trace that is not an event stream is refused
     # here, so no output exists and no good event has been spent
     judgement = _judged(traces, engine)
     if judgement.refusal:
         raise LoadError(judgement.refusal)
-    if earlier:
-        for path in earlier:
-            path.unlink()
+    for path in earlier:
+        path.unlink()
     run = engine.replay(list(traces), out=out, drain=True, format=fmt, progress=progress, keep=False)
     click.echo(format_run(run.stats))
     click.echo(format_funnel(run.stats))
-    click.echo(f"output: {out}")
 
 
 def _check_out(out: Path) -> None:
@@ -237,15 +264,14 @@ def _check_out(out: Path) -> None:
         _fail(f"--out {out}: {probe} is not writable by this user")
 
 
-def _replay_sharded(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, earlier, workers: int,
+def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, earlier, workers: int,
                     ray_address: Optional[str] = None):
     """`replay --workers N` (engine.workers), on Ray with `ray_address` (engine.workers.cluster;
-    "": RAY_ADDRESS or a local cluster): the traces are judged here, as for one process, and
-    the earlier output removed before any worker starts (on Ray, once the cluster is reached)."""
+    "": RAY_ADDRESS or a local cluster) of the configuration `cfg` loaded from `config`: the
+    traces are judged here, as for one process, and the earlier output removed before any
+    worker starts (on Ray, once the cluster is reached)."""
     from engine import workers as sharded
     from engine._core import Core
-    from engine.language.config import load_config
-    cfg = load_config(config)
     judge = Core()
     judge.set_event_types(dict(cfg.event_types))
     judgement = _judged(traces, judge)
@@ -267,7 +293,6 @@ def _replay_sharded(config: Path, traces: tuple[Path, ...], out: Path, fmt, prog
         stats = sharded.replay(config, list(traces), out, workers=workers, format=fmt, progress=progress)
     click.echo(format_run(stats))
     click.echo(format_funnel(stats))
-    click.echo(f"output: {out}")
 
 
 class _NoPandas:
@@ -627,13 +652,16 @@ def demo(directory, subscribers: int, events: int):
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix="sigmatch-demo-"))
     directory.mkdir(parents=True, exist_ok=True)
-    config_path, traces = build_demo_world(directory, subscribers=subscribers, events=events)
-    click.echo(f"demo world: {subscribers:,} subscribers, {events:,} events in {directory}")
-    engine = Engine.from_config(config_path)
-    out = directory / "out"
-    run = engine.replay(traces, out=out, drain=True, keep=False)
-    click.echo(format_run(run.stats))
-    click.echo(format_funnel(run.stats, legend=True))
+    # the demo's programmes hold out controls: statsmodels, for their uplifts, is imported
+    # while the world is built and replayed
+    with intervals_ahead():
+        config_path, traces = build_demo_world(directory, subscribers=subscribers, events=events)
+        click.echo(f"demo world: {subscribers:,} subscribers, {events:,} events in {directory}")
+        engine = Engine.from_config(config_path)
+        out = directory / "out"
+        run = engine.replay(traces, out=out, drain=True, keep=False)
+        click.echo(format_run(run.stats))
+        click.echo(format_funnel(run.stats, legend=True))
     click.echo(f"configuration: {config_path}")
     click.echo(f"output:        {out}")
     for sub in sorted(p for p in out.iterdir() if p.is_dir()):

@@ -240,3 +240,27 @@ def test_replay_spares_the_import_of_pandas_and_a_later_user_still_gets_it():
         "print(type(table.to_pandas()).__name__, 'pandas' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "DataFrame", "True"]
+
+
+@pytest.fixture(scope="module")
+def held_out_world(tmp_path_factory):
+    """Large enough for some campaign's controls to reach MIN_CONTROLS: an uplift is shown."""
+    generated = generate(tmp_path_factory.mktemp("held-out"), subscribers=50_000, events=500_000, campaigns=4, seed=5)
+    return generated.config, generated.traces[0]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_fresh_replay_prints_the_uplifts_this_process_computes(held_out_world, tmp_path, workers):
+    """A `sigmatch replay` of its own imports statsmodels in a child process while it runs
+    (engine.closedloop.uplift.intervals_ahead); its funnel is the one computed here from its
+    stats.json, every interval included."""
+    import json
+    from engine.cli import format_funnel
+    config, trace = held_out_world
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(config), str(trace), "--out", str(out),
+                           "--no-progress", "--workers", workers], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = format_funnel(json.loads((out / "stats.json").read_text()))
+    assert re.search(r"\[[-+]\d+\.\d, [-+]\d+\.\d\]", table)       # some campaign has an interval
+    assert table in done.stdout

@@ -7,10 +7,15 @@ at the small rates and small control groups campaigns have, where the Wald inter
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
-__all__ = ["Uplift", "uplift", "uplifts", "MIN_CONTROLS"]
+__all__ = ["Uplift", "uplift", "uplifts", "intervals_ahead", "MIN_CONTROLS"]
 
 # Below this many controls an uplift is not shown as a figure: with a 5% holdout, a campaign
 # needs about 2,000 sends before its control group says anything.
@@ -63,12 +68,93 @@ def uplifts(counts: Sequence[tuple[int, int, int, int]], *, min_controls: int = 
     measured = [i for i, (sends, _, controls, _) in enumerate(counts) if sends and controls >= min_controls]
     intervals = {}
     if measured:
-        from statsmodels.stats.proportion import confint_proportions_2indep
-        import numpy as np
-        n1, x1, n2, x2 = (np.array([counts[i][k] for i in measured], np.int64) for k in range(4))
-        low, high = confint_proportions_2indep(x1, n1, x2, n2, method="newcomb", compare="diff", alpha=alpha)
-        intervals = {i: (float(a), float(b)) for i, a, b in zip(measured, np.atleast_1d(low), np.atleast_1d(high))}
+        n1, x1, n2, x2 = ([int(counts[i][k]) for i in measured] for k in range(4))
+        low, high = _from_ahead(x1, n1, x2, n2, alpha) or _newcombe(x1, n1, x2, n2, alpha)
+        intervals = {i: (float(a), float(b)) for i, a, b in zip(measured, low, high)}
     return [_figure(*c, intervals.get(i), min_controls) for i, c in enumerate(counts)]
+
+
+def _newcombe(x1: list[int], n1: list[int], x2: list[int], n2: list[int], alpha: float) -> tuple[list, list]:
+    """statsmodels' Newcombe intervals of x1/n1 - x2/n2, in this process: (lows, highs)."""
+    from statsmodels.stats.proportion import confint_proportions_2indep
+    import numpy as np
+    low, high = confint_proportions_2indep(*(np.array(v, np.int64) for v in (x1, n1, x2, n2)),
+                                           method="newcomb", compare="diff", alpha=alpha)
+    return np.atleast_1d(low).tolist(), np.atleast_1d(high).tolist()
+
+
+# The child of intervals_ahead: the same call as _newcombe, one JSON line of counts in, one of
+# intervals out. It imports neither sigmatch nor anything but NumPy and statsmodels, so it runs
+# wherever the interpreter that started it does. JSON keeps a float's every bit (repr).
+_CHILD = """\
+import json, sys
+import numpy as np
+from statsmodels.stats.proportion import confint_proportions_2indep
+for line in sys.stdin:
+    x1, n1, x2, n2, alpha = json.loads(line)
+    low, high = confint_proportions_2indep(*(np.array(v, np.int64) for v in (x1, n1, x2, n2)),
+                                           method="newcomb", compare="diff", alpha=alpha)
+    sys.stdout.write(json.dumps([np.atleast_1d(low).tolist(), np.atleast_1d(high).tolist()]) + "\\n")
+    sys.stdout.flush()
+"""
+
+_ahead: Optional[subprocess.Popen] = None
+_ahead_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def intervals_ahead(wanted: bool = True) -> Iterator[None]:
+    """While the block runs, import statsmodels in a child process, so that the uplifts
+    computed at its end do not wait for it. The import (scipy, pandas) takes about 1 s on the
+    development VM, more than half of a 100k-subscriber `sigmatch replay`; a replay's main
+    thread and its sinks use one core, so the child's import runs beside them rather than
+    after them. uplifts() inside the block asks the child; a child that failed, or is gone,
+    is replaced by the same call in this process (same library, same figures, the same error
+    if statsmodels is missing). `wanted` False, or no interpreter to start: nothing is
+    started. The child is stopped when the block ends; one killed with its parent exits at
+    its end of input."""
+    global _ahead
+    child = None
+    # already imported here (a second command in one process): nothing to gain
+    if wanted and sys.executable and "statsmodels.stats.proportion" not in sys.modules:
+        try:
+            child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        except OSError:
+            child = None
+    with _ahead_lock:
+        outer, _ahead = _ahead, child or _ahead
+    try:
+        yield
+    finally:
+        with _ahead_lock:
+            _ahead = outer
+        if child is not None:
+            child.kill()
+            child.wait()
+            for stream in (child.stdin, child.stdout):
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def _from_ahead(x1, n1, x2, n2, alpha: float) -> Optional[tuple[list, list]]:
+    """The intervals from intervals_ahead's child; None when there is none or it failed
+    (the caller then computes them here)."""
+    global _ahead
+    with _ahead_lock:
+        child = _ahead
+        if child is None:
+            return None
+        try:
+            child.stdin.write(json.dumps([x1, n1, x2, n2, alpha]) + "\n")
+            child.stdin.flush()
+            low, high = json.loads(child.stdout.readline())
+            if len(low) == len(high) == len(x1):
+                return low, high
+        except (OSError, ValueError, TypeError):
+            pass
+        _ahead = None       # not asked again: the caller's own import decides
+        return None
 
 
 def _figure(sends: int, send_conversions: int, controls: int, control_conversions: int,
