@@ -123,13 +123,26 @@ cdef enum:
     PREFETCH_NEAR = 8
     PREFETCH_CONTACT = 4
 
-cdef uint64_t MSISDN_LIMIT = 1000000000000000ULL   # 10**15: at most 15 digits
-cdef uint64_t TS_LIMIT = 1ULL << 53
-cdef int64_t DAY_MS = 86400000
-cdef uint64_t OCCUPIED = 1ULL << 63
-cdef uint32_t NO_INDEX = 0xFFFFFFFFu
-cdef uint32_t NO_MASK = 0xFFFFFFFFu
-cdef uint64_t NO_BUDGET = 0xFFFFFFFFFFFFFFFFULL
+# Constants the C compiler sees as such (a module-level cdef variable is a global it must load,
+# and a division by one is a division instruction): floor_div(ts, DAY_MS), on every event,
+# becomes a multiplication.
+cdef extern from *:
+    """
+    #define SM_MSISDN_LIMIT 1000000000000000ULL
+    #define SM_TS_LIMIT (1ULL << 53)
+    #define SM_DAY_MS ((int64_t)86400000)
+    #define SM_OCCUPIED (1ULL << 63)
+    #define SM_NO_INDEX 0xFFFFFFFFu
+    #define SM_NO_MASK 0xFFFFFFFFu
+    #define SM_NO_BUDGET 0xFFFFFFFFFFFFFFFFULL
+    """
+    const uint64_t MSISDN_LIMIT "SM_MSISDN_LIMIT"   # 10**15: at most 15 digits
+    const uint64_t TS_LIMIT "SM_TS_LIMIT"
+    const int64_t DAY_MS "SM_DAY_MS"
+    const uint64_t OCCUPIED "SM_OCCUPIED"
+    const uint32_t NO_INDEX "SM_NO_INDEX"
+    const uint32_t NO_MASK "SM_NO_MASK"
+    const uint64_t NO_BUDGET "SM_NO_BUDGET"
 cdef const char* GLOBAL_ID = "global"         # crc32(f"{msisdn}:global"): the global control group
 cdef const char* VARIANT_SUFFIX = ":variant"  # crc32(f"{msisdn}:{id}:variant"): a campaign's variant
 
