@@ -121,9 +121,15 @@ cdef enum:
     SHARD_MAX = 256
     SHARD_PUBLISH_EVERY = 32    # events between two publications of a worker's progress
 
-cdef int64_t SHARD_EVENT_DUE = 0x7FFFFFFFFFFFFFFFLL    # an event's campaigns come after its timers
-cdef uint64_t SHARD_END = 0xFFFFFFFFFFFFFFFFULL        # a lane that has finished
-cdef uint32_t FOREIGN_INDEX = 0xFFFFFFFEu               # another worker's subscriber (NO_INDEX - 1)
+cdef extern from *:
+    """
+    #define SM_SHARD_EVENT_DUE 0x7FFFFFFFFFFFFFFFLL
+    #define SM_SHARD_END 0xFFFFFFFFFFFFFFFFULL
+    #define SM_FOREIGN_INDEX 0xFFFFFFFEu
+    """
+    const int64_t SHARD_EVENT_DUE "SM_SHARD_EVENT_DUE"  # an event's campaigns come after its timers
+    const uint64_t SHARD_END "SM_SHARD_END"             # a lane that has finished
+    const uint32_t FOREIGN_INDEX "SM_FOREIGN_INDEX"     # another worker's subscriber (NO_INDEX - 1)
 
 
 cdef inline size_t shard_ring_off(uint64_t nr_budgets) noexcept nogil:
