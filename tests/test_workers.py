@@ -492,6 +492,12 @@ def test_a_worker_that_dies_fails_the_run(tight, tmp_path, monkeypatch):
     assert len(blocks) == 1 and blocks[0].closed
 
 
+def _workers_of(pid: int) -> list[int]:
+    """The forked workers among the children of `pid`: not multiprocessing's resource tracker
+    (a program of its own), nor the funnel's statsmodels import (uplift.intervals_ahead)."""
+    return [child for child, line in _children(pid) if "resource_tracker" not in line and "statsmodels" not in line]
+
+
 def _children(pid: int) -> list[tuple[int, str]]:
     """The processes whose parent is `pid`: (pid, command line)."""
     found = []
@@ -522,8 +528,7 @@ def test_the_command_names_the_worker_that_died(tight, tmp_path):
                              "--out", str(tmp_path / "out"), "--workers", "2", "--no-progress"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # the forked workers, not multiprocessing's resource tracker (a program of its own)
-        workers = _wait_for(lambda: [pid for pid, line in _children(proc.pid) if "resource_tracker" not in line])
+        workers = _wait_for(lambda: _workers_of(proc.pid))
         # the run's shared block is anonymous: no named segment can outlive it
         blocks = {line.split()[-1] for line in Path(f"/proc/{proc.pid}/maps").read_text().splitlines()
                   if "/dev/shm/" in line}
@@ -675,8 +680,7 @@ def test_workers_die_with_the_coordinator(tight, tmp_path, sig):
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        workers = _wait_for(lambda: [pid for pid, line in _children(proc.pid) if "resource_tracker" not in line]
-                            if len(_children(proc.pid)) >= 3 else [])
+        workers = _wait_for(lambda: _workers_of(proc.pid) if len(_workers_of(proc.pid)) >= 3 else [])
         proc.send_signal(sig)
         proc.wait(timeout=60)
         try:

@@ -16,7 +16,7 @@ import pytest
 
 from engine import workers as sharded
 from engine.world.gen import generate
-from tests.test_workers import _children, _gone, _wait_for, _workers_alive, outcome
+from tests.test_workers import _gone, _wait_for, _workers_alive, _workers_of, outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,8 +77,7 @@ def _start(config, traces, out: Path, workers: int = 2):
                              "--out", str(out), "--workers", str(workers), "--no-progress"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    workers_found = _wait_for(lambda: [pid for pid, line in _children(proc.pid)
-                                       if "resource_tracker" not in line][:workers] or None)
+    workers_found = _wait_for(lambda: _workers_of(proc.pid)[:workers] or None)
     return proc, workers_found
 
 
