@@ -159,8 +159,6 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
     cdef int outcome
     cdef bint watched
     heap_pop(E, &t)
-    if E.shm != NULL:
-        shard_note_pending(E)
     watched = E.watch_bits != NULL and watch_bit(E, t.subscriber)
     if watched:
         explain_timer(E, &t)
@@ -171,6 +169,11 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
     E.cur_due = t.due
     E.cur_created = t.created
     outcome = emit(E, t.campaign, t.subscriber, t.due, t.trigger_ts, t.cell, True)
+    if E.shm != NULL:
+        # only now that its send, if any, is in this lane's counts: another worker bounding
+        # what this one may still send (shard_budgets) reads the pending count, then the
+        # counts, and would otherwise find this timer in neither
+        shard_note_pending(E)
     if watched:
         explain_emit(E, t.subscriber, t.campaign, t.due, outcome)
         explain_state(E, t.subscriber, t.due)
