@@ -1253,6 +1253,8 @@ cdef class Core:
                     break
         if self.E.oom:
             self.E.oom = 0
+            if self.E.aborted:
+                return      # another worker failed: that is the run's error (Core.aborted)
             raise MemoryError("out of memory while draining")
 
     # ---- one subscriber, for the policy lookup -----------------------------------------
@@ -1550,6 +1552,8 @@ cdef class Core:
                 shard_publish(&self.E, self.E.events + 1, self.E.clock, SHARD_END)
         if self.E.oom:
             self.E.oom = 0
+            if self.E.aborted:
+                return      # another worker failed: that is the run's error (Core.aborted)
             raise MemoryError("out of memory while advancing the clock")
 
     # ---- shards (_shard.pxi, engine.workers) -------------------------------------------
@@ -1590,16 +1594,18 @@ cdef class Core:
         self.E.yield_rounds = 64 if copied else 20000
         self.E.shm = &view[0]
         if resume:
-            # What the others read of this worker, as it stands: its work up to the last
-            # event is done (a key published lower than the truth only makes them wait
-            # longer), its timers, and its budget counts
+            # What the others read of this worker, as it stands: its budget counts, its
+            # timers, and that its work up to the last event is done (a key published lower
+            # than the truth only makes them wait longer). In the order of every other
+            # write to a lane: a reader takes the key, then the timers, then the counts, so
+            # a key must never be seen before what it covers
             self.E.shard_fired = self.E.events
-            shard_publish(&self.E, self.E.events, SHARD_EVENT_DUE, 0)
-            shard_note_pending(&self.E)
             sm_begin(&lane_of(&self.E, shard).bver)
             for i in range(<uint32_t>nb):
                 lane_budgets(&self.E, shard)[i] = self.E.budgets[i]
             sm_end(&lane_of(&self.E, shard).bver)
+            shard_note_pending(&self.E)
+            shard_publish(&self.E, self.E.events, SHARD_EVENT_DUE, 0)
 
     def shard_done(self):
         """This worker has no more work: no other waits for it again."""

@@ -90,7 +90,14 @@ cdef extern from *:
        Workers on several hosts (engine.workers.cluster) wait milliseconds for a copy of the
        others' lanes, and the thread that copies them needs the core: they sleep sooner. */
     static inline void sm_pause(uint32_t round, uint32_t yields) {
-        if (round < 512) { __builtin_ia32_pause(); return; }
+        if (round < 512) {
+    #if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+    #elif defined(__aarch64__)
+            __asm__ volatile("yield");
+    #endif
+            return;
+        }
         if (round < 512 + yields) { sched_yield(); return; }
         struct timespec ts = {0, 50000};
         nanosleep(&ts, NULL);

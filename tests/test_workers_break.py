@@ -202,3 +202,80 @@ def test_every_worker_says_its_figures_under_v(tmp_path):
     for line in lines:
         assert "held back" in line and "waiting in all" in line
         assert line.endswith("s waiting for the coordinator to take its batches")
+
+
+_ONE_WORKER_SHORT = """
+import sys
+import engine.api as api
+import loaders.traces as traces
+from engine import workers as sharded
+from engine.errors import LoadError
+
+how, config, out, paths = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+traces.CHUNK_BYTES = 64 << 10
+real_chunks = traces.iter_chunks
+shard = [0]
+
+
+class Short:
+    # worker 1's core, out of memory at its third piece of the stream (Core.feed's status 4)
+    def __init__(self, core):
+        self._core, self._fed = core, 0
+
+    def __getattr__(self, name):
+        return getattr(self._core, name)
+
+    def feed(self, chunk):
+        self._fed += 1
+        if self._fed == 3:
+            self._core.feed(chunk[:len(chunk) // 2])
+            return 4
+        return self._core.feed(chunk)
+
+
+class Engine(api.Engine):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        shard[0] = kwargs.get("shard", (0, 1))[0]
+        if how == "memory" and shard[0] == 1:
+            self._core = Short(self._core)
+
+
+def chunks(source, chunk_bytes=64 << 10, on_file=None):
+    # worker 1 alone cannot read the trace past its third piece (a read error of its own)
+    for k, chunk in enumerate(real_chunks(source, chunk_bytes, on_file)):
+        if how == "read" and shard[0] == 1 and k == 2:
+            raise LoadError(f"{source[0]}: Input/output error")
+        yield chunk
+
+
+api.Engine = Engine
+traces.iter_chunks = chunks
+try:
+    sharded.replay(config, paths, out, workers=2)
+    print("complete")
+except sharded.WorkerError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("how", ["memory", "read"])
+def test_one_worker_stopping_short_fails_the_run(tmp_path, how):
+    """One worker alone stops part-way, out of memory or unable to read the trace, while the
+    other goes on to the end: the run fails naming it, never a merged output that lacks
+    that worker's subscribers after the point, presented as complete with a stats.json."""
+    generated = generate(tmp_path / "w", subscribers=2_000, events=60_000, seed=3)
+    done = subprocess.run([sys.executable, "-c", _ONE_WORKER_SHORT, how, str(generated.config), str(tmp_path / "out"),
+                           *map(str, generated.traces)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.strip()
+    if how == "memory":
+        assert said.startswith("worker 1 of 2 failed: out of memory (at event "), said
+    else:
+        assert said.startswith("the workers ended the stream at different points: worker 0 at event 60,000 (ok), "
+                               "worker 1 at event "), said
+        assert "(read error: " in said and "Input/output error" in said, said
+    assert said.endswith("(no stats.json)"), said
+    assert not (tmp_path / "out" / "stats.json").exists()
+    assert "Traceback" not in done.stderr, done.stderr
+    assert _workers_alive() == []

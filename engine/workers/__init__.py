@@ -39,7 +39,7 @@ from engine.api import SINK_BATCH, _DayCounts, _VariantCounts, configuration_ide
 from engine.errors import ConfigError, LoadError, SigmatchError
 from engine.language.compile import build_peer_tables, check_wheres, load_world, shard_world
 from engine.language.config import load_config
-from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE
+from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE, STREAM_STATUSES
 from engine.sinks import SinkSet, SinkThread
 from engine.wording import plural
 
@@ -269,6 +269,7 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
                 nbytes += len(chunk)
                 if core.aborted:
                     return
+                _refuse_short(core, status)
                 send_batch()
                 if status:
                     break
@@ -283,6 +284,7 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
             unread = str(e)
         if not status and unread is None:
             status = core.end_stream()
+            _refuse_short(core, status)
         if not status and unread is None:
             core.drain()
             if core.aborted:
@@ -317,6 +319,35 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
             core.shard_done()
         if finished is not None:
             finished()
+
+
+def _disagreement(ended: dict, workers: int) -> Optional[str]:
+    """Every worker reads the same bytes, so all end the stream at the same event with the
+    same status: the run's end is taken from worker 0's word. A worker that says otherwise
+    (a read error of its own, a bug) would make that a merged output presented as complete:
+    the run fails instead, naming it. `ended` maps a worker to its "end" message's
+    (status, error_offset, files, figures). Returns the failure's line, or None."""
+    def end(w):
+        status, offset, _, figures = ended[w]
+        return (int(status), int(offset) if status else 0, figures.get("unread"), int(figures["counts"]["events"]))
+
+    def said(w):
+        status, offset, unread, events = end(w)
+        how = "read error: " + unread if unread else STREAM_STATUSES[status] + (f" at byte {offset:,}" if status else "")
+        return f"worker {w} at event {events:,} ({how})"
+
+    for w in sorted(ended):
+        if end(w) != end(0):
+            return f"the workers ended the stream at different points: {said(0)}, {said(w)} of {workers}"
+    return None
+
+
+def _refuse_short(core, status: int) -> None:
+    """A worker that ran out of memory stopped at an event of its own, where the others go
+    on: one process would have stopped elsewhere, or not at all. Raises MemoryError, which
+    fails the run (a stream's other errors are in the bytes, the same for every worker)."""
+    if status == STREAM_STATUSES.index("out_of_memory") and not core.aborted:
+        raise MemoryError(f"at event {core.counts()['events']:,}")
 
 
 def _failure(e: BaseException) -> str:
@@ -661,6 +692,8 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
                 break
         if failure is None and len(ended) < workers:
             failure = f"{workers - len(ended)} of {workers} workers stopped before the end"
+        if failure is None:
+            failure = _disagreement(ended, workers)
         if failure is None:
             write(final=True)
     except BaseException:

@@ -110,7 +110,9 @@ class _Cores:
                 outcomes[i] = future.result()
             except BaseException as e:  # noqa: BLE001
                 outcomes[i] = e
-        failed = [(i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)]
+        # a worker whose own error it was comes before one stopped by the abort it caused
+        failed = sorted(((i, o) for i, o in enumerate(outcomes) if isinstance(o, BaseException)),
+                        key=lambda f: cores[f[0]].aborted)
         # the first that ran out of memory, not one stopped by its abort (every status is 4 then)
         short = [i for i, (core, o) in enumerate(zip(cores, outcomes)) if o == 4 and not core.aborted]
         if failed or short or any(core.aborted for core in cores):
