@@ -1639,7 +1639,10 @@ cdef class Core:
         cdef uint64_t[::1] v = values
         for q in range(lo, lo + <uint64_t>v.shape[0]):
             v[q - lo] = ring[q & self.E.ring_mask]
-        # the worker may have lapped the ring meanwhile: drop what it overwrote
+        # the worker may have lapped the ring meanwhile: drop the slots it may have
+        # overwritten, as far as ring_upto tells (it lags the ring's writes by up to
+        # SHARD_PUBLISH_EVERY events; a slot kept that holds a newer count lies below every
+        # reader's position, and is written again in order by a later export)
         upto_after = sm_load(&l.ring_upto)
         if upto_after > ring_len and upto_after - ring_len > lo:
             cut = min(<uint64_t>v.shape[0], upto_after - ring_len - lo)
