@@ -96,7 +96,8 @@ def format_run(stats: dict) -> str:
     bad = sum(run["bad_events"].values())
     timing = stats.get("timing") or {}
     eps = timing.get("events_per_s")
-    speed = f", {eps / 1e6:.2f}M events/s" if eps else ""
+    # a run of a few thousand events would read "0.00M"
+    speed = (f", {eps / 1e6:.2f}M events/s" if eps >= 100_000 else f", {eps / 1e3:.1f}k events/s") if eps else ""
     unknown = plural(run["unknown_subscribers"], "unknown subscriber")
     return (f"{plural(run['events'], 'event')} ({bad:,} bad, {unknown}, {run.get('late_events', 0):,} late), "
             f"{plural(run['actions'], 'action')}, {plural(run['conversions'], 'conversion')} "
@@ -190,31 +191,12 @@ def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ove
     """Replay TRACES (one stream, in order) through CONFIG's campaigns, then drain."""
     if ray_address is not None and workers < 2:
         raise click.UsageError("--ray needs --workers 2 or more (the shards it runs)")
-    # the funnel's uplifts need statsmodels: its import is taken off the end of the run
-    with intervals_ahead(_holds_out(config)):
-        spared = _arrow_without_pandas()
-        try:
-            _replay(config, traces, out, fmt, progress, overwrite, workers, ray_address)
-        finally:
-            if spared:
-                _arrow_with_pandas()
-
-
-def _holds_out(config: Path) -> bool:
-    """Whether the configuration file gives some campaign a holdout, so that the funnel will
-    show uplifts: a hint read before anything is imported or loaded (a file that does not
-    parse is reported by the load, not here)."""
-    import tomllib
-
-    def any_holdout(node) -> bool:
-        if isinstance(node, dict):
-            return bool(node.get("holdout")) or any(any_holdout(v) for v in node.values())
-        return isinstance(node, list) and any(any_holdout(v) for v in node)
-
+    spared = _arrow_without_pandas()
     try:
-        return any_holdout(tomllib.loads(config.read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return False
+        _replay(config, traces, out, fmt, progress, overwrite, workers, ray_address)
+    finally:
+        if spared:
+            _arrow_with_pandas()
 
 
 def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int = 1,
@@ -228,10 +210,13 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
               "a second run would number its actions from 1 again and the gateway would send them twice: "
               "give a new --out, or --overwrite to replace the earlier run")
     cfg = load_config(config)
-    if workers > 1:
-        _replay_sharded(cfg, config, traces, out, fmt, progress, earlier, workers, ray_address)
-    else:
-        _replay_one(cfg, traces, out, fmt, progress, earlier)
+    # the funnel's uplifts need statsmodels: its import is taken off the end of the run, from
+    # the configuration as loaded (read once: CONFIG may be a pipe)
+    with intervals_ahead(any(c.holdout for c in cfg.campaigns)):
+        if workers > 1:
+            _replay_sharded(cfg, config, traces, out, fmt, progress, earlier, workers, ray_address)
+        else:
+            _replay_one(cfg, traces, out, fmt, progress, earlier)
     click.echo(f"output: {out}")
 
 
@@ -290,7 +275,7 @@ def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt,
                                format=fmt, progress=progress, ready=remove_earlier)
     else:
         remove_earlier()
-        stats = sharded.replay(config, list(traces), out, workers=workers, format=fmt, progress=progress)
+        stats = sharded.replay(cfg, list(traces), out, workers=workers, format=fmt, progress=progress)
     click.echo(format_run(stats))
     click.echo(format_funnel(stats))
 

@@ -264,3 +264,32 @@ def test_a_fresh_replay_prints_the_uplifts_this_process_computes(held_out_world,
     table = format_funnel(json.loads((out / "stats.json").read_text()))
     assert re.search(r"\[[-+]\d+\.\d, [-+]\d+\.\d\]", table)       # some campaign has an interval
     assert table in done.stdout
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_configuration_through_a_pipe_is_read_once(held_out_world, tmp_path, workers):
+    """CONFIG may be a pipe (/dev/stdin, <(...)), which reads once: the replay, with or
+    without workers, runs the campaigns it held (its paths made absolute, as a pipe has no
+    directory of its own), the uplifts included."""
+    config, trace = held_out_world
+    text = re.sub(r'= "((?:profiles|lists/|areas/)[^"]*)"', lambda m: f'= "{config.parent / m.group(1)}"',
+                  config.read_text())
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "replay", "/dev/stdin", str(trace), "--out", str(out),
+                           "--no-progress", "--workers", workers], input=text, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "500,000 events" in done.stdout
+    assert re.search(r"\[[-+]\d+\.\d, [-+]\d+\.\d\]", done.stdout)
+
+
+@pytest.mark.parametrize("nested", ["a." * 400 + "b = 1\n", "x = " + "[" * 3000 + "]" * 3000 + "\n",
+                                    "x = " + "{a=" * 600 + "1" + "}" * 600 + "\n"])
+def test_a_configuration_nested_too_deeply_is_one_line(tmp_path, nested):
+    (tmp_path / "campaigns.toml").write_text(nested)
+    (tmp_path / "trace.msgpack").write_bytes(b"")
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(tmp_path / "campaigns.toml"),
+                           str(tmp_path / "trace.msgpack"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
+    assert "campaigns.toml" in done.stderr

@@ -2,6 +2,8 @@
 as statsmodels gives it, and when no figure is shown."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 import pytest
@@ -143,15 +145,25 @@ def test_an_interpreter_that_cannot_start_leaves_the_work_here(not_imported, mon
         assert uplifts(EDGES[:2]) == not_imported(EDGES[:2])
 
 
-@pytest.mark.parametrize("text, holds", [
-    ('[[campaign]]\nid = "a"\nholdout = 0.05\n', True),
-    ('[[campaign]]\nid = "a"\nholdout = 0.0\n', False),
-    ('[[campaign]]\nid = "a"\n', False),
-    ('[[campaign]]\nid = "a"\nholdout = \n', False),          # not TOML: the load reports it
-])
-def test_a_configuration_holds_out_when_a_campaign_does(tmp_path, text, holds):
-    from engine.cli import _holds_out
-    path = tmp_path / "campaigns.toml"
-    path.write_text(text)
-    assert _holds_out(path) is holds
-    assert _holds_out(tmp_path / "missing.toml") is False
+def test_a_child_that_does_not_answer_in_time_is_replaced(not_imported, monkeypatch):
+    """A child stopped or stuck (here: stopped by SIGSTOP) holds the funnel up ANSWER_S at
+    most: then it is killed, and the figures are computed here."""
+    monkeypatch.setattr(uplift_module, "ANSWER_S", 0.5)
+    with intervals_ahead():
+        child = uplift_module._ahead
+        os.kill(child.pid, signal.SIGSTOP)
+        assert uplifts(EDGES) == not_imported(EDGES)
+        assert uplift_module._ahead is None
+        assert child.wait(timeout=30) == -signal.SIGKILL
+
+
+def test_the_child_runs_nothing_from_the_current_directory(not_imported, monkeypatch, tmp_path):
+    """The child is an interpreter started with -c: by default that puts the current
+    directory first on its path, and a json.py left there (a shared /tmp) would run."""
+    (tmp_path / "json.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\nraise SystemExit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    with intervals_ahead():
+        child = uplift_module._ahead
+        assert uplifts(EDGES) == not_imported(EDGES)
+        assert uplift_module._ahead is child            # it answered
+    assert not (tmp_path / "ran").exists()

@@ -100,6 +100,10 @@ for line in sys.stdin:
 
 _ahead: Optional[subprocess.Popen] = None
 _ahead_lock = threading.Lock()
+# Seconds the funnel waits for the child's answer once it asks (the import takes about 1 s,
+# and has had the whole run): a child stopped or stuck past it is killed, and the figures
+# are computed here, as when it failed.
+ANSWER_S = 10.0
 
 
 @contextlib.contextmanager
@@ -118,7 +122,9 @@ def intervals_ahead(wanted: bool = True) -> Iterator[None]:
     # already imported here (a second command in one process): nothing to gain
     if wanted and sys.executable and "statsmodels.stats.proportion" not in sys.modules:
         try:
-            child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE,
+            # -P: the current directory is not on the child's path (a json.py left in a
+            # shared directory would run in it)
+            child = subprocess.Popen([sys.executable, "-P", "-c", _CHILD], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         except OSError:
             child = None
@@ -145,6 +151,9 @@ def _from_ahead(x1, n1, x2, n2, alpha: float) -> Optional[tuple[list, list]]:
         child = _ahead
         if child is None:
             return None
+        # a child that does not answer in time is killed: its readline then ends
+        deadline = threading.Timer(ANSWER_S, child.kill)
+        deadline.start()
         try:
             child.stdin.write(json.dumps([x1, n1, x2, n2, alpha]) + "\n")
             child.stdin.flush()
@@ -153,6 +162,8 @@ def _from_ahead(x1, n1, x2, n2, alpha: float) -> Optional[tuple[list, list]]:
                 return low, high
         except (OSError, ValueError, TypeError):
             pass
+        finally:
+            deadline.cancel()
         _ahead = None       # not asked again: the caller's own import decides
         return None
 

@@ -38,7 +38,7 @@ import numpy as np
 from engine.api import SINK_BATCH, _DayCounts, _VariantCounts, configuration_identity, run_stats, stream_error
 from engine.errors import ConfigError, LoadError, SigmatchError
 from engine.language.compile import build_peer_tables, check_wheres, load_world, shard_world
-from engine.language.config import load_config
+from engine.language.config import Config, load_config
 from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE, STREAM_STATUSES
 from engine.sinks import SinkSet, SinkThread
 from engine.wording import plural
@@ -587,7 +587,7 @@ class _Forked:
 def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional[str] = None,
            progress: Optional[bool] = None) -> dict:
     """Replay `traces` (paths, one stream in order) through the configuration at
-    `config_path` on `workers` processes, then drain, writing to `out` what one process
+    `config_path` (or that Config, loaded) on `workers` processes, then drain, writing to `out` what one process
     would write (engine.api.Engine.replay). Returns the stats written to stats.json.
     Raises StreamError as one process would (after writing what was emitted before the
     break, and stats.json), WorkerError when a worker fails (stats.json is then not written),
@@ -596,11 +596,13 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     as one process would, after stats.json, for a trace that cannot be read part-way."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}")
+    # a configuration already loaded is taken as it is (the command's CONFIG may be a pipe,
+    # read once)
+    config = config_path if isinstance(config_path, Config) else load_config(Path(config_path))
     if workers == 1:
         from engine.api import Engine
-        return Engine.from_config(config_path).replay([Path(t) for t in traces], out=out, drain=True,
-                                                       format=format, progress=progress, keep=False).stats
-    config = load_config(Path(config_path))
+        return Engine(config).replay([Path(t) for t in traces], out=out, drain=True,
+                                     format=format, progress=progress, keep=False).stats
     # loaded once, here: the forked workers share it, each compiles its own subscribers and
     # then frees it (no frame of this process holds it while they are forked); the
     # coordinator merges records only
