@@ -207,3 +207,52 @@ def test_a_reload_frees_the_workers_it_replaces(tight):
     finally:
         gc.enable()
     engine.close()
+
+
+def test_a_rejected_reload_leaves_the_explanations_to_the_running_campaigns(tight, monkeypatch):
+    """A reload whose second worker's engine fails (out of memory: a reload holds two states)
+    after the first's was built is rejected, and the running engine goes on: its watched
+    subscribers are still explained with the running configuration's campaigns, not with
+    those of the configuration refused (a campaign renamed there)."""
+    config, data = tight
+    renamed = config.parent / "renamed.toml"       # beside it: its paths are relative
+    renamed.write_text(config.read_text().replace('id = "crbt_school"', 'id = "renamed_in_refused"'))
+    pieces = pieces_of(data, np.random.default_rng(11).integers(0, len(data), 12).tolist())
+    one, many = Engine.from_config(config), ShardedEngine.build(config, 2)
+    actions = feed_all(Engine.from_config(config), pieces)[0]["actions"]
+    school = [c.id for c in one.config.campaigns].index("crbt_school")
+    # subscribers of both workers whom the renamed campaign contacts: their explanations name it
+    contacted = [int(m) for m in np.unique(actions["msisdn"][actions["campaign"] == school])]
+    watched = [m for m in contacted if many.shard_for(m) is many.shards[0]][:3]
+    watched += [m for m in contacted if many.shard_for(m) is many.shards[1]][:3]
+    assert len(watched) == 6
+    for engine in (one, many):
+        engine.watch(watched, ring=1000)
+    feed_all(one, pieces[:6])
+    calls = [0]
+    built = Engine._reloaded
+
+    def second_fails(self, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise MemoryError("the second worker's new engine")
+        return built(self, *args, **kwargs)
+
+    core = many._core
+    core.begin_stream()
+    for piece in pieces[:6]:
+        core.feed(piece)
+        core.take_actions(), core.take_conversions(), core.take_dead_letters()
+    monkeypatch.setattr(Engine, "_reloaded", second_fails)
+    with pytest.raises(MemoryError):
+        many.reload(renamed)
+    monkeypatch.setattr(Engine, "_reloaded", built)
+    for piece in pieces[6:]:
+        for c in (one._core, core):
+            c.feed(piece)
+            c.take_actions(), c.take_conversions(), c.take_dead_letters()
+    for msisdn in watched:
+        theirs = many.explanation(msisdn)
+        assert "renamed_in_refused" not in str(theirs) and "crbt_school" in str(theirs), msisdn
+        assert theirs == one.explanation(msisdn), msisdn
+    many.close()

@@ -305,7 +305,7 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
         send_batch()
         send(("end", int(status), int(core.error_offset), files, {
             "counts": core.counts(), "funnel": core.funnel(), "pending": int(core.pending), "said": said,
-            "unread": unread,
+            "unread": unread, "bytes": nbytes,
         }))
     except (BrokenPipeError, ConnectionResetError):
         pass        # the coordinator is gone (killed): no one is left to tell
@@ -324,17 +324,18 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
 def _disagreement(ended: dict, workers: int) -> Optional[str]:
     """Every worker reads the same bytes, so all end the stream at the same event with the
     same status: the run's end is taken from worker 0's word. A worker that says otherwise
-    (a read error of its own, a bug) would make that a merged output presented as complete:
-    the run fails instead, naming it. `ended` maps a worker to its "end" message's
+    (a read error of its own, a bug; on Ray, a host whose copy of a trace differs) would make
+    that a merged output presented as complete: the run fails instead, naming it. `ended` maps a worker to its "end" message's
     (status, error_offset, files, figures). Returns the failure's line, or None."""
     def end(w):
-        status, offset, _, figures = ended[w]
-        return (int(status), int(offset) if status else 0, figures.get("unread"), int(figures["counts"]["events"]))
+        status, offset, files, figures = ended[w]
+        return (int(status), int(offset) if status else 0, figures.get("unread"), int(figures["counts"]["events"]),
+                int(figures["bytes"]), [tuple(f) for f in files])
 
     def said(w):
-        status, offset, unread, events = end(w)
+        status, offset, unread, events, nbytes, _ = end(w)
         how = "read error: " + unread if unread else STREAM_STATUSES[status] + (f" at byte {offset:,}" if status else "")
-        return f"worker {w} at event {events:,} ({how})"
+        return f"worker {w} at event {events:,}, byte {nbytes:,} of the stream ({how})"
 
     for w in sorted(ended):
         if end(w) != end(0):

@@ -391,9 +391,18 @@ class ShardedEngine(EngineFigures):
         from engine.language.config import load_config
         config = load_config(Path(config_path) if config_path else self.config.path)
         world = load_world(config)
-        shards = [engine._reloaded(config, world) for engine in self.shards]
-        release_columns(world)
-        new = ShardedEngine(config, shards, seq=self.seq, conversion_seq=self.conversion_seq)
+        try:
+            shards = [engine._reloaded(config, world) for engine in self.shards]
+            release_columns(world)
+            new = ShardedEngine(config, shards, seq=self.seq, conversion_seq=self.conversion_seq)
+        except BaseException:
+            # a worker's new engine that fails (out of memory: a reload holds two states)
+            # after others were built: their explainers moved to new engines that are now
+            # dropped, and would name the rejected configuration's campaigns
+            for engine in self.shards:
+                if engine._explainer is not None:
+                    engine._explainer.bind(engine)
+            raise
         new.reload_dropped = sum(engine.reload_dropped for engine in shards)
         new._watched = list(self._watched)      # each worker's engine carries its own watch over
         self.close()
