@@ -421,3 +421,41 @@ def test_a_worker_that_finished_first_still_takes_the_others():
         peer.sendall(b"t" * 32 + struct.pack("<H", 1) + _lane())
         _wait_until(lambda: core.imported)
     assert len(core.imported) == 1 and not core.aborted
+
+
+def test_a_worker_gone_silent_fails_the_run(monkeypatch):
+    """A link cut between two hosts that both still answer Ray brings nothing more: the
+    worker on the other end fails the run after SILENT_S, rather than wait for ever (a
+    worker's lane comes at least every HEARTBEAT_S, changed or not)."""
+    monkeypatch.setattr(cluster, "SILENT_S", 0.5)
+    relay, core, port, t = _relay_pair()
+    with socket.create_connection(("127.0.0.1", port)) as peer:
+        peer.sendall(b"t" * 32 + struct.pack("<H", 1) + _lane())
+        _wait_until(lambda: core.aborted)
+        assert len(core.imported) == 1
+        assert relay.failed == ["the lanes from worker 1 broke off: nothing came for 0.5 s"]
+    relay.close()
+
+
+def test_an_unchanged_lane_is_sent_again(monkeypatch):
+    """A waiting worker's lane does not change: it goes out again every HEARTBEAT_S, so that
+    the others can tell it from a link cut."""
+    monkeypatch.setattr(cluster, "HEARTBEAT_S", 0.1)
+    monkeypatch.setattr(cluster, "RELAY_PERIOD_S", 0.01)
+    receiver, core, port, t = _relay_pair()
+
+    class Still(_Recorder):
+        def shard_export(self, ring_from):
+            return (5, 7, 0), 1, 2, b"\0" * 8, 0, np.zeros(0, np.uint64)
+
+    sender = cluster._Relay(1, 2, b"t" * 32, 8, 16, True)
+    sender.core = Still()
+    sender.peers = [("127.0.0.1", port), ("127.0.0.1", 0)]
+    sender.peers_known.set()
+    thread = threading.Thread(target=sender._send, daemon=True)
+    thread.start()
+    _wait_until(lambda: len(core.imported) >= 3)
+    assert len(core.imported) >= 3 and not core.aborted and not sender.failed
+    sender.done.set()
+    thread.join(timeout=10)
+    receiver.close()

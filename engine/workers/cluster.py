@@ -33,6 +33,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -82,6 +83,12 @@ _LANE = struct.Struct("<QqQQQQII")
 _TOKEN_BYTES = 32
 # How long a connection to a worker's relay may take to say who it is (seconds)
 HELLO_S = 10.0
+# A worker's lane is sent again unchanged after this long (seconds), and a connection that
+# brings nothing for SILENT_S fails the run: a waiting worker changes nothing, so without
+# it a link cut between two hosts that both still answer Ray (a partition, a firewall)
+# would hold both waiting for ever, the coordinator taking no message
+HEARTBEAT_S = 1.0
+SILENT_S = 60.0
 _HELLO = struct.Struct("<H")
 
 
@@ -213,6 +220,7 @@ class _Relay:
     def _receive(self, sock: socket.socket, peer: int) -> None:
         limit = _LANE.size + self.counts_bytes + 16 * self.ring_len
         try:
+            sock.settimeout(SILENT_S)
             while True:
                 head = _recv_exact(sock, 4)
                 if head is None:
@@ -233,6 +241,8 @@ class _Relay:
                     raise ValueError("a ring part out of order")
                 ring = _decode_ring((ring_n, starts, values))
                 self.core.shard_import(peer, (pos, due, created), pend, hw, body[_LANE.size:at], lo, ring)
+        except socket.timeout:
+            self.fail(f"the lanes from worker {peer} broke off: nothing came for {SILENT_S:g} s")
         except (OSError, ValueError) as e:
             self.fail(f"the lanes from worker {peer} broke off: {e}")
         finally:
@@ -255,13 +265,15 @@ class _Relay:
                 self.outgoing.append(sock)
             ring_from = 0
             last = None
+            sent = time.monotonic()
             while True:
                 final = self.done.is_set()
                 key, pend, hw, counts, lo, ring = self.core.shard_export(ring_from)
                 if not self.ship_ring:
                     ring = ring[:0]
-                if (key, pend, hw, counts) != last or len(ring):
+                if (key, pend, hw, counts) != last or len(ring) or time.monotonic() - sent >= HEARTBEAT_S:
                     last = (key, pend, hw, counts)
+                    sent = time.monotonic()
                     ring_from = lo + len(ring)
                     ring_n, starts, values = _encode_ring(ring)
                     body = b"".join((_LANE.pack(*key, pend, hw, lo, ring_n, len(starts)), counts,
