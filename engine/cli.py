@@ -16,7 +16,7 @@ import click
 from engine.closedloop.uplift import MIN_CONTROLS, intervals_ahead, uplifts
 from engine.errors import LoadError, SigmatchError
 from engine.privacy import JsonLogFormatter, LogFormatter, MaskedStream, scrub
-from engine.wording import plural
+from engine.wording import per_second, plural
 
 __all__ = ["main"]
 
@@ -96,8 +96,7 @@ def format_run(stats: dict) -> str:
     bad = sum(run["bad_events"].values())
     timing = stats.get("timing") or {}
     eps = timing.get("events_per_s")
-    # a run of a few thousand events would read "0.00M"
-    speed = (f", {eps / 1e6:.2f}M events/s" if eps >= 100_000 else f", {eps / 1e3:.1f}k events/s") if eps else ""
+    speed = f", {per_second(eps)}" if eps else ""
     unknown = plural(run["unknown_subscribers"], "unknown subscriber")
     return (f"{plural(run['events'], 'event')} ({bad:,} bad, {unknown}, {run.get('late_events', 0):,} late), "
             f"{plural(run['actions'], 'action')}, {plural(run['conversions'], 'conversion')} "
@@ -703,7 +702,7 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
     click.echo(f"  campaigns: {world.config.name} ({world.campaigns} campaigns)")
     click.echo(f"  trace:     {world.events:,} events, {world.trace_bytes / 1e6:,.1f} MB in "
                f"{', '.join(p.name for p in world.traces[:3])}{' ...' if len(world.traces) > 3 else ''}")
-    click.echo(f"generated in {world.elapsed_s:.2f} s; the trace at {world.events_per_s / 1e6:.2f}M events/s")
+    click.echo(f"generated in {world.elapsed_s:.2f} s; the trace at {per_second(world.events_per_s)}")
 
 
 @main.command()
@@ -1061,10 +1060,19 @@ def console_adduser(ctx, name: str, role: str, data):
         from engine.console.auth import MIN_PASSWORD_LENGTH, hash_password
     except ImportError as e:
         _fail(f"the console needs its extra ({e.name} is missing): pip install 'sigmatch[console]'")
-    if sys.stdin.isatty():
-        password = click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
+    not_utf8 = ("the password (read from standard input) is not UTF-8 text: set the terminal to UTF-8, "
+                "or pipe it in UTF-8")
+    try:
+        if sys.stdin.isatty():
+            password = click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
+        else:
+            password = sys.stdin.readline().rstrip("\r\n")
+        # bytes that are not UTF-8 (a GBK terminal) fail to decode, or arrive as surrogates
+        # (the C locale): the browser's form sends UTF-8, so such a password could never be
+        # typed at the log-in page either
+        password.encode("utf-8")
+    except UnicodeError:
+        _fail(not_utf8)
     if len(password) < MIN_PASSWORD_LENGTH:
         _fail(f"the password (read from standard input) is shorter than {MIN_PASSWORD_LENGTH} characters")
     store = _console_store(data)

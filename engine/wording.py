@@ -13,3 +13,11 @@ def plural(count: int, noun: str, nouns: Optional[str] = None) -> str:
     if count == 1:
         return f"{count:,} {noun}"
     return f"{count:,} {nouns or noun + 's'}"
+
+
+def per_second(rate: float, unit: str = "events") -> str:
+    """A rate for a person: '3.34M events/s', or '1.4k events/s' below 100,000 a second (a
+    run of a few thousand events would otherwise read '0.00M')."""
+    if rate >= 100_000:
+        return f"{rate / 1e6:.2f}M {unit}/s"
+    return f"{rate / 1e3:.1f}k {unit}/s"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import LoadError
-from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_strings, read_lines
+from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_strings, read_lines, refuse_special
 
 __all__ = ["load_area"]
 
@@ -26,6 +26,7 @@ def load_area(path, fmt: TextFormat = DEFAULT_FORMAT) -> np.ndarray:
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    refuse_special(path, "area")
     try:
         if suffix == ".txt":
             lines = read_lines(path, fmt).to_pylist()

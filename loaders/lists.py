@@ -18,7 +18,7 @@ from pyroaring import BitMap, BitMap64
 from engine.errors import LoadError
 from engine.privacy import mask_msisdn
 from engine.wording import plural
-from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_strings, read_lines
+from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_strings, read_lines, refuse_special
 
 __all__ = ["load_list", "read_roaring"]
 
@@ -50,6 +50,7 @@ def load_list(path, fmt: TextFormat = DEFAULT_FORMAT) -> np.ndarray:
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    refuse_special(path, "list")
     try:
         if suffix == ".roar":
             return _roaring_values(path)

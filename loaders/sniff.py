@@ -141,7 +141,7 @@ def _text_kind(sample: bytes) -> tuple[Optional[str], bool]:
         # JSON lines when the first line is a whole JSON value and more lines follow
         try:
             json.loads(lines[0])
-        except ValueError:
+        except (ValueError, RecursionError):
             return "JSON", not_utf8
         return ("JSON lines" if len(lines) > 1 else "JSON"), not_utf8
     if any(separator in lines[0] for separator in ",;\t|"):

@@ -579,6 +579,14 @@ def test_campaigns_say_whether_the_service_runs_the_live_file(app, world):
     assert "cannot be read" in logged_in(app, "vera").get("/campaigns").text
 
 
+def test_a_stats_json_nested_too_deeply_is_a_problem_not_an_error_page(app, world):
+    (world / "out" / "stats.json").write_text("[" * 100_000 + "]" * 100_000)
+    client = logged_in(app, "vera")
+    for path in ("/campaigns", "/watch"):
+        answer = client.get(path)
+        assert answer.status_code == 200 and "cannot be read (RecursionError)" in answer.text, path
+
+
 def test_campaigns_say_when_the_live_file_does_not_load(app, world):
     (world / "world" / "campaigns.toml").write_text("[[campaign]]\nid = 3\n")
     page = logged_in(app, "vera").get("/campaigns")
@@ -660,6 +668,24 @@ def test_adduser_reads_the_password_from_stdin(world):
     assert code == 0 and "updated ann (viewer)" in out
     assert store.user("ann")["role"] == "viewer"
     assert [e["action"] for e in store.audit_entries()] == ["user_changed", "user_added"]
+
+
+@pytest.mark.parametrize("locale", ["C.UTF-8", "C"])
+def test_adduser_refuses_a_password_that_is_not_utf8(world, locale):
+    """Bytes of another encoding (a GBK terminal) could never be typed at the log-in page,
+    whose form sends UTF-8: one line, and no user. (Under the C locale Python reads them as
+    surrogates, under a UTF-8 one it fails to decode them.)"""
+    import subprocess
+    import sys
+    data = world / "data"
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "console", "adduser", "ann", "--role", "viewer",
+                           "--data", str(data)], input=b"\xff\xfe\xfd" + PASSWORD.encode() + b"\n",
+                          capture_output=True, env={**os.environ, "LC_ALL": locale, "PYTHONUTF8": "0"})
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines() == [
+        "sigmatch: error: the password (read from standard input) is not UTF-8 text: set the terminal to UTF-8, "
+        "or pipe it in UTF-8"]
+    assert not (data / "console.db").exists() or Store(data / "console.db").user("ann") is None
 
 
 def test_deluser_removes_a_user_and_keeps_the_trail(world):

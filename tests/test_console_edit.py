@@ -849,3 +849,26 @@ def test_a_live_file_that_is_not_utf8_or_gone_is_one_line_on_every_page_never_a_
     for path in ("/configuration", "/versions", "/campaigns/crbt_school/edit"):
         page = ed.get(path)
         assert page.status_code == 409 and "cannot read the live configuration" in page.text, path
+
+
+def test_a_loaders_error_quoting_a_number_is_shown_masked(app, world):
+    """A profiles export without its header line: the loader's error quotes the first row as
+    the header, a subscriber's number among it. The edit page, the approver's flash (which
+    travels in the session cookie) and the audit trail show it masked, as the CLI does."""
+    ed, ann = user(app, "ed"), user(app, "ann")
+    saved = campaign_form(ed, "crbt_school", template="NEW", why="new offer")
+    vid = saved.headers["location"].rsplit("/", 1)[1]
+    profiles = world.parent / "profiles.csv"
+    profiles.write_text("\n".join(profiles.read_text().splitlines()[1:]) + "\n")    # the header lost
+    number = profiles.read_text().split(",", 1)[0]
+    assert len(number) == 11
+    answer = campaign_form(ed, "crbt_school", template="OTHER", why="another")
+    assert answer.status_code == 400 and "no msisdn column" in answer.text
+    assert number not in answer.text and f"{number[:3]}****{number[-4:]}" in answer.text
+    page = ann.get(f"/versions/{vid}").text
+    answer = ann.post(f"/versions/{vid}/approve", data={"csrf_token": _token(page), "note": ""})
+    assert answer.status_code == 303
+    page = ann.get(answer.headers["location"]).text
+    assert "no longer validates" in page and number not in page
+    entries = app.state.store.audit_entries(action="version.approve_refused")
+    assert entries and all(number not in str(entry) for entry in entries)

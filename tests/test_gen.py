@@ -279,11 +279,21 @@ def test_tiny_world_core_equals_reference_model(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(subscribers=10), dict(events=-1), dict(days=0), dict(trace_files=0),
-                                 dict(profiles_format="json"), dict(start="02/11/2026"), dict(campaigns=1.5)])
+                                 dict(profiles_format="json"), dict(start="02/11/2026"), dict(campaigns=1.5),
+                                 dict(start="9999-12-31"), dict(start="9001-01-01"), dict(start="2001-12-31"),
+                                 dict(start="0001-01-01")])
 def test_bad_arguments(tmp_path, bad):
     arguments = dict(subscribers=1_000, events=1_000) | bad
     with pytest.raises(ValueError):
-        generate(tmp_path, **arguments)
+        generate(tmp_path / "w", **arguments)
+    assert not (tmp_path / "w").exists()          # refused before anything is written
+
+
+@pytest.mark.parametrize("start", ["2002-01-01", "9000-12-31"])
+def test_the_first_and_last_start_make_a_world_that_replays(tmp_path, start):
+    world = generate(tmp_path, subscribers=100, events=200, seed=2, start=start)
+    run = Engine.from_config(world.config).replay(world.traces, drain=True)
+    assert run.stats["run"]["events"] == 200
 
 
 def test_gen_command(tmp_path):

@@ -1,6 +1,7 @@
 """Profiles, lists and areas: what the loaders make of operators' files (SPEC §1.1-§1.3)."""
 import datetime
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -395,6 +396,22 @@ def test_unreadable_lists_are_load_errors_naming_the_file(tmp_path, name, conten
         write(tmp_path / name, content)
     with pytest.raises(LoadError, match=name.replace(".", r"\.")):
         load_list(tmp_path / name)
+
+
+@pytest.mark.parametrize("kind", ["pipe", "directory"])
+@pytest.mark.parametrize("load", [load_list, load_area])
+def test_a_list_or_area_that_is_no_regular_file_is_refused(tmp_path, kind, load):
+    """A FIFO would block the load for ever (and a device fill the memory): refused at once."""
+    path = tmp_path / "staff.txt"
+    os.mkfifo(path) if kind == "pipe" else path.mkdir()
+    words = "a pipe" if kind == "pipe" else "a directory"
+    with pytest.raises(LoadError, match=f"staff.txt: cannot read (list|area): {words}, not a regular file"):
+        load(path)
+
+
+def test_a_list_whose_first_line_is_json_nested_deeply_is_one_error(tmp_path):
+    with pytest.raises(LoadError, match="staff.txt"):
+        load_list(write(tmp_path / "staff.txt", "[" * 100_000 + "\n"))
 
 
 # --- areas ------------------------------------------------------------------------------------

@@ -392,6 +392,10 @@ def test_refusals_are_one_line(known, tmp_path):
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "stats.json").write_text("{not json")
     one_line_error(*sigmatch("report", tmp_path / "junk"), "junk/stats.json", "not a sigmatch stats.json")
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "stats.json").write_text("[" * 100_000 + "]" * 100_000)
+    one_line_error(*sigmatch("report", tmp_path / "deep"), "deep/stats.json", "not a sigmatch stats.json",
+                   "nested too deeply")
     other = Output(sha="cd" * 32).contacts("promo", "A", "send", 3).write(tmp_path / "other")
     one_line_error(*sigmatch("report", known, other), str(other), "another configuration", "sha256")
     one_line_error(*sigmatch("report", known, known), "named twice")

@@ -271,6 +271,8 @@ def _read_stats(path: Path) -> dict:
         stats = json.loads(stats_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ReportError(f"{stats_path}: not a sigmatch stats.json ({e})") from None
+    except RecursionError:
+        raise ReportError(f"{stats_path}: not a sigmatch stats.json (nested too deeply)") from None
     if not isinstance(stats, dict) or not isinstance(stats.get("campaigns"), dict):
         raise ReportError(f"{stats_path}: not a sigmatch stats.json (no campaigns)")
     problem = _stats_problem(stats)

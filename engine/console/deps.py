@@ -141,12 +141,15 @@ def audit(request: Request, action: str, target: str = "", detail: str = "") -> 
     """Record `action` on `target` by the current user (or '' before a login) from the
     request's client address; the entry's id."""
     user = current_user(request)
-    return get_store(request).add_audit(user.name if user else "", action, target, detail, client_address(request))
+    # stored masked, as lookups' targets are: an error's detail may quote a number of a file
+    return get_store(request).add_audit(user.name if user else "", action, target, mask_numbers(detail),
+                                        client_address(request))
 
 
 def flash(request: Request, message: str, kind: str = "info") -> None:
-    """A message for the next page rendered in this session (kind: info or error)."""
-    request.session.setdefault("flash", []).append([kind, message])
+    """A message for the next page rendered in this session (kind: info or error); numbers
+    in it masked (it travels in the session cookie, which is signed, not encrypted)."""
+    request.session.setdefault("flash", []).append([kind, mask_numbers(message)])
 
 
 def render(request: Request, template: str, status_code: int = 200, **context):

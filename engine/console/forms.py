@@ -30,6 +30,7 @@ from typing import Any, Mapping, Optional
 
 from engine.language import schema
 from engine.language.config import EVENT_TYPES
+from engine.privacy import mask_numbers
 
 __all__ = ["FormField", "FormErrors", "FormValueError", "SHOWN", "form_fields", "entry_fields", "options_from", "read_form",
            "read_form_value", "one_line", "current_inputs", "rows_of", "render_value",
@@ -432,7 +433,11 @@ def validate(live_path, draft_text: str, *, section: str = "campaign", entry: Op
                 from engine.api import Engine
                 Engine(config)
         except SigmatchError as e:
-            name, message = field_for_error(str(e), str(draft), str(live_path), values, section, entry, set(inputs))
+            # a loader's words may quote a row of the profiles or a list (a number read for a
+            # header): the page, the flash cookie and the audit trail show it masked, as the
+            # CLI's scrubbed stderr does
+            name, message = field_for_error(mask_numbers(str(e)), str(draft), str(live_path), values, section,
+                                            entry, set(inputs))
             if name is None:
                 errors.general.append(message)
             else:

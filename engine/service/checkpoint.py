@@ -165,7 +165,12 @@ def _read_header(f, path: Path) -> dict:
     raw = f.read(4)
     if len(header_bytes) != length or len(raw) != 4 or struct.unpack("<I", raw)[0] != zlib.crc32(header_bytes):
         raise CheckpointError(f"{path}: damaged header")
-    header = json.loads(header_bytes)
+    try:
+        header = json.loads(header_bytes)
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{path}: damaged header") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: damaged header")
     if header.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {header.get('version')}, this engine reads {VERSION}")
     return header
@@ -671,7 +676,7 @@ class CheckpointStore:
         try:
             header = json.loads(header_bytes)
             described = [(s["name"], int(s["nbytes"]), int(s["crc32"])) for s in header["sections"]]
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             return None, f"unreadable header: {e}", False
         if header.get("generation") != generation or header.get("number") != number:
             return (header, None), (f"record of generation {header.get('generation')} number "

@@ -414,7 +414,7 @@ def _marker(work: Path) -> Optional[tuple[str, dict]]:
             if not path.exists():
                 continue
             content = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return name, {}
         return name, content if isinstance(content, dict) else {}
     return None

@@ -268,9 +268,19 @@ def check_arguments(subscribers, events, campaigns, days, seed, trace_files, pro
     if profiles_format not in ("parquet", "csv"):
         raise ValueError(f"{shown('profiles_format')} must be 'parquet' or 'csv', got {profiles_format!r}")
     try:
-        return datetime.date.fromisoformat(start)
+        first = datetime.date.fromisoformat(start)
     except (TypeError, ValueError):
         raise ValueError(f"{shown('start')} must be a date like '2026-11-02', got {start!r}") from None
+    # Before 2002 the trace's times in ms would look like seconds to replay (below 10^12 ms,
+    # loaders.sniff); near the year 9999 the join dates and the campaigns' dates computed
+    # from the start overflow the calendar
+    if not FIRST_START <= first <= LAST_START:
+        raise ValueError(f"{shown('start')} must be a date from {FIRST_START} to {LAST_START}, got {start!r}")
+    return first
+
+
+FIRST_START = datetime.date(2002, 1, 1)
+LAST_START = datetime.date(9000, 12, 31)
 
 
 def world_files(directory) -> list[Path]:

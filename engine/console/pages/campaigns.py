@@ -63,7 +63,7 @@ def read_today(out: Optional[Path]) -> Today:
         sha256 = (stats.get("configuration") or {}).get("sha256")
     except FileNotFoundError:
         return Today(source=path, problem=f"{path}: not written yet")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
         return Today(source=path, problem=f"{path}: cannot be read ({type(e).__name__})")
     latest = max((d for entry in days.values() for d in entry), default=None)
     today = Today(day=latest, source=path, sha256=sha256 if isinstance(sha256, str) else None)

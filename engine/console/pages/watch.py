@@ -91,7 +91,7 @@ def live_funnel(settings) -> Funnel:
             campaigns = stats["campaigns"]
         except FileNotFoundError:
             funnel.problems.append(f"{path}: not written yet")
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
             funnel.problems.append(f"{path}: cannot be read ({type(e).__name__})")
         else:
             uplifts = {cid: _uplift_text(entry) for cid, entry in campaigns.items() if isinstance(entry, dict)}
