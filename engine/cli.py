@@ -396,7 +396,8 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, 
 @click.option("--campaign", default=None, metavar="ID",
               help="With --non-responders: sends and conversions of this campaign only (default: every campaign).")
 @click.option("--list", "list_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              metavar="FILE.roar", help="With --non-responders: where the list goes (a 64-bit Roaring bitmap, 0640).")
+              metavar="FILE.roar|FILE.txt", help="With --non-responders: where the list goes (0640): .roar a 64-bit "
+                                                  "Roaring bitmap, .txt one MSISDN a line.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @_one_line_errors
 def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: str, min_controls: int,
@@ -416,6 +417,9 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
     else:
         if list_path is None:
             _fail("--non-responders needs --list FILE.roar (where the list goes)")
+        if list_path.suffix.lower() not in (".roar", ".txt"):
+            _fail(f"--list {list_path}: name it FILE.roar (a Roaring bitmap) or FILE.txt (one MSISDN a line): "
+                  "its suffix picks the format, as when a configuration reads the list")
         if since is not None:
             from engine.language.config import parse_duration
             try:

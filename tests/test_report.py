@@ -732,6 +732,24 @@ def test_write_list_round_trip_of_large_numbers(tmp_path):
     assert load_list(tmp_path / "l.roar").tolist() == numbers.tolist()
 
 
+def test_the_list_is_written_in_the_format_its_suffix_names(senders, tmp_path):
+    """FILE.txt: one MSISDN a line, as a configuration reads a .txt list; another suffix is
+    refused before the outputs are read (it used to get a Roaring bitmap, which a
+    configuration naming FILE.txt then read as unreadable text)."""
+    out, n = senders
+    listed = tmp_path / "nonresp.txt"
+    code, stdout, lines = sigmatch("report", out, "--non-responders", "2", "--list", listed, "--no-progress")
+    assert code == 0 and not lines, lines
+    assert listed.read_text() == f"{n + 1}\n{n + 3}\n"
+    assert set(load_list(listed).tolist()) == {n + 1, n + 3}
+    assert stat.S_IMODE(listed.stat().st_mode) == 0o640
+    one_line_error(*sigmatch("report", out, "--non-responders", "2", "--list", tmp_path / "x.csv"), "--list",
+                   "x.csv", "FILE.roar", "FILE.txt")
+    assert not (tmp_path / "x.csv").exists()
+    with pytest.raises(ValueError, match="FILE.roar"):
+        write_list(tmp_path / "x.json", np.array([13_800_000_000], np.uint64))
+
+
 @pytest.mark.parametrize("before, counted", [(DAY, True), (DAY + 1, False)])
 def test_the_period_starts_exactly_since_before_the_last_action(tmp_path, before, counted):
     # the send `before` ms before the last action counts with --since 1d when it is exactly 1 d before
