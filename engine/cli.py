@@ -267,6 +267,10 @@ def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt,
             path.unlink()
 
     if ray_address is not None:
+        if not config.is_file():
+            # every actor reads CONFIG itself, on its own host: a pipe is read once, here
+            raise LoadError(f"{config}: --ray needs CONFIG as a file that every host reads at the same path "
+                            "(this is a pipe or a device)")
         from engine.workers import cluster
         # only once the cluster is reached and the workers placed: a cluster that cannot be
         # reached leaves the earlier run's output as it was
@@ -396,8 +400,8 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, 
 @click.option("--campaign", default=None, metavar="ID",
               help="With --non-responders: sends and conversions of this campaign only (default: every campaign).")
 @click.option("--list", "list_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              metavar="FILE.roar|FILE.txt", help="With --non-responders: where the list goes (0640): .roar a 64-bit "
-                                                  "Roaring bitmap, .txt one MSISDN a line.")
+              metavar="FILE.roar|.txt|.csv", help="With --non-responders: where the list goes (0640): .roar a 64-bit "
+                                                   "Roaring bitmap, .txt one MSISDN a line, .csv a column msisdn.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @_one_line_errors
 def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: str, min_controls: int,
@@ -417,9 +421,9 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
     else:
         if list_path is None:
             _fail("--non-responders needs --list FILE.roar (where the list goes)")
-        if list_path.suffix.lower() not in (".roar", ".txt"):
-            _fail(f"--list {list_path}: name it FILE.roar (a Roaring bitmap) or FILE.txt (one MSISDN a line): "
-                  "its suffix picks the format, as when a configuration reads the list")
+        if list_path.suffix.lower() not in (".roar", ".txt", ".csv"):
+            _fail(f"--list {list_path}: name it FILE.roar (a Roaring bitmap), FILE.txt (one MSISDN a line) or "
+                  "FILE.csv (a column msisdn): its suffix picks the format, as when a configuration reads the list")
         if since is not None:
             from engine.language.config import parse_duration
             try:
@@ -1061,7 +1065,7 @@ def console_adduser(ctx, name: str, role: str, data):
         _fail(f"user name {name!r}: letters, digits, '.', '_', '@' and '-', starting with a letter or digit, "
               "at most 64 characters")
     try:
-        from engine.console.auth import MIN_PASSWORD_LENGTH, hash_password
+        from engine.console.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password
     except ImportError as e:
         _fail(f"the console needs its extra ({e.name} is missing): pip install 'sigmatch[console]'")
     not_utf8 = ("the password (read from standard input) is not UTF-8 text: set the terminal to UTF-8, "
@@ -1070,7 +1074,8 @@ def console_adduser(ctx, name: str, role: str, data):
         if sys.stdin.isatty():
             password = click.prompt("password", hide_input=True, confirmation_prompt=True, err=True)
         else:
-            password = sys.stdin.readline().rstrip("\r\n")
+            # bounded: a stream without a line end (< /dev/zero) would fill the memory
+            password = sys.stdin.readline(MAX_PASSWORD_LENGTH + 2).rstrip("\r\n")
         # bytes that are not UTF-8 (a GBK terminal) fail to decode, or arrive as surrogates
         # (the C locale): the browser's form sends UTF-8, so such a password could never be
         # typed at the log-in page either
@@ -1079,6 +1084,8 @@ def console_adduser(ctx, name: str, role: str, data):
         _fail(not_utf8)
     if len(password) < MIN_PASSWORD_LENGTH:
         _fail(f"the password (read from standard input) is shorter than {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        _fail(f"the password (read from standard input) is longer than {MAX_PASSWORD_LENGTH:,} characters")
     store = _console_store(data)
     existed = store.user(name) is not None
     store.add_user(name, role, hash_password(password))

@@ -1,10 +1,11 @@
-"""How counts are said in messages: `1 action`, `2 actions`, `1,234 cells`. One function for
+"""How counts and rates are said in messages: `1 action`, `2 actions`, `1,234 cells`, `1.4k events/s`. One function for
 every message that puts a count before a noun, so that none says "1 actions"."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
-__all__ = ["plural"]
+__all__ = ["plural", "per_second"]
 
 
 def plural(count: int, noun: str, nouns: Optional[str] = None) -> str:
@@ -16,8 +17,13 @@ def plural(count: int, noun: str, nouns: Optional[str] = None) -> str:
 
 
 def per_second(rate: float, unit: str = "events") -> str:
-    """A rate for a person: '3.34M events/s', or '1.4k events/s' below 100,000 a second (a
-    run of a few thousand events would otherwise read '0.00M')."""
-    if rate >= 100_000:
+    """A rate for a person: '3.34M events/s', '0.10M events/s' from 99,950 a second,
+    '1.4k events/s' from 999.5, '12 events/s' below (a run of a few events would otherwise
+    read '0.00M'); '- events/s' when it is not a number (a run too short to time)."""
+    if not math.isfinite(rate):
+        return f"- {unit}/s"
+    if rate >= 99_950:
         return f"{rate / 1e6:.2f}M {unit}/s"
-    return f"{rate / 1e3:.1f}k {unit}/s"
+    if rate >= 999.5:
+        return f"{rate / 1e3:.1f}k {unit}/s"
+    return f"{rate:.0f} {unit}/s"

@@ -1,1 +1,22 @@
 """Everything that reads the outside world: profiles, lists, areas and traces."""
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from engine.errors import LoadError
+
+__all__ = ["refuse_special"]
+
+
+def refuse_special(path: Path, what: str) -> None:
+    """LoadError for a path that exists but is no regular file: a FIFO would block the load
+    for ever, a device (/dev/zero) would fill the memory. A missing file is left to the
+    read, which names it."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise LoadError(f"{path}: cannot read {what}: {kind}, not a regular file")

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import LoadError
-from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_strings, read_lines, refuse_special
+from loaders import refuse_special
+from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_strings, read_lines
 
 __all__ = ["load_area"]
 

@@ -18,7 +18,8 @@ from pyroaring import BitMap, BitMap64
 from engine.errors import LoadError
 from engine.privacy import mask_msisdn
 from engine.wording import plural
-from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_strings, read_lines, refuse_special
+from loaders import refuse_special
+from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_strings, read_lines
 
 __all__ = ["load_list", "read_roaring"]
 

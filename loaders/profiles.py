@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from engine.errors import LoadError
+from loaders import refuse_special
 from loaders.lists import MSISDN_LIMIT, MSISDN_RULE, parse_msisdns, warn_bad_msisdns
 from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_header, read_csv_strings
 
@@ -87,6 +88,7 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    refuse_special(path, "profiles")
     if not path.is_file():
         raise LoadError(f"{path}: no such profile file")
     try:

@@ -39,6 +39,7 @@ from typing import BinaryIO, Optional, Sequence
 import numpy as np
 
 from engine.errors import LoadError
+from loaders import refuse_special
 from engine.records import STREAM_STATUSES
 from engine.wording import plural
 
@@ -348,6 +349,7 @@ def _open(path: Path):
 def examine_trace(path, core, name: Optional[str] = None) -> Head:
     """The head of one trace file (decompressed when named *.gz, as replay reads it)."""
     path = Path(path)
+    refuse_special(path, "trace")
     try:
         nbytes = path.stat().st_size
         with _open(path) as f:

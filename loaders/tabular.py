@@ -11,7 +11,6 @@ from __future__ import annotations
 import codecs
 import csv
 import logging
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pyarrow.csv as pa_csv
 
 from engine.errors import LoadError
 
-__all__ = ["TextFormat", "read_csv_header", "read_csv_strings", "read_lines", "refuse_special", "MAX_HEADER_BYTES"]
+__all__ = ["TextFormat", "read_csv_header", "read_csv_strings", "read_lines", "MAX_HEADER_BYTES"]
 
 log = logging.getLogger("sigmatch.loaders")
 
@@ -229,19 +228,6 @@ def _malformed(path: Path, codec: str, separator: str, nr_columns: int, message:
     for hint in (" (see newlines_in_values)", "; see newlines_in_values"):
         message = message.replace(hint, "")
     return LoadError(f"{path}: malformed CSV{how}: {message.removeprefix('CSV parse error: ')}")
-
-
-def refuse_special(path: Path, what: str) -> None:
-    """LoadError for a path that exists but is no regular file: a FIFO would block the load
-    for ever, a device (/dev/zero) would fill the memory. A missing file is left to the
-    read, which names it."""
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return
-    if not stat.S_ISREG(mode):
-        kind = "a directory" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a device or socket"
-        raise LoadError(f"{path}: cannot read {what}: {kind}, not a regular file")
 
 
 def read_lines(path: Path, fmt: TextFormat = DEFAULT_FORMAT) -> pa.Array:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Union
 
 from engine.errors import LoadError
+from loaders import refuse_special
 
 __all__ = ["Source", "iter_chunks", "source_size", "CHUNK_BYTES"]
 
@@ -94,6 +95,7 @@ def iter_chunks(source: Source, chunk_bytes: int = CHUNK_BYTES, on_file=None) ->
     paths = _paths(source)
     if paths is not None:
         for p in paths:
+            refuse_special(p, "trace")      # a pipe, say: replay reads files (run --stdin reads a stream)
             if not p.is_file():
                 raise LoadError(f"{p}: no such trace file")
         for p in paths:

@@ -293,3 +293,42 @@ def test_a_configuration_nested_too_deeply_is_one_line(tmp_path, nested):
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr[-2000:]
     assert "campaigns.toml" in done.stderr
+
+
+@pytest.mark.parametrize("rate, said", [(3_340_000, "3.34M events/s"), (99_950, "0.10M events/s"),
+                                        (99_949, "99.9k events/s"), (1_400, "1.4k events/s"),
+                                        (999.5, "1.0k events/s"), (999.4, "999 events/s"), (12, "12 events/s"),
+                                        (0.2, "0 events/s"), (float("inf"), "- events/s"),
+                                        (float("nan"), "- events/s")])
+def test_a_rate_is_said_in_the_unit_that_shows_it(rate, said):
+    from engine.wording import per_second
+    assert per_second(rate) == said
+
+
+def test_ray_refuses_a_configuration_through_a_pipe(held_out_world, tmp_path):
+    """Every actor reads CONFIG on its own host: a pipe, read once here, cannot be. One line,
+    before Ray is asked for anything (so also where the [ray] extra is missing)."""
+    config, trace = held_out_world
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "replay", "/dev/stdin", str(trace), "--out",
+                           str(tmp_path / "out"), "--workers", "2", "--ray"], input=config.read_text(),
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "sigmatch: error: /dev/stdin: --ray needs CONFIG as a file that every host reads at the same path "
+        "(this is a pipe or a device)"], done.stderr
+
+
+def test_a_trace_or_profiles_that_is_a_pipe_is_said_to_be_one(tmp_path):
+    import os
+    (tmp_path / "profiles.csv").write_text("msisdn\n13800000001\n")
+    (tmp_path / "c.toml").write_text('[engine]\nprofiles = "profiles.csv"\n\n[[campaign]]\nid = "c"\n'
+                                     'on = ["CALL_MO_END"]\nchannel = "sms"\n')
+    os.mkfifo(tmp_path / "trace.msgpack")
+    code, out, _ = run("replay", tmp_path / "c.toml", tmp_path / "trace.msgpack", "--out", tmp_path / "out")
+    assert code == 1 and "trace.msgpack: cannot read trace: a pipe, not a regular file" in out, out
+    (tmp_path / "trace.msgpack").unlink()
+    (tmp_path / "trace.msgpack").write_bytes(b"")
+    (tmp_path / "profiles.csv").unlink()
+    os.mkfifo(tmp_path / "profiles.csv")
+    code, out, _ = run("replay", tmp_path / "c.toml", tmp_path / "trace.msgpack", "--out", tmp_path / "out")
+    assert code == 1 and "profiles.csv: cannot read profiles: a pipe, not a regular file" in out, out

@@ -688,6 +688,20 @@ def test_adduser_refuses_a_password_that_is_not_utf8(world, locale):
     assert not (data / "console.db").exists() or Store(data / "console.db").user("ann") is None
 
 
+def test_adduser_bounds_the_password(world):
+    """Standard input without a line end (< /dev/zero) is read up to the bound, not into all
+    the memory; a password longer than the log-in form can send is refused."""
+    from engine.console.auth import MAX_PASSWORD_LENGTH
+    data = world / "data"
+    for given in ("x" * (MAX_PASSWORD_LENGTH + 1) + "\n", "\0" * (50 << 20)):
+        code, out, err = sigmatch("console", "adduser", "ann", "--role", "viewer", "--data", data, stdin=given)
+        assert code == 1 and err == [f"sigmatch: error: the password (read from standard input) is longer than "
+                                     f"{MAX_PASSWORD_LENGTH:,} characters"], err
+    code, out, err = sigmatch("console", "adduser", "ann", "--role", "viewer", "--data", data,
+                              stdin="x" * MAX_PASSWORD_LENGTH + "\n")
+    assert code == 0, err
+
+
 def test_deluser_removes_a_user_and_keeps_the_trail(world):
     data = world / "data"
     sigmatch("console", "adduser", "ann", "--role", "approver", "--data", data, stdin=PASSWORD)

@@ -743,9 +743,13 @@ def test_the_list_is_written_in_the_format_its_suffix_names(senders, tmp_path):
     assert listed.read_text() == f"{n + 1}\n{n + 3}\n"
     assert set(load_list(listed).tolist()) == {n + 1, n + 3}
     assert stat.S_IMODE(listed.stat().st_mode) == 0o640
-    one_line_error(*sigmatch("report", out, "--non-responders", "2", "--list", tmp_path / "x.csv"), "--list",
-                   "x.csv", "FILE.roar", "FILE.txt")
-    assert not (tmp_path / "x.csv").exists()
+    as_csv = tmp_path / "nonresp.csv"
+    code, stdout, lines = sigmatch("report", out, "--non-responders", "2", "--list", as_csv, "--no-progress")
+    assert code == 0 and as_csv.read_text() == f"msisdn\n{n + 1}\n{n + 3}\n"
+    assert set(load_list(as_csv).tolist()) == {n + 1, n + 3}
+    one_line_error(*sigmatch("report", out, "--non-responders", "2", "--list", tmp_path / "x.json"), "--list",
+                   "x.json", "FILE.roar", "FILE.txt", "FILE.csv")
+    assert not (tmp_path / "x.json").exists()
     with pytest.raises(ValueError, match="FILE.roar"):
         write_list(tmp_path / "x.json", np.array([13_800_000_000], np.uint64))
 

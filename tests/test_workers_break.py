@@ -273,8 +273,8 @@ def test_one_worker_stopping_short_fails_the_run(tmp_path, how):
     if how == "memory":
         assert said.startswith("worker 1 of 2 failed: out of memory (at event "), said
     else:
-        assert re.match(r"the workers ended the stream at different points: worker 0 at event 60,000, byte [\d,]+ "
-                        r"of the stream \(ok\), worker 1 at event ", said), said
+        assert re.match(r"the 2 workers ended the stream at different points: worker 0 at event 60,000, byte [\d,]+ "
+                        r"of the stream \(ok\); worker 1 at event ", said), said
         assert "(read error: " in said and "Input/output error" in said, said
     assert said.endswith("(no stats.json)"), said
     assert not (tmp_path / "out" / "stats.json").exists()

@@ -74,23 +74,29 @@ def non_responders(outputs: Outputs, sends: int, *, since_ms: Optional[int] = No
     return NonResponders(chosen.astype(np.uint64), sends, since_ts, last_ts, campaign, len(numbers))
 
 
+LIST_SUFFIXES = (".roar", ".txt", ".csv")     # as loaders.lists reads them
+
+
 def write_list(path, msisdns: np.ndarray) -> Path:
     """`msisdns` as a list file at `path`, in the format its suffix names, as loaders.lists
-    reads lists: `.roar` a 64-bit portable Roaring bitmap, `.txt` one MSISDN a line (mode
-    0640, written whole then renamed: engine.sinks.write_private; a missing directory is made
-    0750, as --html and --plots make theirs). ValueError for another suffix."""
+    reads lists: `.roar` a 64-bit portable Roaring bitmap, `.txt` one MSISDN a line, `.csv` a
+    column `msisdn` (mode 0640, written whole then renamed: engine.sinks.write_private; a
+    missing directory is made 0750, as --html and --plots make theirs). ValueError for
+    another suffix."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".roar", ".txt"):
-        raise ValueError(f"{path}: a list is written as FILE.roar (a Roaring bitmap) or FILE.txt (one MSISDN a "
-                         "line): its suffix picks the format, as when a configuration reads it")
+    if suffix not in LIST_SUFFIXES:
+        raise ValueError(f"{path}: a list is written as FILE.roar (a Roaring bitmap), FILE.txt (one MSISDN a "
+                         "line) or FILE.csv (a column msisdn): its suffix picks the format, as when a "
+                         "configuration reads it")
     numbers = np.unique(np.asarray(msisdns, np.uint64))
     if suffix == ".roar":
         bitmap = BitMap64()
         bitmap.update(numbers)
         data = bitmap.serialize()
     else:
-        data = "".join(f"{n}\n" for n in numbers.tolist()).encode()
+        data = ("msisdn\n" if suffix == ".csv" else "") + "".join(f"{n}\n" for n in numbers.tolist())
+        data = data.encode()
     make_private_directories(path.parent)
     write_private(path.with_name(f".{path.name}.tmp"), path, data)
     return path

@@ -21,12 +21,15 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from engine.console.store import ROLES
 
 __all__ = ["hash_password", "verify_password", "needs_rehash", "password_stamp", "role_allows", "new_csrf_token",
-           "csrf_matches", "LoginLimiter", "SESSION_COOKIE", "SESSION_MAX_AGE_S", "MIN_PASSWORD_LENGTH",
+           "csrf_matches", "LoginLimiter", "SESSION_COOKIE", "SESSION_MAX_AGE_S", "MIN_PASSWORD_LENGTH", "MAX_PASSWORD_LENGTH",
            "MAX_NAME_LENGTH"]
 
 SESSION_COOKIE = "sigmatch_console"
 SESSION_MAX_AGE_S = 8 * 3600        # one working day; then log in again
 MIN_PASSWORD_LENGTH = 8
+# characters: a passphrase fits many times over; the log-in form refuses fields of a MB,
+# and adduser must never store a password that no log-in can send
+MAX_PASSWORD_LENGTH = 1024
 MAX_NAME_LENGTH = 64                # sigmatch console adduser's bound on a user name
 
 _hasher = PasswordHasher()

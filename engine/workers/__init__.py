@@ -339,7 +339,7 @@ def _disagreement(ended: dict, workers: int) -> Optional[str]:
 
     for w in sorted(ended):
         if end(w) != end(0):
-            return f"the workers ended the stream at different points: {said(0)}, {said(w)} of {workers}"
+            return f"the {workers} workers ended the stream at different points: {said(0)}; {said(w)}"
     return None
 
 
