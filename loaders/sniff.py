@@ -32,6 +32,7 @@ import gzip
 import json
 import os
 import re
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional, Sequence
@@ -356,7 +357,7 @@ def examine_trace(path, core, name: Optional[str] = None) -> Head:
             data, at_end, found = _read_head(f, core)
     except FileNotFoundError:
         raise LoadError(f"{path}: no such trace file") from None
-    except (OSError, EOFError, ValueError) as e:
+    except (OSError, EOFError, ValueError, zlib.error) as e:    # zlib.error: a corrupt .gz
         raise LoadError(f"{path}: cannot read trace: {e}") from None
     return _head(name or str(path), nbytes, data, at_end, found)
 

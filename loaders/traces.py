@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Union
@@ -83,7 +84,7 @@ def _read_file(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
                                 f"of the {size:,} it had when opened")
     except FileNotFoundError:
         raise LoadError(f"{path}: no such trace file") from None
-    except (OSError, EOFError, ValueError) as e:
+    except (OSError, EOFError, ValueError, zlib.error) as e:    # zlib.error: a corrupt .gz
         raise LoadError(f"{path}: cannot read trace: {e}") from None
 
 

@@ -332,3 +332,20 @@ def test_a_trace_or_profiles_that_is_a_pipe_is_said_to_be_one(tmp_path):
     os.mkfifo(tmp_path / "profiles.csv")
     code, out, _ = run("replay", tmp_path / "c.toml", tmp_path / "trace.msgpack", "--out", tmp_path / "out")
     assert code == 1 and "profiles.csv: cannot read profiles: a pipe, not a regular file" in out, out
+
+
+@pytest.mark.parametrize("where", ["head", "past the head"])
+def test_a_corrupt_gz_trace_is_one_line(world, tmp_path, where):
+    """A .gz whose deflate data is damaged (zlib.error, not an OSError) is refused in one
+    line naming the file: in the first MBs that replay examines, or further on."""
+    import gzip
+    config, trace = world
+    bad = bytearray(gzip.compress(trace.read_bytes()))
+    bad[10] = 0x07                                      # an invalid deflate block type
+    data = bytes(bad) if where == "head" else gzip.compress(trace.read_bytes() * 6) + bytes(bad)
+    (tmp_path / "t.msgpack.gz").write_bytes(data)
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(config), str(tmp_path / "t.msgpack.gz"),
+                           "--out", str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "t.msgpack.gz: cannot read trace:" in lines[0] and "Traceback" not in done.stderr, lines

@@ -1053,6 +1053,9 @@ class SpoolDaemon:
         watchdog_s = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6
         last_ping = 0.0
         if self.journal is not None:
+            # it cuts stdin at events' edges as the engine decodes them (its types, its bound)
+            self.journal.event_types = dict(self.engine.config.event_types)
+            self.journal.max_event_bytes = self.engine.max_event_bytes
             self.journal.start()
         last_input = time.monotonic()
         while not self.stop.is_set():

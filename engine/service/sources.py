@@ -16,7 +16,9 @@ from __future__ import annotations
 import collections
 import logging
 import queue
+import os
 import selectors
+import select
 import socket
 import struct
 import threading
@@ -92,31 +94,81 @@ class JournalDirectory:
 
 
 class StdinJournal(threading.Thread):
-    """Standard input, journaled every `every_s` or `max_bytes`; stdin is one stream, so the
-    journal files concatenate to it exactly."""
+    """Standard input, journaled every `every_s` (or `max_bytes`) up to its last complete
+    event, as a TCP connection's bytes are (TcpJournal): every journal file starts and ends
+    at an event's edge, so a file from another source numbered between two of them (the
+    journal has one numbering) never falls inside an event, and what the checkpoint keeps
+    of a file is never half an event. Bytes that are no msgpack event stream go to the
+    journal as they are, for the daemon to judge as it judges a spool file. At the end of
+    input, `left` says how many bytes of an event cut short were not taken.
 
-    def __init__(self, journal: JournalDirectory, stream, *, every_s: float = 0.5, max_bytes: int = 16 << 20):
+    `stream` is a binary file object (sys.stdin.buffer): its file descriptor is read with
+    os.read after select, so that the flush comes on time while no byte arrives, and so
+    that the interpreter's exit does not wait for the buffered reader's lock."""
+
+    def __init__(self, journal: JournalDirectory, stream, event_types=None, *, max_event_bytes: int = 1 << 20,
+                 every_s: float = 0.5, max_bytes: int = 16 << 20):
         super().__init__(name="stdin-journal", daemon=True)
         self.journal = journal
         self.stream = stream
+        self.event_types = dict(event_types or {})
+        self.max_event_bytes = max_event_bytes
         self.every_s = every_s
         self.max_bytes = max_bytes
+        self.left = 0
         self.finished = threading.Event()
 
+    def _reader(self):
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        if fd is None:      # a stream without a descriptor (tests): blocking reads
+            read = getattr(self.stream, "read1", self.stream.read)
+            return lambda timeout: read(1 << 20)
+
+        def read(timeout: float):
+            ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
+            return os.read(fd, 1 << 20) if ready else None
+        return read
+
     def run(self) -> None:
-        read = getattr(self.stream, "read1", self.stream.read)
+        from engine._core import Core
+        decoder = Core(self.max_event_bytes)
+        decoder.set_event_types(self.event_types)
+        read = self._reader()
+        pending = bytearray()
+        broken = False
         try:
             eof = False
             while not eof:
-                data, started = bytearray(), time.monotonic()
-                while len(data) < self.max_bytes and time.monotonic() - started < self.every_s:
-                    chunk = read(1 << 20)
+                started = time.monotonic()
+                while len(pending) < self.max_bytes:
+                    left_s = self.every_s - (time.monotonic() - started)
+                    if left_s <= 0:
+                        break
+                    chunk = read(left_s)
+                    if chunk is None:
+                        break           # nothing came in time: the flush is due
                     if not chunk:
                         eof = True
                         break
-                    data += chunk
-                if data:
-                    self.journal.write(bytes(data))
+                    pending += chunk
+                if not pending:
+                    continue
+                if broken:
+                    cut = len(pending)  # past a break: the rest as it came, for the daemon to judge
+                else:
+                    _, status, stopped = decoder.decode(pending, keep=False)
+                    decoder.take_dead_letters()     # the daemon's, when it processes the journal
+                    broken = status in (1, 2)
+                    cut = len(pending) if status == 0 or broken else (stopped or 0)
+                if cut:
+                    self.journal.write(bytes(pending[:cut]))
+                    del pending[:cut]
+            self.left = len(pending)
+            if pending:
+                log.error("standard input ended inside an event: its last %s bytes not taken", f"{len(pending):,}")
         finally:
             self.finished.set()
 
