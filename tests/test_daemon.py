@@ -865,3 +865,28 @@ def test_stdin_that_ends_inside_an_event_leaves_it_out(world, tmp_path):
     assert dead == [], err
     journal = state / "stdin-journal"
     assert sum(p.stat().st_size for p in journal.rglob("*.msgpack")) == edges[-2] + len(data)
+
+
+def test_a_spool_name_too_long_for_its_archive_is_left_with_a_warning(world, tmp_path):
+    """A *.msgpack name over MAX_SPOOL_NAME_BYTES: the names the service gives it (done/NAME.1,
+    rejected/NAME.reason, a late tail's temporary) would pass the file system's 255 bytes;
+    once done/ held its name, the service failed at every start. It is left in the spool,
+    with a warning, and every other file is processed."""
+    from engine.service.daemon import MAX_SPOOL_NAME_BYTES
+    generated, _ = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    (spool / "done").mkdir(parents=True)
+    long_name = "p" * (MAX_SPOOL_NAME_BYTES - len(".msgpack") + 1) + ".msgpack"
+    (spool / long_name).write_bytes(generated.traces[1].read_bytes())
+    (spool / "done" / long_name).write_bytes(generated.traces[1].read_bytes())
+    os.utime(spool / long_name, (time.time() - 3600, time.time() - 3600))
+    (spool / "a.msgpack").write_bytes(generated.traces[0].read_bytes())
+    proc = start(generated.config, out, state, spool, ready=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (spool / "done" / "a.msgpack").exists():
+        time.sleep(0.1)
+    assert (spool / "done" / "a.msgpack").exists()
+    assert stop(proc) == 0
+    err = proc.stderr.read()
+    assert (spool / long_name).exists() and "Traceback" not in err
+    assert f"its name is longer than {MAX_SPOOL_NAME_BYTES} bytes" in err, err

@@ -95,6 +95,10 @@ REBASE_FOR_DONE_S = 60.0
 # A spool file not named *.msgpack is never read; one that has not changed for this long
 # (seconds) is not a probe's file being written under another name: it is warned of, once
 IGNORED_AFTER_S = 60.0
+# The longest spool name read (bytes): done/NAME.N, rejected/NAME.reason and the late tail's
+# .NAME.tail-SIZE.N.tmp must fit a file system's 255; a longer name is left in the spool
+# with a warning (it crashed the service at every start once done/ held its name)
+MAX_SPOOL_NAME_BYTES = 200
 # Suffixes of compressed files: a spool file so named is ignored with the advice to decompress it
 _COMPRESSED_SUFFIXES = {"gz", "zst", "xz", "bz2", "zip", "lz4"}
 # The lock of a spool directory, in it: a dot-name, never taken for a spool file
@@ -615,7 +619,9 @@ class SpoolDaemon:
             for entry in entries:
                 if entry.name.startswith("."):
                     continue            # a probe's file being written, the spool lock
-                if entry.name.endswith(".msgpack"):
+                if entry.name.endswith(".msgpack") and len(os.fsencode(entry.name)) > MAX_SPOOL_NAME_BYTES:
+                    others.add(entry.name)      # done/NAME.1, rejected/NAME.reason would not fit
+                elif entry.name.endswith(".msgpack"):
                     names.append(entry.name)
                 elif not entry.is_dir(follow_symlinks=False):
                     others.add(entry.name)
@@ -648,6 +654,11 @@ class SpoolDaemon:
             except FileNotFoundError:
                 continue
             self._ignored.add(name)
+            if name.endswith(".msgpack"):
+                log.warning(f"{self._shown(name)}: ignored, left in the spool: its name is longer than "
+                            f"{MAX_SPOOL_NAME_BYTES} bytes (the names it gets in done/ and rejected/ would not fit "
+                            "the file system's 255); rename it shorter to have it read")
+                continue
             compressed = name.rsplit(".", 1)[-1].lower() in _COMPRESSED_SUFFIXES
             log.warning(f"{name}: ignored, left in the spool: the spool reads only uncompressed files named *.msgpack"
                         + ("; decompress it into one to have it read" if compressed else ""))
