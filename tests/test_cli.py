@@ -295,16 +295,6 @@ def test_a_configuration_nested_too_deeply_is_one_line(tmp_path, nested):
     assert "campaigns.toml" in done.stderr
 
 
-@pytest.mark.parametrize("rate, said", [(3_340_000, "3.34M events/s"), (99_950, "0.10M events/s"),
-                                        (99_949, "99.9k events/s"), (1_400, "1.4k events/s"),
-                                        (999.5, "1.0k events/s"), (999.4, "999 events/s"), (12, "12 events/s"),
-                                        (0.2, "0 events/s"), (float("inf"), "- events/s"),
-                                        (float("nan"), "- events/s")])
-def test_a_rate_is_said_in_the_unit_that_shows_it(rate, said):
-    from engine.wording import per_second
-    assert per_second(rate) == said
-
-
 def test_ray_refuses_a_configuration_through_a_pipe(held_out_world, tmp_path):
     """Every actor reads CONFIG on its own host: a pipe, read once here, cannot be. One line,
     before Ray is asked for anything (so also where the [ray] extra is missing)."""
