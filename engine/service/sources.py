@@ -93,6 +93,19 @@ class JournalDirectory:
             fsync_path(self.directory)      # the rename too, before a producer is told
 
 
+def journal_events(journal: JournalDirectory, pending: bytearray, decoder) -> tuple[int, bool]:
+    """Journal the complete events at the front of `pending` (`decoder`: a Core with the
+    engine's event types and bound) and remove them; returns (bytes journaled, whether the
+    stream is broken after them). What both stdin and a TCP connection journal: whole events."""
+    _, status, stopped = decoder.decode(pending, keep=False)
+    decoder.take_dead_letters()      # dead letters are the daemon's, when it processes the journal
+    cut = len(pending) if status == 0 else (stopped or 0)
+    if cut:
+        journal.write(bytes(pending[:cut]))
+        del pending[:cut]
+    return cut, status in (1, 2)
+
+
 class StdinJournal(threading.Thread):
     """Standard input, journaled every `every_s` (or `max_bytes`) up to its last complete
     event, as a TCP connection's bytes are (TcpJournal): every journal file starts and ends
@@ -154,18 +167,12 @@ class StdinJournal(threading.Thread):
                         eof = True
                         break
                     pending += chunk
-                if not pending:
-                    continue
-                if broken:
-                    cut = len(pending)  # past a break: the rest as it came, for the daemon to judge
-                else:
-                    _, status, stopped = decoder.decode(pending, keep=False)
-                    decoder.take_dead_letters()     # the daemon's, when it processes the journal
-                    broken = status in (1, 2)
-                    cut = len(pending) if status == 0 or broken else (stopped or 0)
-                if cut:
-                    self.journal.write(bytes(pending[:cut]))
-                    del pending[:cut]
+                if pending and not broken:
+                    _, broken = journal_events(self.journal, pending, decoder)
+                if pending and broken:
+                    # past a break: the rest as it came, for the daemon to judge as a spool file
+                    self.journal.write(bytes(pending))
+                    pending.clear()
             self.left = len(pending)
             if pending:
                 log.error("standard input ended inside an event: its last %s bytes not taken", f"{len(pending):,}")
@@ -448,15 +455,7 @@ class TcpJournal:
                 sock.close()
 
     def _journal(self, pending: bytearray, decoder) -> tuple[int, bool]:
-        """Journal the complete events at the front of `pending` and remove them; returns
-        (bytes journaled, whether the stream is broken after them)."""
-        _, status, stopped = decoder.decode(pending, keep=False)
-        decoder.take_dead_letters()      # dead letters are the daemon's, when it processes the journal
-        cut = len(pending) if status == 0 else (stopped or 0)
-        if cut:
-            self.journal.write(bytes(pending[:cut]))
-            del pending[:cut]
-        return cut, status in (1, 2)
+        return journal_events(self.journal, pending, decoder)
 
     def _log_end(self, producer: _Producer, reason: Optional[str], broken: bool, taken: int,
                  left: int) -> None:
