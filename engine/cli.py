@@ -421,7 +421,8 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
     else:
         if list_path is None:
             _fail("--non-responders needs --list FILE.roar (where the list goes)")
-        if list_path.suffix.lower() not in (".roar", ".txt", ".csv"):
+        from engine.closedloop.nonresponders import LIST_SUFFIXES
+        if list_path.suffix.lower() not in LIST_SUFFIXES:
             _fail(f"--list {list_path}: name it FILE.roar (a Roaring bitmap), FILE.txt (one MSISDN a line) or "
                   "FILE.csv (a column msisdn): its suffix picks the format, as when a configuration reads the list")
         if since is not None:
