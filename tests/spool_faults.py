@@ -8,6 +8,11 @@ FAULT (what happens to spool files whose name holds the word):
   eio       its first read fails with EIO;
   grow      bytes are appended to it (from NAME.more beside the spool) while it is read;
   tail      bytes are appended to it (from NAME.more) once it has been read to its end;
+  replace  a new file (NAME.more) is renamed over it once it has been read whole;
+  replace-crash       ... over it when the checkpoint's thread is about to move it to done/, and
+                      the service dies there (kill -9), once (STATE/../crashed marks it);
+  replace-stopped     ... over it after its first piece (reads are cut to 64 KiB), and the
+                      service is stopped there (SIGTERM), so its checkpoint stands inside it;
   no-rebase           --keep-done never gets the new checkpoint base it asks for, so the files
                       the checkpoint fallback needs stay held in done/;
   enospc-checkpoint   writing a checkpoint record fails with ENOSPC once STATE/../disk-full exists;
@@ -106,6 +111,56 @@ elif fault == "tail":
                 f.write(more_of(path))
 
     SpoolDaemon._process_file = _process_file
+
+elif fault in ("replace", "replace-crash", "replace-stopped"):
+    def rename_over(path: Path) -> None:
+        new = path.parent / f".{path.name}.new"
+        new.write_bytes(more_of(path))
+        os.replace(new, path)
+
+    if fault == "replace":
+        processing = SpoolDaemon._process_file
+
+        replaced = set()
+
+        def _process_file(self, path):
+            processing(self, path)
+            if "replace" in path.name and path.name in self.uncommitted + self.covered and path not in replaced:
+                replaced.add(path)
+                rename_over(path)
+
+        SpoolDaemon._process_file = _process_file
+    elif fault == "replace-crash":
+        state = Path(argv[argv.index("--state") + 1])
+        crashed = state.parent / "crashed"
+        moving = SpoolDaemon._move_done
+
+        def _move_done(self, name, size, target=None, ident=None):
+            if "crash" in name and not crashed.exists():
+                crashed.touch()
+                rename_over(self.spool / name)
+                os._exit(9)
+            return moving(self, name, size, target, ident)
+
+        SpoolDaemon._move_done = _move_done
+    else:
+        daemon_module.FEED_BYTES = 64 << 10
+        processing, reading = SpoolDaemon._process_file, SpoolDaemon._read_piece
+        current = []
+
+        def _process_file(self, path):
+            current[:] = [path]
+            processing(self, path)
+
+        def _read_piece(self, f):
+            n = reading(self, f)
+            path = current[0]
+            if "stopped" in path.name and not self.stop.is_set():
+                self.stop.set()
+                rename_over(path)
+            return n
+
+        SpoolDaemon._process_file, SpoolDaemon._read_piece = _process_file, _read_piece
 
 elif fault == "no-rebase":
     from engine.service.checkpoint import CheckpointStore

@@ -749,6 +749,85 @@ def test_a_second_file_of_the_same_name_never_overwrites_the_first_in_done(world
     assert sorted(p.name for p in done.iterdir()) == ["t-01.msgpack", "t-01.msgpack.1", "t-01.msgpack.2"]
 
 
+def test_a_file_renamed_over_one_read_is_read_too_not_archived_unread(world, tmp_path):
+    """A probe renames a new file over one the service has read and not yet moved to done/.
+    The service knows the file it read by (device, inode), not by name: the new one stays in
+    the spool and is read, never moved to done/ unread (its events were lost, without a word)."""
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    (tmp_path / "t-01-replace.msgpack.more").write_bytes(traces[1][1])
+    fill(spool, [("t-01-replace.msgpack", traces[0][1])])
+    proc = start(config, spool, out, state, "--settle", "0", fault="replace")
+    done = spool / "done"
+    wait_for(lambda: (done / "t-01-replace.msgpack").exists() and drained(spool), "the new file read", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert "t-01-replace.msgpack: replaced by another file of the same name after it was processed" in log, log[-3000:]
+    assert (done / "t-01-replace.msgpack").read_bytes() == traces[1][1]
+    assert actions(out) == expected_actions(config, [traces[0][1], traces[1][1]])
+    no_traceback(log)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_file_renamed_over_one_the_checkpoint_moves_is_not_archived_at_roll_forward(world, tmp_path, workers):
+    """The service dies after the checkpoint that moves a file to done/ and before the move; a
+    new file is renamed over that name meanwhile. The roll forward at the restart sees another
+    file under the name (its checkpoint records the one read) and leaves it to be read."""
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    (tmp_path / "t-01-crash.msgpack.more").write_bytes(traces[1][1])
+    fill(spool, [("t-01-crash.msgpack", traces[0][1])])
+    proc = start(config, spool, out, state, "--settle", "0", "--workers", workers, fault="replace-crash")
+    proc.wait(timeout=60)
+    assert proc.returncode == 9, log_of(proc)[-3000:]
+    assert (tmp_path / "crashed").exists()
+    proc = start(config, spool, out, state, "--settle", "0", "--workers", workers)
+    done = spool / "done"
+    wait_for(lambda: (done / "t-01-crash.msgpack").exists() and drained(spool), "the new file read", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert "t-01-crash.msgpack: replaced by another file of the same name after it was processed" in log, log[-3000:]
+    assert (done / "t-01-crash.msgpack").read_bytes() == traces[1][1]
+    assert actions(out) == expected_actions(config, [traces[0][1], traces[1][1]])
+    no_traceback(log)
+
+
+def whole_events(data: bytes, limit: int) -> bytes:
+    """The events of `data` that end within its first `limit` bytes."""
+    import msgpack
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(data[:limit])
+    end = 0
+    for _ in unpacker:
+        end = unpacker.tell()
+    return data[:end]
+
+
+def test_a_file_renamed_over_the_one_the_checkpoint_stopped_in_is_read_from_its_start(world, tmp_path):
+    """The service stops part-way through a file (its checkpoint holds the offset); a new file
+    is renamed over that name. At the restart the new file is read from its first byte, not
+    from the old one's offset, and the old one's unfinished event is given up (a new stream)."""
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    first, second = traces[0][1], traces[1][1]
+    assert len(first) > 64 << 10 and len(second) > 64 << 10
+    (tmp_path / "t-01-stopped.msgpack.more").write_bytes(second)
+    fill(spool, [("t-01-stopped.msgpack", first)])
+    proc = start(config, spool, out, state, "--settle", "0", fault="replace-stopped")
+    proc.wait(timeout=60)
+    assert proc.returncode == 0, log_of(proc)[-3000:]
+    proc = start(config, spool, out, state, "--settle", "0")
+    done = spool / "done"
+    wait_for(lambda: (done / "t-01-stopped.msgpack").exists() and drained(spool), "the new file read", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert (f"t-01-stopped.msgpack: was read up to byte {64 << 10:,} and is gone; another file of that name is "
+            "there, read from its start: the next file starts a new stream") in log, log[-3000:]
+    assert (done / "t-01-stopped.msgpack").read_bytes() == second
+    assert actions(out) == expected_actions(config, [whole_events(first, 64 << 10), second])
+    no_traceback(log)
+
+
 # --------------------------------------------------------------------------- item 5: a tail after the move
 
 def test_a_tail_appended_after_the_file_moved_to_done_goes_to_rejected(world, tmp_path):

@@ -340,6 +340,7 @@ class SpoolDaemon:
         self.uncommitted: list[str] = []        # spool files fed whole since the last checkpoint
         self.covered: list[str] = []            # spool files the last checkpoint covers, not yet moved
         self.resume: dict[str, int] = {}        # a spool file checkpointed part-way: its next offset
+        self.resume_ids: dict[str, tuple[int, int]] = {}    # ... and which file that was (when recorded)
         self._position: Optional[tuple[str, int]] = None   # where reading stopped, when part-way
         self._writer: Optional[threading.Thread] = None     # the checkpoint being written
         self._writer_outcome: Optional[tuple] = None        # (seconds, exception) when it ended
@@ -377,6 +378,10 @@ class SpoolDaemon:
         self.settle_s = settle_s
         self.keep_done = list(keep_done)
         self.fed_sizes: dict[str, int] = {}     # spool files fed whole: the bytes read (a tail beyond is late)
+        # The (st_dev, st_ino) of each spool file opened, until it is moved: a name is not a
+        # file. A probe that renames a new file over one read (before it moved to done/) must
+        # not have the new one archived unread, nor a restart resume it at the old one's offset.
+        self.fed_ids: dict[str, tuple[int, int]] = {}
         self._settling: dict[str, tuple] = {}   # name -> ((size, mtime), first seen so) while it settles
         self._unmovable: set[str] = set()       # rejected but not movable: ignored (logged once) while present
         self.stdin_rejected: list[str] = []     # standard input alone: its journal files set aside, as said
@@ -462,13 +467,18 @@ class SpoolDaemon:
         SinkSet.commit(extra.get("renames", []))
         # the bytes read of each file the checkpoint covers (absent before sigmatch kept them)
         self.fed_sizes.update({name: int(size) for name, size in (extra.get("sizes") or {}).items()})
+        # which file each name was (absent before sigmatch kept them: then the name alone)
+        ids = {name: (int(dev), int(ino)) for name, (dev, ino) in (extra.get("ids") or {}).items()}
         moved_as = extra.get("done_names") or {}
         for name in extra.get("moving") or []:
-            self._move_done(name, self.fed_sizes.pop(name, None), moved_as.get(name))
+            self._move_done(name, self.fed_sizes.pop(name, None), moved_as.get(name), ids.get(name))
         self.covered = list(extra.get("covered") or [])
+        self.fed_ids.update({name: ids[name] for name in self.covered if name in ids})
         position = extra.get("position")
         if position:
             self.resume[position[0]] = int(position[1])
+            if position[0] in ids:
+                self.resume_ids[position[0]] = ids[position[0]]
         # Temporary sink files not covered by the checkpoint belong to work that will be done
         # again, under the same names.
         for temp in self.out.rglob(".*.tmp"):
@@ -486,13 +496,27 @@ class SpoolDaemon:
             target = f"{name}.{number}"
         return target
 
-    def _move_done(self, name: str, size: Optional[int], target: Optional[str] = None) -> None:
+    def _move_done(self, name: str, size: Optional[int], target: Optional[str] = None,
+                   ident: Optional[tuple[int, int]] = None) -> None:
         """A processed spool file goes to done/ (as `target`, recorded in the checkpoint when
         it is not the file's own name, else chosen now), holding the `size` bytes that were
         processed: what was appended after it was read is cut off into rejected/ (_cut_tail).
-        Runs again after a crash (roll forward): each step can be repeated."""
+        `ident` (st_dev, st_ino): the file that was read; another file now under its name
+        (renamed over it) stays in the spool, to be read as a new file. Runs again after a
+        crash (roll forward): each step can be repeated."""
         source = self.spool / name
-        if not os.path.lexists(source):
+        try:
+            info = os.lstat(source)
+        except FileNotFoundError:
+            return
+        if ident is not None and (info.st_dev, info.st_ino) != ident:
+            # the file read is gone (a rename over it unlinked it); what is there now is
+            # unread. The check and the move below are not one step: a rename in the
+            # microseconds between them is not seen.
+            self._count("changed")
+            log.warning(f"{self._shown(name)}: replaced by another file of the same name after it was processed "
+                        "(renamed over it: give every file a new name); the new one stays in the spool and is "
+                        "read as a new file")
             return
         done = _own_subdirectory(self.spool, "done")
         if size is not None:
@@ -734,6 +758,7 @@ class SpoolDaemon:
         rejected/ with NAME.reason beside it (one line: when and why); logged once. A file
         that cannot be moved is ignored while it stays."""
         unread = "examined, not processed" if examined else "never read"
+        self.fed_ids.pop(name, None)
         try:
             rejected = _own_subdirectory(self.spool, "rejected")
             target = name
@@ -824,8 +849,15 @@ class SpoolDaemon:
             target = self._done_name(name, done_names.values())
             if target != name:
                 done_names[name] = target
+        ids = {name: self.fed_ids[name] for name in covered + moving if name in self.fed_ids}
+        if position:
+            reading = self.fed_ids.get(position[0]) if position[0] not in self.resume else \
+                self.resume_ids.get(position[0])
+            if reading is not None:
+                ids[position[0]] = reading
         extra = {"renames": renames, "covered": covered, "moving": moving, "sizes": sizes, "done_names": done_names,
-                 "position": list(position) if position else None, "numbering": self.sinks.numbering()}
+                 "position": list(position) if position else None, "numbering": self.sinks.numbering(),
+                 "ids": {name: list(ident) for name, ident in ids.items()}}
         started = time.perf_counter()
         prepared = self.store.prepare(self.engine.shards if self.workers > 1 else self.engine, extra,
                                       copy_limit=DETACHED_BASE_BYTES)
@@ -837,7 +869,7 @@ class SpoolDaemon:
                 prepared.write()
                 SinkSet.commit(renames)
                 for name in moving:
-                    self._move_done(name, sizes.get(name), done_names.get(name, name))
+                    self._move_done(name, sizes.get(name), done_names.get(name, name), ids.get(name))
             except BaseException as e:      # reported on the main thread
                 outcome = e
             self._writer_outcome = (time.perf_counter() - started, outcome)
@@ -864,6 +896,7 @@ class SpoolDaemon:
         (seconds, error), self._writer_outcome = self._writer_outcome, None
         for name in self.in_flight:
             self.fed_sizes.pop(name, None)      # moved (or to be moved again, from the checkpoint's sizes)
+            self.fed_ids.pop(name, None)
         self.in_flight = set()
         if error is not None:
             raise error
@@ -1140,6 +1173,7 @@ class SpoolDaemon:
         name = path.name
         within_s = self.checkpoint_every_s or CHECKPOINT_WITHIN_FILE_S
         offset = start = self.resume.pop(name, 0)
+        was = self.resume_ids.pop(name, None)
         f = self._open_spool_file(path)
         if f is None:
             if offset:
@@ -1148,7 +1182,16 @@ class SpoolDaemon:
                 self._new_stream(f"{name}: was read up to byte {offset:,} and is gone")
             return
         with f:
-            opened_size = os.fstat(f.fileno()).st_size
+            opened = os.fstat(f.fileno())
+            opened_size = opened.st_size
+            ident = (opened.st_dev, opened.st_ino)
+            if offset and was is not None and was != ident:
+                # another file under the name the checkpoint stopped in (renamed over it, or
+                # a state directory started on another spool): the new one is read whole
+                self._count("changed")
+                self._new_stream(f"{name}: was read up to byte {offset:,} and is gone; another file of that name "
+                                 "is there, read from its start")
+                offset = start = 0
             if offset == 0 and self.engine._core.carried == 0:
                 # The file starts the stream afresh, so it can be judged alone: one that is not
                 # an event stream (loaders.sniff) goes whole to rejected/, nothing of it fed
@@ -1164,6 +1207,7 @@ class SpoolDaemon:
                 if why is not None:
                     self._reject(name, why, examined=True)
                     return
+            self.fed_ids[name] = ident
             f.seek(offset)
             while True:
                 try:
