@@ -120,7 +120,7 @@ def test_a_fresh_service_refuses_another_services_out_and_a_service_goes_on_on_i
     first = service(tmp_path, "--stdin", stdin=TRACE.read_bytes())
     assert first.returncode == 0, first.stderr
     stats = (out / "stats.json").read_bytes()
-    files = sorted(p for p in out.rglob("*") if p.is_file())
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".sigmatch-service-id")
     other = service(tmp_path, "--stdin", state="state2", stdin=TRACE.read_bytes())
     assert other.returncode == 1
     assert error_line(other) == refusal_of_out(tmp_path, out, "stats.json", len(files) - 1)
@@ -149,6 +149,34 @@ def test_a_service_killed_before_its_first_checkpoint_starts_again(tmp_path):
     refused = service(tmp_path, "--stdin", out="out2", state="state2", stdin=TRACE.read_bytes())
     assert refused.returncode == 1
     assert error_line(refused) == refusal_of_out(tmp_path, out2, "sms/actions-00000001.csv", 0)
+
+def test_a_service_going_on_from_its_checkpoint_refuses_another_runs_out_and_takes_a_new_one(tmp_path):
+    """The state holds a checkpoint, OUT another run's output: numbering on from the checkpoint
+    would overwrite that run's files (or remove them as work to be redone). A new --out, or
+    the service's own, is fine."""
+    first = service(tmp_path, "--stdin", stdin=TRACE.read_bytes())
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / "out" / ".sigmatch-service-id").stat().st_mode & 0o777 == 0o640
+    for other, whose in (("replayed", "another run's"), ("other-service", "another service's")):
+        if other == "replayed":
+            assert sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / other).returncode == 0
+        else:
+            made = service(tmp_path, "--stdin", out=other, state="state-other", stdin=TRACE.read_bytes())
+            assert made.returncode == 0, made.stderr
+        before = {p: p.read_bytes() for p in (tmp_path / other).rglob("*") if p.is_file()}
+        files = [p for p in before if p.name != ".sigmatch-service-id"]
+        refused = service(tmp_path, "--stdin", out=other, stdin=TRACE.read_bytes())
+        assert refused.returncode == 1
+        assert error_line(refused) == (
+            f"sigmatch: error: --out {tmp_path / other}: holds {whose} output (stats.json and {len(files) - 1:,} "
+            f"more), not the output of the service whose checkpoint --state {tmp_path / 'state'} holds: it would "
+            "overwrite those files: give that service's --out, or a new one")
+        assert {p: p.read_bytes() for p in (tmp_path / other).rglob("*") if p.is_file()} == before
+    fresh = service(tmp_path, "--stdin", out="fresh", stdin=TRACE.read_bytes())
+    assert fresh.returncode == 0, fresh.stderr
+    again = service(tmp_path, "--stdin", stdin=TRACE.read_bytes())
+    assert again.returncode == 0, again.stderr
+
 
 
 # --------------------------------------------------------------------------- 11: said before anything is created

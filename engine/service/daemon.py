@@ -41,6 +41,7 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import signal
 import socket
 import stat
@@ -301,6 +302,12 @@ def sd_notify(state: str) -> None:
             log.warning("cannot notify systemd: %s", e)
 
 
+# OUT/NAME holds the id of the service whose output OUT is (its checkpoint holds it too): a
+# state restarted with an --out holding another run's output would overwrite that output's
+# numbered files, or remove them as work to be done again
+OUT_ID_FILE = ".sigmatch-service-id"
+
+
 # explain in the service: at most WATCH_MAX subscribers watched at once, each with a ring of
 # its last WATCH_RING entries (events and timers), so the memory it takes is bounded
 # (docs/operations.md: about 4 KiB an entry with a dozen campaigns per event type, so some
@@ -323,6 +330,7 @@ class SpoolDaemon:
         # subscribers to explain from the start (`--watch FILE`); the lookup adds and removes more
         self.watch_path = Path(watch) if watch is not None else None
         self.out = Path(out)
+        self.out_id: Optional[str] = None       # OUT_ID_FILE's id: the checkpoint's, or a new one (_restore)
         self.state = Path(state)
         self.spool = Path(spool) if spool is not None else None
         self.format = format
@@ -413,6 +421,11 @@ class SpoolDaemon:
                                   "this one keeps incremental checkpoints: drain with the older version, "
                                   "or move the state directory away to start afresh")
         loaded = self.store.load()
+        # checkpoints before sigmatch kept the id: the OUT given is taken as the service's own
+        self.out_id = (loaded.extra.get("out_id") if loaded is not None else None) or secrets.token_hex(16)
+        if loaded is not None and loaded.extra.get("out_id"):
+            self._refuse_other_output()
+        self._mark_output()
         if loaded is None:
             if self.workers > 1:
                 from engine.workers.inprocess import ShardedEngine
@@ -438,6 +451,37 @@ class SpoolDaemon:
         log.info(f"restored generation {loaded.generation:,} + {loaded.records:,} records (event clock "
                  f"{_local_time(self.engine.clock)}, seq {self.engine._core.seq:,})")
         return extra
+
+    def _refuse_other_output(self) -> None:
+        """A service going on from its checkpoint writes into the OUT whose id the checkpoint
+        holds, or into a new one; into another run's output (a replay's, another service's)
+        it would overwrite that run's numbered files, or remove them as work to be redone."""
+        try:
+            marked = (self.out / OUT_ID_FILE).read_text(errors="replace").strip()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            marked = None
+        if marked == self.out_id:
+            return
+        earlier = [p for p in earlier_run_files(self.out) if not p.name.endswith(".tmp")]
+        if earlier:
+            whose = "another service's" if marked else "another run's"
+            raise SigmatchError(
+                f"--out {self.out}: holds {whose} output ({earlier[0].relative_to(self.out)} and "
+                f"{len(earlier) - 1:,} more), not the output of the service whose checkpoint --state {self.state} "
+                "holds: it would overwrite those files: give that service's --out, or a new one")
+
+    def _mark_output(self) -> None:
+        """OUT_ID_FILE in OUT, before anything is written there (0640, fsynced, renamed)."""
+        final = self.out / OUT_ID_FILE
+        try:
+            if final.read_text(errors="replace").strip() == self.out_id:
+                return
+        except OSError:
+            pass
+        try:
+            write_private(self.out / f"{OUT_ID_FILE}.new", final, f"{self.out_id}\n".encode())
+        except OSError as e:
+            raise _naming(e, final) from None
 
     def _forget_lost_work(self, extra: dict, later: list[dict]) -> None:
         """An older checkpoint than the newest is in use: the output that the newer ones
@@ -857,7 +901,7 @@ class SpoolDaemon:
                 ids[position[0]] = reading
         extra = {"renames": renames, "covered": covered, "moving": moving, "sizes": sizes, "done_names": done_names,
                  "position": list(position) if position else None, "numbering": self.sinks.numbering(),
-                 "ids": {name: list(ident) for name, ident in ids.items()}}
+                 "ids": {name: list(ident) for name, ident in ids.items()}, "out_id": self.out_id}
         started = time.perf_counter()
         prepared = self.store.prepare(self.engine.shards if self.workers > 1 else self.engine, extra,
                                       copy_limit=DETACHED_BASE_BYTES)
