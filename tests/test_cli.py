@@ -1,7 +1,9 @@
 """The `sigmatch` command: exit codes, one-line errors, output."""
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -9,6 +11,8 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.world.gen import generate
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -280,6 +284,25 @@ def test_a_configuration_through_a_pipe_is_read_once(held_out_world, tmp_path, w
     assert done.returncode == 0, done.stderr[-2000:]
     assert "500,000 events" in done.stdout
     assert re.search(r"\[[-+]\d+\.\d, [-+]\d+\.\d\]", done.stdout)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_relative_paths_of_a_configuration_through_a_pipe_are_the_working_directorys(held_out_world, tmp_path,
+                                                                                      workers):
+    """A pipe's folder is /dev/fd, where no file of the user's is: its relative paths resolve
+    against the folder the command runs in (they said "/dev/fd/...: no such profile file")."""
+    config, trace = held_out_world
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "replay", "/dev/stdin", str(trace), "--out", str(out),
+                           "--no-progress", "--workers", workers], input=config.read_text(), capture_output=True,
+                          text=True, cwd=config.parent, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "500,000 events" in done.stdout
+    elsewhere = subprocess.run([sys.executable, "-m", "engine.cli", "replay", "/dev/stdin", str(trace), "--out",
+                                str(tmp_path / "out2")], input=config.read_text(), capture_output=True, text=True,
+                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert elsewhere.returncode != 0
+    assert elsewhere.stderr.strip().splitlines()[-1].startswith(f"sigmatch: error: {tmp_path}/"), elsewhere.stderr
 
 
 @pytest.mark.parametrize("nested", ["a." * 400 + "b = 1\n", "x = " + "[" * 3000 + "]" * 3000 + "\n",

@@ -17,6 +17,7 @@ import difflib
 import json
 import os
 import re
+import stat
 import tomllib
 import zlib
 from dataclasses import dataclass, field
@@ -445,6 +446,13 @@ class _Reader:
     def __init__(self, path: Path):
         self.path = path
         self.base = path.absolute().parent
+        try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                # read from a pipe (`<(...)`, /dev/stdin): its folder is /dev/fd, where no
+                # file of the user's is; the folder the command runs in is the one meant
+                self.base = Path.cwd()
+        except (OSError, ValueError):
+            pass
         self.lists: dict[str, Path] = {}
         self.areas: dict[str, Path] = {}
         self.counters: dict[str, CounterSpec] = {}
