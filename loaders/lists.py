@@ -36,7 +36,8 @@ _DIGITS_PATTERN = r"^[1-9][0-9]{0,14}$"
 # One rule for a number wherever it comes from (profiles, lists, --watch, explain --msisdn,
 # the lookup's paths), said the same way in every refusal; no example number, which could
 # suggest a form the profiles do not use (and would be masked in any case)
-MSISDN_RULE = "1 to 15 digits, the first not 0, once spaces, dashes and one leading + or 00 are dropped"
+MSISDN_RULE = ("1 to 15 digits, the first not 0, once spaces, dashes between them and one leading + or 00 "
+               "are dropped")
 # why a number typed with its country code may not be found: nothing is added or removed
 NOT_FOUND_HINT = ("numbers are compared as the profiles write them: a leading + or 00 is dropped, "
                   "a country code is not, so +86 135... is 86135..., not 135...")
@@ -152,7 +153,8 @@ def parse_msisdns(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
 
     Valid: 1 to 15 ASCII digits, the first not 0, once white space and dashes are removed and
     one leading '+' or '00' (the international prefix) is dropped: `+86 138-0013-8000` and
-    `008613800138000` are 8613800138000.
+    `008613800138000` are 8613800138000. A dash first or last is a sign, not a separator:
+    `-8613800138000` is not an MSISDN.
     """
     clean = pc.fill_null(_plain_msisdns(text), False)
     valid = clean.to_numpy(zero_copy_only=False)
@@ -162,9 +164,11 @@ def parse_msisdns(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
     numbers[valid] = pc.cast(text.filter(clean), pa.uint64()).to_numpy()
     # Written by hand or by a CRM: only the entries that are not plain digits pay for this.
     rest = np.flatnonzero(~valid)
-    squeezed = pc.replace_substring_regex(text.take(rest), r"[\s\-]", "")
+    taken = text.take(rest)
+    squeezed = pc.replace_substring_regex(taken, r"[\s\-]", "")
     stripped = pc.replace_substring_regex(squeezed, r"^(\+|00)", "")
-    fixed = pc.fill_null(pc.match_substring_regex(stripped, _DIGITS_PATTERN), False)
+    signed = pc.fill_null(pc.match_substring_regex(taken, r"^\s*-|-\s*$"), False)
+    fixed = pc.and_(pc.fill_null(pc.match_substring_regex(stripped, _DIGITS_PATTERN), False), pc.invert(signed))
     fixed_rows = rest[fixed.to_numpy(zero_copy_only=False)]
     numbers[fixed_rows] = pc.cast(stripped.filter(fixed), pa.uint64()).to_numpy()
     valid[fixed_rows] = True
@@ -174,6 +178,8 @@ def parse_msisdns(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
 def normalise_msisdn(text: str) -> Optional[int]:
     """One MSISDN as a person types it (`+86 138-0013-8000`, `008613800138000`) -> its number,
     by the rules of `parse_msisdns`; None when it is not one."""
+    if re.search(r"^\s*-|-\s*$", text):
+        return None     # a sign (-1), or a dash with nothing after it: not a separator
     digits = re.sub(r"[\s\-]", "", text)
     digits = digits[1:] if digits.startswith("+") else digits[2:] if digits.startswith("00") else digits
     return int(digits) if re.fullmatch(_DIGITS_PATTERN, digits) else None

@@ -95,7 +95,7 @@ def test_a_number_as_a_customer_gives_it_is_read_as_the_lookup_and_lists_read_it
     # the country code is part of the number: +86 before a national number is another number
     done = sigmatch("explain", config, *traces, "--msisdn", "+86 " + spaced)
     assert done.returncode == EXIT_NOT_A_SUBSCRIBER and NOT_FOUND_HINT in done.stderr
-    for bad in ("abc", "0" + text, "", "1" * 16, text + ".0", "-" + text + "x"):
+    for bad in ("abc", "0" + text, "", "1" * 16, text + ".0", "-" + text + "x", "-" + text, text + "-"):
         done = sigmatch("explain", config, *traces, "--msisdn", bad)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1 and len(lines) == 1 and "--msisdn" in lines[0] and MSISDN_RULE in lines[0], lines

@@ -107,6 +107,25 @@ def test_msisdn_validity_without_the_regex_matches_it(values):
     assert got == [None if v is None else bool(re.fullmatch(_DIGITS_PATTERN, v)) for v in values]
 
 
+@given(st.lists(st.text("0123456789 +-", max_size=17), max_size=8))
+def test_msisdns_in_files_and_typed_by_a_person_follow_one_rule(values):
+    """loaders.lists.parse_msisdns (profiles, lists) and normalise_msisdn (--msisdn, the
+    lookup, --watch) agree on every string: spaces, dashes between digits, + and 00."""
+    from loaders.lists import normalise_msisdn, parse_msisdns
+    numbers, valid = parse_msisdns(pa.array(values, pa.string()))
+    for value, number, ok in zip(values, numbers.tolist(), valid.tolist()):
+        assert normalise_msisdn(value) == (number if ok else None), value
+
+
+@pytest.mark.parametrize("text, number", [("-8613800138000", None), ("8613800138000-", None), (" -86138 ", None),
+                                          ("86-138", 86138), ("+86 138-0013-8000", 8613800138000), ("-", None)])
+def test_a_dash_first_or_last_is_a_sign_not_a_separator(text, number):
+    from loaders.lists import normalise_msisdn, parse_msisdns
+    numbers, valid = parse_msisdns(pa.array([text, "8613800138000"], pa.string()))
+    assert (int(numbers[0]) if valid[0] else None) == number
+    assert normalise_msisdn(text) == number
+
+
 @given(st.lists(st.one_of(st.none(), st.text(" \t\u00a0\u3000ab\\N", max_size=4)), max_size=6))
 def test_cleaning_skips_the_trim_only_when_it_changes_nothing(values):
     import pyarrow.compute as pc
