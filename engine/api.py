@@ -70,8 +70,10 @@ def configuration_identity(config: Config) -> dict:
     the Config was built without a readable file), its `utc_offset` ("+08:00") and the
     campaign ids in priority order. `sigmatch report` adds up only outputs whose identities
     are equal."""
+    digest = config.sha256
     try:
-        digest = hashlib.sha256(Path(config.path).read_bytes()).hexdigest()
+        if digest is None:
+            digest = hashlib.sha256(Path(config.path).read_bytes()).hexdigest()
     except (OSError, TypeError):
         digest = None
     return {"sha256": digest, "utc_offset": format_utc_offset(config.utc_offset_ms),

@@ -222,14 +222,14 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
 def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier):
     """`replay` in this process, of the configuration `cfg`."""
     from engine.api import Engine
+    from engine.sinks import remove_earlier_run
     engine = Engine(cfg)
     # before anything is processed or removed: a trace that is not an event stream is refused
     # here, so no output exists and no good event has been spent
     judgement = _judged(traces, engine)
     if judgement.refusal:
         raise LoadError(judgement.refusal)
-    for path in earlier:
-        path.unlink()
+    remove_earlier_run(out, earlier)
     run = engine.replay(list(traces), out=out, drain=True, format=fmt, progress=progress, keep=False)
     click.echo(format_run(run.stats))
     click.echo(format_funnel(run.stats))
@@ -256,6 +256,7 @@ def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt,
     worker starts (on Ray, once the cluster is reached)."""
     from engine import workers as sharded
     from engine._core import Core
+    from engine.sinks import remove_earlier_run
     judge = Core()
     judge.set_event_types(dict(cfg.event_types))
     judgement = _judged(traces, judge)
@@ -263,8 +264,7 @@ def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt,
         raise LoadError(judgement.refusal)
 
     def remove_earlier():
-        for path in earlier:
-            path.unlink()
+        remove_earlier_run(out, earlier)
 
     if ray_address is not None:
         if not config.is_file():

@@ -44,7 +44,11 @@ from engine.records import (
     DEAD_LETTER_BYTES, DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KINDS,
 )
 
-__all__ = ["SinkSet", "SinkThread", "earlier_run_files"]
+__all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "SERVICE_ID_FILE"]
+
+# OUT/NAME: the id of the service (`sigmatch run`) whose output OUT is; its checkpoint holds
+# the id too, so that a restart does not number on into another run's output
+SERVICE_ID_FILE = ".sigmatch-service-id"
 
 # Output holds personal data (MSISDNs): owner and group only, whatever the umask.
 FILE_MODE = 0o640
@@ -632,6 +636,15 @@ def earlier_run_files(out) -> list[Path]:
     for directory in sorted(p for p in out.iterdir() if p.is_dir()):
         found += sorted(p for p in directory.iterdir() if _NUMBERED_FILE.fullmatch(p.name))
     return found
+
+
+def remove_earlier_run(out, earlier: list[Path]) -> None:
+    """`replay --overwrite`: the earlier run's files (earlier_run_files) go, and with them a
+    service's id (SERVICE_ID_FILE), so that the service cannot take this run's output for
+    its own and number on into it."""
+    for path in earlier:
+        path.unlink()
+    (Path(out) / SERVICE_ID_FILE).unlink(missing_ok=True)
 
 
 def _check_channel(channel: str) -> None:

@@ -36,6 +36,10 @@ _DIGITS_PATTERN = r"^[1-9][0-9]{0,14}$"
 # One rule for a number wherever it comes from (profiles, lists, --watch, explain --msisdn,
 # the lookup's paths), said the same way in every refusal; no example number, which could
 # suggest a form the profiles do not use (and would be masked in any case)
+# White space and dashes in a number as written, spelled out: Python's \s and RE2's (Arrow's)
+# differ (\v, U+00A0 ...), and typed numbers and files' numbers follow one rule
+_SEPARATORS = r"[ \t\n\v\f\r-]"
+_SIGNED = r"^[ \t\n\v\f\r]*-|-[ \t\n\v\f\r]*$"
 MSISDN_RULE = ("1 to 15 digits, the first not 0, once spaces, dashes between them and one leading + or 00 "
                "are dropped")
 # why a number typed with its country code may not be found: nothing is added or removed
@@ -165,9 +169,9 @@ def parse_msisdns(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
     # Written by hand or by a CRM: only the entries that are not plain digits pay for this.
     rest = np.flatnonzero(~valid)
     taken = text.take(rest)
-    squeezed = pc.replace_substring_regex(taken, r"[\s\-]", "")
+    squeezed = pc.replace_substring_regex(taken, _SEPARATORS, "")
     stripped = pc.replace_substring_regex(squeezed, r"^(\+|00)", "")
-    signed = pc.fill_null(pc.match_substring_regex(taken, r"^\s*-|-\s*$"), False)
+    signed = pc.fill_null(pc.match_substring_regex(taken, _SIGNED), False)
     fixed = pc.and_(pc.fill_null(pc.match_substring_regex(stripped, _DIGITS_PATTERN), False), pc.invert(signed))
     fixed_rows = rest[fixed.to_numpy(zero_copy_only=False)]
     numbers[fixed_rows] = pc.cast(stripped.filter(fixed), pa.uint64()).to_numpy()
@@ -178,9 +182,9 @@ def parse_msisdns(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
 def normalise_msisdn(text: str) -> Optional[int]:
     """One MSISDN as a person types it (`+86 138-0013-8000`, `008613800138000`) -> its number,
     by the rules of `parse_msisdns`; None when it is not one."""
-    if re.search(r"^\s*-|-\s*$", text):
+    if re.search(_SIGNED, text):
         return None     # a sign (-1), or a dash with nothing after it: not a separator
-    digits = re.sub(r"[\s\-]", "", text)
+    digits = re.sub(_SEPARATORS, "", text)
     digits = digits[1:] if digits.startswith("+") else digits[2:] if digits.startswith("00") else digits
     return int(digits) if re.fullmatch(_DIGITS_PATTERN, digits) else None
 

@@ -13,6 +13,9 @@ FAULT (what happens to spool files whose name holds the word):
                       the service dies there (kill -9), once (STATE/../crashed marks it);
   replace-stopped     ... over it after its first piece (reads are cut to 64 KiB), and the
                       service is stopped there (SIGTERM), so its checkpoint stands inside it;
+  copy-crash, copy-stopped   as replace-crash and replace-stopped, but what is renamed over
+                      it is a copy of the file itself (the same bytes under a new inode: a
+                      spool copied or restored);
   no-rebase           --keep-done never gets the new checkpoint base it asks for, so the files
                       the checkpoint fallback needs stay held in done/;
   enospc-checkpoint   writing a checkpoint record fails with ENOSPC once STATE/../disk-full exists;
@@ -112,10 +115,10 @@ elif fault == "tail":
 
     SpoolDaemon._process_file = _process_file
 
-elif fault in ("replace", "replace-crash", "replace-stopped"):
+elif fault in ("replace", "replace-crash", "replace-stopped", "copy-crash", "copy-stopped"):
     def rename_over(path: Path) -> None:
         new = path.parent / f".{path.name}.new"
-        new.write_bytes(more_of(path))
+        new.write_bytes(path.read_bytes() if fault.startswith("copy") else more_of(path))
         os.replace(new, path)
 
     if fault == "replace":
@@ -130,7 +133,7 @@ elif fault in ("replace", "replace-crash", "replace-stopped"):
                 rename_over(path)
 
         SpoolDaemon._process_file = _process_file
-    elif fault == "replace-crash":
+    elif fault.endswith("-crash"):
         state = Path(argv[argv.index("--state") + 1])
         crashed = state.parent / "crashed"
         moving = SpoolDaemon._move_done

@@ -1,6 +1,7 @@
 """The `sigmatch` command: exit codes, one-line errors, output."""
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -298,11 +299,38 @@ def test_relative_paths_of_a_configuration_through_a_pipe_are_the_working_direct
                           text=True, cwd=config.parent, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert "500,000 events" in done.stdout
+    # the digest of the bytes read, not of a second read of the pipe (empty)
+    import hashlib
+    import json
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["configuration"]["sha256"] == hashlib.sha256(config.read_bytes()).hexdigest()
     elsewhere = subprocess.run([sys.executable, "-m", "engine.cli", "replay", "/dev/stdin", str(trace), "--out",
                                 str(tmp_path / "out2")], input=config.read_text(), capture_output=True, text=True,
                                cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert elsewhere.returncode != 0
     assert elsewhere.stderr.strip().splitlines()[-1].startswith(f"sigmatch: error: {tmp_path}/"), elsewhere.stderr
+    # `/dev/stdin < campaigns.toml`: standard input is then the file itself, still not in /dev
+    with open(config) as f:
+        redirected = subprocess.run([sys.executable, "-m", "engine.cli", "check", "/dev/stdin"], stdin=f,
+                                    capture_output=True, text=True, cwd=config.parent,
+                                    env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert redirected.returncode == 0, redirected.stderr[-2000:]
+
+
+def test_a_configuration_in_a_fifo_beside_its_files_keeps_its_folder(held_out_world, tmp_path):
+    """A FIFO made with mkfifo is a path of a folder like any file: its paths are that folder's."""
+    import threading
+    config, _ = held_out_world
+    folder = tmp_path / "w"
+    shutil.copytree(config.parent, folder, ignore=shutil.ignore_patterns("*.msgpack*"))
+    fifo = folder / "fifo.toml"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=fifo.write_text, args=(config.read_text(),))
+    writer.start()
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(fifo)], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    writer.join(timeout=10)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("nested", ["a." * 400 + "b = 1\n", "x = " + "[" * 3000 + "]" * 3000 + "\n",

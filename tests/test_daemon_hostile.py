@@ -5,6 +5,7 @@ fallback to an older checkpoint; error texts that name the file, the offset insi
 the path that failed. Each case runs the real daemon as a subprocess; where timing alone
 cannot put a fault at one moment reliably, tests/spool_faults.py puts it there."""
 import csv
+import json
 import os
 import random
 import re
@@ -825,6 +826,32 @@ def test_a_file_renamed_over_the_one_the_checkpoint_stopped_in_is_read_from_its_
             "there, read from its start: the next file starts a new stream") in log, log[-3000:]
     assert (done / "t-01-stopped.msgpack").read_bytes() == second
     assert actions(out) == expected_actions(config, [whole_events(first, 64 << 10), second])
+    no_traceback(log)
+
+
+@pytest.mark.parametrize("how", ["crash", "stopped"])
+def test_a_spool_file_copied_or_restored_is_still_the_file_that_was_read(world, tmp_path, how):
+    """The same bytes under a new inode (a spool or a journal under STATE copied with `cp -a`,
+    restored from a backup, another mount) is the file that was read: the checkpoint also
+    holds a CRC of its first bytes. Killed before the move, or stopped inside it, the
+    restarted service moves it, or goes on at the offset: nothing is read twice."""
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    name = f"t-01-{how}.msgpack"
+    fill(spool, [(name, traces[0][1]), ("t-02.msgpack", traces[1][1])])
+    proc = start(config, spool, out, state, "--settle", "0", fault=f"copy-{how}")
+    proc.wait(timeout=60)
+    assert proc.returncode == (9 if how == "crash" else 0), log_of(proc)[-3000:]
+    proc = start(config, spool, out, state, "--settle", "0")
+    done = spool / "done"
+    wait_for(lambda: (done / name).exists() and drained(spool), "the spool drained", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert "replaced by another file" not in log and "is gone" not in log, log[-3000:]
+    assert sorted(p.name for p in done.iterdir()) == sorted([name, "t-02.msgpack"])
+    assert actions(out) == expected_actions(config, [traces[0][1], traces[1][1]])
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["run"]["events"] == 2 * 5_000, stats["run"]
     no_traceback(log)
 
 

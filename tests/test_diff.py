@@ -303,7 +303,7 @@ def test_a_stopped_diff_ends_its_replays_without_a_traceback(world, sig):
     line is written: the sides neither run on nor print a broken pipe's traceback."""
     generated, config_a, config_b = world
     # the trace many times over: the sides are still replaying when the signal comes
-    traces = list(generated.traces) * 60
+    traces = list(generated.traces) * 600
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "diff", str(config_a), str(config_b),
                              *map(str, traces), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -107,7 +107,7 @@ def test_msisdn_validity_without_the_regex_matches_it(values):
     assert got == [None if v is None else bool(re.fullmatch(_DIGITS_PATTERN, v)) for v in values]
 
 
-@given(st.lists(st.text("0123456789 +-", max_size=17), max_size=8))
+@given(st.lists(st.text("0123456789 +-\t\v\u00a0\u3000x", max_size=17), max_size=8))
 def test_msisdns_in_files_and_typed_by_a_person_follow_one_rule(values):
     """loaders.lists.parse_msisdns (profiles, lists) and normalise_msisdn (--msisdn, the
     lookup, --watch) agree on every string: spaces, dashes between digits, + and 00."""

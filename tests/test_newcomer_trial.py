@@ -153,29 +153,59 @@ def test_a_service_killed_before_its_first_checkpoint_starts_again(tmp_path):
 def test_a_service_going_on_from_its_checkpoint_refuses_another_runs_out_and_takes_a_new_one(tmp_path):
     """The state holds a checkpoint, OUT another run's output: numbering on from the checkpoint
     would overwrite that run's files (or remove them as work to be redone). A new --out, or
-    the service's own, is fine."""
+    the service's own, is fine; its own moved without the id file is claimed as it says."""
     first = service(tmp_path, "--stdin", stdin=TRACE.read_bytes())
     assert first.returncode == 0, first.stderr
-    assert (tmp_path / "out" / ".sigmatch-service-id").stat().st_mode & 0o777 == 0o640
-    for other, whose in (("replayed", "another run's"), ("other-service", "another service's")):
-        if other == "replayed":
-            assert sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / other).returncode == 0
-        else:
-            made = service(tmp_path, "--stdin", out=other, state="state-other", stdin=TRACE.read_bytes())
-            assert made.returncode == 0, made.stderr
-        before = {p: p.read_bytes() for p in (tmp_path / other).rglob("*") if p.is_file()}
-        files = [p for p in before if p.name != ".sigmatch-service-id"]
-        refused = service(tmp_path, "--stdin", out=other, stdin=TRACE.read_bytes())
-        assert refused.returncode == 1
-        assert error_line(refused) == (
-            f"sigmatch: error: --out {tmp_path / other}: holds {whose} output (stats.json and {len(files) - 1:,} "
-            f"more), not the output of the service whose checkpoint --state {tmp_path / 'state'} holds: it would "
-            "overwrite those files: give that service's --out, or a new one")
-        assert {p: p.read_bytes() for p in (tmp_path / other).rglob("*") if p.is_file()} == before
+    marker = tmp_path / "out" / ".sigmatch-service-id"
+    assert marker.stat().st_mode & 0o777 == 0o640
+    made = service(tmp_path, "--stdin", out="other-service", state="state-other", stdin=TRACE.read_bytes())
+    assert made.returncode == 0, made.stderr
+    assert sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "replayed").returncode == 0
+
+    def output(name):
+        return {p: p.read_bytes() for p in (tmp_path / name).rglob("*") if p.is_file()}
+
+    def held(name):
+        files = [p for p in output(name) if p.name != ".sigmatch-service-id"]
+        return f"sigmatch: error: --out {tmp_path / name}: holds output (stats.json and {len(files) - 1:,} more)"
+
+    before = output("other-service")
+    refused = service(tmp_path, "--stdin", out="other-service", stdin=TRACE.read_bytes())
+    assert refused.returncode == 1
+    assert error_line(refused) == (
+        f"{held('other-service')} of another service (.sigmatch-service-id holds another id), not of the service "
+        f"whose checkpoint --state {tmp_path / 'state'} holds: it would overwrite those files: give that service's "
+        "--out, or a new one")
+    assert output("other-service") == before
+    before = output("replayed")
+    refused = service(tmp_path, "--stdin", out="replayed", stdin=TRACE.read_bytes())
+    assert refused.returncode == 1
+    line = error_line(refused)
+    assert line.startswith(f"{held('replayed')} without the id of the service whose checkpoint --state "
+                           f"{tmp_path / 'state'} holds (.sigmatch-service-id, which its own --out holds): it may be "
+                           "another run's, whose files it would overwrite. If it is this service's output, moved "
+                           "without its dot-files, put the id back: echo "), line
+    assert line.endswith(f" > {tmp_path / 'replayed' / '.sigmatch-service-id'}; else give the service's own --out, "
+                         "or a new one"), line
+    assert marker.read_text().strip() in line
+    assert output("replayed") == before
+    # its own output, moved without its dot-files (`mv out/* moved/`): claimed as the line says
+    (tmp_path / "moved").mkdir()
+    for path in (tmp_path / "out").iterdir():
+        if not path.name.startswith("."):
+            path.rename(tmp_path / "moved" / path.name)
+    refused = service(tmp_path, "--stdin", out="moved", stdin=TRACE.read_bytes())
+    assert refused.returncode == 1 and "put the id back" in error_line(refused)
+    (tmp_path / "moved" / ".sigmatch-service-id").write_text(marker.read_text())
+    moved = service(tmp_path, "--stdin", out="moved", stdin=TRACE.read_bytes())
+    assert moved.returncode == 0, moved.stderr
+    # a replay --overwrite into a service's OUT takes its id away: the service no longer goes on there
+    assert sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "moved", "--overwrite").returncode == 0
+    assert not (tmp_path / "moved" / ".sigmatch-service-id").exists()
+    refused = service(tmp_path, "--stdin", out="moved", stdin=TRACE.read_bytes())
+    assert refused.returncode == 1 and "without the id of the service" in error_line(refused)
     fresh = service(tmp_path, "--stdin", out="fresh", stdin=TRACE.read_bytes())
     assert fresh.returncode == 0, fresh.stderr
-    again = service(tmp_path, "--stdin", stdin=TRACE.read_bytes())
-    assert again.returncode == 0, again.stderr
 
 
 

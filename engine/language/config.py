@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import codecs
 import datetime
+import dataclasses
 import difflib
+import hashlib
 import json
 import os
 import re
-import stat
 import tomllib
 import zlib
 from dataclasses import dataclass, field
@@ -211,6 +212,9 @@ class Config:
     # channel name -> its daily_budget (sends of all campaigns together per local day); only
     # channels that some campaign uses, and only those given a budget
     channel_budgets: dict[str, int] = field(default_factory=dict)
+    # the sha256 of the bytes read (load_config): stats.json's `configuration.sha256` without a
+    # second read, which a pipe or a FIFO cannot give (None from parse_config alone)
+    sha256: Optional[str] = None
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -256,7 +260,7 @@ def load_config(path) -> Config:
         raise ConfigError(f"{path}: cannot read the configuration: {e.strerror or e}") from None
     except ValueError as e:         # a NUL byte in the path
         raise ConfigError(f"{_show(str(path))}: cannot read the configuration: {e}") from None
-    return parse_config(text, path)
+    return dataclasses.replace(parse_config(text, path), sha256=hashlib.sha256(data).hexdigest())
 
 
 def parse_config(text: str, path) -> Config:
@@ -439,6 +443,10 @@ _BUILDS = {"PolicySpec": PolicySpec, "CounterSpec": CounterSpec, "MarkerSpec": M
            "VariantSpec": VariantSpec}
 
 
+# a configuration read from standard input or an inherited descriptor, not from a file of a folder
+_STANDARD_STREAM = re.compile(r"/dev/(stdin|fd/\d+)|/proc/(self|\d+)/fd/\d+")
+
+
 class _Reader:
     """Reads one document by the schema. Methods take the key path for messages, then the
     raw value (and the `read_<type>` ones the schema's type between them)."""
@@ -446,13 +454,11 @@ class _Reader:
     def __init__(self, path: Path):
         self.path = path
         self.base = path.absolute().parent
-        try:
-            if not stat.S_ISREG(os.stat(path).st_mode):
-                # read from a pipe (`<(...)`, /dev/stdin): its folder is /dev/fd, where no
-                # file of the user's is; the folder the command runs in is the one meant
-                self.base = Path.cwd()
-        except (OSError, ValueError):
-            pass
+        if _STANDARD_STREAM.fullmatch(str(path)):
+            # read from standard input or a descriptor (`< file`, `<(...)`): /dev and
+            # /dev/fd hold no file of the user's; the folder the command runs in is the one
+            # meant (a FIFO made with mkfifo beside its files keeps its own folder)
+            self.base = Path.cwd()
         self.lists: dict[str, Path] = {}
         self.areas: dict[str, Path] = {}
         self.counters: dict[str, CounterSpec] = {}

@@ -47,6 +47,7 @@ import socket
 import stat
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
@@ -56,7 +57,8 @@ from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine
 from engine.service.checkpoint import CheckpointSet, CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
-from engine.sinks import SinkSet, earlier_run_files, fsync_path, make_private_directories, write_private
+from engine.sinks import (SERVICE_ID_FILE, SinkSet, earlier_run_files, fsync_path, make_private_directories,
+                          write_private)
 from engine.wording import plural
 from loaders.lists import NOT_FOUND_HINT
 from loaders.sniff import judge_spool_file
@@ -135,6 +137,25 @@ def _naming(error: OSError, path) -> OSError:
     named = OSError(error.errno, error.strerror or str(error), str(path))
     named.__cause__ = error.__cause__
     return named
+
+
+def _identity(fd: int, info: os.stat_result) -> tuple[int, int, int, int]:
+    """An open spool file's identity: (st_dev, st_ino, bytes fingerprinted, their CRC-32)."""
+    head = os.pread(fd, min(info.st_size, FINGERPRINT_BYTES), 0)
+    return info.st_dev, info.st_ino, len(head), zlib.crc32(head)
+
+
+def _same_file(fd: int, info: os.stat_result, ident: tuple) -> bool:
+    """Whether the open file `fd` is the one `ident` (_identity) names: the same inode, or,
+    the spool having been copied or restored, the same first bytes (an empty file: empty)."""
+    if (info.st_dev, info.st_ino) == tuple(ident[:2]):
+        return True
+    if len(ident) < 4:
+        return False            # recorded by name and inode only
+    length, crc = ident[2], ident[3]
+    if length == 0:
+        return info.st_size == 0
+    return info.st_size >= length and zlib.crc32(os.pread(fd, length, 0)) == crc
 
 
 def _local_time(ms: Optional[int]) -> str:
@@ -302,10 +323,10 @@ def sd_notify(state: str) -> None:
             log.warning("cannot notify systemd: %s", e)
 
 
-# OUT/NAME holds the id of the service whose output OUT is (its checkpoint holds it too): a
-# state restarted with an --out holding another run's output would overwrite that output's
-# numbered files, or remove them as work to be done again
-OUT_ID_FILE = ".sigmatch-service-id"
+# A spool file is known by its (st_dev, st_ino) and, for when those change (the spool or a
+# journal under STATE copied or restored: `cp -a`, a backup, another mount), by a CRC-32 of
+# its first bytes: this many at most
+FINGERPRINT_BYTES = 64 << 10
 
 
 # explain in the service: at most WATCH_MAX subscribers watched at once, each with a ring of
@@ -330,7 +351,7 @@ class SpoolDaemon:
         # subscribers to explain from the start (`--watch FILE`); the lookup adds and removes more
         self.watch_path = Path(watch) if watch is not None else None
         self.out = Path(out)
-        self.out_id: Optional[str] = None       # OUT_ID_FILE's id: the checkpoint's, or a new one (_restore)
+        self.out_id: Optional[str] = None       # SERVICE_ID_FILE's id: the checkpoint's, or a new one (_restore)
         self.state = Path(state)
         self.spool = Path(spool) if spool is not None else None
         self.format = format
@@ -348,7 +369,7 @@ class SpoolDaemon:
         self.uncommitted: list[str] = []        # spool files fed whole since the last checkpoint
         self.covered: list[str] = []            # spool files the last checkpoint covers, not yet moved
         self.resume: dict[str, int] = {}        # a spool file checkpointed part-way: its next offset
-        self.resume_ids: dict[str, tuple[int, int]] = {}    # ... and which file that was (when recorded)
+        self.resume_ids: dict[str, tuple[int, ...]] = {}    # ... and which file that was (when recorded)
         self._position: Optional[tuple[str, int]] = None   # where reading stopped, when part-way
         self._writer: Optional[threading.Thread] = None     # the checkpoint being written
         self._writer_outcome: Optional[tuple] = None        # (seconds, exception) when it ended
@@ -389,7 +410,7 @@ class SpoolDaemon:
         # The (st_dev, st_ino) of each spool file opened, until it is moved: a name is not a
         # file. A probe that renames a new file over one read (before it moved to done/) must
         # not have the new one archived unread, nor a restart resume it at the old one's offset.
-        self.fed_ids: dict[str, tuple[int, int]] = {}
+        self.fed_ids: dict[str, tuple[int, ...]] = {}      # name -> _identity
         self._settling: dict[str, tuple] = {}   # name -> ((size, mtime), first seen so) while it settles
         self._unmovable: set[str] = set()       # rejected but not movable: ignored (logged once) while present
         self.stdin_rejected: list[str] = []     # standard input alone: its journal files set aside, as said
@@ -455,31 +476,41 @@ class SpoolDaemon:
     def _refuse_other_output(self) -> None:
         """A service going on from its checkpoint writes into the OUT whose id the checkpoint
         holds, or into a new one; into another run's output (a replay's, another service's)
-        it would overwrite that run's numbered files, or remove them as work to be redone."""
+        it would overwrite that run's numbered files, or remove them as work to be redone.
+        Output without an id may be this service's moved without its dot-files (`mv out/*`):
+        the refusal says how to claim it."""
+        marker = self.out / SERVICE_ID_FILE
         try:
-            marked = (self.out / OUT_ID_FILE).read_text(errors="replace").strip()
+            marked = marker.read_text(errors="replace").strip()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             marked = None
         if marked == self.out_id:
             return
         earlier = [p for p in earlier_run_files(self.out) if not p.name.endswith(".tmp")]
-        if earlier:
-            whose = "another service's" if marked else "another run's"
+        if not earlier:
+            return
+        held = f"--out {self.out}: holds output ({earlier[0].relative_to(self.out)} and {len(earlier) - 1:,} more)"
+        if marked:
             raise SigmatchError(
-                f"--out {self.out}: holds {whose} output ({earlier[0].relative_to(self.out)} and "
-                f"{len(earlier) - 1:,} more), not the output of the service whose checkpoint --state {self.state} "
-                "holds: it would overwrite those files: give that service's --out, or a new one")
+                f"{held} of another service ({SERVICE_ID_FILE} holds another id), not of the service whose "
+                f"checkpoint --state {self.state} holds: it would overwrite those files: give that service's --out, "
+                "or a new one")
+        raise SigmatchError(
+            f"{held} without the id of the service whose checkpoint --state {self.state} holds ({SERVICE_ID_FILE}, "
+            f"which its own --out holds): it may be another run's, whose files it would overwrite. If it is this "
+            f"service's output, moved without its dot-files, put the id back: echo {self.out_id} > {marker}; "
+            "else give the service's own --out, or a new one")
 
     def _mark_output(self) -> None:
-        """OUT_ID_FILE in OUT, before anything is written there (0640, fsynced, renamed)."""
-        final = self.out / OUT_ID_FILE
+        """SERVICE_ID_FILE in OUT, before anything is written there (0640, fsynced, renamed)."""
+        final = self.out / SERVICE_ID_FILE
         try:
             if final.read_text(errors="replace").strip() == self.out_id:
                 return
         except OSError:
             pass
         try:
-            write_private(self.out / f"{OUT_ID_FILE}.new", final, f"{self.out_id}\n".encode())
+            write_private(self.out / f"{SERVICE_ID_FILE}.new", final, f"{self.out_id}\n".encode())
         except OSError as e:
             raise _naming(e, final) from None
 
@@ -512,7 +543,7 @@ class SpoolDaemon:
         # the bytes read of each file the checkpoint covers (absent before sigmatch kept them)
         self.fed_sizes.update({name: int(size) for name, size in (extra.get("sizes") or {}).items()})
         # which file each name was (absent before sigmatch kept them: then the name alone)
-        ids = {name: (int(dev), int(ino)) for name, (dev, ino) in (extra.get("ids") or {}).items()}
+        ids = {name: tuple(int(n) for n in ident) for name, ident in (extra.get("ids") or {}).items()}
         moved_as = extra.get("done_names") or {}
         for name in extra.get("moving") or []:
             self._move_done(name, self.fed_sizes.pop(name, None), moved_as.get(name), ids.get(name))
@@ -541,19 +572,17 @@ class SpoolDaemon:
         return target
 
     def _move_done(self, name: str, size: Optional[int], target: Optional[str] = None,
-                   ident: Optional[tuple[int, int]] = None) -> None:
+                   ident: Optional[tuple[int, ...]] = None) -> None:
         """A processed spool file goes to done/ (as `target`, recorded in the checkpoint when
         it is not the file's own name, else chosen now), holding the `size` bytes that were
         processed: what was appended after it was read is cut off into rejected/ (_cut_tail).
-        `ident` (st_dev, st_ino): the file that was read; another file now under its name
+        `ident` (_identity): the file that was read; another file now under its name
         (renamed over it) stays in the spool, to be read as a new file. Runs again after a
         crash (roll forward): each step can be repeated."""
         source = self.spool / name
-        try:
-            info = os.lstat(source)
-        except FileNotFoundError:
+        if not os.path.lexists(source):
             return
-        if ident is not None and (info.st_dev, info.st_ino) != ident:
+        if ident is not None and not self._still_there(source, ident):
             # the file read is gone (a rename over it unlinked it); what is there now is
             # unread. The check and the move below are not one step: a rename in the
             # microseconds between them is not seen.
@@ -576,6 +605,24 @@ class SpoolDaemon:
                 self._done_watch[target] = (name, size, time.monotonic())
                 if len(self._done_watch) > DONE_WATCH_FILES:
                     del self._done_watch[next(iter(self._done_watch))]     # the oldest
+
+    @staticmethod
+    def _still_there(path: Path, ident: tuple) -> bool:
+        """Whether `path` is still the spool file `ident` names (_same_file); a link or a
+        file that cannot be opened is not (it is then read, and rejected, as a new one)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return True             # gone: nothing to move, and nothing unread left behind
+        except OSError:
+            return False
+        try:
+            info = os.fstat(fd)
+            return stat.S_ISREG(info.st_mode) and _same_file(fd, info, ident)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def _check_done_tails(self) -> None:
         """A probe writing in place can append after its file settled, was processed and moved
@@ -1228,8 +1275,14 @@ class SpoolDaemon:
         with f:
             opened = os.fstat(f.fileno())
             opened_size = opened.st_size
-            ident = (opened.st_dev, opened.st_ino)
-            if offset and was is not None and was != ident:
+            try:
+                ident = _identity(f.fileno(), opened)
+            except OSError as e:
+                self._reject(name, f"read error at byte 0: {e.strerror or e}")
+                if offset:
+                    self._new_stream(f"{name}: unreadable after byte {offset:,}")
+                return
+            if offset and was is not None and not _same_file(f.fileno(), opened, was):
                 # another file under the name the checkpoint stopped in (renamed over it, or
                 # a state directory started on another spool): the new one is read whole
                 self._count("changed")
