@@ -213,8 +213,9 @@ class Config:
     # channels that some campaign uses, and only those given a budget
     channel_budgets: dict[str, int] = field(default_factory=dict)
     # the sha256 of the bytes read (load_config): stats.json's `configuration.sha256` without a
-    # second read, which a pipe or a FIFO cannot give (None from parse_config alone)
-    sha256: Optional[str] = None
+    # second read, which a pipe or a FIFO cannot give (None from parse_config alone); not part
+    # of what a configuration means, so not compared
+    sha256: Optional[str] = field(default=None, compare=False)
 
     @property
     def channels(self) -> tuple[str, ...]:
