@@ -267,7 +267,8 @@ def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt,
         remove_earlier_run(out, earlier)
 
     if ray_address is not None:
-        if not config.is_file():
+        from engine.language.config import read_once
+        if read_once(config):
             # every actor reads CONFIG itself, on its own host: a pipe is read once, here
             raise LoadError(f"{config}: --ray needs CONFIG as a file that every host reads at the same path "
                             "(this is a pipe or a device)")
@@ -361,7 +362,9 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, 
     # the rule of profiles, lists and the lookup's paths: as a customer gives it, or one line
     number = normalise_msisdn(msisdn)
     if number is None:
-        _fail(f"--msisdn: {msisdn.strip()!r} is not an MSISDN ({MSISDN_RULE})")
+        # masked as lists and the lookup mask what they refuse: it may be a number all the same
+        from engine.privacy import mask_msisdn
+        _fail(f"--msisdn: {mask_msisdn(msisdn.strip())!r} is not an MSISDN ({MSISDN_RULE})")
     engine = Engine.from_config(config)
     status = engine.subscriber_status(number)
     if status != "active":

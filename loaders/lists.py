@@ -39,7 +39,7 @@ _DIGITS_PATTERN = r"^[1-9][0-9]{0,14}$"
 # White space and dashes in a number as written, spelled out: Python's \s and RE2's (Arrow's)
 # differ (\v, U+00A0 ...), and typed numbers and files' numbers follow one rule
 _SEPARATORS = r"[ \t\n\v\f\r-]"
-_SIGNED = r"^[ \t\n\v\f\r]*-|-[ \t\n\v\f\r]*$"
+_SIGNED = r"^[^0-9]*-|-[^0-9]*$"      # a dash before the first digit (+-86 ...) or after the last
 MSISDN_RULE = ("1 to 15 digits, the first not 0, once spaces, dashes between them and one leading + or 00 "
                "are dropped")
 # why a number typed with its country code may not be found: nothing is added or removed
@@ -157,8 +157,8 @@ def parse_msisdns(text: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndar
 
     Valid: 1 to 15 ASCII digits, the first not 0, once white space and dashes are removed and
     one leading '+' or '00' (the international prefix) is dropped: `+86 138-0013-8000` and
-    `008613800138000` are 8613800138000. A dash first or last is a sign, not a separator:
-    `-8613800138000` is not an MSISDN.
+    `008613800138000` are 8613800138000. A dash before the first digit or after the last is
+    a sign, not a separator: `-8613800138000` and `+-86...` are not MSISDNs.
     """
     clean = pc.fill_null(_plain_msisdns(text), False)
     valid = clean.to_numpy(zero_copy_only=False)

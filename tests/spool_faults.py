@@ -9,6 +9,7 @@ FAULT (what happens to spool files whose name holds the word):
   grow      bytes are appended to it (from NAME.more beside the spool) while it is read;
   tail      bytes are appended to it (from NAME.more) once it has been read to its end;
   replace  a new file (NAME.more) is renamed over it once it has been read whole;
+  overwrite           ... written over it in place instead (the same inode, `cp new NAME`);
   replace-crash       ... over it when the checkpoint's thread is about to move it to done/, and
                       the service dies there (kill -9), once (STATE/../crashed marks it);
   replace-stopped     ... over it after its first piece (reads are cut to 64 KiB), and the
@@ -115,22 +116,26 @@ elif fault == "tail":
 
     SpoolDaemon._process_file = _process_file
 
-elif fault in ("replace", "replace-crash", "replace-stopped", "copy-crash", "copy-stopped"):
+elif fault in ("replace", "overwrite", "replace-crash", "replace-stopped", "copy-crash", "copy-stopped"):
     def rename_over(path: Path) -> None:
         new = path.parent / f".{path.name}.new"
         new.write_bytes(path.read_bytes() if fault.startswith("copy") else more_of(path))
         os.replace(new, path)
 
-    if fault == "replace":
+    if fault in ("replace", "overwrite"):
         processing = SpoolDaemon._process_file
-
         replaced = set()
 
         def _process_file(self, path):
             processing(self, path)
-            if "replace" in path.name and path.name in self.uncommitted + self.covered and path not in replaced:
+            if fault in path.name and path.name in self.uncommitted + self.covered and path not in replaced:
                 replaced.add(path)
-                rename_over(path)
+                if fault == "replace":
+                    rename_over(path)
+                else:
+                    with open(path, "r+b") as f:
+                        f.truncate(0)
+                        f.write(more_of(path))
 
         SpoolDaemon._process_file = _process_file
     elif fault.endswith("-crash"):

@@ -750,21 +750,25 @@ def test_a_second_file_of_the_same_name_never_overwrites_the_first_in_done(world
     assert sorted(p.name for p in done.iterdir()) == ["t-01.msgpack", "t-01.msgpack.1", "t-01.msgpack.2"]
 
 
-def test_a_file_renamed_over_one_read_is_read_too_not_archived_unread(world, tmp_path):
-    """A probe renames a new file over one the service has read and not yet moved to done/.
-    The service knows the file it read by (device, inode), not by name: the new one stays in
-    the spool and is read, never moved to done/ unread (its events were lost, without a word)."""
+@pytest.mark.parametrize("how", ["replace", "overwrite"])
+def test_a_file_renamed_over_one_read_is_read_too_not_archived_unread(world, tmp_path, how):
+    """A probe renames a new file over one the service has read and not yet moved to done/, or
+    writes it over that one in place (`cp new NAME`: the same inode). The service knows the
+    file it read by (device, inode) and a CRC of its first bytes, not by name: the new one
+    stays in the spool and is read, never moved to done/ unread (its events were lost,
+    without a word)."""
     config, traces = world
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
-    (tmp_path / "t-01-replace.msgpack.more").write_bytes(traces[1][1])
-    fill(spool, [("t-01-replace.msgpack", traces[0][1])])
-    proc = start(config, spool, out, state, "--settle", "0", fault="replace")
+    name = f"t-01-{how}.msgpack"
+    (tmp_path / f"{name}.more").write_bytes(traces[1][1])
+    fill(spool, [(name, traces[0][1])])
+    proc = start(config, spool, out, state, "--settle", "0", fault=how)
     done = spool / "done"
-    wait_for(lambda: (done / "t-01-replace.msgpack").exists() and drained(spool), "the new file read", proc)
+    wait_for(lambda: (done / name).exists() and drained(spool), "the new file read", proc)
     code, log = stop(proc)
     assert code == 0, log[-3000:]
-    assert "t-01-replace.msgpack: replaced by another file of the same name after it was processed" in log, log[-3000:]
-    assert (done / "t-01-replace.msgpack").read_bytes() == traces[1][1]
+    assert f"{name}: replaced by another file of the same name after it was processed" in log, log[-3000:]
+    assert (done / name).read_bytes() == traces[1][1]
     assert actions(out) == expected_actions(config, [traces[0][1], traces[1][1]])
     no_traceback(log)
 

@@ -118,7 +118,8 @@ def test_msisdns_in_files_and_typed_by_a_person_follow_one_rule(values):
 
 
 @pytest.mark.parametrize("text, number", [("-8613800138000", None), ("8613800138000-", None), (" -86138 ", None),
-                                          ("86-138", 86138), ("+86 138-0013-8000", 8613800138000), ("-", None)])
+                                          ("86-138", 86138), ("+86 138-0013-8000", 8613800138000), ("-", None),
+                                          ("+-8613800138000", None), ("+86-138", 86138), ("00-86", 86)])
 def test_a_dash_first_or_last_is_a_sign_not_a_separator(text, number):
     from loaders.lists import normalise_msisdn, parse_msisdns
     numbers, valid = parse_msisdns(pa.array([text, "8613800138000"], pa.string()))

@@ -94,6 +94,52 @@ def test_a_spool_lock_that_is_a_link_is_refused(tmp_path):
     assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
 
 
+def test_a_second_service_on_one_out_exits_at_once(tmp_path):
+    """Two services writing one --out (each its own state and spool) would number their files
+    alike and overwrite each other's stats.json: the second is refused before it creates
+    anything."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (tmp_path / "spool2").mkdir()
+    first = start(CONFIG, spool, tmp_path / "out", tmp_path / "state")
+    try:
+        second = service(tmp_path, "--spool", tmp_path / "spool2", out="out", state="state2")
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines() == [
+            f"sigmatch: error: --out {tmp_path / 'out'}: output directory in use by PID {first.pid}"]
+        assert not (tmp_path / "state2").exists()
+    finally:
+        code, log = stop(first)
+    assert code == 0, log[-3000:]
+
+
+def test_the_service_refuses_a_configuration_it_cannot_read_again_and_creates_nothing(tmp_path):
+    """The service reads CONFIG at every start and reload (SIGHUP): a pipe is read once. A
+    configuration without profiles and a --watch file that is not there are said before
+    anything is created too."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    piped = sigmatch("run", "/dev/stdin", "--spool", spool, "--out", tmp_path / "out", "--state", tmp_path / "state",
+                     stdin=CONFIG.read_bytes())
+    assert piped.returncode == 1
+    assert piped.stderr.strip().splitlines() == [
+        "sigmatch: error: /dev/stdin: the service needs CONFIG as a file, which it reads again at every start and "
+        "reload (this is a pipe or a device)"]
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    done = sigmatch("run", empty, "--spool", spool, "--out", tmp_path / "out", "--state", tmp_path / "state")
+    assert done.returncode == 1
+    assert error_line(done) == f"sigmatch: error: {empty}: engine.profiles: a profile snapshot is required"
+    done = service(tmp_path, "--spool", spool, "--watch", tmp_path / "watch.txt")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"sigmatch: error: --watch {tmp_path / 'watch.txt'}: no such file"]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
+    diffed = sigmatch("diff", "/dev/stdin", CONFIG, TRACE, stdin=CONFIG.read_bytes())
+    assert diffed.returncode != 0
+    assert error_line(diffed) == ("sigmatch: error: /dev/stdin: diff needs each configuration as a file, which its "
+                                  "side reads again (this is a pipe or a device)")
+
+
 # --------------------------------------------------------------------------- 10: a fresh service, an --out in use
 
 def refusal_of_out(tmp_path: Path, out: Path, first: str, more: int, state: str = "state2") -> str:
@@ -120,7 +166,7 @@ def test_a_fresh_service_refuses_another_services_out_and_a_service_goes_on_on_i
     first = service(tmp_path, "--stdin", stdin=TRACE.read_bytes())
     assert first.returncode == 0, first.stderr
     stats = (out / "stats.json").read_bytes()
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != ".sigmatch-service-id")
+    files = sorted(p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".sigmatch"))
     other = service(tmp_path, "--stdin", state="state2", stdin=TRACE.read_bytes())
     assert other.returncode == 1
     assert error_line(other) == refusal_of_out(tmp_path, out, "stats.json", len(files) - 1)
@@ -163,10 +209,10 @@ def test_a_service_going_on_from_its_checkpoint_refuses_another_runs_out_and_tak
     assert sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "replayed").returncode == 0
 
     def output(name):
-        return {p: p.read_bytes() for p in (tmp_path / name).rglob("*") if p.is_file()}
+        return {p: p.read_bytes() for p in (tmp_path / name).rglob("*") if p.is_file() and p.name != ".sigmatch.lock"}
 
     def held(name):
-        files = [p for p in output(name) if p.name != ".sigmatch-service-id"]
+        files = [p for p in output(name) if not p.name.startswith(".sigmatch")]
         return f"sigmatch: error: --out {tmp_path / name}: holds output (stats.json and {len(files) - 1:,} more)"
 
     before = output("other-service")

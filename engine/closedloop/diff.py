@@ -89,7 +89,12 @@ class DiffError(SigmatchError):
 def _check_inputs(config_a: Path, config_b: Path, traces: Sequence[Path], state: Optional[Path]) -> None:
     """What can be refused before a process starts: either configuration invalid (ConfigError
     naming its file), local days that would not line up, a trace or state that is not there."""
-    from engine.language.config import load_config
+    from engine.language.config import load_config, read_once
+    for config in (config_a, config_b):
+        if read_once(config):
+            # each side's process reads its configuration again
+            raise DiffError(f"{config}: diff needs each configuration as a file, which its side reads again "
+                            "(this is a pipe or a device)")
     a, b = load_config(config_a), load_config(config_b)
     if a.utc_offset_ms != b.utc_offset_ms:
         raise DiffError(f"{config_b}: engine.utc_offset {_offset(b.utc_offset_ms)} differs from "

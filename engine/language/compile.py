@@ -94,9 +94,14 @@ def build_peer_tables(config: Config, world: World) -> None:
             world.peer_table(c.peer_in)
 
 
-def load_world(config: Config) -> World:
+def require_profiles(config: Config) -> None:
+    """ConfigError unless the configuration names its profile snapshot (every engine needs one)."""
     if config.profiles is None:
         raise ConfigError(f"{config.path}: engine.profiles: a profile snapshot is required")
+
+
+def load_world(config: Config) -> World:
+    require_profiles(config)
     # Only the attributes some `where` or `anniversary` reads are loaded: the rest of a
     # snapshot would cost gigabytes at province scale and serve nothing.
     fmt = TextFormat(encoding=config.encoding, null_values=config.null_values)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tomllib
 import zlib
 from dataclasses import dataclass, field
@@ -446,6 +447,19 @@ _BUILDS = {"PolicySpec": PolicySpec, "CounterSpec": CounterSpec, "MarkerSpec": M
 
 # a configuration read from standard input or an inherited descriptor, not from a file of a folder
 _STANDARD_STREAM = re.compile(r"/dev/(stdin|fd/\d+)|/proc/(self|\d+)/fd/\d+")
+
+
+def read_once(path) -> bool:
+    """Whether CONFIG at `path` can be read only once, or only here: standard input or an
+    inherited descriptor (`/dev/stdin`, `<(...)`, even redirected from a file), a FIFO, a
+    device. Commands that read it again (the service at each reload, diff's sides, Ray's
+    actors on their hosts) refuse it."""
+    if _STANDARD_STREAM.fullmatch(str(path)):
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False        # reported as the file it is not, where it is read
 
 
 class _Reader:

@@ -146,16 +146,17 @@ def _identity(fd: int, info: os.stat_result) -> tuple[int, int, int, int]:
 
 
 def _same_file(fd: int, info: os.stat_result, ident: tuple) -> bool:
-    """Whether the open file `fd` is the one `ident` (_identity) names: the same inode, or,
-    the spool having been copied or restored, the same first bytes (an empty file: empty)."""
-    if (info.st_dev, info.st_ino) == tuple(ident[:2]):
-        return True
+    """Whether the open file `fd` is the one `ident` (_identity) names: the same first bytes,
+    whatever its inode (a spool copied or restored keeps them; a file overwritten in place,
+    `cp new f.msgpack`, does not), where it still holds that many; else the same inode (a
+    file cut shorter is the one read, cut: its tail is dealt with as such)."""
+    same_inode = (info.st_dev, info.st_ino) == tuple(ident[:2])
     if len(ident) < 4:
-        return False            # recorded by name and inode only
+        return same_inode       # recorded by name and inode only
     length, crc = ident[2], ident[3]
-    if length == 0:
-        return info.st_size == 0
-    return info.st_size >= length and zlib.crc32(os.pread(fd, length, 0)) == crc
+    if length == 0 or info.st_size < length:
+        return same_inode or (length == 0 and info.st_size == 0)
+    return zlib.crc32(os.pread(fd, length, 0)) == crc
 
 
 def _local_time(ms: Optional[int]) -> str:
@@ -431,6 +432,7 @@ class SpoolDaemon:
         self.servers: list = []
         self._lock_fd: Optional[int] = None         # STATE/lock, held while the process lives
         self._spool_lock_fd: Optional[int] = None   # SPOOL/.sigmatch.lock, likewise
+        self._out_lock_fd: Optional[int] = None     # OUT/.sigmatch.lock, likewise
 
     # -- start-up
 
@@ -1014,11 +1016,18 @@ class SpoolDaemon:
         spool directory that does not exist, a configuration that does not load, output of
         an earlier run that this state does not cover, an address in use (by another process,
         or by another of this service's own options)."""
-        from engine.language.config import load_config
+        from engine.language.compile import require_profiles
+        from engine.language.config import load_config, read_once
         if self.journal_prefix and not self.spool.is_dir():
             raise SigmatchError(f"--spool {self.spool}: no such directory")
+        if read_once(self.config_path):
+            raise SigmatchError(f"{self.config_path}: the service needs CONFIG as a file, which it reads again at "
+                                "every start and reload (this is a pipe or a device)")
         # the configuration alone (its profiles, lists and areas are loaded later)
-        load_config(self.config_path)
+        require_profiles(load_config(self.config_path))
+        if self.watch_path is not None and not self.watch_path.is_file():
+            raise SigmatchError(f"--watch {self.watch_path}: "
+                                + ("not a file" if self.watch_path.exists() else "no such file"))
         self._check_layout()
         self._refuse_earlier_output()
         self._probe_addresses()
@@ -1115,13 +1124,22 @@ class SpoolDaemon:
         fd = _open_lock_file(self.spool / SPOOL_LOCK, f"--spool {self.spool}", of_this_user=True)
         self._spool_lock_fd = _hold_lock(fd, f"--spool {self.spool}: spool directory")
 
+    def _lock_out(self) -> None:
+        """One service per output directory, whatever its state and spool: two would number
+        their files alike (one's sealed file renamed over the other's, seqs told twice) and
+        overwrite each other's stats.json. An flock on OUT/.sigmatch.lock, as on the spool."""
+        fd = _open_lock_file(self.out / SPOOL_LOCK, f"--out {self.out}")
+        self._out_lock_fd = _hold_lock(fd, f"--out {self.out}: output directory")
+
     def run(self) -> int:
         self._preflight()
-        # Both locks before anything is created: a state directory that exists is locked
-        # first (a second service on it is named by it), then a --spool of the probes
-        # (a journal alone, under STATE, is covered by the state's lock)
+        # The locks before anything is created: a state directory that exists is locked
+        # first (a second service on it is named by it), then an --out that exists, then a
+        # --spool of the probes (a journal alone, under STATE, is covered by the state's lock)
         if self.state.is_dir():
             self._lock_state()
+        if self.out.is_dir():
+            self._lock_out()
         if self.journal_prefix:
             self._lock_spool()
         if self._lock_fd is None:
@@ -1129,6 +1147,8 @@ class SpoolDaemon:
         self._check_layout()
         for directory in (self.out, self.state):
             make_private_directories(directory)
+        if self._out_lock_fd is None:
+            self._lock_out()
         journal_dir = None
         if self.stdin is not None or self.listen is not None:
             if self.journal_prefix and not self.spool.is_dir():
