@@ -201,8 +201,11 @@ def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ove
 def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int = 1,
             ray_address: Optional[str] = None):
     from engine.language.config import load_config
-    from engine.sinks import earlier_run_files
+    from engine.sinks import earlier_run_files, service_writing
     _check_out(out)
+    writer = service_writing(out)
+    if writer is not None:
+        _fail(f"{out}: output directory in use by PID {writer} (a service writes it): give a new --out")
     earlier = earlier_run_files(out)
     if earlier and not overwrite:
         _fail(f"{out}: already holds a run's output ({earlier[0].relative_to(out)} and {len(earlier) - 1:,} more); "

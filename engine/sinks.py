@@ -44,11 +44,34 @@ from engine.records import (
     DEAD_LETTER_BYTES, DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KINDS,
 )
 
-__all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "SERVICE_ID_FILE"]
+__all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "service_writing", "SERVICE_ID_FILE",
+           "OUT_LOCK"]
 
 # OUT/NAME: the id of the service (`sigmatch run`) whose output OUT is; its checkpoint holds
 # the id too, so that a restart does not number on into another run's output
 SERVICE_ID_FILE = ".sigmatch-service-id"
+# OUT/NAME: the flock a running service holds on its output directory (a name of its own: OUT
+# may be the spool, whose lock is .sigmatch.lock)
+OUT_LOCK = ".sigmatch-out.lock"
+
+
+def service_writing(out) -> Optional[str]:
+    """The PID (as written in OUT_LOCK) of a service writing `out` now, or None: a replay into
+    it would remove or overwrite what the service writes."""
+    import fcntl
+    try:
+        fd = os.open(Path(out) / OUT_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None             # none there (or not a plain file): no service of ours
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+    except OSError:
+        return None             # a file system without locks: nothing can be told
+    finally:
+        os.close(fd)
+    return None
 
 # Output holds personal data (MSISDNs): owner and group only, whatever the umask.
 FILE_MODE = 0o640

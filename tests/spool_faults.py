@@ -17,6 +17,8 @@ FAULT (what happens to spool files whose name holds the word):
   copy-crash, copy-stopped   as replace-crash and replace-stopped, but what is renamed over
                       it is a copy of the file itself (the same bytes under a new inode: a
                       spool copied or restored);
+  out-nolocks         OUT's file system takes no locks: flock on OUT/.sigmatch-out.lock fails
+                      with ENOLCK (NFS without lockd);
   no-rebase           --keep-done never gets the new checkpoint base it asks for, so the files
                       the checkpoint fallback needs stay held in done/;
   enospc-checkpoint   writing a checkpoint record fails with ENOSPC once STATE/../disk-full exists;
@@ -169,6 +171,17 @@ elif fault in ("replace", "overwrite", "replace-crash", "replace-stopped", "copy
             return n
 
         SpoolDaemon._process_file, SpoolDaemon._read_piece = _process_file, _read_piece
+
+elif fault == "out-nolocks":
+    import fcntl
+    real_flock = fcntl.flock
+
+    def flock(fd, operation):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/.sigmatch-out.lock"):
+            raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+        return real_flock(fd, operation)
+
+    fcntl.flock = flock
 
 elif fault == "no-rebase":
     from engine.service.checkpoint import CheckpointStore

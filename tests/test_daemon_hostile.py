@@ -859,6 +859,22 @@ def test_a_spool_file_copied_or_restored_is_still_the_file_that_was_read(world, 
     no_traceback(log)
 
 
+def test_an_out_on_a_file_system_without_locks_is_warned_of_and_used(world, tmp_path):
+    """OUT is often a share the gateway reads (NFS without lockd: flock fails with ENOLCK):
+    the service says that nothing stops a second one writing there, and runs."""
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill(spool, [traces[0]])
+    proc = start(config, spool, out, state, "--settle", "0", fault="out-nolocks")
+    wait_for(lambda: drained(spool), "the spool drained", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert (f"--out {out}: its file system takes no locks (No locks available): nothing stops a second service "
+            "from writing into it") in log, log[-3000:]
+    assert actions(out) == expected_actions(config, [traces[0][1]])
+    no_traceback(log)
+
+
 # --------------------------------------------------------------------------- item 5: a tail after the move
 
 def test_a_tail_appended_after_the_file_moved_to_done_goes_to_rejected(world, tmp_path):

@@ -108,9 +108,32 @@ def test_a_second_service_on_one_out_exits_at_once(tmp_path):
         assert second.stderr.strip().splitlines() == [
             f"sigmatch: error: --out {tmp_path / 'out'}: output directory in use by PID {first.pid}"]
         assert not (tmp_path / "state2").exists()
+        # a replay, --overwrite or not, would remove or overwrite what the service writes
+        for extra in ((), ("--overwrite",)):
+            replayed = sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "out", *extra)
+            assert replayed.returncode == 1
+            assert replayed.stderr.strip().splitlines() == [
+                f"sigmatch: error: {tmp_path / 'out'}: output directory in use by PID {first.pid} (a service writes "
+                "it): give a new --out"]
+        assert (tmp_path / "out" / ".sigmatch-service-id").exists()
     finally:
         code, log = stop(first)
     assert code == 0, log[-3000:]
+
+
+def test_a_service_whose_out_is_its_spool_starts(tmp_path):
+    """--out may be the spool directory (its files are not *.msgpack): the two locks are two
+    files, not one file locked twice by the one process."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "t-01.msgpack").write_bytes(TRACE.read_bytes())
+    proc = start(CONFIG, spool, spool, tmp_path / "state")
+    wait_for(lambda: (spool / "done" / "t-01.msgpack").exists(), "the spool file to be processed", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert sorted(p.name for p in spool.glob(".sigmatch*")) == [".sigmatch-out.lock", ".sigmatch-service-id",
+                                                                ".sigmatch.lock"]
+    assert (spool / "stats.json").exists()
 
 
 def test_the_service_refuses_a_configuration_it_cannot_read_again_and_creates_nothing(tmp_path):
@@ -209,7 +232,7 @@ def test_a_service_going_on_from_its_checkpoint_refuses_another_runs_out_and_tak
     assert sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "replayed").returncode == 0
 
     def output(name):
-        return {p: p.read_bytes() for p in (tmp_path / name).rglob("*") if p.is_file() and p.name != ".sigmatch.lock"}
+        return {p: p.read_bytes() for p in (tmp_path / name).rglob("*") if p.is_file() and p.name != ".sigmatch-out.lock"}
 
     def held(name):
         files = [p for p in output(name) if not p.name.startswith(".sigmatch")]

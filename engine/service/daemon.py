@@ -57,7 +57,7 @@ from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine
 from engine.service.checkpoint import CheckpointSet, CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
-from engine.sinks import (SERVICE_ID_FILE, SinkSet, earlier_run_files, fsync_path, make_private_directories,
+from engine.sinks import (OUT_LOCK, SERVICE_ID_FILE, SinkSet, earlier_run_files, fsync_path, make_private_directories,
                           write_private)
 from engine.wording import plural
 from loaders.lists import NOT_FOUND_HINT
@@ -432,7 +432,7 @@ class SpoolDaemon:
         self.servers: list = []
         self._lock_fd: Optional[int] = None         # STATE/lock, held while the process lives
         self._spool_lock_fd: Optional[int] = None   # SPOOL/.sigmatch.lock, likewise
-        self._out_lock_fd: Optional[int] = None     # OUT/.sigmatch.lock, likewise
+        self._out_lock_fd: Optional[int] = None     # OUT/.sigmatch-out.lock, likewise (-1: no locks there)
 
     # -- start-up
 
@@ -1127,9 +1127,19 @@ class SpoolDaemon:
     def _lock_out(self) -> None:
         """One service per output directory, whatever its state and spool: two would number
         their files alike (one's sealed file renamed over the other's, seqs told twice) and
-        overwrite each other's stats.json. An flock on OUT/.sigmatch.lock, as on the spool."""
-        fd = _open_lock_file(self.out / SPOOL_LOCK, f"--out {self.out}")
-        self._out_lock_fd = _hold_lock(fd, f"--out {self.out}: output directory")
+        overwrite each other's stats.json; `replay` refuses it too. An flock on OUT_LOCK, as
+        on the spool. Where OUT's file system has no locks (NFS without lockd, some SMB or
+        FUSE mounts: shares a gateway reads), a warning: the state's lock still holds."""
+        fd = _open_lock_file(self.out / OUT_LOCK, f"--out {self.out}")
+        try:
+            self._out_lock_fd = _hold_lock(fd, f"--out {self.out}: output directory")
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise SigmatchError(f"--out {self.out}: cannot lock it ({OUT_LOCK}: {e.strerror or e})") from None
+            self._out_lock_fd = -1
+            log.warning(f"--out {self.out}: its file system takes no locks ({e.strerror or e}): nothing stops a "
+                        "second service from writing into it")
 
     def run(self) -> int:
         self._preflight()
