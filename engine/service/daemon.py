@@ -408,9 +408,10 @@ class SpoolDaemon:
         self.settle_s = settle_s
         self.keep_done = list(keep_done)
         self.fed_sizes: dict[str, int] = {}     # spool files fed whole: the bytes read (a tail beyond is late)
-        # The (st_dev, st_ino) of each spool file opened, until it is moved: a name is not a
-        # file. A probe that renames a new file over one read (before it moved to done/) must
-        # not have the new one archived unread, nor a restart resume it at the old one's offset.
+        # The identity (_identity: inode and first bytes) of each spool file opened, until it is
+        # moved: a name is not a file. A probe that renames or writes a new file over one read
+        # (before it moved to done/) must not have the new one archived unread, nor a restart
+        # resume it at the old one's offset.
         self.fed_ids: dict[str, tuple[int, ...]] = {}      # name -> _identity
         self._settling: dict[str, tuple] = {}   # name -> ((size, mtime), first seen so) while it settles
         self._unmovable: set[str] = set()       # rejected but not movable: ignored (logged once) while present
@@ -585,13 +586,13 @@ class SpoolDaemon:
         if not os.path.lexists(source):
             return
         if ident is not None and not self._still_there(source, ident):
-            # the file read is gone (a rename over it unlinked it); what is there now is
-            # unread. The check and the move below are not one step: a rename in the
-            # microseconds between them is not seen.
+            # the file read is gone (a rename over it unlinked it, or it was written over in
+            # place); what is there now is unread. The check and the move below are not one
+            # step: a rename in the microseconds between them is not seen.
             self._count("changed")
             log.warning(f"{self._shown(name)}: replaced by another file of the same name after it was processed "
-                        "(renamed over it: give every file a new name); the new one stays in the spool and is "
-                        "read as a new file")
+                        "(renamed or written over it: give every file a new name); the new one stays in the spool "
+                        "and is read as a new file")
             return
         done = _own_subdirectory(self.spool, "done")
         if size is not None:
