@@ -201,11 +201,10 @@ def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ove
 def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int = 1,
             ray_address: Optional[str] = None):
     from engine.language.config import load_config
-    from engine.sinks import earlier_run_files, service_writing
+    from engine.sinks import earlier_run_files
     _check_out(out)
-    writer = service_writing(out)
-    if writer is not None:
-        _fail(f"{out}: output directory in use by PID {writer} (a service writes it): give a new --out")
+    if out.is_dir():
+        _hold_out(out)      # a service or replay writing it is named first; nothing is created
     earlier = earlier_run_files(out)
     if earlier and not overwrite:
         _fail(f"{out}: already holds a run's output ({earlier[0].relative_to(out)} and {len(earlier) - 1:,} more); "
@@ -222,6 +221,18 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
     click.echo(f"output: {out}")
 
 
+_OUT_LOCKS: dict = {}
+
+
+def _hold_out(out: Path) -> None:
+    """Hold `out`'s output lock (engine.sinks.lock_output) until the process ends, once: a
+    service or another replay writing it meanwhile would number files alike."""
+    from engine.sinks import lock_output
+    key = os.path.abspath(out)
+    if key not in _OUT_LOCKS:
+        _OUT_LOCKS[key] = lock_output(out)
+
+
 def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier):
     """`replay` in this process, of the configuration `cfg`."""
     from engine.api import Engine
@@ -232,6 +243,7 @@ def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier
     judgement = _judged(traces, engine)
     if judgement.refusal:
         raise LoadError(judgement.refusal)
+    _hold_out(out)
     remove_earlier_run(out, earlier)
     run = engine.replay(list(traces), out=out, drain=True, format=fmt, progress=progress, keep=False)
     click.echo(format_run(run.stats))
@@ -267,6 +279,7 @@ def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt,
         raise LoadError(judgement.refusal)
 
     def remove_earlier():
+        _hold_out(out)
         remove_earlier_run(out, earlier)
 
     if ray_address is not None:

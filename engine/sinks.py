@@ -44,7 +44,7 @@ from engine.records import (
     DEAD_LETTER_BYTES, DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KINDS,
 )
 
-__all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "service_writing", "SERVICE_ID_FILE",
+__all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "lock_output", "SERVICE_ID_FILE",
            "OUT_LOCK"]
 
 # OUT/NAME: the id of the service (`sigmatch run`) whose output OUT is; its checkpoint holds
@@ -55,23 +55,44 @@ SERVICE_ID_FILE = ".sigmatch-service-id"
 OUT_LOCK = ".sigmatch-out.lock"
 
 
-def service_writing(out) -> Optional[str]:
-    """The PID (as written in OUT_LOCK) of a service writing `out` now, or None: a replay into
-    it would remove or overwrite what the service writes."""
+def lock_output(out) -> Optional[int]:
+    """`replay`: hold OUT_LOCK on `out` (made, 0750, when missing) for the rest of the process,
+    as a service holds it, so that no service or other replay writes `out` meanwhile: they
+    would number their files alike and overwrite each other's. The lock's descriptor, or None
+    where the file system takes no locks. SigmatchError (one line) when another process holds
+    it, or the lock file is a link or not a plain file."""
     import fcntl
+    from engine.errors import SigmatchError
+    out = Path(out)
+    make_private_directories(out)
     try:
-        fd = os.open(Path(out) / OUT_LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None             # none there (or not a plain file): no service of ours
+        fd = os.open(out / OUT_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except OSError as e:
+        raise SigmatchError(f"{out}: cannot lock it ({OUT_LOCK}: {e.strerror or e})") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-    except OSError:
-        return None             # a file system without locks: nothing can be told
-    finally:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
         os.close(fd)
-    return None
+        raise SigmatchError(f"{out}: output directory in use by PID {holder} (another sigmatch run writes it): "
+                            "give a new --out") from None
+    except OSError:
+        os.close(fd)
+        return None             # a file system without locks (NFS without lockd): nothing to hold
+    os.ftruncate(fd, 0)
+    owner = os.getpid()
+    os.pwrite(fd, f"{owner}\n".encode(), 0)
+
+    def release():
+        # emptied at the end (the lock goes with the process): two replays of one input
+        # leave byte-identical directories, `diff -r` included
+        if os.getpid() == owner:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+
+    import atexit
+    atexit.register(release)
+    return fd
 
 # Output holds personal data (MSISDNs): owner and group only, whatever the umask.
 FILE_MODE = 0o640

@@ -113,12 +113,44 @@ def test_a_second_service_on_one_out_exits_at_once(tmp_path):
             replayed = sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "out", *extra)
             assert replayed.returncode == 1
             assert replayed.stderr.strip().splitlines() == [
-                f"sigmatch: error: {tmp_path / 'out'}: output directory in use by PID {first.pid} (a service writes "
-                "it): give a new --out"]
+                f"sigmatch: error: {tmp_path / 'out'}: output directory in use by PID {first.pid} (another sigmatch "
+                "run writes it): give a new --out"]
         assert (tmp_path / "out" / ".sigmatch-service-id").exists()
     finally:
         code, log = stop(first)
     assert code == 0, log[-3000:]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_replay_holds_its_out_against_services_and_other_replays(tmp_path, workers):
+    """A replay holds OUT's lock as a service does (here, this test holds it as a replay would):
+    another replay and a service are refused, naming the holder; once it is free, a replay
+    runs and leaves the lock file, released, beside its output."""
+    import fcntl
+    out = tmp_path / "out"
+    out.mkdir()
+    fd = os.open(out / ".sigmatch-out.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    try:
+        replayed = sigmatch("replay", CONFIG, TRACE, "--out", out, "--workers", workers)
+        assert replayed.returncode == 1
+        assert replayed.stderr.strip().splitlines() == [
+            f"sigmatch: error: {out}: output directory in use by PID {os.getpid()} (another sigmatch run writes it): "
+            "give a new --out"]
+        spool = tmp_path / "spool"
+        spool.mkdir()
+        refused = service(tmp_path, "--spool", spool)
+        assert refused.returncode == 1
+        assert error_line(refused) == f"sigmatch: error: --out {out}: output directory in use by PID {os.getpid()}"
+        assert sorted(p.name for p in out.iterdir()) == [".sigmatch-out.lock"]
+    finally:
+        os.close(fd)
+    replayed = sigmatch("replay", CONFIG, TRACE, "--out", out, "--workers", workers)
+    assert replayed.returncode == 0, replayed.stderr
+    assert (out / "stats.json").exists()
+    # emptied at the end: two replays of one input leave the same bytes (diff -r)
+    assert (out / ".sigmatch-out.lock").read_bytes() == b""
 
 
 def test_a_service_whose_out_is_its_spool_starts(tmp_path):
@@ -174,14 +206,14 @@ def refusal_of_out(tmp_path: Path, out: Path, first: str, more: int, state: str 
 def test_a_fresh_service_refuses_an_out_that_holds_a_replay(tmp_path):
     out = tmp_path / "out"
     assert sigmatch("replay", CONFIG, TRACE, "--out", out).returncode == 0
-    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".sigmatch-out.lock"}
     spool = tmp_path / "spool"
     spool.mkdir()
     done = service(tmp_path, "--spool", spool, state="state2")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [refusal_of_out(tmp_path, out, "stats.json", len(before) - 1)]
     assert not (tmp_path / "state2").exists()
-    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.name != ".sigmatch-out.lock"} == before
 
 
 def test_a_fresh_service_refuses_another_services_out_and_a_service_goes_on_on_its_own_state(tmp_path):
