@@ -72,10 +72,11 @@ def lock_output(out) -> Optional[int]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        # empty while the holder is between its lock and writing its PID
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
         os.close(fd)
-        raise SigmatchError(f"{out}: output directory in use by PID {holder} (another sigmatch run writes it): "
-                            "give a new --out") from None
+        raise SigmatchError(f"{out}: output directory in use by " + (f"PID {holder} " if holder else "")
+                            + "(another sigmatch run writes it): give a new --out") from None
     except OSError:
         os.close(fd)
         return None             # a file system without locks (NFS without lockd): nothing to hold
