@@ -46,10 +46,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def outcome(directory: Path) -> dict:
     """Every file under `directory` by relative path: (mode, bytes), stats.json parsed and
-    without its wall-clock `timing`."""
+    without its wall-clock `timing`; not the lock a replay holds on it (not output)."""
     found = {}
     for path in sorted(Path(directory).rglob("*")):
-        if not path.is_file():
+        if not path.is_file() or path.name == ".sigmatch-out.lock":
             continue
         name = path.relative_to(directory).as_posix()
         mode = stat.S_IMODE(path.stat().st_mode)
