@@ -201,8 +201,11 @@ def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ove
 def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int = 1,
             ray_address: Optional[str] = None):
     from engine.language.config import load_config
-    from engine.sinks import earlier_run_files
+    from engine.sinks import SERVICE_ID_FILE, earlier_run_files
     _check_out(out)
+    if os.path.isdir(out / SERVICE_ID_FILE) and not os.path.islink(out / SERVICE_ID_FILE):
+        # before anything is removed: --overwrite takes a service's id away with its output
+        _fail(f"{out}: {SERVICE_ID_FILE} is a directory, where a service keeps its id: remove it")
     if out.is_dir():
         _hold_out(out)      # a service or replay writing it is named first; nothing is created
     earlier = earlier_run_files(out)
@@ -664,13 +667,14 @@ def demo(directory, subscribers: int, events: int):
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix="sigmatch-demo-"))
     directory.mkdir(parents=True, exist_ok=True)
+    out = directory / "out"
+    _hold_out(out)      # as replay holds it: a service or replay writing there is named
     # the demo's programmes hold out controls: statsmodels, for their uplifts, is imported
     # while the world is built and replayed
     with intervals_ahead():
         config_path, traces = build_demo_world(directory, subscribers=subscribers, events=events)
         click.echo(f"demo world: {subscribers:,} subscribers, {events:,} events in {directory}")
         engine = Engine.from_config(config_path)
-        out = directory / "out"
         run = engine.replay(traces, out=out, drain=True, keep=False)
         click.echo(format_run(run.stats))
         click.echo(format_funnel(run.stats, legend=True))

@@ -24,6 +24,7 @@ every string, where RFC 4180 quotes only values that contain a separator, quote 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -55,6 +56,13 @@ SERVICE_ID_FILE = ".sigmatch-service-id"
 OUT_LOCK = ".sigmatch-out.lock"
 
 
+def lock_holder(fd: int) -> Optional[str]:
+    """The PID a lock file holds, when it holds one (digits only: the file is anyone's to
+    write garbage into); None while its holder is between its lock and writing its PID."""
+    text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return text if text.isdigit() else None
+
+
 def lock_output(out) -> Optional[int]:
     """`replay`: hold OUT_LOCK on `out` (made, 0750, when missing) for the rest of the process,
     as a service holds it, so that no service or other replay writes `out` meanwhile: they
@@ -62,21 +70,29 @@ def lock_output(out) -> Optional[int]:
     where the file system takes no locks. SigmatchError (one line) when another process holds
     it, or the lock file is a link or not a plain file."""
     import fcntl
+    import stat
     from engine.errors import SigmatchError
     out = Path(out)
     make_private_directories(out)
     try:
-        fd = os.open(out / OUT_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        # O_NONBLOCK: a FIFO put there must not block the open (it is refused below)
+        fd = os.open(out / OUT_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     FILE_MODE)
     except OSError as e:
-        raise SigmatchError(f"{out}: cannot lock it ({OUT_LOCK}: {e.strerror or e})") from None
+        why = "a symbolic link" if e.errno == errno.ELOOP else (e.strerror or str(e))
+        raise SigmatchError(f"{out}: cannot lock it ({OUT_LOCK}: {why})") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        # written to below: never through a hard link into another file
+        os.close(fd)
+        raise SigmatchError(f"{out}: cannot lock it ({OUT_LOCK} is not a plain file: remove it)")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        # empty while the holder is between its lock and writing its PID
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        holder = lock_holder(fd)
         os.close(fd)
-        raise SigmatchError(f"{out}: output directory in use by " + (f"PID {holder} " if holder else "")
-                            + "(another sigmatch run writes it): give a new --out") from None
+        who = f"PID {holder} (another sigmatch run writes it)" if holder else "another sigmatch run"
+        raise SigmatchError(f"{out}: output directory in use by {who}: give a new --out") from None
     except OSError:
         os.close(fd)
         return None             # a file system without locks (NFS without lockd): nothing to hold

@@ -153,6 +153,65 @@ def test_a_replay_holds_its_out_against_services_and_other_replays(tmp_path, wor
     assert (out / ".sigmatch-out.lock").read_bytes() == b""
 
 
+def test_what_is_planted_in_out_never_hangs_redirects_or_empties_anything(tmp_path):
+    """Whoever can write OUT can put anything under the lock's and the id's names: a hard link
+    to another file (the lock is written: it must not empty that file), a FIFO (never waited
+    on), a directory (said before anything is removed), garbage for a PID (not echoed)."""
+    import fcntl
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    out = tmp_path / "linked"
+    out.mkdir()
+    os.link(victim, out / ".sigmatch-out.lock")
+    done = sigmatch("replay", CONFIG, TRACE, "--out", out)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"sigmatch: error: {out}: cannot lock it (.sigmatch-out.lock is not a plain file: remove it)"]
+    assert victim.read_text() == "keep me\n"
+    fifo = tmp_path / "fifo"
+    fifo.mkdir()
+    os.mkfifo(fifo / ".sigmatch-out.lock")
+    done = sigmatch("replay", CONFIG, TRACE, "--out", fifo)
+    assert done.returncode == 1 and error_line(done).endswith("(.sigmatch-out.lock is not a plain file: remove it)")
+    # a FIFO where the id goes: replaced, never read (it would block for ever)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (tmp_path / "out").mkdir()
+    os.mkfifo(tmp_path / "out" / ".sigmatch-service-id")
+    done = service(tmp_path, "--stdin", stdin=TRACE.read_bytes())
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / ".sigmatch-service-id").is_file()
+    # a directory there: said before anything is created or removed
+    assert sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "replayed").returncode == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "replayed").rglob("*") if p.is_file()}
+    (tmp_path / "replayed" / ".sigmatch-service-id").mkdir()
+    done = sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "replayed", "--overwrite")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"sigmatch: error: {tmp_path / 'replayed'}: .sigmatch-service-id is a directory, where a service keeps its "
+        "id: remove it"]
+    assert {p: p.read_bytes() for p in (tmp_path / "replayed").rglob("*") if p.is_file()} == before
+    done = service(tmp_path, "--spool", spool, out="replayed", state="state2")
+    assert done.returncode == 1
+    assert error_line(done) == (f"sigmatch: error: --out {tmp_path / 'replayed'}: .sigmatch-service-id is a "
+                                "directory, where the service keeps its id: remove it")
+    assert not (tmp_path / "state2").exists()
+    # garbage for a PID in a held lock is not echoed; the demo is refused as a replay is
+    held = tmp_path / "held"
+    (held / "out").mkdir(parents=True)
+    fd = os.open(held / "out" / ".sigmatch-out.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"abc\x1b[31m\n")
+    try:
+        done = sigmatch("replay", CONFIG, TRACE, "--out", held / "out")
+        assert done.stderr.strip().splitlines() == [
+            f"sigmatch: error: {held / 'out'}: output directory in use by another sigmatch run: give a new --out"]
+        done = sigmatch("demo", "--dir", held, "--subscribers", "2000", "--events", "20000")
+        assert done.returncode == 1 and "output directory in use by" in error_line(done), done.stderr
+    finally:
+        os.close(fd)
+
+
 def test_a_service_whose_out_is_its_spool_starts(tmp_path):
     """--out may be the spool directory (its files are not *.msgpack): the two locks are two
     files, not one file locked twice by the one process."""

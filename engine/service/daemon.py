@@ -57,8 +57,8 @@ from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine
 from engine.service.checkpoint import CheckpointSet, CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
-from engine.sinks import (OUT_LOCK, SERVICE_ID_FILE, SinkSet, earlier_run_files, fsync_path, make_private_directories,
-                          write_private)
+from engine.sinks import (OUT_LOCK, SERVICE_ID_FILE, SinkSet, earlier_run_files, fsync_path, lock_holder,
+                          make_private_directories, write_private)
 from engine.wording import plural
 from loaders.lists import NOT_FOUND_HINT
 from loaders.sniff import judge_spool_file
@@ -157,6 +157,23 @@ def _same_file(fd: int, info: os.stat_result, ident: tuple) -> bool:
     if length == 0 or info.st_size < length:
         return same_inode or (length == 0 and info.st_size == 0)
     return zlib.crc32(os.pread(fd, length, 0)) == crc
+
+
+def _read_id(path: Path) -> Optional[str]:
+    """OUT's SERVICE_ID_FILE, or None when there is none to read: missing, a link, a FIFO (never
+    waited on), not a plain file. Whoever can write OUT could put any of those there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, 256).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _local_time(ms: Optional[int]) -> str:
@@ -261,7 +278,7 @@ def _hold_lock(fd: int, what: str) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        holder = lock_holder(fd) or "unknown"
         os.close(fd)
         raise SigmatchError(f"{what} in use by PID {holder}") from None
     os.ftruncate(fd, 0)
@@ -483,10 +500,7 @@ class SpoolDaemon:
         Output without an id may be this service's moved without its dot-files (`mv out/*`):
         the refusal says how to claim it."""
         marker = self.out / SERVICE_ID_FILE
-        try:
-            marked = marker.read_text(errors="replace").strip()
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            marked = None
+        marked = _read_id(marker)
         if marked == self.out_id:
             return
         earlier = [p for p in earlier_run_files(self.out) if not p.name.endswith(".tmp")]
@@ -507,11 +521,8 @@ class SpoolDaemon:
     def _mark_output(self) -> None:
         """SERVICE_ID_FILE in OUT, before anything is written there (0640, fsynced, renamed)."""
         final = self.out / SERVICE_ID_FILE
-        try:
-            if final.read_text(errors="replace").strip() == self.out_id:
-                return
-        except OSError:
-            pass
+        if _read_id(final) == self.out_id:
+            return
         try:
             write_private(self.out / f"{SERVICE_ID_FILE}.new", final, f"{self.out_id}\n".encode())
         except OSError as e:
@@ -1019,6 +1030,9 @@ class SpoolDaemon:
         or by another of this service's own options)."""
         from engine.language.compile import require_profiles
         from engine.language.config import load_config, read_once
+        if os.path.isdir(self.out / SERVICE_ID_FILE) and not os.path.islink(self.out / SERVICE_ID_FILE):
+            raise SigmatchError(f"--out {self.out}: {SERVICE_ID_FILE} is a directory, where the service keeps its "
+                                "id: remove it")
         if self.journal_prefix and not self.spool.is_dir():
             raise SigmatchError(f"--spool {self.spool}: no such directory")
         if read_once(self.config_path):
