@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-__all__ = ["plural", "per_second"]
+__all__ = ["plural", "per_second", "short_figure"]
 
 
 def plural(count: int, noun: str, nouns: Optional[str] = None) -> str:
@@ -16,14 +16,20 @@ def plural(count: int, noun: str, nouns: Optional[str] = None) -> str:
     return f"{count:,} {nouns or noun + 's'}"
 
 
+def short_figure(number: float) -> str:
+    """A large figure for a person, in the unit that shows it: '3.34M', '0.10M' from 99,950,
+    '1.4k' from 999.5, '12' below (a few would otherwise read '0.00M'); '-' when it is not a
+    number."""
+    if not math.isfinite(number):
+        return "-"
+    if number >= 99_950:
+        return f"{number / 1e6:.2f}M"
+    if number >= 999.5:
+        return f"{number / 1e3:.1f}k"
+    return f"{number:.0f}"
+
+
 def per_second(rate: float, unit: str = "events") -> str:
-    """A rate for a person: '3.34M events/s', '0.10M events/s' from 99,950 a second,
-    '1.4k events/s' from 999.5, '12 events/s' below (a run of a few events would otherwise
-    read '0.00M'); '- events/s' when it is not a number (a run too short to time)."""
-    if not math.isfinite(rate):
-        return f"- {unit}/s"
-    if rate >= 99_950:
-        return f"{rate / 1e6:.2f}M {unit}/s"
-    if rate >= 999.5:
-        return f"{rate / 1e3:.1f}k {unit}/s"
-    return f"{rate:.0f} {unit}/s"
+    """A rate for a person: short_figure and the unit, '3.34M events/s'; '- events/s' for a run
+    too short to time."""
+    return f"{short_figure(rate)} {unit}/s"
