@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from engine.errors import SigmatchError
 from engine.language.config import CampaignSpec
 from engine.language.schema import OUTPUT_FORMATS
 from engine.records import (
@@ -45,8 +46,8 @@ from engine.records import (
     DEAD_LETTER_BYTES, DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KINDS,
 )
 
-__all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "lock_output", "SERVICE_ID_FILE",
-           "OUT_LOCK"]
+__all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "lock_output", "open_lock_file",
+           "hold_lock", "LockHeld", "SERVICE_ID_FILE", "OUT_LOCK"]
 
 # OUT/NAME: the id of the service (`sigmatch run`) whose output OUT is; its checkpoint holds
 # the id too, so that a restart does not number on into another run's output
@@ -63,42 +64,83 @@ def lock_holder(fd: int) -> Optional[str]:
     return text if text.isdigit() else None
 
 
-def lock_output(out) -> Optional[int]:
-    """`replay`: hold OUT_LOCK on `out` (made, 0750, when missing) for the rest of the process,
-    as a service holds it, so that no service or other replay writes `out` meanwhile: they
-    would number their files alike and overwrite each other's. The lock's descriptor, or None
-    where the file system takes no locks. SigmatchError (one line) when another process holds
-    it, or the lock file is a link or not a plain file."""
-    import fcntl
+class LockHeld(SigmatchError):
+    """hold_lock found the lock taken: `WHAT in use by PID N` (`holder`: N, or None)."""
+
+    def __init__(self, what: str, holder: Optional[str]):
+        super().__init__(f"{what} in use by PID {holder or 'unknown'}")
+        self.holder = holder
+
+
+def open_lock_file(path: Path, option: str, *, of_this_user: bool = False) -> int:
+    """The lock file `path` opened (made when missing) for hold_lock, neither followed when it
+    is a link, nor waited on when it is a FIFO, nor used unless it is a plain file of one link
+    (`of_this_user`: and this process's user's): a process run as root must not write its PID
+    through a link into another file. SigmatchError, one line beginning with `option` (e.g.
+    "--state DIR")."""
     import stat
-    from engine.errors import SigmatchError
-    out = Path(out)
-    make_private_directories(out)
     try:
-        # O_NONBLOCK: a FIFO put there must not block the open (it is refused below)
-        fd = os.open(out / OUT_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     FILE_MODE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, FILE_MODE)
     except OSError as e:
         why = "a symbolic link" if e.errno == errno.ELOOP else (e.strerror or str(e))
-        raise SigmatchError(f"{out}: cannot lock it ({OUT_LOCK}: {why})") from None
+        raise SigmatchError(f"{option}: cannot lock it ({path.name}: {why})") from None
     info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-        # written to below: never through a hard link into another file
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or (of_this_user and info.st_uid != os.geteuid()):
         os.close(fd)
-        raise SigmatchError(f"{out}: cannot lock it ({OUT_LOCK} is not a plain file: remove it)")
+        what = "a file of this service's user" if of_this_user else "a plain file"
+        raise SigmatchError(f"{option}: cannot lock it ({path.name} is not {what}: remove it)")
+    return fd
+
+
+def hold_lock(fd: int, what: str) -> int:
+    """Take an exclusive flock on the open lock file `fd` and write this PID into it; held
+    while the process lives. Taken by another process: LockHeld `WHAT in use by PID N`;
+    OSError where the file system takes no locks."""
+    import fcntl
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = lock_holder(fd)
         os.close(fd)
-        who = f"PID {holder} (another sigmatch run writes it)" if holder else "another sigmatch run"
-        raise SigmatchError(f"{out}: output directory in use by {who}: give a new --out") from None
-    except OSError:
-        os.close(fd)
-        return None             # a file system without locks (NFS without lockd): nothing to hold
+        raise LockHeld(what, holder) from None
     os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+# flock's errors on a file system that takes no locks (NFS without lockd, some SMB or FUSE mounts)
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)
+
+
+def lock_output(out, option: Optional[str] = None) -> Optional[int]:
+    """Hold OUT_LOCK on `out` (made, 0750, when missing) for the rest of the process, so that
+    no service or replay writes `out` meanwhile: they would number their files alike and
+    overwrite each other's. `option` ("--out DIR"): the service's, whose errors begin with it
+    and whose PID stays in the file; without it, a replay's, emptied when the process ends.
+    The lock's descriptor; where the file system takes no locks, None for a replay, the
+    OSError (errno in NO_LOCKS) for the service.
+    SigmatchError (one line) when another process holds it, or the lock file is a link or not
+    a plain file."""
+    out = Path(out)
+    make_private_directories(out)
+    fd = open_lock_file(out / OUT_LOCK, option or str(out))
+    try:
+        hold_lock(fd, f"{option or out}: output directory")
+    except LockHeld as e:
+        if option:
+            raise
+        who = f"PID {e.holder} (another sigmatch run writes it)" if e.holder else "another sigmatch run"
+        raise SigmatchError(f"{out}: output directory in use by {who}: give a new --out") from None
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in NO_LOCKS:
+            raise SigmatchError(f"{option or out}: cannot lock it ({OUT_LOCK}: {e.strerror or e})") from None
+        if option:
+            raise               # the service says so, with the reason
+        return None
+    if option:
+        return fd
     owner = os.getpid()
-    os.pwrite(fd, f"{owner}\n".encode(), 0)
 
     def release():
         # emptied at the end (the lock goes with the process): two replays of one input
@@ -110,6 +152,7 @@ def lock_output(out) -> Optional[int]:
     import atexit
     atexit.register(release)
     return fd
+
 
 # Output holds personal data (MSISDNs): owner and group only, whatever the umask.
 FILE_MODE = 0o640

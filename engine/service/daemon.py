@@ -57,8 +57,8 @@ from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine
 from engine.service.checkpoint import CheckpointSet, CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
-from engine.sinks import (OUT_LOCK, SERVICE_ID_FILE, SinkSet, earlier_run_files, fsync_path, lock_holder,
-                          make_private_directories, write_private)
+from engine.sinks import (SERVICE_ID_FILE, SinkSet, earlier_run_files, fsync_path, hold_lock, lock_output,
+                          make_private_directories, open_lock_file, write_private)
 from engine.wording import plural
 from loaders.lists import NOT_FOUND_HINT
 from loaders.sniff import judge_spool_file
@@ -271,43 +271,10 @@ def _kind(mode: int) -> str:
     return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
 
 
-def _hold_lock(fd: int, what: str) -> int:
-    """Take an exclusive flock on the open lock file `fd` and write this PID into it; held
-    while the process lives. Taken by another process: SigmatchError `WHAT in use by PID N`."""
-    import fcntl
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = lock_holder(fd) or "unknown"
-        os.close(fd)
-        raise SigmatchError(f"{what} in use by PID {holder}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
-
-
-def _open_lock_file(path: Path, option: str, *, of_this_user: bool = False) -> int:
-    """The lock file `path` opened (made when missing) for _hold_lock, neither followed when
-    it is a link nor used unless it is a plain file (`of_this_user`: and this process's
-    user's): a process run as root must not write its PID through a link into another file.
-    SigmatchError, one line beginning with `option` (e.g. "--state DIR")."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-    except OSError as e:
-        why = "a symbolic link" if e.errno == errno.ELOOP else (e.strerror or str(e))
-        raise SigmatchError(f"{option}: cannot lock it ({path.name}: {why})") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or (of_this_user and info.st_uid != os.geteuid()):
-        os.close(fd)
-        what = "a file of this service's user" if of_this_user else "a plain file"
-        raise SigmatchError(f"{option}: cannot lock it ({path.name} is not {what}: remove it)")
-    return fd
-
-
 def open_state_lock(state: Path) -> int:
-    """STATE/lock opened for _hold_lock by the service and `sigmatch reshard` alike
-    (_open_lock_file)."""
-    return _open_lock_file(state / "lock", f"--state {state}")
+    """STATE/lock opened for hold_lock by the service and `sigmatch reshard` alike
+    (engine.sinks.open_lock_file)."""
+    return open_lock_file(state / "lock", f"--state {state}")
 
 
 def _listening_probe(host: str, port: int) -> socket.socket:
@@ -1128,7 +1095,7 @@ class SpoolDaemon:
         from a checkpoint, the console) do not take it and are never blocked. A journal of
         stdin or TCP input alone lies under STATE: this lock covers it."""
         make_private_directories(self.state)
-        self._lock_fd = _hold_lock(open_state_lock(self.state), f"--state {self.state}: state directory")
+        self._lock_fd = hold_lock(open_state_lock(self.state), f"--state {self.state}: state directory")
 
     def _lock_spool(self) -> None:
         """One service per spool directory, whatever its state directory: two would both read
@@ -1136,8 +1103,8 @@ class SpoolDaemon:
         SPOOL/.sigmatch.lock (a dot-name: never read as a spool file), as on the state. The
         spool is writable by whoever writes files into it: the lock file is opened without
         following a link and used only when it is a plain file of this service's user."""
-        fd = _open_lock_file(self.spool / SPOOL_LOCK, f"--spool {self.spool}", of_this_user=True)
-        self._spool_lock_fd = _hold_lock(fd, f"--spool {self.spool}: spool directory")
+        fd = open_lock_file(self.spool / SPOOL_LOCK, f"--spool {self.spool}", of_this_user=True)
+        self._spool_lock_fd = hold_lock(fd, f"--spool {self.spool}: spool directory")
 
     def _lock_out(self) -> None:
         """One service per output directory, whatever its state and spool: two would number
@@ -1145,13 +1112,9 @@ class SpoolDaemon:
         overwrite each other's stats.json; `replay` refuses it too. An flock on OUT_LOCK, as
         on the spool. Where OUT's file system has no locks (NFS without lockd, some SMB or
         FUSE mounts: shares a gateway reads), a warning: the state's lock still holds."""
-        fd = _open_lock_file(self.out / OUT_LOCK, f"--out {self.out}")
         try:
-            self._out_lock_fd = _hold_lock(fd, f"--out {self.out}: output directory")
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                raise SigmatchError(f"--out {self.out}: cannot lock it ({OUT_LOCK}: {e.strerror or e})") from None
+            self._out_lock_fd = lock_output(self.out, option=f"--out {self.out}")
+        except OSError as e:      # errno in NO_LOCKS
             self._out_lock_fd = -1
             log.warning(f"--out {self.out}: its file system takes no locks ({e.strerror or e}): nothing stops a "
                         "second service from writing into it")

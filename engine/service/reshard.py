@@ -510,11 +510,12 @@ def _complete(directory: Path, workers: int) -> bool:
 
 def _lock(directory: Path) -> int:
     """The state's lock, as the service takes it (engine.service.daemon.open_state_lock)."""
-    from engine.service.daemon import _hold_lock, open_state_lock
+    from engine.service.daemon import open_state_lock
+    from engine.sinks import hold_lock
     fd = open_state_lock(directory)
     _own(directory / "lock", directory.stat())
     try:
-        return _hold_lock(fd, f"--state {directory}: state directory")
+        return hold_lock(fd, f"--state {directory}: state directory")
     except SigmatchError as e:
         raise SigmatchError(f"{e} (a service, or another reshard: stop the service, or let the reshard end)") from None
 
