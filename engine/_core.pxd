@@ -65,8 +65,9 @@ ctypedef struct TimerC:
     uint32_t campaign
     uint32_t pad
 
-# Sparse per-(subscriber, campaign) contact state; only pairs that were ever scheduled or
-# contacted have one, so memory follows contacts, not subscribers x campaigns.
+# Sparse per-(subscriber, campaign) contact state; only pairs that were ever contacted have
+# one, so memory follows contacts, not subscribers x campaigns. A pair with an action waiting
+# is in the pending set (EngineC.pending), which its timer keeps, not here.
 ctypedef struct ContactC:
     uint64_t key            # subscriber << 16 | campaign, with bit 63 set when the slot is used
     int64_t last_ts         # last contact (send or control)
@@ -86,7 +87,8 @@ ctypedef struct SubHeadC:
     uint32_t day_count      # contacts on that local day
     uint32_t cell           # current cell, 0 = unknown
     uint8_t flags           # SUB_* bits
-    uint8_t pad[3]
+    uint8_t pad
+    uint16_t pending        # its timers waiting: only then is the pending set worth a probe
 
 ctypedef struct CounterC:
     uint64_t types          # bit per event type code

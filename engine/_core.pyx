@@ -323,6 +323,7 @@ cdef class Core:
             sm_free(self.E.contacts, (self.E.contacts_mask + 1) * sizeof(ContactC))
         sm_free(self.E.changed_subs, (<size_t>self.E.nr_subscribers + 1) * sizeof(uint32_t))
         free(self.E.changed_contacts)
+        free(self.E.pending)
         free(self.E.heap)
         free(self.E.actions)
         free(self.E.conversions)
@@ -1290,7 +1291,7 @@ cdef class Core:
                         if contact != NULL and contact.flags & CONTACT_CONTACTED else None,
                 "converted": bool(contact != NULL and contact.flags & CONTACT_CONVERTED),
                 "streak": contact.streak if contact != NULL else 0,
-                "pending": bool(contact != NULL and contact.flags & CONTACT_PENDING),
+                "pending": bool(is_pending(&self.E, sub, ci, h)),
             })
         pending = []
         for i in range(self.E.heap_n):

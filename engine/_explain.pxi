@@ -195,8 +195,8 @@ cdef uint16_t first_failure(EngineC* E, EventC* ev, uint32_t sub, uint32_t ci, i
             return XC_ONCE
         if contact.flags & CONTACT_CONTACTED and ts < contact.last_ts + c.cooldown:
             return XC_COOLDOWN
-        if contact.flags & CONTACT_PENDING:
-            return XC_PENDING
+    if is_pending(E, sub, ci, h):
+        return XC_PENDING
     return XC_MATCHED
 
 
@@ -223,6 +223,7 @@ cdef void explain_state(EngineC* E, uint32_t sub, int64_t ts) noexcept nogil:
     cdef ContactC* contact
     cdef uint32_t v
     cdef int32_t k
+    cdef bint pending
     if x == NULL:
         return
     x.other = h.last_any_p1 - 1 if h.last_any_p1 else -1
@@ -244,19 +245,20 @@ cdef void explain_state(EngineC* E, uint32_t sub, int64_t ts) noexcept nogil:
                 return
             x.campaign = <uint16_t>k
             x.other = marks[k] - 1
-    if not (h.flags & SUB_HAS_CONTACT):
+    if not (h.flags & SUB_HAS_CONTACT) and h.pending == 0:
         return
     for k in range(E.nr_campaigns):
-        contact = find_contact(E, sub, <uint32_t>k, False)
-        if contact == NULL:
+        contact = find_contact(E, sub, <uint32_t>k, False) if h.flags & SUB_HAS_CONTACT else NULL
+        pending = is_pending(E, sub, <uint32_t>k, h)
+        if contact == NULL and not pending:
             continue
-        x = explain_line(E, X_CONTACT, sub, contact.last_ts)
+        x = explain_line(E, X_CONTACT, sub, contact.last_ts if contact != NULL else 0)
         if x == NULL:
             return
         x.campaign = <uint16_t>k
-        x.seq = contact.last_seq
-        x.value = contact.streak
-        x.code = <uint16_t>contact.flags
+        x.seq = contact.last_seq if contact != NULL else 0
+        x.value = contact.streak if contact != NULL else 0
+        x.code = <uint16_t>((contact.flags if contact != NULL else 0) | (CONTACT_PENDING if pending else 0))
 
 
 cdef void count_taker(EngineC* E, uint32_t sub, uint32_t ci, int rule) noexcept nogil:

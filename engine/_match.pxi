@@ -115,7 +115,7 @@ cdef int emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger_
     contact.last_ts = t
     contact.last_seq = E.seq
     contact.streak += 1
-    contact.flags = ((contact.flags & CONTACT_PENDING) | CONTACT_CONTACTED
+    contact.flags = (CONTACT_CONTACTED
                      | (CONTACT_CONTROL if kind == 1 else CONTACT_GLOBAL_CONTROL if kind == 2 else 0))
     h.last_any_p1 = t + 1
     h.day = <int32_t>day
@@ -155,17 +155,14 @@ cdef inline void count_send(BudgetC* b, int64_t day) noexcept nogil:
 
 cdef void fire_timer(EngineC* E) noexcept nogil:
     cdef TimerC t
-    cdef ContactC* contact
     cdef int outcome
     cdef bint watched
     heap_pop(E, &t)
     watched = E.watch_bits != NULL and watch_bit(E, t.subscriber)
     if watched:
         explain_timer(E, &t)
-    contact = find_contact(E, t.subscriber, t.campaign, False)
-    if contact != NULL:
-        contact.flags &= ~CONTACT_PENDING
-        note_contact(E, contact)
+    pending_remove(E, t.subscriber, t.campaign)
+    note_row(E, t.subscriber, <SubHeadC*>row_of(E, t.subscriber))
     E.cur_due = t.due
     E.cur_created = t.created
     outcome = emit(E, t.campaign, t.subscriber, t.due, t.trigger_ts, t.cell, True)
@@ -441,10 +438,11 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             contact = find_contact(E, sub, ci, False) if h.flags & SUB_HAS_CONTACT else NULL
             if contact != NULL:
                 if (contact.streak >= c.stop_after
-                        or contact.flags & CONTACT_PENDING
                         or (contact.flags & CONTACT_CONTACTED
                             and (c.once or ts < contact.last_ts + c.cooldown))):
                     continue
+            if is_pending(E, sub, ci, h):
+                continue
             E.funnel[<size_t>ci * NR_FUNNEL + FN_MATCHED] += 1
             if c.delay == 0:
                 outcome = emit(E, ci, sub, ts, ts, ev.cell, False)
@@ -458,11 +456,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
                 if watched:
                     explain_campaign(E, X_OVERFLOW, sub, ci, ts, 0)
                 continue
-            contact = find_contact(E, sub, ci, True)
-            if contact == NULL:
+            if pending_add(E, sub, ci):
                 return
-            contact.flags |= CONTACT_PENDING
-            note_contact(E, contact)
             E.timers_created += 1
             timer.due = ts + c.delay
             timer.created = E.timers_created if E.shm == NULL else shard_timer_created(E)

@@ -21,6 +21,7 @@ def _restore_state(Core self, dict scalars, dict sections):
     cdef ContactC* c
     cdef ContactC entry
     cdef TimerC* grown
+    cdef int rc
     layout = [self.E.stride, self.E.nr_elig_words, self.E.nr_counters, self.E.nr_windows,
               self.E.nr_subscribers, self.E.nr_campaigns, self.E.nr_markers]
     # a checkpoint written before markers has six entries: no markers
@@ -83,6 +84,9 @@ def _restore_state(Core self, dict scalars, dict sections):
         if c == NULL:
             raise MemoryError()
         c[0] = entry
+        # a checkpoint written before the pending set marks a waiting action here too: the
+        # timers below say it now
+        c.flags &= ~CONTACT_PENDING
     if self.E.windows != NULL:
         sm_free(self.E.windows, (self.E.windows_mask + 1) * words * sizeof(int64_t))
         self.E.windows = NULL
@@ -104,6 +108,11 @@ def _restore_state(Core self, dict scalars, dict sections):
     if n:
         memcpy(self.E.heap, &timers[0], n * sizeof(TimerC))
     self.E.heap_n = n
+    rc = pending_rebuild(&self.E)
+    if rc == 1:
+        raise MemoryError()
+    if rc:
+        raise ValueError("checkpoint timers out of range: more than 65,535 for one subscriber")
     where = [FUNNEL.index(stage) for stage in stages]
     memset(self.E.funnel, 0, <size_t>self.E.nr_campaigns * NR_FUNNEL * sizeof(uint64_t))
     for i in range(funnel.shape[0]):
@@ -220,7 +229,7 @@ def _transfer_from(Core self, Core old, list campaign_map, list counter_map, uin
             c.last_ts = src.last_ts
             c.last_seq = src.last_seq
             c.streak = src.streak
-            c.flags = src.flags
+            c.flags = src.flags & ~CONTACT_PENDING
     # kept contact times by subscriber, the newest ones: a new max_in_window.contacts above
     # the old one knows only the times the old engine kept
     if self.E.window_n and old.E.window_n and old.E.windows != NULL:
@@ -243,6 +252,8 @@ def _transfer_from(Core self, Core old, list campaign_map, list counter_map, uin
         t.campaign = <uint32_t>cmap[t.campaign]
         if heap_push(&self.E, &t):
             raise MemoryError()
+    if pending_rebuild(&self.E):
+        raise MemoryError()
     for k in range(old.E.nr_campaigns):
         if cmap[k] >= 0:
             memcpy(&self.E.funnel[<size_t>cmap[k] * NR_FUNNEL], &old.E.funnel[<size_t>k * NR_FUNNEL],

@@ -354,6 +354,112 @@ cdef ContactC* find_contact(EngineC* E, uint32_t sub, uint32_t ci, bint create) 
     return c
 
 
+# The pending set: the (subscriber, campaign) pairs whose delayed action waits, one entry per
+# timer. Kept apart from the contacts so that a scheduled action the policy then turns down
+# leaves nothing behind: most delayed actions are turned down, and a contact made for each
+# grew the contact table (and its first touch of fresh memory) with empty entries. It holds
+# at most max_pending keys, so it stays in cache; the row's `pending` count spares the probe
+# for the subscribers with none.
+
+cdef inline uint64_t pending_key(uint32_t sub, uint32_t ci) noexcept nogil:
+    return (<uint64_t>sub << 16) | ci | OCCUPIED
+
+
+cdef inline bint is_pending(EngineC* E, uint32_t sub, uint32_t ci, SubHeadC* h) noexcept nogil:
+    """Whether (sub, ci) has an action waiting; `h` is sub's row head."""
+    cdef uint64_t key, i
+    if h.pending == 0:
+        return False
+    key = pending_key(sub, ci)
+    i = sm_mix64(key) & E.pending_mask
+    while E.pending[i]:
+        if E.pending[i] == key:
+            return True
+        i = (i + 1) & E.pending_mask
+    return False
+
+
+cdef int pending_add(EngineC* E, uint32_t sub, uint32_t ci) noexcept nogil:
+    """Note a timer of (sub, ci). Returns 1 (and sets oom) when memory ran out, 2 when sub
+    has 65,535 timers already: one per pair and at most 65,535 campaigns, so only a corrupt
+    checkpoint gets there."""
+    cdef uint64_t key = pending_key(sub, ci), i, j, newcap, newmask
+    cdef uint64_t* table
+    cdef SubHeadC* h = <SubHeadC*>row_of(E, sub)
+    if h.pending == 0xFFFF:
+        return 2
+    if E.pending == NULL or (E.nr_pending + 1) * 2 > E.pending_mask + 1:
+        newcap = 1024 if E.pending == NULL else (E.pending_mask + 1) * 2
+        table = <uint64_t*>calloc(newcap, sizeof(uint64_t))
+        if table == NULL:
+            E.oom = 1
+            return 1
+        newmask = newcap - 1
+        if E.pending != NULL:
+            for j in range(E.pending_mask + 1):
+                if E.pending[j]:
+                    i = sm_mix64(E.pending[j]) & newmask
+                    while table[i]:
+                        i = (i + 1) & newmask
+                    table[i] = E.pending[j]
+            free(E.pending)
+        E.pending = table
+        E.pending_mask = newmask
+    i = sm_mix64(key) & E.pending_mask
+    while E.pending[i]:
+        i = (i + 1) & E.pending_mask
+    E.pending[i] = key
+    E.nr_pending += 1
+    h.pending += 1
+    return 0
+
+
+cdef void pending_remove(EngineC* E, uint32_t sub, uint32_t ci) noexcept nogil:
+    """Forget one timer of (sub, ci), as it fires. Linear probing without tombstones: the
+    entries after the hole that may move into it do (backward-shift deletion)."""
+    cdef uint64_t key = pending_key(sub, ci), i, j, home
+    cdef SubHeadC* h = <SubHeadC*>row_of(E, sub)
+    if h.pending == 0:
+        return
+    i = sm_mix64(key) & E.pending_mask
+    while E.pending[i] != key:
+        if E.pending[i] == 0:
+            return
+        i = (i + 1) & E.pending_mask
+    h.pending -= 1
+    E.nr_pending -= 1
+    j = i
+    while True:
+        j = (j + 1) & E.pending_mask
+        if E.pending[j] == 0:
+            break
+        home = sm_mix64(E.pending[j]) & E.pending_mask
+        # the entry at j stays when its home lies cyclically in (i, j]
+        if (home > i and home <= j) if i <= j else (home > i or home <= j):
+            continue
+        E.pending[i] = E.pending[j]
+        i = j
+    E.pending[i] = 0
+
+
+cdef int pending_rebuild(EngineC* E) noexcept nogil:
+    """The pending set and every row's count, from the timers (after a restore or a
+    transfer). Returns pending_add's failure, 0 when none."""
+    cdef uint64_t j
+    cdef int rc
+    for j in range(E.nr_subscribers):
+        (<SubHeadC*>row_of(E, <uint32_t>j)).pending = 0
+    free(E.pending)
+    E.pending = NULL
+    E.pending_mask = 0
+    E.nr_pending = 0
+    for j in range(E.heap_n):
+        rc = pending_add(E, E.heap[j].subscriber, E.heap[j].campaign)
+        if rc:
+            return rc
+    return 0
+
+
 # max_in_window: the last window_n contact times of each contacted subscriber.
 
 cdef int64_t* find_window(EngineC* E, uint32_t sub, bint create) noexcept nogil:

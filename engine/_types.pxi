@@ -65,7 +65,8 @@ cdef enum:
     CONTACT_CONTACTED = 1
     CONTACT_CONVERTED = 2
     CONTACT_CONTROL = 4
-    CONTACT_PENDING = 8
+    CONTACT_PENDING = 8         # in explanations only: the pending set holds it (a checkpoint
+                                # written before that may still have it in a contact)
     CONTACT_GLOBAL_CONTROL = 16
 
 cdef enum:
@@ -274,6 +275,10 @@ ctypedef struct EngineC:
     ContactC* contacts
     uint64_t contacts_mask
     uint64_t nr_contacts
+    # (subscriber, campaign) pairs with a timer waiting: keys as in contacts, a multiset
+    uint64_t* pending
+    uint64_t pending_mask
+    uint64_t nr_pending
     # timers
     TimerC* heap
     uint64_t heap_n

@@ -1,0 +1,158 @@
+"""The pending set (engine/_state.pxi): the (subscriber, campaign) pairs whose delayed action
+waits, kept apart from the contact states. A delayed action that the policy turns down when it
+falls due leaves no contact behind, and a pair with an action waiting matches nothing until it
+fires (SPEC §3 step 6). Thousands of pairs wait at once here, so the set grows, its keys
+collide and they leave in another order than they came (three delays): the core must agree
+with the reference model throughout, and a checkpoint, old or new, must carry the set."""
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.language.config import PolicySpec
+from tests.backends import CALL, MINUTE, SMS, T0, Profiles, build, campaign, ev
+
+SUBSCRIBERS = [13_900_000_000 + 7 * i for i in range(3_000)]
+CONTACT_PENDING = 8
+OCCUPIED = 1 << 63
+CONTACT = np.dtype([("key", "<u8"), ("last_ts", "<i8"), ("last_seq", "<u8"), ("streak", "<u4"), ("flags", "<u4")])
+TIMER = np.dtype([("due", "<i8"), ("created", "<u8"), ("trigger_ts", "<i8"), ("subscriber", "<u4"),
+                  ("cell", "<u4"), ("campaign", "<u4"), ("pad", "<u4")])
+# SubHeadC: msisdn, last_any_p1, day, day_count, cell, flags, pad, then the pending count
+ROW_PENDING = 30
+
+
+def specs():
+    # min_gap turns most delayed actions down when they fall due; cooldown 0 lets a pair
+    # match again as soon as its action has fired
+    return [campaign(id="late_call", on=(CALL,), delay_ms=7 * MINUTE, template="A", priority=3),
+            campaign(id="later_call", on=(CALL,), delay_ms=23 * MINUTE, template="B", priority=2),
+            campaign(id="late_sms", on=(SMS,), delay_ms=61 * MINUTE, template="C", priority=1)]
+
+
+def backend(kind):
+    return build(kind, *specs(), policy=PolicySpec(min_gap_ms=40 * MINUTE, max_per_day=50),
+                 profiles=Profiles(Path("p"), np.array(SUBSCRIBERS, dtype=np.uint64), {}))
+
+
+def trace(seed, n=24_000):
+    rnd = random.Random(seed)
+    t, out = T0, []
+    for _ in range(n):
+        t += rnd.randrange(0, 600)
+        out.append(ev(t, type=rnd.choice((CALL, CALL, SMS)), msisdn=rnd.choice(SUBSCRIBERS)))
+    return out
+
+
+def pending_pairs(engine):
+    """{(msisdn, campaign id)} with an action waiting, as the core's subscriber view says."""
+    ids = [c.id for c in engine.campaigns]
+    pairs = set()
+    for msisdn in SUBSCRIBERS:
+        view = engine._core.subscriber_view(msisdn)
+        pairs |= {(msisdn, ids[k]) for k, c in enumerate(view["campaigns"]) if c["pending"]}
+    return pairs
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_thousands_waiting_match_as_the_model_does(seed):
+    events = trace(seed)
+    half = len(events) // 2
+    core, model = backend("core"), backend("model")
+    for m in (core, model):
+        m.feed(b"".join(events[:half]))
+        m.finish()
+    assert len(model._pending) > 1_000
+    assert core.engine.pending == len(model._pending)
+    assert pending_pairs(core.engine) == {(SUBSCRIBERS[i], cid) for i, cid in model._pending}
+    for m in (core, model):
+        m.feed(b"".join(events[half:]))
+        m.finish()
+        m.drain()
+    assert core.actions == list(model.actions)
+    assert core.funnel == {cid: {k: f.get(k, 0) for k in core.funnel[cid]} for cid, f in model.funnel.items()}
+    funnel = core.funnel
+    assert sum(f["scheduled"] for f in funnel.values()) > 2 * len(core.actions)
+    # only the pairs that were contacted have a contact state: none for the turned down
+    assert core.engine._core.nr_contacts == len({(a[3], a[2]) for a in core.actions})
+    assert core.engine.pending == 0 and pending_pairs(core.engine) == set()
+
+
+def _halves(seed):
+    events = trace(seed, n=8_000)
+    return b"".join(events[:4_000]), b"".join(events[4_000:])
+
+
+def test_a_checkpoint_carries_the_waiting_pairs(tmp_path):
+    first, second = _halves(3)
+    whole = backend("core")
+    whole.feed(first + second)
+    whole.finish()
+    whole.drain()
+    original = backend("core")
+    original.feed(first)
+    original.finish()
+    assert original.engine.pending > 100
+    original.engine.checkpoint(tmp_path / "state.ckpt")
+    restored = backend("core")
+    restored.engine.restore(tmp_path / "state.ckpt")
+    assert pending_pairs(restored.engine) == pending_pairs(original.engine)
+    restored.feed(second)
+    restored.finish()
+    restored.drain()
+    assert original.actions + restored.actions == whole.actions
+    assert restored.funnel == whole.funnel
+
+
+def test_a_checkpoint_written_before_the_pending_set_restores():
+    """Before the pending set, a waiting pair had a contact state with CONTACT_PENDING set (one
+    made for it when there was none) and rows had no count. Such sections restore to the same
+    continuation: the flag is dropped and the timers say what waits."""
+    first, second = _halves(4)
+    whole = backend("core")
+    whole.feed(first + second)
+    whole.finish()
+    whole.drain()
+    original = backend("core")
+    original.feed(first)
+    original.finish()
+    core = original.engine._core
+    sections = {name: np.array(value) for name, value in core.state_sections()}
+    timers = sections["timers"].view(TIMER)
+    assert len(timers) > 100
+    contacts = sections["contacts"].view(CONTACT).copy()
+    keys = {int(k): j for j, k in enumerate(contacts["key"])}
+    added = []
+    for t in timers:
+        key = (int(t["subscriber"]) << 16) | int(t["campaign"]) | OCCUPIED
+        if key in keys:
+            contacts["flags"][keys[key]] |= CONTACT_PENDING
+        else:
+            added.append((key, 0, 0, 0, CONTACT_PENDING))
+    assert added
+    sections["contacts"] = np.concatenate([contacts, np.array(added, dtype=CONTACT)]).view(np.uint8)
+    rows = sections["rows"].reshape(len(SUBSCRIBERS), -1).copy()
+    rows[:, ROW_PENDING:ROW_PENDING + 2] = 0
+    sections["rows"] = rows.reshape(-1)
+    restored = backend("core")
+    restored.engine._core.restore_state(core.state_scalars(), sections)
+    assert pending_pairs(restored.engine) == pending_pairs(original.engine)
+    restored.feed(second)
+    restored.finish()
+    restored.drain()
+    assert original.actions + restored.actions == whole.actions
+    assert restored.funnel == whole.funnel
+
+
+def test_a_checkpoint_with_more_timers_for_one_subscriber_than_campaigns_is_refused():
+    original = backend("core")
+    original.feed(ev(T0, msisdn=SUBSCRIBERS[0]))
+    original.finish()
+    core = original.engine._core
+    sections = {name: np.array(value) for name, value in core.state_sections()}
+    timer = sections["timers"].view(TIMER)[:1]
+    assert len(timer) == 1
+    sections["timers"] = np.repeat(timer, 65_536).view(np.uint8)
+    with pytest.raises(ValueError, match="more than 65,535 for one subscriber"):
+        backend("core").engine._core.restore_state(core.state_scalars(), sections)
