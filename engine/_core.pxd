@@ -65,6 +65,14 @@ ctypedef struct TimerC:
     uint32_t campaign
     uint32_t pad
 
+# The timers of one delay, as they were created: their (due, created) only grow, so a ring
+# buffer kept in that order pops them in order, without the heap's misses (_state.pxi).
+ctypedef struct TimerRunC:
+    TimerC* buf
+    uint64_t head           # index of the first, in a ring of cap (a power of two)
+    uint64_t n
+    uint64_t cap
+
 # Sparse per-(subscriber, campaign) contact state; only pairs that were ever contacted have
 # one, so memory follows contacts, not subscribers x campaigns. A pair with an action waiting
 # is in the pending set (EngineC.pending), which its timer keeps, not here.
@@ -162,6 +170,7 @@ ctypedef struct CampaignC:
     uint64_t total_budget   # sends ever; NO_BUDGET: none
     uint32_t channel        # index into the channel budgets
     uint32_t variant_off    # its running sums of weights: EngineC.variant_sums[variant_off : + nr_variants]
+    int32_t run             # its delay's timer run (EngineC.runs), -1 without a delay
 
 # Sends counted against a budget (SPEC §3 step 7): one per campaign, then one per channel.
 # Engine state, not configuration: checkpointed, and carried over a reload by campaign id and

@@ -18,8 +18,8 @@ Decoder transitions (one top-level msgpack value = one event):
 TOO_LARGE is checked before NEED_MORE so that the outcome depends only on the bytes of the
 stream, never on where it was split into chunks.
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t, int32_t, int64_t
-from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t, int32_t, int64_t, INT64_MAX
+from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 from libc.string cimport memcpy, memset, memcmp
 cimport cython
 
@@ -283,6 +283,8 @@ cdef class Core:
         self.E.max_per_day = 0xFFFFFFFFu
         self.E.max_pending = 10_000_000
         self.E.nr_elig_words = 1
+        if timers_init(&self.E, 0):
+            raise MemoryError()
         memset(self.E.peer_prefetch, 0xFF, sizeof(self.E.peer_prefetch))
         self.E.unblocked_word = 0
         self.E.unblocked_mask = 0
@@ -324,6 +326,7 @@ cdef class Core:
         sm_free(self.E.changed_subs, (<size_t>self.E.nr_subscribers + 1) * sizeof(uint32_t))
         free(self.E.changed_contacts)
         free(self.E.pending)
+        timers_free(&self.E)
         free(self.E.heap)
         free(self.E.actions)
         free(self.E.conversions)
@@ -669,6 +672,8 @@ cdef class Core:
         cdef size_t offset = 0
         if n >= 65536:
             raise ValueError("at most 65535 campaigns")
+        if self.E.nr_timers:
+            raise RuntimeError("campaigns are set before any timer waits")
         if self.E.nr_channels == 0:
             self.set_channels([""], [None])
         free(self.E.campaigns)
@@ -765,6 +770,12 @@ cdef class Core:
             c.id = base + offset
             c.id_len = len(raw)
             offset += len(raw)
+        # a timer run per distinct delay, in order of first use
+        runs = {}
+        for ci, d in enumerate(campaigns):
+            self.E.campaigns[ci].run = runs.setdefault(d["delay_ms"], len(runs)) if d["delay_ms"] > 0 else -1
+        if timers_init(&self.E, len(runs)):
+            raise MemoryError()
         self._set_when(campaigns)
         self.E.nr_campaigns = n
         self.nr_campaigns = n
@@ -966,7 +977,9 @@ cdef class Core:
         processed, in three stages: the index slot PREFETCH_FAR events ahead; the row (and the
         peer-set slot) PREFETCH_NEAR ahead, found by fingerprint; then, PREFETCH_CONTACT
         ahead, the row is in cache: the hit is confirmed and, for a subscriber with contact
-        state, the first two lines of its contacts (contact_home) are fetched. The anniversary dates, kept apart from the row, come with the row. Prefetching
+        state, the first two lines of its contacts (contact_home) are fetched, and for one with
+        an action waiting the line of its pending pairs. The anniversary dates, kept apart from
+        the row, come with the row. Prefetching
         only reads; the outcome is unchanged."""
         cdef int i, k
         cdef EngineC* E = &self.E
@@ -974,6 +987,8 @@ cdef class Core:
         cdef uint32_t sub, j
         cdef int32_t ps
         cdef uint64_t key
+        cdef uint8_t* row
+        cdef size_t off
         if E.index_slots == NULL:
             for i in range(nb):
                 process_event(E, &self.batch[i], NO_INDEX)
@@ -1000,11 +1015,15 @@ cdef class Core:
                     sub = candidate_subscriber(E, ev.msisdn)
                 self.subs[k] = sub
                 if sub < FOREIGN_INDEX:
-                    sm_prefetch(E.rows + <size_t>sub * E.stride)
+                    # every line of the row: a row of 144 bytes spans three, and its first
+                    # and last byte alone left the counters' line to a miss
+                    row = E.rows + <size_t>sub * E.stride
+                    for off in range(0, E.stride, 64):
+                        sm_prefetch(row + off)
                     if E.stride > 64:
-                        sm_prefetch(E.rows + <size_t>(sub + 1) * E.stride - 1)
+                        sm_prefetch(row + E.stride - 1)
                     if E.nr_dates:
-                        sm_prefetch_l2(&E.dates[<size_t>sub * E.nr_dates])
+                        sm_prefetch(&E.dates[<size_t>sub * E.nr_dates])
                     # only for a subscriber of this process: a sharded worker that fetched
                     # the peer sets' slots of every event would fetch N times what it uses,
                     # from tables larger than the cache at 30M subscribers
@@ -1027,6 +1046,8 @@ cdef class Core:
                     key = contact_home(sub, E.contacts_mask)
                     sm_prefetch(&E.contacts[key])
                     sm_prefetch(&E.contacts[((key | 1) + 1) & E.contacts_mask])
+                if sub < FOREIGN_INDEX and (<SubHeadC*>row_of(E, sub)).pending:
+                    sm_prefetch(&E.pending[pending_home(pending_key(sub, 0), E.pending_mask)])
             process_event(E, &self.batch[i], self.subs[i])
             if E.oom:
                 return ST_NOMEM
@@ -1246,9 +1267,9 @@ cdef class Core:
         # after the last event, at the same position in every worker of a sharded run
         self.E.cur_pos = self.E.events + 1
         with nogil:
-            while self.E.heap_n:
-                if self.E.heap[0].due > self.E.clock:
-                    self.E.clock = self.E.heap[0].due
+            while self.E.nr_timers:
+                if self.E.next_due > self.E.clock:
+                    self.E.clock = self.E.next_due
                 fire_timer(&self.E)
                 if self.E.oom:
                     break
@@ -1271,6 +1292,7 @@ cdef class Core:
         cdef int k, ci
         cdef uint64_t i
         cdef int64_t now = self.E.clock if self.E.has_clock else 0
+        cdef TimerC* timers
         if sub == NO_INDEX:
             return None
         row = row_of(&self.E, sub)
@@ -1294,11 +1316,15 @@ cdef class Core:
                 "pending": bool(is_pending(&self.E, sub, ci, h)),
             })
         pending = []
-        for i in range(self.E.heap_n):
-            if self.E.heap[i].subscriber == sub:
-                pending.append({"campaign": self.E.heap[i].campaign, "due": self.E.heap[i].due,
-                                "trigger_ts": self.E.heap[i].trigger_ts})
-        pending.sort(key=lambda t: t["due"])
+        timers = timers_gather(&self.E)
+        if timers == NULL and self.E.oom:
+            self.E.oom = 0
+            raise MemoryError()
+        for i in range(self.E.nr_timers):
+            if timers[i].subscriber == sub:
+                pending.append({"campaign": timers[i].campaign, "due": timers[i].due,
+                                "trigger_ts": timers[i].trigger_ts})
+        free(timers)
         return {
             "index": sub,
             "cell": h.cell,
@@ -1478,10 +1504,16 @@ cdef class Core:
         bad events by reason and field: copies, written whole by every checkpoint,
         incremental ones included."""
         cdef uint8_t[::1] dst
-        timers = np.empty(self.E.heap_n * sizeof(TimerC), dtype=np.uint8)
-        if self.E.heap_n:
+        cdef TimerC* waiting = timers_gather(&self.E)
+        if waiting == NULL and self.E.oom:
+            self.E.oom = 0
+            raise MemoryError()
+        # in firing order: the same bytes whatever runs and heap held them
+        timers = np.empty(self.E.nr_timers * sizeof(TimerC), dtype=np.uint8)
+        if self.E.nr_timers:
             dst = timers
-            memcpy(&dst[0], self.E.heap, self.E.heap_n * sizeof(TimerC))
+            memcpy(&dst[0], waiting, self.E.nr_timers * sizeof(TimerC))
+        free(waiting)
         funnel = self.funnel().reshape(-1)
         counts = np.array([self.E.bad[r] for r in range(NR_REASONS)]
                           + [self.E.events, self.E.unknown] + [self.E.by_type[t] for t in range(64)],
@@ -1543,7 +1575,7 @@ cdef class Core:
             # a sharded worker's timers fire at the next event's position, before its
             # timers (due later than this clock) and its campaigns, as in drain
             self.E.cur_pos = self.E.events + 1
-            while self.E.heap_n and self.E.heap[0].due <= self.E.clock:
+            while self.E.next_due <= self.E.clock:
                 fire_timer(&self.E)
                 if self.E.oom:
                     break
@@ -1578,7 +1610,7 @@ cdef class Core:
             raise ValueError(f"shard {shard} of {nshards} (ring 2**{ring_bits}) is out of range")
         if view.shape[0] < shard_block_size(nshards, nb, ring_bits):
             raise ValueError("the shared block is too small for this configuration")
-        if not resume and (self.E.events or self.E.heap_n or self.E.seq):
+        if not resume and (self.E.events or self.E.nr_timers or self.E.seq):
             raise ValueError("a worker must start from a fresh state")
         self._block = block
         self.E.lane_stride = shard_lane_stride(nb, 1ULL << ring_bits)
@@ -1741,7 +1773,7 @@ cdef class Core:
 
     @property
     def pending(self):
-        return self.E.heap_n
+        return self.E.nr_timers
 
     @property
     def seq(self):

@@ -157,7 +157,7 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
     cdef TimerC t
     cdef int outcome
     cdef bint watched
-    heap_pop(E, &t)
+    timer_pop(E, &t)
     watched = E.watch_bits != NULL and watch_bit(E, t.subscriber)
     if watched:
         explain_timer(E, &t)
@@ -301,7 +301,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         if E.aborted:
             return
     # 1. timers due by now
-    while E.heap_n and E.heap[0].due <= ts:
+    while E.next_due <= ts:
         fire_timer(E)
     if E.shm != NULL:
         shard_event_timers_done(E, E.events)
@@ -449,7 +449,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
                 if watched:
                     explain_emit(E, sub, ci, ts, outcome)
                 continue
-            if (E.heap_n >= E.max_pending) if E.shm == NULL else shard_over_pending(E) != 0:
+            if (E.nr_timers >= E.max_pending) if E.shm == NULL else shard_over_pending(E) != 0:
                 if E.aborted:
                     return
                 E.funnel[<size_t>ci * NR_FUNNEL + FN_OVERFLOW] += 1
@@ -466,7 +466,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             timer.cell = ev.cell
             timer.campaign = ci
             timer.pad = 0
-            if heap_push(E, &timer):
+            if timer_add(E, &timer, c.run):
                 return
             if E.shm != NULL:
                 shard_note_pending(E)

@@ -97,8 +97,10 @@ def _restore_state(Core self, dict scalars, dict sections):
         if w == NULL:
             raise MemoryError()
         memcpy(w, &windows[i], words * sizeof(int64_t))
-    # timers: a valid heap as saved
-    self.E.heap_n = 0
+    # timers: all in the heap, in whatever order they were saved (a heap's before 2026-12,
+    # firing order since), and none in the runs
+    if timers_init(&self.E, self.E.nr_runs):
+        raise MemoryError()
     if n > self.E.heap_cap:
         grown = <TimerC*>realloc(self.E.heap, n * sizeof(TimerC))
         if grown == NULL:
@@ -108,6 +110,7 @@ def _restore_state(Core self, dict scalars, dict sections):
     if n:
         memcpy(self.E.heap, &timers[0], n * sizeof(TimerC))
     self.E.heap_n = n
+    heap_fix(&self.E)
     rc = pending_rebuild(&self.E)
     if rc == 1:
         raise MemoryError()
@@ -161,6 +164,7 @@ def _transfer_from(Core self, Core old, list campaign_map, list counter_map, uin
     cdef ContactC* c
     cdef ContactC* src
     cdef TimerC t
+    cdef TimerC* waiting
     cdef int32_t cmap[65536]
     cdef int32_t kmap[256]
     cdef int32_t* marker_to = NULL
@@ -244,14 +248,21 @@ def _transfer_from(Core self, Core old, list campaign_map, list counter_map, uin
             head = src_w[1] >> 8
             for k in range(max(0, kept - self.E.window_n), kept):
                 window_add(&self.E, dst_w, src_w[2 + (head + k) % old.E.window_n])
-    for j in range(old.E.heap_n):
-        t = old.E.heap[j]
-        if cmap[t.campaign] < 0 or t.subscriber >= nr_old:
-            dropped += 1
-            continue
-        t.campaign = <uint32_t>cmap[t.campaign]
-        if heap_push(&self.E, &t):
-            raise MemoryError()
+    waiting = timers_gather(&old.E)
+    if waiting == NULL and old.E.oom:
+        old.E.oom = 0
+        raise MemoryError()
+    try:
+        for j in range(old.E.nr_timers):
+            t = waiting[j]
+            if cmap[t.campaign] < 0 or t.subscriber >= nr_old:
+                dropped += 1
+                continue
+            t.campaign = <uint32_t>cmap[t.campaign]
+            if timer_add(&self.E, &t, -1):
+                raise MemoryError()
+    finally:
+        free(waiting)
     if pending_rebuild(&self.E):
         raise MemoryError()
     for k in range(old.E.nr_campaigns):

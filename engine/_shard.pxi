@@ -265,7 +265,7 @@ cdef inline void shard_event_timers_done(EngineC* E, uint64_t q) noexcept nogil:
     change a worker's stream, 24.6 against 23.9 s: that floor lies elsewhere; it spares the
     event's path two fenced stores.) An older key only makes the others wait longer or
     decide on safer bounds; every wait publishes first, so no wait waits on a key held back."""
-    lane_ring(E, E.shard)[q & E.ring_mask] = E.heap_n
+    lane_ring(E, E.shard)[q & E.ring_mask] = E.nr_timers
     E.shard_fired = q
     if (q & (SHARD_PUBLISH_EVERY - 1)) == 0:
         shard_publish(E, q, SHARD_EVENT_DUE, 0)
@@ -274,16 +274,16 @@ cdef inline void shard_event_timers_done(EngineC* E, uint64_t q) noexcept nogil:
 cdef inline void shard_note_pending(EngineC* E) noexcept nogil:
     """A timer was created or fired: the others bound what this worker may still do with it."""
     cdef sm_lane* me = lane_of(E, E.shard)
-    sm_store(&me.pend, E.heap_n)
-    if E.heap_n > me.hw:
-        sm_store(&me.hw, E.heap_n)
+    sm_store(&me.pend, E.nr_timers)
+    if E.nr_timers > me.hw:
+        sm_store(&me.hw, E.nr_timers)
 
 
 cdef int shard_over_pending(EngineC* E) noexcept nogil:
     """Whether all workers together have max_pending timers waiting at this event's campaigns
     (SPEC §3 step 6): 1 yes, 0 no, -1 aborted."""
     cdef int j
-    cdef uint64_t q = E.cur_pos, total = E.heap_n, p, hw
+    cdef uint64_t q = E.cur_pos, total = E.nr_timers, p, hw
     cdef sm_lane* lane
     # certain without waiting: a worker past q left its count at q in its ring; one not yet
     # there has at most its high-water mark, plus what the events it has yet to process
@@ -302,7 +302,7 @@ cdef int shard_over_pending(EngineC* E) noexcept nogil:
         return 0
     if shard_wait(E, q, SHARD_EVENT_DUE, 0):
         return -1
-    total = E.heap_n
+    total = E.nr_timers
     for j in range(E.nshards):
         if j != E.shard:
             total += lane_ring(E, j)[q & E.ring_mask]

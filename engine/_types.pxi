@@ -279,10 +279,19 @@ ctypedef struct EngineC:
     uint64_t* pending
     uint64_t pending_mask
     uint64_t nr_pending
-    # timers
+    # timers: one run per distinct delay, and a heap for those that come out of order (put
+    # back from a checkpoint or a reload); the sources with timers are ordered by their first
+    # in a small heap of their own
+    uint64_t nr_timers          # every timer waiting, in the runs and the heap
+    int64_t next_due            # the first one's due; INT64_MAX when none waits
     TimerC* heap
     uint64_t heap_n
     uint64_t heap_cap
+    TimerRunC* runs
+    int32_t nr_runs             # the heap is source nr_runs
+    int32_t src_n
+    int32_t* src_heap           # sources with timers, a min-heap by their first timer
+    int32_t* src_pos            # a source's place in src_heap, -1 when it has none
     uint64_t timers_created
     # clock and sequences
     int64_t clock

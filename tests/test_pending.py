@@ -1,4 +1,10 @@
-"""The pending set (engine/_state.pxi): the (subscriber, campaign) pairs whose delayed action
+"""Waiting delayed actions: the timer runs and the pending set (engine/_state.pxi).
+
+Timers fire in (due, created) order, kept by a run per distinct delay and a heap for those
+put back from a checkpoint or a reload: timers of different delays due at one instant, and a
+restored heap beside new runs, must still fire in that order.
+
+The pending set: the (subscriber, campaign) pairs whose delayed action
 waits, kept apart from the contact states. A delayed action that the policy turns down when it
 falls due leaves no contact behind, and a pair with an action waiting matches nothing until it
 fires (SPEC §3 step 6). Thousands of pairs wait at once here, so the set grows, its keys
@@ -107,8 +113,9 @@ def test_a_checkpoint_carries_the_waiting_pairs(tmp_path):
 
 def test_a_checkpoint_written_before_the_pending_set_restores():
     """Before the pending set, a waiting pair had a contact state with CONTACT_PENDING set (one
-    made for it when there was none) and rows had no count. Such sections restore to the same
-    continuation: the flag is dropped and the timers say what waits."""
+    made for it when there was none), rows had no count and the timers were saved as a heap.
+    Such sections restore to the same continuation: the flag is dropped, the timers (in any
+    order) say what waits."""
     first, second = _halves(4)
     whole = backend("core")
     whole.feed(first + second)
@@ -135,6 +142,8 @@ def test_a_checkpoint_written_before_the_pending_set_restores():
     rows = sections["rows"].reshape(len(SUBSCRIBERS), -1).copy()
     rows[:, ROW_PENDING:ROW_PENDING + 2] = 0
     sections["rows"] = rows.reshape(-1)
+    # saved as a heap then, not in firing order: any order restores
+    sections["timers"] = timers[::-1].copy().view(np.uint8)
     restored = backend("core")
     restored.engine._core.restore_state(core.state_scalars(), sections)
     assert pending_pairs(restored.engine) == pending_pairs(original.engine)
@@ -156,3 +165,48 @@ def test_a_checkpoint_with_more_timers_for_one_subscriber_than_campaigns_is_refu
     sections["timers"] = np.repeat(timer, 65_536).view(np.uint8)
     with pytest.raises(ValueError, match="more than 65,535 for one subscriber"):
         backend("core").engine._core.restore_state(core.state_scalars(), sections)
+
+
+def test_timers_of_different_delays_due_at_one_instant_fire_in_creation_order():
+    """c10 (10 minutes) is scheduled first, c5 (5 minutes) five minutes later: both fall due
+    at T0 + 10 min, c10's first. Then the other way round, c5 first: it is due first."""
+    specs = [campaign(id="c10", on=(CALL,), delay_ms=10 * MINUTE, template="A"),
+             campaign(id="c5", on=(SMS,), delay_ms=5 * MINUTE, template="B")]
+    a, b = SUBSCRIBERS[0], SUBSCRIBERS[1]
+    events = [ev(T0, type=CALL, msisdn=a), ev(T0 + 5 * MINUTE, type=SMS, msisdn=b),
+              ev(T0 + 20 * MINUTE, type=SMS, msisdn=b), ev(T0 + 20 * MINUTE, type=CALL, msisdn=a),
+              ev(T0 + 60 * MINUTE, type=CALL, msisdn=a)]
+    for kind in ("core", "model"):
+        m = build(kind, *specs, profiles=Profiles(Path("p"), np.array(SUBSCRIBERS[:2], dtype=np.uint64), {}))
+        m.feed(b"".join(events))
+        m.finish()
+        m.drain()
+        assert [(x[1] - T0, x[2]) for x in m.actions] == [
+            (10 * MINUTE, "c10"), (10 * MINUTE, "c5"), (25 * MINUTE, "c5"), (30 * MINUTE, "c10"),
+            (70 * MINUTE, "c10")], kind
+
+
+def test_restored_timers_and_new_ones_fire_in_order(tmp_path):
+    """After a restore the waiting timers are in the heap and new ones go to the runs; the two
+    interleave by due time as one structure would."""
+    specs = [campaign(id="slow", on=(CALL,), delay_ms=30 * MINUTE, template="A", cooldown_ms=0),
+             campaign(id="fast", on=(SMS,), delay_ms=3 * MINUTE, template="B", cooldown_ms=0)]
+    profiles = Profiles(Path("p"), np.array(SUBSCRIBERS[:40], dtype=np.uint64), {})
+    first = b"".join(ev(T0 + i * MINUTE, type=CALL, msisdn=SUBSCRIBERS[i]) for i in range(20))
+    second = b"".join(ev(T0 + (20 + i) * MINUTE, type=SMS, msisdn=SUBSCRIBERS[20 + i]) for i in range(20))
+    whole = build("core", *specs, profiles=profiles)
+    whole.feed(first + second)
+    whole.finish()
+    whole.drain()
+    original = build("core", *specs, profiles=profiles)
+    original.feed(first)
+    original.finish()
+    original.engine.checkpoint(tmp_path / "state.ckpt")
+    restored = build("core", *specs, profiles=profiles)
+    restored.engine.restore(tmp_path / "state.ckpt")
+    restored.feed(second)
+    restored.finish()
+    restored.drain()
+    assert original.actions + restored.actions == whole.actions
+    fired = [(x[1], x[2]) for x in whole.actions]
+    assert [t for t, _ in fired] == sorted(t for t, _ in fired) and {c for _, c in fired} == {"slow", "fast"}
