@@ -1292,7 +1292,7 @@ cdef class Core:
         cdef int k, ci
         cdef uint64_t i
         cdef int64_t now = self.E.clock if self.E.has_clock else 0
-        cdef TimerC* timers
+        cdef TimerRunC* run
         if sub == NO_INDEX:
             return None
         row = row_of(&self.E, sub)
@@ -1315,16 +1315,20 @@ cdef class Core:
                 "streak": contact.streak if contact != NULL else 0,
                 "pending": bool(is_pending(&self.E, sub, ci, h)),
             })
+        # Only this subscriber's timers, found by a scan without a copy (the lookup server
+        # asks under the engine's lock), and none at all for one with nothing waiting.
         pending = []
-        timers = timers_gather(&self.E)
-        if timers == NULL and self.E.oom:
-            self.E.oom = 0
-            raise MemoryError()
-        for i in range(self.E.nr_timers):
-            if timers[i].subscriber == sub:
-                pending.append({"campaign": timers[i].campaign, "due": timers[i].due,
-                                "trigger_ts": timers[i].trigger_ts})
-        free(timers)
+        if h.pending:
+            for i in range(self.E.heap_n):
+                if self.E.heap[i].subscriber == sub:
+                    pending.append(self.E.heap[i])
+            for k in range(self.E.nr_runs):
+                run = &self.E.runs[k]
+                for i in range(run.n):
+                    if run.buf[(run.head + i) & (run.cap - 1)].subscriber == sub:
+                        pending.append(run.buf[(run.head + i) & (run.cap - 1)])
+            pending.sort(key=lambda t: (t["due"], t["created"]))
+            pending = [{"campaign": t["campaign"], "due": t["due"], "trigger_ts": t["trigger_ts"]} for t in pending]
         return {
             "index": sub,
             "cell": h.cell,
@@ -1575,7 +1579,7 @@ cdef class Core:
             # a sharded worker's timers fire at the next event's position, before its
             # timers (due later than this clock) and its campaigns, as in drain
             self.E.cur_pos = self.E.events + 1
-            while self.E.next_due <= self.E.clock:
+            while self.E.nr_timers and self.E.next_due <= self.E.clock:
                 fire_timer(&self.E)
                 if self.E.oom:
                     break

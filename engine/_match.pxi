@@ -301,7 +301,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         if E.aborted:
             return
     # 1. timers due by now
-    while E.next_due <= ts:
+    while E.nr_timers and E.next_due <= ts:
         fire_timer(E)
     if E.shm != NULL:
         shard_event_timers_done(E, E.events)

@@ -69,6 +69,9 @@ def _restore_state(Core self, dict scalars, dict sections):
         memcpy(self.E.rows, &rows[0], rows.shape[0])
         for i in range(self.E.nr_subscribers):
             (<SubHeadC*>row_of(&self.E, <uint32_t>i)).flags &= ~SUB_CHANGED
+            # counted again from the timers below: until then (and if what follows fails)
+            # no row claims a key in the pending set
+            (<SubHeadC*>row_of(&self.E, <uint32_t>i)).pending = 0
     # contacts: re-inserted, so the table is sized for them whatever it was before
     if self.E.contacts != NULL:
         sm_free(self.E.contacts, (self.E.contacts_mask + 1) * sizeof(ContactC))

@@ -210,3 +210,80 @@ def test_restored_timers_and_new_ones_fire_in_order(tmp_path):
     assert original.actions + restored.actions == whole.actions
     fired = [(x[1], x[2]) for x in whole.actions]
     assert [t for t, _ in fired] == sorted(t for t, _ in fired) and {c for _, c in fired} == {"slow", "fast"}
+
+
+def test_a_subscribers_waiting_actions_in_firing_order_across_the_heap_and_the_runs(tmp_path):
+    """One subscriber: an action put back by a restore (the heap) and one scheduled after it
+    (a run) that falls due first; the view lists them by due time."""
+    specs = [campaign(id="slow", on=(CALL,), delay_ms=30 * MINUTE, template="A"),
+             campaign(id="fast", on=(SMS,), delay_ms=3 * MINUTE, template="B")]
+    profiles = Profiles(Path("p"), np.array(SUBSCRIBERS[:2], dtype=np.uint64), {})
+    a = SUBSCRIBERS[0]
+    original = build("core", *specs, profiles=profiles)
+    original.feed(ev(T0, type=CALL, msisdn=a))
+    original.finish()
+    original.engine.checkpoint(tmp_path / "state.ckpt")
+    restored = build("core", *specs, profiles=profiles)
+    restored.engine.restore(tmp_path / "state.ckpt")
+    restored.feed(ev(T0 + 20 * MINUTE, type=SMS, msisdn=a))
+    restored.finish()
+    ids = [c.id for c in restored.engine.campaigns]
+    view = restored.engine._core.subscriber_view(a)
+    assert [(ids[t["campaign"]], t["due"] - T0) for t in view["pending"]] == [("fast", 23 * MINUTE), ("slow", 30 * MINUTE)]
+    assert restored.engine._core.subscriber_view(SUBSCRIBERS[1])["pending"] == []
+
+
+def test_the_clock_at_its_largest_value_fires_what_waits_and_nothing_more():
+    m = backend("core")
+    m.feed(ev(T0, msisdn=SUBSCRIBERS[0]))
+    m.finish()
+    core = m.engine._core
+    assert core.pending >= 1
+    core.advance(2**63 - 1)
+    assert core.pending == 0 and len(core.take_actions()) >= 1
+    core.advance(2**63 - 1)     # nothing waits: nothing to take
+    assert core.pending == 0 and len(core.take_actions()) == 0
+
+
+def test_a_refused_restore_leaves_a_core_that_still_runs():
+    """A checkpoint refused partway (its rows copied, a contact out of range) must not leave
+    rows that claim waiting actions the pending set does not hold."""
+    original = backend("core")
+    original.feed(b"".join(trace(5, n=2_000)))
+    original.finish()
+    core = original.engine._core
+    assert core.pending > 0
+    sections = {name: np.array(value) for name, value in core.state_sections()}
+    contacts = sections["contacts"].view(CONTACT).copy()
+    contacts["key"][0] = OCCUPIED | 0xFFFF
+    sections["contacts"] = contacts.view(np.uint8)
+    victim = backend("core")
+    with pytest.raises(ValueError, match="checkpoint contact out of range"):
+        victim.engine._core.restore_state(core.state_scalars(), sections)
+    victim.feed(b"".join(trace(6, n=2_000)))
+    victim.finish()
+    victim.drain()
+
+
+def test_checkpoints_of_version_1_restore_and_others_are_refused(tmp_path, monkeypatch):
+    from engine import CheckpointError
+    from engine.service import checkpoint as store
+    first, second = _halves(7)
+    whole = backend("core")
+    whole.feed(first + second)
+    whole.finish()
+    original = backend("core")
+    original.feed(first)
+    original.finish()
+    monkeypatch.setattr(store, "VERSION", 1)
+    original.engine.checkpoint(tmp_path / "v1.ckpt")
+    monkeypatch.setattr(store, "VERSION", 3)
+    original.engine.checkpoint(tmp_path / "v3.ckpt")
+    monkeypatch.undo()
+    restored = backend("core")
+    restored.engine.restore(tmp_path / "v1.ckpt")
+    restored.feed(second)
+    restored.finish()
+    assert original.actions + restored.actions == whole.actions
+    with pytest.raises(CheckpointError, match="checkpoint version 3, this engine reads 1 and 2"):
+        backend("core").engine.restore(tmp_path / "v3.ckpt")

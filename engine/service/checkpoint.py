@@ -35,7 +35,11 @@ __all__ = ["write_checkpoint", "read_checkpoint", "restore_checkpoint", "subscri
            "CheckpointStore", "Loaded", "CheckpointSet", "LoadedSet", "read_header", "VERSION"]
 
 MAGIC = b"SIGMATCH-CHECKPOINT\n"
-VERSION = 1
+# 2 (2026-12-02): a waiting delayed action is known by its timer alone, no longer by a flag in
+# a contact state. This version restores 1 as well; a sigmatch that reads only 1 refuses 2,
+# where it would let a waiting pair match again.
+VERSION = 2
+READABLE = (1, 2)
 _DTYPES = {"rows": np.uint8, "contacts": np.uint8, "timers": np.uint8, "funnel": np.uint64,
            "counts": np.uint64, "carry": np.uint8, "subscribers": np.uint64, "dead_run": np.uint8,
            "bad_fields": np.uint64, "budgets": np.uint8, "windows": np.int64}
@@ -171,8 +175,9 @@ def _read_header(f, path: Path) -> dict:
         raise CheckpointError(f"{path}: damaged header") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: damaged header")
-    if header.get("version") != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {header.get('version')}, this engine reads {VERSION}")
+    if header.get("version") not in READABLE:
+        raise CheckpointError(f"{path}: checkpoint version {header.get('version')}, "
+                              f"this engine reads {' and '.join(map(str, READABLE))}")
     return header
 
 

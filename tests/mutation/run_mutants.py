@@ -73,8 +73,8 @@ MUTANTS: list[Mutant] = [
            "if v != 0 and ts > start[0] + cnt.window:", "§3.4 reset when e.ts >= start + window"),
     Mutant("core-timers-newest-first", CORE, "(a.due == b.due and a.created < b.created)",
            "(a.due == b.due and a.created > b.created)", "§3.1 (due time, creation order)"),
-    Mutant("core-timer-due-at-event-after", CORE, "while E.next_due <= ts:",
-           "while E.next_due < ts:", "§3.1 due time <= e.ts fires first"),
+    Mutant("core-timer-due-at-event-after", CORE, "while E.nr_timers and E.next_due <= ts:",
+           "while E.nr_timers and E.next_due < ts:", "§3.1 due time <= e.ts fires first"),
     Mutant("core-policy-max-per-day-before-min-gap", CORE,
            "    if not (c.exempt & EXEMPT_MIN_GAP) and h.last_any_p1 != 0 and t < h.last_any_p1 - 1 + E.min_gap:\n"
            "        fun[FN_MIN_GAP] += 1\n"
