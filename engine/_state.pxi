@@ -701,25 +701,77 @@ cdef void timer_pop(EngineC* E, TimerC* out) noexcept nogil:
         sm_prefetch(&E.pending[pending_home(pending_key(nxt.subscriber, 0), E.pending_mask)])
 
 
+cdef inline TimerC* gather_head(EngineC* E, TimerC* heap_sorted, uint64_t* taken, int32_t s) noexcept nogil:
+    if s == E.nr_runs:
+        return &heap_sorted[taken[s]]
+    return &E.runs[s].buf[(E.runs[s].head + taken[s]) & (E.runs[s].cap - 1)]
+
+
 cdef TimerC* timers_gather(EngineC* E) noexcept nogil:
     """Every waiting timer, copied in (due, created) order into a new buffer of nr_timers
-    (the caller frees it); NULL (with oom set) when memory ran out, or when none waits."""
+    (the caller frees it); NULL (with oom set) when memory ran out, or when none waits.
+    The runs are in order already: only the heap's timers are sorted, then every source is
+    merged, a pass over each (a checkpoint takes them all, under the engine's lock)."""
     cdef TimerC* out
-    cdef uint64_t j = 0, k
-    cdef int32_t s
+    cdef TimerC* heap_sorted = NULL
+    cdef uint64_t* taken
+    cdef int32_t* order
+    cdef uint64_t j, size
+    cdef int32_t s, n = 0, i, child, top
     if E.nr_timers == 0:
         return NULL
     out = <TimerC*>malloc(E.nr_timers * sizeof(TimerC))
-    if out == NULL:
+    taken = <uint64_t*>calloc(E.nr_runs + 1, sizeof(uint64_t))
+    order = <int32_t*>malloc((E.nr_runs + 1) * sizeof(int32_t))
+    if E.heap_n:
+        heap_sorted = <TimerC*>malloc(E.heap_n * sizeof(TimerC))
+    if out == NULL or taken == NULL or order == NULL or (E.heap_n and heap_sorted == NULL):
+        free(out)
+        free(taken)
+        free(order)
+        free(heap_sorted)
         E.oom = 1
         return NULL
-    memcpy(out, E.heap, E.heap_n * sizeof(TimerC))
-    j = E.heap_n
-    for s in range(E.nr_runs):
-        for k in range(E.runs[s].n):
-            out[j] = E.runs[s].buf[(E.runs[s].head + k) & (E.runs[s].cap - 1)]
-            j += 1
-    qsort(out, E.nr_timers, sizeof(TimerC), timer_cmp)
+    if E.heap_n:
+        memcpy(heap_sorted, E.heap, E.heap_n * sizeof(TimerC))
+        qsort(heap_sorted, E.heap_n, sizeof(TimerC), timer_cmp)
+    # a min-heap of the sources that have timers left, by their next one
+    for s in range(E.nr_runs + 1):
+        if (E.heap_n if s == E.nr_runs else E.runs[s].n) == 0:
+            continue
+        i = n
+        n += 1
+        while i > 0 and timer_before(gather_head(E, heap_sorted, taken, s),
+                                     gather_head(E, heap_sorted, taken, order[(i - 1) >> 1])):
+            order[i] = order[(i - 1) >> 1]
+            i = (i - 1) >> 1
+        order[i] = s
+    for j in range(E.nr_timers):
+        top = order[0]
+        out[j] = gather_head(E, heap_sorted, taken, top)[0]
+        taken[top] += 1
+        size = E.heap_n if top == E.nr_runs else E.runs[top].n
+        if taken[top] == size:
+            n -= 1
+            top = order[n]
+        i = 0
+        while True:
+            child = 2 * i + 1
+            if child >= n:
+                break
+            if child + 1 < n and timer_before(gather_head(E, heap_sorted, taken, order[child + 1]),
+                                              gather_head(E, heap_sorted, taken, order[child])):
+                child += 1
+            if not timer_before(gather_head(E, heap_sorted, taken, order[child]),
+                                gather_head(E, heap_sorted, taken, top)):
+                break
+            order[i] = order[child]
+            i = child
+        if n:
+            order[i] = top
+    free(taken)
+    free(order)
+    free(heap_sorted)
     return out
 
 

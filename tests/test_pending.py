@@ -51,6 +51,15 @@ def trace(seed, n=24_000):
     return out
 
 
+def saved_timers_in_firing_order(engine):
+    """A checkpoint's timers: every one that waits, in (due, created) order."""
+    timers = dict(engine._core.state_sections())["timers"].view(TIMER)
+    assert len(timers) == engine.pending
+    keys = list(zip(timers["due"].tolist(), timers["created"].tolist()))
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    return timers
+
+
 def pending_pairs(engine):
     """{(msisdn, campaign id)} with an action waiting, as the core's subscriber view says."""
     ids = [c.id for c in engine.campaigns]
@@ -71,6 +80,7 @@ def test_thousands_waiting_match_as_the_model_does(seed):
         m.finish()
     assert len(model._pending) > 1_000
     assert core.engine.pending == len(model._pending)
+    saved_timers_in_firing_order(core.engine)
     assert pending_pairs(core.engine) == {(SUBSCRIBERS[i], cid) for i, cid in model._pending}
     for m in (core, model):
         m.feed(b"".join(events[half:]))
@@ -206,6 +216,9 @@ def test_restored_timers_and_new_ones_fire_in_order(tmp_path):
     restored.engine.restore(tmp_path / "state.ckpt")
     restored.feed(second)
     restored.finish()
+    # the restored timers (the heap) and the new ones (the runs) saved together, in order
+    assert {"slow", "fast"} == {restored.engine.campaigns[k].id
+                                for k in saved_timers_in_firing_order(restored.engine)["campaign"].tolist()}
     restored.drain()
     assert original.actions + restored.actions == whole.actions
     fired = [(x[1], x[2]) for x in whole.actions]
