@@ -162,6 +162,9 @@ cdef inline void reset_spans(DeadRunC* r) noexcept nogil:
 
 
 ACTION_KEY_DTYPE = np.dtype([("pos", "<u8"), ("due", "<i8"), ("created", "<u8")])
+# TimerC, as a checkpoint's timers section holds it
+TIMER_DTYPE = np.dtype([("due", "<i8"), ("created", "<u8"), ("trigger_ts", "<i8"), ("subscriber", "<u4"),
+                        ("cell", "<u4"), ("campaign", "<u4"), ("pad", "<u4")])
 
 
 def shards_of(const uint64_t[::1] msisdn, uint32_t nshards):

@@ -64,6 +64,15 @@ def _restore_state(Core self, dict scalars, dict sections):
         if (<TimerC*>&timers[i * sizeof(TimerC)]).campaign >= <uint32_t>self.E.nr_campaigns or \
                 (<TimerC*>&timers[i * sizeof(TimerC)]).subscriber >= self.E.nr_subscribers:
             raise ValueError("checkpoint timer out of range")
+    # Everything that can be refused is refused before anything is changed: a core that
+    # refused a checkpoint goes on as it was.
+    if n and np.bincount(np.asarray(timers).view(TIMER_DTYPE)["subscriber"]).max() > 0xFFFF:
+        raise ValueError("checkpoint timers out of range: more than 65,535 for one subscriber")
+    for i in range(contacts.shape[0] // sizeof(ContactC)):
+        memcpy(&entry, &contacts[i * sizeof(ContactC)], sizeof(ContactC))
+        if not entry.key & OCCUPIED or (entry.key & 0xFFFF) >= <uint64_t>self.E.nr_campaigns \
+                or ((entry.key & ~OCCUPIED) >> 16) >= self.E.nr_subscribers:
+            raise ValueError("checkpoint contact out of range")
     self._forget_changes()
     if rows.shape[0]:
         memcpy(self.E.rows, &rows[0], rows.shape[0])
@@ -80,9 +89,6 @@ def _restore_state(Core self, dict scalars, dict sections):
     self.E.nr_contacts = 0
     for i in range(contacts.shape[0] // sizeof(ContactC)):
         memcpy(&entry, &contacts[i * sizeof(ContactC)], sizeof(ContactC))
-        if not entry.key & OCCUPIED or (entry.key & 0xFFFF) >= <uint64_t>self.E.nr_campaigns \
-                or ((entry.key & ~OCCUPIED) >> 16) >= self.E.nr_subscribers:
-            raise ValueError("checkpoint contact out of range")
         c = find_contact(&self.E, <uint32_t>((entry.key & ~OCCUPIED) >> 16), <uint32_t>(entry.key & 0xFFFF), True)
         if c == NULL:
             raise MemoryError()
@@ -114,11 +120,8 @@ def _restore_state(Core self, dict scalars, dict sections):
         memcpy(self.E.heap, &timers[0], n * sizeof(TimerC))
     self.E.heap_n = n
     heap_fix(&self.E)
-    rc = pending_rebuild(&self.E)
-    if rc == 1:
+    if pending_rebuild(&self.E):
         raise MemoryError()
-    if rc:
-        raise ValueError("checkpoint timers out of range: more than 65,535 for one subscriber")
     where = [FUNNEL.index(stage) for stage in stages]
     memset(self.E.funnel, 0, <size_t>self.E.nr_campaigns * NR_FUNNEL * sizeof(uint64_t))
     for i in range(funnel.shape[0]):

@@ -164,19 +164,6 @@ def test_a_checkpoint_written_before_the_pending_set_restores():
     assert restored.funnel == whole.funnel
 
 
-def test_a_checkpoint_with_more_timers_for_one_subscriber_than_campaigns_is_refused():
-    original = backend("core")
-    original.feed(ev(T0, msisdn=SUBSCRIBERS[0]))
-    original.finish()
-    core = original.engine._core
-    sections = {name: np.array(value) for name, value in core.state_sections()}
-    timer = sections["timers"].view(TIMER)[:1]
-    assert len(timer) == 1
-    sections["timers"] = np.repeat(timer, 65_536).view(np.uint8)
-    with pytest.raises(ValueError, match="more than 65,535 for one subscriber"):
-        backend("core").engine._core.restore_state(core.state_scalars(), sections)
-
-
 def test_timers_of_different_delays_due_at_one_instant_fire_in_creation_order():
     """c10 (10 minutes) is scheduled first, c5 (5 minutes) five minutes later: both fall due
     at T0 + 10 min, c10's first. Then the other way round, c5 first: it is due first."""
@@ -258,24 +245,36 @@ def test_the_clock_at_its_largest_value_fires_what_waits_and_nothing_more():
     assert core.pending == 0 and len(core.take_actions()) == 0
 
 
-def test_a_refused_restore_leaves_a_core_that_still_runs():
-    """A checkpoint refused partway (its rows copied, a contact out of range) must not leave
-    rows that claim waiting actions the pending set does not hold."""
-    original = backend("core")
-    original.feed(b"".join(trace(5, n=2_000)))
-    original.finish()
-    core = original.engine._core
+def test_a_refused_restore_leaves_the_core_as_it_was():
+    """A checkpoint refused (a contact out of range, or more timers for one subscriber than
+    there are campaigns) is refused before anything changes: a core with actions waiting
+    goes on exactly as its twin that never saw it."""
+    first, second = _halves(5)
+    donor = backend("core")
+    donor.feed(b"".join(trace(6, n=2_000)))
+    donor.finish()
+    core = donor.engine._core
     assert core.pending > 0
     sections = {name: np.array(value) for name, value in core.state_sections()}
     contacts = sections["contacts"].view(CONTACT).copy()
     contacts["key"][0] = OCCUPIED | 0xFFFF
-    sections["contacts"] = contacts.view(np.uint8)
-    victim = backend("core")
+    bad_contact = dict(sections, contacts=contacts.view(np.uint8))
+    timer = sections["timers"].view(TIMER)[:1]
+    too_many = dict(sections, timers=np.repeat(timer, 65_536).view(np.uint8))
+    victim, twin = backend("core"), backend("core")
+    for m in (victim, twin):
+        m.feed(first)
+        m.finish()
+    assert victim.engine.pending > 0
     with pytest.raises(ValueError, match="checkpoint contact out of range"):
-        victim.engine._core.restore_state(core.state_scalars(), sections)
-    victim.feed(b"".join(trace(6, n=2_000)))
-    victim.finish()
-    victim.drain()
+        victim.engine._core.restore_state(core.state_scalars(), bad_contact)
+    with pytest.raises(ValueError, match="more than 65,535 for one subscriber"):
+        victim.engine._core.restore_state(core.state_scalars(), too_many)
+    for m in (victim, twin):
+        m.feed(second)
+        m.finish()
+        m.drain()
+    assert victim.actions == twin.actions and victim.funnel == twin.funnel
 
 
 def test_checkpoints_of_version_1_restore_and_others_are_refused(tmp_path, monkeypatch):
@@ -300,3 +299,27 @@ def test_checkpoints_of_version_1_restore_and_others_are_refused(tmp_path, monke
     assert original.actions + restored.actions == whole.actions
     with pytest.raises(CheckpointError, match="checkpoint version 3, this engine reads 1 and 2"):
         backend("core").engine.restore(tmp_path / "v3.ckpt")
+
+
+def test_a_store_written_by_version_1_goes_on_with_a_new_base(tmp_path, monkeypatch):
+    """After an upgrade, the first checkpoint is a base of this version: records of version 2
+    behind a base of version 1 would be read by a sigmatch that reads only 1."""
+    from engine.service import checkpoint as store_module
+    from engine.service.checkpoint import CheckpointStore, read_header, restore_sections
+    first, second = _halves(8)
+    old = backend("core")
+    old.feed(first)
+    old.finish()
+    monkeypatch.setattr(store_module, "VERSION", 1)
+    assert CheckpointStore(tmp_path).save(old.engine)["kind"] == "base"
+    monkeypatch.undo()
+    store = CheckpointStore(tmp_path)
+    loaded = store.load()
+    assert loaded.header["version"] == 1
+    upgraded = backend("core")
+    restore_sections(upgraded.engine, loaded.header, loaded.sections, loaded.path)
+    store.adopt(loaded, upgraded.engine)
+    upgraded.feed(second)
+    upgraded.finish()
+    assert store.save(upgraded.engine)["kind"] == "base"
+    assert sorted(read_header(p)["version"] for p in tmp_path.glob("base-*")) == [1, 2]

@@ -708,14 +708,19 @@ class CheckpointStore:
 
     def adopt(self, loaded: Loaded, engine: "Engine", *, rebase: bool = False) -> None:
         """Continue the loaded generation's log for an engine restored from it (its changes
-        are tracked from here). After damage, or with `rebase` (an engine that holds the
-        state in another layout), the next checkpoint is a new base."""
+        are tracked from here). After damage, with `rebase` (an engine that holds the state
+        in another layout), or from a generation of another format version, the next
+        checkpoint is a new base."""
         self.generation = loaded.generation
         self.previous = None    # the loaded generation itself is the fallback of the next base
         self.base_bytes = self.base_path(loaded.generation).stat().st_size
         self.records = loaded.records
         self.log_bytes = loaded.log_end
-        self._rebase = bool(loaded.damage or loaded.fallbacks or rebase)
+        # a generation of another format version is not appended to: its records would be
+        # this version's behind a base that says otherwise, which an older sigmatch would
+        # read (a first checkpoint after an upgrade is a base)
+        self._rebase = bool(loaded.damage or loaded.fallbacks or rebase
+                            or loaded.header.get("version") != VERSION)
         if not self._rebase:
             path = self.log_path(loaded.generation)
             if path.exists() and path.stat().st_size != loaded.log_end:

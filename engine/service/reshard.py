@@ -43,7 +43,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from engine.errors import CheckpointError, SigmatchError
-from engine.service.checkpoint import (CheckpointSet, CheckpointStore, Loaded, _write_full, read_header)
+from engine.service.checkpoint import (VERSION, CheckpointSet, CheckpointStore, Loaded, _write_full, read_header)
 from engine.sinks import fsync_path, make_private_directories
 from engine.wording import plural
 
@@ -207,7 +207,8 @@ def merge_parts(parts: list[Loaded]) -> Loaded:
     scalars["layout"] = layout
     scalars["timers_created"] = len(merged_timers)
     extra = {k: v for k, v in first.extra.items() if k != "commit"}
-    header = {"version": first.header["version"], "scalars": scalars,
+    # this version's: its sections are restored by this version (older ones included)
+    header = {"version": VERSION, "scalars": scalars,
               "fingerprint": _fingerprint(_template(first.header), subscribers), "extra": extra}
     return Loaded(0, header, sections, first.path)
 
@@ -287,7 +288,7 @@ def split_state(loaded: Loaded, workers: int) -> Iterator[tuple[dict, dict]]:
         scalars = dict(loaded.header["scalars"])
         scalars["layout"] = layout[:4] + [len(mine)] + layout[5:]
         scalars["timers_created"] = len(t)
-        header = {"version": loaded.header["version"], "scalars": scalars,
+        header = {"version": VERSION, "scalars": scalars,
                   "fingerprint": _fingerprint(template, sections["subscribers"]), "extra": dict(extra)}
         yield header, sections
 
