@@ -100,8 +100,9 @@ def _halves(seed):
     return b"".join(events[:4_000]), b"".join(events[4_000:])
 
 
-def test_a_checkpoint_carries_the_waiting_pairs(tmp_path):
-    first, second = _halves(3)
+def whole_and_first_half(seed):
+    """(the whole trace replayed and drained, an engine fed its first half, the second half)."""
+    first, second = _halves(seed)
     whole = backend("core")
     whole.feed(first + second)
     whole.finish()
@@ -109,10 +110,11 @@ def test_a_checkpoint_carries_the_waiting_pairs(tmp_path):
     original = backend("core")
     original.feed(first)
     original.finish()
-    assert original.engine.pending > 100
-    original.engine.checkpoint(tmp_path / "state.ckpt")
-    restored = backend("core")
-    restored.engine.restore(tmp_path / "state.ckpt")
+    return whole, original, second
+
+
+def assert_goes_on_as_whole(restored, original, whole, second):
+    """`restored`, from `original`'s state, fed the second half, ends as `whole` did."""
     assert pending_pairs(restored.engine) == pending_pairs(original.engine)
     restored.feed(second)
     restored.finish()
@@ -121,19 +123,21 @@ def test_a_checkpoint_carries_the_waiting_pairs(tmp_path):
     assert restored.funnel == whole.funnel
 
 
+def test_a_checkpoint_carries_the_waiting_pairs(tmp_path):
+    whole, original, second = whole_and_first_half(3)
+    assert original.engine.pending > 100
+    original.engine.checkpoint(tmp_path / "state.ckpt")
+    restored = backend("core")
+    restored.engine.restore(tmp_path / "state.ckpt")
+    assert_goes_on_as_whole(restored, original, whole, second)
+
+
 def test_a_checkpoint_written_before_the_pending_set_restores():
     """Before the pending set, a waiting pair had a contact state with CONTACT_PENDING set (one
     made for it when there was none), rows had no count and the timers were saved as a heap.
     Such sections restore to the same continuation: the flag is dropped, the timers (in any
     order) say what waits."""
-    first, second = _halves(4)
-    whole = backend("core")
-    whole.feed(first + second)
-    whole.finish()
-    whole.drain()
-    original = backend("core")
-    original.feed(first)
-    original.finish()
+    whole, original, second = whole_and_first_half(4)
     core = original.engine._core
     sections = {name: np.array(value) for name, value in core.state_sections()}
     timers = sections["timers"].view(TIMER)
@@ -156,12 +160,7 @@ def test_a_checkpoint_written_before_the_pending_set_restores():
     sections["timers"] = timers[::-1].copy().view(np.uint8)
     restored = backend("core")
     restored.engine._core.restore_state(core.state_scalars(), sections)
-    assert pending_pairs(restored.engine) == pending_pairs(original.engine)
-    restored.feed(second)
-    restored.finish()
-    restored.drain()
-    assert original.actions + restored.actions == whole.actions
-    assert restored.funnel == whole.funnel
+    assert_goes_on_as_whole(restored, original, whole, second)
 
 
 def test_timers_of_different_delays_due_at_one_instant_fire_in_creation_order():
@@ -280,13 +279,7 @@ def test_a_refused_restore_leaves_the_core_as_it_was():
 def test_checkpoints_of_version_1_restore_and_others_are_refused(tmp_path, monkeypatch):
     from engine import CheckpointError
     from engine.service import checkpoint as store
-    first, second = _halves(7)
-    whole = backend("core")
-    whole.feed(first + second)
-    whole.finish()
-    original = backend("core")
-    original.feed(first)
-    original.finish()
+    whole, original, second = whole_and_first_half(7)
     monkeypatch.setattr(store, "VERSION", 1)
     original.engine.checkpoint(tmp_path / "v1.ckpt")
     monkeypatch.setattr(store, "VERSION", 3)
@@ -294,9 +287,7 @@ def test_checkpoints_of_version_1_restore_and_others_are_refused(tmp_path, monke
     monkeypatch.undo()
     restored = backend("core")
     restored.engine.restore(tmp_path / "v1.ckpt")
-    restored.feed(second)
-    restored.finish()
-    assert original.actions + restored.actions == whole.actions
+    assert_goes_on_as_whole(restored, original, whole, second)
     with pytest.raises(CheckpointError, match="checkpoint version 3, this engine reads 1 and 2"):
         backend("core").engine.restore(tmp_path / "v3.ckpt")
 
