@@ -131,7 +131,7 @@ cdef uint16_t first_failure(EngineC* E, EventC* ev, uint32_t sub, uint32_t ci, i
     """The first condition of SPEC §3 step 6, in MATCH_CONDITIONS order, that campaign ci
     fails for this event (XC_MATCHED when none). The same tests as process_event's, one by
     one: campaigns of one event never change each other's matching (only their own contact,
-    pending flag and the policy's counts), so asking before the matching loop is exact. (Written
+    pending pair and the policy's counts), so asking before the matching loop is exact. (Written
     apart from process_event's text on purpose: the mutation check finds each of its mutants'
     text once in the core's sources.)"""
     cdef CampaignC* c = &E.campaigns[ci]
