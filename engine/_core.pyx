@@ -1049,6 +1049,9 @@ cdef class Core:
                     key = contact_home(sub, E.contacts_mask)
                     sm_prefetch(&E.contacts[key])
                     sm_prefetch(&E.contacts[((key | 1) + 1) & E.contacts_mask])
+                if sub < FOREIGN_INDEX and E.window_n and E.windows != NULL and (<SubHeadC*>row_of(E, sub)).last_any_p1:
+                    # a contacted subscriber's kept contact times, which emit reads
+                    sm_prefetch(&E.windows[(sm_mix64(<uint64_t>sub + 1) & E.windows_mask) * (E.window_n + 2)])
                 if sub < FOREIGN_INDEX and (<SubHeadC*>row_of(E, sub)).pending:
                     sm_prefetch(&E.pending[pending_home(pending_key(sub, 0), E.pending_mask)])
             process_event(E, &self.batch[i], self.subs[i])

@@ -68,7 +68,8 @@ cdef int emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger_
     # Times are kept oldest first and t never goes back: the window holds window_n contacts
     # exactly when window_n are kept and the oldest of them is inside it.
     if E.window_n and not (c.exempt & EXEMPT_MAX_IN_WINDOW):
-        times = find_window(E, sub, False)
+        # a subscriber never contacted keeps no times: its empty slot is not looked for
+        times = find_window(E, sub, False) if h.last_any_p1 else NULL
         if times != NULL and (times[1] & 0xFF) == E.window_n and times[2 + (times[1] >> 8)] > t - E.window_ms:
             fun[FN_MAX_IN_WINDOW] += 1
             if E.takers != NULL:
