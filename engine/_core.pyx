@@ -1331,8 +1331,8 @@ cdef class Core:
             for k in range(self.E.nr_runs):
                 run = &self.E.runs[k]
                 for i in range(run.n):
-                    if run.buf[(run.head + i) & (run.cap - 1)].subscriber == sub:
-                        pending.append(run.buf[(run.head + i) & (run.cap - 1)])
+                    if run_at(run, i).subscriber == sub:
+                        pending.append(run_at(run, i)[0])
             pending.sort(key=lambda t: (t["due"], t["created"]))
             pending = [{"campaign": t["campaign"], "due": t["due"], "trigger_ts": t["trigger_ts"]} for t in pending]
         return {

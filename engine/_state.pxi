@@ -452,23 +452,22 @@ cdef int pending_rebuild(EngineC* E) noexcept nogil:
     """The pending set and every row's count, from the timers (after a restore or a
     transfer). Returns pending_add's failure, 0 when none."""
     cdef uint64_t j
+    cdef int32_t s
     cdef int rc = 0
-    cdef TimerC* timers
+    cdef TimerC* t
     for j in range(E.nr_subscribers):
         (<SubHeadC*>row_of(E, <uint32_t>j)).pending = 0
     free(E.pending)
     E.pending = NULL
     E.pending_mask = 0
     E.nr_pending = 0
-    timers = timers_gather(E)
-    if timers == NULL:
-        return 1 if E.oom else 0
-    for j in range(E.nr_timers):
-        rc = pending_add(E, timers[j].subscriber, timers[j].campaign)
-        if rc:
-            break
-    free(timers)
-    return rc
+    for s in range(E.nr_runs + 1):
+        for j in range(E.heap_n if s == E.nr_runs else E.runs[s].n):
+            t = &E.heap[j] if s == E.nr_runs else run_at(&E.runs[s], j)
+            rc = pending_add(E, t.subscriber, t.campaign)
+            if rc:
+                return rc
+    return 0
 
 
 # max_in_window: the last window_n contact times of each contacted subscriber.
@@ -549,10 +548,15 @@ cdef int timer_cmp(const void* a, const void* b) noexcept nogil:
     return 1 if timer_before(<TimerC*>b, <TimerC*>a) else 0
 
 
+cdef inline TimerC* run_at(TimerRunC* r, uint64_t k) noexcept nogil:
+    """The k-th timer of a run, 0 its first (k < r.n)."""
+    return &r.buf[(r.head + k) & (r.cap - 1)]
+
+
 cdef inline TimerC* source_first(EngineC* E, int32_t s) noexcept nogil:
     if s == E.nr_runs:
         return &E.heap[0]
-    return &E.runs[s].buf[E.runs[s].head]
+    return run_at(&E.runs[s], 0)
 
 
 cdef inline void source_set(EngineC* E, int32_t i, int32_t s) noexcept nogil:
@@ -651,12 +655,12 @@ cdef int timer_add(EngineC* E, TimerC* t, int32_t run) noexcept nogil:
                 E.oom = 1
                 return -1
             for k in range(r.n):
-                grown[k] = r.buf[(r.head + k) & (r.cap - 1)]
+                grown[k] = run_at(r, k)[0]
             free(r.buf)
             r.buf = grown
             r.head = 0
             r.cap = newcap
-        r.buf[(r.head + r.n) & (r.cap - 1)] = t[0]
+        run_at(r, r.n)[0] = t[0]
         r.n += 1
         if r.n > 1:
             E.nr_timers += 1
@@ -682,7 +686,7 @@ cdef void timer_pop(EngineC* E, TimerC* out) noexcept nogil:
         r.n -= 1
         left = r.n != 0
         # two hundred runs read front to back are more streams than the hardware follows
-        sm_prefetch(&r.buf[(r.head + 3) & (r.cap - 1)])
+        sm_prefetch(run_at(r, 3))
     E.nr_timers -= 1
     if not left:
         E.src_pos[s] = -1
@@ -704,7 +708,7 @@ cdef void timer_pop(EngineC* E, TimerC* out) noexcept nogil:
 cdef inline TimerC* gather_head(EngineC* E, TimerC* heap_sorted, uint64_t* taken, int32_t s) noexcept nogil:
     if s == E.nr_runs:
         return &heap_sorted[taken[s]]
-    return &E.runs[s].buf[(E.runs[s].head + taken[s]) & (E.runs[s].cap - 1)]
+    return run_at(&E.runs[s], taken[s])
 
 
 cdef TimerC* timers_gather(EngineC* E) noexcept nogil:
@@ -778,25 +782,12 @@ cdef TimerC* timers_gather(EngineC* E) noexcept nogil:
 cdef void heap_fix(EngineC* E) noexcept nogil:
     """Order the heap's array as a heap, whatever order it came in, and make it the only
     source (after a restore put timers there)."""
-    cdef uint64_t i, child, k, n = E.heap_n
-    cdef TimerC t
+    cdef uint64_t i, n = E.heap_n
     if n > 1:
         i = n // 2
         while i > 0:
             i -= 1
-            t = E.heap[i]
-            k = i
-            while True:
-                child = 2 * k + 1
-                if child >= n:
-                    break
-                if child + 1 < n and timer_before(&E.heap[child + 1], &E.heap[child]):
-                    child += 1
-                if not timer_before(&E.heap[child], &t):
-                    break
-                E.heap[k] = E.heap[child]
-                k = child
-            E.heap[k] = t
+            heap_sift_down(E, i, E.heap[i])
     E.nr_timers = n
     if n:
         source_changed(E, E.nr_runs)
@@ -825,26 +816,28 @@ cdef int heap_push(EngineC* E, TimerC* t) noexcept nogil:
     return 0
 
 
-cdef void heap_pop(EngineC* E, TimerC* out) noexcept nogil:
-    cdef uint64_t i = 0, child, n
-    cdef TimerC last
-    out[0] = E.heap[0]
-    E.heap_n -= 1
-    n = E.heap_n
-    if n == 0:
-        return
-    last = E.heap[n]
+cdef void heap_sift_down(EngineC* E, uint64_t i, TimerC t) noexcept nogil:
+    """Put t in the hole at i of the heap's heap_n timers, moving the smaller child up until
+    t goes before both."""
+    cdef uint64_t child, n = E.heap_n
     while True:
         child = 2 * i + 1
         if child >= n:
             break
         if child + 1 < n and timer_before(&E.heap[child + 1], &E.heap[child]):
             child += 1
-        if not timer_before(&E.heap[child], &last):
+        if not timer_before(&E.heap[child], &t):
             break
         E.heap[i] = E.heap[child]
         i = child
-    E.heap[i] = last
+    E.heap[i] = t
+
+
+cdef void heap_pop(EngineC* E, TimerC* out) noexcept nogil:
+    out[0] = E.heap[0]
+    E.heap_n -= 1
+    if E.heap_n:
+        heap_sift_down(E, 0, E.heap[E.heap_n])
 
 
 cdef void* grow(void* p, uint64_t* cap, size_t item, int* oom) noexcept nogil:
