@@ -4,6 +4,8 @@ from typing import Optional
 import numpy as np
 
 ACTION_KEY_DTYPE: np.dtype
+TIMER_DTYPE: np.dtype
+CONTACT_DTYPE: np.dtype
 
 def shards_of(msisdn: np.ndarray, nshards: int) -> np.ndarray: ...
 def shard_counts_size(nr_budgets: int) -> int: ...

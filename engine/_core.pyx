@@ -162,9 +162,12 @@ cdef inline void reset_spans(DeadRunC* r) noexcept nogil:
 
 
 ACTION_KEY_DTYPE = np.dtype([("pos", "<u8"), ("due", "<i8"), ("created", "<u8")])
-# TimerC, as a checkpoint's timers section holds it
+# TimerC and ContactC, as a checkpoint's timers and contacts sections hold them
 TIMER_DTYPE = np.dtype([("due", "<i8"), ("created", "<u8"), ("trigger_ts", "<i8"), ("subscriber", "<u4"),
                         ("cell", "<u4"), ("campaign", "<u4"), ("pad", "<u4")])
+CONTACT_DTYPE = np.dtype([("key", "<u8"), ("last_ts", "<i8"), ("last_seq", "<u8"), ("streak", "<u4"),
+                          ("flags", "<u4")])
+assert TIMER_DTYPE.itemsize == sizeof(TimerC) and CONTACT_DTYPE.itemsize == sizeof(ContactC)
 
 
 def shards_of(const uint64_t[::1] msisdn, uint32_t nshards):
@@ -1051,7 +1054,7 @@ cdef class Core:
                     sm_prefetch(&E.contacts[((key | 1) + 1) & E.contacts_mask])
                 if sub < FOREIGN_INDEX and E.window_n and E.windows != NULL and (<SubHeadC*>row_of(E, sub)).last_any_p1:
                     # a contacted subscriber's kept contact times, which emit reads
-                    sm_prefetch(&E.windows[(sm_mix64(<uint64_t>sub + 1) & E.windows_mask) * (E.window_n + 2)])
+                    sm_prefetch(&E.windows[window_home(<int64_t>sub + 1, E.windows_mask) * (E.window_n + 2)])
                 if sub < FOREIGN_INDEX and (<SubHeadC*>row_of(E, sub)).pending:
                     sm_prefetch(&E.pending[pending_home(pending_key(sub, 0), E.pending_mask)])
             process_event(E, &self.batch[i], self.subs[i])

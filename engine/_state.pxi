@@ -472,6 +472,11 @@ cdef int pending_rebuild(EngineC* E) noexcept nogil:
 
 # max_in_window: the last window_n contact times of each contacted subscriber.
 
+cdef inline uint64_t window_home(int64_t key, uint64_t mask) noexcept nogil:
+    """Where the probes for a subscriber's entry (key sub + 1) start."""
+    return sm_mix64(<uint64_t>key) & mask
+
+
 cdef int64_t* find_window(EngineC* E, uint32_t sub, bint create) noexcept nogil:
     """The kept contact times of a subscriber (an entry of window_n + 2 words); with `create`,
     made when absent. Creating may grow the table: pointers from earlier calls are then stale."""
@@ -481,7 +486,7 @@ cdef int64_t* find_window(EngineC* E, uint32_t sub, bint create) noexcept nogil:
     cdef int64_t* table
     cdef int64_t* w
     if E.windows != NULL:
-        h = sm_mix64(<uint64_t>key) & E.windows_mask
+        h = window_home(key, E.windows_mask)
         while True:
             w = E.windows + h * words
             if w[0] == key:
@@ -502,14 +507,14 @@ cdef int64_t* find_window(EngineC* E, uint32_t sub, bint create) noexcept nogil:
             for i in range(E.windows_mask + 1):
                 w = E.windows + i * words
                 if w[0]:
-                    h = sm_mix64(<uint64_t>w[0]) & newmask
+                    h = window_home(w[0], newmask)
                     while table[h * words]:
                         h = (h + 1) & newmask
                     memcpy(table + h * words, w, words * sizeof(int64_t))
             sm_free(E.windows, (E.windows_mask + 1) * words * sizeof(int64_t))
         E.windows = table
         E.windows_mask = newmask
-    h = sm_mix64(<uint64_t>key) & E.windows_mask
+    h = window_home(key, E.windows_mask)
     while E.windows[h * words]:
         h = (h + 1) & E.windows_mask
     w = E.windows + h * words

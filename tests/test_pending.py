@@ -16,15 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine._core import CONTACT_DTYPE, TIMER_DTYPE
 from engine.language.config import PolicySpec
 from tests.backends import CALL, MINUTE, SMS, T0, Profiles, build, campaign, ev
 
 SUBSCRIBERS = [13_900_000_000 + 7 * i for i in range(3_000)]
 CONTACT_PENDING = 8
 OCCUPIED = 1 << 63
-CONTACT = np.dtype([("key", "<u8"), ("last_ts", "<i8"), ("last_seq", "<u8"), ("streak", "<u4"), ("flags", "<u4")])
-TIMER = np.dtype([("due", "<i8"), ("created", "<u8"), ("trigger_ts", "<i8"), ("subscriber", "<u4"),
-                  ("cell", "<u4"), ("campaign", "<u4"), ("pad", "<u4")])
+CONTACT, TIMER = CONTACT_DTYPE, TIMER_DTYPE
 # SubHeadC: msisdn, last_any_p1, day, day_count, cell, flags, pad, then the pending count
 ROW_PENDING = 30
 

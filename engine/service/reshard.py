@@ -42,6 +42,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from engine._core import CONTACT_DTYPE, TIMER_DTYPE
 from engine.errors import CheckpointError, SigmatchError
 from engine.service.checkpoint import (VERSION, CheckpointSet, CheckpointStore, Loaded, _write_full, read_header)
 from engine.sinks import fsync_path, make_private_directories
@@ -53,10 +54,7 @@ log = logging.getLogger("sigmatch.reshard")
 
 RESHARD_DIR = ".reshard"
 # the core's records (engine/_core.pxd), as they lie in a checkpoint's sections
-_TIMER = np.dtype([("due", "<i8"), ("created", "<u8"), ("trigger_ts", "<i8"), ("subscriber", "<u4"),
-                   ("cell", "<u4"), ("campaign", "<u4"), ("pad", "<u4")])
-_CONTACT = np.dtype([("key", "<u8"), ("last_ts", "<i8"), ("last_seq", "<u8"), ("streak", "<u4"),
-                     ("flags", "<u4")])
+_TIMER, _CONTACT = TIMER_DTYPE, CONTACT_DTYPE
 _BUDGET = np.dtype([("day", "<i8"), ("day_sends", "<u8"), ("total", "<u8")])
 _OCCUPIED = np.uint64(1 << 63)
 _SUBSCRIBER_OF_KEY = np.uint64((1 << 63) - 1)
