@@ -386,14 +386,12 @@ cdef inline bint is_pending(EngineC* E, uint32_t sub, uint32_t ci, SubHeadC* h) 
 
 
 cdef int pending_add(EngineC* E, uint32_t sub, uint32_t ci) noexcept nogil:
-    """Note a timer of (sub, ci). Returns 1 (and sets oom) when memory ran out, 2 when sub
-    has 65,535 timers already: one per pair and at most 65,535 campaigns, so only a corrupt
-    checkpoint gets there."""
+    """Note a timer of (sub, ci). Returns 1 (and sets oom) when memory ran out. A subscriber
+    has at most one timer per campaign, so at most 65,535, the row's count's limit (a restore
+    refuses a checkpoint with more)."""
     cdef uint64_t key = pending_key(sub, ci), i, j, newcap, newmask
     cdef uint64_t* table
     cdef SubHeadC* h = <SubHeadC*>row_of(E, sub)
-    if h.pending == 0xFFFF:
-        return 2
     if E.pending == NULL or (E.nr_pending + 1) * 2 > E.pending_mask + 1:
         newcap = 1024 if E.pending == NULL else (E.pending_mask + 1) * 2
         table = <uint64_t*>calloc(newcap, sizeof(uint64_t))
@@ -450,7 +448,7 @@ cdef void pending_remove(EngineC* E, uint32_t sub, uint32_t ci) noexcept nogil:
 
 cdef int pending_rebuild(EngineC* E) noexcept nogil:
     """The pending set and every row's count, from the timers (after a restore or a
-    transfer). Returns pending_add's failure, 0 when none."""
+    transfer). Returns 1 (and sets oom) when memory ran out."""
     cdef uint64_t j
     cdef int32_t s
     cdef int rc = 0
