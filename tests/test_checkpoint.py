@@ -102,6 +102,42 @@ def test_damaged_checkpoints_are_refused(world, tmp_path, damage):
     assert str(path) in str(info.value)
 
 
+def _with_header(path, edit):
+    """The checkpoint at `path` with its header edited by `edit(header)` and its crc made
+    again, as a hand edit would."""
+    import json
+    import struct
+    import zlib
+
+    from engine.service.checkpoint import MAGIC
+    raw = path.read_bytes()
+    magic = len(MAGIC)
+    (length,) = struct.unpack("<I", raw[magic:magic + 4])
+    header = json.loads(raw[magic + 4:magic + 4 + length])
+    edit(header)
+    encoded = json.dumps(header).encode()
+    rest = raw[magic + 4 + length + 4:]
+    path.write_bytes(raw[:magic] + struct.pack("<I", len(encoded)) + encoded
+                     + struct.pack("<I", zlib.crc32(encoded)) + rest)
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda h: h.pop("scalars"), "damaged header: scalars is missing"),
+    (lambda h: h["scalars"].update(layout="144"), "damaged header: scalars.layout is missing"),
+    (lambda h: h.update(fingerprint=None), "damaged header: fingerprint is missing"),
+    (lambda h: h.update(version="2"), "checkpoint version '2', this engine reads 1 and 2"),
+])
+def test_a_hand_edited_header_with_its_crc_made_again_is_refused_in_one_line(world, tmp_path, edit, says):
+    config, data, size = world
+    engine = Engine.from_config(config)
+    engine.replay(halves(data, size)[0])
+    path = engine.checkpoint(tmp_path / "state.ckpt")
+    _with_header(path, edit)
+    with pytest.raises(CheckpointError, match=says) as info:
+        Engine.from_config(config).restore(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
 def test_a_checkpoint_of_another_configuration_is_refused(world, tmp_path):
     config, data, size = world
     engine = Engine.from_config(config)

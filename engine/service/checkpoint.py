@@ -176,8 +176,18 @@ def _read_header(f, path: Path) -> dict:
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: damaged header")
     if header.get("version") not in READABLE:
-        raise CheckpointError(f"{path}: checkpoint version {header.get('version')}, "
+        raise CheckpointError(f"{path}: checkpoint version {header.get('version')!r}, "
                               f"this engine reads {' and '.join(map(str, READABLE))}")
+    # A header edited by hand, its crc made again, still has the shape every reader expects.
+    scalars = header.get("scalars")
+    for key, ok in (("scalars", isinstance(scalars, dict)),
+                    ("scalars.layout", isinstance(scalars, dict) and isinstance(scalars.get("layout"), list)
+                     and all(isinstance(v, int) for v in scalars["layout"])),
+                    ("fingerprint", isinstance(header.get("fingerprint"), dict)),
+                    ("sections", isinstance(header.get("sections"), list)),
+                    ("extra", isinstance(header.get("extra", {}), dict))):
+        if not ok:
+            raise CheckpointError(f"{path}: damaged header: {key} is missing or not what a checkpoint holds")
     return header
 
 
