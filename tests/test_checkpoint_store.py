@@ -148,6 +148,28 @@ def test_a_damaged_record_stops_the_log_there_and_names_the_later_ones(saved, ca
     assert store.save(engine)["kind"] == "base"
 
 
+@pytest.mark.parametrize("damaged", [(2,), (1, 3), (2, 3)])
+def test_records_after_one_whose_header_is_damaged_are_still_named(saved, damaged):
+    """A damaged header hides where the next record starts (its sections' lengths are in it):
+    the records after it are found by their magic, and the fallback still knows what they
+    moved. (2, 3): two damaged in a row; (1, 3): one readable between them."""
+    fresh, data, whole, state, cuts = saved
+    (log,) = state.glob("log-*")
+    raw = bytearray(log.read_bytes())
+    starts = [i for i in range(len(raw)) if raw.startswith(RECORD_MAGIC, i)]
+    for index in damaged:
+        raw[starts[index] + 20] ^= 0xFF       # inside the header's JSON
+    log.write_bytes(bytes(raw))
+    store = CheckpointStore(state)
+    loaded = store.load()
+    assert loaded.records == damaged[0] and "damaged header" in loaded.damage
+    # cuts[0] is the base's; record k's extra is cuts[k]
+    readable = [k for k in range(damaged[0] + 1, len(starts) + 1) if k - 1 not in damaged]
+    assert [e["at"] for e in loaded.later_extras] == [cuts[k] for k in readable]
+    assert [e["at"] for e in store._record_extras(loaded.generation)] == \
+        [cuts[k] for k in range(1, len(starts) + 1) if k - 1 not in damaged]
+
+
 def test_a_damaged_base_falls_back_to_the_previous_generation(saved):
     fresh, data, whole, state, cuts = saved
     engine, store, _ = restored(fresh, state)
@@ -165,7 +187,8 @@ def test_a_damaged_base_falls_back_to_the_previous_generation(saved):
     newest.write_bytes(bytes(raw))
     again, _, loaded = restored(fresh, state)
     assert loaded.fallbacks and loaded.generation == 1 and loaded.extra == {"at": cuts[-1]}
-    assert [e["at"] for e in loaded.later_extras] == ["later 1", "later 2"]
+    # the damaged base's header still reads: what it covered, its first record moved
+    assert [e["at"] for e in loaded.later_extras] == [cuts[-1], "later 1", "later 2"]
     same_state(again, reference, offsets=False)
 
 

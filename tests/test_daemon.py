@@ -255,7 +255,9 @@ def newest_record_start(log: Path) -> int:
     return log.read_bytes().rindex(RECORD_MAGIC)
 
 
-@pytest.mark.parametrize("where", ["newest record", "a middle record", "base", "shard 1's newest record"])
+@pytest.mark.parametrize("where", ["newest record", "a middle record", "a middle record's header", "base",
+                                   "base and its first record's header", "shard 1's newest record",
+                                   "shard 1's middle record's header"])
 def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_stays_exact(world, tmp_path, where):
     """The last case runs 2 workers: one shard's damaged record sends every shard back to
     the commit before it."""
@@ -276,19 +278,30 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
     assert log.exists() and len(list(store.glob("base-*"))) == 2     # this world rebases often
     if where in ("newest record", "shard 1's newest record"):
         damage(log, newest_record_start(log) + 200)
-    elif where == "a middle record":
+    elif where.endswith("middle record") or where.endswith("middle record's header"):
         data = log.read_bytes()
         from engine.service.checkpoint import RECORD_MAGIC
         starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
-        damage(log, starts[len(starts) // 2] + 200)
+        assert len(starts) >= 3
+        if where.endswith("header"):
+            # past the magic and the header's length: where the records after it start is
+            # written in its header, yet the spool files they moved to done/ must come back
+            damage(log, starts[1] + 20)
+        else:
+            damage(log, starts[len(starts) // 2] + 200)
     else:
         damage(base, base.stat().st_size - 10)
+        if where.endswith("header"):
+            # what the base covered, its first record moved: found in done/ by the ids the
+            # base recorded
+            damage(log, 20)
     for trace in generated.traces[half:]:
         os.replace(tmp_path / trace.name, spool / trace.name)
     proc = start(generated.config, out, state, spool, ready=True, args=args)
     assert wait_until_drained(spool)
     assert stop(proc) == 0
-    assert "cannot use checkpoint" in proc.stderr.read()
+    err = proc.stderr.read()
+    assert "cannot use checkpoint" in err
     got = rows(out, "actions-*.csv")
     assert sorted(got) == expected_rows(expected)
     assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))

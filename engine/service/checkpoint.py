@@ -349,6 +349,22 @@ def _commit(header: dict, where) -> int:
     return commit
 
 
+def _seek_magic(f, offset: int, chunk: int = 1 << 20) -> bool:
+    """Position `f` at the first RECORD_MAGIC at or after `offset`: True, or False when the
+    file holds none (read in chunks: a log is as large as its base, gigabytes)."""
+    overlap = len(RECORD_MAGIC) - 1
+    while True:
+        f.seek(offset)
+        data = f.read(chunk)
+        at = data.find(RECORD_MAGIC)
+        if at >= 0:
+            f.seek(offset + at)
+            return True
+        if len(data) < chunk:
+            return False
+        offset += len(data) - overlap
+
+
 def _read_exact(f, n: int) -> Optional[bytes]:
     data = f.read(n)
     return data if len(data) == n else None
@@ -568,7 +584,12 @@ class CheckpointStore:
             except CheckpointError as e:
                 log.error(f"cannot use checkpoint: {e}")
                 reasons.append(str(e))
-                # what its records covered is not in the state used instead
+                # what it and its records covered is not in the state used instead: the files
+                # the base covered are moved by its first record, whose header may be damaged too
+                try:
+                    skipped.append(read_header(path).get("extra", {}))
+                except CheckpointError:
+                    pass
                 skipped += self._record_extras(generation)
                 continue
             loaded = Loaded(generation, header, sections, path)
@@ -614,7 +635,9 @@ class CheckpointStore:
                     log.error(f"cannot use checkpoint: {loaded.damage}; the state of the record before it is used")
                     if record is not None:
                         loaded.later_extras.append(record[0].get("extra", {}))
-                        self._collect_later_extras(f, loaded)
+                    else:
+                        f.seek(start + 1)   # its header is unreadable: the scan looks for the next record
+                    loaded.later_extras += self._scan_extras(f, loaded.generation, loaded.records + 2)
                     break
                 record_header, data = record
                 subs, changed = data["subscribers"], data["rows"]
@@ -641,33 +664,37 @@ class CheckpointStore:
 
     def _record_extras(self, generation: int) -> list[dict]:
         """The extras of a log's records whose headers can be read (their sections unread)."""
-        extras = []
         path = self.log_path(generation)
-        if path.exists():
-            with open(path, "rb") as f:
-                number = 1
-                while True:
-                    record, _, _ = self._read_record(f, generation, number, headers_only=True)
-                    if record is None:
-                        break
-                    extras.append(record[0].get("extra", {}))
-                    number += 1
-        return extras
+        if not path.exists():
+            return []
+        with open(path, "rb") as f:
+            return self._scan_extras(f, generation, 1)
 
-    def _collect_later_extras(self, f, loaded: Loaded) -> None:
-        number = loaded.records + 2
+    def _scan_extras(self, f, generation: int, number: int) -> list[dict]:
+        """The extras of the records of `generation` from the file's position on, the first
+        one expected to be record `number`: their headers read, their sections skipped. A
+        record whose header cannot be read hides where the next one starts (the lengths of
+        its sections are in it): the scan goes on at the next RECORD_MAGIC that starts a whole
+        header of this generation and a later number. One flipped bit then does not hide what
+        the records after it moved to done/, which a fallback must bring back."""
+        extras = []
         while True:
-            record, problem, torn = self._read_record(f, loaded.generation, number, headers_only=True)
-            if record is None:
-                return
-            loaded.later_extras.append(record[0].get("extra", {}))
-            number += 1
+            start = f.tell()
+            record, problem, torn = self._read_record(f, generation, None, headers_only=True)
+            if record is None and torn:
+                return extras       # the end, or a record cut by a crash
+            found = record[0].get("number") if record is not None and problem is None else None
+            if isinstance(found, int) and not isinstance(found, bool) and found >= number:
+                extras.append(record[0].get("extra", {}))
+                number = found + 1
+            elif not _seek_magic(f, start + 1):
+                return extras
 
     @staticmethod
-    def _read_record(f, generation: int, number: int, headers_only: bool = False):
+    def _read_record(f, generation: int, number: Optional[int], headers_only: bool = False):
         """((header, sections) or None, problem or None, torn): torn when the file ends inside
         the record (a crash while it was appended); a record with a readable header comes back
-        with its problem, so that its extra can still be read."""
+        with its problem, so that its extra can still be read. `number` None: any number."""
         magic = f.read(len(RECORD_MAGIC))
         if not magic:
             return None, None, True
@@ -693,7 +720,7 @@ class CheckpointStore:
             described = [(s["name"], int(s["nbytes"]), int(s["crc32"])) for s in header["sections"]]
         except (ValueError, KeyError, TypeError, RecursionError) as e:
             return None, f"unreadable header: {e}", False
-        if header.get("generation") != generation or header.get("number") != number:
+        if header.get("generation") != generation or (number is not None and header.get("number") != number):
             return (header, None), (f"record of generation {header.get('generation')} number "
                                     f"{header.get('number')}, expected {generation} number {number}"), False
         data, problem = {}, None

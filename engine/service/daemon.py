@@ -497,10 +497,15 @@ class SpoolDaemon:
 
     def _forget_lost_work(self, extra: dict, later: list[dict]) -> None:
         """An older checkpoint than the newest is in use: the output that the newer ones
-        finished goes (it is made again, the same), and their input comes back to the spool."""
+        finished goes (it is made again, the same), and their input comes back to the spool.
+        `later`: the extras of the newer checkpoints that can be read, in order. The files a
+        newer one moved to done/ are its "moving" (under its "done_names"); they are also the
+        "covered" of the one before it, which is how the files moved by a checkpoint whose
+        header cannot be read are found: in done/, by the identity recorded ("ids")."""
         removed = SinkSet.remove_beyond(self.out, extra.get("numbering") or {})
         held = set(extra.get("covered") or []) | set(extra.get("moving") or [])
         back, missing = 0, []
+        archive: Optional[dict[str, list[str]]] = None
         for newer in later:
             moved_as = newer.get("done_names") or {}    # those moved under another name (_done_name)
             for name in newer.get("moving") or []:
@@ -512,12 +517,61 @@ class SpoolDaemon:
                     back += 1
                 else:
                     missing.append(name)
+            ids = newer.get("ids") or {}
+            for name in newer.get("covered") or []:
+                if name in held or name not in ids or os.path.lexists(self.spool / name):
+                    continue    # kept (or not moved yet), or recorded before sigmatch kept ids
+                if archive is None:
+                    archive = self._archive_names()
+                archived = self._archived(archive.get(name, []), ids[name])
+                if archived is not None:
+                    os.replace(archived, self.spool / name)
+                    archive[name].remove(archived.name)
+                    back += 1
         log.warning(f"an older checkpoint is in use: {len(removed):,} finished output files after it removed (to "
                     f"be made again), {back:,} spool files returned from done/")
         if missing:
             # removed from done/ by hand (--keep-done never takes what a fallback needs)
             log.error(f"{len(missing):,} spool files this checkpoint needs are gone from done/, their events "
                       f"are not processed again: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+
+    def _archive_names(self) -> dict[str, list[str]]:
+        """done/'s files by the spool name they were moved from: NAME, and NAME.1, NAME.2 ...
+        (_done_name) when done/ held that name already."""
+        names: dict[str, list[str]] = {}
+        try:
+            entries = os.listdir(self.spool / "done")
+        except FileNotFoundError:
+            return names
+        for entry in entries:
+            names.setdefault(entry, []).append(entry)
+            stem, dot, number = entry.rpartition(".")
+            if dot and number.isdigit():
+                names.setdefault(stem, []).append(entry)
+        return names
+
+    def _archived(self, candidates: list[str], ident) -> Optional[Path]:
+        """The file of done/ among `candidates` that is the spool file `ident` (_identity)
+        names: the same inode first (a move keeps it), else the same first bytes (a spool
+        copied or restored); None when none is."""
+        matches = []
+        for candidate in candidates:
+            path = self.spool / "done" / candidate
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
+                    continue
+                if (info.st_dev, info.st_ino) == tuple(ident[:2]):
+                    return path
+                if len(ident) >= 4 and _same_file(fd, info, ident):
+                    matches.append(path)
+            finally:
+                os.close(fd)
+        return matches[0] if matches else None
 
     def _roll_forward(self, extra: dict) -> None:
         SinkSet.commit(extra.get("renames", []))
