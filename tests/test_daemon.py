@@ -541,18 +541,25 @@ def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp
     assert all(r[2] != removed for r in got if int(r[0]) > last_before)
 
 
+@pytest.mark.parametrize("edit", ["a campaign removed", "a delay edited"])
 @pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one-worker", "2-workers"])
-def test_a_restart_after_the_configuration_changed_carries_the_state_over(world, tmp_path, workers):
+def test_a_restart_after_the_configuration_changed_carries_the_state_over(world, tmp_path, workers, edit):
     """Stopped, the campaigns edited, started again: no refusal; the state goes on as a
-    SIGHUP reload would have carried it."""
+    SIGHUP reload would have carried it, and the log says that the configuration changed
+    (an edit that keeps every campaign's id restores the state as it was: it said nothing)."""
     import shutil
     generated, _ = world
     config, spool, out, state, first, rest = half_spooled(generated, tmp_path)
     proc = start(config, out, state, spool, ready=True, args=workers)
     assert wait_until_drained(spool)
     assert stop(proc) == 0
-    blocks = config.read_text().split("[[campaign]]")
-    config.write_text("[[campaign]]".join([blocks[0]] + blocks[2:]))     # the first campaign goes
+    text = config.read_text()
+    if edit == "a delay edited":
+        assert 'delay = "5m"' in text
+        config.write_text(text.replace('delay = "5m"', 'delay = "7m"', 1))
+    else:
+        blocks = text.split("[[campaign]]")
+        config.write_text("[[campaign]]".join([blocks[0]] + blocks[2:]))     # the first campaign goes
     for trace in rest:
         shutil.copy(trace, spool / trace.name)
     proc = start(config, out, state, spool, ready=True, args=workers)

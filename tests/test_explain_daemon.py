@@ -63,6 +63,7 @@ def test_the_service_explains_a_watched_subscriber(world, tmp_path, workers):  #
         assert all({"ts", "type", "campaigns"} <= set(e) for e in body["events"])
         status, body = call("GET", f"{base}/subscriber/{watched}/explain")
         assert status == 200 and body["events"] == whole["events"][-200:]
+        assert body["msisdn"] == str(watched)       # a string, as /watch gives it
         assert body["actions"] == [a for a in whole["actions"] if any(a in e["emissions"] for e in body["events"])]
 
         other = others[0]

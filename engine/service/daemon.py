@@ -454,6 +454,11 @@ class SpoolDaemon:
                         f"reload ({len(self.engine.campaigns):,} campaigns, {len(self.engine.subscribers):,} "
                         f"subscribers; {dropped:,} pending actions of removed campaigns dropped)")
         extra = loaded.extra
+        written_for, now = extra.get("config_sha256"), self.engine.configuration.get("sha256")
+        if dropped is None and written_for and now and written_for != now:
+            log.warning(f"the configuration changed while stopped ({self.config_path}: the same campaign ids, "
+                        "counters and subscribers): state restored as it was, the edited campaigns apply from the "
+                        "next event on, as after a reload")
         if loaded.damage or loaded.fallbacks:
             self._forget_lost_work(extra, loaded.later_extras)
         log.info(f"restored generation {loaded.generation:,} + {loaded.records:,} records (event clock "
@@ -983,7 +988,10 @@ class SpoolDaemon:
                 ids[position[0]] = reading
         extra = {"renames": renames, "covered": covered, "moving": moving, "sizes": sizes, "done_names": done_names,
                  "position": list(position) if position else None, "numbering": self.sinks.numbering(),
-                 "ids": {name: list(ident) for name, ident in ids.items()}, "out_id": self.out_id}
+                 "ids": {name: list(ident) for name, ident in ids.items()}, "out_id": self.out_id,
+                 # an edit that keeps the campaigns' ids restores the state as it was: the log
+                 # still says that the configuration changed while stopped (_restore)
+                 "config_sha256": self.engine.configuration.get("sha256")}
         started = time.perf_counter()
         prepared = self.store.prepare(self.engine.shards if self.workers > 1 else self.engine, extra,
                                       copy_limit=DETACHED_BASE_BYTES)
@@ -1576,7 +1584,7 @@ class SpoolDaemon:
                                  max_records=output.max_records, max_age_ms=output.max_age_ms,
                                  durable=False, defer_renames=True, numbering=self.sinks.numbering())
             self._commit(position)
-        log.warning(f"reloaded {self.config_path}: {len(new.campaigns):,} campaigns, {len(new.subscribers):,} "
+        lifecycle.info(f"reloaded {self.config_path}: {len(new.campaigns):,} campaigns, {len(new.subscribers):,} "
                     f"subscribers; {new.reload_dropped:,} pending actions of removed campaigns dropped")
 
     def _advance_to_wall_clock(self) -> None:
@@ -1621,7 +1629,11 @@ class SpoolDaemon:
         with self.lock:
             if msisdn not in self.engine.watched:
                 return None
-            return self.engine.explanation(msisdn, last)
+            explanation = self.engine.explanation(msisdn, last)
+        # as /watch and /subscriber/{msisdn} give it: a string (a JSON number above 2^53
+        # loses digits in some clients)
+        explanation["msisdn"] = str(msisdn)
+        return explanation
 
     def _watch(self, method: str, msisdn: Optional[int]) -> tuple[int, dict]:
         """GET /watch, PUT /watch/{msisdn}, DELETE /watch/{msisdn}: (HTTP status, body)."""
