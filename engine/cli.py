@@ -669,6 +669,15 @@ def demo(directory, subscribers: int, events: int):
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / "out"
     _hold_out(out)      # as replay holds it: a service or replay writing there is named
+    from engine.sinks import SERVICE_ID_FILE, earlier_run_files, remove_earlier_run
+    earlier = earlier_run_files(out)
+    if earlier:
+        # a second demo in one --dir replaces the first one's output, as replay --overwrite
+        # does: its files numbered beside the first run's would double every count
+        if os.path.lexists(out / SERVICE_ID_FILE):
+            _fail(f"{out}: holds a service's output ({SERVICE_ID_FILE}): give the demo another --dir")
+        remove_earlier_run(out, earlier)
+        click.echo(f"the earlier demo's output in {out} replaced ({plural(len(earlier), 'file')})")
     # the demo's programmes hold out controls: statsmodels, for their uplifts, is imported
     # while the world is built and replayed
     with intervals_ahead():

@@ -720,6 +720,27 @@ def test_demo_refuses_too_few_events_in_one_line(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_a_second_demo_in_one_dir_replaces_the_first_ones_output(tmp_path):
+    """Twice in one --dir: the same files as once (they had accumulated, every count doubled);
+    a --dir whose out/ is a service's is refused in one line, and left as it was."""
+    args = ("demo", "--dir", tmp_path / "d", "--subscribers", "500", "--events", "3000")
+    first = sigmatch(*args)
+    assert first.returncode == 0, first.stderr
+    once = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "d" / "out").rglob("*.csv")}
+    again = sigmatch(*args)
+    assert again.returncode == 0, again.stderr
+    assert "the earlier demo's output" in again.stdout
+    twice = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "d" / "out").rglob("*.csv")}
+    assert twice == once and once
+    service = tmp_path / "s" / "out"
+    service.mkdir(parents=True)
+    (service / ".sigmatch-service-id").write_text("0123\n")
+    (service / "stats.json").write_text("{}")
+    refused = sigmatch("demo", "--dir", tmp_path / "s", "--subscribers", "500", "--events", "3000")
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "a service's output" in refused.stderr and (service / "stats.json").read_text() == "{}"
+
+
 # --------------------------------------------------------------------------- 24: the metrics in docs/operations.md
 
 def test_the_operations_guide_lists_every_metric_and_no_other():
