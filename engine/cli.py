@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import stat
 import sys
 import tempfile
 import textwrap
@@ -264,6 +265,37 @@ def _check_out(out: Path) -> None:
         _fail(f"--out {out}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         _fail(f"--out {out}: {probe} is not writable by this user")
+    if probe == out:
+        # a service's spool would take the files written there for input (and move them to
+        # rejected/), and a state directory is the service's own
+        from engine.sinks import SPOOL_LOCK
+        if os.path.lexists(out / SPOOL_LOCK):
+            _fail(f"--out {out}: is a service's --spool ({SPOOL_LOCK}): give another --out")
+        if any(out.glob("base-*")) or any(out.glob("log-*")) or any(out.glob("shard-*/base-*")):
+            _fail(f"--out {out}: is a service's --state (it holds checkpoints): give another --out")
+        if _locked_by_another(out / "lock"):
+            _fail(f"--out {out}: is a running service's --state (its lock is held): give another --out")
+
+
+def _locked_by_another(path: Path) -> bool:
+    """Whether `path` is a plain file that another process holds an flock on (STATE/lock of
+    a running service, before its first checkpoint)."""
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False        # a filesystem without locks: nothing to say
+    finally:
+        os.close(fd)
 
 
 def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, earlier, workers: int,

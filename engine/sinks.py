@@ -55,6 +55,9 @@ SERVICE_ID_FILE = ".sigmatch-service-id"
 # OUT/NAME: the flock a running service holds on its output directory (a name of its own: OUT
 # may be the spool, whose lock is .sigmatch.lock)
 OUT_LOCK = ".sigmatch-out.lock"
+# The lock of a spool directory, in it: a dot-name, never taken for a spool file (here, not in
+# engine.service.daemon, so that replay can refuse a spool for --out without importing that)
+SPOOL_LOCK = ".sigmatch.lock"
 
 
 def lock_holder(fd: int) -> Optional[str]:

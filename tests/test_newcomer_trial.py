@@ -121,6 +121,29 @@ def test_a_second_service_on_one_out_exits_at_once(tmp_path):
     assert code == 0, log[-3000:]
 
 
+def test_a_replay_into_a_services_spool_or_state_is_refused_in_one_line(tmp_path):
+    """A replay's files in a service's spool would be taken for input (and rejected), and its
+    state directory is the service's own: both refused, nothing written there."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    first = start(CONFIG, spool, tmp_path / "out", tmp_path / "state")
+    try:
+        for where, says in ((spool, "is a service's --spool (.sigmatch.lock)"),
+                            (tmp_path / "state", "is a running service's --state (its lock is held)")):
+            before = sorted(p.name for p in where.iterdir())
+            replayed = sigmatch("replay", CONFIG, TRACE, "--out", where, "--overwrite")
+            assert replayed.returncode == 1
+            assert replayed.stderr.strip().splitlines() == [f"sigmatch: error: --out {where}: {says}: give another --out"]
+            assert sorted(p.name for p in where.iterdir()) == before
+    finally:
+        code, log = stop(first)
+    assert code == 0, log[-3000:]
+    # stopped: its checkpoints say what the directory is
+    replayed = sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "state")
+    assert error_line(replayed) == (f"sigmatch: error: --out {tmp_path / 'state'}: is a service's --state (it holds "
+                                    "checkpoints): give another --out")
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_replay_holds_its_out_against_services_and_other_replays(tmp_path, workers):
     """A replay holds OUT's lock as a service does (here, this test holds it as a replay would):

@@ -57,7 +57,7 @@ from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine
 from engine.service.checkpoint import CheckpointSet, CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
-from engine.sinks import (SERVICE_ID_FILE, SinkSet, earlier_run_files, fsync_path, hold_lock, lock_output,
+from engine.sinks import (SERVICE_ID_FILE, SPOOL_LOCK, SinkSet, earlier_run_files, fsync_path, hold_lock, lock_output,
                           make_private_directories, open_lock_file, write_private)
 from engine.wording import plural
 from loaders.lists import NOT_FOUND_HINT
@@ -104,8 +104,6 @@ IGNORED_AFTER_S = 60.0
 MAX_SPOOL_NAME_BYTES = 200
 # Suffixes of compressed files: a spool file so named is ignored with the advice to decompress it
 _COMPRESSED_SUFFIXES = {"gz", "zst", "xz", "bz2", "zip", "lz4"}
-# The lock of a spool directory, in it: a dot-name, never taken for a spool file
-SPOOL_LOCK = ".sigmatch.lock"
 # What the service creates holds raw events and state: owner and group only, whatever the umask
 FILE_MODE = 0o640
 DIR_MODE = 0o750
