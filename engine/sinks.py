@@ -951,7 +951,17 @@ class SinkSet:
     def remove_beyond(out: Path, numbering: dict) -> list[Path]:
         """Delete the finished files numbered at or after `numbering` (those of work that a
         restored checkpoint does not hold, to be done again under the same numbers)."""
-        removed = []
+        removed = SinkSet.numbered_beyond(out, numbering)
+        for path in removed:
+            path.unlink()
+        return removed
+
+    @staticmethod
+    def numbered_beyond(out: Path, numbering: dict) -> list[Path]:
+        """The finished files numbered at or after `numbering` (a checkpoint's): a service
+        renames them only after the checkpoint that names them is written, so they prove
+        that a later checkpoint was."""
+        found = []
         for relative, number in numbering.items():
             directory = Path(out) / relative
             if not directory.is_dir():
@@ -959,9 +969,15 @@ class SinkSet:
             for name in sorted(os.listdir(directory)):
                 m = _NUMBERED_FILE.fullmatch(name)
                 if m and int(m[1]) >= int(number):
-                    (directory / name).unlink()
-                    removed.append(directory / name)
-        return removed
+                    found.append(directory / name)
+        return found
+
+    @staticmethod
+    def finished_beyond(out: Path, numbering: dict) -> list[Path]:
+        """numbered_beyond without the temporary files (.NAME.tmp) a crash leaves: only a
+        finished file proves that a later checkpoint was written."""
+        return [p for p in SinkSet.numbered_beyond(out, numbering)
+                if not p.name.startswith(".") and not p.name.endswith(".tmp")]
 
     def _complete(self, file: "_SinkFile") -> None:
         if self.defer_renames:

@@ -128,6 +128,13 @@ def test_kill_9_at_random_moments_loses_and_repeats_nothing(world, tmp_path, arg
         # at random moments after start-up: while restoring, processing, checkpointing, renaming
         proc = start(generated.config, out, state, spool, ready=rnd.random() < 0.8, args=args)
         time.sleep(rnd.uniform(0.0, 0.06))
+        if kills >= 10 and not any(progress):
+            # a loaded machine (3 workers on 2 cores beside other work) can start so slowly that
+            # no kill lands while the spool is worked through: let this one run until a file
+            # is done
+            deadline = time.monotonic() + 30
+            while not any((spool / "done").glob("*.msgpack")) and time.monotonic() < deadline:
+                time.sleep(0.002)
         if proc.poll() is not None:
             pytest.fail(proc.stderr.read())
         proc.kill()

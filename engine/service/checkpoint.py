@@ -353,6 +353,7 @@ def _seek_magic(f, offset: int, chunk: int = 1 << 20) -> bool:
     """Position `f` at the first RECORD_MAGIC at or after `offset`: True, or False when the
     file holds none (read in chunks: a log is as large as its base, gigabytes)."""
     overlap = len(RECORD_MAGIC) - 1
+    assert chunk > overlap
     while True:
         f.seek(offset)
         data = f.read(chunk)
@@ -626,9 +627,22 @@ class CheckpointStore:
                         and _commit(record[0], f"{path}: record {loaded.records + 1:,} at byte {start:,}")
                         > upto_commit):
                     break       # the state asked for ends here, as at the log's end
-                if torn:
-                    if problem:
+                if torn and problem:
+                    # A crash tears only the last record: one that looks torn with whole
+                    # records after it is damage (a flipped bit in its header's length).
+                    f.seek(start + 1)
+                    later = self._scan_extras(f, loaded.generation, loaded.records + 2)
+                    if not later:
                         log.info(f"{path}: a record torn by a crash at byte {start:,} is cut off")
+                        break
+                    loaded.damage = (f"{path}: record {loaded.records + 1:,} at byte {start:,}: {problem}, "
+                                     f"and {len(later):,} whole records follow it")
+                    log.error(f"cannot use checkpoint: {loaded.damage}; the state of the record before it is used")
+                    if record is not None:
+                        loaded.later_extras.append(record[0].get("extra", {}))
+                    loaded.later_extras += later
+                    break
+                if torn:
                     break
                 if problem:
                     loaded.damage = f"{path}: record {loaded.records + 1:,} at byte {start:,}: {problem}"
@@ -681,8 +695,10 @@ class CheckpointStore:
         while True:
             start = f.tell()
             record, problem, torn = self._read_record(f, generation, None, headers_only=True)
-            if record is None and torn:
-                return extras       # the end, or a record cut by a crash
+            if record is None and problem is None:
+                return extras       # the end
+            # a record that looks cut by a crash may be one whose lengths are damaged: the
+            # search for the next magic decides (none follows a record really cut)
             found = record[0].get("number") if record is not None and problem is None else None
             if isinstance(found, int) and not isinstance(found, bool) and found >= number:
                 extras.append(record[0].get("extra", {}))

@@ -157,6 +157,21 @@ def _same_file(fd: int, info: os.stat_result, ident: tuple) -> bool:
     return zlib.crc32(os.pread(fd, length, 0)) == crc
 
 
+def _same_identity(a, b) -> bool:
+    """Whether two recorded identities (_identity) name one file: the same inode, or the same
+    first bytes (a spool copied or restored in between)."""
+    a, b = list(a), list(b)
+    if a[:2] == b[:2]:
+        return True
+    return len(a) >= 4 and len(b) >= 4 and a[2] > 0 and a[2:4] == b[2:4]
+
+
+def _plain_name(name) -> bool:
+    """Whether a name a checkpoint gives is a file name of the spool or done/ (one component):
+    nothing read back from a checkpoint moves a file from elsewhere."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
 def _read_id(path: Path) -> Optional[str]:
     """OUT's SERVICE_ID_FILE, or None when there is none to read: missing, a link, a FIFO (never
     waited on), not a plain file. Whoever can write OUT could put any of those there."""
@@ -459,6 +474,16 @@ class SpoolDaemon:
                         "next event on, as after a reload")
         if loaded.damage or loaded.fallbacks:
             self._forget_lost_work(extra, loaded.later_extras)
+        else:
+            beyond = SinkSet.finished_beyond(self.out, extra.get("numbering") or {})
+            if beyond:
+                # a log cut short (its tail lost: a file system's damage, a copy of the state
+                # taken earlier): output renamed after later checkpoints, which are gone
+                log.error(f"cannot use the newest checkpoints: {self.state} holds fewer than were written (the "
+                          f"output of later ones is in {self.out}: {beyond[0].relative_to(self.out)} and "
+                          f"{len(beyond) - 1:,} more); the newest one it holds is used. The spool files those "
+                          "later checkpoints moved to done/ cannot be named: their events are not processed again")
+                self._forget_lost_work(extra, loaded.later_extras)
         log.info(f"restored generation {loaded.generation:,} + {loaded.records:,} records (event clock "
                  f"{_local_time(self.engine.clock)}, seq {self.engine._core.seq:,})")
         return extra
@@ -504,29 +529,64 @@ class SpoolDaemon:
         `later`: the extras of the newer checkpoints that can be read, in order. The files a
         newer one moved to done/ are its "moving" (under its "done_names"); they are also the
         "covered" of the one before it, which is how the files moved by a checkpoint whose
-        header cannot be read are found: in done/, by the identity recorded ("ids")."""
+        header cannot be read are found: in done/, by the identity recorded ("ids"). A file
+        is known by its identity where one was recorded, so a later file that reused a name
+        the checkpoint in use covers still comes back; one that cannot, because another file
+        of its name is in the spool, is named in an error."""
         removed = SinkSet.remove_beyond(self.out, extra.get("numbering") or {})
         held = set(extra.get("covered") or []) | set(extra.get("moving") or [])
-        back, missing = 0, []
+        held_ids = extra.get("ids") or {}
+        back, missing, blocked = 0, [], []
         archive: Optional[dict[str, list[str]]] = None
+
+        def kept(name: str, ident) -> bool:
+            """Whether the checkpoint in use holds this file's events (by name, and by
+            identity where both were recorded: another file of the name is not held)."""
+            if name not in held:
+                return False
+            known = held_ids.get(name)
+            return known is None or ident is None or _same_identity(known, ident)
+
+        def in_spool(name: str, ident) -> bool:
+            """Whether `name` is in the spool: as the file `ident` names (not moved yet, or
+            brought back already) True; another file of that name is noted in `blocked`."""
+            if not os.path.lexists(self.spool / name):
+                return False
+            if ident is not None and not self._still_there(self.spool / name, ident):
+                blocked.append(name)
+            return True
+
         for newer in later:
+            ids = newer.get("ids") or {}
             moved_as = newer.get("done_names") or {}    # those moved under another name (_done_name)
             for name in newer.get("moving") or []:
-                if name in held or os.path.lexists(self.spool / name):
+                target = moved_as.get(name, name)
+                if not (_plain_name(name) and _plain_name(target)) or kept(name, ids.get(name)):
                     continue
-                archived = self.spool / "done" / moved_as.get(name, name)
+                if in_spool(name, ids.get(name)):
+                    continue
+                archived = self.spool / "done" / target
                 if os.path.lexists(archived):
                     os.replace(archived, self.spool / name)
                     back += 1
                 else:
                     missing.append(name)
-            ids = newer.get("ids") or {}
             for name in newer.get("covered") or []:
-                if name in held or name not in ids or os.path.lexists(self.spool / name):
-                    continue    # kept (or not moved yet), or recorded before sigmatch kept ids
+                ident = ids.get(name)
+                if not _plain_name(name) or ident is None or kept(name, ident):
+                    continue    # held, or recorded before sigmatch kept ids
+                if os.path.lexists(self.spool / name):
+                    # not moved yet, or back already; or another file holds the name: it was
+                    # moved only if done/ holds it
+                    if not self._still_there(self.spool / name, ident):
+                        if archive is None:
+                            archive = self._archive_names()
+                        if self._archived(archive.get(name, []), ident) is not None:
+                            blocked.append(name)
+                    continue
                 if archive is None:
                     archive = self._archive_names()
-                archived = self._archived(archive.get(name, []), ids[name])
+                archived = self._archived(archive.get(name, []), ident)
                 if archived is not None:
                     os.replace(archived, self.spool / name)
                     archive[name].remove(archived.name)
@@ -537,6 +597,11 @@ class SpoolDaemon:
             # removed from done/ by hand (--keep-done never takes what a fallback needs)
             log.error(f"{len(missing):,} spool files this checkpoint needs are gone from done/, their events "
                       f"are not processed again: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if blocked:
+            blocked = list(dict.fromkeys(blocked))
+            log.error(f"{len(blocked):,} spool files this checkpoint needs cannot come back from done/: another file "
+                      f"of the same name is in the spool (a name used twice), their events are not processed "
+                      f"again: {', '.join(blocked[:5])}{' ...' if len(blocked) > 5 else ''}")
 
     def _archive_names(self) -> dict[str, list[str]]:
         """done/'s files by the spool name they were moved from: NAME, and NAME.1, NAME.2 ...
@@ -1583,7 +1648,7 @@ class SpoolDaemon:
                                  durable=False, defer_renames=True, numbering=self.sinks.numbering())
             self._commit(position)
         lifecycle.info(f"reloaded {self.config_path}: {len(new.campaigns):,} campaigns, {len(new.subscribers):,} "
-                    f"subscribers; {new.reload_dropped:,} pending actions of removed campaigns dropped")
+                       f"subscribers; {new.reload_dropped:,} pending actions of removed campaigns dropped")
 
     def _advance_to_wall_clock(self) -> None:
         """A quiet spool: event time moves on with the wall clock so that delayed actions
