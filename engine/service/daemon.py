@@ -620,26 +620,12 @@ class SpoolDaemon:
 
     def _archived(self, candidates: list[str], ident) -> Optional[Path]:
         """The file of done/ among `candidates` that is the spool file `ident` (_identity)
-        names: the same inode first (a move keeps it), else the same first bytes (a spool
-        copied or restored); None when none is."""
-        matches = []
+        names (_same_file: the same first bytes, or the same inode), None when none is."""
         for candidate in candidates:
             path = self.spool / "done" / candidate
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                info = os.fstat(fd)
-                if not stat.S_ISREG(info.st_mode):
-                    continue
-                if (info.st_dev, info.st_ino) == tuple(ident[:2]):
-                    return path
-                if len(ident) >= 4 and _same_file(fd, info, ident):
-                    matches.append(path)
-            finally:
-                os.close(fd)
-        return matches[0] if matches else None
+            if os.path.lexists(path) and self._still_there(path, ident):
+                return path
+        return None
 
     def _roll_forward(self, extra: dict) -> None:
         SinkSet.commit(extra.get("renames", []))
