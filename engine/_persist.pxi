@@ -22,6 +22,10 @@ def _restore_state(Core self, dict scalars, dict sections):
     cdef ContactC entry
     cdef TimerC* grown
     cdef int rc
+    cdef SubHeadC* head
+    cdef uint64_t* elig
+    cdef uint8_t inactive
+    cdef int elig_words
     layout = [self.E.stride, self.E.nr_elig_words, self.E.nr_counters, self.E.nr_windows,
               self.E.nr_subscribers, self.E.nr_campaigns, self.E.nr_markers]
     # a checkpoint written before markers has six entries: no markers
@@ -75,12 +79,27 @@ def _restore_state(Core self, dict scalars, dict sections):
             raise ValueError("checkpoint contact out of range")
     self._forget_changes()
     if rows.shape[0]:
-        memcpy(self.E.rows, &rows[0], rows.shape[0])
-        for i in range(self.E.nr_subscribers):
-            (<SubHeadC*>row_of(&self.E, <uint32_t>i)).flags &= ~SUB_CHANGED
-            # counted again from the timers below: until then (and if what follows fails)
-            # no row claims a key in the pending set
-            (<SubHeadC*>row_of(&self.E, <uint32_t>i)).pending = 0
+        # What the compile made of the configuration, profiles and lists as they are now (the
+        # eligibility words; whether the subscriber is still in the snapshot) stays: a
+        # checkpoint holds only what the events did. A `where` or a list edited while the
+        # service was stopped applies from the next event on, as after a reload.
+        elig_words = self.E.nr_elig_words
+        elig = <uint64_t*>malloc(max(elig_words, 1) * sizeof(uint64_t))
+        if elig == NULL:
+            raise MemoryError()
+        try:
+            for i in range(self.E.nr_subscribers):
+                head = <SubHeadC*>row_of(&self.E, <uint32_t>i)
+                inactive = head.flags & SUB_INACTIVE
+                memcpy(elig, row_of(&self.E, <uint32_t>i) + self.E.elig_off, elig_words * sizeof(uint64_t))
+                memcpy(head, &rows[i * self.E.stride], self.E.stride)
+                memcpy(row_of(&self.E, <uint32_t>i) + self.E.elig_off, elig, elig_words * sizeof(uint64_t))
+                head.flags = (head.flags & ~(SUB_CHANGED | SUB_INACTIVE)) | inactive
+                # counted again from the timers below: until then (and if what follows fails)
+                # no row claims a key in the pending set
+                head.pending = 0
+        finally:
+            free(elig)
     # contacts: re-inserted, so the table is sized for them whatever it was before
     if self.E.contacts != NULL:
         sm_free(self.E.contacts, (self.E.contacts_mask + 1) * sizeof(ContactC))

@@ -548,12 +548,16 @@ def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp
     assert all(r[2] != removed for r in got if int(r[0]) > last_before)
 
 
-@pytest.mark.parametrize("edit", ["a campaign removed", "a delay edited"])
+@pytest.mark.parametrize("edit", ["a campaign removed", "a delay edited", "a where edited", "the blacklist emptied",
+                                  "a list file replaced", "a comment edited"])
 @pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one-worker", "2-workers"])
 def test_a_restart_after_the_configuration_changed_carries_the_state_over(world, tmp_path, workers, edit):
     """Stopped, the campaigns edited, started again: no refusal; the state goes on as a
-    SIGHUP reload would have carried it, and the log says that the configuration changed
-    (an edit that keeps every campaign's id restores the state as it was: it said nothing)."""
+    SIGHUP reload would have carried it, and the log says what changed. An edit that keeps
+    every campaign's id (a delay, a `where`, the blacklist, a list file) restores the state
+    as it was and applies from the next event on: the eligibility is compiled from the files
+    as they are now (it came back from the checkpoint, and a `where` edited while stopped
+    was ignored until a reload). A comment is no change."""
     import shutil
     generated, _ = world
     config, spool, out, state, first, rest = half_spooled(generated, tmp_path)
@@ -564,6 +568,17 @@ def test_a_restart_after_the_configuration_changed_carries_the_state_over(world,
     if edit == "a delay edited":
         assert 'delay = "5m"' in text
         config.write_text(text.replace('delay = "5m"', 'delay = "7m"', 1))
+    elif edit == "a where edited":
+        assert "where = \"arpu >= 50 and brand != 'prepaid'\"" in text
+        config.write_text(text.replace("where = \"arpu >= 50 and brand != 'prepaid'\"", "where = \"arpu >= 20\"", 1))
+    elif edit == "the blacklist emptied":
+        assert 'blacklist      = ["dnd"]' in text
+        config.write_text(text.replace('blacklist      = ["dnd"]', 'blacklist      = []', 1))
+    elif edit == "a list file replaced":
+        # the blacklist's numbers: the file itself, the configuration untouched
+        shutil.copy(config.parent / "lists" / "staff.roar", config.parent / "lists" / "dnd.roar")
+    elif edit == "a comment edited":
+        config.write_text("# reviewed by the marketing team\n" + text.replace(" = ", "=", 3))
     else:
         blocks = text.split("[[campaign]]")
         config.write_text("[[campaign]]".join([blocks[0]] + blocks[2:]))     # the first campaign goes
@@ -572,7 +587,13 @@ def test_a_restart_after_the_configuration_changed_carries_the_state_over(world,
     proc = start(config, out, state, spool, ready=True, args=workers)
     assert wait_until_drained(spool)
     assert stop(proc) == 0
-    assert "changed while stopped" in proc.stderr.read()
+    log = proc.stderr.read()
+    if edit == "a comment edited":
+        assert "changed while stopped" not in log and "(comments or layout only: the same configuration)" in log, log
+    else:
+        assert "changed while stopped" in log, log
+    if edit == "a list file replaced":
+        assert "the profiles, lists or areas changed while stopped (lists/dnd.roar; the same subscribers)" in log, log
     engine = Engine.from_config(generated.config)
     a = engine.replay(first)
     b = engine.reload(config).replay(rest)

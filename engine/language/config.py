@@ -217,6 +217,9 @@ class Config:
     # second read, which a pipe or a FIFO cannot give (None from parse_config alone); not part
     # of what a configuration means, so not compared
     sha256: Optional[str] = field(default=None, compare=False)
+    # the sha256 of the document as parsed (canonical JSON): an edit of comments or layout
+    # alone leaves it as it was (the service says so at a restart, rather than "changed")
+    meaning_sha256: Optional[str] = field(default=None, compare=False)
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -262,7 +265,26 @@ def load_config(path) -> Config:
         raise ConfigError(f"{path}: cannot read the configuration: {e.strerror or e}") from None
     except ValueError as e:         # a NUL byte in the path
         raise ConfigError(f"{_show(str(path))}: cannot read the configuration: {e}") from None
-    return dataclasses.replace(parse_config(text, path), sha256=hashlib.sha256(data).hexdigest())
+    config = parse_config(text, path)
+    document = json.dumps(tomllib.loads(text), sort_keys=True, default=str, ensure_ascii=False)
+    return dataclasses.replace(config, sha256=hashlib.sha256(data).hexdigest(),
+                               meaning_sha256=hashlib.sha256(document.encode()).hexdigest())
+
+
+def input_stamps(config: Config) -> dict[str, list[int]]:
+    """The files a configuration reads (profiles, lists, areas) as {path: [size in bytes,
+    mtime in ns]}, [-1, -1] for one that cannot be stat'ed: what a service records at each
+    checkpoint to say, at its next start, which of them changed while it was stopped."""
+    stamps: dict[str, list[int]] = {}
+    for path in [config.profiles, *config.lists.values(), *config.areas.values()]:
+        if path is None:
+            continue
+        try:
+            st = os.stat(path)
+            stamps[str(path)] = [st.st_size, st.st_mtime_ns]
+        except (OSError, ValueError):
+            stamps[str(path)] = [-1, -1]
+    return stamps
 
 
 def parse_config(text: str, path) -> Config:

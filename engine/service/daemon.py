@@ -56,6 +56,7 @@ import numpy as np
 from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine
 from engine.service.checkpoint import CheckpointSet, CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
+from engine.language.config import input_stamps
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
 from engine.sinks import (SERVICE_ID_FILE, SPOOL_LOCK, SinkSet, earlier_run_files, fsync_path, hold_lock, lock_output,
                           make_private_directories, open_lock_file, write_private)
@@ -255,6 +256,16 @@ def spool_owner_ids(names: Iterable[str]) -> set[int]:
     return uids
 
 
+def _relative_to(path: str, folder: Path) -> str:
+    """`path` as the configuration names it, relative to its folder where it lies below it."""
+    for base in (folder, folder.resolve()):
+        try:
+            return str(Path(path).relative_to(base))
+        except ValueError:
+            pass
+    return path
+
+
 def _one_line(error: BaseException, limit: int = 300) -> str:
     """An exception as one bounded line: its own text for sigmatch's errors, which name the
     file and key; with its type for anything else (RecursionError, csv.Error, ...)."""
@@ -431,6 +442,9 @@ class SpoolDaemon:
         self._lock_fd: Optional[int] = None         # STATE/lock, held while the process lives
         self._spool_lock_fd: Optional[int] = None   # SPOOL/.sigmatch.lock, likewise
         self._out_lock_fd: Optional[int] = None     # OUT/.sigmatch-out.lock, likewise (-1: no locks there)
+        # the profile, list and area files as the engine read them (input_stamps): in each
+        # checkpoint, so that a restart names those changed while stopped
+        self._inputs: dict[str, list[int]] = {}
 
     # -- start-up
 
@@ -453,6 +467,7 @@ class SpoolDaemon:
                 self.engine = ShardedEngine.build(self.config_path, self.workers)
             else:
                 self.engine = Engine.from_config(self.config_path)
+            self._inputs = input_stamps(self.engine.config)
             return {}
         if self.workers > 1:
             from engine.workers.inprocess import ShardedEngine
@@ -467,11 +482,9 @@ class SpoolDaemon:
                         f"reload ({len(self.engine.campaigns):,} campaigns, {len(self.engine.subscribers):,} "
                         f"subscribers; {dropped:,} pending actions of removed campaigns dropped)")
         extra = loaded.extra
-        written_for, now = extra.get("config_sha256"), self.engine.configuration.get("sha256")
-        if dropped is None and written_for and now and written_for != now:
-            log.warning(f"the configuration changed while stopped ({self.config_path}: the same campaign ids, "
-                        "counters and subscribers): state restored as it was, the edited campaigns apply from the "
-                        "next event on, as after a reload")
+        self._inputs = input_stamps(self.engine.config)
+        if dropped is None:
+            self._say_what_changed_while_stopped(extra)
         if loaded.damage or loaded.fallbacks:
             self._forget_lost_work(extra, loaded.later_extras)
         else:
@@ -1040,7 +1053,8 @@ class SpoolDaemon:
                  "ids": {name: list(ident) for name, ident in ids.items()}, "out_id": self.out_id,
                  # an edit that keeps the campaigns' ids restores the state as it was: the log
                  # still says that the configuration changed while stopped (_restore)
-                 "config_sha256": self.engine.configuration.get("sha256")}
+                 "config_sha256": self.engine.configuration.get("sha256"),
+                 "config_meaning": self.engine.config.meaning_sha256, "inputs": self._inputs}
         started = time.perf_counter()
         prepared = self.store.prepare(self.engine.shards if self.workers > 1 else self.engine, extra,
                                       copy_limit=DETACHED_BASE_BYTES)
@@ -1113,6 +1127,7 @@ class SpoolDaemon:
                                 "id: remove it")
         if self.journal_prefix and not self.spool.is_dir():
             raise SigmatchError(f"--spool {self.spool}: no such directory")
+        self._check_directories()
         if read_once(self.config_path):
             raise SigmatchError(f"{self.config_path}: the service needs CONFIG as a file, which it reads again at "
                                 "every start and reload (this is a pipe or a device)")
@@ -1124,6 +1139,54 @@ class SpoolDaemon:
         self._check_layout()
         self._refuse_earlier_output()
         self._probe_addresses()
+
+    def _say_what_changed_while_stopped(self, extra: dict) -> None:
+        """A restart whose configuration, profiles, lists and areas keep the checkpoint's
+        campaigns, counters and subscribers restores the state as it was, and the edits
+        apply from the next event on (the eligibility is compiled from the files as they are
+        now): the log says which of them changed. An edit of comments or layout alone is
+        said as such."""
+        config = self.engine.config
+        raw, meaning = extra.get("config_sha256"), extra.get("config_meaning")
+        if isinstance(meaning, str) and config.meaning_sha256:
+            edited = meaning != config.meaning_sha256
+        else:       # a checkpoint of a sigmatch before config_meaning: the bytes
+            edited = bool(raw and config.sha256 and raw != config.sha256)
+        if edited:
+            log.warning(f"the configuration changed while stopped ({self.config_path}: the same campaign ids, "
+                        "counters and subscribers): state restored as it was, the edited campaigns apply from the "
+                        "next event on, as after a reload")
+        elif raw and config.sha256 and raw != config.sha256:
+            lifecycle.info(f"{self.config_path} was edited while stopped (comments or layout only: the same "
+                           "configuration)")
+        theirs = extra.get("inputs")
+        if isinstance(theirs, dict):
+            mine = self._inputs
+            changed = sorted(path for path in set(theirs) | set(mine) if theirs.get(path) != mine.get(path))
+            if changed:
+                shown = [_relative_to(path, self.config_path.parent) for path in changed]
+                names = ", ".join(shown[:3]) + (f" and {len(shown) - 3:,} more" if len(shown) > 3 else "")
+                log.warning(f"the profiles, lists or areas changed while stopped ({names}; the same subscribers): "
+                            "state restored as it was, the files as they are now apply from the next event on, "
+                            "as after a reload")
+
+    def _check_directories(self) -> None:
+        """The state directory is the service's own: not --out, not --spool. Nothing of the
+        service's goes below --spool either: its done/ is pruned (--keep-done), and the
+        files in it are the probes'. (--out may be the spool itself: its files are not
+        *.msgpack.)"""
+        state, out = os.path.realpath(self.state), os.path.realpath(self.out)
+        if state == out:
+            raise SigmatchError(f"--state {self.state}: is --out too: give the checkpoints a directory of their own")
+        if not self.journal_prefix:
+            return
+        spool = os.path.realpath(self.spool)
+        if state == spool:
+            raise SigmatchError(f"--state {self.state}: is --spool too: give the checkpoints a directory of their own")
+        for option, path, real in (("--state", self.state, state), ("--out", self.out, out)):
+            if os.path.commonpath([real, spool]) == spool and real != spool:
+                raise SigmatchError(f"{option} {path}: is inside --spool {self.spool} (whose files are the "
+                                    "probes', and whose done/ is pruned): give a directory outside it")
 
     def _check_layout(self) -> None:
         """A state of another number of workers, or one a `sigmatch reshard` is rewriting or
@@ -1626,6 +1689,7 @@ class SpoolDaemon:
                     self.metrics.observe_reload(None)
                 return
             self.engine = new
+            self._inputs = input_stamps(new.config)
             if self.metrics is not None:
                 self.metrics.observe_reload(new)
             output = new.config.output
