@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import stat
 import sys
@@ -15,7 +16,7 @@ from typing import Optional
 import click
 
 from engine.closedloop.uplift import MIN_CONTROLS, intervals_ahead, uplifts
-from engine.errors import LoadError, SigmatchError
+from engine.errors import LoadError, SigmatchError, describe_os_error
 from engine.privacy import JsonLogFormatter, LogFormatter, MaskedStream, scrub
 from engine.wording import per_second, plural
 
@@ -51,8 +52,10 @@ def _one_line_errors(fn):
             sys.exit(141)
         except SigmatchError as e:
             _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-        except (OSError, MemoryError) as e:
-            _fail(f"{type(e).__name__}: {e}")
+        except OSError as e:
+            _fail(describe_os_error(e))
+        except MemoryError:
+            _fail("out of memory")
     return wrapper
 
 
@@ -123,6 +126,19 @@ class _OneLineUsage(click.Group):
         except click.Abort:
             _fail("aborted")
         sys.exit(code if isinstance(code, int) else 0)
+
+
+class Seconds(click.FloatRange):
+    """A duration in seconds: a finite number in the range (nan and inf pass click's
+    FloatRange, and a service would wait forever or never)."""
+
+    name = "seconds"
+
+    def convert(self, value, param, ctx):
+        value = super().convert(value, param, ctx)
+        if not math.isfinite(value):
+            self.fail(f"{value} is not a number of seconds", param, ctx)
+        return value
 
 
 @click.group(cls=_OneLineUsage, context_settings={"help_option_names": ["-h", "--help"]})
@@ -265,16 +281,22 @@ def _check_out(out: Path) -> None:
         _fail(f"--out {out}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         _fail(f"--out {out}: {probe} is not writable by this user")
+    # a service's spool would take the files written there for input (and move them to
+    # rejected/; its done/ is pruned), and a state directory is the service's own
+    from engine.sinks import SPOOL_LOCK
+    for above in Path(os.path.realpath(out)).parents:
+        if os.path.lexists(above / SPOOL_LOCK):
+            _fail(f"--out {out}: is inside a service's --spool {above} ({SPOOL_LOCK}): give another --out")
     if probe == out:
-        # a service's spool would take the files written there for input (and move them to
-        # rejected/), and a state directory is the service's own
-        from engine.sinks import SPOOL_LOCK
         if os.path.lexists(out / SPOOL_LOCK):
             _fail(f"--out {out}: is a service's --spool ({SPOOL_LOCK}): give another --out")
         if any(out.glob("base-*")) or any(out.glob("log-*")) or any(out.glob("shard-*/base-*")):
             _fail(f"--out {out}: is a service's --state (it holds checkpoints): give another --out")
         if _locked_by_another(out / "lock"):
             _fail(f"--out {out}: is a running service's --state (its lock is held): give another --out")
+        if os.path.isfile(out / "lock") and not os.path.islink(out / "lock"):
+            # a service killed before its first checkpoint leaves only this; no run writes it
+            _fail(f"--out {out}: holds the lock file of a service's --state: give another --out")
 
 
 def _locked_by_another(path: Path) -> bool:
@@ -698,7 +720,13 @@ def demo(directory, subscribers: int, events: int):
         _fail(str(e))
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix="sigmatch-demo-"))
+    from engine.world.demo import DEMO_MARK
+    if directory.is_dir() and any(directory.iterdir()) and not (directory / DEMO_MARK).is_file():
+        # the demo writes its own campaigns.toml, profiles, lists and traces over any there
+        _fail(f"--dir {directory}: not empty and not a demo's directory (no {DEMO_MARK}): the demo would write "
+              "over its files: give an empty or new --dir")
     directory.mkdir(parents=True, exist_ok=True)
+    (directory / DEMO_MARK).write_text("a directory of `sigmatch demo`: a demo run here writes over its files\n")
     out = directory / "out"
     _hold_out(out)      # as replay holds it: a service or replay writing there is named
     from engine.sinks import SERVICE_ID_FILE, earlier_run_files, remove_earlier_run
@@ -709,7 +737,7 @@ def demo(directory, subscribers: int, events: int):
         if os.path.lexists(out / SERVICE_ID_FILE):
             _fail(f"{out}: holds a service's output ({SERVICE_ID_FILE}): give the demo another --dir")
         remove_earlier_run(out, earlier)
-        click.echo(f"the earlier demo's output in {out} replaced ({plural(len(earlier), 'file')})")
+        click.echo(f"the earlier output in {out} replaced ({plural(len(earlier), 'file')})")
     # the demo's programmes hold out controls: statsmodels, for their uplifts, is imported
     # while the world is built and replayed
     with intervals_ahead():
@@ -790,7 +818,7 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="Accept producers' msgpack streams over TCP (journaled under --state, or into --spool when given); "
                    "a producer that half-closes is answered with its bytes journaled (8 bytes, big-endian; see "
                    "`sigmatch send`); host defaults to 127.0.0.1.")
-@click.option("--idle-timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+@click.option("--idle-timeout", type=Seconds(min=0, min_open=True), default=None, metavar="SECONDS",
               help="With --listen: close a producer's connection silent this long, answering what was taken "
                    "[default: 300].")
 @click.option("--max-connections", type=click.IntRange(min=1), default=None, metavar="N",
@@ -805,18 +833,18 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
               help="Bearer token the lookup requires (or SIGMATCH_LOOKUP_TOKEN).")
 @click.option("--metrics", default=None, metavar="HOST:PORT",
               help="Serve Prometheus metrics here; host defaults to 127.0.0.1.")
-@click.option("--checkpoint-every", type=float, default=10.0, metavar="SECONDS", show_default=True,
+@click.option("--checkpoint-every", type=Seconds(min=0), default=10.0, metavar="SECONDS", show_default=True,
               help="Longest time between checkpoints while a backlog is processed (taken at the next input-file "
                    "boundary, or inside a long file); a spool that runs empty is checkpointed at once. "
                    "0: after every input file.")
-@click.option("--idle-advance", type=float, default=None, metavar="SECONDS",
+@click.option("--idle-advance", type=Seconds(min=0, min_open=True), default=None, metavar="SECONDS",
               help="After this long without input, move event time on with the wall clock so delayed "
                    "actions still go out (off by default: the one option that makes output depend on wall time).")
 @click.option("--spool-owner", "spool_owners", multiple=True, metavar="USER",
               help="Users (names or uids; repeatable or comma-separated) whose spool files are read; any other "
                    "file, a link or not a regular file, goes unread to SPOOL/rejected/ "
                    "[default: the spool directory's owner; the service's own user always].")
-@click.option("--settle", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
+@click.option("--settle", type=Seconds(min=0), default=1.0, show_default=True, metavar="SECONDS",
               help="Read a spool file once its size and modification time have not changed for this long "
                    "(a file written in place is not read half-written); 0: at once.")
 @click.option("--keep-done", "keep_done", multiple=True, metavar="DURATION|SIZE",
@@ -900,7 +928,7 @@ def reshard(state: Path, workers: int):
 @click.argument("address", metavar="HOST:PORT")
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+@click.option("--timeout", type=Seconds(min=0, min_open=True), default=60.0, show_default=True,
               metavar="SECONDS", help="Longest wait for the service to read, or to answer.")
 @_one_line_errors
 def send(address: str, files, timeout: float):

@@ -11,7 +11,9 @@ Bad *events* are not exceptions: they are counted and written to dead letters (S
 
 from __future__ import annotations
 
-__all__ = ["SigmatchError", "ConfigError", "LoadError", "StreamError", "CheckpointError"]
+import os
+
+__all__ = ["SigmatchError", "ConfigError", "LoadError", "StreamError", "CheckpointError", "describe_os_error"]
 
 
 class SigmatchError(Exception):
@@ -44,3 +46,16 @@ class StreamError(SigmatchError):
 
 class CheckpointError(SigmatchError):
     """A checkpoint cannot be used: missing, damaged, of another version or another engine."""
+
+
+def describe_os_error(error: OSError) -> str:
+    """An OSError in the words of a Unix tool: "PATH: No such file or directory" (the file,
+    then the system's reason, without Python's class name and errno); "A -> B: reason" for a
+    rename or link; the bare text when the error names no file."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.filename is None:
+        return reason
+    where = os.fsdecode(error.filename) if isinstance(error.filename, (str, bytes)) else str(error.filename)
+    if error.filename2 is not None:
+        where += f" -> {os.fsdecode(error.filename2) if isinstance(error.filename2, (str, bytes)) else error.filename2}"
+    return f"{where}: {reason}"

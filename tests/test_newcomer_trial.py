@@ -142,6 +142,49 @@ def test_a_replay_into_a_services_spool_or_state_is_refused_in_one_line(tmp_path
     replayed = sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "state")
     assert error_line(replayed) == (f"sigmatch: error: --out {tmp_path / 'state'}: is a service's --state (it holds "
                                     "checkpoints): give another --out")
+    # below the spool (its done/, pruned by --keep-done), existing or not
+    for where in (spool / "done", spool / "new" / "out"):
+        replayed = sigmatch("replay", CONFIG, TRACE, "--out", where, "--overwrite")
+        assert error_line(replayed) == (f"sigmatch: error: --out {where}: is inside a service's --spool {spool} "
+                                        "(.sigmatch.lock): give another --out")
+    assert not (spool / "new").exists()
+    # a service killed before its first checkpoint leaves only its lock file
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "lock").write_text("")
+    replayed = sigmatch("replay", CONFIG, TRACE, "--out", killed)
+    assert error_line(replayed) == (f"sigmatch: error: --out {killed}: holds the lock file of a service's --state: "
+                                    "give another --out")
+    assert sorted(p.name for p in killed.iterdir()) == ["lock"]
+
+
+def test_a_service_refuses_its_state_in_out_or_spool_and_anything_of_its_own_below_the_spool(tmp_path):
+    """The checkpoints are the service's own: --state equal to --out or --spool is refused in
+    one line, as is an --out or --state inside the spool, before anything is created."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    out, state = tmp_path / "out", tmp_path / "state"
+    for args, says in (
+            (("--out", out, "--state", out), f"--state {out}: is --out too"),
+            (("--out", out, "--state", spool), f"--state {spool}: is --spool too"),
+            (("--out", spool / "done", "--state", state), f"--out {spool / 'done'}: is inside --spool {spool}"),
+            (("--out", out, "--state", spool / "state"), f"--state {spool / 'state'}: is inside --spool {spool}")):
+        done = sigmatch("run", CONFIG, "--spool", spool, *args)
+        assert done.returncode == 1, done.stderr
+        line = error_line(done)
+        assert line.startswith(f"sigmatch: error: {says}"), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spool"] and not any(spool.iterdir())
+
+
+@pytest.mark.parametrize("option", ["--checkpoint-every", "--settle", "--idle-advance", "--idle-timeout"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_service_refuses_seconds_that_are_not_a_duration(tmp_path, option, value):
+    done = sigmatch("run", CONFIG, "--spool", tmp_path, "--out", tmp_path / "o", "--state", tmp_path / "s",
+                    "--listen", "127.0.0.1:0", f"{option}={value}")
+    assert done.returncode == 2
+    line = error_line(done)
+    assert line.startswith(f"sigmatch: error: Invalid value for '{option}'") and line.endswith("run --help)")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -229,6 +272,7 @@ def test_what_is_planted_in_out_never_hangs_redirects_or_empties_anything(tmp_pa
         done = sigmatch("replay", CONFIG, TRACE, "--out", held / "out")
         assert done.stderr.strip().splitlines() == [
             f"sigmatch: error: {held / 'out'}: output directory in use by another sigmatch run: give a new --out"]
+        (held / ".sigmatch-demo").write_text("")       # an earlier demo's directory
         done = sigmatch("demo", "--dir", held, "--subscribers", "2000", "--events", "20000")
         assert done.returncode == 1 and "output directory in use by" in error_line(done), done.stderr
     finally:
@@ -752,16 +796,36 @@ def test_a_second_demo_in_one_dir_replaces_the_first_ones_output(tmp_path):
     once = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "d" / "out").rglob("*.csv")}
     again = sigmatch(*args)
     assert again.returncode == 0, again.stderr
-    assert "the earlier demo's output" in again.stdout
+    assert "the earlier output" in again.stdout
     twice = {p.relative_to(tmp_path): p.read_bytes() for p in (tmp_path / "d" / "out").rglob("*.csv")}
     assert twice == once and once
     service = tmp_path / "s" / "out"
     service.mkdir(parents=True)
     (service / ".sigmatch-service-id").write_text("0123\n")
     (service / "stats.json").write_text("{}")
+    (tmp_path / "s" / ".sigmatch-demo").write_text("")
     refused = sigmatch("demo", "--dir", tmp_path / "s", "--subscribers", "500", "--events", "3000")
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "a service's output" in refused.stderr and (service / "stats.json").read_text() == "{}"
+
+
+def test_demo_does_not_write_over_a_directory_that_is_not_a_demos(tmp_path):
+    """A --dir holding the user's own world (a campaigns.toml of theirs) is refused in one
+    line, and left as it was; an empty one becomes a demo's, which a second demo may reuse."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "campaigns.toml").write_text("# my campaigns\n")
+    refused = sigmatch("demo", "--dir", mine, "--subscribers", "500", "--events", "3000")
+    assert refused.stderr.strip().splitlines() == [
+        f"sigmatch: error: --dir {mine}: not empty and not a demo's directory (no .sigmatch-demo): the demo would "
+        "write over its files: give an empty or new --dir"]
+    assert sorted(p.name for p in mine.iterdir()) == ["campaigns.toml"]
+    assert (mine / "campaigns.toml").read_text() == "# my campaigns\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = sigmatch("demo", "--dir", empty, "--subscribers", "500", "--events", "3000")
+    assert done.returncode == 0, done.stderr
+    assert (empty / ".sigmatch-demo").is_file() and (empty / "campaigns.toml").is_file()
 
 
 # --------------------------------------------------------------------------- 24: the metrics in docs/operations.md

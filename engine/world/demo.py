@@ -17,9 +17,10 @@ from pathlib import Path
 
 from engine.world.gen import EVENT_DTYPE, generate
 
-__all__ = ["build_demo_world", "check_demo_size", "DEMO_CAMPAIGNS"]
+__all__ = ["build_demo_world", "check_demo_size", "DEMO_CAMPAIGNS", "DEMO_MARK"]
 
 DEMO_CAMPAIGNS = 13     # one synthetic campaign of each kind
+DEMO_MARK = ".sigmatch-demo"    # in a --dir of `sigmatch demo`: a second demo may write over it
 
 
 def check_demo_size(subscribers: int, events: int) -> None:
