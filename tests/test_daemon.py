@@ -262,9 +262,11 @@ def newest_record_start(log: Path) -> int:
     return log.read_bytes().rindex(RECORD_MAGIC)
 
 
-@pytest.mark.parametrize("where", ["newest record", "a middle record", "a middle record's header", "base",
-                                   "base and its first record's header", "shard 1's newest record",
-                                   "shard 1's middle record's header"])
+@pytest.mark.parametrize("where", ["newest record", "a middle record", "a middle record's header",
+                                   "two middle records' headers", "base",
+                                   "base and its first record's header", "base and its first two records' headers",
+                                   "shard 1's newest record", "shard 1's middle record's header",
+                                   "shard 1's two middle records' headers"])
 def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_stays_exact(world, tmp_path, where):
     """The last case runs 2 workers: one shard's damaged record sends every shard back to
     the commit before it."""
@@ -285,23 +287,31 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
     assert log.exists() and len(list(store.glob("base-*"))) == 2     # this world rebases often
     if where in ("newest record", "shard 1's newest record"):
         damage(log, newest_record_start(log) + 200)
-    elif where.endswith("middle record") or where.endswith("middle record's header"):
+    elif "middle record" in where:
         data = log.read_bytes()
         from engine.service.checkpoint import RECORD_MAGIC
         starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
-        assert len(starts) >= 3
-        if where.endswith("header"):
+        in_a_row = 3 if "three" in where else 2 if "two" in where else 1
+        assert len(starts) >= 2 + in_a_row
+        if where.endswith("header") or where.endswith("headers"):
             # past the magic and the header's length: where the records after it start is
-            # written in its header, yet the spool files they moved to done/ must come back
-            damage(log, starts[1] + 20)
+            # written in its header, yet the spool files they moved to done/ must come back.
+            # Several in a row: what the first moved, the second named ("covered"), and both
+            # are unreadable: the next readable one names it among its "recent" moves
+            for at in starts[1:1 + in_a_row]:
+                damage(log, at + 20)
         else:
             damage(log, starts[len(starts) // 2] + 200)
     else:
         damage(base, base.stat().st_size - 10)
-        if where.endswith("header"):
+        if where.endswith("header") or where.endswith("headers"):
             # what the base covered, its first record moved: found in done/ by the ids the
-            # base recorded
-            damage(log, 20)
+            # base recorded (and by the later records' "recent" moves when two are lost)
+            data = log.read_bytes()
+            from engine.service.checkpoint import RECORD_MAGIC
+            starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
+            for at in starts[:2 if "two" in where else 1]:
+                damage(log, at + 20)
     for trace in generated.traces[half:]:
         os.replace(tmp_path / trace.name, spool / trace.name)
     proc = start(generated.config, out, state, spool, ready=True, args=args)

@@ -35,6 +35,7 @@ of files no usable checkpoint needs again.
 """
 from __future__ import annotations
 
+import collections
 import datetime
 import errno
 import logging
@@ -256,6 +257,21 @@ def spool_owner_ids(names: Iterable[str]) -> set[int]:
     return uids
 
 
+def _recent_entries(extra: dict) -> list[tuple[int, str, str, Optional[list]]]:
+    """A checkpoint's "recent" moves as (checkpoint number, spool name, done/ name, identity
+    or None); entries that are not of that shape (a hand-edited header) are left out."""
+    entries = []
+    for entry in extra.get("recent") or []:
+        if not (isinstance(entry, list) and len(entry) == 4):
+            continue
+        number, name, target, ident = entry
+        if (isinstance(number, int) and not isinstance(number, bool) and isinstance(name, str)
+                and isinstance(target, str)
+                and (ident is None or (isinstance(ident, list) and all(isinstance(n, int) for n in ident)))):
+            entries.append((number, name, target, ident))
+    return entries
+
+
 def _relative_to(path: str, folder: Path) -> str:
     """`path` as the configuration names it, relative to its folder where it lies below it."""
     for base in (folder, folder.resolve()):
@@ -337,6 +353,12 @@ def sd_notify(state: str) -> None:
 # its first bytes: this many at most
 FINGERPRINT_BYTES = 64 << 10
 
+# The files the last RECENT_CHECKPOINTS - 1 checkpoints moved to done/ ride in each one
+# ("recent", at most RECENT_MOVES_MAX entries): a fallback past up to that many unreadable
+# checkpoints in a row finds what they moved (_forget_lost_work).
+RECENT_CHECKPOINTS = 8
+RECENT_MOVES_MAX = 4096
+
 
 # explain in the service: at most WATCH_MAX subscribers watched at once, each with a ring of
 # its last WATCH_RING entries (events and timers), so the memory it takes is bounded
@@ -377,6 +399,12 @@ class SpoolDaemon:
         self.store = CheckpointSet(self.state, workers) if workers > 1 else CheckpointStore(self.state)
         self.uncommitted: list[str] = []        # spool files fed whole since the last checkpoint
         self.covered: list[str] = []            # spool files the last checkpoint covers, not yet moved
+        # Checkpoints are numbered (extra "checkpoint_number"); the files each of the last
+        # RECENT_CHECKPOINTS moved ([number, name, done/ name, identity]) ride in every
+        # checkpoint's "recent", so that a fallback past several unreadable checkpoints in a
+        # row still finds, in the first readable one after them, what they moved
+        self.checkpoint_number = 0
+        self.recent_moves: collections.deque = collections.deque()
         self.resume: dict[str, int] = {}        # a spool file checkpointed part-way: its next offset
         self.resume_ids: dict[str, tuple[int, ...]] = {}    # ... and which file that was (when recorded)
         self._position: Optional[tuple[str, int]] = None   # where reading stopped, when part-way
@@ -569,21 +597,32 @@ class SpoolDaemon:
                 blocked.append(name)
             return True
 
+        def bring_back(name: str, target: str, ident) -> None:
+            """A file a newer checkpoint moved to done/ as `target` returns to the spool."""
+            nonlocal back
+            if not (_plain_name(name) and _plain_name(target)) or kept(name, ident):
+                return
+            if in_spool(name, ident):
+                return
+            archived = self.spool / "done" / target
+            if os.path.lexists(archived):
+                os.replace(archived, self.spool / name)
+                back += 1
+            elif name not in missing:
+                missing.append(name)
+
+        in_use = extra.get("checkpoint_number")
         for newer in later:
             ids = newer.get("ids") or {}
             moved_as = newer.get("done_names") or {}    # those moved under another name (_done_name)
             for name in newer.get("moving") or []:
-                target = moved_as.get(name, name)
-                if not (_plain_name(name) and _plain_name(target)) or kept(name, ids.get(name)):
-                    continue
-                if in_spool(name, ids.get(name)):
-                    continue
-                archived = self.spool / "done" / target
-                if os.path.lexists(archived):
-                    os.replace(archived, self.spool / name)
-                    back += 1
-                else:
-                    missing.append(name)
+                bring_back(name, moved_as.get(name, name), ids.get(name))
+            if isinstance(in_use, int):
+                # what the unreadable checkpoints between moved: those numbered after the one
+                # in use (the files of earlier ones are in its state)
+                for number, name, target, ident in _recent_entries(newer):
+                    if number > in_use:
+                        bring_back(name, target, ident)
             for name in newer.get("covered") or []:
                 ident = ids.get(name)
                 if not _plain_name(name) or ident is None or kept(name, ident):
@@ -651,6 +690,17 @@ class SpoolDaemon:
             self._move_done(name, self.fed_sizes.pop(name, None), moved_as.get(name), ids.get(name))
         self.covered = list(extra.get("covered") or [])
         self.fed_ids.update({name: ids[name] for name in self.covered if name in ids})
+        number = extra.get("checkpoint_number")
+        if isinstance(number, int) and not isinstance(number, bool) and number >= 0:
+            self.checkpoint_number = number
+            by_number: dict[int, list] = {}
+            for entry in _recent_entries(extra):
+                by_number.setdefault(entry[0], []).append(entry)
+            by_number[number] = [[number, name, moved_as.get(name, name), list(ids[name]) if name in ids else None]
+                                 for name in extra.get("moving") or []]
+            self.recent_moves = collections.deque(by_number[n] for n in sorted(by_number))
+            while len(self.recent_moves) > RECENT_CHECKPOINTS - 1:
+                self.recent_moves.popleft()
         position = extra.get("position")
         if position:
             self.resume[position[0]] = int(position[1])
@@ -1048,7 +1098,17 @@ class SpoolDaemon:
                 self.resume_ids.get(position[0])
             if reading is not None:
                 ids[position[0]] = reading
+        self.checkpoint_number += 1
+        recent = [entry for moves in self.recent_moves for entry in moves]
+        self.recent_moves.append([[self.checkpoint_number, name, done_names.get(name, name),
+                                   list(ids[name]) if name in ids else None] for name in moving])
+        while len(self.recent_moves) > RECENT_CHECKPOINTS - 1 or \
+                sum(len(moves) for moves in self.recent_moves) > RECENT_MOVES_MAX:
+            self.recent_moves.popleft()
+            if not self.recent_moves:
+                break
         extra = {"renames": renames, "covered": covered, "moving": moving, "sizes": sizes, "done_names": done_names,
+                 "checkpoint_number": self.checkpoint_number, "recent": recent,
                  "position": list(position) if position else None, "numbering": self.sinks.numbering(),
                  "ids": {name: list(ident) for name, ident in ids.items()}, "out_id": self.out_id,
                  # an edit that keeps the campaigns' ids restores the state as it was: the log
