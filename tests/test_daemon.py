@@ -262,7 +262,8 @@ def newest_record_start(log: Path) -> int:
     return log.read_bytes().rindex(RECORD_MAGIC)
 
 
-@pytest.mark.parametrize("where", ["newest record", "a middle record", "a middle record's header",
+@pytest.mark.parametrize("where", ["newest record", "the log cut short at a record", "the two newest records' headers",
+                                   "the three newest records' headers", "a middle record", "a middle record's header",
                                    "two middle records' headers", "base",
                                    "base and its first record's header", "base and its first two records' headers",
                                    "shard 1's newest record", "shard 1's middle record's header",
@@ -287,6 +288,24 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
     assert log.exists() and len(list(store.glob("base-*"))) == 2     # this world rebases often
     if where in ("newest record", "shard 1's newest record"):
         damage(log, newest_record_start(log) + 200)
+    elif where == "the log cut short at a record":
+        # an older copy of the state put back, or a file system's damage: the log just ends
+        # earlier, nothing in it is damaged; the output and the journal of moves say so
+        data = log.read_bytes()
+        from engine.service.checkpoint import RECORD_MAGIC
+        starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
+        assert len(starts) >= 4
+        with open(log, "r+b") as f:
+            f.truncate(starts[-3])
+    elif "newest records' headers" in where:
+        # no readable checkpoint after them names what they moved: the journal of moves does
+        data = log.read_bytes()
+        from engine.service.checkpoint import RECORD_MAGIC
+        starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
+        in_a_row = 3 if "three" in where else 2
+        assert len(starts) >= in_a_row + 1
+        for at in starts[-in_a_row:]:
+            damage(log, at + 20)
     elif "middle record" in where:
         data = log.read_bytes()
         from engine.service.checkpoint import RECORD_MAGIC
@@ -318,7 +337,7 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
     assert wait_until_drained(spool)
     assert stop(proc) == 0
     err = proc.stderr.read()
-    assert "cannot use checkpoint" in err
+    assert ("cannot use the newest checkpoints" if "cut short" in where else "cannot use checkpoint") in err, err
     got = rows(out, "actions-*.csv")
     assert sorted(got) == expected_rows(expected)
     assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))

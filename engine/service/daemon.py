@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import datetime
 import errno
+import json
 import logging
 import os
 import pwd
@@ -359,6 +360,13 @@ FINGERPRINT_BYTES = 64 << 10
 RECENT_CHECKPOINTS = 8
 RECENT_MOVES_MAX = 4096
 
+# STATE/moves: every file a checkpoint moves to done/, appended and fsync'ed before the
+# checkpoint is written, one line each: crc32 (8 hex digits), then the JSON [checkpoint
+# number, spool name, done/ name, identity]. Checkpoint numbers are never used twice, so a
+# fallback to checkpoint C brings back what the journal says checkpoints after C moved,
+# even when none of those can be read (damage at the end of the log).
+MOVES_JOURNAL = "moves"
+
 
 # explain in the service: at most WATCH_MAX subscribers watched at once, each with a ring of
 # its last WATCH_RING entries (events and timers), so the memory it takes is bounded
@@ -405,6 +413,7 @@ class SpoolDaemon:
         # row still finds, in the first readable one after them, what they moved
         self.checkpoint_number = 0
         self.recent_moves: collections.deque = collections.deque()
+        self._bases_written: list[int] = []     # checkpoint numbers of the bases this process wrote
         self.resume: dict[str, int] = {}        # a spool file checkpointed part-way: its next offset
         self.resume_ids: dict[str, tuple[int, ...]] = {}    # ... and which file that was (when recorded)
         self._position: Optional[tuple[str, int]] = None   # where reading stopped, when part-way
@@ -490,6 +499,12 @@ class SpoolDaemon:
             self._refuse_other_output()
         self._mark_output()
         if loaded is None:
+            # the journal of moves belongs to the checkpoints: one left beside none (a state
+            # emptied by hand) would pass its files for those of this service's checkpoints
+            try:
+                (self.state / MOVES_JOURNAL).unlink()
+            except FileNotFoundError:
+                pass
             if self.workers > 1:
                 from engine.workers.inprocess import ShardedEngine
                 self.engine = ShardedEngine.build(self.config_path, self.workers)
@@ -517,13 +532,20 @@ class SpoolDaemon:
             self._forget_lost_work(extra, loaded.later_extras)
         else:
             beyond = SinkSet.finished_beyond(self.out, extra.get("numbering") or {})
-            if beyond:
+            in_use = extra.get("checkpoint_number")
+            # the journal of moves holds a checkpoint's entries before it is written, and the
+            # next one's only once it is: entries two past the one in use prove one lost
+            later = sorted({number for number, *_ in self._read_moves()
+                            if isinstance(in_use, int) and number > in_use + 1})
+            if beyond or later:
                 # a log cut short (its tail lost: a file system's damage, a copy of the state
-                # taken earlier): output renamed after later checkpoints, which are gone
-                log.error(f"cannot use the newest checkpoints: {self.state} holds fewer than were written (the "
-                          f"output of later ones is in {self.out}: {beyond[0].relative_to(self.out)} and "
-                          f"{len(beyond) - 1:,} more); the newest one it holds is used. The spool files those "
-                          "later checkpoints moved to done/ cannot be named: their events are not processed again")
+                # taken earlier): output renamed, or spool files moved, after later checkpoints
+                evidence = (f"the output of later ones is in {self.out}: {beyond[0].relative_to(self.out)} and "
+                            f"{len(beyond) - 1:,} more" if beyond else
+                            f"{self.state / MOVES_JOURNAL} names spool files that checkpoint {later[0]:,} moved")
+                log.error(f"cannot use the newest checkpoints: {self.state} holds fewer than were written "
+                          f"({evidence}); the newest one it holds is used, the output after it is made again, and "
+                          f"the spool files the later ones moved to done/ come back as {MOVES_JOURNAL} names them")
                 self._forget_lost_work(extra, loaded.later_extras)
         log.info(f"restored generation {loaded.generation:,} + {loaded.records:,} records (event clock "
                  f"{_local_time(self.engine.clock)}, seq {self.engine._core.seq:,})")
@@ -643,6 +665,16 @@ class SpoolDaemon:
                     os.replace(archived, self.spool / name)
                     archive[name].remove(archived.name)
                     back += 1
+        if isinstance(in_use, int):
+            # what no readable checkpoint names (the newest ones unreadable): the journal
+            journal = self._read_moves()
+            for number, name, target, ident in journal:
+                if number > in_use:
+                    bring_back(name, target, ident)
+            if any(number > in_use for number, *_ in journal):
+                # back in the spool: they are read again as any file there; the checkpoints
+                # that follow are numbered from the one in use again
+                self._prune_moves(lambda number: number <= in_use)
         log.warning(f"an older checkpoint is in use: {len(removed):,} finished output files after it removed (to "
                     f"be made again), {back:,} spool files returned from done/")
         if missing:
@@ -710,6 +742,69 @@ class SpoolDaemon:
         # again, under the same names.
         for temp in self.out.rglob(".*.tmp"):
             temp.unlink()
+
+    def _journal_moves(self, entries: list[list]) -> None:
+        """Append `entries` ([checkpoint number, spool name, done/ name, identity]) to
+        STATE/moves and fsync it: on disk before the checkpoint that moves the files is."""
+        lines = []
+        for entry in entries:
+            text = json.dumps(entry, separators=(",", ":"), ensure_ascii=True)
+            lines.append(f"{zlib.crc32(text.encode()):08x} {text}\n")
+        path = self.state / MOVES_JOURNAL
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            try:
+                os.write(fd, "".join(lines).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise _naming(e, path) from None
+
+    def _read_moves(self) -> list[tuple[int, str, str, Optional[list]]]:
+        """STATE/moves' entries (_journal_moves); a line that fails its crc or its shape (a
+        crash's torn tail, damage) is left out. [] without a journal."""
+        try:
+            data = (self.state / MOVES_JOURNAL).read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            log.error(f"{self.state / MOVES_JOURNAL}: cannot be read ({e.strerror or e}): a fallback past "
+                      "unreadable checkpoints at the end of the log may miss the files they moved")
+            return []
+        entries = []
+        for line in data.split(b"\n"):
+            crc, _, text = line.partition(b" ")
+            try:
+                if len(crc) != 8 or int(crc, 16) != zlib.crc32(text):
+                    continue
+                entry = json.loads(text)
+            except ValueError:
+                continue
+            entries += _recent_entries({"recent": [entry]})
+        return entries
+
+    def _prune_moves(self, keep: Callable[[int], bool]) -> None:
+        """Keep only the journal's entries whose checkpoint number `keep` accepts (rewritten
+        under a temporary name, fsync'ed, then renamed)."""
+        path = self.state / MOVES_JOURNAL
+        if not path.exists():
+            return
+        kept = [list(entry) for entry in self._read_moves() if keep(entry[0])]
+        temp = self.state / f".{MOVES_JOURNAL}.tmp"
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            try:
+                for entry in kept:
+                    text = json.dumps(entry, separators=(",", ":"), ensure_ascii=True)
+                    os.write(fd, f"{zlib.crc32(text.encode()):08x} {text}\n".encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, path)
+            fsync_path(self.state)
+        except OSError as e:
+            raise _naming(e, path) from None
 
     def _done_name(self, name: str, taken: Iterable[str] = ()) -> str:
         """The name a processed spool file gets in done/: its own, or NAME.1, NAME.2 ... when
@@ -1119,11 +1214,24 @@ class SpoolDaemon:
         prepared = self.store.prepare(self.engine.shards if self.workers > 1 else self.engine, extra,
                                       copy_limit=DETACHED_BASE_BYTES)
 
+        number = self.checkpoint_number
+        journal = [[number, name, done_names.get(name, name), list(ids[name]) if name in ids else None]
+                   for name in moving]
+
         def complete():
             outcome = None
             try:
                 _make_durable([temp for temp, _ in renames])
-                prepared.write()
+                if journal:
+                    self._journal_moves(journal)
+                written = prepared.write()
+                if written.get("kind") == "base":
+                    self._bases_written.append(number)
+                    if len(self._bases_written) >= 2:
+                        # a fallback goes back at most to the previous generation, whose base
+                        # is the one before this
+                        oldest = self._bases_written[-2]
+                        self._prune_moves(lambda n: n >= oldest)
                 SinkSet.commit(renames)
                 for name in moving:
                     self._move_done(name, sizes.get(name), done_names.get(name, name), ids.get(name))
