@@ -129,15 +129,19 @@ class _OneLineUsage(click.Group):
 
 
 class Seconds(click.FloatRange):
-    """A duration in seconds: a finite number in the range (nan and inf pass click's
-    FloatRange, and a service would wait forever or never)."""
+    """A duration in seconds: a finite number in the range, at most a year (nan and inf
+    pass click's FloatRange, and a service would wait forever or never; 1e308 seconds is
+    forever too)."""
 
-    name = "seconds"
+    name = "number of seconds"
+    LONGEST_S = 366 * 86_400
 
     def convert(self, value, param, ctx):
         value = super().convert(value, param, ctx)
         if not math.isfinite(value):
             self.fail(f"{value} is not a number of seconds", param, ctx)
+        if value > self.LONGEST_S:
+            self.fail(f"{value:g} seconds is more than a year", param, ctx)
         return value
 
 
@@ -287,6 +291,8 @@ def _check_out(out: Path) -> None:
     for above in Path(os.path.realpath(out)).parents:
         if os.path.lexists(above / SPOOL_LOCK):
             _fail(f"--out {out}: is inside a service's --spool {above} ({SPOOL_LOCK}): give another --out")
+        if any(above.glob("base-*")) or any(above.glob("log-*")) or any(above.glob("shard-*/base-*")):
+            _fail(f"--out {out}: is inside a service's --state {above} (it holds checkpoints): give another --out")
     if probe == out:
         if os.path.lexists(out / SPOOL_LOCK):
             _fail(f"--out {out}: is a service's --spool ({SPOOL_LOCK}): give another --out")

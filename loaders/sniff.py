@@ -358,7 +358,8 @@ def examine_trace(path, core, name: Optional[str] = None) -> Head:
     except FileNotFoundError:
         raise LoadError(f"{path}: no such trace file") from None
     except (OSError, EOFError, ValueError, zlib.error) as e:    # zlib.error: a corrupt .gz
-        raise LoadError(f"{path}: cannot read trace: {e}") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e     # no errno, no repeated path
+        raise LoadError(f"{path}: cannot read trace: {reason}") from None
     return _head(name or str(path), nbytes, data, at_end, found)
 
 

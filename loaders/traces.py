@@ -85,7 +85,8 @@ def _read_file(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
     except FileNotFoundError:
         raise LoadError(f"{path}: no such trace file") from None
     except (OSError, EOFError, ValueError, zlib.error) as e:    # zlib.error: a corrupt .gz
-        raise LoadError(f"{path}: cannot read trace: {e}") from None
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e     # no errno, no repeated path
+        raise LoadError(f"{path}: cannot read trace: {reason}") from None
 
 
 def iter_chunks(source: Source, chunk_bytes: int = CHUNK_BYTES, on_file=None) -> Iterator[bytes]:

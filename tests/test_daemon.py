@@ -622,7 +622,7 @@ def test_a_restart_after_the_configuration_changed_carries_the_state_over(world,
     else:
         assert "changed while stopped" in log, log
     if edit == "a list file replaced":
-        assert "the profiles, lists or areas changed while stopped (lists/dnd.roar; the same subscribers)" in log, log
+        assert "the profiles, lists or areas changed while stopped (lists/dnd.roar): state restored as it was" in log, log
     engine = Engine.from_config(generated.config)
     a = engine.replay(first)
     b = engine.reload(config).replay(rest)

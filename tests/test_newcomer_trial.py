@@ -142,7 +142,11 @@ def test_a_replay_into_a_services_spool_or_state_is_refused_in_one_line(tmp_path
     replayed = sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "state")
     assert error_line(replayed) == (f"sigmatch: error: --out {tmp_path / 'state'}: is a service's --state (it holds "
                                     "checkpoints): give another --out")
-    # below the spool (its done/, pruned by --keep-done), existing or not
+    # below the state (a subdirectory of it) or the spool (its done/, pruned by --keep-done),
+    # existing or not
+    replayed = sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "state" / "sub")
+    assert error_line(replayed) == (f"sigmatch: error: --out {tmp_path / 'state' / 'sub'}: is inside a service's "
+                                    f"--state {tmp_path / 'state'} (it holds checkpoints): give another --out")
     for where in (spool / "done", spool / "new" / "out"):
         replayed = sigmatch("replay", CONFIG, TRACE, "--out", where, "--overwrite")
         assert error_line(replayed) == (f"sigmatch: error: --out {where}: is inside a service's --spool {spool} "
@@ -177,7 +181,7 @@ def test_a_service_refuses_its_state_in_out_or_spool_and_anything_of_its_own_bel
 
 
 @pytest.mark.parametrize("option", ["--checkpoint-every", "--settle", "--idle-advance", "--idle-timeout"])
-@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e308", "10s"])
 def test_a_service_refuses_seconds_that_are_not_a_duration(tmp_path, option, value):
     done = sigmatch("run", CONFIG, "--spool", tmp_path, "--out", tmp_path / "o", "--state", tmp_path / "s",
                     "--listen", "127.0.0.1:0", f"{option}={value}")
@@ -279,19 +283,16 @@ def test_what_is_planted_in_out_never_hangs_redirects_or_empties_anything(tmp_pa
         os.close(fd)
 
 
-def test_a_service_whose_out_is_its_spool_starts(tmp_path):
-    """--out may be the spool directory (its files are not *.msgpack): the two locks are two
-    files, not one file locked twice by the one process."""
+def test_a_service_whose_out_is_its_spool_is_refused(tmp_path):
+    """--out equal to --spool is refused in one line, before anything is made (it used to
+    start, with the gateway's files among the probes', each warned of as not read)."""
     spool = tmp_path / "spool"
     spool.mkdir()
     (spool / "t-01.msgpack").write_bytes(TRACE.read_bytes())
-    proc = start(CONFIG, spool, spool, tmp_path / "state")
-    wait_for(lambda: (spool / "done" / "t-01.msgpack").exists(), "the spool file to be processed", proc)
-    code, log = stop(proc)
-    assert code == 0, log[-3000:]
-    assert sorted(p.name for p in spool.glob(".sigmatch*")) == [".sigmatch-out.lock", ".sigmatch-service-id",
-                                                                ".sigmatch.lock"]
-    assert (spool / "stats.json").exists()
+    done = sigmatch("run", CONFIG, "--spool", spool, "--out", spool, "--state", tmp_path / "state")
+    assert done.returncode == 1
+    assert error_line(done) == f"sigmatch: error: --out {spool}: is --spool too: give the output a directory of its own"
+    assert sorted(p.name for p in spool.iterdir()) == ["t-01.msgpack"] and not (tmp_path / "state").exists()
 
 
 def test_the_service_refuses_a_configuration_it_cannot_read_again_and_creates_nothing(tmp_path):

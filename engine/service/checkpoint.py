@@ -201,7 +201,8 @@ def read_header(path) -> dict:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint: {e}") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint: "
+                              f"{e.strerror if isinstance(e, OSError) and e.strerror else e}") from None
 
 
 def read_checkpoint(path) -> tuple[dict, dict]:
@@ -227,7 +228,8 @@ def read_checkpoint(path) -> tuple[dict, dict]:
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such checkpoint") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint: {e}") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint: "
+                              f"{e.strerror if isinstance(e, OSError) and e.strerror else e}") from None
     return header, sections
 
 

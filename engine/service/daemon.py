@@ -520,12 +520,14 @@ class SpoolDaemon:
             # subscribers in the checkpoint's order (it differs from the snapshot's after a reload)
             self.engine, dropped = engine_for(self.config_path, loaded)
             self.store.adopt(loaded, self.engine, rebase=dropped is not None)
-        if dropped is not None:
-            log.warning("the configuration, profiles or lists changed while stopped: state carried over as by a "
-                        f"reload ({len(self.engine.campaigns):,} campaigns, {len(self.engine.subscribers):,} "
-                        f"subscribers; {dropped:,} pending actions of removed campaigns dropped)")
         extra = loaded.extra
         self._inputs = input_stamps(self.engine.config)
+        if dropped is not None:
+            files = self._inputs_changed(extra)
+            log.warning("the configuration, profiles, lists or areas changed while stopped"
+                        f"{f' ({files} among the files)' if files else ''}: state carried over as by a reload "
+                        f"({len(self.engine.campaigns):,} campaigns, {len(self.engine.subscribers):,} subscribers; "
+                        f"{dropped:,} pending actions of removed campaigns dropped)")
         if dropped is None:
             self._say_what_changed_while_stopped(extra)
         if loaded.damage or loaded.fallbacks:
@@ -1327,16 +1329,22 @@ class SpoolDaemon:
         elif raw and config.sha256 and raw != config.sha256:
             lifecycle.info(f"{self.config_path} was edited while stopped (comments or layout only: the same "
                            "configuration)")
+        changed = self._inputs_changed(extra)
+        if changed:
+            log.warning(f"the profiles, lists or areas changed while stopped ({changed}): state restored as it "
+                        "was, the files as they are now apply from the next event on, as after a reload")
+
+    def _inputs_changed(self, extra: dict) -> str:
+        """The profile, list and area files read now whose size or modification time differs
+        from the checkpoint's record of them (or that it did not read), as the configuration
+        names them: "lists/dnd.roar, areas/cbd.txt and 2 more"; "" when none did, or when the
+        checkpoint recorded none (a sigmatch before it did)."""
         theirs = extra.get("inputs")
-        if isinstance(theirs, dict):
-            mine = self._inputs
-            changed = sorted(path for path in set(theirs) | set(mine) if theirs.get(path) != mine.get(path))
-            if changed:
-                shown = [_relative_to(path, self.config_path.parent) for path in changed]
-                names = ", ".join(shown[:3]) + (f" and {len(shown) - 3:,} more" if len(shown) > 3 else "")
-                log.warning(f"the profiles, lists or areas changed while stopped ({names}; the same subscribers): "
-                            "state restored as it was, the files as they are now apply from the next event on, "
-                            "as after a reload")
+        if not isinstance(theirs, dict):
+            return ""
+        changed = sorted(path for path, stamp in self._inputs.items() if theirs.get(path) != stamp)
+        shown = [_relative_to(path, self.config_path.parent) for path in changed]
+        return ", ".join(shown[:3]) + (f" and {len(shown) - 3:,} more" if len(shown) > 3 else "")
 
     def _check_directories(self) -> None:
         """The state directory is the service's own: not --out, not --spool. Nothing of the
@@ -1351,8 +1359,12 @@ class SpoolDaemon:
         spool = os.path.realpath(self.spool)
         if state == spool:
             raise SigmatchError(f"--state {self.state}: is --spool too: give the checkpoints a directory of their own")
+        if out == spool:
+            # the gateway's files among the probes': stats.json and every output file left
+            # there, warned of as files the spool does not read
+            raise SigmatchError(f"--out {self.out}: is --spool too: give the output a directory of its own")
         for option, path, real in (("--state", self.state, state), ("--out", self.out, out)):
-            if os.path.commonpath([real, spool]) == spool and real != spool:
+            if os.path.commonpath([real, spool]) == spool:
                 raise SigmatchError(f"{option} {path}: is inside --spool {self.spool} (whose files are the "
                                     "probes', and whose done/ is pruned): give a directory outside it")
 
