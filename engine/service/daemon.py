@@ -413,7 +413,6 @@ class SpoolDaemon:
         # row still finds, in the first readable one after them, what they moved
         self.checkpoint_number = 0
         self.recent_moves: collections.deque = collections.deque()
-        self._bases_written: list[int] = []     # checkpoint numbers of the bases this process wrote
         self.resume: dict[str, int] = {}        # a spool file checkpointed part-way: its next offset
         self.resume_ids: dict[str, tuple[int, ...]] = {}    # ... and which file that was (when recorded)
         self._position: Optional[tuple[str, int]] = None   # where reading stopped, when part-way
@@ -549,6 +548,12 @@ class SpoolDaemon:
                           f"({evidence}); the newest one it holds is used, the output after it is made again, and "
                           f"the spool files the later ones moved to done/ come back as {MOVES_JOURNAL} names them")
                 self._forget_lost_work(extra, loaded.later_extras)
+        # What the journal names beyond the checkpoint in use is dealt with: back in the spool
+        # after a fallback, or never moved (a crash between the journal and the checkpoint).
+        # The checkpoints that follow are numbered from the one in use again; one without a
+        # number (an older sigmatch's) starts the numbering, and the journal, afresh.
+        in_use = extra.get("checkpoint_number")
+        self._prune_moves(lambda number: isinstance(in_use, int) and number <= in_use)
         log.info(f"restored generation {loaded.generation:,} + {loaded.records:,} records (event clock "
                  f"{_local_time(self.engine.clock)}, seq {self.engine._core.seq:,})")
         return extra
@@ -622,15 +627,26 @@ class SpoolDaemon:
             return True
 
         def bring_back(name: str, target: str, ident) -> None:
-            """A file a newer checkpoint moved to done/ as `target` returns to the spool."""
-            nonlocal back
+            """A file a newer checkpoint moved to done/ as `target` returns to the spool: found
+            by its identity where one was recorded (done/ may hold another file of that name
+            by then), else by `target`."""
+            nonlocal back, archive
             if not (_plain_name(name) and _plain_name(target)) or kept(name, ident):
                 return
             if in_spool(name, ident):
                 return
-            archived = self.spool / "done" / target
-            if os.path.lexists(archived):
+            if ident is not None:
+                if archive is None:
+                    archive = self._archive_names()
+                candidates = [target] + [n for n in archive.get(name, []) if n != target]
+                archived = self._archived([n for n in candidates if _plain_name(n)], ident)
+            else:
+                archived = self.spool / "done" / target
+                archived = archived if os.path.lexists(archived) else None
+            if archived is not None:
                 os.replace(archived, self.spool / name)
+                if archive is not None and archived.name in archive.get(name, []):
+                    archive[name].remove(archived.name)
                 back += 1
             elif name not in missing:
                 missing.append(name)
@@ -673,10 +689,6 @@ class SpoolDaemon:
             for number, name, target, ident in journal:
                 if number > in_use:
                     bring_back(name, target, ident)
-            if any(number > in_use for number, *_ in journal):
-                # back in the spool: they are read again as any file there; the checkpoints
-                # that follow are numbered from the one in use again
-                self._prune_moves(lambda number: number <= in_use)
         log.warning(f"an older checkpoint is in use: {len(removed):,} finished output files after it removed (to "
                     f"be made again), {back:,} spool files returned from done/")
         if missing:
@@ -754,12 +766,21 @@ class SpoolDaemon:
             lines.append(f"{zlib.crc32(text.encode()):08x} {text}\n")
         path = self.state / MOVES_JOURNAL
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            created = not os.path.lexists(path)
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
             try:
-                os.write(fd, "".join(lines).encode())
+                size = os.fstat(fd).st_size
+                # a line a crash tore is ended first: the next one must not be glued to it
+                torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+                data = ("\n" if torn else "") + "".join(lines)
+                view = memoryview(data.encode())
+                while view:
+                    view = view[os.write(fd, view):]
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if created:
+                fsync_path(self.state)
         except OSError as e:
             raise _naming(e, path) from None
 
@@ -786,13 +807,29 @@ class SpoolDaemon:
             entries += _recent_entries({"recent": [entry]})
         return entries
 
+    def _previous_base_number(self) -> Optional[int]:
+        """The checkpoint number of the previous generation's base (the oldest checkpoint a
+        fallback can reach), None when there is none or it does not say."""
+        from engine.service.checkpoint import read_header
+        store = self.store.stores[0] if self.workers > 1 else self.store
+        if store.previous is None:
+            return None
+        try:
+            number = (read_header(store.base_path(store.previous)).get("extra") or {}).get("checkpoint_number")
+        except CheckpointError:
+            return None
+        return number if isinstance(number, int) and not isinstance(number, bool) else None
+
     def _prune_moves(self, keep: Callable[[int], bool]) -> None:
         """Keep only the journal's entries whose checkpoint number `keep` accepts (rewritten
         under a temporary name, fsync'ed, then renamed)."""
         path = self.state / MOVES_JOURNAL
         if not path.exists():
             return
-        kept = [list(entry) for entry in self._read_moves() if keep(entry[0])]
+        entries = self._read_moves()
+        kept = [list(entry) for entry in entries if keep(entry[0])]
+        if len(kept) == len(entries) and kept:
+            return      # nothing to drop (a journal with no good line at all is rewritten empty)
         temp = self.state / f".{MOVES_JOURNAL}.tmp"
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
@@ -1228,11 +1265,9 @@ class SpoolDaemon:
                     self._journal_moves(journal)
                 written = prepared.write()
                 if written.get("kind") == "base":
-                    self._bases_written.append(number)
-                    if len(self._bases_written) >= 2:
-                        # a fallback goes back at most to the previous generation, whose base
-                        # is the one before this
-                        oldest = self._bases_written[-2]
+                    # a fallback goes back at most to the previous generation's base
+                    oldest = self._previous_base_number()
+                    if oldest is not None:
                         self._prune_moves(lambda n: n >= oldest)
                 SinkSet.commit(renames)
                 for name in moving:
