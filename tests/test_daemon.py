@@ -344,6 +344,67 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
     assert sorted(rows(out, "conversions-*.csv")) == expected_conversions(expected)
 
 
+def test_the_journal_of_moves_survives_a_torn_line_and_drops_what_a_start_dealt_with(world, tmp_path):
+    """A line of STATE/moves torn by a crash is ended before the next append (the next
+    entries stay readable, and the three newest records damaged afterwards still lose
+    nothing); entries beyond the checkpoint in use (here forged, numbered far beyond it, as
+    a checkpoint never written would leave them) are dropped at the next start."""
+    from engine.service.checkpoint import RECORD_MAGIC
+    from engine.service.daemon import MOVES_JOURNAL, SpoolDaemon
+    generated, expected = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill_spool(generated, spool)
+    third = len(generated.traces) // 3
+    for trace in generated.traces[third:]:
+        os.replace(spool / trace.name, tmp_path / trace.name)
+    proc = start(generated.config, out, state, spool, ready=True, args=EVERY_FILE)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    journal = state / MOVES_JOURNAL
+    assert journal.stat().st_mode & 0o777 == 0o640
+    with open(journal, "ab") as f:
+        f.write(b'0badf00d [9999,"x.msgpack","x.msgp')       # torn: no end of line
+    for trace in generated.traces[third:2 * third]:
+        os.replace(tmp_path / trace.name, spool / trace.name)
+    proc = start(generated.config, out, state, spool, ready=True, args=EVERY_FILE)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    reader = SpoolDaemon.__new__(SpoolDaemon)
+    reader.state = state
+    numbers = [entry[0] for entry in reader._read_moves()]
+    assert numbers and 9999 not in numbers and numbers == sorted(numbers)
+    # the three newest records' headers damaged: what they moved comes back from the journal
+    log = max(state.glob("log-*"))
+    data = log.read_bytes()
+    starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
+    assert len(starts) >= 4
+    for at in starts[-3:]:
+        damage(log, at + 20)
+    for trace in generated.traces[2 * third:]:
+        os.replace(tmp_path / trace.name, spool / trace.name)
+    proc = start(generated.config, out, state, spool, ready=True, args=EVERY_FILE)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    assert "cannot use checkpoint" in proc.stderr.read()
+    got = rows(out, "actions-*.csv")
+    assert sorted(got) == expected_rows(expected)
+    assert sorted(int(r[0]) for r in got) == list(range(1, len(got) + 1))
+
+
+def test_a_journal_line_torn_by_a_crash_is_ended_before_the_next_append(tmp_path):
+    from engine.service.daemon import MOVES_JOURNAL, SpoolDaemon
+    daemon = SpoolDaemon.__new__(SpoolDaemon)
+    daemon.state = tmp_path
+    daemon._journal_moves([[4, "a.msgpack", "a.msgpack", None]])
+    with open(tmp_path / MOVES_JOURNAL, "ab") as f:
+        f.write(b'0badf00d [5,"b.msgpack","b.msgp')
+    daemon._journal_moves([[5, "b.msgpack", "b.msgpack.1", [1, 2, 3, 4]]])
+    assert daemon._read_moves() == [(4, "a.msgpack", "a.msgpack", None), (5, "b.msgpack", "b.msgpack.1", [1, 2, 3, 4])]
+    daemon._prune_moves(lambda number: number <= 4)
+    assert daemon._read_moves() == [(4, "a.msgpack", "a.msgpack", None)]
+    assert (tmp_path / MOVES_JOURNAL).stat().st_mode & 0o777 == 0o640
+
+
 def test_a_state_keeps_the_number_of_workers_it_was_started_with(world, tmp_path):
     """A --state written with --workers 2 is refused, in one line, without --workers or with
     --workers 3, and one written without --workers is refused with --workers 2; the state
