@@ -544,9 +544,14 @@ class SpoolDaemon:
                 evidence = (f"the output of later ones is in {self.out}: {beyond[0].relative_to(self.out)} and "
                             f"{len(beyond) - 1:,} more" if beyond else
                             f"{self.state / MOVES_JOURNAL} names spool files that checkpoint {later[0]:,} moved")
+                moved = (f"the spool files the later ones moved to done/ come back as {MOVES_JOURNAL} names them"
+                         if later else
+                         f"{MOVES_JOURNAL} names no spool file that the later ones moved (an older copy of the "
+                         "state put back with its own journal?): files they moved to done/ are not processed "
+                         "again; move them back to the spool by hand")
                 log.error(f"cannot use the newest checkpoints: {self.state} holds fewer than were written "
-                          f"({evidence}); the newest one it holds is used, the output after it is made again, and "
-                          f"the spool files the later ones moved to done/ come back as {MOVES_JOURNAL} names them")
+                          f"({evidence}); the newest one it holds is used, the output after it is made again; "
+                          f"{moved}")
                 self._forget_lost_work(extra, loaded.later_extras)
         # What the journal names beyond the checkpoint in use is dealt with: back in the spool
         # after a fallback, or never moved (a crash between the journal and the checkpoint).
