@@ -262,6 +262,26 @@ def newest_record_start(log: Path) -> int:
     return log.read_bytes().rindex(RECORD_MAGIC)
 
 
+def record_starts(log: Path) -> list[int]:
+    """Where each record of a checkpoint log starts (its magic)."""
+    from engine.service.checkpoint import RECORD_MAGIC
+    data = log.read_bytes()
+    return [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
+
+
+def first_files_served(generated, tmp_path, first: int, args=()):
+    """The world's first `first` traces through a service that ends with SIGTERM, the others
+    set aside in tmp_path: (spool, out, state)."""
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    fill_spool(generated, spool)
+    for trace in generated.traces[first:]:
+        os.replace(spool / trace.name, tmp_path / trace.name)
+    proc = start(generated.config, out, state, spool, ready=True, args=args)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    return spool, out, state
+
+
 @pytest.mark.parametrize("where", ["newest record", "the log cut short at a record", "the two newest records' headers",
                                    "the three newest records' headers", "a middle record", "a middle record's header",
                                    "two middle records' headers", "base",
@@ -273,15 +293,8 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
     the commit before it."""
     generated, expected = world
     args = ("--workers", "2", *EVERY_FILE) if where.startswith("shard") else EVERY_FILE
-    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
-    fill_spool(generated, spool)
     half = len(generated.traces) // 2
-    # first half: a run that ends with SIGTERM
-    for trace in generated.traces[half:]:
-        os.replace(spool / trace.name, tmp_path / trace.name)
-    proc = start(generated.config, out, state, spool, ready=True, args=args)
-    assert wait_until_drained(spool)
-    assert stop(proc) == 0
+    spool, out, state = first_files_served(generated, tmp_path, half, args)
     store = state / "shard-1" if where.startswith("shard") else state
     base = max(store.glob("base-*"))
     log = store / base.name.replace("base-", "log-")
@@ -291,25 +304,19 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
     elif where == "the log cut short at a record":
         # an older copy of the state put back, or a file system's damage: the log just ends
         # earlier, nothing in it is damaged; the output and the journal of moves say so
-        data = log.read_bytes()
-        from engine.service.checkpoint import RECORD_MAGIC
-        starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
+        starts = record_starts(log)
         assert len(starts) >= 4
         with open(log, "r+b") as f:
             f.truncate(starts[-3])
     elif "newest records' headers" in where:
         # no readable checkpoint after them names what they moved: the journal of moves does
-        data = log.read_bytes()
-        from engine.service.checkpoint import RECORD_MAGIC
-        starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
+        starts = record_starts(log)
         in_a_row = 3 if "three" in where else 2
         assert len(starts) >= in_a_row + 1
         for at in starts[-in_a_row:]:
             damage(log, at + 20)
     elif "middle record" in where:
-        data = log.read_bytes()
-        from engine.service.checkpoint import RECORD_MAGIC
-        starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
+        starts = record_starts(log)
         in_a_row = 3 if "three" in where else 2 if "two" in where else 1
         assert len(starts) >= 2 + in_a_row
         if where.endswith("header") or where.endswith("headers"):
@@ -326,9 +333,7 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
         if where.endswith("header") or where.endswith("headers"):
             # what the base covered, its first record moved: found in done/ by the ids the
             # base recorded (and by the later records' "recent" moves when two are lost)
-            data = log.read_bytes()
-            from engine.service.checkpoint import RECORD_MAGIC
-            starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
+            starts = record_starts(log)
             for at in starts[:2 if "two" in where else 1]:
                 damage(log, at + 20)
     for trace in generated.traces[half:]:
@@ -344,22 +349,15 @@ def test_an_older_checkpoint_is_used_when_the_newest_is_damaged_and_the_output_s
     assert sorted(rows(out, "conversions-*.csv")) == expected_conversions(expected)
 
 
-def test_the_journal_of_moves_survives_a_torn_line_and_drops_what_a_start_dealt_with(world, tmp_path):
-    """A line of STATE/moves torn by a crash is ended before the next append (the next
-    entries stay readable, and the three newest records damaged afterwards still lose
-    nothing); entries beyond the checkpoint in use (here forged, numbered far beyond it, as
-    a checkpoint never written would leave them) are dropped at the next start."""
-    from engine.service.checkpoint import RECORD_MAGIC
+def test_the_journal_of_moves_skips_a_torn_line_and_the_output_stays_exact(world, tmp_path):
+    """A line of STATE/moves torn by a crash (a forged entry, numbered far beyond the
+    checkpoint in use) is skipped on reading and never passes for an entry, the entries
+    after it stay readable, and the three newest records damaged afterwards still lose
+    nothing."""
     from engine.service.daemon import MOVES_JOURNAL, SpoolDaemon
     generated, expected = world
-    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
-    fill_spool(generated, spool)
     third = len(generated.traces) // 3
-    for trace in generated.traces[third:]:
-        os.replace(spool / trace.name, tmp_path / trace.name)
-    proc = start(generated.config, out, state, spool, ready=True, args=EVERY_FILE)
-    assert wait_until_drained(spool)
-    assert stop(proc) == 0
+    spool, out, state = first_files_served(generated, tmp_path, third, EVERY_FILE)
     journal = state / MOVES_JOURNAL
     assert journal.stat().st_mode & 0o777 == 0o640
     with open(journal, "ab") as f:
@@ -375,8 +373,7 @@ def test_the_journal_of_moves_survives_a_torn_line_and_drops_what_a_start_dealt_
     assert numbers and 9999 not in numbers and numbers == sorted(numbers)
     # the three newest records' headers damaged: what they moved comes back from the journal
     log = max(state.glob("log-*"))
-    data = log.read_bytes()
-    starts = [i for i in range(len(data)) if data.startswith(RECORD_MAGIC, i)]
+    starts = record_starts(log)
     assert len(starts) >= 4
     for at in starts[-3:]:
         damage(log, at + 20)

@@ -258,19 +258,28 @@ def spool_owner_ids(names: Iterable[str]) -> set[int]:
     return uids
 
 
+def _move_entry(entry) -> Optional[tuple[int, str, str, Optional[list]]]:
+    """A recorded move [checkpoint number, spool name, done/ name, identity or None] as a
+    tuple; None for anything else (a hand-edited header, a damaged journal line)."""
+    if not (isinstance(entry, list) and len(entry) == 4):
+        return None
+    number, name, target, ident = entry
+    if (isinstance(number, int) and not isinstance(number, bool) and isinstance(name, str)
+            and isinstance(target, str)
+            and (ident is None or (isinstance(ident, list) and all(isinstance(n, int) for n in ident)))):
+        return number, name, target, ident
+    return None
+
+
 def _recent_entries(extra: dict) -> list[tuple[int, str, str, Optional[list]]]:
-    """A checkpoint's "recent" moves as (checkpoint number, spool name, done/ name, identity
-    or None); entries that are not of that shape (a hand-edited header) are left out."""
-    entries = []
-    for entry in extra.get("recent") or []:
-        if not (isinstance(entry, list) and len(entry) == 4):
-            continue
-        number, name, target, ident = entry
-        if (isinstance(number, int) and not isinstance(number, bool) and isinstance(name, str)
-                and isinstance(target, str)
-                and (ident is None or (isinstance(ident, list) and all(isinstance(n, int) for n in ident)))):
-            entries.append((number, name, target, ident))
-    return entries
+    """A checkpoint's "recent" moves (_move_entry); entries of another shape are left out."""
+    return [entry for entry in map(_move_entry, extra.get("recent") or []) if entry is not None]
+
+
+def _journal_line(entry: list) -> bytes:
+    """One line of STATE/moves: the crc32 of the JSON (8 hex digits), a space, the JSON."""
+    text = json.dumps(entry, separators=(",", ":"), ensure_ascii=True)
+    return f"{zlib.crc32(text.encode()):08x} {text}\n".encode()
 
 
 def _relative_to(path: str, folder: Path) -> str:
@@ -361,10 +370,11 @@ RECENT_CHECKPOINTS = 8
 RECENT_MOVES_MAX = 4096
 
 # STATE/moves: every file a checkpoint moves to done/, appended and fsync'ed before the
-# checkpoint is written, one line each: crc32 (8 hex digits), then the JSON [checkpoint
-# number, spool name, done/ name, identity]. Checkpoint numbers are never used twice, so a
-# fallback to checkpoint C brings back what the journal says checkpoints after C moved,
-# even when none of those can be read (damage at the end of the log).
+# checkpoint is written, one line each (_journal_line): the JSON [checkpoint number, spool
+# name, done/ name, identity] after its crc32. A fallback to checkpoint C brings back what
+# the journal says checkpoints after C moved, even when none of those can be read (damage
+# at the end of the log). At every start the entries beyond the checkpoint in use are
+# dropped (dealt with), so the numbers that follow it, used again, mean the new ones.
 MOVES_JOURNAL = "moves"
 
 
@@ -529,11 +539,11 @@ class SpoolDaemon:
                         f"{dropped:,} pending actions of removed campaigns dropped)")
         if dropped is None:
             self._say_what_changed_while_stopped(extra)
+        in_use = extra.get("checkpoint_number")
         if loaded.damage or loaded.fallbacks:
             self._forget_lost_work(extra, loaded.later_extras)
         else:
             beyond = SinkSet.finished_beyond(self.out, extra.get("numbering") or {})
-            in_use = extra.get("checkpoint_number")
             # the journal of moves holds a checkpoint's entries before it is written, and the
             # next one's only once it is: entries two past the one in use prove one lost
             later = sorted({number for number, *_ in self._read_moves()
@@ -557,7 +567,6 @@ class SpoolDaemon:
         # after a fallback, or never moved (a crash between the journal and the checkpoint).
         # The checkpoints that follow are numbered from the one in use again; one without a
         # number (an older sigmatch's) starts the numbering, and the journal, afresh.
-        in_use = extra.get("checkpoint_number")
         self._prune_moves(lambda number: isinstance(in_use, int) and number <= in_use)
         log.info(f"restored generation {loaded.generation:,} + {loaded.records:,} records (event clock "
                  f"{_local_time(self.engine.clock)}, seq {self.engine._core.seq:,})")
@@ -765,10 +774,6 @@ class SpoolDaemon:
     def _journal_moves(self, entries: list[list]) -> None:
         """Append `entries` ([checkpoint number, spool name, done/ name, identity]) to
         STATE/moves and fsync it: on disk before the checkpoint that moves the files is."""
-        lines = []
-        for entry in entries:
-            text = json.dumps(entry, separators=(",", ":"), ensure_ascii=True)
-            lines.append(f"{zlib.crc32(text.encode()):08x} {text}\n")
         path = self.state / MOVES_JOURNAL
         try:
             created = not os.path.lexists(path)
@@ -777,8 +782,7 @@ class SpoolDaemon:
                 size = os.fstat(fd).st_size
                 # a line a crash tore is ended first: the next one must not be glued to it
                 torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-                data = ("\n" if torn else "") + "".join(lines)
-                view = memoryview(data.encode())
+                view = memoryview((b"\n" if torn else b"") + b"".join(map(_journal_line, entries)))
                 while view:
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
@@ -806,10 +810,11 @@ class SpoolDaemon:
             try:
                 if len(crc) != 8 or int(crc, 16) != zlib.crc32(text):
                     continue
-                entry = json.loads(text)
+                entry = _move_entry(json.loads(text))
             except ValueError:
                 continue
-            entries += _recent_entries({"recent": [entry]})
+            if entry is not None:
+                entries.append(entry)
         return entries
 
     def _previous_base_number(self) -> Optional[int]:
@@ -839,9 +844,9 @@ class SpoolDaemon:
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
             try:
-                for entry in kept:
-                    text = json.dumps(entry, separators=(",", ":"), ensure_ascii=True)
-                    os.write(fd, f"{zlib.crc32(text.encode()):08x} {text}\n".encode())
+                view = memoryview(b"".join(map(_journal_line, kept)))
+                while view:
+                    view = view[os.write(fd, view):]
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -1238,16 +1243,20 @@ class SpoolDaemon:
             if reading is not None:
                 ids[position[0]] = reading
         self.checkpoint_number += 1
+        number = self.checkpoint_number
+        # what this checkpoint will move: in the journal before it is written, and in the
+        # "recent" of the ones after it
+        journal = [[number, name, done_names.get(name, name), list(ids[name]) if name in ids else None]
+                   for name in moving]
         recent = [entry for moves in self.recent_moves for entry in moves]
-        self.recent_moves.append([[self.checkpoint_number, name, done_names.get(name, name),
-                                   list(ids[name]) if name in ids else None] for name in moving])
+        self.recent_moves.append(journal)
         while len(self.recent_moves) > RECENT_CHECKPOINTS - 1 or \
                 sum(len(moves) for moves in self.recent_moves) > RECENT_MOVES_MAX:
             self.recent_moves.popleft()
             if not self.recent_moves:
                 break
         extra = {"renames": renames, "covered": covered, "moving": moving, "sizes": sizes, "done_names": done_names,
-                 "checkpoint_number": self.checkpoint_number, "recent": recent,
+                 "checkpoint_number": number, "recent": recent,
                  "position": list(position) if position else None, "numbering": self.sinks.numbering(),
                  "ids": {name: list(ident) for name, ident in ids.items()}, "out_id": self.out_id,
                  # an edit that keeps the campaigns' ids restores the state as it was: the log
@@ -1257,10 +1266,6 @@ class SpoolDaemon:
         started = time.perf_counter()
         prepared = self.store.prepare(self.engine.shards if self.workers > 1 else self.engine, extra,
                                       copy_limit=DETACHED_BASE_BYTES)
-
-        number = self.checkpoint_number
-        journal = [[number, name, done_names.get(name, name), list(ids[name]) if name in ids else None]
-                   for name in moving]
 
         def complete():
             outcome = None
