@@ -285,6 +285,17 @@ def _check_out(out: Path) -> None:
         _fail(f"--out {out}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         _fail(f"--out {out}: {probe} is not writable by this user")
+    if probe != out:
+        # access() says yes to root everywhere, and /proc or /sys refuse a directory all the
+        # same: made and removed now, the first missing one says so before the load
+        first = out
+        while first.parent != probe:
+            first = first.parent
+        try:
+            os.mkdir(first, 0o700)
+            os.rmdir(first)
+        except OSError as e:
+            _fail(f"--out {out}: {e.strerror}" if first == out else f"--out {out}: {describe_os_error(e)}")
     # a service's spool would take the files written there for input (and move them to
     # rejected/; its done/ is pruned), and a state directory is the service's own
     from engine.sinks import SPOOL_LOCK

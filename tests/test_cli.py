@@ -57,6 +57,18 @@ def test_replay_refuses_an_out_it_cannot_make(world, tmp_path, workers):
                                          f"{tmp_path / 'afile'} is not a directory"]
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_replay_names_the_option_of_an_out_the_system_refuses(world, tmp_path):
+    """/proc refuses a directory even to root, whom access() lets write anywhere: the error
+    names --out before the load, and nothing is left behind where the system agreed."""
+    config, trace = world
+    code, out, _ = run("replay", config, trace, "--out", "/proc/sigmatch-out")
+    assert code == 1
+    assert out.strip().splitlines() == ["sigmatch: error: --out /proc/sigmatch-out: No such file or directory"]
+    code, out, _ = run("replay", config, trace, "--out", "/proc/sigmatch-out/x", "--workers", "2")
+    assert out.strip().splitlines() == ["sigmatch: error: --out /proc/sigmatch-out/x: "
+                                        "/proc/sigmatch-out: No such file or directory"]
+
 def test_check(world):
     config, _ = world
     code, out, _ = run("check", config)
