@@ -95,7 +95,8 @@ ctypedef struct SubHeadC:
     uint32_t day_count      # contacts on that local day
     uint32_t cell           # current cell, 0 = unknown
     uint8_t flags           # SUB_* bits
-    uint8_t pad
+    uint8_t contacts        # its contact states, 255 meaning 255 or more: a lookup stops once
+                            # it has passed them all rather than at the cluster's empty slot
     uint16_t pending        # its timers waiting: only then is the pending set worth a probe
 
 ctypedef struct CounterC:

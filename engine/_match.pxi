@@ -361,7 +361,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         c = &E.campaigns[ci]
         if c.has_convert_arg and ev.arg != c.convert_arg:
             continue
-        contact = find_contact(E, sub, ci, False)
+        contact = contact_lookup(E, sub, ci, h)
         if (contact == NULL or not (contact.flags & CONTACT_CONTACTED)
                 or contact.flags & CONTACT_CONVERTED
                 or (c.convert_within >= 0 and ts - contact.last_ts >= c.convert_within)):
@@ -436,7 +436,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
                     today = month_day_of(floor_div(ts + E.utc_offset, DAY_MS))
                 if not anniversary_today(today, E.dates[<size_t>sub * E.nr_dates + c.date_slot]):
                     continue
-            contact = find_contact(E, sub, ci, False) if h.flags & SUB_HAS_CONTACT else NULL
+            contact = contact_lookup(E, sub, ci, h)
             if contact != NULL:
                 if (contact.streak >= c.stop_after
                         or (contact.flags & CONTACT_CONTACTED

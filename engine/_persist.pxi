@@ -98,6 +98,9 @@ def _restore_state(Core self, dict scalars, dict sections):
                 # counted again from the timers below: until then (and if what follows fails)
                 # no row claims a key in the pending set
                 head.pending = 0
+                # counted again as the contacts are put back below (an older checkpoint's
+                # byte here was padding)
+                head.contacts = 0
         finally:
             free(elig)
     # contacts: re-inserted, so the table is sized for them whatever it was before

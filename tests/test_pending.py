@@ -24,7 +24,7 @@ SUBSCRIBERS = [13_900_000_000 + 7 * i for i in range(3_000)]
 CONTACT_PENDING = 8
 OCCUPIED = 1 << 63
 CONTACT, TIMER = CONTACT_DTYPE, TIMER_DTYPE
-# SubHeadC: msisdn, last_any_p1, day, day_count, cell, flags, pad, then the pending count
+# SubHeadC: msisdn, last_any_p1, day, day_count, cell, flags, contacts, then the pending count
 ROW_PENDING = 30
 
 
