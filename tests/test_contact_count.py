@@ -2,7 +2,7 @@
 a campaign that has none stops after the subscriber's last contact rather than at the
 cluster's empty slot. A count one short would lose a contact: `once` and the cooldown would
 let the pair be contacted again. Checked against the reference model on subscribers with a
-few contacts and with more than the count holds (255), whose clusters run into each other,
+few dozen contacts and with more than the count holds (255), whose clusters run into each other,
 across a checkpoint and a reload."""
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def backend(kind, n=300):
 
 
 def trace(seed, n=1_500):
-    """Subscribers 0-9 busy (hundreds of contacts each), the rest with a few."""
+    """Subscribers 0-9 busy (255 contacts and more each), the rest with dozens (42 and up)."""
     rnd = random.Random(seed)
     t, out = T0, []
     for _ in range(n):
