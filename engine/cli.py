@@ -311,9 +311,22 @@ def _check_out(out: Path) -> None:
             _fail(f"--out {out}: is a service's --state (it holds checkpoints): give another --out")
         if _locked_by_another(out / "lock"):
             _fail(f"--out {out}: is a running service's --state (its lock is held): give another --out")
-        if os.path.isfile(out / "lock") and not os.path.islink(out / "lock"):
+        if _service_lock_file(out / "lock"):
             # a service killed before its first checkpoint leaves only this; no run writes it
             _fail(f"--out {out}: holds the lock file of a service's --state: give another --out")
+
+
+def _service_lock_file(path: Path) -> bool:
+    """Whether `path` looks like STATE/lock: a plain file, empty or holding a PID, as
+    sinks.hold_lock leaves it. A user's own file named `lock` holds something else."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        return False
+    try:
+        with open(path, "rb") as f:
+            text = f.read(33)
+    except OSError:
+        return True         # unreadable: taken for a service's, as before
+    return len(text) <= 32 and (not text.strip() or text.strip().isdigit())
 
 
 def _locked_by_another(path: Path) -> bool:

@@ -160,6 +160,14 @@ def test_a_replay_into_a_services_spool_or_state_is_refused_in_one_line(tmp_path
     assert error_line(replayed) == (f"sigmatch: error: --out {killed}: holds the lock file of a service's --state: "
                                     "give another --out")
     assert sorted(p.name for p in killed.iterdir()) == ["lock"]
+    (killed / "lock").write_text("31337\n")        # killed after writing its PID
+    replayed = sigmatch("replay", CONFIG, TRACE, "--out", killed)
+    assert error_line(replayed).endswith("holds the lock file of a service's --state: give another --out")
+    # a user's own file named lock, with words in it, is not taken for a service's
+    (killed / "lock").write_text("the key is under the mat\n")
+    replayed = sigmatch("replay", CONFIG, TRACE, "--out", killed)
+    assert replayed.returncode == 0, replayed.stderr[-2000:]
+    assert (killed / "lock").read_text() == "the key is under the mat\n"
 
 
 def test_a_service_refuses_its_state_in_out_or_spool_and_anything_of_its_own_below_the_spool(tmp_path):
