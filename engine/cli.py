@@ -317,16 +317,21 @@ def _check_out(out: Path) -> None:
 
 
 def _service_lock_file(path: Path) -> bool:
-    """Whether `path` looks like STATE/lock: a plain file, empty or holding a PID, as
-    sinks.hold_lock leaves it. A user's own file named `lock` holds something else."""
-    if not os.path.isfile(path) or os.path.islink(path):
-        return False
+    """Whether `path` looks like STATE/lock: a plain file, empty or holding a PID
+    (sinks.lock_holder), as sinks.hold_lock leaves it. A user's own file named `lock` holds
+    something else."""
+    from engine.sinks import lock_holder
     try:
-        with open(path, "rb") as f:
-            text = f.read(33)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
     except OSError:
-        return True         # unreadable: taken for a service's, as before
-    return len(text) <= 32 and (not text.strip() or text.strip().isdigit())
+        return not os.path.islink(path)     # unreadable: taken for a service's, as before
+    try:
+        info = os.fstat(fd)
+        return stat.S_ISREG(info.st_mode) and (info.st_size == 0 or lock_holder(fd) is not None)
+    finally:
+        os.close(fd)
 
 
 def _locked_by_another(path: Path) -> bool:
