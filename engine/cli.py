@@ -279,8 +279,11 @@ def _check_out(out: Path) -> None:
     user's (a file in its path, a directory not writable): the sinks would fail only at
     their first file, after the load, and in an OSError's words."""
     probe = out
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
+    try:
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+    except OSError as e:
+        _fail(f"--out {out}: {describe_os_error(e)}")     # a name too long, say
     if not probe.is_dir():
         _fail(f"--out {out}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
@@ -329,7 +332,8 @@ def _service_lock_file(path: Path) -> bool:
         return not os.path.islink(path)     # unreadable: taken for a service's, as before
     try:
         info = os.fstat(fd)
-        return stat.S_ISREG(info.st_mode) and (info.st_size == 0 or lock_holder(fd) is not None)
+        # blank counts as empty: a PID is read with the white space around it stripped
+        return stat.S_ISREG(info.st_mode) and (not os.pread(fd, 33, 0).strip() or lock_holder(fd) is not None)
     finally:
         os.close(fd)
 

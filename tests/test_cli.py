@@ -68,6 +68,11 @@ def test_replay_names_the_option_of_an_out_the_system_refuses(world, tmp_path):
     code, out, _ = run("replay", config, trace, "--out", "/proc/sigmatch-out/x", "--workers", "2")
     assert out.strip().splitlines() == ["sigmatch: error: --out /proc/sigmatch-out/x: "
                                         "/proc/sigmatch-out: No such file or directory"]
+    too_long = tmp_path / ("x" * 300) / "out"
+    code, out, _ = run("replay", config, trace, "--out", too_long)
+    assert code == 1
+    assert out.strip().splitlines() == [f"sigmatch: error: --out {too_long}: {too_long}: File name too long"]
+    assert list(tmp_path.iterdir()) == []
 
 def test_check(world):
     config, _ = world

@@ -160,6 +160,9 @@ def test_a_replay_into_a_services_spool_or_state_is_refused_in_one_line(tmp_path
     assert error_line(replayed) == (f"sigmatch: error: --out {killed}: holds the lock file of a service's --state: "
                                     "give another --out")
     assert sorted(p.name for p in killed.iterdir()) == ["lock"]
+    (killed / "lock").write_text("  \n\t\n")      # blank counts as empty
+    replayed = sigmatch("replay", CONFIG, TRACE, "--out", killed)
+    assert error_line(replayed).endswith("holds the lock file of a service's --state: give another --out")
     (killed / "lock").write_text("31337\n")        # killed after writing its PID
     replayed = sigmatch("replay", CONFIG, TRACE, "--out", killed)
     assert error_line(replayed).endswith("holds the lock file of a service's --state: give another --out")
