@@ -179,7 +179,13 @@ cdef int scan_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
 cdef inline int skip_values(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
                             uint64_t count) noexcept nogil:
     """Skip `count` complete values (scan_values, not resumed)."""
-    return scan_values(buf, ppos, end, limit, &count)
+    # through a copy: a caller's cursor whose address never reaches a function that is not
+    # inlined stays in a register, where every field's read would otherwise store it and
+    # load it back (decode_one's cursor went through the stack once per field)
+    cdef size_t pos = ppos[0]
+    cdef int rc = scan_values(buf, &pos, end, limit, &count)
+    ppos[0] = pos
+    return rc
 
 
 cdef inline int read_str_header(const uint8_t* buf, size_t* ppos, size_t end, size_t limit,
