@@ -36,7 +36,6 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from engine.errors import SigmatchError
 from engine.language.config import CampaignSpec
@@ -459,6 +458,7 @@ class _ParquetFileWriter:
     """Holds records back until a full row group is there, so row groups never follow batches."""
 
     def __init__(self, raw, parquet_format: _ParquetFormat):
+        import pyarrow.parquet as pq    # only for Parquet outputs (see loaders.profiles)
         self._format = parquet_format
         self._writer = pq.ParquetWriter(raw, parquet_format.schema)
         self._pending: list[np.ndarray] = []

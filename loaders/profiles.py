@@ -13,7 +13,6 @@ from typing import Iterable, Optional
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from engine.errors import LoadError
 from loaders import refuse_special
@@ -56,12 +55,16 @@ def take_rows(profiles: Profiles, rows: np.ndarray) -> Profiles:
 
 def _column_names(path: Path, suffix: str, fmt: TextFormat) -> list[str]:
     if suffix == ".parquet":
+        import pyarrow.parquet as pq
         return [name.lower() for name in pq.read_schema(path).names]
     return read_csv_header(path, fmt)[0]
 
 
 def _read_parquet(path: Path, wanted: Optional[list[str]]) -> pa.Table:
     """A Parquet snapshot with its column names lower-cased (as a CSV header's are)."""
+    # here, not at the top: pyarrow.parquet brings pyarrow.fs and ssl, 25 ms of every start
+    # that reads CSV profiles
+    import pyarrow.parquet as pq
     names = pq.read_schema(path).names
     lower: dict[str, str] = {}
     for name in names:
