@@ -134,6 +134,17 @@ class _OneLineUsage(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+class GivenPath(click.Path):
+    """click.Path that refuses an empty string: click makes "" into ".", so `--out ""` or
+    `--state "$UNSET"` quietly meant the current directory (for --state, a service keeping
+    its checkpoints wherever it was started)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value == "":
+            self.fail("an empty path (for the current directory, give .)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 class Seconds(click.FloatRange):
     """A duration in seconds: a finite number in the range, at most a year (nan and inf
     pass click's FloatRange, and a service would wait forever or never; 1e308 seconds is
@@ -196,9 +207,9 @@ def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.argument("config", type=GivenPath(dir_okay=False, path_type=Path))
+@click.argument("traces", nargs=-1, required=True, type=GivenPath(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=GivenPath(file_okay=False, path_type=Path),
               help="Output directory for the action, conversion and dead-letter files.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
               help="Output format (default: the configuration's [output] format, csv).")
@@ -459,8 +470,8 @@ EXIT_NOT_A_SUBSCRIBER = 3
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config", type=GivenPath(dir_okay=False, path_type=Path))
+@click.argument("traces", nargs=-1, required=True, type=GivenPath(dir_okay=False, path_type=Path))
 @click.option("--msisdn", required=True, metavar="N", help="The subscriber to explain (digits).")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON document: events[] {ts, type, campaigns: [{id, result}], ...} and actions[] "
@@ -503,12 +514,12 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, 
 
 
 @main.command()
-@click.argument("outputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("outputs", nargs=-1, required=True, type=GivenPath(path_type=Path))
 @click.option("--json", "as_json", is_flag=True,
               help="The report as one JSON document on standard output (docs/semantics.md, 'Reports').")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--html", "html_path", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               help="Also write one self-contained HTML page (plots embedded) here.")
-@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--plots", "plots_dir", type=GivenPath(file_okay=False, path_type=Path), default=None,
               help="Also write funnel.png, uplift.png and daily.png into this directory.")
 @click.option("--by", type=click.Choice(["campaign", "variant", "day"]), default="campaign", show_default=True,
               help="Rows of the table: per campaign (with the funnel), per campaign and template, per local day.")
@@ -520,7 +531,7 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, 
               help="With --non-responders: only the period this long (30d, 12h) before the last action time.")
 @click.option("--campaign", default=None, metavar="ID",
               help="With --non-responders: sends and conversions of this campaign only (default: every campaign).")
-@click.option("--list", "list_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--list", "list_path", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               metavar="FILE.roar|.txt|.csv", help="With --non-responders: where the list goes (0640): .roar a 64-bit "
                                                    "Roaring bitmap, .txt one MSISDN a line, .csv a column msisdn.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
@@ -591,14 +602,14 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
 
 
 @main.command()
-@click.argument("config_a", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("config_b", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config_a", type=GivenPath(dir_okay=False, path_type=Path))
+@click.argument("config_b", type=GivenPath(dir_okay=False, path_type=Path))
+@click.argument("traces", nargs=-1, required=True, type=GivenPath(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True,
               help="The comparison as one JSON document on standard output (docs/semantics.md, 'What-if').")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--html", "html_path", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               help="Also write one self-contained HTML page (plots embedded) here.")
-@click.option("--state", type=click.Path(path_type=Path), default=None, metavar="CHECKPOINT",
+@click.option("--state", type=GivenPath(path_type=Path), default=None, metavar="CHECKPOINT",
               help="Start both from this state: a checkpoint file (Engine.checkpoint) or the --state directory "
                    "of `sigmatch run` (default: an empty state).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
@@ -684,8 +695,8 @@ def _utc(ms: int) -> str:
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.argument("traces", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("config", type=GivenPath(dir_okay=False, path_type=Path))
+@click.argument("traces", nargs=-1, type=GivenPath(dir_okay=False, path_type=Path))
 @_one_line_errors
 def check(config: Path, traces: tuple[Path, ...]):
     """Validate CONFIG and everything it names (profiles, lists, areas, where); with TRACES,
@@ -750,7 +761,7 @@ def check(config: Path, traces: tuple[Path, ...]):
 
 
 @main.command()
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--dir", "directory", type=GivenPath(file_okay=False, path_type=Path), default=None,
               help="Where to build the demo world (default: a new temporary directory).")
 @click.option("--subscribers", default=100_000, show_default=True)
 @click.option("--events", default=2_000_000, show_default=True)
@@ -800,7 +811,7 @@ def demo(directory, subscribers: int, events: int):
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("directory", type=GivenPath(file_okay=False, path_type=Path))
 @click.option("--subscribers", type=int, required=True, help="Subscribers in the profile snapshot.")
 @click.option("--events", type=int, required=True, help="Events in the trace.")
 @click.option("--campaigns", type=int, default=13, show_default=True,
@@ -852,12 +863,12 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.argument("config", type=GivenPath(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=GivenPath(file_okay=False, path_type=Path),
               help="Output directory for the sink files.")
-@click.option("--state", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--state", required=True, type=GivenPath(file_okay=False, path_type=Path),
               help="Directory of the checkpoints.")
-@click.option("--spool", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--spool", type=GivenPath(file_okay=False, path_type=Path), default=None,
               help="Directory where probes drop *.msgpack files (written under another name, then renamed).")
 @click.option("--listen", default=None, metavar="HOST:PORT",
               help="Accept producers' msgpack streams over TCP (journaled under --state, or into --spool when given); "
@@ -895,7 +906,7 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 @click.option("--keep-done", "keep_done", multiple=True, metavar="DURATION|SIZE",
               help="Delete the oldest files of SPOOL/done/ beyond this age (90m, 12h, 7d) or total size (500MB, "
                    "50GB), only what no checkpoint needs again; repeatable (both limits apply) [default: keep all].")
-@click.option("--watch", "watch_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+@click.option("--watch", "watch_path", type=GivenPath(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="Explain these subscribers from start-up (one MSISDN a line, or a .csv/.roar list): "
                    "GET /subscriber/{msisdn}/explain on the lookup; PUT/DELETE /watch/{msisdn} changes the list.")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
@@ -940,7 +951,7 @@ def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_c
 
 
 @main.command()
-@click.option("--state", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--state", required=True, type=GivenPath(file_okay=False, path_type=Path),
               help="The state directory of a stopped `sigmatch run`.")
 @click.option("--workers", type=click.IntRange(1, 256), required=True,
               help="The --workers the service will be started with next (1: without --workers).")
@@ -972,7 +983,7 @@ def reshard(state: Path, workers: int):
 @main.command()
 @click.argument("address", metavar="HOST:PORT")
 @click.argument("files", nargs=-1, required=True,
-                type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+                type=GivenPath(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option("--timeout", type=Seconds(min=0, min_open=True), default=60.0, show_default=True,
               metavar="SECONDS", help="Longest wait for the service to read, or to answer.")
 @_one_line_errors
@@ -994,7 +1005,7 @@ def send(address: str, files, timeout: float):
 @click.argument("workloads", nargs=-1)
 @click.option("--campaigns", default=12, show_default=True,
               help="Synthetic campaigns, besides the programmes of examples/ that gen always writes.")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--dir", "directory", type=GivenPath(file_okay=False, path_type=Path), default=None,
               help="Keep the generated worlds here and reuse them (default: temporary, deleted).")
 @click.option("--peers", is_flag=True,
               help="Also run the peers (reference model, DuckDB) against sigmatch on a stateless workload.")
@@ -1069,17 +1080,17 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
 
 
 @main.group(invoke_without_command=True)
-@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("--config", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               help="The live configuration file the console edits (approved versions are written to it).")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--data", type=GivenPath(file_okay=False, path_type=Path), default=None,
               help="The console's own directory: console.db (users, versions, approvals, audit trail).")
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
               help="Where the console listens; host defaults to 127.0.0.1 (port 0: any free port).")
-@click.option("--daemon-pid", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+@click.option("--daemon-pid", type=GivenPath(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="The pid file of a running `sigmatch run` to reload (SIGHUP) after a version goes live.")
-@click.option("--trace-dir", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+@click.option("--trace-dir", type=GivenPath(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Recorded traces a draft can be simulated on (sigmatch diff).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="OUT",
+@click.option("--out", type=GivenPath(file_okay=False, path_type=Path), default=None, metavar="OUT",
               help="The live service's output directory: its stats.json gives the day's figures.")
 @click.option("--lookup", default=None, metavar="URL", help="The service's lookup (sigmatch run --lookup).")
 @click.option("--lookup-token", envvar="SIGMATCH_LOOKUP_TOKEN", default=None,
@@ -1188,7 +1199,7 @@ def _console_socket(host: str, port: int):
 @click.argument("name")
 @click.option("--role", type=click.Choice(["viewer", "editor", "approver"]), required=True,
               help="viewer reads; editor also saves drafts; approver also approves (not their own).")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--data", type=GivenPath(file_okay=False, path_type=Path), default=None,
               help="The console's directory (as given to sigmatch console --data).")
 @click.pass_context
 @_one_line_errors
@@ -1234,7 +1245,7 @@ def console_adduser(ctx, name: str, role: str, data):
 
 @console.command("deluser")
 @click.argument("name")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--data", type=GivenPath(file_okay=False, path_type=Path), default=None,
               help="The console's directory (as given to sigmatch console --data).")
 @click.pass_context
 @_one_line_errors

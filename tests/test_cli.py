@@ -74,6 +74,25 @@ def test_replay_names_the_option_of_an_out_the_system_refuses(world, tmp_path):
     assert out.strip().splitlines() == [f"sigmatch: error: --out {too_long}: {too_long}: File name too long"]
     assert list(tmp_path.iterdir()) == []
 
+def test_an_empty_path_is_refused_not_taken_for_the_current_directory(world, tmp_path, monkeypatch):
+    """click makes "" into ".": `--out ""` wrote into the current directory, and `run --state
+    "$UNSET"` would keep its checkpoints there. Every path argument and option refuses it."""
+    config, trace = world
+    monkeypatch.chdir(tmp_path)
+    for args, name in ((("replay", config, trace, "--out", ""), "'--out'"),
+                       (("replay", "", trace, "--out", "o"), "'CONFIG'"),
+                       (("run", config, "--out", "o", "--state", ""), "'--state'")):
+        code, out, _ = run(*args)
+        assert code == 2
+        assert out.strip().splitlines() == [
+            f"sigmatch: error: Invalid value for {name}: an empty path (for the current directory, give .) "
+            f"(see: main {args[0]} --help)"]  # CliRunner names the program main
+    assert list(tmp_path.iterdir()) == []
+    code, out, _ = run("replay", config, trace, "--out", ".")      # the explicit spelling still works
+    assert code == 0, out
+    assert (tmp_path / "stats.json").exists()
+
+
 def test_check(world):
     config, _ = world
     code, out, _ = run("check", config)
