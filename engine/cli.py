@@ -126,22 +126,37 @@ class _OneLineUsage(click.Group):
             _fail(" ".join(e.format_message().split()), e.exit_code)
         except click.Abort:
             _fail("aborted")
-        # The interpreter's last collection at exit walks every object still alive: after a
-        # replay of 2M subscribers about 0.1 s, a twentieth of a short run's wall time. The
-        # command is done, so nothing of it is garbage worth finding; frozen objects are
-        # left out of that walk (and still torn down as usual).
-        gc.freeze()
+        _freeze_at_exit()
         sys.exit(code if isinstance(code, int) else 0)
 
 
+_freeze_registered = False
+
+
+def _freeze_at_exit() -> None:
+    """The interpreter's last collection at exit walks every object still alive: after a
+    replay of 2M subscribers about 0.1 s, a twentieth of a short run's wall time. Frozen
+    objects are left out of that walk (and still torn down as usual). Frozen from atexit,
+    not here: a program that runs commands in its own process (CliRunner, a host) catches
+    the SystemExit and goes on, and must not be left with its objects frozen for good."""
+    global _freeze_registered
+    if not _freeze_registered:
+        import atexit
+        atexit.register(gc.freeze)     # atexit runs before the interpreter's collections
+        _freeze_registered = True
+
+
 class GivenPath(click.Path):
-    """click.Path that refuses an empty string: click makes "" into ".", so `--out ""` or
+    """click.Path that refuses an empty or blank string: click makes "" into ".", so `--out ""` or
     `--state "$UNSET"` quietly meant the current directory (for --state, a service keeping
     its checkpoints wherever it was started)."""
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and value == "":
-            self.fail("an empty path (for the current directory, give .)", param, ctx)
+        if isinstance(value, str) and not value.strip():
+            # a blank name is as surely an unset variable as an empty one: `--out " "` made
+            # a directory named " " here
+            self.fail(f"{'an empty' if value == '' else 'a blank'} path (for the current directory, give .)",
+                      param, ctx)
         return super().convert(value, param, ctx)
 
 
@@ -291,6 +306,21 @@ def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier
     click.echo(format_funnel(run.stats))
 
 
+def _holds_checkpoints(directory: Path) -> bool:
+    """Whether `directory` holds a service's checkpoints as the checkpoint store names them
+    (base-NNNNNNNN, log-NNNNNNNN, or those under shard-N/): a user's own `log-today.txt` is
+    not one."""
+    def checkpoint(path: Path) -> bool:
+        kind, _, generation = path.name.partition("-")
+        return kind in ("base", "log") and generation.isdigit()
+    try:
+        return (any(checkpoint(p) for p in directory.glob("base-*"))
+                or any(checkpoint(p) for p in directory.glob("log-*"))
+                or any(checkpoint(p) and p.parent.name[6:].isdigit() for p in directory.glob("shard-*/base-*")))
+    except OSError:
+        return False
+
+
 def _check_out(out: Path) -> None:
     """Refuse, before anything is loaded, an --out that cannot become a directory of the
     user's (a file in its path, a directory not writable): the sinks would fail only at
@@ -322,12 +352,12 @@ def _check_out(out: Path) -> None:
     for above in Path(os.path.realpath(out)).parents:
         if os.path.lexists(above / SPOOL_LOCK):
             _fail(f"--out {out}: is inside a service's --spool {above} ({SPOOL_LOCK}): give another --out")
-        if any(above.glob("base-*")) or any(above.glob("log-*")) or any(above.glob("shard-*/base-*")):
+        if _holds_checkpoints(above):
             _fail(f"--out {out}: is inside a service's --state {above} (it holds checkpoints): give another --out")
     if probe == out:
         if os.path.lexists(out / SPOOL_LOCK):
             _fail(f"--out {out}: is a service's --spool ({SPOOL_LOCK}): give another --out")
-        if any(out.glob("base-*")) or any(out.glob("log-*")) or any(out.glob("shard-*/base-*")):
+        if _holds_checkpoints(out):
             _fail(f"--out {out}: is a service's --state (it holds checkpoints): give another --out")
         if _locked_by_another(out / "lock"):
             _fail(f"--out {out}: is a running service's --state (its lock is held): give another --out")

@@ -76,21 +76,52 @@ def test_replay_names_the_option_of_an_out_the_system_refuses(world, tmp_path):
 
 def test_an_empty_path_is_refused_not_taken_for_the_current_directory(world, tmp_path, monkeypatch):
     """click makes "" into ".": `--out ""` wrote into the current directory, and `run --state
-    "$UNSET"` would keep its checkpoints there. Every path argument and option refuses it."""
+    "$UNSET"` would keep its checkpoints there; `--out " "` made a directory named " ". Every
+    path argument and option refuses both."""
     config, trace = world
     monkeypatch.chdir(tmp_path)
-    for args, name in ((("replay", config, trace, "--out", ""), "'--out'"),
-                       (("replay", "", trace, "--out", "o"), "'CONFIG'"),
-                       (("run", config, "--out", "o", "--state", ""), "'--state'")):
+    for args, name, what in ((("replay", config, trace, "--out", ""), "'--out'", "an empty"),
+                             (("replay", "", trace, "--out", "o"), "'CONFIG'", "an empty"),
+                             (("run", config, "--out", "o", "--state", ""), "'--state'", "an empty"),
+                             (("replay", config, trace, "--out", " "), "'--out'", "a blank"),
+                             (("run", config, "--out", "o", "--state", "\t"), "'--state'", "a blank")):
         code, out, _ = run(*args)
         assert code == 2
         assert out.strip().splitlines() == [
-            f"sigmatch: error: Invalid value for {name}: an empty path (for the current directory, give .) "
+            f"sigmatch: error: Invalid value for {name}: {what} path (for the current directory, give .) "
             f"(see: main {args[0]} --help)"]  # CliRunner names the program main
     assert list(tmp_path.iterdir()) == []
     code, out, _ = run("replay", config, trace, "--out", ".")      # the explicit spelling still works
     assert code == 0, out
     assert (tmp_path / "stats.json").exists()
+
+
+def test_only_a_services_checkpoint_names_make_a_directory_a_state(world, tmp_path):
+    """A user's own log-today.txt or base-notes beside --out is not a service's checkpoint
+    (base-NNNNNNNN, log-NNNNNNNN): the replay goes on. A real name still refuses it."""
+    config, trace = world
+    (tmp_path / "log-today.txt").write_text("my notes\n")
+    (tmp_path / "base-notes").write_text("more\n")
+    code, out, _ = run("replay", config, trace, "--out", tmp_path / "out")
+    assert code == 0, out
+    (tmp_path / "log-00000003").write_bytes(b"")
+    code, out, _ = run("replay", config, trace, "--out", tmp_path / "out2")
+    assert code == 1
+    assert out.strip().splitlines() == [
+        f"sigmatch: error: --out {tmp_path / 'out2'}: is inside a service's --state {tmp_path} "
+        "(it holds checkpoints): give another --out"]
+
+
+def test_send_names_the_address_it_cannot_reach(tmp_path):
+    import socket
+    with socket.socket() as s:          # a port nothing listens on once this closes
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    trace = tmp_path / "t.msgpack"
+    trace.write_bytes(b"")
+    code, out, _ = run("send", f"127.0.0.1:{port}", trace)
+    assert code == 1
+    assert out.strip().splitlines() == [f"sigmatch: error: 127.0.0.1:{port}: Connection refused"]
 
 
 def test_check(world):

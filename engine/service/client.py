@@ -78,7 +78,8 @@ def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
     """Stream `source` (bytes, a path, a binary file object, or a list of them, sent in order
     as one stream) to the service on host:port, half-close, and check the answer. Returns the
     bytes taken, which then equal the bytes sent. Raises NotTaken when fewer were taken or
-    no answer came, OSError when the service cannot be reached or a file cannot be read.
+    no answer came, SigmatchError naming host:port when the service cannot be reached, OSError
+    when a file cannot be read.
     `timeout`: the longest wait for the service to read a chunk, or to answer."""
     sent = 0
     failure: Optional[OSError] = None
@@ -86,7 +87,12 @@ def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
         # every file opened before connecting: a missing one is an error, not a short stream
         parts = [files.enter_context(open(part, "rb")) if isinstance(part, (str, os.PathLike)) else part
                  for part in _parts(source)]
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as e:
+            # "Connection refused" alone does not say which service refused
+            raise SigmatchError(f"{host}:{port}: {e.strerror or e}") from None
+        with sock:
             for chunk in _chunks(parts, chunk_bytes):
                 try:
                     sock.sendall(chunk)
