@@ -122,6 +122,13 @@ def test_send_names_the_address_it_cannot_reach(tmp_path):
     code, out, _ = run("send", f"127.0.0.1:{port}", trace)
     assert code == 1
     assert out.strip().splitlines() == [f"sigmatch: error: 127.0.0.1:{port}: Connection refused"]
+    code, out, _ = run("send", f"[::1]:{port}", trace)       # as the option takes it back
+    assert code == 1
+    assert out.strip().splitlines()[0].startswith(f"sigmatch: error: [::1]:{port}: ")
+    from engine.service.client import Unreachable, send
+    with pytest.raises(OSError) as caught:     # a producer that retries on an OSError still can
+        send("127.0.0.1", port, trace)
+    assert isinstance(caught.value, Unreachable) and isinstance(caught.value.__cause__, ConnectionRefusedError)
 
 
 def test_check(world):

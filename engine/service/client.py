@@ -34,11 +34,21 @@ from typing import BinaryIO, Iterator, Optional, Union
 
 from engine.errors import SigmatchError
 
-__all__ = ["send", "NotTaken", "ANSWER_BYTES", "Lookup", "LookupFailed"]
+__all__ = ["send", "NotTaken", "Unreachable", "ANSWER_BYTES", "Lookup", "LookupFailed"]
 
 ANSWER_BYTES = 8
 
 Source = Union[bytes, bytearray, memoryview, str, os.PathLike, BinaryIO]
+
+
+class Unreachable(SigmatchError, OSError):
+    """The service cannot be reached: one line naming its address. An OSError still, for a
+    producer that retries on one while the service starts; the socket's own is its cause."""
+
+
+def _where(host: str, port: int) -> str:
+    """host:port as the CLI takes it back: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class NotTaken(SigmatchError):
@@ -78,8 +88,8 @@ def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
     """Stream `source` (bytes, a path, a binary file object, or a list of them, sent in order
     as one stream) to the service on host:port, half-close, and check the answer. Returns the
     bytes taken, which then equal the bytes sent. Raises NotTaken when fewer were taken or
-    no answer came, SigmatchError naming host:port when the service cannot be reached, OSError
-    when a file cannot be read.
+    no answer came, Unreachable (an OSError) naming host:port when the service cannot be
+    reached, OSError when a file cannot be read.
     `timeout`: the longest wait for the service to read a chunk, or to answer."""
     sent = 0
     failure: Optional[OSError] = None
@@ -91,7 +101,7 @@ def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
             sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as e:
             # "Connection refused" alone does not say which service refused
-            raise SigmatchError(f"{host}:{port}: {e.strerror or e}") from None
+            raise Unreachable(f"{_where(host, port)}: {e.strerror or e}") from e
         with sock:
             for chunk in _chunks(parts, chunk_bytes):
                 try:
@@ -108,7 +118,7 @@ def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
                 except OSError as e:
                     failure = e
             answer = _read_answer(sock)
-    where = f"{host}:{port}"
+    where = _where(host, port)
     if len(answer) != ANSWER_BYTES:
         why = f" ({_describe(failure)})" if failure else ""
         raise NotTaken(f"{where} gave no answer after {sent:,} bytes sent{why}: how much it took is unknown",
