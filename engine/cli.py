@@ -310,13 +310,12 @@ def _holds_checkpoints(directory: Path) -> bool:
     """Whether `directory` holds a service's checkpoints as the checkpoint store names them
     (base-NNNNNNNN, log-NNNNNNNN, or those under shard-N/): a user's own `log-today.txt` is
     not one."""
-    def checkpoint(path: Path) -> bool:
-        kind, _, generation = path.name.partition("-")
-        return kind in ("base", "log") and generation.isdigit()
+    from engine.service.checkpoint import is_checkpoint_name
     try:
-        return (any(checkpoint(p) for p in directory.glob("base-*"))
-                or any(checkpoint(p) for p in directory.glob("log-*"))
-                or any(checkpoint(p) and p.parent.name[6:].isdigit() for p in directory.glob("shard-*/base-*")))
+        return (any(is_checkpoint_name(p.name) for p in directory.glob("base-*"))
+                or any(is_checkpoint_name(p.name) for p in directory.glob("log-*"))
+                or any(is_checkpoint_name(p.name) and p.parent.name[6:].isdigit()
+                       for p in directory.glob("shard-*/base-*")))
     except OSError:
         return False
 

@@ -287,6 +287,13 @@ _WHOLE_SECTIONS = ("timers", "funnel", "counts", "carry", "dead_run", "bad_field
 _CONTACT_BYTES = 32     # sizeof(ContactC): key, last_ts, last_seq, streak, flags
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """Whether a file name is one the store writes: base-NNNNNNNN or log-NNNNNNNN (a user's
+    own log-today.txt is not)."""
+    kind, _, generation = name.partition("-")
+    return kind in ("base", "log") and generation.isdigit()
+
+
 class Loaded:
     """The state a store holds: the base with every good record applied."""
 

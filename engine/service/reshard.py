@@ -44,7 +44,8 @@ import numpy as np
 
 from engine._core import CONTACT_DTYPE, TIMER_DTYPE
 from engine.errors import CheckpointError, SigmatchError
-from engine.service.checkpoint import (VERSION, CheckpointSet, CheckpointStore, Loaded, _write_full, read_header)
+from engine.service.checkpoint import (VERSION, CheckpointSet, CheckpointStore, Loaded, _write_full, is_checkpoint_name,
+                                       read_header)
 from engine.sinks import fsync_path, make_private_directories
 from engine.wording import plural
 
@@ -429,7 +430,7 @@ def _old_entries(directory: Path) -> list[Path]:
     found = []
     for path in directory.iterdir():
         name = path.name
-        if ((name.startswith("base-") or name.startswith("log-")) and name.split("-", 1)[1].isdigit()
+        if (is_checkpoint_name(name)
                 or name.startswith("shard-") and name[6:].isdigit() and path.is_dir()
                 # a base a killed service left half written: of the layout that goes
                 or name.startswith(".base-") and name.endswith(".tmp")):
