@@ -57,6 +57,17 @@ cdef extern from *:
         if (n < SM_BIG) free(p); else munmap(p, n);
     }
 
+    /* Zeroed, on a cache-line boundary, freed with free(): arrays whose items are a whole
+       number of lines (CampaignC). NULL when memory ran out or n * size overflows. */
+    static void *sm_line_calloc(size_t n, size_t size) {
+        void *p = NULL;
+        if (n == 0) n = 1;
+        if (size != 0 && n > (size_t)-1 / size) return NULL;
+        if (posix_memalign(&p, 64, n * size) != 0) return NULL;
+        memset(p, 0, n * size);
+        return p;
+    }
+
     static uint32_t sm_crc_table[256];
     static void sm_crc_init(void) {
         for (uint32_t i = 0; i < 256; i++) {
@@ -83,6 +94,7 @@ cdef extern from *:
     }
     """
     void* sm_zalloc(size_t n) nogil
+    void* sm_line_calloc(size_t n, size_t size) nogil
     void sm_free(void* p, size_t n) nogil
     void sm_crc_init()
     uint32_t sm_crc32(uint32_t crc, const uint8_t* p, size_t n) nogil
@@ -108,6 +120,10 @@ cdef extern from *:
     ctypedef long long sm_int128
 
 sm_crc_init()
+# A build defect, caught at import: the matching loop reads line 0 of a CampaignC only when
+# the struct is a whole number of lines (engine/_core.pxd)
+if sizeof(CampaignC) != 256:
+    raise ImportError(f"engine._core: CampaignC is {sizeof(CampaignC)} bytes, not 256")
 
 include "_types.pxi"
 include "_decode.pxi"
@@ -685,7 +701,7 @@ cdef class Core:
         free(self.E.campaigns)
         free(self.E.funnel)
         free(self.E.budgets)
-        self.E.campaigns = <CampaignC*>calloc(max(n, 1), sizeof(CampaignC))
+        self.E.campaigns = <CampaignC*>sm_line_calloc(n, sizeof(CampaignC))
         self.E.funnel = <uint64_t*>calloc(max(n, 1) * NR_FUNNEL, sizeof(uint64_t))
         self.E.budgets = <BudgetC*>calloc(n + self.E.nr_channels, sizeof(BudgetC))
         if self.E.campaigns == NULL or self.E.funnel == NULL or self.E.budgets == NULL:
@@ -750,7 +766,7 @@ cdef class Core:
             c.holdout = d["holdout"]
             c.recheck = d["recheck"]
             c.exempt = d["exempt"]
-            c.enter = d["enter"]
+            c.enter = d["enter"] and c.area_word >= 0
             c.once = d["once"]
             c.flags = d.get("flags", 0)
             c.arg = d.get("arg") or 0

@@ -178,8 +178,9 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
 
 
 cdef void refresh_times(EngineC* E, int64_t ts, int64_t minute) noexcept nogil:
-    """Every type's mask of the campaigns whose dates, hours and days hold at ts's local
-    minute (the same tests as matching's); O(campaigns of all types), once a minute."""
+    """Every type's mask of the campaigns that are enabled and whose dates, hours and days
+    hold at ts's local minute; O(campaigns of all types), once a minute. Matching tests
+    these in this mask only."""
     cdef int32_t t
     cdef uint32_t i, lo, n
     cdef uint64_t* m
@@ -194,7 +195,7 @@ cdef void refresh_times(EngineC* E, int64_t ts, int64_t minute) noexcept nogil:
         memset(m, 0, ((n + 63) >> 6) * sizeof(uint64_t))
         for i in range(n):
             c = &E.campaigns[E.trig_list[lo + i]]
-            if day < c.start_day or day > c.end_day:
+            if not c.enabled or day < c.start_day or day > c.end_day:
                 continue
             if (c.hours_start >= 0 or c.days != 0x7F) and not in_hours(E, c, ts):
                 continue
@@ -209,7 +210,7 @@ cdef uint32_t match_candidates(EngineC* E, EventC* ev, uint8_t* row, int64_t ts,
     (cand[0 : P], P returned, 0 for none), less those that the event's minute, flags, the
     row's counters or the cell's areas rule out. The type must have campaigns."""
     cdef int32_t t = ev.type, w, A = E.cand_area_words
-    cdef uint32_t P = elig_candidates(E, t, row, cand), p, g, j, end
+    cdef uint32_t P = elig_candidates(E, t, row, cand), p, g, j
     cdef uint64_t x, hit = 0
     cdef uint64_t* m
     cdef uint64_t* areas
@@ -234,10 +235,12 @@ cdef uint32_t match_candidates(EngineC* E, EventC* ev, uint8_t* row, int64_t ts,
     for g in range(E.cgrp_off[t], E.cgrp_off[t + 1]):
         grp = &E.cgrps[g]
         v = counter_read(E, row, grp.counter, ts)
-        j = grp.first
-        end = grp.first + grp.n
-        while j < end and E.cthr[j] > v:
-            j += 1
+        # The thresholds fall from cthr[first]: j ends past those above v. Counted from the
+        # lowest, a counter below every threshold (the common case: most counters are
+        # small) costs one comparison, where counted from the highest it cost n.
+        j = grp.first + grp.n
+        while j > grp.first and E.cthr[j - 1] <= v:
+            j -= 1
         if j > grp.first:
             m = E.pos_pool + E.cthr_slot[j - 1]
             for p in range(P):
@@ -265,7 +268,7 @@ cdef uint32_t match_candidates(EngineC* E, EventC* ev, uint8_t* row, int64_t ts,
 
 cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     """SPEC §3 for one good event; `sub` is its subscriber (NO_INDEX when unknown)."""
-    cdef int64_t ts, day
+    cdef int64_t ts
     cdef uint32_t prev, i, j, add, v, ci
     cdef uint8_t* row
     cdef SubHeadC* h
@@ -276,13 +279,12 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     cdef uint64_t amount
     cdef int64_t* start
     cdef uint32_t* values
-    cdef uint64_t* cur_areas
     cdef uint64_t* prev_areas
     cdef TimerC timer
     cdef uint32_t today = 0     # month_day_of the event's local day, once a campaign asks
     cdef MarkerC* mk
     cdef int64_t* marks
-    cdef bint watched
+    cdef bint watched, prev_looked
     cdef int outcome
     cdef uint32_t first, nr_words, p
     cdef uint64_t bits
@@ -397,12 +399,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         explain_matching(E, ev, sub, ts, prev)
     first = E.by_type_off[ev.type]
     nr_words = match_candidates(E, ev, row, ts, E.cand) if first != E.by_type_off[ev.type + 1] else 0
-    cur_areas = NULL
     prev_areas = NULL
-    if nr_words and E.nr_area_words:
-        cur_areas = area_word_of(E, ev.cell)
-        prev_areas = area_word_of(E, prev)
-    day = floor_div(ts + E.utc_offset, DAY_MS)
+    prev_looked = False
     E.cur_due = SHARD_EVENT_DUE
     E.cur_created = 0
     for p in range(nr_words):
@@ -412,21 +410,20 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             bits &= bits - 1
             ci = E.trig_list[i]
             c = &E.campaigns[ci]
-            if not c.enabled or day < c.start_day or day > c.end_day:
-                continue
-            if (ev.flags & c.flags) != c.flags or (c.has_arg and ev.arg != c.arg):
+            # The candidate masks held the campaign's enabled flag, dates, hours and days,
+            # flags, counter and area: what is left reads the campaign's first line.
+            if c.has_arg and ev.arg != c.arg:
                 continue
             if c.peer_set >= 0 and (ev.peer == 0 or not peer_contains(&E.peer_sets[c.peer_set], ev.peer)):
                 continue
-            if c.area_word >= 0:
-                if cur_areas == NULL or not (cur_areas[c.area_word] & c.area_mask):
+            if c.enter:
+                # the previous cell's areas, looked up for the first campaign that asks (enter
+                # is set only with an area: set_campaigns)
+                if not prev_looked:
+                    prev_areas = area_word_of(E, prev) if E.nr_area_words else NULL
+                    prev_looked = True
+                if prev_areas != NULL and prev_areas[c.area_word] & c.area_mask:
                     continue
-                if c.enter and prev_areas != NULL and prev_areas[c.area_word] & c.area_mask:
-                    continue
-            if (c.hours_start >= 0 or c.days != 0x7F) and not in_hours(E, c, ts):
-                continue
-            if c.counter >= 0 and counter_read(E, row, c.counter, ts) < c.at_least:
-                continue
             if c.when_len and not when_true(E, row, c, ts):
                 continue
             if c.nr_conds and not marks_hold(E, row, c, ts):
