@@ -133,6 +133,7 @@ cdef extern from *:
     #define SM_TS_LIMIT (1ULL << 53)
     #define SM_DAY_MS ((int64_t)86400000)
     #define SM_OCCUPIED (1ULL << 63)
+    #define SM_PENDING_GONE 1ULL
     #define SM_NO_INDEX 0xFFFFFFFFu
     #define SM_NO_MASK 0xFFFFFFFFu
     #define SM_NO_BUDGET 0xFFFFFFFFFFFFFFFFULL
@@ -141,6 +142,7 @@ cdef extern from *:
     const uint64_t TS_LIMIT "SM_TS_LIMIT"
     const int64_t DAY_MS "SM_DAY_MS"
     const uint64_t OCCUPIED "SM_OCCUPIED"
+    const uint64_t PENDING_GONE "SM_PENDING_GONE"   # a removed pending key: never a key (no OCCUPIED), never empty
     const uint32_t NO_INDEX "SM_NO_INDEX"
     const uint32_t NO_MASK "SM_NO_MASK"
     const uint64_t NO_BUDGET "SM_NO_BUDGET"
@@ -279,6 +281,7 @@ ctypedef struct EngineC:
     uint64_t* pending
     uint64_t pending_mask
     uint64_t nr_pending
+    uint64_t pending_gone   # slots holding PENDING_GONE
     # timers: one run per distinct delay, and a heap for those that come out of order (put
     # back from a checkpoint or a reload); the sources with timers are ordered by their first
     # in a small heap of their own
