@@ -56,6 +56,11 @@ ctypedef struct DeadRunC:
     uint64_t span_records   # records that started in that span
 
 # A delayed action waiting for its due time; the heap orders by (due, created).
+# A source's first timer's order, kept beside the heap of sources (EngineC.src_first)
+ctypedef struct TimerKeyC:
+    int64_t due
+    uint64_t created
+
 ctypedef struct TimerC:
     int64_t due
     uint64_t created

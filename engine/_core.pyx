@@ -348,6 +348,7 @@ cdef class Core:
         sm_free(self.E.changed_subs, (<size_t>self.E.nr_subscribers + 1) * sizeof(uint32_t))
         free(self.E.changed_contacts)
         free(self.E.pending)
+        free(self.E.pending_by_campaign)
         timers_free(&self.E)
         free(self.E.heap)
         free(self.E.actions)
@@ -701,10 +702,14 @@ cdef class Core:
         free(self.E.campaigns)
         free(self.E.funnel)
         free(self.E.budgets)
+        free(self.E.pending_by_campaign)
         self.E.campaigns = <CampaignC*>sm_line_calloc(n, sizeof(CampaignC))
         self.E.funnel = <uint64_t*>calloc(max(n, 1) * NR_FUNNEL, sizeof(uint64_t))
         self.E.budgets = <BudgetC*>calloc(n + self.E.nr_channels, sizeof(BudgetC))
-        if self.E.campaigns == NULL or self.E.funnel == NULL or self.E.budgets == NULL:
+        # no timer waits (above): every campaign's count starts at 0
+        self.E.pending_by_campaign = <uint32_t*>calloc(max(n, 1), sizeof(uint32_t))
+        if (self.E.campaigns == NULL or self.E.funnel == NULL or self.E.budgets == NULL
+                or self.E.pending_by_campaign == NULL):
             raise MemoryError()
         self.campaign_ids = b"".join(d["id"].encode() for d in campaigns)
         base = self.campaign_ids

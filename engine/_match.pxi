@@ -439,7 +439,9 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
                         or (contact.flags & CONTACT_CONTACTED
                             and (c.once or ts < contact.last_ts + c.cooldown))):
                     continue
-            if is_pending(E, sub, ci, h):
+            # a campaign with no action waiting (every one that sends at once) skips the
+            # walk over the subscriber's waiting keys: at 200 campaigns, 15 of them
+            if E.pending_by_campaign[ci] and is_pending(E, sub, ci, h):
                 continue
             E.funnel[<size_t>ci * NR_FUNNEL + FN_MATCHED] += 1
             if c.delay == 0:

@@ -282,6 +282,8 @@ ctypedef struct EngineC:
     uint64_t pending_mask
     uint64_t nr_pending
     uint64_t pending_gone   # slots holding PENDING_GONE
+    uint32_t* pending_by_campaign   # keys per campaign: a campaign with none (one that sends
+                                    # at once) needs no lookup
     # timers: one run per distinct delay, and a heap for those that come out of order (put
     # back from a checkpoint or a reload); the sources with timers are ordered by their first
     # in a small heap of their own
@@ -295,6 +297,7 @@ ctypedef struct EngineC:
     int32_t src_n
     int32_t* src_heap           # sources with timers, a min-heap by their first timer
     int32_t* src_pos            # a source's place in src_heap, -1 when it has none
+    TimerKeyC* src_first        # each source's first timer's (due, created), when it has one
     uint64_t timers_created
     # clock and sequences
     int64_t clock
