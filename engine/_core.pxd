@@ -55,12 +55,12 @@ ctypedef struct DeadRunC:
     uint64_t span           # offset >> DEAD_SPAN_BITS of the last record counted
     uint64_t span_records   # records that started in that span
 
-# A delayed action waiting for its due time; the heap orders by (due, created).
 # A source's first timer's order, kept beside the heap of sources (EngineC.src_first)
 ctypedef struct TimerKeyC:
     int64_t due
     uint64_t created
 
+# A delayed action waiting for its due time; the heap orders by (due, created).
 ctypedef struct TimerC:
     int64_t due
     uint64_t created
@@ -130,9 +130,11 @@ ctypedef struct MarkCondC:
     int32_t marker
     int32_t negate
 
-# One compiled campaign. The matching loop reads only the first 64 bytes of a candidate
-# (what the candidate masks do not already decide: arg, peer_in, enter, when, after, the
-# anniversary, the contact rules, the delay), and emit mostly line 1. Before, 200 campaigns
+# One compiled campaign. Line 0, its first 64 bytes, holds what the matching loop reads of
+# every candidate (what the candidate masks do not already decide: arg, peer_in, enter,
+# whether it has a `when`, `after` or anniversary, the contact rules, the delay); a campaign
+# with `when`, `after` or a delay reads one more field for it on lines 2-3 (when_start,
+# cond_off, run). emit reads mostly line 1. Before, 200 campaigns
 # of 224 bytes (45 kB, more than L1) had a candidate read three of its lines. The array is
 # allocated 64-byte aligned and the struct is 256 bytes, so that each part is whole lines.
 ctypedef struct CampaignC:

@@ -207,8 +207,9 @@ cdef void refresh_times(EngineC* E, int64_t ts, int64_t minute) noexcept nogil:
 cdef uint32_t match_candidates(EngineC* E, EventC* ev, uint8_t* row, int64_t ts,
                                uint64_t* cand) noexcept nogil:
     """The campaigns of the event's type that it may match, as elig_candidates gives them
-    (cand[0 : P], P returned, 0 for none), less those that the event's minute, flags, the
-    row's counters or the cell's areas rule out. The type must have campaigns."""
+    (cand[0 : P], P returned, 0 for none), less those disabled and those that the event's
+    minute, flags, the row's counters or the cell's areas rule out: exactly, as matching
+    tests none of these again. The type must have campaigns."""
     cdef int32_t t = ev.type, w, A = E.cand_area_words
     cdef uint32_t P = elig_candidates(E, t, row, cand), p, g, j
     cdef uint64_t x, hit = 0
@@ -411,7 +412,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             ci = E.trig_list[i]
             c = &E.campaigns[ci]
             # The candidate masks held the campaign's enabled flag, dates, hours and days,
-            # flags, counter and area: what is left reads the campaign's first line.
+            # flags, counter and area: the tests left read line 0 of the campaign (and, for
+            # a `when`, an `after` or a delay, one field on another line).
             if c.has_arg and ev.arg != c.arg:
                 continue
             if c.peer_set >= 0 and (ev.peer == 0 or not peer_contains(&E.peer_sets[c.peer_set], ev.peer)):
@@ -440,7 +442,8 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
                             and (c.once or ts < contact.last_ts + c.cooldown))):
                     continue
             # a campaign with no action waiting (every one that sends at once) skips the
-            # walk over the subscriber's waiting keys: at 200 campaigns, 15 of them
+            # walk over the subscriber's waiting keys (about 15 of them a lookup at 200
+            # campaigns)
             if E.pending_by_campaign[ci] and is_pending(E, sub, ci, h):
                 continue
             E.funnel[<size_t>ci * NR_FUNNEL + FN_MATCHED] += 1

@@ -590,7 +590,8 @@ cdef inline void window_add(EngineC* E, int64_t* w, int64_t t) noexcept nogil:
 # missed the cache on most of its levels once tens of thousands waited. Timers that come out
 # of that order (a checkpoint's, a reload's) go to one binary heap, a source like a run.
 
-cdef inline bint key_before(int64_t a_due, uint64_t a_created, int64_t b_due, uint64_t b_created) noexcept nogil:
+cdef inline bint key_before(int64_t a_due, uint64_t a_created,
+                            int64_t b_due, uint64_t b_created) noexcept nogil:
     return a_due < b_due or (a_due == b_due and a_created < b_created)
 
 
@@ -617,9 +618,9 @@ cdef inline TimerC* source_first(EngineC* E, int32_t s) noexcept nogil:
 
 cdef inline bint source_before(EngineC* E, int32_t a, int32_t b) noexcept nogil:
     """Whether source a's first timer fires before source b's. The heap of sources compares
-    the copies of their keys in src_first, 1 kB at 45 runs, which stay in cache between the
-    events: the runs' own first timers, one line each, did not (a sixth of fire_timer's
-    samples at 200 campaigns)."""
+    the copies of their keys in src_first, under 1 kB at 45 runs, which stay in cache
+    between the events: the runs' own first timers, one line each, did not (a sixth of
+    fire_timer's samples at 200 campaigns)."""
     return key_before(E.src_first[a].due, E.src_first[a].created, E.src_first[b].due, E.src_first[b].created)
 
 

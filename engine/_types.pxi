@@ -142,7 +142,8 @@ cdef extern from *:
     const uint64_t TS_LIMIT "SM_TS_LIMIT"
     const int64_t DAY_MS "SM_DAY_MS"
     const uint64_t OCCUPIED "SM_OCCUPIED"
-    const uint64_t PENDING_GONE "SM_PENDING_GONE"   # a removed pending key: never a key (no OCCUPIED), never empty
+    # a removed pending key: never a key (no OCCUPIED), never empty (not 0)
+    const uint64_t PENDING_GONE "SM_PENDING_GONE"
     const uint32_t NO_INDEX "SM_NO_INDEX"
     const uint32_t NO_MASK "SM_NO_MASK"
     const uint64_t NO_BUDGET "SM_NO_BUDGET"
@@ -218,11 +219,11 @@ ctypedef struct EngineC:
     # Candidate masks (issue 14), so that matching visits only the campaigns an event may
     # match. A type's campaigns are the positions of its trig_list, P = ceil(n / 64) words of
     # bits; every mask lives in pos_pool. Per event the candidates are the campaigns whose
-    # eligibility bit the row has (elig_*), less those outside their dates, hours or days at
-    # the event's local minute (time_off, rebuilt when the minute changes), those missing a
-    # trigger flag (flag_*), those whose counter is below at_least (cgrp_*) and those whose
-    # area the cell is not in (area_*). Each only removes a campaign that cannot match, and
-    # matching still tests every condition. All per type and campaign, never per subscriber.
+    # eligibility bit the row has (elig_*), less those disabled or outside their dates, hours
+    # or days at the event's local minute (time_off, rebuilt when the minute changes), those
+    # missing a trigger flag (flag_*), those whose counter is below at_least (cgrp_*) and
+    # those whose area the cell is not in (area_*). Matching tests none of these again: the
+    # masks decide them, exactly. All per type and campaign, never per subscriber.
     uint64_t* pos_pool
     int32_t cand_nr_words       # eligibility words when the masks were built
     uint64_t* elig_union        # [64 * cand_nr_words]: the bits some campaign of the type uses

@@ -1,7 +1,8 @@
 """The core's candidate masks (issue 14): matching visits only the campaigns an event may
 match, found from per-type masks over its campaigns (eligibility bits, the minute's dates,
-hours and days, trigger flags, counter thresholds, areas). The masks only skip work, so the
-core must still agree with the reference model, which visits every campaign: here with many
+hours and days, trigger flags, counter thresholds, areas). Matching does not test those
+conditions again, so the masks decide them, and the core must agree with the reference
+model, which visits every campaign and tests each condition: here with many
 campaigns of one type (the masks span several 64-bit words), eligibility bits shared by many
 campaigns, campaigns without an audience, and a reload that changes eligibility and
 `enabled`."""
