@@ -55,10 +55,13 @@ ctypedef struct DeadRunC:
     uint64_t span           # offset >> DEAD_SPAN_BITS of the last record counted
     uint64_t span_records   # records that started in that span
 
-# A source's first timer's order, kept beside the heap of sources (EngineC.src_first)
+# A source's first timer's order, kept beside the heap of sources (EngineC.src_first), and
+# its subscriber, whose row is fetched while the timer waits to fire
 ctypedef struct TimerKeyC:
     int64_t due
     uint64_t created
+    uint32_t subscriber
+    uint32_t pad
 
 # A delayed action waiting for its due time; the heap orders by (due, created).
 ctypedef struct TimerC:

@@ -288,7 +288,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     cdef bint watched, prev_looked
     cdef int outcome
     cdef uint32_t first, nr_words, p
-    cdef uint64_t bits
+    cdef uint64_t bits, pb, peer_looked = 0, peer_found = 0
     # Event time: the clock only moves forward; a late event takes the clock. Counted, as it
     # is processed at a time other than its own (ts == clock is on time, not late).
     if not E.has_clock or ev.ts > E.clock:
@@ -416,8 +416,21 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             # a `when`, an `after` or a delay, one field on another line).
             if c.has_arg and ev.arg != c.arg:
                 continue
-            if c.peer_set >= 0 and (ev.peer == 0 or not peer_contains(&E.peer_sets[c.peer_set], ev.peer)):
-                continue
+            if c.peer_set >= 0:
+                if ev.peer == 0:
+                    continue
+                # one probe per peer set and event: campaigns that share a list (gen's
+                # programmes repeated with other thresholds) asked it again each
+                if c.peer_set < 64:
+                    pb = 1ULL << c.peer_set
+                    if not peer_looked & pb:
+                        peer_looked |= pb
+                        if peer_contains(&E.peer_sets[c.peer_set], ev.peer):
+                            peer_found |= pb
+                    if not peer_found & pb:
+                        continue
+                elif not peer_contains(&E.peer_sets[c.peer_set], ev.peer):
+                    continue
             if c.enter:
                 # the previous cell's areas, looked up for the first campaign that asks (enter
                 # is set only with an area: set_campaigns)
