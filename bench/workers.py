@@ -35,7 +35,7 @@ from typing import Optional
 
 __all__ = ["make_world", "measure", "plot", "alone"]
 
-_WORKER_LINE = re.compile(r"worker (\d+) of (\d+): .* loaded in ([0-9.]+) s, the stream in ([0-9.]+) s")
+_WORKER_LINE = re.compile(r"worker (\d+) of (\d+): .* loaded in ([0-9.]+) s, the stream in ([0-9.]+) s[^\n]*")
 
 
 def make_world(directory: Path, *, subscribers: int, events: int, seed: int = 1) -> tuple[Path, Path]:
@@ -93,9 +93,10 @@ def _tree_memory(root: int) -> int:
 
 
 def _run(config: Path, trace: Path, out: Path, workers: int, ray: bool = False,
-         sample_s: float = 0.2) -> tuple[float, int, list[tuple[float, float]], float]:
+         sample_s: float = 0.2) -> tuple[float, int, list[tuple[float, float]], float, list[str]]:
     """(wall seconds, peak PSS bytes of the process tree, [(load s, stream s)] per worker,
-    CPU seconds of the tree: user + system, every process waited for). With `ray` (and
+    CPU seconds of the tree: user + system, every process waited for, each worker's line as
+    `sigmatch -v` logs it: its waits and how often the slowest held it back). With `ray` (and
     workers > 1) the command runs `--ray`, starting a local Ray cluster whose processes (the
     actors among them) are the command's children: the memory and CPU figures count them."""
     shutil.rmtree(out, ignore_errors=True)
@@ -115,9 +116,10 @@ def _run(config: Path, trace: Path, out: Path, workers: int, ray: bool = False,
         text = err.read().decode(errors="replace")
     if process.returncode:
         raise SystemExit(f"replay --workers {workers} failed: {text.strip().splitlines()[-1:]}")
-    shards = [(float(m.group(3)), float(m.group(4))) for m in _WORKER_LINE.finditer(text)]
+    found = list(_WORKER_LINE.finditer(text))
+    shards = [(float(m.group(3)), float(m.group(4))) for m in found]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, peak, shards, cpu
+    return wall, peak, shards, cpu, [m.group(0) for m in found]
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -330,9 +332,9 @@ def main(argv=None) -> None:
             raise SystemExit(f"{e.filename or trace}: {e.strerror or e}") from None
         return
     def progress(n, run):
-        wall, peak, shards, cpu = run
+        wall, peak, shards, cpu, said = run
         print(json.dumps({"workers": n, "wall_s": round(wall, 2), "peak_pss_mb": round(peak / 2**20),
-                          "cpu_s": round(cpu, 2), "load_stream_s": shards}), file=sys.stderr, flush=True)
+                          "cpu_s": round(cpu, 2), "load_stream_s": shards, "said": said}), file=sys.stderr, flush=True)
 
     figures = measure(config, trace, directory, list(dict.fromkeys(args.workers)), args.rounds, args.ray,
                       args.sample_s, progress)
