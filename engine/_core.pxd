@@ -190,7 +190,9 @@ ctypedef struct CampaignC:
     uint32_t at_least
     int32_t when_start      # first word of its `when` program in EngineC.when_prog
     int32_t run             # its delay's timer run (EngineC.runs), -1 without a delay
-    uint8_t pad_tail[44]    # to 256 bytes
+    uint32_t channel_campaigns  # campaigns of its channel (itself included): the most sends
+                                # or timers of that channel one event can make (_shard.pxi)
+    uint8_t pad_tail[40]    # to 256 bytes
 
 # Sends counted against a budget (SPEC §3 step 7): one per campaign, then one per channel.
 # Engine state, not configuration: checkpointed, and carried over a reload by campaign id and

@@ -200,8 +200,9 @@ def shards_of(const uint64_t[::1] msisdn, uint32_t nshards):
 
 
 def shard_counts_size(uint64_t nr_budgets):
-    """Bytes of one lane's budget counts (Core.shard_export, Core.shard_import)."""
-    return nr_budgets * sizeof(BudgetC)
+    """Bytes of one lane's budget counts and timers pending by budget (Core.shard_export,
+    Core.shard_import)."""
+    return nr_budgets * (sizeof(BudgetC) + sizeof(uint64_t))
 
 
 def shard_block_size(int nshards, uint64_t nr_budgets, int ring_bits):
@@ -797,6 +798,9 @@ cdef class Core:
             c.id = base + offset
             c.id_len = len(raw)
             offset += len(raw)
+        for ci, d in enumerate(campaigns):
+            self.E.campaigns[ci].channel_campaigns = sum(1 for e in campaigns
+                                                         if e.get("channel", 0) == d.get("channel", 0))
         # a timer run per distinct delay, in order of first use
         runs = {}
         for ci, d in enumerate(campaigns):
@@ -1653,7 +1657,6 @@ cdef class Core:
         self.E.nshards = nshards
         self.E.shard = shard
         self.E.delayed_campaigns = max(delayed_campaigns, 1)
-        self.E.event_sends = sum(1 for ci in range(self.E.nr_campaigns) if self.E.campaigns[ci].delay == 0)
         self.E.skew_until = 0
         self.E.shard_fired = 0
         self.E.pub_pos = 0
@@ -1672,6 +1675,10 @@ cdef class Core:
             for i in range(<uint32_t>nb):
                 lane_budgets(&self.E, shard)[i] = self.E.budgets[i]
             sm_end(&lane_of(&self.E, shard).bver)
+            for i in range(<uint32_t>self.E.nr_campaigns):
+                lane_pend(&self.E, shard)[i] = self.E.pending_by_campaign[i]
+                lane_pend(&self.E, shard)[self.E.nr_campaigns + self.E.campaigns[i].channel] += \
+                    self.E.pending_by_campaign[i]
             shard_note_pending(&self.E)
             shard_publish(&self.E, self.E.events, SHARD_EVENT_DUE, 0)
 
@@ -1683,7 +1690,8 @@ cdef class Core:
     def shard_export(self, uint64_t ring_from):
         """This worker's lane, for workers on other hosts (engine.workers.cluster, which copies
         it into their blocks with shard_import): (key as (pos, due, created), timers pending,
-        their high-water mark, the budget counts as bytes, first event of the ring part, the
+        their high-water mark, the timers pending by budget and the budget counts as bytes
+        (shard_counts_size), first event of the ring part, the
         pending counts of the events from there up to the last one whose timers fired, as a
         uint64 array; at most a ring's length, and none below ring_from).
         Read in the order the others read a lane, the key first: whatever follows is then at
@@ -1693,14 +1701,20 @@ cdef class Core:
         cdef sm_lane* l = lane_of(&self.E, self.E.shard)
         cdef uint64_t key[3]
         cdef uint64_t pend, hw, upto, upto_after, lo, ring_len = self.E.ring_mask + 1, q
-        cdef size_t n = <size_t>(self.E.nr_campaigns + self.E.nr_channels) * sizeof(BudgetC)
-        cdef bytearray counts = bytearray(n)
+        cdef size_t nb = <size_t>(self.E.nr_campaigns + self.E.nr_channels)
+        cdef size_t n = nb * sizeof(BudgetC)
+        # the timers pending by budget (nb words), then the budget counts: read in that order
+        cdef bytearray counts = bytearray(nb * sizeof(uint64_t) + n)
+        cdef uint64_t* pend_by = <uint64_t*><uint8_t*>counts
         cdef uint64_t* ring = lane_ring(&self.E, self.E.shard)
+        cdef size_t b
         sm_read_copy(&l.ver, key, &l.pos, sizeof(key))
         pend = sm_load(&l.pend)
         hw = sm_load(&l.hw)
+        for b in range(nb):
+            pend_by[b] = sm_load(&lane_pend(&self.E, self.E.shard)[b])
         if n:
-            sm_read_copy(&l.bver, <uint8_t*>counts, lane_budgets(&self.E, self.E.shard), n)
+            sm_read_copy(&l.bver, (<uint8_t*>counts) + nb * sizeof(uint64_t), lane_budgets(&self.E, self.E.shard), n)
         upto = sm_load(&l.ring_upto)
         lo = max(ring_from, upto - ring_len if upto > ring_len else 0)
         values = np.empty(upto - lo if upto > lo else 0, np.uint64)
@@ -1727,20 +1741,25 @@ cdef class Core:
             raise ValueError("not a worker of a sharded run")
         if not (0 <= j < self.E.nshards) or j == self.E.shard:
             raise ValueError(f"lane {j} is not another worker's")
-        cdef size_t n = <size_t>(self.E.nr_campaigns + self.E.nr_channels) * sizeof(BudgetC)
-        if <size_t>counts.shape[0] != n:
-            raise ValueError(f"lane {j}: {counts.shape[0]} bytes of budget counts, not {n}")
+        cdef size_t nb = <size_t>(self.E.nr_campaigns + self.E.nr_channels)
+        cdef size_t n = nb * sizeof(BudgetC)
+        if <size_t>counts.shape[0] != nb * sizeof(uint64_t) + n:
+            raise ValueError(f"lane {j}: {counts.shape[0]} bytes of budget counts, not {nb * sizeof(uint64_t) + n}")
         cdef sm_lane* l = lane_of(&self.E, j)
         cdef uint64_t* dst = lane_ring(&self.E, j)
         cdef Py_ssize_t i
+        cdef uint64_t word
         for i in range(ring.shape[0]):
             dst[(ring_from + <uint64_t>i) & self.E.ring_mask] = ring[i]
         if ring.shape[0]:
             sm_store(&l.ring_upto, ring_from + <uint64_t>ring.shape[0])
         if n:
             sm_begin(&l.bver)
-            memcpy(lane_budgets(&self.E, j), &counts[0], n)
+            memcpy(lane_budgets(&self.E, j), &counts[nb * sizeof(uint64_t)], n)
             sm_end(&l.bver)
+        for i in range(<Py_ssize_t>nb):
+            memcpy(&word, &counts[i * sizeof(uint64_t)], sizeof(uint64_t))
+            sm_store(&lane_pend(&self.E, j)[i], word)
         sm_store(&l.hw, hw)
         sm_store(&l.pend, pend)
         sm_publish(l, <uint64_t>key[0], <int64_t>key[1], <uint64_t>key[2])

@@ -169,8 +169,9 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
     outcome = emit(E, t.campaign, t.subscriber, t.due, t.trigger_ts, t.cell, True)
     if E.shm != NULL:
         # only now that its send, if any, is in this lane's counts: another worker bounding
-        # what this one may still send (shard_budgets) reads the pending count, then the
+        # what this one may still send (shard_budgets) reads the pending counts, then the
         # counts, and would otherwise find this timer in neither
+        shard_note_timers(E, t.campaign, -1)
         shard_note_pending(E)
     if watched:
         explain_emit(E, t.subscriber, t.campaign, t.due, outcome)
@@ -485,6 +486,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             if timer_add(E, &timer, c.run):
                 return
             if E.shm != NULL:
+                shard_note_timers(E, ci, 1)
                 shard_note_pending(E)
             E.funnel[<size_t>ci * NR_FUNNEL + FN_SCHEDULED] += 1
             if watched:

@@ -353,7 +353,6 @@ ctypedef struct EngineC:
     size_t lane_stride
     uint64_t ring_mask          # ring of pending counts by event position, per lane
     uint64_t delayed_campaigns  # the most timers one event can create
-    uint64_t event_sends        # the most sends one event's campaigns can make at once
     uint64_t skew_until         # events below this position may start without looking
     uint64_t shard_fired        # the last event whose timers have fired (0: none yet)
     uint64_t pub_pos            # the key this worker last published in its lane
