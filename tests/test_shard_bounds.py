@@ -1,0 +1,238 @@
+"""The bound a sharded worker decides a budgeted send on without waiting (engine/_shard.pxi,
+shard_budgets), held one unit either side of each budget.
+
+Every other worker not yet past this event (its progress p <= q, the event's position) may
+still send before it: each of its timers pending for the campaign at most once, and at each
+of the events it has yet to process, counted as q - p + 1, one send of the campaign, or one
+of every campaign of the channel for the channel's budget. So the send is certain while
+
+    every lane's count + pending timers + lag (* the channel's campaigns) < budget
+
+and waits for the others otherwise. Too small a slack lets two workers together overspend a
+budget that one process would have kept; too large a one only makes a worker wait. Each
+test here feeds one decision to shard 0 of 2 in this process, with lane 1 (the other
+worker) written by hand through shard_import, and tells a certain send from a wait by the
+core's counters: a wait never ends until the test finishes lane 1, so a feed that returns
+by itself did not wait.
+
+Events are numbered from 1: the n-th event of a stream is at position n (E.cur_pos, which
+the timers firing at an event share), as core.counts()["events"] counts them.
+"""
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine._core import shard_block_size, shard_counts_size, shards_of
+from engine.api import Engine
+from engine.language.compile import World
+from engine.language.config import EVENT_TYPES, CampaignSpec, Config, PolicySpec
+from engine.workers import RING_BITS, _nr_budgets, _shared_block
+from loaders.profiles import Profiles
+from tests.backends import CALL, HOUR, LOC, MINUTE, SMS, T0, ev
+
+# Two subscribers of worker 0 and one of worker 1, whose events only move worker 0's clock
+_NUMBERS = np.arange(13_800_000_001, 13_800_000_101, dtype=np.uint64)
+_SHARD = shards_of(_NUMBERS, 2)
+S1, S2 = (int(m) for m in _NUMBERS[_SHARD == 0][:2])
+FOREIGN = int(_NUMBERS[_SHARD == 1][0])
+
+FINISHED = (2**64 - 1, 2**63 - 1, 0)    # the key of a worker that has done all its work (Core.shard_done)
+BUDGET = 10
+# Only a safety net, so that a test that would wait forever fails instead of hanging: no
+# outcome is ever read from the time a feed takes.
+SAFETY_S = 60.0
+
+CERTAIN, WAITS = "decided without waiting", "waited for the other worker"
+
+
+@dataclass
+class Lane:
+    """What lane 1 says of the other worker: at event `pos` (before its timers there), with
+    `pending` timers of the campaign and `chan_pending` of the channel's campaigns, and
+    `sends` today and `total` ever of the campaign, `chan_sends` today on the channel."""
+    pos: int
+    pending: int = 0
+    chan_pending: int = 0
+    sends: int = 0
+    total: int = 0
+    chan_sends: int = 0
+
+
+class Worker:
+    """Shard 0 of 2 over a shared block, fed event by event, with lane 1 written by the test."""
+
+    def __init__(self, campaigns, channel_budgets=None):
+        ordered = tuple(sorted(campaigns, key=lambda c: (-c.priority, c.id)))     # as a loaded file orders them
+        self.config = Config(path=Path("test.toml"), utc_offset_ms=0, policy=PolicySpec(), counters=(), markers=(),
+                             channel_budgets=dict(channel_budgets or {}), campaigns=ordered,
+                             event_types=dict(EVENT_TYPES))
+        profiles = Profiles(Path("profiles.csv"), np.array([S1, S2, FOREIGN], dtype=np.uint64), {}, None, 0)
+        self.engine = Engine(self.config, World(profiles), shard=(0, 2))
+        self.core = self.engine._core
+        self.nb = _nr_budgets(self.config)
+        self.ids = [c.id for c in self.config.campaigns]
+        self.block = _shared_block(shard_block_size(2, self.nb, RING_BITS))
+        self.core.attach_shard(self.block, 0, 2, RING_BITS, sum(1 for c in campaigns if c.delay_ms))
+        self.day = None         # the local day as the core numbers it: set from the first send
+        self.finish_lane(Lane(0))
+        self.core.begin_stream()
+
+    def feed(self, *events: bytes) -> None:
+        """Events lane 1 never holds back: the other worker is finished while they run."""
+        assert self.core.feed(b"".join(events)) == 0
+
+    @property
+    def events(self) -> int:
+        return int(self.core.counts()["events"])
+
+    def own_counts(self, campaign: str) -> tuple[int, int, int]:
+        """(local day, sends that day, sends ever) of `campaign` in this worker's own lane."""
+        counts = self.core.shard_export(0)[3]
+        return struct.unpack_from("<qQQ", counts, 8 * self.nb + 24 * self.ids.index(campaign))
+
+    def counts(self, campaign: str, lane: Lane) -> bytes:
+        """shard_import's bytes: the pending timers by budget, then the budgets' counts (a
+        campaign's at its index, a channel's after every campaign's), all of `self.day`."""
+        ci, ch = self.ids.index(campaign), len(self.ids) + self.config.channels.index(
+            self.config.campaigns[self.ids.index(campaign)].channel)
+        pending, budgets = [0] * self.nb, [(0, 0, 0)] * self.nb
+        pending[ci], pending[ch] = lane.pending, lane.chan_pending
+        budgets[ci] = (self.day, lane.sends, lane.total)
+        budgets[ch] = (self.day, lane.chan_sends, lane.chan_sends)
+        return struct.pack(f"<{self.nb}Q", *pending) + b"".join(struct.pack("<qQQ", *b) for b in budgets)
+
+    def set_lane(self, campaign: str, lane: Lane, key) -> None:
+        # every timer of the other worker's is one of the channel's: its total and high-water mark
+        empty = np.zeros(0, np.uint64)
+        self.core.shard_import(1, key, lane.chan_pending, lane.chan_pending, self.counts(campaign, lane), 0, empty)
+
+    def finish_lane(self, lane: Lane, campaign: str | None = None) -> None:
+        """Lane 1 past every key, keeping the sends `lane` counted: a wait then recounts below
+        the budget, so the send it decided is still made."""
+        if campaign is None:
+            self.core.shard_import(1, FINISHED, 0, 0, bytes(shard_counts_size(self.nb)), 0, np.zeros(0, np.uint64))
+        else:
+            self.set_lane(campaign, Lane(FINISHED[0], sends=lane.sends, total=lane.total,
+                                         chan_sends=lane.chan_sends), FINISHED)
+
+    def decide(self, campaign: str, lane: Lane, event: bytes) -> str:
+        """Feed `event`, whose processing decides one send of `campaign`, with lane 1 as `lane`
+        says: CERTAIN or WAITS. A wait is let go by finishing lane 1, and must then send."""
+        self.set_lane(campaign, lane, (lane.pos, 0, 0))
+        waits, waited, certain = self.core.shard_waits
+        _, before, _ = self.own_counts(campaign)
+        status = []
+        # core.feed releases the GIL: this thread watches the counters while it runs
+        thread = threading.Thread(target=lambda: status.append(self.core.feed(event)), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + SAFETY_S
+        while thread.is_alive() and self.core.shard_waits[0] == waits:
+            if time.monotonic() > deadline:
+                self.core.shard_abort()
+                thread.join(SAFETY_S)
+                pytest.fail(f"the feed neither ended nor waited within {SAFETY_S:.0f} s")
+            time.sleep(0.001)
+        outcome = CERTAIN if not thread.is_alive() else WAITS
+        if outcome == WAITS:
+            self.finish_lane(lane, campaign)
+            thread.join(SAFETY_S)
+            if thread.is_alive():
+                self.core.shard_abort()
+                thread.join(SAFETY_S)
+                pytest.fail("the wait did not end when the other worker finished")
+        assert status == [0]
+        moved = tuple(b - a for a, b in zip((waits, waited, certain), self.core.shard_waits))
+        assert moved == ((0, 0, 1) if outcome == CERTAIN else (1, 1, 0)), \
+            f"{outcome}, but shard_waits moved by {moved}: the event did not make exactly one budgeted decision"
+        assert self.own_counts(campaign)[1] == before + 1, "the send was refused: the case tests no bound"
+        return outcome
+
+
+def certain_or_waits(total: int, budget: int = BUDGET) -> str:
+    return CERTAIN if total < budget else WAITS
+
+
+# ---- (a) the pending timers of the campaign ---------------------------------------------
+
+@pytest.mark.parametrize("budget", ["daily_budget", "total_budget"])
+@pytest.mark.parametrize("pending", [4, 5])
+def test_a_campaigns_budget_bounds_the_others_pending_timers(budget, pending):
+    """Each timer another worker holds for the campaign can still send into its budgets
+    before this one: with lane 1 at this very event (lag 1) and 1 + 3 sends counted, 4
+    pending timers make 1 + 3 + 4 + 1 = 9 < 10 (certain), 5 make 10 (wait). The campaign has a
+    delay, as it must to leave timers pending, so the send decided is a timer's, at the
+    position of the event it fires at."""
+    later = CampaignSpec(id="later", on=(SMS,), channel="sms", delay_ms=MINUTE, **{budget: BUDGET})
+    w = Worker([later])
+    # this worker's first send of the day always waits: lane 1 is finished, so it returns
+    w.feed(ev(T0 + HOUR, SMS, msisdn=S1), ev(T0 + HOUR + 2 * MINUTE, LOC, msisdn=FOREIGN))
+    w.day, sends, _ = w.own_counts("later")
+    assert sends == 1
+    w.feed(ev(T0 + 2 * HOUR, SMS, msisdn=S2))
+    q = w.events + 1                    # the timer fires at the next event
+    lane = Lane(q, pending=pending, chan_pending=pending, sends=3, total=3)
+    bound = 1 + 3 + pending + 1
+    assert w.decide("later", lane, ev(T0 + 2 * HOUR + 2 * MINUTE, LOC, msisdn=FOREIGN)) \
+        == certain_or_waits(bound), f"counts and slack {bound}, against a {budget} of {BUDGET}"
+
+
+# ---- (b) the events the other worker has yet to process ----------------------------------
+
+@pytest.mark.parametrize("lane_pos", [1, 2])
+def test_a_campaigns_budget_bounds_one_send_per_event_the_other_has_yet_to_process(lane_pos):
+    """A worker at event p may send the campaign once at each event it has yet to process up
+    to this one, event q: the core counts q - p + 1, p and q included. (At q itself the other
+    worker holds no campaign of this event's subscriber, so that one is a margin; this test
+    holds the bound as the core computes it, and changes with it.) The decision is at event
+    6 (events count from 1); with 1 + 3 sends counted, lane 1 at event 2 (lag 5) gives
+    9 < 10 (certain), at event 1 (lag 6) it gives 10 (wait)."""
+    now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)
+    w = Worker([now])
+    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
+    w.day, sends, _ = w.own_counts("now")
+    assert sends == 1
+    w.feed(*(ev(T0 + HOUR + k * MINUTE, LOC, msisdn=FOREIGN) for k in range(1, 5)))
+    q = w.events + 1
+    assert q == 6
+    bound = 1 + 3 + (q - lane_pos + 1)
+    assert w.decide("now", Lane(lane_pos, sends=3, total=3), ev(T0 + 2 * HOUR, CALL, msisdn=S2)) \
+        == certain_or_waits(bound), f"counts and slack {bound}, against a daily_budget of {BUDGET}"
+
+
+# ---- (c) the channel's budget, over two campaigns ----------------------------------------
+
+@pytest.mark.parametrize("lane_pos, chan_pending, chan_sends", [
+    (4, 1, 1),      # lag 3:    1 + 1 + 1 + 3 * 2 = 9, certain
+    (4, 1, 2),      # one more send on the channel: 10, wait
+    (4, 2, 1),      # one more pending timer of the channel's: 10, wait
+    (4, 0, 1),      # lag 3:    1 + 1 + 0 + 3 * 2 = 8, certain
+    (3, 0, 1),      # lag 4:    1 + 1 + 0 + 4 * 2 = 10, wait
+])
+def test_a_channels_budget_bounds_a_send_per_campaign_of_the_channel_per_event(lane_pos, chan_pending, chan_sends):
+    """At each event still to process, every campaign of the channel may send once into its
+    budget, and every pending timer of any of them once more: the slack is pending + lag
+    * campaigns of the channel. The channel holds two campaigns (`later`, delayed, never
+    triggered here, and `now`, which decides); the decision is at event 6 with 1 send of
+    this worker's counted. A lag counted once per event rather than once per campaign, or
+    pending timers left out, would let this worker send where the other could reach the
+    budget first."""
+    now = CampaignSpec(id="now", on=(CALL,), channel="sms")
+    later = CampaignSpec(id="later", on=(SMS,), channel="sms", delay_ms=MINUTE)
+    w = Worker([now, later], channel_budgets={"sms": BUDGET})
+    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
+    w.day, sends, _ = w.own_counts("now")
+    assert sends == 1
+    w.feed(*(ev(T0 + HOUR + k * MINUTE, LOC, msisdn=FOREIGN) for k in range(1, 5)))
+    q = w.events + 1
+    assert q == 6
+    bound = 1 + chan_sends + chan_pending + (q - lane_pos + 1) * 2
+    lane = Lane(lane_pos, chan_pending=chan_pending, chan_sends=chan_sends)
+    assert w.decide("now", lane, ev(T0 + 2 * HOUR, CALL, msisdn=S2)) \
+        == certain_or_waits(bound), f"counts and slack {bound}, against the channel's budget of {BUDGET}"
