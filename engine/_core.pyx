@@ -1714,7 +1714,8 @@ cdef class Core:
         for b in range(nb):
             pend_by[b] = sm_load(&lane_pend(&self.E, self.E.shard)[b])
         if n:
-            sm_read_copy(&l.bver, (<uint8_t*>counts) + nb * sizeof(uint64_t), lane_budgets(&self.E, self.E.shard), n)
+            sm_read_copy(&l.bver, (<uint8_t*>counts) + nb * sizeof(uint64_t),
+                         lane_budgets(&self.E, self.E.shard), n)
         upto = sm_load(&l.ring_upto)
         lo = max(ring_from, upto - ring_len if upto > ring_len else 0)
         values = np.empty(upto - lo if upto > lo else 0, np.uint64)
@@ -1744,7 +1745,8 @@ cdef class Core:
         cdef size_t nb = <size_t>(self.E.nr_campaigns + self.E.nr_channels)
         cdef size_t n = nb * sizeof(BudgetC)
         if <size_t>counts.shape[0] != nb * sizeof(uint64_t) + n:
-            raise ValueError(f"lane {j}: {counts.shape[0]} bytes of budget counts, not {nb * sizeof(uint64_t) + n}")
+            raise ValueError(f"lane {j}: {counts.shape[0]} bytes of budget counts, "
+                             f"not {nb * sizeof(uint64_t) + n}")
         cdef sm_lane* l = lane_of(&self.E, j)
         cdef uint64_t* dst = lane_ring(&self.E, j)
         cdef Py_ssize_t i

@@ -159,7 +159,8 @@ cdef inline BudgetC* lane_budgets(EngineC* E, int j) noexcept nogil:
 cdef inline uint64_t* lane_pend(EngineC* E, int j) noexcept nogil:
     """Worker j's timers pending by budget: [campaign] its own, [nr_campaigns + channel] its
     channel's campaigns'."""
-    return <uint64_t*>((<uint8_t*>lane_budgets(E, j)) + <size_t>(E.nr_campaigns + E.nr_channels) * sizeof(BudgetC))
+    return <uint64_t*>((<uint8_t*>lane_budgets(E, j))
+                       + <size_t>(E.nr_campaigns + E.nr_channels) * sizeof(BudgetC))
 
 
 cdef inline uint64_t* lane_ring(EngineC* E, int j) noexcept nogil:
@@ -351,9 +352,10 @@ cdef int shard_budgets(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day,
     it allowed, was counted in its bound. So a budget the lanes already reach is spent here.
     An upper bound adds what each worker not yet past this event could still send before it:
     its pending timers of this campaign (of its channel's campaigns), and for each event it
-    has yet to process one send of this campaign (of each campaign of its channel). When even that stays below every budget, the send
-    is allowed without waiting; it may not start a new local day in this worker's lane, so
-    that a lane never shows a day later than that of a key some worker is still deciding.
+    has yet to process one send of this campaign (of each campaign of its channel). When
+    even that stays below every budget, the send is allowed without waiting; it may not
+    start a new local day in this worker's lane, so that a lane never shows a day later
+    than that of a key some worker is still deciding.
     Otherwise the worker waits until every other is past it and sums the lanes."""
     cdef int j
     cdef CampaignC* c = &E.campaigns[ci]
@@ -385,7 +387,8 @@ cdef int shard_budgets(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day,
     if (E.budgets[ci].day == day and E.budgets[ch].day == day
             and (c.daily_budget == NO_BUDGET or camp_day[0] + slack < c.daily_budget)
             and (c.total_budget == NO_BUDGET or camp_total[0] + slack < c.total_budget)
-            and (E.channel_daily[c.channel] == NO_BUDGET or chan_day[0] + chan_slack < E.channel_daily[c.channel])):
+            and (E.channel_daily[c.channel] == NO_BUDGET
+                 or chan_day[0] + chan_slack < E.channel_daily[c.channel])):
         E.shard_certain += 1
         return 0
     if shard_wait(E, E.cur_pos, E.cur_due, E.cur_created):

@@ -298,7 +298,7 @@ ctypedef struct EngineC:
     int32_t src_n
     int32_t* src_heap           # sources with timers, a min-heap by their first timer
     int32_t* src_pos            # a source's place in src_heap, -1 when it has none
-    TimerKeyC* src_first        # each source's first timer's (due, created) and subscriber, when it has one
+    TimerKeyC* src_first        # each source's first timer's (due, created, subscriber), if any
     uint64_t timers_created
     # clock and sequences
     int64_t clock
