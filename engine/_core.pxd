@@ -80,6 +80,8 @@ ctypedef struct TimerRunC:
     uint64_t head           # index of the first, in a ring of cap (a power of two)
     uint64_t n
     uint64_t cap
+    uint64_t soon           # a sharded worker's: its first timers, counted as due soon in
+                            # the worker's lane (_shard.pxi, shard_tick)
 
 # Sparse per-(subscriber, campaign) contact state; only pairs that were ever contacted have
 # one, so memory follows contacts, not subscribers x campaigns. A pair with an action waiting

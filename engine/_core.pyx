@@ -18,7 +18,7 @@ Decoder transitions (one top-level msgpack value = one event):
 TOO_LARGE is checked before NEED_MORE so that the outcome depends only on the bytes of the
 stream, never on where it was split into chunks.
 """
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t, int32_t, int64_t, INT64_MAX
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int8_t, int16_t, int32_t, int64_t, INT64_MAX, INT64_MIN
 from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 from libc.string cimport memcpy, memset, memcmp
 cimport cython
@@ -1664,6 +1664,13 @@ cdef class Core:
         self.E.pub_created = 0
         self.E.yield_rounds = 64 if copied else 20000
         self.E.shm = &view[0]
+        # timers due soon: none counted yet, but the heap's (a checkpoint's, a reload's, in no
+        # order), which count as soon for as long as they wait; the first event ticks
+        self.E.horizon_pub = INT64_MIN
+        for i in range(<uint32_t>self.E.nr_runs):
+            self.E.runs[i].soon = 0
+        for i in range(<uint32_t>self.E.heap_n):
+            shard_note_soon_heap(&self.E, self.E.heap[i].campaign)
         if resume:
             # What the others read of this worker, as it stands: its budget counts, its
             # timers, and that its work up to the last event is done (a key published lower

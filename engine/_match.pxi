@@ -171,7 +171,7 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
         # only now that its send, if any, is in this lane's counts: another worker bounding
         # what this one may still send (shard_budgets) reads the pending counts, then the
         # counts, and would otherwise find this timer in neither
-        shard_note_timers(E, t.campaign, -1)
+        shard_note_timers(E, t.campaign, -1, E.popped_soon)
         shard_note_pending(E)
     if watched:
         explain_emit(E, t.subscriber, t.campaign, t.due, outcome)
@@ -486,7 +486,11 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             if timer_add(E, &timer, c.run):
                 return
             if E.shm != NULL:
-                shard_note_timers(E, ci, 1)
+                # due within the horizon already published (a delay shorter than it): the
+                # run's earlier timers are due sooner, so all are counted, and so is this one
+                if timer.due <= E.horizon_pub:
+                    E.runs[c.run].soon += 1
+                shard_note_timers(E, ci, 1, timer.due <= E.horizon_pub)
                 shard_note_pending(E)
             E.funnel[<size_t>ci * NR_FUNNEL + FN_SCHEDULED] += 1
             if watched:

@@ -127,6 +127,7 @@ cdef enum:
     SHARD_LANE_HEAD = 64        # sm_lane, one cache line
     SHARD_MAX = 256
     SHARD_PUBLISH_EVERY = 32    # events between two publications of a worker's progress
+    SHARD_SOON_MS = 60000       # how far past the clock a worker counts its timers as due soon
 
 cdef extern from *:
     """
@@ -140,8 +141,10 @@ cdef extern from *:
 
 
 cdef inline size_t shard_ring_off(uint64_t nr_budgets) noexcept nogil:
-    # the lane's head, its budget counts, the timers pending by budget, then the ring
-    return (SHARD_LANE_HEAD + nr_budgets * (sizeof(BudgetC) + sizeof(uint64_t)) + 63) & ~(<size_t>63)
+    # the lane's head, its budget counts, the timers pending by budget, of them those due
+    # soon, the horizon of "soon", then the ring
+    return (SHARD_LANE_HEAD + nr_budgets * (sizeof(BudgetC) + 2 * sizeof(uint64_t)) + sizeof(uint64_t)
+            + 63) & ~(<size_t>63)
 
 
 cdef inline size_t shard_lane_stride(uint64_t nr_budgets, uint64_t ring) noexcept nogil:
@@ -161,6 +164,17 @@ cdef inline uint64_t* lane_pend(EngineC* E, int j) noexcept nogil:
     channel's campaigns'."""
     return <uint64_t*>((<uint8_t*>lane_budgets(E, j))
                        + <size_t>(E.nr_campaigns + E.nr_channels) * sizeof(BudgetC))
+
+
+cdef inline uint64_t* lane_soon(EngineC* E, int j) noexcept nogil:
+    """Worker j's timers pending by budget that are due by its horizon (lane_horizon)."""
+    return lane_pend(E, j) + <size_t>(E.nr_campaigns + E.nr_channels)
+
+
+cdef inline uint64_t* lane_horizon(EngineC* E, int j) noexcept nogil:
+    """Worker j's horizon (an int64 time, ms): every timer of its pending then and due by it
+    is in lane_soon. 0: none published (a lane copied from another host, shard_import)."""
+    return lane_soon(E, j) + <size_t>(E.nr_campaigns + E.nr_channels)
 
 
 cdef inline uint64_t* lane_ring(EngineC* E, int j) noexcept nogil:
@@ -233,6 +247,32 @@ cdef int shard_wait(EngineC* E, uint64_t pos, int64_t due, uint64_t created) noe
     return 0
 
 
+cdef void shard_tick(EngineC* E) noexcept nogil:
+    """Count in the lane the timers due by a new horizon, SHARD_SOON_MS past the clock, then
+    publish it: a worker bounding what this one may still send before its own key counts only
+    the timers due by its clock, those in lane_soon, when its clock is within the horizon.
+    A run's timers are in due order, so each run's counted ones are its first `soon`; a
+    heap's (a checkpoint's, a reload's) were all counted when the worker attached."""
+    cdef int32_t s
+    cdef TimerRunC* r
+    cdef TimerC* t
+    cdef uint64_t* soon = lane_soon(E, E.shard)
+    cdef uint32_t ch
+    cdef int64_t horizon = E.clock + SHARD_SOON_MS if E.clock < INT64_MAX - SHARD_SOON_MS else INT64_MAX
+    for s in range(E.nr_runs):
+        r = &E.runs[s]
+        while r.soon < r.n:
+            t = run_at(r, r.soon)
+            if t.due > horizon:
+                break
+            ch = <uint32_t>E.nr_campaigns + E.campaigns[t.campaign].channel
+            sm_store(&soon[t.campaign], soon[t.campaign] + 1)
+            sm_store(&soon[ch], soon[ch] + 1)
+            r.soon += 1
+    E.horizon_pub = horizon
+    sm_store(lane_horizon(E, E.shard), <uint64_t>horizon if horizon != 0 else 1)
+
+
 cdef void shard_event_start(EngineC* E, uint64_t q) noexcept nogil:
     """Before event q: never more than a ring's length ahead of the slowest worker, so that
     the pending count this worker leaves for q is still in its ring when another reads it."""
@@ -240,6 +280,8 @@ cdef void shard_event_start(EngineC* E, uint64_t q) noexcept nogil:
     cdef uint64_t low, p
     cdef uint32_t round = 0
     cdef uint64_t since = 0
+    if E.horizon_pub == INT64_MIN or E.clock > E.horizon_pub - SHARD_SOON_MS // 2:
+        shard_tick(E)
     if q < E.skew_until:
         return
     while True:
@@ -287,14 +329,27 @@ cdef inline void shard_note_pending(EngineC* E) noexcept nogil:
         sm_store(&me.hw, E.nr_timers)
 
 
-cdef inline void shard_note_timers(EngineC* E, uint32_t ci, int delta) noexcept nogil:
+cdef inline void shard_note_timers(EngineC* E, uint32_t ci, int delta, bint soon) noexcept nogil:
     """Campaign ci made a timer (delta 1), or one fired and its send, if any, is counted
-    (delta -1): the others bound what this worker may still send into ci's budgets and its
-    channel's with these counts (shard_budgets)."""
+    (delta -1); `soon`: it is (was) counted due soon too. The others bound what this worker
+    may still send into ci's budgets and its channel's with these counts (shard_budgets)."""
     cdef uint64_t* p = lane_pend(E, E.shard)
     cdef uint32_t ch = <uint32_t>E.nr_campaigns + E.campaigns[ci].channel
+    if soon:
+        p = lane_soon(E, E.shard)
+        sm_store(&p[ci], p[ci] + <uint64_t>delta)
+        sm_store(&p[ch], p[ch] + <uint64_t>delta)
+        p = lane_pend(E, E.shard)
     sm_store(&p[ci], p[ci] + <uint64_t>delta)
     sm_store(&p[ch], p[ch] + <uint64_t>delta)
+
+
+cdef inline void shard_note_soon_heap(EngineC* E, uint32_t ci) noexcept nogil:
+    """A timer of the heap (a checkpoint's, a reload's), counted due soon while it waits."""
+    cdef uint64_t* p = lane_soon(E, E.shard)
+    cdef uint32_t ch = <uint32_t>E.nr_campaigns + E.campaigns[ci].channel
+    sm_store(&p[ci], p[ci] + 1)
+    sm_store(&p[ch], p[ch] + 1)
 
 
 cdef int shard_over_pending(EngineC* E) noexcept nogil:
@@ -360,15 +415,20 @@ cdef int shard_budgets(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day,
     cdef int j
     cdef CampaignC* c = &E.campaigns[ci]
     cdef uint32_t ch = <uint32_t>E.nr_campaigns + c.channel
-    cdef uint64_t q = E.cur_pos, p, pend = 0, chan_pend = 0, lag = 0, slack, chan_slack
+    cdef uint64_t q = E.cur_pos, p, pend = 0, chan_pend = 0, lag = 0, slack, chan_slack, horizon
+    cdef uint64_t* pb
     for j in range(E.nshards):
         if j != E.shard:
             # progress, then pending, then the counts: anything done between two reads is
             # then counted at least once
             p = sm_load(&lane_of(E, j).pos)
             if p <= q:
-                pend += sm_load(&lane_pend(E, j)[ci])
-                chan_pend += sm_load(&lane_pend(E, j)[ch])
+                # a timer that fires before this key is due by this clock: within the
+                # other's horizon, only its timers due soon can
+                horizon = sm_load(lane_horizon(E, j))
+                pb = lane_soon(E, j) if horizon != 0 and E.clock <= <int64_t>horizon else lane_pend(E, j)
+                pend += sm_load(&pb[ci])
+                chan_pend += sm_load(&pb[ch])
                 lag += q - p + 1
         shard_add_counts(E, j, ci, ch, day, camp_day, camp_total, chan_day)
     # A pending timer sends at most once, into its own campaign's and channel's budgets, and

@@ -778,8 +778,12 @@ cdef void timer_pop(EngineC* E, TimerC* out) noexcept nogil:
     if s == E.nr_runs:
         heap_pop(E, out)
         left = E.heap_n != 0
+        E.popped_soon = 1
     else:
         r = &E.runs[s]
+        E.popped_soon = r.soon != 0
+        if r.soon:
+            r.soon -= 1
         out[0] = r.buf[r.head]
         r.head = (r.head + 1) & (r.cap - 1)
         r.n -= 1

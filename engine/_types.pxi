@@ -353,6 +353,8 @@ ctypedef struct EngineC:
     size_t lane_stride
     uint64_t ring_mask          # ring of pending counts by event position, per lane
     uint64_t delayed_campaigns  # the most timers one event can create
+    int64_t horizon_pub         # every pending timer due by then is in the lane's soon counts
+    uint8_t popped_soon         # timer_pop's timer was counted soon (a run's front, or the heap)
     uint64_t skew_until         # events below this position may start without looking
     uint64_t shard_fired        # the last event whose timers have fired (0: none yet)
     uint64_t pub_pos            # the key this worker last published in its lane

@@ -236,3 +236,75 @@ def test_a_channels_budget_bounds_a_send_per_campaign_of_the_channel_per_event(l
     lane = Lane(lane_pos, chan_pending=chan_pending, chan_sends=chan_sends)
     assert w.decide("now", lane, ev(T0 + 2 * HOUR, CALL, msisdn=S2)) \
         == certain_or_waits(bound), f"counts and slack {bound}, against the channel's budget of {BUDGET}"
+
+
+# ---- (d) only the timers due by this clock, within the other's horizon -------------------
+
+SOON_MS = MINUTE        # engine/_shard.pxi SHARD_SOON_MS: how far past its clock a worker counts
+
+
+def lane_words(w: Worker, lane: int) -> tuple[int, int]:
+    """Byte offsets in the block of lane `lane`'s timers due soon (one word per budget) and of
+    its horizon (engine/_shard.pxi: the lane's head, its budget counts, its pending timers by
+    budget, those due soon, the horizon)."""
+    stride = (shard_block_size(2, w.nb, RING_BITS) - 64) // 2
+    soon = 64 + lane * stride + 64 + w.nb * (24 + 8)
+    return soon, soon + 8 * w.nb
+
+
+@pytest.mark.parametrize("behind_clock, expected", [(0, CERTAIN), (1, WAITS)])
+def test_within_the_others_horizon_only_its_timers_due_soon_count(behind_clock, expected):
+    """A timer fires before this key only if it is due by this event's clock, and every
+    worker publishes how many of its timers are due by its horizon (SHARD_SOON_MS past its
+    clock when it counted them). With lane 1 at this event, 1 + 3 sends counted, 5 timers
+    pending of which 4 are due by its horizon: a horizon at this clock counts the 4 (9 < 10,
+    certain), one a millisecond before it counts all 5 (10, wait)."""
+    now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)
+    w = Worker([now])
+    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
+    w.day, sends, _ = w.own_counts("now")
+    assert sends == 1
+    clock = T0 + 2 * HOUR
+    soon_at, horizon_at = lane_words(w, 1)
+    ci = w.ids.index("now")
+    struct.pack_into("<Q", w.block, soon_at + 8 * ci, 4)
+    struct.pack_into("<q", w.block, horizon_at, clock - behind_clock)
+    q = w.events + 1
+    assert w.decide("now", Lane(q, pending=5, chan_pending=5, sends=3, total=3), ev(clock, CALL, msisdn=S2)) \
+        == expected, f"lane 1's horizon {behind_clock} ms before this event's clock"
+
+
+@pytest.mark.parametrize("before_due", [0, 1])
+def test_a_worker_counts_its_timers_due_by_its_horizon(before_due):
+    """What a worker publishes: a timer is counted due soon once the clock comes within
+    SHARD_SOON_MS of its due time (the horizon is recounted when the clock has moved half of
+    it), at creation when its delay is shorter, and no longer once it has fired. A 1-hour
+    timer made at T0 + 1 h is due at T0 + 2 h; an event at T0 + 2 h - SOON_MS puts the horizon
+    at its due time (counted), one a millisecond earlier 1 ms short of it (not yet). A timer
+    due exactly at the horizon is counted, made then (`minute`) or reached by it (`long`)."""
+    short = CampaignSpec(id="short", on=(SMS,), channel="sms", delay_ms=30_000)
+    minute = CampaignSpec(id="minute", on=(SMS,), channel="sms", delay_ms=SOON_MS)
+    long = CampaignSpec(id="long", on=(SMS,), channel="sms", delay_ms=HOUR)
+    w = Worker([short, minute, long])
+    soon_at, horizon_at = lane_words(w, 0)
+    pend_at = soon_at - 8 * w.nb
+    ids = {c: w.ids.index(c) for c in ("short", "minute", "long")}
+    sms = len(w.ids) + w.config.channels.index("sms")
+
+    def word(at, i):
+        return struct.unpack_from("<Q", w.block, at + 8 * i)[0]
+
+    w.feed(ev(T0 + HOUR, SMS, msisdn=S1))
+    assert struct.unpack_from("<q", w.block, horizon_at)[0] == T0 + HOUR + SOON_MS
+    assert (word(pend_at, ids["short"]), word(pend_at, ids["long"]), word(pend_at, sms)) == (1, 1, 3)
+    assert (word(soon_at, ids["short"]), word(soon_at, ids["minute"]), word(soon_at, ids["long"]),
+            word(soon_at, sms)) == (1, 1, 0, 2), \
+        "timers of 30 s and 1 min are due within the horizon made at this event, one of 1 h is not"
+    w.feed(ev(T0 + HOUR + 31_000, LOC, msisdn=FOREIGN))
+    assert (word(pend_at, ids["short"]), word(soon_at, ids["short"]), word(soon_at, sms)) == (0, 0, 1), \
+        "a timer that fired is neither pending nor due soon (the channel keeps the 1-minute one)"
+    w.feed(ev(T0 + 2 * HOUR - SOON_MS - before_due, LOC, msisdn=FOREIGN))
+    assert struct.unpack_from("<q", w.block, horizon_at)[0] == T0 + 2 * HOUR - before_due
+    assert (word(soon_at, ids["long"]), word(soon_at, sms)) == ((1, 1) if before_due == 0 else (0, 0)), \
+        "the 1-minute timer has fired (no longer due soon), the 1-hour one is counted from its due time on"
+    assert (word(pend_at, ids["minute"]), word(soon_at, ids["minute"]), word(pend_at, ids["long"])) == (0, 0, 1)
