@@ -88,6 +88,18 @@ class Worker:
         """Events lane 1 never holds back: the other worker is finished while they run."""
         assert self.core.feed(b"".join(events)) == 0
 
+    def sent_once_then_at_event_6(self, campaign: str) -> int:
+        """S1 calls: this worker's first send of the day of `campaign` (a CALL campaign), made
+        with lane 1 finished, then four events of the other worker's subscriber; returns the
+        position of the next event, 6."""
+        self.feed(ev(T0 + HOUR, CALL, msisdn=S1))
+        self.day, sends, _ = self.own_counts(campaign)
+        assert sends == 1
+        self.feed(*(ev(T0 + HOUR + k * MINUTE, LOC, msisdn=FOREIGN) for k in range(1, 5)))
+        q = self.events + 1
+        assert q == 6
+        return q
+
     @property
     def events(self) -> int:
         return int(self.core.counts()["events"])
@@ -195,12 +207,7 @@ def test_a_campaigns_budget_bounds_one_send_per_event_the_other_has_yet_to_proce
     9 < 10 (certain), at event 1 (lag 6) it gives 10 (wait)."""
     now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)
     w = Worker([now])
-    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
-    w.day, sends, _ = w.own_counts("now")
-    assert sends == 1
-    w.feed(*(ev(T0 + HOUR + k * MINUTE, LOC, msisdn=FOREIGN) for k in range(1, 5)))
-    q = w.events + 1
-    assert q == 6
+    q = w.sent_once_then_at_event_6("now")
     bound = 1 + 3 + (q - lane_pos + 1)
     assert w.decide("now", Lane(lane_pos, sends=3, total=3), ev(T0 + 2 * HOUR, CALL, msisdn=S2)) \
         == certain_or_waits(bound), f"counts and slack {bound}, against a daily_budget of {BUDGET}"
@@ -226,12 +233,7 @@ def test_a_channels_budget_bounds_a_send_per_campaign_of_the_channel_per_event(l
     now = CampaignSpec(id="now", on=(CALL,), channel="sms")
     later = CampaignSpec(id="later", on=(SMS,), channel="sms", delay_ms=MINUTE)
     w = Worker([now, later], channel_budgets={"sms": BUDGET})
-    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
-    w.day, sends, _ = w.own_counts("now")
-    assert sends == 1
-    w.feed(*(ev(T0 + HOUR + k * MINUTE, LOC, msisdn=FOREIGN) for k in range(1, 5)))
-    q = w.events + 1
-    assert q == 6
+    q = w.sent_once_then_at_event_6("now")
     bound = 1 + chan_sends + chan_pending + (q - lane_pos + 1) * 2
     lane = Lane(lane_pos, chan_pending=chan_pending, chan_sends=chan_sends)
     assert w.decide("now", lane, ev(T0 + 2 * HOUR, CALL, msisdn=S2)) \
