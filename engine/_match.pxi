@@ -286,7 +286,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     cdef uint32_t today = 0     # month_day_of the event's local day, once a campaign asks
     cdef MarkerC* mk
     cdef int64_t* marks
-    cdef bint watched, prev_looked
+    cdef bint watched, prev_looked, due_soon
     cdef int outcome
     cdef uint32_t first, nr_words, p
     cdef uint64_t bits, pb, peer_looked = 0, peer_found = 0
@@ -488,9 +488,11 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             if E.shm != NULL:
                 # due within the horizon already published (a delay shorter than it): the
                 # run's earlier timers are due sooner, so all are counted, and so is this one
-                if timer.due <= E.horizon_pub:
+                # (one test for the run and the lane, which must agree)
+                due_soon = timer.due <= E.horizon_pub
+                if due_soon:
                     E.runs[c.run].soon += 1
-                shard_note_timers(E, ci, 1, timer.due <= E.horizon_pub)
+                shard_note_timers(E, ci, 1, due_soon)
                 shard_note_pending(E)
             E.funnel[<size_t>ci * NR_FUNNEL + FN_SCHEDULED] += 1
             if watched:

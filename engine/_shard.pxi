@@ -270,7 +270,8 @@ cdef void shard_tick(EngineC* E) noexcept nogil:
             sm_store(&soon[ch], soon[ch] + 1)
             r.soon += 1
     E.horizon_pub = horizon
-    sm_store(lane_horizon(E, E.shard), <uint64_t>horizon if horizon != 0 else 1)
+    # 0 says "none published": a horizon of 0 is said as -1, which claims less, not more
+    sm_store(lane_horizon(E, E.shard), <uint64_t>horizon if horizon != 0 else <uint64_t>(-1))
 
 
 cdef void shard_event_start(EngineC* E, uint64_t q) noexcept nogil:
