@@ -363,6 +363,8 @@ cdef class Core:
         free(self.E.channel_daily)
         free(self.E.akeys)
         free(self.E.cpos)
+        free(self.E.owner_cnt)
+        free(self.E.owner_ring)
         if self.E.windows != NULL:
             sm_free(self.E.windows, (self.E.windows_mask + 1) * (self.E.window_n + 2) * sizeof(int64_t))
 
@@ -1664,6 +1666,16 @@ cdef class Core:
         self.E.pub_created = 0
         self.E.yield_rounds = 64 if copied else 20000
         self.E.shm = &view[0]
+        # each worker's events from here on: the slots written before cannot be told apart
+        free(self.E.owner_cnt)
+        free(self.E.owner_ring)
+        self.E.owner_cnt = <uint32_t*>calloc(nshards, sizeof(uint32_t))
+        self.E.owner_ring = <uint32_t*>calloc(<size_t>SHARD_OWNER_SLOTS * nshards, sizeof(uint32_t))
+        if self.E.owner_cnt == NULL or self.E.owner_ring == NULL:
+            self.E.shm = NULL
+            raise MemoryError()
+        self.E.owner_from = (self.E.events + SHARD_OWNER_EVERY - 1) // SHARD_OWNER_EVERY
+        self.E.owner_next = self.E.owner_from
         # timers due soon: none counted yet, but the heap's (a checkpoint's, a reload's, in no
         # order), which count as soon for as long as they wait; the first event ticks
         self.E.horizon_pub = INT64_MIN

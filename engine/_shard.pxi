@@ -128,6 +128,8 @@ cdef enum:
     SHARD_MAX = 256
     SHARD_PUBLISH_EVERY = 32    # events between two publications of a worker's progress
     SHARD_SOON_MS = 60000       # how far past the clock a worker counts its timers as due soon
+    SHARD_OWNER_EVERY = 256     # events between two snapshots of the events by worker
+    SHARD_OWNER_SLOTS = 8192    # snapshots kept: 2^21 events, past the ring's 2^20 of skew
 
 cdef extern from *:
     """
@@ -274,6 +276,40 @@ cdef void shard_tick(EngineC* E) noexcept nogil:
     sm_store(lane_horizon(E, E.shard), <uint64_t>horizon if horizon != 0 else <uint64_t>(-1))
 
 
+cdef inline void shard_owner_snapshot(EngineC* E, uint64_t q) noexcept nogil:
+    """At the start of event q, before its timers: when q - 1 is a multiple of
+    SHARD_OWNER_EVERY, keep the events by worker as they stand after event q - 1."""
+    cdef uint64_t b
+    if (q - 1) % SHARD_OWNER_EVERY == 0:
+        b = (q - 1) // SHARD_OWNER_EVERY
+        memcpy(E.owner_ring + (b % SHARD_OWNER_SLOTS) * <uint64_t>E.nshards, E.owner_cnt,
+               E.nshards * sizeof(uint32_t))
+        E.owner_next = b + 1
+
+
+cdef inline void shard_note_owner(EngineC* E, uint64_t msisdn, uint32_t sub) noexcept nogil:
+    """Count this event for the worker whose subscriber it is (another's, FOREIGN_INDEX; this
+    worker's own are never asked for): a worker bounding what another may still send counts
+    that one's events since its position (shard_budgets)."""
+    if sub == FOREIGN_INDEX:
+        E.owner_cnt[shard_of(msisdn, <uint32_t>E.nshards)] += 1
+
+
+cdef inline uint64_t shard_events_of(EngineC* E, int j, uint64_t p, uint64_t q) noexcept nogil:
+    """At most how many events worker j (at position p <= q) has yet to process before this
+    key, at event q, that are its own: its events from the last snapshot at or before p - 1
+    up to q - 1 (event q's campaigns come after every key of q that decides a send: its own
+    worker's, or timers before them), plus one. Where no snapshot covers p - 1 (p at the
+    start, or past the slots kept), every event up to q: q - p + 1."""
+    cdef uint64_t b
+    if p == 0:
+        return q - p + 1
+    b = (p - 1) // SHARD_OWNER_EVERY
+    if b < E.owner_from or b >= E.owner_next or E.owner_next - b >= SHARD_OWNER_SLOTS:
+        return q - p + 1
+    return <uint64_t>(<uint32_t>(E.owner_cnt[j] - E.owner_ring[(b % SHARD_OWNER_SLOTS) * <uint64_t>E.nshards + j])) + 1
+
+
 cdef void shard_event_start(EngineC* E, uint64_t q) noexcept nogil:
     """Before event q: never more than a ring's length ahead of the slowest worker, so that
     the pending count this worker leaves for q is still in its ring when another reads it."""
@@ -281,6 +317,7 @@ cdef void shard_event_start(EngineC* E, uint64_t q) noexcept nogil:
     cdef uint64_t low, p
     cdef uint32_t round = 0
     cdef uint64_t since = 0
+    shard_owner_snapshot(E, q)
     if E.horizon_pub == INT64_MIN or E.clock > E.horizon_pub - SHARD_SOON_MS // 2:
         shard_tick(E)
     if q < E.skew_until:
@@ -430,7 +467,7 @@ cdef int shard_budgets(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day,
                 pb = lane_soon(E, j) if horizon != 0 and E.clock <= <int64_t>horizon else lane_pend(E, j)
                 pend += sm_load(&pb[ci])
                 chan_pend += sm_load(&pb[ch])
-                lag += q - p + 1
+                lag += shard_events_of(E, j, p, q)
         shard_add_counts(E, j, ci, ch, day, camp_day, camp_total, chan_day)
     # A pending timer sends at most once, into its own campaign's and channel's budgets, and
     # at each event a campaign either sends or makes one timer: so the events still to

@@ -354,6 +354,10 @@ ctypedef struct EngineC:
     uint64_t ring_mask          # ring of pending counts by event position, per lane
     uint64_t delayed_campaigns  # the most timers one event can create
     int64_t horizon_pub         # every pending timer due by then is in the lane's soon counts
+    uint32_t* owner_cnt         # [nshards]: the events of each worker's subscribers so far (mod 2^32)
+    uint32_t* owner_ring        # [SHARD_OWNER_SLOTS * nshards]: owner_cnt after every 256th event
+    uint64_t owner_from         # the first snapshot written since the worker attached
+    uint64_t owner_next         # the next snapshot to write (snapshot b is owner_cnt after event 256 * b)
     uint8_t popped_soon         # timer_pop's timer was counted soon (a run's front, or the heap)
     uint64_t skew_until         # events below this position may start without looking
     uint64_t shard_fired        # the last event whose timers have fired (0: none yet)

@@ -2,11 +2,13 @@
 shard_budgets), held one unit either side of each budget.
 
 Every other worker not yet past this event (its progress p <= q, the event's position) may
-still send before it: each of its timers pending for the campaign at most once, and at each
-of the events it has yet to process, counted as q - p + 1, one send of the campaign, or one
-of every campaign of the channel for the channel's budget. So the send is certain while
+still send before it: each of its timers pending for the campaign at most once (only those
+due by this clock, within its horizon), and at each of its own events it has yet to process
+(counted from the last count of events by worker at or before p - 1, up to q - 1, plus
+one), one send of the campaign, or one of every campaign of the channel for the channel's
+budget. So the send is certain while
 
-    every lane's count + pending timers + lag (* the channel's campaigns) < budget
+    every lane's count + pending timers + its events (* the channel's campaigns) < budget
 
 and waits for the others otherwise. Too small a slack lets two workers together overspend a
 budget that one process would have kept; too large a one only makes a worker wait. Each
@@ -88,18 +90,6 @@ class Worker:
         """Events lane 1 never holds back: the other worker is finished while they run."""
         assert self.core.feed(b"".join(events)) == 0
 
-    def sent_once_then_at_event_6(self, campaign: str) -> int:
-        """S1 calls: this worker's first send of the day of `campaign` (a CALL campaign), made
-        with lane 1 finished, then four events of the other worker's subscriber; returns the
-        position of the next event, 6."""
-        self.feed(ev(T0 + HOUR, CALL, msisdn=S1))
-        self.day, sends, _ = self.own_counts(campaign)
-        assert sends == 1
-        self.feed(*(ev(T0 + HOUR + k * MINUTE, LOC, msisdn=FOREIGN) for k in range(1, 5)))
-        q = self.events + 1
-        assert q == 6
-        return q
-
     @property
     def events(self) -> int:
         return int(self.core.counts()["events"])
@@ -174,13 +164,14 @@ def certain_or_waits(total: int, budget: int = BUDGET) -> str:
 # ---- (a) the pending timers of the campaign ---------------------------------------------
 
 @pytest.mark.parametrize("budget", ["daily_budget", "total_budget"])
-@pytest.mark.parametrize("pending", [4, 5])
+@pytest.mark.parametrize("pending", [3, 4])
 def test_a_campaigns_budget_bounds_the_others_pending_timers(budget, pending):
     """Each timer another worker holds for the campaign can still send into its budgets
-    before this one: with lane 1 at this very event (lag 1) and 1 + 3 sends counted, 4
-    pending timers make 1 + 3 + 4 + 1 = 9 < 10 (certain), 5 make 10 (wait). The campaign has a
-    delay, as it must to leave timers pending, so the send decided is a timer's, at the
-    position of the event it fires at."""
+    before this one: with lane 1 at this very event, 1 + 3 sends counted, and 2 for its
+    events (its one event so far, counted from event 0, plus one), 3 pending timers make
+    1 + 3 + 3 + 2 = 9 < 10 (certain), 4 make 10 (wait). The campaign has a delay, as it must
+    to leave timers pending, so the send decided is a timer's, at the position of the event
+    it fires at."""
     later = CampaignSpec(id="later", on=(SMS,), channel="sms", delay_ms=MINUTE, **{budget: BUDGET})
     w = Worker([later])
     # this worker's first send of the day always waits: lane 1 is finished, so it returns
@@ -190,53 +181,93 @@ def test_a_campaigns_budget_bounds_the_others_pending_timers(budget, pending):
     w.feed(ev(T0 + 2 * HOUR, SMS, msisdn=S2))
     q = w.events + 1                    # the timer fires at the next event
     lane = Lane(q, pending=pending, chan_pending=pending, sends=3, total=3)
-    bound = 1 + 3 + pending + 1
+    bound = 1 + 3 + pending + 2
     assert w.decide("later", lane, ev(T0 + 2 * HOUR + 2 * MINUTE, LOC, msisdn=FOREIGN)) \
         == certain_or_waits(bound), f"counts and slack {bound}, against a {budget} of {BUDGET}"
 
 
-# ---- (b) the events the other worker has yet to process ----------------------------------
+# ---- (b) the other worker's events it has yet to process --------------------------------
 
-@pytest.mark.parametrize("lane_pos", [1, 2])
-def test_a_campaigns_budget_bounds_one_send_per_event_the_other_has_yet_to_process(lane_pos):
-    """A worker at event p may send the campaign once at each event it has yet to process up
-    to this one, event q: the core counts q - p + 1, p and q included. (At q itself the other
-    worker holds no campaign of this event's subscriber, so that one is a margin; this test
-    holds the bound as the core computes it, and changes with it.) The decision is at event
-    6 (events count from 1); with 1 + 3 sends counted, lane 1 at event 2 (lag 5) gives
-    9 < 10 (certain), at event 1 (lag 6) it gives 10 (wait)."""
+def events_to(w: Worker, foreign: int, own: int) -> int:
+    """After the first send (event 1): `foreign` events of the other worker's subscriber and
+    `own` of this worker's (S1 moving), interleaved; returns the next event's position."""
+    t = T0 + HOUR
+    for k in range(max(foreign, own)):
+        if k < foreign:
+            t += MINUTE
+            w.feed(ev(t, LOC, msisdn=FOREIGN))
+        if k < own:
+            t += MINUTE
+            w.feed(ev(t, LOC, msisdn=S1))
+    return w.events + 1
+
+
+@pytest.mark.parametrize("foreign", [4, 5])
+def test_a_campaigns_budget_bounds_one_send_per_event_of_the_others_yet_to_process(foreign):
+    """A worker at event p may send the campaign once at each of its own events it has yet
+    to process before this key: every worker counts the events of each other's subscribers
+    (every 256th event it keeps the counts), and takes those from the last count at or before
+    p - 1 up to q - 1, plus one. Lane 1 at event 1, with 1 + 3 sends counted: 4 of its events
+    give 1 + 3 + 4 + 1 = 9 < 10 (certain), 5 give 10 (wait). This worker's own 2 events in
+    between never count: with them, 4 would wait too."""
     now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)
     w = Worker([now])
-    q = w.sent_once_then_at_event_6("now")
-    bound = 1 + 3 + (q - lane_pos + 1)
-    assert w.decide("now", Lane(lane_pos, sends=3, total=3), ev(T0 + 2 * HOUR, CALL, msisdn=S2)) \
+    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
+    w.day, sends, _ = w.own_counts("now")
+    assert sends == 1
+    q = events_to(w, foreign, 2)
+    assert q == 2 + foreign + 2
+    bound = 1 + 3 + foreign + 1
+    assert w.decide("now", Lane(1, sends=3, total=3), ev(T0 + 3 * HOUR, CALL, msisdn=S2)) \
         == certain_or_waits(bound), f"counts and slack {bound}, against a daily_budget of {BUDGET}"
+
+
+@pytest.mark.parametrize("lane_pos, budget, expected", [(257, 51, CERTAIN), (256, 51, WAITS), (2, 52, WAITS)])
+def test_the_others_events_are_counted_from_the_last_count_before_its_position(lane_pos, budget, expected):
+    """The counts are kept after every 256th event: a worker at event p has processed up to
+    p - 1, so the count after event 256 covers p = 257 (the events from 257 on are the
+    other's to come) but not p = 256, which is taken from the count after event 0. 300 of
+    the other's events at positions 2-301, the decision at 302: from position 257, 300 - 255
+    + 1 = 46, and 1 + 3 + 46 = 50 < 51 (certain); from 256, 301 more (wait). From position 2
+    every one of the 300 counts: were the count after event 255 taken for the one after 0,
+    1 + 3 + 47 = 51 < 52 would send."""
+    now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=budget)
+    w = Worker([now])
+    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
+    w.day, _, _ = w.own_counts("now")
+    w.feed(*(ev(T0 + HOUR + k * 1000, LOC, msisdn=FOREIGN) for k in range(1, 301)))
+    assert w.events + 1 == 302
+    assert w.decide("now", Lane(lane_pos, sends=3, total=3), ev(T0 + 2 * HOUR, CALL, msisdn=S2)) \
+        == expected, f"lane 1 at event {lane_pos}"
 
 
 # ---- (c) the channel's budget, over two campaigns ----------------------------------------
 
-@pytest.mark.parametrize("lane_pos, chan_pending, chan_sends", [
-    (4, 1, 1),      # lag 3:    1 + 1 + 1 + 3 * 2 = 9, certain
-    (4, 1, 2),      # one more send on the channel: 10, wait
-    (4, 2, 1),      # one more pending timer of the channel's: 10, wait
-    (4, 0, 1),      # lag 3:    1 + 1 + 0 + 3 * 2 = 8, certain
-    (3, 0, 1),      # lag 4:    1 + 1 + 0 + 4 * 2 = 10, wait
+@pytest.mark.parametrize("foreign, chan_pending, chan_sends", [
+    (2, 1, 1),      # 3 of its events to come:  1 + 1 + 1 + 3 * 2 = 9, certain
+    (2, 1, 2),      # one more send on the channel: 10, wait
+    (2, 2, 1),      # one more pending timer of the channel's: 10, wait
+    (2, 0, 1),      # 1 + 1 + 0 + 3 * 2 = 8, certain
+    (3, 0, 1),      # 4 of its events to come:  1 + 1 + 0 + 4 * 2 = 10, wait
 ])
-def test_a_channels_budget_bounds_a_send_per_campaign_of_the_channel_per_event(lane_pos, chan_pending, chan_sends):
-    """At each event still to process, every campaign of the channel may send once into its
-    budget, and every pending timer of any of them once more: the slack is pending + lag
-    * campaigns of the channel. The channel holds two campaigns (`later`, delayed, never
-    triggered here, and `now`, which decides); the decision is at event 6 with 1 send of
-    this worker's counted. A lag counted once per event rather than once per campaign, or
-    pending timers left out, would let this worker send where the other could reach the
-    budget first."""
+def test_a_channels_budget_bounds_a_send_per_campaign_of_the_channel_per_event(foreign, chan_pending, chan_sends):
+    """At each of the other worker's events still to process, every campaign of the channel
+    may send once into its budget, and every pending timer of any of them once more: the
+    slack is pending + (its events + 1) * campaigns of the channel. The channel holds two
+    campaigns (`later`, delayed, never triggered here, and `now`, which decides); 1 send of
+    this worker's is counted, lane 1 is at event 1. A count of events rather than of sends per
+    campaign, or pending timers left out, would let this worker send where the other could
+    reach the budget first."""
     now = CampaignSpec(id="now", on=(CALL,), channel="sms")
     later = CampaignSpec(id="later", on=(SMS,), channel="sms", delay_ms=MINUTE)
     w = Worker([now, later], channel_budgets={"sms": BUDGET})
-    q = w.sent_once_then_at_event_6("now")
-    bound = 1 + chan_sends + chan_pending + (q - lane_pos + 1) * 2
-    lane = Lane(lane_pos, chan_pending=chan_pending, chan_sends=chan_sends)
-    assert w.decide("now", lane, ev(T0 + 2 * HOUR, CALL, msisdn=S2)) \
+    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
+    w.day, sends, _ = w.own_counts("now")
+    assert sends == 1
+    events_to(w, foreign, 1)
+    bound = 1 + chan_sends + chan_pending + (foreign + 1) * 2
+    lane = Lane(1, chan_pending=chan_pending, chan_sends=chan_sends)
+    assert w.decide("now", lane, ev(T0 + 3 * HOUR, CALL, msisdn=S2)) \
         == certain_or_waits(bound), f"counts and slack {bound}, against the channel's budget of {BUDGET}"
 
 
