@@ -300,14 +300,16 @@ cdef inline uint64_t shard_events_of(EngineC* E, int j, uint64_t p, uint64_t q) 
     key, at event q, that are its own: its events from the last snapshot at or before p - 1
     up to q - 1 (event q's campaigns come after every key of q that decides a send: its own
     worker's, or timers before them), plus one. Where no snapshot covers p - 1 (p at the
-    start, or past the slots kept), every event up to q: q - p + 1."""
-    cdef uint64_t b
+    start, or past the slots kept), every event up to q: q - p + 1, which is also taken when
+    it is smaller (a worker close behind, whose events since the count run up to 255 more)."""
+    cdef uint64_t b, own
     if p == 0:
         return q - p + 1
     b = (p - 1) // SHARD_OWNER_EVERY
     if b < E.owner_from or b >= E.owner_next or E.owner_next - b >= SHARD_OWNER_SLOTS:
         return q - p + 1
-    return <uint64_t>(<uint32_t>(E.owner_cnt[j] - E.owner_ring[(b % SHARD_OWNER_SLOTS) * <uint64_t>E.nshards + j])) + 1
+    own = <uint64_t>(<uint32_t>(E.owner_cnt[j] - E.owner_ring[(b % SHARD_OWNER_SLOTS) * <uint64_t>E.nshards + j])) + 1
+    return own if own < q - p + 1 else q - p + 1
 
 
 cdef void shard_event_start(EngineC* E, uint64_t q) noexcept nogil:
