@@ -288,11 +288,16 @@ cdef inline void shard_owner_snapshot(EngineC* E, uint64_t q) noexcept nogil:
 
 
 cdef inline void shard_note_owner(EngineC* E, uint64_t msisdn, uint32_t sub) noexcept nogil:
-    """Count this event for the worker whose subscriber it is (another's, FOREIGN_INDEX; this
-    worker's own are never asked for): a worker bounding what another may still send counts
-    that one's events since its position (shard_budgets)."""
-    if sub == FOREIGN_INDEX:
-        E.owner_cnt[shard_of(msisdn, <uint32_t>E.nshards)] += 1
+    """Count this event for the worker whose subscriber it is, when another's (this worker's
+    own are never asked for): a worker bounding what another may still send counts that
+    one's events since its position (shard_budgets). Not only FOREIGN_INDEX: an event cut by
+    a chunk's end is looked up in this worker's index alone (Core.feed's carry), and another
+    worker's subscriber then comes as NO_INDEX; a count missed would be a bound too low."""
+    cdef uint32_t j
+    if sub >= FOREIGN_INDEX:
+        j = shard_of(msisdn, <uint32_t>E.nshards)
+        if j != <uint32_t>E.shard:
+            E.owner_cnt[j] += 1
 
 
 cdef inline uint64_t shard_events_of(EngineC* E, int j, uint64_t p, uint64_t q) noexcept nogil:

@@ -188,34 +188,42 @@ def test_a_campaigns_budget_bounds_the_others_pending_timers(budget, pending):
 
 # ---- (b) the other worker's events it has yet to process --------------------------------
 
-def events_to(w: Worker, foreign: int, own: int) -> int:
+def events_to(w: Worker, foreign: int, own: int, split: bool = False) -> int:
     """After the first send (event 1): `foreign` events of the other worker's subscriber and
-    `own` of this worker's (S1 moving), interleaved; returns the next event's position."""
+    `own` of this worker's (S1 moving), interleaved; returns the next event's position. With
+    `split`, each of the other's events is fed in two pieces, as a chunk's end cuts one."""
     t = T0 + HOUR
     for k in range(max(foreign, own)):
         if k < foreign:
             t += MINUTE
-            w.feed(ev(t, LOC, msisdn=FOREIGN))
+            event = ev(t, LOC, msisdn=FOREIGN)
+            if split:
+                w.feed(event[:len(event) // 2])
+                w.feed(event[len(event) // 2:])
+            else:
+                w.feed(event)
         if k < own:
             t += MINUTE
             w.feed(ev(t, LOC, msisdn=S1))
     return w.events + 1
 
 
+@pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("foreign", [4, 5])
-def test_a_campaigns_budget_bounds_one_send_per_event_of_the_others_yet_to_process(foreign):
+def test_a_campaigns_budget_bounds_one_send_per_event_of_the_others_yet_to_process(foreign, split):
     """A worker at event p may send the campaign once at each of its own events it has yet
     to process before this key: every worker counts the events of each other's subscribers
     (every 256th event it keeps the counts), and takes those from the last count at or before
     p - 1 up to q - 1, plus one. Lane 1 at event 1, with 1 + 3 sends counted: 4 of its events
     give 1 + 3 + 4 + 1 = 9 < 10 (certain), 5 give 10 (wait). This worker's own 2 events in
-    between never count: with them, 4 would wait too."""
+    between never count: with them, 4 would wait too. The other's events count also when a
+    chunk's end cuts them (`split`), where they are looked up apart from the batch."""
     now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)
     w = Worker([now])
     w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
     w.day, sends, _ = w.own_counts("now")
     assert sends == 1
-    q = events_to(w, foreign, 2)
+    q = events_to(w, foreign, 2, split)
     assert q == 2 + foreign + 2
     bound = 1 + 3 + foreign + 1
     assert w.decide("now", Lane(1, sends=3, total=3), ev(T0 + 3 * HOUR, CALL, msisdn=S2)) \
