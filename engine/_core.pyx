@@ -23,6 +23,7 @@ from libc.stdlib cimport malloc, calloc, realloc, free, qsort
 from libc.string cimport memcpy, memset, memcmp
 cimport cython
 
+from collections import Counter
 import numpy as np
 
 from engine.records import (
@@ -800,9 +801,9 @@ cdef class Core:
             c.id = base + offset
             c.id_len = len(raw)
             offset += len(raw)
+        per_channel = Counter(d.get("channel", 0) for d in campaigns)
         for ci, d in enumerate(campaigns):
-            self.E.campaigns[ci].channel_campaigns = sum(1 for e in campaigns
-                                                         if e.get("channel", 0) == d.get("channel", 0))
+            self.E.campaigns[ci].channel_campaigns = per_channel[d.get("channel", 0)]
         # a timer run per distinct delay, in order of first use
         runs = {}
         for ci, d in enumerate(campaigns):
@@ -1682,7 +1683,8 @@ cdef class Core:
         for i in range(<uint32_t>self.E.nr_runs):
             self.E.runs[i].soon = 0
         for i in range(<uint32_t>self.E.heap_n):
-            shard_note_soon_heap(&self.E, self.E.heap[i].campaign)
+            # a heap's timer (a checkpoint's, a reload's) counts as due soon while it waits
+            lane_add(&self.E, lane_soon(&self.E, shard), self.E.heap[i].campaign, 1)
         if resume:
             # What the others read of this worker, as it stands: its budget counts, its
             # timers, and that its work up to the last event is done (a key published lower

@@ -259,7 +259,6 @@ cdef void shard_tick(EngineC* E) noexcept nogil:
     cdef TimerRunC* r
     cdef TimerC* t
     cdef uint64_t* soon = lane_soon(E, E.shard)
-    cdef uint32_t ch
     cdef int64_t horizon = E.clock + SHARD_SOON_MS if E.clock < INT64_MAX - SHARD_SOON_MS else INT64_MAX
     for s in range(E.nr_runs):
         r = &E.runs[s]
@@ -267,9 +266,7 @@ cdef void shard_tick(EngineC* E) noexcept nogil:
             t = run_at(r, r.soon)
             if t.due > horizon:
                 break
-            ch = <uint32_t>E.nr_campaigns + E.campaigns[t.campaign].channel
-            sm_store(&soon[t.campaign], soon[t.campaign] + 1)
-            sm_store(&soon[ch], soon[ch] + 1)
+            lane_add(E, soon, t.campaign, 1)
             r.soon += 1
     E.horizon_pub = horizon
     # 0 says "none published": a horizon of 0 is said as -1, which claims less, not more
@@ -374,27 +371,21 @@ cdef inline void shard_note_pending(EngineC* E) noexcept nogil:
         sm_store(&me.hw, E.nr_timers)
 
 
+cdef inline void lane_add(EngineC* E, uint64_t* counts, uint32_t ci, int delta) noexcept nogil:
+    """Add delta to a timer count of this worker's lane by budget: campaign ci's and its
+    channel's (the only writer of its lane, so a plain read of the old value is the value)."""
+    cdef uint32_t ch = <uint32_t>E.nr_campaigns + E.campaigns[ci].channel
+    sm_store(&counts[ci], counts[ci] + <uint64_t>delta)
+    sm_store(&counts[ch], counts[ch] + <uint64_t>delta)
+
+
 cdef inline void shard_note_timers(EngineC* E, uint32_t ci, int delta, bint soon) noexcept nogil:
     """Campaign ci made a timer (delta 1), or one fired and its send, if any, is counted
     (delta -1); `soon`: it is (was) counted due soon too. The others bound what this worker
     may still send into ci's budgets and its channel's with these counts (shard_budgets)."""
-    cdef uint64_t* p = lane_pend(E, E.shard)
-    cdef uint32_t ch = <uint32_t>E.nr_campaigns + E.campaigns[ci].channel
     if soon:
-        p = lane_soon(E, E.shard)
-        sm_store(&p[ci], p[ci] + <uint64_t>delta)
-        sm_store(&p[ch], p[ch] + <uint64_t>delta)
-        p = lane_pend(E, E.shard)
-    sm_store(&p[ci], p[ci] + <uint64_t>delta)
-    sm_store(&p[ch], p[ch] + <uint64_t>delta)
-
-
-cdef inline void shard_note_soon_heap(EngineC* E, uint32_t ci) noexcept nogil:
-    """A timer of the heap (a checkpoint's, a reload's), counted due soon while it waits."""
-    cdef uint64_t* p = lane_soon(E, E.shard)
-    cdef uint32_t ch = <uint32_t>E.nr_campaigns + E.campaigns[ci].channel
-    sm_store(&p[ci], p[ci] + 1)
-    sm_store(&p[ch], p[ch] + 1)
+        lane_add(E, lane_soon(E, E.shard), ci, delta)
+    lane_add(E, lane_pend(E, E.shard), ci, delta)
 
 
 cdef int shard_over_pending(EngineC* E) noexcept nogil:
