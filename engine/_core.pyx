@@ -1795,8 +1795,9 @@ cdef class Core:
     @property
     def shard_waits(self):
         """(decisions that waited for the other workers, of them those that found one behind,
-        budgeted sends allowed without waiting)."""
-        return self.E.shard_waits, self.E.shard_waited, self.E.shard_certain
+        budgeted sends allowed without waiting, budgeted decisions whose wait ended when the
+        others' counts decided them, before every other was past the key)."""
+        return self.E.shard_waits, self.E.shard_waited, self.E.shard_certain, self.E.shard_decided
 
     @property
     def shard_held(self):

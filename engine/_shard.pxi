@@ -130,6 +130,7 @@ cdef enum:
     SHARD_SOON_MS = 60000       # how far past the clock a worker counts its timers as due soon
     SHARD_OWNER_EVERY = 256     # events between two snapshots of the events by worker
     SHARD_OWNER_SLOTS = 8192    # snapshots kept: 2^21 events, past the ring's 2^20 of skew
+    SHARD_BOUND_EVERY = 8       # rounds of a budgeted send's wait between two askings of the bound
 
 cdef extern from *:
     """
@@ -432,10 +433,12 @@ cdef inline void shard_add_counts(EngineC* E, int j, uint32_t ci, uint32_t ch, i
     chan_day[0] += b[1].day_sends if b[1].day == day else 0
 
 
-cdef int shard_budgets(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day, uint64_t* camp_total,
-                       uint64_t* chan_day) noexcept nogil:
-    """A budgeted send's counts before it, over every worker (SPEC §3 step 7), or bounds of
-    them that decide it as surely. Returns 1 when the coordinator aborted.
+cdef int shard_bound(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day, uint64_t* camp_total,
+                     uint64_t* chan_day) noexcept nogil:
+    """Whether the lanes as they stand now decide campaign ci's send at this key, the
+    counts set so that the caller decides it: 1 a refusal (on counts below the true ones),
+    2 a send (on bounds that stay below every budget), 0 not yet. Sound at any moment of this worker's
+    wait at the key, so a wait asks it again as the others move (shard_budgets).
 
     What the lanes hold now is a lower bound of the counts before this key, as far as it can
     decide a refusal: a worker sends only after every other is past its send, or when it
@@ -446,13 +449,13 @@ cdef int shard_budgets(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day,
     has yet to process one send of this campaign (of each campaign of its channel). When
     even that stays below every budget, the send is allowed without waiting; it may not
     start a new local day in this worker's lane, so that a lane never shows a day later
-    than that of a key some worker is still deciding.
-    Otherwise the worker waits until every other is past it and sums the lanes."""
+    than that of a key some worker is still deciding."""
     cdef int j
     cdef CampaignC* c = &E.campaigns[ci]
     cdef uint32_t ch = <uint32_t>E.nr_campaigns + c.channel
     cdef uint64_t q = E.cur_pos, p, pend = 0, chan_pend = 0, lag = 0, slack, chan_slack, horizon
     cdef uint64_t* pb
+    camp_day[0] = camp_total[0] = chan_day[0] = 0
     for j in range(E.nshards):
         if j != E.shard:
             # progress, then pending, then the counts: anything done between two reads is
@@ -476,22 +479,63 @@ cdef int shard_budgets(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day,
     slack = pend + lag
     chan_slack = chan_pend + lag * c.channel_campaigns
     if camp_day[0] >= c.daily_budget or camp_total[0] >= c.total_budget:
-        return 0
+        return 1
     if (c.daily_budget == NO_BUDGET and c.total_budget == NO_BUDGET
             and chan_day[0] >= E.channel_daily[c.channel]):
-        return 0
+        return 1
     if (E.budgets[ci].day == day and E.budgets[ch].day == day
             and (c.daily_budget == NO_BUDGET or camp_day[0] + slack < c.daily_budget)
             and (c.total_budget == NO_BUDGET or camp_total[0] + slack < c.total_budget)
             and (E.channel_daily[c.channel] == NO_BUDGET
                  or chan_day[0] + chan_slack < E.channel_daily[c.channel])):
-        E.shard_certain += 1
+        return 2
+    return 0
+
+
+cdef int shard_budgets(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day, uint64_t* camp_total,
+                       uint64_t* chan_day) noexcept nogil:
+    """A budgeted send's counts before it, over every worker (SPEC §3 step 7), or bounds of
+    them that decide it as surely (shard_bound). Returns 1 when the coordinator aborted.
+    Otherwise the worker waits at its key until every other is past it, and sums the lanes;
+    or until the bound decides the send as the others move, which is as exact: a worker
+    waits for another's last events only when they can change the outcome. (Until
+    2026-12-04 a wait always ran until every other was past the key.)"""
+    cdef int j, first = 0, decided
+    cdef uint32_t round = 0
+    cdef uint64_t since = 0
+    decided = shard_bound(E, ci, day, camp_day, camp_total, chan_day)
+    if decided:
+        E.shard_certain += decided == 2
         return 0
-    if shard_wait(E, E.cur_pos, E.cur_due, E.cur_created):
-        return 1
+    shard_publish(E, E.cur_pos, E.cur_due, E.cur_created)
+    E.shard_waits += 1
+    while True:
+        # the others' keys never go back: one found past this key stays past it
+        while first < E.nshards and (first == E.shard
+                                     or sm_reached(lane_of(E, first), E.cur_pos, E.cur_due, E.cur_created)):
+            first += 1
+        if first == E.nshards:
+            break
+        if round == 0:
+            E.shard_waited += 1
+            since = sm_now_ns()
+        elif round % SHARD_BOUND_EVERY == 0 and shard_bound(E, ci, day, camp_day, camp_total, chan_day):
+            # asked only every few rounds: each read pulls lines the others are writing
+            E.shard_decided += 1
+            E.shard_wait_ns += sm_now_ns() - since
+            return 0
+        if shard_abort_set(E):
+            E.aborted = 1
+            E.oom = 1
+            return 1
+        sm_pause(round, E.yield_rounds)
+        round += 1
+    if round:
+        E.shard_wait_ns += sm_now_ns() - since
     camp_day[0] = camp_total[0] = chan_day[0] = 0
     for j in range(E.nshards):
-        shard_add_counts(E, j, ci, ch, day, camp_day, camp_total, chan_day)
+        shard_add_counts(E, j, ci, <uint32_t>E.nr_campaigns + E.campaigns[ci].channel, day, camp_day,
+                         camp_total, chan_day)
     return 0
 
 

@@ -378,5 +378,6 @@ ctypedef struct EngineC:
     uint64_t shard_waits        # decisions that waited for the other workers (budgets, max_pending)
     uint64_t shard_waited       # of them, those where another worker was not there yet
     uint64_t shard_certain      # budgeted sends allowed without waiting
+    uint64_t shard_decided      # budgeted decisions whose wait the bound ended before the others got there
     uint64_t shard_held         # events that waited for the slowest worker (the ring's length)
     uint64_t shard_wait_ns      # time spent in every kind of wait for the others

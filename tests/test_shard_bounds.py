@@ -50,8 +50,13 @@ BUDGET = 10
 # Only a safety net, so that a test that would wait forever fails instead of hanging: no
 # outcome is ever read from the time a feed takes.
 SAFETY_S = 60.0
+# How long a wait is given to see that lane 1's move decides it (it asks every few rounds of
+# microseconds): a wait still running after it is taken for one the move did not end. Only
+# a wait's outcome is read from it, never a speed.
+MOVED_S = 5.0
 
 CERTAIN, WAITS = "decided without waiting", "waited for the other worker"
+DECIDED = "waited until the other worker's counts decided it"
 
 
 @dataclass
@@ -124,11 +129,14 @@ class Worker:
             self.set_lane(campaign, Lane(FINISHED[0], sends=lane.sends, total=lane.total,
                                          chan_sends=lane.chan_sends), FINISHED)
 
-    def decide(self, campaign: str, lane: Lane, event: bytes) -> str:
+    def decide(self, campaign: str, lane: Lane, event: bytes, then: Lane | None = None, sends: bool = True) -> str:
         """Feed `event`, whose processing decides one send of `campaign`, with lane 1 as `lane`
-        says: CERTAIN or WAITS. A wait is let go by finishing lane 1, and must then send."""
+        says: CERTAIN or WAITS. A wait is let go by finishing lane 1, and must then send.
+        With `then`, a wait first sees lane 1 move to `then` (still before this key): DECIDED
+        when that alone ends it, the send decided on the counts. `sends`: whether the send is
+        made (else refused, lane 1 having spent the budget)."""
         self.set_lane(campaign, lane, (lane.pos, 0, 0))
-        waits, waited, certain = self.core.shard_waits
+        waits, waited, certain, decided = self.core.shard_waits
         _, before, _ = self.own_counts(campaign)
         status = []
         # core.feed releases the GIL: this thread watches the counters while it runs
@@ -142,18 +150,26 @@ class Worker:
                 pytest.fail(f"the feed neither ended nor waited within {SAFETY_S:.0f} s")
             time.sleep(0.001)
         outcome = CERTAIN if not thread.is_alive() else WAITS
-        if outcome == WAITS:
-            self.finish_lane(lane, campaign)
+        if outcome == WAITS and then is not None:
+            self.set_lane(campaign, then, (then.pos, 0, 0))
+            thread.join(MOVED_S)
+            if not thread.is_alive():
+                outcome = DECIDED
+        if thread.is_alive():
+            self.finish_lane(then or lane, campaign)
             thread.join(SAFETY_S)
             if thread.is_alive():
                 self.core.shard_abort()
                 thread.join(SAFETY_S)
                 pytest.fail("the wait did not end when the other worker finished")
         assert status == [0]
-        moved = tuple(b - a for a, b in zip((waits, waited, certain), self.core.shard_waits))
-        assert moved == ((0, 0, 1) if outcome == CERTAIN else (1, 1, 0)), \
+        moved = tuple(b - a for a, b in zip((waits, waited, certain, decided), self.core.shard_waits))
+        assert moved == {CERTAIN: (0, 0, 1, 0), WAITS: (1, 1, 0, 0), DECIDED: (1, 1, 0, 1)}[outcome], \
             f"{outcome}, but shard_waits moved by {moved}: the event did not make exactly one budgeted decision"
-        assert self.own_counts(campaign)[1] == before + 1, "the send was refused: the case tests no bound"
+        if sends:
+            assert self.own_counts(campaign)[1] == before + 1, "the send was refused: the case tests no bound"
+        else:
+            assert self.own_counts(campaign)[1] == before, "the send was made past a budget spent"
         return outcome
 
 
@@ -349,3 +365,39 @@ def test_a_worker_counts_its_timers_due_by_its_horizon(before_due):
     assert (word(soon_at, ids["long"]), word(soon_at, sms)) == ((1, 1) if before_due == 0 else (0, 0)), \
         "the 1-minute timer has fired (no longer due soon), the 1-hour one is counted from its due time on"
     assert (word(pend_at, ids["minute"]), word(soon_at, ids["minute"]), word(pend_at, ids["long"])) == (0, 0, 1)
+
+
+# ---- (e) a wait ends once the others' counts decide it ----------------------------------
+
+@pytest.mark.parametrize("moved_to, expected", [(4, WAITS), (5, DECIDED)])
+def test_a_wait_ends_when_the_other_worker_moves_close_enough(moved_to, expected):
+    """A worker waiting at its key asks the bound again as the others move: once it decides
+    the send, the wait ends, before the other worker is past the key. Lane 1 at event 1, 1 +
+    3 sends counted, 5 of its events to come before the key at 9: 10, a wait. Lane 1 then
+    moves on: at event 5, no more than 9 - 5 + 1 = 5 of its events can come, and 1 + 3 + 5 =
+    9 < 10 decides the send; at event 4, 6 more can (10), and the wait goes on until lane 1
+    finishes."""
+    now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)
+    w = Worker([now])
+    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
+    w.day, _, _ = w.own_counts("now")
+    assert events_to(w, 5, 2) == 9
+    assert w.decide("now", Lane(1, sends=3, total=3), ev(T0 + 3 * HOUR, CALL, msisdn=S2),
+                    then=Lane(moved_to, sends=3, total=3)) == expected, f"lane 1 moved to event {moved_to}"
+
+
+@pytest.mark.parametrize("their_sends, expected", [(8, WAITS), (9, DECIDED)])
+def test_a_wait_ends_when_the_other_worker_spends_the_budget(their_sends, expected):
+    """The lanes' counts are a lower bound of the counts before the key, as far as they can
+    refuse: when the other worker's sends, made while this one waits, bring them to the
+    budget, the send is refused at once. 1 of this worker's and 9 of the other's reach 10;
+    8 leave 9, which the other's 5 events to come could still take past it: the wait goes
+    on, and once lane 1 is finished with 8 sends, the send is made."""
+    now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)
+    w = Worker([now])
+    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
+    w.day, _, _ = w.own_counts("now")
+    assert events_to(w, 5, 2) == 9
+    assert w.decide("now", Lane(1, sends=3, total=3), ev(T0 + 3 * HOUR, CALL, msisdn=S2),
+                    then=Lane(1, sends=their_sends, total=their_sends), sends=expected == WAITS) == expected, \
+        f"lane 1 with {their_sends} sends"

@@ -294,11 +294,12 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
         if finished is not None:
             finished()
             finished = None
-        waits, behind, certain = core.shard_waits
+        waits, behind, certain, decided = core.shard_waits
         held, waited_s = core.shard_held
         said = (f"worker {index} of {workers}: {plural(engine.subscribers.size, 'subscriber')} loaded in "
                 f"{loaded - started:.2f} s, the stream in {time.perf_counter() - loaded:.2f} s; waited for the "
-                f"others at {plural(waits, 'shared decision')} ({behind:,} found one behind), "
+                f"others at {plural(waits, 'shared decision')} ({behind:,} found one behind, {decided:,} decided by the "
+                f"counts before the others got there), "
                 f"{plural(certain, 'budgeted send')} without waiting; held back {plural(held, 'time')} by the "
                 f"slowest; {waited_s:.2f} s waiting in all")
         log.debug("%s", said)       # the coordinator logs it, for every worker
