@@ -36,6 +36,7 @@ from typing import Optional
 __all__ = ["make_world", "measure", "plot", "alone"]
 
 _WORKER_LINE = re.compile(r"worker (\d+) of (\d+): .* loaded in ([0-9.]+) s, the stream in ([0-9.]+) s[^\n]*")
+_COORDINATOR_LINE = re.compile(r"the coordinator: [^\n]*")
 
 
 def make_world(directory: Path, *, subscribers: int, events: int, seed: int = 1) -> tuple[Path, Path]:
@@ -96,7 +97,8 @@ def _run(config: Path, trace: Path, out: Path, workers: int, ray: bool = False,
          sample_s: float = 0.2) -> tuple[float, int, list[tuple[float, float]], float, list[str]]:
     """(wall seconds, peak PSS bytes of the process tree, [(load s, stream s)] per worker,
     CPU seconds of the tree: user + system, every process waited for, each worker's line as
-    `sigmatch -v` logs it: its waits and how often the slowest held it back). With `ray` (and
+    `sigmatch -v` logs it: its waits and how often the slowest held it back, then the
+    coordinator's: where the time outside the streams went). With `ray` (and
     workers > 1) the command runs `--ray`, starting a local Ray cluster whose processes (the
     actors among them) are the command's children: the memory and CPU figures count them."""
     shutil.rmtree(out, ignore_errors=True)
@@ -119,7 +121,7 @@ def _run(config: Path, trace: Path, out: Path, workers: int, ray: bool = False,
     found = list(_WORKER_LINE.finditer(text))
     shards = [(float(m.group(3)), float(m.group(4))) for m in found]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, peak, shards, cpu, [m.group(0) for m in found]
+    return wall, peak, shards, cpu, [m.group(0) for m in found] + _COORDINATOR_LINE.findall(text)
 
 
 def _same(a: Path, b: Path) -> bool:

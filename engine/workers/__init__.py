@@ -598,6 +598,7 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     as one process would, after stats.json, for a trace that cannot be read part-way."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}")
+    begun = time.perf_counter()
     # a configuration already loaded is taken as it is (the command's CONFIG may be a pipe,
     # read once)
     config = config_path if isinstance(config_path, Config) else load_config(Path(config_path))
@@ -613,10 +614,11 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     # is hundreds of MB: each worker built its own copy)
     build_peer_tables(config, world[0])
     sinks = _sinks(config, out, format)
+    loaded = time.perf_counter() - begun
     forked = _Forked(config, world, traces, workers)
     _release_freed()
     return _coordinate(config, traces, out, sinks, forked, progress=progress,
-                       label=f"replay ({workers} workers)")
+                       label=f"replay ({workers} workers)", begun=(begun, loaded))
 
 
 def _sinks(config, out, format: Optional[str]) -> SinkSet:
@@ -626,13 +628,16 @@ def _sinks(config, out, format: Optional[str]) -> SinkSet:
 
 
 def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, progress: Optional[bool],
-                label: str) -> dict:
+                label: str, begun: Optional[tuple[float, float]] = None) -> dict:
     """Merge the records of `transport`'s workers (_Forked, or cluster's actors) into `sinks`
     as they come, then write stats.json: what one process would have written. Closes the
-    transport however it ends. Raises as replay() does."""
+    transport however it ends. Raises as replay() does. `begun`: (time.perf_counter() when
+    the run began, seconds it took to load the world before the workers were forked), for
+    the coordinator's line under -v."""
     workers = transport.workers
     writer = SinkThread(sinks)
     started = time.perf_counter()
+    first_batch = last_end = None
     merge = _Merge(workers)
     days = _DayCounts(len(config.campaigns), config.utc_offset_ms)
     variants = _VariantCounts()
@@ -673,6 +678,8 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
                 if w not in ended:
                     failure = failure or f"worker {w} of {workers} stopped without a word ({transport.death(w)})"
             elif message[0] == "batch":
+                if first_batch is None:
+                    first_batch = time.perf_counter()
                 _, done, fed, actions, keys, conversions, positions, dead = message
                 merge.add(w, done, actions, keys, conversions, positions)
                 if dead is not None and len(dead):
@@ -684,6 +691,7 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
                     nbytes = fed
                 write()
             elif message[0] == "end":
+                last_end = time.perf_counter()
                 ended[w] = message[1:]
                 merge.finish(w)
                 write()
@@ -730,6 +738,11 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
                       nbytes, time.perf_counter() - started, seq_range, pending)
     sinks.write_stats(stats)
     sinks.close()
+    if begun is not None and first_batch is not None and last_end is not None:
+        # where the run's time goes outside the workers' streams (theirs are in their lines)
+        log.info("the coordinator: the world loaded in %.2f s; the workers' first batch %.2f s after the start, "
+                  "the last worker's end %.2f s after it; the files finished %.2f s after that",
+                  begun[1], first_batch - begun[0], last_end - begun[0], time.perf_counter() - last_end)
     if figures.get("unread"):
         raise LoadError(figures["unread"])
     if status:
