@@ -284,6 +284,52 @@ def test_parquet_types(tmp_path):
     assert profiles.tags.to_pylist() == [["a", "b"], []]
 
 
+@pytest.mark.parametrize("row_group_size", [2, 64])
+def test_parquet_dictionary_columns_give_what_their_plain_text_gives(tmp_path, row_group_size):
+    """A warehouse's (or pandas') categorical columns are typed on their distinct values,
+    then spread over the rows: the profiles are those of the same columns written as plain
+    text, whatever the values (blank, padded, null, a null marker among the tags), the rows
+    kept (a repeated MSISDN takes its last row), or how the row groups split the dictionary
+    (each group may carry its own)."""
+    plan = [" gold ", "gold", "", None, "silver", "\\N", "gold", "  ", "bronze", "silver"]
+    tags = ["vip| news", "", None, "a||b", " \\N|c", "vip| news", "x", "|", "news", "vip"]
+    numbers = [13800138000 + k for k in (0, 1, 2, 3, 4, 5, 1, 6, 7, 8)]     # 13800138001 twice
+    plain = pa.table({"msisdn": pa.array(numbers, pa.int64()), "plan": pa.array(plan), "tags": pa.array(tags)})
+    coded = pa.table({"msisdn": pa.array(numbers, pa.int64()), "plan": pa.array(plan).dictionary_encode(),
+                      "tags": pa.array(tags).dictionary_encode()})
+    pq.write_table(plain, tmp_path / "plain.parquet", row_group_size=row_group_size)
+    pq.write_table(coded, tmp_path / "coded.parquet", row_group_size=row_group_size)
+    from_plain = load_profiles(tmp_path / "plain.parquet")
+    from_coded = load_profiles(tmp_path / "coded.parquet")
+    assert pa.types.is_dictionary(pq.read_table(tmp_path / "coded.parquet").column("plan").type)
+    assert np.array_equal(from_coded.msisdn, from_plain.msisdn)
+    assert from_coded.columns["plan"].equals(from_plain.columns["plan"])
+    assert from_coded.tags.equals(from_plain.tags)
+    assert from_coded.columns["plan"].to_pylist()[:4] == ["gold", "gold", None, None]
+    # a Parquet column's nulls are its nulls: `\\N` is text there (a CSV's null marker)
+    assert from_coded.tags.to_pylist()[:5] == [["vip", "news"], ["x"], [], ["a", "b"], ["\\N", "c"]]
+
+
+def test_a_dictionary_column_whose_chunks_hold_different_dictionaries():
+    """Chunks of one column may each carry their own dictionary (row groups written apart,
+    a take over them): every row takes its value from its own chunk's."""
+    from loaders.profiles import _parquet_attribute
+    column = pa.chunked_array([pa.array(["a", " b", None]).dictionary_encode(),
+                               pa.array([" c ", "", "a"]).dictionary_encode()])
+    assert _parquet_attribute(column, "plan", Path("p.parquet")).to_pylist() == ["a", "b", None, "c", None, "a"]
+
+
+def test_parquet_columns_typed_side_by_side_report_the_first_bad_column(tmp_path, monkeypatch):
+    """Columns are typed on several threads; an error is still the one typing them in the
+    file's order meets first."""
+    monkeypatch.setattr("loaders.profiles.LOAD_THREADS", 4)
+    pq.write_table(pa.table({"msisdn": [1, 2], "a": pa.array([1, 2], pa.uint64()),
+                             "b": pa.array([2**63, 1], pa.uint64()), "c": pa.array([b"x", b"y"], pa.binary())}),
+                   tmp_path / "p.parquet")
+    with pytest.raises(LoadError, match=r"p\.parquet: column 'b'"):
+        load_profiles(tmp_path / "p.parquet")
+
+
 def test_parquet_integer_msisdn_range(tmp_path):
     numbers = [1, 0, 10**15 - 1, 10**15, 2**64 - 1]
     pq.write_table(pa.table({"msisdn": pa.array(numbers, pa.uint64())}), tmp_path / "p.parquet")

@@ -164,7 +164,10 @@ class Worker:
                 pytest.fail("the wait did not end when the other worker finished")
         assert status == [0]
         moved = tuple(b - a for a, b in zip((waits, waited, certain, decided), self.core.shard_waits))
-        assert moved == {CERTAIN: (0, 0, 1, 0), WAITS: (1, 1, 0, 0), DECIDED: (1, 1, 0, 1)}[outcome], \
+        # a wait let go by finishing lane 1 may end either way: the lane's key, or its
+        # position past this key, which takes it out of the bound, may be seen first
+        assert moved in {CERTAIN: [(0, 0, 1, 0)], WAITS: [(1, 1, 0, 0), (1, 1, 0, 1)],
+                         DECIDED: [(1, 1, 0, 1)]}[outcome], \
             f"{outcome}, but shard_waits moved by {moved}: the event did not make exactly one budgeted decision"
         if sends:
             assert self.own_counts(campaign)[1] == before + 1, "the send was refused: the case tests no bound"
