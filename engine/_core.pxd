@@ -194,7 +194,8 @@ ctypedef struct CampaignC:
     int32_t run             # its delay's timer run (EngineC.runs), -1 without a delay
     uint32_t channel_campaigns  # campaigns of its channel (itself included): the most sends
                                 # or timers of that channel one event can make (_shard.pxi)
-    uint8_t pad_tail[40]    # to 256 bytes
+    uint64_t class_mask     # the classes of event types it triggers on, while sharded (_shard.pxi)
+    uint8_t pad_tail[32]    # to 256 bytes
 
 # Sends counted against a budget (SPEC §3 step 7): one per campaign, then one per channel.
 # Engine state, not configuration: checkpointed, and carried over a reload by campaign id and

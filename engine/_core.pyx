@@ -366,6 +366,7 @@ cdef class Core:
         free(self.E.cpos)
         free(self.E.owner_cnt)
         free(self.E.owner_ring)
+        free(self.E.chan_class)
         if self.E.windows != NULL:
             sm_free(self.E.windows, (self.E.windows_mask + 1) * (self.E.window_n + 2) * sizeof(int64_t))
 
@@ -1670,8 +1671,13 @@ cdef class Core:
         # each worker's events from here on: the slots written before cannot be told apart
         free(self.E.owner_cnt)
         free(self.E.owner_ring)
-        self.E.owner_cnt = <uint32_t*>calloc(nshards, sizeof(uint32_t))
-        self.E.owner_ring = <uint32_t*>calloc(<size_t>SHARD_OWNER_SLOTS * nshards, sizeof(uint32_t))
+        self.E.owner_cnt = self.E.owner_ring = NULL
+        if shard_classes(&self.E, nshards):
+            self.E.shm = NULL
+            raise MemoryError()
+        self.E.owner_cnt = <uint32_t*>calloc(<size_t>nshards * self.E.nr_classes, sizeof(uint32_t))
+        self.E.owner_ring = <uint32_t*>calloc(<size_t>SHARD_OWNER_SLOTS * nshards * self.E.nr_classes,
+                                              sizeof(uint32_t))
         if self.E.owner_cnt == NULL or self.E.owner_ring == NULL:
             self.E.shm = NULL
             raise MemoryError()

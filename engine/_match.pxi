@@ -312,7 +312,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         shard_event_timers_done(E, E.events)
     # 2. subscriber (a sharded worker holds its own; another's event only moved the clock)
     if E.shm != NULL:
-        shard_note_owner(E, ev.msisdn, sub)
+        shard_note_owner(E, ev.msisdn, sub, ev.type)
     if sub >= FOREIGN_INDEX:
         if sub == NO_INDEX and not foreign(E, ev.msisdn):
             E.unknown += 1

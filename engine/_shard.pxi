@@ -131,6 +131,9 @@ cdef enum:
     SHARD_OWNER_EVERY = 256     # events between two snapshots of the events by worker
     SHARD_OWNER_SLOTS = 8192    # snapshots kept: 2^21 events, past the ring's 2^20 of skew
     SHARD_BOUND_EVERY = 8       # rounds of a budgeted send's wait between two askings of the bound
+    SHARD_NO_CLASS = 255        # an event type no budgeted campaign triggers on: not counted
+    SHARD_CLASS_CAP = 512       # classes * workers past which the classes are merged into one
+                                # (the counts' ring: 4 bytes * 8,192 * this, 16 MiB per worker)
 
 cdef extern from *:
     """
@@ -274,45 +277,119 @@ cdef void shard_tick(EngineC* E) noexcept nogil:
     sm_store(lane_horizon(E, E.shard), <uint64_t>horizon if horizon != 0 else <uint64_t>(-1))
 
 
+cdef int shard_classes(EngineC* E, int nshards) noexcept nogil:
+    """Number the event types a budgeted campaign triggers on (type_class), and say which
+    classes each campaign triggers on (class_mask) and how many campaigns of each channel
+    trigger on each class (chan_class): a worker counts the other workers' events by class,
+    and an event of a class no campaign of a budget triggers on cannot spend it. Past
+    SHARD_CLASS_CAP classes times workers, the classes are merged into one (the bound counts
+    every event of a counted type, as before classes). Called when a worker attaches; the
+    campaigns and channels are set. Returns 1 when memory ran out."""
+    cdef uint32_t t, i, k, nr = 0
+    cdef uint32_t ci
+    cdef uint64_t m
+    cdef CampaignC* c
+    for t in range(64):
+        E.type_class[t] = SHARD_NO_CLASS
+        for i in range(E.by_type_off[t], E.by_type_off[t + 1]):
+            c = &E.campaigns[E.trig_list[i]]
+            if (c.daily_budget != NO_BUDGET or c.total_budget != NO_BUDGET
+                    or E.channel_daily[c.channel] != NO_BUDGET):
+                E.type_class[t] = <uint8_t>nr
+                nr += 1
+                break
+    if nr * <uint32_t>nshards > SHARD_CLASS_CAP:
+        for t in range(64):
+            if E.type_class[t] != SHARD_NO_CLASS:
+                E.type_class[t] = 0
+        nr = 1
+    E.nr_classes = nr if nr else 1
+    free(E.chan_class)
+    E.chan_class = <uint32_t*>calloc(<size_t>(E.nr_channels if E.nr_channels else 1) * E.nr_classes,
+                                     sizeof(uint32_t))
+    if E.chan_class == NULL:
+        return 1
+    for ci in range(<uint32_t>E.nr_campaigns):
+        E.campaigns[ci].class_mask = 0
+    for t in range(64):
+        if E.type_class[t] != SHARD_NO_CLASS:
+            for i in range(E.by_type_off[t], E.by_type_off[t + 1]):
+                E.campaigns[E.trig_list[i]].class_mask |= 1ULL << E.type_class[t]
+    for ci in range(<uint32_t>E.nr_campaigns):
+        c = &E.campaigns[ci]
+        m = c.class_mask
+        while m:
+            k = sm_ctz64(m)
+            m &= m - 1
+            E.chan_class[<size_t>c.channel * E.nr_classes + k] += 1
+    return 0
+
+
 cdef inline void shard_owner_snapshot(EngineC* E, uint64_t q) noexcept nogil:
     """At the start of event q, before its timers: when q - 1 is a multiple of
-    SHARD_OWNER_EVERY, keep the events by worker as they stand after event q - 1."""
+    SHARD_OWNER_EVERY, keep the events by worker and class as they stand after event q - 1."""
     cdef uint64_t b
+    cdef size_t width = <size_t>E.nshards * E.nr_classes
     if (q - 1) % SHARD_OWNER_EVERY == 0:
         b = (q - 1) // SHARD_OWNER_EVERY
-        memcpy(E.owner_ring + (b % SHARD_OWNER_SLOTS) * <uint64_t>E.nshards, E.owner_cnt,
-               E.nshards * sizeof(uint32_t))
+        memcpy(E.owner_ring + (b % SHARD_OWNER_SLOTS) * width, E.owner_cnt, width * sizeof(uint32_t))
         E.owner_next = b + 1
 
 
-cdef inline void shard_note_owner(EngineC* E, uint64_t msisdn, uint32_t sub) noexcept nogil:
-    """Count this event for the worker whose subscriber it is, when another's (this worker's
-    own are never asked for): a worker bounding what another may still send counts that
-    one's events since its position (shard_budgets). Not only FOREIGN_INDEX: an event cut by
-    a chunk's end is looked up in this worker's index alone (Core.feed's carry), and another
-    worker's subscriber then comes as NO_INDEX; a count missed would be a bound too low."""
+cdef inline void shard_note_owner(EngineC* E, uint64_t msisdn, uint32_t sub, int32_t type) noexcept nogil:
+    """Count this event for the worker whose subscriber it is, by the class of its type, when
+    another's (this worker's own are never asked for) and a budgeted campaign triggers on
+    its type: a worker bounding what another may still send counts that one's events since
+    its position (shard_budgets). Not only FOREIGN_INDEX: an event cut by a chunk's end is
+    looked up in this worker's index alone (Core.feed's carry), and another worker's
+    subscriber then comes as NO_INDEX; a count missed would be a bound too low."""
     cdef uint32_t j
+    cdef uint8_t k
     if sub >= FOREIGN_INDEX:
-        j = shard_of(msisdn, <uint32_t>E.nshards)
-        if j != <uint32_t>E.shard:
-            E.owner_cnt[j] += 1
+        k = E.type_class[type & 63]
+        if k != SHARD_NO_CLASS:
+            j = shard_of(msisdn, <uint32_t>E.nshards)
+            if j != <uint32_t>E.shard:
+                E.owner_cnt[j * E.nr_classes + k] += 1
 
 
-cdef inline uint64_t shard_events_of(EngineC* E, int j, uint64_t p, uint64_t q) noexcept nogil:
-    """At most how many events worker j (at position p <= q) has yet to process before this
-    key, at event q, that are its own: its events from the last snapshot at or before p - 1
-    up to q - 1 (event q's campaigns come after every key of q that decides a send: its own
-    worker's, or timers before them), plus one. Where no snapshot covers p - 1 (p at the
-    start, or past the slots kept), every event up to q: q - p + 1, which is also taken when
-    it is smaller (a worker close behind, whose events since the count run up to 255 more)."""
-    cdef uint64_t b, own
+cdef inline void shard_lags(EngineC* E, int j, uint64_t p, uint64_t q, CampaignC* c, uint64_t* camp_lag,
+                            uint64_t* chan_lag) noexcept nogil:
+    """Add to camp_lag at most how many sends of campaign c worker j (at position p <= q)
+    can still make at its own events before this key, at event q, and to chan_lag at most
+    how many of c's channel: its events from the last snapshot at or before p - 1 up to
+    q - 1 (event q's campaigns come after every key of q that decides a send: its own
+    worker's, or timers before them), of the classes c triggers on (of each class, times
+    the channel's campaigns that trigger on it), plus one event's worth. Where no snapshot
+    covers p - 1 (p at the start, or past the slots kept), every event up to q counts, each
+    for one send of c and one of each campaign of the channel: q - p + 1, which is also
+    taken when it is smaller (a worker close behind, whose events since the count run up
+    to 255 more)."""
+    cdef uint64_t b, own = 0, own_chan = 0, d, every = q - p + 1
+    cdef uint32_t k, nr = E.nr_classes
+    cdef uint32_t* now
+    cdef uint32_t* then
+    cdef uint32_t* per
     if p == 0:
-        return q - p + 1
+        camp_lag[0] += every
+        chan_lag[0] += every * c.channel_campaigns
+        return
     b = (p - 1) // SHARD_OWNER_EVERY
     if b < E.owner_from or b >= E.owner_next or E.owner_next - b >= SHARD_OWNER_SLOTS:
-        return q - p + 1
-    own = <uint64_t>(<uint32_t>(E.owner_cnt[j] - E.owner_ring[(b % SHARD_OWNER_SLOTS) * <uint64_t>E.nshards + j])) + 1
-    return own if own < q - p + 1 else q - p + 1
+        camp_lag[0] += every
+        chan_lag[0] += every * c.channel_campaigns
+        return
+    now = E.owner_cnt + <size_t>j * nr
+    then = E.owner_ring + ((b % SHARD_OWNER_SLOTS) * <uint64_t>E.nshards + <uint64_t>j) * nr
+    per = E.chan_class + <size_t>c.channel * nr
+    for k in range(nr):
+        d = <uint64_t>(<uint32_t>(now[k] - then[k]))
+        if (c.class_mask >> k) & 1:
+            own += d
+        own_chan += d * per[k]
+    camp_lag[0] += own + 1 if own + 1 < every else every
+    chan_lag[0] += (own_chan + c.channel_campaigns if own_chan + c.channel_campaigns < every * c.channel_campaigns
+                    else every * c.channel_campaigns)
 
 
 cdef void shard_event_start(EngineC* E, uint64_t q) noexcept nogil:
@@ -453,7 +530,7 @@ cdef int shard_bound(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day, u
     cdef int j
     cdef CampaignC* c = &E.campaigns[ci]
     cdef uint32_t ch = <uint32_t>E.nr_campaigns + c.channel
-    cdef uint64_t q = E.cur_pos, p, pend = 0, chan_pend = 0, lag = 0, slack, chan_slack, horizon
+    cdef uint64_t q = E.cur_pos, p, pend = 0, chan_pend = 0, lag = 0, chan_lag = 0, slack, chan_slack, horizon
     cdef uint64_t* pb
     camp_day[0] = camp_total[0] = chan_day[0] = 0
     for j in range(E.nshards):
@@ -468,16 +545,18 @@ cdef int shard_bound(EngineC* E, uint32_t ci, int64_t day, uint64_t* camp_day, u
                 pb = lane_soon(E, j) if horizon != 0 and E.clock <= <int64_t>horizon else lane_pend(E, j)
                 pend += sm_load(&pb[ci])
                 chan_pend += sm_load(&pb[ch])
-                lag += shard_events_of(E, j, p, q)
+                shard_lags(E, j, p, q, c, &lag, &chan_lag)
         shard_add_counts(E, j, ci, ch, day, camp_day, camp_total, chan_day)
     # A pending timer sends at most once, into its own campaign's and channel's budgets, and
-    # at each event a campaign either sends or makes one timer: so the events still to
-    # process can add one send each to this campaign's counts, and one per campaign of its
-    # channel to the channel's. (Until 2026-12-04 every budget took every campaign's share
+    # at each event of a type it triggers on a campaign either sends or makes one timer: so
+    # the events still to process can add one send each to this campaign's counts when of a
+    # type it triggers on, and one per campaign of its channel that triggers on the type to
+    # the channel's (shard_lags). (Until 2026-12-04 every budget took every campaign's share
     # and every timer: on L with 16 workers a worker waited at 16,000 sends, 8 of its 21 s
-    # of stream; on M with 2, 88% of the waits were for timers of other campaigns.)
+    # of stream; on M with 2, 88% of the waits were for timers of other campaigns. Until
+    # 2026-12-04, evening, every event counted, whatever its type.)
     slack = pend + lag
-    chan_slack = chan_pend + lag * c.channel_campaigns
+    chan_slack = chan_pend + chan_lag
     if camp_day[0] >= c.daily_budget or camp_total[0] >= c.total_budget:
         return 1
     if (c.daily_budget == NO_BUDGET and c.total_budget == NO_BUDGET

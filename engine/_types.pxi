@@ -354,8 +354,12 @@ ctypedef struct EngineC:
     uint64_t ring_mask          # ring of pending counts by event position, per lane
     uint64_t delayed_campaigns  # the most timers one event can create
     int64_t horizon_pub         # every pending timer due by then is in the lane's soon counts
-    uint32_t* owner_cnt         # [nshards]: the events of each worker's subscribers so far (mod 2^32)
-    uint32_t* owner_ring        # [SHARD_OWNER_SLOTS * nshards]: owner_cnt after every 256th event
+    uint32_t* owner_cnt         # [nshards * nr_classes]: the events of each worker's subscribers so
+                                # far, by class of event type (mod 2^32)
+    uint32_t* owner_ring        # [SHARD_OWNER_SLOTS * nshards * nr_classes]: owner_cnt after every 256th event
+    uint32_t nr_classes         # classes of event types counted (shard_classes), at least 1
+    uint8_t type_class[64]      # the class of each event type, SHARD_NO_CLASS: not counted
+    uint32_t* chan_class        # [nr_channels * nr_classes]: a channel's campaigns that trigger on a class
     uint64_t owner_from         # the first snapshot written since the worker attached
     uint64_t owner_next         # the next snapshot to write (snapshot b is owner_cnt after event 256 * b)
     uint8_t popped_soon         # timer_pop's timer was counted soon (a run's front, or the heap)

@@ -4,18 +4,20 @@ shard_budgets), held one unit either side of each budget.
 Every other worker not yet past this event (its progress p <= q, the event's position) may
 still send before it: each of its timers pending for the campaign at most once (only those
 due by this clock, within its horizon), and at each of its own events it has yet to process
-(counted from the last count of events by worker at or before p - 1, up to q - 1, plus
-one), one send of the campaign, or one of every campaign of the channel for the channel's
-budget. So the send is certain while
+(counted by class of event type from the last count at or before p - 1, up to q - 1, plus
+one event's worth), one send of the campaign when the event's type is one it triggers on,
+or one of every campaign of the channel that triggers on it for the channel's budget. So
+the send is certain while
 
-    every lane's count + pending timers + its events (* the channel's campaigns) < budget
+    every lane's count + pending timers + its events (weighed by the campaigns they may trigger) < budget
 
-and waits for the others otherwise. Too small a slack lets two workers together overspend a
-budget that one process would have kept; too large a one only makes a worker wait. Each
-test here feeds one decision to shard 0 of 2 in this process, with lane 1 (the other
-worker) written by hand through shard_import, and tells a certain send from a wait by the
-core's counters: a wait never ends until the test finishes lane 1, so a feed that returns
-by itself did not wait.
+and waits for the others otherwise, until every other is past it or the bound, asked again
+as they move, decides it. Too small a slack lets two workers together overspend a budget
+that one process would have kept; too large a one only makes a worker wait. Each test here
+feeds one decision to shard 0 of 2 in this process, with lane 1 (the other worker) written
+by hand through shard_import, and tells a certain send from a wait by the core's counters:
+a wait never ends until the test moves or finishes lane 1, so a feed that returns by itself
+did not wait.
 
 Events are numbered from 1: the n-th event of a stream is at position n (E.cur_pos, which
 the timers firing at an event share), as core.counts()["events"] counts them.
@@ -37,7 +39,7 @@ from engine.language.compile import World
 from engine.language.config import EVENT_TYPES, CampaignSpec, Config, PolicySpec
 from engine.workers import RING_BITS, _nr_budgets, _shared_block
 from loaders.profiles import Profiles
-from tests.backends import CALL, HOUR, LOC, MINUTE, SMS, T0, ev
+from tests.backends import CALL, HOUR, LOC, MINUTE, POWER_ON, SMS, T0, ev
 
 # Two subscribers of worker 0 and one of worker 1, whose events only move worker 0's clock
 _NUMBERS = np.arange(13_800_000_001, 13_800_000_101, dtype=np.uint64)
@@ -75,20 +77,31 @@ class Lane:
 class Worker:
     """Shard 0 of 2 over a shared block, fed event by event, with lane 1 written by the test."""
 
-    def __init__(self, campaigns, channel_budgets=None):
+    def __init__(self, campaigns, channel_budgets=None, workers: int = 2):
+        """With `workers` other than 2, this worker's subscribers are self.s1 and self.s2, the
+        other's self.foreign (S1, S2 and FOREIGN with 2), and every lane past 1 is finished."""
+        self.s1, self.s2, self.foreign = S1, S2, FOREIGN
+        if workers != 2:
+            numbers = np.arange(13_800_000_001, 13_800_100_001, dtype=np.uint64)
+            shard = shards_of(numbers, workers)
+            self.s1, self.s2 = (int(m) for m in numbers[shard == 0][:2])
+            self.foreign = int(numbers[shard == 1][0])
         ordered = tuple(sorted(campaigns, key=lambda c: (-c.priority, c.id)))     # as a loaded file orders them
         self.config = Config(path=Path("test.toml"), utc_offset_ms=0, policy=PolicySpec(), counters=(), markers=(),
                              channel_budgets=dict(channel_budgets or {}), campaigns=ordered,
                              event_types=dict(EVENT_TYPES))
-        profiles = Profiles(Path("profiles.csv"), np.array([S1, S2, FOREIGN], dtype=np.uint64), {}, None, 0)
-        self.engine = Engine(self.config, World(profiles), shard=(0, 2))
+        profiles = Profiles(Path("profiles.csv"), np.array([self.s1, self.s2, self.foreign], dtype=np.uint64), {},
+                            None, 0)
+        self.engine = Engine(self.config, World(profiles), shard=(0, workers))
         self.core = self.engine._core
         self.nb = _nr_budgets(self.config)
         self.ids = [c.id for c in self.config.campaigns]
-        self.block = _shared_block(shard_block_size(2, self.nb, RING_BITS))
-        self.core.attach_shard(self.block, 0, 2, RING_BITS, sum(1 for c in campaigns if c.delay_ms))
+        self.block = _shared_block(shard_block_size(workers, self.nb, RING_BITS))
+        self.core.attach_shard(self.block, 0, workers, RING_BITS, sum(1 for c in campaigns if c.delay_ms))
         self.day = None         # the local day as the core numbers it: set from the first send
         self.finish_lane(Lane(0))
+        for lane in range(2, workers):
+            self.core.shard_import(lane, FINISHED, 0, 0, bytes(shard_counts_size(self.nb)), 0, np.zeros(0, np.uint64))
         self.core.begin_stream()
 
     def feed(self, *events: bytes) -> None:
@@ -207,15 +220,17 @@ def test_a_campaigns_budget_bounds_the_others_pending_timers(budget, pending):
 
 # ---- (b) the other worker's events it has yet to process --------------------------------
 
-def events_to(w: Worker, foreign: int, own: int, split: bool = False) -> int:
-    """After the first send (event 1): `foreign` events of the other worker's subscriber and
-    `own` of this worker's (S1 moving), interleaved; returns the next event's position. With
-    `split`, each of the other's events is fed in two pieces, as a chunk's end cuts one."""
+def events_to(w: Worker, foreign, own: int, split: bool = False) -> int:
+    """After the first send (event 1): `foreign` events of the other worker's subscriber (a
+    number of calls, or the types in turn) and `own` of this worker's (S1 moving),
+    interleaved; returns the next event's position. With `split`, each of the other's
+    events is fed in two pieces, as a chunk's end cuts one."""
+    kinds = [CALL] * foreign if isinstance(foreign, int) else list(foreign)
     t = T0 + HOUR
-    for k in range(max(foreign, own)):
-        if k < foreign:
+    for k in range(max(len(kinds), own)):
+        if k < len(kinds):
             t += MINUTE
-            event = ev(t, LOC, msisdn=FOREIGN)
+            event = ev(t, kinds[k], msisdn=FOREIGN)
             if split:
                 w.feed(event[:len(event) // 2])
                 w.feed(event[len(event) // 2:])
@@ -262,7 +277,7 @@ def test_the_others_events_are_counted_from_the_last_count_before_its_position(l
     w = Worker([now])
     w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
     w.day, _, _ = w.own_counts("now")
-    w.feed(*(ev(T0 + HOUR + k * 1000, LOC, msisdn=FOREIGN) for k in range(1, 301)))
+    w.feed(*(ev(T0 + HOUR + k * 1000, CALL, msisdn=FOREIGN) for k in range(1, 301)))
     assert w.events + 1 == 302
     assert w.decide("now", Lane(lane_pos, sends=3, total=3), ev(T0 + 2 * HOUR, CALL, msisdn=S2)) \
         == expected, f"lane 1 at event {lane_pos}"
@@ -270,32 +285,64 @@ def test_the_others_events_are_counted_from_the_last_count_before_its_position(l
 
 # ---- (c) the channel's budget, over two campaigns ----------------------------------------
 
-@pytest.mark.parametrize("foreign, chan_pending, chan_sends", [
-    (2, 1, 1),      # 3 of its events to come:  1 + 1 + 1 + 3 * 2 = 9, certain
-    (2, 1, 2),      # one more send on the channel: 10, wait
-    (2, 2, 1),      # one more pending timer of the channel's: 10, wait
-    (2, 0, 1),      # 1 + 1 + 0 + 3 * 2 = 8, certain
-    (3, 0, 1),      # 4 of its events to come:  1 + 1 + 0 + 4 * 2 = 10, wait
+@pytest.mark.parametrize("calls, texts, chan_pending, chan_sends, close", [
+    (1, 1, 0, 1, False),    # 1 + 1 + 0 + (1 * 1 + 1 * 2 + 3) = 8, certain
+    (1, 2, 0, 1, False),    # a text more weighs 2 campaigns: 10, wait
+    (2, 1, 0, 1, False),    # a call more weighs 1: 9, certain
+    (3, 1, 0, 1, False),    # 10, wait
+    (1, 1, 1, 1, False),    # a pending timer of the channel's: 9, certain
+    (1, 1, 2, 1, False),    # 10, wait
+    (1, 1, 1, 2, False),    # one more send on the channel: 10, wait
+    (1, 1, 0, 5, True),     # lane 1 at this event: 1 event * 3 campaigns, fewer than 1 * 1 + 1 * 2 + 3: 9
+    (1, 1, 0, 6, True),     # 10, wait
 ])
-def test_a_channels_budget_bounds_a_send_per_campaign_of_the_channel_per_event(foreign, chan_pending, chan_sends):
+def test_a_channels_budget_bounds_a_send_per_campaign_of_the_channel_triggered_per_event(calls, texts, chan_pending,
+                                                                                           chan_sends, close):
     """At each of the other worker's events still to process, every campaign of the channel
-    may send once into its budget, and every pending timer of any of them once more: the
-    slack is pending + (its events + 1) * campaigns of the channel. The channel holds two
-    campaigns (`later`, delayed, never triggered here, and `now`, which decides); 1 send of
-    this worker's is counted, lane 1 is at event 1. A count of events rather than of sends per
-    campaign, or pending timers left out, would let this worker send where the other could
-    reach the budget first."""
+    that triggers on the event's type may send once into its budget, and every pending
+    timer of any of them once more: the slack is pending + the campaigns of the channel
+    each of its events may trigger + one event's worth of every campaign of the channel.
+    The channel holds three campaigns: `now` on calls, which decides, and `later` and
+    `also` on texts, delayed, never triggered here (the texts are the other worker's), so a
+    call weighs 1 and a text 2. The other worker's 2 location updates, which no campaign
+    triggers on, never count. 1 send of this worker's is counted, lane 1 is at event 1, or
+    (`close`) at this very event, where at most one event's worth can come. A count of
+    events rather than of sends per campaign, or pending timers left out, would let this
+    worker send where the other could reach the budget first."""
     now = CampaignSpec(id="now", on=(CALL,), channel="sms")
     later = CampaignSpec(id="later", on=(SMS,), channel="sms", delay_ms=MINUTE)
-    w = Worker([now, later], channel_budgets={"sms": BUDGET})
+    also = CampaignSpec(id="also", on=(SMS,), channel="sms", delay_ms=MINUTE)
+    w = Worker([now, later, also], channel_budgets={"sms": BUDGET})
     w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
     w.day, sends, _ = w.own_counts("now")
     assert sends == 1
-    events_to(w, foreign, 1)
-    bound = 1 + chan_sends + chan_pending + (foreign + 1) * 2
-    lane = Lane(1, chan_pending=chan_pending, chan_sends=chan_sends)
+    q = events_to(w, [CALL] * calls + [SMS] * texts + [LOC] * 2, 1)
+    bound = 1 + chan_sends + chan_pending + (3 if close else calls + 2 * texts + 3)
+    lane = Lane(q if close else 1, chan_pending=chan_pending, chan_sends=chan_sends)
     assert w.decide("now", lane, ev(T0 + 3 * HOUR, CALL, msisdn=S2)) \
         == certain_or_waits(bound), f"counts and slack {bound}, against the channel's budget of {BUDGET}"
+
+
+@pytest.mark.parametrize("budgeted_elsewhere", [False, True])
+@pytest.mark.parametrize("calls, others, expected", [(4, 1, CERTAIN), (5, 0, WAITS)])
+def test_the_others_events_of_a_type_the_campaign_does_not_trigger_on_never_count(calls, others, expected,
+                                                                                  budgeted_elsewhere):
+    """Only events of a type the campaign triggers on can spend its budget: every worker
+    counts the other workers' events by class of type. With lane 1 at event 1 and 1 + 3
+    sends counted, 4 calls and a power-on make 1 + 3 + 4 + 1 = 9 (certain), 5 calls 10
+    (wait). The power-on is not counted whether another budgeted campaign triggers on it
+    (a class of its own, not the campaign's) or none does (no class at all)."""
+    now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)
+    campaigns = [now]
+    if budgeted_elsewhere:
+        campaigns.append(CampaignSpec(id="elsewhere", on=(POWER_ON,), channel="mms", daily_budget=BUDGET))
+    w = Worker(campaigns)
+    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
+    w.day, sends, _ = w.own_counts("now")
+    assert sends == 1
+    events_to(w, [CALL] * calls + [POWER_ON] * others, 2)
+    assert w.decide("now", Lane(1, sends=3, total=3), ev(T0 + 3 * HOUR, CALL, msisdn=S2)) == expected, \
+        f"{calls} calls and {others} power-ons of the other worker's to come"
 
 
 # ---- (d) only the timers due by this clock, within the other's horizon -------------------
@@ -404,3 +451,27 @@ def test_a_wait_ends_when_the_other_worker_spends_the_budget(their_sends, expect
     assert w.decide("now", Lane(1, sends=3, total=3), ev(T0 + 3 * HOUR, CALL, msisdn=S2),
                     then=Lane(1, sends=their_sends, total=their_sends), sends=expected == WAITS) == expected, \
         f"lane 1 with {their_sends} sends"
+
+
+def test_past_the_cap_the_classes_are_merged_into_one():
+    """The counts by worker and class take 4 bytes * 8,192 slots each: past 512 classes times
+    workers (engine/_shard.pxi SHARD_CLASS_CAP) the classes are merged into one, and every
+    event of a counted type counts for every campaign of a budget. With 256 workers and 3
+    classes (calls, texts, power-ons, each with a budgeted campaign), the other worker's
+    power-on counts for the campaign on calls: 4 calls and a power-on make 1 + 3 + 5 + 1 =
+    10 (wait), where 2 workers keep them apart (9, certain)."""
+    outcomes = []
+    for workers in (2, 256):
+        now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)
+        texts = CampaignSpec(id="texts", on=(SMS,), channel="mms", daily_budget=BUDGET)
+        power = CampaignSpec(id="power", on=(POWER_ON,), channel="boss", daily_budget=BUDGET)
+        w = Worker([now, texts, power], workers=workers)
+        w.feed(ev(T0 + HOUR, CALL, msisdn=w.s1))
+        w.day, sends, _ = w.own_counts("now")
+        assert sends == 1
+        t = T0 + HOUR
+        for kind in [CALL] * 4 + [POWER_ON]:
+            t += MINUTE
+            w.feed(ev(t, kind, msisdn=w.foreign))
+        outcomes.append(w.decide("now", Lane(1, sends=3, total=3), ev(T0 + 3 * HOUR, CALL, msisdn=w.s2)))
+    assert outcomes == [CERTAIN, WAITS], "2 workers keep the classes apart, 256 merge them"
