@@ -232,8 +232,9 @@ def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
 @click.option("--overwrite", is_flag=True,
               help="Replace the output of an earlier run in OUT (refused without it: its actions would go out twice).")
 @click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Processes to split the subscribers over; the files are the same as with 1 (on 16 cores, "
-                   "8 gave the best time: docs/performance.md).")
+              help="Processes to split the subscribers over, at most one per core (more draw a warning, except "
+                   "with --ray); the files are the same as with 1 (on 16 cores, 8 gave the best time: "
+                   "docs/performance.md).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None, metavar="[ADDRESS]",
               help="Run the --workers as Ray actors on the cluster at ADDRESS (alone: RAY_ADDRESS, or a local "
                    "cluster for this run); needs the [ray] extra, and the inputs at the same path on every host.")
@@ -266,6 +267,12 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
         _fail(f"{out}: already holds a run's output ({earlier[0].relative_to(out)} and {len(earlier) - 1:,} more); "
               "a second run would number its actions from 1 again and the gateway would send them twice: "
               "give a new --out, or --overwrite to replace the earlier run")
+    if ray_address is None:
+        # a Ray cluster's cores are not this host's: its workers are placed by Ray
+        from engine.workers import beyond_cores
+        too_many = beyond_cores(workers)
+        if too_many:
+            log.warning("%s", too_many)
     cfg = load_config(config)
     # the funnel's uplifts need statsmodels: its import is taken off the end of the run, from
     # the configuration as loaded (read once: CONFIG may be a pipe)

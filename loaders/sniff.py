@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import codecs
 import datetime
-import gzip
 import json
 import os
 import re
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Optional, Sequence
@@ -41,6 +39,7 @@ import numpy as np
 
 from engine.errors import LoadError
 from loaders import refuse_special
+from loaders.traces import open_trace
 from engine.records import STREAM_STATUSES
 from engine.wording import plural
 
@@ -341,25 +340,27 @@ def _times_beyond(data: bytes, values: int) -> tuple:
     return tuple(times)
 
 
-def _open(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")
-    return open(path, "rb")
-
-
 def examine_trace(path, core, name: Optional[str] = None) -> Head:
     """The head of one trace file (decompressed when named *.gz, as replay reads it)."""
     path = Path(path)
     refuse_special(path, "trace")
     try:
         nbytes = path.stat().st_size
-        with _open(path) as f:
+        with open_trace(path) as f:
             data, at_end, found = _read_head(f, core)
+            broken = getattr(f, "broken", None)
     except FileNotFoundError:
         raise LoadError(f"{path}: no such trace file") from None
-    except (OSError, EOFError, ValueError, zlib.error) as e:    # zlib.error: a corrupt .gz
+    except (OSError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else e     # no errno, no repeated path
         raise LoadError(f"{path}: cannot read trace: {reason}") from None
+    if broken is not None:
+        if not data:
+            # nothing to process before the break: refused now, in the words replay would use
+            raise LoadError(f"{path}: cannot read trace: {broken}")
+        # a .gz cut short in its head: judged on the bytes before the break, which replay
+        # processes before it stops there; not the whole file (its end is not known)
+        at_end = False
     return _head(name or str(path), nbytes, data, at_end, found)
 
 
@@ -368,8 +369,10 @@ def _stream_head(paths: Sequence[Path], core, name: str) -> Head:
     too short to hold HEAD_VALUES values, and an event may span two files."""
     data = bytearray()
     for path in paths:
-        with _open(path) as f:
+        with open_trace(path) as f:
             data += _read_up_to(f, HEAD_BYTES - len(data))
+            if getattr(f, "broken", None) is not None:
+                break       # replay stops there too
         if len(data) >= HEAD_BYTES:
             break
     found = core.sniff(data, HEAD_VALUES)

@@ -5,7 +5,7 @@ chunks are handed on as they are and the decoder stitches them together.
 """
 from __future__ import annotations
 
-import gzip
+import io
 import os
 import zlib
 from collections.abc import Iterable, Iterator
@@ -15,7 +15,7 @@ from typing import Union
 from engine.errors import LoadError
 from loaders import refuse_special
 
-__all__ = ["Source", "iter_chunks", "source_size", "CHUNK_BYTES"]
+__all__ = ["Source", "iter_chunks", "open_trace", "GzipTrace", "source_size", "CHUNK_BYTES"]
 
 CHUNK_BYTES = 16 << 20
 
@@ -47,22 +47,137 @@ def source_size(source) -> int | None:
         return None
 
 
+# Compressed bytes read from a .gz at a time. A break in the data is found in at most
+# log2(READ_BYTES) trial decompressions of one such piece (_longest_good_prefix).
+READ_BYTES = 256 << 10
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class GzipTrace(io.RawIOBase):
+    """The decompressed bytes of a .gz file, every member in turn (a concatenation of gzip
+    files, zero padding between or after them, as gzip.open reads it), for `readinto`.
+
+    gzip.open raises where the compressed data breaks (EOFError for a file cut short,
+    zlib.error or BadGzipFile for corrupt data) and drops the bytes it had decompressed for
+    that read: up to a whole chunk of events that could be read. This reader instead ends
+    there as at the end of the file, after the last byte it could decompress, and sets
+    `broken` to why, in one line naming that decompressed byte offset; the caller tells a
+    break from the end by it. `offset` counts the decompressed bytes returned so far.
+    OSError (the file cannot be opened or read) is raised as it is."""
+
+    def __init__(self, path):
+        super().__init__()
+        self._file = open(path, "rb", buffering=0)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        self._inflater = zlib.decompressobj(wbits=31)      # 31: a gzip header and trailer
+        self._started = False       # the current member was given a byte: its end must come
+        self._members = 0           # members begun, for what a bad header is called
+        self._pending = b""         # compressed bytes read but not yet taken by the inflater
+        self.offset = 0
+        self.broken: str | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._file.fileno()      # the compressed file's
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        finally:
+            super().close()
+
+    def readinto(self, buffer) -> int:
+        """Fill the start of `buffer` with the next decompressed bytes: how many (at most
+        len(buffer); 0 at the end of the file or at a break, see `broken`)."""
+        out = memoryview(buffer).cast("B")
+        while len(out) and self.broken is None:
+            if not self._pending:
+                self._pending = self._file.read(READ_BYTES)
+                if not self._pending:
+                    if self._started and not self._inflater.eof:
+                        self.broken = (f"truncated gzip file: its compressed data ends before the gzip "
+                                       f"end-of-stream marker, at decompressed byte offset {self.offset:,}")
+                    return 0
+            if self._inflater.eof:
+                # a member ended: zero padding may follow (skipped, as gzip.open does), or another member
+                self._pending = self._pending.lstrip(b"\0")
+                if not self._pending:
+                    continue
+                self._inflater = zlib.decompressobj(wbits=31)
+                self._started = False
+            if not self._started:
+                self._members += 1
+            before = self._inflater.copy()      # a zlib.error keeps none of its call's output
+            try:
+                data = self._inflater.decompress(self._pending, len(out))
+            except zlib.error as e:
+                self._inflater, data, taken = _longest_good_prefix(before, self._pending, len(out))
+                if not data:
+                    self.broken = self._corrupt(e)
+                    return 0
+                self._pending = self._inflater.unconsumed_tail + self._pending[taken:]
+            else:
+                self._pending = self._inflater.unused_data if self._inflater.eof else self._inflater.unconsumed_tail
+            self._started = True
+            if data:
+                out[:len(data)] = data
+                self.offset += len(data)
+                return len(data)
+        return 0
+
+    def _corrupt(self, error: zlib.error) -> str:
+        if not self._started and not self._pending.startswith(_GZIP_MAGIC[:len(self._pending)]):
+            if self._members == 1:
+                return "not gzip-compressed, though named *.gz (it does not begin with the gzip bytes 1f 8b)"
+            return (f"corrupt gzip file: what follows the gzip data at decompressed byte offset {self.offset:,} "
+                    "is neither another gzip member nor zero padding")
+        reason = str(error).split(": ", 1)[-1]      # "Error -3 while decompressing data: invalid block type"
+        return f"corrupt gzip data at decompressed byte offset {self.offset:,} ({reason})"
+
+
+def _longest_good_prefix(inflater, data: bytes, max_length: int):
+    """(inflater, output, n): a copy of `inflater` fed the longest prefix of `data` it takes
+    without a zlib.error (n bytes; `data` whole raised one), and what that gave (at most
+    max_length bytes). The output ends within one compressed byte of where the data breaks."""
+    good, bad = 0, len(data)
+    found = inflater.copy(), b""
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        trial = inflater.copy()
+        try:
+            output = trial.decompress(data[:middle], max_length)
+        except zlib.error:
+            bad = middle
+        else:
+            good, found = middle, (trial, output)
+    return (*found, good)
+
+
+def open_trace(path: Path):
+    """A trace file opened for binary reading, decompressed when named *.gz (GzipTrace:
+    check its `broken` at the end). OSError as open() raises it."""
+    if path.suffix == ".gz":
+        return GzipTrace(path)
+    return open(path, "rb", buffering=0)
+
+
 def _read_file(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
+    """The decompressed bytes of one trace file in chunks of chunk_bytes (the last shorter),
+    views of one reused buffer. LoadError naming the file where it cannot be read on: a .gz
+    whose data breaks after every byte before the break was yielded (GzipTrace), a plain
+    file that shrinks while it is read."""
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                while True:
-                    chunk = f.read(chunk_bytes)
-                    if not chunk:
-                        return
-                    yield chunk
         # Read, not mapped: a file truncated while mapped kills the process with SIGBUS,
         # and a reader cannot turn that into an error. Reading costs one copy from the page
         # cache into one reused buffer (docs/performance.md: about 1% of a replay on the
         # 2-core VM), and the page cache does not count in this process's resident memory.
-        with open(path, "rb", buffering=0) as f:
+        with open_trace(path) as f:
+            gzipped = isinstance(f, GzipTrace)
             size = os.fstat(f.fileno()).st_size
-            if hasattr(os, "posix_fadvise"):
+            if not gzipped and hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
             buffer = memoryview(bytearray(chunk_bytes))
             done = 0
@@ -79,12 +194,14 @@ def _read_file(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
                     yield buffer[:filled]
                 if filled < chunk_bytes:
                     break
-            if done < size:
+            if gzipped and f.broken is not None:
+                raise LoadError(f"{path}: cannot read trace: {f.broken}")
+            if not gzipped and done < size:
                 raise LoadError(f"{path}: truncated while being read: it ended at byte {done:,} "
                                 f"of the {size:,} it had when opened")
     except FileNotFoundError:
         raise LoadError(f"{path}: no such trace file") from None
-    except (OSError, EOFError, ValueError, zlib.error) as e:    # zlib.error: a corrupt .gz
+    except (OSError, ValueError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else e     # no errno, no repeated path
         raise LoadError(f"{path}: cannot read trace: {reason}") from None
 

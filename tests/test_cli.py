@@ -1,4 +1,5 @@
 """The `sigmatch` command: exit codes, one-line errors, output."""
+import logging
 import os
 import re
 import shutil
@@ -464,3 +465,62 @@ def test_a_corrupt_gz_trace_is_one_line(world, tmp_path, where):
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "t.msgpack.gz: cannot read trace:" in lines[0] and "Traceback" not in done.stderr, lines
+
+
+EXAMPLE = ROOT / "examples" / "crbt_school"
+ADVICE = ("one worker per core is advised; the workers beyond the cores gain nothing, and each shared decision "
+          "waits for the slowest (going on)")
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize("affinity", [True, False], ids=["affinity", "cpu_count"])
+@pytest.mark.parametrize("workers", [2, 3])
+def test_replay_warns_of_more_workers_than_usable_cores_and_goes_on(tmp_path, monkeypatch, caplog, affinity, workers):
+    """The cores are those of the process's CPU affinity (taskset, a container's cpuset), or
+    os.cpu_count() where there is none: --workers beyond them says so in one line, and the
+    run's output is the one it makes without the warning."""
+    if affinity:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    else:
+        monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    code, out, _ = run("replay", EXAMPLE / "campaigns.toml", EXAMPLE / "trace.msgpack", "--out", tmp_path / "out",
+                       "--workers", workers, "--no-progress")
+    assert code == 0, out
+    assert "24 events" in out and (tmp_path / "out" / "stats.json").is_file()
+    assert _warnings(caplog) == ([f"--workers 3 on 2 usable cores: {ADVICE}"] if workers == 3 else [])
+
+
+def test_replay_on_ray_says_nothing_of_this_hosts_cores(tmp_path, monkeypatch, caplog):
+    """--ray places the workers on the cluster's hosts: this one's cores are not theirs."""
+    from engine.errors import LoadError
+    from engine.workers import cluster
+
+    def no_cluster(*args, **kwargs):
+        raise LoadError("no cluster here")
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(cluster, "replay", no_cluster)
+    code, out, _ = run("replay", EXAMPLE / "campaigns.toml", EXAMPLE / "trace.msgpack", "--out", tmp_path / "out",
+                       "--workers", 4, "--ray", "--no-progress")
+    assert code == 1 and out.strip().splitlines() == ["sigmatch: error: no cluster here"], out
+    assert _warnings(caplog) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_the_service_warns_of_more_worker_threads_than_usable_cores(tmp_path):
+    """`run --workers` splits over threads, as many cores as they are: on one core (the
+    affinity taskset would set), 2 workers draw the line when it starts, and it goes on."""
+    one = min(os.sched_getaffinity(0))
+    with open(EXAMPLE / "trace.msgpack", "rb") as trace:
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(EXAMPLE / "campaigns.toml"),
+                               "--out", str(tmp_path / "out"), "--state", str(tmp_path / "state"), "--stdin",
+                               "--workers", "2"], stdin=trace, capture_output=True, text=True, cwd=ROOT,
+                              preexec_fn=lambda: os.sched_setaffinity(0, {one}), timeout=120)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if " WARNING " in line]
+    assert len(said) == 1 and said[0].endswith(f" WARNING sigmatch.daemon: --workers 2 on 1 usable core: {ADVICE}"), \
+        done.stderr

@@ -538,7 +538,8 @@ def test_the_command_names_the_worker_that_died(tight, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    lines = err.strip().splitlines()
+    # on a host of one core, the warning that 2 workers are more than the cores comes first
+    lines = [line for line in err.strip().splitlines() if "usable core" not in line]
     assert proc.returncode != 0
     assert len(lines) == 1, lines
     assert re.match(r"sigmatch: error: worker [01] of 2 stopped without a word \(exit code -9\)", lines[0]), lines

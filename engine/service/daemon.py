@@ -1587,9 +1587,10 @@ class SpoolDaemon:
                               "standard input" if self.stdin is not None else None) if part)
         lifecycle.info("started: reading %s; output %s; state %s%s", sources, self.out, self.state,
                        f"; {self.workers} workers" if self.workers > 1 else "")
-        if self.workers > (os.cpu_count() or 1):
-            log.warning(f"--workers {self.workers} on {plural(os.cpu_count() or 1, 'core')}: the workers beyond the "
-                        "cores gain nothing, and each piece waits for the slowest")
+        from engine.workers import beyond_cores
+        too_many = beyond_cores(self.workers)
+        if too_many:
+            log.warning("%s", too_many)
         sd_notify("READY=1")
         # systemd's watchdog (WatchdogSec=): ping at half the interval it gave us
         watchdog_s = int(os.environ.get("WATCHDOG_USEC", "0")) / 2e6

@@ -43,7 +43,7 @@ from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE, STREAM_S
 from engine.sinks import SinkSet, SinkThread
 from engine.wording import plural
 
-__all__ = ["replay", "WorkerError", "MAX_WORKERS"]
+__all__ = ["replay", "WorkerError", "MAX_WORKERS", "usable_cores", "beyond_cores"]
 
 log = logging.getLogger("sigmatch.workers")
 
@@ -61,6 +61,29 @@ _END = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 class WorkerError(SigmatchError):
     """A worker of a sharded run failed; the run's output is incomplete."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what taskset or a container's
+    cpuset leaves it; a CPU quota is not counted), or every core where the system has no
+    affinity (os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def beyond_cores(workers: int) -> Optional[str]:
+    """One line of warning when `workers` (processes of `replay --workers`, threads of the
+    service) are more than usable_cores(), else None. The workers beyond the cores only take
+    turns on them, and a worker that is not running holds up every shared decision, so such
+    a run is slower than one with a worker per core, not faster (a newcomer's 256 workers on
+    2 cores ran 30 times slower than one); it is said, and the run goes on."""
+    cores = usable_cores()
+    if workers <= cores:
+        return None
+    return (f"--workers {workers} on {plural(cores, 'usable core')}: one worker per core is advised; the workers "
+            "beyond the cores gain nothing, and each shared decision waits for the slowest (going on)")
 
 
 def _nr_budgets(config) -> int:
