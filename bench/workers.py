@@ -236,7 +236,7 @@ def plot(recorded: Path, png: Path) -> None:
     series: dict[str, list] = {}
     for run in doc["runs"]:
         series.setdefault(run["series"], []).append(run)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4 + 0.17 * ((len(series) + 2) // 2) + 0.1))
     most = max(r["workers"] for r in doc["runs"])
     for name, runs in series.items():
         runs.sort(key=lambda r: r["workers"])
@@ -255,9 +255,12 @@ def plot(recorded: Path, png: Path) -> None:
     for axis in (left, right):
         axis.set_xticks([1, 2, 4, 8, 16][: 1 + most.bit_length()])
         axis.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
-        axis.legend(fontsize=7)
+    # one legend under both, where it hides no point (the series are the same on both sides)
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
     fig.suptitle(f"{doc['world']}\n{doc['machine']}", fontsize=8)
-    fig.tight_layout()
+    rows = (len(labels) + 1) // 2
+    fig.tight_layout(rect=(0, (0.17 * rows + 0.1) / fig.get_figheight(), 1, 1))
     fig.savefig(png, dpi=110)
 
 
