@@ -704,10 +704,26 @@ cdef class Core:
             raise RuntimeError("campaigns are set before any timer waits")
         if self.E.nr_channels == 0:
             self.set_channels([""], [None])
+        # every check first: a core whose arrays were freed before a check that raised would
+        # hold arrays for the new campaigns and the count of the old ones
+        marks = [m for d in campaigns for m in d.get("marks", ())]
+        absent = [k for d in campaigns for k in d.get("absent", ())]
+        if any(not 0 <= k < self.E.nr_markers for k in [m[0] for m in marks] + absent) \
+                or any(m[1] <= 0 for m in marks):
+            raise ValueError("a campaign names a marker out of range or a within that is not positive")
+        # variants: weights 1..10,000, at most 16 (the record's byte and the sums' uint32 hold them)
+        weights = [list(d.get("variants", ())) for d in campaigns]
+        if any(len(w) > 16 or any(not 1 <= x <= 10000 for x in w) for w in weights):
+            raise ValueError("a campaign has more than 16 variants or a weight outside 1..10,000")
+        for d in campaigns:
+            if not 0 <= d.get("channel", 0) < self.E.nr_channels:
+                raise ValueError(f"campaign {d['id']!r}: channel index out of range")
         free(self.E.campaigns)
         free(self.E.funnel)
         free(self.E.budgets)
         free(self.E.pending_by_campaign)
+        # none until every array is in place (a MemoryError below leaves a core of none)
+        self.E.nr_campaigns = self.nr_campaigns = 0
         self.E.campaigns = <CampaignC*>sm_line_calloc(n, sizeof(CampaignC))
         self.E.funnel = <uint64_t*>calloc(max(n, 1) * NR_FUNNEL, sizeof(uint64_t))
         self.E.budgets = <BudgetC*>calloc(n + self.E.nr_channels, sizeof(BudgetC))
@@ -718,11 +734,6 @@ cdef class Core:
             raise MemoryError()
         self.campaign_ids = b"".join(d["id"].encode() for d in campaigns)
         base = self.campaign_ids
-        marks = [m for d in campaigns for m in d.get("marks", ())]
-        absent = [k for d in campaigns for k in d.get("absent", ())]
-        if any(not 0 <= k < self.E.nr_markers for k in [m[0] for m in marks] + absent) \
-                or any(m[1] <= 0 for m in marks):
-            raise ValueError("a campaign names a marker out of range or a within that is not positive")
         free(self.E.conds)
         free(self.E.absent_list)
         self.E.conds = <MarkCondC*>calloc(max(len(marks), 1), sizeof(MarkCondC))
@@ -735,10 +746,6 @@ cdef class Core:
             self.E.conds[ci].negate = 1 if negate else 0
         for ci, marker in enumerate(absent):
             self.E.absent_list[ci] = marker
-        # variants: weights 1..10,000, at most 16 (the record's byte and the sums' uint32 hold them)
-        weights = [list(d.get("variants", ())) for d in campaigns]
-        if any(len(w) > 16 or any(not 1 <= x <= 10000 for x in w) for w in weights):
-            raise ValueError("a campaign has more than 16 variants or a weight outside 1..10,000")
         free(self.E.variant_sums)
         self.E.variant_sums = <uint32_t*>calloc(max(sum(map(len, weights)), 1), sizeof(uint32_t))
         if self.E.variant_sums == NULL:
@@ -792,8 +799,6 @@ cdef class Core:
             c.end_day = d.get("end_day", 2**31 - 1)
             c.daily_budget = NO_BUDGET if d.get("daily_budget") is None else d["daily_budget"]
             c.total_budget = NO_BUDGET if d.get("total_budget") is None else d["total_budget"]
-            if not 0 <= d.get("channel", 0) < self.E.nr_channels:
-                raise ValueError(f"campaign {d['id']!r}: channel index out of range")
             c.channel = d.get("channel", 0)
             c.nr_variants = len(weights[ci])
             c.variant_off = nr_sums

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -109,3 +110,33 @@ def test_bytes_per_subscriber_counts_the_anniversary_dates():
     before = core.bytes_per_subscriber
     core.set_dates(np.zeros((2, 2), dtype=np.uint16))
     assert core.bytes_per_subscriber == before + 4
+
+
+@pytest.mark.parametrize("bad", [
+    {"marks": [(7, 1000, False)]},      # a marker out of range
+    {"variants": [0]},                   # a weight outside 1..10,000
+    {"channel": 5},                      # a channel index out of range
+])
+def test_campaigns_refused_by_the_core_leave_it_as_it_was(tmp_path, bad):
+    """Core.set_campaigns checks every campaign before it frees the arrays it holds: a core
+    whose arrays had been replaced before a check raised would hold arrays for the new
+    campaigns and the count of the old ones."""
+    from engine.language.compile import World
+    from engine.language.config import EVENT_TYPES, CampaignSpec, Config, PolicySpec
+    from loaders.profiles import Profiles
+    from tests.backends import CALL, T0, ev
+    config = Config(path=Path("test.toml"), utc_offset_ms=0, policy=PolicySpec(), counters=(), markers=(),
+                    channel_budgets={}, campaigns=(CampaignSpec(id="a", on=(CALL,), channel="sms"),),
+                    event_types=dict(EVENT_TYPES))
+    profiles = Profiles(Path("profiles.csv"), np.array([13800000001], dtype=np.uint64), {}, None, 0)
+    core = Engine(config, World(profiles))._core
+    one = dict(id="b", types=1 << CALL, convert_types=0, convert_arg=None, elig=(0, 1), recheck_elig=(0, 1),
+               area=None, peer_set=-1, cooldown_ms=0, delay_ms=0, hours=None, days=None, counter=-1, at_least=0,
+               when=None, date_slot=-1, stop_after=0xFFFFFFFF, holdout=0, recheck=0, exempt=0, enter=False,
+               once=False, flags=0, arg=None, enabled=True, marks=[], absent=[], start_day=-2**31,
+               end_day=2**31 - 1, daily_budget=None, total_budget=None, channel=0, variants=[])
+    with pytest.raises(ValueError):
+        core.set_campaigns([{**one, **bad}])
+    assert core.nr_campaigns == 1 and core.funnel().shape[0] == 1
+    assert core.feed(ev(T0, CALL, msisdn=13800000001)) == 0
+    assert core.funnel()[0].sum() > 0, "the campaign the core held still matches"
