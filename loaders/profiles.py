@@ -334,6 +334,11 @@ def _parquet_attribute(column: pa.ChunkedArray, name: str, path: Path) -> pa.Chu
             # times faster than strftime.
             return pc.cast(pc.cast(column, pa.date32()), pa.string())
     except pa.ArrowInvalid as error:  # e.g. a uint64 beyond int64
+        if pa.types.is_unsigned_integer(kind):
+            # Arrow's words print the value and 2^63 - 1 as digit runs, which the logs mask
+            # as if they were MSISDNs
+            raise LoadError(f"{path}: column {name!r}: an unsigned value above 2^63 - 1, the largest "
+                            "integer sigmatch compares") from error
         raise LoadError(f"{path}: column {name!r}: {error}") from error
     raise LoadError(f"{path}: column {name!r} has unsupported type {kind}")
 

@@ -544,3 +544,14 @@ def test_profiles_read_only_the_columns_asked_for(tmp_path):
         assert some.columns["arpu"].to_pylist() == whole.columns["arpu"].to_pylist()
         assert list(some.msisdn) == list(whole.msisdn)
     assert load_profiles(csv_path, columns={"tags"}).tags.to_pylist() == [["a", "b"], []]
+
+
+def test_an_unsigned_value_past_int64_is_said_without_digit_runs(tmp_path):
+    """Arrow's message prints the value and 2^63 - 1 as long digit runs, which the logs mask
+    as MSISDNs: the error says the limit in words."""
+    pq.write_table(pa.table({"msisdn": [1, 2], "region": pa.array([2**63 + 5, 1], pa.uint64())}),
+                   tmp_path / "p.parquet")
+    with pytest.raises(LoadError) as raised:
+        load_profiles(tmp_path / "p.parquet")
+    assert str(raised.value) == (f"{tmp_path / 'p.parquet'}: column 'region': an unsigned value above 2^63 - 1, "
+                                 "the largest integer sigmatch compares")
