@@ -467,7 +467,10 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     core.set_max_dead_letters(config.max_dead_letters)
     core.set_channels(list(config.channels), [config.channel_budgets.get(name) for name in config.channels])
     core.set_campaigns(campaigns)
-    log.info("compiled %s over %s: %s, %s, %s", plural(len(campaigns), "campaign"), plural(n, "subscriber"),
+    # a worker logs its own share (worker 0 alone says it, engine.workers): named as such,
+    # or a third of a province reads as a third loaded
+    share = f" (worker {shard[0]} of {shard[1]}'s share)" if shard is not None else ""
+    log.info("compiled %s over %s%s: %s, %s, %s", plural(len(campaigns), "campaign"), plural(n, "subscriber"), share,
              plural(nr_bits, "eligibility class", "eligibility classes"), plural(len(area_names), "area"),
              plural(len(peer_sets), "peer set"))
     eligible = {d["id"]: members[d["elig"][0] * 64 + d["elig"][1].bit_length() - 1] for d in campaigns}
