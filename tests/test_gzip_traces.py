@@ -18,7 +18,7 @@ from engine.errors import LoadError
 from engine.world.gen import generate
 from loaders.traces import iter_chunks
 from tests.test_cli import run
-from tests.test_workers import assert_same_outcome, outcome
+from tests.test_workers import assert_same_outcome, event_boundary_past, outcome
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,13 +64,7 @@ def read_all(path: Path, chunk_bytes: int) -> tuple[bytes, str | None]:
 
 
 def inside_an_event(data: bytes, offset: int) -> bool:
-    unpacker = msgpack.Unpacker()
-    unpacker.feed(data)
-    at = 0
-    while at < offset:
-        next(unpacker)
-        at = unpacker.tell()
-    return at != offset
+    return event_boundary_past(data, offset) != offset
 
 
 def cut_inside_an_event(data: bytes, whole: bytes, fraction: float) -> tuple[bytes, int]:

@@ -419,6 +419,16 @@ def test_a_worker_counts_its_timers_due_by_its_horizon(before_due):
 
 # ---- (e) a wait ends once the others' counts decide it ----------------------------------
 
+def five_calls_to_come() -> Worker:
+    """A worker whose campaign `now` (calls, a daily budget of 10) sent once, then saw 5 calls
+    of the other worker's and 2 events of its own: the next event is at 9."""
+    w = Worker([CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)])
+    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
+    w.day, _, _ = w.own_counts("now")
+    assert events_to(w, 5, 2) == 9
+    return w
+
+
 @pytest.mark.parametrize("moved_to, expected", [(4, WAITS), (5, DECIDED)])
 def test_a_wait_ends_when_the_other_worker_moves_close_enough(moved_to, expected):
     """A worker waiting at its key asks the bound again as the others move: once it decides
@@ -427,11 +437,7 @@ def test_a_wait_ends_when_the_other_worker_moves_close_enough(moved_to, expected
     moves on: at event 5, no more than 9 - 5 + 1 = 5 of its events can come, and 1 + 3 + 5 =
     9 < 10 decides the send; at event 4, 6 more can (10), and the wait goes on until lane 1
     finishes."""
-    now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)
-    w = Worker([now])
-    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
-    w.day, _, _ = w.own_counts("now")
-    assert events_to(w, 5, 2) == 9
+    w = five_calls_to_come()
     assert w.decide("now", Lane(1, sends=3, total=3), ev(T0 + 3 * HOUR, CALL, msisdn=S2),
                     then=Lane(moved_to, sends=3, total=3)) == expected, f"lane 1 moved to event {moved_to}"
 
@@ -443,11 +449,7 @@ def test_a_wait_ends_when_the_other_worker_spends_the_budget(their_sends, expect
     budget, the send is refused at once. 1 of this worker's and 9 of the other's reach 10;
     8 leave 9, which the other's 5 events to come could still take past it: the wait goes
     on, and once lane 1 is finished with 8 sends, the send is made."""
-    now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)
-    w = Worker([now])
-    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
-    w.day, _, _ = w.own_counts("now")
-    assert events_to(w, 5, 2) == 9
+    w = five_calls_to_come()
     assert w.decide("now", Lane(1, sends=3, total=3), ev(T0 + 3 * HOUR, CALL, msisdn=S2),
                     then=Lane(1, sends=their_sends, total=their_sends), sends=expected == WAITS) == expected, \
         f"lane 1 with {their_sends} sends"
