@@ -402,7 +402,9 @@ def judge_traces(paths: Sequence, core) -> Judgement:
     filled = [(p, h) for p, h in zip(paths, heads) if not h.empty]
     if not filled:
         if len(heads) == 1:
-            refusal = f"{heads[0].name}: no events: the file is empty"
+            h = heads[0]
+            refusal = f"{h.name}: " + ("no events: it is empty once decompressed" if h.nbytes else
+                                       "no events: the file is empty")
         else:
             refusal = f"no events: every trace is empty ({', '.join(h.name for h in heads)})"
         return Judgement(heads, refusal, warnings)
@@ -423,7 +425,7 @@ def judge_traces(paths: Sequence, core) -> Judgement:
             refusal = f"{h.name}: {h.wrong_unit()}"
     for h in heads:
         if h.empty and filled:
-            warnings.append(f"{h.name}: the file is empty")
+            warnings.append(f"{h.name}: " + ("it is empty once decompressed" if h.nbytes else "the file is empty"))
         warnings += [f"{h.name}: {line}" for line in h.warnings()]
     return Judgement(heads, refusal, warnings)
 

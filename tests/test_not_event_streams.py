@@ -4,6 +4,7 @@ aside by the service; times before 2000 or after 2100 warned about once; late ev
 the engine clock) counted alike by the core and the reference model."""
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +200,9 @@ def test_a_gzip_trace_named_gz_is_decompressed_and_replays(tmp_path):
 
 def test_an_empty_trace_is_refused(tmp_path):
     refused(tmp_path, {"trace.msgpack": b""}, f"{tmp_path / 'trace.msgpack'}: no events: the file is empty")
+    # a gzip of nothing is 20 bytes on disk: "the file is empty" would read as false
+    refused(tmp_path, {"empty.msgpack.gz": gzip.compress(b"")},
+            f"{tmp_path / 'empty.msgpack.gz'}: no events: it is empty once decompressed")
     refused(tmp_path, {"a.msgpack": b"", "b.msgpack": b""},
             f"no events: every trace is empty ({tmp_path / 'a.msgpack'}, {tmp_path / 'b.msgpack'})")
 
