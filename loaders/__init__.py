@@ -1,12 +1,23 @@
 """Everything that reads the outside world: profiles, lists, areas and traces."""
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
 from engine.errors import LoadError
 
-__all__ = ["refuse_special"]
+__all__ = ["refuse_special", "usable_cores"]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity (what taskset or a container's
+    cpuset leaves it; a CPU quota is not counted), or every core where the system has no
+    affinity (os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def refuse_special(path: Path, what: str) -> None:

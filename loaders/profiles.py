@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Mapping
-import os
 import weakref
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Optional
 
@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from engine.errors import LoadError
-from loaders import refuse_special
+from loaders import refuse_special, usable_cores
 from loaders.lists import MSISDN_LIMIT, MSISDN_RULE, parse_msisdns, warn_bad_msisdns
 from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_header, read_csv_strings
 
@@ -138,17 +138,23 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
             return _tags(column.combine_chunks(), path, fmt.null_values if suffix == ".csv" else ())
         return attribute(column, name, path).combine_chunks()
 
-    # Arrow's kernels run without the interpreter's lock: the columns are typed side by side,
-    # a few at a time, so that only a few columns' text is held at once (L's snapshot, 30M
-    # rows and 5 columns read, on 2 cores: 5.6-7.5 s one at a time, 4.5-5.1 s four at a time)
+    # Arrow's kernels run without the interpreter's lock: the columns are typed side by side
+    # (L's snapshot, 30M rows and 5 columns read, on 2 cores: 5.6-7.5 s one at a time, 4.5-5.1
+    # s four at a time), no more at once than there are threads, so that only that many
+    # columns' intermediate text is held besides the columns read
     typed_columns = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(len(raw), LOAD_THREADS, os.cpu_count() or 1)),
-                            thread_name_prefix="sigmatch-profiles") as pool:
-        jobs = {name: pool.submit(typed, name, raw.pop(name)) for name in list(raw)}
-        for name, job in jobs.items():
-            # in the file's column order, so that the error said is the one a column at a
-            # time would have met first
-            typed_columns[name] = job.result()
+    threads = max(1, min(len(raw), LOAD_THREADS, usable_cores()))
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sigmatch-profiles") as pool:
+        running: deque = deque()
+        for name in list(raw):
+            if len(running) == threads:
+                # the oldest first: in the file's column order, so that the error said is
+                # the one a column at a time would have met first
+                done, job = running.popleft()
+                typed_columns[done] = job.result()
+            running.append((name, pool.submit(typed, name, raw.pop(name))))
+        for done, job in running:
+            typed_columns[done] = job.result()
     tags = typed_columns.pop("tags", None)
     columns = typed_columns
     profiles = Profiles(path=path, msisdn=msisdn, columns=columns, tags=tags, bad_rows=len(bad),

@@ -39,7 +39,7 @@ from engine.language.compile import World
 from engine.language.config import EVENT_TYPES, CampaignSpec, Config, PolicySpec
 from engine.workers import RING_BITS, _nr_budgets, _shared_block
 from loaders.profiles import Profiles
-from tests.backends import CALL, HOUR, LOC, MINUTE, POWER_ON, SMS, T0, ev
+from tests.backends import CALL, DAY, HOUR, LOC, MINUTE, POWER_ON, SMS, T0, ev
 
 # Two subscribers of worker 0 and one of worker 1, whose events only move worker 0's clock
 _NUMBERS = np.arange(13_800_000_001, 13_800_000_101, dtype=np.uint64)
@@ -150,7 +150,7 @@ class Worker:
         made (else refused, lane 1 having spent the budget)."""
         self.set_lane(campaign, lane, (lane.pos, 0, 0))
         waits, waited, certain, decided = self.core.shard_waits
-        _, before, _ = self.own_counts(campaign)
+        before = self.own_counts(campaign)[2]     # sends ever: the send may open a new day
         status = []
         # core.feed releases the GIL: this thread watches the counters while it runs
         thread = threading.Thread(target=lambda: status.append(self.core.feed(event)), daemon=True)
@@ -183,9 +183,9 @@ class Worker:
                          DECIDED: [(1, 1, 0, 1)]}[outcome], \
             f"{outcome}, but shard_waits moved by {moved}: the event did not make exactly one budgeted decision"
         if sends:
-            assert self.own_counts(campaign)[1] == before + 1, "the send was refused: the case tests no bound"
+            assert self.own_counts(campaign)[2] == before + 1, "the send was refused: the case tests no bound"
         else:
-            assert self.own_counts(campaign)[1] == before, "the send was made past a budget spent"
+            assert self.own_counts(campaign)[2] == before, "the send was made past a budget spent"
         return outcome
 
 
@@ -477,3 +477,24 @@ def test_past_the_cap_the_classes_are_merged_into_one():
             w.feed(ev(t, kind, msisdn=w.foreign))
         outcomes.append(w.decide("now", Lane(1, sends=3, total=3), ev(T0 + 3 * HOUR, CALL, msisdn=w.s2)))
     assert outcomes == [CERTAIN, WAITS], "2 workers keep the classes apart, 256 merge them"
+
+
+@pytest.mark.parametrize("next_day, moves, expected", [
+    (False, False, CERTAIN), (True, False, WAITS), (True, True, WAITS)])
+def test_a_send_that_opens_a_local_day_in_this_workers_lane_waits(next_day, moves, expected):
+    """A send decided on the bound may not open a new local day in this worker's lane: a
+    worker still deciding a key of the day before would read that lane as 0 sends of its
+    day, a bound too low (2 to 5 workers on gen's worlds overspent a channel's budget by one
+    without it). With lane 1 at this very event and 1 + 3 sends counted, the send of the
+    same day is certain (1 + 3 + 1 = 5); the first of the next day waits, and goes on
+    waiting while lane 1 moves (`moves`), until it is past."""
+    now = CampaignSpec(id="now", on=(CALL,), channel="sms", daily_budget=BUDGET)
+    w = Worker([now])
+    w.feed(ev(T0 + HOUR, CALL, msisdn=S1))
+    w.day, sends, _ = w.own_counts("now")
+    assert sends == 1
+    q = w.events + 1
+    t = T0 + DAY + HOUR if next_day else T0 + 2 * HOUR
+    assert w.decide("now", Lane(q, sends=3, total=3), ev(t, CALL, msisdn=S2),
+                    then=Lane(q, sends=1, total=3) if moves else None) == expected, \
+        "the first send of a new local day" if next_day else "a send of the same day"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import difflib
 import logging
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from engine._core import Core, PeerTable, shards_of
 from engine.language.config import Config
 from engine.errors import ConfigError
 from engine.wording import plural
+from loaders import usable_cores
 from loaders.areas import load_area
 from loaders.lists import load_list
 from loaders.profiles import Profiles, load_profiles
@@ -262,7 +262,7 @@ def _where_masks(config: Config, profiles: Profiles) -> dict[str, np.ndarray]:
     wheres = _checked_wheres(config, profiles)
     if len(wheres) < 2:
         return {text: np.asarray(where_lang.evaluate(expr, profiles), dtype=bool) for text, expr in wheres.items()}
-    with ThreadPoolExecutor(max_workers=min(len(wheres), WHERE_THREADS, os.cpu_count() or 1),
+    with ThreadPoolExecutor(max_workers=max(1, min(len(wheres), WHERE_THREADS, usable_cores())),
                             thread_name_prefix="sigmatch-where") as pool:
         jobs = {text: pool.submit(where_lang.evaluate, expr, profiles) for text, expr in wheres.items()}
         return {text: np.asarray(job.result(), dtype=bool) for text, job in jobs.items()}

@@ -42,6 +42,7 @@ from engine.language.config import Config, load_config
 from engine.records import ACTION_DTYPE, BAD_REASONS, CONVERSION_DTYPE, STREAM_STATUSES
 from engine.sinks import SinkSet, SinkThread
 from engine.wording import plural
+from loaders import usable_cores
 
 __all__ = ["replay", "WorkerError", "MAX_WORKERS", "usable_cores", "beyond_cores"]
 
@@ -61,16 +62,6 @@ _END = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 class WorkerError(SigmatchError):
     """A worker of a sharded run failed; the run's output is incomplete."""
-
-
-def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity (what taskset or a container's
-    cpuset leaves it; a CPU quota is not counted), or every core where the system has no
-    affinity (os.cpu_count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def beyond_cores(workers: int) -> Optional[str]:
