@@ -79,29 +79,73 @@ def packed(values):
     return [msgpack.packb(v) for v in values]
 
 
+# An event alone in its buffer takes the decoder's general path (the fast path for an array
+# of 8 unsigned integers needs 73 bytes in the buffer); the same event followed by others
+# takes the fast path where it applies. Every case below runs both ways, and the outcome
+# must be the same.
+TAILS = {"alone": b"", "followed": msgpack.packb(GOOD) * 2}
+
+
+def first_event(events):
+    return [event_tuple(e) for e in events[:1]]
+
+
+@pytest.mark.parametrize("tail", TAILS.values(), ids=TAILS.keys())
 @pytest.mark.parametrize("field", range(8))
-def test_every_integer_encoding_of_every_field(field):
+def test_every_integer_encoding_of_every_field(field, tail):
     small = [5, 1, 7, 9, 11, 13, 1, 17]
     for v in sorted({small[field], GOOD[field]}):
         for enc in uint_encodings(v):
             fields = packed(GOOD)
             fields[field] = enc
-            c, events, status, _ = decode(array_event(fields))
+            c, events, status, _ = decode(array_event(fields) + tail)
             assert status == 0 and reasons(c) == []
             expected = list(GOOD)
             expected[field] = v
-            assert [event_tuple(e) for e in events] == [tuple(expected)], enc.hex()
+            assert first_event(events) == [tuple(expected)], enc.hex()
+            assert len(events) == 1 + len(tail) // len(msgpack.packb(GOOD))
 
 
+@pytest.mark.parametrize("tail", TAILS.values(), ids=TAILS.keys())
 @pytest.mark.parametrize("field", range(8))
-def test_negative_numbers_are_out_of_range_in_every_encoding(field):
+def test_negative_numbers_are_out_of_range_in_every_encoding(field, tail):
     for v in (-1, -32, -33, -200, -40000, -(1 << 40)):
         for enc in neg_encodings(v):
             fields = packed(GOOD)
             fields[field] = enc
-            c, events, status, _ = decode(array_event(fields))
-            assert status == 0 and len(events) == 0
+            c, events, status, _ = decode(array_event(fields) + tail)
+            assert status == 0 and len(events) == len(tail) // len(msgpack.packb(GOOD))
             assert reasons(c) == [(0, "out_of_range")]
+
+
+def test_the_widest_array_of_integers_fills_the_fast_path_exactly():
+    # 8 uint64s: 73 bytes, the most the fast path reads, with nothing after them
+    event = b"\x98" + b"".join(b"\xcf" + struct.pack(">Q", v) for v in GOOD)
+    assert len(event) == 73
+    for data in (event, event + msgpack.packb(GOOD), event * 3):
+        c, events, status, _ = decode(data)
+        assert status == 0 and reasons(c) == [] and first_event(events) == [tuple(GOOD)]
+        assert len(events) == (3 if data == event * 3 else 1 if data == event else 2)
+
+
+def test_the_widest_array_cut_anywhere_is_truncated():
+    # the fast path never reads past the buffer's end: a cut event waits for more bytes
+    event = b"\x98" + b"".join(b"\xcf" + struct.pack(">Q", v) for v in GOOD)
+    good = msgpack.packb(GOOD)
+    for cut in range(1, len(event)):
+        c, events, status, offset = decode(good + event[:cut])
+        assert (status, offset, len(events)) == (3, len(good), 1), cut
+
+
+@pytest.mark.parametrize("max_event_bytes", [45, 72, 73, 74])
+def test_the_fast_path_keeps_max_event_bytes(max_event_bytes):
+    # the widest event is 73 bytes: too large under a lower limit, whichever path reads it
+    event = b"\x98" + b"".join(b"\xcf" + struct.pack(">Q", v) for v in GOOD)
+    c, events, status, offset = decode(event + event, max_event_bytes=max_event_bytes)
+    if max_event_bytes < 73:
+        assert (status, offset, len(events)) == (2, 0, 0)
+    else:
+        assert status == 0 and len(events) == 2
 
 
 @pytest.mark.parametrize("field,value,reason", [
@@ -110,11 +154,15 @@ def test_negative_numbers_are_out_of_range_in_every_encoding(field):
     (1, 13, "unknown_type"),
     (1, 40, None),
     (1, 31, "unknown_type"),
+    (1, 63, "unknown_type"),
+    (1, 64, "unknown_type"),
     (1, 1 << 40, "unknown_type"),
     (2, 0, "out_of_range"),
     (2, 10 ** 15, "out_of_range"),
     (2, 10 ** 15 - 1, None),
+    (2, 1, None),
     (3, 0, None),
+    (3, 10 ** 15 - 1, None),
     (3, 10 ** 15, "out_of_range"),
     (4, (1 << 32) - 1, None),
     (4, 1 << 32, "out_of_range"),
@@ -122,24 +170,28 @@ def test_negative_numbers_are_out_of_range_in_every_encoding(field):
     (6, (1 << 64) - 1, None),
     (7, (1 << 64) - 1, None),
 ])
-def test_ranges(field, value, reason):
+@pytest.mark.parametrize("tail", TAILS.values(), ids=TAILS.keys())
+def test_ranges(field, value, reason, tail):
     values = list(GOOD)
     values[field] = value
-    c, events, status, _ = decode(msgpack.packb(values))
+    c, events, status, _ = decode(msgpack.packb(values) + tail)
     assert status == 0
     if reason is None:
-        assert [event_tuple(e) for e in events] == [tuple(values)]
+        assert first_event(events) == [tuple(values)]
+        assert reasons(c) == []
     else:
         assert reasons(c) == [(0, reason)]
+        assert len(events) == len(tail) // len(msgpack.packb(GOOD))
 
 
+@pytest.mark.parametrize("tail", TAILS.values(), ids=TAILS.keys())
 @pytest.mark.parametrize("bad", [True, False, 1.5, b"\x01", msgpack.ExtType(5, b"xy"), [1], {"a": 1}])
 @pytest.mark.parametrize("field", range(8))
-def test_wrong_types(field, bad):
+def test_wrong_types(field, bad, tail):
     values = list(GOOD)
     values[field] = bad
-    c, events, status, _ = decode(msgpack.packb(values, use_bin_type=True))
-    assert status == 0 and len(events) == 0
+    c, events, status, _ = decode(msgpack.packb(values, use_bin_type=True) + tail)
+    assert status == 0 and len(events) == len(tail) // len(msgpack.packb(GOOD))
     assert reasons(c) == [(0, "wrong_type")]
 
 
