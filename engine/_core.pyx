@@ -1092,7 +1092,8 @@ cdef class Core:
                     sm_prefetch(&E.windows[window_home(<int64_t>sub + 1, E.windows_mask) * (E.window_n + 2)])
                 if sub < FOREIGN_INDEX and (<SubHeadC*>row_of(E, sub)).pending:
                     sm_prefetch(&E.pending[pending_home(pending_key(sub, 0), E.pending_mask)])
-            process_event(E, &self.batch[i], self.subs[i])
+            if event_start(E, &self.batch[i], self.subs[i]):
+                subscriber_event(E, &self.batch[i], self.subs[i])
             if E.oom:
                 return ST_NOMEM
         return ST_OK

@@ -431,31 +431,6 @@ cdef inline int known_key_c(const uint8_t* p, uint32_t n) noexcept nogil:
     return -1
 
 
-cdef inline bint fast_uint(const uint8_t* buf, size_t* ppos, uint64_t* out) noexcept nogil:
-    """An unsigned integer at buf[*ppos] (fixint, uint 8/16/32/64), or 0 for anything else.
-    Unchecked: decode_fast made sure a 9-byte value fits."""
-    cdef size_t pos = ppos[0]
-    cdef uint8_t b = buf[pos]
-    if b <= 0x7f:
-        out[0] = b
-        ppos[0] = pos + 1
-    elif b == 0xcf:
-        out[0] = be64(buf + pos + 1)
-        ppos[0] = pos + 9
-    elif b == 0xce:
-        out[0] = be32(buf + pos + 1)
-        ppos[0] = pos + 5
-    elif b == 0xcd:
-        out[0] = be16(buf + pos + 1)
-        ppos[0] = pos + 3
-    elif b == 0xcc:
-        out[0] = buf[pos + 1]
-        ppos[0] = pos + 2
-    else:
-        return 0
-    return 1
-
-
 cdef inline bint decode_fast(const uint8_t* buf, size_t start, size_t end, size_t max_bytes,
                              TypeNamesC* types, EventC* ev, size_t* pend) noexcept nogil:
     """The probes' own shape, nearly every event: an array of the 8 fields, each an unsigned
@@ -466,13 +441,33 @@ cdef inline bint decode_fast(const uint8_t* buf, size_t start, size_t end, size_
     wrong, so the outcome is the general path's in every case. Skipping the field table and
     the per-field bounds checks takes about a third off the decoder (bench/RESULTS.md)."""
     cdef size_t pos = start + 1
-    cdef uint64_t ts, type, msisdn, peer, cell, dur, flags, arg
+    cdef uint64_t v[8]
+    cdef uint64_t ts, type, msisdn, peer, cell
+    cdef uint8_t b
+    cdef int i
     if buf[start] != 0x98 or start + 73 > end or 73 > max_bytes:
         return 0
-    if not (fast_uint(buf, &pos, &ts) and fast_uint(buf, &pos, &type) and fast_uint(buf, &pos, &msisdn)
-            and fast_uint(buf, &pos, &peer) and fast_uint(buf, &pos, &cell) and fast_uint(buf, &pos, &dur)
-            and fast_uint(buf, &pos, &flags) and fast_uint(buf, &pos, &arg)):
-        return 0
+    # unchecked reads: 73 bytes are there
+    for i in range(8):
+        b = buf[pos]
+        if b <= 0x7f:
+            v[i] = b
+            pos += 1
+        elif b == 0xcf:
+            v[i] = be64(buf + pos + 1)
+            pos += 9
+        elif b == 0xce:
+            v[i] = be32(buf + pos + 1)
+            pos += 5
+        elif b == 0xcd:
+            v[i] = be16(buf + pos + 1)
+            pos += 3
+        elif b == 0xcc:
+            v[i] = buf[pos + 1]
+            pos += 2
+        else:
+            return 0
+    ts, type, msisdn, peer, cell = v[0], v[1], v[2], v[3], v[4]
     if ts >= TS_LIMIT or type >= 64 or not (types.valid_codes >> type) & 1:
         return 0
     if msisdn == 0 or msisdn >= MSISDN_LIMIT or peer >= MSISDN_LIMIT or cell > 0xFFFFFFFFu:
@@ -482,9 +477,9 @@ cdef inline bint decode_fast(const uint8_t* buf, size_t start, size_t end, size_
     ev.msisdn = msisdn
     ev.peer = peer
     ev.cell = <uint32_t>cell
-    ev.dur = dur
-    ev.flags = flags
-    ev.arg = arg
+    ev.dur = v[5]
+    ev.flags = v[6]
+    ev.arg = v[7]
     pend[0] = pos
     return 1
 

@@ -268,8 +268,50 @@ cdef uint32_t match_candidates(EngineC* E, EventC* ev, uint8_t* row, int64_t ts,
     return P if hit else 0
 
 
+cdef inline bint event_start(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
+    """SPEC §3 steps 1-2 for one good event: the clock, the timers due by it and, in a sharded
+    worker, the lanes. Returns 1 when `sub` is a subscriber of this process, whose event goes on
+    (subscriber_event). Inline and apart: a sharded worker's events are mostly another's,
+    which end here, and the call into the whole of step 3-7 cost them more than this."""
+    cdef int64_t ts
+    # Event time: the clock only moves forward; a late event takes the clock. Counted, as it
+    # is processed at a time other than its own (ts == clock is on time, not late).
+    if not E.has_clock or ev.ts > E.clock:
+        E.clock = ev.ts
+        E.has_clock = 1
+    elif ev.ts < E.clock:
+        E.late += 1
+    ts = E.clock
+    E.events += 1
+    E.by_type[ev.type] += 1
+    E.cur_pos = E.events
+    if E.shm != NULL:
+        shard_event_start(E, E.events)
+        if E.aborted:
+            return 0
+    # 1. timers due by now
+    while E.nr_timers and E.next_due <= ts:
+        fire_timer(E)
+    if E.shm != NULL:
+        shard_event_timers_done(E, E.events)
+    # 2. subscriber (a sharded worker holds its own; another's event only moved the clock)
+    if E.shm != NULL:
+        shard_note_owner(E, ev.msisdn, sub, ev.type)
+    if sub >= FOREIGN_INDEX:
+        if sub == NO_INDEX and not foreign(E, ev.msisdn):
+            E.unknown += 1
+        return 0
+    return 1
+
+
 cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     """SPEC §3 for one good event; `sub` is its subscriber (NO_INDEX when unknown)."""
+    if event_start(E, ev, sub):
+        subscriber_event(E, ev, sub)
+
+
+cdef void subscriber_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
+    """SPEC §3 steps 3-7 for a good event of subscriber `sub`, after event_start."""
     cdef int64_t ts
     cdef uint32_t prev, i, j, add, v, ci
     cdef uint8_t* row
@@ -290,33 +332,7 @@ cdef void process_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     cdef int outcome
     cdef uint32_t first, nr_words, p
     cdef uint64_t bits, pb, peer_looked = 0, peer_found = 0
-    # Event time: the clock only moves forward; a late event takes the clock. Counted, as it
-    # is processed at a time other than its own (ts == clock is on time, not late).
-    if not E.has_clock or ev.ts > E.clock:
-        E.clock = ev.ts
-        E.has_clock = 1
-    elif ev.ts < E.clock:
-        E.late += 1
     ts = E.clock
-    E.events += 1
-    E.by_type[ev.type] += 1
-    E.cur_pos = E.events
-    if E.shm != NULL:
-        shard_event_start(E, E.events)
-        if E.aborted:
-            return
-    # 1. timers due by now
-    while E.nr_timers and E.next_due <= ts:
-        fire_timer(E)
-    if E.shm != NULL:
-        shard_event_timers_done(E, E.events)
-    # 2. subscriber (a sharded worker holds its own; another's event only moved the clock)
-    if E.shm != NULL:
-        shard_note_owner(E, ev.msisdn, sub, ev.type)
-    if sub >= FOREIGN_INDEX:
-        if sub == NO_INDEX and not foreign(E, ev.msisdn):
-            E.unknown += 1
-        return
     row = row_of(E, sub)
     h = <SubHeadC*>row
     if h.flags & SUB_INACTIVE:

@@ -505,8 +505,8 @@ MUTANTS: list[Mutant] = [
            "§1.4 a cell below 2^32 (fast path)", fast=("tests/test_decoder.py",)),
     Mutant("pxi-fast-room", PXI, "start + 73 > end or 73 > max_bytes", "start + 64 > end or 64 > max_bytes",
            "§1.4 an event is never read past the buffer or max_event_bytes (fast path)", fast=("tests/test_decoder.py",)),
-    Mutant("pxi-fast-uint16", PXI, "        out[0] = be16(buf + pos + 1)\n        ppos[0] = pos + 3",
-           "        out[0] = be16(buf + pos + 1)\n        ppos[0] = pos + 2", "§1.4 uint 16 is 3 bytes (fast path)",
+    Mutant("pxi-fast-uint16", PXI, "            v[i] = be16(buf + pos + 1)\n            pos += 3",
+           "            v[i] = be16(buf + pos + 1)\n            pos += 2", "§1.4 uint 16 is 3 bytes (fast path)",
            fast=("tests/test_decoder.py",)),
 
     # ---- `when` and `anniversary` (issue 11): the core's program, its compilation, its calendar
