@@ -149,7 +149,9 @@ def _freeze_at_exit() -> None:
 class GivenPath(click.Path):
     """click.Path that refuses an empty or blank string: click makes "" into ".", so `--out ""` or
     `--state "$UNSET"` quietly meant the current directory (for --state, a service keeping
-    its checkpoints wherever it was started)."""
+    its checkpoints wherever it was started). A directory (file_okay=False) is also refused
+    as `-`, in sigmatch's own words and exit 1, as _check_out refuses an --out: `replay --out -`
+    made a directory named "-" where the user meant standard output."""
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
@@ -157,7 +159,18 @@ class GivenPath(click.Path):
             # a directory named " " here
             self.fail(f"{'an empty' if value == '' else 'a blank'} path (for the current directory, give .)",
                       param, ctx)
+        if value == "-" and not self.file_okay:
+            raise click.ClickException(f"{_named(param)} -: names a directory, and - is not standard output "
+                                       "here: give a directory (./- for one named -)")
         return super().convert(value, param, ctx)
+
+
+def _named(param: Optional[click.Parameter]) -> str:
+    """How an error names `param`: an option as it is spelt (--out), an argument by its
+    metavar (DIRECTORY)."""
+    if isinstance(param, click.Option):
+        return param.opts[0]
+    return param.human_readable_name if param is not None else "path"
 
 
 class Seconds(click.FloatRange):

@@ -58,6 +58,25 @@ def test_replay_refuses_an_out_it_cannot_make(world, tmp_path, workers):
                                          f"{tmp_path / 'afile'} is not a directory"]
 
 
+def test_a_dash_for_a_directory_is_refused_not_made(world, tmp_path, monkeypatch):
+    """`--out -` is not standard output: replay made a directory named "-" and said nothing.
+    Refused in one line, exit 1 as the other --out refusals, by every directory option;
+    ./- is still a directory named "-"."""
+    config, trace = world
+    monkeypatch.chdir(tmp_path)
+    for args, option in ((("replay", config, trace, "--out", "-"), "--out"),
+                         (("replay", config, trace, "--out", "-", "--workers", "2"), "--out"),
+                         (("run", config, "--out", "o", "--state", "-", "--stdin"), "--state")):
+        code, out, _ = run(*args)
+        assert code == 1
+        assert out.strip().splitlines() == [f"sigmatch: error: {option} -: names a directory, and - is not "
+                                            "standard output here: give a directory (./- for one named -)"]
+    assert list(tmp_path.iterdir()) == []
+    code, out, _ = run("replay", config, trace, "--out", "./-")
+    assert code == 0, out
+    assert (tmp_path / "-" / "stats.json").is_file()
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
 def test_replay_names_the_option_of_an_out_the_system_refuses(world, tmp_path):
     """/proc refuses a directory even to root, whom access() lets write anywhere: the error
