@@ -150,8 +150,9 @@ class GivenPath(click.Path):
     """click.Path that refuses an empty or blank string: click makes "" into ".", so `--out ""` or
     `--state "$UNSET"` quietly meant the current directory (for --state, a service keeping
     its checkpoints wherever it was started). A directory (file_okay=False) is also refused
-    as `-`, in sigmatch's own words and exit 1, as _check_out refuses an --out: `replay --out -`
-    made a directory named "-" where the user meant standard output."""
+    in sigmatch's own words and exit 1, as _check_out refuses an --out: as `-` (`replay --out -`
+    made a directory named "-" where the user meant standard output), and as something that
+    exists and is not a directory (click said so in its option parser's words, exit 2)."""
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
@@ -162,6 +163,9 @@ class GivenPath(click.Path):
         if value == "-" and not self.file_okay:
             raise click.ClickException(f"{_named(param)} -: names a directory, and - is not standard output "
                                        "here: give a directory (./- for one named -)")
+        if isinstance(value, str) and not self.file_okay and os.path.exists(value) and not os.path.isdir(value):
+            what = "a file, not a directory" if os.path.isfile(value) else "not a directory"
+            raise click.ClickException(f"{_named(param)} {value}: is {what}")
         return super().convert(value, param, ctx)
 
 

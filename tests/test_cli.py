@@ -58,6 +58,22 @@ def test_replay_refuses_an_out_it_cannot_make(world, tmp_path, workers):
                                          f"{tmp_path / 'afile'} is not a directory"]
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_replay_refuses_a_file_for_its_out_in_its_own_words(world, tmp_path, workers):
+    """A plain file as --out was refused in click's option-parser wording ("Invalid value for
+    '--out': Directory ... is a file", exit 2): now one line as every other --out refusal, exit
+    1, naming the path; the file is left as it was."""
+    config, trace = world
+    (tmp_path / "afile").write_text("mine\n")
+    code, out, _ = run("replay", config, trace, "--out", tmp_path / "afile", "--workers", workers)
+    assert code == 1
+    assert out.strip().splitlines() == [f"sigmatch: error: --out {tmp_path / 'afile'}: is a file, not a directory"]
+    assert (tmp_path / "afile").read_text() == "mine\n"
+    code, out, _ = run("run", config, "--out", tmp_path / "o", "--state", tmp_path / "afile", "--stdin")
+    assert code == 1
+    assert out.strip().splitlines() == [f"sigmatch: error: --state {tmp_path / 'afile'}: is a file, not a directory"]
+
+
 def test_a_dash_for_a_directory_is_refused_not_made(world, tmp_path, monkeypatch):
     """`--out -` is not standard output: replay made a directory named "-" and said nothing.
     Refused in one line, exit 1 as the other --out refusals, by every directory option;
