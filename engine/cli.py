@@ -152,7 +152,16 @@ class GivenPath(click.Path):
     its checkpoints wherever it was started). A directory (file_okay=False) is also refused
     in sigmatch's own words and exit 1, as _check_out refuses an --out: as `-` (`replay --out -`
     made a directory named "-" where the user meant standard output), and as something that
-    exists and is not a directory (click said so in its option parser's words, exit 2)."""
+    exists and is not a directory (click said so in its option parser's words, exit 2).
+
+    `created`: the command makes this path (a directory), or the missing directories above it
+    (a file it writes). Then a new directory directly under / is refused in the same way: it
+    is what an unset variable makes of "$DIR/x", and no such run ever meant it (make it first
+    if it is meant: one that exists is taken)."""
+
+    def __init__(self, *args, created: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.created = created
 
     def convert(self, value, param, ctx):
         if isinstance(value, str) and not value.strip():
@@ -166,7 +175,23 @@ class GivenPath(click.Path):
         if isinstance(value, str) and not self.file_okay and os.path.exists(value) and not os.path.isdir(value):
             what = "a file, not a directory" if os.path.isfile(value) else "not a directory"
             raise click.ClickException(f"{_named(param)} {value}: is {what}")
+        if isinstance(value, str) and self.created:
+            top = _new_under_root(value, directory=not self.file_okay)
+            if top is not None:
+                raise click.ClickException(f"{_named(param)} {value}: {top} would be a new directory directly under "
+                                           f"/, as when a variable in \"$DIR{value}\" is unset: make {top} first "
+                                           "if it is meant")
         return super().convert(value, param, ctx)
+
+
+def _new_under_root(value: str, *, directory: bool) -> Optional[str]:
+    """The directory directly under / that writing to the absolute path `value` would make (for
+    a file, only one above it), or None. A relative path is not what an unset variable leaves."""
+    parts = Path(value).parts
+    if len(parts) < 2 or parts[0] != "/" or (len(parts) == 2 and not directory):
+        return None
+    top = os.path.join("/", parts[1])
+    return None if os.path.lexists(top) else top
 
 
 def _named(param: Optional[click.Parameter]) -> str:
@@ -241,7 +266,7 @@ def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
 @main.command()
 @click.argument("config", type=GivenPath(dir_okay=False, path_type=Path))
 @click.argument("traces", nargs=-1, required=True, type=GivenPath(dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=GivenPath(file_okay=False, path_type=Path),
+@click.option("--out", required=True, type=GivenPath(file_okay=False, path_type=Path, created=True),
               help="Output directory for the action, conversion and dead-letter files.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "parquet"]), default=None,
               help="Output format (default: the configuration's [output] format, csv).")
@@ -570,9 +595,9 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, 
 @click.argument("outputs", nargs=-1, required=True, type=GivenPath(path_type=Path))
 @click.option("--json", "as_json", is_flag=True,
               help="The report as one JSON document on standard output (docs/semantics.md, 'Reports').")
-@click.option("--html", "html_path", type=GivenPath(dir_okay=False, path_type=Path), default=None,
+@click.option("--html", "html_path", type=GivenPath(dir_okay=False, path_type=Path, created=True), default=None,
               help="Also write one self-contained HTML page (plots embedded) here.")
-@click.option("--plots", "plots_dir", type=GivenPath(file_okay=False, path_type=Path), default=None,
+@click.option("--plots", "plots_dir", type=GivenPath(file_okay=False, path_type=Path, created=True), default=None,
               help="Also write funnel.png, uplift.png and daily.png into this directory.")
 @click.option("--by", type=click.Choice(["campaign", "variant", "day"]), default="campaign", show_default=True,
               help="Rows of the table: per campaign (with the funnel), per campaign and template, per local day.")
@@ -584,7 +609,7 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, 
               help="With --non-responders: only the period this long (30d, 12h) before the last action time.")
 @click.option("--campaign", default=None, metavar="ID",
               help="With --non-responders: sends and conversions of this campaign only (default: every campaign).")
-@click.option("--list", "list_path", type=GivenPath(dir_okay=False, path_type=Path), default=None,
+@click.option("--list", "list_path", type=GivenPath(dir_okay=False, path_type=Path, created=True), default=None,
               metavar="FILE.roar|.txt|.csv", help="With --non-responders: where the list goes (0640): .roar a 64-bit "
                                                    "Roaring bitmap, .txt one MSISDN a line, .csv a column msisdn.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
@@ -660,7 +685,7 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
 @click.argument("traces", nargs=-1, required=True, type=GivenPath(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True,
               help="The comparison as one JSON document on standard output (docs/semantics.md, 'What-if').")
-@click.option("--html", "html_path", type=GivenPath(dir_okay=False, path_type=Path), default=None,
+@click.option("--html", "html_path", type=GivenPath(dir_okay=False, path_type=Path, created=True), default=None,
               help="Also write one self-contained HTML page (plots embedded) here.")
 @click.option("--state", type=GivenPath(path_type=Path), default=None, metavar="CHECKPOINT",
               help="Start both from this state: a checkpoint file (Engine.checkpoint) or the --state directory "
@@ -814,7 +839,7 @@ def check(config: Path, traces: tuple[Path, ...]):
 
 
 @main.command()
-@click.option("--dir", "directory", type=GivenPath(file_okay=False, path_type=Path), default=None,
+@click.option("--dir", "directory", type=GivenPath(file_okay=False, path_type=Path, created=True), default=None,
               help="Where to build the demo world (default: a new temporary directory).")
 @click.option("--subscribers", default=100_000, show_default=True)
 @click.option("--events", default=2_000_000, show_default=True)
@@ -864,7 +889,7 @@ def demo(directory, subscribers: int, events: int):
 
 
 @main.command()
-@click.argument("directory", type=GivenPath(file_okay=False, path_type=Path))
+@click.argument("directory", type=GivenPath(file_okay=False, path_type=Path, created=True))
 @click.option("--subscribers", type=int, required=True, help="Subscribers in the profile snapshot.")
 @click.option("--events", type=int, required=True, help="Events in the trace.")
 @click.option("--campaigns", type=int, default=13, show_default=True,
@@ -917,9 +942,9 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 
 @main.command()
 @click.argument("config", type=GivenPath(dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=GivenPath(file_okay=False, path_type=Path),
+@click.option("--out", required=True, type=GivenPath(file_okay=False, path_type=Path, created=True),
               help="Output directory for the sink files.")
-@click.option("--state", required=True, type=GivenPath(file_okay=False, path_type=Path),
+@click.option("--state", required=True, type=GivenPath(file_okay=False, path_type=Path, created=True),
               help="Directory of the checkpoints.")
 @click.option("--spool", type=GivenPath(file_okay=False, path_type=Path), default=None,
               help="Directory where probes drop *.msgpack files (written under another name, then renamed).")
@@ -1058,7 +1083,7 @@ def send(address: str, files, timeout: float):
 @click.argument("workloads", nargs=-1)
 @click.option("--campaigns", default=12, show_default=True,
               help="Synthetic campaigns, besides the programmes of examples/ that gen always writes.")
-@click.option("--dir", "directory", type=GivenPath(file_okay=False, path_type=Path), default=None,
+@click.option("--dir", "directory", type=GivenPath(file_okay=False, path_type=Path, created=True), default=None,
               help="Keep the generated worlds here and reuse them (default: temporary, deleted).")
 @click.option("--peers", is_flag=True,
               help="Also run the peers (reference model, DuckDB) against sigmatch on a stateless workload.")
@@ -1135,7 +1160,7 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
 @main.group(invoke_without_command=True)
 @click.option("--config", type=GivenPath(dir_okay=False, path_type=Path), default=None,
               help="The live configuration file the console edits (approved versions are written to it).")
-@click.option("--data", type=GivenPath(file_okay=False, path_type=Path), default=None,
+@click.option("--data", type=GivenPath(file_okay=False, path_type=Path, created=True), default=None,
               help="The console's own directory: console.db (users, versions, approvals, audit trail).")
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
               help="Where the console listens; host defaults to 127.0.0.1 (port 0: any free port).")
@@ -1252,7 +1277,7 @@ def _console_socket(host: str, port: int):
 @click.argument("name")
 @click.option("--role", type=click.Choice(["viewer", "editor", "approver"]), required=True,
               help="viewer reads; editor also saves drafts; approver also approves (not their own).")
-@click.option("--data", type=GivenPath(file_okay=False, path_type=Path), default=None,
+@click.option("--data", type=GivenPath(file_okay=False, path_type=Path, created=True), default=None,
               help="The console's directory (as given to sigmatch console --data).")
 @click.pass_context
 @_one_line_errors

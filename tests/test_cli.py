@@ -93,6 +93,32 @@ def test_a_dash_for_a_directory_is_refused_not_made(world, tmp_path, monkeypatch
     assert (tmp_path / "-" / "stats.json").is_file()
 
 
+def test_a_new_directory_directly_under_the_root_is_refused_as_an_unset_variable(world, tmp_path):
+    """`--out "$UNSET/x"` is /x: replay made a directory directly under /. Every path a command
+    makes (or makes the directories of) refuses a new one there, in one line, exit 1, and makes
+    nothing; one that exists is taken (every other test writes below /tmp)."""
+    config, trace = world
+    top = f"/sigmatch-unset-{os.getpid()}-{tmp_path.name}"
+    assert not os.path.lexists(top)
+    output = tmp_path / "output"
+    output.mkdir()
+    for args, option, given in ((("replay", config, trace, "--out"), "--out", top),
+                                (("replay", config, trace, "--workers", "2", "--out"), "--out", f"{top}/x"),
+                                (("run", config, "--out", tmp_path / "o", "--stdin", "--state"), "--state", top),
+                                (("report", output, "--plots"), "--plots", top),
+                                (("report", output, "--html"), "--html", f"{top}/week.html"),
+                                (("report", output, "--non-responders", "3", "--list"), "--list", f"{top}/n.roar"),
+                                (("diff", config, config, trace, "--html"), "--html", f"{top}/diff.html"),
+                                (("gen", "--subscribers", "100", "--events", "10"), "DIRECTORY", top),
+                                (("demo", "--dir"), "--dir", top)):
+        code, out, _ = run(*args, given)
+        assert code == 1, (args, out)
+        assert out.strip().splitlines() == [f"sigmatch: error: {option} {given}: {top} would be a new directory "
+                                            f"directly under /, as when a variable in \"$DIR{given}\" is unset: "
+                                            f"make {top} first if it is meant"]
+    assert not os.path.lexists(top) and sorted(p.name for p in tmp_path.iterdir()) == ["output"]
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
 def test_replay_names_the_option_of_an_out_the_system_refuses(world, tmp_path):
     """/proc refuses a directory even to root, whom access() lets write anywhere: the error
