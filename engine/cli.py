@@ -641,11 +641,12 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
                 since_ms = parse_duration(since)
             except ValueError as e:
                 _fail(f"--since {since}: {e}")
-    # statsmodels (with scipy and pandas) takes seconds to import: it loads while Arrow parses
-    # the files, which it does without the GIL
-    threading.Thread(target=_import_statistics, name="import-statsmodels", daemon=True).start()
-    read = read_outputs(outputs, progress=progress)
-    document = build_report(read, min_controls=min_controls)
+    # statsmodels (with scipy and pandas) takes seconds to import: a child process imports it
+    # while the files are read, and is gone when the block ends. (A daemon thread here was
+    # still importing when a refused directory ended the process.)
+    with intervals_ahead():
+        read = read_outputs(outputs, progress=progress)
+        document = build_report(read, min_controls=min_controls)
     if non_responders is not None:
         from engine.closedloop.nonresponders import non_responders as find, write_list
         found = find(read, non_responders, since_ms=since_ms, campaign=campaign)
@@ -715,13 +716,6 @@ def diff(config_a: Path, config_b: Path, traces: tuple[Path, ...], as_json: bool
         click.echo(json_module.dumps(document, indent=2, ensure_ascii=False))
     else:
         click.echo(format_diff(document))
-
-
-def _import_statistics() -> None:
-    try:
-        import statsmodels.stats.proportion  # noqa: F401
-    except ImportError:
-        pass        # said by the report itself, where it needs it
 
 
 def _life(c) -> str:

@@ -411,6 +411,40 @@ def test_refusals_are_one_line(known, tmp_path):
     one_line_error(*sigmatch("report", bad), "actions-00000001.csv", "not a sigmatch output file")
 
 
+# the command with a hook run at its exit (atexit runs once non-daemon threads are joined, before
+# the interpreter tears down): the threads still alive then, and whether statsmodels is imported
+AT_EXIT = """
+import atexit, sys, threading
+atexit.register(lambda: print("at exit:", sorted(t.name for t in threading.enumerate()
+                                                 if t is not threading.main_thread()),
+                              "statsmodels.stats.proportion" in sys.modules, file=sys.__stderr__))
+from engine.cli import main
+sys.argv[0] = "sigmatch"
+main()
+"""
+
+
+def test_a_report_leaves_no_thread_importing_at_exit(known, tmp_path):
+    """report imported statsmodels on a daemon thread while it read the files: a directory it
+    refused at once ended the process with that thread still importing. The import runs in a
+    child process that the report stops (engine.closedloop.uplift.intervals_ahead); the figures
+    are statsmodels' all the same."""
+    for args in ([tmp_path / "nowhere"], [known, "--json"]):
+        proc = subprocess.run([sys.executable, "-c", AT_EXIT, "report", *map(str, args)], capture_output=True,
+                              text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        lines = proc.stderr.strip().splitlines()
+        assert lines[-1] == "at exit: [] False", proc.stderr
+        if args[0] == known:
+            assert proc.returncode == 0, proc.stderr
+            figures = json.loads(proc.stdout)["campaigns"]["promo"]["variants"]["A"]
+            low, high = newcombe(120, 600, 12, 120)
+            assert (figures["ci_low"], figures["ci_high"]) == (float(low), float(high))
+        else:
+            assert proc.returncode == 1 and lines[:-1] == [f"sigmatch: error: {tmp_path / 'nowhere'}: no such "
+                                                           "directory (report reads the output directories of "
+                                                           "replay or run)"]
+
+
 @pytest.mark.parametrize("copy", ["actions", "conversions", "jsonl beside csv"])
 def test_records_read_twice_are_refused_not_counted_twice(replayed, tmp_path, copy):
     out = tmp_path / "out"
