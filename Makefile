@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml setup.py
 build: $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace
 
+# The world is kept in demo/: a second `make demo` reuses it while it is as it was made
 demo: build
-	$(BIN)/sigmatch demo
+	$(BIN)/sigmatch demo --dir demo
 
 # The [ray] extra (pyproject.toml) for tests/test_workers_ray.py: only the tests need it, so
 # `make demo` does not install it

@@ -834,14 +834,15 @@ def check(config: Path, traces: tuple[Path, ...]):
 
 @main.command()
 @click.option("--dir", "directory", type=GivenPath(file_okay=False, path_type=Path, created=True), default=None,
-              help="Where to build the demo world (default: a new temporary directory).")
+              help="Where to build the demo world, or to reuse the one built there before while its files are "
+                   "as they were made (default: a new temporary directory).")
 @click.option("--subscribers", default=100_000, show_default=True)
 @click.option("--events", default=2_000_000, show_default=True)
 @_one_line_errors
 def demo(directory, subscribers: int, events: int):
     """Build a small world, replay it, print the funnel and where the files are."""
     from engine.api import Engine
-    from engine.world.demo import build_demo_world, check_demo_size
+    from engine.world.demo import check_demo_size, demo_world
     try:
         check_demo_size(subscribers, events)        # before a directory is made
     except ValueError as e:
@@ -869,10 +870,11 @@ def demo(directory, subscribers: int, events: int):
     # the demo's programmes hold out controls: statsmodels, for their uplifts, is imported
     # while the world is built and replayed
     with intervals_ahead():
-        config_path, traces = build_demo_world(directory, subscribers=subscribers, events=events)
-        click.echo(f"demo world: {subscribers:,} subscribers, {events:,} events in {directory}")
+        world = demo_world(directory, subscribers=subscribers, events=events)
+        config_path = world.config
+        click.echo(f"demo world: {subscribers:,} subscribers, {events:,} events in {directory} ({world.why})")
         engine = Engine.from_config(config_path)
-        run = engine.replay(traces, out=out, drain=True, keep=False)
+        run = engine.replay(world.traces, out=out, drain=True, keep=False)
         click.echo(format_run(run.stats))
         click.echo(format_funnel(run.stats, legend=True))
     click.echo(f"configuration: {config_path}")

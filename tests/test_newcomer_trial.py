@@ -821,6 +821,43 @@ def test_a_second_demo_in_one_dir_replaces_the_first_ones_output(tmp_path):
     assert "a service's output" in refused.stderr and (service / "stats.json").read_text() == "{}"
 
 
+def test_a_second_demo_reuses_the_world_it_made_while_it_is_intact(tmp_path):
+    """A second demo in one --dir (a second `make demo`) made the world again: it reuses it
+    while its manifest says the same arguments made it and every file is as made, makes it
+    again otherwise, and says which it did."""
+    args = ("demo", "--dir", tmp_path / "d", "--subscribers", "500", "--events", "3000")
+    world = tmp_path / "d"
+
+    def said(proc):
+        assert proc.returncode == 0, proc.stderr
+        return next(line for line in proc.stdout.splitlines() if line.startswith("demo world:"))
+
+    def files():
+        return {p.relative_to(world): p.read_bytes() for p in world.rglob("*")
+                if p.is_file() and "out" not in p.relative_to(world).parts}
+
+    head = f"demo world: 500 subscribers, 3,000 events in {world}"
+    assert said(sigmatch(*args)) == f"{head} (made)"
+    made = files()
+    assert oct((world / ".sigmatch-demo-world.json").stat().st_mode & 0o777) == "0o640"
+    before = (world / "trace-2.msgpack").stat().st_mtime_ns
+    assert said(sigmatch(*args)) == \
+        f"{head} (reused: the one made before with these arguments, its files as they were made)"
+    assert (world / "trace-2.msgpack").stat().st_mtime_ns == before and files() == made
+    # one byte changed, size kept: found by its hash, and the world made again as it was
+    trace = bytearray((world / "trace-2.msgpack").read_bytes())
+    trace[100] ^= 0xFF
+    (world / "trace-2.msgpack").write_bytes(bytes(trace))
+    assert said(sigmatch(*args)) == f"{head} (made again: trace-2.msgpack changed since it was made)"
+    assert files() == made
+    (world / "lists" / "dnd.roar").unlink()
+    assert said(sigmatch(*args)) == f"{head} (made again: lists/dnd.roar is missing)"
+    assert files() == made
+    other = sigmatch("demo", "--dir", world, "--subscribers", "500", "--events", "4000")
+    assert said(other) == (f"demo world: 500 subscribers, 4,000 events in {world} "
+                           "(made again: the one made before had other arguments or another generator)")
+
+
 def test_demo_does_not_write_over_a_directory_that_is_not_a_demos(tmp_path):
     """A --dir holding the user's own world (a campaigns.toml of theirs) is refused in one
     line, and left as it was; an empty one becomes a demo's, which a second demo may reuse."""
