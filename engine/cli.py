@@ -316,6 +316,11 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
         if too_many:
             log.warning("%s", too_many)
     cfg = load_config(config)
+    from engine.sinks import unwritable_output_directory
+    unwritable = unwritable_output_directory(out, cfg.campaigns)
+    if unwritable:
+        # before the earlier run is removed and before any event: nothing is written
+        _fail(f"--out {out}: {unwritable}")
     # the funnel's uplifts need statsmodels: its import is taken off the end of the run, from
     # the configuration as loaded (read once: CONFIG may be a pipe)
     with intervals_ahead(any(c.holdout for c in cfg.campaigns)):

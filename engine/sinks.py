@@ -45,8 +45,8 @@ from engine.records import (
     DEAD_LETTER_BYTES, DEAD_LETTER_COLUMNS, DEAD_LETTER_DTYPE, KINDS,
 )
 
-__all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "lock_output", "open_lock_file",
-           "hold_lock", "LockHeld", "SERVICE_ID_FILE", "OUT_LOCK"]
+__all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "unwritable_output_directory",
+           "lock_output", "open_lock_file", "hold_lock", "LockHeld", "SERVICE_ID_FILE", "OUT_LOCK"]
 
 # OUT/NAME: the id of the service (`sigmatch run`) whose output OUT is; its checkpoint holds
 # the id too, so that a restart does not number on into another run's output
@@ -752,6 +752,24 @@ def remove_earlier_run(out, earlier: list[Path]) -> None:
     for path in earlier:
         path.unlink()
     (Path(out) / SERVICE_ID_FILE).unlink(missing_ok=True)
+
+
+def unwritable_output_directory(out, campaigns: Sequence[CampaignSpec]) -> Optional[str]:
+    """Why a run of `campaigns` cannot write into `out`, naming the first directory of it that
+    exists and cannot take its files (a channel's, conversions/, dead_letters/: something that
+    is not a directory, or one this user cannot write), or None. Asked before any work: the
+    first file there fails only once events have been processed, and stats.json, written
+    all the same, would count actions that no file holds."""
+    out = Path(out)
+    for name in [*dict.fromkeys(c.channel for c in campaigns), "conversions", "dead_letters"]:
+        path = out / name
+        if not os.path.lexists(path):
+            continue
+        if not path.is_dir():
+            return f"{path} is not a directory, and the run writes its {name} files there"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{path} is not writable by this user, and the run writes its {name} files there"
+    return None
 
 
 def _check_channel(channel: str) -> None:

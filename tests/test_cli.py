@@ -74,6 +74,45 @@ def test_replay_refuses_a_file_for_its_out_in_its_own_words(world, tmp_path, wor
     assert out.strip().splitlines() == [f"sigmatch: error: --state {tmp_path / 'afile'}: is a file, not a directory"]
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_subfolder_of_out_that_cannot_take_files_is_refused_before_any_work(world, tmp_path, workers):
+    """OUT/sms a file (refused to root too): the replay failed at its first file, once the
+    events were processed, in an OSError's words of a temporary file, and left a stats.json
+    counting actions no file held. Now one line naming it, before any event and before
+    --overwrite removes the earlier run, whose files are kept."""
+    config, trace = world
+    out = tmp_path / "out"
+    code, text, _ = run("replay", config, trace, "--out", out)
+    assert code == 0, text
+    earlier = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    channel = next(p.name for p in out.iterdir() if p.is_dir() and p.name not in ("conversions", "dead_letters"))
+    shutil.rmtree(out / channel)
+    (out / channel).write_text("mine\n")
+    earlier = {p: data for p, data in earlier.items() if p.parent != out / channel}
+    earlier[out / channel] = b"mine\n"
+    code, text, _ = run("replay", config, trace, "--out", out, "--overwrite", "--workers", workers)
+    assert code == 1
+    assert text.strip().splitlines() == [f"sigmatch: error: --out {out}: {out / channel} is not a directory, and "
+                                         f"the run writes its {channel} files there"]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == earlier
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
+def test_a_read_only_subfolder_of_out_is_refused_before_any_work(world, tmp_path):
+    config, trace = world
+    out = tmp_path / "out"
+    (out / "conversions").mkdir(parents=True)
+    (out / "conversions").chmod(0o555)
+    try:
+        code, text, _ = run("replay", config, trace, "--out", out)
+    finally:
+        (out / "conversions").chmod(0o755)
+    assert code == 1
+    assert text.strip().splitlines() == [f"sigmatch: error: --out {out}: {out / 'conversions'} is not writable by "
+                                         "this user, and the run writes its conversions files there"]
+    assert sorted(p.name for p in out.iterdir()) == [".sigmatch-out.lock", "conversions"]
+
+
 def test_a_dash_for_a_directory_is_refused_not_made(world, tmp_path, monkeypatch):
     """`--out -` is not standard output: replay made a directory named "-" and said nothing.
     Refused in one line, exit 1 as the other --out refusals, by every directory option;
