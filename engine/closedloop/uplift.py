@@ -87,7 +87,14 @@ def _newcombe(x1: list[int], n1: list[int], x2: list[int], n2: list[int], alpha:
 # intervals out. It imports neither sigmatch nor anything but NumPy and statsmodels, so it runs
 # wherever the interpreter that started it does. JSON keeps a float's every bit (repr).
 _CHILD = """\
-import json, sys
+import json, os, sys
+# The lowest priority: with `--workers N` every core streams, and an import that took a
+# core's second from them slowed the run; idle cores, or the parent waiting for the answer,
+# still give it all it needs.
+try:
+    os.nice(19)
+except OSError:
+    pass
 import numpy as np
 from statsmodels.stats.proportion import confint_proportions_2indep
 for line in sys.stdin:
