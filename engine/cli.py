@@ -14,6 +14,12 @@ import threading
 from pathlib import Path
 from typing import Optional
 
+# numpy's OpenBLAS starts a thread per core when numpy is imported, and each spins for
+# about 0.1 s of CPU before it sleeps; the command does no linear algebra, and on a host
+# whose cores are all busy (the CSV reader's threads, --workers N) that spin is taken from
+# them. Set before anything imports numpy; a value the user set is kept.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import click
 
 from engine.closedloop.uplift import MIN_CONTROLS, intervals_ahead, uplifts
