@@ -19,12 +19,12 @@ import numpy as np
 
 from engine.language.compile import World, compile_core, load_world, release_columns
 from engine.language.config import CampaignSpec, Config, load_config
-from engine.errors import StreamError
+from engine.errors import SigmatchError, StreamError
 from engine.records import (
     ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, KINDS, STREAM_STATUSES,
     TAKER_RULES,
 )
-from engine.sinks import SinkSet, SinkThread
+from engine.sinks import SinkSet, SinkThread, unwritable_output_directory
 from loaders.traces import Source, iter_chunks, source_size
 
 __all__ = ["Engine", "Run"]
@@ -554,11 +554,17 @@ class Engine(EngineFigures):
         """Run the engine over one stream (a path, a list of paths, bytes, or an iterable of
         byte chunks). Files go to `out` when given; with `keep` the records also come back
         in the Run. Raises StreamError (after keeping every emitted action in complete
-        files) when the stream is not valid msgpack."""
+        files) when the stream is not valid msgpack, and SigmatchError before any event when a
+        directory of `out` that the run writes into is a file or not writable."""
         core = self._core
         output = self.config.output
         sinks = None
         if out is not None:
+            unwritable = unwritable_output_directory(Path(out), self.config.campaigns)
+            if unwritable:
+                # before any event: the first file would fail only after the run's events
+                # were spent, and in an OSError's words
+                raise SigmatchError(f"{out}: {unwritable}")
             sinks = SinkSet(Path(out), campaigns=self.config.campaigns,
                             format=format or output.format,
                             max_records=output.max_records, max_age_ms=output.max_age_ms)

@@ -97,6 +97,38 @@ def test_a_subfolder_of_out_that_cannot_take_files_is_refused_before_any_work(wo
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == earlier
 
 
+def test_a_service_refuses_a_subfolder_of_out_that_cannot_take_files_before_any_event(world, tmp_path):
+    """`run` took the events and failed at its first sealed file, naming a temporary file
+    (`OUT/sms/.actions-00000001.csv.tmp: Not a directory`): now the one line replay says,
+    before the state, the journal or the lock exist."""
+    config, trace = world
+    out, state = tmp_path / "out", tmp_path / "state"
+    out.mkdir()
+    (out / "conversions").write_text("mine\n")
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(out), "--state",
+                           str(state), "--stdin"], cwd=ROOT, input=trace.read_bytes(), capture_output=True,
+                          timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines() == [
+        f"sigmatch: error: --out {out}: {out / 'conversions'} is not a directory, and the run writes its "
+        "conversions files there"]
+    assert sorted(p.name for p in out.iterdir()) == ["conversions"] and not state.exists()
+
+
+def test_the_api_refuses_a_subfolder_of_out_that_cannot_take_files_before_any_event(world, tmp_path):
+    from engine import Engine, SigmatchError
+    config, trace = world
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "dead_letters").write_text("mine\n")
+    engine = Engine.from_config(config)
+    with pytest.raises(SigmatchError, match=re.escape(f"{out}: {out / 'dead_letters'} is not a directory, and the run "
+                                                      "writes its dead_letters files there")):
+        engine.replay(trace, out=out)
+    assert sorted(p.name for p in out.iterdir()) == ["dead_letters"]
+    assert engine.replay(trace).stats["run"]["events"] == 20_000     # no event was spent
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
 def test_a_read_only_subfolder_of_out_is_refused_before_any_work(world, tmp_path):
     config, trace = world

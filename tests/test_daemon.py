@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -590,6 +591,28 @@ def half_spooled(generated, tmp_path):
     for trace in first:
         shutil.copy(trace, spool / trace.name)
     return config, spool, out, state, first, rest
+
+
+def test_a_reload_whose_new_channel_cannot_take_files_is_rejected(world, tmp_path):
+    """A reloaded configuration that sends to a channel whose directory under OUT is a file
+    would stop the service at that channel's first file: rejected, the running one goes on."""
+    generated, _ = world
+    config, spool, out, state, first, rest = half_spooled(generated, tmp_path)
+    proc = start(config, out, state, spool, ready=True)
+    assert wait_until_drained(spool)
+    (out / "kiosk").write_text("mine\n")
+    config.write_text(config.read_text().replace('channel = "sms"', 'channel = "kiosk"', 1))
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1.5)
+    for trace in rest:
+        shutil.copy(trace, spool / f".{trace.name}.part")
+        os.replace(spool / f".{trace.name}.part", spool / trace.name)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0
+    log = proc.stderr.read()
+    assert (f"reload rejected, the running configuration goes on: --out {out}: {out / 'kiosk'} is not a directory, "
+            "and the run writes its kiosk files there") in log
+    assert (out / "kiosk").read_text() == "mine\n" and any((out / "sms").iterdir())
 
 
 @pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one-worker", "2-workers"])

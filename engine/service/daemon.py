@@ -61,7 +61,7 @@ from engine.errors import CheckpointError, SigmatchError
 from engine.language.config import input_stamps
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
 from engine.sinks import (SERVICE_ID_FILE, SPOOL_LOCK, SinkSet, earlier_run_files, fsync_path, hold_lock, lock_output,
-                          make_private_directories, open_lock_file, write_private)
+                          make_private_directories, open_lock_file, unwritable_output_directory, write_private)
 from engine.wording import plural
 from loaders.lists import NOT_FOUND_HINT
 from loaders.sniff import judge_spool_file
@@ -1347,7 +1347,12 @@ class SpoolDaemon:
             raise SigmatchError(f"{self.config_path}: the service needs CONFIG as a file, which it reads again at "
                                 "every start and reload (this is a pipe or a device)")
         # the configuration alone (its profiles, lists and areas are loaded later)
-        require_profiles(load_config(self.config_path))
+        config = load_config(self.config_path)
+        require_profiles(config)
+        unwritable = unwritable_output_directory(self.out, config.campaigns)
+        if unwritable:
+            # otherwise the first sealed file fails, once events were taken (replay refuses it too)
+            raise SigmatchError(f"--out {self.out}: {unwritable}")
         if self.watch_path is not None and not self.watch_path.is_file():
             raise SigmatchError(f"--watch {self.watch_path}: "
                                 + ("not a file" if self.watch_path.exists() else "no such file"))
@@ -1909,6 +1914,10 @@ class SpoolDaemon:
             self._commit(position)
             try:
                 new = self.engine.reload(self.config_path)
+                unwritable = unwritable_output_directory(self.out, new.campaigns)
+                if unwritable:
+                    # a new channel whose directory is a file: its first file would stop the service
+                    raise SigmatchError(f"--out {self.out}: {unwritable}")
             except Exception as e:      # noqa: BLE001 - whatever a new configuration does, the running one goes on
                 log.error(f"reload rejected, the running configuration goes on: {_one_line(e)}")
                 if self.metrics is not None:
