@@ -315,13 +315,14 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
         _fail(f"{out}: already holds a run's output ({earlier[0].relative_to(out)} and {len(earlier) - 1:,} more); "
               "a second run would number its actions from 1 again and the gateway would send them twice: "
               "give a new --out, or --overwrite to replace the earlier run")
+    cfg = load_config(config)
     if ray_address is None:
-        # a Ray cluster's cores are not this host's: its workers are placed by Ray
+        # a Ray cluster's cores are not this host's: its workers are placed by Ray. Said once
+        # the configuration loads: a command that fails says its error alone
         from engine.workers import beyond_cores
         too_many = beyond_cores(workers)
         if too_many:
             log.warning("%s", too_many)
-    cfg = load_config(config)
     from engine.sinks import unwritable_output_directory
     unwritable = unwritable_output_directory(out, cfg.campaigns)
     if unwritable:

@@ -626,6 +626,17 @@ def test_replay_warns_of_more_workers_than_usable_cores_and_goes_on(tmp_path, mo
     assert _warnings(caplog) == ([f"--workers 3 on 2 usable cores: {ADVICE}"] if workers == 3 else [])
 
 
+def test_a_configuration_that_does_not_load_is_said_without_the_cores_warning(tmp_path, monkeypatch, caplog):
+    """The warning came before the configuration was read: a command that failed said two
+    things, the first of them advice about a run that never started."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    bad = tmp_path / "campaigns.toml"
+    bad.write_text("[policy]\nnope = 1\n")
+    code, out, _ = run("replay", bad, EXAMPLE / "trace.msgpack", "--out", tmp_path / "out", "--workers", 3)
+    assert code == 1 and out.startswith("sigmatch: error:") and "nope" in out
+    assert _warnings(caplog) == []
+
+
 def test_replay_on_ray_says_nothing_of_this_hosts_cores(tmp_path, monkeypatch, caplog):
     """--ray places the workers on the cluster's hosts: this one's cores are not theirs."""
     from engine.errors import LoadError
