@@ -194,6 +194,10 @@ def _new_under_root(value: str, *, directory: bool) -> Optional[str]:
     """The directory directly under / that writing to the absolute path `value` would make (for
     a file, only one above it), or None. A relative path is not what an unset variable leaves."""
     parts = Path(value).parts
+    if parts and parts[0] == "//":
+        # POSIX keeps two leading slashes as a root of their own; Linux reads them as /
+        # (two unset variables: "$A/$B/x")
+        parts = ("/",) + parts[1:]
     if len(parts) < 2 or parts[0] != "/" or (len(parts) == 2 and not directory):
         return None
     top = os.path.join("/", parts[1])

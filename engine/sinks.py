@@ -761,6 +761,10 @@ def unwritable_output_directory(out, campaigns: Sequence[CampaignSpec]) -> Optio
     first file there fails only once events have been processed, and stats.json, written
     all the same, would count actions that no file holds."""
     out = Path(out)
+    stats = out / "stats.json"
+    if os.path.isdir(stats) and not os.path.islink(stats):
+        # renamed over at the end, after every event: the run's last files would stay unsealed
+        return f"{stats} is a directory, where the run writes its stats.json"
     for name in [*dict.fromkeys(c.channel for c in campaigns), "conversions", "dead_letters"]:
         path = out / name
         if not os.path.lexists(path):

@@ -190,6 +190,33 @@ def test_a_new_directory_directly_under_the_root_is_refused_as_an_unset_variable
     assert not os.path.lexists(top) and sorted(p.name for p in tmp_path.iterdir()) == ["output"]
 
 
+def test_two_unset_variables_are_refused_as_one(world, tmp_path):
+    """`--out "$A/$B/x"` is //x, which POSIX keeps as a root of its own: it passed and made /x."""
+    config, trace = world
+    top = f"/sigmatch-unset-{os.getpid()}-{tmp_path.name}"
+    for given in (f"/{top}", f"/{top}/x"):
+        code, out, _ = run("replay", config, trace, "--out", given)
+        assert code == 1, out
+        assert out.strip().splitlines() == [f"sigmatch: error: --out {given}: {top} would be a new directory "
+                                            f"directly under /, as when a variable in \"$DIR{given}\" is unset: "
+                                            f"make {top} first if it is meant"]
+    assert not os.path.lexists(top)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_stats_json_that_is_a_directory_is_refused_before_any_event(world, tmp_path, workers):
+    """OUT/stats.json a directory: the run took every event and failed renaming stats.json over
+    it, leaving each channel's last file unsealed. Now one line before any work."""
+    config, trace = world
+    out = tmp_path / "out"
+    (out / "stats.json").mkdir(parents=True)
+    code, text, _ = run("replay", config, trace, "--out", out, "--workers", workers)
+    assert code == 1
+    assert text.strip().splitlines() == [f"sigmatch: error: --out {out}: {out / 'stats.json'} is a directory, "
+                                         "where the run writes its stats.json"]
+    assert sorted(p.name for p in out.rglob("*")) == [".sigmatch-out.lock", "stats.json"]
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
 def test_replay_names_the_option_of_an_out_the_system_refuses(world, tmp_path):
     """/proc refuses a directory even to root, whom access() lets write anywhere: the error
