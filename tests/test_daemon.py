@@ -578,10 +578,16 @@ def test_stdin_is_journaled_and_processed_to_its_end(world, tmp_path):
     assert sum(p.stat().st_size for p in journal.glob("*.msgpack")) == len(data)
 
 
+def spool_files(spool: Path, traces) -> None:
+    """Drop `traces` into the spool as probes do: written under another name, then renamed."""
+    for trace in traces:
+        shutil.copy(trace, spool / f".{trace.name}.part")
+        os.replace(spool / f".{trace.name}.part", spool / trace.name)
+
+
 def half_spooled(generated, tmp_path):
     """The world's configuration copied (to be edited), the first half of its traces in a
     spool: (config, spool, out, state, first, rest)."""
-    import shutil
     config = tmp_path / "w" / generated.config.name
     shutil.copytree(generated.config.parent, tmp_path / "w", ignore=shutil.ignore_patterns("*.msgpack", "traces"))
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
@@ -604,9 +610,7 @@ def test_a_reload_whose_new_channel_cannot_take_files_is_rejected(world, tmp_pat
     config.write_text(config.read_text().replace('channel = "sms"', 'channel = "kiosk"', 1))
     proc.send_signal(signal.SIGHUP)
     time.sleep(1.5)
-    for trace in rest:
-        shutil.copy(trace, spool / f".{trace.name}.part")
-        os.replace(spool / f".{trace.name}.part", spool / trace.name)
+    spool_files(spool, rest)
     assert wait_until_drained(spool)
     assert stop(proc) == 0
     log = proc.stderr.read()
@@ -617,7 +621,6 @@ def test_a_reload_whose_new_channel_cannot_take_files_is_rejected(world, tmp_pat
 
 @pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one-worker", "2-workers"])
 def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp_path, workers):
-    import shutil
     generated, _ = world
     config, spool, out, state, first, rest = half_spooled(generated, tmp_path)
     proc = start(config, out, state, spool, ready=True, args=workers)
@@ -633,9 +636,7 @@ def test_sighup_reloads_keeping_state_and_rejects_a_bad_configuration(world, tmp
     config.write_text("[[campaign]]".join([blocks[0]] + blocks[2:]))
     proc.send_signal(signal.SIGHUP)
     time.sleep(1.5)
-    for trace in rest:
-        shutil.copy(trace, spool / f".{trace.name}.part")
-        os.replace(spool / f".{trace.name}.part", spool / trace.name)
+    spool_files(spool, rest)
     assert wait_until_drained(spool)
     assert stop(proc) == 0
     log = proc.stderr.read()
@@ -668,7 +669,6 @@ def test_a_restart_after_the_configuration_changed_carries_the_state_over(world,
     as it was and applies from the next event on: the eligibility is compiled from the files
     as they are now (it came back from the checkpoint, and a `where` edited while stopped
     was ignored until a reload). A comment is no change."""
-    import shutil
     generated, _ = world
     config, spool, out, state, first, rest = half_spooled(generated, tmp_path)
     proc = start(config, out, state, spool, ready=True, args=workers)
@@ -715,7 +715,6 @@ def test_a_restart_after_the_configuration_changed_carries_the_state_over(world,
 def test_reload_under_load_loses_and_repeats_nothing(world, tmp_path):
     """SIGHUP again and again while probes keep dropping files: with the same configuration
     a reload is invisible in the output, row for row, and seq stays gap-free."""
-    import shutil
     import threading
     generated, expected = world
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
