@@ -1,6 +1,172 @@
-# Checkpoints and reloads: the state put back from a checkpoint (restore_state) and taken over
-# from the engine a reload replaces (transfer_from). Included by _core.pyx after the Core class,
-# whose methods of those names call these; the rest of the checkpoint API stays on the class.
+# Checkpoints and reloads (included by _core.pyx after the Core class, whose methods of the same
+# names call these): the changes noted for an incremental checkpoint, the state's sections and
+# scalars as a checkpoint writes them, the state put back from a checkpoint (restore_state) and
+# the state taken over from the engine a reload replaces (transfer_from).
+
+
+cdef void forget_changes(EngineC* E) noexcept nogil:
+    cdef uint64_t i
+    if E.nr_changed * 8 > E.nr_subscribers:
+        # many: a sweep in memory order beats a cache miss per listed row
+        for i in range(E.nr_subscribers):
+            (<SubHeadC*>row_of(E, <uint32_t>i)).flags &= ~SUB_CHANGED
+    else:
+        for i in range(E.nr_changed):
+            (<SubHeadC*>row_of(E, E.changed_subs[i])).flags &= ~SUB_CHANGED
+    E.nr_changed = 0
+    if E.changed_contacts != NULL:
+        memset(E.changed_contacts, 0, ((E.contacts_mask + 1) // 64 + 1) * sizeof(uint64_t))
+    E.all_contacts_changed = 0
+
+
+cdef _track_changes(Core self):
+    # Core.track_changes
+    if not self.E.tracking:
+        self.E.changed_subs = <uint32_t*>sm_zalloc((<size_t>self.E.nr_subscribers + 1) * sizeof(uint32_t))
+        if self.E.changed_subs == NULL:
+            raise MemoryError()
+        if self.E.contacts != NULL:
+            self.E.changed_contacts = <uint64_t*>calloc((self.E.contacts_mask + 1) // 64 + 1, sizeof(uint64_t))
+            if self.E.changed_contacts == NULL:
+                raise MemoryError()
+        self.E.tracking = 1
+    forget_changes(&self.E)
+
+
+cdef _take_changes(Core self):
+    # Core.take_changes
+    cdef uint64_t i, n = self.E.nr_changed, j = 0
+    cdef uint32_t[::1] subs_view
+    if not self.E.tracking:
+        raise RuntimeError("take_changes needs track_changes first")
+    if self.E.nr_actions or self.E.nr_conversions or self.E.nr_dead:
+        raise RuntimeError("take the pending records before a checkpoint")
+    subs = np.empty(n, dtype=np.uint32)
+    subs_view = subs
+    cdef SubHeadC* h
+    if n * 8 > self.E.nr_subscribers:
+        # many: found by a sweep in memory order, ascending already
+        with nogil:
+            for i in range(self.E.nr_subscribers):
+                h = <SubHeadC*>row_of(&self.E, <uint32_t>i)
+                if h.flags & SUB_CHANGED:
+                    h.flags &= ~SUB_CHANGED
+                    subs_view[j] = <uint32_t>i
+                    j += 1
+        j = 0
+    else:
+        with nogil:
+            for i in range(n):
+                subs_view[i] = self.E.changed_subs[i]
+                (<SubHeadC*>row_of(&self.E, subs_view[i])).flags &= ~SUB_CHANGED
+        subs.sort()     # ascending: the rows are then gathered, and later applied, in order
+    self.E.nr_changed = 0
+    contacts = _contact_states(self, not (self.E.all_contacts_changed or self.E.changed_contacts == NULL))
+    forget_changes(&self.E)
+    return subs, contacts
+
+
+cdef _contact_states(Core self, bint changed_only):
+    """The used contact slots (or only those noted as changed), packed, as bytes."""
+    cdef uint64_t i, j = 0, used = 0
+    cdef uint64_t nslots = self.E.contacts_mask + 1 if self.E.contacts != NULL else 0
+    cdef uint8_t[::1] dst
+    for i in range(nslots):
+        if self.E.contacts[i].key and (not changed_only or self.E.changed_contacts[i >> 6] >> (i & 63) & 1):
+            used += 1
+    contacts = np.empty(used * sizeof(ContactC), dtype=np.uint8)
+    if used:
+        dst = contacts
+        for i in range(nslots):
+            if self.E.contacts[i].key and (not changed_only or self.E.changed_contacts[i >> 6] >> (i & 63) & 1):
+                memcpy(&dst[j * sizeof(ContactC)], &self.E.contacts[i], sizeof(ContactC))
+                j += 1
+    return contacts
+
+
+cdef _state_sections(Core self):
+    # Core.state_sections
+    if self.E.nr_actions or self.E.nr_conversions or self.E.nr_dead:
+        raise RuntimeError("take the pending records before a checkpoint")
+    forget_changes(&self.E)
+    return ([("rows", self._rows_array()), ("contacts", _contact_states(self, False)),
+             ("windows", self.window_entries())] + self.small_sections())
+
+
+cdef _window_entries(Core self, subs):
+    # Core.window_entries
+    cdef uint64_t i, j = 0
+    cdef uint32_t sub
+    cdef int64_t* w
+    cdef size_t words = self.E.window_n + 2
+    if self.E.windows == NULL:
+        return np.zeros(0, np.int64)
+    if subs is None:
+        out = np.empty(self.E.nr_windows_used * words, np.int64)
+        for i in range(self.E.windows_mask + 1):
+            w = self.E.windows + i * words
+            if w[0]:
+                out[j * words:(j + 1) * words] = <int64_t[:words]> w
+                j += 1
+        return out
+    found = []
+    for sub in subs:
+        w = find_window(&self.E, sub, False)
+        if w != NULL:
+            found.append(np.array(<int64_t[:words]> w, dtype=np.int64))
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
+cdef _small_sections(Core self):
+    # Core.small_sections
+    cdef uint8_t[::1] dst
+    cdef TimerC* waiting = timers_gather(&self.E)
+    if waiting == NULL and self.E.oom:
+        self.E.oom = 0
+        raise MemoryError()
+    # in firing order: the same bytes whatever runs and heap held them
+    timers = np.empty(self.E.nr_timers * sizeof(TimerC), dtype=np.uint8)
+    if self.E.nr_timers:
+        dst = timers
+        memcpy(&dst[0], waiting, self.E.nr_timers * sizeof(TimerC))
+    free(waiting)
+    funnel = self.funnel().reshape(-1)
+    counts = np.array([self.E.bad[r] for r in range(NR_REASONS)]
+                      + [self.E.events, self.E.unknown] + [self.E.by_type[t] for t in range(64)],
+                      dtype=np.uint64)
+    carry = np.frombuffer(bytes(<uint8_t[:self.carry_len]> self.carry) if self.carry_len else b"",
+                          dtype=np.uint8)
+    dead_run = np.frombuffer(bytes(<uint8_t[:self.E.run.len]> self.E.run.bytes)
+                             if self.E.run.count and self.E.run.len else b"", dtype=np.uint8)
+    bad_fields = np.array(<uint64_t[:NR_REASONS * (NR_FIELDS + 1)]> &self.E.bad_field[0][0], dtype=np.uint64)
+    budgets = np.frombuffer(bytes(<uint8_t[:(self.E.nr_campaigns + self.E.nr_channels) * sizeof(BudgetC)]>
+                                  <uint8_t*>self.E.budgets), dtype=np.uint8)
+    return [("timers", timers), ("funnel", funnel), ("counts", counts), ("carry", carry),
+            ("dead_run", dead_run), ("bad_fields", bad_fields), ("budgets", budgets)]
+
+
+cdef _state_scalars(Core self):
+    # Core.state_scalars
+    return {
+        "clock": self.E.clock, "has_clock": self.E.has_clock, "seq": self.E.seq,
+        "conversion_seq": self.E.conversion_seq, "timers_created": self.E.timers_created,
+        "carry_offset": self.carry_offset, "stream_offset": self.stream_offset,
+        # a scalar, not in the counts section: that section's length is checked on restore,
+        # and checkpoints written before the count existed restore it as 0
+        "late_events": self.E.late,
+        # the open run (its value is the dead_run section) and the record cap's place
+        "dead_run": {"offset": self.E.run.offset, "count": self.E.run.count, "reason": self.E.run.reason,
+                     "field": self.E.run.field, "span": self.E.run.span,
+                     "span_records": self.E.run.span_records},
+        "layout": [self.E.stride, self.E.nr_elig_words, self.E.nr_counters, self.E.nr_windows,
+                   self.E.nr_subscribers, self.E.nr_campaigns, self.E.nr_markers],
+        # the funnel section's stages, in order (records.FUNNEL when written)
+        "funnel_stages": list(FUNNEL),
+        # the budgets section holds the campaigns' counts, then these channels'
+        "channels": list(self.channel_names),
+        # the size of a windows entry (max_in_window.contacts times kept)
+        "window_contacts": self.E.window_n,
+    }
 
 
 def _restore_state(Core self, dict scalars, dict sections):
@@ -77,7 +243,7 @@ def _restore_state(Core self, dict scalars, dict sections):
         if not entry.key & OCCUPIED or (entry.key & 0xFFFF) >= <uint64_t>self.E.nr_campaigns \
                 or ((entry.key & ~OCCUPIED) >> 16) >= self.E.nr_subscribers:
             raise ValueError("checkpoint contact out of range")
-    self._forget_changes()
+    forget_changes(&self.E)
     if rows.shape[0]:
         # What the compile made of the configuration, profiles and lists as they are now (the
         # eligibility words; whether the subscriber is still in the snapshot) stays: a
@@ -179,7 +345,7 @@ def _restore_state(Core self, dict scalars, dict sections):
     self.E.run.field = run["field"]
     self.E.run.span = run["span"]
     self.E.run.span_records = run["span_records"]
-    self._forget_changes()      # re-inserting the contacts noted them
+    forget_changes(&self.E)      # re-inserting the contacts noted them
 
 
 def _transfer_from(Core self, Core old, list campaign_map, list counter_map, uint32_t nr_old, list marker_map=None):
