@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import datetime
 import hashlib
 import sys
 import time
@@ -25,6 +24,7 @@ from engine.records import (
     TAKER_RULES,
 )
 from engine.sinks import SinkSet, SinkThread, unwritable_output_directory
+from engine.wording import local_day
 from loaders.traces import Source, iter_chunks, source_size
 
 __all__ = ["Engine", "Run"]
@@ -78,15 +78,6 @@ def configuration_identity(config: Config) -> dict:
         digest = None
     return {"sha256": digest, "utc_offset": format_utc_offset(config.utc_offset_ms),
             "campaigns": [c.id for c in config.campaigns]}
-
-
-def local_day(day_number: int) -> str:
-    """Days since 1970-01-01 (local) -> "YYYY-MM-DD" (more digits past the year 9999, which
-    a ts below 2^53 ms reaches: Python's dates stop there, so whole 400-year cycles of the
-    Gregorian calendar, 146,097 days each, are taken off and added back to the year)."""
-    cycles, day = divmod(int(day_number), 146_097)
-    date = datetime.date(1970, 1, 1) + datetime.timedelta(days=day)
-    return f"{date.year + 400 * cycles:04d}-{date.month:02d}-{date.day:02d}"
 
 
 # stats.json names of contacts and conversions by kind (KINDS order): `sent`, `control`, ...

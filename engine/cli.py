@@ -126,6 +126,11 @@ class _OneLineUsage(click.Group):
         try:
             code = super().main(*args, **kwargs)
         except click.UsageError as e:
+            if isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+                # `sigmatch` alone (click 8.2 on): the help as --help shows it, not squeezed
+                # into an error line; exit 2 as click has it
+                click.echo(e.format_message(), err=True)
+                sys.exit(e.exit_code)
             where = e.ctx.command_path if e.ctx is not None else "sigmatch"
             _fail(f"{' '.join(e.format_message().split())} (see: {where} --help)", e.exit_code)
         except click.ClickException as e:
@@ -369,6 +374,31 @@ def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier
     run = engine.replay(list(traces), out=out, drain=True, format=fmt, progress=progress, keep=False)
     click.echo(format_run(run.stats))
     click.echo(format_funnel(run.stats))
+    _warn_of_run(run.stats, cfg)
+
+
+# A share of late events at which replay warns: real probes deliver some events a little out
+# of order, but a share this large is traces out of order, or one event's time far ahead (a
+# corrupt ts) that moved the clock on for those after it
+LATE_WARNING_SHARE = 0.01
+
+
+def _warn_of_run(stats: dict, cfg) -> None:
+    """Warn when at least LATE_WARNING_SHARE of a replay's events were late (processed at the
+    clock's time, not their own: SPEC §3, docs/semantics.md), and when no good event's
+    subscriber was in the profile snapshot (an empty snapshot, or one of another network)."""
+    run = stats["run"]
+    late, events = run.get("late_events", 0), run["events"]
+    good = events - sum(run["bad_events"].values())
+    if good and run["unknown_subscribers"] == good:
+        log.warning("no event's subscriber is in the profile snapshot (%s): the %s are all of unknown "
+                    "subscribers, so no campaign could match; are the profiles those of this trace's network?",
+                    cfg.profiles if cfg.profiles is not None else "none", plural(good, "good event"))
+    if late and late >= LATE_WARNING_SHARE * events:
+        log.warning("%s of %s late (%.0f%%; ts below the engine's clock, processed at the clock's time): traces "
+                    "out of order, or an event dated far ahead moved the clock on? Contacts are not what they "
+                    "would have been at the events' times (docs/semantics.md)",
+                    f"{late:,}", plural(events, "event"), 100 * late / events)
 
 
 def _holds_checkpoints(directory: Path) -> bool:
@@ -398,7 +428,8 @@ def _check_out(out: Path) -> None:
     if not probe.is_dir():
         _fail(f"--out {out}: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
-        _fail(f"--out {out}: {probe} is not writable by this user")
+        from engine.sinks import not_writable
+        _fail(f"--out {out}: {probe} {not_writable(probe)}")
     if probe != out:
         # access() says yes to root everywhere, and /proc or /sys refuse a directory all the
         # same: made and removed now, the first missing one says so before the load
@@ -505,6 +536,7 @@ def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt,
         stats = sharded.replay(cfg, list(traces), out, workers=workers, format=fmt, progress=progress)
     click.echo(format_run(stats))
     click.echo(format_funnel(stats))
+    _warn_of_run(stats, cfg)
 
 
 class _NoPandas:
@@ -639,6 +671,9 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
     import json as json_module
     from engine.closedloop.outputs import read_outputs
     from engine.closedloop.report import build_report, format_report
+    if plots_dir is not None or html_path is not None:
+        from engine.closedloop.render import require_extras
+        require_extras("report", plots=plots_dir is not None, html=html_path is not None)
     since_ms = None
     if non_responders is None:
         for name, value in (("--since", since), ("--campaign", campaign), ("--list", list_path)):
@@ -717,6 +752,9 @@ def diff(config_a: Path, config_b: Path, traces: tuple[Path, ...], as_json: bool
     was reached. To see what a new campaign adds, make CONFIG_B a copy of CONFIG_A with it."""
     import json as json_module
     from engine.closedloop.diff import build_diff, format_diff, replay_both
+    if html_path is not None:
+        from engine.closedloop.render import require_extras
+        require_extras("diff", html=True)
     a, b = replay_both(config_a, config_b, traces, state=state, progress=progress, json_logs=_json_errors)
     document = build_diff(a, b, traces=traces, state=state)
     for line in document["warnings"]:
@@ -762,7 +800,8 @@ def _policy_lines(cfg) -> list[str]:
     lines = []
     if cfg.policy.max_in_window is not None:
         contacts, window = cfg.policy.max_in_window
-        lines.append(f"max_in_window: at most {contacts} contacts in any {_span(window)} (all campaigns together)")
+        lines.append(f"max_in_window: at most {plural(contacts, 'contact')} in any {_span(window)} "
+                     "(all campaigns together)")
     if cfg.policy.global_holdout:
         lines.append(f"global_holdout: {cfg.policy.global_holdout:.2%} of subscribers are never sent anything")
     for channel, budget in cfg.channel_budgets.items():
@@ -778,8 +817,8 @@ def _variants(c) -> str:
 
 
 def _utc(ms: int) -> str:
-    import datetime
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    from engine.wording import local_time
+    return local_time(ms) + " UTC"
 
 
 @main.command()
@@ -844,8 +883,12 @@ def check(config: Path, traces: tuple[Path, ...]):
         judgement = _judged(traces, engine)
         for head in judgement.heads:
             click.echo(f"    {head.name}: {head.describe()}")
-        if judgement.refusal:
-            raise LoadError(judgement.refusal)
+        # the verdict on stdout too: its first line said the configuration was ok
+        trouble = judgement.refusal or judgement.broken
+        click.echo("  traces: " + ("refused (the error follows)" if judgement.refusal else
+                                   "broken (the error follows)" if judgement.broken else "ok"))
+        if trouble:
+            raise LoadError(trouble)
 
 
 @main.command()
@@ -871,7 +914,9 @@ def demo(directory, subscribers: int, events: int):
         _fail(f"--dir {directory}: not empty and not a demo's directory (no {DEMO_MARK}): the demo would write "
               "over its files: give an empty or new --dir")
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / DEMO_MARK).write_text("a directory of `sigmatch demo`: a demo run here writes over its files\n")
+    from engine.sinks import write_private
+    write_private(directory / f"{DEMO_MARK}.tmp", directory / DEMO_MARK,
+                  b"a directory of `sigmatch demo`: a demo run here writes over its files\n")
     out = directory / "out"
     _hold_out(out)      # as replay holds it: a service or replay writing there is named
     from engine.sinks import SERVICE_ID_FILE, earlier_run_files, remove_earlier_run
@@ -1065,8 +1110,8 @@ def reshard(state: Path, workers: int):
         click.echo(f"--state {state}: already the state of a service with --workers {workers}: nothing to do")
     elif summary["from"] is not None:
         click.echo(f"--state {state}: rewritten from --workers {summary['from']} to --workers {workers} "
-                   f"({summary['subscribers']:,} subscribers, {summary['contacts']:,} contacts, "
-                   f"{summary['pending']:,} pending actions); start it with `sigmatch run "
+                   f"({plural(summary['subscribers'], 'subscriber')}, {plural(summary['contacts'], 'contact')}, "
+                   f"{plural(summary['pending'], 'pending action')}); start it with `sigmatch run "
                    f"{f'--workers {workers} ' if workers > 1 else ''}--state {state} ...`")
 
 

@@ -754,6 +754,18 @@ def remove_earlier_run(out, earlier: list[Path]) -> None:
     (Path(out) / SERVICE_ID_FILE).unlink(missing_ok=True)
 
 
+def not_writable(path) -> str:
+    """Why `path`, a directory os.access says this user cannot write, cannot be written, in a
+    message's words: "is on a read-only file system" (a mount, which access() also refuses
+    root) or "is not writable by this user"."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "is on a read-only file system"
+    except OSError:
+        pass
+    return "is not writable by this user"
+
+
 def unwritable_output_directory(out, campaigns: Sequence[CampaignSpec]) -> Optional[str]:
     """Why a run of `campaigns` cannot write into `out`, naming the first directory of it that
     exists and cannot take its files (a channel's, conversions/, dead_letters/: something that
@@ -772,7 +784,7 @@ def unwritable_output_directory(out, campaigns: Sequence[CampaignSpec]) -> Optio
         if not path.is_dir():
             return f"{path} is not a directory, and the run writes its {name} files there"
         if not os.access(path, os.W_OK | os.X_OK):
-            return f"{path} is not writable by this user, and the run writes its {name} files there"
+            return f"{path} {not_writable(path)}, and the run writes its {name} files there"
     return None
 
 

@@ -110,7 +110,9 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
         else:
             raise LoadError(f"{path}: unknown profile format {suffix!r}; expected .csv or .parquet")
     except (OSError, pa.ArrowException) as error:
-        raise LoadError(f"{path}: cannot read profiles: {error}") from error
+        # the system's reason alone: the path is said once, and no errno (as lists say it)
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise LoadError(f"{path}: cannot read profiles: {reason}") from error
     if "msisdn" not in table.column_names:
         raise LoadError(f"{path}: no msisdn column")
     if len(set(table.column_names)) < table.num_columns:

@@ -384,6 +384,10 @@ class Judgement:
     heads: list             # a Head per trace, in order
     refusal: Optional[str]  # one line, naming the trace; None: replay it
     warnings: list          # lines, each naming its trace
+    # one line when the stream, as far as its head was read, breaks or ends inside an event:
+    # replay processes the events before that place and then stops with an error (`check`
+    # says so; replay is not refused for it). None otherwise, or where the head cannot tell.
+    broken: Optional[str] = None
 
 
 def judge_traces(paths: Sequence, core) -> Judgement:
@@ -427,7 +431,21 @@ def judge_traces(paths: Sequence, core) -> Judgement:
         if h.empty and filled:
             warnings.append(f"{h.name}: " + ("it is empty once decompressed" if h.nbytes else "the file is empty"))
         warnings += [f"{h.name}: {line}" for line in h.warnings()]
-    return Judgement(heads, refusal, warnings)
+    return Judgement(heads, refusal, warnings, None if refusal else _broken(stream, len(filled) == 1))
+
+
+def _broken(stream: Head, one_file: bool) -> Optional[str]:
+    """Where the stream's head shows it breaks (a 0xc1 byte, a value past max_event_bytes) or,
+    read to its end, ends inside an event. Only the head that starts the stream is read from
+    an event's start: a later file's own head may begin inside an event the file before it
+    began, so it is not judged alone."""
+    where = f"at byte {stream.stopped:,}" if one_file else f"at byte {stream.stopped:,} of the stream"
+    then = "replay processes the events before it, then stops with an error"
+    if stream.status in _BROKEN:
+        return f"{stream.name}: the stream breaks {where} ({_BROKEN[stream.status]}); {then}"
+    if stream.whole and stream.status == TRUNCATED:
+        return f"{stream.name}: the stream ends inside an event {where}; {then}"
+    return None
 
 
 def judge_spool_file(f: BinaryIO, core, stop=None) -> tuple[Optional[str], list[str]]:

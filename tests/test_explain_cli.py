@@ -101,3 +101,19 @@ def test_a_number_as_a_customer_gives_it_is_read_as_the_lookup_and_lists_read_it
         assert done.returncode == 1 and len(lines) == 1 and "--msisdn" in lines[0] and MSISDN_RULE in lines[0], lines
         # a number all the same, written wrong: masked as lists and the lookup mask what they refuse
         assert text not in lines[0], lines
+
+
+def test_an_event_past_the_year_9999_is_listed_with_its_date(tmp_path):
+    # a ts below 2^53 ms may lie past the year 9999, where Python's dates end: the listing
+    # said a traceback there (found by a newcomer trial)
+    import msgpack
+    (tmp_path / "profiles.csv").write_text("msisdn\n13800010001\n")
+    (tmp_path / "c.toml").write_text('[engine]\nprofiles = "profiles.csv"\n'
+                                     '[[campaign]]\nid = "b"\non = ["SMS_MO"]\nchannel = "sms"\n')
+    year_10000 = 253_402_300_800_000        # 10000-01-01T00:00Z
+    (tmp_path / "y.msgpack").write_bytes(msgpack.packb([year_10000 - 1, 3, 13800010001, 0, 7101])
+                                         + msgpack.packb([year_10000, 3, 13800010001, 0, 7101]))
+    done = sigmatch("explain", tmp_path / "c.toml", tmp_path / "y.msgpack", "--msisdn", 13800010001, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "9999-12-31 23:59:59.999" in done.stdout and "10000-01-01 00:00:00.000" in done.stdout

@@ -885,3 +885,132 @@ def test_the_operations_guide_lists_every_metric_and_no_other():
     listed = text.split("/metrics` gives Prometheus text:", 1)[1].split("\n\n", 1)[0]
     assert set(re.findall(r"`(sigmatch_[a-z_]+)", listed)) == set(METRIC_NAMES)
     assert np.all([name in text for name in METRIC_NAMES])
+
+
+# --------------------------------------------------------------------------- issue 14's trial (2026-12-05)
+
+def _event_ends(data: bytes) -> list[int]:
+    """The offset after each value of `data`, as msgpack-python reads them."""
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(data)
+    ends = []
+    for _ in unpacker:
+        ends.append(unpacker.tell())
+    return ends
+
+
+def _cut_trace(tmp_path: Path, keep: int) -> Path:
+    path = tmp_path / "cut.msgpack"
+    path.write_bytes(TRACE.read_bytes()[:keep])
+    return path
+
+
+def test_check_says_a_trace_that_ends_inside_an_event_as_replay_finds_it(tmp_path):
+    """`check` said ok for a trace cut inside an event that replay then stopped at; its
+    stdout's last line says the traces' verdict (its first said the configuration's)."""
+    whole_events = _event_ends(TRACE.read_bytes())[10]
+    cut = _cut_trace(tmp_path, whole_events + 5)
+    check = sigmatch("check", CONFIG, cut)
+    assert check.returncode == 1
+    assert check.stdout.splitlines()[0] == f"{CONFIG}: ok"
+    assert check.stdout.splitlines()[-1] == "  traces: broken (the error follows)"
+    assert error_line(check) == (f"sigmatch: error: {cut}: the stream ends inside an event at byte {whole_events:,}; "
+                                 "replay processes the events before it, then stops with an error")
+    replay = sigmatch("replay", CONFIG, cut, "--out", tmp_path / "out")
+    assert replay.returncode == 1 and f"at byte offset {whole_events}" in error_line(replay)
+    # one event short of the cut: whole events only, ok
+    whole = _cut_trace(tmp_path, whole_events)
+    done = sigmatch("check", CONFIG, whole)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "  traces: ok"
+
+
+def test_check_says_where_a_trace_breaks(tmp_path):
+    data = bytearray(TRACE.read_bytes())
+    at = _event_ends(bytes(data))[0]
+    data[at] = 0xC1         # the second event's first byte: msgpack never uses it
+    path = tmp_path / "broken.msgpack"
+    path.write_bytes(bytes(data))
+    check = sigmatch("check", CONFIG, path)
+    assert check.returncode == 1
+    assert check.stdout.splitlines()[-1] == "  traces: broken (the error follows)"
+    assert error_line(check) == (f"sigmatch: error: {path}: the stream breaks at byte {at:,} (a 0xc1 byte, which "
+                                 "msgpack never uses); replay processes the events before it, then stops with an "
+                                 "error")
+
+
+def test_replay_warns_when_many_events_are_late_and_not_when_few(tmp_path):
+    """One event dated far ahead (a corrupt ts) makes those after it late: replay said only the
+    count; a share of 1% or more is now a warning, a share below it is not."""
+    later = [T0 + 1000 * i for i in range(200)]
+    (tmp_path / "many.msgpack").write_bytes(events(*later[:100], T0 + 10 ** 11, *later[100:]))
+    many = sigmatch("replay", CONFIG, tmp_path / "many.msgpack", "--out", tmp_path / "o1")
+    assert many.returncode == 0, many.stderr
+    warned = [line for line in many.stderr.splitlines() if " WARNING " in line]
+    assert len(warned) == 1 and warned[0].endswith(
+        "100 of 201 events late (50%; ts below the engine's clock, processed at the clock's time): traces out of "
+        "order, or an event dated far ahead moved the clock on? Contacts are not what they would have been at the "
+        "events' times (docs/semantics.md)")
+    # 1 late of 101 is below 1%: no warning
+    (tmp_path / "few.msgpack").write_bytes(events(*later[:99], T0 + 10 ** 6, T0 + 2))
+    few = sigmatch("replay", CONFIG, tmp_path / "few.msgpack", "--out", tmp_path / "o2")
+    assert few.returncode == 0 and "1 late" in few.stdout
+    assert " WARNING " not in few.stderr, few.stderr
+    # 2 late of 101: at 1%, a warning
+    (tmp_path / "two.msgpack").write_bytes(events(*later[:99], T0 + 10 ** 6, T0 + 2, T0 + 3))
+    two = sigmatch("replay", CONFIG, tmp_path / "two.msgpack", "--out", tmp_path / "o3")
+    assert two.returncode == 0 and "2 of 102 events late" in two.stderr, two.stderr
+
+
+def test_an_empty_profile_snapshot_is_said_as_such_not_as_a_where_error(tmp_path):
+    """A snapshot of a header and no rows: `check` blamed the first `where` (its columns typed as
+    numbers); the snapshot is now said, and replay warns that no event's subscriber is known."""
+    import shutil
+    world = tmp_path / "w"
+    shutil.copytree(EXAMPLE, world)
+    (world / "profiles.csv").write_text("msisdn,arpu,brand,plan,tags\n")
+    check = sigmatch("check", world / "campaigns.toml")
+    assert check.returncode == 0, check.stderr
+    assert "the profile snapshot holds no subscriber (no rows): no campaign can match" in check.stderr
+    replay = sigmatch("replay", world / "campaigns.toml", world / "trace.msgpack", "--out", tmp_path / "out")
+    assert replay.returncode == 0, replay.stderr
+    assert (f"no event's subscriber is in the profile snapshot ({world / 'profiles.csv'}): the 24 good events are "
+            "all of unknown subscribers, so no campaign could match") in replay.stderr
+    # the usual world says neither
+    usual = sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "out2")
+    assert usual.returncode == 0 and " WARNING " not in usual.stderr, usual.stderr
+
+
+def test_sigmatch_alone_shows_the_help_as_help_does():
+    done = sigmatch()
+    assert done.returncode == 2
+    assert done.stderr.startswith("Usage: ") and "\nCommands:\n" in done.stderr
+    assert "error" not in done.stderr.splitlines()[0]
+
+
+def test_report_plots_without_the_extra_is_said_before_any_work(tmp_path, monkeypatch):
+    """Without matplotlib, `report --plots DIR` made DIR, read every output, then refused."""
+    import importlib.util
+    from click.testing import CliRunner
+    from engine.cli import main
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("matplotlib", "jinja2") else found(name, *a))
+    plots = tmp_path / "plots"
+    result = CliRunner().invoke(main, ["report", str(tmp_path / "no-such-run"), "--plots", str(plots)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "sigmatch: error: report --plots needs matplotlib: pip install 'sigmatch[report]'")
+    assert not plots.exists()
+    both = CliRunner().invoke(main, ["report", str(tmp_path / "no-such-run"), "--plots", str(plots),
+                                     "--html", str(tmp_path / "r.html")])
+    assert both.output.strip().splitlines()[-1] == (
+        "sigmatch: error: report --plots and --html need matplotlib and Jinja2: pip install 'sigmatch[report]'")
+
+
+def test_a_generated_world_is_readable_by_owner_and_group_only(tmp_path):
+    from engine.world.gen import generate
+    world = generate(tmp_path / "w", subscribers=200, events=500, campaigns=1, trace_files=2, progress=False)
+    files = [p for p in (tmp_path / "w").rglob("*") if p.is_file()]
+    assert world.config in files and len(files) > 5
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o640)}

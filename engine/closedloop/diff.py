@@ -294,7 +294,7 @@ def replay_both(config_a, config_b, traces: Sequence, *, state=None, progress: O
 # --------------------------------------------------------------------------- the comparison
 
 def _day_name(day: int) -> str:
-    from engine.api import local_day
+    from engine.wording import local_day
     return local_day(day)
 
 
@@ -606,10 +606,8 @@ def _local_time(ts: Optional[int], offset: str) -> str:
     if ts is None:
         return "-"
     from engine.closedloop.report import _parse_offset
-    local = ts + _parse_offset(offset)
-    day, ms = divmod(local, DAY_MS)
-    seconds = ms // 1000
-    return f"{_day_name(day)} {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    from engine.wording import local_time
+    return local_time(ts, _parse_offset(offset))
 
 
 def _by_rule(rows: list[dict]) -> tuple[int, str]:
@@ -647,7 +645,7 @@ def summary(document: dict) -> list[str]:
     if new or gone:
         gained, lost = sum(e["gained"] for e in kept), sum(e["lost"] for e in kept)
         net = sum(e["contacts_b"] - e["contacts_a"] for e in kept)
-        lines.append(f"the campaigns of both: {gained:,} contacts gained, {lost:,} lost (net {_signed(net)})")
+        lines.append(f"the campaigns of both: {plural(gained, 'contact')} gained, {lost:,} lost (net {_signed(net)})")
     for cid, e in campaigns.items():
         if e["in"] == "both" and e["channel_a"] != e["channel_b"]:
             lines.append(f"{cid} moves from channel {e['channel_a']} to {e['channel_b']}")
@@ -655,7 +653,7 @@ def summary(document: dict) -> list[str]:
     a, b = document["a"], document["b"]
     lines.append(f"events: {a['events']:,} in A ({a.get('late_events', 0):,} late), "
                  f"{b['events']:,} in B ({b.get('late_events', 0):,} late)")
-    lines.append(f"in all: {t['contacts_a']:,} contacts in A, {t['contacts_b']:,} in B "
+    lines.append(f"in all: {plural(t['contacts_a'], 'contact')} in A, {t['contacts_b']:,} in B "
                  f"(net {_signed(t['contacts_b'] - t['contacts_a'])}; {t['gained']:,} gained, {t['lost']:,} lost)")
     return lines
 

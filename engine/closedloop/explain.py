@@ -179,9 +179,8 @@ def document(msisdn: int, entries: list[dict], status: str = "active") -> dict:
 
 def _clock(ts: int, utc_offset_ms: int) -> str:
     """Event time as local date and time, to the millisecond ("2026-01-01 21:59:00.000")."""
-    import datetime
-    moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(milliseconds=ts + utc_offset_ms)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    from engine.wording import local_time
+    return local_time(ts, utc_offset_ms, millis=True)
 
 
 def _emission_text(e: dict, clock) -> str:
@@ -202,9 +201,11 @@ def format_text(doc: dict, utc_offset_ms: int) -> str:
         return _clock(ts, utc_offset_ms)
 
     from engine.api import format_utc_offset
-    lines = [f"subscriber {doc['msisdn']} ({doc['status']}): {len(doc['events'])} events and timers, "
-             f"{sum('seq' in a for a in doc['actions'])} contacts, "
-             f"{sum('suppressed' in a for a in doc['actions'])} suppressed; local time {format_utc_offset(utc_offset_ms)}"]
+    from engine.wording import plural
+    lines = [f"subscriber {doc['msisdn']} ({doc['status']}): "
+             f"{plural(len(doc['events']), 'event and timer', 'events and timers')}, "
+             f"{plural(sum('seq' in a for a in doc['actions']), 'contact')}, "
+             f"{sum('suppressed' in a for a in doc['actions']):,} suppressed; local time {format_utc_offset(utc_offset_ms)}"]
     for entry in doc["events"]:
         lines.append("")
         if entry["type"] == "timer":
@@ -236,7 +237,7 @@ def format_text(doc: dict, utc_offset_ms: int) -> str:
         state = entry.get("state")
         if state:
             parts = [f"cell {state['cell']}", "powered on" if state["powered_on"] else "powered off",
-                     f"{state['contacts_today']} contacts today"]
+                     f"{plural(state['contacts_today'], 'contact')} today"]
             if state["last_contact"] is not None:
                 parts.append(f"last contact {clock(state['last_contact'])}")
             if state["counters"]:

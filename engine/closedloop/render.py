@@ -17,9 +17,24 @@ from engine.closedloop.report import _incremental, _pct, _shown_uplift, legend_t
 from engine.closedloop.uplift import MIN_CONTROLS
 from engine.errors import SigmatchError
 
-__all__ = ["PLOTS", "write_plots", "write_html", "plot_png", "DIFF_PLOTS", "diff_png", "write_diff_html"]
+__all__ = ["PLOTS", "require_extras", "write_plots", "write_html", "plot_png", "DIFF_PLOTS", "diff_png", "write_diff_html"]
 
 PLOTS = ("funnel", "uplift", "daily")
+
+
+def require_extras(command: str, *, plots: bool = False, html: bool = False) -> None:
+    """Before any work: raise SigmatchError (one line, naming the option and the extra) when
+    `command`'s --plots or --html cannot be written, matplotlib (both) or Jinja2 (--html)
+    not being installed. Found without importing them (seconds): a report or a diff ran to its
+    end, and --plots made its directory, before the missing package was said."""
+    import importlib.util
+    wanted = (["matplotlib"] if plots or html else []) + (["jinja2"] if html else [])
+    missing = [name for name in wanted if importlib.util.find_spec(name) is None]
+    if missing:
+        options = " and ".join(o for o, on in (("--plots", plots), ("--html", html)) if on)
+        raise SigmatchError(f"{command} {options} need{'s' if options.count('--') == 1 else ''} "
+                            f"{' and '.join('Jinja2' if m == 'jinja2' else m for m in missing)}: "
+                            "pip install 'sigmatch[report]'")
 
 
 def _pyplot():

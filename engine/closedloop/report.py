@@ -80,7 +80,7 @@ def _parse_offset(text: Optional[str]) -> int:
 
 
 def _day_name(day: int) -> str:
-    from engine.api import local_day        # as stats.json names days, past the year 9999 too
+    from engine.wording import local_day        # as stats.json names days, past the year 9999 too
     return local_day(day)
 
 

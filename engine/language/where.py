@@ -557,9 +557,14 @@ def _string_literal(value: str) -> str:
 # ---------------------------------------------------------------------------- types
 
 NUMBER, STRING = "number", "string"
+ANY = "any"         # a column of no rows (_column_kind)
 
 
 def _column_kind(name: str, array) -> str:
+    if len(array) == 0:
+        # a snapshot without rows: its columns' types are unknown, and nothing can match
+        # (check warns of the empty snapshot); every use of them is let through
+        return ANY
     t = array.type
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         return NUMBER
@@ -610,23 +615,23 @@ def _check(expr: Expr, columns) -> str | None:
     if isinstance(expr, Attribute):
         return _column_kind(expr.name, columns[expr.name])
     if isinstance(expr, Negate):
-        if _check(expr.operand, columns) != NUMBER:
+        if _check(expr.operand, columns) not in (NUMBER, ANY):
             raise WhereError(f"cannot negate the string {unparse(expr.operand)}")
         return NUMBER
     if isinstance(expr, Arithmetic):
         for side in (expr.left, expr.right):
-            if _check(side, columns) != NUMBER:
+            if _check(side, columns) not in (NUMBER, ANY):
                 raise WhereError(f"arithmetic '{expr.op}' on the string {unparse(side)}")
         return NUMBER
     if isinstance(expr, Compare):
         left, right = _check(expr.left, columns), _check(expr.right, columns)
-        if left != right:
+        if left != right and ANY not in (left, right):
             raise WhereError(f"cannot compare {left} {unparse(expr.left)} with "
                              f"{right} {unparse(expr.right)}")
         return None
     if isinstance(expr, InList):
         kind = _check(expr.operand, columns)
-        if expr.values and (kind == STRING) != isinstance(expr.values[0], str):
+        if expr.values and kind != ANY and (kind == STRING) != isinstance(expr.values[0], str):
             listed = STRING if isinstance(expr.values[0], str) else NUMBER
             raise WhereError(f"{kind} {unparse(expr.operand)} cannot be in a list of {listed}s")
         return None
@@ -645,6 +650,8 @@ def evaluate(expr: Expr, profiles) -> np.ndarray:
         expr = parse(expr)
     check(expr, profiles)
     n = len(profiles.msisdn)
+    if n == 0:
+        return np.zeros(0, dtype=bool)      # columns of no rows have no type to compute with
     return _Evaluator(profiles, n).condition(expr)
 
 

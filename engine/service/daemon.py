@@ -197,7 +197,11 @@ def _local_time(ms: Optional[int]) -> str:
     log masking would take for a subscriber number."""
     if ms is None:
         return "none"
-    return datetime.datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="seconds")
+    try:
+        return datetime.datetime.fromtimestamp(ms / 1000).astimezone().isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):      # past the year 9999: Python's dates end there
+        from engine.wording import local_time
+        return local_time(ms) + " UTC"
 
 
 def _own_subdirectory(spool: Path, name: str) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -67,6 +68,8 @@ def build_demo_world(directory: Path, *, subscribers: int = 20_000, events: int 
     traces = [directory / "trace-1.msgpack", directory / "trace-2.msgpack"]
     traces[0].write_bytes(data[:cut])
     traces[1].write_bytes(data[cut:])
+    for path in traces:
+        os.chmod(path, 0o640)       # as generate leaves the world's other files
     world.trace.unlink()
     files = {path: None for path in [world.config, world.profiles, *world.lists.values(), *world.areas.values()]}
     # the traces hashed from memory (no copy): read back, they would be most of the manifest's cost

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import re
 import sys
 import time
@@ -240,12 +241,17 @@ def _generate(directory, subscribers, events, campaigns, days, seed, trace_files
         bar.set_description("gen: trace")
     nbytes = _write_trace(traces, seed, people, offnet, city, trips, t0, days, events, bar, conversions)
     done = time.perf_counter()
-    return Generated(
+    generated = Generated(
         directory=directory, config=config, profiles=profiles, traces=traces,
         lists={name: directory / "lists" / f"{name}.roar" for name in lists},
         areas={name: directory / "areas" / f"{name}.txt" for name in areas},
         subscribers=subscribers, events=events, campaigns=nr_campaigns, trace_bytes=nbytes,
         elapsed_s=done - started, trace_s=done - trace_started)
+    # a world holds subscriber numbers (synthetic, but shaped as real ones): readable by owner
+    # and group only, as every file sigmatch writes
+    for path in [config, profiles, *traces, *generated.lists.values(), *generated.areas.values()]:
+        os.chmod(path, 0o640)
+    return generated
 
 
 def check_arguments(subscribers, events, campaigns, days, seed, trace_files, profiles_format, start, *,

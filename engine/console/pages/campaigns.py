@@ -149,7 +149,7 @@ def day_from_files(out: Path, utc_offset_ms: int) -> Optional[tuple[str, dict]]:
     worth of files, whatever the directory's age (and each read once, see _file_counts).
     Conversions count on the day they happened, as stats.json's days count them. Raises
     ReportError (a SigmatchError) on a damaged file, OSError on one that cannot be read."""
-    from engine.api import local_day
+    from engine.wording import local_day
     from engine.closedloop.outputs import record_files
     actions, conversions = record_files(out)
     by_channel: dict[Path, list[Path]] = {}

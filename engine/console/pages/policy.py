@@ -9,7 +9,6 @@ number masked as the logs mask it. The page shows the looked-up number in full a
 every other run of seven digits or more."""
 from __future__ import annotations
 
-import datetime
 from typing import Optional
 
 from fastapi import APIRouter, Form, Request
@@ -38,8 +37,8 @@ def masked_except(text: str, msisdn: Optional[int]) -> str:
 def _local(ts: Optional[int], offset_ms: int) -> str:
     if ts is None:
         return ""
-    moment = datetime.datetime(1970, 1, 1) + datetime.timedelta(milliseconds=int(ts) + offset_ms)
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
+    from engine.wording import local_time
+    return local_time(ts, offset_ms)
 
 
 def _utc_offset_ms(settings) -> int:
