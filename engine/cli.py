@@ -617,9 +617,12 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, 
     # the rule of profiles, lists and the lookup's paths: as a customer gives it, or one line
     number = normalise_msisdn(msisdn)
     if number is None:
-        # masked as lists and the lookup mask what they refuse: it may be a number all the same
+        # masked as lists and the lookup mask what they refuse when it may be a number all the
+        # same (seven digits or more, however spelt); shown as typed when it cannot ('abc' read 'a*c')
         from engine.privacy import mask_msisdn
-        _fail(f"--msisdn: {mask_msisdn(msisdn.strip())!r} is not an MSISDN ({MSISDN_RULE})")
+        typed = msisdn.strip()
+        shown = mask_msisdn(typed) if sum(c.isdigit() for c in typed) >= 7 else typed
+        _fail(f"--msisdn: {shown!r} is not an MSISDN ({MSISDN_RULE})")
     engine = Engine.from_config(config)
     status = engine.subscriber_status(number)
     if status != "active":

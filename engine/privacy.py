@@ -136,7 +136,9 @@ class LogFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         # as logging.Formatter.format, with every piece scrubbed
-        record.message = scrub(record.getMessage())
+        # a message that ends in a line break (uvicorn's "Exception in ASGI application\n")
+        # ends there: escaped, the break read as a literal \n at the end of the line
+        record.message = scrub(record.getMessage().rstrip("\r\n"))
         if self.usesTime():
             record.asctime = self.formatTime(record)
         line = scrub(self.formatMessage(record))
@@ -159,7 +161,7 @@ class JsonLogFormatter(LogFormatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {"ts": iso_time(record.created), "level": record.levelname,
-                 "logger": scrub(record.name), "message": scrub(record.getMessage())}
+                 "logger": scrub(record.name), "message": scrub(record.getMessage().rstrip("\r\n"))}
         exception = self._exception(record)
         if exception:
             entry["error"] = scrub(exception.splitlines()[-1])

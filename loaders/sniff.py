@@ -456,7 +456,10 @@ def judge_spool_file(f: BinaryIO, core, stop=None) -> tuple[Optional[str], list[
     is plainly another format, or whose values, one at least, are none of them shaped as an
     event. A file whose head holds no good event is read on, SCAN_BYTES at a time, to be
     sure. Processed as before: an empty file (nothing to misread), malformed events (dead
-    letters), a file broken before its first value (reported where it breaks). `stop()`
+    letters), a file broken before its first value (reported where it breaks), a file that
+    ends inside its first value (the start of an event the next file completes, as replay
+    reads a stream of several files; should that event break in the next file, the daemon
+    starts the stream again at that file's first byte). `stop()`
     true ends the reading early: None, and the caller leaves the file for later."""
     f.seek(0)
     data, at_end, found = _read_head(f, core)

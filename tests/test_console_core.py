@@ -812,3 +812,24 @@ def test_a_services_output_gives_the_days_figures_from_its_files(tmp_path, fmt, 
     real = outputs.read_record_files
     monkeypatch.setattr(outputs, "read_record_files", lambda paths, **kw: read.extend(paths) or real(paths, **kw))
     assert page.read_today(out).by_campaign == served.by_campaign and read == []
+
+
+def test_the_policy_views_explanation_keeps_its_own_numbers_and_masks_others():
+    """From a newcomer trial (issue 14): 'cell 256*8962' on the page where the lookup and
+    `sigmatch explain` said cell 25608962. Cells, seqs and counts are kept; a subscriber
+    number other than the one looked up is still masked."""
+    from engine.api import Engine
+    from engine.console.pages.policy import _explanation
+    root = Path(__file__).resolve().parent.parent / "examples" / "crbt_school"
+    engine = Engine.from_config(root / "campaigns.toml")
+    run = engine.replay(root / "trace.msgpack")
+    number = int(run.action_columns()["msisdn"][0])
+    engine.watch([number])
+    engine.replay(root / "trace.msgpack")
+    doc = engine.explanation(number)
+    event = next(e for e in doc["events"] if e["type"] != "timer")
+    event["cell"] = 25_608_962
+    text = _explanation(doc, number, 8 * 3_600_000)
+    assert "cell 25608962" in text and str(number) in text
+    doc["events"][0]["campaigns"][0]["id"] = "for 13912345678"       # a number that is no kept one
+    assert "139****5678" in _explanation(doc, number, 0)

@@ -15,7 +15,7 @@ pytest.importorskip("tomlkit")
 
 from engine.console import forms                                    # noqa: E402
 from engine.console.configfile import ConfigFile, EditError          # noqa: E402
-from engine.console.versions import (ApprovalRefused, Conflict, ReloadResult, VersionError, Versions,  # noqa: E402
+from engine.console.versions import (ApprovalRefused, Conflict, DiffRow, ReloadResult, VersionError, Versions,  # noqa: E402
                                      diff_texts, is_sigmatch_run, reload_result, send_reload)
 from engine.language import schema                                   # noqa: E402
 
@@ -872,3 +872,65 @@ def test_a_loaders_error_quoting_a_number_is_shown_masked(app, world):
     assert "no longer validates" in page and number not in page
     entries = app.state.store.audit_entries(action="version.approve_refused")
     assert entries and all(number not in str(entry) for entry in entries)
+
+
+def test_a_live_file_hand_edited_into_no_toml_leaves_every_version_page_readable(app, world):
+    """From a newcomer trial (issue 14): the live file edited by hand into text that is not
+    TOML became a version, and its page, the diff with it, every draft's page (compared
+    with the live one) and the page of the version that mended the file answered 500."""
+    ed = user(app, "ed")
+    saved = campaign_form(ed, "crbt_school", template="NEW", why="new offer")
+    draft = saved.headers["location"].rsplit("/", 1)[1]
+    good = world.read_text()
+    world.write_text(good + "x = = 1\n")
+    assert ed.get("/versions").status_code == 200          # a page looks at the file: the edit is recorded
+    versions = versions_of_app(app)
+    broken = versions.live()["id"]         # the hand edit, recorded as the live version
+    assert versions.live()["author"] == "(file)"
+    for path in [f"/versions/{broken}", f"/versions/{draft}", f"/diff?a={draft}&b={broken}",
+                 f"/diff?a={broken}&b={draft}&all=1"]:
+        page = ed.get(path)
+        assert page.status_code == 200, (path, page.text[:300])
+        assert "not TOML: Invalid value" in page.text and "x = = 1" in page.text, path
+    world.write_text(good)
+    assert ed.get("/versions").status_code == 200
+    mended = versions.live()["id"]
+    assert mended != broken
+    page = ed.get(f"/versions/{mended}")
+    assert page.status_code == 200 and "not TOML" in page.text
+
+
+def test_texts_that_are_not_toml_are_compared_line_by_line():
+    a = 'x = 1\ny = 2\n'
+    assert diff_texts(a, a + "z = = 3\n") == [
+        DiffRow("the text", "read as", "TOML", "not TOML: Invalid value (at line 3, column 5)"),
+        DiffRow("line 3", "", "", "z = = 3")]
+    assert diff_texts("w = [\n" + a, a) == [
+        DiffRow("the text", "read as", "not TOML: Invalid value (at line 2, column 1)", "TOML"),
+        DiffRow("line 1 (of the first)", "", "w = [", "")]
+    assert len(diff_texts(a, a + "z = = 3\n", changed_only=False)) == 4
+
+
+def test_a_draft_built_before_a_hand_edit_says_to_make_its_change_again(versions, world, store):
+    """It said 'roll back to it instead' (it was never live: a rollback would undo the hand
+    edit); the hand edit is in the audit trail."""
+    base = versions.baseline()["id"]
+    v, _ = versions.save("alice", "template", base, "crbt_school", edit_campaign("crbt_school", template="A"))
+    world.write_text(world.read_text().replace('max_per_day = 2', 'max_per_day = 3'))
+    hand = versions.baseline()
+    assert hand["author"] == "(file)" and hand["id"] > v["id"]
+    assert versions.approval_blockers(v["id"], "carol") == [
+        f"version {v['id']} was built on an older text than the live version {hand['id']} (the live file, edited "
+        "by hand), whose changes approving it would undo: make its change again on the live version"]
+    entries = [(e["user"], e["action"], e["target"]) for e in store.audit_entries()]
+    assert ("(file)", "version.hand_edit", str(hand["id"])) in entries
+
+
+def test_a_number_too_large_is_said_out_of_range_as_check_says_it(app, world):
+    """From a newcomer trial (issue 14): a 40-digit priority was 'expected an integer, got a
+    string' (a 39-digit one was out of range, as `sigmatch check` says both)."""
+    ed = user(app, "ed")
+    for digits in (39, 40, 400):
+        answer = campaign_form(ed, "crbt_school", priority="9" * digits, why="first of all")
+        assert answer.status_code == 400, answer.text[:300]
+        assert f"a {digits}-digit number is out of range" in answer.text, digits

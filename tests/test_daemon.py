@@ -480,8 +480,8 @@ def test_policy_lookup_needs_the_token_and_shows_one_subscriber(world, tmp_path,
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
-    assert status == 401
-    assert get(base, "wrong")[0] == 401
+    assert status == 401 and body == {"error": "a bearer token is required"}
+    assert get(base, "wrong") == (401, {"error": "the bearer token was refused"})
     status, body = get(base, env_token)
     assert status == 200 and body["msisdn"] == str(msisdn)
     assert body["campaigns"][campaign]["last_contact"] is not None

@@ -907,3 +907,42 @@ def test_a_tail_appended_after_the_file_moved_to_done_goes_to_rejected(world, tm
     assert (f"inplace.msgpack: {len(late):,} bytes appended after it was processed and moved to done/inplace.msgpack "
             f"cannot be put back in stream order: moved to rejected/{tail.name}") in log, log[-3000:]
     no_traceback(log)
+
+
+def test_a_fragment_between_files_never_costs_the_next_file(world, tmp_path):
+    """From a newcomer trial (issue 14): a 3-byte file (the head of an array of 1,500 values,
+    read as the start of an event the next file completes, as replay reads several files)
+    made the service skip every event of the next file, where that event grew past
+    max_event_bytes, and the log blamed that file. Now an event begun in one file that
+    breaks in the next starts the stream again at the next file's first byte, which is read
+    whole, and the log names the file the event began in."""
+    import json
+    import msgpack
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+
+    def nr_events(data: bytes) -> int:
+        return sum(1 for _ in msgpack.Unpacker(__import__("io").BytesIO(data), raw=True))
+
+    fill(spool, [("t-01.msgpack", traces[0][1]),
+                 ("t-02.msgpack", b"\xdc\x05\xdc"),
+                 ("t-03.msgpack", traces[1][1]),
+                 # a whole file, then the first two bytes of a str 32 header: with the next
+                 # file's first bytes its length is past max_event_bytes
+                 ("t-04.msgpack", traces[2][1] + b"\xdb\xff"),
+                 ("t-05.msgpack", traces[3][1])])
+    proc = start(config, spool, out, state, "--settle", "0")
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    no_traceback(log)
+    assert not (spool / "rejected").exists() or not list((spool / "rejected").iterdir())
+    assert (f"t-03.msgpack: corrupt event stream in an event that began 3 bytes before this file, in t-02.msgpack "
+            f"(stream offset {len(traces[0][1]):,}): too_large (") in log, log[-3000:]
+    began = len(traces[0][1]) + 3 + len(traces[1][1]) + len(traces[2][1])
+    assert (f"t-05.msgpack: corrupt event stream in an event that began 2 bytes before this file, in t-04.msgpack "
+            f"(stream offset {began:,}): too_large (") in log, log[-3000:]
+    assert "the stream starts again at this file's first byte, and the file is read whole" in log
+    # every event of the four good files was processed
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["run"]["events"] == sum(nr_events(traces[i][1]) for i in range(4))

@@ -76,6 +76,13 @@ def test_a_malformed_number_is_one_line(world):
     config, traces, _ = world
     done = sigmatch("explain", config, *traces, "--msisdn", "0123")
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1 and "--msisdn" in done.stderr
+    # shown as typed when it holds too few digits to be anyone's number ('abc' read 'a*c'),
+    # masked when it may be one all the same
+    assert "--msisdn: '0123' is not an MSISDN" in done.stderr
+    done = sigmatch("explain", config, *traces, "--msisdn", "abc")
+    assert "--msisdn: 'abc' is not an MSISDN" in done.stderr
+    done = sigmatch("explain", config, *traces, "--msisdn", "1380013800x")
+    assert "'138****800x' is not an MSISDN" in done.stderr
 
 
 def test_a_number_as_a_customer_gives_it_is_read_as_the_lookup_and_lists_read_it(world):

@@ -203,6 +203,14 @@ def test_idle_sockets_hold_no_thread_and_an_oversized_head_is_refused():
         assert threading.active_count() == threads
         assert raw_request(port, b"GET /" + b"a" * 20000).startswith(b"HTTP/1.0 431")
         assert server.connection_counts()[1]["too_large"] == 1
+        # bounded by where the head ends, one byte either side of 16 KiB, whether it came in
+        # one piece or not (a whole head of 20 KiB passed when its end came in the last read)
+        line = b"GET / HTTP/1.0\r\nX: "
+        for size, answer in ((16384, b"HTTP/1.0 200"), (16385, b"HTTP/1.0 431"), (20480, b"HTTP/1.0 431")):
+            head = line + b"a" * (size - len(line) - 4) + b"\r\n\r\n"
+            assert len(head) == size
+            assert raw_request(port, head).startswith(answer), size
+        assert server.connection_counts()[1]["too_large"] == 3
         for sock in idle:
             sock.close()
     finally:

@@ -91,6 +91,15 @@ def record(msg, *args, exc_info=None, name="sigmatch.test"):
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d"
 
 
+def test_a_message_ending_in_a_line_break_ends_there():
+    """uvicorn's "Exception in ASGI application\\n" read with a literal \\n at the end; a break
+    inside a message is still escaped."""
+    text = LogFormatter().format(record("Exception in ASGI application\n"))
+    assert text.endswith("sigmatch.test: Exception in ASGI application")
+    assert LogFormatter().format(record("a\nb\r\n")).endswith(": a\\nb")
+    assert json.loads(JsonLogFormatter().format(record("done\n")))["message"] == "done"
+
+
 def test_text_lines_are_scrubbed_with_iso_times_and_indented_tracebacks():
     try:
         raise ValueError("bad row 13660190002,extra\nforged 2026 line")

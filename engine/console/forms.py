@@ -244,14 +244,20 @@ def _many(name: str, raw) -> list[str]:
     return [one_line(name, v) for v in values if str(v).strip()]
 
 
+# The longest number text read as a number: a longer one stays text, and the loader says
+# "expected an integer". Below Python's 4,300 digits of int(); far past any bound, so that
+# a 40-digit priority is said out of range as `check` says it (it was "got a string").
+_LONGEST_NUMBER = 4_000
+
+
 def _typed(name: str, t, text: str):
     """Text as the TOML value it most likely means; text that is not that type stays text
     so that the loader names what it expected."""
     if isinstance(t, schema.Integer) or (isinstance(t, schema.Choice) and any(
             isinstance(s, int) for s, _ in t.synonyms) and _INTEGER.fullmatch(text)):
-        return int(text.replace("_", "")) if _INTEGER.fullmatch(text) and len(text) < 40 else text
+        return int(text.replace("_", "")) if _INTEGER.fullmatch(text) and len(text) < _LONGEST_NUMBER else text
     if isinstance(t, schema.Fraction):
-        if _INTEGER.fullmatch(text) and len(text) < 40:
+        if _INTEGER.fullmatch(text) and len(text) < _LONGEST_NUMBER:
             return int(text.replace("_", ""))
         if text and _NUMBER.fullmatch(text) and len(text) < 40:
             return float(text.replace("_", ""))

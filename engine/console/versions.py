@@ -134,6 +134,10 @@ class Versions:
                  "the live file as the console found it" if live is None else "the live file was changed outside "
                  "the console", text, sha256_of(text), now))
             vid = cursor.lastrowid
+        # in the audit trail too: the file changed, and by no user of the console
+        self.store.add_audit("(file)", "version.file" if live is None else "version.hand_edit", str(vid),
+                             "" if live is None else f"the live file changed outside the console (was version "
+                                                     f"{live['id']})")
         return self.get(vid)
 
     def _read_live(self) -> str:
@@ -221,7 +225,15 @@ class Versions:
         if version["state"] != "draft":
             reasons.append(f"version {vid} is {version['state']}, not a draft waiting for approval")
         if live is not None and vid < live["id"]:
-            reasons.append(f"version {vid} is older than the live version {live['id']}: roll back to it instead")
+            if version["state"] == "draft":
+                # never live: built before the live one (a hand edit of the file, or a version a
+                # rollback made live); approving it would undo the live version's changes
+                by_hand = " (the live file, edited by hand)" if live["author"] == "(file)" else ""
+                reasons.append(f"version {vid} was built on an older text than the live version {live['id']}"
+                               f"{by_hand}, whose changes approving it would undo: make its change again on the "
+                               "live version")
+            else:
+                reasons.append(f"version {vid} is older than the live version {live['id']}: roll back to it instead")
         after = 0 if live is None else live["id"]
         authored = {r["id"] for r in self.store.query(
             f"SELECT id FROM versions WHERE id > ? AND id <= ? AND author = ? AND state NOT IN ({_marks(DROPPED)})",
@@ -466,8 +478,14 @@ def _entries(values: Mapping) -> dict[str, dict]:
 
 
 def diff_texts(a_text: str, b_text: str, *, changed_only: bool = True) -> list[DiffRow]:
-    """Two configuration texts compared key by key, in b's order then what only a has."""
-    a, b = _entries(tomllib.loads(a_text)), _entries(tomllib.loads(b_text))
+    """Two configuration texts compared key by key, in b's order then what only a has. When
+    either is not TOML (a hand edit of the live file, recorded as a version), line by line
+    instead, after a row that says which is not and why: the page that shows it is where
+    the file gets mended, so it must not fail."""
+    try:
+        a, b = _entries(tomllib.loads(a_text)), _entries(tomllib.loads(b_text))
+    except tomllib.TOMLDecodeError:
+        return _diff_lines(a_text, b_text, changed_only)
     rows = []
     for where in list(b) + [w for w in a if w not in b]:
         ka, kb = a.get(where, {}), b.get(where, {})
@@ -476,3 +494,31 @@ def diff_texts(a_text: str, b_text: str, *, changed_only: bool = True) -> list[D
             if row.changed or not changed_only:
                 rows.append(row)
     return rows
+
+
+def _toml_error(text: str) -> str:
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        return f"not TOML: {e}"
+    return "TOML"
+
+
+def _diff_lines(a_text: str, b_text: str, changed_only: bool) -> list[DiffRow]:
+    """diff_texts of texts that are not both TOML: a first row ("the text", "read as") with
+    what each side is, then a row per line that differs (or every line), named by its line
+    numbers in a and b."""
+    import difflib
+    rows = [DiffRow("the text", "read as", _toml_error(a_text), _toml_error(b_text))]
+    a_lines, b_lines = a_text.splitlines(), b_text.splitlines()
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a_lines, b_lines, autojunk=False).get_opcodes():
+        if op == "equal" and changed_only:
+            continue
+        for k in range(max(i2 - i1, j2 - j1)):
+            ia, jb = i1 + k, j1 + k
+            a_line = a_lines[ia] if ia < i2 else ""
+            b_line = b_lines[jb] if jb < j2 else ""
+            where = f"line {jb + 1}" if jb < j2 else f"line {ia + 1} (of the first)"
+            rows.append(DiffRow(where, "", a_line, b_line))
+    return rows
+

@@ -471,6 +471,9 @@ class SpoolDaemon:
         # (before it moved to done/) must not have the new one archived unread, nor a restart
         # resume it at the old one's offset.
         self.fed_ids: dict[str, tuple[int, ...]] = {}      # name -> _identity
+        # (stream offset of its first byte, name) of the files this process read from their
+        # start, the latest last: an event that breaks in a later file names the one it began in
+        self._stream_files: collections.deque = collections.deque(maxlen=1024)
         self._settling: dict[str, tuple] = {}   # name -> ((size, mtime), first seen so) while it settles
         self._unmovable: set[str] = set()       # rejected but not movable: ignored (logged once) while present
         self.stdin_rejected: list[str] = []     # standard input alone: its journal files set aside, as said
@@ -1006,7 +1009,7 @@ class SpoolDaemon:
                 os.close(out)
             os.replace(temp, tail)
             note = (f"{_now()} bytes {size:,} to {size + copied:,} of {name}, appended after it was processed{after} "
-                    f"(from byte {size:,} on); later spool files were processed before them\n")
+                    f"(from byte {size:,} on); the file had been read to its end, and the stream goes on past it\n")
             if writable:
                 os.ftruncate(fd, size)
                 os.fsync(fd)
@@ -1706,72 +1709,10 @@ class SpoolDaemon:
                 self._new_stream(f"{name}: was read up to byte {offset:,} and is gone; another file of that name "
                                  "is there, read from its start")
                 offset = start = 0
-            if offset == 0 and self.engine._core.carried == 0:
-                # The file starts the stream afresh, so it can be judged alone: one that is not
-                # an event stream (loaders.sniff) goes whole to rejected/, nothing of it fed
-                try:
-                    why, warnings = judge_spool_file(f, self.engine._core, stop=self.stop.is_set)
-                except OSError as e:
-                    self._reject(name, f"read error while it was examined: {e.strerror or e}")
-                    return
-                if self.stop.is_set():
-                    return                      # untouched: judged again at the next start
-                for line in warnings:
-                    log.warning(f"{name}: {line}")
-                if why is not None:
-                    self._reject(name, why, examined=True)
-                    return
-            self.fed_ids[name] = ident
-            f.seek(offset)
-            while True:
-                try:
-                    n = self._read_piece(f)
-                except OSError as e:
-                    self._reject(name, f"read error at byte {offset:,}: {e.strerror or e}"
-                                       + (" (the bytes before it were processed)" if offset else ""))
-                    if offset:
-                        self._new_stream(f"{name}: unreadable after byte {offset:,}")
-                    return
-                status = 0
-                if n:
-                    piece = self._buffer[:n]
-                    with self.lock:
-                        core = self.engine._core      # a reload replaces the engine
-                        # where this file's bytes stand in the stream, for an error's offset
-                        file_start = core.state_scalars()["stream_offset"] - offset
-                        status = core.feed(piece)
-                        # taken as they come, as replay does (the core's buffers stay small
-                        # and warm), and handed to the sinks in batches
-                        self._take_records()
-                        if self.metrics is not None:
-                            self.metrics.observe(self.engine, input_bytes=n)
-                    piece.release()
-                    offset += n
-                if status:
-                    # the rest of the file is skipped, but its bytes count: offsets go on from its end
-                    offset = max(offset, os.fstat(f.fileno()).st_size)
-                    self._stream_broken(name, status, core.error_offset, file_start, file_start + offset)
-                    break
-                if n < FEED_BYTES and os.fstat(f.fileno()).st_size <= offset:
-                    break
-                # more to read: a whole piece was read, or the file grew while it was fed
-                if self.stop.is_set():
-                    self._position = (name, offset)    # for the final checkpoint
-                    return
-                if self.reload_requested.is_set():
-                    self.reload_requested.clear()
-                    self._reload((name, offset))
-                elif time.monotonic() - self.last_commit >= within_s:
-                    with self.lock:
-                        self._commit((name, offset))
-            if not status and (offset < opened_size or start > opened_size):
-                self._count("changed")
-                self._new_stream(f"{name}: truncated while it was read (it had {max(opened_size, start):,} bytes; "
-                                 f"reading stopped at byte {offset:,})")
-            elif not status and offset > opened_size:
-                self._count("changed")
-                log.warning(f"{name}: grew from {opened_size:,} to {offset:,} bytes while it was read (written in "
-                            "place: have the probe write elsewhere and rename); all of it was processed")
+            status = self._feed_file(f, name, ident, offset, start, within_s, opened_size)
+            if status is None:
+                return
+            offset = status
         self._position = None
         self.fed_sizes[name] = offset
         self.uncommitted.append(name)
@@ -1779,6 +1720,103 @@ class SpoolDaemon:
             return
         with self.lock:
             self._commit()
+
+    def _feed_file(self, f, name: str, ident, offset: int, start: int, within_s: float,
+                   opened_size: int) -> Optional[int]:
+        """_process_file's reading and feeding of the open spool file `f` from `offset`: the
+        offset it was read to, or None when it was set aside, or stopped part-way (its
+        position kept for the final checkpoint). An event begun in an earlier file that breaks
+        in this one was that file's fault, not this one's: the stream starts afresh at this
+        file's first byte, and the file is read whole, as one that starts the stream.
+        (It skipped the rest of this file: a 3-byte file dropped before it cost every event of
+        the next one.)"""
+        fresh = offset == 0 and self.engine._core.carried == 0
+        while True:
+            if fresh:
+                # The file starts the stream afresh, so it can be judged alone: one that is not
+                # an event stream (loaders.sniff) goes whole to rejected/, nothing of it fed
+                try:
+                    why, warnings = judge_spool_file(f, self.engine._core, stop=self.stop.is_set)
+                except OSError as e:
+                    self._reject(name, f"read error while it was examined: {e.strerror or e}")
+                    return None
+                if self.stop.is_set():
+                    return None                 # untouched: judged again at the next start
+                for line in warnings:
+                    log.warning(f"{name}: {line}")
+                if why is not None:
+                    self._reject(name, why, examined=True)
+                    return None
+            restart = self._feed_from(f, name, ident, offset, start, within_s, opened_size)
+            if restart is None or restart >= 0:
+                return restart
+            # -1: an event begun in an earlier file broke in this one; the stream restarted at
+            # this file's first byte, which is read again from there
+            offset = start = 0
+            fresh = True
+
+    def _feed_from(self, f, name: str, ident, offset: int, start: int, within_s: float,
+                   opened_size: int) -> Optional[int]:
+        """Feed `f` from `offset` to its end: the offset reached; None when stopped part-way;
+        -1 when an event begun in an earlier file broke in this one and the stream was begun
+        again at this file's first byte (to be read again from there)."""
+        self.fed_ids[name] = ident
+        f.seek(offset)
+        while True:
+            try:
+                n = self._read_piece(f)
+            except OSError as e:
+                self._reject(name, f"read error at byte {offset:,}: {e.strerror or e}"
+                                   + (" (the bytes before it were processed)" if offset else ""))
+                if offset:
+                    self._new_stream(f"{name}: unreadable after byte {offset:,}")
+                return None
+            status = 0
+            if n:
+                piece = self._buffer[:n]
+                with self.lock:
+                    core = self.engine._core      # a reload replaces the engine
+                    # where this file's bytes stand in the stream, for an error's offset
+                    file_start = core.state_scalars()["stream_offset"] - offset
+                    if offset == 0:
+                        self._stream_files.append((file_start, name))
+                    status = core.feed(piece)
+                    # taken as they come, as replay does (the core's buffers stay small
+                    # and warm), and handed to the sinks in batches
+                    self._take_records()
+                    if self.metrics is not None:
+                        self.metrics.observe(self.engine, input_bytes=n)
+                piece.release()
+                offset += n
+            if status:
+                if status != 4 and core.error_offset < file_start:
+                    self._stream_broken_before(name, status, core.error_offset, file_start)
+                    return -1
+                # the rest of the file is skipped, but its bytes count: offsets go on from its end
+                offset = max(offset, os.fstat(f.fileno()).st_size)
+                self._stream_broken(name, status, core.error_offset, file_start, file_start + offset)
+                break
+            if n < FEED_BYTES and os.fstat(f.fileno()).st_size <= offset:
+                break
+            # more to read: a whole piece was read, or the file grew while it was fed
+            if self.stop.is_set():
+                self._position = (name, offset)    # for the final checkpoint
+                return None
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                self._reload((name, offset))
+            elif time.monotonic() - self.last_commit >= within_s:
+                with self.lock:
+                    self._commit((name, offset))
+        if not status and (offset < opened_size or start > opened_size):
+            self._count("changed")
+            self._new_stream(f"{name}: truncated while it was read (it had {max(opened_size, start):,} bytes; "
+                             f"reading stopped at byte {offset:,})")
+        elif not status and offset > opened_size:
+            self._count("changed")
+            log.warning(f"{name}: grew from {opened_size:,} to {offset:,} bytes while it was read (written in "
+                        "place: have the probe write elsewhere and rename); all of it was processed")
+        return offset
 
     def _read_piece(self, f) -> int:
         """Read up to FEED_BYTES into the buffer; fewer only at the end of the file. Read,
@@ -1801,13 +1839,28 @@ class SpoolDaemon:
         detail = _STATUS_DETAILS.get(status, "")
         inside = error_offset - file_start
         where = (f"at byte {inside:,} of the file" if inside >= 0 else
-                 f"in an event that began {-inside:,} bytes before this file, in the one before it")
+                 f"in an event that began {plural(-inside, 'byte')} before this file")
         log.error(f"{name}: corrupt event stream {where} (stream offset {error_offset:,}): {reason} ({detail}); "
                   "the rest of the file is skipped and the next file starts a new stream")
         with self.lock:
             if status == 4:
                 self.engine._core.clear_oom()
             self.engine._core.begin_stream(file_end)
+
+    def _stream_broken_before(self, name: str, status: int, error_offset: int, file_start: int) -> None:
+        """An event that began before `name` (stream offset `error_offset`, in an earlier file)
+        broke in it: report it, naming the file it began in when this stream read it, and begin
+        the stream again at `name`'s first byte (stream offset `file_start`), which is read
+        again from there. No event of `name` was processed: the broken one was the first."""
+        reason = _STATUS_REASONS.get(status, f"status_{status}")
+        detail = _STATUS_DETAILS.get(status, "")
+        began = [file for at, file in self._stream_files if at <= error_offset]
+        where = (f"in {began[-1]}" if began and began[-1] != name else "in an earlier file")
+        log.error(f"{name}: corrupt event stream in an event that began {plural(file_start - error_offset, 'byte')} "
+                  f"before this file, {where} (stream offset {error_offset:,}): {reason} ({detail}); the stream "
+                  "starts again at this file's first byte, and the file is read whole")
+        with self.lock:
+            self.engine._core.begin_stream(file_start)
 
     def _new_stream(self, why: str) -> None:
         """The stream's continuity is lost (a file gone or cut while read): an event begun in

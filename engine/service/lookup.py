@@ -212,7 +212,8 @@ class LookupServer:
             def _authorised(self) -> bool:
                 given = (self.headers.get("Authorization") or "").encode()
                 if not hmac.compare_digest(given, expected):
-                    self._reply(401, {"error": "a bearer token is required"},
+                    self._reply(401, {"error": "the bearer token was refused" if given else
+                                      "a bearer token is required"},
                                 {"WWW-Authenticate": 'Bearer realm="sigmatch"'})
                     return False
                 return True

@@ -272,12 +272,15 @@ class BoundedHTTPServer:
             return
         start = max(0, len(reading.head) - 3)
         reading.head += data
-        if any(reading.head.find(end, start) >= 0 for end in _HEAD_ENDS):
+        # where the head ends (its blank line), if it has: bounded by that end, not by what
+        # had been read (a head of 20 KiB whose end came in the last 4 KiB read passed)
+        ends = [found + len(end) for end in _HEAD_ENDS for found in (reading.head.find(end, start),) if found >= 0]
+        if ends and min(ends) <= self.max_head_bytes:
             self._forget(selector, sock)
             with self._lock:
                 self._busy += 1
             self._queue.put((sock, reading.peer, bytes(reading.head)))
-        elif len(reading.head) > self.max_head_bytes:
+        elif ends or len(reading.head) > self.max_head_bytes:
             self._forget(selector, sock)
             with self._lock:
                 self._drops["too_large"] += 1

@@ -6,9 +6,11 @@ service explains watched subscribers; a button starts watching one).
 The number travels in a POST body, never in a URL (an address is logged by proxies and
 kept in the browser's history). Every lookup is in the audit trail with its user, the
 number masked as the logs mask it. The page shows the looked-up number in full and masks
-every other run of seven digits or more."""
+every other run of seven digits or more, but the explanation's own numbers (cells, seqs,
+counter values: no subscriber's)."""
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 from fastapi import APIRouter, Form, Request
@@ -26,12 +28,35 @@ NAV = ("Policy view", "/policy")
 EXPLAIN_LAST = 50
 
 
-def masked_except(text: str, msisdn: Optional[int]) -> str:
-    """`text` with every number masked but `msisdn` (the one the user looked up)."""
-    if msisdn is None:
+def masked_except(text: str, msisdn: Optional[int], also=()) -> str:
+    """`text` with every number masked but `msisdn` (the one the user looked up) and the
+    numbers in `also` (an explanation's cells, seqs and counter values, which are no
+    subscriber's), each kept only as a whole run of digits."""
+    keep = ({str(msisdn)} if msisdn is not None else set()) | {str(n) for n in also}
+    if not keep:
         return mask_numbers(text)
-    keep = str(msisdn)
-    return keep.join(mask_numbers(part) for part in text.split(keep))
+    kept = re.compile(r"(?<![0-9])(" + "|".join(sorted(map(re.escape, keep), key=len, reverse=True)) + r")(?![0-9])")
+    parts = kept.split(text)
+    # split with one group: the kept numbers are at the odd places
+    return "".join(part if i % 2 else mask_numbers(part) for i, part in enumerate(parts))
+
+
+# keys of an explanation whose numbers are subscribers' (masked on the page but the one
+# looked up); every other number in it is the engine's own (a cell, a seq, a count)
+_SUBSCRIBER_KEYS = frozenset({"msisdn", "peer", "peers"})
+
+
+def _own_numbers(value, key: str = "") -> set:
+    """The integers of 7 digits or more in an explanation document, but under _SUBSCRIBER_KEYS."""
+    if key in _SUBSCRIBER_KEYS:
+        return set()
+    if isinstance(value, dict):
+        return set().union(*(_own_numbers(v, str(k)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_own_numbers(v, key) for v in value))
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 6:
+        return {abs(value)}
+    return set()
 
 
 def _local(ts: Optional[int], offset_ms: int) -> str:
@@ -149,4 +174,4 @@ def _explanation(document: Optional[dict], msisdn: int, offset: int) -> Optional
     if document is None:
         return None
     from engine.closedloop.explain import format_text
-    return masked_except(format_text(document, offset), msisdn)
+    return masked_except(format_text(document, offset), msisdn, _own_numbers(document))
