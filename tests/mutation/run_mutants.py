@@ -669,6 +669,12 @@ MUTANTS: list[Mutant] = [
            "a null row of a dictionary tags column has no tags",
            fast=("tests/test_loaders.py",)),
 
+    # ---- the service
+    Mutant("daemon-break-before-skips-file", "engine/service/daemon.py",
+           "if status != 4 and core.error_offset < file_start:", "if False:",
+           "an event begun in an earlier spool file that breaks in this one costs none of this file's events",
+           fast=("tests/test_daemon_hostile.py::test_a_fragment_between_files_never_costs_the_next_file",)),
+
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
            "§5 a non-zero exit on any error"),
