@@ -358,6 +358,9 @@ CAMPAIGN_ERRORS = [
     (dict(id="7"), "campaign[0].id", "expected a string, got an integer (7)"),
     (dict(id='"crbt school"'), "campaign[0].id", "not a valid campaign id"),
     (dict(id='"a/b"'), "campaign[0].id", "not a valid campaign id"),
+    # dots alone would be the console's address's own dot segments (/campaigns/../edit)
+    (dict(id='".."'), "campaign[0].id", "not a valid campaign id (letters, digits, _ . -, not dots alone)"),
+    (dict(id='"."'), "campaign[0].id", "not a valid campaign id"),
     (dict(on=None), f"{C1}.on", "missing"),
     (dict(on="[]"), f"{C1}.on", "at least one event type"),
     (dict(on='"SMS_MO"'), f"{C1}.on", "expected an array of strings, got a string"),

@@ -478,6 +478,10 @@ def test_an_id_too_large_for_sqlite_is_not_found_never_a_500(app):
     assert asked > 10
     page = client.get(f"/versions/{huge}")
     assert page.status_code == 404 and "too large" in page.text
+    # a number that is no number names no entry either: said of the address, not of the
+    # route's parameter ('vid: Input should be a valid integer')
+    page = client.get("/versions/abc")
+    assert page.status_code == 404 and "no such entry: /versions/abc" in page.text and "vid" not in page.text
 
 
 # -- the campaigns list -----------------------------------------------------------------

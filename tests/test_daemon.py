@@ -488,6 +488,9 @@ def test_policy_lookup_needs_the_token_and_shows_one_subscriber(world, tmp_path,
     assert set(body) >= {"eligible", "pending", "counters", "contact_policy", "campaigns"}
     assert all(p["campaign"] in body["campaigns"] for p in body["pending"])
     assert get(f"http://127.0.0.1:{port}/subscriber/999999999999", env_token)[0] == 404
+    # the right path with a query: said so, not told to use the path it used
+    assert get(f"{base}?x=1", env_token) == (400, {"error": "GET /subscriber/{msisdn} takes no query parameters"})
+    assert get(f"http://127.0.0.1:{port}/nowhere", env_token) == (404, {"error": "use GET /subscriber/{msisdn}"})
     assert get(f"http://127.0.0.1:{port}/subscribers", env_token)[0] == 404
     # the number as a person types it: the same subscriber, not a misleading 404
     typed = str(msisdn)

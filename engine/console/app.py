@@ -115,6 +115,9 @@ def create_app(settings: Settings, *, store: Optional[Store] = None,
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
         # a form or query field missing or of the wrong type: one line per field, no traceback
+        if any(e.get("loc", ("",))[0] == "path" for e in exc.errors()):
+            # /versions/abc names no entry: said of the address, not of the route's parameter
+            return refusal(request, 404, f"no such entry: {request.url.path}")
         problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
                              for e in exc.errors())
         return refusal(request, 400, problems)

@@ -70,6 +70,13 @@ class ConfigFile:
         try:
             self.doc = tomlkit.parse(text)
         except Exception as e:      # tomlkit raises its own ParseError subclasses
+            # said in tomllib's words, as `check` and the other pages say it (tomlkit counts
+            # columns from 0: "line 476 col 4" beside "line 476, column 5")
+            import tomllib
+            try:
+                tomllib.loads(text)
+            except tomllib.TOMLDecodeError as said:
+                e = said
             raise EditError(f"the configuration is not TOML: {e}") from None
 
     @property

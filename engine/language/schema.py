@@ -46,6 +46,9 @@ RESERVED_CAMPAIGN_IDS = ("global",)        # the programme-wide control group's 
 RESERVED_CHANNELS = ("conversions", "dead_letters")   # directories of OUT that are not channels
 
 NAME = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)             # campaign ids, list/area/counter/marker names
+# a campaign id names a page of the console (/campaigns/ID): "." and ".." would be read as
+# the address's own dot segments, so an id is more than dots
+CAMPAIGN_ID = re.compile(r"(?!\.+\Z)[A-Za-z0-9_.-]+", re.ASCII)
 CHANNEL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)           # becomes a directory name
 EVENT_TYPE_NAME = re.compile(r"[A-Z][A-Z0-9_]*", re.ASCII)
 
@@ -355,7 +358,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("campaign", "array of tables", "The campaigns, one [[campaign]] table each.", builds="CampaignSpec",
             fields=(
         # -- who and when
-        Field("id", Name(NAME, "a valid campaign id (letters, digits, _ . -)", reserved=RESERVED_CAMPAIGN_IDS,
+        Field("id", Name(CAMPAIGN_ID, "a valid campaign id (letters, digits, _ . -, not dots alone)",
+                         reserved=RESERVED_CAMPAIGN_IDS,
                          reserved_why="(the programme's global control group)"),
               "The campaign's name in the output files and stats; unique.", required="every campaign needs an id"),
         Field("priority", Integer(-INT32_MAX, INT32_MAX), "Higher goes first when several campaigns match one event.",

@@ -282,7 +282,12 @@ class LookupServer:
                     return
                 match = _PATH.fullmatch(self.path)
                 if not match:
-                    self._reply(404, {"error": "use GET /subscriber/{msisdn}"})
+                    asked = _PATH.fullmatch(self.path.split("?", 1)[0])
+                    if asked and "?" in self.path:
+                        # the path was right: its query is what is not (it was told to use the path)
+                        self._reply(400, {"error": "GET /subscriber/{msisdn} takes no query parameters"})
+                    else:
+                        self._reply(404, {"error": "use GET /subscriber/{msisdn}"})
                     return
                 msisdn = self._number(match[1])
                 if msisdn is None:
