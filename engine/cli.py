@@ -883,13 +883,19 @@ def check(config: Path, traces: tuple[Path, ...]):
     if traces:
         from loaders.sniff import HEAD_VALUES
         click.echo(f"  traces, one stream in this order (the head of each: at most its first {HEAD_VALUES:,} values):")
-        judgement = _judged(traces, engine)
+        try:
+            judgement = _judged(traces, engine)
+        except LoadError:
+            # a trace that cannot be read at all: the verdict on stdout, the reason on stderr
+            click.echo("  traces: refused (the error follows)")
+            raise
         for head in judgement.heads:
             click.echo(f"    {head.name}: {head.describe()}")
         # the verdict on stdout too: its first line said the configuration was ok
         trouble = judgement.refusal or judgement.broken
         click.echo("  traces: " + ("refused (the error follows)" if judgement.refusal else
-                                   "broken (the error follows)" if judgement.broken else "ok"))
+                                   "broken (the error follows)" if judgement.broken else
+                                   f"ok as far as check can tell: {judgement.unsure}" if judgement.unsure else "ok"))
         if trouble:
             raise LoadError(trouble)
 

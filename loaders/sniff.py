@@ -31,7 +31,7 @@ import datetime
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Optional, Sequence
 
@@ -184,6 +184,8 @@ class Head:
     # with no good event, the times of the events that are bad only for a ts from 2^53 on
     # (out of range for ms: nanoseconds, say), as Python ints; () otherwise
     beyond: tuple = ()
+    # a .gz whose data breaks within the head: zlib's reason (replay stops there too)
+    gzip_broken: Optional[str] = None
 
     @property
     def good(self) -> int:
@@ -360,7 +362,7 @@ def examine_trace(path, core, name: Optional[str] = None) -> Head:
             raise LoadError(f"{path}: cannot read trace: {broken}")
         # a .gz cut short in its head: judged on the bytes before the break, which replay
         # processes before it stops there; not the whole file (its end is not known)
-        at_end = False
+        return replace(_head(name or str(path), nbytes, data, False, found), gzip_broken=str(broken))
     return _head(name or str(path), nbytes, data, at_end, found)
 
 
@@ -388,6 +390,9 @@ class Judgement:
     # replay processes the events before that place and then stops with an error (`check`
     # says so; replay is not refused for it). None otherwise, or where the head cannot tell.
     broken: Optional[str] = None
+    # one line when a later file's own head breaks or ends inside an event: it may begin
+    # inside an event of the file before it, which only a read of that file to its end tells
+    unsure: Optional[str] = None
 
 
 def judge_traces(paths: Sequence, core) -> Judgement:
@@ -431,7 +436,21 @@ def judge_traces(paths: Sequence, core) -> Judgement:
         if h.empty and filled:
             warnings.append(f"{h.name}: " + ("it is empty once decompressed" if h.nbytes else "the file is empty"))
         warnings += [f"{h.name}: {line}" for line in h.warnings()]
-    return Judgement(heads, refusal, warnings, None if refusal else _broken(stream, len(filled) == 1))
+    broken = None if refusal else _broken(stream, len(filled) == 1)
+    if broken is None and not refusal:
+        # a .gz that cannot be read on stops replay wherever it stands in the stream
+        broken = next((f"{h.name}: {h.gzip_broken}; replay processes the events before it, then stops "
+                       "with an error" for h in heads if h.gzip_broken), None)
+    unsure = None
+    if broken is None and not refusal and stream is first and len(filled) > 1:
+        later = [h for _, h in filled[1:] if h.status in _BROKEN
+                 or (h is filled[-1][1] and h.whole and h.status == TRUNCATED)]
+        if later:
+            unsure = (f"{later[0].name}: read from its own first byte, it "
+                      + ("breaks" if later[0].status in _BROKEN else "ends inside an event")
+                      + f" at byte {later[0].stopped:,}; if the file before it ends at an event's end, replay "
+                        "stops there with an error (it may also begin inside an event of that file)")
+    return Judgement(heads, refusal, warnings, broken, unsure)
 
 
 def _broken(stream: Head, one_file: bool) -> Optional[str]:

@@ -440,10 +440,15 @@ def free_port() -> int:
 
 
 def get(url, token=None):
+    return get_with(url, f"Bearer {token}" if token else None)
+
+
+def get_with(url, authorization):
+    """The lookup's answer (status, JSON body) to a GET with this Authorization header (None: none)."""
     import json
     import urllib.error
     import urllib.request
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(url, headers={"Authorization": authorization} if authorization else {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -482,6 +487,10 @@ def test_policy_lookup_needs_the_token_and_shows_one_subscriber(world, tmp_path,
             time.sleep(0.1)
     assert status == 401 and body == {"error": "a bearer token is required"}
     assert get(base, "wrong") == (401, {"error": "the bearer token was refused"})
+    # the scheme in any letter case, spaces around the token; another scheme is no bearer token
+    for header in (f"bearer {env_token}", f"BEARER  {env_token} "):
+        assert get_with(base, header)[0] == 200, header
+    assert get_with(base, "Basic dTpw") == (401, {"error": "a bearer token is required"})
     status, body = get(base, env_token)
     assert status == 200 and body["msisdn"] == str(msisdn)
     assert body["campaigns"][campaign]["last_contact"] is not None

@@ -924,13 +924,24 @@ def test_a_fragment_between_files_never_costs_the_next_file(world, tmp_path):
     def nr_events(data: bytes) -> int:
         return sum(1 for _ in msgpack.Unpacker(__import__("io").BytesIO(data), raw=True))
 
+    # a file smaller than max_event_bytes after a fragment: read whole as the fragment's
+    # bytes, and then lost (found by a second trial)
+    ends = []
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(traces[4][1])
+    for _ in unpacker:
+        ends.append(unpacker.tell())
+    small = next(e for e in reversed(ends) if e < 40_000)
     fill(spool, [("t-01.msgpack", traces[0][1]),
                  ("t-02.msgpack", b"\xdc\x05\xdc"),
                  ("t-03.msgpack", traces[1][1]),
                  # a whole file, then the first two bytes of a str 32 header: with the next
                  # file's first bytes its length is past max_event_bytes
                  ("t-04.msgpack", traces[2][1] + b"\xdb\xff"),
-                 ("t-05.msgpack", traces[3][1])])
+                 ("t-05.msgpack", traces[3][1]),
+                 ("t-06.msgpack", b"\xdc\x05\xdc"),
+                 ("t-07.msgpack", traces[4][1][:small]),
+                 ("t-08.msgpack", traces[4][1][small:])])
     proc = start(config, spool, out, state, "--settle", "0")
     wait_for(lambda: drained(spool), "the spool to drain", proc)
     code, log = stop(proc)
@@ -943,6 +954,10 @@ def test_a_fragment_between_files_never_costs_the_next_file(world, tmp_path):
     assert (f"t-05.msgpack: corrupt event stream in an event that began 2 bytes before this file, in t-04.msgpack "
             f"(stream offset {began:,}): too_large (") in log, log[-3000:]
     assert "the stream starts again at this file's first byte, and the file is read whole" in log
-    # every event of the four good files was processed
+    after = began + 2 + len(traces[3][1])
+    assert (f"t-07.msgpack: an event that began 3 bytes before this file, in t-06.msgpack (stream offset {after:,}), "
+            "runs past this file's end: it is no event, and this file was read as its bytes; the stream starts "
+            "again at this file's first byte, and the file is read whole") in log, log[-3000:]
+    # every event of the good files was processed
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["run"]["events"] == sum(nr_events(traces[i][1]) for i in range(4))
+    assert stats["run"]["events"] == sum(nr_events(traces[i][1]) for i in range(5))

@@ -1014,3 +1014,27 @@ def test_a_generated_world_is_readable_by_owner_and_group_only(tmp_path):
     files = [p for p in (tmp_path / "w").rglob("*") if p.is_file()]
     assert world.config in files and len(files) > 5
     assert {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o640)}
+
+
+def test_check_says_what_it_cannot_tell_and_a_gzip_cut_short(tmp_path):
+    """From a second trial: a later file whose own head breaks was 'traces: ok' under a line
+    saying it breaks; a .gz cut short within the head was ok; a trace that cannot be read
+    left no verdict line."""
+    import gzip as gzip_module
+    big = TRACE.read_bytes() * 200          # past the 4,096 values check reads of it
+    (tmp_path / "big.msgpack").write_bytes(big)
+    (tmp_path / "c1.msgpack").write_bytes(b"\xc1")
+    done = sigmatch("check", CONFIG, tmp_path / "big.msgpack", tmp_path / "c1.msgpack")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == (
+        f"  traces: ok as far as check can tell: {tmp_path / 'c1.msgpack'}: read from its own first byte, it "
+        "breaks at byte 0; if the file before it ends at an event's end, replay stops there with an error (it "
+        "may also begin inside an event of that file)")
+    (tmp_path / "cut.msgpack.gz").write_bytes(gzip_module.compress(TRACE.read_bytes() * 20)[:600])
+    cut = sigmatch("check", CONFIG, tmp_path / "cut.msgpack.gz")
+    assert cut.returncode == 1 and cut.stdout.splitlines()[-1] == "  traces: broken (the error follows)"
+    assert error_line(cut).startswith(f"sigmatch: error: {tmp_path / 'cut.msgpack.gz'}: truncated gzip file: ")
+    assert error_line(cut).endswith("; replay processes the events before it, then stops with an error")
+    missing = sigmatch("check", CONFIG, tmp_path / "missing.msgpack")
+    assert missing.returncode == 1 and missing.stdout.splitlines()[-1] == "  traces: refused (the error follows)"
+    assert error_line(missing) == f"sigmatch: error: {tmp_path / 'missing.msgpack'}: no such trace file"

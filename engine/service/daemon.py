@@ -1726,8 +1726,9 @@ class SpoolDaemon:
         """_process_file's reading and feeding of the open spool file `f` from `offset`: the
         offset it was read to, or None when it was set aside, or stopped part-way (its
         position kept for the final checkpoint). An event begun in an earlier file that breaks
-        in this one was that file's fault, not this one's: the stream starts afresh at this
-        file's first byte, and the file is read whole, as one that starts the stream.
+        in this one, or runs past this one's end, was that file's fault, not this one's: the
+        stream starts afresh at this file's first byte, and the file is read whole, as one
+        that starts the stream.
         (It skipped the rest of this file: a 3-byte file dropped before it cost every event of
         the next one.)"""
         fresh = offset == 0 and self.engine._core.carried == 0
@@ -1797,6 +1798,14 @@ class SpoolDaemon:
                 self._stream_broken(name, status, core.error_offset, file_start, file_start + offset)
                 break
             if n < FEED_BYTES and os.fstat(f.fileno()).st_size <= offset:
+                carried = self.engine._core.carried
+                if offset and carried > offset:
+                    # the event left open began before this file and runs past its end: a
+                    # probe's files hold many events, so the file was swallowed by a fragment
+                    # before it, not part of one event (a 45 kB file after a 3-byte one lost
+                    # its 1,000 events). Read again as a file that starts the stream.
+                    self._swallowed(name, carried - offset, file_start)
+                    return -1
                 break
             # more to read: a whole piece was read, or the file grew while it was fed
             if self.stop.is_set():
@@ -1859,6 +1868,19 @@ class SpoolDaemon:
         log.error(f"{name}: corrupt event stream in an event that began {plural(file_start - error_offset, 'byte')} "
                   f"before this file, {where} (stream offset {error_offset:,}): {reason} ({detail}); the stream "
                   "starts again at this file's first byte, and the file is read whole")
+        with self.lock:
+            self.engine._core.begin_stream(file_start)
+
+    def _swallowed(self, name: str, before: int, file_start: int) -> None:
+        """The event left open at the end of `name` began `before` bytes before it (at stream
+        offset file_start - before): report it, naming the file it began in when this stream
+        read it, and begin the stream again at `name`'s first byte, to be read again from
+        there. No event of `name` was processed: all its bytes were that event's."""
+        began = [file for at, file in self._stream_files if at <= file_start - before]
+        where = f"in {began[-1]}" if began and began[-1] != name else "in an earlier file"
+        log.error(f"{name}: an event that began {plural(before, 'byte')} before this file, {where} (stream offset "
+                  f"{file_start - before:,}), runs past this file's end: it is no event, and this file was read "
+                  "as its bytes; the stream starts again at this file's first byte, and the file is read whole")
         with self.lock:
             self.engine._core.begin_stream(file_start)
 

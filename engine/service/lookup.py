@@ -210,9 +210,13 @@ class LookupServer:
             server_version = "sigmatch"
 
             def _authorised(self) -> bool:
-                given = (self.headers.get("Authorization") or "").encode()
+                # "Bearer" in any letter case (RFC 9110 §11.1), the token without the spaces
+                # around it; another scheme (Basic) is no bearer token at all
+                scheme, _, credentials = (self.headers.get("Authorization") or "").strip().partition(" ")
+                bearer = scheme.lower() == "bearer"
+                given = f"Bearer {credentials.strip()}".encode() if bearer else b""
                 if not hmac.compare_digest(given, expected):
-                    self._reply(401, {"error": "the bearer token was refused" if given else
+                    self._reply(401, {"error": "the bearer token was refused" if bearer else
                                       "a bearer token is required"},
                                 {"WWW-Authenticate": 'Bearer realm="sigmatch"'})
                     return False

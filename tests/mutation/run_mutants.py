@@ -674,6 +674,9 @@ MUTANTS: list[Mutant] = [
            "if status != 4 and core.error_offset < file_start:", "if False:",
            "an event begun in an earlier spool file that breaks in this one costs none of this file's events",
            fast=("tests/test_daemon_hostile.py::test_a_fragment_between_files_never_costs_the_next_file",)),
+    Mutant("daemon-swallowed-file-lost", "engine/service/daemon.py", "if offset and carried > offset:", "if False:",
+           "a spool file read whole as the bytes of an event begun before it is read again as a stream",
+           fast=("tests/test_daemon_hostile.py::test_a_fragment_between_files_never_costs_the_next_file",)),
 
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
