@@ -1417,6 +1417,12 @@ cdef class Core:
         return self.carry_len
 
     @property
+    def carried_head(self):
+        """The first bytes (at most 9: a msgpack header's) of the event `carried` counts, as
+        bytes; b"" when none. The service asks whether that value is shaped as an event."""
+        return bytes(<uint8_t[:min(self.carry_len, 9)]> self.carry) if self.carry_len else b""
+
+    @property
     def pending(self):
         return self.E.nr_timers
 

@@ -932,6 +932,13 @@ def test_a_fragment_between_files_never_costs_the_next_file(world, tmp_path):
     for _ in unpacker:
         ends.append(unpacker.tell())
     small = next(e for e in reversed(ends) if e < 40_000)
+    split = None
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(traces[5][1])
+    for _ in unpacker:
+        if unpacker.tell() > 20_000:
+            split = unpacker.tell() + 5         # 5 bytes into the event after this one
+            break
     fill(spool, [("t-01.msgpack", traces[0][1]),
                  ("t-02.msgpack", b"\xdc\x05\xdc"),
                  ("t-03.msgpack", traces[1][1]),
@@ -941,7 +948,12 @@ def test_a_fragment_between_files_never_costs_the_next_file(world, tmp_path):
                  ("t-05.msgpack", traces[3][1]),
                  ("t-06.msgpack", b"\xdc\x05\xdc"),
                  ("t-07.msgpack", traces[4][1][:small]),
-                 ("t-08.msgpack", traces[4][1][small:])])
+                 ("t-08.msgpack", traces[4][1][small:]),
+                 # one event cut across three files, the middle one 10 of its bytes: shaped as
+                 # an event, it runs on, as replay reads it (found by a third trial)
+                 ("t-09.msgpack", traces[5][1][:split]),
+                 ("t-10.msgpack", traces[5][1][split:split + 10]),
+                 ("t-11.msgpack", traces[5][1][split + 10:])])
     proc = start(config, spool, out, state, "--settle", "0")
     wait_for(lambda: drained(spool), "the spool to drain", proc)
     code, log = stop(proc)
@@ -958,6 +970,21 @@ def test_a_fragment_between_files_never_costs_the_next_file(world, tmp_path):
     assert (f"t-07.msgpack: an event that began 3 bytes before this file, in t-06.msgpack (stream offset {after:,}), "
             "runs past this file's end: it is no event, and this file was read as its bytes; the stream starts "
             "again at this file's first byte, and the file is read whole") in log, log[-3000:]
-    # every event of the good files was processed
+    assert "t-10.msgpack" not in log and "t-11.msgpack: corrupt" not in log
+    # every event of the good files was processed, and nothing was bad
     stats = json.loads((out / "stats.json").read_text())
-    assert stats["run"]["events"] == sum(nr_events(traces[i][1]) for i in range(5))
+    assert stats["run"]["events"] == sum(nr_events(traces[i][1]) for i in range(6))
+    assert not any(stats["run"]["bad_events"].values())
+
+
+def test_an_event_shape_is_an_array_or_map_of_at_most_64():
+    """What the service lets run on through a whole spool file as an event begun before it
+    (event_shaped), one entry either side of the bound, and what is no event."""
+    from engine.service.daemon import EVENT_ENTRIES_MAX, event_shaped
+    assert EVENT_ENTRIES_MAX == 64
+    for head in (b"", b"\x98", b"\x9f", b"\x88", b"\xdc\x00\x40", b"\xde\x00\x40", b"\xdd\x00\x00\x00\x40",
+                 b"\xdf\x00\x00\x00\x40", b"\xdc\x05", b"\xdd\x00\x00"):
+        assert event_shaped(head), head
+    for head in (b"\xdc\x00\x41", b"\xde\x00\x41", b"\xdd\x00\x00\x00\x41", b"\xdf\x00\x00\x00\x41",
+                 b"\xdc\x05\xdc", b"\xdb\xff", b"\xc6\x00\x01", b"\xd9\x10", b"\xcf\x00", b"\xc0"):
+        assert not event_shaped(head), head

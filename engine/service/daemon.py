@@ -169,6 +169,27 @@ def _same_identity(a, b) -> bool:
     return len(a) >= 4 and len(b) >= 4 and a[2] > 0 and a[2:4] == b[2:4]
 
 
+# The most entries an event's array or map may hold for a value left open across files to be
+# taken for an event: a probe's event has a handful of fields (SPEC §1.4: 8 by position)
+EVENT_ENTRIES_MAX = 64
+
+
+def event_shaped(head: bytes) -> bool:
+    """Whether a msgpack value beginning with `head` (its first bytes, up to 9) may be an
+    event: an array or a map of at most EVENT_ENTRIES_MAX entries, or a header too short to
+    tell. A string, binary, number, or a container of thousands is not."""
+    if not head:
+        return True
+    b = head[0]
+    if 0x80 <= b <= 0x9f:                       # fixmap, fixarray: at most 15
+        return True
+    if b in (0xdc, 0xde):                       # array16, map16
+        return len(head) < 3 or int.from_bytes(head[1:3], "big") <= EVENT_ENTRIES_MAX
+    if b in (0xdd, 0xdf):                       # array32, map32
+        return len(head) < 5 or int.from_bytes(head[1:5], "big") <= EVENT_ENTRIES_MAX
+    return False
+
+
 def _plain_name(name) -> bool:
     """Whether a name a checkpoint gives is a file name of the spool or done/ (one component):
     nothing read back from a checkpoint moves a file from elsewhere."""
@@ -1799,11 +1820,13 @@ class SpoolDaemon:
                 break
             if n < FEED_BYTES and os.fstat(f.fileno()).st_size <= offset:
                 carried = self.engine._core.carried
-                if offset and carried > offset:
-                    # the event left open began before this file and runs past its end: a
-                    # probe's files hold many events, so the file was swallowed by a fragment
-                    # before it, not part of one event (a 45 kB file after a 3-byte one lost
-                    # its 1,000 events). Read again as a file that starts the stream.
+                if offset and carried > offset and not event_shaped(self.engine._core.carried_head):
+                    # the value left open began before this file and runs past its end, and
+                    # no event is shaped so (a string, or an array of 1,500): a fragment
+                    # before this file swallowed it (a 45 kB file after a 3-byte one lost its
+                    # 1,000 events). Read again as a file that starts the stream. An event's
+                    # shape is let run on, as replay reads it: a probe may cut one event
+                    # across three files, the middle one only some of its bytes.
                     self._swallowed(name, carried - offset, file_start)
                     return -1
                 break

@@ -674,9 +674,19 @@ MUTANTS: list[Mutant] = [
            "if status != 4 and core.error_offset < file_start:", "if False:",
            "an event begun in an earlier spool file that breaks in this one costs none of this file's events",
            fast=("tests/test_daemon_hostile.py::test_a_fragment_between_files_never_costs_the_next_file",)),
-    Mutant("daemon-swallowed-file-lost", "engine/service/daemon.py", "if offset and carried > offset:", "if False:",
-           "a spool file read whole as the bytes of an event begun before it is read again as a stream",
+    Mutant("daemon-swallowed-file-lost", "engine/service/daemon.py", "if offset and carried > offset and",
+           "if False and", "a spool file read whole as the bytes of a value begun before it, no event's shape, is "
+           "read again as a stream",
            fast=("tests/test_daemon_hostile.py::test_a_fragment_between_files_never_costs_the_next_file",)),
+    Mutant("daemon-swallow-any-shape", "engine/service/daemon.py",
+           " and not event_shaped(self.engine._core.carried_head):", ":",
+           "an event cut across three files runs on through the middle one, as replay reads it",
+           fast=("tests/test_daemon_hostile.py::test_a_fragment_between_files_never_costs_the_next_file",)),
+    Mutant("daemon-event-entries-le", "engine/service/daemon.py",
+           'return len(head) < 3 or int.from_bytes(head[1:3], "big") <= EVENT_ENTRIES_MAX',
+           'return len(head) < 3 or int.from_bytes(head[1:3], "big") < EVENT_ENTRIES_MAX',
+           "an array of 64 entries is an event's shape, of 65 not",
+           fast=("tests/test_daemon_hostile.py::test_an_event_shape_is_an_array_or_map_of_at_most_64",)),
 
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
