@@ -1772,16 +1772,16 @@ class SpoolDaemon:
             restart = self._feed_from(f, name, ident, offset, start, within_s, opened_size)
             if restart is None or restart >= 0:
                 return restart
-            # -1: an event begun in an earlier file broke in this one; the stream restarted at
-            # this file's first byte, which is read again from there
+            # -1: an event begun in an earlier file broke in this one or ran past its end; the
+            # stream restarted at this file's first byte, which is read again from there
             offset = start = 0
             fresh = True
 
     def _feed_from(self, f, name: str, ident, offset: int, start: int, within_s: float,
                    opened_size: int) -> Optional[int]:
         """Feed `f` from `offset` to its end: the offset reached; None when stopped part-way;
-        -1 when an event begun in an earlier file broke in this one and the stream was begun
-        again at this file's first byte (to be read again from there)."""
+        -1 when an event begun in an earlier file broke in this one or ran past its end, and
+        the stream was begun again at this file's first byte (to be read again from there)."""
         self.fed_ids[name] = ident
         f.seek(offset)
         while True:
@@ -1812,7 +1812,9 @@ class SpoolDaemon:
                 offset += n
             if status:
                 if status != 4 and core.error_offset < file_start:
-                    self._stream_broken_before(name, status, core.error_offset, file_start)
+                    self._start_again_at(name, core.error_offset, file_start, "corrupt event stream in ",
+                                         f": {_STATUS_REASONS.get(status, f'status_{status}')} "
+                                         f"({_STATUS_DETAILS.get(status, '')})")
                     return -1
                 # the rest of the file is skipped, but its bytes count: offsets go on from its end
                 offset = max(offset, os.fstat(f.fileno()).st_size)
@@ -1827,7 +1829,9 @@ class SpoolDaemon:
                     # 1,000 events). Read again as a file that starts the stream. An event's
                     # shape is let run on, as replay reads it: a probe may cut one event
                     # across three files, the middle one only some of its bytes.
-                    self._swallowed(name, carried - offset, file_start)
+                    self._start_again_at(name, file_start - (carried - offset), file_start, "",
+                                         ", runs past this file's end: it is no event, and this file was read as "
+                                         "its bytes")
                     return -1
                 break
             # more to read: a whole piece was read, or the file grew while it was fed
@@ -1879,31 +1883,17 @@ class SpoolDaemon:
                 self.engine._core.clear_oom()
             self.engine._core.begin_stream(file_end)
 
-    def _stream_broken_before(self, name: str, status: int, error_offset: int, file_start: int) -> None:
-        """An event that began before `name` (stream offset `error_offset`, in an earlier file)
-        broke in it: report it, naming the file it began in when this stream read it, and begin
-        the stream again at `name`'s first byte (stream offset `file_start`), which is read
-        again from there. No event of `name` was processed: the broken one was the first."""
-        reason = _STATUS_REASONS.get(status, f"status_{status}")
-        detail = _STATUS_DETAILS.get(status, "")
-        began = [file for at, file in self._stream_files if at <= error_offset]
-        where = (f"in {began[-1]}" if began and began[-1] != name else "in an earlier file")
-        log.error(f"{name}: corrupt event stream in an event that began {plural(file_start - error_offset, 'byte')} "
-                  f"before this file, {where} (stream offset {error_offset:,}): {reason} ({detail}); the stream "
-                  "starts again at this file's first byte, and the file is read whole")
-        with self.lock:
-            self.engine._core.begin_stream(file_start)
-
-    def _swallowed(self, name: str, before: int, file_start: int) -> None:
-        """The event left open at the end of `name` began `before` bytes before it (at stream
-        offset file_start - before): report it, naming the file it began in when this stream
-        read it, and begin the stream again at `name`'s first byte, to be read again from
-        there. No event of `name` was processed: all its bytes were that event's."""
-        began = [file for at, file in self._stream_files if at <= file_start - before]
-        where = f"in {began[-1]}" if began and began[-1] != name else "in an earlier file"
-        log.error(f"{name}: an event that began {plural(before, 'byte')} before this file, {where} (stream offset "
-                  f"{file_start - before:,}), runs past this file's end: it is no event, and this file was read "
-                  "as its bytes; the stream starts again at this file's first byte, and the file is read whole")
+    def _start_again_at(self, name: str, began: int, file_start: int, before: str, after: str) -> None:
+        """An event that began before `name` (at stream offset `began`, in an earlier file)
+        cannot be `name`'s: log it between `before` and `after` (what became of it), naming the
+        file it began in when this stream read it, and begin the stream again at `name`'s first
+        byte (stream offset `file_start`), to be read again from there. No event of `name` was
+        processed: its bytes so far were all that event's."""
+        named = [file for at, file in self._stream_files if at <= began]
+        where = f"in {named[-1]}" if named and named[-1] != name else "in an earlier file"
+        log.error(f"{name}: {before}an event that began {plural(file_start - began, 'byte')} before this file, {where} "
+                  f"(stream offset {began:,}){after}; the stream starts again at this file's first byte, and the "
+                  "file is read whole")
         with self.lock:
             self.engine._core.begin_stream(file_start)
 
