@@ -9,10 +9,11 @@
 #   that send would wait for this one: so the sum of every worker's counts is the count before
 #   the key, as one process would have it.
 # - max_pending. Scheduling a timer is certain while the sum of the others' high-water marks,
-#   plus the timers they could still create before this event, is below the bound. Otherwise
-#   it waits like a budget, and reads the others' pending counts after this event's timers
-#   fired from a ring indexed by event position; no worker starts an event a ring's length
-#   past the slowest, so the entry is still there.
+#   plus the timers they could still create before this event, is below the bound; a worker
+#   past this event left its count at it in a ring indexed by event position (no worker
+#   starts an event a ring's length past the slowest, so the entry is still there). The
+#   timer is refused for certain once this worker's count and those of the workers past the
+#   event reach the bound. Otherwise it waits, asking both again as the others move.
 #
 # Deadlock-free: a waiting worker publishes its own key first, and the smallest waiting key
 # always has every other worker at or past it. The coordinator's abort flag ends every wait.
@@ -466,34 +467,62 @@ cdef inline void shard_note_timers(EngineC* E, uint32_t ci, int delta, bint soon
     lane_add(E, lane_pend(E, E.shard), ci, delta)
 
 
-cdef int shard_over_pending(EngineC* E) noexcept nogil:
-    """Whether all workers together have max_pending timers waiting at this event's campaigns
-    (SPEC §3 step 6): 1 yes, 0 no, -1 aborted."""
+cdef int pending_bound(EngineC* E, uint64_t q) noexcept nogil:
+    """What the lanes say now of all workers' timers waiting at event q's campaigns against
+    max_pending: 0 below it for certain, 1 at or over it for certain, 2 not known yet. A worker
+    past q left its count at q in its ring (exact); one not yet there has at most its
+    high-water mark, plus what the events it has yet to process before q could create, and at
+    least none. Every reading holds at any moment, so a wait may end on any of them."""
     cdef int j
-    cdef uint64_t q = E.cur_pos, total = E.nr_timers, p, hw
+    cdef uint64_t high = E.nr_timers, low = E.nr_timers, p, hw, at
     cdef sm_lane* lane
-    # certain without waiting: a worker past q left its count at q in its ring; one not yet
-    # there has at most its high-water mark, plus what the events it has yet to process
-    # before q could create
     for j in range(E.nshards):
         if j == E.shard:
             continue
         lane = lane_of(E, j)
         p = sm_load(&lane.pos)          # before hw: hw is then at least what it was at p
         if p > q:
-            total += lane_ring(E, j)[q & E.ring_mask]
+            at = lane_ring(E, j)[q & E.ring_mask]
+            high += at
+            low += at
             continue
         hw = sm_load(&lane.hw)
-        total += hw + (q - p) * E.delayed_campaigns
-    if total < E.max_pending:
+        high += hw + (q - p) * E.delayed_campaigns
+    if high < E.max_pending:
         return 0
-    if shard_wait(E, q, SHARD_EVENT_DUE, 0):
-        return -1
-    total = E.nr_timers
-    for j in range(E.nshards):
-        if j != E.shard:
-            total += lane_ring(E, j)[q & E.ring_mask]
-    return 1 if total >= E.max_pending else 0
+    if low >= E.max_pending:
+        return 1
+    return 2
+
+
+cdef int shard_over_pending(EngineC* E) noexcept nogil:
+    """Whether all workers together have max_pending timers waiting at this event's campaigns
+    (SPEC §3 step 6): 1 yes, 0 no, -1 aborted. Decided by the lanes when they can tell;
+    otherwise the worker publishes its key and waits, asking them again every few rounds,
+    until they tell (at the latest once every other worker is past the event, when each
+    count is exact). (Until 2026-12-05 such a wait always ran until every other was past.)"""
+    cdef uint64_t q = E.cur_pos, since = 0
+    cdef uint32_t round = 0
+    cdef int decided = pending_bound(E, q)
+    if decided != 2:
+        return decided
+    shard_publish(E, q, SHARD_EVENT_DUE, 0)
+    E.shard_waits += 1
+    E.shard_waited += 1
+    since = sm_now_ns()
+    while True:
+        round += 1
+        if shard_abort_set(E):
+            E.aborted = 1
+            E.oom = 1
+            return -1
+        sm_pause(round, E.yield_rounds)
+        # asked only every few rounds: each read pulls lines the others are writing
+        if round % SHARD_BOUND_EVERY == 0:
+            decided = pending_bound(E, q)
+            if decided != 2:
+                E.shard_wait_ns += sm_now_ns() - since
+                return decided
 
 
 cdef inline void shard_add_counts(EngineC* E, int j, uint32_t ci, uint32_t ch, int64_t day, uint64_t* camp_day,

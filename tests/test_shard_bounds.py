@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +44,7 @@ from tests.backends import CALL, DAY, HOUR, LOC, MINUTE, POWER_ON, SMS, T0, ev
 # Two subscribers of worker 0 and one of worker 1, whose events only move worker 0's clock
 _NUMBERS = np.arange(13_800_000_001, 13_800_000_101, dtype=np.uint64)
 _SHARD = shards_of(_NUMBERS, 2)
-S1, S2 = (int(m) for m in _NUMBERS[_SHARD == 0][:2])
+S1, S2, S3 = (int(m) for m in _NUMBERS[_SHARD == 0][:3])
 FOREIGN = int(_NUMBERS[_SHARD == 1][0])
 
 FINISHED = (2**64 - 1, 2**63 - 1, 0)    # the key of a worker that has done all its work (Core.shard_done)
@@ -77,21 +77,24 @@ class Lane:
 class Worker:
     """Shard 0 of 2 over a shared block, fed event by event, with lane 1 written by the test."""
 
-    def __init__(self, campaigns, channel_budgets=None, workers: int = 2):
-        """With `workers` other than 2, this worker's subscribers are self.s1 and self.s2, the
-        other's self.foreign (S1, S2 and FOREIGN with 2), and every lane past 1 is finished."""
-        self.s1, self.s2, self.foreign = S1, S2, FOREIGN
+    def __init__(self, campaigns, channel_budgets=None, workers: int = 2, max_pending: int | None = None):
+        """With `workers` other than 2, this worker's subscribers are self.s1, self.s2 and
+        self.s3, the other's self.foreign (S1, S2, S3 and FOREIGN with 2), and every lane past 1
+        is finished."""
+        self.s1, self.s2, self.s3, self.foreign = S1, S2, S3, FOREIGN
         if workers != 2:
             numbers = np.arange(13_800_000_001, 13_800_100_001, dtype=np.uint64)
             shard = shards_of(numbers, workers)
-            self.s1, self.s2 = (int(m) for m in numbers[shard == 0][:2])
+            self.s1, self.s2, self.s3 = (int(m) for m in numbers[shard == 0][:3])
             self.foreign = int(numbers[shard == 1][0])
         ordered = tuple(sorted(campaigns, key=lambda c: (-c.priority, c.id)))     # as a loaded file orders them
         self.config = Config(path=Path("test.toml"), utc_offset_ms=0, policy=PolicySpec(), counters=(), markers=(),
                              channel_budgets=dict(channel_budgets or {}), campaigns=ordered,
                              event_types=dict(EVENT_TYPES))
-        profiles = Profiles(Path("profiles.csv"), np.array([self.s1, self.s2, self.foreign], dtype=np.uint64), {},
-                            None, 0)
+        if max_pending is not None:
+            self.config = replace(self.config, max_pending=max_pending)
+        profiles = Profiles(Path("profiles.csv"), np.array([self.s1, self.s2, self.s3, self.foreign],
+                                                           dtype=np.uint64), {}, None, 0)
         self.engine = Engine(self.config, World(profiles), shard=(0, workers))
         self.core = self.engine._core
         self.nb = _nr_budgets(self.config)
@@ -498,3 +501,139 @@ def test_a_send_that_opens_a_local_day_in_this_workers_lane_waits(next_day, move
     assert w.decide("now", Lane(q, sends=3, total=3), ev(t, CALL, msisdn=S2),
                     then=Lane(q, sends=1, total=3) if moves else None) == expected, \
         "the first send of a new local day" if next_day else "a send of the same day"
+
+
+# ---- (f) max_pending: one bound on every worker's delayed actions -------------------------
+#
+# A delayed action is scheduled only while all workers together hold fewer than max_pending
+# timers at the event's campaigns (SPEC §3 step 6). A worker past the event left its count
+# there in its ring (exact); one not yet there holds at most its high-water mark plus one
+# timer per delayed campaign and event it has yet to process before this one, and at least
+# none. The lanes decide while these tell the answer; otherwise the worker waits, asking
+# them again as the others move (until 2026-12-05 such a wait ran until every other was past).
+
+REFUSED = "refused without waiting"
+
+
+def pending_worker(max_pending: int, workers: int = 2) -> Worker:
+    """A worker whose one campaign, `later`, answers each SMS with an action an hour later."""
+    return Worker([CampaignSpec(id="later", on=(SMS,), channel="sms", delay_ms=HOUR)], workers=workers,
+                  max_pending=max_pending)
+
+
+def pending_lane(w: Worker, j: int, pos: int, hw: int = 0, at: tuple[int, int] | None = None) -> None:
+    """Lane j at event `pos` (before its timers there), its high-water mark `hw` timers; with
+    `at` = (q, n), its count after event q's timers fired was n, which it leaves once past q."""
+    ring = np.array([at[1]], np.uint64) if at else np.zeros(0, np.uint64)
+    w.core.shard_import(j, (pos, 0, 0), hw, hw, bytes(shard_counts_size(w.nb)), at[0] if at else 0, ring)
+
+
+def decide_pending(w: Worker, event: bytes, then=None, finish=None) -> tuple[str, bool]:
+    """Feed `event`, at which `later` asks max_pending once: (how it was decided, whether
+    its action was scheduled). CERTAIN or REFUSED without a wait; WAITS when only `finish()`
+    (the other lanes past the event, their counts there exact) ended the wait; DECIDED when
+    `then()` (a move of the lanes, still before the event) ended it by itself."""
+    waits = w.core.shard_waits
+    pending, overflow = w.core.pending, int(w.core.funnel()[0, 2])
+    status = []
+    thread = threading.Thread(target=lambda: status.append(w.core.feed(event)), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + SAFETY_S
+    while thread.is_alive() and w.core.shard_waits[0] == waits[0]:
+        if time.monotonic() > deadline:
+            w.core.shard_abort()
+            thread.join(SAFETY_S)
+            pytest.fail(f"the feed neither ended nor waited within {SAFETY_S:.0f} s")
+        time.sleep(0.001)
+    outcome = CERTAIN if not thread.is_alive() else WAITS
+    if outcome == WAITS and then is not None:
+        then()
+        thread.join(MOVED_S)
+        if not thread.is_alive():
+            outcome = DECIDED
+    if thread.is_alive():
+        finish()
+        thread.join(SAFETY_S)
+        if thread.is_alive():
+            w.core.shard_abort()
+            thread.join(SAFETY_S)
+            pytest.fail("the wait did not end when the other workers were past the event")
+    assert status == [0]
+    moved = tuple(b - a for a, b in zip(waits, w.core.shard_waits))
+    assert moved == ((0, 0, 0, 0) if outcome == CERTAIN else (1, 1, 0, 0)), \
+        f"{outcome}, but shard_waits moved by {moved}: the event did not ask max_pending exactly once"
+    scheduled = w.core.pending == pending + 1
+    assert int(w.core.funnel()[0, 2]) == overflow + (not scheduled), "neither scheduled nor refused"
+    if outcome == CERTAIN and not scheduled:
+        outcome = REFUSED
+    return outcome, scheduled
+
+
+@pytest.mark.parametrize("behind, hw, expected", [
+    (0, 4, CERTAIN), (0, 5, WAITS), (2, 2, CERTAIN), (2, 3, WAITS)])
+def test_max_pending_bounds_the_others_high_water_mark_and_events_to_come(behind, hw, expected):
+    """max_pending 5, no timer of this worker's: lane 1 `behind` events before this one, with
+    a high-water mark of `hw` timers, may hold hw + behind at it (one delayed campaign). 4 and
+    2 + 2 leave room: scheduled at once. 5 and 3 + 2 may not: the worker waits, and schedules
+    once lane 1 is past with none."""
+    w = pending_worker(5)
+    t = T0 + HOUR
+    for _ in range(3):
+        t += MINUTE
+        w.feed(ev(t, LOC, msisdn=FOREIGN))
+    q = w.events + 1
+    pending_lane(w, 1, q - behind, hw)
+    outcome, scheduled = decide_pending(w, ev(t + MINUTE, SMS, msisdn=S1),
+                                        finish=lambda: pending_lane(w, 1, FINISHED[0], at=(q, 0)))
+    assert (outcome, scheduled) == (expected, True), f"lane 1 {behind} events behind, high-water mark {hw}"
+
+
+@pytest.mark.parametrize("own, expected", [(1, (WAITS, True)), (2, (REFUSED, False))])
+def test_max_pending_reached_by_this_workers_own_timers_is_refused_without_waiting(own, expected):
+    """max_pending 2: with 2 timers of its own, this worker's next delayed action is refused
+    whatever the others hold; with 1, lane 1 (at this event, a high-water mark of 1) may
+    hold the second, so it waits, and schedules once lane 1 is past with none."""
+    w = pending_worker(2)
+    for k, msisdn in enumerate((S1, S2)[:own]):
+        w.feed(ev(T0 + HOUR + k * MINUTE, SMS, msisdn=msisdn))
+    assert w.core.pending == own
+    q = w.events + 1
+    pending_lane(w, 1, q, hw=1)
+    assert decide_pending(w, ev(T0 + HOUR + 10 * MINUTE, SMS, msisdn=S3),      # before the first fires
+                          finish=lambda: pending_lane(w, 1, FINISHED[0], at=(q, 0))) == expected, \
+        f"{own} timers of this worker's"
+
+
+@pytest.mark.parametrize("then_hw, expected", [(1, DECIDED), (2, WAITS)])
+def test_a_max_pending_wait_ends_when_the_other_worker_moves_close_enough(then_hw, expected):
+    """max_pending 3: lane 1 two events behind with a high-water mark of 1 may hold 3 at this
+    event, so the worker waits. Lane 1 then moves one event on: with a high-water mark of 1
+    it may hold 2, and the wait ends by itself, scheduled; with 2, it may hold 3, and the wait
+    goes on until lane 1 is past."""
+    w = pending_worker(3)
+    t = T0 + HOUR
+    for _ in range(3):
+        t += MINUTE
+        w.feed(ev(t, LOC, msisdn=FOREIGN))
+    q = w.events + 1
+    pending_lane(w, 1, q - 2, hw=1)
+    assert decide_pending(w, ev(t + MINUTE, SMS, msisdn=S1), then=lambda: pending_lane(w, 1, q - 1, hw=then_hw),
+                          finish=lambda: pending_lane(w, 1, FINISHED[0], at=(q, 0))) == (expected, True), \
+        f"lane 1 moved to one event behind, high-water mark {then_hw}"
+
+
+@pytest.mark.parametrize("their_count, behind_hw, expected", [
+    (1, 0, (CERTAIN, True)), (1, 1, (WAITS, True)), (2, 0, (REFUSED, False))])
+def test_a_worker_past_the_event_tells_its_count_there(their_count, behind_hw, expected):
+    """Three workers, max_pending 2, none of this worker's timers: lane 1 is past this event,
+    where it held `their_count` timers; lane 2 is at it with a high-water mark of
+    `behind_hw`. 1 + 0 leaves room; 1 + 1 may not, so the worker waits, and schedules once
+    lane 2 is past with none; 2 reach the bound whatever lane 2 holds: refused at once."""
+    w = pending_worker(2, workers=3)
+    w.feed(ev(T0 + HOUR, LOC, msisdn=w.foreign))
+    q = w.events + 1
+    pending_lane(w, 1, q + 1, hw=their_count, at=(q, their_count))
+    pending_lane(w, 2, q, hw=behind_hw)
+    assert decide_pending(w, ev(T0 + 2 * HOUR, SMS, msisdn=w.s1),
+                          finish=lambda: pending_lane(w, 2, FINISHED[0], at=(q, 0))) == expected, \
+        f"lane 1 past with {their_count}, lane 2 at the event with a high-water mark of {behind_hw}"
