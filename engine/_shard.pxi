@@ -469,10 +469,10 @@ cdef inline void shard_note_timers(EngineC* E, uint32_t ci, int delta, bint soon
 
 cdef int pending_bound(EngineC* E, uint64_t q) noexcept nogil:
     """What the lanes say now of all workers' timers waiting at event q's campaigns against
-    max_pending: 0 below it for certain, 1 at or over it for certain, 2 not known yet. A worker
-    past q left its count at q in its ring (exact); one not yet there has at most its
-    high-water mark, plus what the events it has yet to process before q could create, and at
-    least none. Every reading holds at any moment, so a wait may end on any of them."""
+    max_pending: 0 below it for certain, 1 at or over it for certain, 2 not known yet. A
+    worker at or past q's campaigns left its count at q in its ring (exact); one not yet there
+    has at most its high-water mark, plus what the events it has yet to process before q could
+    create, and at least none. Every reading holds at any moment, so a wait may end on any."""
     cdef int j
     cdef uint64_t high = E.nr_timers, low = E.nr_timers, p, hw, at
     cdef sm_lane* lane
@@ -481,7 +481,9 @@ cdef int pending_bound(EngineC* E, uint64_t q) noexcept nogil:
             continue
         lane = lane_of(E, j)
         p = sm_load(&lane.pos)          # before hw: hw is then at least what it was at p
-        if p > q:
+        # a lane whose key is this event's (its timers here fired, as at the end of a
+        # service's piece) has left its count too, and may stay there until this one moves
+        if p > q or sm_reached(lane, q, SHARD_EVENT_DUE, 0):
             at = lane_ring(E, j)[q & E.ring_mask]
             high += at
             low += at

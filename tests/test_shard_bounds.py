@@ -521,11 +521,16 @@ def pending_worker(max_pending: int, workers: int = 2) -> Worker:
                   max_pending=max_pending)
 
 
-def pending_lane(w: Worker, j: int, pos: int, hw: int = 0, at: tuple[int, int] | None = None) -> None:
-    """Lane j at event `pos` (before its timers there), its high-water mark `hw` timers; with
-    `at` = (q, n), its count after event q's timers fired was n, which it leaves once past q."""
+EVENT_DUE = 2**63 - 1       # a key's due time once the event's timers have fired (SHARD_EVENT_DUE)
+
+
+def pending_lane(w: Worker, j: int, pos: int, hw: int = 0, at: tuple[int, int] | None = None,
+                 due: int = 0) -> None:
+    """Lane j at event `pos` (before its timers there; with `due` EVENT_DUE, after them), its
+    high-water mark `hw` timers; with `at` = (q, n), its count after event q's timers fired
+    was n, which it leaves once its timers there fired."""
     ring = np.array([at[1]], np.uint64) if at else np.zeros(0, np.uint64)
-    w.core.shard_import(j, (pos, 0, 0), hw, hw, bytes(shard_counts_size(w.nb)), at[0] if at else 0, ring)
+    w.core.shard_import(j, (pos, due, 0), hw, hw, bytes(shard_counts_size(w.nb)), at[0] if at else 0, ring)
 
 
 def decide_pending(w: Worker, event: bytes, then=None, finish=None) -> tuple[str, bool]:
@@ -637,3 +642,20 @@ def test_a_worker_past_the_event_tells_its_count_there(their_count, behind_hw, e
     assert decide_pending(w, ev(T0 + 2 * HOUR, SMS, msisdn=w.s1),
                           finish=lambda: pending_lane(w, 2, FINISHED[0], at=(q, 0))) == expected, \
         f"lane 1 past with {their_count}, lane 2 at the event with a high-water mark of {behind_hw}"
+
+
+@pytest.mark.parametrize("due, expected", [(EVENT_DUE - 1, WAITS), (EVENT_DUE, CERTAIN)])
+def test_a_worker_whose_key_is_this_events_tells_its_count_there(due, expected):
+    """A worker whose key is this very event, its timers there fired (as the service's
+    workers stop at the end of a piece, until every worker has done it), has left its count
+    at the event: 0 of max_pending 2 decides at once, whatever its high-water mark (5). One
+    step before that key it may still fire or create timers: it waits, until lane 1 is past.
+    (A wait for lane 1 to pass this event here would never end in the service: lane 1 stays
+    at its key until this worker finishes the piece.)"""
+    w = pending_worker(2)
+    w.feed(ev(T0 + HOUR, LOC, msisdn=FOREIGN))
+    q = w.events + 1
+    pending_lane(w, 1, q, hw=5, at=(q, 0), due=due)
+    assert decide_pending(w, ev(T0 + 2 * HOUR, SMS, msisdn=S1),
+                          finish=lambda: pending_lane(w, 1, FINISHED[0], at=(q, 0))) == (expected, True), \
+        f"lane 1's key at this event, due {due}"
