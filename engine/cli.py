@@ -32,6 +32,12 @@ __all__ = ["main"]
 log = logging.getLogger("sigmatch")
 
 
+class WholeNumber(click.IntRange):
+    """click.IntRange whose refusal of text that is no number says so: click's own reads
+    "'abc' is not a valid integer range" (the range is the type's name, not the value's)."""
+    name = "whole number"
+
+
 # --log-format json: the final error line is a JSON log record too, so that every line on
 # stderr parses (set by main, before any command runs)
 _json_errors = False
@@ -288,7 +294,7 @@ def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @click.option("--overwrite", is_flag=True,
               help="Replace the output of an earlier run in OUT (refused without it: its actions would go out twice).")
-@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+@click.option("--workers", type=WholeNumber(1, 256), default=1, show_default=True,
               help="Processes to split the subscribers over, at most one per core (more draw a warning, except "
                    "with --ray); the files are the same as with 1 (on 16 cores, 8 gave the best time: "
                    "docs/performance.md).")
@@ -652,9 +658,9 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, 
               help="Also write funnel.png, uplift.png and daily.png into this directory.")
 @click.option("--by", type=click.Choice(["campaign", "variant", "day"]), default="campaign", show_default=True,
               help="Rows of the table: per campaign (with the funnel), per campaign and template, per local day.")
-@click.option("--min-controls", type=click.IntRange(min=1), default=MIN_CONTROLS, show_default=True,
+@click.option("--min-controls", type=WholeNumber(min=1), default=MIN_CONTROLS, show_default=True,
               help="Controls below which an uplift is 'too few controls' rather than a figure.")
-@click.option("--non-responders", "non_responders", type=click.IntRange(min=1), default=None, metavar="K",
+@click.option("--non-responders", "non_responders", type=WholeNumber(min=1), default=None, metavar="K",
               help="Write the subscribers with at least K sends and no conversion to --list.")
 @click.option("--since", default=None, metavar="DURATION",
               help="With --non-responders: only the period this long (30d, 12h) before the last action time.")
@@ -1021,7 +1027,7 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 @click.option("--idle-timeout", type=Seconds(min=0, min_open=True), default=None, metavar="SECONDS",
               help="With --listen: close a producer's connection silent this long, answering what was taken "
                    "[default: 300].")
-@click.option("--max-connections", type=click.IntRange(min=1), default=None, metavar="N",
+@click.option("--max-connections", type=WholeNumber(min=1), default=None, metavar="N",
               help="With --listen: producers' connections open at once; at the bound the one idle longest is "
                    "closed to make room for a new one [default: 64].")
 @click.option("--stdin", "from_stdin", is_flag=True,
@@ -1053,7 +1059,7 @@ def gen(directory: Path, subscribers: int, events: int, campaigns: int, days: in
 @click.option("--watch", "watch_path", type=GivenPath(dir_okay=False, path_type=Path), default=None, metavar="FILE",
               help="Explain these subscribers from start-up (one MSISDN a line, or a .csv/.roar list): "
                    "GET /subscriber/{msisdn}/explain on the lookup; PUT/DELETE /watch/{msisdn} changes the list.")
-@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+@click.option("--workers", type=WholeNumber(1, 256), default=1, show_default=True,
               help="Split the subscribers over N workers, threads of this process (give at most one per core): the "
                    "same files as one worker, exactly once across crashes. A --state keeps the number it was started "
                    "with until `sigmatch reshard` rewrites it for another.")
@@ -1097,7 +1103,7 @@ def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_c
 @main.command()
 @click.option("--state", required=True, type=GivenPath(file_okay=False, path_type=Path),
               help="The state directory of a stopped `sigmatch run`.")
-@click.option("--workers", type=click.IntRange(1, 256), required=True,
+@click.option("--workers", type=WholeNumber(1, 256), required=True,
               help="The --workers the service will be started with next (1: without --workers).")
 @_one_line_errors
 def reshard(state: Path, workers: int):
@@ -1166,7 +1172,7 @@ def send(address: str, files, timeout: float):
               help="Run each WORKLOAD with the configuration `gen` writes and with the same one without "
                    "the keys of SPEC §2.1, in turn, --runs times each, and compare the medians "
                    "(needs the [bench] extra).")
-@click.option("--runs", default=5, show_default=True, type=click.IntRange(1, 100),
+@click.option("--runs", default=5, show_default=True, type=WholeNumber(1, 100),
               help="With --language-cost: measured runs of each configuration.")
 @click.option("--service-option", "service_options", multiple=True, metavar="OPTION",
               help="An option for the measured daemon (repeatable), e.g. --service-option=--checkpoint-every=0.")
@@ -1240,7 +1246,7 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
 @click.option("--lookup-token", envvar="SIGMATCH_LOOKUP_TOKEN", default=None,
               help="Bearer token of the lookup (or SIGMATCH_LOOKUP_TOKEN).")
 @click.option("--metrics", default=None, metavar="URL", help="The service's Prometheus metrics (sigmatch run --metrics).")
-@click.option("--simulations", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+@click.option("--simulations", type=WholeNumber(min=1), default=1, show_default=True, metavar="N",
               help="Simulations run at once (each holds two engines in memory).")
 @click.pass_context
 @_one_line_errors

@@ -47,6 +47,19 @@ def test_replay(world, tmp_path):
     assert (tmp_path / "out" / "stats.json").is_file()
 
 
+@pytest.mark.parametrize("given", ["abc", "2.5", ""])
+def test_a_count_that_is_no_whole_number_is_said_to_be_none(tmp_path, given):
+    """`--workers abc` is refused as no whole number, in one line, before any file is read
+    (click's own wording named the type, 'not a valid integer range')."""
+    code, out, _ = run("replay", tmp_path / "c.toml", tmp_path / "t.msgpack", "--out", tmp_path / "o",
+                       "--workers", given)
+    assert code == 2
+    assert out.strip().splitlines() == [
+        f"sigmatch: error: Invalid value for '--workers': '{given}' is not a valid whole number. "
+        "(see: main replay --help)"]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_replay_refuses_an_out_it_cannot_make(world, tmp_path, workers):
     """An --out below a file: one line naming it, before anything is loaded or written."""
