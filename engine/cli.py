@@ -1279,6 +1279,13 @@ def console(ctx, config, data, listen, daemon_pid, trace_dir, out, lookup, looku
         _fail(f"--daemon-pid {daemon_pid}: no such file")
     if lookup and not lookup_token:
         _fail("--lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN")
+    from engine.service.client import service_address
+    for option, address in (("--lookup", lookup), ("--metrics", metrics)):
+        try:
+            if address is not None:
+                service_address(address, option)
+        except ValueError as e:
+            _fail(str(e))
     try:
         import uvicorn
         from engine.console.app import create_app

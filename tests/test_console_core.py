@@ -744,6 +744,28 @@ def test_console_refusals_are_one_line(world):
         one_line_error(*sigmatch("console", "--config", config, "--data", data, "--listen", f"127.0.0.1:{port}"),
                        f"127.0.0.1:{port}", "cannot listen")
 
+    # the service's addresses are checked at start, not at the first page that uses them
+    token = ("--lookup-token", "t")
+    for given, said in (("notaurl", "no port"), ("ftp://h:1", "expected http://HOST:PORT"),
+                        ("h:99999", "the port is no number"), ("h:0", "no port"), ("", "is empty")):
+        one_line_error(*sigmatch("console", "--config", config, "--data", data, "--lookup", given, *token),
+                       "--lookup", said)
+        one_line_error(*sigmatch("console", "--config", config, "--data", data, "--metrics", given),
+                       "--metrics", said)
+
+
+def test_a_service_address_is_http_host_and_port_or_an_https_proxy():
+    from engine.service.client import service_address
+    assert service_address("127.0.0.1:9465", "--lookup") == "http://127.0.0.1:9465"
+    assert service_address(" http://h:1/metrics ", "--metrics") == "http://h:1"
+    assert service_address("https://proxy.example/metrics", "--metrics") == "https://proxy.example"
+    assert service_address("http://[::1]:9464", "--metrics") == "http://[::1]:9464"
+    for port in ("1", "65535"):
+        assert service_address(f"h:{port}", "--lookup") == f"http://h:{port}"
+    for bad in ("h:0", "h:65536", "http://h", "http://:9", "file:///x", "h:-1"):
+        with pytest.raises(ValueError, match="^--lookup "):
+            service_address(bad, "--lookup")
+
 
 def test_console_prints_its_url_and_serves(world):
     import httpx

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from engine.errors import SigmatchError
+from engine.service.client import service_address
 
 __all__ = ["ServiceStatus", "ScrapeFailed", "scrape", "reload_outcome", "metrics_url"]
 
@@ -49,7 +50,9 @@ class ServiceStatus:
 
 def metrics_url(url: str) -> str:
     """`--metrics` as given (`http://HOST:PORT`, `HOST:PORT`, with or without /metrics) ->
-    the URL to scrape."""
+    the URL to scrape. ValueError, one line, when it is no service address
+    (engine.service.client.service_address)."""
+    service_address(url, "--metrics")
     url = url.strip()
     if "://" not in url:
         url = "http://" + url
@@ -61,7 +64,10 @@ def metrics_url(url: str) -> str:
 def scrape(url: str, *, timeout: float = SCRAPE_TIMEOUT_S) -> ServiceStatus:
     """Read the service's metrics at `url` (see metrics_url). ScrapeFailed when it cannot."""
     from prometheus_client.parser import text_string_to_metric_families
-    target = metrics_url(url)
+    try:
+        target = metrics_url(url)
+    except ValueError as e:
+        raise ScrapeFailed(str(e)) from None
     try:
         with urllib.request.urlopen(target, timeout=timeout) as response:
             text = response.read(16 << 20).decode("utf-8", "replace")

@@ -34,7 +34,7 @@ from typing import BinaryIO, Iterator, Optional, Union
 
 from engine.errors import SigmatchError
 
-__all__ = ["send", "NotTaken", "Unreachable", "ANSWER_BYTES", "Lookup", "LookupFailed"]
+__all__ = ["send", "NotTaken", "Unreachable", "ANSWER_BYTES", "Lookup", "LookupFailed", "service_address"]
 
 ANSWER_BYTES = 8
 
@@ -160,6 +160,31 @@ class LookupFailed(SigmatchError):
     One line naming the service's address, never the subscriber's number in full."""
 
 
+def service_address(url: str, option: str) -> str:
+    """The `scheme://HOST:PORT` of a service's HTTP endpoint given as `url` (`http://HOST:PORT`
+    with or without a path, or a bare HOST:PORT, taken as http), for the option `option`
+    (`--lookup`, `--metrics`) that named it. ValueError, one line naming the option, when it
+    is no such address: not http or https, no host, a port that is no number in 1-65535, or
+    http without a port (the service's servers listen on the port their own option gives;
+    an https address without one is a proxy's, on 443). Checked when a command starts, so a
+    mistyped address is said then, not at the first page that uses it."""
+    given = url.strip()
+    if not given:
+        raise ValueError(f"{option} is empty: expected http://HOST:PORT")
+    if "://" not in given:
+        given = "http://" + given
+    parts = urllib.parse.urlsplit(given)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{option} {url}: the port is no number in 1-65535 (expected http://HOST:PORT)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{option} {url}: expected http://HOST:PORT")
+    if port == 0 or (port is None and parts.scheme == "http"):
+        raise ValueError(f"{option} {url}: no port (expected http://HOST:PORT)")
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 class Lookup:
     """A client of the service's lookup (`sigmatch run --lookup HOST:PORT --lookup-token T`).
     `url`: `http://HOST:PORT` (a bare HOST:PORT is taken as http). `timeout`: seconds for one
@@ -168,14 +193,12 @@ class Lookup:
     def __init__(self, url: str, token: str, *, timeout: float = 10.0):
         if not url:
             raise LookupFailed("no lookup address: give --lookup http://HOST:PORT")
-        if "://" not in url:
-            url = "http://" + url
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise LookupFailed(f"--lookup {url}: expected http://HOST:PORT")
+        try:
+            self.url = service_address(url, "--lookup")
+        except ValueError as e:
+            raise LookupFailed(str(e)) from None
         if not token:
             raise LookupFailed("the lookup needs its bearer token (--lookup-token or SIGMATCH_LOOKUP_TOKEN)")
-        self.url = f"{parts.scheme}://{parts.netloc}"
         self._token = token
         self.timeout = timeout
 
