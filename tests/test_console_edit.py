@@ -579,6 +579,12 @@ def test_second_editor_gets_a_conflict(app, world):
 
 def test_new_clone_pause_schedule_move_and_sections(app, world):
     ed = user(app, "ed")
+    for no_id in ("", "  "):
+        # said beside the id's input, not above the form by the table's index
+        answer = post_form(ed, "/campaigns/new", "/campaigns/new", id=no_id, on=["POWER_ON"], channel="sms",
+                           enabled="true", why="greet new phones")
+        assert answer.status_code == 400 and 'id="error-id"' in answer.text, answer.text
+        assert "every campaign needs an id" in answer.text and 'id="general-errors"' not in answer.text
     answer = post_form(ed, "/campaigns/new", "/campaigns/new", id="welcome", on=["POWER_ON"], channel="sms",
                        enabled="true", why="greet new phones")
     assert answer.status_code == 303, answer.text

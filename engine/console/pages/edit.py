@@ -157,6 +157,11 @@ async def _save_campaign(request: Request, cid: Optional[str]):
             {"id": "an id does not change: the campaign's contacts, budgets and streaks are kept by it; "
                    "clone the campaign under the new id instead"}), 400, why)
     new_id = changes.get("id", cid) if cid is not None else changes.get("id")
+    if cid is None and not new_id:
+        # said beside the input: the loader would name the table by its index ("campaign[2].id"),
+        # which the form cannot tie to the campaign it adds
+        return _campaign_page(request, head, doc, cid, table, submitted, forms.FormErrors(
+            {"id": f"missing ({schema.SECTION['campaign'].field('id').required})"}), 400, why)
     line = new_id if isinstance(new_id, str) and new_id else cid or "(new)"
 
     def edit(document: ConfigFile):
