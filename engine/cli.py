@@ -425,6 +425,9 @@ def _check_out(out: Path) -> None:
     """Refuse, before anything is loaded, an --out that cannot become a directory of the
     user's (a file in its path, a directory not writable): the sinks would fail only at
     their first file, after the load, and in an OSError's words."""
+    from engine.sinks import dangling_on_the_way
+    if dangling := dangling_on_the_way(out):
+        _fail(f"--out {dangling}" if dangling.startswith(f"{out} ") else f"--out {out}: {dangling}")
     probe = out
     try:
         while not probe.exists() and probe.parent != probe:

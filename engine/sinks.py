@@ -532,6 +532,9 @@ def make_private_directories(directory: Path) -> None:
         try:
             os.mkdir(path, DIR_MODE)
         except FileExistsError:
+            if dangling := dangling_link(path):
+                # mkdir's own words ("File exists") would leave the reader looking for a file
+                raise FileNotFoundError(errno.ENOENT, dangling.removeprefix(f"{path} is "), str(path)) from None
             continue
         os.chmod(path, DIR_MODE)
 
@@ -766,6 +769,32 @@ def not_writable(path) -> str:
     return "is not writable by this user"
 
 
+def dangling_link(path) -> Optional[str]:
+    """"PATH is a link to TARGET, which does not exist" when `path` is a symbolic link whose
+    target is missing (mkdir there says only "File exists"), else None."""
+    try:
+        if os.path.islink(path) and not os.path.exists(path):
+            return f"{path} is a link to {os.readlink(path)}, which does not exist"
+    except OSError:
+        pass
+    return None
+
+
+def dangling_on_the_way(path) -> Optional[str]:
+    """dangling_link's words for the first of `path` and its missing parents that is a link
+    to nothing (the directory that would be made there cannot be), else None; None also when
+    the path cannot be looked at (a name too long: the caller's own check says so)."""
+    path = Path(path)
+    try:
+        while not path.exists() and path.parent != path:
+            if dangling := dangling_link(path):
+                return dangling
+            path = path.parent
+    except OSError:
+        pass
+    return None
+
+
 def unwritable_output_directory(out, campaigns: Sequence[CampaignSpec]) -> Optional[str]:
     """Why a run of `campaigns` cannot write into `out`, naming the first directory of it that
     exists and cannot take its files (a channel's, conversions/, dead_letters/: something that
@@ -782,7 +811,7 @@ def unwritable_output_directory(out, campaigns: Sequence[CampaignSpec]) -> Optio
         if not os.path.lexists(path):
             continue
         if not path.is_dir():
-            return f"{path} is not a directory, and the run writes its {name} files there"
+            return f"{dangling_link(path) or f'{path} is not a directory'}, and the run writes its {name} files there"
         if not os.access(path, os.W_OK | os.X_OK):
             return f"{path} {not_writable(path)}, and the run writes its {name} files there"
     return None

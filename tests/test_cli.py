@@ -128,6 +128,43 @@ def test_a_service_refuses_a_subfolder_of_out_that_cannot_take_files_before_any_
     assert sorted(p.name for p in out.iterdir()) == ["conversions"] and not state.exists()
 
 
+def test_a_link_to_nothing_on_the_way_to_out_or_state_is_named_with_its_target(world, tmp_path):
+    """A dangling symbolic link as --out (or above it, or as a channel's folder) was said in
+    mkdir's words, "--out L: File exists", and by the service as "cannot lock it (lock: No
+    such file or directory)": now one line naming the link and where it points, before any
+    work, and nothing is made at its target."""
+    config, trace = world
+    link = tmp_path / "gone"
+    link.symlink_to(tmp_path / "nowhere")
+    said = f"{link} is a link to {tmp_path / 'nowhere'}, which does not exist"
+    code, out, _ = run("replay", config, trace, "--out", link)
+    assert code == 1 and out.strip().splitlines() == [f"sigmatch: error: --out {said}"]
+    code, out, _ = run("replay", config, trace, "--out", link / "a" / "b", "--workers", "2")
+    assert code == 1 and out.strip().splitlines() == [f"sigmatch: error: --out {link / 'a' / 'b'}: {said}"]
+    for option, other in (("--out", "--state"), ("--state", "--out")):
+        code, out, _ = run("run", config, option, link, other, tmp_path / "fine", "--stdin")
+        assert code == 1 and out.strip().splitlines() == [f"sigmatch: error: {option} {said}"]
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "conversions").symlink_to(tmp_path / "nowhere")
+    code, out, _ = run("replay", config, trace, "--out", real)
+    assert code == 1 and out.strip().splitlines() == [
+        f"sigmatch: error: --out {real}: {real / 'conversions'} is a link to {tmp_path / 'nowhere'}, which does not "
+        "exist, and the run writes its conversions files there"]
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / "fine").exists()
+
+
+def test_making_a_directory_through_a_link_to_nothing_names_the_link(tmp_path):
+    from engine.errors import describe_os_error
+    from engine.sinks import make_private_directories
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError) as caught:
+        make_private_directories(tmp_path / "gone" / "x")
+    assert describe_os_error(caught.value) == f"{tmp_path / 'gone'}: a link to {tmp_path / 'nowhere'}, which does not exist"
+    make_private_directories(tmp_path / "here" / "x")      # an ordinary path is made as before
+    assert (tmp_path / "here" / "x").is_dir()
+
+
 def test_the_api_refuses_a_subfolder_of_out_that_cannot_take_files_before_any_event(world, tmp_path):
     from engine import Engine, SigmatchError
     config, trace = world

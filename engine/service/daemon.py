@@ -1429,6 +1429,11 @@ class SpoolDaemon:
         service's goes below --spool either: its done/ is pruned (--keep-done), and the
         files in it are the probes'. (--out may be the spool itself: its files are not
         *.msgpack.)"""
+        from engine.sinks import dangling_on_the_way
+        for option, path in (("--state", self.state), ("--out", self.out)):
+            if dangling := dangling_on_the_way(path):
+                raise SigmatchError(f"{option} {dangling}" if dangling.startswith(f"{path} ")
+                                    else f"{option} {path}: {dangling}")
         state, out = os.path.realpath(self.state), os.path.realpath(self.out)
         if state == out:
             raise SigmatchError(f"--state {self.state}: is --out too: give the checkpoints a directory of their own")
