@@ -791,7 +791,27 @@ def test_anniversary_attribute_errors_name_the_file_and_the_key(tmp_path, column
     path = write(tmp_path, engine + campaign_text(anniversary=f'"{column}"'))
     with pytest.raises(ConfigError) as info:
         Engine(load_config(path))
-    assert str(info.value) == f"{path}: campaign (id \"c1\").anniversary: {fragment}"
+    assert str(info.value) == f"{path}: campaign[0] (id \"c1\").anniversary: {fragment}"
+
+
+def test_an_error_found_with_the_profiles_names_the_file_as_given_and_the_campaign_by_its_table(tmp_path,
+                                                                                                  monkeypatch):
+    """Said as the loader says its own errors: the file as the user named it (it was made
+    absolute), and the campaign by its table's place in the file and its id (it was the id
+    alone), though the engine orders campaigns by priority."""
+    from engine.api import Engine
+    engine = _profiles_csv(tmp_path, "msisdn,arpu\n13800000001,5\n")
+    path = write(tmp_path, engine + campaign_text() + campaign_text(id='"c2"', priority="9", where='"arpo > 1"'))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        Engine(load_config(Path(path.name)))
+    assert str(info.value) == ("campaigns.toml: campaign[1] (id \"c2\").where: unknown attribute 'arpo' "
+                               "(profile columns: arpu); did you mean 'arpu'?")
+    config = load_config(Path(path.name))
+    assert config.named == Path("campaigns.toml") and config.path == path
+    assert [(c.id, c.index, c.key) for c in config.campaigns] == [("c2", 1, 'campaign[1] (id "c2")'),
+                                                                 ("c1", 0, 'campaign[0] (id "c1")')]
+    assert config == load_config(path)          # where a file was named from makes no other difference
 
 
 def test_an_anniversary_column_of_nothing_but_nulls_is_no_error(tmp_path):

@@ -103,7 +103,7 @@ def build_peer_tables(config: Config, world: World) -> None:
 def require_profiles(config: Config) -> None:
     """ConfigError unless the configuration names its profile snapshot (every engine needs one)."""
     if config.profiles is None:
-        raise ConfigError(f"{config.path}: engine.profiles: a profile snapshot is required")
+        raise ConfigError(f"{config.named}: engine.profiles: a profile snapshot is required")
 
 
 def load_world(config: Config) -> World:
@@ -208,19 +208,19 @@ def _anniversary_dates(config: Config, profiles: Profiles) -> tuple[list[str], l
     codes, malformed = [], {}
     for name in attributes:
         first = next(c for c in config.campaigns if c.anniversary == name)
-        key = f"campaign (id \"{first.id}\").anniversary"
+        key = f"{first.key}.anniversary"
         column = profiles.columns.get(name)
         if column is None:
             header = sorted(h for h in getattr(profiles, "header", ()) or profiles.columns if h not in ("msisdn", "tags"))
             hint = difflib.get_close_matches(name.lower(), header, n=1)
             guess = f"; did you mean '{hint[0]}'?" if hint else ""
             known = ", ".join(header) or "none"
-            raise ConfigError(f"{config.path}: {key}: unknown attribute '{name}' "
+            raise ConfigError(f"{config.named}: {key}: unknown attribute '{name}' "
                               f"(profile columns: {known[:200]}){guess}")
         try:
             row_codes, bad = anniversary_codes(column)
         except TypeError as e:
-            raise ConfigError(f"{config.path}: {key}: attribute '{name}' holds numbers ({e}), "
+            raise ConfigError(f"{config.named}: {key}: attribute '{name}' holds numbers ({e}), "
                               "not ISO dates (YYYY-MM-DD)") from None
         codes.append(row_codes)
         malformed[name] = bad
@@ -236,12 +236,12 @@ def _checked_wheres(config: Config, profiles: Profiles) -> dict:
     for c in config.campaigns:
         if c.where is None or c.where in exprs:
             continue
-        key = f"campaign (id \"{c.id}\").where"
+        key = f"{c.key}.where"
         try:
             expr = where_lang.parse(c.where)
             where_lang.check(expr, profiles)
         except ConfigError as e:
-            raise ConfigError(f"{config.path}: {key}: {e}") from None
+            raise ConfigError(f"{config.named}: {key}: {e}") from None
         exprs[c.where] = expr
     return exprs
 

@@ -165,6 +165,13 @@ class CampaignSpec:
     daily_budget: Optional[int] = None        # sends of this campaign per local day
     total_budget: Optional[int] = None        # sends of this campaign, ever
     variants: tuple[VariantSpec, ...] = ()    # weighted templates replacing `template`; () without
+    # its [[campaign]] table's place in the file (None: not read from one), for messages only
+    index: Optional[int] = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        """How messages name it, as the loader does: `campaign[3] (id "x")`."""
+        return f'campaign{"" if self.index is None else f"[{self.index}]"} (id "{self.id}")'
 
     @property
     def templates(self) -> tuple[str, ...]:
@@ -220,6 +227,13 @@ class Config:
     # the sha256 of the document as parsed (canonical JSON): an edit of comments or layout
     # alone leaves it as it was (the service says so at a restart, rather than "changed")
     meaning_sha256: Optional[str] = field(default=None, compare=False)
+    # the file as the user named it (relative, say): messages name it so, as the loader does
+    given_path: Optional[Path] = field(default=None, compare=False)
+
+    @property
+    def named(self) -> Path:
+        """The file as messages name it: as given, else `path`."""
+        return self.given_path or self.path
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -830,6 +844,7 @@ class _Reader:
                                                                              else {}))
         return Config(
             path=self.path.absolute(),
+            given_path=self.path,
             **read["engine"],
             lists=self.lists,
             areas=self.areas,
@@ -914,4 +929,4 @@ class _Reader:
         key = f'{key} (id "{cid}")'
         self.table(key, c, section.keys)
         values = self.fields(key, section.fields, section.rules, c)
-        return _BUILDS[section.builds](**self.attributes(section.fields, values))
+        return _BUILDS[section.builds](**self.attributes(section.fields, values), index=i)
