@@ -794,6 +794,29 @@ def test_anniversary_attribute_errors_name_the_file_and_the_key(tmp_path, column
     assert str(info.value) == f"{path}: campaign[0] (id \"c1\").anniversary: {fragment}"
 
 
+@pytest.mark.parametrize("where", ["id", "channel", "list", "counter"])
+def test_a_name_has_at_most_128_characters(tmp_path, where):
+    """The language set no length: a campaign id of 5,000 characters went into every action
+    record, and a channel's name longer than the file system's 255 bytes failed only when
+    its directory was made. 128 is taken, 129 refused with the key and the length."""
+    def text(name):
+        lists = f'[lists]\n{name} = "l.txt"\n' if where == "list" else ""
+        counters = f'[counters.{name}]\non = ["SMS_MO"]\nperiod = "day"\n' if where == "counter" else ""
+        keys = {"id": f'"{name}"'} if where == "id" else {"channel": f'"{name}"'} if where == "channel" else {}
+        return lists + counters + campaign_text(**keys)
+    (tmp_path / "l.txt").write_text("13800000001\n")
+    longest = "a" * 127 + "b"
+    config = load_config(write(tmp_path, text(longest)))
+    assert longest in ({c.id for c in config.campaigns} | {c.channel for c in config.campaigns} | set(config.lists)
+                       | {c.name for c in config.counters})
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text(longest + "c")))
+    key = {"id": "campaign[0].id", "channel": f"{C1}.channel", "list": f"lists.{longest}c",
+           "counter": f"counters.{longest}c"}[where]
+    assert str(info.value).startswith(f"{tmp_path / 'campaigns.toml'}: {key}: ")
+    assert str(info.value).endswith(" is 129 characters long; a name has at most 128")
+
+
 def test_an_error_found_with_the_profiles_names_the_file_as_given_and_the_campaign_by_its_table(tmp_path,
                                                                                                   monkeypatch):
     """Said as the loader says its own errors: the file as the user named it (it was made

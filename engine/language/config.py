@@ -573,6 +573,8 @@ class _Reader:
         are checked, as TOML already made it a string."""
         if not t.pattern.fullmatch(name):
             self.fail(key, f"{_show(name)} is not {t.what}")
+        if len(name) > t.longest:
+            self.fail(key, f"{_show(name)} is {len(name):,} characters long; a name has at most {t.longest}")
         return name
 
     # -- the schema's value types

@@ -48,6 +48,7 @@ RESERVED_CHANNELS = ("conversions", "dead_letters")   # directories of OUT that 
 NAME = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)             # campaign ids, list/area/counter/marker names
 # a campaign id names a page of the console (/campaigns/ID): "." and ".." would be read as
 # the address's own dot segments, so an id is more than dots
+NAME_LONGEST = 128
 CAMPAIGN_ID = re.compile(r"(?!\.+\Z)[A-Za-z0-9_.-]+", re.ASCII)
 CHANNEL = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)           # becomes a directory name
 EVENT_TYPE_NAME = re.compile(r"[A-Z][A-Z0-9_]*", re.ASCII)
@@ -159,6 +160,9 @@ class Name:
     reserved: tuple[str, ...] = ()
     reserved_why: str = ""
     fold_case: bool = False         # reserved in any letter case
+    # characters at most: a name is written into every action record, metric label and
+    # console address, and a channel's is a directory name (255 bytes on most file systems)
+    longest: int = NAME_LONGEST
 
 
 @dataclass(frozen=True)

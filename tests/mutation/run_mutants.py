@@ -698,6 +698,11 @@ MUTANTS: list[Mutant] = [
            "an array of 64 entries is an event's shape, of 65 not",
            fast=("tests/test_daemon_hostile.py::test_an_event_shape_is_an_array_or_map_of_at_most_64",)),
 
+    # ---- the language
+    Mutant("config-name-longest-one-more", "engine/language/config.py", "        if len(name) > t.longest:",
+           "        if len(name) > t.longest + 1:", "a name has at most 128 characters (docs/configuration.md)",
+           fast=("tests/test_config.py::test_a_name_has_at_most_128_characters",)),
+
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
            "§5 a non-zero exit on any error"),
