@@ -224,6 +224,27 @@ def test_served_over_http(replayed):
         assert got[series("sigmatch_events_total", type="CALL_MO_END")] == \
             engine._core.counts()["events_by_type"][1]
         assert got[series("sigmatch_input_bytes_total")] == nbytes
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics?x=1", timeout=10) as response:
+            assert response.status == 200        # a query is prometheus_client's to read
+
+        def answer(path: str, method: str = "GET"):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, response.headers, response.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.headers, e.read()
+        # any other path or method was answered with the metrics (or http.server's HTML 501)
+        for path in ("/", "/metric", "/metrics/", "/x/metrics"):
+            status, headers, body = answer(path)
+            assert (status, body) == (404, b"no such page: the metrics are at GET /metrics\n"), path
+            assert headers["Content-Type"] == "text/plain; charset=utf-8"
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
+            status, headers, body = answer("/metrics", method)
+            assert (status, headers["Allow"]) == (405, "GET")
+            assert body == f"{method} is not answered here: use GET /metrics\n".encode()
+        status, headers, body = answer("/metrics", "HEAD")
+        assert (status, headers["Allow"], body) == (405, "GET", b"")
     assert metrics.address is None
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)

@@ -50,6 +50,46 @@ __all__ = ["DaemonMetrics", "parse_hostport", "DEFAULT_HOST", "METRIC_NAMES", "C
 
 DEFAULT_HOST = "127.0.0.1"
 
+METRICS_PATH = "/metrics"
+
+
+def _handler(registry) -> type:
+    """prometheus_client's handler, answering GET /metrics (its query is the library's) only.
+    It answered every path and method with the metrics, or http.server's HTML page of 501:
+    a mistyped scrape target looked like a working one."""
+    import urllib.parse
+
+    class Handler(MetricsHandler.factory(registry)):
+        def do_GET(self):
+            if urllib.parse.urlsplit(self.path).path != METRICS_PATH:
+                self._say(404, f"no such page: the metrics are at GET {METRICS_PATH}")
+                return
+            super().do_GET()
+
+        def do_POST(self):
+            self._say(405, f"{self.command} is not answered here: use GET {METRICS_PATH}", {"Allow": "GET"})
+
+        do_PUT = do_DELETE = do_PATCH = do_HEAD = do_POST
+
+        def send_error(self, code, message=None, explain=None):
+            # http.server's own refusals (a malformed request line) as a line of text too
+            self.close_connection = True
+            self._say(code, message or self.responses.get(code, ("error",))[0], {"Connection": "close"})
+
+        def _say(self, status: int, text: str, headers: Optional[dict] = None):
+            data = (text + "\n").encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+    return Handler
+
+
 # The exposed series (counter families are shown with their `_total` suffix).
 METRIC_NAMES = (
     "sigmatch_events_total",                    # {type}: good events by event type name
@@ -421,7 +461,8 @@ class DaemonMetrics:
     # -- the HTTP endpoint
 
     def serve(self, host: str = DEFAULT_HOST, port: int = 0) -> tuple[str, int]:
-        """Serve the metrics over HTTP (any path; /metrics by convention). Returns the address
+        """Serve the metrics over HTTP at GET /metrics (another path: 404, another method:
+        405, each a line of text that says where the metrics are). Returns the address
         bound (port 0 picks a free port). OSError when the address cannot be bound;
         RuntimeError when already serving.
 
@@ -431,7 +472,7 @@ class DaemonMetrics:
         connections), so a burst of scrapes or idle sockets cannot stall it."""
         if self._server is not None:
             raise RuntimeError("metrics are already being served")
-        server = BoundedHTTPServer(MetricsHandler.factory(self.registry), host, port, name="metrics",
+        server = BoundedHTTPServer(_handler(self.registry), host, port, name="metrics",
                                    workers=METRICS_WORKERS, max_connections=METRICS_MAX_CONNECTIONS)
         self._server = server.start()
         self.watch("metrics", server)
