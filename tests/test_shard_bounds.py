@@ -158,14 +158,7 @@ class Worker:
         # core.feed releases the GIL: this thread watches the counters while it runs
         thread = threading.Thread(target=lambda: status.append(self.core.feed(event)), daemon=True)
         thread.start()
-        deadline = time.monotonic() + SAFETY_S
-        while thread.is_alive() and self.core.shard_waits[0] == waits:
-            if time.monotonic() > deadline:
-                self.core.shard_abort()
-                thread.join(SAFETY_S)
-                pytest.fail(f"the feed neither ended nor waited within {SAFETY_S:.0f} s")
-            time.sleep(0.001)
-        outcome = CERTAIN if not thread.is_alive() else WAITS
+        outcome = ended_or_waits(self.core, thread, waits)
         if outcome == WAITS and then is not None:
             self.set_lane(campaign, then, (then.pos, 0, 0))
             thread.join(MOVED_S)
@@ -533,6 +526,19 @@ def pending_lane(w: Worker, j: int, pos: int, hw: int = 0, at: tuple[int, int] |
     w.core.shard_import(j, (pos, due, 0), hw, hw, bytes(shard_counts_size(w.nb)), at[0] if at else 0, ring)
 
 
+def ended_or_waits(core, thread: threading.Thread, waits: int) -> str:
+    """CERTAIN when the feed on `thread` ended without a wait, WAITS once `core` counts a wait
+    past `waits`; the test fails (the feed aborted) when neither comes within SAFETY_S."""
+    deadline = time.monotonic() + SAFETY_S
+    while thread.is_alive() and core.shard_waits[0] == waits:
+        if time.monotonic() > deadline:
+            core.shard_abort()
+            thread.join(SAFETY_S)
+            pytest.fail(f"the feed neither ended nor waited within {SAFETY_S:.0f} s")
+        time.sleep(0.001)
+    return CERTAIN if not thread.is_alive() else WAITS
+
+
 def decide_pending(w: Worker, event: bytes, then=None, finish=None) -> tuple[str, bool]:
     """Feed `event`, at which `later` asks max_pending once: (how it was decided, whether
     its action was scheduled). CERTAIN or REFUSED without a wait; WAITS when only `finish()`
@@ -543,14 +549,7 @@ def decide_pending(w: Worker, event: bytes, then=None, finish=None) -> tuple[str
     status = []
     thread = threading.Thread(target=lambda: status.append(w.core.feed(event)), daemon=True)
     thread.start()
-    deadline = time.monotonic() + SAFETY_S
-    while thread.is_alive() and w.core.shard_waits[0] == waits[0]:
-        if time.monotonic() > deadline:
-            w.core.shard_abort()
-            thread.join(SAFETY_S)
-            pytest.fail(f"the feed neither ended nor waited within {SAFETY_S:.0f} s")
-        time.sleep(0.001)
-    outcome = CERTAIN if not thread.is_alive() else WAITS
+    outcome = ended_or_waits(w.core, thread, waits[0])
     if outcome == WAITS and then is not None:
         then()
         thread.join(MOVED_S)
