@@ -774,6 +774,11 @@ def dangling_link(path) -> Optional[str]:
     target is missing (mkdir there says only "File exists"), else None."""
     try:
         if os.path.islink(path) and not os.path.exists(path):
+            try:
+                os.stat(path)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    return f"{path} is a link to {os.readlink(path)}, which leads back to itself (a loop of links)"
             return f"{path} is a link to {os.readlink(path)}, which does not exist"
     except OSError:
         pass

@@ -152,6 +152,13 @@ def test_a_link_to_nothing_on_the_way_to_out_or_state_is_named_with_its_target(w
         f"sigmatch: error: --out {real}: {real / 'conversions'} is a link to {tmp_path / 'nowhere'}, which does not "
         "exist, and the run writes its conversions files there"]
     assert not (tmp_path / "nowhere").exists() and not (tmp_path / "fine").exists()
+    # a loop of links is said as one, not as a target that does not exist
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    code, out, _ = run("replay", config, trace, "--out", tmp_path / "a")
+    assert code == 1 and out.strip().splitlines() == [
+        f"sigmatch: error: --out {tmp_path / 'a'} is a link to {tmp_path / 'b'}, which leads back to itself "
+        "(a loop of links)"]
 
 
 def test_making_a_directory_through_a_link_to_nothing_names_the_link(tmp_path):

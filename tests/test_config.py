@@ -811,10 +811,15 @@ def test_a_name_has_at_most_128_characters(tmp_path, where):
                        | {c.name for c in config.counters})
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text(longest + "c")))
-    key = {"id": "campaign[0].id", "channel": f"{C1}.channel", "list": f"lists.{longest}c",
-           "counter": f"counters.{longest}c"}[where]
+    cut = longest[:118] + "…"         # as the value is shown: a key holding the name is cut alike
+    key = {"id": "campaign[0].id", "channel": f"{C1}.channel", "list": f"lists.{cut}",
+           "counter": f"counters.{cut}"}[where]
     assert str(info.value).startswith(f"{tmp_path / 'campaigns.toml'}: {key}: ")
     assert str(info.value).endswith(" is 129 characters long; a name has at most 128")
+    # a section's key holds the name itself: cut there too, so the line stays a line
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text("x" * 100_000)))
+    assert len(str(info.value)) < 400 + len(str(tmp_path)) and "is 100,000 characters long" in str(info.value)
 
 
 def test_an_error_found_with_the_profiles_names_the_file_as_given_and_the_campaign_by_its_table(tmp_path,

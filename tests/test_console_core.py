@@ -747,7 +747,8 @@ def test_console_refusals_are_one_line(world):
     # the service's addresses are checked at start, not at the first page that uses them
     token = ("--lookup-token", "t")
     for given, said in (("notaurl", "no port"), ("ftp://h:1", "expected http://HOST:PORT"),
-                        ("h:99999", "the port is no number"), ("h:0", "no port"), ("", "is empty")):
+                        ("h:99999", "the port is no number"), ("h:0", "the port is no number"), ("", "is empty"),
+                        ("http://[::1:9464", "Invalid IPv6 URL"), ("h:1?x=1", "no query")):
         one_line_error(*sigmatch("console", "--config", config, "--data", data, "--lookup", given, *token),
                        "--lookup", said)
         one_line_error(*sigmatch("console", "--config", config, "--data", data, "--metrics", given),
@@ -762,9 +763,13 @@ def test_a_service_address_is_http_host_and_port_or_an_https_proxy():
     assert service_address("http://[::1]:9464", "--metrics") == "http://[::1]:9464"
     for port in ("1", "65535"):
         assert service_address(f"h:{port}", "--lookup") == f"http://h:{port}"
-    for bad in ("h:0", "h:65536", "http://h", "http://:9", "file:///x", "h:-1"):
+    for bad in ("h:0", "h:65536", "http://h", "http://:9", "file:///x", "h:-1", "http://[::1:9", "h:1?x=1", "h:1#f"):
         with pytest.raises(ValueError, match="^--lookup "):
             service_address(bad, "--lookup")
+    with pytest.raises(ValueError, match="^--lookup h:0: the port is no number in 1-65535"):
+        service_address("h:0", "--lookup")
+    from engine.console.service import metrics_url
+    assert metrics_url("h:1/metrics/") == metrics_url("h:1/") == "http://h:1/metrics"   # the server has no /metrics/
 
 
 def test_console_prints_its_url_and_serves(world):

@@ -239,7 +239,7 @@ def test_served_over_http(replayed):
             status, headers, body = answer(path)
             assert (status, body) == (404, b"no such page: the metrics are at GET /metrics\n"), path
             assert headers["Content-Type"] == "text/plain; charset=utf-8"
-        for method in ("POST", "PUT", "DELETE", "PATCH"):
+        for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
             status, headers, body = answer("/metrics", method)
             assert (status, headers["Allow"]) == (405, "GET")
             assert body == f"{method} is not answered here: use GET /metrics\n".encode()

@@ -53,11 +53,11 @@ def metrics_url(url: str) -> str:
     the URL to scrape. ValueError, one line, when it is no service address
     (engine.service.client.service_address)."""
     service_address(url, "--metrics")
-    url = url.strip()
+    url = url.strip().rstrip("/")       # the server answers /metrics, not /metrics/
     if "://" not in url:
         url = "http://" + url
-    if not url.rstrip("/").endswith("/metrics"):
-        url = url.rstrip("/") + "/metrics"
+    if not url.endswith("/metrics"):
+        url = url + "/metrics"
     return url
 
 

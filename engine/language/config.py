@@ -574,7 +574,9 @@ class _Reader:
         if not t.pattern.fullmatch(name):
             self.fail(key, f"{_show(name)} is not {t.what}")
         if len(name) > t.longest:
-            self.fail(key, f"{_show(name)} is {len(name):,} characters long; a name has at most {t.longest}")
+            # the key holds the name itself when it is a section's key: cut there too
+            self.fail(key.replace(name, _show(name)[1:]),
+                      f"{_show(name)} is {len(name):,} characters long; a name has at most {t.longest}")
         return name
 
     # -- the schema's value types

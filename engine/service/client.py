@@ -173,14 +173,21 @@ def service_address(url: str, option: str) -> str:
         raise ValueError(f"{option} is empty: expected http://HOST:PORT")
     if "://" not in given:
         given = "http://" + given
-    parts = urllib.parse.urlsplit(given)
+    try:
+        parts = urllib.parse.urlsplit(given)
+    except ValueError as e:        # an unclosed IPv6 bracket, say
+        raise ValueError(f"{option} {url}: {e} (expected http://HOST:PORT)") from None
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"{option} {url}: the port is no number in 1-65535 (expected http://HOST:PORT)") from None
+        port = 0
+    if port == 0:
+        raise ValueError(f"{option} {url}: the port is no number in 1-65535 (expected http://HOST:PORT)")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{option} {url}: expected http://HOST:PORT")
-    if port == 0 or (port is None and parts.scheme == "http"):
+    if parts.query or parts.fragment or "?" in given or "#" in given:
+        raise ValueError(f"{option} {url}: an address takes no query or fragment (expected http://HOST:PORT)")
+    if port is None and parts.scheme == "http":
         raise ValueError(f"{option} {url}: no port (expected http://HOST:PORT)")
     return f"{parts.scheme}://{parts.netloc}"
 

@@ -69,7 +69,7 @@ def _handler(registry) -> type:
         def do_POST(self):
             self._say(405, f"{self.command} is not answered here: use GET {METRICS_PATH}", {"Allow": "GET"})
 
-        do_PUT = do_DELETE = do_PATCH = do_HEAD = do_POST
+        do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_POST
 
         def send_error(self, code, message=None, explain=None):
             # http.server's own refusals (a malformed request line) as a line of text too
