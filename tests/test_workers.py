@@ -663,6 +663,30 @@ def test_a_world_sharded_for_another_worker_is_refused(tight):
     assert (shards_of(engine.subscribers, 3) == 1).all()
 
 
+def test_a_world_whose_columns_were_dropped_is_refused_by_name(tight):
+    """A world given up to an engine (give_world, or one the engine loaded itself) has lost
+    its attribute columns: compiling a `where` from it again is a ValueError that says so,
+    not "unknown attribute 'arpu' (profile columns: arpu, ...)"; with shards, the columns
+    dropped stay dropped in each worker's copy."""
+    from engine.language.compile import load_world, shard_world
+
+    cfg = load_config(tight[0])
+    assert any(c.where for c in cfg.campaigns)
+    world = load_world(cfg)
+    Engine(cfg, world, give_world=True)
+    with pytest.raises(ValueError, match=r"profile columns \(arpu, .*\) were dropped once an engine was compiled"):
+        Engine(cfg, world)
+    with pytest.raises(ValueError, match=r"were dropped"):
+        Engine(cfg, shard_world(world, (0, 2)), shard=(0, 2))
+    owned = Engine(cfg)
+    with pytest.raises(ValueError, match=r"load it again with load_world"):
+        Engine(cfg, owned.world)
+    fresh = load_world(cfg)
+    Engine(cfg, fresh)          # not given: its columns stay
+    assert fresh.profiles.columns and not fresh.released
+    Engine(cfg, fresh)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's PR_SET_PDEATHSIG")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_workers_die_with_the_coordinator(tight, tmp_path, sig):

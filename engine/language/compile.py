@@ -62,6 +62,9 @@ class World:
     peer_tables: dict[str, PeerTable] = field(default_factory=dict)
     # (i, n): the profiles hold only worker i of n's rows (shard_world)
     shard: Optional[tuple[int, int]] = None
+    # the attribute columns were dropped once compiled (release_columns): a later compile
+    # that reads an attribute must say so, not call it unknown
+    released: bool = False
 
     def peer_table(self, name: str) -> PeerTable:
         """List `name` as a peer set (engine._core.PeerTable), built at the first call and
@@ -80,7 +83,7 @@ def shard_world(world: World, shard: tuple[int, int]) -> World:
     profiles = world.profiles
     mine = shards_of(np.ascontiguousarray(profiles.msisdn, dtype=np.uint64), shard[1]) == shard[0]
     return World(take_rows(profiles, np.flatnonzero(mine)), world.lists, world.areas, world.peer_tables,
-                 shard=shard)
+                 shard=shard, released=world.released)
 
 
 def release_columns(world: World) -> None:
@@ -90,6 +93,7 @@ def release_columns(world: World) -> None:
     world.profiles.columns = {}
     world.profiles.tags = None
     world.profiles.not_numbers = {}
+    world.released = True
 
 
 def build_peer_tables(config: Config, world: World) -> None:
@@ -295,9 +299,16 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     the world is the caller's to spend, and its snapshot's columns are dropped
     (release_columns) once read, before the state is allocated. Raises ConfigError for a
     `where` or an anniversary the snapshot cannot serve, ValueError for a world sharded
-    for another worker."""
+    for another worker, or one whose columns an earlier compile dropped (release_columns)
+    when this configuration reads any."""
     if world.shard is not None and world.shard != shard:
         raise ValueError(f"a world of worker {world.shard[0]} of {world.shard[1]} compiled as shard {shard}")
+    if world.released and _where_columns(config):
+        # the columns are gone: every attribute would be called unknown, beside a list of
+        # the file's columns that names it
+        raise ValueError(f"this world's profile columns ({', '.join(sorted(_where_columns(config)))}) were dropped "
+                         "once an engine was compiled from it (give_world=True, or an Engine that loaded its own "
+                         "world): load it again with load_world")
     if shard is not None and world.shard is None:
         # a worker of a sharded run: its subscribers only, and `where` and the dates read
         # only their rows; `keep` (a worker's checkpoint or its engine before a reload) holds
