@@ -37,6 +37,14 @@ class WholeNumber(click.IntRange):
     "'abc' is not a valid integer range" (the range is the type's name, not the value's)."""
     name = "whole number"
 
+    def _describe_range(self) -> str:
+        # the bounds with thousands separators: an error line masks any run of 7 digits or
+        # more (privacy.scrub), which made 10**11 read '100*****0000'
+        low = "" if self.min is None else f"{self.min:,}{'<' if self.min_open else '<='}"
+        high = "" if self.max is None else f"{'<' if self.max_open else '<='}{self.max:,}"
+        return f"{low}x{high}" if self.min is not None and self.max is not None else (
+            f"x{'>' if self.min_open else '>='}{self.min:,}" if self.max is None else f"x{high}")
+
 
 # --log-format json: the final error line is a JSON log record too, so that every line on
 # stderr parses (set by main, before any command runs)
@@ -1156,18 +1164,20 @@ def send(address: str, files, timeout: float):
 
 @main.command()
 @click.argument("workloads", nargs=-1)
-@click.option("--campaigns", default=12, show_default=True,
+@click.option("--campaigns", default=12, show_default=True, type=WholeNumber(0, 10_000),
               help="Synthetic campaigns, besides the programmes of examples/ that gen always writes.")
 @click.option("--dir", "directory", type=GivenPath(file_okay=False, path_type=Path, created=True), default=None,
               help="Keep the generated worlds here and reuse them (default: temporary, deleted).")
 @click.option("--peers", is_flag=True,
               help="Also run the peers (reference model, DuckDB) against sigmatch on a stateless workload.")
-@click.option("--peer-subscribers", default=100_000, show_default=True)
-@click.option("--peer-events", default=1_000_000, show_default=True)
+# checked whether or not --peers is given: a bad value is a typo to say at once, not to
+# find when --peers is added (the peers' world draws its off-net numbers from 10M: at most 100M)
+@click.option("--peer-subscribers", default=100_000, show_default=True, type=WholeNumber(100, 100_000_000))
+@click.option("--peer-events", default=1_000_000, show_default=True, type=WholeNumber(1, 10**11))
 @click.option("--record", is_flag=True,
               help="Append the results, with the machine, to bench/RESULTS.md (peers: bench/PEERS.md); "
                    "without it nothing is written.")
-@click.option("--seed", default=1, show_default=True)
+@click.option("--seed", default=1, show_default=True, type=WholeNumber(0, 2**63 - 1))
 @click.option("--service", is_flag=True,
               help="Also run the daemon from a spool against replay on the same files (2M subscribers, "
                    "60M events in 120 files).")
@@ -1195,6 +1205,14 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
     unknown = [w for w in names if w not in WORKLOADS]
     if unknown:
         _fail(f"unknown workload {unknown[0]!r} (known: {', '.join(WORKLOADS)})")
+    if directory is not None:
+        # made here, before any world is generated, so that a folder that cannot be made is
+        # said as the option's (the benchmarks said only the path, in an OSError's words)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            reason = e.strerror if e.strerror and e.filename in (str(directory), directory) else describe_os_error(e)
+            _fail(f"--dir {directory}: {reason}")
     if language_cost:
         try:
             from bench.language import format_language_cost, record_language_cost, run_language_cost

@@ -149,3 +149,26 @@ def test_one_shard_alone_is_timed_against_one_process_and_the_decoder(tmp_path):
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["workers"] == 3 and figures["events"] == 20000
     assert all(figures[k] >= 0 for k in ("shard_s", "one_process_s", "decode_s"))
+
+
+def test_bench_options_out_of_range_are_one_line_before_anything_is_generated(tmp_path):
+    """`sigmatch bench S --campaigns -5` printed gen's traceback from the benchmark's child
+    process after announcing the generation; the peers' sizes were checked only with
+    --peers. Each is now refused by its option, with bounds that the privacy mask leaves
+    readable (thousands separators: no run of 7 digits)."""
+    from click.testing import CliRunner
+
+    from engine.cli import main
+    for args, said in ((["--campaigns", "-5"], "'--campaigns': -5 is not in the range 0<=x<=10,000."),
+                       (["--campaigns", "10001"], "'--campaigns': 10001 is not in the range 0<=x<=10,000."),
+                       (["--peer-events", "0"], "'--peer-events': 0 is not in the range 1<=x<=100,000,000,000."),
+                       (["--peer-subscribers", "99"], "'--peer-subscribers': 99 is not in the range "
+                                                      "100<=x<=100,000,000."),
+                       (["--seed", "-1"], "'--seed': -1 is not in the range 0<=x<=9,223,372,036,854,775,807.")):
+        done = CliRunner().invoke(main, ["bench", "S", "--dir", str(tmp_path), *args])
+        assert done.exit_code == 2, (args, done.output)
+        assert said in done.output and "Traceback" not in done.output and "generating" not in done.output
+    assert list(tmp_path.iterdir()) == []
+    done = CliRunner().invoke(main, ["bench", "S", "--dir", "/proc/sigmatch-bench"])
+    assert done.exit_code == 1 and done.output.strip().splitlines() == [
+        "sigmatch: error: --dir /proc/sigmatch-bench: No such file or directory"], done.output
