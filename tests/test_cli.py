@@ -599,7 +599,8 @@ def test_relative_paths_of_a_configuration_through_a_pipe_are_the_working_direct
                                 str(tmp_path / "out2")], input=config.read_text(), capture_output=True, text=True,
                                cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert elsewhere.returncode != 0
-    assert elsewhere.stderr.strip().splitlines()[-1].startswith(f"sigmatch: error: {tmp_path}/"), elsewhere.stderr
+    assert elsewhere.stderr.strip().splitlines()[-1].startswith(
+        f"sigmatch: error: /dev/stdin: engine.profiles: {tmp_path}/"), elsewhere.stderr
     # `/dev/stdin < campaigns.toml`: standard input is then the file itself, still not in /dev
     with open(config) as f:
         redirected = subprocess.run([sys.executable, "-m", "engine.cli", "check", "/dev/stdin"], stdin=f,

@@ -134,7 +134,12 @@ def test_check_accepts_a_good_configuration(world):
      ["campaigns.toml", "calls"]),
     (('channel  = "boss"', 'channel  = "boss"\nexempt   = ["cooldown"]'), ["campaigns.toml", "exempt"]),
     (('id       = "now"', 'id       = "later"'), ["campaigns.toml", "later"]),
-    (('profiles = "profiles.csv"', 'profiles = "missing.csv"'), ["missing.csv"]),
+    # a missing input names the configuration and the key that points at it
+    (('profiles = "profiles.csv"', 'profiles = "missing.csv"'),
+     ["campaigns.toml: engine.profiles: ", "missing.csv: no such profile file"]),
+    (('dnd = "dnd.txt"', 'dnd = "gone/dnd.txt"'), ["campaigns.toml: lists.dnd: ", "dnd.txt: no such list file"]),
+    (('[lists]', '[areas]\nmall = "mall.txt"\n\n[lists]'),
+     ["campaigns.toml: areas.mall: ", "mall.txt: no such area file"]),
 ])
 def test_check_fails_on_a_bad_configuration(world, change, words):
     text = world.read_text()

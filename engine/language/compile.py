@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import logging
+import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 
 from engine._core import Core, PeerTable, shards_of
 from engine.language.config import Config
-from engine.errors import ConfigError
+from engine.errors import ConfigError, LoadError
 from engine.wording import plural
 from loaders import usable_cores
 from loaders.areas import load_area
@@ -115,10 +116,23 @@ def load_world(config: Config) -> World:
     # Only the attributes some `where` or `anniversary` reads are loaded: the rest of a
     # snapshot would cost gigabytes at province scale and serve nothing.
     fmt = TextFormat(encoding=config.encoding, null_values=config.null_values)
+    _require_input(config, "engine.profiles", config.profiles, "profile")
+    for name, path in config.lists.items():
+        _require_input(config, f"lists.{name}", path, "list")
+    for name, path in config.areas.items():
+        _require_input(config, f"areas.{name}", path, "area")
     profiles = load_profiles(config.profiles, columns=_where_columns(config), fmt=fmt)
     lists = {name: load_list(path, fmt) for name, path in config.lists.items()}
     areas = {name: load_area(path, fmt) for name, path in config.areas.items()}
     return World(profiles, lists, areas)
+
+
+def _require_input(config: Config, key: str, path, kind: str) -> None:
+    """LoadError naming the configuration and its key when the file a key names does not
+    exist: the path alone (resolved against the configuration's folder) does not say which
+    key to correct. Any other problem is the loader's to say."""
+    if not os.path.lexists(path):
+        raise LoadError(f"{config.named}: {key}: {path}: no such {kind} file")
 
 
 @dataclass
