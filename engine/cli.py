@@ -549,8 +549,10 @@ def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt,
         stats = cluster.replay(config, list(traces), out, workers=workers, address=ray_address or None,
                                format=fmt, progress=progress, ready=remove_earlier)
     else:
-        remove_earlier()
-        stats = sharded.replay(cfg, list(traces), out, workers=workers, format=fmt, progress=progress)
+        # once the world has loaded, as for one process: a snapshot or list that does not load
+        # leaves no output folder behind
+        stats = sharded.replay(cfg, list(traces), out, workers=workers, format=fmt, progress=progress,
+                               ready=remove_earlier)
     click.echo(format_run(stats))
     click.echo(format_funnel(stats))
     _warn_of_run(stats, cfg)
@@ -1172,8 +1174,10 @@ def send(address: str, files, timeout: float):
               help="Also run the peers (reference model, DuckDB) against sigmatch on a stateless workload.")
 # checked whether or not --peers is given: a bad value is a typo to say at once, not to
 # find when --peers is added (the peers' world draws its off-net numbers from 10M: at most 100M)
-@click.option("--peer-subscribers", default=100_000, show_default=True, type=WholeNumber(100, 100_000_000))
-@click.option("--peer-events", default=1_000_000, show_default=True, type=WholeNumber(1, 10**11))
+@click.option("--peer-subscribers", default=100_000, show_default=True, type=WholeNumber(100, 100_000_000),
+              help="With --peers: subscribers of the peers' stateless world.")
+@click.option("--peer-events", default=1_000_000, show_default=True, type=WholeNumber(1, 10**11),
+              help="With --peers: events of the peers' stateless trace.")
 @click.option("--record", is_flag=True,
               help="Append the results, with the machine, to bench/RESULTS.md (peers: bench/PEERS.md); "
                    "without it nothing is written.")
@@ -1208,6 +1212,9 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
     if directory is not None:
         # made here, before any world is generated, so that a folder that cannot be made is
         # said as the option's (the benchmarks said only the path, in an OSError's words)
+        from engine.sinks import dangling_on_the_way
+        if dangling := dangling_on_the_way(directory):
+            _fail(f"--dir {dangling}" if dangling.startswith(f"{directory} ") else f"--dir {directory}: {dangling}")
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -172,3 +172,7 @@ def test_bench_options_out_of_range_are_one_line_before_anything_is_generated(tm
     done = CliRunner().invoke(main, ["bench", "S", "--dir", "/proc/sigmatch-bench"])
     assert done.exit_code == 1 and done.output.strip().splitlines() == [
         "sigmatch: error: --dir /proc/sigmatch-bench: No such file or directory"], done.output
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    done = CliRunner().invoke(main, ["bench", "S", "--dir", str(tmp_path / "dangling")])
+    assert done.exit_code == 1 and done.output.strip().splitlines() == [
+        f"sigmatch: error: --dir {tmp_path / 'dangling'} is a link to {tmp_path / 'gone'}, which does not exist"]

@@ -150,6 +150,28 @@ def test_check_fails_on_a_bad_configuration(world, change, words):
     assert out == ""
 
 
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p.symlink_to(p.parent / "gone.txt"), ["campaigns.toml: lists.dnd: ", "dnd.txt is a link to ",
+                                                     "gone.txt, which does not exist"]),
+    (lambda p: p.mkdir(), ["campaigns.toml: lists.dnd: ", "dnd.txt: a directory, not a list file"]),
+])
+def test_a_list_that_is_a_link_to_nothing_or_a_directory_names_its_key(world, make, words):
+    (world.parent / "dnd.txt").unlink()
+    make(world.parent / "dnd.txt")
+    for command in (["check", world], ["replay", world, trace(world.parent / "t.msgpack", [T0, SMS, A]),
+                                       "--out", world.parent / "out", "--workers", "2"]):
+        code, _, err = sigmatch(*command)
+        one_line_error(code, err, *words)
+    # with workers as with one process, a world that does not load leaves no output folder
+    assert not (world.parent / "out").exists()
+
+
+def test_a_missing_file_whose_name_holds_a_line_break_keeps_its_reason_on_the_line(world):
+    world.write_text(world.read_text().replace('dnd = "dnd.txt"', 'dnd = "d\\nd.txt"'))
+    code, _, err = sigmatch("check", world)
+    one_line_error(code, err, "campaigns.toml: lists.dnd: ", "d\\nd.txt': no such list file")
+
+
 @pytest.mark.parametrize("command", ["check", "replay"])
 def test_a_missing_configuration_is_one_line(tmp_path, command):
     t = trace(tmp_path / "t.msgpack", [T0, SMS, A])

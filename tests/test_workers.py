@@ -685,6 +685,13 @@ def test_a_world_whose_columns_were_dropped_is_refused_by_name(tight):
     Engine(cfg, fresh)          # not given: its columns stay
     assert fresh.profiles.columns and not fresh.released
     Engine(cfg, fresh)
+    # a world loaded for a configuration that reads fewer columns lacks the others
+    plain = replace(cfg, campaigns=tuple(replace(c, where=None, anniversary=None) for c in cfg.campaigns))
+    narrow = load_world(plain)
+    Engine(plain, narrow)
+    with pytest.raises(ValueError, match=r"loaded without the profile columns arpu, .* that this configuration "
+                                         r"reads: load it with load_world\(this configuration\)"):
+        Engine(cfg, narrow)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's PR_SET_PDEATHSIG")

@@ -128,11 +128,22 @@ def load_world(config: Config) -> World:
 
 
 def _require_input(config: Config, key: str, path, kind: str) -> None:
-    """LoadError naming the configuration and its key when the file a key names does not
-    exist: the path alone (resolved against the configuration's folder) does not say which
-    key to correct. Any other problem is the loader's to say."""
-    if not os.path.lexists(path):
-        raise LoadError(f"{config.named}: {key}: {path}: no such {kind} file")
+    """LoadError naming the configuration and its key when the file a key names is missing,
+    a link to nothing or a directory: the path alone (resolved against the configuration's
+    folder) does not say which key to correct. Any other problem is the loader's to say."""
+    from engine.sinks import dangling_link
+    text = str(path)
+    # a line break would cut the one-line error before its reason (cli._fail keeps one line)
+    shown = repr(text) if any(ord(ch) < 32 or ord(ch) == 127 for ch in text) else text
+    if dangling := dangling_link(path):
+        reason = dangling.replace(text, shown, 1) if shown != text else dangling
+    elif not os.path.lexists(path):
+        reason = f"{shown}: no such {kind} file"
+    elif os.path.isdir(path):
+        reason = f"{shown}: a directory, not a {kind} file"
+    else:
+        return
+    raise LoadError(f"{config.named}: {key}: {reason}")
 
 
 @dataclass
@@ -313,14 +324,24 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     the world is the caller's to spend, and its snapshot's columns are dropped
     (release_columns) once read, before the state is allocated. Raises ConfigError for a
     `where` or an anniversary the snapshot cannot serve, ValueError for a world sharded
-    for another worker, or one whose columns an earlier compile dropped (release_columns)
-    when this configuration reads any."""
+    for another worker, or one without a column this configuration reads that its file has
+    (dropped by an earlier compile, release_columns, or not loaded: load_world reads what
+    its own configuration reads)."""
     if world.shard is not None and world.shard != shard:
         raise ValueError(f"a world of worker {world.shard[0]} of {world.shard[1]} compiled as shard {shard}")
-    if world.released and _where_columns(config):
+    needed = _where_columns(config)
+    if not world.released and needed:
+        loaded = set(world.profiles.columns) | ({"tags"} if world.profiles.tags is not None else set())
+        # a snapshot made in memory may name no file header: its columns are all it has
+        unloaded = sorted((needed - loaded) & set(getattr(world.profiles, "header", ())))
+        if unloaded:
+            # load_world reads only what its configuration's where and anniversary read
+            raise ValueError(f"this world was loaded without the profile columns {', '.join(unloaded)} that this "
+                             "configuration reads: load it with load_world(this configuration)")
+    if world.released and needed:
         # the columns are gone: every attribute would be called unknown, beside a list of
         # the file's columns that names it
-        raise ValueError(f"this world's profile columns ({', '.join(sorted(_where_columns(config)))}) were dropped "
+        raise ValueError(f"this world's profile columns ({', '.join(sorted(needed))}) were dropped "
                          "once an engine was compiled from it (give_world=True, or an Engine that loaded its own "
                          "world): load it again with load_world")
     if shard is not None and world.shard is None:

@@ -31,7 +31,7 @@ from multiprocessing.connection import wait
 import mmap
 import os
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -601,7 +601,7 @@ class _Forked:
 
 
 def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional[str] = None,
-           progress: Optional[bool] = None) -> dict:
+           progress: Optional[bool] = None, ready: Optional[Callable[[], None]] = None) -> dict:
     """Replay `traces` (paths, one stream in order) through the configuration at
     `config_path` (or that Config, loaded) on `workers` processes, then drain, writing to `out` what one process
     would write (engine.api.Engine.replay). Returns the stats written to stats.json.
@@ -609,7 +609,10 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     break, and stats.json), WorkerError when a worker fails (stats.json is then not written),
     ConfigError/LoadError before any worker starts for a configuration, snapshot, list or
     area that does not load (or, from the workers, one that does not compile), and LoadError
-    as one process would, after stats.json, for a trace that cannot be read part-way."""
+    as one process would, after stats.json, for a trace that cannot be read part-way.
+    `ready()` is called once the world has loaded, before anything is written to `out`
+    (the command takes its output lock and removes the earlier run there: a world that does
+    not load leaves `out` as it was)."""
     if not 1 <= workers <= MAX_WORKERS:
         raise ValueError(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}")
     begun = time.perf_counter()
@@ -618,8 +621,11 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     config = config_path if isinstance(config_path, Config) else load_config(Path(config_path))
     if workers == 1:
         from engine.api import Engine
-        return Engine(config).replay([Path(t) for t in traces], out=out, drain=True,
-                                     format=format, progress=progress, keep=False).stats
+        engine = Engine(config)
+        if ready is not None:
+            ready()
+        return engine.replay([Path(t) for t in traces], out=out, drain=True,
+                             format=format, progress=progress, keep=False).stats
     # loaded once, here: the forked workers share it, each compiles its own subscribers and
     # then frees it (no frame of this process holds it while they are forked); the
     # coordinator merges records only
@@ -627,6 +633,8 @@ def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional
     # built once and shared with the workers, which only read them (a peer set of a province
     # is hundreds of MB: each worker built its own copy)
     build_peer_tables(config, world[0])
+    if ready is not None:
+        ready()
     sinks = _sinks(config, out, format)
     loaded = time.perf_counter() - begun
     forked = _Forked(config, world, traces, workers)
