@@ -607,8 +607,12 @@ def test_new_clone_pause_schedule_move_and_sections(app, world):
                        why="cap sms")
     assert answer.status_code == 400 and 'id="error-daily_budget"' in answer.text
     answer = post_form(ed, "/configuration/lists", "/configuration/lists", name="vip", value="lists/missing.txt", why="vip list")
-    # a file that cannot be loaded is named by the loader (the file, not a key): shown above the form
-    assert answer.status_code == 400 and 'id="general-errors"' in answer.text and "missing.txt" in answer.text
+    # a file that is missing is named with its key (lists.vip): shown beside the value's input
+    assert answer.status_code == 400 and 'id="error-value"' in answer.text, answer.text
+    assert "missing.txt: no such list file" in answer.text and 'id="general-errors"' not in answer.text
+    # what was typed is there to correct, not to type again
+    assert 'name="value" value="lists/missing.txt"' in answer.text and 'name="name" value="vip"' in answer.text
+    assert 'name="why" size="70" maxlength="2000" value="vip list"' in answer.text
     answer = post_form(ed, "/configuration/lists", "/configuration/lists", name="v i p", value="lists/dnd.txt", why="vip list")
     assert answer.status_code == 400 and 'id="error-value"' in answer.text and "not a valid list name" in answer.text
     head = tomllib.loads(versions_of_app(app).head()["text"])

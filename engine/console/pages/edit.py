@@ -279,11 +279,16 @@ def _section_page(request, head, doc, section: str, entry: Optional[str], table:
                   action=path, title=title, doc=schema.SECTION[section].doc)
 
 
-def _map_page(request, head, doc, section: str, errors=None, status_code=200):
+def _map_page(request, head, doc, section: str, errors=None, status_code=200, submitted=None):
+    """`submitted`: the form refused, whose entry and reason are shown again to be corrected
+    (a removal's are not: its row is still in the table)."""
+    kept = submitted is not None and submitted.get("remove") != "1"
+    shown = {name: str(submitted.get(name, "")) for name in ("name", "value")} if kept else {}
     return render(request, "edit.html.jinja", status_code=status_code, mode="map", section=section, head=head,
                   entries=doc.section(section), errors=errors or forms.FormErrors(),
                   title=SECTION_LABELS[section], doc=schema.SECTION[section].doc,
-                  fields=forms.entry_fields(section, forms.options_from(doc.values())))
+                  fields=forms.entry_fields(section, forms.options_from(doc.values())), shown=shown,
+                  why=str(submitted.get("why", "")) if kept else None)
 
 
 def _known(section: str) -> None:
@@ -356,18 +361,18 @@ async def _save_map(request, user, v, head, doc, section, submitted, why):
         value = None if remove else forms.read_form_value(section, submitted.get("value", ""))
         forms.one_line("name", name)
     except forms.FormValueError as e:
-        return _map_page(request, head, doc, section, forms.FormErrors({e.name: str(e)}), 400)
+        return _map_page(request, head, doc, section, forms.FormErrors({e.name: str(e)}), 400, submitted)
     if not name:
-        return _map_page(request, head, doc, section, forms.FormErrors({"name": "a name is needed"}), 400)
+        return _map_page(request, head, doc, section, forms.FormErrors({"name": "a name is needed"}), 400, submitted)
     try:
         version, errors = await run_in_threadpool(v.save, user.name, why, _base(submitted), f"[{section}] {name}",
                                                   lambda d: d.set_map(section, name, value), section=section,
                                                   entry=name, inputs=frozenset({"name", "value"}))
     except VersionError as e:
         return _map_page(request, head, doc, section, forms.FormErrors(general=[str(e)]),
-                         409 if isinstance(e, Conflict) else 400)
+                         409 if isinstance(e, Conflict) else 400, submitted)
     if errors:
-        return _map_page(request, head, doc, section, errors, 400)
+        return _map_page(request, head, doc, section, errors, 400, submitted)
     return _saved(request, version, f"{section}.{'remove' if remove else 'set'}", f"{section}.{name}")
 
 
