@@ -109,6 +109,9 @@ def test_rare_campaigns_benchmark_adds_campaigns_that_almost_never_match(tmp_pat
     # ten subscribers in the rare audience: the added campaigns change under 1% of the outcome
     assert abs(result["actions"]["b"] - result["actions"]["a"]) < 0.01 * result["events"]
     assert result["a_eps"] > 0 and result["b_eps"] > 0
+    # the yardstick of issue 14, part 2: msgpack-python iterating the same file
+    assert result["msgpack_eps"] > 0 and result["a_over_msgpack"] == result["a_eps"] / result["msgpack_eps"]
+    assert len(result["runs_msgpack"]) == 1
 
 
 def test_scaling_plot_draws_the_recorded_runs_and_refuses_other_files_in_one_line(tmp_path):
