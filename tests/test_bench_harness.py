@@ -179,3 +179,19 @@ def test_bench_options_out_of_range_are_one_line_before_anything_is_generated(tm
     done = CliRunner().invoke(main, ["bench", "S", "--dir", str(tmp_path / "dangling")])
     assert done.exit_code == 1 and done.output.strip().splitlines() == [
         f"sigmatch: error: --dir {tmp_path / 'dangling'} is a link to {tmp_path / 'gone'}, which does not exist"]
+
+
+def test_sweep_benchmark_sets_many_campaigns_against_few_on_the_same_trace_size(tmp_path):
+    """`python -m bench.sweep` (issue 14, part 1): two gen worlds, replayed in turn in fresh
+    processes; the share of the rate with many campaigns is the ratio of the medians."""
+    from bench.sweep import measure
+    result = measure(tmp_path, subscribers=2_000, events=10_000, few=2, many=6, rounds=2, best=1,
+                     echo=lambda *a: None)
+    programmes = result["campaigns"][0] - 2
+    assert result["campaigns"] == [programmes + 2, programmes + 6] and result["synthetic"] == [2, 6]
+    assert [len(r) for r in result["runs"]] == [2, 2] and all(s > 0 for r in result["runs"] for s in r)
+    few, many = result["eps"]
+    assert result["share"] == many / few and result["aim"] == 0.70
+    # the worlds are kept and reused
+    again = measure(tmp_path, subscribers=2_000, events=10_000, few=2, many=6, rounds=1, best=1, echo=lambda *a: None)
+    assert again["actions"] == result["actions"]

@@ -1,0 +1,121 @@
+"""Cost flat in campaigns (issue 14, part 1): decode + match at 200 campaigns against 12.
+
+    python -m bench.sweep                     # 1M subscribers, 3M events, 12 vs 200 campaigns
+    python -m bench.sweep --directory /tmp/sweep --rounds 3
+
+Two `sigmatch gen` worlds of the same subscribers and trace size, one with `--campaigns 12`
+and one with `--campaigns 200` (gen's programmes come besides them), as the sweep of
+`python -m bench.plot` makes its points. Each world is replayed by `Engine.replay` without
+sinks, the trace in memory, drained: the best of `--best` replays in a fresh process, the two
+worlds in turn, `--rounds` times. The issue asks the rate at 200 to be at least 70% of the
+rate at 12; the medians of the bests and that share are printed as one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+__all__ = ["make_worlds", "measure"]
+
+AIM = 0.70
+
+
+def make_worlds(directory: Path, *, subscribers: int, events: int, campaigns: tuple[int, ...],
+                seed: int = 1) -> dict[int, Path]:
+    """One generated world per number of synthetic campaigns, under `directory` (reused when
+    its manifest matches): {campaigns: its folder}."""
+    from engine.world.gen import generate
+    worlds = {}
+    for n in campaigns:
+        folder = directory / f"sweep-{n}"
+        manifest = folder / "sweep-world.json"
+        wanted = dict(subscribers=subscribers, events=events, campaigns=n, seed=seed)
+        if not (manifest.is_file() and json.loads(manifest.read_text()) == wanted):
+            manifest.unlink(missing_ok=True)     # a generation cut short is not taken for the world
+            generate(folder, subscribers=subscribers, events=events, campaigns=n, seed=seed)
+            manifest.write_text(json.dumps(wanted))
+        worlds[n] = folder
+    return worlds
+
+
+def _best_replay(folder: Path, best: int) -> dict:
+    """The best of `best` replays of the world in `folder`, in this process, each by a fresh
+    engine: {events, seconds, actions}."""
+    from engine.api import Engine
+    from engine.language.config import load_config
+    config = load_config(folder / "campaigns.toml")
+    data = (folder / "trace.msgpack").read_bytes()
+    fastest = None
+    for _ in range(best):
+        engine = Engine(config)
+        started = time.perf_counter()
+        run = engine.replay(data, drain=True, keep=False, progress=False)
+        seconds = time.perf_counter() - started
+        fastest = seconds if fastest is None else min(fastest, seconds)
+    return {"events": run.stats["run"]["events"], "seconds": fastest, "actions": run.stats["run"]["actions"],
+            "campaigns": len(config.campaigns)}
+
+
+def _child(folder: Path, best: int) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "bench.sweep", "--measure", str(folder), str(best)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError((proc.stderr.strip().splitlines() or ["benchmark child failed"])[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure(directory: Path, *, subscribers: int = 1_000_000, events: int = 3_000_000, few: int = 12,
+            many: int = 200, rounds: int = 3, best: int = 3, seed: int = 1, echo=print) -> dict:
+    """The two worlds in turn, `rounds` times, each a fresh process taking the best of `best`
+    replays. Returns the medians (s and events/s), every round's seconds, and `share`: the
+    rate with `many` synthetic campaigns over the rate with `few` (the issue's aim: >= AIM)."""
+    echo(f"sweep: worlds of {subscribers:,} subscribers, {events:,} events, {few} and {many} campaigns ...")
+    worlds = make_worlds(directory, subscribers=subscribers, events=events, campaigns=(few, many), seed=seed)
+    seconds: dict[int, list[float]] = {few: [], many: []}
+    last: dict[int, dict] = {}
+    for r in range(rounds):
+        for n in (few, many):
+            last[n] = _child(worlds[n], best)
+            seconds[n].append(last[n]["seconds"])
+            echo(f"sweep: round {r + 1}: {n} campaigns {last[n]['seconds']:.3f} s")
+    median = {n: statistics.median(seconds[n]) for n in (few, many)}
+    rate = {n: last[n]["events"] / median[n] for n in (few, many)}
+    return {"subscribers": subscribers, "events": events, "synthetic": [few, many],
+            "campaigns": [last[few]["campaigns"], last[many]["campaigns"]],
+            "seconds": [median[few], median[many]], "eps": [rate[few], rate[many]],
+            "share": rate[many] / rate[few], "aim": AIM, "actions": [last[few]["actions"], last[many]["actions"]],
+            "runs": [seconds[few], seconds[many]]}
+
+
+def main(argv=None):
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "--measure":
+        print(json.dumps(_best_replay(Path(args[1]), int(args[2]))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=3_000_000)
+    parser.add_argument("--few", type=int, default=12, help="synthetic campaigns of the first world")
+    parser.add_argument("--many", type=int, default=200, help="synthetic campaigns of the second world")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--best", type=int, default=3, help="replays per process, the fastest kept")
+    parser.add_argument("--directory", type=Path, help="keep the worlds here (default: a temporary one)")
+    ns = parser.parse_args(args)
+    for name in ("subscribers", "events", "rounds", "best"):
+        if getattr(ns, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="sigmatch-sweep-") as scratch:
+        result = measure(ns.directory or Path(scratch), subscribers=ns.subscribers, events=ns.events, few=ns.few,
+                         many=ns.many, rounds=ns.rounds, best=ns.best,
+                         echo=lambda line: print(line, file=sys.stderr))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
