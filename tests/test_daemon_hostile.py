@@ -195,6 +195,28 @@ def test_an_unknown_spool_owner_is_one_line(world, tmp_path):
     assert proc.stderr.strip().splitlines() == ["sigmatch: error: --spool-owner 'no-such-user-here': no such user"]
 
 
+def test_a_missing_list_is_one_line_and_makes_no_folder(world, tmp_path):
+    """A file the configuration names that is not there is said with its key before the
+    service makes its --out and --state (they were made, and left, for nothing)."""
+    config, _ = world
+    (tmp_path / "spool").mkdir()
+    broken = tmp_path / "broken.toml"
+    text = config.read_text()
+    assert "[lists]\n" in text
+    broken.write_text(text.replace("[lists]\n", '[lists]\ngone = "gone.txt"\n', 1))
+    # the configuration's relative paths are its folder's: keep them beside it
+    for item in config.parent.iterdir():
+        if item != config and not (tmp_path / item.name).exists():
+            (tmp_path / item.name).symlink_to(item)
+    proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(broken), "--out", str(tmp_path / "out"),
+                           "--state", str(tmp_path / "state"), "--spool", str(tmp_path / "spool")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        f"sigmatch: error: {broken}: lists.gone: {tmp_path / 'gone.txt'}: no such list file"], proc.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
+
+
 # --------------------------------------------------------------------------- item 3: modes
 
 @pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])

@@ -112,19 +112,27 @@ def require_profiles(config: Config) -> None:
 
 
 def load_world(config: Config) -> World:
-    require_profiles(config)
     # Only the attributes some `where` or `anniversary` reads are loaded: the rest of a
     # snapshot would cost gigabytes at province scale and serve nothing.
     fmt = TextFormat(encoding=config.encoding, null_values=config.null_values)
+    require_inputs(config)
+    profiles = load_profiles(config.profiles, columns=_where_columns(config), fmt=fmt)
+    lists = {name: load_list(path, fmt) for name, path in config.lists.items()}
+    areas = {name: load_area(path, fmt) for name, path in config.areas.items()}
+    return World(profiles, lists, areas)
+
+
+def require_inputs(config: Config) -> None:
+    """LoadError naming the configuration and its key for the first profile snapshot, list or
+    area file that is missing, a link to nothing or a directory: what a service checks
+    before it makes its folders, and load_world before it loads. The files' contents are
+    the loaders' to judge."""
+    require_profiles(config)
     _require_input(config, "engine.profiles", config.profiles, "profile")
     for name, path in config.lists.items():
         _require_input(config, f"lists.{name}", path, "list")
     for name, path in config.areas.items():
         _require_input(config, f"areas.{name}", path, "area")
-    profiles = load_profiles(config.profiles, columns=_where_columns(config), fmt=fmt)
-    lists = {name: load_list(path, fmt) for name, path in config.lists.items()}
-    areas = {name: load_area(path, fmt) for name, path in config.areas.items()}
-    return World(profiles, lists, areas)
 
 
 def _require_input(config: Config, key: str, path, kind: str) -> None:

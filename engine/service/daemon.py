@@ -1363,7 +1363,7 @@ class SpoolDaemon:
         spool directory that does not exist, a configuration that does not load, output of
         an earlier run that this state does not cover, an address in use (by another process,
         or by another of this service's own options)."""
-        from engine.language.compile import require_profiles
+        from engine.language.compile import require_inputs
         from engine.language.config import load_config, read_once
         if os.path.isdir(self.out / SERVICE_ID_FILE) and not os.path.islink(self.out / SERVICE_ID_FILE):
             raise SigmatchError(f"--out {self.out}: {SERVICE_ID_FILE} is a directory, where the service keeps its "
@@ -1374,9 +1374,10 @@ class SpoolDaemon:
         if read_once(self.config_path):
             raise SigmatchError(f"{self.config_path}: the service needs CONFIG as a file, which it reads again at "
                                 "every start and reload (this is a pipe or a device)")
-        # the configuration alone (its profiles, lists and areas are loaded later)
+        # the configuration, and that the files it names are there (they are loaded later,
+        # once the folders are made and locked: a missing list made them for nothing)
         config = load_config(self.config_path)
-        require_profiles(config)
+        require_inputs(config)
         unwritable = unwritable_output_directory(self.out, config.campaigns)
         if unwritable:
             # otherwise the first sealed file fails, once events were taken (replay refuses it too)
