@@ -195,19 +195,24 @@ def test_an_unknown_spool_owner_is_one_line(world, tmp_path):
     assert proc.stderr.strip().splitlines() == ["sigmatch: error: --spool-owner 'no-such-user-here': no such user"]
 
 
+def edited_beside(config: Path, edited: Path, old: str, new: str) -> Path:
+    """`config` with its first `old` made `new`, written as `edited`; the configuration's
+    other files are linked beside it, since its relative paths are its own folder's."""
+    text = config.read_text()
+    assert old in text
+    edited.write_text(text.replace(old, new, 1))
+    for item in config.parent.iterdir():
+        if item != config and not (edited.parent / item.name).exists():
+            (edited.parent / item.name).symlink_to(item)
+    return edited
+
+
 def test_a_missing_list_is_one_line_and_makes_no_folder(world, tmp_path):
     """A file the configuration names that is not there is said with its key before the
     service makes its --out and --state (they were made, and left, for nothing)."""
     config, _ = world
     (tmp_path / "spool").mkdir()
-    broken = tmp_path / "broken.toml"
-    text = config.read_text()
-    assert "[lists]\n" in text
-    broken.write_text(text.replace("[lists]\n", '[lists]\ngone = "gone.txt"\n', 1))
-    # the configuration's relative paths are its folder's: keep them beside it
-    for item in config.parent.iterdir():
-        if item != config and not (tmp_path / item.name).exists():
-            (tmp_path / item.name).symlink_to(item)
+    broken = edited_beside(config, tmp_path / "broken.toml", "[lists]\n", '[lists]\ngone = "gone.txt"\n')
     proc = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(broken), "--out", str(tmp_path / "out"),
                            "--state", str(tmp_path / "state"), "--spool", str(tmp_path / "spool")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -662,13 +667,7 @@ def test_offsets_go_on_across_a_corrupt_file_and_the_dead_letter_cap_holds(world
     unpacker.feed(traces[0][1])
     next(unpacker)
     good = traces[0][1][:unpacker.tell()]       # one good event: the file is an event stream
-    edited = tmp_path / "campaigns.toml"
-    text = config.read_text()
-    assert "[engine]\n" in text
-    edited.write_text(text.replace("[engine]\n", "[engine]\nmax_dead_letters = 1000\n", 1))
-    for item in config.parent.iterdir():
-        if item != config and not (tmp_path / item.name).exists():
-            (tmp_path / item.name).symlink_to(item)
+    edited = edited_beside(config, tmp_path / "campaigns.toml", "[engine]\n", "[engine]\nmax_dead_letters = 1000\n")
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
     one = good + bytes(range(1, 128)) * 20 + b"\xc1"     # 2,540 bad values, each its own run, then corrupt
     fill(spool, [(f"d-{i}.msgpack", one) for i in range(5)])
