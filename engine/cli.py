@@ -40,10 +40,10 @@ class WholeNumber(click.IntRange):
     def _describe_range(self) -> str:
         # the bounds with thousands separators: an error line masks any run of 7 digits or
         # more (privacy.scrub), which made 10**11 read '100*****0000'
+        if self.max is None:
+            return f"x{'>' if self.min_open else '>='}{self.min:,}"
         low = "" if self.min is None else f"{self.min:,}{'<' if self.min_open else '<='}"
-        high = "" if self.max is None else f"{'<' if self.max_open else '<='}{self.max:,}"
-        return f"{low}x{high}" if self.min is not None and self.max is not None else (
-            f"x{'>' if self.min_open else '>='}{self.min:,}" if self.max is None else f"x{high}")
+        return f"{low}x{'<' if self.max_open else '<='}{self.max:,}"
 
 
 # --log-format json: the final error line is a JSON log record too, so that every line on

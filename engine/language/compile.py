@@ -337,8 +337,14 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     its own configuration reads)."""
     if world.shard is not None and world.shard != shard:
         raise ValueError(f"a world of worker {world.shard[0]} of {world.shard[1]} compiled as shard {shard}")
+    # A column the file has but the world lacks would be called an unknown attribute, beside
+    # a list of the file's columns that names it: say why it is missing instead.
     needed = _where_columns(config)
-    if not world.released and needed:
+    if needed and world.released:
+        raise ValueError(f"this world's profile columns ({', '.join(sorted(needed))}) were dropped "
+                         "once an engine was compiled from it (give_world=True, or an Engine that loaded its own "
+                         "world): load it again with load_world")
+    if needed:
         loaded = set(world.profiles.columns) | ({"tags"} if world.profiles.tags is not None else set())
         # a snapshot made in memory may name no file header: its columns are all it has
         unloaded = sorted((needed - loaded) & set(getattr(world.profiles, "header", ())))
@@ -346,12 +352,6 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
             # load_world reads only what its configuration's where and anniversary read
             raise ValueError(f"this world was loaded without the profile columns {', '.join(unloaded)} that this "
                              "configuration reads: load it with load_world(this configuration)")
-    if world.released and needed:
-        # the columns are gone: every attribute would be called unknown, beside a list of
-        # the file's columns that names it
-        raise ValueError(f"this world's profile columns ({', '.join(sorted(needed))}) were dropped "
-                         "once an engine was compiled from it (give_world=True, or an Engine that loaded its own "
-                         "world): load it again with load_world")
     if shard is not None and world.shard is None:
         # a worker of a sharded run: its subscribers only, and `where` and the dates read
         # only their rows; `keep` (a worker's checkpoint or its engine before a reload) holds
