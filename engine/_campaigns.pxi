@@ -143,7 +143,6 @@ cdef _set_campaigns(Core self, list campaigns):
     _build_type_lists(
         [[ci for ci, d in enumerate(campaigns) if (d["convert_types"] >> t) & 1] for t in range(64)],
         &self.E.convert_type_off, &self.E.convert_list)
-    _build_fetch(self)
 
 
 cdef _build_candidate_masks(Core self):
@@ -324,96 +323,3 @@ cdef _build_type_lists(list per_type, uint32_t** off, uint16_t** lst):
             lst[0][j] = k
             j += 1
     off[0][64] = j
-
-
-cdef _build_fetch(Core self):
-    """EngineC's row_words, row_cond and type_fetch: for each event type, what its events read
-    of their subscriber (steps 3-8 of SPEC §3), from the layout, counters, markers and
-    campaigns as set so far; rebuilt by each of their setters. The batch fetches only that: a
-    location update whose type has neither counters nor markers needs the row's head and
-    eligibility words, one or two cache lines of a row that spans three. Changes no outcome."""
-    cdef EngineC* E = &self.E
-    cdef int t, i, k
-    cdef uint32_t j
-    cdef CampaignC* c
-    cdef CounterC* cnt
-    cdef MarkerC* mk
-    cdef WhenCmpC* cmp
-    cdef uint32_t g
-    if E.stride > ROW_MASK_BYTES:
-        E.row_words_all = 1
-        memset(E.type_fetch, 0xFF, sizeof(E.type_fetch))
-        return
-
-    def word(size_t offset):
-        return 1 << (offset >> 3)
-
-    def counter_words(int k):
-        w = word(E.counter_off + 4 * k)
-        if E.counters != NULL and E.counters[k].window_slot >= 0:
-            w |= word(E.window_off + 8 * E.counters[k].window_slot)
-        return w
-
-    always = 0
-    for i in range(0, sizeof(SubHeadC), 8):
-        always |= word(i)
-    for i in range(E.nr_elig_words):
-        always |= word(E.elig_off + 8 * i)
-    for t in range(64):
-        words = always
-        conds = {}
-        fetch = 0
-        if E.counters != NULL and E.counter_type_off != NULL:
-            for j in range(E.counter_type_off[t], E.counter_type_off[t + 1]):
-                k = E.counter_list[j]
-                cnt = &E.counters[k]
-                if cnt.flags or cnt.has_arg:
-                    key = (cnt.flags, cnt.has_arg, cnt.arg if cnt.has_arg else 0)
-                    conds[key] = conds.get(key, 0) | counter_words(k)
-                else:
-                    words |= counter_words(k)
-        if E.markers != NULL and E.marker_type_off != NULL:
-            for j in range(E.marker_type_off[t], E.marker_type_off[t + 1]):
-                k = E.marker_list[j]
-                mk = &E.markers[k]
-                if mk.flags or mk.has_arg:
-                    key = (mk.flags, mk.has_arg, mk.arg if mk.has_arg else 0)
-                    conds[key] = conds.get(key, 0) | word(E.marker_off + 8 * k)
-                else:
-                    words |= word(E.marker_off + 8 * k)
-        if E.campaigns != NULL and E.by_type_off != NULL:
-            for j in range(E.by_type_off[t], E.by_type_off[t + 1]):
-                c = &E.campaigns[E.trig_list[j]]
-                fetch |= FETCH_CONTACTS
-                fetch |= FETCH_PENDING if c.delay else FETCH_WINDOWS
-                if c.date_slot >= 0:
-                    fetch |= FETCH_DATES
-                if c.counter >= 0 and c.counter < E.nr_counters:
-                    words |= counter_words(c.counter)
-                for i in range(c.cond_off, c.cond_off + c.nr_conds):
-                    words |= word(E.marker_off + 8 * E.conds[i].marker)
-                for i in range(c.when_start, c.when_start + c.when_len):
-                    if E.when_prog[i] >= 0:
-                        cmp = &E.when_cmps[E.when_prog[i]]
-                        for k in range(cmp.first_term, cmp.first_term + cmp.nr_terms):
-                            words |= counter_words(E.when_terms[k].counter)
-            for g in range(E.cgrp_off[t], E.cgrp_off[t + 1]):
-                words |= counter_words(E.cgrps[g].counter)
-        if E.convert_type_off != NULL and E.convert_type_off[t] != E.convert_type_off[t + 1]:
-            fetch |= FETCH_CONTACTS
-        # the words an unconditional use already fetches, then the most words first; past
-        # ROW_CONDS sets, the rest are fetched always
-        kept = sorted(((key, w & ~words) for key, w in conds.items() if w & ~words),
-                      key=lambda kw: -bin(kw[1]).count("1"))
-        for key, w in kept[ROW_CONDS:]:
-            words |= w
-        E.row_nr_cond[t] = 0
-        for key, w in kept[:ROW_CONDS]:
-            if w & ~words:
-                i = E.row_nr_cond[t]
-                E.row_cond[t][i].flags, E.row_cond[t][i].has_arg, E.row_cond[t][i].arg = key
-                E.row_cond[t][i].words = w & ~words
-                E.row_nr_cond[t] += 1
-        E.row_words[t] = words
-        E.type_fetch[t] = fetch
-    E.row_words_all = 0

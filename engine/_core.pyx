@@ -310,8 +310,6 @@ cdef class Core:
         if timers_init(&self.E, 0):
             raise MemoryError()
         memset(self.E.peer_prefetch, 0xFF, sizeof(self.E.peer_prefetch))
-        memset(self.E.type_fetch, 0xFF, sizeof(self.E.type_fetch))
-        self.E.row_words_all = 1
         self.E.unblocked_word = 0
         self.E.unblocked_mask = 0
         self.channel_names = []
@@ -395,7 +393,6 @@ cdef class Core:
             self.E.stride = 64
         if self.E.nr_campaigns:
             _build_candidate_masks(self)
-        _build_fetch(self)
 
     @property
     def bytes_per_subscriber(self):
@@ -609,22 +606,6 @@ cdef class Core:
         _build_type_lists(
             [[k for k, c in enumerate(counters) if (c[0] >> t) & 1] for t in range(64)],
             &self.E.counter_type_off, &self.E.counter_list)
-        _build_fetch(self)
-
-    def fetch_plan(self, int event_type):
-        """What the batch fetches of a subscriber for an event of this type (_build_fetch):
-        {"row_words": bit w = the row's 8-byte word w, "conditional": [(flags, arg or None,
-        words)], "fetch": FETCH_* bits}, or None while every line of the row is fetched."""
-        if not 0 <= event_type < 64:
-            raise ValueError("event type out of range")
-        if self.E.row_words_all:
-            return None
-        return {"row_words": self.E.row_words[event_type],
-                "conditional": [(self.E.row_cond[event_type][j].flags,
-                                 self.E.row_cond[event_type][j].arg if self.E.row_cond[event_type][j].has_arg else None,
-                                 self.E.row_cond[event_type][j].words)
-                                for j in range(self.E.row_nr_cond[event_type])],
-                "fetch": self.E.type_fetch[event_type]}
 
     def set_markers(self, list markers):
         """markers: [(types_mask, flags_mask, arg or None)] in row order (SPEC §3 step 8)."""
@@ -643,7 +624,6 @@ cdef class Core:
         _build_type_lists(
             [[k for k, m in enumerate(markers) if (m[0] >> t) & 1] for t in range(64)],
             &self.E.marker_type_off, &self.E.marker_list)
-        _build_fetch(self)
 
     def set_policy(self, int64_t utc_offset_ms, int quiet_start, int quiet_end, int64_t min_gap_ms,
                    uint32_t max_per_day, int unblocked_word, uint64_t unblocked_mask,
@@ -737,11 +717,7 @@ cdef class Core:
         cdef int32_t ps
         cdef uint64_t key
         cdef uint8_t* row
-        cdef uint8_t* line
         cdef size_t off
-        cdef uint64_t words
-        cdef uint8_t fetch = 0
-        cdef RowCondC* rc
         if E.index_slots == NULL:
             for i in range(nb):
                 process_event(E, &self.batch[i], NO_INDEX)
@@ -768,32 +744,14 @@ cdef class Core:
                     sub = candidate_subscriber(E, ev.msisdn)
                 self.subs[k] = sub
                 if sub < FOREIGN_INDEX:
+                    # every line of the row: a row of 144 bytes spans three, and its first
+                    # and last byte alone left the counters' line to a miss
                     row = E.rows + <size_t>sub * E.stride
-                    if E.row_words_all:
-                        # every line of the row: a row of 144 bytes spans three, and its first
-                        # and last byte alone left the counters' line to a miss
-                        for off in range(0, E.stride, 64):
-                            sm_prefetch(row + off)
-                        if E.stride > 64:
-                            sm_prefetch(row + E.stride - 1)
-                    else:
-                        # the lines holding the words this event reads (_build_fetch): on the
-                        # uniform world 2 of a row's 3 lines on average, where every line
-                        # fetched held the L1's miss slots that the next rows wait for
-                        words = E.row_words[ev.type]
-                        for j in range(E.row_nr_cond[ev.type]):
-                            rc = &E.row_cond[ev.type][j]
-                            if (ev.flags & rc.flags) == rc.flags and (not rc.has_arg or ev.arg == rc.arg):
-                                words |= rc.words
-                        off = <size_t>row & 63
-                        words <<= off >> 3
-                        line = row - off
-                        while words:
-                            if words & 0xFF:
-                                sm_prefetch(line)
-                            words >>= 8
-                            line += 64
-                    if E.nr_dates and E.type_fetch[ev.type] & FETCH_DATES:
+                    for off in range(0, E.stride, 64):
+                        sm_prefetch(row + off)
+                    if E.stride > 64:
+                        sm_prefetch(row + E.stride - 1)
+                    if E.nr_dates:
                         sm_prefetch(&E.dates[<size_t>sub * E.nr_dates])
                     # only for a subscriber of this process: a sharded worker that fetched
                     # the peer sets' slots of every event would fetch N times what it uses,
@@ -811,20 +769,16 @@ cdef class Core:
                 if sub < FOREIGN_INDEX and (<SubHeadC*>row_of(E, sub)).msisdn != ev.msisdn:
                     sub = lookup_subscriber(E, ev.msisdn)     # a fingerprint collision: rare
                     self.subs[k] = sub
-                if sub < FOREIGN_INDEX:
-                    fetch = E.type_fetch[ev.type]
-                if (sub < FOREIGN_INDEX and fetch & FETCH_CONTACTS and E.contacts != NULL
-                        and (<SubHeadC*>row_of(E, sub)).flags & SUB_HAS_CONTACT):
+                if sub < FOREIGN_INDEX and E.contacts != NULL and (<SubHeadC*>row_of(E, sub)).flags & SUB_HAS_CONTACT:
                     # a subscriber's contacts start at one slot (contact_home): two lines
                     # hold the first four
                     key = contact_home(sub, E.contacts_mask)
                     sm_prefetch(&E.contacts[key])
                     sm_prefetch(&E.contacts[((key | 1) + 1) & E.contacts_mask])
-                if (sub < FOREIGN_INDEX and fetch & FETCH_WINDOWS and E.window_n and E.windows != NULL
-                        and (<SubHeadC*>row_of(E, sub)).last_any_p1):
+                if sub < FOREIGN_INDEX and E.window_n and E.windows != NULL and (<SubHeadC*>row_of(E, sub)).last_any_p1:
                     # a contacted subscriber's kept contact times, which emit reads
                     sm_prefetch(&E.windows[window_home(<int64_t>sub + 1, E.windows_mask) * (E.window_n + 2)])
-                if sub < FOREIGN_INDEX and fetch & FETCH_PENDING and (<SubHeadC*>row_of(E, sub)).pending:
+                if sub < FOREIGN_INDEX and (<SubHeadC*>row_of(E, sub)).pending:
                     sm_prefetch(&E.pending[pending_home(pending_key(sub, 0), E.pending_mask)])
             if event_start(E, &self.batch[i], self.subs[i]):
                 subscriber_event(E, &self.batch[i], self.subs[i])

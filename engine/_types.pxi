@@ -123,12 +123,6 @@ cdef enum:
     PREFETCH_FAR = 16
     PREFETCH_NEAR = 8
     PREFETCH_CONTACT = 4
-    ROW_CONDS = 4               # flag-conditional word sets kept per type (EngineC.row_cond)
-    ROW_MASK_BYTES = 448        # rows up to this long are fetched by word masks; longer, whole
-    FETCH_DATES = 1             # EngineC.type_fetch: a type's events read the anniversary dates,
-    FETCH_CONTACTS = 2          # the contact states,
-    FETCH_WINDOWS = 4           # the kept contact times (emit, at once),
-    FETCH_PENDING = 8           # the pending set
 
 # Constants the C compiler sees as such (a module-level cdef variable is a global it must load,
 # and a division by one is a division instruction): floor_div(ts, DAY_MS), on every event,
@@ -166,16 +160,6 @@ ctypedef struct FieldC:
 
 # ---------------------------------------------------------------------------------------
 # Engine state: one struct of plain pointers so that nogil functions can take it whole.
-
-# Words of a subscriber's row that an event of some type touches only when the event has
-# every one of `flags` (and the arg, with has_arg): a counter's or a marker's (EngineC.row_cond).
-ctypedef struct RowCondC:
-    uint64_t flags
-    uint64_t arg
-    uint64_t words
-    uint8_t has_arg
-    uint8_t pad[7]
-
 
 # One counter that campaigns of a type compare with at_least (candidate masks, EngineC).
 ctypedef struct CandCounterC:
@@ -218,18 +202,6 @@ ctypedef struct EngineC:
     uint64_t area_slot_mask
     int32_t nr_area_words
     int32_t peer_prefetch[64][4]    # per event type: the peer sets its campaigns test, -1 ends
-    # What an event of each type reads of its subscriber, so that the batch fetches that and
-    # no more (_process_batch; built by _build_fetch): row_words[t], the row's 8-byte words
-    # its steps 3-8 always read or write; row_cond[t][: row_nr_cond[t]], words they touch only
-    # for events with some flags (a counter's or a marker's); type_fetch[t], FETCH_* bits of
-    # the tables apart from the row. A hint only: what is left out is read all the same, as a
-    # miss. row_words_all: fetch every line of the row (before any build, or a row longer
-    # than ROW_MASK_BYTES).
-    uint64_t row_words[64]
-    RowCondC row_cond[64][4]
-    uint8_t row_nr_cond[64]
-    uint8_t type_fetch[64]
-    int row_words_all
     # configuration
     CounterC* counters
     CampaignC* campaigns
