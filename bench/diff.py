@@ -11,7 +11,7 @@ bench/RESULTS.md, with the 1-minute load average after the last round (the machi
 the wall times depend on it, the CPU times much less)."""
 from __future__ import annotations
 
-import argparse
+import json
 import os
 import resource
 import shutil
@@ -21,6 +21,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench._cli import (EVENTS, SUBSCRIBERS, CommandError, command, folder, parser as command_parser, whole_number,
+                        world_manifest, write_private)
 
 ROOT = Path(__file__).resolve().parents[1]
 NEW_CAMPAIGN = """
@@ -50,27 +53,43 @@ def _timed(commands: list[list[str]]) -> tuple[float, float]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     for p, error in zip(procs, errors):
         if p.returncode:
-            raise SystemExit(f"{' '.join(commands[0][3:5])} ...: exit {p.returncode}: {error.strip()[-500:]}")
+            said = error.strip().splitlines()
+            raise CommandError(f"sigmatch {' '.join(map(str, commands[0][3:5]))} ...: exit {p.returncode}: "
+                               f"{said[-1] if said else 'nothing said'}")
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+@command("python -m bench.diff")
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directory", nargs="?", type=Path)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--subscribers", type=int, default=2_000_000)
-    parser.add_argument("--events", type=int, default=10_000_000)
+    parser = command_parser("python -m bench.diff", __doc__)
+    parser.add_argument("directory", nargs="?", type=Path, metavar="DIR",
+                        help="keep the world here and reuse it (default: a temporary one, removed)")
+    parser.add_argument("--runs", type=whole_number(1), default=3)
+    parser.add_argument("--subscribers", type=whole_number(*SUBSCRIBERS), default=2_000_000)
+    parser.add_argument("--events", type=whole_number(*EVENTS), default=10_000_000)
     args = parser.parse_args(argv)
-    base = args.directory or Path(tempfile.mkdtemp(prefix="sigmatch-bench-diff-"))
+    if args.directory is not None:
+        folder(args.directory, "DIR")
+    with tempfile.TemporaryDirectory(prefix="sigmatch-bench-diff-") as scratch:
+        _measure(args, args.directory or Path(scratch))
+
+
+def _measure(args, base: Path) -> None:
     world = base / f"world-{args.subscribers}-{args.events}"
     config_a = world / "campaigns.toml"
-    if not config_a.exists():
+    wanted = {"subscribers": args.subscribers, "events": args.events}
+    if world_manifest(world / "diff-world.json", wanted) is None:
         started = time.perf_counter()
-        subprocess.run(_cli("gen", world, "--subscribers", args.subscribers, "--events", args.events,
-                            "--no-progress", "--force"), cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run(_cli("gen", world, "--subscribers", args.subscribers, "--events", args.events,
+                                   "--no-progress", "--force"), cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            said = done.stderr.strip().splitlines()
+            raise CommandError(f"sigmatch gen {world}: exit {done.returncode}: {said[-1] if said else 'nothing said'}")
+        write_private(world / "diff-world.json", json.dumps({"world": wanted}))
         print(f"world generated in {time.perf_counter() - started:.0f} s: {world}", file=sys.stderr)
     config_b = world / "campaigns-b.toml"
-    config_b.write_text(config_a.read_text() + NEW_CAMPAIGN)
+    write_private(config_b, config_a.read_text() + NEW_CAMPAIGN)
     traces = sorted(world.glob("trace*.msgpack"))
     outs = base / "outs"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 
+from bench._cli import command, parser as command_parser
 from bench.run import machine
 from engine.api import Engine
 from engine.language.compile import World
@@ -58,7 +59,9 @@ def replay_seconds(data: bytes, chunk: int) -> float:
     return seconds
 
 
-def main() -> None:
+@command("python -m bench.feed_bytes")
+def main(argv=None) -> None:
+    command_parser("python -m bench.feed_bytes", __doc__).parse_args(argv)
     print(f"machine: {machine()}")
     print("| event bytes | chunk | core feed s | core ns/byte | replay s |")
     print("|---:|---:|---:|---:|---:|")

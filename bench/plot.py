@@ -9,10 +9,10 @@ subscribers) is kept from the JSON file already there, and the title says so.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+from bench._cli import EVENTS, CommandError, command, folder, make_private, parser as command_parser, whole_number
 from bench.run import machine, run_benchmarks
 
 SUBSCRIBERS = (100_000, 1_000_000, 3_000_000, 10_000_000)
@@ -67,21 +67,48 @@ def plot(data: dict, out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/throughput.png"))
-    parser.add_argument("--events", type=int, default=3_000_000)
+def _kept(path: Path) -> dict:
+    """The earlier sweep that --campaigns-only keeps the left panel of, from its JSON file."""
+    try:
+        kept = json.loads(path.read_text())
+        if not isinstance(kept, dict) or not kept.get("subscribers") or "events" not in kept:
+            raise ValueError
+        return kept
+    except FileNotFoundError:
+        raise CommandError(f"--campaigns-only: {path}: no such file; it keeps the subscribers sweep of an earlier "
+                           f"run written there (run once without --campaigns-only)") from None
+    except ValueError:
+        raise CommandError(f"--campaigns-only: {path}: not a sweep that bench.plot wrote") from None
+
+
+@command("python -m bench.plot")
+def main(argv=None):
+    parser = command_parser("python -m bench.plot", __doc__)
+    parser.add_argument("--out", type=Path, default=Path("docs/throughput.png"),
+                        help="the picture (.png); the figures go beside it, as .json (default: docs/throughput.png)")
+    parser.add_argument("--events", type=whole_number(*EVENTS), default=3_000_000)
     parser.add_argument("--campaigns-only", action="store_true",
                         help="measure the campaigns sweep only; keep the subscribers sweep of the JSON file")
     parser.add_argument("--worlds", type=Path, help="generate the worlds here and keep them (default: temporary)")
     parser.add_argument("--note", default="", help="a second line for the title (how the machine was loaded ...)")
-    args = parser.parse_args()
-    kept = json.loads(args.out.with_suffix(".json").read_text()) if args.campaigns_only else None
+    args = parser.parse_args(argv)
+    # everything the end needs is checked before the minutes of measuring
+    if args.out.suffix.lower() != ".png":
+        parser.error(f"--out {args.out}: the picture's name must end in .png")
+    figures = args.out.with_suffix(".json")
+    for path in (args.out, figures):
+        if path.is_dir():
+            raise CommandError(f"--out {args.out}: {path} is a folder")
+    folder(args.out.parent, "--out")
+    kept = _kept(figures) if args.campaigns_only else None
+    if args.worlds is not None:
+        folder(args.worlds, "--worlds")
     data = sweep(args.events, kept=kept, directory=args.worlds)
     if args.note:
         data["note"] = args.note
-    args.out.with_suffix(".json").write_text(json.dumps(data, indent=2))
+    figures.write_text(json.dumps(data, indent=2))
     plot(data, args.out)
+    make_private(figures, args.out)
     print(f"wrote {args.out}")
 
 

@@ -17,7 +17,6 @@ one JSON line.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -28,6 +27,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from bench._cli import (CAMPAIGNS, EVENTS, SUBSCRIBERS, CommandError, command, folder, make_private,
+                        parser as command_parser, whole_number, world_manifest, write_private)
 
 __all__ = ["make_world", "measure"]
 
@@ -45,14 +47,19 @@ def make_world(directory: Path, *, subscribers: int, events: int, base: int, tot
 
     manifest = directory / "rare-world.json"
     wanted = dict(subscribers=subscribers, events=events, base=base, total=total, seed=seed)
-    if manifest.is_file() and json.loads(manifest.read_text()).get("world") == wanted:
-        known = json.loads(manifest.read_text())
+    known = world_manifest(manifest, wanted)
+    if known is not None:
         return Path(known["a"]), Path(known["b"]), Path(known["trace"]), known["nr_a"], known["nr_b"]
     # the programmes of `sigmatch gen` come first; synthetic campaigns make up the rest
     probe = generate(directory / "probe", subscribers=1000, events=1000, campaigns=0, seed=seed)
     programmes = probe.campaigns
+    if base < programmes:
+        raise CommandError(f"--base {base:,}: A holds gen's {programmes} programmes at least; give --base {programmes} "
+                           f"or more")
+    if total <= base:
+        raise CommandError(f"--total {total:,}: B holds more campaigns than A's {base:,} (--base)")
     generated = generate(directory, subscribers=subscribers, events=events,
-                         campaigns=max(0, base - programmes), seed=seed)
+                         campaigns=base - programmes, seed=seed)
     config_a = Path(generated.config)
     rng = np.random.default_rng(seed)
 
@@ -63,9 +70,10 @@ def make_world(directory: Path, *, subscribers: int, events: int, base: int, tot
     wire = np.fromfile(generated.trace, dtype=WIRE)
     wire["msisdn"] = msisdn[rng.integers(0, len(msisdn), len(wire))]
     wire.tofile(trace)
+    make_private(trace)
 
     members = rng.choice(msisdn, RARE_MEMBERS, replace=False)
-    (directory / "lists" / "rare.txt").write_text("".join(f"{m}\n" for m in members))
+    write_private(directory / "lists" / "rare.txt", "".join(f"{m}\n" for m in members))
     text = config_a.read_text().replace("[lists]\n", '[lists]\nrare           = "lists/rare.txt"\n', 1)
     nr_a = len(load_config(config_a).campaigns)
     for i in range(total - nr_a):
@@ -73,10 +81,10 @@ def make_world(directory: Path, *, subscribers: int, events: int, base: int, tot
                  f'on = ["{BUSY[i % len(BUSY)]}", "{BUSY[(i + 2) % len(BUSY)]}"]\n'
                  f'audience = "rare"\ncooldown = "1d"\nchannel = "sms"\ntemplate = "RARE_{i + 1:03d}"\n')
     config_b = directory / "campaigns-rare.toml"
-    config_b.write_text(text)
+    write_private(config_b, text)
     nr_b = len(load_config(config_b).campaigns)
-    manifest.write_text(json.dumps(dict(world=wanted, a=str(config_a), b=str(config_b), trace=str(trace),
-                                        nr_a=nr_a, nr_b=nr_b)))
+    write_private(manifest, json.dumps(dict(world=wanted, a=str(config_a), b=str(config_b), trace=str(trace),
+                                            nr_a=nr_a, nr_b=nr_b)))
     return config_a, config_b, trace, nr_a, nr_b
 
 
@@ -107,7 +115,7 @@ def _child(config: Optional[Path], trace: Path) -> dict:
     proc = subprocess.run([sys.executable, "-m", "bench.rare", *how, str(trace)],
                           capture_output=True, text=True)
     if proc.returncode:
-        raise RuntimeError((proc.stderr.strip().splitlines() or ["benchmark child failed"])[-1])
+        raise CommandError((proc.stderr.strip().splitlines() or ["benchmark child failed"])[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -133,6 +141,7 @@ def measure(directory: Path, *, subscribers: int = 2_000_000, events: int = 10_0
             "actions": actions, "runs_a": rates["a"], "runs_b": rates["b"], "runs_msgpack": rates["msgpack"]}
 
 
+@command("python -m bench.rare")
 def main(argv=None):
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "--measure":
@@ -141,14 +150,20 @@ def main(argv=None):
     if args and args[0] == "--iterate":
         print(json.dumps(_iteration_rate(Path(args[1]))))
         return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subscribers", type=int, default=2_000_000)
-    parser.add_argument("--events", type=int, default=10_000_000)
-    parser.add_argument("--base", type=int, default=40)
-    parser.add_argument("--total", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser = command_parser("python -m bench.rare", __doc__)
+    parser.add_argument("--subscribers", type=whole_number(*SUBSCRIBERS), default=2_000_000)
+    parser.add_argument("--events", type=whole_number(*EVENTS), default=10_000_000)
+    parser.add_argument("--base", type=whole_number(*CAMPAIGNS), default=40,
+                        help="campaigns of A in all, gen's programmes among them (at least those)")
+    parser.add_argument("--total", type=whole_number(*CAMPAIGNS), default=200,
+                        help="campaigns of B in all: A's and rare ones (more than --base)")
+    parser.add_argument("--rounds", type=whole_number(1), default=3)
     parser.add_argument("--directory", type=Path, help="keep the world here (default: a temporary one)")
     ns = parser.parse_args(args)
+    if ns.total <= ns.base:
+        parser.error(f"--total ({ns.total:,}) must be more than --base ({ns.base:,})")
+    if ns.directory is not None:
+        folder(ns.directory, "--directory")
     with tempfile.TemporaryDirectory(prefix="sigmatch-rare-") as scratch:
         result = measure(ns.directory or Path(scratch), subscribers=ns.subscribers, events=ns.events,
                          base=ns.base, total=ns.total, rounds=ns.rounds)

@@ -9,9 +9,9 @@ this one (read, build). Prints one table row for bench/RESULTS.md, with the load
 after the run (the machine is shared: the wall time depends on it, the CPU time much less)."""
 from __future__ import annotations
 
-import argparse
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench._cli import CommandError, command, folder, parser as command_parser, whole_number
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGNS = 15
@@ -77,18 +79,32 @@ def make_outputs(out: Path, actions: int, conversions: int, fmt: str = "csv", se
         sinks.write_stats(stats)
 
 
+@command("python -m bench.report")
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directory", nargs="?", type=Path)
-    parser.add_argument("--actions", type=int, default=10_000_000)
-    parser.add_argument("--conversions", type=int, default=1_000_000)
+    parser = command_parser("python -m bench.report", __doc__)
+    parser.add_argument("directory", nargs="?", type=Path, metavar="DIR",
+                        help="keep the outputs here and reuse them (default: a temporary folder, removed)")
+    parser.add_argument("--actions", type=whole_number(1, 10**10), default=10_000_000)
+    parser.add_argument("--conversions", type=whole_number(0, 10**10), default=1_000_000,
+                        help="at most --actions: each converts a distinct contact")
     parser.add_argument("--format", default="csv", choices=("csv", "jsonl", "parquet"))
     parser.add_argument("--no-hourly", dest="hourly", action="store_false",
                         help="Rotate files at 100,000 records only (default: also hourly, as a run does).")
     args = parser.parse_args(argv)
-    base = args.directory or Path(tempfile.mkdtemp(prefix="sigmatch-bench-report-"))
+    if args.conversions > args.actions:
+        parser.error(f"--conversions ({args.conversions:,}) must be at most --actions ({args.actions:,})")
+    if args.directory is not None:
+        folder(args.directory, "DIR")
+    with tempfile.TemporaryDirectory(prefix="sigmatch-bench-report-") as scratch:
+        _measure(args, args.directory or Path(scratch))
+
+
+def _measure(args, base: Path) -> None:
     out = base / f"out-{args.format}-{args.actions}-{args.conversions}{'' if args.hourly else '-large'}"
-    if not (out / "stats.json").exists():
+    if not (out / "stats.json").is_file():
+        # stats.json is written last: without it, a writing cut short, made again
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)
         started = time.perf_counter()
         make_outputs(out, args.actions, args.conversions, args.format, hourly=args.hourly)
         print(f"outputs written in {time.perf_counter() - started:.1f} s: {out}", file=sys.stderr)
@@ -103,7 +119,8 @@ def main(argv=None) -> None:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode:
-        raise SystemExit(proc.stderr)
+        said = proc.stderr.strip().splitlines()
+        raise CommandError(f"sigmatch report {out}: exit {proc.returncode}: {said[-1] if said else 'nothing said'}")
 
     from engine.closedloop.outputs import read_outputs
     from engine.closedloop.report import build_report

@@ -58,17 +58,29 @@ def machine() -> str:
 
 def _world(directory: Path, subscribers: int, events: int, campaigns: int, seed: int):
     """Generate (or reuse, when the manifest matches) a world; returns (config, traces)."""
+    from bench._cli import world_manifest, write_private
     manifest = directory / "bench-world.json"
-    wanted = {"subscribers": subscribers, "events": events, "campaigns": campaigns, "seed": seed}
-    if manifest.is_file():
-        known = json.loads(manifest.read_text())
-        if known.get("world") == wanted:
-            return Path(known["config"]), [Path(p) for p in known["traces"]]
+    known = world_manifest(manifest, _wanted(subscribers, events, campaigns, seed))
+    if known is not None:
+        return Path(known["config"]), [Path(p) for p in known["traces"]]
     from engine.world.gen import generate
     generated = generate(directory, subscribers=subscribers, events=events, campaigns=campaigns, seed=seed)
     config, traces = Path(generated.config), [Path(p) for p in generated.traces]
-    manifest.write_text(json.dumps({"world": wanted, "config": str(config), "traces": [str(p) for p in traces]}))
+    write_private(manifest, json.dumps({"world": _wanted(subscribers, events, campaigns, seed), "config": str(config),
+                                        "traces": [str(p) for p in traces]}))
     return config, traces
+
+
+def _wanted(subscribers: int, events: int, campaigns: int, seed: int) -> dict:
+    return {"subscribers": subscribers, "events": events, "campaigns": campaigns, "seed": seed}
+
+
+def _made(directory: Path, wanted: dict) -> bool:
+    """Whether `directory` holds the world `wanted` already (its manifest, read only)."""
+    try:
+        return json.loads((directory / "bench-world.json").read_text()).get("world") == wanted
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _decode_rate(engine, traces, window: int = 64 << 20) -> float:
@@ -152,7 +164,8 @@ def _child(args: list[str]) -> dict:
     """Run `python -m bench.run ARGS` and return the JSON it prints last."""
     proc = subprocess.run([sys.executable, "-m", "bench.run", *args], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise RuntimeError((proc.stderr.strip().splitlines() or ["benchmark child failed"])[-1])
+        from bench._cli import CommandError
+        raise CommandError((proc.stderr.strip().splitlines() or ["benchmark child failed"])[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -166,10 +179,15 @@ def run_benchmarks(names, *, campaigns: int = DEFAULT_CAMPAIGNS, directory: Path
             raise ValueError(f"unknown workload {name!r} (known: {', '.join(sizes)})")
         subscribers, events = sizes[name]
         base = directory or Path(tempfile.mkdtemp(prefix="sigmatch-bench-"))
-        world_dir = base / f"{name}-{subscribers}-{events}-{campaigns}-{seed}"
-        world_dir.mkdir(parents=True, exist_ok=True)
+        # sizes written with underscores: error lines mask runs of 7 digits or more, as
+        # they would a subscriber's number, and the path they named did not exist
+        world_dir = base / f"{name}-{subscribers:_}-{events:_}-{campaigns}-{seed}"
         try:
-            echo(f"{name}: generating {subscribers:,} subscribers, {events:,} events, {campaigns} campaigns ...")
+            from bench._cli import folder
+            folder(world_dir, "--dir")
+            reused = _made(world_dir, _wanted(subscribers, events, campaigns, seed))
+            echo(f"{name}: {'reusing the world of' if reused else 'generating'} {subscribers:,} subscribers, "
+                 f"{events:,} events, {campaigns} campaigns{' in ' + str(world_dir) if reused else ''} ...")
             t = time.perf_counter()
             _child(["--generate", str(world_dir), str(subscribers), str(events), str(campaigns), str(seed)])
             echo(f"{name}: world ready in {time.perf_counter() - t:.0f} s; measuring ...")

@@ -12,14 +12,17 @@ more), medians, wall and CPU (user + system of this process).
 """
 from __future__ import annotations
 
-import argparse
 import itertools
+import json
 import os
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from bench._cli import (EVENTS, SUBSCRIBERS, command, folder, parser as command_parser, whole_number,
+                        world_manifest, write_private)
 
 __all__ = ["run_sink_files"]
 
@@ -32,8 +35,10 @@ def run_sink_files(directory: Path, *, subscribers: int, events: int, rounds: in
 
     directory = Path(directory)
     world = directory / "world"
-    if not (world / "campaigns.toml").is_file():
+    wanted = {"subscribers": subscribers, "events": events}
+    if world_manifest(world / "sink-files-world.json", wanted) is None:
         generate(world, subscribers=subscribers, events=events, progress=False)
+        write_private(world / "sink-files-world.json", json.dumps({"world": wanted}))
     config, traces = world / "campaigns.toml", sorted(world.glob("trace*.msgpack"))
     engine = Engine.from_config(config)
     run = engine.replay(traces, keep=True, progress=False, drain=True)
@@ -69,16 +74,23 @@ def run_sink_files(directory: Path, *, subscribers: int, events: int, rounds: in
     return {**results, "actions": len(run.actions), "conversions": len(run.conversions)}
 
 
+@command("python -m bench.sink_files")
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directory", nargs="?", type=Path)
-    parser.add_argument("--subscribers", type=int, default=100_000)
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser = command_parser("python -m bench.sink_files", __doc__)
+    parser.add_argument("directory", nargs="?", type=Path, metavar="DIR",
+                        help="keep the world here and reuse it (default: a temporary one, removed)")
+    parser.add_argument("--subscribers", type=whole_number(*SUBSCRIBERS), default=100_000)
+    parser.add_argument("--events", type=whole_number(*EVENTS), default=1_000_000)
+    parser.add_argument("--rounds", type=whole_number(1), default=7)
     args = parser.parse_args(argv)
-    directory = args.directory or Path(tempfile.mkdtemp(prefix="sigmatch-sink-files-"))
-    r = run_sink_files(directory, subscribers=args.subscribers, events=args.events, rounds=args.rounds)
+    if args.directory is not None:
+        folder(args.directory, "DIR")
+    with tempfile.TemporaryDirectory(prefix="sigmatch-sink-files-") as scratch:
+        _report(run_sink_files(args.directory or Path(scratch), subscribers=args.subscribers, events=args.events,
+                               rounds=args.rounds))
 
+
+def _report(r: dict) -> None:
     def median(name, k):
         return statistics.median(x[k] for x in r[name])
 
@@ -87,6 +99,10 @@ def main(argv=None) -> None:
           f"{r['one'][0][2]} unrotated")
     for name in ("hourly", "one", "e2e"):
         print(f"{name:6s} wall {median(name, 0):.3f} s, cpu {median(name, 1):.3f} s")
+    if extra <= 0:
+        print("per file: not measured (the hourly rotation made no more files than one per directory: "
+              "a world of more hours, or more events)")
+        return
     per_file = (median("hourly", 0) - median("one", 0)) / extra
     print(f"per file: {per_file * 1e3:.2f} ms wall, "
           f"{(median('hourly', 1) - median('one', 1)) / extra * 1e3:.2f} ms cpu; "

@@ -20,7 +20,6 @@ peer's matches are checked equal in number to sigmatch's actions.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -31,6 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from bench._cli import (EVENTS, CommandError, command, folder, make_private, parser as command_parser,
+                        whole_number, world_manifest, write_private)
 
 __all__ = ["build_world", "run_startup"]
 
@@ -77,7 +79,7 @@ def build_world(directory: Path, *, subscribers: int, events: int, seed: int = 1
     directory = Path(directory)
     manifest = directory / "startup-world.json"
     wanted = {"subscribers": subscribers, "events": events, "seed": seed}
-    if manifest.is_file() and json.loads(manifest.read_text()) == wanted:
+    if world_manifest(manifest, wanted) is not None:
         return directory / "campaigns.toml"
     built = build_stateless_world(directory, subscribers=subscribers, events=events, seed=seed, days=2)
     import pyarrow.csv as pa_csv
@@ -85,16 +87,18 @@ def build_world(directory: Path, *, subscribers: int, events: int, seed: int = 1
     pa_csv.write_csv(pq.read_table(directory / "profiles.parquet"), directory / "profiles.csv")
     (directory / "profiles.parquet").unlink()
     built.config.write_text(CONFIG)
-    manifest.write_text(json.dumps(wanted))
+    make_private(*directory.iterdir())
+    write_private(manifest, json.dumps({"world": wanted}))
     return built.config
 
 
-def _timed(command: list[str], cwd=None) -> tuple[float, str]:
+def _timed(command: list[str], name: str, cwd=None) -> tuple[float, str]:
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
     elapsed = time.perf_counter() - started
     if done.returncode:
-        raise RuntimeError(f"{command[:3]} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        said = done.stderr.strip().splitlines()
+        raise CommandError(f"{name} failed (exit {done.returncode}): {said[-1] if said else 'nothing said'}")
     return elapsed, done.stdout
 
 
@@ -122,32 +126,45 @@ def run_startup(directory: Path, *, subscribers: int, events: int, runs: int = 5
     actions = matches = None
     for _ in range(runs):
         for tree in trees:
-            seconds, _ = _timed(sigmatch, cwd=tree)
+            seconds, _ = _timed(sigmatch, f"sigmatch replay ({tree or 'this tree'})", cwd=tree)
             times["sigmatch"][tree].append(seconds)
             done = json.loads((out / "stats.json").read_text())["run"]["actions"]
             if actions is not None and done != actions:
-                raise RuntimeError(f"{tree}: {done:,} actions where another tree wrote {actions:,}")
+                raise CommandError(f"{tree}: {done:,} actions where another tree wrote {actions:,}")
             actions = done
-        seconds, printed = _timed(peer)
+        seconds, printed = _timed(peer, "the peer (msgpack + DuckDB)")
         times["peer"].append(seconds)
         matches = int(printed.split()[-1])
     if actions != matches:
-        raise RuntimeError(f"sigmatch wrote {actions:,} actions where the peer found {matches:,} matches")
+        raise CommandError(f"sigmatch wrote {actions:,} actions where the peer found {matches:,} matches")
     return {**times, "actions": actions, "matches": matches}
 
 
+# the peers' world numbers its subscribers among 200M (bench/peers/world.py); `sigmatch bench
+# --peer-subscribers` takes the same bound
+PEER_SUBSCRIBERS = (100, 100_000_000)
+
+
+@command("python -m bench.startup")
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("directory", nargs="?", type=Path)
-    parser.add_argument("--subscribers", type=int, default=2_000_000)
-    parser.add_argument("--events", type=int, default=8_000_000)
-    parser.add_argument("--runs", type=int, default=5)
+    parser = command_parser("python -m bench.startup", __doc__)
+    parser.add_argument("directory", nargs="?", type=Path, metavar="DIR",
+                        help="keep the world here and reuse it (default: a temporary one, removed)")
+    parser.add_argument("--subscribers", type=whole_number(*PEER_SUBSCRIBERS), default=2_000_000)
+    parser.add_argument("--events", type=whole_number(*EVENTS), default=8_000_000)
+    parser.add_argument("--runs", type=whole_number(1), default=5)
     parser.add_argument("--tree", action="append", type=Path, default=None,
                         help="a source checkout whose sigmatch to time as well (repeatable; rounds interleave them)")
     args = parser.parse_args(argv)
-    directory = args.directory or Path(tempfile.mkdtemp(prefix="sigmatch-startup-"))
+    for tree in args.tree or ():
+        if not (tree / "engine" / "cli.py").is_file():
+            parser.error(f"--tree {tree}: not a sigmatch checkout (no engine/cli.py in it)")
+    if args.directory is not None:
+        folder(args.directory, "DIR")
     trees = tuple(args.tree) if args.tree else (None,)
-    result = run_startup(directory, subscribers=args.subscribers, events=args.events, runs=args.runs, trees=trees)
+    with tempfile.TemporaryDirectory(prefix="sigmatch-startup-") as scratch:
+        result = run_startup(args.directory or Path(scratch), subscribers=args.subscribers, events=args.events,
+                             runs=args.runs, trees=trees)
     p = statistics.median(result["peer"])
     print(f"msgpack + DuckDB: {', '.join(f'{t:.2f}' for t in result['peer'])} s; median {p:.2f} s")
     for tree, seconds in result["sigmatch"].items():

@@ -12,7 +12,6 @@ rate at 12; the medians of the bests and that share are printed as one JSON line
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -20,6 +19,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench._cli import (CAMPAIGNS, EVENTS, SUBSCRIBERS, CommandError, command, folder, parser as command_parser,
+                        whole_number, world_manifest, write_private)
 
 __all__ = ["make_worlds", "measure"]
 
@@ -33,14 +35,15 @@ def make_worlds(directory: Path, *, subscribers: int, events: int, campaigns: tu
     from engine.world.gen import generate
     worlds = {}
     for n in campaigns:
-        folder = directory / f"sweep-{n}"
-        manifest = folder / "sweep-world.json"
+        world = directory / f"sweep-{n}"
+        if world.exists() and not world.is_dir():
+            raise CommandError(f"{world}: not a folder, where the world of {n} campaigns goes")
+        manifest = world / "sweep-world.json"
         wanted = dict(subscribers=subscribers, events=events, campaigns=n, seed=seed)
-        if not (manifest.is_file() and json.loads(manifest.read_text()) == wanted):
-            manifest.unlink(missing_ok=True)     # a generation cut short is not taken for the world
-            generate(folder, subscribers=subscribers, events=events, campaigns=n, seed=seed)
-            manifest.write_text(json.dumps(wanted))
-        worlds[n] = folder
+        if world_manifest(manifest, wanted) is None:
+            generate(world, subscribers=subscribers, events=events, campaigns=n, seed=seed)
+            write_private(manifest, json.dumps({"world": wanted}))
+        worlds[n] = world
     return worlds
 
 
@@ -66,7 +69,7 @@ def _child(folder: Path, best: int) -> dict:
     proc = subprocess.run([sys.executable, "-m", "bench.sweep", "--measure", str(folder), str(best)],
                           capture_output=True, text=True)
     if proc.returncode:
-        raise RuntimeError((proc.stderr.strip().splitlines() or ["benchmark child failed"])[-1])
+        raise CommandError((proc.stderr.strip().splitlines() or ["benchmark child failed"])[-1])
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -93,23 +96,28 @@ def measure(directory: Path, *, subscribers: int = 1_000_000, events: int = 3_00
             "runs": [seconds[few], seconds[many]]}
 
 
+@command("python -m bench.sweep")
 def main(argv=None):
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "--measure":
         print(json.dumps(_best_replay(Path(args[1]), int(args[2]))))
         return
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subscribers", type=int, default=1_000_000)
-    parser.add_argument("--events", type=int, default=3_000_000)
-    parser.add_argument("--few", type=int, default=12, help="synthetic campaigns of the first world")
-    parser.add_argument("--many", type=int, default=200, help="synthetic campaigns of the second world")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--best", type=int, default=3, help="replays per process, the fastest kept")
+    parser = command_parser("python -m bench.sweep", __doc__)
+    parser.add_argument("--subscribers", type=whole_number(*SUBSCRIBERS), default=1_000_000)
+    parser.add_argument("--events", type=whole_number(*EVENTS), default=3_000_000)
+    parser.add_argument("--few", type=whole_number(*CAMPAIGNS), default=12,
+                        help="synthetic campaigns of the first world")
+    parser.add_argument("--many", type=whole_number(*CAMPAIGNS), default=200,
+                        help="synthetic campaigns of the second world (more than --few)")
+    parser.add_argument("--rounds", type=whole_number(1), default=3)
+    parser.add_argument("--best", type=whole_number(1), default=3, help="replays per process, the fastest kept")
     parser.add_argument("--directory", type=Path, help="keep the worlds here (default: a temporary one)")
     ns = parser.parse_args(args)
-    for name in ("subscribers", "events", "rounds", "best"):
-        if getattr(ns, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+    if ns.many <= ns.few:
+        # one world measured against itself, or the share turned upside down
+        parser.error(f"--many ({ns.many:,}) must be more than --few ({ns.few:,})")
+    if ns.directory is not None:
+        folder(ns.directory, "--directory")
     with tempfile.TemporaryDirectory(prefix="sigmatch-sweep-") as scratch:
         result = measure(ns.directory or Path(scratch), subscribers=ns.subscribers, events=ns.events, few=ns.few,
                          many=ns.many, rounds=ns.rounds, best=ns.best,

@@ -31,7 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+
+from bench._cli import EVENTS, SUBSCRIBERS, command, folder, make_private, whole_number, write_private
 
 __all__ = ["make_world", "measure", "plot", "alone"]
 
@@ -51,16 +52,20 @@ def make_world(directory: Path, *, subscribers: int, events: int, seed: int = 1)
             known = json.loads(manifest.read_text())
             if known.get("world") == wanted:
                 return Path(known["config"]), Path(known["trace"])
-            held = known["world"]
+            # a world of this tool's that a run cut short (Ctrl-C, a full disk): made again
+            making = "making" in known
+            held = None if making else known["world"]
         except (ValueError, KeyError, TypeError, AttributeError):
             raise SystemExit(f"{manifest}: not a manifest of bench.workers; give another --dir") from None
-        raise SystemExit(f"{directory}: holds another world ({held['subscribers']:,} subscribers, "
-                         f"{held['events']:,} events); give another --dir")
-    if directory.is_dir() and any(directory.iterdir()):
+        if not making:
+            raise SystemExit(f"{directory}: holds another world ({held['subscribers']:,} subscribers, "
+                             f"{held['events']:,} events); give another --dir")
+    elif directory.is_dir() and any(directory.iterdir()):
         raise SystemExit(f"{directory}: not empty, and not a world of bench.workers; give an empty or new --dir")
+    write_private(manifest, json.dumps({"making": wanted}))
     generated = generate(directory, subscribers=subscribers, events=events, seed=seed)
-    manifest.write_text(json.dumps({"world": wanted, "config": str(generated.config),
-                                    "trace": str(generated.trace)}))
+    write_private(manifest, json.dumps({"world": wanted, "config": str(generated.config),
+                                        "trace": str(generated.trace)}))
     return Path(generated.config), Path(generated.trace)
 
 
@@ -262,6 +267,7 @@ def plot(recorded: Path, png: Path) -> None:
     rows = (len(labels) + 1) // 2
     fig.tight_layout(rect=(0, (0.17 * rows + 0.1) / fig.get_figheight(), 1, 1))
     fig.savefig(png, dpi=110)
+    make_private(png)
 
 
 def _positive_seconds(text: str) -> float:
@@ -274,28 +280,15 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
-def _whole_number(low: int, high: Optional[int] = None):
-    """An argparse type: a whole number from `low` to `high` (no bound when None)."""
-    def parse(text: str) -> int:
-        try:
-            n = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if n < low or (high is not None and n > high):
-            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise argparse.ArgumentTypeError(f"must be {bounds}, not {n}")
-        return n
-    return parse
-
-
+@command("python -m bench.workers")
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--subscribers", type=_whole_number(1), default=2_000_000, help="the world's subscribers")
-    parser.add_argument("--events", type=_whole_number(1), default=10_000_000, help="the world's events")
-    parser.add_argument("--workers", type=_whole_number(1, 256), nargs="+", default=[1, 2],
+    parser.add_argument("--subscribers", type=whole_number(*SUBSCRIBERS), default=2_000_000, help="the world's subscribers")
+    parser.add_argument("--events", type=whole_number(*EVENTS), default=10_000_000, help="the world's events")
+    parser.add_argument("--workers", type=whole_number(1, 256), nargs="+", default=[1, 2],
                         help="the N to run, in this order (the first is the base of the speed-ups)")
-    parser.add_argument("--rounds", type=_whole_number(1), default=3, help="runs of every N, interleaved")
+    parser.add_argument("--rounds", type=whole_number(1), default=3, help="runs of every N, interleaved")
     parser.add_argument("--dir", type=Path, default=None, help="world directory (kept and reused)")
     parser.add_argument("--sample-s", type=_positive_seconds, default=0.2,
                         help="seconds between samples of the tree's PSS (reading it walks the page tables: "
@@ -304,7 +297,7 @@ def main(argv=None) -> None:
                         help="run N > 1 as `--ray` on a local Ray cluster (needs the [ray] extra)")
     parser.add_argument("--plot", nargs=2, type=Path, metavar=("JSON", "PNG"),
                         help="draw the runs recorded in JSON (docs/scaling.json) into PNG, and stop")
-    parser.add_argument("--alone", type=_whole_number(2, 256), metavar="N",
+    parser.add_argument("--alone", type=whole_number(2, 256), metavar="N",
                         help="time shard 0 of N alone (the others marked finished) against one process and "
                              "the decoder, core only, on the world; print one JSON line and stop")
     args = parser.parse_args(argv)
@@ -320,8 +313,8 @@ def main(argv=None) -> None:
             raise SystemExit(f"{args.plot[0]}: not runs as docs/scaling.json records them ({type(e).__name__}: {e})") from None
         return
     directory = args.dir or Path(tempfile.gettempdir()) / f"sigmatch-workers-{args.subscribers}-{args.events}"
+    folder(directory, "--dir")
     try:
-        directory.mkdir(parents=True, exist_ok=True)
         config, trace = make_world(directory, subscribers=args.subscribers, events=args.events)
     except OSError as e:
         raise SystemExit(f"{e.filename or directory}: {e.strerror or e}") from None

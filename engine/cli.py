@@ -1205,6 +1205,8 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
             import duckdb  # noqa: F401  (the peers' database, an optional extra)
         except ImportError:
             _fail("bench --peers needs DuckDB: pip install 'sigmatch[bench]'")
+    if service_options and not service:
+        _fail("--service-option is an option of the daemon that --service measures: give --service too")
     names = [w.upper() for w in workloads] or ([] if service else ["S", "M"])
     unknown = [w for w in names if w not in WORKLOADS]
     if unknown:

@@ -195,3 +195,134 @@ def test_sweep_benchmark_sets_many_campaigns_against_few_on_the_same_trace_size(
     # the worlds are kept and reused
     again = measure(tmp_path, subscribers=2_000, events=10_000, few=2, many=6, rounds=1, best=1, echo=lambda *a: None)
     assert again["actions"] == result["actions"]
+
+
+def _bench(module: str, *args, cwd=None):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, "-m", f"bench.{module}", *map(str, args)], cwd=cwd or root,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_every_benchmark_command_says_a_bad_option_in_one_line_before_anything_is_made(tmp_path):
+    """The `python -m bench.X` commands that docs/performance.md names said a zero count, a
+    size gen refuses or a folder that cannot be made as a traceback, some after generating a
+    world: now argparse's one line (exit 2) or `PROG: error: LINE` (exit 1), and nothing made."""
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    cases = [
+        ("sweep", ["--rounds", "0"], 2, "argument --rounds: must be at least 1, not 0"),
+        ("sweep", ["--few", "-5"], 2, "argument --few: must be from 0 to 10,000, not -5"),
+        ("sweep", ["--few", "12", "--many", "12"], 2, "--many (12) must be more than --few (12)"),
+        ("sweep", ["--directory", tmp_path / "a-file"], 1, f"--directory {tmp_path / 'a-file'}: not a folder"),
+        ("sweep", ["--directory", tmp_path / "dangling" / "x"], 1,
+         f"--directory {tmp_path / 'dangling' / 'x'}: {tmp_path / 'dangling'} is a link to {tmp_path / 'gone'}, "
+         "which does not exist"),
+        ("rare", ["--subscribers", "0"], 2, "argument --subscribers: must be from 100 to 500,000,000, not 0"),
+        ("rare", ["--base", "40", "--total", "40"], 2, "--total (40) must be more than --base (40)"),
+        ("rare", ["--directory", "/proc/sigmatch-rare"], 1, "--directory /proc/sigmatch-rare: No such file or directory"),
+        ("startup", [tmp_path / "st", "--runs", "0"], 2, "argument --runs: must be at least 1, not 0"),
+        ("startup", [tmp_path / "st", "--tree", tmp_path / "nowhere"], 2,
+         f"--tree {tmp_path / 'nowhere'}: not a sigmatch checkout (no engine/cli.py in it)"),
+        ("startup", [tmp_path / "a-file"], 1, f"DIR {tmp_path / 'a-file'}: not a folder"),
+        ("sink_files", [tmp_path / "sf", "--events", "-1"], 2, "argument --events: must be from 1 to"),
+        ("diff", [tmp_path / "diff", "--runs", "0"], 2, "argument --runs: must be at least 1, not 0"),
+        ("report", [tmp_path / "rep", "--actions", "5", "--conversions", "6"], 2,
+         "--conversions (6) must be at most --actions (5)"),
+        ("plot", ["--out", tmp_path / "t.jpg"], 2, f"--out {tmp_path / 't.jpg'}: the picture's name must end in .png"),
+        ("plot", ["--campaigns-only", "--out", tmp_path / "none.png"], 1,
+         f"--campaigns-only: {tmp_path / 'none.json'}: no such file"),
+        ("workers", ["--subscribers", "50"], 2, "argument --subscribers: must be from 100 to 500,000,000, not 50"),
+        ("feed_bytes", ["--bogus"], 2, "unrecognized arguments: --bogus"),
+    ]
+    for module, args, code, said in cases:
+        done = _bench(module, *args)
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode == code, (module, args, done.stderr)
+        assert last.startswith(f"python -m bench.{module}: error: ") and said in last, (module, args, last)
+        assert "Traceback" not in done.stderr, (module, args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "dangling"]
+
+
+def test_a_benchmark_cut_short_says_so_in_one_line_and_its_world_is_made_again(tmp_path):
+    """Ctrl-C printed a traceback, and a world whose generation it cut short was taken for
+    the world by the next run (bench.rare, bench.startup: the old manifest stayed). The
+    manifest is now removed before a world is made and written last, mode 0640; a manifest
+    that does not parse is a world to make again."""
+    import contextlib
+    import io
+    import json
+    import os
+    import stat
+
+    from bench._cli import CommandError, command, world_manifest
+
+    @command("python -m bench.t")
+    def interrupted():
+        raise KeyboardInterrupt
+
+    @command("python -m bench.t")
+    def unreadable():
+        open(tmp_path / "missing")
+
+    for main, said in ((interrupted, "python -m bench.t: error: aborted"),
+                       (unreadable, f"python -m bench.t: error: {tmp_path / 'missing'}: No such file or directory")):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            try:
+                main()
+            except SystemExit as e:
+                assert e.code == 1
+        assert err.getvalue().strip() == said
+    manifest = tmp_path / "m.json"
+    manifest.write_text("{bad")
+    assert world_manifest(manifest, {"n": 1}) is None and not manifest.exists()
+    manifest.write_text(json.dumps({"world": {"n": 2}}))
+    assert world_manifest(manifest, {"n": 1}) is None and not manifest.exists()
+    manifest.write_text(json.dumps({"world": {"n": 1}, "config": "c"}))
+    assert world_manifest(manifest, {"n": 1}) == {"world": {"n": 1}, "config": "c"} and manifest.exists()
+    assert issubclass(CommandError, ValueError)
+    # bench.startup's world: 0640, and a world whose manifest went (a generation cut short) is made again
+    from bench.startup import build_world
+    config = build_world(tmp_path / "st", subscribers=2_000, events=5_000)
+    for path in (tmp_path / "st").iterdir():
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o640, path
+    (tmp_path / "st" / "trace.msgpack").write_bytes(b"")
+    (tmp_path / "st" / "startup-world.json").unlink()
+    assert build_world(tmp_path / "st", subscribers=2_000, events=5_000) == config
+    assert (tmp_path / "st" / "trace.msgpack").stat().st_size > 0
+
+
+def test_rare_campaigns_benchmark_refuses_a_base_below_gens_programmes(tmp_path):
+    import pytest
+
+    from bench._cli import CommandError
+    from bench.rare import make_world
+    with pytest.raises(CommandError, match=r"^--base 5: A holds gen's \d+ programmes at least; give --base \d+ or more$"):
+        make_world(tmp_path, subscribers=2_000, events=5_000, base=5, total=30)
+
+
+def test_bench_world_folders_are_named_readably_and_a_bad_manifest_is_made_again(tmp_path):
+    """`sigmatch bench` named a world's folder S-100000-1000000-..., which error lines mask as
+    a subscriber's number (1*****0): its sizes have underscores now. A manifest that does not
+    parse made a 35-line traceback; it is a world to generate again. --service-option
+    without --service was ignored."""
+    import pytest
+    from click.testing import CliRunner
+
+    from bench._cli import CommandError
+    from bench.run import _world, run_benchmarks
+    from engine.cli import main
+    (tmp_path / "T-2_000-1_000_000-2-1").write_text("")
+    done = CliRunner().invoke(main, ["bench", "S", "--dir", str(tmp_path), "--service-option=--bogus"])
+    assert done.exit_code == 1 and done.output.strip().splitlines() == [
+        "sigmatch: error: --service-option is an option of the daemon that --service measures: give --service too"]
+    world = tmp_path / "w"
+    world.mkdir()
+    (world / "bench-world.json").write_text("{bad")
+    config, traces = _world(world, 2_000, 5_000, 2, 1)
+    assert config.is_file() and traces and (world / "bench-world.json").is_file()
+    with pytest.raises(CommandError, match=r"^--dir .*/T-2_000-1_000_000-2-1: not a folder$"):
+        run_benchmarks(["T"], sizes={"T": (2_000, 1_000_000)}, campaigns=2, directory=tmp_path, echo=lambda line: None)

@@ -1,0 +1,122 @@
+"""What the `python -m bench.X` commands share: option types with `sigmatch gen`'s bounds,
+the folders and manifests of their worlds, files readable by owner and group only, and errors
+said in one line, as every sigmatch command says them (never a traceback)."""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from engine.errors import SigmatchError, describe_os_error
+
+__all__ = ["SUBSCRIBERS", "EVENTS", "CAMPAIGNS", "CommandError", "whole_number", "folder", "world_manifest",
+           "write_private", "make_private", "command"]
+
+# `sigmatch gen`'s bounds (engine.world.gen.check_arguments): every benchmark's world is one of
+# gen's, and a size it refuses is said as the benchmark's option, before anything is made
+SUBSCRIBERS = (100, 500_000_000)
+EVENTS = (1, 10**11)
+CAMPAIGNS = (0, 10_000)
+
+# the worlds hold subscriber numbers, shaped as real ones: as every file sigmatch writes
+PRIVATE = 0o640
+
+
+class CommandError(SigmatchError, ValueError):
+    """A benchmark's error, said in one line as `PROG: error: LINE` (exit 1) by `command`, and
+    by `sigmatch bench` as its own (a SigmatchError); a ValueError to library callers."""
+
+
+def whole_number(low: int, high: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from `low` to `high` (no bound when None). Its errors
+    are argparse's one line naming the option, e.g. `argument --rounds: must be at least 1, not 0`."""
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if n < low or (high is not None and n > high):
+            bounds = f"at least {low:,}" if high is None else f"from {low:,} to {high:,}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, not {n:,}")
+        return n
+    return parse
+
+
+def folder(path: Path, option: str) -> Path:
+    """Make the folder `path` (and its parents) for a benchmark's world or output, or raise
+    CommandError naming `option`: a link to nothing on the way, a file in its place, or a folder
+    the system will not make (`--directory /proc/nope: No such file or directory`)."""
+    from engine.sinks import dangling_on_the_way
+    path = Path(path)
+    if dangling := dangling_on_the_way(path):
+        raise CommandError(f"{option} {dangling}" if dangling.startswith(f"{path} ") else f"{option} {path}: {dangling}")
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"{option} {path}: not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        reason = e.strerror if e.strerror and e.filename in (str(path), path) else describe_os_error(e)
+        raise CommandError(f"{option} {path}: {reason}") from None
+    return path
+
+
+def world_manifest(manifest: Path, wanted: dict) -> Optional[dict]:
+    """The manifest's record when it holds `wanted` under "world", else None, once the manifest
+    is removed. A world is written after that and its manifest last (write_private), so a
+    generation cut short (Ctrl-C, a full disk) or a manifest that does not parse is never taken
+    for the world: the next run makes it again."""
+    try:
+        known = json.loads(manifest.read_text())
+        if isinstance(known, dict) and known.get("world") == wanted:
+            return known
+    except (OSError, ValueError):
+        pass
+    try:
+        manifest.unlink()
+    except FileNotFoundError:
+        pass
+    return None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path`, mode 0640."""
+    Path(path).write_text(text)
+    os.chmod(path, PRIVATE)
+
+
+def make_private(*paths: Path) -> None:
+    """Mode 0640 for each of `paths` that is a file (a folder's files with `folder/**`: pass
+    them one by one)."""
+    for path in paths:
+        if Path(path).is_file():
+            os.chmod(path, PRIVATE)
+
+
+def command(prog: str):
+    """Run a benchmark's `main` as a command: a CommandError, an OSError or a sigmatch error
+    is said in one line, `PROG: error: LINE`, Ctrl-C as `PROG: error: aborted`, exit 1."""
+    def wrap(main):
+        @functools.wraps(main)
+        def run(*args, **kwargs):
+            try:
+                return main(*args, **kwargs)
+            except KeyboardInterrupt:
+                line = "aborted"
+            except (CommandError, SigmatchError) as e:
+                line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            except OSError as e:
+                line = describe_os_error(e)
+            print(f"{prog}: error: {line}", file=sys.stderr)
+            raise SystemExit(1)
+        return run
+    return wrap
+
+
+def parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """An argparse parser named as the command is run (`python -m bench.sweep`), its
+    description the module's first line."""
+    return argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
