@@ -116,7 +116,16 @@ def command(prog: str):
     return wrap
 
 
-def parser(prog: str, doc: str) -> argparse.ArgumentParser:
+def parser(prog: str, doc: str, *, subscribers: Optional[int] = None, events: Optional[int] = None,
+           bounds: tuple[int, int] = SUBSCRIBERS) -> argparse.ArgumentParser:
     """An argparse parser named as the command is run (`python -m bench.sweep`), its
-    description the module's first line."""
-    return argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    description the module's first line; with `subscribers` and `events`, the options
+    --subscribers (within `bounds`) and --events of its world, with those defaults."""
+    made = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    if subscribers is not None:
+        made.add_argument("--subscribers", type=whole_number(*bounds), default=subscribers,
+                          help=f"the world's subscribers (default: {subscribers:,})")
+    if events is not None:
+        made.add_argument("--events", type=whole_number(*EVENTS), default=events,
+                          help=f"the world's events (default: {events:,})")
+    return made

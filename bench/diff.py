@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._cli import (EVENTS, SUBSCRIBERS, CommandError, command, folder, parser as command_parser, whole_number,
+from bench._cli import (CommandError, command, folder, parser as command_parser, whole_number,
                         world_manifest, write_private)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,12 +61,10 @@ def _timed(commands: list[list[str]]) -> tuple[float, float]:
 
 @command("python -m bench.diff")
 def main(argv=None) -> None:
-    parser = command_parser("python -m bench.diff", __doc__)
+    parser = command_parser("python -m bench.diff", __doc__, subscribers=2_000_000, events=10_000_000)
     parser.add_argument("directory", nargs="?", type=Path, metavar="DIR",
                         help="keep the world here and reuse it (default: a temporary one, removed)")
     parser.add_argument("--runs", type=whole_number(1), default=3)
-    parser.add_argument("--subscribers", type=whole_number(*SUBSCRIBERS), default=2_000_000)
-    parser.add_argument("--events", type=whole_number(*EVENTS), default=10_000_000)
     args = parser.parse_args(argv)
     if args.directory is not None:
         folder(args.directory, "DIR")

@@ -28,7 +28,7 @@ from typing import Optional
 
 import numpy as np
 
-from bench._cli import (CAMPAIGNS, EVENTS, SUBSCRIBERS, CommandError, command, folder, make_private,
+from bench._cli import (CAMPAIGNS, CommandError, command, folder, make_private,
                         parser as command_parser, whole_number, world_manifest, write_private)
 
 __all__ = ["make_world", "measure"]
@@ -150,9 +150,7 @@ def main(argv=None):
     if args and args[0] == "--iterate":
         print(json.dumps(_iteration_rate(Path(args[1]))))
         return
-    parser = command_parser("python -m bench.rare", __doc__)
-    parser.add_argument("--subscribers", type=whole_number(*SUBSCRIBERS), default=2_000_000)
-    parser.add_argument("--events", type=whole_number(*EVENTS), default=10_000_000)
+    parser = command_parser("python -m bench.rare", __doc__, subscribers=2_000_000, events=10_000_000)
     parser.add_argument("--base", type=whole_number(*CAMPAIGNS), default=40,
                         help="campaigns of A in all, gen's programmes among them (at least those)")
     parser.add_argument("--total", type=whole_number(*CAMPAIGNS), default=200,

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._cli import (EVENTS, CommandError, command, folder, make_private, parser as command_parser,
+from bench._cli import (CommandError, command, folder, make_private, parser as command_parser,
                         whole_number, world_manifest, write_private)
 
 __all__ = ["build_world", "run_startup"]
@@ -147,11 +147,10 @@ PEER_SUBSCRIBERS = (100, 100_000_000)
 
 @command("python -m bench.startup")
 def main(argv=None) -> None:
-    parser = command_parser("python -m bench.startup", __doc__)
+    parser = command_parser("python -m bench.startup", __doc__, subscribers=2_000_000, events=8_000_000,
+                            bounds=PEER_SUBSCRIBERS)
     parser.add_argument("directory", nargs="?", type=Path, metavar="DIR",
                         help="keep the world here and reuse it (default: a temporary one, removed)")
-    parser.add_argument("--subscribers", type=whole_number(*PEER_SUBSCRIBERS), default=2_000_000)
-    parser.add_argument("--events", type=whole_number(*EVENTS), default=8_000_000)
     parser.add_argument("--runs", type=whole_number(1), default=5)
     parser.add_argument("--tree", action="append", type=Path, default=None,
                         help="a source checkout whose sigmatch to time as well (repeatable; rounds interleave them)")

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._cli import (CAMPAIGNS, EVENTS, SUBSCRIBERS, CommandError, command, folder, parser as command_parser,
+from bench._cli import (CAMPAIGNS, CommandError, command, folder, parser as command_parser,
                         whole_number, world_manifest, write_private)
 
 __all__ = ["make_worlds", "measure"]
@@ -102,9 +102,7 @@ def main(argv=None):
     if args and args[0] == "--measure":
         print(json.dumps(_best_replay(Path(args[1]), int(args[2]))))
         return
-    parser = command_parser("python -m bench.sweep", __doc__)
-    parser.add_argument("--subscribers", type=whole_number(*SUBSCRIBERS), default=1_000_000)
-    parser.add_argument("--events", type=whole_number(*EVENTS), default=3_000_000)
+    parser = command_parser("python -m bench.sweep", __doc__, subscribers=1_000_000, events=3_000_000)
     parser.add_argument("--few", type=whole_number(*CAMPAIGNS), default=12,
                         help="synthetic campaigns of the first world")
     parser.add_argument("--many", type=whole_number(*CAMPAIGNS), default=200,
