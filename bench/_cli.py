@@ -7,14 +7,17 @@ import argparse
 import functools
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Optional
 
 from engine.errors import SigmatchError, describe_os_error
+from engine.sinks import dangling_on_the_way
 
-__all__ = ["SUBSCRIBERS", "EVENTS", "CAMPAIGNS", "CommandError", "whole_number", "folder", "world_manifest",
-           "write_private", "make_private", "command"]
+__all__ = ["SUBSCRIBERS", "EVENTS", "CAMPAIGNS", "CommandError", "whole_number", "given_folder", "folder",
+           "world_manifest", "named", "relative", "child_error", "run_child", "write_private", "make_private",
+           "command", "parser"]
 
 # `sigmatch gen`'s bounds (engine.world.gen.check_arguments): every benchmark's world is one of
 # gen's, and a size it refuses is said as the benchmark's option, before anything is made
@@ -46,11 +49,25 @@ def whole_number(low: int, high: Optional[int] = None) -> Callable[[str], int]:
     return parse
 
 
-def folder(path: Path, option: str) -> Path:
+# Where a command notes that a folder is its own: it writes, and removes, files there
+OWNER_FILE = ".sigmatch-bench"
+
+
+def given_folder(text: str) -> Path:
+    """An argparse type for a folder option: an empty one (the current folder, to Path) is
+    refused, as a benchmark writes and removes its files in the folder it is given."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: give a folder")
+    return Path(text)
+
+
+def folder(path: Path, option: str, owner: Optional[str] = None) -> Path:
     """Make the folder `path` (and its parents) for a benchmark's world or output, or raise
     CommandError naming `option`: a link to nothing on the way, a file in its place, or a folder
-    the system will not make (`--directory /proc/nope: No such file or directory`)."""
-    from engine.sinks import dangling_on_the_way
+    the system will not make (`--directory /proc/nope: No such file or directory`). With
+    `owner` (the command, `bench.sweep`), the folder must be new, empty or already the
+    command's own (OWNER_FILE, written first, so a run cut short leaves it the command's):
+    the command writes and removes files there, and a user's files are never among them."""
     path = Path(path)
     if dangling := dangling_on_the_way(path):
         raise CommandError(f"{option} {dangling}" if dangling.startswith(f"{path} ") else f"{option} {path}: {dangling}")
@@ -58,20 +75,34 @@ def folder(path: Path, option: str) -> Path:
         raise CommandError(f"{option} {path}: not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
+        if owner is None:
+            return path
+        mark = path / OWNER_FILE
+        if mark.is_file():
+            held = mark.read_text().strip()
+            if held != owner:
+                raise CommandError(f"{option} {path}: holds the worlds of {held}, not {owner}'s: give another folder")
+        elif any(path.iterdir()):
+            raise CommandError(f"{option} {path}: holds files that are not {owner}'s, and it writes and removes "
+                               f"its own there: give a new or empty folder")
+        else:
+            write_private(mark, owner + "\n")
     except OSError as e:
         reason = e.strerror if e.strerror and e.filename in (str(path), path) else describe_os_error(e)
         raise CommandError(f"{option} {path}: {reason}") from None
     return path
 
 
-def world_manifest(manifest: Path, wanted: dict) -> Optional[dict]:
-    """The manifest's record when it holds `wanted` under "world", else None, once the manifest
-    is removed. A world is written after that and its manifest last (write_private), so a
-    generation cut short (Ctrl-C, a full disk) or a manifest that does not parse is never taken
-    for the world: the next run makes it again."""
+def world_manifest(manifest: Path, wanted: dict, needs: tuple[str, ...] = ()) -> Optional[dict]:
+    """The manifest's record when it holds `wanted` under "world" and a string under each key
+    of `needs` (the files it names, relative to the manifest's folder: see `named`), else
+    None, once the manifest is removed. A world is written after that and its manifest last
+    (write_private), so a generation cut short (Ctrl-C, a full disk) or a manifest that does
+    not parse is never taken for the world: the next run makes it again."""
     try:
         known = json.loads(manifest.read_text())
-        if isinstance(known, dict) and known.get("world") == wanted:
+        if (isinstance(known, dict) and known.get("world") == wanted
+                and all(isinstance(known.get(key), (str, list)) for key in needs)):
             return known
     except (OSError, ValueError):
         pass
@@ -80,6 +111,42 @@ def world_manifest(manifest: Path, wanted: dict) -> Optional[dict]:
     except FileNotFoundError:
         pass
     return None
+
+
+def named(manifest: Path, name: str) -> Path:
+    """A file a manifest names, from its folder: names are written relative to it (`relative`),
+    so a world folder moved elsewhere is still the world it holds (older manifests wrote
+    absolute paths, which this reads as they are)."""
+    return Path(manifest).parent / name
+
+
+def relative(manifest: Path, path: Path) -> str:
+    """`path` as a manifest in `manifest`'s folder names it (see `named`)."""
+    return os.path.relpath(path, Path(manifest).parent)
+
+
+def child_error(prog: str, stderr: str) -> str:
+    """The line a benchmark's child process ended with, without its own `PROG: error: `
+    (the parent says its own), or a traceback's last line, or that it said nothing."""
+    said = stderr.strip().splitlines()
+    line = said[-1] if said else "the benchmark's child process failed, saying nothing"
+    return line.removeprefix(f"{prog}: error: ")
+
+
+def run_child(command: list, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run(command, capture_output=True, text=True, **kwargs), except on Ctrl-C:
+    the child has the same signal and is given 30 s to clean up (its temporary folders)
+    before it is killed, where subprocess.run kills it at once."""
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs) as proc:
+        try:
+            out, err = proc.communicate()
+        except KeyboardInterrupt:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 def write_private(path: Path, text: str) -> None:
@@ -97,8 +164,9 @@ def make_private(*paths: Path) -> None:
 
 
 def command(prog: str):
-    """Run a benchmark's `main` as a command: a CommandError, an OSError or a sigmatch error
-    is said in one line, `PROG: error: LINE`, Ctrl-C as `PROG: error: aborted`, exit 1."""
+    """Run a benchmark's `main` as a command: a CommandError, an OSError, a sigmatch error or
+    running out of memory is said in one line, `PROG: error: LINE`, Ctrl-C as
+    `PROG: error: aborted`, exit 1."""
     def wrap(main):
         @functools.wraps(main)
         def run(*args, **kwargs):
@@ -110,6 +178,8 @@ def command(prog: str):
                 line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             except OSError as e:
                 line = describe_os_error(e)
+            except MemoryError:
+                line = "out of memory"
             print(f"{prog}: error: {line}", file=sys.stderr)
             raise SystemExit(1)
         return run

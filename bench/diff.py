@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._cli import (CommandError, command, folder, parser as command_parser, whole_number,
-                        world_manifest, write_private)
+from bench._cli import (CommandError, child_error, command, folder, given_folder, parser as command_parser,
+                        run_child, whole_number, world_manifest, write_private)
 
 ROOT = Path(__file__).resolve().parents[1]
 NEW_CAMPAIGN = """
@@ -48,26 +48,34 @@ def _timed(commands: list[list[str]]) -> tuple[float, float]:
     started = time.perf_counter()
     procs = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for c in commands]
-    errors = [p.communicate()[1] for p in procs]
+    try:
+        errors = [p.communicate()[1] for p in procs]
+    except KeyboardInterrupt:
+        # they have the signal too: time to remove what they were writing
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        raise
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     for p, error in zip(procs, errors):
         if p.returncode:
-            said = error.strip().splitlines()
             raise CommandError(f"sigmatch {' '.join(map(str, commands[0][3:5]))} ...: exit {p.returncode}: "
-                               f"{said[-1] if said else 'nothing said'}")
+                               f"{child_error('sigmatch', error)}")
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 @command("python -m bench.diff")
 def main(argv=None) -> None:
     parser = command_parser("python -m bench.diff", __doc__, subscribers=2_000_000, events=10_000_000)
-    parser.add_argument("directory", nargs="?", type=Path, metavar="DIR",
+    parser.add_argument("directory", nargs="?", type=given_folder, metavar="DIR",
                         help="keep the world here and reuse it (default: a temporary one, removed)")
     parser.add_argument("--runs", type=whole_number(1), default=3)
     args = parser.parse_args(argv)
     if args.directory is not None:
-        folder(args.directory, "DIR")
+        folder(args.directory, "DIR", owner="bench.diff")
     with tempfile.TemporaryDirectory(prefix="sigmatch-bench-diff-") as scratch:
         _measure(args, args.directory or Path(scratch))
 
@@ -78,12 +86,10 @@ def _measure(args, base: Path) -> None:
     wanted = {"subscribers": args.subscribers, "events": args.events}
     if world_manifest(world / "diff-world.json", wanted) is None:
         started = time.perf_counter()
-        done = subprocess.run(_cli("gen", world, "--subscribers", args.subscribers, "--events", args.events,
-                                   "--no-progress", "--force"), cwd=ROOT, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+        done = run_child(_cli("gen", world, "--subscribers", args.subscribers, "--events", args.events,
+                              "--no-progress", "--force"), cwd=ROOT)
         if done.returncode:
-            said = done.stderr.strip().splitlines()
-            raise CommandError(f"sigmatch gen {world}: exit {done.returncode}: {said[-1] if said else 'nothing said'}")
+            raise CommandError(f"sigmatch gen {world}: exit {done.returncode}: {child_error('sigmatch', done.stderr)}")
         write_private(world / "diff-world.json", json.dumps({"world": wanted}))
         print(f"world generated in {time.perf_counter() - started:.0f} s: {world}", file=sys.stderr)
     config_b = world / "campaigns-b.toml"

@@ -20,7 +20,6 @@ import datetime
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -105,10 +104,10 @@ def measure(config: Path, traces: list[Path]) -> dict:
 
 
 def _child(config: Path, traces: list[Path]) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "bench.language", str(config), *map(str, traces)],
-                          capture_output=True, text=True)
+    from bench._cli import CommandError, child_error, run_child
+    proc = run_child([sys.executable, "-m", "bench.language", str(config), *map(str, traces)])
     if proc.returncode != 0:
-        raise RuntimeError((proc.stderr.strip().splitlines() or ["benchmark child failed"])[-1])
+        raise CommandError(child_error("python -m bench.language", proc.stderr))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -122,13 +121,16 @@ def run_language_cost(name: str, *, subscribers: int, events: int, campaigns: in
     if runs < 1:
         raise ValueError("runs must be at least 1")
     base = directory or Path(tempfile.mkdtemp(prefix="sigmatch-bench-"))
-    world_dir = base / f"{name}-{subscribers}-{events}-{campaigns}-{seed}"
-    world_dir.mkdir(parents=True, exist_ok=True)
+    from bench._cli import folder, named
+    # as bench.run names its worlds: underscores, which error lines do not mask as a number
+    world_dir = base / f"{name}-{subscribers:_}-{events:_}-{campaigns}-{seed}"
     try:
+        folder(world_dir, "--dir")
         echo(f"{name}: generating {subscribers:,} subscribers, {events:,} events, {campaigns} campaigns ...")
         world_child(["--generate", str(world_dir), str(subscribers), str(events), str(campaigns), str(seed)])
         manifest = json.loads((world_dir / "bench-world.json").read_text())
-        config, traces = Path(manifest["config"]), [Path(p) for p in manifest["traces"]]
+        config = named(world_dir / "bench-world.json", manifest["config"])
+        traces = [named(world_dir / "bench-world.json", p) for p in manifest["traces"]]
         plain = write_first_edition(config)
         result = {"workload": name, "subscribers": subscribers, "events": events, "campaigns": campaigns,
                   "runs": runs, "second": [], "first": []}

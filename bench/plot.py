@@ -10,13 +10,17 @@ subscribers) is kept from the JSON file already there, and the title says so.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-from bench._cli import EVENTS, CommandError, command, folder, make_private, parser as command_parser, whole_number
+from bench._cli import (EVENTS, CommandError, command, folder, given_folder, make_private, parser as command_parser,
+                        whole_number)
 from bench.run import machine, run_benchmarks
 
 SUBSCRIBERS = (100_000, 1_000_000, 3_000_000, 10_000_000)
 CAMPAIGNS = (4, 12, 24, 48, 96, 200)
+# what a point of a panel holds for the plot
+PANEL = ("subscribers", "campaigns", "decode_eps", "match_eps", "end_to_end_eps")
 
 
 def sweep(events: int, echo=print, kept: dict | None = None, directory: Path | None = None) -> dict:
@@ -71,13 +75,16 @@ def _kept(path: Path) -> dict:
     """The earlier sweep that --campaigns-only keeps the left panel of, from its JSON file."""
     try:
         kept = json.loads(path.read_text())
-        if not isinstance(kept, dict) or not kept.get("subscribers") or "events" not in kept:
+        rows = kept["subscribers"]
+        # what plot() reads of the left panel, and the title's events
+        if (not isinstance(rows, list) or not rows or not isinstance(kept["events"], int)
+                or not all(isinstance(r, dict) and all(isinstance(r.get(k), (int, float)) for k in PANEL) for r in rows)):
             raise ValueError
         return kept
     except FileNotFoundError:
         raise CommandError(f"--campaigns-only: {path}: no such file; it keeps the subscribers sweep of an earlier "
                            f"run written there (run once without --campaigns-only)") from None
-    except ValueError:
+    except (ValueError, KeyError, TypeError):
         raise CommandError(f"--campaigns-only: {path}: not a sweep that bench.plot wrote") from None
 
 
@@ -89,7 +96,7 @@ def main(argv=None):
     parser.add_argument("--events", type=whole_number(*EVENTS), default=3_000_000)
     parser.add_argument("--campaigns-only", action="store_true",
                         help="measure the campaigns sweep only; keep the subscribers sweep of the JSON file")
-    parser.add_argument("--worlds", type=Path, help="generate the worlds here and keep them (default: temporary)")
+    parser.add_argument("--worlds", type=given_folder, help="generate the worlds here and keep them (default: temporary)")
     parser.add_argument("--note", default="", help="a second line for the title (how the machine was loaded ...)")
     args = parser.parse_args(argv)
     # everything the end needs is checked before the minutes of measuring
@@ -103,11 +110,12 @@ def main(argv=None):
     kept = _kept(figures) if args.campaigns_only else None
     if args.worlds is not None:
         folder(args.worlds, "--worlds")
-    data = sweep(args.events, kept=kept, directory=args.worlds)
+    data = sweep(args.events, kept=kept, directory=args.worlds, echo=lambda line: print(line, file=sys.stderr))
     if args.note:
         data["note"] = args.note
-    figures.write_text(json.dumps(data, indent=2))
+    # the picture first: a plot that fails leaves the figures it was drawn from as they were
     plot(data, args.out)
+    figures.write_text(json.dumps(data, indent=2))
     make_private(figures, args.out)
     print(f"wrote {args.out}")
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,8 +27,8 @@ from typing import Optional
 
 import numpy as np
 
-from bench._cli import (CAMPAIGNS, CommandError, command, folder, make_private,
-                        parser as command_parser, whole_number, world_manifest, write_private)
+from bench._cli import (CAMPAIGNS, CommandError, child_error, command, folder, given_folder, make_private, named,
+                        parser as command_parser, relative, run_child, whole_number, world_manifest, write_private)
 
 __all__ = ["make_world", "measure"]
 
@@ -47,12 +46,13 @@ def make_world(directory: Path, *, subscribers: int, events: int, base: int, tot
 
     manifest = directory / "rare-world.json"
     wanted = dict(subscribers=subscribers, events=events, base=base, total=total, seed=seed)
-    known = world_manifest(manifest, wanted)
-    if known is not None:
-        return Path(known["a"]), Path(known["b"]), Path(known["trace"]), known["nr_a"], known["nr_b"]
+    known = world_manifest(manifest, wanted, needs=("a", "b", "trace"))
+    if known is not None and isinstance(known.get("nr_a"), int) and isinstance(known.get("nr_b"), int):
+        return (named(manifest, known["a"]), named(manifest, known["b"]), named(manifest, known["trace"]),
+                known["nr_a"], known["nr_b"])
     # the programmes of `sigmatch gen` come first; synthetic campaigns make up the rest
-    probe = generate(directory / "probe", subscribers=1000, events=1000, campaigns=0, seed=seed)
-    programmes = probe.campaigns
+    with tempfile.TemporaryDirectory(prefix="sigmatch-rare-probe-") as scratch:
+        programmes = generate(Path(scratch), subscribers=1000, events=1000, campaigns=0, seed=seed).campaigns
     if base < programmes:
         raise CommandError(f"--base {base:,}: A holds gen's {programmes} programmes at least; give --base {programmes} "
                            f"or more")
@@ -83,8 +83,8 @@ def make_world(directory: Path, *, subscribers: int, events: int, base: int, tot
     config_b = directory / "campaigns-rare.toml"
     write_private(config_b, text)
     nr_b = len(load_config(config_b).campaigns)
-    write_private(manifest, json.dumps(dict(world=wanted, a=str(config_a), b=str(config_b), trace=str(trace),
-                                            nr_a=nr_a, nr_b=nr_b)))
+    write_private(manifest, json.dumps(dict(world=wanted, a=relative(manifest, config_a), b=relative(manifest, config_b),
+                                            trace=relative(manifest, trace), nr_a=nr_a, nr_b=nr_b)))
     return config_a, config_b, trace, nr_a, nr_b
 
 
@@ -112,10 +112,9 @@ def _iteration_rate(trace: Path) -> dict:
 def _child(config: Optional[Path], trace: Path) -> dict:
     """One measure in a fresh process: the replay of `config`, or (None) the iteration."""
     how = ["--measure", str(config)] if config is not None else ["--iterate"]
-    proc = subprocess.run([sys.executable, "-m", "bench.rare", *how, str(trace)],
-                          capture_output=True, text=True)
+    proc = run_child([sys.executable, "-m", "bench.rare", *how, str(trace)])
     if proc.returncode:
-        raise CommandError((proc.stderr.strip().splitlines() or ["benchmark child failed"])[-1])
+        raise CommandError(child_error("python -m bench.rare", proc.stderr))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -156,15 +155,18 @@ def main(argv=None):
     parser.add_argument("--total", type=whole_number(*CAMPAIGNS), default=200,
                         help="campaigns of B in all: A's and rare ones (more than --base)")
     parser.add_argument("--rounds", type=whole_number(1), default=3)
-    parser.add_argument("--directory", type=Path, help="keep the world here (default: a temporary one)")
+    parser.add_argument("--directory", type=given_folder,
+                        help="keep the world here, a new or empty folder or one of an earlier run (default: a "
+                             "temporary one)")
     ns = parser.parse_args(args)
     if ns.total <= ns.base:
         parser.error(f"--total ({ns.total:,}) must be more than --base ({ns.base:,})")
     if ns.directory is not None:
-        folder(ns.directory, "--directory")
+        folder(ns.directory, "--directory", owner="bench.rare")
     with tempfile.TemporaryDirectory(prefix="sigmatch-rare-") as scratch:
         result = measure(ns.directory or Path(scratch), subscribers=ns.subscribers, events=ns.events,
-                         base=ns.base, total=ns.total, rounds=ns.rounds)
+                         base=ns.base, total=ns.total, rounds=ns.rounds,
+                         echo=lambda line: print(line, file=sys.stderr))
     print(json.dumps(result))
 
 

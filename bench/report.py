@@ -10,9 +10,7 @@ after the run (the machine is shared: the wall time depends on it, the CPU time 
 from __future__ import annotations
 
 import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._cli import CommandError, command, folder, parser as command_parser, whole_number
+from bench._cli import (CommandError, child_error, command, folder, given_folder, parser as command_parser,
+                        run_child, whole_number, write_private)
+from bench.run import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMPAIGNS = 15
@@ -35,7 +35,7 @@ def _config(directory: Path) -> Path:
         lines.append(f'[[campaign]]\nid = "c{i:02d}"\non = ["CALL_MO_END"]\nchannel = "{CHANNELS[i % 5]}"\n'
                      f'template = "T{i:02d}"\nholdout = 0.05\n')
     path = directory / "campaigns.toml"
-    path.write_text("\n".join(lines))
+    write_private(path, "\n".join(lines))
     return path
 
 
@@ -82,7 +82,7 @@ def make_outputs(out: Path, actions: int, conversions: int, fmt: str = "csv", se
 @command("python -m bench.report")
 def main(argv=None) -> None:
     parser = command_parser("python -m bench.report", __doc__)
-    parser.add_argument("directory", nargs="?", type=Path, metavar="DIR",
+    parser.add_argument("directory", nargs="?", type=given_folder, metavar="DIR",
                         help="keep the outputs here and reuse them (default: a temporary folder, removed)")
     parser.add_argument("--actions", type=whole_number(1, 10**10), default=10_000_000)
     parser.add_argument("--conversions", type=whole_number(0, 10**10), default=1_000_000,
@@ -94,7 +94,7 @@ def main(argv=None) -> None:
     if args.conversions > args.actions:
         parser.error(f"--conversions ({args.conversions:,}) must be at most --actions ({args.actions:,})")
     if args.directory is not None:
-        folder(args.directory, "DIR")
+        folder(args.directory, "DIR", owner="bench.report")
     with tempfile.TemporaryDirectory(prefix="sigmatch-bench-report-") as scratch:
         _measure(args, args.directory or Path(scratch))
 
@@ -113,14 +113,12 @@ def _measure(args, base: Path) -> None:
     import resource
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "engine.cli", "report", str(out), "--json", "--no-progress"],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = run_child([sys.executable, "-m", "engine.cli", "report", str(out), "--json", "--no-progress"], cwd=ROOT)
     whole = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode:
-        said = proc.stderr.strip().splitlines()
-        raise CommandError(f"sigmatch report {out}: exit {proc.returncode}: {said[-1] if said else 'nothing said'}")
+        raise CommandError(f"sigmatch report {out}: exit {proc.returncode}: {child_error('sigmatch', proc.stderr)}")
 
     from engine.closedloop.outputs import read_outputs
     from engine.closedloop.report import build_report
@@ -130,11 +128,10 @@ def _measure(args, base: Path) -> None:
     started = time.perf_counter()
     build_report(outputs)
     build = time.perf_counter() - started
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     load = os.getloadavg()[0]
     nr_files = sum(1 for p in out.rglob("*-*.*") if p.is_file())
     print(f"| {time.strftime('%Y-%m-%d')} | {args.format} | {args.actions:,} | {args.conversions:,} | {nr_files:,} | "
-          f"{size / 1e9:.2f} GB | {whole:.1f} s | {cpu:.1f} s | {read:.1f} s | {build:.1f} s | {load:.1f} | {machine} |")
+          f"{size / 1e9:.2f} GB | {whole:.1f} s | {cpu:.1f} s | {read:.1f} s | {build:.1f} s | {load:.1f} | {machine()} |")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ import os
 import platform
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,16 +57,17 @@ def machine() -> str:
 
 def _world(directory: Path, subscribers: int, events: int, campaigns: int, seed: int):
     """Generate (or reuse, when the manifest matches) a world; returns (config, traces)."""
-    from bench._cli import world_manifest, write_private
+    from bench._cli import named, relative, world_manifest, write_private
     manifest = directory / "bench-world.json"
-    known = world_manifest(manifest, _wanted(subscribers, events, campaigns, seed))
-    if known is not None:
-        return Path(known["config"]), [Path(p) for p in known["traces"]]
+    known = world_manifest(manifest, _wanted(subscribers, events, campaigns, seed), needs=("config", "traces"))
+    if known is not None and known["traces"] and all(isinstance(p, str) for p in known["traces"]):
+        return named(manifest, known["config"]), [named(manifest, p) for p in known["traces"]]
     from engine.world.gen import generate
     generated = generate(directory, subscribers=subscribers, events=events, campaigns=campaigns, seed=seed)
     config, traces = Path(generated.config), [Path(p) for p in generated.traces]
-    write_private(manifest, json.dumps({"world": _wanted(subscribers, events, campaigns, seed), "config": str(config),
-                                        "traces": [str(p) for p in traces]}))
+    write_private(manifest, json.dumps({"world": _wanted(subscribers, events, campaigns, seed),
+                                        "config": relative(manifest, config),
+                                        "traces": [relative(manifest, p) for p in traces]}))
     return config, traces
 
 
@@ -162,10 +162,10 @@ def measure_world(config: Path, traces: list[Path], scratch: Path) -> dict:
 
 def _child(args: list[str]) -> dict:
     """Run `python -m bench.run ARGS` and return the JSON it prints last."""
-    proc = subprocess.run([sys.executable, "-m", "bench.run", *args], capture_output=True, text=True)
+    from bench._cli import CommandError, child_error, run_child
+    proc = run_child([sys.executable, "-m", "bench.run", *args])
     if proc.returncode != 0:
-        from bench._cli import CommandError
-        raise CommandError((proc.stderr.strip().splitlines() or ["benchmark child failed"])[-1])
+        raise CommandError(child_error("python -m bench.run", proc.stderr))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -237,6 +237,11 @@ def record(results: list[dict], path: Path = RESULTS) -> None:
 
 
 def main(argv=None):
+    from bench._cli import command
+    command("python -m bench.run")(_main)(argv)
+
+
+def _main(argv=None):
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("--generate", "--measure"):
         directory, subscribers, events, campaigns, seed = Path(args[1]), *map(int, args[2:6])

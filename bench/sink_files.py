@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._cli import (command, folder, parser as command_parser, whole_number,
+from bench._cli import (command, folder, given_folder, parser as command_parser, whole_number,
                         world_manifest, write_private)
 
 __all__ = ["run_sink_files"]
@@ -77,12 +77,12 @@ def run_sink_files(directory: Path, *, subscribers: int, events: int, rounds: in
 @command("python -m bench.sink_files")
 def main(argv=None) -> None:
     parser = command_parser("python -m bench.sink_files", __doc__, subscribers=100_000, events=1_000_000)
-    parser.add_argument("directory", nargs="?", type=Path, metavar="DIR",
+    parser.add_argument("directory", nargs="?", type=given_folder, metavar="DIR",
                         help="keep the world here and reuse it (default: a temporary one, removed)")
     parser.add_argument("--rounds", type=whole_number(1), default=7)
     args = parser.parse_args(argv)
     if args.directory is not None:
-        folder(args.directory, "DIR")
+        folder(args.directory, "DIR", owner="bench.sink_files")
     with tempfile.TemporaryDirectory(prefix="sigmatch-sink-files-") as scratch:
         _report(run_sink_files(args.directory or Path(scratch), subscribers=args.subscribers, events=args.events,
                                rounds=args.rounds))

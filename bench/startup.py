@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._cli import (CommandError, command, folder, make_private, parser as command_parser,
-                        whole_number, world_manifest, write_private)
+from bench._cli import (CommandError, child_error, command, folder, given_folder, make_private,
+                        parser as command_parser, run_child, whole_number, world_manifest, write_private)
 
 __all__ = ["build_world", "run_startup"]
 
@@ -87,18 +87,18 @@ def build_world(directory: Path, *, subscribers: int, events: int, seed: int = 1
     pa_csv.write_csv(pq.read_table(directory / "profiles.parquet"), directory / "profiles.csv")
     (directory / "profiles.parquet").unlink()
     built.config.write_text(CONFIG)
-    make_private(*directory.iterdir())
+    make_private(*(directory / name for name in ("profiles.csv", "trace.msgpack", "campaigns.toml")),
+                 *directory.glob("*.roar"), *directory.glob("*.txt"))
     write_private(manifest, json.dumps({"world": wanted}))
     return built.config
 
 
 def _timed(command: list[str], name: str, cwd=None) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    done = run_child(command, cwd=cwd)
     elapsed = time.perf_counter() - started
     if done.returncode:
-        said = done.stderr.strip().splitlines()
-        raise CommandError(f"{name} failed (exit {done.returncode}): {said[-1] if said else 'nothing said'}")
+        raise CommandError(f"{name} failed (exit {done.returncode}): {child_error('sigmatch', done.stderr)}")
     return elapsed, done.stdout
 
 
@@ -149,7 +149,7 @@ PEER_SUBSCRIBERS = (100, 100_000_000)
 def main(argv=None) -> None:
     parser = command_parser("python -m bench.startup", __doc__, subscribers=2_000_000, events=8_000_000,
                             bounds=PEER_SUBSCRIBERS)
-    parser.add_argument("directory", nargs="?", type=Path, metavar="DIR",
+    parser.add_argument("directory", nargs="?", type=given_folder, metavar="DIR",
                         help="keep the world here and reuse it (default: a temporary one, removed)")
     parser.add_argument("--runs", type=whole_number(1), default=5)
     parser.add_argument("--tree", action="append", type=Path, default=None,
@@ -159,7 +159,7 @@ def main(argv=None) -> None:
         if not (tree / "engine" / "cli.py").is_file():
             parser.error(f"--tree {tree}: not a sigmatch checkout (no engine/cli.py in it)")
     if args.directory is not None:
-        folder(args.directory, "DIR")
+        folder(args.directory, "DIR", owner="bench.startup")
     trees = tuple(args.tree) if args.tree else (None,)
     with tempfile.TemporaryDirectory(prefix="sigmatch-startup-") as scratch:
         result = run_startup(args.directory or Path(scratch), subscribers=args.subscribers, events=args.events,

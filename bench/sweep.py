@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench._cli import (CAMPAIGNS, CommandError, command, folder, parser as command_parser,
-                        whole_number, world_manifest, write_private)
+from bench._cli import (CAMPAIGNS, CommandError, child_error, command, folder, given_folder,
+                        parser as command_parser, run_child, whole_number, world_manifest, write_private)
 
 __all__ = ["make_worlds", "measure"]
 
@@ -66,10 +65,9 @@ def _best_replay(folder: Path, best: int) -> dict:
 
 
 def _child(folder: Path, best: int) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "bench.sweep", "--measure", str(folder), str(best)],
-                          capture_output=True, text=True)
+    proc = run_child([sys.executable, "-m", "bench.sweep", "--measure", str(folder), str(best)])
     if proc.returncode:
-        raise CommandError((proc.stderr.strip().splitlines() or ["benchmark child failed"])[-1])
+        raise CommandError(child_error("python -m bench.sweep", proc.stderr))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -109,13 +107,15 @@ def main(argv=None):
                         help="synthetic campaigns of the second world (more than --few)")
     parser.add_argument("--rounds", type=whole_number(1), default=3)
     parser.add_argument("--best", type=whole_number(1), default=3, help="replays per process, the fastest kept")
-    parser.add_argument("--directory", type=Path, help="keep the worlds here (default: a temporary one)")
+    parser.add_argument("--directory", type=given_folder,
+                        help="keep the worlds here, a new or empty folder or one of an earlier run (default: a "
+                             "temporary one)")
     ns = parser.parse_args(args)
     if ns.many <= ns.few:
         # one world measured against itself, or the share turned upside down
         parser.error(f"--many ({ns.many:,}) must be more than --few ({ns.few:,})")
     if ns.directory is not None:
-        folder(ns.directory, "--directory")
+        folder(ns.directory, "--directory", owner="bench.sweep")
     with tempfile.TemporaryDirectory(prefix="sigmatch-sweep-") as scratch:
         result = measure(ns.directory or Path(scratch), subscribers=ns.subscribers, events=ns.events, few=ns.few,
                          many=ns.many, rounds=ns.rounds, best=ns.best,

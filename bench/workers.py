@@ -32,7 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._cli import EVENTS, SUBSCRIBERS, command, folder, make_private, whole_number, write_private
+from bench._cli import (EVENTS, SUBSCRIBERS, CommandError, child_error, command, folder, given_folder, make_private,
+                        named, relative, whole_number, write_private)
 
 __all__ = ["make_world", "measure", "plot", "alone"]
 
@@ -42,7 +43,7 @@ _COORDINATOR_LINE = re.compile(r"the coordinator: [^\n]*")
 
 def make_world(directory: Path, *, subscribers: int, events: int, seed: int = 1) -> tuple[Path, Path]:
     """Generate the world into `directory` (reused when its manifest matches); returns
-    (config, trace). Raises SystemExit (one line) for a directory that holds anything else:
+    (config, trace). Raises CommandError (one line) for a directory that holds anything else:
     another world, or files that are not a world of this tool's."""
     from engine.world.gen import generate
     manifest = directory / "workers-world.json"
@@ -50,22 +51,23 @@ def make_world(directory: Path, *, subscribers: int, events: int, seed: int = 1)
     if manifest.is_file():
         try:
             known = json.loads(manifest.read_text())
-            if known.get("world") == wanted:
-                return Path(known["config"]), Path(known["trace"])
-            # a world of this tool's that a run cut short (Ctrl-C, a full disk): made again
-            making = "making" in known
-            held = None if making else known["world"]
+            if known.get("world") == wanted and isinstance(known.get("config"), str) and isinstance(known.get("trace"), str):
+                return named(manifest, known["config"]), named(manifest, known["trace"])
+            # a world of this tool's that a run cut short (Ctrl-C, a full disk), or one whose
+            # manifest lost a name: made again
+            making = "making" in known or known.get("world") == wanted
+            held = None if making else (int(known["world"]["subscribers"]), int(known["world"]["events"]))
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise SystemExit(f"{manifest}: not a manifest of bench.workers; give another --dir") from None
+            raise CommandError(f"{manifest}: not a manifest of bench.workers; give another --dir") from None
         if not making:
-            raise SystemExit(f"{directory}: holds another world ({held['subscribers']:,} subscribers, "
-                             f"{held['events']:,} events); give another --dir")
+            raise CommandError(f"{directory}: holds another world ({held[0]:,} subscribers, {held[1]:,} events); "
+                               f"give another --dir")
     elif directory.is_dir() and any(directory.iterdir()):
-        raise SystemExit(f"{directory}: not empty, and not a world of bench.workers; give an empty or new --dir")
+        raise CommandError(f"{directory}: not empty, and not a world of bench.workers; give an empty or new --dir")
     write_private(manifest, json.dumps({"making": wanted}))
     generated = generate(directory, subscribers=subscribers, events=events, seed=seed)
-    write_private(manifest, json.dumps({"world": wanted, "config": str(generated.config),
-                                        "trace": str(generated.trace)}))
+    write_private(manifest, json.dumps({"world": wanted, "config": relative(manifest, generated.config),
+                                        "trace": relative(manifest, generated.trace)}))
     return Path(generated.config), Path(generated.trace)
 
 
@@ -122,7 +124,7 @@ def _run(config: Path, trace: Path, out: Path, workers: int, ray: bool = False,
         err.seek(0)
         text = err.read().decode(errors="replace")
     if process.returncode:
-        raise SystemExit(f"replay --workers {workers} failed: {text.strip().splitlines()[-1:]}")
+        raise CommandError(f"replay --workers {workers} failed: {child_error('sigmatch', text)}")
     found = list(_WORKER_LINE.finditer(text))
     shards = [(float(m.group(3)), float(m.group(4))) for m in found]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -289,7 +291,7 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=whole_number(1, 256), nargs="+", default=[1, 2],
                         help="the N to run, in this order (the first is the base of the speed-ups)")
     parser.add_argument("--rounds", type=whole_number(1), default=3, help="runs of every N, interleaved")
-    parser.add_argument("--dir", type=Path, default=None, help="world directory (kept and reused)")
+    parser.add_argument("--dir", type=given_folder, default=None, help="world directory (kept and reused)")
     parser.add_argument("--sample-s", type=_positive_seconds, default=0.2,
                         help="seconds between samples of the tree's PSS (reading it walks the page tables: "
                              "at L on 16 workers, 1 s)")
@@ -307,27 +309,26 @@ def main(argv=None) -> None:
         try:
             plot(*args.plot)
         except OSError as e:
-            raise SystemExit(f"{e.filename or args.plot[0]}: {e.strerror or e}") from None
+            raise CommandError(f"{e.filename or args.plot[0]}: {e.strerror or e}") from None
         except (ValueError, KeyError, TypeError) as e:
             # json.JSONDecodeError is a ValueError; a run without "workers" or "wall_s", a KeyError
-            raise SystemExit(f"{args.plot[0]}: not runs as docs/scaling.json records them ({type(e).__name__}: {e})") from None
+            raise CommandError(f"{args.plot[0]}: not runs as docs/scaling.json records them ({type(e).__name__}: {e})") from None
         return
     directory = args.dir or Path(tempfile.gettempdir()) / f"sigmatch-workers-{args.subscribers}-{args.events}"
     folder(directory, "--dir")
     try:
         config, trace = make_world(directory, subscribers=args.subscribers, events=args.events)
     except OSError as e:
-        raise SystemExit(f"{e.filename or directory}: {e.strerror or e}") from None
+        raise CommandError(f"{e.filename or directory}: {e.strerror or e}") from None
+    except CommandError:
+        raise
     except ValueError as e:     # a world sigmatch gen cannot make (too few subscribers for its lists)
-        raise SystemExit(f"sigmatch gen: {e}") from None
+        raise CommandError(f"sigmatch gen: {e}") from None
     if args.alone is not None:
-        from engine.errors import SigmatchError
         try:
             print(json.dumps({"subscribers": args.subscribers, **alone(config, trace, args.alone)}))
-        except (SigmatchError, MemoryError) as e:
-            raise SystemExit(str(e)) from None
         except OSError as e:
-            raise SystemExit(f"{e.filename or trace}: {e.strerror or e}") from None
+            raise CommandError(f"{e.filename or trace}: {e.strerror or e}") from None
         return
     def progress(n, run):
         wall, peak, shards, cpu, said = run

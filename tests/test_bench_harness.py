@@ -132,7 +132,8 @@ def test_scaling_plot_draws_the_recorded_runs_and_refuses_other_files_in_one_lin
         done = subprocess.run([sys.executable, "-m", "bench.workers", "--plot", str(given), str(png)],
                               cwd=root, capture_output=True, text=True, timeout=120)
         assert done.returncode == 1
-        assert done.stderr.strip() == f"{given}: " + done.stderr.strip().split(": ", 1)[1] and said in done.stderr
+        assert done.stderr.strip().startswith(f"python -m bench.workers: error: {given}: ") and said in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
         assert "Traceback" not in done.stderr
 
 
@@ -236,6 +237,10 @@ def test_every_benchmark_command_says_a_bad_option_in_one_line_before_anything_i
          f"--campaigns-only: {tmp_path / 'none.json'}: no such file"),
         ("workers", ["--subscribers", "50"], 2, "argument --subscribers: must be from 100 to 500,000,000, not 50"),
         ("feed_bytes", ["--bogus"], 2, "unrecognized arguments: --bogus"),
+        # an empty folder would be the current one, where a benchmark writes and removes its files
+        ("sweep", ["--directory", ""], 2, "argument --directory: empty: give a folder"),
+        ("startup", [""], 2, "argument DIR: empty: give a folder"),
+        ("workers", ["--dir", " "], 2, "argument --dir: empty: give a folder"),
     ]
     for module, args, code, said in cases:
         done = _bench(module, *args)
@@ -326,3 +331,62 @@ def test_bench_world_folders_are_named_readably_and_a_bad_manifest_is_made_again
     assert config.is_file() and traces and (world / "bench-world.json").is_file()
     with pytest.raises(CommandError, match=r"^--dir .*/T-2_000-1_000_000-2-1: not a folder$"):
         run_benchmarks(["T"], sizes={"T": (2_000, 1_000_000)}, campaigns=2, directory=tmp_path, echo=lambda line: None)
+
+
+def test_a_benchmark_writes_only_in_a_folder_of_its_own_and_finds_a_moved_world(tmp_path):
+    """A benchmark writes and removes its files in the folder it is given (bench.diff removed
+    an outs/ folder there, bench.startup overwrote a campaigns.toml): a folder holding other
+    files, or another benchmark's, is refused; one it made itself, even cut short, is taken.
+    Manifests name their files relative to their folder, so a moved world is still found."""
+    import json
+
+    import pytest
+
+    from bench._cli import OWNER_FILE, CommandError, child_error, folder, named, relative
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(CommandError, match=r"^DIR .*/mine: holds files that are not bench.diff's, and it writes and "
+                                           r"removes its own there: give a new or empty folder$"):
+        folder(tmp_path / "mine", "DIR", owner="bench.diff")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    folder(tmp_path / "new", "DIR", owner="bench.diff")
+    assert (tmp_path / "new" / OWNER_FILE).read_text() == "bench.diff\n"
+    (tmp_path / "new" / "outs").mkdir()
+    assert folder(tmp_path / "new", "DIR", owner="bench.diff") == tmp_path / "new"
+    with pytest.raises(CommandError, match=r"holds the worlds of bench.diff, not bench.startup's"):
+        folder(tmp_path / "new", "DIR", owner="bench.startup")
+    manifest = tmp_path / "new" / "w.json"
+    manifest.write_text(json.dumps({"config": relative(manifest, tmp_path / "new" / "campaigns.toml")}))
+    (tmp_path / "new").rename(tmp_path / "moved")
+    moved = tmp_path / "moved" / "w.json"
+    assert named(moved, json.loads(moved.read_text())["config"]) == tmp_path / "moved" / "campaigns.toml"
+    assert named(moved, "/abs/campaigns.toml") == __import__("pathlib").Path("/abs/campaigns.toml")
+    # a child's own `PROG: error:` is not said twice by its parent
+    assert child_error("python -m bench.sweep", "python -m bench.sweep: error: x.msgpack: gone\n") == "x.msgpack: gone"
+    assert child_error("sigmatch", "Traceback ...\nValueError: bad\n") == "ValueError: bad"
+
+
+def test_running_out_of_memory_is_said_in_one_line():
+    import contextlib
+    import io
+
+    from bench._cli import command
+
+    @command("python -m bench.t")
+    def hungry():
+        raise MemoryError
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            hungry()
+        except SystemExit as e:
+            assert e.code == 1
+    assert err.getvalue() == "python -m bench.t: error: out of memory\n"
+
+
+def test_plot_refuses_kept_figures_it_cannot_draw_before_measuring(tmp_path):
+    (tmp_path / "g.json").write_text('{"subscribers": 5, "events": 3}')
+    done = _bench("plot", "--campaigns-only", "--out", tmp_path / "g.png")
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        f"python -m bench.plot: error: --campaigns-only: {tmp_path / 'g.json'}: not a sweep that bench.plot wrote"]
+    assert (tmp_path / "g.json").read_text() == '{"subscribers": 5, "events": 3}'
