@@ -7,13 +7,14 @@ import argparse
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
 from engine.errors import SigmatchError, describe_os_error
-from engine.sinks import dangling_on_the_way
 
 __all__ = ["SUBSCRIBERS", "EVENTS", "CAMPAIGNS", "CommandError", "whole_number", "given_folder", "folder",
            "world_manifest", "named", "relative", "child_error", "run_child", "write_private", "make_private",
@@ -55,10 +56,11 @@ OWNER_FILE = ".sigmatch-bench"
 
 def given_folder(text: str) -> Path:
     """An argparse type for a folder option: an empty one (the current folder, to Path) is
-    refused, as a benchmark writes and removes its files in the folder it is given."""
+    refused, as a benchmark writes and removes its files in the folder it is given. The path
+    is made absolute: the benchmarks' child processes run in other folders (the checkout)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("empty: give a folder")
-    return Path(text)
+    return Path(os.path.abspath(text))
 
 
 def folder(path: Path, option: str, owner: Optional[str] = None) -> Path:
@@ -68,6 +70,7 @@ def folder(path: Path, option: str, owner: Optional[str] = None) -> Path:
     `owner` (the command, `bench.sweep`), the folder must be new, empty or already the
     command's own (OWNER_FILE, written first, so a run cut short leaves it the command's):
     the command writes and removes files there, and a user's files are never among them."""
+    from engine.sinks import dangling_on_the_way      # pyarrow: not at every command's start
     path = Path(path)
     if dangling := dangling_on_the_way(path):
         raise CommandError(f"{option} {dangling}" if dangling.startswith(f"{path} ") else f"{option} {path}: {dangling}")
@@ -79,32 +82,62 @@ def folder(path: Path, option: str, owner: Optional[str] = None) -> Path:
             return path
         mark = path / OWNER_FILE
         if mark.is_file():
-            held = mark.read_text().strip()
-            if held != owner:
+            held = mark.read_bytes().decode("utf-8", "replace").strip()
+            if held != owner and re.fullmatch(r"bench\.\w+", held):
                 raise CommandError(f"{option} {path}: holds the worlds of {held}, not {owner}'s: give another folder")
+            if held != owner:
+                raise CommandError(f"{option} {path}: its {OWNER_FILE} does not name {owner}: give another folder")
         elif any(path.iterdir()):
             raise CommandError(f"{option} {path}: holds files that are not {owner}'s, and it writes and removes "
                                f"its own there: give a new or empty folder")
         else:
             write_private(mark, owner + "\n")
+        _hold(mark, option, path, owner)
     except OSError as e:
         reason = e.strerror if e.strerror and e.filename in (str(path), path) else describe_os_error(e)
         raise CommandError(f"{option} {path}: {reason}") from None
     return path
 
 
-def world_manifest(manifest: Path, wanted: dict, needs: tuple[str, ...] = ()) -> Optional[dict]:
-    """The manifest's record when it holds `wanted` under "world" and a string under each key
-    of `needs` (the files it names, relative to the manifest's folder: see `named`), else
-    None, once the manifest is removed. A world is written after that and its manifest last
-    (write_private), so a generation cut short (Ctrl-C, a full disk) or a manifest that does
-    not parse is never taken for the world: the next run makes it again."""
+# the marks this process holds locked, until it ends: two runs in one folder would make and
+# remove the same files under each other
+_HELD: dict = {}
+
+
+def _hold(mark: Path, option: str, path: Path, owner: str) -> None:
+    """Lock `mark` (flock, exclusive) for the rest of the process, or raise CommandError when
+    another run holds it."""
+    import fcntl
+    key = os.path.abspath(mark)
+    if key in _HELD:
+        return
+    fd = os.open(mark, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise CommandError(f"{option} {path}: another run of {owner} is using it; wait for it to end, or give "
+                           f"another folder") from None
+    _HELD[key] = fd
+
+
+def world_manifest(manifest: Path, wanted: dict, needs: Optional[dict] = None) -> Optional[dict]:
+    """The manifest's record when it holds `wanted` under "world" and, under each key of
+    `needs`, a value of its type: str (a file's name, relative to the manifest's folder: see
+    `named`), int, or list (a non-empty list of names); else None, once the manifest is
+    removed. A world is written after that and its manifest last (write_private), so a
+    generation cut short (Ctrl-C, a full disk), or a manifest that does not parse or holds
+    something else, is never taken for the world: the next run makes it again."""
+    def holds(value, kind) -> bool:
+        if kind is list:
+            return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+        return isinstance(value, kind) and not isinstance(value, bool)
     try:
         known = json.loads(manifest.read_text())
         if (isinstance(known, dict) and known.get("world") == wanted
-                and all(isinstance(known.get(key), (str, list)) for key in needs)):
+                and all(holds(known.get(key), kind) for key, kind in (needs or {}).items())):
             return known
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         pass
     try:
         manifest.unlink()
@@ -141,10 +174,17 @@ def run_child(command: list, **kwargs) -> subprocess.CompletedProcess:
         try:
             out, err = proc.communicate()
         except KeyboardInterrupt:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                    break
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    break
+                except KeyboardInterrupt:
+                    continue        # Ctrl-C again (or the signal sent twice): the child still cleans up
             raise
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
 

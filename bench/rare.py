@@ -46,8 +46,8 @@ def make_world(directory: Path, *, subscribers: int, events: int, base: int, tot
 
     manifest = directory / "rare-world.json"
     wanted = dict(subscribers=subscribers, events=events, base=base, total=total, seed=seed)
-    known = world_manifest(manifest, wanted, needs=("a", "b", "trace"))
-    if known is not None and isinstance(known.get("nr_a"), int) and isinstance(known.get("nr_b"), int):
+    known = world_manifest(manifest, wanted, needs={"a": str, "b": str, "trace": str, "nr_a": int, "nr_b": int})
+    if known is not None:
         return (named(manifest, known["a"]), named(manifest, known["b"]), named(manifest, known["trace"]),
                 known["nr_a"], known["nr_b"])
     # the programmes of `sigmatch gen` come first; synthetic campaigns make up the rest

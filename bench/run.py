@@ -59,8 +59,9 @@ def _world(directory: Path, subscribers: int, events: int, campaigns: int, seed:
     """Generate (or reuse, when the manifest matches) a world; returns (config, traces)."""
     from bench._cli import named, relative, world_manifest, write_private
     manifest = directory / "bench-world.json"
-    known = world_manifest(manifest, _wanted(subscribers, events, campaigns, seed), needs=("config", "traces"))
-    if known is not None and known["traces"] and all(isinstance(p, str) for p in known["traces"]):
+    known = world_manifest(manifest, _wanted(subscribers, events, campaigns, seed),
+                           needs={"config": str, "traces": list})
+    if known is not None:
         return named(manifest, known["config"]), [named(manifest, p) for p in known["traces"]]
     from engine.world.gen import generate
     generated = generate(directory, subscribers=subscribers, events=events, campaigns=campaigns, seed=seed)
@@ -191,7 +192,10 @@ def run_benchmarks(names, *, campaigns: int = DEFAULT_CAMPAIGNS, directory: Path
             t = time.perf_counter()
             _child(["--generate", str(world_dir), str(subscribers), str(events), str(campaigns), str(seed)])
             echo(f"{name}: world ready in {time.perf_counter() - t:.0f} s; measuring ...")
-            result = _child(["--measure", str(world_dir), str(subscribers), str(events), str(campaigns), str(seed)])
+            # the outputs' folder is the parent's: removed here whatever became of the child
+            with tempfile.TemporaryDirectory(prefix="sigmatch-bench-out-") as scratch:
+                result = _child(["--measure", str(world_dir), str(subscribers), str(events), str(campaigns),
+                                 str(seed), scratch])
             result["workload"] = name
             results.append(result)
         finally:
@@ -247,8 +251,7 @@ def _main(argv=None):
         directory, subscribers, events, campaigns, seed = Path(args[1]), *map(int, args[2:6])
         config, traces = _world(directory, subscribers, events, campaigns, seed)
         if args[0] == "--measure":
-            with tempfile.TemporaryDirectory(prefix="sigmatch-bench-out-") as scratch:
-                print(json.dumps(measure_world(config, traces, Path(scratch))))
+            print(json.dumps(measure_world(config, traces, Path(args[6]))))
         else:
             print(json.dumps({"config": str(config)}))
         return

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from bench._cli import (EVENTS, SUBSCRIBERS, CommandError, child_error, command, folder, given_folder, make_private,
-                        named, relative, whole_number, write_private)
+                        named, relative, whole_number, world_manifest, write_private)
 
 __all__ = ["make_world", "measure", "plot", "alone"]
 
@@ -42,29 +42,15 @@ _COORDINATOR_LINE = re.compile(r"the coordinator: [^\n]*")
 
 
 def make_world(directory: Path, *, subscribers: int, events: int, seed: int = 1) -> tuple[Path, Path]:
-    """Generate the world into `directory` (reused when its manifest matches); returns
-    (config, trace). Raises CommandError (one line) for a directory that holds anything else:
-    another world, or files that are not a world of this tool's."""
+    """Generate the world into `directory` (reused when its manifest matches, made again when
+    it names another world or does not parse: the folder is this command's, `_cli.folder`);
+    returns (config, trace)."""
     from engine.world.gen import generate
     manifest = directory / "workers-world.json"
     wanted = dict(subscribers=subscribers, events=events, seed=seed)
-    if manifest.is_file():
-        try:
-            known = json.loads(manifest.read_text())
-            if known.get("world") == wanted and isinstance(known.get("config"), str) and isinstance(known.get("trace"), str):
-                return named(manifest, known["config"]), named(manifest, known["trace"])
-            # a world of this tool's that a run cut short (Ctrl-C, a full disk), or one whose
-            # manifest lost a name: made again
-            making = "making" in known or known.get("world") == wanted
-            held = None if making else (int(known["world"]["subscribers"]), int(known["world"]["events"]))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise CommandError(f"{manifest}: not a manifest of bench.workers; give another --dir") from None
-        if not making:
-            raise CommandError(f"{directory}: holds another world ({held[0]:,} subscribers, {held[1]:,} events); "
-                               f"give another --dir")
-    elif directory.is_dir() and any(directory.iterdir()):
-        raise CommandError(f"{directory}: not empty, and not a world of bench.workers; give an empty or new --dir")
-    write_private(manifest, json.dumps({"making": wanted}))
+    known = world_manifest(manifest, wanted, needs={"config": str, "trace": str})
+    if known is not None:
+        return named(manifest, known["config"]), named(manifest, known["trace"])
     generated = generate(directory, subscribers=subscribers, events=events, seed=seed)
     write_private(manifest, json.dumps({"world": wanted, "config": relative(manifest, generated.config),
                                         "trace": relative(manifest, generated.trace)}))
@@ -315,7 +301,7 @@ def main(argv=None) -> None:
             raise CommandError(f"{args.plot[0]}: not runs as docs/scaling.json records them ({type(e).__name__}: {e})") from None
         return
     directory = args.dir or Path(tempfile.gettempdir()) / f"sigmatch-workers-{args.subscribers}-{args.events}"
-    folder(directory, "--dir")
+    folder(directory, "--dir", owner="bench.workers")
     try:
         config, trace = make_world(directory, subscribers=args.subscribers, events=args.events)
     except OSError as e:

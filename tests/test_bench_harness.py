@@ -390,3 +390,44 @@ def test_plot_refuses_kept_figures_it_cannot_draw_before_measuring(tmp_path):
     assert done.returncode == 1 and done.stderr.strip().splitlines() == [
         f"python -m bench.plot: error: --campaigns-only: {tmp_path / 'g.json'}: not a sweep that bench.plot wrote"]
     assert (tmp_path / "g.json").read_text() == '{"subscribers": 5, "events": 3}'
+
+
+def test_benchmark_folders_relative_locked_and_marked_and_manifests_of_the_wrong_shape(tmp_path):
+    """A third trial (helper-95): bench.diff and bench.report ran their children in the
+    checkout with a relative folder, so the world went into the checkout and the report
+    failed; two runs into one folder made and removed the same files; a marker that is not
+    text gave a traceback; a manifest field of the wrong type gave a TypeError."""
+    import json
+    import os
+
+    import pytest
+
+    from bench._cli import OWNER_FILE, CommandError, folder, given_folder, world_manifest
+    here = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        assert given_folder("rel") == tmp_path / "rel"
+    finally:
+        os.chdir(here)
+    done = _bench("report", "relr", "--actions", "2000", "--conversions", "10", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "relr" / OWNER_FILE).is_file()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / OWNER_FILE).write_bytes(b"\xff\xfe")
+    with pytest.raises(CommandError, match=r"^--directory .*/m: its \.sigmatch-bench does not name bench\.sweep: "
+                                           r"give another folder$"):
+        folder(tmp_path / "m", "--directory", owner="bench.sweep")
+    # a run holds its folder: a second one is refused while it lasts
+    folder(tmp_path / "busy", "--directory", owner="bench.sweep")
+    done = _bench("sweep", "--directory", tmp_path / "busy", "--rounds", "1")
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        f"python -m bench.sweep: error: --directory {tmp_path / 'busy'}: another run of bench.sweep is using it; "
+        "wait for it to end, or give another folder"]
+    manifest = tmp_path / "w.json"
+    for held in ({"a": ["campaigns.toml"], "n": 1}, {"a": "campaigns.toml", "n": True}, {"a": "c", "n": "1"}):
+        manifest.write_text(json.dumps({"world": {"s": 1}, **held}))
+        assert world_manifest(manifest, {"s": 1}, needs={"a": str, "n": int}) is None and not manifest.exists()
+    manifest.write_text(json.dumps({"world": {"s": 1}, "traces": "trace.msgpack"}))
+    assert world_manifest(manifest, {"s": 1}, needs={"traces": list}) is None
+    manifest.write_text("[" * 100_000)
+    assert world_manifest(manifest, {"s": 1}) is None
