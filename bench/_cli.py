@@ -4,10 +4,12 @@ said in one line, as every sigmatch command says them (never a traceback)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -74,9 +76,9 @@ def folder(path: Path, option: str, owner: Optional[str] = None) -> Path:
     path = Path(path)
     if dangling := dangling_on_the_way(path):
         raise CommandError(f"{option} {dangling}" if dangling.startswith(f"{path} ") else f"{option} {path}: {dangling}")
-    if path.exists() and not path.is_dir():
-        raise CommandError(f"{option} {path}: not a folder")
     try:
+        if path.exists() and not path.is_dir():
+            raise CommandError(f"{option} {path}: not a folder")
         path.mkdir(parents=True, exist_ok=True)
         if owner is None:
             return path
@@ -158,12 +160,23 @@ def relative(manifest: Path, path: Path) -> str:
     return os.path.relpath(path, Path(manifest).parent)
 
 
-def child_error(prog: str, stderr: str) -> str:
+def child_error(prog: str, stderr: str, returncode: Optional[int] = None) -> str:
     """The line a benchmark's child process ended with, without its own `PROG: error: `
-    (the parent says its own), or a traceback's last line, or that it said nothing."""
+    (the parent says its own), or a traceback's last line; for a child that a signal ended
+    (`returncode` < 0) and said nothing, the signal (SIGKILL: the system's out-of-memory
+    killer, most often)."""
     said = stderr.strip().splitlines()
-    line = said[-1] if said else "the benchmark's child process failed, saying nothing"
-    return line.removeprefix(f"{prog}: error: ")
+    if said:
+        return said[-1].removeprefix(f"{prog}: error: ")
+    if returncode is not None and returncode < 0:
+        import signal
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        why = " (out of memory? the system kills with it)" if name == "SIGKILL" else ""
+        return f"the benchmark's child process was killed by {name}{why}"
+    return "the benchmark's child process failed, saying nothing"
 
 
 def run_child(command: list, **kwargs) -> subprocess.CompletedProcess:
@@ -203,15 +216,32 @@ def make_private(*paths: Path) -> None:
             os.chmod(path, PRIVATE)
 
 
+def _terminated(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM (timeout, kill, a CI runner) ends what runs inside as Ctrl-C does, where its
+    default ended the process at once: temporary worlds are removed, children waited for,
+    and the command says `aborted` in one line. The handler before is put back after."""
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def command(prog: str):
     """Run a benchmark's `main` as a command: a CommandError, an OSError, a sigmatch error or
-    running out of memory is said in one line, `PROG: error: LINE`, Ctrl-C as
+    running out of memory is said in one line, `PROG: error: LINE`, Ctrl-C and SIGTERM as
     `PROG: error: aborted`, exit 1."""
     def wrap(main):
         @functools.wraps(main)
         def run(*args, **kwargs):
             try:
-                return main(*args, **kwargs)
+                with sigterm_as_ctrl_c():
+                    return main(*args, **kwargs)
             except KeyboardInterrupt:
                 line = "aborted"
             except (CommandError, SigmatchError) as e:

@@ -63,7 +63,7 @@ def _timed(commands: list[list[str]]) -> tuple[float, float]:
     for p, error in zip(procs, errors):
         if p.returncode:
             raise CommandError(f"sigmatch {' '.join(map(str, commands[0][3:5]))} ...: exit {p.returncode}: "
-                               f"{child_error('sigmatch', error)}")
+                               f"{child_error('sigmatch', error, p.returncode)}")
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     parser = command_parser("python -m bench.diff", __doc__, subscribers=2_000_000, events=10_000_000)
     parser.add_argument("directory", nargs="?", type=given_folder, metavar="DIR",
                         help="keep the world here and reuse it (default: a temporary one, removed)")
-    parser.add_argument("--runs", type=whole_number(1), default=3)
+    parser.add_argument("--runs", type=whole_number(1, 1000), default=3)
     args = parser.parse_args(argv)
     if args.directory is not None:
         folder(args.directory, "DIR", owner="bench.diff")
@@ -89,7 +89,7 @@ def _measure(args, base: Path) -> None:
         done = run_child(_cli("gen", world, "--subscribers", args.subscribers, "--events", args.events,
                               "--no-progress", "--force"), cwd=ROOT)
         if done.returncode:
-            raise CommandError(f"sigmatch gen {world}: exit {done.returncode}: {child_error('sigmatch', done.stderr)}")
+            raise CommandError(f"sigmatch gen {world}: exit {done.returncode}: {child_error('sigmatch', done.stderr, done.returncode)}")
         write_private(world / "diff-world.json", json.dumps({"world": wanted}))
         print(f"world generated in {time.perf_counter() - started:.0f} s: {world}", file=sys.stderr)
     config_b = world / "campaigns-b.toml"

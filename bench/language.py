@@ -107,7 +107,7 @@ def _child(config: Path, traces: list[Path]) -> dict:
     from bench._cli import CommandError, child_error, run_child
     proc = run_child([sys.executable, "-m", "bench.language", str(config), *map(str, traces)])
     if proc.returncode != 0:
-        raise CommandError(child_error("python -m bench.language", proc.stderr))
+        raise CommandError(child_error("python -m bench.language", proc.stderr, proc.returncode))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -109,7 +109,7 @@ def main(argv=None):
     folder(args.out.parent, "--out")
     kept = _kept(figures) if args.campaigns_only else None
     if args.worlds is not None:
-        folder(args.worlds, "--worlds")
+        folder(args.worlds, "--worlds", owner="bench.plot")
     data = sweep(args.events, kept=kept, directory=args.worlds, echo=lambda line: print(line, file=sys.stderr))
     if args.note:
         data["note"] = args.note

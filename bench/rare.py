@@ -114,7 +114,7 @@ def _child(config: Optional[Path], trace: Path) -> dict:
     how = ["--measure", str(config)] if config is not None else ["--iterate"]
     proc = run_child([sys.executable, "-m", "bench.rare", *how, str(trace)])
     if proc.returncode:
-        raise CommandError(child_error("python -m bench.rare", proc.stderr))
+        raise CommandError(child_error("python -m bench.rare", proc.stderr, proc.returncode))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -154,7 +154,7 @@ def main(argv=None):
                         help="campaigns of A in all, gen's programmes among them (at least those)")
     parser.add_argument("--total", type=whole_number(*CAMPAIGNS), default=200,
                         help="campaigns of B in all: A's and rare ones (more than --base)")
-    parser.add_argument("--rounds", type=whole_number(1), default=3)
+    parser.add_argument("--rounds", type=whole_number(1, 1000), default=3)
     parser.add_argument("--directory", type=given_folder,
                         help="keep the world here, a new or empty folder or one of an earlier run (default: a "
                              "temporary one)")

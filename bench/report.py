@@ -118,7 +118,7 @@ def _measure(args, base: Path) -> None:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode:
-        raise CommandError(f"sigmatch report {out}: exit {proc.returncode}: {child_error('sigmatch', proc.stderr)}")
+        raise CommandError(f"sigmatch report {out}: exit {proc.returncode}: {child_error('sigmatch', proc.stderr, proc.returncode)}")
 
     from engine.closedloop.outputs import read_outputs
     from engine.closedloop.report import build_report

@@ -166,7 +166,7 @@ def _child(args: list[str]) -> dict:
     from bench._cli import CommandError, child_error, run_child
     proc = run_child([sys.executable, "-m", "bench.run", *args])
     if proc.returncode != 0:
-        raise CommandError(child_error("python -m bench.run", proc.stderr))
+        raise CommandError(child_error("python -m bench.run", proc.stderr, proc.returncode))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

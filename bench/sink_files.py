@@ -79,7 +79,7 @@ def main(argv=None) -> None:
     parser = command_parser("python -m bench.sink_files", __doc__, subscribers=100_000, events=1_000_000)
     parser.add_argument("directory", nargs="?", type=given_folder, metavar="DIR",
                         help="keep the world here and reuse it (default: a temporary one, removed)")
-    parser.add_argument("--rounds", type=whole_number(1), default=7)
+    parser.add_argument("--rounds", type=whole_number(1, 1000), default=7)
     args = parser.parse_args(argv)
     if args.directory is not None:
         folder(args.directory, "DIR", owner="bench.sink_files")

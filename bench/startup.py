@@ -98,7 +98,7 @@ def _timed(command: list[str], name: str, cwd=None) -> tuple[float, str]:
     done = run_child(command, cwd=cwd)
     elapsed = time.perf_counter() - started
     if done.returncode:
-        raise CommandError(f"{name} failed (exit {done.returncode}): {child_error('sigmatch', done.stderr)}")
+        raise CommandError(f"{name} failed (exit {done.returncode}): {child_error('sigmatch', done.stderr, done.returncode)}")
     return elapsed, done.stdout
 
 
@@ -151,7 +151,7 @@ def main(argv=None) -> None:
                             bounds=PEER_SUBSCRIBERS)
     parser.add_argument("directory", nargs="?", type=given_folder, metavar="DIR",
                         help="keep the world here and reuse it (default: a temporary one, removed)")
-    parser.add_argument("--runs", type=whole_number(1), default=5)
+    parser.add_argument("--runs", type=whole_number(1, 1000), default=5)
     parser.add_argument("--tree", action="append", type=Path, default=None,
                         help="a source checkout whose sigmatch to time as well (repeatable; rounds interleave them)")
     args = parser.parse_args(argv)

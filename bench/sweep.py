@@ -67,7 +67,7 @@ def _best_replay(folder: Path, best: int) -> dict:
 def _child(folder: Path, best: int) -> dict:
     proc = run_child([sys.executable, "-m", "bench.sweep", "--measure", str(folder), str(best)])
     if proc.returncode:
-        raise CommandError(child_error("python -m bench.sweep", proc.stderr))
+        raise CommandError(child_error("python -m bench.sweep", proc.stderr, proc.returncode))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -105,8 +105,8 @@ def main(argv=None):
                         help="synthetic campaigns of the first world")
     parser.add_argument("--many", type=whole_number(*CAMPAIGNS), default=200,
                         help="synthetic campaigns of the second world (more than --few)")
-    parser.add_argument("--rounds", type=whole_number(1), default=3)
-    parser.add_argument("--best", type=whole_number(1), default=3, help="replays per process, the fastest kept")
+    parser.add_argument("--rounds", type=whole_number(1, 1000), default=3)
+    parser.add_argument("--best", type=whole_number(1, 1000), default=3, help="replays per process, the fastest kept")
     parser.add_argument("--directory", type=given_folder,
                         help="keep the worlds here, a new or empty folder or one of an earlier run (default: a "
                              "temporary one)")

@@ -110,7 +110,7 @@ def _run(config: Path, trace: Path, out: Path, workers: int, ray: bool = False,
         err.seek(0)
         text = err.read().decode(errors="replace")
     if process.returncode:
-        raise CommandError(f"replay --workers {workers} failed: {child_error('sigmatch', text)}")
+        raise CommandError(f"replay --workers {workers} failed: {child_error('sigmatch', text, process.returncode)}")
     found = list(_WORKER_LINE.finditer(text))
     shards = [(float(m.group(3)), float(m.group(4))) for m in found]
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -276,7 +276,7 @@ def main(argv=None) -> None:
     parser.add_argument("--events", type=whole_number(*EVENTS), default=10_000_000, help="the world's events")
     parser.add_argument("--workers", type=whole_number(1, 256), nargs="+", default=[1, 2],
                         help="the N to run, in this order (the first is the base of the speed-ups)")
-    parser.add_argument("--rounds", type=whole_number(1), default=3, help="runs of every N, interleaved")
+    parser.add_argument("--rounds", type=whole_number(1, 1000), default=3, help="runs of every N, interleaved")
     parser.add_argument("--dir", type=given_folder, default=None, help="world directory (kept and reused)")
     parser.add_argument("--sample-s", type=_positive_seconds, default=0.2,
                         help="seconds between samples of the tree's PSS (reading it walks the page tables: "

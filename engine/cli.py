@@ -1198,7 +1198,17 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
           record: bool, seed: int, service: bool, language_cost: bool, runs: int, service_options):
     """Measure WORKLOADS: S (100k subscribers, 1M events), M (2M, 10M), L (30M, 100M).
 
-    Default: S and M. Each is generated (`sigmatch gen`) and measured in its own process."""
+    Default: S and M (none with --service alone: the service only). Each is generated (`sigmatch
+    gen`) and measured in its own process. --dir is a new or empty folder, or one an earlier
+    `sigmatch bench` made."""
+    from bench._cli import sigterm_as_ctrl_c
+    with sigterm_as_ctrl_c():
+        _bench(workloads, campaigns, directory, peers, peer_subscribers, peer_events, record, seed, service,
+               language_cost, runs, service_options)
+
+
+def _bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: int, peer_events: int,
+           record: bool, seed: int, service: bool, language_cost: bool, runs: int, service_options):
     from bench.run import WORKLOADS, format_table, record as record_results, run_benchmarks
     if peers:
         try:
@@ -1211,17 +1221,15 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
     unknown = [w for w in names if w not in WORKLOADS]
     if unknown:
         _fail(f"unknown workload {unknown[0]!r} (known: {', '.join(WORKLOADS)})")
+    if not language_cost and (click.get_current_context().get_parameter_source("runs")
+                              == click.core.ParameterSource.COMMANDLINE):
+        _fail("--runs is the number of runs of --language-cost: give --language-cost too")
     if directory is not None:
         # made here, before any world is generated, so that a folder that cannot be made is
-        # said as the option's (the benchmarks said only the path, in an OSError's words)
-        from engine.sinks import dangling_on_the_way
-        if dangling := dangling_on_the_way(directory):
-            _fail(f"--dir {dangling}" if dangling.startswith(f"{directory} ") else f"--dir {directory}: {dangling}")
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            reason = e.strerror if e.strerror and e.filename in (str(directory), directory) else describe_os_error(e)
-            _fail(f"--dir {directory}: {reason}")
+        # said as the option's; a folder of sigmatch bench's own (bench._cli.folder), which one
+        # run at a time uses: two runs generated the same world under each other
+        from bench._cli import folder
+        directory = folder(directory.absolute(), "--dir", owner="sigmatch bench")
     if language_cost:
         try:
             from bench.language import format_language_cost, record_language_cost, run_language_cost
@@ -1243,10 +1251,17 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
         if record:
             record_results(results)
     if peers:
+        import duckdb
         from bench.peers.run import format_table as peer_table, record as record_peers, run_peers
-        with tempfile.TemporaryDirectory(prefix="sigmatch-peers-") as scratch:
-            rows = run_peers(Path(directory or scratch) / "peers", subscribers=peer_subscribers,
-                             events=peer_events, seed=seed)
+        try:
+            with tempfile.TemporaryDirectory(prefix="sigmatch-peers-") as scratch:
+                rows = run_peers(Path(directory or scratch) / "peers", subscribers=peer_subscribers,
+                                 events=peer_events, seed=seed)
+        except (duckdb.InterruptException, RuntimeError) as e:
+            # DuckDB takes Ctrl-C for itself and ends its query with this: the interruption it was
+            if isinstance(e, duckdb.InterruptException) or "interrupted" in str(e).lower():
+                raise click.Abort() from None
+            raise
         click.echo(peer_table(rows))
         if record:
             record_peers(rows)

@@ -214,7 +214,7 @@ def test_every_benchmark_command_says_a_bad_option_in_one_line_before_anything_i
     (tmp_path / "a-file").write_text("")
     (tmp_path / "dangling").symlink_to(tmp_path / "gone")
     cases = [
-        ("sweep", ["--rounds", "0"], 2, "argument --rounds: must be at least 1, not 0"),
+        ("sweep", ["--rounds", "0"], 2, "argument --rounds: must be from 1 to 1,000, not 0"),
         ("sweep", ["--few", "-5"], 2, "argument --few: must be from 0 to 10,000, not -5"),
         ("sweep", ["--few", "12", "--many", "12"], 2, "--many (12) must be more than --few (12)"),
         ("sweep", ["--directory", tmp_path / "a-file"], 1, f"--directory {tmp_path / 'a-file'}: not a folder"),
@@ -224,12 +224,12 @@ def test_every_benchmark_command_says_a_bad_option_in_one_line_before_anything_i
         ("rare", ["--subscribers", "0"], 2, "argument --subscribers: must be from 100 to 500,000,000, not 0"),
         ("rare", ["--base", "40", "--total", "40"], 2, "--total (40) must be more than --base (40)"),
         ("rare", ["--directory", "/proc/sigmatch-rare"], 1, "--directory /proc/sigmatch-rare: No such file or directory"),
-        ("startup", [tmp_path / "st", "--runs", "0"], 2, "argument --runs: must be at least 1, not 0"),
+        ("startup", [tmp_path / "st", "--runs", "0"], 2, "argument --runs: must be from 1 to 1,000, not 0"),
         ("startup", [tmp_path / "st", "--tree", tmp_path / "nowhere"], 2,
          f"--tree {tmp_path / 'nowhere'}: not a sigmatch checkout (no engine/cli.py in it)"),
         ("startup", [tmp_path / "a-file"], 1, f"DIR {tmp_path / 'a-file'}: not a folder"),
         ("sink_files", [tmp_path / "sf", "--events", "-1"], 2, "argument --events: must be from 1 to"),
-        ("diff", [tmp_path / "diff", "--runs", "0"], 2, "argument --runs: must be at least 1, not 0"),
+        ("diff", [tmp_path / "diff", "--runs", "0"], 2, "argument --runs: must be from 1 to 1,000, not 0"),
         ("report", [tmp_path / "rep", "--actions", "5", "--conversions", "6"], 2,
          "--conversions (6) must be at most --actions (5)"),
         ("plot", ["--out", tmp_path / "t.jpg"], 2, f"--out {tmp_path / 't.jpg'}: the picture's name must end in .png"),
@@ -431,3 +431,48 @@ def test_benchmark_folders_relative_locked_and_marked_and_manifests_of_the_wrong
     assert world_manifest(manifest, {"s": 1}, needs={"traces": list}) is None
     manifest.write_text("[" * 100_000)
     assert world_manifest(manifest, {"s": 1}) is None
+
+
+def test_sigterm_a_killed_child_and_sigmatch_bench_folders(tmp_path):
+    """A fourth trial (helper-96): SIGTERM (timeout, kill, a CI runner) left the temporary
+    worlds behind; a child the system killed was 'failed, saying nothing'; sigmatch bench
+    --dir took a folder holding the user's files, and two runs in it at once; --runs without
+    --language-cost was ignored; a name too long was said without its option."""
+    import contextlib
+    import io
+    import os
+    import signal
+
+    import pytest
+    from click.testing import CliRunner
+
+    from bench._cli import CommandError, child_error, command, folder
+    from engine.cli import main
+
+    made = []
+
+    @command("python -m bench.t")
+    def terminated():
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="sigmatch-t-") as scratch:
+            made.append(scratch)
+            os.kill(os.getpid(), signal.SIGTERM)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
+        terminated()
+    assert err.getvalue() == "python -m bench.t: error: aborted\n" and not os.path.exists(made[0])
+    assert signal.getsignal(signal.SIGTERM) is not None and "_terminated" not in repr(signal.getsignal(signal.SIGTERM))
+    assert child_error("p", "", -signal.SIGKILL) == ("the benchmark's child process was killed by SIGKILL (out of "
+                                                     "memory? the system kills with it)")
+    assert child_error("p", "", -signal.SIGSEGV) == "the benchmark's child process was killed by SIGSEGV"
+    with pytest.raises(CommandError, match=r"^--directory .*: File name too long$"):
+        folder(tmp_path / ("a" * 300), "--directory")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    for args, said in ((["--dir", str(tmp_path / "mine")],
+                        f"sigmatch: error: --dir {tmp_path / 'mine'}: holds files that are not sigmatch bench's, and "
+                        "it writes and removes its own there: give a new or empty folder"),
+                       (["--dir", str(tmp_path / "new"), "--runs", "3"],
+                        "sigmatch: error: --runs is the number of runs of --language-cost: give --language-cost too")):
+        done = CliRunner().invoke(main, ["bench", "S", *args])
+        assert done.exit_code == 1 and done.output.strip().splitlines() == [said], done.output
