@@ -110,6 +110,7 @@ def _measure(args, base: Path) -> None:
     for round_ in range(args.runs):
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             shutil.rmtree(outs, ignore_errors=True)
+            outs.mkdir()        # the side-by-side replays' --out share it: neither makes it under the other
             results[name].append(_timed(measures[name]()))
             print(f"round {round_ + 1}: {name}: {results[name][-1][0]:.1f} s wall, {results[name][-1][1]:.1f} s CPU, "
                   f"load {os.getloadavg()[0]:.1f}", file=sys.stderr)

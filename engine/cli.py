@@ -455,9 +455,18 @@ def _check_out(out: Path) -> None:
             first = first.parent
         try:
             os.mkdir(first, 0o700)
-            os.rmdir(first)
+        except FileExistsError:
+            # made meanwhile by another run (two replays into sibling folders of one new
+            # parent): a directory, as this one needs
+            if not first.is_dir():
+                _fail(f"--out {out}: {first} is not a directory")
         except OSError as e:
             _fail(f"--out {out}: {e.strerror}" if first == out else f"--out {out}: {describe_os_error(e)}")
+        else:
+            try:
+                os.rmdir(first)
+            except OSError:
+                pass        # another run's files are there now, or it removed it: made again later
     # a service's spool would take the files written there for input (and move them to
     # rejected/; its done/ is pruned), and a state directory is the service's own
     from engine.sinks import SPOOL_LOCK
@@ -1207,6 +1216,15 @@ def bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: i
                language_cost, runs, service_options)
 
 
+def _duckdb_interrupted(error: Exception) -> bool:
+    """Whether a DuckDB error is an interruption: DuckDB takes Ctrl-C for itself and ends its
+    query with 'Query interrupted' (InterruptException, or a RuntimeError in some versions);
+    an interruption (SIGTERM too) raised in its scan of a registered Arrow table comes back
+    wrapped in an InvalidInputException that names KeyboardInterrupt."""
+    import duckdb
+    return isinstance(error, duckdb.InterruptException) or "interrupt" in str(error).lower()
+
+
 def _bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: int, peer_events: int,
            record: bool, seed: int, service: bool, language_cost: bool, runs: int, service_options):
     from bench.run import WORKLOADS, format_table, record as record_results, run_benchmarks
@@ -1257,9 +1275,8 @@ def _bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: 
             with tempfile.TemporaryDirectory(prefix="sigmatch-peers-") as scratch:
                 rows = run_peers(Path(directory or scratch) / "peers", subscribers=peer_subscribers,
                                  events=peer_events, seed=seed)
-        except (duckdb.InterruptException, RuntimeError) as e:
-            # DuckDB takes Ctrl-C for itself and ends its query with this: the interruption it was
-            if isinstance(e, duckdb.InterruptException) or "interrupted" in str(e).lower():
+        except (duckdb.Error, RuntimeError) as e:
+            if _duckdb_interrupted(e):
                 raise click.Abort() from None
             raise
         click.echo(peer_table(rows))

@@ -476,3 +476,17 @@ def test_sigterm_a_killed_child_and_sigmatch_bench_folders(tmp_path):
                         "sigmatch: error: --runs is the number of runs of --language-cost: give --language-cost too")):
         done = CliRunner().invoke(main, ["bench", "S", *args])
         assert done.exit_code == 1 and done.output.strip().splitlines() == [said], done.output
+
+
+def test_duckdbs_interruptions_are_told_from_its_errors():
+    """SIGTERM during `sigmatch bench --peers` came back from DuckDB's scan of the Arrow table
+    as an InvalidInputException naming KeyboardInterrupt, a 49-line traceback (a fifth trial,
+    helper-97): it is said as aborted, as DuckDB's own 'Query interrupted' is."""
+    import duckdb
+
+    from engine.cli import _duckdb_interrupted
+    assert _duckdb_interrupted(duckdb.InvalidInputException(
+        "Invalid Input Error: offering a filter to the source registered as 'ev' failed: KeyboardInterrupt: "))
+    assert _duckdb_interrupted(RuntimeError("Query interrupted"))
+    assert _duckdb_interrupted(duckdb.InterruptException("INTERRUPT Error"))
+    assert not _duckdb_interrupted(duckdb.CatalogException("Table with name ev does not exist"))

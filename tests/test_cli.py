@@ -752,3 +752,30 @@ def test_the_service_warns_of_more_worker_threads_than_usable_cores(tmp_path):
     said = [line for line in done.stderr.splitlines() if " WARNING " in line]
     assert len(said) == 1 and said[0].endswith(f" WARNING sigmatch.daemon: --workers 2 on 1 usable core: {ADVICE}"), \
         done.stderr
+
+
+def test_two_replays_into_sibling_folders_of_one_new_parent_both_start(tmp_path, monkeypatch):
+    """--out is checked by making and removing its first missing folder; two replays into
+    outs/a and outs/b started together (bench.diff's side by side) raced on outs/, and one
+    failed with 'outs: File exists' (6 times in 15). A folder made meanwhile by the other is
+    a directory, as this one needs; one made as a file is still refused."""
+    from engine import cli
+    made = []
+    real_mkdir = os.mkdir
+
+    def the_other_run_first(path, mode=0o777):
+        # the other replay makes the parent between this one's look and its mkdir
+        real_mkdir(path, mode)
+        made.append(path)
+        raise FileExistsError(17, "File exists", str(path))
+    monkeypatch.setattr(cli.os, "mkdir", the_other_run_first)
+    cli._check_out(tmp_path / "outs" / "a")
+    assert made == [tmp_path / "outs"] and (tmp_path / "outs").is_dir()
+    monkeypatch.setattr(cli.os, "mkdir", real_mkdir)
+
+    def a_file_first(path, mode=0o777):
+        Path(path).write_text("")
+        raise FileExistsError(17, "File exists", str(path))
+    monkeypatch.setattr(cli.os, "mkdir", a_file_first)
+    with pytest.raises(SystemExit):
+        cli._check_out(tmp_path / "other" / "a")
