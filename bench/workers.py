@@ -279,7 +279,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=whole_number(1, 1000), default=3, help="runs of every N, interleaved")
     parser.add_argument("--dir", type=given_folder, default=None,
                         help="the world's folder, kept and reused (default: sigmatch-workers-SUBSCRIBERS-EVENTS in "
-                             "the system's temporary folder)")
+                             "the system's temporary folder)%(default).0s")
     parser.add_argument("--sample-s", type=_positive_seconds, default=0.2,
                         help="seconds between samples of the tree's PSS (reading it walks the page tables: "
                              "at L on 16 workers, 1 s)")
