@@ -28,10 +28,6 @@ SUBSCRIBERS = (100, 500_000_000)
 EVENTS = (1, 10**11)
 CAMPAIGNS = (0, 10_000)
 
-# the worlds hold subscriber numbers, shaped as real ones: as every file sigmatch writes
-PRIVATE = 0o640
-
-
 class CommandError(SigmatchError, ValueError):
     """A benchmark's error, said in one line as `PROG: error: LINE` (exit 1) by `command`, and
     by `sigmatch bench` as its own (a SigmatchError); a ValueError to library callers."""
@@ -169,7 +165,6 @@ def child_error(prog: str, stderr: str, returncode: Optional[int] = None) -> str
     if said:
         return said[-1].removeprefix(f"{prog}: error: ")
     if returncode is not None and returncode < 0:
-        import signal
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
@@ -203,17 +198,20 @@ def run_child(command: list, **kwargs) -> subprocess.CompletedProcess:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path`, mode 0640."""
-    Path(path).write_text(text)
-    os.chmod(path, PRIVATE)
+    """Write `text` to `path` as the sinks write their files (engine.sinks.write_private:
+    mode 0640, a temporary name renamed over it, so a manifest is whole or absent)."""
+    from engine.sinks import write_private as write_whole
+    path = Path(path)
+    write_whole(path.with_name(f".{path.name}.tmp"), path, text.encode())
 
 
 def make_private(*paths: Path) -> None:
-    """Mode 0640 for each of `paths` that is a file (a folder's files with `folder/**`: pass
-    them one by one)."""
+    """engine.sinks.FILE_MODE (0640: the worlds hold subscriber numbers, shaped as real ones)
+    for each of `paths` that is a file."""
+    from engine.sinks import FILE_MODE
     for path in paths:
         if Path(path).is_file():
-            os.chmod(path, PRIVATE)
+            os.chmod(path, FILE_MODE)
 
 
 def _terminated(signum, frame):
@@ -244,7 +242,7 @@ def command(prog: str):
                     return main(*args, **kwargs)
             except KeyboardInterrupt:
                 line = "aborted"
-            except (CommandError, SigmatchError) as e:
+            except SigmatchError as e:          # CommandError among them
                 line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             except OSError as e:
                 line = describe_os_error(e)

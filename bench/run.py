@@ -24,6 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._cli import (CommandError, child_error, command, folder, named, relative, run_child, world_manifest,
+                        write_private)
+
 __all__ = ["WORKLOADS", "run_benchmarks", "machine", "format_table"]
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -57,10 +60,8 @@ def machine() -> str:
 
 def _world(directory: Path, subscribers: int, events: int, campaigns: int, seed: int):
     """Generate (or reuse, when the manifest matches) a world; returns (config, traces)."""
-    from bench._cli import named, relative, world_manifest, write_private
     manifest = directory / "bench-world.json"
-    known = world_manifest(manifest, _wanted(subscribers, events, campaigns, seed),
-                           needs={"config": str, "traces": list})
+    known = world_manifest(manifest, _wanted(subscribers, events, campaigns, seed), needs=WORLD_NEEDS)
     if known is not None:
         return named(manifest, known["config"]), [named(manifest, p) for p in known["traces"]]
     from engine.world.gen import generate
@@ -72,16 +73,12 @@ def _world(directory: Path, subscribers: int, events: int, campaigns: int, seed:
     return config, traces
 
 
+# what a world's manifest names: its configuration and its trace files
+WORLD_NEEDS = {"config": str, "traces": list}
+
+
 def _wanted(subscribers: int, events: int, campaigns: int, seed: int) -> dict:
     return {"subscribers": subscribers, "events": events, "campaigns": campaigns, "seed": seed}
-
-
-def _made(directory: Path, wanted: dict) -> bool:
-    """Whether `directory` holds the world `wanted` already (its manifest, read only)."""
-    try:
-        return json.loads((directory / "bench-world.json").read_text()).get("world") == wanted
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _decode_rate(engine, traces, window: int = 64 << 20) -> float:
@@ -163,7 +160,6 @@ def measure_world(config: Path, traces: list[Path], scratch: Path) -> dict:
 
 def _child(args: list[str]) -> dict:
     """Run `python -m bench.run ARGS` and return the JSON it prints last."""
-    from bench._cli import CommandError, child_error, run_child
     proc = run_child([sys.executable, "-m", "bench.run", *args])
     if proc.returncode != 0:
         raise CommandError(child_error("python -m bench.run", proc.stderr, proc.returncode))
@@ -184,9 +180,10 @@ def run_benchmarks(names, *, campaigns: int = DEFAULT_CAMPAIGNS, directory: Path
         # they would a subscriber's number, and the path they named did not exist
         world_dir = base / f"{name}-{subscribers:_}-{events:_}-{campaigns}-{seed}"
         try:
-            from bench._cli import folder
             folder(world_dir, "--dir")
-            reused = _made(world_dir, _wanted(subscribers, events, campaigns, seed))
+            # the child reads the same manifest, and makes the world when this one is not it
+            reused = world_manifest(world_dir / "bench-world.json", _wanted(subscribers, events, campaigns, seed),
+                                    needs=WORLD_NEEDS) is not None
             echo(f"{name}: {'reusing the world of' if reused else 'generating'} {subscribers:,} subscribers, "
                  f"{events:,} events, {campaigns} campaigns{' in ' + str(world_dir) if reused else ''} ...")
             t = time.perf_counter()
@@ -241,7 +238,6 @@ def record(results: list[dict], path: Path = RESULTS) -> None:
 
 
 def main(argv=None):
-    from bench._cli import command
     command("python -m bench.run")(_main)(argv)
 
 

@@ -207,6 +207,21 @@ def _bench(module: str, *args, cwd=None):
                           capture_output=True, text=True, timeout=300)
 
 
+def _said_by(main) -> str:
+    """What a bench._cli.command says on stderr as it exits 1."""
+    import contextlib
+    import io
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as e:
+            assert e.code == 1
+        else:
+            raise AssertionError("the command did not exit")
+    return err.getvalue()
+
+
 def test_every_benchmark_command_says_a_bad_option_in_one_line_before_anything_is_made(tmp_path):
     """The `python -m bench.X` commands that docs/performance.md names said a zero count, a
     size gen refuses or a folder that cannot be made as a traceback, some after generating a
@@ -256,8 +271,6 @@ def test_a_benchmark_cut_short_says_so_in_one_line_and_its_world_is_made_again(t
     the world by the next run (bench.rare, bench.startup: the old manifest stayed). The
     manifest is now removed before a world is made and written last, mode 0640; a manifest
     that does not parse is a world to make again."""
-    import contextlib
-    import io
     import json
     import os
     import stat
@@ -274,13 +287,7 @@ def test_a_benchmark_cut_short_says_so_in_one_line_and_its_world_is_made_again(t
 
     for main, said in ((interrupted, "python -m bench.t: error: aborted"),
                        (unreadable, f"python -m bench.t: error: {tmp_path / 'missing'}: No such file or directory")):
-        err = io.StringIO()
-        with contextlib.redirect_stderr(err):
-            try:
-                main()
-            except SystemExit as e:
-                assert e.code == 1
-        assert err.getvalue().strip() == said
+        assert _said_by(main).strip() == said
     manifest = tmp_path / "m.json"
     manifest.write_text("{bad")
     assert world_manifest(manifest, {"n": 1}) is None and not manifest.exists()
@@ -367,21 +374,12 @@ def test_a_benchmark_writes_only_in_a_folder_of_its_own_and_finds_a_moved_world(
 
 
 def test_running_out_of_memory_is_said_in_one_line():
-    import contextlib
-    import io
-
     from bench._cli import command
 
     @command("python -m bench.t")
     def hungry():
         raise MemoryError
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            hungry()
-        except SystemExit as e:
-            assert e.code == 1
-    assert err.getvalue() == "python -m bench.t: error: out of memory\n"
+    assert _said_by(hungry) == "python -m bench.t: error: out of memory\n"
 
 
 def test_plot_refuses_kept_figures_it_cannot_draw_before_measuring(tmp_path):
@@ -438,8 +436,6 @@ def test_sigterm_a_killed_child_and_sigmatch_bench_folders(tmp_path):
     worlds behind; a child the system killed was 'failed, saying nothing'; sigmatch bench
     --dir took a folder holding the user's files, and two runs in it at once; --runs without
     --language-cost was ignored; a name too long was said without its option."""
-    import contextlib
-    import io
     import os
     import signal
 
@@ -457,10 +453,7 @@ def test_sigterm_a_killed_child_and_sigmatch_bench_folders(tmp_path):
         with tempfile.TemporaryDirectory(prefix="sigmatch-t-") as scratch:
             made.append(scratch)
             os.kill(os.getpid(), signal.SIGTERM)
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
-        terminated()
-    assert err.getvalue() == "python -m bench.t: error: aborted\n" and not os.path.exists(made[0])
+    assert _said_by(terminated) == "python -m bench.t: error: aborted\n" and not os.path.exists(made[0])
     assert signal.getsignal(signal.SIGTERM) is not None and "_terminated" not in repr(signal.getsignal(signal.SIGTERM))
     assert child_error("p", "", -signal.SIGKILL) == ("the benchmark's child process was killed by SIGKILL (out of "
                                                      "memory? the system kills with it)")
