@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import os
+import queue
+import threading
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -164,36 +166,37 @@ def open_trace(path: Path):
     return open(path, "rb", buffering=0)
 
 
-def _read_file(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
+def _read_file(path: Path, chunk_bytes: int, read_ahead: bool = True) -> Iterator[memoryview]:
     """The decompressed bytes of one trace file in chunks of chunk_bytes (the last shorter),
-    views of one reused buffer. LoadError naming the file where it cannot be read on: a .gz
+    views of a reused buffer. LoadError naming the file where it cannot be read on: a .gz
     whose data breaks after every byte before the break was yielded (GzipTrace), a plain
-    file that shrinks while it is read."""
+    file that shrinks while it is read. With `read_ahead`, a file of more than one chunk is
+    read on a thread of its own, one chunk ahead of the consumer (_read_ahead)."""
     try:
         # Read, not mapped: a file truncated while mapped kills the process with SIGBUS,
         # and a reader cannot turn that into an error. Reading costs one copy from the page
-        # cache into one reused buffer (docs/performance.md: about 1% of a replay on the
-        # 2-core VM), and the page cache does not count in this process's resident memory.
+        # cache (docs/performance.md: 6-7% of a replay's samples on the 2-core VM, moved to
+        # the reader thread), and the page cache does not count in this process's resident
+        # memory.
         with open_trace(path) as f:
             gzipped = isinstance(f, GzipTrace)
             size = os.fstat(f.fileno()).st_size
             if not gzipped and hasattr(os, "posix_fadvise"):
                 os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-            buffer = memoryview(bytearray(chunk_bytes))
-            done = 0
-            while True:
+
+            def fill(buffer: memoryview) -> int:
                 filled = 0
                 while filled < chunk_bytes:
                     n = f.readinto(buffer[filled:])
                     if not n:
                         break
                     filled += n
-                if filled:
-                    done += filled
-                    # valid until the next chunk is asked for (iter_chunks)
-                    yield buffer[:filled]
-                if filled < chunk_bytes:
-                    break
+                return filled
+
+            if read_ahead and (gzipped or size > chunk_bytes):
+                done = yield from _read_ahead(fill, chunk_bytes)
+            else:
+                done = yield from _read_inline(fill, chunk_bytes)
             if gzipped and f.broken is not None:
                 raise LoadError(f"{path}: cannot read trace: {f.broken}")
             if not gzipped and done < size:
@@ -206,11 +209,79 @@ def _read_file(path: Path, chunk_bytes: int) -> Iterator[memoryview]:
         raise LoadError(f"{path}: cannot read trace: {reason}") from None
 
 
-def iter_chunks(source: Source, chunk_bytes: int = CHUNK_BYTES, on_file=None) -> Iterator[bytes]:
+def _read_inline(fill, chunk_bytes: int):
+    """Chunks filled by `fill` into one buffer, each yielded before the next is read.
+    Returns the bytes read."""
+    buffer = memoryview(bytearray(chunk_bytes))
+    done = 0
+    while True:
+        filled = fill(buffer)
+        if filled:
+            done += filled
+            # valid until the next chunk is asked for (iter_chunks)
+            yield buffer[:filled]
+        if filled < chunk_bytes:
+            return done
+
+
+def _read_ahead(fill, chunk_bytes: int):
+    """As _read_inline, with the next chunk read on a thread while the consumer uses this one:
+    two buffers, and a chunk yielded stays untouched until the next one is asked for. The
+    copy from the page cache (or gzip's inflating) then runs beside the core's decoding,
+    which releases the GIL, rather than before it. An error of the reader is raised here
+    after every chunk read before it, as _read_inline raises it; a consumer that stops early
+    waits for the chunk being read, then the thread ends."""
+    ready: queue.SimpleQueue = queue.SimpleQueue()
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(2):
+        free.put(memoryview(bytearray(chunk_bytes)))
+
+    def read():
+        try:
+            while True:
+                buffer = free.get()
+                if buffer is None:
+                    return
+                filled = fill(buffer)
+                ready.put((buffer, filled))
+                if filled < chunk_bytes:
+                    return
+        except BaseException as e:      # handed to the consumer, in its place in the stream
+            ready.put(e)
+
+    reader = threading.Thread(target=read, name="sigmatch-trace-reader", daemon=True)
+    held = None
+    reader.start()
+    done = 0
+    try:
+        while True:
+            item = ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            buffer, filled = item
+            if held is not None:
+                free.put(held)      # the chunk yielded before: the consumer asked for this one
+            held = buffer
+            if filled:
+                done += filled
+                yield buffer[:filled]
+            if filled < chunk_bytes:
+                return done
+    finally:
+        free.put(None)
+        reader.join()
+
+
+def iter_chunks(source: Source, chunk_bytes: int | None = None, on_file=None,
+                read_ahead: bool = True) -> Iterator[bytes]:
     """Yield the stream's bytes in chunks, in order. A chunk read from a file is a view of
-    one reused buffer: use it (feed it, copy it) before asking for the next one.
+    a reused buffer: use it (feed it, copy it) before asking for the next one. With
+    `read_ahead` (the default), files of more than one chunk are read a chunk ahead on a
+    thread, with a second buffer of chunk_bytes; the chunks are the same.
     `on_file(path)` is called before the first chunk of each file is asked for, so a consumer
     that counts what it took knows where each file starts in the stream."""
+    if chunk_bytes is None:
+        chunk_bytes = CHUNK_BYTES
     paths = _paths(source)
     if paths is not None:
         for p in paths:
@@ -220,7 +291,7 @@ def iter_chunks(source: Source, chunk_bytes: int = CHUNK_BYTES, on_file=None) ->
         for p in paths:
             if on_file is not None:
                 on_file(p)
-            yield from _read_file(p, chunk_bytes)
+            yield from _read_file(p, chunk_bytes, read_ahead)
         return
     if isinstance(source, (bytes, bytearray, memoryview)):
         view = memoryview(source).cast("B")

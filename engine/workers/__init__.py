@@ -277,7 +277,9 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
         unread = None
         core.begin_stream()
         try:
-            for chunk in iter_chunks([Path(p) for p in traces],
+            # no reader thread: the workers keep every core busy, and a second buffer each
+            # would add to their memory (docs/performance.md, "Memory of N workers")
+            for chunk in iter_chunks([Path(p) for p in traces], read_ahead=False,
                                      on_file=lambda path: files.append((nbytes, str(path)))):
                 status = core.feed(chunk)
                 nbytes += len(chunk)
