@@ -58,168 +58,6 @@ cdef extern from *:
         if (n < SM_BIG) free(p); else munmap(p, n);
     }
 
-    /* Tables that grow by doubling (contacts, kept contact times) get their next block from
-       a helper thread that maps and touches it while the table fills, so that the kernel's
-       zeroing of fresh pages, slow on the VMs this runs on (docs/performance.md, "Fresh
-       memory"), happens on another core instead of in the matching loop. The block is the
-       same zeroed memory sm_zalloc gives: the outcome cannot depend on it. A reserve is
-       asked once its table is 3/8 full (it starts a quarter full and grows at half) and taken
-       at the growth;
-       a block still being touched is waited for, one of another size given back. Without
-       the thread (it could not start, or a fork lost it) sm_reserve_take is sm_zalloc. */
-    #include <pthread.h>
-    #include <unistd.h>
-    enum { SM_RES_EMPTY, SM_RES_QUEUED, SM_RES_BUSY, SM_RES_READY };
-    typedef struct sm_reserve {
-        size_t n;
-        void *p;
-        int state;
-        struct sm_reserve *next;
-    } sm_reserve;
-    static pthread_mutex_t sm_res_lock = PTHREAD_MUTEX_INITIALIZER;
-    static pthread_cond_t sm_res_wake = PTHREAD_COND_INITIALIZER;
-    static pthread_cond_t sm_res_done = PTHREAD_COND_INITIALIZER;
-    static sm_reserve *sm_res_queue = NULL;
-    static sm_reserve *sm_res_busy = NULL;
-    static int sm_res_running = 0;      /* a helper thread runs in this process */
-    static int sm_res_atfork = 0;
-    #ifndef MADV_POPULATE_WRITE
-    #define MADV_POPULATE_WRITE 23
-    #endif
-
-    static void *sm_res_main(void *arg) {
-        (void)arg;
-        pthread_mutex_lock(&sm_res_lock);
-        for (;;) {
-            while (sm_res_queue == NULL) pthread_cond_wait(&sm_res_wake, &sm_res_lock);
-            sm_reserve *r = sm_res_queue;
-            sm_res_queue = r->next;
-            r->next = NULL;
-            r->state = SM_RES_BUSY;
-            sm_res_busy = r;
-            size_t n = r->n;
-            pthread_mutex_unlock(&sm_res_lock);
-            void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (p != MAP_FAILED) {
-    #ifdef MADV_HUGEPAGE
-                madvise(p, n, MADV_HUGEPAGE);
-    #endif
-                /* fault every page in for writing here; kernels before 5.14 lack the call */
-                if (madvise(p, n, MADV_POPULATE_WRITE) != 0) {
-                    for (size_t off = 0; off < n; off += 4096) ((volatile char *)p)[off] = 0;
-                }
-            }
-            pthread_mutex_lock(&sm_res_lock);
-            sm_res_busy = NULL;
-            if (p == MAP_FAILED) {
-                r->state = SM_RES_EMPTY;        /* the growth allocates on its own, or fails */
-            } else {
-                r->p = p;
-                r->state = SM_RES_READY;
-            }
-            pthread_cond_broadcast(&sm_res_done);
-        }
-        return NULL;
-    }
-
-    static void sm_res_prepare(void) { pthread_mutex_lock(&sm_res_lock); }
-    static void sm_res_parent(void) { pthread_mutex_unlock(&sm_res_lock); }
-    static void sm_res_child(void) {
-        /* The helper is not in the child. What was queued or being touched falls back to
-           sm_zalloc; a block the parent was touching stays mapped, unused, in the child. */
-        pthread_mutex_init(&sm_res_lock, NULL);
-        pthread_cond_init(&sm_res_wake, NULL);
-        pthread_cond_init(&sm_res_done, NULL);
-        for (sm_reserve *r = sm_res_queue; r != NULL; ) {
-            sm_reserve *next = r->next;
-            r->next = NULL;
-            r->state = SM_RES_EMPTY;
-            r = next;
-        }
-        if (sm_res_busy != NULL) sm_res_busy->state = SM_RES_EMPTY;
-        sm_res_queue = NULL;
-        sm_res_busy = NULL;
-        sm_res_running = 0;
-    }
-
-    /* A reserve for one table; NULL (no reserve: sm_zalloc) when memory ran out. */
-    static sm_reserve *sm_reserve_new(void) {
-        return (sm_reserve *)calloc(1, sizeof(sm_reserve));
-    }
-
-    /* Ask for a zeroed block of n bytes ahead of the growth; nothing for a small block, one
-       already asked, or when no helper can start. */
-    static void sm_reserve_ask(sm_reserve *r, size_t n) {
-        if (r == NULL || n < SM_BIG) return;
-        pthread_mutex_lock(&sm_res_lock);
-        if (!sm_res_running) {
-            pthread_t t;
-            pthread_attr_t attr;
-            if (!sm_res_atfork) {
-                sm_res_atfork = pthread_atfork(sm_res_prepare, sm_res_parent, sm_res_child) == 0;
-            }
-            if (sm_res_atfork && pthread_attr_init(&attr) == 0) {
-                pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-                pthread_attr_setstacksize(&attr, 1 << 16);
-                sm_res_running = pthread_create(&t, &attr, sm_res_main, NULL) == 0;
-                pthread_attr_destroy(&attr);
-            }
-        }
-        if (sm_res_running && r->state == SM_RES_EMPTY) {
-            r->n = n;
-            r->next = NULL;
-            r->state = SM_RES_QUEUED;
-            sm_reserve **tail = &sm_res_queue;
-            while (*tail != NULL) tail = &(*tail)->next;
-            *tail = r;
-            pthread_cond_signal(&sm_res_wake);
-        }
-        pthread_mutex_unlock(&sm_res_lock);
-    }
-
-    /* r's state settled: not queued (taken off the queue) and not being touched (waited
-       for). Called with the lock held. */
-    static void sm_res_settle(sm_reserve *r) {
-        if (r->state == SM_RES_QUEUED) {
-            for (sm_reserve **at = &sm_res_queue; *at != NULL; at = &(*at)->next) {
-                if (*at == r) { *at = r->next; break; }
-            }
-            r->next = NULL;
-            r->state = SM_RES_EMPTY;
-        }
-        while (r->state == SM_RES_BUSY) pthread_cond_wait(&sm_res_done, &sm_res_lock);
-    }
-
-    /* A zeroed block of n bytes: the reserve's when it is that size, else sm_zalloc's.
-       NULL when memory ran out. Free it with sm_free. */
-    static void *sm_reserve_take(sm_reserve *r, size_t n) {
-        void *p = NULL;
-        size_t had = 0;
-        if (r == NULL || n < SM_BIG) return sm_zalloc(n);
-        pthread_mutex_lock(&sm_res_lock);
-        sm_res_settle(r);
-        if (r->state == SM_RES_READY) {
-            p = r->p;
-            had = r->n;
-            r->p = NULL;
-            r->state = SM_RES_EMPTY;
-        }
-        pthread_mutex_unlock(&sm_res_lock);
-        if (p != NULL && had == n) return p;
-        if (p != NULL) munmap(p, had);
-        return sm_zalloc(n);
-    }
-
-    /* Give back a reserve and any block it holds. */
-    static void sm_reserve_drop(sm_reserve *r) {
-        if (r == NULL) return;
-        pthread_mutex_lock(&sm_res_lock);
-        sm_res_settle(r);
-        pthread_mutex_unlock(&sm_res_lock);
-        if (r->state == SM_RES_READY) munmap(r->p, r->n);
-        free(r);
-    }
-
     /* Zeroed, on a cache-line boundary, freed with free(): arrays whose items are a whole
        number of lines (CampaignC). NULL when memory ran out or n * size overflows. */
     static void *sm_line_calloc(size_t n, size_t size) {
@@ -259,12 +97,6 @@ cdef extern from *:
     void* sm_zalloc(size_t n) nogil
     void* sm_line_calloc(size_t n, size_t size) nogil
     void sm_free(void* p, size_t n) nogil
-    ctypedef struct sm_reserve:
-        pass
-    sm_reserve* sm_reserve_new() nogil
-    void sm_reserve_ask(sm_reserve* r, size_t n) nogil
-    void* sm_reserve_take(sm_reserve* r, size_t n) nogil
-    void sm_reserve_drop(sm_reserve* r) nogil
     void sm_crc_init()
     uint32_t sm_crc32(uint32_t crc, const uint8_t* p, size_t n) nogil
     uint64_t sm_mix64(uint64_t x) nogil
@@ -468,9 +300,6 @@ cdef class Core:
         self.E.counter_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
         self.E.convert_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
         self.E.marker_type_off = <uint32_t*>calloc(65, sizeof(uint32_t))
-        # NULL when out of memory: the tables then grow as sm_zalloc alone would have them
-        self.E.contacts_next = sm_reserve_new()
-        self.E.windows_next = sm_reserve_new()
         if (self.E.marker_type_off == NULL or self.carry == NULL or self.E.run.bytes == NULL or self.batch == NULL or self.subs == NULL or self.E.by_type_off == NULL
                 or self.E.counter_type_off == NULL or self.E.convert_type_off == NULL):
             raise MemoryError()
@@ -540,8 +369,6 @@ cdef class Core:
         free(self.E.chan_class)
         if self.E.windows != NULL:
             sm_free(self.E.windows, (self.E.windows_mask + 1) * (self.E.window_n + 2) * sizeof(int64_t))
-        sm_reserve_drop(self.E.contacts_next)
-        sm_reserve_drop(self.E.windows_next)
 
     # ---- set-up ------------------------------------------------------------------------
 

@@ -366,7 +366,7 @@ cdef ContactC* find_contact(EngineC* E, uint32_t sub, uint32_t ci, bint create) 
         return NULL
     if E.contacts == NULL or (E.nr_contacts + 1) * 2 > E.contacts_mask + 1:
         newcap = 1024 if E.contacts == NULL else (E.contacts_mask + 1) * 2
-        table = <ContactC*>sm_reserve_take(E.contacts_next, newcap * sizeof(ContactC))
+        table = <ContactC*>sm_zalloc(newcap * sizeof(ContactC))
         if table == NULL:
             E.oom = 1
             return NULL
@@ -392,9 +392,6 @@ cdef ContactC* find_contact(EngineC* E, uint32_t sub, uint32_t ci, bint create) 
     c = &E.contacts[h]
     c.key = key
     E.nr_contacts += 1
-    if E.nr_contacts == (E.contacts_mask + 1) // 4 + 1:
-        # a table starts a quarter full and doubles at half, into a block zeroed meanwhile
-        sm_reserve_ask(E.contacts_next, (E.contacts_mask + 1) * 2 * sizeof(ContactC))
     head.flags |= SUB_HAS_CONTACT
     if head.contacts < 255:
         head.contacts += 1
@@ -570,7 +567,7 @@ cdef int64_t* find_window(EngineC* E, uint32_t sub, bint create) noexcept nogil:
         return NULL
     if E.windows == NULL or (E.nr_windows_used + 1) * 2 > E.windows_mask + 1:
         newcap = 1024 if E.windows == NULL else (E.windows_mask + 1) * 2
-        table = <int64_t*>sm_reserve_take(E.windows_next, newcap * words * sizeof(int64_t))
+        table = <int64_t*>sm_zalloc(newcap * words * sizeof(int64_t))
         if table == NULL:
             E.oom = 1
             return NULL
@@ -592,8 +589,6 @@ cdef int64_t* find_window(EngineC* E, uint32_t sub, bint create) noexcept nogil:
     w = E.windows + h * words
     w[0] = key
     E.nr_windows_used += 1
-    if E.nr_windows_used == (E.windows_mask + 1) // 4 + 1:
-        sm_reserve_ask(E.windows_next, (E.windows_mask + 1) * 2 * words * sizeof(int64_t))
     return w
 
 

@@ -274,12 +274,10 @@ ctypedef struct EngineC:
     int64_t* windows
     uint64_t windows_mask
     uint64_t nr_windows_used
-    sm_reserve* windows_next    # the doubled table's block, zeroed ahead (sm_reserve_ask)
     # contacts
     ContactC* contacts
     uint64_t contacts_mask
     uint64_t nr_contacts
-    sm_reserve* contacts_next
     # (subscriber, campaign) pairs with a timer waiting: keys as in contacts, a multiset
     uint64_t* pending
     uint64_t pending_mask
