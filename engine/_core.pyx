@@ -836,8 +836,13 @@ cdef class Core:
             nb = 0
             rc = DEC_OK
             while nb < BATCH and pos < n:
-                rc = decode_one(data, pos, n, self.max_event_bytes, &self.types,
-                                &self.batch[nb], &end_pos, &reason, &field)
+                # the probes' shape inline, the call only for anything else (decode_one tries
+                # the same fast path first, so the outcome is decode_one's either way)
+                if decode_fast(data, pos, n, self.max_event_bytes, &self.types, &self.batch[nb], &end_pos):
+                    rc = DEC_OK
+                else:
+                    rc = decode_one(data, pos, n, self.max_event_bytes, &self.types,
+                                    &self.batch[nb], &end_pos, &reason, &field)
                 if rc == DEC_OK:
                     if E.run.count:
                         flush_run(E, &E.run)
