@@ -483,3 +483,40 @@ def test_duckdbs_interruptions_are_told_from_its_errors():
     assert _duckdb_interrupted(RuntimeError("Query interrupted"))
     assert _duckdb_interrupted(duckdb.InterruptException("INTERRUPT Error"))
     assert not _duckdb_interrupted(duckdb.CatalogException("Table with name ev does not exist"))
+
+
+def test_bare_loop_times_the_floor_beside_the_engine_and_refuses_other_shapes(tmp_path):
+    """`python -m bench.bare_loop` compiles its C loops, runs them over a gen trace and the
+    engine over the same trace, and says a trace of another shape, a missing one or an option
+    out of range in one line. No figure is asserted."""
+    import json
+
+    import msgpack
+
+    from engine.world.gen import generate
+    world = generate(tmp_path / "w", subscribers=500, events=3_000, campaigns=2, seed=3)
+    trace = world.traces[0]
+    done = _bench("bare_loop", trace, "--config", world.config, "--rounds", "1")
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["events"] == 3_000
+    distinct = {e[2] for e in msgpack.Unpacker(open(trace, "rb"))}
+    assert found["subscribers"] == len(distinct)
+    assert set(found["ns_per_event"]) == {"decode", "bare", "layout", "engine"}
+    assert "engine_over_layout" in found and "cores" in found["machine"]
+    # a map per event is a good event to sigmatch, not the probes' shape the loops read
+    other = tmp_path / "maps.msgpack"
+    other.write_bytes(msgpack.packb({"ts": 1, "type": 1, "msisdn": 13800000001}) * 3)
+    cases = [
+        ([other], 1, f"{other}: byte 0 is not an array of 8 unsigned integers"),
+        ([tmp_path / "none.msgpack"], 1, f"{tmp_path / 'none.msgpack'}: no such trace file"),
+        ([trace, "--rounds", "0"], 2, "argument --rounds: must be from 1 to 1,000, not 0"),
+        ([trace, "--row-bytes", "4"], 2, "argument --row-bytes: must be from 8 to 4,096, not 4"),
+        ([trace, "--config", world.config, "--row-bytes", "64"], 2, "--row-bytes goes without --config"),
+    ]
+    for args, code, said in cases:
+        done = _bench("bare_loop", *args)
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode == code, (args, done.stderr)
+        assert last.startswith("python -m bench.bare_loop: error: ") and said in last, (args, last)
+        assert "Traceback" not in done.stderr, args
