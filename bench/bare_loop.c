@@ -67,17 +67,20 @@ static inline uint64_t be(const uint8_t *p, int n) {
     return v;
 }
 
-/* One event at buf[*pos] into f; 0 when it is not an array of 8 unsigned integers. */
+/* One event at buf[*pos] into f; 0 when it is not an array of 8 unsigned integers, -1 when
+   the trace ends inside one. */
 static inline int decode(const uint8_t *buf, size_t end, size_t *pos, uint64_t f[8]) {
     size_t p = *pos;
     if (p + 73 > end) {                 /* the last events: read with bounds */
-        if (p >= end || buf[p] != 0x98) return 0;
+        if (p >= end) return -1;
+        if (buf[p] != 0x98) return 0;
         p++;
         for (int i = 0; i < 8; i++) {
-            if (p >= end) return 0;
+            if (p >= end) return -1;
             uint8_t b = buf[p];
             int n = b <= 0x7f ? 0 : b == 0xcc ? 1 : b == 0xcd ? 2 : b == 0xce ? 4 : b == 0xcf ? 8 : -1;
-            if (n < 0 || p + 1 + n > end) return 0;
+            if (n < 0) return 0;
+            if (p + 1 + n > end) return -1;
             f[i] = n ? be(buf + p + 1, n) : b;
             p += 1 + n;
         }
@@ -129,13 +132,18 @@ int main(int argc, char **argv) {
     fclose(fp);
 
     /* The events' MSISDNs, the subscribers (distinct MSISDNs) and their index. */
-    size_t cap_events = (size_t)size / 10 + 1, events = 0, pos = 0;
+    /* an event takes at least 9 bytes: 0x98 and 8 one-byte integers */
+    size_t cap_events = (size_t)size / 9 + 1, events = 0, pos = 0;
     uint64_t *msisdn = malloc(cap_events * sizeof(uint64_t)), f[8];
     if (!msisdn) fail("cannot allocate %s: %llu events", "the MSISDNs", (unsigned long long)cap_events);
     while (pos < (size_t)size) {
-        if (!decode(buf, (size_t)size, &pos, f))
+        int got = decode(buf, (size_t)size, &pos, f);
+        if (got < 0)
+            fail("%s: the trace ends inside the event at byte %llu", path, (unsigned long long)pos);
+        if (got == 0)
             fail("%s: byte %llu is not an array of 8 unsigned integers (this loop reads only the probes' shape)",
                  path, (unsigned long long)pos);
+        if (events == cap_events) fail("%s: more events than %llu bytes can hold", path, (unsigned long long)size);
         msisdn[events++] = f[2];
     }
     uint64_t slots_n = events * 10 / 7 + 1;

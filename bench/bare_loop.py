@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from bench._cli import CommandError, child_error, command, parser as command_parser, run_child, whole_number
+from bench._cli import CommandError, child_error, command, parser as command_parser, whole_number
 from bench.run import machine
 
 SOURCE = Path(__file__).with_name("bare_loop.c")
@@ -55,10 +55,19 @@ def floor(trace: Path, row_bytes: int, rounds: int) -> dict:
                                capture_output=True, text=True)
         if built.returncode:
             raise CommandError(f"cannot compile {SOURCE.name}: {child_error(PROG, built.stderr, built.returncode)}")
-        proc = run_child([str(binary), str(trace), str(row_bytes), str(rounds)])
-    if proc.returncode:
-        raise CommandError(child_error(PROG, proc.stderr, proc.returncode))
-    found = json.loads(proc.stdout)
+        # not run_child: the loops hold nothing to clean up, so Ctrl-C or SIGTERM ends them at
+        # once rather than after run_child's grace for a child that is cleaning up
+        child = subprocess.Popen([str(binary), str(trace), str(row_bytes), str(rounds)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            stdout, stderr = child.communicate()
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+    if child.returncode:
+        raise CommandError(child_error(PROG, stderr, child.returncode))
+    found = json.loads(stdout)
     found.pop("check", None)
     return found
 
@@ -93,7 +102,7 @@ def row_bytes_of(config: Path) -> int:
 @command(PROG)
 def main(argv=None):
     parser = command_parser(PROG, __doc__)
-    parser.add_argument("trace", type=Path, help="a trace of the probes' shape (sigmatch gen's)")
+    parser.add_argument("trace", help="a trace of the probes' shape (sigmatch gen's)")
     parser.add_argument("--config", type=Path,
                         help="a campaigns.toml over that trace's world: its rows' width, and the engine timed too")
     parser.add_argument("--row-bytes", type=whole_number(8, 4096),
@@ -103,6 +112,11 @@ def main(argv=None):
     ns = parser.parse_args(argv)
     if ns.config is not None and ns.row_bytes is not None:
         parser.error("--row-bytes goes without --config (the configuration says the row's width)")
+    if not ns.trace.strip():
+        parser.error("argument trace: empty: give a trace file")
+    ns.trace = Path(ns.trace)
+    if ns.trace.is_dir():
+        raise CommandError(f"{ns.trace}: a folder, not a trace file")
     if not ns.trace.is_file():
         raise CommandError(f"{ns.trace}: no such trace file")
     row_bytes = ns.row_bytes or 136

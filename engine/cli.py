@@ -1,11 +1,13 @@
 """The `sigmatch` command. Every error ends in one line on stderr and a non-zero exit."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import logging
 import math
 import os
+import signal
 import stat
 import sys
 import tempfile
@@ -149,8 +151,8 @@ class _OneLineUsage(click.Group):
             _fail(f"{' '.join(e.format_message().split())} (see: {where} --help)", e.exit_code)
         except click.ClickException as e:
             _fail(" ".join(e.format_message().split()), e.exit_code)
-        except click.Abort:
-            _fail("aborted")
+        except click.Abort as e:
+            _fail("stopped by SIGTERM" if isinstance(e.__context__, _Terminated) else "aborted")
         _freeze_at_exit()
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -317,10 +319,36 @@ def replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ove
         raise click.UsageError("--ray needs --workers 2 or more (the shards it runs)")
     spared = _arrow_without_pandas()
     try:
-        _replay(config, traces, out, fmt, progress, overwrite, workers, ray_address)
+        with _sigterm_as_ctrl_c():
+            _replay(config, traces, out, fmt, progress, overwrite, workers, ray_address)
     finally:
         if spared:
             _arrow_with_pandas()
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command runs (_sigterm_as_ctrl_c)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c():
+    """SIGTERM (`timeout`, `kill`, a CI runner, a supervisor) ends what runs inside as Ctrl-C
+    does, where its default ended the process at once with nothing said: the files of every
+    action made so far are completed, workers are stopped, and the command says `stopped by
+    SIGTERM` in one line, exit 1. Only in the main thread (a program calling the command from
+    another keeps its own); the handler before is put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(number, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int = 1,

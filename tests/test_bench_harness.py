@@ -504,11 +504,23 @@ def test_bare_loop_times_the_floor_beside_the_engine_and_refuses_other_shapes(tm
     assert found["subscribers"] == len(distinct)
     assert set(found["ns_per_event"]) == {"decode", "bare", "layout", "engine"}
     assert "engine_over_layout" in found and "cores" in found["machine"]
+    # the smallest events, 9 bytes each: the loops' arrays hold them (they overran them)
+    small = tmp_path / "small.msgpack"
+    small.write_bytes(b"".join(msgpack.packb([1, 2, i % 128, 4, 5, 6, 7, 8]) for i in range(20_000)))
+    done = _bench("bare_loop", small, "--rounds", "1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["events"] == 20_000 and json.loads(done.stdout)["subscribers"] == 128
     # a map per event is a good event to sigmatch, not the probes' shape the loops read
     other = tmp_path / "maps.msgpack"
     other.write_bytes(msgpack.packb({"ts": 1, "type": 1, "msisdn": 13800000001}) * 3)
+    cut = tmp_path / "cut.msgpack"
+    data = trace.read_bytes()
+    cut.write_bytes(data[:len(data) - 3])
     cases = [
         ([other], 1, f"{other}: byte 0 is not an array of 8 unsigned integers"),
+        ([cut], 1, f"{cut}: the trace ends inside the event at byte "),
+        ([tmp_path], 1, f"{tmp_path}: a folder, not a trace file"),
+        ([""], 2, "argument trace: empty: give a trace file"),
         ([tmp_path / "none.msgpack"], 1, f"{tmp_path / 'none.msgpack'}: no such trace file"),
         ([trace, "--rounds", "0"], 2, "argument --rounds: must be from 1 to 1,000, not 0"),
         ([trace, "--row-bytes", "4"], 2, "argument --row-bytes: must be from 8 to 4,096, not 4"),

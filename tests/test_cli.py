@@ -779,3 +779,42 @@ def test_two_replays_into_sibling_folders_of_one_new_parent_both_start(tmp_path,
     monkeypatch.setattr(cli.os, "mkdir", a_file_first)
     with pytest.raises(SystemExit):
         cli._check_out(tmp_path / "other" / "a")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's children from /proc")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_replay_stopped_by_sigterm_says_so_in_one_line_and_completes_its_files(world, tmp_path, workers):
+    """SIGTERM (`timeout`, `kill`, a supervisor) ended `replay` at once with nothing said
+    (exit 143) and an output folder left as it was; it now stops as Ctrl-C does: the files of
+    what was made are completed, the workers end with it, and one line says why."""
+    import signal
+    import time
+    config, trace = world
+    out = tmp_path / "out"
+    # the trace many times over: the replay is still running when the signal comes
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "replay", str(config), *[str(trace)] * 3000,
+                             "--out", str(out), "--no-progress", "--workers", str(workers)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 120
+    # the output's lock is taken just before the first event
+    while not (out / ".sigmatch-out.lock").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert proc.poll() is None, proc.communicate()
+    children = {int(n) for n in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()}
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "sigmatch: error: stopped by SIGTERM", stderr
+    # what was made is in complete files, with its stats
+    assert (out / "stats.json").is_file() or workers > 1
+    assert not list(out.rglob("*.tmp")), sorted(out.rglob("*"))
+    for pid in children:
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"child {pid} still runs after replay ended")

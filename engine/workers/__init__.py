@@ -137,6 +137,9 @@ def _worker(index: int, workers: int, traces: list, block: mmap.mmap, conn, othe
     # workers and says "aborted"); a worker that raised it too would die before its first
     # word, or print a traceback from wherever it was
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the coordinator stops a worker with SIGTERM: the handler `replay` put in for itself
+    # (SIGTERM as Ctrl-C) would make that a KeyboardInterrupt here
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # handed over once: a closure over it would keep the snapshot (GBs at L) alive in every
     # worker for the whole run, where the worker frees it once compiled
     inherited, _INHERITED = [_INHERITED], None
@@ -543,10 +546,14 @@ class _Forked:
         _INHERITED = (config, world.pop())
         # A SIGINT in the middle of a fork would raise in the interpreter's fork hooks, which
         # swallow it (the run would go on): while forking it is only noted, and raised after.
-        interrupted = []
-        previous = None
+        # So is a SIGTERM, which `replay` makes a Ctrl-C of its own (engine.cli), and which is
+        # sent again once the handler before is back.
+        interrupted: list = []
+        terminated: list = []
+        previous = previous_term = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+            previous_term = signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
         try:
             pipes = [context.Pipe(duplex=False) for _ in range(workers)]
             for index, (ours, theirs) in enumerate(pipes):
@@ -561,12 +568,16 @@ class _Forked:
                 self.conns.append(ours)
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+                signal.signal(signal.SIGTERM, previous_term)
                 previous = None
+            if terminated:
+                signal.raise_signal(signal.SIGTERM)
             if interrupted:
                 raise KeyboardInterrupt
         except BaseException:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+                signal.signal(signal.SIGTERM, previous_term)
             _terminate(self.processes)
             self.block.close()
             raise
