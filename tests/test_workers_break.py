@@ -242,9 +242,9 @@ class Engine(api.Engine):
             self._core = Short(self._core)
 
 
-def chunks(source, chunk_bytes=64 << 10, on_file=None):
+def chunks(source, chunk_bytes=64 << 10, on_file=None, read_ahead=True):
     # worker 1 alone cannot read the trace past its third piece (a read error of its own)
-    for k, chunk in enumerate(real_chunks(source, chunk_bytes, on_file)):
+    for k, chunk in enumerate(real_chunks(source, chunk_bytes, on_file, read_ahead)):
         if how == "read" and shard[0] == 1 and k == 2:
             raise LoadError(f"{source[0]}: Input/output error")
         yield chunk
