@@ -967,6 +967,13 @@ cdef inline uint32_t holdout_hash(uint64_t msisdn, CampaignC* c) noexcept nogil:
 cdef inline uint8_t variant_of(EngineC* E, CampaignC* c, uint64_t msisdn) noexcept nogil:
     """SPEC §3 step 7: the first variant whose running sum of weights exceeds
     crc32(f"{msisdn}:{id}:variant") % W, W the last running sum; 0 with one variant or none."""
+    if c.nr_variants <= 1:
+        return 0
+    return variant_by(E, c, msisdn_prefix(msisdn))
+
+
+cdef inline uint8_t variant_by(EngineC* E, CampaignC* c, uint32_t prefix) noexcept nogil:
+    """variant_of, from `prefix`, the CRC32 of f"{msisdn}:" (msisdn_prefix)."""
     cdef const uint32_t* sums
     cdef uint32_t x
     cdef uint8_t v = 0
@@ -974,7 +981,7 @@ cdef inline uint8_t variant_of(EngineC* E, CampaignC* c, uint64_t msisdn) noexce
         return 0
     sums = E.variant_sums + c.variant_off
     # the holdout's crc of f"{msisdn}:{id}" goes on over ":variant"
-    x = sm_crc32(holdout_hash(msisdn, c), <const uint8_t*>VARIANT_SUFFIX, 8) % sums[c.nr_variants - 1]
+    x = sm_crc32(sm_crc32(prefix, <const uint8_t*>c.id, c.id_len), <const uint8_t*>VARIANT_SUFFIX, 8) % sums[c.nr_variants - 1]
     while v + 1 < c.nr_variants and x >= sums[v]:
         v += 1
     return v
@@ -982,10 +989,15 @@ cdef inline uint8_t variant_of(EngineC* E, CampaignC* c, uint64_t msisdn) noexce
 
 cdef inline uint32_t msisdn_hash(uint64_t msisdn, const uint8_t* suffix, size_t suffix_len) noexcept nogil:
     """zlib.crc32(f"{msisdn}:{suffix}".encode()), the MSISDN in decimal."""
+    return sm_crc32(msisdn_prefix(msisdn), suffix, suffix_len)
+
+
+cdef inline uint32_t msisdn_prefix(uint64_t msisdn) noexcept nogil:
+    """zlib.crc32(f"{msisdn}:".encode()), the MSISDN in decimal: CRC32 goes on from it over
+    any suffix, so one emission's global control, control and variant share it."""
     cdef uint8_t digits[24]
     cdef int n = 0, i
     cdef uint8_t tmp
-    cdef uint32_t crc
     while True:
         digits[n] = <uint8_t>(0x30 + msisdn % 10)
         n += 1
@@ -997,5 +1009,4 @@ cdef inline uint32_t msisdn_hash(uint64_t msisdn, const uint8_t* suffix, size_t 
         digits[i] = digits[n - 1 - i]
         digits[n - 1 - i] = tmp
     digits[n] = 0x3a    # ':'
-    crc = sm_crc32(0, digits, n + 1)
-    return sm_crc32(crc, suffix, suffix_len)
+    return sm_crc32(0, digits, n + 1)
