@@ -802,7 +802,8 @@ def test_a_replay_stopped_by_sigterm_says_so_in_one_line_and_completes_its_files
         time.sleep(0.05)
     time.sleep(1.0)
     assert proc.poll() is None, proc.communicate()
-    children = {int(n) for n in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()}
+    from tests.test_diff import _children, assert_ended
+    children = _children(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stderr
@@ -811,10 +812,4 @@ def test_a_replay_stopped_by_sigterm_says_so_in_one_line_and_completes_its_files
     # what was made is in complete files, with its stats
     assert (out / "stats.json").is_file() or workers > 1
     assert not list(out.rglob("*.tmp")), sorted(out.rglob("*"))
-    for pid in children:
-        for _ in range(100):
-            if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"child {pid} still runs after replay ended")
+    assert_ended(children, "a child of replay")

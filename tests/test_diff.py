@@ -296,6 +296,17 @@ def _children(pid: int) -> set[int]:
         return set()
 
 
+def assert_ended(pids, what: str) -> None:
+    """Each of `pids` has ended (or is a zombie) within 5 s."""
+    for pid in pids:
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"{what} ({pid}) still runs after the command ended")
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's children from /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_diff_ends_its_replays_without_a_traceback(world, sig):
@@ -320,13 +331,7 @@ def test_a_stopped_diff_ends_its_replays_without_a_traceback(world, sig):
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)        # EOF: the sides, which share its stderr, have ended too
     assert proc.returncode != 0
-    for pid in sides:
-        for _ in range(100):
-            if not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]:
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"side {pid} still runs after diff ended")
+    assert_ended(sides, "a side of diff")
     assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, lines
