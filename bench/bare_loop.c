@@ -102,6 +102,11 @@ static inline int decode(const uint8_t *buf, size_t end, size_t *pos, uint64_t f
     return 1;
 }
 
+static int by_value(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static void *big(size_t n, const char *what) {
     void *p = mmap(NULL, n ? n : 1, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) fail("cannot allocate %s: %llu bytes", what, (unsigned long long)n);
@@ -146,21 +151,19 @@ int main(int argc, char **argv) {
         if (events == cap_events) fail("%s: more events than %llu bytes can hold", path, (unsigned long long)size);
         msisdn[events++] = f[2];
     }
-    uint64_t slots_n = events * 10 / 7 + 1;
-    uint64_t *slots = big(slots_n * sizeof(uint64_t), "the index");
+    /* The subscribers: the distinct MSISDNs, counted exactly (sorted), so that every array
+       below is sized for all of them whatever their hashes share. */
+    uint64_t *sorted = malloc((events ? events : 1) * sizeof(uint64_t));
+    if (!sorted) fail("cannot allocate %s: %llu events", "the MSISDNs", (unsigned long long)events);
+    memcpy(sorted, msisdn, events * sizeof(uint64_t));
+    qsort(sorted, events, sizeof(uint64_t), by_value);
     uint32_t subscribers = 0;
-    for (size_t i = 0; i < events; i++) {
-        uint64_t h = mix64(msisdn[i]), s = fastrange(h, slots_n);
-        for (;;) {
-            uint64_t v = slots[s];
-            if (v == 0) { slots[s] = (h >> 32) << 32 | (uint64_t)(++subscribers); break; }
-            if (v >> 32 == h >> 32) break;      /* seen (a fingerprint twin counts once: rare) */
-            s = s + 1 == slots_n ? 0 : s + 1;
-        }
-    }
-    /* The index at the subscribers' own 70% load, rebuilt, and their rows. */
-    munmap(slots, slots_n * sizeof(uint64_t));
-    slots_n = (uint64_t)subscribers * 10 / 7 + 1;
+    for (size_t i = 0; i < events; i++)
+        if (i == 0 || sorted[i] != sorted[i - 1]) subscribers++;
+    free(sorted);
+    /* The index at the subscribers' own 70% load, and their rows. */
+    uint64_t slots_n = (uint64_t)subscribers * 10 / 7 + 1;
+    uint64_t *slots;
     slots = big(slots_n * sizeof(uint64_t), "the index");
     uint8_t *rows = big((size_t)subscribers * row, "the rows");
     uint16_t *dates = big((size_t)subscribers * sizeof(uint16_t), "the dates");

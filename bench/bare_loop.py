@@ -103,7 +103,7 @@ def row_bytes_of(config: Path) -> int:
 def main(argv=None):
     parser = command_parser(PROG, __doc__)
     parser.add_argument("trace", help="a trace of the probes' shape (sigmatch gen's)")
-    parser.add_argument("--config", type=Path,
+    parser.add_argument("--config",
                         help="a campaigns.toml over that trace's world: its rows' width, and the engine timed too")
     parser.add_argument("--row-bytes", type=whole_number(8, 4096),
                         help="the row's width without --config (default: 136, gen's M world)")
@@ -115,10 +115,15 @@ def main(argv=None):
     if not ns.trace.strip():
         parser.error("argument trace: empty: give a trace file")
     ns.trace = Path(ns.trace)
+    if ns.config is not None and not ns.config.strip():
+        parser.error("argument --config: empty: give a configuration file")
+    ns.config = Path(ns.config) if ns.config is not None else None
     if ns.trace.is_dir():
         raise CommandError(f"{ns.trace}: a folder, not a trace file")
-    if not ns.trace.is_file():
+    if not ns.trace.exists():
         raise CommandError(f"{ns.trace}: no such trace file")
+    if not ns.trace.is_file():
+        raise CommandError(f"{ns.trace}: not a regular file (a device or a pipe): give a trace file")
     row_bytes = ns.row_bytes or 136
     if ns.config is not None:
         row_bytes = row_bytes_of(ns.config)

@@ -342,13 +342,20 @@ def _sigterm_as_ctrl_c():
         return
 
     def terminated(number, frame):
+        # once: a second SIGTERM or a Ctrl-C while the run completes its files and stops its
+        # workers would break off that clean-up, and end the process by the signal or with a
+        # traceback from wherever it landed
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise _Terminated()
 
+    previous_int = signal.getsignal(signal.SIGINT)
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, overwrite: bool, workers: int = 1,

@@ -510,6 +510,13 @@ def test_bare_loop_times_the_floor_beside_the_engine_and_refuses_other_shapes(tm
     done = _bench("bare_loop", small, "--rounds", "1")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["events"] == 20_000 and json.loads(done.stdout)["subscribers"] == 128
+    # distinct MSISDNs whose hashes share their upper 32 bits (the index's fingerprint): the
+    # loops counted them once and overran their arrays (a newcomer trial's hang and SIGSEGV)
+    twins = tmp_path / "twins.msgpack"
+    twins.write_bytes(b"".join(msgpack.packb([1, 2, m, 4, 5, 6, 7, 8]) for m in _fingerprint_twins(1_000)))
+    done = _bench("bare_loop", twins, "--rounds", "1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["subscribers"] == 1_000
     # a map per event is a good event to sigmatch, not the probes' shape the loops read
     other = tmp_path / "maps.msgpack"
     other.write_bytes(msgpack.packb({"ts": 1, "type": 1, "msisdn": 13800000001}) * 3)
@@ -521,6 +528,8 @@ def test_bare_loop_times_the_floor_beside_the_engine_and_refuses_other_shapes(tm
         ([cut], 1, f"{cut}: the trace ends inside the event at byte "),
         ([tmp_path], 1, f"{tmp_path}: a folder, not a trace file"),
         ([""], 2, "argument trace: empty: give a trace file"),
+        (["/dev/null"], 1, "/dev/null: not a regular file"),
+        ([trace, "--config", ""], 2, "argument --config: empty: give a configuration file"),
         ([tmp_path / "none.msgpack"], 1, f"{tmp_path / 'none.msgpack'}: no such trace file"),
         ([trace, "--rounds", "0"], 2, "argument --rounds: must be from 1 to 1,000, not 0"),
         ([trace, "--row-bytes", "4"], 2, "argument --row-bytes: must be from 8 to 4,096, not 4"),
@@ -532,3 +541,19 @@ def test_bare_loop_times_the_floor_beside_the_engine_and_refuses_other_shapes(tm
         assert done.returncode == code, (args, done.stderr)
         assert last.startswith("python -m bench.bare_loop: error: ") and said in last, (args, last)
         assert "Traceback" not in done.stderr, args
+
+
+def _fingerprint_twins(k: int) -> list[int]:
+    """k distinct numbers whose sm_mix64 hashes share their upper 32 bits, made by inverting
+    the mix (each step of it is a bijection of 64-bit words)."""
+    mask = (1 << 64) - 1
+    inverse1, inverse2 = pow(0xff51afd7ed558ccd, -1, 1 << 64), pow(0xc4ceb9fe1a85ec53, -1, 1 << 64)
+
+    def unmix(h: int) -> int:
+        h ^= h >> 33
+        h = (h * inverse2) & mask
+        h ^= h >> 33
+        h = (h * inverse1) & mask
+        return h ^ (h >> 33)
+
+    return [unmix(0xdeadbeef << 32 | i) for i in range(1, k + 1)]
