@@ -960,10 +960,6 @@ cdef void* grow(void* p, uint64_t* cap, size_t item, int* oom) noexcept nogil:
     return q
 
 
-cdef inline uint32_t holdout_hash(uint64_t msisdn, CampaignC* c) noexcept nogil:
-    return msisdn_hash(msisdn, <const uint8_t*>c.id, c.id_len)
-
-
 cdef inline uint8_t variant_of(EngineC* E, CampaignC* c, uint64_t msisdn) noexcept nogil:
     """SPEC §3 step 7: the first variant whose running sum of weights exceeds
     crc32(f"{msisdn}:{id}:variant") % W, W the last running sum; 0 with one variant or none."""
@@ -985,11 +981,6 @@ cdef inline uint8_t variant_by(EngineC* E, CampaignC* c, uint32_t prefix) noexce
     while v + 1 < c.nr_variants and x >= sums[v]:
         v += 1
     return v
-
-
-cdef inline uint32_t msisdn_hash(uint64_t msisdn, const uint8_t* suffix, size_t suffix_len) noexcept nogil:
-    """zlib.crc32(f"{msisdn}:{suffix}".encode()), the MSISDN in decimal."""
-    return sm_crc32(msisdn_prefix(msisdn), suffix, suffix_len)
 
 
 cdef inline uint32_t msisdn_prefix(uint64_t msisdn) noexcept nogil:
