@@ -230,7 +230,7 @@ def _read_ahead(fill, chunk_bytes: int):
     copy from the page cache (or gzip's inflating) then runs beside the core's decoding,
     which releases the GIL, rather than before it. An error of the reader is raised here
     after every chunk read before it, as _read_inline raises it; a consumer that stops early
-    waits for the chunk being read, then the thread ends."""
+    waits for the chunk being read, if any, then the thread ends."""
     ready: queue.SimpleQueue = queue.SimpleQueue()
     free: queue.SimpleQueue = queue.SimpleQueue()
     for _ in range(2):
@@ -268,6 +268,12 @@ def _read_ahead(fill, chunk_bytes: int):
             if filled < chunk_bytes:
                 return done
     finally:
+        # a buffer still waiting would be filled before the reader saw the end
+        while True:
+            try:
+                free.get_nowait()
+            except queue.Empty:
+                break
         free.put(None)
         reader.join()
 
