@@ -34,7 +34,8 @@ extensions = [
         ["engine/_core.pyx"],
         depends=["engine/_core.pxd", "engine/_decode.pxi", "engine/_state.pxi", "engine/_match.pxi",
                  "engine/_explain.pxi", "engine/_deadletters.pxi", "engine/_types.pxi",
-                 "engine/_persist.pxi", "engine/_shard.pxi", "engine/_campaigns.pxi"],
+                 "engine/_persist.pxi", "engine/_shard.pxi", "engine/_campaigns.pxi",
+                 "engine/_lanes.pxi"],
         extra_compile_args=cflags + ["-Wno-unused-function"],
         define_macros=macros,
     )

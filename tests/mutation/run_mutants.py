@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The core is one compilation unit: _core.pyx and the .pxi parts it includes
 CORE_SOURCES = {"engine/_core.pyx", "engine/_decode.pxi", "engine/_state.pxi", "engine/_match.pxi",
                 "engine/_explain.pxi", "engine/_deadletters.pxi", "engine/_types.pxi", "engine/_persist.pxi", "engine/_core.pxd",
-                "engine/_shard.pxi", "engine/_campaigns.pxi"}
+                "engine/_shard.pxi", "engine/_campaigns.pxi", "engine/_lanes.pxi"}
 # Everything a scratch copy needs: the working tree without version control, environments,
 # build products and caches (the copy builds its own extension).
 IGNORED = shutil.ignore_patterns(".git", ".venv", "build", ".hypothesis", ".pytest_cache", ".benchmarks",
