@@ -630,6 +630,9 @@ cdef class Core:
                    uint64_t max_pending):
         self.E.utc_offset = utc_offset_ms
         self.E.time_valid = 0
+        memset(self.E.period_lo, 0, sizeof(self.E.period_lo))
+        memset(self.E.period_hi, 0, sizeof(self.E.period_hi))
+        self.E.today_lo = self.E.today_hi = 0
         self.E.quiet_start = quiet_start
         self.E.quiet_end = quiet_end
         self.E.min_gap = min_gap_ms

@@ -377,7 +377,7 @@ cdef void subscriber_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
         if cnt.window_slot >= 0:
             start = (<int64_t*>(row + E.window_off)) + cnt.window_slot
             if v != 0 and cnt.period != PERIOD_NONE:
-                if period_of(E, cnt.period, ts) != period_of(E, cnt.period, start[0]):
+                if not same_period(E, cnt.period, ts, start[0]):
                     v = 0
             elif v != 0 and ts >= start[0] + cnt.window:
                 v = 0
@@ -472,7 +472,7 @@ cdef void subscriber_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
                 continue
             if c.date_slot >= 0:
                 if today == 0:
-                    today = month_day_of(floor_div(ts + E.utc_offset, DAY_MS))
+                    today = today_at(E, ts)
                 if not anniversary_today(today, E.dates[<size_t>sub * E.nr_dates + c.date_slot]):
                     continue
             contact = contact_lookup(E, sub, ci, h)

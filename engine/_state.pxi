@@ -209,6 +209,40 @@ cdef inline int64_t period_of(EngineC* E, int32_t period, int64_t t) noexcept no
     return month_of_day(day)
 
 
+cdef inline int32_t days_in_month(int64_t year, int64_t month) noexcept nogil:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month == 4 or month == 6 or month == 9 or month == 11 else 31
+
+
+cdef void period_bounds(EngineC* E, int32_t period, int64_t t) noexcept nogil:
+    """Keep in E.period_lo/hi[period] the UTC ms bounds of t's local period (period_of): from
+    its first local midnight to the next period's."""
+    cdef int64_t p = period_of(E, period, t), first, year, month, dom
+    if period == PERIOD_DAY:
+        first = p
+        E.period_hi[period] = (first + 1) * DAY_MS - E.utc_offset
+    elif period == PERIOD_WEEK:
+        first = p * 7 - 3        # the Monday: day 0, 1970-01-01, was a Thursday
+        E.period_hi[period] = (first + 7) * DAY_MS - E.utc_offset
+    else:
+        first = floor_div(t + E.utc_offset, DAY_MS)
+        civil_from_days(first, &year, &month, &dom)
+        first -= dom - 1
+        E.period_hi[period] = (first + days_in_month(year, month)) * DAY_MS - E.utc_offset
+    E.period_lo[period] = first * DAY_MS - E.utc_offset
+
+
+cdef inline bint same_period(EngineC* E, int32_t period, int64_t ts, int64_t start) noexcept nogil:
+    """period_of(E, period, ts) == period_of(E, period, start). Every event asks it of each
+    counter with a period, with ts the clock: the bounds of ts's period are kept, so that it
+    takes two comparisons until the clock leaves the period (the calendar's divisions were
+    5% of the instructions of a replay; docs/performance.md)."""
+    if not (E.period_lo[period] <= ts < E.period_hi[period]):
+        period_bounds(E, period, ts)
+    return E.period_lo[period] <= start < E.period_hi[period]
+
+
 cdef inline uint32_t counter_read(EngineC* E, uint8_t* row, int32_t k, int64_t ts) noexcept nogil:
     cdef uint32_t v = (<uint32_t*>(row + E.counter_off))[k]
     cdef CounterC* cnt = &E.counters[k]
@@ -216,7 +250,7 @@ cdef inline uint32_t counter_read(EngineC* E, uint8_t* row, int32_t k, int64_t t
     if v != 0 and cnt.period != PERIOD_NONE:
         # a period other than ts's holds nothing of it
         start = (<int64_t*>(row + E.window_off))[cnt.window_slot]
-        return 0 if period_of(E, cnt.period, ts) != period_of(E, cnt.period, start) else v
+        return 0 if not same_period(E, cnt.period, ts, start) else v
     if v != 0 and cnt.window_slot >= 0 and ts >= (<int64_t*>(row + E.window_off))[cnt.window_slot] + cnt.window:
         return 0
     return v
@@ -274,6 +308,18 @@ cdef inline uint32_t month_day_of(int64_t day) noexcept nogil:
     civil_from_days(day, &y, &m, &d)
     leap = (y % 4 == 0 and y % 100 != 0) or y % 400 == 0
     return <uint32_t>(m * 32 + d) | (0 if leap else 1024)
+
+
+cdef inline uint32_t today_at(EngineC* E, int64_t ts) noexcept nogil:
+    """month_day_of ts's local day, kept for the day last asked for: every event that reaches
+    a campaign with an anniversary asks it of the clock."""
+    cdef int64_t day
+    if not (E.today_lo <= ts < E.today_hi):
+        day = floor_div(ts + E.utc_offset, DAY_MS)
+        E.today_lo = day * DAY_MS - E.utc_offset
+        E.today_hi = E.today_lo + DAY_MS
+        E.today_md = month_day_of(floor_div(ts + E.utc_offset, DAY_MS))
+    return E.today_md
 
 
 cdef inline bint anniversary_today(uint32_t today, uint16_t date) noexcept nogil:

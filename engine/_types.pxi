@@ -254,6 +254,11 @@ ctypedef struct EngineC:
     int32_t* absent_list        # every campaign's absent markers
     uint32_t* variant_sums      # every campaign's running sums of variant weights (the last is W)
     int64_t utc_offset
+    int64_t period_lo[4]        # by PERIOD_*: the UTC ms bounds [lo, hi) of the local period
+    int64_t period_hi[4]        # same_period last found a ts in; lo == hi: none (set_policy)
+    int64_t today_lo            # the UTC ms bounds [lo, hi) of the local day that today_at
+    int64_t today_hi            # last found a ts in, and its month_day_of; lo == hi: none
+    uint32_t today_md
     int32_t quiet_start         # -1: no quiet hours
     int32_t quiet_end
     int64_t min_gap

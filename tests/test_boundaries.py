@@ -187,6 +187,7 @@ PERIOD_EDGES = [
     ("month", local_date(2028, 3, 1)),              # after a February 29
     ("month", local_date(2100, 3, 1)),              # after a February 28 in a year without a 29th
     ("month", local_date(2000, 3, 1)),              # after the 29th of a 400-year leap year
+    ("month", local_date(2026, 7, 1)),              # after a month of 30 days
 ]
 
 
@@ -207,6 +208,28 @@ def test_period_read_as_zero_from_the_local_edge(backend, period, edge, off):
     m = build(backend, campaign(counter="sms", at_least=1), counters=[sms], utc_offset_ms=PLUS8)
     run(m, ev(edge - 1, SMS), ev(edge + off))
     assert contacts(m) == ([(edge + off, "c", A, "send")] if off < 0 else [])
+
+
+@pytest.mark.parametrize("period, edge", PERIOD_EDGES)
+@pytest.mark.parametrize("off", [-1, 0])
+def test_period_read_before_it_began(backend, period, edge, off):
+    # counted from the edge and read just before it, in the period before: 0 (the core keeps
+    # the bounds of the clock's period, and a read at another ts must not take them for its own)
+    sms = CounterSpec("sms", on=(SMS,), flags=0, add="count", window_ms=None, period=period)
+    m = build(backend, campaign(on=(LOC,)), counters=[sms], utc_offset_ms=PLUS8)
+    run(m, ev(edge, SMS), ev(edge + DAY * 40, LOC))
+    assert m.counter_value(0, "sms", edge + off) == (0 if off < 0 else 1)
+
+
+@pytest.mark.parametrize("last", [(2028, 2, 29), (2000, 2, 29), (2100, 2, 28), (2026, 6, 30), (2026, 1, 31),
+                                  (2026, 12, 31)])
+def test_the_last_day_of_a_month_is_in_it(backend, last):
+    # from the first ms of a month's last local day to its last ms: one period
+    sms = CounterSpec("sms", on=(SMS,), flags=0, add="count", window_ms=None, period="month")
+    m = build(backend, campaign(on=(LOC,)), counters=[sms], utc_offset_ms=PLUS8)
+    day = local_date(*last)
+    run(m, ev(day, SMS), ev(day + DAY - 1, SMS))
+    assert m.counter_value(0, "sms", day + DAY - 1) == 2
 
 
 @pytest.mark.parametrize("month", [1, 2, 3, 12])
@@ -597,6 +620,17 @@ def test_anniversary_at_local_midnight(backend, day, off, matches):
               utc_offset_ms=PLUS8)
     run(m, ev(utc(*day) + off))
     assert len(m.actions) == (1 if matches else 0)
+
+
+def test_anniversary_the_day_changes_between_two_events(backend):
+    # +08:00: the last ms of Dec 31 and the first of Jan 1, the last of Jan 1 and the first of
+    # Jan 2, each the birthday of the subscriber whose event it is: all four match
+    m = build(backend, campaign(anniversary="birth_date"), utc_offset_ms=PLUS8,
+              profiles=dates_profile("1990-12-31", "1990-01-01", "1990-01-02", "1990-01-01"))
+    jan1 = utc(2026, 12, 31) + 16 * HOUR
+    run(m, ev(jan1 - 1, msisdn=A), ev(jan1, msisdn=B), ev(jan1 + DAY - 1, msisdn=13_800_000_004),
+        ev(jan1 + DAY, msisdn=C))
+    assert [c[2] for c in contacts(m)] == [A, B, 13_800_000_004, C]
 
 
 @pytest.mark.parametrize("born, day, matches", [
