@@ -63,6 +63,14 @@ cdef _set_campaigns(Core self, list campaigns):
     self.E.variant_sums = <uint32_t*>calloc(max(sum(map(len, weights)), 1), sizeof(uint32_t))
     if self.E.variant_sums == NULL:
         raise MemoryError()
+    free(self.E.cidx_stamp)
+    free(self.E.cidx_slot)
+    self.E.cidx_stamp = <uint32_t*>calloc(max(n, 1), sizeof(uint32_t))
+    self.E.cidx_slot = <uint64_t*>calloc(max(n, 1), sizeof(uint64_t))
+    self.E.cidx_gen = 0
+    self.E.cidx_valid = 0
+    if self.E.cidx_stamp == NULL or self.E.cidx_slot == NULL:
+        raise MemoryError()
     nr_sums = 0
     for w in weights:
         running = 0

@@ -336,7 +336,7 @@ cdef void subscriber_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
     cdef uint32_t today = 0     # month_day_of the event's local day, once a campaign asks
     cdef MarkerC* mk
     cdef int64_t* marks
-    cdef bint watched, prev_looked, due_soon
+    cdef bint watched, prev_looked, due_soon, indexed = False
     cdef int outcome
     cdef uint32_t first, nr_words, p
     cdef uint64_t bits, pb, peer_looked = 0, peer_found = 0
@@ -475,7 +475,14 @@ cdef void subscriber_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
                     today = today_at(E, ts)
                 if not anniversary_today(today, E.dates[<size_t>sub * E.nr_dates + c.date_slot]):
                     continue
-            contact = contact_lookup(E, sub, ci, h)
+            if h.contacts < 2:
+                contact = contact_lookup(E, sub, ci, h)
+            else:
+                # the subscriber's contacts are walked once for the event's campaigns
+                if not indexed:
+                    index_contacts(E, sub, h)
+                    indexed = True
+                contact = indexed_contact(E, sub, ci, h)
             if contact != NULL:
                 if (contact.streak >= c.stop_after
                         or (contact.flags & CONTACT_CONTACTED

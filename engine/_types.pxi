@@ -253,6 +253,14 @@ ctypedef struct EngineC:
     MarkCondC* conds            # every campaign's after/not_after entries
     int32_t* absent_list        # every campaign's absent markers
     uint32_t* variant_sums      # every campaign's running sums of variant weights (the last is W)
+    # The contacts of the event's subscriber, by campaign (index_contacts): its contact with
+    # campaign ci is in slot cidx_slot[ci] when cidx_stamp[ci] == cidx_gen. Built once an
+    # event for a subscriber with several contacts; cidx_valid is 0 from a growth of the
+    # contact table on (slots moved) to the next build.
+    uint32_t* cidx_stamp        # [nr_campaigns]
+    uint64_t* cidx_slot         # [nr_campaigns]
+    uint32_t cidx_gen
+    int cidx_valid
     int64_t utc_offset
     int64_t period_lo[4]        # by PERIOD_*: the UTC ms bounds [lo, hi) of the local period
     int64_t period_hi[4]        # same_period last found a ts in; lo == hi: none (set_policy)

@@ -10,10 +10,11 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from engine.language.config import PolicySpec
 from engine.language.compile import World
-from tests.backends import CALL, MINUTE, SMS, T0, Profiles, build, campaign, ev
+from tests.backends import CALL, MINUTE, SMS, T0, Profiles, build, campaign, contacts, ev, run
 
 SUBSCRIBERS = [13_900_000_000 + 11 * i for i in range(60)]
 ARGS = 7
@@ -118,3 +119,25 @@ def test_a_reload_counts_the_contacts_it_carries_over():
         m.drain()
     assert kept.actions
     assert first_difference([a[1:] for a in kept.actions], [a[1:] for a in model.actions[done:]]) is None
+
+
+@pytest.mark.parametrize("others", [101, 102, 103])
+def test_contacts_found_after_the_table_grew_in_the_same_event(backend, others):
+    """The matching loop walks a busy subscriber's contacts once an event and keeps where
+    each lies; a contact made in the loop that grows the table moves them all. Subscribers
+    first take 5 contacts each (old0-old4, a day's cooldown), then one of them matches
+    new0-new4 (visited first, by priority) and old0-old4 again: the table of 1,024 slots
+    grows at the 513th contact, during new0-new4 for one of these counts of subscribers.
+    Every old contact must still be found, and its cooldown turn the match down.
+    Without the growth noted, the core read slots of the old table in the new one."""
+    subscribers = [13_900_000_000 + 11 * i for i in range(others + 1)]
+    olds = [campaign(id=f"old{k}", on=(CALL,), cooldown_ms=24 * 60 * MINUTE) for k in range(5)]
+    news = [campaign(id=f"new{k}", on=(CALL,), arg=1, priority=10) for k in range(5)]
+    m = build(backend, *olds, *news, policy=PolicySpec(min_gap_ms=0, max_per_day=None),
+              profiles=Profiles(Path("p"), np.array(subscribers, dtype=np.uint64), {}))
+    run(m, *(ev(T0 + i, msisdn=s) for i, s in enumerate(subscribers)),
+        ev(T0 + MINUTE, msisdn=subscribers[-1], arg=1))
+    assert len(m.actions) == 5 * (others + 1) + 5
+    assert sorted(c[1] for c in contacts(m)[-5:]) == [f"new{k}" for k in range(5)]
+    # the cooldown turns the second match down before it counts as one
+    assert all(m.funnel[f"old{k}"]["matched"] == others + 1 for k in range(5))
