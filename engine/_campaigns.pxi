@@ -69,7 +69,10 @@ cdef _set_campaigns(Core self, list campaigns):
     self.E.cidx_slot = <uint64_t*>calloc(max(n, 1), sizeof(uint64_t))
     self.E.cidx_gen = 0
     self.E.cidx_valid = 0
-    if self.E.cidx_stamp == NULL or self.E.cidx_slot == NULL:
+    free(self.E.pidx_stamp)
+    self.E.pidx_stamp = <uint32_t*>calloc(max(n, 1), sizeof(uint32_t))
+    self.E.pidx_gen = 0
+    if self.E.cidx_stamp == NULL or self.E.cidx_slot == NULL or self.E.pidx_stamp == NULL:
         raise MemoryError()
     nr_sums = 0
     for w in weights:

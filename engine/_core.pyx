@@ -347,6 +347,7 @@ cdef class Core:
         free(self.E.variant_sums)
         free(self.E.cidx_stamp)
         free(self.E.cidx_slot)
+        free(self.E.pidx_stamp)
         if self.E.contacts != NULL:
             sm_free(self.E.contacts, (self.E.contacts_mask + 1) * sizeof(ContactC))
         sm_free(self.E.changed_subs, (<size_t>self.E.nr_subscribers + 1) * sizeof(uint32_t))

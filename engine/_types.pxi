@@ -230,6 +230,8 @@ ctypedef struct EngineC:
     uint32_t* elig_slot         # [(type * cand_nr_words + word) * 64 + bit]: its mask in pos_pool
     uint32_t time_off[64]       # the type's mask of campaigns live at time_minute
     int64_t time_minute         # local minute (floor((ts + utc_offset) / 60,000)) of the time masks
+    int64_t time_lo             # its UTC ms bounds [lo, hi): a ts inside needs no division
+    int64_t time_hi
     int time_valid              # 0: rebuild before use (campaigns or utc_offset changed)
     uint64_t flag_union[64]     # the trigger flags some campaign of the type needs
     uint32_t* flag_slot         # [type * 64 + flag]: mask of the campaigns needing that flag
@@ -261,11 +263,17 @@ ctypedef struct EngineC:
     uint64_t* cidx_slot         # [nr_campaigns]
     uint32_t cidx_gen
     int cidx_valid
+    # The campaigns the event's subscriber has an action waiting for (index_pending): ci
+    # when pidx_stamp[ci] == pidx_gen. Built once an event for a subscriber with several
+    # waiting; a timer made meanwhile is one of a campaign the loop has passed.
+    uint32_t* pidx_stamp        # [nr_campaigns]
+    uint32_t pidx_gen
     int64_t utc_offset
     int64_t period_lo[4]        # by PERIOD_*: the UTC ms bounds [lo, hi) of the local period
     int64_t period_hi[4]        # same_period last found a ts in; lo == hi: none (set_policy)
     int64_t today_lo            # the UTC ms bounds [lo, hi) of the local day that today_at
-    int64_t today_hi            # last found a ts in, and its month_day_of; lo == hi: none
+    int64_t today_hi            # last found a ts in, its day number and month_day_of;
+    int64_t today_day           # lo == hi: none
     uint32_t today_md
     int32_t quiet_start         # -1: no quiet hours
     int32_t quiet_end

@@ -442,6 +442,17 @@ def test_hours(backend, hours, at, matches):
     assert len(m.actions) == (1 if matches else 0)
 
 
+@pytest.mark.parametrize("hours", [(9 * 60, 18 * 60), (22 * 60, 2 * 60)])
+def test_hours_the_minute_changes_between_two_events(backend, hours):
+    # the core keeps the bounds of the minute it last placed a ts in: each pair is the last ms
+    # of one minute and the first of the next, in one engine, for other subscribers
+    start = local(hours[0] // 60)
+    end = local(hours[1] // 60, day=FRIDAY) if hours[1] < hours[0] else local(hours[1] // 60)
+    m = build(backend, campaign(hours=hours), utc_offset_ms=PLUS8)
+    run(m, ev(start - 1, msisdn=A), ev(start, msisdn=B), ev(end - 1, msisdn=C), ev(end, msisdn=13_800_000_004))
+    assert [c[2] for c in contacts(m)] == [B, C]
+
+
 @pytest.mark.parametrize("at, matches", [
     (local(23, 59, 59_999), False),                      # Thursday, local
     (local(0, day=FRIDAY), True),
