@@ -71,7 +71,8 @@ ctypedef struct TimerC:
     uint32_t subscriber
     uint32_t cell
     uint32_t campaign
-    uint32_t pad
+    uint32_t pending_slot   # where its key was put in the pending set (a hint: see
+                            # pending_remove); 0 in a checkpoint, whose bytes it must not change
 
 # The timers of one delay, as they were created: their (due, created) only grow, so a ring
 # buffer kept in that order pops them in order, without the heap's misses (_state.pxi).

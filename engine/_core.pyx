@@ -181,7 +181,7 @@ cdef inline void reset_spans(DeadRunC* r) noexcept nogil:
 ACTION_KEY_DTYPE = np.dtype([("pos", "<u8"), ("due", "<i8"), ("created", "<u8")])
 # TimerC and ContactC, as a checkpoint's timers and contacts sections hold them
 TIMER_DTYPE = np.dtype([("due", "<i8"), ("created", "<u8"), ("trigger_ts", "<i8"), ("subscriber", "<u4"),
-                        ("cell", "<u4"), ("campaign", "<u4"), ("pad", "<u4")])
+                        ("cell", "<u4"), ("campaign", "<u4"), ("pending_slot", "<u4")])
 CONTACT_DTYPE = np.dtype([("key", "<u8"), ("last_ts", "<i8"), ("last_seq", "<u8"), ("streak", "<u4"),
                           ("flags", "<u4")])
 assert TIMER_DTYPE.itemsize == sizeof(TimerC) and CONTACT_DTYPE.itemsize == sizeof(ContactC)

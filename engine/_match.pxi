@@ -174,7 +174,7 @@ cdef void fire_timer(EngineC* E) noexcept nogil:
     watched = E.watch_bits != NULL and watch_bit(E, t.subscriber)
     if watched:
         explain_timer(E, &t)
-    pending_remove(E, t.subscriber, t.campaign)
+    pending_remove(E, t.subscriber, t.campaign, t.pending_slot)
     note_row(E, t.subscriber, <SubHeadC*>row_of(E, t.subscriber))
     E.cur_due = t.due
     E.cur_created = t.created
@@ -521,7 +521,7 @@ cdef void subscriber_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
                 if watched:
                     explain_campaign(E, X_OVERFLOW, sub, ci, ts, 0)
                 continue
-            if pending_add(E, sub, ci):
+            if pending_add(E, sub, ci, &timer.pending_slot):
                 return
             E.timers_created += 1
             timer.due = ts + c.delay
@@ -530,7 +530,6 @@ cdef void subscriber_event(EngineC* E, EventC* ev, uint32_t sub) noexcept nogil:
             timer.subscriber = sub
             timer.cell = ev.cell
             timer.campaign = ci
-            timer.pad = 0
             if timer_add(E, &timer, c.run):
                 return
             if E.shm != NULL:

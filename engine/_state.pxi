@@ -317,7 +317,7 @@ cdef void find_today(EngineC* E, int64_t ts) noexcept nogil:
     E.today_lo = day * DAY_MS - E.utc_offset
     E.today_hi = E.today_lo + DAY_MS
     E.today_day = day
-    E.today_md = month_day_of(floor_div(ts + E.utc_offset, DAY_MS))
+    E.today_md = month_day_of(day)
 
 
 cdef inline uint32_t today_at(EngineC* E, int64_t ts) noexcept nogil:
@@ -569,8 +569,9 @@ cdef void index_pending(EngineC* E, uint32_t sub, SubHeadC* h) noexcept nogil:
         i = (i + 1) & E.pending_mask
 
 
-cdef int pending_add(EngineC* E, uint32_t sub, uint32_t ci) noexcept nogil:
-    """Note a timer of (sub, ci). Returns 1 (and sets oom) when memory ran out. A subscriber
+cdef int pending_add(EngineC* E, uint32_t sub, uint32_t ci, uint32_t* slot) noexcept nogil:
+    """Note a timer of (sub, ci), and where its key went in `slot` (the timer keeps it for
+    pending_remove). Returns 1 (and sets oom) when memory ran out. A subscriber
     has at most one timer per campaign, so at most 65,535, the row's count's limit (a restore
     refuses a checkpoint with more). The key takes the first free slot from its home, empty
     or gone; when keys and gone slots fill half the table it is rehashed without the gone
@@ -604,14 +605,19 @@ cdef int pending_add(EngineC* E, uint32_t sub, uint32_t ci) noexcept nogil:
     if E.pending[i] == PENDING_GONE:
         E.pending_gone -= 1
     E.pending[i] = key
+    slot[0] = <uint32_t>i
     E.nr_pending += 1
     E.pending_by_campaign[ci] += 1
     h.pending += 1
     return 0
 
 
-cdef void pending_remove(EngineC* E, uint32_t sub, uint32_t ci) noexcept nogil:
-    """Forget one timer of (sub, ci), as it fires. The slot is marked gone, which probes
+cdef void pending_remove(EngineC* E, uint32_t sub, uint32_t ci, uint32_t slot) noexcept nogil:
+    """Forget one timer of (sub, ci), as it fires; `slot` is where pending_add put its key,
+    looked at first: a key is in the table once, so a slot that holds it is its slot, and
+    one that does not (the table was rehashed since) is passed for the walk from the key's
+    home, as long as one lookup (at 200 campaigns the
+    sweep world's walks read some 10 slots). The slot is marked gone, which probes
     pass over as over another subscriber's key, unless it ends its cluster: then it and the
     gone slots just before it become empty. (Shifting the cluster's later keys back into the
     hole, as until 2026-12-03, read some 30 slots a removal at 200 campaigns, where clusters
@@ -620,11 +626,13 @@ cdef void pending_remove(EngineC* E, uint32_t sub, uint32_t ci) noexcept nogil:
     cdef SubHeadC* h = <SubHeadC*>row_of(E, sub)
     if h.pending == 0:
         return
-    i = pending_home(key, E.pending_mask)
-    while E.pending[i] != key:
-        if E.pending[i] == 0:
-            return
-        i = (i + 1) & E.pending_mask
+    i = slot & E.pending_mask
+    if E.pending[i] != key:
+        i = pending_home(key, E.pending_mask)
+        while E.pending[i] != key:
+            if E.pending[i] == 0:
+                return
+            i = (i + 1) & E.pending_mask
     h.pending -= 1
     E.nr_pending -= 1
     E.pending_by_campaign[ci] -= 1
@@ -660,7 +668,7 @@ cdef int pending_rebuild(EngineC* E) noexcept nogil:
     for s in range(E.nr_runs + 1):
         for j in range(E.heap_n if s == E.nr_runs else E.runs[s].n):
             t = &E.heap[j] if s == E.nr_runs else run_at(&E.runs[s], j)
-            rc = pending_add(E, t.subscriber, t.campaign)
+            rc = pending_add(E, t.subscriber, t.campaign, &t.pending_slot)
             if rc:
                 return rc
     return 0
@@ -990,6 +998,7 @@ cdef TimerC* timers_gather(EngineC* E) noexcept nogil:
     for j in range(E.nr_timers):
         top = order[0]
         out[j] = gather_head(E, heap_sorted, taken, top)[0]
+        out[j].pending_slot = 0         # where the table put it is no part of the state
         taken[top] += 1
         size = E.heap_n if top == E.nr_runs else E.runs[top].n
         if taken[top] == size:
