@@ -1037,6 +1037,32 @@ def test_policy_order(backend, exempt, reason):
     assert funnel(m, "b") == {"matched": 1, reason: 1}
 
 
+def test_one_event_campaigns_of_other_exemptions_are_asked_again(backend):
+    # "a" and "c" are turned down by min_gap; "b", between them and exempt, is not: the
+    # core asks the policy again only for a campaign of other exemptions than the last one
+    # turned down, and after a contact
+    policy = PolicySpec(min_gap_ms=DAY)
+    m = run(build(backend, campaign("first", on=(SMS,)), campaign("a", priority=3),
+                  campaign("b", priority=2, exempt=frozenset({"min_gap"})), campaign("c", priority=1),
+                  policy=policy),
+            ev(T0, SMS), ev(T0 + HOUR))
+    assert [funnel(m, k) for k in "abc"] == [{"matched": 1, "suppressed_min_gap": 1}, {"matched": 1, "sent": 1},
+                                             {"matched": 1, "suppressed_min_gap": 1}]
+
+
+def test_one_event_a_contact_changes_the_turn_down_of_the_next(backend):
+    # two hours after a contact: "a" is turned down by max_per_day (min_gap, an hour, has
+    # passed); "b", exempt from it, is sent; "c", of a's exemptions, is then turned down by
+    # min_gap, earlier in the order: the turn-down of "a" no longer holds
+    policy = PolicySpec(min_gap_ms=HOUR, max_per_day=1)
+    m = run(build(backend, campaign("first", on=(SMS,)), campaign("a", priority=3),
+                  campaign("b", priority=2, exempt=frozenset({"max_per_day"})), campaign("c", priority=1),
+                  policy=policy),
+            ev(T0, SMS), ev(T0 + 2 * HOUR))
+    assert [funnel(m, k) for k in "abc"] == [{"matched": 1, "suppressed_max_per_day": 1},
+                                             {"matched": 1, "sent": 1}, {"matched": 1, "suppressed_min_gap": 1}]
+
+
 def test_policy_order_recheck_before_the_policy(backend):
     # A delayed action that fails its recheck is counted there, whatever the policy would say.
     policy = PolicySpec(quiet_hours=(22 * 60, 8 * 60), min_gap_ms=DAY, max_per_day=1)

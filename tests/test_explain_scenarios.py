@@ -9,7 +9,7 @@ import pytest
 
 from engine.language.compile import World
 from engine.language.config import MarkerCondition, MarkerSpec, PolicySpec
-from tests.backends import A, B, C, BACKENDS, HOUR, MINUTE, POWER_OFF, SMS, T0, Profiles, build, campaign, ev, run
+from tests.backends import A, B, C, BACKENDS, DAY, HOUR, MINUTE, POWER_OFF, SMS, T0, Profiles, build, campaign, ev, run
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_the_taker_is_the_campaign_of_the_latest_contact(backend):
@@ -21,6 +21,16 @@ def test_the_taker_is_the_campaign_of_the_latest_contact(backend):
     run(m, ev(T0), ev(T0 + 2 * HOUR))
     assert m.takers == {("c", "b", "min_gap"): 1, ("c", "b", "max_per_day"): 1,
                         ("a", "b", "max_per_day"): 1, ("b", "b", "max_per_day"): 1}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_campaign_an_event_loses_has_its_taker(backend):
+    """first contacts at T0; an hour later a, b and c, of the same exemptions, all fail
+    min_gap in one event (the core asks the policy once for them): each lost it to first."""
+    m = build(backend, campaign("first", on=(SMS,)), campaign("a", priority=3), campaign("b", priority=2),
+              campaign("c", priority=1), policy=PolicySpec(min_gap_ms=DAY), record_takers=True)
+    run(m, ev(T0, SMS), ev(T0 + HOUR))
+    assert m.takers == {("a", "first", "min_gap"): 1, ("b", "first", "min_gap"): 1, ("c", "first", "min_gap"): 1}
 
 
 def test_takers_need_asking():
