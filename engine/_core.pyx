@@ -1458,6 +1458,9 @@ assert DEAD_LETTER_DTYPE.itemsize == sizeof(DeadLetterC) and EXPLAIN_DTYPE.items
 assert len(EXPLAIN_LINES) == X_CONTACT + 1 and len(MATCH_CONDITIONS) == XC_PENDING + 1
 assert len(TAKER_RULES) == NR_TAKER_RULES and len(RECHECKS) == 4 and RECHECK_HOURS == 1 << 3
 assert NR_FUNNEL < EMIT_CONTACT < EMIT_LOST < 256
+# the matching loop takes FN_BLACKLIST..FN_MAX_IN_WINDOW as the policy's turn-downs, in emit's order
+assert FN_BLACKLIST + 1 == FN_QUIET_HOURS and FN_QUIET_HOURS + 1 == FN_MIN_GAP and FN_MIN_GAP + 1 == FN_MAX_PER_DAY \
+    and FN_MAX_PER_DAY + 1 == FN_MAX_IN_WINDOW and FN_MAX_IN_WINDOW + 1 == FN_COOLDOWN
 assert STREAM_STATUSES[ST_CORRUPT] == "corrupt" and STREAM_STATUSES[ST_TOO_LARGE] == "too_large" \
     and STREAM_STATUSES[ST_TRUNCATED] == "truncated" and STREAM_STATUSES[ST_NOMEM] == "out_of_memory"
 

@@ -46,6 +46,9 @@ cdef int emit(EngineC* E, uint32_t ci, uint32_t sub, int64_t t, int64_t trigger_
     if delayed and c.nr_absent and marked_since(E, row, c, trigger_ts):
         fun[FN_ABSENT] += 1
         return FN_ABSENT
+    # From here to the cooldown, the policy: what it reads of the campaign is its exemptions
+    # alone, as the matching loop counts on (it reuses a turn-down for a campaign of the same
+    # exemptions): a rule that read more would have to be part of that loop's key.
     if not elig_bit(E, row, E.unblocked_word, E.unblocked_mask):
         fun[FN_BLACKLIST] += 1
         return FN_BLACKLIST
