@@ -412,6 +412,17 @@ cdef inline ContactC* contact_lookup(EngineC* E, uint32_t sub, uint32_t ci, SubH
         h = (h + 1) & E.contacts_mask
 
 
+cdef inline uint32_t next_generation(uint32_t* stamps, uint32_t gen, int32_t n) noexcept nogil:
+    """The generation after `gen` of a per-event index (index_contacts, index_pending), whose
+    `n` stamps equal to it say "noted in this build": gen + 1, or 1 with the stamps cleared
+    when it wraps to 0, so that no stamp of 2^32 builds ago passes for a new one."""
+    gen += 1
+    if gen == 0:
+        memset(stamps, 0, max(n, 1) * sizeof(uint32_t))
+        gen = 1
+    return gen
+
+
 cdef void index_contacts(EngineC* E, uint32_t sub, SubHeadC* head) noexcept nogil:
     """Note where each contact of `sub` lies, by campaign (EngineC.cidx_*): one walk of its
     cluster, as long as one lookup of a campaign it has no contact with. The matching loop
@@ -419,10 +430,7 @@ cdef void index_contacts(EngineC* E, uint32_t sub, SubHeadC* head) noexcept nogi
     of contacts were walked again for each (the sweep world: 5 slots a lookup)."""
     cdef uint64_t base = (<uint64_t>sub << 16) | OCCUPIED, h, key
     cdef uint32_t left = head.contacts, ci
-    E.cidx_gen += 1
-    if E.cidx_gen == 0:
-        memset(E.cidx_stamp, 0, max(E.nr_campaigns, 1) * sizeof(uint32_t))
-        E.cidx_gen = 1
+    E.cidx_gen = next_generation(E.cidx_stamp, E.cidx_gen, E.nr_campaigns)
     E.cidx_valid = 1
     h = contact_home(sub, E.contacts_mask)
     while True:
@@ -548,10 +556,7 @@ cdef void index_pending(EngineC* E, uint32_t sub, SubHeadC* h) noexcept nogil:
     event matched, each walk passing some 15 keys (the sweep world)."""
     cdef uint64_t base = pending_key(sub, 0), i, v
     cdef uint32_t left = h.pending, ci
-    E.pidx_gen += 1
-    if E.pidx_gen == 0:
-        memset(E.pidx_stamp, 0, max(E.nr_campaigns, 1) * sizeof(uint32_t))
-        E.pidx_gen = 1
+    E.pidx_gen = next_generation(E.pidx_stamp, E.pidx_gen, E.nr_campaigns)
     if left == 0:
         return
     i = pending_home(base, E.pending_mask)
@@ -616,8 +621,8 @@ cdef void pending_remove(EngineC* E, uint32_t sub, uint32_t ci, uint32_t slot) n
     """Forget one timer of (sub, ci), as it fires; `slot` is where pending_add put its key,
     looked at first: a key is in the table once, so a slot that holds it is its slot, and
     one that does not (the table was rehashed since) is passed for the walk from the key's
-    home, as long as one lookup (at 200 campaigns the
-    sweep world's walks read some 10 slots). The slot is marked gone, which probes
+    home, as long as one lookup (at 200 campaigns the sweep world's walks read some 10
+    slots). The slot is marked gone, which probes
     pass over as over another subscriber's key, unless it ends its cluster: then it and the
     gone slots just before it become empty. (Shifting the cluster's later keys back into the
     hole, as until 2026-12-03, read some 30 slots a removal at 200 campaigns, where clusters

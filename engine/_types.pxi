@@ -228,9 +228,8 @@ ctypedef struct EngineC:
     int32_t cand_nr_words       # eligibility words when the masks were built
     uint64_t* elig_union        # [64 * cand_nr_words]: the bits some campaign of the type uses
     uint32_t* elig_slot         # [(type * cand_nr_words + word) * 64 + bit]: its mask in pos_pool
-    uint32_t time_off[64]       # the type's mask of campaigns live at time_minute
-    int64_t time_minute         # local minute (floor((ts + utc_offset) / 60,000)) of the time masks
-    int64_t time_lo             # its UTC ms bounds [lo, hi): a ts inside needs no division
+    uint32_t time_off[64]       # the type's mask of campaigns live in the local minute of
+    int64_t time_lo             # UTC ms bounds [lo, hi): a ts inside needs no division
     int64_t time_hi
     int time_valid              # 0: rebuild before use (campaigns or utc_offset changed)
     uint64_t flag_union[64]     # the trigger flags some campaign of the type needs
