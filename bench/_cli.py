@@ -254,12 +254,22 @@ def command(prog: str):
     return wrap
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line, `PROG: error: WHAT (see --help)`,
+    exit status 2, as the commands' other errors are (argparse prints its usage block
+    first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def parser(prog: str, doc: str, *, subscribers: Optional[int] = None, events: Optional[int] = None,
            bounds: tuple[int, int] = SUBSCRIBERS) -> argparse.ArgumentParser:
     """An argparse parser named as the command is run (`python -m bench.sweep`), its
-    description the module's first line; with `subscribers` and `events`, the options
-    --subscribers (within `bounds`) and --events of its world, with those defaults."""
-    made = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    description the module's first line, its errors one line (OneLineParser); with
+    `subscribers` and `events`, the options --subscribers (within `bounds`) and --events of
+    its world, with those defaults."""
+    made = OneLineParser(prog=prog, description=doc.splitlines()[0])
     if subscribers is not None:
         made.add_argument("--subscribers", type=whole_number(*bounds), default=subscribers,
                           help=f"the world's subscribers (default: {subscribers:,})")

@@ -37,6 +37,14 @@ BUSY = ("CALL_MO_END", "CALL_MT_END", "SMS_MO", "DATA_SESSION", "LOCATION_UPDATE
 RARE_MEMBERS = 10
 
 
+def gen_programmes(seed: int = 1) -> int:
+    """How many campaigns `sigmatch gen` makes besides the synthetic ones (its programmes), from
+    a world of 1,000 subscribers and events made in a temporary folder (about 0.5 s)."""
+    from engine.world.gen import generate
+    with tempfile.TemporaryDirectory(prefix="sigmatch-rare-probe-") as scratch:
+        return generate(Path(scratch), subscribers=1000, events=1000, campaigns=0, seed=seed).campaigns
+
+
 def make_world(directory: Path, *, subscribers: int, events: int, base: int, total: int,
                seed: int = 1) -> tuple[Path, Path, Path, int, int]:
     """Generate the world into `directory` (reused when its manifest matches); returns
@@ -51,8 +59,7 @@ def make_world(directory: Path, *, subscribers: int, events: int, base: int, tot
         return (named(manifest, known["a"]), named(manifest, known["b"]), named(manifest, known["trace"]),
                 known["nr_a"], known["nr_b"])
     # the programmes of `sigmatch gen` come first; synthetic campaigns make up the rest
-    with tempfile.TemporaryDirectory(prefix="sigmatch-rare-probe-") as scratch:
-        programmes = generate(Path(scratch), subscribers=1000, events=1000, campaigns=0, seed=seed).campaigns
+    programmes = gen_programmes(seed)
     if base < programmes:
         raise CommandError(f"--base {base:,}: A holds gen's {programmes} programmes at least; give --base {programmes} "
                            f"or more")
@@ -161,6 +168,10 @@ def main(argv=None):
     ns = parser.parse_args(args)
     if ns.total <= ns.base:
         parser.error(f"--total ({ns.total:,}) must be more than --base ({ns.base:,})")
+    programmes = gen_programmes()
+    if ns.base < programmes:
+        # said before the world is announced or made
+        parser.error(f"--base ({ns.base:,}) must be at least gen's {programmes} programmes")
     if ns.directory is not None:
         folder(ns.directory, "--directory", owner="bench.rare")
     with tempfile.TemporaryDirectory(prefix="sigmatch-rare-") as scratch:

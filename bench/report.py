@@ -85,12 +85,15 @@ def main(argv=None) -> None:
     parser.add_argument("directory", nargs="?", type=given_folder, metavar="DIR",
                         help="keep the outputs here and reuse them (default: a temporary folder, removed)")
     parser.add_argument("--actions", type=whole_number(1, 10**10), default=10_000_000)
-    parser.add_argument("--conversions", type=whole_number(0, 10**10), default=1_000_000,
-                        help="at most --actions: each converts a distinct contact")
+    parser.add_argument("--conversions", type=whole_number(0, 10**10), default=None,
+                        help="at most --actions: each converts a distinct contact (default: 1,000,000, or "
+                             "--actions when fewer)")
     parser.add_argument("--format", default="csv", choices=("csv", "jsonl", "parquet"))
     parser.add_argument("--no-hourly", dest="hourly", action="store_false",
                         help="Rotate files at 100,000 records only (default: also hourly, as a run does).")
     args = parser.parse_args(argv)
+    if args.conversions is None:
+        args.conversions = min(1_000_000, args.actions)
     if args.conversions > args.actions:
         parser.error(f"--conversions ({args.conversions:,}) must be at most --actions ({args.actions:,})")
     if args.directory is not None:

@@ -13,8 +13,10 @@ Both outputs are compared row for row.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
+import io
 import json
 import os
 import shutil
@@ -62,6 +64,30 @@ def _replay_child(config: str, out: str, traces: list[str]) -> None:
     print(json.dumps({"seconds": seconds, "events": events}))
 
 
+def check_daemon_options(daemon_args: tuple) -> str | None:
+    """What `sigmatch run` would say of `daemon_args` (the options --service-option passes it),
+    in one line, or None when it takes them: parsed as the daemon parses them, beside paths of
+    a temporary folder, without running it, so that a bad option is said before a world is
+    generated (it was said, after the world and a replay, as a timeout)."""
+    import click
+
+    from engine.cli import run as run_command
+    with tempfile.TemporaryDirectory(prefix="sigmatch-service-options-") as scratch:
+        config = Path(scratch) / "campaigns.toml"
+        config.write_text("")
+        (Path(scratch) / "spool").mkdir()
+        args = [str(config), "--out", str(Path(scratch) / "out"), "--state", str(Path(scratch) / "state"),
+                "--spool", str(Path(scratch) / "spool"), *daemon_args]
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):     # what --help would print
+                run_command.make_context("sigmatch run", args)
+        except click.exceptions.Exit:
+            return "--help and the like print and exit: give options of a run"
+        except click.ClickException as e:
+            return e.format_message().strip().splitlines()[0]
+    return None
+
+
 def _daemon_once(config: Path, traces: list[Path], directory: Path, daemon_args: tuple) -> tuple[float, float]:
     spool = directory / "spool"
     spool.mkdir()
@@ -71,7 +97,7 @@ def _daemon_once(config: Path, traces: list[Path], directory: Path, daemon_args:
     notify = directory / "notify.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify))
-    listener.settimeout(600)
+    listener.settimeout(0.5)
     state = directory / "state"
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(directory / "out"),
@@ -79,7 +105,21 @@ def _daemon_once(config: Path, traces: list[Path], directory: Path, daemon_args:
         env=dict(os.environ, NOTIFY_SOCKET=str(notify)), stderr=subprocess.PIPE, text=True)
     try:
         with listener:
-            if listener.recv(64) != b"READY=1":
+            # the daemon loads the world (minutes at 2M subscribers); one that exits first, on
+            # an option or a file it refuses, is said at once, in its own words
+            waited = time.monotonic()
+            while True:
+                try:
+                    ready = listener.recv(64)
+                    break
+                except socket.timeout:
+                    if proc.poll() is not None:
+                        said = [line for line in proc.stderr.read().splitlines() if line.strip()]
+                        raise RuntimeError(f"the daemon exited ({proc.returncode}) before it was ready: "
+                                           f"{said[-1].strip() if said else 'it said nothing'}")
+                    if time.monotonic() - waited > 600:
+                        raise RuntimeError("the daemon did not report READY in 10 minutes")
+            if ready != b"READY=1":
                 raise RuntimeError("the daemon did not report READY")
         started = time.perf_counter()
         while any(spool.glob("*.msgpack")):

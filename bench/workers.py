@@ -32,8 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._cli import (EVENTS, SUBSCRIBERS, CommandError, child_error, command, folder, given_folder, make_private,
-                        named, relative, whole_number, world_manifest, write_private)
+from bench._cli import (EVENTS, SUBSCRIBERS, CommandError, OneLineParser, child_error, command, folder,
+                        given_folder, make_private, named, relative, whole_number, world_manifest,
+                        write_private)
 
 __all__ = ["make_world", "measure", "plot", "alone"]
 
@@ -270,7 +271,7 @@ def _positive_seconds(text: str) -> float:
 
 @command("python -m bench.workers")
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.workers", description=__doc__.splitlines()[0],
+    parser = OneLineParser(prog="python -m bench.workers", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--subscribers", type=whole_number(*SUBSCRIBERS), default=2_000_000, help="the world's subscribers")
     parser.add_argument("--events", type=whole_number(*EVENTS), default=10_000_000, help="the world's events")

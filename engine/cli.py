@@ -294,7 +294,23 @@ def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
     threading.excepthook = uncaught_in_thread
 
 
-@main.command()
+class _ReplayCommand(click.Command):
+    """`replay`, whose `--ray [ADDRESS]` takes the next word as its address: `replay CONFIG
+    --ray TRACE --out OUT` took the trace for the cluster and said `Missing argument
+    'TRACES...'`, naming neither."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except click.MissingParameter as e:
+            taken = ctx.params.get("ray_address")
+            if e.param is not None and e.param.name == "traces" and taken and Path(taken).exists():
+                raise click.UsageError(f"--ray took {taken} for the cluster's address, and no trace is left: give "
+                                       f"the traces before --ray, or write --ray=ADDRESS", ctx) from None
+            raise
+
+
+@main.command(cls=_ReplayCommand)
 @click.argument("config", type=GivenPath(dir_okay=False, path_type=Path))
 @click.argument("traces", nargs=-1, required=True, type=GivenPath(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=GivenPath(file_okay=False, path_type=Path, created=True),
@@ -1270,7 +1286,13 @@ def _bench(workloads, campaigns: int, directory, peers: bool, peer_subscribers: 
             _fail("bench --peers needs DuckDB: pip install 'sigmatch[bench]'")
     if service_options and not service:
         _fail("--service-option is an option of the daemon that --service measures: give --service too")
-    names = [w.upper() for w in workloads] or ([] if service else ["S", "M"])
+    if service_options:
+        from bench.service import check_daemon_options
+        refused = check_daemon_options(tuple(service_options))
+        if refused:
+            _fail(f"--service-option {' '.join(service_options)}: {refused}")
+    # a workload named twice is measured once
+    names = list(dict.fromkeys(w.upper() for w in workloads)) or ([] if service else ["S", "M"])
     unknown = [w for w in names if w not in WORKLOADS]
     if unknown:
         _fail(f"unknown workload {unknown[0]!r} (known: {', '.join(WORKLOADS)})")

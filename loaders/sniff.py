@@ -93,6 +93,8 @@ _SPOOL_PHRASES = _PHRASES | {"gzip": "it is gzip-compressed (the service reads u
 OTHER_FORMATS = tuple(_PHRASES) + TEXT_KINDS
 _TEXT_SAMPLE = 64 << 10
 _TEXT_LINES = 8
+# a TOML table header ([engine], [[campaign]]) or key = value line
+_TOML_LINE = re.compile(r'^(?:\[\[?\s*[A-Za-z0-9_."\'-]+(?:\s*\.\s*[A-Za-z0-9_"\'-]+)*\s*\]\]?|[A-Za-z0-9_-]+\s*=\s*\S.*)$')
 # control characters that text never holds (tab, line feed, form feed and carriage return it may)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
@@ -110,9 +112,18 @@ def _kind(head: bytes) -> tuple[Optional[str], bool]:
     return _text_kind(head[:_TEXT_SAMPLE])
 
 
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
 def _text_kind(sample: bytes) -> tuple[Optional[str], bool]:
     if sample.startswith(codecs.BOM_UTF8):
         sample = sample[len(codecs.BOM_UTF8):]
+    whole = sample
     # what a file looks like is what its first lines are: bytes of another kind further on
     # (an event appended to an export) do not make it something else
     cut = -1
@@ -138,6 +149,12 @@ def _text_kind(sample: bytes) -> tuple[Optional[str], bool]:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         return "text", not_utf8
+    # a configuration given as a trace (gen's opens with nine lines of '#' comments, whose
+    # commas read as CSV): its first line that is not a comment, within the first 64
+    setting = next((line for line in (raw.strip() for raw in whole.decode("latin-1").splitlines()[:64])
+                    if line and not line.startswith("#")), None)
+    if setting is not None and _TOML_LINE.match(setting) and not _is_json(setting):
+        return "TOML", not_utf8
     if lines[0][0] in "{[":
         # JSON lines when the first line is a whole JSON value and more lines follow
         try:

@@ -238,6 +238,8 @@ def test_every_benchmark_command_says_a_bad_option_in_one_line_before_anything_i
          "which does not exist"),
         ("rare", ["--subscribers", "0"], 2, "argument --subscribers: must be from 100 to 500,000,000, not 0"),
         ("rare", ["--base", "40", "--total", "40"], 2, "--total (40) must be more than --base (40)"),
+        # said before "rare: world of ..." was announced
+        ("rare", ["--base", "0"], 2, "--base (0) must be at least gen's "),
         ("rare", ["--directory", "/proc/sigmatch-rare"], 1, "--directory /proc/sigmatch-rare: No such file or directory"),
         ("startup", [tmp_path / "st", "--runs", "0"], 2, "argument --runs: must be from 1 to 1,000, not 0"),
         ("startup", [tmp_path / "st", "--tree", tmp_path / "nowhere"], 2,
@@ -263,6 +265,8 @@ def test_every_benchmark_command_says_a_bad_option_in_one_line_before_anything_i
         assert done.returncode == code, (module, args, done.stderr)
         assert last.startswith(f"python -m bench.{module}: error: ") and said in last, (module, args, last)
         assert "Traceback" not in done.stderr, (module, args)
+        # argparse's usage block no longer comes before it (bench._cli.OneLineParser)
+        assert len(done.stderr.strip().splitlines()) == 1, (module, args, done.stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "dangling"]
 
 
@@ -314,6 +318,38 @@ def test_rare_campaigns_benchmark_refuses_a_base_below_gens_programmes(tmp_path)
     from bench.rare import make_world
     with pytest.raises(CommandError, match=r"^--base 5: A holds gen's \d+ programmes at least; give --base \d+ or more$"):
         make_world(tmp_path, subscribers=2_000, events=5_000, base=5, total=30)
+
+
+def test_a_service_option_the_daemon_refuses_is_said_before_the_world_is_made(tmp_path):
+    """`sigmatch bench --service --service-option=--bogus` generated the 2M-subscriber world,
+    replayed it, then waited 10 minutes for the daemon (which had exited at once) and said
+    `timed out`. The options are now parsed as the daemon parses them first, and a daemon that
+    exits before it is ready is said at once, in its own last line."""
+    from pathlib import Path
+
+    import pytest
+    from click.testing import CliRunner
+
+    from bench.service import _daemon_once, check_daemon_options
+    from engine.cli import main
+    from engine.world.gen import generate
+    assert check_daemon_options(()) is None
+    assert check_daemon_options(("--workers", "2", "--checkpoint-every=5")) is None
+    assert check_daemon_options(("--bogus",)).startswith("No such option '--bogus'")
+    for given, said in (("--bogus", "No such option '--bogus'"),
+                        ("--workers=abc", "Invalid value for '--workers': 'abc' is not a valid whole number"),
+                        ("--help", "--help and the like print and exit: give options of a run")):
+        done = CliRunner().invoke(main, ["bench", "--service", "--dir", str(tmp_path / "w"),
+                                         f"--service-option={given}"])
+        assert done.exit_code == 1, done.output
+        lines = done.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"sigmatch: error: --service-option {given}: {said}"), lines
+    assert not (tmp_path / "w").exists()
+    world = generate(tmp_path / "world", subscribers=1_000, events=2_000, campaigns=0, seed=1, trace_files=2)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(RuntimeError, match=r"^the daemon exited \(1\) before it was ready: sigmatch: error: "
+                                           r"--listen 999\.1\.1\.1:1: "):
+        _daemon_once(world.config, [Path(t) for t in world.traces], tmp_path / "d", ("--listen", "999.1.1.1:1"))
 
 
 def test_bench_world_folders_are_named_readably_and_a_bad_manifest_is_made_again(tmp_path):

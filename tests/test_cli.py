@@ -651,6 +651,24 @@ def test_ray_refuses_a_configuration_through_a_pipe(held_out_world, tmp_path):
         "(this is a pipe or a device)"], done.stderr
 
 
+def test_ray_that_took_the_trace_for_its_address_says_so(held_out_world, tmp_path):
+    """`--ray [ADDRESS]` takes the next word: `replay CONFIG --ray TRACE --out OUT` said
+    `Missing argument 'TRACES...'`. It now says what --ray took and how to write it, in one
+    line, before Ray is asked for anything; a missing trace without --ray is said as before."""
+    config, trace = held_out_world
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(config), "--ray", str(trace), "--out",
+                           str(tmp_path / "out"), "--workers", "2"], capture_output=True, text=True)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"sigmatch: error: --ray took {trace} for the cluster's address, and no trace is left: give the traces "
+        "before --ray, or write --ray=ADDRESS (see: "), lines
+    assert not (tmp_path / "out").exists()
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(config), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "Missing argument 'TRACES...'" in done.stderr
+
+
 def test_a_trace_or_profiles_that_is_a_pipe_is_said_to_be_one(tmp_path):
     import os
     (tmp_path / "profiles.csv").write_text("msisdn\n13800000001\n")

@@ -183,6 +183,10 @@ def refused(tmp_path, files: dict, refusal: str, *, out_name="out"):
     (b"\xef\xbb\xbfts,type,msisdn\r\n1767225600000,1,13800000001\r\n", "it looks like CSV (text)"),
     (b"ts;type;msisdn\n1767225600000;1;\xc8\xab\xc7\xf2\n", "it looks like CSV (text, not UTF-8)"),
     (b"call from 13800000001 at noon\n", "it looks like text"),
+    # a configuration given as a trace: gen's opens with comments, whose commas read as CSV
+    (b"# A synthetic world, 50,000 subscribers, 2 day(s)\n" * 9 + b"[engine]\nutc_offset = \"+08:00\"\n",
+     "it looks like TOML (text)"),
+    (b"[[campaign]]\nid = \"x\"\n", "it looks like TOML (text)"),
     (gzipped(events(T0, T0 + 1)), "it is gzip-compressed (only files named *.gz are decompressed)"),
     (b"PAR1" + bytes(100) + b"PAR1", "it looks like a Parquet file"),
 ])
