@@ -578,11 +578,15 @@ def _temp_path(path: Path) -> Path:
 def _write_atomically(path: Path, data: bytes, durable: bool) -> None:
     temp = _temp_path(path)
     temp.unlink(missing_ok=True)  # a leftover of a crashed run: ours, and never a finished file
-    with _naming(temp), _create_private(temp) as raw:
-        raw.write(data)
-        raw.flush()
-        if durable:
-            os.fsync(raw.fileno())
+    try:
+        with _naming(temp), _create_private(temp) as raw:
+            raw.write(data)
+            raw.flush()
+            if durable:
+                os.fsync(raw.fileno())
+    except BaseException:
+        temp.unlink(missing_ok=True)    # ENOSPC or EFBIG half way: no half file left behind
+        raise
     os.replace(temp, path)
     if durable:
         _fsync_directory(path.parent)
@@ -649,9 +653,13 @@ class _SinkFile:
         return self.path
 
     def discard(self) -> None:
+        """Remove the temp file, unfinished. An error closing it (the full disk that ends the
+        run, most often) is not the caller's: the file is gone either way."""
         try:
-            self._writer.close()
-            self._raw.close()
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            with contextlib.suppress(Exception):
+                self._raw.close()
         finally:
             self.temp.unlink(missing_ok=True)
 
@@ -1091,8 +1099,15 @@ class SinkSet:
         """Finish the files a batch completed, in record order. Writers call this in `finally`:
         those files are whole even when a later part of the batch failed."""
         completed.sort(key=lambda entry: entry[0])
-        for _, file in completed:
-            self._complete(file)
+        for k, (_, file) in enumerate(completed):
+            try:
+                self._complete(file)
+            except BaseException:
+                # this one cannot be completed (its close failed: EFBIG, ENOSPC), and those
+                # after it must not take their names before it: none is left half made
+                for _, later in completed[k:]:
+                    later.discard()
+                raise
 
     def _allocate_number(self, directory: Path) -> int:
         number = self._next_number.get(directory)

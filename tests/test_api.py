@@ -247,8 +247,9 @@ def test_gzip_traces_read_like_plain_ones(world, tmp_path):
 
 def test_a_sink_error_on_the_writing_thread_is_the_replays_error(world, tmp_path, monkeypatch):
     """Files are written on a thread of their own (engine.sinks.SinkThread): its error ends
-    the replay in the caller's thread, once, with the files finished so far complete and
-    stats.json written, and no thread left behind."""
+    the replay in the caller's thread, once, with the files finished so far complete, the
+    open ones removed, no stats.json (it would count actions no file holds; on a full disk
+    its own error hid the first one) and no thread left behind."""
     import threading
     from engine.sinks import SinkSet
     config, trace = world
@@ -270,7 +271,8 @@ def test_a_sink_error_on_the_writing_thread_is_the_replays_error(world, tmp_path
         engine.replay(pieces, out=tmp_path / "out", drain=True)
     assert info.value.errno == 28 and "actions-00000002" in str(info.value)
     assert len(calls) == 2          # nothing handed over after the error is written
-    assert (tmp_path / "out" / "stats.json").is_file()
+    assert not (tmp_path / "out" / "stats.json").exists()
+    assert list((tmp_path / "out").rglob("actions-*.csv"))      # the first batch's files
     assert not list((tmp_path / "out").rglob(".*.tmp"))
     assert not [t for t in threading.enumerate() if t.name == "sinks"]
 
@@ -289,6 +291,8 @@ def test_files_written_on_the_thread_are_those_written_in_line(world, tmp_path, 
 class _InLine:
     """SinkThread's interface, writing at once in the caller's thread."""
 
+    error = None        # an error is raised where it happens, in the caller
+
     def __init__(self, sinks):
         self.write_actions = sinks.write_actions
         self.write_conversions = sinks.write_conversions
@@ -296,3 +300,33 @@ class _InLine:
 
     def finish(self):
         pass
+
+
+def test_a_file_too_large_ends_replay_in_one_line_naming_it_with_or_without_workers(world, tmp_path):
+    """Under a file-size limit (EFBIG, as a full disk gives ENOSPC) one process went on to
+    write stats.json, said *its* error instead of the actions file's, and left both temporary
+    files; 2 workers named the actions file. Both now say the file that could not be written,
+    keep the files finished before it, and leave no temporary file and no stats.json."""
+    import resource
+    import subprocess
+    import sys
+    config, trace = world
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))      # below the largest actions file
+
+    said, kept = {}, {}
+    for workers in (1, 2):
+        out = tmp_path / f"out-{workers}"
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(config), str(trace), "--out", str(out),
+                               "--workers", str(workers)], capture_output=True, text=True, timeout=300,
+                              preexec_fn=limited)
+        assert done.returncode == 1, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].endswith(": File too large"), lines
+        said[workers] = lines[0].replace(str(out), "OUT")
+        assert "/.actions-" in said[workers] and "stats.json" not in said[workers], said[workers]
+        assert not (out / "stats.json").exists()
+        assert not [p for p in out.rglob(".*") if p.name != ".sigmatch-out.lock"]
+        kept[workers] = {p.relative_to(out): p.read_bytes() for p in out.rglob("actions-*")}
+    assert said[1] == said[2] and kept[1] == kept[2] and kept[1]

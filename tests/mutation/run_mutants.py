@@ -759,6 +759,25 @@ MUTANTS: list[Mutant] = [
            "        if len(name) > t.longest + 1:", "a name has at most 128 characters (docs/configuration.md)",
            fast=("tests/test_config.py::test_a_name_has_at_most_128_characters",)),
 
+    # ---- the sinks
+    Mutant("replay-stats-after-sink-error", "engine/api.py",
+           "                if writer is not None and writer.error is not None:\n                    raise writer.error\n",
+           "", "§5 a file that cannot be written ends replay naming it, with no stats.json counting what no file holds",
+           fast=("tests/test_api.py::test_a_sink_error_on_the_writing_thread_is_the_replays_error",)),
+    Mutant("replay-open-files-kept-after-sink-error", "engine/api.py",
+           "                    if writer is not None and writer.error is not None:\n                        sinks.abort()\n",
+           "                    pass\n", "§5 no half-written file is left behind when a file cannot be written",
+           fast=("tests/test_api.py::test_a_file_too_large_ends_replay_in_one_line_naming_it_with_or_without_workers",)),
+    Mutant("sinks-later-files-kept-after-failed-close", "engine/sinks.py",
+           "                for _, later in completed[k:]:\n                    later.discard()\n", "",
+           "§5 no half-written file is left behind when a file cannot be completed",
+           fast=("tests/test_api.py::test_a_file_too_large_ends_replay_in_one_line_naming_it_with_or_without_workers",)),
+    Mutant("workers-open-files-kept-after-sink-error", "engine/workers/__init__.py",
+           "            if writer.error is not None:\n                sinks.abort()   # as replay() does",
+           "            if False:\n                sinks.abort()   # as replay() does",
+           "§5 no half-written file is left behind when a file cannot be written, with workers as without",
+           fast=("tests/test_api.py::test_a_file_too_large_ends_replay_in_one_line_naming_it_with_or_without_workers",)),
+
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
            "§5 a non-zero exit on any error"),
