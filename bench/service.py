@@ -76,15 +76,22 @@ def check_daemon_options(daemon_args: tuple) -> str | None:
         config = Path(scratch) / "campaigns.toml"
         config.write_text("")
         (Path(scratch) / "spool").mkdir()
-        args = [str(config), "--out", str(Path(scratch) / "out"), "--state", str(Path(scratch) / "state"),
-                "--spool", str(Path(scratch) / "spool"), *daemon_args]
+        ours = {"out": Path(scratch) / "out", "state": Path(scratch) / "state", "spool": Path(scratch) / "spool"}
+        args = [str(config), *(word for name, path in ours.items() for word in (f"--{name}", str(path))), *daemon_args]
         try:
             with contextlib.redirect_stdout(io.StringIO()):     # what --help would print
-                run_command.make_context("sigmatch run", args)
+                context = run_command.make_context("sigmatch run", args)
         except click.exceptions.Exit:
             return "--help and the like print and exit: give options of a run"
         except click.ClickException as e:
             return e.format_message().strip().splitlines()[0]
+    # the benchmark feeds the daemon its own spool and reads its own output: another spool
+    # would never empty, and standard input would never be written
+    for name, path in ours.items():
+        if Path(context.params[name]) != path:
+            return f"--{name} is the benchmark's own (it copies the trace files into its spool and compares the output)"
+    if context.params.get("from_stdin"):
+        return "--stdin: the benchmark feeds the daemon from its spool"
     return None
 
 

@@ -631,20 +631,23 @@ class Engine(EngineFigures):
                     if writer is not None:
                         writer.finish()
                 finally:
-                    # A file could not be written (ENOSPC, EFBIG, EIO): its error is the run's,
-                    # raised here or already in the loop. The open files cannot be completed,
-                    # and stats.json would count actions they lack, so neither is written
-                    # (writing it, on a full disk, failed in turn and hid the first error).
+                    elapsed = time.perf_counter() - started
+                    run = self._finish_run(kept, produced, before, nbytes, elapsed, seq_range)
                     if writer is not None and writer.error is not None:
+                        # A file could not be written (ENOSPC, EFBIG, EIO): its error is the
+                        # run's, raised by finish() or already in the loop. The open files cannot
+                        # be completed, and stats.json would count actions they lack: neither is
+                        # written (writing it on the full disk failed in turn, and said its own
+                        # error instead of the first).
                         sinks.abort()
+                    elif sinks is not None:
+                        # the files first: stats.json, last, is written only beside complete
+                        # files (close removes one it cannot complete, and raises)
+                        sinks.close()
+                        sinks.write_stats(run.stats)
+                        run.files = list(sinks.files)
                 if writer is not None and writer.error is not None:
                     raise writer.error
-                elapsed = time.perf_counter() - started
-                run = self._finish_run(kept, produced, before, nbytes, elapsed, seq_range)
-                if sinks is not None:
-                    sinks.write_stats(run.stats)
-                    sinks.close()
-                    run.files = list(sinks.files)
         if error is not None:
             error.run = run
             raise error

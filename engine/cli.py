@@ -300,11 +300,15 @@ class _ReplayCommand(click.Command):
     'TRACES...'`, naming neither."""
 
     def parse_args(self, ctx, args):
+        written = list(args)
         try:
             return super().parse_args(ctx, args)
         except click.MissingParameter as e:
             taken = ctx.params.get("ray_address")
             if e.param is not None and e.param.name == "traces" and taken and Path(taken).exists():
+                if f"--ray={taken}" in written:
+                    raise click.UsageError(f"--ray={taken}: --ray takes the cluster's address, and {taken} is a "
+                                           f"file; give the traces after CONFIG", ctx) from None
                 raise click.UsageError(f"--ray took {taken} for the cluster's address, and no trace is left: give "
                                        f"the traces before --ray, or write --ray=ADDRESS", ctx) from None
             raise

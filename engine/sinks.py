@@ -963,14 +963,23 @@ class SinkSet:
     # -- finishing
 
     def close(self) -> None:
-        """Finish (rename) every open file. Further writes raise ValueError; closing again does nothing."""
+        """Finish (rename) every open file. Further writes raise ValueError; closing again does
+        nothing. A file that cannot be finished (ENOSPC, EFBIG at its last flush) is removed,
+        the others are finished, and the first such error is raised."""
         if self._closed:
             return
         self._closed = True
+        failed = None
         for stream in self._streams():
             file = stream.take_open_file()
             if file is not None:
-                self._complete(file)
+                try:
+                    self._complete(file)
+                except BaseException as error:
+                    file.discard()
+                    failed = failed or error
+        if failed is not None:
+            raise failed
 
     def seal(self) -> list[tuple[Path, Path]]:
         """Complete every open file without renaming it (defer_renames); return every (temp,

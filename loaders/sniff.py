@@ -78,7 +78,7 @@ _MAGIC = (
     (b"PK\x03\x04", "zip"),
     (b"PAR1", "Parquet"),
 )
-TEXT_KINDS = ("JSON lines", "JSON", "CSV", "text")
+TEXT_KINDS = ("JSON lines", "JSON", "CSV", "TOML", "text")
 # What a file of another format is, in a message (text kinds: _phrase)
 _PHRASES = {
     "gzip": "it is gzip-compressed (only files named *.gz are decompressed)",
@@ -93,8 +93,12 @@ _SPOOL_PHRASES = _PHRASES | {"gzip": "it is gzip-compressed (the service reads u
 OTHER_FORMATS = tuple(_PHRASES) + TEXT_KINDS
 _TEXT_SAMPLE = 64 << 10
 _TEXT_LINES = 8
-# a TOML table header ([engine], [[campaign]]) or key = value line
-_TOML_LINE = re.compile(r'^(?:\[\[?\s*[A-Za-z0-9_."\'-]+(?:\s*\.\s*[A-Za-z0-9_"\'-]+)*\s*\]\]?|[A-Za-z0-9_-]+\s*=\s*\S.*)$')
+# a TOML table header ([engine], [[campaign]]), or a key = value line whose value is one
+# TOML value (a string, number, date, boolean, array or table), so that logfmt's
+# `ts=1767225600000 msisdn=...` is not taken for one
+_TOML_LINE = re.compile(
+    r'^(?:\[\[?\s*[A-Za-z0-9_."\'-]+(?:\s*\.\s*[A-Za-z0-9_"\'-]+)*\s*\]\]?'
+    r'|[A-Za-z0-9_.-]+\s*=\s*(?:"[^"]*"|\'[^\']*\'|[-+]?[0-9][0-9_.:eE+TZ-]*|true|false|\[.*|\{.*)\s*(?:#.*)?)$')
 # control characters that text never holds (tab, line feed, form feed and carriage return it may)
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 

@@ -330,3 +330,57 @@ def test_a_file_too_large_ends_replay_in_one_line_naming_it_with_or_without_work
         assert not [p for p in out.rglob(".*") if p.name != ".sigmatch-out.lock"]
         kept[workers] = {p.relative_to(out): p.read_bytes() for p in out.rglob("actions-*")}
     assert said[1] == said[2] and kept[1] == kept[2] and kept[1]
+
+    # a limit every actions file fits but stats.json does not: the files complete, stats.json
+    # named, its temporary file gone (it was left, and with it the open files)
+    def limited_stats():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
+
+    whole = tmp_path / "whole"
+    assert subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(config), str(trace), "--out", str(whole)],
+                          capture_output=True, text=True, timeout=300).returncode == 0
+    assert max(p.stat().st_size for p in whole.rglob("actions-*")) < 16384 < (whole / "stats.json").stat().st_size
+    for workers in (1, 2):
+        out = tmp_path / f"stats-{workers}"
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(config), str(trace), "--out", str(out),
+                               "--workers", str(workers)], capture_output=True, text=True, timeout=300,
+                              preexec_fn=limited_stats)
+        assert done.returncode == 1
+        assert done.stderr.strip().splitlines() == [f"sigmatch: error: {out}/.stats.json.tmp: File too large"]
+        assert not (out / "stats.json").exists()
+        assert not [p for p in out.rglob(".*") if p.name != ".sigmatch-out.lock"]
+        assert ({p.relative_to(out): p.read_bytes() for p in out.rglob("*.csv")}
+                == {p.relative_to(whole): p.read_bytes() for p in whole.rglob("*.csv")})
+
+
+def test_a_sink_error_with_workers_leaves_what_one_process_leaves(world, tmp_path, monkeypatch):
+    """The merge of `replay --workers N` writes on the same SinkThread: a file that cannot be
+    written mid-run ends it with that error, the files finished before it complete, the open
+    ones removed and no stats.json, as in one process."""
+    import threading
+    from engine import workers as sharded
+    from engine.sinks import SinkSet
+    config, trace = world
+    real, calls = SinkSet.write_actions, []
+
+    def failing(self, records):
+        calls.append(len(records))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device", "out/sms/actions-00000002.csv")
+        real(self, records)
+
+    monkeypatch.setattr(SinkSet, "write_actions", failing)
+    monkeypatch.setattr("engine.workers.SINK_BATCH", 1)      # a batch per merge: the error comes mid-run
+    monkeypatch.setattr("engine.api.SINK_BATCH", 1)
+    left = {}
+    for workers in (1, 2):
+        calls.clear()
+        out = tmp_path / f"out-{workers}"
+        with pytest.raises(OSError) as info:
+            sharded.replay(config, [trace], out, workers=workers, progress=False)
+        assert info.value.errno == 28
+        assert not (out / "stats.json").exists()
+        assert not list(out.rglob(".*.tmp"))
+        left[workers] = sorted(p.relative_to(out) for p in out.rglob("actions-*.csv"))
+        assert left[workers]
+    assert not [t for t in threading.enumerate() if t.name == "sinks"]

@@ -336,6 +336,11 @@ def test_a_service_option_the_daemon_refuses_is_said_before_the_world_is_made(tm
     assert check_daemon_options(()) is None
     assert check_daemon_options(("--workers", "2", "--checkpoint-every=5")) is None
     assert check_daemon_options(("--bogus",)).startswith("No such option '--bogus'")
+    # the benchmark's own spool, output and state: another spool never empties
+    for own in ("--spool", "--out", "--state"):
+        assert check_daemon_options((f"{own}={tmp_path / 'elsewhere'}",)).startswith(f"{own} is the benchmark's own")
+    assert check_daemon_options(("--stdin",)) == "--stdin: the benchmark feeds the daemon from its spool"
+    assert not (tmp_path / "elsewhere").exists()
     for given, said in (("--bogus", "No such option '--bogus'"),
                         ("--workers=abc", "Invalid value for '--workers': 'abc' is not a valid whole number"),
                         ("--help", "--help and the like print and exit: give options of a run")):

@@ -664,6 +664,11 @@ def test_ray_that_took_the_trace_for_its_address_says_so(held_out_world, tmp_pat
         f"sigmatch: error: --ray took {trace} for the cluster's address, and no trace is left: give the traces "
         "before --ray, or write --ray=ADDRESS (see: "), lines
     assert not (tmp_path / "out").exists()
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(config), f"--ray={trace}", "--out",
+                           str(tmp_path / "out"), "--workers", "2"], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith(
+        f"sigmatch: error: --ray={trace}: --ray takes the cluster's address, and {trace} is a file; give the traces "
+        "after CONFIG (see: "), done.stderr
     done = subprocess.run([sys.executable, "-m", "engine.cli", "replay", str(config), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "Missing argument 'TRACES...'" in done.stderr

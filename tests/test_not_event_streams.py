@@ -310,6 +310,15 @@ def test_an_event_split_across_files_is_not_judged_by_its_tail(tmp_path):
 def test_a_later_trace_of_another_format_is_refused(tmp_path):
     refused(tmp_path, {"a.msgpack": events(T0, T0 + 1), "b.jsonl": JSON_LINES},
             f"{tmp_path / 'b.jsonl'}: not a msgpack event stream: it looks like JSON lines (text); {ADVICE}")
+    # a configuration, once described as CSV, still refused after a good trace
+    refused(tmp_path, {"a.msgpack": events(T0, T0 + 1), "c.toml": b"# a, b\n[engine]\nx = 1\n"},
+            f"{tmp_path / 'c.toml'}: not a msgpack event stream: it looks like TOML (text); {ADVICE}", out_name="out-toml")
+
+
+def test_logfmt_is_text_not_toml():
+    from loaders.sniff import _text_kind
+    assert _text_kind(b"ts=1767225600000 msisdn=13800000001 type=SMS_MO\n") == ("text", False)
+    assert _text_kind(b'id = "x"  # a campaign\n') == ("TOML", False)
 
 
 def test_a_refused_trace_leaves_an_earlier_run_in_place(tmp_path):

@@ -775,8 +775,8 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
     pending = sum(e[3]["pending"] for e in ended.values())
     stats = run_stats(config, configuration_identity(config), before, after, funnel, days, variants, produced,
                       nbytes, time.perf_counter() - started, seq_range, pending)
+    sinks.close()           # the files first, as replay() does: stats.json only beside complete files
     sinks.write_stats(stats)
-    sinks.close()
     if begun is not None and first_batch is not None and last_end is not None:
         # where the run's time goes outside the workers' streams (theirs are in their lines)
         log.info("the coordinator: the world loaded in %.2f s; the workers' first batch %.2f s after the start, "

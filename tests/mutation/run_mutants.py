@@ -767,7 +767,7 @@ MUTANTS: list[Mutant] = [
     Mutant("replay-open-files-kept-after-sink-error", "engine/api.py",
            "                    if writer is not None and writer.error is not None:\n                        sinks.abort()\n",
            "                    pass\n", "§5 no half-written file is left behind when a file cannot be written",
-           fast=("tests/test_api.py::test_a_file_too_large_ends_replay_in_one_line_naming_it_with_or_without_workers",)),
+           fast=("tests/test_api.py::test_a_sink_error_on_the_writing_thread_is_the_replays_error",)),
     Mutant("sinks-later-files-kept-after-failed-close", "engine/sinks.py",
            "                for _, later in completed[k:]:\n                    later.discard()\n", "",
            "§5 no half-written file is left behind when a file cannot be completed",
@@ -776,7 +776,7 @@ MUTANTS: list[Mutant] = [
            "            if writer.error is not None:\n                sinks.abort()   # as replay() does",
            "            if False:\n                sinks.abort()   # as replay() does",
            "§5 no half-written file is left behind when a file cannot be written, with workers as without",
-           fast=("tests/test_api.py::test_a_file_too_large_ends_replay_in_one_line_naming_it_with_or_without_workers",)),
+           fast=("tests/test_api.py::test_a_sink_error_with_workers_leaves_what_one_process_leaves",)),
 
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
