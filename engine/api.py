@@ -635,7 +635,8 @@ class Engine(EngineFigures):
                     run = self._finish_run(kept, produced, before, nbytes, elapsed, seq_range)
                     if writer is not None and writer.error is not None:
                         # A file could not be written (ENOSPC, EFBIG, EIO): its error is the
-                        # run's, raised by finish() or already in the loop. The open files cannot
+                        # run's, raised by finish() or already in the loop (it propagates from
+                        # here, nothing catches it between). The open files cannot
                         # be completed, and stats.json would count actions they lack: neither is
                         # written (writing it on the full disk failed in turn, and said its own
                         # error instead of the first).
@@ -646,8 +647,6 @@ class Engine(EngineFigures):
                         sinks.close()
                         sinks.write_stats(run.stats)
                         run.files = list(sinks.files)
-                if writer is not None and writer.error is not None:
-                    raise writer.error
         if error is not None:
             error.run = run
             raise error

@@ -758,8 +758,6 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
             if writer.error is not None:
                 sinks.abort()   # as replay() does: the open files cannot be completed
             transport.close()
-    if writer.error is not None:
-        raise writer.error
     if refused is not None:
         sinks.close()
         raise LoadError(refused)
