@@ -545,8 +545,11 @@ class Engine(EngineFigures):
         """Run the engine over one stream (a path, a list of paths, bytes, or an iterable of
         byte chunks). Files go to `out` when given; with `keep` the records also come back
         in the Run. Raises StreamError (after keeping every emitted action in complete
-        files) when the stream is not valid msgpack, and SigmatchError before any event when a
-        directory of `out` that the run writes into is a file or not writable."""
+        files) when the stream is not valid msgpack, SigmatchError before any event when a
+        directory of `out` that the run writes into is a file or not writable, and the OSError
+        of an output file that cannot be written (ENOSPC, EFBIG, EIO: the files finished before
+        it kept, the one that failed and those still open removed, no stats.json). stats.json is
+        written last, only when the files hold every action it counts."""
         core = self._core
         output = self.config.output
         sinks = None
@@ -599,6 +602,7 @@ class Engine(EngineFigures):
         writer = SinkThread(sinks) if sinks is not None else None
         started = time.perf_counter()
         error: Optional[StreamError] = None
+        handed_over = False     # every record taken from the core handed to the writer
         core.begin_stream()
         files: list = []        # (stream offset where it starts, path), for errors that name the file
         try:
@@ -626,27 +630,34 @@ class Engine(EngineFigures):
                 core.flush_dead_letters()
                 # Whatever stopped the run, every action emitted so far ends in complete files.
                 collect(final=True)
+                handed_over = True
             finally:
                 try:
                     if writer is not None:
                         writer.finish()
                 finally:
-                    elapsed = time.perf_counter() - started
-                    run = self._finish_run(kept, produced, before, nbytes, elapsed, seq_range)
-                    if writer is not None and writer.error is not None:
-                        # A file could not be written (ENOSPC, EFBIG, EIO): its error is the
-                        # run's, raised by finish() or already in the loop (it propagates from
-                        # here, nothing catches it between). The open files cannot
-                        # be completed, and stats.json would count actions they lack: neither is
-                        # written (writing it on the full disk failed in turn, and said its own
-                        # error instead of the first).
-                        sinks.abort()
-                    elif sinks is not None:
-                        # the files first: stats.json, last, is written only beside complete
-                        # files (close removes one it cannot complete, and raises)
-                        sinks.close()
+                    try:
+                        if writer is not None and writer.error is not None:
+                            # A file could not be written (ENOSPC, EFBIG, EIO): its error is the
+                            # run's, raised by finish() or already in the loop (it propagates
+                            # from here, nothing catches it between). The open files cannot be
+                            # completed: they are removed.
+                            sinks.abort()
+                        elif sinks is not None:
+                            # the files first (close removes one it cannot complete, and raises)
+                            sinks.close()
+                            run_files = list(sinks.files)
+                    finally:
+                        elapsed = time.perf_counter() - started
+                        run = self._finish_run(kept, produced, before, nbytes, elapsed, seq_range)
+                    # stats.json last, and only when the files hold every action it counts: not
+                    # after a file that could not be written (writing it on the full disk failed
+                    # in turn, and said its own error instead of the first), nor after an
+                    # interruption that kept the last batches from the files
+                    if (sinks is not None and writer.error is None and handed_over
+                            and not writer.dropped):
                         sinks.write_stats(run.stats)
-                        run.files = list(sinks.files)
+                        run.files = run_files
         if error is not None:
             error.run = run
             raise error

@@ -1200,6 +1200,11 @@ class SinkThread:
     def write_dead_letters(self, records: np.ndarray) -> None:
         self._put(self.sinks.write_dead_letters, records)
 
+    @property
+    def dropped(self) -> bool:
+        """Whether batches handed over were dropped unwritten (finish() interrupted)."""
+        return self._stopped
+
     def finish(self) -> None:
         """Wait until every batch handed over is written; raise the thread's error if the
         caller has not had it yet. Interrupted while it waits (a second Ctrl-C), it drops the

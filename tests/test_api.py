@@ -292,6 +292,7 @@ class _InLine:
     """SinkThread's interface, writing at once in the caller's thread."""
 
     error = None        # an error is raised where it happens, in the caller
+    dropped = False
 
     def __init__(self, sinks):
         self.write_actions = sinks.write_actions
@@ -384,3 +385,32 @@ def test_a_sink_error_with_workers_leaves_what_one_process_leaves(world, tmp_pat
         left[workers] = sorted(p.relative_to(out) for p in out.rglob("actions-*.csv"))
         assert left[workers]
     assert not [t for t in threading.enumerate() if t.name == "sinks"]
+
+
+def test_an_interruption_that_drops_the_last_batches_writes_no_stats_json(world, tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM) while the writer drains drops the batches not yet begun
+    (SinkThread.finish): the files written are completed, and stats.json, which would count
+    the dropped actions, is not written; the interruption goes on."""
+    config, trace = world
+
+    class Interrupted(_InLine):
+        dropped = False
+
+        def __init__(self, sinks):
+            super().__init__(sinks)
+            self.write_actions = lambda records: None      # the last batches, never begun
+
+        def finish(self):
+            self.dropped = True
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("engine.api.SinkThread", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Engine.from_config(config).replay([trace], out=tmp_path / "out", drain=True)
+    assert not (tmp_path / "out" / "stats.json").exists()
+    assert not list((tmp_path / "out").rglob(".*.tmp"))
+    # without the drop, the same interruption writes stats.json as before
+    monkeypatch.setattr(Interrupted, "finish", lambda self: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        Engine.from_config(config).replay([trace], out=tmp_path / "again", drain=True)
+    assert (tmp_path / "again" / "stats.json").is_file()
