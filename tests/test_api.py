@@ -414,3 +414,26 @@ def test_an_interruption_that_drops_the_last_batches_writes_no_stats_json(world,
     with pytest.raises(KeyboardInterrupt):
         Engine.from_config(config).replay([trace], out=tmp_path / "again", drain=True)
     assert (tmp_path / "again" / "stats.json").is_file()
+
+
+def test_a_file_that_fails_half_written_is_removed_not_completed(world, tmp_path, monkeypatch):
+    """A write that fails in the middle of a file (the disk fills after half its rows) leaves
+    that file half made: it is removed, never renamed to its final name as if complete."""
+    from engine import sinks as sink_module
+    config, trace = world
+    real, calls, failed = sink_module._SinkFile.write, [], []
+
+    def half(self, records, rendered=None, start=0):
+        calls.append(len(records))
+        if len(calls) == 2 and len(records) > 1:
+            real(self, records[:len(records) // 2], rendered, start)
+            failed.append(self.path)
+            raise OSError(28, "No space left on device")
+        real(self, records, rendered, start)
+
+    monkeypatch.setattr(sink_module._SinkFile, "write", half)
+    monkeypatch.setattr("engine.api.SINK_BATCH", 1)
+    with pytest.raises(OSError):
+        Engine.from_config(config).replay([trace], out=tmp_path / "out", drain=True)
+    assert failed and not failed[0].exists()
+    assert not list((tmp_path / "out").rglob(".*.tmp")) and not (tmp_path / "out" / "stats.json").exists()
