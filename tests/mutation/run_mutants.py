@@ -760,7 +760,7 @@ MUTANTS: list[Mutant] = [
            fast=("tests/test_config.py::test_a_name_has_at_most_128_characters",)),
 
     # ---- the sinks
-    Mutant("replay-stats-after-sink-error", "engine/api.py",
+    Mutant("replay-half-file-completed-after-sink-error", "engine/api.py",
            "                        if writer is not None and writer.error is not None:\n",
            "                        if False:\n",
            "§5 a file that fails half written is removed, never completed as if whole",
