@@ -649,3 +649,24 @@ with SinkSet(Path({str(tmp_path / 'out')!r}), campaigns=campaigns, format={fmt!r
     for channel in ("sms", "boss"):
         names = sorted(p.name for p in (tmp_path / "out" / channel).iterdir())
         assert names == [f"actions-{n:08d}.{fmt}" for n in range(1, 301)]
+
+
+def test_a_file_that_cannot_be_completed_at_close_is_removed_and_the_others_completed(tmp_path, monkeypatch):
+    """close() at the end of a run: a file whose last flush fails (the disk fills then) is
+    removed rather than left as a temporary file; the other open files are completed; the
+    first error is raised."""
+    from engine import sinks as sink_module
+    sinks = SinkSet(tmp_path, campaigns=CAMPAIGNS)
+    sinks.write_actions(simple_actions(2, campaign=0))                 # sms
+    sinks.write_actions(simple_actions(2, campaign=1, start_seq=3))    # boss
+    real = sink_module._SinkFile.close_temp
+
+    def full_disk_for_sms(self, durable):
+        if self.path.parent.name == "sms":
+            raise OSError(28, "No space left on device", str(self.temp))
+        real(self, durable)
+
+    monkeypatch.setattr(sink_module._SinkFile, "close_temp", full_disk_for_sms)
+    with pytest.raises(OSError, match="No space left"):
+        sinks.close()
+    assert names(tmp_path) == ["boss/actions-00000001.csv"]

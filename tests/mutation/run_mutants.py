@@ -778,7 +778,7 @@ MUTANTS: list[Mutant] = [
            "                except BaseException as error:\n                    file.discard()\n",
            "                except BaseException as error:\n                    pass\n",
            "§5 a file that cannot be completed at the end of a run is not left half made",
-           fast=("tests/test_api.py::test_a_file_too_large_ends_replay_in_one_line_naming_it_with_or_without_workers",)),
+           fast=("tests/test_sinks.py::test_a_file_that_cannot_be_completed_at_close_is_removed_and_the_others_completed",)),
     Mutant("sinks-later-files-kept-after-failed-close", "engine/sinks.py",
            "                for _, later in completed[k:]:\n                    later.discard()\n", "",
            "§5 no half-written file is left behind when a file cannot be completed",
