@@ -245,16 +245,11 @@ def test_gzip_traces_read_like_plain_ones(world, tmp_path):
     assert np.array_equal(plain, zipped) and len(plain)
 
 
-def test_a_sink_error_on_the_writing_thread_is_the_replays_error(world, tmp_path, monkeypatch):
-    """Files are written on a thread of their own (engine.sinks.SinkThread): its error ends
-    the replay in the caller's thread, once, with the files finished so far complete, the
-    open ones removed, no stats.json (it would count actions no file holds; on a full disk
-    its own error hid the first one) and no thread left behind."""
-    import threading
+def _second_actions_batch_fails(monkeypatch) -> list:
+    """SinkSet.write_actions failing with ENOSPC on its second batch, before writing any of it;
+    returns the list of the batches' sizes it was handed."""
     from engine.sinks import SinkSet
-    config, trace = world
-    calls = []
-    real = SinkSet.write_actions
+    real, calls = SinkSet.write_actions, []
 
     def failing(self, records):
         calls.append(len(records))
@@ -263,6 +258,17 @@ def test_a_sink_error_on_the_writing_thread_is_the_replays_error(world, tmp_path
         real(self, records)
 
     monkeypatch.setattr(SinkSet, "write_actions", failing)
+    return calls
+
+
+def test_a_sink_error_on_the_writing_thread_is_the_replays_error(world, tmp_path, monkeypatch):
+    """Files are written on a thread of their own (engine.sinks.SinkThread): its error ends
+    the replay in the caller's thread, once, with the files finished so far complete, the
+    open ones removed, no stats.json (it would count actions no file holds; on a full disk
+    its own error hid the first one) and no thread left behind."""
+    import threading
+    config, trace = world
+    calls = _second_actions_batch_fails(monkeypatch)
     monkeypatch.setattr("engine.api.SINK_BATCH", 1)         # a batch per piece: the error comes mid-run
     data = trace.read_bytes()
     pieces = [data[i:i + (1 << 16)] for i in range(0, len(data), 1 << 16)]
@@ -360,17 +366,8 @@ def test_a_sink_error_with_workers_leaves_what_one_process_leaves(world, tmp_pat
     ones removed and no stats.json, as in one process."""
     import threading
     from engine import workers as sharded
-    from engine.sinks import SinkSet
     config, trace = world
-    real, calls = SinkSet.write_actions, []
-
-    def failing(self, records):
-        calls.append(len(records))
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device", "out/sms/actions-00000002.csv")
-        real(self, records)
-
-    monkeypatch.setattr(SinkSet, "write_actions", failing)
+    calls = _second_actions_batch_fails(monkeypatch)
     monkeypatch.setattr("engine.workers.SINK_BATCH", 1)      # a batch per merge: the error comes mid-run
     monkeypatch.setattr("engine.api.SINK_BATCH", 1)
     left = {}
