@@ -1368,13 +1368,14 @@ cdef class Core:
         return out
 
     def counts(self):
-        """Run figures: good events, unknown subscribers, late events, bad events by reason,
-        events by type."""
+        """Run figures: good events, unknown subscribers, late events, bad events by reason
+        and field, the stream's bytes inside bad values (bad_bytes), events by type."""
         return {
             "events": self.E.events,
             "unknown_subscribers": self.E.unknown,
             "late_events": self.E.late,
             "bad_events": {BAD_REASONS[r]: self.E.bad[r] for r in range(NR_REASONS)},
+            "bad_bytes": self.E.bad_bytes,
             # {reason: {field: n}} for the pairs seen; field "" is the value as a whole
             "bad_events_by_field": {BAD_REASONS[r]: {BAD_FIELDS[k]: self.E.bad_field[r][k]
                                                      for k in range(NR_FIELDS + 1) if self.E.bad_field[r][k]}

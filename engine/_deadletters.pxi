@@ -40,6 +40,7 @@ cdef void add_dead_letter(EngineC* E, DeadRunC* r, const uint8_t* buf, size_t st
     cdef size_t n = end - start
     E.bad[reason] += 1
     E.bad_field[reason][field] += 1
+    E.bad_bytes += n
     if (r.count and r.reason == reason and r.field == field and r.len == n
             and memcmp(r.bytes, buf + start, n) == 0 and r.count != <uint64_t>-1):
         r.count += 1

@@ -341,6 +341,8 @@ ctypedef struct EngineC:
     uint64_t* funnel            # [campaign * NR_FUNNEL]
     uint64_t bad[NR_REASONS]
     uint64_t bad_field[NR_REASONS][NR_FIELDS + 1]   # the same by field; NR_FIELDS: the whole value
+    uint64_t bad_bytes          # the stream's bytes inside bad values: a damaged header can make
+                                # one bad value of many events, which the count alone hides
     uint64_t events
     uint64_t unknown
     uint64_t late               # good events whose ts was below the clock (they take the clock)

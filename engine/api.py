@@ -195,6 +195,9 @@ def run_stats(config: Config, configuration: dict, before: dict, after: dict, fu
         "events": events,
         "bad_events": {r: after["bad_events"][r] - before["bad_events"][r] for r in BAD_REASONS},
         "bad_events_by_field": _by_field_since(before["bad_events_by_field"], after["bad_events_by_field"]),
+        # the stream's bytes inside those bad values: far more than an event's size a value
+        # tells of a damaged header that made one bad value of the events after it
+        "bad_bytes": after["bad_bytes"] - before["bad_bytes"],
         "unknown_subscribers": after["unknown_subscribers"] - before["unknown_subscribers"],
         # good events with ts below the clock, processed at the clock's time (SPEC §3)
         "late_events": after["late_events"] - before["late_events"],
@@ -346,6 +349,7 @@ class EngineFigures:
             late_events=counts["late_events"],
             bad_events=counts["bad_events"],
             bad_events_by_field=counts["bad_events_by_field"],
+            bad_bytes=counts["bad_bytes"],
             pending=self._core.pending,
             contacts=self._core.seq,
         )

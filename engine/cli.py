@@ -125,7 +125,9 @@ def format_run(stats: dict) -> str:
     eps = timing.get("events_per_s")
     speed = f", {per_second(eps)}" if eps else ""
     unknown = plural(run["unknown_subscribers"], "unknown subscriber")
-    return (f"{plural(run['events'], 'event')} ({bad:,} bad, {unknown}, {run.get('late_events', 0):,} late), "
+    # the bytes say what the count cannot: one damaged header can make one bad value of many events
+    inside = f" in {plural(run.get('bad_bytes', 0), 'byte')}" if bad else ""
+    return (f"{plural(run['events'], 'event')} ({bad:,} bad{inside}, {unknown}, {run.get('late_events', 0):,} late), "
             f"{plural(run['actions'], 'action')}, {plural(run['conversions'], 'conversion')} "
             f"in {timing.get('elapsed_s', 0):.2f} s{speed}")
 
@@ -452,17 +454,47 @@ def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier
 LATE_WARNING_SHARE = 0.01
 
 
+# bad values are held to hide events when their bytes would make this many events each, or more
+HIDDEN_EVENTS_FACTOR = 2
+
+
+def events_in_bad_values(run: dict) -> int:
+    """About how many events the bytes of a run's bad values (stats.json's `run` block,
+    `bad_bytes`) would make at the run's average size of a good event; 0 unless that is at
+    least HIDDEN_EVENTS_FACTOR events a bad value, or when no good event gives a size. A bad
+    value is mostly one event with a wrong field; bytes for many more tell of a damaged header
+    that made one value of the events after it (docs/semantics.md)."""
+    bad = sum(run["bad_events"].values())
+    good = run["events"]                # `events` counts the good ones only
+    inside = run.get("bad_bytes", 0)
+    if not bad or good <= 0 or run["bytes"] <= inside:
+        return 0
+    size = (run["bytes"] - inside) / good
+    if inside < HIDDEN_EVENTS_FACTOR * bad * size:
+        return 0
+    return round(inside / size)
+
+
 def _warn_of_run(stats: dict, cfg) -> None:
     """Warn when at least LATE_WARNING_SHARE of a replay's events were late (processed at the
-    clock's time, not their own: SPEC §3, docs/semantics.md), and when no good event's
+    clock's time, not their own: SPEC §3, docs/semantics.md), when its bad values hold the
+    bytes of many events (events_in_bad_values), and when no good event's
     subscriber was in the profile snapshot (an empty snapshot, or one of another network)."""
     run = stats["run"]
     late, events = run.get("late_events", 0), run["events"]
-    good = events - sum(run["bad_events"].values())
+    good = events                       # `events` counts the good ones only
     if good and run["unknown_subscribers"] == good:
         log.warning("no event's subscriber is in the profile snapshot (%s): the %s are all of unknown "
                     "subscribers, so no campaign could match; are the profiles those of this trace's network?",
                     cfg.profiles if cfg.profiles is not None else "none", plural(good, "good event"))
+    hidden = events_in_bad_values(run)
+    if hidden:
+        bad = sum(run["bad_events"].values())
+        log.warning("%s %s %s, as many as about %s of this trace (%.0f bytes each on average): a damaged byte "
+                    "read as a map or array header makes one bad value of the events after it. Compare the "
+                    "trace with its source (docs/semantics.md, \"Good and bad events\")",
+                    plural(bad, "bad value"), "holds" if bad == 1 else "hold", plural(run["bad_bytes"], "byte"),
+                    plural(hidden, "event"), (run["bytes"] - run["bad_bytes"]) / good)
     if late and late >= LATE_WARNING_SHARE * events:
         log.warning("%s of %s late (%.0f%%; ts below the engine's clock, processed at the clock's time): traces "
                     "out of order, or an event dated far ahead moved the clock on? Contacts are not what they "

@@ -225,7 +225,7 @@ def _in_window(minute: int, window: tuple[int, int]) -> bool:
 
 class ReferenceModel:
     """Feed it the stream; read actions, conversions, dead_letters, funnel, bad_events,
-    bad_events_by_field, unknown_subscribers and late_events. State carries over from one
+    bad_events_by_field, bad_bytes, unknown_subscribers and late_events. State carries over from one
     feed() to the next. A dead letter is (offset, reason, field, count, bytes_hex) as in the file."""
 
     def __init__(self, config, profiles, lists, areas, *, max_event_bytes: int = 65536,
@@ -261,6 +261,7 @@ class ReferenceModel:
         self.late_events = 0            # good events with ts below the clock (ts == clock is on time)
         self.bad_events = dict.fromkeys(BAD_REASONS, 0)
         self.bad_events_by_field: dict[str, dict[str, int]] = {}   # reason -> field -> n, as seen
+        self.bad_bytes = 0              # the stream's bytes inside bad values
         self.max_dead_letters = config.max_dead_letters
         self._run = None                # the open run: [offset, reason, field, count, value bytes]
         self._span = 0                  # offset >> DEAD_LETTER_SPAN_BITS of the last record counted
@@ -357,6 +358,7 @@ class ReferenceModel:
         reason, field = bad
         value = bytes(buf[start:end])
         self.bad_events[reason] += 1
+        self.bad_bytes += len(value)
         by_field = self.bad_events_by_field.setdefault(reason, {})
         by_field[field] = by_field.get(field, 0) + 1
         if self._run is not None and self._run[1:3] == [reason, field] and self._run[4] == value:

@@ -14,7 +14,7 @@ model's interface:
     conversions     (seq, ts, campaign, msisdn, contact_seq, kind)
     dead_letters    (offset, reason, field, count, bytes_hex)
     funnel          {campaign id: {FUNNEL name: n}}
-    unknown_subscribers, late_events, bad_events, bad_events_by_field
+    unknown_subscribers, late_events, bad_events, bad_events_by_field, bad_bytes
     counter_value(subscriber index, counter name, ts)
 
 Below the adapter sits the scenario kit the scenario files share: `build(backend, *campaigns,
@@ -83,6 +83,7 @@ def run_outcome(run) -> dict:
         "unknown_subscribers": run.stats["run"]["unknown_subscribers"],
         "late_events": run.stats["run"]["late_events"],
         "bad_events_by_field": run.stats["run"]["bad_events_by_field"],
+        "bad_bytes": run.stats["run"]["bad_bytes"],
     }
 
 
@@ -96,6 +97,7 @@ def model_outcome(model) -> dict:
         "unknown_subscribers": model.unknown_subscribers,
         "late_events": model.late_events,
         "bad_events_by_field": model.bad_events_by_field,
+        "bad_bytes": model.bad_bytes,
     }
 
 
@@ -168,6 +170,10 @@ class CoreBackend:
     @property
     def bad_events_by_field(self) -> dict:
         return self.engine.stats["totals"]["bad_events_by_field"]
+
+    @property
+    def bad_bytes(self) -> int:
+        return self.engine.stats["totals"]["bad_bytes"]
 
     def counter_value(self, subscriber: int, name: str, ts: int) -> int:
         index = [k.name for k in self.engine.config.counters].index(name)

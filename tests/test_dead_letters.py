@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from engine.api import Engine
+from engine.errors import StreamError
 from engine.language.compile import World
 from engine.language.config import CampaignSpec, Config
 from engine.model import ReferenceModel
@@ -47,6 +48,16 @@ class CoreSide:
         run = engine.replay(iter(chunks))
         return columns_of(run), run.stats["run"]["bad_events"], run.stats["run"]["bad_events_by_field"]
 
+    @staticmethod
+    def bad_bytes(chunks, max_event_bytes=65536):
+        """(bad_bytes, the StreamError's reason or None)."""
+        engine = Engine(CONFIG, World(PROFILES, {}, {}), max_event_bytes=max_event_bytes)
+        try:
+            run = engine.replay(iter(chunks))
+        except StreamError as e:
+            return e.run.stats["run"]["bad_bytes"], e.reason
+        return run.stats["run"]["bad_bytes"], None
+
 
 class ModelSide:
     name = "model"
@@ -59,6 +70,17 @@ class ModelSide:
             model.feed(chunk)
         model.finish()
         return list(model.dead_letters), model.bad_events, model.bad_events_by_field
+
+    @staticmethod
+    def bad_bytes(chunks, max_event_bytes=65536):
+        model = ReferenceModel(CONFIG, PROFILES, {}, {}, max_event_bytes=max_event_bytes)
+        try:
+            for chunk in chunks:
+                model.feed(chunk)
+            model.finish()
+        except StreamError as e:
+            return model.bad_bytes, e.reason
+        return model.bad_bytes, None
 
 
 @pytest.fixture(params=[CoreSide, ModelSide], ids=["core", "model"])
@@ -88,6 +110,44 @@ def filler(nbytes: int) -> bytes:
         parts.append(event)
         nbytes -= len(event)
     return b"".join(parts)
+
+
+def bad_value(nbytes: int) -> bytes:
+    """One bad value (an unknown type) of exactly `nbytes` bytes (at least 16): a ninth,
+    ignored element pads it."""
+    head = msgpack.packb([T0, 99, A, 0, 0, 0, 0, 0])
+    head = bytes([head[0] + 1]) + head[1:]
+    for pad in range(nbytes, -1, -1):
+        value = head + msgpack.packb(b"x" * pad, use_bin_type=True)
+        if len(value) == nbytes:
+            return value
+    raise AssertionError(f"no bad value of {nbytes} bytes")
+
+
+# ------------------------------------------------------------------------- the bytes inside
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+def test_bad_bytes_are_the_bytes_of_the_bad_values_however_the_stream_is_cut(side, chunk):
+    data = GOOD + UNKNOWN_TYPE * 3 + NOT_AN_EVENT + GOOD + b"\x00" * 5 + GOOD
+    chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    assert side.bad_bytes(chunks) == (3 * len(UNKNOWN_TYPE) + len(NOT_AN_EVENT) + 5, None)
+    assert side.bad_bytes([GOOD * 3]) == (0, None)
+
+
+def test_a_damaged_header_makes_one_bad_value_of_the_events_after_it_and_its_bytes_say_so(side):
+    """A byte read as an array header of 2 takes the two events after it into one value (its
+    ts is an array: wrong_type), counted once: its bytes show what the count hides."""
+    data = GOOD + b"\x92" + GOOD * 2 + GOOD
+    got, bad, _ = side.letters([data])
+    assert bad["wrong_type"] == 1 and sum(bad.values()) == 1
+    assert side.bad_bytes([data]) == (1 + 2 * len(GOOD), None)
+
+
+@pytest.mark.parametrize("size, counted", [(64, 64), (65, 0)])
+def test_a_bad_value_of_max_event_bytes_is_counted_whole_and_one_byte_more_breaks_the_stream(side, size, counted):
+    data = GOOD + bad_value(size) + GOOD
+    assert len(bad_value(size)) == size
+    assert side.bad_bytes([data], max_event_bytes=64) == (counted, None if counted else "too_large")
 
 
 # ------------------------------------------------------------------------- runs and fields
@@ -305,6 +365,7 @@ def test_a_checkpoint_carries_the_open_run_at_every_cut(tmp_path):
         restored = fresh()
         restored.restore(path)
         assert as_rows(first, rest(restored._core, RUNS[cut:])) == whole, cut
+        assert restored._core.counts()["bad_bytes"] == reference.counts()["bad_bytes"] > 0, cut
 
 
 def test_incremental_checkpoint_records_carry_the_open_run(tmp_path):
@@ -327,19 +388,23 @@ def test_incremental_checkpoint_records_carry_the_open_run(tmp_path):
     assert loaded.header["scalars"]["dead_run"]["count"] == 1 and len(loaded.sections["dead_run"])
     assert as_rows(first, middle, rest(restored._core, RUNS[second_cut:])) == whole
     assert restored._core.counts()["bad_events_by_field"] == reference.counts()["bad_events_by_field"]
+    assert restored._core.counts()["bad_bytes"] == reference.counts()["bad_bytes"] > 0
 
 
 def test_a_checkpoint_without_dead_letter_state_restores_with_no_run_open(tmp_path):
-    """What a sigmatch before dead-letter runs wrote: no dead_run or bad_fields section."""
+    """What a sigmatch before dead-letter runs wrote: no dead_run or bad_fields section, and
+    no bad_bytes (counted from the restore on)."""
     engine = Engine(CONFIG, World(PROFILES, {}, {}))
-    fed(engine._core, GOOD)
+    fed(engine._core, GOOD + NOT_AN_EVENT + GOOD)
     scalars = engine._core.state_scalars()
-    del scalars["dead_run"]
+    assert scalars["bad_bytes"] == len(NOT_AN_EVENT)
+    del scalars["dead_run"], scalars["bad_bytes"]
     sections = {name: array for name, array in engine._core.state_sections()
                 if name not in ("dead_run", "bad_fields")}
     restored = Engine(CONFIG, World(PROFILES, {}, {}))
     restored._core.restore_state(scalars, sections)
-    assert as_rows(rest(restored._core, UNKNOWN_TYPE)) == [(len(GOOD), 1, 5, 1, UNKNOWN_TYPE)]
+    assert as_rows(rest(restored._core, UNKNOWN_TYPE)) == [(2 * len(GOOD) + len(NOT_AN_EVENT), 1, 5, 1, UNKNOWN_TYPE)]
+    assert restored._core.counts()["bad_bytes"] == len(UNKNOWN_TYPE)
 
 
 def test_a_reload_carries_the_open_run(tmp_path):
@@ -354,6 +419,7 @@ def test_a_reload_carries_the_open_run(tmp_path):
         first = fed(engine._core, RUNS[:cut])
         reloaded = engine.reload()
         assert as_rows(first, rest(reloaded._core, RUNS[cut:])) == whole, cut
+        assert reloaded._core.counts()["bad_bytes"] == reference.counts()["bad_bytes"] > 0, cut
 
 
 def test_a_new_stream_from_an_offset_keeps_offsets_unique_and_the_cap(tmp_path):

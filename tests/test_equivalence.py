@@ -33,7 +33,7 @@ def core_results(w, chunks, drain=True):
     dead = list(zip(*(column.tolist() for column in run.dead_letter_columns().values())))
     funnel = {cid: {k: f[k] for k in FUNNEL} for cid, f in engine.stats["campaigns"].items()}
     return (actions, conversions, dead, funnel, engine.stats["totals"]["unknown_subscribers"],
-            run.stats["run"]["bad_events_by_field"], run.stats["run"]["late_events"])
+            run.stats["run"]["bad_events_by_field"], run.stats["run"]["late_events"], run.stats["run"]["bad_bytes"])
 
 
 def model_results(w, drain=True):
@@ -44,7 +44,7 @@ def model_results(w, drain=True):
         model.drain()
     funnel = {cid: {k: f.get(k, 0) for k in FUNNEL} for cid, f in model.funnel.items()}
     return (list(model.actions), list(model.conversions), list(model.dead_letters), funnel,
-            model.unknown_subscribers, model.bad_events_by_field, model.late_events)
+            model.unknown_subscribers, model.bad_events_by_field, model.late_events, model.bad_bytes)
 
 
 def split(data, cuts):

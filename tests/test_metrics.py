@@ -91,6 +91,10 @@ def test_the_exposition_equals_the_engines_figures(replayed):
     assert counts["bad_events"]["not_an_event"] == 2 and counts["bad_events"]["unknown_type"] == 1
     for reason in BAD_REASONS:
         assert got[series("sigmatch_bad_events_total", reason=reason)] == counts["bad_events"][reason]
+    # the bytes inside them: the two bad values of one byte each, and the event of an unknown
+    # type, the first of the two events of one size after them
+    assert counts["bad_bytes"] == 2 + (len(extra_events(0)) - 2) // 2
+    assert got[series("sigmatch_bad_bytes_total")] == counts["bad_bytes"]
     assert counts["unknown_subscribers"] >= 1
     assert got[series("sigmatch_unknown_subscribers_total")] == counts["unknown_subscribers"]
 

@@ -962,6 +962,43 @@ def test_replay_warns_when_many_events_are_late_and_not_when_few(tmp_path):
     assert two.returncode == 0 and "2 of 102 events late" in two.stderr, two.stderr
 
 
+def test_replay_says_the_bytes_of_bad_values_and_warns_when_they_hold_many_events(tmp_path):
+    """A newcomer's trial (2026-12-06): random bytes inserted into a trace made one bad value
+    of 607 events, and the summary said "1 bad". The summary now gives the bytes inside the bad
+    values, and warns when they are many events' worth; an event with a wrong field is not."""
+    data = events(*(T0 + 1000 * i for i in range(1000)))
+    size = len(events(T0))
+    at = 100 * size
+    (tmp_path / "damaged.msgpack").write_bytes(data[:at] + b"\xde\x01\x00" + data[at:])   # a map of 256 pairs
+    damaged = sigmatch("replay", CONFIG, tmp_path / "damaged.msgpack", "--out", tmp_path / "o1")
+    assert damaged.returncode == 0, damaged.stderr
+    inside = 3 + 512 * size
+    assert f"(1 bad in {inside:,} bytes, " in damaged.stdout.splitlines()[0]
+    warned = [line for line in damaged.stderr.splitlines() if " WARNING " in line]
+    assert len(warned) == 1 and warned[0].split(" WARNING sigmatch: ")[1].startswith(
+        f"1 bad value holds {inside:,} bytes, as many as about 512 events of this trace ({size} bytes each on "
+        "average): a damaged byte read as a map or array header makes one bad value of the events after it. "
+        'Compare the trace with its source (docs/semantics.md, "Good and bad events")'), warned
+    stats = json.loads((tmp_path / "o1" / "stats.json").read_text())["run"]
+    assert stats["bad_bytes"] == inside and sum(stats["bad_events"].values()) == 1
+    # one event of an unknown type is one event's bytes: said, not warned of
+    wrong = msgpack.packb([T0, 99, 13800010001, 0, 0, 0, 0, 0])
+    (tmp_path / "wrong.msgpack").write_bytes(data[:at] + wrong + data[at:])
+    one = sigmatch("replay", CONFIG, tmp_path / "wrong.msgpack", "--out", tmp_path / "o2")
+    assert one.returncode == 0 and f"(1 bad in {len(wrong)} bytes, " in one.stdout, one.stdout
+    assert " WARNING " not in one.stderr, one.stderr
+
+
+@pytest.mark.parametrize("inside, warned", [(89, 0), (90, 2)])
+def test_bad_values_are_held_to_hide_events_from_two_events_bytes_each(inside, warned):
+    """events_in_bad_values at its boundary: good events of 45 bytes, one bad value of 89
+    bytes (under two events) is not, one of 90 bytes is."""
+    from engine.cli import events_in_bad_values
+    run = {"events": 100, "bad_events": {"wrong_type": 1}, "bad_bytes": inside, "bytes": 100 * 45 + inside}
+    assert events_in_bad_values(run) == warned
+    assert events_in_bad_values({**run, "bad_events": {"wrong_type": 0}, "bad_bytes": 0}) == 0
+
+
 def test_an_empty_profile_snapshot_is_said_as_such_not_as_a_where_error(tmp_path):
     """A snapshot of a header and no rows: `check` blamed the first `where` (its columns typed as
     numbers); the snapshot is now said, and replay warns that no event's subscriber is known."""
@@ -976,6 +1013,11 @@ def test_an_empty_profile_snapshot_is_said_as_such_not_as_a_where_error(tmp_path
     assert replay.returncode == 0, replay.stderr
     assert (f"no event's subscriber is in the profile snapshot ({world / 'profiles.csv'}): the 24 good events are "
             "all of unknown subscribers, so no campaign could match") in replay.stderr
+    # a bad value beside them: `events` counts the good ones, which are still all unknown (the
+    # warning took the bad ones from the good until 2026-12-07, and said nothing)
+    (world / "one-bad.msgpack").write_bytes((world / "trace.msgpack").read_bytes() + b"\xc0")
+    one_bad = sigmatch("replay", world / "campaigns.toml", world / "one-bad.msgpack", "--out", tmp_path / "out3")
+    assert one_bad.returncode == 0 and "the 24 good events are all of unknown subscribers" in one_bad.stderr
     # the usual world says neither
     usual = sigmatch("replay", CONFIG, TRACE, "--out", tmp_path / "out2")
     assert usual.returncode == 0 and " WARNING " not in usual.stderr, usual.stderr

@@ -282,7 +282,7 @@ def test_the_rule_is_the_head_of_4096_values(tmp_path):
     (tmp_path / "ok.msgpack").write_bytes(events(T0, type=63) * 4095 + events(T0, T0 + 1))
     code, stdout, stderr = sigmatch("replay", CONFIG, tmp_path / "ok.msgpack", "--out", tmp_path / "out-ok")
     assert code == 0, stderr
-    assert stdout.startswith("2 events (4,095 bad,")
+    assert stdout.startswith(f"2 events (4,095 bad in {4095 * len(events(T0)):,} bytes,")
 
 
 def test_the_head_of_the_stream_reads_across_files(tmp_path):
@@ -292,7 +292,7 @@ def test_the_head_of_the_stream_reads_across_files(tmp_path):
     code, stdout, stderr = sigmatch("replay", CONFIG, tmp_path / "a.msgpack", tmp_path / "b.msgpack",
                                     "--out", tmp_path / "out")
     assert code == 0, stderr
-    assert stdout.startswith("2 events (3 bad,")
+    assert stdout.startswith(f"2 events (3 bad in {3 * len(events(T0))} bytes,")
 
 
 def test_an_event_split_across_files_is_not_judged_by_its_tail(tmp_path):

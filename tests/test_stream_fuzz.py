@@ -58,7 +58,7 @@ def core_outcome(data, max_event_bytes, chunk, config=CONFIG):
     else:
         error = None
     dead = list(zip(*(column.tolist() for column in run.dead_letter_columns().values())))
-    return error, dead, len(run.actions), run.stats["run"]["bad_events_by_field"], run.stats["run"]["late_events"]
+    return error, dead, len(run.actions), run.stats["run"]["bad_events_by_field"], run.stats["run"]["late_events"], run.stats["run"]["bad_bytes"]
 
 
 def model_outcome(data, max_event_bytes, config=CONFIG):
@@ -69,7 +69,7 @@ def model_outcome(data, max_event_bytes, config=CONFIG):
         model.finish()
     except StreamError as e:
         error = (e.offset, e.reason)
-    return error, list(model.dead_letters), len(model.actions), model.bad_events_by_field, model.late_events
+    return error, list(model.dead_letters), len(model.actions), model.bad_events_by_field, model.late_events, model.bad_bytes
 
 
 @settings(deadline=None, suppress_health_check=list(HealthCheck))

@@ -1351,6 +1351,7 @@ class SpoolDaemon:
             "configuration": self.engine.configuration,
             "run": {"events": counts["events"], "bad_events": counts["bad_events"],
                     "bad_events_by_field": counts.get("bad_events_by_field", {}),
+                    "bad_bytes": counts["bad_bytes"],
                     "unknown_subscribers": counts["unknown_subscribers"], "late_events": counts["late_events"],
                     "pending": self.engine.pending,
                     # a service numbers its actions from 1 over its whole life, across restarts

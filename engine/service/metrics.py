@@ -95,6 +95,7 @@ METRIC_NAMES = (
     "sigmatch_events_total",                    # {type}: good events by event type name
     "sigmatch_bad_events_total",                # {reason}: dead letters by reason (records.BAD_REASONS)
     "sigmatch_bad_event_fields_total",          # {reason, field}: the same by the event field that failed
+    "sigmatch_bad_bytes_total",                 # the stream's bytes inside bad values
     "sigmatch_unknown_subscribers_total",       # good events whose MSISDN is not in the profiles
     "sigmatch_late_events_total",               # good events whose ts was below the engine clock
     "sigmatch_actions_total",                   # {campaign, kind=send|control}: contacts made
@@ -196,10 +197,12 @@ class _Snapshot:
     checkpoint_at: Optional[float]      # wall time of the last checkpoint
     checkpoint_s: Optional[float]
     late_events: int = 0                # good events with ts below the clock (processed at the clock)
+    bad_bytes: int = 0                  # the stream's bytes inside bad values
 
 
 def _read_engine(engine) -> tuple:
-    """(events_by_type, bad_events, unknown, funnel, pending, clock_s, events, late) of an engine."""
+    """(events_by_type, bad_events, unknown, funnel, pending, clock_s, events, late, bad_bytes) of an
+    engine."""
     counts = engine._core.counts()
     names = {code: name for name, code in engine.config.event_types.items()}
     by_type = dict.fromkeys(sorted(names.values(), key=lambda n: engine.config.event_types[n]), 0)
@@ -214,7 +217,8 @@ def _read_engine(engine) -> tuple:
                    for cid, figures in campaigns.items())
     clock = engine.clock
     return (tuple(by_type.items()), bad, int(counts["unknown_subscribers"]), funnel, int(engine.pending),
-            None if clock is None else clock / 1000.0, int(counts["events"]), int(counts["late_events"]))
+            None if clock is None else clock / 1000.0, int(counts["events"]), int(counts["late_events"]),
+            int(counts["bad_bytes"]))
 
 
 @dataclass(frozen=True)
@@ -290,6 +294,10 @@ class _Collector(Collector):
         for reason, field, n in snap.bad_events[1]:
             f.add_metric([reason, field], n)
         yield f
+
+        yield CounterMetricFamily("sigmatch_bad_bytes", "The stream's bytes inside bad events: far more than "
+                                  "an event's size each tells of a damaged header that made one bad value of "
+                                  "the events after it.", value=snap.bad_bytes)
 
         yield CounterMetricFamily("sigmatch_unknown_subscribers",
                                   "Good events whose subscriber is not in the profiles.",
@@ -369,11 +377,11 @@ class DaemonMetrics:
         self._watched: dict = {}               # server name -> object with connection_counts()
         self._input_bytes = 0
         now = wall()
-        by_type, bad, unknown, funnel, pending, clock_s, events, late = _read_engine(engine)
+        by_type, bad, unknown, funnel, pending, clock_s, events, late, bad_bytes = _read_engine(engine)
         self._last = (now, events, 0)          # (wall, events, input bytes) at the last rate update
         # after a restart, the checkpoint restored (its duration is not known)
         self._snapshot = _Snapshot(by_type, bad, unknown, funnel, pending, clock_s, 0, None, None, checkpoint_at,
-                                   None, late_events=late)
+                                   None, late_events=late, bad_bytes=bad_bytes)
         self.registry.register(_Collector(self))
         self._spool = (0, 0, 0, None)
         self.registry.register(_SpoolCollector(self))
@@ -408,7 +416,7 @@ class DaemonMetrics:
             raise ValueError(f"checkpoint_seconds must be >= 0, not {checkpoint_seconds}")
         if now is None:
             now = self._wall()
-        by_type, bad, unknown, funnel, pending, clock_s, events, late = _read_engine(engine)
+        by_type, bad, unknown, funnel, pending, clock_s, events, late, bad_bytes = _read_engine(engine)
         with self._lock:
             old = self._snapshot
             self._input_bytes += int(input_bytes)
@@ -426,7 +434,8 @@ class DaemonMetrics:
             if checkpoint_seconds is not None:
                 checkpoint_at, checkpoint_s = now, float(checkpoint_seconds)
             self._snapshot = _Snapshot(by_type, bad, unknown, funnel, pending, clock_s, self._input_bytes,
-                                       events_per_s, bytes_per_s, checkpoint_at, checkpoint_s, late_events=late)
+                                       events_per_s, bytes_per_s, checkpoint_at, checkpoint_s, late_events=late,
+                                       bad_bytes=bad_bytes)
 
     def observe_spool(self, *, rejected: int, changed: int, tails: int, done_bytes: Optional[int]) -> None:
         """The spool's figures so far (counts of this process; `done_bytes` None until measured)."""

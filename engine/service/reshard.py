@@ -62,7 +62,8 @@ _SUBSCRIBER_OF_KEY = np.uint64((1 << 63) - 1)
 # counts: bad events by reason, then events, unknown subscribers, then events by type (64)
 _UNKNOWN_FROM_END = 65
 # what every worker holds alike: a merge takes worker 0's, having checked the others agree
-_SHARED_SCALARS = ("clock", "has_clock", "seq", "conversion_seq", "stream_offset", "carry_offset", "late_events")
+_SHARED_SCALARS = ("clock", "has_clock", "seq", "conversion_seq", "stream_offset", "carry_offset", "late_events",
+                   "bad_bytes")
 _SAME_LAYOUT = ("funnel_stages", "channels", "window_contacts")
 
 

@@ -767,7 +767,7 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
     status, error_offset, files, figures = ended[0]
     after = dict(figures["counts"])
     after["unknown_subscribers"] = sum(e[3]["counts"]["unknown_subscribers"] for e in ended.values())
-    before = {"events": 0, "unknown_subscribers": 0, "late_events": 0,
+    before = {"events": 0, "unknown_subscribers": 0, "late_events": 0, "bad_bytes": 0,
               "bad_events": {r: 0 for r in BAD_REASONS}, "bad_events_by_field": {}}
     funnel = sum(e[3]["funnel"] for e in ended.values())
     pending = sum(e[3]["pending"] for e in ended.values())

@@ -789,6 +789,22 @@ MUTANTS: list[Mutant] = [
            "§5 no half-written file is left behind when a file cannot be written, with workers as without",
            fast=("tests/test_api.py::test_a_sink_error_with_workers_leaves_what_one_process_leaves",)),
 
+    # ---- the bytes inside bad values
+    Mutant("core-bad-bytes-one-a-value", "engine/_deadletters.pxi", "    E.bad_bytes += n\n", "    E.bad_bytes += 1\n",
+           "§4 the stream's bytes inside bad values (a damaged header's one value of many events)",
+           fast=("tests/test_dead_letters.py",)),
+    Mutant("core-bad-bytes-not-restored", "engine/_persist.pxi", 'self.E.bad_bytes = scalars.get("bad_bytes", 0)',
+           "self.E.bad_bytes = 0", "§4 a checkpoint carries the bytes inside bad values",
+           fast=("tests/test_dead_letters.py",)),
+    Mutant("core-bad-bytes-not-reloaded", "engine/_persist.pxi", "    self.E.bad_bytes = old.E.bad_bytes\n", "",
+           "§4 a reload carries the bytes inside bad values", fast=("tests/test_dead_letters.py",)),
+    Mutant("model-bad-bytes-one-a-value", MODEL, "self.bad_bytes += len(value)", "self.bad_bytes += 1",
+           "§4 the stream's bytes inside bad values", fast=("tests/test_dead_letters.py",)),
+    Mutant("cli-bad-values-hide-events-from-more-than-two", CLI,
+           "if inside < HIDDEN_EVENTS_FACTOR * bad * size:", "if inside <= HIDDEN_EVENTS_FACTOR * bad * size:",
+           "§5 replay warns when bad values hold two events' bytes each, or more",
+           fast=("tests/test_newcomer_trial.py::test_bad_values_are_held_to_hide_events_from_two_events_bytes_each",)),
+
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
            "§5 a non-zero exit on any error"),
