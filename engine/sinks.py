@@ -1210,7 +1210,9 @@ class SinkThread:
         caller has not had it yet. Interrupted while it waits (a second Ctrl-C), it drops the
         batches not begun, waits for the one being written and re-raises the interruption:
         the caller's stats and close must never run beside the thread's writes to the same
-        files."""
+        files. Should that batch, or one before it, have failed, its error is raised instead,
+        the interruption as its context: a full disk said only as "aborted" would be found
+        again at the next run."""
         if not self._thread.is_alive():
             self._raise()
             return
@@ -1224,6 +1226,7 @@ class SinkThread:
             if not ended:
                 self._queue.put(None)
             self._thread.join()
+            self._raise()
             raise
         self._raise()
 

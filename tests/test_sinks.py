@@ -617,6 +617,46 @@ def test_an_interrupted_finish_waits_for_the_batch_being_written():
     assert sinks.written == [1]
 
 
+def test_a_batch_that_fails_while_finish_is_interrupted_is_the_error_raised():
+    """A second Ctrl-C while the batch being written meets a full disk: finish() raised the
+    interruption, and replay said "aborted" with the files removed but the disk not named.
+    The write's error is raised now, the interruption its context; without an error the
+    interruption goes on (above)."""
+    import threading
+    from engine.sinks import SinkThread
+
+    class Full:
+        def __init__(self):
+            self.writing, self.go = threading.Event(), threading.Event()
+
+        def write_actions(self, records):
+            self.writing.set()
+            self.go.wait()
+            raise OSError(28, "No space left on device", "out/sms/.actions-00000001.csv.tmp")
+
+    sinks = Full()
+    writer = SinkThread(sinks, depth=2)
+    writer.write_actions(np.zeros(1, ACTION_DTYPE))
+    sinks.writing.wait()
+    join = writer._thread.join
+
+    def interrupted(*args, **kwargs):
+        writer._thread.join = join
+        sinks.go.set()
+        raise KeyboardInterrupt
+
+    writer._thread.join = interrupted
+    raised = None
+    try:
+        writer.finish()
+    except BaseException as e:          # the interruption too: pytest would stop at it
+        raised = e
+    assert isinstance(raised, OSError) and raised.errno == 28, repr(raised)
+    assert isinstance(raised.__context__, KeyboardInterrupt)
+    assert writer.dropped and not writer._thread.is_alive()
+    writer.finish()                     # said once: the caller has it
+
+
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_a_batch_that_completes_many_files_holds_few_descriptors(tmp_path, fmt):
     """max_records = 1 and one batch of 600 actions on two channels, in a process allowed 64

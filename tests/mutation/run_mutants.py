@@ -783,6 +783,11 @@ MUTANTS: list[Mutant] = [
            "                for _, later in completed[k:]:\n                    later.discard()\n", "",
            "§5 no half-written file is left behind when a file cannot be completed",
            fast=("tests/test_api.py::test_a_file_too_large_ends_replay_in_one_line_naming_it_with_or_without_workers",)),
+    Mutant("sinks-interrupt-hides-write-error", "engine/sinks.py",
+           "            self._thread.join()\n            self._raise()\n            raise\n",
+           "            self._thread.join()\n            raise\n",
+           "§5 a file that cannot be written is said, also when a second Ctrl-C came while it was written",
+           fast=("tests/test_sinks.py::test_a_batch_that_fails_while_finish_is_interrupted_is_the_error_raised",)),
     Mutant("workers-open-files-kept-after-sink-error", "engine/workers/__init__.py",
            "            if writer.error is not None:\n                sinks.abort()   # as replay() does",
            "            if False:\n                sinks.abort()   # as replay() does",
@@ -893,6 +898,12 @@ def run_mutant(scratch: Scratch, m: Mutant, saved: dict, timeout: float, fast_on
             stages = [("fast", list(m.fast) or FAST)] + ([] if fast_only else [("suite", [])])
             for stage_name, args in stages:
                 proc = scratch.pytest(args, timeout)
+                if proc.returncode in (4, 5):
+                    # pytest's usage error (a test named that does not exist) or no test
+                    # collected: the mutant was never tried, which is not a kill
+                    status, stage = "stale", stage_name
+                    detail = f"ran no test: {_first_failure(proc.stdout + proc.stderr, 1)}"
+                    break
                 if proc.returncode:
                     status, stage, detail = "killed", stage_name, _first_failure(proc.stdout, proc.returncode)
                     break
