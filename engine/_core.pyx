@@ -696,10 +696,13 @@ cdef class Core:
         bad values left open by a stream that was abandoned is written first. From 0 the
         dead-letter spans start afresh; from a later offset (the service after a corrupt file,
         whose bytes still count) offsets stay unique and the spans, and with them the
-        max_dead_letters cap, go on as if the stream had not been broken."""
+        max_dead_letters cap, go on as if the stream had not been broken; so does the
+        stream's largest bad value."""
         flush_run(&self.E, &self.E.run)
         if offset == 0:
             reset_spans(&self.E.run)
+            self.E.bad_largest = 0
+            self.E.bad_largest_offset = 0
         self.carry_len = 0
         self.carry_scan_pos = 0
         self.carry_scan_left = 1
@@ -1369,13 +1372,17 @@ cdef class Core:
 
     def counts(self):
         """Run figures: good events, unknown subscribers, late events, bad events by reason
-        and field, the stream's bytes inside bad values (bad_bytes), events by type."""
+        and field, the bytes inside bad values (bad_bytes), events by type; and the stream's
+        largest bad value, {"offset", "bytes"} or None, since the stream began at offset 0
+        (begin_stream)."""
         return {
             "events": self.E.events,
             "unknown_subscribers": self.E.unknown,
             "late_events": self.E.late,
             "bad_events": {BAD_REASONS[r]: self.E.bad[r] for r in range(NR_REASONS)},
             "bad_bytes": self.E.bad_bytes,
+            "largest_bad_value": ({"offset": self.E.bad_largest_offset, "bytes": self.E.bad_largest}
+                                  if self.E.bad_largest else None),
             # {reason: {field: n}} for the pairs seen; field "" is the value as a whole
             "bad_events_by_field": {BAD_REASONS[r]: {BAD_FIELDS[k]: self.E.bad_field[r][k]
                                                      for k in range(NR_FIELDS + 1) if self.E.bad_field[r][k]}

@@ -41,6 +41,9 @@ cdef void add_dead_letter(EngineC* E, DeadRunC* r, const uint8_t* buf, size_t st
     E.bad[reason] += 1
     E.bad_field[reason][field] += 1
     E.bad_bytes += n
+    if n > E.bad_largest:
+        E.bad_largest = n
+        E.bad_largest_offset = offset
     if (r.count and r.reason == reason and r.field == field and r.len == n
             and memcmp(r.bytes, buf + start, n) == 0 and r.count != <uint64_t>-1):
         r.count += 1

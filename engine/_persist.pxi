@@ -155,6 +155,7 @@ cdef _state_scalars(Core self):
         # and checkpoints written before the count existed restore it as 0
         "late_events": self.E.late,
         "bad_bytes": self.E.bad_bytes,
+        "largest_bad_value": [self.E.bad_largest, self.E.bad_largest_offset],
         # the open run (its value is the dead_run section) and the record cap's place
         "dead_run": {"offset": self.E.run.offset, "count": self.E.run.count, "reason": self.E.run.reason,
                      "field": self.E.run.field, "span": self.E.run.span,
@@ -327,6 +328,7 @@ def _restore_state(Core self, dict scalars, dict sections):
     self.E.has_clock = scalars["has_clock"]
     self.E.late = scalars.get("late_events", 0)
     self.E.bad_bytes = scalars.get("bad_bytes", 0)
+    self.E.bad_largest, self.E.bad_largest_offset = scalars.get("largest_bad_value", (0, 0))
     self.E.seq = scalars["seq"]
     self.E.conversion_seq = scalars["conversion_seq"]
     self.E.timers_created = scalars["timers_created"]
@@ -478,6 +480,8 @@ def _transfer_from(Core self, Core old, list campaign_map, list counter_map, uin
     self.E.unknown = old.E.unknown
     self.E.late = old.E.late
     self.E.bad_bytes = old.E.bad_bytes
+    self.E.bad_largest = old.E.bad_largest
+    self.E.bad_largest_offset = old.E.bad_largest_offset
     self.E.clock = old.E.clock
     self.E.has_clock = old.E.has_clock
     self.E.seq = old.E.seq

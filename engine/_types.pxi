@@ -343,6 +343,8 @@ ctypedef struct EngineC:
     uint64_t bad_field[NR_REASONS][NR_FIELDS + 1]   # the same by field; NR_FIELDS: the whole value
     uint64_t bad_bytes          # the stream's bytes inside bad values: a damaged header can make
                                 # one bad value of many events, which the count alone hides
+    uint64_t bad_largest        # the stream's largest bad value (bytes; 0: none) and where it
+    uint64_t bad_largest_offset # starts, the first of that size: where a damaged header is
     uint64_t events
     uint64_t unknown
     uint64_t late               # good events whose ts was below the clock (they take the clock)

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -183,13 +184,26 @@ def stream_error(status: int, offset: int, files=()) -> Exception:
     return StreamError(offset, reason, f"{reason} ({detail})", path=holder[1], path_offset=offset - holder[0])
 
 
+def _largest_bad_value(largest: Optional[dict], traces: Sequence) -> Optional[dict]:
+    """The stream's largest bad value ({"offset", "bytes"} from Core.counts, or None) with the
+    trace it starts in and its offset there (both None when the stream was no files)."""
+    if not largest:
+        return None
+    holder = next(((start, path) for start, path in reversed(traces) if start <= largest["offset"]), None)
+    return {"offset": int(largest["offset"]), "bytes": int(largest["bytes"]),
+            "trace": None if holder is None else os.fspath(holder[1]),
+            "trace_offset": None if holder is None else int(largest["offset"]) - holder[0]}
+
+
 def run_stats(config: Config, configuration: dict, before: dict, after: dict, funnel: np.ndarray,
               days: "_DayCounts", variants: "_VariantCounts", produced: dict, nbytes: int, elapsed: float,
-              seq_range: Sequence[int], pending: int) -> dict:
+              seq_range: Sequence[int], pending: int, traces: Sequence = ()) -> dict:
     """A run's stats.json (SPEC §4): `before` and `after` are Core.counts() around it,
     `funnel` [campaigns, len(FUNNEL)] since the engine was built, `produced` the records
-    written by kind, `elapsed` seconds (the only wall-clock figure, in `timing`). One process
-    (Engine) and a sharded run (engine.workers) both build it here, so their files agree."""
+    written by kind, `elapsed` seconds (the only wall-clock figure, in `timing`), `traces`
+    ((stream offset where it starts, path), in order) the files read, which name the trace
+    holding the largest bad value. One process (Engine) and a sharded run (engine.workers)
+    both build it here, so their files agree."""
     events = after["events"] - before["events"]
     run_figures = {
         "events": events,
@@ -198,6 +212,7 @@ def run_stats(config: Config, configuration: dict, before: dict, after: dict, fu
         # the stream's bytes inside those bad values: far more than an event's size a value
         # tells of a damaged header that made one bad value of the events after it
         "bad_bytes": after["bad_bytes"] - before["bad_bytes"],
+        "largest_bad_value": _largest_bad_value(after.get("largest_bad_value"), traces),
         "unknown_subscribers": after["unknown_subscribers"] - before["unknown_subscribers"],
         # good events with ts below the clock, processed at the clock's time (SPEC §3)
         "late_events": after["late_events"] - before["late_events"],
@@ -653,7 +668,7 @@ class Engine(EngineFigures):
                             run_files = list(sinks.files)
                     finally:
                         elapsed = time.perf_counter() - started
-                        run = self._finish_run(kept, produced, before, nbytes, elapsed, seq_range)
+                        run = self._finish_run(kept, produced, before, nbytes, elapsed, seq_range, files)
                     # stats.json last, and only when the files hold every action it counts: not
                     # after a file that could not be written (writing it on the full disk failed
                     # in turn, and said its own error instead of the first), nor after an
@@ -683,14 +698,14 @@ class Engine(EngineFigures):
             self._days.add(records, conversions=True)
             self._variants.add(self.config.campaigns, records, conversions=True)
 
-    def _finish_run(self, kept, produced, before, nbytes, elapsed, seq_range=()) -> Run:
+    def _finish_run(self, kept, produced, before, nbytes, elapsed, seq_range=(), traces=()) -> Run:
         after = self._core.counts()
         self._totals["runs"] += 1
         self._totals["bytes"] += nbytes
         for name, n in produced.items():
             self._totals[name] += n
         stats = run_stats(self.config, self.configuration, before, after, self._core.funnel(), self._days,
-                          self._variants, produced, nbytes, elapsed, seq_range, self._core.pending)
+                          self._variants, produced, nbytes, elapsed, seq_range, self._core.pending, traces)
         self._last_run = stats["run"]
         self._last_timing = stats["timing"]
 

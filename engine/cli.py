@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import gc
 import logging
@@ -154,9 +155,30 @@ class _OneLineUsage(click.Group):
         except click.ClickException as e:
             _fail(" ".join(e.format_message().split()), e.exit_code)
         except click.Abort as e:
+            hidden = _write_error_behind(e)
+            if hidden is not None:
+                _fail(describe_os_error(hidden))
             _fail("stopped by SIGTERM" if isinstance(e.__context__, _Terminated) else "aborted")
         _freeze_at_exit()
         sys.exit(code if isinstance(code, int) else 0)
+
+
+# what a file that cannot be written raises: a full disk, a quota, a size limit, a device error,
+# a file system remounted read-only
+_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
+def _write_error_behind(abort: BaseException) -> Optional[OSError]:
+    """The write error an interruption came upon (Ctrl-C or SIGTERM while a full disk's
+    error was on its way out, through the cleanup that removes the open files): said
+    instead of "aborted", which would hide that the disk is full. None when there is none."""
+    seen, error = set(), abort.__context__
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _WRITE_ERRNOS:
+            return error
+        error = error.__context__
+    return None
 
 
 _freeze_registered = False
@@ -292,8 +314,16 @@ def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
             log.critical("uncaught %s in thread %s", args.exc_type.__name__, name,
                          exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
 
+    def unraisable(event):
+        # Ctrl-C landing in a generator's cleanup at exit (the trace reader's, closed by the
+        # collector) would print "Exception ignored in" and a traceback after the error line
+        if event.exc_type is not None and issubclass(event.exc_type, KeyboardInterrupt):
+            return
+        sys.__unraisablehook__(event)
+
     sys.excepthook = uncaught
     threading.excepthook = uncaught_in_thread
+    sys.unraisablehook = unraisable
 
 
 class _ReplayCommand(click.Command):
@@ -454,31 +484,30 @@ def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier
 LATE_WARNING_SHARE = 0.01
 
 
-# bad values are held to hide events when their bytes would make this many events each, or more
-HIDDEN_EVENTS_FACTOR = 2
+# a bad value is held to hide events when it is this many good events' bytes or more: a
+# wrong field leaves an event's size, and a map's keys beside an array's make it about double
+HIDDEN_EVENTS_FACTOR = 4
 
 
-def events_in_bad_values(run: dict) -> int:
-    """About how many events the bytes of a run's bad values (stats.json's `run` block,
-    `bad_bytes`) would make at the run's average size of a good event; 0 unless that is at
-    least HIDDEN_EVENTS_FACTOR events a bad value, or when no good event gives a size. A bad
-    value is mostly one event with a wrong field; bytes for many more tell of a damaged header
+def events_in_largest_bad_value(run: dict) -> int:
+    """About how many events the bytes of a run's largest bad value (stats.json's `run` block,
+    `largest_bad_value`) would make at the run's average size of a good event; 0 unless that
+    is at least HIDDEN_EVENTS_FACTOR, or when no good event gives a size. A bad value is
+    mostly one event with a wrong field; one of many events' bytes tells of a damaged header
     that made one value of the events after it (docs/semantics.md)."""
-    bad = sum(run["bad_events"].values())
-    good = run["events"]                # `events` counts the good ones only
-    inside = run.get("bad_bytes", 0)
-    if not bad or good <= 0 or run["bytes"] <= inside:
+    largest, good = run.get("largest_bad_value"), run["events"]     # `events` counts the good ones
+    if not largest or good <= 0 or run["bytes"] <= run["bad_bytes"]:
         return 0
-    size = (run["bytes"] - inside) / good
-    if inside < HIDDEN_EVENTS_FACTOR * bad * size:
+    size = (run["bytes"] - run["bad_bytes"]) / good
+    if largest["bytes"] < HIDDEN_EVENTS_FACTOR * size:
         return 0
-    return round(inside / size)
+    return round(largest["bytes"] / size)
 
 
 def _warn_of_run(stats: dict, cfg) -> None:
     """Warn when at least LATE_WARNING_SHARE of a replay's events were late (processed at the
-    clock's time, not their own: SPEC §3, docs/semantics.md), when its bad values hold the
-    bytes of many events (events_in_bad_values), and when no good event's
+    clock's time, not their own: SPEC §3, docs/semantics.md), when a bad value holds the
+    bytes of many events (events_in_largest_bad_value), and when no good event's
     subscriber was in the profile snapshot (an empty snapshot, or one of another network)."""
     run = stats["run"]
     late, events = run.get("late_events", 0), run["events"]
@@ -487,14 +516,17 @@ def _warn_of_run(stats: dict, cfg) -> None:
         log.warning("no event's subscriber is in the profile snapshot (%s): the %s are all of unknown "
                     "subscribers, so no campaign could match; are the profiles those of this trace's network?",
                     cfg.profiles if cfg.profiles is not None else "none", plural(good, "good event"))
-    hidden = events_in_bad_values(run)
+    hidden = events_in_largest_bad_value(run)
     if hidden:
-        bad = sum(run["bad_events"].values())
-        log.warning("%s %s %s, as many as about %s of this trace (%.0f bytes each on average): a damaged byte "
-                    "read as a map or array header makes one bad value of the events after it. Compare the "
-                    "trace with its source (docs/semantics.md, \"Good and bad events\")",
-                    plural(bad, "bad value"), "holds" if bad == 1 else "hold", plural(run["bad_bytes"], "byte"),
-                    plural(hidden, "event"), (run["bytes"] - run["bad_bytes"]) / good)
+        bad, largest = sum(run["bad_events"].values()), run["largest_bad_value"]
+        where = (f"byte {largest['trace_offset']:,} of {largest['trace']}" if largest.get("trace") is not None
+                 else f"stream byte {largest['offset']:,}")
+        log.warning("%s, at %s, holds %s, as many as about %s of this trace (%.0f bytes each on average): a damaged "
+                    "byte read as the header of a map, an array, a string or binary data makes one bad value of "
+                    "what follows it. Compare the trace with its source (docs/semantics.md, \"Good and bad events\")",
+                    "the bad value" if bad == 1 else f"the largest of {bad:,} bad values", where,
+                    plural(largest["bytes"], "byte"), plural(hidden, "event"),
+                    (run["bytes"] - run["bad_bytes"]) / good)
     if late and late >= LATE_WARNING_SHARE * events:
         log.warning("%s of %s late (%.0f%%; ts below the engine's clock, processed at the clock's time): traces "
                     "out of order, or an event dated far ahead moved the clock on? Contacts are not what they "

@@ -225,7 +225,7 @@ def _in_window(minute: int, window: tuple[int, int]) -> bool:
 
 class ReferenceModel:
     """Feed it the stream; read actions, conversions, dead_letters, funnel, bad_events,
-    bad_events_by_field, bad_bytes, unknown_subscribers and late_events. State carries over from one
+    bad_events_by_field, bad_bytes, largest_bad_value, unknown_subscribers and late_events. State carries over from one
     feed() to the next. A dead letter is (offset, reason, field, count, bytes_hex) as in the file."""
 
     def __init__(self, config, profiles, lists, areas, *, max_event_bytes: int = 65536,
@@ -262,6 +262,7 @@ class ReferenceModel:
         self.bad_events = dict.fromkeys(BAD_REASONS, 0)
         self.bad_events_by_field: dict[str, dict[str, int]] = {}   # reason -> field -> n, as seen
         self.bad_bytes = 0              # the stream's bytes inside bad values
+        self.largest_bad_value = None   # {"offset", "bytes"} of the stream's largest, the first of its size
         self.max_dead_letters = config.max_dead_letters
         self._run = None                # the open run: [offset, reason, field, count, value bytes]
         self._span = 0                  # offset >> DEAD_LETTER_SPAN_BITS of the last record counted
@@ -329,6 +330,7 @@ class ReferenceModel:
         self._offset = offset
         if offset == 0:
             self._span, self._span_records = 0, 0
+            self.largest_bad_value = None
 
     def finish(self) -> None:
         """End of the stream: the open run of bad values is written; part of an event left
@@ -359,6 +361,8 @@ class ReferenceModel:
         value = bytes(buf[start:end])
         self.bad_events[reason] += 1
         self.bad_bytes += len(value)
+        if self.largest_bad_value is None or len(value) > self.largest_bad_value["bytes"]:
+            self.largest_bad_value = {"offset": offset, "bytes": len(value)}
         by_field = self.bad_events_by_field.setdefault(reason, {})
         by_field[field] = by_field.get(field, 0) + 1
         if self._run is not None and self._run[1:3] == [reason, field] and self._run[4] == value:

@@ -14,7 +14,8 @@ model's interface:
     conversions     (seq, ts, campaign, msisdn, contact_seq, kind)
     dead_letters    (offset, reason, field, count, bytes_hex)
     funnel          {campaign id: {FUNNEL name: n}}
-    unknown_subscribers, late_events, bad_events, bad_events_by_field, bad_bytes
+    unknown_subscribers, late_events, bad_events, bad_events_by_field, bad_bytes,
+    largest_bad_value
     counter_value(subscriber index, counter name, ts)
 
 Below the adapter sits the scenario kit the scenario files share: `build(backend, *campaigns,
@@ -84,7 +85,14 @@ def run_outcome(run) -> dict:
         "late_events": run.stats["run"]["late_events"],
         "bad_events_by_field": run.stats["run"]["bad_events_by_field"],
         "bad_bytes": run.stats["run"]["bad_bytes"],
+        "largest_bad_value": largest_of(run.stats["run"]["largest_bad_value"]),
     }
+
+
+def largest_of(figure):
+    """stats.json's largest_bad_value as the model keeps it (offset and bytes; the model reads
+    no files)."""
+    return None if figure is None else {"offset": figure["offset"], "bytes": figure["bytes"]}
 
 
 def model_outcome(model) -> dict:
@@ -98,6 +106,7 @@ def model_outcome(model) -> dict:
         "late_events": model.late_events,
         "bad_events_by_field": model.bad_events_by_field,
         "bad_bytes": model.bad_bytes,
+        "largest_bad_value": model.largest_bad_value,
     }
 
 
@@ -174,6 +183,10 @@ class CoreBackend:
     @property
     def bad_bytes(self) -> int:
         return self.engine.stats["totals"]["bad_bytes"]
+
+    @property
+    def largest_bad_value(self):
+        return self.engine._core.counts()["largest_bad_value"]
 
     def counter_value(self, subscriber: int, name: str, ts: int) -> int:
         index = [k.name for k in self.engine.config.counters].index(name)

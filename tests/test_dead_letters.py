@@ -58,6 +58,17 @@ class CoreSide:
             return e.run.stats["run"]["bad_bytes"], e.reason
         return run.stats["run"]["bad_bytes"], None
 
+    @staticmethod
+    def largest(streams):
+        """The largest bad value after each stream, fed to one engine: (offset where it
+        begins, data)."""
+        core, found = Engine(CONFIG, World(PROFILES, {}, {}))._core, []
+        for offset, data in streams:
+            core.begin_stream(offset)
+            assert core.feed(data) == 0 and core.end_stream() == 0
+            found.append(core.counts()["largest_bad_value"])
+        return found
+
 
 class ModelSide:
     name = "model"
@@ -81,6 +92,16 @@ class ModelSide:
         except StreamError as e:
             return model.bad_bytes, e.reason
         return model.bad_bytes, None
+
+    @staticmethod
+    def largest(streams):
+        model, found = ReferenceModel(CONFIG, PROFILES, {}, {}), []
+        for offset, data in streams:
+            model.begin_stream(offset)
+            model.feed(data)
+            model.finish()
+            found.append(model.largest_bad_value)
+        return found
 
 
 @pytest.fixture(params=[CoreSide, ModelSide], ids=["core", "model"])
@@ -113,7 +134,7 @@ def filler(nbytes: int) -> bytes:
 
 
 def bad_value(nbytes: int) -> bytes:
-    """One bad value (an unknown type) of exactly `nbytes` bytes (at least 16): a ninth,
+    """One bad value (an unknown type) of exactly `nbytes` bytes (at least 27): a ninth,
     ignored element pads it."""
     head = msgpack.packb([T0, 99, A, 0, 0, 0, 0, 0])
     head = bytes([head[0] + 1]) + head[1:]
@@ -141,6 +162,20 @@ def test_a_damaged_header_makes_one_bad_value_of_the_events_after_it_and_its_byt
     got, bad, _ = side.letters([data])
     assert bad["wrong_type"] == 1 and sum(bad.values()) == 1
     assert side.bad_bytes([data]) == (1 + 2 * len(GOOD), None)
+
+
+def test_the_largest_bad_value_is_the_first_of_its_size_and_its_stream_s(side):
+    """Where a damaged header is: the stream's largest bad value, the first of the largest
+    size (one byte more is larger, one byte less is not), kept by a stream that goes on from
+    an offset (the service after a corrupt file), forgotten by a new stream from 0."""
+    first = GOOD + bad_value(40) + GOOD + bad_value(41) + bad_value(41) + bad_value(40)
+    at = len(GOOD) + 40 + len(GOOD)
+    assert side.largest([(0, first)]) == [{"offset": at, "bytes": 41}]
+    assert side.largest([(0, GOOD * 2)]) == [None]
+    later = len(first) + 7
+    assert side.largest([(0, first), (later, bad_value(41) + GOOD), (later + 99, bad_value(42))]) == [
+        {"offset": at, "bytes": 41}, {"offset": at, "bytes": 41}, {"offset": later + 99, "bytes": 42}]
+    assert side.largest([(0, first), (0, bad_value(30))]) == [{"offset": at, "bytes": 41}, {"offset": 0, "bytes": 30}]
 
 
 @pytest.mark.parametrize("size, counted", [(64, 64), (65, 0)])
@@ -366,6 +401,7 @@ def test_a_checkpoint_carries_the_open_run_at_every_cut(tmp_path):
         restored.restore(path)
         assert as_rows(first, rest(restored._core, RUNS[cut:])) == whole, cut
         assert restored._core.counts()["bad_bytes"] == reference.counts()["bad_bytes"] > 0, cut
+        assert restored._core.counts()["largest_bad_value"] == reference.counts()["largest_bad_value"], cut
 
 
 def test_incremental_checkpoint_records_carry_the_open_run(tmp_path):
@@ -398,13 +434,15 @@ def test_a_checkpoint_without_dead_letter_state_restores_with_no_run_open(tmp_pa
     fed(engine._core, GOOD + NOT_AN_EVENT + GOOD)
     scalars = engine._core.state_scalars()
     assert scalars["bad_bytes"] == len(NOT_AN_EVENT)
-    del scalars["dead_run"], scalars["bad_bytes"]
+    del scalars["dead_run"], scalars["bad_bytes"], scalars["largest_bad_value"]
     sections = {name: array for name, array in engine._core.state_sections()
                 if name not in ("dead_run", "bad_fields")}
     restored = Engine(CONFIG, World(PROFILES, {}, {}))
     restored._core.restore_state(scalars, sections)
     assert as_rows(rest(restored._core, UNKNOWN_TYPE)) == [(2 * len(GOOD) + len(NOT_AN_EVENT), 1, 5, 1, UNKNOWN_TYPE)]
     assert restored._core.counts()["bad_bytes"] == len(UNKNOWN_TYPE)
+    assert restored._core.counts()["largest_bad_value"] == {"offset": 2 * len(GOOD) + len(NOT_AN_EVENT),
+                                                            "bytes": len(UNKNOWN_TYPE)}
 
 
 def test_a_reload_carries_the_open_run(tmp_path):
@@ -420,6 +458,7 @@ def test_a_reload_carries_the_open_run(tmp_path):
         reloaded = engine.reload()
         assert as_rows(first, rest(reloaded._core, RUNS[cut:])) == whole, cut
         assert reloaded._core.counts()["bad_bytes"] == reference.counts()["bad_bytes"] > 0, cut
+        assert reloaded._core.counts()["largest_bad_value"] == reference.counts()["largest_bad_value"], cut
 
 
 def test_a_new_stream_from_an_offset_keeps_offsets_unique_and_the_cap(tmp_path):

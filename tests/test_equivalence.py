@@ -8,6 +8,7 @@ from engine.api import Engine
 from engine.language.compile import World
 from engine.model import ReferenceModel
 from engine.records import FUNNEL
+from tests.backends import largest_of
 from tests.rule_coverage import ONLY_BY_RELOAD, missing, report
 from tests.worlds import worlds
 
@@ -33,7 +34,8 @@ def core_results(w, chunks, drain=True):
     dead = list(zip(*(column.tolist() for column in run.dead_letter_columns().values())))
     funnel = {cid: {k: f[k] for k in FUNNEL} for cid, f in engine.stats["campaigns"].items()}
     return (actions, conversions, dead, funnel, engine.stats["totals"]["unknown_subscribers"],
-            run.stats["run"]["bad_events_by_field"], run.stats["run"]["late_events"], run.stats["run"]["bad_bytes"])
+            run.stats["run"]["bad_events_by_field"], run.stats["run"]["late_events"], run.stats["run"]["bad_bytes"],
+            largest_of(run.stats["run"]["largest_bad_value"]))
 
 
 def model_results(w, drain=True):
@@ -44,7 +46,8 @@ def model_results(w, drain=True):
         model.drain()
     funnel = {cid: {k: f.get(k, 0) for k in FUNNEL} for cid, f in model.funnel.items()}
     return (list(model.actions), list(model.conversions), list(model.dead_letters), funnel,
-            model.unknown_subscribers, model.bad_events_by_field, model.late_events, model.bad_bytes)
+            model.unknown_subscribers, model.bad_events_by_field, model.late_events, model.bad_bytes,
+            model.largest_bad_value)
 
 
 def split(data, cuts):

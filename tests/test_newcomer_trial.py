@@ -975,12 +975,24 @@ def test_replay_says_the_bytes_of_bad_values_and_warns_when_they_hold_many_event
     inside = 3 + 512 * size
     assert f"(1 bad in {inside:,} bytes, " in damaged.stdout.splitlines()[0]
     warned = [line for line in damaged.stderr.splitlines() if " WARNING " in line]
-    assert len(warned) == 1 and warned[0].split(" WARNING sigmatch: ")[1].startswith(
-        f"1 bad value holds {inside:,} bytes, as many as about 512 events of this trace ({size} bytes each on "
-        "average): a damaged byte read as a map or array header makes one bad value of the events after it. "
-        'Compare the trace with its source (docs/semantics.md, "Good and bad events")'), warned
+    assert len(warned) == 1 and warned[0].split(" WARNING sigmatch: ")[1] == (
+        f"the bad value, at byte {at:,} of {tmp_path / 'damaged.msgpack'}, holds {inside:,} bytes, as many as about "
+        f"512 events of this trace ({size} bytes each on average): a damaged byte read as the header of a map, an "
+        "array, a string or binary data makes one bad value of what follows it. Compare the trace with its source "
+        '(docs/semantics.md, "Good and bad events")'), warned
     stats = json.loads((tmp_path / "o1" / "stats.json").read_text())["run"]
     assert stats["bad_bytes"] == inside and sum(stats["bad_events"].values()) == 1
+    assert stats["largest_bad_value"] == {"offset": at, "bytes": inside, "trace": str(tmp_path / "damaged.msgpack"),
+                                          "trace_offset": at}
+    # behind another trace, and among many bad events of an event's size (a newcomer's trial:
+    # 2,000 events of an unknown type hid the warning when it judged the bad values' average)
+    wrong = msgpack.packb([T0, 99, 13800010001, 0, 0, 0, 0, 0])
+    (tmp_path / "first.msgpack").write_bytes(wrong * 2000 + data[:at])
+    (tmp_path / "second.msgpack").write_bytes(b"\xde\x01\x00" + data[at:])
+    two = sigmatch("replay", CONFIG, tmp_path / "first.msgpack", tmp_path / "second.msgpack", "--out", tmp_path / "o3")
+    assert two.returncode == 0, two.stderr
+    assert (f"the largest of 2,001 bad values, at byte 0 of {tmp_path / 'second.msgpack'}, holds {inside:,} bytes"
+            in two.stderr), two.stderr
     # one event of an unknown type is one event's bytes: said, not warned of
     wrong = msgpack.packb([T0, 99, 13800010001, 0, 0, 0, 0, 0])
     (tmp_path / "wrong.msgpack").write_bytes(data[:at] + wrong + data[at:])
@@ -989,14 +1001,54 @@ def test_replay_says_the_bytes_of_bad_values_and_warns_when_they_hold_many_event
     assert " WARNING " not in one.stderr, one.stderr
 
 
-@pytest.mark.parametrize("inside, warned", [(89, 0), (90, 2)])
-def test_bad_values_are_held_to_hide_events_from_two_events_bytes_each(inside, warned):
-    """events_in_bad_values at its boundary: good events of 45 bytes, one bad value of 89
-    bytes (under two events) is not, one of 90 bytes is."""
-    from engine.cli import events_in_bad_values
-    run = {"events": 100, "bad_events": {"wrong_type": 1}, "bad_bytes": inside, "bytes": 100 * 45 + inside}
-    assert events_in_bad_values(run) == warned
-    assert events_in_bad_values({**run, "bad_events": {"wrong_type": 0}, "bad_bytes": 0}) == 0
+@pytest.mark.parametrize("largest, warned", [(179, 0), (180, 4)])
+def test_a_bad_value_is_held_to_hide_events_from_four_events_bytes(largest, warned):
+    """events_in_largest_bad_value at its boundary: good events of 45 bytes, a bad value of
+    179 bytes (under four events) is not, one of 180 bytes is, whatever the others."""
+    from engine.cli import events_in_largest_bad_value
+    run = {"events": 100, "bad_events": {"wrong_type": 51}, "bad_bytes": largest + 50 * 45,
+           "bytes": 100 * 45 + largest + 50 * 45, "largest_bad_value": {"offset": 0, "bytes": largest}}
+    assert events_in_largest_bad_value(run) == warned
+    assert events_in_largest_bad_value({**run, "largest_bad_value": None}) == 0
+
+
+INTERRUPTED_ON_A_FULL_DISK = """
+import sys
+import engine.api
+
+def replay(self, *args, **kwargs):
+    def reading():
+        try:
+            yield b""
+        finally:
+            raise KeyboardInterrupt     # the trace reader's cleanup, interrupted in turn
+    chunks = reading()
+    next(chunks)
+    try:
+        raise OSError({errno}, "{reason}", "OUT/sms/.actions-00000001.csv.tmp")
+    finally:
+        del chunks                      # closed by the collector: "Exception ignored in ..."
+        raise KeyboardInterrupt         # Ctrl-C while the files are being removed
+
+engine.api.Engine.replay = replay
+from engine.cli import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("code, reason, said", [
+    (28, "No space left on device", "sigmatch: error: OUT/sms/.actions-00000001.csv.tmp: No space left on device"),
+    (2, "No such file or directory", "sigmatch: error: aborted")])
+def test_ctrl_c_on_the_way_out_of_a_write_error_says_the_write_error(tmp_path, code, reason, said):
+    """A newcomer's trial (2026-12-07): Ctrl-C while a full disk's error was on its way out
+    (its files being removed) said "aborted", and once printed a traceback of the trace
+    reader's generator closed at exit. The write error is said, in one line; another error
+    behind the interruption is not a write error, and "aborted" stands."""
+    script = INTERRUPTED_ON_A_FULL_DISK.replace("{errno}", str(code)).replace("{reason}", reason)
+    done = subprocess.run([sys.executable, "-c", script, "replay", str(CONFIG), str(TRACE), "--out",
+                           str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines() == [said], done.stderr
 
 
 def test_an_empty_profile_snapshot_is_said_as_such_not_as_a_where_error(tmp_path):

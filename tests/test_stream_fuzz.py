@@ -14,6 +14,7 @@ from engine.language.compile import World
 from engine.language.config import CampaignSpec, Config
 from engine.errors import StreamError
 from engine.model import ReferenceModel
+from tests.backends import largest_of
 from tests.worlds import Profiles
 
 CONFIG = Config(path=Path("fuzz.toml"), campaigns=(CampaignSpec(id="c", on=tuple(range(1, 13)), channel="sms"),))
@@ -58,7 +59,7 @@ def core_outcome(data, max_event_bytes, chunk, config=CONFIG):
     else:
         error = None
     dead = list(zip(*(column.tolist() for column in run.dead_letter_columns().values())))
-    return error, dead, len(run.actions), run.stats["run"]["bad_events_by_field"], run.stats["run"]["late_events"], run.stats["run"]["bad_bytes"]
+    return error, dead, len(run.actions), run.stats["run"]["bad_events_by_field"], run.stats["run"]["late_events"], run.stats["run"]["bad_bytes"], largest_of(run.stats["run"]["largest_bad_value"])
 
 
 def model_outcome(data, max_event_bytes, config=CONFIG):
@@ -69,7 +70,7 @@ def model_outcome(data, max_event_bytes, config=CONFIG):
         model.finish()
     except StreamError as e:
         error = (e.offset, e.reason)
-    return error, list(model.dead_letters), len(model.actions), model.bad_events_by_field, model.late_events, model.bad_bytes
+    return error, list(model.dead_letters), len(model.actions), model.bad_events_by_field, model.late_events, model.bad_bytes, model.largest_bad_value
 
 
 @settings(deadline=None, suppress_health_check=list(HealthCheck))

@@ -1352,6 +1352,8 @@ class SpoolDaemon:
             "run": {"events": counts["events"], "bad_events": counts["bad_events"],
                     "bad_events_by_field": counts.get("bad_events_by_field", {}),
                     "bad_bytes": counts["bad_bytes"],
+                    # the largest since the service's stream began (offsets of its spool files in order)
+                    "largest_bad_value": counts["largest_bad_value"],
                     "unknown_subscribers": counts["unknown_subscribers"], "late_events": counts["late_events"],
                     "pending": self.engine.pending,
                     # a service numbers its actions from 1 over its whole life, across restarts

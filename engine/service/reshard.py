@@ -63,7 +63,7 @@ _SUBSCRIBER_OF_KEY = np.uint64((1 << 63) - 1)
 _UNKNOWN_FROM_END = 65
 # what every worker holds alike: a merge takes worker 0's, having checked the others agree
 _SHARED_SCALARS = ("clock", "has_clock", "seq", "conversion_seq", "stream_offset", "carry_offset", "late_events",
-                   "bad_bytes")
+                   "bad_bytes", "largest_bad_value")
 _SAME_LAYOUT = ("funnel_stages", "channels", "window_contacts")
 
 

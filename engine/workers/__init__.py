@@ -772,7 +772,7 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
     funnel = sum(e[3]["funnel"] for e in ended.values())
     pending = sum(e[3]["pending"] for e in ended.values())
     stats = run_stats(config, configuration_identity(config), before, after, funnel, days, variants, produced,
-                      nbytes, time.perf_counter() - started, seq_range, pending)
+                      nbytes, time.perf_counter() - started, seq_range, pending, files)
     sinks.close()           # the files first, as replay() does: stats.json only beside complete files
     sinks.write_stats(stats)
     if begun is not None and first_batch is not None and last_end is not None:
