@@ -184,7 +184,7 @@ def stream_error(status: int, offset: int, files=()) -> Exception:
     return StreamError(offset, reason, f"{reason} ({detail})", path=holder[1], path_offset=offset - holder[0])
 
 
-def _largest_bad_value(largest: Optional[dict], traces: Sequence) -> Optional[dict]:
+def largest_bad_value(largest: Optional[dict], traces: Sequence) -> Optional[dict]:
     """The stream's largest bad value ({"offset", "bytes"} from Core.counts, or None) with the
     trace it starts in and its offset there (both None when the stream was no files)."""
     if not largest:
@@ -209,10 +209,10 @@ def run_stats(config: Config, configuration: dict, before: dict, after: dict, fu
         "events": events,
         "bad_events": {r: after["bad_events"][r] - before["bad_events"][r] for r in BAD_REASONS},
         "bad_events_by_field": _by_field_since(before["bad_events_by_field"], after["bad_events_by_field"]),
-        # the stream's bytes inside those bad values: far more than an event's size a value
-        # tells of a damaged header that made one bad value of the events after it
+        # the bytes inside those bad values, and the largest of them: a bad value of many
+        # events' bytes tells of a damaged header that took the events after it into itself
         "bad_bytes": after["bad_bytes"] - before["bad_bytes"],
-        "largest_bad_value": _largest_bad_value(after.get("largest_bad_value"), traces),
+        "largest_bad_value": largest_bad_value(after.get("largest_bad_value"), traces),
         "unknown_subscribers": after["unknown_subscribers"] - before["unknown_subscribers"],
         # good events with ts below the clock, processed at the clock's time (SPEC §3)
         "late_events": after["late_events"] - before["late_events"],

@@ -105,6 +105,28 @@ def test_uninterrupted_run_then_sigterm(world, tmp_path):
     assert (stats["run"]["first_seq"], stats["run"]["last_seq"]) == (1, len(expected.actions))
 
 
+def test_a_service_s_stats_name_the_spool_file_of_its_largest_bad_value(world, tmp_path):
+    """A damaged header in the second spool file (a map of 256 pairs, taking 512 events of 45
+    bytes into one bad value): the service's stats.json gives its bytes, its stream offset,
+    the file and the offset in it, as replay's does."""
+    generated, _ = world
+    first, second = generated.traces[:2]
+    at = 45 * 100
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / first.name).write_bytes(first.read_bytes())
+    data = second.read_bytes()
+    (spool / second.name).write_bytes(data[:at] + b"\xde\x01\x00" + data[at:])
+    proc = start(generated.config, tmp_path / "out", tmp_path / "state", spool, ready=True)
+    assert wait_until_drained(spool)
+    assert stop(proc) == 0, proc.stderr.read()
+    run = json.loads((tmp_path / "out" / "stats.json").read_text())["run"]
+    inside = 3 + 512 * 45
+    assert run["bad_bytes"] == inside
+    assert run["largest_bad_value"] == {"offset": first.stat().st_size + at, "bytes": inside, "trace": second.name,
+                                        "trace_offset": at}
+
+
 def expected_conversions(run):
     columns = run.conversion_columns()
     return sorted(tuple(str(columns[k][i]) for k in columns) for i in range(len(run.conversions)))

@@ -55,7 +55,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine
+from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine, largest_bad_value
 from engine.service.checkpoint import CheckpointSet, CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.language.config import input_stamps
@@ -1352,8 +1352,9 @@ class SpoolDaemon:
             "run": {"events": counts["events"], "bad_events": counts["bad_events"],
                     "bad_events_by_field": counts.get("bad_events_by_field", {}),
                     "bad_bytes": counts["bad_bytes"],
-                    # the largest since the service's stream began (offsets of its spool files in order)
-                    "largest_bad_value": counts["largest_bad_value"],
+                    # the largest since the service's stream began, with its spool file when
+                    # this process read it (offsets count the spool files' bytes in order)
+                    "largest_bad_value": largest_bad_value(counts["largest_bad_value"], list(self._stream_files)),
                     "unknown_subscribers": counts["unknown_subscribers"], "late_events": counts["late_events"],
                     "pending": self.engine.pending,
                     # a service numbers its actions from 1 over its whole life, across restarts
