@@ -679,6 +679,7 @@ class Engine(EngineFigures):
                         run.files = run_files
         if error is not None:
             error.run = run
+            error.stats = run.stats
             raise error
         return run
 

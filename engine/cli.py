@@ -26,7 +26,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import click
 
 from engine.closedloop.uplift import MIN_CONTROLS, intervals_ahead, uplifts
-from engine.errors import LoadError, SigmatchError, describe_os_error
+from engine.errors import LoadError, SigmatchError, StreamError, describe_os_error
 from engine.privacy import JsonLogFormatter, LogFormatter, MaskedStream, scrub
 from engine.wording import per_second, plural
 
@@ -460,6 +460,18 @@ def _hold_out(out: Path) -> None:
         _OUT_LOCKS[key] = lock_output(out)
 
 
+@contextlib.contextmanager
+def _warned_before_a_broken_stream(cfg):
+    """A stream that breaks ends the command with its error line; a bad value holding many
+    events (a damaged header) often comes before such a break, so its warning is said first."""
+    try:
+        yield
+    except StreamError as e:
+        if e.stats is not None and events_in_largest_bad_value(e.stats["run"]):
+            _warn_of_run(e.stats, cfg)
+        raise
+
+
 def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier):
     """`replay` in this process, of the configuration `cfg`."""
     from engine.api import Engine
@@ -472,7 +484,8 @@ def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier
         raise LoadError(judgement.refusal)
     _hold_out(out)
     remove_earlier_run(out, earlier)
-    run = engine.replay(list(traces), out=out, drain=True, format=fmt, progress=progress, keep=False)
+    with _warned_before_a_broken_stream(cfg):
+        run = engine.replay(list(traces), out=out, drain=True, format=fmt, progress=progress, keep=False)
     click.echo(format_run(run.stats))
     click.echo(format_funnel(run.stats))
     _warn_of_run(run.stats, cfg)
@@ -519,9 +532,12 @@ def _warn_of_run(stats: dict, cfg) -> None:
     hidden = events_in_largest_bad_value(run)
     if hidden:
         bad, largest = sum(run["bad_events"].values()), run["largest_bad_value"]
-        where = (f"byte {largest['trace_offset']:,} of {largest['trace']}" if largest.get("trace") is not None
-                 else f"stream byte {largest['offset']:,}")
-        log.warning("%s, at %s, holds %s, as many as about %s of this trace (%.0f bytes each on average): a damaged "
+        trace = largest.get("trace")
+        # a .gz trace's offsets are those of its decompressed bytes, as a broken stream's are
+        unpacked = "decompressed " if str(trace).endswith(".gz") else ""
+        where = (f"stream byte {largest['offset']:,}" if trace is None
+                 else f"{unpacked}byte {largest['trace_offset']:,} of {trace}")
+        log.warning("%s, at %s, holds %s, as many as about %s of this run (%.0f bytes each on average): a damaged "
                     "byte read as the header of a map, an array, a string or binary data makes one bad value of "
                     "what follows it. Compare the trace with its source (docs/semantics.md, \"Good and bad events\")",
                     "the bad value" if bad == 1 else f"the largest of {bad:,} bad values", where,
@@ -674,13 +690,15 @@ def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt,
         from engine.workers import cluster
         # only once the cluster is reached and the workers placed: a cluster that cannot be
         # reached leaves the earlier run's output as it was
-        stats = cluster.replay(config, list(traces), out, workers=workers, address=ray_address or None,
-                               format=fmt, progress=progress, ready=remove_earlier)
+        with _warned_before_a_broken_stream(cfg):
+            stats = cluster.replay(config, list(traces), out, workers=workers, address=ray_address or None,
+                                   format=fmt, progress=progress, ready=remove_earlier)
     else:
         # once the world has loaded, as for one process: a snapshot or list that does not load
         # leaves no output folder behind
-        stats = sharded.replay(cfg, list(traces), out, workers=workers, format=fmt, progress=progress,
-                               ready=remove_earlier)
+        with _warned_before_a_broken_stream(cfg):
+            stats = sharded.replay(cfg, list(traces), out, workers=workers, format=fmt, progress=progress,
+                                   ready=remove_earlier)
     click.echo(format_run(stats))
     click.echo(format_funnel(stats))
     _warn_of_run(stats, cfg)

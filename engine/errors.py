@@ -37,6 +37,7 @@ class StreamError(SigmatchError):
         self.reason = reason        # "corrupt", "too_large" or "truncated"
         self.path = path            # the trace file that holds it, when the stream came from files
         self.path_offset = path_offset      # ... and the offset inside that file
+        self.stats = None           # the stats.json of the run it ended, when one was made
         where = f"byte offset {offset:,}"
         if path is not None:
             where = f"{path} at byte offset {path_offset:,} (stream offset {offset:,})"

@@ -226,7 +226,8 @@ def _in_window(minute: int, window: tuple[int, int]) -> bool:
 class ReferenceModel:
     """Feed it the stream; read actions, conversions, dead_letters, funnel, bad_events,
     bad_events_by_field, bad_bytes, largest_bad_value, unknown_subscribers and late_events.
-    State carries over from one feed() to the next. A dead letter is (offset, reason, field, count, bytes_hex) as in the file."""
+    State carries over from one feed() to the next. A dead letter is (offset, reason, field,
+    count, bytes_hex) as in the file."""
 
     def __init__(self, config, profiles, lists, areas, *, max_event_bytes: int = 65536,
                  record_takers: bool = False, watch=()):

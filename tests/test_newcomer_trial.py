@@ -977,7 +977,7 @@ def test_replay_says_the_bytes_of_bad_values_and_warns_when_they_hold_many_event
     warned = [line for line in damaged.stderr.splitlines() if " WARNING " in line]
     assert len(warned) == 1 and warned[0].split(" WARNING sigmatch: ")[1] == (
         f"the bad value, at byte {at:,} of {tmp_path / 'damaged.msgpack'}, holds {inside:,} bytes, as many as about "
-        f"512 events of this trace ({size} bytes each on average): a damaged byte read as the header of a map, an "
+        f"512 events of this run ({size} bytes each on average): a damaged byte read as the header of a map, an "
         "array, a string or binary data makes one bad value of what follows it. Compare the trace with its source "
         '(docs/semantics.md, "Good and bad events")'), warned
     stats = json.loads((tmp_path / "o1" / "stats.json").read_text())["run"]
@@ -999,6 +999,27 @@ def test_replay_says_the_bytes_of_bad_values_and_warns_when_they_hold_many_event
     one = sigmatch("replay", CONFIG, tmp_path / "wrong.msgpack", "--out", tmp_path / "o2")
     assert one.returncode == 0 and f"(1 bad in {len(wrong)} bytes, " in one.stdout, one.stdout
     assert " WARNING " not in one.stderr, one.stderr
+
+
+def test_a_broken_stream_is_said_after_the_warning_of_the_bad_value_before_it(tmp_path):
+    """A trace whose damage both swallowed events and cut it short (a newcomer's trial): the
+    error line alone said only where it broke. The warning of the bad value comes first, with
+    workers or without; a .gz trace's offset is said as decompressed."""
+    data = events(*(T0 + 1000 * i for i in range(1000)))
+    at = 100 * len(events(T0))
+    broken = data[:at] + b"\xde\x01\x00" + data[at:-3]
+    (tmp_path / "broken.msgpack").write_bytes(broken)
+    with gzip.open(tmp_path / "broken.msgpack.gz", "wb") as f:
+        f.write(broken)
+    for trace in ("broken.msgpack", "broken.msgpack.gz"):
+        for workers in (1, 2):
+            done = sigmatch("replay", CONFIG, tmp_path / trace, "--out", tmp_path / f"o-{trace}-{workers}",
+                            "--workers", workers)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 1 and len(lines) == 2, done.stderr
+            unpacked = "decompressed " if trace.endswith(".gz") else ""
+            assert f" WARNING sigmatch: the bad value, at {unpacked}byte {at:,} of {tmp_path / trace}, holds " in lines[0]
+            assert lines[1].startswith(f"sigmatch: error: event stream broken in {tmp_path / trace} at byte offset ")
 
 
 @pytest.mark.parametrize("largest, warned", [(179, 0), (180, 4)])

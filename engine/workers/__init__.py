@@ -783,5 +783,7 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
     if figures.get("unread"):
         raise LoadError(figures["unread"])
     if status:
-        raise stream_error(status, error_offset, files)
+        error = stream_error(status, error_offset, files)
+        error.stats = stats         # what was read before it (bad values that may explain it)
+        raise error
     return stats

@@ -820,6 +820,10 @@ MUTANTS: list[Mutant] = [
            "§5 replay warns when a bad value holds four events' bytes or more",
            fast=("tests/test_newcomer_trial.py::test_a_bad_value_is_held_to_hide_events_from_four_events_bytes",)),
 
+    Mutant("cli-no-warning-before-a-broken-stream", CLI,
+           '        if e.stats is not None and events_in_largest_bad_value(e.stats["run"]):\n',
+           "        if False:\n", "§5 the bad value that hid events is said also when the stream then breaks",
+           fast=("tests/test_newcomer_trial.py::test_a_broken_stream_is_said_after_the_warning_of_the_bad_value_before_it",)),
     Mutant("cli-write-error-behind-ctrl-c-hidden", CLI, "            if hidden is not None:\n",
            "            if False:\n", "§5 a file that cannot be written is said, also when Ctrl-C came on its way out",
            fast=("tests/test_newcomer_trial.py::test_ctrl_c_on_the_way_out_of_a_write_error_says_the_write_error",)),
@@ -854,6 +858,14 @@ def _first_failure(output: str, returncode: int = 1) -> str:
     if returncode < 0:      # killed by a signal: the mutant crashed the interpreter (a NULL pointer, say)
         return f"pytest died of signal {-returncode}"
     return output.strip().splitlines()[-1][:200] if output.strip() else ""
+
+
+def ran_no_test(proc: subprocess.CompletedProcess) -> bool:
+    """Whether a pytest run tried nothing: its usage error (exit 4: a test named that does not
+    exist) or nothing collected (exit 5). A mutant never tried is not killed. A module that
+    fails to import exits 4 as well, with an "ERROR tests/x.py" line: that one is a kill."""
+    return proc.returncode in (4, 5) and not any(
+        line.startswith(("FAILED ", "ERROR ")) for line in proc.stdout.splitlines())
 
 
 class Scratch:
@@ -916,9 +928,7 @@ def run_mutant(scratch: Scratch, m: Mutant, saved: dict, timeout: float, fast_on
             stages = [("fast", list(m.fast) or FAST)] + ([] if fast_only else [("suite", [])])
             for stage_name, args in stages:
                 proc = scratch.pytest(args, timeout)
-                if proc.returncode in (4, 5):
-                    # pytest's usage error (a test named that does not exist) or no test
-                    # collected: the mutant was never tried, which is not a kill
+                if ran_no_test(proc):
                     status, stage = "stale", stage_name
                     detail = f"ran no test: {_first_failure(proc.stdout + proc.stderr, 1)}"
                     break
