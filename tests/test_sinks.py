@@ -582,27 +582,22 @@ def test_a_variant_its_campaign_does_not_have_is_refused(tmp_path, campaign, var
             sinks.write_actions(records)
 
 
-def test_an_interrupted_finish_waits_for_the_batch_being_written():
-    """A second Ctrl-C while replay waits for its files: the thread ends the batch it is
-    writing and drops the rest before finish() re-raises, so that stats.json and close()
-    never run beside its writes to the same files."""
-    import threading
-    from engine.sinks import SinkThread
+class _HeldWrites:
+    """Sinks whose write_actions waits, once begun, until `go` is set; then `done(records)`."""
 
-    class Slow:
-        def __init__(self):
-            self.written, self.writing, self.go = [], threading.Event(), threading.Event()
+    def __init__(self):
+        import threading
+        self.written, self.writing, self.go = [], threading.Event(), threading.Event()
 
-        def write_actions(self, records):
-            self.writing.set()
-            self.go.wait()
-            self.written.append(len(records))
+    def write_actions(self, records):
+        self.writing.set()
+        self.go.wait()
+        self.done(records)
 
-    sinks = Slow()
-    writer = SinkThread(sinks, depth=2)
-    writer.write_actions(np.zeros(1, ACTION_DTYPE))
-    sinks.writing.wait()
-    writer.write_actions(np.zeros(2, ACTION_DTYPE))       # waits behind the first
+
+def _interrupt_finish(writer, sinks) -> None:
+    """The next writer.finish() is interrupted (Ctrl-C) as it waits, and the held write then
+    goes on."""
     join = writer._thread.join
 
     def interrupted(*args, **kwargs):
@@ -611,6 +606,24 @@ def test_an_interrupted_finish_waits_for_the_batch_being_written():
         raise KeyboardInterrupt
 
     writer._thread.join = interrupted
+
+
+def test_an_interrupted_finish_waits_for_the_batch_being_written():
+    """A second Ctrl-C while replay waits for its files: the thread ends the batch it is
+    writing and drops the rest before finish() re-raises, so that stats.json and close()
+    never run beside its writes to the same files."""
+    from engine.sinks import SinkThread
+
+    class Slow(_HeldWrites):
+        def done(self, records):
+            self.written.append(len(records))
+
+    sinks = Slow()
+    writer = SinkThread(sinks, depth=2)
+    writer.write_actions(np.zeros(1, ACTION_DTYPE))
+    sinks.writing.wait()
+    writer.write_actions(np.zeros(2, ACTION_DTYPE))       # waits behind the first
+    _interrupt_finish(writer, sinks)
     with pytest.raises(KeyboardInterrupt):
         writer.finish()
     assert not writer._thread.is_alive()
@@ -622,30 +635,17 @@ def test_a_batch_that_fails_while_finish_is_interrupted_is_the_error_raised():
     interruption, and replay said "aborted" with the files removed but the disk not named.
     The write's error is raised now, the interruption its context; without an error the
     interruption goes on (above)."""
-    import threading
     from engine.sinks import SinkThread
 
-    class Full:
-        def __init__(self):
-            self.writing, self.go = threading.Event(), threading.Event()
-
-        def write_actions(self, records):
-            self.writing.set()
-            self.go.wait()
+    class Full(_HeldWrites):
+        def done(self, records):
             raise OSError(28, "No space left on device", "out/sms/.actions-00000001.csv.tmp")
 
     sinks = Full()
     writer = SinkThread(sinks, depth=2)
     writer.write_actions(np.zeros(1, ACTION_DTYPE))
     sinks.writing.wait()
-    join = writer._thread.join
-
-    def interrupted(*args, **kwargs):
-        writer._thread.join = join
-        sinks.go.set()
-        raise KeyboardInterrupt
-
-    writer._thread.join = interrupted
+    _interrupt_finish(writer, sinks)
     raised = None
     try:
         writer.finish()

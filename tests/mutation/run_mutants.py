@@ -819,7 +819,6 @@ MUTANTS: list[Mutant] = [
            'if largest["bytes"] < HIDDEN_EVENTS_FACTOR * size:', 'if largest["bytes"] <= HIDDEN_EVENTS_FACTOR * size:',
            "§5 replay warns when a bad value holds four events' bytes or more",
            fast=("tests/test_newcomer_trial.py::test_a_bad_value_is_held_to_hide_events_from_four_events_bytes",)),
-
     Mutant("cli-no-warning-before-a-broken-stream", CLI,
            '        if e.stats is not None and events_in_largest_bad_value(e.stats["run"]):\n',
            "        if False:\n", "§5 the bad value that hid events is said also when the stream then breaks",
