@@ -952,14 +952,15 @@ cdef class Core:
         """Judge the head of a stream without processing it (loaders.sniff): the values of
         `data`, up to `max_values` of them, decoded with the stream's verdicts but not matched,
         counted or written as dead letters; nothing of the engine changes. Returns (values, ts,
-        bad, status, end): the complete values examined, the ts of the good events among them
-        (int64, in order), {(reason, field): n} of the bad ones, the status where it stopped
-        (0; 3 when `data` ends inside a value; 1 or 2 for a broken value) and the offset it
-        stopped at (the end of the last value examined, or the start of the broken one)."""
+        bad, status, end, inside): the complete values examined, the ts of the good events among
+        them (int64, in order), {(reason, field): n} of the bad ones, the status where it
+        stopped (0; 3 when `data` ends inside a value; 1 or 2 for a broken value), the offset
+        it stopped at (the end of the last value examined, or the start of the broken one) and
+        (bytes inside the bad values, bytes of the largest, its offset; 0, 0, 0 without one)."""
         cdef const uint8_t[::1] view = data
         cdef size_t n = view.shape[0], pos = 0, end_pos
         cdef int rc = DEC_OK, reason = 0, field = 0
-        cdef uint64_t values = 0, good = 0
+        cdef uint64_t values = 0, good = 0, inside = 0, largest = 0, largest_at = 0
         cdef uint64_t bad[NR_REASONS][NR_FIELDS + 1]
         cdef EventC ev
         ts = np.empty(max_values, dtype=np.int64)
@@ -974,17 +975,22 @@ cdef class Core:
                     good += 1
                 elif rc == DEC_BAD:
                     bad[reason][field] += 1
+                    inside += end_pos - pos
+                    if end_pos - pos > largest:
+                        largest = end_pos - pos
+                        largest_at = pos
                 else:
                     break
                 values += 1
                 pos = end_pos
         found = {(BAD_REASONS[r], BAD_FIELDS[k]): bad[r][k]
                  for r in range(NR_REASONS) for k in range(NR_FIELDS + 1) if bad[r][k]}
+        sizes = (inside, largest, largest_at)
         if rc == DEC_NEED_MORE:
-            return values, ts[:good], found, ST_TRUNCATED, pos
+            return values, ts[:good], found, ST_TRUNCATED, pos, sizes
         if rc == DEC_CORRUPT or rc == DEC_TOO_LARGE:
-            return values, ts[:good], found, status_of(rc), pos
-        return values, ts[:good], found, ST_OK, pos
+            return values, ts[:good], found, status_of(rc), pos, sizes
+        return values, ts[:good], found, ST_OK, pos, sizes
 
     def flush_dead_letters(self):
         """The stream ends here as far as dead letters go: the open run of identical bad

@@ -28,6 +28,7 @@ import click
 from engine.closedloop.uplift import MIN_CONTROLS, intervals_ahead, uplifts
 from engine.errors import LoadError, SigmatchError, StreamError, describe_os_error
 from engine.privacy import JsonLogFormatter, LogFormatter, MaskedStream, scrub
+from engine.records import HIDDEN_EVENTS_FACTOR
 from engine.wording import per_second, plural
 
 __all__ = ["main"]
@@ -495,11 +496,6 @@ def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier
 # of order, but a share this large is traces out of order, or one event's time far ahead (a
 # corrupt ts) that moved the clock on for those after it
 LATE_WARNING_SHARE = 0.01
-
-
-# a bad value is held to hide events when it is this many good events' bytes or more: a
-# wrong field leaves an event's size, and a map's keys beside an array's make it about double
-HIDDEN_EVENTS_FACTOR = 4
 
 
 def events_in_largest_bad_value(run: dict) -> int:

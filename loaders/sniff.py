@@ -40,7 +40,7 @@ import numpy as np
 from engine.errors import LoadError
 from loaders import refuse_special
 from loaders.traces import open_trace
-from engine.records import STREAM_STATUSES
+from engine.records import HIDDEN_EVENTS_FACTOR, STREAM_STATUSES
 from engine.wording import plural
 
 __all__ = ["Head", "Judgement", "judge_traces", "judge_spool_file", "examine_trace", "HEAD_VALUES", "HEAD_BYTES"]
@@ -207,6 +207,8 @@ class Head:
     beyond: tuple = ()
     # a .gz whose data breaks within the head: zlib's reason (replay stops there too)
     gzip_broken: Optional[str] = None
+    bad_bytes: int = 0                  # bytes inside the bad values examined
+    largest: Optional[tuple] = None     # (offset, bytes) of the largest of them, the first of its size
 
     @property
     def good(self) -> int:
@@ -289,6 +291,18 @@ class Head:
                          "1970-01-01 UTC (docs/semantics.md)")
         return lines
 
+    def _largest_summary(self) -> str:
+        """Where the largest bad value is when it holds HIDDEN_EVENTS_FACTOR good events' bytes
+        or more (a damaged header that took the events after it: replay warns of it), else ""."""
+        if self.largest is None or not self.good or self.stopped <= self.bad_bytes:
+            return ""
+        size = (self.stopped - self.bad_bytes) / self.good
+        at, nbytes = self.largest
+        if nbytes < HIDDEN_EVENTS_FACTOR * size:
+            return ""
+        return (f"; the largest, at byte {at:,}, holds {plural(nbytes, 'byte')}, as many as about "
+                f"{plural(round(nbytes / size), 'event')}: a damaged header?")
+
     def describe(self) -> str:
         """One line for `sigmatch check`: what the head holds."""
         if self.empty:
@@ -296,7 +310,7 @@ class Head:
         bad = self.values - self.good
         text = f"{plural(self.nbytes, 'byte')}; {self._scope()}: {plural(self.good, 'good event')}, {bad:,} bad"
         if bad:
-            text += f" ({self._bad_summary()})"
+            text += f" ({self._bad_summary()}{self._largest_summary()})"
         if self.good:
             text += f"; event times {_iso(int(self.ts.min()))} .. {_iso(int(self.ts.max()))}"
         if self.status in _BROKEN:
@@ -324,21 +338,22 @@ def _read_head(f, core) -> tuple[bytes, bool, tuple]:
         data += _read_up_to(f, want - len(data))
         at_end = len(data) < want
         found = core.sniff(data, HEAD_VALUES)
-        values, _, _, status, _ = found
+        values, _, _, status, _, _ = found
         if at_end or values >= HEAD_VALUES or status in _BROKEN or want >= HEAD_BYTES:
             return data, at_end, found
         want = min(want * 4, HEAD_BYTES)
 
 
 def _head(name: str, nbytes: int, data: bytes, at_end: bool, found: tuple) -> Head:
-    values, ts, bad, status, stopped = found
+    values, ts, bad, status, stopped, (inside, largest, largest_at) = found
     whole = at_end and (status == TRUNCATED or (status == OK and stopped == len(data)))
     beyond = ()
     if not len(ts) and set(bad) == {("out_of_range", "ts")}:
         beyond = _times_beyond(data[:stopped], values)
         if len(beyond) != bad[("out_of_range", "ts")]:
             beyond = ()         # not each of them read so: judged by their reasons alone
-    return Head(name, nbytes, *_kind(data[:_TEXT_SAMPLE]), values, ts, bad, status, stopped, whole, beyond)
+    return Head(name, nbytes, *_kind(data[:_TEXT_SAMPLE]), values, ts, bad, status, stopped, whole, beyond,
+                bad_bytes=inside, largest=(largest_at, largest) if largest else None)
 
 
 def _times_beyond(data: bytes, values: int) -> tuple:
@@ -521,7 +536,7 @@ def judge_spool_file(f: BinaryIO, core, stop=None) -> tuple[Optional[str], list[
         while True:
             if stop is not None and stop():
                 return None, []
-            n, ts, bad, status, stopped = core.sniff(pending, SCAN_VALUES)
+            n, ts, bad, status, stopped, _ = core.sniff(pending, SCAN_VALUES)
             values += n
             if len(ts) or (not other and shaped(bad)):
                 return None, []

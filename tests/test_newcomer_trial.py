@@ -1022,6 +1022,29 @@ def test_a_broken_stream_is_said_after_the_warning_of_the_bad_value_before_it(tm
             assert lines[1].startswith(f"sigmatch: error: event stream broken in {tmp_path / trace} at byte offset ")
 
 
+@pytest.mark.parametrize("padding, said", [(23, False), (24, True)])
+def test_check_says_where_a_bad_value_of_many_events_lies_in_the_head(tmp_path, padding, said):
+    """`check` said "1 bad" and "traces: ok" of a head where replay warned of a bad value
+    holding 512 events (a newcomer's trial). Its line now says where the head's largest bad
+    value is when it holds four good events' bytes or more: here an array header taking three
+    events of 25 bytes and a binary value of 23 bytes (99 in all: not said) or 24 (100: said)."""
+    data = events(*(T0 + 1000 * i for i in range(1000)))
+    size = len(events(T0))
+    at = 10 * size
+    binary = msgpack.packb(b"x" * (padding - 2), use_bin_type=True)
+    assert size == 25 and len(binary) == padding
+    damaged = data[:at] + b"\x94" + data[at:at + 3 * size] + binary + data[at + 3 * size:]
+    (tmp_path / "head.msgpack").write_bytes(damaged)
+    done = sigmatch("check", CONFIG, tmp_path / "head.msgpack")
+    assert done.returncode == 0, done.stderr
+    line = next(line for line in done.stdout.splitlines() if "head.msgpack:" in line)
+    largest = 1 + 3 * size + padding
+    found = (f"1 bad (1 wrong_type (ts); the largest, at byte {at:,}, holds {largest:,} bytes, as many as about "
+             f"4 events: a damaged header?)")
+    assert (found in line) is said and "1 bad (1 wrong_type (ts)" in line, line
+    assert done.stdout.splitlines()[-1] == "  traces: ok"
+
+
 @pytest.mark.parametrize("largest, warned", [(179, 0), (180, 4)])
 def test_a_bad_value_is_held_to_hide_events_from_four_events_bytes(largest, warned):
     """events_in_largest_bad_value at its boundary: good events of 45 bytes, a bad value of
