@@ -28,7 +28,6 @@ import click
 from engine.closedloop.uplift import MIN_CONTROLS, intervals_ahead, uplifts
 from engine.errors import LoadError, SigmatchError, StreamError, describe_os_error
 from engine.privacy import JsonLogFormatter, LogFormatter, MaskedStream, scrub
-from engine.records import HIDDEN_EVENTS_FACTOR
 from engine.wording import per_second, plural
 
 __all__ = ["main"]
@@ -462,14 +461,16 @@ def _hold_out(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def _warned_before_a_broken_stream(cfg):
+def _warned_before_a_broken_stream():
     """A stream that breaks ends the command with its error line; a bad value holding many
     events (a damaged header) often comes before such a break, so its warning is said first."""
     try:
         yield
     except StreamError as e:
-        if e.stats is not None and events_in_largest_bad_value(e.stats["run"]):
-            _warn_of_run(e.stats, cfg)
+        if e.stats is not None:
+            # the run read on past the break (a chunk holds more): its good events' size is
+            # that of the bytes before it
+            _warn_of_hidden_events(dict(e.stats["run"], bytes=min(e.stats["run"]["bytes"], e.offset)))
         raise
 
 
@@ -485,7 +486,7 @@ def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier
         raise LoadError(judgement.refusal)
     _hold_out(out)
     remove_earlier_run(out, earlier)
-    with _warned_before_a_broken_stream(cfg):
+    with _warned_before_a_broken_stream():
         run = engine.replay(list(traces), out=out, drain=True, format=fmt, progress=progress, keep=False)
     click.echo(format_run(run.stats))
     click.echo(format_funnel(run.stats))
@@ -504,6 +505,7 @@ def events_in_largest_bad_value(run: dict) -> int:
     is at least HIDDEN_EVENTS_FACTOR, or when no good event gives a size. A bad value is
     mostly one event with a wrong field; one of many events' bytes tells of a damaged header
     that made one value of the events after it (docs/semantics.md)."""
+    from engine.records import HIDDEN_EVENTS_FACTOR     # here: engine.records brings numpy
     largest, good = run.get("largest_bad_value"), run["events"]     # `events` counts the good ones
     if not largest or good <= 0 or run["bytes"] <= run["bad_bytes"]:
         return 0
@@ -511,6 +513,26 @@ def events_in_largest_bad_value(run: dict) -> int:
     if largest["bytes"] < HIDDEN_EVENTS_FACTOR * size:
         return 0
     return round(largest["bytes"] / size)
+
+
+def _warn_of_hidden_events(run: dict) -> None:
+    """Warn when the run's largest bad value holds many events' bytes
+    (events_in_largest_bad_value), naming where it lies."""
+    hidden = events_in_largest_bad_value(run)
+    if not hidden:
+        return
+    bad, largest = sum(run["bad_events"].values()), run["largest_bad_value"]
+    trace = largest.get("trace")
+    # a .gz trace's offsets are those of its decompressed bytes, as a broken stream's are
+    unpacked = "decompressed " if str(trace).endswith(".gz") else ""
+    where = (f"stream byte {largest['offset']:,}" if trace is None
+             else f"{unpacked}byte {largest['trace_offset']:,} of {trace}")
+    log.warning("%s, at %s, holds %s, as many as about %s of this run (%.0f bytes each on average): a damaged "
+                "byte read as the header of a map, an array, a string or binary data makes one bad value of "
+                "what follows it. Compare the trace with its source (docs/semantics.md, \"Good and bad events\")",
+                "the bad value" if bad == 1 else f"the largest of {bad:,} bad values", where,
+                plural(largest["bytes"], "byte"), plural(hidden, "event"),
+                (run["bytes"] - run["bad_bytes"]) / run["events"])
 
 
 def _warn_of_run(stats: dict, cfg) -> None:
@@ -525,20 +547,7 @@ def _warn_of_run(stats: dict, cfg) -> None:
         log.warning("no event's subscriber is in the profile snapshot (%s): the %s are all of unknown "
                     "subscribers, so no campaign could match; are the profiles those of this trace's network?",
                     cfg.profiles if cfg.profiles is not None else "none", plural(good, "good event"))
-    hidden = events_in_largest_bad_value(run)
-    if hidden:
-        bad, largest = sum(run["bad_events"].values()), run["largest_bad_value"]
-        trace = largest.get("trace")
-        # a .gz trace's offsets are those of its decompressed bytes, as a broken stream's are
-        unpacked = "decompressed " if str(trace).endswith(".gz") else ""
-        where = (f"stream byte {largest['offset']:,}" if trace is None
-                 else f"{unpacked}byte {largest['trace_offset']:,} of {trace}")
-        log.warning("%s, at %s, holds %s, as many as about %s of this run (%.0f bytes each on average): a damaged "
-                    "byte read as the header of a map, an array, a string or binary data makes one bad value of "
-                    "what follows it. Compare the trace with its source (docs/semantics.md, \"Good and bad events\")",
-                    "the bad value" if bad == 1 else f"the largest of {bad:,} bad values", where,
-                    plural(largest["bytes"], "byte"), plural(hidden, "event"),
-                    (run["bytes"] - run["bad_bytes"]) / good)
+    _warn_of_hidden_events(run)
     if late and late >= LATE_WARNING_SHARE * events:
         log.warning("%s of %s late (%.0f%%; ts below the engine's clock, processed at the clock's time): traces "
                     "out of order, or an event dated far ahead moved the clock on? Contacts are not what they "
@@ -686,13 +695,13 @@ def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt,
         from engine.workers import cluster
         # only once the cluster is reached and the workers placed: a cluster that cannot be
         # reached leaves the earlier run's output as it was
-        with _warned_before_a_broken_stream(cfg):
+        with _warned_before_a_broken_stream():
             stats = cluster.replay(config, list(traces), out, workers=workers, address=ray_address or None,
                                    format=fmt, progress=progress, ready=remove_earlier)
     else:
         # once the world has loaded, as for one process: a snapshot or list that does not load
         # leaves no output folder behind
-        with _warned_before_a_broken_stream(cfg):
+        with _warned_before_a_broken_stream():
             stats = sharded.replay(cfg, list(traces), out, workers=workers, format=fmt, progress=progress,
                                    ready=remove_earlier)
     click.echo(format_run(stats))

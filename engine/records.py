@@ -90,15 +90,15 @@ EVENT_DTYPE = np.dtype([
 # of them, the first DEAD_LETTER_BYTES bytes of the value (`nbytes` of them used). At most
 # max_dead_letters records start in one span of 2**DEAD_LETTER_SPAN_BITS stream bytes.
 DEAD_LETTER_BYTES = 64
-# A bad value is held to hide events (replay warns, check says where) when it holds this many
-# good events' bytes or more: a wrong field leaves an event's size, and a map's keys beside an
-# array's make it about double; a damaged header takes in the events after it
-HIDDEN_EVENTS_FACTOR = 4
 DEAD_LETTER_SPAN_BITS = 26
 DEAD_LETTER_DTYPE = np.dtype([
     ("offset", "<u8"), ("count", "<u8"), ("reason", "<u2"), ("field", "<u2"), ("nbytes", "<u2"),
     ("_pad", "<u2"), ("bytes", "u1", (DEAD_LETTER_BYTES,)),
 ])
+# A bad value is held to hide events (replay warns, check says where) when it holds this many
+# good events' bytes or more: a wrong field leaves an event's size, and a map's keys beside an
+# array's make it about double; a damaged header takes in the events after it
+HIDDEN_EVENTS_FACTOR = 4
 assert EVENT_DTYPE.itemsize == 56
 assert ACTION_DTYPE.itemsize == 40 and CONVERSION_DTYPE.itemsize == 40
 assert DEAD_LETTER_DTYPE.itemsize == 88

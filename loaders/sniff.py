@@ -300,7 +300,9 @@ class Head:
         at, nbytes = self.largest
         if nbytes < HIDDEN_EVENTS_FACTOR * size:
             return ""
-        return (f"; the largest, at byte {at:,}, holds {plural(nbytes, 'byte')}, as many as about "
+        # a .gz trace's offsets are those of its decompressed bytes, as replay's are
+        unpacked = "decompressed " if self.name.endswith(".gz") else ""
+        return (f"; the largest, at {unpacked}byte {at:,}, holds {plural(nbytes, 'byte')}, as many as about "
                 f"{plural(round(nbytes / size), 'event')}: a damaged header?")
 
     def describe(self) -> str:

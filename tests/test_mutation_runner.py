@@ -16,6 +16,14 @@ MODULES = {
 }
 
 
+def test_a_conftest_that_fails_to_import_is_a_kill(tmp_path):
+    (tmp_path / "conftest.py").write_text("import no_such_module_of_sigmatch\n")
+    (tmp_path / "test_passes.py").write_text(MODULES["test_passes.py"])
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                           "test_passes.py::test_one"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 4 and not ran_no_test(proc), (proc.stdout, proc.stderr)
+
+
 @pytest.mark.parametrize("target, untried", [
     ("test_passes.py::test_not_there", True),       # a fast subset naming a test since renamed
     ("test_passes.py::test_one", False),

@@ -1011,6 +1011,11 @@ def test_a_broken_stream_is_said_after_the_warning_of_the_bad_value_before_it(tm
     (tmp_path / "broken.msgpack").write_bytes(broken)
     with gzip.open(tmp_path / "broken.msgpack.gz", "wb") as f:
         f.write(broken)
+    # broken in the middle, with a long tail after the break that the run read but never
+    # processed: the size of a good event is that of the bytes before the break
+    (tmp_path / "tail.msgpack").write_bytes(data[:at] + b"\xde\x01\x00" + data[at:] + b"\xc1" + data * 40)
+    tail = sigmatch("replay", CONFIG, tmp_path / "tail.msgpack", "--out", tmp_path / "o-tail")
+    assert tail.returncode == 1 and "as many as about 512 events of this run (25 bytes each on average)" in tail.stderr
     for trace in ("broken.msgpack", "broken.msgpack.gz"):
         for workers in (1, 2):
             done = sigmatch("replay", CONFIG, tmp_path / trace, "--out", tmp_path / f"o-{trace}-{workers}",
@@ -1043,6 +1048,11 @@ def test_check_says_where_a_bad_value_of_many_events_lies_in_the_head(tmp_path, 
              f"4 events: a damaged header?)")
     assert (found in line) is said and "1 bad (1 wrong_type (ts)" in line, line
     assert done.stdout.splitlines()[-1] == "  traces: ok"
+    # a .gz trace's offset is that of its decompressed bytes, as replay says it
+    with gzip.open(tmp_path / "head.msgpack.gz", "wb") as f:
+        f.write(damaged)
+    packed = sigmatch("check", CONFIG, tmp_path / "head.msgpack.gz")
+    assert (f"the largest, at decompressed byte {at:,}, holds" in packed.stdout) is said, packed.stdout
 
 
 @pytest.mark.parametrize("largest, warned", [(179, 0), (180, 4)])
