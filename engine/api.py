@@ -177,11 +177,17 @@ def stream_error(status: int, offset: int, files=()) -> Exception:
     if status == 4:
         return MemoryError(f"{STREAM_STATUSES[status]}: the core could not grow a buffer")
     reason, detail = _STREAM_ERRORS[status]
-    # the file the broken event starts in: the last one that starts at or before it
-    holder = next(((start, path) for start, path in reversed(files) if start <= offset), None)
+    holder = _trace_holding(offset, files)
     if holder is None:
         return StreamError(offset, reason, f"{reason} ({detail})")
     return StreamError(offset, reason, f"{reason} ({detail})", path=holder[1], path_offset=offset - holder[0])
+
+
+def _trace_holding(offset: int, traces: Sequence) -> Optional[tuple]:
+    """(stream offset where it starts, path) of the trace that holds stream offset `offset`:
+    the last of `traces` ((start, path), in order) that starts at or before it; None when the
+    stream was no files."""
+    return next(((start, path) for start, path in reversed(traces) if start <= offset), None)
 
 
 def largest_bad_value(largest: Optional[dict], traces: Sequence) -> Optional[dict]:
@@ -189,7 +195,7 @@ def largest_bad_value(largest: Optional[dict], traces: Sequence) -> Optional[dic
     trace it starts in and its offset there (both None when the stream was no files)."""
     if not largest:
         return None
-    holder = next(((start, path) for start, path in reversed(traces) if start <= largest["offset"]), None)
+    holder = _trace_holding(largest["offset"], traces)
     return {"offset": int(largest["offset"]), "bytes": int(largest["bytes"]),
             "trace": None if holder is None else os.fspath(holder[1]),
             "trace_offset": None if holder is None else int(largest["offset"]) - holder[0]}
