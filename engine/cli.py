@@ -502,17 +502,16 @@ LATE_WARNING_SHARE = 0.01
 def events_in_largest_bad_value(run: dict) -> int:
     """About how many events the bytes of a run's largest bad value (stats.json's `run` block,
     `largest_bad_value`) would make at the run's average size of a good event; 0 unless that
-    is at least HIDDEN_EVENTS_FACTOR, or when no good event gives a size. A bad value is
-    mostly one event with a wrong field; one of many events' bytes tells of a damaged header
-    that made one value of the events after it (docs/semantics.md)."""
-    from engine.records import HIDDEN_EVENTS_FACTOR     # here: engine.records brings numpy
-    largest, good = run.get("largest_bad_value"), run["events"]     # `events` counts the good ones
-    if not largest or good <= 0 or run["bytes"] <= run["bad_bytes"]:
+    is at least engine.records.HIDDEN_EVENTS_FACTOR, or when no good event gives a size
+    (engine.records.events_in_bad_value, which `check` asks too). A bad value is mostly one
+    event with a wrong field; one of many events' bytes tells of a damaged header that made
+    one value of the events after it (docs/semantics.md)."""
+    from engine.records import events_in_bad_value     # here: engine.records brings numpy
+    largest = run.get("largest_bad_value")
+    if not largest:
         return 0
-    size = (run["bytes"] - run["bad_bytes"]) / good
-    if largest["bytes"] < HIDDEN_EVENTS_FACTOR * size:
-        return 0
-    return round(largest["bytes"] / size)
+    # `events` counts the good ones
+    return events_in_bad_value(largest["bytes"], run["events"], run["bytes"] - run["bad_bytes"])
 
 
 def _warn_of_hidden_events(run: dict) -> None:

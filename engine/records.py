@@ -99,6 +99,18 @@ DEAD_LETTER_DTYPE = np.dtype([
 # good events' bytes or more: a wrong field leaves an event's size, and a map's keys beside an
 # array's make it about double; a damaged header takes in the events after it
 HIDDEN_EVENTS_FACTOR = 4
+
+
+def events_in_bad_value(nbytes: int, good: int, good_bytes: int) -> int:
+    """About how many events a bad value of `nbytes` bytes would make at the average size of
+    `good` good events that took `good_bytes` bytes; 0 unless that is HIDDEN_EVENTS_FACTOR or
+    more, or when no good event gives a size. Replay's warning and check's line both ask."""
+    if good <= 0 or good_bytes <= 0:
+        return 0
+    size = good_bytes / good
+    if nbytes < HIDDEN_EVENTS_FACTOR * size:
+        return 0
+    return round(nbytes / size)
 assert EVENT_DTYPE.itemsize == 56
 assert ACTION_DTYPE.itemsize == 40 and CONVERSION_DTYPE.itemsize == 40
 assert DEAD_LETTER_DTYPE.itemsize == 88

@@ -40,7 +40,7 @@ import numpy as np
 from engine.errors import LoadError
 from loaders import refuse_special
 from loaders.traces import open_trace
-from engine.records import HIDDEN_EVENTS_FACTOR, STREAM_STATUSES
+from engine.records import STREAM_STATUSES, events_in_bad_value
 from engine.wording import plural
 
 __all__ = ["Head", "Judgement", "judge_traces", "judge_spool_file", "examine_trace", "HEAD_VALUES", "HEAD_BYTES"]
@@ -294,16 +294,16 @@ class Head:
     def _largest_summary(self) -> str:
         """Where the largest bad value is when it holds HIDDEN_EVENTS_FACTOR good events' bytes
         or more (a damaged header that took the events after it: replay warns of it), else ""."""
-        if self.largest is None or not self.good or self.stopped <= self.bad_bytes:
+        if self.largest is None:
             return ""
-        size = (self.stopped - self.bad_bytes) / self.good
         at, nbytes = self.largest
-        if nbytes < HIDDEN_EVENTS_FACTOR * size:
+        events = events_in_bad_value(nbytes, self.good, self.stopped - self.bad_bytes)
+        if not events:
             return ""
         # a .gz trace's offsets are those of its decompressed bytes, as replay's are
         unpacked = "decompressed " if self.name.endswith(".gz") else ""
         return (f"; the largest, at {unpacked}byte {at:,}, holds {plural(nbytes, 'byte')}, as many as about "
-                f"{plural(round(nbytes / size), 'event')}: a damaged header?")
+                f"{plural(events, 'event')}: a damaged header?")
 
     def describe(self) -> str:
         """One line for `sigmatch check`: what the head holds."""
