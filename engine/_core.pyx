@@ -1309,6 +1309,12 @@ cdef class Core:
         return self.E.clock if self.E.has_clock else None
 
     @property
+    def next_offset(self):
+        """The stream offset of the next byte to be fed: begin_stream's offset plus every
+        byte fed since, those of a partly received event (`carried`) included."""
+        return self.stream_offset
+
+    @property
     def carried(self):
         """Bytes of an event begun in the chunks fed so far and not yet complete (0: the next
         byte fed starts a value). The service judges a spool file on its own only then."""

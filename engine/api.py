@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.language.compile import World, compile_core, load_world, release_columns
 from engine.language.config import CampaignSpec, Config, load_config
-from engine.errors import SigmatchError, StreamError
+from engine.errors import LoadError, SigmatchError, StreamError
 from engine.records import (
     ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, KINDS, STREAM_STATUSES,
     TAKER_RULES,
@@ -183,11 +183,44 @@ def stream_error(status: int, offset: int, files=()) -> Exception:
     return StreamError(offset, reason, f"{reason} ({detail})", path=holder[1], path_offset=offset - holder[0])
 
 
+def _where_stopped(core, error: Optional[Exception], broken_off: Optional[BaseException],
+                   traces: Sequence) -> tuple[int, Optional[dict]]:
+    """(bytes processed, stats.json's `run.stopped`) of a stream that began at offset 0:
+    `error` the stream's own (StreamError, or MemoryError for a core out of memory), else
+    `broken_off` what ended it early (a trace that cannot be read on, an interrupt, a file
+    that cannot be written); all bytes and None when the stream was read to its end. The
+    bytes are the core's, not the chunks': an interrupt may land before the reader's own
+    count of a chunk fed."""
+    if error is not None:
+        offset = int(core.error_offset)
+        return offset, stopped_at(getattr(error, "reason", "out_of_memory"), offset, traces)
+    # what the core was fed, less an event it holds incomplete (a trace cut off part-way)
+    offset = int(core.next_offset) - int(core.carried)
+    if broken_off is None:
+        return offset, None
+    reason = ("interrupted" if isinstance(broken_off, KeyboardInterrupt)
+              else "unreadable" if isinstance(broken_off, LoadError) else "error")
+    return offset, stopped_at(reason, offset, traces)
+
+
 def _trace_holding(offset: int, traces: Sequence) -> Optional[tuple]:
     """(stream offset where it starts, path) of the trace that holds stream offset `offset`:
     the last of `traces` ((start, path), in order) that starts at or before it; None when the
     stream was no files."""
     return next(((start, path) for start, path in reversed(traces) if start <= offset), None)
+
+
+def stopped_at(reason: str, offset: int, traces: Sequence) -> dict:
+    """stats.json's `run.stopped` for a stream not read to its end: {"reason", "offset",
+    "trace", "trace_offset"}, `offset` the stream offset where processing stopped (the broken
+    event's for `corrupt`, `too_large` and `truncated`; the first byte of the event not
+    complete when the trace could not be read on or the run was interrupted) and the trace
+    that holds it with its offset there (None without files). Reasons: STREAM_STATUSES'
+    (corrupt, too_large, truncated, out_of_memory), `unreadable` and `interrupted`."""
+    holder = _trace_holding(offset, traces)
+    return {"reason": reason, "offset": int(offset),
+            "trace": None if holder is None else os.fspath(holder[1]),
+            "trace_offset": None if holder is None else int(offset) - holder[0]}
 
 
 def largest_bad_value(largest: Optional[dict], traces: Sequence) -> Optional[dict]:
@@ -203,13 +236,16 @@ def largest_bad_value(largest: Optional[dict], traces: Sequence) -> Optional[dic
 
 def run_stats(config: Config, configuration: dict, before: dict, after: dict, funnel: np.ndarray,
               days: "_DayCounts", variants: "_VariantCounts", produced: dict, nbytes: int, elapsed: float,
-              seq_range: Sequence[int], pending: int, traces: Sequence = ()) -> dict:
+              seq_range: Sequence[int], pending: int, traces: Sequence = (),
+              stopped: Optional[dict] = None) -> dict:
     """A run's stats.json (SPEC §4): `before` and `after` are Core.counts() around it,
     `funnel` [campaigns, len(FUNNEL)] since the engine was built, `produced` the records
-    written by kind, `elapsed` seconds (the only wall-clock figure, in `timing`), `traces`
-    ((stream offset where it starts, path), in order) the files read, which name the trace
-    holding the largest bad value. One process (Engine) and a sharded run (engine.workers)
-    both build it here, so their files agree."""
+    written by kind, `nbytes` the stream's bytes processed (up to `stopped`'s offset when
+    the stream was not read to its end), `elapsed` seconds (the only wall-clock figure, in
+    `timing`), `traces` ((stream offset where it starts, path), in order) the files read,
+    which name the trace holding the largest bad value, and `stopped` why the stream was not
+    read to its end (stopped_at), None when it was. One process (Engine) and a sharded run
+    (engine.workers) both build it here, so their files agree."""
     events = after["events"] - before["events"]
     run_figures = {
         "events": events,
@@ -222,7 +258,12 @@ def run_stats(config: Config, configuration: dict, before: dict, after: dict, fu
         "unknown_subscribers": after["unknown_subscribers"] - before["unknown_subscribers"],
         # good events with ts below the clock, processed at the clock's time (SPEC §3)
         "late_events": after["late_events"] - before["late_events"],
+        # processed: a run stopped part-way counts the bytes before where it stopped, not
+        # those read past it (a chunk holds more), which would depend on the chunks' size
         "bytes": nbytes,
+        # null when the stream was read to its end; else why not, and where (stopped_at): a
+        # stats.json written after a broken stream or an interruption says so itself
+        "stopped": stopped,
         "actions": produced["actions"],
         "conversions": produced["conversions"],
         "dead_letters": produced["dead_letters"],
@@ -630,6 +671,7 @@ class Engine(EngineFigures):
         handed_over = False     # every record taken from the core handed to the writer
         core.begin_stream()
         files: list = []        # (stream offset where it starts, path), for errors that name the file
+        broken_off: Optional[BaseException] = None     # what else ended the stream early
         try:
             for chunk in iter_chunks(source, on_file=lambda path: files.append((nbytes, path))):
                 status = core.feed(chunk)
@@ -646,6 +688,9 @@ class Engine(EngineFigures):
                     error = self._stream_error(status, files)
             if error is None and drain:
                 core.drain()
+        except BaseException as e:
+            broken_off = e
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -674,7 +719,9 @@ class Engine(EngineFigures):
                             run_files = list(sinks.files)
                     finally:
                         elapsed = time.perf_counter() - started
-                        run = self._finish_run(kept, produced, before, nbytes, elapsed, seq_range, files)
+                        processed, stopped = _where_stopped(core, error, broken_off, files)
+                        run = self._finish_run(kept, produced, before, processed, elapsed, seq_range, files,
+                                               stopped, nbytes)
                     # stats.json last, and only when the files hold every action it counts: not
                     # after a file that could not be written (writing it on the full disk failed
                     # in turn, and said its own error instead of the first), nor after an
@@ -705,14 +752,17 @@ class Engine(EngineFigures):
             self._days.add(records, conversions=True)
             self._variants.add(self.config.campaigns, records, conversions=True)
 
-    def _finish_run(self, kept, produced, before, nbytes, elapsed, seq_range=(), traces=()) -> Run:
+    def _finish_run(self, kept, produced, before, nbytes, elapsed, seq_range=(), traces=(), stopped=None,
+                    read: Optional[int] = None) -> Run:
+        """The Run of a replay; `nbytes` the bytes processed, `read` those read (the Engine's
+        totals count what was read; None: as processed)."""
         after = self._core.counts()
         self._totals["runs"] += 1
-        self._totals["bytes"] += nbytes
+        self._totals["bytes"] += nbytes if read is None else read
         for name, n in produced.items():
             self._totals[name] += n
         stats = run_stats(self.config, self.configuration, before, after, self._core.funnel(), self._days,
-                          self._variants, produced, nbytes, elapsed, seq_range, self._core.pending, traces)
+                          self._variants, produced, nbytes, elapsed, seq_range, self._core.pending, traces, stopped)
         self._last_run = stats["run"]
         self._last_timing = stats["timing"]
 

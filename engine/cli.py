@@ -468,9 +468,8 @@ def _warned_before_a_broken_stream():
         yield
     except StreamError as e:
         if e.stats is not None:
-            # the run read on past the break (a chunk holds more): its good events' size is
-            # that of the bytes before it
-            _warn_of_hidden_events(dict(e.stats["run"], bytes=min(e.stats["run"]["bytes"], e.offset)))
+            # its `bytes` are those before the break, as its good events' are
+            _warn_of_hidden_events(e.stats["run"])
         raise
 
 

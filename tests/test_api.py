@@ -154,6 +154,52 @@ def test_stream_errors_name_their_reason(world, tail, reason):
     assert "status" not in str(info.value)
 
 
+@pytest.mark.parametrize("tail, reason", [
+    (b"\xc1", "corrupt"), (b"\xdb\xff\xff\xff\xff", "too_large"), (b"\x93\x01", "truncated")])
+@pytest.mark.parametrize("chunk", [7, 4096, None])
+def test_a_broken_stream_s_stats_count_the_bytes_before_the_break(world, tail, reason, chunk):
+    """stats.json's `bytes` are those processed: up to the broken event, whatever was read past
+    it (a chunk holds more), so the same for any chunking; `stopped` says why and where."""
+    config, trace = world
+    data = trace.read_bytes()
+    # more good events after the break, which a big chunk reads and a small one does not (a
+    # truncated stream ends in its broken event)
+    broken = data + tail + (b"" if reason == "truncated" else data)
+    source = broken if chunk is None else (broken[k:k + chunk] for k in range(0, len(broken), chunk))
+    with pytest.raises(StreamError) as info:
+        Engine.from_config(config).replay(source)
+    run = info.value.stats["run"]
+    assert run["bytes"] == len(data) and run["events"] == len(event_starts(data))
+    assert run["stopped"] == {"reason": reason, "offset": len(data), "trace": None, "trace_offset": None}
+
+
+def test_a_stream_read_to_its_end_counts_every_byte_and_stopped_nothing(world):
+    config, trace = world
+    data = trace.read_bytes()
+    stats = Engine.from_config(config).replay((data[k:k + 999] for k in range(0, len(data), 999))).stats
+    assert stats["run"]["bytes"] == len(data) and stats["run"]["stopped"] is None
+
+
+def test_an_interrupted_run_s_stats_json_says_so(world, tmp_path):
+    """Ctrl-C (or SIGTERM, which the CLI makes one) part-way: the files and stats.json of what
+    was processed, stats.json saying where the run was stopped; an event cut by the last chunk
+    fed is not counted in its bytes."""
+    config, trace = world
+    data = trace.read_bytes()
+    starts = event_starts(data)
+    cut = starts[len(starts) // 2] + 3        # inside an event
+
+    def interrupted():
+        yield data[:cut]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Engine.from_config(config).replay(interrupted(), out=tmp_path / "out")
+    run = json.loads((tmp_path / "out" / "stats.json").read_text())["run"]
+    assert run["bytes"] == cut - 3 and run["events"] == len(starts) // 2
+    assert run["stopped"] == {"reason": "interrupted", "offset": cut - 3, "trace": None, "trace_offset": None}
+
+
 def test_truncated_stream_is_an_error(world):
     config, trace = world
     data = trace.read_bytes()

@@ -67,6 +67,26 @@ def inside_an_event(data: bytes, offset: int) -> bool:
     return event_boundary_past(data, offset) != offset
 
 
+def event_start_before(data: bytes, offset: int) -> int:
+    """Where the event of `data` that holds byte offset - 1 starts: the last boundary below it."""
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(data)
+    start = at = 0
+    while at < offset:
+        start = at
+        next(unpacker)
+        at = unpacker.tell()
+    return start
+
+
+def without_stopped(found: dict) -> tuple[dict, dict]:
+    """An outcome (test_workers.outcome) without stats.json's run.stopped, and that block."""
+    mode, stats = found["stats.json"]
+    run = dict(stats["run"])
+    stopped = run.pop("stopped")
+    return {**found, "stats.json": (mode, {**stats, "run": run})}, stopped
+
+
 def cut_inside_an_event(data: bytes, whole: bytes, fraction: float) -> tuple[bytes, int]:
     """The gzip bytes `whole` of `data` cut near `fraction` of their length, where what they
     decompress to ends inside an event (a cut at an event's end would leave nothing broken
@@ -156,9 +176,18 @@ def test_a_cut_gz_replays_as_the_plain_trace_cut_at_the_same_offset(world, tmp_p
     assert code == 1 and out.strip().splitlines() == [truncated_line(tmp_path / "cut.msgpack.gz", n)], out
     code, out, _ = run("replay", config, tmp_path / "cut.msgpack", "--out", tmp_path / "plain", "--no-progress")
     assert code == 1 and "truncated (the stream ends inside an event)" in out, out
-    expected = outcome(tmp_path / "plain")
-    assert expected["stats.json"][1]["run"]["events"] > 0 and expected["stats.json"][1]["run"]["bytes"] == n
-    assert_same_outcome(outcome(tmp_path / "gz"), expected, f"cut at {n:,}")
+    expected, plain_stopped = without_stopped(outcome(tmp_path / "plain"))
+    got, gz_stopped = without_stopped(outcome(tmp_path / "gz"))
+    # the bytes processed: those before the event the cut lies in, not the cut event's own
+    start = event_start_before(data, n)
+    assert 0 < start < n
+    assert expected["stats.json"][1]["run"]["events"] > 0 and expected["stats.json"][1]["run"]["bytes"] == start
+    assert plain_stopped == {"reason": "truncated", "offset": start, "trace": str(tmp_path / "cut.msgpack"),
+                             "trace_offset": start}
+    # the same place, for the reason the .gz was not read on
+    assert gz_stopped == {"reason": "unreadable", "offset": start, "trace": str(tmp_path / "cut.msgpack.gz"),
+                          "trace_offset": start}
+    assert_same_outcome(got, expected, f"cut at {n:,}")
 
 
 def test_a_gz_cut_in_its_trailer_replays_every_event_undrained(world, tmp_path):
@@ -170,6 +199,8 @@ def test_a_gz_cut_in_its_trailer_replays_every_event_undrained(world, tmp_path):
     assert code == 1 and out.strip().splitlines() == [truncated_line(tmp_path / "cut.msgpack.gz", len(data))], out
     stats = outcome(tmp_path / "gz")["stats.json"][1]["run"]
     assert stats["events"] == 20_000 and stats["bytes"] == len(data)
+    assert stats["stopped"] == {"reason": "unreadable", "offset": len(data), "trace": str(tmp_path / "cut.msgpack.gz"),
+                                "trace_offset": len(data)}
 
 
 def test_a_gz_cut_inside_its_header_is_refused_before_anything_is_processed(world, tmp_path):

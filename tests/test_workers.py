@@ -283,6 +283,10 @@ def test_a_stream_that_breaks_half_way(tight, tmp_path):
     assert isinstance(error, StreamError) and copies[1].name in str(error)
     expected = outcome(tmp_path / "one")
     assert expected["stats.json"][1]["run"]["actions"] > 0
+    # stats.json says where the stream broke, and counts the bytes before it alone
+    assert expected["stats.json"][1]["run"]["bytes"] == at
+    assert expected["stats.json"][1]["run"]["stopped"] == {
+        "reason": "corrupt", "offset": at, "trace": str(copies[1]), "trace_offset": at - int(sizes[0])}
     for k in (2, 3):
         got = with_workers(config, copies, tmp_path / f"workers-{k}", k)
         assert isinstance(got, StreamError) and str(got) == str(error)

@@ -35,7 +35,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from engine.api import SINK_BATCH, _DayCounts, _VariantCounts, configuration_identity, run_stats, stream_error
+from engine.api import (SINK_BATCH, _DayCounts, _VariantCounts, configuration_identity, run_stats, stopped_at,
+                        stream_error)
 from engine.errors import ConfigError, LoadError, SigmatchError
 from engine.language.compile import build_peer_tables, check_wheres, load_world, shard_world
 from engine.language.config import Config, load_config
@@ -326,6 +327,9 @@ def _run_shard(load, index: int, workers: int, traces: list, block, send, attach
         send(("end", int(status), int(core.error_offset), files, {
             "counts": core.counts(), "funnel": core.funnel(), "pending": int(core.pending), "said": said,
             "unread": unread, "bytes": nbytes,
+            # the bytes processed, as one process counts them (api._where_stopped): an event
+            # left incomplete by a trace that could not be read on is not
+            "processed": int(core.next_offset) - int(core.carried),
         }))
     except (BrokenPipeError, ConnectionResetError):
         pass        # the coordinator is gone (killed): no one is left to tell
@@ -771,8 +775,15 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
               "bad_events": {r: 0 for r in BAD_REASONS}, "bad_events_by_field": {}}
     funnel = sum(e[3]["funnel"] for e in ended.values())
     pending = sum(e[3]["pending"] for e in ended.values())
+    # where the stream stopped, and the bytes before it, as one process says them
+    if status:
+        processed = int(error_offset)
+        stopped = stopped_at(STREAM_STATUSES[status], processed, files)
+    else:
+        processed = int(figures["processed"])
+        stopped = stopped_at("unreadable", processed, files) if figures.get("unread") else None
     stats = run_stats(config, configuration_identity(config), before, after, funnel, days, variants, produced,
-                      nbytes, time.perf_counter() - started, seq_range, pending, files)
+                      processed, time.perf_counter() - started, seq_range, pending, files, stopped)
     sinks.close()           # the files first, as replay() does: stats.json only beside complete files
     sinks.write_stats(stats)
     if begun is not None and first_batch is not None and last_end is not None:
