@@ -19,6 +19,7 @@ import pytest
 from statsmodels.stats.proportion import confint_proportions_2indep
 
 from engine.api import Engine
+from engine.errors import StreamError
 from engine.closedloop.nonresponders import non_responders, write_list
 from engine.closedloop.outputs import ReportError, read_outputs
 from engine.closedloop.report import build_report, format_report
@@ -598,6 +599,23 @@ def test_files_holding_fewer_actions_than_stats_json_numbers_are_warned_of(known
     assert document["warnings"][0] == (
         f"{known}: its action files hold 0 of the 1,410 actions stats.json numbers (seq 1 to 1,410): files "
         "missing, emptied or cut short? Their contacts and conversions are not counted")
+
+
+def test_a_run_that_stopped_part_way_is_warned_of(world, tmp_path):
+    """stats.json's run.stopped (a broken stream here): a report of it reads as one of the
+    whole trace unless it says the run stopped, and where."""
+    first, second = world.traces
+    broken = tmp_path / "broken.msgpack"
+    broken.write_bytes(first.read_bytes() + b"\xc1" + second.read_bytes())
+    at = first.stat().st_size
+    with pytest.raises(StreamError):
+        Engine.from_config(world.config).replay([broken], out=tmp_path / "out", keep=False)
+    document = build_report(read_outputs([tmp_path / "out"]))
+    assert document["warnings"] == [
+        f"{tmp_path / 'out'}: its run stopped part-way (corrupt at byte {at:,} of {broken}): its figures count the "
+        "events before that alone, and the actions still waiting then were never sent"]
+    Engine.from_config(world.config).replay([first], out=tmp_path / "whole", keep=False)
+    assert build_report(read_outputs([tmp_path / "whole"]))["warnings"] == []
 
 
 def test_a_conversions_directory_gone_is_warned_of(replayed, tmp_path):

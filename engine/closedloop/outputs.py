@@ -170,6 +170,7 @@ def read_outputs(paths, *, progress: Optional[bool] = None) -> Outputs:
             conversions = _read_files(conversion_files, sizes, CONVERSION_TYPES, codes, outputs.warnings, bar)
             _refuse_repeats(path, actions.seq, "action records", "seqs")
             _refuse_repeats(path, conversions.seq, "conversion records", "contact_seqs")
+            _warn_of_a_partial_run(path, stat, outputs.warnings)
             _warn_of_missing_records(path, stat, actions.seq, len(conversions), outputs.warnings)
             outputs.directories.append(Directory(path, stat, actions, conversions))
     finally:
@@ -221,6 +222,23 @@ def _refuse_repeats(path: Path, seq: np.ndarray, records: str, seqs: str) -> Non
         raise ReportError(f"{path}: {len(seq):,} {records}, of which {repeated:,} {seqs} stand more than once "
                           "(a file copied twice, or the same records in a second format?); "
                           "a run writes each once, so they would count twice")
+
+
+def _warn_of_a_partial_run(path: Path, stats: dict, warnings: list) -> None:
+    """A warning when stats.json says its run stopped part-way (run.stopped: a broken
+    stream, a trace that could not be read on, an interruption): its figures hold only the
+    events before that point, and the actions still waiting then were never sent. Without
+    the warning such a report reads as one of the whole trace."""
+    stopped = (stats.get("run") or {}).get("stopped")
+    if not isinstance(stopped, dict):
+        return
+    reason, offset = stopped.get("reason"), stopped.get("offset")
+    trace, trace_offset = stopped.get("trace"), stopped.get("trace_offset")
+    where = f" at byte {offset:,} of the stream" if isinstance(offset, int) else ""
+    if isinstance(trace, str) and isinstance(trace_offset, int):
+        where = f" at byte {trace_offset:,} of {trace[:200]}"
+    _warn(warnings, f"{path}: its run stopped part-way ({_short(reason)}{where}): its figures count the events "
+                    "before that alone, and the actions still waiting then were never sent")
 
 
 def _warn_of_missing_records(path: Path, stats: dict, seq: np.ndarray, conversions: int, warnings: list) -> None:
