@@ -199,7 +199,9 @@ def _where_stopped(core, error: Optional[Exception], broken_off: Optional[BaseEx
     if broken_off is None:
         return offset, None
     reason = ("interrupted" if isinstance(broken_off, KeyboardInterrupt)
-              else "unreadable" if isinstance(broken_off, LoadError) else "error")
+              # a trace file, or the caller's source of chunks, that could not be read on
+              else "unreadable" if isinstance(broken_off, (LoadError, OSError))
+              else "out_of_memory" if isinstance(broken_off, MemoryError) else "error")
     return offset, stopped_at(reason, offset, traces)
 
 
@@ -216,7 +218,9 @@ def stopped_at(reason: str, offset: int, traces: Sequence) -> dict:
     event's for `corrupt`, `too_large` and `truncated`; the first byte of the event not
     complete when the trace could not be read on or the run was interrupted) and the trace
     that holds it with its offset there (None without files). Reasons: STREAM_STATUSES'
-    (corrupt, too_large, truncated, out_of_memory), `unreadable` and `interrupted`."""
+    (corrupt, too_large, truncated, out_of_memory), `unreadable` (a trace, or an API
+    caller's source of chunks, that could not be read on), `interrupted` (Ctrl-C, SIGTERM)
+    and `error` (any other exception of the caller's source)."""
     holder = _trace_holding(offset, traces)
     return {"reason": reason, "offset": int(offset),
             "trace": None if holder is None else os.fspath(holder[1]),
@@ -704,7 +708,8 @@ class Engine(EngineFigures):
             finally:
                 try:
                     if writer is not None:
-                        writer.finish()
+                        # after a first interrupt, a second one here drops what is not begun
+                        writer.finish(interrupted=isinstance(broken_off, KeyboardInterrupt))
                 finally:
                     try:
                         if writer is not None and writer.error is not None:
@@ -721,7 +726,10 @@ class Engine(EngineFigures):
                         elapsed = time.perf_counter() - started
                         processed, stopped = _where_stopped(core, error, broken_off, files)
                         run = self._finish_run(kept, produced, before, processed, elapsed, seq_range, files,
-                                               stopped, nbytes)
+                                               stopped)
+                        if isinstance(broken_off, LoadError):
+                            # a trace that could not be read on: its stats, as a StreamError has
+                            broken_off.stats = run.stats
                     # stats.json last, and only when the files hold every action it counts: not
                     # after a file that could not be written (writing it on the full disk failed
                     # in turn, and said its own error instead of the first), nor after an
@@ -752,13 +760,11 @@ class Engine(EngineFigures):
             self._days.add(records, conversions=True)
             self._variants.add(self.config.campaigns, records, conversions=True)
 
-    def _finish_run(self, kept, produced, before, nbytes, elapsed, seq_range=(), traces=(), stopped=None,
-                    read: Optional[int] = None) -> Run:
-        """The Run of a replay; `nbytes` the bytes processed, `read` those read (the Engine's
-        totals count what was read; None: as processed)."""
+    def _finish_run(self, kept, produced, before, nbytes, elapsed, seq_range=(), traces=(), stopped=None) -> Run:
+        """The Run of a replay; `nbytes` the bytes processed, `stopped` stopped_at's or None."""
         after = self._core.counts()
         self._totals["runs"] += 1
-        self._totals["bytes"] += nbytes if read is None else read
+        self._totals["bytes"] += nbytes
         for name, n in produced.items():
             self._totals[name] += n
         stats = run_stats(self.config, self.configuration, before, after, self._core.funnel(), self._days,

@@ -466,10 +466,12 @@ def _warned_before_a_broken_stream():
     events (a damaged header) often comes before such a break, so its warning is said first."""
     try:
         yield
-    except StreamError as e:
-        if e.stats is not None:
+    except (StreamError, LoadError) as e:
+        # a trace that could not be read on (a .gz cut short) carries its stats too
+        stats = getattr(e, "stats", None)
+        if stats is not None:
             # its `bytes` are those before the break, as its good events' are
-            _warn_of_hidden_events(e.stats["run"])
+            _warn_of_hidden_events(stats["run"])
         raise
 
 

@@ -25,7 +25,11 @@ class ConfigError(SigmatchError):
 
 
 class LoadError(SigmatchError):
-    """An input file (profiles, list, area, trace) cannot be loaded. The message names the file."""
+    """An input file (profiles, list, area, trace) cannot be loaded. The message names the file.
+    A trace that could not be read on part-way through a replay carries that run's stats.json
+    (`stats`), as a StreamError does; None otherwise."""
+
+    stats = None
 
 
 class StreamError(SigmatchError):

@@ -1167,20 +1167,28 @@ class SinkThread:
         self._raised = False
         self._stopped = False       # finish() was interrupted: the batches not begun are dropped
         self._queue = queue.Queue(maxsize=depth)
+        # set when the thread has written its last batch: finish() waits on it, not on
+        # Thread.join, which an interrupt breaks on Python 3.11 leaving the thread marked
+        # stopped while it still writes (the lock it waits on is released on the way out),
+        # so that a second join returned at once and close() ran beside the writes
+        self._done = threading.Event()
         self._thread = threading.Thread(target=self._work, name="sinks", daemon=True)
         self._thread.start()
 
     def _work(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            if self.error is None and not self._stopped:
-                method, records = item
-                try:
-                    method(records)
-                except BaseException as error:      # handed to the caller, whatever it is
-                    self.error = error
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    return
+                if self.error is None and not self._stopped:
+                    method, records = item
+                    try:
+                        method(records)
+                    except BaseException as error:      # handed to the caller, whatever it is
+                        self.error = error
+        finally:
+            self._done.set()
 
     def _put(self, method, records: np.ndarray) -> None:
         self._raise()
@@ -1205,30 +1213,53 @@ class SinkThread:
         """Whether batches handed over were dropped unwritten (finish() interrupted)."""
         return self._stopped
 
-    def finish(self) -> None:
+    def finish(self, interrupted: bool = False) -> None:
         """Wait until every batch handed over is written; raise the thread's error if the
-        caller has not had it yet. Interrupted while it waits (a second Ctrl-C), it drops the
-        batches not begun, waits for the one being written and re-raises the interruption:
-        the caller's stats and close must never run beside the thread's writes to the same
-        files. Should that batch, or one before it, have failed, its error is raised instead,
-        the interruption as its context: a full disk said only as "aborted" would be found
-        again at the next run."""
-        if not self._thread.is_alive():
+        caller has not had it yet. `interrupted`: the caller is already stopping for an
+        interruption (a first Ctrl-C or SIGTERM).
+
+        Interrupted while it waits after one (a second Ctrl-C), it drops the batches not begun,
+        waits for the one being written and re-raises the interruption: the caller's stats
+        and close must never run beside the thread's writes to the same files. Should that
+        batch, or one before it, have failed, its error is raised instead, the interruption
+        as its context: a full disk said only as "aborted" would be found again at the next
+        run. A first interruption that comes here (the stream had ended) lets every batch be
+        written, as a first one anywhere else does, and is raised once they are."""
+        if self._done.is_set():
             self._raise()
             return
         ended = False
-        try:
-            self._queue.put(None)
-            ended = True
-            self._thread.join()
-        except BaseException:
-            self._stopped = True
-            if not ended:
-                self._queue.put(None)
-            self._thread.join()
-            self._raise()
-            raise
+        first: Optional[BaseException] = None
+        while True:
+            try:
+                if not ended:
+                    self._queue.put(None)
+                    ended = True
+                self._done.wait()
+                break
+            except BaseException as e:
+                if not (interrupted or first is not None):
+                    first = e
+                    continue
+                self._stopped = True
+                if not ended:
+                    self._queue.put(None)
+                self._wait_out()
+                self._raise()
+                raise
         self._raise()
+        if first is not None:
+            raise first
+
+    def _wait_out(self) -> None:
+        """Wait for the batch being written, whatever interrupts the wait: what an interrupt
+        would break off is the guarantee that nothing writes beside the caller's close."""
+        while True:
+            try:
+                self._done.wait()
+                return
+            except BaseException:
+                continue
 
 
 def _json_default(value):

@@ -351,7 +351,7 @@ class _InLine:
         self.write_conversions = sinks.write_conversions
         self.write_dead_letters = sinks.write_dead_letters
 
-    def finish(self):
+    def finish(self, interrupted=False):
         pass
 
 
@@ -443,7 +443,7 @@ def test_an_interruption_that_drops_the_last_batches_writes_no_stats_json(world,
             super().__init__(sinks)
             self.write_actions = lambda records: None      # the last batches, never begun
 
-        def finish(self):
+        def finish(self, interrupted=False):
             self.dropped = True
             raise KeyboardInterrupt
 
@@ -453,7 +453,7 @@ def test_an_interruption_that_drops_the_last_batches_writes_no_stats_json(world,
     assert not (tmp_path / "out" / "stats.json").exists()
     assert not list((tmp_path / "out").rglob(".*.tmp"))
     # without the drop, the same interruption writes stats.json as before
-    monkeypatch.setattr(Interrupted, "finish", lambda self: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(Interrupted, "finish", lambda self, interrupted=False: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         Engine.from_config(config).replay([trace], out=tmp_path / "again", drain=True)
     assert (tmp_path / "again" / "stats.json").is_file()

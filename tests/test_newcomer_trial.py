@@ -1025,6 +1025,17 @@ def test_a_broken_stream_is_said_after_the_warning_of_the_bad_value_before_it(tm
             unpacked = "decompressed " if trace.endswith(".gz") else ""
             assert f" WARNING sigmatch: the bad value, at {unpacked}byte {at:,} of {tmp_path / trace}, holds " in lines[0]
             assert lines[1].startswith(f"sigmatch: error: event stream broken in {tmp_path / trace} at byte offset ")
+    # a .gz cut short after the bad value: the trace cannot be read on (no StreamError), and
+    # the warning still comes first (it was missing: helper-109's trial)
+    whole = gzip.compress(data[:at] + b"\xde\x01\x00" + data[at:], mtime=0)
+    (tmp_path / "cut.msgpack.gz").write_bytes(whole[:-40])
+    for workers in (1, 2):
+        done = sigmatch("replay", CONFIG, tmp_path / "cut.msgpack.gz", "--out", tmp_path / f"o-cut-{workers}",
+                        "--workers", workers)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 2, done.stderr
+        assert f" WARNING sigmatch: the bad value, at decompressed byte {at:,} of {tmp_path / 'cut.msgpack.gz'}, " in lines[0]
+        assert lines[1].startswith(f"sigmatch: error: {tmp_path / 'cut.msgpack.gz'}: cannot read trace: truncated gzip")
 
 
 @pytest.mark.parametrize("padding, said", [(23, False), (24, True)])

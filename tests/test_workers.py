@@ -294,6 +294,35 @@ def test_a_stream_that_breaks_half_way(tight, tmp_path):
         assert_same_outcome(outcome(tmp_path / f"workers-{k}"), expected, f"{k} workers")
 
 
+def test_an_interrupted_run_completes_the_files_of_what_was_merged(tight, tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM part-way through `replay --workers 2`: the actions merged so far are
+    written and their files completed (none left as .tmp), as one process completes its own;
+    no stats.json. Until 2026-12-07 the merged actions not yet handed to the writer were lost
+    and the open files stayed .tmp."""
+    config, traces = tight
+    real = sharded._Forked.messages
+
+    def interrupted(self):
+        batches = {}
+        for w, message in real(self):
+            yield w, message
+            if message is not None and message[0] == "batch":
+                batches[w] = batches.get(w, 0) + 1
+                if len(batches) == 2 and min(batches.values()) >= 2:
+                    raise KeyboardInterrupt
+
+    monkeypatch.setattr(sharded._Forked, "messages", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        sharded.replay(config, list(traces), out, workers=2)
+    assert not list(out.rglob("*.tmp")), sorted(out.rglob("*"))
+    assert not (out / "stats.json").exists()
+    seqs = sorted(int(line.split(",")[0]) for f in out.rglob("actions-*.csv")
+                  for line in f.read_text().splitlines()[1:])
+    # a prefix of the run's actions, numbered from 1 without a gap
+    assert seqs and seqs == list(range(1, len(seqs) + 1))
+
+
 def test_a_trace_that_cannot_be_read_part_way(tight, tmp_path):
     """A .gz trace cut short, after two good ones: every worker stops at the same event, and
     the run writes what one process writes (the actions made before it, undrained, and

@@ -683,6 +683,7 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
     produced = {"actions": 0, "conversions": 0, "dead_letters": 0}
     seq_range: list[int] = []
     ended: dict[int, tuple] = {}
+    interrupted = raised = False    # how the loop below ended, for the files' completion
     failure: Optional[str] = None
     refused: Optional[str] = None       # a configuration or input that does not load: no run
     nbytes = 0
@@ -747,9 +748,15 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
             failure = _disagreement(ended, workers)
         if failure is None:
             write(final=True)
-    except BaseException:
+    except BaseException as e:
+        interrupted = isinstance(e, KeyboardInterrupt)
+        raised = True
         transport.abort()
         transport.close()
+        if interrupted:
+            # what every worker had passed is final: written, as one process writes every
+            # action it made before Ctrl-C (the workers' records past it are lost)
+            write(final=True)
         raise
     finally:
         if bar is not None:
@@ -757,10 +764,17 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
         if failure is not None:
             transport.abort()
         try:
-            writer.finish()
+            writer.finish(interrupted=interrupted)
+        except BaseException:
+            raised = True       # an interrupt that came while the last batches were written
+            raise
         finally:
             if writer.error is not None:
                 sinks.abort()   # as replay() does: the open files cannot be completed
+            elif raised:
+                # stopped (Ctrl-C, SIGTERM): the files of the actions merged so far are
+                # completed, as one process completes its own; no stats.json
+                sinks.close()
             transport.close()
     if refused is not None:
         sinks.close()
@@ -792,7 +806,9 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
                   "the last worker's end %.2f s after it; the files finished %.2f s after that",
                   begun[1], first_batch - begun[0], last_end - begun[0], time.perf_counter() - last_end)
     if figures.get("unread"):
-        raise LoadError(figures["unread"])
+        unread = LoadError(figures["unread"])
+        unread.stats = stats        # as one process's (api.Engine.replay)
+        raise unread
     if status:
         error = stream_error(status, error_offset, files)
         error.stats = stats         # what was read before it (bad values that may explain it)
