@@ -611,21 +611,29 @@ def _interrupt_finish(writer, sinks, times: int = 1) -> None:
     writer._done.wait = interrupted
 
 
+class _Slow(_HeldWrites):
+    def done(self, records):
+        self.written.append(len(records))
+
+
+def _writer_holding(*sizes):
+    """A SinkThread writing batches of `sizes` records into _Slow sinks: the first held once
+    begun, the others waiting behind it."""
+    from engine.sinks import SinkThread
+    sinks = _Slow()
+    writer = SinkThread(sinks, depth=2)
+    writer.write_actions(np.zeros(sizes[0], ACTION_DTYPE))
+    sinks.writing.wait()
+    for n in sizes[1:]:
+        writer.write_actions(np.zeros(n, ACTION_DTYPE))
+    return writer, sinks
+
+
 def test_an_interrupted_finish_waits_for_the_batch_being_written():
     """A second Ctrl-C while replay waits for its files: the thread ends the batch it is
     writing and drops the rest before finish() re-raises, so that stats.json and close()
     never run beside its writes to the same files."""
-    from engine.sinks import SinkThread
-
-    class Slow(_HeldWrites):
-        def done(self, records):
-            self.written.append(len(records))
-
-    sinks = Slow()
-    writer = SinkThread(sinks, depth=2)
-    writer.write_actions(np.zeros(1, ACTION_DTYPE))
-    sinks.writing.wait()
-    writer.write_actions(np.zeros(2, ACTION_DTYPE))       # waits behind the first
+    writer, sinks = _writer_holding(1, 2)          # the second waits behind the first
     _interrupt_finish(writer, sinks)
     with pytest.raises(KeyboardInterrupt):
         writer.finish(interrupted=True)
@@ -637,17 +645,7 @@ def test_a_first_interruption_in_finish_lets_every_batch_be_written():
     """A single Ctrl-C or SIGTERM that lands while replay waits for its last files (the stream
     had ended): every batch is written, as after a first interruption anywhere else, and the
     interruption is raised once they are. It dropped them, and left the files unfinished."""
-    from engine.sinks import SinkThread
-
-    class Slow(_HeldWrites):
-        def done(self, records):
-            self.written.append(len(records))
-
-    sinks = Slow()
-    writer = SinkThread(sinks, depth=2)
-    writer.write_actions(np.zeros(1, ACTION_DTYPE))
-    sinks.writing.wait()
-    writer.write_actions(np.zeros(2, ACTION_DTYPE))
+    writer, sinks = _writer_holding(1, 2)
     _interrupt_finish(writer, sinks)
     with pytest.raises(KeyboardInterrupt):
         writer.finish()
@@ -661,16 +659,7 @@ def test_finish_waits_out_the_batch_being_written_through_more_interrupts():
     waited on until 2026-12-07, marks the thread stopped when an interrupt breaks it on
     Python 3.11 (the running thread's lock released on the way out): the next join then
     returned at once, and close() ran while the thread wrote (files left as .tmp)."""
-    from engine.sinks import SinkThread
-
-    class Slow(_HeldWrites):
-        def done(self, records):
-            self.written.append(len(records))
-
-    sinks = Slow()
-    writer = SinkThread(sinks, depth=2)
-    writer.write_actions(np.zeros(1, ACTION_DTYPE))
-    sinks.writing.wait()
+    writer, sinks = _writer_holding(1)
     _interrupt_finish(writer, sinks, times=3)
     with pytest.raises(KeyboardInterrupt):
         writer.finish(interrupted=True)
