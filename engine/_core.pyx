@@ -878,8 +878,8 @@ cdef class Core:
 
     def feed(self, data):
         """Decode and process the next bytes of the stream. Returns a status code:
-        0 ok, 1 corrupt, 2 too large, 4 out of memory (error_offset names the event);
-        records.STREAM_STATUSES names them."""
+        0 ok, 1 corrupt, 2 too large (error_offset names the event), 4 out of memory
+        (somewhere in what was fed: no event is named); records.STREAM_STATUSES names them."""
         cdef const uint8_t[::1] view = data
         cdef size_t n = view.shape[0]
         cdef int st

@@ -191,16 +191,21 @@ def _where_stopped(core, error: Optional[Exception], broken_off: Optional[BaseEx
     that cannot be written); all bytes and None when the stream was read to its end. The
     bytes are the core's, not the chunks': an interrupt may land before the reader's own
     count of a chunk fed."""
-    if error is not None:
-        offset = int(core.error_offset)
-        return offset, stopped_at(getattr(error, "reason", "out_of_memory"), offset, traces)
     # what the core was fed, less an event it holds incomplete (a trace cut off part-way)
-    offset = int(core.next_offset) - int(core.carried)
+    fed = int(core.next_offset) - int(core.carried)
+    if isinstance(error, StreamError):
+        offset = int(core.error_offset)
+        return offset, stopped_at(error.reason, offset, traces)
+    if error is not None:
+        # out of memory somewhere inside what was fed (the core names no event for it)
+        return fed, stopped_at("out_of_memory", fed, traces)
+    offset = fed
     if broken_off is None:
         return offset, None
     reason = ("interrupted" if isinstance(broken_off, KeyboardInterrupt)
-              # a trace file, or the caller's source of chunks, that could not be read on
-              else "unreadable" if isinstance(broken_off, (LoadError, OSError))
+              # a trace file that could not be read on (the reader's LoadError); an OSError
+              # may be an output file's, which is no reason the stream stopped being read
+              else "unreadable" if isinstance(broken_off, LoadError)
               else "out_of_memory" if isinstance(broken_off, MemoryError) else "error")
     return offset, stopped_at(reason, offset, traces)
 
@@ -218,9 +223,10 @@ def stopped_at(reason: str, offset: int, traces: Sequence) -> dict:
     event's for `corrupt`, `too_large` and `truncated`; the first byte of the event not
     complete when the trace could not be read on or the run was interrupted) and the trace
     that holds it with its offset there (None without files). Reasons: STREAM_STATUSES'
-    (corrupt, too_large, truncated, out_of_memory), `unreadable` (a trace, or an API
-    caller's source of chunks, that could not be read on), `interrupted` (Ctrl-C, SIGTERM)
-    and `error` (any other exception of the caller's source)."""
+    (corrupt, too_large, truncated, out_of_memory: then the end of what was fed, as the
+    core names no event), `unreadable` (a trace that could not be read on), `interrupted`
+    (Ctrl-C, SIGTERM) and `error` (anything else: an output file that cannot be written, an
+    exception of an API caller's own source of chunks)."""
     holder = _trace_holding(offset, traces)
     return {"reason": reason, "offset": int(offset),
             "trace": None if holder is None else os.fspath(holder[1]),

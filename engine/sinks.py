@@ -1209,6 +1209,11 @@ class SinkThread:
         self._put(self.sinks.write_dead_letters, records)
 
     @property
+    def done(self) -> bool:
+        """Whether the thread has ended: nothing writes the files any more."""
+        return self._done.is_set()
+
+    @property
     def dropped(self) -> bool:
         """Whether batches handed over were dropped unwritten (finish() interrupted)."""
         return self._stopped
@@ -1242,18 +1247,25 @@ class SinkThread:
                     first = e
                     continue
                 self._stopped = True
-                if not ended:
-                    self._queue.put(None)
-                self._wait_out()
+                self._wait_out(None if ended else self._queue)
                 self._raise()
                 raise
         self._raise()
         if first is not None:
             raise first
 
-    def _wait_out(self) -> None:
-        """Wait for the batch being written, whatever interrupts the wait: what an interrupt
-        would break off is the guarantee that nothing writes beside the caller's close."""
+    def _wait_out(self, queue=None) -> None:
+        """End the thread (the end marker put on `queue` first, when given; it waits while
+        the queue is full) and wait for the batch being written, whatever interrupts either
+        wait: what an interrupt would break off is the guarantee that nothing writes beside
+        the caller's close. A write that hangs (a dead NFS server) is then stopped by SIGKILL
+        alone."""
+        while queue is not None:
+            try:
+                queue.put(None)
+                queue = None
+            except BaseException:
+                continue
         while True:
             try:
                 self._done.wait()

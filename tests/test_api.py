@@ -200,6 +200,30 @@ def test_an_interrupted_run_s_stats_json_says_so(world, tmp_path):
     assert run["stopped"] == {"reason": "interrupted", "offset": cut - 3, "trace": None, "trace_offset": None}
 
 
+def test_what_stopped_a_stream_is_named_by_its_kind():
+    """run.stopped's reason and offset for each way a stream ends early: the broken event's
+    offset for a StreamError; the end of what was fed, less an incomplete event, otherwise
+    (out of memory names no event). An OSError is an output file's as often as a source's:
+    `error`, not `unreadable`, which a trace's LoadError alone is."""
+    from engine.api import _where_stopped
+    from engine.errors import LoadError
+
+    class Fed:
+        next_offset, carried, error_offset = 1_000, 10, 450
+
+    cases = [(StreamError(450, "corrupt"), None, 450, "corrupt"),
+             (MemoryError(), None, 990, "out_of_memory"),
+             (None, MemoryError(), 990, "out_of_memory"),
+             (None, KeyboardInterrupt(), 990, "interrupted"),
+             (None, LoadError("t.msgpack.gz: cannot read trace"), 990, "unreadable"),
+             (None, OSError(28, "No space left on device"), 990, "error"),
+             (None, ValueError("a caller's source"), 990, "error")]
+    for error, broken_off, offset, reason in cases:
+        assert _where_stopped(Fed(), error, broken_off, ()) == (
+            offset, {"reason": reason, "offset": offset, "trace": None, "trace_offset": None}), (error, broken_off)
+    assert _where_stopped(Fed(), None, None, ()) == (990, None)
+
+
 def test_truncated_stream_is_an_error(world):
     config, trace = world
     data = trace.read_bytes()

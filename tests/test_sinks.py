@@ -666,6 +666,27 @@ def test_finish_waits_out_the_batch_being_written_through_more_interrupts():
     assert writer._done.is_set() and sinks.written == [1]
 
 
+def test_finish_ends_the_thread_through_interrupts_while_the_queue_is_full():
+    """The writer behind (its queue full) and Ctrl-C pressed again and again: an interrupt
+    that broke the end marker's put, blocked while the queue was full, let finish() return
+    while the thread still wrote, and close() ran beside it."""
+    writer, sinks = _writer_holding(1, 2, 3)        # one being written, two waiting
+    put = writer._queue.put
+    left = [3]
+
+    def interrupted(item, *args, **kwargs):
+        if item is None and left[0]:
+            left[0] -= 1
+            sinks.go.set()
+            raise KeyboardInterrupt
+        return put(item, *args, **kwargs)
+
+    writer._queue.put = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        writer.finish(interrupted=True)
+    assert writer.done and sinks.written == [1]
+
+
 def test_a_batch_that_fails_while_finish_is_interrupted_is_the_error_raised():
     """A second Ctrl-C while the batch being written meets a full disk: finish() raised the
     interruption, and replay said "aborted" with the files removed but the disk not named.

@@ -323,6 +323,27 @@ def test_an_interrupted_run_completes_the_files_of_what_was_merged(tight, tmp_pa
     assert seqs and seqs == list(range(1, len(seqs) + 1))
 
 
+def test_an_interruption_after_the_stream_completes_the_files(tight, tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM once every worker has ended, while the workers are joined or the
+    stats are built: every action is in complete files, and no stats.json. The open files
+    were left as .tmp (helper-110's review)."""
+    config, traces = tight
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sharded, "run_stats", interrupted)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        sharded.replay(config, list(traces), out, workers=2)
+    assert not list(out.rglob("*.tmp")), sorted(out.rglob("*"))
+    assert not (out / "stats.json").exists()
+    one_process(config, traces, tmp_path / "one")
+    expected = outcome(tmp_path / "one")
+    del expected["stats.json"]
+    assert_same_outcome(outcome(out), expected, "interrupted at the stats")
+
+
 def test_a_trace_that_cannot_be_read_part_way(tight, tmp_path):
     """A .gz trace cut short, after two good ones: every worker stops at the same event, and
     the run writes what one process writes (the actions made before it, undrained, and

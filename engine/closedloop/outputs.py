@@ -236,7 +236,9 @@ def _warn_of_a_partial_run(path: Path, stats: dict, warnings: list) -> None:
     trace, trace_offset = stopped.get("trace"), stopped.get("trace_offset")
     where = f" at byte {offset:,} of the stream" if isinstance(offset, int) else ""
     if isinstance(trace, str) and isinstance(trace_offset, int):
-        where = f" at byte {trace_offset:,} of {trace[:200]}"
+        # a .gz trace's offsets are of its decompressed bytes, as replay says them
+        unpacked = "decompressed " if trace.endswith(".gz") else ""
+        where = f" at {unpacked}byte {trace_offset:,} of {trace[:200]}"
     _warn(warnings, f"{path}: its run stopped part-way ({_short(reason)}{where}): its figures count the events "
                     "before that alone, and the actions still waiting then were never sent")
 

@@ -683,7 +683,7 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
     produced = {"actions": 0, "conversions": 0, "dead_letters": 0}
     seq_range: list[int] = []
     ended: dict[int, tuple] = {}
-    interrupted = raised = False    # how the loop below ended, for the files' completion
+    interrupted = False             # the loop below ended by Ctrl-C or SIGTERM
     failure: Optional[str] = None
     refused: Optional[str] = None       # a configuration or input that does not load: no run
     nbytes = 0
@@ -709,108 +709,116 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
                 unwritten[name].append(records)
             waiting = unwritten[name]
             if waiting and (final or sum(map(len, waiting)) >= SINK_BATCH):
-                getattr(writer, "write_" + name)(np.concatenate(waiting) if len(waiting) > 1 else waiting[0])
+                batch = np.concatenate(waiting) if len(waiting) > 1 else waiting[0]
+                # cleared before the hand-over: an interrupt between the two loses the batch
+                # (the run has no stats.json then) rather than writing its seqs twice
                 waiting.clear()
+                getattr(writer, "write_" + name)(batch)
 
     try:
-        for w, message in transport.messages():
-            if message is None:
-                if w not in ended:
-                    failure = failure or f"worker {w} of {workers} stopped without a word ({transport.death(w)})"
-            elif message[0] == "batch":
-                if first_batch is None:
-                    first_batch = time.perf_counter()
-                _, done, fed, actions, keys, conversions, positions, dead = message
-                merge.add(w, done, actions, keys, conversions, positions)
-                if dead is not None and len(dead):
-                    produced["dead_letters"] += len(dead)
-                    writer.write_dead_letters(dead)
-                if w == 0:
-                    if bar is not None:
-                        bar.update(fed - nbytes)
-                    nbytes = fed
-                write()
-            elif message[0] == "end":
-                last_end = time.perf_counter()
-                ended[w] = message[1:]
-                merge.finish(w)
-                write()
-            elif message[1] == "load":
-                refused = refused or message[2]
-                failure = failure or f"worker {w} of {workers} could not load: {message[2]}"
-            else:
-                failure = failure or f"worker {w} of {workers} failed: {message[2]}"
-            if failure is not None:
-                break
-        if failure is None and len(ended) < workers:
-            failure = f"{workers - len(ended)} of {workers} workers stopped before the end"
-        if failure is None:
-            failure = _disagreement(ended, workers)
-        if failure is None:
-            write(final=True)
-    except BaseException as e:
-        interrupted = isinstance(e, KeyboardInterrupt)
-        raised = True
-        transport.abort()
-        transport.close()
-        if interrupted:
-            # what every worker had passed is final: written, as one process writes every
-            # action it made before Ctrl-C (the workers' records past it are lost)
-            write(final=True)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        if failure is not None:
-            transport.abort()
         try:
-            writer.finish(interrupted=interrupted)
-        except BaseException:
-            raised = True       # an interrupt that came while the last batches were written
+            for w, message in transport.messages():
+                if message is None:
+                    if w not in ended:
+                        failure = failure or f"worker {w} of {workers} stopped without a word ({transport.death(w)})"
+                elif message[0] == "batch":
+                    if first_batch is None:
+                        first_batch = time.perf_counter()
+                    _, done, fed, actions, keys, conversions, positions, dead = message
+                    merge.add(w, done, actions, keys, conversions, positions)
+                    if dead is not None and len(dead):
+                        produced["dead_letters"] += len(dead)
+                        writer.write_dead_letters(dead)
+                    if w == 0:
+                        if bar is not None:
+                            bar.update(fed - nbytes)
+                        nbytes = fed
+                    write()
+                elif message[0] == "end":
+                    last_end = time.perf_counter()
+                    ended[w] = message[1:]
+                    merge.finish(w)
+                    write()
+                elif message[1] == "load":
+                    refused = refused or message[2]
+                    failure = failure or f"worker {w} of {workers} could not load: {message[2]}"
+                else:
+                    failure = failure or f"worker {w} of {workers} failed: {message[2]}"
+                if failure is not None:
+                    break
+            if failure is None and len(ended) < workers:
+                failure = f"{workers - len(ended)} of {workers} workers stopped before the end"
+            if failure is None:
+                failure = _disagreement(ended, workers)
+            if failure is None:
+                write(final=True)
+        except BaseException as e:
+            interrupted = isinstance(e, KeyboardInterrupt)
+            transport.abort()
+            transport.close()
+            if interrupted:
+                # what every worker had passed is final: written, as one process writes every
+                # action it made before Ctrl-C (the workers' records past it are lost)
+                write(final=True)
             raise
         finally:
-            if writer.error is not None:
-                sinks.abort()   # as replay() does: the open files cannot be completed
-            elif raised:
-                # stopped (Ctrl-C, SIGTERM): the files of the actions merged so far are
-                # completed, as one process completes its own; no stats.json
-                sinks.close()
-            transport.close()
-    if refused is not None:
-        sinks.close()
-        raise LoadError(refused)
-    if failure is not None:
-        sinks.close()
-        raise WorkerError(f"{failure}; the output in {out} is incomplete (no stats.json)")
-    status, error_offset, files, figures = ended[0]
-    after = dict(figures["counts"])
-    after["unknown_subscribers"] = sum(e[3]["counts"]["unknown_subscribers"] for e in ended.values())
-    before = {"events": 0, "unknown_subscribers": 0, "late_events": 0, "bad_bytes": 0,
-              "bad_events": {r: 0 for r in BAD_REASONS}, "bad_events_by_field": {}}
-    funnel = sum(e[3]["funnel"] for e in ended.values())
-    pending = sum(e[3]["pending"] for e in ended.values())
-    # where the stream stopped, and the bytes before it, as one process says them
-    if status:
-        processed = int(error_offset)
-        stopped = stopped_at(STREAM_STATUSES[status], processed, files)
-    else:
-        processed = int(figures["processed"])
-        stopped = stopped_at("unreadable", processed, files) if figures.get("unread") else None
-    stats = run_stats(config, configuration_identity(config), before, after, funnel, days, variants, produced,
-                      processed, time.perf_counter() - started, seq_range, pending, files, stopped)
-    sinks.close()           # the files first, as replay() does: stats.json only beside complete files
-    sinks.write_stats(stats)
-    if begun is not None and first_batch is not None and last_end is not None:
-        # where the run's time goes outside the workers' streams (theirs are in their lines)
-        log.info("the coordinator: the world loaded in %.2f s; the workers' first batch %.2f s after the start, "
-                  "the last worker's end %.2f s after it; the files finished %.2f s after that",
-                  begun[1], first_batch - begun[0], last_end - begun[0], time.perf_counter() - last_end)
-    if figures.get("unread"):
-        unread = LoadError(figures["unread"])
-        unread.stats = stats        # as one process's (api.Engine.replay)
-        raise unread
-    if status:
-        error = stream_error(status, error_offset, files)
-        error.stats = stats         # what was read before it (bad values that may explain it)
-        raise error
-    return stats
+            if bar is not None:
+                bar.close()
+            if failure is not None:
+                transport.abort()
+            try:
+                writer.finish(interrupted=interrupted)
+            finally:
+                if writer.error is not None:
+                    sinks.abort()   # as replay() does: the open files cannot be completed
+                transport.close()
+        if refused is not None:
+            sinks.close()
+            raise LoadError(refused)
+        if failure is not None:
+            sinks.close()
+            raise WorkerError(f"{failure}; the output in {out} is incomplete (no stats.json)")
+        status, error_offset, files, figures = ended[0]
+        after = dict(figures["counts"])
+        after["unknown_subscribers"] = sum(e[3]["counts"]["unknown_subscribers"] for e in ended.values())
+        before = {"events": 0, "unknown_subscribers": 0, "late_events": 0, "bad_bytes": 0,
+                  "bad_events": {r: 0 for r in BAD_REASONS}, "bad_events_by_field": {}}
+        funnel = sum(e[3]["funnel"] for e in ended.values())
+        pending = sum(e[3]["pending"] for e in ended.values())
+        # where the stream stopped, and the bytes before it, as one process says them
+        if status and STREAM_STATUSES[status] != "out_of_memory":
+            processed = int(error_offset)
+            stopped = stopped_at(STREAM_STATUSES[status], processed, files)
+        elif status:
+            # the core names no event for it: the end of what was fed, as one process says
+            processed = int(figures["processed"])
+            stopped = stopped_at("out_of_memory", processed, files)
+        else:
+            processed = int(figures["processed"])
+            stopped = stopped_at("unreadable", processed, files) if figures.get("unread") else None
+        stats = run_stats(config, configuration_identity(config), before, after, funnel, days, variants, produced,
+                          processed, time.perf_counter() - started, seq_range, pending, files, stopped)
+        sinks.close()           # the files first, as replay() does: stats.json only beside complete files
+        sinks.write_stats(stats)
+        if begun is not None and first_batch is not None and last_end is not None:
+            # where the run's time goes outside the workers' streams (theirs are in their lines)
+            log.info("the coordinator: the world loaded in %.2f s; the workers' first batch %.2f s after the start, "
+                      "the last worker's end %.2f s after it; the files finished %.2f s after that",
+                      begun[1], first_batch - begun[0], last_end - begun[0], time.perf_counter() - last_end)
+        if figures.get("unread"):
+            unread = LoadError(figures["unread"])
+            unread.stats = stats        # as one process's (api.Engine.replay)
+            raise unread
+        if status:
+            error = stream_error(status, error_offset, files)
+            error.stats = stats         # what was read before it (bad values that may explain it)
+            raise error
+        return stats
+    except BaseException:
+        # Stopped anywhere (Ctrl-C or SIGTERM in the loop, in the last writes, in the
+        # workers' join or the stats; an error): the files of the actions written so far are
+        # completed, as one process completes its own, once the writer is done with them
+        # (finish() waited for it); no stats.json
+        if writer.error is None and writer.done:
+            sinks.close()
+        raise
