@@ -755,11 +755,12 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
         except BaseException as e:
             interrupted = isinstance(e, KeyboardInterrupt)
             transport.abort()
-            transport.close()
             if interrupted:
                 # what every worker had passed is final: written, as one process writes every
-                # action it made before Ctrl-C (the workers' records past it are lost)
+                # action it made before Ctrl-C (the workers' records past it are lost); before
+                # the workers are joined, which may take seconds
                 write(final=True)
+            transport.close()
             raise
         finally:
             if bar is not None:
