@@ -7,9 +7,12 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,6 +184,35 @@ def stream_error(status: int, offset: int, files=()) -> Exception:
     if holder is None:
         return StreamError(offset, reason, f"{reason} ({detail})")
     return StreamError(offset, reason, f"{reason} ({detail})", path=holder[1], path_offset=offset - holder[0])
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """Ctrl-C and SIGTERM held back while the body runs, then acted on as they would have been:
+    records taken from the core must reach the run's counts, the writer's queue and the list
+    of what is left to write together. A signal between two of those steps left stats.json
+    counting actions that no file held, or handed a batch to the writer twice (helper-111).
+    The body must not wait long: a signal is not acted on until it ends. Only in the main
+    thread, where Python runs signal handlers; elsewhere the body runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list = []
+    before = {}
+    try:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            before[number] = signal.signal(number, lambda n, frame: held.append((n, frame)))
+        yield
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, handler)
+        if held:
+            number, frame = held[0]
+            handler = before.get(number)
+            if callable(handler):
+                handler(number, frame)          # KeyboardInterrupt, or the CLI's SIGTERM
+            elif handler != signal.SIG_IGN:
+                os.kill(os.getpid(), number)    # the default action: ends the process
 
 
 def _where_stopped(core, error: Optional[Exception], broken_off: Optional[BaseException],
@@ -660,18 +692,19 @@ class Engine(EngineFigures):
             self._take_explain()
             for name, take in (("actions", core.take_actions), ("conversions", core.take_conversions),
                                ("dead_letters", core.take_dead_letters)):
-                records = take()
-                if len(records):
-                    produced[name] += len(records)
-                    self._count_days(name, records, seq_range)
-                    unwritten[name].append(records)
-                    if keep:
-                        kept[name].append(records)
-                waiting = unwritten[name]
-                if sinks is not None and waiting and (final or sum(map(len, waiting)) >= SINK_BATCH):
-                    getattr(writer, "write_" + name)(np.concatenate(waiting) if len(waiting) > 1 else waiting[0])
-                if sinks is None or final or not waiting or sum(map(len, waiting)) >= SINK_BATCH:
-                    waiting.clear()
+                with interrupts_held():
+                    records = take()
+                    if len(records):
+                        produced[name] += len(records)
+                        self._count_days(name, records, seq_range)
+                        unwritten[name].append(records)
+                        if keep:
+                            kept[name].append(records)
+                    waiting = unwritten[name]
+                    if sinks is not None and waiting and (final or sum(map(len, waiting)) >= SINK_BATCH):
+                        getattr(writer, "write_" + name)(np.concatenate(waiting) if len(waiting) > 1 else waiting[0])
+                    if sinks is None or final or not waiting or sum(map(len, waiting)) >= SINK_BATCH:
+                        waiting.clear()
 
         # The files are written on a thread of their own while the core, without the GIL,
         # decodes the next piece (docs/performance.md, "Sinks"); the same files in the same order.

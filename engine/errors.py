@@ -44,7 +44,9 @@ class StreamError(SigmatchError):
         self.stats = None           # the stats.json of the run it ended, when one was made
         where = f"byte offset {offset:,}"
         if path is not None:
-            where = f"{path} at byte offset {path_offset:,} (stream offset {offset:,})"
+            # a .gz trace's offsets are of its decompressed bytes, as every other line says them
+            unpacked = "decompressed " if str(path).endswith(".gz") else ""
+            where = f"{path} at {unpacked}byte offset {path_offset:,} (stream offset {offset:,})"
         super().__init__(f"event stream broken in {where}: {detail or reason}" if path is not None
                          else f"event stream broken at {where}: {detail or reason}")
 

@@ -200,6 +200,35 @@ def test_an_interrupted_run_s_stats_json_says_so(world, tmp_path):
     assert run["stopped"] == {"reason": "interrupted", "offset": cut - 3, "trace": None, "trace_offset": None}
 
 
+def _interrupt_at_the_first_count(monkeypatch):
+    """A real SIGINT, sent to this process as the first records taken from the core are counted
+    by day (where helper-111 sent one)."""
+    import signal
+    from engine import api
+    real, sent = api._DayCounts.add, []
+
+    def add(self, *args, **kwargs):
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(api._DayCounts, "add", add)
+
+
+def test_an_interrupt_while_records_are_counted_is_acted_on_once_they_are_handed_over(world, tmp_path, monkeypatch):
+    """Ctrl-C between taking records from the core and handing them to the writer: the batch
+    was lost while stats.json counted it (actions no file held). The signal is now acted on
+    once the batch is counted and handed over: the files hold what stats.json counts."""
+    config, trace = world
+    _interrupt_at_the_first_count(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        Engine.from_config(config).replay([trace], out=tmp_path / "out")
+    run = json.loads((tmp_path / "out" / "stats.json").read_text())["run"]
+    rows = sum(len(p.read_text().splitlines()) - 1 for p in (tmp_path / "out").rglob("actions-*.csv"))
+    assert run["actions"] == rows > 0 and run["stopped"]["reason"] == "interrupted"
+
+
 def test_what_stopped_a_stream_is_named_by_its_kind():
     """run.stopped's reason and offset for each way a stream ends early: the broken event's
     offset for a StreamError; the end of what was fed, less an incomplete event, otherwise

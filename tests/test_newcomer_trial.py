@@ -1024,7 +1024,7 @@ def test_a_broken_stream_is_said_after_the_warning_of_the_bad_value_before_it(tm
             assert done.returncode == 1 and len(lines) == 2, done.stderr
             unpacked = "decompressed " if trace.endswith(".gz") else ""
             assert f" WARNING sigmatch: the bad value, at {unpacked}byte {at:,} of {tmp_path / trace}, holds " in lines[0]
-            assert lines[1].startswith(f"sigmatch: error: event stream broken in {tmp_path / trace} at byte offset ")
+            assert lines[1].startswith(f"sigmatch: error: event stream broken in {tmp_path / trace} at {unpacked}byte offset ")
     # a .gz cut short after the bad value: the trace cannot be read on (no StreamError), and
     # the warning still comes first (it was missing: helper-109's trial)
     whole = gzip.compress(data[:at] + b"\xde\x01\x00" + data[at:], mtime=0)

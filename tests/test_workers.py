@@ -323,6 +323,21 @@ def test_an_interrupted_run_completes_the_files_of_what_was_merged(tight, tmp_pa
     assert seqs and seqs == list(range(1, len(seqs) + 1))
 
 
+def test_an_interrupt_while_merged_records_are_counted_loses_none(tight, tmp_path, monkeypatch):
+    """Ctrl-C between taking records from the merge and handing them to the writer: that batch
+    was lost, and the files began past it. The signal is now acted on once it is handed over."""
+    from tests.test_api import _interrupt_at_the_first_count
+    config, traces = tight
+    _interrupt_at_the_first_count(monkeypatch)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        sharded.replay(config, list(traces), out, workers=2)
+    assert not list(out.rglob("*.tmp")) and not (out / "stats.json").exists()
+    seqs = sorted(int(line.split(",")[0]) for f in out.rglob("actions-*.csv")
+                  for line in f.read_text().splitlines()[1:])
+    assert seqs and seqs == list(range(1, len(seqs) + 1))
+
+
 def test_an_interruption_after_the_stream_completes_the_files(tight, tmp_path, monkeypatch):
     """Ctrl-C or SIGTERM once every worker has ended, while the workers are joined or the
     stats are built: every action is in complete files, and no stats.json. The open files

@@ -35,8 +35,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from engine.api import (SINK_BATCH, _DayCounts, _VariantCounts, configuration_identity, run_stats, stopped_at,
-                        stream_error)
+from engine.api import (SINK_BATCH, _DayCounts, _VariantCounts, configuration_identity, interrupts_held, run_stats,
+                        stopped_at, stream_error)
 from engine.errors import ConfigError, LoadError, SigmatchError
 from engine.language.compile import build_peer_tables, check_wheres, load_world, shard_world
 from engine.language.config import Config, load_config
@@ -698,22 +698,24 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
     unwritten = {"actions": [], "conversions": []}
 
     def write(final: bool = False) -> None:
-        actions, conversions = merge.merged()
-        for name, records in (("actions", actions), ("conversions", conversions)):
-            if len(records):
-                produced[name] += len(records)
-                days.add(records, conversions=name == "conversions")
-                variants.add(config.campaigns, records, conversions=name == "conversions")
-                if name == "actions":
-                    seq_range[:] = [seq_range[0] if seq_range else int(records["seq"][0]), int(records["seq"][-1])]
-                unwritten[name].append(records)
-            waiting = unwritten[name]
-            if waiting and (final or sum(map(len, waiting)) >= SINK_BATCH):
-                batch = np.concatenate(waiting) if len(waiting) > 1 else waiting[0]
-                # cleared before the hand-over: an interrupt between the two loses the batch
-                # (the run has no stats.json then) rather than writing its seqs twice
-                waiting.clear()
-                getattr(writer, "write_" + name)(batch)
+        # taken from the merge, counted and handed over together (api.interrupts_held)
+        with interrupts_held():
+            actions, conversions = merge.merged()
+            for name, records in (("actions", actions), ("conversions", conversions)):
+                if len(records):
+                    produced[name] += len(records)
+                    days.add(records, conversions=name == "conversions")
+                    variants.add(config.campaigns, records, conversions=name == "conversions")
+                    if name == "actions":
+                        seq_range[:] = [seq_range[0] if seq_range else int(records["seq"][0]), int(records["seq"][-1])]
+                    unwritten[name].append(records)
+                waiting = unwritten[name]
+                if waiting and (final or sum(map(len, waiting)) >= SINK_BATCH):
+                    batch = np.concatenate(waiting) if len(waiting) > 1 else waiting[0]
+                    # cleared first: a hand-over that raises (the writer's error) leaves no batch
+                    # to be handed over again
+                    waiting.clear()
+                    getattr(writer, "write_" + name)(batch)
 
     try:
         try:
@@ -725,10 +727,11 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
                     if first_batch is None:
                         first_batch = time.perf_counter()
                     _, done, fed, actions, keys, conversions, positions, dead = message
-                    merge.add(w, done, actions, keys, conversions, positions)
-                    if dead is not None and len(dead):
-                        produced["dead_letters"] += len(dead)
-                        writer.write_dead_letters(dead)
+                    with interrupts_held():
+                        merge.add(w, done, actions, keys, conversions, positions)
+                        if dead is not None and len(dead):
+                            produced["dead_letters"] += len(dead)
+                            writer.write_dead_letters(dead)
                     if w == 0:
                         if bar is not None:
                             bar.update(fed - nbytes)
@@ -737,7 +740,8 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
                 elif message[0] == "end":
                     last_end = time.perf_counter()
                     ended[w] = message[1:]
-                    merge.finish(w)
+                    with interrupts_held():
+                        merge.finish(w)
                     write()
                 elif message[1] == "load":
                     refused = refused or message[2]
