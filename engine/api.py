@@ -201,6 +201,8 @@ def interrupts_held():
     before = {}
     try:
         for number in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(number) is None:
+                continue    # a handler installed outside Python could not be put back from it
             before[number] = signal.signal(number, lambda n, frame: held.append((n, frame)))
         yield
     finally:

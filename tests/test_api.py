@@ -229,6 +229,19 @@ def test_an_interrupt_while_records_are_counted_is_acted_on_once_they_are_handed
     assert run["actions"] == rows > 0 and run["stopped"]["reason"] == "interrupted"
 
 
+def test_a_handler_installed_outside_python_is_left_alone(monkeypatch):
+    """signal.getsignal says None for a handler a C library installed: it cannot be put back by
+    signal.signal (TypeError), so that signal is not held."""
+    import signal
+    from engine.api import interrupts_held
+    real = signal.getsignal
+    monkeypatch.setattr(signal, "getsignal", lambda n: None if n == signal.SIGTERM else real(n))
+    before = real(signal.SIGTERM)
+    with interrupts_held():
+        assert real(signal.SIGTERM) is before and real(signal.SIGINT) is not signal.default_int_handler
+    assert real(signal.SIGINT) is signal.default_int_handler and real(signal.SIGTERM) is before
+
+
 def test_what_stopped_a_stream_is_named_by_its_kind():
     """run.stopped's reason and offset for each way a stream ends early: the broken event's
     offset for a StreamError; the end of what was fed, less an incomplete event, otherwise
