@@ -426,9 +426,10 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
               "a second run would number its actions from 1 again and the gateway would send them twice: "
               "give a new --out, or --overwrite to replace the earlier run")
     cfg = load_config(config)
-    if ray_address is None:
+    if ray_address is None and workers > 1:
         # a Ray cluster's cores are not this host's: its workers are placed by Ray. Said once
-        # the configuration loads: a command that fails says its error alone
+        # the configuration loads: a command that fails says its error alone. One process
+        # is never beyond the cores, and need not import multiprocessing to know it.
         from engine.workers import beyond_cores
         too_many = beyond_cores(workers)
         if too_many:

@@ -734,6 +734,9 @@ MUTANTS: list[Mutant] = [
            "counts = pc.fill_null(pc.list_value_length(lists), 0)", "counts = pc.list_value_length(lists)",
            "a null row of a dictionary tags column has no tags",
            fast=("tests/test_loaders.py",)),
+    Mutant("loader-quote-count-wrong-byte", "loaders/tabular.py", "np.uint8, size) == 0x22", "np.uint8, size) == 0x27",
+           "a file with an odd number of quotes names the line whose quote never closes",
+           fast=("tests/test_field_inputs.py::test_an_unclosed_quote_names_its_line_instead_of_swallowing_the_file",)),
 
     # ---- the service
     Mutant("daemon-break-before-skips-file", "engine/service/daemon.py",
