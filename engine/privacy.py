@@ -3,6 +3,7 @@ through here.
 
     mask_msisdn(n)          one known number: '13800138000' -> '138****8000'
     mask_numbers(text)      every number in free text masked (the rule below)
+    mask_written_numbers(text)  and numbers written in groups (`138-0013-8000`), for pages
     escape_controls(text)   control characters shown as escapes, so that text from outside
                             (a request path, a CSV row) cannot forge or hide log lines
     scrub(text)             both: what every log message and error text goes through
@@ -34,7 +35,7 @@ import logging
 import re
 import threading
 
-__all__ = ["mask_msisdn", "mask_numbers", "escape_controls", "scrub", "LogFormatter", "JsonLogFormatter",
+__all__ = ["mask_msisdn", "mask_numbers", "mask_written_numbers", "escape_controls", "has_controls", "scrub", "LogFormatter", "JsonLogFormatter",
            "MaskedStream"]
 
 # Shortest digit run masked in free text: the shortest subscriber numbers in use have 7 digits
@@ -95,6 +96,31 @@ def mask_numbers(text: str) -> str:
     return _RUN.sub(_mask_run, text)
 
 
+# A number as a person writes it, in groups: `+86 138-0013-8000`, `138 0013 8000`,
+# `138.0013.8000`. A first group of 1-4 digits, then groups of 2-4, each after one space,
+# dash or point, nothing word-like on either side (a decimal's or a version's further
+# groups included). Dates (2026-12-24, 24.12.2026) have the same shape and are left alone.
+_WRITTEN = re.compile(r"(?<![\w+.-])\+?\d{1,4}(?:[ .-]\d{2,4}){1,5}(?![\w+])(?![.-]\d)")
+_DATE = re.compile(r"\d{4}([-./])\d{2}\1\d{2}|\d{2}([-./])\d{2}\2\d{4}")
+
+
+def _mask_written(match: re.Match) -> str:
+    text = match[0]
+    digits = re.sub(r"\D", "", text)
+    if len(digits) < MIN_MASKED_DIGITS or _DATE.fullmatch(text):
+        return text
+    return ("+" if text.startswith("+") else "") + mask_msisdn(digits)
+
+
+def mask_written_numbers(text: str) -> str:
+    """mask_numbers, and also numbers written in groups (`+86 138-0013-8000` ->
+    `+861******8000`): for text a person typed (a version's "why", an audit entry), shown
+    on a page. Groups of 7 or more digits in all are masked, dates in groups are not. Not used
+    for logs, whose offsets, times and counts are written so that mask_numbers alone
+    suffices."""
+    return mask_numbers(_WRITTEN.sub(_mask_written, text))
+
+
 def _escape(match: re.Match) -> str:
     c = match[0]
     short = _SHORT_ESCAPES.get(c)
@@ -107,6 +133,12 @@ def escape_controls(text: str) -> str:
     """Control characters as escapes (`\\n`, `\\x1b`, `\\u2028`): the text stays on one line
     and cannot move the cursor, colour the terminal or start a forged log line."""
     return _CONTROL.sub(_escape, text)
+
+
+def has_controls(text: str) -> bool:
+    """Whether `text` holds a character escape_controls would escape (a C0 or C1 control, a
+    line or paragraph separator, a bidirectional override): for input refused outright."""
+    return _CONTROL.search(text) is not None
 
 
 def scrub(text: str) -> str:

@@ -829,6 +829,41 @@ def test_a_number_typed_in_a_why_or_a_note_is_masked_on_every_page(app, world):
     assert "138****8000" in ed.get(f"/versions/{vid}").text and "139****9000" in ed.get(f"/versions/{vid}").text
 
 
+def test_a_number_written_in_groups_in_a_why_is_masked_too(app, world):
+    # `+86 138-0013-8000` is how the policy view takes a number, and it was shown in full
+    ed = user(app, "ed")
+    why = "caller +86 138-0013-8000, 139 0013 9000 and 137.0013.7000 asked; live from 2026-12-24"
+    saved = campaign_form(ed, "crbt_school", template="NEW", why=why)
+    vid = saved.headers["location"].rsplit("/", 1)[1]
+    for path in (f"/versions/{vid}", "/versions", "/simulations", "/audit", "/audit.csv"):
+        page = ed.get(path).text
+        for written in ("138-0013-8000", "139 0013 9000", "137.0013.7000"):
+            assert written not in page, (path, written)
+    page = ed.get(f"/versions/{vid}").text
+    assert "+861******8000" in page and "139****9000" in page and "137****7000" in page and "2026-12-24" in page
+
+
+def test_a_note_with_control_characters_is_shown_as_escapes(app, world):
+    ed, ann = user(app, "ed"), user(app, "ann")
+    saved = campaign_form(ed, "crbt_school", template="NEW", why="new template")
+    vid = saved.headers["location"].rsplit("/", 1)[1]
+    page = ann.get(f"/versions/{vid}").text
+    ann.post(f"/versions/{vid}/reject", data={"csrf_token": _token(page), "note": "not\x00yet\r\nnor \u202eso"})
+    page = ann.get(f"/versions/{vid}").text
+    assert "\x00" not in page and "\u202e" not in page and "not\\x00yet\\r\\nnor \\u202eso" in page
+    exported = ann.get("/audit.csv").text
+    assert "\x00" not in exported and "not\\x00yet\\r\\nnor \\u202eso" in exported
+
+
+@pytest.mark.parametrize("why", ["line 1\nline 2", "nul\x00here", "turned \u202eround", "tab\there"])
+def test_a_why_with_a_control_character_is_refused(app, world, why):
+    # it was kept as typed: a NUL reached the pages' HTML, a line break cut the audit's CSV
+    ed = user(app, "ed")
+    answer = campaign_form(ed, "crbt_school", template="NEW", why=why)
+    assert answer.status_code == 400 and "without control characters" in answer.text
+    assert len(versions_of_app(app).all()) == 1
+
+
 def test_a_move_is_up_or_down_and_nothing_else(app, world):
     # a direction that was neither (or none, from a client posting a few fields) moved it down
     ed = user(app, "ed")

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from engine.privacy import (JsonLogFormatter, LogFormatter, MaskedStream, escape_controls, mask_msisdn,
-                            mask_numbers, scrub)
+                            mask_numbers, mask_written_numbers, scrub)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,6 +66,24 @@ def test_the_mask_is_mask_msisdn_and_idempotent():
     once = mask_numbers(text)
     assert once == f"a {mask_msisdn('13800138000')} b {mask_msisdn('1234567')} c {mask_msisdn('12345678901234567890')}"
     assert mask_numbers(once) == once
+
+
+@pytest.mark.parametrize("text,masked", [
+    ("+86 138-0013-8000", "+861******8000"),
+    ("call 138 0013 8000.", "call 138****8000."),
+    ("138.0013.8000", "138****8000"),
+    ("(555-123-4567)", "(555***4567)"),
+    ("1234 5678 9012 3456", "123*********3456"),               # 16 digits: masked all the same
+    ("123-4567", "1*****7"),                                   # 7 digits: the shortest masked
+    ("12-3456", "12-3456"),                                    # 6: left alone
+    ("from 2026-12-24 or 24.12.2026 to 2026/12/31", "from 2026-12-24 or 24.12.2026 to 2026/12/31"),
+    ("v1.2.3, 3.14159265, 12345.678, 1,234,567 at 12:30:00", "v1.2.3, 3.14159265, 12345.678, 1,234,567 at 12:30:00"),
+    ("x138-0013-8000", "x138-0013-8000"),                      # glued to a letter: a name, as for runs
+    ("and 8613800138000", "and 861******8000"),                # a plain run, as mask_numbers
+])
+def test_numbers_written_in_groups_are_masked_for_pages(text, masked):
+    assert mask_written_numbers(text) == masked
+    assert mask_written_numbers(masked) == masked
 
 
 @pytest.mark.parametrize("raw,shown", [

@@ -30,7 +30,7 @@ from fastapi.templating import Jinja2Templates
 from engine.console.auth import csrf_matches, new_csrf_token, password_stamp, role_allows
 from engine.console.settings import Settings
 from engine.console.store import Store
-from engine.privacy import mask_numbers
+from engine.privacy import escape_controls, mask_written_numbers
 
 __all__ = ["Action", "User", "LoginRequired", "render", "current_user", "require_user", "require_role", "csrf_token",
            "audit", "flash", "get_store", "get_settings", "viewer_may_post", "gate", "templates",
@@ -41,8 +41,11 @@ templates = Jinja2Templates(directory=str(TEMPLATES))
 # every value escaped, whatever the name: Starlette's default escapes by extension only, and
 # the templates are named *.html.jinja (sources, not pages a build writes)
 templates.env.autoescape = True
-# no page shows a full MSISDN but the one a user looked up: `|masked` on anything that may hold one
-templates.env.filters["masked"] = lambda text: mask_numbers("" if text is None else str(text))
+# no page shows a full MSISDN but the one a user looked up: `|masked` on anything that may hold
+# one, free text that people type above all (a why, a note), whose control characters are
+# shown as escapes
+templates.env.filters["masked"] = lambda text: escape_controls(
+    mask_written_numbers("" if text is None else str(text)))
 
 PUBLIC_PATHS = frozenset({"/login"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -142,14 +145,14 @@ def audit(request: Request, action: str, target: str = "", detail: str = "") -> 
     request's client address; the entry's id."""
     user = current_user(request)
     # stored masked, as lookups' targets are: an error's detail may quote a number of a file
-    return get_store(request).add_audit(user.name if user else "", action, target, mask_numbers(detail),
+    return get_store(request).add_audit(user.name if user else "", action, target, mask_written_numbers(detail),
                                         client_address(request))
 
 
 def flash(request: Request, message: str, kind: str = "info") -> None:
     """A message for the next page rendered in this session (kind: info or error); numbers
     in it masked (it travels in the session cookie, which is signed, not encrypted)."""
-    request.session.setdefault("flash", []).append([kind, mask_numbers(message)])
+    request.session.setdefault("flash", []).append([kind, mask_written_numbers(message)])
 
 
 def render(request: Request, template: str, status_code: int = 200, **context):

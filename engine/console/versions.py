@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from engine.console.configfile import ConfigFile, EditError, MAP_SECTIONS, NAMED_SECTIONS, TABLE_SECTIONS
 from engine.console.forms import FormErrors, validate
+from engine.privacy import has_controls
 
 __all__ = ["Versions", "VersionError", "Conflict", "ApprovalRefused", "DiffRow", "diff_texts", "sha256_of",
            "send_reload", "reload_result", "ReloadResult", "write_live", "is_sigmatch_run"]
@@ -170,6 +171,10 @@ class Versions:
             raise VersionError('a version needs a "why": say what the change is for')
         if len(why) > 2_000:
             raise VersionError('"why" is longer than 2,000 characters')
+        if has_controls(why):
+            # shown on pages and in the audit's CSV: a NUL, a line break or a bidirectional
+            # override there would cut a row or turn the text round
+            raise VersionError('"why" must be one line without control characters')
         for _ in range(3):
             head = self.head()
             self._check_conflict(base, head, line)

@@ -757,6 +757,13 @@ MUTANTS: list[Mutant] = [
            "an array of 64 entries is an event's shape, of 65 not",
            fast=("tests/test_daemon_hostile.py::test_an_event_shape_is_an_array_or_map_of_at_most_64",)),
 
+    # ---- privacy: what pages show of a number a person typed
+    Mutant("privacy-written-seven-digits-kept", "engine/privacy.py", "if len(digits) < MIN_MASKED_DIGITS or",
+           "if len(digits) <= MIN_MASKED_DIGITS or", "a number of 7 digits or more, written in groups, is masked",
+           fast=("tests/test_privacy_logs.py",)),
+    Mutant("privacy-written-dates-masked", "engine/privacy.py", " or _DATE.fullmatch(text):", ":",
+           "a date written in groups is no number to mask", fast=("tests/test_privacy_logs.py",)),
+
     # ---- the language
     Mutant("config-name-longest-one-more", "engine/language/config.py", "        if len(name) > t.longest:",
            "        if len(name) > t.longest + 1:", "a name has at most 128 characters (docs/configuration.md)",

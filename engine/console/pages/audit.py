@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from engine.console.deps import audit, get_store, render
-from engine.privacy import mask_numbers
+from engine.privacy import escape_controls, mask_written_numbers
 
 router = APIRouter()
 NAV = ("Audit", "/audit")
@@ -25,7 +25,9 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_cell(value) -> str:
-    text = "" if value is None else str(value)
+    # escaped: an entry stored before a control character was refused (or an approval's note)
+    # must not cut its row or hide a NUL in a spreadsheet
+    text = escape_controls("" if value is None else str(value))
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
@@ -64,7 +66,7 @@ def audit_csv(request: Request, user: Optional[str] = None, action: Optional[str
     writer.writerow(CSV_COLUMNS)
     for e in reversed(entries):
         writer.writerow([csv_cell(e["id"]), csv_cell(e["at"]), csv_cell(e["user"]), csv_cell(e["action"]),
-                         csv_cell(mask_numbers(e["target"])), csv_cell(mask_numbers(e["detail"])),
+                         csv_cell(mask_written_numbers(e["target"])), csv_cell(mask_written_numbers(e["detail"])),
                          csv_cell(e["client"])])
     return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"content-disposition": 'attachment; filename="sigmatch-audit.csv"'})

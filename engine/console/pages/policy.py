@@ -17,7 +17,7 @@ from fastapi import APIRouter, Form, Request
 
 from engine.console.deps import audit, get_settings, render, viewer_may_post
 from engine.errors import SigmatchError
-from engine.privacy import mask_msisdn, mask_numbers
+from engine.privacy import mask_msisdn, mask_numbers, mask_written_numbers
 
 __all__ = ["router", "NAV", "masked_except", "EXPLAIN_LAST"]
 
@@ -119,7 +119,7 @@ def _look_up(request: Request, typed: str, problem: Optional[str] = None):
                "rows": None, "field_error": None}
     if number is None:
         context["field_error"] = f"not an MSISDN: {MSISDN_RULE}"
-        context["number"] = mask_numbers(typed)
+        context["number"] = mask_written_numbers(typed)
         return render(request, "policy.html.jinja", status_code=400, **context)
     context["number"] = str(number)
     audit(request, "lookup", mask_msisdn(number), "policy view")
