@@ -588,7 +588,20 @@ def test_a_stats_json_nested_too_deeply_is_a_problem_not_an_error_page(app, worl
     client = logged_in(app, "vera")
     for path in ("/campaigns", "/watch"):
         answer = client.get(path)
-        assert answer.status_code == 200 and "cannot be read (RecursionError)" in answer.text, path
+        assert answer.status_code == 200 and "not a sigmatch stats.json (nested too deeply)" in answer.text, path
+
+
+@pytest.mark.parametrize("campaign", [
+    {"matched": None}, {"matched": "12"}, {"matched": 2**63}, {"sent": 1, "days": {"2026-11-05": {"sent": "x"}}},
+])
+def test_a_stats_json_sigmatch_never_writes_is_a_problem_on_every_page(app, world, campaign):
+    # /watch took int(None) and /campaigns added a string to a count: 500s (helper-115)
+    (world / "out" / "stats.json").write_text(json.dumps({"campaigns": {"topup_rescue": campaign}}))
+    client = logged_in(app, "vera")
+    for path in ("/campaigns", "/watch"):
+        answer = client.get(path)
+        assert answer.status_code == 200 and "stats.json: not a sigmatch stats.json (campaigns.topup_rescue." \
+            in answer.text, path
 
 
 def test_campaigns_say_when_the_live_file_does_not_load(app, world):

@@ -652,6 +652,13 @@ def test_a_damaged_row_is_refused_without_its_msisdn(tmp_path, damage):
     (lambda s: s["campaigns"]["promo"].update(matched=1.5), ("campaigns.promo.matched is 1.5, not a count",)),
     (lambda s: s["campaigns"]["promo"].update(matched=float("nan")), ("campaigns.promo.matched is NaN",)),
     (lambda s: s["campaigns"]["promo"].update(variants="x"), ('campaigns.promo.variants is "x", not an object',)),
+    # past what the core counts in: the plots' matplotlib raised OverflowError (helper-115)
+    (lambda s: s["campaigns"]["promo"].update(matched=2**63), ("campaigns.promo.matched is 922",
+                                                               "not a count")),
+    (lambda s: s["campaigns"]["promo"].update(days={"2026-11-05": {"sent": "x"}}),
+     ('campaigns.promo.days.2026-11-05.sent is "x", not a count',)),
+    (lambda s: s["campaigns"]["promo"].update(days={"2026-11-05": 3}), ("campaigns.promo.days.2026-11-05 is 3, not an object",)),
+    (lambda s: s["campaigns"]["promo"].update(variants={"A": {"sent": -1}}), ("campaigns.promo.variants.A.sent is -1",)),
     (lambda s: s["campaigns"]["promo"].update(uplift="x"), ('campaigns.promo.uplift is "x", not a number',)),
     # the configuration's own rule: no offset past 14 hours, no 60th minute
     (lambda s: s["configuration"].update(utc_offset="+25:00"), ("configuration.utc_offset",)),
@@ -679,6 +686,19 @@ def test_a_stats_json_sigmatch_never_writes_is_one_line(known, tmp_path, edit, w
     edit(stats)
     (bad / "stats.json").write_text(json.dumps(stats))
     one_line_error(*sigmatch("report", bad), "bad/stats.json", "not a sigmatch stats.json", *words)
+
+
+def test_a_stats_json_integer_past_python_s_digit_limit_is_one_line(known, tmp_path):
+    # json.loads raised ValueError (more than 4,300 digits), which went up as a traceback
+    bad = tmp_path / "bad"
+    shutil.copytree(known, bad)
+    text = (bad / "stats.json").read_text()
+    (bad / "stats.json").write_text(text.replace('"matched": ', '"matched": 1' + "0" * 5000 + ", \"was\": ", 1))
+    one_line_error(*sigmatch("report", bad), "bad/stats.json", "not a sigmatch stats.json", "4300")
+    (bad / "stats.json").write_text(text)
+    (bad / "stats.json").chmod(0)
+    if os.geteuid() != 0:       # root reads it all the same
+        one_line_error(*sigmatch("report", bad), "bad/stats.json", "cannot be read")
 
 
 def test_an_unwritable_destination_is_named_by_its_option(known, tmp_path):

@@ -251,7 +251,7 @@ def _warn_of_missing_records(path: Path, stats: dict, seq: np.ndarray, conversio
     warning: a service writes files between two of its stats.json."""
     run = stats.get("run") or {}
     first, last = run.get("first_seq"), run.get("last_seq")
-    if first is not None and last is not None:      # checked by _stats_problem: 1 <= first <= last < 2^64
+    if first is not None and last is not None:      # checked by stats_problem: 1 <= first <= last < 2^64
         numbered = last - first + 1
         held = int(np.count_nonzero((seq >= np.uint64(first)) & (seq <= np.uint64(last))))
         if held < numbered:
@@ -287,25 +287,38 @@ def _read_stats(path: Path) -> dict:
     stats_path = path / "stats.json"
     if not stats_path.is_file():
         raise ReportError(f"{path}: not a sigmatch output directory (no stats.json)")
+    return read_stats_json(stats_path)[0]
+
+
+def read_stats_json(path: Path) -> tuple[dict, dict]:
+    """A stats.json as (the whole document, its campaigns by id). Raises FileNotFoundError
+    when there is none, and ReportError, one line that names the file, when it cannot be read
+    or holds what a sigmatch run never writes (stats_problem)."""
     try:
-        stats = json.loads(stats_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ReportError(f"{stats_path}: not a sigmatch stats.json ({e})") from None
+        stats = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ReportError(f"{path}: cannot be read ({e.strerror or type(e).__name__})") from None
+    except ValueError as e:
+        # not UTF-8, not JSON, or an integer of more than 4,300 digits (int's own limit)
+        raise ReportError(f"{path}: not a sigmatch stats.json ({e})") from None
     except RecursionError:
-        raise ReportError(f"{stats_path}: not a sigmatch stats.json (nested too deeply)") from None
+        raise ReportError(f"{path}: not a sigmatch stats.json (nested too deeply)") from None
     if not isinstance(stats, dict) or not isinstance(stats.get("campaigns"), dict):
-        raise ReportError(f"{stats_path}: not a sigmatch stats.json (no campaigns)")
-    problem = _stats_problem(stats)
+        raise ReportError(f"{path}: not a sigmatch stats.json (no campaigns)")
+    problem = stats_problem(stats)
     if problem:
-        raise ReportError(f"{stats_path}: not a sigmatch stats.json ({problem})")
-    return stats
+        raise ReportError(f"{path}: not a sigmatch stats.json ({problem})")
+    return stats, stats["campaigns"]
 
 
-def _stats_problem(stats: dict) -> Optional[str]:
-    """What, in the parts of stats.json that report reads, a sigmatch run never writes: a
-    campaign that is not an object, a funnel count that is not a count, an offset that is not
-    one. A file edited by hand or written by another tool is refused rather than misread (a
-    count skipped, local days shifted)."""
+def stats_problem(stats: dict) -> Optional[str]:
+    """What, in the parts of stats.json that report and the console read, a sigmatch run
+    never writes: a campaign that is not an object, a funnel count that is not a count (an
+    integer from 0 to 2^63 - 1, as the core counts), an offset that is not one; None when
+    there is nothing. A file edited by hand or written by another tool is refused rather
+    than misread (a count skipped, local days shifted)."""
     identity = stats.get("configuration")
     if identity is not None:
         if not isinstance(identity, dict):
@@ -333,7 +346,7 @@ def _stats_problem(stats: dict) -> Optional[str]:
                                       or not 1 <= value < 1 << 64):
                 return f"run.{key} {json.dumps(value)[:40]} is not an action's seq"
         counted = run.get("conversions")
-        if counted is not None and (not isinstance(counted, int) or isinstance(counted, bool) or counted < 0):
+        if counted is not None and not _count(counted):
             return f"run.conversions {json.dumps(counted)[:40]} is not a count"
         if isinstance(run.get("first_seq"), int) and isinstance(run.get("last_seq"), int) \
                 and run["first_seq"] > run["last_seq"]:
@@ -348,12 +361,24 @@ def _stats_problem(stats: dict) -> Optional[str]:
             if key in _PARTS:
                 if not isinstance(value, dict):
                     return f"campaigns.{cid[:60]}.{key} is {json.dumps(value)[:40]}, not an object"
+                # a day's or a variant's figures: counts alone
+                for part, counts in value.items():
+                    where = f"campaigns.{cid[:60]}.{key}.{part[:60]}"
+                    if not isinstance(counts, dict):
+                        return f"{where} is {json.dumps(counts)[:40]}, not an object"
+                    for name, count in counts.items():
+                        if not _count(count):
+                            return f"{where}.{name[:60]} is {json.dumps(count)[:40]}, not a count"
             elif "rate" in key or "uplift" in key:
                 if not (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))):
                     return f"campaigns.{cid[:60]}.{key[:60]} is {json.dumps(value)[:40]}, not a number"
-            elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            elif not _count(value):
                 return f"campaigns.{cid[:60]}.{key[:60]} is {json.dumps(value)[:40]}, not a count"
     return None
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
 
 
 # the parts of a campaign's entry in stats.json that are objects, not counts

@@ -764,6 +764,10 @@ MUTANTS: list[Mutant] = [
     Mutant("privacy-written-dates-masked", "engine/privacy.py", " or _DATE.fullmatch(text):", ":",
            "a date written in groups is no number to mask", fast=("tests/test_privacy_logs.py",)),
 
+    Mutant("report-count-unbounded", "engine/closedloop/outputs.py", "and 0 <= value < 1 << 63", "and 0 <= value",
+           "a stats.json count is at most 2^63 - 1, as the core counts",
+           fast=("tests/test_report.py::test_a_stats_json_sigmatch_never_writes_is_one_line",)),
+
     # ---- the language
     Mutant("config-name-longest-one-more", "engine/language/config.py", "        if len(name) > t.longest:",
            "        if len(name) > t.longest + 1:", "a name has at most 128 characters (docs/configuration.md)",

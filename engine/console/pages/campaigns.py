@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from fastapi import APIRouter, Request
 
 from engine.api import DAY_MS
 from engine.console.deps import get_settings, get_store, render, require_user
+from engine.closedloop.outputs import ReportError, read_stats_json
 from engine.errors import SigmatchError
 from engine.language import schema
 
@@ -57,14 +57,13 @@ def read_today(out: Optional[Path]) -> Today:
         return Today(problem="started without --out: no figures")
     path = out / "stats.json"
     try:
-        stats = json.loads(path.read_text(encoding="utf-8"))
-        campaigns = stats["campaigns"]
-        days = {c: dict(entry.get("days") or {}) for c, entry in campaigns.items()}
-        sha256 = (stats.get("configuration") or {}).get("sha256")
+        stats, campaigns = read_stats_json(path)
     except FileNotFoundError:
         return Today(source=path, problem=f"{path}: not written yet")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-        return Today(source=path, problem=f"{path}: cannot be read ({type(e).__name__})")
+    except ReportError as e:
+        return Today(source=path, problem=str(e))
+    days = {c: dict(entry.get("days") or {}) for c, entry in campaigns.items()}
+    sha256 = (stats.get("configuration") or {}).get("sha256")
     latest = max((d for entry in days.values() for d in entry), default=None)
     today = Today(day=latest, source=path, sha256=sha256 if isinstance(sha256, str) else None)
     if latest is None and not any(entry.get("days") is not None for entry in campaigns.values()):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from fastapi import APIRouter, HTTPException, Request
 from engine.console.deps import get_settings, render
 from engine.console.service import ScrapeFailed, scrape
 from engine.console.simulate import sha256_text
+from engine.closedloop.outputs import ReportError, read_stats_json
 from engine.errors import SigmatchError
 from engine.records import FUNNEL
 
@@ -87,12 +87,11 @@ def live_funnel(settings) -> Funnel:
     if settings.out is not None:
         path = settings.out / "stats.json"
         try:
-            stats = json.loads(path.read_text(encoding="utf-8"))
-            campaigns = stats["campaigns"]
+            stats, campaigns = read_stats_json(path)
         except FileNotFoundError:
             funnel.problems.append(f"{path}: not written yet")
-        except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
-            funnel.problems.append(f"{path}: cannot be read ({type(e).__name__})")
+        except ReportError as e:
+            funnel.problems.append(str(e))
         else:
             uplifts = {cid: _uplift_text(entry) for cid, entry in campaigns.items() if isinstance(entry, dict)}
             if not funnel.rows:
