@@ -192,12 +192,26 @@ def test_a_damaged_base_falls_back_to_the_previous_generation(saved):
     same_state(again, reference, offsets=False)
 
 
-def test_nothing_usable_is_an_error(saved):
+def test_nothing_usable_is_an_error(saved, caplog):
     fresh, data, whole, state, cuts = saved
     for base in state.glob("base-*"):
         base.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="no usable checkpoint"):
         CheckpointStore(state).load()
+    # said once, by the error: `diff --state` printed the log line and the error (helper-115)
+    assert "cannot use checkpoint" not in caplog.text
+
+
+def test_a_fallback_says_what_it_passed_over(saved, caplog):
+    fresh, data, whole, state, cuts = saved
+    engine, store, _ = restored(fresh, state)
+    store._rebase = True
+    assert store.save(engine, extra={"at": cuts[-1]})["kind"] == "base"
+    newest = max(state.glob("base-*"))
+    newest.write_bytes(b"garbage")
+    caplog.set_level(logging.ERROR, "sigmatch.checkpoint")
+    loaded = CheckpointStore(state).load()
+    assert loaded.fallbacks and f"cannot use checkpoint: {newest}" in caplog.text
 
 
 @pytest.mark.parametrize("kind", ["record", "base"])

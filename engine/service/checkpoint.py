@@ -592,7 +592,8 @@ class CheckpointStore:
             except _NoCommit:
                 raise
             except CheckpointError as e:
-                log.error(f"cannot use checkpoint: {e}")
+                # logged once an older generation is used instead: when none is, the
+                # CheckpointError below says it, and a command's error is one line
                 reasons.append(str(e))
                 # what it and its records covered is not in the state used instead: the files
                 # the base covered are moved by its first record, whose header may be damaged too
@@ -602,6 +603,8 @@ class CheckpointStore:
                     pass
                 skipped += self._record_extras(generation)
                 continue
+            for reason in reasons:
+                log.error(f"cannot use checkpoint: {reason}")
             loaded = Loaded(generation, header, sections, path)
             loaded.fallbacks = reasons
             self._apply_log(loaded, upto_commit)
