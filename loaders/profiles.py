@@ -81,6 +81,16 @@ def _read_parquet(path: Path, wanted: Optional[list[str]]) -> pa.Table:
     return table.rename_columns([name.lower() for name in table.column_names])
 
 
+def format_problem(path) -> Optional[str]:
+    """Why a profile snapshot at `path` cannot be read, by its name alone (a format is known
+    by its suffix: .csv or .parquet); None when it can be."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".parquet"):
+        return None
+    hint = "; a .roar file is a list of MSISDNs: name it under [lists]" if suffix == ".roar" else ""
+    return f"unknown profile format {suffix!r}; expected .csv or .parquet{hint}"
+
+
 def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat = DEFAULT_FORMAT) -> Profiles:
     """Read a `.csv` or `.parquet` snapshot; LoadError on an unreadable file, no msisdn
     column, or rows of which not one holds a usable MSISDN. Column names are lower-cased.
@@ -98,6 +108,10 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
     refuse_special(path, "profiles")
     if not path.is_file():
         raise LoadError(f"{path}: no such profile file")
+    problem = format_problem(path)
+    if problem:
+        # before the header is read: a Roaring bitmap read as CSV was "not UTF-8 text"
+        raise LoadError(f"{path}: {problem}")
     try:
         header = _column_names(path, suffix, fmt)
         wanted = None
@@ -105,10 +119,8 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
             wanted = ["msisdn"] + sorted(set(columns) - {"msisdn"} & set(header))
         if suffix == ".csv":
             table, attribute = read_csv_strings(path, "msisdn", wanted, fmt), _csv_attribute(fmt.null_values)
-        elif suffix == ".parquet":
+        else:       # .parquet: format_problem let no other suffix through
             table, attribute = _read_parquet(path, wanted), _parquet_attribute
-        else:
-            raise LoadError(f"{path}: unknown profile format {suffix!r}; expected .csv or .parquet")
     except (OSError, pa.ArrowException) as error:
         # the system's reason alone: the path is said once, and no errno (as lists say it)
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error

@@ -138,6 +138,9 @@ def test_check_accepts_a_good_configuration(world):
     (('profiles = "profiles.csv"', 'profiles = "missing.csv"'),
      ["campaigns.toml: engine.profiles: ", "missing.csv: no such profile file"]),
     (('dnd = "dnd.txt"', 'dnd = "gone/dnd.txt"'), ["campaigns.toml: lists.dnd: ", "dnd.txt: no such list file"]),
+    # a list given as the profiles: its bytes were read as CSV, "not UTF-8 text" (helper-115)
+    (('profiles = "profiles.csv"', 'profiles = "dnd.txt"'),
+     ["campaigns.toml: engine.profiles: ", "dnd.txt: unknown profile format '.txt'; expected .csv or .parquet"]),
     (('[lists]', '[areas]\nmall = "mall.txt"\n\n[lists]'),
      ["campaigns.toml: areas.mall: ", "mall.txt: no such area file"]),
 ])

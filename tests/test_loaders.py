@@ -372,6 +372,13 @@ def test_unreadable_profiles_are_load_errors_naming_the_file(tmp_path, name, con
         load_profiles(tmp_path / name)
 
 
+def test_a_roaring_list_given_as_profiles_is_named_for_what_it_is(tmp_path):
+    (tmp_path / "dnd.roar").write_bytes(b"\x3a\x30\x00\x00\x01\x00\x00\x00")
+    with pytest.raises(LoadError, match=r"dnd\.roar: unknown profile format '\.roar'; expected \.csv or "
+                                        r"\.parquet; a \.roar file is a list of MSISDNs: name it under \[lists\]"):
+        load_profiles(tmp_path / "dnd.roar")
+
+
 NUMBERS = st.sampled_from(
     ["13800138000", "13800138001", "8613900139000", "+13800138001", "0138", "x"])
 

@@ -26,7 +26,7 @@ from engine.wording import plural
 from loaders import usable_cores
 from loaders.areas import load_area
 from loaders.lists import load_list
-from loaders.profiles import Profiles, load_profiles
+from loaders.profiles import Profiles, format_problem, load_profiles
 from loaders.tabular import TextFormat
 
 # `where` expressions evaluated at once while compiling: each holds a few columns' worth of
@@ -129,6 +129,8 @@ def require_inputs(config: Config) -> None:
     the loaders' to judge."""
     require_profiles(config)
     _require_input(config, "engine.profiles", config.profiles, "profile")
+    if problem := format_problem(config.profiles):
+        raise LoadError(f"{config.named}: engine.profiles: {config.profiles}: {problem}")
     for name, path in config.lists.items():
         _require_input(config, f"lists.{name}", path, "list")
     for name, path in config.areas.items():
