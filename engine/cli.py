@@ -203,7 +203,8 @@ class GivenPath(click.Path):
     its checkpoints wherever it was started). A directory (file_okay=False) is also refused
     in sigmatch's own words and exit 1, as _check_out refuses an --out: as `-` (`replay --out -`
     made a directory named "-" where the user meant standard output), and as something that
-    exists and is not a directory (click said so in its option parser's words, exit 2).
+    exists and is not a directory (click said so in its option parser's words, exit 2). A
+    file the command writes (`created`) is not `-` either.
 
     `created`: the command makes this path (a directory), or the missing directories above it
     (a file it writes). Then a new directory directly under / is refused in the same way: it
@@ -223,6 +224,10 @@ class GivenPath(click.Path):
         if value == "-" and not self.file_okay:
             raise click.ClickException(f"{_named(param)} -: names a directory, and - is not standard output "
                                        "here: give a directory (./- for one named -)")
+        if value == "-" and self.created:
+            # `report --html -` wrote a file named "-" and said "html: -"
+            raise click.ClickException(f"{_named(param)} -: names a file the command writes, and - is not "
+                                       "standard output here: give a file name (./- for one named -)")
         if isinstance(value, str) and not self.file_okay and os.path.exists(value) and not os.path.isdir(value):
             what = "a file, not a directory" if os.path.isfile(value) else "not a directory"
             raise click.ClickException(f"{_named(param)} {value}: is {what}")

@@ -221,6 +221,21 @@ def test_a_dash_for_a_directory_is_refused_not_made(world, tmp_path, monkeypatch
     assert (tmp_path / "-" / "stats.json").is_file()
 
 
+def test_a_dash_for_a_file_the_command_writes_is_refused_not_written(world, tmp_path, monkeypatch):
+    # `report --html -` wrote a file named "-" and said "html: -" (helper-115)
+    config, trace = world
+    monkeypatch.chdir(tmp_path)
+    assert run("replay", config, trace, "--out", "o")[0] == 0
+    for args, option in ((("report", "o", "--html", "-"), "--html"),
+                         (("report", "o", "--non-responders", "1", "--list", "-"), "--list"),
+                         (("diff", config, config, trace, "--html", "-"), "--html")):
+        code, out, _ = run(*args)
+        assert code == 1, out
+        assert out.strip().splitlines() == [f"sigmatch: error: {option} -: names a file the command writes, and - "
+                                            "is not standard output here: give a file name (./- for one named -)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
 def test_a_new_directory_directly_under_the_root_is_refused_as_an_unset_variable(world, tmp_path):
     """`--out "$UNSET/x"` is /x: replay made a directory directly under /. Every path a command
     makes (or makes the directories of) refuses a new one there, in one line, exit 1, and makes
