@@ -930,6 +930,37 @@ def test_a_tail_appended_after_the_file_moved_to_done_goes_to_rejected(world, tm
     no_traceback(log)
 
 
+def test_tails_written_on_through_the_same_handle_each_hold_only_their_new_bytes(world, tmp_path):
+    """helper-116: the probe's descriptor writes on at its own offset after a cut, so done/NAME
+    grew again with a hole where the first tail was; the second tail began with those zeros
+    (phantom events when put back in the spool) and was named by the first one's offset."""
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    proc = start(config, spool, out, state, "--settle", "0.2")
+    first, second, third = traces[0][1], traces[1][1], traces[2][1]
+    rejected = spool / "rejected"
+    with open(spool / "inplace.msgpack", "wb") as writer:
+        writer.write(first)
+        writer.flush()
+        wait_for(lambda: (spool / "done" / "inplace.msgpack").exists(), "the file in done/", proc)
+        for n, late in enumerate((second, third)):
+            writer.write(late)
+            writer.flush()
+            wait_for(lambda: len(list(rejected.glob("*.reason"))) == n + 1, f"tail {n + 1} in rejected/", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    one, two = rejected / f"inplace.msgpack.tail-{len(first)}", rejected / f"inplace.msgpack.tail-{len(first) + len(second)}"
+    assert one.read_bytes() == second and two.read_bytes() == third
+    assert sorted(p.name for p in rejected.iterdir()) == sorted([one.name, one.name + ".reason", two.name,
+                                                                 two.name + ".reason"])
+    reason = (rejected / f"{two.name}.reason").read_text()
+    assert f"bytes {len(first) + len(second):,} to {len(first) + len(second) + len(third):,} of inplace.msgpack" in reason
+    assert (spool / "done" / "inplace.msgpack").read_bytes() == first
+    assert actions(out) == expected_actions(config, [first])
+    no_traceback(log)
+
+
 def test_a_fragment_between_files_never_costs_the_next_file(world, tmp_path):
     """From a newcomer trial (issue 14): a 3-byte file (the head of an array of 1,500 values,
     read as the start of an event the next file completes, as replay reads several files)

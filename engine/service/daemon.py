@@ -916,8 +916,7 @@ class SpoolDaemon:
                         "and is read as a new file")
             return
         done = _own_subdirectory(self.spool, "done")
-        if size is not None:
-            self._cut_tail(name, size)
+        cut = self._cut_tail(name, size) if size is not None else 0
         if target is None:
             target = self._done_name(name)
         if target != name:
@@ -926,7 +925,7 @@ class SpoolDaemon:
         os.replace(source, done / target)
         if size is not None:
             with self._counts_lock:
-                self._done_watch[target] = (name, size, time.monotonic())
+                self._done_watch[target] = (name, size, time.monotonic(), cut)
                 if len(self._done_watch) > DONE_WATCH_FILES:
                     del self._done_watch[next(iter(self._done_watch))]     # the oldest
 
@@ -957,10 +956,10 @@ class SpoolDaemon:
             return
         now = time.monotonic()
         with self._counts_lock:
-            for gone in [k for k, (_, _, moved) in self._done_watch.items() if now - moved > DONE_WATCH_S]:
+            for gone in [k for k, (_, _, moved, _) in self._done_watch.items() if now - moved > DONE_WATCH_S]:
                 del self._done_watch[gone]
             watched = list(self._done_watch.items())
-        for target, (name, size, _) in watched:
+        for target, (name, size, moved, cut) in watched:
             try:
                 grown = os.lstat(self.spool / "done" / target).st_size > size
             except FileNotFoundError:
@@ -969,17 +968,25 @@ class SpoolDaemon:
                 with self._counts_lock:
                     self._done_watch.pop(target, None)     # pruned, or taken back by hand
             elif grown:
-                self._cut_tail(name, size, self.spool / "done" / target)
-                if os.lstat(self.spool / "done" / target).st_size > size:
-                    with self._counts_lock:
+                cut = self._cut_tail(name, size, self.spool / "done" / target, cut)
+                with self._counts_lock:
+                    if os.lstat(self.spool / "done" / target).st_size > size:
                         self._done_watch.pop(target, None)     # not ours to cut (logged): not copied again
+                    elif target in self._done_watch:
+                        self._done_watch[target] = (name, size, moved, cut)
 
-    def _cut_tail(self, name: str, size: int, path: Optional[Path] = None) -> None:
+    def _cut_tail(self, name: str, size: int, path: Optional[Path] = None, cut: int = 0) -> int:
         """Bytes appended to a spool file after it was read to its end (`size`) cannot be put
         back in stream order, later files having been processed: they are copied to
-        rejected/NAME.tail-OFFSET, named by the offset they start at (NAME.tail-OFFSET.1 ...
-        when more come later), and cut off the file: in the spool, or at `path` in done/ when
-        they came after it moved there. Never silently dropped."""
+        rejected/NAME.tail-OFFSET, named by the offset they start at, and cut off the file: in
+        the spool, or at `path` in done/ when they came after it moved there. Never silently
+        dropped. Returns the bytes past `size` cut so far, `cut` included.
+
+        `cut`: the bytes past `size` cut before. A writer still at work writes on at its own
+        offset, so after a cut the file grows again with a hole where the cut bytes were;
+        the next tail starts after them (NAME.tail-OFFSET of its real offset), not with
+        zeros over bytes already set aside. Should that part hold anything but zeros (the
+        writer went back), the tail starts at `size` as the first one did."""
         path = path or self.spool / name
         after = f" and moved to done/{path.name}" if path.parent.name == "done" else ""
         try:
@@ -994,29 +1001,30 @@ class SpoolDaemon:
         with open(fd, "rb", buffering=0) as f:
             now = os.fstat(fd).st_size
             if now == size:
-                return
+                return cut
             if now < size:
                 log.warning(f"{name}: shrank to {now:,} bytes after {size:,} were processed; moved to done/ as it is")
                 self._count("changed")
-                return
+                return cut
+            start = size + cut if cut and now > size + cut and self._zeros(f, size, cut) else size
             rejected = _own_subdirectory(self.spool, "rejected")
-            tail = rejected / f"{name}.tail-{size}"
+            tail = rejected / f"{name}.tail-{start}"
             number = 0
             while os.path.lexists(tail):
                 number += 1
-                tail = rejected / f"{name}.tail-{size}.{number}"
+                tail = rejected / f"{name}.tail-{start}.{number}"
             temp = rejected / f".{tail.name}.tmp"
             out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
             copied = 0
             try:
                 os.fchmod(out, FILE_MODE)
-                f.seek(size)
+                f.seek(start)
                 while True:
                     n = f.readinto(self._tail_buffer)
                     if not n:
                         # a writer still at work: what came meanwhile is copied too (what
                         # comes between this look and the cut below cannot be guarded)
-                        if os.fstat(fd).st_size > size + copied:
+                        if os.fstat(fd).st_size > start + copied:
                             continue
                         break
                     view = self._tail_buffer[:n]
@@ -1029,7 +1037,7 @@ class SpoolDaemon:
             finally:
                 os.close(out)
             os.replace(temp, tail)
-            note = (f"{_now()} bytes {size:,} to {size + copied:,} of {name}, appended after it was processed{after} "
+            note = (f"{_now()} bytes {start:,} to {start + copied:,} of {name}, appended after it was processed{after} "
                     f"(from byte {size:,} on); the file had been read to its end, and the stream goes on past it\n")
             if writable:
                 os.ftruncate(fd, size)
@@ -1040,7 +1048,20 @@ class SpoolDaemon:
         self._count("changed")
         self._count("tails")
         log.warning(f"{name}: {copied:,} bytes appended after it was processed{after} cannot be put back in stream "
-                    f"order: moved to rejected/{tail.name} (they start at byte {size:,} of the file)")
+                    f"order: moved to rejected/{tail.name} (they start at byte {start:,} of the file)")
+        return start - size + copied
+
+    def _zeros(self, f, at: int, n: int) -> bool:
+        """Whether the `n` bytes of `f` from `at` are all zeros (a hole where a tail was cut)."""
+        f.seek(at)
+        while n > 0:
+            got = f.readinto(self._tail_buffer[:min(n, len(self._tail_buffer))])
+            if not got:
+                return False
+            if self._tail_buffer[:got].tobytes().lstrip(b"\0"):
+                return False
+            n -= got
+        return True
 
     def _count(self, what: str, n: int = 1) -> None:
         with self._counts_lock:

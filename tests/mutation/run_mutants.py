@@ -768,6 +768,11 @@ MUTANTS: list[Mutant] = [
            "a stats.json count is at most 2^63 - 1, as the core counts",
            fast=("tests/test_report.py::test_a_stats_json_sigmatch_never_writes_is_one_line",)),
 
+    Mutant("daemon-tail-after-hole-from-size", "engine/service/daemon.py",
+           "start = size + cut if cut and now > size + cut and self._zeros(f, size, cut) else size",
+           "start = size", "a second late tail holds only its new bytes, named by its own offset",
+           fast=("tests/test_daemon_hostile.py::test_tails_written_on_through_the_same_handle_each_hold_only_their_new_bytes",)),
+
     # ---- the language
     Mutant("config-name-longest-one-more", "engine/language/config.py", "        if len(name) > t.longest:",
            "        if len(name) > t.longest + 1:", "a name has at most 128 characters (docs/configuration.md)",
