@@ -17,6 +17,8 @@ FAULT (what happens to spool files whose name holds the word):
   copy-crash, copy-stopped   as replace-crash and replace-stopped, but what is renamed over
                       it is a copy of the file itself (the same bytes under a new inode: a
                       spool copied or restored);
+  move-crash          the service dies (kill -9) when the checkpoint's thread is about to move
+                      it to done/, once, nothing renamed over it;
   out-nolocks         OUT's file system takes no locks: flock on OUT/.sigmatch-out.lock fails
                       with ENOLCK (NFS without lockd);
   no-rebase           --keep-done never gets the new checkpoint base it asks for, so the files
@@ -118,7 +120,8 @@ elif fault == "tail":
 
     SpoolDaemon._process_file = _process_file
 
-elif fault in ("replace", "overwrite", "replace-crash", "replace-stopped", "copy-crash", "copy-stopped"):
+elif fault in ("replace", "overwrite", "replace-crash", "replace-stopped", "copy-crash", "copy-stopped",
+               "move-crash"):
     def rename_over(path: Path) -> None:
         new = path.parent / f".{path.name}.new"
         new.write_bytes(path.read_bytes() if fault.startswith("copy") else more_of(path))
@@ -145,12 +148,13 @@ elif fault in ("replace", "overwrite", "replace-crash", "replace-stopped", "copy
         crashed = state.parent / "crashed"
         moving = SpoolDaemon._move_done
 
-        def _move_done(self, name, size, target=None, ident=None):
+        def _move_done(self, name, size, target=None, ident=None, broken=None):
             if "crash" in name and not crashed.exists():
                 crashed.touch()
-                rename_over(self.spool / name)
+                if fault != "move-crash":
+                    rename_over(self.spool / name)
                 os._exit(9)
-            return moving(self, name, size, target, ident)
+            return moving(self, name, size, target, ident, broken)
 
         SpoolDaemon._move_done = _move_done
     else:

@@ -589,19 +589,66 @@ def test_a_corrupt_stream_names_the_file_the_offset_inside_it_and_the_reason(wor
         if at >= cut:
             break
     oversized = msgpack.packb({"t": "SMS_MO", "x": b"\0" * 70_000})
-    fill(spool, [("t-01.msgpack", first), ("t-02.msgpack", second[:at] + b"\xc1" + second[at:]),
+    broken = second[:at] + b"\xc1" + second[at:]
+    port = free_port()
+    fill(spool, [("t-01.msgpack", first), ("t-02.msgpack", broken),
                  ("t-03.msgpack", oversized), ("t-04.msgpack", traces[3][1])])
-    proc = start(config, spool, out, state, "--settle", "0")
+    proc = start(config, spool, out, state, "--settle", "0", "--metrics", f"127.0.0.1:{port}")
     wait_for(lambda: drained(spool), "the spool to drain", proc)
+    wait_for(lambda: metric(port, "sigmatch_spool_broken_total") == 2, "the broken files' metric", proc)
+    wait_for(lambda: (spool / "rejected" / "t-03.msgpack.rest-0.reason").exists(), "the rests in rejected/", proc)
     code, log = stop(proc)
     assert code == 0, log[-3000:]
     assert (f"t-02.msgpack: corrupt event stream at byte {at:,} of the file (stream offset {len(first) + at:,}): "
             "corrupt (") in log, log[-3000:]
-    # the corrupt file's bytes count: the next stream starts at its end, offsets go on
-    after = len(first) + len(second) + 1
+    # the next stream starts where the bytes set aside began: offsets go on as in a replay of done/
+    after = len(first) + at
     assert (f"t-03.msgpack: corrupt event stream at byte 0 of the file (stream offset {after:,}): too_large ("
             in log), log[-3000:]
     assert "status" not in log
+    # helper-116: the rest of a file was skipped with one log line; it is set aside, and done/
+    # holds what was processed, so that a replay of done/ reads what the service read
+    rejected, done = spool / "rejected", spool / "done"
+    assert (rejected / f"t-02.msgpack.rest-{at}").read_bytes() == broken[at:]
+    assert (rejected / "t-03.msgpack.rest-0").read_bytes() == oversized
+    reason = (rejected / f"t-02.msgpack.rest-{at}.reason").read_text()
+    assert f"bytes {at:,} to {len(broken):,} of t-02.msgpack, after its event stream broke at byte {at:,}: " \
+           "corrupt (" in reason and "not processed" in reason
+    assert (f"t-02.msgpack: the {len(broken) - at:,} bytes after its event stream broke were not processed: moved "
+            f"to rejected/t-02.msgpack.rest-{at}") in log
+    assert (done / "t-02.msgpack").read_bytes() == second[:at] and (done / "t-03.msgpack").read_bytes() == b""
+    kept = [(done / name).read_bytes() for name in sorted(os.listdir(done)) if name.endswith(".msgpack")]
+    assert b"".join(kept) == first + second[:at] + traces[3][1]
+    assert actions(out) == expected_actions(config, kept)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_broken_file_s_rest_is_set_aside_by_the_roll_forward_after_a_crash(world, tmp_path, workers):
+    """The service dies after the checkpoint that moves a file whose stream broke and before
+    the move: the restart's roll forward cuts the rest off with its reason, as the move would
+    have, and the output is exactly once."""
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    import msgpack
+    second = traces[1][1]
+    unpacker = msgpack.Unpacker(raw=True)
+    unpacker.feed(second)
+    at = next(unpacker.tell() for _ in unpacker if unpacker.tell() >= len(second) // 3)   # an event boundary
+    broken = second[:at] + b"\xc1" + second[at:]
+    fill(spool, [("t-01.msgpack", traces[0][1]), ("t-02-crash.msgpack", broken), ("t-03.msgpack", traces[2][1])])
+    proc = start(config, spool, out, state, "--settle", "0", "--workers", workers, fault="move-crash")
+    proc.wait(timeout=60)
+    assert proc.returncode == 9, log_of(proc)[-3000:]
+    proc = start(config, spool, out, state, "--settle", "0", "--workers", workers)
+    wait_for(lambda: drained(spool), "the spool to drain", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    rest = spool / "rejected" / f"t-02-crash.msgpack.rest-{at}"
+    assert rest.read_bytes() == broken[at:]
+    assert "after its event stream broke at byte" in (spool / "rejected" / f"{rest.name}.reason").read_text()
+    assert (spool / "done" / "t-02-crash.msgpack").read_bytes() == second[:at]
+    assert actions(out) == expected_actions(config, [traces[0][1], second[:at], traces[2][1]])
+    no_traceback(log)
 
 
 @pytest.mark.parametrize("fault,path", [("enospc-checkpoint", "state/log-"), ("enospc-sinks", "out")])
@@ -659,8 +706,9 @@ def dead_letter_offsets(out: Path) -> list[int]:
 
 def test_offsets_go_on_across_a_corrupt_file_and_the_dead_letter_cap_holds(world, tmp_path):
     """Each file ends in a corrupt byte, so each next one starts a new stream; its offsets
-    go on from the corrupt file's end (its bytes count), so dead-letter offsets stay unique
-    and increasing, and max_dead_letters holds for the span of 2**26 bytes they all lie in."""
+    go on from the corrupt byte (set aside with what follows it, as in a replay of done/),
+    so dead-letter offsets stay unique and increasing, and max_dead_letters holds for the
+    span of 2**26 bytes they all lie in."""
     import msgpack
     config, traces = world
     unpacker = msgpack.Unpacker(raw=True)
@@ -678,11 +726,12 @@ def test_offsets_go_on_across_a_corrupt_file_and_the_dead_letter_cap_holds(world
     assert log.count("corrupt event stream") == 5, log[-3000:]
     for i in range(5):
         assert f"d-{i}.msgpack: corrupt event stream at byte {len(one) - 1:,} of the file (stream offset " \
-               f"{i * len(one) + len(one) - 1:,})" in log, log[-3000:]
+               f"{(i + 1) * (len(one) - 1):,})" in log, log[-3000:]
     offsets = dead_letter_offsets(out)
     assert len(offsets) == 1000
     assert offsets == sorted(set(offsets))
-    assert not (spool / "rejected").exists()
+    assert sorted(p.name for p in (spool / "rejected").glob("*.rest-*[0-9]")) == \
+        [f"d-{i}.msgpack.rest-{len(one) - 1}" for i in range(5)]
 
 
 # --------------------------------------------------------------------------- a full disk, for real

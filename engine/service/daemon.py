@@ -487,6 +487,9 @@ class SpoolDaemon:
         self.settle_s = settle_s
         self.keep_done = list(keep_done)
         self.fed_sizes: dict[str, int] = {}     # spool files fed whole: the bytes read (a tail beyond is late)
+        # spool files whose stream broke inside them: what broke it (their fed size is the
+        # bytes before the break; the rest goes to rejected/NAME.rest-OFFSET when they move)
+        self.broken: dict[str, str] = {}
         # The identity (_identity: inode and first bytes) of each spool file opened, until it is
         # moved: a name is not a file. A probe that renames or writes a new file over one read
         # (before it moved to done/) must not have the new one archived unread, nor a restart
@@ -501,7 +504,7 @@ class SpoolDaemon:
         self._ignored: set[str] = set()         # spool files not named *.msgpack, warned of (once while present)
         self._buffer = memoryview(bytearray(FEED_BYTES))    # spool files are read into this
         self._tail_buffer = memoryview(bytearray(1 << 20))  # tails are copied through this (checkpoint thread)
-        self.spool_counts = {"rejected": 0, "changed": 0, "tails": 0}     # this process's, for metrics
+        self.spool_counts = {"rejected": 0, "changed": 0, "tails": 0, "broken": 0}    # this process's, for metrics
         self.done_bytes: Optional[int] = None
         self._counts_lock = threading.Lock()    # tails are counted on the checkpoint thread
         self._last_prune = float("-inf")
@@ -771,11 +774,13 @@ class SpoolDaemon:
         SinkSet.commit(extra.get("renames", []))
         # the bytes read of each file the checkpoint covers (absent before sigmatch kept them)
         self.fed_sizes.update({name: int(size) for name, size in (extra.get("sizes") or {}).items()})
+        self.broken.update({name: str(why) for name, why in (extra.get("broken") or {}).items()})
         # which file each name was (absent before sigmatch kept them: then the name alone)
         ids = {name: tuple(int(n) for n in ident) for name, ident in (extra.get("ids") or {}).items()}
         moved_as = extra.get("done_names") or {}
         for name in extra.get("moving") or []:
-            self._move_done(name, self.fed_sizes.pop(name, None), moved_as.get(name), ids.get(name))
+            self._move_done(name, self.fed_sizes.pop(name, None), moved_as.get(name), ids.get(name),
+                            self.broken.pop(name, None))
         self.covered = list(extra.get("covered") or [])
         self.fed_ids.update({name: ids[name] for name in self.covered if name in ids})
         number = extra.get("checkpoint_number")
@@ -896,10 +901,12 @@ class SpoolDaemon:
         return target
 
     def _move_done(self, name: str, size: Optional[int], target: Optional[str] = None,
-                   ident: Optional[tuple[int, ...]] = None) -> None:
+                   ident: Optional[tuple[int, ...]] = None, broken: Optional[str] = None) -> None:
         """A processed spool file goes to done/ (as `target`, recorded in the checkpoint when
         it is not the file's own name, else chosen now), holding the `size` bytes that were
-        processed: what was appended after it was read is cut off into rejected/ (_cut_tail).
+        processed: what was appended after it was read is cut off into rejected/ (_cut_tail),
+        and so is, for a file whose stream broke inside it (`broken`: what broke it), the rest
+        after the break.
         `ident` (_identity): the file that was read; another file now under its name
         (renamed over it) stays in the spool, to be read as a new file. Runs again after a
         crash (roll forward): each step can be repeated."""
@@ -916,7 +923,7 @@ class SpoolDaemon:
                         "and is read as a new file")
             return
         done = _own_subdirectory(self.spool, "done")
-        cut = self._cut_tail(name, size) if size is not None else 0
+        cut = self._cut_tail(name, size, broken=broken) if size is not None else 0
         if target is None:
             target = self._done_name(name)
         if target != name:
@@ -975,7 +982,8 @@ class SpoolDaemon:
                     elif target in self._done_watch:
                         self._done_watch[target] = (name, size, moved, cut)
 
-    def _cut_tail(self, name: str, size: int, path: Optional[Path] = None, cut: int = 0) -> int:
+    def _cut_tail(self, name: str, size: int, path: Optional[Path] = None, cut: int = 0,
+                  broken: Optional[str] = None) -> int:
         """Bytes appended to a spool file after it was read to its end (`size`) cannot be put
         back in stream order, later files having been processed: they are copied to
         rejected/NAME.tail-OFFSET, named by the offset they start at, and cut off the file: in
@@ -986,7 +994,11 @@ class SpoolDaemon:
         offset, so after a cut the file grows again with a hole where the cut bytes were;
         the next tail starts after them (NAME.tail-OFFSET of its real offset), not with
         zeros over bytes already set aside. Should that part hold anything but zeros (the
-        writer went back), the tail starts at `size` as the first one did."""
+        writer went back), the tail starts at `size` as the first one did.
+
+        `broken`: the file's stream broke at byte `size` (what broke it): the rest was never
+        processed, and goes to rejected/NAME.rest-OFFSET instead, so that done/NAME holds
+        the bytes processed and a replay of done/ reads what the service read."""
         path = path or self.spool / name
         after = f" and moved to done/{path.name}" if path.parent.name == "done" else ""
         try:
@@ -1008,11 +1020,12 @@ class SpoolDaemon:
                 return cut
             start = size + cut if cut and now > size + cut and self._zeros(f, size, cut) else size
             rejected = _own_subdirectory(self.spool, "rejected")
-            tail = rejected / f"{name}.tail-{start}"
+            kind = "rest" if broken else "tail"
+            tail = rejected / f"{name}.{kind}-{start}"
             number = 0
             while os.path.lexists(tail):
                 number += 1
-                tail = rejected / f"{name}.tail-{start}.{number}"
+                tail = rejected / f"{name}.{kind}-{start}.{number}"
             temp = rejected / f".{tail.name}.tmp"
             out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
             copied = 0
@@ -1037,14 +1050,23 @@ class SpoolDaemon:
             finally:
                 os.close(out)
             os.replace(temp, tail)
-            note = (f"{_now()} bytes {start:,} to {start + copied:,} of {name}, appended after it was processed{after} "
-                    f"(from byte {size:,} on); the file had been read to its end, and the stream goes on past it\n")
+            if broken:
+                note = (f"{_now()} bytes {start:,} to {start + copied:,} of {name}, after its event stream broke at "
+                        f"byte {size:,}: {broken}; not processed (the stream went on with the next file)\n")
+            else:
+                note = (f"{_now()} bytes {start:,} to {start + copied:,} of {name}, appended after it was "
+                        f"processed{after} (from byte {size:,} on); the file had been read to its end, and the "
+                        "stream goes on past it\n")
             if writable:
                 os.ftruncate(fd, size)
                 os.fsync(fd)
             else:
                 note += f"{name} could not be cut (no write permission): done/{path.name} still holds them\n"
             _write_private(rejected / f"{tail.name}.reason", note.encode())
+        if broken:
+            log.warning(f"{name}: the {copied:,} bytes after its event stream broke were not processed: moved to "
+                        f"rejected/{tail.name} (they start at byte {start:,} of the file)")
+            return start - size + copied
         self._count("changed")
         self._count("tails")
         log.warning(f"{name}: {copied:,} bytes appended after it was processed{after} cannot be put back in stream "
@@ -1278,6 +1300,7 @@ class SpoolDaemon:
             raise _naming(e, self.out) from None
         # the bytes read of each file: what is found beyond them when it moves is a late tail
         sizes = {name: self.fed_sizes[name] for name in covered + moving if name in self.fed_sizes}
+        broken = {name: self.broken[name] for name in covered + moving if name in self.broken}
         # a name done/ holds already: the new file's name there, decided now so that the
         # fallback (_forget_lost_work) and --keep-done find the file this checkpoint moved
         done_names: dict[str, str] = {}
@@ -1304,7 +1327,8 @@ class SpoolDaemon:
             self.recent_moves.popleft()
             if not self.recent_moves:
                 break
-        extra = {"renames": renames, "covered": covered, "moving": moving, "sizes": sizes, "done_names": done_names,
+        extra = {"renames": renames, "covered": covered, "moving": moving, "sizes": sizes, "broken": broken,
+                 "done_names": done_names,
                  "checkpoint_number": number, "recent": recent,
                  "position": list(position) if position else None, "numbering": self.sinks.numbering(),
                  "ids": {name: list(ident) for name, ident in ids.items()}, "out_id": self.out_id,
@@ -1330,7 +1354,8 @@ class SpoolDaemon:
                         self._prune_moves(lambda n: n >= oldest)
                 SinkSet.commit(renames)
                 for name in moving:
-                    self._move_done(name, sizes.get(name), done_names.get(name, name), ids.get(name))
+                    self._move_done(name, sizes.get(name), done_names.get(name, name), ids.get(name),
+                                    broken.get(name))
             except BaseException as e:      # reported on the main thread
                 outcome = e
             self._writer_outcome = (time.perf_counter() - started, outcome)
@@ -1357,6 +1382,7 @@ class SpoolDaemon:
         (seconds, error), self._writer_outcome = self._writer_outcome, None
         for name in self.in_flight:
             self.fed_sizes.pop(name, None)      # moved (or to be moved again, from the checkpoint's sizes)
+            self.broken.pop(name, None)
             self.fed_ids.pop(name, None)
         self.in_flight = set()
         if error is not None:
@@ -1847,9 +1873,19 @@ class SpoolDaemon:
                                          f": {_STATUS_REASONS.get(status, f'status_{status}')} "
                                          f"({_STATUS_DETAILS.get(status, '')})")
                     return -1
-                # the rest of the file is skipped, but its bytes count: offsets go on from its end
-                offset = max(offset, os.fstat(f.fileno()).st_size)
-                self._stream_broken(name, status, core.error_offset, file_start, file_start + offset)
+                if status == 4:
+                    # out of memory: no byte is at fault; the rest of the file is skipped, its
+                    # bytes counted, and offsets go on from its end
+                    offset = max(offset, os.fstat(f.fileno()).st_size)
+                    self._stream_broken(name, status, core.error_offset, file_start, file_start + offset)
+                    break
+                # the file counts as the bytes before the break (done/ keeps those); the rest is
+                # set aside when it moves, and the next file's offsets follow the break, as in
+                # a replay of done/
+                offset = core.error_offset - file_start
+                self.broken[name] = self._stream_broken(name, status, core.error_offset, file_start,
+                                                        core.error_offset)
+                self._count("broken")
                 break
             if n < FEED_BYTES and os.fstat(f.fileno()).st_size <= offset:
                 carried = self.engine._core.carried
@@ -1897,22 +1933,26 @@ class SpoolDaemon:
             filled += n
         return filled
 
-    def _stream_broken(self, name: str, status: int, error_offset: int, file_start: int, file_end: int) -> None:
+    def _stream_broken(self, name: str, status: int, error_offset: int, file_start: int, file_end: int) -> str:
         """The stream cannot be decoded past this point: report it, keep what came before, and
-        start a new stream with the next file, at the stream offset `file_end` (the end of the
-        corrupt file: its bytes count, so offsets stay unique and the max_dead_letters span
-        goes on). The offset is the file's own (what an operator opens); the stream's follows."""
+        start a new stream with the next file, at the stream offset `file_end` (where the
+        bytes set aside begin, or the end of the file when none are: offsets stay unique and
+        the max_dead_letters span goes on). The offset is the file's own (what an operator
+        opens); the stream's follows. Returns what broke it (`corrupt (not msgpack ...)`)."""
         reason = _STATUS_REASONS.get(status, f"status_{status}")
         detail = _STATUS_DETAILS.get(status, "")
         inside = error_offset - file_start
         where = (f"at byte {inside:,} of the file" if inside >= 0 else
                  f"in an event that began {plural(-inside, 'byte')} before this file")
+        rest = ("the rest of the file is skipped" if status == 4 else
+                "the rest of the file goes to rejected/ when the file moves to done/")
         log.error(f"{name}: corrupt event stream {where} (stream offset {error_offset:,}): {reason} ({detail}); "
-                  "the rest of the file is skipped and the next file starts a new stream")
+                  f"{rest}, and the next file starts a new stream")
         with self.lock:
             if status == 4:
                 self.engine._core.clear_oom()
             self.engine._core.begin_stream(file_end)
+        return f"{reason} ({detail})"
 
     def _start_again_at(self, name: str, began: int, file_start: int, before: str, after: str) -> None:
         """An event that began before `name` (at stream offset `began`, in an earlier file)
@@ -2027,7 +2067,7 @@ class SpoolDaemon:
         with self._counts_lock:
             counts = dict(self.spool_counts)
         self.metrics.observe_spool(rejected=counts["rejected"], changed=counts["changed"], tails=counts["tails"],
-                                   done_bytes=self.done_bytes)
+                                   broken=counts["broken"], done_bytes=self.done_bytes)
 
     def _reload(self, position: Optional[tuple[str, int]] = None) -> None:
         """SIGHUP: configuration, profiles, lists and areas read again; state carried over by

@@ -107,6 +107,7 @@ METRIC_NAMES = (
     "sigmatch_spool_rejected_total",            # spool files set aside in rejected/, this process
     "sigmatch_spool_changed_total",             # spool files that changed after they were opened, this process
     "sigmatch_spool_tails_rejected_total",      # tails appended too late, set aside in rejected/, this process
+    "sigmatch_spool_broken_total",              # spool files whose event stream broke inside them, this process
     "sigmatch_spool_done_bytes",                # bytes kept in SPOOL/done/ (0 until first measured)
     "sigmatch_input_bytes_total",               # bytes fed to the engine, this process
     "sigmatch_input_bytes_per_second",          # over the last observed interval
@@ -259,7 +260,7 @@ class _SpoolCollector(Collector):
         self.owner = owner
 
     def collect(self) -> Iterator:
-        rejected, changed, tails, done_bytes = self.owner._spool_now()
+        rejected, changed, tails, broken, done_bytes = self.owner._spool_now()
         yield CounterMetricFamily("sigmatch_spool_rejected", "Spool files set aside in rejected/ (a link, "
                                   "not a regular file, another owner's, unreadable, not an event stream).",
                                   value=rejected)
@@ -267,6 +268,9 @@ class _SpoolCollector(Collector):
                                   value=changed)
         yield CounterMetricFamily("sigmatch_spool_tails_rejected", "Bytes appended to a spool file after it was "
                                   "processed, set aside in rejected/ (one per tail).", value=tails)
+        yield CounterMetricFamily("sigmatch_spool_broken", "Spool files whose event stream broke inside them (not "
+                                  "msgpack, an event too large): the bytes after the break set aside in rejected/.",
+                                  value=broken)
         yield GaugeMetricFamily("sigmatch_spool_done_bytes", "Bytes kept in the spool's done/ directory.",
                                 value=done_bytes or 0)
 
@@ -383,7 +387,7 @@ class DaemonMetrics:
         self._snapshot = _Snapshot(by_type, bad, unknown, funnel, pending, clock_s, 0, None, None, checkpoint_at,
                                    None, late_events=late, bad_bytes=bad_bytes)
         self.registry.register(_Collector(self))
-        self._spool = (0, 0, 0, None)
+        self._spool = (0, 0, 0, 0, None)
         self.registry.register(_SpoolCollector(self))
         self._reload = _Reload(_sha256_of(engine), True, now)
         self.registry.register(_ReloadCollector(self))
@@ -437,10 +441,11 @@ class DaemonMetrics:
                                        events_per_s, bytes_per_s, checkpoint_at, checkpoint_s, late_events=late,
                                        bad_bytes=bad_bytes)
 
-    def observe_spool(self, *, rejected: int, changed: int, tails: int, done_bytes: Optional[int]) -> None:
+    def observe_spool(self, *, rejected: int, changed: int, tails: int, broken: int = 0,
+                      done_bytes: Optional[int]) -> None:
         """The spool's figures so far (counts of this process; `done_bytes` None until measured)."""
         with self._lock:
-            self._spool = (int(rejected), int(changed), int(tails), done_bytes)
+            self._spool = (int(rejected), int(changed), int(tails), int(broken), done_bytes)
 
     def _spool_now(self) -> tuple:
         with self._lock:
