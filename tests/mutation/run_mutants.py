@@ -773,6 +773,12 @@ MUTANTS: list[Mutant] = [
            "start = size", "a second late tail holds only its new bytes, named by its own offset",
            fast=("tests/test_daemon_hostile.py::test_tails_written_on_through_the_same_handle_each_hold_only_their_new_bytes",)),
 
+    Mutant("daemon-broken-rest-kept-in-done", "engine/service/daemon.py",
+           "                offset = core.error_offset - file_start\n",
+           "                offset = max(offset, os.fstat(f.fileno()).st_size)\n",
+           "the bytes after a break go to rejected/NAME.rest-OFFSET; done/NAME keeps what was processed",
+           fast=("tests/test_daemon_hostile.py::test_a_corrupt_stream_names_the_file_the_offset_inside_it_and_the_reason",)),
+
     # ---- the language
     Mutant("config-name-longest-one-more", "engine/language/config.py", "        if len(name) > t.longest:",
            "        if len(name) > t.longest + 1:", "a name has at most 128 characters (docs/configuration.md)",
