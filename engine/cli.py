@@ -426,8 +426,16 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
     if out.is_dir():
         _hold_out(out)      # a service or replay writing it is named first; nothing is created
     earlier = earlier_run_files(out)
-    if earlier and not overwrite:
-        _fail(f"{out}: already holds a run's output ({earlier[0].relative_to(out)} and {len(earlier) - 1:,} more); "
+    if earlier and not overwrite and all(p.name.endswith(".tmp") for p in earlier) \
+            and not os.path.lexists(out / SERVICE_ID_FILE):
+        # a replay killed part-way (SIGKILL, a power cut) left only unfinished files: none
+        # reached the gateway, which takes finished names alone, so this run replaces them.
+        # (A service's temporary files may be its checkpoint's to finish: its id is there.)
+        log.warning(f"{out}: {plural(len(earlier), 'unfinished file')} of a run cut short "
+                    f"({earlier[0].relative_to(out)}{' ...' if len(earlier) > 1 else ''}): replaced by this run")
+    elif earlier and not overwrite:
+        more = f" and {len(earlier) - 1:,} more" if len(earlier) > 1 else ""
+        _fail(f"{out}: already holds a run's output ({earlier[0].relative_to(out)}{more}); "
               "a second run would number its actions from 1 again and the gateway would send them twice: "
               "give a new --out, or --overwrite to replace the earlier run")
     cfg = load_config(config)

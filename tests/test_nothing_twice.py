@@ -52,6 +52,37 @@ def test_overwrite_replaces_the_earlier_run_with_the_same_files(tmp_path):
     assert (out / "notes.txt").read_text() == "the operator's own file\n"
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_unfinished_files_of_a_replay_killed_part_way_are_replaced_by_the_rerun(tmp_path, workers):
+    """helper-116: after `kill -9` of replay the folder held only .tmp files, and the rerun was
+    refused as if the gateway had had them ("popup/.actions-00000001.csv.tmp and 43 more")."""
+    out, reference = tmp_path / "out", tmp_path / "reference"
+    assert replay(reference).returncode == 0
+    (out / "sms").mkdir(parents=True)
+    (out / "sms" / ".actions-00000001.csv.tmp").write_text("seq,ts\n1,")
+    (out / "sms" / ".actions-00000002.csv.tmp").write_text("")
+    again = replay(out, "--workers", workers)
+    assert again.returncode == 0, again.stderr
+    assert (f"{out}: 2 unfinished files of a run cut short (sms/.actions-00000001.csv.tmp ...): replaced by this run"
+            in again.stderr), again.stderr
+    assert not list(out.rglob("*.tmp"))
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*.csv")} == \
+        {p.relative_to(reference): p.read_bytes() for p in reference.rglob("*.csv")}
+
+
+def test_one_finished_file_is_an_earlier_run_and_named_alone(tmp_path):
+    out = tmp_path / "out"
+    (out / "sms").mkdir(parents=True)
+    (out / "sms" / "actions-00000001.csv").write_text("seq\n")
+    (out / "sms" / ".actions-00000002.csv.tmp").write_text("")
+    refused = replay(out)
+    assert refused.returncode == 1
+    assert f"already holds a run's output (sms/.actions-00000002.csv.tmp and 1 more)" in refused.stderr
+    (out / "sms" / ".actions-00000002.csv.tmp").unlink()
+    refused = replay(out)
+    assert f"already holds a run's output (sms/actions-00000001.csv); a second run" in refused.stderr, refused.stderr
+
+
 def test_an_output_directory_without_a_run_is_used(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
