@@ -183,7 +183,10 @@ def test_a_service_refuses_its_state_in_out_or_spool_and_anything_of_its_own_bel
             (("--out", out, "--state", out), f"--state {out}: is --out too"),
             (("--out", out, "--state", spool), f"--state {spool}: is --spool too"),
             (("--out", spool / "done", "--state", state), f"--out {spool / 'done'}: is inside --spool {spool}"),
-            (("--out", out, "--state", spool / "state"), f"--state {spool / 'state'}: is inside --spool {spool}")):
+            (("--out", out, "--state", spool / "state"), f"--state {spool / 'state'}: is inside --spool {spool}"),
+            # the checkpoints (every subscriber's state) in the folder the gateway reads (helper-116)
+            (("--out", out, "--state", out / "state"), f"--state {out / 'state'}: is inside --out {out}"),
+            (("--out", state / "out", "--state", state), f"--out {state / 'out'}: is inside --state {state}")):
         done = sigmatch("run", CONFIG, "--spool", spool, *args)
         assert done.returncode == 1, done.stderr
         line = error_line(done)

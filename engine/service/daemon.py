@@ -1479,8 +1479,7 @@ class SpoolDaemon:
     def _check_directories(self) -> None:
         """The state directory is the service's own: not --out, not --spool. Nothing of the
         service's goes below --spool either: its done/ is pruned (--keep-done), and the
-        files in it are the probes'. (--out may be the spool itself: its files are not
-        *.msgpack.)"""
+        files in it are the probes'. Nor is either of --state and --out inside the other."""
         from engine.sinks import dangling_on_the_way
         for option, path in (("--state", self.state), ("--out", self.out)):
             if dangling := dangling_on_the_way(path):
@@ -1489,6 +1488,14 @@ class SpoolDaemon:
         state, out = os.path.realpath(self.state), os.path.realpath(self.out)
         if state == out:
             raise SigmatchError(f"--state {self.state}: is --out too: give the checkpoints a directory of their own")
+        # the checkpoints hold every subscriber's state and the events not yet processed: not
+        # in the folder the gateway reads, nor the gateway's files among them
+        if os.path.commonpath([state, out]) == out:
+            raise SigmatchError(f"--state {self.state}: is inside --out {self.out} (which the gateway reads): give "
+                                "the checkpoints a directory outside it")
+        if os.path.commonpath([state, out]) == state:
+            raise SigmatchError(f"--out {self.out}: is inside --state {self.state}: give the output a directory "
+                                "outside the checkpoints'")
         if not self.journal_prefix:
             return
         spool = os.path.realpath(self.spool)
