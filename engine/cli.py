@@ -228,6 +228,12 @@ class GivenPath(click.Path):
             # `report --html -` wrote a file named "-" and said "html: -"
             raise click.ClickException(f"{_named(param)} -: names a file the command writes, and - is not "
                                        "standard output here: give a file name (./- for one named -)")
+        if value == "-" and self.dir_okay is False and not self.allow_dash and not self.created:
+            # `replay CONFIG - < trace` said "-: no such trace file"
+            hint = ("; `sigmatch run --stdin` reads events from standard input"
+                    if param is not None and param.name == "traces" else "")
+            raise click.ClickException(f"{_named(param)} -: names a file, and - is not standard input here: give a "
+                                       f"file name (./- for one named -){hint}")
         if isinstance(value, str) and not self.file_okay and os.path.exists(value) and not os.path.isdir(value):
             what = "a file, not a directory" if os.path.isfile(value) else "not a directory"
             raise click.ClickException(f"{_named(param)} {value}: is {what}")
@@ -1106,8 +1112,8 @@ def demo(directory, subscribers: int, events: int):
         # the demo writes its own campaigns.toml, profiles, lists and traces over any there
         _fail(f"--dir {directory}: not empty and not a demo's directory (no {DEMO_MARK}): the demo would write "
               "over its files: give an empty or new --dir")
-    directory.mkdir(parents=True, exist_ok=True)
-    from engine.sinks import write_private
+    from engine.sinks import make_private_directories, write_private
+    make_private_directories(directory)
     write_private(directory / f"{DEMO_MARK}.tmp", directory / DEMO_MARK,
                   b"a directory of `sigmatch demo`: a demo run here writes over its files\n")
     out = directory / "out"

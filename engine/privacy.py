@@ -22,8 +22,9 @@ may hold one (a country prefix, two numbers run together): they are masked too. 
 or fewer are left alone. The letter of an escape does not count as a letter: in `\\n1380...`,
 `\\x001380...` and `%2B861380...` (a URL-encoded `+`) the number is masked.
 
-A number written glued to letters (`13800138000x`, `msisdn13800138000`) is taken for a
-name and shown: code that echoes a value it rejected masks it itself with mask_msisdn.
+A number after a `+` is masked even when a name follows (`+8613800138000.msgpack`). A
+number written glued to letters otherwise (`13800138000x`, `msisdn13800138000`) is taken
+for a name and shown: code that echoes a value it rejected masks it itself with mask_msisdn.
 The service's own numbers (offsets, counts) are printed with thousands separators and its
 times as ISO times, so that this rule never hides them.
 """
@@ -85,7 +86,11 @@ def _joined(text: str, i: int, step: int) -> bool:
 
 def _mask_run(match: re.Match) -> str:
     text, start, end = match.string, match.start(), match.end()
-    if _joined(text, start - 1, -1) or _joined(text, end, +1):
+    # after a `+` that no name holds, a number is an international MSISDN, even joined to a
+    # name after it: `+8613800138000.msgpack`, a spool file named after a subscriber
+    international = start >= 1 and text[start - 1] == "+" and not _joined(text, start - 2, -1) \
+        and not (start >= 2 and _letter(text, start - 2))
+    if not international and (_joined(text, start - 1, -1) or _joined(text, end, +1)):
         return match[0]
     return mask_msisdn(match[0])
 

@@ -236,6 +236,22 @@ def test_a_dash_for_a_file_the_command_writes_is_refused_not_written(world, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
 
 
+def test_a_dash_for_a_file_the_command_reads_is_refused_with_what_reads_standard_input(world, tmp_path, monkeypatch):
+    # `replay CONFIG - < trace` said "-: no such trace file" (helper-116)
+    config, trace = world
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run("replay", config, "-", "--out", "o")
+    assert code == 1
+    assert out.strip().splitlines() == ["sigmatch: error: TRACES -: names a file, and - is not standard input here: "
+                                        "give a file name (./- for one named -); `sigmatch run --stdin` reads "
+                                        "events from standard input"]
+    code, out, _ = run("check", "-")
+    assert code == 1 and out.strip().splitlines() == [
+        "sigmatch: error: CONFIG -: names a file, and - is not standard input here: give a file name (./- for one "
+        "named -)"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_new_directory_directly_under_the_root_is_refused_as_an_unset_variable(world, tmp_path):
     """`--out "$UNSET/x"` is /x: replay made a directory directly under /. Every path a command
     makes (or makes the directories of) refuses a new one there, in one line, exit 1, and makes

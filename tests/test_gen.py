@@ -71,6 +71,19 @@ def test_same_arguments_same_bytes(small, tmp_path):
     assert (other.directory / "profiles.parquet").read_bytes() != first["profiles.parquet"]
 
 
+def test_the_world_s_directories_are_owner_and_group_only_whatever_the_umask(tmp_path):
+    # helper-116: lists/ and areas/ were 0777 under umask 000, so anyone could swap the dnd list
+    import os
+    import stat
+    old = os.umask(0)
+    try:
+        generate(tmp_path / "w", subscribers=200, events=1_000, campaigns=1, seed=1)
+    finally:
+        os.umask(old)
+    for directory in ("w", "w/lists", "w/areas"):
+        assert stat.S_IMODE((tmp_path / directory).stat().st_mode) == 0o750, directory
+
+
 def test_the_split_and_the_profile_format_change_nothing_else(small, tmp_path):
     one = generate(tmp_path, subscribers=2_000, events=30_000, campaigns=12, seed=4, profiles_format="csv")
     assert one.traces == [tmp_path / "trace.msgpack"]

@@ -47,6 +47,10 @@ ROOT = Path(__file__).resolve().parent.parent
     ("%2B8613660190002", "%2B861******0002"),                  # a URL-encoded '+' is no letter
     ("\\n13800138000", "\\n138****8000"),                      # nor is an escape's letter
     ("\\x0013800138000", "\\x001******8000"),
+    # after a '+', a name after the number does not shield it: a spool file named after a
+    # subscriber (helper-116)
+    ("+8613800138000.msgpack: rejected", "+861******8000.msgpack: rejected"),
+    ("spool/+8613800138000.msgpack", "spool/+861******8000.msgpack"),
 ])
 def test_numbers_standing_as_numbers_are_masked(text, masked):
     assert mask_numbers(text) == masked

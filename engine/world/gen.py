@@ -216,9 +216,12 @@ def generate(directory, *, subscribers: int, events: int, campaigns: int = 13, d
 
 def _generate(directory, subscribers, events, campaigns, days, seed, trace_files, profiles_format,
               first_day, started, bar) -> Generated:
+    from engine.sinks import make_private_directories
     directory = Path(directory)
-    (directory / "lists").mkdir(parents=True, exist_ok=True)
-    (directory / "areas").mkdir(parents=True, exist_ok=True)
+    # owner and group alone, whatever the umask, as the files in them: the dnd list must not
+    # be replaceable by anyone on the host
+    make_private_directories(directory / "lists")
+    make_private_directories(directory / "areas")
     t0 = _local_midnight_utc_ms(first_day)
 
     city = _City(subscribers)

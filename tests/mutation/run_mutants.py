@@ -779,6 +779,9 @@ MUTANTS: list[Mutant] = [
            "the bytes after a break go to rejected/NAME.rest-OFFSET; done/NAME keeps what was processed",
            fast=("tests/test_daemon_hostile.py::test_a_corrupt_stream_names_the_file_the_offset_inside_it_and_the_reason",)),
 
+    Mutant("privacy-international-shielded-by-name", "engine/privacy.py", "if not international and (", "if (",
+           "a number after a '+' is masked even when a name follows it", fast=("tests/test_privacy_logs.py",)),
+
     # ---- the language
     Mutant("config-name-longest-one-more", "engine/language/config.py", "        if len(name) > t.longest:",
            "        if len(name) > t.longest + 1:", "a name has at most 128 characters (docs/configuration.md)",
