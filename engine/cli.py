@@ -204,7 +204,8 @@ class GivenPath(click.Path):
     in sigmatch's own words and exit 1, as _check_out refuses an --out: as `-` (`replay --out -`
     made a directory named "-" where the user meant standard output), and as something that
     exists and is not a directory (click said so in its option parser's words, exit 2). A
-    file the command writes (`created`) is not `-` either.
+    file, written (`created`) or read, is not `-` either, unless the parameter allows it
+    (allow_dash: `send` reads standard input).
 
     `created`: the command makes this path (a directory), or the missing directories above it
     (a file it writes). Then a new directory directly under / is refused in the same way: it
@@ -433,10 +434,12 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
         _hold_out(out)      # a service or replay writing it is named first; nothing is created
     earlier = earlier_run_files(out)
     if earlier and not overwrite and all(p.name.endswith(".tmp") for p in earlier) \
-            and not os.path.lexists(out / SERVICE_ID_FILE):
+            and not os.path.lexists(out / SERVICE_ID_FILE) and _OUT_LOCKS.get(os.path.abspath(out)) is not None:
         # a replay killed part-way (SIGKILL, a power cut) left only unfinished files: none
         # reached the gateway, which takes finished names alone, so this run replaces them.
-        # (A service's temporary files may be its checkpoint's to finish: its id is there.)
+        # Only with the output lock held, so that no other replay is writing them now (a file
+        # system without locks gives none), and never a service's (its id is there: its
+        # temporary files may be its checkpoint's to finish).
         log.warning(f"{out}: {plural(len(earlier), 'unfinished file')} of a run cut short "
                     f"({earlier[0].relative_to(out)}{' ...' if len(earlier) > 1 else ''}): replaced by this run")
     elif earlier and not overwrite:

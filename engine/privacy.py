@@ -22,7 +22,8 @@ may hold one (a country prefix, two numbers run together): they are masked too. 
 or fewer are left alone. The letter of an escape does not count as a letter: in `\\n1380...`,
 `\\x001380...` and `%2B861380...` (a URL-encoded `+`) the number is masked.
 
-A number after a `+` is masked even when a name follows (`+8613800138000.msgpack`). A
+A number after a `+` (or `%2B`, or `+86-`) is masked even when a name follows
+(`+8613800138000.msgpack`). A
 number written glued to letters otherwise (`13800138000x`, `msisdn13800138000`) is taken
 for a name and shown: code that echoes a value it rejected masks it itself with mask_msisdn.
 The service's own numbers (offsets, counts) are printed with thousands separators and its
@@ -84,13 +85,17 @@ def _joined(text: str, i: int, step: int) -> bool:
     return _letter(text, i)
 
 
+# what stands before an international number: `+`, its URL encoding, and a country code
+# set apart (`+86-`, `+86 `)
+_INTERNATIONAL = re.compile(r"(?:\+|%2[Bb])(?:\d{1,4}[ -])?$")
+
+
 def _mask_run(match: re.Match) -> str:
     text, start, end = match.string, match.start(), match.end()
-    # after a `+` that no name holds, a number is an international MSISDN, even joined to a
-    # name after it: `+8613800138000.msgpack`, a spool file named after a subscriber
-    international = start >= 1 and text[start - 1] == "+" and not _joined(text, start - 2, -1) \
-        and not (start >= 2 and _letter(text, start - 2))
-    if not international and (_joined(text, start - 1, -1) or _joined(text, end, +1)):
+    # after a `+`, a number is an international MSISDN, even joined to a name after it:
+    # `+8613800138000.msgpack`, a spool file named after a subscriber
+    if not _INTERNATIONAL.search(text, max(0, start - 8), start) and (
+            _joined(text, start - 1, -1) or _joined(text, end, +1)):
         return match[0]
     return mask_msisdn(match[0])
 
@@ -104,26 +109,34 @@ def mask_numbers(text: str) -> str:
 # A number as a person writes it, in groups: `+86 138-0013-8000`, `138 0013 8000`,
 # `138.0013.8000`. A first group of 1-4 digits, then groups of 2-4, each after one space,
 # dash or point, nothing word-like on either side (a decimal's or a version's further
-# groups included). Dates (2026-12-24, 24.12.2026) have the same shape and are left alone.
+# groups included).
 _WRITTEN = re.compile(r"(?<![\w+.-])\+?\d{1,4}(?:[ .-]\d{2,4}){1,5}(?![\w+])(?![.-]\d)")
-_DATE = re.compile(r"\d{4}([-./])\d{2}\1\d{2}|\d{2}([-./])\d{2}\2\d{4}")
+# Dates (2026-12-24, 24.12.2026) and IPv4 addresses have the same shape: taken out first, so
+# that neither is masked nor joins the time or port beside it into a number
+_KEPT = re.compile(r"(?<![\d.])(?:\d{4}([-./])\d{2}\1\d{2}|\d{2}([-./])\d{2}\2\d{4}|\d{1,3}(?:\.\d{1,3}){3})(?!\d)")
 
 
 def _mask_written(match: re.Match) -> str:
     text = match[0]
     digits = re.sub(r"\D", "", text)
-    if len(digits) < MIN_MASKED_DIGITS or _DATE.fullmatch(text):
+    if len(digits) < MIN_MASKED_DIGITS:
         return text
     return ("+" if text.startswith("+") else "") + mask_msisdn(digits)
 
 
 def mask_written_numbers(text: str) -> str:
     """mask_numbers, and also numbers written in groups (`+86 138-0013-8000` ->
-    `+861******8000`): for text a person typed (a version's "why", an audit entry), shown
-    on a page. Groups of 7 or more digits in all are masked, dates in groups are not. Not used
-    for logs, whose offsets, times and counts are written so that mask_numbers alone
-    suffices."""
-    return mask_numbers(_WRITTEN.sub(_mask_written, text))
+    `+861******8000`): for text a person typed (a version's "why", an approval's note),
+    shown on a page. Groups of 7 or more digits in all are masked, thousands written with
+    spaces or points too (`1 000 000`: write 1,000,000); dates and IPv4 addresses are not.
+    Not used for logs, whose offsets, times and counts are written so that mask_numbers
+    alone suffices."""
+    parts, at = [], 0
+    for kept in _KEPT.finditer(text):
+        parts += [_WRITTEN.sub(_mask_written, text[at:kept.start()]), kept[0]]
+        at = kept.end()
+    parts.append(_WRITTEN.sub(_mask_written, text[at:]))
+    return mask_numbers("".join(parts))
 
 
 def _escape(match: re.Match) -> str:

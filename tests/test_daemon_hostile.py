@@ -1010,6 +1010,41 @@ def test_tails_written_on_through_the_same_handle_each_hold_only_their_new_bytes
     no_traceback(log)
 
 
+def _bare_daemon(spool: Path):
+    import collections
+    import threading
+    from engine.service.daemon import SpoolDaemon
+    daemon = SpoolDaemon.__new__(SpoolDaemon)
+    daemon.spool = spool
+    daemon._tail_buffer = memoryview(bytearray(1 << 20))
+    daemon.spool_counts = collections.Counter()
+    daemon._counts_lock = threading.Lock()
+    return daemon
+
+
+@pytest.mark.parametrize("broken", [None, "corrupt (not msgpack: a 0xc1 byte)"])
+def test_a_cut_copied_before_a_crash_is_not_copied_twice(tmp_path, broken):
+    """helper-117: a crash between the copy into rejected/ and the cut of the file made the roll
+    forward copy the same bytes again, as NAME.tail-OFFSET.1: an operator who put both back
+    would have them processed twice. The copy there is found and the file only cut."""
+    spool = tmp_path / "spool"
+    (spool / "rejected").mkdir(parents=True)
+    kept, rest = b"k" * 1000, b"r" * 300
+    (spool / "f.msgpack").write_bytes(kept + rest)
+    kind = "rest" if broken else "tail"
+    (spool / "rejected" / f"f.msgpack.{kind}-1000").write_bytes(rest)     # copied, then the crash
+    daemon = _bare_daemon(spool)
+    assert daemon._cut_tail("f.msgpack", 1000, broken=broken) == 300
+    assert (spool / "f.msgpack").read_bytes() == kept
+    assert sorted(p.name for p in (spool / "rejected").iterdir()) == [f"f.msgpack.{kind}-1000",
+                                                                      f"f.msgpack.{kind}-1000.reason"]
+    # other bytes under the name are another tail's: kept, and these copied beside them
+    (spool / "f.msgpack").write_bytes(kept + b"s" * 300)
+    assert daemon._cut_tail("f.msgpack", 1000, broken=broken) == 300
+    assert (spool / "rejected" / f"f.msgpack.{kind}-1000").read_bytes() == rest
+    assert (spool / "rejected" / f"f.msgpack.{kind}-1000.1").read_bytes() == b"s" * 300
+
+
 def test_a_fragment_between_files_never_costs_the_next_file(world, tmp_path):
     """From a newcomer trial (issue 14): a 3-byte file (the head of an array of 1,500 values,
     read as the start of an event the next file completes, as replay reads several files)

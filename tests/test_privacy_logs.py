@@ -51,6 +51,10 @@ ROOT = Path(__file__).resolve().parent.parent
     # subscriber (helper-116)
     ("+8613800138000.msgpack: rejected", "+861******8000.msgpack: rejected"),
     ("spool/+8613800138000.msgpack", "spool/+861******8000.msgpack"),
+    ("sub+8613800138000.msgpack", "sub+861******8000.msgpack"),
+    ("%2B8613800138000.msgpack", "%2B861******8000.msgpack"),
+    ("+86-13800138000.msgpack", "+86-138****8000.msgpack"),
+    ("+86 13800138000.msgpack", "+86 138****8000.msgpack"),
 ])
 def test_numbers_standing_as_numbers_are_masked(text, masked):
     assert mask_numbers(text) == masked
@@ -81,6 +85,11 @@ def test_the_mask_is_mask_msisdn_and_idempotent():
     ("123-4567", "1*****7"),                                   # 7 digits: the shortest masked
     ("12-3456", "12-3456"),                                    # 6: left alone
     ("from 2026-12-24 or 24.12.2026 to 2026/12/31", "from 2026-12-24 or 24.12.2026 to 2026/12/31"),
+    # a date or an address joins no time, port or sequence beside it into a number (helper-117)
+    ("deploy at 2026-12-24 10:00, or 24.12.2026 10:30", "deploy at 2026-12-24 10:00, or 24.12.2026 10:30"),
+    ("on 2026-12-24-01.msgpack and 2026.12.24.10.msgpack", "on 2026-12-24-01.msgpack and 2026.12.24.10.msgpack"),
+    ("metrics at 10.20.30.40:9464", "metrics at 10.20.30.40:9464"),
+    ("budget 1 000 000", "budget 1*****0"),                    # thousands: 1,000,000 is how to write them
     ("v1.2.3, 3.14159265, 12345.678, 1,234,567 at 12:30:00", "v1.2.3, 3.14159265, 12345.678, 1,234,567 at 12:30:00"),
     ("x138-0013-8000", "x138-0013-8000"),                      # glued to a letter: a name, as for runs
     ("and 8613800138000", "and 861******8000"),                # a plain run, as mask_numbers

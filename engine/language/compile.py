@@ -130,7 +130,10 @@ def require_inputs(config: Config) -> None:
     require_profiles(config)
     _require_input(config, "engine.profiles", config.profiles, "profile")
     if problem := format_problem(config.profiles):
-        raise LoadError(f"{config.named}: engine.profiles: {config.profiles}: {problem}")
+        text = str(config.profiles)
+        # a line break would cut the one-line error before its reason, as in _require_input
+        shown = repr(text) if any(ord(ch) < 32 or ord(ch) == 127 for ch in text) else text
+        raise LoadError(f"{config.named}: engine.profiles: {shown}: {problem}")
     for name, path in config.lists.items():
         _require_input(config, f"lists.{name}", path, "list")
     for name, path in config.areas.items():

@@ -508,9 +508,9 @@ class SpoolDaemon:
         self.done_bytes: Optional[int] = None
         self._counts_lock = threading.Lock()    # tails are counted on the checkpoint thread
         self._last_prune = float("-inf")
-        # files moved to done/ lately: done name -> (spool name, bytes processed, when moved);
-        # written on the checkpoint thread, under _counts_lock
-        self._done_watch: dict[str, tuple[str, int, float]] = {}
+        # files moved to done/ lately: done name -> (spool name, bytes processed, when moved,
+        # bytes past them cut so far); written on the checkpoint thread, under _counts_lock
+        self._done_watch: dict[str, tuple[str, int, float, int]] = {}
         self._last_rebase_for_done = float("-inf")
         self._prune_refused = False             # a damaged log was reported (once)
         # The core is fed without the GIL; readers on other threads (the lookup) hold this.
@@ -923,14 +923,16 @@ class SpoolDaemon:
                         "and is read as a new file")
             return
         done = _own_subdirectory(self.spool, "done")
-        cut = self._cut_tail(name, size, broken=broken) if size is not None else 0
+        cut = self._cut_tail(name, size, broken=broken) if size is not None else None
         if target is None:
             target = self._done_name(name)
         if target != name:
             log.warning(f"{name}: done/ holds a processed file of this name already (the name was used again); "
                         f"this one moved to done/{target}, the first kept")
         os.replace(source, done / target)
-        if size is not None:
+        if size is not None and cut is not None:
+            # watched only when the file holds the bytes processed alone: one that could not be
+            # cut would be copied out again, as a tail
             with self._counts_lock:
                 self._done_watch[target] = (name, size, time.monotonic(), cut)
                 if len(self._done_watch) > DONE_WATCH_FILES:
@@ -977,18 +979,20 @@ class SpoolDaemon:
             elif grown:
                 cut = self._cut_tail(name, size, self.spool / "done" / target, cut)
                 with self._counts_lock:
-                    if os.lstat(self.spool / "done" / target).st_size > size:
-                        self._done_watch.pop(target, None)     # not ours to cut (logged): not copied again
+                    if cut is None:
+                        self._done_watch.pop(target, None)     # not ours to cut (logged), or gone
                     elif target in self._done_watch:
                         self._done_watch[target] = (name, size, moved, cut)
 
     def _cut_tail(self, name: str, size: int, path: Optional[Path] = None, cut: int = 0,
-                  broken: Optional[str] = None) -> int:
+                  broken: Optional[str] = None) -> Optional[int]:
         """Bytes appended to a spool file after it was read to its end (`size`) cannot be put
         back in stream order, later files having been processed: they are copied to
         rejected/NAME.tail-OFFSET, named by the offset they start at, and cut off the file: in
         the spool, or at `path` in done/ when they came after it moved there. Never silently
-        dropped. Returns the bytes past `size` cut so far, `cut` included.
+        dropped. Returns the bytes past `size` cut so far, `cut` included; None when the file
+        is gone or could not be cut (no write permission: the bytes are copied all the same,
+        and the .reason says that the file still holds them).
 
         `cut`: the bytes past `size` cut before. A writer still at work writes on at its own
         offset, so after a cut the file grows again with a hole where the cut bytes were;
@@ -1009,7 +1013,7 @@ class SpoolDaemon:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             writable = False
         except FileNotFoundError:
-            return
+            return None
         with open(fd, "rb", buffering=0) as f:
             now = os.fstat(fd).st_size
             if now == size:
@@ -1023,33 +1027,16 @@ class SpoolDaemon:
             kind = "rest" if broken else "tail"
             tail = rejected / f"{name}.{kind}-{start}"
             number = 0
+            copied = None
             while os.path.lexists(tail):
+                if self._holds(f, start, now - start, tail):
+                    # copied before a crash that came before the cut: cut now, not copied twice
+                    copied = now - start
+                    break
                 number += 1
                 tail = rejected / f"{name}.{kind}-{start}.{number}"
-            temp = rejected / f".{tail.name}.tmp"
-            out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-            copied = 0
-            try:
-                os.fchmod(out, FILE_MODE)
-                f.seek(start)
-                while True:
-                    n = f.readinto(self._tail_buffer)
-                    if not n:
-                        # a writer still at work: what came meanwhile is copied too (what
-                        # comes between this look and the cut below cannot be guarded)
-                        if os.fstat(fd).st_size > start + copied:
-                            continue
-                        break
-                    view = self._tail_buffer[:n]
-                    while view:
-                        view = view[os.write(out, view):]
-                    copied += n
-                os.fsync(out)
-            except OSError as e:
-                raise _naming(e, temp) from None
-            finally:
-                os.close(out)
-            os.replace(temp, tail)
+            if copied is None:
+                copied = self._copy_out(fd, f, start, rejected / f".{tail.name}.tmp", tail)
             if broken:
                 note = (f"{_now()} bytes {start:,} to {start + copied:,} of {name}, after its event stream broke at "
                         f"byte {size:,}: {broken}; not processed (the stream went on with the next file)\n")
@@ -1066,12 +1053,58 @@ class SpoolDaemon:
         if broken:
             log.warning(f"{name}: the {copied:,} bytes after its event stream broke were not processed: moved to "
                         f"rejected/{tail.name} (they start at byte {start:,} of the file)")
-            return start - size + copied
-        self._count("changed")
-        self._count("tails")
-        log.warning(f"{name}: {copied:,} bytes appended after it was processed{after} cannot be put back in stream "
-                    f"order: moved to rejected/{tail.name} (they start at byte {start:,} of the file)")
-        return start - size + copied
+        else:
+            self._count("changed")
+            self._count("tails")
+            log.warning(f"{name}: {copied:,} bytes appended after it was processed{after} cannot be put back in "
+                        f"stream order: moved to rejected/{tail.name} (they start at byte {start:,} of the file)")
+        return start - size + copied if writable else None
+
+    def _copy_out(self, fd: int, f, start: int, temp: Path, tail: Path) -> int:
+        """The bytes of the open file `f` (descriptor `fd`) from `start` to its end, copied to
+        `tail` through `temp` (fsynced, FILE_MODE): how many."""
+        out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        copied = 0
+        try:
+            os.fchmod(out, FILE_MODE)
+            f.seek(start)
+            while True:
+                n = f.readinto(self._tail_buffer)
+                if not n:
+                    # a writer still at work: what came meanwhile is copied too (what
+                    # comes between this look and the cut cannot be guarded)
+                    if os.fstat(fd).st_size > start + copied:
+                        continue
+                    break
+                view = self._tail_buffer[:n]
+                while view:
+                    view = view[os.write(out, view):]
+                copied += n
+            os.fsync(out)
+        except OSError as e:
+            raise _naming(e, temp) from None
+        finally:
+            os.close(out)
+        os.replace(temp, tail)
+        return copied
+
+    def _holds(self, f, start: int, n: int, path: Path) -> bool:
+        """Whether the file at `path` holds exactly the `n` bytes of `f` from `start`."""
+        try:
+            with open(path, "rb", buffering=0) as other:
+                if os.fstat(other.fileno()).st_size != n:
+                    return False
+                f.seek(start)
+                half = len(self._tail_buffer) // 2
+                mine, theirs = self._tail_buffer[:half], self._tail_buffer[half:]
+                while n > 0:
+                    got = f.readinto(mine[:min(n, half)])
+                    if not got or other.readinto(theirs[:got]) != got or mine[:got] != theirs[:got]:
+                        return False
+                    n -= got
+                return True
+        except OSError:
+            return False
 
     def _zeros(self, f, at: int, n: int) -> bool:
         """Whether the `n` bytes of `f` from `at` are all zeros (a hole where a tail was cut)."""

@@ -758,11 +758,13 @@ MUTANTS: list[Mutant] = [
            fast=("tests/test_daemon_hostile.py::test_an_event_shape_is_an_array_or_map_of_at_most_64",)),
 
     # ---- privacy: what pages show of a number a person typed
-    Mutant("privacy-written-seven-digits-kept", "engine/privacy.py", "if len(digits) < MIN_MASKED_DIGITS or",
-           "if len(digits) <= MIN_MASKED_DIGITS or", "a number of 7 digits or more, written in groups, is masked",
+    Mutant("privacy-written-seven-digits-kept", "engine/privacy.py", "    if len(digits) < MIN_MASKED_DIGITS:\n        return text\n    return (\"+\"",
+           "    if len(digits) <= MIN_MASKED_DIGITS:\n        return text\n    return (\"+\"", "a number of 7 digits or more, written in groups, is masked",
            fast=("tests/test_privacy_logs.py",)),
-    Mutant("privacy-written-dates-masked", "engine/privacy.py", " or _DATE.fullmatch(text):", ":",
-           "a date written in groups is no number to mask", fast=("tests/test_privacy_logs.py",)),
+    Mutant("privacy-written-dates-masked", "engine/privacy.py",
+           "parts += [_WRITTEN.sub(_mask_written, text[at:kept.start()]), kept[0]]",
+           "parts += [_WRITTEN.sub(_mask_written, text[at:kept.end()])]",
+           "a date or an IPv4 address written in groups is no number to mask", fast=("tests/test_privacy_logs.py",)),
 
     Mutant("report-count-unbounded", "engine/closedloop/outputs.py", "and 0 <= value < 1 << 63", "and 0 <= value",
            "a stats.json count is at most 2^63 - 1, as the core counts",
@@ -779,8 +781,14 @@ MUTANTS: list[Mutant] = [
            "the bytes after a break go to rejected/NAME.rest-OFFSET; done/NAME keeps what was processed",
            fast=("tests/test_daemon_hostile.py::test_a_corrupt_stream_names_the_file_the_offset_inside_it_and_the_reason",)),
 
-    Mutant("privacy-international-shielded-by-name", "engine/privacy.py", "if not international and (", "if (",
+    Mutant("privacy-international-shielded-by-name", "engine/privacy.py", "if not _INTERNATIONAL.search(text, max(0, start - 8), start) and (", "if (",
            "a number after a '+' is masked even when a name follows it", fast=("tests/test_privacy_logs.py",)),
+
+    Mutant("daemon-cut-copied-twice-after-crash", "engine/service/daemon.py",
+           "                if self._holds(f, start, now - start, tail):",
+           "                if False and self._holds(f, start, now - start, tail):",
+           "bytes copied to rejected/ before a crash are cut, not copied twice, by the roll forward",
+           fast=("tests/test_daemon_hostile.py::test_a_cut_copied_before_a_crash_is_not_copied_twice",)),
 
     # ---- the language
     Mutant("config-name-longest-one-more", "engine/language/config.py", "        if len(name) > t.longest:",
