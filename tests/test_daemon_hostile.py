@@ -1019,6 +1019,7 @@ def _bare_daemon(spool: Path):
     daemon._tail_buffer = memoryview(bytearray(1 << 20))
     daemon.spool_counts = collections.Counter()
     daemon._counts_lock = threading.Lock()
+    daemon.stdin, daemon.listen, daemon.journal_prefix = None, None, "spool"
     return daemon
 
 

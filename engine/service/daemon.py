@@ -1051,8 +1051,8 @@ class SpoolDaemon:
                 note += f"{name} could not be cut (no write permission): done/{path.name} still holds them\n"
             _write_private(rejected / f"{tail.name}.reason", note.encode())
         if broken:
-            log.warning(f"{name}: the {copied:,} bytes after its event stream broke were not processed: moved to "
-                        f"rejected/{tail.name} (they start at byte {start:,} of the file)")
+            log.warning(f"{self._shown(name)}: the {copied:,} bytes after its event stream broke were not processed: "
+                        f"moved to {self._shown_dir(rejected)}{tail.name} (they start at byte {start:,} of the file)")
         else:
             self._count("changed")
             self._count("tails")

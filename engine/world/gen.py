@@ -218,8 +218,8 @@ def _generate(directory, subscribers, events, campaigns, days, seed, trace_files
               first_day, started, bar) -> Generated:
     from engine.sinks import make_private_directories
     directory = Path(directory)
-    # owner and group alone, whatever the umask, as the files in them: the dnd list must not
-    # be replaceable by anyone on the host
+    # made owner and group alone, whatever the umask, as the files in them: the dnd list must
+    # not be replaceable by anyone on the host (a directory that exists keeps its mode)
     make_private_directories(directory / "lists")
     make_private_directories(directory / "areas")
     t0 = _local_midnight_utc_ms(first_day)
