@@ -443,8 +443,10 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
         log.warning(f"{out}: {plural(len(earlier), 'unfinished file')} of a run cut short "
                     f"({earlier[0].relative_to(out)}{' ...' if len(earlier) > 1 else ''}): replaced by this run")
     elif earlier and not overwrite:
+        # a finished file for the example: it is what the gateway may have taken
+        shown = next((p for p in earlier if not p.name.endswith(".tmp")), earlier[0])
         more = f" and {len(earlier) - 1:,} more" if len(earlier) > 1 else ""
-        _fail(f"{out}: already holds a run's output ({earlier[0].relative_to(out)}{more}); "
+        _fail(f"{out}: already holds a run's output ({shown.relative_to(out)}{more}); "
               "a second run would number its actions from 1 again and the gateway would send them twice: "
               "give a new --out, or --overwrite to replace the earlier run")
     cfg = load_config(config)

@@ -77,7 +77,7 @@ def test_one_finished_file_is_an_earlier_run_and_named_alone(tmp_path):
     (out / "sms" / ".actions-00000002.csv.tmp").write_text("")
     refused = replay(out)
     assert refused.returncode == 1
-    assert f"already holds a run's output (sms/.actions-00000002.csv.tmp and 1 more)" in refused.stderr
+    assert f"already holds a run's output (sms/actions-00000001.csv and 1 more)" in refused.stderr
     (out / "sms" / ".actions-00000002.csv.tmp").unlink()
     refused = replay(out)
     assert f"already holds a run's output (sms/actions-00000001.csv); a second run" in refused.stderr, refused.stderr

@@ -1044,12 +1044,14 @@ class SpoolDaemon:
                 note = (f"{_now()} bytes {start:,} to {start + copied:,} of {name}, appended after it was "
                         f"processed{after} (from byte {size:,} on); the file had been read to its end, and the "
                         "stream goes on past it\n")
+            if not writable:
+                note += f"{name} could not be cut (no write permission): done/{path.name} still holds them\n"
+            # the reason before the cut: a crash between them leaves a file cut at an event's
+            # end, which nothing would look at again, and a copy that said nothing of why
+            _write_private(rejected / f"{tail.name}.reason", note.encode())
             if writable:
                 os.ftruncate(fd, size)
                 os.fsync(fd)
-            else:
-                note += f"{name} could not be cut (no write permission): done/{path.name} still holds them\n"
-            _write_private(rejected / f"{tail.name}.reason", note.encode())
         if broken:
             log.warning(f"{self._shown(name)}: the {copied:,} bytes after its event stream broke were not processed: "
                         f"moved to {self._shown_dir(rejected)}{tail.name} (they start at byte {start:,} of the file)")
