@@ -793,13 +793,13 @@ EXIT_NOT_A_SUBSCRIBER = 3
 @main.command()
 @click.argument("config", type=GivenPath(dir_okay=False, path_type=Path))
 @click.argument("traces", nargs=-1, required=True, type=GivenPath(dir_okay=False, path_type=Path))
-@click.option("--msisdn", required=True, metavar="N", help="The subscriber to explain (digits).")
+@click.option("--msisdn", required=True, multiple=True, metavar="N", help="The subscriber to explain (digits).")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON document: events[] {ts, type, campaigns: [{id, result}], ...} and actions[] "
                    "(docs/semantics.md, 'Explanations').")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
 @_one_line_errors
-def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, progress):
+def explain(config: Path, traces: tuple[Path, ...], msisdn: tuple[str, ...], as_json: bool, progress):
     """Why subscriber N did or did not get each campaign: replay TRACES through CONFIG (then
     drain, as replay does) and list each of N's events and timers, every campaign of the
     event's type with "matched" or the first condition that failed, what became of each
@@ -809,6 +809,11 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: str, as_json: bool, 
     from engine.api import Engine
     from engine.closedloop.explain import format_text
     from loaders.lists import MSISDN_RULE, NOT_FOUND_HINT, normalise_msisdn
+    if len(msisdn) > 1:
+        # click keeps the last of a repeated option: the first subscriber asked about was
+        # silently not the one explained
+        _fail(f"--msisdn: given {len(msisdn)} times; explain takes one subscriber a run")
+    msisdn = msisdn[0]
     # the rule of profiles, lists and the lookup's paths: as a customer gives it, or one line
     number = normalise_msisdn(msisdn)
     if number is None:

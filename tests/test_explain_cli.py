@@ -72,6 +72,16 @@ def test_a_number_that_is_no_subscriber_is_said_so(world, number):
     assert done.stdout == ""
 
 
+def test_a_second_msisdn_is_refused_not_taken_instead_of_the_first(world):
+    # click kept the last of a repeated --msisdn (helper-115)
+    config, traces, run = world
+    msisdn = str(int(run.action_columns()["msisdn"][0]))
+    done = sigmatch("explain", config, *traces, "--msisdn", msisdn, "--msisdn", "13800138000")
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == ["sigmatch: error: --msisdn: given 2 times; explain takes one "
+                                                "subscriber a run"]
+
+
 def test_a_malformed_number_is_one_line(world):
     config, traces, _ = world
     done = sigmatch("explain", config, *traces, "--msisdn", "0123")
