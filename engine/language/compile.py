@@ -14,7 +14,7 @@ import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Callable, Optional
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -128,21 +128,18 @@ def require_inputs(config: Config) -> None:
     before it makes its folders, and load_world before it loads. The files' contents are
     the loaders' to judge."""
     require_profiles(config)
-    _require_input(config, "engine.profiles", config.profiles, "profile")
-    if problem := format_problem(config.profiles):
-        text = str(config.profiles)
-        # a line break would cut the one-line error before its reason, as in _require_input
-        shown = repr(text) if any(ord(ch) < 32 or ord(ch) == 127 for ch in text) else text
-        raise LoadError(f"{config.named}: engine.profiles: {shown}: {problem}")
+    _require_input(config, "engine.profiles", config.profiles, "profile", format_problem)
     for name, path in config.lists.items():
         _require_input(config, f"lists.{name}", path, "list")
     for name, path in config.areas.items():
         _require_input(config, f"areas.{name}", path, "area")
 
 
-def _require_input(config: Config, key: str, path, kind: str) -> None:
+def _require_input(config: Config, key: str, path, kind: str,
+                   problem_of: Optional[Callable[[Any], Optional[str]]] = None) -> None:
     """LoadError naming the configuration and its key when the file a key names is missing,
-    a link to nothing or a directory: the path alone (resolved against the configuration's
+    a link to nothing or a directory, or what `problem_of(path)` finds by its name (a
+    profile snapshot's suffix): the path alone (resolved against the configuration's
     folder) does not say which key to correct. Any other problem is the loader's to say."""
     from engine.sinks import dangling_link
     text = str(path)
@@ -154,6 +151,8 @@ def _require_input(config: Config, key: str, path, kind: str) -> None:
         reason = f"{shown}: no such {kind} file"
     elif os.path.isdir(path):
         reason = f"{shown}: a directory, not a {kind} file"
+    elif problem_of is not None and (problem := problem_of(path)):
+        reason = f"{shown}: {problem}"
     else:
         return
     raise LoadError(f"{config.named}: {key}: {reason}")
