@@ -5,6 +5,7 @@ import contextlib
 import errno
 import functools
 import gc
+import io
 import logging
 import math
 import os
@@ -77,10 +78,34 @@ def _one_line_errors(fn):
         except SigmatchError as e:
             _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
         except OSError as e:
-            _fail(describe_os_error(e))
+            stream = _standard_stream_of(e)
+            _fail(f"{stream}: {e.strerror or e}" if stream else describe_os_error(e))
         except MemoryError:
             _fail("out of memory")
     return wrapper
+
+
+def _standard_stream_of(error: OSError) -> Optional[str]:
+    """"standard output" (or "standard error") when `error` names no file and was raised
+    writing to that stream: `sigmatch report > /dev/full` said only "No space left on
+    device", as if a file of the report's had failed. Every command writes through
+    click.echo, whose frame holds the stream; None for any other error."""
+    if error.filename is not None:
+        return None
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return None
+    for value in tb.tb_frame.f_locals.values():
+        if isinstance(value, io.IOBase):
+            try:
+                number = value.fileno()
+            except (OSError, ValueError):
+                continue
+            if number in (1, 2):
+                return "standard output" if number == 1 else "standard error"
+    return None
 
 
 # funnel reasons, beside the suppressed_* ones, that drop an action at its emission

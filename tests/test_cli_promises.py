@@ -214,3 +214,16 @@ def test_report_reads_what_replay_wrote(world, tmp_path):
 def test_report_of_a_directory_that_is_no_output_is_one_line(tmp_path):
     code, _, err = sigmatch("report", tmp_path)
     one_line_error(code, err, str(tmp_path), "no stats.json")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("json_too", [False, True])
+def test_a_full_standard_output_is_named(world, tmp_path, json_too):
+    # `report OUT > /dev/full` said only "No space left on device", as if one of the
+    # report's files had failed
+    t = trace(tmp_path / "t.msgpack", [T0, CALL, A])
+    assert sigmatch("replay", world, t, "--out", tmp_path / "out")[0] == 0
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "engine.cli", "report", str(tmp_path / "out"),
+                               *(["--json"] if json_too else [])], stdout=full, stderr=subprocess.PIPE, text=True)
+    one_line_error(proc.returncode, proc.stderr.strip().splitlines(), "standard output: No space left on device")
