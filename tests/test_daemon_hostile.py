@@ -1010,6 +1010,34 @@ def test_tails_written_on_through_the_same_handle_each_hold_only_their_new_bytes
     no_traceback(log)
 
 
+def test_a_tail_appended_while_the_service_was_down_is_still_cut(world, tmp_path):
+    """A file moved to done/ was watched for late tails only by the process that moved it: a
+    restart forgot the watch, and what the probe's descriptor appended while the service was
+    down stayed in done/NAME, never processed, and read by a replay of done/. The checkpoint
+    names the files moved lately, and a restart watches them again."""
+    config, traces = world
+    spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
+    spool.mkdir()
+    first, late = traces[0][1], traces[1][1]
+    proc = start(config, spool, out, state, "--settle", "0.2")
+    with open(spool / "inplace.msgpack", "wb") as writer:
+        writer.write(first)
+        writer.flush()
+        wait_for(lambda: (spool / "done" / "inplace.msgpack").exists(), "the file in done/", proc)
+        code, log = stop(proc)
+        assert code == 0, log[-3000:]
+        writer.write(late)
+    proc = start(config, spool, out, state, "--settle", "0.2")
+    tail = spool / "rejected" / f"inplace.msgpack.tail-{len(first)}"
+    wait_for(lambda: (spool / "rejected" / f"{tail.name}.reason").exists(), "the tail in rejected/", proc)
+    code, log = stop(proc)
+    assert code == 0, log[-3000:]
+    assert tail.read_bytes() == late
+    assert (spool / "done" / "inplace.msgpack").read_bytes() == first
+    assert actions(out) == expected_actions(config, [first])
+    no_traceback(log)
+
+
 def _bare_daemon(spool: Path):
     import collections
     import threading
@@ -1044,6 +1072,48 @@ def test_a_cut_copied_before_a_crash_is_not_copied_twice(tmp_path, broken):
     assert daemon._cut_tail("f.msgpack", 1000, broken=broken) == 300
     assert (spool / "rejected" / f"f.msgpack.{kind}-1000").read_bytes() == rest
     assert (spool / "rejected" / f"f.msgpack.{kind}-1000.1").read_bytes() == b"s" * 300
+
+
+@pytest.mark.parametrize("earlier", ["tail", "rest"])
+def test_a_tail_after_a_restart_skips_the_hole_of_the_bytes_set_aside_before(tmp_path, earlier):
+    """helper-116's hole again, after a restart: the count of bytes cut lived in memory, so
+    the next tail began with the zeros where the earlier one had been. It is read back from
+    rejected/: a hole of zeros as long as the copies there is skipped, other bytes are not."""
+    spool = tmp_path / "spool"
+    (spool / "rejected").mkdir(parents=True)
+    kept, hole, new = b"k" * 1000, b"\0" * 300, b"\x93new"
+    (spool / "f.msgpack").write_bytes(kept + hole + new)
+    (spool / "rejected" / f"f.msgpack.{earlier}-1000").write_bytes(b"r" * 300)
+    (spool / "rejected" / "f.msgpack.tail-99999x").write_bytes(b"x")           # not a copy of ours
+    (spool / "rejected" / "g.msgpack.tail-1000").write_bytes(b"g" * 5000)     # another file's
+    daemon = _bare_daemon(spool)
+    assert daemon._cut_tail("f.msgpack", 1000) == 300 + len(new)
+    assert (spool / "f.msgpack").read_bytes() == kept
+    assert (spool / "rejected" / "f.msgpack.tail-1300").read_bytes() == new
+    # bytes that are no hole are a tail of their own, from the bytes processed on
+    (spool / "f.msgpack").write_bytes(kept + b"\x93" * 400)
+    assert daemon._cut_tail("f.msgpack", 1000) == 400
+    assert (spool / "rejected" / "f.msgpack.tail-1000" if earlier == "rest" else
+            spool / "rejected" / "f.msgpack.tail-1000.1").read_bytes() == b"\x93" * 400
+
+
+def test_a_restart_watches_the_files_moved_in_the_last_five_minutes_again(tmp_path):
+    """The checkpoint's "moved_lately" (done name, spool name, bytes processed, wall time):
+    watched again when moved up to DONE_WATCH_S ago, and not a second later; entries of
+    another shape (a hand-edited header) and names with a path are left out."""
+    import time
+    from engine.service.daemon import DONE_WATCH_FILES, DONE_WATCH_S
+    daemon = _bare_daemon(tmp_path)
+    daemon._done_watch = {}
+    daemon._moved_lately = __import__("collections").deque(maxlen=DONE_WATCH_FILES)
+    now = time.time()
+    daemon._watch_again([["a.msgpack", "a.msgpack", 10, now - DONE_WATCH_S + 1],
+                         ["b.msgpack.1", "b.msgpack", 20, now - DONE_WATCH_S - 1],
+                         ["c.msgpack", "c.msgpack", 30, now + 60],             # a clock set back
+                         ["../d.msgpack", "d.msgpack", 40, now], ["e.msgpack", "e.msgpack", -1, now],
+                         ["f.msgpack", "f.msgpack", True, now], "g.msgpack", ["h", "h", 1]])
+    assert {target: entry[:2] for target, entry in daemon._done_watch.items()} == {"a.msgpack": ("a.msgpack", 10)}
+    assert [entry[0] for entry in daemon._moved_lately] == ["a.msgpack"]
 
 
 def test_a_fragment_between_files_never_costs_the_next_file(world, tmp_path):

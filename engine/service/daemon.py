@@ -40,6 +40,7 @@ import datetime
 import errno
 import json
 import logging
+import math
 import os
 import pwd
 import re
@@ -511,6 +512,11 @@ class SpoolDaemon:
         # files moved to done/ lately: done name -> (spool name, bytes processed, when moved,
         # bytes past them cut so far); written on the checkpoint thread, under _counts_lock
         self._done_watch: dict[str, tuple[str, int, float, int]] = {}
+        # the same files as the checkpoints record them ([done name, spool name, bytes
+        # processed, wall-clock time of the checkpoint that moved them]), so that a restart
+        # watches them again (_watch_again): a probe's descriptor writes on while the
+        # service is down, and its bytes in done/ would be read by a replay, never by us
+        self._moved_lately: collections.deque = collections.deque(maxlen=DONE_WATCH_FILES)
         self._last_rebase_for_done = float("-inf")
         self._prune_refused = False             # a damaged log was reported (once)
         # The core is fed without the GIL; readers on other threads (the lookup) hold this.
@@ -781,6 +787,7 @@ class SpoolDaemon:
         for name in extra.get("moving") or []:
             self._move_done(name, self.fed_sizes.pop(name, None), moved_as.get(name), ids.get(name),
                             self.broken.pop(name, None))
+        self._watch_again(extra.get("moved_lately"))
         self.covered = list(extra.get("covered") or [])
         self.fed_ids.update({name: ids[name] for name in self.covered if name in ids})
         number = extra.get("checkpoint_number")
@@ -803,6 +810,30 @@ class SpoolDaemon:
         # again, under the same names.
         for temp in self.out.rglob(".*.tmp"):
             temp.unlink()
+
+    def _watch_again(self, moved) -> None:
+        """Watch again, after a restart, the files the checkpoint says were moved to done/ less
+        than DONE_WATCH_S ago ("moved_lately": [done name, spool name, bytes processed, wall
+        time]); entries of another shape (a hand-edited header) are left out. What a probe
+        appended to them meanwhile is cut off on the next pass (_check_done_tails)."""
+        now_wall, now = time.time(), time.monotonic()
+        for entry in moved or []:
+            if not (isinstance(entry, list) and len(entry) == 4):
+                continue
+            target, name, size, when = entry
+            if not (isinstance(target, str) and _plain_name(target) and isinstance(name, str) and _plain_name(name)
+                    and isinstance(size, int) and not isinstance(size, bool) and size >= 0
+                    and isinstance(when, (int, float)) and not isinstance(when, bool) and math.isfinite(when)):
+                continue
+            age = now_wall - when
+            if not 0 <= age <= DONE_WATCH_S:
+                continue
+            self._moved_lately.append([target, name, size, when])
+            with self._counts_lock:
+                if target not in self._done_watch:
+                    self._done_watch[target] = (name, size, now - age, 0)
+                    if len(self._done_watch) > DONE_WATCH_FILES:
+                        del self._done_watch[next(iter(self._done_watch))]
 
     def _journal_moves(self, entries: list[list]) -> None:
         """Append `entries` ([checkpoint number, spool name, done/ name, identity]) to
@@ -1022,6 +1053,9 @@ class SpoolDaemon:
                 log.warning(f"{name}: shrank to {now:,} bytes after {size:,} were processed; moved to done/ as it is")
                 self._count("changed")
                 return cut
+            if not cut:
+                # set aside before a restart, which forgot the count (_watch_again)
+                cut = self._cut_before(name, size)
             start = size + cut if cut and now > size + cut and self._zeros(f, size, cut) else size
             rejected = _own_subdirectory(self.spool, "rejected")
             kind = "rest" if broken else "tail"
@@ -1107,6 +1141,32 @@ class SpoolDaemon:
                 return True
         except OSError:
             return False
+
+    def _cut_before(self, name: str, size: int) -> int:
+        """The bytes past `size` of the spool file `name` that rejected/ holds already as its
+        tails and rests (NAME.tail-OFFSET, NAME.rest-OFFSET, NAME.KIND-OFFSET.N), counted to
+        the end of the last one: 0 when none. Only a hole of zeros that long is skipped
+        (_cut_tail): a tail never starts with a zero byte, which is no event's first."""
+        end = size
+        try:
+            entries = os.scandir(self.spool / "rejected")
+        except OSError:
+            return 0
+        with entries:
+            for entry in entries:
+                for kind in (".tail-", ".rest-"):
+                    if not entry.name.startswith(name + kind):
+                        continue
+                    offset = entry.name[len(name) + len(kind):].split(".", 1)
+                    if not offset[0].isdigit() or (len(offset) > 1 and not offset[1].isdigit()):
+                        continue
+                    try:
+                        length = entry.stat(follow_symlinks=False).st_size
+                    except OSError:
+                        continue
+                    if int(offset[0]) >= size:
+                        end = max(end, int(offset[0]) + length)
+        return end - size
 
     def _zeros(self, f, at: int, n: int) -> bool:
         """Whether the `n` bytes of `f` from `at` are all zeros (a hole where a tail was cut)."""
@@ -1362,8 +1422,13 @@ class SpoolDaemon:
             self.recent_moves.popleft()
             if not self.recent_moves:
                 break
+        moved_at = time.time()
+        while self._moved_lately and moved_at - self._moved_lately[0][3] > DONE_WATCH_S:
+            self._moved_lately.popleft()
+        self._moved_lately.extend([done_names.get(name, name), name, sizes[name], moved_at]
+                                  for name in moving if name in sizes)
         extra = {"renames": renames, "covered": covered, "moving": moving, "sizes": sizes, "broken": broken,
-                 "done_names": done_names,
+                 "done_names": done_names, "moved_lately": list(self._moved_lately),
                  "checkpoint_number": number, "recent": recent,
                  "position": list(position) if position else None, "numbering": self.sinks.numbering(),
                  "ids": {name: list(ident) for name, ident in ids.items()}, "out_id": self.out_id,

@@ -790,6 +790,21 @@ MUTANTS: list[Mutant] = [
            "bytes copied to rejected/ before a crash are cut, not copied twice, by the roll forward",
            fast=("tests/test_daemon_hostile.py::test_a_cut_copied_before_a_crash_is_not_copied_twice",)),
 
+    Mutant("daemon-restart-forgets-done-watch", "engine/service/daemon.py",
+           "        self._watch_again(extra.get(\"moved_lately\"))\n", "",
+           "a restart watches the files moved to done/ lately for late tails again",
+           fast=("tests/test_daemon_hostile.py::test_a_tail_appended_while_the_service_was_down_is_still_cut",)),
+
+    Mutant("daemon-done-watch-older-than-five-minutes", "engine/service/daemon.py",
+           "            if not 0 <= age <= DONE_WATCH_S:", "            if not 0 <= age <= DONE_WATCH_S + 2:",
+           "a restart watches again only the files moved less than DONE_WATCH_S ago",
+           fast=("tests/test_daemon_hostile.py::test_a_restart_watches_the_files_moved_in_the_last_five_minutes_again",)),
+
+    Mutant("daemon-hole-after-restart-from-next", "engine/service/daemon.py",
+           "                    if int(offset[0]) >= size:", "                    if int(offset[0]) > size:",
+           "after a restart a late tail skips the hole of the bytes set aside from the bytes processed on",
+           fast=("tests/test_daemon_hostile.py::test_a_tail_after_a_restart_skips_the_hole_of_the_bytes_set_aside_before",)),
+
     # ---- the language
     Mutant("config-name-longest-one-more", "engine/language/config.py", "        if len(name) > t.longest:",
            "        if len(name) > t.longest + 1:", "a name has at most 128 characters (docs/configuration.md)",
