@@ -320,11 +320,32 @@ def main(verbose: bool, log_format: str):
     """sigmatch: signalling-triggered precision marketing."""
     global _json_errors
     _json_errors = log_format == "json"
+    _open_closed_standard_streams()
     if logging.getLogger().handlers:
         # a host that set up logging itself (pytest, a program calling main) keeps it
         return
     _own_standard_error(LogFormatter() if log_format == "text" else JsonLogFormatter(),
                         logging.INFO if verbose else logging.WARNING)
+
+
+def _open_closed_standard_streams() -> None:
+    """A descriptor 0, 1 or 2 that the caller closed (`2>&-`) is opened on /dev/null: the
+    first file this process opened would otherwise take its number, and a log line meant
+    for standard error land in an output file. Python left the stream None; it becomes one
+    on /dev/null (stdin stays None: `--stdin` refuses a closed one in so many words). With
+    stderr closed the service wrote nothing, processed nothing, and exited 120."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)
+            if opened != fd:
+                os.dup2(opened, fd)
+                os.close(opened)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)
 
 
 def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
@@ -1291,6 +1312,8 @@ def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_c
     from engine.service.daemon import run_spool
     if spool is None and listen is None and not from_stdin:
         _fail("give a source: --spool DIR, --listen HOST:PORT or --stdin (or several)")
+    if from_stdin and sys.stdin is None:
+        _fail("--stdin: standard input is closed")
     from engine.service.metrics import parse_hostport
     if lookup and not lookup_token:
         _fail("--lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN")
@@ -1365,6 +1388,8 @@ def send(address: str, files, timeout: float):
         host, port = parse_hostport(address)
     except ValueError as e:
         _fail(str(e))
+    if sys.stdin is None and any(str(path) == "-" for path in files):
+        _fail("-: standard input is closed")
     sources = [sys.stdin.buffer if str(path) == "-" else path for path in files]
     taken = client.send(host, port, sources, timeout=timeout)
     click.echo(f"{taken:,} bytes taken by {host}:{port}")

@@ -867,3 +867,60 @@ def test_a_replay_stopped_by_sigterm_says_so_in_one_line_and_completes_its_files
     assert (out / "stats.json").is_file() or workers > 1
     assert not list(out.rglob("*.tmp")), sorted(out.rglob("*"))
     assert_ended(children, "a child of replay")
+
+
+def test_a_closed_standard_input_or_error_is_refused_in_one_line(world, tmp_path):
+    """helper-120: `run --stdin <&-` and `send ADDR - <&-` ended in a traceback (sys.stdin is
+    None), and with standard error closed (`2>&-`) the service wrote nothing and exited 120:
+    now one line, before anything is made, and a closed stderr is opened on /dev/null."""
+    config, trace = world
+    out, state = tmp_path / "out", tmp_path / "state"
+    for args, said in (((str(config), "--out", str(out), "--state", str(state)), "--stdin: standard input is closed"),):
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "run", *args, "--stdin"], cwd=ROOT,
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=120,
+                              preexec_fn=lambda: os.close(0))
+        assert done.returncode == 1
+        assert done.stderr.decode().strip().splitlines() == [f"sigmatch: error: {said}"]
+        assert not out.exists() and not state.exists()
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "send", "127.0.0.1:9", "-"], cwd=ROOT,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=120, preexec_fn=lambda: os.close(0))
+    assert done.returncode == 1
+    assert done.stderr.decode().strip().splitlines() == ["sigmatch: error: -: standard input is closed"]
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(out), "--state",
+                           str(state), "--stdin"], cwd=ROOT, input=trace.read_bytes(), stdout=subprocess.PIPE,
+                          timeout=120, preexec_fn=lambda: os.close(2))
+    assert done.returncode == 0
+    assert (out / "stats.json").exists()
+
+
+def test_a_standard_input_that_fails_to_be_read_fails_the_service(world, tmp_path):
+    """helper-120: a socket as standard input reset by its peer gave a traceback from the
+    reader's thread, and the service exited 0. Now what came before is processed, and the
+    service fails with one line naming standard input and the bytes read."""
+    import socket
+    import struct
+    import threading
+    import time
+    config, trace = world
+    out, state = tmp_path / "out", tmp_path / "state"
+    data = trace.read_bytes()[:300_000]
+    server = socket.create_server(("127.0.0.1", 0))
+    producer = socket.create_connection(server.getsockname())
+    conn, _ = server.accept()
+
+    def feed():
+        producer.sendall(data)
+        time.sleep(1.5)
+        producer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        producer.close()
+    threading.Thread(target=feed, daemon=True).start()
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(out), "--state",
+                           str(state), "--stdin"], cwd=ROOT, stdin=conn, capture_output=True, timeout=120)
+    conn.close()
+    server.close()
+    lines = done.stderr.decode().strip().splitlines()
+    assert done.returncode == 1, lines
+    assert lines[-1].startswith("sigmatch: error: standard input: cannot be read after 300,000 bytes (Connection "
+                                "reset by peer)"), lines
+    assert "Traceback" not in done.stderr.decode()
+    assert (out / "stats.json").exists()

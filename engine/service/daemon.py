@@ -1855,6 +1855,8 @@ class SpoolDaemon:
         if self.workers > 1:
             self.engine.close()     # the workers' threads
         lifecycle.info(f"stopped: checkpoint written, {plural(self.engine.pending, 'pending action')} kept")
+        if self.journal is not None and self.journal.error:
+            raise SigmatchError(self.journal.error)
         if self.stdin_rejected:
             # what standard input sent was not processed: not a success (the first, and how many)
             others = len(self.stdin_rejected) - 1

@@ -129,6 +129,9 @@ class StdinJournal(threading.Thread):
         self.every_s = every_s
         self.max_bytes = max_bytes
         self.left = 0
+        # why reading stopped before the end of the stream (a reset socket, an I/O error): the
+        # service processes what was journaled, then fails with this line
+        self.error: Optional[str] = None
         self.finished = threading.Event()
 
     def _reader(self):
@@ -152,6 +155,7 @@ class StdinJournal(threading.Thread):
         read = self._reader()
         pending = bytearray()
         broken = False
+        received = 0
         try:
             eof = False
             while not eof:
@@ -160,13 +164,21 @@ class StdinJournal(threading.Thread):
                     left_s = self.every_s - (time.monotonic() - started)
                     if left_s <= 0:
                         break
-                    chunk = read(left_s)
+                    try:
+                        chunk = read(left_s)
+                    except OSError as e:
+                        self.error = (f"standard input: cannot be read after {received:,} bytes "
+                                      f"({e.strerror or e}); what came before it is processed")
+                        log.error(self.error)
+                        eof = True
+                        break
                     if chunk is None:
                         break           # nothing came in time: the flush is due
                     if not chunk:
                         eof = True
                         break
                     pending += chunk
+                    received += len(chunk)
                 if pending and not broken:
                     _, broken = journal_events(self.journal, pending, decoder)
                 if pending and broken:
