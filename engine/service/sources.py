@@ -48,8 +48,15 @@ MAX_CONNECTIONS = 64
 #   idle          silent for --idle-timeout
 #   bound         --max-connections were open: the longest-idle one went for a newcomer
 #   not_msgpack   the stream cannot be decoded (its events before the bad one are journaled)
+#   too_large     an event (or a value's length header) longer than max_event_bytes
+#   not_events    msgpack, but values that are no events (neither arrays nor maps) and no
+#                 event among them: what the spool sets aside whole (loaders.sniff), and a
+#                 producer sending them would fill the journal's disk with rejected files
 #   buffer_bound  more bytes buffered than one event can take
-TCP_DROP_REASONS = ("idle", "bound", "not_msgpack", "buffer_bound")
+TCP_DROP_REASONS = ("idle", "bound", "not_msgpack", "too_large", "not_events", "buffer_bound")
+
+# a stream's break (the core's status) as a drop reason
+_BREAK_REASONS = {1: "not_msgpack", 2: "too_large"}
 
 # After the answer to a connection the service ends, how long it waits for the producer's
 # side to close before closing its own: closing with unread bytes sends a reset, which can
@@ -93,17 +100,23 @@ class JournalDirectory:
             fsync_path(self.directory)      # the rename too, before a producer is told
 
 
-def journal_events(journal: JournalDirectory, pending: bytearray, decoder) -> tuple[int, bool]:
+def journal_events(journal: JournalDirectory, pending: bytearray, decoder, *,
+                   events_only: bool = False) -> tuple[int, Optional[str]]:
     """Journal the complete events at the front of `pending` (`decoder`: a Core with the
-    engine's event types and bound) and remove them; returns (bytes journaled, whether the
-    stream is broken after them). What both stdin and a TCP connection journal: whole events."""
-    _, status, stopped = decoder.decode(pending, keep=False)
-    decoder.take_dead_letters()      # dead letters are the daemon's, when it processes the journal
+    engine's event types and bound) and remove them; returns (bytes journaled, None or why
+    the stream is broken after them: "not_msgpack", "too_large", or with `events_only`
+    "not_events": complete values that hold no event and are none of them shaped as one,
+    then not journaled). What both stdin and a TCP connection journal: whole events."""
+    good, status, stopped = decoder.decode(pending, keep=False)
+    # dead letters are the daemon's, when it processes the journal
+    dead = decoder.take_dead_letters()
     cut = len(pending) if status == 0 else (stopped or 0)
+    if events_only and cut and not good and len(dead) and not dead["reason"].any():     # 0: not_an_event
+        return 0, "not_events"
     if cut:
         journal.write(bytes(pending[:cut]))
         del pending[:cut]
-    return cut, status in (1, 2)
+    return cut, _BREAK_REASONS.get(status)
 
 
 class StdinJournal(threading.Thread):
@@ -406,7 +419,8 @@ class TcpJournal:
         last_flush = time.monotonic()
         # None: the producer half-closed; otherwise why the service ends the connection
         reason: Optional[str] = None
-        broken = False
+        broken: Optional[str] = None
+        counted: Optional[str] = None       # the drop reason counted, when not `reason`
         sock.settimeout(self.flush_s)
         try:
             try:
@@ -438,7 +452,7 @@ class TcpJournal:
                         taken += cut
                         last_flush = now
                         if broken:
-                            reason = "not_msgpack"
+                            reason = broken
                             break
                     if len(pending) > self.max_pending:
                         reason = "buffer_bound"
@@ -446,6 +460,9 @@ class TcpJournal:
                 if not broken:
                     cut, broken = self._journal(pending, decoder)
                     taken += cut
+                    # a producer that half-closed is answered as one (no linger); its stream
+                    # broke all the same, and is counted (it was not, helper-120)
+                    counted = broken
             except OSError as e:
                 # the journal cannot be written (ENOSPC, EIO): what was taken is still exact
                 log.error("connection from %s: cannot journal its events: %s; %s bytes taken",
@@ -456,8 +473,9 @@ class TcpJournal:
             with self.lock:
                 # ended: no longer one of the open connections while its answer lingers
                 self.producers.discard(producer)
-                if reason in TCP_DROP_REASONS and reason != "bound":   # bound: counted at the accept
-                    self.drops[reason] += 1
+                dropped = reason or counted
+                if dropped in TCP_DROP_REASONS and dropped != "bound":   # bound: counted at the accept
+                    self.drops[dropped] += 1
             if reason != "reset" and self._answer(sock, taken, linger=reason is not None):
                 sock = None          # the accept thread closes it
         finally:
@@ -466,13 +484,19 @@ class TcpJournal:
             if sock is not None:
                 sock.close()
 
-    def _journal(self, pending: bytearray, decoder) -> tuple[int, bool]:
-        return journal_events(self.journal, pending, decoder)
+    def _journal(self, pending: bytearray, decoder) -> tuple[int, Optional[str]]:
+        return journal_events(self.journal, pending, decoder, events_only=True)
 
-    def _log_end(self, producer: _Producer, reason: Optional[str], broken: bool, taken: int,
+    def _log_end(self, producer: _Producer, reason: Optional[str], broken: Optional[str], taken: int,
                  left: int) -> None:
         peer, taken_text = producer.peer, f"{taken:,} bytes taken"
-        if broken:
+        if broken == "too_large":
+            log.error("connection from %s: a value longer than max_event_bytes (%s bytes) after %s; closed", peer,
+                      f"{self.max_event_bytes:,}", taken_text)
+        elif broken == "not_events":
+            log.error("connection from %s: msgpack values that are no events (neither arrays nor maps) after %s; "
+                      "closed", peer, taken_text)
+        elif broken:
             log.error("connection from %s: not a msgpack event stream after %s; closed", peer, taken_text)
         elif reason is None:
             log.info("connection from %s half-closed: %s", peer, taken_text)
