@@ -333,3 +333,25 @@ def test_send_trusts_only_a_whole_answer_equal_to_what_was_sent(answer, error):
     finally:
         thread.join()
         server.close()
+
+
+def test_port_0_is_said_as_the_port_the_system_chose(world, tmp_path):
+    """helper-120: with port 0 the log said `reading TCP 127.0.0.1:0` (the port bound was said
+    only at -v): the started line names every address as bound, IPv6 in brackets."""
+    import re
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "run", str(world.config), "--out", str(tmp_path / "out"),
+         "--state", str(tmp_path / "state"), "--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        found = re.search(r"started: reading TCP 127\.0\.0\.1:(\d+); .*; metrics 127\.0\.0\.1:(\d+)$", line.strip())
+        assert found, line
+        tcp, metrics = map(int, found.groups())
+        assert tcp and metrics
+        assert send("127.0.0.1", tcp, world.traces[0].read_bytes()) == world.traces[0].stat().st_size
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=60) as response:
+            assert response.status == 200
+    finally:
+        log = stop(proc)
+    assert "127.0.0.1:0" not in log

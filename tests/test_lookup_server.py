@@ -298,16 +298,51 @@ def test_bad_requests_get_a_json_error_that_names_what_is_wrong():
             status, body, _ = call("GET", f"/subscriber/13800000000/explain?last={value}")
             assert status == 400 and body["parameter"] == "last", (value, body)
             assert "last" in body["error"] and f"0 to {LAST_MAX:,}" in body["error"]
-        assert call("GET", "/subscriber/13800000000/explain?lats=3")[0] == 400
+        # another parameter is named, not taken for a bad `last` (helper-120)
+        status, body, _ = call("GET", "/subscriber/13800000000/explain?lats=3")
+        assert status == 400 and body["parameter"] == "lats" and "one query parameter, last" in body["error"]
         assert asked == []
         assert call("GET", "/subscriber/13800000000/explain?last=0")[:2] == (200, {"msisdn": 13800000000, "events": []})
         assert call("GET", f"/subscriber/13800000000/explain?last={LAST_MAX}")[0] == 200
         assert asked == [(13800000000, 0), (13800000000, LAST_MAX)]
         status, body, headers = call("POST", "/subscriber/13800000000")
-        assert status == 405 and "POST" in body["error"] and headers["Allow"] == "GET"
+        assert status == 405 and "POST" in body["error"] and headers["Allow"] == "GET, HEAD"
         status, body, headers = call("POST", "/watch/13800000000")
-        assert status == 405 and headers["Allow"] == "GET, PUT, DELETE"
-        status, body, headers = call("OPTIONS", "/subscriber/13800000000")
-        assert status == 501 and body["error"] and headers["Content-Type"] == "application/json"
+        assert status == 405 and headers["Allow"] == "GET, HEAD, PUT, DELETE"
+        # a method http.server has no do_ for: 405 as well, not 501 (helper-120)
+        for method in ("OPTIONS", "TRACE", "BREW"):
+            status, body, headers = call(method, "/subscriber/13800000000")
+            assert (status, headers["Allow"]) == (405, "GET, HEAD"), method
+            assert body["error"] == f"{method} is not answered here: use GET, HEAD"
+            assert headers["Content-Type"] == "application/json"
+        # HEAD as GET, without the body (RFC 9110 §9.1)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/subscriber/13800000000/explain?last=0",
+                                         method="HEAD", headers={"Authorization": f"Bearer {TOKEN}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200 and response.read() == b""
+            assert int(response.headers["Content-Length"]) == len(json.dumps({"msisdn": 13800000000, "events": []}))
+        # a request line http.server cannot read is answered with a status line and JSON
+        for line in (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET /x HTTP/9.9\r\n\r\n", b"GET\r\n\r\n",
+                     b"\x00\x01\x02\xff\xfe\r\n\r\n"):
+            answer = raw_request(port, line)
+            assert answer.startswith(b"HTTP/1.0 40") or answer.startswith(b"HTTP/1.0 505"), (line, answer[:80])
+            assert b"Content-Type: application/json" in answer, answer
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("token", ["", " ", "\t "])
+def test_a_lookup_token_of_spaces_is_refused_at_the_start(tmp_path, token):
+    """helper-120: an empty token was refused, one of spaces taken, and then every request was
+    refused (the token is compared without the spaces around it): one line at the start now."""
+    from engine.service.lookup import LookupServer
+    with pytest.raises(ValueError, match="not an empty one or one of spaces"):
+        LookupServer(lambda m: None, "127.0.0.1", 0, token=token)
+    (tmp_path / "spool").mkdir()
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(tmp_path / "c.toml"), "--spool",
+                           str(tmp_path / "spool"), "--out", str(tmp_path / "out"), "--state", str(tmp_path / "st"),
+                           "--lookup", "127.0.0.1:0"], env={**os.environ, "SIGMATCH_LOOKUP_TOKEN": token},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "sigmatch: error: --lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN (not an empty one "
+        "or one of spaces)"]

@@ -2,6 +2,7 @@
 they are served over HTTP, HOST:PORT parsing, and no subscriber number in any label."""
 import hashlib
 import re
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -243,12 +244,23 @@ def test_served_over_http(replayed):
             status, headers, body = answer(path)
             assert (status, body) == (404, b"no such page: the metrics are at GET /metrics\n"), path
             assert headers["Content-Type"] == "text/plain; charset=utf-8"
-        for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS"):
+        # TRACE and BREW have no do_ in http.server: 501 before (helper-120)
+        for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "BREW"):
             status, headers, body = answer("/metrics", method)
             assert (status, headers["Allow"]) == (405, "GET")
             assert body == f"{method} is not answered here: use GET /metrics\n".encode()
         status, headers, body = answer("/metrics", "HEAD")
         assert (status, headers["Allow"], body) == (405, "GET", b"")
+        # a request line http.server cannot read: a status line and headers, not a bare line
+        for line in (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET /metrics HTTP/9.9\r\n\r\n", b"GET\r\n\r\n",
+                     b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(line)
+                got = b""
+                while chunk := sock.recv(4096):
+                    got += chunk
+            assert got.startswith(b"HTTP/1.0 40") or got.startswith(b"HTTP/1.0 505"), (line, got[:80])
+            assert b"Content-Type: text/plain; charset=utf-8" in got, got
     assert metrics.address is None
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)

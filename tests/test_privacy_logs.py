@@ -447,3 +447,20 @@ def _max_per_day(config_text: str, value: str) -> str:
     text, n = re.subn(r"(?m)^max_per_day\s*=\s*2\b", lambda _: f"max_per_day = {value}", config_text)
     assert n == 1
     return text
+
+
+@pytest.mark.parametrize("line, logged", [
+    ('"GET /foo/136-6019-2836 HTTP/1.1" 404 -', '"GET /foo/136****2836 HTTP/1.1" 404 -'),
+    ('"GET /x?m=%31%33%36%36%30%31%39%32%38%33%36 HTTP/1.1" 404 -', '"GET /x?m=136****2836 HTTP/1.1" 404 -'),
+    ('"GET /x?m=138%2D0001%2d0003 HTTP/1.1" 404 -', '"GET /x?m=138****0003 HTTP/1.1" 404 -'),
+    ('"GET /x/+86%20138%200001%200003 HTTP/1.1" 404 -', '"GET /x/+861******0003 HTTP/1.1" 404 -'),
+    ('"GET /subscriber/13660192836 HTTP/1.1" 200 -', '"GET /subscriber/136****2836 HTTP/1.1" 200 -'),
+    # what is no number stays as it was
+    ('"GET /x?ip=10.1.2.3&day=2026-12-07&n=123456 HTTP/1.1" 404 -',
+     '"GET /x?ip=10.1.2.3&day=2026-12-07&n=123456 HTTP/1.1" 404 -'),
+])
+def test_the_lookup_request_log_masks_a_number_wherever_and_however_it_is_written(line, logged):
+    """helper-120: the lookup accepts a number in groups or percent-encoded, but the request
+    log masked it only after /subscriber/ or msisdn=: on any other path it was logged whole."""
+    from engine.service.lookup import request_log_text
+    assert request_log_text(line) == logged

@@ -191,6 +191,11 @@ def event_shaped(head: bytes) -> bool:
     return False
 
 
+def _host_port(host: str, port: int) -> str:
+    """HOST:PORT as a URL writes it: an IPv6 address in brackets ([::1]:9464)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _plain_name(name) -> bool:
     """Whether a name a checkpoint gives is a file name of the spool or done/ (one component):
     nothing read back from a checkpoint moves a file from elsewhere."""
@@ -1760,30 +1765,34 @@ class SpoolDaemon:
         self.sinks = SinkSet(self.out, campaigns=self.engine.campaigns, format=self.format or output.format,
                              max_records=output.max_records, max_age_ms=output.max_age_ms,
                              durable=False, defer_renames=True, numbering=extra.get("numbering"))
+        bound: list[str] = []
+        tcp_at = None
         if self.metrics_address:
             from engine.service.metrics import DaemonMetrics
             self.metrics = DaemonMetrics(self.engine, checkpoint_at=self.store.written_at())
             host, port = self.metrics.serve(*self.metrics_address)
             self.servers.append(self.metrics)
-            log.info("metrics on %s:%d", host, port)
+            bound.append(f"metrics {_host_port(host, port)}")
         if self.listen is not None:
             listener = TcpJournal(journal_dir, self.listen, self.engine.config.event_types,
                                   max_event_bytes=self.engine.max_event_bytes, metrics=self.metrics).start()
             self.servers.append(listener)
-            log.info("listening on %s:%d", *listener.address[:2])
+            tcp_at = _host_port(*listener.address[:2])
         if self.lookup:
             from engine.service.lookup import LookupServer
             server = LookupServer(self._view, *self.lookup, token=self.lookup_token,
                                   metrics=self.metrics, explain=self._explain, watch=self._watch).start()
             self.servers.append(server)
-            log.info("lookup on %s:%d", *server.address[:2])
+            bound.append(f"lookup {_host_port(*server.address[:2])}")
         sources = ", ".join(
             part for part in (f"spool {self.spool}" if self.journal_prefix or (self.stdin is None and self.listen is None)
                               else None,
-                              f"TCP {self.listen[0]}:{self.listen[1]}" if self.listen is not None else None,
+                              f"TCP {tcp_at}" if self.listen is not None else None,
                               "standard input" if self.stdin is not None else None) if part)
-        lifecycle.info("started: reading %s; output %s; state %s%s", sources, self.out, self.state,
-                       f"; {self.workers} workers" if self.workers > 1 else "")
+        # the addresses as bound: with port 0 the system chose the port, said here alone
+        lifecycle.info("started: reading %s; output %s; state %s%s%s", sources, self.out, self.state,
+                       f"; {self.workers} workers" if self.workers > 1 else "",
+                       "".join(f"; {part}" for part in bound))
         from engine.workers import beyond_cores
         too_many = beyond_cores(self.workers)
         if too_many:

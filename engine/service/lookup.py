@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Callable, Optional
 from urllib.parse import unquote
 
-from engine.privacy import mask_msisdn
+from engine.privacy import mask_msisdn, mask_written_numbers
 from engine.service.serving import BoundedHTTPServer
 from loaders.lists import MSISDN_RULE, NOT_FOUND_HINT, normalise_msisdn
 
@@ -176,11 +176,19 @@ def _masked_value(value: str) -> str:
     return mask_msisdn(number) if number is not None else "***"
 
 
+# what a client may percent-encode of a number written anywhere else in the request line
+# (/foo/%31%33%36..., 138%2D0001...): digits, spaces, '+', '-' and '.', decoded before the
+# masking (helper-120: such a number, and one in groups on another path, was logged whole)
+_ENCODED_NUMBER_CHAR = re.compile(r"%(3[0-9]|2[0bde])", re.IGNORECASE)
+
+
 def request_log_text(text: str) -> str:
     """A request log line as logged: control bytes escaped, the subscriber path segment and
-    msisdn= values masked whole, other digit runs masked."""
+    msisdn= values masked whole, and any other number masked wherever it stands: a run of
+    digits, or one written in groups (privacy.mask_written_numbers), percent-encoded or not."""
     text = _NUMBER_IN_LOG.sub(lambda m: (m[1] + _masked_value(m[2]) if m[1] is not None
                                          else m[3] + _masked_value(m[4])), text.translate(_CONTROL))
+    text = mask_written_numbers(_ENCODED_NUMBER_CHAR.sub(lambda m: chr(int(m[1], 16)), text))
     return _DIGIT_RUN.sub(lambda m: mask_msisdn(m[0]), text)
 
 
@@ -202,12 +210,17 @@ class LookupServer:
         """`explain(msisdn, last)`: a watched subscriber's explanation, None when not watched
         (GET /subscriber/{msisdn}/explain?last=N). `watch(method, msisdn)`: (status, body) for
         GET /watch, PUT and DELETE /watch/{msisdn}. Without them those paths are 404."""
-        if not token:
-            raise ValueError("the lookup needs a bearer token (--lookup-token or SIGMATCH_LOOKUP_TOKEN)")
+        if not token or not token.strip():
+            # a token of spaces alone could never be given back: every request was refused
+            raise ValueError("the lookup needs a bearer token (--lookup-token or SIGMATCH_LOOKUP_TOKEN), "
+                             "not an empty one or one of spaces")
         expected = f"Bearer {token}".encode()
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "sigmatch"
+            # a request line http.server cannot read is answered with a status line too (its
+            # default, HTTP/0.9, answered a bare JSON body: no status, no headers)
+            default_request_version = "HTTP/1.0"
 
             def _authorised(self) -> bool:
                 # "Bearer" in any letter case (RFC 9110 §11.1), the token without the spaces
@@ -267,6 +280,12 @@ class LookupServer:
                 match = _EXPLAIN.fullmatch(self.path)
                 if match and explain is not None:
                     last = _LAST.fullmatch(match[2]) if match[2] else None
+                    given = match[2].split("=", 1)[0] if match[2] else ""
+                    if match[2] and given != "last":
+                        self._reply(400, {"error": "GET /subscriber/{msisdn}/explain takes one query parameter, "
+                                                   "last (the last N entries)",
+                                          "parameter": given[:64]})
+                        return
                     if match[2] and last is None:
                         self._reply(400, {"error": f"last must be a whole number from 0 to {LAST_MAX:,} (the "
                                                    "last N entries; without ?last=, all the ring holds)",
@@ -305,19 +324,27 @@ class LookupServer:
                     self._reply(200, body)
 
             def do_POST(self):
-                if not self._authorised():
-                    return
-                allowed = "GET, PUT, DELETE" if _WATCH.fullmatch(self.path) else "GET"
+                if self._authorised():
+                    self._refuse_method()
+
+            def _refuse_method(self, headers: Optional[dict] = None):
+                allowed = "GET, HEAD, PUT, DELETE" if _WATCH.fullmatch(self.path) else "GET, HEAD"
                 self._reply(405, {"error": f"{self.command} is not answered here: use {allowed}"},
-                            {"Allow": allowed})
+                            {"Allow": allowed, **(headers or {})})
 
             do_PATCH = do_POST
+            # every server answers HEAD as GET, without the body (RFC 9110 §9.1)
+            do_HEAD = do_GET
 
             def send_error(self, code, message=None, explain=None):
                 # http.server's own refusals (a method it has no do_ for, a malformed request
                 # line) as JSON like every other answer, not its HTML page
                 self.log_error("code %d, message %s", code, message)    # as http.server logs it
                 self.close_connection = True
+                if code == 501 and self.command:
+                    # a method without a do_ (TRACE, OPTIONS, a lowercase get): 405 as for POST
+                    self._refuse_method({"Connection": "close"})
+                    return
                 short = self.responses.get(code, ("error",))[0]
                 self._reply(code, {"error": message or short}, {"Connection": "close"})
 
@@ -329,7 +356,8 @@ class LookupServer:
                 for name, value in (headers or {}).items():
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(data)
+                if self.command != "HEAD":
+                    self.wfile.write(data)
 
             def log_message(self, format, *args):
                 # the request line holds the MSISDN and the client's raw bytes

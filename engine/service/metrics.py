@@ -60,6 +60,10 @@ def _handler(registry) -> type:
     import urllib.parse
 
     class Handler(MetricsHandler.factory(registry)):
+        # a request line http.server cannot read is answered with a status line too (its
+        # default, HTTP/0.9, answered a bare line of text: no status, no headers)
+        default_request_version = "HTTP/1.0"
+
         def do_GET(self):
             if urllib.parse.urlsplit(self.path).path != METRICS_PATH:
                 self._say(404, f"no such page: the metrics are at GET {METRICS_PATH}")
@@ -74,6 +78,11 @@ def _handler(registry) -> type:
         def send_error(self, code, message=None, explain=None):
             # http.server's own refusals (a malformed request line) as a line of text too
             self.close_connection = True
+            if code == 501 and self.command:
+                # a method without a do_ (TRACE, BREW, a lowercase get): 405 as for the others
+                self._say(405, f"{self.command} is not answered here: use GET {METRICS_PATH}",
+                          {"Allow": "GET", "Connection": "close"})
+                return
             self._say(code, message or self.responses.get(code, ("error",))[0], {"Connection": "close"})
 
         def _say(self, status: int, text: str, headers: Optional[dict] = None):
