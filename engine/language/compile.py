@@ -434,6 +434,8 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
     date_slot = {name: k for k, name in enumerate(date_attributes)}
     marker_index = {m.name: k for k, m in enumerate(config.markers)}
     campaigns = []
+    # the property walks every campaign: read once, not once per campaign (10,000 campaigns: 46 s)
+    channel_index = {name: k for k, name in enumerate(config.channels)}
     for c in config.campaigns:
         elig = class_bit(
             ("match", c.audience, tuple(sorted(c.exclude)), c.where),
@@ -477,7 +479,7 @@ def compile_core(config: Config, world: World, *, max_event_bytes: int = 65536,
             end_day=local_day(c.end) if c.end is not None else DAY_MAX,
             daily_budget=c.daily_budget,
             total_budget=c.total_budget,
-            channel=config.channels.index(c.channel),
+            channel=channel_index[c.channel],
             variants=[v.weight for v in c.variants],
         ))
 
