@@ -627,14 +627,14 @@ def _warn_of_run(stats: dict, cfg) -> None:
 
 
 def _holds_checkpoints(directory: Path) -> bool:
-    """Whether `directory` holds a service's checkpoints as the checkpoint store names them
-    (base-NNNNNNNN, log-NNNNNNNN, or those under shard-N/): a user's own `log-today.txt` is
-    not one."""
-    from engine.service.checkpoint import is_checkpoint_name
+    """Whether `directory` holds a service's checkpoints as the checkpoint store writes them
+    (base-NNNNNNNN, log-NNNNNNNN, or those under shard-N/, each with the store's magic): a
+    user's own `log-today.txt` or `log-20261206` is not one."""
+    from engine.service.checkpoint import is_checkpoint_file
     try:
-        return (any(is_checkpoint_name(p.name) for p in directory.glob("base-*"))
-                or any(is_checkpoint_name(p.name) for p in directory.glob("log-*"))
-                or any(is_checkpoint_name(p.name) and p.parent.name[6:].isdigit()
+        return (any(is_checkpoint_file(p) for p in directory.glob("base-*"))
+                or any(is_checkpoint_file(p) for p in directory.glob("log-*"))
+                or any(is_checkpoint_file(p) and p.parent.name[6:].isdigit()
                        for p in directory.glob("shard-*/base-*")))
     except OSError:
         return False

@@ -240,3 +240,27 @@ def test_a_prepared_checkpoint_holds_the_state_of_its_moment(saved, tmp_path, ki
     # without room for a copy, a base is to be written before the engine goes on
     store._rebase = True
     assert not store.prepare(engine, copy_limit=0).detached
+
+
+def test_a_users_own_files_of_checkpoint_like_names_are_neither_read_nor_removed(saved):
+    """helper-119: the store took any base-<digits> for a generation (base-2026 made the load
+    fail on base-00002026, a file that does not exist) and removed any log-<digits> with the
+    old generations (a user's log-20261206). Only the names it writes are generations, and
+    only files with its magic are removed."""
+    from engine.service.checkpoint import is_checkpoint_file, is_checkpoint_name
+    fresh, data, whole, state, cuts = saved
+    (state / "log-20261206").write_text("notes of the day\n")
+    (state / "base-2026").write_text("x\n")
+    (state / "log-99999999").write_bytes(RECORD_MAGIC + b"\0" * 10)   # the store's own, of a later generation
+    assert [is_checkpoint_name(n) for n in ("base-00000001", "log-123456789", "base-2026", "base-000000001",
+                                            "log-today.txt", "log-２０２６１２０６")] == [True, True, False, False,
+                                                                                         False, False]
+    assert not is_checkpoint_file(state / "log-20261206") and is_checkpoint_file(state / "log-99999999")
+    engine, store, loaded = restored(fresh, state, rebase_ratio=100.0)
+    assert loaded.generation == 1 and loaded.extra == {"at": cuts[-1]}
+    store._rebase = True
+    assert store.save(engine, extra={"at": "rebased"})["kind"] == "base"
+    store._rebase = True
+    assert store.save(engine, extra={"at": "rebased again"})["kind"] == "base"    # generation 1 is pruned
+    assert not (state / "base-00000001").exists() and not (state / "log-99999999").exists()   # the store's: pruned
+    assert (state / "log-20261206").read_text() == "notes of the day\n" and (state / "base-2026").read_text() == "x\n"

@@ -346,10 +346,14 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_directory(world, tmp
 
 def test_only_a_services_checkpoint_names_make_a_directory_a_state(world, tmp_path):
     """A user's own log-today.txt or base-notes beside --out is not a service's checkpoint
-    (base-NNNNNNNN, log-NNNNNNNN): the replay goes on. A real name still refuses it."""
+    (base-NNNNNNNN, log-NNNNNNNN): the replay goes on. Nor is a file of such a name that the
+    store did not write (helper-119: a log-20261206 in the home folder blocked every replay
+    below it). A real checkpoint still refuses it."""
     config, trace = world
     (tmp_path / "log-today.txt").write_text("my notes\n")
     (tmp_path / "base-notes").write_text("more\n")
+    (tmp_path / "log-20261206").write_text("my notes of the day\n")
+    (tmp_path / "base-20261206").write_text("more\n")
     code, out, _ = run("replay", config, trace, "--out", tmp_path / "out")
     assert code == 0, out
     (tmp_path / "log-00000003").write_bytes(b"")

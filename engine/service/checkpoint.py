@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -288,10 +289,36 @@ _CONTACT_BYTES = 32     # sizeof(ContactC): key, last_ts, last_seq, streak, flag
 
 
 def is_checkpoint_name(name: str) -> bool:
-    """Whether a file name is one the store writes: base-NNNNNNNN or log-NNNNNNNN (a user's
-    own log-today.txt is not)."""
+    """Whether a file name is one the store writes: base-NNNNNNNN or log-NNNNNNNN, the
+    generation in 8 digits or more without a leading zero beyond them (a user's own
+    log-today.txt or base-2026 is not)."""
     kind, _, generation = name.partition("-")
-    return kind in ("base", "log") and generation.isdigit()
+    return (kind in ("base", "log") and generation.isascii() and generation.isdigit() and len(generation) >= 8
+            and (len(generation) == 8 or generation[0] != "0"))
+
+
+def is_checkpoint_file(path: Path) -> bool:
+    """Whether `path` is a checkpoint file the store wrote: its name (is_checkpoint_name) and
+    its first bytes, a base's MAGIC or a log's RECORD_MAGIC (a log may be empty). A user's
+    own file of such a name (log-20261206, notes of a day) is neither read as one nor
+    removed with the old generations (helper-119: it blocked every replay below it, and a
+    service deleted it). Unreadable: False."""
+    if not is_checkpoint_name(path.name):
+        return False
+    magic = MAGIC if path.name.startswith("base-") else RECORD_MAGIC
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.pread(fd, len(magic), 0)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return head == magic or (magic is RECORD_MAGIC and head == b"")
 
 
 class Loaded:
@@ -467,9 +494,10 @@ class CheckpointStore:
         """Generations with a base, newest first."""
         found = []
         for path in self.directory.glob("base-*"):
-            suffix = path.name[5:]
-            if suffix.isdigit():
-                found.append(int(suffix))
+            # a damaged base is one still (the load reports it and falls back); a name the
+            # store does not write (base-2026) is no base
+            if is_checkpoint_name(path.name):
+                found.append(int(path.name[5:]))
         return sorted(found, reverse=True)
 
     def exists(self) -> bool:
@@ -517,8 +545,10 @@ class CheckpointStore:
         the fallback of the next base, as after `adopt`)."""
         removed = False
         for path in list(self.directory.glob("base-*")) + list(self.directory.glob("log-*")):
-            suffix = path.name.split("-", 1)[1]
-            if suffix.isdigit() and int(suffix) > loaded.generation:
+            # a damaged newer base goes (it was listed as a generation); a log only when it
+            # is one: a user's log-20261206 is no generation of ours
+            if is_checkpoint_name(path.name) and int(path.name.split("-", 1)[1]) > loaded.generation and (
+                    path.name.startswith("base-") or is_checkpoint_file(path)):
                 path.unlink(missing_ok=True)
                 removed = True
         path = self.log_path(loaded.generation)
@@ -887,8 +917,8 @@ class CheckpointStore:
     def _prune(self) -> None:
         keep = {self.generation, self.previous}
         for path in list(self.directory.glob("base-*")) + list(self.directory.glob("log-*")):
-            suffix = path.name.split("-", 1)[1]
-            if suffix.isdigit() and int(suffix) not in keep:
+            # what the store wrote only: a user's own file of such a name is left alone
+            if is_checkpoint_file(path) and int(path.name.split("-", 1)[1]) not in keep:
                 path.unlink(missing_ok=True)
 
 

@@ -44,8 +44,8 @@ import numpy as np
 
 from engine._core import CONTACT_DTYPE, TIMER_DTYPE
 from engine.errors import CheckpointError, SigmatchError
-from engine.service.checkpoint import (VERSION, CheckpointSet, CheckpointStore, Loaded, _write_full, is_checkpoint_name,
-                                       read_header)
+from engine.service.checkpoint import (VERSION, CheckpointSet, CheckpointStore, Loaded, _write_full,
+                                       is_checkpoint_file, is_checkpoint_name, read_header)
 from engine.sinks import fsync_path, make_private_directories
 from engine.wording import plural
 
@@ -431,7 +431,9 @@ def _old_entries(directory: Path) -> list[Path]:
     found = []
     for path in directory.iterdir():
         name = path.name
-        if (is_checkpoint_name(name)
+        # a log only when it is one (a user's own log-20261206 is left where it is); a base
+        # by its name, damaged or not
+        if (is_checkpoint_name(name) and (name.startswith("base-") or is_checkpoint_file(path))
                 or name.startswith("shard-") and name[6:].isdigit() and path.is_dir()
                 # a base a killed service left half written: of the layout that goes
                 or name.startswith(".base-") and name.endswith(".tmp")):

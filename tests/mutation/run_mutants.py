@@ -805,6 +805,12 @@ MUTANTS: list[Mutant] = [
            "after a restart a late tail skips the hole of the bytes set aside from the bytes processed on",
            fast=("tests/test_daemon_hostile.py::test_a_tail_after_a_restart_skips_the_hole_of_the_bytes_set_aside_before",)),
 
+    Mutant("checkpoint-file-by-name-alone", "engine/service/checkpoint.py",
+           "    return head == magic or (magic is RECORD_MAGIC and head == b\"\")", "    return True",
+           "a file of a checkpoint's name without the store's magic is the user's: neither read nor removed",
+           fast=("tests/test_checkpoint_store.py::test_a_users_own_files_of_checkpoint_like_names_are_neither_read_nor_removed",
+                 "tests/test_cli.py::test_only_a_services_checkpoint_names_make_a_directory_a_state")),
+
     # ---- the language
     Mutant("config-name-longest-one-more", "engine/language/config.py", "        if len(name) > t.longest:",
            "        if len(name) > t.longest + 1:", "a name has at most 128 characters (docs/configuration.md)",
