@@ -227,3 +227,17 @@ def test_a_full_standard_output_is_named(world, tmp_path, json_too):
         proc = subprocess.run([sys.executable, "-m", "engine.cli", "report", str(tmp_path / "out"),
                                *(["--json"] if json_too else [])], stdout=full, stderr=subprocess.PIPE, text=True)
     one_line_error(proc.returncode, proc.stderr.strip().splitlines(), "standard output: No space left on device")
+
+
+def test_a_pipe_given_as_a_configuration_or_a_file_to_send_is_refused_in_one_line(world, tmp_path):
+    """helper-119: `check FIFO` waited for a writer for ever, and `send ADDR FILE FIFO` too,
+    whatever --timeout said; replay already refused a pipe as a trace."""
+    import os
+    fifo = tmp_path / "ff"
+    os.mkfifo(fifo)
+    for args, said in ((("check", fifo), f"{fifo}: cannot read the configuration: a pipe, not a regular file"),
+                       (("replay", fifo, fifo, "--out", tmp_path / "o"),
+                        f"{fifo}: cannot read the configuration: a pipe, not a regular file"),
+                       (("send", "127.0.0.1:9", fifo), f"{fifo}: cannot send it: a pipe, not a regular file")):
+        code, _, err = sigmatch(*args)
+        one_line_error(code, err, said)

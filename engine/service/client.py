@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import socket
+import stat
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -83,6 +84,24 @@ def _chunks(parts: list, chunk_bytes: int) -> Iterator[memoryview]:
                 yield memoryview(chunk)
 
 
+def _open_regular(path) -> BinaryIO:
+    """`path` opened for reading when it is a regular file; SigmatchError naming it when it is
+    not: a FIFO blocked the open for ever, whatever --timeout said (helper-119), and a device
+    (/dev/zero) would send without end. A stream goes through standard input (`-`)."""
+    f = open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK))
+    try:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise SigmatchError(f"{os.fsdecode(path)}: cannot send it: {kind}, not a regular file "
+                                f"(a stream goes through standard input: ... | sigmatch send ADDRESS -)")
+        os.set_blocking(f.fileno(), True)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
 def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
          chunk_bytes: int = 1 << 20) -> int:
     """Stream `source` (bytes, a path, a binary file object, or a list of them, sent in order
@@ -95,7 +114,7 @@ def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
     failure: Optional[OSError] = None
     with contextlib.ExitStack() as files:
         # every file opened before connecting: a missing one is an error, not a short stream
-        parts = [files.enter_context(open(part, "rb")) if isinstance(part, (str, os.PathLike)) else part
+        parts = [files.enter_context(_open_regular(part)) if isinstance(part, (str, os.PathLike)) else part
                  for part in _parts(source)]
         try:
             sock = socket.create_connection((host, port), timeout=timeout)
