@@ -443,10 +443,22 @@ def test_odd_layouts_are_refused_and_nothing_is_lost(stopped, tmp_path):
     # a MOVED that names another number than the layout it would leave
     (state / RESHARD_DIR).mkdir()
     (state / RESHARD_DIR / "MOVED").write_text('{"from": 3, "to": 1, "commit": 4, "generation": 2}')
-    with pytest.raises(CheckpointError, match="not whole after the move"):
-        reshard(state, 1)
+    with pytest.raises(CheckpointError, match="not whole after the move: the state before the reshard is in place"):
+        reshard(state, 1)       # (no old/: "is in .reshard/old/" named a folder that was not there)
     assert listing(state) == before
     shutil.rmtree(state / RESHARD_DIR)
+    # a .reshard without a marker that holds what no reshard writes: refused, not removed
+    # (helper-119: it was taken for the partial state of an interrupted reshard and deleted)
+    for entry in ("x", "new"):
+        (state / RESHARD_DIR).mkdir()
+        (state / RESHARD_DIR / entry).write_text("someone's\n")
+        with pytest.raises(CheckpointError, match=f"is not a directory a reshard made \\(it holds "
+                                                  f"{'x' if entry == 'x' else 'new, not a directory'}\\)"):
+            reshard(state, 3)
+        assert "is not a directory a reshard made" in reshard_module.interrupted(state)
+        assert (state / RESHARD_DIR / entry).read_text() == "someone's\n"
+        shutil.rmtree(state / RESHARD_DIR)
+    assert listing(state) == before
     # .reshard that no reshard made
     for odd in ("file", "link"):
         if odd == "file":

@@ -46,6 +46,7 @@ from engine._core import CONTACT_DTYPE, TIMER_DTYPE
 from engine.errors import CheckpointError, SigmatchError
 from engine.service.checkpoint import (VERSION, CheckpointSet, CheckpointStore, Loaded, _write_full,
                                        is_checkpoint_file, is_checkpoint_name, read_header)
+from engine.privacy import escape_controls
 from engine.sinks import fsync_path, make_private_directories
 from engine.wording import plural
 
@@ -54,6 +55,8 @@ __all__ = ["merge_parts", "split_state", "reshard", "state_as_one", "interrupted
 log = logging.getLogger("sigmatch.reshard")
 
 RESHARD_DIR = ".reshard"
+# what STATE/.reshard/ holds before READY: the new layout being written, a marker's temporary
+_PARTIAL_ENTRIES = frozenset({"new", ".READY.tmp", ".MOVED.tmp"})
 # the core's records (engine/_core.pxd), as they lie in a checkpoint's sections
 _TIMER, _CONTACT = TIMER_DTYPE, CONTACT_DTYPE
 _BUDGET = np.dtype([("day", "<i8"), ("day_sends", "<u8"), ("total", "<u8")])
@@ -396,6 +399,8 @@ def interrupted(directory, *, ask_lock: bool = True) -> str:
     if work.is_symlink() or not work.is_dir():
         return f"{RESHARD_DIR} is not a directory a reshard made: move it away"
     marker = _marker(work)
+    if marker is None and _foreign(work):
+        return f"{RESHARD_DIR} is not a directory a reshard made: move it away"
     if marker is None:
         return (f"a `sigmatch reshard` was interrupted before its new state was complete: run `sigmatch reshard "
                 f"--state {directory} --workers N` again")
@@ -404,6 +409,17 @@ def interrupted(directory, *, ask_lock: bool = True) -> str:
         return f"{RESHARD_DIR}/{marker[0]} is not as a reshard writes it: look into {RESHARD_DIR}/"
     return (f"a `sigmatch reshard` to --workers {to} was interrupted: run `sigmatch reshard --state "
             f"{directory} --workers {to}` to finish it")
+
+
+def _foreign(work: Path) -> bool:
+    """Whether STATE/.reshard/, without a marker, holds what no reshard writes there: an
+    entry besides new/ and a marker's temporary, or a new/ that is no directory."""
+    try:
+        entries = set(os.listdir(work))
+    except OSError:
+        return True
+    new = work / "new"
+    return bool(entries - _PARTIAL_ENTRIES) or new.is_symlink() or (new.exists() and not new.is_dir())
 
 
 def _marker(work: Path) -> Optional[tuple[str, dict]]:
@@ -463,7 +479,12 @@ def _finish(directory: Path) -> Optional[dict]:
         raise CheckpointError(f"--state {directory}: {RESHARD_DIR} is not a directory a reshard made: move it away")
     marker = _marker(work)
     if marker is None:
-        # the new layout was not complete: the old one is untouched
+        # the new layout was not complete: the old one is untouched. Only what a reshard
+        # writes there is removed: a .reshard of someone else's is no partial state of ours
+        theirs = sorted(set(os.listdir(work)) - _PARTIAL_ENTRIES)
+        if _foreign(work):
+            raise CheckpointError(f"--state {directory}: {RESHARD_DIR} is not a directory a reshard made (it holds "
+                                  f"{escape_controls(theirs[0]) if theirs else 'new, not a directory'}): move it away")
         shutil.rmtree(work)
         fsync_path(directory)
         log.warning(f"--state {directory}: the partial state of an interrupted reshard removed")
@@ -493,8 +514,10 @@ def _finish(directory: Path) -> Optional[dict]:
         os.replace(path, directory / path.name)
     fsync_path(directory)
     if not _complete(directory, to) or CheckpointSet.workers_in(directory) != (0 if to == 1 else to):
+        # a MOVED without old/ was not written by a reshard: the state before is in place
+        where = f"in {RESHARD_DIR}/old/" if old.is_dir() else "in place"
         raise CheckpointError(f"--state {directory}: the state for --workers {to} is not whole after the move: the "
-                              f"state before the reshard is in {RESHARD_DIR}/old/")
+                              f"state before the reshard is {where}")
     # what is left is of no use now: the old layout, then the marker last
     shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(new, ignore_errors=True)
