@@ -9,6 +9,7 @@ import io
 import logging
 import math
 import os
+import re
 import signal
 import stat
 import sys
@@ -40,6 +41,13 @@ class WholeNumber(click.IntRange):
     """click.IntRange whose refusal of text that is no number says so: click's own reads
     "'abc' is not a valid integer range" (the range is the type's name, not the value's)."""
     name = "whole number"
+
+    def convert(self, value, param, ctx):
+        # int() takes "1_0", " 2", "+2" and "２" (full width) too: a value a person did not
+        # mean as that number, for an option that may rewrite a state (helper-119)
+        if isinstance(value, str) and not re.fullmatch(r"-?[0-9]+", value):
+            self.fail(f"{value!r} is not a valid whole number.", param, ctx)
+        return super().convert(value, param, ctx)
 
     def _describe_range(self) -> str:
         # the bounds with thousands separators: an error line masks any run of 7 digits or
@@ -158,10 +166,38 @@ def format_run(stats: dict) -> str:
             f"in {timing.get('elapsed_s', 0):.2f} s{speed}")
 
 
+class _OptionsOnce(click.Command):
+    """An option that takes a value, given twice, is refused in one line: click keeps the
+    last, so `reshard --workers 2 --workers 3` rewrote the state for 3 without a word
+    (helper-119). Options that may repeat (multiple) and flags are left alone."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        once = {name: param for param in self.params
+                if isinstance(param, click.Option) and not param.multiple and not param.is_flag and not param.count
+                for name in param.opts + param.secondary_opts}
+        seen: dict[str, str] = {}
+        tokens = iter(args)
+        for token in tokens:
+            if token == "--":
+                break
+            name, equals, _ = token.partition("=") if token.startswith("--") else (token, "", "")
+            param = once.get(name)
+            if param is None:
+                continue
+            if param.name in seen:
+                raise click.UsageError(f"{name} is given twice ({seen[param.name]} before): give it once", ctx)
+            seen[param.name] = name
+            if not equals:
+                next(tokens, None)      # its value, whatever it looks like
+        return super().parse_args(ctx, args)
+
+
 class _OneLineUsage(click.Group):
     """click's own errors (a missing argument, a bad option value, an unknown command) as one
     line with the command to ask for help, exit 2 as click has it: its four-line usage block is
     not the one-line error every other mistake gives."""
+
+    command_class = _OptionsOnce
 
     def main(self, *args, **kwargs):
         if not kwargs.get("standalone_mode", True):
@@ -384,7 +420,7 @@ def _own_standard_error(formatter: logging.Formatter, level: int) -> None:
     sys.unraisablehook = unraisable
 
 
-class _ReplayCommand(click.Command):
+class _ReplayCommand(_OptionsOnce):
     """`replay`, whose `--ray [ADDRESS]` takes the next word as its address: `replay CONFIG
     --ray TRACE --out OUT` took the trace for the cluster and said `Missing argument
     'TRACES...'`, naming neither."""
@@ -1202,14 +1238,14 @@ def demo(directory, subscribers: int, events: int):
 
 @main.command()
 @click.argument("directory", type=GivenPath(file_okay=False, path_type=Path, created=True))
-@click.option("--subscribers", type=int, required=True, help="Subscribers in the profile snapshot.")
-@click.option("--events", type=int, required=True, help="Events in the trace.")
-@click.option("--campaigns", type=int, default=13, show_default=True,
+@click.option("--subscribers", type=WholeNumber(), required=True, help="Subscribers in the profile snapshot.")
+@click.option("--events", type=WholeNumber(), required=True, help="Events in the trace.")
+@click.option("--campaigns", type=WholeNumber(), default=13, show_default=True,
               help="Synthetic campaigns, written after the programmes of examples/, which gen always writes "
                    "(13: one of each kind).")
-@click.option("--days", type=int, default=2, show_default=True, help="Local days the trace spans.")
-@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same bytes.")
-@click.option("--trace-files", type=int, default=1, show_default=True,
+@click.option("--days", type=WholeNumber(), default=2, show_default=True, help="Local days the trace spans.")
+@click.option("--seed", type=WholeNumber(), default=1, show_default=True, help="Same seed, same bytes.")
+@click.option("--trace-files", type=WholeNumber(), default=1, show_default=True,
               help="Files the trace is cut into, at event boundaries.")
 @click.option("--profiles-format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("--start", default="2026-11-02", show_default=True, help="First local day of the trace.")

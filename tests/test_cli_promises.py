@@ -229,15 +229,27 @@ def test_a_full_standard_output_is_named(world, tmp_path, json_too):
     one_line_error(proc.returncode, proc.stderr.strip().splitlines(), "standard output: No space left on device")
 
 
-def test_a_pipe_given_as_a_configuration_or_a_file_to_send_is_refused_in_one_line(world, tmp_path):
-    """helper-119: `check FIFO` waited for a writer for ever, and `send ADDR FILE FIFO` too,
-    whatever --timeout said; replay already refused a pipe as a trace."""
-    import os
-    fifo = tmp_path / "ff"
-    os.mkfifo(fifo)
-    for args, said in ((("check", fifo), f"{fifo}: cannot read the configuration: a pipe, not a regular file"),
-                       (("replay", fifo, fifo, "--out", tmp_path / "o"),
-                        f"{fifo}: cannot read the configuration: a pipe, not a regular file"),
-                       (("send", "127.0.0.1:9", fifo), f"{fifo}: cannot send it: a pipe, not a regular file")):
-        code, _, err = sigmatch(*args)
-        one_line_error(code, err, said)
+def test_a_device_given_as_a_file_to_send_is_refused_in_one_line(tmp_path):
+    """helper-119: `send ADDR /dev/zero` would send without end (a pipe is a stream it may
+    send, waiting for its writer as `cat` does)."""
+    for path, kind in (("/dev/zero", "a device or socket"), ("/dev/urandom", "a device or socket")):
+        code, _, err = sigmatch("send", "127.0.0.1:9", path)
+        one_line_error(code, err, f"{path}: cannot send it: {kind}, not a file")
+
+
+@pytest.mark.parametrize("args, said", [
+    (("reshard", "--state", "S", "--workers", "2", "--workers", "3"), "--workers is given twice (--workers before)"),
+    (("replay", "C", "T", "--out", "a", "--out=b"), "--out is given twice (--out before)"),
+    (("gen", "W", "--subscribers", "100", "--events", "10", "--seed", "1", "--seed", "2"), "--seed is given twice"),
+    (("reshard", "--state", "S", "--workers", "1_0"), "'1_0' is not a valid whole number"),
+    (("reshard", "--state", "S", "--workers", " 2"), "' 2' is not a valid whole number"),
+    (("reshard", "--state", "S", "--workers", "+2"), "'+2' is not a valid whole number"),
+    (("gen", "W", "--subscribers", "１００", "--events", "10"), "is not a valid whole number"),
+])
+def test_an_option_given_twice_or_a_number_that_is_not_plain_digits_is_refused(tmp_path, args, said):
+    """helper-119: click kept the last of an option given twice (`reshard --workers 2 --workers
+    3` rewrote the state for 3), and int() read 1_0 as 10 and a full-width ２ as 2."""
+    code, _, err = sigmatch(*args, cwd=tmp_path)
+    assert code == 2, err
+    one_line_error(code, err, said)
+    assert list(tmp_path.iterdir()) == []

@@ -266,14 +266,6 @@ def load_config(path) -> Config:
     """Read and validate the TOML configuration at `path` (SPEC §2). Raises ConfigError."""
     path = Path(path)
     try:
-        mode = path.stat().st_mode
-    except (OSError, ValueError):
-        mode = None             # the read below names what is wrong
-    if mode is not None and not stat.S_ISREG(mode):
-        # a FIFO would block the read for ever, a device (/dev/zero) fill the memory
-        kind = "a directory" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a device or socket"
-        raise ConfigError(f"{path}: cannot read the configuration: {kind}, not a regular file")
-    try:
         data = path.read_bytes()
         # utf-8-sig: Windows Notepad saves with a byte-order mark
         text = data.decode("utf-8-sig")

@@ -85,21 +85,19 @@ def _chunks(parts: list, chunk_bytes: int) -> Iterator[memoryview]:
 
 
 def _open_regular(path) -> BinaryIO:
-    """`path` opened for reading when it is a regular file; SigmatchError naming it when it is
-    not: a FIFO blocked the open for ever, whatever --timeout said (helper-119), and a device
-    (/dev/zero) would send without end. A stream goes through standard input (`-`)."""
-    f = open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NONBLOCK))
+    """`path` opened for reading when it is a regular file or a pipe (`<(zcat f.gz)`, a FIFO
+    a producer writes: opened as `cat` opens one, waiting for its writer); SigmatchError
+    naming it for a device, which would send without end (/dev/zero, /dev/urandom), a
+    directory or a socket."""
     try:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a directory" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a device or socket"
-            raise SigmatchError(f"{os.fsdecode(path)}: cannot send it: {kind}, not a regular file "
-                                f"(a stream goes through standard input: ... | sigmatch send ADDRESS -)")
-        os.set_blocking(f.fileno(), True)
-    except BaseException:
-        f.close()
-        raise
-    return f
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None             # the open names what is wrong
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a device or socket"
+        raise SigmatchError(f"{os.fsdecode(path)}: cannot send it: {kind}, not a file "
+                            f"(a stream goes through standard input: ... | sigmatch send ADDRESS -)")
+    return open(path, "rb")
 
 
 def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
