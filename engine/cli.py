@@ -1427,8 +1427,22 @@ def send(address: str, files, timeout: float):
         _fail(str(e))
     if sys.stdin is None and any(str(path) == "-" for path in files):
         _fail("-: standard input is closed")
+    # a file of another format, checked before anything is sent: the service would journal
+    # it and set it aside, and the answer tell only how many bytes it took (helper-119)
+    for path in files:
+        problem = client.head_problem(path) if str(path) != "-" else None
+        if problem:
+            _fail(problem)
     sources = [sys.stdin.buffer if str(path) == "-" else path for path in files]
-    taken = client.send(host, port, sources, timeout=timeout)
+    try:
+        taken = client.send(host, port, sources, timeout=timeout)
+    except client.NotTaken as e:
+        why = (client.stopped_at(list(files), e.taken)
+               if e.taken is not None and all(str(path) != "-" for path in files) else None)
+        if why is None:
+            raise
+        _fail(f"{client._where(host, port)} took {e.taken:,} of {e.sent:,} bytes sent: at byte {e.taken:,} of the stream, {why}; "
+              "fix the bytes from there before sending them again")
     click.echo(f"{taken:,} bytes taken by {host}:{port}")
 
 

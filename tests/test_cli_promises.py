@@ -253,3 +253,37 @@ def test_an_option_given_twice_or_a_number_that_is_not_plain_digits_is_refused(t
     assert code == 2, err
     one_line_error(code, err, said)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_send_refuses_a_file_of_another_format_before_sending_anything(tmp_path):
+    """helper-119: a .gz or JSON lines file was sent, journaled and set aside by the service,
+    and send said only `took 1 of 1,282,858 bytes sent; resend from byte 1` (or exit 0)."""
+    import gzip
+    events = b"".join(msgpack.packb([T0 + i, CALL, A]) for i in range(50))
+    (tmp_path / "t.msgpack.gz").write_bytes(gzip.compress(events))
+    (tmp_path / "j.msgpack").write_text('{"ts": 1}\n{"ts": 2}\n')
+    (tmp_path / "good.msgpack").write_bytes(events)
+    for name, said in (("t.msgpack.gz", "it is gzip-compressed (the service reads uncompressed msgpack only)"),
+                       ("j.msgpack", "it looks like JSON lines (text)")):
+        # nothing listens on port 9: the refusal comes before any connection
+        code, _, err = sigmatch("send", "127.0.0.1:9", tmp_path / "good.msgpack", tmp_path / name)
+        one_line_error(code, err, f"{tmp_path / name}: {said}; nothing sent")
+
+
+def test_where_a_send_stopped_is_said_from_the_bytes_there(tmp_path):
+    """What the stream holds where the service stopped taking it (client.stopped_at), read
+    across the files sent as one stream; None where nothing there is wrong."""
+    from engine.service.client import SERVICE_MAX_EVENT_BYTES, stopped_at
+    event = msgpack.packb([T0, CALL, A])
+    first, second = tmp_path / "a.msgpack", tmp_path / "b.msgpack"
+    first.write_bytes(event * 3)
+    for tail, said in ((b"\xc1" + event, "not msgpack there (a 0xc1 byte"),
+                       (msgpack.packb(["x" * SERVICE_MAX_EVENT_BYTES]), "a value longer than the 65,536 bytes"),
+                       (msgpack.packb(["x" * (SERVICE_MAX_EVENT_BYTES - 10)]), None),     # one unit inside: taken
+                       (b"\x00" + event, "a msgpack value that is no event there"),
+                       (event[:-2], "the stream ends there inside an event"),
+                       (event, None)):
+        second.write_bytes(event + tail)
+        found = stopped_at([first, second], 3 * len(event) + len(event))
+        assert (found is None) if said is None else said in found, (tail[:4], found)
+    assert stopped_at([first, second], 10 ** 9) is None

@@ -150,6 +150,66 @@ def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
     return taken
 
 
+# the service's bound on one event (engine.api.Engine's max_event_bytes, which `run` keeps)
+SERVICE_MAX_EVENT_BYTES = 65536
+
+
+def head_problem(path) -> Optional[str]:
+    """Why the file at `path` is plainly no msgpack event stream, as the service's spool
+    would set it aside (loaders.sniff: gzip, zip, JSON lines, CSV, TOML...), or None. A file
+    that cannot be read is None here (the send names it)."""
+    from loaders.sniff import OTHER_FORMATS, _kind, _phrase
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64 << 10)
+    except OSError:
+        return None
+    kind, not_utf8 = _kind(head)
+    if kind in OTHER_FORMATS:
+        return f"{os.fsdecode(path)}: {_phrase(kind, not_utf8, spool=True)}; nothing sent"
+    return None
+
+
+def stopped_at(paths: list, taken: int) -> Optional[str]:
+    """What the stream of the regular files `paths` (sent in order as one) holds at byte
+    `taken`, where the service stopped taking it, when that is why it stopped there: not
+    msgpack, a value longer than the service takes, a value that is no event, the end inside
+    an event. None when nothing there explains it (the service was stopping, the connection
+    idle) or the bytes cannot be read again (a pipe)."""
+    from engine._core import Core
+    from engine.records import STREAM_STATUSES
+    want = SERVICE_MAX_EVENT_BYTES + 16
+    window, skip = bytearray(), taken
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                info = os.fstat(f.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    return None
+                if skip >= info.st_size:
+                    skip -= info.st_size
+                    continue
+                f.seek(skip)
+                skip = 0
+                window += f.read(want - len(window))
+        except OSError:
+            return None
+        if len(window) >= want:
+            break
+    if not window:
+        return None
+    core = Core(SERVICE_MAX_EVENT_BYTES)
+    _, status, offset = core.decode(bytes(window), keep=False)
+    dead = core.take_dead_letters()
+    if status and offset == 0:
+        return {"corrupt": "not msgpack there (a 0xc1 byte, which msgpack never uses)",
+                "too_large": f"a value longer than the {SERVICE_MAX_EVENT_BYTES:,} bytes an event may take there",
+                "truncated": "the stream ends there inside an event"}.get(STREAM_STATUSES[status])
+    if len(dead) and int(dead["offset"][0]) == 0 and int(dead["reason"][0]) == 0:
+        return "a msgpack value that is no event there (neither an array nor a map)"
+    return None
+
+
 def _read_answer(sock: socket.socket) -> bytes:
     """The answer's bytes, fewer when the connection ends (or fails) before it is whole."""
     answer = b""
