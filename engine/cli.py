@@ -1441,8 +1441,10 @@ def send(address: str, files, timeout: float):
                if e.taken is not None and all(str(path) != "-" for path in files) else None)
         if why is None:
             raise
-        _fail(f"{client._where(host, port)} took {e.taken:,} of {e.sent:,} bytes sent: at byte {e.taken:,} of the stream, {why}; "
-              "fix the bytes from there before sending them again")
+        then = (f"resend from byte {e.taken:,} with that event whole" if why.startswith("the stream ends") else
+                "fix the bytes from there before sending them again")
+        _fail(f"{client._where(host, port)} took {e.taken:,} of {e.sent:,} bytes sent: at byte {e.taken:,} of the "
+              f"stream, {why}; {then}")
     click.echo(f"{taken:,} bytes taken by {host}:{port}")
 
 
