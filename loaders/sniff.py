@@ -474,6 +474,8 @@ def judge_traces(paths: Sequence, core) -> Judgement:
         if h.empty and filled:
             warnings.append(f"{h.name}: " + ("it is empty once decompressed" if h.nbytes else "the file is empty"))
         warnings += [f"{h.name}: {line}" for line in h.warnings()]
+    if not refusal:
+        warnings += _out_of_order(paths, heads)
     broken = None if refusal else _broken(stream, len(filled) == 1)
     if broken is None and not refusal:
         # a .gz that cannot be read on stops replay wherever it stands in the stream
@@ -489,6 +491,34 @@ def judge_traces(paths: Sequence, core) -> Judgement:
                       + f" at byte {later[0].stopped:,}; if the file before it ends at an event's end, replay "
                         "stops there with an error (it may also begin inside an event of that file)")
     return Judgement(heads, refusal, warnings, broken, unsure)
+
+
+def _out_of_order(paths: list[Path], heads: list[Head]) -> list[str]:
+    """Warnings for traces given in an order their events are not in (helper-119: `check`
+    said `traces: ok` for day 2 before day 1, and for one file given twice; replay then
+    found half the events late). Judged on heads read cleanly from their first byte (no bad
+    value: a later file may begin inside an event, and what it reads then is no time):
+    a trace whose first events are older than the first of the trace before it."""
+    warnings = []
+    seen: dict[tuple, str] = {}
+    for path, h in zip(paths, heads):
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            warnings.append(f"{h.name}: the same file as {seen[key]} before it: its events are read twice, the "
+                            "second time late")
+        else:
+            seen[key] = h.name
+    clean = [h for h in heads if h.good and not h.bad]
+    for before, h in zip(clean, clean[1:]):
+        if int(h.ts.min()) < int(before.ts[0]):
+            warnings.append(f"{h.name}: its events begin at {_iso(int(h.ts.min()))}, before those of {before.name} "
+                            f"(from {_iso(int(before.ts[0]))}), given before it: the traces are one stream in the "
+                            "order given, so its events older than the clock come late; give them in time order")
+    return warnings
 
 
 def _broken(stream: Head, one_file: bool) -> Optional[str]:

@@ -477,3 +477,22 @@ def test_the_daemon_moves_such_files_to_rejected_and_processes_the_rest(service_
     assert stats["events"] == expected["events"]
     assert stats["late_events"] == expected["late_events"] >= 1
     assert stats["bad_events"]["unknown_type"] == 3
+
+
+def test_traces_out_of_time_order_or_given_twice_are_warned_of(tmp_path):
+    """helper-119: `check CONFIG day2 day1` said `traces: ok`, and so did one file given twice;
+    replay then found half the events late. Both are warned of, on heads read cleanly; one
+    millisecond earlier than the trace before it is out of order, the same millisecond not."""
+    (tmp_path / "a.msgpack").write_bytes(events(T0 + 10, T0 + 11))
+    for first, verdict in ((T0 + 9, True), (T0 + 10, False)):
+        (tmp_path / "b.msgpack").write_bytes(events(first, T0 + 12))
+        code, _, stderr = sigmatch("check", CONFIG, tmp_path / "a.msgpack", tmp_path / "b.msgpack")
+        assert code == 0, stderr
+        assert (f"{tmp_path / 'b.msgpack'}: its events begin at" in "\n".join(stderr)) is verdict, stderr
+    code, _, stderr = sigmatch("check", CONFIG, tmp_path / "a.msgpack", tmp_path / "a.msgpack")
+    assert code == 0
+    assert (f"{tmp_path / 'a.msgpack'}: the same file as {tmp_path / 'a.msgpack'} before it: its events are read "
+            "twice, the second time late") in "\n".join(stderr)
+    # the same warnings from replay, which then processes the traces as given
+    code, _, stderr = sigmatch("replay", CONFIG, tmp_path / "a.msgpack", tmp_path / "a.msgpack", "--out", tmp_path / "o")
+    assert code == 0 and "the same file as" in "\n".join(stderr)
