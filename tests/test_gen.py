@@ -294,7 +294,8 @@ def test_tiny_world_core_equals_reference_model(tmp_path):
 @pytest.mark.parametrize("bad", [dict(subscribers=10), dict(events=-1), dict(days=0), dict(trace_files=0),
                                  dict(profiles_format="json"), dict(start="02/11/2026"), dict(campaigns=1.5),
                                  dict(start="9999-12-31"), dict(start="9001-01-01"), dict(start="2001-12-31"),
-                                 dict(start="0001-01-01")])
+                                 dict(start="0001-01-01"), dict(start="2100-01-01", days=1),
+                                 dict(start="2099-12-31", days=2)])
 def test_bad_arguments(tmp_path, bad):
     arguments = dict(subscribers=1_000, events=1_000) | bad
     with pytest.raises(ValueError):
@@ -302,11 +303,17 @@ def test_bad_arguments(tmp_path, bad):
     assert not (tmp_path / "w").exists()          # refused before anything is written
 
 
-@pytest.mark.parametrize("start", ["2002-01-01", "9000-12-31"])
-def test_the_first_and_last_start_make_a_world_that_replays(tmp_path, start):
-    world = generate(tmp_path, subscribers=100, events=200, seed=2, start=start)
+@pytest.mark.parametrize("start, days", [("2002-01-01", 2), ("2099-12-30", 2), ("2099-12-31", 1)])
+def test_the_first_and_last_start_make_a_world_that_replays(tmp_path, start, days):
+    """The last day a trace may reach is 2099-12-31: replay warns of events from 2100 on as
+    implausible, and a world of gen's own must not be one its commands warn about (helper-119:
+    --start 9000-12-31 was accepted). Nor does a small world's list come out empty."""
+    world = generate(tmp_path, subscribers=100, events=200, seed=2, start=start, days=days)
     run = Engine.from_config(world.config).replay(world.traces, drain=True)
     assert run.stats["run"]["events"] == 200
+    code = subprocess.run([sys.executable, "-m", "engine.cli", "check", str(world.config), *map(str, world.traces)],
+                          capture_output=True, text=True)
+    assert code.returncode == 0 and "WARNING" not in code.stderr, code.stderr
 
 
 def test_gen_command(tmp_path):
