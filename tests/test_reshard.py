@@ -8,6 +8,7 @@ step; a state of workers serves `sigmatch diff --state` as one engine's.
 The daemon started after a reshard is in test_reshard_service below."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -300,10 +301,11 @@ def test_reshard_refuses_what_it_cannot_rewrite(stopped, tight, tmp_path):  # no
     assert sorted((p.relative_to(state), p.stat().st_size) for p in state.rglob("*") if p.name != "lock") == before
 
 
-def test_a_commit_a_crash_left_in_one_worker_only_is_passed_over(tight, tmp_path):  # noqa: F811
+def test_a_commit_a_crash_left_in_one_worker_only_is_passed_over(tight, tmp_path, caplog):  # noqa: F811
     """Killed while a checkpoint was written: worker 0 holds commit 2, worker 1 only commit 1
     (nothing was renamed on account of commit 2). The reshard takes commit 1, as the service
-    would, and what follows is one engine's."""
+    would, says so as the service does (helper-119: it said nothing), and what follows is
+    one engine's."""
     config, data = tight
     pieces = pieces_of(data, np.random.default_rng(3).integers(0, len(data), 8).tolist())
     state = tmp_path / "state"
@@ -318,7 +320,11 @@ def test_a_commit_a_crash_left_in_one_worker_only_is_passed_over(tight, tmp_path
     prepared.parts[0].write()           # and the process dies before worker 1's part
     engine.close()
     assert CheckpointSet(state, 2).load().later_extras
+    caplog.clear()
+    caplog.set_level(logging.INFO, "sigmatch")
     reshard(state, 3)
+    assert [r.getMessage() for r in caplog.records if r.name == "sigmatch.checkpoint"] == [
+        f"{state}: commit 1 is the newest that every shard holds; 1 later one (up to 2) undone"]
     one = build(config, 1)
     one._core.begin_stream()
     feed(one, list(enumerate(pieces[:4])), {"actions": [], "conversions": [], "dead": []}, [])

@@ -369,6 +369,17 @@ def _load(directory: Path) -> tuple[int, object]:
 
 # --------------------------------------------------------------------------- rewriting in place
 
+class _HeldBack(logging.Handler):
+    """The records of a logger, kept to be said only if the work goes on."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def _lock_holder(directory: Path) -> Optional[str]:
     """The PID that holds `directory`'s lock (a service, or a reshard), None when none does."""
     import fcntl
@@ -573,10 +584,14 @@ def reshard(directory, workers: int) -> dict:
         finished = _finish(directory)
         if finished is not None and finished.get("to") == workers:
             return {"from": None, "to": workers, "finished": finished}
-        # what the loads log of damage is in the one line this ends with, if it must refuse
+        # what the loads log of damage is in the one line this ends with, if it must refuse;
+        # when it goes on, it is said after all (helper-119: commits undone, as the service
+        # says them, went unsaid, and the state came out older than the user thought)
         checkpoint_log = logging.getLogger("sigmatch.checkpoint")
-        level = checkpoint_log.level
-        checkpoint_log.setLevel(logging.CRITICAL)
+        held_back = _HeldBack()
+        propagate = checkpoint_log.propagate
+        checkpoint_log.addHandler(held_back)
+        checkpoint_log.propagate = False
         try:
             before, one, numbers = read_state(directory)
         except _FirstCut:
@@ -586,7 +601,11 @@ def reshard(directory, workers: int) -> dict:
             fsync_path(directory)
             return {"from": None, "to": workers, "finished": finished, "first_cut": True}
         finally:
-            checkpoint_log.setLevel(level)
+            checkpoint_log.removeHandler(held_back)
+            checkpoint_log.propagate = propagate
+        for record in held_back.records:
+            if record.levelno >= logging.WARNING:
+                checkpoint_log.handle(record)
         summary = {"from": before, "to": workers, "finished": finished,
                    "subscribers": len(one.subscribers),
                    "contacts": len(one.sections["contacts"]) // _CONTACT.itemsize,
