@@ -1425,6 +1425,9 @@ def send(address: str, files, timeout: float):
         host, port = parse_hostport(address)
     except ValueError as e:
         _fail(str(e))
+    if port == 0:
+        # a service listens on port 0 to have one chosen; nothing can be reached there
+        _fail(f"{address}: port 0 is no port to send to: give the port the service's started line names")
     if sys.stdin is None and any(str(path) == "-" for path in files):
         _fail("-: standard input is closed")
     # a file of another format, checked before anything is sent: the service would journal

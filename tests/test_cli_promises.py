@@ -287,3 +287,10 @@ def test_where_a_send_stopped_is_said_from_the_bytes_there(tmp_path):
         found = stopped_at([first, second], 3 * len(event) + len(event))
         assert (found is None) if said is None else said in found, (tail[:4], found)
     assert stopped_at([first, second], 10 ** 9) is None
+
+
+def test_send_to_port_0_is_refused_in_one_line():
+    """helper-119: `send 127.0.0.1:0` said "Connection refused": port 0 is what a service
+    listens on to have a port chosen, never one to reach."""
+    code, _, err = sigmatch("send", "127.0.0.1:0", "-")
+    one_line_error(code, err, "127.0.0.1:0: port 0 is no port to send to")
