@@ -524,6 +524,7 @@ class SpoolDaemon:
         self._moved_lately: collections.deque = collections.deque(maxlen=DONE_WATCH_FILES)
         self._last_rebase_for_done = float("-inf")
         self._prune_refused = False             # a damaged log was reported (once)
+        self._moves_unreadable: Optional[str] = None    # STATE/moves could not be read: said once, this
         # The core is fed without the GIL; readers on other threads (the lookup) hold this.
         self.lock = threading.Lock()
         self.servers: list = []
@@ -870,8 +871,11 @@ class SpoolDaemon:
         except FileNotFoundError:
             return []
         except OSError as e:
-            log.error(f"{self.state / MOVES_JOURNAL}: cannot be read ({e.strerror or e}): a fallback past "
-                      "unreadable checkpoints at the end of the log may miss the files they moved")
+            said = f"{self.state / MOVES_JOURNAL}: cannot be read ({e.strerror or e})"
+            if self._moves_unreadable != said:      # once, not at every read (helper-119)
+                self._moves_unreadable = said
+                log.error(f"{said}: a fallback past unreadable checkpoints at the end of the log may miss the "
+                          "files they moved")
             return []
         entries = []
         for line in data.split(b"\n"):
