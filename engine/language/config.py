@@ -279,8 +279,11 @@ def load_config(path) -> Config:
         raise ConfigError(f"{path}: cannot read the configuration: {e.strerror or e}") from None
     except ValueError as e:         # a NUL byte in the path
         raise ConfigError(f"{_show(str(path))}: cannot read the configuration: {e}") from None
-    config = parse_config(text, path)
-    document = json.dumps(tomllib.loads(text), sort_keys=True, default=str, ensure_ascii=False)
+    parsed = _toml_document(text, path)
+    # the meaning is read before the reader walks the document; one parse, not two (at
+    # 10,000 campaigns each took 1.9 s)
+    document = json.dumps(parsed, sort_keys=True, default=str, ensure_ascii=False)
+    config = _Reader(path).config(parsed)
     return dataclasses.replace(config, sha256=hashlib.sha256(data).hexdigest(),
                                meaning_sha256=hashlib.sha256(document.encode()).hexdigest())
 
@@ -305,6 +308,11 @@ def parse_config(text: str, path) -> Config:
     """Validate configuration `text` as if read from `path` (which names it in errors and
     anchors its relative paths). Raises ConfigError."""
     path = Path(path)
+    return _Reader(path).config(_toml_document(text, path))
+
+
+def _toml_document(text: str, path: Path) -> dict:
+    """The TOML document of `text`, or ConfigError naming `path` and the line."""
     deep = re.search(r"(?:[A-Za-z0-9_\-\"' ]+\.){100,}", text)
     if deep is not None:
         line = text.count("\n", 0, deep.start()) + 1
@@ -319,7 +327,7 @@ def parse_config(text: str, path) -> Config:
     except ValueError:         # tomllib turns integers longer than Python allows into ValueError
         line, key = _long_number(text)
         raise ConfigError(f"{path}: line {line:,}: {key}: a number with too many digits") from None
-    return _Reader(path).config(document)
+    return document
 
 
 # A key at the start of a TOML line (bare, dotted or quoted), for errors that tomllib does not place
