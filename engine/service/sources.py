@@ -49,11 +49,14 @@ MAX_CONNECTIONS = 64
 #   bound         --max-connections were open: the longest-idle one went for a newcomer
 #   not_msgpack   the stream cannot be decoded (its events before the bad one are journaled)
 #   too_large     an event (or a value's length header) longer than max_event_bytes
-#   not_events    msgpack, but values that are no events (neither arrays nor maps) and no
-#                 event among them: what the spool sets aside whole (loaders.sniff), and a
-#                 producer sending them would fill the journal's disk with rejected files
+#   not_events    msgpack, but more than JUNK_BYTES of values that are no events (neither
+#                 arrays nor maps) without an event among them: a producer sending them would
+#                 fill the journal's disk with files the spool sets aside (loaders.sniff)
 #   buffer_bound  more bytes buffered than one event can take
 TCP_DROP_REASONS = ("idle", "bound", "not_msgpack", "too_large", "not_events", "buffer_bound")
+
+# values that are no events a TCP connection may send without an event among them (journal_events)
+JUNK_BYTES = 64 << 10
 
 # a stream's break (the core's status) as a drop reason
 _BREAK_REASONS = {1: "not_msgpack", 2: "too_large"}
@@ -101,18 +104,28 @@ class JournalDirectory:
 
 
 def journal_events(journal: JournalDirectory, pending: bytearray, decoder, *,
-                   events_only: bool = False) -> tuple[int, Optional[str]]:
+                   junk: Optional[list] = None) -> tuple[int, Optional[str]]:
     """Journal the complete events at the front of `pending` (`decoder`: a Core with the
     engine's event types and bound) and remove them; returns (bytes journaled, None or why
-    the stream is broken after them: "not_msgpack", "too_large", or with `events_only`
-    "not_events": complete values that hold no event and are none of them shaped as one,
-    then not journaled). What both stdin and a TCP connection journal: whole events."""
+    the stream is broken after them: "not_msgpack", "too_large", or "not_events"). What
+    both stdin and a TCP connection journal: whole events.
+
+    `junk` ([bytes], a TCP connection's): the bytes of values that are no events (neither
+    arrays nor maps) journaled since its last event. A stray one (a newline after a file, a
+    heartbeat) is journaled as before, a dead letter; past JUNK_BYTES without an event the
+    connection is "not_events" and nothing more of it is journaled: zero bytes sent on and
+    on were journaled and set aside file after file until the disk was full (helper-120)."""
     good, status, stopped = decoder.decode(pending, keep=False)
     # dead letters are the daemon's, when it processes the journal
     dead = decoder.take_dead_letters()
     cut = len(pending) if status == 0 else (stopped or 0)
-    if events_only and cut and not good and len(dead) and not dead["reason"].any():     # 0: not_an_event
-        return 0, "not_events"
+    if junk is not None and cut:
+        if good or (len(dead) and dead["reason"].any()):        # an event, or one shaped as one (0: not_an_event)
+            junk[0] = 0
+        elif junk[0] + cut > JUNK_BYTES:
+            return 0, "not_events"
+        else:
+            junk[0] += cut
     if cut:
         journal.write(bytes(pending[:cut]))
         del pending[:cut]
@@ -421,6 +434,7 @@ class TcpJournal:
         reason: Optional[str] = None
         broken: Optional[str] = None
         counted: Optional[str] = None       # the drop reason counted, when not `reason`
+        junk = [0]                          # bytes of values that are no events since the last event
         sock.settimeout(self.flush_s)
         try:
             try:
@@ -448,7 +462,7 @@ class TcpJournal:
                         reason = "idle"
                         break
                     if pending and (len(pending) >= self.flush_bytes or now - last_flush >= self.flush_s):
-                        cut, broken = self._journal(pending, decoder)
+                        cut, broken = self._journal(pending, decoder, junk)
                         taken += cut
                         last_flush = now
                         if broken:
@@ -458,7 +472,7 @@ class TcpJournal:
                         reason = "buffer_bound"
                         break
                 if not broken:
-                    cut, broken = self._journal(pending, decoder)
+                    cut, broken = self._journal(pending, decoder, junk)
                     taken += cut
                     # a producer that half-closed is answered as one (no linger); its stream
                     # broke all the same, and is counted (it was not, helper-120)
@@ -473,7 +487,7 @@ class TcpJournal:
             with self.lock:
                 # ended: no longer one of the open connections while its answer lingers
                 self.producers.discard(producer)
-                dropped = reason or counted
+                dropped = counted or reason     # a stream that broke, then was reset: counted as broken
                 if dropped in TCP_DROP_REASONS and dropped != "bound":   # bound: counted at the accept
                     self.drops[dropped] += 1
             if reason != "reset" and self._answer(sock, taken, linger=reason is not None):
@@ -484,8 +498,8 @@ class TcpJournal:
             if sock is not None:
                 sock.close()
 
-    def _journal(self, pending: bytearray, decoder) -> tuple[int, Optional[str]]:
-        return journal_events(self.journal, pending, decoder, events_only=True)
+    def _journal(self, pending: bytearray, decoder, junk: list) -> tuple[int, Optional[str]]:
+        return journal_events(self.journal, pending, decoder, junk=junk)
 
     def _log_end(self, producer: _Producer, reason: Optional[str], broken: Optional[str], taken: int,
                  left: int) -> None:
