@@ -258,9 +258,13 @@ def test_a_users_own_files_of_checkpoint_like_names_are_neither_read_nor_removed
     assert not is_checkpoint_file(state / "log-20261206") and is_checkpoint_file(state / "log-99999999")
     engine, store, loaded = restored(fresh, state, rebase_ratio=100.0)
     assert loaded.generation == 1 and loaded.extra == {"at": cuts[-1]}
+    # a log whose head is damaged goes with its base all the same (helper-121)
+    with open(state / "log-00000001", "r+b") as f:
+        f.write(b"\0" * 8)
     store._rebase = True
     assert store.save(engine, extra={"at": "rebased"})["kind"] == "base"
     store._rebase = True
     assert store.save(engine, extra={"at": "rebased again"})["kind"] == "base"    # generation 1 is pruned
-    assert not (state / "base-00000001").exists() and not (state / "log-99999999").exists()   # the store's: pruned
+    assert not (state / "base-00000001").exists() and not (state / "log-00000001").exists()
+    assert not (state / "log-99999999").exists()          # the store's, of a generation without a base: pruned
     assert (state / "log-20261206").read_text() == "notes of the day\n" and (state / "base-2026").read_text() == "x\n"

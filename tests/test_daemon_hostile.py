@@ -1086,6 +1086,7 @@ def test_a_tail_after_a_restart_skips_the_hole_of_the_bytes_set_aside_before(tmp
     (spool / "rejected" / f"f.msgpack.{earlier}-1000").write_bytes(b"r" * 300)
     (spool / "rejected" / "f.msgpack.tail-99999x").write_bytes(b"x")           # not a copy of ours
     (spool / "rejected" / "g.msgpack.tail-1000").write_bytes(b"g" * 5000)     # another file's
+    (spool / "rejected" / "f.msgpack.tail-90000").write_bytes(b"e" * 10)      # an earlier f.msgpack's, far on
     daemon = _bare_daemon(spool)
     assert daemon._cut_tail("f.msgpack", 1000) == 300 + len(new)
     assert (spool / "f.msgpack").read_bytes() == kept
@@ -1106,6 +1107,9 @@ def test_a_restart_watches_the_files_moved_in_the_last_five_minutes_again(tmp_pa
     daemon = _bare_daemon(tmp_path)
     daemon._done_watch = {}
     daemon._moved_lately = __import__("collections").deque(maxlen=DONE_WATCH_FILES)
+    (tmp_path / "done").mkdir()
+    for name in ("a.msgpack", "b.msgpack.1", "c.msgpack", "e.msgpack", "f.msgpack", "h"):
+        (tmp_path / "done" / name).write_bytes(b"x" * 50)
     now = time.time()
     daemon._watch_again([["a.msgpack", "a.msgpack", 10, now - DONE_WATCH_S + 1],
                          ["b.msgpack.1", "b.msgpack", 20, now - DONE_WATCH_S - 1],

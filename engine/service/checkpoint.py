@@ -21,7 +21,7 @@ import stat
 import struct
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
@@ -544,13 +544,9 @@ class CheckpointStore:
         of its log after those applied, unless the log is damaged (then it stays as it is,
         the fallback of the next base, as after `adopt`)."""
         removed = False
-        for path in list(self.directory.glob("base-*")) + list(self.directory.glob("log-*")):
-            # a damaged newer base goes (it was listed as a generation); a log only when it
-            # is one: a user's log-20261206 is no generation of ours
-            if is_checkpoint_name(path.name) and int(path.name.split("-", 1)[1]) > loaded.generation and (
-                    path.name.startswith("base-") or is_checkpoint_file(path)):
-                path.unlink(missing_ok=True)
-                removed = True
+        for path in self._files_of(lambda generation: generation > loaded.generation):
+            path.unlink(missing_ok=True)
+            removed = True
         path = self.log_path(loaded.generation)
         if loaded.damage is None and path.exists() and path.stat().st_size > loaded.log_end:
             with open(path, "r+b") as f:
@@ -916,10 +912,23 @@ class CheckpointStore:
 
     def _prune(self) -> None:
         keep = {self.generation, self.previous}
-        for path in list(self.directory.glob("base-*")) + list(self.directory.glob("log-*")):
-            # what the store wrote only: a user's own file of such a name is left alone
-            if is_checkpoint_file(path) and int(path.name.split("-", 1)[1]) not in keep:
-                path.unlink(missing_ok=True)
+        for path in self._files_of(lambda generation: generation not in keep):
+            path.unlink(missing_ok=True)
+
+    def _files_of(self, chosen: Callable[[int], bool]) -> list[Path]:
+        """The files of the generations `chosen` accepts: each base by its name (a damaged one
+        is a generation still), and its log with it, damaged or not (a first record appended
+        to a damaged log would be lost behind it); a log without a base only when it holds
+        the store's magic: a user's own log-20261206 is left alone."""
+        bases = {int(path.name[5:]): path for path in self.directory.glob("base-*") if is_checkpoint_name(path.name)}
+        found = [path for generation, path in bases.items() if chosen(generation)]
+        for path in self.directory.glob("log-*"):
+            if not is_checkpoint_name(path.name):
+                continue
+            generation = int(path.name[4:])
+            if chosen(generation) and (generation in bases or is_checkpoint_file(path)):
+                found.append(path)
+        return found
 
 
 class PreparedCheckpoint:
@@ -940,6 +949,10 @@ class PreparedCheckpoint:
         store = self.store
         try:
             if self.kind == "base":
+                # a log of this generation is another run's leftover (a damaged one survives
+                # the discard of a newer generation's files by its magic): the records of the
+                # base written now must not follow it
+                store.log_path(self.generation).unlink(missing_ok=True)
                 path = _write_full(store.base_path(self.generation), self.header, self.sections)
                 if store.generation is not None:
                     store.previous = store.generation

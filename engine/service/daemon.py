@@ -834,6 +834,10 @@ class SpoolDaemon:
             age = now_wall - when
             if not 0 <= age <= DONE_WATCH_S:
                 continue
+            if not os.access(self.spool / "done" / target, os.W_OK, follow_symlinks=False):
+                # one that cannot be cut is not watched (_move_done): its tail, copied out
+                # once, would be copied and reported again (helper-121)
+                continue
             self._moved_lately.append([target, name, size, when])
             with self._counts_lock:
                 if target not in self._done_watch:
@@ -1153,10 +1157,10 @@ class SpoolDaemon:
 
     def _cut_before(self, name: str, size: int) -> int:
         """The bytes past `size` of the spool file `name` that rejected/ holds already as its
-        tails and rests (NAME.tail-OFFSET, NAME.rest-OFFSET, NAME.KIND-OFFSET.N), counted to
-        the end of the last one: 0 when none. Only a hole of zeros that long is skipped
-        (_cut_tail): a tail never starts with a zero byte, which is no event's first."""
-        end = size
+        tails and rests (NAME.tail-OFFSET, NAME.rest-OFFSET, NAME.KIND-OFFSET.N) in a chain
+        from `size` on: 0 when none. Only a hole of zeros that long is skipped (_cut_tail): a
+        tail never starts with a zero byte, which is no event's first."""
+        copies: dict[int, int] = {}         # offset -> the longest copy there
         try:
             entries = os.scandir(self.spool / "rejected")
         except OSError:
@@ -1167,14 +1171,20 @@ class SpoolDaemon:
                     if not entry.name.startswith(name + kind):
                         continue
                     offset = entry.name[len(name) + len(kind):].split(".", 1)
-                    if not offset[0].isdigit() or (len(offset) > 1 and not offset[1].isdigit()):
+                    if not (offset[0].isascii() and offset[0].isdigit()) or (
+                            len(offset) > 1 and not (offset[1].isascii() and offset[1].isdigit())):
                         continue
                     try:
                         length = entry.stat(follow_symlinks=False).st_size
                     except OSError:
                         continue
                     if int(offset[0]) >= size:
-                        end = max(end, int(offset[0]) + length)
+                        copies[int(offset[0])] = max(copies.get(int(offset[0]), 0), length)
+        # the chain from `size` on, each copy starting where the one before ended: a copy
+        # further on (an earlier file's of the same name) is no part of this hole
+        end = size
+        while copies.get(end):
+            end += copies.pop(end)
         return end - size
 
     def _zeros(self, f, at: int, n: int) -> bool:
