@@ -172,24 +172,38 @@ class _OptionsOnce(click.Command):
     (helper-119). Options that may repeat (multiple) and flags are left alone."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        once = {name: param for param in self.params
-                if isinstance(param, click.Option) and not param.multiple and not param.is_flag and not param.count
-                for name in param.opts + param.secondary_opts}
+        if not ctx.resilient_parsing and not any(token in ("-h", "--help") for token in args):
+            self._refuse_repeats(ctx, args)
+        return super().parse_args(ctx, args)
+
+    def _refuse_repeats(self, ctx: click.Context, args: list[str]) -> None:
+        valued = {name: param for param in self.params
+                  if isinstance(param, click.Option) and not param.is_flag and not param.count
+                  for name in param.opts + param.secondary_opts}
         seen: dict[str, str] = {}
-        tokens = iter(args)
-        for token in tokens:
-            if token == "--":
-                break
+        at = 0
+        while at < len(args) and args[at] != "--":
+            token = args[at]
+            at += 1
             name, equals, _ = token.partition("=") if token.startswith("--") else (token, "", "")
-            param = once.get(name)
+            param = valued.get(name)
             if param is None:
                 continue
-            if param.name in seen:
-                raise click.UsageError(f"{name} is given twice ({seen[param.name]} before): give it once", ctx)
-            seen[param.name] = name
-            if not equals:
-                next(tokens, None)      # its value, whatever it looks like
-        return super().parse_args(ctx, args)
+            if not param.multiple:
+                if param.name in seen:
+                    raise click.UsageError(f"{name} is given twice ({seen[param.name]} before): give it once", ctx)
+                seen[param.name] = name
+            if equals or at == len(args):
+                continue
+            # its value, whatever it looks like (a multiple one's too); one it may do without
+            # (--ray [ADDRESS]) only when the next word does not look like an option, as click
+            if not (getattr(param, "_flag_needs_value", False) and args[at].startswith("-")):
+                at += 1
+
+
+class _OneLineUsageGroup(click.Group):
+    """A group below the top one (console): its commands refuse repeats too."""
+    command_class = _OptionsOnce
 
 
 class _OneLineUsage(click.Group):
@@ -198,6 +212,7 @@ class _OneLineUsage(click.Group):
     not the one-line error every other mistake gives."""
 
     command_class = _OptionsOnce
+    group_class = _OneLineUsageGroup
 
     def main(self, *args, **kwargs):
         if not kwargs.get("standalone_mode", True):

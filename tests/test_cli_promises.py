@@ -245,6 +245,9 @@ def test_a_device_given_as_a_file_to_send_is_refused_in_one_line(tmp_path):
     (("reshard", "--state", "S", "--workers", " 2"), "' 2' is not a valid whole number"),
     (("reshard", "--state", "S", "--workers", "+2"), "'+2' is not a valid whole number"),
     (("gen", "W", "--subscribers", "１００", "--events", "10"), "is not a valid whole number"),
+    # --ray [ADDRESS] takes no option for its address, so the repeat after it is seen
+    (("replay", "C", "T", "--ray", "--workers", "2", "--workers", "3", "--out", "O"), "--workers is given twice"),
+    (("console", "adduser", "x", "--role", "viewer", "--role", "admin"), "--role is given twice"),
 ])
 def test_an_option_given_twice_or_a_number_that_is_not_plain_digits_is_refused(tmp_path, args, said):
     """helper-119: click kept the last of an option given twice (`reshard --workers 2 --workers
@@ -294,3 +297,12 @@ def test_send_to_port_0_is_refused_in_one_line():
     listens on to have a port chosen, never one to reach."""
     code, _, err = sigmatch("send", "127.0.0.1:0", "-")
     one_line_error(code, err, "127.0.0.1:0: port 0 is no port to send to")
+
+
+def test_what_looks_like_a_repeat_but_is_not_is_left_to_the_command(tmp_path):
+    """The values of an option that may repeat are skipped, whatever they look like (bench's
+    --service-option passes the daemon's options on), and -h shows the help."""
+    code, _, err = sigmatch("bench", "S", "--service-option", "--runs=2", "--runs", "3", cwd=tmp_path)
+    one_line_error(code, err, "--service-option is an option of the daemon that --service measures")
+    code, out, err = sigmatch("replay", "C", "T", "--out", "a", "--out", "b", "-h", cwd=tmp_path)
+    assert code == 0 and out.startswith("Usage: ") and not err

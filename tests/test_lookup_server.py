@@ -299,8 +299,9 @@ def test_bad_requests_get_a_json_error_that_names_what_is_wrong():
             assert status == 400 and body["parameter"] == "last", (value, body)
             assert "last" in body["error"] and f"0 to {LAST_MAX:,}" in body["error"]
         # another parameter is named, not taken for a bad `last` (helper-120)
-        status, body, _ = call("GET", "/subscriber/13800000000/explain?lats=3")
-        assert status == 400 and body["parameter"] == "lats" and "one query parameter, last" in body["error"]
+        for query, named in (("lats=3", "lats"), ("last=5&x=1", "x"), ("last=1&last=2", "last")):
+            status, body, _ = call("GET", f"/subscriber/13800000000/explain?{query}")
+            assert status == 400 and body["parameter"] == named and "one query parameter, last" in body["error"]
         assert asked == []
         assert call("GET", "/subscriber/13800000000/explain?last=0")[:2] == (200, {"msisdn": 13800000000, "events": []})
         assert call("GET", f"/subscriber/13800000000/explain?last={LAST_MAX}")[0] == 200

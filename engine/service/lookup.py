@@ -280,11 +280,12 @@ class LookupServer:
                 match = _EXPLAIN.fullmatch(self.path)
                 if match and explain is not None:
                     last = _LAST.fullmatch(match[2]) if match[2] else None
-                    given = match[2].split("=", 1)[0] if match[2] else ""
-                    if match[2] and given != "last":
+                    names = [part.partition("=")[0] for part in match[2].split("&")] if match[2] else []
+                    other = next((name for name in names if name != "last"), None)
+                    if other is not None or len(names) > 1:
                         self._reply(400, {"error": "GET /subscriber/{msisdn}/explain takes one query parameter, "
-                                                   "last (the last N entries)",
-                                          "parameter": given[:64]})
+                                                   "last (the last N entries), once",
+                                          "parameter": (other if other is not None else "last")[:64]})
                         return
                     if match[2] and last is None:
                         self._reply(400, {"error": f"last must be a whole number from 0 to {LAST_MAX:,} (the "
