@@ -37,16 +37,29 @@ __all__ = ["main"]
 log = logging.getLogger("sigmatch")
 
 
+def _plain_digits(value, param, ctx, fail) -> None:
+    # int() takes "1_0", " 2", "+2" and "２" (full width) too: a value a person did not
+    # mean as that number, for an option that may rewrite a state (helper-119)
+    if isinstance(value, str) and not re.fullmatch(r"-?[0-9]+", value):
+        fail(f"{value!r} is not a valid whole number.", param, ctx)
+
+
+class Integer(click.types.IntParamType):
+    """click's INT in plain digits only (gen's counts, whose ranges gen checks itself)."""
+    name = "whole number"
+
+    def convert(self, value, param, ctx):
+        _plain_digits(value, param, ctx, self.fail)
+        return super().convert(value, param, ctx)
+
+
 class WholeNumber(click.IntRange):
     """click.IntRange whose refusal of text that is no number says so: click's own reads
     "'abc' is not a valid integer range" (the range is the type's name, not the value's)."""
     name = "whole number"
 
     def convert(self, value, param, ctx):
-        # int() takes "1_0", " 2", "+2" and "２" (full width) too: a value a person did not
-        # mean as that number, for an option that may rewrite a state (helper-119)
-        if isinstance(value, str) and not re.fullmatch(r"-?[0-9]+", value):
-            self.fail(f"{value!r} is not a valid whole number.", param, ctx)
+        _plain_digits(value, param, ctx, self.fail)
         return super().convert(value, param, ctx)
 
     def _describe_range(self) -> str:
@@ -217,6 +230,8 @@ class _OneLineUsage(click.Group):
     def main(self, *args, **kwargs):
         if not kwargs.get("standalone_mode", True):
             return super().main(*args, **kwargs)
+        # before --version and --help, which are written while the arguments are parsed
+        _open_closed_standard_streams()
         kwargs["standalone_mode"] = False
         try:
             code = super().main(*args, **kwargs)
@@ -230,6 +245,10 @@ class _OneLineUsage(click.Group):
             _fail(f"{' '.join(e.format_message().split())} (see: {where} --help)", e.exit_code)
         except click.ClickException as e:
             _fail(" ".join(e.format_message().split()), e.exit_code)
+        except OSError as e:
+            # the help or the version, written to a full or closed standard output
+            stream = _standard_stream_of(e)
+            _fail(f"{stream}: {e.strerror or e}" if stream else describe_os_error(e))
         except click.Abort as e:
             hidden = _write_error_behind(e)
             if hidden is not None:
@@ -371,12 +390,31 @@ def main(verbose: bool, log_format: str):
     """sigmatch: signalling-triggered precision marketing."""
     global _json_errors
     _json_errors = log_format == "json"
-    _open_closed_standard_streams()
     if logging.getLogger().handlers:
         # a host that set up logging itself (pytest, a program calling main) keeps it
         return
     _own_standard_error(LogFormatter() if log_format == "text" else JsonLogFormatter(),
                         logging.INFO if verbose else logging.WARNING)
+
+
+class _ClosedOutput(io.TextIOBase):
+    """Standard output its caller closed (`>&-`): every write fails as on a closed descriptor,
+    so that `sigmatch report OUT >&-` fails in one line rather than exit 0 with its report
+    gone (helper-122). Its number, 1, is /dev/null's meanwhile: no file opened later takes it."""
+
+    encoding = "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        raise OSError(errno.EBADF, "Bad file descriptor (closed by the caller)")
+
+    def flush(self) -> None:
+        pass        # nothing is held back: the interpreter's flush at exit has nothing to say
+
+    def fileno(self) -> int:
+        return 1
 
 
 def _open_closed_standard_streams() -> None:
@@ -385,16 +423,19 @@ def _open_closed_standard_streams() -> None:
     for standard error land in an output file. Python left the stream None; it becomes one
     on /dev/null (stdin stays None: `--stdin` refuses a closed one in so many words). With
     stderr closed the service wrote nothing, processed nothing, and exited 120."""
+    closed = set()
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
         except OSError:
+            closed.add(fd)
             opened = os.open(os.devnull, os.O_RDWR)
             if opened != fd:
                 os.dup2(opened, fd)
                 os.close(opened)
-    if sys.stdout is None:
-        sys.stdout = open(1, "w", closefd=False)
+    if sys.stdout is None or 1 in closed:
+        # what the command writes there is lost: said as `cat >&-` says it, not dropped
+        sys.stdout = _ClosedOutput()
     if sys.stderr is None:
         sys.stderr = open(2, "w", closefd=False)
 
@@ -1253,14 +1294,14 @@ def demo(directory, subscribers: int, events: int):
 
 @main.command()
 @click.argument("directory", type=GivenPath(file_okay=False, path_type=Path, created=True))
-@click.option("--subscribers", type=WholeNumber(), required=True, help="Subscribers in the profile snapshot.")
-@click.option("--events", type=WholeNumber(), required=True, help="Events in the trace.")
-@click.option("--campaigns", type=WholeNumber(), default=13, show_default=True,
+@click.option("--subscribers", type=Integer(), required=True, help="Subscribers in the profile snapshot.")
+@click.option("--events", type=Integer(), required=True, help="Events in the trace.")
+@click.option("--campaigns", type=Integer(), default=13, show_default=True,
               help="Synthetic campaigns, written after the programmes of examples/, which gen always writes "
                    "(13: one of each kind).")
-@click.option("--days", type=WholeNumber(), default=2, show_default=True, help="Local days the trace spans.")
-@click.option("--seed", type=WholeNumber(), default=1, show_default=True, help="Same seed, same bytes.")
-@click.option("--trace-files", type=WholeNumber(), default=1, show_default=True,
+@click.option("--days", type=Integer(), default=2, show_default=True, help="Local days the trace spans.")
+@click.option("--seed", type=Integer(), default=1, show_default=True, help="Same seed, same bytes.")
+@click.option("--trace-files", type=Integer(), default=1, show_default=True,
               help="Files the trace is cut into, at event boundaries.")
 @click.option("--profiles-format", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
 @click.option("--start", default="2026-11-02", show_default=True, help="First local day of the trace.")

@@ -928,3 +928,11 @@ def test_a_standard_input_that_fails_to_be_read_fails_the_service(world, tmp_pat
                                 "reset by peer)"), lines
     assert "Traceback" not in done.stderr.decode()
     assert (out / "stats.json").exists()
+
+
+def test_every_command_shows_its_help():
+    """helper-122: `gen -h` ended in a traceback (a range without bounds, shown in the help)."""
+    names = [[name] for name in main.commands] + [["console", name] for name in main.commands["console"].commands]
+    for name in names:
+        result = CliRunner().invoke(main, [*name, "-h"])
+        assert result.exit_code == 0 and result.output.startswith("Usage: "), (name, result.output[-500:])

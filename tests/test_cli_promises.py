@@ -306,3 +306,22 @@ def test_what_looks_like_a_repeat_but_is_not_is_left_to_the_command(tmp_path):
     one_line_error(code, err, "--service-option is an option of the daemon that --service measures")
     code, out, err = sigmatch("replay", "C", "T", "--out", "a", "--out", "b", "-h", cwd=tmp_path)
     assert code == 0 and out.startswith("Usage: ") and not err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_help_and_version_to_a_full_or_closed_standard_output_are_one_line(world, tmp_path):
+    """helper-122: `--help > /dev/full` ended in a traceback (the help is written while the
+    arguments are parsed), and `report OUT >&-` exited 0 with its report gone."""
+    import os
+    t = trace(tmp_path / "t.msgpack", [T0, CALL, A])
+    assert sigmatch("replay", world, t, "--out", tmp_path / "out")[0] == 0
+    cases = [(["--help"], "No space left on device", "full"), (["replay", "-h"], "No space left on device", "full"),
+             (["--version"], "No space left on device", "full"),
+             (["report", str(tmp_path / "out")], "Bad file descriptor", "closed"),
+             (["--version"], "Bad file descriptor", "closed")]
+    for args, reason, how in cases:
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([sys.executable, "-m", "engine.cli", *args], stderr=subprocess.PIPE, text=True,
+                                  stdout=full if how == "full" else None,
+                                  preexec_fn=(lambda: os.close(1)) if how == "closed" else None)
+        one_line_error(proc.returncode, proc.stderr.strip().splitlines(), f"standard output: {reason}")
