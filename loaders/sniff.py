@@ -496,28 +496,36 @@ def judge_traces(paths: Sequence, core) -> Judgement:
 def _out_of_order(paths: list[Path], heads: list[Head]) -> list[str]:
     """Warnings for traces given in an order their events are not in (helper-119: `check`
     said `traces: ok` for day 2 before day 1, and for one file given twice; replay then
-    found half the events late). Judged on heads read cleanly from their first byte (no bad
-    value: a later file may begin inside an event, and what it reads then is no time):
-    a trace whose first events are older than the first of the trace before it."""
+    found half the events late): a file given more than once, and a trace whose first
+    events are older than the first of the trace before it, judged on heads read cleanly
+    from their first byte (no bad value: a later file may begin inside an event, and what it
+    reads then is no time). One line for each kind, the first case named and the others
+    counted: a stream of thousands of files must not bury the log."""
     warnings = []
-    seen: dict[tuple, str] = {}
+    given: dict[object, list[str]] = {}
     for path, h in zip(paths, heads):
         try:
             info = path.stat()
         except OSError:
             continue
-        key = (info.st_dev, info.st_ino)
-        if key in seen:
-            warnings.append(f"{h.name}: the same file as {seen[key]} before it: its events are read twice, the "
-                            "second time late")
-        else:
-            seen[key] = h.name
+        # one file under any name, and a copy of it (plain or .gz): the same events at its head
+        key = (h.good, h.ts.tobytes()) if h.good >= 2 else (info.st_dev, info.st_ino)
+        given.setdefault(key, []).append(h.name)
+    repeated = [names for names in given.values() if len(names) > 1]
+    if repeated:
+        first = repeated[0]
+        others = len(first) - 2 + sum(len(names) - 1 for names in repeated[1:])
+        warnings.append(f"{first[1]}: the same events as {first[0]} before it (the file given twice, or a copy): "
+                        "read again, late" + (f" ({plural(others, 'other trace')} likewise)" if others else ""))
     clean = [h for h in heads if h.good and not h.bad]
-    for before, h in zip(clean, clean[1:]):
-        if int(h.ts.min()) < int(before.ts[0]):
-            warnings.append(f"{h.name}: its events begin at {_iso(int(h.ts.min()))}, before those of {before.name} "
-                            f"(from {_iso(int(before.ts[0]))}), given before it: the traces are one stream in the "
-                            "order given, so its events older than the clock come late; give them in time order")
+    earlier = [(before, h) for before, h in zip(clean, clean[1:]) if int(h.ts.min()) < int(before.ts[0])]
+    if earlier and not repeated:
+        before, h = earlier[0]
+        others = len(earlier) - 1
+        warnings.append(f"{h.name}: its events begin at {_iso(int(h.ts.min()))}, before those of {before.name} "
+                        f"(from {_iso(int(before.ts[0]))}), given before it: the traces are one stream in the "
+                        "order given, so its events older than the clock come late; give them in time order"
+                        + (f" ({plural(others, 'other trace')} likewise)" if others else ""))
     return warnings
 
 

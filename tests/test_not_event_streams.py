@@ -491,8 +491,14 @@ def test_traces_out_of_time_order_or_given_twice_are_warned_of(tmp_path):
         assert (f"{tmp_path / 'b.msgpack'}: its events begin at" in "\n".join(stderr)) is verdict, stderr
     code, _, stderr = sigmatch("check", CONFIG, tmp_path / "a.msgpack", tmp_path / "a.msgpack")
     assert code == 0
-    assert (f"{tmp_path / 'a.msgpack'}: the same file as {tmp_path / 'a.msgpack'} before it: its events are read "
-            "twice, the second time late") in "\n".join(stderr)
+    assert (f"{tmp_path / 'a.msgpack'}: the same events as {tmp_path / 'a.msgpack'} before it (the file given twice, "
+            "or a copy): read again, late") in "\n".join(stderr)
+    # a copy under another name, compressed (helper-122), and thousands of repeats in one line
+    (tmp_path / "c.msgpack.gz").write_bytes(gzipped(events(T0 + 10, T0 + 11)))
+    code, _, stderr = sigmatch("check", CONFIG, tmp_path / "a.msgpack", tmp_path / "c.msgpack.gz")
+    assert code == 0 and f"{tmp_path / 'c.msgpack.gz'}: the same events as {tmp_path / 'a.msgpack'}" in "\n".join(stderr)
     # the same warnings from replay, which then processes the traces as given
-    code, _, stderr = sigmatch("replay", CONFIG, tmp_path / "a.msgpack", tmp_path / "a.msgpack", "--out", tmp_path / "o")
-    assert code == 0 and "the same file as" in "\n".join(stderr)
+    code, _, stderr = sigmatch("replay", CONFIG, *[tmp_path / "a.msgpack"] * 500, "--out", tmp_path / "o")
+    assert code == 0
+    assert [line for line in stderr if "the same events as" in line][0].endswith("(498 other traces likewise)")
+    assert sum("the same events as" in line for line in stderr) == 1

@@ -812,7 +812,7 @@ MUTANTS: list[Mutant] = [
                  "tests/test_cli.py::test_only_a_services_checkpoint_names_make_a_directory_a_state")),
 
     Mutant("traces-out-of-order-same-ms", "loaders/sniff.py",
-           "        if int(h.ts.min()) < int(before.ts[0]):", "        if int(h.ts.min()) <= int(before.ts[0]):",
+           "if int(h.ts.min()) < int(before.ts[0])]", "if int(h.ts.min()) <= int(before.ts[0])]",
            "a trace is out of order when its events begin before those of the trace before it, not at the same ms",
            fast=("tests/test_not_event_streams.py::test_traces_out_of_time_order_or_given_twice_are_warned_of",)),
 
