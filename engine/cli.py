@@ -718,20 +718,6 @@ def _warn_of_run(stats: dict, cfg) -> None:
                     f"{late:,}", plural(events, "event"), 100 * late / events)
 
 
-def _holds_checkpoints(directory: Path) -> bool:
-    """Whether `directory` holds a service's checkpoints as the checkpoint store writes them
-    (base-NNNNNNNN, log-NNNNNNNN, or those under shard-N/, each with the store's magic): a
-    user's own `log-today.txt` or `log-20261206` is not one."""
-    from engine.service.checkpoint import is_checkpoint_file
-    try:
-        return (any(is_checkpoint_file(p) for p in directory.glob("base-*"))
-                or any(is_checkpoint_file(p) for p in directory.glob("log-*"))
-                or any(is_checkpoint_file(p) and p.parent.name[6:].isdigit()
-                       for p in directory.glob("shard-*/base-*")))
-    except OSError:
-        return False
-
-
 def _check_out(out: Path) -> None:
     """Refuse, before anything is loaded, an --out that cannot become a directory of the
     user's (a file in its path, a directory not writable): the sinks would fail only at
@@ -772,16 +758,17 @@ def _check_out(out: Path) -> None:
                 pass        # another run's files are there now, or it removed it: made again later
     # a service's spool would take the files written there for input (and move them to
     # rejected/; its done/ is pruned), and a state directory is the service's own
+    from engine.service.checkpoint import holds_checkpoints
     from engine.sinks import SPOOL_LOCK
     for above in Path(os.path.realpath(out)).parents:
         if os.path.lexists(above / SPOOL_LOCK):
             _fail(f"--out {out}: is inside a service's --spool {above} ({SPOOL_LOCK}): give another --out")
-        if _holds_checkpoints(above):
+        if holds_checkpoints(above):
             _fail(f"--out {out}: is inside a service's --state {above} (it holds checkpoints): give another --out")
     if probe == out:
         if os.path.lexists(out / SPOOL_LOCK):
             _fail(f"--out {out}: is a service's --spool ({SPOOL_LOCK}): give another --out")
-        if _holds_checkpoints(out):
+        if holds_checkpoints(out):
             _fail(f"--out {out}: is a service's --state (it holds checkpoints): give another --out")
         if _locked_by_another(out / "lock"):
             _fail(f"--out {out}: is a running service's --state (its lock is held): give another --out")

@@ -936,3 +936,30 @@ def test_every_command_shows_its_help():
     for name in names:
         result = CliRunner().invoke(main, [*name, "-h"])
         assert result.exit_code == 0 and result.output.startswith("Usage: "), (name, result.output[-500:])
+
+
+def test_run_refuses_another_services_state_or_spool_and_a_runs_output(world, tmp_path):
+    """helper-122: `run` wrote its lock, service id and stats.json into another service's state
+    or spool, and its checkpoints into a replay's output (which the gateway reads), where
+    replay refused the same --out. One line each, before anything is made."""
+    config, trace = world
+    state, out, spool = tmp_path / "state", tmp_path / "out", tmp_path / "spool"
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(out), "--state",
+                           str(state), "--stdin"], cwd=ROOT, input=trace.read_bytes(), capture_output=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    spool.mkdir()
+    (spool / ".sigmatch.lock").write_text("")
+    for args, said in (
+            (("--out", state, "--state", tmp_path / "s2"), f"--out {state}: is a service's --state (it holds "
+                                                            "checkpoints): give another --out"),
+            (("--out", state / "sub", "--state", tmp_path / "s2"), f"--out {state / 'sub'}: is inside a service's "
+                                                                   f"--state {state} (it holds checkpoints)"),
+            (("--out", spool / "o", "--state", tmp_path / "s2"), f"--out {spool / 'o'}: is inside a service's "
+                                                                 f"--spool {spool} (.sigmatch.lock)"),
+            (("--out", tmp_path / "o2", "--state", spool), f"--state {spool}: is a service's --spool"),
+            (("--out", tmp_path / "o2", "--state", out), f"--state {out}: holds a run's output")):
+        code, text, _ = run("run", config, *args, "--stdin")
+        assert code == 1 and text.strip().splitlines()[-1].startswith(f"sigmatch: error: {said}"), (args, text)
+    assert not (tmp_path / "s2").exists() and not (tmp_path / "o2").exists()
+    assert sorted(p.name for p in spool.iterdir()) == [".sigmatch.lock"]

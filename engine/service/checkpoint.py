@@ -321,6 +321,20 @@ def is_checkpoint_file(path: Path) -> bool:
     return head == magic or (magic is RECORD_MAGIC and head == b"")
 
 
+def holds_checkpoints(directory: Path) -> bool:
+    """Whether `directory` holds a service's checkpoints as the checkpoint store writes them
+    (base-NNNNNNNN, log-NNNNNNNN, or those under shard-N/, each with the store's magic): a
+    user's own `log-today.txt` or `log-20261206` is not one."""
+    directory = Path(directory)
+    try:
+        return (any(is_checkpoint_file(p) for p in directory.glob("base-*"))
+                or any(is_checkpoint_file(p) for p in directory.glob("log-*"))
+                or any(is_checkpoint_file(p) and p.parent.name[6:].isdigit()
+                       for p in directory.glob("shard-*/base-*")))
+    except OSError:
+        return False
+
+
 class Loaded:
     """The state a store holds: the base with every good record applied."""
 

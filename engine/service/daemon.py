@@ -61,8 +61,9 @@ from engine.service.checkpoint import CheckpointSet, CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
 from engine.language.config import input_stamps
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
-from engine.sinks import (SERVICE_ID_FILE, SPOOL_LOCK, SinkSet, earlier_run_files, fsync_path, hold_lock, lock_output,
-                          make_private_directories, open_lock_file, unwritable_output_directory, write_private)
+from engine.sinks import (OUT_LOCK, SERVICE_ID_FILE, SPOOL_LOCK, SinkSet, earlier_run_files, fsync_path, hold_lock,
+                          lock_output, make_private_directories, open_lock_file, unwritable_output_directory,
+                          write_private)
 from engine.wording import plural
 from loaders.lists import NOT_FOUND_HINT
 from loaders.sniff import judge_spool_file
@@ -1615,6 +1616,7 @@ class SpoolDaemon:
         if os.path.commonpath([state, out]) == state:
             raise SigmatchError(f"--out {self.out}: is inside --state {self.state}: give the output a directory "
                                 "outside the checkpoints'")
+        self._refuse_other_services(state, out)
         if not self.journal_prefix:
             return
         spool = os.path.realpath(self.spool)
@@ -1628,6 +1630,29 @@ class SpoolDaemon:
             if os.path.commonpath([real, spool]) == spool:
                 raise SigmatchError(f"{option} {path}: is inside --spool {self.spool} (whose files are the "
                                     "probes', and whose done/ is pruned): give a directory outside it")
+
+    def _refuse_other_services(self, state: str, out: str) -> None:
+        """Neither --out nor --state is another's (helper-122: `run` wrote its lock, service id
+        and stats.json into another service's state or spool, and its checkpoints into a
+        replay's output, which the gateway reads; replay refused the same --out): --out is not,
+        nor is it inside, a service's spool or state; --state is no spool and no run's output."""
+        from engine.service.checkpoint import holds_checkpoints
+        for above in [Path(out), *Path(out).parents]:
+            where = "is" if above == Path(out) else "is inside"
+            named = "" if above == Path(out) else f" {above}"
+            if os.path.lexists(above / SPOOL_LOCK):
+                raise SigmatchError(f"--out {self.out}: {where} a service's --spool{named} ({SPOOL_LOCK}): give "
+                                    "another --out")
+            if holds_checkpoints(above):
+                raise SigmatchError(f"--out {self.out}: {where} a service's --state{named} (it holds checkpoints): "
+                                    "give another --out")
+        if os.path.lexists(Path(state) / SPOOL_LOCK):
+            raise SigmatchError(f"--state {self.state}: is a service's --spool ({SPOOL_LOCK}): give the checkpoints "
+                                "a directory of their own")
+        for mark in (OUT_LOCK, "stats.json"):
+            if os.path.lexists(Path(state) / mark):
+                raise SigmatchError(f"--state {self.state}: holds a run's output ({mark}), which a gateway may read: "
+                                    "give the checkpoints a directory of their own")
 
     def _check_layout(self) -> None:
         """A state of another number of workers, or one a `sigmatch reshard` is rewriting or
