@@ -373,6 +373,9 @@ class Seconds(click.FloatRange):
     LONGEST_S = 366 * 86_400
 
     def convert(self, value, param, ctx):
+        # float() takes "1_0", " 3", "+1" and "５" (full width) too, as int() does
+        if isinstance(value, str) and not re.fullmatch(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", value):
+            self.fail(f"{value!r} is not a valid number of seconds.", param, ctx)
         value = super().convert(value, param, ctx)
         if not math.isfinite(value):
             self.fail(f"{value} is not a number of seconds", param, ctx)

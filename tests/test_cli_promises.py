@@ -245,6 +245,9 @@ def test_a_device_given_as_a_file_to_send_is_refused_in_one_line(tmp_path):
     (("reshard", "--state", "S", "--workers", " 2"), "' 2' is not a valid whole number"),
     (("reshard", "--state", "S", "--workers", "+2"), "'+2' is not a valid whole number"),
     (("gen", "W", "--subscribers", "１００", "--events", "10"), "is not a valid whole number"),
+    (("run", "C", "--stdin", "--out", "O", "--state", "S", "--settle", "５"), "'５' is not a valid number of seconds"),
+    (("run", "C", "--stdin", "--out", "O", "--state", "S", "--checkpoint-every", "1_0"),
+     "'1_0' is not a valid number of seconds"),
     # --ray [ADDRESS] takes no option for its address, so the repeat after it is seen
     (("replay", "C", "T", "--ray", "--workers", "2", "--workers", "3", "--out", "O"), "--workers is given twice"),
     (("console", "adduser", "x", "--role", "viewer", "--role", "admin"), "--role is given twice"),

@@ -557,7 +557,8 @@ def test_keep_done_by_size_keeps_the_newest(world, tmp_path):
     assert actions(out) == expected_actions(config, [data for _, data in traces])
 
 
-@pytest.mark.parametrize("text", ["7", "7x", "-1d", "0h", "1e9d", "12" * 20 + "GB", ""])
+# a full-width digit and blanks around the value were taken (helper-122)
+@pytest.mark.parametrize("text", ["7", "7x", "-1d", "0h", "1e9d", "12" * 20 + "GB", "", "７d", " 7d", "7d ", "7  d"])
 def test_keep_done_values_are_checked(text):
     from engine.service.daemon import parse_keep_done
     with pytest.raises(ValueError, match="--keep-done"):

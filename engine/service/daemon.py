@@ -253,7 +253,8 @@ def _write_private(path: Path, data: bytes) -> None:
     write_private(path.with_name(f".{path.name}.tmp"), path, data)
 
 
-_KEEP_DONE = re.compile(r"(\d{1,12}(?:\.\d{1,6})?)\s*([a-z]+)")
+# ASCII digits only: `\d` took a full-width ７ for 7 (helper-122), and no blank around it
+_KEEP_DONE = re.compile(r"([0-9]{1,12}(?:\.[0-9]{1,6})?) ?([a-z]+)", re.ASCII)
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
                "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
@@ -262,7 +263,7 @@ _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 def parse_keep_done(text: str) -> tuple[str, float]:
     """`--keep-done`: a DURATION (`90m`, `12h`, `7d`, `2w`) -> ("age", seconds), or a SIZE
     (`500MB`, `50GB`, `1TiB`) -> ("size", bytes). ValueError with the reason otherwise."""
-    match = _KEEP_DONE.fullmatch(text.strip().lower())
+    match = _KEEP_DONE.fullmatch(text.lower())
     if not match or match.group(2) not in _AGE_UNITS | _SIZE_UNITS:
         raise ValueError(f"--keep-done {text!r}: expected a duration (90m, 12h, 7d, 2w) "
                          "or a size (500MB, 50GB, 1TiB)")
