@@ -1478,11 +1478,19 @@ def send(address: str, files, timeout: float):
         _fail("-: standard input is closed")
     # a file of another format, checked before anything is sent: the service would journal
     # it and set it aside, and the answer tell only how many bytes it took (helper-119)
+    sources = []
     for path in files:
-        problem = client.head_problem(path) if str(path) != "-" else None
+        if str(path) == "-":
+            # what has come so far (at least one byte, or the end), judged as a file's head is,
+            # then sent ahead of the rest: `zcat x.gz | send -` forgotten as `cat x.gz | send -`
+            head = sys.stdin.buffer.read1(64 << 10)
+            problem = client.head_problem(head, name="standard input")
+            sources += [head, sys.stdin.buffer]
+        else:
+            problem = client.head_problem(path)
+            sources.append(path)
         if problem:
             _fail(problem)
-    sources = [sys.stdin.buffer if str(path) == "-" else path for path in files]
     try:
         taken = client.send(host, port, sources, timeout=timeout)
     except client.NotTaken as e:

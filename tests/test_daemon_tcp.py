@@ -369,3 +369,39 @@ def test_port_0_is_said_as_the_port_the_system_chose(world, tmp_path):
     finally:
         log = stop(proc)
     assert "127.0.0.1:0" not in log
+
+
+def test_send_of_a_standard_input_that_fails_says_so_and_what_was_taken(world, tmp_path):
+    """helper-122: `send ADDR -` with a socket as standard input that its peer reset said only
+    "Connection reset by peer", as if the service had, and hid what the service had taken;
+    a stream of another format piped in was sent and refused by the service."""
+    import struct
+    traces = [p.read_bytes() for p in world.traces]
+    data = traces[0] + traces[1][:EVENT * 3 + 7]
+    proc, port = start_daemon(world, tmp_path)
+    try:
+        server = socket.create_server(("127.0.0.1", 0))
+        producer = socket.create_connection(server.getsockname())
+        conn, _ = server.accept()
+
+        def feed():
+            producer.sendall(data)
+            time.sleep(1.0)
+            producer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            producer.close()
+        threading.Thread(target=feed, daemon=True).start()
+        sent = subprocess.run([sys.executable, "-m", "engine.cli", "send", f"127.0.0.1:{port}", "-"], cwd=ROOT,
+                              stdin=conn, capture_output=True, text=True, timeout=120)
+        conn.close()
+        server.close()
+        assert sent.returncode == 1
+        taken = len(traces[0]) + EVENT * 3
+        assert sent.stderr.strip().splitlines() == [
+            f"sigmatch: error: standard input: cannot be read after {len(data):,} bytes (Connection reset by peer); "
+            f"127.0.0.1:{port} took {taken:,} of them; resend from byte {taken:,}"]
+        piped = subprocess.run([sys.executable, "-m", "engine.cli", "send", f"127.0.0.1:{port}", "-"], cwd=ROOT,
+                               input=b'{"ts": 1}\n{"ts": 2}\n', capture_output=True, timeout=120)
+        assert piped.stderr.decode().strip().splitlines() == [
+            "sigmatch: error: standard input: it looks like JSON lines (text); nothing sent"]
+    finally:
+        stop(proc)

@@ -72,6 +72,29 @@ def _parts(source) -> list:
     raise TypeError(f"cannot send a {type(source).__name__}: give bytes, a path, a binary file or a list")
 
 
+class _ReadFailed(Exception):
+    """A source could not be read on (`error`): what was read before it is sent."""
+
+    def __init__(self, name: str, error: OSError):
+        super().__init__(name)
+        self.name = name
+        self.error = error
+
+
+def _source_name(part) -> str:
+    name = getattr(part, "name", None)
+    if name in (0, "<stdin>") or (hasattr(part, "fileno") and _fileno(part) == 0):
+        return "standard input"
+    return os.fsdecode(name) if isinstance(name, (str, bytes)) else "the stream"
+
+
+def _fileno(part) -> Optional[int]:
+    try:
+        return part.fileno()
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _chunks(parts: list, chunk_bytes: int) -> Iterator[memoryview]:
     for part in parts:
         if isinstance(part, (bytes, bytearray, memoryview)):
@@ -80,7 +103,14 @@ def _chunks(parts: list, chunk_bytes: int) -> Iterator[memoryview]:
                 yield view[start:start + chunk_bytes]
         else:
             read = getattr(part, "read1", part.read)
-            while chunk := read(chunk_bytes):
+            while True:
+                try:
+                    chunk = read(chunk_bytes)
+                except OSError as e:
+                    # a reset socket as standard input: said as its own, not as the service's
+                    raise _ReadFailed(_source_name(part), e) from None
+                if not chunk:
+                    break
                 yield memoryview(chunk)
 
 
@@ -110,6 +140,7 @@ def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
     `timeout`: the longest wait for the service to read a chunk, or to answer."""
     sent = 0
     failure: Optional[OSError] = None
+    unread: Optional[_ReadFailed] = None
     with contextlib.ExitStack() as files:
         # every file opened before connecting: a missing one is an error, not a short stream
         parts = [files.enter_context(_open_regular(part)) if isinstance(part, (str, os.PathLike)) else part
@@ -120,7 +151,19 @@ def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
             # "Connection refused" alone does not say which service refused
             raise Unreachable(f"{_where(host, port)}: {e.strerror or e}") from e
         with sock:
-            for chunk in _chunks(parts, chunk_bytes):
+            chunks = _chunks(parts, chunk_bytes)
+            while True:
+                try:
+                    chunk = next(chunks, None)
+                except _ReadFailed as e:
+                    # what came before is sent: the service's answer says how much it took
+                    unread, chunk = e, None
+                if chunk is None:
+                    try:
+                        sock.shutdown(socket.SHUT_WR)
+                    except OSError as e:
+                        failure = e
+                    break
                 try:
                     sock.sendall(chunk)
                 except OSError as e:
@@ -129,13 +172,14 @@ def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
                     failure = e
                     break
                 sent += len(chunk)
-            else:
-                try:
-                    sock.shutdown(socket.SHUT_WR)
-                except OSError as e:
-                    failure = e
             answer = _read_answer(sock)
     where = _where(host, port)
+    if unread is not None:
+        taken = int.from_bytes(answer, "big") if len(answer) == ANSWER_BYTES else None
+        took = (f"{where} took {taken:,} of them; resend from byte {taken:,}" if taken is not None
+                else f"{where} gave no answer: how much it took is unknown")
+        reason = unread.error.strerror or unread.error
+        raise NotTaken(f"{unread.name}: cannot be read after {sent:,} bytes ({reason}); {took}", sent=sent, taken=taken)
     if len(answer) != ANSWER_BYTES:
         why = f" ({_describe(failure)})" if failure else ""
         raise NotTaken(f"{where} gave no answer after {sent:,} bytes sent{why}: how much it took is unknown",
@@ -154,19 +198,26 @@ def send(host: str, port: int, source: Source | list, *, timeout: float = 60.0,
 SERVICE_MAX_EVENT_BYTES = 65536
 
 
-def head_problem(path) -> Optional[str]:
-    """Why the file at `path` is plainly no msgpack event stream, as the service's spool
-    would set it aside (loaders.sniff: gzip, zip, JSON lines, CSV, TOML...), or None. A file
-    that cannot be read is None here (the send names it)."""
+def head_problem(source, name: Optional[str] = None) -> Optional[str]:
+    """Why `source` (a file's path, or the first bytes of a stream called `name`) is plainly
+    no msgpack event stream, as the service's spool would set it aside (loaders.sniff:
+    gzip, zip, JSON lines, CSV, TOML...), or None. A file that cannot be read is None here
+    (the send names it)."""
     from loaders.sniff import OTHER_FORMATS, _kind, _phrase
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64 << 10)
-    except OSError:
+    if isinstance(source, (bytes, bytearray)):
+        head = bytes(source)
+    else:
+        name = os.fsdecode(source)
+        try:
+            with open(source, "rb") as f:
+                head = f.read(64 << 10)
+        except OSError:
+            return None
+    if not head:
         return None
     kind, not_utf8 = _kind(head)
     if kind in OTHER_FORMATS:
-        return f"{os.fsdecode(path)}: {_phrase(kind, not_utf8, spool=True)}; nothing sent"
+        return f"{name}: {_phrase(kind, not_utf8, spool=True)}; nothing sent"
     return None
 
 
