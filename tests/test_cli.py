@@ -902,26 +902,12 @@ def test_a_standard_input_that_fails_to_be_read_fails_the_service(world, tmp_pat
     reader's thread, and the service exited 0. Now what came before is processed, and the
     service fails with one line naming standard input and the bytes read."""
     import socket
-    import struct
-    import threading
-    import time
+    from tests.sockets import reset_after
     config, trace = world
     out, state = tmp_path / "out", tmp_path / "state"
-    data = trace.read_bytes()[:300_000]
-    server = socket.create_server(("127.0.0.1", 0))
-    producer = socket.create_connection(server.getsockname())
-    conn, _ = server.accept()
-
-    def feed():
-        producer.sendall(data)
-        time.sleep(1.5)
-        producer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        producer.close()
-    threading.Thread(target=feed, daemon=True).start()
-    done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(out), "--state",
-                           str(state), "--stdin"], cwd=ROOT, stdin=conn, capture_output=True, timeout=120)
-    conn.close()
-    server.close()
+    with reset_after(trace.read_bytes()[:300_000], pause_s=1.5) as conn:
+        done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(config), "--out", str(out), "--state",
+                               str(state), "--stdin"], cwd=ROOT, stdin=conn, capture_output=True, timeout=120)
     lines = done.stderr.decode().strip().splitlines()
     assert done.returncode == 1, lines
     assert lines[-1].startswith("sigmatch: error: standard input: cannot be read after 300,000 bytes (Connection "

@@ -375,25 +375,14 @@ def test_send_of_a_standard_input_that_fails_says_so_and_what_was_taken(world, t
     """helper-122: `send ADDR -` with a socket as standard input that its peer reset said only
     "Connection reset by peer", as if the service had, and hid what the service had taken;
     a stream of another format piped in was sent and refused by the service."""
-    import struct
+    from tests.sockets import reset_after
     traces = [p.read_bytes() for p in world.traces]
     data = traces[0] + traces[1][:EVENT * 3 + 7]
     proc, port = start_daemon(world, tmp_path)
     try:
-        server = socket.create_server(("127.0.0.1", 0))
-        producer = socket.create_connection(server.getsockname())
-        conn, _ = server.accept()
-
-        def feed():
-            producer.sendall(data)
-            time.sleep(1.0)
-            producer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            producer.close()
-        threading.Thread(target=feed, daemon=True).start()
-        sent = subprocess.run([sys.executable, "-m", "engine.cli", "send", f"127.0.0.1:{port}", "-"], cwd=ROOT,
-                              stdin=conn, capture_output=True, text=True, timeout=120)
-        conn.close()
-        server.close()
+        with reset_after(data) as conn:
+            sent = subprocess.run([sys.executable, "-m", "engine.cli", "send", f"127.0.0.1:{port}", "-"], cwd=ROOT,
+                                  stdin=conn, capture_output=True, text=True, timeout=120)
         assert sent.returncode == 1
         taken = len(traces[0]) + EVENT * 3
         assert sent.stderr.strip().splitlines() == [
