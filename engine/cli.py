@@ -1397,9 +1397,9 @@ def run(config: Path, out: Path, state: Path, spool, listen, idle_timeout, max_c
     if from_stdin and sys.stdin is None:
         _fail("--stdin: standard input is closed")
     from engine.service.metrics import parse_hostport
-    if lookup and not (lookup_token or "").strip():
+    if lookup and (not (lookup_token or "").strip() or any(c in lookup_token for c in "\r\n\0")):
         _fail("--lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN (not an empty one or one "
-              "of spaces)")
+              "of spaces, and on one line)")
     try:
         listen_at = parse_hostport(listen, option="--listen") if listen is not None else None
         lookup_at = parse_hostport(lookup, option="--lookup") if lookup is not None else None
@@ -1677,9 +1677,9 @@ def console(ctx, config, data, listen, daemon_pid, trace_dir, out, lookup, looku
             _fail(f"{option} {directory}: no such directory")
     if daemon_pid is not None and not daemon_pid.is_file():
         _fail(f"--daemon-pid {daemon_pid}: no such file")
-    if lookup and not (lookup_token or "").strip():
+    if lookup and (not (lookup_token or "").strip() or any(c in lookup_token for c in "\r\n\0")):
         _fail("--lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN (not an empty one or one "
-              "of spaces)")
+              "of spaces, and on one line)")
     from engine.service.client import service_address
     for option, address in (("--lookup", lookup), ("--metrics", metrics)):
         try:

@@ -332,12 +332,12 @@ def test_bad_requests_get_a_json_error_that_names_what_is_wrong():
         server.close()
 
 
-@pytest.mark.parametrize("token", ["", " ", "\t "])
+@pytest.mark.parametrize("token", ["", " ", "\t ", "ab\ncd"])
 def test_a_lookup_token_of_spaces_is_refused_at_the_start(tmp_path, token):
     """helper-120: an empty token was refused, one of spaces taken, and then every request was
     refused (the token is compared without the spaces around it): one line at the start now."""
     from engine.service.lookup import LookupServer
-    with pytest.raises(ValueError, match="not an empty one or one of spaces"):
+    with pytest.raises(ValueError, match="not an empty one or one of spaces, and on one line"):
         LookupServer(lambda m: None, "127.0.0.1", 0, token=token)
     (tmp_path / "spool").mkdir()
     done = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(tmp_path / "c.toml"), "--spool",
@@ -346,4 +346,4 @@ def test_a_lookup_token_of_spaces_is_refused_at_the_start(tmp_path, token):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stderr.strip().splitlines() == [
         "sigmatch: error: --lookup needs a bearer token: --lookup-token or SIGMATCH_LOOKUP_TOKEN (not an empty one "
-        "or one of spaces)"]
+        "or one of spaces, and on one line)"]

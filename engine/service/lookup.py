@@ -210,10 +210,11 @@ class LookupServer:
         """`explain(msisdn, last)`: a watched subscriber's explanation, None when not watched
         (GET /subscriber/{msisdn}/explain?last=N). `watch(method, msisdn)`: (status, body) for
         GET /watch, PUT and DELETE /watch/{msisdn}. Without them those paths are 404."""
-        if not token or not token.strip():
+        if not token or not token.strip() or any(c in token for c in "\r\n\0"):
             # a token of spaces alone could never be given back: every request was refused
+            # nor one with a line break, which no header can carry
             raise ValueError("the lookup needs a bearer token (--lookup-token or SIGMATCH_LOOKUP_TOKEN), "
-                             "not an empty one or one of spaces")
+                             "not an empty one or one of spaces, and on one line")
         expected = f"Bearer {token}".encode()
 
         class Handler(BaseHTTPRequestHandler):
@@ -340,12 +341,14 @@ class LookupServer:
             def send_error(self, code, message=None, explain=None):
                 # http.server's own refusals (a method it has no do_ for, a malformed request
                 # line) as JSON like every other answer, not its HTML page
-                self.log_error("code %d, message %s", code, message)    # as http.server logs it
                 self.close_connection = True
                 if code == 501 and self.command:
-                    # a method without a do_ (TRACE, OPTIONS, a lowercase get): 405 as for POST
+                    # a method without a do_ (TRACE, OPTIONS, a lowercase get): 405 as for POST,
+                    # and logged as what was sent
+                    self.log_error("code %d, message %s", 405, f"{self.command} is not answered here")
                     self._refuse_method({"Connection": "close"})
                     return
+                self.log_error("code %d, message %s", code, message)    # as http.server logs it
                 short = self.responses.get(code, ("error",))[0]
                 self._reply(code, {"error": message or short}, {"Connection": "close"})
 
