@@ -77,10 +77,19 @@ def check_daemon_options(daemon_args: tuple) -> str | None:
         config.write_text("")
         (Path(scratch) / "spool").mkdir()
         ours = {"out": Path(scratch) / "out", "state": Path(scratch) / "state", "spool": Path(scratch) / "spool"}
+        for name in ours:
+            # given by the user beside the benchmark's own: said as such, not as an option
+            # given twice (which `run` refuses)
+            if any(arg == f"--{name}" or arg.startswith(f"--{name}=") for arg in daemon_args):
+                return (f"--{name} is the benchmark's own (it copies the trace files into its spool and compares "
+                        "the output)")
         args = [str(config), *(word for name, path in ours.items() for word in (f"--{name}", str(path))), *daemon_args]
         try:
             with contextlib.redirect_stdout(io.StringIO()):     # what --help would print
-                context = run_command.make_context("sigmatch run", args)
+                # the help's names as the top command gives them: click keeps the first
+                # context's on the command for good (`sigmatch run -h` would stop working
+                # in this process)
+                context = run_command.make_context("sigmatch run", args, help_option_names=["-h", "--help"])
         except click.exceptions.Exit:
             return "--help and the like print and exit: give options of a run"
         except click.ClickException as e:
