@@ -117,7 +117,9 @@ def test_ctrl_c_to_the_group_is_one_line(world, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert err.strip().splitlines() == ["sigmatch: error: aborted"]
+    # the trace is given 20 times (the world), which replay warns of once: the test's doing
+    assert "\n".join(line for line in err.splitlines() if "the same events as" not in line).strip().splitlines() == [
+        "sigmatch: error: aborted"]
     assert not (tmp_path / "out" / "stats.json").exists()
     assert _wait_for(lambda: all(_gone(pid) for pid in workers) or None, timeout=30)
 
