@@ -1482,7 +1482,7 @@ def send(address: str, files, timeout: float):
     for path in files:
         if str(path) == "-":
             # what has come so far (at least one byte, or the end), judged as a file's head is,
-            # then sent ahead of the rest: `zcat x.gz | send -` forgotten as `cat x.gz | send -`
+            # then sent ahead of the rest: `cat x.gz | send -` where `zcat` was meant
             head = sys.stdin.buffer.read1(64 << 10)
             problem = client.head_problem(head, name="standard input")
             sources += [head, sys.stdin.buffer]
