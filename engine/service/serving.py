@@ -45,13 +45,16 @@ LISTEN_BACKLOG = 1024
 # Why the HTTP server drops a connection (metrics label values):
 #   timeout   its request head did not arrive within request_timeout_s
 #   bound     max_connections were held; the one waiting longest for its head went
-#   too_large its request head exceeded max_head_bytes (answered 431)
+#   too_large its request head exceeded max_head_bytes (answered 431, or 414 when its
+#             request line alone did)
 HTTP_DROP_REASONS = ("timeout", "bound", "too_large")
 
 # A head is complete at its blank line (bare LF tolerated, as http.server does)
 _HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
 _TOO_LARGE = (b"HTTP/1.0 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
               b"Connection: close\r\n\r\n")
+# ... when the request line alone is past the bound: its target is what is too long (RFC 9110)
+_URI_TOO_LONG = b"HTTP/1.0 414 URI Too Long\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 # Drops are logged as one summary line at most this often (a flood must not flood the log)
 _SUMMARY_EVERY_S = 60.0
 # close(): how long the threads get to finish what they answer
@@ -284,8 +287,9 @@ class BoundedHTTPServer:
             self._forget(selector, sock)
             with self._lock:
                 self._drops["too_large"] += 1
+            line_too_long = b"\n" not in reading.head[:self.max_head_bytes]
             try:
-                sock.send(_TOO_LARGE)
+                sock.send(_URI_TOO_LONG if line_too_long else _TOO_LARGE)
             except OSError:
                 pass
             _close(sock)

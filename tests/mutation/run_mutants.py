@@ -816,6 +816,12 @@ MUTANTS: list[Mutant] = [
            "a trace is out of order when its events begin before those of the trace before it, not at the same ms",
            fast=("tests/test_not_event_streams.py::test_traces_out_of_time_order_or_given_twice_are_warned_of",)),
 
+    Mutant("serving-414-one-byte-late", "engine/service/serving.py",
+           "            line_too_long = b\"\\n\" not in reading.head[:self.max_head_bytes]",
+           "            line_too_long = b\"\\n\" not in reading.head[:self.max_head_bytes + 1]",
+           "a request line longer than the head's bound is answered 414, one within it 431",
+           fast=("tests/test_lookup_server.py::test_idle_sockets_hold_no_thread_and_an_oversized_head_is_refused",)),
+
     # ---- the language
     Mutant("config-name-longest-one-more", "engine/language/config.py", "        if len(name) > t.longest:",
            "        if len(name) > t.longest + 1:", "a name has at most 128 characters (docs/configuration.md)",
