@@ -28,6 +28,7 @@ import errno
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -505,6 +506,24 @@ def _naming(path):
         if e.errno is None:
             raise type(e)(f"{path}: {e}") from e.__cause__     # pyarrow's, say: no errno to keep
         raise OSError(e.errno, e.strerror or str(e), str(path)) from e.__cause__
+
+
+def read_plain_head(path, nbytes: int) -> Optional[bytes]:
+    """The first `nbytes` of `path` when it is a plain file; None when it is missing, a link,
+    a FIFO (never waited on), a device or unreadable: whoever can write the folder could put
+    any of those under a name the engine reads."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.pread(fd, nbytes, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def fsync_path(path) -> None:

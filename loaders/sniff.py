@@ -43,7 +43,7 @@ from loaders.traces import open_trace
 from engine.records import STREAM_STATUSES, events_in_bad_value
 from engine.wording import plural
 
-__all__ = ["Head", "Judgement", "judge_traces", "judge_spool_file", "examine_trace", "HEAD_VALUES", "HEAD_BYTES"]
+__all__ = ["Head", "Judgement", "judge_traces", "judge_spool_file", "examine_trace", "other_format", "HEAD_VALUES", "HEAD_BYTES"]
 
 HEAD_VALUES = 4096
 # The head is read in growing steps up to this: 4,096 values of a usual 40-60 byte event are
@@ -179,6 +179,17 @@ def _phrase(kind: str, not_utf8: bool, spool: bool = False) -> str:
         return phrases[kind]
     notes = ([] if kind == "text" else ["text"]) + (["not UTF-8"] if not_utf8 else [])
     return f"it looks like {kind}" + (f" ({', '.join(notes)})" if notes else "")
+
+
+def other_format(head: bytes) -> Optional[str]:
+    """What `head` (a stream's first bytes) plainly is when it is no msgpack event stream, in
+    the words the service's spool sets a file aside with ("it is gzip-compressed (the
+    service reads uncompressed msgpack only)", "it looks like JSON lines (text)"), or None:
+    msgpack, empty, or bytes nothing is known about."""
+    if not head:
+        return None
+    kind, not_utf8 = _kind(head)
+    return _phrase(kind, not_utf8, spool=True) if kind in OTHER_FORMATS else None
 
 
 def _iso(ms: int) -> str:

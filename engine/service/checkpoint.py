@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import stat
 import struct
 import zlib
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import numpy as np
 
 from engine.errors import CheckpointError
-from engine.sinks import fsync_path, make_private_directories
+from engine.sinks import fsync_path, make_private_directories, read_plain_head
 from engine.wording import plural
 
 if TYPE_CHECKING:
@@ -306,18 +305,9 @@ def is_checkpoint_file(path: Path) -> bool:
     if not is_checkpoint_name(path.name):
         return False
     magic = MAGIC if path.name.startswith("base-") else RECORD_MAGIC
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+    head = read_plain_head(path, len(magic))
+    if head is None:
         return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        head = os.pread(fd, len(magic), 0)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
     return head == magic or (magic is RECORD_MAGIC and head == b"")
 
 

@@ -203,7 +203,7 @@ def head_problem(source, name: Optional[str] = None) -> Optional[str]:
     no msgpack event stream, as the service's spool would set it aside (loaders.sniff:
     gzip, zip, JSON lines, CSV, TOML...), or None. A file that cannot be read is None here
     (the send names it)."""
-    from loaders.sniff import OTHER_FORMATS, _kind, _phrase
+    from loaders.sniff import other_format
     if isinstance(source, (bytes, bytearray)):
         head = bytes(source)
     else:
@@ -213,12 +213,8 @@ def head_problem(source, name: Optional[str] = None) -> Optional[str]:
                 head = f.read(64 << 10)
         except OSError:
             return None
-    if not head:
-        return None
-    kind, not_utf8 = _kind(head)
-    if kind in OTHER_FORMATS:
-        return f"{name}: {_phrase(kind, not_utf8, spool=True)}; nothing sent"
-    return None
+    phrase = other_format(head)
+    return f"{name}: {phrase}; nothing sent" if phrase else None
 
 
 def stopped_at(paths: list, taken: int) -> Optional[str]:

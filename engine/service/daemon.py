@@ -62,8 +62,8 @@ from engine.errors import CheckpointError, SigmatchError
 from engine.language.config import input_stamps
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
 from engine.sinks import (OUT_LOCK, SERVICE_ID_FILE, SPOOL_LOCK, SinkSet, earlier_run_files, fsync_path, hold_lock,
-                          lock_output, make_private_directories, open_lock_file, unwritable_output_directory,
-                          write_private)
+                          lock_output, make_private_directories, open_lock_file, read_plain_head,
+                          unwritable_output_directory, write_private)
 from engine.wording import plural
 from loaders.lists import NOT_FOUND_HINT
 from loaders.sniff import judge_spool_file
@@ -206,18 +206,8 @@ def _plain_name(name) -> bool:
 def _read_id(path: Path) -> Optional[str]:
     """OUT's SERVICE_ID_FILE, or None when there is none to read: missing, a link, a FIFO (never
     waited on), not a plain file. Whoever can write OUT could put any of those there."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        return os.read(fd, 256).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    head = read_plain_head(path, 256)
+    return None if head is None else head.decode("ascii", "replace").strip()
 
 
 def _local_time(ms: Optional[int]) -> str:
