@@ -288,6 +288,15 @@ def test_layouts_of_other_services_are_named(generated, tmp_path):
         f"--state {tmp_path / 'three'}: shard-3/ is not a shard of this service (its checkpoints say --workers 3): "
         "move it away")
     assert "start it with --workers 3" in CheckpointSet(tmp_path / "three", 4).layout_error()
+    # a shard's directory under a name the service never writes is not taken for that shard
+    # (shard-01 was read as shard-1 and a state without shard-1 said shard-1 was missing)
+    shutil.rmtree(tmp_path / "three" / "shard-3")
+    (tmp_path / "three" / "shard-1").rename(tmp_path / "three" / "shard-01")
+    assert CheckpointSet(tmp_path / "three", 3).layout_error() == (
+        f"--state {tmp_path / 'three'}: shard-01/ is not a shard of this service (a shard's directory is "
+        "shard-1/): move it away")
+    (tmp_path / "three" / "shard-01").rename(tmp_path / "three" / "shard-1")
+    assert CheckpointSet(tmp_path / "three", 3).layout_error() is None
     # shards whose bases cannot be read say so, rather than name a number of workers
     junk = tmp_path / "junk"
     (junk / "shard-0").mkdir(parents=True)

@@ -1078,12 +1078,15 @@ class CheckpointSet:
     # -- layout
 
     @staticmethod
-    def _shard_directories(directory: Path) -> dict[int, Path]:
+    def _shard_directories(directory: Path, *, odd: bool = False) -> dict[int, Path]:
+        """The shard-N directories, by N; with odd, those whose N is written otherwise than
+        the service writes it (shard-01), which are never a shard's but would read as one."""
         found = {}
         try:
             for path in Path(directory).glob("shard-*"):
                 suffix = path.name[6:]
-                if suffix.isdigit() and path.is_dir():
+                if suffix.isascii() and suffix.isdigit() and (str(int(suffix)) != suffix) == odd \
+                        and path.is_dir():
                     found[int(suffix)] = path
         except OSError:
             pass
@@ -1139,6 +1142,10 @@ class CheckpointSet:
             return (f"--state {self.directory}: holds the checkpoint of a service without --workers (or with "
                     f"--workers 1): start it so, or rewrite it first with `sigmatch reshard --state {self.directory} "
                     f"--workers {self.workers}`")
+        for path in sorted(self._shard_directories(self.directory, odd=True).values()):
+            if CheckpointStore(path).exists():
+                return (f"--state {self.directory}: {path.name}/ is not a shard of this service (a shard's "
+                        f"directory is shard-{int(path.name[6:])}/): move it away")
         holding, recorded = self._recorded(self.directory)
         if not holding:
             return None
