@@ -202,6 +202,10 @@ def test_idle_sockets_hold_no_thread_and_an_oversized_head_is_refused():
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
         assert get(port).endswith(b"hello")
         assert threading.active_count() == threads
+        # a blank line before the request line is skipped (RFC 9112 §2.2); blank lines alone
+        # are answered 400, where the client was left waiting for an answer that never came
+        assert raw_request(port, b"\r\nGET / HTTP/1.0\r\n\r\n").endswith(b"hello")
+        assert raw_request(port, b"\r\n\r\n").startswith(b"HTTP/1.0 400 Bad request: no request line")
         # the request line alone past the bound: its target is too long (414; 431 before, helper-122)
         assert raw_request(port, b"GET /" + b"a" * 20000).startswith(b"HTTP/1.0 414 URI Too Long")
         assert server.connection_counts()[1]["too_large"] == 1
@@ -330,7 +334,8 @@ def test_bad_requests_get_a_json_error_that_names_what_is_wrong():
             assert int(response.headers["Content-Length"]) == len(json.dumps({"msisdn": 13800000000, "events": []}))
         # a request line http.server cannot read is answered with a status line and JSON
         for line in (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET /x HTTP/9.9\r\n\r\n", b"GET\r\n\r\n",
-                     b"\x00\x01\x02\xff\xfe\r\n\r\n"):
+                     b"\x00\x01\x02\xff\xfe\r\n\r\n", b"\r\n\r\n", b"\n\n", b" \r\n\r\n"):
+            # an empty request line was left unanswered (http.server gives up without a word)
             answer = raw_request(port, line)
             assert answer.startswith(b"HTTP/1.0 40") or answer.startswith(b"HTTP/1.0 505"), (line, answer[:80])
             assert b"Content-Type: application/json" in answer, answer

@@ -253,7 +253,7 @@ def test_served_over_http(replayed):
         assert (status, headers["Allow"], body) == (405, "GET", b"")
         # a request line http.server cannot read: a status line and headers, not a bare line
         for line in (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"GET /metrics HTTP/9.9\r\n\r\n", b"GET\r\n\r\n",
-                     b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n"):
+                     b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n", b"\r\n\r\n", b"\t\r\n\r\n"):
             with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
                 sock.sendall(line)
                 got = b""

@@ -118,8 +118,20 @@ class _HeadFromBuffer:
 
     def setup(self):
         self.connection, head = self.request
-        self.rfile = io.BytesIO(head)
+        # blank lines before the request line are skipped (RFC 9112 §2.2); a head of blank
+        # lines alone is kept, for parse_request to answer
+        self.rfile = io.BytesIO(head.lstrip(b"\r\n") or head)
         self.wfile = _SocketWriter(self.connection)
+
+    def parse_request(self) -> bool:
+        if not self.raw_requestline.strip():
+            # http.server gives up on an empty request line without a word: the client was
+            # left waiting for an answer until it gave up itself
+            self.command, self.requestline = None, ""
+            self.request_version = "HTTP/1.0"      # a status line, whatever the handler's default
+            self.send_error(400, "Bad request: no request line")
+            return False
+        return super().parse_request()
 
     def finish(self):
         self.rfile.close()
