@@ -4,6 +4,7 @@ through here.
     mask_msisdn(n)          one known number: '13800138000' -> '138****8000'
     mask_numbers(text)      every number in free text masked (the rule below)
     mask_written_numbers(text)  and numbers written in groups (`138-0013-8000`), for pages
+    mask_typed_numbers(text)    and numbers glued to words (`id13800138000`): text people type
     escape_controls(text)   control characters shown as escapes, so that text from outside
                             (a request path, a CSV row) cannot forge or hide log lines
     scrub(text)             both: what every log message and error text goes through
@@ -37,8 +38,8 @@ import logging
 import re
 import threading
 
-__all__ = ["mask_msisdn", "mask_numbers", "mask_written_numbers", "escape_controls", "has_controls", "scrub", "LogFormatter", "JsonLogFormatter",
-           "MaskedStream"]
+__all__ = ["mask_msisdn", "mask_numbers", "mask_written_numbers", "mask_typed_numbers", "escape_controls",
+           "has_controls", "scrub", "LogFormatter", "JsonLogFormatter", "MaskedStream"]
 
 # Shortest digit run masked in free text: the shortest subscriber numbers in use have 7 digits
 MIN_MASKED_DIGITS = 7
@@ -137,6 +138,14 @@ def mask_written_numbers(text: str) -> str:
         at = kept.end()
     parts.append(_WRITTEN.sub(_mask_written, text[at:]))
     return mask_numbers("".join(parts))
+
+
+def mask_typed_numbers(text: str) -> str:
+    """mask_written_numbers, and every run of 7 or more digits that is left, letters beside it
+    or not (`id13800138000`, `13800138000_x`): for text a person typed (a version's why, an
+    approval's note), where a number glued to a word is still a number, never the name of a
+    file the service wrote."""
+    return _RUN.sub(lambda match: mask_msisdn(match[0]), mask_written_numbers(text))
 
 
 def _escape(match: re.Match) -> str:

@@ -30,7 +30,7 @@ from fastapi.templating import Jinja2Templates
 from engine.console.auth import csrf_matches, new_csrf_token, password_stamp, role_allows
 from engine.console.settings import Settings
 from engine.console.store import Store
-from engine.privacy import escape_controls, mask_written_numbers
+from engine.privacy import escape_controls, mask_typed_numbers, mask_written_numbers
 
 __all__ = ["Action", "User", "LoginRequired", "render", "current_user", "require_user", "require_role", "csrf_token",
            "audit", "flash", "get_store", "get_settings", "viewer_may_post", "gate", "templates",
@@ -46,6 +46,9 @@ templates.env.autoescape = True
 # shown as escapes
 templates.env.filters["masked"] = lambda text: escape_controls(
     mask_written_numbers("" if text is None else str(text)))
+# ... and `|typed` on what a person typed (a why, a note): a number glued to a word too
+templates.env.filters["typed"] = lambda text: escape_controls(
+    mask_typed_numbers("" if text is None else str(text)))
 
 PUBLIC_PATHS = frozenset({"/login"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

@@ -156,11 +156,11 @@ class Versions:
                                f"{e.strerror or e}") from None
 
     # -- saving
-    def save(self, author: str, why: str, base: int, line: Optional[str], edit: Callable[[ConfigFile], Any], *,
+    def save(self, author: str, why: str, base: int, line: Optional[str], edit: Callable[[ConfigFile], Any] | str, *,
              section: str = "campaign", entry: Optional[str] = None, inputs: frozenset = frozenset(),
              restores: Optional[int] = None) -> tuple[Optional[dict], FormErrors]:
-        """Apply `edit` (a function that changes a ConfigFile) to the newest version and keep
-        the result as a new draft, if it validates. `base`: the version the form was made
+        """Apply `edit` (a function that changes a ConfigFile, or the whole new text) to the
+        newest version and keep the result as a new draft, if it validates. `base`: the version the form was made
         from; `line`: the draft line the edit belongs to. Returns (the version, no errors) or
         (None, the errors by input). Raises Conflict, VersionError (no why, nothing
         changed, an edit the file refuses)."""
@@ -178,12 +178,21 @@ class Versions:
         for _ in range(3):
             head = self.head()
             self._check_conflict(base, head, line)
-            document = ConfigFile(head["text"])
-            try:
-                edit(document)
-            except EditError as e:
-                raise VersionError(str(e)) from None
-            text = document.text
+            if isinstance(edit, str):
+                text = edit             # the whole file (a rollback): the head need not parse
+            else:
+                try:
+                    document = ConfigFile(head["text"])
+                except EditError as e:
+                    # a hand edit broke the live file: a rollback to a version that parses
+                    # mends it here
+                    raise VersionError(f"version {head['id']}: {e}: roll back to a version that is (Versions), "
+                                       "or mend the file on the console's host") from None
+                try:
+                    edit(document)
+                except EditError as e:
+                    raise VersionError(str(e)) from None
+                text = document.text
             if text == head["text"]:
                 raise VersionError("nothing changed: the version would be the same as version "
                                    f"{head['id']}")
@@ -217,9 +226,7 @@ class Versions:
     def rollback(self, author: str, why: str, to: int, base: int) -> tuple[Optional[dict], FormErrors]:
         """A new draft holding version `to`'s text (the whole file), approved like any other."""
         old = self.get(to)
-        def put_back(document: ConfigFile) -> None:
-            document.doc = ConfigFile(old["text"]).doc
-        return self.save(author, why, base, None, put_back, restores=old["id"])
+        return self.save(author, why, base, None, old["text"], restores=old["id"])
 
     # -- approval and apply
     def approval_blockers(self, vid: int, approver: str) -> list[str]:

@@ -26,6 +26,7 @@ from engine.console import forms
 from engine.console.configfile import MAP_SECTIONS, NAMED_SECTIONS, TABLE_SECTIONS, ConfigFile, EditError
 from engine.console.deps import Action, audit, flash, get_settings, get_store, render, require_role
 from engine.console.versions import Conflict, VersionError, Versions
+from engine.privacy import mask_typed_numbers
 from engine.language import schema
 
 router = APIRouter()
@@ -54,7 +55,9 @@ def _head(request: Request) -> tuple[Versions, dict, ConfigFile]:
     try:
         return v, head, ConfigFile(head["text"])
     except EditError as e:
-        raise HTTPException(409, f"version {head['id']}: {e}")
+        # the page cannot lay out a file it cannot read: the way out is named (helper-123)
+        raise HTTPException(409, f"version {head['id']}: {e}: roll back to a version that is (Versions), or mend "
+                                 "the file on the console's host")
 
 
 async def _form(request: Request) -> dict[str, Any]:
@@ -82,7 +85,7 @@ def _base(submitted: dict) -> int:
 
 
 def _saved(request: Request, version: dict, action: str, target: str) -> RedirectResponse:
-    audit(request, action, target, f"version {version['id']}: {version['why']}")
+    audit(request, action, target, f"version {version['id']}: {mask_typed_numbers(version['why'])}")
     flash(request, f"Saved as version {version['id']}, a draft: an approver makes it live.")
     return RedirectResponse(f"/versions/{version['id']}", status_code=303)
 

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from engine.console.deps import audit, current_user, flash, get_settings, get_store, render, require_role
 from engine.console.service import reload_outcome
 from engine.console.store import StoreError
+from engine.privacy import mask_typed_numbers
 from engine.console.versions import (ApprovalRefused, Conflict, ReloadResult, VersionError, Versions, diff_texts,
                                      reload_result, send_reload)
 
@@ -96,7 +97,8 @@ async def approve(request: Request, vid: int):
         audit(request, "version.approve_refused", f"version {vid}", str(e))
         flash(request, str(e), "error")
         return RedirectResponse(f"/versions/{vid}", status_code=303)
-    audit(request, "version.approve", f"version {vid}", f"written to {settings.config}; {note}".rstrip("; "))
+    audit(request, "version.approve", f"version {vid}",
+          f"written to {settings.config}; {mask_typed_numbers(note)}".rstrip("; "))
     sent_at = time.time()
     sent = send_reload(settings.daemon_pid)
     if sent.state == "unknown" and settings.metrics:
@@ -137,7 +139,7 @@ async def reject(request: Request, vid: int):
     except VersionError as e:
         flash(request, str(e), "error")
         return RedirectResponse(f"/versions/{vid}", status_code=303)
-    audit(request, "version.reject", f"version {vid}", note)
+    audit(request, "version.reject", f"version {vid}", mask_typed_numbers(note))
     for later in built_on:
         audit(request, "version.reject", f"version {later}", f"built on version {vid}, rejected")
     also = ""
@@ -155,17 +157,19 @@ async def rollback(request: Request, vid: int):
     v = versions_of(request)
     try:
         base = int(str(form.get("base", "")))
+    except ValueError:
+        flash(request, "base: the form lacks the version it was made from; reload the page", "error")
+        return RedirectResponse(f"/versions/{vid}", status_code=303)
+    try:
         version, errors = await run_in_threadpool(v.rollback, user.name, str(form.get("why", "")), vid, base)
-    except ValueError as e:
-        if isinstance(e, Conflict) or isinstance(e, VersionError):
-            flash(request, str(e), "error")
-        else:
-            flash(request, "base: the form lacks the version it was made from; reload the page", "error")
+    except (Conflict, VersionError) as e:
+        flash(request, str(e), "error")
         return RedirectResponse(f"/versions/{vid}", status_code=303)
     if errors:
         flash(request, "version {} no longer validates: {}".format(
             vid, "; ".join(list(errors.fields.values()) + errors.general)), "error")
         return RedirectResponse(f"/versions/{vid}", status_code=303)
-    audit(request, "version.rollback", f"version {version['id']}", f"back to version {vid}: {version['why']}")
+    audit(request, "version.rollback", f"version {version['id']}",
+          f"back to version {vid}: {mask_typed_numbers(version['why'])}")
     flash(request, f"Version {version['id']} holds version {vid}'s text: an approver makes it live.")
     return RedirectResponse(f"/versions/{version['id']}", status_code=303)
