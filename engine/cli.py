@@ -1772,7 +1772,7 @@ def console_adduser(ctx, name: str, role: str, data):
         _fail(f"user name {name!r}: letters, digits, '.', '_', '@' and '-', starting with a letter or digit, "
               "at most 64 characters")
     try:
-        from engine.console.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password
+        from engine.console.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, verify_password
     except ImportError as e:
         _fail(f"the console needs its extra ({e.name} is missing): pip install 'sigmatch[console]'")
     not_utf8 = ("the password (read from standard input) is not UTF-8 text: set the terminal to UTF-8, "
@@ -1794,8 +1794,14 @@ def console_adduser(ctx, name: str, role: str, data):
     if len(password) > MAX_PASSWORD_LENGTH:
         _fail(f"the password (read from standard input) is longer than {MAX_PASSWORD_LENGTH:,} characters")
     store = _console_store(data)
-    existed = store.user(name) is not None
-    store.add_user(name, role, hash_password(password))
+    row = store.user(name)
+    existed = row is not None
+    # the same password again (a new role only) keeps its hash: a new one (a new salt) ended
+    # the user's sessions as a new password does, where a new role applies at once
+    same = existed and verify_password(row["password_hash"], password)
+    store.add_user(name, role, row["password_hash"] if same else hash_password(password))
+    if existed and not same:
+        store.end_sessions(user=name)
     store.add_audit("", "user_changed" if existed else "user_added", name, f"role {role} (sigmatch console adduser)")
     click.echo(f"{'updated' if existed else 'added'} {name} ({role}) in {data / 'console.db'}")
 
@@ -1822,6 +1828,7 @@ def console_deluser(ctx, name: str, data):
         close = difflib.get_close_matches(name, known, n=1)
         _fail(f"no user {name!r} in {data / 'console.db'}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     store.execute("DELETE FROM users WHERE name = ?", (name,))
+    store.end_sessions(user=name)
     store.add_audit("", "user_removed", name, "sigmatch console deluser")
     click.echo(f"removed {name} from {data / 'console.db'}")
 

@@ -116,6 +116,13 @@ def test_store_applies_each_migration_once_and_is_private(tmp_path):
     again = Store(tmp_path / "console.db")
     assert again.schema_version == len(MIGRATIONS) and again.user("ann")["role"] == "approver"
     assert (tmp_path / "console.db").stat().st_mode & 0o077 == 0
+    # a file that was there before, readable by all (touched in with umask 022): made owner
+    # only too, where it kept its mode (helper-123)
+    loose = tmp_path / "loose.db"
+    loose.write_bytes(b"")
+    loose.chmod(0o644)
+    Store(loose).close()
+    assert loose.stat().st_mode & 0o777 == 0o600
 
 
 def test_store_migrates_a_database_of_an_older_console(tmp_path):
@@ -290,8 +297,15 @@ def test_session_cookie_is_signed_httponly_and_samesite_strict(app):
 def test_logout_ends_the_session(app):
     client = logged_in(app, "vera")
     token = token_of(client, "/campaigns")
+    kept = client.cookies["sigmatch_console"]
     assert client.post("/logout", data={"csrf_token": token}).status_code == 303
     assert client.get("/campaigns").status_code == 303
+    # the cookie of before the log-out, kept (a copy in another tab, a thief's): it stayed
+    # valid until it expired (helper-123)
+    replayed = client_for(app)
+    replayed.cookies.set("sigmatch_console", kept)
+    assert replayed.get("/campaigns").status_code == 303
+    assert app.state.store.query("SELECT * FROM sessions WHERE user = 'vera'") == []
 
 
 def test_a_removed_user_is_logged_out(app):
@@ -681,10 +695,18 @@ def test_adduser_reads_the_password_from_stdin(world):
     store = Store(data / "console.db")
     row = store.user("ann")
     assert row["role"] == "approver" and verify_password(row["password_hash"], PASSWORD)
+    # a new role with the same password keeps the hash (and the sessions: the role applies at
+    # once); a new hash ended them as a new password does (helper-123)
+    first = row["password_hash"]
+    sid = store.add_session("ann", 3600)
+    code, out, _ = sigmatch("console", "adduser", "ann", "--role", "editor", "--data", data, stdin=PASSWORD + "\n")
+    assert code == 0 and "updated ann (editor)" in out
+    assert store.user("ann")["password_hash"] == first and store.session_user(sid) == "ann"
     code, out, _ = sigmatch("console", "adduser", "ann", "--role", "viewer", "--data", data, stdin="another one\n")
     assert code == 0 and "updated ann (viewer)" in out
-    assert store.user("ann")["role"] == "viewer"
-    assert [e["action"] for e in store.audit_entries()] == ["user_changed", "user_added"]
+    assert store.user("ann")["role"] == "viewer" and store.user("ann")["password_hash"] != first
+    assert store.session_user(sid) is None
+    assert [e["action"] for e in store.audit_entries()] == ["user_changed", "user_changed", "user_added"]
 
 
 @pytest.mark.parametrize("locale", ["C.UTF-8", "C"])

@@ -103,8 +103,12 @@ def current_user(request: Request) -> Optional[User]:
     cached = request.scope.get("sigmatch.user", False)
     if cached is not False:
         return cached
-    name = request.session.get("user")
-    row = get_store(request).user(name) if isinstance(name, str) else None
+    name, sid = request.session.get("user"), request.session.get("sid")
+    store = get_store(request)
+    # a session that logged out, or whose user was removed, ends with it: the signed cookie
+    # alone stayed valid until it expired (helper-123)
+    row = store.user(name) if isinstance(name, str) and isinstance(sid, str) and store.session_user(sid) == name \
+        else None
     if row is not None and request.session.get("pw") != password_stamp(row["password_hash"]):
         # the password was changed (adduser again) since this session logged in: a session
         # of whoever learnt the old one ends with it

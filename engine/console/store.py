@@ -8,6 +8,7 @@ Tables (MIGRATIONS gives the exact schema):
     approvals    an approver's decision on a version
     audit        every action: time, user, action, target, detail, client address
     simulations  what-if runs of a version on a trace: state, progress, result JSON
+    sessions     the logged-in sessions, by the random id their cookie holds: a log-out ends one
     meta         key/value (the session signing key)
 
 Schema changes are migrations appended to MIGRATIONS, never edits of an earlier one: the
@@ -24,6 +25,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -108,6 +110,16 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE versions ADD COLUMN restores INTEGER REFERENCES versions(id);
     """,
+    # 4: the sessions that are logged in, by the id their cookie holds: a signed cookie alone
+    # stayed valid after its log-out, until it expired (helper-123)
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        created_at REAL NOT NULL                     -- seconds since the epoch
+    );
+    CREATE INDEX sessions_user ON sessions(user);
+    """,
 ]
 
 
@@ -136,7 +148,12 @@ class Store:
         try:
             # the file holds password hashes and the audit trail: owner only, whatever the umask
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            os.close(fd)
+            try:
+                # a file made before (an empty one touched in, a copy) is made owner only too
+                if os.fstat(fd).st_mode & 0o077:
+                    os.fchmod(fd, 0o600)
+            finally:
+                os.close(fd)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as e:
             raise StoreError(f"{self.path}: cannot open the console's database: "
@@ -276,6 +293,28 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         self.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
                      "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def add_session(self, user: str, max_age_s: float) -> str:
+        """A new logged-in session of `user`: its id (random, for the cookie). Sessions older
+        than `max_age_s` (s), whose cookies have expired, are forgotten meanwhile."""
+        sid = secrets.token_urlsafe(24)
+        now = time.time()
+        with self.transaction() as db:
+            db.execute("DELETE FROM sessions WHERE created_at < ?", (now - max_age_s,))
+            db.execute("INSERT INTO sessions (id, user, created_at) VALUES (?, ?, ?)", (sid, user, now))
+        return sid
+
+    def session_user(self, sid: str) -> Optional[str]:
+        """The user whose session `sid` is, or None once it ended (logged out, user removed)."""
+        row = self.query_one("SELECT user FROM sessions WHERE id = ?", (sid,))
+        return None if row is None else row["user"]
+
+    def end_sessions(self, *, sid: Optional[str] = None, user: Optional[str] = None) -> None:
+        """End one session (a log-out), or every session of `user` (removed, or a new password)."""
+        if sid is not None:
+            self.execute("DELETE FROM sessions WHERE id = ?", (sid,))
+        if user is not None:
+            self.execute("DELETE FROM sessions WHERE user = ?", (user,))
 
     def session_key(self) -> str:
         """The key that signs session cookies: made once, kept, so that a restart keeps

@@ -6,8 +6,8 @@ import math
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse
 
-from engine.console.auth import (MAX_NAME_LENGTH, hash_password, needs_rehash, new_csrf_token, password_stamp,
-                                 verify_password)
+from engine.console.auth import (MAX_NAME_LENGTH, SESSION_MAX_AGE_S, hash_password, needs_rehash, new_csrf_token,
+                                 password_stamp, verify_password)
 from engine.console.deps import (audit, client_address, current_user, get_store, login_redirect_target, render,
                                  viewer_may_post)
 
@@ -60,6 +60,7 @@ def login(request: Request, name: str = Form(""), password: str = Form(""), next
     # a new session: nothing of what was there before the login (a token planted in it) stays
     request.session.clear()
     request.session["user"] = row["name"]
+    request.session["sid"] = store.add_session(row["name"], SESSION_MAX_AGE_S)
     request.session["pw"] = password_stamp(password_hash)
     request.session["csrf"] = new_csrf_token()
     request.scope.pop("sigmatch.user", None)
@@ -71,5 +72,8 @@ def login(request: Request, name: str = Form(""), password: str = Form(""), next
 @viewer_may_post
 def logout(request: Request):
     audit(request, "logout", getattr(current_user(request), "name", ""))
+    sid = request.session.get("sid")
+    if isinstance(sid, str):
+        get_store(request).end_sessions(sid=sid)
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
