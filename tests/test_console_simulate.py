@@ -215,9 +215,17 @@ def test_records_a_stopped_console_left_unfinished_are_failed_at_start(world):
     records = MemorySimulationRecords()
     left = records.add_simulation(version_id=3, trace="monday.msgpack", author="ana", created=1.0)
     records.update_simulation(left, status="running", started=2.0)
+    # the texts a console killed while it ran left beside the live file go (helper-123)
+    folder, stem = generated.config.parent, generated.config.stem
+    for kind in ("live.toml", "draft.toml", "draft.toml.part"):
+        (folder / f".{stem}.simulation-{left}-{kind}").write_text("x = 1\n")
+    other = folder / f".{stem}.simulation-{left + 1}-live.toml"    # not this record's: kept
+    other.write_text("x = 1\n")
     SimulationQueue(records, generated.config, traces).close()
     record = records.get_simulation(left)
     assert record["status"] == "failed" and "stopped" in record["error"] and record["finished"] == 2.0
+    assert hidden_files(folder) == [other.name]
+    other.unlink()
 
 
 def test_the_child_ends_when_the_console_is_gone(world):

@@ -368,6 +368,8 @@ class SimulationQueue:
             if record["status"] not in FINISHED:
                 records.update_simulation(record["id"], status="failed", finished=record.get("started")
                                           or record["created"], error="the console stopped before it ended")
+                # a console killed (kill -9) left its texts beside the live file (helper-123)
+                self._remove_texts(record["id"])
         self._threads = [threading.Thread(target=self._work, name=f"sigmatch-simulation-{i + 1}", daemon=True)
                          for i in range(slots)]
         for thread in self._threads:
@@ -472,10 +474,23 @@ class SimulationQueue:
         self.records.update_simulation(job.id, status=status, finished=self._wall(), error=error, result=result)
         log.info("simulation %d %s%s", job.id, status, f": {error}" if error else "")
 
-    def _run(self, job: _Job) -> None:
+    def _texts(self, simulation_id: int) -> tuple[Path, Path]:
+        """Where simulation `simulation_id` writes the live and the draft text: hidden files
+        beside the live file, so that the paths they name resolve as the live file's do."""
         folder, stem = self.config_path.parent, self.config_path.stem
-        live = folder / f".{stem}.simulation-{job.id}-live.toml"
-        draft = folder / f".{stem}.simulation-{job.id}-draft.toml"
+        return (folder / f".{stem}.simulation-{simulation_id}-live.toml",
+                folder / f".{stem}.simulation-{simulation_id}-draft.toml")
+
+    def _remove_texts(self, simulation_id: int) -> None:
+        for path in self._texts(simulation_id):
+            for each in (path, path.with_name(path.name + ".part")):
+                try:
+                    each.unlink(missing_ok=True)
+                except OSError as e:
+                    log.warning("%s: cannot remove a simulation's text: %s", each, e.strerror or e)
+
+    def _run(self, job: _Job) -> None:
+        live, draft = self._texts(job.id)
         try:
             for path, text in ((live, job.live_text), (draft, job.draft_text)):
                 write_private(path.with_name(path.name + ".part"), path, text.encode("utf-8"))
@@ -503,9 +518,7 @@ class SimulationQueue:
                 return self._finish(job, "failed", error="sigmatch diff wrote no JSON document")
             return self._finish(job, "done", result=_labelled(document, job))
         finally:
-            for path in (live, draft):
-                path.unlink(missing_ok=True)
-                path.with_name(path.name + ".part").unlink(missing_ok=True)
+            self._remove_texts(job.id)
 
     def _follow(self, job: _Job) -> tuple[bytes, list[str]]:
         """The child's stdout (the JSON document) and the last lines of its stderr, reading
