@@ -20,6 +20,7 @@ Inputs are named by the key path inside the table: "where", "counter.name",
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import re
 import secrets
@@ -397,6 +398,11 @@ def field_for_error(message: str, draft_path: str, live_path: str, values: Mappi
     elif entry is not None and key.startswith(f"{section}.{entry}."):
         inner = key[len(section) + len(entry) + 2:]
     elif entry is not None and key == f"{section}.{entry}":
+        # the entry's name itself refused (`"a = 1" is not a valid list name`): beside the
+        # name, where it was said beside the value (helper-123)
+        about_name = why.startswith(json.dumps(entry, ensure_ascii=False) + " is ")
+        if about_name and "name" in inputs:
+            return "name", why
         return ("value" if "value" in inputs else "name" if "name" in inputs else None), why
     if inner is None:
         return None, text
