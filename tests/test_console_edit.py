@@ -861,6 +861,23 @@ def test_a_number_glued_to_a_word_in_a_why_or_a_note_is_masked_too(app, world):
     assert "x138****8000y id139****9000 137****7000_x" in page and "ask136****6000abc" in page
 
 
+def test_what_check_warns_of_is_shown_with_the_save(app, world):
+    """helper-123: a list of which entries were skipped (not MSISDNs) was saved without a word
+    on the page; the warning went to the console's log alone."""
+    ed = user(app, "ed")
+    # a save without warnings says none
+    answer = campaign_form(ed, "crbt_school", template="NEW", why="new offer")
+    assert 'class="flash warning"' not in ed.get(answer.headers["location"]).text
+    mixed = world.parent / "lists" / "mixed.txt"
+    mixed.write_text("root:x:0\n13800138000\nabc\n")
+    answer = post_form(ed, "/configuration/lists", "/configuration/lists", name="leak", value="lists/mixed.txt",
+                       why="a list from the shop")
+    assert answer.status_code == 303, answer.text
+    page = ed.get(answer.headers["location"]).text
+    assert 'class="flash warning"' in page and page.count("2 entries skipped, not an MSISDN") == 1, page[:3000]
+    assert "mixed.txt" in page and "root:x:0" not in page
+
+
 def test_a_live_file_that_is_not_toml_is_mended_by_a_rollback(app, world):
     """helper-123: with the live file edited by hand into text that is not TOML, a rollback to
     a good version was refused as 'the form lacks the version it was made from' (the head's

@@ -157,9 +157,25 @@ def audit(request: Request, action: str, target: str = "", detail: str = "") -> 
 
 
 def flash(request: Request, message: str, kind: str = "info") -> None:
-    """A message for the next page rendered in this session (kind: info or error); numbers
+    """A message for the next page rendered in this session (kind: info, warning or error); numbers
     in it masked (it travels in the session cookie, which is signed, not encrypted)."""
     request.session.setdefault("flash", []).append([kind, mask_written_numbers(message)])
+
+
+# warnings flashed with a save: the flash travels in the session cookie, which a browser
+# keeps to 4 kB
+_WARNINGS_SHOWN, _WARNING_CHARS = 3, 300
+
+
+def flash_warnings(request: Request, warnings: list[str]) -> None:
+    """What `sigmatch check` warned of while a version was validated (entries of a list
+    skipped), flashed with its save: the first few, each cut short, then how many more."""
+    for warning in warnings[:_WARNINGS_SHOWN]:
+        cut = warning if len(warning) <= _WARNING_CHARS else warning[:_WARNING_CHARS - 1] + "…"
+        flash(request, f"Warning (as sigmatch check gives it): {cut}", "warning")
+    if len(warnings) > _WARNINGS_SHOWN:
+        flash(request, f"… and {len(warnings) - _WARNINGS_SHOWN:,} more warnings: run sigmatch check on the "
+                       "version's text to see them all", "warning")
 
 
 def render(request: Request, template: str, status_code: int = 200, **context):

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import os
 import re
 import secrets
+import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,9 +67,12 @@ class FormField:
 
 @dataclass
 class FormErrors:
-    """Errors of one validation: by input name, and those no input of this form owns."""
+    """Errors of one validation: by input name, and those no input of this form owns; and the
+    warnings `sigmatch check` would print (entries of a list skipped), which do not refuse
+    the save (nor count in its truth)."""
     fields: dict[str, str] = field(default_factory=dict)
     general: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.fields or self.general)
@@ -419,6 +424,27 @@ def field_for_error(message: str, draft_path: str, live_path: str, values: Mappi
     return (name or None), why
 
 
+class _WarningsOfThisThread(logging.Handler):
+    """The texts of the warnings sigmatch's loggers give in this thread while it is entered
+    (the console's other requests, in other threads, keep theirs)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.texts: list[str] = []
+        self._thread = threading.get_ident()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self._thread:
+            self.texts.append(record.getMessage())
+
+    def __enter__(self) -> "_WarningsOfThisThread":
+        logging.getLogger("sigmatch").addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger("sigmatch").removeHandler(self)
+
+
 def validate(live_path, draft_text: str, *, section: str = "campaign", entry: Optional[str] = None,
              inputs: set[str] = frozenset(), deep: bool = True) -> FormErrors:
     """Validate `draft_text` as `sigmatch check` validates a file: written beside the live
@@ -437,13 +463,20 @@ def validate(live_path, draft_text: str, *, section: str = "campaign", entry: Op
         errors.general.append(f"{live_path}: TOML syntax error: {e}")
         return errors
     draft = live_path.with_name(f".{live_path.name}.draft-{secrets.token_hex(6)}.toml")
+    said = _WarningsOfThisThread()
     try:
         write_private(draft.with_name(draft.name + ".tmp"), draft, draft_text.encode())
         try:
-            config = load_config(draft)
-            if deep:
-                from engine.api import Engine
-                Engine(config)
+            with said:
+                config = load_config(draft)
+                if deep:
+                    from engine.api import Engine
+                    Engine(config)
+            # what check warns of, shown with the save: it went to the console's log alone,
+            # and a list of which a third was skipped was saved without a word (helper-123)
+            errors.warnings.extend(mask_numbers(text.replace(str(draft.absolute()), str(live_path))
+                                                .replace(str(draft), str(live_path)))
+                                   for text in dict.fromkeys(said.texts))
         except SigmatchError as e:
             # a loader's words may quote a row of the profiles or a list (a number read for a
             # header): the page, the flash cookie and the audit trail show it masked, as the

@@ -212,7 +212,7 @@ class Versions:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, 'draft', ?)",
                     (head["id"], line, author, self.now(), why, text, sha256_of(text), restores))
                 vid = cursor.lastrowid
-            return self.get(vid), FormErrors()
+            return self.get(vid), errors          # none, but check's warnings, if any
         raise VersionError("the configuration kept changing while this was saved; try again")
 
     def _check_conflict(self, base: int, head: dict, line: Optional[str]) -> None:

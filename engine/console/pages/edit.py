@@ -24,7 +24,8 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.console import forms
 from engine.console.configfile import MAP_SECTIONS, NAMED_SECTIONS, TABLE_SECTIONS, ConfigFile, EditError
-from engine.console.deps import Action, audit, flash, get_settings, get_store, render, require_role
+from engine.console.deps import (Action, audit, flash, flash_warnings, get_settings, get_store, render,
+                                 require_role)
 from engine.console.versions import Conflict, VersionError, Versions
 from engine.privacy import mask_typed_numbers
 from engine.language import schema
@@ -84,9 +85,11 @@ def _base(submitted: dict) -> int:
         raise HTTPException(400, "base: the form lacks the version it was made from; reload the page")
 
 
-def _saved(request: Request, version: dict, action: str, target: str) -> RedirectResponse:
+def _saved(request: Request, version: dict, action: str, target: str,
+           said: Optional[forms.FormErrors] = None) -> RedirectResponse:
     audit(request, action, target, f"version {version['id']}: {mask_typed_numbers(version['why'])}")
     flash(request, f"Saved as version {version['id']}, a draft: an approver makes it live.")
+    flash_warnings(request, said.warnings if said is not None else [])
     return RedirectResponse(f"/versions/{version['id']}", status_code=303)
 
 
@@ -181,7 +184,7 @@ async def _save_campaign(request: Request, cid: Optional[str]):
                               if isinstance(e, Conflict) else 400, why)
     if errors:
         return _campaign_page(request, head, doc, cid, table, submitted, errors, 400, why)
-    return _saved(request, version, "campaign.new" if cid is None else "campaign.edit", line)
+    return _saved(request, version, "campaign.new" if cid is None else "campaign.edit", line, errors)
 
 
 @router.post("/campaigns/new")
@@ -209,7 +212,7 @@ async def _quick(request: Request, cid: str, action: str, edit, line: Optional[s
     if errors:
         flash(request, "; ".join(list(errors.fields.values()) + errors.general), "error")
         return RedirectResponse("/configuration", status_code=303)
-    return _saved(request, version, action, cid)
+    return _saved(request, version, action, cid, errors)
 
 
 @router.post("/campaigns/{cid}/clone")
@@ -354,7 +357,7 @@ async def save_section(request: Request, section: str):
                              forms.FormErrors(general=[str(e)]), 409 if isinstance(e, Conflict) else 400, why)
     if errors:
         return _section_page(request, head, doc, section, None, table, submitted, errors, 400, why)
-    return _saved(request, version, f"{section}.edit", section)
+    return _saved(request, version, f"{section}.edit", section, errors)
 
 
 async def _save_map(request, user, v, head, doc, section, submitted, why):
@@ -376,7 +379,7 @@ async def _save_map(request, user, v, head, doc, section, submitted, why):
                          409 if isinstance(e, Conflict) else 400, submitted)
     if errors:
         return _map_page(request, head, doc, section, errors, 400, submitted)
-    return _saved(request, version, f"{section}.{'remove' if remove else 'set'}", f"{section}.{name}")
+    return _saved(request, version, f"{section}.{'remove' if remove else 'set'}", f"{section}.{name}", errors)
 
 
 @router.post("/configuration/{section}/{entry}")
@@ -424,4 +427,4 @@ async def save_entry(request: Request, section: str, entry: str):
         return _section_page(request, head, doc, section, None if new else entry, table, submitted, errors, 400,
                              why, new)
     return _saved(request, version, f"{section}.{'remove' if remove else 'new' if new else 'edit'}",
-                  f"{section}.{name}")
+                  f"{section}.{name}", errors)

@@ -18,7 +18,8 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from engine.console.deps import audit, current_user, flash, get_settings, get_store, render, require_role
+from engine.console.deps import (audit, current_user, flash, flash_warnings, get_settings, get_store, render,
+                                 require_role)
 from engine.console.service import reload_outcome
 from engine.console.store import StoreError
 from engine.privacy import mask_typed_numbers
@@ -172,4 +173,5 @@ async def rollback(request: Request, vid: int):
     audit(request, "version.rollback", f"version {version['id']}",
           f"back to version {vid}: {mask_typed_numbers(version['why'])}")
     flash(request, f"Version {version['id']} holds version {vid}'s text: an approver makes it live.")
+    flash_warnings(request, errors.warnings)
     return RedirectResponse(f"/versions/{version['id']}", status_code=303)
