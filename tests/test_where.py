@@ -142,6 +142,9 @@ def test_attributes_lists_names_but_not_tags():
     ("tag in tags", 1, "quoted tag name"),
     ("tags == 'x'", 1, "'tags' can only be used"),
     ("'x' in tags and tags", 17, "'tags' can only be used"),
+    # the profiles' key, never loaded as a column: a traceback at the compile (helper-124)
+    ("msisdn == 13800000001", 1, "'msisdn' is not an attribute"),
+    ("arpu > 1 and msisdn in [1, 2]", 14, "'msisdn' is not an attribute"),
     ("a not b", 3, "unexpected 'not'"),
     ("in == 1", 1, "unexpected keyword 'in'"),
     ("a == 99999999999999999999", 6, "too large"),

@@ -433,6 +433,11 @@ class _Parser:
                 self.fail(f"unexpected keyword '{t.value}'", t.pos)
             if t.value == TAGS:
                 self.fail("'tags' can only be used as 'tag' in tags", t.pos)
+            if t.value == "msisdn":
+                # the profiles' key, loaded as the subscriber index and never as a column: it
+                # went through to the compile and failed there with a traceback (helper-124)
+                self.fail("'msisdn' is not an attribute: choose subscribers by number with a list "
+                          "(whitelist, [lists])", t.pos)
             self.take()
             if self.at("op", "("):
                 self.fail("function calls are not allowed", self.tok.pos)
