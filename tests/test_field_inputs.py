@@ -369,6 +369,30 @@ def test_a_dotted_key_thousands_deep_is_refused_at_once(tmp_path):
         load_config(config)
 
 
+@pytest.mark.parametrize("key, deep", [
+    ("a" + ".a" * 99, False), ("a" + ".a" * 100, True),             # 100 parts, 101 parts
+    ('"a"' + ".'b'" * 100, True), ("a" + " . a" * 100, True),
+])
+def test_a_dotted_key_is_refused_one_part_past_100(key, deep):
+    from engine.language.config import _deep_dotted_key
+    text = f"[engine]\n{key} = 1\n"
+    assert (_deep_dotted_key(text) == len("[engine]\n")) is deep
+    assert (_deep_dotted_key(f"[{key}]\nx = 1\n") is not None) is deep
+
+
+def test_dots_in_comments_and_strings_are_no_dotted_key(tmp_path):
+    """helper-124: a pattern over the whole text refused a valid file whose comment held 100
+    sentences, or a string of 100 "v1." (and took minutes on a comment of 300,000 letters)."""
+    from engine.language.config import _deep_dotted_key
+    for text in ["# " + "Word. " * 200 + "\nx = 1\n", 'template = "' + "v1." * 150 + '"\n',
+                 "x = '''\n" + "a." * 200 + "\n'''\n", 'x = """\n' + 'a."' * 200 + '\n"""\n',
+                 "# " + "a" * 300_000 + "\n" + "# " + "a. " * 300_000 + "\n"]:
+        assert _deep_dotted_key(text) is None, text[:40]
+    config = world(tmp_path, b"msisdn,x\n13800000001,1\n", "x == 1")
+    config.write_text("# " + "A sentence. " * 150 + "\n" + config.read_text())
+    load_config(config)
+
+
 def test_ranges_in_errors_carry_separators_so_masking_never_hides_them(tmp_path):
     config = world(tmp_path, b"msisdn,x\n13800000001,1\n", "x == 1", "max_pending = 0")
     with pytest.raises(ConfigError, match=r"0 is out of range \(1 to 9,223,372,036,854,775,807\)"):

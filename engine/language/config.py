@@ -312,12 +312,58 @@ def parse_config(text: str, path) -> Config:
     return _Reader(path).config(_toml_document(text, path))
 
 
+# Deepest dotted key read: tomllib's time and memory grow with the square of a dotted key's
+# depth (10,000 levels: 1 s; 100,000: killed for memory)
+MAX_KEY_DEPTH = 100
+
+# The TOML a dotted key is made of, and what is not: comments and strings are whole tokens
+# (one key part when quoted), so that the dots inside them never count. Each alternative is
+# deterministic, so a scan is linear in the text.
+_KEY_TOKENS = re.compile(r"""
+    (?P<skip>\#[^\n]*|[ \t]+)
+  | (?P<part>"{3}(?:[^"\\]|\\.|"(?!""))*(?:"{3}|\Z)
+           | '{3}(?:[^']|'(?!''))*(?:'{3}|\Z)
+           | "(?:[^"\\\n]|\\.)*"?
+           | '[^'\n]*'?
+           | [A-Za-z0-9_-]+)
+  | (?P<dot>\.)
+  | (?P<other>.)
+""", re.VERBOSE | re.DOTALL)
+
+
+def _deep_dotted_key(text: str) -> Optional[int]:
+    """Where (an offset) the first dotted key of more than MAX_KEY_DEPTH parts starts, or
+    None. Linear: unless a line has as many dots, nothing more is read; then the text is
+    read token by token (a pattern run over the whole text took minutes on a long comment,
+    and refused a comment of 100 sentences)."""
+    if not any(line.count(".") >= MAX_KEY_DEPTH for line in text.split("\n")):
+        return None
+    parts, after_dot, start = 0, False, 0
+    for token in _KEY_TOKENS.finditer(text):
+        kind = token.lastgroup
+        if kind == "skip":
+            continue
+        if kind == "part":
+            if after_dot:
+                parts += 1
+            else:
+                parts, start = 1, token.start()
+            after_dot = False
+            if parts > MAX_KEY_DEPTH:
+                return start
+        elif kind == "dot" and parts and not after_dot:
+            after_dot = True
+        else:
+            parts, after_dot = 0, False
+    return None
+
+
 def _toml_document(text: str, path: Path) -> dict:
     """The TOML document of `text`, or ConfigError naming `path` and the line."""
-    deep = re.search(r"(?:[A-Za-z0-9_\-\"' ]+\.){100,}", text)
+    deep = _deep_dotted_key(text)
     if deep is not None:
-        line = text.count("\n", 0, deep.start()) + 1
-        raise ConfigError(f"{path}: line {line:,}: a dotted key more than 100 levels deep")
+        line = text.count("\n", 0, deep) + 1
+        raise ConfigError(f"{path}: line {line:,}: a dotted key more than {MAX_KEY_DEPTH} levels deep")
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

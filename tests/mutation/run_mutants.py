@@ -826,6 +826,18 @@ MUTANTS: list[Mutant] = [
     Mutant("config-name-longest-one-more", "engine/language/config.py", "        if len(name) > t.longest:",
            "        if len(name) > t.longest + 1:", "a name has at most 128 characters (docs/configuration.md)",
            fast=("tests/test_config.py::test_a_name_has_at_most_128_characters",)),
+    Mutant("config-dotted-key-101-parts-let-through", "engine/language/config.py",
+           "            if parts > MAX_KEY_DEPTH:", "            if parts > MAX_KEY_DEPTH + 1:",
+           "a dotted key of more than 100 parts is refused before tomllib reads it (its cost is quadratic)",
+           fast=("tests/test_field_inputs.py::test_a_dotted_key_is_refused_one_part_past_100",)),
+    Mutant("config-dots-in-comments-counted", "engine/language/config.py",
+           "    (?P<skip>\\#[^\\n]*|[ \\t]+)", "    (?P<skip>[ \\t]+)",
+           "the dots of a comment are no dotted key",
+           fast=("tests/test_field_inputs.py::test_dots_in_comments_and_strings_are_no_dotted_key",)),
+    Mutant("where-msisdn-an-attribute", "engine/language/where.py",
+           '            if t.value == "msisdn":', '            if t.value == "msisdn" and False:',
+           "msisdn is the profiles' key, not an attribute of where",
+           fast=("tests/test_where.py::test_syntax_errors_name_the_position",)),
 
     # ---- the sinks
     Mutant("replay-half-file-completed-after-sink-error", "engine/api.py",
