@@ -384,6 +384,70 @@ def test_large_integers_stay_exact_and_overflow_falls_back_to_float():
     assert evaluate(parse("n > 1.5"), world).tolist() == [True, True, False]
 
 
+def _reference(text: str, row: dict):
+    """A row's value of an arithmetic expression over Python ints: exact while it fits in
+    int64; a result past it, and all computed from it, as Python floats (the documented rule)."""
+    def fits(v):
+        return isinstance(v, int) and -2**63 <= v < 2**63
+
+    def walk(e):
+        from engine.language.where import Arithmetic, Attribute, Negate, Number
+        if isinstance(e, Number):
+            return e.value
+        if isinstance(e, Attribute):
+            return row[e.name]
+        if isinstance(e, Negate):
+            v = walk(e.operand)
+            if v is None:
+                return None
+            r = -v
+            return r if isinstance(v, float) or fits(r) else -float(v)
+        assert isinstance(e, Arithmetic) and e.op != "/"
+        a, b = walk(e.left), walk(e.right)
+        if a is None or b is None:
+            return None
+        op = {"+": operator.add, "-": operator.sub, "*": operator.mul}[e.op]
+        if isinstance(a, float) or isinstance(b, float):
+            return op(float(a), float(b))
+        r = op(a, b)
+        return r if fits(r) else op(float(a), float(b))
+    return walk(parse(f"{text} == 0").left)
+
+
+_EDGES = st.sampled_from([2**63 - 1, -2**63, 2**62 + 1, -2**62, 2**53 + 1, 2**31, -1, 0, 1, 3, None])
+_VALUE = st.one_of(_EDGES, st.integers(-2**63, 2**63 - 1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(_VALUE, _VALUE), min_size=1, max_size=6),
+       st.sampled_from(["a + b", "a - b", "a * b", "-a + b", "a * 4 - b", "(a + b) * 2", "a * b * b",
+                        "-(a - b) + 1"]),
+       st.sampled_from(["==", "<", ">="]), st.sampled_from([0, 1, -1, 2**63 - 1, 9007199254740994]))
+def test_a_rows_overflow_never_changes_another_rows_answer(rows, arithmetic, op, constant):
+    """helper-124: an overflow in one row turned the whole operation into floats, so another
+    subscriber's answer depended on it, and `--workers 2` (each shard its own rows) differed
+    from one process. Each row now overflows on its own, as `_reference` computes it."""
+    text = f"{arithmetic} {op} {constant}"
+    world = profiles(a=[a for a, _ in rows], b=[b for _, b in rows])
+    whole = evaluate(parse(text), world).tolist()
+    compare = {"==": operator.eq, "<": operator.lt, ">=": operator.ge}[op]
+    for i, (a, b) in enumerate(rows):
+        assert evaluate(parse(text), profiles(a=[a], b=[b])).tolist() == [whole[i]], (text, a, b)
+        value = _reference(arithmetic, {"a": a, "b": b})
+        expected = value is not None and (compare(value, float(constant)) if isinstance(value, float)
+                                          else compare(value, constant))
+        assert whole[i] == expected, (text, a, b, value)
+
+
+def test_an_overflow_in_one_row_leaves_the_others_exact():
+    big = 9007199254740993                           # 2**53 + 1: no float holds it
+    world = profiles(n=[big, 2**63 - 1])
+    # one process: row 0 was computed in floats because of row 1, and big + 1 > big failed
+    assert evaluate(parse("n + 1 > n"), world).tolist() == [True, False]
+    assert evaluate(parse("n + 1 in [9007199254740994]"), world).tolist() == [True, False]
+    assert evaluate(parse("(n + 1) / 1 > n - 1"), world).tolist() == [True, False]
+
+
 def test_large_string_columns():
     world = Profiles(np.arange(3, dtype=np.uint64),
                      {"s": pa.array(["a", None, "c"], pa.large_string())}, None)

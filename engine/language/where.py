@@ -691,13 +691,33 @@ class _Evaluator:
 
     def compare(self, expr: Compare) -> np.ndarray:
         left, right = self.value(expr.left), self.value(expr.right)
+        compare = _COMPARE[expr.op]
+        over = self._over(left, right)
+        if over is not None:
+            if any(not isinstance(v, _Wide) and pa.types.is_floating(v.type) for v in (left, right)):
+                return self._to_bool(compare(_float(left), _float(right)))
+            # the rows whose value overflowed compare as floats, the others exactly
+            exact = self._to_bool(compare(*(v.exact if isinstance(v, _Wide) else v for v in (left, right))))
+            return np.where(over, self._to_bool(compare(_float(left), _float(right))), exact)
         if _is_number(left) and _is_number(right) and left.type != right.type:
             # pyarrow's implicit int -> float cast refuses integers above 2**53.
             left, right = _float(left), _float(right)
-        return self._to_bool(_COMPARE[expr.op](left, right))
+        return self._to_bool(compare(left, right))
+
+    def _over(self, *values) -> Any:
+        """The rows of `values` (some _Wide) whose value overflowed int64, or None if none is."""
+        overs = [v.over for v in values if isinstance(v, _Wide)]
+        return np.logical_or.reduce(overs) if overs else None
 
     def in_list(self, expr: InList) -> np.ndarray:
         operand = self.value(expr.operand)
+        if isinstance(operand, _Wide):
+            # the rows that overflowed are looked up as floats, the others exactly
+            exact, approx = (self._in_list(expr, v) for v in (operand.exact, operand.approx))
+            return np.where(operand.over, approx, exact)
+        return self._in_list(expr, operand)
+
+    def _in_list(self, expr: InList, operand) -> np.ndarray:
         if isinstance(operand, pa.Scalar):
             # A constant operand: one answer for everyone.
             v = operand.as_py()
@@ -740,13 +760,12 @@ class _Evaluator:
                 column = pc.cast(column, pa.string())
             return column
         if isinstance(expr, Negate):
-            operand = self.value(expr.operand)
-            return _int_or_float(pc.negate_checked, operand)
+            return _arithmetic("neg", self.value(expr.operand))
         if isinstance(expr, Arithmetic):
             left, right = self.value(expr.left), self.value(expr.right)
             if expr.op == "/":
                 return _divide(left, right)
-            return _int_or_float(_ARITHMETIC[expr.op], left, right)
+            return _arithmetic(expr.op, left, right)
         raise TypeError(f"not a value: {expr!r}")
 
 
@@ -754,16 +773,94 @@ _COMPARE = {
     "==": pc.equal, "!=": pc.not_equal, "<": pc.less, "<=": pc.less_equal,
     ">": pc.greater, ">=": pc.greater_equal,
 }
-_ARITHMETIC = {"+": pc.add_checked, "-": pc.subtract_checked, "*": pc.multiply_checked}
+_CHECKED = {"+": pc.add_checked, "-": pc.subtract_checked, "*": pc.multiply_checked, "neg": pc.negate_checked}
+_FLOAT_OP = {"+": pc.add, "-": pc.subtract, "*": pc.multiply, "neg": pc.negate}
 
 
-def _int_or_float(function, *operands):
-    """Integer arithmetic stays exact in int64; only when a value overflows int64 does
-    the whole operation fall back to float64, rather than wrapping silently."""
-    try:
-        return function(*operands)
-    except pa.ArrowInvalid:
-        return function(*(_float(o) for o in operands))
+def _arithmetic(op: str, *operands):
+    """`op` over numbers: float64 when an operand is a float, else _integer_op (exact in
+    int64, and a row whose result overflows it computed in float64 from there on)."""
+    if any(not isinstance(o, _Wide) and pa.types.is_floating(o.type) for o in operands):
+        return _FLOAT_OP[op](*(_float(o) for o in operands))
+    return _integer_op(op, *operands)
+
+
+class _Wide:
+    """An integer value some of whose rows overflowed int64. Those rows (`over`) are computed
+    in float64 from there on (`approx`); the others stay exact (`exact`, null at the rows
+    over). Each row is its own: whether one subscriber's value overflows never changes how
+    another's is computed, so a shard of the profiles gives each row what the whole does."""
+    __slots__ = ("exact", "approx", "over")
+
+    def __init__(self, exact, approx, over: np.ndarray):
+        self.exact, self.approx, self.over = exact, approx, over
+
+
+def _numpy_int(value, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 values with nulls as 0, validity) of an int64 array or scalar, n rows."""
+    if isinstance(value, pa.Scalar):
+        v = value.as_py()
+        return np.full(n, 0 if v is None else v, dtype=np.int64), np.full(n, v is not None)
+    valid = pc.is_valid(value)
+    values = pc.fill_null(value, 0)
+    return (np.asarray(values.to_numpy(), dtype=np.int64) if isinstance(values, pa.ChunkedArray)
+            else values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False),
+            np.asarray(valid.to_numpy(zero_copy_only=False) if isinstance(valid, pa.Array)
+                       else valid.to_numpy(), dtype=bool))
+
+
+_INT64_MIN = np.int64(-2**63)
+
+
+def _wrapping(op: str, operands: list, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the int64 result wrapped round, the rows whose exact result does not fit in int64,
+    the rows with every operand valid) of `op` (+ - * or neg) over int64 arrays or scalars."""
+    parts = [_numpy_int(o, n) for o in operands]
+    valid = np.logical_and.reduce([v for _, v in parts])
+    with np.errstate(all="ignore"):
+        if op == "neg":
+            (a, _), = parts
+            return -a, a == _INT64_MIN, valid
+        (a, _), (b, _) = parts
+        if op == "+":
+            r = a + b
+            over = ((a ^ r) & (b ^ r)) < 0
+        elif op == "-":
+            r = a - b
+            over = ((a ^ b) & (a ^ r)) < 0
+        else:
+            r = a * b
+            # r is a * b exactly only when dividing it by a gives b back; -1 * MIN wraps to
+            # MIN, which that test cannot tell
+            over = ((a != 0) & (r // np.where(a == 0, 1, a) != b)) | ((a == -1) & (b == _INT64_MIN)) \
+                | ((b == -1) & (a == _INT64_MIN))
+    return r, over & valid, valid
+
+
+def _integer_op(op: str, *operands):
+    """`op` (+ - * or neg) over int64 values (arrays, scalars or _Wide): exact in int64, and
+    each row whose result overflows (or that had overflowed before) computed in float64."""
+    if not any(isinstance(o, _Wide) for o in operands):
+        try:
+            return _CHECKED[op](*operands)
+        except pa.ArrowInvalid:
+            if all(isinstance(o, pa.Scalar) for o in operands):
+                # constants: one value for every row
+                return _FLOAT_OP[op](*(_float(o) for o in operands))
+    n = next(len(o.over) if isinstance(o, _Wide) else len(o) for o in operands if not isinstance(o, pa.Scalar))
+    result, over, valid = _wrapping(op, [o.exact if isinstance(o, _Wide) else o for o in operands], n)
+    for o in operands:
+        if isinstance(o, _Wide):
+            over |= o.over
+    # the rows not over as floats of their exact values, as a float cast of the plain int64
+    # result gives them: a later `/` must not see a row's rounding change with another's
+    floats = _FLOAT_OP[op](*(_float(o) for o in operands))
+    if isinstance(floats, pa.ChunkedArray):
+        floats = floats.combine_chunks()
+    floats_valid = floats.is_valid().to_numpy(zero_copy_only=False)
+    floats = pc.fill_null(floats, 0.0).to_numpy(zero_copy_only=False)
+    approx = pa.array(np.where(over, floats, result.astype(np.float64)), pa.float64(), mask=~floats_valid)
+    return _Wide(pa.array(result, pa.int64(), mask=over | ~valid), approx, over)
 
 
 def _divide(left, right):
@@ -774,9 +871,11 @@ def _divide(left, right):
 
 
 def _is_number(values) -> bool:
-    return pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
+    return isinstance(values, _Wide) or pa.types.is_integer(values.type) or pa.types.is_floating(values.type)
 
 
 def _float(values):
+    if isinstance(values, _Wide):
+        return values.approx
     # Unsafe on purpose: an int64 above 2**53 rounds to the nearest float, as Python's would.
     return pc.cast(values, pa.float64(), safe=False)
