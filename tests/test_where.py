@@ -446,6 +446,10 @@ def test_an_overflow_in_one_row_leaves_the_others_exact():
     assert evaluate(parse("n + 1 > n"), world).tolist() == [True, False]
     assert evaluate(parse("n + 1 in [9007199254740994]"), world).tolist() == [True, False]
     assert evaluate(parse("(n + 1) / 1 > n - 1"), world).tolist() == [True, False]
+    # -1 * -2**63 wraps round to -2**63 itself, which dividing back cannot tell
+    assert evaluate(parse("n * -1 > 0"), profiles(n=[-2**63, 5])).tolist() == [True, False]
+    assert evaluate(parse("-1 * n > 0"), profiles(n=[-2**63, 5])).tolist() == [True, False]
+    assert evaluate(parse("n - 1 < 0"), profiles(n=[-2**63, 5])).tolist() == [True, False]
 
 
 def test_large_string_columns():
