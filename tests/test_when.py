@@ -132,6 +132,16 @@ def test_a_counter_named_with_a_dash_is_said_to_be_unusable(text, message):
     assert "did you mean 'ld-in'" not in str(e.value)
 
 
+def test_a_dashed_counter_is_refused_even_when_its_parts_are_counters_too():
+    # helper-124: with a, b and "a-b" declared, `a-b > 0` was read as a - b without a word
+    with pytest.raises(WhenError, match="counter 'a-b' cannot be named in when"):
+        w.parse("a-b > 0", ["a", "b", "a-b"])
+    with pytest.raises(WhenError, match="counter 'a-b' cannot be named in when"):
+        w.parse("c + a-b > 0", ["a", "b", "a-b", "c"])
+    # a subtraction written with spaces spells no such name: read as one
+    w.parse("a - b > 0", ["a", "b", "a-b"])
+    w.parse("a-b > 0", ["a", "b"])
+
 
 def test_more_than_sixteen_counters_on_a_side():
     names = [f"k{i}" for i in range(17)]

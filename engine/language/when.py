@@ -367,15 +367,17 @@ def parse(text: str, known: Optional[Iterable[str]] = None) -> Expr:
     if known is not None:
         known = list(known)
         for node in sorted((n for n in _walk(expr) if isinstance(n, Counter)), key=lambda n: n.pos):
+            # a counter named with '-' or '.' (TOML allows "ld-in") reads here as a
+            # subtraction or a stray character: say so, and never suggest such a name; also
+            # when the parts are counters too (`a-b` with a, b and "a-b": it was read as a
+            # subtraction without a word, helper-124)
+            spelt = [k for k in known if k.startswith(node.name) and k != node.name
+                     and text.startswith(k, node.pos) and not _NAME.fullmatch(k)]
+            if spelt:
+                raise WhenError(f"counter '{spelt[0]}' cannot be named in when: '-' and '.' are not "
+                                "part of a name here (a-b is a subtraction); rename the counter with "
+                                "letters, digits and _", text, node.pos)
             if node.name not in known:
-                # a counter named with '-' or '.' (TOML allows "ld-in") reads here as a
-                # subtraction or a stray character: say so, and never suggest such a name
-                spelt = [k for k in known if k.startswith(node.name) and text.startswith(k, node.pos)
-                         and not _NAME.fullmatch(k)]
-                if spelt:
-                    raise WhenError(f"counter '{spelt[0]}' cannot be named in when: '-' and '.' are not "
-                                    "part of a name here (a-b is a subtraction); rename the counter with "
-                                    "letters, digits and _", text, node.pos)
                 usable = [k for k in known if _NAME.fullmatch(k)]
                 hint = difflib.get_close_matches(node.name, usable, n=1)
                 more = f"; did you mean '{hint[0]}'?" if hint else ""
