@@ -75,10 +75,12 @@ def load_list(path, fmt: TextFormat = DEFAULT_FORMAT) -> np.ndarray:
         stripped = pc.utf8_trim_whitespace(text.take(bad))
         ignored = pc.or_(pc.equal(stripped, ""), pc.starts_with(stripped, "#"))
         bad = bad[~ignored.to_numpy(zero_copy_only=False)]
-    warn_bad_msisdns(path, unit, bad + 1, text.take(bad))
     if len(bad) and not valid.any():
-        raise LoadError(f"{path}: not one of its {len(bad):,} entries is a usable MSISDN ({MSISDN_RULE}); "
-                        "a list must never silently lose its numbers")
+        # one line: the entries skipped are named here, not in a warning before it (helper-124)
+        raise LoadError(f"{path}: not one of its {len(bad):,} entries is a usable MSISDN ({MSISDN_RULE}): "
+                        f"{bad_msisdns_text(unit, bad + 1, text.take(bad))}; a list must never silently lose "
+                        "its numbers")
+    warn_bad_msisdns(path, unit, bad + 1, text.take(bad))
     if not valid.any():
         log.warning("%s: the list is empty", path)
     return sorted_unique(numbers[valid])
@@ -195,13 +197,19 @@ def warn_bad_msisdns(path: Path, unit: str, where: np.ndarray, values: pa.Array)
     must not write tens of millions of log lines."""
     if not len(where):
         return
+    noun = "entry" if len(where) == 1 else "entries"
+    log.warning("%s: %s %s skipped, not an MSISDN (%s)", path, f"{len(where):,}", noun,
+                bad_msisdns_text(unit, where, values))
+
+
+def bad_msisdns_text(unit: str, where: np.ndarray, values: pa.Array) -> str:
+    """The first few entries that are no MSISDN (`unit` `where[i]` held `values[i]`), masked:
+    `line 1 '123*********3456', line 3 empty, ...`."""
     shown = []
     for number, value in zip(where[:3].tolist(), values[:3].to_pylist()):
         value = "" if value is None else str(value).strip()
         shown.append(f"{unit} {number:,} {mask_msisdn(value)!r}" if value else f"{unit} {number:,} empty")
-    more = ", ..." if len(where) > 3 else ""
-    noun = "entry" if len(where) == 1 else "entries"
-    log.warning("%s: %s %s skipped, not an MSISDN (%s%s)", path, f"{len(where):,}", noun, ", ".join(shown), more)
+    return ", ".join(shown) + (", ..." if len(where) > 3 else "")
 
 
 def sorted_unique(values: np.ndarray) -> np.ndarray:

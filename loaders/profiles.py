@@ -137,11 +137,12 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
     text = raw.pop("msisdn")
     numbers, valid = _msisdns(text, path)
     bad = np.flatnonzero(~valid)
-    if len(bad):    # a take, even of nothing, joins the reader's chunks: a copy of the column
-        warn_bad_msisdns(path, "row", bad + 1, text.take(bad))
     if len(bad) and len(bad) == len(numbers):
+        # one line: no warning of the rows skipped before it (helper-124)
         raise LoadError(f"{path}: not one of its {len(bad):,} rows holds a usable MSISDN ({MSISDN_RULE}); "
                         f"the first is {_shown(text[0])}")
+    if len(bad):    # a take, even of nothing, joins the reader's chunks: a copy of the column
+        warn_bad_msisdns(path, "row", bad + 1, text.take(bad))
     del text
     msisdn, rows = _first_position_last_row(numbers, valid)
 

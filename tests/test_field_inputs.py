@@ -193,11 +193,23 @@ def test_a_snapshot_without_one_usable_number_is_refused(tmp_path, number):
         load_profiles(path)
 
 
+def test_a_snapshot_without_one_usable_number_is_one_line(tmp_path, warnings):
+    # helper-124: a warning of the rows skipped came before the error, two lines for one fault
+    path = tmp_path / "p.csv"
+    path.write_text("msisdn,a\n" + "abc,1\n" * 3)
+    with pytest.raises(LoadError):
+        load_profiles(path)
+    assert "skipped" not in warnings.text
+
+
 def test_a_list_without_one_usable_number_is_refused_and_an_empty_one_warns(tmp_path, warnings):
     bad = tmp_path / "bad.txt"
     bad.write_text("1.38e+10\nabc\n")
-    with pytest.raises(LoadError, match=r"bad\.txt: not one of its 2 entries is a usable MSISDN"):
+    # one line, naming the entries (helper-124: a warning of them came before it)
+    with pytest.raises(LoadError, match=r"bad\.txt: not one of its 2 entries is a usable MSISDN \(.*\): line 1 "
+                                        r"'1\.3\*e\+10', line 2 'a\*c'; a list must never silently lose its numbers"):
         load_list(bad)
+    assert "skipped" not in warnings.text
     empty = tmp_path / "dnd.txt"
     empty.write_text("# nobody yet\n")
     assert load_list(empty).tolist() == []
