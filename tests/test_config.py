@@ -420,6 +420,10 @@ CAMPAIGN_ERRORS = [
     (dict(stop_after="0"), f"{C1}.stop_after", "out of range"),
     (dict(stop_after="2.0"), f"{C1}.stop_after", "expected an integer"),
     (dict(template="5"), f"{C1}.template", "expected a string"),
+    # written raw into every action file, where a NUL ends the row for many readers (helper-124)
+    (dict(template='"a\\u0000b"'), f"{C1}.template", "holds a control character (U+0000)"),
+    (dict(template='"a\\u007fb"'), f"{C1}.template", "holds a control character (U+007F)"),
+    (dict(variants='[{ template = "a\\u001bb", weight = 1 }]'), f"{C1}.variants[0].template", "(U+001B)"),
     (dict(where="5"), f"{C1}.where", "expected a string"),
     (dict(where='""'), f"{C1}.where", "must not be empty"),
     (dict(where='"arpu >= 50 and"'), f"{C1}.where", 'expected a number, string, attribute or'),

@@ -664,7 +664,14 @@ class _Reader:
         return value
 
     def read_Text(self, key: str, t: schema.Text, value) -> str:
-        return self.string(key, value, non_empty=t.non_empty)
+        text = self.string(key, value, non_empty=t.non_empty)
+        control = next((c for c in text if (c < " " and c not in "\t\n\r") or "\x7f" <= c <= "\x9f"), None)
+        if control is not None:
+            # a template is a cell of every action file: a NUL there ends the row for many CSV
+            # readers (helper-124); a tab or a line break is quoted like a comma
+            self.fail(key, f"holds a control character (U+{ord(control):04X}); a template is text, tabs and "
+                           "line breaks allowed")
+        return text
 
     def read_Strings(self, key: str, t: schema.Strings, value) -> tuple[str, ...]:
         if not isinstance(value, list):
