@@ -669,6 +669,10 @@ def test_a_damaged_row_is_refused_without_its_msisdn(tmp_path, damage):
     (lambda s: s["run"].update(first_seq="1"), ("run.first_seq",)),
     (lambda s: s["run"].update(first_seq=5, last_seq=4), ("run.first_seq 5 is past run.last_seq 4",)),
     (lambda s: s.update(run=[]), ("run is not an object",)),
+    # helper-123: null read as no run, a stop that is no object as no stop (no warning)
+    (lambda s: s.update(run=None), ("run is not an object",)),
+    (lambda s: s["run"].update(stopped="broken"), ('run.stopped "broken" is not an object',)),
+    (lambda s: s["run"].update(stopped=5), ("run.stopped 5 is not an object",)),
     (lambda s: s["run"].update(conversions=-1), ("run.conversions -1 is not a count",)),
     (lambda s: s["configuration"].update(utc_offset="8"), ("configuration.utc_offset", "+08:00")),
     (lambda s: s["configuration"].update(utc_offset=8), ("configuration.utc_offset",)),

@@ -335,11 +335,15 @@ def stats_problem(stats: dict) -> Optional[str]:
         names = identity.get("campaigns")
         if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
             return f"configuration.campaigns {json.dumps(names)[:40]} is not a list of campaign ids"
-    run = stats.get("run")
-    if run is not None:
+    if "run" in stats:
+        run = stats["run"]
         # the seq range the files are held against: a run numbers its actions from 1, in 64 bits
         if not isinstance(run, dict):
-            return "run is not an object"
+            return "run is not an object"          # null too: no run writes one (helper-123)
+        stopped = run.get("stopped")
+        if stopped is not None and not isinstance(stopped, dict):
+            # a run stopped part-way is said by an object: another value read as no stop
+            return f"run.stopped {json.dumps(stopped)[:40]} is not an object (or null: the run ended)"
         for key in ("first_seq", "last_seq"):
             value = run.get(key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
