@@ -535,6 +535,32 @@ def test_the_state_directory_of_run_is_a_starting_state_too(world, tmp_path):
     assert documents[0] == documents[1] and documents[0]["total"]["contacts_a"] > 0
 
 
+def test_a_damaged_checkpoint_passed_over_is_said_once_and_in_the_warnings(world, tmp_path):
+    """helper-123: with the newest base damaged, each side logged the same ERROR line, and
+    neither the summary nor --json's warnings said the diff started from an older one."""
+    from engine.service.checkpoint import CheckpointStore
+    generated, config_a, config_b = world
+    first, second = generated.traces
+    engine = Engine.from_config(config_a)
+    (tmp_path / "state").mkdir()
+    store = CheckpointStore(tmp_path / "state")
+    engine.replay(first)
+    store.save(engine)
+    store._rebase = True
+    assert store.save(engine)["kind"] == "base"
+    newest = max((tmp_path / "state").glob("base-*"))
+    newest.write_bytes(b"garbage")
+    code, stdout, lines = sigmatch("diff", config_a, config_b, second, "--state", tmp_path / "state", "--json",
+                                   "--no-progress")
+    assert code == 0, lines
+    said = [line for line in lines if "cannot use checkpoint" in line]
+    assert len(said) == 1, "\n".join(lines)
+    warnings = json.loads(stdout)["warnings"]
+    assert any(w.startswith(f"--state {tmp_path / 'state'}: cannot use checkpoint: ") for w in warnings), warnings
+    code, stdout, _ = sigmatch("diff", config_a, config_b, second, "--state", tmp_path / "state", "--no-progress")
+    assert code == 0 and "warning: --state" in stdout and "cannot use checkpoint" in stdout
+
+
 def test_the_state_of_a_service_with_workers_is_one_engines_state(world, tmp_path):
     """A `sigmatch run --workers N` state (one store per worker, STATE/shard-i/) starts a
     what-if as the state of one engine that saw the same events: the workers' states are put

@@ -150,7 +150,18 @@ def _replay_side(config: str, traces: list[str], state: Optional[str], progress:
     back what the diff compares (plain data: it crosses a process boundary)."""
     from engine.errors import LoadError
     from loaders.sniff import judge_traces
-    engine = _engine(config, state)
+    # what loading the state logs (a damaged checkpoint passed over) is kept for the
+    # document's warnings, which say it once: each side logged it, and no summary did
+    # (helper-123)
+    checkpoint_log, held = logging.getLogger("sigmatch.checkpoint"), _Held()
+    propagate = checkpoint_log.propagate
+    checkpoint_log.addHandler(held)
+    checkpoint_log.propagate = False
+    try:
+        engine = _engine(config, state)
+    finally:
+        checkpoint_log.removeHandler(held)
+        checkpoint_log.propagate = propagate
     judgement = judge_traces(traces, engine)
     if judgement.refusal:
         raise LoadError(judgement.refusal)
@@ -182,7 +193,19 @@ def _replay_side(config: str, traces: list[str], state: Optional[str], progress:
         "takers": [(campaign, taker, rule, n) for (campaign, taker, rule), n in engine.takers().items()],
         "subscribers": (int(len(msisdn)), zlib.crc32(memoryview(msisdn).cast("B"))),
         "profiles": str(c.profiles) if c.profiles else None,
+        "state_said": [record.getMessage() for record in held.records],
     }
+
+
+class _Held(logging.Handler):
+    """The records of a logger, kept (WARNING and above)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def _side_main(conn, side: str, config: str, traces: list[str], state: Optional[str], progress: bool,
@@ -469,7 +492,8 @@ def build_diff(a: dict, b: dict, *, traces: Sequence = (), state=None) -> dict:
     total = _counts(sum(e["contacts_a"] for e in campaigns.values()), sum(e["contacts_b"] for e in campaigns.values()),
                     sum(e["gained"] for e in campaigns.values()), sum(e["lost"] for e in campaigns.values()))
 
-    warnings = []
+    # the state both start from, as loading it said (a damaged checkpoint passed over): once
+    warnings = [f"--state {state}: {line}" for line in a.get("state_said", ())]
     if a["subscribers"] != b["subscribers"]:
         warnings.append(f"{b['config']} reads other subscribers than {a['config']} ({b['profiles']} against "
                         f"{a['profiles']}: {b['subscribers'][0]:,} against {a['subscribers'][0]:,}): contacts "
