@@ -618,6 +618,17 @@ def test_a_stats_json_sigmatch_never_writes_is_a_problem_on_every_page(app, worl
             in answer.text, path
 
 
+def test_the_watch_page_gives_no_uplift_figure_where_the_report_gives_none(app, world):
+    # helper-123: +0.51 pp on the page where `sigmatch report` said "too few controls"
+    counts = dict(matched=400, scheduled=400, sent=300, converted_send=30, converted_control=1)
+    (world / "out" / "stats.json").write_text(json.dumps({"campaigns": {
+        "topup_rescue": dict(counts, control=99, conversion_rate_send=0.1, conversion_rate_control=0.0101,
+                             uplift=0.0899),
+        "welcome": dict(counts, control=100, conversion_rate_send=0.1, conversion_rate_control=0.01, uplift=0.09)}}))
+    page = logged_in(app, "vera").get("/watch").text
+    assert "too few controls" in page and "+9.00 pp" in page and "+8.99 pp" not in page
+
+
 def test_campaigns_say_when_the_live_file_does_not_load(app, world):
     (world / "world" / "campaigns.toml").write_text("[[campaign]]\nid = 3\n")
     page = logged_in(app, "vera").get("/campaigns")

@@ -109,10 +109,20 @@ def live_funnel(settings) -> Funnel:
 
 
 def _uplift_text(entry: dict) -> str:
-    """stats.json's uplift (send rate minus control rate, a fraction) in percentage points;
-    the interval is the report's (engine.closedloop.report)."""
+    """stats.json's uplift (send rate minus control rate, a fraction) in percentage points,
+    or the report's note where the report gives no figure ("too few controls" below
+    MIN_CONTROLS controls, "no sends"): the page showed +0.51 pp where the report said too few
+    controls (helper-123). The interval is the report's (engine.closedloop.report)."""
+    from engine.closedloop.uplift import MIN_CONTROLS
     uplift = entry.get("uplift")
-    return "" if not isinstance(uplift, (int, float)) else f"{uplift * 100:+.2f} pp"
+    if not isinstance(uplift, (int, float)):
+        return ""
+    sent, controls = entry.get("sent"), entry.get("control")
+    if isinstance(sent, int) and not sent:
+        return "no sends"
+    if isinstance(controls, int) and controls < MIN_CONTROLS:
+        return "too few controls"
+    return f"{uplift * 100:+.2f} pp"
 
 
 @router.get("/watch")
