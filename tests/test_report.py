@@ -728,6 +728,22 @@ def test_outputs_of_an_older_sigmatch_are_read_alone_only(known, tmp_path):
 
 # --------------------------------------------------------------------------- non-responders
 
+def test_a_header_that_differs_names_the_file_it_differs_from_in_full(replayed, tmp_path):
+    # helper-123: "differs from actions-00000001.csv's", a name every channel's directory has
+    out = tmp_path / "csv"
+    shutil.copytree(replayed / "csv", out)
+    files = sorted(out.glob("*/actions-*.csv"))
+    first = [f for f in files if f.parent == files[0].parent]
+    if len(first) < 2:
+        second = first[0].with_name("actions-99999999.csv")
+        second.write_bytes(first[0].read_bytes())
+        first.append(second)
+    data = first[1].read_bytes()
+    head, _, rest = data.partition(b"\n")
+    first[1].write_bytes(head + b"\r\n" + rest)
+    one_line_error(*sigmatch("report", out), f"differs from {first[0]}'s)")
+
+
 @pytest.fixture
 def senders(tmp_path):
     """Numbers 1..6 of 138000000xx: sends over two days, some conversions."""

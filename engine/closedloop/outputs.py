@@ -698,7 +698,7 @@ def _read_batch(paths: list[Path], sizes: dict, first_path: Path, header: Option
                     # a "\r" shown, which is all that differs in a file saved with CRLF
                     shown = _masked(repr(first.rstrip(b"\n")[:200]))
                     raise ReportError(f"{path}: not a sigmatch output file (its header {shown} "
-                                      f"differs from {first_path.name}'s)")
+                                      f"differs from {first_path}'s)")
                 if not wrote_header:
                     view[:len(header)] = header
                     position, wrote_header = len(header), True
