@@ -153,15 +153,24 @@ def _replay_side(config: str, traces: list[str], state: Optional[str], progress:
     # what loading the state logs (a damaged checkpoint passed over) is kept for the
     # document's warnings, which say it once: each side logged it, and no summary did
     # (helper-123)
-    checkpoint_log, held = logging.getLogger("sigmatch.checkpoint"), _Held()
-    propagate = checkpoint_log.propagate
-    checkpoint_log.addHandler(held)
-    checkpoint_log.propagate = False
-    try:
+    said = []
+    if state is None:
         engine = _engine(config, state)
-    finally:
-        checkpoint_log.removeHandler(held)
-        checkpoint_log.propagate = propagate
+    else:
+        from engine.service.reshard import HeldBack
+        checkpoint_log, held = logging.getLogger("sigmatch.checkpoint"), HeldBack()
+        propagate = checkpoint_log.propagate
+        checkpoint_log.addHandler(held)
+        checkpoint_log.propagate = False
+        try:
+            engine = _engine(config, state)
+        finally:
+            checkpoint_log.removeHandler(held)
+            checkpoint_log.propagate = propagate
+        said = [record.getMessage() for record in held.records if record.levelno >= logging.WARNING]
+        for record in held.records:
+            if warn and record.levelno < logging.WARNING:       # progress (-v), said by one side
+                checkpoint_log.handle(record)
     judgement = judge_traces(traces, engine)
     if judgement.refusal:
         raise LoadError(judgement.refusal)
@@ -193,19 +202,8 @@ def _replay_side(config: str, traces: list[str], state: Optional[str], progress:
         "takers": [(campaign, taker, rule, n) for (campaign, taker, rule), n in engine.takers().items()],
         "subscribers": (int(len(msisdn)), zlib.crc32(memoryview(msisdn).cast("B"))),
         "profiles": str(c.profiles) if c.profiles else None,
-        "state_said": [record.getMessage() for record in held.records],
+        "state_said": said,
     }
-
-
-class _Held(logging.Handler):
-    """The records of a logger, kept (WARNING and above)."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 def _side_main(conn, side: str, config: str, traces: list[str], state: Optional[str], progress: bool,

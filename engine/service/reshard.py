@@ -50,7 +50,7 @@ from engine.privacy import escape_controls
 from engine.sinks import fsync_path, make_private_directories
 from engine.wording import plural
 
-__all__ = ["merge_parts", "split_state", "reshard", "state_as_one", "interrupted", "RESHARD_DIR"]
+__all__ = ["merge_parts", "split_state", "reshard", "state_as_one", "interrupted", "HeldBack", "RESHARD_DIR"]
 
 log = logging.getLogger("sigmatch.reshard")
 
@@ -369,8 +369,9 @@ def _load(directory: Path) -> tuple[int, object]:
 
 # --------------------------------------------------------------------------- rewriting in place
 
-class _HeldBack(logging.Handler):
-    """The records of a logger, kept to be said only if the work goes on."""
+class HeldBack(logging.Handler):
+    """The records of a logger, kept to be said only if the work goes on (or to be put in a
+    document: `sigmatch diff --state`)."""
 
     def __init__(self):
         super().__init__(logging.DEBUG)
@@ -588,7 +589,7 @@ def reshard(directory, workers: int) -> dict:
         # when it goes on, it is said after all (helper-119: commits undone, as the service
         # says them, went unsaid, and the state came out older than the user thought)
         checkpoint_log = logging.getLogger("sigmatch.checkpoint")
-        held_back = _HeldBack()
+        held_back = HeldBack()
         propagate = checkpoint_log.propagate
         checkpoint_log.addHandler(held_back)
         checkpoint_log.propagate = False
