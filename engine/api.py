@@ -27,7 +27,7 @@ from engine.records import (
     ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, KINDS, STREAM_STATUSES,
     TAKER_RULES,
 )
-from engine.sinks import SinkSet, SinkThread, unwritable_output_directory
+from engine.sinks import SinkSet, SinkThread, unwritable_output_directory, writing_output
 from engine.wording import local_day
 from loaders.traces import Source, iter_chunks, source_size
 
@@ -90,6 +90,19 @@ _CONTACT_KEYS = tuple("sent" if kind == "send" else kind for kind in KINDS)
 _CONVERTED_KEYS = tuple(f"converted_{kind}" for kind in KINDS)
 
 
+def _tally_rows(rows):
+    """(key, key, counts as an int64 array) of each [key, key, [2 x len(KINDS) counts]] row;
+    ValueError when a row is not that."""
+    if not isinstance(rows, list):
+        raise ValueError("tallies")
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 3 and isinstance(row[2], list)
+                and len(row[2]) == 2 * len(KINDS)
+                and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 63 for n in row[2])):
+            raise ValueError("tallies")
+        yield row[0], row[1], np.array(row[2], np.int64)
+
+
 class _DayCounts:
     """Contacts and conversions of each kind per campaign and local day (by the record's
     `ts` in the configuration's utc_offset): what stats.json gives as `campaigns.<id>.days`.
@@ -127,6 +140,21 @@ class _DayCounts:
                 moved.counts[(new_index[campaign], day)] = row.copy()
         return moved
 
+    def to_json(self, campaign_ids: Sequence[str]) -> list:
+        """[[campaign id, day number, [counts]], ...] for a checkpoint's header."""
+        return [[campaign_ids[c], day, row.tolist()] for (c, day), row in sorted(self.counts.items())]
+
+    @classmethod
+    def from_json(cls, rows, campaign_ids: Sequence[str], utc_offset_ms: int) -> "_DayCounts":
+        """What to_json gave; ValueError when it is not that."""
+        index = {cid: i for i, cid in enumerate(campaign_ids)}
+        days = cls(len(campaign_ids), utc_offset_ms)
+        for cid, day, counts in _tally_rows(rows):
+            if cid not in index or not isinstance(day, int) or isinstance(day, bool):
+                raise ValueError("days")
+            days.counts[(index[cid], day)] = counts
+        return days
+
     def of_campaign(self, campaign: int) -> dict:
         """{"YYYY-MM-DD": {"sent": n, "control": n, "converted_send": n, "converted_control": n}}, days in order."""
         days = sorted(day for c, day in self.counts if c == campaign)
@@ -157,6 +185,20 @@ class _VariantCounts:
             if row is None:
                 row = self.counts[unit] = np.zeros(2 * nr_kinds, np.int64)
             row[column_base + k % nr_kinds] += n
+
+    def to_json(self) -> list:
+        """[[campaign id, template, [counts]], ...] for a checkpoint's header."""
+        return [[cid, template, row.tolist()] for (cid, template), row in sorted(self.counts.items())]
+
+    @classmethod
+    def from_json(cls, rows) -> "_VariantCounts":
+        """What to_json gave; ValueError when it is not that."""
+        variants = cls()
+        for cid, template, counts in _tally_rows(rows):
+            if not isinstance(cid, str) or not isinstance(template, str):
+                raise ValueError("variants")
+            variants.counts[(cid, template)] = counts
+        return variants
 
     def copy(self) -> "_VariantCounts":
         copied = _VariantCounts()
@@ -545,6 +587,11 @@ class Engine(EngineFigures):
         `ring` keeps only each subscriber's last `ring` entries (the daemon's bound).
         ValueError names a number that is not a subscriber."""
         from engine.closedloop.explain import Explainer
+        if ring is not None and (not isinstance(ring, int) or isinstance(ring, bool) or ring < 1):
+            # before anything changes: a refused ring left the watch list replaced (helper-126)
+            raise ValueError(f"ring {ring!r}: a whole number of entries, at least 1")
+        if isinstance(msisdns, (str, bytes, int)):
+            raise TypeError("msisdns: a list of numbers, not one number or a string")
         numbers = [int(m) for m in msisdns]
         indexes = []
         for m in numbers:
@@ -586,6 +633,9 @@ class Engine(EngineFigures):
         document, {"msisdn", "status", "events": [...], "actions": [...]}. ValueError for a
         number not watched."""
         from engine.closedloop.explain import document
+        if last is not None and (not isinstance(last, int) or isinstance(last, bool) or last < 0):
+            # -1 gave no entries without a word, "5" a TypeError from a comparison (helper-126)
+            raise ValueError(f"last {last!r}: a whole number of entries, 0 or more")
         msisdn = int(msisdn)
         self._take_explain()
         if self._explainer is None or msisdn not in self._explainer.entries:
@@ -633,17 +683,37 @@ class Engine(EngineFigures):
 
     def checkpoint(self, path, extra: Optional[dict] = None) -> Path:
         """Write all mutable state (subscriber rows, contacts, timers, counts, clock,
-        sequences, stream position) to `path`, atomically. `extra` (JSON) is kept with it."""
+        sequences, stream position, and stats.json's counts by day and variant) to `path`,
+        atomically. `extra`, a dict of JSON values, is kept with it (restore() gives it back
+        in `checkpoint_extra`); TypeError for another extra, before anything is written."""
         from engine.service.checkpoint import write_checkpoint
-        return write_checkpoint(self, path, extra)
+        if extra is not None and not isinstance(extra, dict):
+            # a list was written, and refused by every restore as a damaged header (helper-126)
+            raise TypeError(f"extra must be a dict of JSON values, not {type(extra).__name__}")
+        tallies = {"days": self._days.to_json([c.id for c in self.config.campaigns]),
+                   "variants": self._variants.to_json()}
+        return write_checkpoint(self, path, extra, tallies=tallies)
 
     def restore(self, path) -> "Engine":
         """Load a checkpoint written by an engine of the same configuration and profiles
         (CheckpointError otherwise); returns this engine, so that
         `Engine.from_config(c).restore(p)` reads as it should. The checkpoint's `extra` is in
         `checkpoint_extra`. The next replay continues exactly where the checkpointed engine stood."""
-        from engine.service.checkpoint import restore_checkpoint
-        self.checkpoint_extra = restore_checkpoint(self, path)
+        from engine.errors import CheckpointError
+        from engine.service.checkpoint import read_checkpoint, restore_sections
+        header, sections = read_checkpoint(path)
+        ids = [c.id for c in self.config.campaigns]
+        tallies = header.get("tallies") or {}
+        try:
+            # stats.json's counts by day and variant, as the checkpointed engine had them: the
+            # funnel came back and they did not, and disagreed with it (helper-126). A
+            # checkpoint without them (the service's) starts them afresh.
+            days = _DayCounts.from_json(tallies.get("days", []), ids, self.config.utc_offset_ms)
+            variants = _VariantCounts.from_json(tallies.get("variants", []))
+        except (ValueError, AttributeError):
+            raise CheckpointError(f"{path}: damaged header: tallies is not what a checkpoint holds") from None
+        self.checkpoint_extra = restore_sections(self, header, sections, path)
+        self._days, self._variants = days, variants
         return self
 
     def drain(self, out=None, *, format: Optional[str] = None) -> Run:
@@ -659,16 +729,25 @@ class Engine(EngineFigures):
         directory of `out` that the run writes into is a file or not writable, and the OSError
         of an output file that cannot be written (ENOSPC, EFBIG, EIO: the files finished before
         it kept, the one that failed and those still open removed, no stats.json). stats.json is
-        written last, only when the files hold every action it counts."""
+        written last, only when the files hold every action it counts. SigmatchError too when
+        another engine (in this process or another) writes `out` now: they would number their
+        files and actions alike."""
+        if out is None:
+            return self._replay(source, None, drain=drain, format=format, progress=progress, keep=keep)
+        unwritable = unwritable_output_directory(Path(out), self.config.campaigns)
+        if unwritable:
+            # before any event: the first file would fail only after the run's events were
+            # spent, and in an OSError's words
+            raise SigmatchError(f"{out}: {unwritable}")
+        with writing_output(out, self):
+            return self._replay(source, out, drain=drain, format=format, progress=progress, keep=keep)
+
+    def _replay(self, source: Source, out, *, drain: bool, format: Optional[str], progress: Optional[bool],
+                keep: bool) -> Run:
         core = self._core
         output = self.config.output
         sinks = None
         if out is not None:
-            unwritable = unwritable_output_directory(Path(out), self.config.campaigns)
-            if unwritable:
-                # before any event: the first file would fail only after the run's events
-                # were spent, and in an OSError's words
-                raise SigmatchError(f"{out}: {unwritable}")
             sinks = SinkSet(Path(out), campaigns=self.config.campaigns,
                             format=format or output.format,
                             max_records=output.max_records, max_age_ms=output.max_age_ms)

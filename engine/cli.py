@@ -962,7 +962,19 @@ def explain(config: Path, traces: tuple[Path, ...], msisdn: tuple[str, ...], as_
     if judgement.refusal:
         raise LoadError(judgement.refusal)
     engine.watch([number])
-    engine.replay(list(traces), drain=True, progress=progress, keep=False)
+    try:
+        engine.replay(list(traces), drain=True, progress=progress, keep=False)
+    except (StreamError, LoadError):
+        # what the events before the break explain is said, then the break (one line, exit
+        # 1), as replay keeps the actions before it: nothing was said (helper-126)
+        _say_explanation(engine, number, as_json)
+        raise
+    _say_explanation(engine, number, as_json)
+
+
+def _say_explanation(engine, number: int, as_json: bool) -> None:
+    import json
+    from engine.closedloop.explain import format_text
     doc = engine.explanation(number)
     if as_json:
         click.echo(json.dumps(doc, indent=1))

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import stat
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -47,7 +48,7 @@ from engine.records import (
 )
 
 __all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "unwritable_output_directory",
-           "lock_output", "open_lock_file", "hold_lock", "LockHeld", "SERVICE_ID_FILE", "OUT_LOCK"]
+           "lock_output", "writing_output", "open_lock_file", "hold_lock", "LockHeld", "SERVICE_ID_FILE", "OUT_LOCK"]
 
 # OUT/NAME: the id of the service (`sigmatch run`) whose output OUT is; its checkpoint holds
 # the id too, so that a restart does not number on into another run's output
@@ -124,7 +125,17 @@ def lock_output(out, option: Optional[str] = None) -> Optional[int]:
     OSError (errno in NO_LOCKS) for the service.
     SigmatchError (one line) when another process holds it, or the lock file is a link or not
     a plain file."""
-    out = Path(out)
+    if option is not None:
+        return _lock_output(Path(out), option)
+    # one thread at a time: two replays of this process taking the same lock at once, each
+    # on its own descriptor, refused each other as another process's run
+    with _HELD_LOCK:
+        held = _HELD_OUT.get(os.path.realpath(out), False)
+        return _lock_output(Path(out), None) if held is False else held
+
+
+def _lock_output(out: Path, option: Optional[str], *, for_good: bool = True) -> Optional[int]:
+    key = os.path.realpath(out)
     make_private_directories(out)
     fd = open_lock_file(out / OUT_LOCK, option or str(out))
     try:
@@ -140,8 +151,10 @@ def lock_output(out, option: Optional[str] = None) -> Optional[int]:
             raise SigmatchError(f"{option or out}: cannot lock it ({OUT_LOCK}: {e.strerror or e})") from None
         if option:
             raise               # the service says so, with the reason
+        if for_good:
+            _HELD_OUT[key] = None
         return None
-    if option:
+    if option or not for_good:
         return fd
     owner = os.getpid()
 
@@ -154,7 +167,49 @@ def lock_output(out, option: Optional[str] = None) -> Optional[int]:
 
     import atexit
     atexit.register(release)
+    _HELD_OUT[key] = fd
     return fd
+
+
+# The output directories this process holds the lock of, for replays (lock_output without
+# `option`): a second flock of the same file from this process, on another descriptor,
+# would be refused as another run's
+_HELD_OUT: dict[str, Optional[int]] = {}
+# The output directory each Engine.replay of this process writes now, by the engine: two
+# engines in two threads numbered their files alike (helper-126)
+_HELD_LOCK = threading.Lock()
+_WRITING: dict[str, int] = {}
+_WRITING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def writing_output(out, owner: object):
+    """Hold `out` while `owner` (an engine) runs into it: SigmatchError (one line) when
+    another engine of this process writes it now, or another process holds its lock
+    (lock_output). The lock is let go at the end, unless this process holds it for good (the
+    CLI's replay): a program that replays into many directories keeps no descriptor open."""
+    key = os.path.realpath(out)
+    with _WRITING_LOCK:
+        holder = _WRITING.get(key)
+        if holder is not None and holder != id(owner):
+            raise SigmatchError(f"{out}: output directory in use by another replay of this process: give each "
+                                "engine its own out")
+        _WRITING[key] = id(owner)
+    fd = None
+    try:
+        with _HELD_LOCK:
+            if key not in _HELD_OUT:
+                fd = _lock_output(Path(out), None, for_good=False)
+        yield
+    finally:
+        if fd is not None:
+            # emptied, as lock_output's at the process's end: the directory is the run's alone
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)
+        with _WRITING_LOCK:
+            if _WRITING.get(key) == id(owner):
+                del _WRITING[key]
 
 
 # Output holds personal data (MSISDNs): owner and group only, whatever the umask.
@@ -829,16 +884,31 @@ def dangling_on_the_way(path) -> Optional[str]:
 
 def unwritable_output_directory(out, campaigns: Sequence[CampaignSpec]) -> Optional[str]:
     """Why a run of `campaigns` cannot write into `out`, naming the first directory of it that
-    exists and cannot take its files (a channel's, conversions/, dead_letters/: something that
-    is not a directory, or one this user cannot write), or None. Asked before any work: the
+    exists and cannot take its files (`out` itself or a parent that is a file, a parent this
+    user cannot write, a channel's, conversions/, dead_letters/: something that is not a
+    directory, or one this user cannot write), or None. Asked before any work: the
     first file there fails only once events have been processed, and stats.json, written
     all the same, would count actions that no file holds."""
     out = Path(out)
+    # OUT itself, or the first of its parents that is there: a file in its path failed only
+    # at the first channel directory made, after every event (helper-126)
+    probe = out
+    try:
+        while not os.path.lexists(probe) and probe.parent != probe:
+            probe = probe.parent
+    except OSError:
+        probe = out
+    if os.path.lexists(probe) and not probe.is_dir():
+        return f"{dangling_link(probe) or f'{probe} is not a directory'}, where the run writes its files"
+    if os.path.lexists(probe) and not os.access(probe, os.W_OK | os.X_OK):
+        where = "writes its stats.json" if probe == out else "makes its output directory"
+        return f"{probe} {not_writable(probe)}, where the run {where}"
+    names = [*dict.fromkeys(c.channel for c in campaigns), "conversions", "dead_letters"]
     stats = out / "stats.json"
     if os.path.isdir(stats) and not os.path.islink(stats):
         # renamed over at the end, after every event: the run's last files would stay unsealed
         return f"{stats} is a directory, where the run writes its stats.json"
-    for name in [*dict.fromkeys(c.channel for c in campaigns), "conversions", "dead_letters"]:
+    for name in names:
         path = out / name
         if not os.path.lexists(path):
             continue

@@ -140,3 +140,129 @@ def test_campaigns_refused_by_the_core_leave_it_as_it_was(tmp_path, bad):
     assert core.nr_campaigns == 1 and core.funnel().shape[0] == 1
     assert core.feed(ev(T0, CALL, msisdn=13800000001)) == 0
     assert core.funnel()[0].sum() > 0, "the campaign the core held still matches"
+
+
+# -- helper-126: the API as a data engineer uses it ---------------------------------------
+
+def test_an_out_that_is_a_file_or_under_one_is_refused_before_any_event(tmp_path):
+    from engine.errors import SigmatchError
+    (tmp_path / "file").write_text("x")
+    engine = Engine.from_config(EXAMPLE / "campaigns.toml")
+    for out in (tmp_path / "file", tmp_path / "file" / "sub"):
+        # it ran the whole stream and then raised NotADirectoryError: every action lost
+        with pytest.raises(SigmatchError, match=f"{tmp_path / 'file'} is not a directory, where the run writes"):
+            engine.replay(EXAMPLE / "trace.msgpack", out=out)
+    assert engine.stats["totals"]["events"] == 0
+
+
+def test_two_engines_never_write_one_out_at_once(tmp_path):
+    from engine.errors import SigmatchError
+    from engine.sinks import writing_output
+    first, second = (Engine.from_config(EXAMPLE / "campaigns.toml") for _ in range(2))
+    out = tmp_path / "out"
+    # the first engine's replay, in another thread, holds it: the second is refused before
+    # any event (they numbered their files and actions alike, or one failed mid-run)
+    with writing_output(out, first):
+        with pytest.raises(SigmatchError, match="output directory in use by another replay of this process"):
+            second.replay(EXAMPLE / "trace.msgpack", out=out)
+    assert second.stats["totals"]["events"] == 0
+    first.replay(EXAMPLE / "trace.msgpack", out=out)
+    first.replay(b"", out=out, drain=True)       # the same engine goes on writing it
+    # the lock is let go between runs, and left empty as the CLI's is
+    assert (out / ".sigmatch-out.lock").read_bytes() == b""
+    with writing_output(out, second):
+        pass
+
+
+def test_a_checkpoint_extra_that_is_no_dict_is_refused_before_anything_is_written(tmp_path):
+    engine = Engine.from_config(EXAMPLE / "campaigns.toml")
+    for extra in (["spool-offset", 4500045], "hello", 5):
+        # written, then refused by every restore as a damaged header
+        with pytest.raises(TypeError, match="extra must be a dict"):
+            engine.checkpoint(tmp_path / "x.ckpt", extra=extra)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_refused_ring_leaves_the_watch_as_it_was():
+    engine = Engine.from_config(EXAMPLE / "campaigns.toml")
+    number = int(engine.subscribers[0])
+    engine.watch([number])
+    for ring in (-1, 0, "5", 2.5):
+        with pytest.raises(ValueError, match="ring"):
+            engine.watch([number], ring=ring)
+    assert engine.watched == [number]
+    engine.replay(EXAMPLE / "trace.msgpack")          # a TypeError at its end before
+    for last in (-1, "5"):
+        with pytest.raises(ValueError, match="last"):
+            engine.explanation(number, last=last)
+    assert engine.explanation(number, last=0)["events"] == []
+
+
+def _cut_in_half(data: bytes) -> int:
+    import msgpack
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(data)
+    ends = []
+    for _ in unpacker:
+        ends.append(unpacker.tell())
+    return ends[len(ends) // 2]
+
+
+def test_a_restored_engine_counts_days_and_variants_as_the_one_that_went_on(tmp_path):
+    # the funnel came back from the checkpoint and the counts by day and variant did not:
+    # stats.json's days summed to 41 sends where the funnel said 642 (helper-126)
+    import json
+    data = (EXAMPLE / "trace.msgpack").read_bytes()
+    cut = _cut_in_half(data)
+    going_on = Engine.from_config(EXAMPLE / "campaigns.toml")
+    going_on.replay(data[:cut])
+    going_on.checkpoint(tmp_path / "half.ckpt")
+    restored = Engine.from_config(EXAMPLE / "campaigns.toml").restore(tmp_path / "half.ckpt")
+    runs = [engine.replay(data[cut:], drain=True) for engine in (going_on, restored)]
+    a, b = ({k: v for k, v in run.stats.items() if k != "timing"} for run in runs)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert any(c["days"] for c in a["campaigns"].values())
+
+
+@pytest.mark.parametrize("key, value", [("seq", -1), ("clock", "x"), ("clock", 2**63), ("has_clock", 2),
+                                        ("largest_bad_value", None), ("conversion_seq", 2**64)])
+def test_a_hand_edited_header_is_refused_and_the_engine_left_as_it_was(tmp_path, key, value):
+    import json
+    import struct
+    import zlib
+    from engine.errors import CheckpointError
+    from engine.service.checkpoint import MAGIC
+    engine = Engine.from_config(EXAMPLE / "campaigns.toml")
+    engine.replay(EXAMPLE / "trace.msgpack")
+    raw = engine.checkpoint(tmp_path / "x.ckpt").read_bytes()
+    (length,) = struct.unpack("<I", raw[len(MAGIC):len(MAGIC) + 4])
+    header = json.loads(raw[len(MAGIC) + 4:len(MAGIC) + 4 + length])
+    header["scalars"][key] = value
+    encoded = json.dumps(header).encode()
+    rest = raw[len(MAGIC) + 8 + length:]
+    (tmp_path / "x.ckpt").write_bytes(MAGIC + struct.pack("<I", len(encoded)) + encoded
+                                      + struct.pack("<I", zlib.crc32(encoded)) + rest)
+    fresh = Engine.from_config(EXAMPLE / "campaigns.toml")
+    # OverflowError, TypeError, or accepted: and the sections restored before the scalars failed
+    with pytest.raises(CheckpointError, match=f"damaged header: scalars.{key}"):
+        fresh.restore(tmp_path / "x.ckpt")
+    assert fresh.clock is None or fresh.clock == 0
+    assert fresh.pending == 0 and fresh.stats["totals"]["events"] == 0
+
+
+def test_a_section_longer_than_the_file_is_refused_before_its_memory_is_taken(tmp_path):
+    import json
+    import struct
+    import zlib
+    from engine.errors import CheckpointError
+    from engine.service.checkpoint import MAGIC
+    engine = Engine.from_config(EXAMPLE / "campaigns.toml")
+    raw = engine.checkpoint(tmp_path / "x.ckpt").read_bytes()
+    (length,) = struct.unpack("<I", raw[len(MAGIC):len(MAGIC) + 4])
+    header = json.loads(raw[len(MAGIC) + 4:len(MAGIC) + 4 + length])
+    header["sections"][0]["nbytes"] = 2**40
+    encoded = json.dumps(header).encode()
+    (tmp_path / "x.ckpt").write_bytes(MAGIC + struct.pack("<I", len(encoded)) + encoded
+                                      + struct.pack("<I", zlib.crc32(encoded)) + raw[len(MAGIC) + 8 + length:])
+    with pytest.raises(CheckpointError, match="truncated in section"):
+        Engine.from_config(EXAMPLE / "campaigns.toml").restore(tmp_path / "x.ckpt")

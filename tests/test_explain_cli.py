@@ -134,3 +134,22 @@ def test_an_event_past_the_year_9999_is_listed_with_its_date(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert "9999-12-31 23:59:59.999" in done.stdout and "10000-01-01 00:00:00.000" in done.stdout
+
+
+def test_a_trace_that_breaks_part_way_explains_the_events_before_the_break(world, tmp_path):
+    # helper-126: one error line and nothing else, where replay keeps what came before it
+    import gzip
+    config, traces, run = world
+    columns = run.action_columns()
+    msisdn = int(columns["msisdn"][0])
+    packed = gzip.compress(Path(traces[0]).read_bytes())
+    cut = tmp_path / "cut.msgpack.gz"
+    cut.write_bytes(packed[:len(packed) * 3 // 4])
+    done = sigmatch("explain", config, cut, "--msisdn", msisdn, "--json", "--no-progress")
+    assert done.returncode == 1
+    error = [line for line in done.stderr.splitlines() if "sigmatch: error:" in line]
+    assert len(error) == 1 and "cut.msgpack.gz" in error[0] and "truncated gzip" in error[0], done.stderr
+    whole = sigmatch("explain", config, traces[0], "--msisdn", msisdn, "--json", "--no-progress")
+    before, after = json.loads(done.stdout), json.loads(whole.stdout)
+    assert before["events"] and len(before["events"]) <= len(after["events"])
+    assert before["events"] == after["events"][:len(before["events"])]

@@ -74,9 +74,12 @@ def _blocks(array: np.ndarray):
 
 
 def write_checkpoint(engine: "Engine", path, extra: Optional[dict] = None, *,
-                     generation: Optional[int] = None) -> Path:
-    """Write the engine's state to `path` atomically; returns the path."""
+                     generation: Optional[int] = None, tallies: Optional[dict] = None) -> Path:
+    """Write the engine's state to `path` atomically; returns the path. `tallies` (JSON):
+    the API's counts by day and variant, which stats.json gives and the core does not hold."""
     header, sections = _snapshot(engine, extra, generation, copy=False)
+    if tallies is not None:
+        header["tallies"] = tallies
     return _write_full(Path(path), header, sections)
 
 
@@ -213,10 +216,15 @@ def read_checkpoint(path) -> tuple[dict, dict]:
         with open(path, "rb") as f:
             header = _read_header(f, path)
             sections = {}
+            size = os.fstat(f.fileno()).st_size
             for section in header["sections"]:
                 name, nbytes = section["name"], int(section["nbytes"])
                 if name not in _DTYPES:
                     raise CheckpointError(f"{path}: unknown section {name!r}")
+                if not 0 <= nbytes <= size - f.tell():
+                    # before the memory is taken: a header edited to say 2**40 bytes was a
+                    # MemoryError (helper-126)
+                    raise CheckpointError(f"{path}: truncated in section {name!r}")
                 data = bytearray(nbytes)
                 if f.readinto(data) != nbytes:
                     raise CheckpointError(f"{path}: truncated in section {name!r}")
@@ -248,15 +256,47 @@ def restore_checkpoint(engine: "Engine", path) -> dict:
     return restore_sections(engine, header, sections, path)
 
 
+# The core's scalars by the C type they are put into (engine/_types.pxi): a header edited
+# by hand (its crc made again) is refused before anything is restored, where a value out of
+# its type's range failed half-way, the sections restored and the counts not (helper-126)
+_INT64_SCALARS = ("clock",)
+_UINT64_SCALARS = ("seq", "conversion_seq", "timers_created", "carry_offset", "stream_offset", "late_events",
+                   "bad_bytes")
+
+
+def _scalars_problem(scalars: dict) -> Optional[str]:
+    """What in a checkpoint's scalars the core cannot take, or None."""
+    def whole(value, lo, hi) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and lo <= value < hi
+
+    for key in _INT64_SCALARS + _UINT64_SCALARS:
+        lo, hi = (-(1 << 63), 1 << 63) if key in _INT64_SCALARS else (0, 1 << 64)
+        if key in scalars and not whole(scalars[key], lo, hi):
+            return f"scalars.{key} {json.dumps(scalars[key])[:40]}"
+    if "has_clock" in scalars and scalars["has_clock"] not in (0, 1):
+        return f"scalars.has_clock {json.dumps(scalars['has_clock'])[:40]}"
+    largest = scalars.get("largest_bad_value", (0, 0))
+    if not (isinstance(largest, (list, tuple)) and len(largest) == 2 and all(whole(v, 0, 1 << 64) for v in largest)):
+        return f"scalars.largest_bad_value {json.dumps(largest)[:40]}"
+    run = scalars.get("dead_run")
+    if run is not None and not (isinstance(run, dict) and all(
+            whole(run.get(k), 0, 1 << 64) for k in ("offset", "count", "reason", "field", "span", "span_records"))):
+        return f"scalars.dead_run {json.dumps(run)[:60]}"
+    return None
+
+
 def restore_sections(engine: "Engine", header: dict, sections: dict, path) -> dict:
     mine, theirs = fingerprint(engine), header["fingerprint"]
     for key in mine:
         if mine[key] != theirs.get(key):
             raise CheckpointError(f"{path}: written for other {key} than this engine's "
                                   "(campaigns, counters and subscribers must be the same)")
+    problem = _scalars_problem(header["scalars"])
+    if problem is not None:
+        raise CheckpointError(f"{path}: damaged header: {problem} is not what a checkpoint holds")
     try:
         engine._core.restore_state(header["scalars"], sections)
-    except ValueError as e:
+    except (ValueError, TypeError, OverflowError, KeyError) as e:
         raise CheckpointError(f"{path}: {e}") from None
     return header.get("extra", {})
 
