@@ -700,8 +700,9 @@ class Engine(EngineFigures):
         `Engine.from_config(c).restore(p)` reads as it should. The checkpoint's `extra` is in
         `checkpoint_extra`. The next replay continues exactly where the checkpointed engine stood."""
         from engine.errors import CheckpointError
-        from engine.service.checkpoint import read_checkpoint, restore_sections
+        from engine.service.checkpoint import check_fingerprint, read_checkpoint, restore_sections
         header, sections = read_checkpoint(path)
+        check_fingerprint(self, header, path)
         ids = [c.id for c in self.config.campaigns]
         tallies = header.get("tallies") or {}
         try:

@@ -93,6 +93,10 @@ def open_lock_file(path: Path, option: str, *, of_this_user: bool = False) -> in
         os.close(fd)
         what = "a file of this service's user" if of_this_user else "a plain file"
         raise SigmatchError(f"{option}: cannot lock it ({path.name} is not {what}: remove it)")
+    if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != FILE_MODE:
+        # the mode of every file sigmatch writes, whatever the umask
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, FILE_MODE)
     return fd
 
 

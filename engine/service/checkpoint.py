@@ -285,12 +285,18 @@ def _scalars_problem(scalars: dict) -> Optional[str]:
     return None
 
 
-def restore_sections(engine: "Engine", header: dict, sections: dict, path) -> dict:
+def check_fingerprint(engine: "Engine", header: dict, path) -> None:
+    """CheckpointError when the checkpoint was written for other campaigns, counters or
+    subscribers than `engine`'s."""
     mine, theirs = fingerprint(engine), header["fingerprint"]
     for key in mine:
         if mine[key] != theirs.get(key):
             raise CheckpointError(f"{path}: written for other {key} than this engine's "
                                   "(campaigns, counters and subscribers must be the same)")
+
+
+def restore_sections(engine: "Engine", header: dict, sections: dict, path) -> dict:
+    check_fingerprint(engine, header, path)
     problem = _scalars_problem(header["scalars"])
     if problem is not None:
         raise CheckpointError(f"{path}: damaged header: {problem} is not what a checkpoint holds")
