@@ -141,6 +141,11 @@ def test_a_dashed_counter_is_refused_even_when_its_parts_are_counters_too():
     # a subtraction written with spaces spells no such name: read as one
     w.parse("a - b > 0", ["a", "b", "a-b"])
     w.parse("a-b > 0", ["a", "b"])
+    # nor one whose right side is a longer name (helper-125: a-b2 was refused as 'a-b')
+    w.parse("a-b2 >= 1", ["a", "b", "b2", "a-b"])
+    w.parse("ld-in_x > 0", ["ld", "in_x", "ld-in"])
+    with pytest.raises(WhenError, match="counter 'a-b' cannot be named in when"):
+        w.parse("a-b+1 > 0", ["a", "b", "a-b"])
 
 
 def test_more_than_sixteen_counters_on_a_side():

@@ -353,6 +353,11 @@ def counters(expr: Expr) -> set[str]:
     return {node.name for node in _walk(expr) if isinstance(node, Counter)}
 
 
+def _continues_name(text: str, at: int) -> bool:
+    """Whether the character at `at` would go on the name before it (a letter, digit or _)."""
+    return at < len(text) and (text[at].isascii() and (text[at].isalnum() or text[at] == "_"))
+
+
 def parse(text: str, known: Optional[Iterable[str]] = None) -> Expr:
     """Parse a `when` into its tree and check every comparison's sides (reduce()). With
     `known` (the counter names of the configuration), a name outside it is an error with a
@@ -372,7 +377,10 @@ def parse(text: str, known: Optional[Iterable[str]] = None) -> Expr:
             # when the parts are counters too (`a-b` with a, b and "a-b": it was read as a
             # subtraction without a word, helper-124)
             spelt = [k for k in known if k.startswith(node.name) and k != node.name
-                     and text.startswith(k, node.pos) and not _NAME.fullmatch(k)]
+                     and text.startswith(k, node.pos) and not _NAME.fullmatch(k)
+                     # the whole name, not the start of a longer one: `a-b2` is a - b2
+                     # (helper-125: refused as 'a-b' with a, b2 and "a-b" counters)
+                     and not _continues_name(text, node.pos + len(k))]
             if spelt:
                 raise WhenError(f"counter '{spelt[0]}' cannot be named in when: '-' and '.' are not "
                                 "part of a name here (a-b is a subtraction); rename the counter with "
