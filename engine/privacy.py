@@ -140,12 +140,24 @@ def mask_written_numbers(text: str) -> str:
     return mask_numbers("".join(parts))
 
 
+# A number in groups as _WRITTEN reads one, with `_` too and only digits kept from either
+# side (a group never starts or ends inside a longer run): in typed text `id138-0013-8000` is
+# a number glued to a word
+_GLUED = re.compile(r"(?<![\d+])\+?\d{1,4}(?:[ ._-]\d{2,4}){1,5}(?!\d)")
+
+
 def mask_typed_numbers(text: str) -> str:
-    """mask_written_numbers, and every run of 7 or more digits that is left, letters beside it
-    or not (`id13800138000`, `13800138000_x`): for text a person typed (a version's why, an
-    approval's note), where a number glued to a word is still a number, never the name of a
-    file the service wrote."""
-    return _RUN.sub(lambda match: mask_msisdn(match[0]), mask_written_numbers(text))
+    """mask_written_numbers, and every number left of 7 or more digits, in groups or not,
+    letters beside it or not (`id13800138000`, `13800138000_x`, `id138-0013-8000`,
+    `msisdn_138_0013_8001`): for text a person typed (a version's why, an approval's note),
+    where a number glued to a word is still a number, never the name of a file the service
+    wrote. Dates and IPv4 addresses are kept, as mask_written_numbers keeps them."""
+    parts, at = [], 0
+    for kept in _KEPT.finditer(text):
+        parts += [_GLUED.sub(_mask_written, text[at:kept.start()]), kept[0]]
+        at = kept.end()
+    parts.append(_GLUED.sub(_mask_written, text[at:]))
+    return _RUN.sub(lambda match: mask_msisdn(match[0]), mask_written_numbers("".join(parts)))
 
 
 def _escape(match: re.Match) -> str:

@@ -849,16 +849,19 @@ def test_a_number_glued_to_a_word_in_a_why_or_a_note_is_masked_too(app, world):
     # helper-123: `id13800138000` and `13800138000_x` were taken for names, as in a log's file
     # names, and shown in full on the pages and in the audit's CSV
     ed, ann = user(app, "ed"), user(app, "ann")
-    saved = campaign_form(ed, "crbt_school", template="NEW", why="x13800138000y id13900139000 13700137000_x")
+    saved = campaign_form(ed, "crbt_school", template="NEW", why="x13800138000y id13900139000 13700137000_x "
+                                                                 "id135-0013-5000 msisdn_134_0013_4000")
     vid = saved.headers["location"].rsplit("/", 1)[1]
     page = ann.get(f"/versions/{vid}").text
     ann.post(f"/versions/{vid}/reject", data={"csrf_token": _token(page), "note": "ask13600136000abc"})
     for path in (f"/versions/{vid}", "/versions", "/simulations", "/audit", "/audit.csv"):
         page = ann.get(path).text
-        for number in ("13800138000", "13900139000", "13700137000", "13600136000"):
+        for number in ("13800138000", "13900139000", "13700137000", "13600136000", "135-0013-5000",
+                       "134_0013_4000"):
             assert number not in page, (path, number)
     page = ann.get(f"/versions/{vid}").text
-    assert "x138****8000y id139****9000 137****7000_x" in page and "ask136****6000abc" in page
+    assert "x138****8000y id139****9000 137****7000_x id135****5000 msisdn_134****4000" in page
+    assert "ask136****6000abc" in page
 
 
 def test_what_check_warns_of_is_shown_with_the_save(app, world):
