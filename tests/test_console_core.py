@@ -308,6 +308,15 @@ def test_logout_ends_the_session(app):
     assert app.state.store.query("SELECT * FROM sessions WHERE user = 'vera'") == []
 
 
+def test_a_session_older_than_its_hours_is_logged_out(app):
+    # helper-125: the row outlived its 8 hours until someone logged in (only add_session
+    # forgot old rows), and the cookie, signed again on every answer, went on working
+    client = logged_in(app, "vera")
+    assert client.get("/campaigns").status_code == 200
+    app.state.store.execute("UPDATE sessions SET created_at = created_at - 9 * 3600 WHERE user = 'vera'")
+    assert client.get("/campaigns").status_code == 303
+
+
 def test_a_removed_user_is_logged_out(app):
     client = logged_in(app, "ed")
     app.state.store.execute("DELETE FROM users WHERE name = 'ed'")
@@ -712,11 +721,11 @@ def test_adduser_reads_the_password_from_stdin(world):
     sid = store.add_session("ann", 3600)
     code, out, _ = sigmatch("console", "adduser", "ann", "--role", "editor", "--data", data, stdin=PASSWORD + "\n")
     assert code == 0 and "updated ann (editor)" in out
-    assert store.user("ann")["password_hash"] == first and store.session_user(sid) == "ann"
+    assert store.user("ann")["password_hash"] == first and store.session_user(sid, 3600) == "ann"
     code, out, _ = sigmatch("console", "adduser", "ann", "--role", "viewer", "--data", data, stdin="another one\n")
     assert code == 0 and "updated ann (viewer)" in out
     assert store.user("ann")["role"] == "viewer" and store.user("ann")["password_hash"] != first
-    assert store.session_user(sid) is None
+    assert store.session_user(sid, 3600) is None
     assert [e["action"] for e in store.audit_entries()] == ["user_changed", "user_changed", "user_added"]
 
 

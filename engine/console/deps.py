@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 from fastapi import HTTPException, Request
 from fastapi.templating import Jinja2Templates
 
-from engine.console.auth import csrf_matches, new_csrf_token, password_stamp, role_allows
+from engine.console.auth import SESSION_MAX_AGE_S, csrf_matches, new_csrf_token, password_stamp, role_allows
 from engine.console.settings import Settings
 from engine.console.store import Store
 from engine.privacy import escape_controls, mask_typed_numbers, mask_written_numbers
@@ -107,8 +107,8 @@ def current_user(request: Request) -> Optional[User]:
     store = get_store(request)
     # a session that logged out, or whose user was removed, ends with it: the signed cookie
     # alone stayed valid until it expired (helper-123)
-    row = store.user(name) if isinstance(name, str) and isinstance(sid, str) and store.session_user(sid) == name \
-        else None
+    live = isinstance(name, str) and isinstance(sid, str) and store.session_user(sid, SESSION_MAX_AGE_S) == name
+    row = store.user(name) if live else None
     if row is not None and request.session.get("pw") != password_stamp(row["password_hash"]):
         # the password was changed (adduser again) since this session logged in: a session
         # of whoever learnt the old one ends with it

@@ -304,9 +304,12 @@ class Store:
             db.execute("INSERT INTO sessions (id, user, created_at) VALUES (?, ?, ?)", (sid, user, now))
         return sid
 
-    def session_user(self, sid: str) -> Optional[str]:
-        """The user whose session `sid` is, or None once it ended (logged out, user removed)."""
-        row = self.query_one("SELECT user FROM sessions WHERE id = ?", (sid,))
+    def session_user(self, sid: str, max_age_s: float) -> Optional[str]:
+        """The user whose session `sid` is, or None once it ended (logged out, user removed,
+        or older than `max_age_s` s: a cookie the server signs again on every answer would
+        otherwise outlive its hours, helper-125)."""
+        row = self.query_one("SELECT user FROM sessions WHERE id = ? AND created_at >= ?",
+                             (sid, time.time() - max_age_s))
         return None if row is None else row["user"]
 
     def end_sessions(self, *, sid: Optional[str] = None, user: Optional[str] = None) -> None:
