@@ -636,6 +636,14 @@ def test_the_watch_page_gives_no_uplift_figure_where_the_report_gives_none(app, 
         "welcome": dict(counts, control=100, conversion_rate_send=0.1, conversion_rate_control=0.01, uplift=0.09)}}))
     page = logged_in(app, "vera").get("/watch").text
     assert "too few controls" in page and "+9.00 pp" in page and "+8.99 pp" not in page
+    # no controls (no holdout): stats.json's uplift is null, and the cell was blank
+    (world / "out" / "stats.json").write_text(json.dumps({"campaigns": {
+        "topup_rescue": dict(counts, control=0, conversion_rate_send=0.1, conversion_rate_control=None,
+                             uplift=None),
+        "welcome": dict(counts, sent=0, control=0, converted_send=0, conversion_rate_send=None,
+                        conversion_rate_control=None, uplift=None)}}))
+    page = logged_in(app, "vera").get("/watch").text
+    assert "too few controls" in page and "no sends" in page
 
 
 def test_campaigns_say_when_the_live_file_does_not_load(app, world):

@@ -114,15 +114,15 @@ def _uplift_text(entry: dict) -> str:
     MIN_CONTROLS controls, "no sends"): the page showed +0.51 pp where the report said too few
     controls (helper-123). The interval is the report's (engine.closedloop.report)."""
     from engine.closedloop.uplift import MIN_CONTROLS
-    uplift = entry.get("uplift")
-    if not isinstance(uplift, (int, float)):
-        return ""
+    # the report's notes first: stats.json has no uplift (null) where there are no controls,
+    # and the cell was blank (helper-125)
     sent, controls = entry.get("sent"), entry.get("control")
     if isinstance(sent, int) and not sent:
         return "no sends"
     if isinstance(controls, int) and controls < MIN_CONTROLS:
         return "too few controls"
-    return f"{uplift * 100:+.2f} pp"
+    uplift = entry.get("uplift")
+    return f"{uplift * 100:+.2f} pp" if isinstance(uplift, (int, float)) else ""
 
 
 @router.get("/watch")
