@@ -29,7 +29,7 @@ import click
 
 from engine.closedloop.uplift import MIN_CONTROLS, intervals_ahead, uplifts
 from engine.errors import LoadError, SigmatchError, StreamError, describe_os_error
-from engine.privacy import JsonLogFormatter, LogFormatter, MaskedStream, scrub
+from engine.privacy import JsonLogFormatter, LogFormatter, MaskedStream, escape_controls, scrub
 from engine.wording import per_second, plural
 
 __all__ = ["main"]
@@ -1156,7 +1156,9 @@ def _variants(c) -> str:
     """check's line for a campaign's variants: each template with its weight and its share of
     the subscribers (weight / W), as a marketer plans an A/B test."""
     total = sum(v.weight for v in c.variants)
-    return ", ".join(f"{v.template} {v.weight:,} ({100 * v.weight / total:.4g}%)" for v in c.variants)
+    # a template may hold a tab or a line break (quoted in the files): shown as escapes, one line
+    return ", ".join(f"{escape_controls(v.template)} {v.weight:,} ({100 * v.weight / total:.4g}%)"
+                     for v in c.variants)
 
 
 def _utc(ms: int) -> str:

@@ -42,6 +42,7 @@ import numpy as np
 
 from engine.closedloop.outputs import Outputs, ReportError
 from engine.closedloop.uplift import MIN_CONTROLS, Uplift, uplifts
+from engine.privacy import escape_controls
 from engine.wording import plural
 
 __all__ = ["REPORT_VERSION", "build_report", "format_report", "BY", "LEGEND", "legend_text"]
@@ -385,7 +386,8 @@ def format_report(report: dict, *, by: str = "campaign", legend: bool = True) ->
         rows = [[cid] + _uplift_cells(f) for cid, f in report["campaigns"].items()]
         lines += _table(["campaign"] + _UPLIFT_COLUMNS, rows)
     elif by == "variant":
-        rows = [[cid, template] + _uplift_cells(v) for cid, f in report["campaigns"].items()
+        # a template may hold a tab or a line break: shown as escapes, the row on one line
+        rows = [[cid, escape_controls(template)] + _uplift_cells(v) for cid, f in report["campaigns"].items()
                 for template, v in f["variants"].items()]
         lines += _table(["campaign", "template"] + _UPLIFT_COLUMNS, rows, left=2)
     else:
