@@ -1786,7 +1786,8 @@ def console_adduser(ctx, name: str, role: str, data):
         _fail(f"user name {name!r}: letters, digits, '.', '_', '@' and '-', starting with a letter or digit, "
               "at most 64 characters")
     try:
-        from engine.console.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, verify_password
+        from engine.console.auth import (MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, hash_password, needs_rehash,
+                                         verify_password)
     except ImportError as e:
         _fail(f"the console needs its extra ({e.name} is missing): pip install 'sigmatch[console]'")
     not_utf8 = ("the password (read from standard input) is not UTF-8 text: set the terminal to UTF-8, "
@@ -1812,7 +1813,7 @@ def console_adduser(ctx, name: str, role: str, data):
     existed = row is not None
     # the same password again (a new role only) keeps its hash: a new one (a new salt) ended
     # the user's sessions as a new password does, where a new role applies at once
-    same = existed and verify_password(row["password_hash"], password)
+    same = existed and verify_password(row["password_hash"], password) and not needs_rehash(row["password_hash"])
     store.add_user(name, role, row["password_hash"] if same else hash_password(password))
     if existed and not same:
         store.end_sessions(user=name)

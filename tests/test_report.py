@@ -673,6 +673,7 @@ def test_a_damaged_row_is_refused_without_its_msisdn(tmp_path, damage):
     (lambda s: s.update(run=None), ("run is not an object",)),
     (lambda s: s["run"].update(stopped="broken"), ('run.stopped "broken" is not an object',)),
     (lambda s: s["run"].update(stopped=5), ("run.stopped 5 is not an object",)),
+    (lambda s: s["run"].update(stopped={}), ("run.stopped {} is not an object with a reason",)),
     (lambda s: s["run"].update(conversions=-1), ("run.conversions -1 is not a count",)),
     (lambda s: s["configuration"].update(utc_offset="8"), ("configuration.utc_offset", "+08:00")),
     (lambda s: s["configuration"].update(utc_offset=8), ("configuration.utc_offset",)),

@@ -341,9 +341,10 @@ def stats_problem(stats: dict) -> Optional[str]:
         if not isinstance(run, dict):
             return "run is not an object"          # null too: no run writes one (helper-123)
         stopped = run.get("stopped")
-        if stopped is not None and not isinstance(stopped, dict):
-            # a run stopped part-way is said by an object: another value read as no stop
-            return f"run.stopped {json.dumps(stopped)[:40]} is not an object (or null: the run ended)"
+        if stopped is not None and not (isinstance(stopped, dict) and isinstance(stopped.get("reason"), str)):
+            # a run stopped part-way is said by an object with its reason: another value read
+            # as no stop, one without a reason as "stopped part-way (None)"
+            return f"run.stopped {json.dumps(stopped)[:40]} is not an object with a reason (or null: the run ended)"
         for key in ("first_seq", "last_seq"):
             value = run.get(key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)

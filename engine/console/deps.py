@@ -168,11 +168,12 @@ _WARNINGS_SHOWN, _WARNING_CHARS = 3, 300
 
 
 def flash_warnings(request: Request, warnings: list[str]) -> None:
-    """What `sigmatch check` warned of while a version was validated (entries of a list
-    skipped), flashed with its save: the first few, each cut short, then how many more."""
+    """What loading a version's configuration, profiles and lists warned of while it was
+    validated (entries of a list skipped), flashed with its save: the first few, each cut
+    short, then how many more."""
     for warning in warnings[:_WARNINGS_SHOWN]:
         cut = warning if len(warning) <= _WARNING_CHARS else warning[:_WARNING_CHARS - 1] + "…"
-        flash(request, f"Warning (as sigmatch check gives it): {cut}", "warning")
+        flash(request, f"Warning: {cut}", "warning")
     if len(warnings) > _WARNINGS_SHOWN:
         flash(request, f"… and {len(warnings) - _WARNINGS_SHOWN:,} more warnings: run sigmatch check on the "
                        "version's text to see them all", "warning")
