@@ -175,13 +175,13 @@ def _lock_output(out: Path, option: Optional[str], *, for_good: bool = True) -> 
     return fd
 
 
-# The output directories this process holds the lock of, for replays (lock_output without
-# `option`): a second flock of the same file from this process, on another descriptor,
-# would be refused as another run's
+# The output directories this process holds the lock of for good, for replays (lock_output
+# without `option`): a second flock of the same file from this process, on another
+# descriptor, would be refused as another run's
 _HELD_OUT: dict[str, Optional[int]] = {}
+_HELD_LOCK = threading.Lock()
 # The output directory each Engine.replay of this process writes now, by the engine: two
 # engines in two threads numbered their files alike (helper-126)
-_HELD_LOCK = threading.Lock()
 _WRITING: dict[str, int] = {}
 _WRITING_LOCK = threading.Lock()
 
