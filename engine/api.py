@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -90,6 +91,10 @@ _CONTACT_KEYS = tuple("sent" if kind == "send" else kind for kind in KINDS)
 _CONVERTED_KEYS = tuple(f"converted_{kind}" for kind in KINDS)
 
 
+# day numbers (since 1970-01-01) of 0001-01-01 and 9999-12-31
+_FIRST_DAY, _LAST_DAY = -719_162, 2_932_896
+
+
 def _tally_rows(rows):
     """(key, key, counts as an int64 array) of each [key, key, [2 x len(KINDS) counts]] row;
     ValueError when a row is not that."""
@@ -98,7 +103,8 @@ def _tally_rows(rows):
     for row in rows:
         if not (isinstance(row, list) and len(row) == 3 and isinstance(row[2], list)
                 and len(row[2]) == 2 * len(KINDS)
-                and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 63 for n in row[2])):
+                # counts that stay exact as they grow (a hand edit to 2**63 - 1 wrapped round)
+                and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 53 for n in row[2])):
             raise ValueError("tallies")
         yield row[0], row[1], np.array(row[2], np.int64)
 
@@ -150,7 +156,9 @@ class _DayCounts:
         index = {cid: i for i, cid in enumerate(campaign_ids)}
         days = cls(len(campaign_ids), utc_offset_ms)
         for cid, day, counts in _tally_rows(rows):
-            if cid not in index or not isinstance(day, int) or isinstance(day, bool):
+            # a local day of the years 0001 to 9999, as stats.json can name one
+            if cid not in index or not isinstance(day, int) or isinstance(day, bool) \
+                    or not _FIRST_DAY <= day <= _LAST_DAY:
                 raise ValueError("days")
             days.counts[(index[cid], day)] = counts
         return days
@@ -587,9 +595,10 @@ class Engine(EngineFigures):
         `ring` keeps only each subscriber's last `ring` entries (the daemon's bound).
         ValueError names a number that is not a subscriber."""
         from engine.closedloop.explain import Explainer
-        if ring is not None and (not isinstance(ring, int) or isinstance(ring, bool) or ring < 1):
+        if ring is not None and (not isinstance(ring, Integral) or isinstance(ring, bool) or ring < 1):
             # before anything changes: a refused ring left the watch list replaced (helper-126)
             raise ValueError(f"ring {ring!r}: a whole number of entries, at least 1")
+        ring = None if ring is None else int(ring)
         if isinstance(msisdns, (str, bytes, int)):
             raise TypeError("msisdns: a list of numbers, not one number or a string")
         numbers = [int(m) for m in msisdns]
@@ -633,9 +642,10 @@ class Engine(EngineFigures):
         document, {"msisdn", "status", "events": [...], "actions": [...]}. ValueError for a
         number not watched."""
         from engine.closedloop.explain import document
-        if last is not None and (not isinstance(last, int) or isinstance(last, bool) or last < 0):
+        if last is not None and (not isinstance(last, Integral) or isinstance(last, bool) or last < 0):
             # -1 gave no entries without a word, "5" a TypeError from a comparison (helper-126)
             raise ValueError(f"last {last!r}: a whole number of entries, 0 or more")
+        last = None if last is None else int(last)
         msisdn = int(msisdn)
         self._take_explain()
         if self._explainer is None or msisdn not in self._explainer.entries:
@@ -740,6 +750,12 @@ class Engine(EngineFigures):
             # before any event: the first file would fail only after the run's events were
             # spent, and in an OSError's words
             raise SigmatchError(f"{out}: {unwritable}")
+        from engine.service.checkpoint import service_directory_problem
+        problem = service_directory_problem(Path(out), exists=os.path.lexists(out))
+        if problem:
+            # a service's spool would take the files for input, its state is its own; the CLI
+            # refused them and the API did not (helper-127)
+            raise SigmatchError(f"{out}: {problem}: give another output directory")
         with writing_output(out, self):
             return self._replay(source, out, drain=drain, format=format, progress=progress, keep=keep)
 

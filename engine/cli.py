@@ -11,7 +11,6 @@ import math
 import os
 import re
 import signal
-import stat
 import sys
 import tempfile
 import textwrap
@@ -626,6 +625,19 @@ def _hold_out(out: Path) -> None:
         _OUT_LOCKS[key] = lock_output(out)
 
 
+def _hold_out_as_it_was(out: Path, earlier: list) -> None:
+    """Hold `out`'s output lock, and fail when another run's files came there since `earlier`
+    was read: an --out made only now was looked at before any lock was held (one must not
+    be made for a command that fails), and a run that wrote it meanwhile had its files
+    replaced by this one's under the same names (helper-127)."""
+    from engine.sinks import earlier_run_files
+    _hold_out(out)
+    came = sorted(set(earlier_run_files(out)) - set(earlier))
+    if came:
+        _fail(f"{out}: another run wrote its output there meanwhile ({came[0].relative_to(out)}); a second run "
+              "would number its actions from 1 again and the gateway would send them twice: give a new --out")
+
+
 @contextlib.contextmanager
 def _warned_before_a_broken_stream():
     """A stream that breaks ends the command with its error line; a bad value holding many
@@ -651,7 +663,7 @@ def _replay_one(cfg, traces: tuple[Path, ...], out: Path, fmt, progress, earlier
     judgement = _judged(traces, engine)
     if judgement.refusal:
         raise LoadError(judgement.refusal)
-    _hold_out(out)
+    _hold_out_as_it_was(out, earlier)
     remove_earlier_run(out, earlier)
     with _warned_before_a_broken_stream():
         run = engine.replay(list(traces), out=out, drain=True, format=fmt, progress=progress, keep=False)
@@ -761,63 +773,10 @@ def _check_out(out: Path) -> None:
                 pass        # another run's files are there now, or it removed it: made again later
     # a service's spool would take the files written there for input (and move them to
     # rejected/; its done/ is pruned), and a state directory is the service's own
-    from engine.service.checkpoint import holds_checkpoints
-    from engine.sinks import SPOOL_LOCK
-    for above in Path(os.path.realpath(out)).parents:
-        if os.path.lexists(above / SPOOL_LOCK):
-            _fail(f"--out {out}: is inside a service's --spool {above} ({SPOOL_LOCK}): give another --out")
-        if holds_checkpoints(above):
-            _fail(f"--out {out}: is inside a service's --state {above} (it holds checkpoints): give another --out")
-    if probe == out:
-        if os.path.lexists(out / SPOOL_LOCK):
-            _fail(f"--out {out}: is a service's --spool ({SPOOL_LOCK}): give another --out")
-        if holds_checkpoints(out):
-            _fail(f"--out {out}: is a service's --state (it holds checkpoints): give another --out")
-        if _locked_by_another(out / "lock"):
-            _fail(f"--out {out}: is a running service's --state (its lock is held): give another --out")
-        if _service_lock_file(out / "lock"):
-            # a service killed before its first checkpoint leaves only this; no run writes it
-            _fail(f"--out {out}: holds the lock file of a service's --state: give another --out")
-
-
-def _service_lock_file(path: Path) -> bool:
-    """Whether `path` looks like STATE/lock: a plain file, empty or holding a PID
-    (sinks.lock_holder), as sinks.hold_lock leaves it. A user's own file named `lock` holds
-    something else."""
-    from engine.sinks import lock_holder
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return not os.path.islink(path)     # unreadable: taken for a service's, as before
-    try:
-        info = os.fstat(fd)
-        # blank counts as empty: a PID is read with the white space around it stripped
-        return stat.S_ISREG(info.st_mode) and (not os.pread(fd, 33, 0).strip() or lock_holder(fd) is not None)
-    finally:
-        os.close(fd)
-
-
-def _locked_by_another(path: Path) -> bool:
-    """Whether `path` is a plain file that another process holds an flock on (STATE/lock of
-    a running service, before its first checkpoint)."""
-    import fcntl
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False        # a filesystem without locks: nothing to say
-    finally:
-        os.close(fd)
+    from engine.service.checkpoint import service_directory_problem
+    problem = service_directory_problem(out, exists=probe == out)
+    if problem:
+        _fail(f"--out {out}: {problem}: give another --out")
 
 
 def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, earlier, workers: int,
@@ -836,7 +795,7 @@ def _replay_sharded(cfg, config: Path, traces: tuple[Path, ...], out: Path, fmt,
         raise LoadError(judgement.refusal)
 
     def remove_earlier():
-        _hold_out(out)
+        _hold_out_as_it_was(out, earlier)
         remove_earlier_run(out, earlier)
 
     if ray_address is not None:

@@ -148,7 +148,9 @@ def _lock_output(out: Path, option: Optional[str], *, for_good: bool = True) -> 
         if option:
             raise
         who = f"PID {e.holder} (another sigmatch run writes it)" if e.holder else "another sigmatch run"
-        raise SigmatchError(f"{out}: output directory in use by {who}: give a new --out") from None
+        # the CLI's replay holds it for good; an API replay for its run, and has no --out
+        advice = "give a new --out" if for_good else "give another output directory"
+        raise SigmatchError(f"{out}: output directory in use by {who}: {advice}") from None
     except OSError as e:
         os.close(fd)
         if e.errno not in NO_LOCKS:
@@ -194,10 +196,11 @@ def writing_output(out, owner: object):
     CLI's replay): a program that replays into many directories keeps no descriptor open."""
     key = os.path.realpath(out)
     with _WRITING_LOCK:
-        holder = _WRITING.get(key)
-        if holder is not None and holder != id(owner):
-            raise SigmatchError(f"{out}: output directory in use by another replay of this process: give each "
-                                "engine its own out")
+        if key in _WRITING:
+            # the same engine's too: one engine in two threads at once numbers alike, and the
+            # first to end let the second go unguarded (helper-127)
+            raise SigmatchError(f"{out}: output directory in use by another replay of this process: one replay "
+                                "at a time writes it")
         _WRITING[key] = id(owner)
     fd = None
     try:
@@ -212,8 +215,7 @@ def writing_output(out, owner: object):
                 os.ftruncate(fd, 0)
             os.close(fd)
         with _WRITING_LOCK:
-            if _WRITING.get(key) == id(owner):
-                del _WRITING[key]
+            del _WRITING[key]
 
 
 # Output holds personal data (MSISDNs): owner and group only, whatever the umask.

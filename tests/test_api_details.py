@@ -166,6 +166,10 @@ def test_two_engines_never_write_one_out_at_once(tmp_path):
         with pytest.raises(SigmatchError, match="output directory in use by another replay of this process"):
             second.replay(EXAMPLE / "trace.msgpack", out=out)
     assert second.stats["totals"]["events"] == 0
+    # nor one engine in two threads at once (the first to end let the other go unguarded)
+    with writing_output(out, first):
+        with pytest.raises(SigmatchError, match="output directory in use by another replay of this process"):
+            first.replay(EXAMPLE / "trace.msgpack", out=out)
     first.replay(EXAMPLE / "trace.msgpack", out=out)
     first.replay(b"", out=out, drain=True)       # the same engine goes on writing it
     # the lock is let go between runs, and left empty as the CLI's is
@@ -224,8 +228,13 @@ def test_a_restored_engine_counts_days_and_variants_as_the_one_that_went_on(tmp_
     assert any(c["days"] for c in a["campaigns"].values())
 
 
+_MISSING = object()
+
+
 @pytest.mark.parametrize("key, value", [("seq", -1), ("clock", "x"), ("clock", 2**63), ("has_clock", 2),
-                                        ("largest_bad_value", None), ("conversion_seq", 2**64)])
+                                        ("largest_bad_value", None), ("conversion_seq", 2**64),
+                                        # missing: refused once the sections were restored (helper-127)
+                                        ("seq", _MISSING), ("clock", _MISSING), ("stream_offset", _MISSING)])
 def test_a_hand_edited_header_is_refused_and_the_engine_left_as_it_was(tmp_path, key, value):
     import json
     import struct
@@ -237,7 +246,10 @@ def test_a_hand_edited_header_is_refused_and_the_engine_left_as_it_was(tmp_path,
     raw = engine.checkpoint(tmp_path / "x.ckpt").read_bytes()
     (length,) = struct.unpack("<I", raw[len(MAGIC):len(MAGIC) + 4])
     header = json.loads(raw[len(MAGIC) + 4:len(MAGIC) + 4 + length])
-    header["scalars"][key] = value
+    if value is _MISSING:
+        del header["scalars"][key]
+    else:
+        header["scalars"][key] = value
     encoded = json.dumps(header).encode()
     rest = raw[len(MAGIC) + 8 + length:]
     (tmp_path / "x.ckpt").write_bytes(MAGIC + struct.pack("<I", len(encoded)) + encoded
@@ -266,3 +278,57 @@ def test_a_section_longer_than_the_file_is_refused_before_its_memory_is_taken(tm
                                       + struct.pack("<I", zlib.crc32(encoded)) + raw[len(MAGIC) + 8 + length:])
     with pytest.raises(CheckpointError, match="truncated in section"):
         Engine.from_config(EXAMPLE / "campaigns.toml").restore(tmp_path / "x.ckpt")
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t["days"][0].__setitem__(1, -10**9), lambda t: t["days"][0].__setitem__(1, 2**70),
+    lambda t: t["days"][0][2].__setitem__(0, 2**63 - 1), lambda t: t["variants"][0].__setitem__(1, 5),
+    lambda t: t.__setitem__("days", {}),
+])
+def test_tallies_edited_by_hand_are_refused(tmp_path, edit):
+    # helper-127: a day of -10**9 restored as "-2735938-12-29", a count of 2**63 - 1 wrapped round
+    import json
+    import struct
+    import zlib
+    from engine.errors import CheckpointError
+    from engine.service.checkpoint import MAGIC
+    engine = Engine.from_config(EXAMPLE / "campaigns.toml")
+    engine.replay(EXAMPLE / "trace.msgpack")
+    raw = engine.checkpoint(tmp_path / "x.ckpt").read_bytes()
+    (length,) = struct.unpack("<I", raw[len(MAGIC):len(MAGIC) + 4])
+    header = json.loads(raw[len(MAGIC) + 4:len(MAGIC) + 4 + length])
+    assert header["tallies"]["days"] and header["tallies"]["variants"]
+    edit(header["tallies"])
+    encoded = json.dumps(header).encode()
+    (tmp_path / "x.ckpt").write_bytes(MAGIC + struct.pack("<I", len(encoded)) + encoded
+                                      + struct.pack("<I", zlib.crc32(encoded)) + raw[len(MAGIC) + 8 + length:])
+    fresh = Engine.from_config(EXAMPLE / "campaigns.toml")
+    with pytest.raises(CheckpointError, match="damaged header: tallies"):
+        fresh.restore(tmp_path / "x.ckpt")
+    assert fresh.stats["totals"]["events"] == 0
+
+
+def test_numpy_integers_are_whole_numbers_for_ring_and_last():
+    engine = Engine.from_config(EXAMPLE / "campaigns.toml")
+    number = int(engine.subscribers[0])
+    engine.watch([number], ring=np.int64(5))
+    engine.replay(EXAMPLE / "trace.msgpack")
+    assert len(engine.explanation(number, last=np.int64(1))["events"]) <= 1
+
+
+def test_an_api_replay_into_a_services_spool_or_state_is_refused(tmp_path):
+    # the CLI refused them and the API wrote its files there (helper-127)
+    from engine.errors import SigmatchError
+    from engine.sinks import SPOOL_LOCK
+    engine = Engine.from_config(EXAMPLE / "campaigns.toml")
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / SPOOL_LOCK).write_text("")
+    (tmp_path / "state").mkdir()
+    other = Engine.from_config(EXAMPLE / "campaigns.toml")
+    other.checkpoint(tmp_path / "state" / "base-00000001")
+    for out, says in ((tmp_path / "spool", "is a service's --spool"),
+                      (tmp_path / "spool" / "x", "is inside a service's --spool"),
+                      (tmp_path / "state", "is a service's --state")):
+        with pytest.raises(SigmatchError, match=says):
+            engine.replay(EXAMPLE / "trace.msgpack", out=out)
+    assert engine.stats["totals"]["events"] == 0

@@ -954,3 +954,16 @@ def test_run_refuses_another_services_state_or_spool_and_a_runs_output(world, tm
         assert code == 1 and text.strip().splitlines()[-1].startswith(f"sigmatch: error: {said}"), (args, text)
     assert not (tmp_path / "s2").exists() and not (tmp_path / "o2").exists()
     assert sorted(p.name for p in spool.iterdir()) == [".sigmatch.lock"]
+
+
+def test_a_run_that_wrote_out_between_its_check_and_its_lock_is_not_replaced(tmp_path):
+    # helper-127: an --out made only now is looked at before the lock is held; a replay that
+    # wrote it meanwhile had its files replaced under the same names, and both said ok
+    from engine import cli
+    out = tmp_path / "out"
+    earlier = []
+    (out / "sms").mkdir(parents=True)
+    (out / "sms" / "actions-00000001.csv").write_text("seq\n")
+    with pytest.raises(SystemExit):
+        cli._hold_out_as_it_was(out, earlier)
+    assert (out / "sms" / "actions-00000001.csv").read_text() == "seq\n"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -262,6 +263,8 @@ def restore_checkpoint(engine: "Engine", path) -> dict:
 _INT64_SCALARS = ("clock",)
 _UINT64_SCALARS = ("seq", "conversion_seq", "timers_created", "carry_offset", "stream_offset", "late_events",
                    "bad_bytes")
+# read with a default: a checkpoint of an earlier sigmatch has none of them
+_SCALARS_ADDED_LATER = ("late_events", "bad_bytes")
 
 
 def _scalars_problem(scalars: dict) -> Optional[str]:
@@ -269,12 +272,17 @@ def _scalars_problem(scalars: dict) -> Optional[str]:
     def whole(value, lo, hi) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and lo <= value < hi
 
+    for key in _INT64_SCALARS + _UINT64_SCALARS + ("has_clock",):
+        # those every checkpoint has (the core reads them without a default): missing, one
+        # failed after the sections were restored (helper-127)
+        if key not in scalars and key not in _SCALARS_ADDED_LATER:
+            return f"scalars.{key} (missing)"
     for key in _INT64_SCALARS + _UINT64_SCALARS:
         lo, hi = (-(1 << 63), 1 << 63) if key in _INT64_SCALARS else (0, 1 << 64)
         if key in scalars and not whole(scalars[key], lo, hi):
             return f"scalars.{key} {json.dumps(scalars[key])[:40]}"
-    if "has_clock" in scalars and scalars["has_clock"] not in (0, 1):
-        return f"scalars.has_clock {json.dumps(scalars['has_clock'])[:40]}"
+    if scalars.get("has_clock") not in (0, 1):
+        return f"scalars.has_clock {json.dumps(scalars.get('has_clock'))[:40]}"
     largest = scalars.get("largest_bad_value", (0, 0))
     if not (isinstance(largest, (list, tuple)) and len(largest) == 2 and all(whole(v, 0, 1 << 64) for v in largest)):
         return f"scalars.largest_bad_value {json.dumps(largest)[:40]}"
@@ -369,6 +377,72 @@ def holds_checkpoints(directory: Path) -> bool:
                        for p in directory.glob("shard-*/base-*")))
     except OSError:
         return False
+
+
+def service_directory_problem(out: Path, *, exists: bool) -> Optional[str]:
+    """Why `out` must not take a run's output files as a service's directory or inside one,
+    or None: a spool (its lock file: the service would take the files for input, move them
+    to rejected/, prune its done/), a state directory (checkpoints, a running service's held
+    lock, the lock file a service killed before its first checkpoint leaves), or a directory
+    inside either. `exists`: whether `out` itself is there (its own contents are asked only
+    then)."""
+    from engine.sinks import SPOOL_LOCK
+    for above in Path(os.path.realpath(out)).parents:
+        if os.path.lexists(above / SPOOL_LOCK):
+            return f"is inside a service's --spool {above} ({SPOOL_LOCK})"
+        if holds_checkpoints(above):
+            return f"is inside a service's --state {above} (it holds checkpoints)"
+    if exists:
+        if os.path.lexists(Path(out) / SPOOL_LOCK):
+            return f"is a service's --spool ({SPOOL_LOCK})"
+        if holds_checkpoints(Path(out)):
+            return "is a service's --state (it holds checkpoints)"
+        if _locked_by_another(Path(out) / "lock"):
+            return "is a running service's --state (its lock is held)"
+        if _service_lock_file(Path(out) / "lock"):
+            # a service killed before its first checkpoint leaves only this; no run writes it
+            return "holds the lock file of a service's --state"
+    return None
+
+
+def _service_lock_file(path: Path) -> bool:
+    """Whether `path` looks like STATE/lock: a plain file, empty or holding a PID
+    (sinks.lock_holder), as sinks.hold_lock leaves it. A user's own file named `lock` holds
+    something else."""
+    from engine.sinks import lock_holder
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return not os.path.islink(path)     # unreadable: taken for a service's, as before
+    try:
+        info = os.fstat(fd)
+        # blank counts as empty: a PID is read with the white space around it stripped
+        return stat.S_ISREG(info.st_mode) and (not os.pread(fd, 33, 0).strip() or lock_holder(fd) is not None)
+    finally:
+        os.close(fd)
+
+
+def _locked_by_another(path: Path) -> bool:
+    """Whether `path` is a plain file that another process holds an flock on (STATE/lock of
+    a running service, before its first checkpoint)."""
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False        # a filesystem without locks: nothing to say
+    finally:
+        os.close(fd)
 
 
 class Loaded:
