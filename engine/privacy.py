@@ -140,10 +140,11 @@ def mask_written_numbers(text: str) -> str:
     return mask_numbers("".join(parts))
 
 
-# A number in groups as _WRITTEN reads one, with `_` too and only digits kept from either
-# side (a group never starts or ends inside a longer run): in typed text `id138-0013-8000` is
-# a number glued to a word
-_GLUED = re.compile(r"(?<![\d+])\+?\d{1,4}(?:[ ._-]\d{2,4}){1,5}(?!\d)")
+# A number in groups as _WRITTEN reads one, with `_` and `/` too and the first group in
+# brackets (`(138) 0013-8000`), only digits kept from either side (a group never starts or
+# ends inside a longer run): in typed text `id138-0013-8000` is a number glued to a word.
+# Not `,`: `1,000,000` is written so that it stays a count
+_GLUED = re.compile(r"(?<![\d+])\+?\(?\d{1,4}\)?(?:(?:[ ./_-]|\) ?)\d{2,4}){1,5}(?!\d)")
 
 
 def mask_typed_numbers(text: str) -> str:

@@ -464,3 +464,17 @@ def test_the_lookup_request_log_masks_a_number_wherever_and_however_it_is_writte
     log masked it only after /subscriber/ or msisdn=: on any other path it was logged whole."""
     from engine.service.lookup import request_log_text
     assert request_log_text(line) == logged
+
+
+@pytest.mark.parametrize("typed, shown", [
+    ("id13800138000", "id138****8000"), ("13800138000_x", "138****8000_x"),
+    ("id138-0013-8000", "id138****8000"), ("msisdn_138_0013_8001", "msisdn_138****8001"),
+    # helper-127: brackets round the first group left 10 of 11 digits shown, slashes all 11
+    ("(138) 0013-8000", "138****8000"), ("138/0013/8000", "138****8000"),
+    # what stays: dates, addresses, counts written with commas, versions, prices
+    ("live 2026/12/24 and 12/24/2026", "live 2026/12/24 and 12/24/2026"), ("10.1.2.3", "10.1.2.3"),
+    ("1,000,000 and v1.2.3 at 12.50", "1,000,000 and v1.2.3 at 12.50"),
+])
+def test_numbers_typed_by_people_are_masked_however_they_are_written(typed, shown):
+    from engine.privacy import mask_typed_numbers
+    assert mask_typed_numbers(typed) == shown
