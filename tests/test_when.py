@@ -146,6 +146,11 @@ def test_a_dashed_counter_is_refused_even_when_its_parts_are_counters_too():
     w.parse("ld-in_x > 0", ["ld", "in_x", "ld-in"])
     with pytest.raises(WhenError, match="counter 'a-b' cannot be named in when"):
         w.parse("a-b+1 > 0", ["a", "b", "a-b"])
+    # one named with '.' too, where the parser stopped at the dot (helper-127)
+    with pytest.raises(WhenError, match="counter 'x.y' cannot be named in when") as e:
+        w.parse("a + x.y > 1", ["a", "x.y"])
+    assert e.value.pos == 4
+    w.parse("x > 0", ["x", "x.y"])
 
 
 def test_more_than_sixteen_counters_on_a_side():

@@ -366,6 +366,17 @@ def parse(text: str, known: Optional[Iterable[str]] = None) -> Expr:
         raise WhenError(f"when must be a string, not {type(text).__name__}")
     if len(text) > MAX_WHEN_LEN:
         raise WhenError(f"when is longer than {MAX_WHEN_LEN:,} characters")
+    if known is not None:
+        known = list(known)
+        # a counter named with '.' stops the parser at its dot ("unexpected character"):
+        # named first, as one named with '-' is below (helper-127)
+        for k in known:
+            if "." in k and not _NAME.fullmatch(k):
+                found = re.search(rf"(?<![A-Za-z0-9_]){re.escape(k)}(?![A-Za-z0-9_])", text)
+                if found:
+                    raise WhenError(f"counter '{k}' cannot be named in when: '-' and '.' are not part of a name "
+                                    "here (a-b is a subtraction); rename the counter with letters, digits and _",
+                                    text, found.start())
     expr = _Parser(text).parse()
     if _depth(expr) > MAX_TREE_DEPTH:
         raise WhenError(f"when has more than {MAX_TREE_DEPTH} levels of operators", text, 0)
