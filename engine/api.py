@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import signal
 import sys
@@ -61,6 +62,9 @@ DAY_MS = 86_400_000
 # stats.json's `timing` block: the only wall-clock figures, the run's seconds and its events per
 # second (SPEC §4); nothing else in stats.json depends on the clock
 TIMING_KEYS = ("elapsed_s", "events_per_s")
+
+
+log = logging.getLogger("sigmatch.api")
 
 
 def format_utc_offset(offset_ms: int) -> str:
@@ -701,7 +705,7 @@ class Engine(EngineFigures):
             # a list was written, and refused by every restore as a damaged header (helper-126)
             raise TypeError(f"extra must be a dict of JSON values, not {type(extra).__name__}")
         tallies = {"days": self._days.to_json([c.id for c in self.config.campaigns]),
-                   "variants": self._variants.to_json()}
+                   "utc_offset_ms": self.config.utc_offset_ms, "variants": self._variants.to_json()}
         return write_checkpoint(self, path, extra, tallies=tallies)
 
     def restore(self, path) -> "Engine":
@@ -721,8 +725,16 @@ class Engine(EngineFigures):
             # checkpoint without them (the service's) starts them afresh.
             days = _DayCounts.from_json(tallies.get("days", []), ids, self.config.utc_offset_ms)
             variants = _VariantCounts.from_json(tallies.get("variants", []))
+            offset = tallies.get("utc_offset_ms", self.config.utc_offset_ms)
+            if not isinstance(offset, int) or isinstance(offset, bool):
+                raise ValueError("utc_offset_ms")
         except (ValueError, AttributeError):
             raise CheckpointError(f"{path}: damaged header: tallies is not what a checkpoint holds") from None
+        if offset != self.config.utc_offset_ms and days.counts:
+            # local days of another offset are other days: counted afresh from here (helper-127)
+            log.warning("%s: written with utc_offset %s, this engine's is %s: stats.json's counts by day start "
+                        "afresh", path, format_utc_offset(offset), format_utc_offset(self.config.utc_offset_ms))
+            days = _DayCounts(len(ids), self.config.utc_offset_ms)
         self.checkpoint_extra = restore_sections(self, header, sections, path)
         self._days, self._variants = days, variants
         return self

@@ -332,3 +332,22 @@ def test_an_api_replay_into_a_services_spool_or_state_is_refused(tmp_path):
         with pytest.raises(SigmatchError, match=says):
             engine.replay(EXAMPLE / "trace.msgpack", out=out)
     assert engine.stats["totals"]["events"] == 0
+
+
+def test_a_restore_under_another_utc_offset_counts_its_days_afresh(tmp_path, caplog):
+    # helper-127: the days counted under +08:00 were kept under another offset, other days
+    import logging
+    engine = Engine.from_config(EXAMPLE / "campaigns.toml")
+    engine.replay(EXAMPLE / "trace.msgpack", drain=True)
+    path = engine.checkpoint(tmp_path / "x.ckpt")
+    text = (EXAMPLE / "campaigns.toml").read_text()
+    assert 'utc_offset = "+08:00"' in text
+    for name in ("profiles.csv", "lists", "areas"):
+        (tmp_path / name).symlink_to(EXAMPLE / name)
+    (tmp_path / "c.toml").write_text(text.replace('utc_offset = "+08:00"', 'utc_offset = "+03:00"'))
+    caplog.set_level(logging.WARNING, "sigmatch.api")
+    restored = Engine.from_config(tmp_path / "c.toml").restore(path)
+    assert "written with utc_offset +08:00, this engine's is +03:00" in caplog.text
+    assert restored._days.counts == {} and restored._variants.counts.keys() == engine._variants.counts.keys()
+    same = Engine.from_config(EXAMPLE / "campaigns.toml").restore(path)
+    assert same._days.counts.keys() == engine._days.counts.keys()
