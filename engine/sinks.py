@@ -48,7 +48,7 @@ from engine.records import (
 )
 
 __all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "unwritable_output_directory",
-           "lock_output", "writing_output", "open_lock_file", "hold_lock", "LockHeld", "SERVICE_ID_FILE", "OUT_LOCK"]
+           "lock_output", "writing_output", "open_plain", "open_lock_file", "hold_lock", "LockHeld", "SERVICE_ID_FILE", "OUT_LOCK"]
 
 # OUT/NAME: the id of the service (`sigmatch run`) whose output OUT is; its checkpoint holds
 # the id too, so that a restart does not number on into another run's output
@@ -569,17 +569,29 @@ def _naming(path):
         raise OSError(e.errno, e.strerror or str(e), str(path)) from e.__cause__
 
 
-def read_plain_head(path, nbytes: int) -> Optional[bytes]:
-    """The first `nbytes` of `path` when it is a plain file; None when it is missing, a link,
-    a FIFO (never waited on), a device or unreadable: whoever can write the folder could put
-    any of those under a name the engine reads."""
+def open_plain(path) -> Optional[int]:
+    """A descriptor of `path` opened for reading when it is a plain file; None when it is
+    missing, a link, a FIFO (never waited on), a device or unreadable: whoever can write the
+    folder could put any of those under a name the engine reads. The caller closes it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None
+
+
+def read_plain_head(path, nbytes: int) -> Optional[bytes]:
+    """The first `nbytes` of `path` when it is a plain file (open_plain); None otherwise."""
+    fd = open_plain(path)
+    if fd is None:
+        return None
+    try:
         return os.pread(fd, nbytes, 0)
     except OSError:
         return None

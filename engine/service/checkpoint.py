@@ -428,13 +428,11 @@ def _locked_by_another(path: Path) -> bool:
     """Whether `path` is a plain file that another process holds an flock on (STATE/lock of
     a running service, before its first checkpoint)."""
     import fcntl
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+    from engine.sinks import open_plain
+    fd = open_plain(path)
+    if fd is None:
         return False
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False
     except BlockingIOError:
