@@ -1115,9 +1115,10 @@ def _variants(c) -> str:
     """check's line for a campaign's variants: each template with its weight and its share of
     the subscribers (weight / W), as a marketer plans an A/B test."""
     total = sum(v.weight for v in c.variants)
-    # a template may hold a tab or a line break (quoted in the files): shown as escapes, one line
-    return ", ".join(f"{escape_controls(v.template)} {v.weight:,} ({100 * v.weight / total:.4g}%)"
-                     for v in c.variants)
+    # a template may hold a tab or a line break (quoted in the files): shown as escapes, one
+    # line, its own backslashes doubled so that a tab and a written `\t` read apart
+    return ", ".join(f"{escape_controls(v.template.replace(chr(92), chr(92) * 2))} {v.weight:,} "
+                     f"({100 * v.weight / total:.4g}%)" for v in c.variants)
 
 
 def _utc(ms: int) -> str:

@@ -499,10 +499,12 @@ def test_check_lists_a_campaigns_variants_and_weights(tmp_path):
     assert lines[at + 1] == ("      variants (template, weight, share): RESCUE_A 1 (0.01%), RESCUE_B 2 (0.02%), "
                              "RESCUE_C 9,997 (99.97%)")
     # a template with a line break or a tab is shown escaped, the line whole (helper-125)
-    config.write_text(config.read_text().replace('"RESCUE_A"', '"V\\nW"').replace('"RESCUE_B"', '"A\\tB"'))
+    config.write_text(config.read_text().replace('"RESCUE_A"', '"V\\nW"').replace('"RESCUE_B"', '"A\\tB"')
+                      .replace('"RESCUE_C"', "'A\\tB'"))
     code, out, _ = run("check", config)
     assert code == 0, out
-    assert "variants (template, weight, share): V\\nW 1 (0.01%), A\\tB 2 (0.02%), RESCUE_C" in out, out
+    # and a backslash written in the template is doubled: a tab and a written \t read apart
+    assert "variants (template, weight, share): V\\nW 1 (0.01%), A\\tB 2 (0.02%), A\\\\tB 9,997" in out, out
 
 
 def test_the_funnel_table_shows_global_controls_and_their_conversions():

@@ -386,9 +386,10 @@ def format_report(report: dict, *, by: str = "campaign", legend: bool = True) ->
         rows = [[cid] + _uplift_cells(f) for cid, f in report["campaigns"].items()]
         lines += _table(["campaign"] + _UPLIFT_COLUMNS, rows)
     elif by == "variant":
-        # a template may hold a tab or a line break: shown as escapes, the row on one line
-        rows = [[cid, escape_controls(template)] + _uplift_cells(v) for cid, f in report["campaigns"].items()
-                for template, v in f["variants"].items()]
+        # a template may hold a tab or a line break: shown as escapes, the row on one line (its
+        # own backslashes doubled, so that a tab and a written `\t` read apart)
+        rows = [[cid, escape_controls(template.replace("\\", "\\\\"))] + _uplift_cells(v)
+                for cid, f in report["campaigns"].items() for template, v in f["variants"].items()]
         lines += _table(["campaign", "template"] + _UPLIFT_COLUMNS, rows, left=2)
     else:
         rows = []
