@@ -570,11 +570,11 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
     if os.path.isdir(out / SERVICE_ID_FILE) and not os.path.islink(out / SERVICE_ID_FILE):
         # before anything is removed: --overwrite takes a service's id away with its output
         _fail(f"{out}: {SERVICE_ID_FILE} is a directory, where a service keeps its id: remove it")
-    if out.is_dir():
-        _hold_out(out)      # a service or replay writing it is named first; nothing is created
+    # a service or replay writing it is named first; nothing is created
+    held = _hold_out(out) if out.is_dir() else None
     earlier = earlier_run_files(out)
     if earlier and not overwrite and all(p.name.endswith(".tmp") for p in earlier) \
-            and not os.path.lexists(out / SERVICE_ID_FILE) and _OUT_LOCKS.get(os.path.abspath(out)) is not None:
+            and not os.path.lexists(out / SERVICE_ID_FILE) and held is not None:
         # a replay killed part-way (SIGKILL, a power cut) left only unfinished files: none
         # reached the gateway, which takes finished names alone, so this run replaces them.
         # Only with the output lock held, so that no other replay is writing them now (a file
@@ -613,16 +613,12 @@ def _replay(config: Path, traces: tuple[Path, ...], out: Path, fmt, progress, ov
     click.echo(f"output: {out}")
 
 
-_OUT_LOCKS: dict = {}
-
-
-def _hold_out(out: Path) -> None:
-    """Hold `out`'s output lock (engine.sinks.lock_output) until the process ends, once: a
-    service or another replay writing it meanwhile would number files alike."""
+def _hold_out(out: Path) -> Optional[int]:
+    """Hold `out`'s output lock (engine.sinks.lock_output, which keeps it once for the
+    process) until the process ends: a service or another replay writing it meanwhile would
+    number files alike. Its descriptor; None where the file system takes no locks."""
     from engine.sinks import lock_output
-    key = os.path.abspath(out)
-    if key not in _OUT_LOCKS:
-        _OUT_LOCKS[key] = lock_output(out)
+    return lock_output(out)
 
 
 def _hold_out_as_it_was(out: Path, earlier: list) -> None:

@@ -132,12 +132,18 @@ def mask_written_numbers(text: str) -> str:
     spaces or points too (`1 000 000`: write 1,000,000); dates and IPv4 addresses are not.
     Not used for logs, whose offsets, times and counts are written so that mask_numbers
     alone suffices."""
+    return mask_numbers(_outside_kept(_WRITTEN, text))
+
+
+def _outside_kept(pattern: re.Pattern, text: str) -> str:
+    """`text` with each match of `pattern` masked (_mask_written), except inside dates and
+    IPv4 addresses (_KEPT), which are neither masked nor joined to what stands beside them."""
     parts, at = [], 0
     for kept in _KEPT.finditer(text):
-        parts += [_WRITTEN.sub(_mask_written, text[at:kept.start()]), kept[0]]
+        parts += [pattern.sub(_mask_written, text[at:kept.start()]), kept[0]]
         at = kept.end()
-    parts.append(_WRITTEN.sub(_mask_written, text[at:]))
-    return mask_numbers("".join(parts))
+    parts.append(pattern.sub(_mask_written, text[at:]))
+    return "".join(parts)
 
 
 # A number in groups as _WRITTEN reads one, with `_` and `/` too and the first group in
@@ -153,12 +159,7 @@ def mask_typed_numbers(text: str) -> str:
     `msisdn_138_0013_8001`): for text a person typed (a version's why, an approval's note),
     where a number glued to a word is still a number, never the name of a file the service
     wrote. Dates and IPv4 addresses are kept, as mask_written_numbers keeps them."""
-    parts, at = [], 0
-    for kept in _KEPT.finditer(text):
-        parts += [_GLUED.sub(_mask_written, text[at:kept.start()]), kept[0]]
-        at = kept.end()
-    parts.append(_GLUED.sub(_mask_written, text[at:]))
-    return _RUN.sub(lambda match: mask_msisdn(match[0]), mask_written_numbers("".join(parts)))
+    return _RUN.sub(lambda match: mask_msisdn(match[0]), mask_written_numbers(_outside_kept(_GLUED, text)))
 
 
 def _escape(match: re.Match) -> str:

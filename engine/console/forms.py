@@ -424,27 +424,6 @@ def field_for_error(message: str, draft_path: str, live_path: str, values: Mappi
     return (name or None), why
 
 
-class _WarningsOfThisThread(logging.Handler):
-    """The texts of the warnings sigmatch's loggers give in this thread while it is entered
-    (the console's other requests, in other threads, keep theirs)."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.texts: list[str] = []
-        self._thread = threading.get_ident()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self._thread:
-            self.texts.append(record.getMessage())
-
-    def __enter__(self) -> "_WarningsOfThisThread":
-        logging.getLogger("sigmatch").addHandler(self)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        logging.getLogger("sigmatch").removeHandler(self)
-
-
 def validate(live_path, draft_text: str, *, section: str = "campaign", entry: Optional[str] = None,
              inputs: set[str] = frozenset(), deep: bool = True) -> FormErrors:
     """Validate `draft_text` as `sigmatch check` validates a file: written beside the live
@@ -454,6 +433,7 @@ def validate(live_path, draft_text: str, *, section: str = "campaign", entry: Op
     error is mapped to the input it names when it concerns the table the form edits."""
     from engine.errors import SigmatchError
     from engine.language.config import load_config
+    from engine.service.reshard import HeldBack
     from engine.sinks import write_private
     live_path = Path(live_path)
     errors = FormErrors()
@@ -463,20 +443,26 @@ def validate(live_path, draft_text: str, *, section: str = "campaign", entry: Op
         errors.general.append(f"{live_path}: TOML syntax error: {e}")
         return errors
     draft = live_path.with_name(f".{live_path.name}.draft-{secrets.token_hex(6)}.toml")
-    said = _WarningsOfThisThread()
+    # what loading warns of (entries of a list skipped), kept to be shown with the save: it
+    # went to the console's log alone, and a list of which a third was skipped was saved
+    # without a word (helper-123). This thread's alone: other requests log beside it.
+    held, this_thread = HeldBack(), threading.get_ident()
+    sigmatch_log = logging.getLogger("sigmatch")
     try:
         write_private(draft.with_name(draft.name + ".tmp"), draft, draft_text.encode())
         try:
-            with said:
+            sigmatch_log.addHandler(held)
+            try:
                 config = load_config(draft)
                 if deep:
                     from engine.api import Engine
                     Engine(config)
-            # what check warns of, shown with the save: it went to the console's log alone,
-            # and a list of which a third was skipped was saved without a word (helper-123)
+            finally:
+                sigmatch_log.removeHandler(held)
+            said = [r.getMessage() for r in held.records if r.thread == this_thread and r.levelno >= logging.WARNING]
             errors.warnings.extend(mask_numbers(text.replace(str(draft.absolute()), str(live_path))
                                                 .replace(str(draft), str(live_path)))
-                                   for text in dict.fromkeys(said.texts))
+                                   for text in dict.fromkeys(said))
         except SigmatchError as e:
             # a loader's words may quote a row of the profiles or a list (a number read for a
             # header): the page, the flash cookie and the audit trail show it masked, as the
