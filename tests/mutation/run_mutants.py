@@ -762,8 +762,8 @@ MUTANTS: list[Mutant] = [
            "    if len(digits) <= MIN_MASKED_DIGITS:\n        return text\n    return (\"+\"", "a number of 7 digits or more, written in groups, is masked",
            fast=("tests/test_privacy_logs.py",)),
     Mutant("privacy-written-dates-masked", "engine/privacy.py",
-           "parts += [_WRITTEN.sub(_mask_written, text[at:kept.start()]), kept[0]]",
-           "parts += [_WRITTEN.sub(_mask_written, text[at:kept.end()])]",
+           "parts += [pattern.sub(_mask_written, text[at:kept.start()]), kept[0]]",
+           "parts += [pattern.sub(_mask_written, text[at:kept.end()])]",
            "a date or an IPv4 address written in groups is no number to mask", fast=("tests/test_privacy_logs.py",)),
 
     Mutant("report-count-unbounded", "engine/closedloop/outputs.py", "and 0 <= value < 1 << 63", "and 0 <= value",
