@@ -55,7 +55,7 @@ def test_conversion_of_amy(replayed, rows):
 
 def test_files_in_the_mms_channel(replayed, rows, written):
     _, run, out = replayed
-    assert sorted(p.name for p in out.iterdir()) == ["conversions", "mms", "stats.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".sigmatch-out.lock", "conversions", "mms", "stats.json"]
     fields = ("seq", "ts", "campaign", "msisdn", "trigger_ts", "cell")
     assert written(out / "mms", "actions-*.csv", fields) == rows(run.action_columns(), fields)
     assert json.loads((out / "stats.json").read_text())["campaigns"]["airport_newspaper"]["sent"] == 2

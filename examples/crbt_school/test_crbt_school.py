@@ -71,7 +71,7 @@ def test_conversion_of_ann(replayed, rows):
 
 def test_files_in_the_sms_channel(replayed, rows, written):
     _, run, out = replayed
-    assert sorted(p.name for p in out.iterdir()) == ["conversions", "sms", "stats.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".sigmatch-out.lock", "conversions", "sms", "stats.json"]
     fields = ("seq", "ts", "campaign", "msisdn", "template", "kind")
     assert written(out / "sms", "actions-*.csv", fields) == rows(run.action_columns(), fields)
     assert not list(out.rglob(".*.tmp"))

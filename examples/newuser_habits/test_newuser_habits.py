@@ -68,7 +68,7 @@ def test_order_converts_the_promotion(replayed, rows):
 
 def test_files_per_channel(replayed, rows, written):
     _, run, out = replayed
-    assert sorted(p.name for p in out.iterdir()) == ["boss", "conversions", "sms", "stats.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".sigmatch-out.lock", "boss", "conversions", "sms", "stats.json"]
     actions = rows(run.action_columns())
     for channel in ("sms", "boss"):
         assert (written(out / channel, "actions-*.csv", ("seq", "campaign", "msisdn", "template"))
