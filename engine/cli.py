@@ -1254,7 +1254,8 @@ def demo(directory, subscribers: int, events: int):
 
 @main.command()
 @click.argument("directory", type=GivenPath(file_okay=False, path_type=Path, created=True))
-@click.option("--subscribers", type=Integer(), required=True, help="Subscribers in the profile snapshot.")
+@click.option("--subscribers", type=Integer(), required=True,
+              help="Subscribers in the profile snapshot (100 to 500,000,000).")
 @click.option("--events", type=Integer(), required=True, help="Events in the trace.")
 @click.option("--campaigns", type=Integer(), default=13, show_default=True,
               help="Synthetic campaigns, written after the programmes of examples/, which gen always writes "

@@ -5,6 +5,7 @@ Everything is vectorised (pyarrow.compute, NumPy): a snapshot has tens of millio
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import logging
 from pathlib import Path
 from collections.abc import Mapping
 import weakref
@@ -22,6 +23,8 @@ from loaders.lists import MSISDN_LIMIT, MSISDN_RULE, parse_msisdns, warn_bad_msi
 from loaders.tabular import DEFAULT_FORMAT, TextFormat, read_csv_header, read_csv_strings
 
 __all__ = ["Profiles", "load_profiles", "take_rows"]
+
+log = logging.getLogger("sigmatch.loaders")
 
 # Columns typed at once while loading a snapshot: each holds its text until typed
 LOAD_THREADS = 4
@@ -132,6 +135,9 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
 
     # Columns are taken out of the table one by one so that each string column is freed once
     # typed: a snapshot of tens of millions of rows must fit in a few GB.
+    if table.num_rows == 0:
+        # as an empty list is said: every campaign that reads a profile then matches nobody
+        log.warning("%s: the snapshot holds no subscribers", path)
     raw = {name: table.column(name) for name in table.column_names}
     del table
     text = raw.pop("msisdn")
@@ -142,7 +148,7 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
         raise LoadError(f"{path}: not one of its {len(bad):,} rows holds a usable MSISDN ({MSISDN_RULE}); "
                         f"the first is {_shown(text[0])}")
     if len(bad):    # a take, even of nothing, joins the reader's chunks: a copy of the column
-        warn_bad_msisdns(path, "row", bad + 1, text.take(bad))
+        warn_bad_msisdns(path, "data row", bad + 1, text.take(bad))
     del text
     msisdn, rows = _first_position_last_row(numbers, valid)
 

@@ -143,6 +143,8 @@ def test_check_accepts_a_good_configuration(world):
      ["campaigns.toml: engine.profiles: ", "dnd.txt: unknown profile format '.txt'; expected .csv or .parquet"]),
     (('[lists]', '[areas]\nmall = "mall.txt"\n\n[lists]'),
      ["campaigns.toml: areas.mall: ", "mall.txt: no such area file"]),
+    # "not a area file" (helper-128)
+    (('[lists]', '[areas]\nmall = "."\n\n[lists]'), ["campaigns.toml: areas.mall: ", ": a directory, not an area file"]),
 ])
 def test_check_fails_on_a_bad_configuration(world, change, words):
     text = world.read_text()

@@ -211,11 +211,21 @@ def test_bad_msisdn_rows_are_skipped_counted_and_masked(tmp_path, warnings):
     assert profiles.columns["a"].to_pylist() == [1, 5, 6]
     assert profiles.bad_rows == 6
     messages = [record.getMessage() for record in warnings.records]
-    assert messages == [f"{path}: 6 entries skipped, not an MSISDN (row 2 '086*******8001', row 3 "
-                        f"'123*********3456', row 4 empty, ...)"]
+    assert messages == [f"{path}: 6 entries skipped, not an MSISDN (data row 2 '086*******8001', "
+                        f"data row 3 '123*********3456', data row 4 empty, ...)"]
     for number in ("08613800138001", "1234567890123456", "86138x0138007", "8613800138008"):
         assert number not in warnings.text
         assert number[3:-4] not in warnings.text  # not even the middle digits
+
+
+def test_a_snapshot_of_a_header_alone_is_said(tmp_path, warnings):
+    """helper-128: `check` said ok and 0 subscribers without a word, where an empty list warns."""
+    path = write(tmp_path / "p.csv", "msisdn,a\n")
+    assert len(load_profiles(path).msisdn) == 0
+    assert [r.getMessage() for r in warnings.records] == [f"{path}: the snapshot holds no subscribers"]
+    warnings.clear()
+    load_profiles(write(tmp_path / "q.csv", "msisdn,a\n13800138000,1\n"))
+    assert not warnings.records
 
 
 def test_bad_rows_do_not_decide_types(tmp_path):
@@ -229,7 +239,7 @@ def test_a_flood_of_bad_rows_is_summarised_in_one_line(tmp_path, warnings):
     profiles = load_profiles(write(tmp_path / "p.csv", "msisdn,a\n1,1\n" + rows))
     assert profiles.bad_rows == 150
     assert len(warnings.records) == 1
-    assert "150 entries skipped, not an MSISDN (row 2 '**', row 3 '**', row 4 '**', ...)" in warnings.text
+    assert "150 entries skipped, not an MSISDN (data row 2 '**', data row 3 '**', data row 4 '**', ...)" in warnings.text
 
 
 def _parquet_twin(path: Path) -> Path:

@@ -150,7 +150,7 @@ def _require_input(config: Config, key: str, path, kind: str,
     elif not os.path.lexists(path):
         reason = f"{shown}: no such {kind} file"
     elif os.path.isdir(path):
-        reason = f"{shown}: a directory, not a {kind} file"
+        reason = f"{shown}: a directory, not {'an' if kind[0] in 'aeiou' else 'a'} {kind} file"
     elif problem_of is not None and (problem := problem_of(path)):
         reason = f"{shown}: {problem}"
     else:
