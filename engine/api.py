@@ -699,7 +699,9 @@ class Engine(EngineFigures):
         """Write all mutable state (subscriber rows, contacts, timers, counts, clock,
         sequences, stream position, and stats.json's counts by day and variant) to `path`,
         atomically. `extra`, a dict of JSON values, is kept with it (restore() gives it back
-        in `checkpoint_extra`); TypeError for another extra, before anything is written."""
+        in `checkpoint_extra`); TypeError for another extra, before anything is written; the
+        OSError of a path that cannot be written (its directory missing or a file, ENOSPC),
+        naming `path`, with no file left behind."""
         from engine.service.checkpoint import write_checkpoint
         if extra is not None and not isinstance(extra, dict):
             # a list was written, and refused by every restore as a damaged header (helper-126)

@@ -54,6 +54,19 @@ def test_restored_engine_continues_like_the_original(world, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_a_checkpoint_that_cannot_be_written_names_its_path(world, tmp_path):
+    """helper-128: a directory that is a file gave NotADirectoryError naming the hidden
+    temporary file the checkpoint is written through."""
+    config, data, _ = world
+    engine = Engine.from_config(config)
+    (tmp_path / "outfile").write_text("")
+    for path in (tmp_path / "outfile" / "x.ckpt", tmp_path / "gone" / "x.ckpt"):
+        with pytest.raises(OSError) as raised:
+            engine.checkpoint(path)
+        assert raised.value.filename == str(path) and ".tmp" not in str(raised.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outfile"]
+
+
 def test_an_event_split_across_the_checkpoint(world, tmp_path):
     """The core's carry (an event begun but not finished) is part of the state."""
     config, data, size = world

@@ -128,7 +128,8 @@ def _write_full(path: Path, header: dict, sections: list) -> Path:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     except OSError as e:
-        raise _naming(e, tmp) from None
+        # the checkpoint asked for, not its hidden temporary name (helper-128)
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
@@ -144,7 +145,7 @@ def _write_full(path: Path, header: dict, sections: list) -> Path:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise _naming(e, tmp) from None
+        raise OSError(e.errno, e.strerror or str(e), str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
