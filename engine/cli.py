@@ -972,6 +972,8 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
     if plots_dir is not None or html_path is not None:
         from engine.closedloop.render import require_extras
         require_extras("report", plots=plots_dir is not None, html=html_path is not None)
+    if html_path is not None:
+        _refuse_unwritable("--html", html_path, "the page")
     since_ms = None
     if non_responders is None:
         for name, value in (("--since", since), ("--campaign", campaign), ("--list", list_path)):
@@ -984,6 +986,7 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
         if list_path.suffix.lower() not in LIST_SUFFIXES:
             _fail(f"--list {list_path}: name it FILE.roar (a Roaring bitmap), FILE.txt (one MSISDN a line) or "
                   "FILE.csv (a column msisdn): its suffix picks the format, as when a configuration reads the list")
+        _refuse_unwritable("--list", list_path, "the list")
         if since is not None:
             from engine.language.config import parse_duration
             try:
@@ -1029,6 +1032,15 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
         click.echo(format_report(document, by=by))
 
 
+def _refuse_unwritable(option: str, path, what: str) -> None:
+    """Fail in one line, before the command's work, when `what` cannot be written at `path`
+    (helper-128: diff replayed both configurations, seconds, and then refused its --html)."""
+    from engine.sinks import unwritable_output_file
+    problem = unwritable_output_file(path)
+    if problem:
+        _fail(f"{option} {path}: cannot write {what} ({problem})")
+
+
 @main.command()
 @click.argument("config_a", type=GivenPath(dir_okay=False, path_type=Path))
 @click.argument("config_b", type=GivenPath(dir_okay=False, path_type=Path))
@@ -1053,6 +1065,7 @@ def diff(config_a: Path, config_b: Path, traces: tuple[Path, ...], as_json: bool
     if html_path is not None:
         from engine.closedloop.render import require_extras
         require_extras("diff", html=True)
+        _refuse_unwritable("--html", html_path, "the page")
     a, b = replay_both(config_a, config_b, traces, state=state, progress=progress, json_logs=_json_errors)
     document = build_diff(a, b, traces=traces, state=state)
     for line in document["warnings"]:

@@ -938,6 +938,29 @@ def unwritable_output_directory(out, campaigns: Sequence[CampaignSpec]) -> Optio
     return None
 
 
+def unwritable_output_file(path) -> Optional[str]:
+    """Why a file cannot be written at `path` (made with its missing parents, as the report's
+    and diff's pages and lists are), naming what is in the way: `path` a directory, the first
+    of its parents that exists not a directory or not writable by this user; None when it
+    can be. Asked before a command's work, so that a page is not refused after a replay."""
+    path = Path(path)
+    if os.path.isdir(path):
+        return f"{path} is a directory"
+    probe = path.parent
+    try:
+        while not os.path.lexists(probe) and probe.parent != probe:
+            probe = probe.parent
+    except OSError:
+        return None     # a name the system refuses: the write says why
+    if not os.path.lexists(probe):
+        return None
+    if not probe.is_dir():
+        return dangling_link(probe) or f"{probe} is not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} {not_writable(probe)}"
+    return None
+
+
 def _check_channel(channel: str) -> None:
     # A channel names a directory under OUT: it must stay one path component inside OUT.
     if channel in ("", ".", "..") or any(c in channel for c in "/\\\0"):

@@ -467,6 +467,12 @@ def test_refusals_are_one_line_naming_the_file(world, tmp_path):
     damaged = tmp_path / "damaged.ckpt"
     damaged.write_bytes(b"SIGMATCH-CHECKPOINT\n\x00")
     one_line_error(*sigmatch("diff", config_a, config_b, trace, "--state", damaged)[::2], "damaged.ckpt")
+    # the page's path is refused before the two replays, not after them (helper-128): with a
+    # trace that does not exist, only a check made first can say the page
+    (tmp_path / "file").write_text("x")
+    page = tmp_path / "file" / "d.html"
+    one_line_error(*sigmatch("diff", config_a, config_b, tmp_path / "no.msgpack", "--html", page)[::2],
+                   f"--html {page}: cannot write the page ({tmp_path / 'file'} is not a directory)")
 
 
 def test_other_subscribers_are_compared_with_a_warning(world, tmp_path):
