@@ -1683,8 +1683,9 @@ def console(ctx, config, data, listen, daemon_pid, trace_dir, out, lookup, looku
     except SigmatchError as e:
         # served all the same: the console is where the file gets mended; its campaigns page says so too
         log.warning("the live configuration does not load: %s", str(e).splitlines()[0])
-    store = _console_store(data)
+    # the port first: a busy one left --data made for nothing (helper-128)
     sock = _console_socket(host, port)
+    store = _console_store(data)
     settings = Settings(config=config.resolve(), data=data.resolve(), host=host, port=sock.getsockname()[1],
                         daemon_pid=daemon_pid, trace_dir=trace_dir, out=out, lookup=lookup,
                         lookup_token=lookup_token, metrics=metrics, simulations=simulations)

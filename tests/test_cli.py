@@ -958,6 +958,20 @@ def test_run_refuses_another_services_state_or_spool_and_a_runs_output(world, tm
     assert sorted(p.name for p in spool.iterdir()) == [".sigmatch.lock"]
 
 
+def test_a_watch_list_that_does_not_load_makes_no_folders(world, tmp_path):
+    """helper-128: a --watch list that did not load was read after --out and --state were
+    made, and left them behind. It is read in the configuration's encoding, as the error's
+    hint ([engine] encoding) says."""
+    config, _ = world
+    watch = tmp_path / "watch.txt"
+    watch.write_bytes(b"1380013\xff8000\n")
+    code, text, _ = run("run", config, "--out", tmp_path / "o", "--state", tmp_path / "s", "--stdin",
+                        "--watch", watch)
+    assert code == 1 and text.strip().splitlines()[-1].startswith(
+        f"sigmatch: error: {watch}: line 1: not UTF-8 text"), text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["watch.txt"]
+
+
 def test_a_run_that_wrote_out_between_its_check_and_its_lock_is_not_replaced(tmp_path):
     # helper-127: an --out made only now is looked at before the lock is held; a replay that
     # wrote it meanwhile had its files replaced under the same names, and both said ok

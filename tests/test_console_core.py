@@ -797,7 +797,8 @@ def test_console_refusals_are_one_line(world):
                    "no such file")
     blocker = world / "a-file"
     blocker.write_text("")
-    one_line_error(*sigmatch("console", "--config", config, "--data", blocker / "data"), "--data", "cannot write")
+    one_line_error(*sigmatch("console", "--config", config, "--data", blocker / "data", "--listen", "127.0.0.1:0"),
+                   "--data", "cannot write")
     one_line_error(*sigmatch("console", "--data", data), "--config")
     one_line_error(*sigmatch("console", "--config", config, "--data", data, "--listen", "127.0.0.1:http"), "--listen")
     with socket.socket() as busy:
@@ -806,6 +807,10 @@ def test_console_refusals_are_one_line(world):
         port = busy.getsockname()[1]
         one_line_error(*sigmatch("console", "--config", config, "--data", data, "--listen", f"127.0.0.1:{port}"),
                        f"127.0.0.1:{port}", "cannot listen")
+        # the port is asked first: a busy one left a new --data made for nothing (helper-128)
+        one_line_error(*sigmatch("console", "--config", config, "--data", world / "new-data", "--listen",
+                                 f"127.0.0.1:{port}"), "cannot listen")
+        assert not (world / "new-data").exists()
 
     # the service's addresses are checked at start, not at the first page that uses them
     token = ("--lookup-token", "t")

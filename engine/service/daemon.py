@@ -422,6 +422,7 @@ class SpoolDaemon:
         self.workers = workers
         # subscribers to explain from the start (`--watch FILE`); the lookup adds and removes more
         self.watch_path = Path(watch) if watch is not None else None
+        self._watch_numbers: list[int] = []     # the --watch list, read by _preflight
         self.out = Path(out)
         self.out_id: Optional[str] = None       # SERVICE_ID_FILE's id: the checkpoint's, or a new one (_restore)
         self.state = Path(state)
@@ -1547,6 +1548,14 @@ class SpoolDaemon:
         if self.watch_path is not None and not self.watch_path.is_file():
             raise SigmatchError(f"--watch {self.watch_path}: "
                                 + ("not a file" if self.watch_path.exists() else "no such file"))
+        if self.watch_path is not None:
+            # read before the folders are made: a list that does not load left --out and
+            # --state behind, made for nothing (helper-128)
+            # in the configuration's encoding, as its lists: the error's hint says [engine] encoding
+            from loaders.lists import load_list
+            from loaders.tabular import TextFormat
+            fmt = TextFormat(encoding=config.encoding, null_values=config.null_values)
+            self._watch_numbers = [int(m) for m in load_list(self.watch_path, fmt)]
         self._check_layout()
         self._refuse_earlier_output()
         self._probe_addresses()
@@ -2271,8 +2280,7 @@ class SpoolDaemon:
     def _watch_file(self) -> None:
         """`--watch FILE` (one MSISDN a line, or .csv/.roar as lists are read): watched from
         start-up. Numbers that are no subscriber are counted in a warning, never listed."""
-        from loaders.lists import load_list
-        numbers = [int(m) for m in load_list(self.watch_path)]
+        numbers = self._watch_numbers          # read by _preflight
         known = [m for m in numbers if self.engine.subscriber_status(m) != "unknown"]
         if len(known) < len(numbers):
             log.warning(f"--watch {self.watch_path}: {len(numbers) - len(known):,} numbers are no subscriber, "
