@@ -40,7 +40,7 @@ SINK_BATCH = 65_536
 # Core status -> (StreamError.reason, what an operator reads after it); the reasons are
 # records.STREAM_STATUSES' names (the daemon words its log lines from this table too)
 _STREAM_ERRORS = {
-    1: ("corrupt", "not msgpack: a 0xc1 byte"),
+    1: ("corrupt", "not msgpack: a 0xc1 byte in the event that starts there"),
     2: ("too_large", "an event longer than max_event_bytes"),
     3: ("truncated", "the stream ends inside an event"),
 }

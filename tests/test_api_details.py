@@ -71,7 +71,7 @@ def test_a_corrupt_trace_names_the_file_and_the_offset_inside_it(tmp_path):
     message = done.stderr.strip().splitlines()[-1]
     assert message.startswith(f"sigmatch: error: event stream broken in {tmp_path / 'day2.msgpack'} at byte offset "
                               f"{at:,} (stream offset {len(good) + at:,})")
-    assert message.endswith(": corrupt (not msgpack: a 0xc1 byte)")
+    assert message.endswith(": corrupt (not msgpack: a 0xc1 byte in the event that starts there)")
 
 
 def test_the_policy_view_shows_the_budgets_left():

@@ -1052,7 +1052,7 @@ def _bare_daemon(spool: Path):
     return daemon
 
 
-@pytest.mark.parametrize("broken", [None, "corrupt (not msgpack: a 0xc1 byte)"])
+@pytest.mark.parametrize("broken", [None, "corrupt (not msgpack: a 0xc1 byte in the event that starts there)"])
 def test_a_cut_copied_before_a_crash_is_not_copied_twice(tmp_path, broken):
     """helper-117: a crash between the copy into rejected/ and the cut of the file made the roll
     forward copy the same bytes again, as NAME.tail-OFFSET.1: an operator who put both back
