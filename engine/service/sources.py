@@ -214,6 +214,11 @@ class StdinJournal(threading.Thread):
             self.left = len(pending)
             if pending:
                 log.error("standard input ended inside an event: its last %s bytes not taken", f"{len(pending):,}")
+                # and the service exits 1 with it once the rest is processed, as replay does on
+                # the same bytes: a script must see that the producer's last event was lost
+                # (helper-128). A read error said first stays the one said.
+                self.error = self.error or (f"standard input ended inside an event: its last {len(pending):,} "
+                                            "bytes not taken; every event before them is processed")
         finally:
             self.finished.set()
 
