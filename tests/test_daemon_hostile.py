@@ -1182,7 +1182,13 @@ def test_a_fragment_between_files_never_costs_the_next_file(world, tmp_path):
     assert (f"t-07.msgpack: an event that began 3 bytes before this file, in t-06.msgpack (stream offset {after:,}), "
             "runs past this file's end: it is no event, and this file was read as its bytes; the stream starts "
             "again at this file's first byte, and the file is read whole") in log, log[-3000:]
-    assert "t-10.msgpack" not in log and "t-11.msgpack: corrupt" not in log
+    assert "t-10.msgpack: corrupt" not in log and "t-11.msgpack: corrupt" not in log
+    # each file that ends inside an event says so (helper-128: a wrong file dropped in the
+    # spool made the next file's first bytes a dead letter, and the log said nothing)
+    for name, left in (("t-04", 2), ("t-09", 5), ("t-10", 10)):
+        assert f"{name}.msgpack: ends inside an event (its last {left} bytes): the event runs on into the next file" \
+            in log, name
+    assert "t-01.msgpack: ends inside" not in log and "t-11.msgpack: ends inside" not in log
     # every event of the good files was processed, and nothing was bad
     stats = json.loads((out / "stats.json").read_text())
     assert stats["run"]["events"] == sum(nr_events(traces[i][1]) for i in range(6))

@@ -1948,6 +1948,12 @@ class SpoolDaemon:
             if status is None:
                 return
             offset = status
+        if carried := self.engine._core.carried:
+            # a probe may cut an event across files, so not a fault; but when this file was the
+            # wrong one, the next file's first bytes become a dead letter, and the log was silent
+            # about where that began (helper-128)
+            log.info(f"{name}: ends inside an event (its last {plural(min(carried, offset), 'byte')}): the event "
+                     "runs on into the next file")
         self._position = None
         self.fed_sizes[name] = offset
         self.uncommitted.append(name)
