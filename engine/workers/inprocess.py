@@ -265,6 +265,13 @@ class _Cores:
         return self._cores[0].carried
 
     @property
+    def carried_head(self) -> bytes:
+        # every shard's core is fed every byte, so shard 0's carry is the stream's (the
+        # daemon asks it for a file read to its end inside an event: helper-129 found it
+        # missing, an AttributeError at every start of `run --workers N`)
+        return self._cores[0].carried_head
+
+    @property
     def clock(self) -> Optional[int]:
         return self._cores[0].clock
 
