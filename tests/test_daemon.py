@@ -990,10 +990,36 @@ def _event_edges(data: bytes) -> list[int]:
     return edges
 
 
-def _stdin_service(generated, out, state):
+def _stdin_service(generated, out, state, *args):
     return subprocess.Popen(
         [sys.executable, "-m", "engine.cli", "run", str(generated.config), "--out", str(out), "--state", str(state),
-         "--stdin"], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+         "--stdin", *map(str, args)], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_stdin_cut_beside_a_spool_is_logged_and_the_service_goes_on(world, tmp_path):
+    """Beside another source the service outlives standard input: a cut there is an error in
+    the log, and a stop days later is not a failure (helper-129: it exited 1 at SIGTERM)."""
+    generated, _ = world
+    data = generated.traces[0].read_bytes()
+    edges = _event_edges(data)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    proc = _stdin_service(generated, tmp_path / "out", tmp_path / "state", "--spool", spool)
+    proc.stdin.write(data[:edges[-1] - 5])
+    proc.stdin.close()
+    left = edges[-1] - 5 - edges[-2]
+    deadline = time.monotonic() + 60
+    journaled = 0
+    while time.monotonic() < deadline and journaled < edges[-2]:
+        time.sleep(0.2)
+        journaled = sum(p.stat().st_size for p in spool.rglob("journal-*.msgpack"))
+    assert journaled == edges[-2]
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    proc.stdin = None       # closed above: communicate would flush it
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert f"standard input ended inside an event: its last {left:,} bytes not taken" in err.decode()
 
 
 def test_stdin_is_journaled_at_events_edges_on_time_and_stops_on_sigterm(world, tmp_path):
@@ -1048,11 +1074,12 @@ def test_stdin_that_ends_inside_an_event_leaves_it_out(world, tmp_path):
     _, err = proc.communicate(data[:edges[-1] - 5], timeout=120)
     left = edges[-1] - 5 - edges[-2]
     assert f"standard input ended inside an event: its last {left:,} bytes not taken" in err.decode()
-    # exit 1, as replay on the same bytes (helper-128: 0, and a script could not tell)
+    # exit 1, as replay on the same bytes (helper-128: 0, and a script could not tell); said once
     assert proc.returncode == 1, err
     assert err.decode().strip().splitlines()[-1] == (
         f"sigmatch: error: standard input ended inside an event: its last {left:,} bytes not taken; every event "
         "before them is processed")
+    assert err.decode().count("ended inside an event") == 1, err
     proc = _stdin_service(generated, out, state)
     _, err = proc.communicate(data, timeout=120)
     assert proc.returncode == 0, err

@@ -1784,7 +1784,7 @@ class SpoolDaemon:
             make_private_directories(self.spool)       # a journal of its own under STATE: 0750 like the rest
             journal_dir = JournalDirectory(self.spool, self.journal_prefix)
         if self.stdin is not None:
-            self.journal = StdinJournal(journal_dir, self.stdin)
+            self.journal = StdinJournal(journal_dir, self.stdin, only_source=self._stdin_only)
         if not self.spool.is_dir():
             raise FileNotFoundError(f"{self.spool}: no such spool directory")
         if self.spool_owners is None:
@@ -1903,8 +1903,8 @@ class SpoolDaemon:
         if self.workers > 1:
             self.engine.close()     # the workers' threads
         lifecycle.info(f"stopped: checkpoint written, {plural(self.engine.pending, 'pending action')} kept")
-        if self.journal is not None and self.journal.error:
-            raise SigmatchError(self.journal.error)
+        if self.journal is not None and (self.journal.error or self.journal.cut):
+            raise SigmatchError(self.journal.error or self.journal.cut)
         if self.stdin_rejected:
             # what standard input sent was not processed: not a success (the first, and how many)
             others = len(self.stdin_rejected) - 1

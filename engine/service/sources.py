@@ -146,8 +146,13 @@ class StdinJournal(threading.Thread):
     that the interpreter's exit does not wait for the buffered reader's lock."""
 
     def __init__(self, journal: JournalDirectory, stream, event_types=None, *, max_event_bytes: int = 1 << 20,
-                 every_s: float = 0.5, max_bytes: int = 16 << 20):
+                 every_s: float = 0.5, max_bytes: int = 16 << 20, only_source: bool = False):
         super().__init__(name="stdin-journal", daemon=True)
+        # the one source: the service ends with standard input, and an event cut short by its
+        # end is the service's error (exit 1, said once, as replay says it); beside other
+        # sources it is logged and the service goes on
+        self.only_source = only_source
+        self.cut: Optional[str] = None
         self.journal = journal
         self.stream = stream
         self.event_types = dict(event_types or {})
@@ -213,12 +218,14 @@ class StdinJournal(threading.Thread):
                     pending.clear()
             self.left = len(pending)
             if pending:
-                log.error("standard input ended inside an event: its last %s bytes not taken", f"{len(pending):,}")
-                # and the service exits 1 with it once the rest is processed, as replay does on
-                # the same bytes: a script must see that the producer's last event was lost
-                # (helper-128). A read error said first stays the one said.
-                self.error = self.error or (f"standard input ended inside an event: its last {len(pending):,} "
-                                            "bytes not taken; every event before them is processed")
+                if self.only_source:
+                    # exit 1 once the rest is processed: a script must see that the producer's
+                    # last event was lost (helper-128: exit 0)
+                    self.cut = (f"standard input ended inside an event: its last {len(pending):,} bytes not "
+                                "taken; every event before them is processed")
+                else:
+                    log.error("standard input ended inside an event: its last %s bytes not taken",
+                              f"{len(pending):,}")
         finally:
             self.finished.set()
 
