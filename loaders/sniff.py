@@ -68,7 +68,8 @@ WRONG_UNITS = (
 )
 
 OK, CORRUPT, TOO_LARGE, TRUNCATED = (STREAM_STATUSES.index(s) for s in ("ok", "corrupt", "too_large", "truncated"))
-_BROKEN = {CORRUPT: "a 0xc1 byte, which msgpack never uses", TOO_LARGE: "a value longer than max_event_bytes"}
+# the offset said is where the value holding the byte starts (helper-129)
+_BROKEN = {CORRUPT: "a 0xc1 byte, which msgpack never uses, in the value that starts there", TOO_LARGE: "a value longer than max_event_bytes"}
 
 # Formats recognised by their first bytes; "BZh" needs a block size digit after it
 _MAGIC = (

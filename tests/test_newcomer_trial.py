@@ -938,7 +938,7 @@ def test_check_says_where_a_trace_breaks(tmp_path):
     assert check.returncode == 1
     assert check.stdout.splitlines()[-1] == "  traces: broken (the error follows)"
     assert error_line(check) == (f"sigmatch: error: {path}: the stream breaks at byte {at:,} (a 0xc1 byte, which "
-                                 "msgpack never uses); replay processes the events before it, then stops with an "
+                                 "msgpack never uses, in the value that starts there); replay processes the events before it, then stops with an "
                                  "error")
 
 

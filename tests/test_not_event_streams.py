@@ -268,7 +268,7 @@ def test_values_that_are_not_events_are_refused(tmp_path):
 def test_a_stream_broken_before_any_event_is_refused(tmp_path):
     path = tmp_path / "trace.msgpack"
     refused(tmp_path, {"trace.msgpack": b"\xc1" + events(T0)},
-            f"{path}: not a msgpack event stream: it breaks at byte 0 (a 0xc1 byte, which msgpack never uses) "
+            f"{path}: not a msgpack event stream: it breaks at byte 0 (a 0xc1 byte, which msgpack never uses, in the value that starts there) "
             f"before any event; {ADVICE}")
 
 

@@ -249,7 +249,7 @@ def stopped_at(paths: list, taken: int) -> Optional[str]:
     _, status, offset = core.decode(bytes(window), keep=False)
     dead = core.take_dead_letters()
     if status and offset == 0:
-        return {"corrupt": "not msgpack there (a 0xc1 byte, which msgpack never uses)",
+        return {"corrupt": "not msgpack there (a 0xc1 byte, which msgpack never uses, in the event that starts there)",
                 "too_large": f"a value longer than the {SERVICE_MAX_EVENT_BYTES:,} bytes an event may take there",
                 "truncated": "the stream ends there inside an event"}.get(STREAM_STATUSES[status])
     if len(dead) and int(dead["offset"][0]) == 0 and int(dead["reason"][0]) == 0:
