@@ -59,6 +59,7 @@ import numpy as np
 from engine.api import _STREAM_ERRORS, SINK_BATCH, Engine, largest_bad_value
 from engine.service.checkpoint import CheckpointSet, CheckpointStore, engine_for
 from engine.errors import CheckpointError, SigmatchError
+from engine.records import BAD_REASONS
 from engine.language.config import input_stamps
 from engine.service.sources import JournalDirectory, StdinJournal, TcpJournal
 from engine.sinks import (OUT_LOCK, SERVICE_ID_FILE, SPOOL_LOCK, SinkSet, earlier_run_files, fsync_path, hold_lock,
@@ -97,6 +98,10 @@ PRUNE_EVERY_S = 10.0
 # DONE_WATCH_FILES at most, and bytes beyond those processed are cut off into rejected/
 DONE_WATCH_S = 300.0
 DONE_WATCH_FILES = 1000
+# Events begun at the end of a spool file, kept to warn when one ends as a bad value: a
+# dead letter can surface a run later (runs of like bad values are written as one), so the
+# last few are kept, each 3 small values
+CUT_EVENTS_KEPT = 64
 # A new checkpoint base releases the files in done/ that --keep-done holds for the fallback;
 # one is made for that at most this often (seconds)
 REBASE_FOR_DONE_S = 60.0
@@ -510,6 +515,7 @@ class SpoolDaemon:
         # files moved to done/ lately: done name -> (spool name, bytes processed, when moved,
         # bytes past them cut so far); written on the checkpoint thread, under _counts_lock
         self._done_watch: dict[str, tuple[str, int, float, int]] = {}
+        self._cut_events: dict[int, tuple[str, int]] = {}     # stream offset -> (file, its bytes)
         # the same files as the checkpoints record them ([done name, spool name, bytes
         # processed, wall-clock time of the checkpoint that moved them]), so that a restart
         # watches them again (_watch_again): a probe's descriptor writes on while the
@@ -1379,12 +1385,25 @@ class SpoolDaemon:
             waiting = self._unwritten[name]
             if len(records):
                 waiting.append(records)
+                if name == "dead_letters" and self._cut_events:
+                    self._say_cut_events_gone_bad(records)
             if waiting and (flush or sum(map(len, waiting)) >= SINK_BATCH):
                 try:
                     getattr(self.sinks, "write_" + name)(np.concatenate(waiting) if len(waiting) > 1 else waiting[0])
                 except OSError as e:
                     raise _naming(e, self.out) from None
                 waiting.clear()
+
+    def _say_cut_events_gone_bad(self, records: np.ndarray) -> None:
+        """A warning for each event begun at the end of a spool file (_cut_events) that ended
+        as a bad value: the file was likely cut short, or not this stream's."""
+        for offset, reason in zip(records["offset"].tolist(), records["reason"].tolist()):
+            cut = self._cut_events.pop(offset, None)
+            if cut is not None:
+                why = BAD_REASONS[reason] if reason < len(BAD_REASONS) else f"reason {reason}"
+                log.warning(f"{cut[0]}: the event its last {plural(cut[1], 'byte')} began (stream offset {offset:,}) "
+                            f"ended in the next file as a bad value ({why}, a dead letter): was {cut[0]} cut short, "
+                            "or not of this stream?")
 
     def _commit(self, position: Optional[tuple[str, int]] = None, *, wait: bool = False) -> None:
         """Seal, checkpoint, rename, move: the exactly-once step (see the module docstring)
@@ -1949,11 +1968,16 @@ class SpoolDaemon:
                 return
             offset = status
         if carried := self.engine._core.carried:
-            # a probe may cut an event across files, so not a fault; but when this file was the
-            # wrong one, the next file's first bytes become a dead letter, and the log was silent
-            # about where that began (helper-128)
-            log.info(f"{name}: ends inside an event (its last {plural(min(carried, offset), 'byte')}): the event "
-                     "runs on into the next file")
+            # a probe may cut an event across files, so not a fault, said at info; when the
+            # event then ends as a bad value, a warning names this file (_take_records): a
+            # wrong or cut-short file dropped in the spool made the next file's first bytes a
+            # dead letter, and the log said nothing (helper-128)
+            held = min(carried, offset)
+            log.info(f"{name}: ends inside an event (its last {plural(held, 'byte')}): the event runs on into the "
+                     "next file")
+            self._cut_events[self.engine._core.next_offset - carried] = (name, held)
+            while len(self._cut_events) > CUT_EVENTS_KEPT:
+                del self._cut_events[next(iter(self._cut_events))]
         self._position = None
         self.fed_sizes[name] = offset
         self.uncommitted.append(name)

@@ -265,6 +265,10 @@ class _Cores:
         return self._cores[0].carried
 
     @property
+    def next_offset(self) -> int:
+        return self._cores[0].next_offset
+
+    @property
     def carried_head(self) -> bytes:
         # every shard's core is fed every byte, so shard 0's carry is the stream's (the
         # daemon asks it for a file read to its end inside an event: helper-129 found it
