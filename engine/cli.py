@@ -1180,8 +1180,8 @@ def check(config: Path, traces: tuple[Path, ...]):
     click.echo(f"  engine state: {engine.bytes_per_subscriber:.0f} bytes per subscriber")
     warn = logging.getLogger("sigmatch.check").warning
     if len(world.profiles.msisdn) == 0:
-        # one line for the cause, rather than one per campaign for its effect
-        warn("%s: the profile snapshot holds no subscriber (no rows): no campaign can match", world.profiles.path)
+        # one line for the cause (the loader's, which every command says), rather than one
+        # per campaign for its effect
         never = []
     for cid in never:
         warn("campaign %r can never match: no subscriber passes its audience, exclude lists, blacklist and where", cid)

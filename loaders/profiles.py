@@ -137,7 +137,7 @@ def load_profiles(path, columns: Optional[Iterable[str]] = None, fmt: TextFormat
     # typed: a snapshot of tens of millions of rows must fit in a few GB.
     if table.num_rows == 0:
         # as an empty list is said: every campaign that reads a profile then matches nobody
-        log.warning("%s: the snapshot holds no subscribers", path)
+        log.warning("%s: the profile snapshot holds no subscriber (no rows): no campaign can match", path)
     raw = {name: table.column(name) for name in table.column_names}
     del table
     text = raw.pop("msisdn")

@@ -222,7 +222,8 @@ def test_a_snapshot_of_a_header_alone_is_said(tmp_path, warnings):
     """helper-128: `check` said ok and 0 subscribers without a word, where an empty list warns."""
     path = write(tmp_path / "p.csv", "msisdn,a\n")
     assert len(load_profiles(path).msisdn) == 0
-    assert [r.getMessage() for r in warnings.records] == [f"{path}: the snapshot holds no subscribers"]
+    assert [r.getMessage() for r in warnings.records] == [
+        f"{path}: the profile snapshot holds no subscriber (no rows): no campaign can match"]
     warnings.clear()
     load_profiles(write(tmp_path / "q.csv", "msisdn,a\n13800138000,1\n"))
     assert not warnings.records

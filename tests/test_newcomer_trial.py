@@ -684,10 +684,12 @@ def test_check_warns_of_an_empty_peer_list_an_empty_area_and_an_empty_snapshot(t
                       'channel = "sms"\n')
     done = sigmatch("check", config)
     assert done.returncode == 0, done.stderr
-    warned = [line.split(" WARNING sigmatch.check: ", 1)[1] for line in done.stderr.splitlines()
-              if "sigmatch.check" in line]
+    # the snapshot is said by its loader (every command says it), the campaigns by check
+    warned = [line.split(" WARNING ", 1)[1].split(": ", 1)[1] for line in done.stderr.splitlines()
+              if " WARNING sigmatch.check: " in line or " WARNING sigmatch.loaders: " in line]
     assert warned == [
         f"{tmp_path / 'p.csv'}: the profile snapshot holds no subscriber (no rows): no campaign can match",
+        f"{tmp_path / 'peers.txt'}: the list is empty",
         "campaign 'a' can never match: its peer_in list 'peers' is empty",
         "campaign 'a' can never match: its area 'school' is empty",
     ]

@@ -2313,8 +2313,8 @@ class SpoolDaemon:
         numbers = self._watch_numbers          # read by _preflight
         known = [m for m in numbers if self.engine.subscriber_status(m) != "unknown"]
         if len(known) < len(numbers):
-            log.warning(f"--watch {self.watch_path}: {len(numbers) - len(known):,} numbers are no subscriber, "
-                        f"not watched ({NOT_FOUND_HINT})")
+            unknown = plural(len(numbers) - len(known), "number is", "numbers are")
+            log.warning(f"--watch {self.watch_path}: {unknown} no subscriber, not watched ({NOT_FOUND_HINT})")
         if len(known) > WATCH_MAX:
             log.warning(f"--watch {self.watch_path}: {len(known):,} numbers; the first {WATCH_MAX:,} are watched")
             known = known[:WATCH_MAX]
