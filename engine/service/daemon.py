@@ -2310,7 +2310,7 @@ class SpoolDaemon:
     def _watch_file(self) -> None:
         """`--watch FILE` (one MSISDN a line, or .csv/.roar as lists are read): watched from
         start-up. Numbers that are no subscriber are counted in a warning, never listed."""
-        numbers = self._watch_numbers          # read by _preflight
+        numbers, self._watch_numbers = self._watch_numbers, []     # read by _preflight; used once
         known = [m for m in numbers if self.engine.subscriber_status(m) != "unknown"]
         if len(known) < len(numbers):
             unknown = plural(len(numbers) - len(known), "number is", "numbers are")
