@@ -958,6 +958,15 @@ def unwritable_output_file(path) -> Optional[str]:
         return dangling_link(probe) or f"{probe} is not a directory"
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{probe} {not_writable(probe)}"
+    try:
+        if probe == path.parent and os.path.lexists(path) and os.geteuid() != 0:
+            # the page is written beside and renamed over: in a sticky directory (/tmp) only
+            # the file's or the directory's owner may (helper-129: refused after the work)
+            held, folder = os.lstat(path), os.stat(probe)
+            if folder.st_mode & stat.S_ISVTX and os.geteuid() not in (held.st_uid, folder.st_uid):
+                return f"{path} is another user's file in a sticky directory"
+    except OSError:
+        pass
     return None
 
 

@@ -767,3 +767,24 @@ def test_a_file_that_cannot_be_completed_at_close_is_removed_and_the_others_comp
     with pytest.raises(OSError, match="No space left"):
         sinks.close()
     assert names(tmp_path) == ["boss/actions-00000001.csv"]
+
+
+def test_a_page_path_is_judged_before_the_work(tmp_path, monkeypatch):
+    """unwritable_output_file (report's and diff's --html, report's --list): what is in the
+    way, named; None where the page can be written, its missing folders made then."""
+    from engine.sinks import unwritable_output_file
+    (tmp_path / "file").write_text("")
+    assert unwritable_output_file(tmp_path / "file" / "a" / "p.html") == f"{tmp_path / 'file'} is not a directory"
+    assert unwritable_output_file(tmp_path) == f"{tmp_path} is a directory"
+    assert unwritable_output_file(tmp_path / "new" / "deeper" / "p.html") is None
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    assert "which does not exist" in unwritable_output_file(tmp_path / "gone" / "p.html")
+    # another user's page in a sticky folder (/tmp): renamed over only by its owner
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    (sticky / "p.html").write_text("")
+    assert unwritable_output_file(sticky / "p.html") is None            # root may
+    monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1000)
+    assert unwritable_output_file(sticky / "p.html") == f"{sticky / 'p.html'} is another user's file in a sticky directory"
+    assert unwritable_output_file(sticky / "q.html") is None            # a new page may be made there
