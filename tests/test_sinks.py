@@ -786,5 +786,6 @@ def test_a_page_path_is_judged_before_the_work(tmp_path, monkeypatch):
     (sticky / "p.html").write_text("")
     assert unwritable_output_file(sticky / "p.html") is None            # root may
     monkeypatch.setattr(os, "geteuid", lambda: os.getuid() + 1000)
-    assert unwritable_output_file(sticky / "p.html") == f"{sticky / 'p.html'} is another user's file in a sticky directory"
+    assert unwritable_output_file(sticky / "p.html") == (f"{sticky / 'p.html'} is another user's file in a "
+                                                         "sticky directory")
     assert unwritable_output_file(sticky / "q.html") is None            # a new page may be made there

@@ -1568,9 +1568,9 @@ class SpoolDaemon:
             raise SigmatchError(f"--watch {self.watch_path}: "
                                 + ("not a file" if self.watch_path.exists() else "no such file"))
         if self.watch_path is not None:
-            # read before the folders are made: a list that does not load left --out and
-            # --state behind, made for nothing (helper-128)
-            # in the configuration's encoding, as its lists: the error's hint says [engine] encoding
+            # read before the folders are made: a list that did not load left --out and --state
+            # behind, made for nothing (helper-128); in the configuration's encoding, as its
+            # lists are, which the error's hint ([engine] encoding) says
             from loaders.lists import load_list
             from loaders.tabular import TextFormat
             fmt = TextFormat(encoding=config.encoding, null_values=config.null_values)
