@@ -1007,6 +1007,20 @@ MUTANTS: list[Mutant] = [
            "§5 N workers write one process's stats.json: a trace cut part-way counts its whole events' bytes",
            fast=("tests/test_workers.py::test_a_trace_that_cannot_be_read_part_way",)),
 
+    Mutant("daemon-stdin-cut-exit-0", "engine/service/daemon.py",
+           "        if self.journal is not None and (self.journal.error or self.journal.cut):\n",
+           "        if self.journal is not None and self.journal.error:\n",
+           "§5 a non-zero exit on any error: standard input, the one source, ended inside an event",
+           fast=("tests/test_daemon.py::test_stdin_that_ends_inside_an_event_leaves_it_out",)),
+    Mutant("sharded-cores-carry-unseen", "engine/workers/inprocess.py",
+           "        return self._cores[0].carried_head\n", "        return b\"\"\n",
+           "§5 N workers judge a spool file read to its end inside an event as one process does",
+           fast=("tests/test_daemon_hostile.py::test_a_fragment_between_files_never_costs_the_next_file",)),
+    Mutant("daemon-cut-event-gone-bad-unsaid", "engine/service/daemon.py",
+           "            cut = self._cut_events.pop(offset, None)\n", "            cut = None\n",
+           "§5 a file cut short before another stream is named in a warning",
+           fast=("tests/test_daemon_hostile.py::test_a_file_cut_short_before_another_stream_is_warned_of",)),
+
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
            "§5 a non-zero exit on any error"),
