@@ -252,7 +252,9 @@ class _OneLineUsage(click.Group):
             hidden = _write_error_behind(e)
             if hidden is not None:
                 _fail(describe_os_error(hidden))
-            _fail("stopped by SIGTERM" if isinstance(e.__context__, _Terminated) else "aborted")
+            said = "stopped by SIGTERM" if isinstance(e.__context__, _Terminated) else "aborted"
+            partial = getattr(e.__context__, "incomplete_output", None)
+            _fail(f"{said}; the output in {partial} is incomplete (no stats.json)" if partial else said)
         _freeze_at_exit()
         sys.exit(code if isinstance(code, int) else 0)
 

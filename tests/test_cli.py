@@ -873,7 +873,9 @@ def test_a_replay_stopped_by_sigterm_says_so_in_one_line_and_completes_its_files
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stderr
     assert "Traceback" not in stderr, stderr
-    assert stderr.strip().splitlines()[-1] == "sigmatch: error: stopped by SIGTERM", stderr
+    # with workers no stats.json says the run was cut short: the line says it (helper-130)
+    assert stderr.strip().splitlines()[-1] == "sigmatch: error: stopped by SIGTERM" + (
+        f"; the output in {out} is incomplete (no stats.json)" if workers > 1 else ""), stderr
     # what was made is in complete files, with its stats
     assert (out / "stats.json").is_file() or workers > 1
     assert not list(out.rglob("*.tmp")), sorted(out.rglob("*"))

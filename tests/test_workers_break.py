@@ -118,8 +118,10 @@ def test_ctrl_c_to_the_group_is_one_line(world, tmp_path):
             proc.kill()
             proc.communicate()
     # the trace is given 20 times (the world), which replay warns of once: the test's doing
-    assert "\n".join(line for line in err.splitlines() if "the same events as" not in line).strip().splitlines() == [
-        "sigmatch: error: aborted"]
+    # once the workers stream, the line says the output is partial (helper-130); before, as ever
+    assert "\n".join(line for line in err.splitlines() if "the same events as" not in line).strip().splitlines() in (
+        ["sigmatch: error: aborted"],
+        [f"sigmatch: error: aborted; the output in {tmp_path / 'out'} is incomplete (no stats.json)"])
     assert not (tmp_path / "out" / "stats.json").exists()
     assert _wait_for(lambda: all(_gone(pid) for pid in workers) or None, timeout=30)
 

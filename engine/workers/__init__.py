@@ -819,11 +819,15 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
             error.stats = stats         # what was read before it (bad values that may explain it)
             raise error
         return stats
-    except BaseException:
+    except BaseException as e:
         # Stopped anywhere (Ctrl-C or SIGTERM in the loop, in the last writes, in the
         # workers' join or the stats; an error): the files of the actions written so far are
         # completed, as one process completes its own, once the writer is done with them
         # (finish() waited for it); no stats.json
         if writer.error is None and writer.done:
             sinks.close()
+        if isinstance(e, KeyboardInterrupt) and not os.path.exists(Path(out) / "stats.json"):
+            # for the command's line: one process writes stats.json saying the run was
+            # interrupted; here none says the files are partial (helper-130)
+            e.incomplete_output = str(out)
         raise
