@@ -310,6 +310,34 @@ def test_ctrl_c_while_the_local_cluster_starts(monkeypatch):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_the_commands_sigterm_handler_is_put_back_after_ray_starts(monkeypatch, tight, tmp_path):
+    """Ray's core takes SIGTERM for its crash dump and an abort (exit -6, files left open,
+    helper-130): the handler the command had, which stops as Ctrl-C does, is put back."""
+    config, traces = tight
+
+    class Started(Exception):
+        pass
+
+    def rays_own(*_):
+        raise AssertionError("Ray's handler")
+
+    def commands(*_):
+        pass
+
+    fake = _FakeRay(on_init=lambda: signal.signal(signal.SIGTERM, rays_own))
+    fake.cluster_resources = lambda: (_ for _ in ()).throw(Started())
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    before = signal.signal(signal.SIGTERM, commands)
+    try:
+        with pytest.raises(Started):
+            cluster.replay(config, traces, tmp_path / "out", workers=2)
+        assert signal.getsignal(signal.SIGTERM) is commands
+        assert fake.calls == [("init", "local"), ("shutdown", None)]
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def test_without_ray(monkeypatch, tight, tmp_path):
     config, traces = tight
     monkeypatch.setitem(sys.modules, "ray", None)

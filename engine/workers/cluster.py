@@ -620,7 +620,13 @@ def replay(config_path, traces: Sequence, out, *, workers: int, address: Optiona
         raise ValueError(f"--ray needs --workers between 2 and {MAX_WORKERS}, not {workers}")
     config_path = Path(config_path).resolve()
     config = load_config(config_path)
+    # Ray's core puts its own handler on SIGTERM (a crash dump, and an abort: exit -6, the
+    # files left open, helper-130); the command's own, which stops as Ctrl-C does (the files
+    # completed, the actors and a local cluster stopped), is put back
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     ray, started = _connect(address, workers)
+    if callable(on_sigterm) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_sigterm)
     actors = None
     try:
         cpus = int(ray.cluster_resources().get("CPU", 0))
