@@ -1199,11 +1199,13 @@ def test_a_fragment_between_files_never_costs_the_next_file(world, tmp_path, wor
     assert not any(stats["run"]["bad_events"].values())
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["at-once", "across-a-restart"])
 @pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["one-process", "2-workers"])
-def test_a_file_cut_short_before_another_stream_is_warned_of(world, tmp_path, workers):
+def test_a_file_cut_short_before_another_stream_is_warned_of(world, tmp_path, workers, restart):
     """helper-128: the first 1,000,000 bytes of a trace dropped in the spool, then a file of
     another stream: the cut event took the next file's first events as its fields, a dead
-    letter, and the log said nothing. Now a warning names the file the event began in."""
+    letter, and the log said nothing. Now a warning names the file the event began in; across
+    a restart, which keeps no file names, "the file read last before the restart" (helper-130)."""
     import msgpack
     config, traces = world
     spool, out, state = tmp_path / "spool", tmp_path / "out", tmp_path / "state"
@@ -1213,17 +1215,22 @@ def test_a_file_cut_short_before_another_stream_is_warned_of(world, tmp_path, wo
     for _ in unpacker:
         ends.append(unpacker.tell())
     cut = ends[len(ends) // 2] + 11     # an array of 8 begun: its ts and type, the next file gives the rest
-    fill(spool, [("t-01.msgpack", traces[0][1][:cut]), ("t-02.msgpack", traces[5][1])])
-    proc = start(config, spool, out, state, "--settle", "0", *workers, verbose=False)
-    wait_for(lambda: drained(spool), "the spool to drain", proc)
-    code, log = stop(proc)
-    assert code == 0, log[-3000:]
+    files = [("t-01.msgpack", traces[0][1][:cut]), ("t-02.msgpack", traces[5][1])]
+    log = ""
+    for part in ([files[0]], [files[1]]) if restart else (files,):
+        fill(spool, part)
+        proc = start(config, spool, out, state, "--settle", "0", *workers, verbose=False)
+        wait_for(lambda: drained(spool), "the spool to drain", proc)
+        code, said = stop(proc)
+        assert code == 0, said[-3000:]
+        log += said
     no_traceback(log)
     said = [line for line in log.splitlines() if "cut short" in line]
     assert len(said) == 1, log[-3000:]
-    assert said[0].endswith(f"WARNING sigmatch.daemon: t-01.msgpack: the event its last 11 bytes began (stream "
+    named = "the file read last before the restart" if restart else "t-01.msgpack"
+    assert said[0].endswith(f"WARNING sigmatch.daemon: {named}: the event its last 11 bytes began (stream "
                             f"offset {ends[len(ends) // 2]:,}) ended in the next file as a bad value (wrong_type, a "
-                            "dead letter): was t-01.msgpack cut short, or not of this stream?"), said
+                            "dead letter): was that file cut short, or not of this stream?"), said
     assert "ends inside an event" not in log       # that line is at info: -v shows it
 
 

@@ -1402,7 +1402,7 @@ class SpoolDaemon:
             if cut is not None:
                 why = BAD_REASONS[reason] if reason < len(BAD_REASONS) else f"reason {reason}"
                 log.warning(f"{cut[0]}: the event its last {plural(cut[1], 'byte')} began (stream offset {offset:,}) "
-                            f"ended in the next file as a bad value ({why}, a dead letter): was {cut[0]} cut short, "
+                            f"ended in the next file as a bad value ({why}, a dead letter): was that file cut short, "
                             "or not of this stream?")
 
     def _commit(self, position: Optional[tuple[str, int]] = None, *, wait: bool = False) -> None:
@@ -1812,6 +1812,11 @@ class SpoolDaemon:
         # this service's own user always: the journal files beside a spool are its own
         self.spool_owners.add(os.geteuid())
         extra = self._restore()
+        if carried := self.engine._core.carried:
+            # stopped at the end of a file inside an event: the next file, read after this
+            # start, ends it (the names of files read are kept in memory only: helper-130)
+            self._cut_events[self.engine._core.next_offset - carried] = ("the file read last before the restart",
+                                                                          carried)
         if self.watch_path is not None:
             self._watch_file()
         self._roll_forward(extra)

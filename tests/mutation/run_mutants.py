@@ -1020,6 +1020,10 @@ MUTANTS: list[Mutant] = [
            "            cut = self._cut_events.pop(offset, None)\n", "            cut = None\n",
            "§5 a file cut short before another stream is named in a warning",
            fast=("tests/test_daemon_hostile.py::test_a_file_cut_short_before_another_stream_is_warned_of",)),
+    Mutant("ray-keeps-its-sigterm", "engine/workers/cluster.py",
+           "        signal.signal(signal.SIGTERM, on_sigterm)\n", "        pass\n",
+           "§5 replay --ray stopped by SIGTERM completes its files and says so, as without Ray",
+           fast=("tests/test_workers_ray.py::test_the_commands_sigterm_handler_is_put_back_after_ray_starts",)),
 
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
