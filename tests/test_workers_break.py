@@ -284,3 +284,28 @@ def test_one_worker_stopping_short_fails_the_run(tmp_path, how):
     assert not (tmp_path / "out" / "stats.json").exists()
     assert "Traceback" not in done.stderr, done.stderr
     assert _workers_alive() == []
+
+
+def test_a_second_interrupt_waits_for_the_files():
+    """helper-131: a second Ctrl-C tens of ms after the first left the run's last files
+    unfinished (once every file), and a second SIGTERM ended the process by the signal. After
+    the first, the coordinator holds further ones off until the files are completed, then
+    puts the handlers back."""
+    from engine.workers import _hold_off_interrupts, _let_interrupts_in
+    seen = []
+    before = signal.signal(signal.SIGTERM, lambda *_: seen.append("term"))
+    try:
+        held: dict = {}
+        _hold_off_interrupts(held)
+        _hold_off_interrupts(held)              # once per run: the second call keeps the first's
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert seen == []
+        _let_interrupts_in(held)
+        assert held == {} and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert seen == ["term"]
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -617,6 +617,25 @@ class _Forked:
         self.block.close()
 
 
+def _hold_off_interrupts(saved: dict) -> None:
+    """After the first Ctrl-C or SIGTERM, the ones that follow are ignored while the files of
+    what was merged are completed: a second Ctrl-C tens of ms after the first left the run's
+    last files unfinished, once every file, and a second SIGTERM ended the process by the
+    signal (helper-131). Only in the main thread; once per run (`saved` keeps what to put back)."""
+    if saved or threading.current_thread() is not threading.main_thread():
+        return
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(number) is not None:    # one set outside Python could not be put back
+            saved[number] = signal.signal(number, signal.SIG_IGN)
+
+
+def _let_interrupts_in(saved: dict) -> None:
+    """Put back what _hold_off_interrupts set aside."""
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+    saved.clear()
+
+
 def replay(config_path, traces: Sequence, out, *, workers: int, format: Optional[str] = None,
            progress: Optional[bool] = None, ready: Optional[Callable[[], None]] = None) -> dict:
     """Replay `traces` (paths, one stream in order) through the configuration at
@@ -696,6 +715,7 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
         bar = tqdm(total=source_size(list(traces)), unit="B", unit_scale=True, desc=label,
                    file=sys.stderr, leave=False)
     unwritten = {"actions": [], "conversions": []}
+    held_off: dict = {}         # the handlers a second interrupt would have met (_hold_off_interrupts)
 
     def write(final: bool = False) -> None:
         # taken from the merge, counted and handed over together (api.interrupts_held)
@@ -758,6 +778,8 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
                 write(final=True)
         except BaseException as e:
             interrupted = isinstance(e, KeyboardInterrupt)
+            if interrupted:
+                _hold_off_interrupts(held_off)
             transport.abort()
             if interrupted:
                 # what every worker had passed is final: written, as one process writes every
@@ -824,8 +846,13 @@ def _coordinate(config, traces: Sequence, out, sinks: SinkSet, transport, *, pro
         # workers' join or the stats; an error): the files of the actions written so far are
         # completed, as one process completes its own, once the writer is done with them
         # (finish() waited for it); no stats.json
-        if writer.error is None and writer.done:
-            sinks.close()
+        if isinstance(e, KeyboardInterrupt):
+            _hold_off_interrupts(held_off)
+        try:
+            if writer.error is None and writer.done:
+                sinks.close()
+        finally:
+            _let_interrupts_in(held_off)
         if isinstance(e, KeyboardInterrupt) and not os.path.exists(Path(out) / "stats.json"):
             # for the command's line: one process writes stats.json saying the run was
             # interrupted; here none says the files are partial (helper-130)
