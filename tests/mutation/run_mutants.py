@@ -987,8 +987,8 @@ MUTANTS: list[Mutant] = [
            "§5 never a traceback: a signal handler Python cannot put back is left alone",
            fast=("tests/test_api.py::test_a_handler_installed_outside_python_is_left_alone",)),
     Mutant("workers-interrupt-leaves-files-open", "engine/workers/__init__.py",
-           "        if writer.error is None and writer.done:\n            sinks.close()\n",
-           "        if False:\n            sinks.close()\n",
+           "            if writer.error is None and writer.done:\n                sinks.close()\n",
+           "            if False:\n                sinks.close()\n",
            "§5 an interrupted run with workers completes its files, as one process does",
            fast=("tests/test_workers.py::test_an_interrupted_run_completes_the_files_of_what_was_merged",
                  "tests/test_workers.py::test_an_interruption_after_the_stream_completes_the_files")),
@@ -1024,6 +1024,10 @@ MUTANTS: list[Mutant] = [
            "        signal.signal(signal.SIGTERM, on_sigterm)\n", "        pass\n",
            "§5 replay --ray stopped by SIGTERM completes its files and says so, as without Ray",
            fast=("tests/test_workers_ray.py::test_the_commands_sigterm_handler_is_put_back_after_ray_starts",)),
+    Mutant("workers-second-interrupt-let-through", "engine/workers/__init__.py",
+           "            saved[number] = signal.signal(number, signal.SIG_IGN)\n", "            pass\n",
+           "§5 an interrupted run with workers completes its files, however often it is interrupted",
+           fast=("tests/test_workers_break.py::test_a_second_interrupt_waits_for_the_files",)),
 
     # ---- the command
     Mutant("cli-error-exit-0", CLI, "def _fail(message: str, code: int = 1):", "def _fail(message: str, code: int = 0):",
