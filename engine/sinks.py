@@ -901,6 +901,17 @@ def dangling_on_the_way(path) -> Optional[str]:
     return None
 
 
+def _nearest_there(path: Path) -> Optional[Path]:
+    """`path`, or the first of its parents that exists (as a link too); the root when none
+    does; None when the system refuses to look (a name too long)."""
+    try:
+        while not os.path.lexists(path) and path.parent != path:
+            path = path.parent
+    except OSError:
+        return None
+    return path
+
+
 def unwritable_output_directory(out, campaigns: Sequence[CampaignSpec]) -> Optional[str]:
     """Why a run of `campaigns` cannot write into `out`, naming the first directory of it that
     exists and cannot take its files (`out` itself or a parent that is a file, a parent this
@@ -911,12 +922,7 @@ def unwritable_output_directory(out, campaigns: Sequence[CampaignSpec]) -> Optio
     out = Path(out)
     # OUT itself, or the first of its parents that is there: a file in its path failed only
     # at the first channel directory made, after every event (helper-126)
-    probe = out
-    try:
-        while not os.path.lexists(probe) and probe.parent != probe:
-            probe = probe.parent
-    except OSError:
-        probe = out
+    probe = _nearest_there(out) or out
     if os.path.lexists(probe) and not probe.is_dir():
         return f"{dangling_link(probe) or f'{probe} is not a directory'}, where the run writes its files"
     if os.path.lexists(probe) and not os.access(probe, os.W_OK | os.X_OK):
@@ -946,14 +952,9 @@ def unwritable_output_file(path) -> Optional[str]:
     path = Path(path)
     if os.path.isdir(path):
         return f"{path} is a directory"
-    probe = path.parent
-    try:
-        while not os.path.lexists(probe) and probe.parent != probe:
-            probe = probe.parent
-    except OSError:
+    probe = _nearest_there(path.parent)
+    if probe is None or not os.path.lexists(probe):
         return None     # a name the system refuses: the write says why
-    if not os.path.lexists(probe):
-        return None
     if not probe.is_dir():
         return dangling_link(probe) or f"{probe} is not a directory"
     if not os.access(probe, os.W_OK | os.X_OK):
