@@ -3,7 +3,8 @@ through here.
 
     mask_msisdn(n)          one known number: '13800138000' -> '138****8000'
     mask_numbers(text)      every number in free text masked (the rule below)
-    mask_written_numbers(text)  and numbers written in groups (`138-0013-8000`), for pages
+    mask_written_numbers(text)  and numbers written in groups (`138-0013-8000`, `138,0013,8000`),
+                            for pages
     mask_typed_numbers(text)    and numbers glued to words (`id13800138000`): text people type
     escape_controls(text)   control characters shown as escapes, so that text from outside
                             (a request path, a CSV row) cannot forge or hide log lines
@@ -125,24 +126,43 @@ def _mask_written(match: re.Match) -> str:
     return ("+" if text.startswith("+") else "") + mask_msisdn(digits)
 
 
+# Groups joined by commas: a count (`1,000,000`, India's `12,34,567`) or a number written
+# as `138,0013,8000`, told apart by the groups' lengths (_mask_commas)
+_COMMAS = re.compile(r"(?<![\w+.,-])\+?\d{1,4}(?:,\d{2,4}){1,5}(?![\w+])(?![.,-]\d)")
+
+
+def _mask_commas(match: re.Match) -> str:
+    groups = match[0].lstrip("+").split(",")
+    middle = {len(g) for g in groups[1:-1]}
+    # a count's last group has 3 digits, those between have one length (3, or 2 in India's
+    # lakhs and crores), and its first is no longer than they are
+    if len(groups[-1]) == 3 and middle <= {3} | ({2} if middle == {2} else set()) \
+            and len(groups[0]) <= (min(middle) if middle else 3):
+        return match[0]
+    return _mask_written(match)
+
+
 def mask_written_numbers(text: str) -> str:
     """mask_numbers, and also numbers written in groups (`+86 138-0013-8000` ->
     `+861******8000`): for text a person typed (a version's "why", an approval's note),
     shown on a page. Groups of 7 or more digits in all are masked, thousands written with
     spaces or points too (`1 000 000`: write 1,000,000); dates and IPv4 addresses are not.
-    Not used for logs, whose offsets, times and counts are written so that mask_numbers
-    alone suffices."""
-    return mask_numbers(_outside_kept(_WRITTEN, text))
+    Groups joined by commas are masked unless they are grouped as a count is
+    (`138,0013,8000` is masked, `1,000,000` and `12,34,567` are not). Not used for logs,
+    whose offsets, times and counts are written so that mask_numbers alone suffices."""
+    return mask_numbers(_outside_kept(_COMMAS, _outside_kept(_WRITTEN, text), _mask_commas))
 
 
-def _outside_kept(pattern: re.Pattern, text: str) -> str:
-    """`text` with each match of `pattern` masked (_mask_written), except inside dates and
-    IPv4 addresses (_KEPT), which are neither masked nor joined to what stands beside them."""
+def _outside_kept(pattern: re.Pattern, text: str, mask=None) -> str:
+    """`text` with each match of `pattern` masked (by `mask`, _mask_written unless given),
+    except inside dates and IPv4 addresses (_KEPT), which are neither masked nor joined to
+    what stands beside them."""
+    mask = mask or _mask_written
     parts, at = [], 0
     for kept in _KEPT.finditer(text):
-        parts += [pattern.sub(_mask_written, text[at:kept.start()]), kept[0]]
+        parts += [pattern.sub(mask, text[at:kept.start()]), kept[0]]
         at = kept.end()
-    parts.append(pattern.sub(_mask_written, text[at:]))
+    parts.append(pattern.sub(mask, text[at:]))
     return "".join(parts)
 
 
@@ -151,6 +171,9 @@ def _outside_kept(pattern: re.Pattern, text: str) -> str:
 # ends inside a longer run): in typed text `id138-0013-8000` is a number glued to a word.
 # Not `,`: `1,000,000` is written so that it stays a count
 _GLUED = re.compile(r"(?<![\d+])\+?\(?\d{1,4}\)?(?:(?:[ ./_-]|\) ?)\d{2,4}){1,5}(?!\d)")
+# and groups joined by commas, letters beside them or not (`id138,0013,8000`), a count's
+# groups kept as _mask_commas keeps them
+_GLUED_COMMAS = re.compile(r"(?<![\d+,])\+?\d{1,4}(?:,\d{2,4}){1,5}(?![\d,])")
 
 
 def mask_typed_numbers(text: str) -> str:
@@ -159,7 +182,8 @@ def mask_typed_numbers(text: str) -> str:
     `msisdn_138_0013_8001`): for text a person typed (a version's why, an approval's note),
     where a number glued to a word is still a number, never the name of a file the service
     wrote. Dates and IPv4 addresses are kept, as mask_written_numbers keeps them."""
-    return _RUN.sub(lambda match: mask_msisdn(match[0]), mask_written_numbers(_outside_kept(_GLUED, text)))
+    text = _outside_kept(_GLUED_COMMAS, _outside_kept(_GLUED, text), _mask_commas)
+    return _RUN.sub(lambda match: mask_msisdn(match[0]), mask_written_numbers(text))
 
 
 def _escape(match: re.Match) -> str:

@@ -93,6 +93,12 @@ def test_the_mask_is_mask_msisdn_and_idempotent():
     ("v1.2.3, 3.14159265, 12345.678, 1,234,567 at 12:30:00", "v1.2.3, 3.14159265, 12345.678, 1,234,567 at 12:30:00"),
     ("x138-0013-8000", "x138-0013-8000"),                      # glued to a letter: a name, as for runs
     ("and 8613800138000", "and 861******8000"),                # a plain run, as mask_numbers
+    # commas: a count's groups are kept, a number's are not (all were shown before)
+    ("call 138,0013,8000.", "call 138****8000."), ("+86,138,0013,8000", "+861******8000"),
+    ("1380,013,8000", "138****8000"), ("1,0000,000", "100*0000"), ("123,45,678", "123*5678"),
+    ("1,000,0000", "100*0000"), ("123,456,78", "123*5678"),
+    ("1,000,000 or 13,800,138,000 or 12,34,567 or 1,00,00,000", "1,000,000 or 13,800,138,000 or 12,34,567 or 1,00,00,000"),
+    ("12,345 and 1,2,3,4,5,6,7", "12,345 and 1,2,3,4,5,6,7"),
 ])
 def test_numbers_written_in_groups_are_masked_for_pages(text, masked):
     assert mask_written_numbers(text) == masked
@@ -474,6 +480,7 @@ def test_the_lookup_request_log_masks_a_number_wherever_and_however_it_is_writte
     # what stays: dates, addresses, counts written with commas, versions, prices
     ("live 2026/12/24 and 12/24/2026", "live 2026/12/24 and 12/24/2026"), ("10.1.2.3", "10.1.2.3"),
     ("1,000,000 and v1.2.3 at 12.50", "1,000,000 and v1.2.3 at 12.50"),
+    ("id138,0013,8000_y", "id138****8000_y"), ("count1,000,000x", "count1,000,000x"),
 ])
 def test_numbers_typed_by_people_are_masked_however_they_are_written(typed, shown):
     from engine.privacy import mask_typed_numbers
