@@ -29,7 +29,7 @@ from engine.records import (
     ACTION_DTYPE, BAD_FIELDS, BAD_REASONS, CONVERSION_DTYPE, DEAD_LETTER_DTYPE, FUNNEL, KINDS, STREAM_STATUSES,
     TAKER_RULES,
 )
-from engine.sinks import SinkSet, SinkThread, unwritable_output_directory, writing_output
+from engine.sinks import SinkSet, SinkThread, unwritable_output_directory, without_missing_parents, writing_output
 from engine.wording import local_day
 from loaders.traces import Source, iter_chunks, source_size
 
@@ -759,6 +759,8 @@ class Engine(EngineFigures):
         files and actions alike."""
         if out is None:
             return self._replay(source, None, drain=drain, format=format, progress=progress, keep=keep)
+        # `base/missing/../out` would make base/missing too, and leave it empty
+        out = without_missing_parents(out)
         unwritable = unwritable_output_directory(Path(out), self.config.campaigns)
         if unwritable:
             # before any event: the first file would fail only after the run's events were

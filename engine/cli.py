@@ -340,6 +340,10 @@ class GivenPath(click.Path):
                 raise click.ClickException(f"{_named(param)} {value}: {top} would be a new directory directly under "
                                            f"/, as when a variable in \"$DIR{value}\" is unset: make {top} first "
                                            "if it is meant")
+        if isinstance(value, str) and self.created and ".." in value:
+            # `--out base/missing/../out` made base/missing too, and left it empty
+            from engine.sinks import without_missing_parents
+            value = str(without_missing_parents(value))
         return super().convert(value, param, ctx)
 
 

@@ -48,7 +48,7 @@ from engine.records import (
 )
 
 __all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "unwritable_output_directory",
-           "lock_output", "writing_output", "open_plain", "open_lock_file", "hold_lock", "LockHeld",
+           "without_missing_parents", "lock_output", "writing_output", "open_plain", "open_lock_file", "hold_lock", "LockHeld",
            "SERVICE_ID_FILE", "OUT_LOCK"]
 
 # OUT/NAME: the id of the service (`sigmatch run`) whose output OUT is; its checkpoint holds
@@ -910,6 +910,20 @@ def _nearest_there(path: Path) -> Optional[Path]:
     except OSError:
         return None
     return path
+
+
+def without_missing_parents(path) -> Path:
+    """`path` with the `..` that follow a directory that does not exist taken out by name:
+    `base/missing/../out` is `base/out`, where making the first as given (as `mkdir -p` does)
+    leaves `base/missing` behind, empty. Only the part of `path` that does not exist is
+    rewritten, where no name can be a link: a `..` after an existing link is left to the
+    system. A Path; `path` unchanged when it exists or the system refuses to look."""
+    path = Path(path)
+    there = _nearest_there(path)
+    if there is None or there == path or ".." not in path.parts:
+        return path
+    rest = os.path.normpath(path.relative_to(there))
+    return there if rest == "." else there / rest
 
 
 def unwritable_output_directory(out, campaigns: Sequence[CampaignSpec]) -> Optional[str]:

@@ -155,6 +155,22 @@ def test_an_out_that_is_a_file_or_under_one_is_refused_before_any_event(tmp_path
     assert engine.stats["totals"]["events"] == 0
 
 
+def test_an_out_through_a_missing_folder_and_back_leaves_no_folder_behind(tmp_path, monkeypatch):
+    """`base/missing/../out` made base/missing as `mkdir -p` does, and left it empty; a `..`
+    after a folder that exists, or a link, is the system's to follow."""
+    engine = Engine.from_config(EXAMPLE / "campaigns.toml")
+    (tmp_path / "real" / "deep").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "deep")
+    monkeypatch.chdir(tmp_path)
+    for out, made in ((f"{tmp_path}/missing/../out", "out"), ("rel/a/b/../../../rel2/x/..", "rel2"),
+                      (tmp_path / "m" / ".." / "real" / "n" / ".." / "o", "real/o"), ("link/../p", "real/p")):
+        Engine.from_config(EXAMPLE / "campaigns.toml").replay(EXAMPLE / "trace.msgpack", out=out)
+        assert (tmp_path / made / "stats.json").is_file(), out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "out", "real", "rel2"]
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["deep", "o", "p"]
+    assert engine.stats["totals"]["events"] == 0
+
+
 def test_two_engines_never_write_one_out_at_once(tmp_path):
     from engine.errors import SigmatchError
     from engine.sinks import writing_output

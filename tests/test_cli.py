@@ -47,6 +47,16 @@ def test_replay(world, tmp_path):
     assert (tmp_path / "out" / "stats.json").is_file()
 
 
+def test_an_out_through_a_missing_folder_and_back_leaves_no_folder_behind(world, tmp_path):
+    """`--out base/missing/../out` made base/missing as `mkdir -p` does, and left it empty."""
+    config, trace = world
+    code, out, _ = run("replay", config, trace, "--out", f"{tmp_path}/missing/../out")
+    assert code == 0, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (tmp_path / "out" / "stats.json").is_file()
+    assert f"output: {tmp_path / 'out'}" in out
+
+
 @pytest.mark.parametrize("given", ["abc", "2.5", ""])
 def test_a_count_that_is_no_whole_number_is_said_to_be_none(tmp_path, given):
     """`--workers abc` is refused as no whole number, in one line, before any file is read
