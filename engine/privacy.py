@@ -174,6 +174,19 @@ _GLUED = re.compile(r"(?<![\d+])\+?\(?\d{1,4}\)?(?:(?:[ ./_-]|\) ?)\d{2,4}){1,5}
 # and groups joined by commas, letters beside them or not (`id138,0013,8000`), a count's
 # groups kept as _mask_commas keeps them
 _GLUED_COMMAS = re.compile(r"(?<![\d+,])\+?\d{1,4}(?:,\d{2,4}){1,5}(?![\d,])")
+# and digits spread out as people also type them, however many in a group: apart by up to
+# three of any space (two, a no-break space, the ideographic one, a thin one, a zero-width
+# one), any dash (the en dash that word processors put, U+2010, the minus sign), `.`, `_`,
+# `/` or brackets (`138  0013  8000`, `138 - 0013 - 8000`, `1 3 8 0 0 1 3 8 0 0 0`,
+# `138-00138000`)
+_SPREAD = re.compile(r"(?<!\d)\+?\d+(?:[\s\u200b-\u200d\u2060\ufeff._/()\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d]{1,3}\d+)*")
+
+
+def _mask_spread(match: re.Match) -> str:
+    digits = re.sub(r"\D", "", match[0])
+    if len(digits) < MIN_MASKED_DIGITS:
+        return match[0]
+    return ("+" if match[0].startswith("+") else "") + mask_msisdn(digits)
 
 
 def mask_typed_numbers(text: str) -> str:
@@ -181,8 +194,12 @@ def mask_typed_numbers(text: str) -> str:
     letters beside it or not (`id13800138000`, `13800138000_x`, `id138-0013-8000`,
     `msisdn_138_0013_8001`): for text a person typed (a version's why, an approval's note),
     where a number glued to a word is still a number, never the name of a file the service
-    wrote. Dates and IPv4 addresses are kept, as mask_written_numbers keeps them."""
+    wrote. So is a number spread out by other spaces and dashes, or by more than one
+    (`138 - 0013 - 8000`, `138\u00a00013\u00a08000`, `138\u20130013\u20138000`, `1 3 8 0 0 1 3 8 0 0 0`):
+    7 digits or more in all are masked, so a list of small numbers typed with spaces (`10 20 30
+    40`) is masked too. Dates and IPv4 addresses are kept, as mask_written_numbers keeps them."""
     text = _outside_kept(_GLUED_COMMAS, _outside_kept(_GLUED, text), _mask_commas)
+    text = _outside_kept(_SPREAD, text, _mask_spread)
     return _RUN.sub(lambda match: mask_msisdn(match[0]), mask_written_numbers(text))
 
 

@@ -481,6 +481,14 @@ def test_the_lookup_request_log_masks_a_number_wherever_and_however_it_is_writte
     ("live 2026/12/24 and 12/24/2026", "live 2026/12/24 and 12/24/2026"), ("10.1.2.3", "10.1.2.3"),
     ("1,000,000 and v1.2.3 at 12.50", "1,000,000 and v1.2.3 at 12.50"),
     ("id138,0013,8000_y", "id138****8000_y"), ("count1,000,000x", "count1,000,000x"),
+    # helper-132: other spaces and dashes, more than one of them, or groups of any length
+    ("mask 138  0013  8000 end", "mask 138****8000 end"), ("138\u00a00013\u00a08000", "138****8000"),
+    ("138\u30000013\u30008000", "138****8000"), ("138\u20130013\u20138000", "138****8000"),
+    ("138\u20100013\u20108000", "138****8000"), ("138\u22120013\u22128000", "138****8000"),
+    ("138\u20090013\u20098000", "138****8000"), ("138\u200b0013\u200b8000", "138****8000"),
+    ("138 - 0013 - 8000", "138****8000"), ("1 3 8 0 0 1 3 8 0 0 0", "138****8000"),
+    ("138-00138000", "138****8000"), ("+86 - 138 0013 8000", "+86 - 138****8000"),
+    ("priority 14 to 15, 12 345 and 1-2-3-4-5-6", "priority 14 to 15, 12 345 and 1-2-3-4-5-6"),
 ])
 def test_numbers_typed_by_people_are_masked_however_they_are_written(typed, shown):
     from engine.privacy import mask_typed_numbers
