@@ -978,6 +978,9 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
     if plots_dir is not None or html_path is not None:
         from engine.closedloop.render import require_extras
         require_extras("report", plots=plots_dir is not None, html=html_path is not None)
+    for option, written in (("--html", html_path), ("--list", list_path), ("--plots", plots_dir)):
+        if written is not None:
+            _refuse_over_inputs(option, written, read_dirs=outputs)
     if html_path is not None:
         _refuse_unwritable("--html", html_path, "the page")
     since_ms = None
@@ -1038,6 +1041,28 @@ def report(outputs: tuple[Path, ...], as_json: bool, html_path, plots_dir, by: s
         click.echo(format_report(document, by=by))
 
 
+def _refuse_over_inputs(option: str, path: Path, *, read_dirs=(), read_files=()) -> None:
+    """Fail in one line when what `option` writes at `path` would land on what the command
+    reads: in (or as) one of `read_dirs` (a report's output directories: a gateway would take
+    the page or the list for one of the run's files, and the next report would read it), or on
+    one of `read_files` (helper-133: `report out --html out/stats.json`, `diff ... --html
+    trace.msgpack` replaced them, exit 0). A page (`--html`) must also be named .html or .htm,
+    so that it replaces no configuration, trace or profile by a slip of the name."""
+    if option == "--html" and path.suffix.lower() not in (".html", ".htm"):
+        _fail(f"{option} {path}: name it FILE.html (a page named otherwise could replace a configuration, a trace "
+              "or a profile by a slip of the name)")
+    # by name and by what the names lead to (a link on the way)
+    wheres = {Path(os.path.abspath(path)), Path(os.path.realpath(path))}
+    for directory in read_dirs:
+        inside = {Path(os.path.abspath(directory)), Path(os.path.realpath(directory))}
+        if any(d == w or d in w.parents for d in inside for w in wheres):
+            _fail(f"{option} {path}: inside {directory}, an output directory this command reads: a gateway "
+                  "would take it for one of the run's files; write it elsewhere")
+    for read in read_files:
+        if wheres & {Path(os.path.abspath(read)), Path(os.path.realpath(read))}:
+            _fail(f"{option} {path}: is {read}, which this command reads: write it elsewhere")
+
+
 def _refuse_unwritable(option: str, path, what: str) -> None:
     """Fail in one line, before the command's work, when `what` cannot be written at `path`
     (helper-128: diff replayed both configurations, seconds, and then refused its --html)."""
@@ -1071,6 +1096,8 @@ def diff(config_a: Path, config_b: Path, traces: tuple[Path, ...], as_json: bool
     if html_path is not None:
         from engine.closedloop.render import require_extras
         require_extras("diff", html=True)
+        _refuse_over_inputs("--html", html_path, read_files=(config_a, config_b, *traces, *([state] if state else [])),
+                            read_dirs=[state] if state is not None and state.is_dir() else [])
         _refuse_unwritable("--html", html_path, "the page")
     a, b = replay_both(config_a, config_b, traces, state=state, progress=progress, json_logs=_json_errors)
     document = build_diff(a, b, traces=traces, state=state)

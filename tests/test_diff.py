@@ -475,6 +475,18 @@ def test_refusals_are_one_line_naming_the_file(world, tmp_path):
                    f"--html {page}: cannot write the page ({tmp_path / 'file'} is not a directory)")
 
 
+def test_the_page_never_replaces_a_configuration_trace_or_checkpoint(world, tmp_path):
+    """helper-133: `diff A B TRACE --html TRACE` (or A) replaced it with the page, exit 0."""
+    generated, config_a, config_b = world
+    trace = tmp_path / "trace.html"
+    trace.write_bytes(Path(generated.traces[0]).read_bytes())
+    kept = {p: p.read_bytes() for p in (config_a, config_b, trace)}
+    for page, words in ((generated.traces[0], ["name it FILE.html"]), (config_a, ["name it FILE.html"]),
+                        (trace, ["is", "which this command reads"])):
+        one_line_error(*sigmatch("diff", config_a, config_b, trace, "--html", page)[::2], f"--html {page}", *words)
+    assert {p: p.read_bytes() for p in kept} == kept
+
+
 def test_other_subscribers_are_compared_with_a_warning(world, tmp_path):
     generated, config_a, _ = world
     directory = Path(generated.config).parent

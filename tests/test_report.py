@@ -223,6 +223,28 @@ def replayed(world, tmp_path_factory):
     return base
 
 
+def test_the_page_list_and_plots_never_land_on_what_the_report_reads(replayed, tmp_path):
+    """helper-133: `report out --html out/stats.json` replaced the run's stats.json, `--list
+    out/sms/actions-00000001.csv` an action file in a gateway's folder, exit 0."""
+    out = tmp_path / "out"
+    shutil.copytree(replayed / "csv", out)
+    (tmp_path / "link").symlink_to(out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    action = next((out / "sms").glob("actions-*.csv"))
+    for args, words in [
+            (("--html", out / "stats.json"), ["--html", "name it FILE.html"]),
+            (("--html", tmp_path / "profiles.parquet"), ["name it FILE.html"]),
+            (("--html", out / "sms" / "page.html"), ["inside", "an output directory this command reads"]),
+            (("--html", tmp_path / "link" / "page.HTML"), ["inside", "an output directory this command reads"]),
+            (("--plots", out / "plots"), ["--plots", "inside"]),
+            (("--non-responders", 1, "--list", action), ["--list", "inside"])]:
+        one_line_error(*sigmatch("report", out, *args), *words)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "out"]
+    code, _, _ = sigmatch("report", tmp_path / "link", "--html", tmp_path / "page.htm")
+    assert code == 0 and (tmp_path / "page.htm").is_file()
+
+
 def test_stats_json_names_its_configuration_seq_range_and_local_days(world, replayed):
     stats = json.loads((replayed / "csv" / "stats.json").read_text())
     identity = stats["configuration"]
