@@ -533,11 +533,14 @@ def _damage_jsonl(path: Path, line: int, key: str, value) -> None:
     path.write_text("\n".join(lines))
 
 
-def _damage_parquet(path: Path, column: str, value) -> None:
+def _damage_parquet(path: Path, column: str, value, kind=None) -> None:
     import pyarrow as pa
     table = pq.read_table(path)
     if value is KeyError:
         table = table.drop_columns([column])
+    elif kind is not None:          # a column of another type, as a hand edit writes it
+        at = table.schema.get_field_index(column)
+        table = table.set_column(at, column, pa.array([value] * table.num_rows, kind))
     else:
         at = table.schema.get_field_index(column)
         table = table.set_column(at, column, pa.array([value] * table.num_rows, table.schema.field(column).type))
@@ -567,6 +570,13 @@ _DAMAGES = [
     ("parquet", "sms", lambda f: _damage_parquet(f, "msisdn", None), "without msisdn"),
     ("parquet", "sms", lambda f: _damage_parquet(f, "kind", KeyError), "no column kind"),
     ("parquet", "conversions", lambda f: _damage_parquet(f, "contact_seq", KeyError), "no column contact_seq"),
+    # helper-133: text columns of numbers gave a traceback (ArrowNotImplementedError, or a
+    # campaign of integers that the table's formatting then failed on)
+    ("parquet", "sms", lambda f: _damage_parquet(f, "campaign", 5, "int64"), "campaign is int64, not text"),
+    ("parquet", "sms", lambda f: _damage_parquet(f, "template", 5, "int32"), "template is int32, not text"),
+    ("parquet", "sms", lambda f: _damage_parquet(f, "campaign", True, "bool"), "campaign is bool, not text"),
+    ("parquet", "conversions", lambda f: _damage_parquet(f, "kind", 1.5, "double"), "kind is double, not text"),
+    ("parquet", "conversions", lambda f: _damage_parquet(f, "campaign", 7, "int64"), "campaign is int64, not text"),
 ]
 
 

@@ -499,6 +499,11 @@ def _checked(table: pa.Table, types: dict) -> tuple[pa.Table, Optional[str]]:
         if column.null_count:
             return table, f"{plural(column.null_count, 'record')} without {name}"
         if pa.types.is_dictionary(wanted):
+            given = column.type.value_type if pa.types.is_dictionary(column.type) else column.type
+            if not (pa.types.is_string(given) or pa.types.is_large_string(given)):
+                # a file edited by hand (a campaign of integers) went on as numbers, and the
+                # report failed on them with a traceback (helper-133)
+                return table, f"{name} is {column.type}, not text"
             if not pa.types.is_dictionary(column.type):
                 column = column.dictionary_encode()     # once, for the check and the codes
         elif column.type != wanted:
@@ -548,7 +553,7 @@ def _culprit(sources: list[Path], sizes: dict, types: dict, parquet: bool) -> Op
                 if missing:
                     return path, f"no column {', '.join(missing)}"
                 table = pq.read_table(path, columns=list(types))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+            except (pa.ArrowException, OSError) as e:
                 return path, _reason(e, path)
         else:
             first_path, header = _csv_header([path]) if path.suffix == ".csv" else (path, None)
@@ -595,14 +600,17 @@ def _parquet_tables(paths: list[Path], sizes: dict, types: dict, warnings: list,
         text = [name for name, t in types.items() if pa.types.is_dictionary(t)]
         parquet = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=text))
         tables = [(ds.dataset([str(p) for p in paths], format=parquet).to_table(columns=list(types)), paths)]
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError):
-        tables = None           # one of them is damaged: read each to skip it alone
+    except (pa.ArrowException, OSError):
+        # one of them is damaged, or holds a column of another type than the rest (a campaign
+        # of integers: Arrow cannot cast it to the text's dictionary, ArrowNotImplementedError):
+        # read each to skip it alone or name it
+        tables = None
     if tables is None:
         tables = []
         for path in paths:
             try:
                 schema = pq.read_schema(path)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+            except (pa.ArrowException, OSError) as e:
                 _warn(warnings, f"{path}: unreadable Parquet file skipped ({_reason(e, path)})")
                 continue
             missing = [name for name in types if name not in schema.names]
@@ -610,7 +618,7 @@ def _parquet_tables(paths: list[Path], sizes: dict, types: dict, warnings: list,
                 raise ReportError(f"{path}: not a sigmatch output file (no column {', '.join(missing)})")
             try:
                 tables.append((pq.read_table(path, columns=list(types)), [path]))
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as e:
+            except (pa.ArrowException, OSError) as e:
                 _warn(warnings, f"{path}: unreadable Parquet file skipped ({_reason(e, path)})")
     if bar is not None:
         bar.update(sum(sizes[p] for p in paths))
