@@ -589,7 +589,8 @@ def test_campaigns_say_whether_the_service_runs_the_live_file(app, world):
     import hashlib
     config = world / "world" / "campaigns.toml"
     live = hashlib.sha256(config.read_bytes()).hexdigest()
-    (world / "out" / "stats.json").write_text(json.dumps({"configuration": {"sha256": "ab" * 32}, "campaigns": {}}))
+    (world / "out" / "stats.json").write_text(json.dumps({"configuration": {"sha256": "ab" * 32, "utc_offset": "+08:00"},
+                                                          "campaigns": {}}))
     for sha, words in ((live, "the service runs this file"), ("cd" * 32, "runs another configuration (sha256 cdcdcdcdcdcd)")):
         server, url = serve_metrics(f'sigmatch_config_info{{sha256="{sha}"}} 1.0\n'
                                     "sigmatch_last_reload_success 0.0\n"

@@ -709,6 +709,9 @@ def test_a_damaged_row_is_refused_without_its_msisdn(tmp_path, damage):
     (lambda s: s["run"].update(conversions=-1), ("run.conversions -1 is not a count",)),
     (lambda s: s["configuration"].update(utc_offset="8"), ("configuration.utc_offset", "+08:00")),
     (lambda s: s["configuration"].update(utc_offset=8), ("configuration.utc_offset",)),
+    # helper-133: null read as UTC and shown as "UTCNone", missing as UTC, without a word
+    (lambda s: s["configuration"].update(utc_offset=None), ("configuration.utc_offset null is not an offset",)),
+    (lambda s: s["configuration"].pop("utc_offset"), ("configuration.utc_offset is missing",)),
     (lambda s: s.update(configuration=[]), ("configuration is not an object",)),
     (lambda s: s["configuration"].update(campaigns=5), ("configuration.campaigns", "not a list of campaign ids")),
     (lambda s: s["configuration"].update(campaigns=["promo", 7]), ("configuration.campaigns",)),
@@ -723,6 +726,17 @@ def test_a_stats_json_sigmatch_never_writes_is_one_line(known, tmp_path, edit, w
     edit(stats)
     (bad / "stats.json").write_text(json.dumps(stats))
     one_line_error(*sigmatch("report", bad), "bad/stats.json", "not a sigmatch stats.json", *words)
+
+
+def test_a_stats_json_key_given_twice_is_one_line(known, tmp_path):
+    """helper-133: a second "run" appended by hand replaced the first, without a word."""
+    bad = tmp_path / "bad"
+    shutil.copytree(known, bad)
+    text = (bad / "stats.json").read_text().rstrip()
+    assert text.endswith("}")
+    (bad / "stats.json").write_text(text[:-1] + ', "run": {"actions": 1}}')
+    one_line_error(*sigmatch("report", bad), "bad/stats.json", "not a sigmatch stats.json",
+                   'the key "run" is given twice')
 
 
 def test_a_stats_json_integer_past_python_s_digit_limit_is_one_line(known, tmp_path):

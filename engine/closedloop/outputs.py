@@ -290,12 +290,23 @@ def _read_stats(path: Path) -> dict:
     return read_stats_json(stats_path)[0]
 
 
+def _unique_keys(pairs: list) -> dict:
+    """A JSON object as a dict; ValueError naming a key given twice (json keeps the last one
+    silently: a second `run` appended by hand replaced the first, helper-133)."""
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        seen = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"the key {json.dumps(twice)[:60]} is given twice in one object")
+    return found
+
+
 def read_stats_json(path: Path) -> tuple[dict, dict]:
     """A stats.json as (the whole document, its campaigns by id). Raises FileNotFoundError
     when there is none, and ReportError, one line that names the file, when it cannot be read
     or holds what a sigmatch run never writes (stats_problem)."""
     try:
-        stats = json.loads(path.read_text(encoding="utf-8"))
+        stats = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise
     except OSError as e:
@@ -323,12 +334,15 @@ def stats_problem(stats: dict) -> Optional[str]:
     if identity is not None:
         if not isinstance(identity, dict):
             return "configuration is not an object"
-        offset = identity.get("utc_offset")
-        if offset is not None:
-            try:
-                parse_utc_offset(offset)        # the configuration's own rule: "+25:00" is no offset
-            except ValueError:
-                return f"configuration.utc_offset {json.dumps(offset)[:40]} is not an offset like \"+08:00\""
+        # every run writes its offset beside its identity: null or none taken as UTC put
+        # every record 8 hours off its local day, and a page said "UTCNone" (helper-133)
+        if "utc_offset" not in identity:
+            return "configuration.utc_offset is missing: a run writes its offset, like \"+08:00\""
+        offset = identity["utc_offset"]
+        try:
+            parse_utc_offset(offset)        # the configuration's own rule: "+25:00" is no offset
+        except (ValueError, TypeError):
+            return f"configuration.utc_offset {json.dumps(offset)[:40]} is not an offset like \"+08:00\""
         digest = identity.get("sha256")
         if digest is not None and not isinstance(digest, str):
             return f"configuration.sha256 {json.dumps(digest)[:40]} is not a digest"
