@@ -565,6 +565,8 @@ _DAMAGES = [
      "a campaign that is not UTF-8 text"),
     ("jsonl", "sms", lambda f: _damage_bytes(f, b'"template":"', b'"template":"\xc3'),
      "a template that is not UTF-8 text"),
+    # helper-133: named the batch's first file, without a reason
+    ("jsonl", "sms", lambda f: f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes()), "starts with a byte order mark"),
     ("jsonl", "conversions", lambda f: _damage_jsonl(f, 0, "contact_seq", None), "1 record without contact_seq"),
     ("jsonl", "conversions", lambda f: _damage_jsonl(f, 0, "ts", KeyError), "1 record without ts"),
     ("parquet", "sms", lambda f: _damage_parquet(f, "msisdn", None), "without msisdn"),

@@ -695,6 +695,9 @@ def _csv_header(paths: list[Path]) -> tuple[Path, Optional[bytes]]:
     return paths[0], b""        # every file's first line is cut short: each is skipped, with a warning
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _read_batch(paths: list[Path], sizes: dict, first_path: Path, header: Optional[bytes],
                 said: list) -> tuple[pa.Buffer, bool]:
     """The files' whole lines in one buffer, a CSV header (`header`, None for JSON Lines) first;
@@ -729,6 +732,12 @@ def _read_batch(paths: list[Path], sizes: dict, first_path: Path, header: Option
                 got = f.readinto(view[position:position + max(size - len(first), 0)])
             except OSError as e:
                 raise _unreadable(path, e) from None
+            if header is None and view[position:position + 3] == _BOM:
+                # a JSON Lines file saved by an editor that marks UTF-8: parsed alone, Arrow
+                # skips the mark, but in the middle of a batch it broke the batch, and the
+                # refusal named the batch's first file without a reason (helper-133)
+                raise ReportError(f"{path}: not a sigmatch output file (it starts with a byte order mark, "
+                                  "which a run never writes)")
         if got and view[position + got - 1] != 0x0A:
             cut = _last_line_end(view, position, position + got)
             said.append(f"{path}: partial last line skipped ({position + got - cut:,} bytes without a line end)")
