@@ -112,7 +112,7 @@ def mask_numbers(text: str) -> str:
 # `138.0013.8000`. A first group of 1-4 digits, then groups of 2-4, each after one space,
 # dash or point, nothing word-like on either side (a decimal's or a version's further
 # groups included).
-_WRITTEN = re.compile(r"(?<![\w+.-])\+?\d{1,4}(?:[ .-]\d{2,4}){1,5}(?![\w+])(?![.-]\d)")
+_WRITTEN = re.compile(r"(?<![\w+.*-])\+?\d{1,4}(?:[ .-]\d{2,4}){1,5}(?![\w+*])(?![.-]\d)")
 # Dates (2026-12-24, 24.12.2026) and IPv4 addresses have the same shape: taken out first, so
 # that neither is masked nor joins the time or port beside it into a number
 _KEPT = re.compile(r"(?<![\d.])(?:\d{4}([-./])\d{2}\1\d{2}|\d{2}([-./])\d{2}\2\d{4}|\d{1,3}(?:\.\d{1,3}){3})(?!\d)")
@@ -128,7 +128,7 @@ def _mask_written(match: re.Match) -> str:
 
 # Groups joined by commas: a count (`1,000,000`, India's `12,34,567`) or a number written
 # as `138,0013,8000`, told apart by the groups' lengths (_mask_commas)
-_COMMAS = re.compile(r"(?<![\w+.,-])\+?\d{1,4}(?:,\d{2,4}){1,5}(?![\w+])(?![.,-]\d)")
+_COMMAS = re.compile(r"(?<![\w+.,*-])\+?\d{1,4}(?:,\d{2,4}){1,5}(?![\w+*])(?![.,-]\d)")
 
 
 def _mask_commas(match: re.Match) -> str:
@@ -170,23 +170,41 @@ def _outside_kept(pattern: re.Pattern, text: str, mask=None) -> str:
 # brackets (`(138) 0013-8000`), only digits kept from either side (a group never starts or
 # ends inside a longer run): in typed text `id138-0013-8000` is a number glued to a word.
 # Not `,`: `1,000,000` is written so that it stays a count
-_GLUED = re.compile(r"(?<![\d+])\+?\(?\d{1,4}\)?(?:(?:[ ./_-]|\) ?)\d{2,4}){1,5}(?!\d)")
+_GLUED = re.compile(r"(?<![\d+*])\+?\(?\d{1,4}\)?(?:(?:[ ./_-]|\) ?)\d{2,4}){1,5}(?![\d*])")
+# (Beside a `*`, digits are those of a number masked already, by an earlier pattern: never
+# joined to the digits of the next.)
 # and groups joined by commas, letters beside them or not (`id138,0013,8000`), a count's
 # groups kept as _mask_commas keeps them
-_GLUED_COMMAS = re.compile(r"(?<![\d+,])\+?\d{1,4}(?:,\d{2,4}){1,5}(?![\d,])")
+_GLUED_COMMAS = re.compile(r"(?<![\d+,*])\+?\d{1,4}(?:,\d{2,4}){1,5}(?![\d,*])")
 # and digits spread out as people also type them, however many in a group: apart by up to
 # three of any space (two, a no-break space, the ideographic one, a thin one, a zero-width
 # one), any dash (the en dash that word processors put, U+2010, the minus sign), `.`, `_`,
 # `/` or brackets (`138  0013  8000`, `138 - 0013 - 8000`, `1 3 8 0 0 1 3 8 0 0 0`,
 # `138-00138000`)
-_SPREAD = re.compile(r"(?<!\d)\+?\d+(?:[\s\u200b-\u200d\u2060\ufeff._/()\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d]{1,3}\d+)*")
+_SPREAD = re.compile(r"(?<![\d*])\+?\d+(?:[\s\u200b-\u200d\u2060\ufeff._/()\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d]{1,3}\d+)*(?![\d*])")
 
 
 def _mask_spread(match: re.Match) -> str:
-    digits = re.sub(r"\D", "", match[0])
-    if len(digits) < MIN_MASKED_DIGITS:
-        return match[0]
-    return ("+" if match[0].startswith("+") else "") + mask_msisdn(digits)
+    """The digits of the match masked as numbers of 7 or more: groups join into one number
+    until it holds a whole one (11 digits), or 7 and the next group is a number alone: two
+    numbers typed with a space between (`13800138000 13900139000`) stay two."""
+    text = match[0]
+    groups = list(re.finditer(r"\d+", text))
+    parts, start, digits = [], 0, ""
+    for i, group in enumerate(groups):
+        digits += group[0]
+        following = groups[i + 1][0] if i + 1 < len(groups) else None
+        if following is None or len(digits) >= 11 or (len(digits) >= MIN_MASKED_DIGITS
+                                                      and len(following) >= MIN_MASKED_DIGITS):
+            piece = text[start:group.end()]
+            if len(digits) >= MIN_MASKED_DIGITS:
+                piece = ("+" if piece.startswith("+") else "") + mask_msisdn(digits)
+            parts.append(piece)
+            if following is not None:
+                parts.append(text[group.end():groups[i + 1].start()])
+                start = groups[i + 1].start()
+            digits = ""
+    return "".join(parts)
 
 
 def mask_typed_numbers(text: str) -> str:

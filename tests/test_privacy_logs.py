@@ -489,7 +489,11 @@ def test_the_lookup_request_log_masks_a_number_wherever_and_however_it_is_writte
     ("138 - 0013 - 8000", "138****8000"), ("1 3 8 0 0 1 3 8 0 0 0", "138****8000"),
     ("138-00138000", "138****8000"), ("+86 - 138 0013 8000", "+86 - 138****8000"),
     ("priority 14 to 15, 12 345 and 1-2-3-4-5-6", "priority 14 to 15, 12 345 and 1-2-3-4-5-6"),
+    # two numbers with a space between stay two (helper-134), and a mask is never joined on
+    ("id13900139000 13700137000_x", "id139****9000 137****7000_x"),
+    ("13800138000 13900139000", "138****8000 139****9000"), ("138****8000 139****9000", "138****8000 139****9000"),
 ])
 def test_numbers_typed_by_people_are_masked_however_they_are_written(typed, shown):
     from engine.privacy import mask_typed_numbers
     assert mask_typed_numbers(typed) == shown
+    assert mask_typed_numbers(shown) == shown
