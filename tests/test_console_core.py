@@ -933,3 +933,139 @@ def test_the_policy_views_explanation_keeps_its_own_numbers_and_masks_others():
     assert "cell 25608962" in text and str(number) in text
     doc["events"][0]["campaigns"][0]["id"] = "for 13912345678"       # a number that is no kept one
     assert "139****5678" in _explanation(doc, number, 0)
+
+
+@pytest.mark.parametrize("addition, words", [
+    ('\n[lists]\nsec = "secret.txt"\n', "lists.sec: {folder}/secret.txt: no such list file"),
+    ("\n[[campaign]]\nid = 3\n", "campaign"),
+], ids=["a list file gone", "not a configuration"])
+def test_console_warns_once_at_start_of_a_live_file_that_does_not_load(world, addition, words):
+    """helper-132: a live file naming a list file that is gone (approved, then the list moved
+    away) started the console without a word, where docs/console.md promises a warning; one
+    that does not read at all is warned of once, not twice."""
+    import httpx
+    config, data = world / "world" / "campaigns.toml", world / "data"
+    config.write_text(config.read_text() + addition)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "console", "--config", config, "--data", data,
+                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split(": ", 1)[1].strip()
+        with httpx.Client(base_url=url, timeout=30) as http:
+            assert http.get("/login").status_code == 200
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    warned = [line for line in err.splitlines() if "the live configuration does not load" in line]
+    assert len(warned) == 1 and words.format(folder=config.parent) in warned[0], err
+
+
+# a policy view as engine.service.lookup.policy_view writes it: what the page reads, each kind once
+POLICY_VIEW = {
+    "msisdn": NUMBER, "clock": 1_764_000_000_000, "eligible": ["a"],
+    "campaigns": {"a": {"eligible": True, "blocked_by": [], "event_conditions": ["hours"], "channel": "sms",
+                        "template": "T1", "last_contact": {"ts": 1_763_990_000_000, "seq": 4, "kind": "send",
+                                                           "converted": False},
+                        "cooldown_until": None, "no_response_streak": 0, "budget": {}},
+                  "b": {"eligible": False, "blocked_by": ["cooldown"], "event_conditions": [], "channel": "sms",
+                        "template": None, "last_contact": None, "cooldown_until": 1_764_100_000_000}},
+    "pending": [{"campaign": "a", "due": 1_764_000_100_000, "trigger_ts": 1_764_000_000_000}],
+    "counters": {"topups": 3, "fresh": None}, "markers": {"recharged": None, "seen": 1_763_000_000_000},
+    "contact_policy": {"blacklisted": False, "last_contact": 1_763_990_000_000, "min_gap_until": None,
+                       "contacts_today": 1, "max_per_day": 2, "contacts_in_window": 1,
+                       "max_in_window": {"contacts": 3, "window_ms": 604_800_000}},
+    "channel_budgets": {}, "state": {"cell": 7, "powered_on": True, "active": True},
+}
+
+
+def _changed(path: str, value):
+    """POLICY_VIEW with the field at dotted `path` set to `value` (removed when value is ...)."""
+    view = json.loads(json.dumps(POLICY_VIEW))
+    *parents, key = path.split(".")
+    table = view
+    for part in parents:
+        table = table[int(part)] if isinstance(table, list) else table[part]
+    if value is ...:
+        del table[key]
+    elif isinstance(table, list):
+        table[int(key)] = value
+    else:
+        table[key] = value
+    return json.dumps(view)
+
+
+@pytest.fixture
+def lookup_answering(app):
+    """A lookup on a free port that answers what the test sets: {"view": JSON text,
+    "explain": JSON text or None (404: not watched)}; the app's settings point at it."""
+    import dataclasses
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    answers = {"view": json.dumps(POLICY_VIEW), "explain": None}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = answers["explain"] if "/explain" in self.path else answers["view"]
+            self.send_response(404 if body is None else 200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"error": "not watched"}' if body is None else body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    app.state.settings = dataclasses.replace(app.state.settings, lookup=f"http://127.0.0.1:{server.server_port}",
+                                             lookup_token="token")
+    yield answers
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("view, explain, words", [
+    (json.dumps({"msisdn": NUMBER, "eligible": "notalist"}), None, "(campaigns: missing)"),
+    ("[]", None, "(the answer: expected an object)"),
+    (_changed("campaigns.a.blocked_by", "cooldown"), None, "(campaigns.a.blocked_by: expected a list)"),
+    (_changed("campaigns.b.blocked_by", [5]), None, "(campaigns.b.blocked_by[0]: expected text)"),
+    (_changed("campaigns.a", "a"), None, "(campaigns.a: expected an object)"),
+    (_changed("campaigns.a.last_contact.converted", "no"), None,
+     "(campaigns.a.last_contact.converted: expected true or false)"),
+    (_changed("campaigns.a.channel", ...), None, "(campaigns.a.channel: missing)"),
+    (_changed("pending.0.due", "soon"), None, "(pending[0].due: expected an integer)"),
+    (_changed("pending.0", 7), None, "(pending[0]: expected an object)"),
+    (_changed("counters", ["topups"]), None, "(counters: expected an object)"),
+    (_changed("markers.seen", "yesterday"), None, "(markers.seen: expected an integer)"),
+    (_changed("contact_policy.max_in_window", {"window_ms": 1}), None,
+     "(contact_policy.max_in_window.contacts: missing)"),
+    (_changed("contact_policy", ...), None, "(contact_policy: missing)"),
+    (_changed("state", {"active": True}), None, "(state.powered_on: missing)"),
+    (_changed("clock", 10 ** 30), None, "(clock: expected an integer)"),
+    (json.dumps(POLICY_VIEW), json.dumps({"msisdn": NUMBER}), "(the explanation: not as sigmatch explain writes it"),
+    (json.dumps(POLICY_VIEW), "[1]", "(the explanation: expected an object)"),
+], ids=["no campaigns", "a list", "blocked_by text", "blocked_by of numbers", "campaign text", "converted text",
+        "no channel", "due text", "pending number", "counters list", "marker text", "window without contacts",
+        "no contact_policy", "state half", "clock too large", "explanation of another shape", "explanation list"])
+def test_the_policy_view_says_an_answer_of_another_shape_in_one_line(app, lookup_answering, view, explain, words):
+    """helper-132: a lookup answering JSON of another shape ({"eligible": "notalist"}, no
+    "campaigns") gave a 500 (KeyError in _rows), or a page of whatever it held; non-JSON was
+    already one line."""
+    client = TestClient(app, follow_redirects=False, raise_server_exceptions=False)
+    assert log_in(client, "vera").status_code == 303
+    page = client.post("/policy", data={"msisdn": NUMBER, "csrf_token": token_of(client, "/policy")})
+    assert page.status_code == 200 and f"Subscriber {NUMBER}" in page.text         # the view as written
+    assert "T1" in page.text and 'id="blocked-b"' in page.text and "never" in page.text
+    lookup_answering.update(view=view, explain=explain)
+    page = client.post("/policy", data={"msisdn": NUMBER, "csrf_token": token_of(client, "/policy")})
+    assert page.status_code == 502, page.text[-500:]
+    problem = page.text.split('id="lookup-problem">', 1)[1].split("</p>", 1)[0]
+    assert problem.startswith(app.state.settings.lookup) and "answered JSON of another shape " + words in problem
+    assert problem.endswith("not a sigmatch lookup?") and f"Subscriber {NUMBER}" not in page.text
+
+
+def test_the_policy_view_says_an_answer_nested_too_deeply_in_one_line(app, lookup_answering):
+    client = TestClient(app, follow_redirects=False, raise_server_exceptions=False)
+    assert log_in(client, "vera").status_code == 303
+    lookup_answering.update(view="[" * 100_000 + "]" * 100_000)
+    page = client.post("/policy", data={"msisdn": NUMBER, "csrf_token": token_of(client, "/policy")})
+    assert page.status_code == 502 and "answered JSON nested too deeply: not a sigmatch lookup?" in page.text

@@ -1035,3 +1035,125 @@ def test_a_number_too_large_is_said_out_of_range_as_check_says_it(app, world):
         answer = campaign_form(ed, "crbt_school", priority="9" * digits, why="first of all")
         assert answer.status_code == 400, answer.text[:300]
         assert f"a {digits}-digit number is out of range" in answer.text, digits
+
+
+@pytest.mark.parametrize("breakage", ["gone", "a directory", "not UTF-8"])
+def test_a_versions_page_says_a_live_file_it_cannot_read_in_one_line_never_a_500(app, world, breakage):
+    """helper-132: /versions/N answered 500 (VersionError: cannot read the live configuration)
+    where /versions says it in one line, and approve, reject and roll back come back to it:
+    the user saw a 500 after a reject that was made."""
+    from fastapi.testclient import TestClient
+    ed = user(app, "ed")
+    saved = campaign_form(ed, "crbt_school", template="NEW", why="new offer")
+    vid = saved.headers["location"].rsplit("/", 1)[1]
+    ann = TestClient(app, follow_redirects=False, raise_server_exceptions=False, cookies=user(app, "ann").cookies)
+    token = _token(ann.get(f"/versions/{vid}").text)
+    if breakage == "not UTF-8":
+        world.write_bytes(world.read_bytes() + b"# caf\xe9\n")
+        line = "not UTF-8 text"
+    else:
+        world.unlink()
+        if breakage == "a directory":
+            world.mkdir()
+        line = "cannot read the live configuration: " + (
+            "Is a directory" if breakage == "a directory" else "No such file or directory")
+    page = ann.get(f"/versions/{vid}")
+    assert page.status_code == 409 and line in page.text, page.text[-600:]
+    assert ann.get("/versions").status_code == 409
+    for action, fields in (("approve", {}), ("rollback", {"base": vid, "why": "back"}), ("reject", {"note": "no"})):
+        answer = ann.post(f"/versions/{vid}/{action}", data={"csrf_token": token, **fields})
+        assert answer.status_code == 303, (action, answer.status_code)
+        page = ann.get(answer.headers["location"])
+        assert page.status_code == 409 and line in page.text, (action, page.text[-600:])
+    # the reject was made, and the page that refuses to show the version says so
+    assert f"Version {vid} rejected" in page.text
+    assert versions_of_app(app).get(int(vid))["state"] == "rejected"
+
+
+def test_a_base_that_is_no_version_is_refused_not_taken_for_a_form_newer_than_every_save(app, world):
+    """helper-132: a forged `base` past every version (base=1000000) counted no save as made
+    after it: the second editor overwrote the first without a conflict."""
+    ed, eve = user(app, "ed"), user(app, "eve")
+    page_eve = eve.get("/campaigns/crbt_school/edit").text
+    assert campaign_form(ed, "crbt_school", template="ED", why="ed's text").status_code == 303
+    doc = ConfigFile(world.read_text())
+    data = submitted_for("campaign", doc.campaign("crbt_school"), template="EVE")
+    for base in ("1000000", "0", "-3", "9" * 30):
+        data.update(csrf_token=_token(page_eve), base=base, why="eve's text")
+        answer = eve.post("/campaigns/crbt_school/edit", data=data)
+        assert answer.status_code == 400 and f"base: no version {int(base)}" in answer.text, (base, answer.status_code)
+    # a one-click change as well
+    answer = post_form(eve, "/campaigns/crbt_school/pause", "/configuration", base="500", why="pause it")
+    assert answer.status_code == 303 and answer.headers["location"] == "/configuration"
+    assert "base: no version 500" in eve.get("/configuration").text
+    # the form's own base, stale: the conflict it always was
+    data.update(base=_base_of(page_eve))
+    answer = eve.post("/campaigns/crbt_school/edit", data=data)
+    assert answer.status_code == 409 and "ed saved version" in answer.text
+    assert [tomllib.loads(v["text"])["campaign"][0].get("template") for v in versions_of_app(app).all()] == \
+        ["ED", "CRBT_OFFER_1"]
+
+
+@pytest.mark.parametrize("character", ["\u202e", "\u202a", "\u2066", "\u2069", "\x85", "\x9b"])
+def test_a_one_line_value_with_a_bidirectional_override_or_a_c1_control_is_refused_as_a_why_is(app, world,
+                                                                                                  character):
+    """helper-132: template="\\u202eABC" and [engine] encoding="utf-8\\u202e" were saved, where
+    a "why" with the same character is refused."""
+    ed = user(app, "ed")
+    answer = campaign_form(ed, "crbt_school", template=f"{character}ABC", why="new template")
+    assert answer.status_code == 400 and 'id="error-template"' in answer.text
+    assert "must be one line without control characters" in answer.text
+    answer = post_form(ed, "/configuration/engine", "/configuration/engine", encoding=f"utf-8{character}",
+                       why="another encoding")
+    assert answer.status_code == 400 and 'id="error-encoding"' in answer.text
+    assert "must be one line without control characters" in answer.text
+    answer = post_form(ed, "/configuration/lists", "/configuration/lists", name="vip",
+                       value=f"lists/dnd.txt{character}", why="vip list")
+    assert answer.status_code == 400 and 'id="error-value"' in answer.text
+    assert "must be one line without control characters" in answer.text
+    assert len(versions_of_app(app).all()) == 1
+
+
+def test_a_note_longer_than_a_why_may_be_is_refused_not_cut(app, world):
+    """helper-132: approval and rejection notes were cut to 2,000 characters without a word,
+    where a longer "why" is refused."""
+    ed, ann = user(app, "ed"), user(app, "ann")
+    saved = campaign_form(ed, "crbt_school", template="NEW", why="new offer")
+    vid = saved.headers["location"].rsplit("/", 1)[1]
+    before = world.read_bytes()
+    for action in ("approve", "reject"):
+        page = ann.get(f"/versions/{vid}").text
+        answer = ann.post(f"/versions/{vid}/{action}", data={"csrf_token": _token(page), "note": "n" * 2_001})
+        assert answer.status_code == 303
+        page = ann.get(answer.headers["location"]).text
+        assert "note&#34; is longer than 2,000 characters" in page, (action, page[-800:])
+    assert versions_of_app(app).get(int(vid))["state"] == "draft" and versions_of_app(app).approvals(int(vid)) == []
+    assert world.read_bytes() == before
+    # 2,000 is taken whole
+    page = ann.get(f"/versions/{vid}").text
+    ann.post(f"/versions/{vid}/reject", data={"csrf_token": _token(page), "note": "n" * 2_000})
+    assert [a["note"] for a in versions_of_app(app).approvals(int(vid))] == ["n" * 2_000]
+
+
+def test_a_live_list_file_moved_away_is_said_on_the_campaigns_page(app, world):
+    """helper-132: a list added and approved, then its file moved away: approval of the same
+    text said `lists.sec: ...: no such list file`, the campaigns page said nothing."""
+    ed, ann = user(app, "ed"), user(app, "ann")
+    secret = world.parent / "secret.txt"
+    secret.write_text("13800010001\n")
+    answer = post_form(ed, "/configuration/lists", "/configuration/lists", name="sec", value="secret.txt",
+                       why="a secret list")
+    assert answer.status_code == 303, answer.text
+    vid = answer.headers["location"].rsplit("/", 1)[1]
+    page = ann.get(f"/versions/{vid}").text
+    assert ann.post(f"/versions/{vid}/approve", data={"csrf_token": _token(page)}).status_code == 303
+    assert 'id="config-problem"' not in ann.get("/campaigns").text
+    secret.rename(world.parent / "moved.txt")
+    page = ann.get("/campaigns")
+    assert page.status_code == 200 and 'id="config-problem"' in page.text
+    problem = page.text.split('id="config-problem">', 1)[1].split("</p>", 1)[0]
+    assert f"{world}: lists.sec: {secret}: no such list file" in problem
+    assert 'id="campaign-crbt_school"' in page.text          # the campaigns are still listed
+    # approval of that text says it in the same words
+    saved = campaign_form(ed, "crbt_school", template="NEW", why="new offer")
+    assert saved.status_code == 400 and f"lists.sec: {secret}: no such list file" in saved.text

@@ -609,3 +609,57 @@ def test_simulations_are_kept_in_the_console_store(tmp_path):
     with pytest.raises(ValueError, match="not a field"):
         records.update_simulation(first, author="mallory")
     assert latest_simulation(records, version).id == second
+
+
+@pytest.fixture()
+def stubborn_python(tmp_path, monkeypatch):
+    """An 'interpreter' whose child ignores SIGTERM: a cancelled simulation that takes a
+    while to stop (SIGKILL comes STOP_GRACE_S later, made 1 s here)."""
+    from engine.console import simulate
+    monkeypatch.setattr(simulate, "STOP_GRACE_S", 1.0)
+    script = tmp_path / "stubborn"
+    script.write_text("#!/bin/sh\ntrap '' TERM\nexec sleep 600\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_a_cancelled_simulation_shows_cancelling_until_its_child_stops(console, world, stubborn_python):
+    """helper-132: straight after a cancel the page said "simulation N cancelled" above
+    "Status: running | starting" and a Cancel button."""
+    from engine.console.pages.simulate import simulation_queue
+    generated, _ = world
+    version = add_version(console.state.store, generated.config.read_text())
+    queue = simulation_queue(console)
+    queue.python = stubborn_python
+    sim = queue.submit(version_id=version, draft_text="", trace="monday.msgpack", author="ed")
+    wait_for(queue, sim, ("running",))
+    ed = logged_in(console, "ed")
+    page = ed.get(f"/simulations/{sim}").text
+    assert 'id="cancel"' in page
+    answer = ed.post(f"/simulations/{sim}/cancel", data={"csrf_token": token_of(ed, f"/simulations/{sim}")})
+    assert answer.status_code == 303
+    page = ed.get(f"/simulations/{sim}").text
+    assert queue.get(sim).status == "cancelling"
+    assert 'id="status-value">cancelling<' in page and "is being cancelled" in page, page
+    assert 'id="cancel"' not in page and 'id="progress"' not in page and 'http-equiv="refresh"' in page
+    row = ed.get("/simulations").text.split(f'id="simulation-{sim}"', 1)[1].split("</tr>", 1)[0]
+    assert ">cancelling<" in row
+    assert wait_for(queue, sim).status == "cancelled"
+    page = ed.get(f"/simulations/{sim}").text
+    assert 'id="status-value">cancelled<' in page and 'http-equiv="refresh"' not in page
+
+
+def test_the_live_version_is_not_simulated_against_itself(console, world):
+    """helper-132: a post naming the live version started a simulation, though the form
+    offers only versions that are not live."""
+    from engine.console.versions import Versions
+    generated, _ = world
+    live = Versions(console.state.store, generated.config).baseline()["id"]
+    ed = logged_in(console, "ed")
+    page = ed.get(f"/simulations?version={live}").text
+    assert f'<option value="{live}"' not in page
+    answer = ed.post("/simulations", data={"version": live, "trace": "monday.msgpack",
+                                           "csrf_token": token_of(ed, "/simulations")})
+    assert answer.status_code == 303 and answer.headers["location"] == "/simulations"
+    assert f"version {live} is the live configuration" in ed.get("/simulations").text
+    assert console.state.store.query("SELECT count(*) AS n FROM simulations")[0]["n"] == 0

@@ -43,8 +43,12 @@ MAX_TEXT = 10_000           # characters in one input: a `where` longer than thi
 EXTRA_ROWS = 2              # blank rows offered below an array of tables' entries
 SHOWN = "_shown"            # the form field listing the checkbox and multi inputs a form showed
 # Control characters (newlines included) never belong in a one-line value: in a template they
-# would become a multi-line output cell; in an id or a where they are an attempt at something
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029]")
+# would become a multi-line output cell; in an id or a where they are an attempt at something.
+# The C1 controls and the bidirectional embeddings, overrides and isolates too, as a "why"
+# refuses them (engine.privacy.has_controls): U+202E turns a template or an encoding round on
+# the page and in `check`'s messages. A tab alone stays: a `where` or a null value written
+# with one in the live file must survive an untouched form.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _INTEGER = re.compile(r"[+-]?[0-9](?:_?[0-9])*")
 _NUMBER = re.compile(r"[+-]?(?:[0-9](?:_?[0-9])*)?(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 

@@ -55,8 +55,8 @@ from typing import Callable, Optional, Protocol, Sequence
 from engine.privacy import scrub
 from engine.sinks import write_private
 
-__all__ = ["STATUSES", "FINISHED", "Simulation", "SimulationRecords", "MemorySimulationRecords", "StoreSimulationRecords",
-           "SimulationQueue", "SimulationError", "TraceFile", "list_traces", "resolve_trace",
+__all__ = ["STATUSES", "FINISHED", "CANCELLING", "Simulation", "SimulationRecords", "MemorySimulationRecords",
+           "StoreSimulationRecords", "SimulationQueue", "SimulationError", "TraceFile", "list_traces", "resolve_trace",
            "latest_simulation"]
 
 log = logging.getLogger("sigmatch.console.simulate")
@@ -64,6 +64,9 @@ log = logging.getLogger("sigmatch.console.simulate")
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
 UPDATABLE = frozenset({"status", "started", "finished", "progress", "error", "result"})
 FINISHED = ("done", "failed", "cancelled")
+# the status a page shows of a running simulation whose cancel was asked and whose child has
+# not stopped yet (never a record's: the record says "cancelled" once the worker sees it end)
+CANCELLING = "cancelling"
 
 # How long an ended child gets to stop after SIGTERM (it terminates its two replays) before SIGKILL
 STOP_GRACE_S = 10.0
@@ -291,9 +294,11 @@ class Simulation:
     position: Optional[int] = None          # while queued: how many wait before it (0: next)
 
     @classmethod
-    def of(cls, record: dict, progress: Optional[float] = None, position: Optional[int] = None) -> "Simulation":
+    def of(cls, record: dict, progress: Optional[float] = None, position: Optional[int] = None,
+           cancelling: bool = False) -> "Simulation":
         """From a record (its result parsed when it is JSON text); `progress` and `position`
-        as the queue knows them now."""
+        as the queue knows them now; `cancelling`: its cancel was asked, so an unfinished one
+        shows CANCELLING (no Cancel button beside "cancelled" in the flash)."""
         result = record.get("result")
         if isinstance(result, (str, bytes)):
             result = json.loads(result)
@@ -301,7 +306,8 @@ class Simulation:
             progress = record.get("progress") or None
         if record["status"] == "done":
             progress = 1.0
-        return cls(record["id"], record.get("version_id"), record["trace"], record["author"], record["status"],
+        status = CANCELLING if cancelling and record["status"] not in FINISHED else record["status"]
+        return cls(record["id"], record.get("version_id"), record["trace"], record["author"], status,
                    record["created"], record.get("started"), record.get("finished"), record.get("error"), result,
                    progress, position)
 
@@ -399,14 +405,17 @@ class SimulationQueue:
     def get(self, simulation_id: int) -> Optional[Simulation]:
         """The simulation as it stands (progress while it runs, place in the queue while it
         waits); None when there is none."""
-        record = self.records.get_simulation(simulation_id)
-        if record is None:
-            return None
         with self._lock:
             job = self._jobs.get(simulation_id)
             progress = job.progress if job is not None else None
             position = self._queued.index(simulation_id) if simulation_id in self._queued else None
-        return Simulation.of(record, progress, position)
+            cancelling = job is not None and job.cancelled
+        # the record after the job: _finish writes it before it lets the job go, so a job gone
+        # means a finished record here (a running record without its job showed a Cancel button)
+        record = self.records.get_simulation(simulation_id)
+        if record is None:
+            return None
+        return Simulation.of(record, progress, position, cancelling)
 
     def cancel(self, simulation_id: int) -> bool:
         """Cancel a queued or running simulation (a running one's child is ended); False when
@@ -468,10 +477,13 @@ class SimulationQueue:
 
     def _finish(self, job: _Job, status: str, *, error: Optional[str] = None, result: Optional[dict] = None) -> None:
         with self._lock:
-            self._jobs.pop(job.id, None)
             if job.cancelled and status != "done":
                 status, error = "cancelled", None
-        self.records.update_simulation(job.id, status=status, finished=self._wall(), error=error, result=result)
+        try:
+            self.records.update_simulation(job.id, status=status, finished=self._wall(), error=error, result=result)
+        finally:
+            with self._lock:
+                self._jobs.pop(job.id, None)
         log.info("simulation %d %s%s", job.id, status, f": {error}" if error else "")
 
     def _texts(self, simulation_id: int) -> tuple[Path, Path]:

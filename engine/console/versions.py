@@ -46,6 +46,9 @@ __all__ = ["Versions", "VersionError", "Conflict", "ApprovalRefused", "DiffRow",
 
 # versions whose changes later versions do not carry
 DROPPED = ("rejected",)
+# characters of a "why" or an approval's note: a sentence or a paragraph, shown on the pages
+# and in every row of the audit trail, never a file pasted into the box
+MAX_NOTE = 2_000
 # one approval at a time writes the live file: two approvers clicking together must not both
 # pass the checks and then write in turn
 _APPLY = threading.Lock()
@@ -169,12 +172,13 @@ class Versions:
         why = (why or "").strip()
         if not why:
             raise VersionError('a version needs a "why": say what the change is for')
-        if len(why) > 2_000:
-            raise VersionError('"why" is longer than 2,000 characters')
+        if len(why) > MAX_NOTE:
+            raise VersionError(f'"why" is longer than {MAX_NOTE:,} characters')
         if has_controls(why):
             # shown on pages and in the audit's CSV: a NUL, a line break or a bidirectional
             # override there would cut a row or turn the text round
             raise VersionError('"why" must be one line without control characters')
+        self._require_version(base)
         for _ in range(3):
             head = self.head()
             self._check_conflict(base, head, line)
@@ -214,6 +218,14 @@ class Versions:
                 vid = cursor.lastrowid
             return self.get(vid), errors          # none, but check's warnings, if any
         raise VersionError("the configuration kept changing while this was saved; try again")
+
+    def _require_version(self, base: int) -> None:
+        """VersionError naming the form's field unless `base` is a version's id: a base past
+        every version counts no save as made after it, so a forged one (base=1000000) would
+        overwrite another editor's save without a conflict."""
+        # SQLite's integers are 64-bit: a larger id is no version either (not an OverflowError)
+        if not 0 < base < 1 << 63 or self.store.query_one("SELECT id FROM versions WHERE id = ?", (base,)) is None:
+            raise VersionError(f"base: no version {base}; reload the page")
 
     def _check_conflict(self, base: int, head: dict, line: Optional[str]) -> None:
         newer = self.store.query(f"SELECT * FROM versions WHERE id > ? AND id <= ? AND state NOT IN "
@@ -294,7 +306,9 @@ class Versions:
 
     def reject(self, vid: int, approver: str, note: str = "") -> list[int]:
         """Turn a draft down, and with it the drafts built on it (their text holds its
-        changes); later saves no longer carry them. Returns the ids of those drafts."""
+        changes); later saves no longer carry them. Returns the ids of those drafts.
+        VersionError for a note longer than MAX_NOTE."""
+        _check_note(note)
         version = self.get(vid)
         if version["state"] != "draft":
             raise ApprovalRefused(f"version {vid} is {version['state']}, not a draft")
@@ -316,7 +330,9 @@ class Versions:
         """Approve version `vid` and write it to the live file (atomically, the old file kept
         as CONFIG.prev). Raises ApprovalRefused (the rule, the state) or VersionError (the
         live file changed outside the console, or the text no longer validates: profiles or
-        lists it names changed since the save). Returns the version, now live."""
+        lists it names changed since the save, a note longer than MAX_NOTE). Returns the
+        version, now live."""
+        _check_note(note)
         with _APPLY:
             return self._approve(vid, approver, note)
 
@@ -352,6 +368,13 @@ class Versions:
                                "'live'", (result.message, int(vid)))
         else:
             self.store.execute("UPDATE versions SET reload = ? WHERE id = ?", (result.message, int(vid)))
+
+
+def _check_note(note: str) -> None:
+    """VersionError when an approval's or a rejection's note is longer than MAX_NOTE, in the
+    words a "why" is refused in (the note was cut to that length without a word)."""
+    if len(note) > MAX_NOTE:
+        raise VersionError(f'"note" is longer than {MAX_NOTE:,} characters')
 
 
 def _marks(values) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from engine.closedloop.outputs import ReportError, read_stats_json
 from engine.errors import SigmatchError
 from engine.language import schema
 
+log = logging.getLogger("sigmatch.console")
 router = APIRouter()
 NAV = ("Campaigns", "/campaigns")
 
@@ -187,7 +189,9 @@ def day_from_files(out: Path, utc_offset_ms: int) -> Optional[tuple[str, dict]]:
 
 
 def live_campaigns(config: Path) -> tuple[list[CampaignRow], Optional[str]]:
-    """The live configuration's campaigns in priority order, or the one-line reason it does not load."""
+    """The live configuration's campaigns in priority order, and the one-line reason it does
+    not load (None when it does): no campaign when the file does not read, its campaigns
+    when it reads but a profile, list or area file it names is missing."""
     from engine.language.config import load_config
     try:
         cfg = load_config(config)
@@ -198,7 +202,35 @@ def live_campaigns(config: Path) -> tuple[list[CampaignRow], Optional[str]]:
                         on=", ".join(names.get(code, str(code)) for code in c.on),
                         status="live" if c.enabled else "paused")
             for c in cfg.campaigns]
-    return rows, None
+    return rows, missing_input(cfg)
+
+
+def missing_input(cfg) -> Optional[str]:
+    """The one line naming the configuration's key and file when a profile snapshot, list or
+    area file it names is missing (a list moved away after its approval), None otherwise.
+    What the service checks before it starts, and approval refuses in the same words; the
+    files' contents are not read (the campaigns page is drawn on every refresh)."""
+    from engine.language.compile import require_inputs
+    try:
+        require_inputs(cfg)
+    except SigmatchError as e:
+        return str(e).splitlines()[0]
+    return None
+
+
+def setup(app) -> None:
+    """One warning line at start when the live configuration reads but names a file that is
+    missing; the console serves all the same (it is where the file gets mended), and the
+    campaigns page shows the line. A file that does not read at all is warned of by
+    `sigmatch console` itself before the application is made: not said twice."""
+    from engine.language.config import load_config
+    try:
+        cfg = load_config(app.state.settings.config)
+    except SigmatchError:
+        return
+    problem = missing_input(cfg)
+    if problem is not None:
+        log.warning("the live configuration does not load: %s", problem)
 
 
 @dataclass

@@ -79,9 +79,11 @@ def _multi(submitted: dict, fields: list[forms.FormField]) -> dict:
 
 
 def _base(submitted: dict) -> int:
+    """The version the form was made from; 400 when the form lacks it. Versions.save refuses
+    one that is no version."""
     try:
         return int(submitted.get("base", ""))
-    except ValueError:
+    except (TypeError, ValueError):         # TypeError: given twice, a list (_form)
         raise HTTPException(400, "base: the form lacks the version it was made from; reload the page")
 
 

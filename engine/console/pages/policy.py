@@ -19,7 +19,7 @@ from engine.console.deps import audit, get_settings, render, viewer_may_post
 from engine.errors import SigmatchError
 from engine.privacy import mask_msisdn, mask_numbers, mask_written_numbers
 
-__all__ = ["router", "NAV", "masked_except", "EXPLAIN_LAST"]
+__all__ = ["router", "NAV", "masked_except", "EXPLAIN_LAST", "NotAView"]
 
 router = APIRouter()
 NAV = ("Policy view", "/policy")
@@ -130,48 +130,152 @@ def _look_up(request: Request, typed: str, problem: Optional[str] = None):
     except LookupFailed as e:
         context["problem"] = str(e)
         return render(request, "policy.html.jinja", status_code=502, **context)
+    except RecursionError:
+        # json.loads of an answer nested thousands deep: the client knows ValueError alone
+        context["problem"] = f"{client.url}: answered JSON nested too deeply: not a sigmatch lookup?"
+        return render(request, "policy.html.jinja", status_code=502, **context)
     if view is None:
         context["problem"] = f"{number} is not a subscriber ({NOT_FOUND_HINT})"
         return render(request, "policy.html.jinja", status_code=404, **context)
     offset = _utc_offset_ms(settings)
-    context.update(msisdn=number, view=view, rows=_rows(view, offset),
-                   explained=_explanation(explained, number, offset))
+    try:
+        rows = _rows(view, offset)
+        text = _explanation(explained, number, offset)
+    except NotAView as e:
+        context["problem"] = f"{client.url}: answered JSON of another shape ({e}): not a sigmatch lookup?"
+        return render(request, "policy.html.jinja", status_code=502, **context)
+    context.update(msisdn=number, view=view, rows=rows, explained=text)
     return render(request, "policy.html.jinja", **context)
 
 
-def _rows(view: dict, offset: int) -> dict:
-    """The view's parts as the page lists them, times local."""
+class NotAView(ValueError):
+    """The lookup answered JSON, but not of the shape of a policy view or an explanation; the
+    message names the field ("campaigns: missing", "pending[0].due: expected an integer")."""
+
+
+_MISSING = object()
+# what each kind of field must be (a time or a count: an integer a 64-bit field holds), and
+# how the message says it
+_KINDS = {
+    "integer": (lambda v: isinstance(v, int) and not isinstance(v, bool) and -(1 << 63) <= v < 1 << 63,
+                "an integer"),
+    "text": (lambda v: isinstance(v, str), "text"),
+    "flag": (lambda v: isinstance(v, bool), "true or false"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+    "object": (lambda v: isinstance(v, dict), "an object"),
+}
+# a key of the answer shown in a message: another service's text, so cut short and scrubbed
+_KEY_SHOWN = 40
+
+
+def _name(where: str, key) -> str:
+    """The field `key` of `where` as a message names it: `campaigns.x.channel`, `pending[0]`."""
+    from engine.privacy import scrub
+    if isinstance(key, int):
+        return f"{where}[{key}]"
+    shown = scrub(key)
+    shown = shown if len(shown) <= _KEY_SHOWN else shown[:_KEY_SHOWN - 1] + "…"
+    return f"{where}.{shown}" if where else shown
+
+
+def _field(table: dict, key, where: str, kind: str, *, optional: bool = False):
+    """table[key] when it is of `kind` (None when `optional` and it is absent or null);
+    NotAView naming the field otherwise."""
+    value = table.get(key, _MISSING)
+    if optional and (value is None or value is _MISSING):
+        return None
+    if value is _MISSING:
+        raise NotAView(f"{_name(where, key)}: missing")
+    check, words = _KINDS[kind]
+    if not check(value):
+        raise NotAView(f"{_name(where, key)}: expected {words}")
+    return value
+
+
+def _each(values, where: str, kind: str, *, optional: bool = False) -> list:
+    """The items of a list, each of `kind` (or null when `optional`)."""
+    return [_field({i: v}, i, where, kind, optional=optional) for i, v in enumerate(values)]
+
+
+def _entries(table: dict, where: str, kind: str, *, optional: bool = False) -> dict:
+    """The values of an object, each of `kind` (or null when `optional`)."""
+    return {name: _field(table, name, where, kind, optional=optional) for name in table}
+
+
+def _rows(view, offset: int) -> dict:
+    """The view's parts as the page lists them, times local. Every field the page reads is
+    checked first: the answer is another process's, and a lookup of another kind (or
+    version) must be one line on the page, not a KeyError. NotAView names the first field
+    that is not as engine.service.lookup.policy_view writes it."""
+    if not isinstance(view, dict):
+        raise NotAView("the answer: expected an object")
     campaigns = []
-    for cid, c in view["campaigns"].items():
-        last = c.get("last_contact")
+    for cid, c in _field(view, "campaigns", "", "object").items():
+        where = _name("campaigns", cid)
+        if not isinstance(c, dict):
+            raise NotAView(f"{where}: expected an object")
+        last = _field(c, "last_contact", where, "object", optional=True)
+        if last is not None:
+            at = _name(where, "last_contact")
+            last = {"at": _local(_field(last, "ts", at, "integer"), offset), "kind": _field(last, "kind", at, "text"),
+                    "converted": _field(last, "converted", at, "flag"), "seq": _field(last, "seq", at, "integer")}
         campaigns.append({
-            "id": cid, "eligible": c["eligible"], "blocked_by": c["blocked_by"],
-            "event_conditions": c["event_conditions"], "channel": c["channel"], "template": c.get("template") or "",
-            "last_contact": None if last is None else {
-                "at": _local(last["ts"], offset), "kind": last["kind"], "converted": last["converted"],
-                "seq": last["seq"]},
-            "cooldown_until": _local(c.get("cooldown_until"), offset),
-            "budget": c["budget"]})
-    policy = view["contact_policy"]
+            "id": cid, "eligible": _field(c, "eligible", where, "flag"),
+            "blocked_by": _each(_field(c, "blocked_by", where, "list"), _name(where, "blocked_by"), "text"),
+            "event_conditions": _each(_field(c, "event_conditions", where, "list"), _name(where, "event_conditions"),
+                                      "text"),
+            "channel": _field(c, "channel", where, "text"),
+            "template": _field(c, "template", where, "text", optional=True) or "",
+            "last_contact": last,
+            "cooldown_until": _local(_field(c, "cooldown_until", where, "integer", optional=True), offset)})
+    policy = _field(view, "contact_policy", "", "object")
+    window = _field(policy, "max_in_window", "contact_policy", "object", optional=True)
+    pending = []
+    for i, p in enumerate(_field(view, "pending", "", "list")):
+        where = _name("pending", i)
+        if not isinstance(p, dict):
+            raise NotAView(f"{where}: expected an object")
+        pending.append({"campaign": _field(p, "campaign", where, "text"),
+                        "due": _local(_field(p, "due", where, "integer"), offset),
+                        "trigger": _local(_field(p, "trigger_ts", where, "integer"), offset)})
+    state = _field(view, "state", "", "object", optional=True)
     return {
         "eligible": [c for c in campaigns if c["eligible"]],
         "blocked": [c for c in campaigns if not c["eligible"]],
         "contacted": [c for c in campaigns if c["last_contact"]],
-        "pending": [{"campaign": p["campaign"], "due": _local(p["due"], offset),
-                     "trigger": _local(p["trigger_ts"], offset)} for p in view["pending"]],
-        "counters": view["counters"],
-        "markers": {name: _local(t, offset) if t is not None else "never" for name, t in view["markers"].items()},
-        "policy": {**policy, "last_contact": _local(policy["last_contact"], offset),
-                   "min_gap_until": _local(policy["min_gap_until"], offset)},
-        "clock": _local(view["clock"], offset),
-        "state": view.get("state") or {},
+        "pending": pending,
+        # a counter not counted yet is null
+        "counters": _entries(_field(view, "counters", "", "object"), "counters", "integer", optional=True),
+        "markers": {name: "never" if t is None else _local(t, offset) for name, t in
+                    _entries(_field(view, "markers", "", "object"), "markers", "integer", optional=True).items()},
+        "policy": {
+            "blacklisted": _field(policy, "blacklisted", "contact_policy", "flag"),
+            "last_contact": _local(_field(policy, "last_contact", "contact_policy", "integer", optional=True), offset),
+            "min_gap_until": _local(_field(policy, "min_gap_until", "contact_policy", "integer", optional=True),
+                                    offset),
+            "contacts_today": _field(policy, "contacts_today", "contact_policy", "integer"),
+            "max_per_day": _field(policy, "max_per_day", "contact_policy", "integer", optional=True),
+            "contacts_in_window": _field(policy, "contacts_in_window", "contact_policy", "integer", optional=True),
+            "max_in_window": None if window is None else {
+                "contacts": _field(window, "contacts", "contact_policy.max_in_window", "integer")}},
+        "clock": _local(_field(view, "clock", "", "integer", optional=True), offset),
+        "state": {} if state is None else {"active": _field(state, "active", "state", "flag"),
+                                           "powered_on": _field(state, "powered_on", "state", "flag")},
     }
 
 
-def _explanation(document: Optional[dict], msisdn: int, offset: int) -> Optional[str]:
+def _explanation(document, msisdn: int, offset: int) -> Optional[str]:
     """The explanation as `sigmatch explain` prints it, the other numbers masked; None when
-    the subscriber is not watched."""
+    the subscriber is not watched. NotAView when the document is not an explanation."""
     if document is None:
         return None
     from engine.closedloop.explain import format_text
-    return masked_except(format_text(document, offset), msisdn, _own_numbers(document))
+    if not isinstance(document, dict):
+        raise NotAView("the explanation: expected an object")
+    try:
+        text = format_text(document, offset)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as e:
+        # format_text reads explain's own documents without a check (it is `sigmatch explain`'s
+        # printer): a document of another shape is told by what fails while it is printed
+        raise NotAView(f"the explanation: not as sigmatch explain writes it ({type(e).__name__})") from None
+    return masked_except(text, msisdn, _own_numbers(document))

@@ -20,6 +20,9 @@ NAV = ("Simulations", "/simulations")
 
 # versions offered in the form by default: those not (yet) live
 OFFERED_STATES = ("draft", "approved")
+# states of the version whose text is the live file (engine.console.versions.Versions.live):
+# simulated against the live file, it changes nothing, and is neither offered nor taken
+LIVE_STATES = ("live", "reload_failed")
 # how often a page of a simulation that waits or runs reloads itself (no JavaScript)
 REFRESH_S = 2
 # simulations listed on the page, newest first
@@ -54,7 +57,8 @@ def _versions(store, version: Optional[int]) -> list[dict]:
     rows = store.query(f"SELECT id, line, author, created_at, why, state FROM versions WHERE state IN ({marks}) "
                        "ORDER BY id DESC LIMIT 200", OFFERED_STATES)
     if version is not None and all(r["id"] != version for r in rows):
-        chosen = store.query("SELECT id, line, author, created_at, why, state FROM versions WHERE id = ?", (version,))
+        chosen = store.query("SELECT id, line, author, created_at, why, state FROM versions WHERE id = ? AND state "
+                             f"NOT IN ({', '.join('?' for _ in LIVE_STATES)})", (version, *LIVE_STATES))
         rows = chosen + rows
     return rows
 
@@ -80,9 +84,14 @@ def simulations_page(request: Request, version: Optional[int] = None):
 def simulate(request: Request, version: int = Form(...), trace: str = Form(...)):
     user = require_role(request, "editor")
     store = get_store(request)
-    row = store.query("SELECT id, text FROM versions WHERE id = ?", (version,))
+    row = store.query("SELECT id, text, state FROM versions WHERE id = ?", (version,))
     if not row:
         raise HTTPException(404, f"no version {version}")
+    if row[0]["state"] in LIVE_STATES:
+        # the form offers none such: a post that names one would compare the live file with itself
+        flash(request, f"version {version} is the live configuration: a simulation compares a version that is not "
+                       "live with it", "error")
+        return RedirectResponse("/simulations", status_code=303)
     try:
         sim_id = simulation_queue(request.app).submit(version_id=version, draft_text=row[0]["text"], trace=trace,
                                                       author=user.name)
@@ -123,7 +132,10 @@ def cancel(request: Request, sim_id: int):
         raise HTTPException(404, f"no simulation {sim_id}")
     if queue.cancel(sim_id):
         audit(request, "cancel simulation", f"simulation {sim_id}")
-        flash(request, f"simulation {sim_id} cancelled")
+        # a running one's replays take a moment to stop: its page says "cancelling" until then
+        now = queue.get(sim_id)
+        flash(request, f"simulation {sim_id} cancelled" if now is None or now.status == "cancelled" else
+                       f"simulation {sim_id} is being cancelled: its replays are stopping")
     else:
         flash(request, f"simulation {sim_id} had ended already", "error")
     return RedirectResponse(f"/simulations/{sim_id}", status_code=303)
