@@ -103,6 +103,48 @@ def known(tmp_path):
     return out.write(tmp_path / "out", funnel={"promo": {"matched": 2_000, "suppressed_min_gap": 250}})
 
 
+def test_a_conversion_naming_another_subscribers_contact_is_not_joined_to_it(tmp_path, caplog):
+    """helper-133: a conversion of another run, copied in, joined the contact its contact_seq
+    names (another subscriber, another campaign) and was counted under that contact's
+    template, a variant the campaign never had."""
+    out = Output().contacts("promo", "A", "send", 3, converted=1).contacts("other", "O", "send", 2)
+    out.conversions.append((T0 + HOUR, "promo", 13_999_999_999, 2, "send"))       # seq 2: another subscriber
+    out.conversions.append((T0 + HOUR, "promo", 13_800_000_000, 4, "send"))       # seq 4: campaign other
+    report = build_report(read_outputs([out.write(tmp_path / "out")]))
+    assert "2 conversions name contacts (contact_seq) of another subscriber or campaign" in " ".join(report["warnings"])
+    promo = report["campaigns"]["promo"]
+    assert promo["conversions_send"] == 3 and sorted(promo["variants"]) == ["A"]
+    assert report["campaigns"]["other"]["conversions_send"] == 0
+    # one unit short of it: a conversion of its own contact is joined without a word
+    out = Output().contacts("promo", "A", "send", 3, converted=3)
+    assert not build_report(read_outputs([out.write(tmp_path / "own")]))["warnings"]
+
+
+def test_contacts_in_two_directories_are_said_to_count_twice(tmp_path):
+    """helper-133: a week and a replay of its first half were summed without a word."""
+    week = Output().contacts("promo", "A", "send", 10).contacts("promo", "A", "send", 5, ts=T0 + DAY,
+                                                                   first_msisdn=13_700_000_000)
+    half = Output().contacts("promo", "A", "send", 10)
+    other = Output().contacts("promo", "A", "send", 10, ts=T0 + 1)         # 1 ms later: other contacts
+    # each with stats of its own: no copy of another's, which is refused before
+    paths = [week.write(tmp_path / "week"), half.write(tmp_path / "half", funnel={"promo": {"matched": 7}}),
+             other.write(tmp_path / "other")]
+    warnings = build_report(read_outputs(paths))["warnings"]
+    assert [w for w in warnings if "counted twice" in w] == [
+        f"{paths[1]}: 10 contacts (campaign, subscriber and time) also in a directory named before it: two runs over "
+        "the same events? They are counted twice"]
+    assert not [w for w in build_report(read_outputs([paths[0], paths[2]]))["warnings"] if "twice" in w]
+
+
+def test_a_campaign_the_configuration_does_not_name_is_warned_of(tmp_path):
+    """helper-133: a record of campaign zzz_unknown added a row of zeros to the funnel, without a word."""
+    out = Output().contacts("promo", "A", "send", 3).contacts("zzz_unknown", "Z", "send", 1, first_msisdn=13_700_000_000)
+    warnings = build_report(read_outputs([out.write(tmp_path / "out")]))["warnings"]
+    assert "campaign 'zzz_unknown': in the record files, but not in the configuration that wrote them" in " ".join(warnings)
+    out = Output().contacts("promo", "A", "send", 3).contacts("other", "Z", "send", 1, first_msisdn=13_700_000_000)
+    assert not build_report(read_outputs([out.write(tmp_path / "named")]))["warnings"]
+
+
 def test_known_counts_give_known_rates_uplift_and_interval(known):
     report = build_report(read_outputs([known]))
     promo = report["campaigns"]["promo"]

@@ -169,6 +169,15 @@ def build_report(outputs: Outputs, *, min_controls: int = MIN_CONTROLS) -> dict:
             last_ts = high if last_ts is None else max(last_ts, high)
         if len(c):
             where, found = _contacts_of(a.seq, c.seq)
+            # a conversion counts for its contact: one whose contact_seq names an action of
+            # another subscriber or campaign is another run's (a file copied in), and was
+            # counted under the contact's template and the conversion's campaign (helper-133)
+            other = found & ((a.msisdn[where] != c.msisdn) | (a.campaign[where] != c.campaign)) if len(a) else found
+            if other.any():
+                named = plural(int(other.sum()), "conversion names a contact", "conversions name contacts")
+                _warn(warnings, f"{directory.path}: {named} (contact_seq) of another subscriber or campaign: "
+                                "another run's? Counted as conversions whose contact is missing")
+                found = found & ~other
             if not found.all():
                 missing = plural(int((~found).sum()), "conversion whose contact is", "conversions whose contacts are")
                 warnings.append(f"{directory.path}: {missing} not in its action files: counted on the day they "
@@ -183,6 +192,17 @@ def build_report(outputs: Outputs, *, min_controls: int = MIN_CONTROLS) -> dict:
                 contact_day = np.where(found, contact_day, (c.ts + offset_ms) // DAY_MS)
             keys["conversions"].append((c.campaign, template, c.kind, contact_day))
 
+    _warn_of_contacts_twice(outputs, warnings)
+    if identity.get("campaigns") is not None:
+        named = set(identity["campaigns"])
+        for directory in outputs.directories:
+            named |= set(directory.stats["campaigns"])
+        for cid in outputs.campaigns:
+            if cid not in named:
+                # a record edited by hand, or of another configuration: a row of zeros in the
+                # funnel beside counts that no configuration of this run made
+                _warn(warnings, f"campaign {escape_controls(cid[:60])!r}: in the record files, but not in the "
+                                "configuration that wrote them (configuration.campaigns): files edited or mixed in?")
     templates = outputs.templates + ["?"]
     campaigns = {cid: {"total": _blank(), "variants": {}, "days": {}} for cid in names}
     programme = {"total": _blank(), "days": {}}
@@ -231,6 +251,45 @@ def build_report(outputs: Outputs, *, min_controls: int = MIN_CONTROLS) -> dict:
         "programme": programme_entry,
         "warnings": warnings,
     }
+
+
+def _warn(warnings: list, message: str) -> None:
+    warnings.append(message)
+    log.warning("%s", message)
+
+
+# odd 64-bit multipliers (SplitMix64's): a contact's campaign, subscriber and time mixed
+# into one key, so that contacts are compared by one sort of uint64
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB))
+
+
+def _contact_keys(outputs: Outputs, actions) -> np.ndarray:
+    """Each action's (campaign, msisdn, ts) as one uint64, campaigns by id (their codes are
+    the Outputs', shared by every directory)."""
+    with np.errstate(over="ignore"):
+        return np.unique(actions.campaign.astype(np.uint64) * _MIX[0] ^ actions.msisdn * _MIX[1]
+                         ^ actions.ts.astype(np.uint64) * _MIX[2])
+
+
+def _warn_of_contacts_twice(outputs: Outputs, warnings: list) -> None:
+    """A warning for each directory that holds contacts (a campaign's action to a subscriber
+    at the same ms) that an earlier one holds too: two runs over the same events (a whole
+    week and a replay of its first half), whose contacts the report would count twice and
+    whose sum could turn "too few controls" into a figure (helper-133). Two runs of other
+    events never share one, but by chance of the same ms."""
+    seen = None
+    for directory in outputs.directories:
+        if not len(directory.actions):
+            continue
+        keys = _contact_keys(outputs, directory.actions)
+        if seen is not None:
+            both = len(np.intersect1d(seen, keys, assume_unique=True))
+            if both:
+                _warn(warnings, f"{directory.path}: {plural(both, 'contact')} (campaign, subscriber and time) also "
+                                "in a directory named before it: two runs over the same events? They are counted twice")
+            seen = np.union1d(seen, keys)
+        else:
+            seen = keys
 
 
 def _contacts_of(action_seq: np.ndarray, contact_seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
