@@ -271,8 +271,9 @@ def test_late_events_are_shown_and_warned_of(world, diffed):
     when there are any: traces in the wrong order make a diff of contacts at the clock's time."""
     assert diffed["a"]["late_events"] == diffed["b"]["late_events"] == 0
     assert not any("late" in w for w in diffed["warnings"])
-    events = diffed["a"]["events"]
-    assert f"events: {events:,} in A (0 late), {events:,} in B (0 late)" in format_diff(diffed)
+    events, unknown = diffed["a"]["events"], diffed["a"]["unknown_subscribers"]
+    said = f"(0 bad, {unknown:,} unknown subscribers, 0 late)"
+    assert f"events: {events:,} in A {said}, {events:,} in B {said}" in format_diff(diffed)
     generated, config_a, config_b = world
     first, second = generated.traces
     run = Engine.from_config(config_a).replay([second, first], drain=True, keep=False)
@@ -285,8 +286,90 @@ def test_late_events_are_shown_and_warned_of(world, diffed):
     warned = [w for w in document["warnings"] if "late" in w]
     assert len(warned) == 2 and f"{expected_late:,} of {events:,} events late" in warned[0]
     text = format_diff(document)
-    assert f"events: {events:,} in A ({expected_late:,} late), {events:,} in B ({expected_late:,} late)" in text
+    said = f"(0 bad, {unknown:,} unknown subscribers, {expected_late:,} late)"
+    assert f"events: {events:,} in A {said}, {events:,} in B {said}" in text
     assert f"warning: A ({config_a}): {expected_late:,} of {events:,} events late" in text
+
+
+def replay_said(config: Path, trace: Path, out: Path) -> tuple[str, list[str]]:
+    """What `sigmatch replay` says of its events: the figures of its run line ('30,000 events
+    (5,000 bad in 5,000 bytes, 0 unknown subscribers, 0 late)') and its warnings' messages."""
+    code, stdout, lines = sigmatch("replay", config, trace, "--out", out, "--no-progress")
+    assert code == 0, lines
+    figures = stdout.splitlines()[0].split("), ")[0] + ")"
+    return figures, [line.split(" WARNING sigmatch: ", 1)[1] for line in lines if " WARNING sigmatch: " in line]
+
+
+def test_bad_events_are_shown_and_warned_of_in_replays_words(world, tmp_path):
+    """helper-133: 5,000 bytes of junk in a trace, which replay counts ('4,995 bad in 5,015
+    bytes'), left the diff's warnings empty and its sides without a bad event. Each side
+    carries its bad events, their bytes and its unknown subscribers; the summary says them
+    as replay's line does, and the warnings hold that line and replay's own warnings (here a
+    bad value holding many events' bytes), once for both sides, in the text, --json and page."""
+    generated, config_a, config_b = world
+    first, second = (Path(t).read_bytes() for t in generated.traces)
+    # junk of one-byte bad values, then an array header of 256 that makes one bad value of
+    # the 256 events after it
+    junk = tmp_path / "junkmid.msgpack"
+    junk.write_bytes(first + b"\x07" * 5000 + b"\xdc\x01\x00" + second)
+    figures, warned = replay_said(config_a, junk, tmp_path / "out")
+    assert "5,001 bad in " in figures
+    assert len(warned) == 1 and "holds" in warned[0] and "as many as about 256 events" in warned[0]
+    page = tmp_path / "d.html"
+    code, stdout, lines = sigmatch("diff", config_a, config_b, junk, "--json", "--html", page, "--no-progress")
+    assert code == 0, lines
+    document = json.loads(stdout)
+    for side in ("a", "b"):
+        assert document[side]["bad_events"] == 5_001 and document[side]["bad_bytes"] > 5_000
+        assert f"{document[side]['events']:,} events {figures.split(' events ', 1)[1]}" == figures
+    both = f"A ({config_a}) and B ({config_b}): "
+    assert document["warnings"] == [f"{both}{figures}: bad events are skipped (docs/semantics.md, "
+                                    '"Good and bad events")', f"{both}{warned[0]}"]
+    # the CLI logs them; the table and the page say them too
+    assert sum(w in line for w in document["warnings"] for line in lines) == 2
+    events = figures.split(" events ", 1)
+    assert f"events: {events[0]} in A {events[1]}, {events[0]} in B {events[1]}" in format_diff(document)
+    import html
+    text = html.unescape(page.read_text())
+    assert f"events: {events[0]} in A {events[1]}" in text and warned[0] in text
+
+
+def test_no_subscriber_in_the_snapshot_is_warned_of_as_replay_warns(world, tmp_path):
+    """helper-133: `diff A A TRACE --state STATE` with no event's subscriber in A's profile
+    snapshot gave no warning, where replay warns. Each side counts its unknown subscribers,
+    and the diff gives replay's warning, once when both sides give it."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+    generated, config_a, _ = world
+    first, second = generated.traces
+    directory = Path(generated.config).parent
+    table = pq.read_table(directory / "profiles.parquet")
+    column = table.schema.get_field_index("msisdn")
+    # the same subscribers under other numbers: another network's snapshot
+    other = table.set_column(column, "msisdn", pc.add(table["msisdn"], pa.scalar(10 ** 12, table["msisdn"].type)))
+    pq.write_table(other, directory / "elsewhere.parquet")
+    elsewhere = directory / "elsewhere.toml"
+    elsewhere.write_text(config_a.read_text().replace('profiles   = "profiles.parquet"',
+                                                      'profiles   = "elsewhere.parquet"'))
+    _, warned = replay_said(elsewhere, second, tmp_path / "out")
+    assert len(warned) == 1 and warned[0].startswith("no event's subscriber is in the profile snapshot")
+    engine = Engine.from_config(config_a)
+    engine.replay(first)
+    checkpoint = engine.checkpoint(tmp_path / "state.ckpt")
+    code, stdout, lines = sigmatch("diff", elsewhere, elsewhere, second, "--state", checkpoint, "--json",
+                                   "--no-progress")
+    assert code == 0, lines
+    document = json.loads(stdout)
+    assert document["a"]["unknown_subscribers"] == document["a"]["events"] > 0
+    assert f"A ({elsewhere}) and B ({elsewhere}): {warned[0]}" in document["warnings"]
+    assert sum(warned[0] in line for line in lines) == 1
+    # against A, which knows them, only B's side says it
+    code, stdout, lines = sigmatch("diff", config_a, elsewhere, second, "--json", "--no-progress")
+    assert code == 0, lines
+    document = json.loads(stdout)
+    assert document["a"]["unknown_subscribers"] < document["b"]["unknown_subscribers"] == document["b"]["events"]
+    assert f"B ({elsewhere}): {warned[0]}" in document["warnings"]
+    assert not any(w.startswith("A (") and "no event's subscriber" in w for w in document["warnings"])
 
 
 def _children(pid: int) -> set[int]:
@@ -441,6 +524,28 @@ def test_budgets_reached_by_the_nth_send_of_each_side():
     spent = side("b.toml", [("promo", "sms", None, 5)], [], clock=T0, used={"promo": (5, 5)})
     total = build_diff(a, spent)["budgets"][-1]
     assert total["spent_at_start_b"] and total["reached_b"] is None
+
+
+def test_bad_events_are_said_once_when_both_sides_say_the_same():
+    a = side("a.toml", [("promo", "sms", None, None)], [])
+    b = side("b.toml", [("promo", "sms", None, None)], [])
+    for s in (a, b):
+        s.update(events=1_000, bad_events=3, bad_bytes=1_200, unknown_subscribers=2, replay_said=["the bad value, ..."])
+    d = build_diff(a, b)
+    assert (d["a"]["bad_events"], d["a"]["bad_bytes"], d["a"]["unknown_subscribers"]) == (3, 1_200, 2)
+    assert d["warnings"] == [
+        "A (a.toml) and B (b.toml): 1,000 events (3 bad in 1,200 bytes, 2 unknown subscribers, 0 late): bad events "
+        'are skipped (docs/semantics.md, "Good and bad events")',
+        "A (a.toml) and B (b.toml): the bad value, ..."]
+    # B's profiles know fewer of the trace's subscribers: each side its own line; no bad
+    # event, no warning of them
+    b.update(unknown_subscribers=7, replay_said=[])
+    assert [w.split(":")[0] for w in build_diff(a, b)["warnings"]] == ["A (a.toml)", "B (b.toml)", "A (a.toml)"]
+    for s in (a, b):
+        s.update(bad_events=0, bad_bytes=0, replay_said=[])
+    assert build_diff(a, b)["warnings"] == []
+    assert "events: 1,000 in A (0 bad, 2 unknown subscribers, 0 late), 1,000 in B (0 bad, 7 unknown subscribers, " \
+           "0 late)" in format_diff(build_diff(a, b))
 
 
 # --------------------------------------------------------------------------- refusals, privacy, help

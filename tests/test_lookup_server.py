@@ -343,6 +343,37 @@ def test_bad_requests_get_a_json_error_that_names_what_is_wrong():
         server.close()
 
 
+def test_a_request_head_past_the_bound_is_answered_json_too():
+    """helper-133: the lookup answered 414 and 431 with Content-Length: 0, where every answer
+    of the lookup is JSON. Both carry {"error"} naming the bound, with nothing of the
+    request (its number, here 13800138000, unmasked or not); HEAD without the body."""
+    from engine.service.lookup import LookupServer
+    server = LookupServer(lambda m: {"msisdn": str(m)}, "127.0.0.1", 0, TOKEN).start()
+    port = server.address[1]
+    try:
+        number = b"/subscriber/13800138000"
+        for head, status, what in (
+                (b"GET " + number + b"?" + b"a" * 20000, b"414 URI Too Long", "the request line"),
+                (b"GET " + number + b" HTTP/1.0\r\nX-Number: 13800138000" + b"a" * 20000 + b"\r\n\r\n",
+                 b"431 Request Header Fields Too Large", "the request head (request line and header fields)")):
+            answer = raw_request(port, head)
+            top, _, body = answer.partition(b"\r\n\r\n")
+            assert top.startswith(b"HTTP/1.0 " + status), answer[:200]
+            headers = dict(line.split(b": ", 1) for line in top.split(b"\r\n")[1:])
+            assert headers[b"Content-Type"] == b"application/json" and headers[b"Connection"] == b"close"
+            assert int(headers[b"Content-Length"]) == len(body) > 0
+            assert json.loads(body) == {"error": f"{what} passes 16,384 bytes, the most a request head may hold"}
+            assert b"138" not in answer and b"8000" not in answer
+            answer = raw_request(port, b"HEAD" + head[3:])
+            top, _, body = answer.partition(b"\r\n\r\n")
+            assert top.startswith(b"HTTP/1.0 " + status) and body == b"" and b"Content-Length: 0" not in top
+        assert server.server.connection_counts()[1]["too_large"] == 4
+        # the lookup still answers
+        assert lookup(port, 13800138000) == (200, {"msisdn": "13800138000"})
+    finally:
+        server.close()
+
+
 @pytest.mark.parametrize("token", ["", " ", "\t ", "ab\ncd"])
 def test_a_lookup_token_of_spaces_is_refused_at_the_start(tmp_path, token):
     """helper-120: an empty token was refused, one of spaces taken, and then every request was

@@ -37,7 +37,8 @@ The --json document (`DIFF_VERSION` 1):
      "warnings": [line, ...]}
 
     <counts> = {contacts_a, contacts_b, gained, lost}
-    <side>   = {config, sha256, campaigns: [id, ...], events, late_events, pending}
+    <side>   = {config, sha256, campaigns: [id, ...], events, bad_events, bad_bytes,
+                unknown_subscribers, late_events, pending}
 
 Units with no contact on either side are left out of `days`. A budget's `reached_*` is the
 `ts` (ms, UTC) of the send that brought its use to its limit on that side, null when it was
@@ -49,10 +50,16 @@ contact, which made the rule fail (Engine.takers; `by` null: a campaign that a r
 checkpoint's configuration removed); pairs with a count on either side. With `--state` they
 count from the checkpoint on. `late_events`: the side's good events whose ts was below its
 clock, processed at the clock's time (as replay counts them; traces out of order, or a
-checkpoint newer than the trace), with a warning when either side has any.
+checkpoint newer than the trace), with a warning when either side has any. `events` (the
+good ones), `bad_events` (all reasons; `bad_bytes` the bytes inside them) and
+`unknown_subscribers`: as replay counts them (stats.json's `run`), in the summary as
+replay's line says them; a warning in replay's words when either side had a bad event, and
+each warning replay gives of its events (a bad value holding many events' bytes, no event's
+subscriber in the profile snapshot), once, naming the sides that gave it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -157,18 +164,11 @@ def _replay_side(config: str, traces: list[str], state: Optional[str], progress:
     if state is None:
         engine = _engine(config, state)
     else:
-        from engine.service.reshard import HeldBack
-        checkpoint_log, held = logging.getLogger("sigmatch.checkpoint"), HeldBack()
-        propagate = checkpoint_log.propagate
-        checkpoint_log.addHandler(held)
-        checkpoint_log.propagate = False
-        try:
+        checkpoint_log = logging.getLogger("sigmatch.checkpoint")
+        with _held_back(checkpoint_log) as records:
             engine = _engine(config, state)
-        finally:
-            checkpoint_log.removeHandler(held)
-            checkpoint_log.propagate = propagate
-        said = [record.getMessage() for record in held.records if record.levelno >= logging.WARNING]
-        for record in held.records:
+        said = [record.getMessage() for record in records if record.levelno >= logging.WARNING]
+        for record in records:
             if warn and record.levelno < logging.WARNING:       # progress (-v), said by one side
                 checkpoint_log.handle(record)
     judgement = judge_traces(traces, engine)
@@ -180,6 +180,14 @@ def _replay_side(config: str, traces: list[str], state: Optional[str], progress:
     used_campaigns, used_channels = engine._core.budgets_used()
     clock = engine.clock
     run = engine.replay(list(traces), drain=True, progress=progress, keep=True)
+    figures = run.stats["run"]
+    # what replay warns of its events (a bad value holding many events' bytes, no event's
+    # subscriber in the snapshot), in its words, for the document's warnings (helper-133: a
+    # what-if on a damaged or mismatched trace looked clean). Late events are left to
+    # build_diff, which warns of any, where replay warns of a share.
+    from engine.cli import _warn_of_run, log as replay_log
+    with _held_back(replay_log) as records:
+        _warn_of_run({"run": {**figures, "late_events": 0}}, engine.config)
     actions = run.actions
     msisdn = np.ascontiguousarray(engine.subscribers, dtype=np.uint64)
     c = engine.config
@@ -194,9 +202,13 @@ def _replay_side(config: str, traces: list[str], state: Optional[str], progress:
                     for name in ("ts", "trigger_ts", "msisdn", "campaign", "kind")},
         "funnel": {cid: {k: v for k, v in f.items() if isinstance(v, int) and not isinstance(v, bool)}
                    for cid, f in run.stats["campaigns"].items()},
-        "events": run.stats["run"]["events"],
-        "pending": run.stats["run"]["pending"],
-        "late_events": run.stats["run"]["late_events"],
+        "events": figures["events"],
+        "bad_events": sum(figures["bad_events"].values()),
+        "bad_bytes": figures["bad_bytes"],
+        "unknown_subscribers": figures["unknown_subscribers"],
+        "pending": figures["pending"],
+        "late_events": figures["late_events"],
+        "replay_said": [record.getMessage() for record in records if record.levelno >= logging.WARNING],
         "start": {"clock": clock, "campaigns": {c.campaigns[k].id: list(v) for k, v in used_campaigns.items()},
                   "channels": dict(used_channels)},
         "takers": [(campaign, taker, rule, n) for (campaign, taker, rule), n in engine.takers().items()],
@@ -204,6 +216,21 @@ def _replay_side(config: str, traces: list[str], state: Optional[str], progress:
         "profiles": str(c.profiles) if c.profiles else None,
         "state_said": said,
     }
+
+
+@contextlib.contextmanager
+def _held_back(logger: logging.Logger):
+    """The records `logger` and the loggers below it log meanwhile (a list, filled as they
+    come), kept from every handler: a side's process says them in its result, not on stderr."""
+    from engine.service.reshard import HeldBack
+    held, propagate = HeldBack(), logger.propagate
+    logger.addHandler(held)
+    logger.propagate = False
+    try:
+        yield held.records
+    finally:
+        logger.removeHandler(held)
+        logger.propagate = propagate
 
 
 def _side_main(conn, side: str, config: str, traces: list[str], state: Optional[str], progress: bool,
@@ -496,6 +523,10 @@ def build_diff(a: dict, b: dict, *, traces: Sequence = (), state=None) -> dict:
         warnings.append(f"{b['config']} reads other subscribers than {a['config']} ({b['profiles']} against "
                         f"{a['profiles']}: {b['subscribers'][0]:,} against {a['subscribers'][0]:,}): contacts "
                         "also differ by who is a subscriber")
+    # bad events as replay's line counts them, and what replay warns of its events: said
+    # once, naming both sides, when both say the same (the same trace read by both)
+    warnings += _said_by_sides(a, b, [_bad_events_said(r) for r in (a, b)])
+    warnings += _said_by_sides(a, b, [r.get("replay_said", []) for r in (a, b)])
     for name, result in zip("AB", (a, b)):
         late = result.get("late_events", 0)
         if late:
@@ -543,7 +574,38 @@ def _taken(a: dict, b: dict, ids: list[str]) -> list[dict]:
 def _side(result: dict) -> dict:
     return {"config": result["config"], "sha256": result["identity"].get("sha256"),
             "campaigns": [c["id"] for c in result["campaigns"]], "events": result["events"],
+            "bad_events": result.get("bad_events", 0), "bad_bytes": result.get("bad_bytes", 0),
+            "unknown_subscribers": result.get("unknown_subscribers", 0),
             "pending": result["pending"], "late_events": result.get("late_events", 0)}
+
+
+def _events_figures(side: dict) -> str:
+    """A side's events as `sigmatch replay`'s line says a run's (engine.cli.format_run), so
+    that the two read alike: '(4,995 bad in 5,015 bytes, 0 unknown subscribers, 0 late)'."""
+    bad = side.get("bad_events", 0)
+    # the bytes say what the count cannot: one damaged header can make one bad value of many events
+    inside = f" in {plural(side.get('bad_bytes', 0), 'byte')}" if bad else ""
+    return (f"({bad:,} bad{inside}, {plural(side.get('unknown_subscribers', 0), 'unknown subscriber')}, "
+            f"{side.get('late_events', 0):,} late)")
+
+
+def _bad_events_said(result: dict) -> list[str]:
+    """A side's bad events as a warning, in replay's words; none when it had none."""
+    if not result.get("bad_events"):
+        return []
+    return [f"{plural(result['events'], 'event')} {_events_figures(result)}: bad events are skipped "
+            "(docs/semantics.md, \"Good and bad events\")"]
+
+
+def _said_by_sides(a: dict, b: dict, said: list[list[str]]) -> list[str]:
+    """Each line of `said` (A's lines, B's lines) once, after the sides that said it:
+    'A (a.toml) and B (b.toml): line'."""
+    lines = []
+    for line in dict.fromkeys(said[0] + said[1]):
+        sides = [f"{name} ({result['config']})" for name, result, lines_of in zip("AB", (a, b), said)
+                 if line in lines_of]
+        lines.append(f"{' and '.join(sides)}: {line}")
+    return lines
 
 
 # --------------------------------------------------------------------------- budgets
@@ -673,8 +735,7 @@ def summary(document: dict) -> list[str]:
             lines.append(f"{cid} moves from channel {e['channel_a']} to {e['channel_b']}")
     t = document["total"]
     a, b = document["a"], document["b"]
-    lines.append(f"events: {a['events']:,} in A ({a.get('late_events', 0):,} late), "
-                 f"{b['events']:,} in B ({b.get('late_events', 0):,} late)")
+    lines.append(f"events: {a['events']:,} in A {_events_figures(a)}, {b['events']:,} in B {_events_figures(b)}")
     lines.append(f"in all: {plural(t['contacts_a'], 'contact')} in A, {t['contacts_b']:,} in B "
                  f"(net {_signed(t['contacts_b'] - t['contacts_a'])}; {t['gained']:,} gained, {t['lost']:,} lost)")
     return lines

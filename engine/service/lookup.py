@@ -195,6 +195,24 @@ def request_log_text(text: str) -> str:
 _FAILED = object()       # a handler's call that failed and was answered 500
 
 
+class _LookupHTTPServer(BoundedHTTPServer):
+    """The lookup's BoundedHTTPServer: its refusal of a request head past the bound is JSON
+    like every other answer of the lookup (docs/operations.md), where the shared server's is
+    bodiless (helper-133: 414 and 431 came with Content-Length: 0)."""
+
+    def head_refusal(self, status: int, head: bytes) -> bytes:
+        """414 or 431 with `{"error"}` naming the bound, and nothing of the request: what
+        arrived may hold a number, and it was never read as a request."""
+        what = "the request line" if status == 414 else "the request head (request line and header fields)"
+        body = json.dumps({"error": f"{what} passes {self.max_head_bytes:,} bytes, the most a request head "
+                                    "may hold"}).encode()
+        # the status line the shared server gives these answers
+        status_line = super().head_refusal(status, head).split(b"\r\n", 1)[0]
+        # HEAD is answered as GET without the body, as the lookup's other answers are
+        return (status_line + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n" + (b"" if head.startswith(b"HEAD ") else body))
+
+
 class LookupServer:
     """`GET /subscriber/{msisdn}` on host:port. `view(msisdn)` is called with the engine's
     lock held by the caller's function; this server never touches the engine directly.
@@ -367,7 +385,7 @@ class LookupServer:
                 # the request line holds the MSISDN and the client's raw bytes
                 log.info("lookup %s %s", self.address_string(), request_log_text(format % args))
 
-        self.server = BoundedHTTPServer(Handler, host, port, name="lookup", workers=workers,
+        self.server = _LookupHTTPServer(Handler, host, port, name="lookup", workers=workers,
                                         max_connections=max_connections, request_timeout_s=request_timeout_s)
         self.address = self.server.server_address
         if metrics is not None:

@@ -301,10 +301,17 @@ class BoundedHTTPServer:
                 self._drops["too_large"] += 1
             line_too_long = b"\n" not in reading.head[:self.max_head_bytes]
             try:
-                sock.send(_URI_TOO_LONG if line_too_long else _TOO_LARGE)
+                sock.send(self.head_refusal(414 if line_too_long else 431, bytes(reading.head)))
             except OSError:
                 pass
             _close(sock)
+
+    def head_refusal(self, status: int, head: bytes) -> bytes:
+        """The whole answer (status line, headers, body) to a request head past
+        max_head_bytes, `head` being what arrived of it: 414 when its request line alone
+        passes the bound, else 431. Bodiless here; a server whose every answer is of one
+        kind gives its own (the lookup's is JSON)."""
+        return _URI_TOO_LONG if status == 414 else _TOO_LARGE
 
     def _forget(self, selector, sock: socket.socket) -> None:
         selector.unregister(sock)
