@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -231,6 +232,22 @@ def test_the_legend_states_the_minimum_of_controls_the_report_used(known, tmp_pa
     assert "'too few controls' below 5 controls" in text and "below 100" not in text
     page = write_html(document, tmp_path / "r.html").read_text()
     assert "below 5 controls" in page and "below 100" not in page
+
+
+def test_the_page_names_the_source_of_each_figure_and_warns_first(known, tmp_path):
+    """helper-133: the page's funnel, uplift and day by day said nothing of where their
+    figures came from (stats.json or the record files), and its warnings came last."""
+    pytest.importorskip("matplotlib")
+    from engine.closedloop.render import write_html
+    for path in (known / "sms").iterdir():
+        path.unlink()                       # the files disagree with stats.json now: warned
+    document = build_report(read_outputs([known]))
+    assert document["warnings"]
+    page = write_html(document, tmp_path / "r.html").read_text()
+    sources = re.findall(r'<p class="small source">(.*?)</p>', page, re.S)
+    assert len(sources) == 4 and all(s.startswith("Source: ") for s in sources)
+    assert "stats.json's funnel" in sources[2] and "Newcombe" in sources[1]
+    assert page.index('id="warnings"') < page.index("<h2>Programme</h2>")
 
 
 @pytest.mark.parametrize("by", ["campaign", "variant", "day"])

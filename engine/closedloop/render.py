@@ -95,7 +95,8 @@ def _funnel(plt, report: dict):
                   height, label=label, color=colour)
     axis.set_yticks(y, ids)
     axis.set_xlabel("contacts / events (count)")
-    axis.set_title("Funnel per campaign: matched, suppressed (any reason), sent, control, converted")
+    axis.set_title("Funnel per campaign: matched, suppressed (any reason: stats.json),\n"
+                   "sent, control, converted (the action and conversion files)")
     axis.legend(loc="lower right", fontsize="small")
     axis.grid(axis="x", alpha=0.3)
     return figure
@@ -178,9 +179,14 @@ _PAGE = """<!DOCTYPE html>
 <title>sigmatch report {{ period }}</title>
 """ + _STYLE + """<h1>Campaign report</h1>
 <p>{{ period }}. Outputs: {{ outputs }}.{% if sha %} Configuration sha256 {{ sha }}.{% endif %}</p>
+{% if warnings %}<h2>Warnings</h2><ul id="warnings">{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
 <h2>Programme</h2>
 <p>{{ programme }}</p>
+<p class="small source">Source: the action and conversion files (every send against the global controls).</p>
 <h2>Uplift per campaign</h2>
+<p class="small source">Source: the action and conversion files, each conversion joined to its contact by
+contact_seq; the 95% interval is Newcombe's for a difference of two proportions (statsmodels,
+<code>confint_proportions_2indep(method="newcomb")</code>).</p>
 <img alt="uplift per campaign" src="data:image/png;base64,{{ plots.uplift }}">
 <table><tr><th class="name">campaign</th><th class="name">template</th>
 {% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
@@ -188,13 +194,16 @@ _PAGE = """<!DOCTYPE html>
 {% for v in row[2:-1] %}<td>{{ v }}</td>{% endfor %}<td class="note">{{ row[-1] }}</td></tr>
 {% endfor %}</table>
 <h2>Funnel</h2>
+<p class="small source">Source: matched and the suppressions, stats.json's funnel (added up over the
+directories); sent, control and converted, the action and conversion files. Where files are
+missing the two disagree: see the warnings.</p>
 <img alt="funnel per campaign" src="data:image/png;base64,{{ plots.funnel }}">
 <table><tr><th class="name">campaign</th>{% for k in funnel_keys %}<th>{{ k }}</th>{% endfor %}</tr>
 {% for row in funnel_rows %}<tr><td class="name">{{ row[0] }}</td>{% for v in row[1:] %}<td>{{ v }}</td>{% endfor %}</tr>
 {% endfor %}</table>
 <h2>Day by day</h2>
+<p class="small source">Source: the action and conversion files, each conversion on its contact's local day.</p>
 <img alt="contacts and conversion rates per day" src="data:image/png;base64,{{ plots.daily }}">
-{% if warnings %}<h2>Warnings</h2><ul>{% for w in warnings %}<li>{{ w }}</li>{% endfor %}</ul>{% endif %}
 <p class="small">{{ legend }}</p>
 </body></html>
 """
