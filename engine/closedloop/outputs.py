@@ -342,13 +342,13 @@ def stats_problem(stats: dict) -> Optional[str]:
         try:
             parse_utc_offset(offset)        # the configuration's own rule: "+25:00" is no offset
         except (ValueError, TypeError):
-            return f"configuration.utc_offset {json.dumps(offset)[:40]} is not an offset like \"+08:00\""
+            return f"configuration.utc_offset {_shown(offset)} is not an offset like \"+08:00\""
         digest = identity.get("sha256")
         if digest is not None and not isinstance(digest, str):
-            return f"configuration.sha256 {json.dumps(digest)[:40]} is not a digest"
+            return f"configuration.sha256 {_shown(digest)} is not a digest"
         names = identity.get("campaigns")
         if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-            return f"configuration.campaigns {json.dumps(names)[:40]} is not a list of campaign ids"
+            return f"configuration.campaigns {_shown(names)} is not a list of campaign ids"
     if "run" in stats:
         run = stats["run"]
         # the seq range the files are held against: a run numbers its actions from 1, in 64 bits
@@ -358,15 +358,15 @@ def stats_problem(stats: dict) -> Optional[str]:
         if stopped is not None and not (isinstance(stopped, dict) and isinstance(stopped.get("reason"), str)):
             # a run stopped part-way is said by an object with its reason: another value read
             # as no stop, one without a reason as "stopped part-way (None)"
-            return f"run.stopped {json.dumps(stopped)[:40]} is not an object with a reason (or null: the run ended)"
+            return f"run.stopped {_shown(stopped)} is not an object with a reason (or null: the run ended)"
         for key in ("first_seq", "last_seq"):
             value = run.get(key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
                                       or not 1 <= value < 1 << 64):
-                return f"run.{key} {json.dumps(value)[:40]} is not an action's seq"
+                return f"run.{key} {_shown(value)} is not an action's seq"
         counted = run.get("conversions")
         if counted is not None and not _count(counted):
-            return f"run.conversions {json.dumps(counted)[:40]} is not a count"
+            return f"run.conversions {_shown(counted)} is not a count"
         if isinstance(run.get("first_seq"), int) and isinstance(run.get("last_seq"), int) \
                 and run["first_seq"] > run["last_seq"]:
             return f"run.first_seq {run['first_seq']} is past run.last_seq {run['last_seq']}"
@@ -379,21 +379,31 @@ def stats_problem(stats: dict) -> Optional[str]:
             # would be left out of the funnel as if it were a rate
             if key in _PARTS:
                 if not isinstance(value, dict):
-                    return f"campaigns.{cid[:60]}.{key} is {json.dumps(value)[:40]}, not an object"
+                    return f"campaigns.{cid[:60]}.{key} is {_shown(value)}, not an object"
                 # a day's or a variant's figures: counts alone
                 for part, counts in value.items():
                     where = f"campaigns.{cid[:60]}.{key}.{part[:60]}"
                     if not isinstance(counts, dict):
-                        return f"{where} is {json.dumps(counts)[:40]}, not an object"
+                        return f"{where} is {_shown(counts)}, not an object"
                     for name, count in counts.items():
                         if not _count(count):
-                            return f"{where}.{name[:60]} is {json.dumps(count)[:40]}, not a count"
+                            return f"{where}.{name[:60]} is {_shown(count)}, not a count"
             elif "rate" in key or "uplift" in key:
                 if not (value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))):
-                    return f"campaigns.{cid[:60]}.{key[:60]} is {json.dumps(value)[:40]}, not a number"
+                    return f"campaigns.{cid[:60]}.{key[:60]} is {_shown(value)}, not a number"
             elif not _count(value):
-                return f"campaigns.{cid[:60]}.{key[:60]} is {json.dumps(value)[:40]}, not a count"
+                return f"campaigns.{cid[:60]}.{key[:60]} is {_shown(value)}, not a count"
     return None
+
+
+def _shown(value) -> str:
+    """A value of stats.json as a refusal quotes it: JSON, cut to 40 characters, but an
+    integer with thousands separators, so that the log's mask of 7-digit runs leaves a count
+    readable (`matched is 10,000,000,000,000, not a count` was `100****...0000`)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        text = f"{value:,}"
+        return text if len(text) <= 40 else text[:39] + "…"
+    return json.dumps(value)[:40]
 
 
 def _count(value) -> bool:
