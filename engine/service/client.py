@@ -369,7 +369,7 @@ class Lookup:
                 return None
             try:
                 reason = json.loads(e.read()).get("error") or e.reason
-            except (ValueError, AttributeError, OSError):
+            except (ValueError, AttributeError, OSError, RecursionError):
                 reason = e.reason
             if e.code == 401:
                 reason = "the lookup refused the token (--lookup-token)"
@@ -381,3 +381,6 @@ class Lookup:
             return json.loads(body)
         except ValueError:
             raise LookupFailed(f"{self.url}: answered something else than JSON: not a sigmatch lookup?") from None
+        except RecursionError:
+            # JSON nested thousands deep: the parser's own limit, never a lookup's answer
+            raise LookupFailed(f"{self.url}: answered JSON nested too deeply: not a sigmatch lookup?") from None

@@ -130,10 +130,6 @@ def _look_up(request: Request, typed: str, problem: Optional[str] = None):
     except LookupFailed as e:
         context["problem"] = str(e)
         return render(request, "policy.html.jinja", status_code=502, **context)
-    except RecursionError:
-        # json.loads of an answer nested thousands deep: the client knows ValueError alone
-        context["problem"] = f"{client.url}: answered JSON nested too deeply: not a sigmatch lookup?"
-        return render(request, "policy.html.jinja", status_code=502, **context)
     if view is None:
         context["problem"] = f"{number} is not a subscriber ({NOT_FOUND_HINT})"
         return render(request, "policy.html.jinja", status_code=404, **context)
