@@ -128,7 +128,7 @@ def _mask_written(match: re.Match) -> str:
 
 # Groups joined by commas: a count (`1,000,000`, India's `12,34,567`) or a number written
 # as `138,0013,8000`, told apart by the groups' lengths (_mask_commas)
-_COMMAS = re.compile(r"(?<![\w+.,*-])\+?\d{1,4}(?:,\d{2,4}){1,5}(?![\w+*])(?![.,-]\d)")
+_COMMAS = re.compile(r"(?<![\w+.,*-])\+?\d{1,8}(?:,\d{1,8}){1,10}(?![\w+*])(?![.,-]\d)")
 
 
 def _mask_commas(match: re.Match) -> str:
@@ -175,13 +175,17 @@ _GLUED = re.compile(r"(?<![\d+*])\+?\(?\d{1,4}\)?(?:(?:[ ./_-]|\) ?)\d{2,4}){1,5
 # joined to the digits of the next.)
 # and groups joined by commas, letters beside them or not (`id138,0013,8000`), a count's
 # groups kept as _mask_commas keeps them
-_GLUED_COMMAS = re.compile(r"(?<![\d+,*])\+?\d{1,4}(?:,\d{2,4}){1,5}(?![\d,*])")
+_GLUED_COMMAS = re.compile(r"(?<![\d+,*])\+?\d{1,8}(?:,\d{1,8}){1,10}(?![\d,*])")
 # and digits spread out as people also type them, however many in a group: apart by up to
-# three of any space (two, a no-break space, the ideographic one, a thin one, a zero-width
-# one), any dash (the en dash that word processors put, U+2010, the minus sign), `.`, `_`,
-# `/` or brackets (`138  0013  8000`, `138 - 0013 - 8000`, `1 3 8 0 0 1 3 8 0 0 0`,
-# `138-00138000`)
-_SPREAD = re.compile(r"(?<![\d*])\+?\d+(?:[\s\u200b-\u200d\u2060\ufeff._/()\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d]{1,3}\d+)*(?![\d*])")
+# five of any space (two, a no-break space, the ideographic one, a thin one), any dash (the
+# en dash that word processors put, U+2010, the minus sign), a dot (`.`, `·`), `_`, `/`,
+# brackets, a comma with a space after it, or a character that shows nothing (zero-width,
+# soft hyphen, the direction marks: a page shows `13800138000`): `138  0013  8000`,
+# `138 - 0013 - 8000`, `1 3 8 0 0 1 3 8 0 0 0`, `138-00138000`, `[138] 0013 8000`. A comma
+# alone is no separator: `1,000,000` is written so that it stays a count.
+_SPREAD_SEPARATORS = ("\\s\u00ad\u00b7\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
+                      "\u2022\u2060-\u206f\u3164\u30fb\ufeff\uffa0._/()\\[\\]{}\\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d")
+_SPREAD = re.compile(r"(?<![\d*,])\+?\d+(?:(?:[%s]|,(?=\s)){1,5}\d+)*(?![\d*])(?!,\d)" % _SPREAD_SEPARATORS)
 
 
 def _mask_spread(match: re.Match) -> str:
@@ -214,10 +218,12 @@ def mask_typed_numbers(text: str) -> str:
     where a number glued to a word is still a number, never the name of a file the service
     wrote. So is a number spread out by other spaces and dashes, or by more than one
     (`138 - 0013 - 8000`, `138\u00a00013\u00a08000`, `138\u20130013\u20138000`, `1 3 8 0 0 1 3 8 0 0 0`):
-    7 digits or more in all are masked, so a list of small numbers typed with spaces (`10 20 30
-    40`) is masked too. Dates and IPv4 addresses are kept, as mask_written_numbers keeps them."""
-    text = _outside_kept(_GLUED_COMMAS, _outside_kept(_GLUED, text), _mask_commas)
-    text = _outside_kept(_SPREAD, text, _mask_spread)
+    7 digits or more in all are masked, so a list of small numbers typed with spaces or commas
+    and spaces (`10 20 30 40`, `100, 200, 300`) is masked too. Dates and IPv4 addresses are kept, as mask_written_numbers keeps them."""
+    # spread digits first: they are split into numbers of 11 digits at most (_mask_spread),
+    # where the patterns of groups took two numbers in groups for one
+    text = _outside_kept(_GLUED_COMMAS, _outside_kept(_GLUED, _outside_kept(_SPREAD, text, _mask_spread)),
+                         _mask_commas)
     return _RUN.sub(lambda match: mask_msisdn(match[0]), mask_written_numbers(text))
 
 
