@@ -625,7 +625,9 @@ _DAMAGES = [
     ("jsonl", "sms", lambda f: _damage_bytes(f, b'"template":"', b'"template":"\xc3'),
      "a template that is not UTF-8 text"),
     # helper-133: named the batch's first file, without a reason
-    ("jsonl", "sms", lambda f: f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes()), "starts with a byte order mark"),
+    ("jsonl", "sms", lambda f: f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes()), "starts with a byte order mark of UTF-8"),
+    # helper-136: UTF-16's lost its records as partial lines, exit 0
+    ("jsonl", "sms", lambda f: f.write_bytes(f.read_text().encode("utf-16")), "a byte order mark of UTF-16"),
     ("jsonl", "conversions", lambda f: _damage_jsonl(f, 0, "contact_seq", None), "1 record without contact_seq"),
     ("jsonl", "conversions", lambda f: _damage_jsonl(f, 0, "ts", KeyError), "1 record without ts"),
     ("parquet", "sms", lambda f: _damage_parquet(f, "msisdn", None), "without msisdn"),
@@ -777,6 +779,7 @@ def test_a_damaged_row_is_refused_without_its_msisdn(tmp_path, damage):
     (lambda s: s["configuration"].update(utc_offset=None), ("configuration.utc_offset null is not an offset",)),
     (lambda s: s["configuration"].pop("utc_offset"), ("configuration.utc_offset is missing",)),
     (lambda s: s.update(configuration=[]), ("configuration is not an object",)),
+    (lambda s: s.update(configuration=None), ("configuration is not an object",)),       # helper-136
     (lambda s: s["configuration"].update(campaigns=5), ("configuration.campaigns", "not a list of campaign ids")),
     (lambda s: s["configuration"].update(campaigns=["promo", 7]), ("configuration.campaigns",)),
     (lambda s: s["configuration"].update(sha256=["x"]), ("configuration.sha256", "not a digest")),
@@ -832,7 +835,11 @@ def test_outputs_of_an_older_sigmatch_are_read_alone_only(known, tmp_path):
     stats = json.loads((old / "stats.json").read_text())
     del stats["configuration"]
     (old / "stats.json").write_text(json.dumps(stats))
-    assert build_report(read_outputs([old]))["campaigns"]["promo"]["sends"] == 1_000
+    document = build_report(read_outputs([old]))
+    assert document["campaigns"]["promo"]["sends"] == 1_000
+    # in the document, so that --json and the page say it, not the log alone (helper-136)
+    assert document["warnings"] == [f"{old}/stats.json: no configuration identity (written by an older sigmatch): "
+                                    "local days are taken in UTC"]
     with pytest.raises(ReportError, match="no configuration identity"):
         read_outputs([known, old])
 

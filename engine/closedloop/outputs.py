@@ -154,6 +154,10 @@ def read_outputs(paths, *, progress: Optional[bool] = None) -> Outputs:
     configuration = _same_configuration(paths, stats)
     _same_run_twice(paths, stats)
     outputs = Outputs([], configuration)
+    if configuration is None:
+        # in the report's warnings, so that --json and the page say it too, not the log alone
+        _warn(outputs.warnings, f"{paths[0]}/stats.json: no configuration identity (written by an older "
+                                "sigmatch): local days are taken in UTC")
     codes = {name: _Codes(getattr(outputs, name)) for name in ("campaigns", "templates", "kinds")}
     sizes: dict[Path, int] = {}         # each file's size, from its directory listing: one stat per file
     files = [(p, _record_files(p, sizes, outputs.warnings)) for p in paths]
@@ -331,7 +335,9 @@ def stats_problem(stats: dict) -> Optional[str]:
     there is nothing. A file edited by hand or written by another tool is refused rather
     than misread (a count skipped, local days shifted)."""
     identity = stats.get("configuration")
-    if identity is not None:
+    if identity is not None or "configuration" in stats:
+        # null too: a run writes its identity, and an older sigmatch none at all (helper-136:
+        # null was read as no identity, local days in UTC)
         if not isinstance(identity, dict):
             return "configuration is not an object"
         # every run writes its offset beside its identity: null or none taken as UTC put
@@ -428,9 +434,6 @@ def _same_configuration(paths: list[Path], stats: list[dict]) -> Optional[dict]:
                     raise ReportError(f"{path}: written by another configuration than {paths[0]} ({key} differs: "
                                       f"{_short(identity.get(key))} against {_short(first.get(key))})")
     identity = identities[0] if isinstance(identities[0], dict) else None
-    if identity is None:
-        log.warning("%s/stats.json: no configuration identity (written by an older sigmatch): "
-                    "local days are taken in UTC", paths[0])
     return identity
 
 
@@ -705,7 +708,9 @@ def _csv_header(paths: list[Path]) -> tuple[Path, Optional[bytes]]:
     return paths[0], b""        # every file's first line is cut short: each is skipped, with a warning
 
 
-_BOM = b"\xef\xbb\xbf"
+# byte order marks, longest first (UTF-32's little-endian one begins as UTF-16's)
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xef\xbb\xbf", "UTF-8"),
+         (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 
 
 def _read_batch(paths: list[Path], sizes: dict, first_path: Path, header: Optional[bytes],
@@ -742,12 +747,15 @@ def _read_batch(paths: list[Path], sizes: dict, first_path: Path, header: Option
                 got = f.readinto(view[position:position + max(size - len(first), 0)])
             except OSError as e:
                 raise _unreadable(path, e) from None
-            if header is None and view[position:position + 3] == _BOM:
+            mark = next((name for bom, name in _BOMS if view[position:position + len(bom)] == bom), None) \
+                if header is None else None
+            if mark is not None:
                 # a JSON Lines file saved by an editor that marks UTF-8: parsed alone, Arrow
                 # skips the mark, but in the middle of a batch it broke the batch, and the
-                # refusal named the batch's first file without a reason (helper-133)
-                raise ReportError(f"{path}: not a sigmatch output file (it starts with a byte order mark, "
-                                  "which a run never writes)")
+                # refusal named the batch's first file without a reason (helper-133); one in
+                # UTF-16 lost its records as partial lines, without a refusal (helper-136)
+                raise ReportError(f"{path}: not a sigmatch output file (it starts with a byte order mark of "
+                                  f"{mark}, which a run never writes: it writes UTF-8 without one)")
         if got and view[position + got - 1] != 0x0A:
             cut = _last_line_end(view, position, position + got)
             said.append(f"{path}: partial last line skipped ({position + got - cut:,} bytes without a line end)")
