@@ -663,3 +663,23 @@ def test_the_live_version_is_not_simulated_against_itself(console, world):
     assert answer.status_code == 303 and answer.headers["location"] == "/simulations"
     assert f"version {live} is the live configuration" in ed.get("/simulations").text
     assert console.state.store.query("SELECT count(*) AS n FROM simulations")[0]["n"] == 0
+
+
+def test_a_live_file_that_is_not_utf8_is_said_as_every_page_says_it(console, world):
+    """helper-136: a simulation asked while the live file held bytes that are not UTF-8
+    flashed Python's words ('utf-8' codec can't decode byte 0xff ...)."""
+    generated, _ = world
+    draft_text, _ = without_campaign(generated.config.read_text())
+    version = add_version(console.state.store, draft_text)
+    ed = logged_in(console, "ed")
+    token = token_of(ed, "/simulations")
+    kept = generated.config.read_bytes()
+    try:
+        generated.config.write_bytes(b"# a\xff\n" + kept)
+        answer = ed.post("/simulations", data={"version": version, "trace": "monday.msgpack", "csrf_token": token})
+        page = ed.get(answer.headers["location"]).text
+    finally:
+        generated.config.write_bytes(kept)
+    assert answer.status_code == 303 and "simulations?version=" in answer.headers["location"]
+    assert "line 1: not UTF-8 text (byte 4 of the line)" in page and "codec" not in page
+    assert console.state.store.query("SELECT count(*) AS n FROM simulations")[0]["n"] == 0

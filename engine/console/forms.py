@@ -48,7 +48,9 @@ SHOWN = "_shown"            # the form field listing the checkbox and multi inpu
 # refuses them (engine.privacy.has_controls): U+202E turns a template or an encoding round on
 # the page and in `check`'s messages. A tab alone stays: a `where` or a null value written
 # with one in the live file must survive an untouched form.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# The direction marks (U+200E, U+200F, U+061C) show nothing and would travel to the gateway in
+# a template unseen (helper-136).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _INTEGER = re.compile(r"[+-]?[0-9](?:_?[0-9])*")
 _NUMBER = re.compile(r"[+-]?(?:[0-9](?:_?[0-9])*)?(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 

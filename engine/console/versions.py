@@ -124,7 +124,7 @@ class Versions:
     def baseline(self) -> dict:
         """The live file as a version: recorded (author "(file)") when the console has none
         yet or when someone changed the file outside the console since the last live version."""
-        text = self._read_live()
+        text = self.read_live()
         live = self.live()
         if live is not None and live["sha256"] == sha256_of(text):
             return live
@@ -144,7 +144,9 @@ class Versions:
                                                      f"{live['id']})")
         return self.get(vid)
 
-    def _read_live(self) -> str:
+    def read_live(self) -> str:
+        """The live file's text. VersionError, one line naming the file (and, for bytes that
+        are not UTF-8, the line and byte), when it cannot be read."""
         try:
             data = self.config_path.read_bytes()
             return data.decode("utf-8-sig")
@@ -225,7 +227,8 @@ class Versions:
         overwrite another editor's save without a conflict."""
         # SQLite's integers are 64-bit: a larger id is no version either (not an OverflowError)
         if not 0 < base < 1 << 63 or self.store.query_one("SELECT id FROM versions WHERE id = ?", (base,)) is None:
-            raise VersionError(f"base: no version {base}; reload the page")
+            # with separators: a flash's mask of 7-digit runs hid 1000000 (helper-136)
+            raise VersionError(f"base: no version {base:,}; reload the page")
 
     def _check_conflict(self, base: int, head: dict, line: Optional[str]) -> None:
         newer = self.store.query(f"SELECT * FROM versions WHERE id > ? AND id <= ? AND state NOT IN "
@@ -342,7 +345,7 @@ class Versions:
             raise ApprovalRefused("; ".join(blockers))
         version = self.get(vid)
         live = self.live()
-        if live is not None and self._read_live() != live["text"]:
+        if live is not None and self.read_live() != live["text"]:
             self.baseline()
             raise VersionError("the live file was changed outside the console since version "
                                f"{live['id']}; that change is now a version of its own, review again")

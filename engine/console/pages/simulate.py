@@ -92,15 +92,15 @@ def simulate(request: Request, version: int = Form(...), trace: str = Form(...))
         flash(request, f"version {version} is the live configuration: a simulation compares a version that is not "
                        "live with it", "error")
         return RedirectResponse("/simulations", status_code=303)
+    from engine.console.versions import Versions, VersionError
     try:
+        # read as every other page reads it: bytes that are not UTF-8 named by line and byte,
+        # where the flash gave Python's words (helper-136)
+        live_text = Versions(store, get_settings(request).config).read_live()
         sim_id = simulation_queue(request.app).submit(version_id=version, draft_text=row[0]["text"], trace=trace,
-                                                      author=user.name)
-    except SimulationError as e:
+                                                      author=user.name, live_text=live_text)
+    except (SimulationError, VersionError) as e:
         flash(request, str(e), "error")
-        return RedirectResponse(f"/simulations?version={version}", status_code=303)
-    except (OSError, UnicodeDecodeError) as e:
-        flash(request, f"{get_settings(request).config}: cannot read the live configuration "
-                       f"({getattr(e, 'strerror', None) or e})", "error")
         return RedirectResponse(f"/simulations?version={version}", status_code=303)
     audit(request, "simulate", f"version {version}", f"simulation {sim_id} on {trace}")
     return RedirectResponse(f"/simulations/{sim_id}", status_code=303)
