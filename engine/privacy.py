@@ -171,10 +171,9 @@ def _outside_kept(pattern: re.Pattern, text: str, mask=None) -> str:
 # ends inside a longer run): in typed text `id138-0013-8000` is a number glued to a word.
 # Not `,`: `1,000,000` is written so that it stays a count
 _GLUED = re.compile(r"(?<![\d+*])\+?\(?\d{1,4}\)?(?:(?:[ ./_-]|\) ?)\d{2,4}){1,5}(?![\d*])")
-# (Beside a `*`, digits are those of a number masked already, by an earlier pattern: never
-# joined to the digits of the next.)
-# and groups joined by commas, letters beside them or not (`id138,0013,8000`), a count's
-# groups kept as _mask_commas keeps them
+# And groups joined by commas, letters beside them or not (`id138,0013,8000`), a count's
+# groups kept as _mask_commas keeps them. (In these patterns, digits beside a `*` are those
+# of a number an earlier pattern masked: never joined to the digits of the next.)
 _GLUED_COMMAS = re.compile(r"(?<![\d+,*])\+?\d{1,8}(?:,\d{1,8}){1,10}(?![\d,*])")
 # and digits spread out as people also type them, however many in a group: apart by up to
 # five of any space (two, a no-break space, the ideographic one, a thin one), any dash (the
@@ -216,10 +215,11 @@ def mask_typed_numbers(text: str) -> str:
     letters beside it or not (`id13800138000`, `13800138000_x`, `id138-0013-8000`,
     `msisdn_138_0013_8001`): for text a person typed (a version's why, an approval's note),
     where a number glued to a word is still a number, never the name of a file the service
-    wrote. So is a number spread out by other spaces and dashes, or by more than one
-    (`138 - 0013 - 8000`, `138\u00a00013\u00a08000`, `138\u20130013\u20138000`, `1 3 8 0 0 1 3 8 0 0 0`):
-    7 digits or more in all are masked, so a list of small numbers typed with spaces or commas
-    and spaces (`10 20 30 40`, `100, 200, 300`) is masked too. Dates and IPv4 addresses are kept, as mask_written_numbers keeps them."""
+    wrote. So is a number spread out by other spaces and dashes, or by more than one, or by
+    characters that show nothing (`138 - 0013 - 8000`, a no-break space or an en dash between
+    the groups, `1 3 8 0 0 1 3 8 0 0 0`): 7 digits or more in all are masked, so a list of
+    small numbers typed with spaces, or commas and spaces (`10 20 30 40`, `100, 200, 300`), is
+    masked too. Dates and IPv4 addresses are kept, as mask_written_numbers keeps them."""
     # spread digits first: they are split into numbers of 11 digits at most (_mask_spread),
     # where the patterns of groups took two numbers in groups for one
     text = _outside_kept(_GLUED_COMMAS, _outside_kept(_GLUED, _outside_kept(_SPREAD, text, _mask_spread)),
