@@ -183,7 +183,8 @@ _GLUED_COMMAS = re.compile(r"(?<![\d+,*])\+?\d{1,8}(?:,\d{1,8}){1,10}(?![\d,*])"
 # `138 - 0013 - 8000`, `1 3 8 0 0 1 3 8 0 0 0`, `138-00138000`, `[138] 0013 8000`. A comma
 # alone is no separator: `1,000,000` is written so that it stays a count.
 _SPREAD_SEPARATORS = ("\\s\u00ad\u00b7\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
-                      "\u2022\u2060-\u206f\u3164\u30fb\ufeff\uffa0._/()\\[\\]{}\\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d")
+                      "\u2022\u2060-\u206f\u3164\u30fb\ufeff\uffa0._/()\\[\\]{}\\-"
+                      "\u2010-\u2015\u2212\ufe58\ufe63\uff0d")
 _SPREAD = re.compile(r"(?<![\d*,])\+?\d+(?:(?:[%s]|,(?=\s)){1,5}\d+)*(?![\d*])(?!,\d)" % _SPREAD_SEPARATORS)
 
 

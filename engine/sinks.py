@@ -48,8 +48,8 @@ from engine.records import (
 )
 
 __all__ = ["SinkSet", "SinkThread", "earlier_run_files", "remove_earlier_run", "unwritable_output_directory",
-           "without_missing_parents", "lock_output", "writing_output", "open_plain", "open_lock_file", "hold_lock", "LockHeld",
-           "SERVICE_ID_FILE", "OUT_LOCK"]
+           "without_missing_parents", "lock_output", "writing_output", "open_plain", "open_lock_file", "hold_lock",
+           "LockHeld", "SERVICE_ID_FILE", "OUT_LOCK"]
 
 # OUT/NAME: the id of the service (`sigmatch run`) whose output OUT is; its checkpoint holds
 # the id too, so that a restart does not number on into another run's output
