@@ -115,7 +115,12 @@ def mask_numbers(text: str) -> str:
 _WRITTEN = re.compile(r"(?<![\w+.*-])\+?\d{1,4}(?:[ .-]\d{2,4}){1,5}(?![\w+*])(?![.-]\d)")
 # Dates (2026-12-24, 24.12.2026) and IPv4 addresses have the same shape: taken out first, so
 # that neither is masked nor joins the time or port beside it into a number
-_KEPT = re.compile(r"(?<![\d.])(?:\d{4}([-./])\d{2}\1\d{2}|\d{2}([-./])\d{2}\2\d{4}|\d{1,3}(?:\.\d{1,3}){3})(?!\d)")
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_MONTH, _DAY = r"(?:0[1-9]|1[0-2])", r"(?:0[1-9]|[12]\d|3[01])"
+# (a real month and day, either first in 24.12.2026 and 12/24/2026; octets of 0-255 and exactly four of them: `138.00.138.000` and
+# `13.800.138.000` are numbers, helper-137)
+_KEPT = re.compile(r"(?<![\d.])(?:\d{4}([-./])%s\1%s|%s([-./])%s\2\d{4}|%s(?:\.%s){3}(?!\.\d))(?!\d)"
+                   % (_MONTH, _DAY, _DAY, _DAY, _OCTET, _OCTET))
 
 
 def _mask_written(match: re.Match) -> str:
@@ -183,9 +188,14 @@ _GLUED_COMMAS = re.compile(r"(?<![\d+,*])\+?\d{1,8}(?:,\d{1,8}){1,10}(?![\d,*])"
 # `138 - 0013 - 8000`, `1 3 8 0 0 1 3 8 0 0 0`, `138-00138000`, `[138] 0013 8000`. A comma
 # alone is no separator: `1,000,000` is written so that it stays a count.
 _SPREAD_SEPARATORS = ("\\s\u00ad\u00b7\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
-                      "\u2022\u2060-\u206f\u3164\u30fb\ufeff\uffa0._/()\\[\\]{}\\-"
-                      "\u2010-\u2015\u2212\ufe58\ufe63\uff0d")
-_SPREAD = re.compile(r"(?<![\d*,])\+?\d+(?:(?:[%s]|,(?=\s)){1,5}\d+)*(?![\d*])(?!,\d)" % _SPREAD_SEPARATORS)
+                      "\u2022\u2024\u2060-\u206f\u2219\u22c5\u2800\u3001\u3002\u3164\u30fb\u30fc\ufeff\uffa0"
+                      "\uff0c\uff0e._/()\\[\\]{},|'~\\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d")
+# possessive: a cluster that cannot end where it should is not tried again shorter, which
+# left the rest of a number shown; never begun beside a `*` (a mask already made)
+_SPREAD = re.compile(r"(?<![\d*])\+?\d++(?:[%s]{1,8}\d++)*+" % _SPREAD_SEPARATORS)
+# a count as people write one, which a spread cluster of its own is left as: 1,000,000,
+# and India's 12,34,567
+_COUNT = re.compile(r"\d{1,3}(?:,\d{3})+|\d{1,2}(?:,\d{2})+,\d{3}")
 
 
 def _mask_spread(match: re.Match) -> str:
@@ -194,21 +204,27 @@ def _mask_spread(match: re.Match) -> str:
     numbers typed with a space between (`13800138000 13900139000`) stay two."""
     text = match[0]
     groups = list(re.finditer(r"\d+", text))
-    parts, start, digits = [], 0, ""
+    # the groups' cuts into numbers: after 11 digits, or after 7 when a number of 7 follows;
+    # a last piece shorter than 7 joins the one before (`0086 138 0013 8000`, cut at 11,
+    # left `8000` shown and 8 of the number's 11 digits readable)
+    pieces, first, digits = [], 0, 0
     for i, group in enumerate(groups):
-        digits += group[0]
+        digits += len(group[0])
         following = groups[i + 1][0] if i + 1 < len(groups) else None
-        if following is None or len(digits) >= 11 or (len(digits) >= MIN_MASKED_DIGITS
-                                                      and len(following) >= MIN_MASKED_DIGITS):
-            piece = text[start:group.end()]
-            if len(digits) >= MIN_MASKED_DIGITS:
-                piece = ("+" if piece.startswith("+") else "") + mask_msisdn(digits)
-            parts.append(piece)
-            if following is not None:
-                parts.append(text[group.end():groups[i + 1].start()])
-                start = groups[i + 1].start()
-            digits = ""
-    return "".join(parts)
+        if following is None or digits >= 11 or (digits >= MIN_MASKED_DIGITS and len(following) >= MIN_MASKED_DIGITS):
+            pieces.append([first, i, digits])
+            first, digits = i + 1, 0
+    if len(pieces) > 1 and pieces[-1][2] < MIN_MASKED_DIGITS:
+        last = pieces.pop()
+        pieces[-1][1:] = [last[1], pieces[-1][2] + last[2]]
+    parts, start = [], 0
+    for first, last, digits in pieces:
+        piece = text[groups[first].start() if first else 0:groups[last].end()]
+        if digits >= MIN_MASKED_DIGITS and not _COUNT.fullmatch(piece):
+            piece = ("+" if piece.startswith("+") else "") + mask_msisdn("".join(g[0] for g in groups[first:last + 1]))
+        parts += [text[start:groups[first].start()] if first else "", piece]
+        start = groups[last].end()
+    return "".join(parts) + text[start:]
 
 
 def mask_typed_numbers(text: str) -> str:

@@ -628,6 +628,8 @@ _DAMAGES = [
     ("jsonl", "sms", lambda f: f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes()), "starts with a byte order mark of UTF-8"),
     # helper-136: UTF-16's lost its records as partial lines, exit 0
     ("jsonl", "sms", lambda f: f.write_bytes(f.read_text().encode("utf-16")), "a byte order mark of UTF-16"),
+    # the mark alone: the bytes after it in the buffer are no file's (helper-137 saw UTF-32)
+    ("jsonl", "sms", lambda f: f.write_bytes(b"\xff\xfe"), "a byte order mark of UTF-16"),
     ("jsonl", "conversions", lambda f: _damage_jsonl(f, 0, "contact_seq", None), "1 record without contact_seq"),
     ("jsonl", "conversions", lambda f: _damage_jsonl(f, 0, "ts", KeyError), "1 record without ts"),
     ("parquet", "sms", lambda f: _damage_parquet(f, "msisdn", None), "without msisdn"),

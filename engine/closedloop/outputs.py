@@ -747,8 +747,10 @@ def _read_batch(paths: list[Path], sizes: dict, first_path: Path, header: Option
                 got = f.readinto(view[position:position + max(size - len(first), 0)])
             except OSError as e:
                 raise _unreadable(path, e) from None
-            mark = next((name for bom, name in _BOMS if view[position:position + len(bom)] == bom), None) \
-                if header is None else None
+            # within what was read: the buffer past it holds no byte of this file (helper-137:
+            # a file of FF FE alone was said to be UTF-32 by the bytes after it)
+            mark = next((name for bom, name in _BOMS if got >= len(bom) and view[position:position + len(bom)] == bom),
+                        None) if header is None else None
             if mark is not None:
                 # a JSON Lines file saved by an editor that marks UTF-8: parsed alone, Arrow
                 # skips the mark, but in the middle of a batch it broke the batch, and the
