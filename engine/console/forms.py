@@ -241,8 +241,12 @@ def one_line(name: str, raw) -> str:
     text = "" if raw is None else str(raw)
     if len(text) > MAX_TEXT:
         raise FormValueError(name, f"longer than {MAX_TEXT:,} characters")
-    if _CONTROL.search(text):
-        raise FormValueError(name, "must be one line without control characters")
+    found = _CONTROL.search(text)
+    if found:
+        # named: a direction mark shows nothing, and a value the live file already held
+        # (check takes it) is refused on the form with no way to see why (helper-137)
+        raise FormValueError(name, f"must be one line without control characters (U+{ord(found[0]):04X} at "
+                                   f"character {found.start() + 1:,})")
     return text.strip()
 
 
