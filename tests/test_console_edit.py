@@ -1096,7 +1096,7 @@ def test_a_base_that_is_no_version_is_refused_not_taken_for_a_form_newer_than_ev
 
 
 @pytest.mark.parametrize("character", ["\u202e", "\u202a", "\u2066", "\u2069", "\x85", "\x9b", "\u200e", "\u200f",
-                                       "\u061c"])
+                                       "\u061c", "\xad", "\u200b", "\u2060", "\ufeff", "\u180e"])
 def test_a_one_line_value_with_a_bidirectional_override_or_a_c1_control_is_refused_as_a_why_is(app, world,
                                                                                                   character):
     """helper-132: template="\\u202eABC" and [engine] encoding="utf-8\\u202e" were saved, where

@@ -48,9 +48,11 @@ SHOWN = "_shown"            # the form field listing the checkbox and multi inpu
 # refuses them (engine.privacy.has_controls): U+202E turns a template or an encoding round on
 # the page and in `check`'s messages. A tab alone stays: a `where` or a null value written
 # with one in the live file must survive an untouched form.
-# The direction marks (U+200E, U+200F, U+061C) show nothing and would travel to the gateway in
-# a template unseen (helper-136).
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+# The direction marks (U+200E, U+200F, U+061C) and the characters that show nothing (soft
+# hyphen, zero-width space and joiners, word joiner, byte order mark) would travel to the
+# gateway in a template unseen, or make an id look like another (helper-136, helper-137).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028\u2029\u202a-\u202e"
+                      r"\u2060-\u2064\u2066-\u2069\ufeff]")
 _INTEGER = re.compile(r"[+-]?[0-9](?:_?[0-9])*")
 _NUMBER = re.compile(r"[+-]?(?:[0-9](?:_?[0-9])*)?(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 
