@@ -40,7 +40,7 @@ from typing import Optional
 
 import numpy as np
 
-from engine.closedloop.outputs import Outputs, ReportError
+from engine.closedloop.outputs import Outputs, ReportError, _warn
 from engine.closedloop.uplift import MIN_CONTROLS, Uplift, uplifts
 from engine.privacy import escape_controls
 from engine.wording import plural
@@ -180,9 +180,8 @@ def build_report(outputs: Outputs, *, min_controls: int = MIN_CONTROLS) -> dict:
                 found = found & ~other
             if not found.all():
                 missing = plural(int((~found).sum()), "conversion whose contact is", "conversions whose contacts are")
-                warnings.append(f"{directory.path}: {missing} not in its action files: counted on the day they "
+                _warn(warnings, f"{directory.path}: {missing} not in its action files: counted on the day they "
                                 "happened, under the campaign's only template (or '?')")
-                log.warning("%s", warnings[-1])
             if len(a):
                 template, contact_day = a.template[where], day[where]
             else:
@@ -251,11 +250,6 @@ def build_report(outputs: Outputs, *, min_controls: int = MIN_CONTROLS) -> dict:
         "programme": programme_entry,
         "warnings": warnings,
     }
-
-
-def _warn(warnings: list, message: str) -> None:
-    warnings.append(message)
-    log.warning("%s", message)
 
 
 # odd 64-bit multipliers (SplitMix64's): a contact's campaign, subscriber and time mixed
