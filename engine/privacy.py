@@ -171,22 +171,14 @@ def _outside_kept(pattern: re.Pattern, text: str, mask=None) -> str:
     return "".join(parts)
 
 
-# A number in groups as _WRITTEN reads one, with `_` and `/` too and the first group in
-# brackets (`(138) 0013-8000`), only digits kept from either side (a group never starts or
-# ends inside a longer run): in typed text `id138-0013-8000` is a number glued to a word.
-# Not `,`: `1,000,000` is written so that it stays a count
-_GLUED = re.compile(r"(?<![\d+*])\+?\(?\d{1,4}\)?(?:(?:[ ./_-]|\) ?)\d{2,4}){1,5}(?![\d*])")
-# And groups joined by commas, letters beside them or not (`id138,0013,8000`), a count's
-# groups kept as _mask_commas keeps them. (In these patterns, digits beside a `*` are those
-# of a number an earlier pattern masked: never joined to the digits of the next.)
-_GLUED_COMMAS = re.compile(r"(?<![\d+,*])\+?\d{1,8}(?:,\d{1,8}){1,10}(?![\d,*])")
-# and digits spread out as people also type them, however many in a group: apart by up to
-# five of any space (two, a no-break space, the ideographic one, a thin one), any dash (the
-# en dash that word processors put, U+2010, the minus sign), a dot (`.`, `·`), `_`, `/`,
-# brackets, a comma with a space after it, or a character that shows nothing (zero-width,
-# soft hyphen, the direction marks: a page shows `13800138000`): `138  0013  8000`,
-# `138 - 0013 - 8000`, `1 3 8 0 0 1 3 8 0 0 0`, `138-00138000`, `[138] 0013 8000`. A comma
-# alone is no separator: `1,000,000` is written so that it stays a count.
+# Digits spread out as people type them (typed text), however many in a group, letters
+# beside them or not (`id138-0013-8000`): apart by up to eight of any space (a no-break, an
+# ideographic or a thin one too), any dash (the en dash that word processors put, U+2010,
+# the minus sign, the katakana long mark), a dot (`.`, `·`, full-width), a comma (a cluster
+# grouped as a count, `1,000,000`, is left as it is: _COUNT), `_`, `/`, `|`, `'`, `~`,
+# brackets, or a character that shows nothing (zero-width, soft hyphen, the direction marks:
+# a page shows `13800138000`): `138  0013  8000`, `138 - 0013 - 8000`,
+# `1 3 8 0 0 1 3 8 0 0 0`, `138-00138000`, `[138] 0013 8000`, `138,0013,8000`.
 _SPREAD_SEPARATORS = ("\\s\u00ad\u00b7\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
                       "\u2022\u2024\u2060-\u206f\u2219\u22c5\u2800\u3001\u3002\u3164\u30fb\u30fc\ufeff\uffa0"
                       "\uff0c\uff0e._/()\\[\\]{},|'~\\-\u2010-\u2015\u2212\ufe58\ufe63\uff0d")
@@ -237,10 +229,10 @@ def mask_typed_numbers(text: str) -> str:
     the groups, `1 3 8 0 0 1 3 8 0 0 0`): 7 digits or more in all are masked, so a list of
     small numbers typed with spaces, or commas and spaces (`10 20 30 40`, `100, 200, 300`), is
     masked too. Dates and IPv4 addresses are kept, as mask_written_numbers keeps them."""
-    # spread digits first: they are split into numbers of 11 digits at most (_mask_spread),
-    # where the patterns of groups took two numbers in groups for one
-    text = _outside_kept(_GLUED_COMMAS, _outside_kept(_GLUED, _outside_kept(_SPREAD, text, _mask_spread)),
-                         _mask_commas)
+    # one pass over every cluster of digits, cut into numbers of 11 digits at most
+    # (_mask_spread): patterns of groups of 2-4 digits, run before, took two numbers in
+    # groups for one and left a short number's neighbour half shown
+    text = _outside_kept(_SPREAD, text, _mask_spread)
     return _RUN.sub(lambda match: mask_msisdn(match[0]), mask_written_numbers(text))
 
 
